@@ -1,0 +1,396 @@
+"""The live engine: a PortAudio stream with the compiled callback, a DSP thread, a monitor.
+
+    PortAudio RT thread ──(compiled callback)──► input ring ──► DSP thread: chain ──► output ring ──► callback
+
+Control from other threads goes through rings too: ``set_param`` (one control thread) and
+``send_midi`` (one MIDI thread) push records that the DSP thread applies between blocks, so the
+chain is only ever touched by the DSP thread while streaming.
+"""
+from __future__ import annotations
+
+import os
+import select
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import callback as cb
+from .portaudio import AudioDeviceError, check, resolve_device, sd
+from .ring import Ring, ring_pop, ring_push, ring_readable
+
+PA_FLOAT32 = 0x00000001
+PA_CLIP_OFF = 0x00000001
+
+PARAM, BYPASS, MIX = 0, 1, 2  # control record kinds
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+@dataclass
+class EngineConfig:
+    samplerate: int = 48000
+    blocksize: int = 128
+    channels: int = 2
+    mode: str = "duplex"  # "duplex", "input" (capture only) or "output" (playback only, e.g. a synth)
+    input_device: int | str | None = None
+    output_device: int | str | None = None
+    prefill_blocks: int = 2  # output ring pre-fill: the DSP thread's time budget, in blocks
+    ring_blocks: int = 32  # ring capacity, in blocks
+    switch_interval_s: float = 0.0005  # GIL hand-over interval while streaming (Python's default 5 ms > a 128-frame block)
+    realtime_priority: int = 5  # SCHED_FIFO priority for the DSP thread when permitted (JACK's own threads run higher)
+
+    def validate(self) -> None:
+        if self.samplerate not in (44100, 48000, 88200, 96000):
+            raise EngineError(f"samplerate {self.samplerate} not supported (44100, 48000, 88200, 96000)")
+        if not 32 <= self.blocksize <= 2048:
+            raise EngineError(f"blocksize {self.blocksize} outside 32..2048 frames")
+        if self.channels not in (1, 2):
+            raise EngineError(f"channels must be 1 or 2, got {self.channels}")
+        if self.mode not in ("duplex", "input", "output"):
+            raise EngineError(f"mode must be duplex, input or output, got {self.mode!r}")
+        if self.prefill_blocks < 1:
+            raise EngineError("prefill_blocks must be >= 1")
+
+
+class Engine:
+    def __init__(self, chain, config: EngineConfig | None = None, tap: Ring | None = None):
+        self.chain = chain
+        self.config = config or EngineConfig()
+        self.config.validate()
+        self.tap = tap  # optional ring receiving every processed block (recording, tests)
+        self.error: str | None = None  # set when the device/server disappears
+        self._stream = None
+        self._running = False
+        self._threads: list[threading.Thread] = []
+        self._slot_ids: list[str] = []
+        c = self.config
+        ring_frames = c.blocksize * c.ring_blocks
+        self.in_ring = Ring.for_frames(ring_frames, c.channels)
+        self.out_ring = Ring.for_frames(ring_frames, c.channels)
+        self.timing = Ring(8192, cb.TIME_WIDTH, np.int64)
+        self.control = Ring(1024, 4, np.float64)  # (slot, param, value, kind)
+        self.midi = Ring(1024, 4, np.float64)  # (status, data1, data2, unused)
+        self.stats_arr = np.zeros(cb.ST_SIZE, np.int64)
+        self._clock = np.zeros(2 + cb.TIME_WIDTH, np.int64)
+        self._wake_byte = np.ones(1, np.uint8)
+        self._ctl = np.zeros(cb.CTL_SIZE, np.int64)
+        self._block = np.zeros((c.blocksize, c.channels), np.float32)
+        self.meters = np.zeros(4, np.float32)  # input peak L/R, output peak L/R (linear), for UIs
+        # rolling histories the monitor fills (microseconds)
+        self._cb_us = np.zeros(1 << 16, np.float32)
+        self._cb_n = 0
+        self._dsp_us = np.zeros(1 << 16, np.float32)
+        self._dsp_n = 0
+        self._last_start_ns = 0
+        self.delayed_callbacks = 0
+        self.dsp_overflows = 0
+        self._stream_info = (0.0, 0.0)
+
+    # ---------------------------------------------------------------- life cycle
+    def start(self) -> None:
+        if self._running:
+            return
+        c = self.config
+        self.chain.prepare(c.samplerate, c.blocksize, c.channels)
+        self._slot_ids = [s.id for s in self.chain.slots]
+        self._warm_up()
+        self._wire_control_block()
+        # pre-fill: the DSP thread gets prefill_blocks periods to deliver each block
+        if c.mode != "input":
+            self.out_ring.push(np.zeros((c.blocksize * c.prefill_blocks, c.channels), np.float32))
+        self._open_stream()
+        self._running = True
+        self._old_switch = sys.getswitchinterval()
+        sys.setswitchinterval(c.switch_interval_s)
+        self._threads = [threading.Thread(target=self._dsp_loop, name="dsp", daemon=True),
+                         threading.Thread(target=self._monitor_loop, name="engine-monitor", daemon=True)]
+        for t in self._threads:
+            t.start()
+        s = sd()
+        check(s._lib.Pa_StartStream(self._stream), "start stream")
+
+    def stop(self) -> None:
+        """Stop and close the stream (always before any JACK server is torn down)."""
+        if not self._running:
+            return
+        self._running = False
+        s = sd()
+        if self._stream is not None:
+            if self.error is None:
+                s._lib.Pa_StopStream(self._stream)
+            else:  # the server is gone: don't wait for a callback that will never come
+                s._lib.Pa_AbortStream(self._stream)
+            s._lib.Pa_CloseStream(self._stream)
+            self._stream = None
+        os.write(self._wake_w, b"x")
+        for t in self._threads:
+            t.join(2)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._drain_timing()
+        sys.setswitchinterval(self._old_switch)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def _warm_up(self) -> None:
+        """Compile/load every kernel signature and warm ONNX sessions before the stream starts,
+        so the first real block does no compilation; then reset all state."""
+        for _ in range(3):
+            self._block[:] = 0
+            self.chain.process(self._block)
+        self.chain.reset()
+        self._block[:] = 0
+        _peak(self._block, self.meters, 0)
+        rec = np.zeros((1, 4), np.float64)
+        for ring in (self.control, self.midi):
+            ring_pop(ring.buf, ring.idx, rec, 0)
+        for ring in (self.in_ring, self.out_ring) + ((self.tap,) if self.tap is not None else ()):
+            ring_push(ring.buf, ring.idx, self._block, 0)
+            ring_pop(ring.buf, ring.idx, self._block, 0)
+            ring_readable(ring.idx)
+
+    def _wire_control_block(self) -> None:
+        c = self.config
+        ctl = self._ctl
+        has_in, has_out = c.mode != "output", c.mode != "input"
+        ctl[cb.CTL_IN_BUF] = self.in_ring.buf.ctypes.data
+        ctl[cb.CTL_IN_IDX] = self.in_ring.idx.ctypes.data
+        ctl[cb.CTL_IN_CAP] = self.in_ring.capacity
+        ctl[cb.CTL_IN_CH] = c.channels if has_in else 0
+        ctl[cb.CTL_OUT_BUF] = self.out_ring.buf.ctypes.data
+        ctl[cb.CTL_OUT_IDX] = self.out_ring.idx.ctypes.data
+        ctl[cb.CTL_OUT_CAP] = self.out_ring.capacity
+        ctl[cb.CTL_OUT_CH] = c.channels if has_out else 0
+        ctl[cb.CTL_STATS] = self.stats_arr.ctypes.data
+        ctl[cb.CTL_TIME_BUF] = self.timing.buf.ctypes.data
+        ctl[cb.CTL_TIME_IDX] = self.timing.idx.ctypes.data
+        ctl[cb.CTL_TIME_CAP] = self.timing.capacity
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        ctl[cb.CTL_WAKE_FD] = self._wake_w
+        ctl[cb.CTL_WAKE_BYTE] = self._wake_byte.ctypes.data
+        ctl[cb.CTL_CLOCK] = self._clock.ctypes.data
+
+    def _open_stream(self) -> None:
+        c = self.config
+        s = sd()
+        ffi, lib = s._ffi, s._lib
+
+        def params(kind):
+            dev = resolve_device(c.input_device if kind == "input" else c.output_device, kind, c.channels)
+            p = ffi.new("PaStreamParameters *")
+            p.device = dev
+            p.channelCount = c.channels
+            p.sampleFormat = PA_FLOAT32
+            info = lib.Pa_GetDeviceInfo(dev)
+            p.suggestedLatency = info.defaultLowInputLatency if kind == "input" else info.defaultLowOutputLatency
+            p.hostApiSpecificStreamInfo = ffi.NULL
+            return p
+
+        in_p = params("input") if c.mode != "output" else ffi.NULL
+        out_p = params("output") if c.mode != "input" else ffi.NULL
+        check(lib.Pa_IsFormatSupported(in_p, out_p, float(c.samplerate)),
+              f"{c.samplerate} Hz, {c.channels} ch {c.mode} stream")
+        stream = ffi.new("PaStream **")
+        self._callback_ptr = cb.callback_pointer(ffi)  # keep alive while the stream exists
+        check(lib.Pa_OpenStream(stream, in_p, out_p, float(c.samplerate), c.blocksize, PA_CLIP_OFF,
+                                self._callback_ptr, ffi.cast("void *", self._ctl.ctypes.data)), "open stream")
+        self._stream = stream[0]
+        info = lib.Pa_GetStreamInfo(self._stream)
+        self._stream_info = (info.inputLatency, info.outputLatency)
+
+    # ---------------------------------------------------------------- control (other threads)
+    def set_param(self, slot_id: str, param_id: str, value) -> None:
+        """Queue a parameter change (validated here, applied by the DSP thread at the next block).
+
+        Single producer: call from one control thread (the GUI, or the main thread).
+        """
+        si = self._slot_index(slot_id)
+        proc = self.chain.slots[si].processor
+        pi = proc.param_index(param_id)
+        v = proc.params[pi].validate(value, where=f"{slot_id}.")
+        self._push_control(si, pi, v, PARAM)
+
+    def set_bypass(self, slot_id: str, bypass: bool) -> None:
+        self._push_control(self._slot_index(slot_id), 0, 1.0 if bypass else 0.0, BYPASS)
+
+    def set_mix(self, slot_id: str, mix: float) -> None:
+        mix = float(mix)
+        if not 0.0 <= mix <= 1.0:
+            raise EngineError(f"{slot_id}.mix: {mix} outside [0, 1]")
+        self._push_control(self._slot_index(slot_id), 0, mix, MIX)
+
+    def send_midi(self, status: int, data1: int = 0, data2: int = 0) -> bool:
+        """Queue a MIDI message for the chain (single producer: the MIDI input thread)."""
+        return self.midi.push_record(float(status), float(data1), float(data2), 0.0)
+
+    def _slot_index(self, slot_id: str) -> int:
+        ids = [s.id for s in self.chain.slots]
+        if slot_id not in ids:
+            raise EngineError(f"unknown slot {slot_id!r}; slots: {ids}")
+        return ids.index(slot_id)
+
+    def _push_control(self, si: int, pi: int, value: float, kind: int) -> None:
+        if not self._running:  # not streaming: the chain is ours to touch directly
+            self._apply_control(si, pi, value, kind)
+            return
+        if not self.control.push_record(si, pi, value, kind):
+            raise EngineError("control queue full: the DSP thread is not keeping up")
+
+    def _apply_control(self, si, pi, value, kind) -> None:
+        slot = self.chain.slots[si]
+        if kind == PARAM:
+            slot.processor.values[pi] = value
+        elif kind == BYPASS:
+            self.chain.set_bypass(slot.id, bool(value))
+        else:
+            self.chain.set_mix(slot.id, value)
+
+    # ---------------------------------------------------------------- DSP thread
+    def _dsp_loop(self) -> None:
+        c = self.config
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(c.realtime_priority))
+        except (AttributeError, PermissionError, OSError):
+            pass  # not permitted: run at normal priority
+        B = c.blocksize
+        block = self._block
+        in_buf, in_idx = self.in_ring.buf, self.in_ring.idx
+        out_buf, out_idx = self.out_ring.buf, self.out_ring.idx
+        has_in, has_out = c.mode != "output", c.mode != "input"
+        target_fill = B * c.prefill_blocks
+        ctrl = self.control
+        ctrl_rec = np.zeros((1, 4), np.float64)
+        midi_rec = np.zeros((1, 4), np.float64)
+        midi_sink = getattr(self.chain, "handle_midi", None)
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        process = self.chain.process
+        tap = self.tap
+        meters = self.meters
+        perf = time.perf_counter_ns
+        dsp_us = self._dsp_us
+        mask = dsp_us.shape[0] - 1
+        while self._running:
+            poller.poll(100)
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+            while ring_pop(ctrl.buf, ctrl.idx, ctrl_rec, 1):
+                self._apply_control(int(ctrl_rec[0, 0]), int(ctrl_rec[0, 1]), ctrl_rec[0, 2], int(ctrl_rec[0, 3]))
+            while ring_pop(self.midi.buf, self.midi.idx, midi_rec, 1):
+                if midi_sink is not None:
+                    midi_sink(int(midi_rec[0, 0]), int(midi_rec[0, 1]), int(midi_rec[0, 2]))
+            while self._running:
+                if has_in:
+                    if ring_readable(in_idx) < B:
+                        break
+                    ring_pop(in_buf, in_idx, block, B)
+                else:
+                    if ring_readable(out_idx) >= target_fill:
+                        break
+                    block.fill(0.0)
+                _peak(block, meters, 0)
+                t0 = perf()
+                process(block)
+                dsp_us[self._dsp_n & mask] = (perf() - t0) * 1e-3
+                self._dsp_n += 1
+                _peak(block, meters, 2)
+                if has_out and ring_push(out_buf, out_idx, block, B) < B:
+                    self.dsp_overflows += 1
+                if tap is not None:
+                    ring_push(tap.buf, tap.idx, block, B)
+
+    # ---------------------------------------------------------------- monitor thread
+    def _monitor_loop(self) -> None:
+        period = self.config.blocksize / self.config.samplerate
+        last_callbacks, last_change = -1, time.monotonic()
+        while self._running:
+            time.sleep(0.05)
+            self._drain_timing()
+            n = int(self.stats_arr[cb.ST_CALLBACKS])
+            now = time.monotonic()
+            if n != last_callbacks:
+                last_callbacks, last_change = n, now
+            elif now - last_change > max(1.0, 50 * period) and self.error is None:
+                self.error = ("audio device stopped delivering callbacks "
+                              f"(no callback for {now - last_change:.1f} s): server or device lost")
+
+    def _drain_timing(self) -> None:
+        buf, idx = self.timing.buf, self.timing.idx
+        n = int(ring_readable(idx))
+        if n == 0:
+            return
+        recs = np.empty((n, cb.TIME_WIDTH), np.int64)
+        ring_pop(buf, idx, recs, n)
+        mask = self._cb_us.shape[0] - 1
+        pos = (self._cb_n + np.arange(n)) & mask
+        self._cb_us[pos] = recs[:, 1] * 1e-3
+        self._cb_n += n
+        starts = recs[:, 0]
+        prev = np.concatenate(([self._last_start_ns or starts[0]], starts[:-1]))
+        period_ns = recs[:, 2] * 1e9 / self.config.samplerate
+        self.delayed_callbacks += int(np.count_nonzero(starts - prev > 1.5 * period_ns))
+        self._last_start_ns = int(starts[-1])
+
+    # ---------------------------------------------------------------- reports
+    def latency(self) -> dict:
+        c = self.config
+        prefill = c.blocksize * c.prefill_blocks if c.mode == "duplex" else 0
+        chain_lat = int(self.chain.latency)
+        added = prefill + chain_lat
+        in_lat, out_lat = self._stream_info
+        return {"samplerate": c.samplerate, "blocksize": c.blocksize, "prefill_frames": prefill,
+                "chain_latency_frames": chain_lat, "added_frames": added,
+                "added_ms": 1000.0 * added / c.samplerate,
+                "device_input_ms": 1000.0 * in_lat, "device_output_ms": 1000.0 * out_lat,
+                "round_trip_ms": 1000.0 * (in_lat + out_lat + added / c.samplerate)}
+
+    def stats(self) -> dict:
+        self._drain_timing() if not self._running else None
+        st = self.stats_arr
+        period_us = 1e6 * self.config.blocksize / self.config.samplerate
+        cbs = self._cb_us[: min(self._cb_n, self._cb_us.shape[0])]
+        dsp = self._dsp_us[: min(self._dsp_n, self._dsp_us.shape[0])]
+        p = lambda a, q: float(np.percentile(a, q)) if a.size else 0.0  # noqa: E731
+        return {"callbacks": int(st[cb.ST_CALLBACKS]), "late_blocks": int(st[cb.ST_LATE_BLOCKS]),
+                "late_frames": int(st[cb.ST_LATE_FRAMES]), "server_xruns": int(st[cb.ST_SERVER_XRUNS]),
+                "input_dropped_frames": int(st[cb.ST_IN_DROPPED]), "delayed_callbacks": self.delayed_callbacks,
+                "nonfinite_scrubbed": int(st[cb.ST_NONFINITE]), "clipped": int(st[cb.ST_CLIPPED]),
+                "callback_us_p50": p(cbs, 50), "callback_us_p99": p(cbs, 99),
+                "callback_us_max": float(cbs.max()) if cbs.size else 0.0,
+                "dsp_us_p50": p(dsp, 50), "dsp_us_p99": p(dsp, 99), "dsp_us_max": float(dsp.max()) if dsp.size else 0.0,
+                "dsp_load": p(dsp, 50) / period_us, "blocks_processed": self._dsp_n, "error": self.error}
+
+
+def _peak_impl(block, meters, offset):
+    ch = block.shape[1]
+    for c in range(ch):
+        m = 0.0
+        for k in range(block.shape[0]):
+            v = abs(block[k, c])
+            if v > m:
+                m = v
+        meters[offset + c] = m
+    if ch == 1:
+        meters[offset + 1] = meters[offset]
+
+
+from numba import njit  # noqa: E402
+
+_peak = njit(nogil=True, cache=True)(_peak_impl)

@@ -1,0 +1,75 @@
+"""Start a private JACK server with the dummy driver where no sound card exists (servers, CI)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+
+class JackError(RuntimeError):
+    pass
+
+
+def server_running(timeout: float = 0.0) -> bool:
+    """True if a JACK server answers (jack_wait), without auto-starting one."""
+    if not shutil.which("jack_wait"):
+        return False
+    env = dict(os.environ, JACK_NO_START_SERVER="1")
+    args = ["jack_wait", "-w", "-t", str(max(1, int(timeout)))] if timeout else ["jack_wait", "-c"]
+    try:
+        out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout + 5)
+    except subprocess.TimeoutExpired:
+        return False
+    return "running" in out.stdout or "available" in out.stdout
+
+
+class DummyJackServer:
+    """``jackd -d dummy`` as a child process; use as a context manager."""
+
+    def __init__(self, samplerate: int = 48000, period: int = 128, log_path: str | None = None):
+        self.samplerate = samplerate
+        self.period = period
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "DummyJackServer":
+        exe = shutil.which("jackd")
+        if not exe:
+            raise JackError("jackd not found: install the Debian package jackd2 (the set-up script does)")
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [exe, "--no-realtime" if os.geteuid() != 0 else "-R", "-d", "dummy",
+             "-r", str(self.samplerate), "-p", str(self.period)],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise JackError(f"jackd exited with {self.proc.returncode} (is another server running?)")
+            if server_running():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise JackError("jackd did not become ready within 10 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """Simulate the device vanishing: SIGKILL, no goodbye."""
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

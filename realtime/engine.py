@@ -71,7 +71,10 @@ class Engine:
         c = self.config
         ring_frames = c.blocksize * c.ring_blocks
         self.in_ring = Ring.for_frames(ring_frames, c.channels)
-        self.out_ring = Ring.for_frames(ring_frames, c.channels)
+        # The output ring holds a full input ring plus the pre-fill: after a stall the DSP thread
+        # flushes everything queued at once, and a drop here would shift latency behind the
+        # callback's skip accounting.
+        self.out_ring = Ring.for_frames(self.in_ring.capacity + c.blocksize * (c.prefill_blocks + 1), c.channels)
         self.timing = Ring(8192, cb.TIME_WIDTH, np.int64)
         self.control = Ring(1024, 4, np.float64)  # (slot, param, value, kind)
         self.midi = Ring(1024, 4, np.float64)  # (status, data1, data2, unused)

@@ -129,6 +129,12 @@ class Processor:
         """Algorithmic latency in samples at the prepared rate."""
         return 0
 
+    @property
+    def max_latency(self) -> int:
+        """Largest latency this processor can report at the prepared rate (sizes the chain's
+        dry-path delay lines, so a latency change on ``reset`` never needs a reallocation)."""
+        return self.latency
+
     def prepare(self, sample_rate: float, max_block: int, channels: int) -> None:
         if channels not in (1, 2):
             raise ValueError(f"{self.kind}: {channels} channels not supported (mono or stereo)")

@@ -1,0 +1,32 @@
+"""Shared fixtures: a real JACK server with the dummy driver, started once per session."""
+import os
+
+os.environ.setdefault("JACK_NO_START_SERVER", "1")
+os.environ.setdefault("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "artifacts")
+
+
+@pytest.fixture(scope="session")
+def jack_server(tmp_path_factory):
+    """The default JACK server (dummy driver, 48 kHz, 128 frames); started if none runs."""
+    from realtime.jackserver import DummyJackServer, server_running
+    from realtime.portaudio import rescan
+
+    server = None
+    if not server_running():
+        log = tmp_path_factory.mktemp("jack") / "jackd.log"
+        server = DummyJackServer(48000, 128, log_path=str(log)).start()
+    rescan()  # PortAudio lists JACK only if the server ran when it initialised
+    yield server
+    if server:
+        server.stop()
+
+
+@pytest.fixture
+def artifacts_dir():
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,144 @@
+"""The live engine on a real JACK server (dummy driver): real ports, real PortAudio stream."""
+import ctypes
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from realtime.engine import Engine, EngineConfig, EngineError
+from realtime.portaudio import AudioDeviceError
+from realtime.presets import build_chain, load_preset
+from realtime.ring import Ring
+
+from .jack_helpers import Identity, Rig, lag_of, play_through
+
+pytestmark = pytest.mark.jack
+SR, B = 48000, 128
+
+
+def _test_signal(seconds=0.5, ch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (0.2 * rng.standard_normal((int(SR * seconds), ch))).astype(np.float32)
+    x[:200] = 0
+    x[200] = 0.9  # a marker impulse
+    return x
+
+
+def test_duplex_transport_is_bit_exact_and_latency_is_reported(jack_server):
+    with Engine(Identity(), EngineConfig(blocksize=B, prefill_blocks=2)) as eng:
+        sig = _test_signal()
+        out = play_through(eng, sig)
+        lat = eng.latency()
+        stats = eng.stats()
+    lag = lag_of(sig, out)
+    np.testing.assert_array_equal(out[lag: lag + len(sig)], sig)  # sample-exact
+    assert lat["added_frames"] == 2 * B
+    # JACK's graph order can add one period between the player client and the engine
+    assert lag in (lat["added_frames"], lat["added_frames"] + B)
+    assert stats["callbacks"] > 0 and stats["nonfinite_scrubbed"] == 0
+
+
+def _hold_gil(ms):
+    ctypes.PyDLL(None).usleep(int(ms * 1000))  # PyDLL: the GIL stays held during the call
+
+
+def test_callbacks_keep_time_while_another_thread_holds_the_gil(jack_server):
+    with Engine(build_chain(load_preset("default")), EngineConfig(blocksize=B)) as eng:
+        time.sleep(0.5)
+        eng.stats()
+        delayed_before = eng.delayed_callbacks
+        n0 = int(eng.stats_arr[0])
+        t = threading.Thread(target=_hold_gil, args=(200,))
+        t0 = time.monotonic()
+        t.start()
+        t.join()
+        held = time.monotonic() - t0
+        during = int(eng.stats_arr[0]) - n0
+        time.sleep(0.3)
+        stats = eng.stats()
+    expected = held * SR / B
+    assert held >= 0.19
+    assert during >= 0.9 * expected, f"{during} callbacks in {held:.3f} s (expected ~{expected:.0f})"
+    assert stats["delayed_callbacks"] - delayed_before <= stats["server_xruns"]
+
+
+class SlowOnce(Identity):
+    """Takes 200 ms over one block when asked: the DSP thread misses many deadlines.
+    (It sleeps rather than holding the GIL: the test's own JACK clients are Python and need it.)"""
+
+    stall = False
+
+    def process(self, block):
+        if self.stall:
+            self.stall = False
+            time.sleep(0.2)
+
+
+def test_underrun_keeps_latency_constant(jack_server):
+    """After the DSP thread is starved for 200 ms, late blocks are counted and the output
+    comes back at exactly the same latency (skip policy), not later."""
+    chain = SlowOnce()
+    with Engine(chain, EngineConfig(blocksize=B)) as eng, Rig() as rig:
+        sig = _test_signal(0.3)
+        lag1 = lag_of(sig, rig.take(sig))
+        chain.stall = True
+        time.sleep(0.5)
+        late = eng.stats()["late_blocks"]
+        lag2 = lag_of(sig, rig.take(sig))
+    assert late > 0
+    assert lag2 == lag1
+
+
+def test_parameter_change_reaches_the_audio(jack_server):
+    chain = build_chain({"version": 1, "name": "t", "chain": [{"processor": "gain", "params": {"gain_db": 0}}]})
+    with Engine(chain, EngineConfig(blocksize=B)) as eng, Rig() as rig:
+        sig = np.tile(0.25 * np.sin(2 * np.pi * 440 * np.arange(SR // 2) / SR), (2, 1)).T.astype(np.float32)
+        before = rig.take(sig)
+        eng.set_param("gain", "gain_db", -6.0206)
+        time.sleep(0.1)
+        after = rig.take(sig)
+    ratio = np.abs(after[8000:20000]).max() / np.abs(before[8000:20000]).max()
+    assert ratio == pytest.approx(0.5, abs=0.01)
+
+
+def test_control_values_are_validated_before_queueing(jack_server):
+    eng = Engine(build_chain(load_preset("default")), EngineConfig(blocksize=B))
+    with pytest.raises(ValueError, match="gain_db"):
+        eng.set_param("gain", "gain_db", 99)
+    with pytest.raises(EngineError, match="unknown slot"):
+        eng.set_param("nope", "gain_db", 0)
+
+
+def test_input_only_stream_records_through_the_tap(jack_server):
+    tap = Ring.for_frames(SR, 2)
+    with Engine(Identity(), EngineConfig(blocksize=B, mode="input"), tap=tap) as eng:
+        sig = _test_signal(0.2)
+        play_through(eng, sig, tail=B * 8)
+        time.sleep(0.1)
+    got = np.zeros((tap.readable(), 2), np.float32)
+    tap.pop(got)
+    lag = lag_of(sig, got, max_lag=len(got) - len(sig))
+    np.testing.assert_array_equal(got[lag: lag + len(sig)], sig)
+
+
+def test_output_only_stream_runs_without_late_blocks(jack_server):
+    tap = Ring.for_frames(SR, 1)
+    with Engine(build_chain(load_preset("default")), EngineConfig(blocksize=B, channels=1, mode="output"),
+                tap=tap) as eng:
+        time.sleep(0.5)
+        stats = eng.stats()
+    assert stats["callbacks"] > 100
+    assert stats["blocks_processed"] >= stats["callbacks"]
+    assert stats["late_blocks"] <= stats["server_xruns"]
+
+
+def test_unknown_device_and_unsupported_rate_give_clear_errors(jack_server):
+    with pytest.raises(AudioDeviceError, match="no input device 'no-such-card'"):
+        Engine(Identity(), EngineConfig(input_device="no-such-card")).start()
+    eng = Engine(Identity(), EngineConfig(samplerate=44100))  # the JACK server runs at 48 kHz
+    with pytest.raises(AudioDeviceError, match="44100"):
+        eng.start()
+    assert not eng.running
+    with pytest.raises(EngineError, match="blocksize"):
+        EngineConfig(blocksize=16).validate()

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=0, help="stop after N seconds (0 = until Ctrl-C)")
     p.add_argument("--demo", action="store_true", help="force the no-sound-card demo")
     p.add_argument("--demo-out", default="demo_out.wav", help="where the demo writes what came out")
+    p.add_argument("--record", default=None, metavar="FILE.wav", help="also record the engine's output")
 
     p = sub.add_parser("process", help="process a file offline with a chain")
     p.add_argument("input")
@@ -122,7 +123,8 @@ def cmd_run(args) -> int:
     from realtime.live import run_live
 
     preset, chain = _load_chain(args)
-    return run_live(chain, _engine_config(args), seconds=args.seconds, demo=args.demo, demo_out=args.demo_out)
+    return run_live(chain, _engine_config(args), seconds=args.seconds, demo=args.demo, demo_out=args.demo_out,
+                    record=getattr(args, "record", None))
 
 
 def cmd_gui(args) -> int:

@@ -126,9 +126,9 @@ class Engine:
         if self._stream is not None:
             if self.error is None:
                 s._lib.Pa_StopStream(self._stream)
-            else:  # the server is gone: don't wait for a callback that will never come
-                s._lib.Pa_AbortStream(self._stream)
-            s._lib.Pa_CloseStream(self._stream)
+                s._lib.Pa_CloseStream(self._stream)
+            else:
+                _abandon(self)
             self._stream = None
         os.write(self._wake_w, b"x")
         for t in self._threads:
@@ -379,6 +379,21 @@ class Engine:
                 "callback_us_max": float(cbs.max()) if cbs.size else 0.0,
                 "dsp_us_p50": p(dsp, 50), "dsp_us_p99": p(dsp, 99), "dsp_us_max": float(dsp.max()) if dsp.size else 0.0,
                 "dsp_load": p(dsp, 50) / period_us, "blocks_processed": self._dsp_n, "error": self.error}
+
+
+_ABANDONED: list = []
+
+
+def _abandon(engine: "Engine") -> None:
+    """The device/server vanished: PortAudio's stop, abort and close (and Pa_Terminate at exit)
+    block forever waiting for a server that is gone (seen with JACK killed mid-stream). Leave the
+    dead stream alone, keep everything its callback could touch alive, and skip sounddevice's
+    exit handler so the process can still exit cleanly."""
+    import atexit
+
+    _ABANDONED.append((engine._stream, engine._ctl, engine.stats_arr, engine.in_ring, engine.out_ring,
+                       engine.timing, engine._clock, engine._wake_byte, engine._callback_ptr))
+    atexit.unregister(sd()._exit_handler)
 
 
 def _peak_impl(block, meters, offset):

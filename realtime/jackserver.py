@@ -11,11 +11,13 @@ class JackError(RuntimeError):
     pass
 
 
-def server_running(timeout: float = 0.0) -> bool:
+def server_running(timeout: float = 0.0, name: str | None = None) -> bool:
     """True if a JACK server answers (jack_wait), without auto-starting one."""
     if not shutil.which("jack_wait"):
         return False
     env = dict(os.environ, JACK_NO_START_SERVER="1")
+    if name:
+        env["JACK_DEFAULT_SERVER"] = name
     args = ["jack_wait", "-w", "-t", str(max(1, int(timeout)))] if timeout else ["jack_wait", "-c"]
     try:
         out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout + 5)
@@ -27,7 +29,9 @@ def server_running(timeout: float = 0.0) -> bool:
 class DummyJackServer:
     """``jackd -d dummy`` as a child process; use as a context manager."""
 
-    def __init__(self, samplerate: int = 48000, period: int = 128, log_path: str | None = None):
+    def __init__(self, samplerate: int = 48000, period: int = 128, log_path: str | None = None,
+                 name: str | None = None):
+        self.name = name  # a named server (jackd -n) for clients with JACK_DEFAULT_SERVER=name
         self.samplerate = samplerate
         self.period = period
         self.log_path = log_path
@@ -39,14 +43,14 @@ class DummyJackServer:
             raise JackError("jackd not found: install the Debian package jackd2 (the set-up script does)")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [exe, "--no-realtime" if os.geteuid() != 0 else "-R", "-d", "dummy",
+            [exe, *(["-n", self.name] if self.name else []), "--no-realtime" if os.geteuid() != 0 else "-R", "-d", "dummy",
              "-r", str(self.samplerate), "-p", str(self.period)],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise JackError(f"jackd exited with {self.proc.returncode} (is another server running?)")
-            if server_running():
+            if server_running(name=self.name):
                 return self
             time.sleep(0.05)
         self.stop()

@@ -22,7 +22,7 @@ def status_line(engine: Engine) -> str:
 
 
 def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False,
-             demo_out: str = "demo_out.wav") -> int:
+             demo_out: str = "demo_out.wav", record: str | None = None) -> int:
     from .devices import has_audio_device
     from .jackserver import DummyJackServer, server_running
     from .portaudio import rescan
@@ -35,7 +35,10 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
             server = DummyJackServer(config.samplerate, config.blocksize).start()
         rescan()
         demo = True
-    engine = Engine(chain, config)
+    from .recorder import FileRecorder
+
+    recorder = FileRecorder(record, config.samplerate, config.channels) if record else None
+    engine = Engine(chain, config, tap=recorder.ring if recorder else None)
     try:
         engine.start()
         if demo:
@@ -55,6 +58,9 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         return 0
     finally:
         engine.stop()  # always before the server goes away
+        if recorder:
+            recorder.close()
+            print(f"recorded {recorder.frames / config.samplerate:.1f} s to {record}", file=sys.stderr)
         if server:
             server.stop()
 

@@ -80,6 +80,7 @@ def bench_engine(argv) -> int:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--gil-hold-ms", type=float, default=0.0, help="another thread holds the GIL this long, once a second")
     ap.add_argument("--prefill-blocks", type=int, default=2)
+    ap.add_argument("--channels", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     server = None
@@ -87,7 +88,8 @@ def bench_engine(argv) -> int:
         server = DummyJackServer(a.samplerate, a.blocksize).start()
     rescan()
     engine = Engine(build_chain(load_preset(a.preset)),
-                    EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks))
+                    EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, channels=a.channels,
+                                 prefill_blocks=a.prefill_blocks))
     holds = 0
     try:
         engine.start()

@@ -229,13 +229,21 @@ class Engine:
         self._push_control(si, pi, v, PARAM)
 
     def set_bypass(self, slot_id: str, bypass: bool) -> None:
-        self._push_control(self._slot_index(slot_id), 0, 1.0 if bypass else 0.0, BYPASS)
+        self._push_control(self._user_slot(slot_id), 0, 1.0 if bypass else 0.0, BYPASS)
 
     def set_mix(self, slot_id: str, mix: float) -> None:
         mix = float(mix)
         if not 0.0 <= mix <= 1.0:
             raise EngineError(f"{slot_id}.mix: {mix} outside [0, 1]")
-        self._push_control(self._slot_index(slot_id), 0, mix, MIX)
+        self._push_control(self._user_slot(slot_id), 0, mix, MIX)
+
+    def _user_slot(self, slot_id: str) -> int:
+        """Index of a slot the user may bypass/mix: the final safety stage is not one (refused
+        here, so the DSP thread never meets the chain's error)."""
+        si = self._slot_index(slot_id)
+        if si == len(self.chain.slots) - 1 and self.chain.slots[si].processor.kind == "safety":
+            raise EngineError(f"{slot_id}: the safety stage cannot be bypassed or mixed")
+        return si
 
     def send_midi(self, status: int, data1: int = 0, data2: int = 0) -> bool:
         """Queue a MIDI message for the chain (single producer: the MIDI input thread)."""

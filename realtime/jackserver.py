@@ -23,7 +23,8 @@ def server_running(timeout: float = 0.0, name: str | None = None) -> bool:
         out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout + 5)
     except subprocess.TimeoutExpired:
         return False
-    return "running" in out.stdout or "available" in out.stdout
+    lines = out.stdout.strip().splitlines()
+    return bool(lines) and lines[-1].strip() in ("running", "server is available")
 
 
 class DummyJackServer:
@@ -31,7 +32,9 @@ class DummyJackServer:
 
     def __init__(self, samplerate: int = 48000, period: int = 128, log_path: str | None = None,
                  name: str | None = None):
-        self.name = name  # a named server (jackd -n) for clients with JACK_DEFAULT_SERVER=name
+        # a named server (jackd -n) serves clients with JACK_DEFAULT_SERVER=name; by default the
+        # name those clients (PortAudio included) will look for
+        self.name = name or os.environ.get("JACK_DEFAULT_SERVER") or None
         self.samplerate = samplerate
         self.period = period
         self.log_path = log_path
@@ -57,7 +60,12 @@ class DummyJackServer:
         raise JackError("jackd did not become ready within 10 s")
 
     def stop(self) -> None:
+        """Stop the server, after PortAudio let go of it (streams must be closed before)."""
+        from .portaudio import release
+
         if self.proc and self.proc.poll() is None:
+            if self.name == (os.environ.get("JACK_DEFAULT_SERVER") or None):
+                release()  # only PortAudio's own server; others leave it untouched
             self.proc.terminate()
             try:
                 self.proc.wait(5)

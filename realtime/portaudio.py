@@ -13,6 +13,8 @@ class AudioDeviceError(RuntimeError):
 def sd():
     import sounddevice  # deferred: importing it initialises PortAudio
 
+    if not sounddevice._initialized:  # after release(): initialise again on next use
+        sounddevice._initialize()
     return sounddevice
 
 
@@ -21,6 +23,16 @@ def rescan() -> None:
     s = sd()
     s._terminate()
     s._initialize()
+
+
+def release() -> None:
+    """Terminate PortAudio if sounddevice initialised it. Its JACK host API keeps a client open
+    until Pa_Terminate, which asserts (aborting Python) if the server has gone first."""
+    import sys
+
+    s = sys.modules.get("sounddevice")
+    while s is not None and s._initialized:
+        s._terminate()
 
 
 def check(err: int, what: str) -> None:

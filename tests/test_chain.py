@@ -207,3 +207,15 @@ def test_describe_and_to_preset():
     c2 = build_chain(p)
     assert [s.id for s in c2.slots] == [s.id for s in c.slots]
     assert c2.slot("hpf").processor.get_param("freq_hz") == 60 and c2.slot("gain").mix == 0.5
+
+
+def test_nan_at_chain_input_is_scrubbed_and_audio_recovers():
+    t = np.arange(SR // 2) / SR
+    x = np.repeat((0.3 * np.sin(2 * np.pi * 440 * t))[:, None], 2, 1).astype(np.float32)
+    x[1000:1100] = np.nan
+    x[5000, 0] = -np.inf
+    c = build_chain(load_preset("default"))
+    c.prepare(SR, BLOCK, 2)
+    y = stream(c, x)
+    assert np.all(np.isfinite(y)) and np.abs(y).max() <= 10 ** (-0.3 / 20)
+    assert np.abs(y[-4000:]).max() > 0.25  # nothing upstream was left stuck at NaN

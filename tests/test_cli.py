@@ -103,7 +103,7 @@ def test_jack_server_killed_mid_stream_reports_exits_and_keeps_the_recording(tmp
     """A named private server, so the session's server is untouched."""
     from realtime.jackserver import DummyJackServer
 
-    name = f"rtkill{os.getpid()}"
+    name = "rtkill"  # fixed: JACK reclaims a killed server's registry slot only for its name
     server = DummyJackServer(48000, 256, name=name).start()
     rec = tmp_path / "rec.wav"
     p = subprocess.Popen([sys.executable, "main.py", "run", "--seconds", "60", "--record", str(rec), "-b", "256"],
@@ -125,3 +125,38 @@ def test_jack_server_killed_mid_stream_reports_exits_and_keeps_the_recording(tmp
     info = sf.info(rec)
     assert info.frames > 48000  # what was recorded before the crash is intact
     assert not list(tmp_path.glob(".rec.wav.*"))
+
+
+@pytest.mark.parametrize("rate,block,channels", [(44100, 32, 2), (96000, 2048, 1), (48000, 512, 1)])
+def test_engine_runs_at_other_rates_and_block_sizes(rate, block, channels, tmp_path):
+    """Each on its own private JACK server at that rate (JACK runs one rate per server)."""
+    name = f"rt{rate}x{block}"
+    r = run("bench", "engine", "--seconds", "2", "--samplerate", str(rate), "--blocksize", str(block),
+            "--channels", str(channels), "--preset", "default", "--json", env={"JACK_DEFAULT_SERVER": name}, timeout=180)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    expected = 2 * rate / block
+    assert 0.7 * expected <= rec["callbacks"] <= 1.3 * expected
+    assert rec["added_latency_frames"] >= 2 * block
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_recording(tmp_path):
+    import signal
+
+    from realtime.jackserver import DummyJackServer
+
+    name = "rtint"
+    rec = tmp_path / "rec.wav"
+    with DummyJackServer(48000, 256, name=name):
+        p = subprocess.Popen([sys.executable, "main.py", "run", "--record", str(rec)], cwd=ROOT,
+                             env={**os.environ, "JACK_DEFAULT_SERVER": name}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "Live:" not in (p.stderr.readline() or ""):
+            pass
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert "stopped" in err and "Traceback" not in err
+    assert sf.info(rec).frames > 24000

@@ -108,6 +108,10 @@ def test_control_values_are_validated_before_queueing(jack_server):
         eng.set_param("gain", "gain_db", 99)
     with pytest.raises(EngineError, match="unknown slot"):
         eng.set_param("nope", "gain_db", 0)
+    with pytest.raises(EngineError, match="safety stage cannot be bypassed"):
+        eng.set_bypass("safety", True)
+    with pytest.raises(EngineError, match="mix"):
+        eng.set_mix("gain", 1.5)
 
 
 def test_input_only_stream_records_through_the_tap(jack_server):

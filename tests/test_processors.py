@@ -415,3 +415,18 @@ def test_block_size_independence_random(sizes, kind):
     np.testing.assert_array_equal(y, ref)
     if kind == "meter":
         np.testing.assert_allclose(p.readings, pref.readings, atol=1e-4)
+
+
+# ------------------------------------------------------------------------ non-finite input upstream
+@pytest.mark.parametrize("kind", ["gain", "biquad", "limiter", "meter"])
+def test_nan_input_does_not_poison_state(kind):
+    """NaN/Inf reaching a processor before the safety stage must not silence it for good."""
+    x = noise(8192, scale=0.1)
+    x[1000:1100] = np.nan
+    x[2000, 1] = np.inf
+    p = P.create(kind, **CONFIGS[kind])
+    y = run(p, x, block=128)
+    assert np.all(np.isfinite(y[3000:]))
+    assert np.abs(y[-2000:]).max() > 0.05  # audio still comes through afterwards
+    if kind == "limiter":  # and the ceiling holds even for garbage in
+        assert np.all(np.isfinite(y)) and np.abs(y).max() <= 10 ** (-2 / 20)

@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit
 
 from ..errors import ModelError
+from ..inference import load_session as _load
 from ..processor import Param, Processor
 from . import register
 
@@ -122,46 +123,10 @@ def _shift(buf, start, count):
 
 
 # ------------------------------------------------------------------------------------------
-def _choose_providers(want: str, available: list[str]) -> list[str]:
-    want = (want or "auto").lower()
-    table = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-             "tensorrt": "TensorrtExecutionProvider"}
-    if want == "auto":
-        order = [p for p in ("CUDAExecutionProvider",) if p in available]
-    elif want in table:
-        if table[want] not in available:
-            raise ModelError(f"enhancer: provider {want!r} not available (have {available})")
-        order = [table[want]] if want != "cpu" else []
-        if want == "tensorrt" and "CUDAExecutionProvider" in available:
-            order.append("CUDAExecutionProvider")
-    else:
-        raise ModelError(f"enhancer: unknown provider {want!r}; use auto, cpu, cuda or tensorrt")
-    return order + ["CPUExecutionProvider"]
-
-
 def load_session(path, provider: str = "auto", threads: int = 1):
-    """One InferenceSession; raises ModelError naming the path for a missing/corrupt file."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"enhancer model not found: {path} (train it with `python main.py train enhancer`)")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)  # one core per stream: predictable, no spinning pool
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    providers = _choose_providers(provider, ort.get_available_providers())
-    try:
-        sess = ort.InferenceSession(str(path), so, providers=providers)
-    except Exception as e:  # onnxruntime raises several types for unreadable files
-        raise ModelError(f"enhancer model {path} is corrupt or not a valid ONNX model: {e}") from None
-    names = [i.name for i in sess.get_inputs()]
-    if tuple(names) != REQUIRED_INPUTS:
-        raise ModelError(f"enhancer model {path} has inputs {names}, expected {list(REQUIRED_INPUTS)}")
-    meta = sess.get_modelmeta().custom_metadata_map
+    """The enhancer's session plus its framing metadata (sample rate, window, hop)."""
+    sess, meta = _load(path, provider, threads, what="enhancer", required_inputs=REQUIRED_INPUTS,
+                       train_hint="python main.py train enhancer")
     try:
         sr, win, hop = int(meta["sample_rate"]), int(meta["win"]), int(meta["hop"])
     except (KeyError, ValueError):

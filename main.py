@@ -6,6 +6,7 @@
     python main.py devices
     python main.py bench engine --seconds 10 --json
     python main.py train enhancer --smoke
+    python main.py synth IN.mid OUT.wav --instrument violin
 """
 from __future__ import annotations
 
@@ -67,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks (print figures, JSON lines with --json)")
     p.add_argument("what", help="processor | engine | enhancer | delimiter | synth | gui")
     p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("synth", help="DDSP synth: render IN.mid to OUT.wav, or play live from a MIDI port")
+    p.add_argument("input", nargs="?", help="MIDI file")
+    p.add_argument("output", nargs="?", help="audio file to write (.wav/.flac)")
+    p.add_argument("--instrument", default="violin", help="violin | flute | trumpet")
+    p.add_argument("--samplerate", "-r", type=int, default=48000)
+    p.add_argument("--blocksize", "-b", type=int, default=128)
+    p.add_argument("--set", action="append", default=[], metavar="SLOT.PARAM=VALUE")
+    p.add_argument("--live", action="store_true", help="play live from MIDI (engine in output mode)")
+    p.add_argument("--midi-port", default=None, help="MIDI input port name (default: a virtual port)")
+    p.add_argument("--virtual", action="store_true", help="open a virtual MIDI input port to connect to")
+    p.add_argument("--seconds", type=float, default=0, help="live: stop after N seconds (0 = until Ctrl-C)")
 
     p = sub.add_parser("train", help="train a model (enhancer | delimiter | ddsp)")
     p.add_argument("model")
@@ -143,6 +156,12 @@ def cmd_bench(args) -> int:
     return run_bench(args.what, args.rest)
 
 
+def cmd_synth(args) -> int:
+    from realtime.synth_render import main as synth_main
+
+    return synth_main(args)
+
+
 def cmd_train(args) -> int:
     import importlib
 
@@ -159,7 +178,8 @@ def cmd_train(args) -> int:
 
 
 COMMANDS = {"gui": cmd_gui, "run": cmd_run, "process": cmd_process, "devices": cmd_devices,
-            "presets": cmd_presets, "bench": cmd_bench, "train": cmd_train}
+            "presets": cmd_presets, "bench": cmd_bench, "train": cmd_train,
+            "synth": cmd_synth}
 
 
 def main(argv=None) -> int:

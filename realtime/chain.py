@@ -129,6 +129,8 @@ class Chain:
         self._fx = self._slots[:-1]  # slots with dry paths; the final safety has none
         self._safety = final.processor
         self._by_id = {s.id: s for s in slots}
+        # processors that take MIDI (a synth): the engine's DSP thread forwards events to them
+        self._midi = tuple(s.processor for s in slots if callable(getattr(s.processor, "handle_midi", None)))
         self._prepared = False
         self.sample_rate = 0.0
         self.max_block = 0
@@ -198,6 +200,12 @@ class Chain:
         self._safety.process(block)
 
     # -- between-block control ---------------------------------------------------------------
+    def handle_midi(self, status: int, data1: int = 0, data2: int = 0, offset: int = 0) -> None:
+        """Pass one MIDI message to every processor that takes MIDI, to be applied at sample
+        ``offset`` of the next block (live input: 0, the block it arrived before)."""
+        for p in self._midi:
+            p.handle_midi(status, data1, data2, offset)
+
     def set_param(self, slot_id: str, param_id: str, value) -> None:
         self.slot(slot_id).processor.set_param(param_id, value)
 

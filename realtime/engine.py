@@ -83,7 +83,12 @@ class Engine:
         self._wake_byte = np.ones(1, np.uint8)
         self._ctl = np.zeros(cb.CTL_SIZE, np.int64)
         self._block = np.zeros((c.blocksize, c.channels), np.float32)
-        self.meters = np.zeros(4, np.float32)  # input peak L/R, output peak L/R (linear), for UIs
+        # for UIs, per block (linear): input peak L/R, output peak L/R, input mean square L/R,
+        # output mean square L/R
+        self.meters = np.zeros(8, np.float32)
+        # every block's meters, for a UI that must not miss peaks between its redraws; a UI
+        # pops them (single consumer); nobody reading just means pushes are dropped
+        self.meter_ring = Ring(1024, 8, np.float32)
         # rolling histories the monitor fills (microseconds)
         self._cb_us = np.zeros(1 << 16, np.float32)
         self._cb_n = 0
@@ -161,7 +166,7 @@ class Engine:
         rec = np.zeros((1, 4), np.float64)
         for ring in (self.control, self.midi):
             ring_pop(ring.buf, ring.idx, rec, 0)
-        for ring in (self.in_ring, self.out_ring) + ((self.tap,) if self.tap is not None else ()):
+        for ring in (self.in_ring, self.out_ring, self.meter_ring) + ((self.tap,) if self.tap is not None else ()):
             ring_push(ring.buf, ring.idx, self._block, 0)
             ring_pop(ring.buf, ring.idx, self._block, 0)
             ring_readable(ring.idx)
@@ -293,6 +298,8 @@ class Engine:
         process = self.chain.process
         tap = self.tap
         meters = self.meters
+        meter_rec = meters.reshape(1, -1)
+        meter_buf, meter_idx = self.meter_ring.buf, self.meter_ring.idx
         perf = time.perf_counter_ns
         dsp_us = self._dsp_us
         mask = dsp_us.shape[0] - 1
@@ -322,6 +329,7 @@ class Engine:
                 dsp_us[self._dsp_n & mask] = (perf() - t0) * 1e-3
                 self._dsp_n += 1
                 _peak(block, meters, 2)
+                ring_push(meter_buf, meter_idx, meter_rec, 1)
                 if has_out and ring_push(out_buf, out_idx, block, B) < B:
                     self.dsp_overflows += 1
                 if tap is not None:
@@ -405,16 +413,21 @@ def _abandon(engine: "Engine") -> None:
 
 
 def _peak_impl(block, meters, offset):
+    """Peak into meters[offset + ch], mean square into meters[offset + 4 + ch]."""
     ch = block.shape[1]
     for c in range(ch):
         m = 0.0
+        ms = 0.0
         for k in range(block.shape[0]):
             v = abs(block[k, c])
             if v > m:
                 m = v
+            ms += v * v
         meters[offset + c] = m
+        meters[offset + 4 + c] = ms / max(1, block.shape[0])
     if ch == 1:
         meters[offset + 1] = meters[offset]
+        meters[offset + 5] = meters[offset + 4]
 
 
 from numba import njit  # noqa: E402

@@ -25,7 +25,8 @@ from .processors import UnknownProcessorError, available_kinds, create, processo
 
 VERSION = 1
 BUILTIN_DIR = Path(__file__).with_name("presets")
-TOP_KEYS = ("version", "name", "description", "chain")
+TOP_KEYS = ("version", "name", "description", "chain", "midi")
+MIDI_KEYS = ("cc", "channel", "target")
 SLOT_KEYS = ("id", "processor", "bypass", "mix", "params")
 _TRUE = {"true", "1", "on", "yes"}
 _FALSE = {"false", "0", "off", "no"}
@@ -157,7 +158,43 @@ def _validate(preset) -> dict:
         raise PresetError(f"chain[{last}].bypass: the final safety stage cannot be bypassed")
     if slots[-1]["mix"] != 1.0:
         raise PresetError(f"chain[{last}].mix: the final safety stage has no wet/dry mix (must be 1)")
-    return {"version": VERSION, "name": name, "description": desc, "chain": slots}
+    out = {"version": VERSION, "name": name, "description": desc, "chain": slots}
+    if "midi" in preset:
+        out["midi"] = _validate_midi(preset["midi"], slots)
+    return out
+
+
+def _validate_midi(raw, slots) -> list[dict]:
+    """MIDI-learn mappings: [{"cc": 0..127, "channel": 0..15 or null (any), "target": "slot.param"}]
+    where param is one of the slot's parameters, "bypass" or "mix"."""
+    if not isinstance(raw, list):
+        raise PresetError(f"midi: expected a list of mappings, got {type(raw).__name__}")
+    params = {s["id"]: [d.id for d in processor_class(s["processor"]).params] for s in slots}
+    out, seen = [], set()
+    for i, m in enumerate(raw):
+        where = f"midi[{i}]"
+        if not isinstance(m, dict):
+            raise PresetError(f"{where}: expected an object, got {type(m).__name__}")
+        for k in m:
+            if k not in MIDI_KEYS:
+                raise PresetError(f"{where}.{k}: unknown key; allowed: {list(MIDI_KEYS)}")
+        cc, ch, target = m.get("cc"), m.get("channel"), m.get("target")
+        if isinstance(cc, bool) or not isinstance(cc, int) or not 0 <= cc <= 127:
+            raise PresetError(f"{where}.cc: expected a controller number 0..127, got {cc!r}")
+        if ch is not None and (isinstance(ch, bool) or not isinstance(ch, int) or not 0 <= ch <= 15):
+            raise PresetError(f"{where}.channel: expected 0..15 or null (any channel), got {ch!r}")
+        slot_id, _, pid = target.partition(".") if isinstance(target, str) else ("", "", "")
+        if slot_id not in params:
+            raise PresetError(f"{where}.target: {target!r} names no slot; slots: {list(params)}")
+        last = slot_id == slots[-1]["id"]
+        allowed = params[slot_id] + ([] if last else ["bypass", "mix"])
+        if pid not in allowed:
+            raise PresetError(f"{where}.target: {target!r}: {pid!r} is not one of {allowed}")
+        if (cc, ch) in seen:
+            raise PresetError(f"{where}: controller {cc} (channel {ch}) is mapped twice")
+        seen.add((cc, ch))
+        out.append({"cc": cc, "channel": ch, "target": target})
+    return out
 
 
 def _no_duplicate_keys(pairs):

@@ -12,6 +12,7 @@ APT_PKGS=(libportaudio2 jackd2 libsndfile1
           libxcb-randr0 libxcb-render-util0 libxcb-image0 libxcb-xinerama0 libxcb-xkb1)
 DEV=0
 [ "${1:-}" = "--dev" ] && DEV=1
+[ $DEV = 1 ] && APT_PKGS+=(espeak-ng)  # real (synthetic-voice) speech for tests/test_enhancer.py
 
 python3 -c 'import ensurepip, venv' 2>/dev/null || APT_PKGS+=(python3-venv)
 missing=()

@@ -9,7 +9,7 @@ Signal path per host block::
 
     block ─► sanitize (NaN/Inf -> 0, clip ±16) ─► [soxr ResampleStream host->48k] ─► input FIFO
       ─► every 240 samples: frame, window, rFFT ─► ONNX (T frames per call, channels as batch)
-      ─► Y' = X + c·(Y − X), c = mix·(1 − floor), floor = 10^(−limit/20)
+      ─► |Y/X| raised to ≥ floor = 10^(−limit/20) per bin;  Y' = X + mix·(Y − X)
       ─► iFFT, window, overlap-add ─► output FIFO ─► [soxr 48k->host] ─► block
 
 Latency (reported in ``latency``, host samples): at 48 kHz, 239 samples of overlap-add plus a
@@ -19,10 +19,17 @@ an impulse through the exact same path).
 
 Stereo: the channels go through the network as a batch of 2 (independent states); no downmix.
 
+Digital silence (frames below -120 dB, e.g. idle ports before a stream starts) skips the network
+and holds its state, so a long idle stretch does not drive the GRUs somewhere they never were
+in training; the decision is per frame, so any block size gives the same output.
+
 Knobs:
-  atten_limit_db  0..100 dB. The effective per-bin gain becomes floor + (1 − floor)·g with
-                  floor = 10^(−limit/20): 0 dB = bypass (the delayed input, bit-for-bit up to
-                  float rounding), 100 dB = the network's full suppression.
+  atten_limit_db  0..100 dB: no bin is attenuated by more than this (the complex gain Y/X is
+                  raised to magnitude 10^(−limit/20) where the network went lower, phase kept);
+                  milder suppression is left untouched. Noise the network removes is therefore
+                  pulled down by the knob's amount. 0 dB = bypass (the delayed input, exact up to
+                  float rounding; the wet path fades in over the first dB), 100 dB = the
+                  network's full suppression.
   mix             0..1 wet/dry, applied in the STFT domain, so the dry path is latency-aligned.
 Both are smoothed per 5 ms hop (one-pole, ~30 ms).
 """
@@ -44,6 +51,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "enhancer" / "e
 REQUIRED_INPUTS = ("spec", "h_enc", "h_df", "df_hist")
 MAX_T = 8  # frames per ONNX call (bigger host blocks are split into chunks of <= MAX_T frames)
 IN_CLIP = 16.0
+SILENCE_POWER = 1e-12  # mean power of a windowed frame below which it counts as silence (-120 dB)
+BYPASS_FADE = 1.0 / (1.0 - 10.0 ** (-1.0 / 20.0))  # the mix fades in over the first dB of the limit
 _NP2 = int(np.__version__.split(".")[0]) >= 2
 
 
@@ -80,19 +89,65 @@ def _frames(fifo, start, T, hop, win, frames):
 
 
 @njit(nogil=True, cache=True)
-def _blend(X, Y, T, cst, target, alpha):
-    """Y[t] = X[t] + c_t (Y[t] - X[t]); c smoothed per frame toward target. X, Y [T,C,F,2]."""
-    c = cst[0]
+def _blend(X, Y, T, st, floor_t, mix_t, alpha):
+    """Apply the knobs to the network output Y (in place), per frame and bin; X, Y [T,C,F,2].
+
+    Attenuation limit: the complex gain G = Y/X is raised to magnitude ``floor`` where it is
+    below (phase kept), so no bin is ever pulled down by more than the limit, while milder
+    suppression is left as the network made it. Mix: Y = X + w (Y - X) with w = mix, faded in
+    over the first dB of the limit so that 0 dB is exact bypass. floor (st[0]) and mix (st[1])
+    are smoothed once per frame."""
+    f, m = st[0], st[1]
     for t in range(T):
-        c += alpha * (target - c)
-        if abs(target - c) < 1e-6:
-            c = target
+        f += alpha * (floor_t - f)
+        m += alpha * (mix_t - m)
+        if abs(floor_t - f) < 1e-7:
+            f = floor_t
+        if abs(mix_t - m) < 1e-7:
+            m = mix_t
+        w = m * min(1.0, (1.0 - f) * BYPASS_FADE)
+        f2 = f * f
         for ch in range(X.shape[1]):
-            for f in range(X.shape[2]):
-                for k in range(2):
-                    x = X[t, ch, f, k]
-                    Y[t, ch, f, k] = x + c * (Y[t, ch, f, k] - x)
-    cst[0] = c
+            for k in range(X.shape[2]):
+                xr, xi = X[t, ch, k, 0], X[t, ch, k, 1]
+                yr, yi = Y[t, ch, k, 0], Y[t, ch, k, 1]
+                px = xr * xr + xi * xi
+                py = yr * yr + yi * yi
+                if py < f2 * px:
+                    if py > 1e-30:
+                        s = f * math.sqrt(px / py)
+                        yr *= s
+                        yi *= s
+                    else:
+                        yr, yi = f * xr, f * xi
+                Y[t, ch, k, 0] = xr + w * (yr - xr)
+                Y[t, ch, k, 1] = xi + w * (yi - xi)
+    st[0], st[1] = f, m
+
+
+@njit(nogil=True, cache=True)
+def _run_length(frames, T, thresh):
+    """Length of the leading run of frames with signal (> 0) or of silent frames (< 0);
+    a frame is silent when every channel's mean power is below thresh."""
+    N = frames.shape[2]
+    first = True
+    first_loud = False
+    k = 0
+    for t in range(T):
+        loud = False
+        for ch in range(frames.shape[1]):
+            e = 0.0
+            for i in range(N):
+                e += frames[t, ch, i] * frames[t, ch, i]
+            if e > thresh * N:
+                loud = True
+        if first:
+            first_loud = loud
+            first = False
+        elif loud != first_loud:
+            break
+        k += 1
+    return k if first_loud else -k
 
 
 @njit(nogil=True, cache=True)
@@ -179,7 +234,7 @@ class Enhancer(Processor):
         self._enh = np.zeros((MAX_T, C, F, 2), np.float32)
         self._ybuf = np.zeros((MAX_T, C, N), np.float32)
         self._ola = np.zeros((C, H), np.float32)
-        self._cst = np.zeros(1, np.float64)
+        self._cst = np.zeros(2, np.float64)  # smoothed (floor, mix)
         self._alpha = 1.0 - math.exp(-H / (self.params[0].smoothing_ms * 1e-3 * self.model_rate))
         # explicit model state, ping-pong between two sets (outputs of one call = inputs of next)
         shapes = {}
@@ -237,8 +292,8 @@ class Enhancer(Processor):
             for a in st.values():
                 a.fill(0.0)
         self._parity = 0
-        lim = self.values[0]
-        self._cst[0] = self.values[1] * (1.0 - 10.0 ** (-lim / 20.0))
+        self._cst[0] = 10.0 ** (-self.values[0] / 20.0)
+        self._cst[1] = self.values[1]
         if self._resample:
             self._rs_in.clear()
             self._rs_out.clear()
@@ -256,6 +311,8 @@ class Enhancer(Processor):
         if not math.isfinite(float(st["h_enc"].sum()) + float(st["h_df"].sum())):
             for a in st.values():  # contain a numerical blow-up: start the state afresh
                 a.fill(0.0)
+        if not math.isfinite(float(self._enh[:T].sum())):  # never let a bad frame reach the OLA
+            self._enh[:T] = self._spec_f[:T]
 
     def _core(self, x, n, bypass_model=False) -> None:
         """Push n model-rate samples (x: [n, C]) through framing/model/OLA into _fifo_out."""
@@ -264,7 +321,8 @@ class Enhancer(Processor):
         self._n_in += n
         avail = (self._n_in - (N - H)) // H
         start = 0
-        target = self.values[1] * (1.0 - 10.0 ** (-self.values[0] / 20.0))
+        floor = 10.0 ** (-self.values[0] / 20.0)
+        mix = self.values[1]
         while avail > 0:
             T = min(avail, MAX_T)
             _frames(self._fifo_in, start, T, H, self._win, self._frames)
@@ -272,11 +330,22 @@ class Enhancer(Processor):
                 np.fft.rfft(self._frames[:T], axis=-1, out=self._spec[:T])
             else:  # numpy < 2 has no out= on fft (allocates)
                 self._spec[:T] = np.fft.rfft(self._frames[:T], axis=-1)
-            if bypass_model:
+            # digital-silence gate, decided per frame (so any chunking gives the same result):
+            # frames with no signal (< -120 dBFS, e.g. idle ports) do not run the network and
+            # leave its state as it was; a run of frames with signal goes through in one call
+            k = _run_length(self._frames, T, SILENCE_POWER)
+            if k < 0:  # -k leading silent frames
+                T = -k
+                self._enh[:T] = self._spec_f[:T]
+                if not bypass_model:  # the deep filter's history is frames of silence now
+                    self._state[self._parity]["df_hist"].fill(0.0)
+            elif bypass_model:
+                T = k
                 self._enh[:T] = self._spec_f[:T]
             else:
+                T = k
                 self._run_model(T)
-            _blend(self._spec_f, self._enh, T, self._cst, target, self._alpha)
+            _blend(self._spec_f, self._enh, T, self._cst, floor, mix, self._alpha)
             Yc = self._enh[:T].view(np.complex64)[..., 0]
             if _NP2:
                 np.fft.irfft(Yc, n=N, axis=-1, out=self._ybuf[:T])

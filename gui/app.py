@@ -1,0 +1,79 @@
+"""`python main.py` / `python main.py gui`: the knob panel on the live engine.
+
+Without a sound card it starts a private JACK server (dummy driver) and loops the bundled demo
+signal into the engine, so the meters and knobs have something to act on.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+
+
+def _cli_config(args, settings):
+    """Remembered settings, overridden by what the command line set explicitly."""
+    from realtime.engine import EngineConfig
+
+    c = settings.engine_config(EngineConfig(channels=args.channels, mode=args.mode,
+                                            prefill_blocks=args.prefill_blocks))
+    dev = lambda d: int(d) if isinstance(d, str) and d.isdigit() else d  # noqa: E731
+    if args.samplerate != 48000:
+        c.samplerate = args.samplerate
+    if args.blocksize != 128:
+        c.blocksize = args.blocksize
+    if args.input_device or args.device:
+        c.input_device = dev(args.input_device or args.device)
+    if args.output_device or args.device:
+        c.output_device = dev(args.output_device or args.device)
+    return c
+
+
+def run_gui(args) -> int:
+    from PyQt6.QtWidgets import QApplication
+
+    from realtime.devices import has_audio_device
+    from realtime.jackserver import DummyJackServer, server_running
+    from realtime.portaudio import release
+    from realtime.presets import apply_overrides, load_preset
+
+    from .demo_source import DemoSource
+    from .settings import APP, Settings
+    from .window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName(APP)
+    settings = Settings()
+    server, demo = None, None
+    if not has_audio_device():
+        if not server_running():
+            server = DummyJackServer(args.samplerate, args.blocksize).start()
+    release()  # the engine process opens PortAudio itself (see settings.audio_devices for why not here)
+    win = None
+    try:
+        preset = apply_overrides(load_preset(args.preset), args.set)
+        win = MainWindow(preset, _cli_config(args, settings), settings)
+
+        def excepthook(kind, value, tb):  # an unexpected error in a slot: show it, keep running
+            traceback.print_exception(kind, value, tb)
+            win.show_error(f"internal error: {kind.__name__}: {value}")
+
+        sys.excepthook = excepthook
+        if server is not None:
+            win.show_error("No sound card: running on a private JACK server (dummy driver) with the bundled "
+                           "demo looping into the input. Click to dismiss.")
+            demo = DemoSource()
+            win.engineStarted.connect(lambda: win._guard(demo.connect))  # the engine's ports are new each start
+        win.show()
+        win.start_button.setChecked(True)  # start the engine
+        # Ctrl-C / kill: leave the event loop, so the stream closes before any server goes away
+        # (the meter timer gives the interpreter a chance to run the handler)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: app.quit())
+        return app.exec()
+    finally:
+        if win is not None:
+            win.host.close()  # the stream closes before the server goes away
+        if demo is not None:
+            demo.close()
+        if server is not None:
+            server.stop()

@@ -1,0 +1,78 @@
+"""Loops the bundled demo into the engine's JACK inputs, from a process of its own.
+
+For machines without a sound card (the panel's demo mode) and for `bench gui`. A JACK-Client
+player runs Python in JACK's process cycle, so it needs the GIL: inside the GUI's process every
+repaint would stall the whole JACK graph (server xruns, late blocks that are the player's, not
+the engine's). In its own process it stalls nothing.
+
+    python -m gui.demo_source     # prints "ready" once connected, plays until stdin closes
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class DemoSource:
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+
+    def connect(self) -> None:
+        """(Re)start the player and wire it to the engine's current input ports."""
+        self.close()
+        self.proc = subprocess.Popen([sys.executable, "-m", "gui.demo_source"], cwd=ROOT, env=os.environ.copy(),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            err = self.proc.stderr.read()[-500:] if self.proc.poll() is not None else ""
+            self.close()
+            raise RuntimeError(f"demo input: {line or err or 'player did not start'}")
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()  # the player's signal to stop
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+def main() -> int:
+    import jack
+
+    from realtime.jackio import JackPlayer, engine_ports
+    from realtime.live import load_demo_signal
+
+    class LoopingPlayer(JackPlayer):
+        def _process(self, frames):
+            if not self.playing:
+                self.play()
+            super()._process(frames)
+
+    probe = jack.Client("rt-demo-probe", no_start_server=True)
+    rate = probe.samplerate
+    probe.close()
+    ins, _ = engine_ports(exclude=("system", "rt-player", "rt-recorder", "rt-demo"))
+    if not ins:
+        print("error: no engine input ports on the JACK server", flush=True)
+        return 1
+    signal = load_demo_signal(rate, min(2, len(ins)))
+    player = LoopingPlayer(signal, name="rt-demo")
+    try:
+        player.start(ins[: signal.shape[1]])
+        player.play()
+        print("ready", flush=True)
+        sys.stdin.read()  # until the parent closes our stdin (or dies)
+    finally:
+        player.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""On-screen piano keyboard: mouse (press, glide, release) and computer keys, octave shift.
+
+Computer keys follow the usual tracker layout: A W S E D F T G Y H U J K O L P = C … D# of the
+next octave; Z / X shift the octave down / up. Emits (note, velocity) and note-offs; the window
+sends them to the engine as MIDI (channel 1).
+"""
+from __future__ import annotations
+
+from PyQt6.QtCore import QRectF, QSize, Qt, pyqtSignal
+from PyQt6.QtGui import QColor, QPainter
+from PyQt6.QtWidgets import QSizePolicy, QWidget
+
+KEYMAP = {Qt.Key.Key_A: 0, Qt.Key.Key_W: 1, Qt.Key.Key_S: 2, Qt.Key.Key_E: 3, Qt.Key.Key_D: 4,
+          Qt.Key.Key_F: 5, Qt.Key.Key_T: 6, Qt.Key.Key_G: 7, Qt.Key.Key_Y: 8, Qt.Key.Key_H: 9,
+          Qt.Key.Key_U: 10, Qt.Key.Key_J: 11, Qt.Key.Key_K: 12, Qt.Key.Key_O: 13, Qt.Key.Key_L: 14,
+          Qt.Key.Key_P: 15}
+BLACK = {1, 3, 6, 8, 10}
+NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+
+
+def note_name(n: int) -> str:
+    return f"{NAMES[n % 12]}{n // 12 - 1}"
+
+
+class PianoKeyboard(QWidget):
+    noteOn = pyqtSignal(int, int)  # note, velocity
+    noteOff = pyqtSignal(int)
+    octaveChanged = pyqtSignal(int)
+
+    def __init__(self, first: int = 36, octaves: int = 4, velocity: int = 100, parent=None):
+        super().__init__(parent)
+        self.first = first - first % 12  # start on a C
+        self.octaves = octaves
+        self.velocity = velocity
+        self.octave = 4  # base octave for computer keys: C4 = 60
+        self.down: set[int] = set()
+        self._mouse_note: int | None = None
+        self._key_notes: dict[int, int] = {}  # Qt key -> note it started (octave may change while held)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setToolTip("Click to play; computer keys A W S E D F T G Y H U J K O L P; Z / X: octave down / up")
+
+    def sizeHint(self) -> QSize:
+        return QSize(14 * 7 * self.octaves, 90)
+
+    # ---------------------------------------------------------------- notes
+    def press(self, note: int, velocity: int | None = None) -> None:
+        if 0 <= note <= 127 and note not in self.down:
+            self.down.add(note)
+            self.noteOn.emit(note, self.velocity if velocity is None else velocity)
+            self.update()
+
+    def release(self, note: int) -> None:
+        if note in self.down:
+            self.down.discard(note)
+            self.noteOff.emit(note)
+            self.update()
+
+    def release_all(self) -> None:
+        for n in sorted(self.down):
+            self.release(n)
+
+    def set_octave(self, octave: int) -> None:
+        self.octave = max(0, min(9, octave))
+        self.octaveChanged.emit(self.octave)
+        self.update()
+
+    # ---------------------------------------------------------------- geometry
+    def _white_notes(self) -> list[int]:
+        return [n for n in range(self.first, self.first + 12 * self.octaves + 1) if n % 12 not in BLACK]
+
+    def _rects(self):
+        """(note, rect, black) for every key, black keys last (drawn and hit-tested on top)."""
+        whites = self._white_notes()
+        ww = self.width() / len(whites)
+        h = self.height()
+        out, blacks = [], []
+        for i, n in enumerate(whites):
+            out.append((n, QRectF(i * ww, 0, ww, h), False))
+            if (n + 1) % 12 in BLACK and n + 1 < whites[-1]:
+                blacks.append((n + 1, QRectF((i + 1) * ww - ww * 0.3, 0, ww * 0.6, h * 0.6), True))
+        return out + blacks
+
+    def note_at(self, x: float, y: float) -> int | None:
+        for n, r, black in reversed(self._rects()):
+            if r.contains(x, y):
+                return n
+        return None
+
+    def key_center(self, note: int):
+        for n, r, _ in self._rects():
+            if n == note:
+                return r.center() if n % 12 not in BLACK else r.center()
+        raise ValueError(f"note {note} is not on this keyboard")
+
+    # ---------------------------------------------------------------- input
+    def mousePressEvent(self, e):
+        n = self.note_at(e.position().x(), e.position().y())
+        if n is not None:
+            # lower on the key = louder, like a real key's travel
+            v = int(40 + 87 * min(1.0, e.position().y() / max(1, self.height())))
+            self._mouse_note = n
+            self.press(n, v)
+
+    def mouseMoveEvent(self, e):
+        if self._mouse_note is None:
+            return
+        n = self.note_at(e.position().x(), e.position().y())
+        if n != self._mouse_note:
+            self.release(self._mouse_note)
+            self._mouse_note = n
+            if n is not None:
+                self.press(n)
+
+    def mouseReleaseEvent(self, e):
+        if self._mouse_note is not None:
+            self.release(self._mouse_note)
+            self._mouse_note = None
+
+    def keyPressEvent(self, e):
+        if e.isAutoRepeat():
+            return
+        k = Qt.Key(e.key())
+        if k == Qt.Key.Key_Z:
+            self.set_octave(self.octave - 1)
+        elif k == Qt.Key.Key_X:
+            self.set_octave(self.octave + 1)
+        elif k in KEYMAP:
+            note = 12 * (self.octave + 1) + KEYMAP[k]
+            self._key_notes[k] = note
+            self.press(note)
+        else:
+            super().keyPressEvent(e)
+
+    def keyReleaseEvent(self, e):
+        if e.isAutoRepeat():
+            return
+        note = self._key_notes.pop(Qt.Key(e.key()), None)
+        if note is not None:
+            self.release(note)
+        else:
+            super().keyReleaseEvent(e)
+
+    def focusOutEvent(self, e):
+        self.release_all()  # no stuck notes when the window loses focus
+        self._key_notes.clear()
+        super().focusOutEvent(e)
+
+    # ---------------------------------------------------------------- drawing
+    def paintEvent(self, e):
+        p = QPainter(self)
+        lo = 12 * (self.octave + 1)
+        for n, r, black in self._rects():
+            on = n in self.down
+            if black:
+                p.fillRect(r, QColor("#4a8fd8") if on else QColor("#202226"))
+            else:
+                p.fillRect(r.adjusted(0, 0, -1, 0), QColor("#9cc7f0") if on else QColor("#f4f4f0"))
+                p.setPen(QColor("#70747a"))
+                p.drawRect(r.adjusted(0, 0, -1, -1))
+                if lo <= n < lo + 16:  # the computer-key range
+                    p.fillRect(QRectF(r.x() + 2, r.bottom() - 5, r.width() - 5, 3), QColor("#e0a030"))
+                if n % 12 == 0:
+                    p.setPen(QColor("#555"))
+                    p.drawText(r.adjusted(0, 0, 0, -8), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom,
+                               note_name(n))
+        p.end()

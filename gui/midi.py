@@ -1,0 +1,39 @@
+"""The panel's MIDI input choice (none, a virtual port, or a named port) on top of
+realtime.midi_input (mido + python-rtmidi: JACK MIDI here, ALSA where present)."""
+from __future__ import annotations
+
+VIRTUAL = "Virtual port"
+NONE = "(none)"
+VIRTUAL_NAME = "rtaudio-host midi in"
+
+
+def input_ports() -> tuple[list[str], str | None]:
+    """(names, error): the named ports for the picker (our own virtual port left out)."""
+    from realtime.devices import midi_ports
+
+    ins, _, err = midi_ports()
+    return [n for n in ins if VIRTUAL_NAME not in n], err
+
+
+class MidiInput:
+    """Open ``port`` (a name, VIRTUAL or NONE) and call ``sink(status, data1, data2)`` on
+    rtmidi's thread for every channel voice message (sysex, clock and garbage are dropped)."""
+
+    def __init__(self, port: str, sink):
+        from realtime.midi_input import MidiInput as _Input
+
+        self.port_name = port
+        self._in = None
+        if port == VIRTUAL:
+            self._in = _Input(sink, virtual=True, name=VIRTUAL_NAME)
+        elif port and port != NONE:
+            self._in = _Input(sink, port=port)
+
+    @property
+    def open(self) -> bool:
+        return self._in is not None
+
+    def close(self) -> None:
+        if self._in is not None:
+            self._in.close()
+            self._in = None

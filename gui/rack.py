@@ -1,0 +1,177 @@
+"""The rack: one strip per chain slot, generated from the processors' Param descriptors.
+
+A strip shows the slot id and kind, bypass, wet/dry mix, one control per descriptor (a Knob;
+a drop-down for enumerations), and move/remove buttons (not on the final safety stage). No
+processor-specific code: a new processor shows up with its own knobs.
+"""
+from __future__ import annotations
+
+from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea,
+                             QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+
+from realtime.processor import Param
+
+from .knob import Knob
+
+MIX_PARAM = Param("mix", "Mix", 0.0, 100.0, 100.0, unit="%", smoothing_ms=10.0)  # slot mix x 100
+COLUMNS = 2
+
+
+class SlotStrip(QFrame):
+    paramChanged = pyqtSignal(str, str, float)  # slot id, param id, value
+    bypassChanged = pyqtSignal(str, bool)
+    mixChanged = pyqtSignal(str, float)
+    removeRequested = pyqtSignal(str)
+    moveRequested = pyqtSignal(str, int)
+    learnRequested = pyqtSignal(str)  # target "slot.param"
+    forgetRequested = pyqtSignal(str)
+
+    def __init__(self, slot, final: bool, parent=None):
+        super().__init__(parent)
+        self.slot_id = slot.id
+        self.kind = slot.kind
+        self.final = final
+        self.controls: dict[str, QWidget] = {}  # param id -> Knob or QComboBox
+        self.mix_knob: Knob | None = None  # the slot's wet/dry (not on the final safety stage)
+        self.setObjectName(f"strip:{slot.id}")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
+        proc = slot.processor
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.setSpacing(4)
+
+        head = QHBoxLayout()
+        title = QLabel(f"<b>{slot.id}</b>")
+        title.setToolTip(f"{slot.kind} · latency {proc.latency} samples")
+        head.addWidget(title)
+        head.addStretch(1)
+        if not final:
+            for text, delta, tip in (("◀", -1, "move earlier in the chain"), ("▶", 1, "move later in the chain")):
+                b = QToolButton(text=text)
+                b.setToolTip(tip)
+                b.setObjectName(f"move{delta:+d}")
+                b.clicked.connect(lambda _=False, d=delta: self.moveRequested.emit(self.slot_id, d))
+                head.addWidget(b)
+            rm = QToolButton(text="✕")
+            rm.setObjectName("remove")
+            rm.setToolTip("remove this slot")
+            rm.clicked.connect(lambda: self.removeRequested.emit(self.slot_id))
+            head.addWidget(rm)
+        lay.addLayout(head)
+        sub = QLabel(slot.kind if slot.kind == slot.id else f"{slot.kind}")
+        sub.setStyleSheet("color: gray")
+        lay.addWidget(sub)
+
+        self.bypass = QPushButton("Bypass")
+        self.bypass.setCheckable(True)
+        self.bypass.setChecked(slot.bypass)
+        self.bypass.setObjectName("bypass")
+        if final:
+            self.bypass.setText("Always on")
+            self.bypass.setEnabled(False)
+            self.bypass.setToolTip("the safety stage ends every chain and cannot be bypassed")
+        else:
+            self.bypass.setToolTip("bypass (the processor keeps running; its dry path stays latency-aligned)")
+            self.bypass.toggled.connect(lambda on: self.bypassChanged.emit(self.slot_id, on))
+        lay.addWidget(self.bypass)
+
+        grid = QGridLayout()
+        grid.setSpacing(2)
+        params = list(proc.params)
+        cols = COLUMNS if len(params) < 8 else COLUMNS + 1  # big processors: wider, not taller
+        for i, d in enumerate(params):
+            grid.addWidget(self._control(d, proc.get_param(d.id)), i // cols, i % cols)
+        if not final:
+            n = len(params)
+            grid.addWidget(self._control(MIX_PARAM, 100.0 * slot.mix), n // cols, n % cols)
+        lay.addLayout(grid)
+        lay.addStretch(1)
+
+    def _control(self, d: Param, value: float) -> QWidget:
+        if d.choices:
+            box = QWidget()
+            v = QVBoxLayout(box)
+            v.setContentsMargins(2, 2, 2, 2)
+            v.addWidget(QLabel(d.name), alignment=Qt.AlignmentFlag.AlignHCenter)
+            combo = QComboBox()
+            combo.addItems(list(d.choices))
+            combo.setCurrentIndex(int(round(value)))
+            combo.setObjectName(f"choice:{d.id}")
+            combo.setToolTip(f"{d.name}: {', '.join(d.choices)}")
+            combo.currentIndexChanged.connect(lambda i, pid=d.id: self.paramChanged.emit(self.slot_id, pid, float(i)))
+            v.addWidget(combo)
+            v.addStretch(1)
+            self.controls[d.id] = combo
+            return box
+        knob = Knob(d, value)
+        target = f"{self.slot_id}.{d.id}"
+        if d is MIX_PARAM:
+            knob.valueChanged.connect(lambda v: self.mixChanged.emit(self.slot_id, v / 100.0))
+            self.mix_knob = knob
+        else:
+            knob.valueChanged.connect(lambda v, pid=d.id: self.paramChanged.emit(self.slot_id, pid, v))
+            self.controls[d.id] = knob
+        knob.learnRequested.connect(lambda t=target: self.learnRequested.emit(t))
+        knob.forgetRequested.connect(lambda t=target: self.forgetRequested.emit(t))
+        return knob
+
+    def knobs(self) -> list[Knob]:
+        return [w for w in self.controls.values() if isinstance(w, Knob)] + ([self.mix_knob] if self.mix_knob else [])
+
+    def set_value(self, param_id: str, value: float, emit: bool = False) -> None:
+        """Move a control (e.g. from a MIDI controller) without (or with) re-sending it."""
+        w = self.controls[param_id]
+        if isinstance(w, QComboBox):
+            w.blockSignals(not emit)
+            w.setCurrentIndex(int(round(value)))
+            w.blockSignals(False)
+        else:
+            w.setValue(value, emit=emit)
+
+
+class Rack(QScrollArea):
+    """Strips side by side, scrolling sideways; rebuilt whenever the chain's structure changes."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.strips: dict[str, SlotStrip] = {}
+        self._inner = QWidget()
+        self._row = QHBoxLayout(self._inner)
+        self._row.setContentsMargins(4, 4, 4, 4)
+        self.setWidget(self._inner)
+
+    def rebuild(self, chain, connect) -> None:
+        """New strips for ``chain``; ``connect(strip)`` wires each one to the window."""
+        while self._row.count():
+            item = self._row.takeAt(0)
+            w = item.widget()
+            if w is not None:
+                w.setParent(None)  # gone from the window now, not at the next event loop turn
+                w.deleteLater()
+        self.strips = {}
+        slots = chain.slots
+        for i, s in enumerate(slots):
+            strip = SlotStrip(s, final=i == len(slots) - 1)
+            connect(strip)
+            self.strips[s.id] = strip
+            self._row.addWidget(strip)
+            if i < len(slots) - 1:
+                arrow = QLabel("→")
+                arrow.setStyleSheet("color: gray; font-size: 16px")
+                self._row.addWidget(arrow)
+        self._row.addStretch(1)
+
+    def knob(self, target: str) -> Knob | None:
+        """The knob for "slot.param" (a processor parameter first, then the slot's "mix")."""
+        slot_id, _, pid = target.partition(".")
+        strip = self.strips.get(slot_id)
+        if strip is None:
+            return None
+        w = strip.controls.get(pid)
+        if w is None and pid == "mix":
+            w = strip.mix_knob
+        return w if isinstance(w, Knob) else None

@@ -1,0 +1,149 @@
+"""Remembered settings (audio devices, rate, block, MIDI port, last preset, window geometry) in
+the platform config dir, and the dialog that edits the audio/MIDI ones."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PyQt6.QtCore import QSettings, QStandardPaths
+from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel
+
+from realtime.engine import EngineConfig
+
+from .midi import NONE, VIRTUAL, input_ports
+
+APP = "rtaudio-host"
+SAMPLERATES = (44100, 48000, 88200, 96000)
+BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048)
+DEFAULT_DEVICE = "Default"
+
+
+def config_path() -> Path:
+    """``$RTAUDIO_HOST_CONFIG`` if set, else <platform config dir>/rtaudio-host/rtaudio-host.ini."""
+    env = os.environ.get("RTAUDIO_HOST_CONFIG")
+    if env:
+        return Path(env)
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericConfigLocation)
+    return Path(base or Path.home() / ".config") / APP / f"{APP}.ini"
+
+
+def user_preset_dir() -> Path:
+    return config_path().parent / "presets"
+
+
+class Settings:
+    """Typed access to a QSettings ini file."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else config_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.q = QSettings(str(self.path), QSettings.Format.IniFormat)
+
+    def _get(self, key, default, typ=str):
+        v = self.q.value(key, default)
+        try:
+            return typ(v) if v is not None else default
+        except (TypeError, ValueError):
+            return default
+
+    # audio
+    def engine_config(self, base: EngineConfig | None = None) -> EngineConfig:
+        b = base or EngineConfig()
+        sr = self._get("audio/samplerate", b.samplerate, int)
+        bs = self._get("audio/blocksize", b.blocksize, int)
+        ind = self._get("audio/input_device", "") or b.input_device
+        outd = self._get("audio/output_device", "") or b.output_device
+        return EngineConfig(samplerate=sr if sr in SAMPLERATES else b.samplerate,
+                            blocksize=bs if bs in BLOCKSIZES else b.blocksize, channels=b.channels, mode=b.mode,
+                            input_device=ind, output_device=outd, prefill_blocks=b.prefill_blocks)
+
+    def save_engine_config(self, c: EngineConfig) -> None:
+        self.q.setValue("audio/samplerate", c.samplerate)
+        self.q.setValue("audio/blocksize", c.blocksize)
+        self.q.setValue("audio/input_device", "" if c.input_device is None else str(c.input_device))
+        self.q.setValue("audio/output_device", "" if c.output_device is None else str(c.output_device))
+        self.q.sync()
+
+    @property
+    def midi_port(self) -> str:
+        return self._get("midi/port", NONE)
+
+    @midi_port.setter
+    def midi_port(self, name: str) -> None:
+        self.q.setValue("midi/port", name)
+        self.q.sync()
+
+    @property
+    def last_preset(self) -> str:
+        return self._get("preset/last", "")
+
+    @last_preset.setter
+    def last_preset(self, ref: str) -> None:
+        self.q.setValue("preset/last", ref)
+        self.q.sync()
+
+    def geometry(self):
+        return self.q.value("window/geometry")
+
+    def save_geometry(self, data) -> None:
+        self.q.setValue("window/geometry", data)
+        self.q.sync()
+
+
+def audio_devices(kind: str) -> list[str]:
+    """Names of devices with input (kind="input") or output channels, from PortAudio, scanned
+    afresh. PortAudio is released again: the engine runs in its own process, and a PortAudio
+    left open here would abort this process at exit if the audio server died meanwhile."""
+    from realtime.portaudio import list_devices, release, rescan
+
+    key = "inputs" if kind == "input" else "outputs"
+    try:
+        rescan()
+        return [d["name"] for d in list_devices() if d[key] > 0]
+    finally:
+        release()
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, config: EngineConfig, midi_port: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Audio and MIDI settings")
+        form = QFormLayout(self)
+        self.input = self._combo("input_device", [DEFAULT_DEVICE, *audio_devices("input")], config.input_device)
+        self.output = self._combo("output_device", [DEFAULT_DEVICE, *audio_devices("output")], config.output_device)
+        self.samplerate = self._combo("samplerate", [str(r) for r in SAMPLERATES], str(config.samplerate))
+        self.blocksize = self._combo("blocksize", [str(b) for b in BLOCKSIZES], str(config.blocksize))
+        ports, err = input_ports()
+        self.midi = self._combo("midi_port", [NONE, VIRTUAL, *ports], midi_port)
+        form.addRow("Audio input", self.input)
+        form.addRow("Audio output", self.output)
+        form.addRow("Sample rate (Hz)", self.samplerate)
+        form.addRow("Block size (frames)", self.blocksize)
+        form.addRow("MIDI input", self.midi)
+        if err:
+            form.addRow(QLabel(f"MIDI unavailable: {err}"))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self._base = config
+
+    def _combo(self, name: str, items: list[str], current) -> QComboBox:
+        c = QComboBox()
+        c.setObjectName(name)
+        c.addItems(items)
+        cur = DEFAULT_DEVICE if current in (None, "") else str(current)
+        if c.findText(cur) < 0:
+            c.addItem(cur)  # remembered but absent now (unplugged): keep it visible
+        c.setCurrentText(cur)
+        return c
+
+    def engine_config(self) -> EngineConfig:
+        dev = lambda c: None if c.currentText() == DEFAULT_DEVICE else c.currentText()  # noqa: E731
+        b = self._base
+        return EngineConfig(samplerate=int(self.samplerate.currentText()), blocksize=int(self.blocksize.currentText()),
+                            channels=b.channels, mode=b.mode, input_device=dev(self.input),
+                            output_device=dev(self.output), prefill_blocks=b.prefill_blocks)
+
+    def midi_port(self) -> str:
+        return self.midi.currentText()

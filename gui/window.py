@@ -1,0 +1,457 @@
+"""The main window: toolbar (start/stop, presets, add slot, settings), input meter, rack, output
+meter, synth panel (only with a synth slot), engine status bar, and an error banner.
+
+Every user action runs through ``_guard``: an exception (bad preset, device missing, model that
+fails to load) becomes a message in the banner, never a crash. Meters redraw at 30 Hz from the
+engine's meter ring; the status line once a second (engine stats cost a few ms of numpy).
+The engine itself runs in a process of its own (gui.engine_process): the window never holds
+the GIL the DSP thread needs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PyQt6.QtCore import QObject, QTimer, pyqtSignal
+from PyQt6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton,
+                             QStatusBar, QToolBar, QToolButton, QVBoxLayout, QWidget)
+
+from realtime.engine import EngineConfig
+from realtime.presets import builtin_presets, load_preset, save_preset
+from realtime.processors import available_kinds
+
+from .engine_process import RemoteEngineHost
+from .keyboard import PianoKeyboard, note_name
+from .meters import LevelMeter
+from .midi import NONE, MidiInput
+from .rack import Rack, SlotStrip
+from .settings import Settings, SettingsDialog, user_preset_dir
+
+SYNTH = "synth"
+NOTE_ON, NOTE_OFF = 0x90, 0x80
+
+
+class _MidiBridge(QObject):
+    """Carries MIDI-thread events to the GUI thread (queued signals)."""
+    cc = pyqtSignal(str, int)
+    learned = pyqtSignal(str, int, int)
+
+
+class MainWindow(QMainWindow):
+    engineStarted = pyqtSignal()  # after every (re)start: the engine's ports are new (demo input re-wires)
+
+    def __init__(self, preset: dict | None = None, config: EngineConfig | None = None,
+                 settings: Settings | None = None, autostart: bool = False, preset_path: str | None = None,
+                 host=None):
+        """``host``: an EngineHost (engine in this process) or a RemoteEngineHost; by default the
+        engine runs in a process of its own (see gui.engine_process)."""
+        super().__init__()
+        self.settings = settings or Settings()
+        self.errors: list[str] = []
+        self.modified = False
+        self.preset_path: str | None = preset_path  # a user file: "Save" writes there
+        self.midi: MidiInput | None = None
+        self._bridge = _MidiBridge()
+        self._bridge.cc.connect(self._on_cc)
+        self._bridge.learned.connect(self._on_learned)
+        self._safety_clips = 0
+        self._last_status: dict = {}
+
+        if host is None:
+            host = RemoteEngineHost(preset or load_preset("default"), config or self.settings.engine_config())
+        self.host = host
+        self.host.on_cc = self._bridge.cc.emit
+        self.host.on_learned = self._bridge.learned.emit
+        self._build()
+        self._rebuild_rack()
+        self._update_title()
+        geo = self.settings.geometry()
+        if geo is not None:
+            self.restoreGeometry(geo)
+        self._meter_timer = QTimer(self, interval=33, timeout=self._poll_meters)
+        self._status_timer = QTimer(self, interval=1000, timeout=self._poll_status)
+        self._meter_timer.start()
+        self._status_timer.start()
+        self._guard(self._open_midi, self.settings.midi_port)
+        if autostart:
+            self._guard(self.start)
+        self._poll_status()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.resize(1180, 640)
+        tb = QToolBar("Main")
+        tb.setMovable(False)
+        self.addToolBar(tb)
+        self.start_button = QPushButton("Start")
+        self.start_button.setCheckable(True)
+        self.start_button.setObjectName("start")
+        self.start_button.toggled.connect(lambda on: self._guard(self.start if on else self.stop))
+        tb.addWidget(self.start_button)
+        tb.addSeparator()
+        tb.addWidget(QLabel(" Preset "))
+        self.preset_box = QComboBox()
+        self.preset_box.setObjectName("presets")
+        self.preset_box.addItems(builtin_presets())
+        self.preset_box.setCurrentIndex(-1)
+        self.preset_box.activated.connect(lambda i: self._guard(self.recall_builtin, self.preset_box.itemText(i)))
+        tb.addWidget(self.preset_box)
+        for text, fn in (("Load…", self._load_dialog), ("Save", self._save), ("Save as…", self._save_dialog)):
+            b = QToolButton(text=text)
+            b.clicked.connect(lambda _=False, f=fn: self._guard(f))
+            tb.addWidget(b)
+        tb.addSeparator()
+        tb.addWidget(QLabel(" Add "))
+        self.add_box = QComboBox()
+        self.add_box.setObjectName("add")
+        self.add_box.addItems([k for k in available_kinds() if k != "safety"])
+        self.add_box.setCurrentIndex(-1)
+        self.add_box.setPlaceholderText("processor…")
+        self.add_box.activated.connect(lambda i: self._guard(self.add_slot, self.add_box.itemText(i)))
+        tb.addWidget(self.add_box)
+        tb.addSeparator()
+        b = QToolButton(text="Settings…")
+        b.clicked.connect(lambda: self._guard(self._settings_dialog))
+        tb.addWidget(b)
+
+        central = QWidget()
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(6, 4, 6, 4)
+        self.banner = QLabel()
+        self.banner.setObjectName("errors")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("background:#5a1e1e; color:#ffe0e0; padding:6px; border-radius:4px")
+        self.banner.setVisible(False)
+        self.banner.setToolTip("click to dismiss")
+        self.banner.mousePressEvent = lambda e: self.clear_errors()
+        outer.addWidget(self.banner)
+        row = QHBoxLayout()
+        self.in_meter = LevelMeter("In")
+        self.out_meter = LevelMeter("Out")
+        self.rack = Rack()
+        row.addWidget(self.in_meter)
+        row.addWidget(self.rack, 1)
+        row.addWidget(self.out_meter)
+        outer.addLayout(row, 1)
+
+        self.synth_panel = QWidget()
+        sp = QHBoxLayout(self.synth_panel)
+        sp.setContentsMargins(0, 0, 0, 0)
+        sp.addWidget(QLabel("Instrument"))
+        self.instrument = QComboBox()
+        self.instrument.setObjectName("instrument")
+        self.instrument.currentIndexChanged.connect(self._instrument_changed)
+        sp.addWidget(self.instrument)
+        self.octave_label = QLabel()
+        sp.addWidget(self.octave_label)
+        self.keyboard = PianoKeyboard()
+        self.keyboard.noteOn.connect(lambda n, v: self._guard(self.host.send_midi, NOTE_ON, n, v))
+        self.keyboard.noteOff.connect(lambda n: self._guard(self.host.send_midi, NOTE_OFF, n, 0))
+        self.keyboard.octaveChanged.connect(self._show_octave)
+        sp.addWidget(self.keyboard, 1)
+        self._show_octave(self.keyboard.octave)
+        outer.addWidget(self.synth_panel)
+        self.setCentralWidget(central)
+
+        sb = QStatusBar()
+        self.setStatusBar(sb)
+        self.status_labels: dict[str, QLabel] = {}
+        for key in ("state", "device", "samplerate", "blocksize", "latency", "load", "late", "xruns", "midi"):
+            lab = QLabel()
+            lab.setObjectName(f"status:{key}")
+            self.status_labels[key] = lab
+            sb.addWidget(lab)
+
+    def _rebuild_rack(self) -> None:
+        self.rack.rebuild(self.host.chain, self._connect_strip)
+        for target in self.host.midi_map.values():
+            k = self.rack.knob(target)
+            if k is not None:
+                cc, ch = self.host.mapping_of(target)
+                k.mapping = f"CC {cc}" + (f" ch{ch + 1}" if ch is not None else "")
+        self._setup_synth_panel()
+
+    def _connect_strip(self, strip: SlotStrip) -> None:
+        strip.paramChanged.connect(self._param_changed)
+        strip.bypassChanged.connect(lambda s, on: self._changed(self.host.set_bypass, s, on))
+        strip.mixChanged.connect(lambda s, v: self._changed(self.host.set_mix, s, v))
+        strip.removeRequested.connect(lambda s: self._guard(self.remove_slot, s))
+        strip.moveRequested.connect(lambda s, d: self._guard(self.move_slot, s, d))
+        strip.learnRequested.connect(self.toggle_learn)
+        strip.forgetRequested.connect(self.forget)
+
+    def _synth_slot(self):
+        for s in self.host.chain.slots:
+            if s.kind == SYNTH:
+                return s
+        return None
+
+    def _instrument_param(self, slot):
+        choice = [d for d in slot.processor.params if d.choices]
+        named = [d for d in choice if "instrument" in d.id]
+        return (named or choice or [None])[0]
+
+    def _setup_synth_panel(self) -> None:
+        slot = self._synth_slot()
+        self.synth_panel.setVisible(slot is not None)
+        self.instrument.blockSignals(True)
+        self.instrument.clear()
+        d = self._instrument_param(slot) if slot else None
+        if d is not None:
+            self.instrument.addItems(list(d.choices))
+            self.instrument.setCurrentIndex(int(round(slot.processor.get_param(d.id))))
+        self.instrument.setEnabled(d is not None)
+        self.instrument.blockSignals(False)
+
+    def _instrument_changed(self, i: int) -> None:
+        slot = self._synth_slot()
+        d = self._instrument_param(slot) if slot else None
+        if d is not None and i >= 0:
+            self.rack.strips[slot.id].set_value(d.id, float(i), emit=True)
+
+    def _show_octave(self, octave: int) -> None:
+        lo = 12 * (octave + 1)
+        self.octave_label.setText(f"keys {note_name(lo)}–{note_name(lo + 15)} (Z/X)")
+
+    # ------------------------------------------------------------------ actions
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:  # shown in the window: the panel keeps running
+            self.show_error(f"{type(e).__name__}: {e}" if not isinstance(e, (ValueError, RuntimeError)) else str(e))
+            return None
+
+    def show_error(self, text: str) -> None:
+        self.errors.append(text)
+        self.banner.setText("\n".join(self.errors[-4:]))
+        self.banner.setVisible(True)
+
+    def clear_errors(self) -> None:
+        self.errors = []
+        self.banner.setVisible(False)
+
+    def start(self) -> None:
+        try:
+            self.host.start()
+        finally:
+            self._sync_start_button()
+        self._poll_status()
+        self.engineStarted.emit()
+
+    def stop(self) -> None:
+        self.keyboard.release_all()
+        self.host.stop()
+        self._sync_start_button()
+        self._poll_status()
+
+    def _sync_start_button(self) -> None:
+        self.start_button.blockSignals(True)
+        self.start_button.setChecked(self.host.running)
+        self.start_button.setText("Stop" if self.host.running else "Start")
+        self.start_button.blockSignals(False)
+
+    def _param_changed(self, slot_id: str, param_id: str, value: float) -> None:
+        self._changed(self.host.set_param, slot_id, param_id, value)
+        slot = self._synth_slot()
+        if slot is not None and slot.id == slot_id:
+            d = self._instrument_param(slot)
+            if d is not None and d.id == param_id and self.instrument.currentIndex() != int(value):
+                self.instrument.blockSignals(True)
+                self.instrument.setCurrentIndex(int(value))
+                self.instrument.blockSignals(False)
+
+    def _changed(self, fn, *args) -> None:
+        self._guard(fn, *args)
+        self.set_modified(True)
+
+    def set_modified(self, on: bool) -> None:
+        self.modified = on
+        self._update_title()
+
+    def _update_title(self) -> None:
+        self.preset_box.setCurrentIndex(self.preset_box.findText(self.host.name) if self.preset_path is None else -1)
+        self.setWindowTitle(f"rtaudio-host — {self.host.name}[*]")
+        self.setWindowModified(self.modified)
+
+    def add_slot(self, kind: str) -> str:
+        self.add_box.setCurrentIndex(-1)
+        sid = self.host.add_slot(kind)
+        self._after_structure_change()
+        return sid
+
+    def remove_slot(self, slot_id: str) -> None:
+        self.host.remove_slot(slot_id)
+        self._after_structure_change()
+
+    def move_slot(self, slot_id: str, delta: int) -> None:
+        self.host.move_slot(slot_id, delta)
+        self._after_structure_change()
+
+    def _after_structure_change(self) -> None:
+        self._rebuild_rack()
+        self._sync_start_button()
+        self.set_modified(True)
+        if self.host.running:
+            self.engineStarted.emit()
+
+    # presets
+    def recall_builtin(self, name: str) -> None:
+        self.apply_preset(load_preset(name), path=None)
+        self.settings.last_preset = name
+
+    def load_preset_file(self, path: str) -> None:
+        self.apply_preset(load_preset(Path(path)), path=str(path))
+        self.settings.last_preset = str(path)
+
+    def apply_preset(self, preset: dict, path: str | None) -> None:
+        self.keyboard.release_all()
+        self.host.load_preset(preset)  # validated before anything changes
+        self.preset_path = path
+        self._rebuild_rack()
+        self._sync_start_button()
+        self.set_modified(False)
+        if self.host.running:
+            self.engineStarted.emit()
+
+    def save_preset(self, path: str, name: str | None = None) -> None:
+        p = self.host.to_preset(name or Path(path).stem)
+        save_preset(p, path)
+        self.host.name = p["name"]
+        self.preset_path = str(path)
+        self.settings.last_preset = str(path)
+        self.set_modified(False)
+
+    def _load_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load preset", str(user_preset_dir()), "Presets (*.json)")
+        if path:
+            self.load_preset_file(path)
+
+    def _save(self) -> None:
+        if self.preset_path:
+            self.save_preset(self.preset_path, self.host.name)
+        else:
+            self._save_dialog()
+
+    def _save_dialog(self) -> None:
+        d = user_preset_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        path, _ = QFileDialog.getSaveFileName(self, "Save preset", str(d / f"{self.host.name}.json"), "Presets (*.json)")
+        if path:
+            self.save_preset(path if path.endswith(".json") else path + ".json")
+
+    # settings and MIDI
+    def _settings_dialog(self) -> None:
+        dlg = SettingsDialog(self.host.config, self.settings.midi_port, self)
+        if dlg.exec():
+            self.apply_settings(dlg.engine_config(), dlg.midi_port())
+
+    def apply_settings(self, config: EngineConfig, midi_port: str) -> None:
+        self.settings.save_engine_config(config)
+        self.settings.midi_port = midi_port
+        try:
+            self.host.set_config(config)
+        finally:
+            self._sync_start_button()
+        if self.host.running:
+            self.engineStarted.emit()
+        self._open_midi(midi_port)
+
+    def _open_midi(self, port: str) -> None:
+        if self.midi is not None:
+            self.midi.close()
+            self.midi = None
+        if port and port != NONE:
+            self.midi = MidiInput(port, self.host.midi_in)
+
+    def toggle_learn(self, target: str) -> None:
+        k = self.rack.knob(target)
+        learning = k is not None and not k.learning
+        for strip in self.rack.strips.values():
+            for w in strip.knobs():
+                if w.learning:
+                    w.learning = False
+                    w.update()
+        self.host.learn(target if learning else None)
+        if learning:
+            k.learning = True
+            k.update()
+            if self.midi is None:
+                self.show_error("MIDI learn: no MIDI input is open (Settings… → MIDI input)")
+
+    def forget(self, target: str) -> None:
+        self.host.forget(target)
+        k = self.rack.knob(target)
+        if k is not None:
+            k.mapping = ""
+            k.update()
+        self.set_modified(True)
+
+    def _on_learned(self, target: str, cc: int, ch: int) -> None:
+        k = self.rack.knob(target)
+        if k is not None:
+            k.learning = False
+            k.mapping = f"CC {cc} ch{ch + 1}"
+            k.update()
+        self.set_modified(True)
+
+    def _on_cc(self, target: str, value: int) -> None:
+        k = self.rack.knob(target)
+        if k is not None:
+            k.setUnit(value / 127.0)  # emits valueChanged -> the engine
+
+    # ------------------------------------------------------------------ polling
+    def _poll_meters(self) -> None:
+        m = self.host.read_meters()
+        if m is None:
+            return
+        clips = self._last_status.get("safety_clipped", 0)  # the safety stage clipped since the last look
+        clipped = clips > self._safety_clips
+        self._safety_clips = clips
+        self.in_meter.set_levels(m[0:2], m[4:6])
+        self.out_meter.set_levels(m[2:4], m[6:8], clip=(clipped, clipped))
+
+    def _poll_status(self) -> None:
+        try:
+            s = self._last_status = self.host.status()
+        except Exception as e:  # e.g. the engine process died: say so once, keep the window
+            msg = f"engine status unavailable: {e}"
+            if msg not in self.errors:
+                self.show_error(msg)
+            return
+        L = self.status_labels
+        L["state"].setText("● running" if s["running"] else "○ stopped")
+        L["device"].setText(f"device: {s['device']}")
+        L["samplerate"].setText(f"{s['samplerate']} Hz")
+        L["blocksize"].setText(f"{s['blocksize']} frames")
+        L["latency"].setText(f"latency {s['round_trip_ms']:.1f} ms (added {s['added_ms']:.1f})")
+        L["load"].setText(f"DSP {100 * s['dsp_load']:.1f}%")
+        L["late"].setText(f"late blocks {s['late_blocks']}")
+        L["xruns"].setText(f"xruns {s['server_xruns']}")
+        L["midi"].setText(f"MIDI: {self.midi.port_name if self.midi else 'off'}")
+        if s["error"] and s["error"] not in self.errors:
+            self.show_error(s["error"])
+        if s["error"] and s["running"]:
+            self._guard(self.host.stop)  # the stream is dead: release it (the engine abandons it safely)
+        self._sync_start_button()
+
+    # ------------------------------------------------------------------ close
+    def closeEvent(self, e):
+        # ask only when a person closes the window (a quit from code must never block on a dialog)
+        if self.modified and e.spontaneous():
+            ans = QMessageBox.question(self, "Unsaved changes", "Discard the unsaved changes to the preset?",
+                                       QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
+            if ans != QMessageBox.StandardButton.Discard:
+                e.ignore()
+                return
+        self.shutdown()
+        e.accept()
+
+    def shutdown(self) -> None:
+        """Stop timers, MIDI and the engine; remember the geometry (idempotent)."""
+        self._meter_timer.stop()
+        self._status_timer.stop()
+        self.keyboard.release_all()
+        if self.midi is not None:
+            self.midi.close()
+            self.midi = None
+        self.host.close()
+        self.settings.save_geometry(self.saveGeometry())

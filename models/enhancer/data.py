@@ -1,0 +1,526 @@
+"""Data recipe and on-the-fly mixer for the speech enhancer.
+
+One command builds everything from Debian packages (it apt-gets the missing ones when run as
+root; nothing else is downloaded)::
+
+    .venv/bin/python -m models.enhancer.data            # -> data/enhancer/ (gitignored)
+    # packages: fillets-ng-data-cs klettres-data ktuberling-data hedgewars-data
+    #           megaglest-data sonic-pi-samples
+
+It writes
+  data/enhancer/train_speech.npy / train_noise.npy   (int16 pools at 48 kHz) + *.json indexes
+  data/enhancer/val/{noisy,clean}/NNN.wav            (fixed held-out mixtures, 48 kHz mono)
+  data/enhancer/manifest.json                        (what was used, held out and filtered)
+
+Training mixes on the fly from the pools (``Mixer``): SNR -5..20 dB, level -45..-12 dBFS,
+speech EQ / bandwidth limits, synthetic room impulse responses (target = direct path +
+early reflections), real noise recordings plus synthesized pink/brown/white noise, mains
+hum, fans, clicks, babble (summed speech) and music-like tones. Validation uses voice
+packs / languages and noise recordings that the training pools never contain.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.signal as sps
+
+SR = 48000
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = ROOT / "data" / "enhancer"
+
+# --------------------------------------------------------------------------------------
+# Sources and the held-out split (groups = one voice set / one recording set)
+# --------------------------------------------------------------------------------------
+FILLETS = "/usr/share/games/fillets-ng/sound"
+KLETTRES = "/usr/share/klettres"
+KTUBERLING = "/usr/share/ktuberling/sounds"
+HEDGEWARS = "/usr/share/games/hedgewars/Data/Sounds/voices"
+MEGAGLEST = "/usr/share/games/megaglest/tilesets"
+SONICPI = "/usr/share/sonic-pi/samples"
+
+# Held-out voices: whole voice packs / languages (each recorded by other people).
+VAL_HEDGEWARS = {"Pirate", "Mobster", "Surfer", "HillBilly"}
+VAL_KLETTRES = {"it", "pt_BR", "da", "he"}
+VAL_KTUBERLING = {"en", "gl", "sv", "nl"}
+# Held-out noise recordings: whole tilesets / sample families.
+VAL_MEGAGLEST = {"winter", "hell", "mediterran", "autumn", "evergreen"}
+VAL_SONICPI = {"guit", "tabla", "mehackit", "misc", "loop_amen", "loop_safari", "loop_tabla"}
+
+
+DEB_PACKAGES = ("fillets-ng-data-cs", "klettres-data", "ktuberling-data", "hedgewars-data",
+                "megaglest-data", "sonic-pi-samples")
+
+
+def install_packages(log) -> None:
+    """apt-get the source packages that are missing (root only; otherwise say what to run)."""
+    import shutil
+    import subprocess
+
+    missing = [p for p in DEB_PACKAGES
+               if "ok installed" not in subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
+                                                       capture_output=True, text=True).stdout]
+    if not missing or not shutil.which("apt-get") or os.geteuid() != 0:
+        return
+    log(f"installing Debian packages: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
+
+
+def _read(path: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    return x.mean(axis=1), sr
+
+
+def _to48k(x: np.ndarray, sr: int) -> np.ndarray:
+    if sr == SR:
+        return x.astype(np.float32)
+    import soxr
+
+    return soxr.resample(x, sr, SR, quality="HQ").astype(np.float32)
+
+
+def _trim(x: np.ndarray, thresh_db: float = -45.0) -> np.ndarray:
+    """Trim leading/trailing silence (20 ms frames below peak-relative threshold)."""
+    n = 960
+    if len(x) < 2 * n:
+        return x
+    fr = x[: len(x) // n * n].reshape(-1, n)
+    e = 10 * np.log10(np.mean(fr**2, axis=1) + 1e-12)
+    keep = np.nonzero(e > e.max() + thresh_db)[0]
+    if len(keep) == 0:
+        return x[:0]
+    a = max(0, keep[0] - 1) * n
+    b = min(len(x), (keep[-1] + 2) * n)
+    return x[a:b]
+
+
+def speech_sources() -> list[tuple[str, str, str]]:
+    """(path, group, split) for every speech file."""
+    out = []
+    for f in sorted(glob.glob(f"{FILLETS}/**/cs/*.ogg", recursive=True)):
+        out.append((f, "fillets", "train"))  # same actors across levels: training only
+    for lang in sorted(os.listdir(KLETTRES)) if os.path.isdir(KLETTRES) else []:
+        for f in sorted(glob.glob(f"{KLETTRES}/{lang}/*/*.ogg") + glob.glob(f"{KLETTRES}/{lang}/*/*.wav")):
+            out.append((f, f"klettres/{lang}", "val" if lang in VAL_KLETTRES else "train"))
+    for lang in sorted(os.listdir(KTUBERLING)) if os.path.isdir(KTUBERLING) else []:
+        base = lang.split("@")[0]
+        for f in sorted(glob.glob(f"{KTUBERLING}/{lang}/*.ogg") + glob.glob(f"{KTUBERLING}/{lang}/*.wav")):
+            out.append((f, f"ktuberling/{base}", "val" if base in VAL_KTUBERLING else "train"))
+    for pack in sorted(os.listdir(HEDGEWARS)) if os.path.isdir(HEDGEWARS) else []:
+        if pack == "Robot":
+            continue  # vocoded robot voice: not natural speech (filtered)
+        grp = pack.split("_")[0] if pack.startswith("Russian") else pack
+        for f in sorted(glob.glob(f"{HEDGEWARS}/{pack}/*.ogg")):
+            out.append((f, f"hedgewars/{grp}", "val" if pack in VAL_HEDGEWARS else "train"))
+    return out
+
+
+def noise_sources() -> list[tuple[str, str, str]]:
+    out = []
+    for f in sorted(glob.glob(f"{MEGAGLEST}/*/sounds/*")):
+        ts = f.split("/")[-3]
+        out.append((f, f"megaglest/{ts}", "val" if ts in VAL_MEGAGLEST else "train"))
+    for f in sorted(glob.glob(f"{SONICPI}/*.flac")):
+        name = os.path.basename(f)[:-5]
+        fam = name.split("_")[0]
+        val = fam in VAL_SONICPI or any(name.startswith(v) for v in VAL_SONICPI if "_" in v)
+        out.append((f, f"sonicpi/{fam}", "val" if val else "train"))
+    return out
+
+
+def load_pool(sources, kind: str, log) -> tuple[dict, dict]:
+    """Load, dedupe (content hash), resample, trim and filter. Returns pools per split."""
+    seen: dict[str, str] = {}
+    pools = {"train": [], "val": []}
+    filtered: dict[str, int] = {}
+
+    def drop(why):
+        filtered[why] = filtered.get(why, 0) + 1
+
+    for i, (path, group, split) in enumerate(sources):
+        try:
+            h = hashlib.md5(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            drop("unreadable")
+            continue
+        if h in seen:
+            drop("duplicate file (same bytes as another source)")
+            continue
+        seen[h] = path
+        try:
+            x, sr = _read(path)
+        except Exception:
+            drop("undecodable")
+            continue
+        if sr < 8000:
+            drop("sample rate < 8 kHz")
+            continue
+        x = _to48k(x, sr)
+        if kind == "speech":
+            x = _trim(x)
+            if len(x) < int(0.25 * SR):
+                drop("speech shorter than 0.25 s after trimming")
+                continue
+        else:
+            if len(x) < int(0.1 * SR):
+                drop("noise shorter than 0.1 s")
+                continue
+        peak = float(np.max(np.abs(x))) if len(x) else 0.0
+        rms = float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
+        if rms < 10 ** (-60 / 20):
+            drop("near-silent (< -60 dBFS RMS)")
+            continue
+        if kind == "speech" and np.mean(np.abs(x) > 0.999 * max(peak, 1e-9)) > 0.001 and peak > 0.98:
+            drop("clipped speech")
+            continue
+        x = x / max(peak, 1e-6) * 0.9
+        pools[split].append((x, group, path, sr))
+        if (i + 1) % 500 == 0:
+            log(f"  {kind}: {i + 1}/{len(sources)} files")
+    return pools, filtered
+
+
+def save_pool(items, path: Path) -> dict:
+    lens = [len(x) for x, *_ in items]
+    data = np.zeros(sum(lens), np.int16)
+    offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    for (x, *_), o in zip(items, offs[:-1]):
+        data[o : o + len(x)] = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+    np.save(path.with_suffix(".npy"), data)
+    groups = sorted({g for _, g, *_ in items})
+    idx = {
+        "offsets": offs.tolist(),
+        "group": [groups.index(g) for _, g, *_ in items],
+        "groups": groups,
+        "files": [p for _, _, p, _ in items],
+        "native_sr": [s for *_, s in items],
+    }
+    path.with_suffix(".json").write_text(json.dumps(idx))
+    return {"files": len(items), "seconds": round(sum(lens) / SR, 1), "groups": groups}
+
+
+# --------------------------------------------------------------------------------------
+# Pools and the mixer (used by training, validation building and the smoke test)
+# --------------------------------------------------------------------------------------
+class Pool:
+    """Clips in one array; ``group`` per clip (speaker group / recording set)."""
+
+    def __init__(self, clips: list[np.ndarray], groups: list[int] | None = None):
+        self.clips = clips
+        self.group = np.asarray(groups if groups is not None else [0] * len(clips))
+
+    @classmethod
+    def load(cls, stem: Path) -> "Pool":
+        data = np.load(stem.with_suffix(".npy"), mmap_mode="r")
+        idx = json.loads(stem.with_suffix(".json").read_text())
+        o = idx["offsets"]
+        clips = [data[o[i] : o[i + 1]] for i in range(len(o) - 1)]
+        return cls(clips, idx["group"])
+
+    def clip(self, i: int) -> np.ndarray:
+        c = self.clips[i]
+        return c.astype(np.float32) / 32767.0 if c.dtype == np.int16 else np.asarray(c, np.float32)
+
+    def __len__(self):
+        return len(self.clips)
+
+
+def _rms(x):
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
+
+
+def colored_noise(rng, n, exponent):
+    """1/f^exponent noise (0 white, 1 pink, 2 brown)."""
+    spec = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
+    f = np.arange(n // 2 + 1, dtype=np.float64)
+    f[0] = 1.0
+    spec /= f ** (exponent / 2)
+    spec[0] = 0
+    x = np.fft.irfft(spec, n)
+    return (x / (np.std(x) + 1e-12)).astype(np.float32)
+
+
+def synth_noise(rng, n, speech: Pool | None = None) -> np.ndarray:
+    kind = rng.choice(["pink", "brown", "white", "hum", "fan", "clicks", "babble", "music"],
+                      p=[0.16, 0.12, 0.06, 0.1, 0.16, 0.1, 0.18, 0.12])
+    t = np.arange(n) / SR
+    if kind in ("pink", "brown", "white"):
+        x = colored_noise(rng, n, {"pink": 1.0, "brown": 2.0, "white": 0.0}[kind] + rng.uniform(-0.3, 0.3))
+        if rng.random() < 0.5:  # slow level modulation
+            x *= (1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * t + rng.uniform(0, 6.3))).astype(np.float32)
+    elif kind == "hum":
+        f0 = rng.choice([50.0, 60.0]) * rng.uniform(0.99, 1.01)
+        x = np.zeros(n)
+        for h in range(1, int(rng.integers(3, 20))):
+            x += rng.uniform(0, 1) / h**rng.uniform(0.3, 1.5) * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3))
+        x += 0.05 * colored_noise(rng, n, 1.0)
+    elif kind == "fan":
+        b, a = sps.butter(2, rng.uniform(200, 4000) / (SR / 2), btype="low")
+        x = sps.lfilter(b, a, rng.standard_normal(n))
+        x /= np.std(x) + 1e-12
+        bp = rng.uniform(30, 300)
+        for h in range(1, 6):
+            x += rng.uniform(0, 0.6) / h * np.sin(2 * np.pi * bp * h * t * (1 + 0.002 * np.sin(2 * np.pi * 0.3 * t)))
+    elif kind == "clicks":
+        x = 0.02 * colored_noise(rng, n, 1.0)
+        rate = rng.uniform(2, 15)
+        pos = np.cumsum(rng.exponential(SR / rate, size=int(n / SR * rate * 2) + 2)).astype(int)
+        for p in pos[pos < n - 500]:
+            ln = int(rng.integers(30, 400))
+            x[p : p + ln] += rng.uniform(0.2, 1) * rng.standard_normal(ln) * np.exp(-np.arange(ln) / (ln / 4))
+    elif kind == "babble" and speech is not None and len(speech) > 0:
+        x = np.zeros(n)
+        for _ in range(int(rng.integers(3, 9))):
+            x += speech_track(rng, speech, n, gap=(0.0, 0.3), same_group=False) * rng.uniform(0.3, 1.0)
+    else:  # music-like: random harmonic notes with envelopes
+        x = np.zeros(n)
+        pos = 0
+        while pos < n:
+            ln = int(rng.uniform(0.1, 0.8) * SR)
+            f0 = 110 * 2 ** (rng.integers(0, 36) / 12)
+            seg = np.zeros(min(ln, n - pos))
+            tt = np.arange(len(seg)) / SR
+            for h in range(1, int(rng.integers(2, 10))):
+                if f0 * h < SR / 2:
+                    seg += rng.uniform(0, 1) / h * np.sin(2 * np.pi * f0 * h * tt)
+            seg *= np.exp(-tt * rng.uniform(1, 10))
+            x[pos : pos + len(seg)] += seg
+            pos += int(ln * rng.uniform(0.3, 1.0))
+    x = np.asarray(x, np.float32)
+    return x / (_rms(x) + 1e-9)
+
+
+def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0, 0.5)) -> np.ndarray:
+    """Concatenate utterances (one speaker group) with pauses into n samples."""
+    out = np.zeros(n, np.float32)
+    i0 = int(rng.integers(len(pool)))
+    cands = np.nonzero(pool.group == pool.group[i0])[0] if same_group else None
+    pos = int(rng.uniform(*lead) * SR)
+    first = True
+    while pos < n:
+        i = i0 if first else int(rng.choice(cands) if cands is not None else rng.integers(len(pool)))
+        first = False
+        c = pool.clip(i)
+        if len(c) > n - pos and pos == 0 and len(c) > n:
+            s = int(rng.integers(0, len(c) - n))
+            c = c[s : s + n]
+        c = c[: n - pos]
+        out[pos : pos + len(c)] = c * rng.uniform(0.5, 1.0)
+        pos += len(c) + int(rng.uniform(*gap) * SR)
+    return out
+
+
+def noise_track(rng, pool: Pool | None, n, speech: Pool | None = None, p_synth=0.35) -> np.ndarray:
+    if pool is None or len(pool) == 0 or rng.random() < p_synth:
+        return synth_noise(rng, n, speech)
+    c = pool.clip(int(rng.integers(len(pool))))
+    if len(c) >= n:
+        s = int(rng.integers(0, len(c) - n + 1))
+        x = c[s : s + n].copy()
+    else:  # loop short clips with random gaps (one-shots become sparse events)
+        x = np.zeros(n, np.float32)
+        pos = int(rng.integers(0, len(c)))
+        x[: max(0, len(c) - pos)] = c[pos : pos + n]
+        pos = len(c) - pos
+        while pos < n:
+            pos += int(rng.uniform(0, 0.5) * SR) if len(c) < SR else 0
+            seg = c[: n - pos] if pos < n else c[:0]
+            x[pos : pos + len(seg)] = seg
+            pos += len(c)
+    r = _rms(x)
+    if r < 1e-5:
+        return synth_noise(rng, n, speech)
+    return x / r
+
+
+def random_eq(rng, x, bandlimit=True):
+    """Random tilt/peaking EQ and (optionally) a bandwidth limit (telephone .. full band)."""
+    y = x
+    for _ in range(int(rng.integers(0, 3))):
+        f = np.exp(rng.uniform(np.log(100), np.log(12000)))
+        g = rng.uniform(-9, 9)
+        q = rng.uniform(0.5, 2.0)
+        A = 10 ** (g / 40)
+        w = 2 * np.pi * f / SR
+        al = np.sin(w) / (2 * q)
+        b = np.array([1 + al * A, -2 * np.cos(w), 1 - al * A])
+        a = np.array([1 + al / A, -2 * np.cos(w), 1 - al / A])
+        y = sps.lfilter(b / a[0], a / a[0], y)
+    if rng.random() < 0.3:  # high-pass (mic rumble filter)
+        b, a = sps.butter(2, rng.uniform(40, 200) / (SR / 2), btype="high")
+        y = sps.lfilter(b, a, y)
+    if bandlimit and rng.random() < 0.3:
+        fc = rng.choice([3800.0, 7000.0, 11000.0, 16000.0])
+        b, a = sps.butter(6, fc / (SR / 2), btype="low")
+        y = sps.lfilter(b, a, y)
+    return np.asarray(y, np.float32)
+
+
+def synth_rir(rng, early_ms=50.0):
+    """Synthetic room impulse response: direct path + sparse early reflections + diffuse
+    exponentially decaying tail with frequency-dependent decay. Returns (full, early)."""
+    rt60 = rng.uniform(0.15, 0.9)
+    n = int(min(rt60 * 1.2, 1.0) * SR)
+    t = np.arange(n) / SR
+    h = np.zeros(n)
+    h[0] = 1.0
+    for _ in range(int(rng.integers(3, 12))):  # early reflections
+        d = int(rng.uniform(0.002, 0.04) * SR)
+        h[d] += rng.uniform(-0.7, 0.7) * np.exp(-6.9 * d / SR / rt60)
+    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    b, a = sps.butter(1, rng.uniform(2000, 12000) / (SR / 2))
+    tail = sps.lfilter(b, a, tail)
+    onset = int(rng.uniform(0.003, 0.01) * SR)
+    tail[:onset] = 0
+    drr = 10 ** (rng.uniform(-3, 12) / 20)  # direct-to-reverberant ratio
+    tail *= np.sqrt(1.0 / (np.sum(tail**2) + 1e-12)) / drr
+    h = h + tail
+    ne = int(early_ms * 1e-3 * SR)
+    early = h[:ne].copy()
+    early[int(0.6 * ne):] *= np.linspace(1, 0, ne - int(0.6 * ne))
+    return h.astype(np.float32), early.astype(np.float32)
+
+
+class Mixer:
+    """Draws (noisy, clean) pairs. Deterministic for a given rng."""
+
+    def __init__(self, speech: Pool, noise: Pool | None, seconds: float = 3.0,
+                 snr=(-5.0, 20.0), level_db=(-45.0, -12.0), p_reverb=0.4, p_noise2=0.3,
+                 p_clean=0.05, p_speechless=0.05):
+        self.speech, self.noise = speech, noise
+        self.n = int(seconds * SR)
+        self.snr, self.level_db = snr, level_db
+        self.p_reverb, self.p_noise2 = p_reverb, p_noise2
+        self.p_clean, self.p_speechless = p_clean, p_speechless
+
+    def draw(self, rng) -> tuple[np.ndarray, np.ndarray]:
+        n = self.n
+        s = speech_track(rng, self.speech, n)
+        s = random_eq(rng, s)
+        if rng.random() < self.p_reverb:
+            full, early = synth_rir(rng)
+            s_rev = sps.fftconvolve(s, full)[:n].astype(np.float32)
+            clean = sps.fftconvolve(s, early)[:n].astype(np.float32)
+        else:
+            s_rev = clean = s
+        if rng.random() < self.p_speechless:
+            s_rev = s_rev * 0
+            clean = clean * 0
+        noise = noise_track(rng, self.noise, n, self.speech)
+        if rng.random() < self.p_noise2:
+            noise = noise + noise_track(rng, self.noise, n, self.speech) * rng.uniform(0.2, 1.0)
+        noise = random_eq(rng, noise, bandlimit=False)
+        # SNR over the active speech portion
+        act = np.abs(s_rev) > 1e-4
+        ps = _rms(s_rev[act]) if act.sum() > 100 else 0.0
+        pn = _rms(noise)
+        snr = rng.uniform(*self.snr)
+        if rng.random() < self.p_clean:
+            g_n = 0.0
+        elif ps > 0:
+            g_n = ps / (pn + 1e-12) * 10 ** (-snr / 20)
+        else:
+            g_n = 1.0 / (pn + 1e-12)
+        noisy = s_rev + g_n * noise
+        lvl = 10 ** (rng.uniform(*self.level_db) / 20)
+        g = lvl / (_rms(noisy) + 1e-9)
+        peak = np.max(np.abs(noisy)) * g
+        if peak > 0.99:
+            g *= 0.99 / peak
+        return (noisy * g).astype(np.float32), (clean * g).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Tiny synthetic speech-like corpus (smoke training / CI): vowel-like voiced segments
+# --------------------------------------------------------------------------------------
+def synth_speech_clip(rng, seconds: float) -> np.ndarray:
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    f0 = rng.uniform(90, 250) * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t))
+    ph = 2 * np.pi * np.cumsum(f0) / SR
+    x = np.zeros(n)
+    formants = rng.uniform([300, 900, 2300], [900, 2200, 3200])
+    for h in range(1, 60):
+        fh = f0 * h
+        amp = sum(np.exp(-0.5 * ((fh - F) / 120) ** 2) for F in formants) + 0.02
+        x += np.where(fh < SR / 2, amp / h**0.5, 0) * np.sin(h * ph)
+    env = np.clip(np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)), 0, None) ** 0.5
+    x *= env
+    return (0.3 * x / (np.max(np.abs(x)) + 1e-9)).astype(np.float32)
+
+
+def synthetic_pools(seed=0, n_speech=12, n_noise=6) -> tuple[Pool, Pool]:
+    rng = np.random.default_rng(seed)
+    sp = [synth_speech_clip(rng, rng.uniform(0.6, 2.0)) for _ in range(n_speech)]
+    no = [synth_noise(rng, SR * 2) * 0.1 for _ in range(n_noise)]
+    return Pool(sp, list(range(n_speech))), Pool(no)
+
+
+# --------------------------------------------------------------------------------------
+def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 1234) -> dict:
+    import soundfile as sf
+
+    t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(m):
+        print(f"[{time.time() - t0:6.1f}s] {m}", flush=True)
+
+    ssrc, nsrc = speech_sources(), noise_sources()
+    if not ssrc or not nsrc:
+        install_packages(log)
+        ssrc, nsrc = speech_sources(), noise_sources()
+    if not ssrc or not nsrc:
+        raise SystemExit("no source audio found: apt-get install -y --no-install-recommends " + " ".join(DEB_PACKAGES))
+    log(f"speech files: {len(ssrc)}, noise files: {len(nsrc)}")
+    sp, sp_f = load_pool(ssrc, "speech", log)
+    no, no_f = load_pool(nsrc, "noise", log)
+    man = {"sample_rate": SR, "filtered": {"speech": sp_f, "noise": no_f},
+           "held_out": {"hedgewars": sorted(VAL_HEDGEWARS), "klettres": sorted(VAL_KLETTRES),
+                        "ktuberling": sorted(VAL_KTUBERLING), "megaglest": sorted(VAL_MEGAGLEST),
+                        "sonic-pi": sorted(VAL_SONICPI)}}
+    man["train_speech"] = save_pool(sp["train"], out / "train_speech")
+    man["train_noise"] = save_pool(no["train"], out / "train_noise")
+    man["val_speech"] = save_pool(sp["val"], out / "val_speech")
+    man["val_noise"] = save_pool(no["val"], out / "val_noise")
+    log(f"train speech {man['train_speech']['seconds']} s, noise {man['train_noise']['seconds']} s; "
+        f"val speech {man['val_speech']['seconds']} s, noise {man['val_noise']['seconds']} s")
+    # fixed validation mixtures from held-out voices + held-out noise (and fresh synthetic noise)
+    vs = Pool.load(out / "val_speech")
+    vn = Pool.load(out / "val_noise")
+    mixer = Mixer(vs, vn, seconds=val_seconds, p_clean=0.0, p_speechless=0.0, level_db=(-38, -18))
+    rng = np.random.default_rng(seed)
+    for d in ("noisy", "clean"):
+        (out / "val" / d).mkdir(parents=True, exist_ok=True)
+    for i in range(n_val):
+        noisy, clean = mixer.draw(rng)
+        sf.write(out / "val" / "noisy" / f"{i:03d}.wav", noisy, SR, subtype="FLOAT")
+        sf.write(out / "val" / "clean" / f"{i:03d}.wav", clean, SR, subtype="FLOAT")
+    man["val_mixtures"] = {"count": n_val, "seconds_each": val_seconds, "seed": seed,
+                           "snr_db": list(mixer.snr), "level_dbfs": list(mixer.level_db)}
+    (out / "manifest.json").write_text(json.dumps(man, indent=1))
+    log(f"done -> {out}")
+    return man
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="build the enhancer train/validation data")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--n-val", type=int, default=120)
+    a = ap.parse_args(argv)
+    build(a.out, n_val=a.n_val)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

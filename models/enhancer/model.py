@@ -1,0 +1,214 @@
+"""The enhancer network (PyTorch, training only) and its streaming ONNX export.
+
+Signal path (48 kHz): 480-sample (10 ms) sqrt-Hann analysis window, 240-sample (5 ms) hop,
+241 bins. Per frame the network sees
+  * 32 ERB-band log powers of the noisy spectrum, and
+  * the complex spectrum of the lowest 48 bins (0..4.7 kHz), normalised by its frame RMS,
+and predicts
+  * 32 band gains (sigmoid), interpolated to the 241 bins (triangular), and
+  * a causal deep filter (order 4: the current and 3 previous frames) for the low 48 bins,
+    blended with the gained spectrum by a learned per-frame weight.
+Two GRU layers (encoder) + one GRU (deep-filter branch). No look-ahead anywhere: the
+algorithmic latency is the analysis window, 480 samples = 10 ms (see MODEL_CARD.md).
+
+The ONNX graph works on [T, B, F, 2] spectra for any T >= 1 and carries every piece of
+state explicitly (GRU hidden states and the deep filter's frame history), so streaming one
+frame at a time equals running the whole file in one call.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+SR = 48000
+WIN = 480
+HOP = 240
+NFREQ = WIN // 2 + 1
+NB_ERB = 32
+F_DF = 48
+DF_ORDER = 4
+
+
+def erb_bands(n_bands=NB_ERB, n_freqs=NFREQ, sr=SR, min_bins=2) -> list[int]:
+    """Band widths (in bins) on the ERB scale, at least `min_bins` wide, summing to n_freqs."""
+    def hz2erb(f):
+        return 21.4 * np.log10(1 + 0.00437 * f)
+
+    def erb2hz(e):
+        return (10 ** (e / 21.4) - 1) / 0.00437
+
+    bin_hz = sr / 2 / (n_freqs - 1)
+    edges = erb2hz(np.linspace(0, hz2erb(sr / 2), n_bands + 1))
+    widths = []
+    prev = 0
+    carry = 0
+    for k in range(1, n_bands + 1):
+        e = int(round(edges[k] / bin_hz))
+        w = e - prev
+        w = max(w, min_bins)
+        widths.append(w)
+        prev += w
+    # fix the total
+    total = sum(widths)
+    widths[-1] += n_freqs - total
+    while widths[-1] < min_bins:  # steal from wider bands
+        j = int(np.argmax(widths[:-1]))
+        widths[j] -= 1
+        widths[-1] += 1
+    assert sum(widths) == n_freqs and min(widths) >= 1, widths
+    return widths
+
+
+def erb_matrices() -> tuple[np.ndarray, np.ndarray]:
+    """(pool [F, NB] mean-power pooling, interp [NB, F] triangular gain interpolation)."""
+    widths = erb_bands()
+    pool = np.zeros((NFREQ, NB_ERB), np.float32)
+    centers = []
+    s = 0
+    for b, w in enumerate(widths):
+        pool[s : s + w, b] = 1.0 / w
+        centers.append(s + (w - 1) / 2)
+        s += w
+    interp = np.zeros((NB_ERB, NFREQ), np.float32)
+    c = np.array(centers)
+    for f in range(NFREQ):
+        if f <= c[0]:
+            interp[0, f] = 1
+        elif f >= c[-1]:
+            interp[-1, f] = 1
+        else:
+            j = int(np.searchsorted(c, f) - 1)
+            t = (f - c[j]) / (c[j + 1] - c[j])
+            interp[j, f] = 1 - t
+            interp[j + 1, f] = t
+    return pool, interp
+
+
+def window() -> np.ndarray:
+    """Periodic sqrt-Hann: analysis and synthesis; its square overlap-adds to 1 at hop N/2."""
+    n = np.arange(WIN)
+    return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / WIN)).astype(np.float32)
+
+
+class Enhancer(nn.Module):
+    def __init__(self, hidden=128, hidden_df=96):
+        super().__init__()
+        self.hidden, self.hidden_df = hidden, hidden_df
+        pool, interp = erb_matrices()
+        self.register_buffer("erb_pool", torch.from_numpy(pool))
+        self.register_buffer("erb_interp", torch.from_numpy(interp))
+        self.register_buffer("rot", torch.tensor([[0.0, 1.0], [-1.0, 0.0]]))
+        self.inp = nn.Linear(NB_ERB + 2 * F_DF, hidden)
+        self.gru = nn.GRU(hidden, hidden, num_layers=2)
+        self.gain = nn.Linear(hidden + NB_ERB, NB_ERB)
+        self.df_gru = nn.GRU(hidden, hidden_df)
+        self.df_out = nn.Linear(hidden_df, DF_ORDER * F_DF * 2 + 1)
+        with torch.no_grad():
+            self.gain.bias.fill_(1.0)
+            self.df_out.weight.mul_(0.1)
+            self.df_out.bias.zero_()
+            b = self.df_out.bias[: DF_ORDER * F_DF * 2].view(DF_ORDER, F_DF, 2)
+            b[0, :, 0] = 1.0  # identity filter at start
+
+    def state_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        return {
+            "h_enc": (2, batch, self.hidden),
+            "h_df": (1, batch, self.hidden_df),
+            "df_hist": (DF_ORDER - 1, batch, F_DF, 2),
+        }
+
+    def init_state(self, batch: int):
+        return tuple(torch.zeros(s) for s in self.state_shapes(batch).values())
+
+    def forward(self, spec, h_enc, h_df, df_hist):
+        """spec [T, B, F, 2] -> (enhanced spec [T, B, F, 2], h_enc, h_df, df_hist)."""
+        T = spec.shape[0]
+        p = (spec * spec).sum(dim=-1)  # [T,B,F]
+        erb = (torch.log10(torch.matmul(p, self.erb_pool) + 1e-10) + 3.0) * 0.25
+        xdf = spec[:, :, :F_DF, :]
+        nrm = torch.rsqrt(p[:, :, :F_DF].mean(dim=-1, keepdim=True) + 1e-6)
+        dff = (xdf * nrm.unsqueeze(-1)).flatten(2)
+        x = torch.relu(self.inp(torch.cat([erb, dff], dim=-1)))
+        e, h_enc = self.gru(x, h_enc)
+        g_b = torch.sigmoid(self.gain(torch.cat([e, erb], dim=-1)))
+        g = torch.matmul(g_b, self.erb_interp)
+        y = spec * g.unsqueeze(-1)
+        d, h_df = self.df_gru(e, h_df)
+        o = self.df_out(d)
+        coef = o[..., : DF_ORDER * F_DF * 2].reshape(T, -1, DF_ORDER, F_DF, 2)
+        alpha = torch.sigmoid(o[..., DF_ORDER * F_DF * 2 :]).unsqueeze(-1)  # [T,B,1,1]
+        padded = torch.cat([df_hist, xdf], dim=0)  # [K-1+T, B, F_DF, 2]
+        # frames t, t-1, ..., t-K+1 stacked on axis 2 -> [T, B, K, F_DF, 2]
+        xs = torch.stack([padded[DF_ORDER - 1 - k :] if k == 0 else padded[DF_ORDER - 1 - k : -k]
+                          for k in range(DF_ORDER)], dim=2)
+        # complex product c*x = cr*x + ci*(j x), j x = x @ [[0, 1], [-1, 0]]
+        jx = torch.matmul(xs, self.rot)
+        df = (coef[..., 0:1] * xs + coef[..., 1:2] * jx).sum(dim=2)
+        low = alpha * df + (1 - alpha) * y[:, :, :F_DF]
+        out = torch.cat([low, y[:, :, F_DF:]], dim=2)
+        return out, h_enc, h_df, padded[-(DF_ORDER - 1) :]
+
+
+# ------------------------------------------------------------------------------------------
+# STFT / iSTFT in torch matching the runtime framing exactly
+# ------------------------------------------------------------------------------------------
+def stft(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    """x [B, L] (L multiple of HOP) -> [T, B, F, 2], frame t = x[t*HOP-HOP : t*HOP+HOP]."""
+    xp = torch.nn.functional.pad(x, (WIN - HOP, 0))
+    fr = xp.unfold(-1, WIN, HOP) * win  # [B, T, WIN]
+    X = torch.fft.rfft(fr, dim=-1)
+    return torch.view_as_real(X).permute(1, 0, 2, 3).contiguous()
+
+
+def istft(S: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    """[T, B, F, 2] -> [B, T*HOP]; output sample m equals input sample m - HOP (PR)."""
+    fr = torch.fft.irfft(torch.view_as_complex(S.contiguous()), n=WIN, dim=-1) * win  # [T,B,WIN]
+    first, second = fr[..., :HOP], fr[..., HOP:]
+    prev = torch.cat([torch.zeros_like(second[:1]), second[:-1]], dim=0)
+    y = (first + prev).permute(1, 0, 2)
+    return y.reshape(y.shape[0], -1)
+
+
+# ------------------------------------------------------------------------------------------
+def export_onnx(model: Enhancer, path, opset=17) -> None:
+    """Export with explicit streaming state; single file, dynamic T and B."""
+    import onnx
+
+    model = model.eval()
+    B = 1
+    spec = torch.zeros(3, B, NFREQ, 2)
+    states = model.init_state(B)
+    names_in = ["spec", "h_enc", "h_df", "df_hist"]
+    names_out = ["enh", "h_enc_out", "h_df_out", "df_hist_out"]
+    dyn = {"spec": {0: "T", 1: "B"}, "enh": {0: "T", 1: "B"},
+           "h_enc": {1: "B"}, "h_df": {1: "B"}, "df_hist": {1: "B"},
+           "h_enc_out": {1: "B"}, "h_df_out": {1: "B"}, "df_hist_out": {1: "B"}}
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (spec, *states), str(path), input_names=names_in,
+                          output_names=names_out, dynamic_axes=dyn, opset_version=opset,
+                          dynamo=False)
+    m = onnx.load(str(path))
+    meta = {"sample_rate": SR, "win": WIN, "hop": HOP, "n_freq": NFREQ,
+            "window": "sqrt-hann-periodic", "lookahead": 0,
+            "state": ",".join(f"{k}:{'x'.join(map(str, v))}" for k, v in model.state_shapes(1).items()),
+            "producer": "models/enhancer/train.py"}
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, str(v)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+if __name__ == "__main__":
+    m = Enhancer()
+    print("params", count_params(m), "bands", erb_bands())

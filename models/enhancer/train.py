@@ -1,0 +1,313 @@
+"""Train the speech enhancer and export it to ONNX.
+
+    python -m models.enhancer.data                     # build data/enhancer (train does it if missing)
+    python -m models.enhancer.train                    # full run (MODEL_CARD.md: how the committed one was made)
+    python -m models.enhancer.train --resume           # continue from checkpoints/enhancer/last.pt
+    python -m models.enhancer.train --smoke            # CI: synthetic data, few steps, export
+
+``main(argv)`` is the entry point (``python main.py train enhancer [--smoke]``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = ROOT / "data" / "enhancer"
+DEFAULT_CKPT = ROOT / "checkpoints" / "enhancer"
+DEFAULT_EXPORT = Path(__file__).resolve().parent / "enhancer.onnx"
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(prog="train enhancer", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder")
+    ap.add_argument("--export", type=Path, default=None, help="ONNX output path")
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--max-minutes", type=float, default=90.0,
+                    help="stop (and export) after this wall time; the LR schedule then ends early too")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=1.0,
+                    help="training segment length (1 s: ~2.5x the updates per minute of 2 s, same audio/s)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--hidden-df", type=int, default=96)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1, help="data-mixing processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--val-every", type=int, default=250)
+    ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="tiny synthetic run + export (CI)")
+    ap.add_argument("--export-only", action="store_true", help="export best.pt (or last.pt) and exit")
+    a = ap.parse_args(argv)
+    if a.smoke:
+        a.steps = min(a.steps, 12) if "--steps" in (argv or []) else 12
+        a.batch, a.seconds, a.workers = 4, 1.0, 0
+        a.val_every, a.ckpt_every, a.log_every = 6, 6, 2
+        a.ckpt = a.ckpt or ROOT / "checkpoints" / "enhancer-smoke"
+        a.export = a.export or a.ckpt / "enhancer.onnx"
+    a.ckpt = a.ckpt or DEFAULT_CKPT
+    a.export = a.export or DEFAULT_EXPORT
+    return a
+
+
+# ------------------------------------------------------------------------------------------
+def make_pools(a):
+    from models.enhancer.data import Pool, synthetic_pools
+
+    if a.smoke:
+        return synthetic_pools(seed=a.seed)
+    if not (a.data / "train_speech.npy").exists():
+        raise SystemExit(f"no training data in {a.data}: run `python -m models.enhancer.data --out {a.data}`")
+    return Pool.load(a.data / "train_speech"), Pool.load(a.data / "train_noise")
+
+
+def _mix_iter(self):
+    import torch
+    from models.enhancer.data import Mixer
+
+    torch.set_num_threads(1)
+    info = torch.utils.data.get_worker_info()
+    wid = info.id if info else 0
+    sp, no = make_pools(self.a)
+    mixer = Mixer(sp, no, seconds=self.a.seconds)
+    rng = np.random.default_rng([self.a.seed, wid, self.start])
+    while True:
+        noisy, clean = mixer.draw(rng)
+        yield torch.from_numpy(noisy), torch.from_numpy(clean)
+
+
+def mix_stream(a, start_step: int):
+    """Infinite IterableDataset of (noisy, clean) segments; one RNG stream per worker."""
+    import torch
+
+    class MixStream(torch.utils.data.IterableDataset):
+        def __init__(self):
+            super().__init__()
+            self.a, self.start = a, start_step
+
+        __iter__ = _mix_iter
+
+    return MixStream()
+
+
+def val_batch(a, n=24, seconds=4.0):
+    """A fixed slice of the held-out validation mixtures (or synthetic ones in smoke mode)."""
+    import soundfile as sf
+    from models.enhancer.data import Mixer, synthetic_pools
+
+    L = int(seconds * 48000) // 240 * 240
+    if a.smoke or not (a.data / "val" / "noisy").exists():
+        sp, no = synthetic_pools(seed=a.seed + 99, n_speech=6, n_noise=3)
+        m = Mixer(sp, no, seconds=L / 48000, p_clean=0, p_speechless=0)
+        rng = np.random.default_rng(7)
+        pairs = [m.draw(rng) for _ in range(4)]
+    else:
+        files = sorted((a.data / "val" / "noisy").glob("*.wav"))[:n]
+        pairs = [(sf.read(f, dtype="float32")[0][:L], sf.read(a.data / "val" / "clean" / f.name, dtype="float32")[0][:L])
+                 for f in files]
+    x = np.stack([p[0] for p in pairs])
+    s = np.stack([p[1] for p in pairs])
+    return x, s
+
+
+# ------------------------------------------------------------------------------------------
+def si_sdr(y, s, eps=1e-8):
+    import torch
+
+    a = (y * s).sum(-1, keepdim=True) / ((s * s).sum(-1, keepdim=True) + eps)
+    t = a * s
+    return 10 * torch.log10((t * t).sum(-1) / (((y - t) ** 2).sum(-1) + eps) + eps)
+
+
+class Loss:
+    def __init__(self, win):
+        import torch
+
+        self.win = win
+        self.res = [(n, torch.hann_window(n)) for n in (256, 1024)]
+        self.c = 0.3
+
+    def _spec_terms(self, Y, S):
+        import torch.nn.functional as F
+
+        mY = (Y.pow(2).sum(-1) + 1e-12).sqrt()
+        mS = (S.pow(2).sum(-1) + 1e-12).sqrt()
+        cY = Y * mY.pow(self.c - 1).unsqueeze(-1)
+        cS = S * mS.pow(self.c - 1).unsqueeze(-1)
+        return F.mse_loss(mY.pow(self.c), mS.pow(self.c)) + 0.5 * F.mse_loss(cY, cS)
+
+    def __call__(self, Y, S, y, s):
+        import torch
+
+        l_spec = self._spec_terms(Y, S)
+        l_mr = 0.0
+        for n, w in self.res:
+            Yn = torch.view_as_real(torch.stft(y, n, n // 2, window=w, return_complex=True))
+            Sn = torch.view_as_real(torch.stft(s, n, n // 2, window=w, return_complex=True))
+            l_mr = l_mr + self._spec_terms(Yn, Sn)
+        active = (s.pow(2).mean(-1) > 1e-9)
+        l_sdr = -(si_sdr(y, s) * active).sum() / active.sum().clamp(min=1)
+        total = 10 * l_spec + 10 * l_mr / len(self.res) + 0.05 * l_sdr
+        return total, {"spec": float(l_spec.detach()), "mr": float(l_mr.detach()) / len(self.res),
+                       "sisdr": -float(l_sdr.detach())}
+
+
+# ------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    a = parse(list(argv) if argv is not None else sys.argv[1:])
+    import torch
+
+    from models.enhancer.model import HOP, Enhancer, count_params, export_onnx, istft, stft, window
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    a.ckpt.mkdir(parents=True, exist_ok=True)
+    logf = open(a.ckpt / "train.log", "a")
+    t_start = time.time()
+
+    def log(msg):
+        line = f"[{time.strftime('%H:%M:%S')} {time.time() - t_start:7.1f}s] {msg}"
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    if not a.smoke and not a.export_only and not (a.data / "train_speech.npy").exists():
+        from models.enhancer.data import build
+
+        log(f"no training data in {a.data}: building it (recipe models/enhancer/data.py)")
+        build(a.data)
+    if a.export_only:
+        src = a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else a.ckpt / "last.pt"
+        ck = torch.load(src, map_location="cpu", weights_only=False)
+        model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df))
+        model.load_state_dict(ck["model"])
+        export_onnx(model, a.export)
+        log(f"exported {src} (step {ck['step']}) -> {a.export}")
+        return 0
+    model = Enhancer(a.hidden, a.hidden_df)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    step = 0
+    best = -1e9
+    last = a.ckpt / "last.pt"
+    if a.resume and last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, best = ck["step"], ck.get("best", best)
+        log(f"resumed from {last} at step {step}")
+    log(f"model params {count_params(model)}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
+
+    win = torch.from_numpy(window())
+    loss_fn = Loss(win)
+    loader = torch.utils.data.DataLoader(mix_stream(a, step), batch_size=a.batch, num_workers=a.workers,
+                                         persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None)
+    it = iter(loader)
+    vx, vs = val_batch(a)
+    vx_t, vs_t = torch.from_numpy(vx), torch.from_numpy(vs)
+    warm = max(1, min(200, a.steps // 20))
+    t_budget0 = time.time()
+    budget_s = max(1.0, a.max_minutes * 60 - 30)
+
+    def budget_used():
+        return (time.time() - t_budget0) / budget_s
+
+    def lr_at(k):
+        if k < warm:
+            return a.lr * (k + 1) / warm
+        # cosine over steps, or over the wall-time budget when that runs out first, so a run
+        # stopped by --max-minutes still ends at a low learning rate
+        pr = min(1.0, max((k - warm) / max(1, a.steps - warm), budget_used()))
+        return a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * pr)))
+
+    def run(x):
+        S = stft(x, win)
+        Y, *_ = model(S, *model.init_state(x.shape[0]))
+        y = istft(Y, win)
+        return S, Y, y
+
+    def validate():
+        model.eval()
+        with torch.no_grad():
+            _, Y, y = run(vx_t)
+            s_d = torch.nn.functional.pad(vs_t, (HOP, 0))[:, : vs_t.shape[1]]
+            Sv = stft(vs_t, win)
+            l, parts = loss_fn(Y, Sv, y[:, HOP:], s_d[:, HOP:])
+            noisy_sdr = si_sdr(torch.nn.functional.pad(vx_t, (HOP, 0))[:, HOP: vx_t.shape[1]], vs_t[:, : vx_t.shape[1] - HOP]).mean()
+        model.train()
+        return float(l), float(parts["sisdr"]), float(noisy_sdr)
+
+    def save(path):
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                    "hidden": a.hidden, "hidden_df": a.hidden_df}, tmp)
+        os.replace(tmp, path)
+
+    model.train()
+    t0 = time.time()
+    acc = {}
+    n_acc = 0
+    stop_reason = "steps"
+    while step < a.steps:
+        if (time.time() - t_start) / 60 > a.max_minutes:
+            stop_reason = "time budget"
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        x, s = next(it)
+        L = x.shape[1] // HOP * HOP
+        x, s = x[:, :L], s[:, :L]
+        S_clean = stft(s, win)
+        _, Y, y = run(x)
+        s_d = torch.nn.functional.pad(s, (HOP, 0))[:, :L]  # the framing delays by HOP
+        loss, parts = loss_fn(Y, S_clean, y[:, HOP:], s_d[:, HOP:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if not torch.isfinite(loss):
+            log(f"step {step}: non-finite loss, skipped")
+            continue
+        opt.step()
+        step += 1
+        for k, v in {"loss": float(loss.detach()), "gn": float(gn), **parts}.items():
+            acc[k] = acc.get(k, 0.0) + v
+        n_acc += 1
+        if step % a.log_every == 0 or step == a.steps:
+            el = time.time() - t0
+            msg = " ".join(f"{k} {v / n_acc:.4f}" for k, v in acc.items())
+            log(f"step {step}/{a.steps} lr {lr_at(step):.2e} {msg} | {el / n_acc:.2f} s/step")
+            acc, n_acc, t0 = {}, 0, time.time()
+        if step % a.ckpt_every == 0:
+            save(last)
+        if step % a.val_every == 0 or step == a.steps:
+            vl, vsdr, nsdr = validate()
+            tag = ""
+            if vsdr > best:
+                best = vsdr
+                save(a.ckpt / "best.pt")
+                tag = " (best)"
+            log(f"validation: loss {vl:.4f} SI-SDR {vsdr:.2f} dB (noisy {nsdr:.2f} dB){tag}")
+    save(last)
+    log(f"stopped ({stop_reason}) at step {step}")
+    src = a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else last
+    ck = torch.load(src, map_location="cpu", weights_only=False)
+    model.load_state_dict(ck["model"])
+    a.export.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, a.export)
+    log(f"exported {src.name} (step {ck['step']}) -> {a.export} ({a.export.stat().st_size / 1e6:.2f} MB)")
+    logf.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

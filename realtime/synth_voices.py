@@ -1,0 +1,393 @@
+"""MIDI to per-voice decoder inputs for the DDSP synth: voice allocation, envelopes, pitch.
+
+One Numba kernel per block (``controls``) applies the block's MIDI events at their sample offsets
+and, at every decoder frame boundary inside the block, writes each voice's f0 (Hz) and loudness
+(dB) for the decoder. Everything is state in preallocated arrays (``vs`` per voice, ``g`` global),
+so the audio path allocates nothing and garbage MIDI can only be ignored or clamped.
+
+Why the envelope is evaluated one frame ahead: the render kernel ramps each frame's controls
+over the following frame, so the value reached at the end of that ramp (boundary + hop) is the
+one to ask the decoder for; a note that starts at a boundary is then audible from that sample.
+Envelopes are closed-form in absolute sample time (note-on/off times are stored), so an event's
+offset inside the block changes the result to the sample.
+
+Controllers are omni (any channel): pitch bend (range from the knob or RPN 0), mod wheel (CC1 ->
+vibrato depth), volume (CC7, read by the renderer), expression (CC11 -> loudness, so timbre
+follows), sustain (CC64), all sound off (CC120), reset controllers (CC121), all notes off (CC123),
+program change (GM program -> instrument when one is loaded).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+MAX_VOICES = 32
+MAX_EVENTS = 1024  # per block; more are dropped (and counted)
+STACK = 16  # held keys remembered in mono mode
+
+# knob indices: the Synth processor declares its params in exactly this order
+K_INSTR, K_GAIN, K_ATTACK, K_RELEASE, K_VIB_RATE, K_VIB_DEPTH, K_BALANCE, K_BRIGHT, K_REVERB, K_POLY, \
+    K_BEND, K_MODE, K_PORTA = range(13)
+
+# per-voice fields
+V_NOTE, V_CH, V_VEL, V_GATE, V_SUST, V_STAGE, V_ON_T, V_OFF_T, V_ENV_OFF, V_P_START, V_P_TARGET, \
+    V_G_T, V_G_LEN, V_LAST_F0, V_PITCH, NVF = range(16)
+FREE, ON, RELEASED = 0, 1, 2
+
+# global fields
+G_BEND, G_MOD, G_EXPR, G_VOL, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, G_PROGRAM, G_DROPPED, \
+    G_DATA_MSB, NG = range(13)
+
+FLOOR_DB = -100.0
+FREE_BELOW_DB = -90.0  # a released voice is freed when its envelope falls below this
+
+
+def new_state():
+    """(voice state, global state, mono key stack) arrays, reset."""
+    vs = np.zeros((MAX_VOICES, NVF), np.float64)
+    g = np.zeros(NG, np.float64)
+    stack = np.zeros(STACK, np.float64)
+    reset_state(vs, g, stack)
+    return vs, g, stack
+
+
+@njit(nogil=True, cache=True)
+def reset_state(vs, g, stack):
+    vs[:] = 0.0
+    vs[:, V_NOTE] = -1.0
+    vs[:, V_LAST_F0] = 440.0
+    vs[:, V_PITCH] = 69.0
+    g[:] = 0.0
+    g[G_EXPR] = 1.0
+    g[G_VOL] = 100.0 / 127.0
+    g[G_RPN_MSB] = 127.0
+    g[G_RPN_LSB] = 127.0
+    g[G_PROGRAM] = -1.0
+    stack[:] = -1.0
+
+
+@njit(nogil=True, cache=True)
+def _env_db(vs, v, t, atk, rel):
+    st = vs[v, V_STAGE]
+    if st == ON:
+        a = (t - vs[v, V_ON_T]) / atk
+        if a >= 1.0:
+            return 0.0
+        if a <= 1e-5:
+            return FLOOR_DB
+        return 20.0 * math.log10(a)
+    if st == RELEASED:
+        return vs[v, V_ENV_OFF] - 60.0 * (t - vs[v, V_OFF_T]) / rel
+    return FLOOR_DB
+
+
+@njit(nogil=True, cache=True)
+def _pitch(vs, v, t):
+    """Note pitch (semitones) with an optional linear glide (portamento)."""
+    gl = vs[v, V_G_LEN]
+    if gl > 0.0:
+        x = (t - vs[v, V_G_T]) / gl
+        if x < 1.0:
+            if x < 0.0:
+                x = 0.0
+            return vs[v, V_P_START] + (vs[v, V_P_TARGET] - vs[v, V_P_START]) * x
+    return vs[v, V_P_TARGET]
+
+
+@njit(nogil=True, cache=True)
+def _release(vs, v, t, atk, rel):
+    if vs[v, V_STAGE] != ON:
+        return
+    e = _env_db(vs, v, t, atk, rel)
+    vs[v, V_STAGE] = RELEASED
+    vs[v, V_OFF_T] = t
+    vs[v, V_ENV_OFF] = e
+    vs[v, V_GATE] = 0.0
+    vs[v, V_SUST] = 0.0
+
+
+@njit(nogil=True, cache=True)
+def _start(vs, v, note, ch, vel, t, glide_from, porta, state, silence, restart):
+    vs[v, V_NOTE] = note
+    vs[v, V_CH] = ch
+    vs[v, V_VEL] = vel
+    vs[v, V_GATE] = 1.0
+    vs[v, V_SUST] = 0.0
+    vs[v, V_STAGE] = ON
+    vs[v, V_ON_T] = t
+    vs[v, V_P_TARGET] = note
+    if glide_from >= 0.0 and porta > 0.0:
+        vs[v, V_P_START] = glide_from
+        vs[v, V_G_T] = t
+        vs[v, V_G_LEN] = porta
+    else:
+        vs[v, V_G_LEN] = 0.0
+    if restart:
+        # a (re)started voice begins from the decoder's silence state: notes do not depend on
+        # what the voice played before, and offline renders stay deterministic
+        for h in range(silence.shape[0]):
+            state[0, v, h] = silence[h]
+
+
+@njit(nogil=True, cache=True)
+def _stack_remove(stack, g, note):
+    n = int(g[G_NSTACK])
+    j = 0
+    for i in range(n):
+        if stack[i] != note:
+            stack[j] = stack[i]
+            j += 1
+    for i in range(j, n):
+        stack[i] = -1.0
+    g[G_NSTACK] = j
+
+
+@njit(nogil=True, cache=True)
+def _stack_push(stack, g, note):
+    _stack_remove(stack, g, note)
+    n = int(g[G_NSTACK])
+    if n == stack.shape[0]:  # full: forget the oldest key
+        for i in range(n - 1):
+            stack[i] = stack[i + 1]
+        n -= 1
+    stack[n] = note
+    g[G_NSTACK] = n + 1
+
+
+@njit(nogil=True, cache=True)
+def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
+    atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
+    rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+    porta = kv[K_PORTA] * 1e-3 * sr
+    if kv[K_MODE] >= 0.5:  # mono: voice 0 only, legato keeps the envelope going
+        _stack_push(stack, g, note)
+        if vs[0, V_STAGE] == ON:
+            cur = _pitch(vs, 0, t)
+            vs[0, V_NOTE] = note
+            vs[0, V_CH] = ch
+            vs[0, V_GATE] = 1.0
+            vs[0, V_SUST] = 0.0
+            vs[0, V_P_TARGET] = note
+            if porta > 0.0:
+                vs[0, V_P_START] = cur
+                vs[0, V_G_T] = t
+                vs[0, V_G_LEN] = porta
+            else:
+                vs[0, V_G_LEN] = 0.0
+        else:
+            prev = _pitch(vs, 0, t) if vs[0, V_STAGE] == RELEASED else -1.0
+            _start(vs, 0, note, ch, vel, t, prev, porta, state, silence, vs[0, V_STAGE] == FREE)
+        return
+    poly = min(MAX_VOICES, max(1, int(kv[K_POLY])))
+    for v in range(MAX_VOICES):  # the same key again: release the old voice first
+        if vs[v, V_STAGE] == ON and vs[v, V_NOTE] == note and vs[v, V_CH] == ch:
+            _release(vs, v, t, atk, rel)
+    best = -1
+    for v in range(poly):
+        if vs[v, V_STAGE] == FREE:
+            best = v
+            break
+    if best < 0:  # steal: the quietest released voice, else the oldest held one
+        lowest = 1e9
+        for v in range(poly):
+            if vs[v, V_STAGE] == RELEASED:
+                e = _env_db(vs, v, t, atk, rel)
+                if e < lowest:
+                    lowest = e
+                    best = v
+        if best < 0:
+            oldest = 1e300
+            for v in range(poly):
+                if vs[v, V_ON_T] < oldest:
+                    oldest = vs[v, V_ON_T]
+                    best = v
+    _start(vs, best, note, ch, vel, t, -1.0, 0.0, state, silence, True)
+
+
+@njit(nogil=True, cache=True)
+def _note_off(vs, g, stack, note, ch, t, kv, sr):
+    atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
+    rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+    if kv[K_MODE] >= 0.5:
+        _stack_remove(stack, g, note)
+        if vs[0, V_STAGE] == ON and vs[0, V_NOTE] == note:
+            n = int(g[G_NSTACK])
+            if n > 0:  # fall back to the last key still held, legato
+                back = stack[n - 1]
+                porta = kv[K_PORTA] * 1e-3 * sr
+                cur = _pitch(vs, 0, t)
+                vs[0, V_NOTE] = back
+                vs[0, V_P_TARGET] = back
+                if porta > 0.0:
+                    vs[0, V_P_START] = cur
+                    vs[0, V_G_T] = t
+                    vs[0, V_G_LEN] = porta
+                else:
+                    vs[0, V_G_LEN] = 0.0
+            elif g[G_SUSTAIN] >= 0.5:
+                vs[0, V_GATE] = 0.0
+                vs[0, V_SUST] = 1.0
+            else:
+                _release(vs, 0, t, atk, rel)
+        return
+    for v in range(MAX_VOICES):  # note-off without note-on simply matches nothing
+        if vs[v, V_STAGE] == ON and vs[v, V_GATE] == 1.0 and vs[v, V_NOTE] == note and vs[v, V_CH] == ch:
+            if g[G_SUSTAIN] >= 0.5:
+                vs[v, V_GATE] = 0.0
+                vs[v, V_SUST] = 1.0
+            else:
+                _release(vs, v, t, atk, rel)
+
+
+@njit(nogil=True, cache=True)
+def _all_off(vs, g, stack, t, kv, sr, hard):
+    atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
+    rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+    for v in range(MAX_VOICES):
+        if hard:
+            vs[v, V_STAGE] = FREE
+            vs[v, V_GATE] = 0.0
+            vs[v, V_SUST] = 0.0
+        else:
+            _release(vs, v, t, atk, rel)
+    stack[:] = -1.0
+    g[G_NSTACK] = 0.0
+
+
+@njit(nogil=True, cache=True)
+def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
+    """One channel message at absolute sample time t. Anything that is not a channel voice
+    message (system, sysex, realtime, data bytes, NaN) is ignored; data values are clamped."""
+    if not (status == status and d1 == d1 and d2 == d2):  # NaN
+        return
+    s = int(status)
+    if s < 0x80 or s > 0xEF:
+        return
+    a = min(127, max(0, int(d1)))
+    b = min(127, max(0, int(d2)))
+    typ = s & 0xF0
+    ch = float(s & 0x0F)
+    if typ == 0x90 and b > 0:
+        _note_on(vs, g, stack, float(a), ch, float(b), t, kv, sr, state, silence)
+    elif typ == 0x80 or typ == 0x90:
+        _note_off(vs, g, stack, float(a), ch, t, kv, sr)
+    elif typ == 0xE0:
+        g[G_BEND] = ((b << 7) | a) / 8192.0 - 1.0
+    elif typ == 0xC0:
+        g[G_PROGRAM] = a
+    elif typ == 0xB0:
+        if a == 1:
+            g[G_MOD] = b / 127.0
+        elif a == 7:
+            g[G_VOL] = b / 127.0
+        elif a == 11:
+            g[G_EXPR] = b / 127.0
+        elif a == 64:
+            down = b >= 64
+            if g[G_SUSTAIN] >= 0.5 and not down:
+                atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
+                rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+                for v in range(MAX_VOICES):
+                    if vs[v, V_SUST] == 1.0:
+                        _release(vs, v, t, atk, rel)
+            g[G_SUSTAIN] = 1.0 if down else 0.0
+        elif a == 101:
+            g[G_RPN_MSB] = b
+        elif a == 100:
+            g[G_RPN_LSB] = b
+        elif a == 6:  # data entry: RPN 0 = pitch-bend range (semitones), written to the knob
+            if g[G_RPN_MSB] == 0 and g[G_RPN_LSB] == 0:
+                kv[K_BEND] = min(24.0, float(b))
+        elif a == 120:
+            _all_off(vs, g, stack, t, kv, sr, True)
+        elif a == 121:
+            g[G_BEND] = 0.0
+            g[G_MOD] = 0.0
+            g[G_EXPR] = 1.0
+            if g[G_SUSTAIN] >= 0.5:
+                g[G_SUSTAIN] = 0.0
+                atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
+                rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+                for v in range(MAX_VOICES):
+                    if vs[v, V_SUST] == 1.0:
+                        _release(vs, v, t, atk, rel)
+        elif a == 123:
+            _all_off(vs, g, stack, t, kv, sr, False)
+
+
+@njit(nogil=True, cache=True)
+def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, ld_out, act, state, silence):
+    """Apply the block's events (ev[i] = offset, status, d1, d2) at their offsets and fill the
+    decoder inputs for each frame boundary in the block (f0_out/ld_out: (voices, T), act:
+    (T, voices) 1 = sounding). Returns how many leading voices the decoder must run (0 = none)."""
+    # stable insertion sort of the events by offset (usually 0-3 events)
+    for i in range(n_ev):
+        order[i] = i
+    for i in range(1, n_ev):
+        k = order[i]
+        j = i - 1
+        while j >= 0 and ev[order[j], 0] > ev[k, 0]:
+            order[j + 1] = order[j]
+            j -= 1
+        order[j + 1] = k
+    first = (hop - pos % hop) % hop
+    T = 0 if first >= n else (n - 1 - first) // hop + 1
+    atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
+    rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+    vib_inc = kv[K_VIB_RATE] * hop / sr
+    used = 0
+    ie = 0
+    for j in range(T + 1):
+        lim = first + j * hop if j < T else n
+        while ie < n_ev:
+            e = order[ie]
+            off = ev[e, 0]
+            if not off == off:
+                off = 0.0
+            off = min(float(n - 1), max(0.0, off))
+            if j < T and off > lim:
+                break
+            apply_event(vs, g, stack, ev[e, 1], ev[e, 2], ev[e, 3], pos + off, kv, sr, state, silence)
+            ie += 1
+        if j == T:
+            break
+        tau = pos + lim + hop  # the time this frame's ramp reaches its value
+        g[G_LFO] = (g[G_LFO] + vib_inc) % 1.0
+        vib = kv[K_VIB_DEPTH] * 0.01 * g[G_MOD] * math.sin(2.0 * math.pi * g[G_LFO])
+        bend = g[G_BEND] * kv[K_BEND]
+        expr_db = 40.0 * math.log10(max(g[G_EXPR], 1e-3))
+        for v in range(MAX_VOICES):
+            st = vs[v, V_STAGE]
+            if st != FREE:
+                e_db = _env_db(vs, v, tau, atk, rel)
+                if st == RELEASED and e_db < FREE_BELOW_DB:
+                    vs[v, V_STAGE] = FREE
+                    st = FREE
+            if st == FREE:
+                act[j, v] = 0.0
+                if v < f0_out.shape[0]:
+                    f0_out[v, j] = vs[v, V_LAST_F0]
+                    ld_out[v, j] = FLOOR_DB
+                continue
+            pitch = _pitch(vs, v, tau)
+            vs[v, V_PITCH] = pitch
+            f0 = 440.0 * 2.0 ** ((pitch + bend + vib - 69.0) / 12.0)
+            f0 = min(max(f0, 20.0), 0.45 * sr)
+            vel = max(vs[v, V_VEL], 1.0)
+            base = lmap[0] + lmap[1] * 40.0 * math.log10(vel / 127.0) + lmap[2] * (pitch - 60.0) / 12.0
+            ld = max(FLOOR_DB, base + e_db + expr_db)
+            vs[v, V_LAST_F0] = f0
+            f0_out[v, j] = f0
+            ld_out[v, j] = ld
+            act[j, v] = 1.0
+            if v + 1 > used:
+                used = v + 1
+    return used
+
+
+def frame_count(pos: int, n: int, hop: int) -> int:
+    """Number of frame boundaries (absolute sample multiples of hop) in [pos, pos + n)."""
+    first = (hop - pos % hop) % hop
+    return 0 if first >= n else (n - 1 - first) // hop + 1

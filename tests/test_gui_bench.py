@@ -1,0 +1,27 @@
+"""`python main.py bench gui` runs end to end and prints its JSON line (figures are not asserted:
+speed targets live in the benchmark's output, not in unit tests)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("PyQt6")
+pytestmark = pytest.mark.jack
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_gui_prints_the_promised_fields():
+    env = dict(os.environ, JACK_DEFAULT_SERVER="rtguibench", QT_QPA_PLATFORM="offscreen")  # its own server
+    r = subprocess.run([sys.executable, "main.py", "bench", "gui", "--seconds", "3", "--add", "--json"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("bench", "seconds", "late_blocks", "server_xruns", "knob_moves", "param_latency_ms_p99"):
+        assert key in rec
+    assert rec["bench"] == "gui" and rec["mode"] == "engine-process" and rec["error"] is None
+    assert rec["chain"] == ["hpf", "gain", "limiter", "meter", "safety"]  # --add with nothing: the preset alone
+    assert rec["callbacks"] > 375 and rec["knob_moves"] > 20
+    assert rec["param_missed"] == 0 and 0 < rec["param_latency_ms_p50"] < 1000

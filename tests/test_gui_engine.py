@@ -1,0 +1,187 @@
+"""The knob panel driving the live engine on a real JACK dummy server: knobs change the audio
+(measured through JACK ports), devices come from the server, the on-screen keyboard and a real
+JACK MIDI port reach the chain, MIDI learn, and screenshots of the running window."""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt6")
+pytest.importorskip("pytestqt")
+
+from PyQt6.QtCore import Qt  # noqa: E402
+from PyQt6.QtTest import QTest  # noqa: E402
+from PyQt6.QtWidgets import QApplication  # noqa: E402
+
+from gui.midi import NONE, VIRTUAL, VIRTUAL_NAME  # noqa: E402
+from gui.settings import Settings, SettingsDialog  # noqa: E402
+from gui.window import MainWindow  # noqa: E402
+from realtime.engine import EngineConfig  # noqa: E402
+from realtime.presets import load_preset  # noqa: E402
+from gui.engine_process import RemoteEngineHost  # noqa: E402
+
+from . import gui_midiprobe  # noqa: E402,F401  (registers "midiprobe" here too, for the shadow chain)
+
+pytestmark = pytest.mark.jack
+SR, BLOCK = 48000, 128
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, jack_server):
+    made = []
+
+    def make(preset="default", midi_port=NONE):
+        settings = Settings(tmp_path / "settings.ini")
+        settings.midi_port = midi_port
+        p = load_preset(preset) if isinstance(preset, str) else preset
+        config = EngineConfig(samplerate=SR, blocksize=BLOCK)
+        # the product's set-up: the engine in a process of its own
+        host = RemoteEngineHost(p, config, plugins=("tests.gui_midiprobe",))
+        w = MainWindow(p, config, settings, host=host)
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.shutdown()  # streams close before the session's JACK server goes
+
+
+def take_in_background(rig, signal):
+    """Run a Rig take on a thread so the Qt event loop (meters, knob moves) keeps running."""
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("rec", rig.take(signal)), daemon=True)
+    t.start()
+    return t, out
+
+
+def rms_db(x):
+    return 10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2) + 1e-20)
+
+
+def test_turning_a_knob_changes_the_running_engine_and_the_audio(window, qtbot, artifacts_dir):
+    from .jack_helpers import Rig, lag_of
+
+    w = window()
+    w.start_button.click()
+    assert w.host.running and w.start_button.text() == "Stop"
+    t = np.arange(int(1.5 * SR)) / SR
+    sine = np.repeat((0.1 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[:, None], 2, 1)
+    sine[:2400] = np.random.default_rng(1).uniform(-0.1, 0.1, (2400, 1))  # 50 ms of noise: a lag mark
+    knob = w.rack.strips["gain"].controls["gain_db"]
+
+    def engine_gain():  # what the engine process holds (the DSP thread applied it)
+        return w.host.engine_values().slot("gain").processor.get_param("gain_db")
+
+    with Rig(2) as rig:
+        th, out = take_in_background(rig, sine)
+        qtbot.waitUntil(lambda: rig.player.pos >= int(0.7 * SR), timeout=10000)
+        knob.setFocus()
+        moved_at = rig.player.pos  # frames of the input played when the first move is queued
+        for _ in range(12):  # -10 dB with the keyboard, as a person would (one arrow = 1 % of 84 dB)
+            QTest.keyClick(knob, Qt.Key.Key_Down, Qt.KeyboardModifier.NoModifier)
+        target = knob.value()
+        qtbot.waitUntil(lambda: engine_gain() == target, timeout=2000)
+        qtbot.wait(300)  # meters animate while the sine plays
+        w.grab().save(os.path.join(artifacts_dir, "gui_main_window_running.png"))
+        qtbot.waitUntil(lambda: not th.is_alive(), timeout=15000)
+    rec = out["rec"]
+    assert target == pytest.approx(-0.12 * 84.0)
+    mark = np.zeros((6400, 2), np.float32)
+    mark[:2400] = sine[:2400]
+    lag = lag_of(mark, rec[:6400])
+    assert 0 < lag < 4000
+    before = rec[lag + int(0.3 * SR): lag + int(0.6 * SR), 0]
+    after = rec[lag + int(1.1 * SR): lag + int(1.4 * SR), 0]
+    assert rms_db(before) == pytest.approx(-23.0, abs=0.3)  # 0.1 amplitude sine
+    assert rms_db(before) - rms_db(after) == pytest.approx(-target, abs=0.3)
+    # smoothed, no step: after the move, many 1 ms windows lie between the old and the new level
+    # (how fast a move arrives is a figure of `bench gui`, not a unit-test assertion)
+    env = np.array([np.sqrt(np.mean(rec[i:i + 48, 0] ** 2)) for i in range(lag, lag + int(1.4 * SR) - 48, 48)])
+    ref = np.median(env[int(0.1 * SR) // 48: int(0.5 * SR) // 48])
+    new = 10 ** (target / 20) * ref
+    gliding = np.count_nonzero((env < 0.9 * ref) & (env > 1.1 * new))
+    assert gliding >= 10, gliding
+    # the status bar reports the live engine
+    w._poll_status()
+    assert w.status_labels["state"].text() == "● running"
+    assert "48000 Hz" == w.status_labels["samplerate"].text()
+    assert w.status_labels["late"].text().startswith("late blocks ")
+    assert w.out_meter.hold_db[0] > -30 and w.in_meter.hold_db[0] == pytest.approx(-20.0, abs=0.5)
+    # a structural change while running restarts the engine with the same settings
+    w.remove_slot("meter")
+    assert w.host.running and "meter" not in w.rack.strips
+    assert w.host.value("gain", "gain_db") == target == engine_gain()
+    w.stop()
+    assert not w.host.running and w.start_button.text() == "Start"
+
+
+def test_device_list_comes_from_the_jack_server(window, qtbot):
+    w = window()
+    dlg = SettingsDialog(w.host.config, NONE, w)
+    qtbot.addWidget(dlg)
+    ins = [dlg.input.itemText(i) for i in range(dlg.input.count())]
+    outs = [dlg.output.itemText(i) for i in range(dlg.output.count())]
+    assert ins[0] == "Default" and "system" in ins and "system" in outs
+    midi = [dlg.midi.itemText(i) for i in range(dlg.midi.count())]
+    assert midi[:2] == [NONE, VIRTUAL]
+    dlg.output.setCurrentText("system")
+    dlg.blocksize.setCurrentText("256")
+    w.start()
+    w.apply_settings(dlg.engine_config(), NONE)  # restarts the running engine with them
+    assert w.host.running and w.host.config.output_device == "system"
+    assert w.host.config.blocksize == 256 and w.settings.engine_config().blocksize == 256
+    qtbot.waitUntil(lambda: w.host.status()["callbacks"] > 10, timeout=5000)
+    assert w.host.status()["blocksize"] == 256 and w.host.status()["device"] == "system"
+
+
+def probe_values(w):
+    """(on note, on velocity, off note, count) as the engine process's probe slot holds them."""
+    return tuple(int(v) for v in w.host.engine_values().slot("midiprobe").processor.values)
+
+
+def test_on_screen_keyboard_reaches_the_chain(window, qtbot):
+    w = window({"version": 1, "name": "probe", "chain": [{"processor": "midiprobe"}]})
+    w.start()
+    kb = w.keyboard
+    kb.setFocus()
+    QTest.keyPress(kb, Qt.Key.Key_A)  # C4
+    qtbot.waitUntil(lambda: probe_values(w)[3] == 1, timeout=3000)
+    assert probe_values(w)[:2] == (60, 100)
+    QTest.keyRelease(kb, Qt.Key.Key_A)
+    qtbot.waitUntil(lambda: probe_values(w) == (60, 100, 60, 2), timeout=3000)
+    e = kb.first + 12 + 4
+    QTest.mousePress(kb, Qt.MouseButton.LeftButton, pos=kb.key_center(e).toPoint())
+    qtbot.waitUntil(lambda: probe_values(w)[3] == 3, timeout=3000)
+    on, vel, _, _ = probe_values(w)
+    assert on == e and 1 <= vel <= 127
+    QTest.mouseRelease(kb, Qt.MouseButton.LeftButton, pos=kb.key_center(e).toPoint())
+    qtbot.waitUntil(lambda: probe_values(w)[2:] == (e, 4), timeout=3000)
+
+
+def test_midi_learn_and_notes_over_a_real_jack_midi_port(window, qtbot):
+    mido = pytest.importorskip("mido")
+    preset = load_preset("default")
+    preset["chain"].insert(0, {"processor": "midiprobe"})
+    w = window(preset, midi_port=VIRTUAL)
+    assert w.midi is not None and w.midi.open
+    w.start()
+    names = [n for n in mido.get_output_names() if VIRTUAL_NAME in n]
+    assert names, mido.get_output_names()
+    with mido.open_output(names[0]) as port:
+        w.toggle_learn("limiter.ceiling_db")
+        port.send(mido.Message("control_change", channel=0, control=21, value=10))
+        qtbot.waitUntil(lambda: w.host.midi_map.get((21, 0)) == "limiter.ceiling_db", timeout=3000)
+        qtbot.waitUntil(lambda: w.rack.knob("limiter.ceiling_db").mapping == "CC 21 ch1", timeout=1000)
+        port.send(mido.Message("control_change", channel=0, control=21, value=127))
+        top = w.rack.knob("limiter.ceiling_db").param.max
+        qtbot.waitUntil(lambda: w.host.engine_values().slot("limiter").processor.get_param("ceiling_db") == top,
+                        timeout=3000)
+        assert w.rack.knob("limiter.ceiling_db").value() == top
+        port.send(mido.Message("sysex", data=[1, 2, 3]))  # dropped, harmless
+        port.send(mido.Message("note_on", channel=0, note=64, velocity=90))
+        qtbot.waitUntil(lambda: probe_values(w)[:2] == (64, 90), timeout=3000)
+    assert w.modified
+    assert w.host.to_preset()["midi"] == [{"cc": 21, "channel": 0, "target": "limiter.ceiling_db"}]

@@ -1,0 +1,378 @@
+"""Knob panel widgets and window logic, offscreen (no audio server needed)."""
+import json
+import os
+
+import pytest
+
+pytest.importorskip("PyQt6")
+pytest.importorskip("pytestqt")
+
+from PyQt6.QtCore import QPoint, QPointF, Qt  # noqa: E402
+from PyQt6.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
+from PyQt6.QtTest import QTest  # noqa: E402
+from PyQt6.QtWidgets import QApplication, QComboBox, QToolButton  # noqa: E402
+
+from gui.keyboard import PianoKeyboard  # noqa: E402
+from gui.knob import DRAG_PIXELS, Knob  # noqa: E402
+from gui.meters import LevelMeter  # noqa: E402
+from gui.rack import MIX_PARAM  # noqa: E402
+from gui.settings import Settings, config_path  # noqa: E402
+from gui.host import EngineHost  # noqa: E402
+from gui.window import MainWindow  # noqa: E402
+from realtime.engine import EngineConfig  # noqa: E402
+from realtime.presets import PresetError, build_chain, load_preset  # noqa: E402
+from realtime.processor import Param  # noqa: E402
+from realtime.processors import available_kinds, create, processor_class  # noqa: E402
+
+GAIN = Param("gain_db", "Gain", -60.0, 24.0, 0.0, unit="dB")
+FREQ = Param("freq_hz", "Frequency", 20.0, 20000.0, 1000.0, unit="Hz", scale="log")
+VOICES = Param("voices", "Voices", 1, 16, 8, step=1)
+
+
+def wheel(w, notches, mods=Qt.KeyboardModifier.NoModifier):
+    pos = QPointF(w.width() / 2, w.height() / 2)
+    ev = QWheelEvent(pos, w.mapToGlobal(pos), QPoint(), QPoint(0, int(120 * notches)), Qt.MouseButton.NoButton,
+                     mods, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(w, ev)
+
+
+def drag(w, dy, mods=Qt.KeyboardModifier.NoModifier):
+    c = QPointF(w.width() / 2, w.height() / 2)
+    L, N = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    QApplication.sendEvent(w, QMouseEvent(QMouseEvent.Type.MouseButtonPress, c, w.mapToGlobal(c), L, L, mods))
+    end = c + QPointF(0, dy)
+    QApplication.sendEvent(w, QMouseEvent(QMouseEvent.Type.MouseMove, end, w.mapToGlobal(end), N, L, mods))
+    QApplication.sendEvent(w, QMouseEvent(QMouseEvent.Type.MouseButtonRelease, end, w.mapToGlobal(end), L, N, mods))
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    def make(preset="default", **kw):
+        # the engine in this process here (fast); the engine process is what test_gui_engine drives
+        p = load_preset(preset) if isinstance(preset, str) else preset
+        w = MainWindow(p, EngineConfig(), Settings(tmp_path / "settings.ini"), host=EngineHost(p, EngineConfig()), **kw)
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        return w
+
+    made = []
+    yield make
+    for w in made:
+        w.shutdown()
+
+
+# ---------------------------------------------------------------------------- knob
+def test_knob_shows_value_unit_and_resets_on_double_click(qtbot):
+    k = Knob(GAIN, 6.0)
+    qtbot.addWidget(k)
+    k.show()
+    assert k.text() == "6 dB"
+    assert "Gain" in k.toolTip() and "-60 dB" in k.toolTip() and "MIDI learn" in k.toolTip()
+    with qtbot.waitSignal(k.valueChanged) as sig:
+        QTest.mouseDClick(k, Qt.MouseButton.LeftButton)
+    assert k.value() == 0.0 and sig.args == [0.0]
+
+
+def test_knob_wheel_and_drag_with_fine_modifier(qtbot):
+    k = Knob(GAIN, 0.0)
+    qtbot.addWidget(k)
+    k.show()
+    span = GAIN.max - GAIN.min
+    wheel(k, 1)
+    coarse = k.value()
+    assert coarse == pytest.approx(0.01 * span)
+    k.setValue(0.0)
+    wheel(k, 1, Qt.KeyboardModifier.ShiftModifier)
+    assert k.value() == pytest.approx(0.001 * span)  # 10x finer
+    k.setValue(0.0)
+    drag(k, -DRAG_PIXELS / 4)  # a quarter of the full drag distance upwards
+    assert k.value() == pytest.approx(0.25 * span, abs=1e-9)
+    k.setValue(0.0)
+    drag(k, -DRAG_PIXELS / 4, Qt.KeyboardModifier.ShiftModifier)
+    assert k.value() == pytest.approx(0.025 * span, abs=1e-9)
+    drag(k, 10 * DRAG_PIXELS)  # far past the end: clamped
+    assert k.value() == GAIN.min
+
+
+def test_knob_keyboard_focus_arrows_and_log_taper(qtbot):
+    k = Knob(FREQ)
+    qtbot.addWidget(k)
+    k.show()
+    assert k.focusPolicy() == Qt.FocusPolicy.StrongFocus
+    k.setFocus()
+    QTest.keyClick(k, Qt.Key.Key_Up)
+    # log taper: one step multiplies the frequency by the same ratio everywhere
+    assert k.value() == pytest.approx(1000.0 * 1000.0 ** 0.01, rel=1e-9)
+    QTest.keyClick(k, Qt.Key.Key_End)
+    assert k.value() == FREQ.max and k.text() == "20.00k Hz"
+    QTest.keyClick(k, Qt.Key.Key_Home)
+    assert k.value() == FREQ.min
+
+
+def test_stepped_knob_moves_one_step_per_notch(qtbot):
+    k = Knob(VOICES)
+    qtbot.addWidget(k)
+    wheel(k, 1)
+    assert k.value() == 9
+    wheel(k, -3)
+    assert k.value() == 6
+    drag(k, -DRAG_PIXELS)
+    assert k.value() == 16
+
+
+def test_knob_context_menu_offers_learn_and_forget(qtbot):
+    k = Knob(GAIN)
+    qtbot.addWidget(k)
+    menu = k.context_menu()
+    texts = [a.text() for a in menu.actions()]
+    assert texts[0] == "MIDI learn" and not menu.actions()[1].isEnabled()
+    with qtbot.waitSignal(k.learnRequested):
+        menu.actions()[0].trigger()
+
+
+# ---------------------------------------------------------------------------- rack
+def _kinds():
+    out = []
+    for kind in available_kinds():
+        try:
+            processor_class(kind)
+        except Exception:  # a processor whose module cannot load (e.g. dependency missing)
+            continue
+        out.append(kind)
+    return out
+
+
+def test_a_control_exists_for_every_descriptor_of_every_processor(window):
+    """Generated from the descriptors: every available kind, neural ones included, gets one
+    control per Param without any GUI code of its own."""
+    kinds, broken = [], []
+    for k in _kinds():
+        try:
+            create(k)
+            kinds.append(k)
+        except Exception:  # e.g. a neural processor whose model is not trained in this checkout
+            broken.append(k)
+    preset = {"version": 1, "name": "all", "chain": [{"processor": k} for k in kinds if k != "safety"]}
+    w = window(preset)
+    for k in broken:  # a model that fails to load is reported in the window; the chain stays
+        before = [s.id for s in w.host.chain.slots]
+        w._guard(w.add_slot, k)
+        assert w.banner.isVisible() and k in w.banner.text()
+        assert [s.id for s in w.host.chain.slots] == before
+    strips = w.rack.strips
+    assert list(strips) == [s.id for s in w.host.chain.slots]
+    for slot in w.host.chain.slots:
+        strip = strips[slot.id]
+        for d in slot.processor.params:
+            ctl = strip.controls[d.id]
+            if d.choices:
+                assert isinstance(ctl, QComboBox) and [ctl.itemText(i) for i in range(ctl.count())] == list(d.choices)
+            else:
+                assert isinstance(ctl, Knob) and ctl.param is d
+                assert ctl.value() == pytest.approx(slot.processor.get_param(d.id))
+        final = slot is w.host.chain.slots[-1]
+        assert (strip.mix_knob is None) == final and strip.bypass.isEnabled() != final
+        if not final:
+            assert strip.mix_knob.param is MIX_PARAM and strip.mix_knob.value() == 100.0
+
+
+def test_knob_moves_reach_the_chain_and_mark_the_preset_modified(window):
+    w = window()
+    assert not w.modified and not w.isWindowModified()
+    knob = w.rack.strips["gain"].controls["gain_db"]
+    knob.setValue(-12.0)
+    assert w.host.chain.slot("gain").processor.get_param("gain_db") == -12.0
+    assert w.modified and w.isWindowModified() and w.windowTitle().endswith("default[*]")
+    w.rack.strips["hpf"].controls["type"].setCurrentIndex(1)  # lowpass
+    assert w.host.value("hpf", "type") == 1.0
+    w.rack.strips["gain"].bypass.setChecked(True)
+    assert w.host.chain.slot("gain").bypass
+    w.rack.strips["gain"].mix_knob.setValue(25.0)
+    assert w.host.chain.slot("gain").mix == 0.25
+
+
+def test_add_remove_reorder_slots_keeps_safety_last(window):
+    w = window()
+    w.rack.strips["gain"].controls["gain_db"].setValue(-6.0)
+    sid = w.add_slot("gain")
+    assert sid == "gain2"
+    ids = [s.id for s in w.host.chain.slots]
+    assert ids == ["hpf", "gain", "limiter", "meter", "gain2", "safety"]
+    w.move_slot("gain2", -10)  # clamps at the front
+    assert [s.id for s in w.host.chain.slots][0] == "gain2"
+    QTest.mouseClick(w.rack.strips["gain2"].findChild(QToolButton, "move+1"), Qt.MouseButton.LeftButton)
+    assert [s.id for s in w.host.chain.slots][:2] == ["hpf", "gain2"]
+    QTest.mouseClick(w.rack.strips["limiter"].findChild(QToolButton, "remove"), Qt.MouseButton.LeftButton)
+    assert [s.id for s in w.host.chain.slots] == ["hpf", "gain2", "gain", "meter", "safety"]
+    assert w.host.value("gain", "gain_db") == -6.0  # the same processors, settings kept
+    assert list(w.rack.strips) == ["hpf", "gain2", "gain", "meter", "safety"]
+    assert w.rack.strips["safety"].findChild(QToolButton, "remove") is None
+    with pytest.raises(ValueError):
+        w.host.remove_slot("safety")
+
+
+# ---------------------------------------------------------------------------- presets
+def test_preset_round_trip_with_midi_mapping(window, tmp_path):
+    w = window()
+    w.rack.strips["limiter"].controls["ceiling_db"].setValue(-3.0)
+    w.rack.strips["hpf"].controls["type"].setCurrentIndex(1)
+    w.rack.strips["meter"].bypass.setChecked(True)
+    w.host.midi_in(0xB0 | 2, 74, 64)  # not learning: no mapping
+    assert w.host.midi_map == {}
+    w.toggle_learn("gain.gain_db")
+    assert w.rack.knob("gain.gain_db").learning
+    w.host.midi_in(0xB0 | 2, 74, 64)  # the controller that moves next is mapped (channel 3)
+    QApplication.processEvents()
+    assert w.host.midi_map == {(74, 2): "gain.gain_db"}
+    assert w.rack.knob("gain.gain_db").mapping == "CC 74 ch3" and not w.rack.knob("gain.gain_db").learning
+    path = tmp_path / "mine.json"
+    w.save_preset(str(path))
+    assert not w.modified
+    saved = json.loads(path.read_text())
+    assert saved["name"] == "mine" and saved["midi"] == [{"cc": 74, "channel": 2, "target": "gain.gain_db"}]
+
+    w2 = window("clean")
+    w2.load_preset_file(str(path))
+    assert not w2.modified and w2.windowTitle() == "rtaudio-host — mine[*]"
+    assert w2.host.value("limiter", "ceiling_db") == -3.0 and w2.host.value("hpf", "type") == 1.0
+    assert w2.rack.strips["meter"].bypass.isChecked() and w2.host.chain.slot("meter").bypass
+    assert w2.rack.strips["limiter"].controls["ceiling_db"].value() == -3.0
+    assert w2.rack.knob("gain.gain_db").mapping == "CC 74 ch3"
+    # the mapped controller now moves the knob (and through it the chain)
+    w2.host.midi_in(0xB0 | 2, 74, 127)
+    QApplication.processEvents()
+    assert w2.rack.knob("gain.gain_db").value() == 24.0 and w2.host.value("gain", "gain_db") == 24.0
+    w2.forget("gain.gain_db")
+    assert w2.host.midi_map == {} and w2.modified
+
+
+def test_builtin_presets_recall(window):
+    w = window()
+    for name in ("master", "clean", "default"):
+        w.recall_builtin(name)
+        assert w.host.to_preset()["chain"] == build_chain(load_preset(name)).to_preset(name)["chain"]
+        assert w.preset_box.currentText() == name and not w.modified
+        assert list(w.rack.strips) == [s["id"] for s in load_preset(name)["chain"]]
+
+
+def test_bad_preset_is_shown_in_the_window_and_changes_nothing(window, tmp_path):
+    w = window()
+    before = w.host.to_preset()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 1, "name": "x", "chain": [{"processor": "gain", "params": {"gain_db": 99}}]}')
+    w._guard(w.load_preset_file, str(bad))
+    assert w.banner.isVisible() and "gain_db" in w.banner.text() and "outside" in w.banner.text()
+    assert w.host.to_preset() == before
+    (tmp_path / "junk.json").write_text("{not json")
+    w._guard(w.load_preset_file, str(tmp_path / "junk.json"))
+    assert "invalid JSON" in w.banner.text()
+    base = {"version": 1, "name": "m", "chain": [{"id": "g", "processor": "gain"}]}
+    for midi, msg in (([{"cc": 300, "target": "g.gain_db"}], "midi[0].cc"),
+                      ([{"cc": 7, "channel": 16, "target": "g.gain_db"}], "midi[0].channel"),
+                      ([{"cc": 7, "target": "g.nope"}], "'nope' is not one of"),
+                      ([{"cc": 7, "target": "safety.mix"}], "is not one of"),
+                      ([{"cc": 7, "target": "g.gain_db"}, {"cc": 7, "target": "g.mix"}], "mapped twice"),
+                      ({"cc": 7}, "expected a list")):
+        with pytest.raises(PresetError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+            w.host.load_preset({**base, "midi": midi})
+    assert w.host.to_preset() == before
+    w.clear_errors()
+    assert not w.banner.isVisible()
+
+
+def test_engine_start_failure_is_shown_not_raised(window):
+    w = window()
+    w.host.set_config(EngineConfig(output_device="no such device", input_device="no such device"))
+    w.start_button.setChecked(True)  # as a click would
+    assert w.banner.isVisible() and "no such device" in w.banner.text()
+    assert not w.host.running and not w.start_button.isChecked()
+
+
+# ---------------------------------------------------------------------------- synth panel, keyboard
+def test_synth_panel_only_with_a_synth_slot(window, artifacts_dir):
+    w = window()
+    assert w.synth_panel.isHidden()
+    if "synth" not in _kinds():
+        pytest.skip("no synth processor in this checkout")
+    w.add_slot("synth")
+    assert not w.synth_panel.isHidden()
+    d = w.host.chain.slot("synth").processor.params[0]
+    assert [w.instrument.itemText(i) for i in range(w.instrument.count())] == list(d.choices)
+    w.instrument.setCurrentIndex(1)
+    assert w.host.value("synth", d.id) == 1.0
+    assert w.rack.strips["synth"].controls[d.id].currentIndex() == 1
+    w.remove_slot("meter")
+    w.keyboard.press(64)  # shown held in the screenshot
+    QApplication.processEvents()
+    assert w.grab().save(os.path.join(artifacts_dir, "gui_synth_panel.png"))
+    w.keyboard.release_all()
+
+
+def test_keyboard_mouse_keys_and_octave_shift(qtbot):
+    kb = PianoKeyboard(first=48, octaves=2)
+    qtbot.addWidget(kb)
+    kb.resize(420, 90)
+    kb.show()
+    got = []
+    kb.noteOn.connect(lambda n, v: got.append(("on", n, v)))
+    kb.noteOff.connect(lambda n: got.append(("off", n)))
+    c = kb.key_center(50).toPoint()  # D3 (white)
+    QTest.mousePress(kb, Qt.MouseButton.LeftButton, pos=c)
+    QTest.mouseRelease(kb, Qt.MouseButton.LeftButton, pos=c)
+    assert [g[:2] for g in got] == [("on", 50), ("off", 50)] and 1 <= got[0][2] <= 127
+    assert kb.note_at(*[kb.key_center(49).x(), kb.key_center(49).y()]) == 49  # black key on top
+    got.clear()
+    kb.setFocus()
+    QTest.keyPress(kb, Qt.Key.Key_A)  # C4 at the default octave
+    QTest.keyRelease(kb, Qt.Key.Key_A)
+    QTest.keyClick(kb, Qt.Key.Key_X)  # octave up
+    QTest.keyPress(kb, Qt.Key.Key_W)  # C#5
+    QTest.keyClick(kb, Qt.Key.Key_Z)  # octave down while held: the note-off still matches
+    QTest.keyRelease(kb, Qt.Key.Key_W)
+    assert got == [("on", 60, 100), ("off", 60), ("on", 73, 100), ("off", 73)]
+    assert kb.down == set()
+
+
+def test_level_meter_holds_clips_until_clicked(qtbot):
+    m = LevelMeter("Out")
+    qtbot.addWidget(m)
+    m.set_levels([0.5, 0.1], [0.1, 0.01])
+    assert m.peak_db[0] == pytest.approx(-6.02, abs=0.01) and m.rms_db[1] == pytest.approx(-20.0)
+    assert m.clipped == [False, False]
+    m.set_levels([1.0, 0.1], [0.1, 0.01])
+    m.set_levels([0.01, 0.01], [0.0, 0.0])
+    assert m.clipped == [True, False] and m.hold_db[0] == pytest.approx(0.0)
+    m.set_levels([0.1, 0.1], [0.0, 0.0], clip=(False, True))  # e.g. the safety stage clipped
+    assert m.clipped == [True, True]
+    QTest.mouseClick(m, Qt.MouseButton.LeftButton)
+    assert m.clipped == [False, False]
+
+
+# ---------------------------------------------------------------------------- settings
+def test_settings_remembered_in_the_platform_config_dir(monkeypatch, tmp_path, qapp):
+    monkeypatch.delenv("RTAUDIO_HOST_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    path = config_path()
+    assert path == tmp_path / "xdg" / "rtaudio-host" / "rtaudio-host.ini"
+    s = Settings()
+    s.save_engine_config(EngineConfig(samplerate=44100, blocksize=256, input_device="system", output_device=None))
+    s.midi_port = "Virtual port"
+    s.last_preset = "master"
+    again = Settings()
+    c = again.engine_config()
+    assert (c.samplerate, c.blocksize, c.input_device, c.output_device) == (44100, 256, "system", None)
+    assert again.midi_port == "Virtual port" and again.last_preset == "master"
+    assert path.is_file()
+    # garbage in the file falls back to defaults
+    again.q.setValue("audio/blocksize", "huge")
+    assert Settings().engine_config().blocksize == 128
+
+
+def test_window_screenshot(window, artifacts_dir):
+    w = window("master")
+    w.resize(1180, 560)
+    QApplication.processEvents()
+    path = os.path.join(artifacts_dir, "gui_main_window_stopped.png")
+    assert w.grab().save(path)
+    assert os.path.getsize(path) > 10_000

@@ -1,0 +1,277 @@
+"""DDSP synth: trained decoders (committed ONNX), Numba synthesis, MIDI handling, offline render."""
+import os
+import time
+
+import numpy as np
+import pytest
+
+from realtime.processors.synth import INSTRUMENTS, MODEL_DIR, Synth
+
+SR, B = 48000, 128
+
+
+def make(instrument="violin", block=B, **params):
+    s = Synth(model_dir=MODEL_DIR, instrument=instrument, **params)
+    s.prepare(SR, block, 2)
+    return s
+
+
+def run(s, n_blocks, block=None, events=()):
+    """Process n_blocks; events = [(block_index, status, d1, d2, offset)]."""
+    block = block or s.max_block
+    out = np.zeros((n_blocks * block, 2), np.float32)
+    buf = np.zeros((block, 2), np.float32)
+    for i in range(n_blocks):
+        for e in events:
+            if e[0] == i:
+                s.handle_midi(e[1], e[2], e[3], e[4])
+        buf.fill(0)
+        s.process(buf)
+        out[i * block:(i + 1) * block] = buf
+    return out
+
+
+def measured_f0(x, nominal):
+    """Frequency of the strongest spectral peak (0.05 Hz resolution, parabolic refinement),
+    divided by its harmonic number: a wrong pitch moves every harmonic by the same cents."""
+    n = 1 << 20
+    X = np.abs(np.fft.rfft(x * np.hanning(len(x)), n))
+    i = int(np.argmax(X[1:])) + 1
+    a, b, c = np.log(X[i - 1:i + 2] + 1e-20)
+    peak = (i + 0.5 * (a - c) / (a - 2 * b + c)) * SR / n
+    return peak / max(1, round(peak / nominal))
+
+
+@pytest.mark.parametrize("instrument", INSTRUMENTS)
+def test_held_note_pitch_within_5_cents(instrument):
+    s = make(instrument)
+    for note in (62, 76):
+        s.reset()
+        y = run(s, 400, events=[(0, 0x90, note, 100, 3)])[:, 0]
+        nominal = 440.0 * 2 ** ((note - 69) / 12)
+        f = measured_f0(y[SR // 2:], nominal)
+        cents = 1200 * np.log2(f / nominal)
+        assert abs(cents) <= 5.0, (instrument, note, f, cents)
+        assert np.sqrt(np.mean(y[SR // 2:] ** 2)) > 1e-3  # it really sounds
+
+
+def test_pitch_bend_with_settable_range():
+    s = make(bend_range=7)
+    y = run(s, 400, events=[(0, 0xE0, 0x7F, 0x7F, 0), (0, 0x90, 62, 100, 0)])[:, 0]
+    want = 440.0 * 2 ** ((62 + 7 * 8191 / 8192 - 69) / 12)
+    cents = 1200 * np.log2(measured_f0(y[SR // 2:], want) / want)
+    assert abs(cents) <= 5.0, cents
+
+
+def test_blocks_do_not_matter_phase_continuity():
+    """Events at exact offsets, phase and ramps carried across blocks: the output is the same
+    for any block size (so nothing resets or clicks at block edges)."""
+    ev = [(0, 0x90, 64, 90, 50), (0, 0x90, 71, 70, 300), (1, 0xB0, 1, 127, 10), (2, 0x80, 64, 0, 77)]
+    outs = []
+    for block in (64, 128, 500):
+        s = make(block=512 if block == 500 else block)
+        # the same absolute sample times for every block size
+        events = []
+        for bi, st, d1, d2, off in ev:
+            t = bi * 9600 + off
+            events.append((t // block, st, d1, d2, t % block))
+        outs.append(run(s, 3 * 9600 // block + 1, block=block, events=events)[:28800, 0])
+    for o in outs[1:]:
+        assert np.max(np.abs(o - outs[0])) < 1e-4
+    y = outs[0]
+    d2 = np.abs(np.diff(y, 2))
+    edges = d2[np.arange(62, len(d2), 64)]
+    assert edges.max() <= 1.5 * d2.max() and d2.max() < 0.05  # no spikes where blocks meet
+
+
+@pytest.mark.parametrize("offset", [0, 1, 57, 127])
+def test_note_on_to_first_sound_within_one_frame(offset):
+    s = make()
+    for pre in range(3):  # note-ons land at different phases of the 4 ms frame grid
+        s.reset()
+        y = run(s, 12, events=[(pre, 0x90, 69, 100, offset)])[:, 0]
+        t_on = pre * B + offset
+        assert not y[:t_on].any()
+        first = int(np.flatnonzero(np.abs(y) > 1e-6)[0])
+        # sound starts ramping in at the first frame boundary at or after the event (at most
+        # one frame later); a few samples of that ramp pass before it reaches -120 dBFS
+        assert 0 <= first - t_on <= s.hop + 4
+
+
+def test_polyphony_and_voice_stealing():
+    s = make(polyphony=4)
+    ev = [(i, 0x90, 60 + 2 * i, 100, 0) for i in range(6)]
+    run(s, 10, events=ev)
+    assert s.sounding_notes() == [64, 66, 68, 70]  # the two oldest were stolen
+    assert s.active_voices() == 4
+    s.set_param("polyphony", 16)
+    run(s, 20, events=[(i, 0x90, 40 + i, 100, 0) for i in range(16)])
+    assert s.sounding_notes() == list(range(40, 56))  # the 4 older notes were stolen
+    y = run(s, 100)
+    assert int(s._live.sum()) == 16  # and all 16 oscillator banks run
+    assert np.isfinite(y).all() and np.abs(y).max() > 1e-3
+
+
+def test_note_off_sustain_pedal_and_release():
+    s = make(release_ms=50)
+    run(s, 5, events=[(0, 0x90, 60, 100, 0), (1, 0xB0, 64, 127, 0), (2, 0x80, 60, 0, 0)])
+    assert s.sounding_notes() == [60]  # held by the pedal
+    run(s, 5, events=[(0, 0xB0, 64, 0, 0)])
+    assert s.sounding_notes() == []  # released
+    y = run(s, 200)
+    assert s.active_voices() == 0 and np.abs(y[-B:]).max() < 1e-6  # and silent after the release
+
+
+def test_mono_legato_returns_to_held_key():
+    s = make(mode="mono", portamento_ms=40)
+    run(s, 20, events=[(0, 0x90, 60, 100, 0), (10, 0x90, 67, 100, 0)])
+    assert s.sounding_notes() == [67] and s.active_voices() == 1
+    run(s, 20, events=[(0, 0x80, 67, 0, 0)])
+    assert s.sounding_notes() == [60]
+
+
+def test_panic_and_all_notes_off():
+    s = make()
+    run(s, 5, events=[(0, 0x90, 60, 100, 0), (0, 0x90, 64, 100, 0)])
+    s.panic()
+    run(s, 3)
+    assert s.active_voices() == 0
+    run(s, 5, events=[(0, 0x90, 60, 100, 0), (1, 0xB0, 123, 0, 0)])
+    assert s.sounding_notes() == []
+
+
+def test_garbage_midi_never_breaks_it():
+    from realtime.midi_input import ByteFeeder
+
+    s = make()
+    junk = [(0xF0, 1, 2), (0xF8, 0, 0), (0x90, 300, 999), (0x90, -5, 64), (0x80, 77, 0), (float("nan"), 1, 1),
+            (0x90, float("nan"), 100), (0x45, 60, 100), (0xE0, 500, -3), (0xB0, 6, 200), (0xFF, 255, 255)]
+    for st, d1, d2 in junk:
+        s.handle_midi(st, d1, d2, 0)
+    s.handle_midi(0x90, 60, 100, 10 ** 9)  # offset beyond the block: clamped into it
+    for _ in range(2000):  # overflowing the event queue drops, never breaks
+        s.handle_midi(0xB0, 1, 64, 0)
+    y = run(s, 50)
+    assert np.isfinite(y).all() and s.dropped_events > 0
+    assert s.sounding_notes() == [0, 60, 127]  # out-of-range data bytes are clamped, the rest ignored
+    s.panic()
+    run(s, 2)
+    # raw bytes: running status (two notes after one status byte), sysex, realtime bytes inside
+    got = []
+    feeder = ByteFeeder(lambda *m: got.append(m))
+    feeder.feed([0x90, 64, 100, 67, 100, 0xF0, 1, 2, 3, 0xF7, 0xF8, 0x80, 64, 0, 0xFE, 999, -1])
+    assert got[:3] == [(0x90, 64, 100), (0x90, 67, 100), (0x80, 64, 0)]
+    for m in got:
+        s.handle_midi(*m, 0)
+    run(s, 5)
+    assert s.sounding_notes() == [67]
+
+
+def test_knobs_change_the_sound():
+    base = run(make(), 150, events=[(0, 0x90, 64, 100, 0)])[:, 0]
+    for knob, value in (("brightness", 1.0), ("balance", 1.0), ("reverb_mix", 0.8), ("gain_db", -12.0)):
+        y = run(make(**{knob: value}), 150, events=[(0, 0x90, 64, 100, 0)])[:, 0]
+        assert np.abs(y - base).max() > 1e-3, knob
+    assert np.isfinite(y).all()
+
+
+def test_instrument_switch_at_run_time_and_program_change():
+    s = make("violin")
+    a = run(s, 100, events=[(0, 0x90, 67, 100, 0)])[-4800:, 0]
+    s.set_param("instrument", "flute")
+    b = run(s, 100, events=[(1, 0x90, 67, 100, 0)])[-4800:, 0]
+    assert s.get_param("instrument") == INSTRUMENTS.index("flute")
+    assert np.abs(np.abs(np.fft.rfft(a)) - np.abs(np.fft.rfft(b))).mean() > 1e-3
+    run(s, 2, events=[(0, 0xC0, 56, 0, 0)])  # GM trumpet
+    run(s, 1)
+    assert s.get_param("instrument") == INSTRUMENTS.index("trumpet")
+
+
+def test_offline_render_is_deterministic_and_atomic(tmp_path):
+    import mido
+    import soundfile as sf
+
+    import main
+
+    mid = tmp_path / "in.mid"
+    mf = mido.MidiFile()
+    tr = mido.MidiTrack()
+    mf.tracks.append(tr)
+    for i, n in enumerate((60, 64, 67)):
+        tr.append(mido.Message("note_on", note=n, velocity=90, time=0 if i == 0 else 120))
+    tr.append(mido.Message("pitchwheel", pitch=2000, time=100))
+    for n in (60, 64, 67):
+        tr.append(mido.Message("note_off", note=n, velocity=0, time=200))
+    mf.save(str(mid))
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"out{k}.wav"
+        assert main.main(["synth", str(mid), str(out), "--instrument", "flute"]) == 0
+        outs.append(sf.read(str(out))[0])
+    assert outs[0].shape == outs[1].shape and np.array_equal(outs[0], outs[1])
+    assert np.abs(outs[0]).max() > 0.01
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".part")]
+    # a broken MIDI file: a clear error, no output file
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"MThd\x00\x00garbage")
+    assert main.main(["synth", str(bad), str(tmp_path / "x.wav")]) == 2
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_broken_model_files_give_clear_errors(tmp_path):
+    from realtime.errors import ModelError
+
+    with pytest.raises(ModelError, match="train ddsp"):
+        Synth(model_dir=tmp_path).prepare(SR, B, 2)
+    (tmp_path / "violin.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="corrupt"):
+        Synth(model_dir=tmp_path).prepare(SR, B, 2)
+
+
+def test_preset_builds_and_runs():
+    from realtime.presets import build_chain, load_preset
+
+    chain = build_chain(load_preset("synth"))
+    chain.prepare(SR, B, 2)
+    chain.handle_midi(0x90, 69, 100, 0)
+    buf = np.zeros((B, 2), np.float32)
+    peak = 0.0
+    for _ in range(50):
+        buf.fill(0)
+        chain.process(buf)
+        peak = max(peak, float(np.abs(buf).max()))
+    assert peak > 1e-3
+
+
+@pytest.mark.jack
+def test_midi_through_a_real_jack_midi_port_reaches_the_synth(jack_server):
+    import mido
+
+    from realtime.engine import Engine, EngineConfig
+    from realtime.midi_input import MidiInput
+    from realtime.presets import build_chain, load_preset
+    from realtime.ring import Ring
+
+    chain = build_chain(load_preset("synth"))
+    synth = chain.slot("synth").processor
+    tap = Ring.for_frames(SR * 2, 2)
+    with Engine(chain, EngineConfig(blocksize=B, mode="output"), tap=tap) as eng:
+        with MidiInput(eng.send_midi, virtual=True, name="synth-test-in") as mi:
+            time.sleep(0.2)
+            dest = [n for n in mido.get_output_names() if "synth-test-in" in n]
+            assert dest, mido.get_output_names()
+            with mido.open_output(dest[0]) as out:
+                time.sleep(0.2)
+                out.send(mido.Message("note_on", note=69, velocity=110))
+                deadline = time.monotonic() + 5
+                while synth.active_voices() == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.3)
+                assert synth.sounding_notes() == [69]
+                out.send(mido.Message("note_off", note=69))
+                time.sleep(0.2)
+            assert mi.received >= 2
+        got = np.zeros((tap.readable(), 2), np.float32)
+        tap.pop(got)
+    assert np.abs(got).max() > 1e-3  # the note reached the speakers' side of the engine
+    assert synth.sounding_notes() == []

@@ -186,8 +186,8 @@ def test_digital_silence_holds_the_state():
     assert np.max(np.abs(y2[pre:] - y1)) < 1e-5
 
 
-def test_mix_zero_is_dry(speech48):
-    e = Enhancer(mix=0.0)
+def test_wet_zero_is_dry(speech48):
+    e = Enhancer(wet=0.0)
     e.prepare(48000, 256, 1)
     x = (speech48 + 0.05 * _noise(len(speech48)))[:, None].astype(np.float32)
     y = _run(e, x, block=256)

@@ -95,6 +95,18 @@ def test_lazy_processor_imported_on_first_use(tmp_path, monkeypatch):
         sys.modules.pop("lazy_dummy_proc", None)
 
 
+def test_parameter_named_like_a_slot_control_is_refused():
+    from realtime.processor import Param, Processor
+
+    class Shadowing(Processor):
+        kind = "shadowing"
+        params = (Param("mix", "Mix", 0.0, 1.0, 1.0),)
+
+    with pytest.raises(TypeError, match="clash"):
+        P.register(Shadowing)
+    assert "shadowing" not in P.REGISTRY
+
+
 # -------------------------------------------------------------------------------------------- gain
 @pytest.mark.parametrize("gain_db", [-60.0, -20.0, 0.0, 6.0, 24.0])
 def test_gain_accuracy(gain_db):

@@ -17,6 +17,7 @@ class UnknownProcessorError(ValueError):
 
 
 REGISTRY: dict[str, type[Processor]] = {}
+SLOT_CONTROLS = ("bypass", "mix")  # set per slot by the chain, not by processors
 
 # kind -> module that registers it on import (kept unimported until first use).
 _LAZY: dict[str, str] = {
@@ -31,6 +32,10 @@ def register(cls: type[Processor]) -> type[Processor]:
     kind = cls.kind
     if not kind or not isinstance(kind, str):
         raise TypeError(f"{cls.__name__}: set a non-empty string 'kind' before registering")
+    # the chain's own per-slot controls: a parameter of that name could never be set by `slot.mix=`
+    clash = [d.id for d in cls.params if d.id in SLOT_CONTROLS]
+    if clash:
+        raise TypeError(f"{cls.__name__}: parameter ids {clash} clash with the slot controls {SLOT_CONTROLS}")
     old = REGISTRY.get(kind)
     # Same qualified name = a module reload, which is fine; a different class is a clash.
     if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):

@@ -9,7 +9,7 @@ Signal path per host block::
 
     block ─► sanitize (NaN/Inf -> 0, clip ±16) ─► [soxr ResampleStream host->48k] ─► input FIFO
       ─► every 240 samples: frame, window, rFFT ─► ONNX (T frames per call, channels as batch)
-      ─► |Y/X| raised to ≥ floor = 10^(−limit/20) per bin;  Y' = X + mix·(Y − X)
+      ─► |Y/X| raised to ≥ floor = 10^(−limit/20) per bin;  Y' = X + wet·(Y − X)
       ─► iFFT, window, overlap-add ─► output FIFO ─► [soxr 48k->host] ─► block
 
 Latency (reported in ``latency``, host samples): at 48 kHz, 239 samples of overlap-add plus a
@@ -30,7 +30,7 @@ Knobs:
                   pulled down by the knob's amount. 0 dB = bypass (the delayed input, exact up to
                   float rounding; the wet path fades in over the first dB), 100 dB = the
                   network's full suppression.
-  mix             0..1 wet/dry, applied in the STFT domain, so the dry path is latency-aligned.
+  wet             0..1 wet/dry, applied in the STFT domain, so the dry path is latency-aligned.
 Both are smoothed per 5 ms hop (one-pole, ~30 ms).
 """
 from __future__ import annotations
@@ -194,7 +194,7 @@ class Enhancer(Processor):
     kind = "enhancer"
     params = (
         Param("atten_limit_db", "Attenuation limit", 0.0, 100.0, 100.0, unit="dB", smoothing_ms=30.0),
-        Param("mix", "Mix", 0.0, 1.0, 1.0, smoothing_ms=30.0),
+        Param("wet", "Wet", 0.0, 1.0, 1.0, smoothing_ms=30.0),
     )
 
     def __init__(self, model_path=None, provider: str | None = None, threads: int = 1,

@@ -34,8 +34,9 @@ def test_duplex_transport_is_bit_exact_and_latency_is_reported(jack_server):
     lag = lag_of(sig, out)
     np.testing.assert_array_equal(out[lag: lag + len(sig)], sig)  # sample-exact
     assert lat["added_frames"] == 2 * B
-    # JACK's graph order can add one period between the player client and the engine
-    assert lag in (lat["added_frames"], lat["added_frames"] + B)
+    # JACK's graph order can add one period on each hop (player -> engine -> recorder) that it
+    # schedules after its consumer
+    assert lag in (lat["added_frames"], lat["added_frames"] + B, lat["added_frames"] + 2 * B)
     assert stats["callbacks"] > 0 and stats["nonfinite_scrubbed"] == 0
 
 

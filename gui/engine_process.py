@@ -443,7 +443,8 @@ class RemoteEngineHost(HostBase):
 
     def send_midi(self, status: int, data1: int = 0, data2: int = 0) -> bool:
         with self._produce:
-            return self._push("midi", float(status), float(data1), float(data2), 0.0)
+            # stamped here (CLOCK_MONOTONIC is system-wide) so the engine keeps its timing within a block
+            return self._push("midi", float(status), float(data1), float(data2), float(time.monotonic_ns()))
 
     def midi_ring_pending(self) -> int:
         return int(ring_readable(self._rings["midi"].idx))

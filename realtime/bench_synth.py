@@ -6,8 +6,8 @@
   blocks); rtf_p50 from the median block; rtf_cpu from this thread's CPU time (on a shared
   machine wall time also counts the time other processes held the core)
 - note_on_latency: samples from a note-on (at many offsets in the block and phases of the frame
-  grid) to the first non-zero output sample; live MIDI is applied at the next block start, so the
-  engine-level bound is that plus one block
+  grid) to the first non-zero output sample; the live engine keeps each message's offset and
+  delays it by exactly one block (realtime/engine.py), so the engine-level bound is that plus one block
 - quality: on held-out melodies (data/ddsp/<inst>/test, Essen collections never used in
   training) the multi-resolution STFT distance (the training loss's formula, both signals at
   24 kHz) between the FluidSynth rendering and (a) this synth, (b) a plain baseline: the same

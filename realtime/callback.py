@@ -25,6 +25,7 @@ CTL_IN_BUF, CTL_IN_IDX, CTL_IN_CAP, CTL_IN_CH = 0, 1, 2, 3
 CTL_OUT_BUF, CTL_OUT_IDX, CTL_OUT_CAP, CTL_OUT_CH = 4, 5, 6, 7
 CTL_STATS, CTL_TIME_BUF, CTL_TIME_IDX, CTL_TIME_CAP = 8, 9, 10, 11
 CTL_WAKE_FD, CTL_WAKE_BYTE, CTL_CLOCK = 12, 13, 14
+CTL_LAST_START = 15  # CLOCK_MONOTONIC ns at which the latest callback began (the DSP thread's time base for MIDI)
 CTL_SIZE = 16
 
 # stats slots (int64, written only by the callback)
@@ -111,6 +112,7 @@ _SIG = types.int32(types.voidptr, types.voidptr, types.uint64, types.voidptr, ty
 def audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
     ctl = carray(user_data, (CTL_SIZE,), np.int64)
     t0 = _now_ns(ctl[CTL_CLOCK])
+    ctl[CTL_LAST_START] = t0  # stored before the wake-up write below, so the woken DSP thread sees it
     stats = carray(address_as_pointer(ctl[CTL_STATS]), (ST_SIZE,), np.int64)
     frames = np.int64(frame_count)
     flags = np.int64(status_flags)

@@ -5,6 +5,12 @@
 Control from other threads goes through rings too: ``set_param`` (one control thread) and
 ``send_midi`` (one MIDI thread) push records that the DSP thread applies between blocks, so the
 chain is only ever touched by the DSP thread while streaming.
+
+MIDI keeps its timing within a block: each message carries its arrival time (CLOCK_MONOTONIC, the
+callback's clock). The block processed after the callback that began at T takes the messages that
+arrived in [T - period, T), each at the sample offset matching its time in that window; messages
+from after T wait for the next block. So every message is heard one period after it would have been
+"on time", a constant delay instead of a jitter of up to a block.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ PA_FLOAT32 = 0x00000001
 PA_CLIP_OFF = 0x00000001
 
 PARAM, BYPASS, MIX = 0, 1, 2  # control record kinds
+MIDI_MAX_AHEAD_NS = 10e9  # a MIDI stamp further ahead than this is taken as garbage and played now
 
 
 class EngineError(RuntimeError):
@@ -77,7 +84,7 @@ class Engine:
         self.out_ring = Ring.for_frames(self.in_ring.capacity + c.blocksize * (c.prefill_blocks + 1), c.channels)
         self.timing = Ring(8192, cb.TIME_WIDTH, np.int64)
         self.control = Ring(1024, 4, np.float64)  # (slot, param, value, kind)
-        self.midi = Ring(1024, 4, np.float64)  # (status, data1, data2, unused)
+        self.midi = Ring(1024, 4, np.float64)  # (status, data1, data2, arrival CLOCK_MONOTONIC ns)
         self.stats_arr = np.zeros(cb.ST_SIZE, np.int64)
         self._clock = np.zeros(2 + cb.TIME_WIDTH, np.int64)
         self._wake_byte = np.ones(1, np.uint8)
@@ -250,9 +257,12 @@ class Engine:
             raise EngineError(f"{slot_id}: the safety stage cannot be bypassed or mixed")
         return si
 
-    def send_midi(self, status: int, data1: int = 0, data2: int = 0) -> bool:
-        """Queue a MIDI message for the chain (single producer: the MIDI input thread)."""
-        return self.midi.push_record(float(status), float(data1), float(data2), 0.0)
+    def send_midi(self, status: int, data1: int = 0, data2: int = 0, at_ns: int | None = None) -> bool:
+        """Queue a MIDI message for the chain (single producer: the MIDI input thread), stamped
+        with ``time.monotonic_ns()`` now, or ``at_ns`` (same clock; a later time schedules it,
+        up to MIDI_MAX_AHEAD_NS ahead; 0 means "next block, at its start")."""
+        t = time.monotonic_ns() if at_ns is None else at_ns
+        return self.midi.push_record(float(status), float(data1), float(data2), float(t))
 
     def _slot_index(self, slot_id: str) -> int:
         ids = [s.id for s in self.chain.slots]
@@ -293,6 +303,8 @@ class Engine:
         ctrl_rec = np.zeros((1, 4), np.float64)
         midi_rec = np.zeros((1, 4), np.float64)
         midi_sink = getattr(self.chain, "handle_midi", None)
+        midi_held = False  # midi_rec holds a popped message that is not due yet
+        ctl_block = self._ctl
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         process = self.chain.process
@@ -311,9 +323,8 @@ class Engine:
                 pass
             while ring_pop(ctrl.buf, ctrl.idx, ctrl_rec, 1):
                 self._apply_control(int(ctrl_rec[0, 0]), int(ctrl_rec[0, 1]), ctrl_rec[0, 2], int(ctrl_rec[0, 3]))
-            while ring_pop(self.midi.buf, self.midi.idx, midi_rec, 1):
-                if midi_sink is not None:
-                    midi_sink(int(midi_rec[0, 0]), int(midi_rec[0, 1]), int(midi_rec[0, 2]))
+            if midi_sink is None:
+                self.midi.discard(self.midi.readable())
             while self._running:
                 if has_in:
                     if ring_readable(in_idx) < B:
@@ -323,6 +334,8 @@ class Engine:
                     if ring_readable(out_idx) >= target_fill:
                         break
                     block.fill(0.0)
+                if midi_sink is not None:
+                    midi_held = self._deliver_midi(midi_sink, midi_rec, midi_held, float(ctl_block[cb.CTL_LAST_START]))
                 _peak(block, meters, 0)
                 t0 = perf()
                 process(block)
@@ -334,6 +347,22 @@ class Engine:
                     self.dsp_overflows += 1
                 if tap is not None:
                     ring_push(tap.buf, tap.idx, block, B)
+
+    def _deliver_midi(self, sink, rec, held: bool, end: float) -> bool:
+        """Hand the chain the messages due in this block: those stamped before ``end`` (the start
+        of the callback that triggered it), at their offset in [end - period, end). Returns
+        whether ``rec`` holds a message kept for a later block."""
+        B = self.config.blocksize
+        per_ns = self.config.samplerate * 1e-9
+        start = end - B / per_ns
+        while held or ring_pop(self.midi.buf, self.midi.idx, rec, 1):
+            t = rec[0, 3]
+            if end < t <= end + MIDI_MAX_AHEAD_NS:  # later than this block (NaN / absurd stamps: now)
+                return True
+            held = False
+            off = int((t - start) * per_ns) if t > start else 0
+            sink(int(rec[0, 0]), int(rec[0, 1]), int(rec[0, 2]), min(off, B - 1))
+        return False
 
     # ---------------------------------------------------------------- monitor thread
     def _monitor_loop(self) -> None:

@@ -23,6 +23,7 @@ class JackPlayer:
         self.signal = np.ascontiguousarray(signal if signal.ndim == 2 else signal[:, None], np.float32)
         self.pos = 0
         self.playing = False
+        self.start_frame = -1  # JACK frame time of the first frame played
         self.done = threading.Event()
         self.client = jack.Client(name, no_start_server=True)
         self.ports = [self.client.outports.register(f"out_{c + 1}") for c in range(self.signal.shape[1])]
@@ -34,6 +35,8 @@ class JackPlayer:
             for b in bufs:
                 b.fill(0)
             return
+        if self.pos == 0:
+            self.start_frame = self.client.last_frame_time
         n = min(frames, self.signal.shape[0] - self.pos)
         for c, b in enumerate(bufs):
             b[:n] = self.signal[self.pos: self.pos + n, c]
@@ -52,6 +55,7 @@ class JackPlayer:
         if signal is not None:
             self.signal = np.ascontiguousarray(signal if signal.ndim == 2 else signal[:, None], np.float32)
         self.pos = 0
+        self.start_frame = -1
         self.done.clear()
         self.playing = True
 
@@ -66,6 +70,7 @@ class JackRecorder:
         self.data = np.zeros((frames, channels), np.float32)
         self.pos = 0
         self.recording = False
+        self.start_frame = -1  # JACK frame time of the first frame recorded
         self.client = jack.Client(name, no_start_server=True)
         self.ports = [self.client.inports.register(f"in_{c + 1}") for c in range(channels)]
         self.client.set_process_callback(self._process)
@@ -73,6 +78,8 @@ class JackRecorder:
     def _process(self, frames: int) -> None:
         if not self.recording:
             return
+        if self.pos == 0:
+            self.start_frame = self.client.last_frame_time
         n = min(frames, self.data.shape[0] - self.pos)
         for c, p in enumerate(self.ports):
             self.data[self.pos: self.pos + n, c] = p.get_array()[:n]
@@ -82,6 +89,22 @@ class JackRecorder:
         """Start a fresh recording of ``frames`` frames (call while not recording)."""
         self.data = np.zeros((frames, self.data.shape[1]), np.float32)
         self.pos = 0
+        self.start_frame = -1
+
+    def since(self, start_frame: int) -> np.ndarray:
+        """What was recorded, re-based to begin at JACK frame ``start_frame`` (a player's first
+        frame; same length). Starting a player and a recorder from Python is not sample-synchronous:
+        a JACK cycle may pass between the two calls, which would shift a measured lag by a period."""
+        data = self.data[: self.pos]
+        if start_frame < 0 or self.start_frame < 0:
+            return data.copy()
+        shift = (int(start_frame) - int(self.start_frame) + 2 ** 31) % 2 ** 32 - 2 ** 31  # frame times wrap at 2^32
+        out = np.zeros_like(data)
+        if shift >= 0:
+            out[: max(0, len(data) - shift)] = data[shift:]
+        else:
+            out[-shift:] = data[: len(data) + shift]
+        return out
 
     def start(self, sources: list[str]) -> None:
         self.client.activate()

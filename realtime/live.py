@@ -119,8 +119,9 @@ def _play_demo(engine: Engine, demo_out: str) -> int:
     finally:
         player.close()
         rec.close()
-    write_wav_atomic(demo_out, rec.data[: rec.pos], c.samplerate)
-    lag = measure_lag(signal, rec.data[: rec.pos], tail)
+    out = rec.since(player.start_frame)
+    write_wav_atomic(demo_out, out, c.samplerate)
+    lag = measure_lag(signal, out, tail)
     s, lat = engine.stats(), engine.latency()
     print(f"wrote {demo_out} ({rec.pos / c.samplerate:.1f} s)")
     print(f"measured round trip through JACK: {lag} frames = {1000 * lag / c.samplerate:.2f} ms "

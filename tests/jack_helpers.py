@@ -47,7 +47,7 @@ class Rig:
         while rec.pos < rec.data.shape[0] and time.monotonic() < deadline:
             time.sleep(0.02)
         rec.recording = False
-        return rec.data.copy()
+        return rec.since(player.start_frame)
 
     def close(self):
         self.player.close()

@@ -147,3 +147,41 @@ def test_unknown_device_and_unsupported_rate_give_clear_errors(jack_server):
     assert not eng.running
     with pytest.raises(EngineError, match="blocksize"):
         EngineConfig(blocksize=16).validate()
+
+
+class ClickOnNote(Identity):
+    """Writes a unit click at the sample offset of each note-on it is handed."""
+
+    def __init__(self):
+        self.pending = []
+
+    def handle_midi(self, status, data1=0, data2=0, offset=0):
+        if status & 0xF0 == 0x90 and data2 > 0:
+            self.pending.append(offset)
+
+    def process(self, block):
+        for off in self.pending:
+            block[off, :] = 1.0
+        self.pending.clear()
+
+
+def test_midi_keeps_its_timing_within_a_block(jack_server):
+    """Notes stamped 1000 frames apart (not a multiple of the 128-frame block) come out 1000
+    frames apart, not rounded to block edges (which would give 896 or 1024)."""
+    chain = ClickOnNote()
+    tap = Ring.for_frames(SR * 2, 1)
+    spacing = 1000
+    with Engine(chain, EngineConfig(blocksize=B, channels=1, mode="output"), tap=tap) as eng:
+        time.sleep(0.2)
+        base = time.monotonic_ns() + 100_000_000
+        for k in range(24):
+            assert eng.send_midi(0x90, 60, 100, at_ns=base + round(k * spacing * 1e9 / SR))
+        time.sleep(0.1 + 24 * spacing / SR + 0.2)
+        n_processed = eng.stats()["blocks_processed"]
+    got = np.zeros((tap.readable(), 1), np.float32)
+    tap.pop(got)
+    clicks = np.flatnonzero(got[:, 0] > 0.5)
+    assert len(clicks) == 24, (clicks, n_processed)
+    err = np.abs(np.diff(clicks) - spacing)
+    assert np.median(err) <= 3, np.diff(clicks)
+    assert np.mean(err <= 12) >= 0.8, np.diff(clicks)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from realtime.chain import Chain, Slot
 from realtime.processors import create
 from realtime.processors.safety import Safety
-from realtime.presets import build_chain, load_preset
+from realtime.presets import build_chain, builtin_presets, load_preset
 
 SR = 48000
 BLOCK = 128
@@ -219,3 +219,25 @@ def test_nan_at_chain_input_is_scrubbed_and_audio_recovers():
     y = stream(c, x)
     assert np.all(np.isfinite(y)) and np.abs(y).max() <= 10 ** (-0.3 / 20)
     assert np.abs(y[-4000:]).max() > 0.25  # nothing upstream was left stuck at NaN
+
+
+@pytest.mark.parametrize("name", builtin_presets())
+def test_builtin_chains_allocate_no_arrays_per_block(name):
+    """Whole built-in chains (dry paths, mix ramps, MIDI) under the same 8 KiB budget per
+    30 stereo 1024-frame blocks as single processors (tests/test_processors.py)."""
+    import tracemalloc
+
+    chain = build_chain(load_preset(name))
+    chain.prepare(48000, 1024, 2)
+    block = np.zeros((1024, 2), np.float32)
+    for i in range(60):
+        if i == 30:
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+        block.fill(0.1)
+        chain.handle_midi(0x90, 60 + i % 5, 90, 100)
+        chain.set_mix(chain.slots[0].id, 0.5 + 0.5 * (i % 2)) if len(chain.slots) > 1 else None
+        chain.process(block)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak - base < 8192, f"{name}: {peak - base} bytes"

@@ -442,3 +442,41 @@ def test_nan_input_does_not_poison_state(kind):
     assert np.abs(y[-2000:]).max() > 0.05  # audio still comes through afterwards
     if kind == "limiter":  # and the ceiling holds even for garbage in
         assert np.all(np.isfinite(y)) and np.abs(y).max() <= 10 ** (-2 / 20)
+
+
+_SIGNALS = [np.repeat(0.1 * np.sin(np.arange(1024) * 0.01 * (k + 1))[:, None], 2, 1).astype(np.float32)
+            for k in range(4)]
+
+
+def _turn_and_process(p, i, block):
+    """One block while every knob moves (and a note plays, for a synth)."""
+    for j, prm in enumerate(p.params):
+        v = prm.min + (prm.max - prm.min) * ((i * 7 + j) % 10) / 10.0
+        p.values[j] = round(v) if prm.step else v
+    if hasattr(p, "handle_midi"):
+        p.handle_midi(0x90, 60 + i % 12, 100, i * 13 % 1024)
+    block[:] = _SIGNALS[i % 4]
+    p.process(block)
+
+
+@pytest.mark.parametrize("kind", P.available_kinds())
+def test_process_allocates_no_arrays_per_block(kind):
+    """The real-time rule, measured: after warm-up, 30 stereo 1024-frame blocks with every knob
+    turning allocate less than one block's worth (8 KiB) of Python memory at peak, so no
+    processor makes an array per block (what remains is small call objects, e.g. ONNX Runtime's)."""
+    import tracemalloc
+
+    p = P.create(kind)
+    p.prepare(48000, 1024, 2)
+    block = np.zeros((1024, 2), np.float32)
+    for i in range(30):
+        _turn_and_process(p, i, block)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(30):
+            _turn_and_process(p, i, block)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - base < 8192, f"{kind}: {peak - base} bytes"

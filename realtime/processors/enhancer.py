@@ -7,15 +7,16 @@ ONNX inputs/outputs; this processor carries them between calls as numpy arrays.
 
 Signal path per host block::
 
-    block ─► sanitize (NaN/Inf -> 0, clip ±16) ─► [soxr ResampleStream host->48k] ─► input FIFO
+    block ─► sanitize (NaN/Inf -> 0, clip ±16) ─► [StreamResampler host->48k] ─► input FIFO
       ─► every 240 samples: frame, window, rFFT ─► ONNX (T frames per call, channels as batch)
       ─► |Y/X| raised to ≥ floor = 10^(−limit/20) per bin;  Y' = X + wet·(Y − X)
-      ─► iFFT, window, overlap-add ─► output FIFO ─► [soxr 48k->host] ─► block
+      ─► iFFT, window, overlap-add ─► output FIFO ─► [StreamResampler 48k->host] ─► block
 
 Latency (reported in ``latency``, host samples): at 48 kHz, 239 samples of overlap-add plus a
 240-sample re-blocking FIFO pre-fill = 479 samples (9.98 ms), for any host block size. At other
-host rates the two streaming resamplers' hold-back is added (measured at ``prepare`` by pushing
-an impulse through the exact same path).
+host rates the two streaming resamplers (realtime/resample.py: polyphase, no allocation per
+block) add their filter delay and a re-blocking pre-fill (measured at ``prepare`` by pushing an
+impulse through the exact same path): 44.1 kHz, any block size: see models/enhancer/MODEL_CARD.md.
 
 Stereo: the channels go through the network as a batch of 2 (independent states); no downmix.
 
@@ -45,6 +46,7 @@ from numba import njit
 from ..errors import ModelError
 from ..inference import load_session as _load
 from ..processor import Param, Processor
+from ..resample import StreamResampler
 from . import register
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "enhancer" / "enhancer.onnx"
@@ -53,7 +55,24 @@ MAX_T = 8  # frames per ONNX call (bigger host blocks are split into chunks of <
 IN_CLIP = 16.0
 SILENCE_POWER = 1e-12  # mean power of a windowed frame below which it counts as silence (-120 dB)
 BYPASS_FADE = 1.0 / (1.0 - 10.0 ** (-1.0 / 20.0))  # the mix fades in over the first dB of the limit
-_NP2 = int(np.__version__.split(".")[0]) >= 2
+
+
+def dft_matrices(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real DFT of length n as two float32 matrices: frames [rows, n] @ fwd = spectra [rows, 2F]
+    (re, im interleaved: the layout of a complex64 array viewed as float32), spectra @ inv =
+    frames, as numpy's rfft/irfft. np.matmul(..., out=) is one BLAS call that allocates nothing,
+    whereas np.fft's out= still allocates work buffers on every call."""
+    f = n // 2 + 1
+    ang = 2.0 * np.pi * np.arange(n)[:, None] * np.arange(f)[None, :] / n
+    fwd = np.empty((n, 2 * f))
+    fwd[:, 0::2], fwd[:, 1::2] = np.cos(ang), -np.sin(ang)
+    w = np.full(f, 2.0 / n)
+    w[0] = 1.0 / n
+    if n % 2 == 0:
+        w[-1] = 1.0 / n
+    inv = np.empty((2 * f, n))
+    inv[0::2], inv[1::2] = w[:, None] * np.cos(ang.T), -w[:, None] * np.sin(ang.T)
+    return fwd.astype(np.float32), inv.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------
@@ -197,15 +216,13 @@ class Enhancer(Processor):
         Param("wet", "Wet", 0.0, 1.0, 1.0, smoothing_ms=30.0),
     )
 
-    def __init__(self, model_path=None, provider: str | None = None, threads: int = 1,
-                 resample_quality: str = "LQ", **values):
+    def __init__(self, model_path=None, provider: str | None = None, threads: int = 1, **values):
         super().__init__(**values)
         self.model_path = Path(model_path) if model_path else DEFAULT_MODEL
         provider = provider or os.environ.get("RT_ENHANCER_PROVIDER", "auto")
         self.session, self.model_rate, self.win_len, self.hop = load_session(self.model_path, provider, threads)
         self.provider = self.session.get_providers()[0]  # e.g. "CPUExecutionProvider"
         self.threads = int(threads)
-        self.resample_quality = resample_quality
         self.nfreq = self.win_len // 2 + 1
         self._host_produced = 0
         self.nonfinite_count = 0  # input samples that were NaN/Inf (scrubbed to 0)
@@ -259,16 +276,23 @@ class Enhancer(Processor):
                     io.bind_output(o, "cpu", 0, np.float32, arr.shape, arr.ctypes.data)
                 self._bind[(T, p)] = io
         self._spec_f = self._spec.view(np.float32).reshape(MAX_T, C, F, 2)
+        # [frame·channel, sample] / [frame·channel, re-im] views for the DFT matrix products
+        self._dft, self._idft = dft_matrices(N)
+        self._frames_2d = self._frames.reshape(MAX_T * C, N)
+        self._spec_2d = self._spec_f.reshape(MAX_T * C, 2 * F)
+        self._enh_2d = self._enh.reshape(MAX_T * C, 2 * F)
+        self._ybuf_2d = self._ybuf.reshape(MAX_T * C, N)
         self._rs_in = self._rs_out = None
         self._host_out = None
         if self._resample:
-            import soxr
-
-            q = self.resample_quality
-            self._rs_in = soxr.ResampleStream(self.sample_rate, self.model_rate, C, dtype="float32", quality=q)
-            self._rs_out = soxr.ResampleStream(self.model_rate, self.sample_rate, C, dtype="float32", quality=q)
+            sr = int(round(self.sample_rate))
+            self._rs_in = StreamResampler(sr, self.model_rate, C, self.max_block)
+            self._rs_out = StreamResampler(self.model_rate, sr, C, self._fifo_out.shape[1])
             self._stage = np.zeros((self.max_block, C), np.float32)
-            self._host_out = np.zeros((C, self.max_block + 8192), np.float32)
+            self._stage_t = self._stage.T
+            self._x_model = np.zeros((C, self._rs_in.max_out), np.float32)
+            self._x_model_t = self._x_model.T  # [frames, C] view, as _core takes it
+            self._host_out = np.zeros((C, self.max_block + self._rs_out.max_out + 8192), np.float32)
         # warm-up: first runs allocate ORT's arenas and JIT-compile the numba kernels
         self._host_prefill = 0
         self._reset_core()
@@ -295,8 +319,8 @@ class Enhancer(Processor):
         self._cst[0] = 10.0 ** (-self.values[0] / 20.0)
         self._cst[1] = self.values[1]
         if self._resample:
-            self._rs_in.clear()
-            self._rs_out.clear()
+            self._rs_in.reset()
+            self._rs_out.reset()
             self._host_out[:] = 0
             self._n_host = self._host_prefill
 
@@ -326,10 +350,8 @@ class Enhancer(Processor):
         while avail > 0:
             T = min(avail, MAX_T)
             _frames(self._fifo_in, start, T, H, self._win, self._frames)
-            if _NP2:
-                np.fft.rfft(self._frames[:T], axis=-1, out=self._spec[:T])
-            else:  # numpy < 2 has no out= on fft (allocates)
-                self._spec[:T] = np.fft.rfft(self._frames[:T], axis=-1)
+            rows = T * self.channels
+            np.matmul(self._frames_2d[:rows], self._dft, out=self._spec_2d[:rows])
             # digital-silence gate, decided per frame (so any chunking gives the same result):
             # frames with no signal (< -120 dBFS, e.g. idle ports) do not run the network and
             # leave its state as it was; a run of frames with signal goes through in one call
@@ -346,11 +368,8 @@ class Enhancer(Processor):
                 T = k
                 self._run_model(T)
             _blend(self._spec_f, self._enh, T, self._cst, floor, mix, self._alpha)
-            Yc = self._enh[:T].view(np.complex64)[..., 0]
-            if _NP2:
-                np.fft.irfft(Yc, n=N, axis=-1, out=self._ybuf[:T])
-            else:
-                self._ybuf[:T] = np.fft.irfft(Yc, n=N, axis=-1)
+            rows = T * self.channels
+            np.matmul(self._enh_2d[:rows], self._idft, out=self._ybuf_2d[:rows])
             _ola(self._ybuf, T, H, self._win, self._ola, self._fifo_out, self._n_out)
             self._n_out += T * H
             start += T * H
@@ -373,18 +392,15 @@ class Enhancer(Processor):
             self._pop_core(n)
             return
         # host rate != model rate: streaming resampler in, FIFO, model, resampler out
-        _stage_in(block, n, self._stage.T, 0, IN_CLIP)  # scrub before soxr sees it
-        x48 = self._rs_in.resample_chunk(self._stage[:n])
-        if len(x48):
-            self._core(x48, len(x48), _bypass_model)
+        _stage_in(block, n, self._stage_t, 0, IN_CLIP)  # scrub before the resampler sees it
+        m = self._rs_in.process(self._stage_t, n, self._x_model)
+        if m:
+            self._core(self._x_model_t, m, _bypass_model)
         if self._n_out:
-            y = self._rs_out.resample_chunk(np.ascontiguousarray(self._fifo_out[:, : self._n_out].T))
+            m = self._rs_out.process(self._fifo_out, self._n_out, self._host_out, self._n_host)
             self._pop_core(self._n_out)
-            m = len(y)
-            if m:
-                self._host_out[:, self._n_host : self._n_host + m] = y.T
-                self._n_host += m
-                self._host_produced += m
+            self._n_host += m
+            self._host_produced += m
         if self._n_host < n:  # cannot happen with the measured pre-fill; never output garbage
             self._host_out[:, self._n_host : n] = 0
             self._n_host = n

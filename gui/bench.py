@@ -6,8 +6,10 @@ programmatically through the same path a mouse takes (Knob → strip → window 
 
     {"bench":"gui","seconds","late_blocks","server_xruns","knob_moves","param_latency_ms_p99",…}
 
-``late_blocks`` are ours (output not ready when the callback ran); ``server_xruns`` are the
-server's own hiccups. ``param_latency_ms`` is the time from the knob move until the DSP thread
+``late_blocks`` count callbacks whose output was not ready; ``late_blocks_ours`` those of them
+with no server timing anomaly (a delayed or bunched callback, an xrun flag) in the same or the
+prefill + 1 callbacks before: the late blocks nothing but our own processing explains.
+``server_xruns`` are the server's own hiccups. ``param_latency_ms`` is the time from the knob move until the DSP thread
 applied the new target (a probe thread at real-time priority 1, below the DSP thread, watches the
 processor's value array); the processor then smooths toward it from the next block on.
 
@@ -228,7 +230,8 @@ def bench(argv) -> int:
     mode = "no-gui" if a.no_gui else "in-process" if a.in_process else "engine-process"
     emit({"bench": "gui", "gui": not a.no_gui, "mode": mode, "seconds": a.seconds, "samplerate": a.samplerate,
           "blocksize": a.blocksize, "chain": [sl["id"] for sl in preset["chain"]], "skipped": skipped,
-          "callbacks": s["callbacks"], "late_blocks": s["late_blocks"], "server_xruns": s["server_xruns"],
+          "callbacks": s["callbacks"], "late_blocks": s["late_blocks"], "late_blocks_ours": s["late_blocks_ours"],
+          "server_xruns": s["server_xruns"],
           "delayed_callbacks": s["delayed_callbacks"], "dsp_load": s["dsp_load"], "dsp_us_p99": s["dsp_us_p99"],
           "knob_moves": moves, "param_latency_ms_p50": float(np.percentile(ms, 50)),
           "param_latency_ms_p99": float(np.percentile(ms, 99)), "param_latency_ms_max": float(ms.max()),

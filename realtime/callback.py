@@ -43,7 +43,8 @@ ST_CLIPPED = 9  # output samples beyond +-1 clamped
 ST_TIMING_DROPPED = 10
 ST_SIZE = 16
 
-TIME_WIDTH = 4  # timing record: start_ns, duration_ns, frames, status flags
+TIME_WIDTH = 4  # timing record: start_ns, duration_ns, frames, status flags (| LATE_FLAG)
+LATE_FLAG = 1 << 16  # in a timing record: this callback's output was not ready (PortAudio's flags use bits 0-4)
 
 CLOCK_MONOTONIC = 1
 
@@ -136,7 +137,10 @@ def audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
         out_buf = carray(address_as_pointer(ctl[CTL_OUT_BUF]), (ctl[CTL_OUT_CAP], out_ch), np.float32)
         out_idx = carray(address_as_pointer(ctl[CTL_OUT_IDX]), (16,), np.int64)
         dst = carray(out, (frames, out_ch), np.float32)
+        late_before = stats[ST_LATE_BLOCKS]
         fill_output(out_buf, out_idx, dst, frames, stats)
+        if stats[ST_LATE_BLOCKS] != late_before:
+            flags |= LATE_FLAG
 
     stats[ST_CALLBACKS] += 1
     stats[ST_FRAMES] += frames

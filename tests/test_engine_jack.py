@@ -1,5 +1,6 @@
 """The live engine on a real JACK server (dummy driver): real ports, real PortAudio stream."""
 import ctypes
+import gc
 import threading
 import time
 
@@ -85,9 +86,11 @@ def test_underrun_keeps_latency_constant(jack_server):
         lag1 = lag_of(sig, rig.take(sig))
         chain.stall = True
         time.sleep(0.5)
-        late = eng.stats()["late_blocks"]
+        st = eng.stats()
+        late = st["late_blocks"]
         lag2 = lag_of(sig, rig.take(sig))
     assert late > 0
+    assert st["late_blocks_ours"] > 0.9 * late  # the server kept time: the stall is ours
     assert lag2 == lag1
 
 
@@ -133,6 +136,8 @@ def test_output_only_stream_runs_without_late_blocks(jack_server):
                 tap=tap) as eng:
         time.sleep(0.5)
         stats = eng.stats()
+        frozen = gc.get_freeze_count()
+    assert frozen > 1000  # start() froze what warm-up left, so no collection walks it mid-stream
     assert stats["callbacks"] > 100
     assert stats["blocks_processed"] >= stats["callbacks"]
     assert stats["late_blocks"] <= stats["server_xruns"]
@@ -185,3 +190,41 @@ def test_midi_keeps_its_timing_within_a_block(jack_server):
     err = np.abs(np.diff(clicks) - spacing)
     assert np.median(err) <= 3, np.diff(clicks)
     assert np.mean(err <= 12) >= 0.8, np.diff(clicks)
+
+
+def test_late_blocks_after_a_server_stall_are_not_counted_as_ours():
+    """The attribution itself, fed timing records as the callback writes them: a late block
+    with regular callbacks before it is ours; one within prefill + 1 callbacks of a delayed
+    (or bunched, or xrun-flagged) callback is the server's."""
+    from realtime import callback as cb
+
+    eng = Engine(Identity(), EngineConfig(blocksize=B, prefill_blocks=2))
+    period = round(1e9 * B / SR)
+    t, recs = 10**9, []
+
+    def rec(gap=1.0, late=False, flags=0):
+        nonlocal t
+        t += round(gap * period)
+        recs.append((t, 20_000, B, flags | (cb.LATE_FLAG if late else 0)))
+
+    for _ in range(10):
+        rec()
+    rec(late=True)  # 1: ours
+    for _ in range(10):
+        rec()
+    rec(gap=3.0)  # the server stalled for two periods ...
+    rec(gap=0.1)  # ... and catches up
+    rec(late=True)  # 2: the server's (1 after the bunched one)
+    rec(late=True)  # 3: the server's (window 4 = prefill 2 + 2 reaches the stall)
+    for _ in range(10):
+        rec()
+    rec(late=True, flags=4)  # 4: output underflow flagged by PortAudio: the server's
+    for _ in range(10):
+        rec()
+    rec(late=True)  # 5: ours
+    half = len(recs) // 2  # two monitor passes: the window spans the boundary
+    for chunk in (recs[:half], recs[half:]):
+        eng.timing.push(np.array(chunk, np.int64))
+        eng._drain_timing()
+    assert eng.late_blocks_ours == 2
+    assert eng.delayed_callbacks == 1

@@ -1,7 +1,10 @@
 """Enhancer benchmark on the held-out validation set: noisy input vs this enhancer vs RNNoise.
 
-    python -m models.enhancer.evaluate [--limit N] [--block 128] [--no-dnsmos]
+    python -m models.enhancer.evaluate [--skip 24] [--limit N] [--block 128] [--no-dnsmos]
     (wired as ``python main.py bench enhancer --json``)
+
+By default the 24 validation clips that training used to pick its checkpoint are left out
+(``--skip 0`` to include them).
 
 Prints one JSON line per system with PESQ-WB, STOI, SI-SDR (dB), DNSMOS (SIG/BAK/OVRL, P.808),
 algorithmic latency (ms) and real-time factor (CPU time of the one processing thread / audio
@@ -21,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.enhancer.data import SELECTION_CLIPS
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VAL = ROOT / "data" / "enhancer" / "val"
 SR = 48000
@@ -31,7 +36,9 @@ def _args(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--val", type=Path, default=DEFAULT_VAL, help="folder with noisy/ and clean/ wavs")
     ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the committed one)")
-    ap.add_argument("--limit", type=int, default=0, help="use only the first N clips (0 = all)")
+    ap.add_argument("--skip", type=int, default=SELECTION_CLIPS,
+                    help=f"leave out the first N clips (default {SELECTION_CLIPS}: training picks its checkpoint on them)")
+    ap.add_argument("--limit", type=int, default=0, help="then use only the first N clips (0 = all)")
     ap.add_argument("--block", type=int, default=128, help="host block size for our processor")
     ap.add_argument("--no-dnsmos", action="store_true")
     ap.add_argument("--no-rnnoise", action="store_true")
@@ -122,6 +129,7 @@ def bench(argv=None) -> None:
     files = sorted((a.val / "noisy").glob("*.wav"))
     if not files:
         raise SystemExit(f"no validation clips in {a.val}/noisy: run `python -m models.enhancer.data` first")
+    files = files[a.skip:]
     if a.limit:
         files = files[: a.limit]
     pairs = [(sf.read(f, dtype="float32")[0], sf.read(a.val / "clean" / f.name, dtype="float32")[0]) for f in files]

@@ -101,11 +101,12 @@ def mix_stream(a, start_step: int):
     return MixStream()
 
 
-def val_batch(a, n=24, seconds=4.0):
+def val_batch(a, n=None, seconds=4.0):
     """A fixed slice of the held-out validation mixtures (or synthetic ones in smoke mode)."""
     import soundfile as sf
-    from models.enhancer.data import Mixer, synthetic_pools
+    from models.enhancer.data import SELECTION_CLIPS, Mixer, synthetic_pools
 
+    n = SELECTION_CLIPS if n is None else n
     L = int(seconds * 48000) // 240 * 240
     if a.smoke or not (a.data / "val" / "noisy").exists():
         sp, no = synthetic_pools(seed=a.seed + 99, n_speech=6, n_noise=3)

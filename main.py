@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from gui import PANEL_PREFILL_BLOCKS
+
 os.environ.setdefault("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK" if sys.platform.startswith("linux") else "")
 if not os.environ["MIDO_BACKEND"]:
     del os.environ["MIDO_BACKEND"]
@@ -27,7 +29,7 @@ def _chain_args(p: argparse.ArgumentParser, default_preset: str = "default") -> 
                    help="override a parameter (also SLOT.bypass=true, SLOT.mix=0.5); repeatable")
 
 
-def _engine_args(p: argparse.ArgumentParser) -> None:
+def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = 2) -> None:
     p.add_argument("--samplerate", "-r", type=int, default=48000)
     p.add_argument("--blocksize", "-b", type=int, default=128)
     p.add_argument("--channels", "-c", type=int, default=2)
@@ -35,7 +37,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-device", default=None)
     p.add_argument("--output-device", default=None)
     p.add_argument("--mode", choices=("duplex", "input", "output"), default="duplex")
-    p.add_argument("--prefill-blocks", type=int, default=2)
+    p.add_argument("--prefill-blocks", type=int, default=prefill_blocks,
+                   help=f"output pre-fill in blocks: the DSP thread's time budget (default {prefill_blocks})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gui", help="desktop knob panel (default)")
     _chain_args(p)
-    _engine_args(p)
+    _engine_args(p, PANEL_PREFILL_BLOCKS)
 
     p = sub.add_parser("run", help="live engine without GUI (demo through a private JACK server when no device)")
     _chain_args(p)

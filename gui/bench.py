@@ -42,6 +42,10 @@ def _args(argv):
     ap.add_argument("--preset", default="default")
     ap.add_argument("--add", nargs="*", default=None,
                     help=f"processors to add before the safety stage (default: the neural ones that load: {NEURAL})")
+    from gui import PANEL_PREFILL_BLOCKS
+
+    ap.add_argument("--prefill-blocks", type=int, default=PANEL_PREFILL_BLOCKS,
+                    help="output pre-fill: the DSP thread's time budget per block, in blocks (the panel's default)")
     ap.add_argument("--move-hz", type=float, default=20.0, help="knob moves per second")
     ap.add_argument("--no-gui", action="store_true", help="baseline: no window, knobs moved by a thread")
     ap.add_argument("--in-process", action="store_true",
@@ -194,7 +198,7 @@ def bench(argv) -> int:
     if a.no_gui or a.in_process:
         rescan()  # PortAudio in this process (the engine process opens its own)
     preset, added, skipped = _build_preset(a)
-    config = EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize)
+    config = EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks)
     probe = LatencyProbe()  # in this process; the engine process runs its own (RemoteEngineHost probe=True)
     demo = DemoSource()  # its own process: a Python JACK client here would stall the graph
     moves, host = 0, None
@@ -229,7 +233,7 @@ def bench(argv) -> int:
     ms = np.array(probe.ms) if probe.ms else np.zeros(1)
     mode = "no-gui" if a.no_gui else "in-process" if a.in_process else "engine-process"
     emit({"bench": "gui", "gui": not a.no_gui, "mode": mode, "seconds": a.seconds, "samplerate": a.samplerate,
-          "blocksize": a.blocksize, "chain": [sl["id"] for sl in preset["chain"]], "skipped": skipped,
+          "blocksize": a.blocksize, "prefill_blocks": a.prefill_blocks, "chain": [sl["id"] for sl in preset["chain"]], "skipped": skipped,
           "callbacks": s["callbacks"], "late_blocks": s["late_blocks"], "late_blocks_ours": s["late_blocks_ours"],
           "server_xruns": s["server_xruns"],
           "delayed_callbacks": s["delayed_callbacks"], "dsp_load": s["dsp_load"], "dsp_us_p99": s["dsp_us_p99"],

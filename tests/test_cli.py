@@ -160,3 +160,15 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_recording(tmp_path):
     assert p.returncode == 0, err
     assert "stopped" in err and "Traceback" not in err
     assert sf.info(rec).frames > 24000
+
+
+def test_the_panel_gives_the_dsp_thread_a_larger_budget_than_headless_run():
+    """The panel runs the heavy neural chains: 3 blocks of pre-fill by default (gui/__init__.py
+    says why), the headless engine 2; either can be set."""
+    from gui import PANEL_PREFILL_BLOCKS
+    from main import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["gui"]).prefill_blocks == PANEL_PREFILL_BLOCKS == 3
+    assert p.parse_args(["run"]).prefill_blocks == 2
+    assert p.parse_args(["gui", "--prefill-blocks", "2"]).prefill_blocks == 2

@@ -32,7 +32,7 @@ import numpy as np
 from realtime.engine import BYPASS, MIX, PARAM, EngineConfig, EngineError
 from realtime.presets import validate_preset
 from realtime.processors import processor_class
-from realtime.ring import Ring, ring_pop, ring_push_value, ring_readable
+from realtime.ring import Ring, ring_pop, ring_readable
 
 from .host import HostBase
 
@@ -252,6 +252,7 @@ class RemoteEngineHost(HostBase):
         p = validate_preset(preset)  # a bad preset: a clear error before any process starts
         self._rings, self._shms = _make_rings()
         self._meter_ring = self._rings["meter"]
+        Ring(2, 4, np.float64).push_record(0, 0, 0, 0)  # compile the knob/MIDI push now, not on the first move
         self._pipe = threading.Lock()
         self._proc = None
         ctx = mp.get_context("spawn")  # never fork a process that runs Qt
@@ -391,8 +392,7 @@ class RemoteEngineHost(HostBase):
 
     # ---------------------------------------------------------------- real-time control (shared memory)
     def _push(self, ring: str, a: float, b: float, c: float, d: float) -> bool:
-        r = self._rings[ring]
-        return bool(ring_push_value(r.buf, r.idx, a, b, c, d))
+        return self._rings[ring].push_record(a, b, c, d)
 
     def _control(self, si: int, pi: int, value: float, kind: int) -> None:
         with self._produce:

@@ -133,7 +133,9 @@ class Ring:
         return int(ring_discard(self.buf, self.idx, count))
 
     def push_record(self, a=0.0, b=0.0, c=0.0, d=0.0) -> bool:
-        return bool(ring_push_value(self.buf, self.idx, a, b, c, d))
+        # always float scalars: one compiled signature whatever the caller passes (ints, numpy
+        # scalars), so the warm-up's compilation is the only one (see Engine._warm_up)
+        return bool(ring_push_value(self.buf, self.idx, float(a), float(b), float(c), float(d)))
 
     def clear(self) -> None:
         """Consumer-side: drop everything currently readable."""

@@ -57,24 +57,6 @@ SILENCE_POWER = 1e-12  # mean power of a windowed frame below which it counts as
 BYPASS_FADE = 1.0 / (1.0 - 10.0 ** (-1.0 / 20.0))  # the mix fades in over the first dB of the limit
 
 
-def dft_matrices(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real DFT of length n as two float32 matrices: frames [rows, n] @ fwd = spectra [rows, 2F]
-    (re, im interleaved: the layout of a complex64 array viewed as float32), spectra @ inv =
-    frames, as numpy's rfft/irfft. np.matmul(..., out=) is one BLAS call that allocates nothing,
-    whereas np.fft's out= still allocates work buffers on every call."""
-    f = n // 2 + 1
-    ang = 2.0 * np.pi * np.arange(n)[:, None] * np.arange(f)[None, :] / n
-    fwd = np.empty((n, 2 * f))
-    fwd[:, 0::2], fwd[:, 1::2] = np.cos(ang), -np.sin(ang)
-    w = np.full(f, 2.0 / n)
-    w[0] = 1.0 / n
-    if n % 2 == 0:
-        w[-1] = 1.0 / n
-    inv = np.empty((2 * f, n))
-    inv[0::2], inv[1::2] = w[:, None] * np.cos(ang.T), -w[:, None] * np.sin(ang.T)
-    return fwd.astype(np.float32), inv.astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------------
 # Numba kernels (nogil): re-blocking, framing, blend, overlap-add
 # ------------------------------------------------------------------------------------------
@@ -105,6 +87,15 @@ def _frames(fifo, start, T, hop, win, frames):
         for ch in range(fifo.shape[0]):
             for i in range(N):
                 frames[t, ch, i] = fifo[ch, o + i] * win[i]
+
+
+@njit(nogil=True, cache=True)
+def _narrow(src, T, dst):
+    """dst[:T] = src[:T] (complex128 -> complex64, the model's input precision)."""
+    for t in range(T):
+        for ch in range(src.shape[1]):
+            for f in range(src.shape[2]):
+                dst[t, ch, f] = src[t, ch, f]
 
 
 @njit(nogil=True, cache=True)
@@ -246,7 +237,10 @@ class Enhancer(Processor):
         max_in = int(math.ceil(self.max_block * ratio)) + 2048 if self._resample else self.max_block
         self._fifo_in = np.zeros((C, (N - H) + max_in + H), np.float32)
         self._fifo_out = np.zeros((C, max_in + 2 * H + 4096), np.float32)
-        self._frames = np.zeros((MAX_T, C, N), np.float32)
+        # float64 frames: numpy's rfft copies float32 input to float64 on every call (an
+        # allocation per block); float64 in, complex128 out, it allocates nothing
+        self._frames = np.zeros((MAX_T, C, N), np.float64)
+        self._spec64 = np.zeros((MAX_T, C, F), np.complex128)
         self._spec = np.zeros((MAX_T, C, F), np.complex64)
         self._enh = np.zeros((MAX_T, C, F, 2), np.float32)
         self._ybuf = np.zeros((MAX_T, C, N), np.float32)
@@ -276,12 +270,6 @@ class Enhancer(Processor):
                     io.bind_output(o, "cpu", 0, np.float32, arr.shape, arr.ctypes.data)
                 self._bind[(T, p)] = io
         self._spec_f = self._spec.view(np.float32).reshape(MAX_T, C, F, 2)
-        # [frame·channel, sample] / [frame·channel, re-im] views for the DFT matrix products
-        self._dft, self._idft = dft_matrices(N)
-        self._frames_2d = self._frames.reshape(MAX_T * C, N)
-        self._spec_2d = self._spec_f.reshape(MAX_T * C, 2 * F)
-        self._enh_2d = self._enh.reshape(MAX_T * C, 2 * F)
-        self._ybuf_2d = self._ybuf.reshape(MAX_T * C, N)
         self._rs_in = self._rs_out = None
         self._host_out = None
         if self._resample:
@@ -350,8 +338,8 @@ class Enhancer(Processor):
         while avail > 0:
             T = min(avail, MAX_T)
             _frames(self._fifo_in, start, T, H, self._win, self._frames)
-            rows = T * self.channels
-            np.matmul(self._frames_2d[:rows], self._dft, out=self._spec_2d[:rows])
+            np.fft.rfft(self._frames[:T], axis=-1, out=self._spec64[:T])
+            _narrow(self._spec64, T, self._spec)
             # digital-silence gate, decided per frame (so any chunking gives the same result):
             # frames with no signal (< -120 dBFS, e.g. idle ports) do not run the network and
             # leave its state as it was; a run of frames with signal goes through in one call
@@ -368,8 +356,8 @@ class Enhancer(Processor):
                 T = k
                 self._run_model(T)
             _blend(self._spec_f, self._enh, T, self._cst, floor, mix, self._alpha)
-            rows = T * self.channels
-            np.matmul(self._enh_2d[:rows], self._idft, out=self._ybuf_2d[:rows])
+            Yc = self._enh[:T].view(np.complex64)[..., 0]
+            np.fft.irfft(Yc, n=N, axis=-1, out=self._ybuf[:T])  # complex64 in, float32 out: no copy
             _ola(self._ybuf, T, H, self._win, self._ola, self._fifo_out, self._n_out)
             self._n_out += T * H
             start += T * H

@@ -132,6 +132,21 @@ def _start(vs, v, note, ch, vel, t, glide_from, porta, state, silence, restart):
 
 
 @njit(nogil=True, cache=True)
+def _glide(vs, note, t, porta):
+    """Mono legato: the sounding voice moves to ``note`` from where its pitch is now, over
+    ``porta`` samples (0: at once), without a new attack."""
+    cur = _pitch(vs, 0, t)
+    vs[0, V_NOTE] = note
+    vs[0, V_P_TARGET] = note
+    if porta > 0.0:
+        vs[0, V_P_START] = cur
+        vs[0, V_G_T] = t
+        vs[0, V_G_LEN] = porta
+    else:
+        vs[0, V_G_LEN] = 0.0
+
+
+@njit(nogil=True, cache=True)
 def _stack_remove(stack, g, note):
     n = int(g[G_NSTACK])
     j = 0
@@ -164,18 +179,10 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
     if kv[K_MODE] >= 0.5:  # mono: voice 0 only, legato keeps the envelope going
         _stack_push(stack, g, note)
         if vs[0, V_STAGE] == ON:
-            cur = _pitch(vs, 0, t)
-            vs[0, V_NOTE] = note
+            _glide(vs, note, t, porta)
             vs[0, V_CH] = ch
             vs[0, V_GATE] = 1.0
             vs[0, V_SUST] = 0.0
-            vs[0, V_P_TARGET] = note
-            if porta > 0.0:
-                vs[0, V_P_START] = cur
-                vs[0, V_G_T] = t
-                vs[0, V_G_LEN] = porta
-            else:
-                vs[0, V_G_LEN] = 0.0
         else:
             prev = _pitch(vs, 0, t) if vs[0, V_STAGE] == RELEASED else -1.0
             _start(vs, 0, note, ch, vel, t, prev, porta, state, silence, vs[0, V_STAGE] == FREE)
@@ -217,15 +224,7 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
             if n > 0:  # fall back to the last key still held, legato
                 back = stack[n - 1]
                 porta = kv[K_PORTA] * 1e-3 * sr
-                cur = _pitch(vs, 0, t)
-                vs[0, V_NOTE] = back
-                vs[0, V_P_TARGET] = back
-                if porta > 0.0:
-                    vs[0, V_P_START] = cur
-                    vs[0, V_G_T] = t
-                    vs[0, V_G_LEN] = porta
-                else:
-                    vs[0, V_G_LEN] = 0.0
+                _glide(vs, back, t, porta)
             elif g[G_SUSTAIN] >= 0.5:
                 vs[0, V_GATE] = 0.0
                 vs[0, V_SUST] = 1.0

@@ -374,7 +374,7 @@ class Engine:
             if end < t <= end + MIDI_MAX_AHEAD_NS:  # later than this block (NaN / absurd stamps: now)
                 return True
             held = False
-            off = int((t - start) * per_ns) if t > start else 0
+            off = int((t - start) * per_ns) if start < t <= end else 0  # late or garbage: block start
             sink(int(rec[0, 0]), int(rec[0, 1]), int(rec[0, 2]), min(off, B - 1))
         return False
 

@@ -232,3 +232,20 @@ def test_late_blocks_after_a_server_stall_are_not_counted_as_ours():
         eng._drain_timing()
     assert eng.late_blocks_ours == 2
     assert eng.delayed_callbacks == 1
+
+
+def test_midi_with_garbage_timestamps_plays_at_once_and_keeps_order():
+    """A NaN or absurdly late stamp must not hold the MIDI queue: it plays in the next block,
+    at its start; a stamp just ahead waits for its block."""
+    chain = ClickOnNote()
+    eng = Engine(chain, EngineConfig(blocksize=B, channels=1, mode="output"))
+    got = []
+    sink = lambda st, d1, d2, off: got.append((d1, off))  # noqa: E731
+    end = 5e9
+    for note, stamp in ((60, float("nan")), (61, 1e30), (62, end - 1e9 * 64 / SR), (63, end + 1e6)):
+        eng.midi.push_record(0x90, note, 100, stamp)
+    rec = np.zeros((1, 4), np.float64)
+    held = eng._deliver_midi(sink, rec, False, end)
+    assert got == [(60, 0), (61, 0), (62, 64)] and held  # 63 is 1 ms ahead: the next block's
+    held = eng._deliver_midi(sink, rec, held, end + 1e9 * B / SR)
+    assert got[-1][0] == 63 and not held

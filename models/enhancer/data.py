@@ -395,13 +395,34 @@ def synth_rir(rng, early_ms=50.0):
     return h.astype(np.float32), early.astype(np.float32)
 
 
+def level_step(rng, n) -> np.ndarray:
+    """Gain envelope of a noise that changes level abruptly (a fan switched on, a door opening):
+    1 on one side of a random sample and 6..60 dB lower (or silent) on the other, 0..20 ms ramp.
+    Without it the network learned a noise floor that rises over seconds."""
+    t0 = int(rng.uniform(0.05, 0.7) * n)
+    low = 0.0 if rng.random() < 0.2 else 10 ** (-rng.uniform(6, 60) / 20)
+    ramp = max(1, int(rng.uniform(0, 0.02) * SR))
+    env = np.ones(n, np.float32)
+    r = np.linspace(low, 1.0, ramp, dtype=np.float32)
+    if rng.random() < 0.7:  # louder
+        env[:t0] = low
+        env[t0 : t0 + ramp] = r[: n - t0]
+    else:  # quieter
+        env[t0:] = low
+        env[t0 : t0 + ramp] = r[::-1][: n - t0]
+    return env
+
+
 class Mixer:
     """Draws (noisy, clean) pairs. Deterministic for a given rng."""
 
     def __init__(self, speech: Pool, noise: Pool | None, seconds: float = 3.0,
                  snr=(-5.0, 20.0), level_db=(-45.0, -12.0), p_reverb=0.4, p_noise2=0.3,
-                 p_clean=0.05, p_speechless=0.05):
+                 p_clean=0.05, p_speechless=0.05, p_level_step=0.0, p_onset=0.0):
         self.speech, self.noise = speech, noise
+        # both default to 0 and then draw no random numbers, so the recipe's fixed validation
+        # mixtures stay the same whatever training uses
+        self.p_level_step, self.p_onset = p_level_step, p_onset
         self.n = int(seconds * SR)
         self.snr, self.level_db = snr, level_db
         self.p_reverb, self.p_noise2 = p_reverb, p_noise2
@@ -424,6 +445,8 @@ class Mixer:
         if rng.random() < self.p_noise2:
             noise = noise + noise_track(rng, self.noise, n, self.speech) * rng.uniform(0.2, 1.0)
         noise = random_eq(rng, noise, bandlimit=False)
+        if self.p_level_step and rng.random() < self.p_level_step:
+            noise = noise * level_step(rng, n)
         # SNR over the active speech portion
         act = np.abs(s_rev) > 1e-4
         ps = _rms(s_rev[act]) if act.sum() > 100 else 0.0
@@ -441,7 +464,15 @@ class Mixer:
         peak = np.max(np.abs(noisy)) * g
         if peak > 0.99:
             g *= 0.99 / peak
-        return (noisy * g).astype(np.float32), (clean * g).astype(np.float32)
+        noisy, clean = (noisy * g).astype(np.float32), (clean * g).astype(np.float32)
+        if self.p_onset and rng.random() < self.p_onset:
+            # the stream starts out of digital silence at any phase of the 240-sample frame grid
+            # (the runtime skips silent frames, so its network then starts from a fresh state
+            # on a frame holding 1..240 new samples, exactly as here)
+            r = int(rng.integers(0, 240))
+            noisy[:r] = 0
+            clean[:r] = 0
+        return noisy, clean
 
 
 # --------------------------------------------------------------------------------------

@@ -38,6 +38,14 @@ def parse(argv):
     ap.add_argument("--seconds", type=float, default=1.0,
                     help="training segment length (1 s: ~2.5x the updates per minute of 2 s, same audio/s)")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--p-level-step", type=float, default=0.3,
+                    help="share of mixtures whose noise steps up or down in level mid-segment")
+    ap.add_argument("--p-onset", type=float, default=0.15,
+                    help="share of mixtures that start out of digital silence at a random frame phase")
+    ap.add_argument("--p-clean", type=float, default=0.05,
+                    help="share of mixtures without noise (clean speech must pass unchanged)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="fine-tune: start from this checkpoint's weights (fresh optimiser and schedule)")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--hidden-df", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0)
@@ -80,7 +88,8 @@ def _mix_iter(self):
     info = torch.utils.data.get_worker_info()
     wid = info.id if info else 0
     sp, no = make_pools(self.a)
-    mixer = Mixer(sp, no, seconds=self.a.seconds)
+    mixer = Mixer(sp, no, seconds=self.a.seconds, p_level_step=self.a.p_level_step, p_onset=self.a.p_onset,
+                  p_clean=self.a.p_clean)
     rng = np.random.default_rng([self.a.seed, wid, self.start])
     while True:
         noisy, clean = mixer.draw(rng)
@@ -207,6 +216,10 @@ def main(argv=None) -> int:
         opt.load_state_dict(ck["opt"])
         step, best = ck["step"], ck.get("best", best)
         log(f"resumed from {last} at step {step}")
+    elif a.init is not None:
+        ck = torch.load(a.init, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        log(f"fine-tuning from {a.init} (its step {ck['step']})")
     log(f"model params {count_params(model)}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
 
     win = torch.from_numpy(window())

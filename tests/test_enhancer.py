@@ -197,20 +197,24 @@ def test_noise_only_attenuated_by_knob(limit, color):
         assert att >= 15.0, att  # the network's own full suppression
 
 
+def _attenuation_after(pre, limit):
+    """dB taken off 3 s of pink noise that follows `pre`, measured after its first second (the
+    settling time test_noise_only_attenuated_by_knob allows too)."""
+    noise = 0.03 * _noise(48000 * 3, seed=11)
+    x = np.concatenate([pre, noise])[:, None].astype(np.float32)
+    e = Enhancer(atten_limit_db=limit)
+    e.prepare(48000, 128, 1)
+    y = _run(e, x, block=128)[len(pre) + e.latency :, 0]
+    settle = 48000
+    return _db(noise[settle : len(y)]) - _db(y[settle:])
+
+
 @pytest.mark.parametrize("k", [0, 84, 96, 108])
 def test_noise_out_of_silence_is_attenuated_by_knob_at_any_frame_phase(k):
     """Noise that starts out of digital silence is pulled down by the knob's amount whatever
     the phase of the onset in the 240-sample frame grid (k shifts it by samples). The first
     model took off only 3-7 dB for seconds when the first frame held a few noisy samples."""
-    noise = 0.03 * _noise(48000 * 3, seed=11)
-    pre = np.zeros(2048 + k, np.float32)
-    x = np.concatenate([pre, noise])[:, None].astype(np.float32)
-    e = Enhancer(atten_limit_db=12.0)
-    e.prepare(48000, 128, 1)
-    y = _run(e, x, block=128)[len(pre) + e.latency :, 0]
-    settle = 48000  # as in test_noise_only_attenuated_by_knob
-    att = _db(noise[settle : len(y)]) - _db(y[settle:])
-    assert att >= 11.0, att
+    assert _attenuation_after(np.zeros(2048 + k, np.float32), limit=12.0) >= 11.0
 
 
 @pytest.mark.parametrize("jump_db", [60.0, 20.0])
@@ -219,15 +223,8 @@ def test_noise_that_jumps_up_is_suppressed_within_a_second(jump_db):
     second. The first model had learned a noise floor that rises over seconds: 3.3 dB here for
     the whole 3 s. After a 20 dB jump today's model settles at 13-14 dB, less than the 20+ dB it
     reaches on noise it has heard from the start (MODEL_CARD.md, Limits)."""
-    noise = 0.03 * _noise(48000 * 3, seed=11)
-    pre = 10 ** (-jump_db / 20) * 0.03 * _noise(48000, seed=3)
-    x = np.concatenate([pre, noise])[:, None].astype(np.float32)
-    e = Enhancer(atten_limit_db=100.0)
-    e.prepare(48000, 128, 1)
-    y = _run(e, x, block=128)[len(pre) + e.latency :, 0]
-    settle = 48000
-    att = _db(noise[settle : len(y)]) - _db(y[settle:])
-    assert att >= 10.0, att
+    quieter = 10 ** (-jump_db / 20) * 0.03 * _noise(48000, seed=3)
+    assert _attenuation_after(quieter, limit=100.0) >= 10.0
 
 
 def test_digital_silence_holds_the_state():

@@ -252,7 +252,7 @@ class RemoteEngineHost(HostBase):
         p = validate_preset(preset)  # a bad preset: a clear error before any process starts
         self._rings, self._shms = _make_rings()
         self._meter_ring = self._rings["meter"]
-        Ring(2, 4, np.float64).push_record(0, 0, 0, 0)  # compile the knob/MIDI push now, not on the first move
+        Ring.compile_record_push()  # the knob/MIDI push, before the first move
         self._pipe = threading.Lock()
         self._proc = None
         ctx = mp.get_context("spawn")  # never fork a process that runs Qt

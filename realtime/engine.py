@@ -184,9 +184,7 @@ class Engine:
         rec = np.zeros((1, 4), np.float64)
         for ring in (self.control, self.midi):
             ring_pop(ring.buf, ring.idx, rec, 0)
-        # the producers' side too (set_param, send_midi): else the first knob move or note after
-        # start waits for Numba to compile the push (~0.3 s with a cold cache: the note is late)
-        Ring(2, 4, np.float64).push_record(0, 0, 0, 0)
+        Ring.compile_record_push()  # the producers' side too (set_param, send_midi)
         for ring in (self.in_ring, self.out_ring, self.meter_ring) + ((self.tap,) if self.tap is not None else ()):
             ring_push(ring.buf, ring.idx, self._block, 0)
             ring_pop(ring.buf, ring.idx, self._block, 0)

@@ -134,8 +134,14 @@ class Ring:
 
     def push_record(self, a=0.0, b=0.0, c=0.0, d=0.0) -> bool:
         # always float scalars: one compiled signature whatever the caller passes (ints, numpy
-        # scalars), so the warm-up's compilation is the only one (see Engine._warm_up)
+        # scalars), so the warm-up's compilation is the only one (see compile_record_push)
         return bool(ring_push_value(self.buf, self.idx, float(a), float(b), float(c), float(d)))
+
+    @staticmethod
+    def compile_record_push() -> None:
+        """Compile push_record now, on a scratch ring: else the first knob move or MIDI note
+        after start waits ~0.3 s for Numba (cold cache) and arrives late."""
+        Ring(2, 4, np.float64).push_record(0, 0, 0, 0)
 
     def clear(self) -> None:
         """Consumer-side: drop everything currently readable."""

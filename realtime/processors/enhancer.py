@@ -108,8 +108,7 @@ def _blend(X, Y, T, st, floor_t, mix_t, alpha):
     rotates it) partly cancels in the overlap-add, and brown noise came out 12 dB down at a
     6 dB limit; a scaled copy of the input overlap-adds back exactly.
     Mix: Y = X + w (Y - X) with w = mix, faded in over the first dB of the limit so that 0 dB
-    is exact bypass. floor (st[0]) and mix (st[1])
-    are smoothed once per frame."""
+    is exact bypass. floor (st[0]) and mix (st[1]) are smoothed once per frame."""
     f, m = st[0], st[1]
     for t in range(T):
         f += alpha * (floor_t - f)

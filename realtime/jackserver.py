@@ -45,8 +45,12 @@ class DummyJackServer:
         if not exe:
             raise JackError("jackd not found: install the Debian package jackd2 (the set-up script does)")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        # jackd runs in its own session (a Ctrl-C in our terminal must not reach it before our
+        # streams are closed), so it would outlive us if we were killed; the kernel's parent-death
+        # signal (util-linux setpriv, where present) ends it with us
+        reaper = [setpriv, "--pdeathsig", "TERM", "--"] if (setpriv := shutil.which("setpriv")) else []
         self.proc = subprocess.Popen(
-            [exe, *(["-n", self.name] if self.name else []), "--no-realtime" if os.geteuid() != 0 else "-R", "-d", "dummy",
+            [*reaper, exe, *(["-n", self.name] if self.name else []), "--no-realtime" if os.geteuid() != 0 else "-R", "-d", "dummy",
              "-r", str(self.samplerate), "-p", str(self.period)],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10

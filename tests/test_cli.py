@@ -172,3 +172,29 @@ def test_the_panel_gives_the_dsp_thread_a_larger_budget_than_headless_run():
     assert p.parse_args(["gui"]).prefill_blocks == PANEL_PREFILL_BLOCKS == 3
     assert p.parse_args(["run"]).prefill_blocks == 2
     assert p.parse_args(["gui", "--prefill-blocks", "2"]).prefill_blocks == 2
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_private_jack_server_dies_with_the_process_that_started_it():
+    """A benchmark killed by a timeout must not leave its jackd behind (it runs in its own session)."""
+    name = "rtorphan"  # fixed, like rtkill: JACK reuses a dead server's registry slot by name
+    code = ("import sys, time; sys.path.insert(0, %r); from realtime.jackserver import DummyJackServer; "
+            "s = DummyJackServer(48000, 256, name=%r).start(); print(s.proc.pid, flush=True); time.sleep(120)")
+    p = subprocess.Popen([sys.executable, "-c", code % (str(ROOT), name)], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(p.stdout.readline())
+        assert _process_alive(pid)
+    finally:
+        p.kill()  # SIGKILL: no cleanup code of ours runs
+        p.wait()
+    deadline = time.monotonic() + 10
+    while _process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _process_alive(pid), "jackd outlived the process that started it"

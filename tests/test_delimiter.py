@@ -179,6 +179,20 @@ def test_bad_model_files_and_rates_give_clear_errors(tmp_path):
         Delimiter().prepare(96000, 128, 2)
 
 
+def test_benchmark_reads_the_applied_gain_curve_back_from_the_audio():
+    from models.delimiter.evaluate import curve_match
+
+    y, gain = limit(_hits() * 4.0, SR, ceiling_db=-1.0, release_ms=80.0, lookahead_ms=3.0)
+    log_gain = np.log(gain)
+    full = y * np.exp(-log_gain)[:, None]
+    ratio, corr = curve_match(y, 0.5 * full, log_gain, SR)  # exact inversion, any output scale
+    assert ratio == pytest.approx(1.0, abs=0.02) and corr > 0.999
+    ratio, corr = curve_match(y, y * np.exp(-0.5 * log_gain)[:, None], log_gain, SR)  # half of it
+    assert ratio == pytest.approx(0.5, abs=0.02) and corr > 0.999
+    ratio, corr = curve_match(y, y * np.exp(np.roll(-log_gain, SR // 4))[:, None], log_gain, SR)
+    assert corr < 0.9  # the right amount of movement at the wrong times is not a match
+
+
 def test_model_card_and_metadata_exist():
     card = DEFAULT_MODEL.with_name("MODEL_CARD.md")
     assert card.is_file() and "SI-SDR" in card.read_text()

@@ -8,7 +8,9 @@ draws), then streamed block by block through the real processor (ONNX Runtime, o
 Figures, each a mean over segments: SI-SDR against the drive-scaled, time-aligned original of
 the limited input and of the output (auto-level off, so only the estimated gain is measured),
 their difference, crest factor and loudness range (EBU Tech 3342 style, 3 s windows) of the
-original / limited / restored audio, latency and the real-time factor of ``process``.
+original / limited / restored audio, latency and the real-time factor of ``process``; for the
+project's limiter (which reports its gain curve) also how the applied gain curve compares with
+the true one (``gain_curve_std_ratio``: 1 = as much movement; ``gain_curve_corr``).
 """
 from __future__ import annotations
 
@@ -54,6 +56,26 @@ def loudness_range(x: np.ndarray, sr: int, win_s: float = 3.0, hop_s: float = 0.
     return float(np.percentile(st, 95) - np.percentile(st, 10))
 
 
+def curve_match(y: np.ndarray, out: np.ndarray, log_gain: np.ndarray, sr: int) -> tuple[float, float]:
+    """How the gain curve the processor applied compares with the one the limiter applied, over
+    10 ms averages: (std of the applied log inverse gain / std of the true one, correlation).
+    The applied curve is read back from the audio, |out| / |y| (stereo-linked); samples near
+    silence, where that ratio means nothing, are left out. Both are centred, so a constant
+    output scale does not count."""
+    mag = np.abs(y).sum(1)
+    ok = mag > 1e-3 * max(float(mag.max()), 1e-12)
+    a_out = np.where(ok, np.log(np.maximum(np.abs(out).sum(1), 1e-12) / np.maximum(mag, 1e-12)), 0.0)
+    w = sr // 100
+    n = len(mag) // w * w
+    cnt = ok[:n].reshape(-1, w).sum(1)
+    use = cnt > w // 2
+    est = (a_out[:n].reshape(-1, w).sum(1) / np.maximum(cnt, 1))[use]
+    true = (np.where(ok, -log_gain, 0.0)[:n].reshape(-1, w).sum(1) / np.maximum(cnt, 1))[use]
+    if est.size < 3 or true.std() < 1e-6:
+        return float("nan"), float("nan")
+    return float(est.std() / true.std()), float(np.corrcoef(est, true)[0, 1])
+
+
 def stream(proc, x: np.ndarray, block: int) -> tuple[np.ndarray, float, float]:
     """Run x through proc block by block: (output, wall seconds and this thread's CPU seconds in
     process()). ONNX Runtime runs a one-thread session on the calling thread, so the CPU time is
@@ -93,7 +115,7 @@ def evaluate(limiter: str = "project", blocksize: int = 128, segments: int = 0, 
     rows = []
     spent = cpu = audio_s = 0.0
     for x in xs:
-        (y, ref, _), drive = recipe.limit_to_loudness(x, sr, st["target_lufs"], limiter, st["ceiling_db"],
+        (y, ref, log_gain), drive = recipe.limit_to_loudness(x, sr, st["target_lufs"], limiter, st["ceiling_db"],
                                                       st["release_ms"], st["lookahead_ms"])
         proc.reset()
         # flush the latency with the stream's own tail: pad, then drop the first L samples
@@ -107,7 +129,11 @@ def evaluate(limiter: str = "project", blocksize: int = 128, segments: int = 0, 
                      "lra_ref": loudness_range(ref, sr), "lra_in": loudness_range(y, sr),
                      "lra_out": loudness_range(out, sr), "drive_db": drive,
                      "lufs_in": recipe.lufs(y, sr)})
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        if limiter == "project":  # the only limiter that reports its gain curve
+            rows[-1]["curve_std_ratio"], rows[-1]["curve_corr"] = curve_match(y, out, log_gain, sr)
+    mean = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+    curve = {"gain_curve_std_ratio": mean["curve_std_ratio"], "gain_curve_corr": mean["curve_corr"]} \
+        if "curve_corr" in mean else {}
     return {"bench": "delimiter", "limiter": limiter, "setting": {k: v for k, v in st.items() if k != "limiter"},
             "segments": len(rows), "seconds_each": float(xs.shape[1] / sr), "samplerate": sr,
             "blocksize": blocksize, "sisdr_in_db": mean["sisdr_in"], "sisdr_out_db": mean["sisdr_out"],
@@ -116,7 +142,8 @@ def evaluate(limiter: str = "project", blocksize: int = 128, segments: int = 0, 
             "crest_ref_db": mean["crest_ref"], "crest_in_db": mean["crest_in"], "crest_out_db": mean["crest_out"],
             "lra_ref_lu": mean["lra_ref"], "lra_in_lu": mean["lra_in"], "lra_out_lu": mean["lra_out"],
             "lufs_in": mean["lufs_in"], "drive_db": mean["drive_db"], "latency_samples": L,
-            "latency_ms": 1000.0 * L / sr, "rtf_stereo": spent / audio_s, "rtf_stereo_cpu": cpu / audio_s, "provider": proc.provider}
+            "latency_ms": 1000.0 * L / sr, "rtf_stereo": spent / audio_s, "rtf_stereo_cpu": cpu / audio_s, "provider": proc.provider,
+            **curve}
 
 
 def bench(argv) -> int:

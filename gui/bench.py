@@ -12,6 +12,10 @@ prefill + 1 callbacks before: the late blocks nothing but our own processing exp
 ``server_xruns`` are the server's own hiccups. ``param_latency_ms`` is the time from the knob move until the DSP thread
 applied the new target (a probe thread at real-time priority 1, below the DSP thread, watches the
 processor's value array); the processor then smooths toward it from the next block on.
+``late_context`` explains the first late blocks of ours (what the DSP thread did in their window:
+blocks started, longest gap, slowest block's wall and CPU time); ``dsp_minor_faults`` /
+``dsp_major_faults`` count the DSP thread's page faults while the knobs moved; ``cpu_steal_ms``
+is the CPU time the hypervisor gave to others meanwhile (a VM's stalls that are not ours).
 
 Modes: by default the product's set-up (the engine in its own process, see gui.engine_process);
 ``--in-process`` the window and the engine in one process (what that replaced); ``--no-gui``
@@ -142,6 +146,7 @@ def _run_window(a, preset, config, probe, demo):
             win.show()
             win.start()
             demo.connect()
+            first = host.status()
             knobs = [(sid, k) for sid, strip in win.rack.strips.items() for k in strip.controls.values()
                      if isinstance(k, Knob) and k.param is not MIX_PARAM]
             t0 = time.monotonic()
@@ -177,7 +182,17 @@ def _run_window(a, preset, config, probe, demo):
                 probe.ms = host.probe_ms
         finally:
             win.shutdown()
-    return s, moves
+    return first, s, moves
+
+
+def _cpu_steal_ms() -> float:
+    """Milliseconds of CPU time stolen by the hypervisor, all CPUs, since boot (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()  # cpu user nice system idle iowait irq softirq steal …
+        return 1000.0 * int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def bench(argv) -> int:
@@ -202,6 +217,7 @@ def bench(argv) -> int:
     probe = LatencyProbe()  # in this process; the engine process runs its own (RemoteEngineHost probe=True)
     demo = DemoSource()  # its own process: a Python JACK client here would stall the graph
     moves, host = 0, None
+    steal0 = _cpu_steal_ms()
     try:
         if a.no_gui:
             from .host import EngineHost
@@ -209,6 +225,7 @@ def bench(argv) -> int:
             host = EngineHost(preset, config)
             host.start()
             demo.connect()
+            first = host.status()
             targets = [(s.id, d) for s in host.chain.slots for d in s.processor.params if not d.choices]
             t0 = time.monotonic()
             while (now := time.monotonic()) - t0 < a.seconds:
@@ -222,7 +239,7 @@ def bench(argv) -> int:
                 time.sleep(1.0 / a.move_hz)
             s = host.status()
         else:
-            s, moves = _run_window(a, preset, config, probe, demo)
+            first, s, moves = _run_window(a, preset, config, probe, demo)
     finally:
         probe.stop()
         demo.close()
@@ -230,15 +247,21 @@ def bench(argv) -> int:
             host.close()  # the stream closes before the server goes
         if server:
             server.stop()
+    steal = _cpu_steal_ms() - steal0
     ms = np.array(probe.ms) if probe.ms else np.zeros(1)
     mode = "no-gui" if a.no_gui else "in-process" if a.in_process else "engine-process"
     emit({"bench": "gui", "gui": not a.no_gui, "mode": mode, "seconds": a.seconds, "samplerate": a.samplerate,
           "blocksize": a.blocksize, "prefill_blocks": a.prefill_blocks, "chain": [sl["id"] for sl in preset["chain"]], "skipped": skipped,
           "callbacks": s["callbacks"], "late_blocks": s["late_blocks"], "late_blocks_ours": s["late_blocks_ours"],
           "server_xruns": s["server_xruns"],
-          "delayed_callbacks": s["delayed_callbacks"], "dsp_load": s["dsp_load"], "dsp_us_p99": s["dsp_us_p99"],
+          "delayed_callbacks": s["delayed_callbacks"], "dsp_load": s["dsp_load"], "dsp_us_p99": s["dsp_us_p99"], "dsp_us_max": s["dsp_us_max"],
           "knob_moves": moves, "param_latency_ms_p50": float(np.percentile(ms, 50)),
           "param_latency_ms_p99": float(np.percentile(ms, 99)), "param_latency_ms_max": float(ms.max()),
           "param_missed": probe.missed, "block_ms": 1000.0 * a.blocksize / a.samplerate,
-          "latency_ms": s["round_trip_ms"], "error": s["error"]}, a.json)
+          "latency_ms": s["round_trip_ms"],
+          # page faults of the DSP thread while the knobs moved (after its start-up), and the time
+          # the hypervisor gave this VM's CPUs to someone else: stalls that are not ours to fix
+          "dsp_minor_faults": s["dsp_minor_faults"] - first["dsp_minor_faults"],
+          "dsp_major_faults": s["dsp_major_faults"] - first["dsp_major_faults"],
+          "cpu_steal_ms": steal, "late_context": s["late_context"], "error": s["error"]}, a.json)
     return 0

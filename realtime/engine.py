@@ -33,6 +33,7 @@ PA_CLIP_OFF = 0x00000001
 
 PARAM, BYPASS, MIX = 0, 1, 2  # control record kinds
 MIDI_MAX_AHEAD_NS = 10e9  # a MIDI stamp further ahead than this is taken as garbage and played now
+LATE_CONTEXT_MAX = 16  # late blocks of ours explained in stats() (the first ones; they are rare)
 
 
 class EngineError(RuntimeError):
@@ -102,6 +103,12 @@ class Engine:
         self._cb_n = 0
         self._dsp_us = np.zeros(1 << 16, np.float32)
         self._dsp_n = 0
+        # per block, for explaining late blocks: start (CLOCK_MONOTONIC ns, the callback's clock)
+        # and this thread's CPU time (wall minus CPU: preempted, waiting for the GIL, or stolen)
+        self._dsp_t0 = np.zeros(1 << 16, np.int64)
+        self._dsp_cpu_us = np.zeros(1 << 16, np.float32)
+        self.late_context: list[dict] = []  # the first LATE_CONTEXT_MAX late blocks of ours, explained
+        self._late_pending: list[int] = []
         self._last_start_ns = 0
         self.delayed_callbacks = 0
         # late blocks with no server timing anomaly (a delayed or bunched callback, an xrun flag)
@@ -111,6 +118,7 @@ class Engine:
         self._odd_tail = np.zeros(self._attrib_window - 1, bool)
         self.dsp_overflows = 0
         self._stream_info = (0.0, 0.0)
+        self._dsp_tid = 0  # the DSP thread's kernel id, for its page-fault counters
 
     # ---------------------------------------------------------------- life cycle
     def start(self) -> None:
@@ -301,6 +309,7 @@ class Engine:
     # ---------------------------------------------------------------- DSP thread
     def _dsp_loop(self) -> None:
         c = self.config
+        self._dsp_tid = threading.get_native_id()
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(c.realtime_priority))
         except (AttributeError, PermissionError, OSError):
@@ -325,7 +334,8 @@ class Engine:
         meter_rec = meters.reshape(1, -1)
         meter_buf, meter_idx = self.meter_ring.buf, self.meter_ring.idx
         perf = time.perf_counter_ns
-        dsp_us = self._dsp_us
+        dsp_us, dsp_t0, dsp_cpu_us = self._dsp_us, self._dsp_t0, self._dsp_cpu_us
+        cpu = time.thread_time_ns
         mask = dsp_us.shape[0] - 1
         while self._running:
             poller.poll(100)
@@ -349,9 +359,12 @@ class Engine:
                 if midi_sink is not None:
                     midi_held = self._deliver_midi(midi_sink, midi_rec, midi_held, float(ctl_block[cb.CTL_LAST_START]))
                 _peak(block, meters, 0)
-                t0 = perf()
+                t0, c0 = perf(), cpu()
                 process(block)
-                dsp_us[self._dsp_n & mask] = (perf() - t0) * 1e-3
+                i = self._dsp_n & mask
+                dsp_us[i] = (perf() - t0) * 1e-3
+                dsp_cpu_us[i] = (cpu() - c0) * 1e-3
+                dsp_t0[i] = t0  # perf_counter_ns is CLOCK_MONOTONIC on Linux, like the callback's stamps
                 self._dsp_n += 1
                 _peak(block, meters, 2)
                 ring_push(meter_buf, meter_idx, meter_rec, 1)
@@ -383,6 +396,7 @@ class Engine:
         while self._running:
             time.sleep(0.05)
             self._drain_timing()
+            self._explain_pending_late()
             n = int(self.stats_arr[cb.ST_CALLBACKS])
             now = time.monotonic()
             if n != last_callbacks:
@@ -419,7 +433,42 @@ class Engine:
         for i in np.flatnonzero(recs[:, 3] & cb.LATE_FLAG):  # rare: a Python loop is fine
             if not hist[i : i + W].any():  # no anomaly in this callback or the W - 1 before it
                 self.late_blocks_ours += 1
+                if len(self.late_context) + len(self._late_pending) < LATE_CONTEXT_MAX:
+                    self._late_pending.append(int(starts[i]))
         self._odd_tail = hist[len(hist) - (W - 1):]
+
+    def _explain_pending_late(self, force: bool = False) -> None:
+        """Explain a late block once the DSP thread has started a block after it (a block is
+        recorded when it ends: a stalled one shows up late), or after a second."""
+        if not self._late_pending:
+            return
+        latest = int(self._dsp_t0[(self._dsp_n - 1) & (self._dsp_t0.shape[0] - 1)]) if self._dsp_n else 0
+        now = time.monotonic_ns()
+        keep = []
+        for start_ns in self._late_pending:
+            if force or latest > start_ns or now - start_ns > 1e9:
+                self.late_context.append(self._explain_late(start_ns))
+            else:
+                keep.append(start_ns)
+        self._late_pending = keep
+
+    def _explain_late(self, start_ns: int) -> dict:
+        """What the DSP thread did in the attribution window before a late callback at
+        ``start_ns``: blocks started, the longest gap between block starts (up to the callback),
+        the slowest block's wall time and the CPU time this thread got during it."""
+        period_ns = 1e9 * self.config.blocksize / self.config.samplerate
+        n = min(self._dsp_n, self._dsp_t0.shape[0])
+        t0 = self._dsp_t0[:n]
+        lo = start_ns - (self._attrib_window + 1) * period_ns
+        inside = np.flatnonzero((t0 >= lo) & (t0 <= start_ns))
+        inside = inside[np.argsort(t0[inside])]
+        before = t0[t0 < lo]
+        edges = np.concatenate(([before.max()] if before.size else [], t0[inside], [start_ns]))
+        worst = inside[np.argmax(self._dsp_us[inside])] if inside.size else None
+        return {"callback_ns": start_ns, "blocks_in_window": int(inside.size),
+                "max_gap_ms": float(np.diff(edges).max() * 1e-6) if edges.size > 1 else None,
+                "slowest_block_ms": float(self._dsp_us[worst] * 1e-3) if worst is not None else None,
+                "slowest_block_cpu_ms": float(self._dsp_cpu_us[worst] * 1e-3) if worst is not None else None}
 
     # ---------------------------------------------------------------- reports
     def latency(self) -> dict:
@@ -435,7 +484,9 @@ class Engine:
                 "round_trip_ms": 1000.0 * (in_lat + out_lat + added / c.samplerate)}
 
     def stats(self) -> dict:
-        self._drain_timing() if not self._running else None
+        if not self._running:
+            self._drain_timing()
+            self._explain_pending_late(force=True)
         st = self.stats_arr
         period_us = 1e6 * self.config.blocksize / self.config.samplerate
         cbs = self._cb_us[: min(self._cb_n, self._cb_us.shape[0])]
@@ -444,12 +495,30 @@ class Engine:
         return {"callbacks": int(st[cb.ST_CALLBACKS]), "late_blocks": int(st[cb.ST_LATE_BLOCKS]),
                 "late_frames": int(st[cb.ST_LATE_FRAMES]), "server_xruns": int(st[cb.ST_SERVER_XRUNS]),
                 "input_dropped_frames": int(st[cb.ST_IN_DROPPED]), "delayed_callbacks": self.delayed_callbacks,
-                "late_blocks_ours": self.late_blocks_ours,
+                "late_blocks_ours": self.late_blocks_ours, "late_context": list(self.late_context),
                 "nonfinite_scrubbed": int(st[cb.ST_NONFINITE]), "clipped": int(st[cb.ST_CLIPPED]),
                 "callback_us_p50": p(cbs, 50), "callback_us_p99": p(cbs, 99),
                 "callback_us_max": float(cbs.max()) if cbs.size else 0.0,
                 "dsp_us_p50": p(dsp, 50), "dsp_us_p99": p(dsp, 99), "dsp_us_max": float(dsp.max()) if dsp.size else 0.0,
-                "dsp_load": p(dsp, 50) / period_us, "blocks_processed": self._dsp_n, "error": self.error}
+                "dsp_load": p(dsp, 50) / period_us, "blocks_processed": self._dsp_n, **self.dsp_page_faults(),
+                "error": self.error}
+
+    def dsp_page_faults(self) -> dict:
+        """The DSP thread's page faults so far (Linux; zeros elsewhere). A fault in the audio path
+        is a stall: minor ones mean first-touched or newly allocated memory, major ones a read
+        from disk (code or data the kernel had evicted)."""
+        minor, major = thread_page_faults(self._dsp_tid) if self._dsp_tid else (0, 0)
+        return {"dsp_minor_faults": minor, "dsp_major_faults": major}
+
+
+def thread_page_faults(tid: int) -> tuple[int, int]:
+    """(minor, major) page faults of thread ``tid`` of this process, from /proc; (0, 0) if unknown."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": comm may hold spaces
+    except OSError:
+        return 0, 0
+    return int(fields[7]), int(fields[9])  # minflt, majflt (fields 10 and 12 of proc(5))
 
 
 _ABANDONED: list = []

@@ -96,6 +96,12 @@ def test_underrun_keeps_latency_constant(jack_server):
     assert late > 0
     assert st["late_blocks_ours"] > 0.9 * late  # the server kept time: the stall is ours
     assert lag2 == lag1
+    # the stall's late blocks are explained: a 200 ms block in their window, nearly all of it off
+    # the CPU (it slept)
+    ctx = eng.stats()["late_context"]
+    stalled = [c for c in ctx if (c["slowest_block_ms"] or 0) > 150]
+    assert stalled, ctx
+    assert all(c["slowest_block_cpu_ms"] < 20 for c in stalled), stalled
 
 
 def test_parameter_change_reaches_the_audio(jack_server):
@@ -249,3 +255,19 @@ def test_midi_with_garbage_timestamps_plays_at_once_and_keeps_order():
     assert got == [(60, 0), (61, 0), (62, 64)] and held  # 63 is 1 ms ahead: the next block's
     held = eng._deliver_midi(sink, rec, held, end + 1e9 * B / SR)
     assert got[-1][0] == 63 and not held
+
+
+def test_thread_page_faults_count_this_threads_first_touches():
+    from realtime.engine import thread_page_faults
+
+    tid = threading.get_native_id()
+    minor0, major0 = thread_page_faults(tid)
+    buf = np.ones(8 << 20, np.uint8)  # 8 MiB of fresh pages (mmap'd by malloc), each touched once
+    minor1, major1 = thread_page_faults(tid)
+    assert minor1 - minor0 >= 0.9 * buf.nbytes / 4096 / 512  # even with 2 MiB huge pages
+    assert major1 >= major0 >= 0
+    other = threading.Thread(target=lambda: np.ones(8 << 20, np.uint8))
+    other.start()
+    other.join()
+    assert thread_page_faults(tid)[0] - minor1 < 64  # another thread's touches are not ours
+    assert thread_page_faults(2**22 + 12345) == (0, 0)  # no such thread: unknown, not an error

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import callback as cb
 from .portaudio import AudioDeviceError, check, resolve_device, sd
-from .ring import Ring, ring_pop, ring_push, ring_readable
+from .ring import Ring, ring_discard, ring_pop, ring_push, ring_readable
 
 PA_FLOAT32 = 0x00000001
 PA_CLIP_OFF = 0x00000001
@@ -182,7 +182,8 @@ class Engine:
 
     def _warm_up(self) -> None:
         """Compile/load every kernel signature and warm ONNX sessions before the stream starts,
-        so the first real block does no compilation; then reset all state."""
+        so the first real block does no compilation; then reset all state. (A compile, even a
+        cache load, in the DSP or monitor thread holds the GIL: ~100 ms on a fresh checkout.)"""
         for _ in range(3):
             self._block[:] = 0
             self.chain.process(self._block)
@@ -192,6 +193,8 @@ class Engine:
         rec = np.zeros((1, 4), np.float64)
         for ring in (self.control, self.midi):
             ring_pop(ring.buf, ring.idx, rec, 0)
+            ring_discard(ring.buf, ring.idx, 0)  # a chain without MIDI input discards the MIDI ring
+        ring_pop(self.timing.buf, self.timing.idx, np.zeros((1, cb.TIME_WIDTH), np.int64), 0)  # the monitor's
         Ring.compile_record_push()  # the producers' side too (set_param, send_midi)
         for ring in (self.in_ring, self.out_ring, self.meter_ring) + ((self.tap,) if self.tap is not None else ()):
             ring_push(ring.buf, ring.idx, self._block, 0)

@@ -271,3 +271,35 @@ def test_thread_page_faults_count_this_threads_first_touches():
     other.join()
     assert thread_page_faults(tid)[0] - minor1 < 64  # another thread's touches are not ours
     assert thread_page_faults(2**22 + 12345) == (0, 0)  # no such thread: unknown, not an error
+
+
+def test_nothing_is_compiled_while_streaming(jack_server):
+    """Every Numba signature the stream's threads need is compiled (or loaded from the cache)
+    before the stream starts. A compile in the DSP thread holds the GIL for ~100 ms: on a fresh
+    clone in CI it cost 58 late blocks at start (the MIDI ring's discard, float64, was missed)."""
+    from numba.core import event
+
+    class Compiles(event.Listener):
+        def __init__(self):
+            self.threads = []
+
+        def on_start(self, ev):
+            self.threads.append(threading.current_thread().name)
+
+        def on_end(self, ev):
+            pass
+
+    for chain in (Identity(), build_chain(load_preset("default")), build_chain(load_preset("synth"))):
+        watch = Compiles()
+        with Engine(chain, EngineConfig(blocksize=B)) as eng:
+            event.register("numba:compiler_lock", watch)
+            try:
+                for note in (60, 64, 67):  # MIDI through the chain to the synth's voices
+                    eng.send_midi(0x90, note, 100)
+                    time.sleep(0.1)
+                    eng.send_midi(0x80, note, 0)
+                time.sleep(0.3)  # DSP thread, monitor and callback all busy
+                eng.stats()
+            finally:
+                event.unregister("numba:compiler_lock", watch)
+        assert watch.threads == [], f"{type(chain).__name__}: compiled while streaming in {set(watch.threads)}"

@@ -115,7 +115,7 @@ def bench_engine(argv) -> int:
 
 # benchmarks that live with their models; each module exposes bench(argv)
 EXTERNAL = {"enhancer": "models.enhancer.evaluate", "delimiter": "models.delimiter.evaluate",
-            "synth": "realtime.bench_synth", "gui": "gui.bench"}
+            "synth": "realtime.bench_synth", "gui": "gui.bench", "jitter": "realtime.bench_jitter"}
 
 
 def run_bench(what: str, argv: list[str]) -> int:

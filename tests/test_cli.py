@@ -198,3 +198,13 @@ def test_private_jack_server_dies_with_the_process_that_started_it():
     while _process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _process_alive(pid), "jackd outlived the process that started it"
+
+
+def test_bench_jitter_times_fixed_work_once_per_period():
+    r = run("bench", "jitter", "--seconds", "1", "--work-ms", "0.3", "--json", timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["bench"] == "jitter" and abs(rec["period_ms"] - 128 / 48) < 1e-9
+    assert 300 <= rec["iterations"] <= 376  # one per 2.67 ms period (fewer only if it overran)
+    assert 0.05 < rec["work_ms_p50"] <= rec["work_ms_p99"] <= rec["work_ms_max"]
+    assert rec["over_5ms"] <= rec["over_3ms"] <= rec["over_2ms"] <= rec["iterations"]

@@ -1,7 +1,5 @@
 """The offline runner and the live engine run the same processor code: same input through
 JACK and through a file gives the same output, sample for sample, after latency alignment."""
-import time
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -11,7 +9,7 @@ from realtime.live import DEMO_SIGNAL
 from realtime.offline import process_file
 from realtime.presets import build_chain, load_preset
 
-from .jack_helpers import Rig, lag_of
+from .jack_helpers import Rig, clean_take, lag_of
 
 pytestmark = pytest.mark.jack
 
@@ -21,20 +19,12 @@ def test_offline_output_equals_live_output(jack_server, tmp_path, preset):
     x, sr = sf.read(str(DEMO_SIGNAL), dtype="float32", always_2d=True, frames=48000)
     x = np.ascontiguousarray(x)
     x[0] = 0.9  # marker so the alignment is unambiguous
-    # a block the engine itself reports late (or a server xrun) replaces audio by the underrun
-    # policy, so no take with one can match sample for sample; such a take is repeated, after a
-    # pause (CI's 2-core machine had one in a 1 s take, and once three in a row within seconds:
-    # a burst of machine noise). A glitch the engine did not report still fails.
-    glitched = []
-    for _attempt in range(5):
+
+    def take():  # repeated while a take carries a reported glitch (see clean_take)
         with Engine(build_chain(load_preset(preset)), EngineConfig(blocksize=128)) as eng, Rig() as rig:
-            live = rig.take(x, tail=8192)
-            prefill = eng.latency()["prefill_frames"]
-            stats = eng.stats()
-        if stats["late_blocks"] == 0 and stats["server_xruns"] == 0:
-            break
-        glitched.append({k: stats[k] for k in ("late_blocks", "late_blocks_ours", "server_xruns")})
-        time.sleep(1.0)
+            return (rig.take(x, tail=8192), eng.latency()["prefill_frames"]), eng.stats()
+
+    (live, prefill), stats, glitched = clean_take(take)
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
     sf.write(src, x, sr, subtype="FLOAT")
     process_file(src, dst, build_chain(load_preset(preset)), samplerate=48000, blocksize=128,

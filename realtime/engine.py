@@ -111,6 +111,7 @@ class Engine:
         self._late_pending: list[int] = []
         self._last_start_ns = 0
         self.delayed_callbacks = 0
+        self.max_callback_gap_ms = 0.0  # longest interval between callback starts (set 0 to time a window)
         # late blocks with no server timing anomaly (a delayed or bunched callback, an xrun flag)
         # among the callbacks that could have affected them: the ones we alone are to blame for
         self.late_blocks_ours = 0
@@ -424,6 +425,7 @@ class Engine:
         period_ns = recs[:, 2] * 1e9 / self.config.samplerate
         gaps = starts - prev
         delayed = gaps > 1.5 * period_ns
+        self.max_callback_gap_ms = max(self.max_callback_gap_ms, float(gaps.max()) * 1e-6)
         self.delayed_callbacks += int(np.count_nonzero(delayed))
         # server timing anomalies: a callback delayed, or bunched right after one (catching up),
         # or carrying PortAudio's xrun flags
@@ -498,6 +500,7 @@ class Engine:
         return {"callbacks": int(st[cb.ST_CALLBACKS]), "late_blocks": int(st[cb.ST_LATE_BLOCKS]),
                 "late_frames": int(st[cb.ST_LATE_FRAMES]), "server_xruns": int(st[cb.ST_SERVER_XRUNS]),
                 "input_dropped_frames": int(st[cb.ST_IN_DROPPED]), "delayed_callbacks": self.delayed_callbacks,
+                "callback_gap_ms_max": self.max_callback_gap_ms,
                 "late_blocks_ours": self.late_blocks_ours, "late_context": list(self.late_context),
                 "nonfinite_scrubbed": int(st[cb.ST_NONFINITE]), "clipped": int(st[cb.ST_CLIPPED]),
                 "callback_us_p50": p(cbs, 50), "callback_us_p99": p(cbs, 99),

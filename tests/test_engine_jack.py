@@ -53,7 +53,7 @@ def test_callbacks_keep_time_while_another_thread_holds_the_gil(jack_server):
     with Engine(build_chain(load_preset("default")), EngineConfig(blocksize=B)) as eng:
         time.sleep(0.5)
         eng.stats()
-        delayed_before = eng.delayed_callbacks
+        eng.max_callback_gap_ms = 0.0  # from here on
         n0 = int(eng.stats_arr[0])
         t = threading.Thread(target=_hold_gil, args=(200,))
         t0 = time.monotonic()
@@ -66,9 +66,9 @@ def test_callbacks_keep_time_while_another_thread_holds_the_gil(jack_server):
     expected = held * SR / B
     assert held >= 0.19
     assert during >= 0.9 * expected, f"{during} callbacks in {held:.3f} s (expected ~{expected:.0f})"
-    # a GIL stall would show above (callbacks missing) and here as one long gap; one callback
-    # late by a few ms without an xrun flag is the shared VM's scheduling, not the GIL
-    assert stats["delayed_callbacks"] - delayed_before <= stats["server_xruns"] + 1
+    # a GIL stall would show above (callbacks missing) and here as one long gap (~200 ms); a
+    # callback or two late by a few ms is the shared VM's scheduling (CI saw two), not the GIL
+    assert stats["callback_gap_ms_max"] < 25, stats
 
 
 class SlowOnce(Identity):

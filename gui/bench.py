@@ -73,7 +73,7 @@ class LatencyProbe:
         self.q.put((values, index, value, t0))
 
     def _run(self):
-        from .engine_process import set_realtime_priority
+        from realtime.engine import set_realtime_priority
 
         set_realtime_priority(1)  # below the DSP thread; else the probe's own wake-up delay is measured
         while not self._stop:

@@ -21,7 +21,6 @@ The GUI side keeps a shadow of the chain (slot ids, descriptors, values) for the
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import threading
 import time
 from dataclasses import asdict
@@ -29,7 +28,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from realtime.engine import BYPASS, MIX, PARAM, EngineConfig, EngineError
+from realtime.engine import BYPASS, MIX, PARAM, EngineConfig, EngineError, set_realtime_priority
 from realtime.presets import validate_preset
 from realtime.processors import processor_class
 from realtime.ring import Ring, ring_pop, ring_readable
@@ -448,14 +447,6 @@ class RemoteEngineHost(HostBase):
 
     def midi_ring_pending(self) -> int:
         return int(ring_readable(self._rings["midi"].idx))
-
-
-def set_realtime_priority(level: int, tid: int = 0) -> None:
-    """SCHED_FIFO ``level`` for thread ``tid`` (0: the calling thread), where permitted."""
-    try:
-        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(level))
-    except (AttributeError, PermissionError, OSError):
-        pass  # not permitted: normal priority
 
 
 def _error(kind: str, text: str) -> Exception:

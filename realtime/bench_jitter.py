@@ -33,7 +33,7 @@ def fixed_work(x, reps):
 
 def bench(argv) -> int:
     from .bench import emit
-    from .engine import EngineConfig
+    from .engine import EngineConfig, set_realtime_priority
 
     ap = argparse.ArgumentParser(prog="bench jitter")
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -47,12 +47,7 @@ def bench(argv) -> int:
     t0 = time.perf_counter()
     fixed_work(x, 200)
     reps = max(1, int(a.work_ms * 1e-3 / ((time.perf_counter() - t0) / 200)))
-    priority = EngineConfig().realtime_priority
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        realtime = True
-    except (AttributeError, PermissionError, OSError):
-        realtime = False
+    realtime = set_realtime_priority(EngineConfig().realtime_priority)
     period = a.blocksize / a.samplerate
     n_max = int(a.seconds / period) + 1
     wall = np.zeros(n_max, np.int64)

@@ -314,10 +314,7 @@ class Engine:
     def _dsp_loop(self) -> None:
         c = self.config
         self._dsp_tid = threading.get_native_id()
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(c.realtime_priority))
-        except (AttributeError, PermissionError, OSError):
-            pass  # not permitted: run at normal priority
+        set_realtime_priority(c.realtime_priority)
         B = c.blocksize
         block = self._block
         in_buf, in_idx = self.in_ring.buf, self.in_ring.idx
@@ -515,6 +512,16 @@ class Engine:
         from disk (code or data the kernel had evicted)."""
         minor, major = thread_page_faults(self._dsp_tid) if self._dsp_tid else (0, 0)
         return {"dsp_minor_faults": minor, "dsp_major_faults": major}
+
+
+def set_realtime_priority(level: int, tid: int = 0) -> bool:
+    """SCHED_FIFO ``level`` for thread ``tid`` (0: the calling thread), where permitted; whether it
+    took (not permitted: the thread keeps its normal priority)."""
+    try:
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(level))
+        return True
+    except (AttributeError, PermissionError, OSError):
+        return False
 
 
 def thread_page_faults(tid: int) -> tuple[int, int]:

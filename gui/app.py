@@ -14,6 +14,8 @@ def _cli_config(args, settings):
     """Remembered settings, overridden by what the command line set explicitly."""
     from realtime.engine import EngineConfig
 
+    from . import PANEL_PREFILL_BLOCKS
+
     c = settings.engine_config(EngineConfig(channels=args.channels, mode=args.mode,
                                             prefill_blocks=args.prefill_blocks))
     dev = lambda d: int(d) if isinstance(d, str) and d.isdigit() else d  # noqa: E731
@@ -21,6 +23,8 @@ def _cli_config(args, settings):
         c.samplerate = args.samplerate
     if args.blocksize != 128:
         c.blocksize = args.blocksize
+    if args.prefill_blocks != PANEL_PREFILL_BLOCKS:
+        c.prefill_blocks = args.prefill_blocks
     if args.input_device or args.device:
         c.input_device = dev(args.input_device or args.device)
     if args.output_device or args.device:

@@ -15,6 +15,9 @@ from .midi import NONE, VIRTUAL, input_ports
 APP = "rtaudio-host"
 SAMPLERATES = (44100, 48000, 88200, 96000)
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048)
+# Output pre-fill ("safety buffer"): blocks the DSP thread has to deliver each block. More rides
+# out longer stalls of the machine at the price of one block of latency each.
+PREFILL_CHOICES = (1, 2, 3, 4, 5, 6, 8)
 DEFAULT_DEVICE = "Default"
 
 
@@ -53,13 +56,16 @@ class Settings:
         bs = self._get("audio/blocksize", b.blocksize, int)
         ind = self._get("audio/input_device", "") or b.input_device
         outd = self._get("audio/output_device", "") or b.output_device
+        pre = self._get("audio/prefill_blocks", b.prefill_blocks, int)
         return EngineConfig(samplerate=sr if sr in SAMPLERATES else b.samplerate,
                             blocksize=bs if bs in BLOCKSIZES else b.blocksize, channels=b.channels, mode=b.mode,
-                            input_device=ind, output_device=outd, prefill_blocks=b.prefill_blocks)
+                            input_device=ind, output_device=outd,
+                            prefill_blocks=pre if pre in PREFILL_CHOICES else b.prefill_blocks)
 
     def save_engine_config(self, c: EngineConfig) -> None:
         self.q.setValue("audio/samplerate", c.samplerate)
         self.q.setValue("audio/blocksize", c.blocksize)
+        self.q.setValue("audio/prefill_blocks", c.prefill_blocks)
         self.q.setValue("audio/input_device", "" if c.input_device is None else str(c.input_device))
         self.q.setValue("audio/output_device", "" if c.output_device is None else str(c.output_device))
         self.q.sync()
@@ -113,12 +119,22 @@ class SettingsDialog(QDialog):
         self.output = self._combo("output_device", [DEFAULT_DEVICE, *audio_devices("output")], config.output_device)
         self.samplerate = self._combo("samplerate", [str(r) for r in SAMPLERATES], str(config.samplerate))
         self.blocksize = self._combo("blocksize", [str(b) for b in BLOCKSIZES], str(config.blocksize))
+        self.prefill = self._combo("prefill_blocks", [str(n) for n in PREFILL_CHOICES], str(config.prefill_blocks))
+        self.prefill.setToolTip("Blocks of output the processing thread keeps ready. More survives longer "
+                                "hiccups of the machine (fewer dropouts); each adds one block of latency.")
+        self.prefill_ms = QLabel()
+        self.prefill_ms.setObjectName("prefill_ms")
+        for c in (self.prefill, self.samplerate, self.blocksize):
+            c.currentTextChanged.connect(self._show_prefill_ms)
+        self._show_prefill_ms()
         ports, err = input_ports()
         self.midi = self._combo("midi_port", [NONE, VIRTUAL, *ports], midi_port)
         form.addRow("Audio input", self.input)
         form.addRow("Audio output", self.output)
         form.addRow("Sample rate (Hz)", self.samplerate)
         form.addRow("Block size (frames)", self.blocksize)
+        form.addRow("Safety buffer (blocks)", self.prefill)
+        form.addRow("", self.prefill_ms)
         form.addRow("MIDI input", self.midi)
         if err:
             form.addRow(QLabel(f"MIDI unavailable: {err}"))
@@ -138,12 +154,16 @@ class SettingsDialog(QDialog):
         c.setCurrentText(cur)
         return c
 
+    def _show_prefill_ms(self) -> None:
+        ms = 1e3 * int(self.prefill.currentText()) * int(self.blocksize.currentText()) / int(self.samplerate.currentText())
+        self.prefill_ms.setText(f"adds {ms:.1f} ms of output latency")
+
     def engine_config(self) -> EngineConfig:
         dev = lambda c: None if c.currentText() == DEFAULT_DEVICE else c.currentText()  # noqa: E731
         b = self._base
         return EngineConfig(samplerate=int(self.samplerate.currentText()), blocksize=int(self.blocksize.currentText()),
                             channels=b.channels, mode=b.mode, input_device=dev(self.input),
-                            output_device=dev(self.output), prefill_blocks=b.prefill_blocks)
+                            output_device=dev(self.output), prefill_blocks=int(self.prefill.currentText()))
 
     def midi_port(self) -> str:
         return self.midi.currentText()

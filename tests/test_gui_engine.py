@@ -129,12 +129,17 @@ def test_device_list_comes_from_the_jack_server(window, qtbot):
     assert midi[:2] == [NONE, VIRTUAL]
     dlg.output.setCurrentText("system")
     dlg.blocksize.setCurrentText("256")
+    dlg.prefill.setCurrentText("2")
+    assert dlg.prefill_ms.text() == "adds 10.7 ms of output latency"  # 2 x 256 frames at 48 kHz
     w.start()
     w.apply_settings(dlg.engine_config(), NONE)  # restarts the running engine with them
     assert w.host.running and w.host.config.output_device == "system"
     assert w.host.config.blocksize == 256 and w.settings.engine_config().blocksize == 256
+    assert w.host.config.prefill_blocks == 2 and w.settings.engine_config().prefill_blocks == 2
     qtbot.waitUntil(lambda: w.host.status()["callbacks"] > 10, timeout=5000)
-    assert w.host.status()["blocksize"] == 256 and w.host.status()["device"] == "system"
+    st = w.host.status()
+    assert st["blocksize"] == 256 and st["device"] == "system"
+    assert st["prefill_frames"] == 2 * 256  # the engine process runs with the chosen safety buffer
 
 
 def probe_values(w):

@@ -356,17 +356,21 @@ def test_settings_remembered_in_the_platform_config_dir(monkeypatch, tmp_path, q
     path = config_path()
     assert path == tmp_path / "xdg" / "rtaudio-host" / "rtaudio-host.ini"
     s = Settings()
-    s.save_engine_config(EngineConfig(samplerate=44100, blocksize=256, input_device="system", output_device=None))
+    s.save_engine_config(EngineConfig(samplerate=44100, blocksize=256, input_device="system", output_device=None,
+                                      prefill_blocks=5))
     s.midi_port = "Virtual port"
     s.last_preset = "master"
     again = Settings()
     c = again.engine_config()
     assert (c.samplerate, c.blocksize, c.input_device, c.output_device) == (44100, 256, "system", None)
+    assert c.prefill_blocks == 5
     assert again.midi_port == "Virtual port" and again.last_preset == "master"
     assert path.is_file()
     # garbage in the file falls back to defaults
     again.q.setValue("audio/blocksize", "huge")
-    assert Settings().engine_config().blocksize == 128
+    again.q.setValue("audio/prefill_blocks", "-3")
+    c = Settings().engine_config(EngineConfig(prefill_blocks=3))
+    assert c.blocksize == 128 and c.prefill_blocks == 3
 
 
 def test_window_screenshot(window, artifacts_dir):

@@ -6,14 +6,17 @@ programmatically through the same path a mouse takes (Knob → strip → window 
 
     {"bench":"gui","seconds","late_blocks","server_xruns","knob_moves","param_latency_ms_p99",…}
 
-``late_blocks`` count callbacks whose output was not ready; ``late_blocks_ours`` those of them
-with no server timing anomaly (a delayed or bunched callback, an xrun flag) in the same or the
-prefill + 1 callbacks before: the late blocks nothing but our own processing explains.
+``late_blocks`` count callbacks whose output was not ready. Those with no server timing anomaly
+(a delayed or bunched callback, an xrun flag) in the same or the prefill + 1 callbacks before are
+split: ``late_blocks_stolen`` where the hypervisor took at least a block period of CPU from the
+DSP thread in that window (off the CPU without being switched out: see Engine._explain_late),
+``late_blocks_ours`` the rest: the late blocks nothing but our own processing explains.
 ``server_xruns`` are the server's own hiccups. ``param_latency_ms`` is the time from the knob move until the DSP thread
 applied the new target (a probe thread at real-time priority 1, below the DSP thread, watches the
 processor's value array); the processor then smooths toward it from the next block on.
-``late_context`` explains the first late blocks of ours (what the DSP thread did in their window:
-blocks started, longest gap, slowest block's wall and CPU time); ``dsp_minor_faults`` /
+``late_context`` explains the first late blocks not the server's (what the DSP thread did in
+their window: blocks started, longest gap, slowest block's wall and CPU time and context
+switches, stolen time, and the cause it was put down to); ``dsp_minor_faults`` /
 ``dsp_major_faults`` count the DSP thread's page faults while the knobs moved; ``cpu_steal_ms``
 is the CPU time the hypervisor gave to others meanwhile (a VM's stalls that are not ours).
 
@@ -253,7 +256,7 @@ def bench(argv) -> int:
     emit({"bench": "gui", "gui": not a.no_gui, "mode": mode, "seconds": a.seconds, "samplerate": a.samplerate,
           "blocksize": a.blocksize, "prefill_blocks": a.prefill_blocks, "chain": [sl["id"] for sl in preset["chain"]], "skipped": skipped,
           "callbacks": s["callbacks"], "late_blocks": s["late_blocks"], "late_blocks_ours": s["late_blocks_ours"],
-          "server_xruns": s["server_xruns"],
+          "late_blocks_stolen": s["late_blocks_stolen"], "server_xruns": s["server_xruns"],
           "delayed_callbacks": s["delayed_callbacks"], "dsp_load": s["dsp_load"], "dsp_us_p99": s["dsp_us_p99"], "dsp_us_max": s["dsp_us_max"],
           "knob_moves": moves, "param_latency_ms_p50": float(np.percentile(ms, 50)),
           "param_latency_ms_p99": float(np.percentile(ms, 99)), "param_latency_ms_max": float(ms.max()),

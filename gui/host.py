@@ -253,7 +253,8 @@ class EngineHost(HostBase):
         st = dict(self._full[2])
         arr = e.stats_arr
         st.update(callbacks=int(arr[cb.ST_CALLBACKS]), late_blocks=int(arr[cb.ST_LATE_BLOCKS]),
-                  server_xruns=int(arr[cb.ST_SERVER_XRUNS]), late_blocks_ours=e.late_blocks_ours, error=e.error,
+                  server_xruns=int(arr[cb.ST_SERVER_XRUNS]), late_blocks_ours=e.late_blocks_ours,
+                  late_blocks_stolen=e.late_blocks_stolen, error=e.error,
                   late_context=list(e.late_context), **e.dsp_page_faults())
         st.update(e.latency())
         st["running"] = e.running

@@ -425,6 +425,10 @@ class MainWindow(QMainWindow):
         L["latency"].setText(f"latency {s['round_trip_ms']:.1f} ms (added {s['added_ms']:.1f})")
         L["load"].setText(f"DSP {100 * s['dsp_load']:.1f}%")
         L["late"].setText(f"late blocks {s['late_blocks']}")
+        late_server = s["late_blocks"] - s["late_blocks_ours"] - s["late_blocks_stolen"]
+        L["late"].setToolTip(f"callbacks whose output was not ready: {s['late_blocks_ours']} our processing, "
+                             f"{s['late_blocks_stolen']} CPU taken by the hypervisor, {max(0, late_server)} "
+                             "the audio server's timing")
         L["xruns"].setText(f"xruns {s['server_xruns']}")
         L["midi"].setText(f"MIDI: {self.midi.port_name if self.midi else 'off'}")
         if s["error"] and s["error"] not in self.errors:

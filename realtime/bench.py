@@ -106,7 +106,8 @@ def bench_engine(argv) -> int:
     s, lat = engine.stats(), engine.latency()
     emit({"bench": "engine", "seconds": a.seconds, "blocksize": a.blocksize, "preset": a.preset,
           "gil_hold_ms": a.gil_hold_ms, "gil_holds": holds, "callbacks": s["callbacks"],
-          "late_blocks": s["late_blocks"], "late_blocks_ours": s["late_blocks_ours"], "server_xruns": s["server_xruns"],
+          "late_blocks": s["late_blocks"], "late_blocks_ours": s["late_blocks_ours"],
+          "late_blocks_stolen": s["late_blocks_stolen"], "server_xruns": s["server_xruns"],
           "delayed_callbacks": s["delayed_callbacks"], "callback_us_p99": s["callback_us_p99"],
           "dsp_us_p99": s["dsp_us_p99"], "dsp_load": s["dsp_load"], "latency_ms": lat["round_trip_ms"],
           "added_latency_frames": lat["added_frames"]}, a.json)

@@ -27,13 +27,14 @@ import numpy as np
 from . import callback as cb
 from .portaudio import AudioDeviceError, check, resolve_device, sd
 from .ring import Ring, ring_discard, ring_pop, ring_push, ring_readable
+from .thread_usage import SwitchCounter
 
 PA_FLOAT32 = 0x00000001
 PA_CLIP_OFF = 0x00000001
 
 PARAM, BYPASS, MIX = 0, 1, 2  # control record kinds
 MIDI_MAX_AHEAD_NS = 10e9  # a MIDI stamp further ahead than this is taken as garbage and played now
-LATE_CONTEXT_MAX = 16  # late blocks of ours explained in stats() (the first ones; they are rare)
+LATE_CONTEXT_MAX = 16  # late blocks not the server's explained in stats() (the first ones; they are rare)
 
 
 class EngineError(RuntimeError):
@@ -107,14 +108,19 @@ class Engine:
         # and this thread's CPU time (wall minus CPU: preempted, waiting for the GIL, or stolen)
         self._dsp_t0 = np.zeros(1 << 16, np.int64)
         self._dsp_cpu_us = np.zeros(1 << 16, np.float32)
-        self.late_context: list[dict] = []  # the first LATE_CONTEXT_MAX late blocks of ours, explained
-        self._late_pending: list[int] = []
+        self._dsp_switches = np.zeros(1 << 16, np.int64)  # context switches during the block (-1: unknown)
+        self._switches = SwitchCounter()
+        # the first LATE_CONTEXT_MAX late blocks that no server anomaly explains, explained
+        self.late_context: list[dict] = []
+        self._late_pending: list[int] = []  # their callbacks' start times, until explained
         self._last_start_ns = 0
         self.delayed_callbacks = 0
         self.max_callback_gap_ms = 0.0  # longest interval between callback starts (set 0 to time a window)
-        # late blocks with no server timing anomaly (a delayed or bunched callback, an xrun flag)
-        # among the callbacks that could have affected them: the ones we alone are to blame for
+        # Late blocks with no server timing anomaly (a delayed or bunched callback, an xrun flag)
+        # among the callbacks that could have affected them are either the hypervisor's (it took
+        # at least a period of CPU from the DSP thread in their window: `_explain_late`) or ours.
         self.late_blocks_ours = 0
+        self.late_blocks_stolen = 0
         self._attrib_window = self.config.prefill_blocks + 2
         self._odd_tail = np.zeros(self._attrib_window - 1, bool)
         self.dsp_overflows = 0
@@ -196,6 +202,7 @@ class Engine:
             ring_pop(ring.buf, ring.idx, rec, 0)
             ring_discard(ring.buf, ring.idx, 0)  # a chain without MIDI input discards the MIDI ring
         ring_pop(self.timing.buf, self.timing.idx, np.zeros((1, cb.TIME_WIDTH), np.int64), 0)  # the monitor's
+        self._switches.store(0, self._dsp_switches)
         Ring.compile_record_push()  # the producers' side too (set_param, send_midi)
         for ring in (self.in_ring, self.out_ring, self.meter_ring) + ((self.tap,) if self.tap is not None else ()):
             ring_push(ring.buf, ring.idx, self._block, 0)
@@ -335,7 +342,8 @@ class Engine:
         meter_rec = meters.reshape(1, -1)
         meter_buf, meter_idx = self.meter_ring.buf, self.meter_ring.idx
         perf = time.perf_counter_ns
-        dsp_us, dsp_t0, dsp_cpu_us = self._dsp_us, self._dsp_t0, self._dsp_cpu_us
+        dsp_us, dsp_t0, dsp_cpu_us, dsp_switches = self._dsp_us, self._dsp_t0, self._dsp_cpu_us, self._dsp_switches
+        switches = self._switches
         cpu = time.thread_time_ns
         mask = dsp_us.shape[0] - 1
         while self._running:
@@ -361,10 +369,13 @@ class Engine:
                     midi_held = self._deliver_midi(midi_sink, midi_rec, midi_held, float(ctl_block[cb.CTL_LAST_START]))
                 _peak(block, meters, 0)
                 t0, c0 = perf(), cpu()
+                switches.before()
                 process(block)
+                switches.after()
                 i = self._dsp_n & mask
                 dsp_us[i] = (perf() - t0) * 1e-3
                 dsp_cpu_us[i] = (cpu() - c0) * 1e-3
+                switches.store(i, dsp_switches)
                 dsp_t0[i] = t0  # perf_counter_ns is CLOCK_MONOTONIC on Linux, like the callback's stamps
                 self._dsp_n += 1
                 _peak(block, meters, 2)
@@ -434,43 +445,66 @@ class Engine:
         hist = np.concatenate((self._odd_tail, odd))
         for i in np.flatnonzero(recs[:, 3] & cb.LATE_FLAG):  # rare: a Python loop is fine
             if not hist[i : i + W].any():  # no anomaly in this callback or the W - 1 before it
-                self.late_blocks_ours += 1
-                if len(self.late_context) + len(self._late_pending) < LATE_CONTEXT_MAX:
-                    self._late_pending.append(int(starts[i]))
+                self._late_pending.append(int(starts[i]))  # ours or stolen: see _explain_pending_late
         self._odd_tail = hist[len(hist) - (W - 1):]
 
     def _explain_pending_late(self, force: bool = False) -> None:
-        """Explain a late block once the DSP thread has started a block after it (a block is
-        recorded when it ends: a stalled one shows up late), or after a second."""
+        """Explain and attribute late blocks once the DSP thread has started a block after them (a
+        block is recorded when it ends: a stalled one shows up late), or after a second."""
         if not self._late_pending:
             return
         latest = int(self._dsp_t0[(self._dsp_n - 1) & (self._dsp_t0.shape[0] - 1)]) if self._dsp_n else 0
         now = time.monotonic_ns()
         keep = []
         for start_ns in self._late_pending:
-            if force or latest > start_ns or now - start_ns > 1e9:
-                self.late_context.append(self._explain_late(start_ns))
-            else:
+            if not (force or latest > start_ns or now - start_ns > 1e9):
                 keep.append(start_ns)
+                continue
+            ctx = self._explain_late(start_ns)
+            if ctx["cause"] == "stolen":
+                self.late_blocks_stolen += 1
+            else:
+                self.late_blocks_ours += 1
+            if len(self.late_context) < LATE_CONTEXT_MAX:
+                self.late_context.append(ctx)
         self._late_pending = keep
+
+    # blocks looked at when explaining a late one: it is explained within about a second
+    EXPLAIN_LOOKBACK_BLOCKS = 4096
 
     def _explain_late(self, start_ns: int) -> dict:
         """What the DSP thread did in the attribution window before a late callback at
         ``start_ns``: blocks started, the longest gap between block starts (up to the callback),
-        the slowest block's wall time and the CPU time this thread got during it."""
+        the slowest block's wall and CPU time, and the time the hypervisor took from the thread.
+
+        Stolen time is a block's wall time minus its CPU time when the thread was not switched
+        out during it (no GIL wait, no preemption): the virtual CPU itself was taken away (a
+        paravirtual Linux keeps steal out of thread CPU time). Counted for the blocks overlapping
+        the window, and only as much as must have fallen inside it. A late block is the
+        hypervisor's ("stolen") when that is at least one block period, otherwise "ours"."""
         period_ns = 1e9 * self.config.blocksize / self.config.samplerate
-        n = min(self._dsp_n, self._dsp_t0.shape[0])
-        t0 = self._dsp_t0[:n]
+        size = self._dsp_t0.shape[0]
+        n = self._dsp_n
+        idx = np.arange(n - min(n, size, self.EXPLAIN_LOOKBACK_BLOCKS), n) & (size - 1)
+        t0 = self._dsp_t0[idx]
+        wall_ns = self._dsp_us[idx].astype(np.float64) * 1e3
         lo = start_ns - (self._attrib_window + 1) * period_ns
-        inside = np.flatnonzero((t0 >= lo) & (t0 <= start_ns))
-        inside = inside[np.argsort(t0[inside])]
+        started = (t0 >= lo) & (t0 <= start_ns)
+        inside = idx[started]
         before = t0[t0 < lo]
-        edges = np.concatenate(([before.max()] if before.size else [], t0[inside], [start_ns]))
+        edges = np.concatenate(([before.max()] if before.size else [], t0[started], [start_ns]))
         worst = inside[np.argmax(self._dsp_us[inside])] if inside.size else None
+        # off-CPU time without a switch, at least this much of it inside the window
+        ov = (t0 <= start_ns) & (t0 + wall_ns >= lo) & (self._dsp_switches[idx] == 0)
+        outside_ns = wall_ns[ov] - (np.minimum(t0[ov] + wall_ns[ov], start_ns) - np.maximum(t0[ov], lo))
+        off_cpu_ns = wall_ns[ov] - self._dsp_cpu_us[idx[ov]].astype(np.float64) * 1e3
+        stolen_ms = float(np.clip(off_cpu_ns - outside_ns, 0, None).sum() * 1e-6)
         return {"callback_ns": start_ns, "blocks_in_window": int(inside.size),
                 "max_gap_ms": float(np.diff(edges).max() * 1e-6) if edges.size > 1 else None,
                 "slowest_block_ms": float(self._dsp_us[worst] * 1e-3) if worst is not None else None,
-                "slowest_block_cpu_ms": float(self._dsp_cpu_us[worst] * 1e-3) if worst is not None else None}
+                "slowest_block_cpu_ms": float(self._dsp_cpu_us[worst] * 1e-3) if worst is not None else None,
+                "slowest_block_switches": int(self._dsp_switches[worst]) if worst is not None else None,
+                "stolen_ms": stolen_ms, "cause": "stolen" if stolen_ms >= period_ns * 1e-6 else "ours"}
 
     # ---------------------------------------------------------------- reports
     def latency(self) -> dict:
@@ -498,7 +532,8 @@ class Engine:
                 "late_frames": int(st[cb.ST_LATE_FRAMES]), "server_xruns": int(st[cb.ST_SERVER_XRUNS]),
                 "input_dropped_frames": int(st[cb.ST_IN_DROPPED]), "delayed_callbacks": self.delayed_callbacks,
                 "callback_gap_ms_max": self.max_callback_gap_ms,
-                "late_blocks_ours": self.late_blocks_ours, "late_context": list(self.late_context),
+                "late_blocks_ours": self.late_blocks_ours, "late_blocks_stolen": self.late_blocks_stolen,
+                "late_context": list(self.late_context),
                 "nonfinite_scrubbed": int(st[cb.ST_NONFINITE]), "clipped": int(st[cb.ST_CLIPPED]),
                 "callback_us_p50": p(cbs, 50), "callback_us_p99": p(cbs, 99),
                 "callback_us_max": float(cbs.max()) if cbs.size else 0.0,

@@ -131,15 +131,20 @@ def test_control_values_are_validated_before_queueing(jack_server):
 
 
 def test_input_only_stream_records_through_the_tap(jack_server):
-    tap = Ring.for_frames(SR, 2)
-    with Engine(Identity(), EngineConfig(blocksize=B, mode="input"), tap=tap) as eng:
-        sig = _test_signal(0.2)
-        play_through(eng, sig, tail=B * 8)
-        time.sleep(0.1)
-    got = np.zeros((tap.readable(), 2), np.float32)
-    tap.pop(got)
+    sig = _test_signal(0.2)
+
+    def take():
+        tap = Ring.for_frames(SR, 2)
+        with Engine(Identity(), EngineConfig(blocksize=B, mode="input"), tap=tap) as eng:
+            play_through(eng, sig, tail=B * 8)
+            time.sleep(0.1)
+        got = np.zeros((tap.readable(), 2), np.float32)
+        tap.pop(got)
+        return got, eng.stats()
+
+    got, stats, glitched = clean_take(take)
     lag = lag_of(sig, got, max_lag=len(got) - len(sig))
-    np.testing.assert_array_equal(got[lag: lag + len(sig)], sig)
+    np.testing.assert_array_equal(got[lag: lag + len(sig)], sig, err_msg=f"{stats}; glitched before: {glitched}")
 
 
 def test_output_only_stream_runs_without_late_blocks(jack_server):
@@ -238,8 +243,42 @@ def test_late_blocks_after_a_server_stall_are_not_counted_as_ours():
     for chunk in (recs[:half], recs[half:]):
         eng.timing.push(np.array(chunk, np.int64))
         eng._drain_timing()
-    assert eng.late_blocks_ours == 2
+    eng._explain_pending_late(force=True)  # no DSP blocks recorded: nothing was stolen
+    assert eng.late_blocks_ours == 2 and eng.late_blocks_stolen == 0
     assert eng.delayed_callbacks == 1
+
+
+def _record_blocks(eng, blocks):
+    """Write (start ns, wall µs, CPU µs, context switches) per block as the DSP thread does."""
+    for i, (t0, wall, cpu, switches) in enumerate(blocks):
+        eng._dsp_t0[i], eng._dsp_us[i], eng._dsp_cpu_us[i], eng._dsp_switches[i] = t0, wall, cpu, switches
+    eng._dsp_n = len(blocks)
+
+
+@pytest.mark.parametrize("cpu_us, switches, cause", [
+    (900, 0, "stolen"),     # 20 ms of wall, under 1 ms of CPU, never switched out: the hypervisor's
+    (900, 1, "ours"),       # switched out (a GIL wait, a preemption): ours, we cannot tell which
+    (19_500, 0, "ours"),    # on the CPU all along: our work
+    (900, -1, "ours"),      # switch counts unknown on this platform: ours
+])
+def test_a_late_block_is_put_down_to_the_hypervisor_only_with_evidence(cpu_us, switches, cause):
+    eng = Engine(Identity(), EngineConfig(blocksize=B, prefill_blocks=2))
+    period = round(1e9 * B / SR)
+    t = 10**9
+    blocks = [(t + k * period, 800.0, 790.0, 0) for k in range(10)]
+    stall0 = t + 10 * period
+    blocks.append((stall0, 20_000.0, cpu_us, switches))  # one block of 20 ms
+    blocks += [(stall0 + 20_000_000 + k * 200_000, 800.0, 790.0, 0) for k in range(5)]  # catching up
+    _record_blocks(eng, blocks)
+    eng._late_pending = [stall0 + 12_000_000,  # during the stalled block
+                         stall0 + 200_000_000]  # long after it, regular blocks only: ours
+    eng._explain_pending_late(force=True)
+    during, after = eng.late_context
+    assert during["cause"] == cause and after["cause"] == "ours"
+    assert (eng.late_blocks_stolen, eng.late_blocks_ours) == ((1, 1) if cause == "stolen" else (0, 2))
+    assert during["slowest_block_ms"] == pytest.approx(20.0) and during["slowest_block_switches"] == switches
+    if cause == "stolen":  # of its 19.1 ms off the CPU, 8 ms may lie after the callback: 11.1 before
+        assert during["stolen_ms"] == pytest.approx(11.1, abs=0.01)
 
 
 def test_midi_with_garbage_timestamps_plays_at_once_and_keeps_order():

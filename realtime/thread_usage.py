@@ -56,6 +56,6 @@ class SwitchCounter:
         store_switches(self._a, self._b, self.available, i, switches)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)  # keeps the GIL: releasing it for a few ns of work would only invite a hand-over
 def store_switches(a, b, available, i, switches):
     switches[i] = b[_NVCSW] - a[_NVCSW] + b[_NIVCSW] - a[_NIVCSW] if available else -1

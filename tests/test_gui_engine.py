@@ -109,6 +109,8 @@ def test_turning_a_knob_changes_the_running_engine_and_the_audio(window, qtbot, 
     assert w.status_labels["state"].text() == "● running"
     assert "48000 Hz" == w.status_labels["samplerate"].text()
     assert w.status_labels["late"].text().startswith("late blocks ")
+    tip = w.status_labels["late"].toolTip()  # the split: ours, the hypervisor's, the server's
+    assert "our processing" in tip and "hypervisor" in tip and "server" in tip, tip
     assert w.out_meter.hold_db[0] > -30 and w.in_meter.hold_db[0] == pytest.approx(-20.0, abs=0.5)
     # a structural change while running restarts the engine with the same settings
     w.remove_slot("meter")

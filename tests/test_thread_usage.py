@@ -24,7 +24,7 @@ def test_counts_are_per_thread_and_unknown_is_minus_one():
     sleeper = threading.Thread(target=lambda: [time.sleep(0.001) for _ in range(20)])
     sc.before()
     sleeper.start()
-    sleeper.join()  # waiting for it is a switch of ours too: count only the sleeper's 20 separately
+    sleeper.join()  # this thread blocks once or so here; the sleeper's 20 sleeps are not counted
     sc.after()
     sc.store(0, out)
     assert out[0] < 20 if sc.available else out[0] == -1

@@ -91,14 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_chain(args):
-    from realtime.presets import apply_overrides, build_chain, load_preset
+    from realtime.dsp.presets import apply_overrides, build_chain, load_preset
 
     preset = apply_overrides(load_preset(args.preset), args.set)
     return preset, build_chain(preset)
 
 
 def _engine_config(args):
-    from realtime.engine import EngineConfig
+    from realtime.engine.engine import EngineConfig
 
     return EngineConfig(samplerate=args.samplerate, blocksize=args.blocksize, channels=args.channels,
                         mode=args.mode, input_device=args.input_device or _dev(args.device),
@@ -111,7 +111,7 @@ def _dev(d):
 
 
 def cmd_process(args) -> int:
-    from realtime.offline import process_file
+    from realtime.run.offline import process_file
 
     _, chain = _load_chain(args)
     report = process_file(args.input, args.output, chain, samplerate=args.samplerate,
@@ -121,14 +121,14 @@ def cmd_process(args) -> int:
 
 
 def cmd_devices(args) -> int:
-    from realtime.devices import describe_devices
+    from realtime.io.devices import describe_devices
 
     print(describe_devices())
     return 0
 
 
 def cmd_presets(args) -> int:
-    from realtime.presets import builtin_presets, load_preset
+    from realtime.dsp.presets import builtin_presets, load_preset
 
     for name in builtin_presets():
         print(f"{name:12s} {load_preset(name).get('description', '')}")
@@ -136,7 +136,7 @@ def cmd_presets(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from realtime.live import run_live
+    from realtime.run.live import run_live
 
     preset, chain = _load_chain(args)
     return run_live(chain, _engine_config(args), seconds=args.seconds, demo=args.demo, demo_out=args.demo_out,
@@ -154,13 +154,13 @@ def cmd_gui(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from realtime.bench import run_bench
+    from bench.core import run_bench
 
     return run_bench(args.what, args.rest)
 
 
 def cmd_synth(args) -> int:
-    from realtime.synth_render import main as synth_main
+    from realtime.run.synth_render import main as synth_main
 
     return synth_main(args)
 

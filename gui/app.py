@@ -12,9 +12,8 @@ import traceback
 
 def _cli_config(args, settings):
     """Remembered settings, overridden by what the command line set explicitly."""
-    from realtime.engine import EngineConfig
-
-    from . import PANEL_PREFILL_BLOCKS
+    from gui import PANEL_PREFILL_BLOCKS
+    from realtime.engine.engine import EngineConfig
 
     c = settings.engine_config(EngineConfig(channels=args.channels, mode=args.mode,
                                             prefill_blocks=args.prefill_blocks))
@@ -35,14 +34,13 @@ def _cli_config(args, settings):
 def run_gui(args) -> int:
     from PyQt6.QtWidgets import QApplication
 
-    from realtime.devices import has_audio_device
-    from realtime.jackserver import DummyJackServer, server_running
-    from realtime.portaudio import release
-    from realtime.presets import apply_overrides, load_preset
-
-    from .demo_source import DemoSource
-    from .settings import APP, Settings
-    from .window import MainWindow
+    from gui.demo_source import DemoSource
+    from gui.settings import APP, Settings
+    from gui.window import MainWindow
+    from realtime.dsp.presets import apply_overrides, load_preset
+    from realtime.io.devices import has_audio_device
+    from realtime.io.jackserver import DummyJackServer, server_running
+    from realtime.io.portaudio import release
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName(APP)

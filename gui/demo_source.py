@@ -46,8 +46,8 @@ class DemoSource:
 def main() -> int:
     import jack
 
-    from realtime.jackio import JackPlayer, engine_ports
-    from realtime.live import load_demo_signal
+    from realtime.io.jackio import JackPlayer, engine_ports
+    from realtime.run.live import load_demo_signal
 
     class LoopingPlayer(JackPlayer):
         def _process(self, frames):

@@ -28,12 +28,12 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from realtime.engine import BYPASS, MIX, PARAM, EngineConfig, EngineError, set_realtime_priority
-from realtime.presets import validate_preset
-from realtime.processors import processor_class
-from realtime.ring import Ring, ring_pop, ring_readable
-
-from .host import HostBase
+from gui.host import HostBase
+from realtime.dsp.presets import validate_preset
+from realtime.dsp.processors import processor_class
+from realtime.engine.engine import BYPASS, MIX, PARAM, EngineConfig, set_realtime_priority
+from realtime.engine.ring import Ring, ring_pop, ring_readable
+from realtime.errors import EngineError
 
 # name -> (capacity, width, dtype): the engine's rings (same shapes as Engine makes) + a probe ring
 RINGS = {"control": (1024, 4, np.float64), "midi": (1024, 4, np.float64), "meter": (1024, 8, np.float32),
@@ -67,7 +67,7 @@ def _make_rings(names: dict[str, str] | None = None):
 def _serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tuple[str, ...], probe) -> None:
     import importlib
 
-    from .host import EngineHost
+    from gui.host import EngineHost
 
     rings, shms = _make_rings(names)
     for m in plugins:
@@ -242,7 +242,7 @@ class EngineProcessError(RuntimeError):
 
 class RemoteEngineHost(HostBase):
     """HostBase over an engine process. ``plugins``: modules the engine process imports first
-    (processors registered outside realtime.processors); ``probe``: measure, in the engine
+    (processors registered outside realtime.dsp.processors); ``probe``: measure, in the engine
     process, when each queued parameter target was applied (``bench gui``)."""
 
     def __init__(self, preset: dict, config: EngineConfig | None = None, plugins: tuple[str, ...] = (),

@@ -21,13 +21,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from realtime import callback as cb
-from realtime.chain import Chain, Slot
-from realtime.engine import Engine, EngineConfig
-from realtime.presets import build_chain, validate_preset
-from realtime.processors import create
-from realtime.processors.safety import CLIPPED
-from realtime.ring import ring_pop, ring_readable
+from realtime.dsp.chain import Chain, Slot
+from realtime.dsp.presets import build_chain, validate_preset
+from realtime.dsp.processors import create
+from realtime.dsp.processors.safety import CLIPPED
+from realtime.engine import callback as cb
+from realtime.engine.engine import Engine, EngineConfig
+from realtime.engine.ring import ring_pop, ring_readable
 
 CC = 0xB0
 FULL_STATS_S = 5.0
@@ -267,7 +267,7 @@ class EngineHost(HostBase):
 
 
 def _device_name(config: EngineConfig) -> str:
-    from realtime.portaudio import sd
+    from realtime.io.portaudio import sd
 
     def name(dev, kind):
         try:

@@ -1,4 +1,4 @@
-"""A rotary knob for one parameter descriptor (realtime.processor.Param).
+"""A rotary knob for one parameter descriptor (realtime.dsp.processor.Param).
 
 Value and unit drawn under the dial; double-click resets to the default; drag (vertical) and the
 mouse wheel move it, Shift (or Ctrl) for 10x finer control; keyboard: arrows step, Page Up/Down
@@ -13,7 +13,7 @@ from PyQt6.QtCore import QPointF, QRectF, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import QAction, QColor, QFont, QPainter, QPen
 from PyQt6.QtWidgets import QMenu, QSizePolicy, QWidget
 
-from realtime.processor import Param
+from realtime.dsp.processor import Param
 
 DRAG_PIXELS = 200.0  # full range per this many pixels of drag
 WHEEL_STEP = 0.01  # of the range per wheel notch / arrow key

@@ -1,5 +1,5 @@
 """The panel's MIDI input choice (none, a virtual port, or a named port) on top of
-realtime.midi_input (mido + python-rtmidi: JACK MIDI here, ALSA where present)."""
+realtime.io.midi_input (mido + python-rtmidi: JACK MIDI here, ALSA where present)."""
 from __future__ import annotations
 
 VIRTUAL = "Virtual port"
@@ -9,7 +9,7 @@ VIRTUAL_NAME = "rtaudio-host midi in"
 
 def input_ports() -> tuple[list[str], str | None]:
     """(names, error): the named ports for the picker (our own virtual port left out)."""
-    from realtime.devices import midi_ports
+    from realtime.io.devices import midi_ports
 
     ins, _, err = midi_ports()
     return [n for n in ins if VIRTUAL_NAME not in n], err
@@ -20,7 +20,7 @@ class MidiInput:
     rtmidi's thread for every channel voice message (sysex, clock and garbage are dropped)."""
 
     def __init__(self, port: str, sink):
-        from realtime.midi_input import MidiInput as _Input
+        from realtime.io.midi_input import MidiInput as _Input
 
         self.port_name = port
         self._in = None

@@ -7,12 +7,22 @@ processor-specific code: a new processor shows up with its own knobs.
 from __future__ import annotations
 
 from PyQt6.QtCore import Qt, pyqtSignal
-from PyQt6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea,
-                             QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from realtime.processor import Param
-
-from .knob import Knob
+from gui.knob import Knob
+from realtime.dsp.processor import Param
 
 MIX_PARAM = Param("mix", "Mix", 0.0, 100.0, 100.0, unit="%", smoothing_ms=10.0)  # slot mix x 100
 COLUMNS = 2

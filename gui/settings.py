@@ -8,9 +8,8 @@ from pathlib import Path
 from PyQt6.QtCore import QSettings, QStandardPaths
 from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel
 
-from realtime.engine import EngineConfig
-
-from .midi import NONE, VIRTUAL, input_ports
+from gui.midi import NONE, VIRTUAL, input_ports
+from realtime.engine.engine import EngineConfig
 
 APP = "rtaudio-host"
 SAMPLERATES = (44100, 48000, 88200, 96000)
@@ -100,7 +99,7 @@ def audio_devices(kind: str) -> list[str]:
     """Names of devices with input (kind="input") or output channels, from PortAudio, scanned
     afresh. PortAudio is released again: the engine runs in its own process, and a PortAudio
     left open here would abort this process at exit if the audio server died meanwhile."""
-    from realtime.portaudio import list_devices, release, rescan
+    from realtime.io.portaudio import list_devices, release, rescan
 
     key = "inputs" if kind == "input" else "outputs"
     try:

@@ -12,19 +12,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
-from PyQt6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton,
-                             QStatusBar, QToolBar, QToolButton, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QStatusBar,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from realtime.engine import EngineConfig
-from realtime.presets import builtin_presets, load_preset, save_preset
-from realtime.processors import available_kinds
-
-from .engine_process import RemoteEngineHost
-from .keyboard import PianoKeyboard, note_name
-from .meters import LevelMeter
-from .midi import NONE, MidiInput
-from .rack import Rack, SlotStrip
-from .settings import Settings, SettingsDialog, user_preset_dir
+from gui.engine_process import RemoteEngineHost
+from gui.keyboard import PianoKeyboard, note_name
+from gui.meters import LevelMeter
+from gui.midi import NONE, MidiInput
+from gui.rack import Rack, SlotStrip
+from gui.settings import Settings, SettingsDialog, user_preset_dir
+from realtime.dsp.presets import builtin_presets, load_preset, save_preset
+from realtime.dsp.processors import available_kinds
+from realtime.engine.engine import EngineConfig
 
 SYNTH = "synth"
 NOTE_ON, NOTE_OFF = 0x90, 0x80

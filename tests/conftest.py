@@ -13,8 +13,8 @@ ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "artifacts")
 @pytest.fixture(scope="session")
 def jack_server(tmp_path_factory):
     """The default JACK server (dummy driver, 48 kHz, 128 frames); started if none runs."""
-    from realtime.jackserver import DummyJackServer, server_running
-    from realtime.portaudio import rescan
+    from realtime.io.jackserver import DummyJackServer, server_running
+    from realtime.io.portaudio import rescan
 
     server = None
     if not server_running():

@@ -1,7 +1,7 @@
 """A pass-through processor that shows the MIDI the chain hands it in its parameter values, so a
 test can read them back from the engine process (imported there as a plugin)."""
-from realtime.processor import Param, Processor
-from realtime.processors import REGISTRY, register
+from realtime.dsp.processor import Param, Processor
+from realtime.dsp.processors import REGISTRY, register
 
 ON_NOTE, ON_VELOCITY, OFF_NOTE, COUNT = range(4)
 

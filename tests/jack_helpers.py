@@ -3,8 +3,8 @@ import time
 
 import numpy as np
 
-from realtime.jackio import JackPlayer, JackRecorder, engine_ports
-from realtime.live import measure_lag
+from realtime.io.jackio import JackPlayer, JackRecorder, engine_ports
+from realtime.run.live import measure_lag
 
 
 class Identity:

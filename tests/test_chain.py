@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime.chain import Chain, Slot
-from realtime.processors import create
-from realtime.processors.safety import Safety
-from realtime.presets import build_chain, builtin_presets, load_preset
+from realtime.dsp.chain import Chain, Slot
+from realtime.dsp.presets import build_chain, builtin_presets, load_preset
+from realtime.dsp.processors import create
+from realtime.dsp.processors.safety import Safety
 
 SR = 48000
 BLOCK = 128

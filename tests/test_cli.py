@@ -101,7 +101,7 @@ def test_bench_processor_prints_one_line_per_processor():
 
 def test_jack_server_killed_mid_stream_reports_exits_and_keeps_the_recording(tmp_path):
     """A named private server, so the session's server is untouched."""
-    from realtime.jackserver import DummyJackServer
+    from realtime.io.jackserver import DummyJackServer
 
     name = "rtkill"  # fixed: JACK reclaims a killed server's registry slot only for its name
     server = DummyJackServer(48000, 256, name=name).start()
@@ -111,9 +111,13 @@ def test_jack_server_killed_mid_stream_reports_exits_and_keeps_the_recording(tmp
                          stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not list(tmp_path.glob(".rec.wav.*")):
+
+        def recorded_bytes() -> int:
+            return sum(f.stat().st_size for f in tmp_path.glob(".rec.wav.*"))
+
+        while time.monotonic() < deadline and recorded_bytes() < 1 << 16:  # audio is flowing
             time.sleep(0.1)
-        time.sleep(2.0)  # streaming for a while
+        time.sleep(1.0)  # streaming for a while
         server.kill()
         _, err = p.communicate(timeout=30)  # no hang
     finally:
@@ -143,7 +147,7 @@ def test_engine_runs_at_other_rates_and_block_sizes(rate, block, channels, tmp_p
 def test_ctrl_c_stops_cleanly_and_keeps_the_recording(tmp_path):
     import signal
 
-    from realtime.jackserver import DummyJackServer
+    from realtime.io.jackserver import DummyJackServer
 
     name = "rtint"
     rec = tmp_path / "rec.wav"
@@ -185,7 +189,7 @@ def _process_alive(pid: int) -> bool:
 def test_private_jack_server_dies_with_the_process_that_started_it():
     """A benchmark killed by a timeout must not leave its jackd behind (it runs in its own session)."""
     name = "rtorphan"  # fixed, like rtkill: JACK reuses a dead server's registry slot by name
-    code = ("import sys, time; sys.path.insert(0, %r); from realtime.jackserver import DummyJackServer; "
+    code = ("import sys, time; sys.path.insert(0, %r); from realtime.io.jackserver import DummyJackServer; "
             "s = DummyJackServer(48000, 256, name=%r).start(); print(s.proc.pid, flush=True); time.sleep(120)")
     p = subprocess.Popen([sys.executable, "-c", code % (str(ROOT), name)], stdout=subprocess.PIPE, text=True)
     try:

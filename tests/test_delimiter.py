@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
+from realtime.dsp.processors.limiter import limit
+from realtime.dsp.processors.neural.delimiter import DEFAULT_MODEL, Delimiter
 from realtime.errors import ModelError
-from realtime.processors.delimiter import DEFAULT_MODEL, Delimiter
-from realtime.processors.limiter import limit
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="run `python main.py train delimiter`")
 SR = 48000
@@ -154,7 +154,7 @@ def test_auto_level_keeps_peaks_under_the_ceiling_and_reports_the_scale():
 
 
 def test_nan_and_inf_are_contained_through_the_preset():
-    from realtime.presets import build_chain, load_preset
+    from realtime.dsp.presets import build_chain, load_preset
 
     chain = build_chain(load_preset("delimit"))
     chain.prepare(SR, 256, 2)
@@ -180,7 +180,7 @@ def test_bad_model_files_and_rates_give_clear_errors(tmp_path):
 
 
 def test_benchmark_reads_the_applied_gain_curve_back_from_the_audio():
-    from models.delimiter.evaluate import curve_match
+    from bench.delimiter import curve_match
 
     y, gain = limit(_hits() * 4.0, SR, ceiling_db=-1.0, release_ms=80.0, lookahead_ms=3.0)
     log_gain = np.log(gain)

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from realtime.engine import Engine, EngineConfig, EngineError
-from realtime.portaudio import AudioDeviceError
-from realtime.presets import build_chain, load_preset
-from realtime.ring import Ring
+from realtime.dsp.presets import build_chain, load_preset
+from realtime.engine.engine import Engine, EngineConfig
+from realtime.engine.ring import Ring
+from realtime.errors import AudioDeviceError, EngineError
 
 from .jack_helpers import Identity, Rig, clean_take, lag_of, play_through
 
@@ -213,7 +213,7 @@ def test_late_blocks_after_a_server_stall_are_not_counted_as_ours():
     """The attribution itself, fed timing records as the callback writes them: a late block
     with regular callbacks before it is ours; one within prefill + 1 callbacks of a delayed
     (or bunched, or xrun-flagged) callback is the server's."""
-    from realtime import callback as cb
+    from realtime.engine import callback as cb
 
     eng = Engine(Identity(), EngineConfig(blocksize=B, prefill_blocks=2))
     period = round(1e9 * B / SR)
@@ -299,7 +299,7 @@ def test_midi_with_garbage_timestamps_plays_at_once_and_keeps_order():
 
 
 def test_thread_page_faults_count_this_threads_first_touches():
-    from realtime.engine import thread_page_faults
+    from realtime.engine.engine import thread_page_faults
 
     tid = threading.get_native_id()
     minor0, major0 = thread_page_faults(tid)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from realtime.dsp.processors.neural.enhancer import DEFAULT_MODEL, Enhancer
 from realtime.errors import ModelError
-from realtime.processors.enhancer import DEFAULT_MODEL, Enhancer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -295,21 +295,21 @@ def test_corrupt_model_raises_clear_error(tmp_path):
 
 
 def test_runtime_never_imports_torch():
-    code = ("import sys, numpy as np; from realtime.processors.enhancer import Enhancer; "
+    code = ("import sys, numpy as np; from realtime.dsp.processors.neural.enhancer import Enhancer; "
             "e = Enhancer(); e.prepare(48000, 256, 1); e.process(np.zeros((256, 1), np.float32)); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_registered_kind():
-    from realtime.processors import processor_class
+    from realtime.dsp.processors import processor_class
 
     assert processor_class("enhancer") is Enhancer
 
 
 def test_voice_preset_chain(speech48):
     """Built-in preset "voice": enhancer -> limiter -> safety, latency summed, noise removed."""
-    from realtime.presets import build_chain, load_preset
+    from realtime.dsp.presets import build_chain, load_preset
 
     p = load_preset("voice")
     assert [s["processor"] for s in p["chain"]] == ["enhancer", "limiter", "safety"]
@@ -331,8 +331,8 @@ def test_voice_preset_chain(speech48):
 def test_voice_preset_live_over_jack(jack_server, speech48):
     """The voice preset in the live engine on a real JACK server: noise in, much less out,
     reported latency includes the enhancer's 479 samples."""
-    from realtime.engine import Engine, EngineConfig
-    from realtime.presets import build_chain, load_preset
+    from realtime.dsp.presets import build_chain, load_preset
+    from realtime.engine.engine import Engine, EngineConfig
 
     from .jack_helpers import Rig
 

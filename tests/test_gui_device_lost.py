@@ -17,8 +17,8 @@ from PyQt6.QtWidgets import QApplication
 app = QApplication(sys.argv[:1])
 from gui.settings import Settings
 from gui.window import MainWindow
-from realtime.engine import EngineConfig
-from realtime.presets import load_preset
+from realtime.engine.engine import EngineConfig
+from realtime.dsp.presets import load_preset
 w = MainWindow(load_preset("default"), EngineConfig(blocksize=256), Settings(sys.argv[1]))  # engine process
 w.show()
 w.start_button.click()
@@ -37,7 +37,7 @@ w.shutdown()
 
 
 def test_server_killed_under_the_window_is_reported_not_a_crash(tmp_path):
-    from realtime.jackserver import DummyJackServer
+    from realtime.io.jackserver import DummyJackServer
 
     name = "rtguikill"  # fixed: JACK reclaims a killed server's registry slot only for its name
     server = DummyJackServer(48000, 256, name=name).start()

@@ -12,14 +12,13 @@ pytest.importorskip("pytestqt")
 
 from PyQt6.QtCore import Qt  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
-from PyQt6.QtWidgets import QApplication  # noqa: E402
 
+from gui.engine_process import RemoteEngineHost  # noqa: E402
 from gui.midi import NONE, VIRTUAL, VIRTUAL_NAME  # noqa: E402
 from gui.settings import Settings, SettingsDialog  # noqa: E402
 from gui.window import MainWindow  # noqa: E402
-from realtime.engine import EngineConfig  # noqa: E402
-from realtime.presets import load_preset  # noqa: E402
-from gui.engine_process import RemoteEngineHost  # noqa: E402
+from realtime.dsp.presets import load_preset  # noqa: E402
+from realtime.engine.engine import EngineConfig  # noqa: E402
 
 from . import gui_midiprobe  # noqa: E402,F401  (registers "midiprobe" here too, for the shadow chain)
 

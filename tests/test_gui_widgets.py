@@ -12,17 +12,18 @@ from PyQt6.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication, QComboBox, QToolButton  # noqa: E402
 
+from gui.host import EngineHost  # noqa: E402
 from gui.keyboard import PianoKeyboard  # noqa: E402
 from gui.knob import DRAG_PIXELS, Knob  # noqa: E402
 from gui.meters import LevelMeter  # noqa: E402
 from gui.rack import MIX_PARAM  # noqa: E402
 from gui.settings import Settings, config_path  # noqa: E402
-from gui.host import EngineHost  # noqa: E402
 from gui.window import MainWindow  # noqa: E402
-from realtime.engine import EngineConfig  # noqa: E402
-from realtime.presets import PresetError, build_chain, load_preset  # noqa: E402
-from realtime.processor import Param  # noqa: E402
-from realtime.processors import available_kinds, create, processor_class  # noqa: E402
+from realtime.dsp.presets import build_chain, load_preset  # noqa: E402
+from realtime.dsp.processor import Param  # noqa: E402
+from realtime.dsp.processors import available_kinds, create, processor_class  # noqa: E402
+from realtime.engine.engine import EngineConfig  # noqa: E402
+from realtime.errors import PresetError
 
 GAIN = Param("gain_db", "Gain", -60.0, 24.0, 0.0, unit="dB")
 FREQ = Param("freq_hz", "Frequency", 20.0, 20000.0, 1000.0, unit="Hz", scale="log")

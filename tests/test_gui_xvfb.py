@@ -19,7 +19,7 @@ app = QApplication(sys.argv[:1])
 from gui.host import EngineHost
 from gui.settings import Settings
 from gui.window import MainWindow
-from realtime.presets import load_preset
+from realtime.dsp.presets import load_preset
 p = load_preset("default")
 w = MainWindow(p, settings=Settings(sys.argv[1]), host=EngineHost(p))  # engine not started: the display is tested
 w.show()

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from realtime.offline import OfflineError, process_file
-from realtime.presets import build_chain, load_preset
+from realtime.dsp.presets import build_chain, load_preset
+from realtime.errors import OfflineError
+from realtime.run.offline import process_file
 
 LIMITER_ONLY = {"version": 1, "name": "lim", "chain": [{"processor": "limiter", "params": {"ceiling_db": -1}}]}
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from realtime.engine import Engine, EngineConfig
-from realtime.live import DEMO_SIGNAL
-from realtime.offline import process_file
-from realtime.presets import build_chain, load_preset
+from realtime.dsp.presets import build_chain, load_preset
+from realtime.engine.engine import Engine, EngineConfig
+from realtime.run.live import DEMO_SIGNAL
+from realtime.run.offline import process_file
 
 from .jack_helpers import Rig, clean_take, lag_of
 

@@ -7,8 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from realtime.presets import (PresetError, apply_overrides, build_chain, builtin_presets, load_preset,
-                              parse_preset, save_preset, validate_preset)
+from realtime.dsp.presets import (
+    PresetError,
+    apply_overrides,
+    build_chain,
+    builtin_presets,
+    load_preset,
+    parse_preset,
+    save_preset,
+    validate_preset,
+)
 
 SR = 48000
 

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
-from realtime import processors as P
-from realtime.processor import ParamError
-from realtime.processors.biquad import TYPES, biquad_coefficients
-from realtime.processors.limiter import limit
-from realtime.processors.meter import CLIP, PEAK, RMS
-from realtime.processors.safety import CLIPPED, SCRUBBED
+from realtime.dsp import processors as P
+from realtime.dsp.processors.biquad import TYPES, biquad_coefficients
+from realtime.dsp.processors.limiter import limit
+from realtime.dsp.processors.meter import CLIP, PEAK, RMS
+from realtime.dsp.processors.safety import CLIPPED, SCRUBBED
+from realtime.errors import ParamError
 
 SR = 48000
 
@@ -72,8 +72,8 @@ def test_registry_create_and_unknown():
 
 def test_lazy_processor_imported_on_first_use(tmp_path, monkeypatch):
     (tmp_path / "lazy_dummy_proc.py").write_text(
-        "from realtime.processor import Processor\n"
-        "from realtime.processors import register\n"
+        "from realtime.dsp.processor import Processor\n"
+        "from realtime.dsp.processors import register\n"
         "@register\n"
         "class Dummy(Processor):\n"
         "    kind = 'lazy_dummy'\n"
@@ -96,7 +96,7 @@ def test_lazy_processor_imported_on_first_use(tmp_path, monkeypatch):
 
 
 def test_parameter_named_like_a_slot_control_is_refused():
-    from realtime.processor import Param, Processor
+    from realtime.dsp.processor import Param, Processor
 
     class Shadowing(Processor):
         kind = "shadowing"

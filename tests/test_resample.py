@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import upfirdn
 
-from realtime.resample import StreamResampler
+from realtime.dsp.resample import StreamResampler
 
 PAIRS = [(44100, 48000), (48000, 44100), (96000, 48000), (48000, 96000), (88200, 48000)]
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from realtime.ring import Ring, ring_pop, ring_push, ring_readable
+from realtime.engine.ring import Ring, ring_pop, ring_push, ring_readable
 
 
 def test_capacity_must_be_power_of_two():

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from realtime.processors.synth import INSTRUMENTS, MODEL_DIR, Synth
+from realtime.dsp.processors.synth.processor import INSTRUMENTS, MODEL_DIR, Synth
 
 SR, B = 48000, 128
 
@@ -141,7 +141,7 @@ def test_panic_and_all_notes_off():
 
 
 def test_garbage_midi_never_breaks_it():
-    from realtime.midi_input import ByteFeeder
+    from realtime.io.midi_input import ByteFeeder
 
     s = make()
     junk = [(0xF0, 1, 2), (0xF8, 0, 0), (0x90, 300, 999), (0x90, -5, 64), (0x80, 77, 0), (float("nan"), 1, 1),
@@ -229,7 +229,7 @@ def test_broken_model_files_give_clear_errors(tmp_path):
 
 
 def test_preset_builds_and_runs():
-    from realtime.presets import build_chain, load_preset
+    from realtime.dsp.presets import build_chain, load_preset
 
     chain = build_chain(load_preset("synth"))
     chain.prepare(SR, B, 2)
@@ -247,10 +247,10 @@ def test_preset_builds_and_runs():
 def test_midi_through_a_real_jack_midi_port_reaches_the_synth(jack_server):
     import mido
 
-    from realtime.engine import Engine, EngineConfig
-    from realtime.midi_input import MidiInput
-    from realtime.presets import build_chain, load_preset
-    from realtime.ring import Ring
+    from realtime.dsp.presets import build_chain, load_preset
+    from realtime.engine.engine import Engine, EngineConfig
+    from realtime.engine.ring import Ring
+    from realtime.io.midi_input import MidiInput
 
     chain = build_chain(load_preset("synth"))
     synth = chain.slot("synth").processor

@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from realtime import synth_kernels as sk  # noqa: E402
-from realtime.processors.synth import MODEL_DIR  # noqa: E402
+from realtime.dsp.processors.synth import kernels as sk  # noqa: E402
+from realtime.dsp.processors.synth.processor import MODEL_DIR  # noqa: E402
 
 
 def test_torch_harmonic_synth_equals_numba_bank_one_frame_later():
@@ -72,7 +72,7 @@ def test_exported_decoder_streams_frame_by_frame(instrument):
 
 def test_smoke_training_exports_a_model_the_synth_plays(tmp_path):
     from models.ddsp import train
-    from realtime.processors.synth import Synth
+    from realtime.dsp.processors.synth.processor import Synth
 
     assert train.main(["--instrument", "flute", "--smoke", "--export", str(tmp_path / "flute.onnx")]) == 0
     s = Synth(model_dir=tmp_path, instrument="flute")

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from realtime.thread_usage import SwitchCounter
+from realtime.engine.rt_os import SwitchCounter
 
 
 @pytest.mark.skipif(not SwitchCounter().available, reason="getrusage(RUSAGE_THREAD) is Linux-only")

@@ -289,7 +289,7 @@ def write_card(a, dec, ck, n_params: int, seconds: float, train_s: float) -> Non
     prog, lo, hi = INSTRUMENTS[a.instrument]
     card.write_text(f"""# DDSP {a.instrument}
 
-Decoder for the real-time DDSP synth (`realtime/processors/synth.py`), trained by
+Decoder for the real-time DDSP synth (`realtime/dsp/processors/synth/processor.py`), trained by
 `python main.py train ddsp --instrument {a.instrument} --f0 {a.f0} --max-minutes {a.max_minutes:g}` on data from
 `python -m models.ddsp.data`.
 

@@ -137,7 +137,7 @@ def apply_limiter(x: np.ndarray, sr: int, kind: str, drive_db: float, ceiling_db
     """(y, x_ref, log_gain): x_ref = drive * x aligned with y; log_gain NaN if not reported."""
     drive = 10.0 ** (drive_db / 20.0)
     if kind == "project":
-        from realtime.processors.limiter import limit
+        from realtime.dsp.processors.limiter import limit
 
         # drive applied here: the limiter's own input-gain knob stops at +24 dB
         y, g = limit(x * drive, sr, ceiling_db=ceiling_db, release_ms=release_ms, lookahead_ms=lookahead_ms)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as recipe
-from .model import HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
+from models.delimiter import data as recipe
+from models.delimiter.model import HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_PATH = Path(__file__).resolve().parent / "delimiter.onnx"

@@ -82,6 +82,7 @@ def make_pools(a):
 
 def _mix_iter(self):
     import torch
+
     from models.enhancer.data import Mixer
 
     torch.set_num_threads(1)
@@ -113,6 +114,7 @@ def mix_stream(a, start_step: int):
 def val_batch(a, n=None, seconds=4.0):
     """A fixed slice of the held-out validation mixtures (or synthetic ones in smoke mode)."""
     import soundfile as sf
+
     from models.enhancer.data import SELECTION_CLIPS, Mixer, synthetic_pools
 
     n = SELECTION_CLIPS if n is None else n

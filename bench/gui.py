@@ -1,0 +1,269 @@
+"""`python main.py bench gui`: does the panel cost audio?
+
+The live engine runs the chain on a JACK dummy server with the bundled demo looping into its
+input, the window open (offscreen unless a display is set), meters animating, and knobs moved
+programmatically through the same path a mouse takes (Knob → strip → window → engine). Prints
+
+    {"bench":"gui","seconds","late_blocks","server_xruns","knob_moves","param_latency_ms_p99",…}
+
+``late_blocks`` count callbacks whose output was not ready. Those with no server timing anomaly
+(a delayed or bunched callback, an xrun flag) in the same or the prefill + 1 callbacks before are
+split: ``late_blocks_stolen`` where the hypervisor took at least a block period of CPU from the
+DSP thread in that window (off the CPU without being switched out: see Engine._explain_late),
+``late_blocks_ours`` the rest: the late blocks nothing but our own processing explains.
+``server_xruns`` are the server's own hiccups. ``param_latency_ms`` is the time from the knob move until the DSP thread
+applied the new target (a probe thread at real-time priority 1, below the DSP thread, watches the
+processor's value array); the processor then smooths toward it from the next block on.
+``late_context`` explains the first late blocks not the server's (what the DSP thread did in
+their window: blocks started, longest gap, slowest block's wall and CPU time and context
+switches, stolen time, and the cause it was put down to); ``dsp_minor_faults`` /
+``dsp_major_faults`` count the DSP thread's page faults while the knobs moved; ``cpu_steal_ms``
+is the CPU time the hypervisor gave to others meanwhile (a VM's stalls that are not ours).
+
+Modes: by default the product's set-up (the engine in its own process, see gui.engine_process);
+``--in-process`` the window and the engine in one process (what that replaced); ``--no-gui``
+the same engine, chain, input and knob moves without Qt, as the baseline. By default the chain
+is the preset plus every neural processor whose model loads ("chain" and "skipped" say which).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import queue
+import signal
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+NEURAL = ("enhancer", "delimiter", "synth")
+
+
+def _args(argv):
+    ap = argparse.ArgumentParser(prog="bench gui")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--samplerate", type=int, default=48000)
+    ap.add_argument("--blocksize", type=int, default=128)
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--add", nargs="*", default=None,
+                    help=f"processors to add before the safety stage (default: the neural ones that load: {NEURAL})")
+    from gui import PANEL_PREFILL_BLOCKS
+
+    ap.add_argument("--prefill-blocks", type=int, default=PANEL_PREFILL_BLOCKS,
+                    help="output pre-fill: the DSP thread's time budget per block, in blocks (the panel's default)")
+    ap.add_argument("--move-hz", type=float, default=20.0, help="knob moves per second")
+    ap.add_argument("--no-gui", action="store_true", help="baseline: no window, knobs moved by a thread")
+    ap.add_argument("--in-process", action="store_true",
+                    help="the window and the engine in one process (the design the engine process replaced)")
+    ap.add_argument("--json", action="store_true")
+    return ap.parse_args(argv)
+
+
+class LatencyProbe:
+    """Watches for queued parameter targets to land in the processor (off the GUI thread)."""
+
+    def __init__(self):
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.ms: list[float] = []
+        self.missed = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, name="param-probe", daemon=True)
+        self.thread.start()
+
+    def watch(self, values: np.ndarray, index: int, value: float, t0: float) -> None:
+        self.q.put((values, index, value, t0))
+
+    def _run(self):
+        from realtime.engine.engine import set_realtime_priority
+
+        set_realtime_priority(1)  # below the DSP thread; else the probe's own wake-up delay is measured
+        while not self._stop:
+            try:
+                values, i, v, t0 = self.q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            deadline = t0 + 0.5
+            while values[i] != v:
+                if time.perf_counter() > deadline:
+                    self.missed += 1
+                    break
+                time.sleep(0.0002)
+            else:
+                self.ms.append(1000.0 * (time.perf_counter() - t0))
+
+    def stop(self):
+        self._stop = True
+        self.thread.join(1)
+
+
+def _build_preset(a) -> tuple[dict, list[str], dict]:
+    from realtime.dsp.presets import load_preset, validate_preset
+    from realtime.dsp.processors import available_kinds, create
+
+    preset = load_preset(a.preset)
+    wanted = [k for k in NEURAL if k in available_kinds()] if a.add is None else a.add
+    added, skipped = [], {}
+    chain = preset["chain"][:-1]
+    for kind in wanted:
+        try:
+            create(kind).prepare(a.samplerate, a.blocksize, 2)  # a missing/broken model: reported, not fatal
+        except Exception as e:
+            skipped[kind] = f"{type(e).__name__}: {e}"
+            continue
+        chain.append({"processor": kind})
+        added.append(kind)
+    preset["chain"] = chain + preset["chain"][-1:]
+    return validate_preset(preset), added, skipped
+
+
+def _sweep(n: int, t: float) -> float:
+    return 0.5 + 0.4 * math.sin(2 * math.pi * 0.37 * t + n)
+
+
+def _run_window(a, preset, config, probe, demo):
+    """The window (offscreen unless a display is set) with knobs moved by a timer; returns the
+    engine's final status and the number of knob moves."""
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    from gui.knob import Knob
+    from gui.rack import MIX_PARAM
+    from gui.settings import Settings
+    from gui.window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    moves = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.in_process:
+            from gui.host import EngineHost
+
+            host = EngineHost(preset, config)
+        else:  # the product: the engine in its own process, probed there
+            from gui.engine_process import RemoteEngineHost
+
+            host = RemoteEngineHost(preset, config, probe=True)
+        win = MainWindow(preset, config, Settings(os.path.join(tmp, "bench.ini")), host=host)
+        try:
+            win.show()
+            win.start()
+            demo.connect()
+            first = host.status()
+            knobs = [(sid, k) for sid, strip in win.rack.strips.items() for k in strip.controls.values()
+                     if isinstance(k, Knob) and k.param is not MIX_PARAM]
+            t0 = time.monotonic()
+
+            def move():
+                nonlocal moves
+                sid, k = knobs[moves % len(knobs)]
+                proc = host.chain.slot(sid).processor
+                u = _sweep(moves % len(knobs), time.monotonic() - t0)
+                v = k.param.from_unit(u)
+                if v == k.value():
+                    return
+                tp = time.perf_counter()
+                k.setUnit(u)  # → strip → window → host.set_param → engine's control ring
+                if a.in_process:
+                    probe.watch(proc.values, proc.param_index(k.param.id), v, tp)
+                moves += 1
+
+            signal.signal(signal.SIGINT, lambda *_: app.quit())  # Ctrl-C ends the run early, cleanly
+            mover = QTimer(interval=max(1, int(1000 / a.move_hz)), timeout=move)
+            mover.start()
+            final = {}
+
+            def finish():  # the status first: quitting closes the window, and with it the engine
+                mover.stop()
+                final.update(host.status())
+                app.quit()
+
+            QTimer.singleShot(int(a.seconds * 1000), finish)
+            app.exec()
+            s = final or host.status()
+            if not a.in_process:
+                probe.ms = host.probe_ms
+        finally:
+            win.shutdown()
+    return first, s, moves
+
+
+def _cpu_steal_ms() -> float:
+    """Milliseconds of CPU time stolen by the hypervisor, all CPUs, since boot (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()  # cpu user nice system idle iowait irq softirq steal …
+        return 1000.0 * int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def bench(argv) -> int:
+    a = _args(argv)
+    if not a.no_gui and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
+    from bench.core import emit
+    from gui.demo_source import DemoSource
+    from realtime.engine.engine import EngineConfig
+    from realtime.io.jackserver import DummyJackServer, server_running
+    from realtime.io.portaudio import rescan
+
+    server = None
+    if not server_running():
+        server = DummyJackServer(a.samplerate, a.blocksize).start()
+    if a.no_gui or a.in_process:
+        rescan()  # PortAudio in this process (the engine process opens its own)
+    preset, added, skipped = _build_preset(a)
+    config = EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks)
+    probe = LatencyProbe()  # in this process; the engine process runs its own (RemoteEngineHost probe=True)
+    demo = DemoSource()  # its own process: a Python JACK client here would stall the graph
+    moves, host = 0, None
+    steal0 = _cpu_steal_ms()
+    try:
+        if a.no_gui:
+            from gui.host import EngineHost
+
+            host = EngineHost(preset, config)
+            host.start()
+            demo.connect()
+            first = host.status()
+            targets = [(s.id, d) for s in host.chain.slots for d in s.processor.params if not d.choices]
+            t0 = time.monotonic()
+            while (now := time.monotonic()) - t0 < a.seconds:
+                sid, d = targets[moves % len(targets)]
+                v = d.from_unit(_sweep(moves % len(targets), now - t0))
+                proc = host.chain.slot(sid).processor
+                tp = time.perf_counter()
+                host.set_param(sid, d.id, v)
+                probe.watch(proc.values, proc.param_index(d.id), v, tp)
+                moves += 1
+                time.sleep(1.0 / a.move_hz)
+            s = host.status()
+        else:
+            first, s, moves = _run_window(a, preset, config, probe, demo)
+    finally:
+        probe.stop()
+        demo.close()
+        if host is not None:
+            host.close()  # the stream closes before the server goes
+        if server:
+            server.stop()
+    steal = _cpu_steal_ms() - steal0
+    ms = np.array(probe.ms) if probe.ms else np.zeros(1)
+    mode = "no-gui" if a.no_gui else "in-process" if a.in_process else "engine-process"
+    emit({"bench": "gui", "gui": not a.no_gui, "mode": mode, "seconds": a.seconds, "samplerate": a.samplerate,
+          "blocksize": a.blocksize, "prefill_blocks": a.prefill_blocks, "chain": [sl["id"] for sl in preset["chain"]], "skipped": skipped,
+          "callbacks": s["callbacks"], "late_blocks": s["late_blocks"], "late_blocks_ours": s["late_blocks_ours"],
+          "late_blocks_stolen": s["late_blocks_stolen"], "server_xruns": s["server_xruns"],
+          "delayed_callbacks": s["delayed_callbacks"], "dsp_load": s["dsp_load"], "dsp_us_p99": s["dsp_us_p99"], "dsp_us_max": s["dsp_us_max"],
+          "knob_moves": moves, "param_latency_ms_p50": float(np.percentile(ms, 50)),
+          "param_latency_ms_p99": float(np.percentile(ms, 99)), "param_latency_ms_max": float(ms.max()),
+          "param_missed": probe.missed, "block_ms": 1000.0 * a.blocksize / a.samplerate,
+          "latency_ms": s["round_trip_ms"],
+          # page faults of the DSP thread while the knobs moved (after its start-up), and the time
+          # the hypervisor gave this VM's CPUs to someone else: stalls that are not ours to fix
+          "dsp_minor_faults": s["dsp_minor_faults"] - first["dsp_minor_faults"],
+          "dsp_major_faults": s["dsp_major_faults"] - first["dsp_major_faults"],
+          "cpu_steal_ms": steal, "late_context": s["late_context"], "error": s["error"]}, a.json)
+    return 0

@@ -1,0 +1,250 @@
+"""A chain of processor slots, always ending in a Safety stage.
+
+Each slot adds bypass and wet/dry mix. The dry signal is taken from a per-slot delay line and
+delayed by the processor's latency, so wet and dry are sample-aligned: mixing never comb-filters
+and the chain latency is the same whether a slot is bypassed or not. Bypass is just "mix target
+0"; the effective wet weight moves linearly toward its target over 10 ms, so bypass and mix
+changes never click. A bypassed processor keeps running: its state stays current (no stale
+delay-line audio when it comes back) and the CPU cost is the active cost, which the real-time
+budget has to cover anyway.
+
+All methods except ``process`` are for between blocks (the DSP thread applies queued changes
+there); ``process`` makes one dry-push kernel call, the processor call and one mix kernel call
+per slot, and allocates nothing.
+"""
+from __future__ import annotations
+
+import numbers
+import re
+
+import numpy as np
+from numba import njit
+
+from realtime.dsp.processor import Processor
+from realtime.dsp.processors.safety import Safety
+
+CROSSFADE_MS = 10.0
+SLOT_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")  # no dots: overrides say "slot.param=value"
+
+
+@njit(nogil=True, cache=True)
+def _dry_push(block, ring, pos):
+    """Append the (unprocessed) block to the slot's dry delay line."""
+    mask = ring.shape[0] - 1
+    w = pos[0]
+    for n in range(block.shape[0]):
+        i = (w + n) & mask
+        for ch in range(block.shape[1]):
+            ring[i, ch] = block[n, ch]
+    pos[0] = w + block.shape[0]
+
+
+@njit(nogil=True, cache=True)
+def _dry_mix(block, ring, pos, latency, wst, step):
+    """block = dry + w * (wet - dry), dry = input delayed by ``latency``; wst = [w, target]."""
+    w = wst[0]
+    target = wst[1]
+    if w == 1.0 and target == 1.0:
+        return
+    mask = ring.shape[0] - 1
+    start = pos[0] - block.shape[0] - latency
+    for n in range(block.shape[0]):
+        if w < target:
+            w = min(target, w + step)
+        elif w > target:
+            w = max(target, w - step)
+        i = (start + n) & mask
+        for ch in range(block.shape[1]):
+            d = ring[i, ch]
+            block[n, ch] = d + w * (block[n, ch] - d)
+    wst[0] = w
+
+
+class Slot:
+    """A processor in a chain, with an id, bypass and wet/dry mix (0 = dry, 1 = wet)."""
+
+    def __init__(self, processor: Processor, id: str | None = None, bypass: bool = False, mix: float = 1.0):
+        if not isinstance(processor, Processor):
+            raise TypeError(f"slot {id!r}: {processor!r} is not a Processor")
+        self.processor = processor
+        self.id = processor.kind if id is None else id
+        if not isinstance(self.id, str) or not SLOT_ID_RE.match(self.id):
+            raise ValueError(f"slot id {self.id!r} is invalid (letters, digits, '_' and '-'; no dots)")
+        self._wst = np.zeros(2, np.float64)  # [current wet weight, target]
+        self._pos = np.zeros(1, np.int64)  # dry delay-line write counter
+        self._ring = None
+        self.bypass = bool(bypass)
+        self.mix = mix
+
+    @property
+    def kind(self) -> str:
+        return self.processor.kind
+
+    @property
+    def bypass(self) -> bool:
+        return self._bypass
+
+    @bypass.setter
+    def bypass(self, value: bool) -> None:
+        self._bypass = bool(value)
+        self._update_target()
+
+    @property
+    def mix(self) -> float:
+        return self._mix
+
+    @mix.setter
+    def mix(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{self.id}.mix: {value!r} is outside [0, 1]")
+        self._mix = float(value)
+        self._update_target()
+
+    def _update_target(self) -> None:
+        self._wst[1] = 0.0 if getattr(self, "_bypass", False) else getattr(self, "_mix", 1.0)
+
+    def __repr__(self) -> str:
+        return f"Slot({self.kind!r}, id={self.id!r}, bypass={self.bypass}, mix={self.mix:g})"
+
+
+class Chain:
+    def __init__(self, slots):
+        slots = list(slots)
+        for s in slots:
+            if not isinstance(s, Slot):
+                raise TypeError(f"{s!r} is not a Slot")
+        ids = [s.id for s in slots]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate slot ids: {dup}")
+        if not slots or not isinstance(slots[-1].processor, Safety):
+            sid, k = "safety", 2
+            while sid in ids:
+                sid, k = f"safety{k}", k + 1
+            slots.append(Slot(Safety(), sid))
+        final = slots[-1]
+        if final.bypass or final.mix != 1.0:
+            raise ValueError(f"{final.id}: the final safety stage cannot be bypassed or mixed")
+        self._slots = tuple(slots)
+        self._fx = self._slots[:-1]  # slots with dry paths; the final safety has none
+        self._safety = final.processor
+        self._by_id = {s.id: s for s in slots}
+        # processors that take MIDI (a synth): the engine's DSP thread forwards events to them
+        self._midi = tuple(s.processor for s in slots if callable(getattr(s.processor, "handle_midi", None)))
+        self._prepared = False
+        self.sample_rate = 0.0
+        self.max_block = 0
+        self.channels = 0
+        self._step = 1.0
+
+    # -- structure ------------------------------------------------------------------------
+    @property
+    def slots(self) -> tuple[Slot, ...]:
+        return self._slots
+
+    def slot(self, slot_id: str) -> Slot:
+        try:
+            return self._by_id[slot_id]
+        except KeyError:
+            raise KeyError(f"no slot {slot_id!r}; slots: {list(self._by_id)}") from None
+
+    @property
+    def latency(self) -> int:
+        """Total latency in samples (constant under bypass/mix: dry paths are compensated)."""
+        return sum(s.processor.latency for s in self._slots)
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def prepare(self, sample_rate: float, max_block: int, channels: int) -> None:
+        self.sample_rate, self.max_block, self.channels = float(sample_rate), int(max_block), int(channels)
+        for s in self._slots:
+            s.processor.prepare(sample_rate, max_block, channels)
+        for s in self._fx:
+            # Room for the largest latency plus one block: the block is written before reading.
+            need = s.processor.max_latency + self.max_block
+            s._ring = np.zeros((1 << max(0, need - 1).bit_length(), self.channels), np.float32)
+        self._step = 1.0 / max(1.0, CROSSFADE_MS * 1e-3 * self.sample_rate)
+        self._prepared = True
+        # Warm-up: the first call of each kernel loads (or compiles) it, which can take far
+        # longer than a block; do it here, on silence, then forget that block.
+        self.process(np.zeros((self.max_block, self.channels), np.float32))
+        self.reset()
+
+    def reset(self) -> None:
+        for s in self._slots:
+            s.processor.reset()
+        self._reset_paths()
+
+    def _reset_paths(self) -> None:
+        for s in self._fx:
+            if s.processor.latency > s.processor.max_latency:
+                raise ValueError(f"{s.id}: latency {s.processor.latency} exceeds max_latency")
+            s._ring.fill(0.0)
+            s._pos[0] = 0
+            s._wst[0] = s._wst[1]  # no fade right after a reset
+
+    def process(self, block: np.ndarray) -> None:
+        """Run the chain in place on a float32 C-contiguous (frames, channels) block."""
+        # Cheap guards: a wrong shape would make the kernels write out of bounds, a wrong dtype
+        # would trigger a Numba compile on the audio thread.
+        if not self._prepared:
+            raise RuntimeError("Chain.process before prepare")
+        if block.dtype != np.float32 or block.shape[1] != self.channels or block.shape[0] > self.max_block:
+            raise ValueError(f"block {block.dtype}{block.shape} does not fit float32 (<= {self.max_block}, "
+                             f"{self.channels})")
+        step = self._step
+        for s in self._fx:
+            p = s.processor
+            _dry_push(block, s._ring, s._pos)
+            p.process(block)
+            _dry_mix(block, s._ring, s._pos, p.latency, s._wst, step)
+        self._safety.process(block)
+
+    # -- between-block control ---------------------------------------------------------------
+    def handle_midi(self, status: int, data1: int = 0, data2: int = 0, offset: int = 0) -> None:
+        """Pass one MIDI message to every processor that takes MIDI, to be applied at sample
+        ``offset`` of the next block (live input: 0, the block it arrived before)."""
+        for p in self._midi:
+            p.handle_midi(status, data1, data2, offset)
+
+    def set_param(self, slot_id: str, param_id: str, value) -> None:
+        self.slot(slot_id).processor.set_param(param_id, value)
+
+    def set_bypass(self, slot_id: str, bypass: bool) -> None:
+        s = self.slot(slot_id)
+        if s is self._slots[-1] and bypass:
+            raise ValueError(f"{slot_id}: the final safety stage cannot be bypassed")
+        s.bypass = bypass
+
+    def set_mix(self, slot_id: str, mix: float) -> None:
+        s = self.slot(slot_id)
+        if s is self._slots[-1] and mix != 1.0:
+            raise ValueError(f"{slot_id}: the final safety stage has no wet/dry mix")
+        s.mix = mix
+
+    # -- description ---------------------------------------------------------------------------
+    def describe(self) -> list[dict]:
+        """One dict per slot for UIs: id, kind, bypass, mix, latency, removable, params."""
+        out = []
+        for s in self._slots:
+            p = s.processor
+            params = []
+            for d, v in zip(p.params, p.values):
+                params.append({
+                    "id": d.id, "name": d.name, "min": d.min, "max": d.max, "default": d.default,
+                    "unit": d.unit, "scale": d.scale, "smoothing_ms": d.smoothing_ms,
+                    "choices": list(d.choices), "step": d.step, "value": float(v), "text": d.format(float(v)),
+                })
+            out.append({"id": s.id, "kind": p.kind, "bypass": s.bypass, "mix": s.mix, "latency": p.latency,
+                        "removable": s is not self._slots[-1], "params": params})
+        return out
+
+    def to_preset(self, name: str, description: str = "") -> dict:
+        """The chain's current state as a preset dict (see realtime.dsp.presets)."""
+        chain = []
+        for s in self._slots:
+            p = s.processor
+            params = {}
+            for d, v in zip(p.params, p.values):
+                params[d.id] = d.choices[int(round(v))] if d.choices else float(v)
+            chain.append({"id": s.id, "processor": p.kind, "bypass": s.bypass, "mix": s.mix, "params": params})
+        return {"version": 1, "name": name, "description": description, "chain": chain}

@@ -1,0 +1,303 @@
+"""JSON presets: versioned, validated with errors that name the offending field.
+
+Format (version 1)::
+
+    {"version": 1, "name": "default", "description": "...",
+     "chain": [{"id": "hpf", "processor": "biquad", "bypass": false, "mix": 1.0,
+                "params": {"type": "highpass", "freq_hz": 40}}, ...]}
+
+``validate_preset`` returns a normalised copy: every slot has id/bypass/mix/params (ids default to
+the processor kind, suffixed 2, 3, ... when repeated) and the chain ends in a safety slot (added
+when missing), so overrides and UIs can address every slot, the auto-added safety included.
+The loader is generic: any registered or lazily importable processor kind is accepted.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from realtime.dsp.chain import SLOT_ID_RE, Chain, Slot
+from realtime.dsp.processors import available_kinds, create, processor_class
+from realtime.errors import ParamError, PresetError, UnknownProcessorError
+
+VERSION = 1
+BUILTIN_DIR = Path(__file__).with_name("presets")
+TOP_KEYS = ("version", "name", "description", "chain", "midi")
+MIDI_KEYS = ("cc", "channel", "target")
+SLOT_KEYS = ("id", "processor", "bypass", "mix", "params")
+_TRUE = {"true", "1", "on", "yes"}
+_FALSE = {"false", "0", "off", "no"}
+
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_param(d, value, where: str):
+    """Validate one param value from JSON; return the value to store (choice names kept)."""
+    label = f"{where}{d.id}"
+    if d.choices:
+        if isinstance(value, str):
+            if value not in d.choices:
+                raise PresetError(f"{label}: {value!r} is not one of {list(d.choices)}")
+            return value
+        if not _is_number(value) or value != int(value) or not 0 <= value < len(d.choices):
+            raise PresetError(f"{label}: {value!r} is not one of {list(d.choices)}")
+        return d.choices[int(value)]
+    boolean = (d.min, d.max, d.step) == (0.0, 1.0, 1.0)
+    if isinstance(value, bool) and boolean:
+        return value
+    if not _is_number(value):
+        raise PresetError(f"{label}: expected a number, got {type(value).__name__} {value!r}")
+    try:
+        d.validate(value, where=where)
+    except ParamError as e:
+        raise PresetError(str(e)) from None
+    return value
+
+
+def _validate_slot(i: int, raw) -> dict:
+    where = f"chain[{i}]"
+    if not isinstance(raw, dict):
+        raise PresetError(f"{where}: expected an object, got {type(raw).__name__}")
+    for k in raw:
+        if k not in SLOT_KEYS:
+            raise PresetError(f"{where}.{k}: unknown key; allowed: {list(SLOT_KEYS)}")
+    if "processor" not in raw:
+        raise PresetError(f"{where}.processor: missing")
+    kind = raw["processor"]
+    if not isinstance(kind, str):
+        raise PresetError(f"{where}.processor: expected a string, got {kind!r}")
+    try:
+        cls = processor_class(kind)
+    except UnknownProcessorError as e:
+        if "unknown processor" in str(e):
+            raise PresetError(f"{where}.processor: unknown processor {kind!r}; known: {available_kinds()}") from None
+        raise PresetError(f"{where}.processor: {e}") from None
+    sid = raw.get("id")
+    if sid is not None and (not isinstance(sid, str) or not SLOT_ID_RE.match(sid)):
+        raise PresetError(f"{where}.id: {sid!r} is not a valid slot id (letters, digits, '_' and '-'; no dots)")
+    bypass = raw.get("bypass", False)
+    if not isinstance(bypass, bool):
+        raise PresetError(f"{where}.bypass: expected true or false, got {bypass!r}")
+    mix = raw.get("mix", 1.0)
+    if not _is_number(mix) or not 0.0 <= mix <= 1.0:
+        raise PresetError(f"{where}.mix: {mix!r} is outside [0, 1]")
+    params = raw.get("params", {})
+    if not isinstance(params, dict):
+        raise PresetError(f"{where}.params: expected an object, got {type(params).__name__}")
+    known = {d.id: d for d in cls.params}
+    out_params = {}
+    for pid, value in params.items():
+        if pid not in known:
+            raise PresetError(f"{where}.params.{pid}: unknown parameter for {kind!r}; known: {list(known)}")
+        out_params[pid] = _check_param(known[pid], value, f"{where}.params.")
+    return {"id": sid, "processor": kind, "bypass": bypass, "mix": float(mix), "params": out_params}
+
+
+def validate_preset(preset, source: str | None = None) -> dict:
+    """Check a preset dict; return a normalised deep copy. Raises PresetError."""
+    try:
+        return _validate(preset)
+    except PresetError as e:
+        if source:
+            raise PresetError(f"{source}: {e}") from None
+        raise
+
+
+def _validate(preset) -> dict:
+    if not isinstance(preset, dict):
+        raise PresetError(f"preset: expected a JSON object, got {type(preset).__name__}")
+    for k in preset:
+        if k not in TOP_KEYS:
+            raise PresetError(f"{k}: unknown top-level key; allowed: {list(TOP_KEYS)}")
+    if "version" not in preset:
+        raise PresetError(f"version: missing (expected {VERSION})")
+    v = preset["version"]
+    if not _is_number(v) or v != VERSION:
+        raise PresetError(f"version: {v!r} is not supported (expected {VERSION})")
+    name = preset.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise PresetError(f"name: expected a non-empty string, got {name!r}")
+    desc = preset.get("description", "")
+    if not isinstance(desc, str):
+        raise PresetError(f"description: expected a string, got {desc!r}")
+    chain = preset.get("chain")
+    if not isinstance(chain, list):
+        raise PresetError(f"chain: expected a list of slots, got {type(chain).__name__}")
+    slots = [_validate_slot(i, s) for i, s in enumerate(copy.deepcopy(chain))]
+    # Explicit ids first (duplicates are errors), then defaults: kind, kind2, kind3, ...
+    taken = set()
+    for i, s in enumerate(slots):
+        if s["id"] is not None:
+            if s["id"] in taken:
+                raise PresetError(f"chain[{i}].id: duplicate slot id {s['id']!r}")
+            taken.add(s["id"])
+
+    def fresh(kind):
+        sid, k = kind, 2
+        while sid in taken:
+            sid, k = f"{kind}{k}", k + 1
+        taken.add(sid)
+        return sid
+
+    for s in slots:
+        if s["id"] is None:
+            s["id"] = fresh(s["processor"])
+    if not slots or slots[-1]["processor"] != "safety":
+        slots.append({"id": fresh("safety"), "processor": "safety", "bypass": False, "mix": 1.0, "params": {}})
+    last = len(slots) - 1
+    if slots[-1]["bypass"]:
+        raise PresetError(f"chain[{last}].bypass: the final safety stage cannot be bypassed")
+    if slots[-1]["mix"] != 1.0:
+        raise PresetError(f"chain[{last}].mix: the final safety stage has no wet/dry mix (must be 1)")
+    out = {"version": VERSION, "name": name, "description": desc, "chain": slots}
+    if "midi" in preset:
+        out["midi"] = _validate_midi(preset["midi"], slots)
+    return out
+
+
+def _validate_midi(raw, slots) -> list[dict]:
+    """MIDI-learn mappings: [{"cc": 0..127, "channel": 0..15 or null (any), "target": "slot.param"}]
+    where param is one of the slot's parameters, "bypass" or "mix"."""
+    if not isinstance(raw, list):
+        raise PresetError(f"midi: expected a list of mappings, got {type(raw).__name__}")
+    params = {s["id"]: [d.id for d in processor_class(s["processor"]).params] for s in slots}
+    out, seen = [], set()
+    for i, m in enumerate(raw):
+        where = f"midi[{i}]"
+        if not isinstance(m, dict):
+            raise PresetError(f"{where}: expected an object, got {type(m).__name__}")
+        for k in m:
+            if k not in MIDI_KEYS:
+                raise PresetError(f"{where}.{k}: unknown key; allowed: {list(MIDI_KEYS)}")
+        cc, ch, target = m.get("cc"), m.get("channel"), m.get("target")
+        if isinstance(cc, bool) or not isinstance(cc, int) or not 0 <= cc <= 127:
+            raise PresetError(f"{where}.cc: expected a controller number 0..127, got {cc!r}")
+        if ch is not None and (isinstance(ch, bool) or not isinstance(ch, int) or not 0 <= ch <= 15):
+            raise PresetError(f"{where}.channel: expected 0..15 or null (any channel), got {ch!r}")
+        slot_id, _, pid = target.partition(".") if isinstance(target, str) else ("", "", "")
+        if slot_id not in params:
+            raise PresetError(f"{where}.target: {target!r} names no slot; slots: {list(params)}")
+        last = slot_id == slots[-1]["id"]
+        allowed = params[slot_id] + ([] if last else ["bypass", "mix"])
+        if pid not in allowed:
+            raise PresetError(f"{where}.target: {target!r}: {pid!r} is not one of {allowed}")
+        if (cc, ch) in seen:
+            raise PresetError(f"{where}: controller {cc} (channel {ch}) is mapped twice")
+        seen.add((cc, ch))
+        out.append({"cc": cc, "channel": ch, "target": target})
+    return out
+
+
+def _no_duplicate_keys(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise PresetError(f"duplicate key {k!r}")
+        d[k] = v
+    return d
+
+
+def parse_preset(text: str, source: str = "preset") -> dict:
+    """Parse and validate preset JSON text."""
+    try:
+        raw = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as e:
+        raise PresetError(f"{source}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except PresetError as e:
+        raise PresetError(f"{source}: invalid JSON: {e}") from None
+    return validate_preset(raw, source)
+
+
+def builtin_presets() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.json"))
+
+
+def load_preset(name_or_path) -> dict:
+    """A built-in preset by name, or a file when given a path (a str ending in .json or a Path)."""
+    if isinstance(name_or_path, os.PathLike) or str(name_or_path).endswith(".json") or os.sep in str(name_or_path):
+        path = Path(name_or_path)
+    else:
+        path = BUILTIN_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            raise PresetError(f"unknown preset {name_or_path!r}; built-in: {builtin_presets()}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PresetError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PresetError(f"{path}: cannot read: {e}") from None
+    return parse_preset(text, source=str(path))
+
+
+def _parse_value(raw: str):
+    """Command-line value: JSON scalar when it parses as one (numbers, true/false), else the string."""
+    try:
+        v = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    return v if isinstance(v, (int, float, str, bool)) else raw
+
+
+def apply_overrides(preset: dict, overrides) -> dict:
+    """Apply ``["slot.param=value", "slot.bypass=true", "slot.mix=0.5"]``; return a new preset."""
+    out = validate_preset(preset)
+    for ov in overrides:
+        lhs, eq, raw = str(ov).partition("=")
+        slot_id, dot, key = lhs.strip().partition(".")
+        if not eq or not dot or not slot_id or not key:
+            raise PresetError(f"override {ov!r}: expected SLOT.PARAM=VALUE (or SLOT.bypass=, SLOT.mix=)")
+        ids = [s["id"] for s in out["chain"]]
+        if slot_id not in ids:
+            raise PresetError(f"override {ov!r}: no slot {slot_id!r}; slots: {ids}")
+        slot = out["chain"][ids.index(slot_id)]
+        raw = raw.strip()
+        if key == "bypass":
+            low = raw.lower()
+            slot["bypass"] = True if low in _TRUE else False if low in _FALSE else raw
+        elif key == "mix":
+            slot["mix"] = _parse_value(raw)
+        else:
+            slot["params"][key] = _parse_value(raw)
+        try:
+            out = validate_preset(out)
+        except PresetError as e:
+            raise PresetError(f"override {ov!r}: {e}") from None
+    return out
+
+
+def build_chain(preset: dict) -> Chain:
+    """Instantiate the (validated) preset's processors into a Chain (not yet prepared)."""
+    p = validate_preset(preset)
+    slots = [Slot(create(s["processor"], **s["params"]), s["id"], s["bypass"], s["mix"]) for s in p["chain"]]
+    return Chain(slots)
+
+
+def save_preset(preset: dict, path) -> Path:
+    """Validate and write atomically (temp file in the same directory + os.replace)."""
+    p = validate_preset(preset)
+    path = Path(path)
+    text = json.dumps(p, indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+__all__ = ["PresetError", "VERSION", "apply_overrides", "build_chain", "builtin_presets", "load_preset",
+           "parse_preset", "save_preset", "validate_preset"]

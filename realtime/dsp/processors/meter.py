@@ -1,0 +1,79 @@
+"""Pass-through level meter: per-channel peak (instant attack, dB-linear fall) and RMS
+(exponential mean square, ~300 ms), plus a latching clip indicator.
+
+After every block ``readings[ch] = (peak_db, rms_db, clip)`` (float32; clip is 1.0 once any
+sample reached 0 dBFS, until ``clear_clip()`` or ``reset()``) and ``clip_count[ch]`` counts the
+samples at or above full scale. The DSP thread can copy ``readings`` straight into a meter ring.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from realtime.dsp.processor import Param, Processor
+from realtime.dsp.processors import register
+
+PEAK, RMS, CLIP = 0, 1, 2
+FLOOR_DB = -120.0
+
+
+@njit(nogil=True, cache=True)
+def _meter_kernel(block, values, env, readings, clip_count, sample_rate):
+    a = 1.0 - math.exp(-1.0 / (values[0] * 1e-3 * sample_rate))  # mean-square one-pole
+    fall = 10.0 ** (-values[1] / (20.0 * sample_rate))  # peak decay factor per sample
+    floor = 10.0 ** (FLOOR_DB / 20.0)
+    for ch in range(block.shape[1]):
+        pk = env[ch, 0]
+        ms = env[ch, 1]
+        clips = 0
+        for n in range(block.shape[0]):
+            x = np.float64(block[n, ch])
+            ax = abs(x)
+            if not ax < 1.0:  # also counts NaN/Inf as clipping
+                clips += 1
+                if ax != ax:
+                    ax = 1.0
+            pk *= fall
+            if ax > pk:
+                pk = ax
+            ms += a * (ax * ax - ms)
+        # flush (silence would otherwise decay into denormals)
+        if pk < 1e-30:
+            pk = 0.0
+        if ms < 1e-30:
+            ms = 0.0
+        env[ch, 0] = pk
+        env[ch, 1] = ms
+        clip_count[ch] += clips
+        readings[ch, PEAK] = 20.0 * math.log10(max(pk, floor))
+        readings[ch, RMS] = 10.0 * math.log10(max(ms, floor * floor))
+        if clips > 0:
+            readings[ch, CLIP] = 1.0
+
+
+@register
+class Meter(Processor):
+    kind = "meter"
+    params = (
+        Param("rms_window_ms", "RMS window", 10.0, 3000.0, 300.0, unit="ms", scale="log", smoothing_ms=0.0),
+        Param("peak_fall_db_s", "Peak fall", 1.0, 120.0, 12.0, unit="dB/s", scale="log", smoothing_ms=0.0),
+    )
+
+    def _prepare(self) -> None:
+        self._env = np.zeros((self.channels, 2), np.float64)  # peak envelope, mean square
+        self.readings = np.full((self.channels, 3), FLOOR_DB, np.float32)
+        self.clip_count = np.zeros(self.channels, np.int64)
+
+    def reset(self) -> None:
+        self._env.fill(0.0)
+        self.readings[:, :2] = FLOOR_DB
+        self.clear_clip()
+
+    def clear_clip(self) -> None:
+        self.readings[:, CLIP] = 0.0
+        self.clip_count.fill(0)
+
+    def process(self, block: np.ndarray) -> None:
+        _meter_kernel(block, self.values, self._env, self.readings, self.clip_count, self.sample_rate)

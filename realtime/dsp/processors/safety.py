@@ -1,0 +1,73 @@
+"""Safety stage, the last slot of every chain: nothing non-finite, DC-heavy or over the ceiling
+reaches the speakers.
+
+Per sample: NaN/Inf -> 0 (counted in ``counters[SCRUBBED]``); clamp to +-GUARD (a huge finite
+spike would otherwise sit in the DC blocker and hold the output at the ceiling for seconds);
+one-pole DC blocker at 5 Hz with float64 state (only ever fed finite, bounded values, so it can
+neither go NaN nor blow up); hard clip to the ceiling (counted in ``counters[CLIPPED]``). The
+ceiling is applied unsmoothed so the output never exceeds the current setting.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from realtime.dsp.processor import Param, Processor
+from realtime.dsp.processors import register
+
+SCRUBBED, CLIPPED = 0, 1
+GUARD = 4.0  # +12 dBFS: bound on what enters the DC blocker
+DC_HZ = 5.0
+F32_SAFE = 1.0 - 2.5e-7  # float32 rounding cannot carry the output over the ceiling
+
+
+@njit(nogil=True, cache=True)
+def _safety_kernel(block, values, z, R, counters):
+    lim = 10.0 ** (values[0] / 20.0) * F32_SAFE
+    scrubbed = 0
+    clipped = 0
+    for ch in range(block.shape[1]):
+        x1 = z[ch, 0]
+        y1 = z[ch, 1]
+        for n in range(block.shape[0]):
+            x = np.float64(block[n, ch])
+            if not math.isfinite(x):
+                x = 0.0
+                scrubbed += 1
+            elif x > GUARD:
+                x = GUARD
+            elif x < -GUARD:
+                x = -GUARD
+            y = x - x1 + R * y1
+            x1 = x
+            y1 = 0.0 if abs(y) < 1e-30 else y
+            if y > lim:
+                y = lim
+                clipped += 1
+            elif y < -lim:
+                y = -lim
+                clipped += 1
+            block[n, ch] = y
+        z[ch, 0] = x1
+        z[ch, 1] = y1
+    counters[SCRUBBED] += scrubbed
+    counters[CLIPPED] += clipped
+
+
+@register
+class Safety(Processor):
+    kind = "safety"
+    params = (Param("ceiling_db", "Ceiling", -12.0, 0.0, -0.3, unit="dB", smoothing_ms=0.0),)
+
+    def _prepare(self) -> None:
+        self._z = np.zeros((self.channels, 2), np.float64)  # DC blocker x[n-1], y[n-1]
+        self._R = math.exp(-2.0 * math.pi * DC_HZ / self.sample_rate)
+        self.counters = np.zeros(2, np.int64)  # [scrubbed non-finite samples, clipped samples]
+
+    def reset(self) -> None:
+        self._z.fill(0.0)
+
+    def process(self, block: np.ndarray) -> None:
+        _safety_kernel(block, self.values, self._z, self._R, self.counters)

@@ -1,0 +1,245 @@
+"""DDSP instrument synth: MIDI in, trained timbres, up to 32 voices (processor kind "synth").
+
+Per block: one Numba kernel applies the queued MIDI events at their sample offsets and computes
+each voice's decoder inputs at the 250 Hz frame boundaries in the block; one ONNX Runtime call
+(all sounding voices as a batch, explicit GRU state, preallocated I/O bindings) turns them into
+harmonic and noise controls; one Numba kernel synthesizes. The synth adds its sound to the
+block (silence in an output-only engine), so it can also layer over an input.
+
+MIDI reaches ``handle_midi(status, data1, data2, offset)`` between blocks (the engine's DSP
+thread via Chain.handle_midi, or the offline renderer with exact offsets).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from realtime.dsp.processor import Param, Processor
+from realtime.dsp.processors import register
+from realtime.dsp.processors.neural.onnx import load_session
+from realtime.dsp.processors.neural.weights import model_dir
+from realtime.dsp.processors.synth import kernels as sk
+from realtime.dsp.processors.synth import voices as sv
+from realtime.errors import ModelError
+
+# the committed decoders; DDSP_MODEL_DIR points at another folder of <instrument>.onnx files
+MODEL_DIR = Path(os.environ.get("DDSP_MODEL_DIR") or model_dir("ddsp"))
+INSTRUMENTS = ("violin", "flute", "trumpet")
+INPUTS = ("f0_hz", "loudness_db", "state")
+
+
+class Instrument:
+    """One trained decoder: session, metadata, and I/O bindings for every (frames, voices, parity)."""
+
+    def __init__(self, name: str, path: Path, provider: str):
+        self.name = name
+        self.path = path
+        self.session, meta = load_session(path, provider, 1, what=f"DDSP {name}", required_inputs=INPUTS,
+                                          train_hint=f"python main.py train ddsp --instrument {name}")
+        try:
+            self.frame_rate = float(meta["frame_rate"])
+            self.hidden = int(meta["hidden"])
+            lm = json.loads(meta["loudness_map"])
+            self.lmap = np.array([lm["c0"], lm["c1"], lm["c2"]], np.float64)
+            self.program = int(meta.get("gm_program", -1))
+        except (KeyError, ValueError, TypeError) as e:
+            raise ModelError(f"DDSP {name} model {path} lacks synth metadata ({e}): re-export it") from None
+        outs = [o.name for o in self.session.get_outputs()]
+        if outs != ["harmonics", "noise", "state_out"]:
+            raise ModelError(f"DDSP {name} model {path} has outputs {outs}, expected harmonics, noise, state_out")
+        shapes = {o.name: o.shape for o in self.session.get_outputs()}
+        self.n_harm, self.n_noise = int(shapes["harmonics"][-1]), int(shapes["noise"][-1])
+        if self.n_noise != 65 or self.n_harm < 1:
+            raise ModelError(f"DDSP {name} model {path}: unexpected control sizes {self.n_harm}/{self.n_noise}")
+
+    def prepare(self, t_max: int, hop: int) -> None:
+        V, H = sv.MAX_VOICES, self.hidden
+        self.f0 = [np.zeros((V, t), np.float32) for t in range(t_max + 1)]
+        self.ld = [np.full((V, t), sv.FLOOR_DB, np.float32) for t in range(t_max + 1)]
+        self.harm = [np.zeros((V, t, self.n_harm), np.float32) for t in range(t_max + 1)]
+        self.noise = [np.zeros((V, t, self.n_noise), np.float32) for t in range(t_max + 1)]
+        self.state = [np.zeros((1, V, H), np.float32) for _ in range(2)]  # ping-pong
+        self.parity = 0
+        self.bind = {}
+        for t in range(1, t_max + 1):
+            for n in range(1, V + 1):
+                for p in range(2):
+                    io = self.session.io_binding()
+                    io.bind_cpu_input("f0_hz", self.f0[t][:n])
+                    io.bind_cpu_input("loudness_db", self.ld[t][:n])
+                    io.bind_cpu_input("state", self.state[p][:, :n])
+                    io.bind_output("harmonics", "cpu", 0, np.float32, (n, t, self.n_harm), self.harm[t].ctypes.data)
+                    io.bind_output("noise", "cpu", 0, np.float32, (n, t, self.n_noise), self.noise[t].ctypes.data)
+                    io.bind_output("state_out", "cpu", 0, np.float32, (1, n, H), self.state[1 - p].ctypes.data)
+                    self.bind[(t, n, p)] = io
+        # the state a voice starts from: one second of silence from zero
+        f0 = np.full((1, int(self.frame_rate)), 440.0, np.float32)
+        ld = np.full_like(f0, sv.FLOOR_DB)
+        _, _, st = self.session.run(None, {"f0_hz": f0, "loudness_db": ld, "state": np.zeros((1, 1, H), np.float32)})
+        self.silence = np.ascontiguousarray(st[0, 0], np.float32)
+
+    def reset(self) -> None:
+        for s in self.state:
+            s[:] = self.silence
+        self.parity = 0
+
+    def run(self, t: int, n: int) -> None:
+        self.session.run_with_iobinding(self.bind[(t, n, self.parity)])
+        self.parity ^= 1
+
+
+@register
+class Synth(Processor):
+    kind = "synth"
+    params = (
+        Param("instrument", "Instrument", 0, len(INSTRUMENTS) - 1, 0, choices=INSTRUMENTS, step=1, smoothing_ms=0),
+        Param("gain_db", "Gain", -40.0, 12.0, 0.0, "dB"),
+        Param("attack_ms", "Attack", 1.0, 2000.0, 10.0, "ms", scale="log", smoothing_ms=0),
+        Param("release_ms", "Release", 10.0, 5000.0, 300.0, "ms", scale="log", smoothing_ms=0),
+        Param("vibrato_rate_hz", "Vibrato rate", 1.0, 12.0, 5.5, "Hz", smoothing_ms=0),
+        Param("vibrato_depth_cents", "Vibrato depth", 0.0, 100.0, 30.0, "cents", smoothing_ms=0),
+        Param("balance", "Noise/harmonic", -1.0, 1.0, 0.0, smoothing_ms=0),
+        Param("brightness", "Brightness", -1.0, 1.0, 0.0, smoothing_ms=0),
+        Param("reverb_mix", "Reverb mix", 0.0, 1.0, 0.0),
+        Param("polyphony", "Voices", 1, sv.MAX_VOICES, 16, step=1, smoothing_ms=0),
+        Param("bend_range", "Bend range", 0, 24, 2, "st", step=1, smoothing_ms=0),
+        Param("mode", "Mode", 0, 1, 0, choices=("poly", "mono"), step=1, smoothing_ms=0),
+        Param("portamento_ms", "Portamento", 0.0, 2000.0, 0.0, "ms", smoothing_ms=0),
+    )
+    assert [p.id for p in params][sv.K_PORTA] == "portamento_ms" and [p.id for p in params][sv.K_INSTR] == "instrument"
+
+    def __init__(self, model_dir=None, provider: str = "auto", **values):
+        super().__init__(**values)
+        self.model_dir = Path(model_dir) if model_dir else MODEL_DIR
+        self.provider = provider
+        self.instruments: dict[int, Instrument] = {}
+        self._ev = np.zeros((sv.MAX_EVENTS, 4), np.float64)
+        self._n_ev = 0
+        self.dropped_events = 0
+
+    # ------------------------------------------------------------------ life cycle
+    def _prepare(self) -> None:
+        sel = int(self.values[sv.K_INSTR])
+        self.instruments = {}
+        for i, name in enumerate(INSTRUMENTS):
+            path = self.model_dir / f"{name}.onnx"
+            if path.exists() or i == sel:  # the selected one must load; the others when present
+                self.instruments[i] = Instrument(name, path, self.provider)
+        rates = {inst.frame_rate for inst in self.instruments.values()}
+        if len(rates) != 1:
+            raise ModelError(f"DDSP models disagree on the frame rate: {sorted(rates)}")
+        sr = self.sample_rate
+        self.hop = max(1, int(round(sr / rates.pop())))
+        self.t_max = (self.max_block - 1) // self.hop + 1
+        for inst in self.instruments.values():
+            inst.prepare(self.t_max, self.hop)
+        K = max(inst.n_harm for inst in self.instruments.values())
+        V = sv.MAX_VOICES
+        self.vs, self.g, self.stack = sv.new_state()
+        self._order = np.zeros(sv.MAX_EVENTS, np.int64)
+        self._act = np.zeros((self.t_max, V), np.float64)
+        self._phase = np.zeros(V, np.float64)
+        self._a_from = np.zeros((V, K), np.float64)
+        self._a_to = np.zeros((V, K), np.float64)
+        self._f_from = np.zeros(V, np.float64)
+        self._f_to = np.zeros(V, np.float64)
+        self._live = np.zeros(V, np.float64)
+        self._kscale = np.zeros(65, np.float64)
+        taps = sk.noise_taps(sr)
+        self._table = sk.noise_table(65, sk.TRAIN_SR / sk.TRAIN_TAPS, taps, sr)
+        self._ir = np.zeros(taps, np.float64)
+        self._xbuf = np.zeros(self.hop, np.float64)
+        self._conv = np.zeros(self.hop + taps, np.float64)
+        self._rng = np.zeros(1, np.uint64)
+        need = 2 * self.hop + taps + self.max_block
+        self._ring = np.zeros(1 << (need - 1).bit_length(), np.float64)
+        self._noise_scale = float(np.sqrt(sr / sk.TRAIN_SR))
+        self._mono = np.zeros(self.max_block, np.float64)
+        self._sn = np.zeros(self.max_block, np.float64)
+        self._c2 = np.zeros(self.max_block, np.float64)
+        self._sp = np.zeros(self.max_block, np.float64)
+        self._w = np.zeros(self.max_block, np.float64)
+        self._smooth = np.zeros(3, np.float64)
+        self._smooth[2] = self.params[sv.K_GAIN].smoothing_coeff(sr)
+        lens = [max(1, int(round(d * sr / 48000))) for d in sk.REVERB_DELAYS_48K]
+        self._rev_len = np.array(lens, np.int64)
+        self._rev_buf = np.zeros((4, max(lens) + 1), np.float64)
+        self._rev_pos = np.zeros(1, np.int64)
+
+    def reset(self) -> None:
+        if not self.instruments:
+            return
+        sv.reset_state(self.vs, self.g, self.stack)
+        for inst in self.instruments.values():
+            inst.reset()
+        for a in (self._phase, self._a_from, self._a_to, self._f_from, self._f_to, self._live, self._ring,
+                  self._rev_buf, self._act):
+            a.fill(0.0)
+        self._rng[0] = np.uint64(0x9E3779B97F4A7C15)
+        self._rev_pos[0] = 0
+        self._pos = 0
+        self._n_ev = 0
+        self._cur = int(self.values[sv.K_INSTR])
+        self._smooth[0] = 10.0 ** (self.values[sv.K_GAIN] / 20.0) * self.g[sv.G_VOL] ** 2
+        self._smooth[1] = self.values[sv.K_REVERB]
+
+    # ------------------------------------------------------------------ MIDI (between blocks)
+    def handle_midi(self, status, data1=0, data2=0, offset=0) -> None:
+        """Queue one MIDI message for the next block, at sample ``offset`` within it."""
+        n = self._n_ev
+        if n >= sv.MAX_EVENTS:
+            self.dropped_events += 1
+            return
+        e = self._ev[n]
+        e[0], e[1], e[2], e[3] = offset, status, data1, data2
+        self._n_ev = n + 1
+
+    def panic(self) -> None:
+        """All sound off at the start of the next block."""
+        self.handle_midi(0xB0, 120, 0, 0)
+
+    # ------------------------------------------------------------------ audio
+    def _switch_instrument(self, want: int) -> None:
+        if want not in self.instruments:  # not loaded (model file absent): stay on the current one
+            self.values[sv.K_INSTR] = self._cur
+            return
+        self._cur = want
+        self.instruments[want].reset()
+        self.vs[:, sv.V_STAGE] = sv.FREE  # a new timbre starts clean; notes ramp out over one frame
+
+    def process(self, block: np.ndarray) -> None:
+        n = block.shape[0]
+        want = int(self.values[sv.K_INSTR])
+        if want != self._cur:
+            self._switch_instrument(want)
+        inst = self.instruments[self._cur]
+        T = sv.frame_count(self._pos, n, self.hop)
+        state = inst.state[inst.parity]
+        used = sv.controls(self._ev, self._n_ev, self._order, n, self._pos, self.hop, self.sample_rate,
+                           self.values, self.g, self.vs, self.stack, inst.lmap, inst.f0[T], inst.ld[T],
+                           self._act, state, inst.silence)
+        self._n_ev = 0
+        if T and used:
+            inst.run(T, used)
+        prog = self.g[sv.G_PROGRAM]
+        if prog >= 0:  # a program change picks a loaded instrument with that GM program
+            self.g[sv.G_PROGRAM] = -1.0
+            for i, ins in self.instruments.items():
+                if ins.program == int(prog):
+                    self.values[sv.K_INSTR] = i
+        sk.render(block, n, self._pos, self.hop, self.sample_rate, T, inst.harm[T], inst.noise[T], self._act,
+                  inst.f0[T], used if T else 0, self.values, self.g[sv.G_VOL], self._phase, self._a_from,
+                  self._a_to, self._f_from, self._f_to, self._live, self._kscale, self._table, self._ir,
+                  self._xbuf, self._conv, self._rng, self._ring, self._noise_scale, self._mono, self._sn, self._c2, self._sp,
+                  self._w, self._smooth, self._rev_buf, self._rev_pos, self._rev_len)
+        self._pos += n
+
+    # ------------------------------------------------------------------ introspection (tests, UIs)
+    def active_voices(self) -> int:
+        return int(np.count_nonzero(self.vs[:, sv.V_STAGE] != sv.FREE))
+
+    def sounding_notes(self) -> list[int]:
+        return sorted(int(x) for x in self.vs[self.vs[:, sv.V_STAGE] == sv.ON, sv.V_NOTE])

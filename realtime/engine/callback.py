@@ -1,0 +1,175 @@
+"""The PortAudio stream callback, compiled with Numba ``@cfunc`` so it never needs the GIL.
+
+PortAudio calls ``audio_callback`` from its real-time thread (on JACK: the JACK process thread).
+It only copies frames between PortAudio's buffers and two SPSC rings, sanitises the output,
+counts under-/overruns, records its own timing and pokes the DSP thread through a non-blocking
+pipe write. It allocates nothing, takes no lock and never enters the interpreter, so a Python
+thread holding the GIL cannot delay it.
+
+Everything it touches is described by one int64 *control block* whose address is PortAudio's
+``userData``; the layout is the ``CTL_*`` constants below.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+import numpy as np
+from numba import carray, cfunc, njit, types
+
+from realtime.engine.atomics import address_as_pointer, pointer_as_address
+from realtime.engine.ring import ring_discard, ring_pop, ring_push
+
+# control block layout (int64 slots)
+CTL_IN_BUF, CTL_IN_IDX, CTL_IN_CAP, CTL_IN_CH = 0, 1, 2, 3
+CTL_OUT_BUF, CTL_OUT_IDX, CTL_OUT_CAP, CTL_OUT_CH = 4, 5, 6, 7
+CTL_STATS, CTL_TIME_BUF, CTL_TIME_IDX, CTL_TIME_CAP = 8, 9, 10, 11
+CTL_WAKE_FD, CTL_WAKE_BYTE, CTL_CLOCK = 12, 13, 14
+CTL_LAST_START = 15  # CLOCK_MONOTONIC ns at which the latest callback began (the DSP thread's time base for MIDI)
+CTL_SIZE = 16
+
+# stats slots (int64, written only by the callback)
+ST_CALLBACKS = 0
+ST_FRAMES = 1
+ST_IN_DROPPED = 2  # input frames dropped: input ring full (DSP thread behind)
+ST_LATE_BLOCKS = 3  # callbacks whose output was not ready: blocks *we* delivered late
+ST_LATE_FRAMES = 4
+ST_SERVER_XRUNS = 5  # callbacks PortAudio flagged with an under/overflow: the server's xruns
+ST_SKIP_DEBT = 6  # signed: frames to discard (>0) so latency stays constant after an underrun;
+#                   input frames dropped on overflow will never arrive, so they count as credit (<0)
+ST_STATUS_BITS = 7  # OR of all PortAudio status flags seen
+ST_NONFINITE = 8  # non-finite output samples replaced by 0 (should stay 0: the chain scrubs first)
+ST_CLIPPED = 9  # output samples beyond +-1 clamped
+ST_TIMING_DROPPED = 10
+ST_SIZE = 16
+
+TIME_WIDTH = 4  # timing record: start_ns, duration_ns, frames, status flags (| LATE_FLAG)
+LATE_FLAG = 1 << 16  # in a timing record: this callback's output was not ready (PortAudio's flags use bits 0-4)
+
+CLOCK_MONOTONIC = 1
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_clock_gettime = _libc.clock_gettime
+_clock_gettime.argtypes = [ctypes.c_int, ctypes.c_void_p]
+_clock_gettime.restype = ctypes.c_int
+_write = _libc.write
+_write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+_write.restype = ctypes.c_ssize_t
+
+
+@njit(nogil=True, cache=False)
+def _now_ns(clock_addr):
+    _clock_gettime(CLOCK_MONOTONIC, address_as_pointer(clock_addr))
+    ts = carray(address_as_pointer(clock_addr), (2,), np.int64)
+    return ts[0] * 1_000_000_000 + ts[1]
+
+
+@njit(nogil=True, cache=True)
+def sanitize_output(block, n, stats):
+    """NaN/Inf -> 0 and clamp to +-1: the last line of defence before the speakers."""
+    ch = block.shape[1]
+    for k in range(n):
+        for c in range(ch):
+            v = block[k, c]
+            if not np.isfinite(v):
+                block[k, c] = 0.0
+                stats[ST_NONFINITE] += 1
+            elif v > 1.0:
+                block[k, c] = 1.0
+                stats[ST_CLIPPED] += 1
+            elif v < -1.0:
+                block[k, c] = -1.0
+                stats[ST_CLIPPED] += 1
+
+
+@njit(nogil=True, cache=True)
+def fill_output(out_buf, out_idx, dst, frames, stats):
+    """Pop ``frames`` processed frames into ``dst``; silence + count when the ring runs dry.
+
+    Underrun policy: missing frames are silence, and the same number of frames is discarded
+    when they arrive later (skip debt), so the round-trip latency never drifts.
+    """
+    debt = stats[ST_SKIP_DEBT]
+    if debt > 0:
+        debt -= ring_discard(out_buf, out_idx, debt)
+        stats[ST_SKIP_DEBT] = debt
+    n = 0
+    if debt <= 0:
+        n = ring_pop(out_buf, out_idx, dst, frames)
+    sanitize_output(dst, n, stats)
+    if n < frames:
+        for k in range(n, frames):
+            for c in range(dst.shape[1]):
+                dst[k, c] = 0.0
+        stats[ST_LATE_BLOCKS] += 1
+        stats[ST_LATE_FRAMES] += frames - n
+        stats[ST_SKIP_DEBT] += frames - n
+
+
+_SIG = types.int32(types.voidptr, types.voidptr, types.uint64, types.voidptr, types.uint64, types.voidptr)
+
+
+def _audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
+    ctl = carray(user_data, (CTL_SIZE,), np.int64)
+    t0 = _now_ns(ctl[CTL_CLOCK])
+    ctl[CTL_LAST_START] = t0  # stored before the wake-up write below, so the woken DSP thread sees it
+    stats = carray(address_as_pointer(ctl[CTL_STATS]), (ST_SIZE,), np.int64)
+    frames = np.int64(frame_count)
+    flags = np.int64(status_flags)
+    if flags != 0:
+        stats[ST_SERVER_XRUNS] += 1
+        stats[ST_STATUS_BITS] |= flags
+
+    in_ch = ctl[CTL_IN_CH]
+    if in_ch > 0 and pointer_as_address(inp) != 0:
+        in_buf = carray(address_as_pointer(ctl[CTL_IN_BUF]), (ctl[CTL_IN_CAP], in_ch), np.float32)
+        in_idx = carray(address_as_pointer(ctl[CTL_IN_IDX]), (16,), np.int64)
+        src = carray(inp, (frames, in_ch), np.float32)
+        dropped = frames - ring_push(in_buf, in_idx, src, frames)
+        if dropped > 0:
+            stats[ST_IN_DROPPED] += dropped
+            if ctl[CTL_OUT_CH] > 0:
+                stats[ST_SKIP_DEBT] -= dropped
+
+    out_ch = ctl[CTL_OUT_CH]
+    if out_ch > 0 and pointer_as_address(out) != 0:
+        out_buf = carray(address_as_pointer(ctl[CTL_OUT_BUF]), (ctl[CTL_OUT_CAP], out_ch), np.float32)
+        out_idx = carray(address_as_pointer(ctl[CTL_OUT_IDX]), (16,), np.int64)
+        dst = carray(out, (frames, out_ch), np.float32)
+        late_before = stats[ST_LATE_BLOCKS]
+        fill_output(out_buf, out_idx, dst, frames, stats)
+        if stats[ST_LATE_BLOCKS] != late_before:
+            flags |= LATE_FLAG
+
+    stats[ST_CALLBACKS] += 1
+    stats[ST_FRAMES] += frames
+    # wake the DSP thread (non-blocking pipe: a full pipe just means it is already awake)
+    _write(ctl[CTL_WAKE_FD], address_as_pointer(ctl[CTL_WAKE_BYTE]), 1)
+
+    t1 = _now_ns(ctl[CTL_CLOCK])
+    time_buf = carray(address_as_pointer(ctl[CTL_TIME_BUF]), (ctl[CTL_TIME_CAP], TIME_WIDTH), np.int64)
+    time_idx = carray(address_as_pointer(ctl[CTL_TIME_IDX]), (16,), np.int64)
+    rec = carray(address_as_pointer(ctl[CTL_CLOCK] + 16), (1, TIME_WIDTH), np.int64)
+    rec[0, 0] = t0
+    rec[0, 1] = t1 - t0
+    rec[0, 2] = frames
+    rec[0, 3] = flags
+    if ring_push(time_buf, time_idx, rec, 1) == 0:
+        stats[ST_TIMING_DROPPED] += 1
+    return 0  # paContinue
+
+
+_compiled = None
+
+
+def callback_pointer(ffi):
+    """The callback as a ``PaStreamCallback *`` for sounddevice's cffi handle.
+
+    Compiled on the first call (about a second), when the first stream opens, so commands that
+    never open a stream never pay for it; later streams in the process reuse it. (A ``cfunc``
+    that calls libc through ctypes cannot be cached on disk.)
+    """
+    global _compiled
+    if _compiled is None:
+        _compiled = cfunc(_SIG, nopython=True, cache=False)(_audio_callback)
+    return ffi.cast("PaStreamCallback *", _compiled.address)

@@ -1,0 +1,41 @@
+"""Audio devices (PortAudio) and MIDI ports (mido), listed for people."""
+from __future__ import annotations
+
+
+def midi_ports() -> tuple[list[str], list[str], str | None]:
+    """(inputs, outputs, error) — error explains why MIDI is unavailable."""
+    try:
+        import mido
+
+        return mido.get_input_names(), mido.get_output_names(), None
+    except Exception as e:  # rtmidi raises its own types for a missing ALSA/JACK backend
+        return [], [], f"{type(e).__name__}: {e}"
+
+
+def has_audio_device() -> bool:
+    from realtime.io.portaudio import sd
+
+    s = sd()
+    try:
+        return s.default.device[0] >= 0 and s.default.device[1] >= 0 and len(s.query_devices()) > 0
+    except s.PortAudioError:
+        return False
+
+
+def describe_devices() -> str:
+    from realtime.io.portaudio import list_devices
+
+    lines = ["Audio devices:"]
+    devs = list_devices()
+    if not devs:
+        lines.append("  (none: no sound card and no JACK server running)")
+    for d in devs:
+        lines.append(f"  {d['index']:2d}  {d['name']}  [{d['hostapi']}]  in {d['inputs']} / out {d['outputs']}"
+                     f"  {d['default_samplerate']:.0f} Hz")
+    ins, outs, err = midi_ports()
+    lines.append("MIDI inputs:" if not err else f"MIDI: unavailable ({err})")
+    lines += [f"  {n}" for n in ins]
+    if not err:
+        lines.append("MIDI outputs:")
+        lines += [f"  {n}" for n in outs]
+    return "\n".join(lines)

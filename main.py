@@ -128,10 +128,10 @@ def cmd_devices(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from realtime.dsp.presets import builtin_presets, load_preset
+    from realtime.dsp.presets import builtin_descriptions
 
-    for name in builtin_presets():
-        print(f"{name:12s} {load_preset(name).get('description', '')}")
+    for name, description in builtin_descriptions().items():
+        print(f"{name:12s} {description}")
     return 0
 
 

@@ -1,0 +1,74 @@
+"""Every benchmark behind one registry; they print figures (JSON lines with ``--json``) and never assert.
+
+    python main.py bench                 # list them
+    python main.py bench NAME [ARGS …]   # run one; ``NAME --help`` for its options
+    python -m bench.NAME [ARGS …]        # the same, without main.py
+
+Each benchmark is a module of this package with its own ``get_parser()`` and ``main(argv)``; it
+is imported only when it runs, so listing them loads neither the runtime nor Qt nor training code.
+Benchmarks may import anything (the GUI, training recipes); the runtime (``realtime/``) never
+imports them.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "processor": ("bench.processor", "per-block cost of each processor alone: RTF, block time percentiles, latency"),
+    "engine": ("bench.engine", "the live engine on a JACK dummy server: late blocks, xruns, DSP load, latency"),
+    "jitter": ("bench.jitter", "how often this machine itself stretches fixed work: the floor under late blocks"),
+    "synth": ("bench.synth", "DDSP synth: RTF per voice count, note-on latency, quality on held-out melodies"),
+    "gui": ("bench.gui", "does the knob panel cost audio: late blocks and knob-to-DSP latency, window open"),
+    "enhancer": ("bench.enhancer", "held-out speech: noisy vs our enhancer vs RNNoise (PESQ, STOI, SI-SDR, DNSMOS)"),
+    "delimiter": ("bench.delimiter", "held-out music limited to -8 LUFS: SI-SDR, crest factor, loudness range, RTF"),
+}
+"""Benchmark name -> (module that runs it, one line saying what it measures). The module has
+``main(argv) -> int``; the names are those ``python main.py bench NAME`` takes."""
+
+ALIASES = {"processors": "processor"}
+"""Other spellings accepted for a name (kept from earlier command lines)."""
+
+
+def describe() -> str:
+    """The registry as text: one line per benchmark, its name and what it measures.
+
+    Returns
+    -------
+    str
+        Lines ``  NAME  help``, in registry order, joined by newlines.
+    """
+    width = max(map(len, BENCHMARKS))
+    return "\n".join(f"  {name:{width}s}  {help_}" for name, (_, help_) in BENCHMARKS.items())
+
+
+def run_bench(name: str | None, argv: list[str]) -> int:
+    """Run one benchmark by name, importing its module only now.
+
+    Parameters
+    ----------
+    name : str or None
+        A key of ``BENCHMARKS`` (or of ``ALIASES``). None or an empty string lists the
+        benchmarks on stdout instead.
+    argv : list of str
+        The benchmark's own command line, e.g. ``["gain", "--seconds", "1", "--json"]``.
+
+    Returns
+    -------
+    int
+        The benchmark's exit status; 0 after listing; 2 for an unknown name (a one-line error,
+        then the list, on stderr) or for a benchmark whose imports are missing (one line).
+    """
+    if not name:
+        print("benchmarks (python main.py bench NAME --help for options):\n" + describe())
+        return 0
+    name = ALIASES.get(name, name)
+    if name not in BENCHMARKS:
+        print(f"bench: unknown benchmark {name!r}; one of:\n{describe()}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(BENCHMARKS[name][0])
+    except ModuleNotFoundError as e:  # an optional dependency of this benchmark is not installed
+        print(f"bench {name}: not available ({e})", file=sys.stderr)
+        return 2
+    return module.main(argv) or 0

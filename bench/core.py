@@ -69,8 +69,7 @@ def hold_gil(ms: float) -> None:
 def bench_engine(argv) -> int:
     from realtime.dsp.presets import build_chain, load_preset
     from realtime.engine.engine import Engine, EngineConfig
-    from realtime.io.jackserver import DummyJackServer, server_running
-    from realtime.io.portaudio import rescan
+    from realtime.io.jackserver import ensure_server
 
     ap = argparse.ArgumentParser(prog="bench engine")
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -82,10 +81,7 @@ def bench_engine(argv) -> int:
     ap.add_argument("--channels", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    server = None
-    if not server_running():
-        server = DummyJackServer(a.samplerate, a.blocksize).start()
-    rescan()
+    server = ensure_server(a.samplerate, a.blocksize)
     engine = Engine(build_chain(load_preset(a.preset)),
                     EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, channels=a.channels,
                                  prefill_blocks=a.prefill_blocks))

@@ -1,6 +1,7 @@
 """Benchmark the de-limiter on held-out music with a limiter setting never used in training.
 
     python main.py bench delimiter [--json] [--blocksize 128] [--segments 0] [--limiter project|pedalboard|both]
+    python -m bench.delimiter …
 
 The held-out originals (data/delimiter/eval_x.npy, tracks never seen in training) are limited
 here to -8 LUFS with EVAL_SETTING (release 160 ms lies in the band the training recipe never
@@ -11,6 +12,9 @@ their difference, crest factor and loudness range (EBU Tech 3342 style, 3 s wind
 original / limited / restored audio, latency and the real-time factor of ``process``; for the
 project's limiter (which reports its gain curve) also how the applied gain curve compares with
 the true one (``gain_curve_std_ratio``: 1 = as much movement; ``gain_curve_corr``).
+
+The limiting comes from the training recipe (``models.delimiter.data``), so that the benchmark
+limits exactly as training did; a benchmark may import it: it sits outside the runtime.
 """
 from __future__ import annotations
 
@@ -21,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import emit
 from models.delimiter import data as recipe
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
@@ -146,17 +149,19 @@ def evaluate(limiter: str = "project", blocksize: int = 128, segments: int = 0, 
             **curve}
 
 
-def bench(argv) -> int:
-    ap = argparse.ArgumentParser(prog="bench delimiter")
+def get_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench delimiter", description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--blocksize", type=int, default=128)
     ap.add_argument("--segments", type=int, default=0, help="0 = all held-out segments")
     ap.add_argument("--limiter", choices=("project", "pedalboard", "both"), default="both")
     ap.add_argument("--model", default=None, help="ONNX file (default: the committed model)")
     ap.add_argument("--data", type=Path, default=recipe.DEFAULT_OUT)
-    a = ap.parse_args(argv)
-    from bench.core import emit
+    return ap
 
+
+def main(argv=None) -> int:
+    a = get_parser().parse_args(argv)
     kinds = ("project", "pedalboard") if a.limiter == "both" else (a.limiter,)
     for kind in kinds:
         if kind == "pedalboard":
@@ -170,4 +175,4 @@ def bench(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(bench(sys.argv[1:]))
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Enhancer benchmark on the held-out validation set: noisy input vs this enhancer vs RNNoise.
 
-    python -m bench.enhancer [--skip 24] [--limit N] [--block 128] [--no-dnsmos]
-    (wired as ``python main.py bench enhancer --json``)
+    python main.py bench enhancer [--skip 24] [--limit N] [--block 128] [--no-dnsmos] [--json]
+    python -m bench.enhancer …
 
 By default the 24 validation clips that training used to pick its checkpoint are left out
 (``--skip 0`` to include them).
@@ -10,7 +10,9 @@ Prints one JSON line per system with PESQ-WB, STOI, SI-SDR (dB), DNSMOS (SIG/BAK
 algorithmic latency (ms) and real-time factor (CPU time of the one processing thread / audio
 time; ``rtf_wall`` is the wall-clock ratio, inflated on a loaded machine), then
 a summary line. Needs the runtime plus the metric packages: pesq, pystoi, pyrnnoise, speechmos
-(and librosa, which speechmos imports). Torch is not used.
+(and librosa, which speechmos imports). Torch is not used. ``SELECTION_CLIPS`` comes from the
+training recipe (``models.enhancer.data``), so the clips left out are those training chose on; a
+benchmark may import training code: it sits outside the runtime.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ DEFAULT_VAL = ROOT / "data" / "enhancer" / "val"
 SR = 48000
 
 
-def _args(argv):
+def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench enhancer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--val", type=Path, default=DEFAULT_VAL, help="folder with noisy/ and clean/ wavs")
@@ -43,7 +45,7 @@ def _args(argv):
     ap.add_argument("--no-dnsmos", action="store_true")
     ap.add_argument("--no-rnnoise", action="store_true")
     ap.add_argument("--json", action="store_true", help="(default) JSON lines on stdout")
-    return ap.parse_args(argv)
+    return ap
 
 
 def si_sdr(ref, est):
@@ -116,8 +118,8 @@ def _find_shift(ref, y, max_lag=2000):
     return lag
 
 
-def bench(argv=None) -> None:
-    a = _args(list(argv) if argv is not None else sys.argv[1:])
+def main(argv=None) -> int:
+    a = get_parser().parse_args(argv)
     import soundfile as sf
 
     from realtime.dsp.processors.neural.enhancer import Enhancer
@@ -204,7 +206,8 @@ def bench(argv=None) -> None:
                           "target_met": all(better.values()) and e["latency_ms"] <= 10.0,
                           "delta": {k: round(e[k] - r[k], 4) for k in ("pesq_wb", "stoi", "si_sdr")}}),
               flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    bench()
+    sys.exit(main())

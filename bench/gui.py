@@ -1,4 +1,7 @@
-"""`python main.py bench gui`: does the panel cost audio?
+"""Does the knob panel cost audio?
+
+    python main.py bench gui [--seconds 60] [--no-gui | --in-process] [--add KIND …] --json
+    python -m bench.gui …
 
 The live engine runs the chain on a JACK dummy server with the bundled demo looping into its
 input, the window open (offscreen unless a display is set), meters animating, and knobs moved
@@ -32,6 +35,7 @@ import math
 import os
 import queue
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -41,8 +45,8 @@ import numpy as np
 NEURAL = ("enhancer", "delimiter", "synth")
 
 
-def _args(argv):
-    ap = argparse.ArgumentParser(prog="bench gui")
+def get_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench gui", description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--samplerate", type=int, default=48000)
     ap.add_argument("--blocksize", type=int, default=128)
@@ -58,7 +62,7 @@ def _args(argv):
     ap.add_argument("--in-process", action="store_true",
                     help="the window and the engine in one process (the design the engine process replaced)")
     ap.add_argument("--json", action="store_true")
-    return ap.parse_args(argv)
+    return ap
 
 
 class LatencyProbe:
@@ -198,22 +202,18 @@ def _cpu_steal_ms() -> float:
         return 0.0
 
 
-def bench(argv) -> int:
-    a = _args(argv)
+def main(argv=None) -> int:
+    a = get_parser().parse_args(argv)
     if not a.no_gui and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
-    from bench.core import emit
+    from bench.common import emit
     from gui.demo_source import DemoSource
     from realtime.engine.engine import EngineConfig
-    from realtime.io.jackserver import DummyJackServer, server_running
-    from realtime.io.portaudio import rescan
+    from realtime.io.jackserver import ensure_server
 
-    server = None
-    if not server_running():
-        server = DummyJackServer(a.samplerate, a.blocksize).start()
-    if a.no_gui or a.in_process:
-        rescan()  # PortAudio in this process (the engine process opens its own)
+    # PortAudio in this process only when the engine runs here (the engine process opens its own)
+    server = ensure_server(a.samplerate, a.blocksize, rescan=a.no_gui or a.in_process)
     preset, added, skipped = _build_preset(a)
     config = EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks)
     probe = LatencyProbe()  # in this process; the engine process runs its own (RemoteEngineHost probe=True)

@@ -1,4 +1,7 @@
-"""`python main.py bench jitter`: how much does this machine itself stretch fixed work?
+"""How much does this machine itself stretch fixed work?
+
+    python main.py bench jitter [--seconds 60] [--work-ms 0.9] --json
+    python -m bench.jitter …
 
 A Numba loop of fixed cost (about one DSP block's worth, 0.9 ms by default) runs once per block
 period (128 frames at 48 kHz) at the DSP thread's real-time priority, for N seconds. No Python,
@@ -16,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
 from numba import njit
+
+from bench.common import emit
 
 
 @njit(nogil=True, cache=True)
@@ -31,17 +37,20 @@ def fixed_work(x, reps):
     return s
 
 
-def bench(argv) -> int:
-    from bench.core import emit
-    from realtime.engine.engine import EngineConfig, set_realtime_priority
-
-    ap = argparse.ArgumentParser(prog="bench jitter")
+def get_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench jitter", description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--work-ms", type=float, default=0.9, help="cost of one iteration on a quiet core")
     ap.add_argument("--samplerate", type=int, default=48000)
     ap.add_argument("--blocksize", type=int, default=128)
     ap.add_argument("--json", action="store_true")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    from realtime.engine.engine import EngineConfig, set_realtime_priority
+
+    a = get_parser().parse_args(argv)
     x = np.random.default_rng(0).random(4096)
     fixed_work(x, 1)
     t0 = time.perf_counter()
@@ -80,3 +89,7 @@ def bench(argv) -> int:
         rec[f"cpu_over_{thr}ms"] = int((c > thr).sum())
     emit(rec, a.json)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

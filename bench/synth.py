@@ -1,31 +1,36 @@
 """Benchmark of the DDSP synth (prints JSON lines with --json; never asserts).
 
     python main.py bench synth --json [--instruments violin,flute,trumpet] [--seconds 5] [--melodies 6]
+    python -m bench.synth …
 
 - rtf: processor wall time / audio time for 1, 8, 16 and 32 held voices (48 kHz, 128-frame
   blocks); rtf_p50 from the median block; rtf_cpu from this thread's CPU time (on a shared
   machine wall time also counts the time other processes held the core)
 - note_on_latency: samples from a note-on (at many offsets in the block and phases of the frame
   grid) to the first non-zero output sample; the live engine keeps each message's offset and
-  delays it by exactly one block (realtime/engine.py), so the engine-level bound is that plus one block
+  delays it by exactly one block (realtime/engine/engine.py), so the engine-level bound is that
+  plus one block
 - quality: on held-out melodies (data/ddsp/<inst>/test, Essen collections never used in
   training) the multi-resolution STFT distance (the training loss's formula, both signals at
   24 kHz) between the FluidSynth rendering and (a) this synth, (b) a plain baseline: the same
   oscillator bank, voices and MIDI-to-loudness mapping with a fixed 1/k spectrum and no noise.
   The baseline is scaled to the reference's RMS per melody (in its favour); the synth is
   reported both as is and RMS-matched.
+
+The quality part imports the training recipe (``models.ddsp.data``: the held-out melodies and
+their FluidSynth reference renderings). A benchmark may: it sits outside the runtime, which
+never imports training code.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from bench.core import emit
+from bench.common import emit
 
-ROOT = Path(__file__).resolve().parents[1]
 FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 
 
@@ -169,8 +174,8 @@ def bench_quality(instrument: str, sr: int, block: int, melodies: int, as_json: 
           "ratio_synth_to_baseline": float(np.mean(d_syn) / np.mean(d_base))}, as_json)
 
 
-def bench(argv) -> int:
-    ap = argparse.ArgumentParser(prog="bench synth")
+def get_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench synth", description=__doc__.splitlines()[0])
     ap.add_argument("--instruments", default="violin,flute,trumpet")
     ap.add_argument("--samplerate", type=int, default=48000)
     ap.add_argument("--blocksize", type=int, default=128)
@@ -178,7 +183,11 @@ def bench(argv) -> int:
     ap.add_argument("--melodies", type=int, default=6)
     ap.add_argument("--skip", default="", help="comma list of rtf,latency,quality to skip")
     ap.add_argument("--json", action="store_true")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = get_parser().parse_args(argv)
     skip = set(a.skip.split(","))
     insts = [i for i in a.instruments.split(",") if i]
     for k, inst in enumerate(insts):
@@ -192,3 +201,7 @@ def bench(argv) -> int:
         except Exception as e:  # a missing model or tool: say so and go on
             emit({"bench": "synth", "instrument": inst, "error": f"{type(e).__name__}: {e}"}, a.json)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -39,7 +39,7 @@ def run_gui(args) -> int:
     from gui.window import MainWindow
     from realtime.dsp.presets import apply_overrides, load_preset
     from realtime.io.devices import has_audio_device
-    from realtime.io.jackserver import DummyJackServer, server_running
+    from realtime.io.jackserver import ensure_server
     from realtime.io.portaudio import release
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -47,8 +47,7 @@ def run_gui(args) -> int:
     settings = Settings()
     server, demo = None, None
     if not has_audio_device():
-        if not server_running():
-            server = DummyJackServer(args.samplerate, args.blocksize).start()
+        server = ensure_server(args.samplerate, args.blocksize, rescan=False)
     release()  # the engine process opens PortAudio itself (see settings.audio_devices for why not here)
     win = None
     try:

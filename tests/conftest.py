@@ -13,14 +13,9 @@ ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "artifacts")
 @pytest.fixture(scope="session")
 def jack_server(tmp_path_factory):
     """The default JACK server (dummy driver, 48 kHz, 128 frames); started if none runs."""
-    from realtime.io.jackserver import DummyJackServer, server_running
-    from realtime.io.portaudio import rescan
+    from realtime.io.jackserver import ensure_server
 
-    server = None
-    if not server_running():
-        log = tmp_path_factory.mktemp("jack") / "jackd.log"
-        server = DummyJackServer(48000, 128, log_path=str(log)).start()
-    rescan()  # PortAudio lists JACK only if the server ran when it initialised
+    server = ensure_server(48000, 128, log_path=str(tmp_path_factory.mktemp("jack") / "jackd.log"))
     yield server
     if server:
         server.stop()

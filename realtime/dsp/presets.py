@@ -16,12 +16,18 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from realtime.dsp.chain import SLOT_ID_RE, Chain, Slot
-from realtime.dsp.processors import available_kinds, create, processor_class
+from typing import TYPE_CHECKING
+
 from realtime.errors import ParamError, PresetError, UnknownProcessorError
+from realtime.io.files import atomic_write
+
+if TYPE_CHECKING:
+    from realtime.dsp.chain import Chain
+
+# The processors (and Numba with them) are imported where a preset is validated or built, not here:
+# listing and reading presets must stay instant.
 
 VERSION = 1
 BUILTIN_DIR = Path(__file__).with_name("presets")
@@ -69,6 +75,9 @@ def _validate_slot(i: int, raw) -> dict:
             raise PresetError(f"{where}.{k}: unknown key; allowed: {list(SLOT_KEYS)}")
     if "processor" not in raw:
         raise PresetError(f"{where}.processor: missing")
+    from realtime.dsp.chain import SLOT_ID_RE
+    from realtime.dsp.processors import available_kinds, processor_class
+
     kind = raw["processor"]
     if not isinstance(kind, str):
         raise PresetError(f"{where}.processor: expected a string, got {kind!r}")
@@ -164,6 +173,8 @@ def _validate(preset) -> dict:
 def _validate_midi(raw, slots) -> list[dict]:
     """MIDI-learn mappings: [{"cc": 0..127, "channel": 0..15 or null (any), "target": "slot.param"}]
     where param is one of the slot's parameters, "bypass" or "mix"."""
+    from realtime.dsp.processors import processor_class
+
     if not isinstance(raw, list):
         raise PresetError(f"midi: expected a list of mappings, got {type(raw).__name__}")
     params = {s["id"]: [d.id for d in processor_class(s["processor"]).params] for s in slots}
@@ -215,7 +226,21 @@ def parse_preset(text: str, source: str = "preset") -> dict:
 
 
 def builtin_presets() -> list[str]:
+    """Names of the built-in presets, sorted."""
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.json"))
+
+
+def builtin_descriptions() -> dict[str, str]:
+    """Name -> description of every built-in preset, read without building or validating them
+    (the test suite validates the built-ins), so that listing them stays instant."""
+    out = {}
+    for name in builtin_presets():
+        try:
+            raw = json.loads((BUILTIN_DIR / f"{name}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise PresetError(f"{BUILTIN_DIR / name}.json: cannot read: {e}") from None
+        out[name] = raw.get("description", "") if isinstance(raw, dict) else ""
+    return out
 
 
 def load_preset(name_or_path) -> dict:
@@ -271,31 +296,41 @@ def apply_overrides(preset: dict, overrides) -> dict:
     return out
 
 
-def build_chain(preset: dict) -> Chain:
-    """Instantiate the (validated) preset's processors into a Chain (not yet prepared)."""
+def build_chain(preset: dict) -> "Chain":
+    """Instantiate a preset's processors into a Chain (not yet prepared).
+
+    Parameters
+    ----------
+    preset : dict
+        A preset dict (validated here).
+
+    Returns
+    -------
+    Chain
+        One slot per preset entry, the safety stage last.
+
+    Raises
+    ------
+    PresetError
+        The preset is invalid.
+    ModelError
+        A neural processor's model cannot be loaded.
+    """
+    from realtime.dsp.chain import Chain, Slot
+    from realtime.dsp.processors import create
+
     p = validate_preset(preset)
     slots = [Slot(create(s["processor"], **s["params"]), s["id"], s["bypass"], s["mix"]) for s in p["chain"]]
     return Chain(slots)
 
 
 def save_preset(preset: dict, path) -> Path:
-    """Validate and write atomically (temp file in the same directory + os.replace)."""
+    """Validate ``preset`` and write it to ``path`` atomically; returns the path."""
     p = validate_preset(preset)
     path = Path(path)
     text = json.dumps(p, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path, suffix=".tmp") as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

@@ -25,6 +25,37 @@ def server_running(timeout: float = 0.0, name: str | None = None) -> bool:
     return bool(lines) and lines[-1].strip() in ("running", "server is available")
 
 
+def ensure_server(samplerate: int = 48000, period: int = 128, log_path: str | None = None,
+                  rescan: bool = True) -> "DummyJackServer | None":
+    """Start a private dummy JACK server unless one already answers.
+
+    Parameters
+    ----------
+    samplerate, period : int
+        The new server's rate and period (an already running server keeps its own).
+    log_path : str, optional
+        Where the new server logs.
+    rescan : bool
+        Re-initialise PortAudio in this process afterwards, so it lists the server's ports.
+
+    Returns
+    -------
+    DummyJackServer or None
+        The server started here (the caller stops it), or None when one was already running.
+
+    Raises
+    ------
+    JackError
+        jackd is missing or did not come up.
+    """
+    server = None if server_running() else DummyJackServer(samplerate, period, log_path=log_path).start()
+    if rescan:
+        from realtime.io.portaudio import rescan as pa_rescan
+
+        pa_rescan()  # PortAudio lists JACK only if the server ran when it initialised
+    return server
+
+
 class DummyJackServer:
     """``jackd -d dummy`` as a child process; use as a context manager."""
 

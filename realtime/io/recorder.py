@@ -5,8 +5,6 @@ vanished — so a recording is either complete up to the stop or absent, never h
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import numpy as np
 import soundfile as sf
 
 from realtime.engine.ring import Ring
+from realtime.io.files import AtomicFile
 
 
 class FileRecorder:
@@ -22,9 +21,8 @@ class FileRecorder:
         if not self.path.parent.exists():
             raise FileNotFoundError(f"{self.path.parent}: output directory does not exist")
         self.ring = Ring.for_frames(int(samplerate * seconds_buffer), channels)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=str(self.path.parent))
-        os.close(fd)
-        self._file = sf.SoundFile(self._tmp, "w", samplerate=samplerate, channels=channels,
+        self._out = AtomicFile(self.path)
+        self._file = sf.SoundFile(self._out.tmp, "w", samplerate=samplerate, channels=channels,
                                   format="WAV", subtype="FLOAT")
         self._chunk = np.zeros((4096, channels), np.float32)
         self._stop = threading.Event()
@@ -50,4 +48,4 @@ class FileRecorder:
         while self._drain():
             pass
         self._file.close()
-        os.replace(self._tmp, self.path)
+        self._out.commit(fsync=False)

@@ -1,15 +1,14 @@
 """Headless live mode, and the end-to-end demo for machines without a sound card."""
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from realtime.engine.engine import Engine, EngineConfig
+from realtime.io.files import atomic_write
 
 DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
 
@@ -24,16 +23,13 @@ def status_line(engine: Engine) -> str:
 def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False,
              demo_out: str = "demo_out.wav", record: str | None = None) -> int:
     from realtime.io.devices import has_audio_device
-    from realtime.io.jackserver import DummyJackServer, server_running
-    from realtime.io.portaudio import rescan
+    from realtime.io.jackserver import ensure_server
 
     server = None
     if demo or not has_audio_device():
         print("No audio device found: starting a private JACK server (dummy driver) and playing the bundled "
               "demo signal through the live engine." if not demo else "Demo mode: private JACK dummy server.")
-        if not server_running():
-            server = DummyJackServer(config.samplerate, config.blocksize).start()
-        rescan()
+        server = ensure_server(config.samplerate, config.blocksize)
         demo = True
     from realtime.io.recorder import FileRecorder
 
@@ -86,15 +82,8 @@ def measure_lag(played: np.ndarray, recorded: np.ndarray, max_lag: int) -> int:
 def write_wav_atomic(path: str, data: np.ndarray, samplerate: int) -> None:
     import soundfile as sf
 
-    out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=str(out.parent.resolve()))
-    os.close(fd)
-    try:
+    with atomic_write(Path(path).resolve()) as tmp:
         sf.write(tmp, data, samplerate, subtype="FLOAT", format="WAV")
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _play_demo(engine: Engine, demo_out: str) -> int:

@@ -8,13 +8,13 @@ so a failure leaves no half file and the input is never overwritten.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from realtime.errors import OfflineError
+from realtime.io.files import atomic_write
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
 
@@ -101,10 +101,8 @@ def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: i
         fifo = _Reblocker(blocksize, ch)
         to_skip = latency  # chain-rate frames of latency to drop from the start
         written = 0
-        fd, tmp = tempfile.mkstemp(prefix=f".{out_p.name}.", suffix=".part", dir=str(out_p.parent))
-        os.close(fd)
         nonfinite = 0
-        try:
+        with atomic_write(out_p) as tmp:
             with sf.SoundFile(tmp, "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
                     tqdm(total=total, unit="frame", unit_scale=True, disable=not progress, leave=False,
                          desc=in_p.name) as bar:
@@ -150,13 +148,6 @@ def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: i
                 if written < total:  # resampler rounding: pad the last few frames with silence
                     dst.write(np.zeros((total - written, ch), np.float32))
                     written = total
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, out_p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
     finally:
         src.close()
     return {"input": str(in_p), "output": str(out_p), "frames": total, "samplerate": in_sr,

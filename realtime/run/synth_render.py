@@ -9,15 +9,14 @@ event applied at its exact sample offset; the output is written atomically.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from realtime.errors import OfflineError
+from realtime.io.files import atomic_write
 
 
 def midi_file_events(path, samplerate: int) -> np.ndarray:
@@ -84,14 +83,8 @@ def render_file(midi_path, out_path, instrument: str, samplerate: int = 48000, b
     t0 = time.perf_counter()
     y = render_events(chain, events, n, samplerate, blocksize)
     took = time.perf_counter() - t0
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_p.name}.", suffix=".part", dir=str(out_p.parent))
-    os.close(fd)
-    try:
+    with atomic_write(out_p) as tmp:
         sf.write(tmp, y, samplerate, subtype="PCM_24", format="WAV" if out_p.suffix.lower() == ".wav" else "FLAC")
-        os.replace(tmp, out_p)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     return {"output": str(out_p), "instrument": instrument, "seconds": n / samplerate, "events": len(events),
             "render_s": took, "realtime_factor": took / (n / samplerate), "peak": float(np.abs(y).max())}
 

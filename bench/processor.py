@@ -1,0 +1,65 @@
+"""Per-block cost of each processor on its own, outside the engine: real-time factor and block times.
+
+    python main.py bench processor [NAMES …] [--samplerate 48000 --blocksize 128 --seconds 10] --json
+    python -m bench.processor …
+
+One JSON line per processor kind: ``rtf`` (processing time / audio time), ``block_us_p50`` /
+``block_us_p99`` / ``block_us_max`` and the processor's ``latency_samples``. A kind that cannot be
+created (a model file not present) gets a line with ``error`` and the others still run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from bench.common import emit
+
+
+def get_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench processor", description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help="processor kinds (default: all built-in and available)")
+    ap.add_argument("--samplerate", type=int, default=48000)
+    ap.add_argument("--blocksize", type=int, default=128)
+    ap.add_argument("--channels", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=10.0, help="audio seconds per processor")
+    ap.add_argument("--json", action="store_true")
+    return ap
+
+
+def main(argv=None) -> int:
+    from realtime.dsp.processors import available_kinds, create
+
+    a = get_parser().parse_args(argv)
+    names = a.names or available_kinds()
+    rng = np.random.default_rng(0)
+    for name in names:
+        try:
+            proc = create(name)
+        except Exception as e:  # e.g. a model file not present: say so, continue
+            emit({"bench": "processor", "name": name, "error": str(e)}, a.json)
+            continue
+        proc.prepare(a.samplerate, a.blocksize, a.channels)
+        n_blocks = int(a.seconds * a.samplerate / a.blocksize)
+        src = (0.3 * rng.standard_normal((n_blocks, a.blocksize, a.channels))).astype(np.float32)
+        for i in range(min(50, n_blocks)):  # warm-up
+            proc.process(src[i].copy())
+        times = np.empty(n_blocks)
+        perf = time.perf_counter_ns
+        for i in range(n_blocks):
+            b = src[i]
+            t0 = perf()
+            proc.process(b)
+            times[i] = perf() - t0
+        us = times * 1e-3
+        emit({"bench": "processor", "name": name, "samplerate": a.samplerate, "blocksize": a.blocksize,
+              "channels": a.channels, "rtf": float(times.sum() * 1e-9 / (n_blocks * a.blocksize / a.samplerate)),
+              "block_us_p50": float(np.percentile(us, 50)), "block_us_p99": float(np.percentile(us, 99)),
+              "block_us_max": float(us.max()), "latency_samples": int(proc.latency)}, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,6 +3,7 @@
     python main.py                      # the desktop knob panel (falls back to `run` without a screen)
     python main.py run --preset default # headless live engine with a status line
     python main.py process IN OUT --preset voice --set limiter.ceiling_db=-2
+    python main.py batch episodes/ --out cleaned/ --preset voice --jobs 4   # or --ray auto
     python main.py devices
     python main.py bench engine --seconds 10 --json
     python main.py train enhancer --smoke
@@ -23,6 +24,40 @@ if not os.environ["MIDO_BACKEND"]:
 os.environ.setdefault("JACK_NO_START_SERVER", "1")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{v} must be positive")
+    return v
+
+
+def _blocksize(text: str) -> int:
+    v = _positive_int(text)
+    if not 16 <= v <= 65536:
+        raise argparse.ArgumentTypeError(f"{v} frames: a block is 16 to 65536 frames")
+    return v
+
+
+def _samplerate(text: str) -> int:
+    v = _positive_int(text)
+    if not 8000 <= v <= 384000:
+        raise argparse.ArgumentTypeError(f"{v} Hz: a sample rate is 8000 to 384000 Hz")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= v < 1e9:
+        raise argparse.ArgumentTypeError(f"{text}: seconds must be 0 or more")
+    return v
+
+
 def _chain_args(p: argparse.ArgumentParser, default_preset: str = "default") -> None:
     p.add_argument("--preset", default=default_preset, help="built-in preset name or a .json file")
     p.add_argument("--set", action="append", default=[], metavar="SLOT.PARAM=VALUE",
@@ -30,14 +65,14 @@ def _chain_args(p: argparse.ArgumentParser, default_preset: str = "default") -> 
 
 
 def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = 2) -> None:
-    p.add_argument("--samplerate", "-r", type=int, default=48000)
-    p.add_argument("--blocksize", "-b", type=int, default=128)
-    p.add_argument("--channels", "-c", type=int, default=2)
+    p.add_argument("--samplerate", "-r", type=_samplerate, default=48000)
+    p.add_argument("--blocksize", "-b", type=_blocksize, default=128)
+    p.add_argument("--channels", "-c", type=_positive_int, default=2)
     p.add_argument("--device", "-d", default=None, help="device name or index for input and output")
     p.add_argument("--input-device", default=None)
     p.add_argument("--output-device", default=None)
     p.add_argument("--mode", choices=("duplex", "input", "output"), default="duplex")
-    p.add_argument("--prefill-blocks", type=int, default=prefill_blocks,
+    p.add_argument("--prefill-blocks", type=_positive_int, default=prefill_blocks,
                    help=f"output pre-fill in blocks: the DSP thread's time budget (default {prefill_blocks})")
 
 
@@ -52,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="live engine without GUI (demo through a private JACK server when no device)")
     _chain_args(p)
     _engine_args(p)
-    p.add_argument("--seconds", type=float, default=0, help="stop after N seconds (0 = until Ctrl-C)")
+    p.add_argument("--seconds", type=_seconds, default=0, help="stop after N seconds (0 = until Ctrl-C)")
     p.add_argument("--demo", action="store_true", help="force the no-sound-card demo")
     p.add_argument("--demo-out", default="demo_out.wav", help="where the demo writes what came out")
     p.add_argument("--record", default=None, metavar="FILE.wav", help="also record the engine's output")
@@ -61,28 +96,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     _chain_args(p)
-    p.add_argument("--samplerate", "-r", type=int, default=48000, help="chain rate (file is resampled to it and back)")
-    p.add_argument("--blocksize", "-b", type=int, default=512)
+    p.add_argument("--samplerate", "-r", type=_samplerate, default=48000, help="chain rate (file is resampled to it and back)")
+    p.add_argument("--blocksize", "-b", type=_blocksize, default=512)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("batch", help="process many files (folders, manifests, MIDI) on every core or a Ray cluster")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="audio/MIDI file, folder (recursive) or .csv/.jsonl manifest")
+    p.add_argument("--out", "-o", required=True, help="output folder (keeps folder layouts; holds the resume log)")
+    _chain_args(p)
+    p.add_argument("--midi-preset", default="synth", help="chain for MIDI inputs (default: synth)")
+    p.add_argument("--instrument", default=None, help="MIDI inputs: violin | flute | trumpet")
+    p.add_argument("--midi-set", action="append", default=[], metavar="SLOT.PARAM=VALUE",
+                   help="override for MIDI inputs")
+    p.add_argument("--samplerate", "-r", type=_samplerate, default=48000,
+                   help="chain rate (files are resampled to it and back)")
+    p.add_argument("--blocksize", "-b", type=_blocksize, default=512)
+    p.add_argument("--midi-blocksize", type=_blocksize, default=128)
+    p.add_argument("--ext", default=None, help="output extension (default: the input's; MIDI renders to wav)")
+    p.add_argument("--jobs", "-j", type=_positive_int, default=None,
+                   help="local worker processes (default: one per core)")
+    p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: auto, HOST:PORT, or none for Ray's default (needs the cluster extra)")
+    p.add_argument("--force", action="store_true", help="process everything again, ignoring the resume log")
     p.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("devices", help="list audio devices and MIDI ports")
     sub.add_parser("presets", help="list built-in presets")
+    p = sub.add_parser("plugins", help="list installed LV2 plugins (slot kind lv2, --instrument lv2:URI)")
+    p.add_argument("filter", nargs="?", default="", help="only plugins whose URI, name or class contains this")
+    p.add_argument("--json", action="store_true", help="one JSON object: plugins and skipped bundles")
+    p.add_argument("--rescan", action="store_true", help="ignore the scan cache")
 
-    p = sub.add_parser("bench", help="benchmarks (print figures, JSON lines with --json)")
-    p.add_argument("what", help="processor | engine | enhancer | delimiter | synth | gui")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    from bench import describe as describe_benchmarks  # the registry alone: no benchmark is imported
+
+    p = sub.add_parser("bench", help="benchmarks (print figures, JSON lines with --json)",
+                       epilog="benchmarks:\n" + describe_benchmarks(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="?", help="which benchmark (`main.py bench` alone lists them)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="its own options (`main.py bench NAME --help`)")
 
     p = sub.add_parser("synth", help="DDSP synth: render IN.mid to OUT.wav, or play live from a MIDI port")
     p.add_argument("input", nargs="?", help="MIDI file")
     p.add_argument("output", nargs="?", help="audio file to write (.wav/.flac)")
-    p.add_argument("--instrument", default="violin", help="violin | flute | trumpet")
-    p.add_argument("--samplerate", "-r", type=int, default=48000)
-    p.add_argument("--blocksize", "-b", type=int, default=128)
+    p.add_argument("--instrument", default="violin", help="violin | flute | trumpet | lv2:URI (an LV2 instrument)")
+    p.add_argument("--samplerate", "-r", type=_samplerate, default=48000)
+    p.add_argument("--blocksize", "-b", type=_blocksize, default=128)
     p.add_argument("--set", action="append", default=[], metavar="SLOT.PARAM=VALUE")
     p.add_argument("--live", action="store_true", help="play live from MIDI (engine in output mode)")
     p.add_argument("--midi-port", default=None, help="MIDI input port name (default: a virtual port)")
     p.add_argument("--virtual", action="store_true", help="open a virtual MIDI input port to connect to")
-    p.add_argument("--seconds", type=float, default=0, help="live: stop after N seconds (0 = until Ctrl-C)")
+    p.add_argument("--seconds", type=_seconds, default=0, help="live: stop after N seconds (0 = until Ctrl-C)")
 
     p = sub.add_parser("train", help="train a model (enhancer | delimiter | ddsp)")
     p.add_argument("model")
@@ -120,6 +184,25 @@ def cmd_process(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from realtime.run.batch import BatchOptions, run_batch
+
+    instrument = [f"synth.instrument={args.instrument}"] if args.instrument else []
+    options = BatchOptions(preset=args.preset, overrides=args.set, midi_preset=args.midi_preset,
+                           midi_overrides=[*instrument, *args.midi_set], samplerate=args.samplerate,
+                           blocksize=args.blocksize, midi_blocksize=args.midi_blocksize, ext=args.ext, force=args.force)
+    summary = run_batch(args.inputs, args.out, options, jobs=args.jobs, ray_address=args.ray,
+                        progress=not args.no_progress)
+    print(json.dumps(summary))
+    failed = summary["failed"] + summary["failed_before"]
+    if failed:
+        print(f"batch: {failed} of {summary['files']} files failed ({summary['failed_before']} of them in an earlier "
+              f"run, unchanged since; errors in the summary and {summary['log']})", file=sys.stderr)
+    if summary["interrupted"]:
+        return 130
+    return 1 if failed else 0
+
+
 def cmd_devices(args) -> int:
     from realtime.io.devices import describe_devices
 
@@ -144,25 +227,93 @@ def cmd_run(args) -> int:
 
 
 def cmd_gui(args) -> int:
-    try:
-        from gui.app import run_gui
-    except ImportError as e:  # no GUI toolkit or no display: the headless engine still works
-        print(f"GUI unavailable ({e}); starting the headless engine instead", file=sys.stderr)
+    reason = _no_screen()
+    if reason is None:
+        try:
+            from gui.app import run_gui
+        except ImportError as e:  # no GUI toolkit: the headless engine still works
+            reason = f"GUI unavailable ({e})"
+    if reason is not None:
+        print(f"{reason}; starting the headless engine instead", file=sys.stderr)
         args.seconds, args.demo, args.demo_out = 0, False, "demo_out.wav"
         return cmd_run(args)
     return run_gui(args)
 
 
+def _no_screen() -> str | None:
+    """Why no window can open here, or None. Checked before Qt is touched: Qt aborts the whole
+    process (no exception) when it cannot reach a display."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform.startswith(("offscreen", "minimal", "vnc", "eglfs", "linuxfb")) or sys.platform != "linux":
+        return None
+    if platform.startswith("wayland"):
+        return None if os.environ.get("WAYLAND_DISPLAY") else "no screen (WAYLAND_DISPLAY is not set)"
+    if platform.startswith("xcb"):
+        return None if os.environ.get("DISPLAY") else "no screen (DISPLAY is not set)"
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return "no screen (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+
+
 def cmd_bench(args) -> int:
-    from bench.core import run_bench
+    from bench import run_bench
 
     return run_bench(args.what, args.rest)
 
 
-def cmd_synth(args) -> int:
-    from realtime.run.synth_render import main as synth_main
+def cmd_plugins(args) -> int:
+    from realtime.io.lv2_scan import scan
 
-    return synth_main(args)
+    res = scan(use_cache=not args.rescan)
+    want = args.filter.lower()
+    found = [p.summary() for p in sorted(res.plugins.values(), key=lambda p: p.uri)
+             if want in f"{p.uri}\n{p.name}\n{p.plugin_class}".lower()]
+    if args.json:
+        print(json.dumps({"plugins": found, "skipped": res.errors}, indent=1))
+        return 0
+    for p in found:
+        io = f"{p['audio_in']}in/{p['audio_out']}out" + (" +MIDI" if p["midi_in"] else "")
+        flags = ("" if p["hard_rt"] else "  [not hard-RT]") + ("  [latency]" if p["latency_port"] is not None else "")
+        print(f"{p['uri']}\n    {p['name']} ({p['class']}), {io}, {len(p['controls'])} controls{flags}")
+    for e in res.errors:
+        print(f"warning: {e}", file=sys.stderr)
+    print(f"{len(found)} of {len(res.plugins)} LV2 plugins", file=sys.stderr)
+    return 0
+
+
+def _instrument_chain(args):
+    """The `synth` preset with the chosen instrument (and --set overrides); ``lv2:URI`` puts that
+    LV2 instrument in the synth slot (its own parameters, still addressed as ``synth.PARAM``)."""
+    from realtime.dsp.presets import apply_overrides, build_chain, load_preset
+
+    if args.instrument.startswith("lv2:"):
+        from realtime.errors import PluginError
+
+        preset = load_preset("synth")
+        preset["chain"][0] = {"id": "synth", "processor": "lv2", "uri": args.instrument[4:]}
+        chain = build_chain(apply_overrides(preset, args.set))
+        if not callable(getattr(chain.slot("synth").processor, "handle_midi", None)):
+            raise PluginError(f"lv2 plugin {args.instrument[4:]} has no MIDI input: not an instrument")
+        return chain
+    return build_chain(apply_overrides(load_preset("synth"), [f"synth.instrument={args.instrument}", *args.set]))
+
+
+def cmd_synth(args) -> int:
+    from realtime.errors import OfflineError
+
+    if args.live:
+        from realtime.engine.engine import EngineConfig
+        from realtime.run.live import play_midi_live
+
+        config = EngineConfig(samplerate=args.samplerate, blocksize=args.blocksize, mode="output")
+        return play_midi_live(_instrument_chain(args), config, args.midi_port, args.virtual, args.seconds)
+    if not args.input or not args.output:
+        raise OfflineError("synth: give IN.mid OUT.wav (or --live)")
+    from realtime.run.offline import render_midi
+
+    report = render_midi(args.input, args.output, _instrument_chain(args), args.samplerate, args.blocksize)
+    print(json.dumps({"output": report.pop("output"), "instrument": args.instrument, **report}))
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -180,27 +331,62 @@ def cmd_train(args) -> int:
     return mod.main(args.rest) or 0
 
 
-COMMANDS = {"gui": cmd_gui, "run": cmd_run, "process": cmd_process, "devices": cmd_devices,
+COMMANDS = {"gui": cmd_gui, "run": cmd_run, "process": cmd_process, "batch": cmd_batch, "devices": cmd_devices,
             "presets": cmd_presets, "bench": cmd_bench, "train": cmd_train,
-            "synth": cmd_synth}
+            "synth": cmd_synth, "plugins": cmd_plugins}
+
+
+def _interrupt_on_signals() -> None:
+    """SIGTERM and SIGHUP end a command like Ctrl-C: the same clean-up runs (no half-written file)."""
+    import signal
+
+    from realtime.errors import Interrupted
+
+    def interrupt(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, interrupt)
+
+
+def _interrupted_note(args) -> str:
+    out = getattr(args, "output", None)
+    return f"interrupted; {out} not written" if out and args.command in ("process", "synth") else "interrupted"
 
 
 def main(argv=None) -> int:
+    """Run one command; user errors end as one line on stderr and exit status 2, never a traceback."""
+    from realtime.errors import Interrupted, user_message
+
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["gui", *argv]
     args = parser.parse_args(argv)
-    from realtime.errors import USER_ERRORS
-
+    if threading_is_main():
+        _interrupt_on_signals()
     try:
         return COMMANDS[args.command](args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(_interrupted_note(args), file=sys.stderr)
+        return 143 if isinstance(e, Interrupted) and str(e) == "SIGTERM" else 130
+    except Exception as e:
+        msg = user_message(e)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C while Python itself was still starting up
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

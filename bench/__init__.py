@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "gui": ("bench.gui", "does the knob panel cost audio: late blocks and knob-to-DSP latency, window open"),
     "enhancer": ("bench.enhancer", "held-out speech: noisy vs our enhancer vs RNNoise (PESQ, STOI, SI-SDR, DNSMOS)"),
     "delimiter": ("bench.delimiter", "held-out music limited to -8 LUFS: SI-SDR, crest factor, loudness range, RTF"),
+    "batch": ("bench.batch", "batch throughput (audio s per wall s): voice, delimit, synth; 1 and 2 workers"),
 }
 """Benchmark name -> (module that runs it, one line saying what it measures). The module has
 ``main(argv) -> int``; the names are those ``python main.py bench NAME`` takes."""
@@ -56,15 +57,15 @@ def run_bench(name: str | None, argv: list[str]) -> int:
     Returns
     -------
     int
-        The benchmark's exit status; 0 after listing; 2 for an unknown name (a one-line error,
-        then the list, on stderr) or for a benchmark whose imports are missing (one line).
+        The benchmark's exit status; 0 after listing; 2 for an unknown name (one line on stderr naming the
+        known ones) or for a benchmark whose imports are missing (one line).
     """
     if not name:
         print("benchmarks (python main.py bench NAME --help for options):\n" + describe())
         return 0
     name = ALIASES.get(name, name)
     if name not in BENCHMARKS:
-        print(f"bench: unknown benchmark {name!r}; one of:\n{describe()}", file=sys.stderr)
+        print(f"error: unknown benchmark {name!r}; one of: {', '.join(BENCHMARKS)}", file=sys.stderr)
         return 2
     try:
         module = importlib.import_module(BENCHMARKS[name][0])

@@ -184,7 +184,7 @@ def main(argv=None) -> int:
                 if shift is None:
                     shift = _find_shift(noisy, y)
                     info["offline_shift_samples"] = shift
-                    info["latency_ms"] = round(1000 * shift / SR, 2)  # measured: 960 = 20 ms
+                    info["latency_ms"] = round(1000 * shift / SR, 2)
                 est = y[shift : shift + len(noisy)]
             per.append(_metrics(clean, est, not a.no_dnsmos))
         keys = per[0].keys()

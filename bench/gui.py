@@ -12,18 +12,18 @@ programmatically through the same path a mouse takes (Knob → strip → window 
 ``late_blocks`` count callbacks whose output was not ready. Those with no server timing anomaly
 (a delayed or bunched callback, an xrun flag) in the same or the prefill + 1 callbacks before are
 split: ``late_blocks_stolen`` where the hypervisor took at least a block period of CPU from the
-DSP thread in that window (off the CPU without being switched out: see Engine._explain_late),
+DSP thread in that window (off the CPU without being switched out: see realtime.engine.diagnostics),
 ``late_blocks_ours`` the rest: the late blocks nothing but our own processing explains.
 ``server_xruns`` are the server's own hiccups. ``param_latency_ms`` is the time from the knob move until the DSP thread
-applied the new target (a probe thread at real-time priority 1, below the DSP thread, watches the
-processor's value array); the processor then smooths toward it from the next block on.
+applied the new target (the DSP thread stamps each control record it applies:
+``ControlRings.applied_at``); the processor then smooths toward it from the next block on.
 ``late_context`` explains the first late blocks not the server's (what the DSP thread did in
 their window: blocks started, longest gap, slowest block's wall and CPU time and context
 switches, stolen time, and the cause it was put down to); ``dsp_minor_faults`` /
 ``dsp_major_faults`` count the DSP thread's page faults while the knobs moved; ``cpu_steal_ms``
 is the CPU time the hypervisor gave to others meanwhile (a VM's stalls that are not ours).
 
-Modes: by default the product's set-up (the engine in its own process, see gui.engine_process);
+Modes: by default the product's set-up (the engine in its own process, see gui.remote);
 ``--in-process`` the window and the engine in one process (what that replaced); ``--no-gui``
 the same engine, chain, input and knob moves without Qt, as the baseline. By default the chain
 is the preset plus every neural processor whose model loads ("chain" and "skipped" say which).
@@ -33,11 +33,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import queue
 import signal
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -66,40 +64,48 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 class LatencyProbe:
-    """Watches for queued parameter targets to land in the processor (off the GUI thread)."""
+    """Knob → DSP latency: each knob move's control record against the time the DSP thread
+    applied it (``ControlRings.applied_at``, which the DSP thread stamps; read here, no thread)."""
+
+    TIMEOUT_NS = 500_000_000  # a record not applied within this is a missed move
 
     def __init__(self):
-        self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.ms: list[float] = []
         self.missed = 0
-        self._stop = False
-        self.thread = threading.Thread(target=self._run, name="param-probe", daemon=True)
-        self.thread.start()
+        self._rings = None
+        self._pending: list[tuple[int, int]] = []  # (control record sequence number, move time ns)
 
-    def watch(self, values: np.ndarray, index: int, value: float, t0: float) -> None:
-        self.q.put((values, index, value, t0))
+    def move(self, rings, fn) -> None:
+        """Run ``fn`` (a knob move); if it queued a control record on ``rings``, time that record."""
+        self._rings = rings
+        self.collect()
+        seq = rings.pushed()
+        t0 = time.perf_counter_ns()  # CLOCK_MONOTONIC, the DSP thread's stamps' clock
+        fn()
+        if rings.pushed() > seq:
+            self._pending.append((seq, t0))
 
-    def _run(self):
-        from realtime.engine.engine import set_realtime_priority
-
-        set_realtime_priority(1)  # below the DSP thread; else the probe's own wake-up delay is measured
-        while not self._stop:
-            try:
-                values, i, v, t0 = self.q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            deadline = t0 + 0.5
-            while values[i] != v:
-                if time.perf_counter() > deadline:
-                    self.missed += 1
-                    break
-                time.sleep(0.0002)
+    def collect(self, final: bool = False) -> None:
+        now = time.perf_counter_ns()
+        keep = []
+        for seq, t0 in self._pending:
+            t = self._rings.applied_at(seq)
+            if t is not None:
+                self.ms.append((t - t0) * 1e-6)
+            elif final or now - t0 > self.TIMEOUT_NS:
+                self.missed += 1
             else:
-                self.ms.append(1000.0 * (time.perf_counter() - t0))
+                keep.append((seq, t0))
+        self._pending = keep
 
-    def stop(self):
-        self._stop = True
-        self.thread.join(1)
+    def stop(self) -> None:
+        """Wait for the last moves (up to the timeout); what never arrived is missed. Call it
+        while the rings still exist (before the host closes)."""
+        deadline = time.perf_counter_ns() + self.TIMEOUT_NS
+        while self._pending and time.perf_counter_ns() < deadline:
+            self.collect()
+            time.sleep(0.01)
+        self.collect(final=True)
 
 
 def _build_preset(a) -> tuple[dict, list[str], dict]:
@@ -144,10 +150,10 @@ def _run_window(a, preset, config, probe, demo):
             from gui.host import EngineHost
 
             host = EngineHost(preset, config)
-        else:  # the product: the engine in its own process, probed there
-            from gui.engine_process import RemoteEngineHost
+        else:  # the product: the engine in its own process
+            from gui.remote import RemoteEngineHost
 
-            host = RemoteEngineHost(preset, config, probe=True)
+            host = RemoteEngineHost(preset, config)
         win = MainWindow(preset, config, Settings(os.path.join(tmp, "bench.ini")), host=host)
         try:
             win.show()
@@ -160,16 +166,11 @@ def _run_window(a, preset, config, probe, demo):
 
             def move():
                 nonlocal moves
-                sid, k = knobs[moves % len(knobs)]
-                proc = host.chain.slot(sid).processor
+                _, k = knobs[moves % len(knobs)]
                 u = _sweep(moves % len(knobs), time.monotonic() - t0)
-                v = k.param.from_unit(u)
-                if v == k.value():
+                if k.param.from_unit(u) == k.value():
                     return
-                tp = time.perf_counter()
-                k.setUnit(u)  # → strip → window → host.set_param → engine's control ring
-                if a.in_process:
-                    probe.watch(proc.values, proc.param_index(k.param.id), v, tp)
+                probe.move(host.rings, lambda: k.setUnit(u))  # → strip → window → host.set_param → control ring
                 moves += 1
 
             signal.signal(signal.SIGINT, lambda *_: app.quit())  # Ctrl-C ends the run early, cleanly
@@ -177,16 +178,18 @@ def _run_window(a, preset, config, probe, demo):
             mover.start()
             final = {}
 
-            def finish():  # the status first: quitting closes the window, and with it the engine
+            def finish():  # status and probe first: quitting closes the window, the engine and its rings
                 mover.stop()
                 final.update(host.status())
+                probe.stop()
                 app.quit()
 
             QTimer.singleShot(int(a.seconds * 1000), finish)
             app.exec()
-            s = final or host.status()
-            if not a.in_process:
-                probe.ms = host.probe_ms
+            if not final:  # ended early (Ctrl-C): the rings still exist until shutdown below
+                final.update(host.status())
+                probe.stop()
+            s = final
         finally:
             win.shutdown()
     return first, s, moves
@@ -216,7 +219,7 @@ def main(argv=None) -> int:
     server = ensure_server(a.samplerate, a.blocksize, rescan=a.no_gui or a.in_process)
     preset, added, skipped = _build_preset(a)
     config = EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks)
-    probe = LatencyProbe()  # in this process; the engine process runs its own (RemoteEngineHost probe=True)
+    probe = LatencyProbe()
     demo = DemoSource()  # its own process: a Python JACK client here would stall the graph
     moves, host = 0, None
     steal0 = _cpu_steal_ms()
@@ -233,10 +236,7 @@ def main(argv=None) -> int:
             while (now := time.monotonic()) - t0 < a.seconds:
                 sid, d = targets[moves % len(targets)]
                 v = d.from_unit(_sweep(moves % len(targets), now - t0))
-                proc = host.chain.slot(sid).processor
-                tp = time.perf_counter()
-                host.set_param(sid, d.id, v)
-                probe.watch(proc.values, proc.param_index(d.id), v, tp)
+                probe.move(host.rings, lambda: host.set_param(sid, d.id, v))
                 moves += 1
                 time.sleep(1.0 / a.move_hz)
             s = host.status()
@@ -267,3 +267,7 @@ def main(argv=None) -> int:
           "dsp_major_faults": s["dsp_major_faults"] - first["dsp_major_faults"],
           "cpu_steal_ms": steal, "late_context": s["late_context"], "error": s["error"]}, a.json)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

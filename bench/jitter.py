@@ -48,7 +48,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from realtime.engine.engine import EngineConfig, set_realtime_priority
+    from realtime.engine.engine import EngineConfig
+    from realtime.engine.rt_os import set_realtime_priority
 
     a = get_parser().parse_args(argv)
     x = np.random.default_rng(0).random(4096)

@@ -134,7 +134,7 @@ class FixedSpectrum:
 def _render(instrument: str, events, n: int, sr: int, block: int, baseline: bool) -> np.ndarray:
     from realtime.dsp.chain import Chain, Slot
     from realtime.dsp.processors.synth.processor import INSTRUMENTS, Synth
-    from realtime.run.synth_render import render_events
+    from realtime.run.offline import render_events
 
     s = Synth(instrument=INSTRUMENTS.index(instrument))
     chain = Chain([Slot(s)])
@@ -149,7 +149,7 @@ def bench_quality(instrument: str, sr: int, block: int, melodies: int, as_json: 
     import soxr
 
     from models.ddsp.data import DATA, render
-    from realtime.run.synth_render import midi_file_events
+    from realtime.run.offline import midi_file_events
 
     files = sorted((DATA / instrument / "test").glob("*.mid"))[:melodies]
     if not files:

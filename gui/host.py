@@ -2,20 +2,22 @@
 
 No Qt here (the window calls it; tests and the benchmark call it directly). Two hosts share one
 interface (``HostBase``): ``EngineHost`` runs the engine in this process; the window's default,
-``gui.engine_process.RemoteEngineHost``, runs an ``EngineHost`` in a process of its own and
-talks to it over shared-memory rings (see there for why).
+``gui.remote.RemoteEngineHost``, runs an ``EngineHost`` in a process of its own and talks to it
+over shared-memory rings (see there for why). Both drive the engine through the one control API
+of ``realtime.engine.control``.
 
 The engine runs a fixed chain, so a structural change (add/remove/reorder a slot, a new preset,
 new audio settings) builds a new Chain from the same Slot objects (no model is loaded twice) and
 restarts the engine. The final safety slot always stays last.
 
-Threads: the engine's control and MIDI rings are single-producer. The GUI thread and the MIDI
-input thread both produce, so every push goes through ``_produce`` (a lock on the producer side
-only; the DSP thread consuming the rings never touches it).
+Threads: the GUI thread and the MIDI input thread both produce into the control and MIDI rings;
+they serialise on ``rings.lock`` (producers only: the DSP thread consuming never touches it).
+A structural change holds it too, so a controller never addresses a slot of a chain that is
+being replaced. A mapped MIDI controller is applied on the MIDI thread (``midi_in``): the window
+is only told afterwards, to show the new value.
 """
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import replace
 
@@ -26,91 +28,85 @@ from realtime.dsp.presets import build_chain, validate_preset
 from realtime.dsp.processors import create
 from realtime.dsp.processors.safety import CLIPPED
 from realtime.engine import callback as cb
+from realtime.engine.control import CC, CCMap, ControlRings, Record
 from realtime.engine.engine import Engine, EngineConfig
 from realtime.engine.ring import ring_pop, ring_readable
 
-CC = 0xB0
 FULL_STATS_S = 5.0
 
 
 class HostBase:
-    """What both hosts share: MIDI learn and mappings, controller targets, meter reading.
-    Subclasses provide ``chain``, ``set_param``, ``set_bypass``, ``set_mix``, ``send_midi`` and
-    ``_meter_ring`` (the ring the engine pushes one 8-value meter record per block into)."""
+    """What both hosts share: the MIDI controller map and MIDI learn, meter reading.
 
-    def _init_common(self, config: EngineConfig | None) -> None:
+    Subclasses provide ``chain``, ``set_param``, ``set_bypass``, ``set_mix``, ``set_target``
+    and ``send_midi``; ``rings`` is the ``ControlRings`` the engine reads.
+    """
+
+    def _init_common(self, config: EngineConfig | None, rings: ControlRings) -> None:
         self.config = config or EngineConfig()
-        self._produce = threading.Lock()
-        self.learning: str | None = None  # target ("slot.param") waiting for a controller
-        self.on_cc = None  # called (target, value 0..127) from the MIDI thread for mapped controllers
+        self.rings = rings
+        self.cc_map = CCMap()
+        self.on_cc = None  # called (target, Record) from the MIDI thread after a mapped controller moved it
         self.on_learned = None  # called (target, cc, channel) from the MIDI thread
-        self.midi_map: dict[tuple[int, int | None], str] = {}
+        self.on_midi_error = None  # called (message) from the MIDI thread when a controller's change failed
         self._meter_buf = np.zeros((1024, 8), np.float32)
+
+    @property
+    def midi_map(self) -> dict[tuple[int, int | None], str]:
+        """(controller, channel or None) -> target, as mapped now."""
+        return self.cc_map.targets
 
     def _take_preset_meta(self, p: dict) -> None:
         self.name, self.description = p["name"], p["description"]
-        self.midi_map = {(m["cc"], m["channel"]): m["target"] for m in p.get("midi", [])}
+        self.cc_map = CCMap(p.get("midi", []))
 
     def _with_midi(self, p: dict) -> dict:
-        if self.midi_map:
-            p["midi"] = [{"cc": cc, "channel": ch, "target": t} for (cc, ch), t in sorted(
-                self.midi_map.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1]))]
+        if self.cc_map.targets:
+            p["midi"] = self.cc_map.to_preset()
         return validate_preset(p)
 
     def _forget_slot(self, slot_id: str) -> None:
-        self.midi_map = {k: t for k, t in self.midi_map.items() if t.split(".")[0] != slot_id}
+        self.cc_map.forget_slot(slot_id)
 
     def value(self, slot_id: str, param_id: str) -> float:
         return self.chain.slot(slot_id).processor.get_param(param_id)
 
-    def set_target(self, target: str, unit: float) -> None:
-        """Set ``slot.param`` (or slot.bypass / slot.mix) from a 0..1 controller position; a
-        processor parameter wins over the slot's own bypass/mix of the same name."""
-        slot_id, _, pid = target.partition(".")
-        proc = self.chain.slot(slot_id).processor
-        if any(d.id == pid for d in proc.params):
-            self.set_param(slot_id, pid, proc.params[proc.param_index(pid)].from_unit(unit))
-        elif pid == "bypass":
-            self.set_bypass(slot_id, unit >= 0.5)
-        elif pid == "mix":
-            self.set_mix(slot_id, unit)
-        else:
-            raise ValueError(f"{target}: no such parameter")
-
     # MIDI in + learn
     def midi_in(self, status: int, data1: int = 0, data2: int = 0) -> None:
-        """One incoming MIDI message (MIDI thread). Controllers feed learn/mappings; everything
-        goes on to the chain (a synth wants the mod wheel and sustain)."""
+        """One incoming MIDI message (MIDI thread). A controller completes a learn and moves
+        its mapped target here, then ``on_cc`` tells the window; every message goes on to the
+        chain (a synth wants the mod wheel and sustain)."""
         if status & 0xF0 == CC:
             ch = status & 0x0F
-            if self.learning is not None:
-                target, self.learning = self.learning, None
-                self.midi_map = {k: t for k, t in self.midi_map.items() if t != target}
-                self.midi_map[(data1, ch)] = target
-                if self.on_learned:
-                    self.on_learned(target, data1, ch)
-            target = self.midi_map.get((data1, ch)) or self.midi_map.get((data1, None))
-            if target is not None and self.on_cc:
-                self.on_cc(target, data2)
+            target, learned = self.cc_map.controller(ch, data1)
+            if learned and self.on_learned:
+                self.on_learned(target, data1, ch)
+            if target is not None:
+                try:
+                    rec = self.set_target(target, data2 / 127.0)
+                except Exception as e:  # e.g. a full queue: the window says so
+                    if self.on_midi_error is None:
+                        raise
+                    self.on_midi_error(f"MIDI CC {data1} -> {target}: {e}")
+                else:
+                    if self.on_cc:
+                        self.on_cc(target, rec)
         self.send_midi(status, data1, data2)
 
     def learn(self, target: str | None) -> None:
         """Map the next controller that moves to ``target`` (None cancels)."""
-        self.learning = target
+        self.cc_map.learn(target)
 
     def forget(self, target: str) -> None:
-        self.midi_map = {k: t for k, t in self.midi_map.items() if t != target}
+        self.cc_map.forget(target)
 
     def mapping_of(self, target: str) -> tuple[int, int | None] | None:
-        for k, t in self.midi_map.items():
-            if t == target:
-                return k
-        return None
+        return self.cc_map.mapping_of(target)
 
     def read_meters(self) -> np.ndarray | None:
         """Max peak and mean square over every block since the last call (8 values: input peak
         L/R, output peak L/R, input ms L/R, output ms L/R), or None when no block came."""
-        ring = self._meter_ring
+        ring = self.rings.meter
         n = min(int(ring_readable(ring.idx)), self._meter_buf.shape[0])
         if n == 0:
             return None
@@ -120,11 +116,21 @@ class HostBase:
 
 
 class EngineHost(HostBase):
-    """The engine in this process."""
+    """The engine in this process.
 
-    def __init__(self, preset: dict, config: EngineConfig | None = None, on_engine=None):
-        self._init_common(config)
-        self.on_engine = on_engine  # called with every new Engine before it starts (wiring)
+    Parameters
+    ----------
+    preset : dict
+        The chain to run (validated first).
+    config : EngineConfig, optional
+        Stream settings.
+    rings : ControlRings, optional
+        The rings every engine this host makes reads (the engine process passes shared-memory
+        ones written by its client); by default new ones in this process.
+    """
+
+    def __init__(self, preset: dict, config: EngineConfig | None = None, rings: ControlRings | None = None):
+        self._init_common(config, rings if rings is not None else ControlRings())
         self.engine: Engine | None = None
         self._full = None  # (engine, time, its last full stats)
         self.load_preset(preset)
@@ -138,18 +144,16 @@ class EngineHost(HostBase):
     def running(self) -> bool:
         return self.engine is not None and self.engine.running
 
-    @property
-    def _meter_ring(self):
-        return self.engine.meter_ring
-
     def load_preset(self, preset: dict) -> None:
         """Replace the chain (validated and built first: a bad preset changes nothing)."""
         p = validate_preset(preset)
         chain = build_chain(p)
-        self._take_preset_meta(p)
-        self._install(chain)
+        with self.rings.lock:
+            self._take_preset_meta(p)
+            self._install(chain)
 
     def to_preset(self, name: str | None = None, description: str | None = None) -> dict:
+        self.apply_pending_control()
         return self._with_midi(self.chain.to_preset(name or self.name,
                                                     self.description if description is None else description))
 
@@ -169,8 +173,9 @@ class EngineHost(HostBase):
         fx = [s for s in self.chain.slots[:-1] if s.id != slot_id]
         if len(fx) == len(self.chain.slots) - 1:
             raise ValueError(f"{slot_id}: not a removable slot (the final safety stage stays)")
-        self._restructure(fx)
-        self._forget_slot(slot_id)
+        with self.rings.lock:
+            self._restructure(fx)
+            self._forget_slot(slot_id)
 
     def move_slot(self, slot_id: str, delta: int) -> None:
         fx = list(self.chain.slots[:-1])
@@ -190,27 +195,26 @@ class EngineHost(HostBase):
         self.config = config
         self._install(self.chain)
 
-    def _new_engine(self, chain: Chain) -> None:
-        self.engine = Engine(chain, replace(self.config))
-        if self.on_engine:
-            self.on_engine(self.engine)
-
     def _install(self, chain: Chain) -> None:
-        """Swap in a chain (and config): stop, rebuild the engine, restart if it was running."""
-        was_running = self.running
-        self.stop()
-        self._new_engine(chain)
-        self._used = False
-        self._device = None
-        if was_running:
-            self.start()
+        """Swap in a chain (and config): stop, apply what was queued for the old chain, rebuild
+        the engine, restart if it was running. Producers wait meanwhile (``rings.lock``)."""
+        with self.rings.lock:
+            was_running = self.running
+            self.stop()
+            self.apply_pending_control()
+            self.engine = Engine(chain, replace(self.config), rings=self.rings)
+            self._used = False
+            self._device = None
+            if was_running:
+                self.start()
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
         if not self.running:
-            # an engine is started once (its rings and counters are per run): a fresh one each time
+            self.apply_pending_control()
+            # an engine is started once (its counters are per run): a fresh one each time
             if self._used:
-                self._new_engine(self.engine.chain)
+                self.engine = Engine(self.engine.chain, replace(self.config), rings=self.rings)
             self._used = True
             self._device = None  # devices may have come or gone since
             self.engine.start()
@@ -222,27 +226,41 @@ class EngineHost(HostBase):
     def close(self) -> None:
         self.stop()
 
+    def apply_pending_control(self) -> None:
+        """While stopped: apply the control queued so far to the chain, and drop queued MIDI
+        (notes held while nothing played must not sound at the next start)."""
+        if self.engine is not None and not self.engine.running:
+            self.engine.apply_pending_control()
+            self.rings.midi.clear()
+
     # ------------------------------------------------------------------ control (GUI and MIDI threads)
     def set_param(self, slot_id: str, param_id: str, value) -> None:
-        with self._produce:
+        with self.rings.lock:
             self.engine.set_param(slot_id, param_id, value)
 
     def set_bypass(self, slot_id: str, bypass: bool) -> None:
-        with self._produce:
+        with self.rings.lock:
             self.engine.set_bypass(slot_id, bypass)
 
     def set_mix(self, slot_id: str, mix: float) -> None:
-        with self._produce:
+        with self.rings.lock:
             self.engine.set_mix(slot_id, mix)
 
+    def set_target(self, target: str, unit: float) -> Record:
+        """Set ``slot.param`` (or slot.bypass / slot.mix) from a 0..1 controller position."""
+        with self.rings.lock:
+            rec = self.engine.writer.set_target(target, unit)
+            if not self.engine.running:
+                self.engine.apply_pending_control()
+            return rec
+
     def send_midi(self, status: int, data1: int = 0, data2: int = 0) -> bool:
-        with self._produce:
-            return self.engine.send_midi(status, data1, data2)
+        return self.engine.send_midi(status, data1, data2)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
         """Engine stats + latency + device name + the safety stage's clip count. The engine's
-        full stats (percentiles over its 65k-entry timing histories: milliseconds of numpy in the
+        full stats (percentiles over its long timing histories: milliseconds of numpy in the
         process whose DSP thread needs the GIL) are refreshed every FULL_STATS_S; the counters the
         window shows each second are read straight from the callback's stats array."""
         e = self.engine
@@ -253,12 +271,12 @@ class EngineHost(HostBase):
         st = dict(self._full[2])
         arr = e.stats_arr
         st.update(callbacks=int(arr[cb.ST_CALLBACKS]), late_blocks=int(arr[cb.ST_LATE_BLOCKS]),
-                  server_xruns=int(arr[cb.ST_SERVER_XRUNS]), late_blocks_ours=e.late_blocks_ours,
-                  late_blocks_stolen=e.late_blocks_stolen, error=e.error,
-                  late_context=list(e.late_context), **e.dsp_page_faults())
+                  server_xruns=int(arr[cb.ST_SERVER_XRUNS]), late_blocks_ours=e.diagnostics.late_blocks_ours,
+                  late_blocks_stolen=e.diagnostics.late_blocks_stolen, error=e.error,
+                  late_context=list(e.diagnostics.late_context), **e.dsp_page_faults())
         st.update(e.latency())
         st["running"] = e.running
-        if self._device is None:  # asking PortAudio costs ~2 ms: once per configuration
+        if self._device is None:  # asking PortAudio takes milliseconds: once per configuration
             self._device = _device_name(self.config)
         st["device"] = self._device
         counters = getattr(self.chain.slots[-1].processor, "counters", None)

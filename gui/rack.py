@@ -140,6 +140,20 @@ class SlotStrip(QFrame):
         else:
             w.setValue(value, emit=emit)
 
+    def show(self, param_id: str, value: float, what: str = "param") -> None:
+        """Show a value the engine already has (set elsewhere, e.g. by a MIDI controller),
+        without sending it again. ``what``: "param" (a processor parameter), "mix" (0..1) or
+        "bypass"."""
+        if what == "bypass":
+            self.bypass.blockSignals(True)
+            self.bypass.setChecked(bool(value))
+            self.bypass.blockSignals(False)
+        elif what == "mix":
+            if self.mix_knob is not None:
+                self.mix_knob.setValue(100.0 * value, emit=False)
+        elif param_id in self.controls:
+            self.set_value(param_id, value)
+
 
 class Rack(QScrollArea):
     """Strips side by side, scrolling sideways; rebuilt whenever the chain's structure changes."""

@@ -3,18 +3,16 @@ meter, synth panel (only with a synth slot), engine status bar, and an error ban
 
 Every user action runs through ``_guard``: an exception (bad preset, device missing, model that
 fails to load) becomes a message in the banner, never a crash. Meters redraw at 30 Hz from the
-engine's meter ring; the status line once a second (engine stats cost a few ms of numpy).
-The engine itself runs in a process of its own (gui.engine_process): the window never holds
-the GIL the DSP thread needs.
+engine's meter ring; the status line once a second (engine stats cost milliseconds of numpy).
+The engine itself runs in a process of its own (gui.remote): the window never holds the GIL
+the DSP thread needs. Preset actions are in gui.preset_io, MIDI learn in gui.midi_learn, the
+synth panel in gui.synth_panel.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from PyQt6.QtCore import QObject, QTimer, pyqtSignal
+from PyQt6.QtCore import QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -27,52 +25,43 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from gui.engine_process import RemoteEngineHost
-from gui.keyboard import PianoKeyboard, note_name
 from gui.meters import LevelMeter
 from gui.midi import NONE, MidiInput
+from gui.midi_learn import MidiLearn
+from gui.preset_io import PresetActions
 from gui.rack import Rack, SlotStrip
-from gui.settings import Settings, SettingsDialog, user_preset_dir
-from realtime.dsp.presets import builtin_presets, load_preset, save_preset
+from gui.remote import RemoteEngineHost
+from gui.settings import Settings, SettingsDialog
+from gui.synth_panel import SynthPanel
+from realtime.dsp.presets import builtin_presets, load_preset
 from realtime.dsp.processors import available_kinds
 from realtime.engine.engine import EngineConfig
 
-SYNTH = "synth"
 NOTE_ON, NOTE_OFF = 0x90, 0x80
 
 
-class _MidiBridge(QObject):
-    """Carries MIDI-thread events to the GUI thread (queued signals)."""
-    cc = pyqtSignal(str, int)
-    learned = pyqtSignal(str, int, int)
-
-
-class MainWindow(QMainWindow):
+class MainWindow(PresetActions, QMainWindow):
     engineStarted = pyqtSignal()  # after every (re)start: the engine's ports are new (demo input re-wires)
 
     def __init__(self, preset: dict | None = None, config: EngineConfig | None = None,
                  settings: Settings | None = None, autostart: bool = False, preset_path: str | None = None,
                  host=None):
         """``host``: an EngineHost (engine in this process) or a RemoteEngineHost; by default the
-        engine runs in a process of its own (see gui.engine_process)."""
+        engine runs in a process of its own (see gui.remote)."""
         super().__init__()
         self.settings = settings or Settings()
         self.errors: list[str] = []
         self.modified = False
         self.preset_path: str | None = preset_path  # a user file: "Save" writes there
         self.midi: MidiInput | None = None
-        self._bridge = _MidiBridge()
-        self._bridge.cc.connect(self._on_cc)
-        self._bridge.learned.connect(self._on_learned)
         self._safety_clips = 0
         self._last_status: dict = {}
 
         if host is None:
             host = RemoteEngineHost(preset or load_preset("default"), config or self.settings.engine_config())
         self.host = host
-        self.host.on_cc = self._bridge.cc.emit
-        self.host.on_learned = self._bridge.learned.emit
         self._build()
+        self.learn = MidiLearn(self)
         self._rebuild_rack()
         self._update_title()
         geo = self.settings.geometry()
@@ -144,22 +133,11 @@ class MainWindow(QMainWindow):
         row.addWidget(self.out_meter)
         outer.addLayout(row, 1)
 
-        self.synth_panel = QWidget()
-        sp = QHBoxLayout(self.synth_panel)
-        sp.setContentsMargins(0, 0, 0, 0)
-        sp.addWidget(QLabel("Instrument"))
-        self.instrument = QComboBox()
-        self.instrument.setObjectName("instrument")
-        self.instrument.currentIndexChanged.connect(self._instrument_changed)
-        sp.addWidget(self.instrument)
-        self.octave_label = QLabel()
-        sp.addWidget(self.octave_label)
-        self.keyboard = PianoKeyboard()
+        self.synth_panel = SynthPanel()
+        self.instrument, self.keyboard = self.synth_panel.instrument, self.synth_panel.keyboard
+        self.synth_panel.instrumentChosen.connect(lambda sid, pid, v: self.rack.strips[sid].set_value(pid, v, emit=True))
         self.keyboard.noteOn.connect(lambda n, v: self._guard(self.host.send_midi, NOTE_ON, n, v))
         self.keyboard.noteOff.connect(lambda n: self._guard(self.host.send_midi, NOTE_OFF, n, 0))
-        self.keyboard.octaveChanged.connect(self._show_octave)
-        sp.addWidget(self.keyboard, 1)
-        self._show_octave(self.keyboard.octave)
         outer.addWidget(self.synth_panel)
         self.setCentralWidget(central)
 
@@ -174,12 +152,8 @@ class MainWindow(QMainWindow):
 
     def _rebuild_rack(self) -> None:
         self.rack.rebuild(self.host.chain, self._connect_strip)
-        for target in self.host.midi_map.values():
-            k = self.rack.knob(target)
-            if k is not None:
-                cc, ch = self.host.mapping_of(target)
-                k.mapping = f"CC {cc}" + (f" ch{ch + 1}" if ch is not None else "")
-        self._setup_synth_panel()
+        self.learn.show_mappings()
+        self.synth_panel.setup(self.host.chain)
 
     def _connect_strip(self, strip: SlotStrip) -> None:
         strip.paramChanged.connect(self._param_changed)
@@ -189,39 +163,6 @@ class MainWindow(QMainWindow):
         strip.moveRequested.connect(lambda s, d: self._guard(self.move_slot, s, d))
         strip.learnRequested.connect(self.toggle_learn)
         strip.forgetRequested.connect(self.forget)
-
-    def _synth_slot(self):
-        for s in self.host.chain.slots:
-            if s.kind == SYNTH:
-                return s
-        return None
-
-    def _instrument_param(self, slot):
-        choice = [d for d in slot.processor.params if d.choices]
-        named = [d for d in choice if "instrument" in d.id]
-        return (named or choice or [None])[0]
-
-    def _setup_synth_panel(self) -> None:
-        slot = self._synth_slot()
-        self.synth_panel.setVisible(slot is not None)
-        self.instrument.blockSignals(True)
-        self.instrument.clear()
-        d = self._instrument_param(slot) if slot else None
-        if d is not None:
-            self.instrument.addItems(list(d.choices))
-            self.instrument.setCurrentIndex(int(round(slot.processor.get_param(d.id))))
-        self.instrument.setEnabled(d is not None)
-        self.instrument.blockSignals(False)
-
-    def _instrument_changed(self, i: int) -> None:
-        slot = self._synth_slot()
-        d = self._instrument_param(slot) if slot else None
-        if d is not None and i >= 0:
-            self.rack.strips[slot.id].set_value(d.id, float(i), emit=True)
-
-    def _show_octave(self, octave: int) -> None:
-        lo = 12 * (octave + 1)
-        self.octave_label.setText(f"keys {note_name(lo)}–{note_name(lo + 15)} (Z/X)")
 
     # ------------------------------------------------------------------ actions
     def _guard(self, fn, *args):
@@ -262,13 +203,7 @@ class MainWindow(QMainWindow):
 
     def _param_changed(self, slot_id: str, param_id: str, value: float) -> None:
         self._changed(self.host.set_param, slot_id, param_id, value)
-        slot = self._synth_slot()
-        if slot is not None and slot.id == slot_id:
-            d = self._instrument_param(slot)
-            if d is not None and d.id == param_id and self.instrument.currentIndex() != int(value):
-                self.instrument.blockSignals(True)
-                self.instrument.setCurrentIndex(int(value))
-                self.instrument.blockSignals(False)
+        self.synth_panel.show_param(slot_id, param_id, value)
 
     def _changed(self, fn, *args) -> None:
         self._guard(fn, *args)
@@ -304,51 +239,6 @@ class MainWindow(QMainWindow):
         if self.host.running:
             self.engineStarted.emit()
 
-    # presets
-    def recall_builtin(self, name: str) -> None:
-        self.apply_preset(load_preset(name), path=None)
-        self.settings.last_preset = name
-
-    def load_preset_file(self, path: str) -> None:
-        self.apply_preset(load_preset(Path(path)), path=str(path))
-        self.settings.last_preset = str(path)
-
-    def apply_preset(self, preset: dict, path: str | None) -> None:
-        self.keyboard.release_all()
-        self.host.load_preset(preset)  # validated before anything changes
-        self.preset_path = path
-        self._rebuild_rack()
-        self._sync_start_button()
-        self.set_modified(False)
-        if self.host.running:
-            self.engineStarted.emit()
-
-    def save_preset(self, path: str, name: str | None = None) -> None:
-        p = self.host.to_preset(name or Path(path).stem)
-        save_preset(p, path)
-        self.host.name = p["name"]
-        self.preset_path = str(path)
-        self.settings.last_preset = str(path)
-        self.set_modified(False)
-
-    def _load_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load preset", str(user_preset_dir()), "Presets (*.json)")
-        if path:
-            self.load_preset_file(path)
-
-    def _save(self) -> None:
-        if self.preset_path:
-            self.save_preset(self.preset_path, self.host.name)
-        else:
-            self._save_dialog()
-
-    def _save_dialog(self) -> None:
-        d = user_preset_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        path, _ = QFileDialog.getSaveFileName(self, "Save preset", str(d / f"{self.host.name}.json"), "Presets (*.json)")
-        if path:
-            self.save_preset(path if path.endswith(".json") else path + ".json")
-
     # settings and MIDI
     def _settings_dialog(self) -> None:
         dlg = SettingsDialog(self.host.config, self.settings.midi_port, self)
@@ -374,40 +264,10 @@ class MainWindow(QMainWindow):
             self.midi = MidiInput(port, self.host.midi_in)
 
     def toggle_learn(self, target: str) -> None:
-        k = self.rack.knob(target)
-        learning = k is not None and not k.learning
-        for strip in self.rack.strips.values():
-            for w in strip.knobs():
-                if w.learning:
-                    w.learning = False
-                    w.update()
-        self.host.learn(target if learning else None)
-        if learning:
-            k.learning = True
-            k.update()
-            if self.midi is None:
-                self.show_error("MIDI learn: no MIDI input is open (Settings… → MIDI input)")
+        self.learn.toggle(target)
 
     def forget(self, target: str) -> None:
-        self.host.forget(target)
-        k = self.rack.knob(target)
-        if k is not None:
-            k.mapping = ""
-            k.update()
-        self.set_modified(True)
-
-    def _on_learned(self, target: str, cc: int, ch: int) -> None:
-        k = self.rack.knob(target)
-        if k is not None:
-            k.learning = False
-            k.mapping = f"CC {cc} ch{ch + 1}"
-            k.update()
-        self.set_modified(True)
-
-    def _on_cc(self, target: str, value: int) -> None:
-        k = self.rack.knob(target)
-        if k is not None:
-            k.setUnit(value / 127.0)  # emits valueChanged -> the engine
+        self.learn.forget(target)
 
     # ------------------------------------------------------------------ polling
     def _poll_meters(self) -> None:

@@ -17,6 +17,10 @@ class UnknownProcessorError(ValueError):
     """No processor of that kind is registered or importable."""
 
 
+class ConfigError(ValueError):
+    """A processor cannot run in this configuration (sample rate, channel count)."""
+
+
 class ModelError(RuntimeError):
     """A model file is missing, unreadable or has the wrong shape."""
 
@@ -41,6 +45,55 @@ class OfflineError(RuntimeError):
     """A file could not be read, converted or written by the offline runner."""
 
 
+class PluginError(RuntimeError):
+    """An external (LV2) plugin cannot be found, scanned, instantiated or hosted."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ParamError, PresetError, UnknownProcessorError, OfflineError, EngineError, AudioDeviceError,
-    JackError, MidiInputError, ModelError, FileNotFoundError, PermissionError, IsADirectoryError)
+    ParamError, PresetError, UnknownProcessorError, ConfigError, OfflineError, EngineError, AudioDeviceError,
+    JackError, MidiInputError, ModelError, PluginError, FileNotFoundError, PermissionError, IsADirectoryError)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so every clean-up path runs the same way."""
+
+
+# OS errors a user can act on, by errno name (errno itself is looked up lazily: stays a leaf)
+_OS_REASONS = {"ENOSPC": "no space left on device", "EDQUOT": "disk quota exceeded",
+               "EROFS": "read-only file system", "EACCES": "permission denied", "EPERM": "not permitted",
+               "EISDIR": "is a folder", "ENOTDIR": "a part of the path is not a folder",
+               "ENAMETOOLONG": "file name too long", "ENOENT": "no such file or folder",
+               "EMFILE": "too many open files", "EIO": "input/output error"}
+
+
+def os_reason(e: OSError) -> str | None:
+    """A short reason for an OSError a user can act on (full disk, read-only, …), else None."""
+    import errno
+
+    name = errno.errorcode.get(e.errno or 0, "")
+    return _OS_REASONS.get(name)
+
+
+def user_message(e: BaseException) -> str | None:
+    """The one line to show for an error that is the user's to fix, or None for a bug.
+
+    Parameters
+    ----------
+    e : BaseException
+        The exception a command raised.
+
+    Returns
+    -------
+    str or None
+        The project's own errors as they are; OS errors with a reason and the path they concern.
+    """
+    if isinstance(e, (ParamError, PresetError, UnknownProcessorError, ConfigError, OfflineError, EngineError,
+                      AudioDeviceError, JackError, MidiInputError, ModelError, PluginError)):
+        return str(e)
+    if isinstance(e, OSError):
+        reason = os_reason(e) or e.strerror
+        if reason is None:
+            return None
+        where = e.filename if e.filename is not None else None
+        return f"{where}: {reason}" if where else reason
+    return None

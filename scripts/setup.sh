@@ -12,7 +12,9 @@ APT_PKGS=(libportaudio2 jackd2 libsndfile1
           libxcb-randr0 libxcb-render-util0 libxcb-image0 libxcb-xinerama0 libxcb-xkb1)
 DEV=0
 [ "${1:-}" = "--dev" ] && DEV=1
+APT_PKGS+=(liblilv-0-0 swh-lv2 mda-lv2)  # LV2 hosting (lilv) and the plugins tests/test_lv2.py plays
 [ $DEV = 1 ] && APT_PKGS+=(espeak-ng)  # real (synthetic-voice) speech for tests/test_enhancer.py
+[ $DEV = 1 ] && APT_PKGS+=(lilv-utils)  # lv2info: tests/test_lv2.py cross-checks the scan with it
 
 python3 -c 'import ensurepip, venv' 2>/dev/null || APT_PKGS+=(python3-venv)
 missing=()
@@ -21,8 +23,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     echo "setup: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # a freshly booted machine often runs unattended upgrades: wait for the dpkg lock, don't fail
+    if ! $SUDO flock -n /var/lib/dpkg/lock-frontend true 2>/dev/null; then
+        echo "setup: another package manager holds the dpkg lock; waiting for it (up to 15 min)"
+    fi
+    APT=($SUDO apt-get -o DPkg::Lock::Timeout=900)
+    "${APT[@]}" update -qq
+    "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -30,14 +37,26 @@ fi
 # never both onnxruntime and onnxruntime-gpu: they write the same package folder
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then ORT=gpu; else ORT=cpu; fi
 EXTRAS="$ORT,gui"
-[ $DEV = 1 ] && EXTRAS="$EXTRAS,dev,train"
-stamp=".venv/.setup-$(cat pyproject.toml | sha1sum | cut -c1-12)-${EXTRAS//,/_}"
-if [ ! -f "$stamp" ]; then
-    echo "setup: installing Python packages (.[$EXTRAS]) into .venv"
+[ $DEV = 1 ] && EXTRAS="$EXTRAS,dev,train,cluster"
+# The stamp names the extras installed for this pyproject.toml: a run needing a subset of them
+# (./run.sh after ./test.sh) installs nothing; one needing more installs the union.
+stamp=".venv/.setup-$(sha1sum < pyproject.toml | cut -c1-12)"
+have=""; [ -f "$stamp" ] && have="$(cat "$stamp")"
+need=0
+for e in ${EXTRAS//,/ }; do grep -qx "$e" <<<"$have" || need=1; done
+if [ $need = 1 ]; then
     other=onnxruntime-gpu; [ $ORT = gpu ] && other=onnxruntime
+    other_extra=gpu; [ $ORT = gpu ] && other_extra=cpu
+    want="$(printf '%s\n' ${EXTRAS//,/ } $(grep -vx "$other_extra" <<<"$have" || true) | sort -u | paste -sd, -)"
+    echo "setup: installing Python packages (.[$want]) into .venv"
     .venv/bin/pip uninstall -q -y "$other" >/dev/null 2>&1 || true
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[$EXTRAS]" 2>&1 | grep -v "^WARNING: Location" || true
+    log=.venv/pip-install.log
+    if ! .venv/bin/pip install -q --disable-pip-version-check -e ".[$want]" >"$log" 2>&1; then
+        grep -v "^WARNING: Location" "$log" >&2 || true
+        echo "setup: pip install failed (log: $log); nothing was marked as set up" >&2
+        exit 1
+    fi
     .venv/bin/python -c "import numba, sounddevice, onnxruntime, soxr" >/dev/null
     rm -f .venv/.setup-*
-    touch "$stamp"
+    tr , '\n' <<<"$want" > "$stamp"
 fi

@@ -107,8 +107,8 @@ def test_limited_transients_get_their_peaks_back():
     p.prepare(SR, 256, 2)
     out = _run(p, y, block=256)[p.latency:]
     y, ref = y[: len(out)], ref[: len(out)]
-    # part of the crest factor lost to the limiter comes back (shipped model: ~45 %, SI-SDR
-    # +1.8 dB here; see the model card), and the waveform gets closer to the original
+    # part of the crest factor lost to the limiter comes back, and the waveform gets closer to
+    # the original (the shipped model's figures on this signal: the model card, Limits)
     lost = _crest(ref) - _crest(y)
     assert lost > 6.0
     assert _crest(out) - _crest(y) > 0.3 * lost

@@ -13,14 +13,14 @@ pytest.importorskip("pytestqt")
 from PyQt6.QtCore import Qt  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 
-from gui.engine_process import RemoteEngineHost  # noqa: E402
 from gui.midi import NONE, VIRTUAL, VIRTUAL_NAME  # noqa: E402
+from gui.remote import RemoteEngineHost  # noqa: E402
 from gui.settings import Settings, SettingsDialog  # noqa: E402
 from gui.window import MainWindow  # noqa: E402
 from realtime.dsp.presets import load_preset  # noqa: E402
 from realtime.engine.engine import EngineConfig  # noqa: E402
 
-from . import gui_midiprobe  # noqa: E402,F401  (registers "midiprobe" here too, for the shadow chain)
+from . import gui_midiprobe  # noqa: E402,F401  (registers "midiprobe" here too, for preset validation)
 
 pytestmark = pytest.mark.jack
 SR, BLOCK = 48000, 128
@@ -78,7 +78,6 @@ def test_turning_a_knob_changes_the_running_engine_and_the_audio(window, qtbot, 
         th, out = take_in_background(rig, sine)
         qtbot.waitUntil(lambda: rig.player.pos >= int(0.7 * SR), timeout=10000)
         knob.setFocus()
-        moved_at = rig.player.pos  # frames of the input played when the first move is queued
         for _ in range(12):  # -10 dB with the keyboard, as a person would (one arrow = 1 % of 84 dB)
             QTest.keyClick(knob, Qt.Key.Key_Down, Qt.KeyboardModifier.NoModifier)
         target = knob.value()
@@ -185,9 +184,29 @@ def test_midi_learn_and_notes_over_a_real_jack_midi_port(window, qtbot):
         top = w.rack.knob("limiter.ceiling_db").param.max
         qtbot.waitUntil(lambda: w.host.engine_values().slot("limiter").processor.get_param("ceiling_db") == top,
                         timeout=3000)
-        assert w.rack.knob("limiter.ceiling_db").value() == top
+        # the MIDI thread moved the engine; the knob follows when the window hears of it
+        qtbot.waitUntil(lambda: w.rack.knob("limiter.ceiling_db").value() == top, timeout=1000)
         port.send(mido.Message("sysex", data=[1, 2, 3]))  # dropped, harmless
         port.send(mido.Message("note_on", channel=0, note=64, velocity=90))
         qtbot.waitUntil(lambda: probe_values(w)[:2] == (64, 90), timeout=3000)
     assert w.modified
     assert w.host.to_preset()["midi"] == [{"cc": 21, "channel": 0, "target": "limiter.ceiling_db"}]
+
+
+def test_a_mapped_controller_moves_the_running_engine_while_the_window_is_busy(window):
+    """A controller is applied on the MIDI thread: the engine process has the new value while the
+    GUI thread is blocked (no Qt event runs here until the end)."""
+    import time
+
+    w = window()
+    w.start()
+    w.host.cc_map.targets[(30, None)] = "gain.gain_db"
+    midi = threading.Thread(target=w.host.midi_in, args=(0xB0, 30, 0), name="midi-in")
+    midi.start()
+    midi.join()
+    bottom = w.rack.knob("gain.gain_db").param.min
+    deadline = time.monotonic() + 3
+    while w.host.engine_values().slot("gain").processor.get_param("gain_db") != bottom:
+        assert time.monotonic() < deadline, "the engine did not get the controller's value"
+        time.sleep(0.01)
+    assert w.rack.knob("gain.gain_db").value() != bottom  # the window has not been told yet

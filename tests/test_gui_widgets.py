@@ -248,6 +248,25 @@ def test_preset_round_trip_with_midi_mapping(window, tmp_path):
     assert w2.host.midi_map == {} and w2.modified
 
 
+def test_a_mapped_controller_is_shown_in_the_window_not_sent_again(window):
+    """The host applies a mapped controller on the MIDI thread; the window only shows it."""
+    p = load_preset("default")
+    p["midi"] = [{"cc": 1, "channel": None, "target": "meter.bypass"}, {"cc": 2, "channel": None, "target": "gain.mix"},
+                 {"cc": 3, "channel": None, "target": "hpf.type"}]
+    w = window(p)
+    before = w.host.rings.pushed()
+    for cc, value in ((1, 127), (2, 64), (3, 127)):
+        w.host.midi_in(0xB0, cc, value)
+    QApplication.processEvents()
+    assert w.host.rings.pushed() - before == 3  # one record per controller message: none re-sent by a widget
+    assert w.host.chain.slot("meter").bypass and w.rack.strips["meter"].bypass.isChecked()
+    assert w.host.chain.slot("gain").mix == pytest.approx(64 / 127)
+    assert w.rack.strips["gain"].mix_knob.value() == pytest.approx(100 * 64 / 127)
+    top = len(w.host.chain.slot("hpf").processor.params[w.host.chain.slot("hpf").processor.param_index("type")].choices) - 1
+    assert w.host.value("hpf", "type") == top and w.rack.strips["hpf"].controls["type"].currentIndex() == top
+    assert w.modified
+
+
 def test_builtin_presets_recall(window):
     w = window()
     for name in ("master", "clean", "default"):

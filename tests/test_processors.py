@@ -480,3 +480,74 @@ def test_process_allocates_no_arrays_per_block(kind):
     finally:
         tracemalloc.stop()
     assert peak - base < 8192, f"{kind}: {peak - base} bytes"
+
+
+# ------------------------------------------------------------------------ shared kernels and wrappers
+def test_scrub_kernel_zeroes_nonfinite_clamps_and_counts_each():
+    from realtime.dsp.kernels import scrub_into
+
+    x = np.array([[0.5, np.nan], [2.0, -np.inf], [-3.0, 0.25]], np.float32)
+    counts = np.zeros(4, np.int64)
+    scrub_into(x, 3, x, 0, 1.0, counts, 1, 3)  # in place, counted into slots 1 and 3
+    assert x.tolist() == [[0.5, 0.0], [1.0, 0.0], [-1.0, 0.25]]
+    assert counts.tolist() == [0, 2, 0, 2]
+    mono = np.array([[np.nan], [0.5], [9.0]], np.float32)
+    stereo = np.full((5, 2), 7.0, np.float32)
+    counts = np.zeros(2, np.int64)
+    scrub_into(mono, 3, stereo, 1, 4.0, counts, 0, 1)  # mono fills both channels, counted once
+    assert stereo.tolist() == [[7, 7], [0, 0], [0.5, 0.5], [4, 4], [7, 7]]
+    assert counts.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("history,max_hops", [(0, None), (96, 2)])
+def test_fixed_hop_any_block_size_hop_minus_one_latency_no_allocation(history, max_hops):
+    """The re-blocking wrapper hands its runner whole hops (with their history before them) and
+    returns the runner's output hop - 1 samples late for any sequence of block sizes."""
+    import tracemalloc
+
+    from realtime.dsp.blocking import FixedHop
+
+    hop, n = 48, 6000
+    x = (np.arange(n * 2, dtype=np.float32).reshape(n, 2) + 1.0) / (2 * n)
+    calls = []
+
+    def identity(inp, start, hops, out, opos):
+        calls.append(hops)
+        seen = inp[start + history : start + history + hops * hop]
+        before = inp[start : start + history]
+        first = int(round(seen[0, 0] * 2 * n - 1)) // 2  # which input sample these hops start at
+        want = np.zeros((history, 2), np.float32)  # the samples before it; zeros before the stream
+        lo = max(0, first - history)
+        want[history - (first - lo) :] = x[lo:first]
+        assert np.array_equal(before, want)
+        out[opos : opos + hops * hop] = seen
+        return hops
+
+    f = FixedHop(hop, 2, 700, history=history, max_hops=max_hops)
+    assert f.latency == hop - 1
+    y = x.copy()
+    rng = np.random.default_rng(0)
+    i = 0
+    while i < n:
+        k = min(int(rng.integers(1, 701)), n - i)
+        f.process(y[i : i + k], identity, np.zeros(2, np.int64))
+        i += k
+    assert not y[: hop - 1].any() and np.array_equal(y[hop - 1 :], x[: n - hop + 1])
+    assert max(calls) <= (max_hops or 700 // hop + 1)
+
+    def quiet(inp, start, hops, out, opos):
+        out[opos : opos + hops * hop] = inp[start + history : start + history + hops * hop]
+        return hops
+
+    blk = np.zeros((700, 2), np.float32)
+    counts = np.zeros(2, np.int64)
+    f.process(blk, quiet, counts)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(30):
+            f.process(blk, quiet, counts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - base < 8192

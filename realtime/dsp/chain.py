@@ -61,7 +61,27 @@ def _dry_mix(block, ring, pos, latency, wst, step):
 
 
 class Slot:
-    """A processor in a chain, with an id, bypass and wet/dry mix (0 = dry, 1 = wet)."""
+    """A processor in a chain, with an id, bypass and wet/dry mix.
+
+    Parameters
+    ----------
+    processor : Processor
+        What the slot runs.
+    id : str, optional
+        Unique within the chain (letters, digits, '_' and '-'; no dots); default: the
+        processor's kind.
+    bypass : bool
+        Start bypassed (the processor keeps running; its output is faded out).
+    mix : float
+        Wet/dry mix, 0 dry .. 1 wet.
+
+    Raises
+    ------
+    TypeError
+        ``processor`` is not a Processor.
+    ValueError
+        An invalid id or a mix outside [0, 1].
+    """
 
     def __init__(self, processor: Processor, id: str | None = None, bypass: bool = False, mix: float = 1.0):
         if not isinstance(processor, Processor):
@@ -107,7 +127,45 @@ class Slot:
         return f"Slot({self.kind!r}, id={self.id!r}, bypass={self.bypass}, mix={self.mix:g})"
 
 
-class Chain:
+class SlotLookup:
+    """What a chain and a view of one (``realtime.engine.control.ChainView``) share: slots found
+    by id and the total latency. Subclasses provide ``slots`` and ``_by_id`` (id -> slot)."""
+
+    def slot(self, slot_id: str):
+        """The slot with id ``slot_id``.
+
+        Raises
+        ------
+        KeyError
+            No such slot (the message lists the ids).
+        """
+        try:
+            return self._by_id[slot_id]
+        except KeyError:
+            raise KeyError(f"no slot {slot_id!r}; slots: {list(self._by_id)}") from None
+
+    @property
+    def latency(self) -> int:
+        """Total latency in samples (constant under bypass/mix: dry paths are compensated)."""
+        return sum(s.processor.latency for s in self.slots)
+
+
+class Chain(SlotLookup):
+    """Slots run in order, always ending in a Safety stage (appended if missing).
+
+    Parameters
+    ----------
+    slots : iterable of Slot
+        The slots, in signal order.
+
+    Raises
+    ------
+    TypeError
+        An item is not a Slot.
+    ValueError
+        Duplicate slot ids, or a final safety stage that is bypassed or mixed.
+    """
+
     def __init__(self, slots):
         slots = list(slots)
         for s in slots:
@@ -142,19 +200,25 @@ class Chain:
     def slots(self) -> tuple[Slot, ...]:
         return self._slots
 
-    def slot(self, slot_id: str) -> Slot:
-        try:
-            return self._by_id[slot_id]
-        except KeyError:
-            raise KeyError(f"no slot {slot_id!r}; slots: {list(self._by_id)}") from None
-
-    @property
-    def latency(self) -> int:
-        """Total latency in samples (constant under bypass/mix: dry paths are compensated)."""
-        return sum(s.processor.latency for s in self._slots)
-
     # -- life cycle ---------------------------------------------------------------------------
     def prepare(self, sample_rate: float, max_block: int, channels: int) -> None:
+        """Allocate everything for this rate, largest block and channel count, warm up every
+        kernel on silence, then reset (call before ``process``, never while it runs).
+
+        Parameters
+        ----------
+        sample_rate : float
+            Hz.
+        max_block : int
+            The largest block ``process`` will get, in frames.
+        channels : int
+            1 or 2.
+
+        Raises
+        ------
+        ModelError
+            A neural processor's model cannot be loaded.
+        """
         self.sample_rate, self.max_block, self.channels = float(sample_rate), int(max_block), int(channels)
         for s in self._slots:
             s.processor.prepare(sample_rate, max_block, channels)
@@ -170,6 +234,7 @@ class Chain:
         self.reset()
 
     def reset(self) -> None:
+        """Clear every processor's state and the dry paths (silence in, silence out)."""
         for s in self._slots:
             s.processor.reset()
         self._reset_paths()
@@ -183,7 +248,21 @@ class Chain:
             s._wst[0] = s._wst[1]  # no fade right after a reset
 
     def process(self, block: np.ndarray) -> None:
-        """Run the chain in place on a float32 C-contiguous (frames, channels) block."""
+        """Run the chain in place on a block.
+
+        Parameters
+        ----------
+        block : numpy.ndarray
+            float32, C-contiguous, shape (frames <= max_block, channels); overwritten with the
+            output.
+
+        Raises
+        ------
+        RuntimeError
+            Before ``prepare``.
+        ValueError
+            A block of the wrong dtype or shape.
+        """
         # Cheap guards: a wrong shape would make the kernels write out of bounds, a wrong dtype
         # would trigger a Numba compile on the audio thread.
         if not self._prepared:
@@ -201,21 +280,55 @@ class Chain:
 
     # -- between-block control ---------------------------------------------------------------
     def handle_midi(self, status: int, data1: int = 0, data2: int = 0, offset: int = 0) -> None:
-        """Pass one MIDI message to every processor that takes MIDI, to be applied at sample
-        ``offset`` of the next block (live input: 0, the block it arrived before)."""
+        """Pass one MIDI message to every processor that takes MIDI.
+
+        Parameters
+        ----------
+        status, data1, data2 : int
+            The message bytes.
+        offset : int
+            Sample of the next block at which it takes effect.
+        """
         for p in self._midi:
             p.handle_midi(status, data1, data2, offset)
 
     def set_param(self, slot_id: str, param_id: str, value) -> None:
+        """Set a parameter's target (the processor smooths toward it).
+
+        Raises
+        ------
+        KeyError
+            No such slot.
+        ParamError
+            No such parameter, or a value its descriptor rejects.
+        """
         self.slot(slot_id).processor.set_param(param_id, value)
 
     def set_bypass(self, slot_id: str, bypass: bool) -> None:
+        """Bypass a slot or bring it back (a 10 ms crossfade; the processor keeps running).
+
+        Raises
+        ------
+        KeyError
+            No such slot.
+        ValueError
+            Bypassing the final safety stage.
+        """
         s = self.slot(slot_id)
         if s is self._slots[-1] and bypass:
             raise ValueError(f"{slot_id}: the final safety stage cannot be bypassed")
         s.bypass = bypass
 
     def set_mix(self, slot_id: str, mix: float) -> None:
+        """Set a slot's wet/dry mix (0 dry .. 1 wet; a 10 ms crossfade).
+
+        Raises
+        ------
+        KeyError
+            No such slot.
+        ValueError
+            A mix outside [0, 1], or any mix but 1 on the final safety stage.
+        """
         s = self.slot(slot_id)
         if s is self._slots[-1] and mix != 1.0:
             raise ValueError(f"{slot_id}: the final safety stage has no wet/dry mix")
@@ -223,7 +336,14 @@ class Chain:
 
     # -- description ---------------------------------------------------------------------------
     def describe(self) -> list[dict]:
-        """One dict per slot for UIs: id, kind, bypass, mix, latency, removable, params."""
+        """The chain's state for UIs and clients (``realtime.engine.control.ChainView``).
+
+        Returns
+        -------
+        list of dict
+            Per slot: ``id``, ``kind``, ``bypass``, ``mix``, ``latency``, ``removable`` and
+            ``params``, a dict per descriptor (its fields, plus ``value`` and ``text``).
+        """
         out = []
         for s in self._slots:
             p = s.processor
@@ -234,17 +354,30 @@ class Chain:
                     "unit": d.unit, "scale": d.scale, "smoothing_ms": d.smoothing_ms,
                     "choices": list(d.choices), "step": d.step, "value": float(v), "text": d.format(float(v)),
                 })
-            out.append({"id": s.id, "kind": p.kind, "bypass": s.bypass, "mix": s.mix, "latency": p.latency,
+            extra = p.describe_extra() if hasattr(p, "describe_extra") else {}  # an LV2 plugin: uri, name, flags
+            out.append({"id": s.id, "kind": p.kind, **extra, "bypass": s.bypass, "mix": s.mix, "latency": p.latency,
                         "removable": s is not self._slots[-1], "params": params})
         return out
 
     def to_preset(self, name: str, description: str = "") -> dict:
-        """The chain's current state as a preset dict (see realtime.dsp.presets)."""
+        """The chain's current state as a preset.
+
+        Parameters
+        ----------
+        name, description : str
+            The preset's name and description.
+
+        Returns
+        -------
+        dict
+            A version-1 preset (see realtime.dsp.presets); choices are stored by name.
+        """
         chain = []
         for s in self._slots:
             p = s.processor
             params = {}
             for d, v in zip(p.params, p.values):
                 params[d.id] = d.choices[int(round(v))] if d.choices else float(v)
-            chain.append({"id": s.id, "processor": p.kind, "bypass": s.bypass, "mix": s.mix, "params": params})
+            uri = {"uri": p.uri} if getattr(p, "uri", None) else {}  # a hosted plugin (lv2) names itself
+            chain.append({"id": s.id, "processor": p.kind, **uri, "bypass": s.bypass, "mix": s.mix, "params": params})
         return {"version": 1, "name": name, "description": description, "chain": chain}

@@ -9,7 +9,11 @@ Format (version 1)::
 ``validate_preset`` returns a normalised copy: every slot has id/bypass/mix/params (ids default to
 the processor kind, suffixed 2, 3, ... when repeated) and the chain ends in a safety slot (added
 when missing), so overrides and UIs can address every slot, the auto-added safety included.
-The loader is generic: any registered or lazily importable processor kind is accepted.
+The loader is generic: any registered or lazily importable processor kind is accepted. A hosted
+plugin's slot also names the plugin, and its params are the plugin's control ports::
+
+    {"id": "verb", "processor": "lv2", "uri": "http://plugin.org.uk/swh-plugins/gverb",
+     "params": {"revtime": 2.5}}
 """
 from __future__ import annotations
 
@@ -17,10 +21,9 @@ import copy
 import json
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
-from realtime.errors import ParamError, PresetError, UnknownProcessorError
+from realtime.errors import ParamError, PluginError, PresetError, UnknownProcessorError
 from realtime.io.files import atomic_write
 
 if TYPE_CHECKING:
@@ -30,10 +33,12 @@ if TYPE_CHECKING:
 # listing and reading presets must stay instant.
 
 VERSION = 1
+MAX_PRESET_BYTES = 1 << 20  # a preset is a few KB; anything this big is not one
+MAX_SLOTS = 256
 BUILTIN_DIR = Path(__file__).with_name("presets")
 TOP_KEYS = ("version", "name", "description", "chain", "midi")
 MIDI_KEYS = ("cc", "channel", "target")
-SLOT_KEYS = ("id", "processor", "bypass", "mix", "params")
+SLOT_KEYS = ("id", "processor", "uri", "bypass", "mix", "params")  # uri: only for kinds in URI_KINDS (lv2)
 _TRUE = {"true", "1", "on", "yes"}
 _FALSE = {"false", "0", "off", "no"}
 
@@ -76,7 +81,7 @@ def _validate_slot(i: int, raw) -> dict:
     if "processor" not in raw:
         raise PresetError(f"{where}.processor: missing")
     from realtime.dsp.chain import SLOT_ID_RE
-    from realtime.dsp.processors import available_kinds, processor_class
+    from realtime.dsp.processors import URI_KINDS, available_kinds, processor_class, slot_class
 
     kind = raw["processor"]
     if not isinstance(kind, str):
@@ -87,6 +92,16 @@ def _validate_slot(i: int, raw) -> dict:
         if "unknown processor" in str(e):
             raise PresetError(f"{where}.processor: unknown processor {kind!r}; known: {available_kinds()}") from None
         raise PresetError(f"{where}.processor: {e}") from None
+    uri = raw.get("uri")
+    if kind in URI_KINDS:
+        if not isinstance(uri, str) or not uri:
+            raise PresetError(f"{where}.uri: a {kind!r} slot needs the plugin's URI as a string, got {uri!r}")
+        try:
+            cls = slot_class(kind, uri)
+        except (PluginError, UnknownProcessorError) as e:
+            raise PresetError(f"{where}.uri: {e}") from None
+    elif "uri" in raw:
+        raise PresetError(f"{where}.uri: only {list(URI_KINDS)} slots take a uri")
     sid = raw.get("id")
     if sid is not None and (not isinstance(sid, str) or not SLOT_ID_RE.match(sid)):
         raise PresetError(f"{where}.id: {sid!r} is not a valid slot id (letters, digits, '_' and '-'; no dots)")
@@ -105,11 +120,30 @@ def _validate_slot(i: int, raw) -> dict:
         if pid not in known:
             raise PresetError(f"{where}.params.{pid}: unknown parameter for {kind!r}; known: {list(known)}")
         out_params[pid] = _check_param(known[pid], value, f"{where}.params.")
-    return {"id": sid, "processor": kind, "bypass": bypass, "mix": float(mix), "params": out_params}
+    head = {"id": sid, "processor": kind, **({"uri": uri} if kind in URI_KINDS else {})}
+    return {**head, "bypass": bypass, "mix": float(mix), "params": out_params}
 
 
 def validate_preset(preset, source: str | None = None) -> dict:
-    """Check a preset dict; return a normalised deep copy. Raises PresetError."""
+    """Check a preset dict and return a normalised deep copy.
+
+    Parameters
+    ----------
+    preset : dict
+        Parsed preset JSON.
+    source : str, optional
+        Where it came from (a path), prefixed to error messages.
+
+    Returns
+    -------
+    dict
+        Every slot with id/bypass/mix/params, the safety stage last (added when missing).
+
+    Raises
+    ------
+    PresetError
+        The message names the offending field, e.g. ``chain[1].params.q``.
+    """
     try:
         return _validate(preset)
     except PresetError as e:
@@ -138,7 +172,13 @@ def _validate(preset) -> dict:
     chain = preset.get("chain")
     if not isinstance(chain, list):
         raise PresetError(f"chain: expected a list of slots, got {type(chain).__name__}")
-    slots = [_validate_slot(i, s) for i, s in enumerate(copy.deepcopy(chain))]
+    if len(chain) > MAX_SLOTS:
+        raise PresetError(f"chain: {len(chain)} slots; at most {MAX_SLOTS}")
+    try:
+        chain = copy.deepcopy(chain)
+    except RecursionError:
+        raise PresetError("chain: nested too deeply to be a preset") from None
+    slots = [_validate_slot(i, s) for i, s in enumerate(chain)]
     # Explicit ids first (duplicates are errors), then defaults: kind, kind2, kind3, ...
     taken = set()
     for i, s in enumerate(slots):
@@ -147,10 +187,16 @@ def _validate(preset) -> dict:
                 raise PresetError(f"chain[{i}].id: duplicate slot id {s['id']!r}")
             taken.add(s["id"])
 
+    next_suffix: dict[str, int] = {}  # per kind, so assigning n ids stays linear
+
     def fresh(kind):
-        sid, k = kind, 2
+        sid, k = kind, next_suffix.get(kind, 1)
+        if k > 1:
+            sid = f"{kind}{k}"
         while sid in taken:
-            sid, k = f"{kind}{k}", k + 1
+            k += 1
+            sid = f"{kind}{k}"
+        next_suffix[kind] = k + 1
         taken.add(sid)
         return sid
 
@@ -173,11 +219,11 @@ def _validate(preset) -> dict:
 def _validate_midi(raw, slots) -> list[dict]:
     """MIDI-learn mappings: [{"cc": 0..127, "channel": 0..15 or null (any), "target": "slot.param"}]
     where param is one of the slot's parameters, "bypass" or "mix"."""
-    from realtime.dsp.processors import processor_class
+    from realtime.dsp.processors import slot_class
 
     if not isinstance(raw, list):
         raise PresetError(f"midi: expected a list of mappings, got {type(raw).__name__}")
-    params = {s["id"]: [d.id for d in processor_class(s["processor"]).params] for s in slots}
+    params = {s["id"]: [d.id for d in slot_class(s["processor"], s.get("uri")).params] for s in slots}
     out, seen = [], set()
     for i, m in enumerate(raw):
         where = f"midi[{i}]"
@@ -215,9 +261,19 @@ def _no_duplicate_keys(pairs):
 
 
 def parse_preset(text: str, source: str = "preset") -> dict:
-    """Parse and validate preset JSON text."""
+    """Parse and validate preset JSON ``text`` (duplicate keys are errors).
+
+    Raises
+    ------
+    PresetError
+        Invalid JSON (with line and column) or an invalid preset, prefixed with ``source``.
+    """
+    if len(text) > MAX_PRESET_BYTES:
+        raise PresetError(f"{source}: {len(text)} bytes is too large for a preset (at most {MAX_PRESET_BYTES})")
     try:
         raw = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise PresetError(f"{source}: nested too deeply to be a preset") from None
     except json.JSONDecodeError as e:
         raise PresetError(f"{source}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     except PresetError as e:
@@ -244,7 +300,23 @@ def builtin_descriptions() -> dict[str, str]:
 
 
 def load_preset(name_or_path) -> dict:
-    """A built-in preset by name, or a file when given a path (a str ending in .json or a Path)."""
+    """Load and validate a preset.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        A built-in preset's name, or a file (a Path, or a str ending in .json or holding a separator).
+
+    Returns
+    -------
+    dict
+        The validated preset (see ``validate_preset``).
+
+    Raises
+    ------
+    PresetError
+        Unknown name, unreadable file or invalid preset.
+    """
     if isinstance(name_or_path, os.PathLike) or str(name_or_path).endswith(".json") or os.sep in str(name_or_path):
         path = Path(name_or_path)
     else:
@@ -270,7 +342,26 @@ def _parse_value(raw: str):
 
 
 def apply_overrides(preset: dict, overrides) -> dict:
-    """Apply ``["slot.param=value", "slot.bypass=true", "slot.mix=0.5"]``; return a new preset."""
+    """Apply command-line overrides to a preset.
+
+    Parameters
+    ----------
+    preset : dict
+        The preset (validated here).
+    overrides : iterable of str
+        ``"slot.param=value"``, ``"slot.bypass=true"``, ``"slot.mix=0.5"``; values parse as JSON
+        scalars where they can (choice names stay strings).
+
+    Returns
+    -------
+    dict
+        A new validated preset; ``preset`` is untouched.
+
+    Raises
+    ------
+    PresetError
+        A malformed override, an unknown slot or parameter, or a value out of range.
+    """
     out = validate_preset(preset)
     for ov in overrides:
         lhs, eq, raw = str(ov).partition("=")
@@ -320,12 +411,26 @@ def build_chain(preset: dict) -> "Chain":
     from realtime.dsp.processors import create
 
     p = validate_preset(preset)
-    slots = [Slot(create(s["processor"], **s["params"]), s["id"], s["bypass"], s["mix"]) for s in p["chain"]]
+    slots = [Slot(create(s["processor"], **({"uri": s["uri"]} if "uri" in s else {}), **s["params"]), s["id"],
+                  s["bypass"], s["mix"]) for s in p["chain"]]
     return Chain(slots)
 
 
 def save_preset(preset: dict, path) -> Path:
-    """Validate ``preset`` and write it to ``path`` atomically; returns the path."""
+    """Validate ``preset`` and write it to ``path`` as JSON, atomically.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    PresetError
+        The preset is invalid (nothing is written).
+    OSError
+        The file cannot be written (an earlier file at ``path`` is kept).
+    """
     p = validate_preset(preset)
     path = Path(path)
     text = json.dumps(p, indent=2, allow_nan=False) + "\n"

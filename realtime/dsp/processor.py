@@ -12,11 +12,34 @@ from typing import ClassVar
 
 import numpy as np
 
-from realtime.errors import ParamError
+from realtime.errors import ConfigError, ParamError
 
 
 @dataclass(frozen=True)
 class Param:
+    """Descriptor of one processor parameter: the GUI knob, preset field, ``--set`` key and
+    MIDI-CC target are all generated from it.
+
+    Parameters
+    ----------
+    id : str
+        Key in presets and ``--set slot.id=value``.
+    name : str
+        Label shown in the GUI.
+    min, max, default : float
+        Range and initial value.
+    unit : str
+        Unit shown after the value (``"dB"``, ``"ms"``...).
+    scale : str
+        Knob taper: ``"lin"`` or ``"log"`` (log needs ``min > 0``).
+    smoothing_ms : float
+        One-pole time constant the audio path smooths changes with (0: applied at once).
+    choices : tuple of str
+        For enumerations: the value is an index into ``choices``, which presets may name.
+    step : float
+        0 for continuous values; 1 for integer, boolean and choice parameters.
+    """
+
     id: str
     name: str
     min: float
@@ -29,7 +52,26 @@ class Param:
     step: float = 0.0  # 0 = continuous; 1 for integer/boolean/choice params
 
     def validate(self, value, where: str = "") -> float:
-        """Return value as float, or raise ParamError naming the parameter."""
+        """Check and normalise a value from a preset, the command line or a caller.
+
+        Parameters
+        ----------
+        value : float, int, bool or str
+            A number, a numeric string, or one of ``choices`` by name.
+        where : str
+            Prefix for the message (e.g. ``"limiter."``).
+
+        Returns
+        -------
+        float
+            The value (a choice as its index), rounded to ``step`` when there is one.
+
+        Raises
+        ------
+        ParamError
+            Not a number, not finite, outside [min, max], or not one of ``choices``; the
+            message names the parameter.
+        """
         label = f"{where}{self.id}"
         if self.choices and isinstance(value, str):
             if value not in self.choices:
@@ -52,18 +94,42 @@ class Param:
         return value
 
     def smoothing_coeff(self, sample_rate: float) -> float:
-        """Per-sample one-pole coefficient: y += c * (target - y)."""
+        """Per-sample one-pole coefficient ``c`` of ``y += c * (target - y)``.
+
+        Parameters
+        ----------
+        sample_rate : float
+            Rate the smoother runs at (Hz).
+
+        Returns
+        -------
+        float
+            In (0, 1]; 1 (no smoothing) when ``smoothing_ms`` is 0.
+        """
         if self.smoothing_ms <= 0:
             return 1.0
         return 1.0 - math.exp(-1.0 / (self.smoothing_ms * 1e-3 * sample_rate))
 
     def to_unit(self, value: float) -> float:
-        """Map a value to 0..1 along the knob taper."""
+        """Position of ``value`` along the knob taper.
+
+        Returns
+        -------
+        float
+            0 at ``min``, 1 at ``max`` (linear or logarithmic per ``scale``).
+        """
         if self.scale == "log":
             return math.log(value / self.min) / math.log(self.max / self.min)
         return (value - self.min) / (self.max - self.min)
 
     def from_unit(self, u: float) -> float:
+        """The value at knob position ``u`` (clamped to 0..1), validated and rounded to ``step``.
+
+        Returns
+        -------
+        float
+            A value within [min, max].
+        """
         u = min(1.0, max(0.0, u))
         if self.scale == "log":
             v = self.min * (self.max / self.min) ** u
@@ -72,6 +138,7 @@ class Param:
         return self.validate(min(self.max, max(self.min, v)))
 
     def format(self, value: float) -> str:
+        """Display text: the choice's name, or a short number with the unit (``"1.20k Hz"``)."""
         if self.choices:
             return self.choices[int(round(value))]
         if abs(value) >= 1000:
@@ -84,11 +151,32 @@ class Param:
 
 
 class Processor:
-    """Base class. Subclasses set ``kind`` and ``params`` and implement ``_prepare``/``process``.
+    """Base class of every processor ("plugin") in a chain.
 
-    ``self.values`` (float64, one entry per param, in ``params`` order) holds the targets the
-    audio kernels smooth toward; ``set_param`` only writes this array, so it is safe to call
-    between blocks from the DSP thread.
+    Subclasses set ``kind`` (the registry name) and ``params`` and implement ``_prepare``
+    (allocate), ``process`` (in place, no allocation) and, when they keep state, ``reset``;
+    a processor with a delay reports it in ``latency``.
+
+    Parameters
+    ----------
+    **values
+        Initial parameter values by id (see ``set_param``).
+
+    Raises
+    ------
+    ParamError
+        An unknown id or an invalid value in ``values``.
+
+    Attributes
+    ----------
+    values : ndarray
+        float64, one entry per parameter in ``params`` order: the targets the audio kernels
+        smooth toward. ``set_param`` only writes this array, so it is safe to call between
+        blocks from the DSP thread.
+    sample_rate : float
+        Set by ``prepare`` (0 before).
+    max_block, channels : int
+        Set by ``prepare`` (0 before).
     """
 
     kind: ClassVar[str] = ""
@@ -105,26 +193,56 @@ class Processor:
     # -- parameters -------------------------------------------------------------------------
     @classmethod
     def param_index(cls, param_id: str) -> int:
+        """Index of ``param_id`` in ``params`` (and ``values``).
+
+        Raises
+        ------
+        ParamError
+            No parameter has that id; the message lists the known ones.
+        """
         for i, p in enumerate(cls.params):
             if p.id == param_id:
                 return i
         raise ParamError(f"{cls.kind}: unknown parameter {param_id!r}; known: {[p.id for p in cls.params]}")
 
     def set_param(self, param, value) -> None:
+        """Set a parameter's target value (the audio path smooths toward it).
+
+        Parameters
+        ----------
+        param : str or int
+            Parameter id, or index into ``params``.
+        value : float, int, bool or str
+            Anything ``Param.validate`` accepts.
+
+        Raises
+        ------
+        ParamError
+            Unknown id or invalid value.
+        """
         i = param if isinstance(param, int) else self.param_index(param)
         self.values[i] = self.params[i].validate(value, where=f"{self.kind}.")
 
     def get_param(self, param) -> float:
+        """Current target value of a parameter (by id or index).
+
+        Raises
+        ------
+        ParamError
+            Unknown id.
+        """
         i = param if isinstance(param, int) else self.param_index(param)
         return float(self.values[i])
 
     def param_dict(self) -> dict[str, float]:
+        """All target values by parameter id (what a preset stores)."""
         return {p.id: float(v) for p, v in zip(self.params, self.values)}
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
     def latency(self) -> int:
-        """Algorithmic latency in samples at the prepared rate."""
+        """Algorithmic latency in samples at the prepared rate (the chain delays its dry paths by
+        it); 0 unless a subclass says otherwise."""
         return 0
 
     @property
@@ -134,8 +252,27 @@ class Processor:
         return self.latency
 
     def prepare(self, sample_rate: float, max_block: int, channels: int) -> None:
+        """Allocate for a stream, then ``reset``: the only place a processor may allocate.
+
+        Parameters
+        ----------
+        sample_rate : float
+            Hz.
+        max_block : int
+            Largest block ``process`` will get (frames).
+        channels : int
+            1 or 2.
+
+        Raises
+        ------
+        ValueError
+            Other channel counts, or a configuration the subclass cannot run (e.g. a sample
+            rate its model was not trained for).
+        ModelError
+            A neural processor's model cannot be loaded.
+        """
         if channels not in (1, 2):
-            raise ValueError(f"{self.kind}: {channels} channels not supported (mono or stereo)")
+            raise ConfigError(f"{self.kind}: {channels} channels not supported (mono or stereo)")
         self.sample_rate = float(sample_rate)
         self.max_block = int(max_block)
         self.channels = int(channels)
@@ -146,8 +283,15 @@ class Processor:
         """Allocate buffers for (sample_rate, max_block, channels)."""
 
     def reset(self) -> None:
-        """Clear internal state (delay lines, filter memories), jump smoothers to targets."""
+        """Clear internal state (delay lines, filter memories) and jump smoothers to their targets,
+        as at the start of a stream; allocates nothing."""
 
     def process(self, block: np.ndarray) -> None:
-        """Process a float32 (frames, channels) block in place; frames <= max_block."""
+        """Process one block in place; must not allocate, lock or wait.
+
+        Parameters
+        ----------
+        block : ndarray
+            float32, (frames, channels) with frames <= ``max_block`` and the prepared channels.
+        """
         raise NotImplementedError

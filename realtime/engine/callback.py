@@ -17,6 +17,7 @@ import ctypes.util
 import numpy as np
 from numba import carray, cfunc, njit, types
 
+from realtime.dsp.kernels import scrub_into
 from realtime.engine.atomics import address_as_pointer, pointer_as_address
 from realtime.engine.ring import ring_discard, ring_pop, ring_push
 
@@ -66,20 +67,8 @@ def _now_ns(clock_addr):
 
 @njit(nogil=True, cache=True)
 def sanitize_output(block, n, stats):
-    """NaN/Inf -> 0 and clamp to +-1: the last line of defence before the speakers."""
-    ch = block.shape[1]
-    for k in range(n):
-        for c in range(ch):
-            v = block[k, c]
-            if not np.isfinite(v):
-                block[k, c] = 0.0
-                stats[ST_NONFINITE] += 1
-            elif v > 1.0:
-                block[k, c] = 1.0
-                stats[ST_CLIPPED] += 1
-            elif v < -1.0:
-                block[k, c] = -1.0
-                stats[ST_CLIPPED] += 1
+    """NaN/Inf -> 0 and clamp to +-1 in place: the last line of defence before the speakers."""
+    scrub_into(block, n, block, 0, 1.0, stats, ST_NONFINITE, ST_CLIPPED)
 
 
 @njit(nogil=True, cache=True)

@@ -2,15 +2,20 @@
 
     PortAudio RT thread ──(compiled callback)──► input ring ──► DSP thread: chain ──► output ring ──► callback
 
-Control from other threads goes through rings too: ``set_param`` (one control thread) and
-``send_midi`` (one MIDI thread) push records that the DSP thread applies between blocks, so the
-chain is only ever touched by the DSP thread while streaming.
+Control from other threads goes through rings too (``realtime.engine.control``): ``set_param``,
+``set_bypass`` and ``set_mix`` push records that the DSP thread applies between blocks, and
+``send_midi`` pushes MIDI messages, so the chain is only ever touched by the DSP thread while
+streaming. While stopped, control is applied at once. The rings may be handed in at construction
+(the GUI's engine process passes rings in shared memory, written by its client).
 
 MIDI keeps its timing within a block: each message carries its arrival time (CLOCK_MONOTONIC, the
 callback's clock). The block processed after the callback that began at T takes the messages that
 arrived in [T - period, T), each at the sample offset matching its time in that window; messages
 from after T wait for the next block. So every message is heard one period after it would have been
 "on time", a constant delay instead of a jitter of up to a block.
+
+Late-block forensics live in ``realtime.engine.diagnostics``; thread priority, page faults and
+context switches in ``realtime.engine.rt_os``.
 """
 from __future__ import annotations
 
@@ -25,18 +30,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from realtime.engine import callback as cb
-from realtime.engine.ring import Ring, ring_discard, ring_pop, ring_push, ring_readable
-from realtime.engine.rt_os import SwitchCounter
+from realtime.engine.control import ControlRings, ControlWriter, apply_record, stamp_applied
+from realtime.engine.diagnostics import HISTORY, Diagnostics
+from realtime.engine.ring import READ, Ring, ring_discard, ring_pop, ring_push, ring_readable
+from realtime.engine.rt_os import SwitchCounter, set_realtime_priority, thread_page_faults
 from realtime.errors import EngineError
 from realtime.io.portaudio import check, resolve_device, sd
 
 PA_FLOAT32 = 0x00000001
 PA_CLIP_OFF = 0x00000001
 
-PARAM, BYPASS, MIX = 0, 1, 2  # control record kinds
 MIDI_MAX_AHEAD_NS = 10e9  # a MIDI stamp further ahead than this is taken as garbage and played now
-LATE_CONTEXT_MAX = 16  # late blocks not the server's explained in stats() (the first ones; they are rare)
-
 
 
 @dataclass
@@ -66,16 +70,39 @@ class EngineConfig:
 
 
 class Engine:
-    def __init__(self, chain, config: EngineConfig | None = None, tap: Ring | None = None):
+    """Runs a chain on a live audio stream.
+
+    Parameters
+    ----------
+    chain : Chain
+        What to run (anything with ``prepare``, ``reset``, ``process``, ``slots`` and
+        ``latency``; ``handle_midi`` if it takes MIDI).
+    config : EngineConfig, optional
+        Stream settings (validated here).
+    tap : Ring, optional
+        Receives every processed block (recording, tests).
+    rings : ControlRings, optional
+        The control, MIDI and meter rings; by default new ones in this process's memory.
+
+    Raises
+    ------
+    EngineError
+        An invalid configuration.
+    """
+
+    def __init__(self, chain, config: EngineConfig | None = None, tap: Ring | None = None,
+                 rings: ControlRings | None = None):
         self.chain = chain
         self.config = config or EngineConfig()
         self.config.validate()
-        self.tap = tap  # optional ring receiving every processed block (recording, tests)
+        self.tap = tap
         self.error: str | None = None  # set when the device/server disappears
+        self.rings = rings if rings is not None else ControlRings()
+        self.writer = ControlWriter(self.rings, chain, on_full=self.apply_pending_control)
         self._stream = None
         self._running = False
+        self._consumer = threading.RLock()  # the control ring's consumer: the DSP thread, or (stopped) the caller
         self._threads: list[threading.Thread] = []
-        self._slot_ids: list[str] = []
         c = self.config
         ring_frames = c.blocksize * c.ring_blocks
         self.in_ring = Ring.for_frames(ring_frames, c.channels)
@@ -84,95 +111,85 @@ class Engine:
         # callback's skip accounting.
         self.out_ring = Ring.for_frames(self.in_ring.capacity + c.blocksize * (c.prefill_blocks + 1), c.channels)
         self.timing = Ring(8192, cb.TIME_WIDTH, np.int64)
-        self.control = Ring(1024, 4, np.float64)  # (slot, param, value, kind)
-        self.midi = Ring(1024, 4, np.float64)  # (status, data1, data2, arrival CLOCK_MONOTONIC ns)
         self.stats_arr = np.zeros(cb.ST_SIZE, np.int64)
         self._clock = np.zeros(2 + cb.TIME_WIDTH, np.int64)
         self._wake_byte = np.ones(1, np.uint8)
         self._ctl = np.zeros(cb.CTL_SIZE, np.int64)
         self._block = np.zeros((c.blocksize, c.channels), np.float32)
         # for UIs, per block (linear): input peak L/R, output peak L/R, input mean square L/R,
-        # output mean square L/R
+        # output mean square L/R; every block's also goes to rings.meter, for a UI that must not
+        # miss peaks between its redraws (nobody reading just means pushes are dropped)
         self.meters = np.zeros(8, np.float32)
-        # every block's meters, for a UI that must not miss peaks between its redraws; a UI
-        # pops them (single consumer); nobody reading just means pushes are dropped
-        self.meter_ring = Ring(1024, 8, np.float32)
-        # rolling histories the monitor fills (microseconds)
-        self._cb_us = np.zeros(1 << 16, np.float32)
-        self._cb_n = 0
-        self._dsp_us = np.zeros(1 << 16, np.float32)
-        self._dsp_n = 0
-        # per block, for explaining late blocks: start (CLOCK_MONOTONIC ns, the callback's clock)
-        # and this thread's CPU time (wall minus CPU: preempted, waiting for the GIL, or stolen)
-        self._dsp_t0 = np.zeros(1 << 16, np.int64)
-        self._dsp_cpu_us = np.zeros(1 << 16, np.float32)
-        self._dsp_switches = np.zeros(1 << 16, np.int64)  # context switches during the block (-1: unknown)
+        self.diagnostics = Diagnostics(c.samplerate, c.blocksize, c.prefill_blocks)
         self._switches = SwitchCounter()
-        # the first LATE_CONTEXT_MAX late blocks that no server anomaly explains, explained
-        self.late_context: list[dict] = []
-        self._late_pending: list[int] = []  # their callbacks' start times, until explained
-        self._last_start_ns = 0
-        self.delayed_callbacks = 0
-        self.max_callback_gap_ms = 0.0  # longest interval between callback starts (set 0 to time a window)
-        # Late blocks with no server timing anomaly (a delayed or bunched callback, an xrun flag)
-        # among the callbacks that could have affected them are either the hypervisor's (it took
-        # at least a period of CPU from the DSP thread in their window: `_explain_late`) or ours.
-        self.late_blocks_ours = 0
-        self.late_blocks_stolen = 0
-        self._attrib_window = self.config.prefill_blocks + 2
-        self._odd_tail = np.zeros(self._attrib_window - 1, bool)
         self.dsp_overflows = 0
         self._stream_info = (0.0, 0.0)
         self._dsp_tid = 0  # the DSP thread's kernel id, for its page-fault counters
 
     # ---------------------------------------------------------------- life cycle
     def start(self) -> None:
-        if self._running:
-            return
-        c = self.config
-        self.chain.prepare(c.samplerate, c.blocksize, c.channels)
-        self._slot_ids = [s.id for s in self.chain.slots]
-        self._warm_up()
-        # A full garbage collection walks every object (~130k with the neural processors loaded:
-        # ~70 ms, 26 blocks, measured) and can start in any thread, the DSP thread included.
-        # Collect once now and freeze the survivors, so later collections only see new objects.
-        gc.collect()
-        gc.freeze()
-        self._wire_control_block()
-        # pre-fill: the DSP thread gets prefill_blocks periods to deliver each block
-        if c.mode != "input":
-            self.out_ring.push(np.zeros((c.blocksize * c.prefill_blocks, c.channels), np.float32))
-        self._open_stream()
-        self._running = True
-        self._old_switch = sys.getswitchinterval()
-        sys.setswitchinterval(c.switch_interval_s)
-        self._threads = [threading.Thread(target=self._dsp_loop, name="dsp", daemon=True),
-                         threading.Thread(target=self._monitor_loop, name="engine-monitor", daemon=True)]
-        for t in self._threads:
-            t.start()
-        s = sd()
-        check(s._lib.Pa_StartStream(self._stream), "start stream")
+        """Prepare and warm up the chain, open the stream and start the DSP and monitor threads.
+
+        An engine runs once: after ``stop`` make a new one (its counters are per run). Does
+        nothing if already running.
+
+        Raises
+        ------
+        AudioDeviceError
+            PortAudio refused the device, rate or format (the engine stays stopped).
+        """
+        with self._consumer:
+            if self._running:
+                return
+            c = self.config
+            self.chain.prepare(c.samplerate, c.blocksize, c.channels)
+            self._warm_up()
+            # A full garbage collection walks every object (tens of milliseconds with the neural
+            # processors loaded) and can start in any thread, the DSP thread included. Collect
+            # once now and freeze the survivors, so later collections only see new objects.
+            gc.collect()
+            gc.freeze()
+            self._wire_control_block()
+            # pre-fill: the DSP thread gets prefill_blocks periods to deliver each block
+            if c.mode != "input":
+                self.out_ring.push(np.zeros((c.blocksize * c.prefill_blocks, c.channels), np.float32))
+            self._open_stream()
+            self._running = True
+            self._old_switch = sys.getswitchinterval()
+            sys.setswitchinterval(c.switch_interval_s)
+            self._threads = [threading.Thread(target=self._dsp_loop, name="dsp", daemon=True),
+                             threading.Thread(target=self._monitor_loop, name="engine-monitor", daemon=True)]
+            for t in self._threads:
+                t.start()
+            s = sd()
+            check(s._lib.Pa_StartStream(self._stream), "start stream")
 
     def stop(self) -> None:
-        """Stop and close the stream (always before any JACK server is torn down)."""
+        """Stop and close the stream, end the threads, and apply control still queued.
+
+        Always stop before any JACK server is torn down. Does nothing if not running.
+        """
         if not self._running:
             return
-        self._running = False
-        s = sd()
-        if self._stream is not None:
-            if self.error is None:
-                s._lib.Pa_StopStream(self._stream)
-                s._lib.Pa_CloseStream(self._stream)
-            else:
-                _abandon(self)
-            self._stream = None
-        os.write(self._wake_w, b"x")
-        for t in self._threads:
-            t.join(2)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._drain_timing()
-        sys.setswitchinterval(self._old_switch)
+        with self._consumer:
+            self._running = False
+            s = sd()
+            if self._stream is not None:
+                if self.error is None:
+                    s._lib.Pa_StopStream(self._stream)
+                    s._lib.Pa_CloseStream(self._stream)
+                else:
+                    _abandon(self)
+                self._stream = None
+            os.write(self._wake_w, b"x")
+            for t in self._threads:
+                t.join(2)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._drain_timing()
+            sys.setswitchinterval(self._old_switch)
+            if not any(t.is_alive() for t in self._threads):  # a stuck DSP thread may still consume
+                self._apply_queued(np.zeros((1, 4), np.float64))
 
     def __enter__(self):
         self.start()
@@ -188,7 +205,7 @@ class Engine:
     def _warm_up(self) -> None:
         """Compile/load every kernel signature and warm ONNX sessions before the stream starts,
         so the first real block does no compilation; then reset all state. (A compile, even a
-        cache load, in the DSP or monitor thread holds the GIL: ~100 ms on a fresh checkout.)"""
+        cache load, in the DSP or monitor thread holds the GIL for a long while.)"""
         for _ in range(3):
             self._block[:] = 0
             self.chain.process(self._block)
@@ -196,13 +213,15 @@ class Engine:
         self._block[:] = 0
         _peak(self._block, self.meters, 0)
         rec = np.zeros((1, 4), np.float64)
-        for ring in (self.control, self.midi):
+        r = self.rings
+        for ring in (r.control, r.midi):
             ring_pop(ring.buf, ring.idx, rec, 0)
             ring_discard(ring.buf, ring.idx, 0)  # a chain without MIDI input discards the MIDI ring
+        stamp_applied(r.applied, r.control.idx[READ], 0, time.perf_counter_ns())
         ring_pop(self.timing.buf, self.timing.idx, np.zeros((1, cb.TIME_WIDTH), np.int64), 0)  # the monitor's
-        self._switches.store(0, self._dsp_switches)
-        Ring.compile_record_push()  # the producers' side too (set_param, send_midi)
-        for ring in (self.in_ring, self.out_ring, self.meter_ring) + ((self.tap,) if self.tap is not None else ()):
+        self._switches.store(0, self.diagnostics.dsp_switches)
+        ControlRings.compile()  # the producers' side too (set_param, send_midi)
+        for ring in (self.in_ring, self.out_ring, r.meter) + ((self.tap,) if self.tap is not None else ()):
             ring_push(ring.buf, ring.idx, self._block, 0)
             ring_pop(ring.buf, ring.idx, self._block, 0)
             ring_readable(ring.idx)
@@ -259,61 +278,96 @@ class Engine:
 
     # ---------------------------------------------------------------- control (other threads)
     def set_param(self, slot_id: str, param_id: str, value) -> None:
-        """Queue a parameter change (validated here, applied by the DSP thread at the next block).
+        """Change a parameter: validated now, applied by the DSP thread before its next block
+        (at once while stopped).
 
-        Single producer: call from one control thread (the GUI, or the main thread).
+        Parameters
+        ----------
+        slot_id, param_id : str
+            The slot and the parameter descriptor's id.
+        value : float or str
+            A number within the descriptor's range, or one of its choices.
+
+        Raises
+        ------
+        EngineError
+            Unknown slot, or the control queue is full.
+        ParamError
+            Unknown parameter or a value out of range.
         """
-        si = self._slot_index(slot_id)
-        proc = self.chain.slots[si].processor
-        pi = proc.param_index(param_id)
-        v = proc.params[pi].validate(value, where=f"{slot_id}.")
-        self._push_control(si, pi, v, PARAM)
+        self.writer.set_param(slot_id, param_id, value)
+        self._apply_if_stopped()
 
     def set_bypass(self, slot_id: str, bypass: bool) -> None:
-        self._push_control(self._user_slot(slot_id), 0, 1.0 if bypass else 0.0, BYPASS)
+        """Bypass a slot (it keeps running; its dry path stays latency-aligned) or bring it back.
+
+        Raises
+        ------
+        EngineError
+            Unknown slot, the final safety stage, or the control queue is full.
+        """
+        self.writer.set_bypass(slot_id, bypass)
+        self._apply_if_stopped()
 
     def set_mix(self, slot_id: str, mix: float) -> None:
-        mix = float(mix)
-        if not 0.0 <= mix <= 1.0:
-            raise EngineError(f"{slot_id}.mix: {mix} outside [0, 1]")
-        self._push_control(self._user_slot(slot_id), 0, mix, MIX)
+        """Set a slot's wet/dry mix (0 dry .. 1 wet).
 
-    def _user_slot(self, slot_id: str) -> int:
-        """Index of a slot the user may bypass/mix: the final safety stage is not one (refused
-        here, so the DSP thread never meets the chain's error)."""
-        si = self._slot_index(slot_id)
-        if si == len(self.chain.slots) - 1 and self.chain.slots[si].processor.kind == "safety":
-            raise EngineError(f"{slot_id}: the safety stage cannot be bypassed or mixed")
-        return si
+        Raises
+        ------
+        EngineError
+            A mix outside [0, 1], unknown slot, the final safety stage, or a full control queue.
+        """
+        self.writer.set_mix(slot_id, mix)
+        self._apply_if_stopped()
 
     def send_midi(self, status: int, data1: int = 0, data2: int = 0, at_ns: int | None = None) -> bool:
-        """Queue a MIDI message for the chain (single producer: the MIDI input thread), stamped
-        with ``time.monotonic_ns()`` now, or ``at_ns`` (same clock; a later time schedules it,
-        up to MIDI_MAX_AHEAD_NS ahead; 0 means "next block, at its start")."""
+        """Queue a MIDI message for the chain.
+
+        Parameters
+        ----------
+        status, data1, data2 : int
+            The message bytes.
+        at_ns : int, optional
+            When it happened, on ``time.monotonic_ns()``'s clock (default: now). A later time
+            schedules it, up to ``MIDI_MAX_AHEAD_NS`` ahead; 0 means "next block, at its start".
+
+        Returns
+        -------
+        bool
+            False when the MIDI queue was full (the message is dropped).
+        """
         t = time.monotonic_ns() if at_ns is None else at_ns
-        return self.midi.push_record(float(status), float(data1), float(data2), float(t))
+        with self.rings.lock:
+            return self.rings.midi.push_record(float(status), float(data1), float(data2), float(t))
 
-    def _slot_index(self, slot_id: str) -> int:
-        ids = [s.id for s in self.chain.slots]
-        if slot_id not in ids:
-            raise EngineError(f"unknown slot {slot_id!r}; slots: {ids}")
-        return ids.index(slot_id)
+    def apply_pending_control(self) -> int:
+        """Apply the control records queued so far, now, if the engine is stopped (while it
+        runs the DSP thread applies them: then this does nothing).
 
-    def _push_control(self, si: int, pi: int, value: float, kind: int) -> None:
-        if not self._running:  # not streaming: the chain is ours to touch directly
-            self._apply_control(si, pi, value, kind)
-            return
-        if not self.control.push_record(si, pi, value, kind):
-            raise EngineError("control queue full: the DSP thread is not keeping up")
+        Returns
+        -------
+        int
+            How many records were applied.
+        """
+        with self._consumer:
+            if self._running:
+                return 0
+            return self._apply_queued(np.zeros((1, 4), np.float64))
 
-    def _apply_control(self, si, pi, value, kind) -> None:
-        slot = self.chain.slots[si]
-        if kind == PARAM:
-            slot.processor.values[pi] = value
-        elif kind == BYPASS:
-            self.chain.set_bypass(slot.id, bool(value))
-        else:
-            self.chain.set_mix(slot.id, value)
+    def _apply_if_stopped(self) -> None:
+        if not self._running:
+            self.apply_pending_control()
+
+    def _apply_queued(self, rec: np.ndarray) -> int:
+        """Pop and apply every queued control record, and stamp when (the consumer only)."""
+        ctrl, chain = self.rings.control, self.chain
+        n = 0
+        while ring_pop(ctrl.buf, ctrl.idx, rec, 1):
+            apply_record(chain, int(rec[0, 0]), int(rec[0, 1]), rec[0, 2], int(rec[0, 3]))
+            n += 1
+        if n:
+            stamp_applied(self.rings.applied, ctrl.idx[READ] - n, n, time.perf_counter_ns())
+        return n
 
     # ---------------------------------------------------------------- DSP thread
     def _dsp_loop(self) -> None:
@@ -326,9 +380,9 @@ class Engine:
         out_buf, out_idx = self.out_ring.buf, self.out_ring.idx
         has_in, has_out = c.mode != "output", c.mode != "input"
         target_fill = B * c.prefill_blocks
-        ctrl = self.control
         ctrl_rec = np.zeros((1, 4), np.float64)
         midi_rec = np.zeros((1, 4), np.float64)
+        midi = self.rings.midi
         midi_sink = getattr(self.chain, "handle_midi", None)
         midi_held = False  # midi_rec holds a popped message that is not due yet
         ctl_block = self._ctl
@@ -338,22 +392,22 @@ class Engine:
         tap = self.tap
         meters = self.meters
         meter_rec = meters.reshape(1, -1)
-        meter_buf, meter_idx = self.meter_ring.buf, self.meter_ring.idx
+        meter_buf, meter_idx = self.rings.meter.buf, self.rings.meter.idx
         perf = time.perf_counter_ns
-        dsp_us, dsp_t0, dsp_cpu_us, dsp_switches = self._dsp_us, self._dsp_t0, self._dsp_cpu_us, self._dsp_switches
+        diag = self.diagnostics
+        dsp_us, dsp_t0, dsp_cpu_us, dsp_switches = diag.dsp_us, diag.dsp_t0, diag.dsp_cpu_us, diag.dsp_switches
         switches = self._switches
         cpu = time.thread_time_ns
-        mask = dsp_us.shape[0] - 1
+        mask = HISTORY - 1
         while self._running:
             poller.poll(100)
             try:
                 os.read(self._wake_r, 4096)
             except BlockingIOError:
                 pass
-            while ring_pop(ctrl.buf, ctrl.idx, ctrl_rec, 1):
-                self._apply_control(int(ctrl_rec[0, 0]), int(ctrl_rec[0, 1]), ctrl_rec[0, 2], int(ctrl_rec[0, 3]))
+            self._apply_queued(ctrl_rec)
             if midi_sink is None:
-                self.midi.discard(self.midi.readable())
+                midi.discard(midi.readable())
             while self._running:
                 if has_in:
                     if ring_readable(in_idx) < B:
@@ -370,12 +424,12 @@ class Engine:
                 switches.before()
                 process(block)
                 switches.after()
-                i = self._dsp_n & mask
+                i = diag.dsp_n & mask
                 dsp_us[i] = (perf() - t0) * 1e-3
                 dsp_cpu_us[i] = (cpu() - c0) * 1e-3
                 switches.store(i, dsp_switches)
                 dsp_t0[i] = t0  # perf_counter_ns is CLOCK_MONOTONIC on Linux, like the callback's stamps
-                self._dsp_n += 1
+                diag.dsp_n += 1
                 _peak(block, meters, 2)
                 ring_push(meter_buf, meter_idx, meter_rec, 1)
                 if has_out and ring_push(out_buf, out_idx, block, B) < B:
@@ -390,7 +444,8 @@ class Engine:
         B = self.config.blocksize
         per_ns = self.config.samplerate * 1e-9
         start = end - B / per_ns
-        while held or ring_pop(self.midi.buf, self.midi.idx, rec, 1):
+        midi = self.rings.midi
+        while held or ring_pop(midi.buf, midi.idx, rec, 1):
             t = rec[0, 3]
             if end < t <= end + MIDI_MAX_AHEAD_NS:  # later than this block (NaN / absurd stamps: now)
                 return True
@@ -406,7 +461,7 @@ class Engine:
         while self._running:
             time.sleep(0.05)
             self._drain_timing()
-            self._explain_pending_late()
+            self.diagnostics.explain_pending()
             n = int(self.stats_arr[cb.ST_CALLBACKS])
             now = time.monotonic()
             if n != last_callbacks:
@@ -416,96 +471,26 @@ class Engine:
                               f"(no callback for {now - last_change:.1f} s): server or device lost")
 
     def _drain_timing(self) -> None:
-        buf, idx = self.timing.buf, self.timing.idx
-        n = int(ring_readable(idx))
+        """Move the callback's timing records into the diagnostics (monitor thread, or stopped)."""
+        n = int(ring_readable(self.timing.idx))
         if n == 0:
             return
         recs = np.empty((n, cb.TIME_WIDTH), np.int64)
-        ring_pop(buf, idx, recs, n)
-        mask = self._cb_us.shape[0] - 1
-        pos = (self._cb_n + np.arange(n)) & mask
-        self._cb_us[pos] = recs[:, 1] * 1e-3
-        self._cb_n += n
-        starts = recs[:, 0]
-        prev = np.concatenate(([self._last_start_ns or starts[0]], starts[:-1]))
-        period_ns = recs[:, 2] * 1e9 / self.config.samplerate
-        gaps = starts - prev
-        delayed = gaps > 1.5 * period_ns
-        self.max_callback_gap_ms = max(self.max_callback_gap_ms, float(gaps.max()) * 1e-6)
-        self.delayed_callbacks += int(np.count_nonzero(delayed))
-        # server timing anomalies: a callback delayed, or bunched right after one (catching up),
-        # or carrying PortAudio's xrun flags
-        odd = delayed | (gaps < 0.5 * period_ns) | ((recs[:, 3] & (cb.LATE_FLAG - 1)) != 0)
-        if not self._last_start_ns:
-            odd[0] = False  # the very first callback has no predecessor
-        self._last_start_ns = int(starts[-1])
-        W = self._attrib_window
-        hist = np.concatenate((self._odd_tail, odd))
-        for i in np.flatnonzero(recs[:, 3] & cb.LATE_FLAG):  # rare: a Python loop is fine
-            if not hist[i : i + W].any():  # no anomaly in this callback or the W - 1 before it
-                self._late_pending.append(int(starts[i]))  # ours or stolen: see _explain_pending_late
-        self._odd_tail = hist[len(hist) - (W - 1):]
-
-    def _explain_pending_late(self, force: bool = False) -> None:
-        """Explain and attribute late blocks once the DSP thread has started a block after them (a
-        block is recorded when it ends: a stalled one shows up late), or after a second."""
-        if not self._late_pending:
-            return
-        latest = int(self._dsp_t0[(self._dsp_n - 1) & (self._dsp_t0.shape[0] - 1)]) if self._dsp_n else 0
-        now = time.monotonic_ns()
-        keep = []
-        for start_ns in self._late_pending:
-            if not (force or latest > start_ns or now - start_ns > 1e9):
-                keep.append(start_ns)
-                continue
-            ctx = self._explain_late(start_ns)
-            if ctx["cause"] == "stolen":
-                self.late_blocks_stolen += 1
-            else:
-                self.late_blocks_ours += 1
-            if len(self.late_context) < LATE_CONTEXT_MAX:
-                self.late_context.append(ctx)
-        self._late_pending = keep
-
-    # blocks looked at when explaining a late one: it is explained within about a second
-    EXPLAIN_LOOKBACK_BLOCKS = 4096
-
-    def _explain_late(self, start_ns: int) -> dict:
-        """What the DSP thread did in the attribution window before a late callback at
-        ``start_ns``: blocks started, the longest gap between block starts (up to the callback),
-        the slowest block's wall and CPU time, and the time the hypervisor took from the thread.
-
-        Stolen time is a block's wall time minus its CPU time when the thread was not switched
-        out during it (no GIL wait, no preemption): the virtual CPU itself was taken away (a
-        paravirtual Linux keeps steal out of thread CPU time). Counted for the blocks overlapping
-        the window, and only as much as must have fallen inside it. A late block is the
-        hypervisor's ("stolen") when that is at least one block period, otherwise "ours"."""
-        period_ns = 1e9 * self.config.blocksize / self.config.samplerate
-        size = self._dsp_t0.shape[0]
-        n = self._dsp_n
-        idx = np.arange(n - min(n, size, self.EXPLAIN_LOOKBACK_BLOCKS), n) & (size - 1)
-        t0 = self._dsp_t0[idx]
-        wall_ns = self._dsp_us[idx].astype(np.float64) * 1e3
-        lo = start_ns - (self._attrib_window + 1) * period_ns
-        started = (t0 >= lo) & (t0 <= start_ns)
-        inside = idx[started]
-        before = t0[t0 < lo]
-        edges = np.concatenate(([before.max()] if before.size else [], t0[started], [start_ns]))
-        worst = inside[np.argmax(self._dsp_us[inside])] if inside.size else None
-        # off-CPU time without a switch, at least this much of it inside the window
-        ov = (t0 <= start_ns) & (t0 + wall_ns >= lo) & (self._dsp_switches[idx] == 0)
-        outside_ns = wall_ns[ov] - (np.minimum(t0[ov] + wall_ns[ov], start_ns) - np.maximum(t0[ov], lo))
-        off_cpu_ns = wall_ns[ov] - self._dsp_cpu_us[idx[ov]].astype(np.float64) * 1e3
-        stolen_ms = float(np.clip(off_cpu_ns - outside_ns, 0, None).sum() * 1e-6)
-        return {"callback_ns": start_ns, "blocks_in_window": int(inside.size),
-                "max_gap_ms": float(np.diff(edges).max() * 1e-6) if edges.size > 1 else None,
-                "slowest_block_ms": float(self._dsp_us[worst] * 1e-3) if worst is not None else None,
-                "slowest_block_cpu_ms": float(self._dsp_cpu_us[worst] * 1e-3) if worst is not None else None,
-                "slowest_block_switches": int(self._dsp_switches[worst]) if worst is not None else None,
-                "stolen_ms": stolen_ms, "cause": "stolen" if stolen_ms >= period_ns * 1e-6 else "ours"}
+        ring_pop(self.timing.buf, self.timing.idx, recs, n)
+        self.diagnostics.add_callbacks(recs)
 
     # ---------------------------------------------------------------- reports
     def latency(self) -> dict:
+        """The latency this engine adds and the device's.
+
+        Returns
+        -------
+        dict
+            ``samplerate``, ``blocksize``, ``prefill_frames`` (output pre-fill, duplex only),
+            ``chain_latency_frames``, ``added_frames`` / ``added_ms`` (their sum),
+            ``device_input_ms`` / ``device_output_ms`` (PortAudio's figures once the stream is
+            open) and ``round_trip_ms`` (all of it).
+        """
         c = self.config
         prefill = c.blocksize * c.prefill_blocks if c.mode == "duplex" else 0
         chain_lat = int(self.chain.latency)
@@ -518,26 +503,31 @@ class Engine:
                 "round_trip_ms": 1000.0 * (in_lat + out_lat + added / c.samplerate)}
 
     def stats(self) -> dict:
+        """Counters and timing of this run.
+
+        Returns
+        -------
+        dict
+            The callback's counters (``callbacks``, ``late_blocks``, ``late_frames``,
+            ``server_xruns``, ``input_dropped_frames``, ``nonfinite_scrubbed``, ``clipped``),
+            the late-block attribution (``delayed_callbacks``, ``callback_gap_ms_max``,
+            ``late_blocks_ours``, ``late_blocks_stolen``, ``late_context``), callback and DSP
+            block times (``callback_us_p50/p99/max``, ``dsp_us_p50/p99/max``, ``dsp_load``,
+            ``blocks_processed``), the DSP thread's page faults and ``error`` (None, or why the
+            stream died).
+        """
+        d = self.diagnostics
         if not self._running:
             self._drain_timing()
-            self._explain_pending_late(force=True)
+            d.explain_pending(force=True)
         st = self.stats_arr
-        period_us = 1e6 * self.config.blocksize / self.config.samplerate
-        cbs = self._cb_us[: min(self._cb_n, self._cb_us.shape[0])]
-        dsp = self._dsp_us[: min(self._dsp_n, self._dsp_us.shape[0])]
-        p = lambda a, q: float(np.percentile(a, q)) if a.size else 0.0  # noqa: E731
+        summary = d.summary()
+        counters = {k: summary.pop(k) for k in d.counters()}
         return {"callbacks": int(st[cb.ST_CALLBACKS]), "late_blocks": int(st[cb.ST_LATE_BLOCKS]),
                 "late_frames": int(st[cb.ST_LATE_FRAMES]), "server_xruns": int(st[cb.ST_SERVER_XRUNS]),
-                "input_dropped_frames": int(st[cb.ST_IN_DROPPED]), "delayed_callbacks": self.delayed_callbacks,
-                "callback_gap_ms_max": self.max_callback_gap_ms,
-                "late_blocks_ours": self.late_blocks_ours, "late_blocks_stolen": self.late_blocks_stolen,
-                "late_context": list(self.late_context),
+                "input_dropped_frames": int(st[cb.ST_IN_DROPPED]), **counters,
                 "nonfinite_scrubbed": int(st[cb.ST_NONFINITE]), "clipped": int(st[cb.ST_CLIPPED]),
-                "callback_us_p50": p(cbs, 50), "callback_us_p99": p(cbs, 99),
-                "callback_us_max": float(cbs.max()) if cbs.size else 0.0,
-                "dsp_us_p50": p(dsp, 50), "dsp_us_p99": p(dsp, 99), "dsp_us_max": float(dsp.max()) if dsp.size else 0.0,
-                "dsp_load": p(dsp, 50) / period_us, "blocks_processed": self._dsp_n, **self.dsp_page_faults(),
-                "error": self.error}
+                **summary, **self.dsp_page_faults(), "error": self.error}
 
     def dsp_page_faults(self) -> dict:
         """The DSP thread's page faults so far (Linux; zeros elsewhere). A fault in the audio path
@@ -545,26 +535,6 @@ class Engine:
         from disk (code or data the kernel had evicted)."""
         minor, major = thread_page_faults(self._dsp_tid) if self._dsp_tid else (0, 0)
         return {"dsp_minor_faults": minor, "dsp_major_faults": major}
-
-
-def set_realtime_priority(level: int, tid: int = 0) -> bool:
-    """SCHED_FIFO ``level`` for thread ``tid`` (0: the calling thread), where permitted; whether it
-    took (not permitted: the thread keeps its normal priority)."""
-    try:
-        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(level))
-        return True
-    except (AttributeError, PermissionError, OSError):
-        return False
-
-
-def thread_page_faults(tid: int) -> tuple[int, int]:
-    """(minor, major) page faults of thread ``tid`` of this process, from /proc; (0, 0) if unknown."""
-    try:
-        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": comm may hold spaces
-    except OSError:
-        return 0, 0
-    return int(fields[7]), int(fields[9])  # minflt, majflt (fields 10 and 12 of proc(5))
 
 
 _ABANDONED: list = []

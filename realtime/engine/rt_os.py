@@ -1,6 +1,7 @@
-"""Context switches of the calling thread, counted around each DSP block.
+"""What the engine asks of the OS for its threads: real-time priority, page-fault counts, and
+context switches counted around each DSP block.
 
-Why: a block whose wall time far exceeds its CPU time was off the CPU. If the thread was
+Context switches, why: a block whose wall time far exceeds its CPU time was off the CPU. If the thread was
 switched out meanwhile (a GIL wait, a preemption), that shows in its context-switch counters; if it
 was not, the virtual CPU itself was taken away by the hypervisor (steal time, which a paravirtual
 Linux guest keeps out of thread CPU time). ``getrusage(RUSAGE_THREAD)`` writes the counters into
@@ -10,6 +11,7 @@ scheduler ticks, too coarse for a block: CPU time comes from ``time.thread_time_
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 import numpy as np
@@ -59,3 +61,46 @@ class SwitchCounter:
 @njit(cache=True)  # keeps the GIL: releasing it for a few ns of work would only invite a hand-over
 def store_switches(a, b, available, i, switches):
     switches[i] = b[_NVCSW] - a[_NVCSW] + b[_NIVCSW] - a[_NIVCSW] if available else -1
+
+
+def set_realtime_priority(level: int, tid: int = 0) -> bool:
+    """Give a thread SCHED_FIFO real-time priority, where permitted.
+
+    Parameters
+    ----------
+    level : int
+        SCHED_FIFO priority (1 lowest).
+    tid : int
+        Kernel thread id (``threading.get_native_id()``); 0 is the calling thread.
+
+    Returns
+    -------
+    bool
+        Whether it took (not permitted: the thread keeps its normal priority).
+    """
+    try:
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(level))
+        return True
+    except (AttributeError, PermissionError, OSError):
+        return False
+
+
+def thread_page_faults(tid: int) -> tuple[int, int]:
+    """Page faults of a thread of this process so far, from /proc (Linux).
+
+    Parameters
+    ----------
+    tid : int
+        Kernel thread id (``threading.get_native_id()``).
+
+    Returns
+    -------
+    (int, int)
+        (minor, major) faults; (0, 0) if unknown (no such thread, not Linux).
+    """
+    try:
+        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # after "pid (comm)": comm may hold spaces
+    except OSError:
+        return 0, 0
+    return int(fields[7]), int(fields[9])  # minflt, majflt (fields 10 and 12 of proc(5))

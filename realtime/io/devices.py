@@ -1,6 +1,23 @@
 """Audio devices (PortAudio) and MIDI ports (mido), listed for people."""
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
+
+@contextmanager
+def native_stderr_silenced():
+    """Silence what C libraries write to stderr meanwhile (libjack's "cannot connect to server"
+    lines when no server runs: the listing says that itself). Only for short, single-threaded probes."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
 
 def midi_ports() -> tuple[list[str], list[str], str | None]:
     """(inputs, outputs, error) — error explains why MIDI is unavailable."""
@@ -26,13 +43,14 @@ def describe_devices() -> str:
     from realtime.io.portaudio import list_devices
 
     lines = ["Audio devices:"]
-    devs = list_devices()
+    with native_stderr_silenced():
+        devs = list_devices()
+        ins, outs, err = midi_ports()
     if not devs:
         lines.append("  (none: no sound card and no JACK server running)")
     for d in devs:
         lines.append(f"  {d['index']:2d}  {d['name']}  [{d['hostapi']}]  in {d['inputs']} / out {d['outputs']}"
                      f"  {d['default_samplerate']:.0f} Hz")
-    ins, outs, err = midi_ports()
     lines.append("MIDI inputs:" if not err else f"MIDI: unavailable ({err})")
     lines += [f"  {n}" for n in ins]
     if not err:

@@ -20,8 +20,36 @@ def status_line(engine: Engine) -> str:
             f"| xruns {s['server_xruns']}")
 
 
+def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int:
+    """Keep a started engine streaming, with a status line on stderr, until ``seconds`` have passed
+    (0: until Ctrl-C) or the engine reports an error.
+
+    Returns
+    -------
+    int
+        The exit status: 0, or 1 when the device or server was lost.
+    """
+    t0 = time.monotonic()
+    try:
+        while not seconds or time.monotonic() - t0 < seconds:
+            time.sleep(0.5)
+            if status:
+                print("\r" + status_line(engine), end="", file=sys.stderr, flush=True)
+            if engine.error:
+                print(f"\nerror: {engine.error}", file=sys.stderr)
+                return 1
+        if status:
+            print(file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 0
+
+
 def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False,
              demo_out: str = "demo_out.wav", record: str | None = None) -> int:
+    """Run ``chain`` live on the audio device (or, with none, the demo through a private JACK
+    server) until ``seconds`` pass or Ctrl-C; returns the exit status."""
     from realtime.io.devices import has_audio_device
     from realtime.io.jackserver import ensure_server
 
@@ -38,20 +66,9 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     try:
         engine.start()
         if demo:
-            return _play_demo(engine, demo_out)
+            return _play_demo(engine, demo_out, seconds)
         print(f"Live: Ctrl-C to stop. {status_line(engine)}", file=sys.stderr)
-        t0 = time.monotonic()
-        while not seconds or time.monotonic() - t0 < seconds:
-            time.sleep(0.5)
-            print("\r" + status_line(engine), end="", file=sys.stderr, flush=True)
-            if engine.error:
-                print(f"\nerror: {engine.error}", file=sys.stderr)
-                return 1
-        print(file=sys.stderr)
-        return 0
-    except KeyboardInterrupt:
-        print("\nstopped", file=sys.stderr)
-        return 0
+        return stream_until(engine, seconds)
     finally:
         engine.stop()  # always before the server goes away
         if recorder:
@@ -86,11 +103,13 @@ def write_wav_atomic(path: str, data: np.ndarray, samplerate: int) -> None:
         sf.write(tmp, data, samplerate, subtype="FLOAT", format="WAV")
 
 
-def _play_demo(engine: Engine, demo_out: str) -> int:
+def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
     from realtime.io.jackio import JackPlayer, JackRecorder, engine_ports
 
     c = engine.config
     signal = load_demo_signal(c.samplerate, c.channels)
+    if seconds:  # the demo signal looped or cut to the length asked for
+        signal = np.resize(signal, (max(1, int(seconds * c.samplerate)), c.channels))
     ins, outs = engine_ports()
     tail = c.samplerate // 2
     rec = JackRecorder(signal.shape[0] + tail, c.channels)
@@ -120,3 +139,28 @@ def _play_demo(engine: Engine, demo_out: str) -> int:
           f"callback p99 {s['callback_us_p99']:.0f} us, late blocks {s['late_blocks']}, "
           f"server xruns {s['server_xruns']}")
     return 0
+
+
+def play_midi_live(chain, config: EngineConfig, port: str | None, virtual: bool, seconds: float = 0) -> int:
+    """Play an instrument chain live from a MIDI input port (a virtual one when ``port`` is None).
+
+    Prints the MIDI message count and the engine's stats as JSON when it stops; returns the exit
+    status (1 when the device or server was lost).
+    """
+    import json
+
+    from realtime.io.midi_input import MidiInput
+    from realtime.io.portaudio import rescan
+
+    rescan()
+    engine = Engine(chain, config)
+    engine.start()
+    try:
+        with MidiInput(engine.send_midi, port, virtual or port is None) as mi:
+            print(f"live on MIDI port {mi.name!r}; Ctrl-C to stop", file=sys.stderr)
+            code = stream_until(engine, seconds, status=False)
+            if code == 0:
+                print(json.dumps({"midi_messages": mi.received, **engine.stats()}))
+            return code
+    finally:
+        engine.stop()

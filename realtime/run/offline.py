@@ -1,13 +1,16 @@
 """Offline runner: the live chain, block by block, over files — faster than real time.
 
-Constant memory (an hour-long file streams through), streaming resampling to the chain rate and
-back (python-soxr), latency compensated so output lines up with input sample for sample, and an
-atomic write: output goes to a temporary file beside the target and is renamed only when complete,
-so a failure leaves no half file and the input is never overwritten.
+One block loop (``ChainRunner``) serves audio files (``process_file``) and MIDI renders
+(``render_midi``, ``render_events``): fixed chain blocks from a FIFO, MIDI events at their exact
+sample offsets, the chain's latency dropped from the start. Constant memory (an hour-long file
+streams through), streaming resampling to the chain rate and back (python-soxr), and an atomic
+write: output goes to a temporary file beside the target and is renamed only when complete, so a
+failure leaves no half file and the input is never overwritten.
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +39,34 @@ def open_input(path: str | os.PathLike) -> sf.SoundFile:
     if f.channels not in (1, 2):
         f.close()
         raise OfflineError(f"{p}: {f.channels} channels not supported (mono or stereo)")
+    missing = _wav_bytes_missing(p)
+    if missing:
+        print(f"warning: {p}: the header promises {missing} more bytes of audio than the file holds "
+              "(a truncated or still-growing file); processing what is there", file=sys.stderr)
     return f
+
+
+def _wav_bytes_missing(p: Path) -> int:
+    """How many bytes of audio a RIFF/WAVE header promises beyond the end of the file (0 if none or
+    not a WAV). libsndfile silently trims the length to what is there, so this is read here."""
+    import struct
+
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return 0
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                cid, length = struct.unpack("<4sI", fh.read(8))
+                if cid == b"data":
+                    return max(0, pos + 8 + length - size) if length != 0xFFFFFFFF else 0
+                pos += 8 + length + (length & 1)
+    except OSError:
+        return 0
+    return 0
 
 
 def _output_format(out: Path, subtype_hint: str) -> tuple[str, str]:
@@ -45,10 +75,75 @@ def _output_format(out: Path, subtype_hint: str) -> tuple[str, str]:
     fmt = formats.get({"aif": "aiff", "oga": "ogg"}.get(ext, ext))
     if fmt is None:
         raise OfflineError(f"{out}: unknown output format {out.suffix!r}; use one of .wav .flac .ogg .aiff")
-    subtype = subtype_hint if sf.check_format(fmt, subtype_hint) else sf.default_subtype(fmt)
+    # keep the input's sample format only when it is plain PCM/float: a compressed input's encoding
+    # (MP3, Vorbis, …) may pass check_format for a container it cannot actually be written to
+    plain = subtype_hint.startswith(("PCM_", "FLOAT", "DOUBLE"))
+    subtype = subtype_hint if plain and sf.check_format(fmt, subtype_hint) else sf.default_subtype(fmt)
     if fmt in ("WAV", "AIFF", "FLAC") and subtype.startswith("PCM_") and subtype not in ("PCM_24", "PCM_32"):
         subtype = "PCM_24"  # processed audio deserves more than 16 bits
     return fmt, subtype
+
+
+MAX_RENDER_S = 6 * 3600  # a MIDI render longer than this is a broken file, not a song
+
+
+def check_destination(out_p: Path, in_p: Path | None = None) -> None:
+    """Refuse a destination that cannot be written, before any work is done.
+
+    Raises
+    ------
+    OfflineError
+        The output is the input, a folder, in a missing or read-only folder, or not writable.
+    """
+    if in_p is not None and out_p.exists() and out_p.resolve() == in_p.resolve():
+        raise OfflineError(f"{out_p}: refusing to overwrite the input file")
+    if out_p.is_dir():
+        raise OfflineError(f"{out_p}: is a folder; give a file name")
+    parent = out_p.parent if str(out_p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OfflineError(f"{parent}: output directory does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only(parent) else "permission denied"
+        raise OfflineError(f"{out_p}: cannot write there ({reason})")
+    if out_p.exists() and not os.access(out_p, os.W_OK) and not os.access(parent, os.W_OK):
+        raise OfflineError(f"{out_p}: cannot replace it (permission denied)")
+    _remove_stale_parts(out_p)
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _remove_stale_parts(out_p: Path, older_than_s: float = 60.0) -> None:
+    """Remove temporary files of ``out_p`` left by a run that was killed (not touched for a minute)."""
+    import time
+
+    now = time.time()
+    for part in out_p.parent.glob(f".{out_p.name}.*.part"):
+        try:
+            if now - part.stat().st_mtime > older_than_s:
+                part.unlink()
+        except OSError:
+            pass
+
+
+def _write_failed(out_p: Path, e: BaseException) -> OfflineError:
+    """One clear error for a write that failed midway (full disk, lost mount, …)."""
+    import shutil
+
+    from realtime.errors import os_reason
+
+    reason = os_reason(e) if isinstance(e, OSError) else None
+    if reason is None:
+        try:
+            if shutil.disk_usage(out_p.parent).free < 1 << 20:
+                reason = "no space left on device"
+        except OSError:
+            pass
+    return OfflineError(f"{reason or str(e) or type(e).__name__} while writing {out_p}; nothing was written")
 
 
 class _Reblocker:
@@ -78,19 +173,99 @@ class _Reblocker:
         self.fill -= start
 
 
+class ChainRunner:
+    """Runs a prepared chain over a stream: fixed blocks, MIDI at exact offsets, latency dropped.
+
+    Parameters
+    ----------
+    chain : Chain
+        Prepared for ``blocksize`` frames and ``channels`` channels.
+    blocksize, channels : int
+        The chain's block size and channel count.
+    events : ndarray, optional
+        (n, 4) float64 rows of chain-rate sample time, status, data1, data2.
+    skip : int
+        Output frames to drop from the start (the chain's latency, to line output up with input).
+    """
+
+    def __init__(self, chain, blocksize: int, channels: int, events: np.ndarray | None = None, skip: int = 0):
+        self.chain = chain
+        self.blocksize = blocksize
+        self.fifo = _Reblocker(blocksize, channels)
+        ev = np.zeros((0, 4)) if events is None else np.asarray(events, np.float64).reshape(-1, 4)
+        self.events = ev[np.argsort(ev[:, 0], kind="stable")]
+        self._next_event = 0
+        self.pos = 0  # chain-rate frames processed
+        self.to_skip = skip
+
+    def feed(self, x: np.ndarray):
+        """Add input frames; yield every processed block that is ready (views, valid until the next)."""
+        self.fifo.add(x)
+        B = self.blocksize
+        for block in self.fifo.blocks():
+            ev, i = self.events, self._next_event
+            while i < len(ev) and ev[i, 0] < self.pos + B:
+                self.chain.handle_midi(int(ev[i, 1]), int(ev[i, 2]), int(ev[i, 3]), int(max(0, ev[i, 0] - self.pos)))
+                i += 1
+            self._next_event = i
+            self.chain.process(block)
+            self.pos += B
+            if self.to_skip:
+                drop = min(self.to_skip, B)
+                self.to_skip -= drop
+                block = block[drop:]
+            if block.shape[0]:
+                yield block
+
+    def flush(self, tail: int = 0):
+        """Push silence until ``tail`` more frames and the last partial block are out; yield blocks."""
+        B = self.blocksize
+        pad = tail + B
+        pad += (-(self.fifo.fill + pad)) % B
+        silence = np.zeros((min(pad, READ_FRAMES), self.fifo.buf.shape[1]), np.float32)
+        while pad > 0:  # in chunks: a long render's silence never sits in memory at once
+            n = min(pad, silence.shape[0])
+            yield from self.feed(silence[:n])
+            pad -= n
+
+
 def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: int = 512,
                  progress: bool = True, compensate_latency: bool = True) -> dict:
-    """Run ``chain`` over ``in_path`` into ``out_path``; return a small report."""
+    """Run ``chain`` over an audio file into another, block by block, faster than real time.
+
+    Parameters
+    ----------
+    in_path, out_path : str or Path
+        Any file soundfile reads (mono or stereo); the output format follows its extension.
+    chain : Chain
+        The chain to run (prepared here).
+    samplerate : int
+        The chain's rate: the file is resampled to it and back.
+    blocksize : int
+        The chain's block size in frames.
+    progress : bool
+        Show a progress bar.
+    compensate_latency : bool
+        Drop the chain's latency so output lines up with input sample for sample.
+
+    Returns
+    -------
+    dict
+        input, output, frames, samplerate, chain_samplerate, channels, latency_compensated_frames,
+        nonfinite_input_samples.
+
+    Raises
+    ------
+    OfflineError
+        Unreadable input, unknown output format, missing folder, or output == input.
+    """
     import soxr
     from tqdm import tqdm
 
     in_p, out_p = Path(in_path), Path(out_path)
     src = open_input(in_p)
     try:
-        if out_p.exists() and out_p.resolve() == in_p.resolve():
-            raise OfflineError(f"{out_p}: refusing to overwrite the input file")
-        if not out_p.parent.exists():
-            raise OfflineError(f"{out_p.parent}: output directory does not exist")
+        check_destination(out_p, in_p)
         fmt, subtype = _output_format(out_p, src.subtype)
         ch, in_sr, total = src.channels, src.samplerate, src.frames
         chain.prepare(samplerate, blocksize, ch)
@@ -98,58 +273,164 @@ def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: i
         resample = in_sr != samplerate
         rs_in = soxr.ResampleStream(in_sr, samplerate, ch, dtype="float32", quality="HQ") if resample else None
         rs_out = soxr.ResampleStream(samplerate, in_sr, ch, dtype="float32", quality="HQ") if resample else None
-        fifo = _Reblocker(blocksize, ch)
-        to_skip = latency  # chain-rate frames of latency to drop from the start
-        written = 0
-        nonfinite = 0
-        with atomic_write(out_p) as tmp:
-            with sf.SoundFile(tmp, "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
-                    tqdm(total=total, unit="frame", unit_scale=True, disable=not progress, leave=False,
-                         desc=in_p.name) as bar:
-
-                def emit(y: np.ndarray) -> None:
-                    nonlocal to_skip, written
-                    if to_skip:
-                        drop = min(to_skip, y.shape[0])
-                        y, to_skip = y[drop:], to_skip - drop
-                    if rs_out is not None:
-                        y = rs_out.resample_chunk(y)
-                    keep = min(y.shape[0], total - written)
-                    if keep > 0:
-                        dst.write(y[:keep])
-                        written += keep
-
-                def run_blocks() -> None:
-                    for block in fifo.blocks():
-                        chain.process(block)
-                        emit(block)
-
-                while True:
-                    x = src.read(READ_FRAMES, dtype="float32", always_2d=True)
-                    if x.shape[0] == 0:
-                        break
-                    nonfinite += int(np.count_nonzero(~np.isfinite(x)))
-                    bar.update(x.shape[0])
-                    fifo.add(rs_in.resample_chunk(x) if rs_in is not None else x)
-                    run_blocks()
-                if rs_in is not None:
-                    fifo.add(rs_in.resample_chunk(np.zeros((0, ch), np.float32), last=True))
-                # flush: push silence until the latency tail and the last partial block are out
-                pad = latency + blocksize
-                pad += (-(fifo.fill + pad)) % blocksize
-                fifo.add(np.zeros((pad, ch), np.float32))
-                run_blocks()
-                if rs_out is not None:
-                    tail = rs_out.resample_chunk(np.zeros((0, ch), np.float32), last=True)
-                    keep = min(tail.shape[0], total - written)
-                    if keep > 0:
-                        dst.write(tail[:keep])
-                        written += keep
-                if written < total:  # resampler rounding: pad the last few frames with silence
-                    dst.write(np.zeros((total - written, ch), np.float32))
-                    written = total
+        runner = ChainRunner(chain, blocksize, ch, skip=latency)
+        try:
+            with atomic_write(out_p) as tmp:
+                with sf.SoundFile(tmp, "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
+                        tqdm(total=total, unit="frame", unit_scale=True, disable=not progress, leave=False,
+                             desc=in_p.name) as bar:
+                    frames_read, nonfinite = _stream(src, dst, runner, rs_in, rs_out, total, latency, bar)
+        except (OSError, sf.LibsndfileError) as e:
+            raise _write_failed(out_p, e) from None
     finally:
         src.close()
+    if frames_read < total:
+        print(f"warning: {in_p}: the file ended after {frames_read} of {total} frames; "
+              "the missing end was written as silence", file=sys.stderr)
     return {"input": str(in_p), "output": str(out_p), "frames": total, "samplerate": in_sr,
             "chain_samplerate": samplerate, "channels": ch, "latency_compensated_frames": latency,
-            "nonfinite_input_samples": nonfinite}
+            "nonfinite_input_samples": nonfinite, "frames_read": frames_read}
+
+
+def _stream(src, dst, runner: ChainRunner, rs_in, rs_out, total: int, latency: int, bar) -> tuple[int, int]:
+    """Read ``src`` to its end through the runner (and resamplers) into ``dst``, exactly ``total``
+    frames out; returns (frames read, non-finite input samples)."""
+    ch = src.channels
+    written = frames_read = nonfinite = 0
+
+    def write(blocks) -> None:
+        nonlocal written
+        for y in blocks:
+            if rs_out is not None:
+                y = rs_out.resample_chunk(y)
+            keep = min(y.shape[0], total - written)
+            if keep > 0:
+                dst.write(y[:keep])
+                written += keep
+
+    while True:
+        x = src.read(READ_FRAMES, dtype="float32", always_2d=True)
+        if x.shape[0] == 0:
+            break
+        frames_read += x.shape[0]
+        nonfinite += int(np.count_nonzero(~np.isfinite(x)))
+        bar.update(x.shape[0])
+        write(runner.feed(rs_in.resample_chunk(x) if rs_in is not None else x))
+    if rs_in is not None:
+        write(runner.feed(rs_in.resample_chunk(np.zeros((0, ch), np.float32), last=True)))
+    write(runner.flush(tail=latency))
+    if rs_out is not None:
+        tail = rs_out.resample_chunk(np.zeros((0, ch), np.float32), last=True)
+        keep = min(tail.shape[0], total - written)
+        if keep > 0:
+            dst.write(tail[:keep])
+            written += keep
+    if written < total:  # resampler rounding (or a truncated input): pad the end with silence
+        dst.write(np.zeros((total - written, ch), np.float32))
+    return frames_read, nonfinite
+
+
+def midi_file_events(path, samplerate: int) -> np.ndarray:
+    """The channel messages of a MIDI file as (n, 4) float64 rows: sample time, status, data1, data2.
+
+    Raises
+    ------
+    OfflineError
+        The file is missing or not a readable MIDI file.
+    """
+    import mido
+
+    p = Path(path)
+    if not p.is_file():
+        raise OfflineError(f"{p}: no such MIDI file")
+    try:
+        mf = mido.MidiFile(str(p))
+        t, rows = 0.0, []
+        for msg in mf:  # merged tracks, times in seconds (tempo map applied)
+            t += msg.time
+            if not msg.is_meta and msg.type not in ("sysex",) and hasattr(msg, "channel"):
+                b = msg.bytes()
+                rows.append((round(t * samplerate), b[0], b[1] if len(b) > 1 else 0, b[2] if len(b) > 2 else 0))
+    except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
+        raise OfflineError(f"{p}: not a readable MIDI file ({e})") from None
+    return np.asarray(rows, np.float64).reshape(-1, 4)
+
+
+def render_events(chain, events: np.ndarray, n_samples: int, samplerate: int = 48000, blocksize: int = 128,
+                  channels: int = 2, prepare: bool = True) -> np.ndarray:
+    """Run an instrument chain for ``n_samples`` with MIDI ``events`` at their offsets; return the audio.
+
+    Parameters
+    ----------
+    chain : Chain
+        A chain that takes MIDI (``handle_midi``).
+    events : ndarray
+        (n, 4) rows of sample time, status, data1, data2.
+    n_samples : int
+        Length of the render.
+    prepare : bool
+        Prepare the chain here (False: the caller did).
+
+    Returns
+    -------
+    ndarray
+        (n_samples, channels) float32.
+    """
+    if prepare:
+        chain.prepare(samplerate, blocksize, channels)
+    out = np.zeros((n_samples, channels), np.float32)
+    runner = ChainRunner(chain, blocksize, channels, events)
+    pos = 0
+    for y in runner.flush(tail=n_samples - blocksize):
+        keep = min(y.shape[0], n_samples - pos)
+        out[pos:pos + keep] = y[:keep]
+        pos += keep
+    return out
+
+
+def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: int = 128,
+                tail_s: float = 2.0) -> dict:
+    """Render a MIDI file through an instrument chain into a .wav/.flac file, block by block.
+
+    Memory stays constant whatever the song's length; the output is written atomically.
+
+    Returns
+    -------
+    dict
+        output, seconds, events, render_s, realtime_factor, peak.
+
+    Raises
+    ------
+    OfflineError
+        Unreadable MIDI file, unsupported output extension or missing folder.
+    """
+    import time
+
+    out_p = Path(out_path)
+    if out_p.suffix.lower() not in (".wav", ".flac"):
+        raise OfflineError(f"{out_p}: write .wav or .flac")
+    check_destination(out_p, Path(midi_path))
+    events = midi_file_events(midi_path, samplerate)
+    n = int((events[:, 0].max() if len(events) else 0) + tail_s * samplerate)
+    if n > MAX_RENDER_S * samplerate:
+        raise OfflineError(f"{midi_path}: the song would last {n / samplerate / 3600:.0f} hours; "
+                           f"refusing to render more than {MAX_RENDER_S // 3600} (a broken delta time?)")
+    chain.prepare(samplerate, blocksize, 2)
+    runner = ChainRunner(chain, blocksize, 2, events)
+    t0 = time.perf_counter()
+    pos, peak = 0, 0.0
+    try:
+        with atomic_write(out_p) as tmp:
+            with sf.SoundFile(tmp, "w", samplerate=samplerate, channels=2, subtype="PCM_24",
+                              format="WAV" if out_p.suffix.lower() == ".wav" else "FLAC") as dst:
+                for y in runner.flush(tail=n - blocksize):
+                    y = y[: n - pos]
+                    if y.shape[0]:
+                        dst.write(y)
+                        peak = max(peak, float(np.abs(y).max()))
+                        pos += y.shape[0]
+    except (OSError, sf.LibsndfileError) as e:
+        raise _write_failed(out_p, e) from None
+    took = time.perf_counter() - t0
+    return {"output": str(out_p), "seconds": n / samplerate, "events": len(events), "render_s": took,
+            "realtime_factor": took / (n / samplerate), "peak": peak}

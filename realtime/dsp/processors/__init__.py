@@ -20,7 +20,11 @@ _LAZY: dict[str, str] = {
     "enhancer": "realtime.dsp.processors.neural.enhancer",
     "delimiter": "realtime.dsp.processors.neural.delimiter",
     "synth": "realtime.dsp.processors.synth.processor",
+    "lv2": "realtime.dsp.processors.lv2",
 }
+# Kinds that host a family of plugins: a slot names one by "uri" (its own params), so they cannot
+# be created bare and are left out of available_kinds() (lists of what to create with no arguments).
+URI_KINDS = ("lv2",)
 
 
 def register(cls: type[Processor]) -> type[Processor]:
@@ -48,10 +52,10 @@ def _lazy_available(kind: str) -> bool:
 
 
 def available_kinds() -> list[str]:
-    """Registered kinds plus lazily importable ones whose module exists."""
+    """Registered kinds plus lazily importable ones whose module exists (``URI_KINDS`` excepted)."""
     kinds = set(REGISTRY)
     kinds.update(k for k in _LAZY if k not in REGISTRY and _lazy_available(k))
-    return sorted(kinds)
+    return sorted(kinds.difference(URI_KINDS))
 
 
 def processor_class(kind: str) -> type[Processor]:
@@ -73,6 +77,25 @@ def processor_class(kind: str) -> type[Processor]:
     raise UnknownProcessorError(f"unknown processor {kind!r}; known: {available_kinds()}")
 
 
+def slot_class(kind: str, uri: str | None = None) -> type[Processor]:
+    """The class a preset slot instantiates: ``processor_class(kind)``, or for a kind in
+    ``URI_KINDS`` the class of the plugin ``uri`` names (made on first use).
+
+    Raises
+    ------
+    UnknownProcessorError
+        Unknown kind, or a URI kind without a uri.
+    PluginError
+        The plugin is not installed or cannot be hosted.
+    """
+    cls = processor_class(kind)
+    if kind in URI_KINDS:
+        if not uri:
+            raise UnknownProcessorError(f"processor {kind!r} needs the plugin's uri")
+        return cls.for_uri(uri)
+    return cls
+
+
 def create(kind: str, **params) -> Processor:
     """Instantiate a processor by kind with initial parameter values."""
     return processor_class(kind)(**params)
@@ -81,4 +104,5 @@ def create(kind: str, **params) -> Processor:
 # Built-ins register on import (at the bottom: they import ``register`` from here).
 from realtime.dsp.processors import biquad, gain, limiter, meter, safety  # noqa: E402,F401
 
-__all__ = ["REGISTRY", "UnknownProcessorError", "available_kinds", "create", "processor_class", "register"]
+__all__ = ["REGISTRY", "URI_KINDS", "UnknownProcessorError", "available_kinds", "create", "processor_class", "register",
+           "slot_class"]

@@ -14,6 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
+from realtime.dsp.kernels import CLAMPED, NONFINITE, scrub_value
 from realtime.dsp.processor import Param, Processor
 from realtime.dsp.processors import register
 
@@ -32,22 +33,14 @@ def _safety_kernel(block, values, z, R, counters):
         x1 = z[ch, 0]
         y1 = z[ch, 1]
         for n in range(block.shape[0]):
-            x = np.float64(block[n, ch])
-            if not math.isfinite(x):
-                x = 0.0
+            x, what = scrub_value(np.float64(block[n, ch]), GUARD)
+            if what == NONFINITE:
                 scrubbed += 1
-            elif x > GUARD:
-                x = GUARD
-            elif x < -GUARD:
-                x = -GUARD
             y = x - x1 + R * y1
             x1 = x
             y1 = 0.0 if abs(y) < 1e-30 else y
-            if y > lim:
-                y = lim
-                clipped += 1
-            elif y < -lim:
-                y = -lim
+            y, what = scrub_value(y, lim)
+            if what == CLAMPED:
                 clipped += 1
             block[n, ch] = y
         z[ch, 0] = x1
@@ -58,6 +51,19 @@ def _safety_kernel(block, values, z, R, counters):
 
 @register
 class Safety(Processor):
+    """The last slot of every chain (see the module docstring); it cannot be bypassed.
+
+    Parameters
+    ----------
+    **values
+        ``ceiling_db``: the hard ceiling (dBFS, -12..0).
+
+    Attributes
+    ----------
+    counters : ndarray
+        int64 [non-finite samples scrubbed, samples clipped to the ceiling] (set by ``prepare``).
+    """
+
     kind = "safety"
     params = (Param("ceiling_db", "Ceiling", -12.0, 0.0, -0.3, unit="dB", smoothing_ms=0.0),)
 

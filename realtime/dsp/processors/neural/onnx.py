@@ -1,12 +1,20 @@
-"""ONNX Runtime sessions for the neural processors: provider choice and clear model errors.
+"""ONNX Runtime for the neural processors: one session type for models with explicit state.
 
-One place decides the execution provider (CUDA/TensorRT when onnxruntime-gpu sees a GPU, CPU
-otherwise) and turns a missing, corrupt or mis-shaped model file into a ``ModelError`` that names
-the file, so every processor reports the same way.
+``StatefulSession`` is the one way a processor runs a model: it loads the file (a missing,
+corrupt or mis-shaped model is a ``ModelError`` naming the file), reads its metadata, chooses
+the execution provider (and says which it got), sets the thread count deliberately, and carries
+the model's streaming state between calls. Every recurrent state and history is an ONNX input
+with a matching output (``<name>_out``); the session keeps two sets of state buffers and binds
+them crosswise (ping-pong), so one call's state outputs are written straight into the next
+call's state inputs. Inputs and outputs are bound once, per call shape, to buffers the processor
+preallocates: a run allocates nothing and copies nothing.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Hashable, Iterable
+
+import numpy as np
 
 from realtime.errors import ModelError
 
@@ -15,7 +23,27 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
 
 
 def choose_providers(want: str, available: list[str], what: str = "model") -> list[str]:
-    """Provider list for ``want`` in auto/cpu/cuda/tensorrt; CPU always last as the fallback."""
+    """Execution providers to ask ONNX Runtime for, best first.
+
+    Parameters
+    ----------
+    want : str
+        ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``tensorrt``.
+    available : list of str
+        ``onnxruntime.get_available_providers()``.
+    what : str
+        The model's name, for the error message.
+
+    Returns
+    -------
+    list of str
+        Provider names; ``CPUExecutionProvider`` is always last, as the fallback.
+
+    Raises
+    ------
+    ModelError
+        ``want`` is unknown, or names a provider this onnxruntime does not have.
+    """
     want = (want or "auto").lower()
     if want == "auto":
         order = [p for p in ("CUDAExecutionProvider",) if p in available]
@@ -30,32 +58,191 @@ def choose_providers(want: str, available: list[str], what: str = "model") -> li
     return order + ["CPUExecutionProvider"]
 
 
-def load_session(path, provider: str = "auto", threads: int = 1, what: str = "model",
-                 required_inputs: tuple[str, ...] | None = None, train_hint: str = ""):
-    """An InferenceSession tuned for one stream (single thread, no spinning pool).
+def _bind_output(io, name: str, arr: np.ndarray) -> None:
+    """Bind output ``name`` to ``arr``'s memory (ONNX Runtime writes there, in place)."""
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"output {name}: the bound buffer must be C-contiguous")
+    io.bind_output(name, "cpu", 0, arr.dtype.type, list(arr.shape), arr.ctypes.data)
 
-    Raises ModelError naming ``path`` when it is missing, not ONNX, or its inputs differ from
-    ``required_inputs``. Returns (session, metadata dict).
+
+class StatefulSession:
+    """One ONNX model with explicit streaming state, tuned for one real-time stream.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.onnx`` file.
+    what : str
+        The model's name in messages (``"enhancer"``, ``"DDSP violin"``).
+    inputs : tuple of str, optional
+        The input names the model must have, in order.
+    outputs : tuple of str, optional
+        The output names the model must have, in order.
+    provider : str
+        ``auto``, ``cpu``, ``cuda`` or ``tensorrt`` (see ``choose_providers``).
+    threads : int
+        ``intra_op_num_threads``: one stream is small work, so one thread by default — a
+        predictable cost on the DSP thread, and no pool of spinning threads competing with it.
+    train_hint : str
+        The command that makes the model, named when the file is missing.
+
+    Raises
+    ------
+    ModelError
+        The file is missing, is not a valid ONNX model, or its inputs/outputs differ from
+        ``inputs``/``outputs``; or the provider is not available.
+
+    Attributes
+    ----------
+    session : onnxruntime.InferenceSession
+        The session itself (for prepare-time work: ``get_inputs``, plain ``run``).
+    metadata : dict of str
+        The model's custom metadata.
+    provider : str
+        The execution provider it runs on, e.g. ``"CPUExecutionProvider"``.
     """
-    import onnxruntime as ort
 
-    path = Path(path)
-    if not path.is_file():
-        hint = f" (train it with `{train_hint}`)" if train_hint else ""
-        raise ModelError(f"{what} model not found: {path}{hint}")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)  # one core per stream: predictable, no spinning pool
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    providers = choose_providers(provider, ort.get_available_providers(), what)
-    try:
-        sess = ort.InferenceSession(str(path), so, providers=providers)
-    except Exception as e:  # onnxruntime raises several types for unreadable files
-        raise ModelError(f"{what} model {path} is corrupt or not a valid ONNX model: {e}") from None
-    names = tuple(i.name for i in sess.get_inputs())
-    if required_inputs is not None and names != tuple(required_inputs):
-        raise ModelError(f"{what} model {path} has inputs {list(names)}, expected {list(required_inputs)}")
-    return sess, dict(sess.get_modelmeta().custom_metadata_map)
+    def __init__(self, path, what: str = "model", inputs: tuple[str, ...] | None = None,
+                 outputs: tuple[str, ...] | None = None, provider: str = "auto", threads: int = 1,
+                 train_hint: str = ""):
+        import onnxruntime as ort
+
+        self.path, self.what, self.threads = Path(path), what, int(threads)
+        if not self.path.is_file():
+            hint = f" (train it with `{train_hint}`)" if train_hint else ""
+            raise ModelError(f"{what} model not found: {self.path}{hint}")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        providers = choose_providers(provider, ort.get_available_providers(), what)
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        except Exception as e:  # onnxruntime raises several types for unreadable files
+            raise ModelError(f"{what} model {self.path} is corrupt or not a valid ONNX model: {e}") from None
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+        if inputs is not None and self.input_names != tuple(inputs):
+            raise self.error(f"has inputs {list(self.input_names)}, expected {list(inputs)}")
+        if outputs is not None and self.output_names != tuple(outputs):
+            raise self.error(f"has outputs {list(self.output_names)}, expected {list(outputs)}")
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.provider = self.session.get_providers()[0]
+        self._states: list[dict[str, np.ndarray]] = [{}, {}]
+        self._state_outputs: dict[str, str] = {}
+        self._bindings: dict[Hashable, tuple] = {}
+        self._keep: list[np.ndarray] = []
+        self._parity = 0
+
+    # -- metadata -----------------------------------------------------------------------------
+    def error(self, problem: str) -> ModelError:
+        """A ``ModelError`` that names the model and its file: ``<what> model <path> <problem>``."""
+        return ModelError(f"{self.what} model {self.path} {problem}")
+
+    def metadata_values(self, cast: Callable, *keys: str) -> tuple:
+        """``cast(metadata[key])`` for each key.
+
+        Raises
+        ------
+        ModelError
+            A key is missing or its value does not convert.
+        """
+        try:
+            return tuple(cast(self.metadata[k]) for k in keys)
+        except (KeyError, ValueError, TypeError):
+            raise self.error(f"lacks {'/'.join(keys)} metadata") from None
+
+    def input_shape(self, name: str) -> list:
+        """The declared shape of input ``name`` (symbolic axes as strings)."""
+        return next(i.shape for i in self.session.get_inputs() if i.name == name)
+
+    def output_shape(self, name: str) -> list:
+        """The declared shape of output ``name`` (symbolic axes as strings)."""
+        return next(o.shape for o in self.session.get_outputs() if o.name == name)
+
+    # -- state and bindings -------------------------------------------------------------------
+    def allocate_state(self, shapes: dict[str, tuple[int, ...]], outputs: dict[str, str] | None = None) -> None:
+        """Allocate the two (ping-pong) sets of state buffers, float32, zeroed.
+
+        Parameters
+        ----------
+        shapes : dict
+            State input name -> its full shape (the largest batch the processor binds).
+        outputs : dict, optional
+            State input name -> the output that carries its next value (default ``<name>_out``).
+        """
+        outputs = outputs or {}
+        self._state_outputs = {k: outputs.get(k, f"{k}_out") for k in shapes}
+        missing = [o for o in self._state_outputs.values() if o not in self.output_names]
+        if missing:
+            raise self.error(f"lacks the state outputs {missing}")
+        self._states = [{k: np.zeros(s, np.float32) for k, s in shapes.items()} for _ in range(2)]
+        self._bindings = {}
+        self._keep = []
+        self._parity = 0
+
+    def bind(self, key: Hashable, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+             state_view: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """Bind one call shape, under ``key``, for both ping-pong parities.
+
+        Parameters
+        ----------
+        key : hashable
+            What ``run`` is called with (e.g. the number of frames).
+        inputs, outputs : dict
+            Data (non-state) name -> the preallocated array it is read from / written to; outputs
+            must be C-contiguous. They must stay alive and in place: the binding keeps their address.
+        state_view : callable, optional
+            Maps each full state buffer to the part this shape uses (e.g. the first n voices).
+        """
+        view = state_view or (lambda a: a)
+        pair = []
+        for p in (0, 1):
+            io = self.session.io_binding()
+            for name, arr in inputs.items():
+                io.bind_cpu_input(name, arr)
+            for name, arr in outputs.items():
+                _bind_output(io, name, arr)
+            for name, out_name in self._state_outputs.items():
+                io.bind_cpu_input(name, view(self._states[p][name]))
+                _bind_output(io, out_name, view(self._states[1 - p][name]))
+            pair.append(io)
+        self._keep.extend(inputs.values())
+        self._keep.extend(outputs.values())
+        self._bindings[key] = tuple(pair)
+
+    @property
+    def keys(self) -> list:
+        """The bound call shapes."""
+        return list(self._bindings)
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """The state buffers the next ``run`` reads (a processor may edit them in place)."""
+        return self._states[self._parity]
+
+    def reset_state(self, values: dict[str, np.ndarray | float] | None = None) -> None:
+        """Set both state sets to ``values[name]`` (broadcast; 0 for names not given)."""
+        values = values or {}
+        for st in self._states:
+            for name, arr in st.items():
+                arr[...] = values.get(name, 0.0)
+        self._parity = 0
+
+    def run(self, key: Hashable) -> None:
+        """Run the call shape bound under ``key``: reads the current state, writes the next."""
+        self.session.run_with_iobinding(self._bindings[key][self._parity])
+        self._parity ^= 1
+
+    def warm_up(self, keys: Iterable[Hashable] | None = None) -> None:
+        """Run each call shape once (all bound ones by default), then zero the state.
+
+        The first runs of a shape allocate ONNX Runtime's buffers and pick its kernels: done
+        here, before the stream starts, they never land on the audio path.
+        """
+        for key in self.keys if keys is None else keys:
+            self.run(key)
+        self.reset_state()

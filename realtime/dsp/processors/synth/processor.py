@@ -19,7 +19,7 @@ import numpy as np
 
 from realtime.dsp.processor import Param, Processor
 from realtime.dsp.processors import register
-from realtime.dsp.processors.neural.onnx import load_session
+from realtime.dsp.processors.neural.onnx import StatefulSession
 from realtime.dsp.processors.neural.weights import model_dir
 from realtime.dsp.processors.synth import kernels as sk
 from realtime.dsp.processors.synth import voices as sv
@@ -29,16 +29,33 @@ from realtime.errors import ModelError
 MODEL_DIR = Path(os.environ.get("DDSP_MODEL_DIR") or model_dir("ddsp"))
 INSTRUMENTS = ("violin", "flute", "trumpet")
 INPUTS = ("f0_hz", "loudness_db", "state")
+OUTPUTS = ("harmonics", "noise", "state_out")
 
 
 class Instrument:
-    """One trained decoder: session, metadata, and I/O bindings for every (frames, voices, parity)."""
+    """One trained decoder: its StatefulSession, metadata, and per-shape buffers.
+
+    Parameters
+    ----------
+    name : str
+        The instrument (``violin``...), for messages.
+    path : Path
+        Its ``.onnx`` decoder.
+    provider : str
+        ONNX Runtime provider request (auto/cpu/cuda/tensorrt).
+
+    Raises
+    ------
+    ModelError
+        The model is missing, corrupt, or lacks the synth's inputs, outputs or metadata.
+    """
 
     def __init__(self, name: str, path: Path, provider: str):
         self.name = name
         self.path = path
-        self.session, meta = load_session(path, provider, 1, what=f"DDSP {name}", required_inputs=INPUTS,
-                                          train_hint=f"python main.py train ddsp --instrument {name}")
+        self.session = StatefulSession(path, f"DDSP {name}", inputs=INPUTS, outputs=OUTPUTS, provider=provider,
+                                       threads=1, train_hint=f"python main.py train ddsp --instrument {name}")
+        meta = self.session.metadata
         try:
             self.frame_rate = float(meta["frame_rate"])
             self.hidden = int(meta["hidden"])
@@ -46,53 +63,76 @@ class Instrument:
             self.lmap = np.array([lm["c0"], lm["c1"], lm["c2"]], np.float64)
             self.program = int(meta.get("gm_program", -1))
         except (KeyError, ValueError, TypeError) as e:
-            raise ModelError(f"DDSP {name} model {path} lacks synth metadata ({e}): re-export it") from None
-        outs = [o.name for o in self.session.get_outputs()]
-        if outs != ["harmonics", "noise", "state_out"]:
-            raise ModelError(f"DDSP {name} model {path} has outputs {outs}, expected harmonics, noise, state_out")
-        shapes = {o.name: o.shape for o in self.session.get_outputs()}
-        self.n_harm, self.n_noise = int(shapes["harmonics"][-1]), int(shapes["noise"][-1])
+            raise self.session.error(f"lacks synth metadata ({e}): re-export it") from None
+        self.n_harm = int(self.session.output_shape("harmonics")[-1])
+        self.n_noise = int(self.session.output_shape("noise")[-1])
         if self.n_noise != 65 or self.n_harm < 1:
-            raise ModelError(f"DDSP {name} model {path}: unexpected control sizes {self.n_harm}/{self.n_noise}")
+            raise self.session.error(f"has unexpected control sizes {self.n_harm}/{self.n_noise}")
+
+    @property
+    def state(self) -> np.ndarray:
+        """The GRU state [1, voices, hidden] the next decoder call reads (the voice kernel seeds
+        new voices in it)."""
+        return self.session.state["state"]
 
     def prepare(self, t_max: int, hop: int) -> None:
+        """Buffers and bindings for every (frames <= t_max, sounding voices) call shape."""
         V, H = sv.MAX_VOICES, self.hidden
         self.f0 = [np.zeros((V, t), np.float32) for t in range(t_max + 1)]
         self.ld = [np.full((V, t), sv.FLOOR_DB, np.float32) for t in range(t_max + 1)]
         self.harm = [np.zeros((V, t, self.n_harm), np.float32) for t in range(t_max + 1)]
         self.noise = [np.zeros((V, t, self.n_noise), np.float32) for t in range(t_max + 1)]
-        self.state = [np.zeros((1, V, H), np.float32) for _ in range(2)]  # ping-pong
-        self.parity = 0
-        self.bind = {}
+        self.session.allocate_state({"state": (1, V, H)})
         for t in range(1, t_max + 1):
             for n in range(1, V + 1):
-                for p in range(2):
-                    io = self.session.io_binding()
-                    io.bind_cpu_input("f0_hz", self.f0[t][:n])
-                    io.bind_cpu_input("loudness_db", self.ld[t][:n])
-                    io.bind_cpu_input("state", self.state[p][:, :n])
-                    io.bind_output("harmonics", "cpu", 0, np.float32, (n, t, self.n_harm), self.harm[t].ctypes.data)
-                    io.bind_output("noise", "cpu", 0, np.float32, (n, t, self.n_noise), self.noise[t].ctypes.data)
-                    io.bind_output("state_out", "cpu", 0, np.float32, (1, n, H), self.state[1 - p].ctypes.data)
-                    self.bind[(t, n, p)] = io
+                self.session.bind((t, n), {"f0_hz": self.f0[t][:n], "loudness_db": self.ld[t][:n]},
+                                  {"harmonics": self.harm[t][:n], "noise": self.noise[t][:n]},
+                                  state_view=lambda a, n=n: a[:, :n])
+        self.session.warm_up([(1, 1), (t_max, V)])
         # the state a voice starts from: one second of silence from zero
         f0 = np.full((1, int(self.frame_rate)), 440.0, np.float32)
         ld = np.full_like(f0, sv.FLOOR_DB)
-        _, _, st = self.session.run(None, {"f0_hz": f0, "loudness_db": ld, "state": np.zeros((1, 1, H), np.float32)})
+        _, _, st = self.session.session.run(None, {"f0_hz": f0, "loudness_db": ld,
+                                                   "state": np.zeros((1, 1, H), np.float32)})
         self.silence = np.ascontiguousarray(st[0, 0], np.float32)
 
     def reset(self) -> None:
-        for s in self.state:
-            s[:] = self.silence
-        self.parity = 0
+        """Every voice's state back to the silence state."""
+        self.session.reset_state({"state": self.silence})
 
     def run(self, t: int, n: int) -> None:
-        self.session.run_with_iobinding(self.bind[(t, n, self.parity)])
-        self.parity ^= 1
+        """Decode t frames of the first n voices (one batched call)."""
+        self.session.run((t, n))
 
 
 @register
 class Synth(Processor):
+    """The DDSP instrument (signal path: the module docstring).
+
+    Parameters
+    ----------
+    model_dir : str or Path, optional
+        Folder of ``<instrument>.onnx`` decoders (default: the committed ones, or
+        ``$DDSP_MODEL_DIR``).
+    provider : str
+        ONNX Runtime provider request for every decoder (auto/cpu/cuda/tensorrt).
+    **values
+        Initial parameter values by id.
+
+    Raises
+    ------
+    ModelError
+        From ``prepare``: the selected instrument's decoder is missing or broken, or the loaded
+        decoders disagree on the frame rate.
+
+    Attributes
+    ----------
+    instruments : dict of int to Instrument
+        The loaded decoders by instrument index (set by ``prepare``).
+    dropped_events : int
+        MIDI messages dropped because a block's queue was full.
+    """
+
     kind = "synth"
     params = (
         Param("instrument", "Instrument", 0, len(INSTRUMENTS) - 1, 0, choices=INSTRUMENTS, step=1, smoothing_ms=0),
@@ -188,7 +228,15 @@ class Synth(Processor):
 
     # ------------------------------------------------------------------ MIDI (between blocks)
     def handle_midi(self, status, data1=0, data2=0, offset=0) -> None:
-        """Queue one MIDI message for the next block, at sample ``offset`` within it."""
+        """Queue one MIDI message for the next block (call between blocks).
+
+        Parameters
+        ----------
+        status, data1, data2 : int
+            The message's bytes (omni: any channel).
+        offset : int
+            Sample within the next block at which it takes effect.
+        """
         n = self._n_ev
         if n >= sv.MAX_EVENTS:
             self.dropped_events += 1
@@ -217,7 +265,7 @@ class Synth(Processor):
             self._switch_instrument(want)
         inst = self.instruments[self._cur]
         T = sv.frame_count(self._pos, n, self.hop)
-        state = inst.state[inst.parity]
+        state = inst.state
         used = sv.controls(self._ev, self._n_ev, self._order, n, self._pos, self.hop, self.sample_rate,
                            self.values, self.g, self.vs, self.stack, inst.lmap, inst.f0[T], inst.ld[T],
                            self._act, state, inst.silence)
@@ -233,8 +281,8 @@ class Synth(Processor):
         sk.render(block, n, self._pos, self.hop, self.sample_rate, T, inst.harm[T], inst.noise[T], self._act,
                   inst.f0[T], used if T else 0, self.values, self.g[sv.G_VOL], self._phase, self._a_from,
                   self._a_to, self._f_from, self._f_to, self._live, self._kscale, self._table, self._ir,
-                  self._xbuf, self._conv, self._rng, self._ring, self._noise_scale, self._mono, self._sn, self._c2, self._sp,
-                  self._w, self._smooth, self._rev_buf, self._rev_pos, self._rev_len)
+                  self._xbuf, self._conv, self._rng, self._ring, self._noise_scale, self._mono, self._sn, self._c2,
+                  self._sp, self._w, self._smooth, self._rev_buf, self._rev_pos, self._rev_len)
         self._pos += n
 
     # ------------------------------------------------------------------ introspection (tests, UIs)

@@ -1,0 +1,79 @@
+"""MIDI learn and controller feedback in the window.
+
+The host maps controllers and applies them on the MIDI thread (``HostBase.midi_in``); this only
+shows what happened: a learned mapping on its knob, a mapped controller's new value on its
+control, an error in the banner. The host's callbacks arrive on the MIDI thread and are carried
+to the GUI thread by queued signals.
+"""
+from __future__ import annotations
+
+from PyQt6.QtCore import QObject, pyqtSignal
+
+from realtime.engine.control import BYPASS, MIX
+
+
+class MidiLearn(QObject):
+    _cc = pyqtSignal(str, int, float)  # target, record kind, value
+    _learned = pyqtSignal(str, int, int)  # target, cc, channel
+    _error = pyqtSignal(str)
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.w = window
+        self._cc.connect(self._show_value)
+        self._learned.connect(self._show_learned)
+        self._error.connect(window.show_error)
+        host = window.host
+        host.on_cc = lambda target, rec: self._cc.emit(target, rec.kind, rec.value)
+        host.on_learned = self._learned.emit
+        host.on_midi_error = self._error.emit
+
+    def show_mappings(self) -> None:
+        """Label every mapped knob (after the rack was rebuilt)."""
+        for target in self.w.host.midi_map.values():
+            k = self.w.rack.knob(target)
+            if k is not None:
+                cc, ch = self.w.host.mapping_of(target)
+                k.mapping = f"CC {cc}" + (f" ch{ch + 1}" if ch is not None else "")
+
+    def toggle(self, target: str) -> None:
+        """Start learning ``target`` (the next controller that moves maps to it), or cancel."""
+        k = self.w.rack.knob(target)
+        learning = k is not None and not k.learning
+        for strip in self.w.rack.strips.values():
+            for knob in strip.knobs():
+                if knob.learning:
+                    knob.learning = False
+                    knob.update()
+        self.w.host.learn(target if learning else None)
+        if learning:
+            k.learning = True
+            k.update()
+            if self.w.midi is None:
+                self.w.show_error("MIDI learn: no MIDI input is open (Settings… → MIDI input)")
+
+    def forget(self, target: str) -> None:
+        self.w.host.forget(target)
+        k = self.w.rack.knob(target)
+        if k is not None:
+            k.mapping = ""
+            k.update()
+        self.w.set_modified(True)
+
+    def _show_learned(self, target: str, cc: int, ch: int) -> None:
+        k = self.w.rack.knob(target)
+        if k is not None:
+            k.learning = False
+            k.mapping = f"CC {cc} ch{ch + 1}"
+            k.update()
+        self.w.set_modified(True)
+
+    def _show_value(self, target: str, kind: int, value: float) -> None:
+        """A mapped controller moved ``target``: the engine has it; show it."""
+        slot_id, _, pid = target.partition(".")
+        strip = self.w.rack.strips.get(slot_id)
+        if strip is None:
+            return
+        strip.show(pid, value, "bypass" if kind == BYPASS else "mix" if kind == MIX else "param")
+        self.w.synth_panel.show_param(slot_id, pid, value)
+        self.w.set_modified(True)

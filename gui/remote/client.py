@@ -1,0 +1,233 @@
+"""The window's side of the engine process: ``RemoteEngineHost`` (see ``gui.remote``)."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import asdict
+
+from gui.host import HostBase
+from gui.remote.shm import create_rings
+from realtime.dsp.presets import validate_preset
+from realtime.engine.control import ChainView, ControlRings, ControlWriter, Record, apply_record
+from realtime.engine.engine import EngineConfig
+
+START_TIMEOUT_S = 60.0
+
+
+class EngineProcessError(RuntimeError):
+    """The engine process did not answer, or is gone."""
+
+
+class RemoteEngineHost(HostBase):
+    """``HostBase`` over an engine process.
+
+    ``chain`` is a ``ChainView`` of the engine process's chain, refreshed after every structural
+    change and updated with every change this client queues.
+
+    Parameters
+    ----------
+    preset : dict
+        The chain to run (validated here first: a bad preset fails before any process starts).
+    config : EngineConfig, optional
+        Stream settings.
+    plugins : tuple of str
+        Modules the engine process imports first (processors registered outside
+        realtime.dsp.processors; register them in this process too, for preset validation).
+
+    Raises
+    ------
+    EngineProcessError
+        The engine process did not come up.
+    """
+
+    def __init__(self, preset: dict, config: EngineConfig | None = None, plugins: tuple[str, ...] = ()):
+        p = validate_preset(preset)
+        rings, names, self._shms = create_rings()
+        self._init_common(config, rings)
+        self._writer = ControlWriter(rings, ChainView([]), on_full=self._drain_if_stopped)
+        ControlRings.compile()  # the knob/MIDI push, before the first move
+        self._pipe = threading.Lock()
+        self._proc = None
+        self.running = False
+        ctx = mp.get_context("spawn")  # never fork a process that runs Qt
+        self._conn, child = ctx.Pipe()
+        from gui.remote.server import serve
+
+        self._proc = ctx.Process(target=serve, args=(child, names, p, asdict(self.config), tuple(plugins)),
+                                 name="rtaudio-engine", daemon=True)
+        self._proc.start()
+        child.close()
+        try:
+            snap = self._reply(START_TIMEOUT_S)
+        except Exception:
+            self._shutdown_process()
+            raise
+        self._take_preset_meta(p)
+        self._apply(snap)
+
+    # ---------------------------------------------------------------- pipe
+    def _reply(self, timeout: float):
+        if not self._conn.poll(timeout):
+            raise EngineProcessError(f"the engine process did not answer within {timeout:g} s")
+        try:
+            msg = self._conn.recv()
+        except (EOFError, OSError):
+            raise EngineProcessError("the engine process exited") from None
+        if msg[0] == "err":
+            raise _error(msg[1], msg[2])
+        return msg[1]
+
+    def _call(self, cmd: str, *args, timeout: float = START_TIMEOUT_S):
+        with self._pipe:
+            if self._proc is None or not self._proc.is_alive():
+                raise EngineProcessError("the engine process is not running (restart the panel)")
+            try:
+                self._conn.send((cmd, args))
+            except (OSError, ValueError):
+                raise EngineProcessError("the engine process exited") from None
+            return self._reply(timeout)
+
+    def _apply(self, snap: dict) -> None:
+        self.chain = self._writer.chain = ChainView(snap["slots"])
+        self.running = snap["running"]
+        self.name, self.description = snap["name"], snap["description"]
+
+    def _structural(self, cmd: str, *args):
+        """A structural command, with producers held off meanwhile (``rings.lock``); on failure
+        (e.g. the restart after it failed) re-read the engine process's chain and state, so the
+        window never shows a chain the engine does not run."""
+        with self.rings.lock:
+            try:
+                return self._call(cmd, *args)
+            except EngineProcessError:
+                raise
+            except Exception:
+                try:
+                    self._apply(self._call("snapshot"))
+                except Exception:
+                    pass
+                raise
+
+    # ---------------------------------------------------------------- structure
+    def load_preset(self, preset: dict) -> None:
+        p = validate_preset(preset)
+        with self.rings.lock:
+            self._apply(self._structural("load_preset", p))
+            self._take_preset_meta(p)
+
+    def to_preset(self, name: str | None = None, description: str | None = None) -> dict:
+        p = self._call("to_preset", name or self.name, self.description if description is None else description)
+        return self._with_midi(p)
+
+    def add_slot(self, kind: str, index: int | None = None) -> str:
+        with self.rings.lock:
+            sid, snap = self._structural("add_slot", kind, index)
+            self._apply(snap)
+        return sid
+
+    def remove_slot(self, slot_id: str) -> None:
+        with self.rings.lock:
+            self._apply(self._structural("remove_slot", slot_id))
+            self._forget_slot(slot_id)
+
+    def move_slot(self, slot_id: str, delta: int) -> None:
+        with self.rings.lock:
+            self._apply(self._structural("move_slot", slot_id, delta))
+
+    def set_config(self, config: EngineConfig) -> None:
+        config.validate()
+        self.config = config  # the engine process takes it even when the restart then fails
+        with self.rings.lock:
+            self._apply(self._structural("set_config", asdict(config)))
+
+    # ---------------------------------------------------------------- life cycle
+    def start(self) -> None:
+        try:
+            self.running = self._call("start")
+        except Exception:
+            self.running = False
+            raise
+
+    def stop(self) -> None:
+        self.running = self._call("stop")
+
+    def status(self) -> dict:
+        st = self._call("status")
+        self.running = st["running"]
+        return st
+
+    def engine_values(self) -> ChainView:
+        """The values the engine process holds now (what the DSP thread applied; while stopped,
+        everything queued)."""
+        return ChainView(self._call("snapshot")["slots"])
+
+    def close(self) -> None:
+        self._shutdown_process()
+
+    def _shutdown_process(self) -> None:
+        if self._proc is not None:
+            if self._proc.is_alive():
+                try:
+                    with self._pipe:
+                        self._conn.send(("close", ()))
+                        self._conn.poll(10) and self._conn.recv()
+                except (OSError, EOFError, ValueError):
+                    pass
+                self._proc.join(10)
+                if self._proc.is_alive():
+                    self._proc.kill()
+                    self._proc.join(5)
+            self._proc = None
+            self._conn.close()
+        self.running = False
+        for s in getattr(self, "_shms", []):
+            s.close()
+            try:
+                s.unlink()
+            except FileNotFoundError:
+                pass
+        self._shms = []
+
+    # ---------------------------------------------------------------- real-time control (shared memory)
+    def _drain_if_stopped(self) -> None:
+        if not self.running:
+            self._call("drain")  # stopped: the engine process applies the backlog now
+
+    def _queue(self, op: str, *args) -> Record:
+        """Queue a change through the writer and show it in ``chain`` (GUI and MIDI threads)."""
+        with self.rings.lock:
+            rec = getattr(self._writer, op)(*args)
+            apply_record(self.chain, *rec)
+            return rec
+
+    def set_param(self, slot_id: str, param_id: str, value) -> None:
+        self._queue("set_param", slot_id, param_id, value)
+
+    def set_bypass(self, slot_id: str, bypass: bool) -> None:
+        self._queue("set_bypass", slot_id, bypass)
+
+    def set_mix(self, slot_id: str, mix: float) -> None:
+        self._queue("set_mix", slot_id, mix)
+
+    def set_target(self, target: str, unit: float) -> Record:
+        """Set ``slot.param`` (or slot.bypass / slot.mix) from a 0..1 controller position."""
+        return self._queue("set_target", target, unit)
+
+    def send_midi(self, status: int, data1: int = 0, data2: int = 0) -> bool:
+        with self.rings.lock:
+            # stamped here (CLOCK_MONOTONIC is system-wide) so the engine keeps its timing within a block
+            return self.rings.midi.push_record(float(status), float(data1), float(data2), float(time.monotonic_ns()))
+
+
+def _error(kind: str, text: str) -> Exception:
+    """Rebuild the engine process's error as the same kind of exception where we know it."""
+    from realtime.errors import USER_ERRORS
+
+    for cls in USER_ERRORS + (ValueError, RuntimeError, KeyError, TypeError):
+        if cls.__name__ == kind:
+            try:
+                return cls(text)
+            except TypeError:
+                break
+    return RuntimeError(f"{kind}: {text}")

@@ -1,0 +1,103 @@
+"""The engine process: an ``EngineHost`` on the shared-memory rings, serving its client's
+structural commands and status polls over a pipe (see ``gui.remote``)."""
+from __future__ import annotations
+
+import importlib
+import threading
+
+from gui.host import EngineHost
+from gui.remote.shm import attach_rings
+from realtime.engine.engine import EngineConfig
+from realtime.engine.rt_os import set_realtime_priority
+
+
+def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tuple[str, ...]) -> None:
+    """Run the engine process until the client says "close" or goes away.
+
+    Parameters
+    ----------
+    conn : multiprocessing.connection.Connection
+        The pipe to the client: it sends ``(command, args)``, gets ``("ok", result)`` or
+        ``("err", exception class name, message)``.
+    names : dict
+        Shared-memory segment per ring (``gui.remote.shm.create_rings``).
+    preset, config : dict
+        The validated preset and ``EngineConfig`` fields to start with.
+    plugins : tuple of str
+        Modules to import first (processors registered outside realtime.dsp.processors).
+    """
+    rings, shms = attach_rings(names)
+    for m in plugins:
+        importlib.import_module(m)
+    try:
+        host = EngineHost(preset, EngineConfig(**config), rings=rings)
+    except Exception as e:
+        conn.send(("err", type(e).__name__, str(e)))
+        return
+
+    def start_engine() -> bool:
+        host.start()
+        # Every other thread here that takes the GIL (this command loop, the engine's monitor)
+        # runs at real-time priority 1, below the DSP thread: a normal-priority thread preempted
+        # by some other process while it holds the GIL would stall the DSP thread for a whole
+        # time slice (priority inversion).
+        for t in threading.enumerate():
+            if t.name != "dsp" and t.native_id is not None:
+                set_realtime_priority(1, t.native_id)
+        return host.running
+
+    def stop() -> bool:
+        host.stop()
+        host.apply_pending_control()
+        return False
+
+    def structural(fn):
+        was = host.running
+        stop()
+        try:
+            return fn()
+        finally:
+            if was:
+                start_engine()
+
+    def snapshot() -> dict:
+        host.apply_pending_control()  # stopped: what the client queued is the chain's state
+        return {"slots": host.chain.describe(), "running": host.running, "name": host.name,
+                "description": host.description}
+
+    def to_preset(name: str, description: str) -> dict:  # the client adds its MIDI mappings
+        host.apply_pending_control()
+        return host.chain.to_preset(name, description)
+
+    commands = {
+        "snapshot": snapshot,
+        "load_preset": lambda p: (structural(lambda: host.load_preset(p)), snapshot())[1],
+        "add_slot": lambda kind, index=None: (structural(lambda: host.add_slot(kind, index)), snapshot()),
+        "remove_slot": lambda sid: (structural(lambda: host.remove_slot(sid)), snapshot())[1],
+        "move_slot": lambda sid, d: (structural(lambda: host.move_slot(sid, d)), snapshot())[1],
+        "set_config": lambda c: (structural(lambda: host.set_config(EngineConfig(**c))), snapshot())[1],
+        "start": start_engine, "stop": stop, "status": host.status,
+        "to_preset": to_preset,
+        "drain": host.apply_pending_control,
+    }
+    conn.send(("ok", snapshot()))
+    try:
+        while True:
+            try:
+                cmd, args = conn.recv()
+            except (EOFError, OSError):  # the client went away: stop cleanly
+                break
+            if cmd == "close":
+                break
+            try:
+                conn.send(("ok", commands[cmd](*args)))
+            except Exception as e:  # the error goes to the window; this process keeps serving
+                conn.send(("err", type(e).__name__, str(e)))
+    finally:
+        host.close()  # the stream closes before anything else goes
+        try:
+            conn.send(("ok", None))
+        except (OSError, ValueError):
+            pass
+        for s in shms:
+            s.close()

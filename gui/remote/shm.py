@@ -1,0 +1,22 @@
+"""The control plane's rings (``realtime.engine.control.RING_SPECS``) in shared memory."""
+from __future__ import annotations
+
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from realtime.engine.control import RING_SPECS, ControlRings
+
+
+def create_rings() -> tuple[ControlRings, dict[str, str], list[shared_memory.SharedMemory]]:
+    """New zeroed segments: (rings, segment name per ring, segments). The creator unlinks them."""
+    shms = {k: shared_memory.SharedMemory(create=True, size=spec.nbytes) for k, spec in RING_SPECS.items()}
+    for shm in shms.values():
+        np.ndarray((shm.size,), np.uint8, buffer=shm.buf)[:] = 0
+    return ControlRings({k: s.buf for k, s in shms.items()}), {k: s.name for k, s in shms.items()}, list(shms.values())
+
+
+def attach_rings(names: dict[str, str]) -> tuple[ControlRings, list[shared_memory.SharedMemory]]:
+    """The segments another process created: (rings, segments to close)."""
+    shms = {k: shared_memory.SharedMemory(name=names[k]) for k in RING_SPECS}
+    return ControlRings({k: s.buf for k, s in shms.items()}), list(shms.values())

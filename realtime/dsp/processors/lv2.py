@@ -1,0 +1,440 @@
+"""Any installed LV2 plugin as a chain slot (processor kind "lv2", preset key ``"uri"``).
+
+Each plugin URI gets its own ``Lv2Plugin`` subclass, made on first use from the scan
+(``realtime.io.lv2_scan``): its control inputs become ``Param`` descriptors (range, default,
+unit, integer / toggle / enumeration, logarithmic taper), so knobs, presets, MIDI learn and
+``--set slot.param=value`` work as for built-in processors. ``create("lv2", uri=...)`` and
+``Lv2Plugin(uri=...)`` return an instance of that subclass.
+
+Per block (no allocation): one Numba kernel copies the knob values to the control ports and the
+chain's block into the plugin's input buffers, one ctypes call per instance runs the plugin
+(the GIL is released), one kernel writes the outputs back. Buffers are preallocated and
+connected once, in ``prepare``.
+
+Channels adapt to the chain: a mono plugin on a stereo chain runs as two instances (dual-mono);
+a mono-in / stereo-out plugin gets the input downmixed; a stereo plugin on a mono chain gets
+the input on both sides and its output downmixed; extra (side-chain) inputs get silence.
+``adaptation`` says which. Instruments (no audio input) add their sound to the block, like the
+DDSP synth, and receive the chain's MIDI (``handle_midi``) as an atom sequence with exact
+sample offsets.
+
+Latency: the plugin's latency port is read after one silent block in ``prepare``; the chain
+compensates it like any processor's. Plugins not declaring ``lv2:hardRTCapable`` run all the
+same; ``hard_rt`` is False for UIs to flag.
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+from numba import njit
+
+from realtime.dsp.processor import Param, Processor
+from realtime.dsp.processors import SLOT_CONTROLS, register
+from realtime.errors import PluginError
+from realtime.io import lilv, lv2_host, lv2_scan
+
+NOMINAL_RATE = 48000.0  # ranges given as fractions of the sample rate are shown at this rate
+RESERVED_IDS = (*SLOT_CONTROLS, "uri")  # a port with such a symbol gets a trailing "_"
+MAX_EVENTS = 512  # MIDI events per block (more are counted in ``dropped_events``)
+ATOM_CAPACITY = 8192  # bytes per atom port unless the plugin asks for more
+_SILENCE, _DOWNMIX = -2, -1  # input sources besides a channel index
+
+
+# -- kernels ----------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def _pre(block, ain, in_src, values, ctl, ctl_port, enum_n, enum_val):
+    """Knob values -> control ports (enumeration index -> scale point value); block -> inputs."""
+    for k in range(values.shape[0]):
+        v = values[k]
+        if enum_n[k] > 0:
+            v = enum_val[k, min(max(int(round(v)), 0), enum_n[k] - 1)]
+        for i in range(ctl.shape[0]):
+            ctl[i, ctl_port[k]] = v
+    n, chans = block.shape[0], block.shape[1]
+    for i in range(ain.shape[0]):
+        for j in range(ain.shape[1]):
+            src = in_src[i, j]
+            if src >= 0:
+                for t in range(n):
+                    ain[i, j, t] = block[t, src]
+            elif src == -1:
+                for t in range(n):
+                    acc = 0.0
+                    for c in range(chans):
+                        acc += block[t, c]
+                    ain[i, j, t] = acc / chans
+            else:
+                for t in range(n):
+                    ain[i, j, t] = 0.0
+
+
+@njit(nogil=True, cache=True)
+def _post(block, aout, weights, add):
+    """block[:, c] = (block if add else 0) + sum over instances and outputs of weight * output."""
+    n = block.shape[0]
+    for t in range(n):
+        for c in range(block.shape[1]):
+            acc = block[t, c] if add else np.float32(0.0)
+            for i in range(aout.shape[0]):
+                for j in range(aout.shape[1]):
+                    w = weights[c, i, j]
+                    if w != 0.0:
+                        acc += w * aout[i, j, t]
+            block[t, c] = acc
+
+
+@njit(nogil=True, cache=True)
+def _atoms(a32, a8, kinds, ev, n_ev, order, n, urids):
+    """Prepare every atom port for one run: MIDI inputs get the block's events as a sequence
+    (sorted by offset, stable), other inputs an empty sequence, outputs their capacity.
+    urids = [atom:Sequence, midi:MidiEvent, atom:Chunk]."""
+    cap = a8.shape[2]
+    m = 0
+    for e in range(n_ev):  # insertion sort by offset: events mostly arrive in order
+        k = m
+        while k > 0 and ev[order[k - 1], 0] > ev[e, 0]:
+            order[k] = order[k - 1]
+            k -= 1
+        order[k] = e
+        m += 1
+    for i in range(a32.shape[0]):
+        for p in range(a32.shape[1]):
+            kind = kinds[p]
+            if kind == 2:  # output: the plugin may write up to the capacity
+                a32[i, p, 0] = cap - 8
+                a32[i, p, 1] = urids[2]
+                continue
+            a32[i, p, 1] = urids[0]
+            a32[i, p, 2] = 0  # unit: frames
+            a32[i, p, 3] = 0
+            size = 8
+            if kind == 0:
+                for q in range(m):
+                    e = order[q]
+                    status = int(ev[e, 1])
+                    nbytes = 2 if (status & 0xE0) == 0xC0 else 3  # program change, channel pressure: 2
+                    if status < 0x80 or status >= 0xF0 or 8 + size + 24 > cap:  # 24: one event's bytes
+                        continue
+                    off = 8 + size  # byte offset of this event in the buffer
+                    w = off // 4
+                    a32[i, p, w] = min(max(int(ev[e, 0]), 0), n - 1)  # frames (int64, little-endian)
+                    a32[i, p, w + 1] = 0
+                    a32[i, p, w + 2] = nbytes
+                    a32[i, p, w + 3] = urids[1]
+                    a8[i, p, off + 16] = status
+                    a8[i, p, off + 17] = int(ev[e, 2]) & 0x7F
+                    a8[i, p, off + 18] = int(ev[e, 3]) & 0x7F if nbytes == 3 else 0
+                    size += 24
+            a32[i, p, 0] = size
+
+
+# -- descriptors ------------------------------------------------------------------------------
+def _param_of(port: lv2_scan.PortInfo, taken: set) -> tuple[Param, tuple[float, ...]]:
+    """A Param for one control input, and the scale point values for an enumeration (else ())."""
+    pid = port.symbol if port.symbol not in RESERVED_IDS else port.symbol + "_"
+    while pid in taken:
+        pid += "_"
+    taken.add(pid)
+    scale = NOMINAL_RATE if port.sample_rate else 1.0
+    lo_raw = port.minimum if port.minimum is not None else 0.0
+    hi_raw = port.maximum if port.maximum is not None else 1.0
+    lo, hi = lo_raw * scale, hi_raw * scale
+    default = port.default if port.default is not None else lo_raw
+    if lo_raw <= default <= hi_raw:  # some bundles give the default as a fraction too, some in Hz
+        default *= scale
+    if port.toggled:
+        return Param(pid, port.name, 0.0, 1.0, 1.0 if default > 0.5 else 0.0, step=1.0, smoothing_ms=0.0), ()
+    if port.enumeration and port.scale_points:
+        vals = tuple(v for v, _ in port.scale_points)
+        labels, seen = [], set()
+        for v, label in port.scale_points:  # choice names must be unique
+            name = label if label not in seen else f"{label} ({v:g})"
+            seen.add(name)
+            labels.append(name)
+        idx = min(range(len(vals)), key=lambda i: abs(vals[i] - default))
+        return Param(pid, port.name, 0.0, len(vals) - 1.0, float(idx), choices=tuple(labels), step=1.0,
+                     smoothing_ms=0.0), vals
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        lo, hi = (lo, lo + 1.0) if math.isfinite(lo) else (0.0, 1.0)
+    step = 1.0 if port.integer else 0.0
+    if step and lo != round(lo):  # integer steps count from an integer
+        lo = float(math.ceil(lo))
+        hi = max(hi, lo + 1.0)
+    default = min(hi, max(lo, default if math.isfinite(default) else lo))
+    if step:
+        default = float(round(default))
+    log = port.logarithmic and lo > 0.0
+    return Param(pid, port.name, lo, hi, default, unit=port.unit, scale="log" if log else "lin", step=step,
+                 smoothing_ms=0.0), ()
+
+
+_classes: dict[str, type] = {}
+
+
+def plugin_class(uri: str) -> type["Lv2Plugin"]:
+    """The processor class for one plugin URI (made once per process).
+
+    Raises
+    ------
+    PluginError
+        Not installed, broken bundle, a required feature this host lacks, or no audio output.
+    """
+    cls = _classes.get(uri)
+    if cls is not None:
+        return cls
+    info = lv2_scan.plugin_info(uri)
+    missing = lv2_host.unsupported_features(info.required_features)
+    if missing:
+        raise PluginError(f"lv2 plugin {uri}: needs host features this host does not provide: {', '.join(missing)}")
+    if info.audio_out == 0:
+        raise PluginError(f"lv2 plugin {uri}: has no audio output, nothing to put in a chain")
+    for p in info.ports:
+        if p.type == "other" and not p.optional:
+            raise PluginError(f"lv2 plugin {uri}: port {p.symbol!r} is of a type this host does not support")
+    taken: set = set()
+    params, enums = [], []
+    for port in info.controls:
+        prm, vals = _param_of(port, taken)
+        params.append(prm)
+        enums.append(vals)
+    bases = (Lv2Instrument,) if info.midi_in else (Lv2Plugin,)
+    name = "Lv2_" + "".join(ch if ch.isalnum() else "_" for ch in info.name)
+    cls = type(name, bases, {"uri": uri, "info": info, "params": tuple(params), "hard_rt": info.hard_rt,
+                             "_control_ports": tuple(p.index for p in info.controls), "_enums": tuple(enums),
+                             "__module__": __name__, "__doc__": f"LV2 plugin {info.name} <{uri}>."})
+    _classes[uri] = cls
+    return cls
+
+
+# -- the processor ----------------------------------------------------------------------------
+@register
+class Lv2Plugin(Processor):
+    """An LV2 plugin in a chain. ``Lv2Plugin(uri=..., **values)`` builds the plugin's own subclass.
+
+    Parameters
+    ----------
+    uri : str
+        The plugin's URI (``python main.py plugins`` lists them).
+    **values
+        Initial parameter values by id (the port symbols).
+
+    Raises
+    ------
+    PluginError
+        See ``plugin_class``; instantiation errors are raised by ``prepare``.
+    """
+
+    kind = "lv2"
+    uri: ClassVar[str] = ""
+    info: ClassVar[lv2_scan.PluginInfo | None] = None
+    hard_rt: ClassVar[bool] = False
+    _control_ports: ClassVar[tuple[int, ...]] = ()
+    _enums: ClassVar[tuple[tuple[float, ...], ...]] = ()
+
+    @classmethod
+    def for_uri(cls, uri: str) -> type["Lv2Plugin"]:
+        """The class of the plugin ``uri`` (see ``plugin_class``)."""
+        return plugin_class(uri)
+
+    def __new__(cls, uri: str | None = None, **values):
+        if cls.info is None:  # the registry's class: hand over to the plugin's own
+            if uri is None:
+                raise PluginError('lv2: a slot of kind "lv2" needs the plugin\'s "uri"')
+            cls = plugin_class(uri)
+        return super().__new__(cls)
+
+    def __init__(self, uri: str | None = None, **values):
+        if uri is not None and uri != self.uri:
+            raise PluginError(f"lv2: this class hosts {self.uri}, not {uri}")
+        super().__init__(**values)
+        self._instances: list = []
+        self._runs: tuple = ()
+        self.adaptation = ""
+        self._latency = 0
+        self.dropped_events = 0
+        self._ev = np.zeros((MAX_EVENTS, 4), np.float64)  # MIDI queued for the next block
+        self._order = np.zeros(MAX_EVENTS, np.int64)
+        self._n_ev = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+    @property
+    def latency(self) -> int:
+        return self._latency
+
+    def _prepare(self) -> None:
+        self._close()
+        info, C, B = self.info, self.channels, self.max_block
+        ins, outs = info.ports_of("audio", "in"), info.ports_of("audio", "out")
+        mi, mo = min(len(ins), 2), min(len(outs), 2)
+        n_inst = 2 if (C == 2 and mi == 1 and mo == 1) else 1
+        in_src = np.full((n_inst, len(ins)), _SILENCE, np.int64)
+        weights = np.zeros((C, n_inst, len(outs)), np.float32)
+        if n_inst == 2:
+            in_src[:, 0] = (0, 1)
+            weights[0, 0, 0] = weights[1, 1, 0] = 1.0
+            self.adaptation = "dual-mono (two instances)"
+        else:
+            if mi == C:
+                in_src[0, :mi] = np.arange(mi)
+            elif mi == 1:
+                in_src[0, 0] = _DOWNMIX
+            elif mi == 2:
+                in_src[0, :2] = 0  # mono chain: the one channel on both inputs
+            if mo == C:
+                for c in range(C):
+                    weights[c, 0, c] = 1.0
+            elif mo == 1:
+                weights[:, 0, 0] = 1.0  # mono output on both channels
+            else:
+                weights[0, 0, :2] = 0.5  # stereo output downmixed
+            self.adaptation = self._describe_adaptation(mi, mo, C)
+        self._in_src, self._weights, self._add = in_src, weights, mi == 0
+        self._ain = np.zeros((n_inst, len(ins), B), np.float32)
+        self._aout = np.zeros((n_inst, len(outs), B), np.float32)
+        cvs_in, cvs_out = info.ports_of("cv", "in"), info.ports_of("cv", "out")
+        self._cv = np.zeros((n_inst, len(cvs_in) + len(cvs_out), B), np.float32)  # silence in, ignored out
+        n_ports = len(info.ports)
+        self._ctl = np.zeros((n_inst, n_ports), np.float32)
+        for p in info.ports:
+            if p.type == "control" and p.direction == "in":
+                self._ctl[:, p.index] = p.default if p.default is not None else 0.0
+        self._ctl_port = np.array(self._control_ports, np.int64)
+        width = max([len(e) for e in self._enums] + [1])
+        self._enum_n = np.array([len(e) for e in self._enums] or [0], np.int64)[: len(self.params)]
+        self._enum_val = np.zeros((max(1, len(self.params)), width), np.float32)
+        for k, e in enumerate(self._enums):
+            self._enum_val[k, : len(e)] = e
+        atoms = info.ports_of("atom", "in") + info.ports_of("atom", "out")
+        cap = max([ATOM_CAPACITY] + [p.min_size for p in atoms])
+        cap = (cap + 7) // 8 * 8
+        self._atom = np.zeros((n_inst, len(atoms), cap // 8), np.uint64)
+        self._a32 = self._atom.view(np.uint32)
+        self._a8 = self._atom.view(np.uint8)
+        self._atom_kinds = np.array([0 if p.midi and p.direction == "in" else 1 if p.direction == "in" else 2
+                                     for p in atoms], np.int64)
+        t = lv2_host.urids()
+        self._urids = np.array([t.map(lilv.ATOM + "Sequence"), t.map(lilv.MIDI_EVENT), t.map(lilv.ATOM + "Chunk")],
+                               np.uint32)
+        self._n_ev = 0
+        world = lv2_scan.world()
+        self._instances = [lv2_host.Instance(world, self.uri, self.sample_rate, B, info.required_features)
+                           for _ in range(n_inst)]
+        for i, inst in enumerate(self._instances):
+            for j, p in enumerate(ins):
+                inst.connect(p.index, self._ain[i, j].ctypes.data)
+            for j, p in enumerate(outs):
+                inst.connect(p.index, self._aout[i, j].ctypes.data)
+            for j, p in enumerate(cvs_in + cvs_out):
+                inst.connect(p.index, self._cv[i, j].ctypes.data)
+            for p in info.ports:
+                if p.type == "control":
+                    inst.connect(p.index, self._ctl[i, p.index:].ctypes.data)
+                elif p.type == "other":
+                    inst.connect(p.index, None)
+            for j, p in enumerate(atoms):
+                inst.connect(p.index, self._atom[i, j].ctypes.data)
+        self._runs = tuple((inst.run_fn, inst.handle, inst) for inst in self._instances)
+        self._workers = tuple(inst for inst in self._instances if inst.worker is not None)
+        # one silent block: the plugin reports its latency from run()
+        for inst in self._instances:
+            inst.activate()
+        self._run_block(np.zeros((B, C), np.float32))
+        lat = info.latency_port
+        self._latency = max(0, int(round(float(self._ctl[0, lat])))) if lat is not None else 0
+
+    @staticmethod
+    def _describe_adaptation(mi: int, mo: int, chans: int) -> str:
+        name = {0: "no", 1: "mono", 2: "stereo"}
+        if mi in (0, chans) and mo == chans:
+            return "instrument" if mi == 0 else name[chans]
+        parts = []
+        if mi == 1 and chans == 2:
+            parts.append("input downmixed to mono")
+        if mi == 2 and chans == 1:
+            parts.append("mono input on both plugin inputs")
+        if mo == 1 and chans == 2:
+            parts.append("mono output on both channels")
+        if mo == 2 and chans == 1:
+            parts.append("stereo output downmixed")
+        return f"{name[mi]} in / {name[mo]} out plugin: " + ", ".join(parts)
+
+    def reset(self) -> None:
+        """Clear the plugin's state: deactivate and activate it again (LV2's reset)."""
+        for inst in self._instances:
+            inst.deactivate()
+            inst.activate()
+        self._n_ev = 0
+
+    def _close(self) -> None:
+        for inst in self._instances:
+            inst.close()
+        self._instances = []
+        self._runs = ()
+
+    def __del__(self):
+        try:
+            self._close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    # -- audio --------------------------------------------------------------------------------
+    def _run_block(self, block: np.ndarray) -> None:
+        n = block.shape[0]
+        _pre(block, self._ain, self._in_src, self.values, self._ctl, self._ctl_port, self._enum_n, self._enum_val)
+        if self._atom.shape[1]:
+            _atoms(self._a32, self._a8, self._atom_kinds, self._ev, self._n_ev, self._order, n, self._urids)
+            self._n_ev = 0
+        for run, handle, _ in self._runs:
+            run(handle, n)
+        for inst in self._workers:
+            if inst.pending:
+                inst.do_work()
+        _post(block, self._aout, self._weights, self._add)
+
+    def process(self, block: np.ndarray) -> None:
+        self._run_block(block)
+
+    def describe_extra(self) -> dict:
+        """What ``Chain.describe()`` adds for UIs: uri, plugin name, hard_rt, channel adaptation."""
+        return {"uri": self.uri, "plugin_name": self.info.name, "hard_rt": self.hard_rt,
+                "adaptation": self.adaptation}
+
+    @property
+    def instances(self) -> list:
+        """The plugin instances (two for dual-mono), ``realtime.io.lv2_host.Instance``."""
+        return list(self._instances)
+
+    def run_only(self, n: int) -> None:
+        """Only the plugins' own ``run()`` calls on the current buffers (the bench's baseline)."""
+        for run, handle, _ in self._runs:
+            run(handle, n)
+
+
+class Lv2Instrument(Lv2Plugin):
+    """An LV2 plugin with a MIDI input: the chain forwards its MIDI here."""
+
+    def handle_midi(self, status, data1=0, data2=0, offset=0) -> None:
+        """Queue one MIDI message for the next block, at sample ``offset`` within it."""
+        n = self._n_ev
+        if n >= MAX_EVENTS:
+            self.dropped_events += 1
+            return
+        e = self._ev[n]
+        e[0], e[1], e[2], e[3] = offset, status, data1, data2
+        self._n_ev = n + 1
+
+    def panic(self) -> None:
+        """All notes off (every channel) at the start of the next block."""
+        for ch in range(16):
+            self.handle_midi(0xB0 | ch, 123, 0, 0)
+            self.handle_midi(0xB0 | ch, 120, 0, 0)
+
+
+def plugin_classes_loaded() -> dict[str, type]:
+    """The per-URI classes made so far (for tests and UIs)."""
+    return dict(_classes)
+
+
+__all__ = ["Lv2Instrument", "Lv2Plugin", "plugin_class"]

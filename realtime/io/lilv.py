@@ -1,0 +1,256 @@
+"""A thin ctypes binding of the few lilv calls this host needs: a world, its plugins, their ports.
+
+lilv (Debian ``liblilv-0-0``) reads the LV2 bundles' Turtle files and loads plugin libraries. The
+library is opened on first use, so importing this module costs nothing and works without lilv
+installed; ``lib()`` then raises a one-line ``PluginError`` saying what to install.
+
+Pointers are plain ints (``c_void_p``). Calls marked *owned* in lilv.h return values the caller
+frees; ``World`` frees what it takes. lilv writes Turtle syntax errors to stderr: ``capture_stderr``
+collects them so a broken bundle can be reported (and skipped) instead of scrolling past.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from ctypes import c_bool, c_char_p, c_double, c_float, c_uint32, c_void_p
+
+from realtime.errors import PluginError
+
+LV2 = "http://lv2plug.in/ns/lv2core#"
+ATOM = "http://lv2plug.in/ns/ext/atom#"
+MIDI_EVENT = "http://lv2plug.in/ns/ext/midi#MidiEvent"
+UNITS = "http://lv2plug.in/ns/extensions/units#"
+PPROPS = "http://lv2plug.in/ns/ext/port-props#"
+RESIZE_MIN_SIZE = "http://lv2plug.in/ns/ext/resize-port#minimumSize"
+OPTION_LV2_PATH = "http://drobilla.net/ns/lilv#lv2-path"
+
+_V, _P, _S = c_void_p, c_char_p, c_uint32
+# name: (restype, argtypes); the calls used, with lilv.h's types reduced to what ctypes needs
+_PROTOTYPES = {
+    "lilv_world_new": (_V, []),
+    "lilv_world_free": (None, [_V]),
+    "lilv_world_set_option": (None, [_V, _P, _V]),
+    "lilv_world_load_all": (None, [_V]),
+    "lilv_world_get_all_plugins": (_V, [_V]),
+    "lilv_world_get": (_V, [_V, _V, _V, _V]),  # owned
+    "lilv_new_uri": (_V, [_V, _P]),  # owned
+    "lilv_new_string": (_V, [_V, _P]),  # owned
+    "lilv_node_free": (None, [_V]),
+    "lilv_node_as_string": (_P, [_V]),
+    "lilv_node_as_float": (c_float, [_V]),
+    "lilv_node_is_float": (c_bool, [_V]),
+    "lilv_node_is_int": (c_bool, [_V]),
+    "lilv_node_is_uri": (c_bool, [_V]),
+    "lilv_node_is_bool": (c_bool, [_V]),
+    "lilv_node_as_bool": (c_bool, [_V]),
+    "lilv_nodes_begin": (_V, [_V]),
+    "lilv_nodes_get": (_V, [_V, _V]),
+    "lilv_nodes_next": (_V, [_V, _V]),
+    "lilv_nodes_is_end": (c_bool, [_V, _V]),
+    "lilv_nodes_free": (None, [_V]),
+    "lilv_plugins_begin": (_V, [_V]),
+    "lilv_plugins_get": (_V, [_V, _V]),
+    "lilv_plugins_next": (_V, [_V, _V]),
+    "lilv_plugins_is_end": (c_bool, [_V, _V]),
+    "lilv_plugins_get_by_uri": (_V, [_V, _V]),
+    "lilv_plugin_verify": (c_bool, [_V]),
+    "lilv_plugin_get_uri": (_V, [_V]),
+    "lilv_plugin_get_bundle_uri": (_V, [_V]),
+    "lilv_plugin_get_name": (_V, [_V]),  # owned
+    "lilv_plugin_get_class": (_V, [_V]),
+    "lilv_plugin_class_get_label": (_V, [_V]),
+    "lilv_plugin_get_num_ports": (_S, [_V]),
+    "lilv_plugin_get_port_by_index": (_V, [_V, _S]),
+    "lilv_plugin_has_latency": (c_bool, [_V]),
+    "lilv_plugin_get_latency_port_index": (_S, [_V]),
+    "lilv_plugin_has_feature": (c_bool, [_V, _V]),
+    "lilv_plugin_has_extension_data": (c_bool, [_V, _V]),
+    "lilv_plugin_get_required_features": (_V, [_V]),  # owned
+    "lilv_plugin_get_optional_features": (_V, [_V]),  # owned
+    "lilv_plugin_instantiate": (_V, [_V, c_double, _V]),  # owned: lilv_instance_free
+    "lilv_instance_free": (None, [_V]),
+    "lilv_port_get_symbol": (_V, [_V, _V]),
+    "lilv_port_get_name": (_V, [_V, _V]),  # owned
+    "lilv_port_is_a": (c_bool, [_V, _V, _V]),
+    "lilv_port_has_property": (c_bool, [_V, _V, _V]),
+    "lilv_port_supports_event": (c_bool, [_V, _V, _V]),
+    "lilv_port_get": (_V, [_V, _V, _V]),  # owned
+    "lilv_port_get_range": (None, [_V, _V, ctypes.POINTER(_V), ctypes.POINTER(_V), ctypes.POINTER(_V)]),
+    "lilv_port_get_scale_points": (_V, [_V, _V]),  # owned
+    "lilv_scale_points_begin": (_V, [_V]),
+    "lilv_scale_points_get": (_V, [_V, _V]),
+    "lilv_scale_points_next": (_V, [_V, _V]),
+    "lilv_scale_points_is_end": (c_bool, [_V, _V]),
+    "lilv_scale_points_free": (None, [_V]),
+    "lilv_scale_point_get_label": (_V, [_V]),
+    "lilv_scale_point_get_value": (_V, [_V]),
+}
+
+_lib = None
+
+
+def lib():
+    """The lilv library with its prototypes set, loaded on first call.
+
+    Raises
+    ------
+    PluginError
+        liblilv is not installed.
+    """
+    global _lib
+    if _lib is None:
+        name = ctypes.util.find_library("lilv-0") or "liblilv-0.so.0"
+        try:
+            handle = ctypes.CDLL(name)
+        except OSError:
+            raise PluginError("LV2 hosting needs lilv: install liblilv-0-0 (apt-get install liblilv-0-0)") from None
+        for fn, (res, args) in _PROTOTYPES.items():
+            f = getattr(handle, fn)
+            f.restype, f.argtypes = res, args
+        _lib = handle
+    return _lib
+
+
+def available() -> bool:
+    """True when liblilv can be loaded."""
+    try:
+        lib()
+    except PluginError:
+        return False
+    return True
+
+
+@contextmanager
+def capture_stderr():
+    """Collect what C code writes to file descriptor 2 inside the block; yields a list of lines
+    (filled on exit). Not for real-time code: it swaps a process-wide descriptor."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(ln for ln in tmp.read().decode("utf-8", "replace").splitlines() if ln.strip())
+
+
+def node_str(node) -> str | None:
+    """A node's text (URI, literal or number), or None for a NULL node."""
+    if not node:
+        return None
+    s = lib().lilv_node_as_string(node)
+    return None if s is None else s.decode("utf-8", "replace")
+
+
+def node_float(node) -> float | None:
+    """A numeric node's value (float, int or boolean), else None."""
+    L = lib()
+    if not node:
+        return None
+    if L.lilv_node_is_float(node) or L.lilv_node_is_int(node):
+        return float(f"{L.lilv_node_as_float(node):.7g}")  # a float32 default: no 0.64999997 for 0.65
+    if L.lilv_node_is_bool(node):
+        return float(L.lilv_node_as_bool(node))
+    return None
+
+
+def iterate(kind: str, collection):
+    """Yield the element pointers of a lilv collection (``kind``: nodes, plugins, scale_points)."""
+    if not collection:
+        return
+    L = lib()
+    begin, get, nxt, is_end = (getattr(L, f"lilv_{kind}_{s}") for s in ("begin", "get", "next", "is_end"))
+    it = begin(collection)
+    while not is_end(collection, it):
+        yield get(collection, it)
+        it = nxt(collection, it)
+
+
+class World:
+    """One lilv world over an LV2 path, with its bundles loaded.
+
+    Parameters
+    ----------
+    lv2_path : str, optional
+        Folders separated by ``os.pathsep``; None: lilv's default (``LV2_PATH`` or the system folders).
+
+    Attributes
+    ----------
+    load_messages : list of str
+        What lilv wrote to stderr while loading (Turtle errors name the broken file).
+    """
+
+    def __init__(self, lv2_path: str | None = None):
+        L = lib()
+        self._L = L
+        self.ptr = L.lilv_world_new()
+        if not self.ptr:
+            raise PluginError("lilv could not create a world")
+        self.lv2_path = lv2_path
+        self._uris: dict[str, int] = {}
+        if lv2_path is not None:
+            path = L.lilv_new_string(self.ptr, lv2_path.encode())
+            L.lilv_world_set_option(self.ptr, OPTION_LV2_PATH.encode(), path)
+            L.lilv_node_free(path)
+        with capture_stderr() as msgs:
+            L.lilv_world_load_all(self.ptr)
+        self.load_messages = msgs
+
+    def uri(self, uri: str) -> int:
+        """A URI node owned by the world (created once, freed with it)."""
+        node = self._uris.get(uri)
+        if node is None:
+            node = self._uris[uri] = self._L.lilv_new_uri(self.ptr, uri.encode())
+        return node
+
+    def plugins(self):
+        """Yield every plugin pointer the world knows."""
+        yield from iterate("plugins", self._L.lilv_world_get_all_plugins(self.ptr))
+
+    def plugin(self, uri: str):
+        """The plugin pointer for ``uri``, or None."""
+        return self._L.lilv_plugins_get_by_uri(self._L.lilv_world_get_all_plugins(self.ptr), self.uri(uri)) or None
+
+    def close(self) -> None:
+        if self.ptr:
+            for node in self._uris.values():
+                self._L.lilv_node_free(node)
+            self._uris.clear()
+            self._L.lilv_world_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the library may be gone already
+            pass
+
+
+def owned_str(node) -> str | None:
+    """Text of an owned node, which is freed."""
+    try:
+        return node_str(node)
+    finally:
+        if node:
+            lib().lilv_node_free(node)
+
+
+def owned_uris(nodes) -> tuple[str, ...]:
+    """The texts of an owned node collection, which is freed."""
+    try:
+        return tuple(node_str(n) for n in iterate("nodes", nodes))
+    finally:
+        if nodes:
+            lib().lilv_nodes_free(nodes)
+
+
+__all__ = ["World", "available", "capture_stderr", "iterate", "lib", "node_float", "node_str", "owned_str",
+           "owned_uris"]

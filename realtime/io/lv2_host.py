@@ -1,0 +1,266 @@
+"""The C side of hosting one LV2 plugin instance: host features, instantiate, connect, run.
+
+Features offered (what common plugins ask for): ``urid:map`` / ``urid:unmap`` (one table per
+process, so URIDs agree between instances), ``options:options`` (sample rate, block lengths),
+``buf-size:boundedBlockLength``, ``worker:schedule``, ``log:log``, and the flags
+``lv2:isLive`` / ``lv2:inPlaceBroken`` (buffers are never shared between ports) /
+``lv2:hardRTCapable``. A plugin requiring anything else is refused with a ``PluginError`` naming it.
+
+The worker is synchronous between blocks: work scheduled during ``run()`` is done right after
+it returns (on the thread calling ``Instance.run``, the engine's DSP thread, not the audio
+callback), and its responses are delivered before the next ``run()``. Offline and live renders
+therefore hear the same thing; a plugin loading a sample from disk costs a late block in live use.
+
+ctypes calls release the GIL, so ``run()`` leaves other Python threads free while the plugin works.
+"""
+from __future__ import annotations
+
+import ctypes
+import sys
+from ctypes import CFUNCTYPE, POINTER, Structure, c_char_p, c_int, c_uint32, c_void_p
+
+from realtime.errors import PluginError
+from realtime.io import lilv
+
+URID_MAP = "http://lv2plug.in/ns/ext/urid#map"
+URID_UNMAP = "http://lv2plug.in/ns/ext/urid#unmap"
+OPTIONS = "http://lv2plug.in/ns/ext/options#options"
+BOUNDED = "http://lv2plug.in/ns/ext/buf-size#boundedBlockLength"
+WORKER_SCHEDULE = "http://lv2plug.in/ns/ext/worker#schedule"
+WORKER_INTERFACE = "http://lv2plug.in/ns/ext/worker#interface"
+LOG = "http://lv2plug.in/ns/ext/log#log"
+FLAGS = (lilv.LV2 + "isLive", lilv.LV2 + "inPlaceBroken", lilv.LV2 + "hardRTCapable")
+SUPPORTED_FEATURES = frozenset((URID_MAP, URID_UNMAP, OPTIONS, BOUNDED, WORKER_SCHEDULE, LOG, *FLAGS))
+
+_BUF = "http://lv2plug.in/ns/ext/buf-size#"
+_PARAM_SAMPLE_RATE = "http://lv2plug.in/ns/ext/parameters#sampleRate"
+
+
+def unsupported_features(required) -> list[str]:
+    """The required features this host does not provide."""
+    return sorted(set(required) - SUPPORTED_FEATURES)
+
+
+# -- C structures (lv2.h, urid.h, options.h, worker.h, log.h) ------------------------------------
+class Feature(Structure):
+    _fields_ = [("URI", c_char_p), ("data", c_void_p)]
+
+
+_connect_fn = CFUNCTYPE(None, c_void_p, c_uint32, c_void_p)
+_handle_fn = CFUNCTYPE(None, c_void_p)
+_run_fn = CFUNCTYPE(None, c_void_p, c_uint32)
+
+
+class Descriptor(Structure):
+    _fields_ = [("URI", c_char_p), ("instantiate", c_void_p), ("connect_port", _connect_fn),
+                ("activate", _handle_fn), ("run", _run_fn), ("deactivate", _handle_fn), ("cleanup", c_void_p),
+                ("extension_data", CFUNCTYPE(c_void_p, c_char_p))]
+
+
+class _LilvInstance(Structure):  # struct LilvInstanceImpl, public in lilv.h
+    _fields_ = [("descriptor", POINTER(Descriptor)), ("handle", c_void_p), ("pimpl", c_void_p)]
+
+
+_map_fn = CFUNCTYPE(c_uint32, c_void_p, c_char_p)
+_unmap_fn = CFUNCTYPE(c_void_p, c_void_p, c_uint32)  # returns const char* (kept alive by the table)
+
+
+class _UridMap(Structure):
+    _fields_ = [("handle", c_void_p), ("map", _map_fn)]
+
+
+class _UridUnmap(Structure):
+    _fields_ = [("handle", c_void_p), ("unmap", _unmap_fn)]
+
+
+class _Option(Structure):
+    _fields_ = [("context", c_uint32), ("subject", c_uint32), ("key", c_uint32), ("size", c_uint32),
+                ("type", c_uint32), ("value", c_void_p)]
+
+
+_schedule_fn = CFUNCTYPE(c_int, c_void_p, c_uint32, c_void_p)
+_respond_fn = CFUNCTYPE(c_int, c_void_p, c_uint32, c_void_p)
+
+
+class _WorkerSchedule(Structure):
+    _fields_ = [("handle", c_void_p), ("schedule_work", _schedule_fn)]
+
+
+class _WorkerInterface(Structure):
+    _fields_ = [("work", CFUNCTYPE(c_int, c_void_p, _respond_fn, c_void_p, c_uint32, c_void_p)),
+                ("work_response", CFUNCTYPE(c_int, c_void_p, c_uint32, c_void_p)),
+                ("end_run", CFUNCTYPE(c_int, c_void_p))]
+
+
+_log_fn = CFUNCTYPE(c_int, c_void_p, c_uint32, c_char_p)  # printf(handle, type, fmt, ...): the format only
+
+
+class _Log(Structure):
+    _fields_ = [("handle", c_void_p), ("printf", _log_fn), ("vprintf", c_void_p)]
+
+
+# -- the process's URID table -----------------------------------------------------------------
+class UridTable:
+    """URI <-> URID, one per process (URIDs must agree for every instance of a host)."""
+
+    def __init__(self):
+        self._ids: dict[bytes, int] = {}
+        self._uris: list = [None]  # URID 0 is "none"; the buffers keep unmap's strings alive
+        self._map = _map_fn(lambda _h, uri: self.map_bytes(uri or b""))
+        self._unmap = _unmap_fn(lambda _h, urid: ctypes.addressof(self._uris[urid])
+                                if 0 < urid < len(self._uris) else None)
+        self.map_struct = _UridMap(None, self._map)
+        self.unmap_struct = _UridUnmap(None, self._unmap)
+
+    def map_bytes(self, uri: bytes) -> int:
+        urid = self._ids.get(uri)
+        if urid is None:
+            urid = self._ids[uri] = len(self._uris)
+            self._uris.append(ctypes.create_string_buffer(uri))
+        return urid
+
+    def map(self, uri: str) -> int:
+        return self.map_bytes(uri.encode())
+
+    def unmap(self, urid: int) -> str | None:
+        return self._uris[urid].value.decode() if 0 < urid < len(self._uris) else None
+
+
+_table: UridTable | None = None
+
+
+def urids() -> UridTable:
+    global _table
+    if _table is None:
+        _table = UridTable()
+    return _table
+
+
+# -- one instance ------------------------------------------------------------------------------
+class Instance:
+    """One instantiated plugin: its features, handle and the descriptor's entry points.
+
+    Parameters
+    ----------
+    world : lilv.World
+        The world the plugin was found in (kept alive as long as the instance).
+    uri : str
+        The plugin.
+    sample_rate : float
+    max_block : int
+        Largest ``run()`` length (given to the plugin as ``maxBlockLength``).
+
+    Raises
+    ------
+    PluginError
+        Unknown plugin, a required feature this host lacks, or instantiation failed.
+    """
+
+    def __init__(self, world, uri: str, sample_rate: float, max_block: int, required=()):
+        missing = unsupported_features(required)
+        if missing:
+            raise PluginError(f"lv2 plugin {uri}: needs host features this host does not provide: {', '.join(missing)}")
+        plugin = world.plugin(uri)
+        if plugin is None:
+            raise PluginError(f"lv2 plugin {uri!r} is not installed (see `python main.py plugins`)")
+        self.world, self.uri = world, uri
+        t = urids()
+        self._rate = ctypes.c_float(sample_rate)
+        self._lengths = (ctypes.c_int32 * 3)(1, max_block, max_block)  # min, max, nominal
+        opt = [(_PARAM_SAMPLE_RATE, "http://lv2plug.in/ns/ext/atom#Float", ctypes.addressof(self._rate), 4),
+               (_BUF + "minBlockLength", lilv.ATOM + "Int", ctypes.addressof(self._lengths), 4),
+               (_BUF + "maxBlockLength", lilv.ATOM + "Int", ctypes.addressof(self._lengths) + 4, 4),
+               (_BUF + "nominalBlockLength", lilv.ATOM + "Int", ctypes.addressof(self._lengths) + 8, 4)]
+        self._options = (_Option * (len(opt) + 1))(*[_Option(0, 0, t.map(k), size, t.map(ty), addr)
+                                                     for k, ty, addr, size in opt])
+        self.pending: list[bytes] = []  # worker requests made during run(), done after it
+        self._responses: list[bytes] = []
+        self._schedule = _WorkerSchedule(None, _schedule_fn(self._schedule_work))
+        self._respond = _respond_fn(self._respond_work)
+        self._log = _Log(None, _log_fn(self._log_printf), None)
+        feats = [(URID_MAP, ctypes.addressof(t.map_struct)), (URID_UNMAP, ctypes.addressof(t.unmap_struct)),
+                 (OPTIONS, ctypes.addressof(self._options)), (BOUNDED, None),
+                 (WORKER_SCHEDULE, ctypes.addressof(self._schedule)), (LOG, ctypes.addressof(self._log)),
+                 *((f, None) for f in FLAGS)]
+        self._features = [Feature(u.encode(), d) for u, d in feats]
+        self._feature_ptrs = (POINTER(Feature) * (len(feats) + 1))(*[ctypes.pointer(f) for f in self._features])
+        L = lilv.lib()
+        with lilv.capture_stderr() as msgs:
+            ptr = L.lilv_plugin_instantiate(plugin, float(sample_rate), ctypes.addressof(self._feature_ptrs))
+        if not ptr:
+            why = "; ".join(msgs[-3:]) or "the plugin returned no instance"
+            raise PluginError(f"lv2 plugin {uri}: failed to instantiate at {sample_rate:g} Hz ({why})")
+        self._ptr = ptr
+        inst = _LilvInstance.from_address(ptr)
+        d = inst.descriptor.contents
+        self.handle = inst.handle
+        self._connect = d.connect_port
+        self.run_fn = d.run  # called per block by the processor: one ctypes call, GIL released
+        self._activate = d.activate if d.activate else None
+        self._deactivate = d.deactivate if d.deactivate else None
+        self.active = False
+        self.worker = None
+        if d.extension_data:
+            iface = d.extension_data(WORKER_INTERFACE.encode())
+            if iface:
+                self.worker = _WorkerInterface.from_address(iface)
+
+    # -- worker callbacks (plugin -> host) ------------------------------------------------------
+    def _schedule_work(self, _handle, size, data) -> int:
+        if self.worker is None:
+            return 1  # LV2_WORKER_ERR_UNKNOWN
+        self.pending.append(ctypes.string_at(data, size))
+        return 0
+
+    def _respond_work(self, _handle, size, data) -> int:
+        self._responses.append(ctypes.string_at(data, size))
+        return 0
+
+    def _log_printf(self, _handle, _type, fmt) -> int:
+        text = (fmt or b"").decode("utf-8", "replace").rstrip()
+        print(f"lv2 {self.uri}: {text}", file=sys.stderr)
+        return len(text)
+
+    def do_work(self) -> None:
+        """Run the work scheduled during the last ``run()``, then deliver its responses (between blocks)."""
+        w, h = self.worker, self.handle
+        while self.pending:
+            req = self.pending.pop(0)
+            w.work(h, self._respond, None, len(req), req)
+        while self._responses:
+            resp = self._responses.pop(0)
+            w.work_response(h, len(resp), resp)
+        if w.end_run:
+            w.end_run(h)
+
+    # -- life cycle -------------------------------------------------------------------------
+    def connect(self, port: int, address: int) -> None:
+        self._connect(self.handle, port, address)
+
+    def activate(self) -> None:
+        if not self.active:
+            if self._activate:
+                self._activate(self.handle)
+            self.active = True
+
+    def deactivate(self) -> None:
+        if self.active:
+            if self._deactivate:
+                self._deactivate(self.handle)
+            self.active = False
+
+    def close(self) -> None:
+        """Deactivate and free the instance (unloads the library when it was the last)."""
+        if getattr(self, "_ptr", None):
+            self.deactivate()
+            lilv.lib().lilv_instance_free(self._ptr)
+            self._ptr = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+__all__ = ["Instance", "SUPPORTED_FEATURES", "UridTable", "unsupported_features", "urids"]

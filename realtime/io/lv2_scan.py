@@ -1,0 +1,337 @@
+"""What LV2 plugins are installed: a scan through lilv, described as plain data, cached on disk.
+
+``scan()`` returns every plugin's URI, name, class, ports (control ranges, units, hints), latency
+port, features and extension data. Reading hundreds of bundles' Turtle takes a while, so the
+result is cached as JSON (``$REALTIME_CACHE_DIR`` or ``~/.cache/realtime-host``) under a
+signature of the LV2 path's folders and Turtle files: add, remove or edit a bundle and the next
+scan is fresh. A bundle whose Turtle does not parse, or a plugin that fails lilv's checks, is
+listed in ``ScanResult.errors`` and skipped; the rest of the scan stands.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from realtime.errors import PluginError
+from realtime.io import lilv
+
+CACHE_VERSION = 1
+UNIT_SYMBOLS = {"db": "dB", "hz": "Hz", "khz": "kHz", "mhz": "MHz", "ms": "ms", "s": "s", "min": "min",
+                "bpm": "BPM", "pc": "%", "cent": "cents", "semitone12TET": "st", "oct": "oct", "midiNote": "note",
+                "degree": "°", "frame": "frames", "bar": "bars", "beat": "beats", "m": "m", "cm": "cm",
+                "mm": "mm", "km": "km", "inch": "in", "mile": "mi", "coef": ""}
+LINUX_DEFAULT_PATH = ("~/.lv2", "/usr/lib/x86_64-linux-gnu/lv2", "/usr/lib/aarch64-linux-gnu/lv2", "/usr/lib/lv2",
+                      "/usr/local/lib/lv2")
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    """One port. ``type``: audio, control, atom, cv or other; ``direction``: in or out."""
+
+    index: int
+    symbol: str
+    name: str
+    type: str
+    direction: str
+    default: float | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    unit: str = ""
+    toggled: bool = False
+    integer: bool = False
+    enumeration: bool = False
+    logarithmic: bool = False
+    sample_rate: bool = False  # range given as a fraction of the sample rate
+    optional: bool = False  # lv2:connectionOptional
+    midi: bool = False  # an atom port that carries MIDI events
+    min_size: int = 0  # atom ports: rsz:minimumSize in bytes (0: not said)
+    scale_points: tuple[tuple[float, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One plugin as scanned; ``ports`` in index order."""
+
+    uri: str
+    name: str
+    plugin_class: str
+    bundle: str
+    ports: tuple[PortInfo, ...]
+    latency_port: int | None = None
+    required_features: tuple[str, ...] = ()
+    optional_features: tuple[str, ...] = ()
+    extension_data: tuple[str, ...] = ()
+    hard_rt: bool = False  # lv2:hardRTCapable
+
+    def ports_of(self, type_: str, direction: str) -> list[PortInfo]:
+        return [p for p in self.ports if p.type == type_ and p.direction == direction]
+
+    @property
+    def audio_in(self) -> int:
+        return len(self.ports_of("audio", "in"))
+
+    @property
+    def audio_out(self) -> int:
+        return len(self.ports_of("audio", "out"))
+
+    @property
+    def midi_in(self) -> bool:
+        return any(p.midi for p in self.ports_of("atom", "in"))
+
+    @property
+    def controls(self) -> list[PortInfo]:
+        """The control inputs (what becomes knobs), latency port excluded."""
+        return [p for p in self.ports_of("control", "in") if p.index != self.latency_port]
+
+    def summary(self) -> dict:
+        """A flat dict for listings: uri, name, class, audio in/out, MIDI in, controls, latency port, hard RT."""
+        return {"uri": self.uri, "name": self.name, "class": self.plugin_class, "audio_in": self.audio_in,
+                "audio_out": self.audio_out, "midi_in": self.midi_in, "controls": [p.symbol for p in self.controls],
+                "latency_port": self.latency_port, "hard_rt": self.hard_rt,
+                "required_features": list(self.required_features)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PluginInfo":
+        ports = tuple(PortInfo(**{**p, "scale_points": tuple(tuple(sp) for sp in p["scale_points"])})
+                      for p in d["ports"])
+        return cls(**{**d, "ports": ports, "required_features": tuple(d["required_features"]),
+                      "optional_features": tuple(d["optional_features"]),
+                      "extension_data": tuple(d["extension_data"])})
+
+
+@dataclass
+class ScanResult:
+    """Plugins by URI, and one line per bundle or plugin that was skipped."""
+
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    cached: bool = False
+
+
+# -- reading one plugin through lilv ------------------------------------------------------------
+def _port(world: "lilv.World", plugin, index: int) -> PortInfo:
+    L = lilv.lib()
+    port = L.lilv_plugin_get_port_by_index(plugin, index)
+    is_a = lambda cls: bool(L.lilv_port_is_a(plugin, port, world.uri(cls)))  # noqa: E731
+    has = lambda prop: bool(L.lilv_port_has_property(plugin, port, world.uri(prop)))  # noqa: E731
+    if is_a(lilv.LV2 + "AudioPort"):
+        type_ = "audio"
+    elif is_a(lilv.LV2 + "ControlPort"):
+        type_ = "control"
+    elif is_a(lilv.ATOM + "AtomPort"):
+        type_ = "atom"
+    elif is_a(lilv.LV2 + "CVPort"):
+        type_ = "cv"
+    else:
+        type_ = "other"
+    direction = "in" if is_a(lilv.LV2 + "InputPort") else "out"
+    info = {"index": index, "symbol": lilv.node_str(L.lilv_port_get_symbol(plugin, port)) or f"port{index}",
+            "type": type_, "direction": direction, "optional": has(lilv.LV2 + "connectionOptional")}
+    info["name"] = lilv.owned_str(L.lilv_port_get_name(plugin, port)) or info["symbol"]
+    if type_ == "control":
+        d, lo, hi = nodes = (ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p())
+        L.lilv_port_get_range(plugin, port, *(ctypes.byref(n) for n in nodes))
+        for key, node in zip(("default", "minimum", "maximum"), (d, lo, hi)):
+            if node.value:
+                info[key] = lilv.node_float(node.value)
+                L.lilv_node_free(node.value)
+        info.update(toggled=has(lilv.LV2 + "toggled"), integer=has(lilv.LV2 + "integer"),
+                    enumeration=has(lilv.LV2 + "enumeration"), logarithmic=has(lilv.PPROPS + "logarithmic"),
+                    sample_rate=has(lilv.LV2 + "sampleRate"))
+        unit = lilv.owned_str(L.lilv_port_get(plugin, port, world.uri(lilv.UNITS + "unit")))
+        if unit and unit.startswith(lilv.UNITS):
+            info["unit"] = UNIT_SYMBOLS.get(unit[len(lilv.UNITS):], "")
+        points = L.lilv_port_get_scale_points(plugin, port)
+        try:
+            sp = []
+            for p in lilv.iterate("scale_points", points):
+                v = lilv.node_float(L.lilv_scale_point_get_value(p))
+                if v is not None:
+                    sp.append((v, lilv.node_str(L.lilv_scale_point_get_label(p)) or f"{v:g}"))
+            info["scale_points"] = tuple(sorted(sp))
+        finally:
+            if points:
+                L.lilv_scale_points_free(points)
+    elif type_ == "atom":
+        info["midi"] = bool(L.lilv_port_supports_event(plugin, port, world.uri(lilv.MIDI_EVENT)))
+        size = lilv.owned_str(L.lilv_port_get(plugin, port, world.uri(lilv.RESIZE_MIN_SIZE)))
+        info["min_size"] = int(float(size)) if size else 0
+    return PortInfo(**info)
+
+
+def describe(world: "lilv.World", plugin) -> PluginInfo:
+    """Read one plugin's description from a loaded world."""
+    L = lilv.lib()
+    uri = lilv.node_str(L.lilv_plugin_get_uri(plugin))
+    cls = L.lilv_plugin_get_class(plugin)
+    ports = tuple(_port(world, plugin, i) for i in range(L.lilv_plugin_get_num_ports(plugin)))
+    latency = int(L.lilv_plugin_get_latency_port_index(plugin)) if L.lilv_plugin_has_latency(plugin) else None
+    known_ext = ("http://lv2plug.in/ns/ext/worker#interface", "http://lv2plug.in/ns/ext/state#interface",
+                 "http://lv2plug.in/ns/ext/options#interface")
+    extension = tuple(u for u in known_ext if L.lilv_plugin_has_extension_data(plugin, world.uri(u)))
+    return PluginInfo(
+        uri=uri, name=lilv.owned_str(L.lilv_plugin_get_name(plugin)) or uri,
+        plugin_class=(lilv.node_str(L.lilv_plugin_class_get_label(cls)) if cls else None) or "Plugin",
+        bundle=lilv.node_str(L.lilv_plugin_get_bundle_uri(plugin)) or "", ports=ports, latency_port=latency,
+        required_features=lilv.owned_uris(L.lilv_plugin_get_required_features(plugin)),
+        optional_features=lilv.owned_uris(L.lilv_plugin_get_optional_features(plugin)),
+        extension_data=extension,
+        hard_rt=bool(L.lilv_plugin_has_feature(plugin, world.uri(lilv.LV2 + "hardRTCapable"))))
+
+
+def _errors_of(lines: list[str]) -> list[str]:
+    return [ln.strip() for ln in lines if "error" in ln.lower()]
+
+
+def scan_world(world: "lilv.World") -> ScanResult:
+    """Describe every plugin of a loaded world; broken ones go to ``errors``, never raise."""
+    res = ScanResult(errors=[f"lilv: {e}" for e in _errors_of(world.load_messages)])
+    L = lilv.lib()
+    for plugin in list(world.plugins()):
+        uri = lilv.node_str(L.lilv_plugin_get_uri(plugin)) or "?"
+        try:
+            with lilv.capture_stderr() as msgs:
+                ok = bool(L.lilv_plugin_verify(plugin))
+                info = describe(world, plugin) if ok else None
+        except Exception as e:  # a description lilv cannot give: report, go on
+            res.errors.append(f"{uri}: skipped ({type(e).__name__}: {e})")
+            continue
+        errs = _errors_of(msgs)
+        if not ok or errs:
+            why = "; ".join(errs) or "lilv says its description is invalid (no binary, name or port types)"
+            res.errors.append(f"{uri}: skipped ({why})")
+            continue
+        res.plugins[uri] = info
+    return res
+
+
+# -- the path, the signature, the cache ---------------------------------------------------------
+def lv2_path() -> str | None:
+    """The LV2 path in force: ``LV2_PATH`` when set, else None (lilv's default)."""
+    return os.environ.get("LV2_PATH") or None
+
+
+def _folders(path: str | None) -> list[Path]:
+    parts = path.split(os.pathsep) if path else (LINUX_DEFAULT_PATH if sys.platform.startswith("linux") else ())
+    return [Path(os.path.expanduser(p)) for p in parts if p]
+
+
+def signature(path: str | None) -> str:
+    """A digest of every bundle folder and Turtle file on the path (names, sizes, times)."""
+    h = hashlib.sha256(f"{CACHE_VERSION}|{path}".encode())
+    for folder in _folders(path):
+        try:
+            bundles = [e for e in os.scandir(folder) if e.is_dir()]
+        except OSError:
+            continue
+        for b in sorted(bundles, key=lambda e: e.name):
+            h.update(b.path.encode())
+            try:
+                files = sorted(os.scandir(b.path), key=lambda e: e.name)
+            except OSError:
+                continue
+            for f in files:
+                if f.name.endswith(".ttl") or f.name.endswith(".so"):
+                    st = f.stat()
+                    h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("REALTIME_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "realtime-host"
+
+
+_worlds: dict[str | None, "lilv.World"] = {}
+_scans: dict[tuple[str | None, str], ScanResult] = {}
+
+
+def world(path: str | None = None) -> "lilv.World":
+    """The process's lilv world for an LV2 path (loaded once, kept: instances refer to it)."""
+    if path is None:
+        path = lv2_path()
+    w = _worlds.get(path)
+    if w is None:
+        w = _worlds[path] = lilv.World(path)
+    return w
+
+
+def scan(use_cache: bool = True) -> ScanResult:
+    """Every installed LV2 plugin on the current LV2 path.
+
+    Parameters
+    ----------
+    use_cache : bool
+        Read and write the on-disk cache (keyed by ``signature``); False scans afresh.
+
+    Returns
+    -------
+    ScanResult
+        Plugins by URI and the bundles or plugins skipped (one line each). Empty when lilv
+        is missing (then ``errors`` says so) or no plugin is installed.
+    """
+    path = lv2_path()
+    sig = signature(path)
+    hit = _scans.get((path, sig))
+    if hit is not None and use_cache:
+        return hit
+    cache = cache_dir() / "lv2_scan.json"
+    if use_cache:
+        try:
+            raw = json.loads(cache.read_text(encoding="utf-8"))
+            if raw.get("signature") == sig:
+                res = ScanResult({u: PluginInfo.from_dict(d) for u, d in raw["plugins"].items()}, raw["errors"], True)
+                _scans[(path, sig)] = res
+                return res
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no cache, or an old or damaged one: scan
+    if not lilv.available():
+        return ScanResult(errors=["lilv is not installed (apt-get install liblilv-0-0): no LV2 plugins"])
+    res = scan_world(world(path))
+    _scans[(path, sig)] = res
+    if use_cache:
+        _write_cache(cache, sig, res)
+    return res
+
+
+def _write_cache(cache: Path, sig: str, res: ScanResult) -> None:
+    from realtime.io.files import atomic_write
+
+    data = {"signature": sig, "plugins": {u: asdict(p) for u, p in res.plugins.items()}, "errors": res.errors}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(cache, suffix=".tmp") as tmp:
+            tmp.write_text(json.dumps(data), encoding="utf-8")
+    except OSError:
+        pass  # a read-only home: the scan still works, only slower next time
+
+
+def plugin_info(uri: str) -> PluginInfo:
+    """The scanned description of one plugin.
+
+    Raises
+    ------
+    PluginError
+        No plugin with that URI is installed (or its bundle is broken: the scan's reason is given).
+    """
+    if not isinstance(uri, str) or not uri:
+        raise PluginError(f"lv2: expected a plugin URI, got {uri!r}")
+    res = scan()
+    info = res.plugins.get(uri)
+    if info is None:
+        why = [e for e in res.errors if e.startswith(uri + ":")]
+        if why:
+            raise PluginError(f"lv2 plugin {uri}: {why[0][len(uri) + 2:]}")
+        raise PluginError(f"lv2 plugin {uri!r} is not installed (see `python main.py plugins`)")
+    return info
+
+
+__all__ = ["PluginInfo", "PortInfo", "ScanResult", "cache_dir", "describe", "lv2_path", "plugin_info", "scan",
+           "scan_world", "signature", "world"]

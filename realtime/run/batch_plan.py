@@ -1,0 +1,318 @@
+"""What a batch has to do: inputs expanded into tasks, and the log of what earlier runs finished.
+
+    plan_batch(inputs, out_dir, options) -> [BatchTask]   files, folders, CSV/JSONL manifests
+    ResumeLog(out_dir).done(task)         -> "ok" | "failed" | None
+
+A task is plain data (paths, the resolved preset, its hash, rate and block size), so it pickles to
+a local worker or a Ray task alike. The log (``OUT/.batch-manifest.jsonl``) has one JSON line per
+finished output, written by the batch's parent process only.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from realtime.errors import OfflineError, PresetError
+
+MIDI_EXTENSIONS = frozenset({".mid", ".midi"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+                              ".au", ".caf", ".w64", ".rf64", ".wv"})
+MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl"})
+LOG_NAME = ".batch-manifest.jsonl"
+
+
+@dataclass
+class BatchOptions:
+    """How every file of a batch is processed (the command line's options).
+
+    Parameters
+    ----------
+    preset, overrides : str, list of str
+        Chain for audio inputs, as for ``main.py process --preset P --set …``.
+    midi_preset, midi_overrides : str, list of str
+        Chain for MIDI inputs (an instrument), as for ``main.py synth``.
+    samplerate : int
+        Chain rate for audio and MIDI.
+    blocksize, midi_blocksize : int
+        Chain block sizes (``process``'s and ``synth``'s defaults).
+    ext : str or None
+        Output extension (``"wav"``, ``".flac"``); None keeps the input's (MIDI renders to .wav).
+    force : bool
+        Process everything, ignoring the resume log (which otherwise skips complete outputs and
+        files that failed and have not changed since).
+    streams : int
+        Files a worker runs side by side through one model call per hop, where the preset allows
+        (see ``group_tasks``); 1 processes one file at a time.
+    """
+
+    preset: str = "default"
+    overrides: list[str] = field(default_factory=list)
+    midi_preset: str = "synth"
+    midi_overrides: list[str] = field(default_factory=list)
+    samplerate: int = 48000
+    blocksize: int = 512
+    midi_blocksize: int = 128
+    ext: str | None = None
+    force: bool = False
+    streams: int = 1
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """One file to process: what a worker needs, picklable (plain values only)."""
+
+    input: str
+    output: str
+    kind: str  # "audio" | "midi"
+    preset: dict  # validated, overrides applied
+    preset_hash: str  # preset + settings: a change means outputs are stale
+    preset_file: str  # its JSON file, whose mtime outputs must be newer than
+    samplerate: int
+    blocksize: int
+    audio_s: float  # duration from the header (0 if unreadable): for the ETA
+    channels: int = 0  # from the header (0 if unreadable or MIDI): streams are grouped by it
+
+
+# ------------------------------------------------------------------------------------------ planning
+
+def _preset_file(name_or_path: str) -> Path:
+    from realtime.dsp.presets import BUILTIN_DIR
+
+    s = str(name_or_path)
+    return Path(s) if s.endswith(".json") or os.sep in s else BUILTIN_DIR / f"{s}.json"
+
+
+class _Presets:
+    """Resolves (preset, overrides) once per distinct pair; errors name the file that asked."""
+
+    def __init__(self):
+        self._cache: dict[tuple, tuple[dict, str]] = {}
+
+    def resolve(self, name: str, overrides: tuple[str, ...], settings: dict) -> tuple[dict, str]:
+        key = (name, overrides, tuple(sorted(settings.items())))
+        if key not in self._cache:
+            from realtime.dsp.presets import apply_overrides, load_preset
+
+            preset = apply_overrides(load_preset(name), list(overrides))
+            text = json.dumps({"preset": preset, **settings}, sort_keys=True, separators=(",", ":"))
+            self._cache[key] = preset, hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._cache[key]
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    """Rows of a CSV (header: input[,output][,set][,preset]) or JSONL manifest; ``set`` as a list."""
+    rows = []
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    sets = (row.get("set") or "").strip()
+                    rows.append({**row, "set": [s.strip() for s in sets.split(";") if s.strip()]})
+        else:
+            with open(path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        row = json.loads(line)
+                        if not isinstance(row, dict):
+                            raise ValueError(f"line {n}: expected an object")
+                        sets = row.get("set") or []
+                        row["set"] = [sets] if isinstance(sets, str) else list(sets)
+                        rows.append(row)
+    except (OSError, ValueError, csv.Error) as e:
+        raise OfflineError(f"{path}: cannot read manifest ({e})") from None
+    for i, row in enumerate(rows):
+        if not row.get("input"):
+            raise OfflineError(f"{path}: row {i + 1} has no 'input'")
+    return rows
+
+
+def _kind(path: Path) -> str:
+    return "midi" if path.suffix.lower() in MIDI_EXTENSIONS else "audio"
+
+
+def _default_output(src: Path, rel: Path, out_dir: Path, ext: str | None) -> Path:
+    if _kind(src) == "midi":
+        suffix = "." + (ext or "wav").lstrip(".")
+    else:
+        suffix = "." + ext.lstrip(".") if ext else src.suffix
+    return out_dir / rel.with_suffix(suffix)
+
+
+def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int]:
+    """(seconds, channels) from the file's header; (0, 0) when unreadable (the worker reports why)."""
+    try:
+        if kind == "midi":
+            from realtime.run.offline import midi_file_events
+
+            ev = midi_file_events(path, samplerate)
+            return (float(ev[:, 0].max()) / samplerate + 2.0 if len(ev) else 2.0), 0
+        import soundfile as sf
+
+        info = sf.info(str(path))
+        return info.frames / info.samplerate, info.channels
+    except Exception:
+        return 0.0, 0
+
+
+def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
+    """Expand the inputs into tasks, one per output.
+
+    Parameters
+    ----------
+    inputs : iterable of str or Path
+        Audio or MIDI files; folders (searched recursively for audio and MIDI extensions, the
+        folder's layout kept under ``out_dir``); CSV or JSONL manifests whose rows give ``input``
+        (relative to the manifest), optional ``output`` (relative to ``out_dir``), ``set``
+        (overrides added after the global ones; ``;``-separated in CSV) and ``preset``.
+    out_dir : str or Path
+        Where outputs go.
+    options : BatchOptions
+
+    Returns
+    -------
+    list of BatchTask
+        Longest first (keeps every worker busy to the end), chains grouped.
+
+    Raises
+    ------
+    OfflineError
+        A missing input, an unreadable manifest, or two inputs that would write the same output.
+    PresetError
+        A preset or override that does not apply (names the manifest row when it came from one).
+    """
+    out_dir = Path(out_dir)
+    presets = _Presets()
+    jobs: list[tuple[Path, Path, str | None, tuple[str, ...], str]] = []  # input, output, preset, sets, origin
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for p in sorted(item.rglob("*")):
+                if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS | MIDI_EXTENSIONS \
+                        and not p.name.startswith("."):
+                    jobs.append((p, _default_output(p, p.relative_to(item), out_dir, options.ext), None, (), str(p)))
+        elif item.suffix.lower() in MANIFEST_EXTENSIONS and item.is_file():
+            for i, row in enumerate(_read_manifest(item)):
+                src = item.parent / row["input"]
+                dst = out_dir / row["output"] if row.get("output") else \
+                    _default_output(src, Path(Path(row["input"]).name), out_dir, options.ext)
+                jobs.append((src, dst, row.get("preset") or None, tuple(row["set"]), f"{item} row {i + 1}"))
+        elif item.exists():
+            jobs.append((item, _default_output(item, Path(item.name), out_dir, options.ext), None, (), str(item)))
+        else:
+            raise OfflineError(f"{item}: no such file or folder")
+    tasks, seen = [], {}
+    for src, dst, preset_name, sets, origin in jobs:
+        key = os.path.abspath(dst)
+        if key in seen:
+            raise OfflineError(f"{origin} and {seen[key]} would both write {dst}")
+        seen[key] = origin
+        kind = _kind(src)
+        if kind == "midi":
+            name, overrides, block = preset_name or options.midi_preset, (*options.midi_overrides, *sets), \
+                options.midi_blocksize
+        else:
+            name, overrides, block = preset_name or options.preset, (*options.overrides, *sets), options.blocksize
+        settings = {"kind": kind, "samplerate": options.samplerate, "blocksize": block}
+        try:
+            preset, digest = presets.resolve(name, tuple(overrides), settings)
+        except PresetError as e:
+            raise PresetError(f"{origin}: {e}") from None
+        tasks.append(BatchTask(str(src), str(dst), kind, preset, digest, str(_preset_file(name)),
+                               options.samplerate, block, *_header(src, kind, options.samplerate)))
+    tasks.sort(key=lambda t: (-t.audio_s, t.preset_hash, t.input))
+    return tasks
+
+
+def batchable(preset: dict) -> bool:
+    """Whether a preset's files can run as streams side by side: its first slot is the enhancer, in
+    full (not bypassed, not mixed), the one neural processor with a batched form."""
+    first = preset["chain"][0]
+    return first["processor"] == "enhancer" and not first["bypass"] and first["mix"] == 1.0
+
+
+def group_tasks(tasks: list[BatchTask], streams: int) -> list[tuple[BatchTask, ...]]:
+    """Units of work: groups of up to ``streams`` files with the same preset and channel count
+    (similar lengths side by side: ``tasks`` come longest first), the rest one file each.
+
+    Returns
+    -------
+    list of tuple of BatchTask
+        In ``tasks``' order of their first member.
+    """
+    if streams <= 1:
+        return [(t,) for t in tasks]
+    units: list[tuple[BatchTask, ...]] = []
+    open_groups: dict[tuple, list[BatchTask]] = {}
+    for t in tasks:
+        if t.kind != "audio" or t.channels not in (1, 2) or not batchable(t.preset):
+            units.append((t,))
+            continue
+        key = (t.preset_hash, t.channels)
+        group = open_groups.get(key)
+        if group is None or len(group) >= streams:
+            group = open_groups[key] = []
+            units.append(group)  # filled in place; frozen below
+        group.append(t)
+    return [tuple(u) for u in units]
+
+
+# ------------------------------------------------------------------------------------------ resume log
+
+class ResumeLog:
+    """The batch's record of finished outputs: ``OUT/.batch-manifest.jsonl``, one JSON line each.
+
+    Only the parent process appends (a line per result, flushed and synced); the last line for an
+    output wins; a torn last line (power cut) is ignored.
+    """
+
+    def __init__(self, out_dir):
+        self.path = Path(out_dir) / LOG_NAME
+        self.records: dict[str, dict] = {}
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(rec, dict) and "output" in rec:
+                        self.records[os.path.abspath(rec["output"])] = rec
+        except FileNotFoundError:
+            pass
+
+    def done(self, task: BatchTask) -> str | None:
+        """What a previous run left for this task, if it still holds.
+
+        Returns
+        -------
+        str or None
+            ``"ok"``: the output exists as recorded, made with this preset, newer than its input and
+            the preset file. ``"failed"``: the file failed on its own (not a dead worker) and neither
+            it nor the preset has changed since: it would fail again. None: process it.
+        """
+        rec = self.records.get(os.path.abspath(task.output))
+        if not rec or rec.get("preset_hash") != task.preset_hash:
+            return None
+        try:
+            preset_ns = os.stat(task.preset_file).st_mtime_ns if os.path.exists(task.preset_file) else 0
+            src = os.stat(task.input)
+            if rec.get("status") == "ok":
+                out = os.stat(task.output)
+                fresh = out.st_mtime_ns >= max(src.st_mtime_ns, preset_ns)
+                return "ok" if fresh and out.st_size == rec.get("output_bytes") else None
+            same_input = (src.st_mtime_ns, src.st_size) == (rec.get("input_mtime_ns"), rec.get("input_bytes"))
+            same_preset = preset_ns <= (rec.get("finished") or 0) * 1e9
+            return "failed" if same_input and same_preset else None
+        except OSError:
+            return None
+
+    def append(self, result: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records[os.path.abspath(result["output"])] = result

@@ -1,0 +1,58 @@
+"""The engine process and its client, not streaming (no audio server, no Qt): the client's
+writer, its chain view, structure over the pipe, and a mapped controller applied on the MIDI
+thread reaching the engine process's chain."""
+import threading
+
+import pytest
+
+from gui.remote import RemoteEngineHost
+from realtime.dsp.presets import load_preset
+from realtime.engine.engine import EngineConfig
+from realtime.errors import EngineError, ParamError
+
+
+@pytest.fixture(scope="module")
+def host():
+    p = load_preset("default")
+    p["midi"] = [{"cc": 74, "channel": None, "target": "limiter.ceiling_db"}]
+    h = RemoteEngineHost(p, EngineConfig())
+    yield h
+    h.close()
+
+
+def test_client_changes_reach_the_engine_process(host):
+    host.set_param("gain", "gain_db", -9)
+    host.set_bypass("meter", True)
+    host.set_mix("hpf", 0.5)
+    assert host.value("gain", "gain_db") == -9.0  # the view shows what was queued
+    engine = host.engine_values()  # stopped: the engine process applied the queue
+    assert engine.slot("gain").processor.get_param("gain_db") == -9.0
+    assert engine.slot("meter").bypass and engine.slot("hpf").mix == 0.5
+    with pytest.raises(ParamError, match="gain_db"):
+        host.set_param("gain", "gain_db", 99)
+    with pytest.raises(EngineError, match="safety stage cannot be bypassed"):
+        host.set_bypass("safety", True)
+    assert host.to_preset()["midi"] == [{"cc": 74, "channel": None, "target": "limiter.ceiling_db"}]
+
+
+def test_a_mapped_controller_reaches_the_engine_process_without_qt(host):
+    told = []
+    host.on_cc = lambda target, rec: told.append((target, rec.value))
+    midi = threading.Thread(target=host.midi_in, args=(0xB5, 74, 127), name="midi-in")
+    midi.start()
+    midi.join()
+    top = host.chain.slot("limiter").processor.params[host.chain.slot("limiter").processor.param_index("ceiling_db")].max
+    assert told == [("limiter.ceiling_db", top)]
+    assert host.engine_values().slot("limiter").processor.get_param("ceiling_db") == top
+
+
+def test_structure_changes_refresh_the_view(host):
+    sid = host.add_slot("gain")
+    assert [s.id for s in host.chain.slots] == ["hpf", "gain", "limiter", "meter", sid, "safety"]
+    host.set_param(sid, "gain_db", -3)
+    host.move_slot(sid, -10)
+    assert host.chain.slots[0].id == sid and host.engine_values().slot(sid).processor.get_param("gain_db") == -3.0
+    host.remove_slot(sid)
+    assert [s.id for s in host.chain.slots] == ["hpf", "gain", "limiter", "meter", "safety"]
+    with pytest.raises(ValueError, match="not a removable slot"):
+        host.remove_slot("safety")

@@ -1,0 +1,299 @@
+"""Bad input, faults and signals end in one clear line and lose nothing (issue: nothing crashes it).
+
+Every case runs the real command line in a child process, as a user would, and checks the exit
+status, that stderr is one line without a traceback, and what is (not) left on disk.
+"""
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def one_line_error(r) -> str:
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def wav(tmp_path):
+    path = tmp_path / "in.wav"
+    t = np.arange(48000 * 2) / 48000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t))[:, None].repeat(2, 1).astype(np.float32), 48000)
+    return path
+
+
+def _mount_tmpfs(where: Path, options: str) -> None:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("needs root to mount a small tmpfs")
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    where = tmp_path / "full"
+    _mount_tmpfs(where, "size=96k")
+    yield where
+    subprocess.run(["umount", "-l", str(where)])
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    where = tmp_path / "ro"
+    _mount_tmpfs(where, "ro,size=64k")
+    yield where
+    subprocess.run(["umount", "-l", str(where)])
+
+
+def test_no_screen_falls_back_to_the_headless_demo_before_qt_is_touched(tmp_path):
+    """`./run.sh` on a headless machine: the demo, on a private JACK server (even while another runs)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["JACK_DEFAULT_SERVER"] = "rtnoscreen"
+    r = subprocess.run([sys.executable, str(ROOT / "main.py")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "no screen" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "demo_out.wav").is_file()
+    assert "measured round trip" in r.stdout
+
+
+def test_a_second_setup_run_installs_nothing():
+    """./run.sh after ./test.sh (and the reverse) must not reinstall: the stamp covers a subset."""
+    for args in ([], ["--dev"]):
+        r = subprocess.run(["bash", "scripts/setup.sh", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run(["bash", "scripts/setup.sh"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "installing" not in r.stdout, r.stdout
+
+
+def test_a_failed_pip_install_fails_the_setup_and_marks_nothing(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "broken"\nversion = "0"\ndependencies = ["rtaudio-no-such-package-xyz==0.0.0"]\n'
+        '[project.optional-dependencies]\ncpu = []\ngpu = []\ngui = []\n')
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / ".venv")], check=True)
+    # pip from this venv, run inside the new one
+    (tmp_path / ".venv" / "bin" / "pip").write_text(f"#!/bin/sh\nexec {sys.executable} -m pip --python "
+                                                    f"{tmp_path}/.venv/bin/python \"$@\"\n")
+    (tmp_path / ".venv" / "bin" / "pip").chmod(0o755)
+    r = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "pip install failed" in r.stderr
+    assert not list((tmp_path / ".venv").glob(".setup-*"))
+
+
+def test_compressed_input_gets_a_sensible_output_encoding(tmp_path, wav):
+    mp3 = tmp_path / "in.mp3"
+    x, sr = sf.read(wav)
+    sf.write(mp3, x, sr, format="MP3")
+    out = tmp_path / "out.wav"
+    r = run("process", str(mp3), str(out), "--preset", "clean", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert sf.info(out).subtype == "PCM_24"
+
+
+def test_disk_full_says_so_and_leaves_nothing(small_disk, wav):
+    out = small_disk / "out.wav"
+    line = one_line_error(run("process", str(wav), str(out), "--preset", "clean", "--no-progress"))
+    assert "no space left on device" in line and str(out) in line
+    assert os.listdir(small_disk) == []
+
+
+def test_read_only_destination_is_refused_up_front(read_only_dir, wav):
+    line = one_line_error(run("process", str(wav), str(read_only_dir / "out.wav"), "--no-progress"))
+    assert "read-only" in line and ".part" not in line
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_processing(tmp_path, wav):
+    from realtime.dsp.presets import build_chain, load_preset
+    from realtime.errors import OfflineError
+    from realtime.run.offline import process_file
+
+    chain = build_chain(load_preset("clean"))
+    calls = []
+    real = chain.process
+    chain.process = lambda b: (calls.append(1), real(b))
+    with pytest.raises(OfflineError, match="is a folder"):
+        process_file(wav, tmp_path, chain, progress=False)
+    assert not calls
+
+
+@pytest.mark.parametrize("args", [["-b", "0"], ["-b", "-5"], ["-r", "0"], ["-r", "-48000"], ["-b", "x"],
+                                  ["--preset", "delimit", "-r", "8000"]])
+def test_bad_numbers_are_refused_with_one_line(tmp_path, wav, args):
+    r = run("process", str(wav), str(tmp_path / "o.wav"), "--no-progress", *args, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o.wav").exists()
+
+
+def _wait_for_part(folder: Path, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not list(folder.glob(f".{name}.*.part")):
+        time.sleep(0.05)
+    assert list(folder.glob(f".{name}.*.part")), "processing never started"
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 130)])
+def test_a_signal_mid_file_leaves_nothing_half_written(tmp_path, sig, code):
+    src = tmp_path / "long.wav"
+    sf.write(src, (0.1 * np.random.default_rng(0).standard_normal((48000 * 120, 2))).astype(np.float32), 48000)
+    out = tmp_path / "out.wav"
+    p = subprocess.Popen([sys.executable, "main.py", "process", str(src), str(out), "--preset", "voice",
+                          "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_part(tmp_path, "out.wav")
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == code, err
+    assert f"interrupted; {out} not written" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".out.wav.*"))
+
+
+def test_ctrl_c_during_start_up_says_one_word(tmp_path):
+    src = tmp_path / "in.wav"
+    sf.write(src, np.zeros((48000 * 30, 2), np.float32), 48000)
+    p = subprocess.Popen([sys.executable, "main.py", "process", str(src), str(tmp_path / "o.wav"), "--preset",
+                          "voice", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    # once the command runs (its heavy imports have started), while it is still starting up
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            if "numba" in Path(f"/proc/{p.pid}/maps").read_text():
+                break
+        except OSError:
+            pass
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+
+
+def test_stale_part_files_of_the_same_output_are_cleaned(tmp_path, wav):
+    stale = tmp_path / ".out.wav.abcd1234.part"
+    stale.write_bytes(b"x" * 1000)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    other = tmp_path / ".other.wav.abcd1234.part"
+    other.write_bytes(b"x")
+    os.utime(other, (old, old))
+    r = run("process", str(wav), str(tmp_path / "out.wav"), "--preset", "clean", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists() and other.exists()
+
+
+def test_absurd_midi_length_is_refused_at_once(tmp_path):
+    mid = tmp_path / "huge.mid"
+    # one track: a note-on after a delta of 0x0FFFFFFF ticks (the largest variable-length value)
+    track = bytes([0xFF, 0xFF, 0xFF, 0x7F, 0x90, 60, 100, 0x00, 0xFF, 0x2F, 0x00])
+    mid.write_bytes(b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big")
+                    + (96).to_bytes(2, "big") + b"MTrk" + len(track).to_bytes(4, "big") + track)
+    assert len(mid.read_bytes()) < 40
+    line = one_line_error(run("synth", str(mid), str(tmp_path / "o.wav"), timeout=60))
+    assert "hours" in line
+    assert not list(tmp_path.glob("*.wav")) and not list(tmp_path.glob(".o.wav*"))
+
+
+def test_synth_render_memory_does_not_grow_with_the_song(tmp_path):
+    """Rendered block by block to the file: a three times longer song costs no more memory."""
+    import tracemalloc
+
+    import mido
+
+    from realtime.dsp.presets import build_chain, load_preset
+    from realtime.run.offline import render_midi
+
+    def song(seconds: int) -> Path:
+        mf = mido.MidiFile(ticks_per_beat=480)
+        tr = mido.MidiTrack()
+        mf.tracks.append(tr)
+        for i in range(seconds):  # one note a second (120 bpm: 960 ticks)
+            tr.append(mido.Message("note_on", note=60 + i % 12, velocity=90, time=0 if i == 0 else 480))
+            tr.append(mido.Message("note_off", note=60 + i % 12, velocity=0, time=480))
+        path = tmp_path / f"s{seconds}.mid"
+        mf.save(str(path))
+        return path
+
+    peaks = []
+    for seconds in (6, 18):
+        chain = build_chain(load_preset("synth"))
+        render_midi(song(2), tmp_path / "warm.wav", chain)  # models loaded, kernels compiled
+        tracemalloc.start()
+        render_midi(song(seconds), tmp_path / "o.wav", chain)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert sf.info(tmp_path / "o.wav").duration > 18
+    assert peaks[1] < peaks[0] * 1.3 + (1 << 20), peaks  # a whole song in memory would triple it
+
+
+def test_pathological_presets_are_refused_quickly(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"version": 1, "name": "x", "chain": ' + "[" * 100000 + "]" * 100000 + "}")
+    assert "nested too deeply" in one_line_error(run("process", "x.wav", "y.wav", "--preset", str(deep)))
+    many = tmp_path / "many.json"
+    many.write_text('{"version": 1, "name": "x", "chain": [' + ",".join(['{"processor": "gain"}'] * 10000) + "]}")
+    assert "at most" in one_line_error(run("process", "x.wav", "y.wav", "--preset", str(many)))
+
+
+def test_slot_ids_are_assigned_in_linear_time():
+    from realtime.dsp.presets import validate_preset
+
+    p = validate_preset({"version": 1, "name": "x", "chain": [{"processor": "gain"}] * 200})
+    ids = [s["id"] for s in p["chain"]]
+    assert ids[:3] == ["gain", "gain2", "gain3"] and ids[199] == "gain200" and len(set(ids)) == len(ids)
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path, wav):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "out.wav"
+        assert run("process", str(wav), str(out), "--preset", "clean", "--no-progress").returncode == 0
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        out.chmod(0o640)
+        assert run("process", str(wav), str(out), "--preset", "clean", "--no-progress").returncode == 0
+        assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_devices_without_a_server_prints_no_library_noise():
+    r = run("devices", env={"JACK_DEFAULT_SERVER": "rt-no-such-server"})
+    assert r.returncode == 0
+    assert r.stderr.strip() == "", r.stderr
+    assert "Audio devices" in r.stdout
+
+
+def test_demo_honours_seconds(tmp_path):
+    out = tmp_path / "demo.wav"
+    r = run("run", "--demo", "--seconds", "1.5", "--demo-out", str(out), env={"JACK_DEFAULT_SERVER": "rtsecs"})
+    assert r.returncode == 0, r.stderr
+    assert 1.5 <= sf.info(out).duration < 2.5  # 1.5 s of demo plus the recorder's half-second tail
+
+
+def test_a_truncated_wav_is_processed_with_a_warning(tmp_path, wav):
+    cut = tmp_path / "cut.wav"
+    data = wav.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # the header still promises the whole length
+    r = run("process", str(cut), str(tmp_path / "o.wav"), "--preset", "clean", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "warning" in r.stderr and "header promises" in r.stderr

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from gui import PANEL_PREFILL_BLOCKS
+from realtime.engine.config import HEADLESS_PREFILL_BLOCKS, PANEL_PREFILL_BLOCKS
 
 os.environ.setdefault("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK" if sys.platform.startswith("linux") else "")
 if not os.environ["MIDO_BACKEND"]:
@@ -64,7 +64,7 @@ def _chain_args(p: argparse.ArgumentParser, default_preset: str = "default") -> 
                    help="override a parameter (also SLOT.bypass=true, SLOT.mix=0.5); repeatable")
 
 
-def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = 2) -> None:
+def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREFILL_BLOCKS) -> None:
     p.add_argument("--samplerate", "-r", type=_samplerate, default=48000)
     p.add_argument("--blocksize", "-b", type=_blocksize, default=128)
     p.add_argument("--channels", "-c", type=_positive_int, default=2)
@@ -74,6 +74,14 @@ def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = 2) -> None:
     p.add_argument("--mode", choices=("duplex", "input", "output"), default="duplex")
     p.add_argument("--prefill-blocks", type=_positive_int, default=prefill_blocks,
                    help=f"output pre-fill in blocks: the DSP thread's time budget (default {prefill_blocks})")
+
+
+BATCH_EPILOG = """\
+manifest: a .csv with a header row (input[,output][,set][,preset]; set holds overrides joined by ';')
+or a .jsonl with one object per line ({"input": …, "output": …, "set": […]}); inputs are relative to
+the manifest, outputs to --out. A re-run skips outputs that are complete and newer than their input
+and preset (OUT/.batch-manifest.jsonl); exit status 1 when any file failed, 130 after Ctrl-C (once:
+finish the files in progress; twice: abandon them, nothing half-written is left)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocksize", "-b", type=_blocksize, default=512)
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("batch", help="process many files (folders, manifests, MIDI) on every core or a Ray cluster")
+    p = sub.add_parser("batch", help="process many files (folders, manifests, MIDI) on every core or a Ray cluster",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=BATCH_EPILOG)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="audio/MIDI file, folder (recursive) or .csv/.jsonl manifest")
     p.add_argument("--out", "-o", required=True, help="output folder (keeps folder layouts; holds the resume log)")
@@ -116,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", default=None, help="output extension (default: the input's; MIDI renders to wav)")
     p.add_argument("--jobs", "-j", type=_positive_int, default=None,
                    help="local worker processes (default: one per core)")
+    p.add_argument("--streams", type=_positive_int, default=1,
+                   help="files a worker runs side by side through one model call (presets that start with the "
+                        "enhancer; default 1)")
     p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: auto, HOST:PORT, or none for Ray's default (needs the cluster extra)")
     p.add_argument("--force", action="store_true", help="process everything again, ignoring the resume log")
@@ -162,7 +174,7 @@ def _load_chain(args):
 
 
 def _engine_config(args):
-    from realtime.engine.engine import EngineConfig
+    from realtime.engine.config import EngineConfig
 
     return EngineConfig(samplerate=args.samplerate, blocksize=args.blocksize, channels=args.channels,
                         mode=args.mode, input_device=args.input_device or _dev(args.device),
@@ -190,7 +202,8 @@ def cmd_batch(args) -> int:
     instrument = [f"synth.instrument={args.instrument}"] if args.instrument else []
     options = BatchOptions(preset=args.preset, overrides=args.set, midi_preset=args.midi_preset,
                            midi_overrides=[*instrument, *args.midi_set], samplerate=args.samplerate,
-                           blocksize=args.blocksize, midi_blocksize=args.midi_blocksize, ext=args.ext, force=args.force)
+                           blocksize=args.blocksize, midi_blocksize=args.midi_blocksize, ext=args.ext, force=args.force,
+                           streams=args.streams)
     summary = run_batch(args.inputs, args.out, options, jobs=args.jobs, ray_address=args.ray,
                         progress=not args.no_progress)
     print(json.dumps(summary))
@@ -302,7 +315,7 @@ def cmd_synth(args) -> int:
     from realtime.errors import OfflineError
 
     if args.live:
-        from realtime.engine.engine import EngineConfig
+        from realtime.engine.config import EngineConfig
         from realtime.run.live import play_midi_live
 
         config = EngineConfig(samplerate=args.samplerate, blocksize=args.blocksize, mode="output")

@@ -30,7 +30,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from realtime.dsp.presets import build_chain, load_preset
-    from realtime.engine.engine import Engine, EngineConfig
+    from realtime.engine.config import EngineConfig
+    from realtime.engine.engine import Engine
     from realtime.io.jackserver import ensure_server
 
     a = get_parser().parse_args(argv)
@@ -58,7 +59,8 @@ def main(argv=None) -> int:
           "late_blocks_stolen": s["late_blocks_stolen"], "server_xruns": s["server_xruns"],
           "delayed_callbacks": s["delayed_callbacks"], "callback_us_p99": s["callback_us_p99"],
           "dsp_us_p99": s["dsp_us_p99"], "dsp_load": s["dsp_load"], "latency_ms": lat["round_trip_ms"],
-          "added_latency_frames": lat["added_frames"]}, a.json)
+          "added_latency_frames": lat["added_frames"], "blocks_processed": s["blocks_processed"],
+          "error": s["error"], "processor_errors": s["processor_errors"]}, a.json)
     return 0
 
 

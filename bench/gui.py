@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
     from bench.common import emit
     from gui.demo_source import DemoSource
-    from realtime.engine.engine import EngineConfig
+    from realtime.engine.config import EngineConfig
     from realtime.io.jackserver import ensure_server
 
     # PortAudio in this process only when the engine runs here (the engine process opens its own)
@@ -265,7 +265,8 @@ def main(argv=None) -> int:
           # the hypervisor gave this VM's CPUs to someone else: stalls that are not ours to fix
           "dsp_minor_faults": s["dsp_minor_faults"] - first["dsp_minor_faults"],
           "dsp_major_faults": s["dsp_major_faults"] - first["dsp_major_faults"],
-          "cpu_steal_ms": steal, "late_context": s["late_context"], "error": s["error"]}, a.json)
+          "cpu_steal_ms": steal, "late_context": s["late_context"], "error": s["error"],
+          "processor_errors": s.get("processor_errors", {})}, a.json)
     return 0
 
 

@@ -48,7 +48,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from realtime.engine.engine import EngineConfig
+    from realtime.engine.config import EngineConfig
     from realtime.engine.rt_os import set_realtime_priority
 
     a = get_parser().parse_args(argv)

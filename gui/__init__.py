@@ -1,6 +1,5 @@
 """The PyQt6 knob panel (see README, "The knob panel")."""
 
-# The panel runs the heavy neural chains, so its DSP thread (Python) gets one block more of output
-# pre-fill as its time budget than the headless engine's 2: late blocks of ours vanish for a few
-# milliseconds of round trip (README, "The knob panel", has the `bench gui` runs behind this).
-PANEL_PREFILL_BLOCKS = 3
+# The panel runs the heavy neural chains, so its engine gets one block more of output pre-fill than
+# the headless one (realtime/engine/config.py; README, "The knob panel", has the runs behind it).
+from realtime.engine.config import PANEL_PREFILL_BLOCKS  # noqa: F401

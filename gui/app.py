@@ -13,7 +13,7 @@ import traceback
 def _cli_config(args, settings):
     """Remembered settings, overridden by what the command line set explicitly."""
     from gui import PANEL_PREFILL_BLOCKS
-    from realtime.engine.engine import EngineConfig
+    from realtime.engine.config import EngineConfig
 
     c = settings.engine_config(EngineConfig(channels=args.channels, mode=args.mode,
                                             prefill_blocks=args.prefill_blocks))

@@ -28,8 +28,9 @@ from realtime.dsp.presets import build_chain, validate_preset
 from realtime.dsp.processors import create
 from realtime.dsp.processors.safety import CLIPPED
 from realtime.engine import callback as cb
+from realtime.engine.config import EngineConfig
 from realtime.engine.control import CC, CCMap, ControlRings, Record
-from realtime.engine.engine import Engine, EngineConfig
+from realtime.engine.engine import Engine
 from realtime.engine.ring import ring_pop, ring_readable
 
 FULL_STATS_S = 5.0
@@ -273,6 +274,7 @@ class EngineHost(HostBase):
         st.update(callbacks=int(arr[cb.ST_CALLBACKS]), late_blocks=int(arr[cb.ST_LATE_BLOCKS]),
                   server_xruns=int(arr[cb.ST_SERVER_XRUNS]), late_blocks_ours=e.diagnostics.late_blocks_ours,
                   late_blocks_stolen=e.diagnostics.late_blocks_stolen, error=e.error,
+                  processor_errors=dict(getattr(e.chain, "failures", {})),
                   late_context=list(e.diagnostics.late_context), **e.dsp_page_faults())
         st.update(e.latency())
         st["running"] = e.running

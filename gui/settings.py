@@ -9,7 +9,7 @@ from PyQt6.QtCore import QSettings, QStandardPaths
 from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel
 
 from gui.midi import NONE, VIRTUAL, input_ports
-from realtime.engine.engine import EngineConfig
+from realtime.engine.config import EngineConfig
 
 APP = "rtaudio-host"
 SAMPLERATES = (44100, 48000, 88200, 96000)

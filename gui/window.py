@@ -35,7 +35,7 @@ from gui.settings import Settings, SettingsDialog
 from gui.synth_panel import SynthPanel
 from realtime.dsp.presets import builtin_presets, load_preset
 from realtime.dsp.processors import available_kinds
-from realtime.engine.engine import EngineConfig
+from realtime.engine.config import EngineConfig
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
 
@@ -304,6 +304,10 @@ class MainWindow(PresetActions, QMainWindow):
         L["midi"].setText(f"MIDI: {self.midi.port_name if self.midi else 'off'}")
         if s["error"] and s["error"] not in self.errors:
             self.show_error(s["error"])
+        for slot, err in s.get("processor_errors", {}).items():  # the slot plays dry; the stream goes on
+            msg = f"{slot} failed and is bypassed: {err}"
+            if msg not in self.errors:
+                self.show_error(msg)
         if s["error"] and s["running"]:
             self._guard(self.host.stop)  # the stream is dead: release it (the engine abandons it safely)
         self._sync_start_button()

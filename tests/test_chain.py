@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from realtime.dsp.chain import Chain, Slot
 from realtime.dsp.presets import build_chain, builtin_presets, load_preset
+from realtime.dsp.processor import Processor
 from realtime.dsp.processors import create
 from realtime.dsp.processors.safety import Safety
 
@@ -241,3 +242,57 @@ def test_builtin_chains_allocate_no_arrays_per_block(name):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak - base < 8192, f"{name}: {peak - base} bytes"
+
+
+class _Breaks(Processor):
+    """A gain of 0.5 that writes NaN and raises on its ``fail_at``-th block (a broken plugin)."""
+
+    kind = "test_breaks"
+    params = ()
+
+    def __init__(self, fail_at: int = 5, latency: int = 0):
+        super().__init__()
+        self.fail_at, self.blocks, self._lat = fail_at, 0, latency
+
+    @property
+    def latency(self) -> int:
+        return self._lat
+
+    def reset(self):
+        self.blocks = 0
+
+    def process(self, block):
+        self.blocks += 1
+        if self.blocks == self.fail_at:
+            block[:] = np.nan
+            raise RuntimeError("plugin crashed")
+        block *= 0.5
+
+
+def test_a_processor_that_raises_mid_stream_leaves_its_slot_dry_and_is_reported():
+    chain = Chain([Slot(_Breaks(fail_at=5), "broken"), Slot(create("gain", gain_db=-6.0206), "after"),
+                   Slot(Safety(ceiling_db=0.0), "safety")])
+    chain.prepare(48000, 64, 2)
+    x = (0.4 * np.sin(np.arange(64 * 12) * 0.05)).astype(np.float32)
+    outs = []
+    for k in range(12):
+        b = np.repeat(x[k * 64:(k + 1) * 64, None], 2, 1).copy()
+        chain.process(b)  # never raises
+        outs.append(b.copy())
+    y = np.concatenate(outs)
+    assert np.isfinite(y).all()
+    assert chain.failures == {"broken": "RuntimeError: plugin crashed"}
+    # before the failing (5th) block: 0.5 then 0.5 again; from it on: the dry signal, then 0.5
+    pre = np.where(np.arange(x.size) < 4 * 64, 0.25, 0.5) * x
+    safety = Safety(ceiling_db=0.0)
+    safety.prepare(48000, 64, 2)
+    safety.process(np.zeros((64, 2), np.float32))  # the chain's warm-up block
+    safety.reset()
+    ref = []
+    for k in range(12):
+        b = np.repeat(pre[k * 64:(k + 1) * 64, None], 2, 1).astype(np.float32)
+        safety.process(b)
+        ref.append(b)
+    assert np.allclose(y, np.concatenate(ref), atol=1e-5)
+    chain.prepare(48000, 64, 2)  # a new start gives the processor another chance
+    assert chain.failures == {}

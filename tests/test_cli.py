@@ -154,7 +154,7 @@ def test_jack_server_killed_mid_stream_reports_exits_and_keeps_the_recording(tmp
             p.kill()
         server.stop()
     assert p.returncode == 1, err
-    assert "lost" in err and "Traceback" not in err
+    assert "lost" in err and "does not reconnect" in err and "Traceback" not in err  # says it, clearly
     info = sf.info(rec)
     assert info.frames > 48000  # what was recorded before the crash is intact
     assert not list(tmp_path.glob(".rec.wav.*"))
@@ -248,3 +248,14 @@ def test_bench_jitter_times_fixed_work_once_per_period():
     assert 300 <= rec["iterations"] <= 376  # one per 2.67 ms period (fewer only if it overran)
     assert 0.05 < rec["work_ms_p50"] <= rec["work_ms_p99"] <= rec["work_ms_max"]
     assert rec["over_5ms"] <= rec["over_3ms"] <= rec["over_2ms"] <= rec["iterations"]
+
+
+def test_presets_lists_every_builtin_with_its_description():
+    from realtime.dsp.presets import builtin_presets, load_preset
+
+    r = run("presets")
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(None, 1) for line in r.stdout.strip().splitlines())
+    assert list(lines) == builtin_presets()
+    for name, text in lines.items():
+        assert text == load_preset(name)["description"]

@@ -8,6 +8,7 @@ import pytest
 from gui.host import EngineHost
 from realtime.dsp.presets import build_chain, load_preset
 from realtime.dsp.processors import processor_class
+from realtime.engine.config import EngineConfig
 from realtime.engine.control import (
     BYPASS,
     MIX,
@@ -19,7 +20,7 @@ from realtime.engine.control import (
     Record,
     apply_record,
 )
-from realtime.engine.engine import Engine, EngineConfig
+from realtime.engine.engine import Engine
 from realtime.errors import EngineError, ParamError
 
 

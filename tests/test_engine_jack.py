@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from realtime.dsp.presets import build_chain, load_preset
-from realtime.engine.engine import Engine, EngineConfig
+from realtime.engine.config import EngineConfig
+from realtime.engine.engine import Engine
 from realtime.engine.ring import Ring
 from realtime.errors import AudioDeviceError, EngineError
 
-from .jack_helpers import Identity, Rig, clean_take, lag_of, play_through
+from .jack_helpers import Identity, Rig, assert_minus_6db_halves_the_level, clean_take, lag_of, play_through
 
 pytestmark = pytest.mark.jack
 SR, B = 48000, 128
@@ -109,13 +110,7 @@ def test_underrun_keeps_latency_constant(jack_server):
 def test_parameter_change_reaches_the_audio(jack_server):
     chain = build_chain({"version": 1, "name": "t", "chain": [{"processor": "gain", "params": {"gain_db": 0}}]})
     with Engine(chain, EngineConfig(blocksize=B)) as eng, Rig() as rig:
-        sig = np.tile(0.25 * np.sin(2 * np.pi * 440 * np.arange(SR // 2) / SR), (2, 1)).T.astype(np.float32)
-        before = rig.take(sig)
-        eng.set_param("gain", "gain_db", -6.0206)
-        time.sleep(0.1)
-        after = rig.take(sig)
-    ratio = np.abs(after[8000:20000]).max() / np.abs(before[8000:20000]).max()
-    assert ratio == pytest.approx(0.5, abs=0.01)
+        assert_minus_6db_halves_the_level(eng, rig, "gain", "gain_db", SR)
 
 
 def test_input_only_stream_records_through_the_tap(jack_server):
@@ -244,3 +239,56 @@ def test_nothing_is_compiled_while_streaming(jack_server):
             finally:
                 event.unregister("numba:compiler_lock", watch)
         assert watch.threads == [], f"{type(chain).__name__}: compiled while streaming in {set(watch.threads)}"
+
+
+def test_a_processor_that_raises_mid_stream_is_reported_and_the_stream_goes_on(jack_server):
+    """The slot goes dry, the DSP thread keeps processing, stats() says which slot failed and why."""
+    from realtime.dsp.chain import Chain, Slot
+    from realtime.dsp.processor import Processor
+    from realtime.dsp.processors import create
+
+    class Breaks(Processor):
+        kind, params = "test_breaks", ()
+
+        def __init__(self):
+            super().__init__()
+            self.blocks = 0
+
+        def reset(self):
+            self.blocks = 0
+
+        def process(self, block):
+            self.blocks += 1
+            if self.blocks >= 200:
+                block[:] = np.nan
+                raise RuntimeError("plugin crashed")
+            block *= 0.5
+
+    chain = Chain([Slot(Breaks(), "broken"), Slot(create("safety"), "safety")])
+    with Engine(chain, EngineConfig(blocksize=B)) as eng, Rig() as rig:
+        time.sleep(1.0)  # well past block 200
+        st = eng.stats()
+        assert st["processor_errors"] == {"broken": "RuntimeError: plugin crashed"}
+        assert st["error"] is None
+        n = st["blocks_processed"]
+        sig = _test_signal(0.5)
+        out = rig.take(sig)
+        assert eng.stats()["blocks_processed"] > n + 100  # still processing
+        assert np.isfinite(out).all() and np.abs(out).max() > 0.1  # the dry signal, never garbage
+        assert eng.stats()["late_blocks_ours"] <= 2
+
+
+def test_the_callback_itself_scrubs_what_a_chain_without_safety_lets_through(jack_server):
+    """The last line of defence: NaN/Inf from the DSP thread become silence, beyond +-1 is clamped."""
+
+    class Garbage(Identity):
+        def process(self, block):
+            block[0::3] = np.nan
+            block[1::3] = np.inf
+            block[2::3] = 4.0
+
+    with Engine(Garbage(), EngineConfig(blocksize=B)) as eng, Rig() as rig:
+        out = rig.take(_test_signal(0.3))
+        st = eng.stats()
+    assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+    assert st["nonfinite_scrubbed"] > 0 and st["clipped"] > 0

@@ -360,7 +360,8 @@ def test_voice_preset_live_over_jack(jack_server, speech48):
     """The voice preset in the live engine on a real JACK server: noise in, much less out,
     reported latency includes the enhancer's 479 samples."""
     from realtime.dsp.presets import build_chain, load_preset
-    from realtime.engine.engine import Engine, EngineConfig
+    from realtime.engine.config import EngineConfig
+    from realtime.engine.engine import Engine
 
     from .jack_helpers import Rig
 

@@ -17,7 +17,7 @@ from PyQt6.QtWidgets import QApplication
 app = QApplication(sys.argv[:1])
 from gui.settings import Settings
 from gui.window import MainWindow
-from realtime.engine.engine import EngineConfig
+from realtime.engine.config import EngineConfig
 from realtime.dsp.presets import load_preset
 w = MainWindow(load_preset("default"), EngineConfig(blocksize=256), Settings(sys.argv[1]))  # engine process
 w.show()

@@ -18,7 +18,7 @@ from gui.remote import RemoteEngineHost  # noqa: E402
 from gui.settings import Settings, SettingsDialog  # noqa: E402
 from gui.window import MainWindow  # noqa: E402
 from realtime.dsp.presets import load_preset  # noqa: E402
-from realtime.engine.engine import EngineConfig  # noqa: E402
+from realtime.engine.config import EngineConfig  # noqa: E402
 
 from . import gui_midiprobe  # noqa: E402,F401  (registers "midiprobe" here too, for preset validation)
 

@@ -7,7 +7,7 @@ import pytest
 
 from gui.remote import RemoteEngineHost
 from realtime.dsp.presets import load_preset
-from realtime.engine.engine import EngineConfig
+from realtime.engine.config import EngineConfig
 from realtime.errors import EngineError, ParamError
 
 

@@ -54,6 +54,9 @@ def test_errors_is_a_leaf():
     assert [m for m in mods if m.startswith("realtime")] == ["realtime", "realtime.errors"]
 
 
-def test_listing_presets_loads_no_numba():
+def test_listing_presets_loads_no_numba_and_main_no_gui():
     mods = _modules_after("import main\nmain.main(['presets'])")
     assert "numba" not in mods and "realtime.dsp.chain" not in mods
+    # main.py imports nothing of the GUI, Qt, torch or training; of bench/ only the registry (for --help)
+    above = [m for m in _forbidden(mods) if m != "bench"]
+    assert not above, above

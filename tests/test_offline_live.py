@@ -5,7 +5,8 @@ import pytest
 import soundfile as sf
 
 from realtime.dsp.presets import build_chain, load_preset
-from realtime.engine.engine import Engine, EngineConfig
+from realtime.engine.config import EngineConfig
+from realtime.engine.engine import Engine
 from realtime.run.live import DEMO_SIGNAL
 from realtime.run.offline import process_file
 

@@ -1,6 +1,7 @@
 """DDSP synth: trained decoders (committed ONNX), Numba synthesis, MIDI handling, offline render."""
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,7 +249,8 @@ def test_midi_through_a_real_jack_midi_port_reaches_the_synth(jack_server):
     import mido
 
     from realtime.dsp.presets import build_chain, load_preset
-    from realtime.engine.engine import Engine, EngineConfig
+    from realtime.engine.config import EngineConfig
+    from realtime.engine.engine import Engine
     from realtime.engine.ring import Ring
     from realtime.io.midi_input import MidiInput
 
@@ -275,3 +277,36 @@ def test_midi_through_a_real_jack_midi_port_reaches_the_synth(jack_server):
         tap.pop(got)
     assert np.abs(got).max() > 1e-3  # the note reached the speakers' side of the engine
     assert synth.sounding_notes() == []
+
+
+@pytest.mark.jack
+def test_synth_live_command_plays_from_a_midi_port(jack_server):
+    """`main.py synth --live`: a virtual MIDI port on JACK, notes in, the engine's stats out."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    import mido
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.Popen([sys.executable, "main.py", "synth", "--live", "--instrument", "flute", "--seconds", "4"],
+                         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line, deadline = "", time.monotonic() + 60
+        while "live on MIDI port" not in line and time.monotonic() < deadline and p.poll() is None:
+            line = p.stderr.readline()
+        port = re.search(r"'(.+)'", line).group(1)
+        dest = [n for n in mido.get_output_names() if port in n]
+        assert dest, (port, mido.get_output_names())
+        with mido.open_output(dest[0]) as out:
+            out.send(mido.Message("note_on", note=69, velocity=100))
+            time.sleep(0.5)
+            out.send(mido.Message("note_off", note=69))
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, stderr
+    stats = json.loads(stdout.strip().splitlines()[-1])
+    assert stats["midi_messages"] >= 2 and stats["blocks_processed"] > 100 and stats["error"] is None

@@ -7,7 +7,7 @@ import threading
 
 from gui.host import EngineHost
 from gui.remote.shm import attach_rings
-from realtime.engine.engine import EngineConfig
+from realtime.engine.config import EngineConfig
 from realtime.engine.rt_os import set_realtime_priority
 
 

@@ -91,6 +91,7 @@ class Slot:
         if not isinstance(self.id, str) or not SLOT_ID_RE.match(self.id):
             raise ValueError(f"slot id {self.id!r} is invalid (letters, digits, '_' and '-'; no dots)")
         self._wst = np.zeros(2, np.float64)  # [current wet weight, target]
+        self._failed = False  # its processor raised: dry only (Chain.failures says why)
         self._pos = np.zeros(1, np.int64)  # dry delay-line write counter
         self._ring = None
         self.bypass = bool(bypass)
@@ -121,7 +122,8 @@ class Slot:
         self._update_target()
 
     def _update_target(self) -> None:
-        self._wst[1] = 0.0 if getattr(self, "_bypass", False) else getattr(self, "_mix", 1.0)
+        off = getattr(self, "_bypass", False) or getattr(self, "_failed", False)
+        self._wst[1] = 0.0 if off else getattr(self, "_mix", 1.0)
 
     def __repr__(self) -> str:
         return f"Slot({self.kind!r}, id={self.id!r}, bypass={self.bypass}, mix={self.mix:g})"
@@ -185,6 +187,8 @@ class Chain(SlotLookup):
             raise ValueError(f"{final.id}: the final safety stage cannot be bypassed or mixed")
         self._slots = tuple(slots)
         self._fx = self._slots[:-1]  # slots with dry paths; the final safety has none
+        # slot id -> what its processor raised; such a slot plays its dry path until prepared again
+        self.failures: dict[str, str] = {}
         self._safety = final.processor
         self._by_id = {s.id: s for s in slots}
         # processors that take MIDI (a synth): the engine's DSP thread forwards events to them
@@ -220,7 +224,9 @@ class Chain(SlotLookup):
             A neural processor's model cannot be loaded.
         """
         self.sample_rate, self.max_block, self.channels = float(sample_rate), int(max_block), int(channels)
+        self.failures.clear()
         for s in self._slots:
+            s._failed = False
             s.processor.prepare(sample_rate, max_block, channels)
         for s in self._fx:
             # Room for the largest latency plus one block: the block is written before reading.
@@ -274,9 +280,22 @@ class Chain(SlotLookup):
         for s in self._fx:
             p = s.processor
             _dry_push(block, s._ring, s._pos)
-            p.process(block)
+            if not s._failed:
+                try:
+                    p.process(block)
+                except Exception as e:  # noqa: BLE001 - a broken plugin must not stop the stream
+                    self._slot_failed(s, block, e)
             _dry_mix(block, s._ring, s._pos, p.latency, s._wst, step)
         self._safety.process(block)
+
+    def _slot_failed(self, s: Slot, block: np.ndarray, e: Exception) -> None:
+        """A processor raised mid-stream: from this block on its slot plays the (latency-aligned)
+        dry signal, never what the processor left half-written, and the error is kept in
+        ``failures`` for the engine to report. Preparing the chain again gives it another chance."""
+        s._failed = True
+        s._wst[0] = s._wst[1] = 0.0  # all dry, at once
+        block.fill(0.0)  # dry + 0 * (wet - dry) must not meet a NaN the processor left
+        self.failures[s.id] = f"{type(e).__name__}: {e}"
 
     # -- between-block control ---------------------------------------------------------------
     def handle_midi(self, status: int, data1: int = 0, data2: int = 0, offset: int = 0) -> None:

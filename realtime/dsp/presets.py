@@ -71,13 +71,20 @@ def _check_param(d, value, where: str):
     return value
 
 
+def _check_object(raw, where: str, allowed: tuple[str, ...], what: str = "an object") -> None:
+    """``raw`` must be a dict whose keys are all in ``allowed``; errors name ``where``."""
+    if not isinstance(raw, dict):
+        raise PresetError(f"{where}: expected {what}, got {type(raw).__name__}")
+    for k in raw:
+        if k not in allowed:
+            prefix = f"{where}.{k}" if where != "preset" else f"{k}"
+            kind = "unknown key" if where != "preset" else "unknown top-level key"
+            raise PresetError(f"{prefix}: {kind}; allowed: {list(allowed)}")
+
+
 def _validate_slot(i: int, raw) -> dict:
     where = f"chain[{i}]"
-    if not isinstance(raw, dict):
-        raise PresetError(f"{where}: expected an object, got {type(raw).__name__}")
-    for k in raw:
-        if k not in SLOT_KEYS:
-            raise PresetError(f"{where}.{k}: unknown key; allowed: {list(SLOT_KEYS)}")
+    _check_object(raw, where, SLOT_KEYS)
     if "processor" not in raw:
         raise PresetError(f"{where}.processor: missing")
     from realtime.dsp.chain import SLOT_ID_RE
@@ -153,11 +160,7 @@ def validate_preset(preset, source: str | None = None) -> dict:
 
 
 def _validate(preset) -> dict:
-    if not isinstance(preset, dict):
-        raise PresetError(f"preset: expected a JSON object, got {type(preset).__name__}")
-    for k in preset:
-        if k not in TOP_KEYS:
-            raise PresetError(f"{k}: unknown top-level key; allowed: {list(TOP_KEYS)}")
+    _check_object(preset, "preset", TOP_KEYS, "a JSON object")
     if "version" not in preset:
         raise PresetError(f"version: missing (expected {VERSION})")
     v = preset["version"]
@@ -227,11 +230,7 @@ def _validate_midi(raw, slots) -> list[dict]:
     out, seen = [], set()
     for i, m in enumerate(raw):
         where = f"midi[{i}]"
-        if not isinstance(m, dict):
-            raise PresetError(f"{where}: expected an object, got {type(m).__name__}")
-        for k in m:
-            if k not in MIDI_KEYS:
-                raise PresetError(f"{where}.{k}: unknown key; allowed: {list(MIDI_KEYS)}")
+        _check_object(m, where, MIDI_KEYS)
         cc, ch, target = m.get("cc"), m.get("channel"), m.get("target")
         if isinstance(cc, bool) or not isinstance(cc, int) or not 0 <= cc <= 127:
             raise PresetError(f"{where}.cc: expected a controller number 0..127, got {cc!r}")

@@ -295,3 +295,31 @@ class Processor:
             float32, (frames, channels) with frames <= ``max_block`` and the prepared channels.
         """
         raise NotImplementedError
+
+
+class MidiQueue:
+    """Mixin for processors that take MIDI: ``handle_midi`` queues each message for the next block.
+
+    The subclass preallocates ``self._ev`` ((max events, 4) float64 rows of offset, status, data1,
+    data2) and sets ``self._n_ev = 0`` and ``self.dropped_events = 0``; its ``process`` consumes
+    ``self._ev[:self._n_ev]`` and sets ``self._n_ev = 0``. Messages beyond the capacity are
+    counted in ``dropped_events``, never allocated for.
+    """
+
+    def handle_midi(self, status, data1=0, data2=0, offset=0) -> None:
+        """Queue one MIDI message for the next block (call between blocks).
+
+        Parameters
+        ----------
+        status, data1, data2 : int
+            The message's bytes.
+        offset : int
+            Sample within the next block at which it takes effect.
+        """
+        n = self._n_ev
+        if n >= self._ev.shape[0]:
+            self.dropped_events += 1
+            return
+        e = self._ev[n]
+        e[0], e[1], e[2], e[3] = offset, status, data1, data2
+        self._n_ev = n + 1

@@ -25,48 +25,21 @@ import select
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from realtime.engine import callback as cb
+from realtime.engine.config import EngineConfig
 from realtime.engine.control import ControlRings, ControlWriter, apply_record, stamp_applied
 from realtime.engine.diagnostics import HISTORY, Diagnostics
 from realtime.engine.ring import READ, Ring, ring_discard, ring_pop, ring_push, ring_readable
 from realtime.engine.rt_os import SwitchCounter, set_realtime_priority, thread_page_faults
-from realtime.errors import EngineError
 from realtime.io.portaudio import check, resolve_device, sd
 
 PA_FLOAT32 = 0x00000001
 PA_CLIP_OFF = 0x00000001
 
 MIDI_MAX_AHEAD_NS = 10e9  # a MIDI stamp further ahead than this is taken as garbage and played now
-
-
-@dataclass
-class EngineConfig:
-    samplerate: int = 48000
-    blocksize: int = 128
-    channels: int = 2
-    mode: str = "duplex"  # "duplex", "input" (capture only) or "output" (playback only, e.g. a synth)
-    input_device: int | str | None = None
-    output_device: int | str | None = None
-    prefill_blocks: int = 2  # output ring pre-fill: the DSP thread's time budget, in blocks
-    ring_blocks: int = 32  # ring capacity, in blocks
-    switch_interval_s: float = 0.0005  # GIL hand-over interval while streaming (Python's default 5 ms > a 128-frame block)
-    realtime_priority: int = 5  # SCHED_FIFO priority for the DSP thread when permitted (JACK's own threads run higher)
-
-    def validate(self) -> None:
-        if self.samplerate not in (44100, 48000, 88200, 96000):
-            raise EngineError(f"samplerate {self.samplerate} not supported (44100, 48000, 88200, 96000)")
-        if not 32 <= self.blocksize <= 2048:
-            raise EngineError(f"blocksize {self.blocksize} outside 32..2048 frames")
-        if self.channels not in (1, 2):
-            raise EngineError(f"channels must be 1 or 2, got {self.channels}")
-        if self.mode not in ("duplex", "input", "output"):
-            raise EngineError(f"mode must be duplex, input or output, got {self.mode!r}")
-        if self.prefill_blocks < 1:
-            raise EngineError("prefill_blocks must be >= 1")
 
 
 class Engine:
@@ -96,7 +69,8 @@ class Engine:
         self.config = config or EngineConfig()
         self.config.validate()
         self.tap = tap
-        self.error: str | None = None  # set when the device/server disappears
+        self.error: str | None = None  # set when the device/server disappears or the DSP thread died
+        self._device_lost = False
         self.rings = rings if rings is not None else ControlRings()
         self.writer = ControlWriter(self.rings, chain, on_full=self.apply_pending_control)
         self._stream = None
@@ -175,7 +149,7 @@ class Engine:
             self._running = False
             s = sd()
             if self._stream is not None:
-                if self.error is None:
+                if not self._device_lost:
                     s._lib.Pa_StopStream(self._stream)
                     s._lib.Pa_CloseStream(self._stream)
                 else:
@@ -371,6 +345,14 @@ class Engine:
 
     # ---------------------------------------------------------------- DSP thread
     def _dsp_loop(self) -> None:
+        """The DSP thread. A processor that raises is handled by the chain (its slot goes dry);
+        anything else that ends this loop is reported as the engine's error, never silently."""
+        try:
+            self._dsp_blocks()
+        except Exception as e:  # noqa: BLE001 - the stream goes on with silence; say why
+            self.error = f"the DSP thread stopped: {type(e).__name__}: {e}"
+
+    def _dsp_blocks(self) -> None:
         c = self.config
         self._dsp_tid = threading.get_native_id()
         set_realtime_priority(c.realtime_priority)
@@ -466,9 +448,11 @@ class Engine:
             now = time.monotonic()
             if n != last_callbacks:
                 last_callbacks, last_change = n, now
-            elif now - last_change > max(1.0, 50 * period) and self.error is None:
+            elif now - last_change > max(1.0, 50 * period) and not self._device_lost:
+                self._device_lost = True
                 self.error = ("audio device stopped delivering callbacks "
-                              f"(no callback for {now - last_change:.1f} s): server or device lost")
+                              f"(no callback for {now - last_change:.1f} s): server or device lost; "
+                              "this engine does not reconnect: start it again once the device is back")
 
     def _drain_timing(self) -> None:
         """Move the callback's timing records into the diagnostics (monitor thread, or stopped)."""
@@ -527,7 +511,8 @@ class Engine:
                 "late_frames": int(st[cb.ST_LATE_FRAMES]), "server_xruns": int(st[cb.ST_SERVER_XRUNS]),
                 "input_dropped_frames": int(st[cb.ST_IN_DROPPED]), **counters,
                 "nonfinite_scrubbed": int(st[cb.ST_NONFINITE]), "clipped": int(st[cb.ST_CLIPPED]),
-                **summary, **self.dsp_page_faults(), "error": self.error}
+                **summary, **self.dsp_page_faults(), "error": self.error,
+                "processor_errors": dict(getattr(self.chain, "failures", {}))}
 
     def dsp_page_faults(self) -> dict:
         """The DSP thread's page faults so far (Linux; zeros elsewhere). A fault in the audio path

@@ -1,10 +1,12 @@
 """Start a private JACK server with the dummy driver where no sound card exists (servers, CI)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 from realtime.errors import JackError
 
@@ -56,6 +58,59 @@ def ensure_server(samplerate: int = 48000, period: int = 128, log_path: str | No
     return server
 
 
+SHM = Path("/dev/shm")
+
+
+def _segments() -> dict[str, int]:
+    """JACK's shared-memory segments (``jack-<uid>-<n>``, about 100 MB for a server's engine):
+    name -> inode (a name is reused by later servers; the inode tells them apart)."""
+    out = {}
+    for p in SHM.glob(f"jack-{os.getuid()}-*") if SHM.is_dir() else ():
+        try:
+            out[p.name] = p.stat().st_ino
+        except OSError:
+            pass
+    return out
+
+
+def _remember_segments(pid: int, before: dict[str, int]) -> None:
+    """Note which segments the server ``pid`` created, so a later start can free them if it was
+    killed without cleaning up (SIGKILL: jackd never runs its own clean-up)."""
+    inodes = {name: ino for name, ino in _segments().items() if before.get(name) != ino}
+    if inodes:
+        try:
+            _note(pid).write_text(json.dumps(inodes))
+        except OSError:
+            pass
+
+
+def _note(pid: int) -> Path:
+    return SHM / f"rtaudio-jackd-{pid}.json"
+
+
+def remove_stale_segments() -> list[str]:
+    """Remove the segments of private servers started here whose process is gone; returns them."""
+    removed = []
+    for note in SHM.glob("rtaudio-jackd-*.json") if SHM.is_dir() else ():
+        pid = int(note.stem.rsplit("-", 1)[1])
+        if Path(f"/proc/{pid}").exists():
+            continue
+        try:
+            inodes = dict(json.loads(note.read_text()))
+        except (OSError, ValueError, TypeError):
+            inodes = {}
+        for name, inode in inodes.items():
+            seg = SHM / str(name)
+            try:
+                if seg.stat().st_ino == inode:  # still that server's, not a later server's of the same name
+                    seg.unlink()
+                    removed.append(seg.name)
+            except OSError:
+                pass
+        note.unlink(missing_ok=True)
+    return removed
+
+
 class DummyJackServer:
     """``jackd -d dummy`` as a child process; use as a context manager."""
 
@@ -73,6 +128,8 @@ class DummyJackServer:
         exe = shutil.which("jackd")
         if not exe:
             raise JackError("jackd not found: install the Debian package jackd2 (the set-up script does)")
+        remove_stale_segments()
+        before = _segments()
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         # jackd runs in its own session (a Ctrl-C in our terminal must not reach it before our
         # streams are closed), so it would outlive us if we were killed; the kernel's parent-death
@@ -87,6 +144,7 @@ class DummyJackServer:
             if self.proc.poll() is not None:
                 raise JackError(f"jackd exited with {self.proc.returncode} (is another server running?)")
             if server_running(name=self.name):
+                _remember_segments(self.proc.pid, before)
                 return self
             time.sleep(0.05)
         self.stop()
@@ -105,6 +163,10 @@ class DummyJackServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None:
+            if self.proc.returncode is not None and self.proc.returncode >= 0:  # it cleaned up itself
+                _note(self.proc.pid).unlink(missing_ok=True)
+            remove_stale_segments()  # killed (SIGKILL/timeout): its segments would stay until a start
         self.proc = None
 
     def kill(self) -> None:

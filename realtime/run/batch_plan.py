@@ -233,28 +233,43 @@ def batchable(preset: dict) -> bool:
     return first["processor"] == "enhancer" and not first["bypass"] and first["mix"] == 1.0
 
 
-def group_tasks(tasks: list[BatchTask], streams: int) -> list[tuple[BatchTask, ...]]:
+def group_tasks(tasks: list[BatchTask], streams: int, workers: int = 1) -> list[tuple[BatchTask, ...]]:
     """Units of work: groups of up to ``streams`` files with the same preset and channel count
     (similar lengths side by side: ``tasks`` come longest first), the rest one file each.
+
+    Parameters
+    ----------
+    tasks : list of BatchTask
+    streams : int
+        Most files per group.
+    workers : int
+        Groups are made small enough that every worker gets one (``streams`` is an upper bound).
 
     Returns
     -------
     list of tuple of BatchTask
         In ``tasks``' order of their first member.
     """
-    if streams <= 1:
-        return [(t,) for t in tasks]
-    units: list[tuple[BatchTask, ...]] = []
+    def key(t: BatchTask):
+        if streams <= 1 or t.kind != "audio" or t.channels not in (1, 2) or not batchable(t.preset):
+            return None
+        return t.preset_hash, t.channels
+
+    counts: dict = {}
+    for t in tasks:
+        counts[key(t)] = counts.get(key(t), 0) + 1
+    units: list[list[BatchTask]] = []
     open_groups: dict[tuple, list[BatchTask]] = {}
     for t in tasks:
-        if t.kind != "audio" or t.channels not in (1, 2) or not batchable(t.preset):
-            units.append((t,))
+        k = key(t)
+        if k is None:
+            units.append([t])
             continue
-        key = (t.preset_hash, t.channels)
-        group = open_groups.get(key)
-        if group is None or len(group) >= streams:
-            group = open_groups[key] = []
-            units.append(group)  # filled in place; frozen below
+        size = max(1, min(streams, -(-counts[k] // max(1, workers))))
+        group = open_groups.get(k)
+        if group is None or len(group) >= size:
+            group = open_groups[k] = []
+            units.append(group)
         group.append(t)
     return [tuple(u) for u in units]
 

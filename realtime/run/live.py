@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.engine.engine import Engine, EngineConfig
+from realtime.engine.config import EngineConfig
+from realtime.engine.engine import Engine
 from realtime.io.files import atomic_write
 
 DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
@@ -15,9 +16,10 @@ DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
 
 def status_line(engine: Engine) -> str:
     s, lat = engine.stats(), engine.latency()
+    failed = "".join(f" | {slot} FAILED ({err}), bypassed" for slot, err in s["processor_errors"].items())
     return (f"{lat['samplerate']} Hz | {lat['blocksize']} frames | latency {lat['round_trip_ms']:.1f} ms "
             f"(added {lat['added_ms']:.1f}) | DSP {100 * s['dsp_load']:.1f}% | late {s['late_blocks']} "
-            f"| xruns {s['server_xruns']}")
+            f"| xruns {s['server_xruns']}{failed}")
 
 
 def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int:

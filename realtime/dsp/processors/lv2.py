@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from realtime.dsp.processor import Param, Processor
+from realtime.dsp.processor import MidiQueue, Param, Processor
 from realtime.dsp.processors import SLOT_CONTROLS, register
 from realtime.errors import PluginError
 from realtime.io import lilv, lv2_host, lv2_scan
@@ -412,18 +412,8 @@ class Lv2Plugin(Processor):
             run(handle, n)
 
 
-class Lv2Instrument(Lv2Plugin):
-    """An LV2 plugin with a MIDI input: the chain forwards its MIDI here."""
-
-    def handle_midi(self, status, data1=0, data2=0, offset=0) -> None:
-        """Queue one MIDI message for the next block, at sample ``offset`` within it."""
-        n = self._n_ev
-        if n >= MAX_EVENTS:
-            self.dropped_events += 1
-            return
-        e = self._ev[n]
-        e[0], e[1], e[2], e[3] = offset, status, data1, data2
-        self._n_ev = n + 1
+class Lv2Instrument(MidiQueue, Lv2Plugin):
+    """An LV2 plugin with a MIDI input: the chain forwards its MIDI here (``handle_midi``)."""
 
     def panic(self) -> None:
         """All notes off (every channel) at the start of the next block."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.dsp.processor import Param, Processor
+from realtime.dsp.processor import MidiQueue, Param, Processor
 from realtime.dsp.processors import register
 from realtime.dsp.processors.neural.onnx import StatefulSession
 from realtime.dsp.processors.neural.weights import model_dir
@@ -106,7 +106,7 @@ class Instrument:
 
 
 @register
-class Synth(Processor):
+class Synth(MidiQueue, Processor):
     """The DDSP instrument (signal path: the module docstring).
 
     Parameters
@@ -227,24 +227,6 @@ class Synth(Processor):
         self._smooth[1] = self.values[sv.K_REVERB]
 
     # ------------------------------------------------------------------ MIDI (between blocks)
-    def handle_midi(self, status, data1=0, data2=0, offset=0) -> None:
-        """Queue one MIDI message for the next block (call between blocks).
-
-        Parameters
-        ----------
-        status, data1, data2 : int
-            The message's bytes (omni: any channel).
-        offset : int
-            Sample within the next block at which it takes effect.
-        """
-        n = self._n_ev
-        if n >= sv.MAX_EVENTS:
-            self.dropped_events += 1
-            return
-        e = self._ev[n]
-        e[0], e[1], e[2], e[3] = offset, status, data1, data2
-        self._n_ev = n + 1
-
     def panic(self) -> None:
         """All sound off at the start of the next block."""
         self.handle_midi(0xB0, 120, 0, 0)

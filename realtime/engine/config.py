@@ -1,0 +1,37 @@
+"""Stream settings for the live engine, and the pre-fill defaults; light enough for any command to import."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from realtime.errors import EngineError
+
+HEADLESS_PREFILL_BLOCKS = 2  # `run`: output pre-fill, the DSP thread's time budget in blocks
+# The panel's engine runs the heavy neural chains in its own process: one block more of budget
+# (the README's knob-panel section has the measurements behind it).
+PANEL_PREFILL_BLOCKS = 3
+
+
+@dataclass
+class EngineConfig:
+    samplerate: int = 48000
+    blocksize: int = 128
+    channels: int = 2
+    mode: str = "duplex"  # "duplex", "input" (capture only) or "output" (playback only, e.g. a synth)
+    input_device: int | str | None = None
+    output_device: int | str | None = None
+    prefill_blocks: int = HEADLESS_PREFILL_BLOCKS  # output ring pre-fill: the DSP thread's time budget, in blocks
+    ring_blocks: int = 32  # ring capacity, in blocks
+    switch_interval_s: float = 0.0005  # GIL hand-over interval while streaming (Python's default 5 ms > a 128-frame block)
+    realtime_priority: int = 5  # SCHED_FIFO priority for the DSP thread when permitted (JACK's own threads run higher)
+
+    def validate(self) -> None:
+        if self.samplerate not in (44100, 48000, 88200, 96000):
+            raise EngineError(f"samplerate {self.samplerate} not supported (44100, 48000, 88200, 96000)")
+        if not 32 <= self.blocksize <= 2048:
+            raise EngineError(f"blocksize {self.blocksize} outside 32..2048 frames")
+        if self.channels not in (1, 2):
+            raise EngineError(f"channels must be 1 or 2, got {self.channels}")
+        if self.mode not in ("duplex", "input", "output"):
+            raise EngineError(f"mode must be duplex, input or output, got {self.mode!r}")
+        if self.prefill_blocks < 1:
+            raise EngineError("prefill_blocks must be >= 1")

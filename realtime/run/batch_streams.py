@@ -1,0 +1,250 @@
+"""Several files side by side through one model call per hop (``BatchOptions.streams``).
+
+For a preset whose first slot is the enhancer, a worker runs a group of files in lockstep: each
+file keeps everything ``process_file`` gives it — its reader, its streaming resamplers, its
+re-blocking, its own copy of the rest of the chain, latency dropped, an atomic output — while the
+enhancer runs as one ``BatchedEnhancer`` with the group's files as its streams (each with its own
+model state). Every step reads one chain block per file, runs the enhancer once for all, then each
+file's rest of the chain, and writes. A file that ends early feeds silence to its stream until the
+group is done; a file that fails is discarded alone. The outputs equal ``process_file``'s (the
+tests compare them).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from realtime.io.files import AtomicFile
+from realtime.run.batch_plan import BatchTask
+
+GROUP_CACHE_SIZE = 2  # groups of chains kept per worker (each: one batched enhancer + a rest chain per stream)
+_GROUPS: dict[tuple, tuple] = {}
+
+
+def _group_chains(task: BatchTask, streams: int, channels: int):
+    """(batched enhancer, [rest of the chain per stream]) for ``task``'s preset, built once per worker."""
+    key = (task.preset_hash, streams, channels)
+    chains = _GROUPS.pop(key, None)
+    if chains is None:
+        from realtime.dsp.presets import build_chain
+        from realtime.dsp.processors.neural.batched import BatchedEnhancer
+
+        while len(_GROUPS) >= GROUP_CACHE_SIZE:
+            _GROUPS.pop(next(iter(_GROUPS)))
+        first, rest = task.preset["chain"][0], {**task.preset, "chain": task.preset["chain"][1:]}
+        chains = BatchedEnhancer(streams, **first["params"]), [build_chain(rest) for _ in range(streams)]
+    _GROUPS[key] = chains
+    return chains
+
+
+class _FileStream:
+    """One file of a group: ``process_file``'s reading, resampling, re-blocking and writing, turned
+    inside out so that a driver hands out its blocks and takes them back processed."""
+
+    def __init__(self, task: BatchTask, latency: int, blocksize: int):
+        import soxr
+
+        from realtime.errors import OfflineError
+        from realtime.run.offline import _output_format, open_input
+
+        self.task, self.blocksize, self.latency = task, blocksize, latency
+        in_p, out_p = Path(task.input), Path(task.output)
+        self.src = open_input(in_p)
+        try:
+            if out_p.exists() and out_p.resolve() == in_p.resolve():
+                raise OfflineError(f"{out_p}: refusing to overwrite the input file")
+            fmt, subtype = _output_format(out_p, self.src.subtype)
+        except BaseException:
+            self.src.close()
+            raise
+        ch, self.in_sr, self.total = self.src.channels, self.src.samplerate, self.src.frames
+        sr = task.samplerate
+        resample = self.in_sr != sr
+        self.rs_in = soxr.ResampleStream(self.in_sr, sr, ch, dtype="float32", quality="HQ") if resample else None
+        self.rs_out = soxr.ResampleStream(sr, self.in_sr, ch, dtype="float32", quality="HQ") if resample else None
+        self.fifo = np.zeros((blocksize * 4 + 16384 * 4, ch), np.float32)
+        self.fill = 0
+        self.eof = False
+        self.to_skip = latency
+        self.written = 0
+        self.nonfinite = 0
+        self.out = AtomicFile(out_p)
+        try:
+            self.dst = sf.SoundFile(self.out.tmp, "w", samplerate=self.in_sr, channels=ch, format=fmt, subtype=subtype)
+        except BaseException:
+            self.out.discard()
+            self.src.close()
+            raise
+
+    def _add(self, x: np.ndarray) -> None:
+        n = x.shape[0]
+        if self.fill + n > self.fifo.shape[0]:
+            grown = np.zeros((max(self.fifo.shape[0] * 2, self.fill + n), self.fifo.shape[1]), np.float32)
+            grown[: self.fill] = self.fifo[: self.fill]
+            self.fifo = grown
+        self.fifo[self.fill: self.fill + n] = x
+        self.fill += n
+
+    def next_block(self, block: np.ndarray) -> bool:
+        """Fill ``block`` with the next chain block; False when the file (and its flush) is done."""
+        from realtime.run.offline import READ_FRAMES
+
+        B, ch = self.blocksize, self.fifo.shape[1]
+        while self.fill < B and not self.eof:
+            x = self.src.read(READ_FRAMES, dtype="float32", always_2d=True)
+            if x.shape[0]:
+                self.nonfinite += int(np.count_nonzero(~np.isfinite(x)))
+                self._add(self.rs_in.resample_chunk(x) if self.rs_in is not None else x)
+                continue
+            self.eof = True  # as process_file: the resampler's tail, then silence to push the latency out
+            if self.rs_in is not None:
+                self._add(self.rs_in.resample_chunk(np.zeros((0, ch), np.float32), last=True))
+            pad = self.latency + B
+            pad += (-(self.fill + pad)) % B
+            self._add(np.zeros((pad, ch), np.float32))
+        if self.fill < B:
+            return False
+        block[:] = self.fifo[:B]
+        self.fifo[: self.fill - B] = self.fifo[B: self.fill]
+        self.fill -= B
+        return True
+
+    def write(self, y: np.ndarray) -> None:
+        """Take one processed block: drop the latency, resample back, write up to the input's length."""
+        if self.to_skip:
+            drop = min(self.to_skip, y.shape[0])
+            self.to_skip -= drop
+            y = y[drop:]
+        if not y.shape[0]:
+            return
+        if self.rs_out is not None:
+            y = self.rs_out.resample_chunk(y)
+        keep = min(y.shape[0], self.total - self.written)
+        if keep > 0:
+            self.dst.write(y[:keep])
+            self.written += keep
+
+    def finish(self) -> None:
+        """The resampler's tail, silence for rounding, then the output appears (atomically)."""
+        ch = self.fifo.shape[1]
+        if self.rs_out is not None:
+            tail = self.rs_out.resample_chunk(np.zeros((0, ch), np.float32), last=True)
+            keep = min(tail.shape[0], self.total - self.written)
+            if keep > 0:
+                self.dst.write(tail[:keep])
+                self.written += keep
+        if self.written < self.total:
+            self.dst.write(np.zeros((self.total - self.written, ch), np.float32))
+            self.written = self.total
+        self.dst.close()
+        self.src.close()
+        self.out.commit()
+
+    def abandon(self) -> None:
+        for f in (self.dst, self.src):
+            try:
+                f.close()
+            except Exception:
+                pass
+        self.out.discard()
+
+
+def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
+    """Process files with a batchable preset side by side (see the module docstring).
+
+    Parameters
+    ----------
+    tasks : tuple of BatchTask
+        Same preset, same channel count (``batch_plan.group_tasks``).
+    new_result : callable
+        ``new_result(task) -> dict``: a result record, input stat and hash filled in (may raise).
+    fail : callable
+        ``fail(result, exc)``: record an exception as the file's error.
+
+    Returns
+    -------
+    list of dict
+        One result per task, in order.
+    """
+    t0 = time.perf_counter()
+    results, streams = [], []
+    for task in tasks:
+        try:
+            r = new_result(task)
+        except Exception as e:
+            r = {"input": task.input, "output": task.output, "kind": task.kind, "status": "failed", "error": None,
+                 "audio_s": task.audio_s, "preset_hash": task.preset_hash, "pid": os.getpid()}
+            fail(r, e)
+        results.append(r)
+    live = [i for i, r in enumerate(results) if r["error"] is None]
+    if live:
+        first = tasks[live[0]]
+        ch = tasks[live[0]].channels
+        t_chain = time.perf_counter()
+        enhancer, rests = _group_chains(first, len(live), ch)
+        for r in results:
+            r["chain_s"] = time.perf_counter() - t_chain
+        B, sr = first.blocksize, first.samplerate
+        enhancer.prepare(sr, B, ch)
+        for rest in rests:
+            rest.prepare(sr, B, ch)
+        latency = int(enhancer.latency + rests[0].latency)
+        opened = []
+        for k, i in enumerate(live):
+            try:
+                streams.append(_FileStream(tasks[i], latency, B))
+                opened.append((k, i))
+            except Exception as e:
+                fail(results[i], e)
+        try:
+            _lockstep(enhancer, rests, streams, opened, results, fail, B, ch)
+        except BaseException:
+            for s in streams:
+                s.abandon()
+            raise
+    wall, finished = time.perf_counter() - t0, time.time()
+    for r in results:
+        r["wall_s"] = wall / len(tasks)  # the group's time, shared
+        r["finished"] = finished  # the same for the group: it is one unit of work
+        r["streams"] = len(tasks)
+    return results
+
+
+def _lockstep(enhancer, rests, streams, opened, results, fail, B: int, ch: int) -> None:
+    n = len(rests)
+    block = np.zeros((B, n * ch), np.float32)
+    ybuf = np.zeros((B, ch), np.float32)
+    active = {k: s for (k, _), s in zip(opened, streams)}
+    index = {k: i for k, i in opened}
+    while active:
+        block.fill(0.0)  # streams without a file (failed, finished) run on silence
+        for k, s in list(active.items()):
+            try:
+                if s.next_block(ybuf):
+                    block[:, k * ch:(k + 1) * ch] = ybuf
+                    continue
+                s.finish()
+                results[index[k]]["audio_s"] = s.total / s.in_sr
+                results[index[k]]["nonfinite_input_samples"] = s.nonfinite
+                results[index[k]]["output_bytes"] = Path(s.task.output).stat().st_size
+                results[index[k]]["status"] = "ok"
+            except Exception as e:
+                s.abandon()
+                fail(results[index[k]], e)
+            del active[k]
+        if not active:
+            break
+        enhancer.process(block)
+        for k, s in list(active.items()):
+            try:
+                ybuf[:] = block[:, k * ch:(k + 1) * ch]
+                rests[k].process(ybuf)
+                s.write(ybuf)
+            except Exception as e:
+                s.abandon()
+                fail(results[index[k]], e)
+                del active[k]

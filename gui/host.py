@@ -25,7 +25,7 @@ import numpy as np
 
 from realtime.dsp.chain import Chain, Slot
 from realtime.dsp.presets import build_chain, validate_preset
-from realtime.dsp.processors import create
+from realtime.dsp.processors import create, slot_class
 from realtime.dsp.processors.safety import CLIPPED
 from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
@@ -158,13 +158,15 @@ class EngineHost(HostBase):
         return self._with_midi(self.chain.to_preset(name or self.name,
                                                     self.description if description is None else description))
 
-    def add_slot(self, kind: str, index: int | None = None) -> str:
-        """Insert a new processor before the safety stage (or at ``index``); returns its id."""
-        proc = create(kind)
+    def add_slot(self, kind: str, index: int | None = None, uri: str | None = None) -> str:
+        """Insert a new processor before the safety stage (or at ``index``); returns its id.
+        ``uri``: which plugin, for kinds that host one (``lv2``); its id comes from the plugin's name."""
+        proc = slot_class(kind, uri)() if uri else create(kind)
         ids = {s.id for s in self.chain.slots}
-        sid, k = kind, 2
+        base = _slot_id_from(getattr(proc, "describe_extra", dict)().get("plugin_name", "")) if uri else kind
+        sid, k = base, 2
         while sid in ids:
-            sid, k = f"{kind}{k}", k + 1
+            sid, k = f"{base}{k}", k + 1
         fx = list(self.chain.slots[:-1])
         fx.insert(len(fx) if index is None else max(0, min(index, len(fx))), Slot(proc, sid))
         self._restructure(fx)
@@ -298,3 +300,11 @@ def _device_name(config: EngineConfig) -> str:
     i = name(config.input_device, "input") if config.mode != "output" else "-"
     o = name(config.output_device, "output") if config.mode != "input" else "-"
     return i if i == o else f"{i} / {o}"
+
+
+def _slot_id_from(name: str) -> str:
+    """A valid slot id (letters, digits, '_', '-'; not starting with a digit) from a plugin's name."""
+    import re
+
+    sid = re.sub(r"[^A-Za-z0-9_-]+", "_", name.strip().lower()).strip("_-")[:24]
+    return sid if sid and (sid[0].isalpha() or sid[0] == "_") else f"lv2_{sid}".rstrip("_")

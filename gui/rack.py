@@ -70,8 +70,10 @@ class SlotStrip(QFrame):
             rm.clicked.connect(lambda: self.removeRequested.emit(self.slot_id))
             head.addWidget(rm)
         lay.addLayout(head)
-        sub = QLabel(slot.kind if slot.kind == slot.id else f"{slot.kind}")
+        sub = QLabel(_subtitle(slot.kind, proc))
+        sub.setObjectName("subtitle")
         sub.setStyleSheet("color: gray")
+        sub.setWordWrap(True)
         lay.addWidget(sub)
 
         self.bypass = QPushButton("Bypass")
@@ -199,3 +201,17 @@ class Rack(QScrollArea):
         if w is None and pid == "mix":
             w = strip.mix_knob
         return w if isinstance(w, Knob) else None
+
+
+def _subtitle(kind: str, proc) -> str:
+    """The line under a strip's title: the kind, or for a hosted plugin its name, how its channels
+    were adapted, and a warning when it does not promise real-time safety."""
+    extra = proc.describe_extra() if hasattr(proc, "describe_extra") else {}
+    if "plugin_name" not in extra:
+        return kind
+    parts = [f"LV2: {extra['plugin_name']}"]
+    if extra.get("adaptation"):
+        parts.append(extra["adaptation"])
+    if not extra.get("hard_rt", True):
+        parts.append("⚠ not hard-RT capable")
+    return " · ".join(parts)

@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from gui.add_box import AddBox
 from gui.meters import LevelMeter
 from gui.midi import NONE, MidiInput
 from gui.midi_learn import MidiLearn
@@ -34,7 +35,6 @@ from gui.remote import RemoteEngineHost
 from gui.settings import Settings, SettingsDialog
 from gui.synth_panel import SynthPanel
 from realtime.dsp.presets import builtin_presets, load_preset
-from realtime.dsp.processors import available_kinds
 from realtime.engine.config import EngineConfig
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
@@ -101,12 +101,8 @@ class MainWindow(PresetActions, QMainWindow):
             tb.addWidget(b)
         tb.addSeparator()
         tb.addWidget(QLabel(" Add "))
-        self.add_box = QComboBox()
-        self.add_box.setObjectName("add")
-        self.add_box.addItems([k for k in available_kinds() if k != "safety"])
-        self.add_box.setCurrentIndex(-1)
-        self.add_box.setPlaceholderText("processor…")
-        self.add_box.activated.connect(lambda i: self._guard(self.add_slot, self.add_box.itemText(i)))
+        self.add_box = AddBox()
+        self.add_box.picked.connect(lambda kind, uri: self._guard(self.add_slot, kind, uri or None))
         tb.addWidget(self.add_box)
         tb.addSeparator()
         b = QToolButton(text="Settings…")
@@ -218,9 +214,9 @@ class MainWindow(PresetActions, QMainWindow):
         self.setWindowTitle(f"rtaudio-host — {self.host.name}[*]")
         self.setWindowModified(self.modified)
 
-    def add_slot(self, kind: str) -> str:
-        self.add_box.setCurrentIndex(-1)
-        sid = self.host.add_slot(kind)
+    def add_slot(self, kind: str, uri: str | None = None) -> str:
+        self.add_box.clear_choice()
+        sid = self.host.add_slot(kind, uri=uri)
         self._after_structure_change()
         return sid
 

@@ -10,7 +10,7 @@ pytest.importorskip("pytestqt")
 from PyQt6.QtCore import QPoint, QPointF, Qt  # noqa: E402
 from PyQt6.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
-from PyQt6.QtWidgets import QApplication, QComboBox, QToolButton  # noqa: E402
+from PyQt6.QtWidgets import QApplication, QComboBox, QLabel, QToolButton  # noqa: E402
 
 from gui.host import EngineHost  # noqa: E402
 from gui.keyboard import PianoKeyboard  # noqa: E402
@@ -419,3 +419,28 @@ def test_save_as_load_and_a_failed_save_through_the_buttons(window, monkeypatch,
     _toolbar_button(w, "Save").click()
     assert w.banner.isVisible() and "gone" in w.banner.text()
     assert not (tmp_path / "gone").exists()
+
+
+def test_lv2_plugins_are_in_the_searchable_add_box_and_their_strip_says_what_they_are(window):
+    from gui.add_box import LV2_PREFIX
+
+    w = window("default")
+    box = w.add_box
+    names = [t for t in box.choices() if t.startswith(LV2_PREFIX)]
+    if not names:
+        pytest.skip("no LV2 plugins installed (the set-up installs swh-lv2 and mda-lv2)")
+    amp = [t for t in names if "Simple amplifier" in t]
+    assert amp and "gain" in box.choices()
+    # searching: typing part of a name narrows the completer's list to matches, case-insensitively
+    box.completer().setCompletionPrefix("simple AMP")
+    found = [box.completer().completionModel().index(i, 0).data()
+             for i in range(box.completer().completionCount())]
+    assert found and all("simple amp" in f.lower() for f in found)
+    box.pick(amp[0])
+    sid = w.host.chain.slots[-2].id
+    assert sid == "simple_amplifier" and w.host.chain.slots[-2].kind == "lv2"
+    sub = w.rack.strips[sid].findChild(QLabel, "subtitle").text()
+    assert "LV2: Simple amplifier" in sub and "mono in / mono out" in sub and "not hard-RT" in sub
+    assert "gain" in w.rack.strips[sid].controls  # its control port is a knob like any other
+    assert box.currentIndex() == -1 and box.currentText() == ""
+    assert w.host.chain.slot(sid).processor.get_param("gain") == 0.0

@@ -120,9 +120,9 @@ class RemoteEngineHost(HostBase):
         p = self._call("to_preset", name or self.name, self.description if description is None else description)
         return self._with_midi(p)
 
-    def add_slot(self, kind: str, index: int | None = None) -> str:
+    def add_slot(self, kind: str, index: int | None = None, uri: str | None = None) -> str:
         with self.rings.lock:
-            sid, snap = self._structural("add_slot", kind, index)
+            sid, snap = self._structural("add_slot", kind, index, uri)
             self._apply(snap)
         return sid
 

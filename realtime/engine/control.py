@@ -136,6 +136,11 @@ class ProcessorView:
                                   step=p["step"]) for p in desc["params"])
         self.values = np.array([p["value"] for p in desc["params"]], np.float64)
         self.latency = int(desc["latency"])
+        self._extra = {k: desc[k] for k in ("uri", "plugin_name", "hard_rt", "adaptation") if k in desc}
+
+    def describe_extra(self) -> dict:
+        """What the processor adds to ``describe()`` (a hosted plugin: uri, name, flags); else empty."""
+        return dict(self._extra)
 
     def param_index(self, param_id: str) -> int:
         for i, p in enumerate(self.params):

@@ -398,8 +398,8 @@ class Lv2Plugin(Processor):
 
     def describe_extra(self) -> dict:
         """What ``Chain.describe()`` adds for UIs: uri, plugin name, hard_rt, channel adaptation."""
-        return {"uri": self.uri, "plugin_name": self.info.name, "hard_rt": self.hard_rt,
-                "adaptation": self.adaptation}
+        adaptation = self.adaptation or _layout(self.info.audio_in, self.info.audio_out)  # before prepare
+        return {"uri": self.uri, "plugin_name": self.info.name, "hard_rt": self.hard_rt, "adaptation": adaptation}
 
     @property
     def instances(self) -> list:
@@ -420,6 +420,14 @@ class Lv2Instrument(MidiQueue, Lv2Plugin):
         for ch in range(16):
             self.handle_midi(0xB0 | ch, 123, 0, 0)
             self.handle_midi(0xB0 | ch, 120, 0, 0)
+
+
+def _layout(ins: int, outs: int) -> str:
+    """A plugin's own channel layout in words (what the UI says before the chain's channels are known)."""
+    if ins == 0:
+        return "instrument"
+    names = {1: "mono", 2: "stereo"}
+    return f"{names.get(ins, ins)} in / {names.get(outs, outs)} out plugin"
 
 
 def plugin_classes_loaded() -> dict[str, type]:

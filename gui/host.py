@@ -51,6 +51,8 @@ class HostBase:
         self.on_learned = None  # called (target, cc, channel) from the MIDI thread
         self.on_midi_error = None  # called (message) from the MIDI thread when a controller's change failed
         self._meter_buf = np.zeros((1024, 8), np.float32)
+        self._readout_buf = np.zeros(rings.readout.buf.shape, np.float32)
+        self._audio_buf = np.zeros(rings.audio.buf.shape, np.float32)
 
     @property
     def midi_map(self) -> dict[tuple[int, int | None], str]:
@@ -114,6 +116,27 @@ class HostBase:
         buf = self._meter_buf[:n]
         ring_pop(ring.buf, ring.idx, buf, n)
         return np.concatenate((buf[:, :4].max(axis=0), buf[:, 4:].mean(axis=0)))
+
+    def read_readouts(self) -> np.ndarray | None:
+        """The readout records of every block since the last call ((n, READOUT_WIDTH) float32: each
+        slot's process time in microseconds, then the readouts; columns in ``chain.describe()``), or
+        None when no block came. A view, valid until the next call."""
+        ring = self.rings.readout
+        n = min(int(ring_readable(ring.idx)), self._readout_buf.shape[0])
+        if n == 0:
+            return None
+        ring_pop(ring.buf, ring.idx, self._readout_buf, n)
+        return self._readout_buf[:n]
+
+    def read_audio(self) -> np.ndarray | None:
+        """The audio tap's frames since the last call ((n, 2) float32: input and output, mono), or
+        None when none came. A view, valid until the next call."""
+        ring = self.rings.audio
+        n = min(int(ring_readable(ring.idx)), self._audio_buf.shape[0])
+        if n == 0:
+            return None
+        ring_pop(ring.buf, ring.idx, self._audio_buf, n)
+        return self._audio_buf[:n]
 
 
 class EngineHost(HostBase):

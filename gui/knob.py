@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from PyQt6.QtCore import QPointF, QRectF, QSize, Qt, pyqtSignal
-from PyQt6.QtGui import QAction, QColor, QFont, QPainter, QPen
+from PyQt6.QtGui import QAction, QColor, QFont, QFontMetrics, QPainter, QPen
 from PyQt6.QtWidgets import QMenu, QSizePolicy, QWidget
 
 from realtime.dsp.processor import Param
@@ -23,6 +23,18 @@ ARC_START, ARC_SPAN = 225.0, -270.0  # degrees, Qt convention (0 = 3 o'clock, co
 
 def fine_modifier(mods) -> bool:
     return bool(mods & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.ControlModifier))
+
+
+def fit_label(painter: QPainter, font: QFont, text: str, width: float) -> str:
+    """``text`` in ``font`` shrunk (down to 80 %) to fit ``width``, elided beyond that; sets the painter's
+    font. Long names ("Noise/harmonic") never spill into the next knob."""
+    f = QFont(font)
+    for _ in range(4):
+        if QFontMetrics(f).horizontalAdvance(text) <= width or f.pointSizeF() <= font.pointSizeF() * 0.8:
+            break
+        f.setPointSizeF(f.pointSizeF() * 0.93)
+    painter.setFont(f)
+    return QFontMetrics(f).elidedText(text, Qt.TextElideMode.ElideRight, int(width))
 
 
 class Knob(QWidget):
@@ -159,7 +171,8 @@ class Knob(QWidget):
         p.setFont(small)
         text = pal.windowText().color()
         p.setPen(text)
-        p.drawText(QRectF(0, 0, w, 16), Qt.AlignmentFlag.AlignCenter, self.label)
+        p.drawText(QRectF(0, 0, w, 16), Qt.AlignmentFlag.AlignCenter, fit_label(p, small, self.label, w - 2))
+        p.setFont(small)
         d = min(w - 16, h - 40)
         dial = QRectF((w - d) / 2, 18, d, d)
         accent = QColor("#e0a030") if self.learning else pal.highlight().color()

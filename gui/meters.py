@@ -1,16 +1,19 @@
-"""Stereo level meter: RMS bar, peak line with a 1.5 s hold, latching clip light (click clears)."""
+"""Stereo level meter: RMS bar, peak line with a 1.5 s hold, a dBFS scale, the highest peak per
+channel as a number, and a latching clip light (a click clears the clip lights and the numbers)."""
 from __future__ import annotations
 
 import math
 import time
 
 from PyQt6.QtCore import QRectF, QSize, Qt
-from PyQt6.QtGui import QColor, QPainter
+from PyQt6.QtGui import QColor, QFont, QPainter
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 FLOOR_DB = -60.0
 HOLD_S = 1.5
 FALL_DB_S = 24.0  # displayed peak falls this fast once the hold ran out
+WIDTH = 66
+SCALE_DB = (0, -6, -12, -24, -36, -48)
 CLIP_LIN = 0.999  # 1 - 2**-10: the safety stage's ceiling is just below 1, a clip is "at full scale"
 
 
@@ -27,14 +30,16 @@ class LevelMeter(QWidget):
         self.hold_db = [-120.0, -120.0]
         self._hold_t = [0.0, 0.0]
         self.clipped = [False, False]
+        self.max_db = [-120.0, -120.0]  # highest peak since the last click, shown as numbers
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
-        self.setToolTip(f"{title} level: bar RMS, line peak (held {HOLD_S:g} s), red light: clip (click to clear)")
+        self.setToolTip(f"{title} level (dBFS): bar RMS, line peak (held {HOLD_S:g} s), numbers: highest peak, "
+                        "red light: clip (click to reset both)")
 
     def sizeHint(self) -> QSize:
-        return QSize(44, 200)
+        return QSize(WIDTH, 200)
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(44, 120)
+        return QSize(WIDTH, 120)
 
     def set_levels(self, peaks, mean_squares, clip=(False, False), now: float | None = None) -> None:
         """Linear peaks and mean squares (per channel) since the last update; ``clip`` flags a
@@ -44,6 +49,7 @@ class LevelMeter(QWidget):
             pk = float(peaks[c])
             db = to_db(pk)
             self.peak_db[c] = db
+            self.max_db[c] = max(self.max_db[c], db)
             self.rms_db[c] = 10.0 * math.log10(float(mean_squares[c])) if mean_squares[c] > 1e-12 else -120.0
             if db >= self.hold_db[c]:
                 self.hold_db[c], self._hold_t[c] = db, now
@@ -54,8 +60,14 @@ class LevelMeter(QWidget):
         self.update()
 
     def clear_clip(self) -> None:
+        """Clear the clip lights and the highest-peak numbers."""
         self.clipped = [False, False]
+        self.max_db = [-120.0, -120.0]
         self.update()
+
+    def peak_text(self, c: int) -> str:
+        """The highest peak of channel ``c`` since the last reset, as shown ("-3.2", "-inf")."""
+        return "-inf" if self.max_db[c] <= -119.0 else f"{self.max_db[c]:.1f}"
 
     def mousePressEvent(self, e):
         self.clear_clip()
@@ -68,13 +80,23 @@ class LevelMeter(QWidget):
         p = QPainter(self)
         pal = self.palette()
         w, h = self.width(), self.height()
+        small = QFont(self.font())
+        small.setPointSizeF(max(6.0, small.pointSizeF() * 0.75))
+        p.setFont(small)
         p.setPen(pal.windowText().color())
         p.drawText(QRectF(0, h - 16, w, 16), Qt.AlignmentFlag.AlignCenter, self.title)
-        top, bottom = 14.0, h - 18.0
+        bw = 11.0
+        top, bottom = 26.0, h - 18.0
         height = bottom - top
-        bw = (w - 10) / 2
         for c in range(2):
-            x = 4 + c * (bw + 2)
+            x = 2 + c * (bw + 2)
+            p.fillRect(QRectF(x, 2, bw, 9), QColor("#ff3030") if self.clipped[c] else QColor("#402020"))
+        # the highest peaks, one number per channel, over the bars
+        for c in range(2):
+            p.setPen(QColor("#ff6060") if self.clipped[c] else pal.windowText().color())
+            p.drawText(QRectF(0 if c == 0 else w / 2, 12, w / 2, 12), Qt.AlignmentFlag.AlignCenter, self.peak_text(c))
+        for c in range(2):
+            x = 2 + c * (bw + 2)
             p.fillRect(QRectF(x, top, bw, height), QColor("#1c1f24"))
             y = self._y(self.rms_db[c], top, height)
             grad = QColor("#3fbf6a") if self.rms_db[c] < -12 else QColor("#d8c23a") if self.rms_db[c] < -3 else QColor("#e05a3a")
@@ -83,9 +105,11 @@ class LevelMeter(QWidget):
             p.fillRect(QRectF(x, yp, bw, 2), QColor("#cfe8d6"))
             yh = self._y(self.hold_db[c], top, height)
             p.fillRect(QRectF(x, yh, bw, 1), QColor("#ffffff"))
-            p.fillRect(QRectF(x, 2, bw, 9), QColor("#ff3030") if self.clipped[c] else QColor("#402020"))
-        p.setPen(QColor("#6a7078"))
-        for db in (-6, -12, -24, -48):  # scale ticks
+        sx = 2 + 2 * (bw + 2)
+        for db in SCALE_DB:  # the dBFS scale
             y = self._y(db, top, height)
-            p.drawLine(int(4), int(y), int(w - 6), int(y))
+            p.setPen(QColor("#6a7078"))
+            p.drawLine(int(2), int(y), int(sx + 2), int(y))
+            p.setPen(pal.windowText().color())
+            p.drawText(QRectF(sx + 3, y - 6, w - sx - 3, 12), Qt.AlignmentFlag.AlignVCenter, f"{db}")
         p.end()

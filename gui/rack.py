@@ -1,8 +1,10 @@
-"""The rack: one strip per chain slot, generated from the processors' Param descriptors.
+"""The rack: one strip per chain slot, generated from the processors' Param and Readout descriptors.
 
-A strip shows the slot id and kind, bypass, wet/dry mix, one control per descriptor (a Knob;
-a drop-down for enumerations), and move/remove buttons (not on the final safety stage). No
-processor-specific code: a new processor shows up with its own knobs.
+A strip shows the slot id and kind, the slot's DSP load (microseconds per block and share of
+the block period), bypass, wet/dry mix, one control per parameter (a Knob; a drop-down for
+enumerations), one widget per readout (bars beside the knobs, numbers under the bypass button;
+gui.readouts) and move/remove buttons (not on the final safety stage). No processor-specific
+code: a new processor shows up with its own knobs and readouts.
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from PyQt6.QtWidgets import (
 )
 
 from gui.knob import Knob
+from gui.readouts import ReadoutBar, combine, readout_widget
 from realtime.dsp.processor import Param
+from realtime.engine.control import ChainView
 
 MIX_PARAM = Param("mix", "Mix", 0.0, 100.0, 100.0, unit="%", smoothing_ms=10.0)  # slot mix x 100
 COLUMNS = 2
@@ -37,12 +41,14 @@ class SlotStrip(QFrame):
     learnRequested = pyqtSignal(str)  # target "slot.param"
     forgetRequested = pyqtSignal(str)
 
-    def __init__(self, slot, final: bool, parent=None):
+    def __init__(self, slot, final: bool, parent=None, columns: tuple[int, tuple[int, ...]] = (-1, ())):
+        """``columns``: where the slot's load and each of its readouts are in a readout record."""
         super().__init__(parent)
         self.slot_id = slot.id
         self.kind = slot.kind
         self.final = final
         self.controls: dict[str, QWidget] = {}  # param id -> Knob or QComboBox
+        self.readouts: dict[str, QWidget] = {}  # readout id -> ReadoutBar or ReadoutText
         self.mix_knob: Knob | None = None  # the slot's wet/dry (not on the final safety stage)
         self.setObjectName(f"strip:{slot.id}")
         self.setFrameShape(QFrame.Shape.StyledPanel)
@@ -75,6 +81,14 @@ class SlotStrip(QFrame):
         sub.setStyleSheet("color: gray")
         sub.setWordWrap(True)
         lay.addWidget(sub)
+        self.load_column = columns[0]
+        self.load_us = 0.0
+        self.load_label = QLabel("DSP –")
+        self.load_label.setObjectName("load")
+        self.load_label.setStyleSheet("color: gray")
+        self.load_label.setToolTip("this slot's processing time per block (mean since the last redraw) "
+                                   "and its share of the block period")
+        lay.addWidget(self.load_label)
 
         self.bypass = QPushButton("Bypass")
         self.bypass.setCheckable(True)
@@ -88,18 +102,49 @@ class SlotStrip(QFrame):
             self.bypass.setToolTip("bypass (the processor keeps running; its dry path stays latency-aligned)")
             self.bypass.toggled.connect(lambda on: self.bypassChanged.emit(self.slot_id, on))
         lay.addWidget(self.bypass)
+        self._readout_descs = tuple(getattr(proc, "readouts", ()))
+        self._readout_cols = tuple(columns[1]) or (-1,) * len(self._readout_descs)
+        bars, texts = [], QGridLayout()
+        texts.setHorizontalSpacing(8)
+        texts.setVerticalSpacing(0)
+        for r in self._readout_descs:
+            w = readout_widget(r)
+            self.readouts[r.id] = w
+            if isinstance(w, ReadoutBar):
+                bars.append(w)
+            else:  # numbers two to a row: a strip stays short
+                n = texts.count()
+                texts.addWidget(w, n // 2, n % 2)
+        lay.addLayout(texts)
 
         grid = QGridLayout()
-        grid.setSpacing(2)
+        grid.setHorizontalSpacing(6)
+        grid.setVerticalSpacing(4)
         params = list(proc.params)
-        cols = COLUMNS if len(params) < 8 else COLUMNS + 1  # big processors: wider, not taller
+        # big processors: wider, not taller (the window must stay usable at 1280x720)
+        n = len(params) + (0 if final else 1)
+        cols = COLUMNS if n < 8 else COLUMNS + 1 if n < 12 else -(-n // 3)  # at most three rows
         for i, d in enumerate(params):
             grid.addWidget(self._control(d, proc.get_param(d.id)), i // cols, i % cols)
         if not final:
             n = len(params)
             grid.addWidget(self._control(MIX_PARAM, 100.0 * slot.mix), n // cols, n % cols)
-        lay.addLayout(grid)
+        body = QHBoxLayout()
+        body.addLayout(grid)
+        for b in bars:  # meters beside the knobs: the strip grows wider, not taller
+            body.addWidget(b)
+        lay.addLayout(body)
         lay.addStretch(1)
+
+    def show_readouts(self, records, period_us: float) -> None:
+        """Show the readouts and this slot's load from the readout records of the blocks since the
+        last redraw (``HostBase.read_readouts``); ``period_us``: the block period."""
+        if self._readout_descs:
+            for r, v in zip(self._readout_descs, combine(records, self._readout_descs, self._readout_cols)):
+                self.readouts[r.id].set_value(v)
+        if 0 <= self.load_column < records.shape[1]:
+            self.load_us = float(records[:, self.load_column].mean())
+            self.load_label.setText(f"DSP {self.load_us:.1f} µs · {100.0 * self.load_us / max(period_us, 1e-9):.1f} %")
 
     def _control(self, d: Param, value: float) -> QWidget:
         if d.choices:
@@ -179,9 +224,12 @@ class Rack(QScrollArea):
                 w.setParent(None)  # gone from the window now, not at the next event loop turn
                 w.deleteLater()
         self.strips = {}
+        # where each slot's load and readouts are in a readout record: a Chain says so in its description
+        view = chain if isinstance(chain, ChainView) else ChainView(chain.describe())
         slots = chain.slots
         for i, s in enumerate(slots):
-            strip = SlotStrip(s, final=i == len(slots) - 1)
+            v = view.slots[i]
+            strip = SlotStrip(s, final=i == len(slots) - 1, columns=(v.load_column, v.processor.readout_columns))
             connect(strip)
             self.strips[s.id] = strip
             self._row.addWidget(strip)
@@ -190,6 +238,11 @@ class Rack(QScrollArea):
                 arrow.setStyleSheet("color: gray; font-size: 16px")
                 self._row.addWidget(arrow)
         self._row.addStretch(1)
+
+    def show_readouts(self, records, period_us: float) -> None:
+        """Every strip's readouts and load from the records since the last redraw."""
+        for strip in self.strips.values():
+            strip.show_readouts(records, period_us)
 
     def knob(self, target: str) -> Knob | None:
         """The knob for "slot.param" (a processor parameter first, then the slot's "mix")."""

@@ -1,9 +1,11 @@
 """The main window: toolbar (start/stop, presets, add slot, settings), input meter, rack, output
-meter, synth panel (only with a synth slot), engine status bar, and an error banner.
+meter, spectrum analyser, synth panel (only with a synth slot), engine status bar, and an error
+banner.
 
 Every user action runs through ``_guard``: an exception (bad preset, device missing, model that
-fails to load) becomes a message in the banner, never a crash. Meters redraw at 30 Hz from the
-engine's meter ring; the status line once a second (engine stats cost milliseconds of numpy).
+fails to load) becomes a message in the banner, never a crash. Meters, the strips' readouts and
+per-slot load, and the spectrum redraw at 30 Hz from the engine's meter, readout and audio-tap
+rings; the status line once a second (engine stats cost milliseconds of numpy).
 The engine itself runs in a process of its own (gui.remote): the window never holds the GIL
 the DSP thread needs. Preset actions are in gui.preset_io, MIDI learn in gui.midi_learn, the
 synth panel in gui.synth_panel.
@@ -33,6 +35,7 @@ from gui.preset_io import PresetActions
 from gui.rack import Rack, SlotStrip
 from gui.remote import RemoteEngineHost
 from gui.settings import Settings, SettingsDialog
+from gui.spectrum import SpectrumView
 from gui.synth_panel import SynthPanel
 from realtime.dsp.presets import builtin_presets, load_preset
 from realtime.engine.config import EngineConfig
@@ -78,7 +81,7 @@ class MainWindow(PresetActions, QMainWindow):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        self.resize(1180, 640)
+        self.resize(1280, 720)
         tb = QToolBar("Main")
         tb.setMovable(False)
         self.addToolBar(tb)
@@ -108,6 +111,12 @@ class MainWindow(PresetActions, QMainWindow):
         b = QToolButton(text="Settings…")
         b.clicked.connect(lambda: self._guard(self._settings_dialog))
         tb.addWidget(b)
+        self.spectrum_button = QToolButton(text="Spectrum")
+        self.spectrum_button.setObjectName("spectrum-toggle")
+        self.spectrum_button.setCheckable(True)
+        self.spectrum_button.setChecked(True)
+        self.spectrum_button.toggled.connect(lambda on: self.spectrum.setVisible(on))
+        tb.addWidget(self.spectrum_button)
 
         central = QWidget()
         outer = QVBoxLayout(central)
@@ -128,6 +137,8 @@ class MainWindow(PresetActions, QMainWindow):
         row.addWidget(self.rack, 1)
         row.addWidget(self.out_meter)
         outer.addLayout(row, 1)
+        self.spectrum = SpectrumView()
+        outer.addWidget(self.spectrum)
 
         self.synth_panel = SynthPanel()
         self.instrument, self.keyboard = self.synth_panel.instrument, self.synth_panel.keyboard
@@ -267,6 +278,15 @@ class MainWindow(PresetActions, QMainWindow):
 
     # ------------------------------------------------------------------ polling
     def _poll_meters(self) -> None:
+        c = self.host.config
+        records = self.host.read_readouts()
+        if records is not None:
+            self.rack.show_readouts(records, 1e6 * c.blocksize / c.samplerate)
+        if self.spectrum.isVisible():
+            self.spectrum.set_sample_rate(c.samplerate)
+            self.spectrum.feed(self.host.read_audio())
+        else:
+            self.host.read_audio()  # keep the tap fresh for when it is shown again
         m = self.host.read_meters()
         if m is None:
             return

@@ -167,36 +167,37 @@ def export_onnx(dec, path: Path, meta: dict) -> None:
     m = Exported.module(dec)
     v, t = 3, 4
     args = (torch.full((v, t), 220.0), torch.full((v, t), -30.0), torch.zeros(1, v, dec.hidden))
-    tmp = path.with_suffix(".tmp.onnx")
-    torch.onnx.export(m, args, str(tmp), dynamo=False, opset_version=17,
-                      input_names=["f0_hz", "loudness_db", "state"],
-                      output_names=["harmonics", "noise", "state_out"],
-                      dynamic_axes={"f0_hz": {0: "voices", 1: "frames"}, "loudness_db": {0: "voices", 1: "frames"},
-                                    "state": {1: "voices"}, "harmonics": {0: "voices", 1: "frames"},
-                                    "noise": {0: "voices", 1: "frames"}, "state_out": {1: "voices"}})
-    model = onnx.load(str(tmp))
-    for k, val in meta.items():
-        p = model.metadata_props.add()
-        p.key, p.value = k, val if isinstance(val, str) else json.dumps(val)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(tmp))
-    # check the exported graph against torch before it replaces anything
-    import onnxruntime as ort
+    from realtime.io.files import atomic_write
 
-    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    f0 = rng.uniform(100, 900, (2, 7)).astype(np.float32)
-    ld = rng.uniform(-90, 0, (2, 7)).astype(np.float32)
-    st = (0.1 * rng.standard_normal((1, 2, dec.hidden))).astype(np.float32)
-    got = sess.run(None, {"f0_hz": f0, "loudness_db": ld, "state": st})
-    with torch.no_grad():
-        ref = m(torch.from_numpy(f0), torch.from_numpy(ld), torch.from_numpy(st))
-    for g, r in zip(got, ref):
-        err = float(np.abs(g - r.numpy()).max())
-        if err > 1e-4:
-            raise RuntimeError(f"ONNX export differs from torch by {err}")
-    assert got[1].shape[-1] == N_NOISE
-    tmp.replace(path)
+    with atomic_write(path, suffix=".onnx.part") as tmp:
+        torch.onnx.export(m, args, str(tmp), dynamo=False, opset_version=17,
+                          input_names=["f0_hz", "loudness_db", "state"],
+                          output_names=["harmonics", "noise", "state_out"],
+                          dynamic_axes={"f0_hz": {0: "voices", 1: "frames"}, "loudness_db": {0: "voices", 1: "frames"},
+                                        "state": {1: "voices"}, "harmonics": {0: "voices", 1: "frames"},
+                                        "noise": {0: "voices", 1: "frames"}, "state_out": {1: "voices"}})
+        model = onnx.load(str(tmp))
+        for k, val in meta.items():
+            p = model.metadata_props.add()
+            p.key, p.value = k, val if isinstance(val, str) else json.dumps(val)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(tmp))
+        # check the exported graph against torch before it replaces anything
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        f0 = rng.uniform(100, 900, (2, 7)).astype(np.float32)
+        ld = rng.uniform(-90, 0, (2, 7)).astype(np.float32)
+        st = (0.1 * rng.standard_normal((1, 2, dec.hidden))).astype(np.float32)
+        got = sess.run(None, {"f0_hz": f0, "loudness_db": ld, "state": st})
+        with torch.no_grad():
+            ref = m(torch.from_numpy(f0), torch.from_numpy(ld), torch.from_numpy(st))
+        for g, r in zip(got, ref):
+            err = float(np.abs(g - r.numpy()).max())
+            if err > 1e-4:
+                raise RuntimeError(f"ONNX export differs from torch by {err}")
+        assert got[1].shape[-1] == N_NOISE
 
 
 def metadata(a, dec, lmap: dict, val_loss: float, steps: int) -> dict:

@@ -127,23 +127,24 @@ def export(model, path: Path, meta: dict) -> None:
     """ONNX with explicit streaming state; written to a temp file, then renamed (atomic)."""
     import onnx
 
+    from realtime.io.files import atomic_write
+
     model.eval()
     model.clamp_output = True
     frames = torch.zeros(1, 2, HOP, 2)
     e, h = model.initial_state(1)
-    tmp = path.with_suffix(".onnx.tmp")
-    torch.onnx.export(model, (frames, e, h), str(tmp), dynamo=False, opset_version=17,
-                      input_names=["frames", "e_hist", "h"], output_names=["knots", "e_hist_out", "h_out"],
-                      dynamic_axes={"frames": {0: "batch", 1: "time"}, "e_hist": {0: "batch"}, "h": {1: "batch"},
-                                    "knots": {0: "batch", 1: "time"}, "e_hist_out": {0: "batch"},
-                                    "h_out": {1: "batch"}})
-    m = onnx.load(str(tmp))
-    for k, v in {"hop": HOP, "lookahead_frames": LOOKAHEAD_FRAMES, "knots": model.head[-1].out_features,
-                 **meta}.items():
-        p = m.metadata_props.add()
-        p.key, p.value = str(k), str(v)
-    onnx.save(m, str(tmp))
-    tmp.replace(path)
+    with atomic_write(path, suffix=".onnx.part") as tmp:
+        torch.onnx.export(model, (frames, e, h), str(tmp), dynamo=False, opset_version=17,
+                          input_names=["frames", "e_hist", "h"], output_names=["knots", "e_hist_out", "h_out"],
+                          dynamic_axes={"frames": {0: "batch", 1: "time"}, "e_hist": {0: "batch"}, "h": {1: "batch"},
+                                        "knots": {0: "batch", 1: "time"}, "e_hist_out": {0: "batch"},
+                                        "h_out": {1: "batch"}})
+        m = onnx.load(str(tmp))
+        for k, v in {"hop": HOP, "lookahead_frames": LOOKAHEAD_FRAMES, "knots": model.head[-1].out_features,
+                     **meta}.items():
+            p = m.metadata_props.add()
+            p.key, p.value = str(k), str(v)
+        onnx.save(m, str(tmp))
     model.clamp_output = False
     model.train()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -119,14 +118,16 @@ def val_batch(a, n=None, seconds=4.0):
 
     n = SELECTION_CLIPS if n is None else n
     L = int(seconds * 48000) // 240 * 240
-    if a.smoke or not (a.data / "val" / "noisy").exists():
+    # checkpoint selection on the held-out *packages* (select/); older data folders only have val/
+    sel = a.data / "select" if (a.data / "select" / "noisy").exists() else a.data / "val"
+    if a.smoke or not (sel / "noisy").exists():
         sp, no = synthetic_pools(seed=a.seed + 99, n_speech=6, n_noise=3)
         m = Mixer(sp, no, seconds=L / 48000, p_clean=0, p_speechless=0)
         rng = np.random.default_rng(7)
         pairs = [m.draw(rng) for _ in range(4)]
     else:
-        files = sorted((a.data / "val" / "noisy").glob("*.wav"))[:n]
-        pairs = [(sf.read(f, dtype="float32")[0][:L], sf.read(a.data / "val" / "clean" / f.name, dtype="float32")[0][:L])
+        files = sorted((sel / "noisy").glob("*.wav"))[:n]
+        pairs = [(sf.read(f, dtype="float32")[0][:L], sf.read(sel / "clean" / f.name, dtype="float32")[0][:L])
                  for f in files]
     x = np.stack([p[0] for p in pairs])
     s = np.stack([p[1] for p in pairs])
@@ -264,10 +265,11 @@ def main(argv=None) -> int:
         return float(l), float(parts["sisdr"]), float(noisy_sdr)
 
     def save(path):
-        tmp = path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                    "hidden": a.hidden, "hidden_df": a.hidden_df}, tmp)
-        os.replace(tmp, path)
+        from realtime.io.files import atomic_write
+
+        with atomic_write(path) as tmp:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                        "hidden": a.hidden, "hidden_df": a.hidden_df}, tmp)
 
     model.train()
     t0 = time.time()

@@ -11,11 +11,17 @@ budget has to cover anyway.
 All methods except ``process`` are for between blocks (the DSP thread applies queued changes
 there); ``process`` makes one dry-push kernel call, the processor call and one mix kernel call
 per slot, and allocates nothing.
+
+Readouts and load: the chain owns one float32 record (``readout_record``, READOUT_WIDTH values)
+that a UI can be sent each block: the microseconds each slot's ``process`` took (the first
+MAX_TIMED_SLOTS columns, by slot index), then every processor's readouts, which the processors
+write there directly (their ``readings`` are views into it; ``describe`` gives each one's column).
 """
 from __future__ import annotations
 
 import numbers
 import re
+import time
 
 import numpy as np
 from numba import njit
@@ -24,6 +30,8 @@ from realtime.dsp.processor import Processor
 from realtime.dsp.processors.safety import Safety
 
 CROSSFADE_MS = 10.0
+READOUT_WIDTH = 128  # float32 values in a readout record: slot timings, then readouts
+MAX_TIMED_SLOTS = 32  # slots whose process time is recorded (columns 0..31)
 SLOT_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")  # no dots: overrides say "slot.param=value"
 
 
@@ -198,6 +206,20 @@ class Chain(SlotLookup):
         self.max_block = 0
         self.channels = 0
         self._step = 1.0
+        # one record per block for UIs: slot process times (us), then readouts (see the module docstring)
+        self.readout_record = np.zeros((1, READOUT_WIDTH), np.float32)
+        self._readout_offsets = []
+        col = MAX_TIMED_SLOTS
+        for s in slots:
+            n = len(s.processor.readouts)
+            fits = n and col + n <= READOUT_WIDTH  # beyond the record: the slot keeps them to itself
+            self._readout_offsets.append(col if fits else -1)
+            col += n if fits else 0
+        # (slot, where its time goes, column): slots past MAX_TIMED_SLOTS write to a scratch cell
+        load, scratch = self.readout_record[0, :MAX_TIMED_SLOTS], np.zeros(1, np.float32)
+        timed = tuple((load, i) if i < MAX_TIMED_SLOTS else (scratch, 0) for i in range(len(slots)))
+        self._timed = tuple((s, *t) for s, t in zip(self._fx, timed))
+        self._safety_load = timed[-1]
 
     # -- structure ------------------------------------------------------------------------
     @property
@@ -225,9 +247,13 @@ class Chain(SlotLookup):
         """
         self.sample_rate, self.max_block, self.channels = float(sample_rate), int(max_block), int(channels)
         self.failures.clear()
-        for s in self._slots:
+        rec = self.readout_record[0]
+        rec.fill(0.0)
+        for s, col in zip(self._slots, self._readout_offsets):
             s._failed = False
             s.processor.prepare(sample_rate, max_block, channels)
+            if col >= 0:
+                s.processor.bind_readings(rec[col:col + len(s.processor.readouts)])
         for s in self._fx:
             # Room for the largest latency plus one block: the block is written before reading.
             need = s.processor.max_latency + self.max_block
@@ -277,16 +303,22 @@ class Chain(SlotLookup):
             raise ValueError(f"block {block.dtype}{block.shape} does not fit float32 (<= {self.max_block}, "
                              f"{self.channels})")
         step = self._step
-        for s in self._fx:
+        perf = time.perf_counter_ns
+        for s, load, col in self._timed:
             p = s.processor
             _dry_push(block, s._ring, s._pos)
             if not s._failed:
+                t0 = perf()
                 try:
                     p.process(block)
                 except Exception as e:  # noqa: BLE001 - a broken plugin must not stop the stream
                     self._slot_failed(s, block, e)
+                load[col] = (perf() - t0) * 1e-3
             _dry_mix(block, s._ring, s._pos, p.latency, s._wst, step)
+        t0 = perf()
         self._safety.process(block)
+        load, col = self._safety_load
+        load[col] = (perf() - t0) * 1e-3
 
     def _slot_failed(self, s: Slot, block: np.ndarray, e: Exception) -> None:
         """A processor raised mid-stream: from this block on its slot plays the (latency-aligned)
@@ -360,11 +392,14 @@ class Chain(SlotLookup):
         Returns
         -------
         list of dict
-            Per slot: ``id``, ``kind``, ``bypass``, ``mix``, ``latency``, ``removable`` and
-            ``params``, a dict per descriptor (its fields, plus ``value`` and ``text``).
+            Per slot: ``id``, ``kind``, ``bypass``, ``mix``, ``latency``, ``removable``,
+            ``params``, a dict per descriptor (its fields, plus ``value`` and ``text``),
+            ``readouts``, a dict per readout descriptor (its fields, plus ``column``: where its
+            value is in ``readout_record``, -1 when the record has no room) and ``load_column``
+            (the column of the slot's process time in microseconds, -1 when not timed).
         """
         out = []
-        for s in self._slots:
+        for i, s in enumerate(self._slots):
             p = s.processor
             params = []
             for d, v in zip(p.params, p.values):
@@ -374,8 +409,13 @@ class Chain(SlotLookup):
                     "choices": list(d.choices), "step": d.step, "value": float(v), "text": d.format(float(v)),
                 })
             extra = p.describe_extra() if hasattr(p, "describe_extra") else {}  # an LV2 plugin: uri, name, flags
+            col = self._readout_offsets[i]
+            readouts = [{"id": r.id, "name": r.name, "unit": r.unit, "min": r.min, "max": r.max, "kind": r.kind,
+                         "choices": list(r.choices), "column": col + k if col >= 0 else -1}
+                        for k, r in enumerate(p.readouts)]
             out.append({"id": s.id, "kind": p.kind, **extra, "bypass": s.bypass, "mix": s.mix, "latency": p.latency,
-                        "removable": s is not self._slots[-1], "params": params})
+                        "removable": s is not self._slots[-1], "params": params, "readouts": readouts,
+                        "load_column": i if i < MAX_TIMED_SLOTS else -1})
         return out
 
     def to_preset(self, name: str, description: str = "") -> dict:
@@ -389,7 +429,13 @@ class Chain(SlotLookup):
         Returns
         -------
         dict
-            A version-1 preset (see realtime.dsp.presets); choices are stored by name.
+            A version-1 preset (see realtime.dsp.presets); choices are stored by name, and an LV2
+            plugin with the state extension adds its own state (``"state"``, Turtle).
+
+        Raises
+        ------
+        PluginError
+            An LV2 plugin's state could not be saved.
         """
         chain = []
         for s in self._slots:
@@ -398,5 +444,8 @@ class Chain(SlotLookup):
             for d, v in zip(p.params, p.values):
                 params[d.id] = d.choices[int(round(v))] if d.choices else float(v)
             uri = {"uri": p.uri} if getattr(p, "uri", None) else {}  # a hosted plugin (lv2) names itself
-            chain.append({"id": s.id, "processor": p.kind, **uri, "bypass": s.bypass, "mix": s.mix, "params": params})
+            saved = p.plugin_state() if hasattr(p, "plugin_state") else None  # and keeps its own state (Turtle)
+            state = {"state": saved} if saved is not None else {}
+            chain.append({"id": s.id, "processor": p.kind, **uri, "bypass": s.bypass, "mix": s.mix, "params": params,
+                          **state})
         return {"version": 1, "name": name, "description": description, "chain": chain}

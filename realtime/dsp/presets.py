@@ -14,6 +14,9 @@ plugin's slot also names the plugin, and its params are the plugin's control por
 
     {"id": "verb", "processor": "lv2", "uri": "http://plugin.org.uk/swh-plugins/gverb",
      "params": {"revtime": 2.5}}
+
+and, for a plugin implementing the LV2 state extension, its own state as Turtle (``"state"``,
+written by ``Chain.to_preset``; checked against the plugin when the preset is validated).
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ MAX_SLOTS = 256
 BUILTIN_DIR = Path(__file__).with_name("presets")
 TOP_KEYS = ("version", "name", "description", "chain", "midi")
 MIDI_KEYS = ("cc", "channel", "target")
-SLOT_KEYS = ("id", "processor", "uri", "bypass", "mix", "params")  # uri: only for kinds in URI_KINDS (lv2)
+SLOT_KEYS = ("id", "processor", "uri", "bypass", "mix", "params", "state")  # uri, state: only kinds in URI_KINDS
 _TRUE = {"true", "1", "on", "yes"}
 _FALSE = {"false", "0", "off", "no"}
 
@@ -109,6 +112,16 @@ def _validate_slot(i: int, raw) -> dict:
             raise PresetError(f"{where}.uri: {e}") from None
     elif "uri" in raw:
         raise PresetError(f"{where}.uri: only {list(URI_KINDS)} slots take a uri")
+    state = raw.get("state")
+    if "state" in raw:
+        if kind not in URI_KINDS or not hasattr(cls, "check_state"):
+            raise PresetError(f"{where}.state: only {list(URI_KINDS)} slots take a state")
+        if not isinstance(state, str):
+            raise PresetError(f"{where}.state: expected the plugin's saved state as a string, got {type(state).__name__}")
+        try:
+            cls.check_state(state)
+        except PluginError as e:
+            raise PresetError(f"{where}.state: {e}") from None
     sid = raw.get("id")
     if sid is not None and (not isinstance(sid, str) or not SLOT_ID_RE.match(sid)):
         raise PresetError(f"{where}.id: {sid!r} is not a valid slot id (letters, digits, '_' and '-'; no dots)")
@@ -128,7 +141,8 @@ def _validate_slot(i: int, raw) -> dict:
             raise PresetError(f"{where}.params.{pid}: unknown parameter for {kind!r}; known: {list(known)}")
         out_params[pid] = _check_param(known[pid], value, f"{where}.params.")
     head = {"id": sid, "processor": kind, **({"uri": uri} if kind in URI_KINDS else {})}
-    return {**head, "bypass": bypass, "mix": float(mix), "params": out_params}
+    tail = {"state": state} if state is not None else {}
+    return {**head, "bypass": bypass, "mix": float(mix), "params": out_params, **tail}
 
 
 def validate_preset(preset, source: str | None = None) -> dict:
@@ -409,9 +423,14 @@ def build_chain(preset: dict) -> "Chain":
     from realtime.dsp.chain import Chain, Slot
     from realtime.dsp.processors import create
 
+    def processor(s):
+        proc = create(s["processor"], **({"uri": s["uri"]} if "uri" in s else {}), **s["params"])
+        if "state" in s:  # a hosted plugin's own state, restored when the chain is prepared
+            proc.set_plugin_state(s["state"])
+        return proc
+
     p = validate_preset(preset)
-    slots = [Slot(create(s["processor"], **({"uri": s["uri"]} if "uri" in s else {}), **s["params"]), s["id"],
-                  s["bypass"], s["mix"]) for s in p["chain"]]
+    slots = [Slot(processor(s), s["id"], s["bypass"], s["mix"]) for s in p["chain"]]
     return Chain(slots)
 
 

@@ -150,12 +150,66 @@ class Param:
         return f"{txt} {self.unit}".strip()
 
 
+READOUT_KINDS = ("level", "gr", "number", "text")
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Descriptor of one read-only value a processor reports each block (a meter, a count).
+
+    The panel draws one widget per descriptor, as it draws one knob per ``Param``.
+
+    Parameters
+    ----------
+    id : str
+        Unique within the processor.
+    name : str
+        Label shown in the GUI.
+    unit : str
+        Unit shown after the value (``"dB"``, ``"%"``...).
+    min, max : float
+        Range of the bar (``level``, ``gr``) or the expected range of a number.
+    kind : str
+        ``"level"``: a bar growing upward (the GUI shows the highest value since its last
+        redraw and holds peaks); ``"gr"``: a gain-reduction bar in dB (<= 0) growing downward
+        from 0 (the GUI shows the deepest value); ``"number"``: the latest value with its unit;
+        ``"text"``: the latest value as an index into ``choices``.
+    choices : tuple of str
+        For ``text``: the names the value indexes.
+    """
+
+    id: str
+    name: str
+    unit: str = ""
+    min: float = -60.0
+    max: float = 0.0
+    kind: str = "number"
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in READOUT_KINDS:
+            raise ValueError(f"readout {self.id}: kind {self.kind!r} is not one of {READOUT_KINDS}")
+
+    def format(self, value: float) -> str:
+        """Display text: the choice's name, or a short number with the unit."""
+        if self.kind == "text" and self.choices:
+            i = int(round(value)) if math.isfinite(value) else -1
+            return self.choices[i] if 0 <= i < len(self.choices) else "-"
+        if not math.isfinite(value):
+            return "-"
+        if self.kind in ("level", "gr") and value <= -120.0:
+            return f"-inf {self.unit}".strip()
+        txt = f"{value:.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:.1f}"
+        return f"{txt} {self.unit}".strip()
+
+
 class Processor:
     """Base class of every processor ("plugin") in a chain.
 
     Subclasses set ``kind`` (the registry name) and ``params`` and implement ``_prepare``
     (allocate), ``process`` (in place, no allocation) and, when they keep state, ``reset``;
-    a processor with a delay reports it in ``latency``.
+    a processor with a delay reports it in ``latency``. A processor that reports values declares
+    ``readouts`` and writes them into ``readings`` from ``process`` (flat index i is readout i).
 
     Parameters
     ----------
@@ -177,10 +231,15 @@ class Processor:
         Set by ``prepare`` (0 before).
     max_block, channels : int
         Set by ``prepare`` (0 before).
+    readings : ndarray
+        float32, ``readouts``' values (flat, in order; a subclass may shape it, e.g. (channels,
+        n)); allocated by ``prepare`` unless ``_prepare`` did. A chain rebinds it to a view of
+        its own readout record (``bind_readings``), so the DSP thread never copies it.
     """
 
     kind: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
+    readouts: tuple[Readout, ...] = ()  # a class constant, or per instance (an LV2 plugin's output ports)
 
     def __init__(self, **values):
         self.values = np.array([p.default for p in self.params], dtype=np.float64)
@@ -276,8 +335,17 @@ class Processor:
         self.sample_rate = float(sample_rate)
         self.max_block = int(max_block)
         self.channels = int(channels)
+        self.readings = np.zeros(len(self.readouts), np.float32)  # _prepare may shape it (same size)
         self._prepare()
+        if self.readings.size != len(self.readouts):
+            raise ConfigError(f"{self.kind}: {self.readings.size} readings for {len(self.readouts)} readouts")
         self.reset()
+
+    def bind_readings(self, view: np.ndarray) -> None:
+        """Write the readouts into ``view`` from now on (float32, ``len(readouts)`` values: a slice of
+        the chain's readout record). Called between blocks, after ``prepare``; keeps the values."""
+        view[:] = self.readings.reshape(-1)
+        self.readings = view.reshape(self.readings.shape)
 
     def _prepare(self) -> None:
         """Allocate buffers for (sample_rate, max_block, channels)."""

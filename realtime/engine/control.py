@@ -1,8 +1,10 @@
 """The control plane: how other threads (or another process) reach the DSP thread.
 
-Three lock-free rings cross into the DSP thread's world, described here once (``RING_SPECS``):
-control records (parameter, bypass and mix changes), MIDI messages and, back out, one meter
-record per block. ``ControlRings`` holds them, either in this process's memory or on buffers
+Lock-free rings cross into the DSP thread's world, described here once (``RING_SPECS``):
+control records (parameter, bypass and mix changes), MIDI messages and, back out, per block one
+meter record, one readout record (each slot's process time and the processors' readouts: the
+chain's ``readout_record``) and the block's input and output audio as mono (the audio tap a
+spectrum analyser reads; nobody reading just means pushes are dropped). ``ControlRings`` holds them, either in this process's memory or on buffers
 the caller provides (the GUI's engine process puts them in shared memory), plus a table of
 when the DSP thread applied each control record.
 
@@ -22,8 +24,8 @@ from typing import Mapping, NamedTuple
 import numpy as np
 from numba import njit
 
-from realtime.dsp.chain import SlotLookup
-from realtime.dsp.processor import Param
+from realtime.dsp.chain import READOUT_WIDTH, SlotLookup
+from realtime.dsp.processor import Param, Readout
 from realtime.engine.atomics import load_acquire, store_release
 from realtime.engine.ring import WRITE, Ring
 from realtime.errors import EngineError, ParamError
@@ -58,6 +60,8 @@ RING_SPECS = {
     "control": RingSpec(1024, 4, np.float64),  # (slot, param, value, kind)
     "midi": RingSpec(1024, 4, np.float64),  # (status, data1, data2, arrival CLOCK_MONOTONIC ns)
     "meter": RingSpec(1024, 8, np.float32),  # per block: in peak L/R, out peak L/R, in ms L/R, out ms L/R
+    "readout": RingSpec(256, READOUT_WIDTH, np.float32),  # per block: the chain's readout_record
+    "audio": RingSpec(16384, 2, np.float32),  # per frame: input and output, mono (the spectrum's tap)
     # per control record (by its sequence number modulo the capacity): sequence + 1, and the
     # CLOCK_MONOTONIC ns at which the DSP thread applied it
     "applied": RingSpec(1024, 2, np.int64),
@@ -83,7 +87,7 @@ def _applied_at(applied, seq):
 
 
 class ControlRings:
-    """The control, MIDI and meter rings and the applied-at table, in one place.
+    """The control, MIDI, meter, readout and audio rings and the applied-at table, in one place.
 
     Parameters
     ----------
@@ -101,7 +105,8 @@ class ControlRings:
     def __init__(self, buffers: Mapping[str, object] | None = None):
         if buffers is None:
             buffers = {k: np.zeros(s.nbytes, np.uint8) for k, s in RING_SPECS.items()}
-        self.control, self.midi, self.meter = (RING_SPECS[k].on_buffer(buffers[k]) for k in ("control", "midi", "meter"))
+        self.control, self.midi, self.meter, self.readout, self.audio = (
+            RING_SPECS[k].on_buffer(buffers[k]) for k in ("control", "midi", "meter", "readout", "audio"))
         a = RING_SPECS["applied"]
         self.applied = np.ndarray((a.capacity, a.width), a.dtype, buffer=buffers["applied"], offset=IDX_BYTES)
         self.lock = threading.RLock()
@@ -135,6 +140,9 @@ class ProcessorView:
                                   scale=p["scale"], smoothing_ms=p["smoothing_ms"], choices=tuple(p["choices"]),
                                   step=p["step"]) for p in desc["params"])
         self.values = np.array([p["value"] for p in desc["params"]], np.float64)
+        self.readouts = tuple(Readout(r["id"], r["name"], r["unit"], r["min"], r["max"], kind=r["kind"],
+                                      choices=tuple(r["choices"])) for r in desc.get("readouts", ()))
+        self.readout_columns = tuple(r["column"] for r in desc.get("readouts", ()))
         self.latency = int(desc["latency"])
         self._extra = {k: desc[k] for k in ("uri", "plugin_name", "hard_rt", "adaptation") if k in desc}
 
@@ -160,6 +168,7 @@ class SlotView:
         self.processor = ProcessorView(desc)
         self.bypass = bool(desc["bypass"])
         self.mix = float(desc["mix"])
+        self.load_column = int(desc.get("load_column", -1))  # its process time in a readout record (-1: none)
 
     @property
     def kind(self) -> str:

@@ -94,6 +94,8 @@ class Engine:
         # output mean square L/R; every block's also goes to rings.meter, for a UI that must not
         # miss peaks between its redraws (nobody reading just means pushes are dropped)
         self.meters = np.zeros(8, np.float32)
+        # the audio tap (rings.audio): each block's input and output as mono, for a spectrum analyser
+        self._tap_block = np.zeros((c.blocksize, 2), np.float32)
         self.diagnostics = Diagnostics(c.samplerate, c.blocksize, c.prefill_blocks)
         self._switches = SwitchCounter()
         self.dsp_overflows = 0
@@ -186,6 +188,7 @@ class Engine:
         self.chain.reset()
         self._block[:] = 0
         _peak(self._block, self.meters, 0)
+        _mono_into(self._block, self._tap_block, 0)
         rec = np.zeros((1, 4), np.float64)
         r = self.rings
         for ring in (r.control, r.midi):
@@ -195,7 +198,7 @@ class Engine:
         ring_pop(self.timing.buf, self.timing.idx, np.zeros((1, cb.TIME_WIDTH), np.int64), 0)  # the monitor's
         self._switches.store(0, self.diagnostics.dsp_switches)
         ControlRings.compile()  # the producers' side too (set_param, send_midi)
-        for ring in (self.in_ring, self.out_ring, r.meter) + ((self.tap,) if self.tap is not None else ()):
+        for ring in (self.in_ring, self.out_ring, r.meter, r.readout, r.audio) + ((self.tap,) if self.tap is not None else ()):
             ring_push(ring.buf, ring.idx, self._block, 0)
             ring_pop(ring.buf, ring.idx, self._block, 0)
             ring_readable(ring.idx)
@@ -375,6 +378,11 @@ class Engine:
         meters = self.meters
         meter_rec = meters.reshape(1, -1)
         meter_buf, meter_idx = self.rings.meter.buf, self.rings.meter.idx
+        # per-slot process times and readouts: the chain writes them into this record as it runs
+        readout_rec = getattr(self.chain, "readout_record", np.zeros((1, self.rings.readout.buf.shape[1]), np.float32))
+        readout_buf, readout_idx = self.rings.readout.buf, self.rings.readout.idx
+        tap_block = self._tap_block
+        audio_buf, audio_idx = self.rings.audio.buf, self.rings.audio.idx
         perf = time.perf_counter_ns
         diag = self.diagnostics
         dsp_us, dsp_t0, dsp_cpu_us, dsp_switches = diag.dsp_us, diag.dsp_t0, diag.dsp_cpu_us, diag.dsp_switches
@@ -402,6 +410,7 @@ class Engine:
                 if midi_sink is not None:
                     midi_held = self._deliver_midi(midi_sink, midi_rec, midi_held, float(ctl_block[cb.CTL_LAST_START]))
                 _peak(block, meters, 0)
+                _mono_into(block, tap_block, 0)
                 t0, c0 = perf(), cpu()
                 switches.before()
                 process(block)
@@ -414,6 +423,9 @@ class Engine:
                 diag.dsp_n += 1
                 _peak(block, meters, 2)
                 ring_push(meter_buf, meter_idx, meter_rec, 1)
+                ring_push(readout_buf, readout_idx, readout_rec, 1)
+                _mono_into(block, tap_block, 1)
+                ring_push(audio_buf, audio_idx, tap_block, B)
                 if has_out and ring_push(out_buf, out_idx, block, B) < B:
                     self.dsp_overflows += 1
                 if tap is not None:
@@ -558,3 +570,15 @@ def _peak_impl(block, meters, offset):
 from numba import njit  # noqa: E402
 
 _peak = njit(nogil=True, cache=True)(_peak_impl)
+
+
+@njit(nogil=True, cache=True)
+def _mono_into(block, tap, col):
+    """tap[:, col] = the block's channels averaged (the audio tap's input or output column)."""
+    ch = block.shape[1]
+    g = 1.0 / ch
+    for k in range(block.shape[0]):
+        s = 0.0
+        for c in range(ch):
+            s += block[k, c]
+        tap[k, col] = s * g

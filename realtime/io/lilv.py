@@ -88,6 +88,17 @@ _PROTOTYPES = {
     "lilv_scale_points_free": (None, [_V]),
     "lilv_scale_point_get_label": (_V, [_V]),
     "lilv_scale_point_get_value": (_V, [_V]),
+    # state (http://lv2plug.in/ns/ext/state): plugin and instance pointers, the host's URID map/unmap
+    # structs, directories (all NULL here: a state lives in a preset, not in a folder), port value
+    # callbacks (NULL: control values are the slot's params), flags, features
+    "lilv_state_new_from_instance": (_V, [_V, _V, _V, _P, _P, _P, _P, _V, _V, _S, _V]),  # owned: lilv_state_free
+    "lilv_state_new_from_string": (_V, [_V, _V, _P]),  # owned: lilv_state_free
+    "lilv_state_to_string": (_V, [_V, _V, _V, _V, _P, _P]),  # owned char*: lilv_free
+    "lilv_state_restore": (None, [_V, _V, _V, _V, _S, _V]),
+    "lilv_state_get_plugin_uri": (_V, [_V]),
+    "lilv_state_get_num_properties": (_S, [_V]),
+    "lilv_state_free": (None, [_V]),
+    "lilv_free": (None, [_V]),
 }
 
 _lib = None
@@ -252,5 +263,94 @@ def owned_uris(nodes) -> tuple[str, ...]:
             lib().lilv_nodes_free(nodes)
 
 
-__all__ = ["World", "available", "capture_stderr", "iterate", "lib", "node_float", "node_str", "owned_str",
-           "owned_uris"]
+# -- Turtle statements through serd (lilv's own parser) ------------------------------------------
+# lilv_state_new_from_string dereferences NULL on Turtle without a pset:Preset subject, so a saved
+# state is read here first: statements are listed and checked before lilv sees the text.
+RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
+# the prefixes lilv predefines when it reads a state string (src/state.c, set_prefixes)
+STATE_PREFIXES = {"atom": ATOM, "lv2": LV2, "pset": "http://lv2plug.in/ns/ext/presets#",
+                  "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#", "rdfs": "http://www.w3.org/2000/01/rdf-schema#",
+                  "state": "http://lv2plug.in/ns/ext/state#", "xsd": "http://www.w3.org/2001/XMLSchema#"}
+_SERD_TURTLE, _SERD_URI, _SERD_CURIE, _SERD_BLANK = 1, 2, 3, 4
+
+
+class _SerdNode(ctypes.Structure):
+    _fields_ = [("buf", c_char_p), ("n_bytes", ctypes.c_size_t), ("n_chars", ctypes.c_size_t),
+                ("flags", c_uint32), ("type", ctypes.c_int)]
+
+
+_NodeP = ctypes.POINTER(_SerdNode)
+_prefix_sink = ctypes.CFUNCTYPE(ctypes.c_int, _V, _NodeP, _NodeP)
+_statement_sink = ctypes.CFUNCTYPE(ctypes.c_int, _V, c_uint32, _NodeP, _NodeP, _NodeP, _NodeP, _NodeP, _NodeP)
+_serd = None
+
+
+def _serd_lib():
+    global _serd
+    if _serd is None:
+        lib()  # lilv loaded: serd, its dependency, is there
+        handle = ctypes.CDLL(ctypes.util.find_library("serd-0") or "libserd-0.so.0")
+        handle.serd_reader_new.restype = _V
+        handle.serd_reader_new.argtypes = [ctypes.c_int, _V, _V, _V, _prefix_sink, _statement_sink, _V]
+        handle.serd_reader_read_string.restype = ctypes.c_int
+        handle.serd_reader_read_string.argtypes = [_V, _P]
+        handle.serd_reader_free.restype, handle.serd_reader_free.argtypes = None, [_V]
+        _serd = handle
+    return _serd
+
+
+def turtle_statements(text: str, prefixes: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """The (subject, predicate, object) texts of a Turtle document; CURIEs expanded, blank nodes
+    as ``_:id``, literals as their text.
+
+    Parameters
+    ----------
+    text : str
+        The Turtle document.
+    prefixes : dict, optional
+        Prefixes known before the document's own ``@prefix`` lines (lilv's for a state string).
+
+    Raises
+    ------
+    PluginError
+        Not valid Turtle (serd's message, with line and column), or a CURIE with an unknown prefix.
+    """
+    S = _serd_lib()
+    known = dict(prefixes or {})
+    out: list[tuple[str, str, str]] = []
+    problems: list[str] = []
+
+    def as_text(node) -> str:
+        n = node.contents
+        raw = (n.buf or b"")[: n.n_bytes].decode("utf-8", "replace")
+        if n.type == _SERD_CURIE:
+            pre, _, local = raw.partition(":")
+            if pre not in known:
+                problems.append(f"unknown prefix {pre!r}")
+                return raw
+            return known[pre] + local
+        return "_:" + raw if n.type == _SERD_BLANK else raw
+
+    def on_prefix(_h, name, uri) -> int:
+        known[as_text(name)] = as_text(uri)
+        return 0
+
+    def on_statement(_h, _flags, _graph, s, p, o, _dt, _lang) -> int:
+        out.append((as_text(s), as_text(p), as_text(o)))
+        return 0
+
+    sinks = (_prefix_sink(on_prefix), _statement_sink(on_statement))  # alive until the reader is freed
+    reader = S.serd_reader_new(_SERD_TURTLE, None, None, None, *sinks, None)
+    try:
+        with capture_stderr() as msgs:
+            status = S.serd_reader_read_string(reader, text.encode("utf-8"))
+    finally:
+        S.serd_reader_free(reader)
+    if status or msgs or problems:
+        why = "; ".join((msgs + problems)[:2]) or f"serd status {status}"
+        raise PluginError(f"not valid Turtle ({why.replace('error: ', '').replace(chr(10), ' ')})")
+    return out
+
+
+__all__ = ["STATE_PREFIXES", "World", "available", "capture_stderr", "iterate", "lib", "node_float", "node_str",
+           "owned_str", "owned_uris", "turtle_statements"]

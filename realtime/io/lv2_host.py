@@ -12,6 +12,12 @@ callback), and its responses are delivered before the next ``run()``. Offline an
 therefore hear the same thing; a plugin loading a sample from disk costs a late block in live use.
 
 ctypes calls release the GIL, so ``run()`` leaves other Python threads free while the plugin works.
+
+State (``state:interface``): ``Instance.save_state`` asks the plugin for its properties through
+lilv and returns them as Turtle; ``parse_state`` checks such a text and ``Instance.restore_state``
+gives it back to a fresh instance (between instantiation and activation, never during ``run()``).
+Port values are not part of it: the slot's params hold them. lilv adds the ``state:mapPath`` and
+``state:freePath`` features itself; no state folder is given, so file paths are kept absolute.
 """
 from __future__ import annotations
 
@@ -29,6 +35,10 @@ BOUNDED = "http://lv2plug.in/ns/ext/buf-size#boundedBlockLength"
 WORKER_SCHEDULE = "http://lv2plug.in/ns/ext/worker#schedule"
 WORKER_INTERFACE = "http://lv2plug.in/ns/ext/worker#interface"
 LOG = "http://lv2plug.in/ns/ext/log#log"
+STATE_INTERFACE = "http://lv2plug.in/ns/ext/state#interface"
+STATE_SUBJECT = "urn:realtime:lv2-state"  # the subject of a saved state's Turtle
+_STATE_FLAGS = 1 | 2  # LV2_STATE_IS_POD | LV2_STATE_IS_PORTABLE: a preset may move between machines
+_PRESET = "http://lv2plug.in/ns/ext/presets#Preset"
 FLAGS = (lilv.LV2 + "isLive", lilv.LV2 + "inPlaceBroken", lilv.LV2 + "hardRTCapable")
 SUPPORTED_FEATURES = frozenset((URID_MAP, URID_UNMAP, OPTIONS, BOUNDED, WORKER_SCHEDULE, LOG, *FLAGS))
 
@@ -200,10 +210,12 @@ class Instance:
         self._deactivate = d.deactivate if d.deactivate else None
         self.active = False
         self.worker = None
+        self.has_state = False  # the plugin implements state:interface (asked at run time, not from the TTL)
         if d.extension_data:
             iface = d.extension_data(WORKER_INTERFACE.encode())
             if iface:
                 self.worker = _WorkerInterface.from_address(iface)
+            self.has_state = bool(d.extension_data(STATE_INTERFACE.encode()))
 
     # -- worker callbacks (plugin -> host) ------------------------------------------------------
     def _schedule_work(self, _handle, size, data) -> int:
@@ -232,6 +244,45 @@ class Instance:
             w.work_response(h, len(resp), resp)
         if w.end_run:
             w.end_run(h)
+
+    # -- state ----------------------------------------------------------------------------------
+    def save_state(self) -> str | None:
+        """The plugin's own state (its ``state:interface`` properties) as Turtle, or None when it
+        has no state interface. May run while another thread calls ``run()`` (LV2 allows it).
+
+        Raises
+        ------
+        PluginError
+            lilv could not write the state.
+        """
+        if not self.has_state:
+            return None
+        L, t = lilv.lib(), urids()
+        plugin = self.world.plugin(self.uri)
+        # lilv's warnings (a property lost on save) go to stderr as they are: this may run while the
+        # engine does, and capturing descriptor 2 would swallow other threads' messages
+        st = L.lilv_state_new_from_instance(plugin, self._ptr, ctypes.addressof(t.map_struct), None, None, None,
+                                            None, None, None, _STATE_FLAGS, ctypes.addressof(self._feature_ptrs))
+        try:
+            text = L.lilv_state_to_string(self.world.ptr, ctypes.addressof(t.map_struct),
+                                          ctypes.addressof(t.unmap_struct), st, STATE_SUBJECT.encode(),
+                                          None) if st else None
+        finally:
+            if st:
+                L.lilv_state_free(st)
+        if not text:
+            raise PluginError(f"lv2 plugin {self.uri}: lilv could not save its state")
+        try:
+            return ctypes.string_at(text).decode("utf-8")
+        finally:
+            L.lilv_free(text)
+
+    def restore_state(self, state: "State") -> None:
+        """Give the plugin a saved state (``parse_state``). Not while ``run()`` may be called:
+        ``prepare`` does it between instantiation and activation."""
+        if self.has_state:
+            lilv.lib().lilv_state_restore(state.ptr, self._ptr, None, None, _STATE_FLAGS,
+                                          ctypes.addressof(self._feature_ptrs))
 
     # -- life cycle -------------------------------------------------------------------------
     def connect(self, port: int, address: int) -> None:
@@ -263,4 +314,84 @@ class Instance:
             pass
 
 
-__all__ = ["Instance", "SUPPORTED_FEATURES", "UridTable", "unsupported_features", "urids"]
+# -- saved states ----------------------------------------------------------------------------
+class State:
+    """A parsed plugin state (a ``LilvState``), freed by ``close`` or when collected."""
+
+    def __init__(self, ptr: int, n_properties: int):
+        self.ptr, self.n_properties = ptr, n_properties
+
+    def close(self) -> None:
+        if self.ptr:
+            lilv.lib().lilv_state_free(self.ptr)
+            self.ptr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+def parse_state(world, uri: str, text: str) -> State:
+    """Read a state saved by ``Instance.save_state`` for the plugin ``uri``.
+
+    The Turtle is checked before lilv reads it (lilv crashes on some valid Turtle that is not a
+    state): one ``pset:Preset`` subject, applying to ``uri``.
+
+    Parameters
+    ----------
+    world : lilv.World
+    uri : str
+        The plugin the state must apply to.
+    text : str
+        The Turtle text.
+
+    Returns
+    -------
+    State
+
+    Raises
+    ------
+    PluginError
+        One line: not Turtle, not a saved state, or the state of another plugin.
+    """
+    def bad(why: str) -> PluginError:
+        return PluginError(f"lv2 plugin {uri}: the saved state is unusable: {why}")
+
+    if not isinstance(text, str) or not text.strip():
+        raise bad("expected Turtle text, got an empty or non-text value")
+    if "\x00" in text:
+        raise bad("it holds a NUL character")
+    try:
+        triples = lilv.turtle_statements(text, lilv.STATE_PREFIXES)
+    except PluginError as e:
+        raise bad(str(e)) from None
+    subjects = {s for s, p, o in triples if p == lilv.RDF_TYPE and o == _PRESET}
+    if len(subjects) != 1:
+        raise bad(f"expected one pset:Preset subject, found {len(subjects)}")
+    (subject,) = subjects
+    applies = [o for s, p, o in triples if s == subject and p == lilv.LV2 + "appliesTo"]
+    if applies != [uri]:
+        raise bad(f"it is the state of {applies[0] if applies else 'no plugin (lv2:appliesTo missing)'}")
+    L, t = lilv.lib(), urids()
+    with lilv.capture_stderr() as msgs:
+        ptr = L.lilv_state_new_from_string(world.ptr, ctypes.addressof(t.map_struct), text.encode("utf-8"))
+    if not ptr:
+        raise bad("; ".join(msgs[-2:]) or "lilv could not read it")
+    got = lilv.node_str(L.lilv_state_get_plugin_uri(ptr))
+    state = State(ptr, L.lilv_state_get_num_properties(ptr))
+    if got != uri:
+        state.close()
+        raise bad(f"it is the state of {got}")
+    return state
+
+
+__all__ = ["Instance", "STATE_INTERFACE", "SUPPORTED_FEATURES", "State", "UridTable", "parse_state",
+           "unsupported_features", "urids"]

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-from realtime.dsp.processor import Param, Processor
+from realtime.dsp.processor import Param, Processor, Readout
 from realtime.dsp.processors import register
 
 MAX_LOOKAHEAD_MS = 10.0
@@ -136,6 +136,7 @@ class Limiter(Processor):
         Param("release_ms", "Release", 1.0, 1000.0, 100.0, unit="ms", scale="log", smoothing_ms=0.0),
         Param("lookahead_ms", "Lookahead", 0.0, MAX_LOOKAHEAD_MS, 5.0, unit="ms", smoothing_ms=0.0),
     )
+    readouts = (Readout("gr_db", "GR", "dB", -24.0, 0.0, kind="gr"),)
 
     def __init__(self, **values):
         self._L = 0

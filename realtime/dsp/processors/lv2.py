@@ -21,6 +21,11 @@ sample offsets.
 Latency: the plugin's latency port is read after one silent block in ``prepare``; the chain
 compensates it like any processor's. Plugins not declaring ``lv2:hardRTCapable`` run all the
 same; ``hard_rt`` is False for UIs to flag.
+
+State: a plugin implementing the LV2 state extension has its own state (besides its control
+ports) saved in presets as Turtle (``plugin_state``, the slot key ``"state"``) and restored by
+``prepare`` into every new instance, before activation (``set_plugin_state``); a re-prepare keeps
+it. Dual-mono instances save the first one's state and all restore it.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from realtime.dsp.processor import MidiQueue, Param, Processor
+from realtime.dsp.processor import MidiQueue, Param, Processor, Readout
 from realtime.dsp.processors import SLOT_CONTROLS, register
 from realtime.errors import PluginError
 from realtime.io import lilv, lv2_host, lv2_scan
@@ -43,6 +48,13 @@ _SILENCE, _DOWNMIX = -2, -1  # input sources besides a channel index
 
 
 # -- kernels ----------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def _read_outputs(ctl, out_port, readings):
+    """The first instance's control outputs -> readings (what the panel shows as readouts)."""
+    for k in range(out_port.shape[0]):
+        readings[k] = ctl[0, out_port[k]]
+
+
 @njit(nogil=True, cache=True)
 def _pre(block, ain, in_src, values, ctl, ctl_port, enum_n, enum_val):
     """Knob values -> control ports (enumeration index -> scale point value); block -> inputs."""
@@ -170,6 +182,23 @@ def _param_of(port: lv2_scan.PortInfo, taken: set) -> tuple[Param, tuple[float, 
                  smoothing_ms=0.0), ()
 
 
+def _readout_of(port: lv2_scan.PortInfo) -> Readout:
+    """A Readout for one control output: a choice name (enumeration, toggle), a bar when it has a range, else a number."""
+    lo = port.minimum if port.minimum is not None and math.isfinite(port.minimum) else 0.0
+    hi = port.maximum if port.maximum is not None and math.isfinite(port.maximum) else 1.0
+    if hi <= lo:
+        hi = lo + 1.0
+    if port.enumeration and port.scale_points and all(float(v).is_integer() and v >= 0 for v, _ in port.scale_points):
+        names = [""] * (int(max(v for v, _ in port.scale_points)) + 1)
+        for v, label in port.scale_points:
+            names[int(v)] = label
+        return Readout(port.symbol, port.name, port.unit, lo, hi, kind="text", choices=tuple(names))
+    if port.toggled:
+        return Readout(port.symbol, port.name, kind="text", choices=("off", "on"))
+    bounded = port.minimum is not None and port.maximum is not None and math.isfinite(port.minimum + port.maximum)
+    return Readout(port.symbol, port.name, port.unit, lo, hi, kind="level" if bounded and not port.integer else "number")
+
+
 _classes: dict[str, type] = {}
 
 
@@ -199,10 +228,13 @@ def plugin_class(uri: str) -> type["Lv2Plugin"]:
         prm, vals = _param_of(port, taken)
         params.append(prm)
         enums.append(vals)
+    outs = [p for p in info.ports_of("control", "out") if p.index != info.latency_port]
     bases = (Lv2Instrument,) if info.midi_in else (Lv2Plugin,)
     name = "Lv2_" + "".join(ch if ch.isalnum() else "_" for ch in info.name)
     cls = type(name, bases, {"uri": uri, "info": info, "params": tuple(params), "hard_rt": info.hard_rt,
                              "_control_ports": tuple(p.index for p in info.controls), "_enums": tuple(enums),
+                             "readouts": tuple(_readout_of(p) for p in outs),
+                             "_output_ports": tuple(p.index for p in outs),
                              "__module__": __name__, "__doc__": f"LV2 plugin {info.name} <{uri}>."})
     _classes[uri] = cls
     return cls
@@ -231,6 +263,7 @@ class Lv2Plugin(Processor):
     info: ClassVar[lv2_scan.PluginInfo | None] = None
     hard_rt: ClassVar[bool] = False
     _control_ports: ClassVar[tuple[int, ...]] = ()
+    _output_ports: ClassVar[tuple[int, ...]] = ()  # control outputs shown as readouts (latency port excluded)
     _enums: ClassVar[tuple[tuple[float, ...], ...]] = ()
 
     @classmethod
@@ -257,6 +290,46 @@ class Lv2Plugin(Processor):
         self._ev = np.zeros((MAX_EVENTS, 4), np.float64)  # MIDI queued for the next block
         self._order = np.zeros(MAX_EVENTS, np.int64)
         self._n_ev = 0
+        self._pending_state: str | None = None  # restored by the next prepare
+
+    # -- state (LV2 state extension) ---------------------------------------------------------
+    @classmethod
+    def check_state(cls, text: str) -> None:
+        """Check that ``text`` is a state saved for this plugin (presets call it).
+
+        Raises
+        ------
+        PluginError
+            One line saying what is wrong with it.
+        """
+        lv2_host.parse_state(lv2_scan.world(), cls.uri, text).close()
+
+    def set_plugin_state(self, text: str) -> None:
+        """Give the plugin a saved state (``plugin_state``'s Turtle); ``prepare`` restores it,
+        outside the audio thread. Plugins without the state interface ignore it.
+
+        Raises
+        ------
+        PluginError
+            The text is not a state saved for this plugin.
+        """
+        self.check_state(text)
+        self._pending_state = text
+
+    def plugin_state(self) -> str | None:
+        """The plugin's own state as Turtle, for presets: the live instance's when prepared, else
+        the state given by ``set_plugin_state``; None for plugins without the state interface.
+
+        Raises
+        ------
+        PluginError
+            lilv could not save it.
+        """
+        if self._pending_state is not None:
+            return self._pending_state
+        if self._instances:
+            return self._instances[0].save_state()
+        return None
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -264,6 +337,8 @@ class Lv2Plugin(Processor):
         return self._latency
 
     def _prepare(self) -> None:
+        if self._pending_state is None and self._instances:  # a re-prepare keeps the plugin's state
+            self._pending_state = self._instances[0].save_state()
         self._close()
         info, C, B = self.info, self.channels, self.max_block
         ins, outs = info.ports_of("audio", "in"), info.ports_of("audio", "out")
@@ -301,6 +376,7 @@ class Lv2Plugin(Processor):
             if p.type == "control" and p.direction == "in":
                 self._ctl[:, p.index] = p.default if p.default is not None else 0.0
         self._ctl_port = np.array(self._control_ports, np.int64)
+        self._out_port = np.array(self._output_ports, np.int64)
         width = max([len(e) for e in self._enums] + [1])
         self._enum_n = np.array([len(e) for e in self._enums] or [0], np.int64)[: len(self.params)]
         self._enum_val = np.zeros((max(1, len(self.params)), width), np.float32)
@@ -335,6 +411,11 @@ class Lv2Plugin(Processor):
                     inst.connect(p.index, None)
             for j, p in enumerate(atoms):
                 inst.connect(p.index, self._atom[i, j].ctypes.data)
+        if self._pending_state is not None:  # after instantiation, before activation; never per block
+            with lv2_host.parse_state(world, self.uri, self._pending_state) as state:
+                for inst in self._instances:
+                    inst.restore_state(state)
+            self._pending_state = None
         self._runs = tuple((inst.run_fn, inst.handle, inst) for inst in self._instances)
         self._workers = tuple(inst for inst in self._instances if inst.worker is not None)
         # one silent block: the plugin reports its latency from run()
@@ -392,6 +473,7 @@ class Lv2Plugin(Processor):
             if inst.pending:
                 inst.do_work()
         _post(block, self._aout, self._weights, self._add)
+        _read_outputs(self._ctl, self._out_port, self.readings)
 
     def process(self, block: np.ndarray) -> None:
         self._run_block(block)

@@ -1,7 +1,8 @@
 """Pass-through level meter: per-channel peak (instant attack, dB-linear fall) and RMS
 (exponential mean square, ~300 ms), plus a latching clip indicator.
 
-After every block ``readings[ch] = (peak_db, rms_db, clip)`` (float32; clip is 1.0 once any
+After every block ``readings[ch] = (peak_db, rms_db, clip)`` (float32, always two rows: a mono
+stream leaves the right one at the floor; clip is 1.0 once any
 sample reached 0 dBFS, until ``clear_clip()`` or ``reset()``) and ``clip_count[ch]`` counts the
 samples at or above full scale. The DSP thread can copy ``readings`` straight into a meter ring.
 """
@@ -12,7 +13,7 @@ import math
 import numpy as np
 from numba import njit
 
-from realtime.dsp.processor import Param, Processor
+from realtime.dsp.processor import Param, Processor, Readout
 from realtime.dsp.processors import register
 
 PEAK, RMS, CLIP = 0, 1, 2
@@ -60,10 +61,14 @@ class Meter(Processor):
         Param("rms_window_ms", "RMS window", 10.0, 3000.0, 300.0, unit="ms", scale="log", smoothing_ms=0.0),
         Param("peak_fall_db_s", "Peak fall", 1.0, 120.0, 12.0, unit="dB/s", scale="log", smoothing_ms=0.0),
     )
+    readouts = tuple(r for side in ("L", "R") for r in (
+        Readout(f"peak_{side.lower()}", f"Peak {side}", "dB", -60.0, 0.0, kind="level"),
+        Readout(f"rms_{side.lower()}", f"RMS {side}", "dB", -60.0, 0.0, kind="level"),
+        Readout(f"clip_{side.lower()}", f"Clip {side}", kind="text", choices=("ok", "CLIP"))))
 
     def _prepare(self) -> None:
         self._env = np.zeros((self.channels, 2), np.float64)  # peak envelope, mean square
-        self.readings = np.full((self.channels, 3), FLOOR_DB, np.float32)
+        self.readings = np.full((2, 3), FLOOR_DB, np.float32)  # the readouts' layout, mono or stereo
         self.clip_count = np.zeros(self.channels, np.int64)
 
     def reset(self) -> None:

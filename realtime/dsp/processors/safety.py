@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from realtime.dsp.kernels import CLAMPED, NONFINITE, scrub_value
-from realtime.dsp.processor import Param, Processor
+from realtime.dsp.processor import Param, Processor, Readout
 from realtime.dsp.processors import register
 
 SCRUBBED, CLIPPED = 0, 1
@@ -25,7 +25,7 @@ F32_SAFE = 1.0 - 2.5e-7  # float32 rounding cannot carry the output over the cei
 
 
 @njit(nogil=True, cache=True)
-def _safety_kernel(block, values, z, R, counters):
+def _safety_kernel(block, values, z, R, counters, readings):
     lim = 10.0 ** (values[0] / 20.0) * F32_SAFE
     scrubbed = 0
     clipped = 0
@@ -47,6 +47,8 @@ def _safety_kernel(block, values, z, R, counters):
         z[ch, 1] = y1
     counters[SCRUBBED] += scrubbed
     counters[CLIPPED] += clipped
+    readings[0] = counters[CLIPPED]
+    readings[1] = counters[SCRUBBED]
 
 
 @register
@@ -66,6 +68,7 @@ class Safety(Processor):
 
     kind = "safety"
     params = (Param("ceiling_db", "Ceiling", -12.0, 0.0, -0.3, unit="dB", smoothing_ms=0.0),)
+    readouts = (Readout("ceiling_hits", "Ceiling hits", "", 0.0, 1e6), Readout("scrubbed", "Non-finite", "", 0.0, 1e6))
 
     def _prepare(self) -> None:
         self._z = np.zeros((self.channels, 2), np.float64)  # DC blocker x[n-1], y[n-1]
@@ -76,4 +79,4 @@ class Safety(Processor):
         self._z.fill(0.0)
 
     def process(self, block: np.ndarray) -> None:
-        _safety_kernel(block, self.values, self._z, self._R, self.counters)
+        _safety_kernel(block, self.values, self._z, self._R, self.counters, self.readings)

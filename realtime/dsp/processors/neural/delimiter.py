@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from realtime.dsp.blocking import FixedHop
-from realtime.dsp.processor import Param
+from realtime.dsp.processor import Param, Readout
 from realtime.dsp.processors import register
 from realtime.dsp.processors.neural.base import NeuralProcessor
 from realtime.dsp.processors.neural.weights import model_file
@@ -146,6 +146,8 @@ class Delimiter(NeuralProcessor):
         Param("auto_level", "Auto-level", 0.0, 1.0, 1.0, choices=("off", "on"), step=1.0, smoothing_ms=0.0),
         Param("ceiling_db", "Auto-level ceiling", -12.0, 0.0, -1.0, unit="dB", smoothing_ms=0.0),
     )
+    readouts = (Readout("restored_db", "Restored", "dB", 0.0, 24.0, kind="level"),
+                Readout("auto_level_db", "Auto level", "dB", -24.0, 0.0, kind="gr"))
     default_model = DEFAULT_MODEL
     model_inputs = REQUIRED_INPUTS
     provider_env = "RT_DELIMITER_PROVIDER"

@@ -43,7 +43,7 @@ from numba import njit
 
 from realtime.dsp.blocking import FixedHop, OutputFifo
 from realtime.dsp.kernels import scrub_into
-from realtime.dsp.processor import Param
+from realtime.dsp.processor import Param, Readout
 from realtime.dsp.processors import register
 from realtime.dsp.processors.neural.base import NeuralProcessor
 from realtime.dsp.processors.neural.weights import model_file
@@ -55,6 +55,8 @@ MAX_T = 8  # frames per ONNX call (bigger host blocks are split into chunks of <
 IN_CLIP = 16.0
 SILENCE_POWER = 1e-12  # mean power of a windowed frame below which it counts as silence (-120 dB)
 BYPASS_FADE = 1.0 / (1.0 - 10.0 ** (-1.0 / 20.0))  # the mix fades in over the first dB of the limit
+READOUT_ALPHA = 0.03  # per-hop smoothing of the readouts (~170 ms at a 5 ms hop)
+SPEECH_KEPT = 0.5  # a frame that keeps at least this share of its energy counts as speech
 
 
 # ------------------------------------------------------------------------------------------
@@ -81,7 +83,7 @@ def _narrow(src, T, dst):
 
 
 @njit(nogil=True, cache=True)
-def _blend(X, Y, T, st, floor_t, mix_t, alpha):
+def _blend(X, Y, T, st, floor_t, mix_t, alpha, acc, readings):
     """Apply the knobs to the network output Y (in place), per frame and bin; X, Y [T,C,F,2].
 
     Attenuation limit: where |Y/X| is below ``floor`` the bin becomes floor * X, so no bin is
@@ -90,7 +92,10 @@ def _blend(X, Y, T, st, floor_t, mix_t, alpha):
     rotates it) partly cancels in the overlap-add, and brown noise came out 12 dB down at a
     6 dB limit; a scaled copy of the input overlap-adds back exactly.
     Mix: Y = X + w (Y - X) with w = mix, faded in over the first dB of the limit so that 0 dB
-    is exact bypass. floor (st[0]) and mix (st[1]) are smoothed once per frame."""
+    is exact bypass. floor (st[0]) and mix (st[1]) are smoothed once per frame.
+    Readouts: the share of each frame's energy kept (speech presence, smoothed in acc[1]) and,
+    in frames that keep less than SPEECH_KEPT (speech-free), input over output level (noise
+    reduction, dB, smoothed in acc[0]); readings = [noise reduction dB, speech presence %]."""
     f, m = st[0], st[1]
     for t in range(T):
         f += alpha * (floor_t - f)
@@ -101,6 +106,8 @@ def _blend(X, Y, T, st, floor_t, mix_t, alpha):
             m = mix_t
         w = m * min(1.0, (1.0 - f) * BYPASS_FADE)
         f2 = f * f
+        e_in = 0.0
+        e_out = 0.0
         for ch in range(X.shape[1]):
             for k in range(X.shape[2]):
                 xr, xi = X[t, ch, k, 0], X[t, ch, k, 1]
@@ -109,9 +116,20 @@ def _blend(X, Y, T, st, floor_t, mix_t, alpha):
                 py = yr * yr + yi * yi
                 if py < f2 * px:
                     yr, yi = f * xr, f * xi
-                Y[t, ch, k, 0] = xr + w * (yr - xr)
-                Y[t, ch, k, 1] = xi + w * (yi - xi)
+                yr = xr + w * (yr - xr)
+                yi = xi + w * (yi - xi)
+                Y[t, ch, k, 0] = yr
+                Y[t, ch, k, 1] = yi
+                e_in += px
+                e_out += yr * yr + yi * yi
+        if e_in > 1e-9:  # silent frames say nothing about speech or noise
+            kept = min(1.0, e_out / e_in)
+            acc[1] += READOUT_ALPHA * (kept - acc[1])
+            if kept < SPEECH_KEPT:
+                acc[0] += READOUT_ALPHA * (10.0 * math.log10(e_in / max(e_out, 1e-30)) - acc[0])
     st[0], st[1] = f, m
+    readings[0] = acc[0]
+    readings[1] = 100.0 * acc[1]
 
 
 @njit(nogil=True, cache=True)
@@ -162,6 +180,8 @@ class Enhancer(NeuralProcessor):
         Param("atten_limit_db", "Attenuation limit", 0.0, 100.0, 100.0, unit="dB", smoothing_ms=30.0),
         Param("wet", "Wet", 0.0, 1.0, 1.0, smoothing_ms=30.0),
     )
+    readouts = (Readout("noise_reduction_db", "Noise cut", "dB", 0.0, 40.0, kind="number"),
+                Readout("speech_pct", "Speech", "%", 0.0, 100.0, kind="level"))
     default_model = DEFAULT_MODEL
     model_inputs = REQUIRED_INPUTS
     provider_env = "RT_ENHANCER_PROVIDER"
@@ -197,6 +217,7 @@ class Enhancer(NeuralProcessor):
         self._ybuf = np.zeros((MAX_T, C, N), np.float32)
         self._ola = np.zeros((C, H), np.float32)
         self._cst = np.zeros(2, np.float64)  # smoothed (floor, mix)
+        self._acc = np.zeros(2, np.float64)  # smoothed readouts (noise reduction dB, speech share)
         self._alpha = 1.0 - math.exp(-H / (self.params[0].smoothing_ms * 1e-3 * self.model_rate))
         self._spec_f = self._spec.view(np.float32).reshape(MAX_T, C, F, 2)
         # explicit model state, the channels as the batch (axis 1 of every state input)
@@ -235,6 +256,7 @@ class Enhancer(NeuralProcessor):
         self.session.reset_state()
         self._cst[0] = 10.0 ** (-self.values[0] / 20.0)
         self._cst[1] = self.values[1]
+        self._acc.fill(0.0)
         if self._resample:
             self._rs_in.reset()
             self._rs_out.reset()
@@ -274,7 +296,7 @@ class Enhancer(NeuralProcessor):
             T = k
             self._run_model(T)
         floor = 10.0 ** (-self.values[0] / 20.0)
-        _blend(self._spec_f, self._enh, T, self._cst, floor, self.values[1], self._alpha)
+        _blend(self._spec_f, self._enh, T, self._cst, floor, self.values[1], self._alpha, self._acc, self.readings)
         Yc = self._enh[:T].view(np.complex64)[..., 0]
         np.fft.irfft(Yc, n=N, axis=-1, out=self._ybuf[:T])  # complex64 in, float32 out: no copy
         _ola(self._ybuf, T, H, self._win, self._ola, out, opos)

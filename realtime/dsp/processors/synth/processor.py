@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
-from realtime.dsp.processor import MidiQueue, Param, Processor
+from realtime.dsp.processor import MidiQueue, Param, Processor, Readout
 from realtime.dsp.processors import register
 from realtime.dsp.processors.neural.onnx import StatefulSession
 from realtime.dsp.processors.neural.weights import model_dir
@@ -30,6 +31,21 @@ MODEL_DIR = Path(os.environ.get("DDSP_MODEL_DIR") or model_dir("ddsp"))
 INSTRUMENTS = ("violin", "flute", "trumpet")
 INPUTS = ("f0_hz", "loudness_db", "state")
 OUTPUTS = ("harmonics", "noise", "state_out")
+
+
+@njit(nogil=True, cache=True)
+def _count_voices(vs, readings):
+    """readings = [voices held (key down), voices sounding (held or releasing)]."""
+    held = 0
+    sounding = 0
+    for v in range(vs.shape[0]):
+        st = vs[v, sv.V_STAGE]
+        if st == sv.ON:
+            held += 1
+        if st != sv.FREE:
+            sounding += 1
+    readings[0] = held
+    readings[1] = sounding
 
 
 class Instrument:
@@ -149,6 +165,8 @@ class Synth(MidiQueue, Processor):
         Param("mode", "Mode", 0, 1, 0, choices=("poly", "mono"), step=1, smoothing_ms=0),
         Param("portamento_ms", "Portamento", 0.0, 2000.0, 0.0, "ms", smoothing_ms=0),
     )
+    readouts = (Readout("held", "Held notes", "", 0.0, sv.MAX_VOICES),
+                Readout("voices", "Voices", "", 0.0, sv.MAX_VOICES))
     assert [p.id for p in params][sv.K_PORTA] == "portamento_ms" and [p.id for p in params][sv.K_INSTR] == "instrument"
 
     def __init__(self, model_dir=None, provider: str = "auto", **values):
@@ -266,6 +284,7 @@ class Synth(MidiQueue, Processor):
                   self._xbuf, self._conv, self._rng, self._ring, self._noise_scale, self._mono, self._sn, self._c2,
                   self._sp, self._w, self._smooth, self._rev_buf, self._rev_pos, self._rev_len)
         self._pos += n
+        _count_voices(self.vs, self.readings)
 
     # ------------------------------------------------------------------ introspection (tests, UIs)
     def active_voices(self) -> int:

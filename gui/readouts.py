@@ -1,0 +1,158 @@
+"""Readout widgets, generated from a processor's ``Readout`` descriptors like knobs from ``Param``.
+
+``level``: a vertical bar growing upward with a scale (dB ticks when the unit is dB), the latest
+value as a number under it and a held peak line; ``gr``: a gain-reduction bar growing downward
+from 0 dB, with its deepest recent value held; ``number`` / ``text``: a value with its unit (or
+the choice's name) in a line of text.
+
+``combine`` turns the readout records of every block since the last redraw into one value per
+readout: the highest for a level, the deepest for a gain reduction, the latest otherwise, so a
+short peak between two redraws is never missed.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from PyQt6.QtCore import QRectF, QSize, Qt
+from PyQt6.QtGui import QColor, QFont, QPainter
+from PyQt6.QtWidgets import QLabel, QSizePolicy, QWidget
+
+from gui.knob import fit_label
+from realtime.dsp.processor import Readout
+
+HOLD_S = 1.5  # a bar's peak line stays this long, then follows the value
+
+
+def combine(records: np.ndarray, readouts, columns) -> list[float]:
+    """One value per readout from a run of readout records.
+
+    Parameters
+    ----------
+    records : ndarray
+        (n, width) float32, the blocks since the last redraw (``HostBase.read_readouts``).
+    readouts : sequence of Readout
+        The descriptors.
+    columns : sequence of int
+        Each readout's column in a record (-1: not carried; gives NaN).
+
+    Returns
+    -------
+    list of float
+        Max over the blocks for ``level``, min for ``gr``, the last block's value otherwise.
+    """
+    out = []
+    for r, col in zip(readouts, columns):
+        if col < 0 or col >= records.shape[1]:
+            out.append(math.nan)
+        elif r.kind == "level":
+            out.append(float(records[:, col].max()))
+        elif r.kind == "gr":
+            out.append(float(records[:, col].min()))
+        else:
+            out.append(float(records[-1, col]))
+    return out
+
+
+class ReadoutBar(QWidget):
+    """A bar meter for a ``level`` or ``gr`` readout: scale, held peak and the value as text."""
+
+    def __init__(self, readout: Readout, parent=None):
+        super().__init__(parent)
+        self.readout = readout
+        self.value = readout.min if readout.kind == "level" else 0.0
+        self.held = self.value
+        self._held_t = 0.0
+        self.setObjectName(f"readout:{readout.id}")
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
+        grows = "downward from 0" if readout.kind == "gr" else "upward"
+        self.setToolTip(f"{readout.name} ({readout.unit or 'value'}; {readout.min:g} … {readout.max:g}, grows "
+                        f"{grows}; line: held peak)")
+
+    def sizeHint(self) -> QSize:
+        return QSize(44, 120)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(44, 70)
+
+    def set_value(self, v: float, now: float | None = None) -> None:
+        """Show a new value (NaN: nothing came) and move the held peak."""
+        if not math.isfinite(v):
+            return
+        now = time.monotonic() if now is None else now
+        self.value = v
+        deeper = v >= self.held if self.readout.kind == "level" else v <= self.held
+        if deeper or now - self._held_t > HOLD_S:
+            self.held, self._held_t = v, now
+        self.update()
+
+    def text(self) -> str:
+        return self.readout.format(self.value)
+
+    def _frac(self, v: float) -> float:
+        r = self.readout
+        if r.kind == "gr":  # 0 at the top, r.min at the bottom
+            return min(1.0, max(0.0, v / r.min)) if r.min < 0 else 0.0
+        return min(1.0, max(0.0, (v - r.min) / (r.max - r.min)))
+
+    def _ticks(self) -> list[float]:
+        r = self.readout
+        span = r.max - r.min
+        step = next((s for s in (1, 2, 3, 5, 6, 10, 12, 20, 25, 50, 100) if span / s <= 4), span / 4)
+        first = math.ceil(r.min / step) * step
+        return [first + k * step for k in range(int((r.max - first) / step) + 1)]
+
+    def paintEvent(self, e):
+        p = QPainter(self)
+        pal = self.palette()
+        w, h = self.width(), self.height()
+        small = QFont(self.font())
+        small.setPointSizeF(max(6.0, small.pointSizeF() * 0.75))
+        p.setFont(small)
+        text = pal.windowText().color()
+        p.setPen(text)
+        p.drawText(QRectF(0, 0, w, 12), Qt.AlignmentFlag.AlignCenter, fit_label(p, small, self.readout.name, w))
+        p.setFont(small)
+        top, bottom = 14.0, h - 14.0
+        height = bottom - top
+        bx, bw = 1.0, 10.0
+        p.fillRect(QRectF(bx, top, bw, height), QColor("#1c1f24"))
+        f = self._frac(self.value)
+        if self.readout.kind == "gr":
+            p.fillRect(QRectF(bx, top, bw, f * height), QColor("#e0903a"))
+            yh = top + self._frac(self.held) * height
+        else:
+            p.fillRect(QRectF(bx, bottom - f * height, bw, f * height), QColor("#3fbf6a"))
+            yh = bottom - self._frac(self.held) * height
+        p.fillRect(QRectF(bx, yh - 1, bw, 2), QColor("#ffffff"))
+        p.setPen(QColor("#8a9098"))
+        for t in self._ticks():
+            y = (top + self._frac(t) * height) if self.readout.kind == "gr" else (bottom - self._frac(t) * height)
+            p.drawLine(int(bx + bw), int(y), int(bx + bw + 3), int(y))
+            p.drawText(QRectF(bx + bw + 4, y - 6, w - bw - 6, 12), Qt.AlignmentFlag.AlignVCenter, f"{t:g}")
+        p.setPen(text)
+        p.drawText(QRectF(0, h - 12, w, 12), Qt.AlignmentFlag.AlignCenter, self.text())
+        p.end()
+
+
+class ReadoutText(QLabel):
+    """A ``number`` or ``text`` readout: "Name value unit"."""
+
+    def __init__(self, readout: Readout, parent=None):
+        super().__init__(parent)
+        self.readout = readout
+        self.value = math.nan
+        self.setObjectName(f"readout:{readout.id}")
+        self.setToolTip(readout.name)
+        self.set_value(0.0)
+
+    def set_value(self, v: float, now: float | None = None) -> None:
+        if math.isfinite(v):
+            self.value = v
+        self.setText(f"{self.readout.name} <b>{self.readout.format(self.value)}</b>")
+
+
+def readout_widget(readout: Readout) -> QWidget:
+    """The widget that shows one readout (a bar for level and gr, a line of text otherwise)."""
+    return ReadoutBar(readout) if readout.kind in ("level", "gr") else ReadoutText(readout)

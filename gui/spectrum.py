@@ -1,0 +1,168 @@
+"""Spectrum analyser: the chain's input and output overlaid (log frequency, dBFS), smoothed, with
+the output's peaks held.
+
+``SpectrumAnalyser`` (no Qt) keeps the newest ``fft_size`` frames of the engine's audio tap
+(``HostBase.read_audio``: input and output as mono) and turns them into two spectra; the window
+calls it from its meter timer (~30 fps), in the GUI's process, never on the DSP thread.
+``SpectrumView`` draws them.
+
+Scale: a full-scale sine reads 0 dBFS at its bin (Hann window, amplitude-normalised).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from PyQt6.QtCore import QPointF, QRectF, QSize, Qt
+from PyQt6.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
+from PyQt6.QtWidgets import QSizePolicy, QWidget
+
+FFT_SIZE = 4096
+HEIGHT = 112  # pixels: the rack keeps room for three rows of knobs at 1280x720
+FLOOR_DB = -100.0
+F_MIN = 20.0
+SMOOTH_S = 0.12  # time constant of the displayed spectra's fall (rises are immediate)
+HOLD_S = 2.0  # the output's peak line stays this long, then falls
+FALL_DB_S = 20.0
+
+
+class SpectrumAnalyser:
+    """Spectra of the audio tap's input and output columns.
+
+    Parameters
+    ----------
+    sample_rate : float
+        Hz.
+    fft_size : int
+        Frames per transform (a power of two); the bin width is ``sample_rate / fft_size``.
+    """
+
+    def __init__(self, sample_rate: float, fft_size: int = FFT_SIZE):
+        self.sample_rate = float(sample_rate)
+        self.fft_size = int(fft_size)
+        self.window = np.hanning(self.fft_size).astype(np.float64)
+        self._norm = 2.0 / self.window.sum()  # a full-scale sine -> 1.0 at its bin
+        self.freqs = np.fft.rfftfreq(self.fft_size, 1.0 / self.sample_rate)
+        self.history = np.zeros((self.fft_size, 2), np.float32)  # newest frames, oldest first
+        nb = self.freqs.shape[0]
+        self.db = np.full((2, nb), FLOOR_DB)  # smoothed input, output
+        self.peak = np.full(nb, FLOOR_DB)  # the output's held peaks
+        self._peak_t = np.zeros(nb)
+        self._last = None
+
+    def push(self, frames: np.ndarray) -> None:
+        """Append tap frames ((n, 2): input, output)."""
+        n = frames.shape[0]
+        if n >= self.fft_size:
+            self.history[:] = frames[-self.fft_size:]
+        elif n:
+            self.history[:-n] = self.history[n:]
+            self.history[-n:] = frames
+
+    def raw_db(self) -> np.ndarray:
+        """The unsmoothed spectra of the newest ``fft_size`` frames: (2, bins) dBFS (input, output)."""
+        x = self.history.T.astype(np.float64) * self.window
+        mag = np.abs(np.fft.rfft(x, axis=-1)) * self._norm
+        return 20.0 * np.log10(np.maximum(mag, 10.0 ** (FLOOR_DB / 20.0)))
+
+    def update(self, now: float | None = None) -> np.ndarray:
+        """Take the newest spectra into the smoothed ones and the held peaks; returns ``db``."""
+        now = time.monotonic() if now is None else now
+        dt = 0.0 if self._last is None else min(1.0, now - self._last)
+        self._last = now
+        raw = self.raw_db()
+        keep = math.exp(-dt / SMOOTH_S) if dt > 0 else 0.0
+        self.db = np.maximum(raw, keep * self.db + (1.0 - keep) * raw)
+        up = raw[1] >= self.peak
+        self.peak = np.where(up, raw[1], np.where(now - self._peak_t > HOLD_S,
+                                                   np.maximum(raw[1], self.peak - FALL_DB_S * dt), self.peak))
+        self._peak_t = np.where(up, now, self._peak_t)
+        return self.db
+
+    def peak_frequency(self, column: int = 1) -> float:
+        """Frequency (Hz) of the strongest bin of the newest raw spectrum (0: input, 1: output)."""
+        return float(self.freqs[int(np.argmax(self.raw_db()[column]))])
+
+
+class SpectrumView(QWidget):
+    """Draws a ``SpectrumAnalyser``: input (grey) and output (green) curves, the output's held peaks
+    (a thin line), log frequency from 20 Hz to Nyquist, dBFS from -100 to 0."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.analyser: SpectrumAnalyser | None = None
+        self.setObjectName("spectrum")
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setToolTip("spectrum: input (grey) and output (green) overlaid, output peaks held (line); "
+                        "log frequency, dBFS")
+
+    def sizeHint(self) -> QSize:
+        return QSize(600, HEIGHT)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(200, HEIGHT)
+
+    def set_sample_rate(self, sample_rate: float) -> None:
+        if self.analyser is None or self.analyser.sample_rate != float(sample_rate):
+            self.analyser = SpectrumAnalyser(sample_rate)
+
+    def feed(self, frames: np.ndarray | None) -> None:
+        """New tap frames, then one redraw; None (no audio came: the engine is stopped) redraws nothing."""
+        a = self.analyser
+        if a is None or frames is None:
+            return
+        a.push(frames)
+        a.update()
+        self.update()
+
+    def _x(self, f: np.ndarray, w: float) -> np.ndarray:
+        nyq = self.analyser.sample_rate / 2
+        return 30.0 + (w - 32.0) * np.log(np.maximum(f, F_MIN) / F_MIN) / math.log(nyq / F_MIN)
+
+    def _y(self, db: np.ndarray, h: float) -> np.ndarray:
+        return 7.0 + (h - 21.0) * np.clip(db / FLOOR_DB, 0.0, 1.0)
+
+    def _curve(self, p: QPainter, xs, ys, color: QColor, width: float) -> None:
+        # one point per pixel column (the highest bin in it): ~1000 points, not 2048 per curve
+        xi = xs.astype(np.int64)
+        starts = np.flatnonzero(np.diff(xi, prepend=-1))
+        top = np.minimum.reduceat(ys, starts)
+        p.setPen(QPen(color, width))
+        p.drawPolyline(QPolygonF([QPointF(float(x), float(y)) for x, y in zip(xi[starts], top)]))
+
+    def paintEvent(self, e):
+        p = QPainter(self)
+        w, h = float(self.width()), float(self.height())
+        p.fillRect(QRectF(0, 0, w, h), QColor("#16191d"))
+        small = QFont(self.font())
+        small.setPointSizeF(max(6.0, small.pointSizeF() * 0.75))
+        p.setFont(small)
+        a = self.analyser
+        if a is None:
+            p.end()
+            return
+        grid, label = QColor("#2c3138"), QColor("#7a8088")
+        for db in (0, -20, -40, -60, -80):
+            y = float(self._y(np.array(db, float), h))
+            p.setPen(grid)
+            p.drawLine(30, int(y), int(w), int(y))
+            p.setPen(label)
+            p.drawText(QRectF(0, y - 6, 27, 12), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{db}")
+        for f in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000):
+            if f >= a.sample_rate / 2:
+                continue
+            x = float(self._x(np.array(f, float), w))
+            p.setPen(grid)
+            p.drawLine(int(x), 0, int(x), int(h - 14))
+            p.setPen(label)
+            p.drawText(QRectF(x - 20, h - 13, 40, 12), Qt.AlignmentFlag.AlignCenter,
+                       f"{f // 1000}k" if f >= 1000 else f"{f}")
+        sel = a.freqs >= F_MIN
+        xs = self._x(a.freqs[sel], w)
+        self._curve(p, xs, self._y(a.db[0][sel], h), QColor("#9aa0a8"), 1.0)
+        self._curve(p, xs, self._y(a.db[1][sel], h), QColor("#3fbf6a"), 1.5)
+        self._curve(p, xs, self._y(a.peak[sel], h), QColor("#d8c23a"), 0.8)
+        p.setPen(label)
+        p.drawText(QRectF(w - 150, 2, 146, 12), Qt.AlignmentFlag.AlignRight, "in · out · out peak")
+        p.end()

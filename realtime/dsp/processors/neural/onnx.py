@@ -22,6 +22,30 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
 
 
+_said: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    """One line on stderr, once per process (a fallback is worth saying, not repeating per stream)."""
+    import sys
+
+    if line not in _said:
+        _said.add(line)
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def providers_of(chain) -> dict[str, str]:
+    """Slot id -> the execution provider its model runs on, for every slot running ONNX models."""
+    out = {}
+    for s in chain.slots:
+        p = s.processor
+        sessions = [p.session] if hasattr(p, "session") else [i.session for i in getattr(p, "instruments", {}).values()]
+        names = sorted({x.provider for x in sessions if isinstance(x, StatefulSession)})
+        if names:
+            out[s.id] = ", ".join(names)
+    return out
+
+
 def choose_providers(want: str, available: list[str], what: str = "model") -> list[str]:
     """Execution providers to ask ONNX Runtime for, best first.
 
@@ -131,6 +155,9 @@ class StatefulSession:
             raise self.error(f"has outputs {list(self.output_names)}, expected {list(outputs)}")
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.provider = self.session.get_providers()[0]
+        if providers[0] != "CPUExecutionProvider" and self.provider == "CPUExecutionProvider":
+            _say_once(f"{what}: {providers[0]} did not start (its CUDA/cuDNN libraries did not load; "
+                      "the gpu extra installs them: pip install -e '.[gpu]'); running on the CPU")
         self._states: list[dict[str, np.ndarray]] = [{}, {}]
         self._state_outputs: dict[str, str] = {}
         self._bindings: dict[Hashable, tuple] = {}

@@ -21,7 +21,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "synth": ("bench.synth", "DDSP synth: RTF per voice count, note-on latency, quality on held-out melodies"),
     "gui": ("bench.gui", "does the knob panel cost audio: late blocks and knob-to-DSP latency, window open"),
     "enhancer": ("bench.enhancer", "held-out sources: noisy vs our enhancer vs RNNoise vs DeepFilterNet3 (PESQ, STOI, SI-SDR, DNSMOS)"),
-    "delimiter": ("bench.delimiter", "held-out music limited to -8 LUFS: SI-SDR, crest factor, loudness range, RTF"),
+    "delimiter": ("bench.delimiter", "held-out music, unseen LV2 limiters, -6..-11 LUFS: SI-SDR gain vs oracle rows, RTF"),
     "batch": ("bench.batch", "batch throughput (audio s per wall s): voice, delimit, synth; 1 and 2 workers"),
 }
 """Benchmark name -> (module that runs it, one line saying what it measures). The module has

@@ -1,9 +1,24 @@
-"""Benchmark the de-limiter on held-out music with a limiter setting never used in training.
+"""Benchmark the de-limiter on music and limiters it never met in training, against oracle rows.
 
-    python main.py bench delimiter [--json] [--blocksize 128] [--segments 0] [--limiter project|pedalboard|both]
+    python main.py bench delimiter [--json] [--tracks 2] [--seconds 8] [--targets -6,-8.5,-11]
+    python main.py bench delimiter --limiter project|pedalboard|both   (the in-domain rows)
     python -m bench.delimiter …
 
-The held-out originals (data/delimiter/eval_x.npy, tracks never seen in training) are limited
+Default (``--limiter heldout``): tracks of the packages in ``recipe.HELDOUT_PACKAGES`` (whole
+packages the recipe never reads; ``--tracks`` per package, one ``--seconds`` segment from the
+middle of each, loudness-normalised to REF_LUFS) are driven into each limiter of
+``recipe.HELDOUT_LIMITERS`` (LV2 plugins, hosted by the runtime's LV2 processor) until they reach
+each loudness target, then streamed through the real processor. One record per limiter and row:
+``row="model"`` (the committed model, auto-level off), ``row="oracle_exact"`` (the true
+per-channel gain curve y/x divided out: what a perfect gain inversion achieves) and
+``row="oracle_smooth_{5,20,100}ms"`` (that log gain smoothed by a centred moving average before
+dividing it out: the ceiling of a model whose gain cannot move faster). Figures: SI-SDR of the
+limited input and of the output against the drive-scaled original, the gain's mean / median /
+worst clip and its mean per target, crest factor and loudness range of original / limited /
+output; the model row adds latency, RTF and the SI-SDR of un-limited input (each original at
+-1 dBFS peak) through the model, which must stay >= 40 dB.
+
+The in-domain rows (``--limiter project|pedalboard|both``): the held-out originals (data/delimiter/eval_x.npy, tracks never seen in training) are limited
 here to -8 LUFS with EVAL_SETTING (release 160 ms lies in the band the training recipe never
 draws), then streamed block by block through the real processor (ONNX Runtime, one thread).
 Figures, each a mean over segments: SI-SDR against the drive-scaled, time-aligned original of
@@ -149,12 +164,213 @@ def evaluate(limiter: str = "project", blocksize: int = 128, segments: int = 0, 
             **curve}
 
 
+# -- held-out tracks x held-out limiters, with oracle rows ------------------------------------
+HELDOUT_SETTINGS = {  # fixed settings of the held-out limiters (drive is applied before them)
+    "swh-fast-lookahead": {"limit": -0.5, "release": 0.15},
+    "swh-hard": {"limit_db": -0.5, "wet_gain": 1.0, "res_gain": 0.0},
+    "mda": {"thresh": 0.98, "output": 0.5, "release": 0.5, "attack": 0.0, "knee": 0.0},
+}
+ORACLE_SMOOTH_MS = (5.0, 20.0, 100.0)
+CLEAN_PEAK_DB = -1.0
+
+
+def heldout_segments(tracks_per_package: int, seconds: float) -> list[tuple[str, np.ndarray]]:
+    """(name, stereo segment at REF_LUFS, SR) from the middle of the first tracks of each held-out package."""
+    out = []
+    n = int(seconds * recipe.SR)
+    for pkg, folder in recipe.HELDOUT_PACKAGES.items():
+        files = sorted(p for p in Path(folder).glob("*.ogg") if p.is_file())
+        if not files:
+            raise SystemExit(f"held-out package {pkg} not installed: apt-get install --no-install-recommends {pkg}")
+        got = 0
+        for f in files:
+            if got >= tracks_per_package:
+                break
+            audio = recipe.load_track(f)
+            if audio is None or len(audio) < n + 1:
+                continue
+            start = (len(audio) - n) // 2
+            x = audio[start:start + n]
+            loud = recipe.lufs(x, recipe.SR)
+            if loud < recipe.MIN_LUFS:
+                continue
+            out.append((f"{pkg}/{f.name}@{start / recipe.SR:.1f}s", x * np.float32(10.0 ** ((recipe.REF_LUFS - loud) / 20.0))))
+            got += 1
+    return out
+
+
+class Lv2Limiter:
+    """A held-out LV2 limiter run offline, its latency removed so the output lines up with the input."""
+
+    def __init__(self, name: str, sr: int, block: int = 512):
+        from realtime.dsp.processors.lv2 import Lv2Plugin
+
+        self.name, self.block, self.sr = name, block, sr
+        self.proc = Lv2Plugin(uri=recipe.HELDOUT_LIMITERS[name], **HELDOUT_SETTINGS[name])
+        self.proc.prepare(sr, block, 2)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        # a fresh instance per run: swh's limiters keep their state across deactivate/activate
+        self.proc = type(self.proc)(**HELDOUT_SETTINGS[self.name])
+        self.proc.prepare(self.sr, self.block, 2)
+        L = self.proc.latency
+        y = np.concatenate([x, np.zeros((L, 2), np.float32)]).astype(np.float32)
+        for s in range(0, len(y), self.block):
+            v = y[s:s + self.block]
+            self.proc.process(v)
+        return np.ascontiguousarray(y[L:])
+
+
+def limit_heldout(x: np.ndarray, sr: int, limiter: Lv2Limiter, target: float, iters: int = 8):
+    """Drive ``x`` into ``limiter`` until its output reaches ``target`` LUFS: (limited, reference, drive dB)."""
+    drive = target - recipe.REF_LUFS
+    for _ in range(iters):
+        g = np.float32(10.0 ** (drive / 20.0))
+        y = limiter(x * g)
+        err = target - recipe.lufs(y, sr)
+        if abs(err) < 0.3:
+            break
+        drive = min(max(drive + 2.0 * err, 0.0), recipe.MAX_DRIVE_DB + 6.0)
+    return y, x * g, drive
+
+
+def oracle_gain(y: np.ndarray, ref: np.ndarray, sr: int, window_ms: float = 0.5) -> np.ndarray:
+    """The true per-channel gain curve y / ref, read back from the audio (linear, signed: swh's
+    fastLookaheadLimiter, driven hard, overshoots into negative gains for a few ms). Where the
+    reference is near silence, the stereo-linked least-squares gain over a centred ``window_ms``."""
+    w = max(1, int(round(window_ms * 1e-3 * sr)))
+    k = np.ones(w)
+    num = np.convolve((y * ref).sum(1).astype(np.float64), k, mode="same")
+    den = np.convolve((ref.astype(np.float64) ** 2).sum(1), k, mode="same")
+    local = np.where(den > 1e-12, num / np.maximum(den, 1e-12), 1.0)[:, None]
+    ok = np.abs(ref) > 1e-6
+    return np.where(ok, y / np.where(ok, ref, 1.0), local)
+
+
+def smooth(gain: np.ndarray, ms: float, sr: int) -> np.ndarray:
+    """Centred moving average (non-causal) of the gain curve over ``ms``."""
+    w = max(1, int(round(ms * 1e-3 * sr)))
+    k = np.ones(w) / w
+    return np.stack([np.convolve(gain[:, c], k, mode="same") for c in range(gain.shape[1])], 1)
+
+
+def divide_out(y: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """y / gain, the gain's magnitude floored at -60 dB (its sign kept)."""
+    return y / np.where(gain < 0, np.minimum(gain, -1e-3), np.maximum(gain, 1e-3))
+
+
+def _summary(name: str, row: str, rows: list[dict], extra: dict) -> dict:
+    gains = np.array([r["out"] - r["in"] for r in rows])
+    per_target, lufs_by_target = {}, {}
+    for r, gv in zip(rows, gains):
+        per_target.setdefault(f"{r['target']:g}", []).append(float(gv))
+        lufs_by_target.setdefault(f"{r['target']:g}", []).append(r["lufs"])
+    rec = {"bench": "delimiter", "suite": "heldout", "limiter": name, "row": row, "cases": len(rows),
+           "sisdr_in_db": float(np.mean([r["in"] for r in rows])),
+           "sisdr_out_db": float(np.mean([r["out"] for r in rows])),
+           "sisdr_gain_db": float(gains.mean()), "sisdr_gain_median_db": float(np.median(gains)),
+           "sisdr_gain_worst_db": float(gains.min()),
+           "sisdr_gain_by_target_db": {k: float(np.mean(v)) for k, v in per_target.items()},
+           "lufs_in_by_target": {k: float(np.mean(v)) for k, v in lufs_by_target.items()}}
+    for k in ("crest_ref", "crest_in", "crest_out"):
+        rec[f"{k}_db"] = float(np.mean([r[k] for r in rows]))
+    for k in ("lra_ref", "lra_in", "lra_out"):
+        rec[f"{k}_lu"] = float(np.mean([r[k] for r in rows]))
+    rec.update(extra)
+    return rec
+
+
+def evaluate_heldout(tracks_per_package: int = 2, seconds: float = 8.0, targets=(-6.0, -8.5, -11.0),
+                     blocksize: int = 128, model=None) -> list[dict]:
+    """Held-out tracks x held-out limiters x loudness targets: model and oracle records (see the module doc).
+
+    Parameters
+    ----------
+    tracks_per_package : int
+        Tracks taken from each package of ``recipe.HELDOUT_PACKAGES`` (first ones by name).
+    seconds : float
+        Length of the one segment taken from the middle of each track.
+    targets : sequence of float
+        Loudness targets (LUFS) each segment is driven to, per limiter.
+    blocksize : int
+        Block size the processor streams in.
+    model : str or None
+        ONNX file to evaluate; None for the committed model.
+
+    Returns
+    -------
+    list of dict
+        Per limiter: one ``row="model"`` record, then ``oracle_exact`` and ``oracle_smooth_*``.
+
+    Raises
+    ------
+    SystemExit
+        A held-out package is not installed.
+    """
+    from realtime.dsp.processors.neural.delimiter import Delimiter
+
+    sr = recipe.SR
+    segs = heldout_segments(tracks_per_package, seconds)
+    proc = Delimiter(model_path=model, auto_level="off") if model else Delimiter(auto_level="off")
+    proc.prepare(sr, blocksize, 2)
+    L = proc.latency
+
+    def run_model(y):
+        proc.reset()
+        out, wall, cpu = stream(proc, np.concatenate([y, np.zeros((L, 2), np.float32)]), blocksize)
+        return out[L:], wall, cpu
+
+    def stats(y, ref, out, target):
+        return {"in": si_sdr(y, ref), "out": si_sdr(out, ref), "target": target, "lufs": recipe.lufs(y, sr),
+                "crest_ref": crest_db(ref), "crest_in": crest_db(y), "crest_out": crest_db(out),
+                "lra_ref": loudness_range(ref, sr), "lra_in": loudness_range(y, sr), "lra_out": loudness_range(out, sr)}
+
+    clean = []  # un-limited input through the model
+    for _, x in segs:
+        ref = x * np.float32(10.0 ** (CLEAN_PEAK_DB / 20.0) / max(float(np.abs(x).max()), 1e-9))
+        clean.append(si_sdr(run_model(ref)[0], ref))
+    records = []
+    for name in recipe.HELDOUT_LIMITERS:
+        lim = Lv2Limiter(name, sr)
+        model_rows, oracle_rows = [], {"oracle_exact": []} | {f"oracle_smooth_{ms:g}ms": [] for ms in ORACLE_SMOOTH_MS}
+        wall = cpu = audio_s = 0.0
+        drives, negative = [], []
+        for _, x in segs:
+            for target in targets:
+                y, ref, drive = limit_heldout(x, sr, lim, target)
+                drives.append(drive)
+                out, w, c = run_model(y)
+                wall, cpu, audio_s = wall + w, cpu + c, audio_s + len(y) / sr
+                model_rows.append(stats(y, ref, out, target))
+                g = oracle_gain(y, ref, sr)
+                negative.append(float((g < 0).mean()))
+                oracle_rows["oracle_exact"].append(stats(y, ref, divide_out(y, g), target))
+                for ms in ORACLE_SMOOTH_MS:
+                    oracle_rows[f"oracle_smooth_{ms:g}ms"].append(stats(y, ref, divide_out(y, smooth(g, ms, sr)), target))
+        common = {"limiter_uri": recipe.HELDOUT_LIMITERS[name], "setting": HELDOUT_SETTINGS[name],
+                  "limiter_latency_samples": lim.proc.latency, "tracks": [n for n, _ in segs],
+                  "seconds_each": seconds, "samplerate": sr, "targets_lufs": list(targets),
+                  "lufs_in": float(np.mean([r["lufs"] for r in model_rows])), "drive_db": float(np.mean(drives)),
+                  "true_gain_negative_share": float(np.mean(negative))}
+        records.append(_summary(name, "model", model_rows, {
+            **common, "blocksize": blocksize, "latency_samples": L, "latency_ms": 1000.0 * L / sr,
+            "rtf_stereo": wall / audio_s, "rtf_stereo_cpu": cpu / audio_s, "provider": proc.provider,
+            "unlimited_sisdr_db": float(np.mean(clean)), "unlimited_sisdr_worst_db": float(np.min(clean))}))
+        for row, rows in oracle_rows.items():
+            records.append(_summary(name, row, rows, common))
+    return records
+
+
 def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench delimiter", description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--blocksize", type=int, default=128)
-    ap.add_argument("--segments", type=int, default=0, help="0 = all held-out segments")
-    ap.add_argument("--limiter", choices=("project", "pedalboard", "both"), default="both")
+    ap.add_argument("--segments", type=int, default=0, help="in-domain rows: 0 = all held-out segments")
+    ap.add_argument("--limiter", choices=("heldout", "project", "pedalboard", "both"), default="heldout",
+                    help="heldout: unseen tracks x unseen LV2 limiters (default); else the in-domain rows")
+    ap.add_argument("--tracks", type=int, default=2, help="held-out tracks per package (heldout only)")
+    ap.add_argument("--seconds", type=float, default=8.0, help="segment length (heldout only)")
+    ap.add_argument("--targets", default="-6,-8.5,-11", help="loudness targets in LUFS (heldout only)")
     ap.add_argument("--model", default=None, help="ONNX file (default: the committed model)")
     ap.add_argument("--data", type=Path, default=recipe.DEFAULT_OUT)
     return ap
@@ -162,6 +378,11 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     a = get_parser().parse_args(argv)
+    if a.limiter == "heldout":
+        targets = tuple(float(t) for t in a.targets.split(","))
+        for rec in evaluate_heldout(a.tracks, a.seconds, targets, a.blocksize, a.model):
+            emit(rec, a.json)
+        return 0
     kinds = ("project", "pedalboard") if a.limiter == "both" else (a.limiter,)
     for kind in kinds:
         if kind == "pedalboard":

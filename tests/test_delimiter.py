@@ -217,3 +217,42 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
     b = Delimiter(model_path=out)
     b.prepare(SR, 200, 2)
     assert np.max(np.abs(whole - _run(b, y, rng=np.random.default_rng(1)))) < 1e-5
+
+
+def test_training_recipe_never_uses_the_benchmarks_tracks_or_limiters():
+    """The held-out packages and LV2 limiters of the benchmark, and the project-wide reserved
+    material, appear nowhere in what the recipe reads or runs."""
+    import inspect
+    from pathlib import Path
+
+    from models.delimiter import data as recipe
+
+    heldout_dirs = [Path(d) for d in recipe.HELDOUT_PACKAGES.values()]
+    assert len(recipe.HELDOUT_PACKAGES) >= 1 and len(recipe.HELDOUT_LIMITERS) >= 2
+    assert not set(recipe.PACKAGES) & set(recipe.HELDOUT_PACKAGES)
+    for pkg in recipe.PACKAGES:
+        assert not any(r.split()[0] in pkg for r in recipe.RESERVED_PACKAGES), pkg
+    for d in map(Path, recipe.PACKAGES.values()):
+        assert not any(d == h or h in d.parents or d in h.parents for h in heldout_dirs), d
+    for track in recipe.list_tracks():  # whatever is installed here
+        assert not any(h in track.parents for h in heldout_dirs), track
+    assert not set(recipe.TRAIN_LIMITERS) & set(recipe.HELDOUT_LIMITERS)
+    # what the recipe and trainer run: no held-out limiter by name, URI or plugin family
+    sources = [inspect.getsource(recipe.apply_limiter), inspect.getsource(recipe.make_split)]
+    sources += [p.read_text() for p in Path(recipe.__file__).parent.glob("*.py") if p.name != "data.py"]
+    banned = [*recipe.HELDOUT_LIMITERS.values(), "swh", "mda", "lv2"]
+    for text in sources:
+        assert not any(b in text for b in banned)
+
+
+def test_benchmark_oracle_divides_the_true_gain_out_exactly():
+    from bench.delimiter import divide_out, oracle_gain, si_sdr, smooth
+
+    x = _hits() * 4.0
+    y, gain = limit(x, SR, ceiling_db=-1.0, release_ms=80.0, lookahead_ms=0.0)
+    ref = x.astype(np.float32)
+    g = oracle_gain(y, ref, SR)
+    assert np.allclose(g, gain[:, None], atol=1e-4, rtol=1e-3)  # the limiter's own curve, read back
+    assert si_sdr(divide_out(y, g), ref) > 60.0
+    s5, s100 = (si_sdr(divide_out(y, smooth(g, ms, SR)), ref) for ms in (5.0, 100.0))
+    assert si_sdr(y, ref) < s100 < s5  # smoothing costs, and still beats doing nothing

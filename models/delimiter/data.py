@@ -45,6 +45,19 @@ PACKAGES = {
     "supertux-data": "/usr/share/games/supertux2/music",
     "hedgewars-data": "/usr/share/games/hedgewars/Data/Music",
 }
+# Never used by this recipe (tests/test_delimiter.py checks it): the benchmark's held-out music and
+# limiters, and material reserved for independent checks project-wide.
+HELDOUT_PACKAGES = {
+    "singularity-music": "/usr/share/games/singularity/music",
+    "drascula-music": "/usr/share/scummvm/drascula/audio",
+}
+HELDOUT_LIMITERS = {  # LV2 plugins hosted through realtime.dsp.processors.lv2
+    "swh-fast-lookahead": "http://plugin.org.uk/swh-plugins/fastLookaheadLimiter",
+    "swh-hard": "http://plugin.org.uk/swh-plugins/hardLimiter",
+    "mda": "http://drobilla.net/plugins/mda/Limiter",
+}
+RESERVED_PACKAGES = ("0ad-data", "widelands-data", "fretsonfire", "x42-plugins", "music21 bach")
+TRAIN_LIMITERS = ("project", "pedalboard")  # what apply_limiter implements
 SR = 44100
 REF_LUFS = -20.0
 TARGET_LUFS = (-10.0, -6.0)

@@ -1,5 +1,6 @@
 """Late-block attribution and the DSP thread's OS counters, fed records as the engine writes
 them (no audio server needed)."""
+import mmap
 import threading
 
 import numpy as np
@@ -84,11 +85,13 @@ def test_a_late_block_is_put_down_to_the_hypervisor_only_with_evidence(cpu_us, s
 def test_thread_page_faults_count_this_threads_first_touches():
     tid = threading.get_native_id()
     minor0, major0 = thread_page_faults(tid)
-    buf = np.ones(8 << 20, np.uint8)  # 8 MiB of fresh pages (mmap'd by malloc), each touched once
+    fresh = mmap.mmap(-1, 8 << 20)  # 8 MiB of fresh anonymous pages (malloc might reuse touched ones)
+    buf = np.frombuffer(fresh, np.uint8)
+    buf[:] = 1  # each page touched once
     minor1, major1 = thread_page_faults(tid)
     assert minor1 - minor0 >= 0.9 * buf.nbytes / 4096 / 512  # even with 2 MiB huge pages
     assert major1 >= major0 >= 0
-    other = threading.Thread(target=lambda: np.ones(8 << 20, np.uint8))
+    other = threading.Thread(target=lambda: np.frombuffer(mmap.mmap(-1, 8 << 20), np.uint8).fill(1))
     other.start()
     other.join()
     assert thread_page_faults(tid)[0] - minor1 < 64  # another thread's touches are not ours

@@ -46,6 +46,35 @@ class AtomicFile:
             pass
 
 
+def remove_stale_parts(path, older_than_s: float = 0.0) -> int:
+    """Remove the temporary files an earlier, killed write of ``path`` left behind.
+
+    Parameters
+    ----------
+    path : str or Path
+        The destination whose ``.NAME.*.part`` files to remove.
+    older_than_s : float
+        Only those not touched for this long (another process may be writing the same output
+        right now; a caller that knows the earlier attempt died passes 0).
+
+    Returns
+    -------
+    int
+        How many were removed.
+    """
+    import time
+
+    path, now, n = Path(path), time.time(), 0
+    for part in path.parent.glob(f".{path.name}.*.part"):
+        try:
+            if now - part.stat().st_mtime >= older_than_s:
+                part.unlink()
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
 @contextmanager
 def atomic_write(path, suffix: str = ".part"):
     """Yield a temporary path to write ``path`` through; committed on success, removed on any error.

@@ -45,8 +45,8 @@ class BatchOptions:
         Process everything, ignoring the resume log (which otherwise skips complete outputs and
         files that failed and have not changed since).
     streams : int
-        Files a worker runs side by side through one model call per hop, where the preset allows
-        (see ``group_tasks``); 1 processes one file at a time.
+        Most files a worker runs side by side through one model call per hop, where the preset
+        allows (see ``group_tasks``; the outputs are the same); 1 processes one file at a time.
     """
 
     preset: str = "default"
@@ -58,7 +58,7 @@ class BatchOptions:
     midi_blocksize: int = 128
     ext: str | None = None
     force: bool = False
-    streams: int = 1
+    streams: int = 8
 
 
 @dataclass(frozen=True)

@@ -48,16 +48,14 @@ class _FileStream:
     def __init__(self, task: BatchTask, latency: int, blocksize: int):
         import soxr
 
-        from realtime.errors import OfflineError
-        from realtime.run.offline import _output_format, open_input
+        from realtime.run.offline import check_destination, open_input, output_format
 
         self.task, self.blocksize, self.latency = task, blocksize, latency
         in_p, out_p = Path(task.input), Path(task.output)
         self.src = open_input(in_p)
         try:
-            if out_p.exists() and out_p.resolve() == in_p.resolve():
-                raise OfflineError(f"{out_p}: refusing to overwrite the input file")
-            fmt, subtype = _output_format(out_p, self.src.subtype)
+            check_destination(out_p, in_p)
+            fmt, subtype = output_format(out_p, self.src.subtype)
         except BaseException:
             self.src.close()
             raise
@@ -71,6 +69,7 @@ class _FileStream:
         self.eof = False
         self.to_skip = latency
         self.written = 0
+        self.frames_read = 0
         self.nonfinite = 0
         self.out = AtomicFile(out_p)
         try:
@@ -97,6 +96,7 @@ class _FileStream:
         while self.fill < B and not self.eof:
             x = self.src.read(READ_FRAMES, dtype="float32", always_2d=True)
             if x.shape[0]:
+                self.frames_read += x.shape[0]
                 self.nonfinite += int(np.count_nonzero(~np.isfinite(x)))
                 self._add(self.rs_in.resample_chunk(x) if self.rs_in is not None else x)
                 continue
@@ -230,6 +230,7 @@ def _lockstep(enhancer, rests, streams, opened, results, fail, B: int, ch: int) 
                 s.finish()
                 results[index[k]]["audio_s"] = s.total / s.in_sr
                 results[index[k]]["nonfinite_input_samples"] = s.nonfinite
+                results[index[k]]["frames_read"] = s.frames_read  # < frames: a truncated file, padded
                 results[index[k]]["output_bytes"] = Path(s.task.output).stat().st_size
                 results[index[k]]["status"] = "ok"
             except Exception as e:

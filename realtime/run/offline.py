@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from realtime.errors import OfflineError
-from realtime.io.files import atomic_write
+from realtime.io.files import atomic_write, remove_stale_parts
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
 
@@ -69,7 +69,7 @@ def _wav_bytes_missing(p: Path) -> int:
     return 0
 
 
-def _output_format(out: Path, subtype_hint: str) -> tuple[str, str]:
+def output_format(out: Path, subtype_hint: str) -> tuple[str, str]:
     ext = out.suffix.lower().lstrip(".")
     formats = {k.lower(): k for k in sf.available_formats()}
     fmt = formats.get({"aif": "aiff", "oga": "ogg"}.get(ext, ext))
@@ -107,7 +107,7 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
         raise OfflineError(f"{out_p}: cannot write there ({reason})")
     if out_p.exists() and not os.access(out_p, os.W_OK) and not os.access(parent, os.W_OK):
         raise OfflineError(f"{out_p}: cannot replace it (permission denied)")
-    _remove_stale_parts(out_p)
+    remove_stale_parts(out_p, older_than_s=60.0)  # a write not touched for a minute is a dead one
 
 
 def _read_only(folder: Path) -> bool:
@@ -115,19 +115,6 @@ def _read_only(folder: Path) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:
         return False
-
-
-def _remove_stale_parts(out_p: Path, older_than_s: float = 60.0) -> None:
-    """Remove temporary files of ``out_p`` left by a run that was killed (not touched for a minute)."""
-    import time
-
-    now = time.time()
-    for part in out_p.parent.glob(f".{out_p.name}.*.part"):
-        try:
-            if now - part.stat().st_mtime > older_than_s:
-                part.unlink()
-        except OSError:
-            pass
 
 
 def _write_failed(out_p: Path, e: BaseException) -> OfflineError:
@@ -266,7 +253,7 @@ def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: i
     src = open_input(in_p)
     try:
         check_destination(out_p, in_p)
-        fmt, subtype = _output_format(out_p, src.subtype)
+        fmt, subtype = output_format(out_p, src.subtype)
         ch, in_sr, total = src.channels, src.samplerate, src.frames
         chain.prepare(samplerate, blocksize, ch)
         latency = int(chain.latency) if compensate_latency else 0

@@ -1,0 +1,139 @@
+"""Batch throughput: audio seconds per wall second for `voice`, `delimit` and the synth, per worker count.
+
+    python main.py bench batch [--files 8] [--seconds 10] [--workers 1,2] [--what voice,voice-streams,...]
+                               [--streams-n 1,8,32] --json
+
+Generated inputs (tones in noise; MIDI phrases for the synth) go through ``run_batch`` with the local
+process pool, once per worker count. Two figures per run: ``x_realtime`` end to end (worker start-up
+and model loading included, what a user waits for) and ``x_realtime_steady`` (audio over the busiest
+worker's time on files, each worker's first file left out: what a long batch approaches).
+``scaling_efficiency`` is the steady throughput with N workers over N times that with one.
+``voice-streams`` is ``voice`` with 8 files side by side per worker (one enhancer call for all;
+four times the files, so that each worker has groups beyond its first).
+Then the batched enhancer alone: N streams through one model call per hop (``--streams-n``), in
+audio seconds per wall second over all streams, on one thread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import emit
+
+WORKLOADS = {  # name -> (preset, input kind, rate, channels, files side by side per worker)
+    "voice": ("voice", "audio", 48000, 1, 1),
+    "voice-streams": ("voice", "audio", 48000, 1, 8),
+    "delimit": ("delimit", "audio", 44100, 2, 1),
+    "synth": ("synth", "midi", 48000, 2, 1),
+}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench batch", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=8, help="files per workload")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each file")
+    ap.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated")
+    ap.add_argument("--what", default=",".join(WORKLOADS), help="workloads, comma-separated")
+    ap.add_argument("--streams-n", default="1,8,32", help="batched enhancer: stream counts ('' to skip)")
+    ap.add_argument("--json", action="store_true")
+    return ap
+
+
+def _make_inputs(folder: Path, kind: str, sr: int, ch: int, files: int, seconds: float) -> None:
+    import mido
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for i in range(files):
+        if kind == "midi":
+            mf = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: a beat is 0.5 s
+            tr = mido.MidiTrack()
+            mf.tracks.append(tr)
+            for k in range(max(1, int(seconds / 0.5))):
+                note = 60 + (i * 3 + k * 5) % 19
+                tr.append(mido.Message("note_on", note=note, velocity=90, time=0))
+                tr.append(mido.Message("note_off", note=note, velocity=0, time=480))
+            mf.save(str(folder / f"f{i}.mid"))
+        else:
+            t = np.arange(int(sr * seconds)) / sr
+            tone = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+            x = tone[:, None] + 0.05 * rng.standard_normal((len(t), ch))
+            sf.write(folder / f"f{i}.wav", x.astype(np.float32), sr, subtype="PCM_16")
+
+
+def _steady(log: Path) -> float:
+    """Audio seconds per second of the busiest worker, each worker's first file left out (it loads the
+    models and warms the chain up); from the resume log's per-file records."""
+    per_pid: dict = {}
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        per_pid.setdefault(rec["pid"], {}).setdefault(rec["finished"], []).append(rec)  # a unit: same finish
+    audio, busiest = 0.0, 0.0
+    for units in per_pid.values():
+        ordered = [units[k] for k in sorted(units)]
+        rest = [r for unit in (ordered[1:] or ordered) for r in unit]  # one unit only: count it whole
+        audio += sum(r["audio_s"] for r in rest)
+        busiest = max(busiest, sum(r["wall_s"] for r in rest))
+    return audio / busiest if busiest else float("nan")
+
+
+def _streams(counts: list[int], seconds: float, as_json: bool) -> None:
+    """The batched enhancer alone: N mono streams at 48 kHz, 512-frame blocks, one thread."""
+    import time
+
+    from realtime.dsp.processors.neural.batched import BatchedEnhancer
+
+    sr, block = 48000, 512
+    rng = np.random.default_rng(0)
+    for n in counts:
+        enhancer = BatchedEnhancer(n)
+        enhancer.prepare(sr, block, 1)
+        x = (0.1 * rng.standard_normal((int(sr * seconds), n))).astype(np.float32)
+        t0 = time.perf_counter()
+        for i in range(0, x.shape[0] - block + 1, block):
+            enhancer.process(x[i:i + block])
+        wall = time.perf_counter() - t0
+        emit({"bench": "batch", "workload": "enhancer-streams", "streams": n, "audio_s": n * seconds,
+              "wall_s": wall, "x_realtime": n * seconds / wall, "x_realtime_per_stream": seconds / wall}, as_json)
+
+
+def main(argv=None) -> int:
+    a = get_parser().parse_args(argv)
+    from realtime.run.batch import BatchOptions, run_batch
+
+    workers = [int(w) for w in a.workers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        for name in a.what.split(","):
+            preset, kind, sr, ch, streams = WORKLOADS[name]
+            src = Path(tmp) / name / "in"
+            # side by side, a worker's first group (models loaded, warm-up) is left out: give it more
+            files = a.files * (4 if streams > 1 else 1)
+            _make_inputs(src, kind, sr, ch, files, a.seconds)
+            options = BatchOptions(preset=preset, midi_preset=preset, force=True, streams=streams)
+            steady_by_jobs = {}
+            for jobs in workers:
+                out = Path(tmp) / name / f"out{jobs}"
+                s = run_batch([src], out, options, jobs=jobs, progress=False)
+                steady = _steady(Path(s["log"]))
+                steady_by_jobs[jobs] = steady
+                emit({"bench": "batch", "workload": name, "workers": jobs, "streams": streams, "files": s["processed"],
+                      "failed": s["failed"], "audio_s": s["audio_s"], "wall_s": s["wall_s"],
+                      "x_realtime": s["audio_s_per_s"], "x_realtime_steady": steady,
+                      "files_per_hour": 3600 * s["files_per_s"]}, a.json)
+            base = steady_by_jobs.get(1)
+            for jobs, steady in steady_by_jobs.items():
+                if base and jobs > 1:
+                    emit({"bench": "batch", "workload": name, "workers": jobs,
+                          "scaling_efficiency": steady / (jobs * base)}, a.json)
+    if a.streams_n:
+        _streams([int(n) for n in a.streams_n.split(",")], a.seconds, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

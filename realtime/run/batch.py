@@ -1,0 +1,314 @@
+"""Batch processing: whole folders through the same chain code as ``main.py process``.
+
+    plan_batch(inputs, out_dir, options)  -> BatchTask per input (files, folders, CSV/JSONL manifests)
+    run_batch(inputs, out_dir, options)   -> a JSON-able summary; processes with a local pool or Ray
+
+Each task names its input, output and resolved preset; a worker (``run_task``) builds the chain once
+per preset and reuses it for every file that shares it (``Chain.prepare`` resets all state), runs
+audio through ``process_file`` and MIDI through ``render_midi``, and returns a result instead of
+raising: one bad file never stops the batch. The parent alone writes the resume log
+(``OUT/.batch-manifest.jsonl``, one JSON line per finished output: input hash, preset hash, audio
+duration, status), so a re-run skips every output that is complete and newer than its input and its
+preset file. Outputs go through the one atomic writer, so an interrupted file never appears.
+
+With a preset that starts with the enhancer, a worker takes groups of files and runs them side by
+side through one model call per hop (``realtime.run.batch_streams``; same outputs).
+
+Planning and the resume log live in ``realtime.run.batch_plan``; the local backend
+(``realtime.run.batch_pool``) never imports Ray; ``ray_address`` selects ``realtime.run.ray_batch``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from realtime.io.files import remove_stale_parts
+from realtime.run.batch_plan import LOG_NAME, BatchOptions, BatchTask, ResumeLog, group_tasks, plan_batch
+
+CHAIN_CACHE_SIZE = 2  # chains kept per worker: memory stays constant whatever the number of presets
+
+# Libraries that would start a thread pool per worker: one thread each, the pool gives the parallelism.
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "NUMBA_NUM_THREADS": "1"}
+
+
+# ------------------------------------------------------------------------------------------ the worker
+
+_CHAINS: dict[str, object] = {}  # preset hash -> chain, in this worker process (most recent last)
+
+
+def _chain_for(task: BatchTask):
+    from realtime.dsp.presets import build_chain
+
+    chain = _CHAINS.pop(task.preset_hash, None)
+    if chain is None:
+        while len(_CHAINS) >= CHAIN_CACHE_SIZE:
+            _CHAINS.pop(next(iter(_CHAINS)))
+        chain = build_chain(task.preset)
+    _CHAINS[task.preset_hash] = chain
+    return chain
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _record_error(result: dict, e: BaseException) -> None:
+    from realtime.errors import USER_ERRORS
+
+    # a user error says it all; anything else (a bug, a library's error on this file) names its type
+    result["error"] = str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
+    result["status"] = "failed"
+
+
+def _start(task: BatchTask) -> dict:
+    """A failed-until-done result for ``task`` with the input's stat and hash; the output's folder
+    made and any temporary file of a killed earlier attempt removed."""
+    result = {"input": task.input, "output": task.output, "kind": task.kind, "status": "failed", "error": None,
+              "audio_s": task.audio_s, "preset_hash": task.preset_hash, "input_sha256": None,
+              "output_bytes": None, "pid": os.getpid()}
+    st = os.stat(task.input)
+    result["input_mtime_ns"], result["input_bytes"] = st.st_mtime_ns, st.st_size
+    result["input_sha256"] = _sha256(task.input)
+    out = Path(task.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(out)
+    return result
+
+
+def run_task(task: BatchTask) -> dict:
+    """Process one file in this process, reusing its chain; never raises for the file's own errors.
+
+    Parameters
+    ----------
+    task : BatchTask
+
+    Returns
+    -------
+    dict
+        input, output, kind, status ("ok" or "failed"), error (None or one line), audio_s, wall_s,
+        input_sha256, input_mtime_ns, input_bytes, preset_hash, output_bytes, pid, chain_s (time to build
+        the chain, 0 when reused), finished (UNIX time).
+    """
+    t0 = time.perf_counter()
+    result = {"input": task.input, "output": task.output, "kind": task.kind, "status": "failed", "error": None,
+              "audio_s": task.audio_s, "preset_hash": task.preset_hash, "input_sha256": None,
+              "output_bytes": None, "pid": os.getpid()}
+    try:
+        result = _start(task)
+        out = Path(task.output)
+        t_chain = time.perf_counter()
+        chain = _chain_for(task)
+        result["chain_s"] = time.perf_counter() - t_chain  # models loaded: 0 when the worker had it
+        if task.kind == "midi":
+            from realtime.run.offline import render_midi
+
+            report = render_midi(task.input, out, chain, task.samplerate, task.blocksize)
+            result["audio_s"] = report["seconds"]
+        else:
+            from realtime.run.offline import process_file
+
+            report = process_file(task.input, out, chain, samplerate=task.samplerate, blocksize=task.blocksize,
+                                  progress=False)
+            result["audio_s"] = report["frames"] / report["samplerate"]
+        result["output_bytes"] = out.stat().st_size
+        result["status"] = "ok"
+    except Exception as e:
+        _record_error(result, e)
+    result["wall_s"] = time.perf_counter() - t0
+    result["finished"] = time.time()
+    return result
+
+
+def run_unit(unit: tuple[BatchTask, ...]) -> list[dict]:
+    """Process a unit of work (``batch_plan.group_tasks``): one file, or a group side by side.
+
+    Returns
+    -------
+    list of dict
+        One result per task (see ``run_task``), in order.
+    """
+    if len(unit) == 1:
+        return [run_task(unit[0])]
+    from realtime.run.batch_streams import run_group
+
+    return run_group(unit, _start, _record_error)
+
+
+# ------------------------------------------------------------------------------------------ the driver
+
+class StopFlag:
+    """Ctrl-C / SIGTERM as levels: 0 run, 1 finish the files in flight and stop, 2 abandon them."""
+
+    def __init__(self, stream=None):
+        self.level = 0
+        self.stream = stream
+
+    def escalate(self, *_):
+        self.level = min(self.level + 1, 2)
+        if self.stream is not None:
+            self.stream.write("\nbatch: finishing the files in progress (again to abandon them)\n" if self.level == 1
+                              else "\nbatch: abandoning the files in progress (nothing half-written is kept)\n")
+            self.stream.flush()
+
+
+class Progress:
+    """One line: files done, failures, files/s, audio-hours per hour and ETA (on a terminal it redraws)."""
+
+    def __init__(self, total_files: int, total_audio_s: float, stream=None, enabled: bool = True,
+                 interval_s: float | None = None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.interval_s = interval_s if interval_s is not None else 0.5 if self.tty else 10.0  # logs: a line a while
+        self.total_files, self.total_audio_s = total_files, total_audio_s
+        self.files = self.failed = 0
+        self.audio_s = 0.0
+        self.t0 = time.perf_counter()
+        self._last = 0.0
+
+    def update(self, result: dict) -> None:
+        self.files += 1
+        self.failed += result["status"] != "ok"
+        self.audio_s += result.get("audio_s") or 0.0
+        self.draw()
+
+    def line(self) -> str:
+        wall = max(time.perf_counter() - self.t0, 1e-9)
+        rate = self.audio_s / wall
+        left = max(self.total_audio_s - self.audio_s, 0.0)
+        eta = left / rate if rate > 0 else float("nan")
+        eta_s = "--:--" if eta != eta else time.strftime("%H:%M:%S", time.gmtime(eta))
+        done = self.files / self.total_files if self.total_files else 1.0
+        bar = ("#" * round(20 * done)).ljust(20, ".")
+        return (f"[{self.files}/{self.total_files} files, {self.failed} failed] {bar} {self.files / wall:.2f} files/s, "
+                f"{rate:.1f} audio-h/h, ETA {eta_s}")
+
+    def draw(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (not force and now - self._last < self.interval_s):
+            return
+        self._last = now
+        self.stream.write(("\r\033[K" if self.tty else "") + self.line() + ("" if self.tty else "\n"))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.draw(force=True)
+            if self.tty:
+                self.stream.write("\n")
+
+
+def default_jobs() -> int:
+    """Workers for the local pool: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | None = None,
+              ray_address: str | bool | None = None, progress: bool = True, stream=None) -> dict:
+    """Process every input into ``out_dir``; skip what a previous run completed.
+
+    Parameters
+    ----------
+    inputs : iterable of str or Path
+        See ``plan_batch``.
+    out_dir : str or Path
+        Output folder (created); also holds the resume log.
+    options : BatchOptions, optional
+    jobs : int, optional
+        Local workers (default: one per core). Ignored with Ray (the cluster's CPUs decide).
+    ray_address : str, True or None
+        None: the local process pool. True: ``ray.init()`` (a running cluster from ``RAY_ADDRESS``,
+        else a new local one); a string: ``ray.init(address=…)``, e.g. ``"auto"`` or ``"10.0.0.1:6379"``.
+        Workers read inputs and write outputs by the paths given: on a cluster, a shared filesystem.
+    progress : bool
+        Draw the progress line on ``stream`` (default stderr).
+
+    Returns
+    -------
+    dict
+        files, processed, skipped (done before: complete, or failed and unchanged), failed (this run),
+        failed_before (skipped because they failed before), interrupted, abandoned, not_started,
+        audio_s, wall_s, files_per_s, audio_s_per_s (throughput: × real time, = audio-hours per hour),
+        backend, workers, log, failures (list of {input, error}, this run's and earlier unchanged ones).
+
+    Raises
+    ------
+    OfflineError, PresetError
+        The inputs or presets cannot be planned (nothing is processed).
+    """
+    options = options or BatchOptions()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tasks = plan_batch(inputs, out_dir, options)
+    log = ResumeLog(out_dir)
+    before = {} if options.force else {t.output: log.done(t) for t in tasks}
+    todo = [t for t in tasks if before.get(t.output) is None]
+    failed_before = [{"input": t.input, "error": log.records[os.path.abspath(t.output)].get("error")}
+                     for t in tasks if before.get(t.output) == "failed"]
+    bar = Progress(len(todo), sum(t.audio_s for t in todo), stream, enabled=progress)
+    stop = StopFlag(stream or sys.stderr)
+    failures: list[dict] = []
+    processed = 0
+    audio_s = 0.0
+
+    def on_result(result: dict) -> None:
+        nonlocal processed, audio_s
+        log.append(result)
+        processed += 1
+        if result["status"] == "ok":
+            audio_s += result["audio_s"] or 0.0
+        else:
+            failures.append({"input": result["input"], "error": result["error"]})
+        bar.update(result)
+
+    # Signals reach Python's main thread only; run elsewhere, the caller handles them.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    for s in previous:
+        signal.signal(s, stop.escalate)
+    use_ray = ray_address is not None and ray_address is not False
+    try:
+        local_workers = jobs or default_jobs()
+        units = group_tasks(todo, options.streams, 1 if use_ray else local_workers)
+        if not todo:
+            backend, workers = "none", 0
+        elif use_ray:
+            from realtime.run.ray_batch import run_tasks_on_ray
+
+            address = None if ray_address is True else ray_address
+            backend, workers = "ray", run_tasks_on_ray(units, on_result, stop, address)
+        else:
+            from realtime.run.batch_pool import run_tasks_locally
+
+            workers = min(local_workers, len(units))
+            backend = "local"
+            run_tasks_locally(units, on_result, stop, workers)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        bar.close()
+    wall = time.perf_counter() - t0
+    return {"files": len(tasks), "processed": processed, "skipped": len(tasks) - len(todo),
+            "failed": len(failures), "failed_before": len(failed_before),
+            "interrupted": stop.level > 0, "abandoned": stop.level > 1,
+            "not_started": len(todo) - processed, "audio_s": audio_s, "wall_s": wall, "streams": options.streams,
+            "files_per_s": processed / wall, "audio_s_per_s": audio_s / wall, "backend": backend, "workers": workers,
+            "log": str(log.path), "failures": failures + failed_before}
+
+
+__all__ = ["BatchOptions", "BatchTask", "LOG_NAME", "Progress", "ResumeLog", "StopFlag", "plan_batch", "run_batch",
+           "run_task", "run_unit"]

@@ -1,0 +1,164 @@
+"""The batch runner's local backend: worker processes that each take one unit of work at a time.
+
+A unit is one file, or a group of files run side by side (``batch_plan.group_tasks``). A small pool
+of our own rather than ``concurrent.futures``: the parent knows which unit every worker holds, so a
+worker that dies on a file (a crash in a native library) costs that unit alone — its files are
+recorded as failed and a fresh worker takes its place — and an abandoned batch stops exactly the
+workers that hold files. Workers are spawned (no fork of a parent holding threads), ignore Ctrl-C
+(the parent decides what it means), and turn SIGTERM into ``SystemExit`` so the atomic writer
+removes the temporary file of the output in progress.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+from collections import deque
+from contextlib import contextmanager
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from realtime.io.files import remove_stale_parts
+from realtime.run.batch import THREAD_ENV, BatchTask, StopFlag
+
+ABANDON_GRACE_S = 10.0  # a worker told to stop gets this long to clean up before it is killed
+
+
+def _exit_on_sigterm(*_):
+    raise SystemExit(143)
+
+
+def _worker_main(conn) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    from realtime.run.batch import run_unit
+
+    while True:
+        try:
+            unit = conn.recv()
+        except EOFError:
+            return
+        if unit is None:
+            return
+        conn.send(run_unit(unit))
+
+
+@contextmanager
+def _thread_env():
+    """Spawned workers inherit the environment: one thread per native pool unless the user chose."""
+    added = {k: v for k, v in THREAD_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+class _Worker:
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="batch-worker")
+        with _thread_env():
+            self.proc.start()
+        child.close()
+        self.task: tuple[BatchTask, ...] | None = None  # the unit it holds
+
+    def give(self, unit: tuple[BatchTask, ...]) -> bool:
+        try:
+            self.conn.send(unit)
+        except (BrokenPipeError, OSError):
+            return False
+        self.task = unit
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout)
+        self.conn.close()
+
+
+def _died(task: BatchTask, exitcode) -> dict:
+    return {"input": task.input, "output": task.output, "kind": task.kind, "status": "failed",
+            "error": f"worker process died on this file (exit code {exitcode})", "audio_s": task.audio_s,
+            "preset_hash": task.preset_hash, "input_sha256": None, "output_bytes": None, "pid": None,
+            "wall_s": None, "finished": None}
+
+
+def _abandon(busy: list[_Worker]) -> None:
+    for w in busy:
+        w.proc.terminate()
+    for w in busy:
+        w.proc.join(ABANDON_GRACE_S)
+        if w.proc.is_alive():  # stuck in native code: kill it and remove its temporary file ourselves
+            w.proc.kill()
+            w.proc.join()
+        for task in w.task:
+            remove_stale_parts(Path(task.output))
+        w.task = None
+
+
+def run_tasks_locally(units: list[tuple[BatchTask, ...]], on_result, stop: StopFlag, workers: int) -> None:
+    """Run ``units`` on ``workers`` local processes; call ``on_result(result)`` in this process.
+
+    Parameters
+    ----------
+    units : list of tuple of BatchTask
+        Units of work (``batch_plan.group_tasks``), in the order they should start.
+    on_result : callable
+        Called with each result dict (see ``realtime.run.batch.run_task``) as it arrives.
+    stop : StopFlag
+        Level 1: hand out nothing more and wait for the files in flight; level 2: stop those too.
+    workers : int
+        Number of processes.
+    """
+    ctx = mp.get_context("spawn")
+    queue = deque(units)
+    pool = [_Worker(ctx) for _ in range(max(1, workers))]
+    try:
+        while True:
+            if stop.level == 0:
+                for i, w in enumerate(pool):
+                    while w.task is None and queue:
+                        if not w.proc.is_alive():  # died on its last file, or idle: a fresh one takes its place
+                            w.close(0.1)
+                            pool[i] = w = _Worker(ctx)
+                        unit = queue.popleft()
+                        if not w.give(unit):
+                            queue.appendleft(unit)
+                            w.proc.kill()
+                            w.proc.join()
+            busy = [w for w in pool if w.task is not None]
+            if not busy:
+                return
+            if stop.level >= 2:
+                _abandon(busy)
+                return
+            ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.2))
+            for w in busy:
+                if w.conn in ready or w.proc.sentinel in ready:
+                    result = None
+                    try:
+                        if w.conn.poll():
+                            result = w.conn.recv()
+                    except (EOFError, OSError):
+                        result = None
+                    if result is not None:
+                        w.task = None
+                        for r in result:
+                            on_result(r)
+                    elif not w.proc.is_alive():
+                        unit, w.task = w.task, None
+                        w.proc.join(1.0)
+                        for task in unit:
+                            remove_stale_parts(Path(task.output))
+                            on_result(_died(task, w.proc.exitcode))
+    finally:
+        for w in pool:
+            w.close()

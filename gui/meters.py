@@ -17,6 +17,16 @@ SCALE_DB = (0, -6, -12, -24, -36, -48)
 CLIP_LIN = 0.999  # 1 - 2**-10: the safety stage's ceiling is just below 1, a clip is "at full scale"
 
 
+def small_painter(widget: QWidget) -> tuple[QPainter, QFont]:
+    """A painter on ``widget`` with a small version of its font, pen in the text colour (meter scales)."""
+    p = QPainter(widget)
+    small = QFont(widget.font())
+    small.setPointSizeF(max(6.0, small.pointSizeF() * 0.75))
+    p.setFont(small)
+    p.setPen(widget.palette().windowText().color())
+    return p, small
+
+
 def to_db(lin: float) -> float:
     return 20.0 * math.log10(lin) if lin > 1e-6 else -120.0
 
@@ -77,13 +87,9 @@ class LevelMeter(QWidget):
         return top + height * (1.0 - f)
 
     def paintEvent(self, e):
-        p = QPainter(self)
+        p, small = small_painter(self)
         pal = self.palette()
         w, h = self.width(), self.height()
-        small = QFont(self.font())
-        small.setPointSizeF(max(6.0, small.pointSizeF() * 0.75))
-        p.setFont(small)
-        p.setPen(pal.windowText().color())
         p.drawText(QRectF(0, h - 16, w, 16), Qt.AlignmentFlag.AlignCenter, self.title)
         bw = 11.0
         top, bottom = 26.0, h - 18.0

@@ -16,10 +16,11 @@ import time
 
 import numpy as np
 from PyQt6.QtCore import QRectF, QSize, Qt
-from PyQt6.QtGui import QColor, QFont, QPainter
+from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from gui.knob import fit_label
+from gui.meters import small_painter
 from realtime.dsp.processor import Readout
 
 HOLD_S = 1.5  # a bar's peak line stays this long, then follows the value
@@ -104,14 +105,9 @@ class ReadoutBar(QWidget):
         return [first + k * step for k in range(int((r.max - first) / step) + 1)]
 
     def paintEvent(self, e):
-        p = QPainter(self)
-        pal = self.palette()
+        p, small = small_painter(self)
         w, h = self.width(), self.height()
-        small = QFont(self.font())
-        small.setPointSizeF(max(6.0, small.pointSizeF() * 0.75))
-        p.setFont(small)
-        text = pal.windowText().color()
-        p.setPen(text)
+        text = self.palette().windowText().color()
         p.drawText(QRectF(0, 0, w, 12), Qt.AlignmentFlag.AlignCenter, fit_label(p, small, self.readout.name, w))
         p.setFont(small)
         top, bottom = 14.0, h - 14.0

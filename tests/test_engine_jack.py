@@ -10,10 +10,17 @@ import pytest
 from realtime.dsp.presets import build_chain, load_preset
 from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
-from realtime.engine.ring import Ring
+from realtime.engine.ring import Ring, ring_readable
 from realtime.errors import AudioDeviceError, EngineError
 
-from .jack_helpers import Identity, Rig, assert_minus_6db_halves_the_level, clean_take, lag_of, play_through
+from .jack_helpers import (
+    Identity,
+    Rig,
+    assert_minus_6db_halves_the_level,
+    clean_take,
+    lag_of,
+    play_through,
+)
 
 pytestmark = pytest.mark.jack
 SR, B = 48000, 128
@@ -235,7 +242,9 @@ def test_nothing_is_compiled_while_streaming(jack_server):
         def on_end(self, ev):
             pass
 
-    for chain in (Identity(), build_chain(load_preset("default")), build_chain(load_preset("synth"))):
+    # (the engine's readout ring, per-slot timing and audio tap run in every one of them)
+    for chain in (Identity(), build_chain(load_preset("default")), build_chain(load_preset("voice")),
+                  build_chain(load_preset("synth"))):
         watch = Compiles()
         with Engine(chain, EngineConfig(blocksize=B)) as eng:
             event.register("numba:compiler_lock", watch)
@@ -246,6 +255,7 @@ def test_nothing_is_compiled_while_streaming(jack_server):
                     eng.send_midi(0x80, note, 0)
                 time.sleep(0.3)  # DSP thread, monitor and callback all busy
                 eng.stats()
+                assert ring_readable(eng.rings.readout.idx) > 0 and ring_readable(eng.rings.audio.idx) > 0
             finally:
                 event.unregister("numba:compiler_lock", watch)
         assert watch.threads == [], f"{type(chain).__name__}: compiled while streaming in {set(watch.threads)}"

@@ -469,7 +469,13 @@ def test_bench_mixture_conditions(condition):
 def test_bench_sets_cover_every_snr_band_and_condition_in_the_first_20(tmp_path):
     import json
 
-    from models.enhancer.data import BENCH_CONDITIONS, BENCH_SNRS, by_source, synthetic_pools, write_mixtures
+    from models.enhancer.data import (
+        BENCH_CONDITIONS,
+        BENCH_SNRS,
+        by_source,
+        synthetic_pools,
+        write_mixtures,
+    )
 
     sp, no = synthetic_pools(seed=4)
     meta = write_mixtures(tmp_path, by_source(sp, [f"a/{g}" for g in range(len(sp))]), [[no]], 20, 0.3,

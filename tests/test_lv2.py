@@ -15,7 +15,13 @@ import soundfile as sf
 
 from realtime.dsp import processors as P
 from realtime.dsp.chain import Chain
-from realtime.dsp.presets import apply_overrides, build_chain, load_preset, save_preset, validate_preset
+from realtime.dsp.presets import (
+    apply_overrides,
+    build_chain,
+    load_preset,
+    save_preset,
+    validate_preset,
+)
 from realtime.errors import PluginError, PresetError
 from realtime.io import lilv, lv2_scan
 from realtime.run.offline import process_file, render_events

@@ -498,37 +498,3 @@ def test_running_window_shows_engine_readouts_over_shared_memory(qtbot, tmp_path
             t.join(10)
     finally:
         w.shutdown()
-
-
-@pytest.mark.jack
-def test_readout_and_tap_kernels_are_ready_before_the_stream_starts(jack_server):
-    """No Numba compile (or cache load) on the stream's threads for the readouts, the per-slot timing,
-    the readout ring and the audio tap: the engine's warm-up covers them."""
-    import threading
-
-    from numba.core import event
-
-    from realtime.engine.config import EngineConfig
-    from realtime.engine.engine import Engine
-
-    class Compiles(event.Listener):
-        def __init__(self):
-            self.threads = []
-
-        def on_start(self, ev):
-            self.threads.append(threading.current_thread().name)
-
-        def on_end(self, ev):
-            pass
-
-    for preset in ("default", "voice", "synth"):
-        watch = Compiles()
-        with Engine(build_chain(load_preset(preset)), EngineConfig(blocksize=B)) as eng:
-            event.register("numba:compiler_lock", watch)
-            try:
-                eng.send_midi(0x90, 60, 100)
-                time.sleep(0.4)
-                assert ring_readable(eng.rings.readout.idx) > 0 and ring_readable(eng.rings.audio.idx) > 0
-            finally:
-                event.unregister("numba:compiler_lock", watch)
-        assert watch.threads == [], f"{preset}: compiled while streaming in {set(watch.threads)}"

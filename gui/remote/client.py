@@ -10,7 +10,13 @@ from gui.host import HostBase
 from gui.remote.shm import create_rings
 from realtime.dsp.presets import validate_preset
 from realtime.engine.config import EngineConfig
-from realtime.engine.control import ChainView, ControlRings, ControlWriter, Record, apply_record
+from realtime.engine.control import (
+    ChainView,
+    ControlRings,
+    ControlWriter,
+    Record,
+    apply_record,
+)
 
 START_TIMEOUT_S = 60.0
 

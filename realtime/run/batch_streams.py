@@ -48,7 +48,7 @@ class _FileStream:
     def __init__(self, task: BatchTask, latency: int, blocksize: int):
         import soxr
 
-        from realtime.run.offline import check_destination, open_input, output_format
+        from realtime.run.offline import OutputWriter, Reblocker, check_destination, open_input, output_format
 
         self.task, self.blocksize, self.latency = task, blocksize, latency
         in_p, out_p = Path(task.input), Path(task.output)
@@ -64,11 +64,8 @@ class _FileStream:
         resample = self.in_sr != sr
         self.rs_in = soxr.ResampleStream(self.in_sr, sr, ch, dtype="float32", quality="HQ") if resample else None
         self.rs_out = soxr.ResampleStream(sr, self.in_sr, ch, dtype="float32", quality="HQ") if resample else None
-        self.fifo = np.zeros((blocksize * 4 + 16384 * 4, ch), np.float32)
-        self.fill = 0
+        self.fifo = Reblocker(blocksize, ch)
         self.eof = False
-        self.to_skip = latency
-        self.written = 0
         self.frames_read = 0
         self.nonfinite = 0
         self.out = AtomicFile(out_p)
@@ -78,68 +75,33 @@ class _FileStream:
             self.out.discard()
             self.src.close()
             raise
-
-    def _add(self, x: np.ndarray) -> None:
-        n = x.shape[0]
-        if self.fill + n > self.fifo.shape[0]:
-            grown = np.zeros((max(self.fifo.shape[0] * 2, self.fill + n), self.fifo.shape[1]), np.float32)
-            grown[: self.fill] = self.fifo[: self.fill]
-            self.fifo = grown
-        self.fifo[self.fill: self.fill + n] = x
-        self.fill += n
+        self.writer = OutputWriter(self.dst, self.rs_out, self.total, skip=latency)
 
     def next_block(self, block: np.ndarray) -> bool:
         """Fill ``block`` with the next chain block; False when the file (and its flush) is done."""
         from realtime.run.offline import READ_FRAMES
 
-        B, ch = self.blocksize, self.fifo.shape[1]
-        while self.fill < B and not self.eof:
+        ch = self.src.channels
+        while self.fifo.fill < self.blocksize and not self.eof:
             x = self.src.read(READ_FRAMES, dtype="float32", always_2d=True)
             if x.shape[0]:
                 self.frames_read += x.shape[0]
                 self.nonfinite += int(np.count_nonzero(~np.isfinite(x)))
-                self._add(self.rs_in.resample_chunk(x) if self.rs_in is not None else x)
+                self.fifo.add(self.rs_in.resample_chunk(x) if self.rs_in is not None else x)
                 continue
             self.eof = True  # as process_file: the resampler's tail, then silence to push the latency out
             if self.rs_in is not None:
-                self._add(self.rs_in.resample_chunk(np.zeros((0, ch), np.float32), last=True))
-            pad = self.latency + B
-            pad += (-(self.fill + pad)) % B
-            self._add(np.zeros((pad, ch), np.float32))
-        if self.fill < B:
-            return False
-        block[:] = self.fifo[:B]
-        self.fifo[: self.fill - B] = self.fifo[B: self.fill]
-        self.fill -= B
-        return True
+                self.fifo.add(self.rs_in.resample_chunk(np.zeros((0, ch), np.float32), last=True))
+            self.fifo.add(np.zeros((self.fifo.flush_padding(self.latency), ch), np.float32))
+        return self.fifo.take(block)
 
     def write(self, y: np.ndarray) -> None:
         """Take one processed block: drop the latency, resample back, write up to the input's length."""
-        if self.to_skip:
-            drop = min(self.to_skip, y.shape[0])
-            self.to_skip -= drop
-            y = y[drop:]
-        if not y.shape[0]:
-            return
-        if self.rs_out is not None:
-            y = self.rs_out.resample_chunk(y)
-        keep = min(y.shape[0], self.total - self.written)
-        if keep > 0:
-            self.dst.write(y[:keep])
-            self.written += keep
+        self.writer.write(y)
 
     def finish(self) -> None:
         """The resampler's tail, silence for rounding, then the output appears (atomically)."""
-        ch = self.fifo.shape[1]
-        if self.rs_out is not None:
-            tail = self.rs_out.resample_chunk(np.zeros((0, ch), np.float32), last=True)
-            keep = min(tail.shape[0], self.total - self.written)
-            if keep > 0:
-                self.dst.write(tail[:keep])
-                self.written += keep
-        if self.written < self.total:
-            self.dst.write(np.zeros((self.total - self.written, ch), np.float32))
-            self.written = self.total
+        self.writer.finish()
         self.dst.close()
         self.src.close()
         self.out.commit()

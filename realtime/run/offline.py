@@ -105,8 +105,6 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         reason = "read-only file system" if _read_only(parent) else "permission denied"
         raise OfflineError(f"{out_p}: cannot write there ({reason})")
-    if out_p.exists() and not os.access(out_p, os.W_OK) and not os.access(parent, os.W_OK):
-        raise OfflineError(f"{out_p}: cannot replace it (permission denied)")
     remove_stale_parts(out_p, older_than_s=60.0)  # a write not touched for a minute is a dead one
 
 
@@ -133,7 +131,7 @@ def _write_failed(out_p: Path, e: BaseException) -> OfflineError:
     return OfflineError(f"{reason or str(e) or type(e).__name__} while writing {out_p}; nothing was written")
 
 
-class _Reblocker:
+class Reblocker:
     """Collects variable-size chunks and hands out fixed chain blocks (preallocated FIFO)."""
 
     def __init__(self, blocksize: int, channels: int):
@@ -151,17 +149,81 @@ class _Reblocker:
         self.fill += n
 
     def blocks(self):
+        """Yield every full block held (views, valid until the next call), then keep the rest
+        (iterate to the end: the rest is moved to the front after the last block)."""
         B = self.blocksize
         start = 0
         while self.fill - start >= B:
             yield self.buf[start: start + B]
             start += B
-        self.buf[: self.fill - start] = self.buf[start: self.fill]
-        self.fill -= start
+        self._drop(start)
+
+    def take(self, dst: np.ndarray) -> bool:
+        """Copy the next full block into ``dst``; False when less than a block is held."""
+        B = self.blocksize
+        if self.fill < B:
+            return False
+        dst[:] = self.buf[:B]
+        self._drop(B)
+        return True
+
+    def _drop(self, n: int) -> None:
+        self.buf[: self.fill - n] = self.buf[n: self.fill]
+        self.fill -= n
+
+    def flush_padding(self, tail: int) -> int:
+        """Frames of silence that push ``tail`` more frames and the last partial block out."""
+        pad = tail + self.blocksize
+        return pad + (-(self.fill + pad)) % self.blocksize
+
+
+class OutputWriter:
+    """The output side of a file run: drops the chain's latency from the start, resamples back to
+    the file's rate and writes exactly ``total`` frames (the resampler's tail, then silence for
+    rounding or a truncated input, on ``finish``).
+
+    Parameters
+    ----------
+    dst : soundfile.SoundFile
+        Open for writing.
+    rs_out : soxr.ResampleStream or None
+        Chain rate back to the file's rate.
+    total : int
+        Frames to write (the input's length).
+    skip : int
+        Chain-rate frames to drop from the start (the latency).
+    """
+
+    def __init__(self, dst, rs_out, total: int, skip: int = 0):
+        self.dst, self.rs_out, self.total, self.skip = dst, rs_out, total, skip
+        self.written = 0
+
+    def write(self, y: np.ndarray) -> None:
+        if self.skip:
+            drop = min(self.skip, y.shape[0])
+            self.skip -= drop
+            y = y[drop:]
+        if y.shape[0] and self.rs_out is not None:
+            y = self.rs_out.resample_chunk(y)
+        self._keep(y)
+
+    def finish(self) -> None:
+        ch = self.dst.channels
+        if self.rs_out is not None:
+            self._keep(self.rs_out.resample_chunk(np.zeros((0, ch), np.float32), last=True))
+        if self.written < self.total:
+            self.dst.write(np.zeros((self.total - self.written, ch), np.float32))
+            self.written = self.total
+
+    def _keep(self, y: np.ndarray) -> None:
+        keep = min(y.shape[0], self.total - self.written)
+        if keep > 0:
+            self.dst.write(y[:keep])
+            self.written += keep
 
 
 class ChainRunner:
-    """Runs a prepared chain over a stream: fixed blocks, MIDI at exact offsets, latency dropped.
+    """Runs a prepared chain over a stream: fixed blocks, MIDI events at their exact offsets.
 
     Parameters
     ----------
@@ -171,19 +233,16 @@ class ChainRunner:
         The chain's block size and channel count.
     events : ndarray, optional
         (n, 4) float64 rows of chain-rate sample time, status, data1, data2.
-    skip : int
-        Output frames to drop from the start (the chain's latency, to line output up with input).
     """
 
-    def __init__(self, chain, blocksize: int, channels: int, events: np.ndarray | None = None, skip: int = 0):
+    def __init__(self, chain, blocksize: int, channels: int, events: np.ndarray | None = None):
         self.chain = chain
         self.blocksize = blocksize
-        self.fifo = _Reblocker(blocksize, channels)
+        self.fifo = Reblocker(blocksize, channels)
         ev = np.zeros((0, 4)) if events is None else np.asarray(events, np.float64).reshape(-1, 4)
         self.events = ev[np.argsort(ev[:, 0], kind="stable")]
         self._next_event = 0
         self.pos = 0  # chain-rate frames processed
-        self.to_skip = skip
 
     def feed(self, x: np.ndarray):
         """Add input frames; yield every processed block that is ready (views, valid until the next)."""
@@ -197,18 +256,11 @@ class ChainRunner:
             self._next_event = i
             self.chain.process(block)
             self.pos += B
-            if self.to_skip:
-                drop = min(self.to_skip, B)
-                self.to_skip -= drop
-                block = block[drop:]
-            if block.shape[0]:
-                yield block
+            yield block
 
     def flush(self, tail: int = 0):
         """Push silence until ``tail`` more frames and the last partial block are out; yield blocks."""
-        B = self.blocksize
-        pad = tail + B
-        pad += (-(self.fifo.fill + pad)) % B
+        pad = self.fifo.flush_padding(tail)
         silence = np.zeros((min(pad, READ_FRAMES), self.fifo.buf.shape[1]), np.float32)
         while pad > 0:  # in chunks: a long render's silence never sits in memory at once
             n = min(pad, silence.shape[0])
@@ -260,13 +312,14 @@ def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: i
         resample = in_sr != samplerate
         rs_in = soxr.ResampleStream(in_sr, samplerate, ch, dtype="float32", quality="HQ") if resample else None
         rs_out = soxr.ResampleStream(samplerate, in_sr, ch, dtype="float32", quality="HQ") if resample else None
-        runner = ChainRunner(chain, blocksize, ch, skip=latency)
+        runner = ChainRunner(chain, blocksize, ch)
         try:
             with atomic_write(out_p) as tmp:
                 with sf.SoundFile(tmp, "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
                         tqdm(total=total, unit="frame", unit_scale=True, disable=not progress, leave=False,
                              desc=in_p.name) as bar:
-                    frames_read, nonfinite = _stream(src, dst, runner, rs_in, rs_out, total, latency, bar)
+                    out = OutputWriter(dst, rs_out, total, skip=latency)
+                    frames_read, nonfinite = _stream(src, out, runner, rs_in, latency, bar)
         except (OSError, sf.LibsndfileError) as e:
             raise _write_failed(out_p, e) from None
     finally:
@@ -279,21 +332,14 @@ def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: i
             "nonfinite_input_samples": nonfinite, "frames_read": frames_read, "providers": _providers(chain)}
 
 
-def _stream(src, dst, runner: ChainRunner, rs_in, rs_out, total: int, latency: int, bar) -> tuple[int, int]:
-    """Read ``src`` to its end through the runner (and resamplers) into ``dst``, exactly ``total``
-    frames out; returns (frames read, non-finite input samples)."""
-    ch = src.channels
-    written = frames_read = nonfinite = 0
+def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, latency: int, bar) -> tuple[int, int]:
+    """Read ``src`` to its end through the resampler and the runner into ``out``, then flush and
+    finish it; returns (frames read, non-finite input samples)."""
+    frames_read = nonfinite = 0
 
     def write(blocks) -> None:
-        nonlocal written
         for y in blocks:
-            if rs_out is not None:
-                y = rs_out.resample_chunk(y)
-            keep = min(y.shape[0], total - written)
-            if keep > 0:
-                dst.write(y[:keep])
-                written += keep
+            out.write(y)
 
     while True:
         x = src.read(READ_FRAMES, dtype="float32", always_2d=True)
@@ -304,16 +350,9 @@ def _stream(src, dst, runner: ChainRunner, rs_in, rs_out, total: int, latency: i
         bar.update(x.shape[0])
         write(runner.feed(rs_in.resample_chunk(x) if rs_in is not None else x))
     if rs_in is not None:
-        write(runner.feed(rs_in.resample_chunk(np.zeros((0, ch), np.float32), last=True)))
+        write(runner.feed(rs_in.resample_chunk(np.zeros((0, src.channels), np.float32), last=True)))
     write(runner.flush(tail=latency))
-    if rs_out is not None:
-        tail = rs_out.resample_chunk(np.zeros((0, ch), np.float32), last=True)
-        keep = min(tail.shape[0], total - written)
-        if keep > 0:
-            dst.write(tail[:keep])
-            written += keep
-    if written < total:  # resampler rounding (or a truncated input): pad the end with silence
-        dst.write(np.zeros((total - written, ch), np.float32))
+    out.finish()
     return frames_read, nonfinite
 
 
@@ -375,13 +414,22 @@ def render_events(chain, events: np.ndarray, n_samples: int, samplerate: int = 4
     if prepare:
         chain.prepare(samplerate, blocksize, channels)
     out = np.zeros((n_samples, channels), np.float32)
-    runner = ChainRunner(chain, blocksize, channels, events)
     pos = 0
-    for y in runner.flush(tail=n_samples - blocksize):
-        keep = min(y.shape[0], n_samples - pos)
-        out[pos:pos + keep] = y[:keep]
-        pos += keep
+    for y in _render(ChainRunner(chain, blocksize, channels, events), n_samples):
+        out[pos:pos + y.shape[0]] = y
+        pos += y.shape[0]
     return out
+
+
+def _render(runner: ChainRunner, n: int):
+    """An instrument's first ``n`` frames: the runner fed silence, block by block."""
+    pos = 0
+    for y in runner.flush(tail=n - runner.blocksize):
+        y = y[: n - pos]
+        if not y.shape[0]:
+            return
+        pos += y.shape[0]
+        yield y
 
 
 def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: int = 128,
@@ -412,19 +460,15 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
         raise OfflineError(f"{midi_path}: the song would last {n / samplerate / 3600:.0f} hours; "
                            f"refusing to render more than {MAX_RENDER_S // 3600} (a broken delta time?)")
     chain.prepare(samplerate, blocksize, 2)
-    runner = ChainRunner(chain, blocksize, 2, events)
     t0 = time.perf_counter()
-    pos, peak = 0, 0.0
+    peak = 0.0
     try:
         with atomic_write(out_p) as tmp:
             with sf.SoundFile(tmp, "w", samplerate=samplerate, channels=2, subtype="PCM_24",
                               format="WAV" if out_p.suffix.lower() == ".wav" else "FLAC") as dst:
-                for y in runner.flush(tail=n - blocksize):
-                    y = y[: n - pos]
-                    if y.shape[0]:
-                        dst.write(y)
-                        peak = max(peak, float(np.abs(y).max()))
-                        pos += y.shape[0]
+                for y in _render(ChainRunner(chain, blocksize, 2, events), n):
+                    dst.write(y)
+                    peak = max(peak, float(np.abs(y).max()))
     except (OSError, sf.LibsndfileError) as e:
         raise _write_failed(out_p, e) from None
     took = time.perf_counter() - t0

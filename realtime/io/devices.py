@@ -1,22 +1,7 @@
 """Audio devices (PortAudio) and MIDI ports (mido), listed for people."""
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-
-
-@contextmanager
-def native_stderr_silenced():
-    """Silence what C libraries write to stderr meanwhile (libjack's "cannot connect to server"
-    lines when no server runs: the listing says that itself). Only for short, single-threaded probes."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+from realtime.io.native_stderr import capture_stderr
 
 
 def midi_ports() -> tuple[list[str], list[str], str | None]:
@@ -43,7 +28,7 @@ def describe_devices() -> str:
     from realtime.io.portaudio import list_devices
 
     lines = ["Audio devices:"]
-    with native_stderr_silenced():
+    with capture_stderr():  # libjack's "cannot connect" lines: the listing says that itself
         devs = list_devices()
         ins, outs, err = midi_ports()
     if not devs:

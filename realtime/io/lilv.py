@@ -5,20 +5,17 @@ library is opened on first use, so importing this module costs nothing and works
 installed; ``lib()`` then raises a one-line ``PluginError`` saying what to install.
 
 Pointers are plain ints (``c_void_p``). Calls marked *owned* in lilv.h return values the caller
-frees; ``World`` frees what it takes. lilv writes Turtle syntax errors to stderr: ``capture_stderr``
+frees; ``World`` frees what it takes. lilv writes Turtle syntax errors to stderr: ``native_stderr.capture_stderr``
 collects them so a broken bundle can be reported (and skipped) instead of scrolling past.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
-import sys
-import tempfile
-from contextlib import contextmanager
 from ctypes import c_bool, c_char_p, c_double, c_float, c_uint32, c_void_p
 
 from realtime.errors import PluginError
+from realtime.io.native_stderr import capture_stderr
 
 LV2 = "http://lv2plug.in/ns/lv2core#"
 ATOM = "http://lv2plug.in/ns/ext/atom#"
@@ -133,24 +130,6 @@ def available() -> bool:
     except PluginError:
         return False
     return True
-
-
-@contextmanager
-def capture_stderr():
-    """Collect what C code writes to file descriptor 2 inside the block; yields a list of lines
-    (filled on exit). Not for real-time code: it swaps a process-wide descriptor."""
-    lines: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            lines.extend(ln for ln in tmp.read().decode("utf-8", "replace").splitlines() if ln.strip())
 
 
 def node_str(node) -> str | None:
@@ -352,5 +331,5 @@ def turtle_statements(text: str, prefixes: dict[str, str] | None = None) -> list
     return out
 
 
-__all__ = ["STATE_PREFIXES", "World", "available", "capture_stderr", "iterate", "lib", "node_float", "node_str",
+__all__ = ["STATE_PREFIXES", "World", "available", "iterate", "lib", "node_float", "node_str",
            "owned_str", "owned_uris", "turtle_statements"]

@@ -27,6 +27,7 @@ from ctypes import CFUNCTYPE, POINTER, Structure, c_char_p, c_int, c_uint32, c_v
 
 from realtime.errors import PluginError
 from realtime.io import lilv
+from realtime.io.native_stderr import capture_stderr
 
 URID_MAP = "http://lv2plug.in/ns/ext/urid#map"
 URID_UNMAP = "http://lv2plug.in/ns/ext/urid#unmap"
@@ -195,7 +196,7 @@ class Instance:
         self._features = [Feature(u.encode(), d) for u, d in feats]
         self._feature_ptrs = (POINTER(Feature) * (len(feats) + 1))(*[ctypes.pointer(f) for f in self._features])
         L = lilv.lib()
-        with lilv.capture_stderr() as msgs:
+        with capture_stderr() as msgs:
             ptr = L.lilv_plugin_instantiate(plugin, float(sample_rate), ctypes.addressof(self._feature_ptrs))
         if not ptr:
             why = "; ".join(msgs[-3:]) or "the plugin returned no instance"
@@ -381,7 +382,7 @@ def parse_state(world, uri: str, text: str) -> State:
     if applies != [uri]:
         raise bad(f"it is the state of {applies[0] if applies else 'no plugin (lv2:appliesTo missing)'}")
     L, t = lilv.lib(), urids()
-    with lilv.capture_stderr() as msgs:
+    with capture_stderr() as msgs:
         ptr = L.lilv_state_new_from_string(world.ptr, ctypes.addressof(t.map_struct), text.encode("utf-8"))
     if not ptr:
         raise bad("; ".join(msgs[-2:]) or "lilv could not read it")

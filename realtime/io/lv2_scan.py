@@ -19,6 +19,7 @@ from pathlib import Path
 
 from realtime.errors import PluginError
 from realtime.io import lilv
+from realtime.io.native_stderr import capture_stderr
 
 CACHE_VERSION = 1
 UNIT_SYMBOLS = {"db": "dB", "hz": "Hz", "khz": "kHz", "mhz": "MHz", "ms": "ms", "s": "s", "min": "min",
@@ -195,7 +196,7 @@ def scan_world(world: "lilv.World") -> ScanResult:
     for plugin in list(world.plugins()):
         uri = lilv.node_str(L.lilv_plugin_get_uri(plugin)) or "?"
         try:
-            with lilv.capture_stderr() as msgs:
+            with capture_stderr() as msgs:
                 ok = bool(L.lilv_plugin_verify(plugin))
                 info = describe(world, plugin) if ok else None
         except Exception as e:  # a description lilv cannot give: report, go on

@@ -350,10 +350,15 @@ COMMANDS = {"gui": cmd_gui, "run": cmd_run, "process": cmd_process, "batch": cmd
 
 
 def _interrupt_on_signals() -> None:
-    """SIGTERM and SIGHUP end a command like Ctrl-C: the same clean-up runs (no half-written file)."""
+    """SIGTERM and SIGHUP end a command like Ctrl-C: the same clean-up runs (no half-written file).
+    Only the main thread may set handlers (``main`` is also called from tests' threads)."""
     import signal
+    import threading
 
     from realtime.errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        return
 
     def interrupt(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
@@ -376,8 +381,7 @@ def main(argv=None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["gui", *argv]
     args = parser.parse_args(argv)
-    if threading_is_main():
-        _interrupt_on_signals()
+    _interrupt_on_signals()
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt as e:
@@ -389,12 +393,6 @@ def main(argv=None) -> int:
             raise
         print(f"error: {msg}", file=sys.stderr)
         return 2
-
-
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -49,9 +49,11 @@ class PluginError(RuntimeError):
     """An external (LV2) plugin cannot be found, scanned, instantiated or hosted."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
+# the project's own: their message is the whole story
+PROJECT_ERRORS: tuple[type[BaseException], ...] = (
     ParamError, PresetError, UnknownProcessorError, ConfigError, OfflineError, EngineError, AudioDeviceError,
-    JackError, MidiInputError, ModelError, PluginError, FileNotFoundError, PermissionError, IsADirectoryError)
+    JackError, MidiInputError, ModelError, PluginError)
+USER_ERRORS: tuple[type[BaseException], ...] = PROJECT_ERRORS + (FileNotFoundError, PermissionError, IsADirectoryError)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -87,13 +89,11 @@ def user_message(e: BaseException) -> str | None:
     str or None
         The project's own errors as they are; OS errors with a reason and the path they concern.
     """
-    if isinstance(e, (ParamError, PresetError, UnknownProcessorError, ConfigError, OfflineError, EngineError,
-                      AudioDeviceError, JackError, MidiInputError, ModelError, PluginError)):
+    if isinstance(e, PROJECT_ERRORS):
         return str(e)
     if isinstance(e, OSError):
         reason = os_reason(e) or e.strerror
         if reason is None:
             return None
-        where = e.filename if e.filename is not None else None
-        return f"{where}: {reason}" if where else reason
+        return f"{e.filename}: {reason}" if e.filename else reason
     return None

@@ -63,10 +63,11 @@ def _sha256(path: str) -> str:
 
 
 def _record_error(result: dict, e: BaseException) -> None:
-    from realtime.errors import USER_ERRORS
+    from realtime.errors import user_message
 
-    # a user error says it all; anything else (a bug, a library's error on this file) names its type
-    result["error"] = str(e) if isinstance(e, USER_ERRORS) else f"{type(e).__name__}: {e}"
+    # the same line the command line prints; anything else (a bug, a library's error) names its type
+    msg = user_message(e)
+    result["error"] = msg if msg is not None else f"{type(e).__name__}: {e}"
     result["status"] = "failed"
 
 

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local worker processes (default: one per core)")
     p.add_argument("--streams", type=_positive_int, default=8,
                    help="files a worker runs side by side through one model call (presets that start with the "
-                        "enhancer; default 8; 1: one file at a time)")
+                        "enhancer or the de-limiter, and MIDI files into the synth; default 8; 1: one file at a time)")
     p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
                    help="run on a Ray cluster: auto, HOST:PORT, or none for Ray's default (needs the cluster extra)")
     p.add_argument("--force", action="store_true", help="process everything again, ignoring the resume log")

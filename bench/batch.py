@@ -1,17 +1,18 @@
 """Batch throughput: audio seconds per wall second for `voice`, `delimit` and the synth, per worker count.
 
     python main.py bench batch [--files 8] [--seconds 10] [--workers 1,2] [--what voice,voice-streams,...]
-                               [--streams-n 1,8,32] --json
+                               [--streams-n 1,8,32] [--streams-of enhancer,delimiter,synth] --json
 
 Generated inputs (tones in noise; MIDI phrases for the synth) go through ``run_batch`` with the local
 process pool, once per worker count. Two figures per run: ``x_realtime`` end to end (worker start-up
 and model loading included, what a user waits for) and ``x_realtime_steady`` (audio over the busiest
 worker's time on files, each worker's first file left out: what a long batch approaches).
 ``scaling_efficiency`` is the steady throughput with N workers over N times that with one.
-``voice-streams`` is ``voice`` with 8 files side by side per worker (one enhancer call for all;
-four times the files, so that each worker has groups beyond its first).
-Then the batched enhancer alone: N streams through one model call per hop (``--streams-n``), in
-audio seconds per wall second over all streams, on one thread.
+``voice-streams``, ``delimit-streams`` and ``synth-streams`` are those with 8 files side by side per
+worker (one model call for all; four times the files, so that each worker has groups beyond its first).
+Then each batched processor alone (``--streams-of``: enhancer, delimiter, synth; rows
+``batched-<kind>``): N streams through one model call per hop (``--streams-n``), in audio seconds per
+wall second over all streams, on one thread.
 """
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ WORKLOADS = {  # name -> (preset, input kind, rate, channels, files side by side
     "voice": ("voice", "audio", 48000, 1, 1),
     "voice-streams": ("voice", "audio", 48000, 1, 8),
     "delimit": ("delimit", "audio", 44100, 2, 1),
+    "delimit-streams": ("delimit", "audio", 44100, 2, 8),
     "synth": ("synth", "midi", 48000, 2, 1),
+    "synth-streams": ("synth", "midi", 48000, 2, 8),
 }
 
 
@@ -38,27 +41,34 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each file")
     ap.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated")
     ap.add_argument("--what", default=",".join(WORKLOADS), help="workloads, comma-separated")
-    ap.add_argument("--streams-n", default="1,8,32", help="batched enhancer: stream counts ('' to skip)")
+    ap.add_argument("--streams-n", default="1,8,32", help="batched processors: stream counts ('' to skip)")
+    ap.add_argument("--streams-of", default=",".join(STREAM_RUNS), help="batched processors, comma-separated")
     ap.add_argument("--json", action="store_true")
     return ap
 
 
-def _make_inputs(folder: Path, kind: str, sr: int, ch: int, files: int, seconds: float) -> None:
+def _phrase(i: int, seconds: float):
+    """MIDI file ``i``'s phrase: a note per beat at 120 bpm, each held a beat."""
     import mido
+
+    mf = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: a beat is 0.5 s
+    tr = mido.MidiTrack()
+    mf.tracks.append(tr)
+    for k in range(max(1, int(seconds / 0.5))):
+        note = 60 + (i * 3 + k * 5) % 19
+        tr.append(mido.Message("note_on", note=note, velocity=90, time=0))
+        tr.append(mido.Message("note_off", note=note, velocity=0, time=480))
+    return mf
+
+
+def _make_inputs(folder: Path, kind: str, sr: int, ch: int, files: int, seconds: float) -> None:
     import soundfile as sf
 
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     for i in range(files):
         if kind == "midi":
-            mf = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: a beat is 0.5 s
-            tr = mido.MidiTrack()
-            mf.tracks.append(tr)
-            for k in range(max(1, int(seconds / 0.5))):
-                note = 60 + (i * 3 + k * 5) % 19
-                tr.append(mido.Message("note_on", note=note, velocity=90, time=0))
-                tr.append(mido.Message("note_off", note=note, velocity=0, time=480))
-            mf.save(str(folder / f"f{i}.mid"))
+            _phrase(i, seconds).save(str(folder / f"f{i}.mid"))
         else:
             t = np.arange(int(sr * seconds)) / sr
             tone = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
@@ -82,24 +92,76 @@ def _steady(log: Path) -> float:
     return audio / busiest if busiest else float("nan")
 
 
-def _streams(counts: list[int], seconds: float, as_json: bool) -> None:
-    """The batched enhancer alone: N mono streams at 48 kHz, 512-frame blocks, one thread."""
-    import time
-
+def _enhancer_streams(n: int, seconds: float) -> float:
+    """N mono streams at 48 kHz, 512-frame blocks: wall seconds."""
     from realtime.dsp.processors.neural.batched import BatchedEnhancer
 
-    sr, block = 48000, 512
-    rng = np.random.default_rng(0)
-    for n in counts:
-        enhancer = BatchedEnhancer(n)
-        enhancer.prepare(sr, block, 1)
-        x = (0.1 * rng.standard_normal((int(sr * seconds), n))).astype(np.float32)
-        t0 = time.perf_counter()
-        for i in range(0, x.shape[0] - block + 1, block):
-            enhancer.process(x[i:i + block])
-        wall = time.perf_counter() - t0
-        emit({"bench": "batch", "workload": "enhancer-streams", "streams": n, "audio_s": n * seconds,
-              "wall_s": wall, "x_realtime": n * seconds / wall, "x_realtime_per_stream": seconds / wall}, as_json)
+    return _time_streams(BatchedEnhancer(n), 48000, 512, 1, n, seconds)
+
+
+def _delimiter_streams(n: int, seconds: float) -> float:
+    """N stereo streams at 44.1 kHz, 512-frame blocks: wall seconds."""
+    from realtime.dsp.processors.neural.batched_delimiter import BatchedDelimiter
+
+    return _time_streams(BatchedDelimiter(n), 44100, 512, 2, n, seconds)
+
+
+def _time_streams(proc, sr: int, block: int, ch: int, n: int, seconds: float) -> float:
+    import time
+
+    proc.prepare(sr, block, ch)
+    x = (0.1 * np.random.default_rng(0).standard_normal((int(sr * seconds), n * ch))).astype(np.float32)
+    t0 = time.perf_counter()
+    for i in range(0, x.shape[0] - block + 1, block):
+        proc.process(x[i:i + block])
+    return time.perf_counter() - t0
+
+
+def _synth_streams(n: int, seconds: float) -> float:
+    """N songs (the MIDI phrases of the ``synth`` workload) at 48 kHz, 128-frame blocks: wall seconds."""
+    import tempfile
+    import time
+
+    from realtime.dsp.processors.synth.batched import BatchedSynth
+    from realtime.run.offline import EventCursor, midi_file_events
+
+    sr, block = 48000, 128
+    cursors = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            _phrase(i, seconds).save(f"{tmp}/{i}.mid")
+            cursors.append(EventCursor(midi_file_events(f"{tmp}/{i}.mid", sr)))
+    synth = BatchedSynth(n)
+    synth.prepare(sr, block, 2)
+
+    class Song:  # a cursor's target: one stream of the batched synth
+        def __init__(self, k):
+            self.k = k
+
+        def handle_midi(self, *msg):
+            synth.stream_midi(self.k, *msg)
+
+    songs = [Song(k) for k in range(n)]
+    y = np.zeros((block, 2 * n), np.float32)
+    t0 = time.perf_counter()
+    for pos in range(0, int(sr * seconds) - block + 1, block):
+        for c, song in zip(cursors, songs):
+            c.send(song, pos, block)
+        y.fill(0.0)
+        synth.process(y)
+    return time.perf_counter() - t0
+
+
+STREAM_RUNS = {"enhancer": _enhancer_streams, "delimiter": _delimiter_streams, "synth": _synth_streams}
+
+
+def _streams(kinds: list[str], counts: list[int], seconds: float, as_json: bool) -> None:
+    """Each batched processor alone: N streams through one model call per hop, on one thread."""
+    for kind in kinds:
+        for n in counts:
+            wall = STREAM_RUNS[kind](n, seconds)
+            emit({"bench": "batch", "workload": f"batched-{kind}", "streams": n, "audio_s": n * seconds,
+                  "wall_s": wall, "x_realtime": n * seconds / wall, "x_realtime_per_stream": seconds / wall}, as_json)
 
 
 def main(argv=None) -> int:
@@ -130,8 +192,8 @@ def main(argv=None) -> int:
                 if base and jobs > 1:
                     emit({"bench": "batch", "workload": name, "workers": jobs,
                           "scaling_efficiency": steady / (jobs * base)}, a.json)
-    if a.streams_n:
-        _streams([int(n) for n in a.streams_n.split(",")], a.seconds, a.json)
+    if a.streams_n and a.streams_of:
+        _streams(a.streams_of.split(","), [int(n) for n in a.streams_n.split(",")], a.seconds, a.json)
     return 0
 
 

@@ -1,35 +1,29 @@
-"""Benchmark the de-limiter on music and limiters it never met in training, against oracle rows.
+"""Benchmark the de-limiter on music it never met in training, against oracle rows.
 
     python main.py bench delimiter [--json] [--tracks 2] [--seconds 8] [--targets -6,-8.5,-11]
-    python main.py bench delimiter --limiter project|pedalboard|both   (the in-domain rows)
+    python main.py bench delimiter --suite insource     (the same music, limiters seen in training)
     python -m bench.delimiter …
 
-Default (``--limiter heldout``): tracks of the packages in ``recipe.HELDOUT_PACKAGES`` (whole
-packages the recipe never reads; ``--tracks`` per package, one ``--seconds`` segment from the
-middle of each, loudness-normalised to REF_LUFS) are driven into each limiter of
-``recipe.HELDOUT_LIMITERS`` (LV2 plugins, hosted by the runtime's LV2 processor) until they reach
-each loudness target, then streamed through the real processor. One record per limiter and row:
-``row="model"`` (the committed model, auto-level off), ``row="oracle_exact"`` (the true
-per-channel gain curve y/x divided out: what a perfect gain inversion achieves) and
-``row="oracle_smooth_{5,20,100}ms"`` (that log gain smoothed by a centred moving average before
+Music: tracks of the packages in ``recipe.HELDOUT_PACKAGES`` (whole packages the recipe never
+reads; ``--tracks`` per package, one ``--seconds`` segment from the middle of each,
+loudness-normalised to REF_LUFS). Suites:
+
+- ``heldout`` (default, the issue's yardstick): each segment driven into each limiter of
+  ``recipe.HELDOUT_LIMITERS`` (LV2 plugins never used in training or checkpoint selection, hosted
+  by the runtime's LV2 processor) until it reaches each loudness target;
+- ``insource``: the same segments through the training implementations (``limiters.TRAIN_KINDS``,
+  one fixed random setting per case): what the model does on limiters it knows.
+
+Then streamed through the real processor. One record per limiter and row: ``row="model"`` (the
+committed model, auto-level off), ``row="noncausal"`` (``--noncausal`` ONNX: the same network
+trained with a centred context, latency compensated; the ceiling of causality),
+``row="oracle_exact"`` (the true per-channel gain curve y/x divided out) and
+``row="oracle_smooth_{5,20,100}ms"`` (that gain smoothed by a centred moving average before
 dividing it out: the ceiling of a model whose gain cannot move faster). Figures: SI-SDR of the
 limited input and of the output against the drive-scaled original, the gain's mean / median /
 worst clip and its mean per target, crest factor and loudness range of original / limited /
 output; the model row adds latency, RTF and the SI-SDR of un-limited input (each original at
 -1 dBFS peak) through the model, which must stay >= 40 dB.
-
-The in-domain rows (``--limiter project|pedalboard|both``): the held-out originals (data/delimiter/eval_x.npy, tracks never seen in training) are limited
-here to -8 LUFS with EVAL_SETTING (release 160 ms lies in the band the training recipe never
-draws), then streamed block by block through the real processor (ONNX Runtime, one thread).
-Figures, each a mean over segments: SI-SDR against the drive-scaled, time-aligned original of
-the limited input and of the output (auto-level off, so only the estimated gain is measured),
-their difference, crest factor and loudness range (EBU Tech 3342 style, 3 s windows) of the
-original / limited / restored audio, latency and the real-time factor of ``process``; for the
-project's limiter (which reports its gain curve) also how the applied gain curve compares with
-the true one (``gain_curve_std_ratio``: 1 = as much movement; ``gain_curve_corr``).
-
-The limiting comes from the training recipe (``models.delimiter.data``), so that the benchmark
-limits exactly as training did; a benchmark may import it: it sits outside the runtime.
 """
 from __future__ import annotations
 
@@ -42,6 +36,7 @@ import numpy as np
 
 from bench.common import emit
 from models.delimiter import data as recipe
+from models.delimiter import limiters
 
 
 def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
@@ -113,57 +108,6 @@ def stream(proc, x: np.ndarray, block: int) -> tuple[np.ndarray, float, float]:
     return y, wall, cpu
 
 
-def evaluate(limiter: str = "project", blocksize: int = 128, segments: int = 0, model=None,
-             data_root: Path = recipe.DEFAULT_OUT) -> dict:
-    from realtime.dsp.processors.neural.delimiter import Delimiter
-
-    path = data_root / "eval_x.npy"
-    if not path.is_file():
-        raise SystemExit(f"no evaluation data at {path}: build it with `python -m models.delimiter.data`")
-    xs = np.load(path)
-    if segments:
-        xs = xs[:segments]
-    sr = recipe.SR
-    st = dict(recipe.EVAL_SETTING, limiter=limiter)
-    if limiter == "pedalboard":
-        st["lookahead_ms"] = 0.0  # JUCE's limiter has no lookahead
-    proc = Delimiter(model_path=model, auto_level="off") if model else Delimiter(auto_level="off")
-    proc.prepare(sr, blocksize, 2)
-    L = proc.latency
-    rows = []
-    spent = cpu = audio_s = 0.0
-    for x in xs:
-        (y, ref, log_gain), drive = recipe.limit_to_loudness(x, sr, st["target_lufs"], limiter, st["ceiling_db"],
-                                                      st["release_ms"], st["lookahead_ms"])
-        proc.reset()
-        # flush the latency with the stream's own tail: pad, then drop the first L samples
-        out, sec, csec = stream(proc, np.concatenate([y, np.zeros((L, 2), np.float32)]), blocksize)
-        out = out[L:]
-        spent += sec
-        cpu += csec
-        audio_s += len(out) / sr
-        rows.append({"sisdr_in": si_sdr(y, ref), "sisdr_out": si_sdr(out, ref),
-                     "crest_ref": crest_db(ref), "crest_in": crest_db(y), "crest_out": crest_db(out),
-                     "lra_ref": loudness_range(ref, sr), "lra_in": loudness_range(y, sr),
-                     "lra_out": loudness_range(out, sr), "drive_db": drive,
-                     "lufs_in": recipe.lufs(y, sr)})
-        if limiter == "project":  # the only limiter that reports its gain curve
-            rows[-1]["curve_std_ratio"], rows[-1]["curve_corr"] = curve_match(y, out, log_gain, sr)
-    mean = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
-    curve = {"gain_curve_std_ratio": mean["curve_std_ratio"], "gain_curve_corr": mean["curve_corr"]} \
-        if "curve_corr" in mean else {}
-    return {"bench": "delimiter", "limiter": limiter, "setting": {k: v for k, v in st.items() if k != "limiter"},
-            "segments": len(rows), "seconds_each": float(xs.shape[1] / sr), "samplerate": sr,
-            "blocksize": blocksize, "sisdr_in_db": mean["sisdr_in"], "sisdr_out_db": mean["sisdr_out"],
-            "sisdr_gain_db": mean["sisdr_out"] - mean["sisdr_in"],
-            "sisdr_gain_median_db": float(np.median([r["sisdr_out"] - r["sisdr_in"] for r in rows])),
-            "crest_ref_db": mean["crest_ref"], "crest_in_db": mean["crest_in"], "crest_out_db": mean["crest_out"],
-            "lra_ref_lu": mean["lra_ref"], "lra_in_lu": mean["lra_in"], "lra_out_lu": mean["lra_out"],
-            "lufs_in": mean["lufs_in"], "drive_db": mean["drive_db"], "latency_samples": L,
-            "latency_ms": 1000.0 * L / sr, "rtf_stereo": spent / audio_s, "rtf_stereo_cpu": cpu / audio_s, "provider": proc.provider,
-            **curve}
-
-
 # -- held-out tracks x held-out limiters, with oracle rows ------------------------------------
 HELDOUT_SETTINGS = {  # fixed settings of the held-out limiters (drive is applied before them)
     "swh-fast-lookahead": {"limit": -0.5, "release": 0.15},
@@ -199,34 +143,27 @@ def heldout_segments(tracks_per_package: int, seconds: float) -> list[tuple[str,
     return out
 
 
-class Lv2Limiter:
-    """A held-out LV2 limiter run offline, its latency removed so the output lines up with the input."""
+def limiter_set(suite: str, sr: int) -> dict:
+    """name -> (limit(x, case) -> y, description) for a suite (see the module doc)."""
+    if suite == "heldout":
+        out = {}
+        for name, uri in recipe.HELDOUT_LIMITERS.items():
+            lim = limiters.Lv2Limiter(uri, HELDOUT_SETTINGS[name], sr)
+            out[name] = (lambda x, case, lim=lim: lim(x), {"limiter_uri": uri, "setting": HELDOUT_SETTINGS[name]})
+        return out
+    kinds = limiters.available(limiters.TRAIN_KINDS)
 
-    def __init__(self, name: str, sr: int, block: int = 512):
-        from realtime.dsp.processors.lv2 import Lv2Plugin
-
-        self.name, self.block, self.sr = name, block, sr
-        self.proc = Lv2Plugin(uri=recipe.HELDOUT_LIMITERS[name], **HELDOUT_SETTINGS[name])
-        self.proc.prepare(sr, block, 2)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        # a fresh instance per run: swh's limiters keep their state across deactivate/activate
-        self.proc = type(self.proc)(**HELDOUT_SETTINGS[self.name])
-        self.proc.prepare(self.sr, self.block, 2)
-        L = self.proc.latency
-        y = np.concatenate([x, np.zeros((L, 2), np.float32)]).astype(np.float32)
-        for s in range(0, len(y), self.block):
-            v = y[s:s + self.block]
-            self.proc.process(v)
-        return np.ascontiguousarray(y[L:])
+    def run(fn, name):  # one fixed random setting per case (the same for every drive step)
+        return lambda x, case: fn(x, sr, np.random.default_rng([abs(hash(name)) % (1 << 31), case]))[0]
+    return {name: (run(fn, name), {"setting": "random per case (limiters.TRAIN_KINDS)"}) for name, fn in kinds.items()}
 
 
-def limit_heldout(x: np.ndarray, sr: int, limiter: Lv2Limiter, target: float, iters: int = 8):
-    """Drive ``x`` into ``limiter`` until its output reaches ``target`` LUFS: (limited, reference, drive dB)."""
+def limit_to_target(x: np.ndarray, sr: int, limit, case: int, target: float, iters: int = 8):
+    """Drive ``x`` into ``limit`` until its output reaches ``target`` LUFS: (limited, reference, drive dB)."""
     drive = target - recipe.REF_LUFS
     for _ in range(iters):
         g = np.float32(10.0 ** (drive / 20.0))
-        y = limiter(x * g)
+        y = limit(x * g, case)
         err = target - recipe.lufs(y, sr)
         if abs(err) < 0.3:
             break
@@ -259,13 +196,13 @@ def divide_out(y: np.ndarray, gain: np.ndarray) -> np.ndarray:
     return y / np.where(gain < 0, np.minimum(gain, -1e-3), np.maximum(gain, 1e-3))
 
 
-def _summary(name: str, row: str, rows: list[dict], extra: dict) -> dict:
+def _summary(suite: str, name: str, row: str, rows: list[dict], extra: dict) -> dict:
     gains = np.array([r["out"] - r["in"] for r in rows])
     per_target, lufs_by_target = {}, {}
     for r, gv in zip(rows, gains):
         per_target.setdefault(f"{r['target']:g}", []).append(float(gv))
         lufs_by_target.setdefault(f"{r['target']:g}", []).append(r["lufs"])
-    rec = {"bench": "delimiter", "suite": "heldout", "limiter": name, "row": row, "cases": len(rows),
+    rec = {"bench": "delimiter", "suite": suite, "limiter": name, "row": row, "cases": len(rows),
            "sisdr_in_db": float(np.mean([r["in"] for r in rows])),
            "sisdr_out_db": float(np.mean([r["out"] for r in rows])),
            "sisdr_gain_db": float(gains.mean()), "sisdr_gain_median_db": float(np.median(gains)),
@@ -280,12 +217,15 @@ def _summary(name: str, row: str, rows: list[dict], extra: dict) -> dict:
     return rec
 
 
-def evaluate_heldout(tracks_per_package: int = 2, seconds: float = 8.0, targets=(-6.0, -8.5, -11.0),
-                     blocksize: int = 128, model=None) -> list[dict]:
-    """Held-out tracks x held-out limiters x loudness targets: model and oracle records (see the module doc).
+def evaluate(suite: str = "heldout", tracks_per_package: int = 2, seconds: float = 8.0, targets=(-6.0, -8.5, -11.0),
+             blocksize: int = 128, model=None, noncausal=None) -> list[dict]:
+    """Held-out tracks x the suite's limiters x loudness targets: model, non-causal and oracle
+    records (see the module doc).
 
     Parameters
     ----------
+    suite : {"heldout", "insource"}
+        Limiters never used in training (LV2), or the training implementations.
     tracks_per_package : int
         Tracks taken from each package of ``recipe.HELDOUT_PACKAGES`` (first ones by name).
     seconds : float
@@ -294,13 +234,14 @@ def evaluate_heldout(tracks_per_package: int = 2, seconds: float = 8.0, targets=
         Loudness targets (LUFS) each segment is driven to, per limiter.
     blocksize : int
         Block size the processor streams in.
-    model : str or None
-        ONNX file to evaluate; None for the committed model.
+    model, noncausal : str or None
+        ONNX file to evaluate (None: the committed model); the non-causal model's ONNX, if any.
 
     Returns
     -------
     list of dict
-        Per limiter: one ``row="model"`` record, then ``oracle_exact`` and ``oracle_smooth_*``.
+        Per limiter: one ``row="model"`` record, ``noncausal`` if given, then ``oracle_exact``
+        and ``oracle_smooth_*``.
 
     Raises
     ------
@@ -311,11 +252,15 @@ def evaluate_heldout(tracks_per_package: int = 2, seconds: float = 8.0, targets=
 
     sr = recipe.SR
     segs = heldout_segments(tracks_per_package, seconds)
-    proc = Delimiter(model_path=model, auto_level="off") if model else Delimiter(auto_level="off")
-    proc.prepare(sr, blocksize, 2)
-    L = proc.latency
+    procs = {"model": Delimiter(model_path=model, auto_level="off") if model else Delimiter(auto_level="off")}
+    if noncausal:
+        procs["noncausal"] = Delimiter(model_path=noncausal, auto_level="off")
+    for p in procs.values():
+        p.prepare(sr, blocksize, 2)
 
-    def run_model(y):
+    def run_model(row, y):
+        proc = procs[row]
+        L = proc.latency
         proc.reset()
         out, wall, cpu = stream(proc, np.concatenate([y, np.zeros((L, 2), np.float32)]), blocksize)
         return out[L:], wall, cpu
@@ -325,39 +270,45 @@ def evaluate_heldout(tracks_per_package: int = 2, seconds: float = 8.0, targets=
                 "crest_ref": crest_db(ref), "crest_in": crest_db(y), "crest_out": crest_db(out),
                 "lra_ref": loudness_range(ref, sr), "lra_in": loudness_range(y, sr), "lra_out": loudness_range(out, sr)}
 
-    clean = []  # un-limited input through the model
+    clean = {row: [] for row in procs}  # un-limited input through the model(s)
     for _, x in segs:
         ref = x * np.float32(10.0 ** (CLEAN_PEAK_DB / 20.0) / max(float(np.abs(x).max()), 1e-9))
-        clean.append(si_sdr(run_model(ref)[0], ref))
+        for row in procs:
+            clean[row].append(si_sdr(run_model(row, ref)[0], ref))
     records = []
-    for name in recipe.HELDOUT_LIMITERS:
-        lim = Lv2Limiter(name, sr)
-        model_rows, oracle_rows = [], {"oracle_exact": []} | {f"oracle_smooth_{ms:g}ms": [] for ms in ORACLE_SMOOTH_MS}
+    for name, (limit, desc) in limiter_set(suite, sr).items():
+        rows = {row: [] for row in procs} | {"oracle_exact": []} | {f"oracle_smooth_{ms:g}ms": [] for ms in ORACLE_SMOOTH_MS}
         wall = cpu = audio_s = 0.0
         drives, negative = [], []
+        case = 0
         for _, x in segs:
             for target in targets:
-                y, ref, drive = limit_heldout(x, sr, lim, target)
+                y, ref, drive = limit_to_target(x, sr, limit, case, target)
+                case += 1
                 drives.append(drive)
-                out, w, c = run_model(y)
-                wall, cpu, audio_s = wall + w, cpu + c, audio_s + len(y) / sr
-                model_rows.append(stats(y, ref, out, target))
+                for row in procs:
+                    out, w, c = run_model(row, y)
+                    if row == "model":
+                        wall, cpu, audio_s = wall + w, cpu + c, audio_s + len(y) / sr
+                    rows[row].append(stats(y, ref, out, target))
                 g = oracle_gain(y, ref, sr)
                 negative.append(float((g < 0).mean()))
-                oracle_rows["oracle_exact"].append(stats(y, ref, divide_out(y, g), target))
+                rows["oracle_exact"].append(stats(y, ref, divide_out(y, g), target))
                 for ms in ORACLE_SMOOTH_MS:
-                    oracle_rows[f"oracle_smooth_{ms:g}ms"].append(stats(y, ref, divide_out(y, smooth(g, ms, sr)), target))
-        common = {"limiter_uri": recipe.HELDOUT_LIMITERS[name], "setting": HELDOUT_SETTINGS[name],
-                  "limiter_latency_samples": lim.proc.latency, "tracks": [n for n, _ in segs],
-                  "seconds_each": seconds, "samplerate": sr, "targets_lufs": list(targets),
-                  "lufs_in": float(np.mean([r["lufs"] for r in model_rows])), "drive_db": float(np.mean(drives)),
-                  "true_gain_negative_share": float(np.mean(negative))}
-        records.append(_summary(name, "model", model_rows, {
-            **common, "blocksize": blocksize, "latency_samples": L, "latency_ms": 1000.0 * L / sr,
-            "rtf_stereo": wall / audio_s, "rtf_stereo_cpu": cpu / audio_s, "provider": proc.provider,
-            "unlimited_sisdr_db": float(np.mean(clean)), "unlimited_sisdr_worst_db": float(np.min(clean))}))
-        for row, rows in oracle_rows.items():
-            records.append(_summary(name, row, rows, common))
+                    rows[f"oracle_smooth_{ms:g}ms"].append(stats(y, ref, divide_out(y, smooth(g, ms, sr)), target))
+        common = {**desc, "tracks": [n for n, _ in segs], "seconds_each": seconds, "samplerate": sr,
+                  "targets_lufs": list(targets), "lufs_in": float(np.mean([r["lufs"] for r in rows["model"]])),
+                  "drive_db": float(np.mean(drives)), "true_gain_negative_share": float(np.mean(negative))}
+        for row, rs in rows.items():
+            extra = dict(common)
+            if row in procs:
+                p = procs[row]
+                extra.update(blocksize=blocksize, latency_samples=p.latency, latency_ms=1000.0 * p.latency / sr,
+                             provider=p.provider, unlimited_sisdr_db=float(np.mean(clean[row])),
+                             unlimited_sisdr_worst_db=float(np.min(clean[row])))
+                if row == "model":
+                    extra.update(rtf_stereo=wall / audio_s, rtf_stereo_cpu=cpu / audio_s)
+            records.append(_summary(suite, name, row, rs, extra))
     return records
 
 
@@ -365,33 +316,22 @@ def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench delimiter", description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--blocksize", type=int, default=128)
-    ap.add_argument("--segments", type=int, default=0, help="in-domain rows: 0 = all held-out segments")
-    ap.add_argument("--limiter", choices=("heldout", "project", "pedalboard", "both"), default="heldout",
-                    help="heldout: unseen tracks x unseen LV2 limiters (default); else the in-domain rows")
-    ap.add_argument("--tracks", type=int, default=2, help="held-out tracks per package (heldout only)")
-    ap.add_argument("--seconds", type=float, default=8.0, help="segment length (heldout only)")
-    ap.add_argument("--targets", default="-6,-8.5,-11", help="loudness targets in LUFS (heldout only)")
+    ap.add_argument("--suite", choices=("heldout", "insource", "both"), default="heldout",
+                    help="heldout: unseen LV2 limiters (default); insource: the training implementations")
+    ap.add_argument("--tracks", type=int, default=2, help="held-out tracks per package")
+    ap.add_argument("--seconds", type=float, default=8.0, help="segment length")
+    ap.add_argument("--targets", default="-6,-8.5,-11", help="loudness targets in LUFS")
     ap.add_argument("--model", default=None, help="ONNX file (default: the committed model)")
-    ap.add_argument("--data", type=Path, default=recipe.DEFAULT_OUT)
+    ap.add_argument("--noncausal", default=None, help="ONNX of the non-causal model (adds its row)")
     return ap
 
 
 def main(argv=None) -> int:
     a = get_parser().parse_args(argv)
-    if a.limiter == "heldout":
-        targets = tuple(float(t) for t in a.targets.split(","))
-        for rec in evaluate_heldout(a.tracks, a.seconds, targets, a.blocksize, a.model):
+    targets = tuple(float(t) for t in a.targets.split(","))
+    for suite in (("heldout", "insource") if a.suite == "both" else (a.suite,)):
+        for rec in evaluate(suite, a.tracks, a.seconds, targets, a.blocksize, a.model, a.noncausal):
             emit(rec, a.json)
-        return 0
-    kinds = ("project", "pedalboard") if a.limiter == "both" else (a.limiter,)
-    for kind in kinds:
-        if kind == "pedalboard":
-            try:
-                import pedalboard  # noqa: F401  (training extra)
-            except ImportError:
-                emit({"bench": "delimiter", "limiter": kind, "error": "pedalboard not installed"}, a.json)
-                continue
-        emit(evaluate(kind, a.blocksize, a.segments, a.model, a.data), a.json)
     return 0
 
 

@@ -389,3 +389,211 @@ def test_files_side_by_side_match_process(tmp_path):
         assert main.main(["process", str(src / f"f{i}.wav"), str(ref), "--preset", "voice", "--no-progress"]) == 0
         _assert_same(out / f"f{i}.wav", sf.read(ref, dtype="float64"))
     assert not _no_parts(out)
+
+
+def _run_blocks(proc, x, block):
+    y = x.copy()
+    for i in range(0, len(y), block):
+        proc.process(y[i:i + block])
+    return y
+
+
+def _limited(sr, seconds, ch, seed):
+    """A loud tone in noise, hard-clipped: something for the de-limiter to restore."""
+    return np.clip(3.0 * _noise(sr, seconds, ch, seed), -0.5, 0.5)
+
+
+@pytest.mark.parametrize("n, ch, block", [(1, 2, 512), (3, 2, 300), (3, 1, 77)])
+def test_batched_delimiter_streams_equal_single_streams(n, ch, block):
+    from realtime.dsp.processors.neural.batched_delimiter import BatchedDelimiter
+    from realtime.dsp.processors.neural.delimiter import Delimiter
+
+    sr = 44100
+    xs = [_limited(sr, 0.7, ch, 30 + s) for s in range(n)]
+    if n > 1:
+        xs[1][:] = 0.0  # one stream silent throughout
+        xs[2][: len(xs[2]) // 2] = 0.0  # one that starts late
+    singles = []
+    for x in xs:
+        d = Delimiter(amount=0.8)
+        d.prepare(sr, block, ch)
+        singles.append(_run_blocks(d, x, block))
+    batched = BatchedDelimiter(n, amount=0.8)
+    batched.prepare(sr, block, ch)
+    assert batched.latency == d.latency
+    y = _run_blocks(batched, np.concatenate(xs, axis=1), block)
+    for s in range(n):
+        assert (np.abs(singles[s]).max() > 1e-3) == (n == 1 or s != 1)
+        assert np.abs(y[:, s * ch:(s + 1) * ch] - singles[s]).max() <= 1e-5
+
+
+def test_delimiter_state_batch_axes_come_from_the_model():
+    from realtime.dsp.processors.neural.batched_delimiter import BatchedDelimiter, batch_axis
+
+    assert batch_axis(["batch", 2, 128], "batch") == 0
+    assert batch_axis([1, "batch", 128], "batch") == 1
+    assert batch_axis([2, "n", 4, "batch"], "batch") == 3  # named like the frames' batch axis
+    assert batch_axis([1, "b", 3], "batch") == 1  # else the one symbolic axis
+    assert batch_axis([1, 2], "batch") is None
+    b = BatchedDelimiter(5)
+    assert b._state_shapes() == {name: tuple(5 if i == b.state_axes[name] else (d if isinstance(d, int) else 1)
+                                             for i, d in enumerate(b.session.input_shape(name)))
+                                 for name in b.session.input_names if name != "frames"}
+
+
+def _song(path, k: int):
+    """A short MIDI phrase per k; k == 2 switches to the flute (program change) after a note."""
+    mf = mido.MidiFile()
+    tr = mido.MidiTrack()
+    mf.tracks.append(tr)
+    for i in range(3 + k):
+        note = 60 + (k * 3 + i * 5) % 12
+        if k == 2 and i == 1:
+            tr.append(mido.Message("program_change", program=73, time=0))
+        if k == 1 and i == 2:
+            tr.append(mido.Message("pitchwheel", pitch=2000, time=0))
+        tr.append(mido.Message("note_on", note=note, velocity=70 + 15 * k, time=0 if i == 0 else 90))
+        tr.append(mido.Message("note_off", note=note, velocity=0, time=150 + 40 * k))
+    mf.save(str(path))
+
+
+def test_batched_synth_renders_equal_single_renders(tmp_path):
+    from realtime.dsp.processors.synth.batched import BatchedSynth
+    from realtime.dsp.processors.synth.processor import Synth
+    from realtime.run.offline import EventCursor, midi_file_events
+
+    sr, block, n = 48000, 128, 3
+    events = []
+    for k in range(n):
+        _song(tmp_path / f"s{k}.mid", k)
+        events.append(midi_file_events(tmp_path / f"s{k}.mid", sr))
+    length = int(max(ev[:, 0].max() for ev in events)) + sr // 2
+
+    def render(synth, cursors, send):
+        y = np.zeros((-(-length // block) * block, synth.channels), np.float32)
+        for pos in range(0, length, block):
+            for k, c in enumerate(cursors):
+                c.send(send(k), pos, block)
+            synth.process(y[pos:pos + block])
+        return y[:length]
+
+    class To:  # a cursor's target: one stream of the batched synth
+        def __init__(self, synth, k):
+            self.synth, self.k = synth, k
+
+        def handle_midi(self, *msg):
+            self.synth.stream_midi(self.k, *msg)
+
+    singles = []
+    for ev in events:
+        synth = Synth(polyphony=8)
+        synth.prepare(sr, block, 2)
+        singles.append(render(synth, [EventCursor(ev)], lambda k, s=synth: s))
+    batched = BatchedSynth(n, polyphony=8)
+    batched.prepare(sr, block, 2)
+    y = render(batched, [EventCursor(ev) for ev in events], lambda k: To(batched, k))
+    assert int(batched.songs[2].values[0]) == 1  # the program change picked the flute in song 2 only
+    assert int(batched.songs[0].values[0]) == 0
+    for k in range(n):
+        assert np.abs(singles[k]).max() > 1e-3
+        assert np.abs(y[:, 2 * k:2 * k + 2] - singles[k]).max() <= 1e-5
+    batched.prepare(sr, block, 2)
+    assert int(batched.songs[2].values[0]) == 0  # the next group starts from the knobs as set, not the flute
+
+
+def test_delimit_and_midi_files_side_by_side_match_process_and_synth(tmp_path):
+    from realtime.run.batch_plan import group_tasks
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, (sr, seconds, ch) in enumerate([(44100, 1.0, 2), (48000, 0.7, 2), (22050, 0.8, 2), (44100, 0.5, 1)]):
+        x = _limited(sr, seconds, ch, 40 + i)
+        if i == 1:
+            x[:] = 0.0
+        sf.write(src / f"f{i}.wav", x, sr, subtype="PCM_24")
+    for k in range(3):
+        _song(src / f"m{k}.mid", k)
+    options = BatchOptions(preset="delimit", streams=4)
+    units = group_tasks(plan_batch([src], tmp_path / "o", options), 4)
+    assert sorted(len(u) for u in units) == [1, 3, 3]  # stereo files, MIDI files, the mono file alone
+    out = tmp_path / "out"
+    s = run_batch([src], out, options, jobs=1, progress=False)
+    assert (s["processed"], s["failed"]) == (7, 0)
+    log = {Path(r["input"]).name: r for r in map(json.loads, (out / LOG_NAME).read_text().splitlines())}
+    assert [log[f"f{i}.wav"].get("streams") for i in range(4)] == [3, 3, 3, None]
+    assert [log[f"m{k}.mid"]["streams"] for k in range(3)] == [3, 3, 3]
+    for name in sorted(p.name for p in src.iterdir()):
+        ref = tmp_path / f"ref_{Path(name).stem}.wav"
+        if name.endswith(".mid"):
+            assert main.main(["synth", str(src / name), str(ref)]) == 0
+        else:
+            assert main.main(["process", str(src / name), str(ref), "--preset", "delimit", "--no-progress"]) == 0
+        _assert_same(out / f"{Path(name).stem}.wav", sf.read(ref, dtype="float64"))
+    assert not _no_parts(out)
+
+
+def _delimiter_with_extra_state(path):
+    """A stand-in de-limiter export with one more state tensor, its batch on axis 1 ([3, batch, 5]):
+    knots = mean |frame| + mean of the stream's state; the state decays toward the chunk's level."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    def tensor(name, shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+    def ints(name, values):
+        return helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+
+    nodes = [
+        helper.make_node("Abs", ["frames"], ["a"]),
+        helper.make_node("ReduceMean", ["a"], ["m"], axes=[2, 3], keepdims=0),  # [B, T]
+        helper.make_node("ReduceMean", ["c"], ["cs"], axes=[0, 2], keepdims=0),  # [B]
+        helper.make_node("Unsqueeze", ["cs", "ax1"], ["cs2"]),
+        helper.make_node("Add", ["m", "cs2"], ["k0"]),
+        helper.make_node("Unsqueeze", ["k0", "ax2"], ["k1"]),
+        helper.make_node("Mul", ["k1", "ones"], ["knots"]),
+        helper.make_node("ReduceMean", ["m"], ["mt"], axes=[1], keepdims=1),  # [B, 1]
+        helper.make_node("Unsqueeze", ["mt", "ax0"], ["mt3"]),  # [1, B, 1]
+        helper.make_node("Mul", ["c", "half"], ["ch"]),
+        helper.make_node("Add", ["ch", "mt3"], ["c_out"]),
+        helper.make_node("Identity", ["e_hist"], ["e_hist_out"]),
+        helper.make_node("Identity", ["h"], ["h_out"]),
+    ]
+    init = [ints("ax0", [0]), ints("ax1", [1]), ints("ax2", [2]),
+            helper.make_tensor("ones", TensorProto.FLOAT, [16], [1.0] * 16),
+            helper.make_tensor("half", TensorProto.FLOAT, [1], [0.5])]
+    graph = helper.make_graph(
+        nodes, "delimiter_stand_in",
+        [tensor("frames", ["batch", "time", 128, 2]), tensor("e_hist", ["batch", 2, 128]),
+         tensor("h", [1, "batch", 128]), tensor("c", [3, "batch", 5])],
+        [tensor("knots", ["batch", "time", 16]), tensor("e_hist_out", ["batch", 2, 128]),
+         tensor("h_out", [1, "batch", 128]), tensor("c_out", [3, "batch", 5])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for k, v in {"hop": "128", "lookahead_frames": "2", "knots": "16"}.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_batched_delimiter_takes_its_states_from_the_model(tmp_path):
+    """The de-limiter is being retrained: another set of state tensors must need no code change."""
+    from realtime.dsp.processors.neural.batched_delimiter import BatchedDelimiter
+
+    path = _delimiter_with_extra_state(tmp_path / "d.onnx")
+    sr, block, ch, n = 48000, 200, 2, 3
+    xs = [_limited(sr, 0.4, ch, 50 + s) * (s + 1) / 3 for s in range(n)]
+    singles = []
+    for x in xs:
+        one = BatchedDelimiter(1, model_path=path)
+        one.prepare(sr, block, ch)
+        singles.append(_run_blocks(one, x, block))
+    batched = BatchedDelimiter(n, model_path=path)
+    assert batched.state_axes == {"e_hist": 0, "h": 1, "c": 1}
+    batched.prepare(sr, block, ch)
+    assert batched.session.state["c"].shape == (3, n, 5)
+    y = _run_blocks(batched, np.concatenate(xs, axis=1), block)
+    for s in range(n):
+        assert np.abs(y[:, s * ch:(s + 1) * ch] - singles[s]).max() <= 1e-5
+    c = batched.session.state["c"]
+    assert np.abs(c[:, 0] - c[:, 2]).max() > 1e-3  # each stream's rows of the new state are its own

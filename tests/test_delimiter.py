@@ -208,7 +208,8 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
     assert main(["--smoke", "--ckpt", str(tmp_path / "ck"), "--out", str(out)]) == 0
     assert out.is_file() and not (tmp_path / "smoke.onnx.data").exists()
     log = json.loads((tmp_path / "ck" / "train_log.json").read_text())
-    assert log["log"] and np.isfinite(log["best"]["val_sisdr_gain_db"])
+    assert log["log"] and np.isfinite(log["best"]["sel_sisdr_gain_db"])
+    assert (tmp_path / "ck" / "checkpoint.pt").is_file()
     y, _ = _limited(_hits(0.5))
     a = Delimiter(model_path=out)
     a.prepare(SR, len(y), 2)
@@ -221,28 +222,34 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
 
 def test_training_recipe_never_uses_the_benchmarks_tracks_or_limiters():
     """The held-out packages and LV2 limiters of the benchmark, and the project-wide reserved
-    material, appear nowhere in what the recipe reads or runs."""
+    material, appear nowhere in what the recipe reads or runs; selection uses its own packages
+    and limiters, neither trained on nor benchmarked."""
     import inspect
     from pathlib import Path
 
     from models.delimiter import data as recipe
+    from models.delimiter import limiters, train
 
+    heldout = set(recipe.HELDOUT_PACKAGES)
+    used = set(recipe.PACKAGES) | set(recipe.VAL_PACKAGES) | set(recipe.MIDI_PACKAGES)
+    assert len(heldout) >= 2 and len(recipe.HELDOUT_LIMITERS) >= 2
+    assert not used & heldout and not set(recipe.PACKAGES) & set(recipe.VAL_PACKAGES)
+    for pkg in used:
+        assert not any(pkg.startswith(r.split()[0].rstrip("*")) for r in recipe.RESERVED_PACKAGES), pkg
+    assert "x42" not in inspect.getsource(limiters) and "x42" not in inspect.getsource(recipe)
+    # >= 5 training implementations; selection and benchmark limiters are disjoint from them
+    assert len(recipe.TRAIN_LIMITERS) >= 5
+    assert not set(limiters.TRAIN_KINDS) & set(limiters.VAL_KINDS)
+    train_code = "".join(inspect.getsource(f) for f in limiters.TRAIN_KINDS.values())
+    train_code += inspect.getsource(recipe.Examples) + inspect.getsource(train)
+    for uri in (*recipe.HELDOUT_LIMITERS.values(), limiters.CALF_URI, limiters.ZAM_URI):
+        assert uri not in train_code
+    assert not any(w in train_code for w in ("swh", "mda", "calf", "zam", "Calf", "ZaMaxim"))
+    # whatever is installed here: no indexed track lies in a held-out package's folder
     heldout_dirs = [Path(d) for d in recipe.HELDOUT_PACKAGES.values()]
-    assert len(recipe.HELDOUT_PACKAGES) >= 1 and len(recipe.HELDOUT_LIMITERS) >= 2
-    assert not set(recipe.PACKAGES) & set(recipe.HELDOUT_PACKAGES)
-    for pkg in recipe.PACKAGES:
-        assert not any(r.split()[0].rstrip("*") in pkg for r in recipe.RESERVED_PACKAGES), pkg
-    for d in map(Path, recipe.PACKAGES.values()):
-        assert not any(d == h or h in d.parents or d in h.parents for h in heldout_dirs), d
-    for track in recipe.list_tracks():  # whatever is installed here
-        assert not any(h in track.parents for h in heldout_dirs), track
-    assert not set(recipe.TRAIN_LIMITERS) & set(recipe.HELDOUT_LIMITERS)
-    # what the recipe and trainer run: no held-out limiter by name, URI or plugin family
-    sources = [inspect.getsource(recipe.apply_limiter), inspect.getsource(recipe.make_split)]
-    sources += [p.read_text() for p in Path(recipe.__file__).parent.glob("*.py") if p.name != "data.py"]
-    banned = [*recipe.HELDOUT_LIMITERS.values(), "swh", "mda", "lv2"]
-    for text in sources:
-        assert not any(b in text for b in banned)
+    for pkg in recipe.PACKAGES + recipe.VAL_PACKAGES:
+        for f in recipe._files_of(pkg):
+            assert not any(h in Path(f).parents for h in heldout_dirs), f
 
 
 def test_benchmark_oracle_divides_the_true_gain_out_exactly():

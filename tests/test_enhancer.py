@@ -407,18 +407,45 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
     assert np.max(np.abs(yw - ys)) < 1e-5
 
 
+def test_onnx_weights_load_back_into_the_torch_model():
+    """``train --init-onnx``: the committed export's weights, loaded into the torch model, give the
+    export's output and states (GRU gates reordered z,r,h -> r,z,n, MatMul weights transposed)."""
+    torch = pytest.importorskip("torch", reason="training extra (torch==2.13.0) not installed")
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    from models.enhancer.model import NFREQ, Enhancer
+    from models.enhancer.onnx_weights import load_onnx_weights
+
+    model = Enhancer().eval()
+    load_onnx_weights(model, DEFAULT_MODEL)
+    rng = np.random.default_rng(0)
+    feeds = {"spec": rng.standard_normal((20, 2, NFREQ, 2)).astype(np.float32)}
+    feeds |= {k: (0.5 * rng.standard_normal(v)).astype(np.float32) for k, v in model.state_shapes(2).items()}
+    want = ort.InferenceSession(str(DEFAULT_MODEL), providers=["CPUExecutionProvider"]).run(None, feeds)
+    with torch.no_grad():
+        got = model(*(torch.from_numpy(v) for v in feeds.values()))
+    for w, g in zip(want, got):
+        assert np.max(np.abs(w - g.numpy())) < 1e-5 * max(1.0, float(np.max(np.abs(w))))
+    with pytest.raises(ValueError, match="hidden"):
+        load_onnx_weights(Enhancer(hidden=64), DEFAULT_MODEL)
+
+
 # --------------------------------------------------------------------------------------------
 # Held-out sources and the benchmark sets (issue 13)
 # --------------------------------------------------------------------------------------------
 def test_heldout_packages_never_feed_training():
-    from models.enhancer import data
+    from models.enhancer import sources as data
 
     assert not set(data.DEB_PACKAGES) & set(data.HELDOUT_SPEECH_PACKAGES + data.HELDOUT_NOISE_PACKAGES)
     assert len(data.HELDOUT_SPEECH_PACKAGES) >= 2 and len(data.HELDOUT_NOISE_PACKAGES) >= 2
-    train_roots = (data.FILLETS, data.KLETTRES, data.KTUBERLING, data.HEDGEWARS, data.MEGAGLEST, data.SONICPI)
+    train_roots = (data.FILLETS, data.KLETTRES, data.KTUBERLING, data.HEDGEWARS, data.MEGAGLEST, data.SONICPI,
+                   data.TUXPAINT, data.FESTVOX_RU, data.FILLETS_NL, data.DRASCULA, data.WARZONE, data.NEXUIZ,
+                   data.UFOAI, data.SCORCHED, data.OPENARENA)
     assert not any(h.startswith(t) or t.startswith(h) for h in data.HELDOUT_ROOTS for t in train_roots)
     train = [p for p, _, split in data.speech_sources() + data.noise_sources() if split == "train"]
     assert not [p for p in train if p.startswith(data.HELDOUT_ROOTS)]
+    assert not [p for p in train if not p.startswith(train_roots)]  # a new source needs its root listed here
     held = data.heldout_speech_sources() + data.heldout_noise_sources()
     assert all(p.startswith(data.HELDOUT_ROOTS) for p, _, _ in held)
     assert not set(train) & {p for p, _, _ in held}
@@ -431,13 +458,85 @@ def test_no_recipe_reads_a_reserved_package():
     for reserved in data.RESERVED_PACKAGES:
         stem = reserved.split()[0].rstrip("*")
         assert not [p for p in used if p.startswith(stem)], reserved
-    src = (ROOT / "models" / "enhancer" / "data.py").read_text()
+    src = "".join((ROOT / "models" / "enhancer" / f).read_text() for f in ("data.py", "sources.py", "degrade.py"))
     for path_part in ("0ad", "asterisk", "codec2", "supertuxkart", "widelands", "fretsonfire", "x42", "music21"):
         assert f"/{path_part}" not in src
 
 
+def test_tuxpaint_speech_and_effects_are_told_apart():
+    from models.enhancer.sources import TUXPAINT, _tuxpaint_speech
+
+    assert _tuxpaint_speech(f"{TUXPAINT}/household/kettle.ogg") is None
+    assert _tuxpaint_speech(f"{TUXPAINT}/animals/amphibians/frog.ogg") is None
+    assert _tuxpaint_speech(f"{TUXPAINT}/animals/amphibians/frog_desc.ogg") == "en"
+    assert _tuxpaint_speech(f"{TUXPAINT}/animals/amphibians/frog-1_desc_ru.ogg") == "ru"
+    assert _tuxpaint_speech(f"{TUXPAINT}/animals/birds/x_desc_pt_BR.wav") == "pt_br"
+    assert _tuxpaint_speech(f"{TUXPAINT}/symbols/math/7_zh_tw.ogg") == "zh_tw"
+
+
+def _mixer(**kw):
+    from models.enhancer.data import Mixer, synthetic_pools
+
+    sp, no = synthetic_pools(seed=5)
+    base = dict(p_reverb=0.0, p_noise2=0.0, p_clean=0.0, p_speechless=0.0, p_mic_eq=0.0, p_narrow=0.0, p_codec=0.0)
+    return Mixer(sp, no, seconds=1.0, **(base | kw))
+
+
+def _share_above(x, hz):
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2  # windowed: the clip's cut ends leak
+    return spec[np.fft.rfftfreq(len(x), 1 / 48000) > hz].sum() / (spec.sum() + 1e-20)
+
+
+def test_mixer_mic_eq_colours_input_and_target_alike():
+    m = _mixer(p_clean=1.0, p_mic_eq=1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        noisy, clean = m.draw(rng)
+        assert np.max(np.abs(noisy - clean)) < 1e-6 and np.max(np.abs(clean)) > 1e-4
+
+
+def test_mixer_narrow_band_limits_input_and_target_alike():
+    m = _mixer(p_narrow=1.0)
+    rng = np.random.default_rng(1)
+    edges = set()
+    for _ in range(6):
+        noisy, clean = m.draw(rng)
+        edge = 4000 if _share_above(noisy, 4300) < 1e-8 else 8000
+        edges.add(edge)
+        assert _share_above(noisy, edge + 300) < 1e-8 and _share_above(clean, edge + 300) < 1e-8
+    assert edges == {4000, 8000}
+
+
+def test_mixer_codec_degrades_the_input_only_and_keeps_it_aligned():
+    from models.enhancer.data import SR, band_limit
+    from models.enhancer.degrade import MP3_SETTINGS, g711, mp3_roundtrip
+
+    rng = np.random.default_rng(2)
+    x = (0.05 * rng.standard_normal(SR)).astype(np.float32)
+    for rate, level, edge in MP3_SETTINGS[::4]:
+        y = mp3_roundtrip(x, rate, level)
+        ref = band_limit(x, 2 * edge)
+        lags = [float(np.dot(y[1000:-1000], np.roll(ref, k)[1000:-1000])) for k in range(-3, 4)]
+        assert int(np.argmax(lags)) == 3, (rate, level, lags)  # no codec delay left
+    t = band_limit(x, 8000)
+    assert 20 < 10 * np.log10(np.sum(t**2) / np.sum((g711(t) - t) ** 2)) < 45
+    m = _mixer(p_codec=1.0, p_clean=1.0)  # no noise: the input is the target through the codec
+    for _ in range(4):
+        noisy, clean = m.draw(rng)
+        err = 10 * np.log10(np.sum(clean**2) / np.sum((noisy - clean) ** 2))
+        assert 3 < err < 60, err
+
+
+def test_mixer_levels_span_minus_50_to_minus_10_dbfs():
+    m = _mixer()
+    assert m.level_db == (-50.0, -10.0)
+    rng = np.random.default_rng(3)
+    levels = [20 * np.log10(np.sqrt(np.mean(m.draw(rng)[0] ** 2))) for _ in range(12)]
+    assert -50.5 < min(levels) and max(levels) < -9.5
+
+
 def test_heldout_selection_and_benchmark_files_are_disjoint():
-    from models.enhancer.data import SELECT_EVERY, _heldout_split
+    from models.enhancer.sources import SELECT_EVERY, _heldout_split
 
     files = [f"/x/{i:03d}.ogg" for i in range(10)]
     split = dict(_heldout_split(list(reversed(files))))  # order of discovery does not matter

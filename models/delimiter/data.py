@@ -1,320 +1,464 @@
-"""Data recipe for the de-limiter: real game music pushed through varied brickwall limiting.
+"""Data for the de-limiter: ~20 h of music from Debian packages, limited on the fly.
 
-    python -m models.delimiter.data [--out data/delimiter] [--train 2400 --val 160 --seconds 2]
+    python -m models.delimiter.data [--out data/delimiter]     # index + selection set, ~5 min
 
-Sources (Debian packages, installed here when missing): wesnoth-1.16-music, supertux-data,
-hedgewars-data, all mastered 44.1 kHz stereo ogg. Tracks are split by name (a hash, so the split
-never depends on what else is installed): about one in eight is held out for validation and the
-benchmark, so evaluation music is never heard in training.
+Music (``PACKAGES``): every track of at least 30 s at 32 kHz or more in the listed packages
+(found with ``dpkg -L``; zip archives such as ufoai's ``.pk3`` are unpacked into the data folder),
+plus MIDI songs (freedoom's WADs) rendered with fluidsynth through three General MIDI soundfonts.
+Nothing is decoded up front: the index lists tracks, and the training loader (``Examples``) reads
+random excerpts, so 20 h of music cost no disk beyond the renders.
 
-Per segment (as in "Music De-limiter Networks via Sample-wise Gain Inversion"): the original is
-loudness-normalised to REF_LUFS, then driven into a limiter until the output reaches a random
-target loudness of -8 +- 2 LUFS, with a random ceiling, release and lookahead. Two limiter
-implementations: the project's own lookahead limiter (which also reports the exact applied gain
-curve) and pedalboard's Limiter (JUCE: two compressor stages and a clipper, per-channel, no
-lookahead; its make-up gain is folded into the reference). The drive stops at +24 dB, where the
-target loudness is then not always reached. 12 % of the segments stay un-limited (peak -12..-0.5
-dBFS, gain 0) so the model learns to leave clean audio alone, and 6 % are replaced by synthetic
-sine bursts and drum-like hits. Half of the training segments are resampled to 48 kHz first, so
-the model sees both engine rates. Release times in EVAL_RELEASE_BAND are never drawn, so the
-benchmark's limiter setting (EVAL_SETTING) is unseen.
+Per example (as in "Music De-limiter Networks via Sample-wise Gain Inversion", but generated in
+the loader workers so that no two epochs see the same pair): a random excerpt, half of them
+resampled to 48 kHz, random EQ, normalised to REF_LUFS, then driven into a random limiter
+implementation with random settings (``limiters.TRAIN_KINDS``) towards a random loudness of
+-12 ... -5 LUFS. 10 % stay un-limited (peak -12 ... -0.5 dBFS) so the model learns to leave clean
+audio alone. The target is the drive-scaled original; the gain target is the stereo-linked
+least-squares gain y/x per 8-sample segment (NaN where the original is near silence).
 
-Output files (float16 memmaps, never committed): {split}_y.npy (limited, [N, n, 2]),
-{split}_x.npy (reference = drive * original, time-aligned with y), {split}_g.npy (log of the
-applied linked gain, NaN where the limiter does not report it), {split}_meta.json; and
-eval_x.npy: longer held-out originals at REF_LUFS for the benchmark.
+Held out, by whole package:
+- ``VAL_PACKAGES``: tracks for checkpoint selection, limited by ``limiters.VAL_KINDS`` (Calf,
+  ZaMaximX2), implementations that training never uses: ``sel_*.npy``, built once, fixed.
+- ``HELDOUT_PACKAGES`` and ``HELDOUT_LIMITERS``: the benchmark's music and limiters (bench/delimiter.py);
+  nothing here reads or runs them (tests/test_delimiter.py checks it).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from models.delimiter import limiters
 from models.reserved import RESERVED_PACKAGES  # noqa: F401 (the recipe's tests check against it)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "data" / "delimiter"
-PACKAGES = {
-    "wesnoth-1.16-music": "/usr/share/games/wesnoth/1.16/data/core/music",
-    "supertux-data": "/usr/share/games/supertux2/music",
-    "hedgewars-data": "/usr/share/games/hedgewars/Data/Music",
-}
-# Never used by this recipe (tests/test_delimiter.py checks it): the benchmark's held-out music and
-# limiters, and material reserved for independent checks project-wide.
+PACKAGES = ("wesnoth-1.16-music", "supertux-data", "hedgewars-data", "warzone2100-music", "ufoai-music",
+            "nexuiz-music", "blobwars-data", "colobot-common-sounds", "freedroidrpg-data", "unknown-horizons",
+            "pushover-data", "starfighter-data", "hyperrogue-music", "wizznic-data", "openclonk-data")
+VAL_PACKAGES = ("marsshooter-data", "freecol")
+MIDI_PACKAGES = ("freedoom",)
+SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/TimGM6mb.sf2",
+              "/usr/share/sounds/sf3/MuseScore_General.sf3")
+# The benchmark's music (bench/delimiter.py reads it; this recipe never does) and limiters.
 HELDOUT_PACKAGES = {
     "singularity-music": "/usr/share/games/singularity/music",
     "drascula-music": "/usr/share/scummvm/drascula/audio",
 }
-HELDOUT_LIMITERS = {  # LV2 plugins hosted through realtime.dsp.processors.lv2
-    "swh-fast-lookahead": "http://plugin.org.uk/swh-plugins/fastLookaheadLimiter",
-    "swh-hard": "http://plugin.org.uk/swh-plugins/hardLimiter",
-    "mda": "http://drobilla.net/plugins/mda/Limiter",
-}
-TRAIN_LIMITERS = ("project", "pedalboard")  # what apply_limiter implements
+HELDOUT_LIMITERS = limiters.BENCH_LV2
+TRAIN_LIMITERS = tuple(limiters.TRAIN_KINDS)
 SR = 44100
+RATES = (44100, 48000)
 REF_LUFS = -20.0
-TARGET_LUFS = (-10.0, -6.0)
-CEILING_DB = (-3.0, -0.1)
-RELEASE_MS = (10.0, 300.0)
-LOOKAHEAD_MS = (0.0, 5.0)
-EVAL_RELEASE_BAND = (130.0, 190.0)  # never drawn in training
-EVAL_SETTING = {"limiter": "project", "release_ms": 160.0, "lookahead_ms": 2.5, "ceiling_db": -0.5,
-                "target_lufs": -8.0}
-MIN_LUFS = -45.0  # skip near-silent segments
-PEDALBOARD_MAKEUP_DB = 3.75
-MAX_DRIVE_DB = 24.0  # beyond this a master is crushed; the target loudness is then not reached
-CLEAN_SHARE = 0.12  # segments left un-limited
-SYNTH_SHARE = 0.06  # segments replaced by synthetic sine bursts and drum-like hits
+TARGET_LUFS = (-12.0, -5.0)
+MIN_LUFS = -45.0  # skip near-silent excerpts
+MAX_DRIVE_DB = 24.0
+MIN_TRACK_S = 30.0
+MIN_RATE = 32000  # band-limited (11/22 kHz) music is left out
+CLEAN_SHARE = 0.10
+SEG = 8  # gain-target resolution (samples)
+SEL_SECONDS = 6.0
+SEL_TARGETS = (-6.0, -9.0, -12.0)
 
 
-def synthetic_hits(rng, n: int, sr: int) -> np.ndarray:
-    """Sine bursts and decaying noise/kick hits over a quiet bed, at REF_LUFS-ish level."""
-    t = np.arange(n) / sr
-    x = 0.003 * rng.standard_normal((n, 2))
-    for _ in range(int(rng.integers(3, 10))):
-        s = int(rng.integers(0, n - sr // 20))
-        dur = int(rng.uniform(0.03, 0.6) * sr)
-        e = min(n, s + dur)
-        env = np.exp(-np.arange(e - s) / (rng.uniform(0.01, 0.3) * sr))
-        if rng.random() < 0.5:
-            f0 = rng.uniform(40, 2000)
-            sig = np.sin(2 * np.pi * f0 * t[s:e] * (1 + rng.uniform(0, 1) * env))  # kick-like sweep too
-        else:
-            sig = rng.standard_normal(e - s)
-        amp = 10 ** rng.uniform(-1.5, 0)
-        x[s:e] += (amp * env * sig)[:, None] * rng.uniform(0.6, 1.0, 2)
-    return (0.1 * x / max(float(np.sqrt((x ** 2).mean())), 1e-9)).astype(np.float32)
-
-
-def is_val(track: Path) -> bool:
-    return int(hashlib.sha1(track.stem.encode()).hexdigest(), 16) % 8 == 0
-
-
-def ensure_packages(need_all: bool = True) -> None:
-    """Install the music packages; with ``need_all=False`` (smoke runs) one installed is enough."""
-    missing = [p for p, d in PACKAGES.items() if not Path(d).is_dir()]
-    if not missing or (not need_all and len(missing) < len(PACKAGES)):
+# ----------------------------------------------------------------------------------------------
+# Sources
+# ----------------------------------------------------------------------------------------------
+def ensure_packages(packages) -> None:
+    missing = [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode]
+    if not missing:
         return
-    if not need_all:
-        missing = missing[:1]
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        raise SystemExit(f"missing music packages {missing}: apt-get install --no-install-recommends {' '.join(missing)}")
+        raise SystemExit(f"missing packages: apt-get install --no-install-recommends {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], check=True, env=env)
 
 
-def list_tracks() -> list[Path]:
-    tracks = []
-    for d in PACKAGES.values():
-        tracks += sorted(p for p in Path(d).rglob("*.ogg") if "silence" not in p.stem)
+def _files_of(pkg: str) -> list[str]:
+    r = subprocess.run(["dpkg", "-L", pkg], capture_output=True, text=True)
+    return sorted(f for f in r.stdout.split() if os.path.isfile(f))
+
+
+AUDIO_MAGIC = (b"OggS", b"RIFF", b"fLaC")
+
+
+def scan_package(pkg: str, unpack_dir: Path) -> list[dict]:
+    """Tracks (>= MIN_TRACK_S, >= MIN_RATE) of an installed package; zip members are unpacked."""
+    import soundfile as sf
+
+    out = []
+
+    def consider(path: str):
+        try:
+            info = sf.info(path)
+        except Exception:
+            return
+        if info.duration >= MIN_TRACK_S and info.samplerate >= MIN_RATE:
+            out.append({"path": path, "package": pkg, "sr": info.samplerate, "frames": info.frames,
+                        "channels": info.channels})
+
+    for f in _files_of(pkg):
+        if os.path.getsize(f) < 100_000:
+            continue
+        with open(f, "rb") as fh:
+            head = fh.read(4)
+        if head in AUDIO_MAGIC:
+            consider(f)
+        elif head[:2] == b"PK":  # .pk3 / .wz: zip archives of game data
+            try:
+                z = zipfile.ZipFile(f)
+            except zipfile.BadZipFile:
+                continue
+            for zi in z.infolist():
+                if zi.file_size < 100_000 or z.open(zi).read(4) not in AUDIO_MAGIC:
+                    continue
+                dest = unpack_dir / pkg / Path(f).name / zi.filename
+                if not dest.exists():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(z.read(zi))
+                consider(str(dest))
+    return out
+
+
+def wad_midis(path: str) -> list[tuple[str, bytes]]:
+    """The standard MIDI songs inside a Doom WAD (lumps that start with ``MThd``)."""
+    data = Path(path).read_bytes()
+    if data[:4] not in (b"IWAD", b"PWAD"):
+        return []
+    n, off = int.from_bytes(data[4:8], "little"), int.from_bytes(data[8:12], "little")
+    songs = []
+    for i in range(n):
+        e = off + 16 * i
+        pos, size = int.from_bytes(data[e:e + 4], "little"), int.from_bytes(data[e + 4:e + 8], "little")
+        name = data[e + 8:e + 16].rstrip(b"\0").decode("ascii", "replace")
+        if size > 0 and data[pos:pos + 4] == b"MThd":
+            songs.append((name, data[pos:pos + size]))
+    return songs
+
+
+def render_midis(out: Path, seed: int = 0) -> list[dict]:
+    """Each MIDI song of MIDI_PACKAGES rendered with one soundfont (cycling), 44.1 kHz FLAC."""
+    import soundfile as sf
+
+    fonts = [f for f in SOUNDFONTS if os.path.isfile(f)]
+    if not fonts or shutil.which("fluidsynth") is None:
+        return []
+    seen, tracks = set(), []
+    rdir = out / "renders"
+    rdir.mkdir(parents=True, exist_ok=True)
+    k = seed
+    for pkg in MIDI_PACKAGES:
+        for f in _files_of(pkg):
+            if not f.endswith(".wad"):
+                continue
+            for name, midi in wad_midis(f):
+                if midi in seen:
+                    continue
+                seen.add(midi)
+                font = fonts[k % len(fonts)]
+                k += 1
+                dest = rdir / f"{Path(f).stem}-{name}-{Path(font).stem}.flac"
+                if not dest.exists():
+                    mid = rdir / f"{name}.mid"
+                    mid.write_bytes(midi)
+                    wav = dest.with_suffix(".wav")
+                    subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.6", "-F", str(wav), "-r", str(SR), font, str(mid)],
+                                   capture_output=True, check=False)
+                    mid.unlink()
+                    if not wav.exists():
+                        continue
+                    x, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+                    wav.unlink()
+                    nz = np.nonzero(np.abs(x).max(1) > 1e-4)[0]
+                    if len(nz) < MIN_TRACK_S * sr:
+                        continue
+                    x = x[nz[0]:nz[-1] + 1]
+                    sf.write(str(dest), x / max(float(np.abs(x).max()), 1e-9) * 0.9, sr, subtype="PCM_16")
+                info = sf.info(str(dest))
+                tracks.append({"path": str(dest), "package": pkg, "sr": info.samplerate, "frames": info.frames,
+                               "channels": info.channels, "font": Path(font).name})
     return tracks
 
 
-def load_track(path: Path | None) -> np.ndarray | None:
-    """Decoded stereo float32 at SR; ``None`` gives 20 s of synthetic hits (smoke runs only)."""
+def read_excerpt(track: dict, start: int, n: int) -> np.ndarray:
+    """n frames from ``start`` of a track at its own rate, stereo float32."""
+    import soundfile as sf
+
+    with sf.SoundFile(track["path"]) as f:
+        f.seek(start)
+        x = f.read(n, dtype="float32", always_2d=True)
+    if x.shape[1] == 1:
+        x = np.repeat(x, 2, 1)
+    return np.ascontiguousarray(x[:, :2])
+
+
+def load_track(path) -> np.ndarray | None:
+    """A whole track, stereo float32 at SR (the benchmark's held-out music)."""
     import soundfile as sf
     import soxr
 
-    if path is None:
-        return synthetic_hits(np.random.default_rng(len(str(path))), 20 * SR, SR)
-
     try:
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # a damaged file costs one track, not the recipe
+    except Exception as e:  # a damaged file costs one track
         print(f"skip {path}: {e}", file=sys.stderr)
         return None
-    if x.shape[1] == 1:
-        x = np.repeat(x, 2, axis=1)
-    x = x[:, :2]
+    x = np.repeat(x, 2, 1) if x.shape[1] == 1 else x[:, :2]
     if sr != SR:
         x = soxr.resample(x, sr, SR)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return np.ascontiguousarray(x, np.float32)
 
 
+# ----------------------------------------------------------------------------------------------
+# Loudness
+# ----------------------------------------------------------------------------------------------
 def lufs(x: np.ndarray, sr: int) -> float:
+    """Integrated loudness (ITU-R BS.1770 with gating, pyloudnorm)."""
     import pyloudnorm
 
     v = pyloudnorm.Meter(sr).integrated_loudness(x.astype(np.float64))
     return float(v) if math.isfinite(v) else -100.0
 
 
-def apply_limiter(x: np.ndarray, sr: int, kind: str, drive_db: float, ceiling_db: float,
-                  release_ms: float, lookahead_ms: float):
-    """(y, x_ref, log_gain): x_ref = drive * x aligned with y; log_gain NaN if not reported."""
-    drive = 10.0 ** (drive_db / 20.0)
-    if kind == "project":
-        from realtime.dsp.processors.limiter import limit
-
-        # drive applied here: the limiter's own input-gain knob stops at +24 dB
-        y, g = limit(x * drive, sr, ceiling_db=ceiling_db, release_ms=release_ms, lookahead_ms=lookahead_ms)
-        L = int(round(lookahead_ms * 1e-3 * sr))
-        ref = np.zeros_like(x)
-        ref[L:] = x[: len(x) - L] * drive
-        return y, ref, np.log(np.maximum(g, 1e-6)).astype(np.float32)
-    import pedalboard
-
-    lim = pedalboard.Limiter(threshold_db=ceiling_db, release_ms=release_ms)
-    y = lim((x * drive).T.astype(np.float32), sr).T
-    # JUCE's limiter ends in a make-up gain of (3.75 dB - threshold) and a clip at 0 dBFS (measured
-    # with a quiet sine): the reference includes the make-up, so that only the dynamic part is undone.
-    ref = (x * drive * pedalboard_makeup(ceiling_db)).astype(np.float32)
-    return np.ascontiguousarray(y, np.float32), ref, np.full(len(x), np.nan, np.float32)
+_KW = {}
 
 
-def pedalboard_makeup(ceiling_db: float) -> float:
-    return 10.0 ** ((PEDALBOARD_MAKEUP_DB - ceiling_db) / 20.0)
+def fast_lufs(x: np.ndarray, sr: int) -> float:
+    """Ungated K-weighted loudness: within ~1 LU of ``lufs`` on music excerpts, 20x faster."""
+    import scipy.signal as sps
+
+    if sr not in _KW:  # BS.1770 pre-filter (high shelf) and RLB high-pass, as biquads at this rate
+        import pyloudnorm
+
+        m = pyloudnorm.Meter(sr)
+        _KW[sr] = np.vstack([np.r_[f.b, f.a] for f in m._filters.values()])
+    y = sps.sosfilt(_KW[sr], x, axis=0)
+    ms = float((y.astype(np.float64) ** 2).mean(0).sum())
+    return -0.691 + 10.0 * math.log10(max(ms, 1e-12))
 
 
-def limit_to_loudness(x: np.ndarray, sr: int, target: float, kind: str, ceiling_db: float,
-                      release_ms: float, lookahead_ms: float, iters: int = 6):
-    """Find the drive that brings the limited output to ``target`` LUFS (secant steps)."""
-    drive = target - REF_LUFS
-    out = None
-    for _ in range(iters):
-        out = apply_limiter(x, sr, kind, drive, ceiling_db, release_ms, lookahead_ms)
-        err = target - lufs(out[0], sr)
-        if abs(err) < 0.3:
-            break
-        drive += 2.0 * err  # a limiter turns ~1 dB of drive into well under 1 dB of loudness
-        drive = min(max(drive, 0.0), MAX_DRIVE_DB)
-    return out, drive
+# ----------------------------------------------------------------------------------------------
+# Examples
+# ----------------------------------------------------------------------------------------------
+def random_eq(rng, x: np.ndarray, sr: int) -> np.ndarray:
+    """Gentle tilt: low and high shelves of +-4 dB (a different master of the same music)."""
+    import scipy.signal as sps
+
+    y = x
+    for kind, f in (("low", rng.uniform(80, 300)), ("high", rng.uniform(2000, 8000))):
+        g = 10.0 ** (rng.uniform(-4.0, 4.0) / 20.0)
+        sos = sps.butter(1, f, kind, fs=sr, output="sos")
+        y = y + (g - 1.0) * sps.sosfilt(sos, y, axis=0)
+    return y.astype(np.float32)
 
 
-def draw_release(rng) -> float:
-    while True:
-        r = math.exp(rng.uniform(math.log(RELEASE_MS[0]), math.log(RELEASE_MS[1])))
-        if not EVAL_RELEASE_BAND[0] <= r <= EVAL_RELEASE_BAND[1]:
-            return r
-
-
-def make_split(name: str, tracks: list[Path], n: int, seconds: float, out: Path, rng, rate_choices) -> None:
-    import soxr
-
-    max_len = int(seconds * max(rate_choices))
-    Y = np.lib.format.open_memmap(out / f"{name}_y.npy", "w+", np.float16, (n, max_len, 2))
-    X = np.lib.format.open_memmap(out / f"{name}_x.npy", "w+", np.float16, (n, max_len, 2))
-    G = np.lib.format.open_memmap(out / f"{name}_g.npy", "w+", np.float16, (n, max_len))
-    meta = []
-    per_track = math.ceil(n / len(tracks))
-    i = 0
-    for ti, path in enumerate(tracks):
-        if i >= n:
-            break
-        audio = load_track(path)
-        if audio is None or len(audio) < int(seconds * SR) + 1:
-            continue
-        got = tries = 0
-        while got < per_track and i < n and tries < 4 * per_track:
-            tries += 1
-            start = int(rng.integers(0, len(audio) - int(seconds * SR)))
-            x = audio[start:start + int(seconds * SR)]
-            loud = lufs(x, SR)
-            if loud < MIN_LUFS:
-                continue
-            x = x * 10.0 ** ((REF_LUFS - loud) / 20.0)
-            sr = int(rng.choice(rate_choices))
-            if sr != SR:
-                x = soxr.resample(x, SR, sr)
-            if rng.random() < SYNTH_SHARE:  # bursts and hits: transients music rarely isolates
-                x = synthetic_hits(rng, len(x), sr)
-            u = rng.random()
-            if u < CLEAN_SHARE:  # un-limited input: the model must learn to leave it alone
-                peak_db = float(rng.uniform(-12.0, -0.5))
-                ref = x * (10.0 ** (peak_db / 20.0) / max(float(np.abs(x).max()), 1e-9))
-                Y[i, :len(x)], X[i, :len(x)], G[i, :len(x)] = ref, ref, 0.0
-                Y[i, len(x):] = X[i, len(x):] = 0.0
-                G[i, len(x):] = np.nan
-                meta.append({"limiter": "none", "sr": sr, "peak_db": peak_db, "track": getattr(path, "name", "synthetic"),
-                             "start": start, "len": len(x)})
-                got += 1
-                i += 1
-                continue
-            kind = "project" if u < CLEAN_SHARE + 0.65 * (1 - CLEAN_SHARE) else "pedalboard"
-            setting = {"limiter": kind, "sr": sr, "target_lufs": float(rng.uniform(*TARGET_LUFS)),
-                       "ceiling_db": float(rng.uniform(*CEILING_DB)), "release_ms": draw_release(rng),
-                       "lookahead_ms": float(rng.uniform(*LOOKAHEAD_MS)) if kind == "project" else 0.0}
-            (y, ref, g), drive = limit_to_loudness(x, sr, setting["target_lufs"], kind, setting["ceiling_db"],
-                                                   setting["release_ms"], setting["lookahead_ms"])
-            m = len(y)
-            Y[i, :m], X[i, :m], G[i, :m] = y, ref, g
-            Y[i, m:] = X[i, m:] = 0.0
-            G[i, m:] = np.nan
-            meta.append({**setting, "track": getattr(path, "name", "synthetic"), "start": start, "len": m,
-                         "drive_db": drive, "ref_has_makeup": True,
-                         "out_lufs": lufs(y, sr)})
-            got += 1
-            i += 1
-        print(f"{name}: {i}/{n} segments ({ti + 1}/{len(tracks)} tracks)", flush=True)
-    for a in (Y, X, G):
-        a.flush()
-    (out / f"{name}_meta.json").write_text(json.dumps({"n": i, "segments": meta}, indent=0))
-
-
-def make_eval(tracks: list[Path], out: Path, seconds: float = 10.0, per_track: int = 2) -> None:
-    """Longer held-out originals at REF_LUFS (44.1 kHz); the benchmark limits them itself."""
-    rng = np.random.default_rng(1234)
-    segs, names = [], []
-    for path in tracks:
-        audio = load_track(path)
-        if audio is None or len(audio) < int(seconds * SR) + 1:
-            continue
-        for _ in range(per_track):
-            start = int(rng.integers(0, len(audio) - int(seconds * SR)))
-            x = audio[start:start + int(seconds * SR)]
-            loud = lufs(x, SR)
-            if loud < MIN_LUFS:
-                continue
-            segs.append(x * 10.0 ** ((REF_LUFS - loud) / 20.0))
-            names.append(f"{path.name}@{start / SR:.1f}s")
-    np.save(out / "eval_x.npy", np.stack(segs).astype(np.float32))
-    (out / "eval_meta.json").write_text(json.dumps({"sr": SR, "ref_lufs": REF_LUFS, "segments": names,
-                                                    "setting": EVAL_SETTING}, indent=0))
-
-
-def build(out: Path = DEFAULT_OUT, n_train: int = 2400, n_val: int = 160, seconds: float = 2.0,
-          seed: int = 0, max_tracks: int | None = None, eval_segments: bool = True) -> Path:
-    """``max_tracks`` (per split) and ``eval_segments=False`` make the tiny smoke-run data set,
-    which uses what music is installed, or synthetic hits when none is (a CI machine)."""
-    if max_tracks is None:
-        ensure_packages()
-    out.mkdir(parents=True, exist_ok=True)
-    tracks = list_tracks()
-    train = [t for t in tracks if not is_val(t)][:max_tracks]
-    val = [t for t in tracks if is_val(t)][:max_tracks]
-    if max_tracks is not None and not (train and val):
-        train, val = [None] * max_tracks, [None]
-    if not train or not val:
-        raise SystemExit(f"need training and validation tracks, found {len(train)} and {len(val)}")
-    print(f"{len(train)} training tracks, {len(val)} held-out tracks", flush=True)
-    rng = np.random.default_rng(seed)
-    rng.shuffle(train)
-    make_split("train", train, n_train, seconds, out, rng, (44100, 48000))
-    make_split("val", val, n_val, seconds, out, rng, (44100,))
-    if eval_segments:
-        make_eval(val, out)
-    (out / "DONE").write_text(json.dumps({"n_train": n_train, "n_val": n_val, "seconds": seconds, "seed": seed}))
+def gain_target(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """log of the stereo-linked least-squares gain y/ref per SEG samples, per sample; NaN where
+    the reference is near silence or the gain is not in (0, 1.05]."""
+    n = len(y) // SEG * SEG
+    num = (y[:n] * ref[:n]).reshape(-1, SEG, 2).sum((1, 2))
+    den = (ref[:n] ** 2).reshape(-1, SEG, 2).sum((1, 2))
+    g = np.where(den > 1e-7 * SEG, num / np.maximum(den, 1e-12), np.nan)
+    g = np.where((g > 1e-3) & (g <= 1.05), np.minimum(g, 1.0), np.nan)
+    out = np.full(len(y), np.nan, np.float32)
+    out[:n] = np.repeat(np.log(g), SEG)
     return out
+
+
+def limit_example(x: np.ndarray, sr: int, fn, rng, target: float):
+    """Drive ``x`` (at REF_LUFS) into limiter ``fn`` towards ``target`` LUFS: one probe pass, one
+    corrected pass. Returns (y, ref, setting)."""
+    drive = (target - REF_LUFS) * float(rng.uniform(1.0, 1.3))
+    seed = int(rng.integers(1 << 62))  # the same limiter settings for both passes
+    for attempt in range(2):
+        drive = min(max(drive, 0.0), MAX_DRIVE_DB)
+        g = np.float32(10.0 ** (drive / 20.0))
+        y, setting = fn(x * g, sr, np.random.default_rng(seed))
+        err = target - fast_lufs(y, sr)
+        if abs(err) < 0.7:
+            break
+        drive += 1.6 * err
+    return y, x * g, {**setting, "drive_db": float(drive), "target_lufs": float(target)}
+
+
+class Examples:
+    """Random limited excerpts from a track index: ``next(rng) -> (y, ref, log_gain, info)``.
+
+    Parameters
+    ----------
+    tracks : list of dict
+        From ``build``'s index (path, sr, frames, channels).
+    n : int
+        Samples per example at the chosen rate.
+    kinds : dict
+        Limiter name -> function (``limiters.TRAIN_KINDS`` filtered by ``limiters.available``).
+    shares : dict
+        Limiter name -> relative frequency.
+    """
+
+    def __init__(self, tracks: list[dict], n: int, kinds: dict, shares: dict, pre_s: float = 0.5):
+        self.tracks, self.n, self.kinds, self.pre_s = tracks, n, kinds, pre_s
+        w = np.array([t["frames"] / t["sr"] for t in tracks])
+        self.weights = w / w.sum()
+        names = list(kinds)
+        p = np.array([shares.get(k, 0.0) for k in names])
+        self.kind_names, self.kind_p = names, p / p.sum()
+
+    def excerpt(self, rng, sr: int, n: int) -> np.ndarray | None:
+        import soxr
+
+        t = self.tracks[int(rng.choice(len(self.tracks), p=self.weights))]
+        m = int(math.ceil(n * t["sr"] / sr)) + 16
+        if t["frames"] <= m:
+            return None
+        x = read_excerpt(t, int(rng.integers(0, t["frames"] - m)), m)
+        if t["sr"] != sr:
+            x = soxr.resample(x, t["sr"], sr)
+        return x[:n] if len(x) >= n else None
+
+    def next(self, rng):
+        sr = int(rng.choice(RATES))
+        pre = int(self.pre_s * sr)
+        while True:
+            x = self.excerpt(rng, sr, pre + self.n)
+            if x is None:
+                continue
+            loud = fast_lufs(x[pre:], sr)
+            if loud > MIN_LUFS:
+                break
+        if rng.random() < 0.5:
+            x = random_eq(rng, x, sr)
+            loud = fast_lufs(x[pre:], sr)
+        x = (x * np.float32(10.0 ** ((REF_LUFS - loud) / 20.0))).astype(np.float32)
+        if rng.random() < 0.5:
+            x = x[:, ::-1].copy()  # swap channels
+        if rng.random() < CLEAN_SHARE:
+            peak_db = float(rng.uniform(-12.0, -0.5))
+            ref = x * np.float32(10.0 ** (peak_db / 20.0) / max(float(np.abs(x[pre:]).max()), 1e-9))
+            ref = ref[pre:]
+            return ref, ref, np.zeros(len(ref), np.float32), {"limiter": "none", "sr": sr, "peak_db": peak_db}
+        kind = self.kind_names[int(rng.choice(len(self.kind_names), p=self.kind_p))]
+        y, ref, setting = limit_example(x, sr, self.kinds[kind], rng, float(rng.uniform(*TARGET_LUFS)))
+        y, ref = y[pre:], ref[pre:]
+        return y, ref, gain_target(y, ref), {"limiter": kind, "sr": sr, **setting}
+
+
+# ----------------------------------------------------------------------------------------------
+# Build: index and the fixed selection set
+# ----------------------------------------------------------------------------------------------
+def build_selection(out: Path, tracks: list[dict], per_track: int = 2, seed: int = 7, kinds: dict | None = None) -> int:
+    """Fixed checkpoint-selection set: VAL_PACKAGES music x VAL_KINDS limiters x SEL_TARGETS
+    (``kinds`` replaces VAL_KINDS in smoke runs only)."""
+    kinds = kinds or limiters.available(limiters.VAL_KINDS)
+    if not kinds:
+        raise SystemExit("selection limiters missing: apt-get install --no-install-recommends calf-plugins zam-plugins")
+    rng = np.random.default_rng(seed)
+    ex = Examples(tracks, int(SEL_SECONDS * SR), kinds, {k: 1.0 for k in kinds})
+    Y, X, meta = [], [], []
+    for t in tracks:
+        for _ in range(per_track):
+            n = int(SEL_SECONDS * SR)
+            if t["frames"] <= n * t["sr"] / SR + 100:
+                continue
+            import soxr
+
+            m = int(math.ceil(n * t["sr"] / SR)) + 16
+            x = read_excerpt(t, int(rng.integers(0, t["frames"] - m)), m)
+            x = (soxr.resample(x, t["sr"], SR) if t["sr"] != SR else x)[:n]
+            loud = fast_lufs(x, SR)
+            if loud < MIN_LUFS or len(x) < n:
+                continue
+            x = (x * np.float32(10.0 ** ((REF_LUFS - loud) / 20.0))).astype(np.float32)
+            for kind in ex.kind_names:
+                target = float(SEL_TARGETS[len(Y) % len(SEL_TARGETS)])
+                y, ref, st = limit_example(x, SR, kinds[kind], rng, target)
+                Y.append(y)
+                X.append(ref)
+                meta.append({"track": Path(t["path"]).name, "package": t["package"], "limiter": kind, **st})
+    np.save(out / "sel_y.npy", np.stack(Y).astype(np.float32))
+    np.save(out / "sel_x.npy", np.stack(X).astype(np.float32))
+    (out / "sel_meta.json").write_text(json.dumps(meta, indent=0, default=float))
+    return len(Y)
+
+
+def build(out: Path = DEFAULT_OUT, smoke: bool = False) -> Path:
+    """Index the music (and render the MIDI songs), then write the selection set.
+
+    ``smoke``: two synthetic tracks of hits and bursts, no selection set (a CI machine has no music)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if smoke:
+        train = val = synthetic_tracks(out)
+    else:
+        ensure_packages(PACKAGES + VAL_PACKAGES + MIDI_PACKAGES + ("fluidsynth", "fluid-soundfont-gm", "timgm6mb-soundfont",
+                                                                   "musescore-general-soundfont", "ffmpeg",
+                                                                   "lsp-plugins-lv2", "calf-plugins", "zam-plugins"))
+        train, val = [], []
+        for pkg in PACKAGES:
+            got = scan_package(pkg, out / "unpacked")
+            train += got
+            print(f"{pkg}: {len(got)} tracks, {sum(t['frames'] / t['sr'] for t in got) / 60:.1f} min", flush=True)
+        for pkg in VAL_PACKAGES:
+            val += scan_package(pkg, out / "unpacked")
+        renders = render_midis(out)
+        print(f"MIDI renders: {len(renders)} songs, {sum(t['frames'] / t['sr'] for t in renders) / 60:.1f} min", flush=True)
+        train += renders
+    hours = {k: sum(t["frames"] / t["sr"] for t in v) / 3600 for k, v in (("train", train), ("val", val))}
+    (out / "index.json").write_text(json.dumps({"train": train, "val": val, "hours": hours}, indent=0))
+    n = build_selection(out, val, per_track=1, kinds={"zoo": limiters.zoo}) if smoke else build_selection(out, val)
+    print(f"train {hours['train']:.1f} h ({len(train)} tracks), selection {hours['val']:.1f} h -> {n} segments",
+          flush=True)
+    (out / "DONE").write_text(json.dumps({"hours": hours, "selection_segments": n}))
+    return out
+
+
+def synthetic_hits(rng, n: int, sr: int) -> np.ndarray:
+    """Sine bursts and decaying noise/kick hits over a quiet bed (smoke runs without music)."""
+    t = np.arange(n) / sr
+    x = 0.003 * rng.standard_normal((n, 2))
+    for _ in range(int(rng.integers(3, 10)) * max(1, n // sr)):
+        s = int(rng.integers(0, n - sr // 20))
+        e = min(n, s + int(rng.uniform(0.03, 0.6) * sr))
+        env = np.exp(-np.arange(e - s) / (rng.uniform(0.01, 0.3) * sr))
+        sig = np.sin(2 * np.pi * rng.uniform(40, 2000) * t[s:e]) if rng.random() < 0.5 else rng.standard_normal(e - s)
+        x[s:e] += (10 ** rng.uniform(-1.5, 0) * env * sig)[:, None] * rng.uniform(0.6, 1.0, 2)
+    return (0.1 * x / max(float(np.sqrt((x ** 2).mean())), 1e-9)).astype(np.float32)
+
+
+def synthetic_tracks(out: Path) -> list[dict]:
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    tracks = []
+    for i in range(2):
+        p = out / f"synthetic-{i}.wav"
+        sf.write(str(p), synthetic_hits(rng, 40 * SR, SR), SR, subtype="FLOAT")
+        tracks.append({"path": str(p), "package": "synthetic", "sr": SR, "frames": 40 * SR, "channels": 2})
+    return tracks
+
+
+def load_index(root: Path) -> dict:
+    return json.loads((root / "index.json").read_text())
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--train", type=int, default=2400)
-    ap.add_argument("--val", type=int, default=160)
-    ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--selection-only", action="store_true", help="rebuild only the selection set")
     a = ap.parse_args(argv)
-    build(a.out, a.train, a.val, a.seconds, a.seed)
+    if a.selection_only:
+        print(build_selection(a.out, load_index(a.out)["val"]), "segments")
+    else:
+        build(a.out)
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -9,10 +9,14 @@ here, for training) draws straight lines between consecutive knots, carrying the
 the previous frame, so the gain is continuous and causal.
 
 Streaming state is explicit (ONNX inputs/outputs): ``e_hist`` the last LOOKAHEAD_FRAMES frame
-embeddings (a causal convolution over frames), ``h`` the GRU state.
+embeddings (a causal convolution over frames), ``h`` the GRU state, ``pk_hist`` the linked peaks
+of the last PEAK_FRAMES frames.
 
-Features are computed inside the network from the raw frame (mid, side, and the log of the
-linked peak per knot segment) so training and the exported model can never disagree.
+Features are computed inside the network from the raw frame (mid, the linked per-sample log peak
+on a fine scale near full scale, the log peak per knot segment) so training and the exported model
+can never disagree. A limiter pins its peaks at a ceiling that differs from product to product
+(-3 ... -0.1 dBFS, or lower after make-up): the running maximum of the peaks over the last
+PEAK_FRAMES frames (~1.5 s) estimates it, and the fine scale is repeated relative to it.
 """
 from __future__ import annotations
 
@@ -24,50 +28,63 @@ KNOTS = 16
 SEG = HOP // KNOTS
 LOOKAHEAD_FRAMES = 2
 EMB = 128
-HID = 128
+HID = 160
+PEAK_FRAMES = 512  # ceiling estimate: max linked peak over the last 512 frames (1.5 s at 44.1 kHz)
 MAX_LOG_INV_GAIN = 4.0  # 34.7 dB: more gain reduction than any realistic master
 
 
 class Delimiter(nn.Module):
-    def __init__(self, emb: int = EMB, hid: int = HID):
+    def __init__(self, emb: int = EMB, hid: int = HID, lookahead_frames: int = LOOKAHEAD_FRAMES):
+        """``lookahead_frames`` > LOOKAHEAD_FRAMES makes the benchmark's non-causal variant."""
         super().__init__()
-        self.embed = nn.Sequential(nn.Linear(2 * HOP + KNOTS, emb), nn.LeakyReLU(0.1))
-        self.mix = nn.Sequential(nn.Linear((LOOKAHEAD_FRAMES + 1) * emb, hid), nn.LeakyReLU(0.1))
+        self.lookahead = lookahead_frames
+        self.embed = nn.Sequential(nn.Linear(3 * HOP + KNOTS + 1, emb), nn.LeakyReLU(0.1))
+        self.mix = nn.Sequential(nn.Linear((lookahead_frames + 1) * emb, hid), nn.LeakyReLU(0.1))
         self.gru = nn.GRU(hid, hid, batch_first=True)
         self.head = nn.Sequential(nn.Linear(2 * hid, 128), nn.LeakyReLU(0.1), nn.Linear(128, KNOTS))
         self.emb, self.hid = emb, hid
         self.clamp_output = False
 
-    def features(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames [B, T, HOP, 2] -> [B, T, 2*HOP + KNOTS].
+    def features(self, frames: torch.Tensor, pk_hist: torch.Tensor):
+        """frames [B, T, HOP, 2], pk_hist [B, PEAK_FRAMES] -> ([B, T, 3*HOP + KNOTS + 1], pk_hist').
 
         A limiter pins peaks at its ceiling; telling "at the ceiling" from "0.3 dB under it" needs
-        a fine scale near full scale (``fine``: 0.1 dB ~ 0.07), next to a coarse one for the rest."""
+        a fine scale near full scale (``fine``: 0.1 dB ~ 0.07), next to a coarse one for the rest,
+        and the same fine scale relative to the running peak (the ceiling estimate)."""
         mid = 0.5 * (frames[..., 0] + frames[..., 1])
         peak = frames.abs().amax(-1)  # stereo-linked, as the limiter sees it
         logpk = torch.log(peak + 1e-4)
         fine = 6.0 * logpk.clamp(-0.7, 0.1) + 2.0  # per sample, peaks above ~ -6 dBFS
         seg_peak = peak.reshape(*peak.shape[:-1], KNOTS, SEG).amax(-1)
         coarse = 0.25 * torch.log(seg_peak + 1e-4)  # ~[-2.3, 0.1]
-        return torch.cat([2.0 * mid, fine, coarse], -1)
+        T = frames.shape[1]
+        frame_peak = seg_peak.amax(-1)  # [B, T]
+        run = torch.cat([pk_hist, frame_peak], 1)  # running max over the window ending at each frame
+        ceil = nn.functional.max_pool1d(run.unsqueeze(1), PEAK_FRAMES + 1, stride=1).squeeze(1)  # [B, T]
+        logceil = torch.log(ceil + 1e-4)
+        rel = 6.0 * (logpk - logceil.unsqueeze(-1)).clamp(-0.7, 0.0) + 2.0
+        feats = torch.cat([2.0 * mid, fine, rel, coarse, 0.25 * logceil.unsqueeze(-1)], -1)
+        return feats, run[:, T:]
 
-    def forward(self, frames, e_hist, h):
-        """frames [B,T,HOP,2], e_hist [B,LOOKAHEAD_FRAMES,EMB], h [1,B,HID]
-        -> knots [B,T,KNOTS] (log inverse gain, frame t-LOOKAHEAD_FRAMES), e_hist', h'."""
-        e = self.embed(self.features(frames))
+    def forward(self, frames, e_hist, h, pk_hist):
+        """frames [B,T,HOP,2], e_hist [B,LOOKAHEAD_FRAMES,EMB], h [1,B,HID], pk_hist [B,PEAK_FRAMES]
+        -> knots [B,T,KNOTS] (log inverse gain, frame t-lookahead), e_hist', h', pk_hist'."""
+        f, pk2 = self.features(frames, pk_hist)
+        e = self.embed(f)
         ecat = torch.cat([e_hist, e], 1)  # [B, K+T, E]
         T = frames.shape[1]
-        K = LOOKAHEAD_FRAMES
+        K = self.lookahead
         win = torch.cat([ecat[:, i:i + T] for i in range(K + 1)], -1)  # causal conv over frames
         c = self.mix(win)
         g, h2 = self.gru(c, h)
         a = self.head(torch.cat([c, g], -1))
         if self.clamp_output:  # exported model; training keeps the gradient alive everywhere
             a = a.clamp(0.0, MAX_LOG_INV_GAIN)
-        return a, ecat[:, T:], h2
+        return a, ecat[:, T:], h2, pk2
 
     def initial_state(self, batch: int):
-        return torch.zeros(batch, LOOKAHEAD_FRAMES, self.emb), torch.zeros(1, batch, self.hid)
+        return (torch.zeros(batch, self.lookahead, self.emb), torch.zeros(1, batch, self.hid),
+                torch.zeros(batch, PEAK_FRAMES))
 
 
 def interpolate(knots: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:

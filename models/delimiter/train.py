@@ -1,13 +1,17 @@
-"""Train the de-limiter and export it to ONNX.
+"""Train the de-limiter on music limited on the fly, select on unseen music x unseen limiters.
 
-    python main.py train delimiter [--minutes 50] [--batch 16] [--frames 384]
-    python main.py train delimiter --smoke        # a few steps on a tiny data set, then export (CI)
+    python main.py train delimiter [--steps 200000] [--minutes 120] [--workers 2] [--resume]
+    python main.py train delimiter --smoke        # a few steps on tiny data, then export (CI)
 
-Builds the data set first when ``data/delimiter`` is missing (models/delimiter/data.py). Loss per
-segment: L1 between predicted and true log gain (where the limiter reports it) plus the L1 of the
-restored waveform relative to the segment's mean level (every limiter, including pedalboard's,
-which reports no gain curve). One torch thread, bounded wall time; the best checkpoint by
-validation SI-SDR gain is exported to models/delimiter/delimiter.onnx.
+Builds the index first when ``data/delimiter`` is missing (models/delimiter/data.py). Loader
+workers (``--workers`` processes) cut random excerpts and limit each with a random implementation
+and setting, so no two steps see the same pair. Loss per example: L1 between predicted and
+measured log gain (where the reference is not silent) plus -SI-SDR of the restored waveform.
+Every ``--val-every`` steps the model is scored on the fixed selection set (music packages and
+limiter implementations training never uses; ``sel_*.npy``); the best score is exported to
+``models/delimiter/delimiter.onnx`` and its weights to ``models/delimiter/checkpoint.pt`` (small,
+committed: the next session continues from it with ``--init``). ``--resume`` continues the run
+in ``checkpoints/delimiter`` (model, optimiser, step).
 """
 from __future__ import annotations
 
@@ -22,54 +26,44 @@ import numpy as np
 import torch
 
 from models.delimiter import data as recipe
+from models.delimiter import limiters
 from models.delimiter.model import HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_PATH = Path(__file__).resolve().parent / "delimiter.onnx"
+COMMITTED_CKPT = Path(__file__).resolve().parent / "checkpoint.pt"
 CKPT_DIR = ROOT / "checkpoints" / "delimiter"
-# SI-SDR (what the benchmark measures) drives the shape of the curve; the gain term (nepers, where
-# known) anchors its offset, so un-limited input keeps a ~ 0. Both ~1 in size after weighting.
+# SI-SDR (what the benchmark measures) drives the shape of the curve; the gain term (nepers)
+# anchors its offset, so un-limited input keeps a ~ 0. Both ~1 in size after weighting.
 WAVE_WEIGHT = 0.1
 GAIN_WEIGHT = 0.5
 
 
-class Segments:
-    """Memory-mapped split: random crops of whole frames, aligned so frame 0 starts a segment."""
+class Stream(torch.utils.data.IterableDataset):
+    """Endless limited examples from ``recipe.Examples``; each worker has its own random stream."""
 
-    def __init__(self, root: Path, split: str):
-        self.y = np.load(root / f"{split}_y.npy", mmap_mode="r")
-        self.x = np.load(root / f"{split}_x.npy", mmap_mode="r")
-        self.g = np.load(root / f"{split}_g.npy", mmap_mode="r")
-        meta = json.loads((root / f"{split}_meta.json").read_text())
-        self.n = meta["n"]
-        self.lens = np.array([s["len"] for s in meta["segments"]])
-        self.limited = np.array([s["limiter"] != "none" for s in meta["segments"]])
-        # data built before the recipe folded pedalboard's make-up gain into the reference
-        self.ref_scale = np.array([recipe.pedalboard_makeup(s["ceiling_db"]) if s["limiter"] == "pedalboard"
-                                   and not s.get("ref_has_makeup") else 1.0 for s in meta["segments"]], np.float32)
+    def __init__(self, tracks, n, seed):
+        self.tracks, self.n, self.seed = tracks, n, seed
 
-    def batch(self, idx, frames: int, rng=None):
-        n = frames * HOP
-        Y = np.zeros((len(idx), n, 2), np.float32)
-        X = np.zeros_like(Y)
-        G = np.full((len(idx), n), np.nan, np.float32)
-        for b, i in enumerate(idx):
-            m = min(n, self.lens[i])
-            s = 0 if rng is None or self.lens[i] <= n else int(rng.integers(0, self.lens[i] - n))
-            Y[b, :m] = self.y[i, s:s + m]
-            X[b, :m] = self.x[i, s:s + m] * self.ref_scale[i]
-            G[b, :m] = self.g[i, s:s + m]
-        return torch.from_numpy(Y), torch.from_numpy(X), torch.from_numpy(G)
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info else 0
+        torch.set_num_threads(1)
+        ex = recipe.Examples(self.tracks, self.n, limiters.available(limiters.TRAIN_KINDS), limiters.TRAIN_SHARES)
+        rng = np.random.default_rng([self.seed, wid, time.time_ns() % (1 << 32)])
+        while True:
+            y, ref, g, _ = ex.next(rng)
+            yield torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(np.ascontiguousarray(ref)), torch.from_numpy(g)
 
 
 def restore(model, y: torch.Tensor):
     """y [B, n, 2] (n a multiple of HOP) -> (log inverse gain [B, n], restored [B, n, 2]), both
-    aligned with y (the first LOOKAHEAD_FRAMES frames of future are fed as zeros at the end)."""
+    aligned with y (the first ``model.lookahead`` frames of future are fed as zeros at the end)."""
     B, n, _ = y.shape
-    pad = torch.zeros(B, LOOKAHEAD_FRAMES * HOP, 2)
+    pad = torch.zeros(B, model.lookahead * HOP, 2)
     frames = torch.cat([y, pad], 1).reshape(B, -1, HOP, 2)
-    knots, _, _ = model(frames, *model.initial_state(B))
-    a = interpolate(knots[:, LOOKAHEAD_FRAMES:])
+    knots = model(frames, *model.initial_state(B))[0]
+    a = interpolate(knots[:, model.lookahead:])
     return a, y * torch.exp(a).unsqueeze(-1)
 
 
@@ -90,7 +84,7 @@ def neg_si_sdr(est: torch.Tensor, ref: torch.Tensor, cap_db: float = 40.0) -> to
 
 
 def losses(model, Y, X, G):
-    """(gain L1 where the limiter reports its gain, -SI-SDR of the restored waveform)."""
+    """(gain L1 where the gain is known, -SI-SDR of the restored waveform)."""
     a, xh = restore(model, Y)
     mask = torch.isfinite(G)
     gl = (a + torch.where(mask, G, torch.zeros_like(G))).abs()  # target a = -log g
@@ -99,28 +93,24 @@ def losses(model, Y, X, G):
 
 
 @torch.no_grad()
-def validate(model, val: Segments, frames: int) -> dict:
+def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict]) -> dict:
+    """Mean SI-SDR gain (capped at 60 dB) on the selection set, overall and per limiter."""
     model.eval()
     model.clamp_output = True  # measure what the exported model will do
-    gains, clean, l1 = [], [], []
-    for s in range(0, val.n, 16):
-        idx = list(range(s, min(val.n, s + 16)))
-        Y, X, G = val.batch(idx, frames)
-        gl, _ = losses(model, Y, X, G)
-        l1.append(float(gl))
+    n = sel_y.shape[1] // HOP * HOP
+    gains = []
+    for s in range(0, len(sel_y), 8):
+        Y = torch.from_numpy(sel_y[s:s + 8, :n])
         _, xh = restore(model, Y)
-        for b, i in enumerate(idx):
-            m = min(frames * HOP, val.lens[i])
-            ref = X[b, :m].numpy()
-            if val.limited[i]:
-                # capped: a barely touched segment (input SI-SDR ~ 150 dB) must not swamp the mean
-                gains.append(min(60.0, si_sdr(xh[b, :m].numpy(), ref)) - min(60.0, si_sdr(Y[b, :m].numpy(), ref)))
-            else:  # un-limited input: how close the output stays to it (input SI-SDR is infinite)
-                clean.append(si_sdr(xh[b, :m].numpy(), ref))
+        for b in range(len(Y)):
+            ref = sel_x[s + b, :n]
+            gains.append(min(60.0, si_sdr(xh[b].numpy(), ref)) - min(60.0, si_sdr(Y[b].numpy(), ref)))
     model.clamp_output = False
     model.train()
-    return {"val_sisdr_gain_db": float(np.mean(gains)) if gains else 0.0, "val_clean_sisdr_db": float(np.mean(clean or [np.nan])),
-            "val_gain_l1": float(np.mean(l1))}
+    per = {}
+    for g, m in zip(gains, meta):
+        per.setdefault(m["limiter"], []).append(g)
+    return {"sel_sisdr_gain_db": float(np.mean(gains)), **{f"sel_{k}_db": float(np.mean(v)) for k, v in per.items()}}
 
 
 def export(model, path: Path, meta: dict) -> None:
@@ -132,15 +122,16 @@ def export(model, path: Path, meta: dict) -> None:
     model.eval()
     model.clamp_output = True
     frames = torch.zeros(1, 2, HOP, 2)
-    e, h = model.initial_state(1)
+    states = model.initial_state(1)
+    names = ["e_hist", "h", "pk_hist"]
     with atomic_write(path, suffix=".onnx.part") as tmp:
-        torch.onnx.export(model, (frames, e, h), str(tmp), dynamo=False, opset_version=17,
-                          input_names=["frames", "e_hist", "h"], output_names=["knots", "e_hist_out", "h_out"],
-                          dynamic_axes={"frames": {0: "batch", 1: "time"}, "e_hist": {0: "batch"}, "h": {1: "batch"},
-                                        "knots": {0: "batch", 1: "time"}, "e_hist_out": {0: "batch"},
-                                        "h_out": {1: "batch"}})
+        torch.onnx.export(model, (frames, *states), str(tmp), dynamo=False, opset_version=17,
+                          input_names=["frames", *names], output_names=["knots", *(f"{k}_out" for k in names)],
+                          dynamic_axes={"frames": {0: "batch", 1: "time"}, "knots": {0: "batch", 1: "time"},
+                                        "e_hist": {0: "batch"}, "e_hist_out": {0: "batch"}, "h": {1: "batch"},
+                                        "h_out": {1: "batch"}, "pk_hist": {0: "batch"}, "pk_hist_out": {0: "batch"}})
         m = onnx.load(str(tmp))
-        for k, v in {"hop": HOP, "lookahead_frames": LOOKAHEAD_FRAMES, "knots": model.head[-1].out_features,
+        for k, v in {"hop": HOP, "lookahead_frames": model.lookahead, "knots": model.head[-1].out_features,
                      **meta}.items():
             p = m.metadata_props.add()
             p.key, p.value = str(k), str(v)
@@ -149,88 +140,124 @@ def export(model, path: Path, meta: dict) -> None:
     model.train()
 
 
-def train(data_root: Path, out: Path, ckpt_dir: Path, minutes: float, batch: int, frames: int,
-          max_steps: int | None, val_every: int, lr: float, seed: int, init: Path | None = None) -> dict:
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    tr, va = Segments(data_root, "train"), Segments(data_root, "val")
-    model = Delimiter()
-    if init is not None:  # warm start from an earlier run's weights
-        model.load_state_dict(torch.load(init))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+def save_small(model, path: Path, meta: dict) -> None:
+    """The weights alone, float32, with their selection score (a few MB: committed)."""
+    from realtime.io.files import atomic_write
+
+    with atomic_write(path, suffix=".pt.part") as tmp:
+        torch.save({"model": model.state_dict(), "meta": meta}, str(tmp))
+
+
+def train(a) -> dict:
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    index = recipe.load_index(a.data)
+    frames_n = a.frames * HOP
+    sel = None
+    if (a.data / "sel_y.npy").is_file():
+        sel = (np.load(a.data / "sel_y.npy"), np.load(a.data / "sel_x.npy"),
+               json.loads((a.data / "sel_meta.json").read_text()))
+    model = Delimiter(lookahead_frames=a.lookahead)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    ckpt_dir = a.ckpt
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    step, best, log, seen_s = 0, {"sel_sisdr_gain_db": -math.inf}, [], 0.0
+    if a.resume and (ckpt_dir / "last.pt").is_file():
+        st = torch.load(ckpt_dir / "last.pt")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, best, log, seen_s = st["step"], st["best"], st["log"], st.get("seen_s", 0.0)
+        print(f"resumed at step {step}", flush=True)
+    elif a.init is not None:  # warm start from a committed checkpoint
+        st = torch.load(a.init)
+        model.load_state_dict(st["model"] if "model" in st else st)
+        print(f"initialised from {a.init}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"params {n_params}, train {tr.n}, val {va.n}", flush=True)
+    print(f"params {n_params}, {index['hours']['train']:.1f} h of training music, "
+          f"{len(sel[0]) if sel else 0} selection segments", flush=True)
+    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step), batch_size=a.batch,
+                                         num_workers=a.workers, prefetch_factor=4 if a.workers else None,
+                                         persistent_workers=bool(a.workers))
     t0 = time.monotonic()
-    budget = minutes * 60.0
-    best = {"val_sisdr_gain_db": -math.inf}
-    step = 0
-    log = []
-    while True:
-        elapsed = time.monotonic() - t0
-        if elapsed > budget or (max_steps is not None and step >= max_steps):
-            break
-        for gparam in opt.param_groups:  # cosine decay over the wall-time budget
-            gparam["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / budget))))
-        Y, X, G = tr.batch(rng.integers(0, tr.n, batch), frames, rng)
-        sign = float(rng.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
-        Y, X = Y * sign, X * sign
-        gl, wl = losses(model, Y, X, G)
+    t_wait = 0.0
+    it = iter(loader)
+    start_step = step
+    while step < a.steps and time.monotonic() - t0 < a.minutes * 60.0:
+        frac = step / max(a.steps, 1)
+        warm = min(1.0, (step + 1) / 300)
+        for gparam in opt.param_groups:  # warm-up, then cosine decay over --steps
+            gparam["lr"] = a.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        tw = time.monotonic()
+        Y, X, G = next(it)
+        t_wait += time.monotonic() - tw
+        sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
+        gl, wl = losses(model, Y * sign, X * sign, G)
         loss = GAIN_WEIGHT * gl + WAVE_WEIGHT * wl
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
+        seen_s += Y.shape[0] * Y.shape[1] / 46050.0  # mean of the two rates
         if step % 25 == 0:
-            print(f"step {step} t={elapsed:.0f}s gain_l1={float(gl):.4f} neg_sisdr={float(wl):.2f}", flush=True)
-        if step % val_every == 0 or (max_steps is not None and step >= max_steps) or \
-                time.monotonic() - t0 > budget:
-            v = validate(model, va, frames=min(va.lens.max() // HOP, 800))
-            v.update(step=step, minutes=(time.monotonic() - t0) / 60)
+            el = time.monotonic() - t0
+            print(f"step {step} t={el:.0f}s {(step - start_step) / el:.2f} steps/s wait={t_wait / el:.0%} "
+                  f"seen={seen_s / 3600:.2f} h gain_l1={float(gl):.4f} neg_sisdr={float(wl):.2f}", flush=True)
+        if sel is not None and (step % a.val_every == 0 or step >= a.steps):
+            v = validate(model, *sel)
+            v.update(step=step, minutes=(time.monotonic() - t0) / 60, seen_hours=seen_s / 3600)
             log.append(v)
             print(json.dumps(v), flush=True)
-            torch.save(model.state_dict(), ckpt_dir / "last.pt")
-            if v["val_sisdr_gain_db"] > best["val_sisdr_gain_db"]:
+            if v["sel_sisdr_gain_db"] > best["sel_sisdr_gain_db"]:
                 best = v
-                torch.save(model.state_dict(), ckpt_dir / "best.pt")
-                export(model, out, {"val_sisdr_gain_db": f"{v['val_sisdr_gain_db']:.2f}", "step": step})
-    if not (ckpt_dir / "best.pt").exists() or best["val_sisdr_gain_db"] == -math.inf:
-        torch.save(model.state_dict(), ckpt_dir / "best.pt")  # no validation ran: keep the last state
-        export(model, out, {"step": step})
+                meta = {"sel_sisdr_gain_db": f"{v['sel_sisdr_gain_db']:.2f}", "step": step}
+                export(model, a.out, meta)
+                save_small(model, a.small, {**v})
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best, "log": log,
+                        "seen_s": seen_s}, ckpt_dir / "last.pt")
+    if sel is None:  # smoke runs: no selection set, keep the last state
+        export(model, a.out, {"step": step})
+        save_small(model, a.small, {"step": step})
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best, "log": log,
+                "seen_s": seen_s}, ckpt_dir / "last.pt")
     (ckpt_dir / "train_log.json").write_text(json.dumps({"params": n_params, "log": log, "best": best}, indent=1))
-    return {"params": n_params, "steps": step, "best": best}
+    return {"params": n_params, "steps": step, "seen_hours": seen_s / 3600, "best": best}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="train delimiter")
     ap.add_argument("--smoke", action="store_true", help="tiny data, a few steps, export to checkpoints/")
-    ap.add_argument("--minutes", type=float, default=50.0)
-    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--minutes", type=float, default=120.0, help="wall-time budget of this run")
+    ap.add_argument("--steps", type=int, default=60000, help="length of the LR schedule (and the run)")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--frames", type=int, default=384, help="frames of %d samples per training crop" % HOP)
+    ap.add_argument("--frames", type=int, default=384, help="frames of %d samples per example" % HOP)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--val-every", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=2, help="loader processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
+    ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=recipe.DEFAULT_OUT)
     ap.add_argument("--out", type=Path, default=None, help="ONNX path (default: the committed model)")
-    ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder")
-    ap.add_argument("--init", type=Path, default=None, help="start from these weights (a .pt state dict)")
+    ap.add_argument("--small", type=Path, default=None, help="small checkpoint path (default: the committed one)")
+    ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder (--resume continues from it)")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--lookahead", type=int, default=LOOKAHEAD_FRAMES,
+                    help="future frames the network sees (the default is the product's; more = the non-causal row)")
+    ap.add_argument("--init", type=Path, default=None, help="start from these weights (e.g. models/delimiter/checkpoint.pt)")
     a = ap.parse_args(argv)
     if a.smoke:
-        smoke_dir = a.ckpt or ROOT / "checkpoints" / "delimiter-smoke"
-        data_root = smoke_dir / "data"
-        if not (data_root / "DONE").exists():
-            recipe.build(data_root, n_train=8, n_val=2, seconds=1.0, max_tracks=4, eval_segments=False)
-        res = train(data_root, a.out or smoke_dir / "delimiter.onnx", smoke_dir, minutes=5.0, batch=2,
-                    frames=32, max_steps=a.steps or 3, val_every=10**9, lr=a.lr, seed=a.seed)
+        a.ckpt = a.ckpt or ROOT / "checkpoints" / "delimiter-smoke"
+        a.data = a.ckpt / "data"
+        if not (a.data / "DONE").exists():
+            recipe.build(a.data, smoke=True)
+        a.out = a.out or a.ckpt / "delimiter.onnx"
+        a.small = a.small or a.ckpt / "checkpoint.pt"
+        a.steps, a.batch, a.frames, a.workers = min(a.steps, 3), 2, 32, 0
     else:
         if not (a.data / "DONE").exists():
             recipe.build(a.data)
-        res = train(a.data, a.out or MODEL_PATH, a.ckpt or CKPT_DIR, a.minutes, a.batch, a.frames, a.steps,
-                    a.val_every, a.lr, a.seed, a.init)
-    print(json.dumps(res), flush=True)
+        a.out, a.small, a.ckpt = a.out or MODEL_PATH, a.small or COMMITTED_CKPT, a.ckpt or CKPT_DIR
+    print(json.dumps(train(a), default=float), flush=True)
     return 0
 
 

@@ -6,8 +6,10 @@ root; nothing else is downloaded)::
     .venv/bin/python -m models.enhancer.data            # -> data/enhancer/ (gitignored)
     .venv/bin/python -m models.enhancer.data --bench-only   # only select/ and bench/ (seconds)
     # packages: fillets-ng-data-cs klettres-data ktuberling-data hedgewars-data
-    #           megaglest-data sonic-pi-samples; held out (never trained on):
-    #           kajongg gcin-voice bucklespring-data lincity-ng-data
+    #           megaglest-data sonic-pi-samples tuxpaint-stamps-default festvox-ru
+    #           fillets-ng-data-nl drascula drascula-spanish drascula-italian warzone2100-data
+    #           nexuiz-data ufoai-sound scorched3d-data openarena-data (DEB_PACKAGES);
+    #           held out (never trained on): kajongg gcin-voice bucklespring-data lincity-ng-data
 
 It writes
   data/enhancer/train_speech.npy / train_noise.npy   (int16 pools at 48 kHz) + *.json indexes
@@ -16,10 +18,12 @@ It writes
   data/enhancer/select/{noisy,clean}/NNN.wav         (24 checkpoint-selection mixtures, held-out packages)
   data/enhancer/bench/{in_source,out_of_source}/     (benchmark sets: noisy/, clean/, meta.json)
 
-Training mixes on the fly from the pools (``Mixer``): SNR -5..20 dB, level -45..-12 dBFS,
+Training mixes on the fly from the pools (``Mixer``): SNR -5..20 dB, level -50..-10 dBFS,
 speech EQ / bandwidth limits, synthetic room impulse responses (target = direct path +
 early reflections), real noise recordings plus synthesized pink/brown/white noise, mains
-hum, fans, clicks, babble (summed speech) and music-like tones. Validation uses voice
+hum, fans, clicks, babble (summed speech) and music-like tones; microphone EQ, telephone /
+16 kHz band limits (input and target alike) and G.711 / low-bit-rate MP3 coding (input only).
+The in-source benchmark set keeps using the first recipe's packages (``v1_*_sources``). Validation uses voice
 packs / languages and noise recordings that the training pools never contain; checkpoint
 selection and the benchmark's out-of-source set use whole packages training never reads
 (``HELDOUT_SPEECH_PACKAGES`` / ``HELDOUT_NOISE_PACKAGES``).
@@ -27,10 +31,8 @@ selection and the benchmark's out-of-source set use whole packages training neve
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +40,24 @@ from pathlib import Path
 import numpy as np
 import scipy.signal as sps
 
+from models.enhancer.degrade import MP3_SETTINGS, g711, mic_eq, mp3_roundtrip
+from models.enhancer.sources import (
+    DEB_PACKAGES,
+    HELDOUT_NOISE_PACKAGES,
+    HELDOUT_ROOTS,
+    HELDOUT_SPEECH_PACKAGES,
+    _bytes,
+    _read,
+    heldout_noise_sources,
+    heldout_speech_sources,
+    install_packages,
+    noise_sources,
+    package_of,
+    speech_sources,
+    split_description,
+    v1_noise_sources,
+    v1_speech_sources,
+)
 from models.reserved import RESERVED_PACKAGES  # noqa: F401 (the recipe's tests check against it)
 
 SR = 48000
@@ -46,66 +66,6 @@ DEFAULT_OUT = ROOT / "data" / "enhancer"
 # the first validation mixtures (000-023) pick the checkpoint during training; the benchmark
 # leaves them out by default, so its figures come from clips that influenced nothing
 SELECTION_CLIPS = 24
-
-# --------------------------------------------------------------------------------------
-# Sources and the held-out split (groups = one voice set / one recording set)
-# --------------------------------------------------------------------------------------
-FILLETS = "/usr/share/games/fillets-ng/sound"
-KLETTRES = "/usr/share/klettres"
-KTUBERLING = "/usr/share/ktuberling/sounds"
-HEDGEWARS = "/usr/share/games/hedgewars/Data/Sounds/voices"
-MEGAGLEST = "/usr/share/games/megaglest/tilesets"
-SONICPI = "/usr/share/sonic-pi/samples"
-
-# Held-out voices: whole voice packs / languages (each recorded by other people).
-VAL_HEDGEWARS = {"Pirate", "Mobster", "Surfer", "HillBilly"}
-VAL_KLETTRES = {"it", "pt_BR", "da", "he"}
-VAL_KTUBERLING = {"en", "gl", "sv", "nl"}
-# Held-out noise recordings: whole tilesets / sample families.
-VAL_MEGAGLEST = {"winter", "hell", "mediterran", "autumn", "evergreen"}
-VAL_SONICPI = {"guit", "tabla", "mehackit", "misc", "loop_amen", "loop_safari", "loop_tabla"}
-
-
-DEB_PACKAGES = ("fillets-ng-data-cs", "klettres-data", "ktuberling-data", "hedgewars-data",
-                "megaglest-data", "sonic-pi-samples")
-
-# Held-out SOURCES: whole packages (other recordings, other people, other rooms) that training never
-# reads. Checkpoint selection (``select/``) and the benchmark's out-of-source set (``bench/``) are
-# mixed from them; the in-source set uses the held-out groups of the training packages above.
-KAJONGG = "/usr/share/kajongg/voices"  # German tile calls, 4 speakers (44.1 kHz)
-GCIN = "/usr/share/gcin-voice/ogg"  # Mandarin syllables, one speaker (44.1 kHz)
-BUCKLE = "/usr/share/buckle/wav"  # real keyboard key presses / releases
-LINCITY = "/usr/share/games/lincity-ng/sounds"  # industry, traffic, crowds, water, trains
-HELDOUT_SPEECH_PACKAGES = ("kajongg", "gcin-voice")
-HELDOUT_NOISE_PACKAGES = ("bucklespring-data", "lincity-ng-data")
-HELDOUT_ROOTS = (KAJONGG, GCIN, BUCKLE, LINCITY)
-# every SELECT_EVERY-th held-out file (per group) mixes the checkpoint-selection clips; the rest the
-# benchmark, so the benchmark's recordings never steered training
-SELECT_EVERY = 4
-
-
-def install_packages(log) -> None:
-    """apt-get the source packages that are missing (root only; otherwise say what to run)."""
-    import shutil
-    import subprocess
-
-    missing = [p for p in DEB_PACKAGES + HELDOUT_SPEECH_PACKAGES + HELDOUT_NOISE_PACKAGES
-               if "ok installed" not in subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
-                                                       capture_output=True, text=True).stdout]
-    if not missing or not shutil.which("apt-get") or os.geteuid() != 0:
-        return
-    log(f"installing Debian packages: {' '.join(missing)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
-
-
-def _read(path: str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    x, sr = sf.read(path, dtype="float32", always_2d=True)
-    return x.mean(axis=1), sr
-
 
 def _to48k(x: np.ndarray, sr: int) -> np.ndarray:
     if sr == SR:
@@ -130,67 +90,12 @@ def _trim(x: np.ndarray, thresh_db: float = -45.0) -> np.ndarray:
     return x[a:b]
 
 
-def speech_sources() -> list[tuple[str, str, str]]:
-    """(path, group, split) for every speech file."""
-    out = []
-    for f in sorted(glob.glob(f"{FILLETS}/**/cs/*.ogg", recursive=True)):
-        out.append((f, "fillets", "train"))  # same actors across levels: training only
-    for lang in sorted(os.listdir(KLETTRES)) if os.path.isdir(KLETTRES) else []:
-        for f in sorted(glob.glob(f"{KLETTRES}/{lang}/*/*.ogg") + glob.glob(f"{KLETTRES}/{lang}/*/*.wav")):
-            out.append((f, f"klettres/{lang}", "val" if lang in VAL_KLETTRES else "train"))
-    for lang in sorted(os.listdir(KTUBERLING)) if os.path.isdir(KTUBERLING) else []:
-        base = lang.split("@")[0]
-        for f in sorted(glob.glob(f"{KTUBERLING}/{lang}/*.ogg") + glob.glob(f"{KTUBERLING}/{lang}/*.wav")):
-            out.append((f, f"ktuberling/{base}", "val" if base in VAL_KTUBERLING else "train"))
-    for pack in sorted(os.listdir(HEDGEWARS)) if os.path.isdir(HEDGEWARS) else []:
-        if pack == "Robot":
-            continue  # vocoded robot voice: not natural speech (filtered)
-        grp = pack.split("_")[0] if pack.startswith("Russian") else pack
-        for f in sorted(glob.glob(f"{HEDGEWARS}/{pack}/*.ogg")):
-            out.append((f, f"hedgewars/{grp}", "val" if pack in VAL_HEDGEWARS else "train"))
-    return out
-
-
-def noise_sources() -> list[tuple[str, str, str]]:
-    out = []
-    for f in sorted(glob.glob(f"{MEGAGLEST}/*/sounds/*")):
-        ts = f.split("/")[-3]
-        out.append((f, f"megaglest/{ts}", "val" if ts in VAL_MEGAGLEST else "train"))
-    for f in sorted(glob.glob(f"{SONICPI}/*.flac")):
-        name = os.path.basename(f)[:-5]
-        fam = name.split("_")[0]
-        val = fam in VAL_SONICPI or any(name.startswith(v) for v in VAL_SONICPI if "_" in v)
-        out.append((f, f"sonicpi/{fam}", "val" if val else "train"))
-    return out
-
-
-def _heldout_split(files: list[str]) -> list[tuple[str, str]]:
-    """(path, split) with split "select" for every SELECT_EVERY-th file, else "bench"."""
-    return [(f, "select" if i % SELECT_EVERY == 0 else "bench") for i, f in enumerate(sorted(files))]
-
-
-def heldout_speech_sources() -> list[tuple[str, str, str]]:
-    """(path, group, split) for the held-out speech packages; split is "select" or "bench"."""
-    out = []
-    for spk in sorted(glob.glob(f"{KAJONGG}/*/*/")):
-        group = "kajongg/" + "/".join(spk.rstrip("/").split("/")[-2:])
-        out += [(f, group, sp) for f, sp in _heldout_split(glob.glob(f"{spk}*.ogg"))]
-    out += [(f, "gcin-voice", sp) for f, sp in _heldout_split(glob.glob(f"{GCIN}/*/*.ogg"))]
-    return out
-
-
-def heldout_noise_sources() -> list[tuple[str, str, str]]:
-    """(path, group, split) for the held-out noise packages; split is "select" or "bench"."""
-    out = [(f, "bucklespring", sp) for f, sp in _heldout_split(glob.glob(f"{BUCKLE}/*.wav"))]
-    out += [(f, "lincity-ng", sp) for f, sp in _heldout_split(glob.glob(f"{LINCITY}/*.wav"))]
-    return out
-
-
-def load_pool(sources, kind: str, log, exclude_hashes=()) -> tuple[dict, dict]:
+def load_pool(sources, kind: str, log, exclude_hashes=(), int16: bool = False) -> tuple[dict, dict]:
     """Load, dedupe (content hash), resample, trim and filter. Returns pools per split.
 
     ``exclude_hashes``: MD5s of files that must not be loaded (e.g. the training files, when a
-    benchmark set is built on its own)."""
+    benchmark set is built on its own). ``int16``: keep clips as int16 (the pools' format; tens of
+    hours of float32 would not fit in memory); the benchmark sets are mixed from float32 clips."""
     seen: dict[str, str] = {h: "excluded" for h in exclude_hashes}
     pools = {split: [] for split in dict.fromkeys(sp for _, _, sp in sources)} | {"train": [], "val": []}
     filtered: dict[str, int] = {}
@@ -200,16 +105,17 @@ def load_pool(sources, kind: str, log, exclude_hashes=()) -> tuple[dict, dict]:
 
     for i, (path, group, split) in enumerate(sources):
         try:
-            h = hashlib.md5(Path(path).read_bytes()).hexdigest()
-        except OSError:
+            raw = _bytes(path)
+        except (OSError, KeyError):
             drop("unreadable")
             continue
+        h = hashlib.md5(raw).hexdigest()
         if h in seen:
             drop("duplicate file (same bytes as another source)")
             continue
         seen[h] = path
         try:
-            x, sr = _read(path)
+            x, sr = _read(path, raw)
         except Exception:
             drop("undecodable")
             continue
@@ -235,20 +141,31 @@ def load_pool(sources, kind: str, log, exclude_hashes=()) -> tuple[dict, dict]:
             drop("clipped speech")
             continue
         x = x / max(peak, 1e-6) * 0.9
-        pools[split].append((x, group, path, sr))
+        pools[split].append((_int16(x) if int16 else x, group, path, sr))
         if (i + 1) % 500 == 0:
             log(f"  {kind}: {i + 1}/{len(sources)} files")
     return pools, filtered
 
 
+def _int16(x: np.ndarray) -> np.ndarray:
+    return x if x.dtype == np.int16 else np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+
+
 def save_pool(items, path: Path) -> dict:
     lens = [len(x) for x, *_ in items]
-    data = np.zeros(sum(lens), np.int16)
     offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    # written in place (no second copy of the pool in memory)
+    data = np.lib.format.open_memmap(path.with_suffix(".npy"), mode="w+", dtype=np.int16, shape=(int(offs[-1]),))
     for (x, *_), o in zip(items, offs[:-1]):
-        data[o : o + len(x)] = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
-    np.save(path.with_suffix(".npy"), data)
+        data[o : o + len(x)] = _int16(x)
+    data.flush()
+    del data
     groups = sorted({g for _, g, *_ in items})
+    per_pkg: dict[str, list] = {}
+    for (x, g, *_), n in zip(items, lens):
+        acc = per_pkg.setdefault(package_of(g), [0, 0])
+        acc[0] += 1
+        acc[1] += n
     idx = {
         "offsets": offs.tolist(),
         "group": [groups.index(g) for _, g, *_ in items],
@@ -257,7 +174,9 @@ def save_pool(items, path: Path) -> dict:
         "native_sr": [s for *_, s in items],
     }
     path.with_suffix(".json").write_text(json.dumps(idx))
-    return {"files": len(items), "seconds": round(sum(lens) / SR, 1), "groups": groups}
+    return {"files": len(items), "seconds": round(sum(lens) / SR, 1), "hours": round(sum(lens) / SR / 3600, 3),
+            "packages": {k: {"files": v[0], "hours": round(v[1] / SR / 3600, 3)} for k, v in sorted(per_pkg.items())},
+            "groups": groups}
 
 
 # --------------------------------------------------------------------------------------
@@ -461,11 +380,26 @@ def level_step(rng, n) -> np.ndarray:
 
 
 class Mixer:
-    """Draws (noisy, clean) pairs. Deterministic for a given rng."""
+    """Draws (noisy, clean) pairs. Deterministic for a given rng.
+
+    Beyond SNR, level, speech EQ, reverberation, noise level steps and onsets, three degradations
+    of the recording chain, each applied with its probability (``p_*``; at 0 it draws no random
+    numbers):
+
+    - ``p_mic_eq``: a microphone response (``mic_eq``) on the noisy input and the target alike;
+    - ``p_narrow``: telephone / narrow-band: input *and* target through 8 kHz (half of them) or
+      16 kHz and back, so the network learns to keep narrow-band speech, not to "restore" it;
+    - ``p_codec``: a codec on the noisy input only: G.711 mu-law / A-law at 8 kHz on telephone-band
+      mixtures, else low-bit-rate MP3 (``MP3_SETTINGS``), whose band edge the target is limited to
+      as well (what the encoder cut cannot come back; its coding noise is what is removed).
+
+    ``level_db``: RMS level of the noisy mixture, -50..-10 dBFS by default (peaks kept below 0.99).
+    """
 
     def __init__(self, speech: Pool, noise: Pool | None, seconds: float = 3.0,
-                 snr=(-5.0, 20.0), level_db=(-45.0, -12.0), p_reverb=0.4, p_noise2=0.3,
-                 p_clean=0.05, p_speechless=0.05, p_level_step=0.0, p_onset=0.0):
+                 snr=(-5.0, 20.0), level_db=(-50.0, -10.0), p_reverb=0.4, p_noise2=0.3,
+                 p_clean=0.05, p_speechless=0.05, p_level_step=0.0, p_onset=0.0,
+                 p_mic_eq=0.5, p_narrow=0.2, p_codec=0.15):
         self.speech, self.noise = speech, noise
         # both default to 0 and then draw no random numbers, so the recipe's fixed validation
         # mixtures stay the same whatever training uses
@@ -474,6 +408,7 @@ class Mixer:
         self.snr, self.level_db = snr, level_db
         self.p_reverb, self.p_noise2 = p_reverb, p_noise2
         self.p_clean, self.p_speechless = p_clean, p_speechless
+        self.p_mic_eq, self.p_narrow, self.p_codec = p_mic_eq, p_narrow, p_codec
 
     def draw(self, rng) -> tuple[np.ndarray, np.ndarray]:
         n = self.n
@@ -506,12 +441,28 @@ class Mixer:
         else:
             g_n = 1.0 / (pn + 1e-12)
         noisy = s_rev + g_n * noise
+        if self.p_mic_eq and rng.random() < self.p_mic_eq:
+            sos = mic_eq(rng)
+            noisy, clean = sps.sosfilt(sos, noisy), sps.sosfilt(sos, clean)
         lvl = 10 ** (rng.uniform(*self.level_db) / 20)
         g = lvl / (_rms(noisy) + 1e-9)
         peak = np.max(np.abs(noisy)) * g
         if peak > 0.99:
             g *= 0.99 / peak
         noisy, clean = (noisy * g).astype(np.float32), (clean * g).astype(np.float32)
+        band = 0
+        if self.p_narrow and rng.random() < self.p_narrow:
+            band = 8000 if rng.random() < 0.5 else 16000
+            noisy, clean = band_limit(noisy, band), band_limit(clean, band)
+        if self.p_codec and rng.random() < self.p_codec:
+            if band == 8000:
+                noisy = g711(noisy, "mu" if rng.random() < 0.5 else "alaw")
+            else:
+                rate, level, edge = MP3_SETTINGS[int(rng.integers(len(MP3_SETTINGS)))]
+                noisy = mp3_roundtrip(noisy, rate, level)
+                if not band or 2 * edge < band:
+                    clean = band_limit(clean, 2 * edge)
+            noisy = np.clip(noisy, -1.0, 1.0).astype(np.float32)
         if self.p_onset and rng.random() < self.p_onset:
             # the stream starts out of digital silence at any phase of the 240-sample frame grid
             # (the runtime skips silent frames, so its network then starts from a fresh state
@@ -657,6 +608,7 @@ def build_bench(out: Path, seconds: float = 4.0, reps: int = 3, n_select: int = 
     SystemExit
         The held-out packages are not installed and ``required`` is set."""
     ssrc, nsrc = speech_sources(), noise_sources()
+    v1_val = {p for p, _, sp in v1_speech_sources() + v1_noise_sources() if sp == "val"}
     hs, hn = heldout_speech_sources(), heldout_noise_sources()
     if not hs or not hn:
         install_packages(log)
@@ -670,7 +622,7 @@ def build_bench(out: Path, seconds: float = 4.0, reps: int = 3, n_select: int = 
         return None
     train_files = [p for p, _, sp in ssrc + nsrc if sp == "train"]
     assert not any(p.startswith(HELDOUT_ROOTS) for p in train_files), "a held-out source leaked into training"
-    train_hashes = {hashlib.md5(Path(p).read_bytes()).hexdigest() for p in train_files}
+    train_hashes = {hashlib.md5(_bytes(p)).hexdigest() for p in train_files}
     count = reps * len(BENCH_SNRS) * len(BENCH_CONDITIONS)
     man = {"seconds_each": seconds, "seed": seed, "held_out_packages": {
         "speech": list(HELDOUT_SPEECH_PACKAGES), "noise": list(HELDOUT_NOISE_PACKAGES)}}
@@ -681,8 +633,9 @@ def build_bench(out: Path, seconds: float = 4.0, reps: int = 3, n_select: int = 
     write_mixtures(out / "bench" / "out_of_source", _as_sources(hsp["bench"]), _as_sources(hno["bench"]), count, seconds,
                    np.random.default_rng([seed, 1]))
     if ssrc and nsrc:
-        vsp, _ = load_pool([t for t in ssrc if t[2] == "val"], "speech", log, train_hashes)
-        vno, _ = load_pool([t for t in nsrc if t[2] == "val"], "noise", log, train_hashes)
+        # the first recipe's held-out groups only: the same in-source clips whatever packages training adds
+        vsp, _ = load_pool([t for t in ssrc if t[2] == "val" and t[0] in v1_val], "speech", log, train_hashes)
+        vno, _ = load_pool([t for t in nsrc if t[2] == "val" and t[0] in v1_val], "noise", log, train_hashes)
         write_mixtures(out / "bench" / "in_source", _as_sources(vsp["val"]), _as_sources(vno["val"]), count, seconds,
                        np.random.default_rng([seed, 2]))
     man["sets"] = {k: {"speech_files": len(a[s]), "noise_files": len(b[s]),
@@ -711,17 +664,19 @@ def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 123
     if not ssrc or not nsrc:
         raise SystemExit("no source audio found: apt-get install -y --no-install-recommends " + " ".join(DEB_PACKAGES))
     log(f"speech files: {len(ssrc)}, noise files: {len(nsrc)}")
-    sp, sp_f = load_pool(ssrc, "speech", log)
-    no, no_f = load_pool(nsrc, "noise", log)
-    man = {"sample_rate": SR, "filtered": {"speech": sp_f, "noise": no_f},
-           "held_out": {"hedgewars": sorted(VAL_HEDGEWARS), "klettres": sorted(VAL_KLETTRES),
-                        "ktuberling": sorted(VAL_KTUBERLING), "megaglest": sorted(VAL_MEGAGLEST),
-                        "sonic-pi": sorted(VAL_SONICPI)},
+    sp, sp_f = load_pool(ssrc, "speech", log, int16=True)
+    no, no_f = load_pool(nsrc, "noise", log, int16=True)
+    man = {"sample_rate": SR, "filtered": {"speech": sp_f, "noise": no_f}, "packages": list(DEB_PACKAGES),
+           **split_description(),
            "held_out_packages": {"speech": list(HELDOUT_SPEECH_PACKAGES), "noise": list(HELDOUT_NOISE_PACKAGES)}}
     man["train_speech"] = save_pool(sp["train"], out / "train_speech")
     man["train_noise"] = save_pool(no["train"], out / "train_noise")
     man["val_speech"] = save_pool(sp["val"], out / "val_speech")
     man["val_noise"] = save_pool(no["val"], out / "val_noise")
+    used = {pk for k in ("train_speech", "train_noise", "val_speech", "val_noise") for pk in man[k]["packages"]}
+    man["packages_missing"] = [pk for pk in DEB_PACKAGES if pk not in used]  # not installed: nothing read
+    if man["packages_missing"]:
+        log(f"packages without any file (not installed?): {' '.join(man['packages_missing'])}")
     log(f"train speech {man['train_speech']['seconds']} s, noise {man['train_noise']['seconds']} s; "
         f"val speech {man['val_speech']['seconds']} s, noise {man['val_noise']['seconds']} s")
     # fixed validation mixtures from held-out voices + held-out noise (and fresh synthetic noise)
@@ -737,6 +692,7 @@ def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 123
         sf.write(out / "val" / "clean" / f"{i:03d}.wav", clean, SR, subtype="FLOAT")
     man["val_mixtures"] = {"count": n_val, "seconds_each": val_seconds, "seed": seed,
                            "snr_db": list(mixer.snr), "level_dbfs": list(mixer.level_db)}
+    man["build_seconds"] = round(time.time() - t0)
     (out / "manifest.json").write_text(json.dumps(man, indent=1))
     log(f"done -> {out}")
     build_bench(out, log=log, required=False)

@@ -17,8 +17,6 @@ frame at a time equals running the whole file in one call.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
@@ -44,7 +42,6 @@ def erb_bands(n_bands=NB_ERB, n_freqs=NFREQ, sr=SR, min_bins=2) -> list[int]:
     edges = erb2hz(np.linspace(0, hz2erb(sr / 2), n_bands + 1))
     widths = []
     prev = 0
-    carry = 0
     for k in range(1, n_bands + 1):
         e = int(round(edges[k] / bin_hz))
         w = e - prev

@@ -45,6 +45,9 @@ def parse(argv):
                     help="share of mixtures without noise (clean speech must pass unchanged)")
     ap.add_argument("--init", type=Path, default=None,
                     help="fine-tune: start from this checkpoint's weights (fresh optimiser and schedule)")
+    ap.add_argument("--init-onnx", type=Path, default=None,
+                    help="fine-tune: start from an exported ONNX model's weights (e.g. models/enhancer/"
+                         "enhancer.onnx when its checkpoints are lost; same --hidden/--hidden-df)")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--hidden-df", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0)
@@ -223,6 +226,11 @@ def main(argv=None) -> int:
         ck = torch.load(a.init, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
         log(f"fine-tuning from {a.init} (its step {ck['step']})")
+    elif a.init_onnx is not None:
+        from models.enhancer.onnx_weights import load_onnx_weights
+
+        load_onnx_weights(model, a.init_onnx)
+        log(f"fine-tuning from the weights of {a.init_onnx}")
     log(f"model params {count_params(model)}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
 
     win = torch.from_numpy(window())

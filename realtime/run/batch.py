@@ -11,8 +11,9 @@ raising: one bad file never stops the batch. The parent alone writes the resume 
 duration, status), so a re-run skips every output that is complete and newer than its input and its
 preset file. Outputs go through the one atomic writer, so an interrupted file never appears.
 
-With a preset that starts with the enhancer, a worker takes groups of files and runs them side by
-side through one model call per hop (``realtime.run.batch_streams``; same outputs).
+With a preset that starts with the enhancer or the de-limiter (audio files) or the synth (MIDI
+files), a worker takes groups of files and runs them side by side through one model call per hop
+(``realtime.run.batch_streams``; same outputs).
 
 Planning and the resume log live in ``realtime.run.batch_plan``; the local backend
 (``realtime.run.batch_pool``) never imports Ray; ``ray_address`` selects ``realtime.run.ray_batch``.
@@ -39,19 +40,25 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 
 # ------------------------------------------------------------------------------------------ the worker
 
-_CHAINS: dict[str, object] = {}  # preset hash -> chain, in this worker process (most recent last)
+_CHAINS: dict[str, tuple] = {}  # preset hash -> (chain, knob values as built), in this worker (most recent last)
 
 
 def _chain_for(task: BatchTask):
+    """The worker's chain for the task's preset, its knobs back at the preset's values: a MIDI file
+    moves knobs (controllers, program changes), and the next file must start where ``process`` would."""
     from realtime.dsp.presets import build_chain
 
-    chain = _CHAINS.pop(task.preset_hash, None)
-    if chain is None:
+    entry = _CHAINS.pop(task.preset_hash, None)
+    if entry is None:
         while len(_CHAINS) >= CHAIN_CACHE_SIZE:
             _CHAINS.pop(next(iter(_CHAINS)))
         chain = build_chain(task.preset)
-    _CHAINS[task.preset_hash] = chain
-    return chain
+        entry = (chain, [s.processor.values.copy() for s in chain.slots])
+    else:
+        for slot, values in zip(entry[0].slots, entry[1]):
+            slot.processor.values[:] = values
+    _CHAINS[task.preset_hash] = entry
+    return entry[0]
 
 
 def _sha256(path: str) -> str:

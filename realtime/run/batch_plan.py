@@ -226,16 +226,22 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
     return tasks
 
 
-def batchable(preset: dict) -> bool:
-    """Whether a preset's files can run as streams side by side: its first slot is the enhancer, in
-    full (not bypassed, not mixed), the one neural processor with a batched form."""
+# the processors with a batched form (N streams through one model call) and the input kind they take
+BATCHED_KINDS = {"enhancer": "audio", "delimiter": "audio", "synth": "midi"}
+
+
+def batchable(preset: dict, kind: str = "audio") -> bool:
+    """Whether a preset's ``kind`` ("audio" or "midi") files can run as streams side by side: its
+    first slot is a processor with a batched form for that kind (the enhancer or the de-limiter for
+    audio, the synth for MIDI), in full (not bypassed, not mixed)."""
     first = preset["chain"][0]
-    return first["processor"] == "enhancer" and not first["bypass"] and first["mix"] == 1.0
+    return BATCHED_KINDS.get(first["processor"]) == kind and not first["bypass"] and first["mix"] == 1.0
 
 
 def group_tasks(tasks: list[BatchTask], streams: int, workers: int = 1) -> list[tuple[BatchTask, ...]]:
     """Units of work: groups of up to ``streams`` files with the same preset and channel count
-    (similar lengths side by side: ``tasks`` come longest first), the rest one file each.
+    (similar lengths side by side: ``tasks`` come longest first) where the preset is ``batchable``
+    for their kind, the rest one file each.
 
     Parameters
     ----------
@@ -251,9 +257,9 @@ def group_tasks(tasks: list[BatchTask], streams: int, workers: int = 1) -> list[
         In ``tasks``' order of their first member.
     """
     def key(t: BatchTask):
-        if streams <= 1 or t.kind != "audio" or t.channels not in (1, 2) or not batchable(t.preset):
+        if streams <= 1 or not batchable(t.preset, t.kind) or (t.kind == "audio" and t.channels not in (1, 2)):
             return None
-        return t.preset_hash, t.channels
+        return t.preset_hash, t.channels  # MIDI renders are stereo (channels 0 for all)
 
     counts: dict = {}
     for t in tasks:

@@ -1,13 +1,15 @@
 """Several files side by side through one model call per hop (``BatchOptions.streams``).
 
-For a preset whose first slot is the enhancer, a worker runs a group of files in lockstep: each
-file keeps everything ``process_file`` gives it — its reader, its streaming resamplers, its
-re-blocking, its own copy of the rest of the chain, latency dropped, an atomic output — while the
-enhancer runs as one ``BatchedEnhancer`` with the group's files as its streams (each with its own
-model state). Every step reads one chain block per file, runs the enhancer once for all, then each
+For a preset whose first slot has a batched form (``batch_plan.batchable``: the enhancer or the
+de-limiter for audio files, the synth for MIDI files), a worker runs a group of files in lockstep:
+each file keeps everything ``process_file`` (or ``render_midi``) gives it — its reader, its
+streaming resamplers, its re-blocking, its own copy of the rest of the chain, latency dropped, an
+atomic output; a MIDI file its events at their offsets and its length — while the first slot runs
+as one batched processor with the group's files as its streams (each with its own model state).
+Every step reads one chain block per file, runs the batched processor once for all, then each
 file's rest of the chain, and writes. A file that ends early feeds silence to its stream until the
-group is done; a file that fails is discarded alone. The outputs equal ``process_file``'s (the
-tests compare them).
+group is done; a file that fails is discarded alone. The outputs equal ``process_file``'s and
+``render_midi``'s (the tests compare them).
 """
 from __future__ import annotations
 
@@ -21,22 +23,35 @@ import soundfile as sf
 from realtime.io.files import AtomicFile
 from realtime.run.batch_plan import BatchTask
 
-GROUP_CACHE_SIZE = 2  # groups of chains kept per worker (each: one batched enhancer + a rest chain per stream)
+GROUP_CACHE_SIZE = 2  # groups of chains kept per worker (each: one batched processor + a rest chain per stream)
 _GROUPS: dict[tuple, tuple] = {}
 
 
+def batched_processor(kind: str, streams: int, params: dict):
+    """The batched form of processor ``kind`` (a key of ``batch_plan.BATCHED_KINDS``) for ``streams`` streams."""
+    if kind == "enhancer":
+        from realtime.dsp.processors.neural.batched import BatchedEnhancer as cls
+    elif kind == "delimiter":
+        from realtime.dsp.processors.neural.batched_delimiter import BatchedDelimiter as cls
+    elif kind == "synth":
+        from realtime.dsp.processors.synth.batched import BatchedSynth as cls
+    else:
+        raise ValueError(f"{kind}: no batched form")
+    return cls(streams, **params)
+
+
 def _group_chains(task: BatchTask, streams: int, channels: int):
-    """(batched enhancer, [rest of the chain per stream]) for ``task``'s preset, built once per worker."""
+    """(batched first processor, [rest of the chain per stream]) for ``task``'s preset, built once per worker."""
     key = (task.preset_hash, streams, channels)
     chains = _GROUPS.pop(key, None)
     if chains is None:
         from realtime.dsp.presets import build_chain
-        from realtime.dsp.processors.neural.batched import BatchedEnhancer
 
         while len(_GROUPS) >= GROUP_CACHE_SIZE:
             _GROUPS.pop(next(iter(_GROUPS)))
         first, rest = task.preset["chain"][0], {**task.preset, "chain": task.preset["chain"][1:]}
-        chains = BatchedEnhancer(streams, **first["params"]), [build_chain(rest) for _ in range(streams)]
+        chains = batched_processor(first["processor"], streams, first["params"]), \
+            [build_chain(rest) for _ in range(streams)]
     _GROUPS[key] = chains
     return chains
 
@@ -99,6 +114,11 @@ class _FileStream:
         """Take one processed block: drop the latency, resample back, write up to the input's length."""
         self.writer.write(y)
 
+    def report(self) -> dict:
+        """What the file's result records (as ``run_task``'s for ``process_file``)."""
+        return {"audio_s": self.total / self.in_sr, "nonfinite_input_samples": self.nonfinite,
+                "frames_read": self.frames_read}  # frames_read < frames: a truncated file, padded
+
     def finish(self) -> None:
         """The resampler's tail, silence for rounding, then the output appears (atomically)."""
         self.writer.finish()
@@ -112,6 +132,58 @@ class _FileStream:
                 f.close()
             except Exception:
                 pass
+        self.out.discard()
+
+
+class _MidiStream:
+    """One MIDI file of a group: ``render_midi``'s events, length and output, block by block.
+
+    ``send`` takes each event at its offset (the batched synth's stream and the file's rest chain)."""
+
+    def __init__(self, task: BatchTask, blocksize: int, send):
+        from realtime.run.offline import EventCursor, open_render, plan_render
+
+        self.task, self.blocksize, self.send = task, blocksize, send
+        out_p = Path(task.output)
+        events, self.total = plan_render(task.input, out_p, task.samplerate)
+        self.events = EventCursor(events)
+        self.pos = self.written = 0
+        self.out = AtomicFile(out_p)
+        try:
+            self.dst = open_render(self.out.tmp, out_p, task.samplerate)
+        except BaseException:
+            self.out.discard()
+            raise
+
+    def handle_midi(self, status: int, data1: int, data2: int, offset: int) -> None:
+        self.send(status, data1, data2, offset)
+
+    def next_block(self, block: np.ndarray) -> bool:
+        """Silence for the synth to add to, this block's events sent; False when the song is done."""
+        if self.pos >= self.total:
+            return False
+        block.fill(0.0)
+        self.events.send(self, self.pos, self.blocksize)
+        self.pos += self.blocksize
+        return True
+
+    def report(self) -> dict:
+        return {"audio_s": self.total / self.task.samplerate}
+
+    def write(self, y: np.ndarray) -> None:
+        keep = min(y.shape[0], self.total - self.written)
+        self.dst.write(y[:keep])
+        self.written += keep
+
+    def finish(self) -> None:
+        self.dst.close()
+        self.out.commit()
+
+    def abandon(self) -> None:
+        try:
+            self.dst.close()
+        except Exception:
+            pass
         self.out.discard()
 
 
@@ -145,25 +217,27 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
     live = [i for i, r in enumerate(results) if r["error"] is None]
     if live:
         first = tasks[live[0]]
-        ch = tasks[live[0]].channels
+        midi = first.kind == "midi"
+        ch = 2 if midi else first.channels
         t_chain = time.perf_counter()
-        enhancer, rests = _group_chains(first, len(live), ch)
+        batched, rests = _group_chains(first, len(live), ch)
         for r in results:
             r["chain_s"] = time.perf_counter() - t_chain
         B, sr = first.blocksize, first.samplerate
-        enhancer.prepare(sr, B, ch)
+        batched.prepare(sr, B, ch)
         for rest in rests:
             rest.prepare(sr, B, ch)
-        latency = int(enhancer.latency + rests[0].latency)
+        latency = int(batched.latency + rests[0].latency)
         opened = []
         for k, i in enumerate(live):
             try:
-                streams.append(_FileStream(tasks[i], latency, B))
+                streams.append(_MidiStream(tasks[i], B, _midi_sender(batched, k, rests[k])) if midi
+                               else _FileStream(tasks[i], latency, B))
                 opened.append((k, i))
             except Exception as e:
                 fail(results[i], e)
         try:
-            _lockstep(enhancer, rests, streams, opened, results, fail, B, ch)
+            _lockstep(batched, rests, streams, opened, results, fail, B, ch)
         except BaseException:
             for s in streams:
                 s.abandon()
@@ -176,7 +250,16 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
     return results
 
 
-def _lockstep(enhancer, rests, streams, opened, results, fail, B: int, ch: int) -> None:
+def _midi_sender(batched, k: int, rest):
+    """Where song ``k``'s events go: its stream of the batched synth, then its rest chain (as
+    ``Chain.handle_midi`` passes them to every processor that takes MIDI)."""
+    def send(status: int, data1: int, data2: int, offset: int) -> None:
+        batched.stream_midi(k, status, data1, data2, offset)
+        rest.handle_midi(status, data1, data2, offset)
+    return send
+
+
+def _lockstep(batched, rests, streams, opened, results, fail, B: int, ch: int) -> None:
     n = len(rests)
     block = np.zeros((B, n * ch), np.float32)
     ybuf = np.zeros((B, ch), np.float32)
@@ -190,9 +273,7 @@ def _lockstep(enhancer, rests, streams, opened, results, fail, B: int, ch: int) 
                     block[:, k * ch:(k + 1) * ch] = ybuf
                     continue
                 s.finish()
-                results[index[k]]["audio_s"] = s.total / s.in_sr
-                results[index[k]]["nonfinite_input_samples"] = s.nonfinite
-                results[index[k]]["frames_read"] = s.frames_read  # < frames: a truncated file, padded
+                results[index[k]].update(s.report())
                 results[index[k]]["output_bytes"] = Path(s.task.output).stat().st_size
                 results[index[k]]["status"] = "ok"
             except Exception as e:
@@ -201,7 +282,7 @@ def _lockstep(enhancer, rests, streams, opened, results, fail, B: int, ch: int) 
             del active[k]
         if not active:
             break
-        enhancer.process(block)
+        batched.process(block)
         for k, s in list(active.items()):
             try:
                 ybuf[:] = block[:, k * ch:(k + 1) * ch]

@@ -222,6 +222,30 @@ class OutputWriter:
             self.written += keep
 
 
+class EventCursor:
+    """MIDI events handed out block by block, each at its sample offset in its block.
+
+    Parameters
+    ----------
+    events : ndarray, optional
+        (n, 4) rows of chain-rate sample time, status, data1, data2 (any order: sorted here, stably).
+    """
+
+    def __init__(self, events: np.ndarray | None = None):
+        ev = np.zeros((0, 4)) if events is None else np.asarray(events, np.float64).reshape(-1, 4)
+        self.events = ev[np.argsort(ev[:, 0], kind="stable")]
+        self._next = 0
+
+    def send(self, target, pos: int, frames: int) -> None:
+        """``target.handle_midi`` for every event before ``pos + frames`` not yet sent, at its offset
+        in the block that starts at ``pos`` (earlier ones at 0)."""
+        ev, i = self.events, self._next
+        while i < len(ev) and ev[i, 0] < pos + frames:
+            target.handle_midi(int(ev[i, 1]), int(ev[i, 2]), int(ev[i, 3]), int(max(0, ev[i, 0] - pos)))
+            i += 1
+        self._next = i
+
+
 class ChainRunner:
     """Runs a prepared chain over a stream: fixed blocks, MIDI events at their exact offsets.
 
@@ -239,9 +263,7 @@ class ChainRunner:
         self.chain = chain
         self.blocksize = blocksize
         self.fifo = Reblocker(blocksize, channels)
-        ev = np.zeros((0, 4)) if events is None else np.asarray(events, np.float64).reshape(-1, 4)
-        self.events = ev[np.argsort(ev[:, 0], kind="stable")]
-        self._next_event = 0
+        self.events = EventCursor(events)
         self.pos = 0  # chain-rate frames processed
 
     def feed(self, x: np.ndarray):
@@ -249,11 +271,7 @@ class ChainRunner:
         self.fifo.add(x)
         B = self.blocksize
         for block in self.fifo.blocks():
-            ev, i = self.events, self._next_event
-            while i < len(ev) and ev[i, 0] < self.pos + B:
-                self.chain.handle_midi(int(ev[i, 1]), int(ev[i, 2]), int(ev[i, 3]), int(max(0, ev[i, 0] - self.pos)))
-                i += 1
-            self._next_event = i
+            self.events.send(self.chain, self.pos, B)
             self.chain.process(block)
             self.pos += B
             yield block
@@ -432,6 +450,34 @@ def _render(runner: ChainRunner, n: int):
         yield y
 
 
+def plan_render(midi_path, out_path, samplerate: int, tail_s: float = 2.0) -> tuple[np.ndarray, int]:
+    """A MIDI render's events (``midi_file_events``) and length in frames (the last event plus
+    ``tail_s``), its destination checked first.
+
+    Raises
+    ------
+    OfflineError
+        Not a .wav/.flac destination, one ``check_destination`` refuses, an unreadable MIDI file,
+        or a song longer than ``MAX_RENDER_S``.
+    """
+    out_p = Path(out_path)
+    if out_p.suffix.lower() not in (".wav", ".flac"):
+        raise OfflineError(f"{out_p}: write .wav or .flac")
+    check_destination(out_p, Path(midi_path))
+    events = midi_file_events(midi_path, samplerate)
+    n = int((events[:, 0].max() if len(events) else 0) + tail_s * samplerate)
+    if n > MAX_RENDER_S * samplerate:
+        raise OfflineError(f"{midi_path}: the song would last {n / samplerate / 3600:.0f} hours; "
+                           f"refusing to render more than {MAX_RENDER_S // 3600} (a broken delta time?)")
+    return events, n
+
+
+def open_render(tmp, out_p: Path, samplerate: int) -> sf.SoundFile:
+    """The file a render writes (at ``tmp``): stereo, 24-bit, WAV or FLAC as ``out_p``'s extension says."""
+    return sf.SoundFile(tmp, "w", samplerate=samplerate, channels=2, subtype="PCM_24",
+                        format="WAV" if out_p.suffix.lower() == ".wav" else "FLAC")
+
+
 def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: int = 128,
                 tail_s: float = 2.0) -> dict:
     """Render a MIDI file through an instrument chain into a .wav/.flac file, block by block.
@@ -451,21 +497,13 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     import time
 
     out_p = Path(out_path)
-    if out_p.suffix.lower() not in (".wav", ".flac"):
-        raise OfflineError(f"{out_p}: write .wav or .flac")
-    check_destination(out_p, Path(midi_path))
-    events = midi_file_events(midi_path, samplerate)
-    n = int((events[:, 0].max() if len(events) else 0) + tail_s * samplerate)
-    if n > MAX_RENDER_S * samplerate:
-        raise OfflineError(f"{midi_path}: the song would last {n / samplerate / 3600:.0f} hours; "
-                           f"refusing to render more than {MAX_RENDER_S // 3600} (a broken delta time?)")
+    events, n = plan_render(midi_path, out_p, samplerate, tail_s)
     chain.prepare(samplerate, blocksize, 2)
     t0 = time.perf_counter()
     peak = 0.0
     try:
         with atomic_write(out_p) as tmp:
-            with sf.SoundFile(tmp, "w", samplerate=samplerate, channels=2, subtype="PCM_24",
-                              format="WAV" if out_p.suffix.lower() == ".wav" else "FLAC") as dst:
+            with open_render(tmp, out_p, samplerate) as dst:
                 for y in _render(ChainRunner(chain, blocksize, 2, events), n):
                     dst.write(y)
                     peak = max(peak, float(np.abs(y).max()))

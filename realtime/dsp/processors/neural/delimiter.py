@@ -38,7 +38,7 @@ from realtime.dsp.processors.neural.weights import model_file
 from realtime.errors import ConfigError
 
 DEFAULT_MODEL = model_file("delimiter", "delimiter.onnx")
-REQUIRED_INPUTS = ("frames", "e_hist", "h")
+FRAMES = "frames"  # every other model input is a streaming state with a ``<name>_out`` output
 IN_CLIP = 4.0
 MAX_LOG_GAIN = 4.0  # bound on the log inverse gain (34.7 dB; the exported model clamps to it too)
 RATE_RANGE = (40000, 50000)  # trained at 44.1 and 48 kHz; its time constants are in samples
@@ -149,11 +149,15 @@ class Delimiter(NeuralProcessor):
     readouts = (Readout("restored_db", "Restored", "dB", 0.0, 24.0, kind="level"),
                 Readout("auto_level_db", "Auto level", "dB", -24.0, 0.0, kind="gr"))
     default_model = DEFAULT_MODEL
-    model_inputs = REQUIRED_INPUTS
+    model_inputs = None  # checked in __init__: "frames" first, then the states
     provider_env = "RT_DELIMITER_PROVIDER"
 
     def __init__(self, model_path=None, provider: str | None = None, threads: int = 1, **values):
         super().__init__(model_path, provider, threads, **values)
+        names = self.session.input_names
+        if not names or names[0] != FRAMES or "knots" not in self.session.output_names:
+            raise self.session.error(f"has inputs {list(names)}; expected 'frames' first, then its states")
+        self.state_names = names[1:]
         self.hop, self.lookahead_frames, self.knots = self.session.metadata_values(
             int, "hop", "lookahead_frames", "knots")
         if self.hop <= 0 or self.knots <= 0 or self.hop % self.knots or self.lookahead_frames < 0:
@@ -180,7 +184,7 @@ class Delimiter(NeuralProcessor):
         self._k = np.array([self.params[0].smoothing_coeff(sr), 1.0 - math.exp(-1.0 / (AUTO_RELEASE_S * sr))])
         self.readings = np.zeros(2, np.float32)  # [largest restored gain dB, auto-level scale dB]
         self.session.allocate_state({name: tuple(d if isinstance(d, int) else 1 for d in self.session.input_shape(name))
-                                     for name in REQUIRED_INPUTS[1:]})
+                                     for name in self.state_names})
         for T in range(1, self._tmax + 1):
             self.session.bind(T, {"frames": self._frames[:, :T]}, {"knots": self._knots[:, :T]})
         self.session.warm_up()

@@ -105,12 +105,15 @@ class Instrument:
                                   {"harmonics": self.harm[t][:n], "noise": self.noise[t][:n]},
                                   state_view=lambda a, n=n: a[:, :n])
         self.session.warm_up([(1, 1), (t_max, V)])
-        # the state a voice starts from: one second of silence from zero
+        self.silence = self.silence_state()
+
+    def silence_state(self) -> np.ndarray:
+        """The state a voice starts from: one second of silence from zero, [hidden] float32."""
         f0 = np.full((1, int(self.frame_rate)), 440.0, np.float32)
         ld = np.full_like(f0, sv.FLOOR_DB)
         _, _, st = self.session.session.run(None, {"f0_hz": f0, "loudness_db": ld,
-                                                   "state": np.zeros((1, 1, H), np.float32)})
-        self.silence = np.ascontiguousarray(st[0, 0], np.float32)
+                                                   "state": np.zeros((1, 1, self.hidden), np.float32)})
+        return np.ascontiguousarray(st[0, 0], np.float32)
 
     def reset(self) -> None:
         """Every voice's state back to the silence state."""
@@ -179,13 +182,18 @@ class Synth(MidiQueue, Processor):
         self.dropped_events = 0
 
     # ------------------------------------------------------------------ life cycle
-    def _prepare(self) -> None:
+    def _load_instruments(self) -> dict:
+        """The decoders by instrument index: the selected one must load; the others when present."""
         sel = int(self.values[sv.K_INSTR])
-        self.instruments = {}
+        out = {}
         for i, name in enumerate(INSTRUMENTS):
             path = self.model_dir / f"{name}.onnx"
-            if path.exists() or i == sel:  # the selected one must load; the others when present
-                self.instruments[i] = Instrument(name, path, self.provider)
+            if path.exists() or i == sel:
+                out[i] = Instrument(name, path, self.provider)
+        return out
+
+    def _prepare(self) -> None:
+        self.instruments = self._load_instruments()
         rates = {inst.frame_rate for inst in self.instruments.values()}
         if len(rates) != 1:
             raise ModelError(f"DDSP models disagree on the frame rate: {sorted(rates)}")
@@ -260,6 +268,20 @@ class Synth(MidiQueue, Processor):
 
     def process(self, block: np.ndarray) -> None:
         n = block.shape[0]
+        inst, T, used = self.controls(n)
+        if T and used:
+            inst.run(T, used)
+        self.synthesize(block, inst, T, used)
+
+    def controls(self, n: int) -> tuple[Instrument, int, int]:
+        """A block's first half: its MIDI applied, the decoder inputs of its frames written.
+
+        Returns
+        -------
+        (Instrument, int, int)
+            The instrument playing, the block's frames T and the leading voices the decoder must
+            run (``inst.run(T, used)`` when both are non-zero, then ``synthesize``).
+        """
         want = int(self.values[sv.K_INSTR])
         if want != self._cur:
             self._switch_instrument(want)
@@ -270,14 +292,17 @@ class Synth(MidiQueue, Processor):
                            self.values, self.g, self.vs, self.stack, inst.lmap, inst.f0[T], inst.ld[T],
                            self._act, state, inst.silence)
         self._n_ev = 0
-        if T and used:
-            inst.run(T, used)
         prog = self.g[sv.G_PROGRAM]
-        if prog >= 0:  # a program change picks a loaded instrument with that GM program
+        if prog >= 0:  # a program change picks a loaded instrument with that GM program (next block)
             self.g[sv.G_PROGRAM] = -1.0
             for i, ins in self.instruments.items():
                 if ins.program == int(prog):
                     self.values[sv.K_INSTR] = i
+        return inst, T, used
+
+    def synthesize(self, block: np.ndarray, inst: Instrument, T: int, used: int) -> None:
+        """A block's second half: the decoded frames synthesized and added to ``block``."""
+        n = block.shape[0]
         sk.render(block, n, self._pos, self.hop, self.sample_rate, T, inst.harm[T], inst.noise[T], self._act,
                   inst.f0[T], used if T else 0, self.values, self.g[sv.G_VOL], self._phase, self._a_from,
                   self._a_to, self._f_from, self._f_to, self._live, self._kscale, self._table, self._ir,

@@ -1,0 +1,178 @@
+"""Many de-limiter streams per ONNX Runtime call: N independent streams, each with its own state.
+
+``BatchedDelimiter`` is the de-limiter with its channels split into ``streams`` groups: a block of
+shape (frames, streams * channels) holds stream ``s`` in columns ``s*channels : (s+1)*channels``.
+The single de-limiter feeds its model one stereo-linked stream (batch 1, a mono stream as L = R);
+here the N streams are the model's batch, so every chunk of hops of all streams is one call. What
+stays per stream is what a single stream keeps for itself: its input history and output pre-fill,
+its look-ahead skip, its smoothers (amount, trim, auto-level) and its rows of the model state.
+
+The state is read from the model, not assumed: every input other than ``frames`` is a state whose
+next value is the output ``<name>_out``, and its batch axis is the axis named like the batch axis
+of ``frames`` (else its one symbolic axis). The export being trained may add state tensors or
+change their shapes without a change here.
+
+Parameters (amount, trim, auto-level, ceiling) are shared by all streams, as they are by the files
+of a batch; the readouts describe all streams together (the largest restored gain, the deepest
+auto-level). The outputs equal N single-stream de-limiters fed the same blocks (to float rounding
+of the bigger matrix products; the tests allow 1e-5). For offline work; the live engine runs the
+single-stream ``Delimiter``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from realtime.dsp.blocking import FixedHop
+from realtime.dsp.kernels import scrub_into
+from realtime.dsp.processors.neural.delimiter import AUTO_RELEASE_S, IN_CLIP, RATE_RANGE, Delimiter, _restore
+from realtime.errors import ConfigError
+
+FRAMES = "frames"  # the model's one data input; every other input is a state
+
+
+@njit(nogil=True, cache=True)
+def _frames_n(x, start, T, hop, frames):
+    """frames[s, t] = x[start + t*hop : start + (t+1)*hop, 2s : 2s+2] for every stream s."""
+    for s in range(frames.shape[0]):
+        for t in range(T):
+            for i in range(hop):
+                for ch in range(2):
+                    frames[s, t, i, ch] = x[start + t * hop + i, 2 * s + ch]
+
+
+@njit(nogil=True, cache=True)
+def _restore_n(knots, T, skip, x, start, hop, out, C, opos, values, fs, k, readings):
+    """The single stream's restore, per stream: knots[s], skip[s], fs[s]; x columns 2s:2s+2 in,
+    out columns s*C:(s+1)*C out; readings gather the largest gain and the deepest auto-level."""
+    for s in range(knots.shape[0]):
+        _restore(knots[s:s + 1], T, skip[s:s + 1], x[:, 2 * s:2 * s + 2], start, hop, out[:, s * C:(s + 1) * C],
+                 opos, values, fs[s], k, readings)
+
+
+def batch_axis(shape: list, batch) -> int | None:
+    """The axis of a state input's declared ``shape`` that carries the batch: the one named
+    ``batch`` (the symbolic batch dimension of the data input), else the one symbolic axis;
+    None when neither is there."""
+    named = [i for i, d in enumerate(shape) if isinstance(batch, str) and d == batch]
+    if len(named) == 1:
+        return named[0]
+    symbolic = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+    return symbolic[0] if len(symbolic) == 1 else None
+
+
+class BatchedDelimiter(Delimiter):
+    """``streams`` independent de-limiter streams through one model call per chunk of hops.
+
+    Parameters
+    ----------
+    streams : int
+        Number of streams (``prepare`` takes each one's channel count).
+    model_path, provider, threads, **values
+        As for ``Delimiter`` (values are shared by every stream).
+
+    Raises
+    ------
+    ModelError
+        As for ``Delimiter``; or the model lacks ``frames``/``knots``, or a state input has no
+        batch axis that can be found.
+    ValueError
+        ``streams`` below 1.
+    """
+
+    model_inputs = None  # the states are read from the model (see the module docstring)
+
+    def __init__(self, streams: int, model_path=None, provider: str | None = None, threads: int = 1, **values):
+        super().__init__(model_path, provider, threads, **values)
+        self.streams = int(streams)
+        if self.streams < 1:
+            raise ValueError(f"streams: {streams} (at least 1)")
+        ses = self.session
+        if FRAMES not in ses.input_names or "knots" not in ses.output_names:
+            raise ses.error(f"has inputs {list(ses.input_names)} and outputs {list(ses.output_names)}; "
+                            "expected a 'frames' input and a 'knots' output")
+        batch = ses.input_shape(FRAMES)[0]
+        self.state_axes = {}  # state input -> its batch axis
+        for name in ses.input_names:
+            if name != FRAMES:
+                axis = batch_axis(ses.input_shape(name), batch)
+                if axis is None:
+                    raise ses.error(f"state input {name!r} {ses.input_shape(name)} has no batch axis "
+                                    f"(no axis named {batch!r}, not one symbolic axis)")
+                self.state_axes[name] = axis
+
+    def prepare(self, sample_rate: float, max_block: int, channels: int) -> None:
+        """Allocate for ``streams`` streams of ``channels`` (1 or 2) each; ``process`` then takes
+        blocks of (frames, streams * channels), stream ``s`` in columns ``s*channels : (s+1)*channels``.
+
+        Raises
+        ------
+        ConfigError
+            ``channels`` is not 1 or 2, or a sample rate the model was not trained for.
+        """
+        super().prepare(sample_rate, max_block, channels)  # checks the per-stream channel count
+
+    def _state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each state's shape for N streams: the batch axis N, other symbolic axes 1 (as the single
+        de-limiter sizes them)."""
+        shapes = {}
+        for name, axis in self.state_axes.items():
+            shp = [d if isinstance(d, int) else 1 for d in self.session.input_shape(name)]
+            shp[axis] = self.streams
+            shapes[name] = tuple(shp)
+        return shapes
+
+    def _prepare(self) -> None:
+        sr = self.sample_rate
+        if not RATE_RANGE[0] <= sr <= RATE_RANGE[1]:
+            raise ConfigError(f"delimiter: the model runs at 44.1/48 kHz; {sr:g} Hz is not supported "
+                              f"(resample the chain to 44100 or 48000)")
+        N, C, H, K = self.streams, self.channels, self.hop, self.lookahead_frames
+        self.stream_channels = C
+        self.channels = N * C
+        self._tmax = self.max_block // H + 1
+        # one re-blocking for all streams (they move in lockstep); its input holds each stream as
+        # the model's stereo pair, columns 2s:2s+2 (a mono stream fills both)
+        self._fixed = FixedHop(H, N * C, self.max_block, history=K * H, in_channels=2 * N, ceiling=IN_CLIP,
+                               max_hops=self._tmax)
+        inp = self._fixed.input.buf
+        self._in_cols = [inp[:, 2 * s:2 * s + 2] for s in range(N)]
+        # per call length: contiguous [N, T, ...] buffers (a slice of a longer one is not)
+        self._frames_t = [np.zeros((N, T, H, 2), np.float32) for T in range(self._tmax + 1)]
+        self._knots_t = [np.zeros((N, T, self.knots), np.float32) for T in range(self._tmax + 1)]
+        self._fs = np.zeros((N, 4), np.float64)
+        self._skip = np.zeros(N, np.int64)
+        self._k = np.array([self.params[0].smoothing_coeff(sr), 1.0 - math.exp(-1.0 / (AUTO_RELEASE_S * sr))])
+        self.readings = np.zeros(2, np.float32)
+        self.session.allocate_state(self._state_shapes())
+        for T in range(1, self._tmax + 1):
+            self.session.bind(T, {FRAMES: self._frames_t[T]}, {"knots": self._knots_t[T]})
+        self.session.warm_up()
+        self.process(np.zeros((self.max_block, N * C), np.float32))  # compile the kernels; reset follows
+
+    def reset(self) -> None:
+        super().reset()
+        self._skip[:] = self.lookahead_frames
+        self._fs[:] = (0.0, self.values[0], 10.0 ** (self.values[1] / 20.0), 1.0)
+
+    def _hops(self, x, start, T, out, opos) -> int:
+        """FixedHop's runner for all streams: one model call over the T newest frames of each."""
+        H = self.hop
+        _frames_n(x, start + self.lookahead_frames * H, T, H, self._frames_t[T])
+        self.session.run(T)
+        _restore_n(self._knots_t[T], T, self._skip, x, start, H, out, self.stream_channels, opos, self.values,
+                   self._fs, self._k, self.readings)
+        return T
+
+    def process(self, block: np.ndarray) -> None:
+        n = block.shape[0]
+        self.readings[0] = 0.0
+        self.readings[1] = 0.0
+        C, fill = self.stream_channels, self._fixed.input.fill
+        for s in range(self.streams):
+            scrub_into(block[:, s * C:(s + 1) * C], n, self._in_cols[s], fill, IN_CLIP, self._counts, 0, 1)
+        self._fixed.input.fill += n
+        self._fixed.run_hops(self._hops)
+        self._fixed.output.pop(block, n)

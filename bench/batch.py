@@ -170,7 +170,7 @@ def main(argv=None) -> int:
 
     workers = [int(w) for w in a.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
-        for name in a.what.split(","):
+        for name in filter(None, a.what.split(",")):
             preset, kind, sr, ch, streams = WORKLOADS[name]
             src = Path(tmp) / name / "in"
             # side by side, a worker's first group (models loaded, warm-up) is left out: give it more

@@ -12,7 +12,7 @@ Per example (as in "Music De-limiter Networks via Sample-wise Gain Inversion", b
 the loader workers so that no two epochs see the same pair): a random excerpt, half of them
 resampled to 48 kHz, random EQ, normalised to REF_LUFS, then driven into a random limiter
 implementation with random settings (``limiters.TRAIN_KINDS``) towards a random loudness of
--12 ... -5 LUFS. 10 % stay un-limited (peak -12 ... -0.5 dBFS) so the model learns to leave clean
+-12 ... -5 LUFS. 15 % stay un-limited (peak -12 ... -0.5 dBFS) so the model learns to leave clean
 audio alone. The target is the drive-scaled original; the gain target is the stereo-linked
 least-squares gain y/x per 8-sample segment (NaN where the original is near silence).
 
@@ -63,7 +63,7 @@ MIN_LUFS = -45.0  # skip near-silent excerpts
 MAX_DRIVE_DB = 24.0
 MIN_TRACK_S = 30.0
 MIN_RATE = 32000  # band-limited (11/22 kHz) music is left out
-CLEAN_SHARE = 0.10
+CLEAN_SHARE = 0.15
 SEG = 8  # gain-target resolution (samples)
 SEL_SECONDS = 6.0
 SEL_TARGETS = (-6.0, -9.0, -12.0)

@@ -176,7 +176,7 @@ def alimiter(x, sr, rng):
 
 
 class Lv2Limiter:
-    """An LV2 limiter run offline through the project's own host, its latency removed.
+    """An LV2 limiter run offline through the project's own host, its (measured) latency removed.
 
     A fresh instance per call: some plugins (swh's) keep state across deactivate/activate."""
 
@@ -209,7 +209,8 @@ class Lv2Limiter:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         proc = self._instance()
-        L = self.latency = proc.latency or self.measured_latency()
+        # measured, not the reported figure: LSP's oversampling adds delay its port leaves out
+        L = self.latency = self.measured_latency()
         y = self._run(proc, np.concatenate([x, np.zeros((L, 2), np.float32)]))
         return np.ascontiguousarray(y[L:])
 

@@ -9,9 +9,11 @@ and setting, so no two steps see the same pair. Loss per example: L1 between pre
 measured log gain (where the reference is not silent) plus -SI-SDR of the restored waveform.
 Every ``--val-every`` steps the model is scored on the fixed selection set (music packages and
 limiter implementations training never uses; ``sel_*.npy``); the best score is exported to
-``models/delimiter/delimiter.onnx`` and its weights to ``models/delimiter/checkpoint.pt`` (small,
-committed: the next session continues from it with ``--init``). ``--resume`` continues the run
-in ``checkpoints/delimiter`` (model, optimiser, step).
+``checkpoints/delimiter/delimiter.onnx`` and its weights to ``checkpoints/delimiter/checkpoint.pt``
+(small: copy it to ``models/delimiter/checkpoint.pt`` to commit it; the next session continues
+from it with ``--init``). The shipped ``models/delimiter/delimiter.onnx`` is replaced by hand,
+only after ``python main.py bench delimiter`` says the new one is better (``--out`` writes
+elsewhere). ``--resume`` continues the run in ``checkpoints/delimiter`` (model, optimiser, step).
 """
 from __future__ import annotations
 
@@ -30,8 +32,7 @@ from models.delimiter import limiters
 from models.delimiter.model import HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_PATH = Path(__file__).resolve().parent / "delimiter.onnx"
-COMMITTED_CKPT = Path(__file__).resolve().parent / "checkpoint.pt"
+COMMITTED_CKPT = Path(__file__).resolve().parent / "checkpoint.pt"  # what --init usually starts from
 CKPT_DIR = ROOT / "checkpoints" / "delimiter"
 # SI-SDR (what the benchmark measures) drives the shape of the curve; the gain term (nepers)
 # anchors its offset, so un-limited input keeps a ~ 0. Both ~1 in size after weighting.
@@ -42,14 +43,15 @@ GAIN_WEIGHT = 0.5
 class Stream(torch.utils.data.IterableDataset):
     """Endless limited examples from ``recipe.Examples``; each worker has its own random stream."""
 
-    def __init__(self, tracks, n, seed):
-        self.tracks, self.n, self.seed = tracks, n, seed
+    def __init__(self, tracks, n, seed, kinds=None):
+        self.tracks, self.n, self.seed, self.kinds = tracks, n, seed, kinds
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
         torch.set_num_threads(1)
-        ex = recipe.Examples(self.tracks, self.n, limiters.available(limiters.TRAIN_KINDS), limiters.TRAIN_SHARES)
+        kinds = {k: f for k, f in limiters.available(limiters.TRAIN_KINDS).items() if not self.kinds or k in self.kinds}
+        ex = recipe.Examples(self.tracks, self.n, kinds, limiters.TRAIN_SHARES)
         rng = np.random.default_rng([self.seed, wid, time.time_ns() % (1 << 32)])
         while True:
             y, ref, g, _ = ex.next(rng)
@@ -83,34 +85,54 @@ def neg_si_sdr(est: torch.Tensor, ref: torch.Tensor, cap_db: float = 40.0) -> to
     return -sdr.clamp(max=cap_db).mean()
 
 
-def losses(model, Y, X, G):
-    """(gain L1 where the gain is known, -SI-SDR of the restored waveform)."""
+def losses(model, Y, X, G, offset_only: bool = False):
+    """(gain L1 where the gain is known, -SI-SDR of the restored waveform).
+
+    ``offset_only``: the gain term compares only each example's mean log gain, leaving the shape
+    of the curve to the SI-SDR term (a per-sample L1 can settle on the conditional median, a
+    constant, while the input's cues are still faint)."""
     a, xh = restore(model, Y)
     mask = torch.isfinite(G)
-    gl = (a + torch.where(mask, G, torch.zeros_like(G))).abs()  # target a = -log g
-    gain_l1 = (gl * mask).sum() / mask.sum().clamp(min=1)
+    target = torch.where(mask, -G, torch.zeros_like(G))  # a = -log g
+    if offset_only:
+        cnt = mask.sum(1).clamp(min=1)
+        gain_l1 = (((a - target) * mask).sum(1) / cnt).abs().mean()
+    else:
+        gain_l1 = ((a - target).abs() * mask).sum() / mask.sum().clamp(min=1)
     return gain_l1, neg_si_sdr(xh, X)
+
+
+UNTOUCHED_DB = 50.0  # a selection segment whose input is this close to the reference was not limited
+CLEAN_FLOOR_DB = 40.0  # what un-limited audio must keep (issue 14)
 
 
 @torch.no_grad()
 def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict]) -> dict:
-    """Mean SI-SDR gain (capped at 60 dB) on the selection set, overall and per limiter."""
+    """Selection score: per segment the SI-SDR gain (limited input) or, where the limiter did not
+    act (input within UNTOUCHED_DB of the reference), the shortfall of the output under
+    CLEAN_FLOOR_DB (0 when it stays above): restoring limited audio must not cost untouched audio."""
     model.eval()
     model.clamp_output = True  # measure what the exported model will do
     n = sel_y.shape[1] // HOP * HOP
-    gains = []
+    score, gains, untouched, per = [], [], [], {}
     for s in range(0, len(sel_y), 8):
         Y = torch.from_numpy(sel_y[s:s + 8, :n])
         _, xh = restore(model, Y)
         for b in range(len(Y)):
             ref = sel_x[s + b, :n]
-            gains.append(min(60.0, si_sdr(xh[b].numpy(), ref)) - min(60.0, si_sdr(Y[b].numpy(), ref)))
+            sin, sout = si_sdr(Y[b].numpy(), ref), min(60.0, si_sdr(xh[b].numpy(), ref))
+            if sin >= UNTOUCHED_DB:
+                untouched.append(sout)
+                score.append(min(0.0, sout - CLEAN_FLOOR_DB))
+            else:
+                gains.append(sout - sin)
+                score.append(gains[-1])
+                per.setdefault(meta[s + b]["limiter"], []).append(gains[-1])
     model.clamp_output = False
     model.train()
-    per = {}
-    for g, m in zip(gains, meta):
-        per.setdefault(m["limiter"], []).append(g)
-    return {"sel_sisdr_gain_db": float(np.mean(gains)), **{f"sel_{k}_db": float(np.mean(v)) for k, v in per.items()}}
+    return {"sel_score": float(np.mean(score)), "sel_sisdr_gain_db": float(np.mean(gains)) if gains else 0.0,
+            "sel_untouched_sisdr_db": float(np.mean(untouched)) if untouched else float("nan"),
+            **{f"sel_{k}_db": float(np.mean(v)) for k, v in per.items()}}
 
 
 def export(model, path: Path, meta: dict) -> None:
@@ -161,12 +183,14 @@ def train(a) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     ckpt_dir = a.ckpt
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    step, best, log, seen_s = 0, {"sel_sisdr_gain_db": -math.inf}, [], 0.0
+    step, best, log, seen_s = 0, {"sel_score": -math.inf}, [], 0.0
     if a.resume and (ckpt_dir / "last.pt").is_file():
         st = torch.load(ckpt_dir / "last.pt")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, best, log, seen_s = st["step"], st["best"], st["log"], st.get("seen_s", 0.0)
+        if "sel_score" not in best:  # a run started before the selection score existed
+            best = {"sel_score": -math.inf}
         print(f"resumed at step {step}", flush=True)
     elif a.init is not None:  # warm start from a committed checkpoint
         st = torch.load(a.init)
@@ -175,7 +199,8 @@ def train(a) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params}, {index['hours']['train']:.1f} h of training music, "
           f"{len(sel[0]) if sel else 0} selection segments", flush=True)
-    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step), batch_size=a.batch,
+    kinds = a.limiters.split(",") if a.limiters else None
+    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds), batch_size=a.batch,
                                          num_workers=a.workers, prefetch_factor=4 if a.workers else None,
                                          persistent_workers=bool(a.workers))
     t0 = time.monotonic()
@@ -191,7 +216,7 @@ def train(a) -> dict:
         Y, X, G = next(it)
         t_wait += time.monotonic() - tw
         sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
-        gl, wl = losses(model, Y * sign, X * sign, G)
+        gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss == "offset")
         loss = GAIN_WEIGHT * gl + WAVE_WEIGHT * wl
         opt.zero_grad()
         loss.backward()
@@ -208,9 +233,10 @@ def train(a) -> dict:
             v.update(step=step, minutes=(time.monotonic() - t0) / 60, seen_hours=seen_s / 3600)
             log.append(v)
             print(json.dumps(v), flush=True)
-            if v["sel_sisdr_gain_db"] > best["sel_sisdr_gain_db"]:
+            if v["sel_score"] > best["sel_score"]:
                 best = v
-                meta = {"sel_sisdr_gain_db": f"{v['sel_sisdr_gain_db']:.2f}", "step": step}
+                meta = {"sel_score": f"{v['sel_score']:.2f}", "sel_sisdr_gain_db": f"{v['sel_sisdr_gain_db']:.2f}",
+                        "step": step}
                 export(model, a.out, meta)
                 save_small(model, a.small, {**v})
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best, "log": log,
@@ -237,13 +263,18 @@ def main(argv=None) -> int:
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=recipe.DEFAULT_OUT)
-    ap.add_argument("--out", type=Path, default=None, help="ONNX path (default: the committed model)")
-    ap.add_argument("--small", type=Path, default=None, help="small checkpoint path (default: the committed one)")
+    ap.add_argument("--out", type=Path, default=None, help="ONNX path (default: in the checkpoint folder)")
+    ap.add_argument("--small", type=Path, default=None, help="weights-only checkpoint (default: in the checkpoint folder)")
     ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder (--resume continues from it)")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--gain-loss", choices=("l1", "offset"), default="l1",
+                    help="per-sample L1 of the log gain, or only each example's mean (see losses)")
+    ap.add_argument("--limiters", default="", help="train on these of %s only (a curriculum's first stage)"
+                    % ",".join(limiters.TRAIN_KINDS))
     ap.add_argument("--lookahead", type=int, default=LOOKAHEAD_FRAMES,
                     help="future frames the network sees (the default is the product's; more = the non-causal row)")
-    ap.add_argument("--init", type=Path, default=None, help="start from these weights (e.g. models/delimiter/checkpoint.pt)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help=f"start from these weights (e.g. {COMMITTED_CKPT.relative_to(ROOT)})")
     a = ap.parse_args(argv)
     if a.smoke:
         a.ckpt = a.ckpt or ROOT / "checkpoints" / "delimiter-smoke"
@@ -256,7 +287,8 @@ def main(argv=None) -> int:
     else:
         if not (a.data / "DONE").exists():
             recipe.build(a.data)
-        a.out, a.small, a.ckpt = a.out or MODEL_PATH, a.small or COMMITTED_CKPT, a.ckpt or CKPT_DIR
+        a.ckpt = a.ckpt or CKPT_DIR
+        a.out, a.small = a.out or a.ckpt / "delimiter.onnx", a.small or a.ckpt / "checkpoint.pt"
     print(json.dumps(train(a), default=float), flush=True)
     return 0
 

@@ -41,6 +41,9 @@ def parse(argv):
                     help="share of mixtures whose noise steps up or down in level mid-segment")
     ap.add_argument("--p-onset", type=float, default=0.15,
                     help="share of mixtures that start out of digital silence at a random frame phase")
+    ap.add_argument("--snr-max", type=float, default=30.0,
+                    help="mixtures draw their SNR from -5 dB up to this (high SNRs teach the model to leave "
+                         "near-clean speech at its level)")
     ap.add_argument("--p-clean", type=float, default=0.05,
                     help="share of mixtures without noise (clean speech must pass unchanged)")
     ap.add_argument("--init", type=Path, default=None,
@@ -91,8 +94,8 @@ def _mix_iter(self):
     info = torch.utils.data.get_worker_info()
     wid = info.id if info else 0
     sp, no = make_pools(self.a)
-    mixer = Mixer(sp, no, seconds=self.a.seconds, p_level_step=self.a.p_level_step, p_onset=self.a.p_onset,
-                  p_clean=self.a.p_clean)
+    mixer = Mixer(sp, no, seconds=self.a.seconds, snr=(-5.0, self.a.snr_max), p_level_step=self.a.p_level_step,
+                  p_onset=self.a.p_onset, p_clean=self.a.p_clean)
     rng = np.random.default_rng([self.a.seed, wid, self.start])
     while True:
         noisy, clean = mixer.draw(rng)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +154,8 @@ def limiter_set(suite: str, sr: int) -> dict:
         return out
     kinds = limiters.available(limiters.TRAIN_KINDS)
 
-    def run(fn, name):  # one fixed random setting per case (the same for every drive step)
-        return lambda x, case: fn(x, sr, np.random.default_rng([abs(hash(name)) % (1 << 31), case]))[0]
+    def run(fn, name):  # one fixed random setting per case (the same for every drive step and run)
+        return lambda x, case: fn(x, sr, np.random.default_rng([zlib.crc32(name.encode()), case]))[0]
     return {name: (run(fn, name), {"setting": "random per case (limiters.TRAIN_KINDS)"}) for name, fn in kinds.items()}
 
 

@@ -27,10 +27,8 @@ from numba import njit
 
 from realtime.dsp.blocking import FixedHop
 from realtime.dsp.kernels import scrub_into
-from realtime.dsp.processors.neural.delimiter import AUTO_RELEASE_S, IN_CLIP, RATE_RANGE, Delimiter, _restore
+from realtime.dsp.processors.neural.delimiter import AUTO_RELEASE_S, FRAMES, IN_CLIP, RATE_RANGE, Delimiter, _restore
 from realtime.errors import ConfigError
-
-FRAMES = "frames"  # the model's one data input; every other input is a state
 
 
 @njit(nogil=True, cache=True)
@@ -89,19 +87,15 @@ class BatchedDelimiter(Delimiter):
         self.streams = int(streams)
         if self.streams < 1:
             raise ValueError(f"streams: {streams} (at least 1)")
-        ses = self.session
-        if FRAMES not in ses.input_names or "knots" not in ses.output_names:
-            raise ses.error(f"has inputs {list(ses.input_names)} and outputs {list(ses.output_names)}; "
-                            "expected a 'frames' input and a 'knots' output")
+        ses = self.session  # Delimiter checked: "frames" first, then the states (self.state_names)
         batch = ses.input_shape(FRAMES)[0]
         self.state_axes = {}  # state input -> its batch axis
-        for name in ses.input_names:
-            if name != FRAMES:
-                axis = batch_axis(ses.input_shape(name), batch)
-                if axis is None:
-                    raise ses.error(f"state input {name!r} {ses.input_shape(name)} has no batch axis "
-                                    f"(no axis named {batch!r}, not one symbolic axis)")
-                self.state_axes[name] = axis
+        for name in self.state_names:
+            axis = batch_axis(ses.input_shape(name), batch)
+            if axis is None:
+                raise ses.error(f"state input {name!r} {ses.input_shape(name)} has no batch axis "
+                                f"(no axis named {batch!r}, not one symbolic axis)")
+            self.state_axes[name] = axis
 
     def prepare(self, sample_rate: float, max_block: int, channels: int) -> None:
         """Allocate for ``streams`` streams of ``channels`` (1 or 2) each; ``process`` then takes

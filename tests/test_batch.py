@@ -597,3 +597,19 @@ def test_batched_delimiter_takes_its_states_from_the_model(tmp_path):
         assert np.abs(y[:, s * ch:(s + 1) * ch] - singles[s]).max() <= 1e-5
     c = batched.session.state["c"]
     assert np.abs(c[:, 0] - c[:, 2]).max() > 1e-3  # each stream's rows of the new state are its own
+
+
+def test_a_worker_reusing_its_chain_starts_each_midi_file_at_the_presets_knobs(tmp_path):
+    """One file at a time in one worker: the song with a program change (to the flute) must not
+    leave the next song on the flute; every render equals `main.py synth` of that file alone."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in (2, 0):  # m0 sorts after a2: the program change comes first
+        _song(src / (f"a{k}.mid" if k == 2 else f"m{k}.mid"), k)
+    out = tmp_path / "out"
+    s = run_batch([src], out, BatchOptions(preset="synth", midi_preset="synth", streams=1), jobs=1, progress=False)
+    assert (s["processed"], s["failed"]) == (2, 0)
+    for name in ("a2.mid", "m0.mid"):
+        ref = tmp_path / f"ref_{Path(name).stem}.wav"
+        assert main.main(["synth", str(src / name), str(ref)]) == 0
+        _assert_same(out / f"{Path(name).stem}.wav", sf.read(ref, dtype="float64"))

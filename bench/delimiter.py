@@ -22,8 +22,10 @@ trained with a centred context, latency compensated; the ceiling of causality),
 dividing it out: the ceiling of a model whose gain cannot move faster). Figures: SI-SDR of the
 limited input and of the output against the drive-scaled original, the gain's mean / median /
 worst clip and its mean per target, crest factor and loudness range of original / limited /
-output; the model row adds latency, RTF and the SI-SDR of un-limited input (each original at
--1 dBFS peak) through the model, which must stay >= 40 dB.
+output; the model row adds latency, RTF, the SI-SDR of un-limited input (each original at
+-1 dBFS peak) through the model, which must stay >= 40 dB, and how the gain curve it applied
+follows the true one over 10 ms averages (``gain_curve_std_ratio``: 1 = as much movement;
+``gain_curve_corr``).
 """
 from __future__ import annotations
 
@@ -214,6 +216,9 @@ def _summary(suite: str, name: str, row: str, rows: list[dict], extra: dict) -> 
         rec[f"{k}_db"] = float(np.mean([r[k] for r in rows]))
     for k in ("lra_ref", "lra_in", "lra_out"):
         rec[f"{k}_lu"] = float(np.mean([r[k] for r in rows]))
+    if "curve_corr" in rows[0]:  # model rows: how the applied gain curve follows the true one
+        for k in ("curve_std_ratio", "curve_corr"):
+            rec[f"gain_{k}"] = float(np.nanmean([r[k] for r in rows]))
     rec.update(extra)
     return rec
 
@@ -287,13 +292,15 @@ def evaluate(suite: str = "heldout", tracks_per_package: int = 2, seconds: float
                 y, ref, drive = limit_to_target(x, sr, limit, case, target)
                 case += 1
                 drives.append(drive)
+                g = oracle_gain(y, ref, sr)
+                negative.append(float((g < 0).mean()))
+                log_gain = np.log(np.maximum(np.abs(g.mean(1)), 1e-3))  # the true curve, stereo-linked
                 for row in procs:
                     out, w, c = run_model(row, y)
                     if row == "model":
                         wall, cpu, audio_s = wall + w, cpu + c, audio_s + len(y) / sr
                     rows[row].append(stats(y, ref, out, target))
-                g = oracle_gain(y, ref, sr)
-                negative.append(float((g < 0).mean()))
+                    rows[row][-1]["curve_std_ratio"], rows[row][-1]["curve_corr"] = curve_match(y, out, log_gain, sr)
                 rows["oracle_exact"].append(stats(y, ref, divide_out(y, g), target))
                 for ms in ORACLE_SMOOTH_MS:
                     rows[f"oracle_smooth_{ms:g}ms"].append(stats(y, ref, divide_out(y, smooth(g, ms, sr)), target))

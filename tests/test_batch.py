@@ -201,6 +201,25 @@ def test_sigterm_finishes_or_abandons_cleanly(tmp_path):
     assert len(list(out.glob("*.wav"))) == 8
 
 
+def _kill_one_while_writing(out, pids, within_s: float):
+    """A started thread that SIGKILLs the first of ``pids()`` once an output in ``out`` is being
+    written (a ``.part`` exists), within ``within_s``; returns (thread, [killed pid])."""
+    killed = []
+
+    def kill_one():
+        deadline = time.time() + within_s
+        while time.time() < deadline and not killed:
+            busy = pids() if _no_parts(out) else []
+            if busy:
+                os.kill(busy[0], signal.SIGKILL)
+                killed.append(busy[0])
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_one, daemon=True)
+    killer.start()
+    return killer, killed
+
+
 def _worker_pids() -> list[int]:
     """This process's batch workers (spawned children running multiprocessing's entry point)."""
     pids = []
@@ -221,20 +240,7 @@ def test_a_worker_that_dies_costs_its_file_only(tmp_path):
     for i in range(4):
         sf.write(src / f"f{i}.wav", _noise(48000, 20.0, 2, i), 48000, subtype="PCM_16")
     out = tmp_path / "out"
-    killed = []
-
-    def kill_one():  # a crash in native code, as far as the pool can tell
-        deadline = time.time() + 60
-        while time.time() < deadline and not killed:
-            parts = _no_parts(out)
-            busy = _worker_pids() if parts else []
-            if busy:
-                os.kill(busy[0], signal.SIGKILL)
-                killed.append(busy[0])
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_one, daemon=True)
-    killer.start()
+    killer, killed = _kill_one_while_writing(out, _worker_pids, 60)  # a crash in native code, to the pool
     s = run_batch([src], out, BatchOptions(preset="default"), jobs=2, progress=False)
     killer.join(5)
     assert killed
@@ -302,19 +308,7 @@ def test_killing_a_ray_worker_mid_batch_loses_nothing(tmp_path, ray_cluster):
     for i in range(6):
         sf.write(src / f"f{i}.wav", _noise(48000, 20.0, 2, i), 48000, subtype="PCM_16")
     out = tmp_path / "out"
-    killed = []
-
-    def kill_one():
-        deadline = time.time() + 90
-        while time.time() < deadline and not killed:
-            busy = _ray_task_pids() if _no_parts(out) else []  # a task is writing its output
-            if busy:
-                os.kill(busy[0], signal.SIGKILL)
-                killed.append(busy[0])
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_one, daemon=True)
-    killer.start()
+    killer, killed = _kill_one_while_writing(out, _ray_task_pids, 90)
     # a second driver joins the test's cluster by address, as a user's `--ray HOST:PORT` would
     r = subprocess.run([sys.executable, "main.py", "batch", str(src), "--out", str(out), "--preset", "default",
                         "--no-progress", "--ray", ray_cluster], cwd=ROOT, capture_output=True, text=True, timeout=240)

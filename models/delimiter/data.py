@@ -200,6 +200,19 @@ def read_excerpt(track: dict, start: int, n: int) -> np.ndarray:
     return np.ascontiguousarray(x[:, :2])
 
 
+def random_excerpt(track: dict, rng, sr: int, n: int) -> np.ndarray | None:
+    """n frames from a random place in ``track``, resampled to ``sr``; None if it is too short."""
+    import soxr
+
+    m = int(math.ceil(n * track["sr"] / sr)) + 16
+    if track["frames"] <= m:
+        return None
+    x = read_excerpt(track, int(rng.integers(0, track["frames"] - m)), m)
+    if track["sr"] != sr:
+        x = soxr.resample(x, track["sr"], sr)
+    return x[:n] if len(x) >= n else None
+
+
 def load_track(path) -> np.ndarray | None:
     """A whole track, stereo float32 at SR (the benchmark's held-out music)."""
     import soundfile as sf
@@ -311,23 +324,11 @@ class Examples:
         p = np.array([shares.get(k, 0.0) for k in names])
         self.kind_names, self.kind_p = names, p / p.sum()
 
-    def excerpt(self, rng, sr: int, n: int) -> np.ndarray | None:
-        import soxr
-
-        t = self.tracks[int(rng.choice(len(self.tracks), p=self.weights))]
-        m = int(math.ceil(n * t["sr"] / sr)) + 16
-        if t["frames"] <= m:
-            return None
-        x = read_excerpt(t, int(rng.integers(0, t["frames"] - m)), m)
-        if t["sr"] != sr:
-            x = soxr.resample(x, t["sr"], sr)
-        return x[:n] if len(x) >= n else None
-
     def next(self, rng):
         sr = int(rng.choice(RATES))
         pre = int(self.pre_s * sr)
         while True:
-            x = self.excerpt(rng, sr, pre + self.n)
+            x = random_excerpt(self.tracks[int(rng.choice(len(self.tracks), p=self.weights))], rng, sr, pre + self.n)
             if x is None:
                 continue
             loud = fast_lufs(x[pre:], sr)
@@ -360,23 +361,20 @@ def build_selection(out: Path, tracks: list[dict], per_track: int = 2, seed: int
     if not kinds:
         raise SystemExit("selection limiters missing: apt-get install --no-install-recommends calf-plugins zam-plugins")
     rng = np.random.default_rng(seed)
-    ex = Examples(tracks, int(SEL_SECONDS * SR), kinds, {k: 1.0 for k in kinds})
+    n = int(SEL_SECONDS * SR)
     Y, X, meta = [], [], []
     for t in tracks:
         for _ in range(per_track):
-            n = int(SEL_SECONDS * SR)
             if t["frames"] <= n * t["sr"] / SR + 100:
                 continue
-            import soxr
-
-            m = int(math.ceil(n * t["sr"] / SR)) + 16
-            x = read_excerpt(t, int(rng.integers(0, t["frames"] - m)), m)
-            x = (soxr.resample(x, t["sr"], SR) if t["sr"] != SR else x)[:n]
+            x = random_excerpt(t, rng, SR, n)
+            if x is None:
+                continue
             loud = fast_lufs(x, SR)
-            if loud < MIN_LUFS or len(x) < n:
+            if loud < MIN_LUFS:
                 continue
             x = (x * np.float32(10.0 ** ((REF_LUFS - loud) / 20.0))).astype(np.float32)
-            for kind in ex.kind_names:
+            for kind in kinds:
                 target = float(SEL_TARGETS[len(Y) % len(SEL_TARGETS)])
                 y, ref, st = limit_example(x, SR, kinds[kind], rng, target)
                 Y.append(y)
@@ -391,7 +389,8 @@ def build_selection(out: Path, tracks: list[dict], per_track: int = 2, seed: int
 def build(out: Path = DEFAULT_OUT, smoke: bool = False) -> Path:
     """Index the music (and render the MIDI songs), then write the selection set.
 
-    ``smoke``: two synthetic tracks of hits and bursts, no selection set (a CI machine has no music)."""
+    ``smoke``: two synthetic tracks of hits and bursts and a one-excerpt-per-track selection set
+    limited by the zoo limiter (a CI machine has no music and no selection limiters)."""
     out.mkdir(parents=True, exist_ok=True)
     if smoke:
         train = val = synthetic_tracks(out)

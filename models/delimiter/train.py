@@ -203,6 +203,14 @@ def train(a) -> dict:
     loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds), batch_size=a.batch,
                                          num_workers=a.workers, prefetch_factor=4 if a.workers else None,
                                          persistent_workers=bool(a.workers))
+
+    def save_last():  # everything --resume needs, written atomically (a kill mid-save keeps the old one)
+        from realtime.io.files import atomic_write
+
+        with atomic_write(ckpt_dir / "last.pt", suffix=".pt.part") as tmp:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                        "log": log, "seen_s": seen_s}, str(tmp))
+
     t0 = time.monotonic()
     t_wait = 0.0
     it = iter(loader)
@@ -239,13 +247,11 @@ def train(a) -> dict:
                         "step": step}
                 export(model, a.out, meta)
                 save_small(model, a.small, {**v})
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best, "log": log,
-                        "seen_s": seen_s}, ckpt_dir / "last.pt")
-    if sel is None:  # smoke runs: no selection set, keep the last state
+            save_last()
+    if sel is None:  # data without a selection set: keep the last state
         export(model, a.out, {"step": step})
         save_small(model, a.small, {"step": step})
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best, "log": log,
-                "seen_s": seen_s}, ckpt_dir / "last.pt")
+    save_last()
     (ckpt_dir / "train_log.json").write_text(json.dumps({"params": n_params, "log": log, "best": best}, indent=1))
     return {"params": n_params, "steps": step, "seen_hours": seen_s / 3600, "best": best}
 

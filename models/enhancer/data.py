@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import scipy.signal as sps
 
-from models.enhancer.degrade import MP3_SETTINGS, g711, mic_eq, mp3_roundtrip
+from models.enhancer.degrade import MP3_SETTINGS, fit_length, g711, mic_eq, mp3_roundtrip
 from models.enhancer.sources import (
     DEB_PACKAGES,
     HELDOUT_NOISE_PACKAGES,
@@ -510,10 +510,7 @@ def band_limit(x: np.ndarray, rate: int) -> np.ndarray:
     """Through ``rate`` Hz and back to 48 kHz: what a narrow-band (telephone / 16 kHz) recording keeps."""
     import soxr
 
-    y = soxr.resample(soxr.resample(x, SR, rate, quality="HQ"), rate, SR, quality="HQ")
-    out = np.zeros(len(x), np.float32)
-    out[: min(len(x), len(y))] = y[: len(x)]
-    return out
+    return fit_length(soxr.resample(soxr.resample(x, SR, rate, quality="HQ"), rate, SR, quality="HQ"), len(x))
 
 
 def by_source(pool: Pool, names: list[str]) -> list[list[Pool]]:

@@ -43,6 +43,13 @@ MP3_SETTINGS = ((16000, 0.8, 7200), (16000, 0.9, 5800), (22050, 0.8, 9900), (220
 MP3_DELAY = 1105  # LAME's encoder + decoder delay when the file carries no gapless (LAME tag) info
 
 
+def fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    """``y`` cut or zero-padded to ``n`` samples, float32 (resampling round trips are off by a few)."""
+    out = np.zeros(n, np.float32)
+    out[: min(n, len(y))] = y[:n]
+    return out
+
+
 def mp3_roundtrip(x: np.ndarray, rate: int, level: float) -> np.ndarray:
     """Encode 48 kHz ``x`` as MP3 at ``rate`` Hz (``level``: soundfile compression level, 0 best) and
     decode it back to 48 kHz, sample-aligned with ``x``."""
@@ -60,9 +67,7 @@ def mp3_roundtrip(x: np.ndarray, rate: int, level: float) -> np.ndarray:
     # gapless files decode to exactly the input length; without the tag the codec delay is in front
     d = d[MP3_DELAY:] if len(d) != len(y) else d
     d = soxr.resample(d, rate, SR, quality="HQ") if rate != SR else d
-    out = np.zeros(len(x), np.float32)
-    out[: min(len(x), len(d))] = d[: len(x)]
-    return out
+    return fit_length(d, len(x))
 
 
 def g711(x: np.ndarray, law: str = "mu") -> np.ndarray:
@@ -84,6 +89,4 @@ def g711(x: np.ndarray, law: str = "mu") -> np.ndarray:
         e = c * (1 + np.log(A))
         y = np.sign(y) * np.where(e < 1, e / A, np.exp(e - 1) / A)
     z = soxr.resample(y.astype(np.float32), 8000, SR, quality="HQ")
-    out = np.zeros(len(x), np.float32)
-    out[: min(len(x), len(z))] = z[: len(x)]
-    return out
+    return fit_length(z, len(x))

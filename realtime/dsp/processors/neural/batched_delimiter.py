@@ -20,15 +20,12 @@ single-stream ``Delimiter``.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
 from realtime.dsp.blocking import FixedHop
 from realtime.dsp.kernels import scrub_into
-from realtime.dsp.processors.neural.delimiter import AUTO_RELEASE_S, FRAMES, IN_CLIP, RATE_RANGE, Delimiter, _restore
-from realtime.errors import ConfigError
+from realtime.dsp.processors.neural.delimiter import FRAMES, IN_CLIP, Delimiter, _restore
 
 
 @njit(nogil=True, cache=True)
@@ -80,8 +77,6 @@ class BatchedDelimiter(Delimiter):
         ``streams`` below 1.
     """
 
-    model_inputs = None  # the states are read from the model (see the module docstring)
-
     def __init__(self, streams: int, model_path=None, provider: str | None = None, threads: int = 1, **values):
         super().__init__(model_path, provider, threads, **values)
         self.streams = int(streams)
@@ -119,10 +114,7 @@ class BatchedDelimiter(Delimiter):
         return shapes
 
     def _prepare(self) -> None:
-        sr = self.sample_rate
-        if not RATE_RANGE[0] <= sr <= RATE_RANGE[1]:
-            raise ConfigError(f"delimiter: the model runs at 44.1/48 kHz; {sr:g} Hz is not supported "
-                              f"(resample the chain to 44100 or 48000)")
+        self._k = self._rate_coeffs()
         N, C, H, K = self.streams, self.channels, self.hop, self.lookahead_frames
         self.stream_channels = C
         self.channels = N * C
@@ -138,7 +130,6 @@ class BatchedDelimiter(Delimiter):
         self._knots_t = [np.zeros((N, T, self.knots), np.float32) for T in range(self._tmax + 1)]
         self._fs = np.zeros((N, 4), np.float64)
         self._skip = np.zeros(N, np.int64)
-        self._k = np.array([self.params[0].smoothing_coeff(sr), 1.0 - math.exp(-1.0 / (AUTO_RELEASE_S * sr))])
         self.readings = np.zeros(2, np.float32)
         self.session.allocate_state(self._state_shapes())
         for T in range(1, self._tmax + 1):

@@ -167,11 +167,17 @@ class Delimiter(NeuralProcessor):
     def latency(self) -> int:
         return (self.lookahead_frames + 1) * self.hop - 1  # look-ahead + FixedHop's pre-fill (hop - 1)
 
-    def _prepare(self) -> None:
+    def _rate_coeffs(self) -> np.ndarray:
+        """[amount/trim smoothing, auto-level release] coefficients at the prepared rate; refuses a
+        rate the model was not trained for."""
         sr = self.sample_rate
         if not RATE_RANGE[0] <= sr <= RATE_RANGE[1]:
             raise ConfigError(f"delimiter: the model runs at 44.1/48 kHz; {sr:g} Hz is not supported "
                              f"(resample the chain to 44100 or 48000)")
+        return np.array([self.params[0].smoothing_coeff(sr), 1.0 - math.exp(-1.0 / (AUTO_RELEASE_S * sr))])
+
+    def _prepare(self) -> None:
+        self._k = self._rate_coeffs()
         H, K = self.hop, self.lookahead_frames
         self._tmax = self.max_block // H + 1
         # the model is stereo-linked: a mono input fills both of its channels
@@ -181,12 +187,11 @@ class Delimiter(NeuralProcessor):
         self._knots = np.zeros((1, self._tmax, self.knots), np.float32)
         self._fs = np.zeros(4, np.float64)
         self._skip = np.zeros(1, np.int64)
-        self._k = np.array([self.params[0].smoothing_coeff(sr), 1.0 - math.exp(-1.0 / (AUTO_RELEASE_S * sr))])
         self.readings = np.zeros(2, np.float32)  # [largest restored gain dB, auto-level scale dB]
         self.session.allocate_state({name: tuple(d if isinstance(d, int) else 1 for d in self.session.input_shape(name))
                                      for name in self.state_names})
         for T in range(1, self._tmax + 1):
-            self.session.bind(T, {"frames": self._frames[:, :T]}, {"knots": self._knots[:, :T]})
+            self.session.bind(T, {FRAMES: self._frames[:, :T]}, {"knots": self._knots[:, :T]})
         self.session.warm_up()
 
     def reset(self) -> None:

@@ -333,8 +333,9 @@ def test_batched_enhancer_streams_equal_single_streams():
     from realtime.dsp.processors.neural.enhancer import Enhancer
 
     sr, block, ch, n = 44100, 300, 2, 3  # a rate the model resamples from, an odd block size
-    xs = [_noise(sr, 0.8, ch, 10 + s) for s in range(n)]
-    xs[1][8000:20000] = 0.0  # the streams' silence gates disagree: frame-by-frame calls
+    xs = [_noise(sr, 2.4, ch, 10 + s) for s in range(n)]
+    xs[1][8000:20000] = 0.0  # a short pause: run through the network
+    xs[1][30000:90000] = 0.0  # 1.4 s: past the allowance, held; the gates disagree: frame-by-frame calls
     xs[2][:6000] = 0.0
 
     def run(proc, x):

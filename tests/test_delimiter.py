@@ -312,3 +312,53 @@ print(json.dumps(lags))
     lags = json.loads(r.stdout.strip().splitlines()[-1])
     assert "zoo" in lags and "clip_limit" in lags
     assert all(lag == 0 for lag in lags.values()), lags
+
+
+def test_shape_gain_loss_ignores_the_excerpts_offset_and_widened_lookahead_keeps_the_function():
+    """--gain-loss shape: a curve right up to a constant costs only the light offset term, a flat
+    curve costs its missing movement; --init of a causal checkpoint into --lookahead N starts the
+    non-causal network as the same function (after the GRU's first frames)."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+    from models.delimiter.model import HOP
+    from models.delimiter.model import Delimiter as Net
+
+    torch.manual_seed(0)
+    net = Net()
+    Y = 0.3 * torch.randn(2, 40 * HOP, 2)
+    a, _ = train.restore(net, Y)
+    a = a.detach()
+    for shift, want in ((0.0, 0.0), (0.5, train.SHAPE_OFFSET_WEIGHT * 0.5)):
+        G = -(a + shift)  # the target log gain a prediction `a` misses by a constant `shift`
+        gl, _ = train.losses(net, Y, Y, G, "shape")
+        assert abs(float(gl) - want) < 1e-4, shift
+    G = -(a + 0.3 * torch.sin(torch.arange(a.shape[1]) / 500.0))
+    assert float(train.losses(net, Y, Y, G, "shape")[0]) > 0.1
+
+    wide = Net(lookahead_frames=8)
+    wide.load_state_dict(train.widen_lookahead(net.state_dict(), wide))
+    Y = 0.3 * torch.randn(2, 120 * HOP, 2)
+    d = (train.restore(net, Y)[0] - train.restore(wide, Y)[0]).abs().reshape(2, -1, HOP).amax((0, 2))
+    assert float(d[30:].max()) < 1e-2 * max(1.0, float(train.restore(net, Y)[0].abs().max()))
+    with pytest.raises(SystemExit):
+        train.widen_lookahead(wide.state_dict(), Net())
+
+
+def test_probe_features_see_no_further_than_the_products_lookahead():
+    """The causal view of models/delimiter/probe.py: changing audio more than LOOKAHEAD samples
+    after a frame's centre leaves that frame's features alone; the non-causal view sees it."""
+    from models.delimiter import probe
+
+    rng = np.random.default_rng(0)
+    y = (0.3 * rng.standard_normal((44100, 2))).astype(np.float32)
+    f0, c = probe.features(y, 44100)
+    cut = 20000
+    y2 = y.copy()
+    y2[cut + probe.LOOKAHEAD + 1:] *= 3.0
+    f1, _ = probe.features(y2, 44100)
+    before = c <= cut
+    assert np.array_equal(f0[before], f1[before])
+    assert not np.array_equal(f0[~before], f1[~before])
+    n0, _ = probe.features(y, 44100, noncausal=True)
+    n1, _ = probe.features(y2, 44100, noncausal=True)
+    assert not np.array_equal(n0[before], n1[before])

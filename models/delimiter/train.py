@@ -38,6 +38,7 @@ CKPT_DIR = ROOT / "checkpoints" / "delimiter"
 # anchors its offset, so un-limited input keeps a ~ 0. Both ~1 in size after weighting.
 WAVE_WEIGHT = 0.1
 GAIN_WEIGHT = 0.5
+SHAPE_OFFSET_WEIGHT = 0.2
 
 
 class Stream(torch.utils.data.IterableDataset):
@@ -85,18 +86,27 @@ def neg_si_sdr(est: torch.Tensor, ref: torch.Tensor, cap_db: float = 40.0) -> to
     return -sdr.clamp(max=cap_db).mean()
 
 
-def losses(model, Y, X, G, offset_only: bool = False):
+def losses(model, Y, X, G, mode: str = "l1"):
     """(gain L1 where the gain is known, -SI-SDR of the restored waveform).
 
-    ``offset_only``: the gain term compares only each example's mean log gain, leaving the shape
-    of the curve to the SI-SDR term (a per-sample L1 can settle on the conditional median, a
-    constant, while the input's cues are still faint)."""
+    ``mode``: "l1" per sample; "offset" only each example's mean log gain, leaving the shape of
+    the curve to the SI-SDR term (a per-sample L1 can settle on the conditional median, a
+    constant, while the input's cues are still faint); "shape" the curve about each example's
+    mean, plus a light pull of the mean towards the truth (SHAPE_OFFSET_WEIGHT)."""
     a, xh = restore(model, Y)
     mask = torch.isfinite(G)
     target = torch.where(mask, -G, torch.zeros_like(G))  # a = -log g
-    if offset_only:
+    if mode == "offset":
         cnt = mask.sum(1).clamp(min=1)
         gain_l1 = (((a - target) * mask).sum(1) / cnt).abs().mean()
+    elif mode == "shape":
+        # each example's curve about its own mean: how much the limiter drove the whole excerpt is
+        # ambiguous (and SI-SDR ignores it); where in the excerpt it pulled harder is what restores
+        cnt = mask.sum(1, keepdim=True).clamp(min=1)
+        da = a - (a * mask).sum(1, keepdim=True) / cnt
+        dt = target - (target * mask).sum(1, keepdim=True) / cnt
+        offset = (((a - target) * mask).sum(1) / cnt.squeeze(1)).abs().mean()
+        gain_l1 = ((da - dt).abs() * mask).sum() / mask.sum().clamp(min=1) + SHAPE_OFFSET_WEIGHT * offset
     else:
         gain_l1 = ((a - target).abs() * mask).sum() / mask.sum().clamp(min=1)
     return gain_l1, neg_si_sdr(xh, X)
@@ -170,6 +180,21 @@ def save_small(model, path: Path, meta: dict) -> None:
         torch.save({"model": model.state_dict(), "meta": meta}, str(tmp))
 
 
+def widen_lookahead(state: dict, model: Delimiter) -> dict:
+    """Weights of a network with less look-ahead, fitted into ``model``: the frame mixer's blocks
+    for the frames it already saw keep their weights, the extra future frames start at zero, so
+    the widened network begins as exactly the same function (the non-causal row's fair start)."""
+    w = state["mix.0.weight"]
+    want = model.mix[0].weight.shape
+    if w.shape == want:
+        return state
+    if w.shape[0] != want[0] or w.shape[1] > want[1]:
+        raise SystemExit(f"--init: frame mixer {tuple(w.shape)} does not fit {tuple(want)}")
+    wide = torch.zeros(want, dtype=w.dtype)
+    wide[:, : w.shape[1]] = w
+    return {**state, "mix.0.weight": wide}
+
+
 def train(a) -> dict:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -194,7 +219,7 @@ def train(a) -> dict:
         print(f"resumed at step {step}", flush=True)
     elif a.init is not None:  # warm start from a committed checkpoint
         st = torch.load(a.init)
-        model.load_state_dict(st["model"] if "model" in st else st)
+        model.load_state_dict(widen_lookahead(st["model"] if "model" in st else st, model))
         print(f"initialised from {a.init}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params}, {index['hours']['train']:.1f} h of training music, "
@@ -224,7 +249,7 @@ def train(a) -> dict:
         Y, X, G = next(it)
         t_wait += time.monotonic() - tw
         sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
-        gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss == "offset")
+        gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss)
         loss = GAIN_WEIGHT * gl + WAVE_WEIGHT * wl
         opt.zero_grad()
         loss.backward()
@@ -273,8 +298,8 @@ def main(argv=None) -> int:
     ap.add_argument("--small", type=Path, default=None, help="weights-only checkpoint (default: in the checkpoint folder)")
     ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder (--resume continues from it)")
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--gain-loss", choices=("l1", "offset"), default="l1",
-                    help="per-sample L1 of the log gain, or only each example's mean (see losses)")
+    ap.add_argument("--gain-loss", choices=("l1", "offset", "shape"), default="l1",
+                    help="per-sample L1 of the log gain, only each example's mean, or the curve about it (see losses)")
     ap.add_argument("--limiters", default="", help="train on these of %s only (a curriculum's first stage)"
                     % ",".join(limiters.TRAIN_KINDS))
     ap.add_argument("--lookahead", type=int, default=LOOKAHEAD_FRAMES,

@@ -59,6 +59,11 @@ def parse(argv):
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--asym", type=float, default=0.0,
+                    help="weight of an extra penalty on output magnitude above the clean one (residual noise; "
+                         "PESQ and DNSMOS-BAK reward removing it more than SI-SDR does)")
+    ap.add_argument("--select-by", choices=("sisdr", "pesq"), default="sisdr",
+                    help="checkpoint selection score on the held-out selection mixtures")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny synthetic run + export (CI)")
     ap.add_argument("--export-only", action="store_true", help="export best.pt (or last.pt) and exit")
@@ -141,6 +146,20 @@ def val_batch(a, n=None, seconds=4.0):
 
 
 # ------------------------------------------------------------------------------------------
+def mean_pesq(clean: np.ndarray, est: np.ndarray) -> float:
+    """Mean PESQ-WB (16 kHz) over a batch of 48 kHz clips; clips PESQ rejects are left out."""
+    import soxr
+    from pesq import pesq
+
+    vals = []
+    for c, e in zip(clean, est):
+        try:
+            vals.append(pesq(16000, soxr.resample(c, 48000, 16000), soxr.resample(e, 48000, 16000), "wb"))
+        except Exception:  # no detectable speech in the clip
+            pass
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def si_sdr(y, s, eps=1e-8):
     import torch
 
@@ -150,12 +169,13 @@ def si_sdr(y, s, eps=1e-8):
 
 
 class Loss:
-    def __init__(self, win):
+    def __init__(self, win, asym: float = 0.0):
         import torch
 
         self.win = win
         self.res = [(n, torch.hann_window(n)) for n in (256, 1024)]
         self.c = 0.3
+        self.asym = asym
 
     def _spec_terms(self, Y, S):
         import torch.nn.functional as F
@@ -164,7 +184,10 @@ class Loss:
         mS = (S.pow(2).sum(-1) + 1e-12).sqrt()
         cY = Y * mY.pow(self.c - 1).unsqueeze(-1)
         cS = S * mS.pow(self.c - 1).unsqueeze(-1)
-        return F.mse_loss(mY.pow(self.c), mS.pow(self.c)) + 0.5 * F.mse_loss(cY, cS)
+        out = F.mse_loss(mY.pow(self.c), mS.pow(self.c)) + 0.5 * F.mse_loss(cY, cS)
+        if self.asym:  # residual noise costs more than the same error below the clean magnitude
+            out = out + self.asym * (mY.pow(self.c) - mS.pow(self.c)).clamp(min=0).pow(2).mean()
+        return out
 
     def __call__(self, Y, S, y, s):
         import torch
@@ -237,7 +260,7 @@ def main(argv=None) -> int:
     log(f"model params {count_params(model)}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
 
     win = torch.from_numpy(window())
-    loss_fn = Loss(win)
+    loss_fn = Loss(win, a.asym)
     loader = torch.utils.data.DataLoader(mix_stream(a, step), batch_size=a.batch, num_workers=a.workers,
                                          persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None)
     it = iter(loader)
@@ -273,7 +296,8 @@ def main(argv=None) -> int:
             l, parts = loss_fn(Y, Sv, y[:, HOP:], s_d[:, HOP:])
             noisy_sdr = si_sdr(torch.nn.functional.pad(vx_t, (HOP, 0))[:, HOP: vx_t.shape[1]], vs_t[:, : vx_t.shape[1] - HOP]).mean()
         model.train()
-        return float(l), float(parts["sisdr"]), float(noisy_sdr)
+        score = float(parts["sisdr"]) if a.select_by == "sisdr" else mean_pesq(s_d[:, HOP:].numpy(), y[:, HOP:].numpy())
+        return float(l), float(parts["sisdr"]), float(noisy_sdr), score
 
     def save(path):
         from realtime.io.files import atomic_write
@@ -282,6 +306,11 @@ def main(argv=None) -> int:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                         "hidden": a.hidden, "hidden_df": a.hidden_df}, tmp)
 
+    if step == 0 and (a.init is not None or a.init_onnx is not None):
+        # a fine-tune's starting point is a candidate too: the run cannot end worse than it began
+        vl, vsdr, nsdr, best = validate()
+        save(a.ckpt / "best.pt")
+        log(f"start: validation SI-SDR {vsdr:.2f} dB (noisy {nsdr:.2f} dB) score {best:.3f}")
     model.train()
     t0 = time.time()
     acc = {}
@@ -319,13 +348,14 @@ def main(argv=None) -> int:
         if step % a.ckpt_every == 0:
             save(last)
         if step % a.val_every == 0 or step == a.steps:
-            vl, vsdr, nsdr = validate()
+            vl, vsdr, nsdr, score = validate()
             tag = ""
-            if vsdr > best:
-                best = vsdr
+            if score > best:
+                best = score
                 save(a.ckpt / "best.pt")
                 tag = " (best)"
-            log(f"validation: loss {vl:.4f} SI-SDR {vsdr:.2f} dB (noisy {nsdr:.2f} dB){tag}")
+            extra = f" PESQ-WB {score:.3f}" if a.select_by == "pesq" else ""
+            log(f"validation: loss {vl:.4f} SI-SDR {vsdr:.2f} dB (noisy {nsdr:.2f} dB){extra}{tag}")
     save(last)
     log(f"stopped ({stop_reason}) at step {step}")
     src = a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else last

@@ -6,10 +6,11 @@ The model already takes a batch axis (the enhancer sends a stream's channels thr
 batch), so every hop of all streams is one call; what must stay per stream is what the single
 stream decides for itself:
 
-- the digital-silence gate: a stream whose frame is silent skips the network and holds its state
-  (its deep-filter history is zeroed), as a single stream would. The enhancer's own gate sees all
-  channels, so it skips frames where every stream is silent; in the runs it sends to the network,
-  frames where the streams disagree go one call per frame, the silent streams' state put back;
+- the digital-silence gate: a stream runs through the first QUIET_RUN_FRAMES silent frames in a
+  row, then skips the network and holds its state (its deep-filter history is zeroed), as a single
+  stream would. The enhancer's own gate sees all channels, so it skips frames where every stream is
+  past that; in the runs it sends to the network, frames where the streams disagree go one call
+  per frame, the skipping streams' state put back;
 - the blow-up containment: a stream whose state or output turns non-finite is reset alone.
 
 Parameters (``atten_limit_db``, ``wet``) are shared by all streams, as they are by the files of a
@@ -25,7 +26,7 @@ import math
 import numpy as np
 from numba import njit
 
-from realtime.dsp.processors.neural.enhancer import MAX_T, SILENCE_POWER, Enhancer
+from realtime.dsp.processors.neural.enhancer import MAX_T, QUIET_RUN_FRAMES, SILENCE_POWER, Enhancer
 
 
 @njit(nogil=True, cache=True)
@@ -43,6 +44,19 @@ def _loud_streams(frames, T, C, thresh, loud):
                 if e > thresh * N:
                     on = True
             loud[t, s] = on
+
+
+@njit(nogil=True, cache=True)
+def _gate_streams(loud, T, quiet, limit):
+    """loud[t, s] (signal) -> whether stream s runs frame t: with signal, or silent for fewer than
+    ``limit`` frames in a row so far (``quiet[s]``, updated), as the single stream's gate decides."""
+    for t in range(T):
+        for s in range(loud.shape[1]):
+            if loud[t, s]:
+                quiet[s] = 0
+            else:
+                loud[t, s] = quiet[s] < limit
+                quiet[s] = min(quiet[s] + 1, limit)
 
 
 class BatchedEnhancer(Enhancer):
@@ -85,7 +99,8 @@ class BatchedEnhancer(Enhancer):
     def _prepare(self) -> None:
         self.stream_channels = self.channels
         self.channels = self.streams * self.stream_channels  # what the enhancer's buffers are sized by
-        self._loud = np.zeros((MAX_T, self.streams), np.bool_)
+        self._loud = np.zeros((MAX_T, self.streams), np.bool_)  # per frame and stream: runs the network
+        self._quiet_s = np.zeros(self.streams, np.int64)  # per stream: silent frames in a row
         super()._prepare()
         # one-frame calls at each position of the chunk, for chunks where the streams' gates disagree
         for t in range(MAX_T):
@@ -94,6 +109,10 @@ class BatchedEnhancer(Enhancer):
         st = self.session.state
         self._saved = {name: np.zeros_like(a) for name, a in st.items()}
         self._held = {name: np.zeros((1, self.channels) + (1,) * (a.ndim - 2), np.bool_) for name, a in st.items()}
+
+    def _reset_core(self) -> None:
+        super()._reset_core()
+        self._quiet_s[:] = 0
 
     def _channels_of(self, streams_mask: np.ndarray) -> np.ndarray:
         return np.repeat(streams_mask, self.stream_channels)
@@ -111,7 +130,7 @@ class BatchedEnhancer(Enhancer):
                 self._enh[t0:t1, sl] = self._spec_f[t0:t1, sl]
 
     def _run_frame(self, t: int) -> None:
-        """Frame t of the chunk: loud streams through the model, silent ones passed and held."""
+        """Frame t of the chunk: running streams through the model, the others passed and held."""
         loud = self._loud[t]
         silent_ch = self._channels_of(~loud)
         if loud.any():
@@ -126,9 +145,11 @@ class BatchedEnhancer(Enhancer):
         self.session.state["df_hist"][:, silent_ch] = 0.0  # a silent stream's history is silence now
 
     def _run_model(self, T: int) -> None:
-        """The enhancer's gate found T frames with signal in some stream; per stream, frames
-        without signal must still skip the network (see the module docstring)."""
+        """The enhancer's gate sends T frames (signal in some stream, or silence not yet long
+        enough); per stream, frames past its own silence allowance skip the network (see the
+        module docstring)."""
         _loud_streams(self._frames, T, self.stream_channels, SILENCE_POWER, self._loud)
+        _gate_streams(self._loud, T, self._quiet_s, QUIET_RUN_FRAMES)
         if self._loud[:T].all():
             self.session.run(T)
             self._contain(0, T, self._loud[0])

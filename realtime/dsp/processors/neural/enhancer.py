@@ -20,9 +20,10 @@ at ``prepare`` by pushing an impulse through the exact same path (figures: the m
 
 Stereo: the channels go through the network as a batch of 2 (independent states); no downmix.
 
-Digital silence (frames below -120 dB, e.g. idle ports before a stream starts) skips the network
-and holds its state, so a long idle stretch does not drive the GRUs somewhere they never were
-in training; the decision is per frame, so any block size gives the same output.
+Digital silence (frames below -120 dB: pauses in produced voice files, idle ports): the network
+runs through the first second of it, as it did through the pauses of its training speech, then
+stops and holds its state, so an idle port costs nothing; the decision is per frame, so any block
+size gives the same output.
 
 Knobs:
   atten_limit_db  0..100 dB: no bin is attenuated by more than this (where the network went
@@ -54,6 +55,7 @@ REQUIRED_INPUTS = ("spec", "h_enc", "h_df", "df_hist")
 MAX_T = 8  # frames per ONNX call (bigger host blocks are split into chunks of <= MAX_T frames)
 IN_CLIP = 16.0
 SILENCE_POWER = 1e-12  # mean power of a windowed frame below which it counts as silence (-120 dB)
+QUIET_RUN_FRAMES = 200  # silent frames (1 s) the network still runs through before it holds its state
 BYPASS_FADE = 1.0 / (1.0 - 10.0 ** (-1.0 / 20.0))  # the mix fades in over the first dB of the limit
 READOUT_ALPHA = 0.03  # per-hop smoothing of the readouts (~170 ms at a 5 ms hop)
 SPEECH_KEPT = 0.5  # a frame that keeps at least this share of its energy counts as speech
@@ -192,6 +194,7 @@ class Enhancer(NeuralProcessor):
         self.nfreq = self.win_len // 2 + 1
         self._host_produced = 0
         self._bypass_model = False  # set while prepare measures the streaming path
+        self._quiet_frames = 0  # silent frames in a row so far (capped at QUIET_RUN_FRAMES)
         self._latency = 0
         n = np.arange(self.win_len)
         self._win = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / self.win_len)).astype(np.float32)
@@ -254,6 +257,7 @@ class Enhancer(NeuralProcessor):
         self._fixed.reset()
         self._ola[:] = 0
         self.session.reset_state()
+        self._quiet_frames = 0
         self._cst[0] = 10.0 ** (-self.values[0] / 20.0)
         self._cst[1] = self.values[1]
         self._acc.fill(0.0)
@@ -280,19 +284,28 @@ class Enhancer(NeuralProcessor):
         _frames(x, start, T, H, self._win, self._frames)
         np.fft.rfft(self._frames[:T], axis=-1, out=self._spec64[:T])
         _narrow(self._spec64, T, self._spec)
-        # digital-silence gate, decided per frame (so any chunking gives the same result):
-        # frames with no signal (< -120 dBFS, e.g. idle ports) do not run the network and
-        # leave its state as it was; a run of frames with signal goes through in one call
+        # digital silence (< -120 dBFS), decided per frame so any chunking gives the same result:
+        # the first QUIET_RUN_FRAMES silent frames of a run go through the network, as digital
+        # pauses did in training (holding the state of the quiet tail before a pause instead made
+        # each word after it start half-suppressed: clean voices with pauses lost 2.1 dB); after
+        # that the network, settled on silence, is not run and holds its state, so an idle port
+        # costs nothing. A run of frames with signal goes through in one call.
         k = _run_length(self._frames, T, SILENCE_POWER)
         if k < 0:  # -k leading silent frames
-            T = -k
-            self._enh[:T] = self._spec_f[:T]
-            if not self._bypass_model:  # the deep filter's history is frames of silence now
-                self.session.state["df_hist"].fill(0.0)
+            room = QUIET_RUN_FRAMES - self._quiet_frames
+            if room > 0 and not self._bypass_model:
+                T = min(-k, room)
+                self._run_model(T)
+            else:
+                T = -k
+                self._enh[:T] = self._spec_f[:T]
+            self._quiet_frames = min(self._quiet_frames + T, QUIET_RUN_FRAMES)
         elif self._bypass_model:
+            self._quiet_frames = 0
             T = k
             self._enh[:T] = self._spec_f[:T]
         else:
+            self._quiet_frames = 0
             T = k
             self._run_model(T)
         floor = 10.0 ** (-self.values[0] / 20.0)

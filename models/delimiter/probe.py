@@ -1,0 +1,136 @@
+"""How much of a limiter's gain curve do simple level features tell? A learner-independent probe.
+
+    python -m models.delimiter.probe [--examples 900] [--seed 5]     # ~15 min on 2 cores
+
+Fresh training examples (the recipe's music and training limiters, limited on the fly as the
+trainer sees them) are described every FRAME samples by the limited signal's own levels
+relative to its running ceiling: linked peak, RMS and the share of samples within 0.3 dB of the
+ceiling, over windows of 0.7 ms ... 0.74 s. ``causal`` windows end LOOKAHEAD samples after the
+frame (what the product's 8.7 ms latency allows); ``noncausal`` adds windows reaching as far into
+the future as into the past. Gradient-boosted trees (scikit-learn, a dependency of librosa in the
+``train`` extra) learn the frame's log gain on 80 % of the examples; on the other 20 % the probe
+reports, per limiter, the correlation of predicted and true curve *within* each example (the part
+SI-SDR rewards; how hard the whole excerpt was driven is a constant gain, which SI-SDR ignores)
+and the SI-SDR gain the best linear use of such a curve would bring, -10 log10(1 - r^2).
+
+The point (MODEL_CARD.md, "Know the ceiling"): if level features explain little of the curve and
+the future adds little to them, the causal network's shortfall is not the latency.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+from scipy.ndimage import maximum_filter1d
+
+from models.delimiter import data as recipe
+from models.delimiter import limiters
+
+FRAME = 64
+LOOKAHEAD = 256  # samples of future every output sample of the product's model has seen
+WINDOWS = (32, 128, 512, 2048, 8192, 32768)
+CEILING_S = 1.5
+NEAR_CEILING = 10 ** (-0.3 / 20)
+
+
+def running_max(a: np.ndarray, back: int, ahead: int) -> np.ndarray:
+    """max of a over [t - back, t + ahead] for every t (zeros beyond the ends)."""
+    size = back + ahead + 1
+    pad = np.concatenate([np.zeros(back, a.dtype), a, np.zeros(ahead, a.dtype)])
+    return maximum_filter1d(pad, size, mode="constant", origin=-(size // 2))[: len(a)]
+
+
+def features(y: np.ndarray, sr: int, noncausal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """y [n, 2] limited audio -> (features [frames, k], frame centres)."""
+    pk = np.abs(y).max(1).astype(np.float64)
+    c = np.arange(FRAME // 2, len(pk) // FRAME * FRAME, FRAME)
+    ceil = running_max(pk, int(CEILING_S * sr), LOOKAHEAD)[c] + 1e-5
+    lc = np.log(ceil)
+    energy = np.concatenate([[0.0], np.cumsum(pk ** 2)])
+    sample_ceil = running_max(pk, int(CEILING_S * sr), 0)  # per sample, from the past only
+    near = np.concatenate([[0.0], np.cumsum(pk >= NEAR_CEILING * sample_ceil)])
+    out = [lc]
+    for w in WINDOWS:
+        spans = [(w, 0), (w, LOOKAHEAD)] + ([(0, w), (w, w)] if noncausal else [])
+        for back, ahead in spans:
+            out.append(np.log(running_max(pk, back, ahead)[c] + 1e-5) - lc)
+            a, b = np.maximum(c - back, 0), np.minimum(c + ahead + 1, len(pk))
+            out.append(np.log(np.sqrt((energy[b] - energy[a]) / (b - a)) + 1e-5) - lc)
+            out.append((near[b] - near[a]) / (b - a))
+    return np.stack(out, 1).astype(np.float32), c
+
+
+def frame_log_gain(g: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Per-sample log gain (NaN where unknown) -> mean per frame (NaN where none is known)."""
+    gg = g[: len(centres) * FRAME].reshape(-1, FRAME)
+    ok = np.isfinite(gg)
+    return np.where(ok.any(1), np.where(ok, gg, 0.0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
+
+
+def collect(n_examples: int, seed: int, seconds: float = 3.0) -> dict:
+    index = recipe.load_index(recipe.DEFAULT_OUT)
+    ex = recipe.Examples(index["train"], int(seconds * recipe.SR), limiters.available(limiters.TRAIN_KINDS),
+                         limiters.TRAIN_SHARES)
+    rng = np.random.default_rng(seed)
+    rows = {"causal": [], "noncausal": [], "target": [], "kind": [], "example": []}
+    for i in range(n_examples):
+        y, _, g, info = ex.next(rng)
+        if info["limiter"] == "none":
+            continue
+        fc, c = features(y, info["sr"])
+        fn, _ = features(y, info["sr"], noncausal=True)
+        t = -frame_log_gain(g, c)
+        ok = np.isfinite(t)
+        rows["causal"].append(fc[ok])
+        rows["noncausal"].append(fn[ok])
+        rows["target"].append(t[ok])
+        rows["kind"] += [info["limiter"]] * int(ok.sum())
+        rows["example"] += [i] * int(ok.sum())
+    return {k: np.concatenate(v) if k in ("causal", "noncausal", "target") else np.array(v) for k, v in rows.items()}
+
+
+def within_corr(pred: np.ndarray, true: np.ndarray, example: np.ndarray) -> tuple[float, int]:
+    """Mean over examples of the correlation of the two curves inside each example."""
+    cs = []
+    for e in np.unique(example):
+        s = example == e
+        if s.sum() > 50 and true[s].std() > 0.02 and pred[s].std() > 1e-6:
+            cs.append(float(np.corrcoef(pred[s], true[s])[0, 1]))
+    return (float(np.mean(cs)) if cs else float("nan")), len(cs)
+
+
+def probe(d: dict) -> list[dict]:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    ex = d["example"]
+    train = ex < np.quantile(np.unique(ex), 0.8)
+    out = []
+    for view in ("causal", "noncausal"):
+        X = d[view]
+        model = HistGradientBoostingRegressor(max_iter=200, max_leaf_nodes=63, random_state=0)
+        model.fit(X[train][::2], d["target"][train][::2])
+        pred, true, kind, exh = model.predict(X[~train]), d["target"][~train], d["kind"][~train], ex[~train]
+        for k in np.unique(kind):
+            s = kind == k
+            r, n = within_corr(pred[s], true[s], exh[s])
+            out.append({"view": view, "limiter": str(k), "examples": n, "within_corr": round(r, 3),
+                        "sisdr_gain_db_linear": round(float(-10 * np.log10(max(1e-9, 1 - r * r))), 2)})
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.delimiter.probe", description=__doc__.split("\n")[0])
+    ap.add_argument("--examples", type=int, default=900)
+    ap.add_argument("--seed", type=int, default=5)
+    a = ap.parse_args(argv)
+    if not (recipe.DEFAULT_OUT / "DONE").exists():
+        raise SystemExit("no training data: run `python -m models.delimiter.data` first")
+    for row in probe(collect(a.examples, a.seed)):
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

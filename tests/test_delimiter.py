@@ -362,3 +362,29 @@ def test_probe_features_see_no_further_than_the_products_lookahead():
     n0, _ = probe.features(y, 44100, noncausal=True)
     n1, _ = probe.features(y2, 44100, noncausal=True)
     assert not np.array_equal(n0[before], n1[before])
+
+
+def test_committed_checkpoint_exports_and_streams_like_torch(tmp_path):
+    """`train delimiter --export-only --init models/delimiter/checkpoint.pt --out F`: the committed
+    weights become an ONNX file the processor streams; its output equals the torch network's."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+    from models.delimiter.model import HOP
+    from models.delimiter.model import Delimiter as Net
+
+    out = tmp_path / "ck.onnx"
+    assert train.main(["--export-only", "--init", str(train.COMMITTED_CKPT), "--out", str(out)]) == 0
+    y, _ = _limited(_hits(1.0, sr=44100), sr=44100)
+    y = y[: len(y) // HOP * HOP]
+    p = Delimiter(model_path=out, auto_level="off")
+    p.prepare(44100, 256, 2)
+    got = _run(p, np.concatenate([y, np.zeros((p.latency + 256, 2), np.float32)]), block=256)[p.latency:][: len(y)]
+    net = Net()
+    st = torch.load(train.COMMITTED_CKPT)
+    net.load_state_dict(st["model"])
+    net.clamp_output = True
+    with torch.no_grad():
+        want = train.restore(net, torch.from_numpy(y)[None])[1][0].numpy()
+    assert np.max(np.abs(got - want)) < 1e-3 * np.abs(want).max()
+    with pytest.raises(SystemExit):
+        train.main(["--export-only", "--out", str(out)])

@@ -29,7 +29,7 @@ import torch
 
 from models.delimiter import data as recipe
 from models.delimiter import limiters
-from models.delimiter.model import HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
+from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_CKPT = Path(__file__).resolve().parent / "checkpoint.pt"  # what --init usually starts from
@@ -180,6 +180,19 @@ def save_small(model, path: Path, meta: dict) -> None:
         torch.save({"model": model.state_dict(), "meta": meta}, str(tmp))
 
 
+def export_weights(weights: Path, out: Path) -> None:
+    """ONNX from a weights-only checkpoint (``save_small``'s, e.g. the committed one); the
+    look-ahead is read from the frame mixer's width, so a non-causal checkpoint exports as one."""
+    st = torch.load(weights)
+    state = st["model"] if "model" in st else st
+    lookahead = state["mix.0.weight"].shape[1] // EMB - 1
+    model = Delimiter(lookahead_frames=lookahead)
+    model.load_state_dict(state)
+    meta = {k: str(v) for k, v in st.get("meta", {}).items() if k in ("step", "sel_score", "sel_sisdr_gain_db")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export(model, out, {**meta, "from": Path(weights).name})
+
+
 def widen_lookahead(state: dict, model: Delimiter) -> dict:
     """Weights of a network with less look-ahead, fitted into ``model``: the frame mixer's blocks
     for the frames it already saw keep their weights, the extra future frames start at zero, so
@@ -306,7 +319,15 @@ def main(argv=None) -> int:
                     help="future frames the network sees (the default is the product's; more = the non-causal row)")
     ap.add_argument("--init", type=Path, default=None,
                     help=f"start from these weights (e.g. {COMMITTED_CKPT.relative_to(ROOT)})")
+    ap.add_argument("--export-only", action="store_true",
+                    help="write --out (ONNX) from the --init weights and stop (e.g. to benchmark a committed checkpoint)")
     a = ap.parse_args(argv)
+    if a.export_only:
+        if a.init is None or a.out is None:
+            raise SystemExit("--export-only needs --init WEIGHTS and --out FILE.onnx")
+        export_weights(a.init, a.out)
+        print(f"exported {a.init} -> {a.out}", flush=True)
+        return 0
     if a.smoke:
         a.ckpt = a.ckpt or ROOT / "checkpoints" / "delimiter-smoke"
         a.data = a.ckpt / "data"

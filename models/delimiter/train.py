@@ -95,20 +95,17 @@ def losses(model, Y, X, G, mode: str = "l1"):
     mean, plus a light pull of the mean towards the truth (SHAPE_OFFSET_WEIGHT)."""
     a, xh = restore(model, Y)
     mask = torch.isfinite(G)
-    target = torch.where(mask, -G, torch.zeros_like(G))  # a = -log g
+    err = (a - torch.where(mask, -G, torch.zeros_like(G))) * mask  # target a = -log g
+    n_known = mask.sum().clamp(min=1)
+    offset = err.sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)  # each example's mean error
     if mode == "offset":
-        cnt = mask.sum(1).clamp(min=1)
-        gain_l1 = (((a - target) * mask).sum(1) / cnt).abs().mean()
+        gain_l1 = offset.abs().mean()
     elif mode == "shape":
         # each example's curve about its own mean: how much the limiter drove the whole excerpt is
         # ambiguous (and SI-SDR ignores it); where in the excerpt it pulled harder is what restores
-        cnt = mask.sum(1, keepdim=True).clamp(min=1)
-        da = a - (a * mask).sum(1, keepdim=True) / cnt
-        dt = target - (target * mask).sum(1, keepdim=True) / cnt
-        offset = (((a - target) * mask).sum(1) / cnt.squeeze(1)).abs().mean()
-        gain_l1 = ((da - dt).abs() * mask).sum() / mask.sum().clamp(min=1) + SHAPE_OFFSET_WEIGHT * offset
+        gain_l1 = ((err - offset).abs() * mask).sum() / n_known + SHAPE_OFFSET_WEIGHT * offset.abs().mean()
     else:
-        gain_l1 = ((a - target).abs() * mask).sum() / mask.sum().clamp(min=1)
+        gain_l1 = err.abs().sum() / n_known
     return gain_l1, neg_si_sdr(xh, X)
 
 
@@ -180,15 +177,20 @@ def save_small(model, path: Path, meta: dict) -> None:
         torch.save({"model": model.state_dict(), "meta": meta}, str(tmp))
 
 
+def load_weights(path: Path) -> tuple[dict, dict]:
+    """(state dict, meta) of a weights-only checkpoint (``save_small``'s) or a bare state dict."""
+    st = torch.load(path)
+    return (st["model"], st.get("meta", {})) if "model" in st else (st, {})
+
+
 def export_weights(weights: Path, out: Path) -> None:
     """ONNX from a weights-only checkpoint (``save_small``'s, e.g. the committed one); the
     look-ahead is read from the frame mixer's width, so a non-causal checkpoint exports as one."""
-    st = torch.load(weights)
-    state = st["model"] if "model" in st else st
+    state, meta = load_weights(weights)
     lookahead = state["mix.0.weight"].shape[1] // EMB - 1
     model = Delimiter(lookahead_frames=lookahead)
     model.load_state_dict(state)
-    meta = {k: str(v) for k, v in st.get("meta", {}).items() if k in ("step", "sel_score", "sel_sisdr_gain_db")}
+    meta = {k: str(v) for k, v in meta.items() if k in ("step", "sel_score", "sel_sisdr_gain_db")}
     out.parent.mkdir(parents=True, exist_ok=True)
     export(model, out, {**meta, "from": Path(weights).name})
 
@@ -231,8 +233,7 @@ def train(a) -> dict:
             best = {"sel_score": -math.inf}
         print(f"resumed at step {step}", flush=True)
     elif a.init is not None:  # warm start from a committed checkpoint
-        st = torch.load(a.init)
-        model.load_state_dict(widen_lookahead(st["model"] if "model" in st else st, model))
+        model.load_state_dict(widen_lookahead(load_weights(a.init)[0], model))
         print(f"initialised from {a.init}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params}, {index['hours']['train']:.1f} h of training music, "

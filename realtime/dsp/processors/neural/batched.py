@@ -7,10 +7,10 @@ batch), so every hop of all streams is one call; what must stay per stream is wh
 stream decides for itself:
 
 - the digital-silence gate: a stream runs through the first QUIET_RUN_FRAMES silent frames in a
-  row, then skips the network and holds its state (its deep-filter history is zeroed), as a single
-  stream would. The enhancer's own gate sees all channels, so it skips frames where every stream is
-  past that; in the runs it sends to the network, frames where the streams disagree go one call
-  per frame, the skipping streams' state put back;
+  row, then skips the network and holds its state (its deep-filter history: the silence it last
+  ran), as a single stream would. The enhancer's own gate sees all channels, so it skips frames
+  where every stream is past that; in the runs it sends to the network, frames where the streams
+  disagree go one call per frame, the skipping streams' state put back;
 - the blow-up containment: a stream whose state or output turns non-finite is reset alone.
 
 Parameters (``atten_limit_db``, ``wet``) are shared by all streams, as they are by the files of a
@@ -142,7 +142,6 @@ class BatchedEnhancer(Enhancer):
                 np.copyto(a, self._saved[name], where=self._held[name])
             self._contain(t, t + 1, loud)
         self._enh[t, silent_ch] = self._spec_f[t, silent_ch]
-        self.session.state["df_hist"][:, silent_ch] = 0.0  # a silent stream's history is silence now
 
     def _run_model(self, T: int) -> None:
         """The enhancer's gate sends T frames (signal in some stream, or silence not yet long

@@ -388,3 +388,17 @@ def test_committed_checkpoint_exports_and_streams_like_torch(tmp_path):
     assert np.max(np.abs(got - want)) < 1e-3 * np.abs(want).max()
     with pytest.raises(SystemExit):
         train.main(["--export-only", "--out", str(out)])
+
+
+def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):
+    pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    for argv in (["--export-only", "--init", str(bad), "--out", str(tmp_path / "x.onnx")],
+                 ["--export-only", "--init", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.onnx")]):
+        with pytest.raises(SystemExit) as e:
+            train.main(argv)
+        assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+    assert not list(tmp_path.glob("x.onnx*"))

@@ -178,9 +178,17 @@ def save_small(model, path: Path, meta: dict) -> None:
 
 
 def load_weights(path: Path) -> tuple[dict, dict]:
-    """(state dict, meta) of a weights-only checkpoint (``save_small``'s) or a bare state dict."""
-    st = torch.load(path)
-    return (st["model"], st.get("meta", {})) if "model" in st else (st, {})
+    """(state dict, meta) of a weights-only checkpoint (``save_small``'s) or a bare state dict;
+    a file that is neither is a clear one-line error."""
+    try:
+        st = torch.load(path)
+        state, meta = (st["model"], st.get("meta", {})) if "model" in st else (st, {})
+        state["mix.0.weight"]
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: no such file")
+    except Exception as e:  # torch's unpickling errors, a dict of something else
+        raise SystemExit(f"{path}: not a de-limiter checkpoint ({type(e).__name__})")
+    return state, meta
 
 
 def export_weights(weights: Path, out: Path) -> None:

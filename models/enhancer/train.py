@@ -248,8 +248,13 @@ def main(argv=None) -> int:
         step, best = ck["step"], ck.get("best", best)
         log(f"resumed from {last} at step {step}")
     elif a.init is not None:
-        ck = torch.load(a.init, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
+        try:
+            ck = torch.load(a.init, map_location="cpu", weights_only=False)
+            model.load_state_dict(ck["model"])
+        except FileNotFoundError:
+            raise SystemExit(f"{a.init}: no such file")
+        except Exception as e:  # torch's unpickling errors, another model's weights
+            raise SystemExit(f"{a.init}: not an enhancer checkpoint ({type(e).__name__})")
         log(f"fine-tuning from {a.init} (its step {ck['step']})")
     elif a.init_onnx is not None:
         from models.enhancer.onnx_weights import load_onnx_weights

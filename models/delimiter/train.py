@@ -109,6 +109,7 @@ def losses(model, Y, X, G, mode: str = "l1"):
     return gain_l1, neg_si_sdr(xh, X)
 
 
+UNLIMITED_PEAKS_DB = (-1.0, -6.0, -12.0)  # un-limited music at these peaks measures the level offset
 UNTOUCHED_DB = 50.0  # a selection segment whose input is this close to the reference was not limited
 CLEAN_FLOOR_DB = 40.0  # what un-limited audio must keep (issue 14)
 
@@ -142,12 +143,34 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict]) -> d
             **{f"sel_{k}_db": float(np.mean(v)) for k, v in per.items()}}
 
 
-def export(model, path: Path, meta: dict) -> None:
-    """ONNX with explicit streaming state; written to a temp file, then renamed (atomic)."""
+@torch.no_grad()
+def level_offset(model, sel_x: np.ndarray, peaks_db=UNLIMITED_PEAKS_DB) -> float:
+    """The log inverse gain the network predicts, on average, for music no limiter touched: the
+    median over the selection tracks (un-limited, at peaks of ``peaks_db`` in turn) of each one's
+    mean. The processor subtracts it, so un-limited input keeps its level; a constant changes no
+    SI-SDR, only the level."""
+    clamp, training = model.clamp_output, model.training
+    model.eval()
+    model.clamp_output = True
+    n = sel_x.shape[1] // HOP * HOP
+    means = []
+    for i, x in enumerate(sel_x[::2]):  # each excerpt appears once per selection limiter
+        peak = 10.0 ** (peaks_db[i % len(peaks_db)] / 20.0) / max(float(np.abs(x).max()), 1e-9)
+        a, _ = restore(model, torch.from_numpy(np.ascontiguousarray(x[:n] * np.float32(peak)))[None])
+        means.append(float(a.mean()))
+    model.clamp_output, model.training = clamp, training
+    return float(np.median(means))
+
+
+def export(model, path: Path, meta: dict, sel_x: np.ndarray | None = None) -> None:
+    """ONNX with explicit streaming state; written to a temp file, then renamed (atomic). With the
+    selection set's un-limited tracks (``sel_x``) the model's level offset goes into its metadata."""
     import onnx
 
     from realtime.io.files import atomic_write
 
+    if sel_x is not None:
+        meta = {**meta, "level_offset": f"{level_offset(model, sel_x):.5f}"}
     model.eval()
     model.clamp_output = True
     frames = torch.zeros(1, 2, HOP, 2)
@@ -191,16 +214,18 @@ def load_weights(path: Path) -> tuple[dict, dict]:
     return state, meta
 
 
-def export_weights(weights: Path, out: Path) -> None:
+def export_weights(weights: Path, out: Path, data: Path | None = None) -> None:
     """ONNX from a weights-only checkpoint (``save_small``'s, e.g. the committed one); the
-    look-ahead is read from the frame mixer's width, so a non-causal checkpoint exports as one."""
+    look-ahead is read from the frame mixer's width, so a non-causal checkpoint exports as one.
+    The level offset is measured on ``data``'s selection set when it has one."""
     state, meta = load_weights(weights)
+    sel_x = np.load(data / "sel_x.npy") if data is not None and (data / "sel_x.npy").is_file() else None
     lookahead = state["mix.0.weight"].shape[1] // EMB - 1
     model = Delimiter(lookahead_frames=lookahead)
     model.load_state_dict(state)
     meta = {k: str(v) for k, v in meta.items() if k in ("step", "sel_score", "sel_sisdr_gain_db")}
     out.parent.mkdir(parents=True, exist_ok=True)
-    export(model, out, {**meta, "from": Path(weights).name})
+    export(model, out, {**meta, "from": Path(weights).name}, sel_x)
 
 
 def widen_lookahead(state: dict, model: Delimiter) -> dict:
@@ -292,7 +317,7 @@ def train(a) -> dict:
                 best = v
                 meta = {"sel_score": f"{v['sel_score']:.2f}", "sel_sisdr_gain_db": f"{v['sel_sisdr_gain_db']:.2f}",
                         "step": step}
-                export(model, a.out, meta)
+                export(model, a.out, meta, sel[1])
                 save_small(model, a.small, {**v})
             save_last()
     if sel is None:  # data without a selection set: keep the last state
@@ -334,7 +359,7 @@ def main(argv=None) -> int:
     if a.export_only:
         if a.init is None or a.out is None:
             raise SystemExit("--export-only needs --init WEIGHTS and --out FILE.onnx")
-        export_weights(a.init, a.out)
+        export_weights(a.init, a.out, a.data)
         print(f"exported {a.init} -> {a.out}", flush=True)
         return 0
     if a.smoke:

@@ -25,7 +25,7 @@ from numba import njit
 
 from realtime.dsp.blocking import FixedHop
 from realtime.dsp.kernels import scrub_into
-from realtime.dsp.processors.neural.delimiter import FRAMES, IN_CLIP, Delimiter, _restore
+from realtime.dsp.processors.neural.delimiter import FRAMES, IN_CLIP, N_FLOAT_STATE, Delimiter, _restore
 
 
 @njit(nogil=True, cache=True)
@@ -114,7 +114,7 @@ class BatchedDelimiter(Delimiter):
         return shapes
 
     def _prepare(self) -> None:
-        self._k = self._rate_coeffs()
+        self._k = np.append(self._rate_coeffs(), self.level_offset)
         N, C, H, K = self.streams, self.channels, self.hop, self.lookahead_frames
         self.stream_channels = C
         self.channels = N * C
@@ -128,7 +128,7 @@ class BatchedDelimiter(Delimiter):
         # per call length: contiguous [N, T, ...] buffers (a slice of a longer one is not)
         self._frames_t = [np.zeros((N, T, H, 2), np.float32) for T in range(self._tmax + 1)]
         self._knots_t = [np.zeros((N, T, self.knots), np.float32) for T in range(self._tmax + 1)]
-        self._fs = np.zeros((N, 4), np.float64)
+        self._fs = np.zeros((N, N_FLOAT_STATE), np.float64)
         self._skip = np.zeros(N, np.int64)
         self.readings = np.zeros(2, np.float32)
         self.session.allocate_state(self._state_shapes())
@@ -140,7 +140,7 @@ class BatchedDelimiter(Delimiter):
     def reset(self) -> None:
         super().reset()
         self._skip[:] = self.lookahead_frames
-        self._fs[:] = (0.0, self.values[0], 10.0 ** (self.values[1] / 20.0), 1.0)
+        self._fs[:] = self._initial_float_state()
 
     def _hops(self, x, start, T, out, opos) -> int:
         """FixedHop's runner for all streams: one model call over the T newest frames of each."""

@@ -12,7 +12,15 @@ Signal path per host block::
 
     block ─► NaN/Inf -> 0, clip ±4 ─► FixedHop input (the look-ahead frames as history)
       ─► ONNX (all complete frames in one call)
-      ─► y · exp(amount · a) · trim · auto-level scale ─► FixedHop output (pre-filled) ─► block
+      ─► y · exp(amount · max(a − offset − threshold, 0)) · trim · auto-level scale
+      ─► FixedHop output (pre-filled) ─► block
+
+``offset`` is the model's own ``level_offset`` metadata: the log gain it predicts, on average,
+for music no limiter touched (measured at export on held-out tracks; 0 for older models), so
+un-limited input keeps its level. ``threshold`` (dB, a knob): estimated gain reductions under it
+are left alone, so un-limited and lightly limited passages, where a wrong estimate costs the most
+fidelity, pass bit-exact; the threshold is subtracted rather than gated, so the gain stays
+continuous.
 
 Latency: (lookahead_frames + 1) · hop − 1 samples for any block size: the look-ahead frames plus
 the re-blocking pre-fill (hop − 1; realtime/dsp/blocking.py). Mono input goes through the model
@@ -45,7 +53,8 @@ RATE_RANGE = (40000, 50000)  # trained at 44.1 and 48 kHz; its time constants ar
 AUTO_RELEASE_S = 3.0
 
 # float state slots
-_PREV, _AMOUNT, _TRIM, _SCALE = range(4)
+_PREV, _AMOUNT, _TRIM, _SCALE, _THRESHOLD = range(5)
+N_FLOAT_STATE = 5
 
 
 @njit(nogil=True, cache=True)
@@ -63,18 +72,21 @@ def _restore(knots, T, skip, x, start, hop, out, opos, values, fs, k, readings):
 
     The first ``skip[0]`` knots of a stream belong to the silent frames before it started:
     those frames stay silent and leave the smoothers alone.
-    k = [amount/trim smoothing coeff, auto-level release coeff]."""
+    k = [amount/trim/threshold smoothing coeff, auto-level release coeff, the model's level offset (nepers)]."""
     nk = knots.shape[2]
     seg = hop // nk
     amount_t = values[0]
     trim_t = 10.0 ** (values[1] / 20.0)
     auto = values[2] >= 0.5
     ceil = 10.0 ** (values[3] / 20.0)
+    thr_t = values[4] / 8.685889638  # dB -> nepers
     c = k[0]
     crel = k[1]
+    off = k[2]
     prev = fs[_PREV]
     am = fs[_AMOUNT]
     trim = fs[_TRIM]
+    thr = fs[_THRESHOLD]
     s = fs[_SCALE]
     gmax = 0.0
     smin = s
@@ -97,7 +109,10 @@ def _restore(knots, T, skip, x, start, hop, out, opos, values, fs, k, readings):
                 a = prev + (q + 1) * (kj - prev) / seg
                 am += c * (amount_t - am)
                 trim += c * (trim_t - trim)
-                la = am * a
+                thr += c * (thr_t - thr)
+                # the model's level offset out; estimates under the threshold leave the audio
+                # alone (continuous: the threshold is subtracted, not gated)
+                la = am * max(a - off - thr, 0.0)
                 if la > gmax:
                     gmax = la
                 g = math.exp(la) * trim
@@ -121,6 +136,7 @@ def _restore(knots, T, skip, x, start, hop, out, opos, values, fs, k, readings):
     fs[_AMOUNT] = am
     fs[_TRIM] = trim
     fs[_SCALE] = s
+    fs[_THRESHOLD] = thr
     if gmax * 8.685889638 > readings[0]:
         readings[0] = gmax * 8.685889638
     v = 20.0 * math.log10(max(smin, 1e-9))
@@ -143,8 +159,11 @@ class Delimiter(NeuralProcessor):
     params = (
         Param("amount", "Amount", 0.0, 1.0, 1.0, smoothing_ms=30.0),
         Param("output_gain_db", "Output trim", -24.0, 12.0, 0.0, unit="dB", smoothing_ms=30.0),
-        Param("auto_level", "Auto-level", 0.0, 1.0, 1.0, choices=("off", "on"), step=1.0, smoothing_ms=0.0),
-        Param("ceiling_db", "Auto-level ceiling", -12.0, 0.0, -1.0, unit="dB", smoothing_ms=0.0),
+        Param("auto_level", "Auto-level", 0.0, 1.0, 1.0, choices=("off", "on"), step=1.0, smoothing_ms=30.0),
+        Param("ceiling_db", "Auto-level ceiling", -12.0, 0.0, -1.0, unit="dB", smoothing_ms=30.0),
+        # gain reductions the model puts under this are left alone: un-limited and lightly limited
+        # passages, where a wrong estimate costs most, pass bit-exact
+        Param("threshold_db", "Threshold", 0.0, 6.0, 1.0, unit="dB", smoothing_ms=30.0),
     )
     readouts = (Readout("restored_db", "Restored", "dB", 0.0, 24.0, kind="level"),
                 Readout("auto_level_db", "Auto level", "dB", -24.0, 0.0, kind="gr"))
@@ -160,6 +179,14 @@ class Delimiter(NeuralProcessor):
         self.state_names = names[1:]
         self.hop, self.lookahead_frames, self.knots = self.session.metadata_values(
             int, "hop", "lookahead_frames", "knots")
+        # what the network predicts on average for music no limiter touched (measured at export on
+        # held-out tracks): subtracted, so un-limited input keeps its level; older models lack it
+        try:
+            self.level_offset = float(self.session.metadata.get("level_offset", 0.0))
+        except ValueError:
+            self.level_offset = math.nan
+        if not math.isfinite(self.level_offset) or not 0.0 <= self.level_offset < MAX_LOG_GAIN:
+            raise self.session.error(f"has an invalid level_offset {self.level_offset}")
         if self.hop <= 0 or self.knots <= 0 or self.hop % self.knots or self.lookahead_frames < 0:
             raise self.session.error(f"has inconsistent metadata hop={self.hop} knots={self.knots}")
 
@@ -177,7 +204,7 @@ class Delimiter(NeuralProcessor):
         return np.array([self.params[0].smoothing_coeff(sr), 1.0 - math.exp(-1.0 / (AUTO_RELEASE_S * sr))])
 
     def _prepare(self) -> None:
-        self._k = self._rate_coeffs()
+        self._k = np.append(self._rate_coeffs(), self.level_offset)
         H, K = self.hop, self.lookahead_frames
         self._tmax = self.max_block // H + 1
         # the model is stereo-linked: a mono input fills both of its channels
@@ -185,7 +212,7 @@ class Delimiter(NeuralProcessor):
                                max_hops=self._tmax)
         self._frames = np.zeros((1, self._tmax, H, 2), np.float32)
         self._knots = np.zeros((1, self._tmax, self.knots), np.float32)
-        self._fs = np.zeros(4, np.float64)
+        self._fs = np.zeros(N_FLOAT_STATE, np.float64)
         self._skip = np.zeros(1, np.int64)
         self.readings = np.zeros(2, np.float32)  # [largest restored gain dB, auto-level scale dB]
         self.session.allocate_state({name: tuple(d if isinstance(d, int) else 1 for d in self.session.input_shape(name))
@@ -198,8 +225,12 @@ class Delimiter(NeuralProcessor):
         self.session.reset_state()
         self._fixed.reset()
         self._skip[0] = self.lookahead_frames
-        self._fs[:] = (0.0, self.values[0], 10.0 ** (self.values[1] / 20.0), 1.0)
+        self._fs[:] = self._initial_float_state()
         self.readings.fill(0.0)
+
+    def _initial_float_state(self) -> tuple:
+        """[previous knot, amount, trim, auto-level scale, threshold] at the current values."""
+        return (0.0, self.values[0], 10.0 ** (self.values[1] / 20.0), 1.0, self.values[4] / 8.685889638)
 
     def _hops(self, x, start, T, out, opos) -> int:
         """FixedHop's runner: the model over the T newest frames, whose knots restore the T frames

@@ -158,7 +158,8 @@ def level_offset(model, sel_x: np.ndarray, peaks_db=UNLIMITED_PEAKS_DB) -> float
         peak = 10.0 ** (peaks_db[i % len(peaks_db)] / 20.0) / max(float(np.abs(x).max()), 1e-9)
         a, _ = restore(model, torch.from_numpy(np.ascontiguousarray(x[:n] * np.float32(peak)))[None])
         means.append(float(a.mean()))
-    model.clamp_output, model.training = clamp, training
+    model.clamp_output = clamp
+    model.train(training)
     return float(np.median(means))
 
 

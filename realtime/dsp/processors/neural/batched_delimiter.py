@@ -114,7 +114,7 @@ class BatchedDelimiter(Delimiter):
         return shapes
 
     def _prepare(self) -> None:
-        self._k = np.append(self._rate_coeffs(), self.level_offset)
+        self._k = self._kernel_constants()
         N, C, H, K = self.streams, self.channels, self.hop, self.lookahead_frames
         self.stream_channels = C
         self.channels = N * C

@@ -51,6 +51,7 @@ IN_CLIP = 4.0
 MAX_LOG_GAIN = 4.0  # bound on the log inverse gain (34.7 dB; the exported model clamps to it too)
 RATE_RANGE = (40000, 50000)  # trained at 44.1 and 48 kHz; its time constants are in samples
 AUTO_RELEASE_S = 3.0
+DB_PER_NEPER = 20.0 / math.log(10.0)
 
 # float state slots
 _PREV, _AMOUNT, _TRIM, _SCALE, _THRESHOLD = range(5)
@@ -79,7 +80,7 @@ def _restore(knots, T, skip, x, start, hop, out, opos, values, fs, k, readings):
     trim_t = 10.0 ** (values[1] / 20.0)
     auto = values[2] >= 0.5
     ceil = 10.0 ** (values[3] / 20.0)
-    thr_t = values[4] / 8.685889638  # dB -> nepers
+    thr_t = values[4] / DB_PER_NEPER
     c = k[0]
     crel = k[1]
     off = k[2]
@@ -137,8 +138,8 @@ def _restore(knots, T, skip, x, start, hop, out, opos, values, fs, k, readings):
     fs[_TRIM] = trim
     fs[_SCALE] = s
     fs[_THRESHOLD] = thr
-    if gmax * 8.685889638 > readings[0]:
-        readings[0] = gmax * 8.685889638
+    if gmax * DB_PER_NEPER > readings[0]:
+        readings[0] = gmax * DB_PER_NEPER
     v = 20.0 * math.log10(max(smin, 1e-9))
     if v < readings[1]:
         readings[1] = v
@@ -159,8 +160,8 @@ class Delimiter(NeuralProcessor):
     params = (
         Param("amount", "Amount", 0.0, 1.0, 1.0, smoothing_ms=30.0),
         Param("output_gain_db", "Output trim", -24.0, 12.0, 0.0, unit="dB", smoothing_ms=30.0),
-        Param("auto_level", "Auto-level", 0.0, 1.0, 1.0, choices=("off", "on"), step=1.0, smoothing_ms=30.0),
-        Param("ceiling_db", "Auto-level ceiling", -12.0, 0.0, -1.0, unit="dB", smoothing_ms=30.0),
+        Param("auto_level", "Auto-level", 0.0, 1.0, 1.0, choices=("off", "on"), step=1.0, smoothing_ms=0.0),
+        Param("ceiling_db", "Auto-level ceiling", -12.0, 0.0, -1.0, unit="dB", smoothing_ms=0.0),
         # gain reductions the model puts under this are left alone: un-limited and lightly limited
         # passages, where a wrong estimate costs most, pass bit-exact
         Param("threshold_db", "Threshold", 0.0, 6.0, 1.0, unit="dB", smoothing_ms=30.0),
@@ -194,17 +195,18 @@ class Delimiter(NeuralProcessor):
     def latency(self) -> int:
         return (self.lookahead_frames + 1) * self.hop - 1  # look-ahead + FixedHop's pre-fill (hop - 1)
 
-    def _rate_coeffs(self) -> np.ndarray:
-        """[amount/trim smoothing, auto-level release] coefficients at the prepared rate; refuses a
-        rate the model was not trained for."""
+    def _kernel_constants(self) -> np.ndarray:
+        """``_restore``'s k: [amount/trim/threshold smoothing, auto-level release] coefficients at
+        the prepared rate and the model's level offset; refuses a rate the model was not trained for."""
         sr = self.sample_rate
         if not RATE_RANGE[0] <= sr <= RATE_RANGE[1]:
             raise ConfigError(f"delimiter: the model runs at 44.1/48 kHz; {sr:g} Hz is not supported "
                              f"(resample the chain to 44100 or 48000)")
-        return np.array([self.params[0].smoothing_coeff(sr), 1.0 - math.exp(-1.0 / (AUTO_RELEASE_S * sr))])
+        return np.array([self.params[0].smoothing_coeff(sr), 1.0 - math.exp(-1.0 / (AUTO_RELEASE_S * sr)),
+                         self.level_offset])
 
     def _prepare(self) -> None:
-        self._k = np.append(self._rate_coeffs(), self.level_offset)
+        self._k = self._kernel_constants()
         H, K = self.hop, self.lookahead_frames
         self._tmax = self.max_block // H + 1
         # the model is stereo-linked: a mono input fills both of its channels
@@ -230,7 +232,7 @@ class Delimiter(NeuralProcessor):
 
     def _initial_float_state(self) -> tuple:
         """[previous knot, amount, trim, auto-level scale, threshold] at the current values."""
-        return (0.0, self.values[0], 10.0 ** (self.values[1] / 20.0), 1.0, self.values[4] / 8.685889638)
+        return (0.0, self.values[0], 10.0 ** (self.values[1] / 20.0), 1.0, self.values[4] / DB_PER_NEPER)
 
     def _hops(self, x, start, T, out, opos) -> int:
         """FixedHop's runner: the model over the T newest frames, whose knots restore the T frames

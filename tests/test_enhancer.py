@@ -444,6 +444,24 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
     assert np.max(np.abs(yw - ys)) < 1e-5
 
 
+def test_selection_sees_what_a_model_does_to_clean_voices():
+    """Checkpoint selection scores clean voices with digital pauses (stage 8a's best PESQ
+    checkpoint took 3.3 dB off an espeak-ng sentence and PESQ could not see it)."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.enhancer.train import clean_batch, clean_level_change
+
+    rng = np.random.default_rng(4)
+    voice = (0.2 * np.sin(np.arange(48000 * 4) * 0.03) * (1 + rng.random(48000 * 4))).astype(np.float32)
+    clips = clean_batch(np.stack([voice]))
+    assert clips and all(len(c) % 240 == 0 and np.mean(c == 0) > 0.15 for c in clips)  # pauses of exact zeros
+
+    def delay(x, g=1.0):  # a model that only adds the framing's delay (HOP samples), scaled by g
+        return g * torch.nn.functional.pad(x, (240, 0))[:, : x.shape[1]]
+
+    assert abs(clean_level_change(delay, clips)) < 0.05
+    assert abs(clean_level_change(lambda x: delay(x, 0.5), clips) + 6.02) < 0.05
+
+
 def test_onnx_weights_load_back_into_the_torch_model():
     """``train --init-onnx``: the committed export's weights, loaded into the torch model, give the
     export's output and states (GRU gates reordered z,r,h -> r,z,n, MatMul weights transposed)."""
@@ -478,7 +496,8 @@ def test_heldout_packages_never_feed_training():
     assert len(data.HELDOUT_SPEECH_PACKAGES) >= 2 and len(data.HELDOUT_NOISE_PACKAGES) >= 2
     train_roots = (data.FILLETS, data.KLETTRES, data.KTUBERLING, data.HEDGEWARS, data.MEGAGLEST, data.SONICPI,
                    data.TUXPAINT, data.FESTVOX_RU, data.FILLETS_NL, data.DRASCULA, data.WARZONE, data.NEXUIZ,
-                   data.UFOAI, data.SCORCHED, data.OPENARENA)
+                   data.UFOAI, data.SCORCHED, data.OPENARENA, data.OPENSFX, data.ETR, data.KAA, data.FREECIV,
+                   data.SIMUTRANS, data.FLIGHTGEAR)
     assert not any(h.startswith(t) or t.startswith(h) for h in data.HELDOUT_ROOTS for t in train_roots)
     train = [p for p, _, split in data.speech_sources() + data.noise_sources() if split == "train"]
     assert not [p for p in train if p.startswith(data.HELDOUT_ROOTS)]
@@ -509,6 +528,37 @@ def test_tuxpaint_speech_and_effects_are_told_apart():
     assert _tuxpaint_speech(f"{TUXPAINT}/animals/amphibians/frog-1_desc_ru.ogg") == "ru"
     assert _tuxpaint_speech(f"{TUXPAINT}/animals/birds/x_desc_pt_BR.wav") == "pt_br"
     assert _tuxpaint_speech(f"{TUXPAINT}/symbols/math/7_zh_tw.ogg") == "zh_tw"
+
+
+def test_openttd_sound_catalogue_entries_are_read_by_index(tmp_path):
+    """OpenSFX ships its recordings in one ``.cat``: (offset, size) pairs, then per entry a
+    length-prefixed name and a RIFF file. A source ``opensfx.cat::<index>`` reads one entry."""
+    import io
+    import struct
+
+    import soundfile as sf
+
+    from models.enhancer.sources import ARCHIVE_SEP, _cat_entries, _read
+
+    waves = []
+    for k, n in enumerate((480, 960)):
+        b = io.BytesIO()
+        sf.write(b, (0.1 * (k + 1) * np.sin(np.arange(n) * 0.05)).astype(np.float32), 44100, format="WAV",
+                 subtype="PCM_16")
+        waves.append(b.getvalue())
+    names = [b'"Wind". CC0\0', b'"Rain"\0']
+    body, table_len = b"", 8 * len(waves)
+    table = b""
+    for name, w in zip(names, waves):
+        entry = bytes([len(name)]) + name + w
+        table += struct.pack("<II", table_len + len(body), len(entry))
+        body += entry
+    cat = tmp_path / "sounds.cat"
+    cat.write_bytes(table + body)
+    entries = _cat_entries(cat.read_bytes())
+    assert [e[0] for e in entries] == ['"Wind". CC0', '"Rain"']
+    x, sr = _read(f"{cat}{ARCHIVE_SEP}1")
+    assert sr == 44100 and len(x) == 960 and abs(float(np.max(np.abs(x))) - 0.2) < 1e-3
 
 
 def _mixer(**kw):

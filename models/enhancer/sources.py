@@ -31,6 +31,13 @@ NEXUIZ = "/usr/share/games/nexuiz/data/data.pk3"  # zip: tutorial narration, ann
 UFOAI = "/usr/share/games/ufoai/base/0snd.pk3"  # zip: sound/ambience (fire, water, thunder, machinery, city)
 SCORCHED = "/usr/share/games/scorched3d/data/globalmods"  # */data/wav/misc: birds, waves, rain, crowd, vehicles
 OPENARENA = "/usr/share/games/openarena"  # baseoa/pak0.pk3, missionpack/mp-pak0.pk3: sound/world ambiences
+# added in the fifth session: field recordings, machinery, weather, vehicles and background music
+OPENSFX = "/usr/share/games/openttd/baseset/opensfx/opensfx.cat"  # 71 CC field recordings in one catalogue
+ETR = "/usr/share/games/etr"  # sounds/*_slide.wav (snow, ice, gravel...), music/*.ogg (instrumental)
+KAA = "/usr/share/games/7kaa/SOUND"  # rain, wind, thunder, fire, quake
+FREECIV = "/usr/share/games/freeciv/stdsounds"  # cannons, machine guns, explosions, footsteps, water
+SIMUTRANS = "/usr/share/games/simutrans/pak/sound"  # vehicles, harbours, forests, jackhammer, saw
+FLIGHTGEAR = "/usr/share/games/flightgear"  # Sounds/ and Aircraft/c172p/Sounds/: engines, rotors, rain, wind
 ARCHIVE_SEP = "::"  # "archive.pk3::member/path.ogg" names a file inside a zip archive
 
 # Held-out voices: whole voice packs / languages (each recorded by other people).
@@ -55,14 +62,17 @@ DEB_PACKAGES = ("fillets-ng-data-cs", "klettres-data", "ktuberling-data", "hedge
                 "megaglest-data", "sonic-pi-samples",
                 "tuxpaint-stamps-default", "festvox-ru", "fillets-ng-data-nl", "drascula", "drascula-spanish",
                 "drascula-italian", "warzone2100-data", "nexuiz-data", "ufoai-sound", "scorched3d-data",
-                "openarena-data")
+                "openarena-data", "openttd-opensfx", "extremetuxracer-data", "7kaa-data", "freeciv-data",
+                "simutrans-pak64", "flightgear-data-base")
 # group-name prefix -> Debian package (the manifest's hours per package)
 GROUP_PACKAGES = {"fillets": "fillets-ng-data-cs", "fillets-nl": "fillets-ng-data-nl", "klettres": "klettres-data",
                   "ktuberling": "ktuberling-data", "hedgewars": "hedgewars-data", "megaglest": "megaglest-data",
                   "sonicpi": "sonic-pi-samples", "tuxpaint": "tuxpaint-stamps-default", "festvox-ru": "festvox-ru",
                   "drascula/en": "drascula", "drascula/es": "drascula-spanish", "drascula/it": "drascula-italian",
                   "warzone2100": "warzone2100-data", "nexuiz": "nexuiz-data", "ufoai": "ufoai-sound",
-                  "scorched3d": "scorched3d-data", "openarena": "openarena-data"}
+                  "scorched3d": "scorched3d-data", "openarena": "openarena-data", "opensfx": "openttd-opensfx",
+                  "etr": "extremetuxracer-data", "7kaa": "7kaa-data", "freeciv": "freeciv-data",
+                  "simutrans": "simutrans-pak64", "flightgear": "flightgear-data-base"}
 
 # Held-out SOURCES: whole packages (other recordings, other people, other rooms) that training never
 # reads. Checkpoint selection (``select/``) and the benchmark's out-of-source set (``bench/``) are
@@ -96,7 +106,11 @@ def install_packages(log) -> None:
 
 
 def _bytes(path: str) -> bytes:
-    """A source file's bytes; ``archive::member`` reads a member of a zip archive (pk3, wz)."""
+    """A source file's bytes; ``archive::member`` reads a member of a zip archive (pk3, wz) or, for an
+    OpenTTD sound catalogue (``.cat``), the entry with that index."""
+    if ARCHIVE_SEP in path and path.split(ARCHIVE_SEP, 1)[0].endswith(".cat"):
+        archive, index = path.split(ARCHIVE_SEP, 1)
+        return _cat_entries(Path(archive).read_bytes())[int(index)][1]
     if ARCHIVE_SEP in path:
         import zipfile
 
@@ -118,6 +132,22 @@ def _read(path: str, data: bytes | None = None) -> tuple[np.ndarray, int]:
         return (np.frombuffer(data[32:-32], np.uint8).astype(np.float32) - 128.0) / 128.0, 11025
     x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return x.mean(axis=1), sr
+
+
+def _cat_entries(data: bytes) -> list[tuple[str, bytes]]:
+    """(name, RIFF bytes) per entry of an OpenTTD sound catalogue: a table of little-endian uint32
+    (offset, size) pairs (the first offset / 8 is the entry count), each entry a length-prefixed
+    name followed by the WAV file."""
+    import struct
+
+    count = (struct.unpack_from("<I", data, 0)[0] & 0x7FFFFFFF) // 8
+    out = []
+    for i in range(count):
+        off, size = struct.unpack_from("<II", data, 8 * i)
+        off &= 0x7FFFFFFF
+        n = data[off]
+        out.append((data[off + 1 : off + 1 + n].split(b"\0")[0].decode("latin-1"), data[off + 1 + n : off + size]))
+    return out
 
 
 def _members(archive: str, prefix: str) -> list[str]:
@@ -212,7 +242,7 @@ def new_speech_sources() -> list[tuple[str, str, str]]:
 
 def noise_sources() -> list[tuple[str, str, str]]:
     """(path, group, split) for every noise file."""
-    return v1_noise_sources() + new_noise_sources()
+    return v1_noise_sources() + new_noise_sources() + more_noise_sources()
 
 
 def v1_noise_sources() -> list[tuple[str, str, str]]:
@@ -269,6 +299,35 @@ def new_noise_sources() -> list[tuple[str, str, str]]:
         if _tuxpaint_speech(f) is None and not rel.startswith(("symbols/", "town/roadsigns/", "military/")):
             top = rel.split("/")[0]
             out.append((f, f"tuxpaint/{top}", "val" if top in VAL_TUXPAINT_NOISE else "train"))
+    return out
+
+
+# OpenTTD entries that are UI jingles, beeps, cartoon effects or empty, not sounds a microphone meets
+OPENSFX_SKIP = ("Good Year", "Bad Year", "Beep", "Morse", "Cash till", "Unused", "Toyland", "Oooh")
+# FlightGear files that are voices (callouts, checklists, a cough) or synthetic tones
+FLIGHTGEAR_SKIP = ("mk-viii/", "tcas/", "checklist", "coughing", "beep", "avionics-400Hz", "overspeed",
+                   "gear-hrn", "stall", "flarm", "vario")
+
+
+def more_noise_sources() -> list[tuple[str, str, str]]:
+    """Noise added in the fifth session (issue 13: the training noise was 0.7 h from eight packages):
+    OpenTTD's CC field recordings, Extreme Tux Racer's slides and instrumental music, Seven
+    Kingdoms' weather, freeciv's battle and water sounds, simutrans' traffic and industry, FlightGear's
+    engines, rotors, rain and wind. All training: selection and the benchmark use the held-out packages."""
+    out = []
+    if os.path.isfile(OPENSFX):
+        for i, (name, wav) in enumerate(_cat_entries(Path(OPENSFX).read_bytes())):
+            if wav and not name.strip('"').startswith(OPENSFX_SKIP):
+                out.append((f"{OPENSFX}{ARCHIVE_SEP}{i}", "opensfx", "train"))
+    out += [(f, "etr/sounds", "train") for f in sorted(glob.glob(f"{ETR}/sounds/*_slide.wav"))]
+    out += [(f, "etr/music", "train") for f in sorted(glob.glob(f"{ETR}/music/*.ogg"))]
+    out += [(f, "7kaa", "train") for f in sorted(glob.glob(f"{KAA}/*.WAV"))]
+    out += [(f, "freeciv", "train") for f in sorted(glob.glob(f"{FREECIV}/*.ogg")) if "illegal" not in f]
+    out += [(f, "simutrans", "train") for f in sorted(glob.glob(f"{SIMUTRANS}/*.wav"))
+            if _family(f) not in ("boing", "cash", "click", "gavel")]
+    fg = sorted(glob.glob(f"{FLIGHTGEAR}/Sounds/**/*.wav", recursive=True)
+                + glob.glob(f"{FLIGHTGEAR}/Aircraft/c172p/Sounds/*.wav"))
+    out += [(f, "flightgear", "train") for f in fg if not any(k in f for k in FLIGHTGEAR_SKIP)]
     return out
 
 

@@ -559,6 +559,10 @@ def test_openttd_sound_catalogue_entries_are_read_by_index(tmp_path):
     assert [e[0] for e in entries] == ['"Wind". CC0', '"Rain"']
     x, sr = _read(f"{cat}{ARCHIVE_SEP}1")
     assert sr == 44100 and len(x) == 960 and abs(float(np.max(np.abs(x))) - 0.2) < 1e-3
+    broken = tmp_path / "broken.cat"
+    broken.write_bytes(table[:12])  # the table promises entries the file does not hold
+    with pytest.raises(OSError, match="not an OpenTTD sound catalogue"):
+        _read(f"{broken}{ARCHIVE_SEP}0")
 
 
 def _mixer(**kw):

@@ -8,6 +8,7 @@ their held-out groups only); ``new_*_sources`` the ones added for issue 13.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -108,13 +109,12 @@ def install_packages(log) -> None:
 def _bytes(path: str) -> bytes:
     """A source file's bytes; ``archive::member`` reads a member of a zip archive (pk3, wz) or, for an
     OpenTTD sound catalogue (``.cat``), the entry with that index."""
-    if ARCHIVE_SEP in path and path.split(ARCHIVE_SEP, 1)[0].endswith(".cat"):
-        archive, index = path.split(ARCHIVE_SEP, 1)
-        return _cat_entries(Path(archive).read_bytes())[int(index)][1]
     if ARCHIVE_SEP in path:
         import zipfile
 
         archive, member = path.split(ARCHIVE_SEP, 1)
+        if archive.endswith(".cat"):
+            return _catalogue(archive)[int(member)][1]
         with zipfile.ZipFile(archive) as z:
             return z.read(member)
     return Path(path).read_bytes()
@@ -137,17 +137,34 @@ def _read(path: str, data: bytes | None = None) -> tuple[np.ndarray, int]:
 def _cat_entries(data: bytes) -> list[tuple[str, bytes]]:
     """(name, RIFF bytes) per entry of an OpenTTD sound catalogue: a table of little-endian uint32
     (offset, size) pairs (the first offset / 8 is the entry count), each entry a length-prefixed
-    name followed by the WAV file."""
+    name followed by the WAV file. Raises ValueError when ``data`` is not such a catalogue."""
     import struct
 
-    count = (struct.unpack_from("<I", data, 0)[0] & 0x7FFFFFFF) // 8
-    out = []
-    for i in range(count):
-        off, size = struct.unpack_from("<II", data, 8 * i)
-        off &= 0x7FFFFFFF
-        n = data[off]
-        out.append((data[off + 1 : off + 1 + n].split(b"\0")[0].decode("latin-1"), data[off + 1 + n : off + size]))
+    try:
+        count = (struct.unpack_from("<I", data, 0)[0] & 0x7FFFFFFF) // 8
+        out = []
+        for i in range(count):
+            off, size = struct.unpack_from("<II", data, 8 * i)
+            off &= 0x7FFFFFFF
+            n = data[off]
+            out.append((data[off + 1 : off + 1 + n].split(b"\0")[0].decode("latin-1"), data[off + 1 + n : off + size]))
+    except (struct.error, IndexError):
+        raise ValueError("not an OpenTTD sound catalogue (its entry table points outside the file)") from None
     return out
+
+
+@functools.lru_cache(maxsize=2)
+def _catalogue(path: str) -> list[tuple[str, bytes]]:
+    """A catalogue file's entries, read and parsed once (every entry is a source of its own).
+
+    Raises
+    ------
+    OSError
+        Unreadable or malformed (``load_pool`` then counts its entries as unreadable)."""
+    try:
+        return _cat_entries(Path(path).read_bytes())
+    except ValueError as e:
+        raise OSError(f"{path}: {e}") from None
 
 
 def _members(archive: str, prefix: str) -> list[str]:
@@ -304,6 +321,8 @@ def new_noise_sources() -> list[tuple[str, str, str]]:
 
 # OpenTTD entries that are UI jingles, beeps, cartoon effects or empty, not sounds a microphone meets
 OPENSFX_SKIP = ("Good Year", "Bad Year", "Beep", "Morse", "Cash till", "Unused", "Toyland", "Oooh")
+# simutrans sounds that are UI effects
+SIMUTRANS_SKIP = ("boing", "cash", "click", "gavel")
 # FlightGear files that are voices (callouts, checklists, a cough) or synthetic tones
 FLIGHTGEAR_SKIP = ("mk-viii/", "tcas/", "checklist", "coughing", "beep", "avionics-400Hz", "overspeed",
                    "gear-hrn", "stall", "flarm", "vario")
@@ -315,16 +334,18 @@ def more_noise_sources() -> list[tuple[str, str, str]]:
     Kingdoms' weather, freeciv's battle and water sounds, simutrans' traffic and industry, FlightGear's
     engines, rotors, rain and wind. All training: selection and the benchmark use the held-out packages."""
     out = []
-    if os.path.isfile(OPENSFX):
-        for i, (name, wav) in enumerate(_cat_entries(Path(OPENSFX).read_bytes())):
-            if wav and not name.strip('"').startswith(OPENSFX_SKIP):
-                out.append((f"{OPENSFX}{ARCHIVE_SEP}{i}", "opensfx", "train"))
+    try:
+        entries = _catalogue(OPENSFX) if os.path.isfile(OPENSFX) else []
+    except OSError:
+        entries = []  # a broken package: the manifest lists it under packages_missing
+    out += [(f"{OPENSFX}{ARCHIVE_SEP}{i}", "opensfx", "train") for i, (name, wav) in enumerate(entries)
+            if wav and not name.strip('"').startswith(OPENSFX_SKIP)]
     out += [(f, "etr/sounds", "train") for f in sorted(glob.glob(f"{ETR}/sounds/*_slide.wav"))]
     out += [(f, "etr/music", "train") for f in sorted(glob.glob(f"{ETR}/music/*.ogg"))]
     out += [(f, "7kaa", "train") for f in sorted(glob.glob(f"{KAA}/*.WAV"))]
     out += [(f, "freeciv", "train") for f in sorted(glob.glob(f"{FREECIV}/*.ogg")) if "illegal" not in f]
     out += [(f, "simutrans", "train") for f in sorted(glob.glob(f"{SIMUTRANS}/*.wav"))
-            if _family(f) not in ("boing", "cash", "click", "gavel")]
+            if _family(f) not in SIMUTRANS_SKIP]
     fg = sorted(glob.glob(f"{FLIGHTGEAR}/Sounds/**/*.wav", recursive=True)
                 + glob.glob(f"{FLIGHTGEAR}/Aircraft/c172p/Sounds/*.wav"))
     out += [(f, "flightgear", "train") for f in fg if not any(k in f for k in FLIGHTGEAR_SKIP)]

@@ -166,7 +166,7 @@ def clean_batch(s: np.ndarray, seconds=4.0) -> list[np.ndarray]:
     import soundfile as sf
     import soxr
 
-    voices = [c for c in s[:6]]
+    voices = list(s[:6])
     exe = shutil.which("espeak-ng")
     if exe:
         with tempfile.TemporaryDirectory() as d:
@@ -177,9 +177,9 @@ def clean_batch(s: np.ndarray, seconds=4.0) -> list[np.ndarray]:
                     voices.append(0.3 * soxr.resample(x, sr, 48000) / max(1e-6, float(np.max(np.abs(x)))))
     out = []
     L = int(seconds * 48000) // 240 * 240
+    gap = np.zeros(int(0.25 * 48000), np.float32)
     for v in voices:
         parts = np.array_split(v[:L], 4)
-        gap = np.zeros(int(0.25 * 48000), np.float32)
         x = np.concatenate([p for part in parts for p in (part, gap)])
         x[np.abs(x) < 1e-3 * np.max(np.abs(x))] = 0.0
         out.append(x[: len(x) // 240 * 240].astype(np.float32))

@@ -462,6 +462,56 @@ def test_selection_sees_what_a_model_does_to_clean_voices():
     assert abs(clean_level_change(lambda x: delay(x, 0.5), clips) + 6.02) < 0.05
 
 
+def test_pause_loss_measures_noise_left_in_speech_free_frames():
+    """``--pause-weight``: noise-dominated frames passed unchanged are 27 dB over the allowance
+    (input - 30 dB, + 3 dB); cut to the allowance they cost nothing; frames with speech are not judged."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.enhancer.train import pause_excess_db
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(50, 2, 241, 2, generator=g)
+    S = torch.zeros_like(X)
+    assert abs(float(pause_excess_db(X, S, X)) - 27.0) < 1e-3
+    assert float(pause_excess_db(X * 10 ** (-30 / 20), S, X)) == 0.0
+    assert abs(float(pause_excess_db(X * 10 ** (-20 / 20), S, X)) - 7.0) < 1e-3
+    speech = 0.5 * X  # speech -6 dB under the mixture: not a pause, whatever comes out
+    assert float(pause_excess_db(X, speech, X)) == 0.0
+
+
+def test_band_gains_gate_the_deep_filter_and_the_export_says_so(tmp_path):
+    """``df_gate``: with every band gain shut, the low bins the deep filter makes are shut too
+    (without the gate they pass); the export carries the flag, and its weights load back with it."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    from models.enhancer.model import F_DF, NFREQ, export_onnx
+    from models.enhancer.model import Enhancer as Net
+    from models.enhancer.onnx_weights import load_onnx_weights
+
+    spec = torch.randn(10, 1, NFREQ, 2, generator=torch.Generator().manual_seed(1))
+    for gate in (False, True):
+        net = Net(df_gate=gate).eval()
+        with torch.no_grad():
+            net.gain.bias.fill_(-40.0)  # every band gain ~ 0
+            net.df_out.bias[-1] = 40.0  # the low bins all deep filter
+            out = net(spec, *net.init_state(1))[0]
+        low = float(out[:, :, :F_DF].abs().max())
+        assert float(out[:, :, F_DF:].abs().max()) < 1e-6
+        assert (low < 1e-6) if gate else (low > 0.1), (gate, low)
+    path = tmp_path / "gated.onnx"
+    export_onnx(net, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.get_modelmeta().custom_metadata_map["df_gate"] == "1"
+    back = Net().eval()
+    load_onnx_weights(back, path)
+    assert back.df_gate
+    feeds = {"spec": spec.numpy()} | {k: np.zeros(v, np.float32) for k, v in back.state_shapes(1).items()}
+    with torch.no_grad():
+        want = back(*(torch.from_numpy(v) for v in feeds.values()))[0].numpy()
+    assert np.max(np.abs(sess.run(None, feeds)[0] - want)) < 1e-5
+
+
 def test_onnx_weights_load_back_into_the_torch_model():
     """``train --init-onnx``: the committed export's weights, loaded into the torch model, give the
     export's output and states (GRU gates reordered z,r,h -> r,z,n, MatMul weights transposed)."""
@@ -489,6 +539,21 @@ def test_onnx_weights_load_back_into_the_torch_model():
 # --------------------------------------------------------------------------------------------
 # Held-out sources and the benchmark sets (issue 13)
 # --------------------------------------------------------------------------------------------
+def test_benchmark_clips_are_bytes_of_their_samples_only(tmp_path):
+    """A rebuilt benchmark can be checked with md5sum: its WAVs hold the float32 samples and no
+    PEAK chunk (libsndfile stamps one with the time of writing into float WAVs)."""
+    import soundfile as sf
+
+    from models.enhancer.data import write_clip
+
+    x = (0.1 * _noise(4800)).astype(np.float32)
+    write_clip(tmp_path / "a.wav", x)
+    data = (tmp_path / "a.wav").read_bytes()
+    assert b"PEAK" not in data and len(data) < 4 * len(x) + 100
+    y, sr = sf.read(tmp_path / "a.wav", dtype="float32")
+    assert sr == 48000 and np.array_equal(x, y)
+
+
 def test_heldout_packages_never_feed_training():
     from models.enhancer import sources as data
 

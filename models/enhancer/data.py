@@ -558,6 +558,15 @@ def bench_mixture(rng, speech: Pool, noise: Pool, snr_db: float, condition: str,
     return (noisy * g).astype(np.float32), (clean * g).astype(np.float32), info
 
 
+def write_clip(path: Path, x: np.ndarray) -> None:
+    """A 48 kHz float32 WAV with nothing but the samples: libsndfile adds a PEAK chunk with a
+    timestamp to float WAVs, so two builds of the same clips differed in every file's checksum;
+    these files are byte-identical whenever their audio is (``md5sum`` checks a rebuild)."""
+    from scipy.io import wavfile
+
+    wavfile.write(path, SR, np.ascontiguousarray(x, dtype=np.float32))
+
+
 def write_mixtures(folder: Path, speech: list[list[Pool]], noise: list[list[Pool]], count: int, seconds: float,
                    rng) -> dict:
     """``count`` bench mixtures into folder/{noisy,clean}/NNN.wav + folder/meta.json.
@@ -565,8 +574,6 @@ def write_mixtures(folder: Path, speech: list[list[Pool]], noise: list[list[Pool
     ``speech`` / ``noise``: sub-pools per package and group (``by_source``); each clip draws a
     package, then a group, uniformly. Clip i has condition ``BENCH_CONDITIONS[i % 5]`` and SNR ``BENCH_SNRS[i // 5 % 4]``, so any
     first 20 clips cover every (SNR band, condition) cell once (``bench enhancer --limit``)."""
-    import soundfile as sf
-
     for d in ("noisy", "clean"):
         (folder / d).mkdir(parents=True, exist_ok=True)
     clips = []
@@ -576,8 +583,8 @@ def write_mixtures(folder: Path, speech: list[list[Pool]], noise: list[list[Pool
         snr = BENCH_SNRS[i // len(BENCH_CONDITIONS) % len(BENCH_SNRS)]
         noisy, clean, info = bench_mixture(rng, _pick(rng, speech), _pick(rng, noise), snr, cond, n)
         name = f"{i:03d}.wav"
-        sf.write(folder / "noisy" / name, noisy, SR, subtype="FLOAT")
-        sf.write(folder / "clean" / name, clean, SR, subtype="FLOAT")
+        write_clip(folder / "noisy" / name, noisy)
+        write_clip(folder / "clean" / name, clean)
         clips.append({"file": name, **info})
     meta = {"seconds_each": seconds, "conditions": list(BENCH_CONDITIONS), "snr_db": list(BENCH_SNRS), "clips": clips}
     (folder / "meta.json").write_text(json.dumps(meta, indent=0))
@@ -646,8 +653,6 @@ def build_bench(out: Path, seconds: float = 4.0, reps: int = 3, n_select: int = 
 
 # --------------------------------------------------------------------------------------
 def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 1234) -> dict:
-    import soundfile as sf
-
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -685,8 +690,8 @@ def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 123
         (out / "val" / d).mkdir(parents=True, exist_ok=True)
     for i in range(n_val):
         noisy, clean = mixer.draw(rng)
-        sf.write(out / "val" / "noisy" / f"{i:03d}.wav", noisy, SR, subtype="FLOAT")
-        sf.write(out / "val" / "clean" / f"{i:03d}.wav", clean, SR, subtype="FLOAT")
+        write_clip(out / "val" / "noisy" / f"{i:03d}.wav", noisy)
+        write_clip(out / "val" / "clean" / f"{i:03d}.wav", clean)
     man["val_mixtures"] = {"count": n_val, "seconds_each": val_seconds, "seed": seed,
                            "snr_db": list(mixer.snr), "level_dbfs": list(mixer.level_db)}
     man["build_seconds"] = round(time.time() - t0)

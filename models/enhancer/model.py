@@ -7,7 +7,9 @@ Signal path (48 kHz): 480-sample (10 ms) sqrt-Hann analysis window, 240-sample (
 and predicts
   * 32 band gains (sigmoid), interpolated to the 241 bins (triangular), and
   * a causal deep filter (order 4: the current and 3 previous frames) for the low 48 bins,
-    blended with the gained spectrum by a learned per-frame weight.
+    blended with the gained spectrum by a learned per-frame weight; with ``df_gate`` (since
+    stage 10) the band gains scale the filtered bins too, so the whole spectrum shares one
+    noise gate (without it the low bins kept 7-9 dB more noise in speech pauses than RNNoise).
 Two GRU layers (encoder) + one GRU (deep-filter branch). No look-ahead anywhere: the
 algorithmic latency is the analysis window, 480 samples = 10 ms (see MODEL_CARD.md).
 
@@ -91,9 +93,9 @@ def window() -> np.ndarray:
 
 
 class Enhancer(nn.Module):
-    def __init__(self, hidden=128, hidden_df=96):
+    def __init__(self, hidden=128, hidden_df=96, df_gate=False):
         super().__init__()
-        self.hidden, self.hidden_df = hidden, hidden_df
+        self.hidden, self.hidden_df, self.df_gate = hidden, hidden_df, df_gate
         pool, interp = erb_matrices()
         self.register_buffer("erb_pool", torch.from_numpy(pool))
         self.register_buffer("erb_interp", torch.from_numpy(interp))
@@ -144,6 +146,8 @@ class Enhancer(nn.Module):
         # complex product c*x = cr*x + ci*(j x), j x = x @ [[0, 1], [-1, 0]]
         jx = torch.matmul(xs, self.rot)
         df = (coef[..., 0:1] * xs + coef[..., 1:2] * jx).sum(dim=2)
+        if self.df_gate:  # the band gains scale the deep filter too: a pause is cut in the low bins as above
+            df = df * g[:, :, :F_DF].unsqueeze(-1)
         low = alpha * df + (1 - alpha) * y[:, :, :F_DF]
         out = torch.cat([low, y[:, :, F_DF:]], dim=2)
         return out, h_enc, h_df, padded[-(DF_ORDER - 1) :]
@@ -192,7 +196,7 @@ def export_onnx(model: Enhancer, path, opset=17) -> None:
                           dynamo=False)
     m = onnx.load(str(path))
     meta = {"sample_rate": SR, "win": WIN, "hop": HOP, "n_freq": NFREQ,
-            "window": "sqrt-hann-periodic", "lookahead": 0,
+            "window": "sqrt-hann-periodic", "lookahead": 0, "df_gate": int(model.df_gate),
             "state": ",".join(f"{k}:{'x'.join(map(str, v))}" for k, v in model.state_shapes(1).items()),
             "producer": "models/enhancer/train.py"}
     for k, v in meta.items():

@@ -60,7 +60,9 @@ def onnx_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def load_onnx_weights(model, path: str | Path) -> None:
-    """Copy an exported ONNX file's weights into ``model`` (an ``Enhancer`` of the same sizes).
+    """Copy an exported ONNX file's weights into ``model`` (an ``Enhancer`` of the same sizes); the
+    model takes the export's ``df_gate`` too (metadata; exports older than it have none: off), since
+    the weights were trained for that graph.
 
     Raises
     ------
@@ -79,3 +81,7 @@ def load_onnx_weights(model, path: str | Path) -> None:
         raise ValueError(f"{path}: does not match the model (missing {missing}, extra {extra}, "
                          f"shapes {wrong}); check --hidden / --hidden-df")
     model.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in sd.items()})
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    model.df_gate = meta.get("df_gate", "0") == "1"

@@ -62,6 +62,11 @@ def parse(argv):
     ap.add_argument("--asym", type=float, default=0.0,
                     help="weight of an extra penalty on output magnitude above the clean one (residual noise; "
                          "PESQ and DNSMOS-BAK reward removing it more than SI-SDR does)")
+    ap.add_argument("--pause-weight", type=float, default=0.0,
+                    help="loss per dB that noise-dominated frames (speech 20 dB under the mixture) come out above "
+                         "max(speech, input - 30 dB) + 3 dB: residual noise in pauses, which PESQ and DNSMOS hear")
+    ap.add_argument("--df-gate", action="store_true",
+                    help="the band gains scale the deep filter's bins too (model.py); a checkpoint remembers it")
     ap.add_argument("--select-by", choices=("sisdr", "pesq"), default="sisdr",
                     help="checkpoint selection score on the held-out selection mixtures")
     ap.add_argument("--clean-penalty", type=float, default=0.2,
@@ -220,14 +225,27 @@ def si_sdr(y, s, eps=1e-8):
     return 10 * torch.log10((t * t).sum(-1) / (((y - t) ** 2).sum(-1) + eps) + eps)
 
 
+def pause_excess_db(Y, S, X):
+    """Mean dB by which noise-dominated frames (clean 20 dB under the noisy frame) come out above
+    max(clean, noisy - 30 dB) + 3 dB; spectra [T, B, F, 2] on one framing. 0 when no frame is."""
+    import torch
+
+    ey, es, ex = (Z.pow(2).sum(dim=(-1, -2)) for Z in (Y, S, X))  # frame energies [T, B]
+    noise_only = (es < 0.01 * ex) & (ex > 1e-8)
+    floor = torch.maximum(es, 1e-3 * ex)
+    excess = torch.relu(10 * torch.log10((ey + 1e-10) / (floor + 1e-10)) - 3.0)
+    return (excess * noise_only).sum() / noise_only.sum().clamp(min=1)
+
+
 class Loss:
-    def __init__(self, win, asym: float = 0.0):
+    def __init__(self, win, asym: float = 0.0, pause_weight: float = 0.0):
         import torch
 
         self.win = win
         self.res = [(n, torch.hann_window(n)) for n in (256, 1024)]
         self.c = 0.3
         self.asym = asym
+        self.pause_weight = pause_weight
 
     def _spec_terms(self, Y, S):
         import torch.nn.functional as F
@@ -242,7 +260,7 @@ class Loss:
             out = out + self.asym * d.clamp(min=0).pow(2).mean()
         return out
 
-    def __call__(self, Y, S, y, s):
+    def __call__(self, Y, S, y, s, X=None):
         import torch
 
         l_spec = self._spec_terms(Y, S)
@@ -254,8 +272,13 @@ class Loss:
         active = (s.pow(2).mean(-1) > 1e-9)
         l_sdr = -(si_sdr(y, s) * active).sum() / active.sum().clamp(min=1)
         total = 10 * l_spec + 10 * l_mr / len(self.res) + 0.05 * l_sdr
-        return total, {"spec": float(l_spec.detach()), "mr": float(l_mr.detach()) / len(self.res),
-                       "sisdr": -float(l_sdr.detach())}
+        parts = {"spec": float(l_spec.detach()), "mr": float(l_mr.detach()) / len(self.res),
+                 "sisdr": -float(l_sdr.detach())}
+        if self.pause_weight and X is not None:
+            l_pause = pause_excess_db(Y, S, X)
+            total = total + self.pause_weight * l_pause
+            parts["pause_db"] = float(l_pause.detach())
+        return total, parts
 
 
 # ------------------------------------------------------------------------------------------
@@ -285,18 +308,19 @@ def main(argv=None) -> int:
     if a.export_only:
         src = a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else a.ckpt / "last.pt"
         ck = torch.load(src, map_location="cpu", weights_only=False)
-        model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df))
+        model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False))
         model.load_state_dict(ck["model"])
         export_onnx(model, a.export)
         log(f"exported {src} (step {ck['step']}) -> {a.export}")
         return 0
-    model = Enhancer(a.hidden, a.hidden_df)
+    model = Enhancer(a.hidden, a.hidden_df, a.df_gate)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     step = 0
     best = -1e9
     last = a.ckpt / "last.pt"
     if a.resume and last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
+        model.df_gate = a.df_gate = ck.get("df_gate", False)  # the graph the weights were trained in
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, best = ck["step"], ck.get("best", best)
@@ -305,6 +329,7 @@ def main(argv=None) -> int:
         try:
             ck = torch.load(a.init, map_location="cpu", weights_only=False)
             model.load_state_dict(ck["model"])
+            model.df_gate = a.df_gate = a.df_gate or ck.get("df_gate", False)  # --df-gate can only switch it on
         except FileNotFoundError:
             raise SystemExit(f"{a.init}: no such file")
         except Exception as e:  # torch's unpickling errors, another model's weights
@@ -314,11 +339,12 @@ def main(argv=None) -> int:
         from models.enhancer.onnx_weights import load_onnx_weights
 
         load_onnx_weights(model, a.init_onnx)
+        a.df_gate = model.df_gate
         log(f"fine-tuning from the weights of {a.init_onnx}")
     log(f"model params {count_params(model)}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
 
     win = torch.from_numpy(window())
-    loss_fn = Loss(win, a.asym)
+    loss_fn = Loss(win, a.asym, a.pause_weight)
     loader = torch.utils.data.DataLoader(mix_stream(a, step), batch_size=a.batch, num_workers=a.workers,
                                          persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None)
     it = iter(loader)
@@ -365,7 +391,7 @@ def main(argv=None) -> int:
 
         with atomic_write(path) as tmp:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                        "hidden": a.hidden, "hidden_df": a.hidden_df}, tmp)
+                        "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate}, tmp)
 
     if step == 0 and (a.init is not None or a.init_onnx is not None):
         # a fine-tune's starting point is a candidate too: the run cannot end worse than it began
@@ -388,9 +414,9 @@ def main(argv=None) -> int:
         L = x.shape[1] // HOP * HOP
         x, s = x[:, :L], s[:, :L]
         S_clean = stft(s, win)
-        _, Y, y = run(x)
+        S_noisy, Y, y = run(x)
         s_d = torch.nn.functional.pad(s, (HOP, 0))[:, :L]  # the framing delays by HOP
-        loss, parts = loss_fn(Y, S_clean, y[:, HOP:], s_d[:, HOP:])
+        loss, parts = loss_fn(Y, S_clean, y[:, HOP:], s_d[:, HOP:], S_noisy)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -81,7 +81,10 @@ def load_onnx_weights(model, path: str | Path) -> None:
         raise ValueError(f"{path}: does not match the model (missing {missing}, extra {extra}, "
                          f"shapes {wrong}); check --hidden / --hidden-df")
     model.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in sd.items()})
+    model.df_gate = onnx_metadata(path).get("df_gate", "0") == "1"
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    model.df_gate = meta.get("df_gate", "0") == "1"
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}

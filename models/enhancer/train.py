@@ -65,8 +65,9 @@ def parse(argv):
     ap.add_argument("--pause-weight", type=float, default=0.0,
                     help="loss per dB that noise-dominated frames (speech 20 dB under the mixture) come out above "
                          "max(speech, input - 30 dB) + 3 dB: residual noise in pauses, which PESQ and DNSMOS hear")
-    ap.add_argument("--df-gate", action="store_true",
-                    help="the band gains scale the deep filter's bins too (model.py); a checkpoint remembers it")
+    ap.add_argument("--df-gate", action=argparse.BooleanOptionalAction, default=True,
+                    help="the band gains scale the deep filter's bins too (model.py; the shipped model since stage "
+                         "10); --resume and --init-onnx take the checkpoint's / export's setting")
     ap.add_argument("--select-by", choices=("sisdr", "pesq"), default="sisdr",
                     help="checkpoint selection score on the held-out selection mixtures")
     ap.add_argument("--clean-penalty", type=float, default=0.2,
@@ -329,7 +330,6 @@ def main(argv=None) -> int:
         try:
             ck = torch.load(a.init, map_location="cpu", weights_only=False)
             model.load_state_dict(ck["model"])
-            model.df_gate = a.df_gate = a.df_gate or ck.get("df_gate", False)  # --df-gate can only switch it on
         except FileNotFoundError:
             raise SystemExit(f"{a.init}: no such file")
         except Exception as e:  # torch's unpickling errors, another model's weights

@@ -20,18 +20,18 @@ def _zr_swap(w: np.ndarray, hidden: int) -> np.ndarray:
     return np.concatenate([r, z, h], axis=0)
 
 
-def onnx_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-    """The torch ``state_dict`` (parameter and buffer name -> array) held by an exported ONNX file.
+def onnx_state_dict(m) -> dict[str, np.ndarray]:
+    """The torch ``state_dict`` (parameter and buffer name -> array) held by an exported ONNX model
+    (an ``onnx.ModelProto``).
 
     Raises
     ------
     ValueError
         A weight-carrying node of the graph is not a Linear or GRU of the export's form.
     """
-    import onnx
     from onnx import numpy_helper
 
-    g = onnx.load(str(path)).graph
+    g = m.graph
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     sd: dict[str, np.ndarray] = {k: v for k, v in inits.items() if not k.startswith("onnx::")}
     gru_layers: dict[str, int] = {}
@@ -70,9 +70,11 @@ def load_onnx_weights(model, path: str | Path) -> None:
         The file lacks a tensor of the model, has one the model lacks, or a shape differs (another
         ``--hidden`` / ``--hidden-df``).
     """
+    import onnx
     import torch
 
-    sd = onnx_state_dict(path)
+    m = onnx.load(str(path))  # once: weights and metadata
+    sd = onnx_state_dict(m)
     want = model.state_dict()
     missing, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
     wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in want.items()
@@ -81,10 +83,4 @@ def load_onnx_weights(model, path: str | Path) -> None:
         raise ValueError(f"{path}: does not match the model (missing {missing}, extra {extra}, "
                          f"shapes {wrong}); check --hidden / --hidden-df")
     model.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in sd.items()})
-    model.df_gate = onnx_metadata(path).get("df_gate", "0") == "1"
-
-
-def onnx_metadata(path: str | Path) -> dict[str, str]:
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    model.df_gate = {p.key: p.value for p in m.metadata_props}.get("df_gate", "0") == "1"

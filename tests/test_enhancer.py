@@ -462,6 +462,21 @@ def test_selection_sees_what_a_model_does_to_clean_voices():
     assert abs(clean_level_change(lambda x: delay(x, 0.5), clips) + 6.02) < 0.05
 
 
+@pytest.mark.parametrize("what", ["missing", "garbage"])
+def test_fine_tune_from_a_bad_export_is_a_one_line_error(tmp_path, what):
+    pytest.importorskip("torch", reason="training extra not installed")
+    from models.enhancer.train import main
+
+    path = tmp_path / "model.onnx"
+    if what == "garbage":
+        path.write_bytes(b"not a model at all")
+    with pytest.raises(SystemExit) as e:
+        main(["--smoke", "--init-onnx", str(path), "--ckpt", str(tmp_path / "ck")])
+    msg = str(e.value)
+    assert str(path) in msg and "\n" not in msg
+    assert ("no such file" if what == "missing" else "not an enhancer export") in msg
+
+
 def test_pause_loss_measures_noise_left_in_speech_free_frames():
     """``--pause-weight``: noise-dominated frames passed unchanged are 27 dB over the allowance
     (input - 30 dB, + 3 dB); cut to the allowance they cost nothing; frames with speech are not judged."""

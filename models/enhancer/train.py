@@ -338,7 +338,12 @@ def main(argv=None) -> int:
     elif a.init_onnx is not None:
         from models.enhancer.onnx_weights import load_onnx_weights
 
-        load_onnx_weights(model, a.init_onnx)
+        try:
+            load_onnx_weights(model, a.init_onnx)
+        except FileNotFoundError:
+            raise SystemExit(f"{a.init_onnx}: no such file")
+        except Exception as e:  # onnx's decode errors; ValueError: another model's graph or sizes
+            raise SystemExit(f"{a.init_onnx}: not an enhancer export ({type(e).__name__}: {e})".splitlines()[0])
         a.df_gate = model.df_gate
         log(f"fine-tuning from the weights of {a.init_onnx}")
     log(f"model params {count_params(model)}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")

@@ -97,11 +97,12 @@ def test_stateful_session_carries_the_state_between_bound_runs():
     state outputs of the first are passed to the second by hand."""
     from realtime.dsp.processors.neural.onnx import StatefulSession
 
-    s = StatefulSession(DEFAULT_MODEL, "enhancer", inputs=("spec", "h_enc", "h_df", "df_hist"), threads=1)
+    s = StatefulSession(DEFAULT_MODEL, "enhancer", threads=1)
     assert s.provider.endswith("ExecutionProvider") and s.threads == 1
+    assert s.input_names[:2] == ("spec", "h_enc")
     with pytest.raises(ModelError, match="spec_out"):
         s.allocate_state({"spec": (2, 1, 241, 2)})
-    shapes = {"h_enc": (2, 1, 128), "h_df": (1, 1, 96), "df_hist": (3, 1, 48, 2)}
+    shapes = {k: (s.input_shape(k)[0], 1, *s.input_shape(k)[2:]) for k in s.input_names[1:]}  # batch 1
     s.allocate_state(shapes)
     spec = np.zeros((2, 1, 241, 2), np.float32)
     enh = np.zeros_like(spec)
@@ -358,6 +359,14 @@ def test_corrupt_model_raises_clear_error(tmp_path):
         Enhancer(model_path=p)
 
 
+def test_another_models_graph_is_a_clear_error():
+    """The processor takes whatever states a model has, but only after "spec": the de-limiter's
+    graph (inputs "frames", ...) is refused in one line naming the file."""
+    other = Path(__file__).resolve().parents[1] / "models" / "delimiter" / "delimiter.onnx"
+    with pytest.raises(ModelError, match=r"delimiter\.onnx.*expected 'spec' first"):
+        Enhancer(model_path=other)
+
+
 def test_runtime_never_imports_torch():
     code = ("import sys, numpy as np; from realtime.dsp.processors.neural.enhancer import Enhancer; "
             "e = Enhancer(); e.prepare(48000, 256, 1); e.process(np.zeros((256, 1), np.float32)); "
@@ -506,7 +515,7 @@ def test_band_gains_gate_the_deep_filter_and_the_export_says_so(tmp_path):
 
     spec = torch.randn(10, 1, NFREQ, 2, generator=torch.Generator().manual_seed(1))
     for gate in (False, True):
-        net = Net(df_gate=gate).eval()
+        net = Net(df_gate=gate, deep_filter=True).eval()
         with torch.no_grad():
             net.gain.bias.fill_(-40.0)  # every band gain ~ 0
             net.df_out.bias[-1] = 40.0  # the low bins all deep filter
@@ -518,13 +527,61 @@ def test_band_gains_gate_the_deep_filter_and_the_export_says_so(tmp_path):
     export_onnx(net, path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert sess.get_modelmeta().custom_metadata_map["df_gate"] == "1"
-    back = Net().eval()
+    back = Net(deep_filter=True).eval()
     load_onnx_weights(back, path)
     assert back.df_gate
     feeds = {"spec": spec.numpy()} | {k: np.zeros(v, np.float32) for k, v in back.state_shapes(1).items()}
     with torch.no_grad():
         want = back(*(torch.from_numpy(v) for v in feeds.values()))[0].numpy()
     assert np.max(np.abs(sess.run(None, feeds)[0] - want)) < 1e-5
+
+
+def test_band_gains_alone_are_the_deep_filter_model_with_its_blend_shut(tmp_path):
+    """``--no-deep-filter`` (stage 11): the graph without the deep-filter branch gives what the full
+    graph gives with its blend weight shut, from the same weights; its export has one state
+    (``h_enc``), says so in its metadata, loads back, and the processor streams it."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+
+    from models.enhancer.model import NFREQ, export_onnx, fit_weights
+    from models.enhancer.model import Enhancer as Net
+    from models.enhancer.onnx_weights import load_onnx_weights
+    from realtime.dsp.processors.neural.enhancer import Enhancer
+
+    torch.manual_seed(3)
+    spec = torch.randn(12, 2, NFREQ, 2)
+    full, bare = Net(df_gate=True, deep_filter=True).eval(), Net(df_gate=True).eval()
+    bare.load_state_dict(fit_weights(full.state_dict(), bare))
+    with torch.no_grad():
+        full.df_out.weight[-1] = 0.0
+        full.df_out.bias[-1] = -60.0  # blend weight ~ 0: the low bins are the band-gained ones
+        a = full(spec, *full.init_state(2))
+        b = bare(spec, *bare.init_state(2))
+    assert len(b) == 2 and torch.allclose(a[0], b[0], atol=1e-6) and torch.equal(a[1], b[1])
+    path = tmp_path / "bare.onnx"
+    export_onnx(bare, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["spec", "h_enc"]
+    assert sess.get_modelmeta().custom_metadata_map["deep_filter"] == "0"
+    feeds = {"spec": spec.numpy(), "h_enc": np.zeros((2, 2, 128), np.float32)}
+    assert np.max(np.abs(sess.run(None, feeds)[0] - b[0].numpy())) < 1e-5
+    back = Net()
+    load_onnx_weights(back, path)
+    assert back.df_gate
+    with pytest.raises(ValueError, match="does not match"):
+        load_onnx_weights(Net(deep_filter=True), path)  # the deep filter's weights are not in this export
+    x = (0.05 * np.random.default_rng(0).standard_normal((9600, 2))).astype(np.float32)
+    whole, stream = Enhancer(model_path=path), Enhancer(model_path=path)
+    whole.prepare(48000, 9600, 2)
+    stream.prepare(48000, 160, 2)
+    assert whole.latency == stream.latency == 479
+    y, z = x.copy(), x.copy()  # processors work in place
+    whole.process(y)
+    for i in range(0, 9600, 160):
+        stream.process(z[i:i + 160])
+    assert np.isfinite(y).all() and np.max(np.abs(y - z)) < 1e-5
+    assert np.mean(y[2000:] ** 2) < 0.8 * np.mean(x[2000:] ** 2)  # untrained band gains sigmoid(1) ~ 0.73
 
 
 def test_onnx_weights_load_back_into_the_torch_model():
@@ -704,6 +761,49 @@ def test_mixer_levels_span_minus_50_to_minus_10_dbfs():
     rng = np.random.default_rng(3)
     levels = [20 * np.log10(np.sqrt(np.mean(m.draw(rng)[0] ** 2))) for _ in range(12)]
     assert -50.5 < min(levels) and max(levels) < -9.5
+
+
+def test_mixer_gap_sets_the_pauses_between_utterances():
+    from models.enhancer.data import SR, Mixer, synthetic_pools
+
+    def longest_pause(clean):  # longest run of zeros after the first sound, in seconds
+        on = np.flatnonzero(np.abs(clean) > 1e-7)
+        x = np.abs(clean[on[0]:]) > 1e-7
+        edges = np.flatnonzero(np.diff(np.concatenate([[1], x.astype(int), [1]])))
+        return max(np.diff(edges)[::2], default=0) / SR
+
+    sp, no = synthetic_pools(seed=5)  # clips of 0.6..2 s; their own envelope pauses last < 0.3 s
+    for gap, ok in (((0.0, 0.0), lambda p: p < 0.3), ((1.0, 1.0), lambda p: p >= 0.5)):
+        m = Mixer(sp, no, seconds=3.0, p_clean=1.0, p_reverb=0.0, p_mic_eq=0.0, p_narrow=0.0, gap=gap)
+        rng = np.random.default_rng(4)
+        pauses = [longest_pause(m.draw(rng)[1]) for _ in range(6)]
+        assert all(map(ok, pauses)), (gap, pauses)
+
+
+def test_split_floor_takes_a_recordings_hiss_out_of_the_target_only():
+    from models.enhancer.data import Mixer, split_floor, synth_speech_clip, synthetic_pools
+
+    rng = np.random.default_rng(6)
+    voice = synth_speech_clip(rng, 2.0)
+    hiss = (10 ** (-45 / 20) * rng.standard_normal(len(voice))).astype(np.float32)
+    rec = voice + hiss
+    speech, floor = split_floor(rec)
+    assert np.allclose(speech + floor, rec, atol=1e-6)
+
+    def snr(ref, x):
+        return 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((x - ref).astype(np.float64) ** 2))
+
+    assert snr(voice, speech) > snr(voice, rec) + 4  # most of the hiss went to the floor
+    assert snr(voice, speech) > 20  # and the voice stayed
+    quiet, none = split_floor(voice)  # no floor to find: nearly nothing taken
+    assert snr(voice, quiet) > 20
+    sp, no = synthetic_pools(seed=5)
+    sp.clips = [c + (10 ** (-45 / 20) * rng.standard_normal(len(c))).astype(np.float32) for c in sp.clips]
+    m = Mixer(sp, no, seconds=1.5, p_clean=1.0, p_reverb=0.0, p_mic_eq=0.0, p_narrow=0.0, p_codec=0.0,
+              clean_floor=True)
+    for _ in range(3):
+        noisy, clean = m.draw(rng)  # no added noise: the input is the target plus the voice's own floor
+        assert 10 < snr(clean, noisy) < 40
 
 
 def test_heldout_selection_and_benchmark_files_are_disjoint():

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.signal as sps
+from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
 from models.enhancer.degrade import MP3_SETTINGS, fit_length, g711, mic_eq, mp3_roundtrip
 from models.enhancer.sources import (
@@ -270,8 +271,38 @@ def synth_noise(rng, n, speech: Pool | None = None) -> np.ndarray:
     return x / (_rms(x) + 1e-9)
 
 
-def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0, 0.5)) -> np.ndarray:
-    """Concatenate utterances (one speaker group) with pauses into n samples."""
+def split_floor(c: np.ndarray, max_cut_db: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+    """(speech, floor) of a recorded utterance, speech + floor == c: the recording's own steady
+    background (hiss, hum, room tone), estimated per bin from the 10th percentile of the clip's frame
+    powers, is taken out by a smoothed power-subtraction gain (at most ``max_cut_db``). Bins well
+    above the floor keep their speech (10 dB above it: -1 dB), so what goes is what a listener hears
+    as the recording's noise, not its voice."""
+    nper = 1024
+    if len(c) < 4 * nper:
+        return c, np.zeros_like(c)
+    _, _, X = sps.stft(c, nperseg=nper)
+    P = np.abs(X) ** 2
+    live = P.sum(0) > 1e-12  # digital silence has no floor to estimate
+    if live.sum() < 8:
+        return c, np.zeros_like(c)
+    # a bin's power over noise-only frames is exponentially distributed: its 10th percentile is
+    # 0.105 x the mean
+    floor = np.percentile(P[:, live], 10, axis=1, keepdims=True) / 0.105
+    g = np.sqrt(np.clip(1.0 - 2.0 * floor / (P + 1e-20), 0.0, 1.0))
+    # centred in time (offline: a target may look ahead): held over a frame either side, so onsets
+    # and decays keep their gain, then smoothed, so the cut leaves no musical noise
+    g = uniform_filter1d(maximum_filter1d(g, 3, axis=1), 3, axis=1)
+    g = np.maximum(g, 10 ** (-max_cut_db / 20))
+    speech = sps.istft(X * g, nperseg=nper)[1][: len(c)].astype(np.float32)
+    speech = np.concatenate([speech, np.zeros(len(c) - len(speech), np.float32)])
+    return speech, (c - speech).astype(np.float32)
+
+
+def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0, 0.5),
+                 floor_track: np.ndarray | None = None) -> np.ndarray:
+    """Concatenate utterances (one speaker group) with pauses into n samples. With ``floor_track``
+    (n zeros) each utterance's own noise floor goes there and the returned track is the rest
+    (``split_floor``)."""
     out = np.zeros(n, np.float32)
     i0 = int(rng.integers(len(pool)))
     cands = np.nonzero(pool.group == pool.group[i0])[0] if same_group else None
@@ -285,7 +316,11 @@ def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0
             s = int(rng.integers(0, len(c) - n))
             c = c[s : s + n]
         c = c[: n - pos]
-        out[pos : pos + len(c)] = c * rng.uniform(0.5, 1.0)
+        g = rng.uniform(0.5, 1.0)
+        if floor_track is not None:
+            c, fl = split_floor(c)
+            floor_track[pos : pos + len(c)] = fl * g
+        out[pos : pos + len(c)] = c * g
         pos += len(c) + int(rng.uniform(*gap) * SR)
     return out
 
@@ -394,13 +429,17 @@ class Mixer:
       as well (what the encoder cut cannot come back; its coding noise is what is removed).
 
     ``level_db``: RMS level of the noisy mixture, -50..-10 dBFS by default (peaks kept below 0.99).
+    ``gap``: range of the pauses (s) between utterances.
+    ``clean_floor``: targets without the recordings' own noise floor (``split_floor``; the input keeps
+    it), so the network learns to remove a voice recording's hiss as noise too.
     """
 
     def __init__(self, speech: Pool, noise: Pool | None, seconds: float = 3.0,
                  snr=(-5.0, 20.0), level_db=(-50.0, -10.0), p_reverb=0.4, p_noise2=0.3,
                  p_clean=0.05, p_speechless=0.05, p_level_step=0.0, p_onset=0.0,
-                 p_mic_eq=0.5, p_narrow=0.2, p_codec=0.15):
+                 p_mic_eq=0.5, p_narrow=0.2, p_codec=0.15, gap=(0.05, 0.6), clean_floor=False):
         self.speech, self.noise = speech, noise
+        self.gap, self.clean_floor = gap, clean_floor
         # both default to 0 and then draw no random numbers, so the recipe's fixed validation
         # mixtures stay the same whatever training uses
         self.p_level_step, self.p_onset = p_level_step, p_onset
@@ -412,7 +451,8 @@ class Mixer:
 
     def draw(self, rng) -> tuple[np.ndarray, np.ndarray]:
         n = self.n
-        s = speech_track(rng, self.speech, n)
+        floor = np.zeros(n, np.float32) if self.clean_floor else None
+        s = speech_track(rng, self.speech, n, gap=self.gap, floor_track=floor)
         s = random_eq(rng, s)
         if rng.random() < self.p_reverb:
             full, early = synth_rir(rng)
@@ -441,6 +481,8 @@ class Mixer:
         else:
             g_n = 1.0 / (pn + 1e-12)
         noisy = s_rev + g_n * noise
+        if floor is not None and ps > 0:  # the recording's own floor: in the input, not in the target
+            noisy = noisy + floor
         if self.p_mic_eq and rng.random() < self.p_mic_eq:
             sos = mic_eq(rng)
             noisy, clean = sps.sosfilt(sos, noisy), sps.sosfilt(sos, clean)

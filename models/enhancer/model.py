@@ -93,26 +93,32 @@ def window() -> np.ndarray:
 
 
 class Enhancer(nn.Module):
-    def __init__(self, hidden=128, hidden_df=96, df_gate=False):
+    def __init__(self, hidden=128, hidden_df=96, df_gate=False, deep_filter=False):
         super().__init__()
         self.hidden, self.hidden_df, self.df_gate = hidden, hidden_df, df_gate
+        self.deep_filter = deep_filter
         pool, interp = erb_matrices()
         self.register_buffer("erb_pool", torch.from_numpy(pool))
         self.register_buffer("erb_interp", torch.from_numpy(interp))
-        self.register_buffer("rot", torch.tensor([[0.0, 1.0], [-1.0, 0.0]]))
         self.inp = nn.Linear(NB_ERB + 2 * F_DF, hidden)
         self.gru = nn.GRU(hidden, hidden, num_layers=2)
         self.gain = nn.Linear(hidden + NB_ERB, NB_ERB)
+        with torch.no_grad():
+            self.gain.bias.fill_(1.0)
+        if not deep_filter:  # band gains alone (since stage 11): no deep-filter branch, no state for it
+            return
+        self.register_buffer("rot", torch.tensor([[0.0, 1.0], [-1.0, 0.0]]))  # multiplies by j
         self.df_gru = nn.GRU(hidden, hidden_df)
         self.df_out = nn.Linear(hidden_df, DF_ORDER * F_DF * 2 + 1)
         with torch.no_grad():
-            self.gain.bias.fill_(1.0)
             self.df_out.weight.mul_(0.1)
             self.df_out.bias.zero_()
             b = self.df_out.bias[: DF_ORDER * F_DF * 2].view(DF_ORDER, F_DF, 2)
             b[0, :, 0] = 1.0  # identity filter at start
 
     def state_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        if not self.deep_filter:
+            return {"h_enc": (2, batch, self.hidden)}
         return {
             "h_enc": (2, batch, self.hidden),
             "h_df": (1, batch, self.hidden_df),
@@ -122,8 +128,9 @@ class Enhancer(nn.Module):
     def init_state(self, batch: int):
         return tuple(torch.zeros(s) for s in self.state_shapes(batch).values())
 
-    def forward(self, spec, h_enc, h_df, df_hist):
-        """spec [T, B, F, 2] -> (enhanced spec [T, B, F, 2], h_enc, h_df, df_hist)."""
+    def forward(self, spec, h_enc, h_df=None, df_hist=None):
+        """spec [T, B, F, 2] -> (enhanced spec [T, B, F, 2], h_enc, h_df, df_hist); without the
+        deep filter (enhanced spec, h_enc)."""
         T = spec.shape[0]
         p = (spec * spec).sum(dim=-1)  # [T,B,F]
         erb = (torch.log10(torch.matmul(p, self.erb_pool) + 1e-10) + 3.0) * 0.25
@@ -135,6 +142,8 @@ class Enhancer(nn.Module):
         g_b = torch.sigmoid(self.gain(torch.cat([e, erb], dim=-1)))
         g = torch.matmul(g_b, self.erb_interp)
         y = spec * g.unsqueeze(-1)
+        if not self.deep_filter:
+            return y, h_enc
         d, h_df = self.df_gru(e, h_df)
         o = self.df_out(d)
         coef = o[..., : DF_ORDER * F_DF * 2].reshape(T, -1, DF_ORDER, F_DF, 2)
@@ -156,6 +165,13 @@ class Enhancer(nn.Module):
 # ------------------------------------------------------------------------------------------
 # STFT / iSTFT in torch matching the runtime framing exactly
 # ------------------------------------------------------------------------------------------
+def fit_weights(state: dict, model: Enhancer) -> dict:
+    """Weights (a state dict) for ``model``: one without the deep filter drops that branch's."""
+    if model.deep_filter:
+        return state
+    return {k: v for k, v in state.items() if not k.startswith(("df_gru.", "df_out.", "rot"))}
+
+
 def stft(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
     """x [B, L] (L multiple of HOP) -> [T, B, F, 2], frame t = x[t*HOP-HOP : t*HOP+HOP]."""
     xp = torch.nn.functional.pad(x, (WIN - HOP, 0))
@@ -182,11 +198,10 @@ def export_onnx(model: Enhancer, path, opset=17) -> None:
     B = 1
     spec = torch.zeros(3, B, NFREQ, 2)
     states = model.init_state(B)
-    names_in = ["spec", "h_enc", "h_df", "df_hist"]
-    names_out = ["enh", "h_enc_out", "h_df_out", "df_hist_out"]
-    dyn = {"spec": {0: "T", 1: "B"}, "enh": {0: "T", 1: "B"},
-           "h_enc": {1: "B"}, "h_df": {1: "B"}, "df_hist": {1: "B"},
-           "h_enc_out": {1: "B"}, "h_df_out": {1: "B"}, "df_hist_out": {1: "B"}}
+    state_names = list(model.state_shapes(B))
+    names_in = ["spec", *state_names]
+    names_out = ["enh", *(f"{k}_out" for k in state_names)]
+    dyn = {"spec": {0: "T", 1: "B"}, "enh": {0: "T", 1: "B"}} | {k: {1: "B"} for k in state_names + names_out[1:]}
     import warnings
 
     with torch.no_grad(), warnings.catch_warnings():
@@ -197,6 +212,7 @@ def export_onnx(model: Enhancer, path, opset=17) -> None:
     m = onnx.load(str(path))
     meta = {"sample_rate": SR, "win": WIN, "hop": HOP, "n_freq": NFREQ,
             "window": "sqrt-hann-periodic", "lookahead": 0, "df_gate": int(model.df_gate),
+            "deep_filter": int(model.deep_filter),
             "state": ",".join(f"{k}:{'x'.join(map(str, v))}" for k, v in model.state_shapes(1).items()),
             "producer": "models/enhancer/train.py"}
     for k, v in meta.items():

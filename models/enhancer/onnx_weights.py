@@ -62,25 +62,28 @@ def onnx_state_dict(m) -> dict[str, np.ndarray]:
 def load_onnx_weights(model, path: str | Path) -> None:
     """Copy an exported ONNX file's weights into ``model`` (an ``Enhancer`` of the same sizes); the
     model takes the export's ``df_gate`` too (metadata; exports older than it have none: off), since
-    the weights were trained for that graph.
+    the weights were trained for that graph. A model without the deep filter takes the band-gain
+    weights of an export that has one (as ``train --init`` does).
 
     Raises
     ------
     ValueError
         The file lacks a tensor of the model, has one the model lacks, or a shape differs (another
-        ``--hidden`` / ``--hidden-df``).
+        ``--hidden`` / ``--hidden-df``, or an export without the deep filter for a model with one).
     """
     import onnx
     import torch
 
+    from models.enhancer.model import fit_weights
+
     m = onnx.load(str(path))  # once: weights and metadata
-    sd = onnx_state_dict(m)
+    sd = fit_weights(onnx_state_dict(m), model)
     want = model.state_dict()
     missing, extra = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
     wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in want.items()
              if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
     if missing or extra or wrong:
         raise ValueError(f"{path}: does not match the model (missing {missing}, extra {extra}, "
-                         f"shapes {wrong}); check --hidden / --hidden-df")
+                         f"shapes {wrong}); check --hidden / --hidden-df / --no-deep-filter")
     model.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in sd.items()})
     model.df_gate = {p.key: p.value for p in m.metadata_props}.get("df_gate", "0") == "1"

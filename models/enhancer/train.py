@@ -36,6 +36,13 @@ def parse(argv):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=1.0,
                     help="training segment length (1 s: ~2.5x the updates per minute of 2 s, same audio/s)")
+    ap.add_argument("--gap-max", type=float, default=0.6,
+                    help="longest pause (s) between the utterances of a mixture (the shortest is 0.05 s): "
+                         "short game lines leave fewer pauses than real speech, and pauses are where "
+                         "residual noise is heard")
+    ap.add_argument("--clean-floor", action=argparse.BooleanOptionalAction, default=False,
+                    help="targets without the voice recordings' own noise floor (data.split_floor; the input "
+                         "keeps it), so that hiss in a recording counts as noise too")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--p-level-step", type=float, default=0.3,
                     help="share of mixtures whose noise steps up or down in level mid-segment")
@@ -68,6 +75,11 @@ def parse(argv):
     ap.add_argument("--df-gate", action=argparse.BooleanOptionalAction, default=True,
                     help="the band gains scale the deep filter's bins too (model.py; the shipped model since stage "
                          "10); --resume and --init-onnx take the checkpoint's / export's setting")
+    ap.add_argument("--deep-filter", action=argparse.BooleanOptionalAction, default=False,
+                    help="add the deep-filter branch for the low bins (the graph of stages 5-10; since stage 11 "
+                         "the band gains alone are shipped: as good or better without it, and clean voices keep "
+                         "their level). --init from a checkpoint with it into the default graph drops its "
+                         "weights; --resume takes the checkpoint's setting")
     ap.add_argument("--select-by", choices=("sisdr", "pesq"), default="sisdr",
                     help="checkpoint selection score on the held-out selection mixtures")
     ap.add_argument("--clean-penalty", type=float, default=0.2,
@@ -110,7 +122,8 @@ def _mix_iter(self):
     wid = info.id if info else 0
     sp, no = make_pools(self.a)
     mixer = Mixer(sp, no, seconds=self.a.seconds, snr=(-5.0, self.a.snr_max), p_level_step=self.a.p_level_step,
-                  p_onset=self.a.p_onset, p_clean=self.a.p_clean)
+                  p_onset=self.a.p_onset, p_clean=self.a.p_clean, gap=(0.05, self.a.gap_max),
+                  clean_floor=self.a.clean_floor)
     rng = np.random.default_rng([self.a.seed, wid, self.start])
     while True:
         noisy, clean = mixer.draw(rng)
@@ -287,7 +300,7 @@ def main(argv=None) -> int:
     a = parse(list(argv) if argv is not None else sys.argv[1:])
     import torch
 
-    from models.enhancer.model import HOP, Enhancer, count_params, export_onnx, istft, stft, window
+    from models.enhancer.model import HOP, Enhancer, count_params, export_onnx, fit_weights, istft, stft, window
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -309,27 +322,32 @@ def main(argv=None) -> int:
     if a.export_only:
         src = a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else a.ckpt / "last.pt"
         ck = torch.load(src, map_location="cpu", weights_only=False)
-        model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False))
-        model.load_state_dict(ck["model"])
+        model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False),
+                         ck.get("deep_filter", True))
+        model.load_state_dict(fit_weights(ck["model"], model))
         export_onnx(model, a.export)
         log(f"exported {src} (step {ck['step']}) -> {a.export}")
         return 0
-    model = Enhancer(a.hidden, a.hidden_df, a.df_gate)
+    last = a.ckpt / "last.pt"
+    if a.resume and last.exists():  # the graph the weights were trained in
+        a.deep_filter = torch.load(last, map_location="cpu", weights_only=False).get("deep_filter", True)
+    model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     step = 0
     best = -1e9
-    last = a.ckpt / "last.pt"
     if a.resume and last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
         model.df_gate = a.df_gate = ck.get("df_gate", False)  # the graph the weights were trained in
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(fit_weights(ck["model"], model))
         opt.load_state_dict(ck["opt"])
         step, best = ck["step"], ck.get("best", best)
         log(f"resumed from {last} at step {step}")
     elif a.init is not None:
         try:
             ck = torch.load(a.init, map_location="cpu", weights_only=False)
-            model.load_state_dict(ck["model"])
+            if a.deep_filter and not ck.get("deep_filter", True):
+                raise SystemExit(f"{a.init}: has no deep filter to fine-tune (leave out --deep-filter)")
+            model.load_state_dict(fit_weights(ck["model"], model))
         except FileNotFoundError:
             raise SystemExit(f"{a.init}: no such file")
         except Exception as e:  # torch's unpickling errors, another model's weights
@@ -396,7 +414,8 @@ def main(argv=None) -> int:
 
         with atomic_write(path) as tmp:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                        "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate}, tmp)
+                        "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
+                        "deep_filter": a.deep_filter}, tmp)
 
     if step == 0 and (a.init is not None or a.init_onnx is not None):
         # a fine-tune's starting point is a candidate too: the run cannot end worse than it began
@@ -453,7 +472,7 @@ def main(argv=None) -> int:
     log(f"stopped ({stop_reason}) at step {step}")
     src = a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else last
     ck = torch.load(src, map_location="cpu", weights_only=False)
-    model.load_state_dict(ck["model"])
+    model.load_state_dict(fit_weights(ck["model"], model))
     a.export.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(model, a.export)
     log(f"exported {src.name} (step {ck['step']}) -> {a.export} ({a.export.stat().st_size / 1e6:.2f} MB)")

@@ -7,8 +7,8 @@ batch), so every hop of all streams is one call; what must stay per stream is wh
 stream decides for itself:
 
 - the digital-silence gate: a stream runs through the first QUIET_RUN_FRAMES silent frames in a
-  row, then skips the network and holds its state (its deep-filter history: the silence it last
-  ran), as a single stream would. The enhancer's own gate sees all channels, so it skips frames
+  row, then skips the network and holds its state (a deep filter's history too: the silence it
+  last ran), as a single stream would. The enhancer's own gate sees all channels, so it skips frames
   where every stream is past that; in the runs it sends to the network, frames where the streams
   disagree go one call per frame, the skipping streams' state put back;
 - the blow-up containment: a stream whose state or output turns non-finite is reset alone.
@@ -123,7 +123,10 @@ class BatchedEnhancer(Enhancer):
         st = self.session.state
         for s in np.flatnonzero(ran):
             sl = slice(s * C, (s + 1) * C)
-            if not math.isfinite(float(st["h_enc"][:, sl].sum()) + float(st["h_df"][:, sl].sum())):
+            total = 0.0
+            for a in st.values():
+                total += float(a[:, sl].sum())
+            if not math.isfinite(total):
                 for a in st.values():
                     a[:, sl] = 0.0
             if not math.isfinite(float(self._enh[t0:t1, sl].sum())):

@@ -1,9 +1,10 @@
 """Neural speech enhancer (ONNX Runtime only; never imports torch).
 
 Model: ``models/enhancer/enhancer.onnx`` (see models/enhancer/MODEL_CARD.md): 48 kHz,
-480-sample sqrt-Hann window, 240-sample hop, no look-ahead; ERB-band gains + a causal deep
-filter driven by GRUs. Every recurrent state and the deep filter's frame history are explicit
-ONNX inputs/outputs; this processor carries them between calls as numpy arrays.
+480-sample sqrt-Hann window, 240-sample hop, no look-ahead; ERB-band gains from GRUs (models
+before stage 11 also have a causal deep filter for the low bins). Every recurrent state (and a
+deep filter's frame history) is an explicit ONNX input/output, whatever states a model has: this
+processor carries them between calls as numpy arrays.
 
 Signal path per host block::
 
@@ -51,7 +52,7 @@ from realtime.dsp.processors.neural.weights import model_file
 from realtime.dsp.resample import StreamResampler
 
 DEFAULT_MODEL = model_file("enhancer", "enhancer.onnx")
-REQUIRED_INPUTS = ("spec", "h_enc", "h_df", "df_hist")
+SPEC = "spec"  # the first input; every other input is a state (h_enc, and h_df / df_hist with a deep filter)
 MAX_T = 8  # frames per ONNX call (bigger host blocks are split into chunks of <= MAX_T frames)
 IN_CLIP = 16.0
 SILENCE_POWER = 1e-12  # mean power of a windowed frame below which it counts as silence (-120 dB)
@@ -90,7 +91,7 @@ def _blend(X, Y, T, st, floor_t, mix_t, alpha, acc, readings):
 
     Attenuation limit: where |Y/X| is below ``floor`` the bin becomes floor * X, so no bin is
     pulled down by more than the limit, while milder suppression is left as the network made
-    it. The noisy phase matters: a floored bin with the network's phase (the deep filter
+    it. The noisy phase matters: a floored bin with the network's phase (a deep filter
     rotates it) partly cancels in the overlap-add, and brown noise came out 12 dB down at a
     6 dB limit; a scaled copy of the input overlap-adds back exactly.
     Mix: Y = X + w (Y - X) with w = mix, faded in over the first dB of the limit so that 0 dB
@@ -185,11 +186,15 @@ class Enhancer(NeuralProcessor):
     readouts = (Readout("noise_reduction_db", "Noise cut", "dB", 0.0, 40.0, kind="number"),
                 Readout("speech_pct", "Speech", "%", 0.0, 100.0, kind="level"))
     default_model = DEFAULT_MODEL
-    model_inputs = REQUIRED_INPUTS
+    model_inputs = None  # checked in __init__: "spec" first, then the states
     provider_env = "RT_ENHANCER_PROVIDER"
 
     def __init__(self, model_path=None, provider: str | None = None, threads: int = 1, **values):
         super().__init__(model_path, provider, threads, **values)
+        names = self.session.input_names
+        if len(names) < 2 or names[0] != SPEC or "enh" not in self.session.output_names:
+            raise self.session.error(f"has inputs {list(names)}; expected 'spec' first, then its states")
+        self.state_names = names[1:]
         self.model_rate, self.win_len, self.hop = self.session.metadata_values(int, "sample_rate", "win", "hop")
         self.nfreq = self.win_len // 2 + 1
         self._host_produced = 0
@@ -225,13 +230,13 @@ class Enhancer(NeuralProcessor):
         self._spec_f = self._spec.view(np.float32).reshape(MAX_T, C, F, 2)
         # explicit model state, the channels as the batch (axis 1 of every state input)
         shapes = {}
-        for name in REQUIRED_INPUTS[1:]:
+        for name in self.state_names:
             shp = list(self.session.input_shape(name))
             shp[1] = C
             shapes[name] = tuple(int(d) for d in shp)
         self.session.allocate_state(shapes)
         for T in range(1, MAX_T + 1):
-            self.session.bind(T, {"spec": self._spec_f[:T]}, {"enh": self._enh[:T]})
+            self.session.bind(T, {SPEC: self._spec_f[:T]}, {"enh": self._enh[:T]})
         self._rs_in = self._rs_out = self._host = None
         if self._resample:
             sr = int(round(self.sample_rate))
@@ -272,7 +277,10 @@ class Enhancer(NeuralProcessor):
     def _run_model(self, T: int) -> None:
         self.session.run(T)
         st = self.session.state
-        if not math.isfinite(float(st["h_enc"].sum()) + float(st["h_df"].sum())):
+        total = 0.0
+        for a in st.values():
+            total += float(a.sum())
+        if not math.isfinite(total):
             for a in st.values():  # contain a numerical blow-up: start the state afresh
                 a.fill(0.0)
         if not math.isfinite(float(self._enh[:T].sum())):  # never let a bad frame reach the OLA

@@ -76,7 +76,7 @@ def parse(argv):
                     help="the band gains scale the deep filter's bins too (model.py; the shipped model since stage "
                          "10); --resume and --init-onnx take the checkpoint's / export's setting")
     ap.add_argument("--deep-filter", action=argparse.BooleanOptionalAction, default=False,
-                    help="add the deep-filter branch for the low bins (the graph of stages 5-10; since stage 11 "
+                    help="add the deep-filter branch for the low bins (the graph of stages 1-10; since stage 11 "
                          "the band gains alone are shipped: as good or better without it, and clean voices keep "
                          "their level). --init from a checkpoint with it into the default graph drops its "
                          "weights; --resume takes the checkpoint's setting")

@@ -120,6 +120,28 @@ def test_stateful_session_carries_the_state_between_bound_runs():
     assert all(np.max(np.abs(s.state[k] - state[k])) < 1e-5 for k in shapes)
 
 
+def test_a_state_that_blows_up_starts_afresh_in_its_own_batch_slot_only():
+    from realtime.dsp.processors.neural.onnx import StatefulSession
+
+    s = StatefulSession(DEFAULT_MODEL, "enhancer", threads=1)
+    shapes = {k: (s.input_shape(k)[0], 3, *s.input_shape(k)[2:]) for k in s.input_names[1:]}  # batch 3
+    s.allocate_state(shapes)
+    s.reset_state({k: 0.5 for k in shapes})
+    s.contain_state()  # finite: nothing changes
+    assert all(np.all(a == 0.5) for a in s.state.values())
+    first = next(iter(s.state.values()))
+    first[0, 1, 0] = np.nan  # slots 1 and 2 of the first state blow up
+    first[0, 2, -1] = np.inf
+    s.contain_state(slice(0, 1))  # slot 0 is finite: left alone
+    assert np.isnan(first[0, 1, 0]) and np.all(first[:, 0] == 0.5)
+    s.contain_state(slice(1, 2))
+    for a in s.state.values():
+        assert np.all(a[:, 1] == 0.0) and np.all(a[:, 0] == 0.5)
+    assert np.isinf(first[0, 2, -1]) and np.sum(first[:, 2] == 0.5) == first[:, 2].size - 1  # not reset here
+    s.contain_state()
+    assert all(np.all(a[:, 2] == 0.0) and np.all(a[:, 0] == 0.0) for a in s.state.values())  # whole batch
+
+
 @pytest.mark.parametrize("sr,channels", [(48000, 1), (48000, 2), (44100, 1), (44100, 2)])
 def test_streaming_equals_whole_file(speech48, sr, channels):
     x = _resample(speech48, 48000, sr)[: sr * 2]
@@ -451,6 +473,21 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
     e2b.prepare(48000, 300, 2)
     ys = _run(e2b, z, rng=np.random.default_rng(5))
     assert np.max(np.abs(yw - ys)) < 1e-5
+
+
+def test_resume_continues_in_the_graph_the_checkpoint_was_trained_in(tmp_path):
+    """``--resume`` without ``--deep-filter`` still continues a run that had one (and its export
+    carries the filter's states): the weights decide the graph, not the flags of the day."""
+    pytest.importorskip("torch", reason="training extra (torch==2.13.0) not installed")
+    import onnxruntime as ort
+
+    from models.enhancer.train import main
+
+    ck, out = tmp_path / "ck", tmp_path / "smoke.onnx"
+    assert main(["--smoke", "--deep-filter", "--ckpt", str(ck), "--export", str(out)]) == 0
+    assert main(["--smoke", "--resume", "--steps", "14", "--ckpt", str(ck), "--export", str(out)]) == 0
+    names = [i.name for i in ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()]
+    assert names == ["spec", "h_enc", "h_df", "df_hist"]
 
 
 def test_selection_sees_what_a_model_does_to_clean_voices():

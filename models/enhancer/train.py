@@ -329,15 +329,15 @@ def main(argv=None) -> int:
         log(f"exported {src} (step {ck['step']}) -> {a.export}")
         return 0
     last = a.ckpt / "last.pt"
-    if a.resume and last.exists():  # the graph the weights were trained in
-        a.deep_filter = torch.load(last, map_location="cpu", weights_only=False).get("deep_filter", True)
+    resumed = torch.load(last, map_location="cpu", weights_only=False) if a.resume and last.exists() else None
+    if resumed is not None:  # the graph the weights were trained in
+        a.df_gate, a.deep_filter = resumed.get("df_gate", False), resumed.get("deep_filter", True)
     model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     step = 0
     best = -1e9
-    if a.resume and last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        model.df_gate = a.df_gate = ck.get("df_gate", False)  # the graph the weights were trained in
+    if resumed is not None:
+        ck = resumed
         model.load_state_dict(fit_weights(ck["model"], model))
         opt.load_state_dict(ck["opt"])
         step, best = ck["step"], ck.get("best", best)

@@ -120,15 +120,9 @@ class BatchedEnhancer(Enhancer):
     def _contain(self, t0: int, t1: int, ran: np.ndarray) -> None:
         """Per stream that ran: a non-finite state starts afresh; a non-finite output passes the input."""
         C = self.stream_channels
-        st = self.session.state
         for s in np.flatnonzero(ran):
             sl = slice(s * C, (s + 1) * C)
-            total = 0.0
-            for a in st.values():
-                total += float(a[:, sl].sum())
-            if not math.isfinite(total):
-                for a in st.values():
-                    a[:, sl] = 0.0
+            self.session.contain_state(sl)
             if not math.isfinite(float(self._enh[t0:t1, sl].sum())):
                 self._enh[t0:t1, sl] = self._spec_f[t0:t1, sl]
 

@@ -276,13 +276,7 @@ class Enhancer(NeuralProcessor):
 
     def _run_model(self, T: int) -> None:
         self.session.run(T)
-        st = self.session.state
-        total = 0.0
-        for a in st.values():
-            total += float(a.sum())
-        if not math.isfinite(total):
-            for a in st.values():  # contain a numerical blow-up: start the state afresh
-                a.fill(0.0)
+        self.session.contain_state()
         if not math.isfinite(float(self._enh[:T].sum())):  # never let a bad frame reach the OLA
             self._enh[:T] = self._spec_f[:T]
 

@@ -11,6 +11,7 @@ preallocates: a run allocates nothing and copies nothing.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Hashable, Iterable
 
@@ -258,6 +259,16 @@ class StatefulSession:
             for name, arr in st.items():
                 arr[...] = values.get(name, 0.0)
         self._parity = 0
+
+    def contain_state(self, batch: slice = slice(None)) -> None:
+        """A numerical blow-up starts afresh: if any state holds a non-finite value in ``batch``
+        (axis 1 of every state), that part of every state is zeroed. No allocation."""
+        total = 0.0
+        for a in self.state.values():
+            total += float(a[:, batch].sum())
+        if not math.isfinite(total):
+            for a in self.state.values():
+                a[:, batch] = 0.0
 
     def run(self, key: Hashable) -> None:
         """Run the call shape bound under ``key``: reads the current state, writes the next."""

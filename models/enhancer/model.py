@@ -23,67 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from realtime.dsp.erb import erb_bands, erb_matrices  # noqa: F401 - the runtime's pitch filter pools the same bands
+
 SR = 48000
 WIN = 480
 HOP = 240
 NFREQ = WIN // 2 + 1
-NB_ERB = 32
+NB_ERB = 32  # = realtime.dsp.erb's default
 F_DF = 48
 DF_ORDER = 4
-
-
-def erb_bands(n_bands=NB_ERB, n_freqs=NFREQ, sr=SR, min_bins=2) -> list[int]:
-    """Band widths (in bins) on the ERB scale, at least `min_bins` wide, summing to n_freqs."""
-    def hz2erb(f):
-        return 21.4 * np.log10(1 + 0.00437 * f)
-
-    def erb2hz(e):
-        return (10 ** (e / 21.4) - 1) / 0.00437
-
-    bin_hz = sr / 2 / (n_freqs - 1)
-    edges = erb2hz(np.linspace(0, hz2erb(sr / 2), n_bands + 1))
-    widths = []
-    prev = 0
-    for k in range(1, n_bands + 1):
-        e = int(round(edges[k] / bin_hz))
-        w = e - prev
-        w = max(w, min_bins)
-        widths.append(w)
-        prev += w
-    # fix the total
-    total = sum(widths)
-    widths[-1] += n_freqs - total
-    while widths[-1] < min_bins:  # steal from wider bands
-        j = int(np.argmax(widths[:-1]))
-        widths[j] -= 1
-        widths[-1] += 1
-    assert sum(widths) == n_freqs and min(widths) >= 1, widths
-    return widths
-
-
-def erb_matrices() -> tuple[np.ndarray, np.ndarray]:
-    """(pool [F, NB] mean-power pooling, interp [NB, F] triangular gain interpolation)."""
-    widths = erb_bands()
-    pool = np.zeros((NFREQ, NB_ERB), np.float32)
-    centers = []
-    s = 0
-    for b, w in enumerate(widths):
-        pool[s : s + w, b] = 1.0 / w
-        centers.append(s + (w - 1) / 2)
-        s += w
-    interp = np.zeros((NB_ERB, NFREQ), np.float32)
-    c = np.array(centers)
-    for f in range(NFREQ):
-        if f <= c[0]:
-            interp[0, f] = 1
-        elif f >= c[-1]:
-            interp[-1, f] = 1
-        else:
-            j = int(np.searchsorted(c, f) - 1)
-            t = (f - c[j]) / (c[j + 1] - c[j])
-            interp[j, f] = 1 - t
-            interp[j + 1, f] = t
-    return pool, interp
 
 
 def window() -> np.ndarray:

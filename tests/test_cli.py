@@ -113,6 +113,14 @@ def test_bench_alone_lists_every_benchmark_and_an_unknown_name_is_one_clear_erro
     assert "unknown benchmark 'nope'" in r.stderr.splitlines()[0]
 
 
+@pytest.mark.parametrize("kv,said", [("pitch=1", "unknown parameter 'pitch'"), ("pitch_filter", "PARAM=VALUE"),
+                                     ("pitch_filter=3", "outside [0, 1]")])
+def test_bench_enhancer_knobs_are_checked_in_one_line(kv, said):
+    r = run("bench", "enhancer", "--set", kv)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert said in r.stderr.strip().splitlines()[-1]
+
+
 def test_every_benchmark_is_a_runnable_module_with_its_own_parser():
     """The denoiser convention: `python -m bench.NAME` through get_parser() / main(argv)."""
     import importlib

@@ -6,8 +6,9 @@ harmonics (80-300 Hz apart); a comb filter tuned to the voice's period can.
 
 How, per frame of the enhancer's STFT (all causal, no look-ahead):
   * the period T: the lag (62.5-800 Hz) with the highest normalised correlation between the last
-    2 windows of input and the same span T earlier; coarse on a quarter-rate copy (FIR-decimated),
-    refined at the full rate around the coarse lag;
+    2 windows of input and the same span T earlier; coarse on a quarter-rate copy (FIR-decimated;
+    every second lag, then the shortest good peak's neighbours: a voice is not combed at twice its
+    period), refined at the full rate around it; a new period every 10 ms (as RNNoise);
   * P: the spectrum of the frame's window taken T samples earlier (same window function);
   * per ERB band b, from the input X, P and the network's gain g_b (the band's output/input
     energy): the pitch correlation c_b = Re(X·P*) / sqrt(|X|²|P|²), then RNNoise's rule
@@ -26,7 +27,7 @@ import numpy as np
 from numba import njit
 from scipy.signal import firwin
 
-from realtime.dsp.erb import NB_ERB, erb_bands
+from realtime.dsp.erb import NB_ERB, erb_bands, erb_matrices
 
 DECIMATE = 4  # the coarse search runs at a quarter of the rate (12 kHz at 48 kHz)
 DECIM_TAPS = 32
@@ -75,7 +76,8 @@ def _push(hist, hist_d, taps, x, start, T, hop, win_len, D, tmin, tmax, pw, peri
             for i in range(HL - win_len, HL):
                 e_win += h[i] * h[i]
             if search and fresh and e_win > SILENT * win_len:
-                # coarse: normalised correlation of the last pwd decimated samples with lag l
+                # coarse: normalised correlation of the last pwd decimated samples with every
+                # second lag l (the peak of a voice is wider than 2 samples at a quarter rate)
                 a0 = HD - pwd
                 e0 = 0.0
                 for i in range(pwd):
@@ -84,32 +86,48 @@ def _push(hist, hist_d, taps, x, start, T, hop, win_len, D, tmin, tmax, pw, peri
                 for i in range(pwd):
                     el += hd[a0 - lo + i] * hd[a0 - lo + i]
                 best_c = -2.0
-                for lag in range(lo, hi + 1):
-                    if lag > lo:  # slide the lagged span's energy one sample back
-                        el += hd[a0 - lag] * hd[a0 - lag] - hd[a0 - lag + pwd] * hd[a0 - lag + pwd]
+                n = 0
+                for lag in range(lo, hi + 1, 2):
+                    if lag > lo:  # slide the lagged span's energy two samples back
+                        el += (hd[a0 - lag] * hd[a0 - lag] + hd[a0 - lag + 1] * hd[a0 - lag + 1]
+                               - hd[a0 - lag + pwd] * hd[a0 - lag + pwd]
+                               - hd[a0 - lag + pwd + 1] * hd[a0 - lag + pwd + 1])
                     num = 0.0
                     for i in range(pwd):
                         num += hd[a0 + i] * hd[a0 - lag + i]
                     c = num / math.sqrt(e0 * max(el, 0.0) + 1e-30)
-                    corr[lag - lo] = c
+                    corr[n] = c
+                    n += 1
                     best_c = max(best_c, c)
                 # a periodic signal correlates as well at 2T, 3T...: the shortest lag that is a peak
                 # and nearly as good as the best (a comb at 2T also passes the noise halfway between
                 # the harmonics)
                 best_l = lo
-                for lag in range(lo, hi + 1):
-                    c = corr[lag - lo]
-                    if (c >= OCTAVE_SHARE * best_c and (lag == lo or c >= corr[lag - lo - 1])
-                            and (lag == hi or c >= corr[lag - lo + 1])):
-                        best_l = lag
+                for j in range(n):
+                    c = corr[j]
+                    if c >= OCTAVE_SHARE * best_c and (j == 0 or c >= corr[j - 1]) and (j == n - 1 or c >= corr[j + 1]):
+                        best_l = lo + 2 * j
                         break
+                # the odd lags beside it, at the quarter rate
+                best_c = -2.0
+                mid = best_l
+                for lag in range(max(lo, mid - 1), min(hi, mid + 1) + 1):
+                    num = 0.0
+                    el = 0.0
+                    for i in range(pwd):
+                        v = hd[a0 - lag + i]
+                        num += hd[a0 + i] * v
+                        el += v * v
+                    c = num / math.sqrt(e0 * el + 1e-30)
+                    if c > best_c:
+                        best_c, best_l = c, lag
                 # fine: full rate, around D * best_l
                 a0 = HL - pw
                 e0 = 0.0
                 for i in range(pw):
                     e0 += h[a0 + i] * h[a0 + i]
                 best_c, best_T = -2.0, D * best_l
-                for lag in range(max(tmin, D * best_l - D), min(tmax, D * best_l + D) + 1):
+                for lag in range(max(tmin, D * best_l - D // 2 - 1), min(tmax, D * best_l + D // 2 + 1) + 1):
                     num = 0.0
                     el = 0.0
                     for i in range(pw):
@@ -215,15 +233,11 @@ class PitchFilter:
         F = N // 2 + 1
         widths = erb_bands(NB_ERB, F, rate)
         self.edges = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
-        centers = (self.edges[:-1] + self.edges[1:] - 1) / 2.0
-        # per bin: the two band centres around it and the first one's weight (triangular, as the gains)
-        k = np.arange(F)
-        b0 = np.clip(np.searchsorted(centers, k, side="right") - 1, 0, NB_ERB - 1)
-        nxt = np.minimum(b0 + 1, NB_ERB - 1)
-        span = np.where(nxt > b0, centers[nxt] - centers[b0], 1.0)
-        self.b0 = b0.astype(np.int64)
-        self.w0 = np.clip(1.0 - (k - centers[b0]) / span, 0.0, 1.0)
-        self.w0[k <= centers[0]] = 1.0
+        # per bin: the first of the (at most two) bands the gains' triangular interpolation mixes,
+        # and its weight; the other one is the next band with 1 - weight
+        _, interp = erb_matrices(NB_ERB, F, rate)
+        self.b0 = np.argmax(interp > 0, axis=0).astype(np.int64)
+        self.w0 = interp[self.b0, np.arange(F)].astype(np.float64)
         self._corr = np.zeros(self.tmax // DECIMATE + 1, np.float64)
         self._last = np.zeros(channels, np.int64)  # each channel's period of the frame before
         self._count = np.zeros(1, np.int64)  # frames taken in since the reset

@@ -38,6 +38,33 @@ OCTAVE_SHARE = 0.9  # a shorter lag whose correlation reaches this share of the 
 
 
 @njit(nogil=True, cache=True)
+def _energy(s, a, n):
+    """Sum of s[a : a + n] squared."""
+    e = 0.0
+    for i in range(a, a + n):
+        e += s[i] * s[i]
+    return e
+
+
+@njit(nogil=True, cache=True)
+def _best_lag(s, a0, n, e0, lo, hi, default):
+    """The lag in [lo, hi] whose span s[a0 - lag : a0 - lag + n] correlates best (normalised) with
+    s[a0 : a0 + n] (energy e0); ``default`` when the range is empty."""
+    best_c, best = -2.0, default
+    for lag in range(lo, hi + 1):
+        num = 0.0
+        el = 0.0
+        for i in range(n):
+            v = s[a0 - lag + i]
+            num += s[a0 + i] * v
+            el += v * v
+        c = num / math.sqrt(e0 * el + 1e-30)
+        if c > best_c:
+            best_c, best = c, lag
+    return best
+
+
+@njit(nogil=True, cache=True)
 def _push(hist, hist_d, taps, x, start, T, hop, win_len, D, tmin, tmax, pw, periods, frames, window, search, corr,
           last, count):
     """For each of T frames: shift its new hop into the histories, find the period, write the
@@ -68,23 +95,14 @@ def _push(hist, hist_d, taps, x, start, T, hop, win_len, D, tmin, tmax, pw, peri
                 for k in range(K):
                     acc += taps[k] * h[p - k]
                 hd[HD - nd + j] = acc
-            if not fresh:
-                periods[t, ch] = last[ch]
-            else:
-                periods[t, ch] = 0
-            e_win = 0.0
-            for i in range(HL - win_len, HL):
-                e_win += h[i] * h[i]
+            periods[t, ch] = last[ch]  # a fresh frame overwrites it below (or zeroes it: silence)
+            e_win = _energy(h, HL - win_len, win_len)
             if search and fresh and e_win > SILENT * win_len:
                 # coarse: normalised correlation of the last pwd decimated samples with every
                 # second lag l (the peak of a voice is wider than 2 samples at a quarter rate)
                 a0 = HD - pwd
-                e0 = 0.0
-                for i in range(pwd):
-                    e0 += hd[a0 + i] * hd[a0 + i]
-                el = 0.0
-                for i in range(pwd):
-                    el += hd[a0 - lo + i] * hd[a0 - lo + i]
+                e0 = _energy(hd, a0, pwd)
+                el = _energy(hd, a0 - lo, pwd)
                 best_c = -2.0
                 n = 0
                 for lag in range(lo, hi + 1, 2):
@@ -108,36 +126,11 @@ def _push(hist, hist_d, taps, x, start, T, hop, win_len, D, tmin, tmax, pw, peri
                     if c >= OCTAVE_SHARE * best_c and (j == 0 or c >= corr[j - 1]) and (j == n - 1 or c >= corr[j + 1]):
                         best_l = lo + 2 * j
                         break
-                # the odd lags beside it, at the quarter rate
-                best_c = -2.0
-                mid = best_l
-                for lag in range(max(lo, mid - 1), min(hi, mid + 1) + 1):
-                    num = 0.0
-                    el = 0.0
-                    for i in range(pwd):
-                        v = hd[a0 - lag + i]
-                        num += hd[a0 + i] * v
-                        el += v * v
-                    c = num / math.sqrt(e0 * el + 1e-30)
-                    if c > best_c:
-                        best_c, best_l = c, lag
-                # fine: full rate, around D * best_l
+                # the odd lags beside it, at the quarter rate; then the full rate around D * best_l
+                best_l = _best_lag(hd, a0, pwd, e0, max(lo, best_l - 1), min(hi, best_l + 1), best_l)
                 a0 = HL - pw
-                e0 = 0.0
-                for i in range(pw):
-                    e0 += h[a0 + i] * h[a0 + i]
-                best_c, best_T = -2.0, D * best_l
-                for lag in range(max(tmin, D * best_l - D // 2 - 1), min(tmax, D * best_l + D // 2 + 1) + 1):
-                    num = 0.0
-                    el = 0.0
-                    for i in range(pw):
-                        v = h[a0 - lag + i]
-                        num += h[a0 + i] * v
-                        el += v * v
-                    c = num / math.sqrt(e0 * el + 1e-30)
-                    if c > best_c:
-                        best_c, best_T = c, lag
-                periods[t, ch] = best_T
+                periods[t, ch] = _best_lag(h, a0, pw, _energy(h, a0, pw), max(tmin, D * best_l - D // 2 - 1),
+                                           min(tmax, D * best_l + D // 2 + 1), D * best_l)
             if not search or e_win <= SILENT * win_len:
                 periods[t, ch] = 0
             last[ch] = periods[t, ch]

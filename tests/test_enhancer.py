@@ -99,22 +99,25 @@ def test_stateful_session_carries_the_state_between_bound_runs():
 
     s = StatefulSession(DEFAULT_MODEL, "enhancer", threads=1)
     assert s.provider.endswith("ExecutionProvider") and s.threads == 1
-    assert s.input_names[:2] == ("spec", "h_enc")
+    assert s.input_names == ("spec", "pcorr", "h_enc")  # the data inputs, then the state
     with pytest.raises(ModelError, match="spec_out"):
         s.allocate_state({"spec": (2, 1, 241, 2)})
-    shapes = {k: (s.input_shape(k)[0], 1, *s.input_shape(k)[2:]) for k in s.input_names[1:]}  # batch 1
+    shapes = {k: (s.input_shape(k)[0], 1, *s.input_shape(k)[2:]) for k in s.input_names[2:]}  # batch 1
     s.allocate_state(shapes)
     spec = np.zeros((2, 1, 241, 2), np.float32)
+    pcorr = np.zeros((2, 1, 32), np.float32)
     enh = np.zeros_like(spec)
-    s.bind(2, {"spec": spec}, {"enh": enh})
+    s.bind(2, {"spec": spec, "pcorr": pcorr}, {"enh": enh})
     s.warm_up()
     rng = np.random.default_rng(0)
-    feeds = [rng.standard_normal(spec.shape).astype(np.float32) for _ in range(2)]
+    feeds = [(rng.standard_normal(spec.shape).astype(np.float32), rng.uniform(-1, 1, pcorr.shape).astype(np.float32))
+             for _ in range(2)]
     state = {k: np.zeros(v, np.float32) for k, v in shapes.items()}
-    for f in feeds:
-        want, *nxt = s.session.run(None, {"spec": f, **state})
+    for f, c in feeds:
+        want, *nxt = s.session.run(None, {"spec": f, "pcorr": c, **state})
         state = dict(zip(shapes, nxt))
         spec[:] = f
+        pcorr[:] = c
         s.run(2)
     assert np.max(np.abs(enh - want)) < 1e-5
     assert all(np.max(np.abs(s.state[k] - state[k])) < 1e-5 for k in shapes)
@@ -124,7 +127,8 @@ def test_a_state_that_blows_up_starts_afresh_in_its_own_batch_slot_only():
     from realtime.dsp.processors.neural.onnx import StatefulSession
 
     s = StatefulSession(DEFAULT_MODEL, "enhancer", threads=1)
-    shapes = {k: (s.input_shape(k)[0], 3, *s.input_shape(k)[2:]) for k in s.input_names[1:]}  # batch 3
+    states = [k for k in s.input_names if k not in ("spec", "pcorr")]
+    shapes = {k: (s.input_shape(k)[0], 3, *s.input_shape(k)[2:]) for k in states}  # batch 3
     s.allocate_state(shapes)
     s.reset_state({k: 0.5 for k in shapes})
     s.contain_state()  # finite: nothing changes
@@ -477,14 +481,15 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
 
 def test_resume_continues_in_the_graph_the_checkpoint_was_trained_in(tmp_path):
     """``--resume`` without ``--deep-filter`` still continues a run that had one (and its export
-    carries the filter's states): the weights decide the graph, not the flags of the day."""
+    carries the filter's states), and one without pitch features stays without: the weights decide
+    the graph, not the flags of the day."""
     pytest.importorskip("torch", reason="training extra (torch==2.13.0) not installed")
     import onnxruntime as ort
 
     from models.enhancer.train import main
 
     ck, out = tmp_path / "ck", tmp_path / "smoke.onnx"
-    assert main(["--smoke", "--deep-filter", "--ckpt", str(ck), "--export", str(out)]) == 0
+    assert main(["--smoke", "--deep-filter", "--no-pitch-features", "--ckpt", str(ck), "--export", str(out)]) == 0
     assert main(["--smoke", "--resume", "--steps", "14", "--ckpt", str(ck), "--export", str(out)]) == 0
     names = [i.name for i in ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()]
     assert names == ["spec", "h_enc", "h_df", "df_hist"]
@@ -647,10 +652,11 @@ def test_onnx_weights_load_back_into_the_torch_model():
     from models.enhancer.model import NFREQ, Enhancer
     from models.enhancer.onnx_weights import load_onnx_weights
 
-    model = Enhancer().eval()
+    model = Enhancer(pitch_features=True).eval()
     load_onnx_weights(model, DEFAULT_MODEL)
     rng = np.random.default_rng(0)
-    feeds = {"spec": rng.standard_normal((20, 2, NFREQ, 2)).astype(np.float32)}
+    feeds = {"spec": rng.standard_normal((20, 2, NFREQ, 2)).astype(np.float32),
+             "pcorr": rng.uniform(-1, 1, (20, 2, 32)).astype(np.float32)}
     feeds |= {k: (0.5 * rng.standard_normal(v)).astype(np.float32) for k, v in model.state_shapes(2).items()}
     want = ort.InferenceSession(str(DEFAULT_MODEL), providers=["CPUExecutionProvider"]).run(None, feeds)
     with torch.no_grad():
@@ -658,7 +664,9 @@ def test_onnx_weights_load_back_into_the_torch_model():
     for w, g in zip(want, got):
         assert np.max(np.abs(w - g.numpy())) < 1e-5 * max(1.0, float(np.max(np.abs(w))))
     with pytest.raises(ValueError, match="hidden"):
-        load_onnx_weights(Enhancer(hidden=64), DEFAULT_MODEL)
+        load_onnx_weights(Enhancer(hidden=64, pitch_features=True), DEFAULT_MODEL)
+    with pytest.raises(ValueError, match="pitch-features"):
+        load_onnx_weights(Enhancer(), DEFAULT_MODEL)  # the graph without the pitch inputs
 
 
 # --------------------------------------------------------------------------------------------
@@ -943,3 +951,54 @@ def test_asymmetric_loss_charges_residual_noise_only():
     plain, asym = Loss(torch.hann_window(480)), Loss(torch.hann_window(480), asym=2.0)
     assert float(asym._spec_terms(over, S)) > float(plain._spec_terms(over, S)) + 1e-3
     assert abs(float(asym._spec_terms(under, S)) - float(plain._spec_terms(under, S))) < 1e-7
+
+
+def test_pitch_features_reach_the_network_as_in_training(tmp_path):
+    """``--pitch-features`` (stage 13): the network takes each band's pitch correlation. The
+    processor computes them while streaming (any block size, also batched) exactly as the training
+    workers do for whole segments, so it gives what the torch model gives; weights from a model
+    without them start as the same function (zero weights for the new inputs)."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    pytest.importorskip("onnx")
+    from models.enhancer.model import HOP, export_onnx, fit_weights, istft, stft, window
+    from models.enhancer.model import Enhancer as Net
+    from models.enhancer.train import pitch_features_of
+    from realtime.dsp.processors.neural.batched import BatchedEnhancer
+    from realtime.dsp.processors.neural.enhancer import Enhancer
+
+    torch.manual_seed(5)
+    plain, net = Net().eval(), Net(pitch_features=True).eval()
+    net.load_state_dict(fit_weights(plain.state_dict(), net))
+    x = np.stack([_vowels(48000, 1.0, seed=s)[:48000] + 0.01 * _noise(48000, seed=s) for s in (1, 2)])
+    x = (0.1 * x / np.max(np.abs(x))).astype(np.float32)
+    w = torch.from_numpy(window())
+    feats = torch.from_numpy(pitch_features_of(x))
+    assert float(feats[:, 0].max()) > 0.9  # a voiced signal's low bands are periodic at its period
+    S = stft(torch.from_numpy(x), w)
+    with torch.no_grad():
+        assert torch.equal(plain(S, *plain.init_state(2))[0], net(S, feats, *net.init_state(2))[0])
+        net.inp.weight[:, -32:] = 0.5 * torch.randn(net.inp.weight.shape[0], 32)  # make the features count
+        want = istft(net(S, feats, *net.init_state(2))[0], w).numpy()
+        blind = istft(net(S, torch.zeros_like(feats), *net.init_state(2))[0], w).numpy()
+    assert np.max(np.abs(want - blind)) > 1e-3
+    path = tmp_path / "pcorr.onnx"
+    export_onnx(net, path)
+    for block in (64, 1000):
+        proc = Enhancer(model_path=path, pitch_filter=0.0)
+        proc.prepare(48000, 1024, 1)
+        y = x[0][:, None].copy()
+        for i in range(0, len(y), block):
+            proc.process(y[i:i + block])
+        lat = proc.latency  # the torch model's output lags its input by HOP, the processor's by lat
+        assert lat == 479 and np.max(np.abs(y[lat:, 0] - want[0, HOP:HOP + len(y) - lat])) < 1e-4
+    both = BatchedEnhancer(2, model_path=path, pitch_filter=0.0)
+    both.prepare(48000, 480, 1)
+    z = x.T.copy()
+    for i in range(0, len(z), 480):
+        both.process(z[i:i + 480])
+    single = []
+    for s in (0, 1):
+        one = Enhancer(model_path=path, pitch_filter=0.0)
+        one.prepare(48000, 480, 1)
+        single.append(_run(one, x[s][:, None], block=480))
+    assert np.max(np.abs(z - np.concatenate(single, axis=1))) < 1e-5

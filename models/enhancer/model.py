@@ -4,6 +4,9 @@ Signal path (48 kHz): 480-sample (10 ms) sqrt-Hann analysis window, 240-sample (
 241 bins. Per frame the network sees
   * 32 ERB-band log powers of the noisy spectrum, and
   * the complex spectrum of the lowest 48 bins (0..4.7 kHz), normalised by its frame RMS,
+  * with ``pitch_features`` (stage 13), the 32 bands' pitch correlations (realtime/dsp/pitch.py:
+    how periodic each band is at the voice's period, computed outside the graph and fed as the
+    input ``pcorr [T, B, 32]``; zeros where no period was found),
 and predicts
   * 32 band gains (sigmoid), interpolated to the 241 bins (triangular), and
   * a causal deep filter (order 4: the current and 3 previous frames) for the low 48 bins,
@@ -41,16 +44,17 @@ def window() -> np.ndarray:
 
 
 class Enhancer(nn.Module):
-    def __init__(self, hidden=128, hidden_df=96, df_gate=False, deep_filter=False):
+    def __init__(self, hidden=128, hidden_df=96, df_gate=False, deep_filter=False, pitch_features=False):
         super().__init__()
         self.hidden, self.hidden_df, self.df_gate = hidden, hidden_df, df_gate
-        self.deep_filter = deep_filter
+        self.deep_filter, self.pitch_features = deep_filter, pitch_features
+        n_pitch = NB_ERB if pitch_features else 0
         pool, interp = erb_matrices()
         self.register_buffer("erb_pool", torch.from_numpy(pool))
         self.register_buffer("erb_interp", torch.from_numpy(interp))
-        self.inp = nn.Linear(NB_ERB + 2 * F_DF, hidden)
+        self.inp = nn.Linear(NB_ERB + 2 * F_DF + n_pitch, hidden)
         self.gru = nn.GRU(hidden, hidden, num_layers=2)
-        self.gain = nn.Linear(hidden + NB_ERB, NB_ERB)
+        self.gain = nn.Linear(hidden + NB_ERB + n_pitch, NB_ERB)
         with torch.no_grad():
             self.gain.bias.fill_(1.0)
         if not deep_filter:  # band gains alone (since stage 11): no deep-filter branch, no state for it
@@ -76,18 +80,22 @@ class Enhancer(nn.Module):
     def init_state(self, batch: int):
         return tuple(torch.zeros(s) for s in self.state_shapes(batch).values())
 
-    def forward(self, spec, h_enc, h_df=None, df_hist=None):
-        """spec [T, B, F, 2] -> (enhanced spec [T, B, F, 2], h_enc, h_df, df_hist); without the
-        deep filter (enhanced spec, h_enc)."""
+    def forward(self, spec, *rest):
+        """spec [T, B, F, 2], [pcorr [T, B, NB_ERB] with pitch features], h_enc[, h_df, df_hist]
+        -> (enhanced spec [T, B, F, 2], h_enc[, h_df, df_hist])."""
+        if self.pitch_features:
+            pcorr, *rest = rest
+        h_enc, h_df, df_hist = (*rest, None, None)[:3]
         T = spec.shape[0]
         p = (spec * spec).sum(dim=-1)  # [T,B,F]
         erb = (torch.log10(torch.matmul(p, self.erb_pool) + 1e-10) + 3.0) * 0.25
         xdf = spec[:, :, :F_DF, :]
         nrm = torch.rsqrt(p[:, :, :F_DF].mean(dim=-1, keepdim=True) + 1e-6)
         dff = (xdf * nrm.unsqueeze(-1)).flatten(2)
-        x = torch.relu(self.inp(torch.cat([erb, dff], dim=-1)))
+        extra = [pcorr] if self.pitch_features else []
+        x = torch.relu(self.inp(torch.cat([erb, dff, *extra], dim=-1)))
         e, h_enc = self.gru(x, h_enc)
-        g_b = torch.sigmoid(self.gain(torch.cat([e, erb], dim=-1)))
+        g_b = torch.sigmoid(self.gain(torch.cat([e, erb, *extra], dim=-1)))
         g = torch.matmul(g_b, self.erb_interp)
         y = spec * g.unsqueeze(-1)
         if not self.deep_filter:
@@ -114,10 +122,17 @@ class Enhancer(nn.Module):
 # STFT / iSTFT in torch matching the runtime framing exactly
 # ------------------------------------------------------------------------------------------
 def fit_weights(state: dict, model: Enhancer) -> dict:
-    """Weights (a state dict) for ``model``: one without the deep filter drops that branch's."""
-    if model.deep_filter:
-        return state
-    return {k: v for k, v in state.items() if not k.startswith(("df_gru.", "df_out.", "rot"))}
+    """Weights (a state dict) for ``model``: one without the deep filter drops that branch's; one
+    with pitch features, from weights without them, gets zero weights for them (the same function
+    to start from)."""
+    if not model.deep_filter:
+        state = {k: v for k, v in state.items() if not k.startswith(("df_gru.", "df_out.", "rot"))}
+    own = model.state_dict()
+    for k in ("inp.weight", "gain.weight"):
+        if k in state and state[k].shape[1] < own[k].shape[1]:
+            state = {**state, k: torch.cat([state[k], own[k].new_zeros(own[k].shape[0], own[k].shape[1]
+                                                                        - state[k].shape[1])], dim=1)}
+    return state
 
 
 def stft(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
@@ -145,22 +160,26 @@ def export_onnx(model: Enhancer, path, opset=17) -> None:
     model = model.eval()
     B = 1
     spec = torch.zeros(3, B, NFREQ, 2)
+    feats = (torch.zeros(3, B, NB_ERB),) if model.pitch_features else ()
     states = model.init_state(B)
     state_names = list(model.state_shapes(B))
-    names_in = ["spec", *state_names]
+    names_in = ["spec", *(["pcorr"] if feats else []), *state_names]
     names_out = ["enh", *(f"{k}_out" for k in state_names)]
-    dyn = {"spec": {0: "T", 1: "B"}, "enh": {0: "T", 1: "B"}} | {k: {1: "B"} for k in state_names + names_out[1:]}
+    dyn = ({"spec": {0: "T", 1: "B"}, "pcorr": {0: "T", 1: "B"}, "enh": {0: "T", 1: "B"}}
+           | {k: {1: "B"} for k in state_names + names_out[1:]})
+    if not feats:
+        del dyn["pcorr"]
     import warnings
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (spec, *states), str(path), input_names=names_in,
+        torch.onnx.export(model, (spec, *feats, *states), str(path), input_names=names_in,
                           output_names=names_out, dynamic_axes=dyn, opset_version=opset,
                           dynamo=False)
     m = onnx.load(str(path))
     meta = {"sample_rate": SR, "win": WIN, "hop": HOP, "n_freq": NFREQ,
             "window": "sqrt-hann-periodic", "lookahead": 0, "df_gate": int(model.df_gate),
-            "deep_filter": int(model.deep_filter),
+            "deep_filter": int(model.deep_filter), "pitch_features": int(model.pitch_features),
             "state": ",".join(f"{k}:{'x'.join(map(str, v))}" for k, v in model.state_shapes(1).items()),
             "producer": "models/enhancer/train.py"}
     for k, v in meta.items():

@@ -84,6 +84,6 @@ def load_onnx_weights(model, path: str | Path) -> None:
              if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
     if missing or extra or wrong:
         raise ValueError(f"{path}: does not match the model (missing {missing}, extra {extra}, "
-                         f"shapes {wrong}); check --hidden / --hidden-df / --no-deep-filter")
+                         f"shapes {wrong}); check --hidden / --hidden-df / --no-deep-filter / --pitch-features")
     model.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in sd.items()})
     model.df_gate = {p.key: p.value for p in m.metadata_props}.get("df_gate", "0") == "1"

@@ -81,6 +81,11 @@ def parse(argv):
                          "the band gains alone are shipped: as good or better without it, and clean voices keep "
                          "their level). --init from a checkpoint with it into the default graph drops its "
                          "weights; --resume takes the checkpoint's setting")
+    ap.add_argument("--pitch-features", action=argparse.BooleanOptionalAction, default=True,
+                    help="feed the network each ERB band's pitch correlation (realtime/dsp/pitch.py, computed by the "
+                         "data workers; the graph gets a 'pcorr' input; the shipped model since stage 13). --init from weights without "
+                         "them starts with zero weights for them (the same function); --resume takes the checkpoint's "
+                         "setting")
     ap.add_argument("--select-by", choices=("sisdr", "pesq", "pesq+dnsmos"), default="sisdr",
                     help="checkpoint selection score on the held-out selection mixtures (pesq+dnsmos: PESQ-WB + "
                          "DNSMOS OVRL, the two the benchmark's peers lead on; needs the eval extra)")
@@ -131,7 +136,18 @@ def _mix_iter(self):
     rng = np.random.default_rng([self.a.seed, wid, self.start])
     while True:
         noisy, clean = mixer.draw(rng)
-        yield torch.from_numpy(noisy), torch.from_numpy(clean)
+        # the pitch features in the worker, beside the mixing: the trainer's core does only the network
+        feats = pitch_features_of(noisy[None])[:, 0] if self.a.pitch_features else np.zeros(0, np.float32)
+        yield torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(feats)
+
+
+def pitch_features_of(x: np.ndarray) -> np.ndarray:
+    """Band pitch correlations [T, B, NB_ERB] of signals x [B, L] (L cut to whole hops), as the
+    processor computes them for the same frames."""
+    from models.enhancer.model import HOP, SR, window
+    from realtime.dsp.pitch import pitch_features
+
+    return pitch_features(x[:, : x.shape[1] // HOP * HOP], SR, window(), HOP)
 
 
 def mix_stream(a, start_step: int):
@@ -336,7 +352,7 @@ def main(argv=None) -> int:
         src = a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else a.ckpt / "last.pt"
         ck = torch.load(src, map_location="cpu", weights_only=False)
         model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False),
-                         ck.get("deep_filter", True))
+                         ck.get("deep_filter", True), ck.get("pitch_features", False))
         model.load_state_dict(fit_weights(ck["model"], model))
         export_onnx(model, a.export)
         log(f"exported {src} (step {ck['step']}) -> {a.export}")
@@ -345,7 +361,8 @@ def main(argv=None) -> int:
     resumed = torch.load(last, map_location="cpu", weights_only=False) if a.resume and last.exists() else None
     if resumed is not None:  # the graph the weights were trained in
         a.df_gate, a.deep_filter = resumed.get("df_gate", False), resumed.get("deep_filter", True)
-    model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter)
+        a.pitch_features = resumed.get("pitch_features", False)
+    model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     step = 0
     best = -1e9
@@ -360,6 +377,8 @@ def main(argv=None) -> int:
             ck = torch.load(a.init, map_location="cpu", weights_only=False)
             if a.deep_filter and not ck.get("deep_filter", True):
                 raise SystemExit(f"{a.init}: has no deep filter to fine-tune (leave out --deep-filter)")
+            if ck.get("pitch_features", False) and not a.pitch_features:
+                raise SystemExit(f"{a.init}: was trained with pitch features (add --pitch-features)")
             model.load_state_dict(fit_weights(ck["model"], model))
         except FileNotFoundError:
             raise SystemExit(f"{a.init}: no such file")
@@ -386,6 +405,7 @@ def main(argv=None) -> int:
     it = iter(loader)
     vx, vs = val_batch(a)
     vx_t, vs_t = torch.from_numpy(vx), torch.from_numpy(vs)
+    vf_t = torch.from_numpy(pitch_features_of(vx)) if a.pitch_features else None
     clean_clips = clean_batch(vs)
     warm = max(1, min(200, a.steps // 20))
     t_budget0 = time.time()
@@ -402,16 +422,20 @@ def main(argv=None) -> int:
         pr = min(1.0, max((k - warm) / max(1, a.steps - warm), budget_used()))
         return a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * pr)))
 
-    def run(x):
+    def run(x, feats=None):
+        """x [B, L] -> (S, Y, y); feats [T, B, NB_ERB] (computed here when the model takes them)."""
         S = stft(x, win)
-        Y, *_ = model(S, *model.init_state(x.shape[0]))
+        if a.pitch_features and feats is None:
+            feats = torch.from_numpy(pitch_features_of(x.numpy()))
+        extra = (feats,) if a.pitch_features else ()
+        Y, *_ = model(S, *extra, *model.init_state(x.shape[0]))
         y = istft(Y, win)
         return S, Y, y
 
     def validate():
         model.eval()
         with torch.no_grad():
-            _, Y, y = run(vx_t)
+            _, Y, y = run(vx_t, vf_t)
             s_d = torch.nn.functional.pad(vs_t, (HOP, 0))[:, : vs_t.shape[1]]
             Sv = stft(vs_t, win)
             l, parts = loss_fn(Y, Sv, y[:, HOP:], s_d[:, HOP:])
@@ -433,7 +457,7 @@ def main(argv=None) -> int:
         with atomic_write(path) as tmp:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                         "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
-                        "deep_filter": a.deep_filter}, tmp)
+                        "deep_filter": a.deep_filter, "pitch_features": a.pitch_features}, tmp)
 
     if step == 0 and (a.init is not None or a.init_onnx is not None):
         # a fine-tune's starting point is a candidate too: the run cannot end worse than it began
@@ -452,11 +476,11 @@ def main(argv=None) -> int:
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        x, s = next(it)
+        x, s, feats = next(it)
         L = x.shape[1] // HOP * HOP
         x, s = x[:, :L], s[:, :L]
         S_clean = stft(s, win)
-        S_noisy, Y, y = run(x)
+        S_noisy, Y, y = run(x, feats.transpose(0, 1)[: L // HOP] if a.pitch_features else None)
         s_d = torch.nn.functional.pad(s, (HOP, 0))[:, :L]  # the framing delays by HOP
         loss, parts = loss_fn(Y, S_clean, y[:, HOP:], s_d[:, HOP:], S_noisy)
         opt.zero_grad(set_to_none=True)

@@ -18,6 +18,10 @@ How, per frame of the enhancer's STFT (all causal, no look-ahead):
     input energy; the network's per-bin gains then apply to X' instead of X.
 X + r·P is x[n] + r·x[n - T] in time: harmonics of 1/T add up, the noise between them does not.
 Where the network passes a band (g = 1) r is 0 and nothing changes, so bypass stays exact.
+
+``band_correlation`` gives the c_b alone, as the network's pitch features (models that take a
+``pcorr`` input, stage 13): how periodic each band is at the voice's period is evidence of speech
+that no noise level or spectrum fakes easily (RNNoise feeds its network the same).
 """
 from __future__ import annotations
 
@@ -141,6 +145,21 @@ def _push(hist, hist_d, taps, x, start, T, hop, win_len, D, tmin, tmax, pw, peri
 
 
 @njit(nogil=True, cache=True)
+def _band_sums(X, P, k0, k1):
+    """Over bins k0..k1-1 of one frame's spectra: (|X|², |P|², Re(X·P*))."""
+    ex = 0.0
+    ep = 0.0
+    exp_ = 0.0
+    for k in range(k0, k1):
+        xr, xi = X[k].real, X[k].imag
+        pr, pi = P[k].real, P[k].imag
+        ex += xr * xr + xi * xi
+        ep += pr * pr + pi * pi
+        exp_ += xr * pr + xi * pi
+    return ex, ep, exp_
+
+
+@njit(nogil=True, cache=True)
 def _filter(X, P, Y, T, edges, b0, w0, strength, r, norm):
     """Y[t,ch,k] (float [.., 2], the network's output g·X) becomes g·X' (module docstring)."""
     NB = edges.shape[0] - 1
@@ -148,16 +167,9 @@ def _filter(X, P, Y, T, edges, b0, w0, strength, r, norm):
     for t in range(T):
         for ch in range(X.shape[1]):
             for b in range(NB):
-                ex = 0.0
-                ep = 0.0
-                exp_ = 0.0
+                ex, ep, exp_ = _band_sums(X[t, ch], P[t, ch], edges[b], edges[b + 1])
                 ey = 0.0
                 for k in range(edges[b], edges[b + 1]):
-                    xr, xi = X[t, ch, k].real, X[t, ch, k].imag
-                    pr, pi = P[t, ch, k].real, P[t, ch, k].imag
-                    ex += xr * xr + xi * xi
-                    ep += pr * pr + pi * pi
-                    exp_ += xr * pr + xi * pi
                     ey += Y[t, ch, k, 0] * Y[t, ch, k, 0] + Y[t, ch, k, 1] * Y[t, ch, k, 1]
                 rb = 0.0
                 if ex > 1e-20 and ep > 1e-20:
@@ -193,6 +205,18 @@ def _filter(X, P, Y, T, edges, b0, w0, strength, r, norm):
                 gk = math.sqrt((yr * yr + yi * yi) / px)  # the network's gain for this bin
                 Y[t, ch, k, 0] = gk * nk * (xr + rk * P[t, ch, k].real)
                 Y[t, ch, k, 1] = gk * nk * (xi + rk * P[t, ch, k].imag)
+
+
+@njit(nogil=True, cache=True)
+def _band_corr(X, P, T, edges, out):
+    """out[t, ch, b] = Re(sum X·P*) / sqrt(|X|²|P|²) over band b's bins, in [-1, 1]; 0 where
+    either is silent (no period: P is zeros)."""
+    NB = edges.shape[0] - 1
+    for t in range(T):
+        for ch in range(X.shape[1]):
+            for b in range(NB):
+                ex, ep, exp_ = _band_sums(X[t, ch], P[t, ch], edges[b], edges[b + 1])
+                out[t, ch, b] = exp_ / math.sqrt(ex * ep) if ex > 1e-20 and ep > 1e-20 else 0.0
 
 
 class PitchFilter:
@@ -258,3 +282,29 @@ class PitchFilter:
         """X: the input spectra (complex128 [T, C, F]); Y: the network's output g·X (float32
         [T, C, F, 2]), made g·X' in place. Call after ``analyse`` of the same frames."""
         _filter(X, self.spec, Y, T, self.edges, self.b0, self.w0, strength, self._r, self._norm)
+
+    def band_correlation(self, X: np.ndarray, out: np.ndarray, T: int) -> None:
+        """out[:T] (float [T, C, NB_ERB]) = each band's pitch correlation (``_band_corr``) of the
+        input spectra X (complex128 [T, C, F]). Call after ``analyse`` (with the search on)."""
+        _band_corr(X, self.spec, T, self.edges, out)
+
+
+def pitch_features(x: np.ndarray, rate: int, window: np.ndarray, hop: int) -> np.ndarray:
+    """Band pitch correlations of whole signals, framed as the enhancer's training STFT frames
+    them (frame t = x[t*hop - (N - hop) : t*hop + hop], zeros before the start).
+
+    x: (B, L) float, L a multiple of hop. Returns float32 [L // hop, B, NB_ERB], the values the
+    streaming processor feeds the network for the same frames (same PitchFilter, fresh state).
+    """
+    B, L = x.shape
+    N = window.shape[0]
+    T = L // hop
+    xp = np.zeros((L + N - hop, B), np.float64)
+    xp[N - hop:] = x[:, : T * hop].T
+    pf = PitchFilter(rate, window, hop, B, T)
+    pf.analyse(xp, 0, T)
+    frames = np.lib.stride_tricks.sliding_window_view(xp, N, axis=0)[::hop][:T]  # [T, B, N]
+    X = np.fft.rfft(frames * pf.window, axis=-1)
+    out = np.zeros((T, B, NB_ERB), np.float32)
+    pf.band_correlation(X, out, T)
+    return out

@@ -104,7 +104,7 @@ class BatchedEnhancer(Enhancer):
         super()._prepare()
         # one-frame calls at each position of the chunk, for chunks where the streams' gates disagree
         for t in range(MAX_T):
-            self.session.bind(("frame", t), {"spec": self._spec_f[t:t + 1]}, {"enh": self._enh[t:t + 1]})
+            self.session.bind(("frame", t), self._model_inputs(slice(t, t + 1)), {"enh": self._enh[t:t + 1]})
         self.session.warm_up([("frame", t) for t in range(MAX_T)])
         st = self.session.state
         self._saved = {name: np.zeros_like(a) for name, a in st.items()}

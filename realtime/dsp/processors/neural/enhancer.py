@@ -9,7 +9,8 @@ processor carries them between calls as numpy arrays.
 Signal path per host block::
 
     block ─► scrub (NaN/Inf -> 0, clip ±16) ─► [StreamResampler host->48k] ─► FixedHop input
-      ─► every 240 samples: frame, window, rFFT ─► ONNX (T frames per call, channels as batch)
+      ─► every 240 samples: frame, window, rFFT ─► [period search; band pitch correlations]
+      ─► ONNX (T frames per call, channels as batch)
       ─► [pitch filter: Y = g·X becomes g·X', X' = X + r·P, P the window one voice period earlier]
       ─► |Y/X| raised to ≥ floor = 10^(−limit/20) per bin;  Y' = X + wet·(Y − X)
       ─► iFFT, window, overlap-add ─► FixedHop output ─► [StreamResampler 48k->host] ─► block
@@ -19,6 +20,11 @@ Latency (reported in ``latency``, host samples): at the model rate, the window o
 host block size. At other host rates the two streaming resamplers (realtime/dsp/resample.py:
 polyphase, no allocation per block) add their filter delay and a host-side pre-fill, both measured
 at ``prepare`` by pushing an impulse through the exact same path (figures: the model card).
+
+Pitch features: a model with a ``pcorr`` input (stage 13) also gets, per frame, each ERB band's
+pitch correlation (realtime/dsp/pitch.py, the same PitchFilter that combs): the period search then
+runs whatever the pitch_filter knob says, ahead of the network, and the values equal what the
+training workers computed for whole segments.
 
 Stereo: the channels go through the network as a batch of 2 (independent states); no downmix.
 
@@ -49,6 +55,7 @@ import numpy as np
 from numba import njit
 
 from realtime.dsp.blocking import FixedHop, OutputFifo
+from realtime.dsp.erb import NB_ERB
 from realtime.dsp.kernels import scrub_into
 from realtime.dsp.pitch import PitchFilter
 from realtime.dsp.processor import Param, Readout
@@ -59,6 +66,7 @@ from realtime.dsp.resample import StreamResampler
 
 DEFAULT_MODEL = model_file("enhancer", "enhancer.onnx")
 SPEC = "spec"  # the first input; every other input is a state (h_enc, and h_df / df_hist with a deep filter)
+PCORR = "pcorr"  # models that take pitch features (stage 13): the bands' pitch correlations, not a state
 MAX_T = 8  # frames per ONNX call (bigger host blocks are split into chunks of <= MAX_T frames)
 IN_CLIP = 16.0
 SILENCE_POWER = 1e-12  # mean power of a windowed frame below which it counts as silence (-120 dB)
@@ -67,7 +75,7 @@ BYPASS_FADE = 1.0 / (1.0 - 10.0 ** (-1.0 / 20.0))  # the mix fades in over the f
 READOUT_ALPHA = 0.03  # per-hop smoothing of the readouts (~170 ms at a 5 ms hop)
 SPEECH_KEPT = 0.5  # a frame that keeps at least this share of its energy counts as speech
 # the pitch filter's default strength: on the selection clips (held-out packages) 0.5 and 1.0 scored
-# alike on PESQ-WB + DNSMOS OVRL, 0.5 with a third of 1.0's SI-SDR cost (model card, stage 12)
+# alike on PESQ-WB + DNSMOS OVRL, 0.5 with a third of 1.0's SI-SDR cost (model card, stage 12); again for stage 13
 PITCH_STRENGTH = 0.5
 
 
@@ -204,7 +212,8 @@ class Enhancer(NeuralProcessor):
         names = self.session.input_names
         if len(names) < 2 or names[0] != SPEC or "enh" not in self.session.output_names:
             raise self.session.error(f"has inputs {list(names)}; expected 'spec' first, then its states")
-        self.state_names = names[1:]
+        self.takes_pcorr = PCORR in names
+        self.state_names = [n for n in names[1:] if n != PCORR]
         self.model_rate, self.win_len, self.hop = self.session.metadata_values(int, "sample_rate", "win", "hop")
         self.nfreq = self.win_len // 2 + 1
         self._host_produced = 0
@@ -240,7 +249,9 @@ class Enhancer(NeuralProcessor):
         self._alpha = 1.0 - math.exp(-H / (self.params[0].smoothing_ms * 1e-3 * self.model_rate))
         self._spec_f = self._spec.view(np.float32).reshape(MAX_T, C, F, 2)
         # band gains alone (no deep filter, whose output is not g·X): the pitch filter applies
-        self._pitch = None if "h_df" in self.state_names else PitchFilter(self.model_rate, self._win, H, C, MAX_T)
+        self._pitch = (PitchFilter(self.model_rate, self._win, H, C, MAX_T)
+                       if self.takes_pcorr or "h_df" not in self.state_names else None)
+        self._pcorr = np.zeros((MAX_T, C, NB_ERB), np.float32)  # the network's pitch features, when it takes them
         # explicit model state, the channels as the batch (axis 1 of every state input)
         shapes = {}
         for name in self.state_names:
@@ -249,7 +260,7 @@ class Enhancer(NeuralProcessor):
             shapes[name] = tuple(int(d) for d in shp)
         self.session.allocate_state(shapes)
         for T in range(1, MAX_T + 1):
-            self.session.bind(T, {SPEC: self._spec_f[:T]}, {"enh": self._enh[:T]})
+            self.session.bind(T, self._model_inputs(slice(0, T)), {"enh": self._enh[:T]})
         self._rs_in = self._rs_out = self._host = None
         if self._resample:
             sr = int(round(self.sample_rate))
@@ -289,6 +300,10 @@ class Enhancer(NeuralProcessor):
     def reset(self) -> None:
         self._reset_core()
 
+    def _model_inputs(self, frames: slice) -> dict:
+        """The non-state inputs of a model call on ``frames`` of the chunk (views of the buffers)."""
+        return {SPEC: self._spec_f[frames], **({PCORR: self._pcorr[frames]} if self.takes_pcorr else {})}
+
     def _run_model(self, T: int) -> None:
         self.session.run(T)
         self.session.contain_state()
@@ -310,26 +325,24 @@ class Enhancer(NeuralProcessor):
         k = _run_length(self._frames, T, SILENCE_POWER)
         if k < 0:  # -k leading silent frames
             room = QUIET_RUN_FRAMES - self._quiet_frames
-            if room > 0 and not self._bypass_model:
-                T = min(-k, room)
-                self._run_model(T)
-            else:
-                T = -k
-                self._enh[:T] = self._spec_f[:T]
+            run = room > 0 and not self._bypass_model
+            T = min(-k, room) if run else -k
             self._quiet_frames = min(self._quiet_frames + T, QUIET_RUN_FRAMES)
-        elif self._bypass_model:
-            self._quiet_frames = 0
-            T = k
-            self._enh[:T] = self._spec_f[:T]
         else:
             self._quiet_frames = 0
             T = k
+            run = not self._bypass_model
+        comb = self.values[2] > 0.0 and not self._bypass_model
+        if self._pitch is not None:  # the frames consumed go through its history whatever the knob says
+            self._pitch.analyse(x, start, T, search=comb or (run and self.takes_pcorr))
+            if run and self.takes_pcorr:
+                self._pitch.band_correlation(self._spec64, self._pcorr, T)
+        if run:
             self._run_model(T)
-        if self._pitch is not None:  # the frames just consumed go through its history whatever the knob says
-            on = self.values[2] > 0.0 and not self._bypass_model
-            self._pitch.analyse(x, start, T, search=on)
-            if on:
-                self._pitch.apply(self._spec64, self._enh, T, self.values[2])
+        else:
+            self._enh[:T] = self._spec_f[:T]
+        if comb and self._pitch is not None:
+            self._pitch.apply(self._spec64, self._enh, T, self.values[2])
         floor = 10.0 ** (-self.values[0] / 20.0)
         _blend(self._spec_f, self._enh, T, self._cst, floor, self.values[1], self._alpha, self._acc, self.readings)
         Yc = self._enh[:T].view(np.complex64)[..., 0]

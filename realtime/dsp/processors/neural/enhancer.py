@@ -334,7 +334,9 @@ class Enhancer(NeuralProcessor):
             run = not self._bypass_model
         comb = self.values[2] > 0.0 and not self._bypass_model
         if self._pitch is not None:  # the frames consumed go through its history whatever the knob says
-            self._pitch.analyse(x, start, T, search=comb or (run and self.takes_pcorr))
+            # a model that takes pitch features searches always, as its training segments did (silent
+            # frames cost nothing: they are skipped inside), so the first frame after a pause has a period
+            self._pitch.analyse(x, start, T, search=comb or self.takes_pcorr)
             if run and self.takes_pcorr:
                 self._pitch.band_correlation(self._spec64, self._pcorr, T)
         if run:

@@ -393,6 +393,28 @@ def test_another_models_graph_is_a_clear_error():
         Enhancer(model_path=other)
 
 
+def test_a_model_wanting_other_pitch_features_is_a_clear_error(tmp_path):
+    """A model whose ``pcorr`` input is not one value per ERB band (what the runtime computes) is
+    refused in one line at load, not at the first block."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, save
+
+    def io(name, shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+    nodes = [helper.make_node("Identity", [a], [b]) for a, b in (("spec", "enh"), ("h_enc", "h_enc_out"))]
+    g = helper.make_graph(nodes, "g", [io("spec", ["T", "B", 241, 2]), io("pcorr", ["T", "B", 16]),
+                                       io("h_enc", [2, "B", 128])],
+                          [io("enh", ["T", "B", 241, 2]), io("h_enc_out", [2, "B", 128])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    for k, v in {"sample_rate": "48000", "win": "480", "hop": "240"}.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    save(m, tmp_path / "pcorr16.onnx")
+    with pytest.raises(ModelError, match=r"pcorr16\.onnx takes 16 pitch features; this runtime computes 32"):
+        Enhancer(model_path=tmp_path / "pcorr16.onnx")
+
+
 def test_runtime_never_imports_torch():
     code = ("import sys, numpy as np; from realtime.dsp.processors.neural.enhancer import Enhancer; "
             "e = Enhancer(); e.prepare(48000, 256, 1); e.process(np.zeros((256, 1), np.float32)); "
@@ -1002,3 +1024,27 @@ def test_pitch_features_reach_the_network_as_in_training(tmp_path):
         one.prepare(48000, 480, 1)
         single.append(_run(one, x[s][:, None], block=480))
     assert np.max(np.abs(z - np.concatenate(single, axis=1))) < 1e-5
+
+
+def test_a_deep_filter_model_with_pitch_features_gets_them_but_no_comb(tmp_path):
+    """``--deep-filter`` with the (default) pitch features: the processor searches the period for
+    the network's inputs, but the comb stays out (a deep filter's output is not g·X), whatever the
+    pitch_filter knob says."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    pytest.importorskip("onnx")
+    from models.enhancer.model import Enhancer as Net
+    from models.enhancer.model import export_onnx
+    from realtime.dsp.processors.neural.enhancer import Enhancer
+
+    torch.manual_seed(7)
+    path = tmp_path / "df_pcorr.onnx"
+    export_onnx(Net(df_gate=True, deep_filter=True, pitch_features=True).eval(), path)
+    x = (0.1 * _vowels(48000, 1.0, seed=3)[:, None] + 0.01 * _noise(48000, seed=3)[:, None]).astype(np.float32)
+    outs = []
+    for strength in (0.0, 1.0):
+        proc = Enhancer(model_path=path, pitch_filter=strength)
+        proc.prepare(48000, 480, 1)
+        assert proc.takes_pcorr and proc._pitch is not None
+        outs.append(_run(proc, x, block=480))
+        assert float(np.abs(proc._pcorr).max()) > 0.1  # the features were computed
+    assert np.array_equal(outs[0], outs[1])

@@ -65,7 +65,7 @@ from realtime.dsp.processors.neural.weights import model_file
 from realtime.dsp.resample import StreamResampler
 
 DEFAULT_MODEL = model_file("enhancer", "enhancer.onnx")
-SPEC = "spec"  # the first input; every other input is a state (h_enc, and h_df / df_hist with a deep filter)
+SPEC = "spec"  # the first input; the others are states (h_enc, and h_df / df_hist with a deep filter) and PCORR
 PCORR = "pcorr"  # models that take pitch features (stage 13): the bands' pitch correlations, not a state
 MAX_T = 8  # frames per ONNX call (bigger host blocks are split into chunks of <= MAX_T frames)
 IN_CLIP = 16.0
@@ -213,6 +213,9 @@ class Enhancer(NeuralProcessor):
         if len(names) < 2 or names[0] != SPEC or "enh" not in self.session.output_names:
             raise self.session.error(f"has inputs {list(names)}; expected 'spec' first, then its states")
         self.takes_pcorr = PCORR in names
+        if self.takes_pcorr and self.session.input_shape(PCORR)[-1] != NB_ERB:
+            raise self.session.error(f"takes {self.session.input_shape(PCORR)[-1]} pitch features; "
+                                     f"this runtime computes {NB_ERB} (one per ERB band)")
         self.state_names = [n for n in names[1:] if n != PCORR]
         self.model_rate, self.win_len, self.hop = self.session.metadata_values(int, "sample_rate", "win", "hop")
         self.nfreq = self.win_len // 2 + 1
@@ -248,9 +251,11 @@ class Enhancer(NeuralProcessor):
         self._acc = np.zeros(2, np.float64)  # smoothed readouts (noise reduction dB, speech share)
         self._alpha = 1.0 - math.exp(-H / (self.params[0].smoothing_ms * 1e-3 * self.model_rate))
         self._spec_f = self._spec.view(np.float32).reshape(MAX_T, C, F, 2)
-        # band gains alone (no deep filter, whose output is not g·X): the pitch filter applies
+        # the comb needs the network's output to be g·X: band gains alone, no deep filter
+        self._combs = "h_df" not in self.state_names
+        # the period search serves the comb and a model's pitch features
         self._pitch = (PitchFilter(self.model_rate, self._win, H, C, MAX_T)
-                       if self.takes_pcorr or "h_df" not in self.state_names else None)
+                       if self._combs or self.takes_pcorr else None)
         self._pcorr = np.zeros((MAX_T, C, NB_ERB), np.float32)  # the network's pitch features, when it takes them
         # explicit model state, the channels as the batch (axis 1 of every state input)
         shapes = {}
@@ -332,7 +337,7 @@ class Enhancer(NeuralProcessor):
             self._quiet_frames = 0
             T = k
             run = not self._bypass_model
-        comb = self.values[2] > 0.0 and not self._bypass_model
+        comb = self._combs and self.values[2] > 0.0 and not self._bypass_model
         if self._pitch is not None:  # the frames consumed go through its history whatever the knob says
             # a model that takes pitch features searches always, as its training segments did (silent
             # frames cost nothing: they are skipped inside), so the first frame after a pause has a period
@@ -343,7 +348,7 @@ class Enhancer(NeuralProcessor):
             self._run_model(T)
         else:
             self._enh[:T] = self._spec_f[:T]
-        if comb and self._pitch is not None:
+        if comb:
             self._pitch.apply(self._spec64, self._enh, T, self.values[2])
         floor = 10.0 ** (-self.values[0] / 20.0)
         _blend(self._spec_f, self._enh, T, self._cst, floor, self.values[1], self._alpha, self._acc, self.readings)

@@ -1048,3 +1048,24 @@ def test_a_deep_filter_model_with_pitch_features_gets_them_but_no_comb(tmp_path)
         outs.append(_run(proc, x, block=480))
         assert float(np.abs(proc._pcorr).max()) > 0.1  # the features were computed
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_erb_loss_weighs_a_narrow_low_band_like_a_wide_high_one():
+    """--erb-weight: the band term counts each ERB band alike, where the per-bin terms count a
+    band by its number of bins (the top band has 17 times the bins of the lowest)."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.enhancer.train import Loss
+    from realtime.dsp.erb import erb_bands
+
+    widths = erb_bands()
+    torch.manual_seed(0)
+    S = torch.randn(8, 50, 241, 2)
+    low, high = S.clone(), S.clone()
+    low[:, :, : widths[0]] *= 2.0
+    high[:, :, -widths[-1]:] *= 2.0
+    loss = Loss(torch.hann_window(480), erb_weight=1.0)
+    assert float(loss._band_term(S, S)) < 1e-12
+    per_bin = float(loss._spec_terms(high, S)) / float(loss._spec_terms(low, S))
+    per_band = float(loss._band_term(high, S)) / float(loss._band_term(low, S))
+    assert per_bin > 0.7 * widths[-1] / widths[0]
+    assert 0.7 < per_band < 1.4

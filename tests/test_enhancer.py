@@ -939,6 +939,22 @@ def test_bench_sets_cover_every_snr_band_and_condition_in_the_first_20(tmp_path)
     assert len(list((tmp_path / "noisy").glob("*.wav"))) == len(list((tmp_path / "clean").glob("*.wav"))) == 20
 
 
+
+def test_a_larger_selection_set_keeps_the_smaller_ones_clips(tmp_path):
+    """select/ grew from 24 to 72 mixtures (tenth session): the first 24 of a longer set are the
+    clips a shorter one wrote (one RNG stream), so scores before and after stay comparable."""
+    from models.enhancer.data import SELECT_MIXTURES, SELECTION_CLIPS, by_source, synthetic_pools, write_mixtures
+
+    sp, no = synthetic_pools(seed=4)
+    speech = by_source(sp, [f"a/{g}" for g in range(len(sp))])
+    clips = {}
+    for n in (SELECTION_CLIPS, SELECT_MIXTURES):
+        write_mixtures(tmp_path / str(n), speech, [[no]], n, 0.2, np.random.default_rng([2026, 0]))
+        clips[n] = [(tmp_path / str(n) / "noisy" / f"{i:03d}.wav").read_bytes() for i in range(n)]
+    short, long = clips[SELECTION_CLIPS], clips[SELECT_MIXTURES]
+    assert len(long) == 72 and long[:SELECTION_CLIPS] == short
+    assert long[SELECTION_CLIPS] not in short
+
 def test_rnnoise_peer_output_is_aligned(speech48):
     """RNNoise's output lags its input by 960 samples; the benchmark returns it aligned."""
     pytest.importorskip("pyrnnoise")

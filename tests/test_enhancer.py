@@ -1085,3 +1085,27 @@ def test_erb_loss_weighs_a_narrow_low_band_like_a_wide_high_one():
     per_band = float(loss._band_term(high, S)) / float(loss._band_term(low, S))
     assert per_bin > 0.7 * widths[-1] / widths[0]
     assert 0.7 < per_band < 1.4
+
+
+def test_widened_encoder_starts_as_the_narrow_one():
+    """``--init`` into a wider ``--hidden`` (stage 15's 128 -> 256): the old units keep their
+    weights and read no new unit, nothing reads the new units yet, so the wide network computes
+    what the narrow one did; the new units are live (their own weights are fresh, not zero) and
+    change the output as soon as their outgoing weights move."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.enhancer.model import Enhancer as Net
+    from models.enhancer.model import fit_weights
+
+    torch.manual_seed(3)
+    narrow, wide = Net(hidden=64, pitch_features=True).eval(), Net(hidden=96, pitch_features=True).eval()
+    with torch.no_grad():  # trained-looking gains: not all stuck at the bias's sigmoid(1)
+        narrow.gain.weight.mul_(20)
+    wide.load_state_dict(fit_weights(narrow.state_dict(), wide))
+    spec, pc = torch.randn(40, 2, 241, 2), torch.rand(40, 2, 32)
+    with torch.no_grad():
+        y0 = narrow(spec, pc, *narrow.init_state(2))[0]
+        y1, h = wide(spec, pc, *wide.init_state(2))
+        assert torch.allclose(y0, y1, atol=1e-6) and float(y0.std()) > 0.1 * float(spec.std())
+        assert float(h[:, :, 64:].abs().max()) > 1e-3  # the new units run
+        wide.gain.weight[:, 64:96] = torch.randn(32, 32)
+        assert float((wide(spec, pc, *wide.init_state(2))[0] - y0).abs().max()) > 1e-3

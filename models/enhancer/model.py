@@ -123,16 +123,46 @@ class Enhancer(nn.Module):
 # ------------------------------------------------------------------------------------------
 def fit_weights(state: dict, model: Enhancer) -> dict:
     """Weights (a state dict) for ``model``: one without the deep filter drops that branch's; one
-    with pitch features, from weights without them, gets zero weights for them (the same function
-    to start from)."""
+    with pitch features, from weights without them, gets zero weights for them; a wider encoder
+    (``hidden``) than the weights' gets its new units (the same function to start from)."""
     if not model.deep_filter:
         state = {k: v for k, v in state.items() if not k.startswith(("df_gru.", "df_out.", "rot"))}
     own = model.state_dict()
+    if state["inp.weight"].shape[0] < model.hidden:
+        state = widen(state, own, state["inp.weight"].shape[0], model.hidden)
     for k in ("inp.weight", "gain.weight"):
         if k in state and state[k].shape[1] < own[k].shape[1]:
             state = {**state, k: torch.cat([state[k], own[k].new_zeros(own[k].shape[0], own[k].shape[1]
                                                                         - state[k].shape[1])], dim=1)}
     return state
+
+
+def widen(state: dict, own: dict, h0: int, h1: int) -> dict:
+    """Net2Net-style widening of the encoder from h0 to h1 units, function-preserving: the old
+    units keep their weights and never read a new unit (those columns are zero); the new units
+    keep ``own``'s fresh initialisation for what they read, and nothing reads them yet (their
+    outgoing weights are zero), so training grows them from the old function."""
+    out = dict(state)
+
+    def rows(k, n_gates):  # old unit i of each gate: row g*h0+i -> g*h1+i, reading no new unit
+        new = own[k].clone()
+        for g in range(n_gates):
+            new[g * h1: g * h1 + h0] = state[k][g * h0: (g + 1) * h0] if new.dim() == 1 else 0
+            if new.dim() > 1:
+                new[g * h1: g * h1 + h0, : state[k].shape[1]] = state[k][g * h0: (g + 1) * h0]
+        return new
+
+    out["inp.weight"], out["inp.bias"] = rows("inp.weight", 1), rows("inp.bias", 1)
+    for layer in (0, 1):
+        for kind in ("ih", "hh"):
+            out[f"gru.weight_{kind}_l{layer}"] = rows(f"gru.weight_{kind}_l{layer}", 3)
+            out[f"gru.bias_{kind}_l{layer}"] = rows(f"gru.bias_{kind}_l{layer}", 3)
+    g = own["gain.weight"].clone()
+    g[:, :h0] = state["gain.weight"][:, :h0]
+    g[:, h0:h1] = 0
+    g[:, h1:] = state["gain.weight"][:, h0:]
+    out["gain.weight"] = g
+    return out
 
 
 def stft(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,9 @@ def parse(argv):
     ap.add_argument("--init-onnx", type=Path, default=None,
                     help="fine-tune: start from an exported ONNX model's weights (e.g. models/enhancer/"
                          "enhancer.onnx when its checkpoints are lost; same --hidden/--hidden-df)")
-    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--hidden", type=int, default=128,
+                    help="encoder GRU width; --init from narrower weights widens them, starting as the same "
+                         "function (model.widen)")
     ap.add_argument("--hidden-df", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="data-mixing processes")

@@ -1109,3 +1109,11 @@ def test_widened_encoder_starts_as_the_narrow_one():
         assert float(h[:, :, 64:].abs().max()) > 1e-3  # the new units run
         wide.gain.weight[:, 64:96] = torch.randn(32, 32)
         assert float((wide(spec, pc, *wide.init_state(2))[0] - y0).abs().max()) > 1e-3
+    # widened and given pitch-feature inputs at once (both start at zero weight): still the same function
+    plain = Net(hidden=64).eval()
+    with torch.no_grad():
+        plain.gain.weight.mul_(20)
+    both = Net(hidden=96, pitch_features=True).eval()
+    both.load_state_dict(fit_weights(plain.state_dict(), both))
+    with torch.no_grad():
+        assert torch.allclose(plain(spec, *plain.init_state(2))[0], both(spec, pc, *both.init_state(2))[0], atol=1e-6)

@@ -128,12 +128,14 @@ def fit_weights(state: dict, model: Enhancer) -> dict:
     if not model.deep_filter:
         state = {k: v for k, v in state.items() if not k.startswith(("df_gru.", "df_out.", "rot"))}
     own = model.state_dict()
-    if state["inp.weight"].shape[0] < model.hidden:
-        state = widen(state, own, state["inp.weight"].shape[0], model.hidden)
-    for k in ("inp.weight", "gain.weight"):
-        if k in state and state[k].shape[1] < own[k].shape[1]:
-            state = {**state, k: torch.cat([state[k], own[k].new_zeros(own[k].shape[0], own[k].shape[1]
-                                                                        - state[k].shape[1])], dim=1)}
+    h0 = state["inp.weight"].shape[0]
+    for k, reads_units in (("inp.weight", False), ("gain.weight", True)):
+        # the inputs beyond the encoder's units (the gain head reads those units first)
+        missing = (own[k].shape[1] - reads_units * model.hidden) - (state[k].shape[1] - reads_units * h0)
+        if missing > 0:
+            state = {**state, k: torch.cat([state[k], state[k].new_zeros(state[k].shape[0], missing)], dim=1)}
+    if h0 < model.hidden:
+        state = widen(state, own, h0, model.hidden)
     return state
 
 
@@ -147,9 +149,12 @@ def widen(state: dict, own: dict, h0: int, h1: int) -> dict:
     def rows(k, n_gates):  # old unit i of each gate: row g*h0+i -> g*h1+i, reading no new unit
         new = own[k].clone()
         for g in range(n_gates):
-            new[g * h1: g * h1 + h0] = state[k][g * h0: (g + 1) * h0] if new.dim() == 1 else 0
-            if new.dim() > 1:
-                new[g * h1: g * h1 + h0, : state[k].shape[1]] = state[k][g * h0: (g + 1) * h0]
+            old, dst = state[k][g * h0: (g + 1) * h0], new[g * h1: g * h1 + h0]
+            if dst.dim() == 1:
+                dst.copy_(old)
+            else:
+                dst.zero_()
+                dst[:, : old.shape[1]] = old
         return new
 
     out["inp.weight"], out["inp.bias"] = rows("inp.weight", 1), rows("inp.bias", 1)

@@ -401,6 +401,8 @@ def main(argv=None) -> int:
                 raise SystemExit(f"{a.init}: has no deep filter to fine-tune (leave out --deep-filter)")
             if ck.get("pitch_features", False) and not a.pitch_features:
                 raise SystemExit(f"{a.init}: was trained with pitch features (add --pitch-features)")
+            if ck.get("hidden", a.hidden) > a.hidden:
+                raise SystemExit(f"{a.init}: has {ck['hidden']} encoder units; --hidden can widen it, not narrow it")
             model.load_state_dict(fit_weights(ck["model"], model))
         except FileNotFoundError:
             raise SystemExit(f"{a.init}: no such file")

@@ -303,10 +303,12 @@ def split_floor(c: np.ndarray, max_cut_db: float = 20.0) -> tuple[np.ndarray, np
 
 
 def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0, 0.5),
-                 floor_track: np.ndarray | None = None) -> np.ndarray:
+                 floor_track: np.ndarray | None = None, dc_track: np.ndarray | None = None) -> np.ndarray:
     """Concatenate utterances (one speaker group) with pauses into n samples. With ``floor_track``
     (n zeros) each utterance's own noise floor goes there and the returned track is the rest
-    (``split_floor``)."""
+    (``split_floor``). With ``dc_track`` (n zeros) each utterance's DC offset (its mean: some
+    recorders add one, gcin-voice's up to half its RMS) goes there and the returned voice is
+    without it; the draws are the same either way."""
     out = np.zeros(n, np.float32)
     i0 = int(rng.integers(len(pool)))
     cands = np.nonzero(pool.group == pool.group[i0])[0] if same_group else None
@@ -321,6 +323,10 @@ def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0
             c = c[s : s + n]
         c = c[: n - pos]
         g = rng.uniform(0.5, 1.0)
+        if dc_track is not None and len(c):
+            dc = float(np.mean(c))
+            c = c - dc
+            dc_track[pos : pos + len(c)] = dc * g
         if floor_track is not None:
             c, fl = split_floor(c)
             floor_track[pos : pos + len(c)] = fl * g
@@ -436,14 +442,15 @@ class Mixer:
     ``gap``: range of the pauses (s) between utterances.
     ``clean_floor``: targets without the recordings' own noise floor (``split_floor``; the input keeps
     it), so the network learns to remove a voice recording's hiss as noise too.
+    ``dc_free``: the voices without their recordings' DC offsets (``speech_track``), input and target.
     """
 
     def __init__(self, speech: Pool, noise: Pool | None, seconds: float = 3.0,
                  snr=(-5.0, 20.0), level_db=(-50.0, -10.0), p_reverb=0.4, p_noise2=0.3,
                  p_clean=0.05, p_speechless=0.05, p_level_step=0.0, p_onset=0.0,
-                 p_mic_eq=0.5, p_narrow=0.2, p_codec=0.15, gap=(0.05, 0.6), clean_floor=False):
+                 p_mic_eq=0.5, p_narrow=0.2, p_codec=0.15, gap=(0.05, 0.6), clean_floor=False, dc_free=False):
         self.speech, self.noise = speech, noise
-        self.gap, self.clean_floor = gap, clean_floor
+        self.gap, self.clean_floor, self.dc_free = gap, clean_floor, dc_free
         # both default to 0 and then draw no random numbers, so the recipe's fixed validation
         # mixtures stay the same whatever training uses
         self.p_level_step, self.p_onset = p_level_step, p_onset
@@ -456,7 +463,10 @@ class Mixer:
     def draw(self, rng) -> tuple[np.ndarray, np.ndarray]:
         n = self.n
         floor = np.zeros(n, np.float32) if self.clean_floor else None
-        s = speech_track(rng, self.speech, n, gap=self.gap, floor_track=floor)
+        # dc_free: the voices without their recordings' DC offsets, in input and target alike (the
+        # runtime's input DC blocker takes an offset out before the network sees it)
+        s = speech_track(rng, self.speech, n, gap=self.gap, floor_track=floor,
+                         dc_track=np.zeros(n, np.float32) if self.dc_free else None)
         s = random_eq(rng, s)
         if rng.random() < self.p_reverb:
             full, early = synth_rir(rng)
@@ -581,8 +591,12 @@ def bench_mixture(rng, speech: Pool, noise: Pool, snr_db: float, condition: str,
     ``condition``: "wideband" (as recorded), "narrow8k"/"narrow16k" (speech and noise band-limited
     through 8/16 kHz, SNR measured after), "reverb" (synthetic room; the target keeps the direct
     path and 50 ms of early reflections, as in training), "low_level" (-50..-42 dBFS instead of
-    -32..-20 dBFS). SNR is over the active speech, as in ``Mixer``."""
-    s = speech_track(rng, speech, n)
+    -32..-20 dBFS). SNR is over the active speech, as in ``Mixer``. The input keeps each recording's
+    DC offset (the recorder's, so it is added after the room); the reference is the voice without
+    it, and the SNR is the voice's (an offset is no part of a voice: DNSMOS marks a clean reference
+    down by 0.28 for it, and an enhancer that takes it out, as RNNoise does, lost SI-SDR for that)."""
+    dc = np.zeros(n, np.float32)
+    s = speech_track(rng, speech, n, dc_track=dc)
     nz = noise_track(rng, noise, n, p_synth=0.0)
     if condition == "reverb":
         full, early = synth_rir(rng)
@@ -596,7 +610,7 @@ def bench_mixture(rng, speech: Pool, noise: Pool, snr_db: float, condition: str,
         nz = band_limit(nz, rate)
     act = np.abs(s_rev) > 1e-4
     ps = _rms(s_rev[act]) if act.sum() > 100 else _rms(s_rev)
-    noisy = s_rev + nz * (ps / (_rms(nz) + 1e-12) * 10 ** (-snr_db / 20))
+    noisy = s_rev + dc + nz * (ps / (_rms(nz) + 1e-12) * 10 ** (-snr_db / 20))
     level = rng.uniform(-50, -42) if condition == "low_level" else rng.uniform(-32, -20)
     g = 10 ** (level / 20) / (_rms(noisy) + 1e-9)
     g = min(g, 0.99 / (float(np.max(np.abs(noisy))) + 1e-9))

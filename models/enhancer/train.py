@@ -44,6 +44,9 @@ def parse(argv):
     ap.add_argument("--clean-floor", action=argparse.BooleanOptionalAction, default=False,
                     help="targets without the voice recordings' own noise floor (data.split_floor; the input "
                          "keeps it), so that hiss in a recording counts as noise too")
+    ap.add_argument("--dc-free", action=argparse.BooleanOptionalAction, default=True,
+                    help="voices without their recordings' DC offsets, in input and target (since the thirteenth session; the "
+                         "runtime's input DC blocker takes an offset out before the network sees it)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--p-level-step", type=float, default=0.3,
                     help="share of mixtures whose noise steps up or down in level mid-segment")
@@ -139,7 +142,7 @@ def _mix_iter(self):
     sp, no = make_pools(self.a)
     mixer = Mixer(sp, no, seconds=self.a.seconds, snr=(-5.0, self.a.snr_max), p_level_step=self.a.p_level_step,
                   p_onset=self.a.p_onset, p_clean=self.a.p_clean, gap=(0.05, self.a.gap_max),
-                  clean_floor=self.a.clean_floor)
+                  clean_floor=self.a.clean_floor, dc_free=self.a.dc_free)
     rng = np.random.default_rng([self.a.seed, wid, self.start])
     while True:
         noisy, clean = mixer.draw(rng)
@@ -176,6 +179,7 @@ def val_batch(a, n=None, seconds=4.0):
     import soundfile as sf
 
     from models.enhancer.data import SELECT_MIXTURES, SELECTION_CLIPS, Mixer, synthetic_pools
+    from realtime.dsp.processors.neural.enhancer import dc_blocked
 
     L = int(seconds * 48000) // 240 * 240
     # checkpoint selection on the held-out *packages* (select/); older data folders only have val/
@@ -191,7 +195,8 @@ def val_batch(a, n=None, seconds=4.0):
         files = sorted((sel / "noisy").glob("*.wav"))[:n]
         pairs = [(sf.read(f, dtype="float32")[0][:L], sf.read(sel / "clean" / f.name, dtype="float32")[0][:L])
                  for f in files]
-    x = np.stack([p[0] for p in pairs])
+    # the network gets what the runtime gives it: the input after the processor's DC blocker
+    x = np.stack([dc_blocked(p[0]) for p in pairs])
     s = np.stack([p[1] for p in pairs])
     return x, s
 

@@ -9,6 +9,7 @@ processor carries them between calls as numpy arrays.
 Signal path per host block::
 
     block ─► scrub (NaN/Inf -> 0, clip ±16) ─► [StreamResampler host->48k] ─► FixedHop input
+      ─► DC blocker (one pole, 5 Hz: a recorder's offset out; the dry path too)
       ─► every 240 samples: frame, window, rFFT ─► [period search; band pitch correlations]
       ─► ONNX (T frames per call, channels as batch)
       ─► [pitch filter: Y = g·X becomes g·X', X' = X + r·P, P the window one voice period earlier]
@@ -39,7 +40,8 @@ Knobs:
                   milder suppression is left untouched. Noise the network removes is therefore
                   pulled down by the knob's amount. 0 dB = bypass (the delayed input, exact up to
                   float rounding; the wet path fades in over the first dB), 100 dB = the
-                  network's full suppression.
+                  network's full suppression. Either bypass is the input after the DC
+                  blocker.
   wet             0..1 wet/dry, applied in the STFT domain, so the dry path is latency-aligned.
 Both are smoothed per 5 ms hop (one-pole, ~30 ms).
   pitch_filter    0..1 strength of the comb filter on the voice's period ahead of the band gains
@@ -60,6 +62,7 @@ from realtime.dsp.kernels import scrub_into
 from realtime.dsp.pitch import PitchFilter
 from realtime.dsp.processor import Param, Readout
 from realtime.dsp.processors import register
+from realtime.dsp.processors.biquad import dc_blocker_coefficients, fixed_biquad
 from realtime.dsp.processors.neural.base import NeuralProcessor
 from realtime.dsp.processors.neural.weights import model_file
 from realtime.dsp.resample import StreamResampler
@@ -77,6 +80,20 @@ SPEECH_KEPT = 0.5  # a frame that keeps at least this share of its energy counts
 # the pitch filter's default strength: on the selection clips (held-out packages) 0.5 and 1.0 scored
 # alike on PESQ-WB + DNSMOS OVRL, 0.5 with a third of 1.0's SI-SDR cost (model card, stage 12); again for stage 13
 PITCH_STRENGTH = 0.5
+# input DC blocker (one pole, -3 dB at 5 Hz): takes a recorder's DC offset out before the STFT,
+# as RNNoise's input high-pass does. An offset is no part of a voice; the network passed it on,
+# modulated by its gains, and DNSMOS marks a voice down for it (model card, "DC offsets"). One
+# pole at 5 Hz keeps a clean voice's low harmonics in phase (a 20 Hz Butterworth left clean
+# voices at 17 dB SI-SDR: its phase at 100-200 Hz)
+DC_CUT_HZ = 5.0
+
+
+def dc_blocked(x: np.ndarray, sample_rate: float = 48000.0) -> np.ndarray:
+    """A mono signal through the processor's input DC blocker from rest (offline: the trainer's
+    selection feeds its network what the runtime does)."""
+    y = np.array(x, np.float32).reshape(-1, 1)
+    fixed_biquad(y, 0, len(y), dc_blocker_coefficients(DC_CUT_HZ, sample_rate), np.zeros((1, 2)))
+    return y[:, 0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -239,6 +256,8 @@ class Enhancer(NeuralProcessor):
         max_in = int(math.ceil(self.max_block * ratio)) + 2048 if self._resample else self.max_block
         # whole hops with the window's overlap before them; at most MAX_T frames per model call
         self._fixed = FixedHop(H, C, max_in, history=N - H, ceiling=IN_CLIP, max_hops=MAX_T)
+        self._dc_coefs = dc_blocker_coefficients(DC_CUT_HZ, self.model_rate)
+        self._dc_z = np.zeros((C, 2), np.float64)
         # float64 frames: numpy's rfft copies float32 input to float64 on every call (an
         # allocation per block); float64 in, complex128 out, it allocates nothing
         self._frames = np.zeros((MAX_T, C, N), np.float64)
@@ -289,6 +308,7 @@ class Enhancer(NeuralProcessor):
     # ---------------------------------------------------------------------------------------
     def _reset_core(self) -> None:
         self._fixed.reset()
+        self._dc_z.fill(0.0)
         self._ola[:] = 0
         self.session.reset_state()
         self._quiet_frames = 0
@@ -361,14 +381,21 @@ class Enhancer(NeuralProcessor):
         n = block.shape[0]
         if n == 0:
             return
+        inp = self._fixed.input
         if not self._resample:
-            self._fixed.process(block, self._hops, self._counts)
+            pos = inp.fill
+            inp.push(block, n, self._counts)  # scrubbed: the filter state never sees a NaN
+            fixed_biquad(inp.buf, pos, n, self._dc_coefs, self._dc_z)
+            self._fixed.run_hops(self._hops)
+            self._fixed.output.pop(block, n)
             return
         # host rate != model rate: streaming resampler in, re-blocking, model, resampler out
         scrub_into(block, n, self._stage, 0, IN_CLIP, self._counts, 0, 1)  # before the resampler sees it
         m = self._rs_in.process(self._stage_t, n, self._x_model)
         if m:
-            self._fixed.input.push(self._x_model_t, m, self._counts)
+            pos = inp.fill
+            inp.push(self._x_model_t, m, self._counts)
+            fixed_biquad(inp.buf, pos, m, self._dc_coefs, self._dc_z)
             self._fixed.run_hops(self._hops)
         model_out = self._fixed.output
         if model_out.fill:

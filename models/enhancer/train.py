@@ -45,8 +45,8 @@ def parse(argv):
                     help="targets without the voice recordings' own noise floor (data.split_floor; the input "
                          "keeps it), so that hiss in a recording counts as noise too")
     ap.add_argument("--dc-free", action=argparse.BooleanOptionalAction, default=True,
-                    help="voices without their recordings' DC offsets, in input and target (since the thirteenth session; the "
-                         "runtime's input DC blocker takes an offset out before the network sees it)")
+                    help="voices without their recordings' DC offsets, in input and target (since the thirteenth "
+                         "session; the runtime's input DC blocker takes an offset out before the network sees it)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--p-level-step", type=float, default=0.3,
                     help="share of mixtures whose noise steps up or down in level mid-segment")

@@ -3,8 +3,8 @@
 A model that works in whole hops (an STFT frame, a de-limiter frame) meets host blocks of any
 size through ``FixedHop``, this project's form of pedalboard's ``FixedBlockSize`` template:
 
-    block ─► scrub ─► HopInput (history + new samples) ─► run(whole hops) ─► OutputFifo ─► block
-                                                               (pre-filled with hop - 1 zeros)
+    block ─► scrub [─► fixed biquad] ─► HopInput (history + new samples) ─► run(whole hops) ─► OutputFifo ─► block
+                                                                                 (pre-filled with hop - 1 zeros)
 
 Why ``hop - 1`` samples of pre-fill: after m input samples, ``floor(m / hop)`` hops have been
 processed, so ``hop - 1 + floor(m / hop)·hop >= m`` output samples exist for every m: any
@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
-from realtime.dsp.kernels import scrub_into
+from realtime.dsp.kernels import fixed_biquad, scrub_into
 
 
 @njit(nogil=True, cache=True)
@@ -60,16 +60,23 @@ class HopInput:
         Samples kept before the hops being processed (zeros after ``reset``).
     ceiling : float
         Pushed samples are scrubbed: NaN/Inf -> 0, clamped to ``±ceiling``.
+    prefilter : ndarray, optional
+        (b0, b1, b2, a1, a2) of a fixed biquad the scrubbed samples go through as they come in
+        (``kernels.fixed_biquad``, its state reset with the buffer): the enhancer's DC blocker.
     """
 
-    def __init__(self, hop: int, channels: int, max_push: int, history: int = 0, ceiling: float = math.inf):
+    def __init__(self, hop: int, channels: int, max_push: int, history: int = 0, ceiling: float = math.inf,
+                 prefilter: np.ndarray | None = None):
         self.hop, self.history, self.ceiling = int(hop), int(history), float(ceiling)
         self.buf = np.zeros((self.history + int(max_push) + self.hop, channels), np.float32)
+        self.prefilter = None if prefilter is None else np.asarray(prefilter, np.float64)
+        self._z = np.zeros((channels, 2), np.float64)  # the prefilter's state
         self.reset()
 
     def reset(self) -> None:
-        """Zero the buffer; only the (silent) history is left."""
+        """Zero the buffer and the prefilter's state; only the (silent) history is left."""
         self.buf.fill(0.0)
+        self._z.fill(0.0)
         self.fill = self.history
 
     def push(self, x: np.ndarray, n: int, counts: np.ndarray) -> None:
@@ -85,6 +92,8 @@ class HopInput:
             int64 counters: non-finite values are counted in ``counts[0]``, clamped in ``counts[1]``.
         """
         scrub_into(x, n, self.buf, self.fill, self.ceiling, counts, 0, 1)
+        if self.prefilter is not None:  # after the scrub: its state never sees a NaN
+            fixed_biquad(self.buf, self.fill, n, self.prefilter, self._z)
         self.fill += n
 
     @property
@@ -160,6 +169,8 @@ class FixedHop:
         Input scrub ceiling (see ``HopInput``).
     max_hops : int, optional
         Most hops handed to ``run`` in one call (the rest go in further calls).
+    prefilter : ndarray, optional
+        A fixed biquad on the input (see ``HopInput``).
 
     Notes
     -----
@@ -167,10 +178,10 @@ class FixedHop:
     """
 
     def __init__(self, hop: int, channels: int, max_push: int, history: int = 0, in_channels: int | None = None,
-                 ceiling: float = math.inf, max_hops: int | None = None):
+                 ceiling: float = math.inf, max_hops: int | None = None, prefilter: np.ndarray | None = None):
         self.hop = int(hop)
         self.max_hops = int(max_hops) if max_hops else int(max_push) // self.hop + 1
-        self.input = HopInput(hop, in_channels or channels, max_push, history, ceiling)
+        self.input = HopInput(hop, in_channels or channels, max_push, history, ceiling, prefilter)
         self.output = OutputFifo(int(max_push) + 2 * self.hop, channels, prefill=self.latency)
 
     @property

@@ -58,11 +58,10 @@ from numba import njit
 
 from realtime.dsp.blocking import FixedHop, OutputFifo
 from realtime.dsp.erb import NB_ERB
-from realtime.dsp.kernels import scrub_into
+from realtime.dsp.kernels import dc_blocker_coefficients, fixed_biquad, scrub_into
 from realtime.dsp.pitch import PitchFilter
 from realtime.dsp.processor import Param, Readout
 from realtime.dsp.processors import register
-from realtime.dsp.processors.biquad import dc_blocker_coefficients, fixed_biquad
 from realtime.dsp.processors.neural.base import NeuralProcessor
 from realtime.dsp.processors.neural.weights import model_file
 from realtime.dsp.resample import StreamResampler
@@ -255,9 +254,9 @@ class Enhancer(NeuralProcessor):
         ratio = self.model_rate / self.sample_rate
         max_in = int(math.ceil(self.max_block * ratio)) + 2048 if self._resample else self.max_block
         # whole hops with the window's overlap before them; at most MAX_T frames per model call
-        self._fixed = FixedHop(H, C, max_in, history=N - H, ceiling=IN_CLIP, max_hops=MAX_T)
-        self._dc_coefs = dc_blocker_coefficients(DC_CUT_HZ, self.model_rate)
-        self._dc_z = np.zeros((C, 2), np.float64)
+        # (the input DC blocker runs as the samples come in, after the scrub)
+        self._fixed = FixedHop(H, C, max_in, history=N - H, ceiling=IN_CLIP, max_hops=MAX_T,
+                               prefilter=dc_blocker_coefficients(DC_CUT_HZ, self.model_rate))
         # float64 frames: numpy's rfft copies float32 input to float64 on every call (an
         # allocation per block); float64 in, complex128 out, it allocates nothing
         self._frames = np.zeros((MAX_T, C, N), np.float64)
@@ -308,7 +307,6 @@ class Enhancer(NeuralProcessor):
     # ---------------------------------------------------------------------------------------
     def _reset_core(self) -> None:
         self._fixed.reset()
-        self._dc_z.fill(0.0)
         self._ola[:] = 0
         self.session.reset_state()
         self._quiet_frames = 0
@@ -381,21 +379,14 @@ class Enhancer(NeuralProcessor):
         n = block.shape[0]
         if n == 0:
             return
-        inp = self._fixed.input
         if not self._resample:
-            pos = inp.fill
-            inp.push(block, n, self._counts)  # scrubbed: the filter state never sees a NaN
-            fixed_biquad(inp.buf, pos, n, self._dc_coefs, self._dc_z)
-            self._fixed.run_hops(self._hops)
-            self._fixed.output.pop(block, n)
+            self._fixed.process(block, self._hops, self._counts)
             return
         # host rate != model rate: streaming resampler in, re-blocking, model, resampler out
         scrub_into(block, n, self._stage, 0, IN_CLIP, self._counts, 0, 1)  # before the resampler sees it
         m = self._rs_in.process(self._stage_t, n, self._x_model)
         if m:
-            pos = inp.fill
-            inp.push(self._x_model_t, m, self._counts)
-            fixed_biquad(inp.buf, pos, m, self._dc_coefs, self._dc_z)
+            self._fixed.input.push(self._x_model_t, m, self._counts)
             self._fixed.run_hops(self._hops)
         model_out = self._fixed.output
         if model_out.fill:

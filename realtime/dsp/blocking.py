@@ -24,7 +24,8 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
-from realtime.dsp.kernels import fixed_biquad, scrub_into
+from realtime.dsp.fixed_filter import fixed_biquad
+from realtime.dsp.kernels import scrub_into
 
 
 @njit(nogil=True, cache=True)
@@ -62,7 +63,7 @@ class HopInput:
         Pushed samples are scrubbed: NaN/Inf -> 0, clamped to ``±ceiling``.
     prefilter : ndarray, optional
         (b0, b1, b2, a1, a2) of a fixed biquad the scrubbed samples go through as they come in
-        (``kernels.fixed_biquad``, its state reset with the buffer): the enhancer's DC blocker.
+        (``fixed_filter.fixed_biquad``, its state reset with the buffer): the enhancer's DC blocker.
     """
 
     def __init__(self, hop: int, channels: int, max_push: int, history: int = 0, ceiling: float = math.inf,

@@ -58,7 +58,8 @@ from numba import njit
 
 from realtime.dsp.blocking import FixedHop, OutputFifo
 from realtime.dsp.erb import NB_ERB
-from realtime.dsp.kernels import dc_blocker_coefficients, fixed_biquad, scrub_into
+from realtime.dsp.fixed_filter import dc_blocker_coefficients, fixed_biquad
+from realtime.dsp.kernels import scrub_into
 from realtime.dsp.pitch import PitchFilter
 from realtime.dsp.processor import Param, Readout
 from realtime.dsp.processors import register

@@ -69,6 +69,20 @@ def lag_of(signal, recorded, max_lag=4000) -> int:
     return measure_lag(signal, recorded, max_lag)
 
 
+GLITCH_COUNTERS = ("late_blocks", "late_blocks_ours", "late_blocks_stolen", "server_xruns")
+
+
+def take_with_glitches(eng, rig: "Rig", signal: np.ndarray, tail: int = 4800) -> tuple[np.ndarray, dict]:
+    """``rig.take`` on a settled stream: (the recording, the engine's stats with the glitch counters
+    counting only the take). A fresh stream's first cycles often hiccup, before any audio plays:
+    that costs the take nothing and must not make ``clean_take`` repeat it."""
+    time.sleep(0.3)
+    before = eng.stats()
+    got = rig.take(signal, tail)
+    after = eng.stats()
+    return got, after | {k: after[k] - before[k] for k in GLITCH_COUNTERS}
+
+
 def clean_take(take, attempts: int = 5, pause_s: float = 1.0):
     """Run ``take() -> (result, engine stats)`` until a take has no glitch at all, pausing after a
     glitched one; returns (result, stats, the glitched takes' counters).

@@ -57,26 +57,38 @@ def _hold_gil(ms):
     ctypes.PyDLL(None).usleep(int(ms * 1000))  # PyDLL: the GIL stays held during the call
 
 
-def test_callbacks_keep_time_while_another_thread_holds_the_gil(jack_server):
+def _gil_held_run(ms=200):
+    """Hold the GIL in another thread for ``ms`` while the engine runs: (seconds held, callbacks
+    in that time, callbacks expected, the longest gap between callbacks from then on in ms)."""
     with Engine(build_chain(load_preset("default")), EngineConfig(blocksize=B)) as eng:
         time.sleep(0.5)
         eng.stats()
         eng.diagnostics.max_callback_gap_ms = 0.0  # from here on
         n0 = int(eng.stats_arr[0])
-        t = threading.Thread(target=_hold_gil, args=(200,))
+        t = threading.Thread(target=_hold_gil, args=(ms,))
         t0 = time.monotonic()
         t.start()
         t.join()
         held = time.monotonic() - t0
         during = int(eng.stats_arr[0]) - n0
         time.sleep(0.3)
-        stats = eng.stats()
-    expected = held * SR / B
-    assert held >= 0.19
-    assert during >= 0.9 * expected, f"{during} callbacks in {held:.3f} s (expected ~{expected:.0f})"
-    # a GIL stall would show above (callbacks missing) and here as one long gap (~200 ms); a
-    # callback or two late by a few ms is the shared VM's scheduling (CI saw two), not the GIL
-    assert stats["callback_gap_ms_max"] < 25, stats
+        gap = eng.stats()["callback_gap_ms_max"]
+    return held, during, held * SR / B, gap
+
+
+def test_callbacks_keep_time_while_another_thread_holds_the_gil(jack_server):
+    # A callback that needed the GIL would stall for the whole 200 ms: callbacks missing and one
+    # gap of ~200 ms. That fails at once. A callback or two late by a few ms, up to tens of ms, is
+    # the shared VM's scheduling (CI saw it), not the GIL: such a run is repeated.
+    tried = []
+    for _ in range(3):
+        held, during, expected, gap = _gil_held_run()
+        assert held >= 0.19
+        assert gap < 150, f"a {gap:.0f} ms stall while the GIL was held: the callback waited for it"
+        if during >= 0.9 * expected and gap < 25:
+            return
+        tried.append(f"{during} callbacks in {held:.3f} s (expected ~{expected:.0f}), longest gap {gap:.1f} ms")
+    pytest.fail(f"callbacks late in every run: {tried}")
 
 
 class SlowOnce(Identity):
@@ -91,30 +103,62 @@ class SlowOnce(Identity):
             time.sleep(0.2)
 
 
-def test_underrun_keeps_latency_constant(jack_server):
-    """After the DSP thread is starved for 200 ms, late blocks are counted and the output
-    comes back at exactly the same latency (skip policy), not later."""
+def _stall_once():
+    """One run of the underrun scenario: (lag before, lag after, late blocks, stats at the end, the
+    server's own glitches during it: xruns and delayed callbacks after the warm-up)."""
     chain = SlowOnce()
     with Engine(chain, EngineConfig(blocksize=B)) as eng, Rig() as rig:
         sig = _test_signal(0.3)
         # a fresh stream hiccups in its first cycles (a late block there shifts a take by one
         # block: 384 vs 256 samples, seen here 2 runs in 8); the reference lag is the steady one
         time.sleep(0.5)
+        st0 = eng.stats()
         lag1 = lag_of(sig, rig.take(sig))
         chain.stall = True
         time.sleep(0.5)
-        st = eng.stats()
-        late = st["late_blocks"]
         lag2 = lag_of(sig, rig.take(sig))
-    assert late > 0
-    assert st["late_blocks_ours"] > 0.9 * late  # the server kept time: the stall is ours
-    assert lag2 == lag1
+        end = eng.stats()
+    server = {k: end[k] - st0[k] for k in ("server_xruns", "delayed_callbacks")}
+    return lag1, lag2, end["late_blocks"], end, server
+
+
+def _underrun_faults(lag1, lag2, late, st) -> list[str]:
+    """What is wrong with one run of the underrun scenario (empty: nothing)."""
+    faults = []
+    if late == 0:
+        faults.append("no late block counted")
+    if st["late_blocks_ours"] <= 0.9 * late:  # the stall is ours, not the server's
+        faults.append(f"only {st['late_blocks_ours']} of {late} late blocks charged to the engine")
+    if lag2 != lag1:
+        faults.append(f"latency {lag1} -> {lag2} samples after the underrun")
     # the stall's late blocks are explained: a 200 ms block in their window, nearly all of it off
     # the CPU (it slept)
-    ctx = eng.stats()["late_context"]
-    stalled = [c for c in ctx if (c["slowest_block_ms"] or 0) > 150]
-    assert stalled, ctx
-    assert all(c["slowest_block_cpu_ms"] < 20 for c in stalled), stalled
+    stalled = [c for c in st["late_context"] if (c["slowest_block_ms"] or 0) > 150]
+    if not stalled or any(c["slowest_block_cpu_ms"] >= 20 for c in stalled):
+        faults.append(f"the stall is not explained: {st['late_context']}")
+    return faults
+
+
+def test_underrun_keeps_latency_constant(jack_server):
+    """After the DSP thread is starved for 200 ms, late blocks are counted and the output
+    comes back at exactly the same latency (skip policy), not later."""
+    # A run is judged only on its own terms while the server keeps time. On a shared VM the dummy
+    # driver reports an xrun or a delayed cycle in most runs (1-11 per run here, idle), and where
+    # they pile up around the stall the engine rightly charges late blocks near them to the server,
+    # and an xrun can move JACK's graph order by a period (about one run in four failed on that).
+    # So a failing run with server glitches is repeated; a failing run without any fails at once,
+    # and so does failing every time (a real fault does not go away with the server's glitches).
+    tried = []
+    for _ in range(5):
+        lag1, lag2, late, st, server = _stall_once()
+        faults = _underrun_faults(lag1, lag2, late, st)
+        if not faults:
+            return
+        if not any(server.values()):
+            pytest.fail(f"{faults} with the server keeping time; earlier runs: {tried}")
+        tried.append((faults, server))
+        time.sleep(1.0)
+    pytest.fail(f"failed in every run: {tried}")
 
 
 def test_parameter_change_reaches_the_audio(jack_server):

@@ -435,7 +435,7 @@ def test_offline_output_equals_live_output_with_lv2_slots(jack_server, tmp_path)
     from realtime.engine.engine import Engine
     from realtime.run.live import DEMO_SIGNAL
 
-    from .jack_helpers import Rig, clean_take, lag_of
+    from .jack_helpers import Rig, clean_take, lag_of, take_with_glitches
 
     preset = _preset({"id": "amb", "processor": "lv2", "uri": AMBIENCE},
                      {"id": "amp", "processor": "lv2", "uri": AMP, "params": {"gain": -3.0}},
@@ -446,7 +446,8 @@ def test_offline_output_equals_live_output_with_lv2_slots(jack_server, tmp_path)
 
     def take():
         with Engine(build_chain(preset), EngineConfig(blocksize=128)) as eng, Rig() as rig:
-            return (rig.take(x, tail=8192), eng.latency()["prefill_frames"]), eng.stats()
+            live, stats = take_with_glitches(eng, rig, x, tail=8192)
+            return (live, eng.latency()["prefill_frames"]), stats
 
     (live, prefill), stats, glitched = clean_take(take)
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"

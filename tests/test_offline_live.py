@@ -10,7 +10,7 @@ from realtime.engine.engine import Engine
 from realtime.run.live import DEMO_SIGNAL
 from realtime.run.offline import process_file
 
-from .jack_helpers import Rig, clean_take, lag_of
+from .jack_helpers import Rig, clean_take, lag_of, take_with_glitches
 
 pytestmark = pytest.mark.jack
 
@@ -23,7 +23,8 @@ def test_offline_output_equals_live_output(jack_server, tmp_path, preset):
 
     def take():  # repeated while a take carries a reported glitch (see clean_take)
         with Engine(build_chain(load_preset(preset)), EngineConfig(blocksize=128)) as eng, Rig() as rig:
-            return (rig.take(x, tail=8192), eng.latency()["prefill_frames"]), eng.stats()
+            live, stats = take_with_glitches(eng, rig, x, tail=8192)
+            return (live, eng.latency()["prefill_frames"]), stats
 
     (live, prefill), stats, glitched = clean_take(take)
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"

@@ -742,7 +742,7 @@ def test_heldout_packages_never_feed_training():
     train_roots = (data.FILLETS, data.KLETTRES, data.KTUBERLING, data.HEDGEWARS, data.MEGAGLEST, data.SONICPI,
                    data.TUXPAINT, data.FESTVOX_RU, data.FILLETS_NL, data.DRASCULA, data.WARZONE, data.NEXUIZ,
                    data.UFOAI, data.SCORCHED, data.OPENARENA, data.OPENSFX, data.ETR, data.KAA, data.FREECIV,
-                   data.SIMUTRANS, data.FLIGHTGEAR)
+                   data.SIMUTRANS, data.FLIGHTGEAR, data.TORCS, data.WESNOTH, data.FREEDROID)
     assert not any(h.startswith(t) or t.startswith(h) for h in data.HELDOUT_ROOTS for t in train_roots)
     train = [p for p, _, split in data.speech_sources() + data.noise_sources() if split == "train"]
     assert not [p for p in train if p.startswith(data.HELDOUT_ROOTS)]

@@ -8,7 +8,9 @@ root; nothing else is downloaded)::
     # packages: fillets-ng-data-cs klettres-data ktuberling-data hedgewars-data
     #           megaglest-data sonic-pi-samples tuxpaint-stamps-default festvox-ru
     #           fillets-ng-data-nl drascula drascula-spanish drascula-italian warzone2100-data
-    #           nexuiz-data ufoai-sound scorched3d-data openarena-data (DEB_PACKAGES);
+    #           nexuiz-data ufoai-sound scorched3d-data openarena-data openttd-opensfx
+    #           extremetuxracer-data 7kaa-data freeciv-data simutrans-pak64 flightgear-data-base
+    #           torcs-data wesnoth-1.16-data freedroidrpg-data (DEB_PACKAGES);
     #           held out (never trained on): kajongg gcin-voice bucklespring-data lincity-ng-data
 
 It writes

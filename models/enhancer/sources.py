@@ -39,6 +39,10 @@ KAA = "/usr/share/games/7kaa/SOUND"  # rain, wind, thunder, fire, quake
 FREECIV = "/usr/share/games/freeciv/stdsounds"  # cannons, machine guns, explosions, footsteps, water
 SIMUTRANS = "/usr/share/games/simutrans/pak/sound"  # vehicles, harbours, forests, jackhammer, saw
 FLIGHTGEAR = "/usr/share/games/flightgear"  # Sounds/ and Aircraft/c172p/Sounds/: engines, rotors, rain, wind
+# added in the fourteenth session: car engines and crashes, battle and ambience effects, an RPG's effects and music
+TORCS = "/usr/share/games/torcs/data"  # sound/*.wav: engine loops, skids, crashes, road; music/torcs1.ogg
+WESNOTH = "/usr/share/games/wesnoth/1.16/data/core/sounds"  # ambient/ (birds, campfire, ship, drums), weapons
+FREEDROID = "/usr/share/freedroidrpg/data/sound"  # effects/ (blasts, glass, doors, bullets, items), music/
 ARCHIVE_SEP = "::"  # "archive.pk3::member/path.ogg" names a file inside a zip archive
 
 # Held-out voices: whole voice packs / languages (each recorded by other people).
@@ -64,7 +68,7 @@ DEB_PACKAGES = ("fillets-ng-data-cs", "klettres-data", "ktuberling-data", "hedge
                 "tuxpaint-stamps-default", "festvox-ru", "fillets-ng-data-nl", "drascula", "drascula-spanish",
                 "drascula-italian", "warzone2100-data", "nexuiz-data", "ufoai-sound", "scorched3d-data",
                 "openarena-data", "openttd-opensfx", "extremetuxracer-data", "7kaa-data", "freeciv-data",
-                "simutrans-pak64", "flightgear-data-base")
+                "simutrans-pak64", "flightgear-data-base", "torcs-data", "wesnoth-1.16-data", "freedroidrpg-data")
 # group-name prefix -> Debian package (the manifest's hours per package)
 GROUP_PACKAGES = {"fillets": "fillets-ng-data-cs", "fillets-nl": "fillets-ng-data-nl", "klettres": "klettres-data",
                   "ktuberling": "ktuberling-data", "hedgewars": "hedgewars-data", "megaglest": "megaglest-data",
@@ -73,7 +77,8 @@ GROUP_PACKAGES = {"fillets": "fillets-ng-data-cs", "fillets-nl": "fillets-ng-dat
                   "warzone2100": "warzone2100-data", "nexuiz": "nexuiz-data", "ufoai": "ufoai-sound",
                   "scorched3d": "scorched3d-data", "openarena": "openarena-data", "opensfx": "openttd-opensfx",
                   "etr": "extremetuxracer-data", "7kaa": "7kaa-data", "freeciv": "freeciv-data",
-                  "simutrans": "simutrans-pak64", "flightgear": "flightgear-data-base"}
+                  "simutrans": "simutrans-pak64", "flightgear": "flightgear-data-base", "torcs": "torcs-data",
+                  "wesnoth": "wesnoth-1.16-data", "freedroid": "freedroidrpg-data"}
 
 # Held-out SOURCES: whole packages (other recordings, other people, other rooms) that training never
 # reads. Checkpoint selection (``select/``) and the benchmark's out-of-source set (``bench/``) are
@@ -259,7 +264,7 @@ def new_speech_sources() -> list[tuple[str, str, str]]:
 
 def noise_sources() -> list[tuple[str, str, str]]:
     """(path, group, split) for every noise file."""
-    return v1_noise_sources() + new_noise_sources() + more_noise_sources()
+    return v1_noise_sources() + new_noise_sources() + more_noise_sources() + effects_noise_sources()
 
 
 def v1_noise_sources() -> list[tuple[str, str, str]]:
@@ -349,6 +354,27 @@ def more_noise_sources() -> list[tuple[str, str, str]]:
     fg = sorted(glob.glob(f"{FLIGHTGEAR}/Sounds/**/*.wav", recursive=True)
                 + glob.glob(f"{FLIGHTGEAR}/Aircraft/c172p/Sounds/*.wav"))
     out += [(f, "flightgear", "train") for f in fg if not any(k in f for k in FLIGHTGEAR_SKIP)]
+    return out
+
+
+# Wesnoth's unit sounds that are voices (cries, grunts, laughter) rather than effects
+WESNOTH_VOICE = re.compile(r"-(die|hit|laugh|shriek|growl|scream)|groan|ugg|wail|attack|charge")
+# freedroidrpg effects that are voices (the hero's comments and screams, the droids' spoken lines)
+FREEDROID_SKIP = ("tux_ingame_comments", "bot_sounds", "Scream", "ThouArtDefeated")
+
+
+def effects_noise_sources() -> list[tuple[str, str, str]]:
+    """Noise added in the fourteenth session (the noise was still the recipe's thin part: 1.0 h from
+    thirteen packages, 550 recordings): TORCS's engine loops, skids and crashes, Wesnoth's ambiences and
+    weapon effects (not its voices), freedroidrpg's effects and music. All training."""
+    out = [(f, "torcs/sound", "train") for f in sorted(glob.glob(f"{TORCS}/sound/*.wav"))]
+    out += [(f, "torcs/music", "train") for f in sorted(glob.glob(f"{TORCS}/music/*.ogg"))]
+    out += [(f, "wesnoth/ambient", "train") for f in sorted(glob.glob(f"{WESNOTH}/ambient/*.ogg"))]
+    out += [(f, "wesnoth/effects", "train") for f in sorted(glob.glob(f"{WESNOTH}/*.*"))
+            if f.endswith((".ogg", ".wav")) and not WESNOTH_VOICE.search(os.path.basename(f))]
+    fx = sorted(glob.glob(f"{FREEDROID}/effects/**/*.ogg", recursive=True))
+    out += [(f, "freedroid/effects", "train") for f in fx if not any(k in f for k in FREEDROID_SKIP)]
+    out += [(f, "freedroid/music", "train") for f in sorted(glob.glob(f"{FREEDROID}/music/*.ogg"))]
     return out
 
 

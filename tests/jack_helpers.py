@@ -113,7 +113,7 @@ def clean_take(take, attempts: int = 5, pause_s: float = 1.0):
         result, stats = take()
         if stats["late_blocks"] == 0 and stats["server_xruns"] == 0:
             return result, stats, glitched
-        counters = {k: stats[k] for k in ("late_blocks", "late_blocks_ours", "late_blocks_stolen", "server_xruns")}
+        counters = {k: stats[k] for k in GLITCH_COUNTERS}
         if stats["late_blocks_ours"]:
             pytest.fail(f"late blocks of ours in a take: {counters}; earlier glitched takes: {glitched}")
         glitched.append(counters)

@@ -1,9 +1,8 @@
 """Loops the bundled demo into the engine's JACK inputs, from a process of its own.
 
-For machines without a sound card (the panel's demo mode) and for `bench gui`. A JACK-Client
-player runs Python in JACK's process cycle, so it needs the GIL: inside the GUI's process every
-repaint would stall the whole JACK graph (server xruns, late blocks that are the player's, not
-the engine's). In its own process it stalls nothing.
+For machines without a sound card (the panel's demo mode) and for `bench gui`. The player's
+JACK callback is compiled (``realtime.io.jackio``) and needs no GIL; it still runs in a process
+of its own so the panel can restart or kill it without touching its own JACK state.
 
     python -m gui.demo_source     # prints "ready" once connected, plays until stdin closes
 """
@@ -49,12 +48,6 @@ def main() -> int:
     from realtime.io.jackio import JackPlayer, engine_ports
     from realtime.run.live import load_demo_signal
 
-    class LoopingPlayer(JackPlayer):
-        def _process(self, frames):
-            if not self.playing:
-                self.play()
-            super()._process(frames)
-
     probe = jack.Client("rt-demo-probe", no_start_server=True)
     rate = probe.samplerate
     probe.close()
@@ -63,7 +56,7 @@ def main() -> int:
         print("error: no engine input ports on the JACK server", flush=True)
         return 1
     signal = load_demo_signal(rate, min(2, len(ins)))
-    player = LoopingPlayer(signal, name="rt-demo")
+    player = JackPlayer(signal, name="rt-demo", loop=True)
     try:
         player.start(ins[: signal.shape[1]])
         player.play()

@@ -15,7 +15,10 @@ def jack_server(tmp_path_factory):
     """The default JACK server (dummy driver, 48 kHz, 128 frames); started if none runs."""
     from realtime.io.jackserver import ensure_server
 
+    from realtime.io.jackio import compile_callbacks
+
     server = ensure_server(48000, 128, log_path=str(tmp_path_factory.mktemp("jack") / "jackd.log"))
+    compile_callbacks()  # the test rig's; compiled while no engine's DSP thread waits for the GIL
     yield server
     if server:
         server.stop()

@@ -55,7 +55,7 @@ class Rig:
         rec.rearm(signal.shape[0] + tail)
         rec.recording = True
         player.play(signal)
-        assert player.done.wait(signal.shape[0] / 48000 + 10), "player did not finish"
+        assert player.wait(signal.shape[0] / 48000 + 10), "player did not finish"
         deadline = time.monotonic() + 10
         while rec.pos < rec.data.shape[0] and time.monotonic() < deadline:
             time.sleep(0.02)

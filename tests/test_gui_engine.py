@@ -56,8 +56,12 @@ def take_in_background(rig, signal):
     return t, out
 
 
-def rms_db(x):
-    return 10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2) + 1e-20)
+def rms_db(x, window: int = 480):
+    """Level of a steady signal: the median over 10 ms windows of their RMS, so a period lost to
+    a server xrun on a starved machine (zeros) does not move it."""
+    x = np.asarray(x, np.float64)
+    x = x[: len(x) // window * window].reshape(-1, window)
+    return 10 * np.log10(np.median(np.mean(x ** 2, axis=1)) + 1e-20)
 
 
 def test_turning_a_knob_changes_the_running_engine_and_the_audio(window, qtbot, artifacts_dir):
@@ -66,7 +70,7 @@ def test_turning_a_knob_changes_the_running_engine_and_the_audio(window, qtbot, 
     w = window()
     w.start_button.click()
     assert w.host.running and w.start_button.text() == "Stop"
-    t = np.arange(int(1.5 * SR)) / SR
+    t = np.arange(int(2.0 * SR)) / SR
     sine = np.repeat((0.1 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[:, None], 2, 1)
     sine[:2400] = np.random.default_rng(1).uniform(-0.1, 0.1, (2400, 1))  # 50 ms of noise: a lag mark
     knob = w.rack.strips["gain"].controls["gain_db"]
@@ -82,6 +86,7 @@ def test_turning_a_knob_changes_the_running_engine_and_the_audio(window, qtbot, 
             QTest.keyClick(knob, Qt.Key.Key_Down, Qt.KeyboardModifier.NoModifier)
         target = knob.value()
         qtbot.waitUntil(lambda: engine_gain() == target, timeout=2000)
+        applied = rig.player.pos  # frames played by the time the engine held the new value
         qtbot.wait(300)  # meters animate while the sine plays
         w.grab().save(os.path.join(artifacts_dir, "gui_main_window_running.png"))
         qtbot.waitUntil(lambda: not th.is_alive(), timeout=15000)
@@ -92,12 +97,13 @@ def test_turning_a_knob_changes_the_running_engine_and_the_audio(window, qtbot, 
     lag = lag_of(mark, rec[:6400])
     assert 0 < lag < 4000
     before = rec[lag + int(0.3 * SR): lag + int(0.6 * SR), 0]
-    after = rec[lag + int(1.1 * SR): lag + int(1.4 * SR), 0]
+    assert applied < int(1.4 * SR), f"the knob reached the engine only {applied / SR:.2f} s into a 2 s take"
+    after = rec[lag + applied + int(0.25 * SR): lag + applied + int(0.55 * SR), 0]
     assert rms_db(before) == pytest.approx(-23.0, abs=0.3)  # 0.1 amplitude sine
     assert rms_db(before) - rms_db(after) == pytest.approx(-target, abs=0.3)
     # smoothed, no step: after the move, many 1 ms windows lie between the old and the new level
     # (how fast a move arrives is a figure of `bench gui`, not a unit-test assertion)
-    env = np.array([np.sqrt(np.mean(rec[i:i + 48, 0] ** 2)) for i in range(lag, lag + int(1.4 * SR) - 48, 48)])
+    env = np.array([np.sqrt(np.mean(rec[i:i + 48, 0] ** 2)) for i in range(lag, len(rec) - 48, 48)])
     ref = np.median(env[int(0.1 * SR) // 48: int(0.5 * SR) // 48])
     new = 10 ** (target / 20) * ref
     gliding = np.count_nonzero((env < 0.9 * ref) & (env > 1.1 * new))
@@ -109,7 +115,7 @@ def test_turning_a_knob_changes_the_running_engine_and_the_audio(window, qtbot, 
     assert w.status_labels["late"].text().startswith("late blocks ")
     tip = w.status_labels["late"].toolTip()  # the split: ours, the hypervisor's, the server's
     assert "our processing" in tip and "hypervisor" in tip and "server" in tip, tip
-    assert w.out_meter.hold_db[0] > -30 and w.in_meter.hold_db[0] == pytest.approx(-20.0, abs=0.5)
+    assert w.out_meter.hold_db[0] > -31 and w.in_meter.hold_db[0] == pytest.approx(-20.0, abs=0.5)
     # a structural change while running restarts the engine with the same settings
     w.remove_slot("meter")
     assert w.host.running and "meter" not in w.rack.strips
@@ -176,19 +182,29 @@ def test_midi_learn_and_notes_over_a_real_jack_midi_port(window, qtbot):
     names = [n for n in mido.get_output_names() if VIRTUAL_NAME in n]
     assert names, mido.get_output_names()
     with mido.open_output(names[0]) as port:
+        def send_until(msg, done, timeout=10.0):
+            """Send ``msg`` every 0.25 s until ``done()``, as a player wiggles a control: a message
+            sent while the JACK MIDI connection is still being made is lost, by JACK's design."""
+            for _ in range(int(timeout / 0.25)):
+                port.send(msg)
+                try:
+                    qtbot.waitUntil(done, timeout=250)
+                    return
+                except qtbot.TimeoutError:
+                    pass
+            assert done(), f"{msg} had no effect in {timeout} s"
+
         w.toggle_learn("limiter.ceiling_db")
-        port.send(mido.Message("control_change", channel=0, control=21, value=10))
-        qtbot.waitUntil(lambda: w.host.midi_map.get((21, 0)) == "limiter.ceiling_db", timeout=3000)
+        send_until(mido.Message("control_change", channel=0, control=21, value=10),
+                   lambda: w.host.midi_map.get((21, 0)) == "limiter.ceiling_db")
         qtbot.waitUntil(lambda: w.rack.knob("limiter.ceiling_db").mapping == "CC 21 ch1", timeout=1000)
-        port.send(mido.Message("control_change", channel=0, control=21, value=127))
         top = w.rack.knob("limiter.ceiling_db").param.max
-        qtbot.waitUntil(lambda: w.host.engine_values().slot("limiter").processor.get_param("ceiling_db") == top,
-                        timeout=3000)
+        send_until(mido.Message("control_change", channel=0, control=21, value=127),
+                   lambda: w.host.engine_values().slot("limiter").processor.get_param("ceiling_db") == top)
         # the MIDI thread moved the engine; the knob follows when the window hears of it
-        qtbot.waitUntil(lambda: w.rack.knob("limiter.ceiling_db").value() == top, timeout=1000)
+        qtbot.waitUntil(lambda: w.rack.knob("limiter.ceiling_db").value() == top, timeout=3000)
         port.send(mido.Message("sysex", data=[1, 2, 3]))  # dropped, harmless
-        port.send(mido.Message("note_on", channel=0, note=64, velocity=90))
-        qtbot.waitUntil(lambda: probe_values(w)[:2] == (64, 90), timeout=3000)
+        send_until(mido.Message("note_on", channel=0, note=64, velocity=90), lambda: probe_values(w)[:2] == (64, 90))
     assert w.modified
     assert w.host.to_preset()["midi"] == [{"cc": 21, "channel": 0, "target": "limiter.ceiling_db"}]
 

@@ -66,6 +66,10 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     recorder = FileRecorder(record, config.samplerate, config.channels) if record else None
     engine = Engine(chain, config, tap=recorder.ring if recorder else None)
     try:
+        if demo:
+            from realtime.io.jackio import compile_callbacks
+
+            compile_callbacks()  # before the engine runs: compiling holds the GIL its DSP thread needs
         engine.start()
         if demo:
             return _play_demo(engine, demo_out, seconds)
@@ -123,7 +127,7 @@ def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
         rec.recording = True
         player.play()
         print(f"playing {signal.shape[0] / c.samplerate:.1f} s of demo audio through the chain ...")
-        player.done.wait(signal.shape[0] / c.samplerate + 5)
+        player.wait(signal.shape[0] / c.samplerate + 5)
         time.sleep(tail / c.samplerate)
         rec.recording = False
     finally:

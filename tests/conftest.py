@@ -13,9 +13,8 @@ ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "artifacts")
 @pytest.fixture(scope="session")
 def jack_server(tmp_path_factory):
     """The default JACK server (dummy driver, 48 kHz, 128 frames); started if none runs."""
-    from realtime.io.jackserver import ensure_server
-
     from realtime.io.jackio import compile_callbacks
+    from realtime.io.jackserver import ensure_server
 
     server = ensure_server(48000, 128, log_path=str(tmp_path_factory.mktemp("jack") / "jackd.log"))
     compile_callbacks()  # the test rig's; compiled while no engine's DSP thread waits for the GIL

@@ -83,8 +83,9 @@ class Delimiter(nn.Module):
         return a, ecat[:, T:], h2, pk2
 
     def initial_state(self, batch: int):
-        return (torch.zeros(batch, self.lookahead, self.emb), torch.zeros(1, batch, self.hid),
-                torch.zeros(batch, PEAK_FRAMES))
+        dev = next(self.parameters()).device
+        return (torch.zeros(batch, self.lookahead, self.emb, device=dev), torch.zeros(1, batch, self.hid, device=dev),
+                torch.zeros(batch, PEAK_FRAMES, device=dev))
 
 
 def interpolate(knots: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
@@ -94,7 +95,7 @@ def interpolate(knots: torch.Tensor, prev: torch.Tensor | None = None) -> torch.
     B, F, _ = knots.shape
     k = knots.reshape(B, F * KNOTS)
     if prev is None:
-        prev = torch.zeros(B, 1, dtype=k.dtype)
+        prev = torch.zeros(B, 1, dtype=k.dtype, device=k.device)
     k0 = torch.cat([prev.reshape(B, 1), k[:, :-1]], 1)
-    w = torch.arange(1, SEG + 1, dtype=k.dtype) / SEG  # sample i of a segment: (i+1)/SEG of the way
+    w = torch.arange(1, SEG + 1, dtype=k.dtype, device=k.device) / SEG  # sample i of a segment: (i+1)/SEG of the way
     return (k0.unsqueeze(-1) + w * (k - k0).unsqueeze(-1)).reshape(B, F * HOP)

@@ -30,6 +30,7 @@ import torch
 from models.delimiter import data as recipe
 from models.delimiter import limiters
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
+from models.device import DEVICE_HELP, pick_device
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_CKPT = Path(__file__).resolve().parent / "checkpoint.pt"  # what --init usually starts from
@@ -63,7 +64,7 @@ def restore(model, y: torch.Tensor):
     """y [B, n, 2] (n a multiple of HOP) -> (log inverse gain [B, n], restored [B, n, 2]), both
     aligned with y (the first ``model.lookahead`` frames of future are fed as zeros at the end)."""
     B, n, _ = y.shape
-    pad = torch.zeros(B, model.lookahead * HOP, 2)
+    pad = torch.zeros(B, model.lookahead * HOP, 2, device=y.device)
     frames = torch.cat([y, pad], 1).reshape(B, -1, HOP, 2)
     knots = model(frames, *model.initial_state(B))[0]
     a = interpolate(knots[:, model.lookahead:])
@@ -124,11 +125,12 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict]) -> d
     n = sel_y.shape[1] // HOP * HOP
     score, gains, untouched, per = [], [], [], {}
     for s in range(0, len(sel_y), 8):
-        Y = torch.from_numpy(sel_y[s:s + 8, :n])
-        _, xh = restore(model, Y)
+        Y = sel_y[s:s + 8, :n]
+        with torch.no_grad():
+            xh = restore(model, torch.from_numpy(Y).to(model_device(model)))[1].cpu().numpy()
         for b in range(len(Y)):
             ref = sel_x[s + b, :n]
-            sin, sout = si_sdr(Y[b].numpy(), ref), min(60.0, si_sdr(xh[b].numpy(), ref))
+            sin, sout = si_sdr(Y[b], ref), min(60.0, si_sdr(xh[b], ref))
             if sin >= UNTOUCHED_DB:
                 untouched.append(sout)
                 score.append(min(0.0, sout - CLEAN_FLOOR_DB))
@@ -156,7 +158,8 @@ def level_offset(model, sel_x: np.ndarray, peaks_db=UNLIMITED_PEAKS_DB) -> float
     means = []
     for i, x in enumerate(sel_x[::2]):  # each excerpt appears once per selection limiter
         peak = 10.0 ** (peaks_db[i % len(peaks_db)] / 20.0) / max(float(np.abs(x).max()), 1e-9)
-        a, _ = restore(model, torch.from_numpy(np.ascontiguousarray(x[:n] * np.float32(peak)))[None])
+        x = torch.from_numpy(np.ascontiguousarray(x[:n] * np.float32(peak)))[None].to(model_device(model))
+        a, _ = restore(model, x)
         means.append(float(a.mean()))
     model.clamp_output = clamp
     model.train(training)
@@ -166,10 +169,13 @@ def level_offset(model, sel_x: np.ndarray, peaks_db=UNLIMITED_PEAKS_DB) -> float
 def export(model, path: Path, meta: dict, sel_x: np.ndarray | None = None) -> None:
     """ONNX with explicit streaming state; written to a temp file, then renamed (atomic). With the
     selection set's un-limited tracks (``sel_x``) the model's level offset goes into its metadata."""
+    import copy
+
     import onnx
 
     from realtime.io.files import atomic_write
 
+    model = copy.deepcopy(model).cpu()  # traced on the CPU, wherever it trains; the caller's copy stays put
     if sel_x is not None:
         meta = {**meta, "level_offset": f"{level_offset(model, sel_x):.5f}"}
     model.eval()
@@ -189,8 +195,10 @@ def export(model, path: Path, meta: dict, sel_x: np.ndarray | None = None) -> No
             p = m.metadata_props.add()
             p.key, p.value = str(k), str(v)
         onnx.save(m, str(tmp))
-    model.clamp_output = False
-    model.train()
+
+
+def model_device(model):
+    return next(model.parameters()).device
 
 
 def save_small(model, path: Path, meta: dict) -> None:
@@ -198,14 +206,14 @@ def save_small(model, path: Path, meta: dict) -> None:
     from realtime.io.files import atomic_write
 
     with atomic_write(path, suffix=".pt.part") as tmp:
-        torch.save({"model": model.state_dict(), "meta": meta}, str(tmp))
+        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, str(tmp))
 
 
 def load_weights(path: Path) -> tuple[dict, dict]:
     """(state dict, meta) of a weights-only checkpoint (``save_small``'s) or a bare state dict;
     a file that is neither is a clear one-line error."""
     try:
-        st = torch.load(path)
+        st = torch.load(path, map_location="cpu")
         state, meta = (st["model"], st.get("meta", {})) if "model" in st else (st, {})
         state["mix.0.weight"]
     except FileNotFoundError:
@@ -253,15 +261,15 @@ def train(a) -> dict:
     if (a.data / "sel_y.npy").is_file():
         sel = (np.load(a.data / "sel_y.npy"), np.load(a.data / "sel_x.npy"),
                json.loads((a.data / "sel_meta.json").read_text()))
-    model = Delimiter(lookahead_frames=a.lookahead)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    device = pick_device(a.device)
+    model = Delimiter(lookahead_frames=a.lookahead)  # on the CPU until its weights are in
     ckpt_dir = a.ckpt
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     step, best, log, seen_s = 0, {"sel_score": -math.inf}, [], 0.0
+    st = None
     if a.resume and (ckpt_dir / "last.pt").is_file():
-        st = torch.load(ckpt_dir / "last.pt")
+        st = torch.load(ckpt_dir / "last.pt", map_location="cpu")
         model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
         step, best, log, seen_s = st["step"], st["best"], st["log"], st.get("seen_s", 0.0)
         if "sel_score" not in best:  # a run started before the selection score existed
             best = {"sel_score": -math.inf}
@@ -269,13 +277,17 @@ def train(a) -> dict:
     elif a.init is not None:  # warm start from a committed checkpoint
         model.load_state_dict(widen_lookahead(load_weights(a.init)[0], model))
         print(f"initialised from {a.init}", flush=True)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    if st is not None:
+        opt.load_state_dict(st["opt"])  # its moments land on the parameters' device
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"params {n_params}, {index['hours']['train']:.1f} h of training music, "
+    print(f"params {n_params} on {device}, {index['hours']['train']:.1f} h of training music, "
           f"{len(sel[0]) if sel else 0} selection segments", flush=True)
     kinds = a.limiters.split(",") if a.limiters else None
     loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds), batch_size=a.batch,
                                          num_workers=a.workers, prefetch_factor=4 if a.workers else None,
-                                         persistent_workers=bool(a.workers))
+                                         persistent_workers=bool(a.workers), pin_memory=device.type == "cuda")
 
     def save_last():  # everything --resume needs, written atomically (a kill mid-save keeps the old one)
         from realtime.io.files import atomic_write
@@ -294,7 +306,7 @@ def train(a) -> dict:
         for gparam in opt.param_groups:  # warm-up, then cosine decay over --steps
             gparam["lr"] = a.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         tw = time.monotonic()
-        Y, X, G = next(it)
+        Y, X, G = (t.to(device, non_blocking=True) for t in next(it))
         t_wait += time.monotonic() - tw
         sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
         gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss)
@@ -339,6 +351,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--workers", type=int, default=2, help="loader processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=recipe.DEFAULT_OUT)
@@ -357,6 +370,7 @@ def main(argv=None) -> int:
     ap.add_argument("--export-only", action="store_true",
                     help="write --out (ONNX) from the --init weights and stop (e.g. to benchmark a committed checkpoint)")
     a = ap.parse_args(argv)
+    pick_device(a.device)  # a device that is not there fails before any data is built
     if a.export_only:
         if a.init is None or a.out is None:
             raise SystemExit("--export-only needs --init WEIGHTS and --out FILE.onnx")

@@ -78,7 +78,7 @@ class Enhancer(nn.Module):
         }
 
     def init_state(self, batch: int):
-        return tuple(torch.zeros(s) for s in self.state_shapes(batch).values())
+        return tuple(torch.zeros(s, device=self.erb_pool.device) for s in self.state_shapes(batch).values())
 
     def forward(self, spec, *rest):
         """spec [T, B, F, 2], [pcorr [T, B, NB_ERB] with pitch features], h_enc[, h_df, df_hist]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.device import DEVICE_HELP, pick_device
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / "data" / "enhancer"
 DEFAULT_CKPT = ROOT / "checkpoints" / "enhancer"
@@ -69,9 +71,12 @@ def parse(argv):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="data-mixing processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--keep-every", type=int, default=0,
+                    help="also keep the weights every N steps as stepN.pt (for selection elsewhere; 0: never)")
     ap.add_argument("--asym", type=float, default=0.0,
                     help="weight of an extra penalty on output magnitude above the clean one (residual noise; "
                          "PESQ and DNSMOS-BAK reward removing it more than SI-SDR does)")
@@ -238,7 +243,7 @@ def clean_batch(s: np.ndarray, seconds=4.0) -> list[np.ndarray]:
     return out
 
 
-def clean_level_change(run, clips: list[np.ndarray]) -> float:
+def clean_level_change(run, clips: list[np.ndarray], device="cpu") -> float:
     """Mean level change (dB) that ``run`` (one clip [1, L] -> output) gives clean voices."""
     import torch
 
@@ -246,7 +251,7 @@ def clean_level_change(run, clips: list[np.ndarray]) -> float:
 
     d = []
     for c in clips:
-        y = run(torch.from_numpy(c)[None])[0, HOP:].numpy()
+        y = run(torch.from_numpy(c)[None].to(device))[0, HOP:].cpu().numpy()
         d.append(10 * np.log10((np.mean(y.astype(np.float64) ** 2) + 1e-20) / (np.mean(c[:-HOP] ** 2) + 1e-20)))
     return float(np.mean(d))
 
@@ -294,15 +299,15 @@ def pause_excess_db(Y, S, X):
 
 
 class Loss:
-    def __init__(self, win, asym: float = 0.0, pause_weight: float = 0.0, erb_weight: float = 0.0):
+    def __init__(self, win, asym: float = 0.0, pause_weight: float = 0.0, erb_weight: float = 0.0, device="cpu"):
         import torch
 
         from realtime.dsp.erb import erb_matrices
 
         self.win = win
         self.erb_weight = erb_weight
-        self.erb_pool = torch.from_numpy(erb_matrices()[0])
-        self.res = [(n, torch.hann_window(n)) for n in (256, 1024)]
+        self.erb_pool = torch.from_numpy(erb_matrices()[0]).to(device)
+        self.res = [(n, torch.hann_window(n, device=device)) for n in (256, 1024)]
         self.c = 0.3
         self.asym = asym
         self.pause_weight = pause_weight
@@ -360,6 +365,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    device = pick_device(a.device)
     a.ckpt.mkdir(parents=True, exist_ok=True)
     logf = open(a.ckpt / "train.log", "a")
     t_start = time.time()
@@ -389,14 +395,12 @@ def main(argv=None) -> int:
     if resumed is not None:  # the graph the weights were trained in
         a.df_gate, a.deep_filter = resumed.get("df_gate", False), resumed.get("deep_filter", True)
         a.pitch_features = resumed.get("pitch_features", False)
-    model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features)  # on the CPU until loaded
     step = 0
     best = -1e9
     if resumed is not None:
         ck = resumed
         model.load_state_dict(fit_weights(ck["model"], model))
-        opt.load_state_dict(ck["opt"])
         step, best = ck["step"], ck.get("best", best)
         log(f"resumed from {last} at step {step}")
     elif a.init is not None:
@@ -425,16 +429,21 @@ def main(argv=None) -> int:
             raise SystemExit(f"{a.init_onnx}: not an enhancer export ({type(e).__name__}: {e})".splitlines()[0])
         a.df_gate = model.df_gate
         log(f"fine-tuning from the weights of {a.init_onnx}")
-    log(f"model params {count_params(model)}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    if resumed is not None:
+        opt.load_state_dict(resumed["opt"])  # its moments land on the parameters' device
+    log(f"model params {count_params(model)} on {device}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
 
-    win = torch.from_numpy(window())
-    loss_fn = Loss(win, a.asym, a.pause_weight, a.erb_weight)
+    win = torch.from_numpy(window()).to(device)
+    loss_fn = Loss(win, a.asym, a.pause_weight, a.erb_weight, device)
     loader = torch.utils.data.DataLoader(mix_stream(a, step), batch_size=a.batch, num_workers=a.workers,
-                                         persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None)
+                                         persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None,
+                                         pin_memory=device.type == "cuda")
     it = iter(loader)
     vx, vs = val_batch(a)
-    vx_t, vs_t = torch.from_numpy(vx), torch.from_numpy(vs)
-    vf_t = torch.from_numpy(pitch_features_of(vx)) if a.pitch_features else None
+    vx_t, vs_t = torch.from_numpy(vx).to(device), torch.from_numpy(vs).to(device)
+    vf_t = torch.from_numpy(pitch_features_of(vx)).to(device) if a.pitch_features else None
     clean_clips = clean_batch(vs)
     warm = max(1, min(200, a.steps // 20))
     t_budget0 = time.time()
@@ -455,7 +464,7 @@ def main(argv=None) -> int:
         """x [B, L] -> (S, Y, y); feats [T, B, NB_ERB] (computed here when the model takes them)."""
         S = stft(x, win)
         if a.pitch_features and feats is None:
-            feats = torch.from_numpy(pitch_features_of(x.numpy()))
+            feats = torch.from_numpy(pitch_features_of(x.cpu().numpy())).to(x.device)
         extra = (feats,) if a.pitch_features else ()
         Y, *_ = model(S, *extra, *model.init_state(x.shape[0]))
         y = istft(Y, win)
@@ -469,14 +478,14 @@ def main(argv=None) -> int:
             Sv = stft(vs_t, win)
             l, parts = loss_fn(Y, Sv, y[:, HOP:], s_d[:, HOP:])
             noisy_sdr = si_sdr(torch.nn.functional.pad(vx_t, (HOP, 0))[:, HOP: vx_t.shape[1]], vs_t[:, : vx_t.shape[1] - HOP]).mean()
-            level = clean_level_change(lambda c: run(c)[2], clean_clips)
+            level = clean_level_change(lambda c: run(c)[2], clean_clips, device)
         model.train()
         if a.select_by == "sisdr":
             score = float(parts["sisdr"])
         else:
-            score = mean_pesq(s_d[:, HOP:].numpy(), y[:, HOP:].numpy())
+            score = mean_pesq(s_d[:, HOP:].cpu().numpy(), y[:, HOP:].cpu().numpy())
             if a.select_by == "pesq+dnsmos":
-                score += mean_dnsmos(y[:, HOP:].numpy())
+                score += mean_dnsmos(y[:, HOP:].cpu().numpy())
         score -= a.clean_penalty * max(0.0, abs(level) - 0.5)
         return float(l), float(parts["sisdr"]), float(noisy_sdr), score, level
 
@@ -485,6 +494,14 @@ def main(argv=None) -> int:
 
         with atomic_write(path) as tmp:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                        "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
+                        "deep_filter": a.deep_filter, "pitch_features": a.pitch_features}, tmp)
+
+    def keep(path):  # weights alone, on the CPU, loadable by --init
+        from realtime.io.files import atomic_write
+
+        with atomic_write(path) as tmp:
+            torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "step": step,
                         "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
                         "deep_filter": a.deep_filter, "pitch_features": a.pitch_features}, tmp)
 
@@ -505,7 +522,7 @@ def main(argv=None) -> int:
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        x, s, feats = next(it)
+        x, s, feats = (t.to(device, non_blocking=True) for t in next(it))
         L = x.shape[1] // HOP * HOP
         x, s = x[:, :L], s[:, :L]
         S_clean = stft(s, win)
@@ -530,6 +547,8 @@ def main(argv=None) -> int:
             acc, n_acc, t0 = {}, 0, time.time()
         if step % a.ckpt_every == 0:
             save(last)
+        if a.keep_every and step % a.keep_every == 0:
+            keep(a.ckpt / f"step{step}.pt")
         if step % a.val_every == 0 or step == a.steps:
             vl, vsdr, nsdr, score, level = validate()
             tag = ""
@@ -543,7 +562,7 @@ def main(argv=None) -> int:
     log(f"stopped ({stop_reason}) at step {step}")
     src = a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else last
     ck = torch.load(src, map_location="cpu", weights_only=False)
-    model.load_state_dict(fit_weights(ck["model"], model))
+    model.cpu().load_state_dict(fit_weights({k: v.cpu() for k, v in ck["model"].items()}, model))
     a.export.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(model, a.export)
     log(f"exported {src.name} (step {ck['step']}) -> {a.export} ({a.export.stat().st_size / 1e6:.2f} MB)")

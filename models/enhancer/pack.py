@@ -1,0 +1,139 @@
+"""A compact copy of the enhancer's training pools, for a machine the recipe cannot run on.
+
+The device machine (a GPU, lent to some sessions) reaches no package mirror and takes at most
+64 MiB of files per call, while ``data/enhancer/`` holds 4+ GB of int16 pools. ``pack`` writes a
+random subset of the speech and noise clips as Ogg Opus parts of a given size; each call to the
+machine carries one part (files stay on it between calls while it is warm); ``unpack`` there
+decodes every part into the recipe's own layout, so the trainer runs on it unchanged:
+
+    python -m models.enhancer.pack --out pack/enhancer --parts 4 --mib 48      # here
+    python -m models.enhancer.pack --unpack pack/enhancer --out data/enhancer  # there
+    python -m models.enhancer.train --data data/enhancer --device cuda ...
+
+Opus at 64 kbit/s (the default) is close to transparent on speech; the clips are a subset, so a
+pack trades variety for size: say which in the model card when weights were trained on one.
+The held-out ``select/`` and ``bench/`` sets are not packed: checkpoints are brought back and
+selected here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from models.enhancer.data import SR, Pool
+
+POOLS = ("train_speech", "train_noise")
+SPEECH_SHARE = 0.8  # of each part's bytes: the voices are what the network must learn to keep
+
+
+def opus_level(kbps: float) -> float:
+    """libsndfile's Opus compression level for a bit rate (measured: 0.5 -> 133, 0.75 -> 70,
+    0.9 -> 28 kbit/s; linear between 256 kbit/s at 0 and 6 kbit/s at 1)."""
+    return float(np.clip((256.0 - kbps) / 250.0, 0.0, 1.0))
+
+
+def _index(stem: Path) -> dict:
+    return json.loads(stem.with_suffix(".json").read_text())
+
+
+def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float = 64.0, seed: int = 0) -> dict:
+    """Write ``parts`` folders ``out/partN`` of about ``mib`` MiB each: a random subset of the
+    clips of each pool (no clip twice), Opus-coded, with their groups."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    bytes_per_s = kbps * 1000 / 8
+    summary = {"kbps": kbps, "parts": []}
+    order = {}
+    for name in POOLS:
+        if not data.joinpath(name + ".npy").is_file():
+            raise SystemExit(f"no {name} pool in {data}: run `python -m models.enhancer.data --out {data}` first")
+        order[name] = list(rng.permutation(len(Pool.load(data / name))))
+    for k in range(parts):
+        folder = out / f"part{k + 1}"
+        folder.mkdir(exist_ok=True)
+        part = {}
+        for name in POOLS:
+            pool, idx = Pool.load(data / name), _index(data / name)
+            share = SPEECH_SHARE if name == "train_speech" else 1.0 - SPEECH_SHARE
+            budget = share * mib * 2 ** 20 / bytes_per_s * SR  # samples
+            chosen, total = [], 0
+            while order[name] and total < budget:
+                i = int(order[name].pop())
+                chosen.append(i)
+                total += len(pool.clips[i])
+            if not chosen:
+                continue
+            audio = np.concatenate([pool.clip(i) for i in chosen])
+            offsets = np.concatenate([[0], np.cumsum([len(pool.clips[i]) for i in chosen])]).astype(np.int64)
+            with open(folder / f"{name}.opus", "wb") as f:
+                sf.write(f, audio, SR, format="OGG", subtype="OPUS", compression_level=opus_level(kbps))
+            (folder / f"{name}.json").write_text(json.dumps({
+                "offsets": offsets.tolist(), "group": [int(pool.group[i]) for i in chosen],
+                "groups": idx.get("groups", []), "files": [idx["files"][i] for i in chosen] if "files" in idx else [],
+                "kbps": kbps}))
+            part[name] = {"clips": len(chosen), "hours": round(total / SR / 3600, 3),
+                          "mib": round((folder / f"{name}.opus").stat().st_size / 2 ** 20, 2)}
+        summary["parts"].append(part)
+    (out / "pack.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def unpack(src: Path, out: Path) -> dict:
+    """Decode every ``src/part*/`` there is into ``out/train_speech.npy`` etc. (the recipe's
+    layout: int16 clips, offsets and groups), parts in order."""
+    import soundfile as sf
+
+    from models.enhancer.data import save_pool
+
+    parts = sorted(p for p in src.glob("part*") if p.is_dir())
+    if not parts:
+        raise SystemExit(f"no pack parts (part1/, part2/, ...) in {src}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for name in POOLS:
+        items = []
+        for folder in parts:
+            if not (folder / f"{name}.opus").is_file():
+                continue
+            idx = _index(folder / name)
+            audio, sr = sf.read(folder / f"{name}.opus", dtype="float32")
+            if sr != SR:
+                raise SystemExit(f"{folder / name}.opus: {sr} Hz, the pools are {SR} Hz")
+            o, groups = idx["offsets"], idx.get("groups", [])
+            for j in range(len(o) - 1):
+                g = idx["group"][j]
+                label = groups[g] if g < len(groups) else str(g)
+                items.append((audio[o[j]: o[j + 1]], label, idx["files"][j] if idx.get("files") else "", SR))
+        if items:
+            summary[name] = save_pool(items, out / name)
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.enhancer.pack", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "data" / "enhancer",
+                    help="the recipe's output (pack)")
+    ap.add_argument("--unpack", type=Path, default=None, metavar="PACK", help="decode this pack into --out")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--parts", type=int, default=1)
+    ap.add_argument("--mib", type=float, default=48.0, help="size of each part")
+    ap.add_argument("--kbps", type=float, default=64.0, help="Opus bit rate")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    if a.unpack is not None:
+        summary = unpack(a.unpack, a.out)
+    else:
+        summary = pack(a.data, a.out, a.parts, a.mib, a.kbps, a.seed)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Train the enhancer on a lent GPU (the `device` tool's machine: torch, numpy, numba, scipy and
+# onnx are there; no package mirror; at most 64 MiB of files per call, the working tree included).
+#
+#   scripts/device_enhancer.sh prepare [PARTS]   here: wheels to carry (.whl/) and the Opus pack
+#                                                (pack/enhancer/partN, ~44 MiB each; data/enhancer first)
+#   scripts/device_enhancer.sh train [MINUTES]   there: unpack what was carried, fine-tune the
+#                                                committed weights on CUDA, weights and log to $OUT
+#
+# One call per part: `run` with carry [".whl", "pack/enhancer/part1"] and command `true`, then
+# part2, ... (a warm machine keeps what earlier calls carried for 30 s after each), and the last
+# with command `scripts/device_enhancer.sh train 8`. Bring back $OUT's best.pt / step*.pt and
+# select here on the real select/ set (`python main.py bench enhancer --val data/enhancer/select`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-}"
+
+if [ "$mode" = prepare ]; then
+    parts="${2:-4}"
+    # what the training path imports that the machine lacks (soundfile brings libsndfile with Opus)
+    .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --platform manylinux1_x86_64 --platform any -d .whl soundfile==0.14.0 soxr==1.1.0 cffi==2.1.1 pycparser==3.12
+    .venv/bin/python -m models.enhancer.pack --out pack/enhancer --parts "$parts" --mib 44
+    du -sh .whl pack/enhancer/part*
+elif [ "$mode" = train ]; then
+    minutes="${2:-8}"
+    out="${OUT:-checkpoints/enhancer-gpu-out}"
+    mkdir -p "$out"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+    python3 -m models.enhancer.pack --unpack pack/enhancer --out data/enhancer-pack | tee "$out/unpack.json"
+    nvidia-smi -L || true
+    # 14 mixing workers feed the GPU; validation on the trainer's synthetic set only (select/ stays here)
+    python3 -m models.enhancer.train --data data/enhancer-pack --device cuda --init models/enhancer/checkpoint.pt \
+        --ckpt /tmp/enhancer-gpu --export "$out/enhancer.onnx" --workers 14 --threads 2 --batch 64 \
+        --snr-max 20 --p-clean 0.1 --lr 3e-4 --seconds 1.5 --select-by sisdr --val-every 250 --keep-every 500 \
+        --steps 20000 --max-minutes "$minutes" --seed 100 || true
+    cp /tmp/enhancer-gpu/train.log "$out/" 2>/dev/null || true
+    ls /tmp/enhancer-gpu/step*.pt 2>/dev/null | tail -5 | xargs -r -I{} cp {} "$out/"
+    ls -la "$out"
+else
+    sed -n 2,14p "$0"
+    exit 2
+fi

@@ -26,14 +26,16 @@ if [ "$mode" = prepare ]; then
 elif [ "$mode" = train ]; then
     minutes="${2:-8}"
     out="${OUT:-checkpoints/enhancer-gpu-out}"
+    data="${DATA:-data/enhancer-pack}" device="${DEVICE:-cuda}" workers="${WORKERS:-14}"  # overridable for a dry run
     mkdir -p "$out"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    python3 -c "import soundfile, soxr" 2>/dev/null ||
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
-    python3 -m models.enhancer.pack --unpack pack/enhancer --out data/enhancer-pack | tee "$out/unpack.json"
+    python3 -m models.enhancer.pack --unpack pack/enhancer --out "$data" > "$out/unpack.json"
     nvidia-smi -L || true
     # 14 mixing workers feed the GPU; validation on the trainer's synthetic set only (select/ stays here)
-    python3 -m models.enhancer.train --data data/enhancer-pack --device cuda --init models/enhancer/checkpoint.pt \
-        --ckpt /tmp/enhancer-gpu --export "$out/enhancer.onnx" --workers 14 --threads 2 --batch 64 \
+    python3 -m models.enhancer.train --data "$data" --device "$device" --init models/enhancer/checkpoint.pt \
+        --ckpt /tmp/enhancer-gpu --export "$out/enhancer.onnx" --workers "$workers" --threads 2 --batch 64 \
         --snr-max 20 --p-clean 0.1 --lr 3e-4 --seconds 1.5 --select-by sisdr --val-every 250 --keep-every 500 \
         --steps 20000 --max-minutes "$minutes" --seed 100 || true
     cp /tmp/enhancer-gpu/train.log "$out/" 2>/dev/null || true

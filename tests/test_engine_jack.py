@@ -92,8 +92,7 @@ def test_callbacks_keep_time_while_another_thread_holds_the_gil(jack_server):
 
 
 class SlowOnce(Identity):
-    """Takes 200 ms over one block when asked: the DSP thread misses many deadlines.
-    (It sleeps rather than holding the GIL: the test's own JACK clients are Python and need it.)"""
+    """Takes 200 ms over one block when asked: the DSP thread misses many deadlines."""
 
     stall = False
 

@@ -204,8 +204,10 @@ class Pool:
         clips = [data[o[i] : o[i + 1]] for i in range(len(o) - 1)]
         return cls(clips, idx["group"])
 
-    def clip(self, i: int) -> np.ndarray:
-        c = self.clips[i]
+    def clip(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Clip ``i`` (or its samples start:stop) as float32; only those samples are converted (a
+        noise recording can run for minutes, a draw needs 1.5 s of it)."""
+        c = self.clips[i][start:stop]
         return c.astype(np.float32) / 32767.0 if c.dtype == np.int16 else np.asarray(c, np.float32)
 
     def __len__(self):
@@ -319,11 +321,11 @@ def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0
     while pos < n:
         i = i0 if first else int(rng.choice(cands) if cands is not None else rng.integers(len(pool)))
         first = False
-        c = pool.clip(i)
-        if len(c) > n - pos and pos == 0 and len(c) > n:
-            s = int(rng.integers(0, len(c) - n))
-            c = c[s : s + n]
-        c = c[: n - pos]
+        start, stop = 0, len(pool.clips[i])
+        if stop > n - pos and pos == 0 and stop > n:
+            start = int(rng.integers(0, stop - n))
+            stop = start + n
+        c = pool.clip(i, start, min(stop, start + n - pos))
         g = rng.uniform(0.5, 1.0)
         if dc_track is not None and len(c):
             dc = float(np.mean(c))
@@ -340,11 +342,12 @@ def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0
 def noise_track(rng, pool: Pool | None, n, speech: Pool | None = None, p_synth=0.35) -> np.ndarray:
     if pool is None or len(pool) == 0 or rng.random() < p_synth:
         return synth_noise(rng, n, speech)
-    c = pool.clip(int(rng.integers(len(pool))))
-    if len(c) >= n:
-        s = int(rng.integers(0, len(c) - n + 1))
-        x = c[s : s + n].copy()
-    else:  # loop short clips with random gaps (one-shots become sparse events)
+    i = int(rng.integers(len(pool)))
+    if len(pool.clips[i]) >= n:
+        s = int(rng.integers(0, len(pool.clips[i]) - n + 1))
+        x = pool.clip(i, s, s + n).copy()
+    else:
+        c = pool.clip(i)  # loop short clips with random gaps (one-shots become sparse events)
         x = np.zeros(n, np.float32)
         pos = int(rng.integers(0, len(c)))
         x[: max(0, len(c) - pos)] = c[pos : pos + n]

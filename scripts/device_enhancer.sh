@@ -9,8 +9,10 @@
 #
 # One call per part: `run` with carry [".whl", "pack/enhancer/part1"] and command `true`, then
 # part2, ... (a warm machine keeps what earlier calls carried for 30 s after each), and the last
-# with command `scripts/device_enhancer.sh train 8`. Bring back $OUT's best.pt / step*.pt and
-# select here on the real select/ set (`python main.py bench enhancer --val data/enhancer/select`).
+# with command `scripts/device_enhancer.sh train 8`. $OUT brings back step*.pt; select here on the
+# real select/ set: `python -m models.enhancer.train --export-only --init stepN.pt --export N.onnx`,
+# then `python main.py bench enhancer --json --val data/enhancer/select --skip 0 --no-rnnoise
+# --no-dfn --clean-clips 0 --model N.onnx` (the shipped model scores 4.152 there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"

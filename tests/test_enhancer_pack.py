@@ -80,6 +80,9 @@ def test_the_trainer_runs_on_an_unpacked_pack(tmp_path):
     assert kept.is_file() and (tmp_path / "ck" / "step1.pt").is_file()
     assert main(["--smoke", "--init", str(kept), "--ckpt", str(tmp_path / "ck2"), "--steps", "1"]) == 0
     assert "fine-tuning from" in (tmp_path / "ck2" / "train.log").read_text()
+    # and export alone, to be selected on the held-out set like any other candidate
+    assert main(["--export-only", "--init", str(kept), "--export", str(tmp_path / "kept.onnx")]) == 0
+    assert (tmp_path / "kept.onnx").is_file()
 
 
 def test_unpack_without_parts_is_a_clear_error(tmp_path):

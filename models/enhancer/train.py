@@ -110,7 +110,8 @@ def parse(argv):
                          "voice is never selected")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny synthetic run + export (CI)")
-    ap.add_argument("--export-only", action="store_true", help="export best.pt (or last.pt) and exit")
+    ap.add_argument("--export-only", action="store_true",
+                    help="export --init's weights (else the checkpoint folder's best.pt, or last.pt) and exit")
     a = ap.parse_args(argv)
     if a.select_by == "pesq+dnsmos" and importlib.util.find_spec("speechmos") is None:
         raise SystemExit("--select-by pesq+dnsmos needs speechmos: pip install -e '.[eval]'")
@@ -382,7 +383,9 @@ def main(argv=None) -> int:
         log(f"no training data in {a.data}: building it (recipe models/enhancer/data.py)")
         build(a.data)
     if a.export_only:
-        src = a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else a.ckpt / "last.pt"
+        src = a.init or (a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else a.ckpt / "last.pt")
+        if not src.is_file():
+            raise SystemExit(f"{src}: no such file")
         ck = torch.load(src, map_location="cpu", weights_only=False)
         model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False),
                          ck.get("deep_filter", True), ck.get("pitch_features", False))

@@ -44,6 +44,6 @@ elif [ "$mode" = train ]; then
     ls /tmp/enhancer-gpu/step*.pt 2>/dev/null | tail -5 | xargs -r -I{} cp {} "$out/"
     ls -la "$out"
 else
-    sed -n 2,14p "$0"
+    sed -n 2,15p "$0"
     exit 2
 fi

@@ -85,3 +85,10 @@ def test_a_looping_player_starts_over(jack_server):
 def test_too_many_channels_is_a_clear_error(jack_server):
     with pytest.raises(JackError, match="channels"):
         JackPlayer(np.zeros((10, 9), np.float32))
+
+
+def test_no_server_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "rt-no-such-server")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    with pytest.raises(JackError, match="is a JACK server running"):
+        JackRecorder(100, 2, name="rt-test-rec")

@@ -220,6 +220,12 @@ class _NativeClient:
         lib.jack_client_close(self._client)
         self._client = None
 
+    def __del__(self):  # the callback reads this object's arrays: never leave it running without them
+        try:
+            self.close()
+        except Exception:
+            pass
+
 
 class JackPlayer(_NativeClient):
     """Plays ``signal`` (frames × channels) once per ``play()``, or round and round with ``loop``."""

@@ -73,11 +73,6 @@ class Rig:
         self.close()
 
 
-def play_through(engine, signal: np.ndarray, tail: int = 4800) -> np.ndarray:
-    with Rig(signal.shape[1]) as rig:
-        return rig.take(signal, tail)
-
-
 def lag_of(signal, recorded, max_lag=4000) -> int:
     return measure_lag(signal, recorded, max_lag)
 

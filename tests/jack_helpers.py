@@ -38,11 +38,9 @@ class Rig:
         time.sleep(0.1)
 
     def take(self, signal: np.ndarray, tail: int = 4800) -> np.ndarray:
-        # The player and recorder are Python JACK clients: their callbacks need the GIL every period
-        # (2.7 ms). A full collection of a test session's heap (1.3 GB by the end of the suite) holds
-        # it for longer, and JACK then reports xruns for the whole graph: late in the suite, every
-        # take of offline==live carried 20-50 of them. No collections while a take runs.
-        gc.collect()
+        # An engine running in this process has a Python DSP thread: a full collection of a test
+        # session's heap (1.3 GB by the end of the suite) holds the GIL for longer than its blocks
+        # last. No collections while a take runs (``take_with_glitches`` collects before it).
         gc.disable()
         try:
             return self._take(signal, tail)
@@ -84,6 +82,7 @@ def take_with_glitches(eng, rig: "Rig", signal: np.ndarray, tail: int = 4800) ->
     """``rig.take`` on a settled stream: (the recording, the engine's stats with the glitch counters
     counting only the take). A fresh stream's first cycles often hiccup, before any audio plays:
     that costs the take nothing and must not make ``clean_take`` repeat it."""
+    gc.collect()  # here, not inside the take: it holds the GIL the engine's DSP thread needs
     time.sleep(0.3)
     before = eng.stats()
     got = rig.take(signal, tail)

@@ -45,21 +45,24 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float =
     clips of each pool (no clip twice), Opus-coded, with their groups."""
     import soundfile as sf
 
+    from realtime.io.files import atomic_write
+
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     bytes_per_s = kbps * 1000 / 8
     summary = {"kbps": kbps, "parts": []}
-    order = {}
+    pools, indices, order = {}, {}, {}
     for name in POOLS:
         if not data.joinpath(name + ".npy").is_file():
             raise SystemExit(f"no {name} pool in {data}: run `python -m models.enhancer.data --out {data}` first")
-        order[name] = list(rng.permutation(len(Pool.load(data / name))))
+        pools[name], indices[name] = Pool.load(data / name), _index(data / name)
+        order[name] = list(rng.permutation(len(pools[name])))
     for k in range(parts):
         folder = out / f"part{k + 1}"
         folder.mkdir(exist_ok=True)
         part = {}
         for name in POOLS:
-            pool, idx = Pool.load(data / name), _index(data / name)
+            pool, idx = pools[name], indices[name]
             share = SPEECH_SHARE if name == "train_speech" else 1.0 - SPEECH_SHARE
             budget = share * mib * 2 ** 20 / bytes_per_s * SR  # samples
             chosen, total = [], 0
@@ -71,8 +74,8 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float =
                 continue
             audio = np.concatenate([pool.clip(i) for i in chosen])
             offsets = np.concatenate([[0], np.cumsum([len(pool.clips[i]) for i in chosen])]).astype(np.int64)
-            with open(folder / f"{name}.opus", "wb") as f:
-                sf.write(f, audio, SR, format="OGG", subtype="OPUS", compression_level=opus_level(kbps))
+            with atomic_write(folder / f"{name}.opus", suffix=".opus.part") as tmp:  # a full disk leaves no half part
+                sf.write(tmp, audio, SR, format="OGG", subtype="OPUS", compression_level=opus_level(kbps))
             (folder / f"{name}.json").write_text(json.dumps({
                 "offsets": offsets.tolist(), "group": [int(pool.group[i]) for i in chosen],
                 "groups": idx.get("groups", []), "files": [idx["files"][i] for i in chosen] if "files" in idx else [],

@@ -1,4 +1,5 @@
 """Play signals into the running engine over JACK and record what comes out."""
+import ctypes
 import gc
 import time
 
@@ -73,6 +74,11 @@ class Rig:
 
 def lag_of(signal, recorded, max_lag=4000) -> int:
     return measure_lag(signal, recorded, max_lag)
+
+
+def hold_gil(ms: float) -> None:
+    """Hold the GIL for ``ms`` in the calling thread (PyDLL keeps it during the call)."""
+    ctypes.PyDLL(None).usleep(int(ms * 1000))
 
 
 GLITCH_COUNTERS = ("late_blocks", "late_blocks_ours", "late_blocks_stolen", "server_xruns")

@@ -1,5 +1,4 @@
 """The live engine on a real JACK server (dummy driver): real ports, real PortAudio stream."""
-import ctypes
 import gc
 import threading
 import time
@@ -18,6 +17,7 @@ from .jack_helpers import (
     Rig,
     assert_minus_6db_halves_the_level,
     clean_take,
+    hold_gil,
     lag_of,
     take_with_glitches,
 )
@@ -53,9 +53,6 @@ def test_duplex_transport_is_bit_exact_and_latency_is_reported(jack_server):
     assert stats["callbacks"] > 0 and stats["nonfinite_scrubbed"] == 0
 
 
-def _hold_gil(ms):
-    ctypes.PyDLL(None).usleep(int(ms * 1000))  # PyDLL: the GIL stays held during the call
-
 
 def _gil_held_run(ms=200):
     """Hold the GIL in another thread for ``ms`` while the engine runs: (seconds held, callbacks
@@ -65,7 +62,7 @@ def _gil_held_run(ms=200):
         eng.stats()
         eng.diagnostics.max_callback_gap_ms = 0.0  # from here on
         n0 = int(eng.stats_arr[0])
-        t = threading.Thread(target=_hold_gil, args=(ms,))
+        t = threading.Thread(target=hold_gil, args=(ms,))
         t0 = time.monotonic()
         t.start()
         t.join()

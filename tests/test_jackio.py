@@ -1,6 +1,5 @@
 """The JACK player and recorder (demo and test rig): compiled callbacks that need no GIL, so a
 Python thread holding it cannot make them miss a cycle; looping; clear errors."""
-import ctypes
 import threading
 import time
 
@@ -11,12 +10,11 @@ from realtime.errors import JackError
 from realtime.io.jackio import JackPlayer, JackRecorder
 from realtime.run.live import measure_lag
 
+from .jack_helpers import hold_gil
+
 pytestmark = pytest.mark.jack
 SR = 48000
 
-
-def _hold_gil(ms):
-    ctypes.PyDLL(None).usleep(int(ms * 1000))  # PyDLL: the GIL stays held during the call
 
 
 def _take_while_the_gil_is_held(signal, hold_ms):
@@ -31,7 +29,7 @@ def _take_while_the_gil_is_held(signal, hold_ms):
         rec.recording = True
         player.play()
         time.sleep(0.2)
-        t = threading.Thread(target=_hold_gil, args=(hold_ms,))
+        t = threading.Thread(target=hold_gil, args=(hold_ms,))
         t.start()
         t.join()
         assert player.wait(len(signal) / SR + 5), "the player did not finish"

@@ -9,6 +9,12 @@ that only copies between a numpy buffer and the port buffers: like the engine's 
 never needs the GIL. A Python callback (JACK-Client's) would need it every period (2.7 ms at
 128 frames), and any Python thread of the same process computing for longer than that (the
 interpreter's switch interval alone is 5 ms) made JACK report xruns for the whole graph.
+
+The control block is shared by Python and the JACK thread: the slot that hands the buffer over
+(``C_STATE``) and the ones the callback reports through (position, start frame, cycles) are
+written with release stores and read with acquire loads (realtime/engine/atomics.py), as the
+engine's rings are, so a weakly ordered CPU (ARM64) cannot show one side's buffer or position
+before the store that announces it.
 """
 from __future__ import annotations
 
@@ -17,9 +23,9 @@ import ctypes.util
 import time
 
 import numpy as np
-from numba import carray, cfunc, types
+from numba import carray, cfunc, njit, types
 
-from realtime.engine.atomics import address_as_pointer
+from realtime.engine.atomics import address_as_pointer, load_acquire, store_release
 from realtime.errors import JackError
 
 # control block layout (int64 slots); the callback's ``arg`` is its address
@@ -64,6 +70,16 @@ _lib = None
 _callbacks = {}
 
 
+@njit(nogil=True, cache=True)
+def _publish(ctl, slot, value):
+    store_release(ctl, slot, value)
+
+
+@njit(nogil=True, cache=True)
+def _observe(ctl, slot):
+    return load_acquire(ctl, slot)
+
+
 def _libjack():
     global _lib
     if _lib is None:
@@ -81,9 +97,10 @@ def _compile(kind: str):
     def play(nframes, arg):
         ctl = carray(arg, (CTL_SIZE,), np.int64)
         n = np.int64(nframes)
-        total, pos, state = ctl[C_FRAMES], ctl[C_POS], ctl[C_STATE]
+        state = load_acquire(ctl, C_STATE)  # first: the slots below are Python's only once it says RUNNING
+        total, pos = ctl[C_FRAMES], ctl[C_POS]
         if state == RUNNING and ctl[C_START] < 0:
-            ctl[C_START] = frame_time(address_as_pointer(ctl[C_CLIENT]))
+            store_release(ctl, C_START, frame_time(address_as_pointer(ctl[C_CLIENT])))
         sig = carray(address_as_pointer(ctl[C_BUF]), (total, ctl[C_CHANNELS]), np.float32)
         for c in range(ctl[C_CHANNELS]):
             port = address_as_pointer(ctl[C_PORTS + c])
@@ -98,19 +115,19 @@ def _compile(kind: str):
                 else:
                     out[k] = 0.0
             if c == ctl[C_CHANNELS] - 1 and state == RUNNING:
-                ctl[C_POS] = p
+                store_release(ctl, C_POS, p)
                 if p >= total:
-                    ctl[C_STATE] = DONE
-        ctl[C_CYCLES] += 1
+                    store_release(ctl, C_STATE, DONE)
+        store_release(ctl, C_CYCLES, ctl[C_CYCLES] + 1)
         return 0
 
     def record(nframes, arg):
         ctl = carray(arg, (CTL_SIZE,), np.int64)
         n = np.int64(nframes)
-        total, pos = ctl[C_FRAMES], ctl[C_POS]
-        if ctl[C_STATE] == RUNNING:
+        if load_acquire(ctl, C_STATE) == RUNNING:
+            total, pos = ctl[C_FRAMES], ctl[C_POS]
             if ctl[C_START] < 0:
-                ctl[C_START] = frame_time(address_as_pointer(ctl[C_CLIENT]))
+                store_release(ctl, C_START, frame_time(address_as_pointer(ctl[C_CLIENT])))
             data = carray(address_as_pointer(ctl[C_BUF]), (total, ctl[C_CHANNELS]), np.float32)
             m = min(n, total - pos)
             for c in range(ctl[C_CHANNELS]):
@@ -118,10 +135,10 @@ def _compile(kind: str):
                 src = carray(address_as_pointer(get_buffer(port, nframes)), (n,), np.float32)
                 for k in range(m):
                     data[pos + k, c] = src[k]
-            ctl[C_POS] = pos + m
+            store_release(ctl, C_POS, pos + m)  # after the samples: Python reads them up to here
             if pos + m >= total:
-                ctl[C_STATE] = DONE
-        ctl[C_CYCLES] += 1
+                store_release(ctl, C_STATE, DONE)
+        store_release(ctl, C_CYCLES, ctl[C_CYCLES] + 1)
         return 0
 
     sig = types.int32(types.uint32, types.voidptr)
@@ -134,6 +151,8 @@ def compile_callbacks() -> None:
     starting an engine in the same process, whose DSP thread would otherwise deliver late blocks."""
     _compile("play")
     _compile("record")
+    scratch = np.zeros(CTL_SIZE, np.int64)  # and the Python side's release/acquire helpers
+    _publish(scratch, C_STATE, _observe(scratch, C_STATE))
 
 
 class _NativeClient:
@@ -181,25 +200,25 @@ class _NativeClient:
     def _run(self) -> None:
         self.ctl[C_POS] = 0
         self.ctl[C_START] = -1
-        self.ctl[C_STATE] = RUNNING  # last: the callback reads the slots above only once it sees this
+        _publish(self.ctl, C_STATE, RUNNING)  # last: the callback reads the slots above only once it sees this
 
     def _stop(self) -> None:
         """Stop and let a cycle that may already have read RUNNING finish, so the buffer it holds
         can be replaced or freed."""
-        self.ctl[C_STATE] = IDLE
+        _publish(self.ctl, C_STATE, IDLE)
         if self._active:
-            cycles, deadline = self.ctl[C_CYCLES], time.monotonic() + 0.5
-            while self.ctl[C_CYCLES] < cycles + 2 and time.monotonic() < deadline:
+            cycles, deadline = _observe(self.ctl, C_CYCLES), time.monotonic() + 0.5
+            while _observe(self.ctl, C_CYCLES) < cycles + 2 and time.monotonic() < deadline:
                 time.sleep(0.001)
 
     @property
     def pos(self) -> int:
-        return int(self.ctl[C_POS])
+        return int(_observe(self.ctl, C_POS))
 
     @property
     def start_frame(self) -> int:
         """JACK frame time of the first frame played or recorded (-1: none yet)."""
-        return int(self.ctl[C_START])
+        return int(_observe(self.ctl, C_START))
 
     def _activate(self, pairs: list[tuple[str, str]]) -> None:
         lib = _libjack()
@@ -250,12 +269,12 @@ class JackPlayer(_NativeClient):
 
     @property
     def playing(self) -> bool:
-        return self.ctl[C_STATE] == RUNNING
+        return _observe(self.ctl, C_STATE) == RUNNING
 
     def wait(self, timeout: float) -> bool:
         """Wait until the signal has been played out; False on timeout."""
         deadline = time.monotonic() + timeout
-        while self.ctl[C_STATE] != DONE:
+        while _observe(self.ctl, C_STATE) != DONE:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
@@ -275,11 +294,11 @@ class JackRecorder(_NativeClient):
 
     @property
     def recording(self) -> bool:
-        return self.ctl[C_STATE] == RUNNING
+        return _observe(self.ctl, C_STATE) == RUNNING
 
     @recording.setter
     def recording(self, on: bool) -> None:
-        if on and self.ctl[C_STATE] == IDLE:
+        if on and _observe(self.ctl, C_STATE) == IDLE:
             self._run()
         elif not on:
             self._stop()  # what was recorded stays readable

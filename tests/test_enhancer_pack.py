@@ -83,6 +83,37 @@ def test_the_trainer_runs_on_an_unpacked_pack(tmp_path):
     # and export alone, to be selected on the held-out set like any other candidate
     assert main(["--export-only", "--init", str(kept), "--export", str(tmp_path / "kept.onnx")]) == 0
     assert (tmp_path / "kept.onnx").is_file()
+    # or the mean of the kept weights (a soup of one run), which is their midpoint, parameter by parameter
+    import onnx
+    import torch
+
+    from models.enhancer.onnx_weights import onnx_state_dict
+
+    first = tmp_path / "ck" / "step1.pt"
+    assert main(["--export-only", "--average", str(first), str(kept), "--export", str(tmp_path / "mean.onnx")]) == 0
+    w1, w2 = (torch.load(p, weights_only=False)["model"] for p in (first, kept))
+    got = onnx_state_dict(onnx.load(str(tmp_path / "mean.onnx")))
+    moved = [k for k in w1 if w1[k].is_floating_point() and not torch.equal(w1[k], w2[k])]
+    assert moved
+    for k in moved:
+        assert np.allclose(got[k], ((w1[k] + w2[k]) / 2).numpy(), atol=1e-6), k
+    with pytest.raises(SystemExit, match="--average goes with --export-only"):
+        main(["--average", str(kept)])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="junk.pt: not an enhancer checkpoint"):
+        main(["--export-only", "--average", str(kept), str(tmp_path / "junk.pt"), "--export", str(tmp_path / "x.onnx")])
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.02])
+def test_a_truncated_part_is_a_clear_error(tmp_path, cut):
+    """A part cut short in transfer: half a file decodes to too few samples, a few pages not at all."""
+    _recipe_like(tmp_path / "data")
+    pack(tmp_path / "data", tmp_path / "pack", parts=1, mib=4)
+    opus = tmp_path / "pack" / "part1" / "train_speech.opus"
+    raw = opus.read_bytes()
+    opus.write_bytes(raw[: int(len(raw) * cut)])
+    with pytest.raises(SystemExit, match=r"train_speech.opus: (holds .* truncated|cannot be decoded)"):
+        unpack(tmp_path / "pack", tmp_path / "out")
 
 
 def test_unpack_without_parts_is_a_clear_error(tmp_path):

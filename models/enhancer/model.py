@@ -139,6 +139,18 @@ def fit_weights(state: dict, model: Enhancer) -> dict:
     return state
 
 
+def average_weights(states: list[dict]) -> dict:
+    """The mean of several state dicts of one graph (a "model soup": checkpoints kept along one
+    fine-tune from one start sit in one basin, and their mean often scores above each of them).
+    ValueError when the names or shapes differ."""
+    first = states[0]
+    for s in states[1:]:
+        if s.keys() != first.keys() or any(s[k].shape != first[k].shape for k in first):
+            raise ValueError("the checkpoints are of different graphs (names or shapes differ)")
+    return {k: (torch.stack([s[k] for s in states]).mean(dim=0) if first[k].is_floating_point() else first[k])
+            for k in first}
+
+
 def widen(state: dict, own: dict, h0: int, h1: int) -> dict:
     """Net2Net-style widening of the encoder from h0 to h1 units, function-preserving: the old
     units keep their weights and never read a new unit (those columns are zero); the new units

@@ -105,10 +105,16 @@ def unpack(src: Path, out: Path) -> dict:
             if not (folder / f"{name}.opus").is_file():
                 continue
             idx = _index(folder / name)
-            audio, sr = sf.read(folder / f"{name}.opus", dtype="float32")
+            try:
+                audio, sr = sf.read(folder / f"{name}.opus", dtype="float32")
+            except (sf.LibsndfileError, RuntimeError) as e:  # a cut-off copy, not Ogg Opus at all
+                raise SystemExit(f"{folder / name}.opus: cannot be decoded ({e}); copy the part again") from None
             if sr != SR:
                 raise SystemExit(f"{folder / name}.opus: {sr} Hz, the pools are {SR} Hz")
             o, groups = idx["offsets"], idx.get("groups", [])
+            if len(audio) < o[-1]:  # an Ogg stream cut at a page boundary decodes without complaint
+                raise SystemExit(f"{folder / name}.opus: holds {len(audio) / SR:.1f} s, its index "
+                                 f"{o[-1] / SR:.1f} s: truncated; copy the part again")
             for j in range(len(o) - 1):
                 g = idx["group"][j]
                 label = groups[g] if g < len(groups) else str(g)

@@ -112,6 +112,9 @@ def parse(argv):
     ap.add_argument("--smoke", action="store_true", help="tiny synthetic run + export (CI)")
     ap.add_argument("--export-only", action="store_true",
                     help="export --init's weights (else the checkpoint folder's best.pt, or last.pt) and exit")
+    ap.add_argument("--average", type=Path, nargs="+", default=None, metavar="FILE",
+                    help="with --export-only: export the mean of these checkpoints' weights (e.g. the step*.pt "
+                         "that --keep-every kept along one fine-tune; one graph)")
     a = ap.parse_args(argv)
     if a.select_by == "pesq+dnsmos" and importlib.util.find_spec("speechmos") is None:
         raise SystemExit("--select-by pesq+dnsmos needs speechmos: pip install -e '.[eval]'")
@@ -362,7 +365,17 @@ def main(argv=None) -> int:
     a = parse(list(argv) if argv is not None else sys.argv[1:])
     import torch
 
-    from models.enhancer.model import HOP, Enhancer, count_params, export_onnx, fit_weights, istft, stft, window
+    from models.enhancer.model import (
+        HOP,
+        Enhancer,
+        average_weights,
+        count_params,
+        export_onnx,
+        fit_weights,
+        istft,
+        stft,
+        window,
+    )
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -382,16 +395,32 @@ def main(argv=None) -> int:
 
         log(f"no training data in {a.data}: building it (recipe models/enhancer/data.py)")
         build(a.data)
+    if a.average and not a.export_only:
+        raise SystemExit("--average goes with --export-only")
     if a.export_only:
-        src = a.init or (a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else a.ckpt / "last.pt")
-        if not src.is_file():
-            raise SystemExit(f"{src}: no such file")
-        ck = torch.load(src, map_location="cpu", weights_only=False)
+        srcs = a.average or [a.init or (a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else a.ckpt / "last.pt")]
+        cks = []
+        for src in srcs:
+            if not src.is_file():
+                raise SystemExit(f"{src}: no such file")
+            try:
+                cks.append(torch.load(src, map_location="cpu", weights_only=False))
+                cks[-1]["model"]
+            except Exception as e:  # torch's unpickling errors, a file that is no checkpoint
+                raise SystemExit(f"{src}: not an enhancer checkpoint ({type(e).__name__})")
+        ck = cks[0]
+        try:
+            state = average_weights([c["model"] for c in cks])
+        except ValueError as e:
+            raise SystemExit(f"--average: {e}")
         model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False),
                          ck.get("deep_filter", True), ck.get("pitch_features", False))
-        model.load_state_dict(fit_weights(ck["model"], model))
+        model.load_state_dict(fit_weights(state, model))
         export_onnx(model, a.export)
-        log(f"exported {src} (step {ck['step']}) -> {a.export}")
+        if a.average:
+            log(f"exported the mean of {len(cks)} checkpoints (steps {[c['step'] for c in cks]}) -> {a.export}")
+        else:
+            log(f"exported {srcs[0]} (step {ck['step']}) -> {a.export}")
         return 0
     last = a.ckpt / "last.pt"
     resumed = torch.load(last, map_location="cpu", weights_only=False) if a.resume and last.exists() else None

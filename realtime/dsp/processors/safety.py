@@ -9,11 +9,10 @@ ceiling is applied unsmoothed so the output never exceeds the current setting.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
+from realtime.dsp.fixed_filter import dc_blocker_coefficients
 from realtime.dsp.kernels import CLAMPED, NONFINITE, scrub_value
 from realtime.dsp.processor import Param, Processor, Readout
 from realtime.dsp.processors import register
@@ -72,7 +71,7 @@ class Safety(Processor):
 
     def _prepare(self) -> None:
         self._z = np.zeros((self.channels, 2), np.float64)  # DC blocker x[n-1], y[n-1]
-        self._R = math.exp(-2.0 * math.pi * DC_HZ / self.sample_rate)
+        self._R = -dc_blocker_coefficients(DC_HZ, self.sample_rate)[3]  # the pole (a1 = -R)
         self.counters = np.zeros(2, np.int64)  # [scrubbed non-finite samples, clipped samples]
 
     def reset(self) -> None:

@@ -13,6 +13,8 @@
 # real select/ set: `python -m models.enhancer.train --export-only --init stepN.pt --export N.onnx`,
 # then `python main.py bench enhancer --json --val data/enhancer/select --skip 0 --no-rnnoise
 # --no-dfn --clean-clips 0 --model N.onnx` (the shipped model scores 4.152 there).
+# The mean of several brought-back weights is a candidate too: `--export-only --average stepA.pt
+# stepB.pt ... --export soup.onnx` (checkpoints of one run from one start average well).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"

@@ -405,9 +405,10 @@ def main(argv=None) -> int:
                 raise SystemExit(f"{src}: no such file")
             try:
                 cks.append(torch.load(src, map_location="cpu", weights_only=False))
-                cks[-1]["model"]
             except Exception as e:  # torch's unpickling errors, a file that is no checkpoint
                 raise SystemExit(f"{src}: not an enhancer checkpoint ({type(e).__name__})")
+            if not isinstance(cks[-1], dict) or "model" not in cks[-1]:
+                raise SystemExit(f"{src}: not an enhancer checkpoint (no weights in it)")
         ck = cks[0]
         try:
             state = average_weights([c["model"] for c in cks])

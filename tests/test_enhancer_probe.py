@@ -38,3 +38,13 @@ def test_oracle_gains_pass_clean_speech_and_take_noise_out():
 def test_a_window_shorter_than_two_hops_is_refused():
     with pytest.raises(ValueError, match="shorter than 2 hops"):
         asymmetric_windows(400)
+
+
+@pytest.mark.parametrize("args, message", [(["--gains", "foo"], "--gains takes erb and/or bin"),
+                                           (["--windows", "100"], "--windows: an analysis window of 100"),
+                                           (["--windows", "x"], "--windows: invalid literal")])
+def test_the_probe_refuses_bad_options_in_one_line(args, message):
+    from models.enhancer.probe import main
+
+    with pytest.raises(SystemExit, match=message):
+        main(args)

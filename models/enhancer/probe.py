@@ -99,13 +99,16 @@ def main(argv=None) -> int:
             asymmetric_windows(w)
     except ValueError as e:
         raise SystemExit(f"--windows: {e}") from None
+    gains = a.gains.split(",")
+    if not gains or set(gains) - {"erb", "bin"}:
+        raise SystemExit(f"--gains takes erb and/or bin, got {a.gains!r}")
     clips = load_set(a.data, 0, a.clips)
     rows = [("clean reference", lambda x, c: c)]
     if not a.no_rnnoise:
         rnn = RNNoiseRunner()
         rows.append(("RNNoise", lambda x, c: rnn.process(x)))
     rows += [(f"oracle {g} gains, {w}-sample analysis window", lambda x, c, w=w, g=g: oracle(x, c, w, g))
-             for w in windows for g in a.gains.split(",")]
+             for w in windows for g in gains]
     for name, fn in rows:
         per = [_metrics(c, fn(x, c), True) for _, x, c, _ in clips]
         out = {"row": name, "clips": len(per)} | {k: round(float(np.mean([p[k] for p in per])), 3)

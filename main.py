@@ -355,16 +355,20 @@ def _interrupt_on_signals() -> None:
     import signal
     import threading
 
-    from realtime.errors import Interrupted
+    from realtime.errors import Interrupted, note_interrupt
 
     if threading.current_thread() is not threading.main_thread():
         return
 
     def interrupt(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        note_interrupt(name)  # remembered too: an exception raised inside an import can be swallowed
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(name)
 
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored Ctrl-C stays ignored
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def _interrupted_note(args) -> str:

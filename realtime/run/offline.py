@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from realtime.errors import OfflineError
+from realtime.errors import OfflineError, raise_pending_interrupt
 from realtime.io.files import atomic_write, remove_stale_parts
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
@@ -360,6 +360,7 @@ def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, latency: int, ba
             out.write(y)
 
     while True:
+        raise_pending_interrupt()  # a Ctrl-C whose exception start-up swallowed still stops the file
         x = src.read(READ_FRAMES, dtype="float32", always_2d=True)
         if x.shape[0] == 0:
             break

@@ -28,11 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.dsp.erb import NB_ERB, erb_matrices
+from realtime.dsp.erb import NB_ERB, SR, erb_matrices
 
 ROOT = Path(__file__).resolve().parents[2]
-SR = 48000
 HOP = 240
+
+
+def _hann(m: int) -> np.ndarray:
+    """Periodic Hann of m samples (the shipped window is its square root)."""
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m)
 
 
 def asymmetric_windows(n: int, hop: int = HOP) -> tuple[np.ndarray, np.ndarray]:
@@ -41,11 +45,9 @@ def asymmetric_windows(n: int, hop: int = HOP) -> tuple[np.ndarray, np.ndarray]:
     if n < 2 * hop:
         raise ValueError(f"an analysis window of {n} samples is shorter than 2 hops ({2 * hop})")
     m = 2 * hop
-    rise = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(2 * (n - hop)) / (2 * (n - hop))))[: n - hop]
-    fall = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m))[hop:]
-    analysis = np.concatenate([rise, fall])
+    analysis = np.concatenate([np.sqrt(_hann(2 * (n - hop)))[: n - hop], np.sqrt(_hann(m))[hop:]])
     synthesis = np.zeros(n)
-    synthesis[n - m:] = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m)) / np.maximum(analysis[n - m:], 1e-12)
+    synthesis[n - m:] = _hann(m) / np.maximum(analysis[n - m:], 1e-12)
     return analysis, synthesis
 
 

@@ -99,6 +99,10 @@ def test_the_trainer_runs_on_an_unpacked_pack(tmp_path):
         assert np.allclose(got[k], ((w1[k] + w2[k]) / 2).numpy(), atol=1e-6), k
     with pytest.raises(SystemExit, match="--average goes with --export-only"):
         main(["--average", str(kept)])
+    other = tmp_path / "other.pt"  # weights of another graph
+    torch.save({"model": {"gain.weight": torch.zeros(3, 3)}, "step": 0}, other)
+    with pytest.raises(SystemExit, match="--average: the checkpoints are of different graphs"):
+        main(["--export-only", "--average", str(kept), str(other), "--export", str(tmp_path / "x.onnx")])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="junk.pt: not an enhancer checkpoint"):
         main(["--export-only", "--average", str(kept), str(tmp_path / "junk.pt"), "--export", str(tmp_path / "x.onnx")])

@@ -1029,39 +1029,43 @@ def test_asymmetric_loss_charges_residual_noise_only():
 
     S = torch.randn(4, 2, 241, 2)
     over, under = S * 1.5, S * 0.5
-    plain, asym = Loss(torch.hann_window(480)), Loss(torch.hann_window(480), asym=2.0)
+    plain, asym = Loss(241), Loss(241, asym=2.0)
     assert float(asym._spec_terms(over, S)) > float(plain._spec_terms(over, S)) + 1e-3
     assert abs(float(asym._spec_terms(under, S)) - float(plain._spec_terms(under, S))) < 1e-7
 
 
-def test_pitch_features_reach_the_network_as_in_training(tmp_path):
+@pytest.mark.parametrize("win, min_band_hz", [(480, 200.0), (960, 100.0)])
+def test_pitch_features_reach_the_network_as_in_training(tmp_path, win, min_band_hz):
     """``--pitch-features`` (stage 13): the network takes each band's pitch correlation. The
     processor computes them while streaming (any block size, also batched) exactly as the training
-    workers do for whole segments, so it gives what the torch model gives; weights from a model
+    workers do for whole segments, so it gives what the torch model gives, with the shipped window
+    and with a 960-sample asymmetric one and 100 Hz bands (``--win``, ``--min-band-hz``: the same
+    479-sample latency; the processor pools the model's bands); weights from a model
     without them start as the same function (zero weights for the new inputs)."""
     torch = pytest.importorskip("torch", reason="training extra not installed")
     pytest.importorskip("onnx")
-    from models.enhancer.model import HOP, export_onnx, fit_weights, istft, stft, window
+    from models.enhancer.model import HOP, export_onnx, fit_weights, istft, stft, windows
     from models.enhancer.model import Enhancer as Net
     from models.enhancer.train import pitch_features_of
     from realtime.dsp.processors.neural.batched import BatchedEnhancer
     from realtime.dsp.processors.neural.enhancer import Enhancer
 
     torch.manual_seed(5)
-    plain, net = Net().eval(), Net(pitch_features=True).eval()
+    plain, net = Net(win=win, min_band_hz=min_band_hz).eval(), Net(pitch_features=True, win=win,
+                                                                   min_band_hz=min_band_hz).eval()
     net.load_state_dict(fit_weights(plain.state_dict(), net))
     x = np.stack([_vowels(48000, 1.0, seed=s)[:48000] + 0.01 * _noise(48000, seed=s) for s in (1, 2)])
     x = (0.1 * x / np.max(np.abs(x))).astype(np.float32)
     xb = np.stack([dc_blocked(r) for r in x])  # what the processor's network sees: after its DC blocker
-    w = torch.from_numpy(window())
-    feats = torch.from_numpy(pitch_features_of(xb))
+    w, syn = (torch.from_numpy(v) for v in windows(win))
+    feats = torch.from_numpy(pitch_features_of(xb, win, min_band_hz))
     assert float(feats[:, 0].max()) > 0.9  # a voiced signal's low bands are periodic at its period
     S = stft(torch.from_numpy(xb), w)
     with torch.no_grad():
         assert torch.equal(plain(S, *plain.init_state(2))[0], net(S, feats, *net.init_state(2))[0])
         net.inp.weight[:, -32:] = 0.5 * torch.randn(net.inp.weight.shape[0], 32)  # make the features count
-        want = istft(net(S, feats, *net.init_state(2))[0], w).numpy()
-        blind = istft(net(S, torch.zeros_like(feats), *net.init_state(2))[0], w).numpy()
+        want = istft(net(S, feats, *net.init_state(2))[0], syn).numpy()
+        blind = istft(net(S, torch.zeros_like(feats), *net.init_state(2))[0], syn).numpy()
     assert np.max(np.abs(want - blind)) > 1e-3
     path = tmp_path / "pcorr.onnx"
     export_onnx(net, path)
@@ -1123,7 +1127,7 @@ def test_erb_loss_weighs_a_narrow_low_band_like_a_wide_high_one():
     low, high = S.clone(), S.clone()
     low[:, :, : widths[0]] *= 2.0
     high[:, :, -widths[-1]:] *= 2.0
-    loss = Loss(torch.hann_window(480), erb_weight=1.0)
+    loss = Loss(241, erb_weight=1.0)
     assert float(loss._band_term(S, S)) < 1e-12
     per_bin = float(loss._spec_terms(high, S)) / float(loss._spec_terms(low, S))
     per_band = float(loss._band_term(high, S)) / float(loss._band_term(low, S))
@@ -1161,3 +1165,83 @@ def test_widened_encoder_starts_as_the_narrow_one():
     both.load_state_dict(fit_weights(plain.state_dict(), both))
     with torch.no_grad():
         assert torch.allclose(plain(spec, *plain.init_state(2))[0], both(spec, pc, *both.init_state(2))[0], atol=1e-6)
+
+
+def test_a_longer_window_sees_the_bands_the_shipped_one_sees():
+    """``--win 960``: with the same ``--min-band-hz`` the 32 bands span the same Hz as at 480 and
+    the band powers are on the same scale (the longer window gathers twice the energy), so the
+    shipped weights start a 960-sample model reading what they were trained to read."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.enhancer.model import Enhancer as Net
+    from models.enhancer.model import stft, windows
+    from realtime.dsp.erb import erb_bands
+
+    w480, w960 = erb_bands(n_freqs=241), erb_bands(n_freqs=481)
+    assert [2 * w for w in w480[:20]] == w960[:20] and w480 != erb_bands(n_freqs=481, min_band_hz=100.0)[:32]
+    x = torch.from_numpy(_noise(96000, seed=4)[None].astype(np.float32))
+    feats = []
+    for win in (480, 960):
+        net = Net(win=win)
+        p = stft(x, torch.from_numpy(windows(win)[0])).pow(2).sum(-1)
+        feats.append(net.band_features(p)[20:].mean(dim=(0, 1)))  # past the first 100 ms
+    assert float((feats[0] - feats[1]).abs().max()) < 0.03  # 0.03 = 0.5 dB on this log scale
+
+
+def test_weights_of_200_hz_bands_start_100_hz_bands_from_the_same_hz():
+    """``--min-band-hz 100`` from weights of 200 Hz bands: each new band takes the gain row of the
+    old band that covers its centre, and its share of that band's input columns; a model of the
+    same bands keeps its weights unchanged."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.enhancer.model import F_DF, NB_ERB, band_map, fit_weights
+    from models.enhancer.model import Enhancer as Net
+
+    torch.manual_seed(7)
+    old = Net(pitch_features=True)
+    same = Net(pitch_features=True, win=960)
+    kept = fit_weights(old.state_dict(), same)
+    assert all(torch.equal(kept[k], v) for k, v in old.state_dict().items() if not k.startswith("erb_"))
+    new = Net(pitch_features=True, win=960, min_band_hz=100.0)
+    m = band_map(old.erb_pool.numpy(), new.erb_pool.numpy())
+    assert list(m[:4]) == [0, 0, 1, 1] and list(m[-12:]) == list(range(20, 32))  # 100 Hz below, same above 4 kHz
+    sd = fit_weights(old.state_dict(), new)
+    new.load_state_dict(sd)
+    o = old.state_dict()
+    assert torch.equal(sd["gain.bias"], o["gain.bias"][torch.from_numpy(m)])
+    for first in (0, NB_ERB + 2 * F_DF):  # band powers, pitch correlations: shares sum to the old column
+        for b in set(m.tolist()):
+            cols = sd["inp.weight"][:, first + np.flatnonzero(m == b)]
+            assert torch.allclose(cols.sum(dim=1), o["inp.weight"][:, first + b], atol=1e-6)
+    assert torch.equal(sd["inp.weight"][:, NB_ERB:NB_ERB + 2 * F_DF], o["inp.weight"][:, NB_ERB:NB_ERB + 2 * F_DF])
+
+
+def test_a_model_framed_some_other_way_is_a_one_line_error(tmp_path):
+    """A model whose metadata names a window this runtime does not frame (or a symmetric window
+    that is not 2 hops long) is refused at load, naming the file and what it has."""
+    pytest.importorskip("torch", reason="training extra not installed")
+    onnx = pytest.importorskip("onnx")
+    from models.enhancer.model import Enhancer as Net
+    from models.enhancer.model import export_onnx
+    from realtime.dsp.processors.neural.enhancer import Enhancer
+    from realtime.errors import ModelError
+
+    path = tmp_path / "m.onnx"
+    export_onnx(Net(win=960).eval(), path)
+    assert Enhancer(model_path=path).win_len == 960
+    for key, value in (("window", "hamming"), ("win", "720")):
+        m = onnx.load(str(path))
+        next(p for p in m.metadata_props if p.key == key).value = value
+        bad = tmp_path / f"bad-{key}.onnx"
+        onnx.save(m, str(bad))
+        if key == "win":  # a 720-sample window called a symmetric one
+            m = onnx.load(str(bad))
+            next(p for p in m.metadata_props if p.key == "window").value = "sqrt-hann-periodic"
+            onnx.save(m, str(bad))
+        with pytest.raises(ModelError, match="window at hop 240") as e:
+            Enhancer(model_path=bad)
+        assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    # the metadata's window must fit the graph's bins
+    with pytest.raises(ModelError, match="takes 481 bins; its 1440-sample window has 721"):
+        m = onnx.load(str(path))
+        next(p for p in m.metadata_props if p.key == "win").value = "1440"
+        onnx.save(m, str(tmp_path / "wide.onnx"))
+        Enhancer(model_path=tmp_path / "wide.onnx")

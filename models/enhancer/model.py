@@ -1,14 +1,17 @@
 """The enhancer network (PyTorch, training only) and its streaming ONNX export.
 
 Signal path (48 kHz): 480-sample (10 ms) sqrt-Hann analysis window, 240-sample (5 ms) hop,
-241 bins. Per frame the network sees
+241 bins; or (``win`` > 480, since stage 15) an asymmetric pair of a ``win``-sample analysis
+window and a synthesis window over its last 480 samples (realtime/dsp/stft_windows.py): finer bins
+(50 Hz at 960), the same 479-sample latency. Per frame the network sees
   * 32 ERB-band log powers of the noisy spectrum, and
-  * the complex spectrum of the lowest 48 bins (0..4.7 kHz), normalised by its frame RMS,
+  * the complex spectrum of 48 bins over 0..4.7 kHz (every win/480-th bin), normalised by its frame RMS,
   * with ``pitch_features`` (stage 13), the 32 bands' pitch correlations (realtime/dsp/pitch.py:
     how periodic each band is at the voice's period, computed outside the graph and fed as the
     input ``pcorr [T, B, 32]``; zeros where no period was found),
 and predicts
-  * 32 band gains (sigmoid), interpolated to the 241 bins (triangular), and
+  * 32 band gains (sigmoid), interpolated to the bins (triangular; the narrowest band is
+    ``min_band_hz`` wide, 200 Hz by default; 100 Hz needs bins of 50 Hz, ``win`` 960), and
   * a causal deep filter (order 4: the current and 3 previous frames) for the low 48 bins,
     blended with the gained spectrum by a learned per-frame weight; with ``df_gate`` (since
     stage 10) the band gains scale the filtered bins too, so the whole spectrum shares one
@@ -26,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from realtime.dsp.erb import erb_bands, erb_matrices  # noqa: F401 - the runtime's pitch filter pools the same bands
+from realtime.dsp.erb import MIN_BAND_HZ, erb_bands, erb_matrices  # noqa: F401 - the runtime's pitch filter pools the same bands
+from realtime.dsp.stft_windows import asymmetric_windows
 
 SR = 48000
 WIN = 480
@@ -43,13 +47,27 @@ def window() -> np.ndarray:
     return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / WIN)).astype(np.float32)
 
 
+def windows(win: int = WIN) -> tuple[np.ndarray, np.ndarray]:
+    """(analysis, synthesis) float32 windows of a ``win``-sample frame at HOP (``window()`` twice at 480)."""
+    a, s = asymmetric_windows(win, HOP)
+    return a.astype(np.float32), s.astype(np.float32)
+
+
 class Enhancer(nn.Module):
-    def __init__(self, hidden=128, hidden_df=96, df_gate=False, deep_filter=False, pitch_features=False):
+    def __init__(self, hidden=128, hidden_df=96, df_gate=False, deep_filter=False, pitch_features=False, win=WIN,
+                 min_band_hz=MIN_BAND_HZ):
         super().__init__()
+        if win % WIN or (deep_filter and win != WIN):
+            raise ValueError(f"window {win}: a multiple of {WIN}, and {WIN} with a deep filter")
         self.hidden, self.hidden_df, self.df_gate = hidden, hidden_df, df_gate
         self.deep_filter, self.pitch_features = deep_filter, pitch_features
+        self.win, self.nfreq, self.df_step, self.min_band_hz = win, win // 2 + 1, win // WIN, float(min_band_hz)
+        a, _ = windows(win)
+        # band powers on the scale of the 480-sample window whatever the window: a longer analysis
+        # window gathers more energy per bin (sum of its squares)
+        self.power_scale = float(np.sum(window().astype(np.float64) ** 2) / np.sum(a.astype(np.float64) ** 2))
         n_pitch = NB_ERB if pitch_features else 0
-        pool, interp = erb_matrices()
+        pool, interp = erb_matrices(NB_ERB, self.nfreq, SR, self.min_band_hz)
         self.register_buffer("erb_pool", torch.from_numpy(pool))
         self.register_buffer("erb_interp", torch.from_numpy(interp))
         self.inp = nn.Linear(NB_ERB + 2 * F_DF + n_pitch, hidden)
@@ -80,6 +98,10 @@ class Enhancer(nn.Module):
     def init_state(self, batch: int):
         return tuple(torch.zeros(s, device=self.erb_pool.device) for s in self.state_shapes(batch).values())
 
+    def band_features(self, p):
+        """The network's band inputs from bin powers p [..., F]: scaled log mean power per band."""
+        return (torch.log10(torch.matmul(p, self.erb_pool) * self.power_scale + 1e-10) + 3.0) * 0.25
+
     def forward(self, spec, *rest):
         """spec [T, B, F, 2], [pcorr [T, B, NB_ERB] with pitch features], h_enc[, h_df, df_hist]
         -> (enhanced spec [T, B, F, 2], h_enc[, h_df, df_hist])."""
@@ -88,9 +110,10 @@ class Enhancer(nn.Module):
         h_enc, h_df, df_hist = (*rest, None, None)[:3]
         T = spec.shape[0]
         p = (spec * spec).sum(dim=-1)  # [T,B,F]
-        erb = (torch.log10(torch.matmul(p, self.erb_pool) + 1e-10) + 3.0) * 0.25
-        xdf = spec[:, :, :F_DF, :]
-        nrm = torch.rsqrt(p[:, :, :F_DF].mean(dim=-1, keepdim=True) + 1e-6)
+        erb = self.band_features(p)
+        low = slice(0, F_DF * self.df_step, self.df_step)  # 0..4.7 kHz whatever the bin width
+        xdf = spec[:, :, low, :]
+        nrm = torch.rsqrt(p[:, :, low].mean(dim=-1, keepdim=True) + 1e-6)
         dff = (xdf * nrm.unsqueeze(-1)).flatten(2)
         extra = [pcorr] if self.pitch_features else []
         x = torch.relu(self.inp(torch.cat([erb, dff, *extra], dim=-1)))
@@ -121,13 +144,57 @@ class Enhancer(nn.Module):
 # ------------------------------------------------------------------------------------------
 # STFT / iSTFT in torch matching the runtime framing exactly
 # ------------------------------------------------------------------------------------------
+def band_map(old_pool: np.ndarray, new_pool: np.ndarray) -> np.ndarray:
+    """For each band of ``new_pool`` ([F', NB] mean pooling over some frame's bins), the band of
+    ``old_pool`` whose span in Hz holds its centre."""
+    def spans(pool):
+        hz = SR / 2 / (pool.shape[0] - 1)
+        ks = [np.flatnonzero(pool[:, b]) for b in range(pool.shape[1])]
+        return np.array([(k[0] - 0.5) * hz for k in ks]), np.array([k.mean() * hz for k in ks])
+
+    lo_old, _ = spans(old_pool)
+    _, centre_new = spans(new_pool)
+    return np.clip(np.searchsorted(lo_old, centre_new, side="right") - 1, 0, old_pool.shape[1] - 1)
+
+
+def remap_bands(state: dict, m: np.ndarray) -> dict:
+    """Weights whose per-band inputs and outputs follow new bands: new band j takes old band m[j]'s
+    gain row, and its share of old band m[j]'s input columns (split evenly among the new bands that
+    map to it, so equal band powers feed the encoder what they fed it before)."""
+    idx = torch.from_numpy(m)
+    share = torch.from_numpy(1.0 / np.bincount(m, minlength=NB_ERB)[m]).float()
+    h0, n_in = state["inp.weight"].shape
+    n_pitch = n_in - NB_ERB - 2 * F_DF
+    out = dict(state)
+
+    def cols(w, first):  # w with its band columns first..first+NB remapped
+        w = w.clone()
+        w[:, first:first + NB_ERB] = w[:, first:first + NB_ERB][:, idx] * share
+        return w
+
+    w = cols(state["inp.weight"], 0)
+    out["inp.weight"] = cols(w, NB_ERB + 2 * F_DF) if n_pitch else w
+    g = state["gain.weight"][idx]
+    g = cols(g, h0)
+    out["gain.weight"] = cols(g, h0 + NB_ERB) if n_pitch else g
+    out["gain.bias"] = state["gain.bias"][idx]
+    return out
+
+
 def fit_weights(state: dict, model: Enhancer) -> dict:
     """Weights (a state dict) for ``model``: one without the deep filter drops that branch's; one
     with pitch features, from weights without them, gets zero weights for them; a wider encoder
-    (``hidden``) than the weights' gets its new units (the same function to start from)."""
+    (``hidden``) than the weights' gets its new units (the same function to start from); weights
+    of other bands (another ``min_band_hz``) are moved to the bands that cover the same Hz."""
     if not model.deep_filter:
         state = {k: v for k, v in state.items() if not k.startswith(("df_gru.", "df_out.", "rot"))}
     own = model.state_dict()
+    # the band matrices are constants of the window and the bands, not learnt: the model's own
+    if "erb_pool" in state:
+        m = band_map(torch.as_tensor(state["erb_pool"]).cpu().numpy(), own["erb_pool"].cpu().numpy())
+        if not np.array_equal(m, np.arange(NB_ERB)):
+            state = remap_bands(state, m)
+    state = {**state, "erb_pool": own["erb_pool"], "erb_interp": own["erb_interp"]}
     h0 = state["inp.weight"].shape[0]
     for k, reads_units in (("inp.weight", False), ("gain.weight", True)):
         # the inputs beyond the encoder's units (the gain head reads those units first)
@@ -183,16 +250,19 @@ def widen(state: dict, own: dict, h0: int, h1: int) -> dict:
 
 
 def stft(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
-    """x [B, L] (L multiple of HOP) -> [T, B, F, 2], frame t = x[t*HOP-HOP : t*HOP+HOP]."""
-    xp = torch.nn.functional.pad(x, (WIN - HOP, 0))
-    fr = xp.unfold(-1, WIN, HOP) * win  # [B, T, WIN]
+    """x [B, L] (L multiple of HOP) -> [T, B, F, 2], frame t = x[(t+1)*HOP - N : (t+1)*HOP] (N = len(win))."""
+    n = win.shape[0]
+    xp = torch.nn.functional.pad(x, (n - HOP, 0))
+    fr = xp.unfold(-1, n, HOP) * win  # [B, T, N]
     X = torch.fft.rfft(fr, dim=-1)
     return torch.view_as_real(X).permute(1, 0, 2, 3).contiguous()
 
 
 def istft(S: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
-    """[T, B, F, 2] -> [B, T*HOP]; output sample m equals input sample m - HOP (PR)."""
-    fr = torch.fft.irfft(torch.view_as_complex(S.contiguous()), n=WIN, dim=-1) * win  # [T,B,WIN]
+    """[T, B, F, 2] -> [B, T*HOP] with the synthesis window ``win``; output sample m equals input sample
+    m - HOP (PR). Only a frame's last 2 hops are synthesised (the rest of an asymmetric ``win`` is 0)."""
+    n = win.shape[0]
+    fr = torch.fft.irfft(torch.view_as_complex(S.contiguous()), n=n, dim=-1)[..., n - 2 * HOP:] * win[n - 2 * HOP:]
     first, second = fr[..., :HOP], fr[..., HOP:]
     prev = torch.cat([torch.zeros_like(second[:1]), second[:-1]], dim=0)
     y = (first + prev).permute(1, 0, 2)
@@ -206,7 +276,7 @@ def export_onnx(model: Enhancer, path, opset=17) -> None:
 
     model = model.eval()
     B = 1
-    spec = torch.zeros(3, B, NFREQ, 2)
+    spec = torch.zeros(3, B, model.nfreq, 2)
     feats = (torch.zeros(3, B, NB_ERB),) if model.pitch_features else ()
     states = model.init_state(B)
     state_names = list(model.state_shapes(B))
@@ -224,9 +294,10 @@ def export_onnx(model: Enhancer, path, opset=17) -> None:
                           output_names=names_out, dynamic_axes=dyn, opset_version=opset,
                           dynamo=False)
     m = onnx.load(str(path))
-    meta = {"sample_rate": SR, "win": WIN, "hop": HOP, "n_freq": NFREQ,
-            "window": "sqrt-hann-periodic", "lookahead": 0, "df_gate": int(model.df_gate),
+    meta = {"sample_rate": SR, "win": model.win, "hop": HOP, "n_freq": model.nfreq,
+            "window": "sqrt-hann-periodic" if model.win == 2 * HOP else "asymmetric-sqrt-hann", "lookahead": 0, "df_gate": int(model.df_gate),
             "deep_filter": int(model.deep_filter), "pitch_features": int(model.pitch_features),
+            "min_band_hz": model.min_band_hz,
             "state": ",".join(f"{k}:{'x'.join(map(str, v))}" for k, v in model.state_shapes(1).items()),
             "producer": "models/enhancer/train.py"}
     for k, v in meta.items():

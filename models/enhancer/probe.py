@@ -1,19 +1,16 @@
 """What can a gain on this STFT reach? Oracle gains from the clean reference, by window, on the selection clips.
 
-    python -m models.enhancer.probe [--clips 72] [--windows 480,960,1920] [--gains erb,bin]  # ~2 min per row
+    python -m models.enhancer.probe [--clips 72] [--windows 480,960,1920] [--gains erb,bin] [--min-band-hz 200]
 
 Each row divides nothing out of the network: it applies the *ideal* gain, computed from the clean
 reference, to the noisy mixture, then scores PESQ-WB, SI-SDR and DNSMOS like ``bench enhancer``.
-``erb``: one gain per band of the network's 32 ERB bands, sqrt(clean power / noisy power) capped
-at 1, interpolated to the bins as the network's gains are; ``bin``: one such gain per bin.
+``erb``: one gain per band of the network's 32 ERB bands (the narrowest ``--min-band-hz`` wide,
+whole bins; the shipped model's are 200 Hz), sqrt(clean power / noisy power) capped at 1,
+interpolated to the bins as the network's gains are; ``bin``: one such gain per bin. ~2 min per row.
 
-Windows are **asymmetric** analysis/synthesis pairs (Mauler and Martin 2011; Wang et al. 2022,
-"STFT-domain neural speech enhancement with very low algorithmic latency"): an analysis window of
-``N`` samples (a long sqrt-Hann rise, then the falling half of a 2·hop sqrt-Hann) and a synthesis
-window that spans only the last 2·hop samples. An output sample is final once the frame that ends
-at most 2·hop − 1 samples after it is in, so **every window here has the shipped model's latency,
-479 samples (9.98 ms)**; N = 480 is exactly the shipped symmetric sqrt-Hann pair. A longer analysis
-window resolves a voice's harmonics (50 Hz bins at 960, 25 Hz at 1920) at no cost in latency.
+Windows are the asymmetric analysis/synthesis pairs of realtime/dsp/stft_windows.py: an N-sample
+analysis window, synthesis over its last 2 hops, so **every row has the shipped latency, 479
+samples (9.98 ms)**; N = 480 is exactly the shipped pair (``--win`` of the trainer builds them).
 
 Also: the clean references themselves, and RNNoise on the mixtures, for the DNSMOS scale.
 The point (MODEL_CARD.md, "Know the ceiling"): if the ideal gain of this signal path scores below
@@ -28,27 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.dsp import stft_windows
 from realtime.dsp.erb import NB_ERB, SR, erb_matrices
 
 ROOT = Path(__file__).resolve().parents[2]
 HOP = 240
 
 
-def _hann(m: int) -> np.ndarray:
-    """Periodic Hann of m samples (the shipped window is its square root)."""
-    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m)
-
-
 def asymmetric_windows(n: int, hop: int = HOP) -> tuple[np.ndarray, np.ndarray]:
-    """(analysis, synthesis) windows of n samples; the product of the two is a 2·hop Hann over the
-    last 2·hop samples (zero before), which overlap-adds to 1 at ``hop``."""
-    if n < 2 * hop:
-        raise ValueError(f"an analysis window of {n} samples is shorter than 2 hops ({2 * hop})")
-    m = 2 * hop
-    analysis = np.concatenate([np.sqrt(_hann(2 * (n - hop)))[: n - hop], np.sqrt(_hann(m))[hop:]])
-    synthesis = np.zeros(n)
-    synthesis[n - m:] = _hann(m) / np.maximum(analysis[n - m:], 1e-12)
-    return analysis, synthesis
+    """(analysis, synthesis) windows of n samples (realtime/dsp/stft_windows.py, as the processor frames)."""
+    return stft_windows.asymmetric_windows(n, hop)
 
 
 def stft(x: np.ndarray, analysis: np.ndarray, hop: int = HOP) -> np.ndarray:
@@ -70,7 +56,7 @@ def istft(spec: np.ndarray, synthesis: np.ndarray, length: int, hop: int = HOP) 
     return y[n - hop : n - hop + length]
 
 
-def oracle(noisy: np.ndarray, clean: np.ndarray, n: int, gains: str) -> np.ndarray:
+def oracle(noisy: np.ndarray, clean: np.ndarray, n: int, gains: str, min_band_hz: float = 200.0) -> np.ndarray:
     """The noisy mixture with the ideal gain of an n-sample asymmetric STFT (``erb`` or ``bin``)."""
     a, s = asymmetric_windows(n)
     X, C = stft(noisy.astype(np.float64), a), stft(clean.astype(np.float64), a)
@@ -78,7 +64,7 @@ def oracle(noisy: np.ndarray, clean: np.ndarray, n: int, gains: str) -> np.ndarr
     if gains == "bin":
         g = np.sqrt(np.minimum(pc / (px + 1e-20), 1.0))
     else:
-        pool, interp = erb_matrices(NB_ERB, n // 2 + 1, SR)
+        pool, interp = erb_matrices(NB_ERB, n // 2 + 1, SR, min_band_hz)
         g = np.sqrt(np.minimum((pc @ pool) / (px @ pool + 1e-20), 1.0)) @ interp
     return istft(X * g, s, len(noisy)).astype(np.float32)
 
@@ -91,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, default=72)
     ap.add_argument("--windows", default="480,960,1920", help="analysis window lengths (samples at 48 kHz)")
     ap.add_argument("--gains", default="erb,bin")
+    ap.add_argument("--min-band-hz", type=float, default=200.0, help="the narrowest ERB band (erb gains)")
     ap.add_argument("--no-rnnoise", action="store_true")
     a = ap.parse_args(argv)
     from bench.enhancer import RNNoiseRunner, _metrics, load_set
@@ -109,7 +96,8 @@ def main(argv=None) -> int:
     if not a.no_rnnoise:
         rnn = RNNoiseRunner()
         rows.append(("RNNoise", lambda x, c: rnn.process(x)))
-    rows += [(f"oracle {g} gains, {w}-sample analysis window", lambda x, c, w=w, g=g: oracle(x, c, w, g))
+    rows += [(f"oracle {g} gains, {w}-sample analysis window" + (f", bands >= {a.min_band_hz:g} Hz" if g == "erb" else ""),
+              lambda x, c, w=w, g=g: oracle(x, c, w, g, a.min_band_hz))
              for w in windows for g in gains]
     for name, fn in rows:
         per = [_metrics(c, fn(x, c), True) for _, x, c, _ in clips]

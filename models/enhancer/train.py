@@ -68,6 +68,12 @@ def parse(argv):
                     help="encoder GRU width; --init from narrower weights widens them, starting as the same "
                          "function (model.widen)")
     ap.add_argument("--hidden-df", type=int, default=96)
+    ap.add_argument("--win", type=int, default=480,
+                    help="analysis window (samples, a multiple of 480): above 480 an asymmetric pair whose synthesis "
+                         "spans the last 480 samples (finer bins, the same 10 ms latency); a checkpoint's own wins")
+    ap.add_argument("--min-band-hz", type=float, default=200.0,
+                    help="the narrowest of the 32 ERB bands (whole bins: 100 needs --win 960); weights of other "
+                         "bands start from the bands covering the same Hz; a checkpoint's own wins")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="data-mixing processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -156,17 +162,17 @@ def _mix_iter(self):
     while True:
         noisy, clean = mixer.draw(rng)
         # the pitch features in the worker, beside the mixing: the trainer's core does only the network
-        feats = pitch_features_of(noisy[None])[:, 0] if self.a.pitch_features else np.zeros(0, np.float32)
+        feats = pitch_features_of(noisy[None], self.a.win, self.a.min_band_hz)[:, 0] if self.a.pitch_features else np.zeros(0, np.float32)
         yield torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(feats)
 
 
-def pitch_features_of(x: np.ndarray) -> np.ndarray:
-    """Band pitch correlations [T, B, NB_ERB] of signals x [B, L] (L cut to whole hops), as the
-    processor computes them for the same frames."""
-    from models.enhancer.model import HOP, SR, window
+def pitch_features_of(x: np.ndarray, win: int, min_band_hz: float = 200.0) -> np.ndarray:
+    """Band pitch correlations [T, B, NB_ERB] of signals x [B, L] (L cut to whole hops) for a
+    ``win``-sample analysis window and its bands, as the processor computes them for the same frames."""
+    from models.enhancer.model import HOP, SR, windows
     from realtime.dsp.pitch import pitch_features
 
-    return pitch_features(x[:, : x.shape[1] // HOP * HOP], SR, window(), HOP)
+    return pitch_features(x[:, : x.shape[1] // HOP * HOP], SR, windows(win)[0], HOP, min_band_hz)
 
 
 def mix_stream(a, start_step: int):
@@ -303,14 +309,14 @@ def pause_excess_db(Y, S, X):
 
 
 class Loss:
-    def __init__(self, win, asym: float = 0.0, pause_weight: float = 0.0, erb_weight: float = 0.0, device="cpu"):
+    def __init__(self, nfreq: int, asym: float = 0.0, pause_weight: float = 0.0, erb_weight: float = 0.0,
+                 device="cpu"):
         import torch
 
-        from realtime.dsp.erb import erb_matrices
+        from realtime.dsp.erb import NB_ERB, erb_matrices
 
-        self.win = win
         self.erb_weight = erb_weight
-        self.erb_pool = torch.from_numpy(erb_matrices()[0]).to(device)
+        self.erb_pool = torch.from_numpy(erb_matrices(NB_ERB, nfreq)[0]).to(device)
         self.res = [(n, torch.hann_window(n, device=device)) for n in (256, 1024)]
         self.c = 0.3
         self.asym = asym
@@ -374,7 +380,7 @@ def main(argv=None) -> int:
         fit_weights,
         istft,
         stft,
-        window,
+        windows,
     )
 
     torch.set_num_threads(a.threads)
@@ -415,7 +421,8 @@ def main(argv=None) -> int:
         except ValueError as e:
             raise SystemExit(f"--average: {e}")
         model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False),
-                         ck.get("deep_filter", True), ck.get("pitch_features", False))
+                         ck.get("deep_filter", True), ck.get("pitch_features", False), ck.get("win", a.win),
+                         ck.get("min_band_hz", a.min_band_hz))
         model.load_state_dict(fit_weights(state, model))
         export_onnx(model, a.export)
         if a.average:
@@ -428,7 +435,11 @@ def main(argv=None) -> int:
     if resumed is not None:  # the graph the weights were trained in
         a.df_gate, a.deep_filter = resumed.get("df_gate", False), resumed.get("deep_filter", True)
         a.pitch_features = resumed.get("pitch_features", False)
-    model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features)  # on the CPU until loaded
+        a.win, a.min_band_hz = resumed.get("win", 480), resumed.get("min_band_hz", 200.0)
+    try:
+        model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features, a.win, a.min_band_hz)
+    except ValueError as e:
+        raise SystemExit(f"--win: {e}")  # on the CPU until loaded
     step = 0
     best = -1e9
     if resumed is not None:
@@ -468,15 +479,15 @@ def main(argv=None) -> int:
         opt.load_state_dict(resumed["opt"])  # its moments land on the parameters' device
     log(f"model params {count_params(model)} on {device}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
 
-    win = torch.from_numpy(window()).to(device)
-    loss_fn = Loss(win, a.asym, a.pause_weight, a.erb_weight, device)
+    win, syn = (torch.from_numpy(w).to(device) for w in windows(a.win))
+    loss_fn = Loss(model.nfreq, a.asym, a.pause_weight, a.erb_weight, device)
     loader = torch.utils.data.DataLoader(mix_stream(a, step), batch_size=a.batch, num_workers=a.workers,
                                          persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None,
                                          pin_memory=device.type == "cuda")
     it = iter(loader)
     vx, vs = val_batch(a)
     vx_t, vs_t = torch.from_numpy(vx).to(device), torch.from_numpy(vs).to(device)
-    vf_t = torch.from_numpy(pitch_features_of(vx)).to(device) if a.pitch_features else None
+    vf_t = torch.from_numpy(pitch_features_of(vx, a.win, a.min_band_hz)).to(device) if a.pitch_features else None
     clean_clips = clean_batch(vs)
     warm = max(1, min(200, a.steps // 20))
     t_budget0 = time.time()
@@ -497,10 +508,10 @@ def main(argv=None) -> int:
         """x [B, L] -> (S, Y, y); feats [T, B, NB_ERB] (computed here when the model takes them)."""
         S = stft(x, win)
         if a.pitch_features and feats is None:
-            feats = torch.from_numpy(pitch_features_of(x.cpu().numpy())).to(x.device)
+            feats = torch.from_numpy(pitch_features_of(x.cpu().numpy(), a.win, a.min_band_hz)).to(x.device)
         extra = (feats,) if a.pitch_features else ()
         Y, *_ = model(S, *extra, *model.init_state(x.shape[0]))
-        y = istft(Y, win)
+        y = istft(Y, syn)
         return S, Y, y
 
     def validate():
@@ -528,7 +539,8 @@ def main(argv=None) -> int:
         with atomic_write(path) as tmp:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                         "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
-                        "deep_filter": a.deep_filter, "pitch_features": a.pitch_features}, tmp)
+                        "deep_filter": a.deep_filter, "pitch_features": a.pitch_features, "win": a.win,
+                        "min_band_hz": a.min_band_hz}, tmp)
 
     def keep(path):  # weights alone, on the CPU, loadable by --init
         from realtime.io.files import atomic_write
@@ -536,7 +548,8 @@ def main(argv=None) -> int:
         with atomic_write(path) as tmp:
             torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "step": step,
                         "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
-                        "deep_filter": a.deep_filter, "pitch_features": a.pitch_features}, tmp)
+                        "deep_filter": a.deep_filter, "pitch_features": a.pitch_features, "win": a.win,
+                        "min_band_hz": a.min_band_hz}, tmp)
 
     if step == 0 and (a.init is not None or a.init_onnx is not None):
         # a fine-tune's starting point is a candidate too: the run cannot end worse than it began

@@ -8,10 +8,12 @@ import numpy as np
 SR = 48000
 NFREQ = 241  # a 480-sample window's bins
 NB_ERB = 32
+MIN_BAND_HZ = 200.0  # the narrowest band by default: 2 bins of a 480-sample frame, 4 of a 960-sample one
 
 
-def erb_bands(n_bands=NB_ERB, n_freqs=NFREQ, sr=SR, min_bins=2) -> list[int]:
-    """Band widths (in bins) on the ERB scale, at least `min_bins` wide, summing to n_freqs."""
+def erb_bands(n_bands=NB_ERB, n_freqs=NFREQ, sr=SR, min_band_hz=MIN_BAND_HZ) -> list[int]:
+    """Band widths (in bins) on the ERB scale, at least ``min_band_hz`` wide (whole bins, at least
+    one), summing to n_freqs. The same ``min_band_hz`` gives a longer frame's bands the same Hz."""
     def hz2erb(f):
         return 21.4 * np.log10(1 + 0.00437 * f)
 
@@ -19,6 +21,7 @@ def erb_bands(n_bands=NB_ERB, n_freqs=NFREQ, sr=SR, min_bins=2) -> list[int]:
         return (10 ** (e / 21.4) - 1) / 0.00437
 
     bin_hz = sr / 2 / (n_freqs - 1)
+    min_bins = max(1, int(round(min_band_hz / bin_hz)))
     edges = erb2hz(np.linspace(0, hz2erb(sr / 2), n_bands + 1))
     widths = []
     prev = 0
@@ -39,9 +42,9 @@ def erb_bands(n_bands=NB_ERB, n_freqs=NFREQ, sr=SR, min_bins=2) -> list[int]:
     return widths
 
 
-def erb_matrices(n_bands=NB_ERB, n_freqs=NFREQ, sr=SR) -> tuple[np.ndarray, np.ndarray]:
+def erb_matrices(n_bands=NB_ERB, n_freqs=NFREQ, sr=SR, min_band_hz=MIN_BAND_HZ) -> tuple[np.ndarray, np.ndarray]:
     """(pool [F, NB] mean-power pooling, interp [NB, F] triangular gain interpolation)."""
-    widths = erb_bands(n_bands, n_freqs, sr)
+    widths = erb_bands(n_bands, n_freqs, sr, min_band_hz)
     pool = np.zeros((n_freqs, n_bands), np.float32)
     centers = []
     s = 0

@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 from scipy.signal import firwin
 
-from realtime.dsp.erb import NB_ERB, erb_bands, erb_matrices
+from realtime.dsp.erb import MIN_BAND_HZ, NB_ERB, erb_bands, erb_matrices
 
 DECIMATE = 4  # the coarse search runs at a quarter of the rate (12 kHz at 48 kHz)
 DECIM_TAPS = 32
@@ -230,9 +230,12 @@ class PitchFilter:
         Analysis window (length N, as the enhancer frames with).
     hop, channels, max_frames : int
         STFT hop, channel count and most frames per call.
+    min_band_hz : float
+        The narrowest ERB band (realtime/dsp/erb.py): the network's bands, which this filter pools.
     """
 
-    def __init__(self, rate: int, window: np.ndarray, hop: int, channels: int, max_frames: int):
+    def __init__(self, rate: int, window: np.ndarray, hop: int, channels: int, max_frames: int,
+                 min_band_hz: float = MIN_BAND_HZ):
         N = window.shape[0]
         self.win_len, self.hop, self.window = N, hop, window.astype(np.float64)
         self.tmin = int(round(rate / F0_MAX))
@@ -248,11 +251,11 @@ class PitchFilter:
         self.spec = np.zeros((max_frames, channels, N // 2 + 1), np.complex128)
         self.periods = np.zeros((max_frames, channels), np.int64)  # per frame of the last call; 0: none
         F = N // 2 + 1
-        widths = erb_bands(NB_ERB, F, rate)
+        widths = erb_bands(NB_ERB, F, rate, min_band_hz)
         self.edges = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
         # per bin: the first of the (at most two) bands the gains' triangular interpolation mixes,
         # and its weight; the other one is the next band with 1 - weight
-        _, interp = erb_matrices(NB_ERB, F, rate)
+        _, interp = erb_matrices(NB_ERB, F, rate, min_band_hz)
         self.b0 = np.argmax(interp > 0, axis=0).astype(np.int64)
         self.w0 = interp[self.b0, np.arange(F)].astype(np.float64)
         self._corr = np.zeros(self.tmax // DECIMATE + 1, np.float64)
@@ -289,7 +292,8 @@ class PitchFilter:
         _band_corr(X, self.spec, T, self.edges, out)
 
 
-def pitch_features(x: np.ndarray, rate: int, window: np.ndarray, hop: int) -> np.ndarray:
+def pitch_features(x: np.ndarray, rate: int, window: np.ndarray, hop: int,
+                   min_band_hz: float = MIN_BAND_HZ) -> np.ndarray:
     """Band pitch correlations of whole signals, framed as the enhancer's training STFT frames
     them (frame t = x[t*hop - (N - hop) : t*hop + hop], zeros before the start).
 
@@ -301,7 +305,7 @@ def pitch_features(x: np.ndarray, rate: int, window: np.ndarray, hop: int) -> np
     T = L // hop
     xp = np.zeros((L + N - hop, B), np.float64)
     xp[N - hop:] = x[:, : T * hop].T
-    pf = PitchFilter(rate, window, hop, B, T)
+    pf = PitchFilter(rate, window, hop, B, T, min_band_hz)
     pf.analyse(xp, 0, T)
     frames = np.lib.stride_tricks.sliding_window_view(xp, N, axis=0)[::hop][:T]  # [T, B, N]
     X = np.fft.rfft(frames * pf.window, axis=-1)

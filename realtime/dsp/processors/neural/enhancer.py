@@ -1,7 +1,9 @@
 """Neural speech enhancer (ONNX Runtime only; never imports torch).
 
 Model: ``models/enhancer/enhancer.onnx`` (see models/enhancer/MODEL_CARD.md): 48 kHz,
-480-sample sqrt-Hann window, 240-sample hop, no look-ahead; ERB-band gains from GRUs (models
+480-sample sqrt-Hann window (or, metadata ``window`` = asymmetric-sqrt-hann, a longer analysis
+window whose synthesis window spans only its last 2 hops: realtime/dsp/stft_windows.py; the same
+latency), 240-sample hop, no look-ahead; ERB-band gains from GRUs (models
 before stage 11 also have a causal deep filter for the low bins). Every recurrent state (and a
 deep filter's frame history) is an explicit ONNX input/output, whatever states a model has: this
 processor carries them between calls as numpy arrays.
@@ -14,11 +16,11 @@ Signal path per host block::
       ─► ONNX (T frames per call, channels as batch)
       ─► [pitch filter: Y = g·X becomes g·X', X' = X + r·P, P the window one voice period earlier]
       ─► |Y/X| raised to ≥ floor = 10^(−limit/20) per bin;  Y' = X + wet·(Y − X)
-      ─► iFFT, window, overlap-add ─► FixedHop output ─► [StreamResampler 48k->host] ─► block
+      ─► iFFT, synthesis window (its last 2 hops), overlap-add ─► FixedHop output ─► [StreamResampler 48k->host] ─► block
 
-Latency (reported in ``latency``, host samples): at the model rate, the window overlap
-(win - hop) plus the re-blocking pre-fill (hop - 1, realtime/dsp/blocking.py) = win - 1, for any
-host block size. At other host rates the two streaming resamplers (realtime/dsp/resample.py:
+Latency (reported in ``latency``, host samples): at the model rate, the synthesis overlap
+(hop) plus the re-blocking pre-fill (hop - 1, realtime/dsp/blocking.py) = 2·hop - 1, for any
+host block size and analysis window. At other host rates the two streaming resamplers (realtime/dsp/resample.py:
 polyphase, no allocation per block) add their filter delay and a host-side pre-fill, both measured
 at ``prepare`` by pushing an impulse through the exact same path (figures: the model card).
 
@@ -57,7 +59,7 @@ import numpy as np
 from numba import njit
 
 from realtime.dsp.blocking import FixedHop, OutputFifo
-from realtime.dsp.erb import NB_ERB
+from realtime.dsp.erb import MIN_BAND_HZ, NB_ERB
 from realtime.dsp.fixed_filter import dc_blocker_coefficients, fixed_biquad
 from realtime.dsp.kernels import scrub_into
 from realtime.dsp.pitch import PitchFilter
@@ -66,10 +68,12 @@ from realtime.dsp.processors import register
 from realtime.dsp.processors.neural.base import NeuralProcessor
 from realtime.dsp.processors.neural.weights import model_file
 from realtime.dsp.resample import StreamResampler
+from realtime.dsp.stft_windows import asymmetric_windows
 
 DEFAULT_MODEL = model_file("enhancer", "enhancer.onnx")
 SPEC = "spec"  # the first input; the others are states (h_enc, and h_df / df_hist with a deep filter) and PCORR
 PCORR = "pcorr"  # models that take pitch features (stage 13): the bands' pitch correlations, not a state
+WINDOWS = ("sqrt-hann-periodic", "asymmetric-sqrt-hann")  # the metadata's window kinds this runtime frames
 MAX_T = 8  # frames per ONNX call (bigger host blocks are split into chunks of <= MAX_T frames)
 IN_CLIP = 16.0
 SILENCE_POWER = 1e-12  # mean power of a windowed frame below which it counts as silence (-120 dB)
@@ -196,12 +200,14 @@ def _run_length(frames, T, thresh):
 
 @njit(nogil=True, cache=True)
 def _ola(ybuf, T, hop, win, ola, out, opos):
-    """Overlap-add T frames: out[opos + t*hop + i, ch] = ybuf[t,ch,i]*win[i] + tail."""
+    """Overlap-add the last 2 hops of T frames (the synthesis window ``win`` is zero before them):
+    out[opos + t*hop + i, ch] = ybuf[t,ch,o+i]*win[o+i] + tail, o = N - 2·hop."""
+    o = win.shape[0] - 2 * hop
     for t in range(T):
         for ch in range(ybuf.shape[1]):
             for i in range(hop):
-                out[opos + t * hop + i, ch] = ybuf[t, ch, i] * win[i] + ola[ch, i]
-                ola[ch, i] = ybuf[t, ch, hop + i] * win[hop + i]
+                out[opos + t * hop + i, ch] = ybuf[t, ch, o + i] * win[o + i] + ola[ch, i]
+                ola[ch, i] = ybuf[t, ch, o + hop + i] * win[o + hop + i]
 
 
 @register
@@ -236,13 +242,23 @@ class Enhancer(NeuralProcessor):
         self.state_names = [n for n in names[1:] if n != PCORR]
         self.model_rate, self.win_len, self.hop = self.session.metadata_values(int, "sample_rate", "win", "hop")
         self.nfreq = self.win_len // 2 + 1
+        kind = self.session.metadata.get("window", WINDOWS[0])
+        if kind not in WINDOWS or self.hop <= 0 or self.hop % 4 or self.win_len < 2 * self.hop or (
+                kind == WINDOWS[0] and self.win_len != 2 * self.hop):
+            raise self.session.error(f"has a {self.win_len}-sample {kind} window at hop {self.hop}; this runtime "
+                                     f"frames {WINDOWS[0]} at 2 hops and {WINDOWS[1]} of 2 hops or more")
+        bins = self.session.input_shape(SPEC)[2]
+        if isinstance(bins, int) and bins != self.nfreq:
+            raise self.session.error(f"takes {bins} bins; its {self.win_len}-sample window has {self.nfreq}")
         self._host_produced = 0
         self._bypass_model = False  # set while prepare measures the streaming path
         self._quiet_frames = 0  # silent frames in a row so far (capped at QUIET_RUN_FRAMES)
         self._latency = 0
         self._pitch = None  # a PitchFilter from prepare, for models with band gains alone
-        n = np.arange(self.win_len)
-        self._win = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / self.win_len)).astype(np.float32)
+        # the network's narrowest ERB band (its pitch features and the comb pool its bands)
+        self.min_band_hz = float(self.session.metadata.get("min_band_hz", MIN_BAND_HZ))
+        # analysis and synthesis windows (the same sqrt-Hann at 2 hops)
+        self._win, self._syn = (w.astype(np.float32) for w in asymmetric_windows(self.win_len, self.hop))
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -273,7 +289,7 @@ class Enhancer(NeuralProcessor):
         # the comb needs the network's output to be g·X: band gains alone, no deep filter
         self._combs = "h_df" not in self.state_names
         # the period search serves the comb and a model's pitch features
-        self._pitch = (PitchFilter(self.model_rate, self._win, H, C, MAX_T)
+        self._pitch = (PitchFilter(self.model_rate, self._win, H, C, MAX_T, self.min_band_hz)
                        if self._combs or self.takes_pcorr else None)
         self._pcorr = np.zeros((MAX_T, C, NB_ERB), np.float32)  # the network's pitch features, when it takes them
         # explicit model state, the channels as the batch (axis 1 of every state input)
@@ -373,7 +389,7 @@ class Enhancer(NeuralProcessor):
         _blend(self._spec_f, self._enh, T, self._cst, floor, self.values[1], self._alpha, self._acc, self.readings)
         Yc = self._enh[:T].view(np.complex64)[..., 0]
         np.fft.irfft(Yc, n=N, axis=-1, out=self._ybuf[:T])  # complex64 in, float32 out: no copy
-        _ola(self._ybuf, T, H, self._win, self._ola, out, opos)
+        _ola(self._ybuf, T, H, self._syn, self._ola, out, opos)
         return T
 
     def process(self, block: np.ndarray) -> None:

@@ -998,6 +998,24 @@ def test_a_larger_selection_set_keeps_the_smaller_ones_clips(tmp_path):
     assert len(long) == 72 and long[:SELECTION_CLIPS] == short
     assert long[SELECTION_CLIPS] not in short
 
+
+def test_the_confirmation_set_is_fresh_mixtures_beside_the_unchanged_selection_set(tmp_path):
+    """confirm/ (seventeenth session): as many mixtures as select/, drawn from the same sources by
+    another RNG stream, so a checkpoint picked as the best on select/ is scored on clips it was not
+    picked on; select/ keeps the clips it always had."""
+    from models.enhancer.data import by_source, synthetic_pools, write_mixtures, write_selection_sets
+
+    sp, no = synthetic_pools(seed=4)
+    speech = by_source(sp, [f"a/{g}" for g in range(len(sp))])
+    write_mixtures(tmp_path / "old", speech, [[no]], 12, 0.2, np.random.default_rng([2026, 0]))
+    write_selection_sets(tmp_path, speech, [[no]], 12, 0.2, 2026)
+
+    def clips(d):
+        return [(tmp_path / d / "noisy" / f"{i:03d}.wav").read_bytes() for i in range(12)]
+
+    assert clips("select") == clips("old")
+    assert not set(clips("confirm")) & set(clips("select"))
+
 def test_rnnoise_peer_output_is_aligned(speech48):
     """RNNoise's output lags its input by 960 samples; the benchmark returns it aligned."""
     pytest.importorskip("pyrnnoise")

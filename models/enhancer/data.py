@@ -4,7 +4,7 @@ One command builds everything from Debian packages (it apt-gets the missing ones
 root; nothing else is downloaded)::
 
     .venv/bin/python -m models.enhancer.data            # -> data/enhancer/ (gitignored)
-    .venv/bin/python -m models.enhancer.data --bench-only   # only select/ and bench/ (seconds)
+    .venv/bin/python -m models.enhancer.data --bench-only   # only select/, confirm/ and bench/ (seconds)
     # packages: fillets-ng-data-cs klettres-data ktuberling-data hedgewars-data
     #           megaglest-data sonic-pi-samples tuxpaint-stamps-default festvox-ru
     #           fillets-ng-data-nl drascula drascula-spanish drascula-italian warzone2100-data
@@ -18,6 +18,8 @@ It writes
   data/enhancer/val/{noisy,clean}/NNN.wav            (fixed held-out mixtures, 48 kHz mono)
   data/enhancer/manifest.json                        (what was used, held out and filtered)
   data/enhancer/select/{noisy,clean}/NNN.wav         (72 checkpoint-selection mixtures, held-out packages)
+  data/enhancer/confirm/{noisy,clean}/NNN.wav        (72 fresh mixtures of the same files: a candidate
+                                                      picked on select/ is confirmed here)
   data/enhancer/bench/{in_source,out_of_source}/     (benchmark sets: noisy/, clean/, meta.json)
 
 Training mixes on the fly from the pools (``Mixer``): SNR -5..20 dB, level -50..-10 dBFS,
@@ -661,11 +663,22 @@ def _as_sources(items) -> list[list[Pool]]:
     return by_source(Pool([x for x, *_ in items], [groups.index(g) for _, g, *_ in items]), groups)
 
 
+def write_selection_sets(out: Path, speech, noise, n: int, seconds: float, seed: int) -> None:
+    """out/select/ and out/confirm/: n mixtures each of the same sources, from two RNG streams
+    (select/'s is the one it always had, so its clips stay what every score so far was measured on)."""
+    write_mixtures(out / "select", speech, noise, n, seconds, np.random.default_rng([seed, 0]))
+    write_mixtures(out / "confirm", speech, noise, n, seconds, np.random.default_rng([seed, 3]))
+
+
 def build_bench(out: Path, seconds: float = 4.0, reps: int = 3, n_select: int = SELECT_MIXTURES, seed: int = 2026,
                 log=print, required: bool = True) -> dict | None:
     """Write the checkpoint-selection set and the two benchmark sets.
 
     - ``out/select/``: ``n_select`` mixtures from the held-out packages' selection files;
+    - ``out/confirm/``: ``n_select`` fresh mixtures of the same files (other segments, noises, SNRs
+      and conditions). A model picked as the best of many checkpoints on select/ scores there
+      above what it is worth (the top of noisy draws); confirm/ scores it, and the model it would
+      replace, without that bias before it is shipped;
     - ``out/bench/out_of_source/``: held-out packages (speech and noise training never reads);
     - ``out/bench/in_source/``: the held-out voice groups / noise sets of the training packages
       (files byte-identical to a training file are excluded).
@@ -697,8 +710,7 @@ def build_bench(out: Path, seconds: float = 4.0, reps: int = 3, n_select: int = 
         "speech": list(HELDOUT_SPEECH_PACKAGES), "noise": list(HELDOUT_NOISE_PACKAGES)}}
     hsp, _ = load_pool(hs, "speech", log, train_hashes)
     hno, _ = load_pool(hn, "noise", log, train_hashes)
-    write_mixtures(out / "select", _as_sources(hsp["select"]), _as_sources(hno["select"]), n_select, seconds,
-                   np.random.default_rng([seed, 0]))
+    write_selection_sets(out, _as_sources(hsp["select"]), _as_sources(hno["select"]), n_select, seconds, seed)
     write_mixtures(out / "bench" / "out_of_source", _as_sources(hsp["bench"]), _as_sources(hno["bench"]), count, seconds,
                    np.random.default_rng([seed, 1]))
     if ssrc and nsrc:
@@ -712,7 +724,7 @@ def build_bench(out: Path, seconds: float = 4.0, reps: int = 3, n_select: int = 
                    for k, s, a, b in (("select", "select", hsp, hno), ("out_of_source", "bench", hsp, hno))
                    + ((("in_source", "val", vsp, vno),) if ssrc and nsrc else ())}
     (out / "bench" / "manifest.json").write_text(json.dumps(man, indent=1))
-    log(f"select/ ({n_select}) and bench/ ({count} per set) -> {out}")
+    log(f"select/, confirm/ ({n_select} each) and bench/ ({count} per set) -> {out}")
     return man
 
 
@@ -771,7 +783,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--n-val", type=int, default=120)
     ap.add_argument("--bench-only", action="store_true",
-                    help="only the checkpoint-selection and benchmark sets (select/, bench/), not the pools")
+                    help="only the checkpoint-selection and benchmark sets (select/, confirm/, bench/), not the pools")
     ap.add_argument("--bench-reps", type=int, default=3, help="benchmark clips per (SNR band, condition) cell")
     a = ap.parse_args(argv)
     if a.bench_only:

@@ -11,7 +11,7 @@ window and a synthesis window over its last 480 samples (realtime/dsp/stft_windo
     input ``pcorr [T, B, 32]``; zeros where no period was found),
 and predicts
   * 32 band gains (sigmoid), interpolated to the bins (triangular; the narrowest band is
-    ``min_band_hz`` wide, 200 Hz by default; 100 Hz needs bins of 50 Hz, ``win`` 960), and
+    ``min_band_hz`` wide in whole bins: 200 Hz by default, 100 Hz since stage 15), and
   * a causal deep filter (order 4: the current and 3 previous frames) for the low 48 bins,
     blended with the gained spectrum by a learned per-frame weight; with ``df_gate`` (since
     stage 10) the band gains scale the filtered bins too, so the whole spectrum shares one
@@ -142,7 +142,7 @@ class Enhancer(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------
-# STFT / iSTFT in torch matching the runtime framing exactly
+# Weights from another graph: other bands, no deep filter, pitch inputs, a wider encoder
 # ------------------------------------------------------------------------------------------
 def band_map(old_pool: np.ndarray, new_pool: np.ndarray) -> np.ndarray:
     """For each band of ``new_pool`` ([F', NB] mean pooling over some frame's bins), the band of
@@ -249,6 +249,9 @@ def widen(state: dict, own: dict, h0: int, h1: int) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------
+# STFT / iSTFT in torch matching the runtime framing exactly
+# ------------------------------------------------------------------------------------------
 def stft(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
     """x [B, L] (L multiple of HOP) -> [T, B, F, 2], frame t = x[(t+1)*HOP - N : (t+1)*HOP] (N = len(win))."""
     n = win.shape[0]

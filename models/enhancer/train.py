@@ -72,7 +72,7 @@ def parse(argv):
                     help="analysis window (samples, a multiple of 480): above 480 an asymmetric pair whose synthesis "
                          "spans the last 480 samples (finer bins, the same 10 ms latency); a checkpoint's own wins")
     ap.add_argument("--min-band-hz", type=float, default=200.0,
-                    help="the narrowest of the 32 ERB bands (whole bins: 100 needs --win 960); weights of other "
+                    help="the narrowest of the 32 ERB bands (whole bins: 100 is one bin at 480); weights of other "
                          "bands start from the bands covering the same Hz; a checkpoint's own wins")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="data-mixing processes")

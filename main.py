@@ -371,6 +371,30 @@ def _interrupt_on_signals() -> None:
         signal.signal(signal.SIGINT, interrupt)
 
 
+def _finish_on_signals(status: int) -> None:
+    """Once a command has ended (its output committed or its error said), a signal during the
+    interpreter's shutdown ends the process at once with the command's own status, instead of a
+    KeyboardInterrupt that kills it by the signal (status -2) with nothing to say."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def finish(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, finish)
+
+
 def _interrupted_note(args) -> str:
     out = getattr(args, "output", None)
     return f"interrupted; {out} not written" if out and args.command in ("process", "synth") else "interrupted"
@@ -401,7 +425,9 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        status = main()
+        _finish_on_signals(status)
+        sys.exit(status)
     except KeyboardInterrupt:  # Ctrl-C while Python itself was still starting up
         print("interrupted", file=sys.stderr)
         sys.exit(130)

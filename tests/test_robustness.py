@@ -209,6 +209,22 @@ def test_an_interrupt_whose_exception_went_missing_still_stops_the_file(tmp_path
     assert not (tmp_path / "o.wav").exists() and not list(tmp_path.glob(".o.wav.*"))
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_command_ended_keeps_its_status(sig):
+    """A signal in the last moments of a run, after the command returned (its output committed),
+    used to kill the shutting-down interpreter by that signal (status -2, no word); now the process
+    ends at once with the command's own status."""
+    code = ("import os, signal, sys, time\n"
+            "import main\n"
+            "main._finish_on_signals(3)\n"
+            "print('done', flush=True)\n"
+            f"os.kill(os.getpid(), {int(sig)})\n"
+            "time.sleep(30)\n"
+            "sys.exit(0)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert r.returncode == 3 and r.stdout == "done\n" and "Traceback" not in r.stderr, r
+
+
 def test_stale_part_files_of_the_same_output_are_cleaned(tmp_path, wav):
     stale = tmp_path / ".out.wav.abcd1234.part"
     stale.write_bytes(b"x" * 1000)

@@ -386,9 +386,9 @@ def _finish_on_signals(status: int) -> None:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except (OSError, ValueError):
+            except Exception:  # a closed pipe, a flush the signal interrupted: the status still stands
                 pass
-        os._exit(status)
+        os._exit(status)  # skips atexit: nothing is left to write
 
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(s) is not signal.SIG_IGN:

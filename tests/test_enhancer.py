@@ -1207,8 +1207,10 @@ def test_a_longer_window_sees_the_bands_the_shipped_one_sees():
 
 def test_weights_of_200_hz_bands_start_100_hz_bands_from_the_same_hz():
     """``--min-band-hz 100`` from weights of 200 Hz bands: each new band takes the gain row of the
-    old band that covers its centre, and its share of that band's input columns; a model of the
-    same bands keeps its weights unchanged."""
+    old band that covers its centre; each old band's input columns are split among the new bands cut
+    from it, or (2-4 kHz, where the new bands are wider) go whole to the new band holding it, so
+    equal band powers feed the encoder exactly what they fed it before; a model of the same bands
+    keeps its weights unchanged."""
     torch = pytest.importorskip("torch", reason="training extra not installed")
     from models.enhancer.model import F_DF, NB_ERB, band_map, fit_weights
     from models.enhancer.model import Enhancer as Net
@@ -1218,18 +1220,45 @@ def test_weights_of_200_hz_bands_start_100_hz_bands_from_the_same_hz():
     same = Net(pitch_features=True, win=960)
     kept = fit_weights(old.state_dict(), same)
     assert all(torch.equal(kept[k], v) for k, v in old.state_dict().items() if not k.startswith("erb_"))
-    new = Net(pitch_features=True, win=960, min_band_hz=100.0)
+    new = Net(pitch_features=True, min_band_hz=100.0)
     m = band_map(old.erb_pool.numpy(), new.erb_pool.numpy())
     assert list(m[:4]) == [0, 0, 1, 1] and list(m[-12:]) == list(range(20, 32))  # 100 Hz below, same above 4 kHz
+    assert len(set(m.tolist())) < NB_ERB  # some old bands (2-4 kHz) are cut into no new band
     sd = fit_weights(old.state_dict(), new)
     new.load_state_dict(sd)
     o = old.state_dict()
     assert torch.equal(sd["gain.bias"], o["gain.bias"][torch.from_numpy(m)])
-    for first in (0, NB_ERB + 2 * F_DF):  # band powers, pitch correlations: shares sum to the old column
-        for b in set(m.tolist()):
-            cols = sd["inp.weight"][:, first + np.flatnonzero(m == b)]
-            assert torch.allclose(cols.sum(dim=1), o["inp.weight"][:, first + b], atol=1e-6)
+    with torch.no_grad():
+        for first in (0, NB_ERB + 2 * F_DF):  # band powers, pitch correlations
+            band = slice(first, first + NB_ERB)
+            # equal band powers: the same drive as before, to float rounding
+            assert torch.allclose(sd["inp.weight"][:, band].sum(1), o["inp.weight"][:, band].sum(1), atol=1e-5)
+            # no new band is left reading nothing
+            assert float(sd["inp.weight"][:, band].abs().sum(0).min()) > 0
     assert torch.equal(sd["inp.weight"][:, NB_ERB:NB_ERB + 2 * F_DF], o["inp.weight"][:, NB_ERB:NB_ERB + 2 * F_DF])
+
+
+def test_a_runs_window_and_bands_come_from_its_flags_or_its_weights():
+    """--win / --min-band-hz: a fine-tune takes the flags where given, else its --init weights' own
+    framing (the shipped 480 / 200 for weights without one); --resume and --export-only keep the
+    weights' framing and refuse a flag that differs; the band loss pools the network's own bands."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.enhancer.model import Enhancer as Net
+    from models.enhancer.train import Loss, framing, parse
+
+    def args(*flags):
+        return parse(["--smoke", *flags])
+
+    finer = {"win": 960, "min_band_hz": 100.0}
+    assert framing(args(), None) == (480, 200.0) and framing(args(), {}) == (480, 200.0)
+    assert framing(args(), finer) == (960, 100.0)
+    assert framing(args("--win", "480"), finer) == (480, 100.0)
+    assert framing(args("--win", "960"), finer, keep=True) == (960, 100.0)
+    with pytest.raises(SystemExit, match="960-sample window and 100 Hz bands"):
+        framing(args("--min-band-hz", "200"), finer, keep=True)
+    net = Net(win=480, min_band_hz=100.0)
+    assert torch.equal(Loss(net.nfreq, min_band_hz=100.0).erb_pool, net.erb_pool)
+    assert not torch.equal(Loss(net.nfreq).erb_pool, net.erb_pool)
 
 
 def test_a_model_framed_some_other_way_is_a_one_line_error(tmp_path):

@@ -103,6 +103,12 @@ def test_the_trainer_runs_on_an_unpacked_pack(tmp_path):
     torch.save({"model": {"gain.weight": torch.zeros(3, 3)}, "step": 0}, other)
     with pytest.raises(SystemExit, match="--average: the checkpoints are of different graphs"):
         main(["--export-only", "--average", str(kept), str(other), "--export", str(tmp_path / "x.onnx")])
+    finer = tmp_path / "finer.pt"  # the same shapes, trained on 100 Hz bands: no mean with 200 Hz ones
+    torch.save({**torch.load(kept, weights_only=False), "min_band_hz": 100.0}, finer)
+    with pytest.raises(SystemExit, match="--average: the checkpoints are of different windows or bands"):
+        main(["--export-only", "--average", str(kept), str(finer), "--export", str(tmp_path / "x.onnx")])
+    with pytest.raises(SystemExit, match="leave out --win / --min-band-hz"):
+        main(["--export-only", "--init", str(kept), "--win", "960", "--export", str(tmp_path / "x.onnx")])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="junk.pt: not an enhancer checkpoint"):
         main(["--export-only", "--average", str(kept), str(tmp_path / "junk.pt"), "--export", str(tmp_path / "x.onnx")])

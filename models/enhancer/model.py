@@ -144,32 +144,51 @@ class Enhancer(nn.Module):
 # ------------------------------------------------------------------------------------------
 # Weights from another graph: other bands, no deep filter, pitch inputs, a wider encoder
 # ------------------------------------------------------------------------------------------
+def _band_spans(pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower edges, centres) in Hz of the bands of a [F, NB] mean-pooling matrix."""
+    hz = SR / 2 / (pool.shape[0] - 1)
+    ks = [np.flatnonzero(pool[:, b]) for b in range(pool.shape[1])]
+    return np.array([(k[0] - 0.5) * hz for k in ks]), np.array([k.mean() * hz for k in ks])
+
+
 def band_map(old_pool: np.ndarray, new_pool: np.ndarray) -> np.ndarray:
     """For each band of ``new_pool`` ([F', NB] mean pooling over some frame's bins), the band of
     ``old_pool`` whose span in Hz holds its centre."""
-    def spans(pool):
-        hz = SR / 2 / (pool.shape[0] - 1)
-        ks = [np.flatnonzero(pool[:, b]) for b in range(pool.shape[1])]
-        return np.array([(k[0] - 0.5) * hz for k in ks]), np.array([k.mean() * hz for k in ks])
-
-    lo_old, _ = spans(old_pool)
-    _, centre_new = spans(new_pool)
+    lo_old, _ = _band_spans(old_pool)
+    _, centre_new = _band_spans(new_pool)
     return np.clip(np.searchsorted(lo_old, centre_new, side="right") - 1, 0, old_pool.shape[1] - 1)
 
 
-def remap_bands(state: dict, m: np.ndarray) -> dict:
-    """Weights whose per-band inputs and outputs follow new bands: new band j takes old band m[j]'s
-    gain row, and its share of old band m[j]'s input columns (split evenly among the new bands that
-    map to it, so equal band powers feed the encoder what they fed it before)."""
-    idx = torch.from_numpy(m)
-    share = torch.from_numpy(1.0 / np.bincount(m, minlength=NB_ERB)[m]).float()
+def band_input_matrix(old_pool: np.ndarray, new_pool: np.ndarray) -> np.ndarray:
+    """[NB old, NB new]: where each old band's input weights go. An old band that new bands were
+    cut from (``band_map``) is split evenly among them; one that no new band was cut from (new bands
+    wider there) goes whole to the new band holding its centre. Every row sums to 1, so equal band
+    powers feed the encoder what they fed it before."""
+    m = band_map(old_pool, new_pool)
+    into = band_map(new_pool, old_pool)  # the new band holding each old band's centre
+    a = np.zeros((old_pool.shape[1], new_pool.shape[1]), np.float32)
+    for b in range(old_pool.shape[1]):
+        cut = np.flatnonzero(m == b)
+        if len(cut):
+            a[b, cut] = 1.0 / len(cut)
+        else:
+            a[b, into[b]] = 1.0
+    return a
+
+
+def remap_bands(state: dict, old_pool: np.ndarray, new_pool: np.ndarray) -> dict:
+    """Weights whose per-band inputs and outputs follow new bands: new band j takes the gain row of
+    the old band its centre lies in, and the input columns of the old bands routed to it
+    (``band_input_matrix``)."""
+    idx = torch.from_numpy(band_map(old_pool, new_pool))
+    route = torch.from_numpy(band_input_matrix(old_pool, new_pool))
     h0, n_in = state["inp.weight"].shape
     n_pitch = n_in - NB_ERB - 2 * F_DF
     out = dict(state)
 
-    def cols(w, first):  # w with its band columns first..first+NB remapped
+    def cols(w, first):  # w with its band columns first..first+NB routed to the new bands
         w = w.clone()
-        w[:, first:first + NB_ERB] = w[:, first:first + NB_ERB][:, idx] * share
+        w[:, first:first + NB_ERB] = w[:, first:first + NB_ERB] @ route
         return w
 
     w = cols(state["inp.weight"], 0)
@@ -191,9 +210,9 @@ def fit_weights(state: dict, model: Enhancer) -> dict:
     own = model.state_dict()
     # the band matrices are constants of the window and the bands, not learnt: the model's own
     if "erb_pool" in state:
-        m = band_map(torch.as_tensor(state["erb_pool"]).cpu().numpy(), own["erb_pool"].cpu().numpy())
-        if not np.array_equal(m, np.arange(NB_ERB)):
-            state = remap_bands(state, m)
+        old, new = torch.as_tensor(state["erb_pool"]).cpu().numpy(), own["erb_pool"].cpu().numpy()
+        if not np.array_equal(band_map(old, new), np.arange(NB_ERB)):
+            state = remap_bands(state, old, new)
     state = {**state, "erb_pool": own["erb_pool"], "erb_interp": own["erb_interp"]}
     h0 = state["inp.weight"].shape[0]
     for k, reads_units in (("inp.weight", False), ("gain.weight", True)):

@@ -68,12 +68,13 @@ def parse(argv):
                     help="encoder GRU width; --init from narrower weights widens them, starting as the same "
                          "function (model.widen)")
     ap.add_argument("--hidden-df", type=int, default=96)
-    ap.add_argument("--win", type=int, default=480,
+    ap.add_argument("--win", type=int, default=None,
                     help="analysis window (samples, a multiple of 480): above 480 an asymmetric pair whose synthesis "
-                         "spans the last 480 samples (finer bins, the same 10 ms latency); a checkpoint's own wins")
-    ap.add_argument("--min-band-hz", type=float, default=200.0,
-                    help="the narrowest of the 32 ERB bands (whole bins: 100 is one bin at 480); weights of other "
-                         "bands start from the bands covering the same Hz; a checkpoint's own wins")
+                         "spans the last 480 samples (finer bins, the same 10 ms latency). Default: the --init "
+                         "checkpoint's (or export's), else 480; --resume and --export-only keep the checkpoint's")
+    ap.add_argument("--min-band-hz", type=float, default=None,
+                    help="the narrowest of the 32 ERB bands (whole bins: 100 is one bin at 480); --init weights of "
+                         "other bands start from the bands covering the same Hz. Default as --win's, else 200")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="data-mixing processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -136,6 +137,36 @@ def parse(argv):
 
 
 # ------------------------------------------------------------------------------------------
+def framing(a, ck: dict | None, keep: bool = False) -> tuple[int, float]:
+    """(win, min_band_hz) of a run from checkpoint ``ck`` (the shipped 480 / 200 where it has none):
+    the flags where given, unless ``keep`` (--resume, --export-only: the weights' own framing, and a
+    flag that differs is an error)."""
+    own = int((ck or {}).get("win", 480)), float((ck or {}).get("min_band_hz", 200.0))
+    if keep and a.win not in (None, own[0]) or keep and a.min_band_hz not in (None, own[1]):
+        raise SystemExit(f"the weights were trained with a {own[0]}-sample window and {own[1]:g} Hz bands: "
+                         "leave out --win / --min-band-hz")
+    return (own[0] if a.win is None else a.win, own[1] if a.min_band_hz is None else a.min_band_hz)
+
+
+def _framing_source(a) -> dict | None:
+    """What ``framing`` reads for a fine-tune: the --init checkpoint, or the --init-onnx export's
+    metadata (None when neither is given or readable: their own errors come when they load)."""
+    try:
+        if a.init is not None:
+            import torch
+
+            ck = torch.load(a.init, map_location="cpu", weights_only=False)
+            return ck if isinstance(ck, dict) else None
+        if a.init_onnx is not None:
+            import onnx
+
+            meta = {p.key: p.value for p in onnx.load(str(a.init_onnx)).metadata_props}
+            return {k: float(meta[k]) for k in ("win", "min_band_hz") if k in meta}
+    except Exception:
+        return None
+    return None
+
+
 def make_pools(a):
     from models.enhancer.data import Pool, synthetic_pools
 
@@ -310,13 +341,14 @@ def pause_excess_db(Y, S, X):
 
 class Loss:
     def __init__(self, nfreq: int, asym: float = 0.0, pause_weight: float = 0.0, erb_weight: float = 0.0,
-                 device="cpu"):
+                 device="cpu", min_band_hz: float = 200.0):
         import torch
 
-        from realtime.dsp.erb import NB_ERB, erb_matrices
+        from realtime.dsp.erb import NB_ERB, SR, erb_matrices
 
         self.erb_weight = erb_weight
-        self.erb_pool = torch.from_numpy(erb_matrices(NB_ERB, nfreq)[0]).to(device)
+        # the band term pools the network's own bands (``--min-band-hz``)
+        self.erb_pool = torch.from_numpy(erb_matrices(NB_ERB, nfreq, SR, min_band_hz)[0]).to(device)
         self.res = [(n, torch.hann_window(n, device=device)) for n in (256, 1024)]
         self.c = 0.3
         self.asym = asym
@@ -416,13 +448,14 @@ def main(argv=None) -> int:
             if not isinstance(cks[-1], dict) or "model" not in cks[-1]:
                 raise SystemExit(f"{src}: not an enhancer checkpoint (no weights in it)")
         ck = cks[0]
+        if len({framing(a, c, keep=True) for c in cks}) > 1:  # same shapes, other bands: no mean of them
+            raise SystemExit("--average: the checkpoints are of different windows or bands")
         try:
             state = average_weights([c["model"] for c in cks])
         except ValueError as e:
             raise SystemExit(f"--average: {e}")
         model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False),
-                         ck.get("deep_filter", True), ck.get("pitch_features", False), ck.get("win", a.win),
-                         ck.get("min_band_hz", a.min_band_hz))
+                         ck.get("deep_filter", True), ck.get("pitch_features", False), *framing(a, ck, keep=True))
         model.load_state_dict(fit_weights(state, model))
         export_onnx(model, a.export)
         if a.average:
@@ -435,7 +468,9 @@ def main(argv=None) -> int:
     if resumed is not None:  # the graph the weights were trained in
         a.df_gate, a.deep_filter = resumed.get("df_gate", False), resumed.get("deep_filter", True)
         a.pitch_features = resumed.get("pitch_features", False)
-        a.win, a.min_band_hz = resumed.get("win", 480), resumed.get("min_band_hz", 200.0)
+        a.win, a.min_band_hz = framing(a, resumed, keep=True)
+    else:  # fresh or fine-tuned: the flags, else the weights' own
+        a.win, a.min_band_hz = framing(a, _framing_source(a))
     try:
         model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features, a.win, a.min_band_hz)
     except ValueError as e:
@@ -480,7 +515,7 @@ def main(argv=None) -> int:
     log(f"model params {count_params(model)} on {device}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
 
     win, syn = (torch.from_numpy(w).to(device) for w in windows(a.win))
-    loss_fn = Loss(model.nfreq, a.asym, a.pause_weight, a.erb_weight, device)
+    loss_fn = Loss(model.nfreq, a.asym, a.pause_weight, a.erb_weight, device, model.min_band_hz)
     loader = torch.utils.data.DataLoader(mix_stream(a, step), batch_size=a.batch, num_workers=a.workers,
                                          persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None,
                                          pin_memory=device.type == "cuda")

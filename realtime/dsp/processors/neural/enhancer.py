@@ -256,7 +256,8 @@ class Enhancer(NeuralProcessor):
         self._latency = 0
         self._pitch = None  # a PitchFilter from prepare, for models with band gains alone
         # the network's narrowest ERB band (its pitch features and the comb pool its bands)
-        self.min_band_hz = float(self.session.metadata.get("min_band_hz", MIN_BAND_HZ))
+        self.min_band_hz = (self.session.metadata_values(float, "min_band_hz")[0]
+                            if "min_band_hz" in self.session.metadata else MIN_BAND_HZ)
         # analysis and synthesis windows (the same sqrt-Hann at 2 hops)
         self._win, self._syn = (w.astype(np.float32) for w in asymmetric_windows(self.win_len, self.hop))
 

@@ -1,7 +1,7 @@
 """The enhancer network (PyTorch, training only) and its streaming ONNX export.
 
 Signal path (48 kHz): 480-sample (10 ms) sqrt-Hann analysis window, 240-sample (5 ms) hop,
-241 bins; or (``win`` > 480, since stage 15) an asymmetric pair of a ``win``-sample analysis
+241 bins; or (``win`` > 480, trainer's ``--win``) an asymmetric pair of a ``win``-sample analysis
 window and a synthesis window over its last 480 samples (realtime/dsp/stft_windows.py): finer bins
 (50 Hz at 960), the same 479-sample latency. Per frame the network sees
   * 32 ERB-band log powers of the noisy spectrum, and
@@ -11,7 +11,7 @@ window and a synthesis window over its last 480 samples (realtime/dsp/stft_windo
     input ``pcorr [T, B, 32]``; zeros where no period was found),
 and predicts
   * 32 band gains (sigmoid), interpolated to the bins (triangular; the narrowest band is
-    ``min_band_hz`` wide in whole bins: 200 Hz by default, 100 Hz since stage 15), and
+    ``min_band_hz`` wide in whole bins: 200 Hz by default and in the shipped model), and
   * a causal deep filter (order 4: the current and 3 previous frames) for the low 48 bins,
     blended with the gained spectrum by a learned per-frame weight; with ``df_gate`` (since
     stage 10) the band gains scale the filtered bins too, so the whole spectrum shares one
@@ -41,14 +41,9 @@ F_DF = 48
 DF_ORDER = 4
 
 
-def window() -> np.ndarray:
-    """Periodic sqrt-Hann: analysis and synthesis; its square overlap-adds to 1 at hop N/2."""
-    n = np.arange(WIN)
-    return np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / WIN)).astype(np.float32)
-
-
 def windows(win: int = WIN) -> tuple[np.ndarray, np.ndarray]:
-    """(analysis, synthesis) float32 windows of a ``win``-sample frame at HOP (``window()`` twice at 480)."""
+    """(analysis, synthesis) float32 windows of a ``win``-sample frame at HOP; at 480 both are the
+    periodic sqrt-Hann, whose square overlap-adds to 1 at hop N/2."""
     a, s = asymmetric_windows(win, HOP)
     return a.astype(np.float32), s.astype(np.float32)
 
@@ -62,10 +57,10 @@ class Enhancer(nn.Module):
         self.hidden, self.hidden_df, self.df_gate = hidden, hidden_df, df_gate
         self.deep_filter, self.pitch_features = deep_filter, pitch_features
         self.win, self.nfreq, self.df_step, self.min_band_hz = win, win // 2 + 1, win // WIN, float(min_band_hz)
-        a, _ = windows(win)
         # band powers on the scale of the 480-sample window whatever the window: a longer analysis
         # window gathers more energy per bin (sum of its squares)
-        self.power_scale = float(np.sum(window().astype(np.float64) ** 2) / np.sum(a.astype(np.float64) ** 2))
+        self.power_scale = float(np.sum(windows(WIN)[0].astype(np.float64) ** 2)
+                                 / np.sum(windows(win)[0].astype(np.float64) ** 2))
         n_pitch = NB_ERB if pitch_features else 0
         pool, interp = erb_matrices(NB_ERB, self.nfreq, SR, self.min_band_hz)
         self.register_buffer("erb_pool", torch.from_numpy(pool))

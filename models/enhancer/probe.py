@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.dsp import stft_windows
-from realtime.dsp.erb import NB_ERB, SR, erb_matrices
+from realtime.dsp.erb import MIN_BAND_HZ, NB_ERB, SR, erb_matrices
 
 ROOT = Path(__file__).resolve().parents[2]
 HOP = 240
@@ -56,7 +56,7 @@ def istft(spec: np.ndarray, synthesis: np.ndarray, length: int, hop: int = HOP) 
     return y[n - hop : n - hop + length]
 
 
-def oracle(noisy: np.ndarray, clean: np.ndarray, n: int, gains: str, min_band_hz: float = 200.0) -> np.ndarray:
+def oracle(noisy: np.ndarray, clean: np.ndarray, n: int, gains: str, min_band_hz: float = MIN_BAND_HZ) -> np.ndarray:
     """The noisy mixture with the ideal gain of an n-sample asymmetric STFT (``erb`` or ``bin``)."""
     a, s = asymmetric_windows(n)
     X, C = stft(noisy.astype(np.float64), a), stft(clean.astype(np.float64), a)
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, default=72)
     ap.add_argument("--windows", default="480,960,1920", help="analysis window lengths (samples at 48 kHz)")
     ap.add_argument("--gains", default="erb,bin")
-    ap.add_argument("--min-band-hz", type=float, default=200.0, help="the narrowest ERB band (erb gains)")
+    ap.add_argument("--min-band-hz", type=float, default=MIN_BAND_HZ, help="the narrowest ERB band (erb gains)")
     ap.add_argument("--no-rnnoise", action="store_true")
     a = ap.parse_args(argv)
     from bench.enhancer import RNNoiseRunner, _metrics, load_set

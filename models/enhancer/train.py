@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from models.device import DEVICE_HELP, pick_device
+from realtime.dsp.erb import MIN_BAND_HZ
+
+SHIPPED_WIN = 480  # the analysis window of weights that name none (models/enhancer/model.py WIN)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / "data" / "enhancer"
@@ -141,30 +144,23 @@ def framing(a, ck: dict | None, keep: bool = False) -> tuple[int, float]:
     """(win, min_band_hz) of a run from checkpoint ``ck`` (the shipped 480 / 200 where it has none):
     the flags where given, unless ``keep`` (--resume, --export-only: the weights' own framing, and a
     flag that differs is an error)."""
-    own = int((ck or {}).get("win", 480)), float((ck or {}).get("min_band_hz", 200.0))
+    own = int((ck or {}).get("win", SHIPPED_WIN)), float((ck or {}).get("min_band_hz", MIN_BAND_HZ))
     if keep and a.win not in (None, own[0]) or keep and a.min_band_hz not in (None, own[1]):
         raise SystemExit(f"the weights were trained with a {own[0]}-sample window and {own[1]:g} Hz bands: "
                          "leave out --win / --min-band-hz")
     return (own[0] if a.win is None else a.win, own[1] if a.min_band_hz is None else a.min_band_hz)
 
 
-def _framing_source(a) -> dict | None:
-    """What ``framing`` reads for a fine-tune: the --init checkpoint, or the --init-onnx export's
-    metadata (None when neither is given or readable: their own errors come when they load)."""
+def _onnx_framing(path: Path) -> dict | None:
+    """An --init-onnx export's window and bands (its metadata), for ``framing``; None when it cannot
+    be read (the load that follows says why)."""
     try:
-        if a.init is not None:
-            import torch
+        import onnx
 
-            ck = torch.load(a.init, map_location="cpu", weights_only=False)
-            return ck if isinstance(ck, dict) else None
-        if a.init_onnx is not None:
-            import onnx
-
-            meta = {p.key: p.value for p in onnx.load(str(a.init_onnx)).metadata_props}
-            return {k: float(meta[k]) for k in ("win", "min_band_hz") if k in meta}
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        return {k: float(meta[k]) for k in ("win", "min_band_hz") if k in meta}
     except Exception:
         return None
-    return None
 
 
 def make_pools(a):
@@ -197,7 +193,7 @@ def _mix_iter(self):
         yield torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(feats)
 
 
-def pitch_features_of(x: np.ndarray, win: int, min_band_hz: float = 200.0) -> np.ndarray:
+def pitch_features_of(x: np.ndarray, win: int, min_band_hz: float = MIN_BAND_HZ) -> np.ndarray:
     """Band pitch correlations [T, B, NB_ERB] of signals x [B, L] (L cut to whole hops) for a
     ``win``-sample analysis window and its bands, as the processor computes them for the same frames."""
     from models.enhancer.model import HOP, SR, windows
@@ -341,7 +337,7 @@ def pause_excess_db(Y, S, X):
 
 class Loss:
     def __init__(self, nfreq: int, asym: float = 0.0, pause_weight: float = 0.0, erb_weight: float = 0.0,
-                 device="cpu", min_band_hz: float = 200.0):
+                 device="cpu", min_band_hz: float = MIN_BAND_HZ):
         import torch
 
         from realtime.dsp.erb import NB_ERB, SR, erb_matrices
@@ -469,8 +465,17 @@ def main(argv=None) -> int:
         a.df_gate, a.deep_filter = resumed.get("df_gate", False), resumed.get("deep_filter", True)
         a.pitch_features = resumed.get("pitch_features", False)
         a.win, a.min_band_hz = framing(a, resumed, keep=True)
-    else:  # fresh or fine-tuned: the flags, else the weights' own
-        a.win, a.min_band_hz = framing(a, _framing_source(a))
+    init_ck = None
+    if resumed is None and a.init is not None:
+        try:
+            init_ck = torch.load(a.init, map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise SystemExit(f"{a.init}: no such file")
+        except Exception as e:  # torch's unpickling errors, a file that is no checkpoint
+            raise SystemExit(f"{a.init}: not an enhancer checkpoint ({type(e).__name__})")
+    if resumed is None:  # fresh or fine-tuned: the flags, else the weights' own
+        source = init_ck if a.init is not None else _onnx_framing(a.init_onnx) if a.init_onnx is not None else None
+        a.win, a.min_band_hz = framing(a, source if isinstance(source, dict) else None)
     try:
         model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features, a.win, a.min_band_hz)
     except ValueError as e:
@@ -484,7 +489,7 @@ def main(argv=None) -> int:
         log(f"resumed from {last} at step {step}")
     elif a.init is not None:
         try:
-            ck = torch.load(a.init, map_location="cpu", weights_only=False)
+            ck = init_ck
             if a.deep_filter and not ck.get("deep_filter", True):
                 raise SystemExit(f"{a.init}: has no deep filter to fine-tune (leave out --deep-filter)")
             if ck.get("pitch_features", False) and not a.pitch_features:
@@ -492,9 +497,7 @@ def main(argv=None) -> int:
             if ck.get("hidden", a.hidden) > a.hidden:
                 raise SystemExit(f"{a.init}: has {ck['hidden']} encoder units; --hidden can widen it, not narrow it")
             model.load_state_dict(fit_weights(ck["model"], model))
-        except FileNotFoundError:
-            raise SystemExit(f"{a.init}: no such file")
-        except Exception as e:  # torch's unpickling errors, another model's weights
+        except Exception as e:  # no checkpoint's dict, another model's weights
             raise SystemExit(f"{a.init}: not an enhancer checkpoint ({type(e).__name__})")
         log(f"fine-tuning from {a.init} (its step {ck['step']})")
     elif a.init_onnx is not None:

@@ -365,9 +365,12 @@ def _interrupt_on_signals() -> None:
         note_interrupt(name)  # remembered too: an exception raised inside an import can be swallowed
         raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(name)
 
+    # a signal the caller ignored stays ignored: nohup's SIGHUP, a shell's `trap '' TERM`, an
+    # ignored Ctrl-C in a background job
     for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, interrupt)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored Ctrl-C stays ignored
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, interrupt)
 
 

@@ -225,6 +225,21 @@ def test_a_signal_after_the_command_ended_keeps_its_status(sig):
     assert r.returncode == 3 and r.stdout == "done\n" and "Traceback" not in r.stderr, r
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_signal_the_caller_ignored_stays_ignored(sig):
+    """Under ``nohup`` (SIGHUP ignored) or ``trap '' TERM`` a long command must run on: the command's
+    handlers used to replace the ignore and end it at the first hang-up."""
+    code = ("import os, signal, time\n"
+            f"signal.signal({int(sig)}, signal.SIG_IGN)\n"
+            "import main\n"
+            "main._interrupt_on_signals()\n"
+            f"os.kill(os.getpid(), {int(sig)})\n"
+            "time.sleep(0.2)\n"
+            "print('ran on', flush=True)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and r.stdout == "ran on\n", r
+
+
 def test_stale_part_files_of_the_same_output_are_cleaned(tmp_path, wav):
     stale = tmp_path / ".out.wav.abcd1234.part"
     stale.write_bytes(b"x" * 1000)

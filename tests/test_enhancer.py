@@ -914,6 +914,67 @@ def test_split_floor_takes_a_recordings_hiss_out_of_the_target_only():
         assert 10 < snr(clean, noisy) < 40
 
 
+def _tiny_speech_pool(folder: Path, rng, clips=None, hiss_db: float = -45.0) -> list[np.ndarray]:
+    """A training voice pool on disk (int16, as the recipe writes it): voices (default: synthetic) with hiss."""
+    import json
+
+    from models.enhancer.data import synth_speech_clip
+
+    clips = clips if clips is not None else [synth_speech_clip(rng, 1.5) for _ in range(4)]
+    n = len(clips)
+    recs = [c + (10 ** (hiss_db / 20) * rng.standard_normal(len(c))).astype(np.float32) for c in clips]
+    offsets = np.cumsum([0] + [len(r) for r in recs]).tolist()
+    np.save(folder / "train_speech.npy", np.round(np.concatenate(recs) * 32767).astype(np.int16))
+    (folder / "train_speech.json").write_text(json.dumps({"offsets": offsets, "group": [0] * n}))
+    return clips
+
+
+def test_teacher_targets_are_the_recordings_through_the_enhancer_aligned(tmp_path, speech48):
+    from models.enhancer.data import Pool
+    from models.enhancer.targets import write_teacher
+
+    half = len(speech48) // 2
+    voices = _tiny_speech_pool(tmp_path, np.random.default_rng(11), [speech48[:half], speech48[half:]], hiss_db=-35.0)
+    out = write_teacher(tmp_path / "train_speech", log=None)
+    assert out == tmp_path / "train_speech_teacher.npy" and out.with_suffix(".json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "train_speech.json", "train_speech.npy", "train_speech_teacher.json", "train_speech_teacher.npy"]
+    pool = Pool.load(tmp_path / "train_speech", teacher=True)
+    assert np.load(out, mmap_mode="r").dtype == np.int16 and len(pool.targets) == len(voices)
+
+    for i, v in enumerate(voices):
+        rec, t = pool.clip(i), pool.target(i)
+        env = np.convolve(np.abs(v), np.ones(4800) / 4800, mode="same")
+        pause = env < 1e-4 * np.max(env)  # 0.1 s around no voice at all: only the hiss
+        assert pause[4800:].sum() > 4800
+        assert np.std(t[pause]) < 0.1 * np.std(rec[pause])  # the teacher took the hiss out (> 20 dB) ...
+        xc = np.correlate(t[4800:-4800], v[4800 - 50 : -4800 + 50], mode="valid")
+        assert abs(int(np.argmax(xc)) - 50) <= 1  # ... and its target lines up with the voice
+
+
+def test_teacher_targets_take_the_voices_eq_and_the_input_keeps_the_recording(tmp_path):
+    from models.enhancer.data import Mixer, Pool, synthetic_pools
+
+    sp, no = synthetic_pools(seed=5)
+    sp = Pool(sp.clips, list(sp.group), targets=[0.5 * c for c in sp.clips])
+    m = Mixer(sp, no, seconds=1.5, p_clean=1.0, p_reverb=0.0, p_mic_eq=0.5, p_narrow=0.0, p_codec=0.0,
+              clean_floor=True)
+    rng = np.random.default_rng(2)
+    for _ in range(6):  # no noise: the input is the recording, the target its teacher output (half of it),
+        noisy, clean = m.draw(rng)  # both through the same random EQ
+        assert np.max(np.abs(noisy)) > 0
+        assert np.allclose(clean, 0.5 * noisy, atol=1e-6)
+
+
+def test_training_on_teacher_targets_that_were_never_written_is_one_line(tmp_path):
+    _tiny_speech_pool(tmp_path, np.random.default_rng(1))
+    r = subprocess.run([sys.executable, "-m", "models.enhancer.train", "--data", str(tmp_path), "--teacher-targets",
+                        "--steps", "1", "--ckpt", str(tmp_path / "ck")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert "python -m models.enhancer.targets" in r.stderr.strip().splitlines()[-1]
+
+
 def test_heldout_selection_and_benchmark_files_are_disjoint():
     from models.enhancer.sources import SELECT_EVERY, _heldout_split
 

@@ -194,23 +194,45 @@ def save_pool(items, path: Path) -> dict:
 class Pool:
     """Clips in one array; ``group`` per clip (speaker group / recording set)."""
 
-    def __init__(self, clips: list[np.ndarray], groups: list[int] | None = None):
+    def __init__(self, clips: list[np.ndarray], groups: list[int] | None = None,
+                 targets: list[np.ndarray] | None = None):
         self.clips = clips
         self.group = np.asarray(groups if groups is not None else [0] * len(clips))
+        # teacher targets (models/enhancer/targets.py): each clip through the shipped enhancer
+        self.targets = targets
 
     @classmethod
-    def load(cls, stem: Path) -> "Pool":
+    def load(cls, stem: Path, teacher: bool = False) -> "Pool":
         data = np.load(stem.with_suffix(".npy"), mmap_mode="r")
         idx = json.loads(stem.with_suffix(".json").read_text())
         o = idx["offsets"]
         clips = [data[o[i] : o[i + 1]] for i in range(len(o) - 1)]
-        return cls(clips, idx["group"])
+        targets = None
+        if teacher:
+            from models.enhancer.targets import teacher_path
+
+            tp = teacher_path(stem)
+            if not tp.exists():
+                raise SystemExit(f"no teacher targets {tp}: run `python -m models.enhancer.targets --data {stem.parent}`")
+            t = np.load(tp, mmap_mode="r")
+            if t.shape != data.shape:
+                raise SystemExit(f"{tp} does not match {stem.with_suffix('.npy')} (rebuilt since?): "
+                                 f"run `python -m models.enhancer.targets --data {stem.parent}` again")
+            targets = [t[o[i] : o[i + 1]] for i in range(len(o) - 1)]
+        return cls(clips, idx["group"], targets)
+
+    @staticmethod
+    def _float(c: np.ndarray) -> np.ndarray:
+        return c.astype(np.float32) / 32767.0 if c.dtype == np.int16 else np.asarray(c, np.float32)
 
     def clip(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Clip ``i`` (or its samples start:stop) as float32; only those samples are converted (a
         noise recording can run for minutes, a draw needs 1.5 s of it)."""
-        c = self.clips[i][start:stop]
-        return c.astype(np.float32) / 32767.0 if c.dtype == np.int16 else np.asarray(c, np.float32)
+        return self._float(self.clips[i][start:stop])
+
+    def target(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The teacher target of clip ``i`` (or of its samples start:stop), as float32."""
+        return self._float(self.targets[i][start:stop])
 
     def __len__(self):
         return len(self.clips)
@@ -312,7 +334,8 @@ def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0
                  floor_track: np.ndarray | None = None, dc_track: np.ndarray | None = None) -> np.ndarray:
     """Concatenate utterances (one speaker group) with pauses into n samples. With ``floor_track``
     (n zeros) each utterance's own noise floor goes there and the returned track is the rest
-    (``split_floor``). With ``dc_track`` (n zeros) each utterance's DC offset (its mean: some
+    (``split_floor``; with a pool of teacher targets the rest is the teacher's output and the floor
+    what the teacher took out). With ``dc_track`` (n zeros) each utterance's DC offset (its mean: some
     recorders add one, gcin-voice's up to half its RMS) goes there and the returned voice is
     without it; the draws are the same either way."""
     out = np.zeros(n, np.float32)
@@ -334,7 +357,11 @@ def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0
             c = c - dc
             dc_track[pos : pos + len(c)] = dc * g
         if floor_track is not None:
-            c, fl = split_floor(c)
+            if pool.targets is not None:
+                t = pool.target(i, start, start + len(c))
+                c, fl = t, c - t
+            else:
+                c, fl = split_floor(c)
             floor_track[pos : pos + len(c)] = fl * g
         out[pos : pos + len(c)] = c * g
         pos += len(c) + int(rng.uniform(*gap) * SR)
@@ -447,8 +474,9 @@ class Mixer:
 
     ``level_db``: RMS level of the noisy mixture, -50..-10 dBFS by default (peaks kept below 0.99).
     ``gap``: range of the pauses (s) between utterances.
-    ``clean_floor``: targets without the recordings' own noise floor (``split_floor``; the input keeps
-    it), so the network learns to remove a voice recording's hiss as noise too.
+    ``clean_floor``: targets without the recordings' own noise floor (``split_floor``, or what the
+    teacher took out where the speech pool has teacher targets; the input keeps it, through the same
+    EQ and room as the voice), so the network learns to remove a voice recording's hiss as noise too.
     ``dc_free``: the voices without their recordings' DC offsets (``speech_track``), input and target.
     """
 
@@ -474,16 +502,22 @@ class Mixer:
         # runtime's input DC blocker takes an offset out before the network sees it)
         s = speech_track(rng, self.speech, n, gap=self.gap, floor_track=floor,
                          dc_track=np.zeros(n, np.float32) if self.dc_free else None)
-        s = random_eq(rng, s)
+        if floor is None:
+            s = random_eq(rng, s)
+        else:  # the floor is part of the recorded voice: the same EQ and room (the same draws)
+            s, floor = random_eq(rng, np.stack([s, floor]))
         if rng.random() < self.p_reverb:
             full, early = synth_rir(rng)
             s_rev = sps.fftconvolve(s, full)[:n].astype(np.float32)
             clean = sps.fftconvolve(s, early)[:n].astype(np.float32)
+            if floor is not None:
+                floor = sps.fftconvolve(floor, full)[:n].astype(np.float32)
         else:
             s_rev = clean = s
         if rng.random() < self.p_speechless:
             s_rev = s_rev * 0
             clean = clean * 0
+            floor = None if floor is None else floor * 0
         noise = noise_track(rng, self.noise, n, self.speech)
         if rng.random() < self.p_noise2:
             noise = noise + noise_track(rng, self.noise, n, self.speech) * rng.uniform(0.2, 1.0)

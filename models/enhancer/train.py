@@ -49,6 +49,10 @@ def parse(argv):
     ap.add_argument("--clean-floor", action=argparse.BooleanOptionalAction, default=False,
                     help="targets without the voice recordings' own noise floor (data.split_floor; the input "
                          "keeps it), so that hiss in a recording counts as noise too")
+    ap.add_argument("--teacher-targets", action="store_true",
+                    help="targets: the voices through the shipped enhancer (python -m models.enhancer.targets); "
+                         "the input keeps the recordings as they are, so the network learns to remove their room "
+                         "tone and hiss too (implies --clean-floor)")
     ap.add_argument("--dc-free", action=argparse.BooleanOptionalAction, default=True,
                     help="voices without their recordings' DC offsets, in input and target (since the thirteenth "
                          "session; the runtime's input DC blocker takes an offset out before the network sees it)")
@@ -170,7 +174,7 @@ def make_pools(a):
         return synthetic_pools(seed=a.seed)
     if not (a.data / "train_speech.npy").exists():
         raise SystemExit(f"no training data in {a.data}: run `python -m models.enhancer.data --out {a.data}`")
-    return Pool.load(a.data / "train_speech"), Pool.load(a.data / "train_noise")
+    return Pool.load(a.data / "train_speech", teacher=a.teacher_targets), Pool.load(a.data / "train_noise")
 
 
 def _mix_iter(self):
@@ -184,7 +188,7 @@ def _mix_iter(self):
     sp, no = make_pools(self.a)
     mixer = Mixer(sp, no, seconds=self.a.seconds, snr=(-5.0, self.a.snr_max), p_level_step=self.a.p_level_step,
                   p_onset=self.a.p_onset, p_clean=self.a.p_clean, gap=(0.05, self.a.gap_max),
-                  clean_floor=self.a.clean_floor, dc_free=self.a.dc_free)
+                  clean_floor=self.a.clean_floor or self.a.teacher_targets, dc_free=self.a.dc_free)
     rng = np.random.default_rng([self.a.seed, wid, self.start])
     while True:
         noisy, clean = mixer.draw(rng)
@@ -464,6 +468,7 @@ def main(argv=None) -> int:
     if resumed is not None:  # the graph the weights were trained in
         a.df_gate, a.deep_filter = resumed.get("df_gate", False), resumed.get("deep_filter", True)
         a.pitch_features = resumed.get("pitch_features", False)
+        a.teacher_targets = a.teacher_targets or resumed.get("teacher_targets", False)  # the run's targets
         a.win, a.min_band_hz = framing(a, resumed, keep=True)
     init_ck = None
     if resumed is None and a.init is not None:
@@ -517,6 +522,8 @@ def main(argv=None) -> int:
         opt.load_state_dict(resumed["opt"])  # its moments land on the parameters' device
     log(f"model params {count_params(model)} on {device}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
 
+    if a.teacher_targets and not a.smoke:  # here, not first in a loader worker: a one-line error
+        make_pools(a)
     win, syn = (torch.from_numpy(w).to(device) for w in windows(a.win))
     loss_fn = Loss(model.nfreq, a.asym, a.pause_weight, a.erb_weight, device, model.min_band_hz)
     loader = torch.utils.data.DataLoader(mix_stream(a, step), batch_size=a.batch, num_workers=a.workers,
@@ -578,7 +585,7 @@ def main(argv=None) -> int:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                         "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
                         "deep_filter": a.deep_filter, "pitch_features": a.pitch_features, "win": a.win,
-                        "min_band_hz": a.min_band_hz}, tmp)
+                        "min_band_hz": a.min_band_hz, "teacher_targets": a.teacher_targets}, tmp)
 
     def keep(path):  # weights alone, on the CPU, loadable by --init
         from realtime.io.files import atomic_write

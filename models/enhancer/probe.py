@@ -1,6 +1,7 @@
 """What can a gain on this STFT reach? Oracle gains from the clean reference, by window, on the selection clips.
 
     python -m models.enhancer.probe [--clips 72] [--windows 480,960,1920] [--gains erb,bin] [--min-band-hz 200]
+                                    [--target reference|teacher]
 
 Each row divides nothing out of the network: it applies the *ideal* gain, computed from the clean
 reference, to the noisy mixture, then scores PESQ-WB, SI-SDR and DNSMOS like ``bench enhancer``.
@@ -78,6 +79,9 @@ def main(argv=None) -> int:
     ap.add_argument("--windows", default="480,960,1920", help="analysis window lengths (samples at 48 kHz)")
     ap.add_argument("--gains", default="erb,bin")
     ap.add_argument("--min-band-hz", type=float, default=MIN_BAND_HZ, help="the narrowest ERB band (erb gains)")
+    ap.add_argument("--target", choices=("reference", "teacher"), default="reference",
+                    help="the gains towards the clean reference, or towards the reference through the shipped "
+                         "enhancer (the teacher targets of models/enhancer/targets.py); scored against the reference")
     ap.add_argument("--no-rnnoise", action="store_true")
     a = ap.parse_args(argv)
     from bench.enhancer import RNNoiseRunner, _metrics, load_set
@@ -93,11 +97,21 @@ def main(argv=None) -> int:
         raise SystemExit(f"--gains takes erb and/or bin, got {a.gains!r}")
     clips = load_set(a.data, 0, a.clips)
     rows = [("clean reference", lambda x, c: c)]
+    aim = lambda c: c  # noqa: E731
+    if a.target == "teacher":
+        from models.enhancer.targets import BLOCK, through
+        from realtime.dsp.processors.neural.enhancer import Enhancer
+
+        teacher = Enhancer()
+        teacher.prepare(48000, BLOCK, 1)
+        aim = lambda c: through(teacher, c)  # noqa: E731
+        rows.append(("teacher target (the reference through the shipped enhancer)", lambda x, c: aim(c)))
     if not a.no_rnnoise:
         rnn = RNNoiseRunner()
         rows.append(("RNNoise", lambda x, c: rnn.process(x)))
-    rows += [(f"oracle {g} gains, {w}-sample analysis window" + (f", bands >= {a.min_band_hz:g} Hz" if g == "erb" else ""),
-              lambda x, c, w=w, g=g: oracle(x, c, w, g, a.min_band_hz))
+    rows += [(f"oracle {g} gains, {w}-sample analysis window" + (f", bands >= {a.min_band_hz:g} Hz" if g == "erb" else "")
+              + (", towards the teacher target" if a.target == "teacher" else ""),
+              lambda x, c, w=w, g=g: oracle(x, aim(c), w, g, a.min_band_hz))
              for w in windows for g in gains]
     for name, fn in rows:
         per = [_metrics(c, fn(x, c), True) for _, x, c, _ in clips]

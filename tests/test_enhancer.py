@@ -948,6 +948,12 @@ def test_teacher_targets_are_the_recordings_through_the_enhancer_aligned(tmp_pat
         pause = env < 1e-4 * np.max(env)  # 0.1 s around no voice at all: only the hiss
         assert pause[4800:].sum() > 4800
         assert np.std(t[pause]) < 0.1 * np.std(rec[pause])  # the teacher took the hiss out (> 20 dB) ...
+        on = int(np.argmax(np.abs(v) > 0.05 * np.max(np.abs(v))))
+        first = slice(on, on + 2400)  # ... kept the voice's first 50 ms (a causal pass alone cuts them by 10-70 dB) ...
+        assert abs(10 * np.log10(np.sum(t[first] ** 2) / np.sum(v[first] ** 2))) < 3.0
+        frames = np.sum(rec[: len(rec) // 480 * 480].reshape(-1, 480) ** 2, axis=1)
+        loud = np.repeat(frames >= np.percentile(frames, 80), 480)  # ... and its level where it is loud ...
+        assert abs(10 * np.log10(np.sum(t[: len(loud)][loud] ** 2) / np.sum(rec[: len(loud)][loud] ** 2))) < 0.2
         xc = np.correlate(t[4800:-4800], v[4800 - 50 : -4800 + 50], mode="valid")
         assert abs(int(np.argmax(xc)) - 50) <= 1  # ... and its target lines up with the voice
 
@@ -964,6 +970,19 @@ def test_teacher_targets_take_the_voices_eq_and_the_input_keeps_the_recording(tm
         noisy, clean = m.draw(rng)  # both through the same random EQ
         assert np.max(np.abs(noisy)) > 0
         assert np.allclose(clean, 0.5 * noisy, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["no voices", "junk model"])
+def test_teacher_targets_refuse_bad_input_in_one_line(tmp_path, case):
+    args = ["--data", str(tmp_path)]
+    if case == "junk model":
+        _tiny_speech_pool(tmp_path, np.random.default_rng(1))
+        (tmp_path / "junk.onnx").write_bytes(b"not a model")
+        args += ["--model", str(tmp_path / "junk.onnx")]
+    r = subprocess.run([sys.executable, "-m", "models.enhancer.targets", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not list(tmp_path.glob("*teacher*")) and not list(tmp_path.glob(".*part"))
 
 
 def test_training_on_teacher_targets_that_were_never_written_is_one_line(tmp_path):

@@ -99,13 +99,13 @@ def main(argv=None) -> int:
     rows = [("clean reference", lambda x, c: c)]
     aim = lambda c: c  # noqa: E731
     if a.target == "teacher":
-        from models.enhancer.targets import BLOCK, through
+        from models.enhancer.targets import BLOCK, teacher_target
         from realtime.dsp.processors.neural.enhancer import Enhancer
 
         teacher = Enhancer()
         teacher.prepare(48000, BLOCK, 1)
-        aim = lambda c: through(teacher, c)  # noqa: E731
-        rows.append(("teacher target (the reference through the shipped enhancer)", lambda x, c: aim(c)))
+        aim = lambda c: teacher_target(teacher, c)  # noqa: E731
+        rows.append(("teacher target (the reference through the shipped enhancer, both ways)", lambda x, c: aim(c)))
     if not a.no_rnnoise:
         rnn = RNNoiseRunner()
         rows.append(("RNNoise", lambda x, c: rnn.process(x)))

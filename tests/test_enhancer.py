@@ -958,6 +958,28 @@ def test_teacher_targets_are_the_recordings_through_the_enhancer_aligned(tmp_pat
         assert abs(int(np.argmax(xc)) - 50) <= 1  # ... and its target lines up with the voice
 
 
+def test_teacher_keep_leaves_the_voice_as_recorded_and_still_drops_the_hiss(speech48):
+    from models.enhancer.targets import BLOCK, keep_voice, teacher_target
+    from realtime.dsp.processors.neural.enhancer import Enhancer
+
+    g = np.linspace(0.0, 1.0, 101)
+    k = keep_voice(g, 0.5)
+    assert np.all(k[g >= 0.5] == 1.0) and np.allclose(k[g <= 0.25], g[g <= 0.25]) and np.all(np.diff(k) >= 0)
+    assert keep_voice(g, 0.0) is g
+
+    rec = speech48 + (10 ** (-35 / 20) * np.random.default_rng(4).standard_normal(len(speech48))).astype(np.float32)
+    rec = rec - np.float32(np.mean(rec))
+    proc = Enhancer()
+    proc.prepare(48000, BLOCK, 1)
+    full, kept = teacher_target(proc, rec), teacher_target(proc, rec, keep=0.5)
+    env = np.convolve(np.abs(speech48), np.ones(4800) / 4800, mode="same")
+    voiced, pause = env > 0.1 * np.max(env), env < 1e-4 * np.max(env)
+    assert voiced.sum() > 48000 and pause.sum() > 4800
+    err = lambda t: np.sum((t[voiced] - rec[voiced]) ** 2)  # noqa: E731
+    assert err(kept) < 0.95 * err(full)  # where the voice is, the target is nearer the recording (less shaved) ...
+    assert np.std(kept[pause]) < 0.1 * np.std(rec[pause])  # ... and the hiss in the pauses still goes
+
+
 def test_teacher_targets_take_the_voices_eq_and_the_input_keeps_the_recording(tmp_path):
     from models.enhancer.data import Mixer, Pool, synthetic_pools
 

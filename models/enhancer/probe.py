@@ -1,7 +1,7 @@
 """What can a gain on this STFT reach? Oracle gains from the clean reference, by window, on the selection clips.
 
     python -m models.enhancer.probe [--clips 72] [--windows 480,960,1920] [--gains erb,bin] [--min-band-hz 200]
-                                    [--target reference|teacher]
+                                    [--target reference|teacher] [--keep 0.5]
 
 Each row divides nothing out of the network: it applies the *ideal* gain, computed from the clean
 reference, to the noisy mixture, then scores PESQ-WB, SI-SDR and DNSMOS like ``bench enhancer``.
@@ -82,6 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--target", choices=("reference", "teacher"), default="reference",
                     help="the gains towards the clean reference, or towards the reference through the shipped "
                          "enhancer (the teacher targets of models/enhancer/targets.py); scored against the reference")
+    ap.add_argument("--keep", type=float, default=0.0,
+                    help="with --target teacher: bins the teacher passes by this gain or more stay whole (targets.py --keep)")
     ap.add_argument("--no-rnnoise", action="store_true")
     a = ap.parse_args(argv)
     from bench.enhancer import RNNoiseRunner, _metrics, load_set
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
 
         teacher = Enhancer()
         teacher.prepare(48000, BLOCK, 1)
-        aim = lambda c: teacher_target(teacher, c)  # noqa: E731
+        aim = lambda c: teacher_target(teacher, c, keep=a.keep)  # noqa: E731
         rows.append(("teacher target (the reference through the shipped enhancer, both ways)", lambda x, c: aim(c)))
     if not a.no_rnnoise:
         rnn = RNNoiseRunner()

@@ -68,10 +68,21 @@ def _one_way(proc, c: np.ndarray) -> np.ndarray:
     return through(proc, np.concatenate([c[:w][::-1], c]))[w:]
 
 
-def teacher_target(proc, c: np.ndarray, nfft: int = 960) -> np.ndarray:
+def keep_voice(g: np.ndarray, keep: float) -> np.ndarray:
+    """Teacher gains g with every bin the teacher passes by ``keep`` or more set to 1, those below
+    keep/2 left as they are and a linear ramp between: the target loses what the teacher calls noise
+    and keeps the voice exactly as recorded (keep 0: the teacher's gains unchanged)."""
+    if keep <= 0:
+        return g
+    ramp = np.clip((g - keep / 2) / (keep / 2), 0.0, 1.0)
+    return g + (1.0 - g) * ramp
+
+
+def teacher_target(proc, c: np.ndarray, nfft: int = 960, keep: float = 0.0) -> np.ndarray:
     """One utterance's target: c (its mean taken out) through the processor forwards and backwards
     in time, keeping per STFT bin the larger of the two outputs' magnitudes (at most the input's), at
-    the level of its voice (``loud_level_gain``).
+    the level of its voice (``loud_level_gain``); with ``keep`` the bins the teacher passes are kept
+    whole (``keep_voice``).
 
     Why both ways: a causal enhancer needs a few frames to hear that a sound is a voice, so it cuts
     the first 25-50 ms after a pause by 15-25 dB (espeak "Please" after 50 ms of hiss). Played
@@ -89,6 +100,7 @@ def teacher_target(proc, c: np.ndarray, nfft: int = 960) -> np.ndarray:
     _, _, B = sps.stft(bwd, nperseg=nfft)
     ax = np.abs(X)
     g = np.minimum(np.maximum(np.abs(F), np.abs(B)) / np.maximum(ax, 1e-12), 1.0)
+    g = keep_voice(g, keep)
     g[ax < 1e-9] = 0.0  # digital silence stays silent
     y = sps.istft(X * g, nperseg=nfft)[1][: len(c)].astype(np.float32)
     y = np.concatenate([y, np.zeros(len(c) - len(y), np.float32)])
@@ -96,7 +108,7 @@ def teacher_target(proc, c: np.ndarray, nfft: int = 960) -> np.ndarray:
 
 
 def _write_share(src_path: Path, part: Path, offsets: list[int], model: Path | None, job: int, jobs: int,
-                 log) -> None:
+                 log, keep: float = 0.0) -> None:
     """Clips job, job + jobs, ... of the pool into the (already created) part file."""
     from realtime.dsp.processors.neural.enhancer import Enhancer
 
@@ -108,7 +120,7 @@ def _write_share(src_path: Path, part: Path, offsets: list[int], model: Path | N
     for k, i in enumerate(range(job, n, jobs)):
         a, b = offsets[i], offsets[i + 1]
         c = src[a:b].astype(np.float32) / 32767.0 if src.dtype == np.int16 else np.asarray(src[a:b], np.float32)
-        y = teacher_target(proc, c) if len(c) else c
+        y = teacher_target(proc, c, keep=keep) if len(c) else c
         dst[a:b] = np.clip(np.round(y * 32767.0), -32767, 32767).astype(np.int16)
         done += b - a
         if log and job == 0 and k % 500 == 0:
@@ -117,7 +129,7 @@ def _write_share(src_path: Path, part: Path, offsets: list[int], model: Path | N
     dst.flush()
 
 
-def write_teacher(stem: Path, model: Path | None = None, log=print, jobs: int = 1) -> Path:
+def write_teacher(stem: Path, model: Path | None = None, log=print, jobs: int = 1, keep: float = 0.0) -> Path:
     """Run every clip of the pool ``stem`` through the teacher (``jobs`` processes); returns the
     written .npy path. Written to a .part file and renamed, so an interrupted run leaves no
     half-written targets."""
@@ -134,17 +146,17 @@ def write_teacher(stem: Path, model: Path | None = None, log=print, jobs: int = 
         blank = np.lib.format.open_memmap(part, mode="w+", dtype=np.int16, shape=src.shape)
         del blank  # the jobs open it themselves
         if jobs <= 1:
-            _write_share(src_path, part, offsets, model, 0, 1, log)
+            _write_share(src_path, part, offsets, model, 0, 1, log, keep)
         else:
             with ProcessPoolExecutor(jobs) as ex:
-                for f in [ex.submit(_write_share, src_path, part, offsets, model, j, jobs, log) for j in range(jobs)]:
+                for f in [ex.submit(_write_share, src_path, part, offsets, model, j, jobs, log, keep) for j in range(jobs)]:
                     f.result()
         os.replace(part, out_path)
     finally:
         part.unlink(missing_ok=True)
     model_file = Path(model or DEFAULT_MODEL)
     out_path.with_suffix(".json").write_text(json.dumps({
-        "source": src_path.name, "model": str(model_file), "directions": "forward and backward, per-bin max",
+        "source": src_path.name, "model": str(model_file), "directions": "forward and backward, per-bin max", "keep": keep,
         "model_md5": hashlib.md5(model_file.read_bytes()).hexdigest()}, indent=1))
     return out_path
 
@@ -155,7 +167,11 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "enhancer")
     ap.add_argument("--model", type=Path, default=None, help="teacher model (default: the shipped enhancer)")
     ap.add_argument("--jobs", type=int, default=1, help="processes")
+    ap.add_argument("--keep", type=float, default=0.0,
+                    help="bins the teacher passes by this gain or more stay whole (0: off; e.g. 0.5)")
     a = ap.parse_args(argv)
+    if not 0.0 <= a.keep <= 1.0:
+        raise SystemExit(f"--keep {a.keep}: a gain between 0 and 1")
     stem = a.data / "train_speech"
     if not stem.with_suffix(".npy").exists():
         raise SystemExit(f"no training voices in {a.data}: run `python -m models.enhancer.data --out {a.data}` first")
@@ -168,7 +184,7 @@ def main(argv=None) -> int:
         except ModelError as e:
             raise SystemExit(str(e)) from None
     try:
-        print(write_teacher(stem, a.model, jobs=max(1, a.jobs)))
+        print(write_teacher(stem, a.model, jobs=max(1, a.jobs), keep=a.keep))
     except KeyboardInterrupt:
         raise SystemExit("interrupted; no teacher targets written") from None
     return 0

@@ -396,7 +396,7 @@ def build(out: Path = DEFAULT_OUT, smoke: bool = False) -> Path:
         train = val = synthetic_tracks(out)
     else:
         ensure_packages(PACKAGES + VAL_PACKAGES + MIDI_PACKAGES + ("fluidsynth", "fluid-soundfont-gm", "timgm6mb-soundfont",
-                                                                   "musescore-general-soundfont", "ffmpeg",
+                                                                   "musescore-general-soundfont",
                                                                    "lsp-plugins-lv2", "calf-plugins", "zam-plugins"))
         train, val = [], []
         for pkg in PACKAGES:

@@ -320,7 +320,7 @@ def train(a) -> dict:
         if step % 25 == 0:
             el = time.monotonic() - t0
             print(f"step {step} t={el:.0f}s {(step - start_step) / el:.2f} steps/s wait={t_wait / el:.0%} "
-                  f"seen={seen_s / 3600:.2f} h gain_l1={float(gl):.4f} neg_sisdr={float(wl):.2f}", flush=True)
+                  f"seen={seen_s / 3600:.2f} h gain_l1={float(gl.detach()):.4f} neg_sisdr={float(wl.detach()):.2f}", flush=True)
         if sel is not None and (step % a.val_every == 0 or step >= a.steps):
             v = validate(model, *sel)
             v.update(step=step, minutes=(time.monotonic() - t0) / 60, seen_hours=seen_s / 3600)

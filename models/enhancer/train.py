@@ -604,6 +604,7 @@ def main(argv=None) -> int:
             f"score {best:.3f}")
     model.train()
     t0 = time.time()
+    t_wait = 0.0  # time the trainer waits for the loader: the loader should never be the bottleneck
     acc = {}
     n_acc = 0
     stop_reason = "steps"
@@ -613,7 +614,9 @@ def main(argv=None) -> int:
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
+        tw = time.time()
         x, s, feats = (t.to(device, non_blocking=True) for t in next(it))
+        t_wait += time.time() - tw
         L = x.shape[1] // HOP * HOP
         x, s = x[:, :L], s[:, :L]
         S_clean = stft(s, win)
@@ -634,8 +637,9 @@ def main(argv=None) -> int:
         if step % a.log_every == 0 or step == a.steps:
             el = time.time() - t0
             msg = " ".join(f"{k} {v / n_acc:.4f}" for k, v in acc.items())
-            log(f"step {step}/{a.steps} lr {lr_at(step):.2e} {msg} | {el / n_acc:.2f} s/step")
-            acc, n_acc, t0 = {}, 0, time.time()
+            log(f"step {step}/{a.steps} lr {lr_at(step):.2e} {msg} | {el / n_acc:.2f} s/step, "
+                f"waiting for data {t_wait / el:.0%}")
+            acc, n_acc, t0, t_wait = {}, 0, time.time(), 0.0
         if step % a.ckpt_every == 0:
             save(last)
         if a.keep_every and step % a.keep_every == 0:

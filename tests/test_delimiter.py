@@ -479,6 +479,41 @@ def test_committed_checkpoint_exports_and_streams_like_torch(tmp_path):
         train.main(["--export-only", "--out", str(out)])
 
 
+def test_conv_front_starts_as_the_linear_network_learns_and_streams_like_torch(tmp_path):
+    """--front conv --init <linear checkpoint>: the same function at the start; once its detector
+    weighs in (here: random embedding columns) the exported ONNX still streams like the torch net."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+    from models.delimiter.model import HOP
+    from models.delimiter.model import Delimiter as Net
+
+    torch.manual_seed(0)
+    lin = Net()
+    lin.load_state_dict(torch.load(train.COMMITTED_CKPT)["model"])
+    conv = Net(front="conv")
+    conv.load_state_dict(train.add_conv_front(lin.state_dict(), conv))
+    y, _ = _limited(_hits(1.0, sr=44100), sr=44100)
+    y = y[: len(y) // HOP * HOP]
+    Y = torch.from_numpy(y)[None]
+    with torch.no_grad():
+        assert torch.allclose(train.restore(lin, Y)[0], train.restore(conv, Y)[0], atol=1e-5)
+        conv.embed[0].weight[:, :48] += 0.05 * torch.randn(conv.embed[0].weight.shape[0], 48)
+        changed = train.restore(conv, Y)[0]
+    assert float((changed - train.restore(lin, Y)[0].detach()).abs().max()) > 1e-3  # the detector is wired in
+    ck = tmp_path / "conv.pt"
+    train.save_small(conv, ck, {"step": 1})
+    out = tmp_path / "conv.onnx"
+    assert train.main(["--export-only", "--init", str(ck), "--out", str(out)]) == 0
+    p = Delimiter(model_path=out, auto_level="off", threshold_db=0.0)
+    p.prepare(44100, 256, 2)
+    got = _run(p, np.concatenate([y, np.zeros((p.latency + 256, 2), np.float32)]), block=256)[p.latency:][: len(y)]
+    conv.clamp_output = True
+    with torch.no_grad():
+        a = train.restore(conv, Y)[0][0].numpy()
+    want = y * np.exp(np.maximum(a - p.level_offset, 0.0))[:, None]
+    assert np.max(np.abs(got - want)) < 1e-3 * np.abs(want).max()
+
+
 def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):
     pytest.importorskip("torch", reason="training extra not installed")
     from models.delimiter import train

@@ -30,15 +30,27 @@ LOOKAHEAD_FRAMES = 2
 EMB = 128
 HID = 160
 PEAK_FRAMES = 512  # ceiling estimate: max linked peak over the last 512 frames (1.5 s at 44.1 kHz)
+CONV_CH = 24  # channels of the optional convolutional front end
 MAX_LOG_INV_GAIN = 4.0  # 34.7 dB: more gain reduction than any realistic master
 
 
 class Delimiter(nn.Module):
-    def __init__(self, emb: int = EMB, hid: int = HID, lookahead_frames: int = LOOKAHEAD_FRAMES):
-        """``lookahead_frames`` > LOOKAHEAD_FRAMES makes the benchmark's non-causal variant."""
+    def __init__(self, emb: int = EMB, hid: int = HID, lookahead_frames: int = LOOKAHEAD_FRAMES, front: str = "linear"):
+        """``lookahead_frames`` > LOOKAHEAD_FRAMES makes the benchmark's non-causal variant.
+        ``front="conv"`` adds a small convolutional detector over each frame's samples (mid, fine and
+        relative peak) next to the raw features: the linear embedding alone sees a transient's
+        shape only through one layer of fixed filters."""
         super().__init__()
         self.lookahead = lookahead_frames
-        self.embed = nn.Sequential(nn.Linear(3 * HOP + KNOTS + 1, emb), nn.LeakyReLU(0.1))
+        self.front = front
+        n_in = 3 * HOP + KNOTS + 1
+        if front == "conv":
+            self.conv = nn.Sequential(nn.Conv1d(3, CONV_CH, 9, padding=4), nn.LeakyReLU(0.1),
+                                      nn.Conv1d(CONV_CH, CONV_CH, SEG, stride=SEG), nn.LeakyReLU(0.1))
+            n_in += CONV_CH * KNOTS
+        elif front != "linear":
+            raise ValueError(f"front must be linear or conv, not {front!r}")
+        self.embed = nn.Sequential(nn.Linear(n_in, emb), nn.LeakyReLU(0.1))
         self.mix = nn.Sequential(nn.Linear((lookahead_frames + 1) * emb, hid), nn.LeakyReLU(0.1))
         self.gru = nn.GRU(hid, hid, batch_first=True)
         self.head = nn.Sequential(nn.Linear(2 * hid, 128), nn.LeakyReLU(0.1), nn.Linear(128, KNOTS))
@@ -64,6 +76,9 @@ class Delimiter(nn.Module):
         logceil = torch.log(ceil + 1e-4)
         rel = 6.0 * (logpk - logceil.unsqueeze(-1)).clamp(-0.7, 0.0) + 2.0
         feats = torch.cat([2.0 * mid, fine, rel, coarse, 0.25 * logceil.unsqueeze(-1)], -1)
+        if self.front == "conv":  # per frame: [B*T, 3, HOP] -> [B*T, CONV_CH, KNOTS], flattened
+            per = torch.stack([2.0 * mid, fine, rel], -2).reshape(-1, 3, HOP)
+            feats = torch.cat([self.conv(per).reshape(*feats.shape[:2], CONV_CH * KNOTS), feats], -1)
         return feats, run[:, T:]
 
     def forward(self, frames, e_hist, h, pk_hist):

@@ -230,11 +230,29 @@ def export_weights(weights: Path, out: Path, data: Path | None = None) -> None:
     state, meta = load_weights(weights)
     sel_x = np.load(data / "sel_x.npy") if data is not None and (data / "sel_x.npy").is_file() else None
     lookahead = state["mix.0.weight"].shape[1] // EMB - 1
-    model = Delimiter(lookahead_frames=lookahead)
+    model = Delimiter(lookahead_frames=lookahead, front=front_of(state))
     model.load_state_dict(state)
     meta = {k: str(v) for k, v in meta.items() if k in ("step", "sel_score", "sel_sisdr_gain_db")}
     out.parent.mkdir(parents=True, exist_ok=True)
     export(model, out, {**meta, "from": Path(weights).name}, sel_x)
+
+
+def front_of(state: dict) -> str:
+    return "conv" if any(k.startswith("conv.") for k in state) else "linear"
+
+
+def add_conv_front(state: dict, model: Delimiter) -> dict:
+    """Weights of a linear-front network fitted into a conv-front ``model``: the embedding's
+    columns for the new conv features start at zero, so the network begins as the same function
+    and the detector's weights start from ``model``'s own initialisation."""
+    if model.front != "conv" or front_of(state) == "conv":
+        return state
+    w = state["embed.0.weight"]
+    want = model.embed[0].weight
+    wide = torch.zeros(want.shape, dtype=w.dtype)
+    wide[:, want.shape[1] - w.shape[1]:] = w  # the conv features come first
+    own = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith("conv.")}
+    return {**state, **own, "embed.0.weight": wide}
 
 
 def widen_lookahead(state: dict, model: Delimiter) -> dict:
@@ -262,20 +280,22 @@ def train(a) -> dict:
         sel = (np.load(a.data / "sel_y.npy"), np.load(a.data / "sel_x.npy"),
                json.loads((a.data / "sel_meta.json").read_text()))
     device = pick_device(a.device)
-    model = Delimiter(lookahead_frames=a.lookahead)  # on the CPU until its weights are in
     ckpt_dir = a.ckpt
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     step, best, log, seen_s = 0, {"sel_score": -math.inf}, [], 0.0
     st = None
     if a.resume and (ckpt_dir / "last.pt").is_file():
         st = torch.load(ckpt_dir / "last.pt", map_location="cpu")
+        a.front = front_of(st["model"])  # the run's own front end, whatever the command line says
+    model = Delimiter(lookahead_frames=a.lookahead, front=a.front)  # on the CPU until its weights are in
+    if st is not None:
         model.load_state_dict(st["model"])
         step, best, log, seen_s = st["step"], st["best"], st["log"], st.get("seen_s", 0.0)
         if "sel_score" not in best:  # a run started before the selection score existed
             best = {"sel_score": -math.inf}
         print(f"resumed at step {step}", flush=True)
     elif a.init is not None:  # warm start from a committed checkpoint
-        model.load_state_dict(widen_lookahead(load_weights(a.init)[0], model))
+        model.load_state_dict(add_conv_front(widen_lookahead(load_weights(a.init)[0], model), model))
         print(f"initialised from {a.init}", flush=True)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
@@ -365,6 +385,9 @@ def main(argv=None) -> int:
                     % ",".join(limiters.TRAIN_KINDS))
     ap.add_argument("--lookahead", type=int, default=LOOKAHEAD_FRAMES,
                     help="future frames the network sees (the default is the product's; more = the non-causal row)")
+    ap.add_argument("--front", choices=("linear", "conv"), default="linear",
+                    help="frame front end: the linear embedding alone, or with a small conv detector "
+                         "(--init of a linear checkpoint starts it as the same function)")
     ap.add_argument("--init", type=Path, default=None,
                     help=f"start from these weights (e.g. {COMMITTED_CKPT.relative_to(ROOT)})")
     ap.add_argument("--export-only", action="store_true",

@@ -170,9 +170,9 @@ def test_the_models_level_offset_comes_out_of_the_gain_and_bad_values_are_refuse
             Delimiter(model_path=_with_metadata(DEFAULT_MODEL, tmp_path / "bad.onnx", level_offset=bad))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 open: the shipped model (the safest on unseen limiters) "
-                   "restores ~0.4 of the 7 dB of crest this loses; the first attempt restored 3 here but made "
-                   "unseen limiters 5 dB worse. Strict: a model that passes must take this mark off")
+@pytest.mark.xfail(strict=True, reason="issue 14 open: the shipped model (safe on unseen limiters, 1 dB "
+                   "threshold) restores none of the 7 dB of crest this loses; the first attempt restored 3 here but "
+                   "made unseen limiters 5 dB worse. Strict: a model that passes must take this mark off")
 def test_limited_transients_get_their_peaks_back():
     x = _hits(2.0, seed=2)
     y, ref = _limited(x, drive_db=18.0)

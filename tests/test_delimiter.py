@@ -370,23 +370,26 @@ from models.delimiter import limiters
 from tests.test_delimiter import _hits
 kinds = {**limiters.available(limiters.TRAIN_KINDS), **limiters.available(limiters.VAL_KINDS)}
 x = (2.0 * _hits(1.0, sr=44100)).astype(np.float32)
+
+
+def lag(y):  # index of the best alignment: 0 = aligned, 1..63 = late, 64..126 = early
+    c = [float(np.dot(x[: len(x) - k, 0], y[k:, 0])) for k in range(0, 64)]
+    c += [float(np.dot(y[: len(y) - k, 0], x[k:, 0])) for k in range(1, 64)]
+    return int(np.argmax(c))
+
+
 lags = {}
 for name, fn in kinds.items():
     y, _ = fn(x, 44100, np.random.default_rng(1))
     assert y.shape == x.shape, name
-    c = [float(np.dot(x[: len(x) - k, 0], y[k:, 0])) for k in range(0, 64)]
-    c += [float(np.dot(y[: len(y) - k, 0], x[k:, 0])) for k in range(1, 64)]
-    lags[name] = int(np.argmax(c))
+    lags[name] = lag(y)
 try:  # a plugin with a real delay (5 ms lookahead): the measured latency must take it out
     limiters._param_names(limiters.BENCH_LV2["swh-fast-lookahead"])
 except Exception:
     pass
 else:
     lim = limiters.Lv2Limiter(limiters.BENCH_LV2["swh-fast-lookahead"], {}, 44100)
-    y = lim(x)
-    c = [float(np.dot(x[: len(x) - k, 0], y[k:, 0])) for k in range(0, 64)]
-    c += [float(np.dot(y[: len(y) - k, 0], x[k:, 0])) for k in range(1, 64)]
-    lags["swh-fast-lookahead"] = int(np.argmax(c))
+    lags["swh-fast-lookahead"] = lag(lim(x))
     lags["swh-fast-lookahead latency"] = lim.latency
 print(json.dumps(lags))
 """
@@ -452,36 +455,46 @@ def test_probe_features_see_no_further_than_the_products_lookahead():
     assert not np.array_equal(n0[before], n1[before])
 
 
-def test_committed_checkpoint_exports_and_streams_like_torch(tmp_path):
-    """`train delimiter --export-only --init models/delimiter/checkpoint.pt --out F`: the committed
-    weights become an ONNX file the processor streams; its output equals the torch network's."""
-    torch = pytest.importorskip("torch", reason="training extra not installed")
+def _assert_onnx_streams_like(net, onnx_path):
+    """The processor streaming ``onnx_path`` (256-sample blocks, threshold 0) gives what the torch
+    network's gain does to the same limited hits, less the export's level offset."""
+    import torch
+
     from models.delimiter import train
     from models.delimiter.model import HOP
-    from models.delimiter.model import Delimiter as Net
 
-    out = tmp_path / "ck.onnx"
-    assert train.main(["--export-only", "--init", str(train.COMMITTED_CKPT), "--out", str(out)]) == 0
     y, _ = _limited(_hits(1.0, sr=44100), sr=44100)
     y = y[: len(y) // HOP * HOP]
-    p = Delimiter(model_path=out, auto_level="off", threshold_db=0.0)
+    p = Delimiter(model_path=onnx_path, auto_level="off", threshold_db=0.0)
     p.prepare(44100, 256, 2)
     got = _run(p, np.concatenate([y, np.zeros((p.latency + 256, 2), np.float32)]), block=256)[p.latency:][: len(y)]
-    net = Net()
-    st = torch.load(train.COMMITTED_CKPT)
-    net.load_state_dict(st["model"])
     net.clamp_output = True
     with torch.no_grad():
         a = train.restore(net, torch.from_numpy(y)[None])[0][0].numpy()
     want = y * np.exp(np.maximum(a - p.level_offset, 0.0))[:, None]  # the processor takes the offset out
     assert np.max(np.abs(got - want)) < 1e-3 * np.abs(want).max()
+
+
+def test_committed_checkpoint_exports_and_streams_like_torch(tmp_path):
+    """`train delimiter --export-only --init models/delimiter/checkpoint.pt --out F`: the committed
+    weights become an ONNX file the processor streams; its output equals the torch network's."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+    from models.delimiter.model import Delimiter as Net
+
+    out = tmp_path / "ck.onnx"
+    assert train.main(["--export-only", "--init", str(train.COMMITTED_CKPT), "--out", str(out)]) == 0
+    net = Net()
+    net.load_state_dict(torch.load(train.COMMITTED_CKPT)["model"])
+    _assert_onnx_streams_like(net, out)
     with pytest.raises(SystemExit):
         train.main(["--export-only", "--out", str(out)])
 
 
-def test_conv_front_starts_as_the_linear_network_learns_and_streams_like_torch(tmp_path):
+def test_conv_front_starts_as_the_linear_network_and_streams_like_torch(tmp_path):
     """--front conv --init <linear checkpoint>: the same function at the start; once its detector
-    weighs in (here: random embedding columns) the exported ONNX still streams like the torch net."""
+    weighs in (here: random embedding columns) the exported ONNX still streams like the torch net,
+    and --init of the conv checkpoint trains on as a conv network without --front conv."""
     torch = pytest.importorskip("torch", reason="training extra not installed")
     from models.delimiter import train
     from models.delimiter.model import HOP
@@ -493,8 +506,7 @@ def test_conv_front_starts_as_the_linear_network_learns_and_streams_like_torch(t
     conv = Net(front="conv")
     conv.load_state_dict(train.add_conv_front(lin.state_dict(), conv))
     y, _ = _limited(_hits(1.0, sr=44100), sr=44100)
-    y = y[: len(y) // HOP * HOP]
-    Y = torch.from_numpy(y)[None]
+    Y = torch.from_numpy(y[: len(y) // HOP * HOP])[None]
     with torch.no_grad():
         assert torch.allclose(train.restore(lin, Y)[0], train.restore(conv, Y)[0], atol=1e-5)
         conv.embed[0].weight[:, :48] += 0.05 * torch.randn(conv.embed[0].weight.shape[0], 48)
@@ -504,14 +516,10 @@ def test_conv_front_starts_as_the_linear_network_learns_and_streams_like_torch(t
     train.save_small(conv, ck, {"step": 1})
     out = tmp_path / "conv.onnx"
     assert train.main(["--export-only", "--init", str(ck), "--out", str(out)]) == 0
-    p = Delimiter(model_path=out, auto_level="off", threshold_db=0.0)
-    p.prepare(44100, 256, 2)
-    got = _run(p, np.concatenate([y, np.zeros((p.latency + 256, 2), np.float32)]), block=256)[p.latency:][: len(y)]
-    conv.clamp_output = True
-    with torch.no_grad():
-        a = train.restore(conv, Y)[0][0].numpy()
-    want = y * np.exp(np.maximum(a - p.level_offset, 0.0))[:, None]
-    assert np.max(np.abs(got - want)) < 1e-3 * np.abs(want).max()
+    _assert_onnx_streams_like(conv, out)
+
+    assert train.main(["--smoke", "--init", str(ck), "--ckpt", str(tmp_path / "on")]) == 0
+    assert train.front_of(train.load_weights(tmp_path / "on" / "checkpoint.pt")[0]) == "conv"
 
 
 def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):

@@ -510,6 +510,7 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
     out = tmp_path / "smoke.onnx"
     assert main(["--smoke", "--ckpt", str(tmp_path / "ck"), "--export", str(out)]) == 0
     assert out.is_file() and not (tmp_path / "smoke.onnx.data").exists()
+    assert "waiting for data" in (tmp_path / "ck" / "train.log").read_text()  # the loader's share is logged
     e = Enhancer(model_path=out)
     e.prepare(48000, 512, 2)
     y = _run(e, (0.1 * _noise(48000 * 2).reshape(-1, 2)).astype(np.float32), block=512)

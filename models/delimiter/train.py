@@ -283,19 +283,25 @@ def train(a) -> dict:
     ckpt_dir = a.ckpt
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     step, best, log, seen_s = 0, {"sel_score": -math.inf}, [], 0.0
-    st = None
+    st, init = None, None
     if a.resume and (ckpt_dir / "last.pt").is_file():
         st = torch.load(ckpt_dir / "last.pt", map_location="cpu")
-        a.front = front_of(st["model"])  # the run's own front end, whatever the command line says
-    model = Delimiter(lookahead_frames=a.lookahead, front=a.front)  # on the CPU until its weights are in
+    elif a.init is not None:
+        init = load_weights(a.init)[0]
+    front = a.front
+    if st is not None:  # a resumed run keeps its own front end, whatever the command line says
+        front = front_of(st["model"])
+    elif init is not None and front_of(init) == "conv":  # conv weights need the conv front; linear ones fit either
+        front = "conv"
+    model = Delimiter(lookahead_frames=a.lookahead, front=front)  # on the CPU until its weights are in
     if st is not None:
         model.load_state_dict(st["model"])
         step, best, log, seen_s = st["step"], st["best"], st["log"], st.get("seen_s", 0.0)
         if "sel_score" not in best:  # a run started before the selection score existed
             best = {"sel_score": -math.inf}
         print(f"resumed at step {step}", flush=True)
-    elif a.init is not None:  # warm start from a committed checkpoint
-        model.load_state_dict(add_conv_front(widen_lookahead(load_weights(a.init)[0], model), model))
+    elif init is not None:  # warm start from a committed checkpoint
+        model.load_state_dict(add_conv_front(widen_lookahead(init, model), model))
         print(f"initialised from {a.init}", flush=True)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)

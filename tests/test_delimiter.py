@@ -522,6 +522,43 @@ def test_conv_front_starts_as_the_linear_network_and_streams_like_torch(tmp_path
     assert train.front_of(train.load_weights(tmp_path / "on" / "checkpoint.pt")[0]) == "conv"
 
 
+def test_tcn_streams_like_torch_whatever_the_call_size_and_trains_on_from_its_checkpoint(tmp_path):
+    """--arch tcn: the causal dilated-convolution network (models/delimiter/tcn.py) run frame by
+    frame equals the whole excerpt at once (its per-layer histories are the whole state), the
+    exported ONNX streams like the torch net through the processor (4 knots a frame), and --init of
+    its checkpoint trains on as a TCN with its look-ahead."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+    from models.delimiter.model import HOP
+    from models.delimiter.tcn import DelimiterTCN
+
+    torch.manual_seed(0)
+    net = DelimiterTCN(ch=16, layers=6)
+    with torch.no_grad():
+        net.out.bias += 0.3  # a gain the threshold-0 processor applies (trained nets sit near 0 on this)
+    y, _ = _limited(_hits(1.0, sr=44100), sr=44100)
+    frames = torch.from_numpy(y[: len(y) // HOP * HOP]).reshape(1, -1, HOP, 2)
+    with torch.no_grad():
+        whole = net(frames, *net.initial_state(1))[0]
+        state, parts, t = net.initial_state(1), [], 0
+        for n in (1, 3, 2, 7, frames.shape[1]):  # uneven calls, as the processor makes them
+            out = net(frames[:, t:t + n], *state)
+            parts.append(out[0])
+            state, t = out[1:], t + n
+    assert torch.allclose(torch.cat(parts, 1), whole, atol=1e-5)
+    assert float(whole.std()) > 1e-3  # the curve moves: the comparison means something
+    ck = tmp_path / "tcn.pt"
+    train.save_small(net, ck, {"step": 1})
+    out = tmp_path / "tcn.onnx"
+    assert train.main(["--export-only", "--init", str(ck), "--out", str(out)]) == 0
+    _assert_onnx_streams_like(net, out)
+
+    assert train.main(["--smoke", "--init", str(ck), "--ckpt", str(tmp_path / "on")]) == 0
+    state, meta = train.load_weights(tmp_path / "on" / "checkpoint.pt")
+    assert train.arch_of(state) == "tcn" and meta["lookahead"] == net.lookahead
+    assert train.model_for(state, meta).dilations == net.dilations
+
+
 def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):
     pytest.importorskip("torch", reason="training extra not installed")
     from models.delimiter import train
@@ -534,6 +571,26 @@ def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):
             train.main(argv)
         assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
     assert not list(tmp_path.glob("x.onnx*"))
+
+
+def test_zoo_pin_fixes_the_limiters_setting_and_refuses_unknown_keys():
+    """--zoo-pin (a curriculum's first stage) pins what it names and leaves the rest random."""
+    pytest.importorskip("torch", reason="training extra not installed")
+    import functools
+
+    from models.delimiter import limiters, train
+
+    pin = train.parse_zoo_pin("lookahead_ms=5, shape=0,link=1,soft_clip=false,release_ms=100")
+    assert pin == {"lookahead_ms": 5.0, "shape": 0, "link": True, "soft_clip": False, "release_ms": 100.0}
+    fn = functools.partial(limiters.zoo, **pin)
+    x = 2.0 * _hits(0.5, sr=44100)
+    settings = [fn(x, 44100, np.random.default_rng(s))[1] for s in range(4)]
+    assert all({k: st[k] for k in pin} == pin for st in settings)
+    assert len({st["ceiling_db"] for st in settings}) == 4  # what is not pinned still varies
+    for bad in ("lookahead=5", "shape=", "release_ms=fast"):
+        with pytest.raises(SystemExit) as e:
+            train.parse_zoo_pin(bad)
+        assert "--zoo-pin" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_export_measures_the_level_offset_on_unlimited_music_and_the_processor_removes_it(tmp_path):

@@ -97,6 +97,10 @@ class Delimiter(nn.Module):
             a = a.clamp(0.0, MAX_LOG_INV_GAIN)
         return a, ecat[:, T:], h2, pk2
 
+    arch = "gru"
+    state_names = ("e_hist", "h", "pk_hist")
+    knots = KNOTS
+
     def initial_state(self, batch: int):
         dev = next(self.parameters()).device
         return (torch.zeros(batch, self.lookahead, self.emb, device=dev), torch.zeros(1, batch, self.hid, device=dev),
@@ -104,13 +108,14 @@ class Delimiter(nn.Module):
 
 
 def interpolate(knots: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
-    """knots [B, F, KNOTS] -> per-sample log inverse gain [B, F*HOP] (straight lines between knots).
+    """knots [B, F, K] -> per-sample log inverse gain [B, F*HOP] (straight lines between knots).
 
     ``prev`` [B] is the last knot before the first frame (0 = no gain change)."""
-    B, F, _ = knots.shape
-    k = knots.reshape(B, F * KNOTS)
+    B, F, nk = knots.shape
+    seg = HOP // nk  # 16 knots a frame for the GRU network, 4 for the convolutional one
+    k = knots.reshape(B, F * nk)
     if prev is None:
         prev = torch.zeros(B, 1, dtype=k.dtype, device=k.device)
     k0 = torch.cat([prev.reshape(B, 1), k[:, :-1]], 1)
-    w = torch.arange(1, SEG + 1, dtype=k.dtype, device=k.device) / SEG  # sample i of a segment: (i+1)/SEG of the way
+    w = torch.arange(1, seg + 1, dtype=k.dtype, device=k.device) / seg  # sample i of a segment: (i+1)/seg of the way
     return (k0.unsqueeze(-1) + w * (k - k0).unsqueeze(-1)).reshape(B, F * HOP)

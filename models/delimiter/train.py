@@ -18,6 +18,7 @@ elsewhere). ``--resume`` continues the run in ``checkpoints/delimiter`` (model, 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -30,6 +31,7 @@ import torch
 from models.delimiter import data as recipe
 from models.delimiter import limiters
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
+from models.delimiter.tcn import DelimiterTCN
 from models.device import DEVICE_HELP, pick_device
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,14 +47,16 @@ SHAPE_OFFSET_WEIGHT = 0.2
 class Stream(torch.utils.data.IterableDataset):
     """Endless limited examples from ``recipe.Examples``; each worker has its own random stream."""
 
-    def __init__(self, tracks, n, seed, kinds=None):
-        self.tracks, self.n, self.seed, self.kinds = tracks, n, seed, kinds
+    def __init__(self, tracks, n, seed, kinds=None, zoo_pin=None):
+        self.tracks, self.n, self.seed, self.kinds, self.zoo_pin = tracks, n, seed, kinds, zoo_pin or {}
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
         torch.set_num_threads(1)
         kinds = {k: f for k, f in limiters.available(limiters.TRAIN_KINDS).items() if not self.kinds or k in self.kinds}
+        if self.zoo_pin and "zoo" in kinds:
+            kinds["zoo"] = functools.partial(limiters.zoo, **self.zoo_pin)
         ex = recipe.Examples(self.tracks, self.n, kinds, limiters.TRAIN_SHARES)
         rng = np.random.default_rng([self.seed, wid, time.time_ns() % (1 << 32)])
         while True:
@@ -182,15 +186,17 @@ def export(model, path: Path, meta: dict, sel_x: np.ndarray | None = None) -> No
     model.clamp_output = True
     frames = torch.zeros(1, 2, HOP, 2)
     states = model.initial_state(1)
-    names = ["e_hist", "h", "pk_hist"]
+    names = list(model.state_names)
+    axes = {"frames": {0: "batch", 1: "time"}, "knots": {0: "batch", 1: "time"}}
+    for name, one, two in zip(names, states, model.initial_state(2)):  # each state's batch axis
+        b = next(i for i, (p, q) in enumerate(zip(one.shape, two.shape)) if p != q)
+        axes[name] = axes[f"{name}_out"] = {b: "batch"}
     with atomic_write(path, suffix=".onnx.part") as tmp:
         torch.onnx.export(model, (frames, *states), str(tmp), dynamo=False, opset_version=17,
                           input_names=["frames", *names], output_names=["knots", *(f"{k}_out" for k in names)],
-                          dynamic_axes={"frames": {0: "batch", 1: "time"}, "knots": {0: "batch", 1: "time"},
-                                        "e_hist": {0: "batch"}, "e_hist_out": {0: "batch"}, "h": {1: "batch"},
-                                        "h_out": {1: "batch"}, "pk_hist": {0: "batch"}, "pk_hist_out": {0: "batch"}})
+                          dynamic_axes=axes)
         m = onnx.load(str(tmp))
-        for k, v in {"hop": HOP, "lookahead_frames": model.lookahead, "knots": model.head[-1].out_features,
+        for k, v in {"hop": HOP, "lookahead_frames": model.lookahead, "knots": model.knots, "arch": model.arch,
                      **meta}.items():
             p = m.metadata_props.add()
             p.key, p.value = str(k), str(v)
@@ -205,6 +211,7 @@ def save_small(model, path: Path, meta: dict) -> None:
     """The weights alone, float32, with their selection score (a few MB: committed)."""
     from realtime.io.files import atomic_write
 
+    meta = {**meta, "lookahead": model.lookahead}  # the TCN's look-ahead is not in its weights' shapes
     with atomic_write(path, suffix=".pt.part") as tmp:
         torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, str(tmp))
 
@@ -215,7 +222,7 @@ def load_weights(path: Path) -> tuple[dict, dict]:
     try:
         st = torch.load(path, map_location="cpu")
         state, meta = (st["model"], st.get("meta", {})) if "model" in st else (st, {})
-        state["mix.0.weight"]
+        state["inp.weight" if arch_of(state) == "tcn" else "mix.0.weight"]
     except FileNotFoundError:
         raise SystemExit(f"{path}: no such file")
     except Exception as e:  # torch's unpickling errors, a dict of something else
@@ -229,12 +236,32 @@ def export_weights(weights: Path, out: Path, data: Path | None = None) -> None:
     The level offset is measured on ``data``'s selection set when it has one."""
     state, meta = load_weights(weights)
     sel_x = np.load(data / "sel_x.npy") if data is not None and (data / "sel_x.npy").is_file() else None
-    lookahead = state["mix.0.weight"].shape[1] // EMB - 1
-    model = Delimiter(lookahead_frames=lookahead, front=front_of(state))
+    model = model_for(state, meta)
     model.load_state_dict(state)
     meta = {k: str(v) for k, v in meta.items() if k in ("step", "sel_score", "sel_sisdr_gain_db")}
     out.parent.mkdir(parents=True, exist_ok=True)
     export(model, out, {**meta, "from": Path(weights).name}, sel_x)
+
+
+def arch_of(state: dict) -> str:
+    return "tcn" if "inp.weight" in state else "gru"
+
+
+def build(arch: str, lookahead: int, front: str = "linear", ch: int | None = None, layers: int | None = None):
+    if arch == "tcn":
+        from models.delimiter import tcn
+
+        return DelimiterTCN(ch=ch or tcn.CH, layers=layers or tcn.LAYERS, lookahead_frames=lookahead)
+    return Delimiter(lookahead_frames=lookahead, front=front)
+
+
+def model_for(state: dict, meta: dict | None = None):
+    """An untrained network of the shape of these weights (GRU: look-ahead from the frame mixer's
+    width; TCN: from the checkpoint's meta)."""
+    if arch_of(state) == "tcn":
+        return build("tcn", int((meta or {}).get("lookahead", LOOKAHEAD_FRAMES)), ch=state["inp.weight"].shape[0],
+                     layers=sum(1 for k in state if k.startswith("convs.") and k.endswith(".weight")))
+    return build("gru", state["mix.0.weight"].shape[1] // EMB - 1, front_of(state))
 
 
 def front_of(state: dict) -> str:
@@ -289,17 +316,26 @@ def train(a) -> dict:
     elif a.init is not None:
         init = load_weights(a.init)[0]
     front = a.front
-    if st is not None:  # a resumed run keeps its own front end, whatever the command line says
+    if st is not None:  # a resumed run keeps its own network, whatever the command line says
         front = front_of(st["model"])
     elif init is not None and front_of(init) == "conv":  # conv weights need the conv front; linear ones fit either
         front = "conv"
-    model = Delimiter(lookahead_frames=a.lookahead, front=front)  # on the CPU until its weights are in
+    src = st["model"] if st is not None else init
+    if src is not None and arch_of(src) == "tcn":  # its look-ahead is only the target's shift: any value fits
+        model = model_for(src, {"lookahead": st.get("lookahead", a.lookahead) if st is not None else a.lookahead})
+    elif src is not None:
+        model = build("gru", a.lookahead, front)
+    else:
+        model = build(a.arch, a.lookahead, front)  # on the CPU until its weights are in
     if st is not None:
         model.load_state_dict(st["model"])
         step, best, log, seen_s = st["step"], st["best"], st["log"], st.get("seen_s", 0.0)
         if "sel_score" not in best:  # a run started before the selection score existed
             best = {"sel_score": -math.inf}
         print(f"resumed at step {step}", flush=True)
+    elif init is not None and model.arch == "tcn":
+        model.load_state_dict(init)
+        print(f"initialised from {a.init}", flush=True)
     elif init is not None:  # warm start from a committed checkpoint
         model.load_state_dict(add_conv_front(widen_lookahead(init, model), model))
         print(f"initialised from {a.init}", flush=True)
@@ -311,7 +347,7 @@ def train(a) -> dict:
     print(f"params {n_params} on {device}, {index['hours']['train']:.1f} h of training music, "
           f"{len(sel[0]) if sel else 0} selection segments", flush=True)
     kinds = a.limiters.split(",") if a.limiters else None
-    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds), batch_size=a.batch,
+    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds, a.zoo_pin), batch_size=a.batch,
                                          num_workers=a.workers, prefetch_factor=4 if a.workers else None,
                                          persistent_workers=bool(a.workers), pin_memory=device.type == "cuda")
 
@@ -320,7 +356,8 @@ def train(a) -> dict:
 
         with atomic_write(ckpt_dir / "last.pt", suffix=".pt.part") as tmp:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                        "log": log, "seen_s": seen_s}, str(tmp))
+                        "log": log, "seen_s": seen_s,
+                        "lookahead": model.lookahead}, str(tmp))
 
     t0 = time.monotonic()
     t_wait = 0.0
@@ -367,6 +404,26 @@ def train(a) -> dict:
     return {"params": n_params, "steps": step, "seen_hours": seen_s / 3600, "best": best}
 
 
+ZOO_SETTINGS = {"ceiling_db": float, "lookahead_ms": float, "shape": int, "release_ms": float, "auto_release": bool,
+                "knee_db": float, "link": bool, "truepeak": bool, "soft_clip": bool}
+
+
+def parse_zoo_pin(text: str) -> dict:
+    """"lookahead_ms=5,release_ms=100" -> {"lookahead_ms": 5.0, "release_ms": 100.0} (a curriculum's
+    first stage: one limiter setting, so the network can learn its curve before the variety)."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, _, val = item.partition("=")
+        if key not in ZOO_SETTINGS or not val:
+            raise SystemExit(f"--zoo-pin: {item!r} is not KEY=VALUE with KEY one of {', '.join(ZOO_SETTINGS)}")
+        kind = ZOO_SETTINGS[key]
+        try:
+            out[key] = val.lower() in ("1", "true", "yes", "on") if kind is bool else kind(val)
+        except ValueError:
+            raise SystemExit(f"--zoo-pin: {key} needs a number, not {val!r}") from None
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="train delimiter")
     ap.add_argument("--smoke", action="store_true", help="tiny data, a few steps, export to checkpoints/")
@@ -389,8 +446,14 @@ def main(argv=None) -> int:
                     help="per-sample L1 of the log gain, only each example's mean, or the curve about it (see losses)")
     ap.add_argument("--limiters", default="", help="train on these of %s only (a curriculum's first stage)"
                     % ",".join(limiters.TRAIN_KINDS))
+    ap.add_argument("--zoo-pin", type=parse_zoo_pin, default={},
+                    help="pin settings of the zoo limiter, e.g. lookahead_ms=5,shape=0,release_ms=100 (keys: %s)"
+                    % ",".join(ZOO_SETTINGS))
     ap.add_argument("--lookahead", type=int, default=LOOKAHEAD_FRAMES,
                     help="future frames the network sees (the default is the product's; more = the non-causal row)")
+    ap.add_argument("--arch", choices=("gru", "tcn"), default="gru",
+                    help="the network: GRU over 128-sample frames (model.py) or causal dilated convolutions "
+                         "over 32-sample block envelopes (tcn.py); --init and --resume keep their checkpoint's")
     ap.add_argument("--front", choices=("linear", "conv"), default="linear",
                     help="frame front end: the linear embedding alone, or with a small conv detector "
                          "(--init of a linear checkpoint starts it as the same function)")

@@ -575,21 +575,18 @@ def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):
 
 def test_zoo_pin_fixes_the_limiters_setting_and_refuses_unknown_keys():
     """--zoo-pin (a curriculum's first stage) pins what it names and leaves the rest random."""
-    pytest.importorskip("torch", reason="training extra not installed")
-    import functools
+    from models.delimiter import limiters
 
-    from models.delimiter import limiters, train
-
-    pin = train.parse_zoo_pin("lookahead_ms=5, shape=0,link=1,soft_clip=false,release_ms=100")
+    pin = limiters.parse_zoo_pin("lookahead_ms=5, shape=0,link=1,soft_clip=false,release_ms=100")
     assert pin == {"lookahead_ms": 5.0, "shape": 0, "link": True, "soft_clip": False, "release_ms": 100.0}
-    fn = functools.partial(limiters.zoo, **pin)
+    fn = limiters.training_kinds("zoo", pin)["zoo"]
     x = 2.0 * _hits(0.5, sr=44100)
     settings = [fn(x, 44100, np.random.default_rng(s))[1] for s in range(4)]
     assert all({k: st[k] for k in pin} == pin for st in settings)
     assert len({st["ceiling_db"] for st in settings}) == 4  # what is not pinned still varies
     for bad in ("lookahead=5", "shape=", "release_ms=fast"):
         with pytest.raises(SystemExit) as e:
-            train.parse_zoo_pin(bad)
+            limiters.parse_zoo_pin(bad)
         assert "--zoo-pin" in str(e.value) and "\n" not in str(e.value)
 
 

@@ -24,6 +24,7 @@ swh hardLimiter, mda Limiter) appear nowhere in training or selection (tests/tes
 """
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -321,6 +322,35 @@ TRAIN_KINDS = {"zoo": zoo, "pedalboard": pedalboard_limit, "alimiter": alimiter,
                "clip_limit": clip_limit, "multiband": multiband}
 TRAIN_SHARES = {"zoo": 0.3, "pedalboard": 0.12, "alimiter": 0.15, "lsp": 0.18, "clip_limit": 0.13, "multiband": 0.12}
 VAL_KINDS = {"calf": calf, "zam": zam}
+
+
+ZOO_SETTINGS = {"ceiling_db": float, "lookahead_ms": float, "shape": int, "release_ms": float, "auto_release": bool,
+                "knee_db": float, "link": bool, "truepeak": bool, "soft_clip": bool}
+
+
+def parse_zoo_pin(text: str) -> dict:
+    """"lookahead_ms=5,release_ms=100" -> {"lookahead_ms": 5.0, "release_ms": 100.0} (a curriculum's
+    first stage: one limiter setting, so the network can learn its curve before the variety)."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, _, val = item.partition("=")
+        if key not in ZOO_SETTINGS or not val:
+            raise SystemExit(f"--zoo-pin: {item!r} is not KEY=VALUE with KEY one of {', '.join(ZOO_SETTINGS)}")
+        kind = ZOO_SETTINGS[key]
+        try:
+            out[key] = val.lower() in ("1", "true", "yes", "on") if kind is bool else kind(val)
+        except ValueError:
+            raise SystemExit(f"--zoo-pin: {key} needs a number, not {val!r}") from None
+    return out
+
+
+def training_kinds(names: str | None = None, zoo_pin: dict | None = None) -> dict:
+    """The training implementations this machine runs, only ``names`` (comma-separated) when given,
+    the zoo limiter's settings pinned by ``zoo_pin`` (``parse_zoo_pin``)."""
+    kinds = {k: f for k, f in available(TRAIN_KINDS).items() if not names or k in names.split(",")}
+    if zoo_pin and "zoo" in kinds:
+        kinds["zoo"] = functools.partial(zoo, **zoo_pin)
+    return kinds
 
 
 def available(kinds: dict) -> dict:

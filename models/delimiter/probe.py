@@ -15,12 +15,21 @@ and the SI-SDR gain the best linear use of such a curve would bring, -10 log10(1
 
 The point (MODEL_CARD.md, "Know the ceiling"): if level features explain little of the curve and
 the future adds little to them, the causal network's shortfall is not the latency.
+
+    python -m models.delimiter.probe --fit CKPT [CKPT ...] [--limiters zoo] [--zoo-pin lookahead_ms=5,...]
+
+``--fit`` asks the same of trained networks instead of trees: on fresh examples (``--examples``,
+limited ones only, seed 999 unless told) the curve's error about its own mean next to a constant's
+(what the shape loss trains), the within-example correlation per FRAME, and the SI-SDR change of
+the restored excerpt (median: the mean is ruled by the few lightly limited excerpts a small error
+ruins, which the processor's threshold leaves alone).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
@@ -69,10 +78,10 @@ def frame_log_gain(g: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.where(ok.any(1), np.where(ok, gg, 0.0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
 
 
-def collect(n_examples: int, seed: int, seconds: float = 3.0) -> dict:
+def collect(n_examples: int, seed: int, seconds: float = 3.0, kinds: dict | None = None) -> dict:
     index = recipe.load_index(recipe.DEFAULT_OUT)
-    ex = recipe.Examples(index["train"], int(seconds * recipe.SR), limiters.available(limiters.TRAIN_KINDS),
-                         limiters.TRAIN_SHARES)
+    kinds = kinds or limiters.training_kinds()
+    ex = recipe.Examples(index["train"], int(seconds * recipe.SR), kinds, limiters.TRAIN_SHARES)
     rng = np.random.default_rng(seed)
     rows = {"causal": [], "noncausal": [], "target": [], "kind": [], "example": []}
     for i in range(n_examples):
@@ -120,14 +129,71 @@ def probe(d: dict) -> list[dict]:
     return out
 
 
+def fit(paths: list, n_examples: int, seed: int, kinds: dict, frames: int = 384) -> list[dict]:
+    """How trained networks follow the gain curve on fresh limited examples (module docstring)."""
+    import torch
+
+    from models.delimiter.model import HOP
+    from models.delimiter.train import load_weights, model_for, restore, si_sdr
+
+    torch.set_num_threads(1)
+    index = recipe.load_index(recipe.DEFAULT_OUT)
+    ex = recipe.Examples(index["train"], frames * HOP, kinds, limiters.TRAIN_SHARES)
+    rng = np.random.default_rng(seed)
+    examples = []
+    while len(examples) < n_examples:
+        y, ref, g, info = ex.next(rng)
+        if info["limiter"] != "none":
+            examples.append((y, ref, g))
+    const = [float(np.abs(t - t.mean()).mean()) for t in (-g[np.isfinite(g)] for _, _, g in examples)]
+    rows = [{"model": "constant", "about_mean_l1": round(float(np.mean(const)), 4),
+             "sisdr_in_median": round(float(np.median([si_sdr(y, ref) for y, ref, _ in examples])), 2)}]
+    for path in paths:
+        state, meta = load_weights(path)
+        net = model_for(state, meta)
+        net.load_state_dict(state)
+        net.eval()
+        l1, gains, pred, true, exid = [], [], [], [], []
+        for i, (y, ref, g) in enumerate(examples):
+            with torch.no_grad():
+                a, xh = restore(net, torch.from_numpy(y)[None])
+            a, ok = a[0].numpy(), np.isfinite(g)
+            err = a[ok] + g[ok]
+            l1.append(float(np.abs(err - err.mean()).mean()))
+            gains.append(si_sdr(xh[0].numpy(), ref) - si_sdr(y, ref))
+            c = np.arange(FRAME // 2, len(a) // FRAME * FRAME, FRAME)
+            t = -frame_log_gain(g, c)
+            keep = np.isfinite(t)
+            pred.append(a[: len(c) * FRAME].reshape(-1, FRAME).mean(1)[keep])
+            true.append(t[keep])
+            exid.append(np.full(int(keep.sum()), i))
+        r, _ = within_corr(np.concatenate(pred), np.concatenate(true), np.concatenate(exid))
+        rows.append({"model": str(path), "about_mean_l1": round(float(np.mean(l1)), 4), "within_corr": round(r, 3),
+                     "sisdr_gain_median_db": round(float(np.median(gains)), 2),
+                     "sisdr_gain_mean_db": round(float(np.mean(gains)), 2)})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.delimiter.probe", description=__doc__.split("\n")[0])
-    ap.add_argument("--examples", type=int, default=900)
-    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--examples", type=int, default=None, help="fresh examples (trees: 900, --fit: 60)")
+    ap.add_argument("--seed", type=int, default=None, help="trees: 5, --fit: 999")
+    ap.add_argument("--fit", nargs="+", type=Path, default=None, metavar="CKPT",
+                    help="score these trained networks (weights-only checkpoints) instead of the trees")
+    ap.add_argument("--limiters", default="", help="training implementations to use (comma-separated; all by default)")
+    ap.add_argument("--zoo-pin", type=limiters.parse_zoo_pin, default={},
+                    help="pin the zoo limiter's settings (as train's)")
     a = ap.parse_args(argv)
     if not (recipe.DEFAULT_OUT / "DONE").exists():
         raise SystemExit("no training data: run `python -m models.delimiter.data` first")
-    for row in probe(collect(a.examples, a.seed)):
+    kinds = limiters.training_kinds(a.limiters, a.zoo_pin)
+    if not kinds:
+        raise SystemExit(f"--limiters {a.limiters!r}: none of {', '.join(limiters.TRAIN_KINDS)} runs here")
+    if a.fit:
+        rows = fit(a.fit, a.examples or 60, 999 if a.seed is None else a.seed, kinds)
+    else:
+        rows = probe(collect(a.examples or 900, 5 if a.seed is None else a.seed, kinds=kinds))
+    for row in rows:
         print(json.dumps(row), flush=True)
     return 0
 

@@ -18,7 +18,6 @@ elsewhere). ``--resume`` continues the run in ``checkpoints/delimiter`` (model, 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import sys
@@ -54,9 +53,7 @@ class Stream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
         torch.set_num_threads(1)
-        kinds = {k: f for k, f in limiters.available(limiters.TRAIN_KINDS).items() if not self.kinds or k in self.kinds}
-        if self.zoo_pin and "zoo" in kinds:
-            kinds["zoo"] = functools.partial(limiters.zoo, **self.zoo_pin)
+        kinds = limiters.training_kinds(self.kinds, self.zoo_pin)
         ex = recipe.Examples(self.tracks, self.n, kinds, limiters.TRAIN_SHARES)
         rng = np.random.default_rng([self.seed, wid, time.time_ns() % (1 << 32)])
         while True:
@@ -346,7 +343,7 @@ def train(a) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params} on {device}, {index['hours']['train']:.1f} h of training music, "
           f"{len(sel[0]) if sel else 0} selection segments", flush=True)
-    kinds = a.limiters.split(",") if a.limiters else None
+    kinds = a.limiters or None
     loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds, a.zoo_pin), batch_size=a.batch,
                                          num_workers=a.workers, prefetch_factor=4 if a.workers else None,
                                          persistent_workers=bool(a.workers), pin_memory=device.type == "cuda")
@@ -404,26 +401,6 @@ def train(a) -> dict:
     return {"params": n_params, "steps": step, "seen_hours": seen_s / 3600, "best": best}
 
 
-ZOO_SETTINGS = {"ceiling_db": float, "lookahead_ms": float, "shape": int, "release_ms": float, "auto_release": bool,
-                "knee_db": float, "link": bool, "truepeak": bool, "soft_clip": bool}
-
-
-def parse_zoo_pin(text: str) -> dict:
-    """"lookahead_ms=5,release_ms=100" -> {"lookahead_ms": 5.0, "release_ms": 100.0} (a curriculum's
-    first stage: one limiter setting, so the network can learn its curve before the variety)."""
-    out = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        key, _, val = item.partition("=")
-        if key not in ZOO_SETTINGS or not val:
-            raise SystemExit(f"--zoo-pin: {item!r} is not KEY=VALUE with KEY one of {', '.join(ZOO_SETTINGS)}")
-        kind = ZOO_SETTINGS[key]
-        try:
-            out[key] = val.lower() in ("1", "true", "yes", "on") if kind is bool else kind(val)
-        except ValueError:
-            raise SystemExit(f"--zoo-pin: {key} needs a number, not {val!r}") from None
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="train delimiter")
     ap.add_argument("--smoke", action="store_true", help="tiny data, a few steps, export to checkpoints/")
@@ -446,9 +423,9 @@ def main(argv=None) -> int:
                     help="per-sample L1 of the log gain, only each example's mean, or the curve about it (see losses)")
     ap.add_argument("--limiters", default="", help="train on these of %s only (a curriculum's first stage)"
                     % ",".join(limiters.TRAIN_KINDS))
-    ap.add_argument("--zoo-pin", type=parse_zoo_pin, default={},
+    ap.add_argument("--zoo-pin", type=limiters.parse_zoo_pin, default={},
                     help="pin settings of the zoo limiter, e.g. lookahead_ms=5,shape=0,release_ms=100 (keys: %s)"
-                    % ",".join(ZOO_SETTINGS))
+                    % ",".join(limiters.ZOO_SETTINGS))
     ap.add_argument("--lookahead", type=int, default=LOOKAHEAD_FRAMES,
                     help="future frames the network sees (the default is the product's; more = the non-causal row)")
     ap.add_argument("--arch", choices=("gru", "tcn"), default="gru",

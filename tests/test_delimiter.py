@@ -475,17 +475,34 @@ def _assert_onnx_streams_like(net, onnx_path):
     assert np.max(np.abs(got - want)) < 1e-3 * np.abs(want).max()
 
 
-def test_committed_checkpoint_exports_and_streams_like_torch(tmp_path):
-    """`train delimiter --export-only --init models/delimiter/checkpoint.pt --out F`: the committed
-    weights become an ONNX file the processor streams; its output equals the torch network's."""
-    torch = pytest.importorskip("torch", reason="training extra not installed")
+def _export_stream_and_train_on(net, tmp_path):
+    """Weights of ``net`` saved as a checkpoint -> `--export-only` ONNX that streams like ``net``;
+    then a smoke run `--init` from them: (state, meta) of the checkpoint it writes."""
     from models.delimiter import train
-    from models.delimiter.model import Delimiter as Net
 
+    ck = tmp_path / "net.pt"
+    train.save_small(net, ck, {"step": 1})
+    out = tmp_path / "net.onnx"
+    assert train.main(["--export-only", "--init", str(ck), "--out", str(out)]) == 0
+    _assert_onnx_streams_like(net, out)
+    assert train.main(["--smoke", "--init", str(ck), "--ckpt", str(tmp_path / "on")]) == 0
+    return train.load_weights(tmp_path / "on" / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "tcn_checkpoint.pt"])
+def test_committed_checkpoint_exports_and_streams_like_torch(tmp_path, name):
+    """`train delimiter --export-only --init models/delimiter/<name> --out F`: the committed weights
+    (the shipped GRU's; the convolutional run's, to continue from) become an ONNX file the processor
+    streams; its output equals the torch network's."""
+    pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+
+    ck = train.COMMITTED_CKPT.parent / name
     out = tmp_path / "ck.onnx"
-    assert train.main(["--export-only", "--init", str(train.COMMITTED_CKPT), "--out", str(out)]) == 0
-    net = Net()
-    net.load_state_dict(torch.load(train.COMMITTED_CKPT)["model"])
+    assert train.main(["--export-only", "--init", str(ck), "--out", str(out)]) == 0
+    state, meta = train.load_weights(ck)
+    net = train.model_for(state, meta)
+    net.load_state_dict(state)
     _assert_onnx_streams_like(net, out)
     with pytest.raises(SystemExit):
         train.main(["--export-only", "--out", str(out)])
@@ -512,14 +529,7 @@ def test_conv_front_starts_as_the_linear_network_and_streams_like_torch(tmp_path
         conv.embed[0].weight[:, :48] += 0.05 * torch.randn(conv.embed[0].weight.shape[0], 48)
         changed = train.restore(conv, Y)[0]
     assert float((changed - train.restore(lin, Y)[0].detach()).abs().max()) > 1e-3  # the detector is wired in
-    ck = tmp_path / "conv.pt"
-    train.save_small(conv, ck, {"step": 1})
-    out = tmp_path / "conv.onnx"
-    assert train.main(["--export-only", "--init", str(ck), "--out", str(out)]) == 0
-    _assert_onnx_streams_like(conv, out)
-
-    assert train.main(["--smoke", "--init", str(ck), "--ckpt", str(tmp_path / "on")]) == 0
-    assert train.front_of(train.load_weights(tmp_path / "on" / "checkpoint.pt")[0]) == "conv"
+    assert train.front_of(_export_stream_and_train_on(conv, tmp_path)[0]) == "conv"
 
 
 def test_tcn_streams_like_torch_whatever_the_call_size_and_trains_on_from_its_checkpoint(tmp_path):
@@ -547,14 +557,7 @@ def test_tcn_streams_like_torch_whatever_the_call_size_and_trains_on_from_its_ch
             state, t = out[1:], t + n
     assert torch.allclose(torch.cat(parts, 1), whole, atol=1e-5)
     assert float(whole.std()) > 1e-3  # the curve moves: the comparison means something
-    ck = tmp_path / "tcn.pt"
-    train.save_small(net, ck, {"step": 1})
-    out = tmp_path / "tcn.onnx"
-    assert train.main(["--export-only", "--init", str(ck), "--out", str(out)]) == 0
-    _assert_onnx_streams_like(net, out)
-
-    assert train.main(["--smoke", "--init", str(ck), "--ckpt", str(tmp_path / "on")]) == 0
-    state, meta = train.load_weights(tmp_path / "on" / "checkpoint.pt")
+    state, meta = _export_stream_and_train_on(net, tmp_path)
     assert train.arch_of(state) == "tcn" and meta["lookahead"] == net.lookahead
     assert train.model_for(state, meta).dilations == net.dilations
 

@@ -560,6 +560,8 @@ def test_tcn_streams_like_torch_whatever_the_call_size_and_trains_on_from_its_ch
     state, meta = _export_stream_and_train_on(net, tmp_path)
     assert train.arch_of(state) == "tcn" and meta["lookahead"] == net.lookahead
     assert train.model_for(state, meta).dilations == net.dilations
+    torch.save({"model": net.state_dict(), "step": 3, "lookahead": 32}, tmp_path / "last.pt")  # a run's own
+    assert train.model_for(*train.load_weights(tmp_path / "last.pt")).lookahead == 32
 
 
 def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):

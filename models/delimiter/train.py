@@ -219,6 +219,8 @@ def load_weights(path: Path) -> tuple[dict, dict]:
     try:
         st = torch.load(path, map_location="cpu")
         state, meta = (st["model"], st.get("meta", {})) if "model" in st else (st, {})
+        if "lookahead" in st:  # a run's last.pt keeps it beside the weights
+            meta = {**meta, "lookahead": st["lookahead"]}
         state["inp.weight" if arch_of(state) == "tcn" else "mix.0.weight"]
     except FileNotFoundError:
         raise SystemExit(f"{path}: no such file")

@@ -593,6 +593,9 @@ def test_zoo_pin_fixes_the_limiters_setting_and_refuses_unknown_keys():
         with pytest.raises(SystemExit) as e:
             limiters.parse_zoo_pin(bad)
         assert "--zoo-pin" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(SystemExit) as e:  # a misspelt name fails at once, not inside a loader worker
+        limiters.training_kinds("zoo,pedalbord")
+    assert "pedalbord" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_export_measures_the_level_offset_on_unlimited_music_and_the_processor_removes_it(tmp_path):

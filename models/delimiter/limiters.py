@@ -347,7 +347,13 @@ def parse_zoo_pin(text: str) -> dict:
 def training_kinds(names: str | None = None, zoo_pin: dict | None = None) -> dict:
     """The training implementations this machine runs, only ``names`` (comma-separated) when given,
     the zoo limiter's settings pinned by ``zoo_pin`` (``parse_zoo_pin``)."""
-    kinds = {k: f for k, f in available(TRAIN_KINDS).items() if not names or k in names.split(",")}
+    wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in TRAIN_KINDS]
+    if unknown:
+        raise SystemExit(f"--limiters: {', '.join(unknown)} not among {', '.join(TRAIN_KINDS)}")
+    kinds = {k: f for k, f in available(TRAIN_KINDS).items() if not wanted or k in wanted}
+    if wanted and not kinds:
+        raise SystemExit(f"--limiters: none of {', '.join(wanted)} runs on this machine")
     if zoo_pin and "zoo" in kinds:
         kinds["zoo"] = functools.partial(zoo, **zoo_pin)
     return kinds

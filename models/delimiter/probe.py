@@ -146,8 +146,9 @@ def fit(paths: list, n_examples: int, seed: int, kinds: dict, frames: int = 384)
         if info["limiter"] != "none":
             examples.append((y, ref, g))
     const = [float(np.abs(t - t.mean()).mean()) for t in (-g[np.isfinite(g)] for _, _, g in examples)]
+    sisdr_in = [si_sdr(y, ref) for y, ref, _ in examples]
     rows = [{"model": "constant", "about_mean_l1": round(float(np.mean(const)), 4),
-             "sisdr_in_median": round(float(np.median([si_sdr(y, ref) for y, ref, _ in examples])), 2)}]
+             "sisdr_in_median": round(float(np.median(sisdr_in)), 2)}]
     for path in paths:
         state, meta = load_weights(path)
         net = model_for(state, meta)
@@ -160,11 +161,11 @@ def fit(paths: list, n_examples: int, seed: int, kinds: dict, frames: int = 384)
             a, ok = a[0].numpy(), np.isfinite(g)
             err = a[ok] + g[ok]
             l1.append(float(np.abs(err - err.mean()).mean()))
-            gains.append(si_sdr(xh[0].numpy(), ref) - si_sdr(y, ref))
+            gains.append(si_sdr(xh[0].numpy(), ref) - sisdr_in[i])
             c = np.arange(FRAME // 2, len(a) // FRAME * FRAME, FRAME)
             t = -frame_log_gain(g, c)
             keep = np.isfinite(t)
-            pred.append(a[: len(c) * FRAME].reshape(-1, FRAME).mean(1)[keep])
+            pred.append(frame_log_gain(a, c)[keep])
             true.append(t[keep])
             exid.append(np.full(int(keep.sum()), i))
         r, _ = within_corr(np.concatenate(pred), np.concatenate(true), np.concatenate(exid))
@@ -187,8 +188,6 @@ def main(argv=None) -> int:
     if not (recipe.DEFAULT_OUT / "DONE").exists():
         raise SystemExit("no training data: run `python -m models.delimiter.data` first")
     kinds = limiters.training_kinds(a.limiters, a.zoo_pin)
-    if not kinds:
-        raise SystemExit(f"--limiters {a.limiters!r}: none of {', '.join(limiters.TRAIN_KINDS)} runs here")
     if a.fit:
         rows = fit(a.fit, a.examples or 60, 999 if a.seed is None else a.seed, kinds)
     else:

@@ -45,12 +45,12 @@ class DelimiterTCN(nn.Module):
     arch = "tcn"
     knots = KNOTS
 
-    def __init__(self, ch: int = CH, layers: int = LAYERS, lookahead_frames: int = LOOKAHEAD_FRAMES, norm: bool = True):
+    def __init__(self, ch: int = CH, layers: int = LAYERS, lookahead_frames: int = LOOKAHEAD_FRAMES):
         super().__init__()
         self.lookahead = lookahead_frames
         self.ch, self.dilations = ch, [2 ** i for i in range(layers)]
         self.inp = nn.Conv1d(N_FEAT, ch, 1)
-        self.norms = nn.ModuleList((ChannelNorm(ch) if norm else nn.Identity()) for _ in self.dilations)
+        self.norms = nn.ModuleList(ChannelNorm(ch) for _ in self.dilations)
         self.convs = nn.ModuleList(nn.Conv1d(ch, ch, 3, dilation=d) for d in self.dilations)
         self.mixes = nn.ModuleList(nn.Conv1d(ch, ch, 1) for _ in self.dilations)
         self.out = nn.Conv1d(ch, 1, 1)

@@ -28,9 +28,8 @@ import numpy as np
 import torch
 
 from models.delimiter import data as recipe
-from models.delimiter import limiters
+from models.delimiter import limiters, tcn
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
-from models.delimiter.tcn import DelimiterTCN
 from models.device import DEVICE_HELP, pick_device
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,11 +245,10 @@ def arch_of(state: dict) -> str:
     return "tcn" if "inp.weight" in state else "gru"
 
 
-def build(arch: str, lookahead: int, front: str = "linear", ch: int | None = None, layers: int | None = None):
+def build(arch: str, lookahead: int, front: str = "linear", **tcn_shape):
+    """A fresh network: the GRU (with its front end) or the TCN (``ch``, ``layers`` if not the defaults)."""
     if arch == "tcn":
-        from models.delimiter import tcn
-
-        return DelimiterTCN(ch=ch or tcn.CH, layers=layers or tcn.LAYERS, lookahead_frames=lookahead)
+        return tcn.DelimiterTCN(lookahead_frames=lookahead, **tcn_shape)
     return Delimiter(lookahead_frames=lookahead, front=front)
 
 
@@ -314,29 +312,23 @@ def train(a) -> dict:
         st = torch.load(ckpt_dir / "last.pt", map_location="cpu")
     elif a.init is not None:
         init = load_weights(a.init)[0]
-    front = a.front
+    # on the CPU until its weights are in
     if st is not None:  # a resumed run keeps its own network, whatever the command line says
-        front = front_of(st["model"])
-    elif init is not None and front_of(init) == "conv":  # conv weights need the conv front; linear ones fit either
-        front = "conv"
-    src = st["model"] if st is not None else init
-    if src is not None and arch_of(src) == "tcn":  # its look-ahead is only the target's shift: any value fits
-        model = model_for(src, {"lookahead": st.get("lookahead", a.lookahead) if st is not None else a.lookahead})
-    elif src is not None:
-        model = build("gru", a.lookahead, front)
+        model = model_for(st["model"], {"lookahead": st.get("lookahead", a.lookahead)})
+    elif init is not None and arch_of(init) == "tcn":  # its look-ahead only shifts the target: any value fits
+        model = model_for(init, {"lookahead": a.lookahead})
+    elif init is not None:  # conv weights need the conv front; linear ones fit either
+        model = build("gru", a.lookahead, "conv" if front_of(init) == "conv" else a.front)
     else:
-        model = build(a.arch, a.lookahead, front)  # on the CPU until its weights are in
+        model = build(a.arch, a.lookahead, a.front)
     if st is not None:
         model.load_state_dict(st["model"])
         step, best, log, seen_s = st["step"], st["best"], st["log"], st.get("seen_s", 0.0)
         if "sel_score" not in best:  # a run started before the selection score existed
             best = {"sel_score": -math.inf}
         print(f"resumed at step {step}", flush=True)
-    elif init is not None and model.arch == "tcn":
-        model.load_state_dict(init)
-        print(f"initialised from {a.init}", flush=True)
-    elif init is not None:  # warm start from a committed checkpoint
-        model.load_state_dict(add_conv_front(widen_lookahead(init, model), model))
+    elif init is not None:  # warm start from a committed checkpoint (a GRU's widened to this run's shape)
+        model.load_state_dict(init if model.arch == "tcn" else add_conv_front(widen_lookahead(init, model), model))
         print(f"initialised from {a.init}", flush=True)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
@@ -448,6 +440,7 @@ def main(argv=None) -> int:
         export_weights(a.init, a.out, a.data)
         print(f"exported {a.init} -> {a.out}", flush=True)
         return 0
+    limiters.training_kinds(a.limiters)  # unknown --limiters names fail here, not in a loader worker
     if a.smoke:
         a.ckpt = a.ckpt or ROOT / "checkpoints" / "delimiter-smoke"
         a.data = a.ckpt / "data"

@@ -89,6 +89,8 @@ def curve_match(y: np.ndarray, out: np.ndarray, log_gain: np.ndarray, sr: int) -
     true = (np.where(ok, -log_gain, 0.0)[:n].reshape(-1, w).sum(1) / np.maximum(cnt, 1))[use]
     if est.size < 3 or true.std() < 1e-6:
         return float("nan"), float("nan")
+    if est.std() < 1e-6:  # the processor left this excerpt alone (under its threshold): no curve to correlate
+        return 0.0, float("nan")
     return float(est.std() / true.std()), float(np.corrcoef(est, true)[0, 1])
 
 
@@ -218,7 +220,8 @@ def _summary(suite: str, name: str, row: str, rows: list[dict], extra: dict) -> 
         rec[f"{k}_lu"] = float(np.mean([r[k] for r in rows]))
     if "curve_corr" in rows[0]:  # model rows: how the applied gain curve follows the true one
         for k in ("curve_std_ratio", "curve_corr"):
-            rec[f"gain_{k}"] = float(np.nanmean([r[k] for r in rows]))
+            vals = [r[k] for r in rows if np.isfinite(r[k])]  # NaN: no curve in that excerpt to compare
+            rec[f"gain_{k}"] = float(np.mean(vals)) if vals else float("nan")
     rec.update(extra)
     return rec
 

@@ -266,6 +266,12 @@ def test_benchmark_reads_the_applied_gain_curve_back_from_the_audio():
     assert ratio == pytest.approx(0.5, abs=0.02) and corr > 0.999
     ratio, corr = curve_match(y, y * np.exp(np.roll(-log_gain, SR // 4))[:, None], log_gain, SR)
     assert corr < 0.9  # the right amount of movement at the wrong times is not a match
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an excerpt left alone reads as no movement, without numpy's warnings
+        ratio, corr = curve_match(y, 0.7 * y, log_gain, SR)
+    assert ratio == 0.0 and np.isnan(corr)
 
 
 def test_model_card_and_metadata_exist():
@@ -280,11 +286,13 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
     from models.delimiter.train import main
 
     out = tmp_path / "smoke.onnx"
-    assert main(["--smoke", "--ckpt", str(tmp_path / "ck"), "--out", str(out)]) == 0
+    assert main(["--smoke", "--keep-all", "--ckpt", str(tmp_path / "ck"), "--out", str(out)]) == 0
     assert out.is_file() and not (tmp_path / "smoke.onnx.data").exists()
     log = json.loads((tmp_path / "ck" / "train_log.json").read_text())
-    assert log["log"] and np.isfinite(log["best"]["sel_score"])
+    assert log["log"] and np.isfinite(log["best"]["sel_score"]) and "sel_worst_db" in log["best"]
     assert (tmp_path / "ck" / "checkpoint.pt").is_file()
+    kept = sorted((tmp_path / "ck" / "steps").glob("step*.pt"))  # --keep-all: each scored state
+    assert [p.name for p in kept] == ["step%06d.pt" % v["step"] for v in log["log"]]
     y, _ = _limited(_hits(0.5))
     a = Delimiter(model_path=out)
     a.prepare(SR, len(y), 2)
@@ -619,3 +627,79 @@ def test_export_measures_the_level_offset_on_unlimited_music_and_the_processor_r
         offset = p.level_offset
     assert 0.1 < offset < 1.0  # nepers
     assert level[plain] > 1.5 and abs(level[calibrated]) < 0.5
+
+
+
+def test_selection_score_breaks_down_by_how_hard_a_segment_was_limited():
+    """validate() reports the mean gain per band of input SI-SDR and the worst segment: a network
+    that applies one constant gain changes nothing (SI-SDR ignores scale), one whose curve wobbles
+    costs the lightly limited segments far more than the heavily limited ones."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+    from models.delimiter.model import HOP
+
+    class Toy(torch.nn.Module):  # the network contract: frames in, knots out, explicit (here no) state
+        lookahead, clamp_output = 0, False
+
+        def __init__(self, wobble):
+            super().__init__()
+            self.w, self.wobble = torch.nn.Parameter(torch.zeros(1)), wobble
+
+        def initial_state(self, batch):
+            return ()
+
+        def forward(self, frames):
+            t = torch.arange(frames.shape[1] * 4, dtype=torch.float32).reshape(1, -1, 4)
+            return (0.3 + self.wobble * torch.sin(t / 7.0) + 0 * self.w).expand(frames.shape[0], -1, -1),
+
+    n = 60 * HOP
+    x = 0.5 * _hits(n / SR, seed=3)[:n].astype(np.float32)
+    env = np.abs(x).max(1)
+    sel_x, sel_y, meta = [], [], []
+    for depth in (0.8, 0.8, 0.05, 0.05):  # two heavily, two lightly limited segments
+        g = 1.0 - depth * env / env.max()
+        sel_x.append(x)
+        sel_y.append(x * g[:, None].astype(np.float32))
+        meta.append({"limiter": "toy"})
+    sel_y, sel_x = np.stack(sel_y), np.stack(sel_x)
+    sin = [train.si_sdr(y, r) for y, r in zip(sel_y, sel_x)]
+    assert sin[0] < 15 and 30 <= sin[2] < train.UNTOUCHED_DB
+    flat = train.validate(Toy(0.0), sel_y, sel_x, meta, threshold_db=None)
+    assert max(abs(flat[k]) for k in ("sel_heavy_db", "sel_light_db", "sel_worst_db")) < 0.05  # float rounding
+    wob = train.validate(Toy(0.05), sel_y, sel_x, meta, threshold_db=None)  # the raw curve: 0.4 dB of wobble
+    assert wob["sel_light_db"] < wob["sel_heavy_db"] - 5 and wob["sel_worst_db"] == pytest.approx(wob["sel_light_db"], abs=0.5)
+    assert "sel_medium_db" not in wob and wob["sel_toy_db"] == pytest.approx(
+        (wob["sel_light_db"] + wob["sel_heavy_db"]) / 2, abs=1e-6)
+    # as the processor applies it (offset out, 1 dB threshold): that wobble leaves the audio alone,
+    # a 4 dB one still costs
+    product = train.validate(Toy(0.05), sel_y, sel_x, meta)
+    assert max(abs(product[k]) for k in ("sel_score", "sel_heavy_db", "sel_light_db")) < 1e-6
+    big = train.validate(Toy(0.5), sel_y, sel_x, meta)
+    assert big["sel_light_db"] < -5 and big["sel_worst_db"] < -5
+
+
+def test_target_lufs_sets_how_hard_training_examples_are_limited(tmp_path):
+    """--target-lufs LO,HI: examples driven towards a lower loudness come out quieter and less
+    limited (higher SI-SDR against their reference); a malformed range is refused in one line."""
+    pytest.importorskip("torch", reason="training extra not installed")
+    import argparse
+
+    from models.delimiter import data as recipe
+    from models.delimiter import limiters, train
+
+    tracks = recipe.synthetic_tracks(tmp_path)
+    kinds = {"zoo": limiters.zoo}
+    loud, sdr = {}, {}
+    for targets in ((-16.0, -15.0), (-6.0, -5.0)):
+        ex = recipe.Examples(tracks, 44100, kinds, {"zoo": 1.0}, targets=targets)
+        rng = np.random.default_rng(4)
+        got = [ex.next(rng) for _ in range(12)]
+        got = [(y, ref, info) for y, ref, _, info in got if info["limiter"] != "none"]
+        loud[targets] = np.median([recipe.fast_lufs(y, info["sr"]) for y, _, info in got])
+        sdr[targets] = np.median([train.si_sdr(y, ref) for y, ref, _ in got])
+    assert loud[(-16.0, -15.0)] < loud[(-6.0, -5.0)] - 4 and sdr[(-16.0, -15.0)] > sdr[(-6.0, -5.0)] + 3
+    assert train.lufs_range("-16,-5") == (-16.0, -5.0)
+    for bad in ("-5,-16", "-16", "loud,-5", "-50,-5"):
+        with pytest.raises(argparse.ArgumentTypeError) as e:
+            train.lufs_range(bad)
+        assert "\n" not in str(e.value)

@@ -314,10 +314,13 @@ class Examples:
         Limiter name -> function (``limiters.TRAIN_KINDS`` filtered by ``limiters.available``).
     shares : dict
         Limiter name -> relative frequency.
+    targets : (float, float)
+        Range of the loudness (LUFS) each example is driven towards; lower = lighter limiting.
     """
 
-    def __init__(self, tracks: list[dict], n: int, kinds: dict, shares: dict, pre_s: float = 0.5):
-        self.tracks, self.n, self.kinds, self.pre_s = tracks, n, kinds, pre_s
+    def __init__(self, tracks: list[dict], n: int, kinds: dict, shares: dict, pre_s: float = 0.5,
+                 targets: tuple[float, float] = TARGET_LUFS):
+        self.tracks, self.n, self.kinds, self.pre_s, self.targets = tracks, n, kinds, pre_s, targets
         w = np.array([t["frames"] / t["sr"] for t in tracks])
         self.weights = w / w.sum()
         names = list(kinds)
@@ -346,7 +349,7 @@ class Examples:
             ref = ref[pre:]
             return ref, ref, np.zeros(len(ref), np.float32), {"limiter": "none", "sr": sr, "peak_db": peak_db}
         kind = self.kind_names[int(rng.choice(len(self.kind_names), p=self.kind_p))]
-        y, ref, setting = limit_example(x, sr, self.kinds[kind], rng, float(rng.uniform(*TARGET_LUFS)))
+        y, ref, setting = limit_example(x, sr, self.kinds[kind], rng, float(rng.uniform(*self.targets)))
         y, ref = y[pre:], ref[pre:]
         return y, ref, gain_target(y, ref), {"limiter": kind, "sr": sr, **setting}
 

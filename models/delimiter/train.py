@@ -31,6 +31,7 @@ from models.delimiter import data as recipe
 from models.delimiter import limiters, tcn
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 from models.device import DEVICE_HELP, pick_device
+from realtime.dsp.processors.neural.delimiter import DB_PER_NEPER, DEFAULT_THRESHOLD_DB
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_CKPT = Path(__file__).resolve().parent / "checkpoint.pt"  # what --init usually starts from
@@ -45,15 +46,16 @@ SHAPE_OFFSET_WEIGHT = 0.2
 class Stream(torch.utils.data.IterableDataset):
     """Endless limited examples from ``recipe.Examples``; each worker has its own random stream."""
 
-    def __init__(self, tracks, n, seed, kinds=None, zoo_pin=None):
+    def __init__(self, tracks, n, seed, kinds=None, zoo_pin=None, targets=recipe.TARGET_LUFS):
         self.tracks, self.n, self.seed, self.kinds, self.zoo_pin = tracks, n, seed, kinds, zoo_pin or {}
+        self.targets = targets
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
         torch.set_num_threads(1)
         kinds = limiters.training_kinds(self.kinds, self.zoo_pin)
-        ex = recipe.Examples(self.tracks, self.n, kinds, limiters.TRAIN_SHARES)
+        ex = recipe.Examples(self.tracks, self.n, kinds, limiters.TRAIN_SHARES, targets=self.targets)
         rng = np.random.default_rng([self.seed, wid, time.time_ns() % (1 << 32)])
         while True:
             y, ref, g, _ = ex.next(rng)
@@ -112,22 +114,36 @@ def losses(model, Y, X, G, mode: str = "l1"):
 
 UNLIMITED_PEAKS_DB = (-1.0, -6.0, -12.0)  # un-limited music at these peaks measures the level offset
 UNTOUCHED_DB = 50.0  # a selection segment whose input is this close to the reference was not limited
+# how hard a segment was limited, by its input's SI-SDR: heavy < 15 dB <= medium < 30 dB <= light.
+# One wrong curve on a light segment costs 20 dB and rules a mean (twenty-second session)
+SEL_BANDS = (("heavy", -math.inf, 15.0), ("medium", 15.0, 30.0), ("light", 30.0, UNTOUCHED_DB))
 CLEAN_FLOOR_DB = 40.0  # what un-limited audio must keep (issue 14)
 
 
 @torch.no_grad()
-def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict]) -> dict:
+def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
+             threshold_db: float | None = DEFAULT_THRESHOLD_DB) -> dict:
     """Selection score: per segment the SI-SDR gain (limited input) or, where the limiter did not
     act (input within UNTOUCHED_DB of the reference), the shortfall of the output under
-    CLEAN_FLOOR_DB (0 when it stays above): restoring limited audio must not cost untouched audio."""
+    CLEAN_FLOOR_DB (0 when it stays above): restoring limited audio must not cost untouched audio.
+    Also per limiter, per SEL_BANDS band (mean gain) and the worst segment's gain.
+
+    The curve is applied as the processor applies it (``threshold_db``, default the knob's): its
+    level offset on un-limited music out, estimates under the threshold left alone. A network's
+    wobble the threshold hides does not count against it, as it does not in the product
+    (``None``: the raw curve, as before the twenty-second session)."""
+    off = 0.0 if threshold_db is None else level_offset(model, sel_x) + threshold_db / DB_PER_NEPER
     model.eval()
     model.clamp_output = True  # measure what the exported model will do
     n = sel_y.shape[1] // HOP * HOP
-    score, gains, untouched, per = [], [], [], {}
+    score, gains, untouched, per, band = [], [], [], {}, {}
     for s in range(0, len(sel_y), 8):
-        Y = sel_y[s:s + 8, :n]
-        with torch.no_grad():
-            xh = restore(model, torch.from_numpy(Y).to(model_device(model)))[1].cpu().numpy()
+        Y = torch.from_numpy(sel_y[s:s + 8, :n]).to(model_device(model))
+        a = restore(model, Y)[0]
+        if threshold_db is not None:
+            a = (a - off).clamp(min=0.0)
+        xh = (Y * torch.exp(a).unsqueeze(-1)).cpu().numpy()
+        Y = Y.cpu().numpy()
         for b in range(len(Y)):
             ref = sel_x[s + b, :n]
             sin, sout = si_sdr(Y[b], ref), min(60.0, si_sdr(xh[b], ref))
@@ -138,11 +154,15 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict]) -> d
                 gains.append(sout - sin)
                 score.append(gains[-1])
                 per.setdefault(meta[s + b]["limiter"], []).append(gains[-1])
+                name = next(nm for nm, lo, hi in SEL_BANDS if lo <= sin < hi)
+                band.setdefault(name, []).append(gains[-1])
     model.clamp_output = False
     model.train()
     return {"sel_score": float(np.mean(score)), "sel_sisdr_gain_db": float(np.mean(gains)) if gains else 0.0,
             "sel_untouched_sisdr_db": float(np.mean(untouched)) if untouched else float("nan"),
-            **{f"sel_{k}_db": float(np.mean(v)) for k, v in per.items()}}
+            "sel_worst_db": float(min(gains)) if gains else 0.0,
+            **{f"sel_{k}_db": float(np.mean(v)) for k, v in per.items()},
+            **{f"sel_{k}_db": float(np.mean(v)) for k, v in band.items()}}
 
 
 @torch.no_grad()
@@ -208,6 +228,7 @@ def save_small(model, path: Path, meta: dict) -> None:
     from realtime.io.files import atomic_write
 
     meta = {**meta, "lookahead": model.lookahead}  # the TCN's look-ahead is not in its weights' shapes
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, suffix=".pt.part") as tmp:
         torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, str(tmp))
 
@@ -338,7 +359,7 @@ def train(a) -> dict:
     print(f"params {n_params} on {device}, {index['hours']['train']:.1f} h of training music, "
           f"{len(sel[0]) if sel else 0} selection segments", flush=True)
     kinds = a.limiters or None
-    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds, a.zoo_pin), batch_size=a.batch,
+    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds, a.zoo_pin, a.target_lufs), batch_size=a.batch,
                                          num_workers=a.workers, prefetch_factor=4 if a.workers else None,
                                          persistent_workers=bool(a.workers), pin_memory=device.type == "cuda")
 
@@ -380,6 +401,8 @@ def train(a) -> dict:
             v.update(step=step, minutes=(time.monotonic() - t0) / 60, seen_hours=seen_s / 3600)
             log.append(v)
             print(json.dumps(v), flush=True)
+            if a.keep_all:  # every scored state, to benchmark more than the selection's pick
+                save_small(model, ckpt_dir / "steps" / f"step{step:06d}.pt", {**v})
             if v["sel_score"] > best["sel_score"]:
                 best = v
                 meta = {"sel_score": f"{v['sel_score']:.2f}", "sel_sisdr_gain_db": f"{v['sel_sisdr_gain_db']:.2f}",
@@ -393,6 +416,17 @@ def train(a) -> dict:
     save_last()
     (ckpt_dir / "train_log.json").write_text(json.dumps({"params": n_params, "log": log, "best": best}, indent=1))
     return {"params": n_params, "steps": step, "seen_hours": seen_s / 3600, "best": best}
+
+
+def lufs_range(text: str) -> tuple[float, float]:
+    """"-16,-5" -> (-16.0, -5.0); a clear one-line error otherwise."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI in LUFS, e.g. -16,-5; got {text!r}") from None
+    if not -40.0 <= lo < hi <= 0.0:
+        raise argparse.ArgumentTypeError(f"need -40 <= LO < HI <= 0 LUFS; got {text!r}")
+    return lo, hi
 
 
 def main(argv=None) -> int:
@@ -420,6 +454,9 @@ def main(argv=None) -> int:
     ap.add_argument("--zoo-pin", type=limiters.parse_zoo_pin, default={},
                     help="pin settings of the zoo limiter, e.g. lookahead_ms=5,shape=0,release_ms=100 (keys: %s)"
                     % ",".join(limiters.ZOO_SETTINGS))
+    ap.add_argument("--target-lufs", type=lufs_range, default=recipe.TARGET_LUFS, metavar="LO,HI",
+                    help="loudness range the examples are driven towards (default %g,%g; a lower LO "
+                         "adds lightly limited examples)" % recipe.TARGET_LUFS)
     ap.add_argument("--lookahead", type=int, default=LOOKAHEAD_FRAMES,
                     help="future frames the network sees (the default is the product's; more = the non-causal row)")
     ap.add_argument("--arch", choices=("gru", "tcn"), default="gru",
@@ -430,6 +467,8 @@ def main(argv=None) -> int:
                          "(--init of a linear checkpoint starts it as the same function)")
     ap.add_argument("--init", type=Path, default=None,
                     help=f"start from these weights (e.g. {COMMITTED_CKPT.relative_to(ROOT)})")
+    ap.add_argument("--keep-all", action="store_true",
+                    help="keep the weights of every validation in CKPT/steps/ (small files)")
     ap.add_argument("--export-only", action="store_true",
                     help="write --out (ONNX) from the --init weights and stop (e.g. to benchmark a committed checkpoint)")
     a = ap.parse_args(argv)

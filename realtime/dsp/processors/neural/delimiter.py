@@ -52,6 +52,9 @@ MAX_LOG_GAIN = 4.0  # bound on the log inverse gain (34.7 dB; the exported model
 RATE_RANGE = (40000, 50000)  # trained at 44.1 and 48 kHz; its time constants are in samples
 AUTO_RELEASE_S = 3.0
 DB_PER_NEPER = 20.0 / math.log(10.0)
+# estimated gain reductions under this leave the audio alone (MODEL_CARD.md, "Processor"); the
+# trainer's checkpoint selection applies the same rule, so it scores what the product does
+DEFAULT_THRESHOLD_DB = 1.0
 
 # float state slots
 _PREV, _AMOUNT, _TRIM, _SCALE, _THRESHOLD = range(5)
@@ -164,7 +167,7 @@ class Delimiter(NeuralProcessor):
         Param("ceiling_db", "Auto-level ceiling", -12.0, 0.0, -1.0, unit="dB", smoothing_ms=0.0),
         # gain reductions the model puts under this are left alone: un-limited and lightly limited
         # passages, where a wrong estimate costs most, pass bit-exact
-        Param("threshold_db", "Threshold", 0.0, 6.0, 1.0, unit="dB", smoothing_ms=30.0),
+        Param("threshold_db", "Threshold", 0.0, 6.0, DEFAULT_THRESHOLD_DB, unit="dB", smoothing_ms=30.0),
     )
     readouts = (Readout("restored_db", "Restored", "dB", 0.0, 24.0, kind="level"),
                 Readout("auto_level_db", "Auto level", "dB", -24.0, 0.0, kind="gr"))

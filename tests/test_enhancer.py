@@ -1083,6 +1083,10 @@ def test_bench_sets_cover_every_snr_band_and_condition_in_the_first_20(tmp_path)
     assert cells == {(s, c) for s in BENCH_SNRS for c in BENCH_CONDITIONS}
     assert json.loads((tmp_path / "meta.json").read_text()) == meta
     assert len(list((tmp_path / "noisy").glob("*.wav"))) == len(list((tmp_path / "clean").glob("*.wav"))) == 20
+    # no noise recordings (packages missing): one clear line, nothing written
+    with pytest.raises(SystemExit, match="no noise recordings") as e:
+        write_mixtures(tmp_path / "empty", by_source(sp, ["a/0"] * len(sp)), [], 20, 0.3, np.random.default_rng(0))
+    assert "\n" not in str(e.value) and not (tmp_path / "empty").exists()
 
 
 

@@ -675,6 +675,9 @@ def write_mixtures(folder: Path, speech: list[list[Pool]], noise: list[list[Pool
     ``speech`` / ``noise``: sub-pools per package and group (``by_source``); each clip draws a
     package, then a group, uniformly. Clip i has condition ``BENCH_CONDITIONS[i % 5]`` and SNR ``BENCH_SNRS[i // 5 % 4]``, so any
     first 20 clips cover every (SNR band, condition) cell once (``bench enhancer --limit``)."""
+    for kind, sources in (("speech", speech), ("noise", noise)):
+        if not sources:  # e.g. the held-out packages failed to install: say so instead of numpy's "high <= 0"
+            raise SystemExit(f"{folder}: no {kind} recordings for these mixtures (are the recipe's packages installed?)")
     for d in ("noisy", "clean"):
         (folder / d).mkdir(parents=True, exist_ok=True)
     clips = []

@@ -428,13 +428,13 @@ def main(argv=None) -> int:
         logf.write(line + "\n")
         logf.flush()
 
+    if a.average and not a.export_only:  # before anything is built: a usage error costs nothing
+        raise SystemExit("--average goes with --export-only")
     if not a.smoke and not a.export_only and not (a.data / "train_speech.npy").exists():
         from models.enhancer.data import build
 
         log(f"no training data in {a.data}: building it (recipe models/enhancer/data.py)")
         build(a.data)
-    if a.average and not a.export_only:
-        raise SystemExit("--average goes with --export-only")
     if a.export_only:
         srcs = a.average or [a.init or (a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else a.ckpt / "last.pt")]
         cks = []

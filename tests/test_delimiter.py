@@ -292,6 +292,9 @@ def test_training_smoke_exports_a_loadable_model(tmp_path):
     assert log["log"] and np.isfinite(log["best"]["sel_score"]) and "sel_worst_db" in log["best"]
     assert (tmp_path / "ck" / "checkpoint.pt").is_file()
     kept = sorted((tmp_path / "ck" / "steps").glob("step*.pt"))  # --keep-all: each scored state
+    import onnx
+
+    assert "level_offset" in {p.key for p in onnx.load(str(out)).metadata_props}  # measured during selection
     assert [p.name for p in kept] == ["step%06d.pt" % v["step"] for v in log["log"]]
     y, _ = _limited(_hits(0.5))
     a = Delimiter(model_path=out)
@@ -629,7 +632,6 @@ def test_export_measures_the_level_offset_on_unlimited_music_and_the_processor_r
     assert level[plain] > 1.5 and abs(level[calibrated]) < 0.5
 
 
-
 def test_selection_score_breaks_down_by_how_hard_a_segment_was_limited():
     """validate() reports the mean gain per band of input SI-SDR and the worst segment: a network
     that applies one constant gain changes nothing (SI-SDR ignores scale), one whose curve wobbles
@@ -674,6 +676,7 @@ def test_selection_score_breaks_down_by_how_hard_a_segment_was_limited():
     # a 4 dB one still costs
     product = train.validate(Toy(0.05), sel_y, sel_x, meta)
     assert max(abs(product[k]) for k in ("sel_score", "sel_heavy_db", "sel_light_db")) < 1e-6
+    assert product["level_offset"] == pytest.approx(0.3, abs=0.01)  # handed to the export of that state
     big = train.validate(Toy(0.5), sel_y, sel_x, meta)
     assert big["sel_light_db"] < -5 and big["sel_worst_db"] < -5
 

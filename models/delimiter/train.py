@@ -131,19 +131,20 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
     The curve is applied as the processor applies it (``threshold_db``, default the knob's): its
     level offset on un-limited music out, estimates under the threshold left alone. A network's
     wobble the threshold hides does not count against it, as it does not in the product
-    (``None``: the raw curve, as before the twenty-second session)."""
-    off = 0.0 if threshold_db is None else level_offset(model, sel_x) + threshold_db / DB_PER_NEPER
+    (``None``: the raw curve, as before the twenty-second session). The offset is returned
+    (``level_offset``, nepers) for the export of the same state."""
+    offset = None if threshold_db is None else level_offset(model, sel_x)
     model.eval()
     model.clamp_output = True  # measure what the exported model will do
     n = sel_y.shape[1] // HOP * HOP
     score, gains, untouched, per, band = [], [], [], {}, {}
     for s in range(0, len(sel_y), 8):
-        Y = torch.from_numpy(sel_y[s:s + 8, :n]).to(model_device(model))
-        a = restore(model, Y)[0]
-        if threshold_db is not None:
-            a = (a - off).clamp(min=0.0)
-        xh = (Y * torch.exp(a).unsqueeze(-1)).cpu().numpy()
-        Y = Y.cpu().numpy()
+        Y = sel_y[s:s + 8, :n]
+        Yt = torch.from_numpy(Y).to(model_device(model))
+        a = restore(model, Yt)[0]
+        if offset is not None:
+            a = (a - offset - threshold_db / DB_PER_NEPER).clamp(min=0.0)
+        xh = (Yt * torch.exp(a).unsqueeze(-1)).cpu().numpy()
         for b in range(len(Y)):
             ref = sel_x[s + b, :n]
             sin, sout = si_sdr(Y[b], ref), min(60.0, si_sdr(xh[b], ref))
@@ -161,6 +162,7 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
     return {"sel_score": float(np.mean(score)), "sel_sisdr_gain_db": float(np.mean(gains)) if gains else 0.0,
             "sel_untouched_sisdr_db": float(np.mean(untouched)) if untouched else float("nan"),
             "sel_worst_db": float(min(gains)) if gains else 0.0,
+            **({} if offset is None else {"level_offset": offset}),
             **{f"sel_{k}_db": float(np.mean(v)) for k, v in per.items()},
             **{f"sel_{k}_db": float(np.mean(v)) for k, v in band.items()}}
 
@@ -186,9 +188,10 @@ def level_offset(model, sel_x: np.ndarray, peaks_db=UNLIMITED_PEAKS_DB) -> float
     return float(np.median(means))
 
 
-def export(model, path: Path, meta: dict, sel_x: np.ndarray | None = None) -> None:
-    """ONNX with explicit streaming state; written to a temp file, then renamed (atomic). With the
-    selection set's un-limited tracks (``sel_x``) the model's level offset goes into its metadata."""
+def export(model, path: Path, meta: dict, sel_x: np.ndarray | None = None, offset: float | None = None) -> None:
+    """ONNX with explicit streaming state; written to a temp file, then renamed (atomic). The
+    model's level offset goes into its metadata: ``offset`` when already measured (``validate``),
+    else measured on the selection set's un-limited tracks (``sel_x``) when given."""
     import copy
 
     import onnx
@@ -196,8 +199,10 @@ def export(model, path: Path, meta: dict, sel_x: np.ndarray | None = None) -> No
     from realtime.io.files import atomic_write
 
     model = copy.deepcopy(model).cpu()  # traced on the CPU, wherever it trains; the caller's copy stays put
-    if sel_x is not None:
-        meta = {**meta, "level_offset": f"{level_offset(model, sel_x):.5f}"}
+    if offset is None and sel_x is not None:
+        offset = level_offset(model, sel_x)
+    if offset is not None:
+        meta = {**meta, "level_offset": f"{offset:.5f}"}
     model.eval()
     model.clamp_output = True
     frames = torch.zeros(1, 2, HOP, 2)
@@ -398,6 +403,7 @@ def train(a) -> dict:
                   f"seen={seen_s / 3600:.2f} h gain_l1={float(gl.detach()):.4f} neg_sisdr={float(wl.detach()):.2f}", flush=True)
         if sel is not None and (step % a.val_every == 0 or step >= a.steps):
             v = validate(model, *sel)
+            offset = v.pop("level_offset")  # for the export below; the weights' meta stays as it was
             v.update(step=step, minutes=(time.monotonic() - t0) / 60, seen_hours=seen_s / 3600)
             log.append(v)
             print(json.dumps(v), flush=True)
@@ -407,7 +413,7 @@ def train(a) -> dict:
                 best = v
                 meta = {"sel_score": f"{v['sel_score']:.2f}", "sel_sisdr_gain_db": f"{v['sel_sisdr_gain_db']:.2f}",
                         "step": step}
-                export(model, a.out, meta, sel[1])
+                export(model, a.out, meta, offset=offset)  # measured by validate on this very state
                 save_small(model, a.small, {**v})
             save_last()
     if sel is None:  # data without a selection set: keep the last state

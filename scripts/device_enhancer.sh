@@ -4,8 +4,9 @@
 #
 #   scripts/device_enhancer.sh prepare [PARTS]   here: wheels to carry (.whl/) and the Opus pack
 #                                                (pack/enhancer/partN, ~44 MiB each; data/enhancer first)
-#   scripts/device_enhancer.sh train [MINUTES]   there: unpack what was carried, fine-tune the
-#                                                committed weights on CUDA, weights and log to $OUT
+#   scripts/device_enhancer.sh train [MINUTES [FLAGS...]]  there: unpack what was carried, fine-tune
+#                                                the committed weights on CUDA (FLAGS go to the trainer
+#                                                last, so they override: --hidden 256 --lr 5e-4), to $OUT
 #
 # One call per part: `run` with carry [".whl", "pack/enhancer/part1"] and command `true`, then
 # part2, ... (a warm machine keeps what earlier calls carried for 30 s after each), and the last
@@ -29,6 +30,7 @@ if [ "$mode" = prepare ]; then
     du -sh .whl pack/enhancer/part*
 elif [ "$mode" = train ]; then
     minutes="${2:-8}"
+    shift $(( $# < 2 ? $# : 2 ))
     out="${OUT:-checkpoints/enhancer-gpu-out}"
     data="${DATA:-data/enhancer-pack}" device="${DEVICE:-cuda}" workers="${WORKERS:-14}"  # overridable for a dry run
     mkdir -p "$out"
@@ -41,9 +43,9 @@ elif [ "$mode" = train ]; then
     python3 -m models.enhancer.train --data "$data" --device "$device" --init models/enhancer/checkpoint.pt \
         --ckpt /tmp/enhancer-gpu --export "$out/enhancer.onnx" --workers "$workers" --threads 2 --batch 64 \
         --snr-max 20 --p-clean 0.1 --lr 3e-4 --seconds 1.5 --select-by sisdr --val-every 250 --keep-every 500 \
-        --steps 20000 --max-minutes "$minutes" --seed 100 || true
+        --steps 20000 --max-minutes "$minutes" --seed 100 "$@" || true
     cp /tmp/enhancer-gpu/train.log "$out/" 2>/dev/null || true
-    ls /tmp/enhancer-gpu/step*.pt 2>/dev/null | tail -5 | xargs -r -I{} cp {} "$out/"
+    ls -v /tmp/enhancer-gpu/step*.pt 2>/dev/null | tail -5 | xargs -r -I{} cp {} "$out/"
     ls -la "$out"
 else
     sed -n 2,15p "$0"

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -87,33 +89,44 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float =
     return summary
 
 
+def _decode(path: Path) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        audio, sr = sf.read(path, dtype="float32")
+    except (sf.LibsndfileError, RuntimeError) as e:  # a cut-off copy, not Ogg Opus at all
+        raise SystemExit(f"{path}: cannot be decoded ({e}); copy the part again") from None
+    if sr != SR:
+        raise SystemExit(f"{path}: {sr} Hz, the pools are {SR} Hz")
+    return audio
+
+
 def unpack(src: Path, out: Path) -> dict:
     """Decode every ``src/part*/`` there is into ``out/train_speech.npy`` etc. (the recipe's
     layout: int16 clips, offsets and groups), parts in order."""
-    import soundfile as sf
-
     from models.enhancer.data import save_pool
 
     parts = sorted(p for p in src.glob("part*") if p.is_dir())
     if not parts:
         raise SystemExit(f"no pack parts (part1/, part2/, ...) in {src}")
     out.mkdir(parents=True, exist_ok=True)
+    files = [f / f"{name}.opus" for name in POOLS for f in parts if (f / f"{name}.opus").is_file()]
+    # libsndfile decodes outside the GIL: threads decode the parts side by side (a GPU machine has
+    # 16 cores, and the decode counts against its minutes)
+    with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1) or 1) as ex:
+        decoded = dict(zip(files, ex.map(_decode, files)))
     summary = {}
     for name in POOLS:
         items = []
         for folder in parts:
-            if not (folder / f"{name}.opus").is_file():
+            path = folder / f"{name}.opus"
+            if path not in decoded:
                 continue
             idx = _index(folder / name)
-            try:
-                audio, sr = sf.read(folder / f"{name}.opus", dtype="float32")
-            except (sf.LibsndfileError, RuntimeError) as e:  # a cut-off copy, not Ogg Opus at all
-                raise SystemExit(f"{folder / name}.opus: cannot be decoded ({e}); copy the part again") from None
-            if sr != SR:
-                raise SystemExit(f"{folder / name}.opus: {sr} Hz, the pools are {SR} Hz")
+            audio = decoded[path]
             o, groups = idx["offsets"], idx.get("groups", [])
             if len(audio) < o[-1]:  # an Ogg stream cut at a page boundary decodes without complaint
-                raise SystemExit(f"{folder / name}.opus: holds {len(audio) / SR:.1f} s, its index "
+                raise SystemExit(f"{path}: holds {len(audio) / SR:.1f} s, its index "
                                  f"{o[-1] / SR:.1f} s: truncated; copy the part again")
             for j in range(len(o) - 1):
                 g = idx["group"][j]

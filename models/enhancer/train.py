@@ -23,6 +23,7 @@ from models.device import DEVICE_HELP, pick_device
 from realtime.dsp.erb import MIN_BAND_HZ
 
 SHIPPED_WIN = 480  # the analysis window of weights that name none (models/enhancer/model.py WIN)
+DEFAULT_HIDDEN = 128  # encoder width of a fresh model (the shipped weights since stage 15: 256)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT / "data" / "enhancer"
@@ -71,9 +72,9 @@ def parse(argv):
     ap.add_argument("--init-onnx", type=Path, default=None,
                     help="fine-tune: start from an exported ONNX model's weights (e.g. models/enhancer/"
                          "enhancer.onnx when its checkpoints are lost; same --hidden/--hidden-df)")
-    ap.add_argument("--hidden", type=int, default=128,
+    ap.add_argument("--hidden", type=int, default=None,
                     help="encoder GRU width; --init from narrower weights widens them, starting as the same "
-                         "function (model.widen)")
+                         f"function (model.widen). Default: the width of the weights it starts from, else {DEFAULT_HIDDEN}")
     ap.add_argument("--hidden-df", type=int, default=96)
     ap.add_argument("--win", type=int, default=None,
                     help="analysis window (samples, a multiple of 480): above 480 an asymmetric pair whose synthesis "
@@ -153,6 +154,20 @@ def framing(a, ck: dict | None, keep: bool = False) -> tuple[int, float]:
         raise SystemExit(f"the weights were trained with a {own[0]}-sample window and {own[1]:g} Hz bands: "
                          "leave out --win / --min-band-hz")
     return (own[0] if a.win is None else a.win, own[1] if a.min_band_hz is None else a.min_band_hz)
+
+
+def _onnx_hidden(path: Path) -> int | None:
+    """An --init-onnx export's encoder width (its h_enc state's last axis); None when it cannot be
+    read (the load that follows says why)."""
+    try:
+        import onnx
+
+        for i in onnx.load(str(path)).graph.input:
+            if i.name == "h_enc":
+                return int(i.type.tensor_type.shape.dim[2].dim_value) or None
+    except Exception:
+        pass
+    return None
 
 
 def _onnx_framing(path: Path) -> dict | None:
@@ -454,7 +469,7 @@ def main(argv=None) -> int:
             state = average_weights([c["model"] for c in cks])
         except ValueError as e:
             raise SystemExit(f"--average: {e}")
-        model = Enhancer(ck.get("hidden", a.hidden), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False),
+        model = Enhancer(ck.get("hidden", a.hidden or DEFAULT_HIDDEN), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False),
                          ck.get("deep_filter", True), ck.get("pitch_features", False), *framing(a, ck, keep=True))
         model.load_state_dict(fit_weights(state, model))
         export_onnx(model, a.export)
@@ -481,6 +496,10 @@ def main(argv=None) -> int:
     if resumed is None:  # fresh or fine-tuned: the flags, else the weights' own
         source = init_ck if a.init is not None else _onnx_framing(a.init_onnx) if a.init_onnx is not None else None
         a.win, a.min_band_hz = framing(a, source if isinstance(source, dict) else None)
+    if a.hidden is None:  # the width of the weights it starts from (a 256-unit checkpoint needs no flag)
+        start = resumed if resumed is not None else init_ck
+        a.hidden = (int(start.get("hidden", DEFAULT_HIDDEN)) if isinstance(start, dict)
+                    else (_onnx_hidden(a.init_onnx) if a.init_onnx is not None else None) or DEFAULT_HIDDEN)
     try:
         model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features, a.win, a.min_band_hz)
     except ValueError as e:

@@ -401,6 +401,8 @@ def train(a) -> dict:
             el = time.monotonic() - t0
             print(f"step {step} t={el:.0f}s {(step - start_step) / el:.2f} steps/s wait={t_wait / el:.0%} "
                   f"seen={seen_s / 3600:.2f} h gain_l1={float(gl.detach()):.4f} neg_sisdr={float(wl.detach()):.2f}", flush=True)
+        if sel is None and a.keep_all and step % a.val_every == 0:  # a GPU machine has no selection set:
+            save_small(model, ckpt_dir / "steps" / f"step{step:06d}.pt", {"step": step})  # select them here
         if sel is not None and (step % a.val_every == 0 or step >= a.steps):
             v = validate(model, *sel)
             offset = v.pop("level_offset")  # for the export below; the weights' meta stays as it was
@@ -474,7 +476,8 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=Path, default=None,
                     help=f"start from these weights (e.g. {COMMITTED_CKPT.relative_to(ROOT)})")
     ap.add_argument("--keep-all", action="store_true",
-                    help="keep the weights of every validation in CKPT/steps/ (small files)")
+                    help="keep the weights of every validation in CKPT/steps/ (small files); without a selection "
+                         "set (a data pack on a GPU machine), every --val-every steps")
     ap.add_argument("--export-only", action="store_true",
                     help="write --out (ONNX) from the --init weights and stop (e.g. to benchmark a committed checkpoint)")
     a = ap.parse_args(argv)

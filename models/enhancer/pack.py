@@ -27,15 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from models.enhancer.data import SR, Pool
+from models.opus import opus_level
 
 POOLS = ("train_speech", "train_noise")
 SPEECH_SHARE = 0.8  # of each part's bytes: the voices are what the network must learn to keep
-
-
-def opus_level(kbps: float) -> float:
-    """libsndfile's Opus compression level for a bit rate (measured: 0.5 -> 133, 0.75 -> 70,
-    0.9 -> 28 kbit/s; linear between 256 kbit/s at 0 and 6 kbit/s at 1)."""
-    return float(np.clip((256.0 - kbps) / 250.0, 0.0, 1.0))
 
 
 def _index(stem: Path) -> dict:

@@ -19,14 +19,12 @@
 # `python main.py bench delimiter --json --model N.onnx` (models/delimiter/MODEL_CARD.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/device_lib.sh
 mode="${1:-}"
 
 if [ "$mode" = prepare ]; then
     parts="${2:-8}"
-    .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 --platform any -d .whl \
-        soundfile==0.14.0 soxr==1.1.0 cffi==2.1.1 pycparser==3.12 pedalboard==0.9.26 av==18.1.0
+    download_wheels soundfile==0.14.0 soxr==1.1.0 cffi==2.1.1 pycparser==3.12 pedalboard==0.9.26 av==18.1.0
     .venv/bin/python -m models.delimiter.pack --out pack/delimiter --parts "$parts" --mib 44
     du -sh .whl pack/delimiter/part*
 elif [ "$mode" = train ]; then
@@ -34,19 +32,14 @@ elif [ "$mode" = train ]; then
     shift $(( $# < 2 ? $# : 2 ))
     out="${OUT:-checkpoints/delimiter-gpu-out}"
     data="${DATA:-data/delimiter-pack}" device="${DEVICE:-cuda}" workers="${WORKERS:-14}"  # overridable for a dry run
-    mkdir -p "$out"
-    python3 -c "import soundfile, soxr, pedalboard, av" 2>/dev/null ||
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
-    python3 -m models.delimiter.pack --unpack pack/delimiter --out "$data" > "$out/unpack.json"
-    nvidia-smi -L || true
+    device_setup delimiter "soundfile, soxr, pedalboard, av"
     # no selection set there: --keep-all keeps the weights every --val-every steps, selected here
     python3 -m models.delimiter.train --data "$data" --device "$device" --init models/delimiter/tcn_checkpoint.pt \
         --ckpt /tmp/delimiter-gpu --out /tmp/delimiter-gpu/delimiter.onnx --gain-loss offset --keep-all \
         --workers "$workers" --threads 2 --batch 64 --lr 5e-4 --val-every 500 --steps 20000 \
         --minutes "$minutes" --seed 100 "$@" 2>&1 | grep -v "TracerWarning\|UserWarning" > "$out/train.log" || true
     tail -3 "$out/train.log"
-    ls -v /tmp/delimiter-gpu/steps/step*.pt 2>/dev/null | tail -6 | xargs -r -I{} cp {} "$out/"
+    copy_newest 6 /tmp/delimiter-gpu/steps/step*.pt
     ls -la "$out"
 else
     sed -n 2,20p "$0"

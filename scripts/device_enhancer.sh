@@ -18,14 +18,12 @@
 # stepB.pt ... --export soup.onnx` (checkpoints of one run from one start average well).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/device_lib.sh
 mode="${1:-}"
 
 if [ "$mode" = prepare ]; then
     parts="${2:-4}"
-    # what the training path imports that the machine lacks (soundfile brings libsndfile with Opus)
-    .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        --platform manylinux1_x86_64 --platform any -d .whl soundfile==0.14.0 soxr==1.1.0 cffi==2.1.1 pycparser==3.12
+    download_wheels soundfile==0.14.0 soxr==1.1.0 cffi==2.1.1 pycparser==3.12  # soundfile brings libsndfile with Opus
     .venv/bin/python -m models.enhancer.pack --out pack/enhancer --parts "$parts" --mib 44
     du -sh .whl pack/enhancer/part*
 elif [ "$mode" = train ]; then
@@ -33,19 +31,14 @@ elif [ "$mode" = train ]; then
     shift $(( $# < 2 ? $# : 2 ))
     out="${OUT:-checkpoints/enhancer-gpu-out}"
     data="${DATA:-data/enhancer-pack}" device="${DEVICE:-cuda}" workers="${WORKERS:-14}"  # overridable for a dry run
-    mkdir -p "$out"
-    python3 -c "import soundfile, soxr" 2>/dev/null ||
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
-    python3 -m models.enhancer.pack --unpack pack/enhancer --out "$data" > "$out/unpack.json"
-    nvidia-smi -L || true
+    device_setup enhancer "soundfile, soxr"
     # 14 mixing workers feed the GPU; validation on the trainer's synthetic set only (select/ stays here)
     python3 -m models.enhancer.train --data "$data" --device "$device" --init models/enhancer/checkpoint.pt \
         --ckpt /tmp/enhancer-gpu --export "$out/enhancer.onnx" --workers "$workers" --threads 2 --batch 64 \
         --snr-max 20 --p-clean 0.1 --lr 3e-4 --seconds 1.5 --select-by sisdr --val-every 250 --keep-every 500 \
         --steps 20000 --max-minutes "$minutes" --seed 100 "$@" || true
     cp /tmp/enhancer-gpu/train.log "$out/" 2>/dev/null || true
-    ls -v /tmp/enhancer-gpu/step*.pt 2>/dev/null | tail -5 | xargs -r -I{} cp {} "$out/"
+    copy_newest 5 /tmp/enhancer-gpu/step*.pt
     ls -la "$out"
 else
     sed -n 2,15p "$0"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from models.enhancer.data import SR, Pool, save_pool, synth_noise, synth_speech_clip
-from models.enhancer.pack import opus_level, pack, unpack
+from models.enhancer.pack import pack, unpack
+from models.opus import opus_level
 
 
 def _recipe_like(folder, n_speech=16, n_noise=6):

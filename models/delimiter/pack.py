@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from models.delimiter.data import DEFAULT_OUT, load_index
-from models.opus import opus_level
+from models.opus import read_opus, write_opus
 
 OPUS_SR = 48000
 
@@ -68,8 +68,7 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 44.0, kbps: float =
                 x = soxr.resample(x, sr, OPUS_SR)
             name = f"{len(entries):04d}.opus"
             with atomic_write(folder / name, suffix=".opus.part") as tmp:  # a full disk leaves no half part
-                # libsndfile's level sets the rate per channel (models/opus.py measured it on mono)
-                sf.write(tmp, x, OPUS_SR, format="OGG", subtype="OPUS", compression_level=opus_level(kbps / 2))
+                write_opus(tmp, x, OPUS_SR, kbps)
             entries.append({"file": name, "package": t["package"], "source": t["path"], "frames": len(x)})
             total += len(x) / OPUS_SR
         if not entries:
@@ -84,16 +83,15 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 44.0, kbps: float =
 
 
 def _decode(job: tuple[Path, Path]) -> int:
+    """One packed track into a 16-bit WAV file; its length in frames."""
     import soundfile as sf
 
+    from realtime.io.files import atomic_write
+
     src, dest = job
-    try:
-        x, sr = sf.read(src, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as e:  # a cut-off copy, not Ogg Opus at all
-        raise SystemExit(f"{src}: cannot be decoded ({e}); copy the part again") from None
-    tmp = dest.with_name(f".{dest.name}.part")
-    sf.write(tmp, x, sr, subtype="PCM_16", format="WAV")
-    os.replace(tmp, dest)
+    x = read_opus(src, OPUS_SR)
+    with atomic_write(dest, suffix=".wav.part") as tmp:
+        sf.write(tmp, x, OPUS_SR, subtype="PCM_16", format="WAV")
     return len(x)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from models.enhancer.data import SR, Pool
-from models.opus import opus_level
+from models.opus import read_opus, write_opus
 
 POOLS = ("train_speech", "train_noise")
 SPEECH_SHARE = 0.8  # of each part's bytes: the voices are what the network must learn to keep
@@ -40,8 +40,6 @@ def _index(stem: Path) -> dict:
 def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float = 64.0, seed: int = 0) -> dict:
     """Write ``parts`` folders ``out/partN`` of about ``mib`` MiB each: a random subset of the
     clips of each pool (no clip twice), Opus-coded, with their groups."""
-    import soundfile as sf
-
     from realtime.io.files import atomic_write
 
     rng = np.random.default_rng(seed)
@@ -72,7 +70,7 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float =
             audio = np.concatenate([pool.clip(i) for i in chosen])
             offsets = np.concatenate([[0], np.cumsum([len(pool.clips[i]) for i in chosen])]).astype(np.int64)
             with atomic_write(folder / f"{name}.opus", suffix=".opus.part") as tmp:  # a full disk leaves no half part
-                sf.write(tmp, audio, SR, format="OGG", subtype="OPUS", compression_level=opus_level(kbps))
+                write_opus(tmp, audio, SR, kbps)
             (folder / f"{name}.json").write_text(json.dumps({
                 "offsets": offsets.tolist(), "group": [int(pool.group[i]) for i in chosen],
                 "groups": idx.get("groups", []), "files": [idx["files"][i] for i in chosen] if "files" in idx else [],
@@ -82,18 +80,6 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float =
         summary["parts"].append(part)
     (out / "pack.json").write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _decode(path: Path) -> np.ndarray:
-    import soundfile as sf
-
-    try:
-        audio, sr = sf.read(path, dtype="float32")
-    except (sf.LibsndfileError, RuntimeError) as e:  # a cut-off copy, not Ogg Opus at all
-        raise SystemExit(f"{path}: cannot be decoded ({e}); copy the part again") from None
-    if sr != SR:
-        raise SystemExit(f"{path}: {sr} Hz, the pools are {SR} Hz")
-    return audio
 
 
 def unpack(src: Path, out: Path) -> dict:
@@ -109,7 +95,7 @@ def unpack(src: Path, out: Path) -> dict:
     # libsndfile decodes outside the GIL: threads decode the parts side by side (a GPU machine has
     # 16 cores, and the decode counts against its minutes)
     with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1) or 1) as ex:
-        decoded = dict(zip(files, ex.map(_decode, files)))
+        decoded = dict(zip(files, ex.map(lambda f: read_opus(f, SR), files)))
     summary = {}
     for name in POOLS:
         items = []

@@ -156,28 +156,20 @@ def framing(a, ck: dict | None, keep: bool = False) -> tuple[int, float]:
     return (own[0] if a.win is None else a.win, own[1] if a.min_band_hz is None else a.min_band_hz)
 
 
-def _onnx_hidden(path: Path) -> int | None:
-    """An --init-onnx export's encoder width (its h_enc state's last axis); None when it cannot be
-    read (the load that follows says why)."""
+def _onnx_facts(path: Path) -> dict | None:
+    """An --init-onnx export's window and bands (its metadata, for ``framing``) and encoder width
+    (its h_enc state's last axis, as "hidden"); None when it cannot be read (the load that follows
+    says why)."""
     try:
         import onnx
 
-        for i in onnx.load(str(path)).graph.input:
-            if i.name == "h_enc":
-                return int(i.type.tensor_type.shape.dim[2].dim_value) or None
-    except Exception:
-        pass
-    return None
-
-
-def _onnx_framing(path: Path) -> dict | None:
-    """An --init-onnx export's window and bands (its metadata), for ``framing``; None when it cannot
-    be read (the load that follows says why)."""
-    try:
-        import onnx
-
-        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-        return {k: float(meta[k]) for k in ("win", "min_band_hz") if k in meta}
+        m = onnx.load(str(path))
+        meta = {p.key: p.value for p in m.metadata_props}
+        facts = {k: float(meta[k]) for k in ("win", "min_band_hz") if k in meta}
+        for i in m.graph.input:
+            if i.name == "h_enc" and i.type.tensor_type.shape.dim[2].dim_value:
+                facts["hidden"] = int(i.type.tensor_type.shape.dim[2].dim_value)
+        return facts
     except Exception:
         return None
 
@@ -493,13 +485,14 @@ def main(argv=None) -> int:
             raise SystemExit(f"{a.init}: no such file")
         except Exception as e:  # torch's unpickling errors, a file that is no checkpoint
             raise SystemExit(f"{a.init}: not an enhancer checkpoint ({type(e).__name__})")
+    # the weights a run starts from: a resumed run's, an --init checkpoint's or an --init-onnx export's facts
+    start = resumed if resumed is not None else init_ck if a.init is not None else (
+        _onnx_facts(a.init_onnx) if a.init_onnx is not None else None)
+    start = start if isinstance(start, dict) else None
     if resumed is None:  # fresh or fine-tuned: the flags, else the weights' own
-        source = init_ck if a.init is not None else _onnx_framing(a.init_onnx) if a.init_onnx is not None else None
-        a.win, a.min_band_hz = framing(a, source if isinstance(source, dict) else None)
+        a.win, a.min_band_hz = framing(a, start)
     if a.hidden is None:  # the width of the weights it starts from (a 256-unit checkpoint needs no flag)
-        start = resumed if resumed is not None else init_ck
-        a.hidden = (int(start.get("hidden", DEFAULT_HIDDEN)) if isinstance(start, dict)
-                    else (_onnx_hidden(a.init_onnx) if a.init_onnx is not None else None) or DEFAULT_HIDDEN)
+        a.hidden = int(start.get("hidden", DEFAULT_HIDDEN)) if start is not None else DEFAULT_HIDDEN
     try:
         model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features, a.win, a.min_band_hz)
     except ValueError as e:

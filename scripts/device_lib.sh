@@ -1,0 +1,25 @@
+# Shared by scripts/device_*.sh (sourced): what a run on the lent GPU machine needs whatever the model.
+# That machine has torch, numpy, numba, scipy and onnx, no package mirror, and takes at most 64 MiB
+# of files per call.
+
+download_wheels() {  # NAME==VERSION ...: wheels the machine lacks, for its Python 3.12, into .whl/
+    .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d .whl "$@"
+}
+
+device_setup() {  # MODEL IMPORTS: the carried wheels installed unless IMPORTS work, pack/MODEL unpacked
+    # into $data (its summary in $out/unpack.json)
+    mkdir -p "$out"
+    python3 -c "import $2" 2>/dev/null ||
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+    python3 -m "models.$1.pack" --unpack "pack/$1" --out "$data" > "$out/unpack.json"
+    nvidia-smi -L || true
+}
+
+copy_newest() {  # N FILE...: the N newest of the kept weights (version order, step500 before step1000) into $out
+    local n="$1"
+    shift
+    ls -v "$@" 2>/dev/null | tail -"$n" | xargs -r -I{} cp {} "$out/"
+}

@@ -5,7 +5,8 @@ shape (frames, streams * channels) holds stream ``s`` in columns ``s*channels : 
 The single de-limiter feeds its model one stereo-linked stream (batch 1, a mono stream as L = R);
 here the N streams are the model's batch, so every chunk of hops of all streams is one call. What
 stays per stream is what a single stream keeps for itself: its input history and output pre-fill,
-its look-ahead skip, its smoothers (amount, trim, auto-level) and its rows of the model state.
+its look-ahead skip, its smoothers (amount, trim, auto-level), its de-clipper and its rows of the
+model state.
 
 The state is read from the model, not assumed: every input other than ``frames`` is a state whose
 next value is the output ``<name>_out``, and its batch axis is the axis named like the batch axis
@@ -24,6 +25,7 @@ import numpy as np
 from numba import njit
 
 from realtime.dsp.blocking import FixedHop
+from realtime.dsp.declip import Declipper
 from realtime.dsp.kernels import scrub_into
 from realtime.dsp.processors.neural.delimiter import FRAMES, IN_CLIP, N_FLOAT_STATE, Delimiter, _restore
 
@@ -39,12 +41,12 @@ def _frames_n(x, start, T, hop, frames):
 
 
 @njit(nogil=True, cache=True)
-def _restore_n(knots, T, skip, x, start, hop, out, C, opos, values, fs, k, readings):
-    """The single stream's restore, per stream: knots[s], skip[s], fs[s]; x columns 2s:2s+2 in,
-    out columns s*C:(s+1)*C out; readings gather the largest gain and the deepest auto-level."""
+def _restore_n(knots, T, skip, x, start, dry, hop, out, C, opos, values, fs, k, readings):
+    """The single stream's restore, per stream: knots[s], skip[s], fs[s]; x and dry columns 2s:2s+2
+    in, out columns s*C:(s+1)*C out; readings gather the largest gain and the deepest auto-level."""
     for s in range(knots.shape[0]):
-        _restore(knots[s:s + 1], T, skip[s:s + 1], x[:, 2 * s:2 * s + 2], start, hop, out[:, s * C:(s + 1) * C],
-                 opos, values, fs[s], k, readings)
+        _restore(knots[s:s + 1], T, skip[s:s + 1], x[:, 2 * s:2 * s + 2], start, dry[:, 2 * s:2 * s + 2], hop,
+                 out[:, s * C:(s + 1) * C], opos, values, fs[s], k, readings)
 
 
 def batch_axis(shape: list, batch) -> int | None:
@@ -129,6 +131,9 @@ class BatchedDelimiter(Delimiter):
         self._frames_t = [np.zeros((N, T, H, 2), np.float32) for T in range(self._tmax + 1)]
         self._knots_t = [np.zeros((N, T, self.knots), np.float32) for T in range(self._tmax + 1)]
         self._fs = np.zeros((N, N_FLOAT_STATE), np.float64)
+        self._declippers = [Declipper(K * H, self._tmax * H, self.sample_rate) for _ in range(N)]
+        self._dry = np.zeros((self._tmax * H, 2 * N), np.float32)  # stream s de-clipped in columns 2s:2s+2
+        self._dry_cols = [self._dry[:, 2 * s:2 * s + 2] for s in range(N)]
         self._skip = np.zeros(N, np.int64)
         self.readings = np.zeros(2, np.float32)
         self.session.allocate_state(self._state_shapes())
@@ -145,10 +150,18 @@ class BatchedDelimiter(Delimiter):
     def _hops(self, x, start, T, out, opos) -> int:
         """FixedHop's runner for all streams: one model call over the T newest frames of each."""
         H = self.hop
-        _frames_n(x, start + self.lookahead_frames * H, T, H, self._frames_t[T])
+        newest = start + self.lookahead_frames * H
+        _frames_n(x, newest, T, H, self._frames_t[T])
         self.session.run(T)
-        _restore_n(self._knots_t[T], T, self._skip, x, start, H, out, self.stream_channels, opos, self.values,
+        on = self.values[5] >= 0.5
+        peak_db = 0.0
+        for s, dcl in enumerate(self._declippers):
+            peak_db = max(peak_db, dcl.push(x[:, 2 * s:2 * s + 2], newest, T * H, on))
+            dcl.read(T * H, self._dry_cols[s])
+        _restore_n(self._knots_t[T], T, self._skip, x, start, self._dry, H, out, self.stream_channels, opos, self.values,
                    self._fs, self._k, self.readings)
+        if peak_db > self.readings[0]:
+            self.readings[0] = peak_db
         return T
 
     def process(self, block: np.ndarray) -> None:

@@ -12,8 +12,13 @@ Signal path per host block::
 
     block ─► NaN/Inf -> 0, clip ±4 ─► FixedHop input (the look-ahead frames as history)
       ─► ONNX (all complete frames in one call)
-      ─► y · exp(amount · max(a − offset − threshold, 0)) · trim · auto-level scale
+      ─► d = the same frames through the de-clipper (realtime/dsp/declip.py), look-ahead frames later
+      ─► (y + amount · (d − y)) · exp(amount · max(a − offset − threshold, 0)) · trim · auto-level scale
       ─► FixedHop output (pre-filled) ─► block
+
+The de-clipper (knob ``declip``) fills runs of samples a clipper pinned at one value from the
+waveform around them; the network, trained on limiters, sees the input as it came. It works
+inside the network's look-ahead, so it adds no latency; off, the path is exactly as without it.
 
 ``offset`` is the model's own ``level_offset`` metadata: the log gain it predicts, on average,
 for music no limiter touched (measured at export on held-out tracks; 0 for older models), so
@@ -39,6 +44,7 @@ import numpy as np
 from numba import njit
 
 from realtime.dsp.blocking import FixedHop
+from realtime.dsp.declip import Declipper
 from realtime.dsp.processor import Param, Readout
 from realtime.dsp.processors import register
 from realtime.dsp.processors.neural.base import NeuralProcessor
@@ -71,8 +77,9 @@ def _frames(x, start, T, hop, frames):
 
 
 @njit(nogil=True, cache=True)
-def _restore(knots, T, skip, x, start, hop, out, opos, values, fs, k, readings):
-    """Restore the T frames at x[start:] with this call's knots into out[opos:].
+def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readings):
+    """Restore the T frames at x[start:] (de-clipped: dry[0:]) with this call's knots into out[opos:].
+    The amount blends the input and the de-clipped input too, so amount 0 is the input as it came.
 
     The first ``skip[0]`` knots of a stream belong to the silent frames before it started:
     those frames stay silent and leave the smoothers alone.
@@ -120,8 +127,10 @@ def _restore(knots, T, skip, x, start, hop, out, opos, values, fs, k, readings):
                 if la > gmax:
                     gmax = la
                 g = math.exp(la) * trim
-                y0 = x[start + base + i, 0] * g
-                y1 = x[start + base + i, 1] * g
+                x0 = x[start + base + i, 0]
+                x1 = x[start + base + i, 1]
+                y0 = (x0 + am * (dry[base + i, 0] - x0)) * g
+                y1 = (x1 + am * (dry[base + i, 1] - x1)) * g
                 pk = max(abs(y0), abs(y1))
                 if auto:
                     s += crel * (1.0 - s)
@@ -155,8 +164,8 @@ class Delimiter(NeuralProcessor):
     Parameters and errors: ``NeuralProcessor``; the provider comes from ``$RT_DELIMITER_PROVIDER``
     when not given. ``prepare`` raises ``ConfigError`` for a sample rate the model was not trained
     for (outside 40-50 kHz). ``nonfinite_count`` counts the input values (samples x channels) that
-    were NaN/Inf; ``readings`` holds [largest restored gain of the last block, auto-level scale]
-    in dB.
+    were NaN/Inf; ``readings`` holds [largest restored gain of the last block (the network's gain
+    or a de-clipped peak over its clip level), auto-level scale] in dB.
     """
 
     kind = "delimiter"
@@ -168,6 +177,8 @@ class Delimiter(NeuralProcessor):
         # gain reductions the model puts under this are left alone: un-limited and lightly limited
         # passages, where a wrong estimate costs most, pass bit-exact
         Param("threshold_db", "Threshold", 0.0, 6.0, DEFAULT_THRESHOLD_DB, unit="dB", smoothing_ms=30.0),
+        # clipped runs filled in from the waveform around them (realtime/dsp/declip.py)
+        Param("declip", "De-clip", 0.0, 1.0, 1.0, choices=("off", "on"), step=1.0, smoothing_ms=0.0),
     )
     readouts = (Readout("restored_db", "Restored", "dB", 0.0, 24.0, kind="level"),
                 Readout("auto_level_db", "Auto level", "dB", -24.0, 0.0, kind="gr"))
@@ -218,6 +229,10 @@ class Delimiter(NeuralProcessor):
         self._frames = np.zeros((1, self._tmax, H, 2), np.float32)
         self._knots = np.zeros((1, self._tmax, self.knots), np.float32)
         self._fs = np.zeros(N_FLOAT_STATE, np.float64)
+        # the frames being restored, de-clipped: pushed when the network first sees them, read
+        # look-ahead frames later (that is the de-clipper's delay)
+        self._declippers = [Declipper(K * H, self._tmax * H, self.sample_rate)]
+        self._dry = np.zeros((self._tmax * H, 2), np.float32)
         self._skip = np.zeros(1, np.int64)
         self.readings = np.zeros(2, np.float32)  # [largest restored gain dB, auto-level scale dB]
         self.session.allocate_state({name: tuple(d if isinstance(d, int) else 1 for d in self.session.input_shape(name))
@@ -229,6 +244,8 @@ class Delimiter(NeuralProcessor):
     def reset(self) -> None:
         self.session.reset_state()
         self._fixed.reset()
+        for d in self._declippers:
+            d.reset()
         self._skip[0] = self.lookahead_frames
         self._fs[:] = self._initial_float_state()
         self.readings.fill(0.0)
@@ -241,9 +258,15 @@ class Delimiter(NeuralProcessor):
         """FixedHop's runner: the model over the T newest frames, whose knots restore the T frames
         ``lookahead_frames`` hops earlier (at x[start:]); returns T."""
         H = self.hop
-        _frames(x, start + self.lookahead_frames * H, T, H, self._frames)
+        newest = start + self.lookahead_frames * H
+        _frames(x, newest, T, H, self._frames)
         self.session.run(T)
-        _restore(self._knots, T, self._skip, x, start, H, out, opos, self.values, self._fs, self._k, self.readings)
+        dcl = self._declippers[0]
+        peak_db = dcl.push(x, newest, T * H, self.values[5] >= 0.5)
+        dcl.read(T * H, self._dry)
+        _restore(self._knots, T, self._skip, x, start, self._dry, H, out, opos, self.values, self._fs, self._k, self.readings)
+        if peak_db > self.readings[0]:
+            self.readings[0] = peak_db
         return T
 
     def process(self, block: np.ndarray) -> None:

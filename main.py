@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     _chain_args(p)
-    p.add_argument("--samplerate", "-r", type=_samplerate, default=48000, help="chain rate (file is resampled to it and back)")
+    p.add_argument("--samplerate", "-r", type=_samplerate, default=None,
+                   help="chain rate (file is resampled to it and back; default: the file's own where the chain runs at "
+                        "it as it is, else 48000)")
     p.add_argument("--blocksize", "-b", type=_blocksize, default=512)
     p.add_argument("--no-progress", action="store_true")
 
@@ -118,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instrument", default=None, help="MIDI inputs: violin | flute | trumpet")
     p.add_argument("--midi-set", action="append", default=[], metavar="SLOT.PARAM=VALUE",
                    help="override for MIDI inputs")
-    p.add_argument("--samplerate", "-r", type=_samplerate, default=48000,
-                   help="chain rate (files are resampled to it and back)")
+    p.add_argument("--samplerate", "-r", type=_samplerate, default=None,
+                   help="chain rate (files are resampled to it and back; default: each file's own where the chain "
+                        "runs at it as it is, else 48000; MIDI: 48000)")
     p.add_argument("--blocksize", "-b", type=_blocksize, default=512)
     p.add_argument("--midi-blocksize", type=_blocksize, default=128)
     p.add_argument("--ext", default=None, help="output extension (default: the input's; MIDI renders to wav)")

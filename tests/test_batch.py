@@ -510,12 +510,16 @@ def test_delimit_and_midi_files_side_by_side_match_process_and_synth(tmp_path):
         _song(src / f"m{k}.mid", k)
     options = BatchOptions(preset="delimit", streams=4)
     units = group_tasks(plan_batch([src], tmp_path / "o", options), 4)
-    assert sorted(len(u) for u in units) == [1, 3, 3]  # stereo files, MIDI files, the mono file alone
+    # files run at their own rate where the chain does (44.1 / 48 kHz), so they group by it: the
+    # 48 kHz stereo file with the 22.05 kHz one (resampled to 48 kHz), the 44.1 kHz stereo file
+    # alone, the mono file alone, the MIDI files
+    assert sorted(len(u) for u in units) == [1, 1, 2, 3]
+    assert sorted(t.samplerate for t in plan_batch([src], tmp_path / "o", options)) == [44100, 44100] + [48000] * 5
     out = tmp_path / "out"
     s = run_batch([src], out, options, jobs=1, progress=False)
     assert (s["processed"], s["failed"]) == (7, 0)
     log = {Path(r["input"]).name: r for r in map(json.loads, (out / LOG_NAME).read_text().splitlines())}
-    assert [log[f"f{i}.wav"].get("streams") for i in range(4)] == [3, 3, 3, None]
+    assert [log[f"f{i}.wav"].get("streams") for i in range(4)] == [None, 2, 2, None]
     assert [log[f"m{k}.mid"]["streams"] for k in range(3)] == [3, 3, 3]
     for name in sorted(p.name for p in src.iterdir()):
         ref = tmp_path / f"ref_{Path(name).stem}.wav"

@@ -116,3 +116,75 @@ def test_work_per_sample_is_bounded_on_pathological_input():
     _stream(x, budget=1e12)
     unbounded = time.thread_time() - t0
     assert bounded < 0.5 * unbounded, (bounded, unbounded)  # measured 0.05x; a ratio, not a time
+
+
+# -- the processor (kind "declip") and its preset -----------------------------------------------
+def _process(proc, x, block=256):
+    y = x.copy()
+    for i in range(0, len(y), block):
+        proc.process(y[i:i + block])
+    return y
+
+
+def test_processor_fills_clipped_music_reports_its_latency_and_runs_mono():
+    from realtime.dsp.processors.declip import Declip
+
+    x = _tones(2.0, seed=4)
+    y = np.clip(x, -0.7, 0.7)
+    p = Declip(lookahead_ms=10.0)
+    p.prepare(SR, 512, 2)
+    assert p.latency == round(0.01 * SR) and p.max_latency == round(0.02 * SR)
+    out = _process(p, y)[p.latency:]
+    n = len(out)
+    assert _sisdr(out, x[:n]) > _sisdr(y[:n], x[:n]) + 8.0
+    m = Declip(lookahead_ms=10.0)
+    m.prepare(SR, 512, 1)
+    mono = _process(m, np.ascontiguousarray(y[:, :1]))[m.latency:]
+    pair = _process(p, np.repeat(y[:, :1], 2, 1)) if p.reset() is None else None
+    assert np.array_equal(mono[:, 0], pair[p.latency:, 0])
+    bad = y.copy()
+    bad[1000:1010] = np.nan
+    bad[2000] = np.inf
+    p.reset()
+    assert np.all(np.isfinite(_process(p, bad)))
+
+
+def test_a_longer_lookahead_fills_longer_runs():
+    from realtime.dsp.processors.declip import Declip
+
+    # a 30 Hz tone with two harmonics clipped at 0.6 of its peak: runs of 253 samples, longer
+    # than 5 ms of look-ahead can fill (220 - 32), within what 15 ms can (662 - 32)
+    t = np.arange(SR) / SR
+    x = np.sin(2 * np.pi * 30 * t) + 0.5 * np.sin(2 * np.pi * 60 * t + 1) + 0.3 * np.sin(2 * np.pi * 90 * t + 2)
+    x = (np.stack([x, x], 1) / np.abs(x).max()).astype(np.float32)
+    y = np.clip(x, -0.6, 0.6)
+    gains, n = {}, SR - round(0.015 * SR)
+    for ms in (5.0, 15.0):
+        p = Declip(lookahead_ms=ms)
+        p.prepare(SR, 512, 2)
+        out = _process(p, y)[p.latency:p.latency + n]
+        gains[ms] = _sisdr(out, x[:n]) - _sisdr(y[:n], x[:n])
+    assert abs(gains[5.0]) < 1e-6 and gains[15.0] > 10.0, gains  # measured 0.0 and 20.2 dB
+
+
+def test_declip_preset_restores_a_clipped_file_at_its_own_rate(tmp_path):
+    import soundfile as sf
+
+    import main
+
+    x = 0.5 * _tones(2.0, seed=5)
+    y = np.clip(x, -0.35, 0.35)
+    for name, sig in (("orig", x), ("clipped", y)):
+        sf.write(tmp_path / f"{name}.wav", sig, SR, subtype="FLOAT")
+
+    def run(name, preset):
+        dst = tmp_path / f"{name}-{preset}.wav"
+        assert main.main(["process", str(tmp_path / f"{name}.wav"), str(dst), "--preset", preset, "--no-progress"]) == 0
+        return sf.read(dst, dtype="float32")
+
+    out, sr = run("clipped", "declip")
+    assert sr == SR and out.shape == y.shape  # 44.1 kHz, not resampled; the latency compensated
+    ref, _ = run("orig", "clean")  # the original through the same safety stage (its DC blocker)
+    clipped, _ = run("clipped", "clean")
+    assert _sisdr(out, ref) > _sisdr(clipped, ref) + 6.0
+    assert np.abs(out).max() <= 10 ** (-0.3 / 20) + 1e-6

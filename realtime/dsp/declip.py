@@ -218,7 +218,8 @@ def declip_push(x, x0, n, ring, ist, runs, fst, tokens, max_run, budget, decay, 
     w = ist[_WPOS]
     for i in range(n):
         for ch in range(2):
-            ring[ch, (w + i) & mask] = x[x0 + i, ch]
+            v = x[x0 + i, ch]
+            ring[ch, (w + i) & mask] = v if math.isfinite(v) else 0.0  # NaN/Inf: silence
     w += n
     ist[_WPOS] = w
     valid_from = max(w - ring.shape[1], 0)
@@ -281,12 +282,16 @@ class Declipper:
         For the peak hold's time constant.
     budget : float
         Operations per pushed sample the fills may spend (module docstring).
+    max_delay : int or None
+        Largest delay ``reset`` may set later (default: ``delay``); sizes the buffers.
     """
 
-    def __init__(self, delay: int, max_push: int, sample_rate: float, budget: float = BUDGET):
+    def __init__(self, delay: int, max_push: int, sample_rate: float, budget: float = BUDGET,
+                 max_delay: int | None = None):
         self.delay = int(delay)
+        self.max_delay = max(int(max_delay if max_delay is not None else delay), self.delay)
         self.max_run = max(self.delay - POST, 0)
-        size = 1 << int(math.ceil(math.log2(PRE + self.delay + max_push + POST + 16)))
+        size = 1 << int(math.ceil(math.log2(PRE + self.max_delay + max_push + POST + 16)))
         self.ring = np.zeros((2, size), np.float64)
         self.ist = np.zeros(2, np.int64)
         self.runs = np.full((2, 1), -1, np.int64)
@@ -294,14 +299,18 @@ class Declipper:
         self.budget = float(budget)
         self.tokens = np.array([0.0, self.budget * float(sample_rate)])  # [bucket, cap: a second's worth]
         self.decay = math.exp(-1.0 / (PEAK_TAU_S * float(sample_rate)))
-        m = max(self.max_run, 1)
+        m = max(self.max_delay - POST, 1)
         self._work = (np.zeros(ORDER + 1), np.zeros(ORDER + 1), np.zeros(ORDER + 1), np.zeros(m),
                       np.zeros(m, np.bool_), np.zeros(m, np.int64), np.zeros(m + ORDER),
                       np.zeros((m, ORDER + 1)), np.zeros(m), np.zeros(PRE))
         self.reset()
 
-    def reset(self) -> None:
-        """Silence in the ring, ``delay`` samples of it already written."""
+    def reset(self, delay: int | None = None) -> None:
+        """Silence in the ring, ``delay`` samples of it already written (a new ``delay`` up to
+        ``max_delay`` if given)."""
+        if delay is not None:
+            self.delay = min(max(int(delay), 0), self.max_delay)
+            self.max_run = max(self.delay - POST, 0)
         self.ring.fill(0.0)
         self.ist[_WPOS] = self.delay
         self.ist[_SCAN] = self.delay

@@ -239,6 +239,9 @@ class Processor:
 
     kind: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
+    # rates the processor runs at as it is (None: any); files at other rates are processed at
+    # 48 kHz (realtime/run/offline.py, chain_rate)
+    native_rates: ClassVar[tuple[int, ...] | None] = None
     readouts: tuple[Readout, ...] = ()  # a class constant, or per instance (an LV2 plugin's output ports)
 
     def __init__(self, **values):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from realtime.errors import OfflineError, PresetError
+from realtime.run.offline import DEFAULT_RATE, chain_rate
 
 MIDI_EXTENSIONS = frozenset({".mid", ".midi"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
@@ -35,8 +36,9 @@ class BatchOptions:
         Chain for audio inputs, as for ``main.py process --preset P --set …``.
     midi_preset, midi_overrides : str, list of str
         Chain for MIDI inputs (an instrument), as for ``main.py synth``.
-    samplerate : int
-        Chain rate for audio and MIDI.
+    samplerate : int or None
+        Chain rate for audio and MIDI. None: each audio file's own rate where its chain runs at
+        it (``offline.chain_rate``: nothing resampled), else 48 kHz; MIDI renders at 48 kHz.
     blocksize, midi_blocksize : int
         Chain block sizes (``process``'s and ``synth``'s defaults).
     ext : str or None
@@ -53,7 +55,7 @@ class BatchOptions:
     overrides: list[str] = field(default_factory=list)
     midi_preset: str = "synth"
     midi_overrides: list[str] = field(default_factory=list)
-    samplerate: int = 48000
+    samplerate: int | None = None
     blocksize: int = 512
     midi_blocksize: int = 128
     ext: str | None = None
@@ -142,20 +144,28 @@ def _default_output(src: Path, rel: Path, out_dir: Path, ext: str | None) -> Pat
     return out_dir / rel.with_suffix(suffix)
 
 
-def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int]:
-    """(seconds, channels) from the file's header; (0, 0) when unreadable (the worker reports why)."""
+def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int, int]:
+    """(seconds, channels, rate) from the file's header; (0, 0, 0) when unreadable (the worker
+    reports why); a MIDI file's rate is ``samplerate``."""
     try:
         if kind == "midi":
             from realtime.run.offline import midi_file_events
 
             ev = midi_file_events(path, samplerate)
-            return (float(ev[:, 0].max()) / samplerate + 2.0 if len(ev) else 2.0), 0
+            return (float(ev[:, 0].max()) / samplerate + 2.0 if len(ev) else 2.0), 0, samplerate
         import soundfile as sf
 
         info = sf.info(str(path))
-        return info.frames / info.samplerate, info.channels
+        return info.frames / info.samplerate, info.channels, info.samplerate
     except Exception:
-        return 0.0, 0
+        return 0.0, 0, 0
+
+
+def _processor_classes(preset: dict) -> list:
+    """The classes of a preset's slots (hosted plugins, which run at any rate, left out)."""
+    from realtime.dsp.processors import URI_KINDS, processor_class
+
+    return [processor_class(s["processor"]) for s in preset["chain"] if s["processor"] not in URI_KINDS]
 
 
 def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
@@ -215,13 +225,17 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
                 options.midi_blocksize
         else:
             name, overrides, block = preset_name or options.preset, (*options.overrides, *sets), options.blocksize
-        settings = {"kind": kind, "samplerate": options.samplerate, "blocksize": block}
+        midi_rate = options.samplerate or DEFAULT_RATE
+        seconds, channels, file_rate = _header(src, kind, midi_rate)
         try:
+            preset, _ = presets.resolve(name, tuple(overrides), {"kind": kind, "blocksize": block})
+            rate = midi_rate if kind == "midi" else chain_rate(_processor_classes(preset), file_rate, options.samplerate)
+            settings = {"kind": kind, "samplerate": rate, "blocksize": block}
             preset, digest = presets.resolve(name, tuple(overrides), settings)
         except PresetError as e:
             raise PresetError(f"{origin}: {e}") from None
         tasks.append(BatchTask(str(src), str(dst), kind, preset, digest, str(_preset_file(name)),
-                               options.samplerate, block, *_header(src, kind, options.samplerate)))
+                               rate, block, seconds, channels))
     tasks.sort(key=lambda t: (-t.audio_s, t.preset_hash, t.input))
     return tasks
 

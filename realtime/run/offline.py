@@ -20,6 +20,18 @@ from realtime.errors import OfflineError, raise_pending_interrupt
 from realtime.io.files import atomic_write, remove_stale_parts
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
+DEFAULT_RATE = 48000
+RATE_RANGE = (8000, 384000)
+
+
+def chain_rate(processors, file_rate: int, requested: int | None = None) -> int:
+    """The rate a file runs through ``processors`` (instances or classes) at: ``requested`` if
+    given; else the file's own when every processor runs at it as it is (``native_rates``), so
+    nothing is resampled (a clipper's flat runs reach the de-clipper intact); else 48 kHz."""
+    if requested:
+        return int(requested)
+    ok = all(p.native_rates is None or file_rate in p.native_rates for p in processors)
+    return int(file_rate) if ok and RATE_RANGE[0] <= file_rate <= RATE_RANGE[1] else DEFAULT_RATE
 
 
 
@@ -286,7 +298,7 @@ class ChainRunner:
             pad -= n
 
 
-def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: int = 512,
+def process_file(in_path, out_path, chain, samplerate: int | None = None, blocksize: int = 512,
                  progress: bool = True, compensate_latency: bool = True) -> dict:
     """Run ``chain`` over an audio file into another, block by block, faster than real time.
 
@@ -296,8 +308,9 @@ def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: i
         Any file soundfile reads (mono or stereo); the output format follows its extension.
     chain : Chain
         The chain to run (prepared here).
-    samplerate : int
-        The chain's rate: the file is resampled to it and back.
+    samplerate : int or None
+        The chain's rate: the file is resampled to it and back. None: ``chain_rate`` (the file's
+        own when the chain runs at it, else 48 kHz).
     blocksize : int
         The chain's block size in frames.
     progress : bool
@@ -325,6 +338,7 @@ def process_file(in_path, out_path, chain, samplerate: int = 48000, blocksize: i
         check_destination(out_p, in_p)
         fmt, subtype = output_format(out_p, src.subtype)
         ch, in_sr, total = src.channels, src.samplerate, src.frames
+        samplerate = chain_rate([s.processor for s in getattr(chain, "slots", ())], in_sr, samplerate)
         chain.prepare(samplerate, blocksize, ch)
         latency = int(chain.latency) if compensate_latency else 0
         resample = in_sr != samplerate

@@ -102,7 +102,7 @@ def create(kind: str, **params) -> Processor:
 
 
 # Built-ins register on import (at the bottom: they import ``register`` from here).
-from realtime.dsp.processors import biquad, gain, limiter, meter, safety  # noqa: E402,F401
+from realtime.dsp.processors import biquad, declip, gain, limiter, meter, safety  # noqa: E402,F401
 
 __all__ = ["REGISTRY", "URI_KINDS", "UnknownProcessorError", "available_kinds", "create", "processor_class", "register",
            "slot_class"]

@@ -219,6 +219,7 @@ class Enhancer(NeuralProcessor):
     """
 
     kind = "enhancer"
+    native_rates = (48000,)  # the committed model's rate; at 44.1 kHz it resamples inside
     params = (
         Param("atten_limit_db", "Attenuation limit", 0.0, 100.0, 100.0, unit="dB", smoothing_ms=30.0),
         Param("wet", "Wet", 0.0, 1.0, 1.0, smoothing_ms=30.0),

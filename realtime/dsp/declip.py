@@ -42,7 +42,6 @@ PEAK_TOL = 1e-5  # a run starts within this (relative) of the peak hold: a clip 
 PEAK_TAU_S = 5.0
 WNC = 1e-4  # white-noise correction of the fit (a -40 dB floor): keeps high orders well conditioned
 ITERATIONS = 3  # solves with the consistency constraint
-PULL = 0.0001  # weight (relative to the error filter's energy) pulling filled samples towards the clip level
 
 BUDGET = 1000.0  # operations per pushed sample (module docstring); ~0.05 of one core at 48 kHz stereo at most
 

@@ -3,9 +3,10 @@
 A clipper (or a limiter's final clip stage) leaves runs of samples pinned at one value. No smooth
 gain undoes that (the de-limiter's oracle rows: a 5 ms gain curve loses 0.4 dB on a clipper), but
 the waveform around a short run predicts what the clipper cut: fit an all-pole model of order
-``ORDER`` to the samples before and after the run, then choose the run's samples that minimise the
-model's prediction error over the run (Janssen, Veldhuis & Vries, 1986, "Adaptive interpolation of
-discrete-time signals that can be modeled as autoregressive processes"). The normal equations are
+``ORDER`` to the samples before the run, then choose the run's samples that minimise the model's
+prediction error over the run and the ``ORDER`` samples after it (Janssen, Veldhuis & Vries, 1986,
+"Adaptive interpolation of discrete-time signals that can be modeled as autoregressive
+processes"). A run within ``REFIT`` samples of the last fit reuses that model. The normal equations are
 banded (bandwidth ``ORDER``) because the error filter is short, so one run of m samples costs
 O(m · ORDER²). Consistency with the clipper: a filled sample must keep the run's sign and lie at
 or beyond the clip level; samples that do not are pinned there and the rest solved again.
@@ -13,18 +14,27 @@ or beyond the clip level; samples that do not are pinned there and the rest solv
 What counts as a clipped run (per channel): at least ``MIN_RUN`` consecutive samples with the same
 value to float32 rounding (``TOL``: a clipper that computes its gain in floating point leaves the
 last bit or two differing), starting at the channel's recent peak (a peak hold decaying with
-``PEAK_TAU_S``, within ``PEAK_TOL``), and at most ``max_run`` long. Un-clipped audio almost never
-repeats a sample at its peak, so it passes bit-exact; longer runs (a synthetic square wave, or
-clipping too deep to interpolate) are left as they are.
+``PEAK_TAU_S``, within ``PEAK_TOL``), at most ``max_run`` long, and at a level an earlier run
+already sat at (a clipper pins its runs at one level; a 16-bit recording repeats a sample at a
+new peak now and then, but not the same peak value in separate places). A fill is kept only if it
+rises over the clip level by more than ``MIN_RISE`` (a plateau of a quantised but un-clipped peak
+fills to within a step of itself) and by less than ``MAX_RISE`` times. Un-clipped audio passes
+bit-exact; longer runs (a synthetic square wave, or clipping too deep to interpolate) are left as
+they are.
 
 Streaming: samples go in with ``push`` and come out ``delay`` samples later. A run is filled once
 ``POST`` samples after it have arrived; ``max_run = delay - POST`` guarantees that is before its
-first sample leaves. The ring keeps ``PRE`` samples of (already filled) past for the model fit.
-Work is bounded by a token bucket: each pushed sample adds ``budget`` operations (multiply-adds)
-to it, up to a second's worth; filling a run of m samples costs about
-PRE·ORDER + ITERATIONS·m·ORDER² of them, and a run the bucket cannot pay for stays as it is. Music
-never empties the bucket (so the output does not depend on the block size); a pathological input
-(a full-scale square wave of 2-sample plateaus) is held to ``budget`` operations per sample. Nothing is allocated after ``__init__``.
+first sample leaves. The model is fitted on the ``PRE`` samples (already filled) before the run.
+
+Bounded work: a token bucket per channel gains ``budget / 2`` operations (multiply-adds) per
+scanned sample, up to ``BUCKET_S`` of them or the cost of the longest run, whichever is more;
+filling a run of m samples costs about PRE·ORDER (the fit, when one is made) + ITERATIONS·m·ORDER²,
+and a run the bucket
+cannot pay for stays as it is. The tokens follow the samples, not the calls, so the output does
+not depend on the block size even when the bucket runs dry (deeply clipped music); a pathological
+input (a full-scale square wave of 2-sample plateaus) is held to ``budget`` operations per sample,
+and one push never spends more than the cap plus its own samples' worth. Mono scans one channel.
+Nothing is allocated after ``__init__``.
 """
 from __future__ import annotations
 
@@ -42,11 +52,17 @@ PEAK_TOL = 1e-5  # a run starts within this (relative) of the peak hold: a clip 
 PEAK_TAU_S = 5.0
 WNC = 1e-4  # white-noise correction of the fit (a -40 dB floor): keeps high orders well conditioned
 ITERATIONS = 3  # solves with the consistency constraint
+MIN_RISE = 1e-3  # a fill must rise over the clip level by more than this (relative; 0.009 dB)
+MAX_RISE = 4.0  # ... and by less than this factor (12 dB): anything more is a failed fit
+REFIT = 128  # a run this close after the last fit reuses its model (bursts of short runs)
+BUCKET_S = 0.1  # the token bucket holds this many seconds of budget (or the longest run's cost)
 
-BUDGET = 1000.0  # operations per pushed sample (module docstring); ~0.05 of one core at 48 kHz stereo at most
+BUDGET = 2000.0  # operations per pushed sample (module docstring); the worst input costs ~0.02 of a core, stereo
 
-# integer state: [written, scanned]; float state: [tokens]
+# integer state: [written, scanned]; per channel: runs[ch] = [open run's start (-1: none), runs
+# seen at the current level, where the model was last fitted]; fst[ch] = [peak hold, open run's value, current level, tokens]
 _WPOS, _SCAN = 0, 1
+_HOLD, _VAL, _LEVEL, _TOKENS = 0, 1, 2, 3
 
 
 @njit(nogil=True, cache=True)
@@ -122,25 +138,48 @@ def _levinson(r, p, a):
 
 
 @njit(nogil=True, cache=True)
-def _fill_run(ring, ch, mask, s, e, val, valid_from, work_r, work_a, work_ra, est, fixed, idx, err, B, rhs, tmp):
+def _fill_run(ring, ch, mask, s, e, val, valid_from, refit, work_r, fit_a, fit_ra, est, fixed, idx, err, B,
+              rhs, tmp):
     """Fill the clipped run ring[ch, s:e] (value ``val``) in place; returns the largest
-    |filled| / |val| (1.0: nothing filled)."""
-    p = ORDER
+    |filled| / |val| (1.0: nothing filled, 0.0: the model could not be fitted). ``refit``: fit
+    the model anew into fit_a[ch] / fit_ra[ch], else use the one there (fitted a few ms ago)."""
     m = e - s
+    work_a = fit_a[ch]
+    work_ra = fit_ra[ch]
+    if refit and not _fit(ring, ch, mask, s, valid_from, work_r, work_a, work_ra, tmp):
+        return 0.0
+    return _solve_run(ring, ch, mask, s, m, val, work_a, work_ra, est, fixed, idx, err, B, rhs)
+
+
+@njit(nogil=True, cache=True)
+def _fit(ring, ch, mask, s, valid_from, work_r, work_a, work_ra, tmp):
+    """The all-pole model of the PRE samples before s: its error filter work_a and that filter's
+    autocorrelation work_ra; False if there is too little history or the fit is degenerate."""
+    p = ORDER
     ps = max(s - PRE, valid_from)
     if s - ps < 2 * p:
-        return 1.0
+        return False
     for k in range(p + 1):
         work_r[k] = 0.0
+    # the fit sees the past only: a 32-sample stretch after the run, windowed on its own, adds
+    # a short window's smeared spectrum that wrecks the fit of a low tone (tested); those samples
+    # enter through the prediction error below instead
     _accumulate_autocorr(ring, ch, mask, ps, s - ps, work_r, p, tmp)
-    _accumulate_autocorr(ring, ch, mask, e, POST, work_r, p, tmp)
     if not _levinson(work_r, p, work_a):
-        return 1.0
+        return False
     for k in range(p + 1):
         acc = 0.0
         for j in range(p + 1 - k):
             acc += work_a[j] * work_a[j + k]
         work_ra[k] = acc
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _solve_run(ring, ch, mask, s, m, val, work_a, work_ra, est, fixed, idx, err, B, rhs):
+    """The run's samples that minimise the model's prediction error, consistent with the clip,
+    written into the ring unless the fill is implausible; returns the largest |filled| / |val|."""
+    p = ORDER
     ridge = 1e-9 * work_ra[0]
     for i in range(m):
         est[i] = 0.0
@@ -201,74 +240,92 @@ def _fill_run(ring, ch, mask, s, e, val, valid_from, work_r, work_a, work_ra, es
             return 1.0
         if abs(v) / c > peak:
             peak = abs(v) / c
+    if peak <= 1.0 + MIN_RISE or peak >= MAX_RISE:  # a quantised plateau, or a failed fit: as it was
+        return 1.0
     for i in range(m):
         ring[ch, (s + i) & mask] = est[i]
     return peak
 
 
 @njit(nogil=True, cache=True)
-def declip_push(x, x0, n, ring, ist, runs, fst, tokens, max_run, budget, decay, enabled, work_r, work_a, work_ra,
+def declip_push(x, x0, n, nch, ring, ist, runs, fst, cap, max_run, budget, decay, enabled, work_r, fit_a, fit_ra,
                 est, fixed, idx, err, B, rhs, tmp):
-    """Append x[x0:x0 + n] (both channels) to the ring, find the clipped runs that ``POST``
-    samples have followed since the last call and fill them (if ``enabled``); returns the largest
-    peak restored this call (linear ratio, 1.0: none). ist = [written, scanned];
-    runs[ch] = [start] (-1: no open run); fst[ch] = [peak hold, run value]; tokens = [bucket, its cap]."""
+    """Append x[x0:x0 + n] (its first ``nch`` channels) to the ring, find the clipped runs that
+    ``POST`` samples have followed since the last call and fill them (if ``enabled``); returns the
+    largest peak restored this call (linear ratio, 1.0: none). State: see the module constants."""
     mask = ring.shape[1] - 1
     w = ist[_WPOS]
     for i in range(n):
-        for ch in range(2):
+        for ch in range(nch):
             v = x[x0 + i, ch]
             ring[ch, (w + i) & mask] = v if math.isfinite(v) else 0.0  # NaN/Inf: silence
     w += n
     ist[_WPOS] = w
     valid_from = max(w - ring.shape[1], 0)
-    tokens[0] = min(tokens[0] + budget * n, tokens[1])
     run_cost = ITERATIONS * ORDER * ORDER
+    per_sample = budget / 2.0
     peak = 1.0
     scan_to = w - POST
-    for ch in range(2):
-        hold = fst[ch, 0]
+    for ch in range(nch):
+        hold = fst[ch, _HOLD]
+        val = fst[ch, _VAL]
+        level = fst[ch, _LEVEL]
+        tokens = fst[ch, _TOKENS]
         start = runs[ch, 0]
-        val = fst[ch, 1]
+        seen = runs[ch, 1]
         for t in range(ist[_SCAN], scan_to):
+            tokens = min(tokens + per_sample, cap)  # per sample, so no call boundary matters
             v = ring[ch, t & mask]
             a = abs(v)
             if start >= 0 and abs(v - val) <= TOL * abs(val):
                 continue
-            if start >= 0:  # the run ended at t: fill it if it is a clip and fits
+            if start >= 0:  # the run ended at t
                 m = t - start
-                cost = PRE * ORDER + m * run_cost
-                if enabled and m >= MIN_RUN and m <= max_run and cost <= tokens[0]:
-                    tokens[0] -= cost
-                    r = _fill_run(ring, ch, mask, start, t, val, valid_from, work_r, work_a, work_ra,
-                                  est, fixed, idx, err, B, rhs, tmp)
-                    if r > peak:
-                        peak = r
+                if m >= MIN_RUN:
+                    if abs(abs(val) - level) <= TOL * level:
+                        seen += 1
+                    else:
+                        level = abs(val)
+                        seen = 1
+                    refit = start - runs[ch, 2] > REFIT
+                    cost = (PRE * ORDER if refit else 0) + m * run_cost
+                    if enabled and seen >= 2 and m <= max_run and cost <= tokens:
+                        tokens -= cost
+                        r = _fill_run(ring, ch, mask, start, t, val, valid_from, refit, work_r, fit_a, fit_ra,
+                                      est, fixed, idx, err, B, rhs, tmp)
+                        if refit:
+                            runs[ch, 2] = start if r > 0.0 else -REFIT - 1  # a failed fit is redone
+                        if r > peak:
+                            peak = r
                 start = -1
             hold = max(a, hold * decay)
             if a > 0.0 and a >= (1.0 - PEAK_TOL) * hold:
                 start = t
                 val = v
         runs[ch, 0] = start
-        fst[ch, 0] = hold
-        fst[ch, 1] = val
+        runs[ch, 1] = seen
+        fst[ch, _HOLD] = hold
+        fst[ch, _VAL] = val
+        fst[ch, _LEVEL] = level
+        fst[ch, _TOKENS] = tokens
     if scan_to > ist[_SCAN]:
         ist[_SCAN] = scan_to
     return peak
 
 
 @njit(nogil=True, cache=True)
-def declip_read(ring, ist, delay, n, out):
-    """out[:n] = the n samples that are ``delay`` samples older than the newest n."""
+def declip_read(ring, ist, delay, n, nch, out):
+    """out[:n] = the n samples that are ``delay`` samples older than the newest n (mono: channel 0
+    in both of out's columns when it has two)."""
     mask = ring.shape[1] - 1
     s = ist[_WPOS] - delay - n
     for i in range(n):
-        for ch in range(2):
-            out[i, ch] = ring[ch, (s + i) & mask]
+        for ch in range(out.shape[1]):
+            out[i, ch] = ring[min(ch, nch - 1), (s + i) & mask]
 
 
 class Declipper:
-    """Stereo streaming de-clipper with a fixed ``delay`` (module docstring).
+    """Streaming de-clipper for one or two channels with a fixed ``delay`` (module docstring).
 
     Parameters
     ----------
@@ -283,23 +340,29 @@ class Declipper:
         Operations per pushed sample the fills may spend (module docstring).
     max_delay : int or None
         Largest delay ``reset`` may set later (default: ``delay``); sizes the buffers.
+    channels : int
+        1 or 2: the channels of what is pushed (a mono read fills both columns of a 2-column out).
     """
 
     def __init__(self, delay: int, max_push: int, sample_rate: float, budget: float = BUDGET,
-                 max_delay: int | None = None):
+                 max_delay: int | None = None, channels: int = 2):
         self.delay = int(delay)
         self.max_delay = max(int(max_delay if max_delay is not None else delay), self.delay)
         self.max_run = max(self.delay - POST, 0)
         size = 1 << int(math.ceil(math.log2(PRE + self.max_delay + max_push + POST + 16)))
         self.ring = np.zeros((2, size), np.float64)
         self.ist = np.zeros(2, np.int64)
-        self.runs = np.full((2, 1), -1, np.int64)
-        self.fst = np.zeros((2, 2), np.float64)
+        self.channels = int(channels)
+        if self.channels not in (1, 2):
+            raise ValueError(f"channels: {channels} (1 or 2)")
+        self.runs = np.zeros((2, 3), np.int64)
+        self.fst = np.zeros((2, 4), np.float64)
         self.budget = float(budget)
-        self.tokens = np.array([0.0, self.budget * float(sample_rate)])  # [bucket, cap: a second's worth]
+        longest = PRE * ORDER + max(self.max_delay - POST, 0) * ITERATIONS * ORDER * ORDER
+        self.cap = max(self.budget / 2.0 * BUCKET_S * float(sample_rate), float(longest))
         self.decay = math.exp(-1.0 / (PEAK_TAU_S * float(sample_rate)))
         m = max(self.max_delay - POST, 1)
-        self._work = (np.zeros(ORDER + 1), np.zeros(ORDER + 1), np.zeros(ORDER + 1), np.zeros(m),
+        self._work = (np.zeros(ORDER + 1), np.zeros((2, ORDER + 1)), np.zeros((2, ORDER + 1)), np.zeros(m),
                       np.zeros(m, np.bool_), np.zeros(m, np.int64), np.zeros(m + ORDER),
                       np.zeros((m, ORDER + 1)), np.zeros(m), np.zeros(PRE))
         self.reset()
@@ -313,16 +376,19 @@ class Declipper:
         self.ring.fill(0.0)
         self.ist[_WPOS] = self.delay
         self.ist[_SCAN] = self.delay
-        self.runs.fill(-1)
+        self.runs[:, 0] = -1
+        self.runs[:, 1] = 0
+        self.runs[:, 2] = -REFIT - 1
         self.fst.fill(0.0)
-        self.tokens[0] = self.tokens[1]
+        self.fst[:, _TOKENS] = self.cap
 
     def push(self, x: np.ndarray, x0: int, n: int, enabled: bool = True) -> float:
-        """Add x[x0:x0 + n] ((frames, 2) array); returns the largest restored peak (dB, 0: none)."""
-        r = declip_push(x, x0, n, self.ring, self.ist, self.runs, self.fst, self.tokens, self.max_run,
+        """Add x[x0:x0 + n] ((frames, >= channels) array); returns the largest restored peak
+        (dB, 0: none)."""
+        r = declip_push(x, x0, n, self.channels, self.ring, self.ist, self.runs, self.fst, self.cap, self.max_run,
                         self.budget, self.decay, enabled, *self._work)
         return 20.0 * math.log10(r)
 
     def read(self, n: int, out: np.ndarray) -> None:
         """out[:n] = the samples pushed ``delay`` samples before the newest n."""
-        declip_read(self.ring, self.ist, self.delay, n, out)
+        declip_read(self.ring, self.ist, self.delay, n, self.channels, out)

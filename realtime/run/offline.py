@@ -21,17 +21,18 @@ from realtime.io.files import atomic_write, remove_stale_parts
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
 DEFAULT_RATE = 48000
-RATE_RANGE = (8000, 384000)
+NATIVE_RANGE = (44100, 384000)  # lower rates go to 48 kHz as before (EQ corners at 10 kHz and up)
 
 
 def chain_rate(processors, file_rate: int, requested: int | None = None) -> int:
     """The rate a file runs through ``processors`` (instances or classes) at: ``requested`` if
     given; else the file's own when every processor runs at it as it is (``native_rates``), so
-    nothing is resampled (a clipper's flat runs reach the de-clipper intact); else 48 kHz."""
+    nothing is resampled (a clipper's flat runs reach the de-clipper intact) and it is at least
+    44.1 kHz; else 48 kHz."""
     if requested:
         return int(requested)
     ok = all(p.native_rates is None or file_rate in p.native_rates for p in processors)
-    return int(file_rate) if ok and RATE_RANGE[0] <= file_rate <= RATE_RANGE[1] else DEFAULT_RATE
+    return int(file_rate) if ok and NATIVE_RANGE[0] <= file_rate <= NATIVE_RANGE[1] else DEFAULT_RATE
 
 
 

@@ -4,7 +4,7 @@ The de-limiter runs the same de-clipper (realtime/dsp/declip.py) inside its netw
 this slot brings it to any chain (a clipped recording, a clipped drum bus) at the cost of its
 look-ahead in latency. ``lookahead_ms`` sets how long a run can be filled (the look-ahead minus
 ``declip.POST`` samples); like the limiter's, it takes effect on ``prepare``/``reset``, the
-buffers being sized for the maximum. Mono goes through as L = R. Readout: the largest filled peak
+buffers being sized for the maximum. Readout: the largest filled peak
 of the block over its clip level (dB).
 """
 from __future__ import annotations
@@ -12,26 +12,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from realtime.dsp.declip import Declipper
 from realtime.dsp.processor import Param, Processor, Readout
 from realtime.dsp.processors import register
 
 MAX_LOOKAHEAD_MS = 20.0
-
-
-@njit(nogil=True, cache=True)
-def _mono_to_pair(block, n, pair):
-    for i in range(n):
-        pair[i, 0] = block[i, 0]
-        pair[i, 1] = block[i, 0]
-
-
-@njit(nogil=True, cache=True)
-def _pair_to_mono(pair, n, block):
-    for i in range(n):
-        block[i, 0] = pair[i, 0]
 
 
 @register
@@ -59,8 +45,8 @@ class Declip(Processor):
 
     def _prepare(self) -> None:
         self._Lmax = int(math.ceil(MAX_LOOKAHEAD_MS * 1e-3 * self.sample_rate))
-        self._dcl = Declipper(self._Lmax, self.max_block, self.sample_rate, max_delay=self._Lmax)
-        self._pair = np.zeros((max(1, self.max_block), 2), np.float32)
+        self._dcl = Declipper(self._Lmax, self.max_block, self.sample_rate, max_delay=self._Lmax,
+                              channels=self.channels)
         self.readings = np.zeros(1, np.float32)
 
     def reset(self) -> None:
@@ -70,11 +56,5 @@ class Declip(Processor):
 
     def process(self, block: np.ndarray) -> None:
         n = block.shape[0]
-        if self.channels == 2:
-            self.readings[0] = self._dcl.push(block, 0, n)
-            self._dcl.read(n, block)
-        else:
-            _mono_to_pair(block, n, self._pair)
-            self.readings[0] = self._dcl.push(self._pair, 0, n)
-            self._dcl.read(n, self._pair)
-            _pair_to_mono(self._pair, n, block)
+        self.readings[0] = self._dcl.push(block, 0, n)
+        self._dcl.read(n, block)

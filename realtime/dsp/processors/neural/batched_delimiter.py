@@ -131,7 +131,7 @@ class BatchedDelimiter(Delimiter):
         self._frames_t = [np.zeros((N, T, H, 2), np.float32) for T in range(self._tmax + 1)]
         self._knots_t = [np.zeros((N, T, self.knots), np.float32) for T in range(self._tmax + 1)]
         self._fs = np.zeros((N, N_FLOAT_STATE), np.float64)
-        self._declippers = [Declipper(K * H, self._tmax * H, self.sample_rate) for _ in range(N)]
+        self._declippers = [Declipper(K * H, self._tmax * H, self.sample_rate, channels=C) for _ in range(N)]
         self._dry = np.zeros((self._tmax * H, 2 * N), np.float32)  # stream s de-clipped in columns 2s:2s+2
         self._dry_cols = [self._dry[:, 2 * s:2 * s + 2] for s in range(N)]
         self._skip = np.zeros(N, np.int64)
@@ -156,7 +156,7 @@ class BatchedDelimiter(Delimiter):
         on = self.values[5] >= 0.5
         peak_db = 0.0
         for s, dcl in enumerate(self._declippers):
-            peak_db = max(peak_db, dcl.push(x[:, 2 * s:2 * s + 2], newest, T * H, on))
+            peak_db = max(peak_db, dcl.push(self._in_cols[s], newest, T * H, on))  # x's columns 2s:2s+2
             dcl.read(T * H, self._dry_cols[s])
         _restore_n(self._knots_t[T], T, self._skip, x, start, self._dry, H, out, self.stream_channels, opos, self.values,
                    self._fs, self._k, self.readings)

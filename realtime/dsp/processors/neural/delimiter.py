@@ -232,7 +232,7 @@ class Delimiter(NeuralProcessor):
         self._fs = np.zeros(N_FLOAT_STATE, np.float64)
         # the frames being restored, de-clipped: pushed when the network first sees them, read
         # look-ahead frames later (that is the de-clipper's delay)
-        self._declippers = [Declipper(K * H, self._tmax * H, self.sample_rate)]
+        self._declippers = [Declipper(K * H, self._tmax * H, self.sample_rate, channels=self.channels)]
         self._dry = np.zeros((self._tmax * H, 2), np.float32)
         self._skip = np.zeros(1, np.int64)
         self.readings = np.zeros(2, np.float32)  # [largest restored gain dB, auto-level scale dB]

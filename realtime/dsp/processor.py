@@ -203,6 +203,32 @@ class Readout:
         return f"{txt} {self.unit}".strip()
 
 
+class LookaheadLatency:
+    """Mixin for a processor whose latency is a look-ahead knob (ms) that takes effect on
+    ``prepare``/``reset``: ``_size_lookahead`` (in ``_prepare``) sets the largest one, which
+    buffers and the chain's dry-path delay (``max_latency``) are sized for, so a change never
+    reallocates; ``_set_lookahead`` (in ``reset``) the current one."""
+
+    _L = 0
+    _Lmax = 0
+
+    @property
+    def latency(self) -> int:
+        return self._L
+
+    @property
+    def max_latency(self) -> int:
+        return self._Lmax
+
+    def _size_lookahead(self, max_ms: float) -> int:
+        self._Lmax = int(math.ceil(max_ms * 1e-3 * self.sample_rate))
+        return self._Lmax
+
+    def _set_lookahead(self, ms: float) -> int:
+        self._L = min(self._Lmax, int(round(ms * 1e-3 * self.sample_rate)))
+        return self._L
+
+
 class Processor:
     """Base class of every processor ("plugin") in a chain.
 

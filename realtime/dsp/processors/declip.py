@@ -9,19 +9,17 @@ of the block over its clip level (dB).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from realtime.dsp.declip import Declipper
-from realtime.dsp.processor import Param, Processor, Readout
+from realtime.dsp.processor import LookaheadLatency, Param, Processor, Readout
 from realtime.dsp.processors import register
 
 MAX_LOOKAHEAD_MS = 20.0
 
 
 @register
-class Declip(Processor):
+class Declip(LookaheadLatency, Processor):
     """Streaming de-clipper (module docstring); latency = the look-ahead in samples."""
 
     kind = "declip"
@@ -30,28 +28,13 @@ class Declip(Processor):
     )
     readouts = (Readout("restored_db", "Restored", "dB", 0.0, 24.0, kind="level"),)
 
-    def __init__(self, **values):
-        self._L = 0
-        self._Lmax = 0
-        super().__init__(**values)
-
-    @property
-    def latency(self) -> int:
-        return self._L
-
-    @property
-    def max_latency(self) -> int:
-        return self._Lmax
-
     def _prepare(self) -> None:
-        self._Lmax = int(math.ceil(MAX_LOOKAHEAD_MS * 1e-3 * self.sample_rate))
-        self._dcl = Declipper(self._Lmax, self.max_block, self.sample_rate, max_delay=self._Lmax,
-                              channels=self.channels)
+        most = self._size_lookahead(MAX_LOOKAHEAD_MS)
+        self._dcl = Declipper(most, self.max_block, self.sample_rate, max_delay=most, channels=self.channels)
         self.readings = np.zeros(1, np.float32)
 
     def reset(self) -> None:
-        self._L = min(self._Lmax, int(round(self.values[0] * 1e-3 * self.sample_rate)))
-        self._dcl.reset(self._L)
+        self._dcl.reset(self._set_lookahead(self.values[0]))
         self.readings.fill(0.0)
 
     def process(self, block: np.ndarray) -> None:

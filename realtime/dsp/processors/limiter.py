@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-from realtime.dsp.processor import Param, Processor, Readout
+from realtime.dsp.processor import LookaheadLatency, Param, Processor, Readout
 from realtime.dsp.processors import register
 
 MAX_LOOKAHEAD_MS = 10.0
@@ -128,7 +128,7 @@ def _pow2(n: int) -> int:
 
 
 @register
-class Limiter(Processor):
+class Limiter(LookaheadLatency, Processor):
     kind = "limiter"
     params = (
         Param("input_gain_db", "Drive", 0.0, 24.0, 0.0, unit="dB", smoothing_ms=20.0),
@@ -138,23 +138,9 @@ class Limiter(Processor):
     )
     readouts = (Readout("gr_db", "GR", "dB", -24.0, 0.0, kind="gr"),)
 
-    def __init__(self, **values):
-        self._L = 0
-        self._Lmax = 0
-        super().__init__(**values)
-
-    @property
-    def latency(self) -> int:
-        return self._L
-
-    @property
-    def max_latency(self) -> int:
-        return self._Lmax
-
     def _prepare(self) -> None:
         sr = self.sample_rate
-        self._Lmax = int(math.ceil(MAX_LOOKAHEAD_MS * 1e-3 * sr))
-        wmax = self._Lmax + 1
+        wmax = self._size_lookahead(MAX_LOOKAHEAD_MS) + 1
         self._delay = np.zeros((_pow2(wmax), self.channels), np.float64)
         self._dq_val = np.zeros(_pow2(wmax + 1), np.float64)
         self._dq_t = np.zeros(_pow2(wmax + 1), np.int64)
@@ -167,7 +153,7 @@ class Limiter(Processor):
 
     def reset(self) -> None:
         # The lookahead is (re)applied here: it sets the latency.
-        self._L = min(self._Lmax, int(round(self.values[3] * 1e-3 * self.sample_rate)))
+        self._set_lookahead(self.values[3])
         self._delay.fill(0.0)
         self._box.fill(1.0)  # silence before the start needed no gain reduction
         self._fs[:] = (10.0 ** (self.values[0] / 20.0), 10.0 ** (self.values[1] / 20.0), 1.0, self._L + 1.0)

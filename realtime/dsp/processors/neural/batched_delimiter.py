@@ -153,15 +153,9 @@ class BatchedDelimiter(Delimiter):
         newest = start + self.lookahead_frames * H
         _frames_n(x, newest, T, H, self._frames_t[T])
         self.session.run(T)
-        on = self.values[5] >= 0.5
-        peak_db = 0.0
-        for s, dcl in enumerate(self._declippers):
-            peak_db = max(peak_db, dcl.push(self._in_cols[s], newest, T * H, on))  # x's columns 2s:2s+2
-            dcl.read(T * H, self._dry_cols[s])
+        self._declip(newest, T * H)  # _in_cols[s] are x's columns 2s:2s+2
         _restore_n(self._knots_t[T], T, self._skip, x, start, self._dry, H, out, self.stream_channels, opos, self.values,
                    self._fs, self._k, self.readings)
-        if peak_db > self.readings[0]:
-            self.readings[0] = peak_db
         return T
 
     def process(self, block: np.ndarray) -> None:

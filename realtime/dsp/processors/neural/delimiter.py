@@ -234,6 +234,7 @@ class Delimiter(NeuralProcessor):
         # look-ahead frames later (that is the de-clipper's delay)
         self._declippers = [Declipper(K * H, self._tmax * H, self.sample_rate, channels=self.channels)]
         self._dry = np.zeros((self._tmax * H, 2), np.float32)
+        self._in_cols, self._dry_cols = [self._fixed.input.buf], [self._dry]  # per stream (_declip)
         self._skip = np.zeros(1, np.int64)
         self.readings = np.zeros(2, np.float32)  # [largest restored gain dB, auto-level scale dB]
         self.session.allocate_state({name: tuple(d if isinstance(d, int) else 1 for d in self.session.input_shape(name))
@@ -262,13 +263,21 @@ class Delimiter(NeuralProcessor):
         newest = start + self.lookahead_frames * H
         _frames(x, newest, T, H, self._frames)
         self.session.run(T)
-        dcl = self._declippers[0]
-        peak_db = dcl.push(x, newest, T * H, self.values[5] >= 0.5)
-        dcl.read(T * H, self._dry)
-        _restore(self._knots, T, self._skip, x, start, self._dry, H, out, opos, self.values, self._fs, self._k, self.readings)
-        if peak_db > self.readings[0]:
-            self.readings[0] = peak_db
+        self._declip(newest, T * H)
+        _restore(self._knots, T, self._skip, x, start, self._dry, H, out, opos, self.values, self._fs, self._k,
+                 self.readings)
         return T
+
+    def _declip(self, newest: int, n: int) -> None:
+        """Each stream's n newest input samples (``_in_cols[s][newest:]``, FixedHop's input) into its
+        de-clipper, and the n it hands back, look-ahead frames older, into ``_dry_cols[s]``; a filled
+        peak higher than the block's restored-gain reading becomes the reading."""
+        on = self.values[5] >= 0.5
+        for dcl, col, dry in zip(self._declippers, self._in_cols, self._dry_cols):
+            peak_db = dcl.push(col, newest, n, on)
+            dcl.read(n, dry)
+            if peak_db > self.readings[0]:
+                self.readings[0] = peak_db
 
     def process(self, block: np.ndarray) -> None:
         self.readings[0] = 0.0

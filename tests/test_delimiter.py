@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from realtime.dsp import limit_detect
 from realtime.dsp.processors.limiter import limit
 from realtime.dsp.processors.neural.delimiter import DEFAULT_MODEL, Delimiter
 from realtime.errors import ModelError
@@ -63,14 +62,6 @@ def _sisdr(est, ref):
     return 10 * np.log10(np.dot(t, t) / np.dot(est - t, est - t))
 
 
-def _pinned(seconds=1.0, sr=SR, seed=0):
-    """Hits in noise, 12 dB into the project's limiter with a 5 ms release: peak after peak sits at
-    its ceiling, so the limit gate opens within 0.3 s."""
-    x = _hits(seconds, sr=sr, seed=seed)
-    x = x + 0.2 * np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
-    return limit(x * 10 ** (12 / 20), sr, ceiling_db=-1.0, release_ms=5.0, lookahead_ms=3.0)[0]
-
-
 def _crest(x):
     return 20 * np.log10(np.abs(x).max() / np.sqrt(np.mean(x.astype(np.float64) ** 2)))
 
@@ -102,16 +93,15 @@ def test_reset_restarts_the_stream_identically():
 def test_unlimited_input_passes_nearly_unchanged():
     x = 0.25 * _hits(2.0, seed=1)  # peaks at -12 dBFS, nothing was limited
     outs = {}
-    for thr, gate in ((0.0, "off"), (1.0, "off"), (0.0, "on")):
-        p = Delimiter(auto_level="off", threshold_db=thr, limit_gate=gate)
+    for thr in (0.0, 1.0):
+        p = Delimiter(auto_level="off", threshold_db=thr)
         p.prepare(SR, 512, 2)
-        outs[thr, gate] = out = _run(p, x, block=512)
+        outs[thr] = out = _run(p, x, block=512)
         L = p.latency
         assert _sisdr(out[L:], x[:-L]) > 25.0
         assert abs(20 * np.log10(np.abs(out).max() / np.abs(x).max())) < 1.5
-    # with the default threshold the model's small estimates leave it bit-exact, and so does the
-    # limit gate at any threshold: these peaks never sit at one ceiling
-    assert np.array_equal(outs[1.0, "off"][L:], x[:-L]) and np.array_equal(outs[0.0, "on"][L:], x[:-L])
+    # with the default threshold the model's small estimates leave it bit-exact (at 0 they don't)
+    assert np.array_equal(outs[1.0][L:], x[:-L]) and not np.array_equal(outs[0.0][L:], x[:-L])
 
 
 def test_the_threshold_leaves_light_limiting_alone_and_moves_without_a_step(tmp_path):
@@ -120,7 +110,7 @@ def test_the_threshold_leaves_light_limiting_alone_and_moves_without_a_step(tmp_
     L = Delimiter().latency
     outs = {}
     for thr in (0.0, 1.0):
-        p = Delimiter(auto_level="off", threshold_db=thr, limit_gate="off")
+        p = Delimiter(auto_level="off", threshold_db=thr)
         p.prepare(SR, 256, 2)
         outs[thr] = _run(p, y, block=256)[L:]
     assert not np.array_equal(outs[0.0], y[:-L])  # at 0 dB the model's small estimates act
@@ -132,7 +122,7 @@ def test_the_threshold_leaves_light_limiting_alone_and_moves_without_a_step(tmp_
     y, _ = _limited(_hits(1.0), drive_db=18.0)
     change, outs = None, []
     for _ in range(2):
-        p = Delimiter(model_path=model, auto_level="off", threshold_db=0.0, limit_gate="off")
+        p = Delimiter(model_path=model, auto_level="off", threshold_db=0.0)
         p.prepare(SR, 128, 2)
         out, restored = np.empty_like(y), []
         for s in range(0, len(y), 128):
@@ -168,7 +158,7 @@ def test_the_models_level_offset_comes_out_of_the_gain_and_bad_values_are_refuse
     outs = {}
     for off in (0.0, 0.2):
         p = Delimiter(model_path=_with_metadata(DEFAULT_MODEL, tmp_path / f"m{off}.onnx", level_offset=off),
-                      auto_level="off", threshold_db=0.0, limit_gate="off")
+                      auto_level="off", threshold_db=0.0)
         p.prepare(SR, 256, 2)
         outs[off] = _run(p, y, block=256)
     # where the model restores more than the offset the output is exp(-offset) lower; elsewhere untouched
@@ -196,31 +186,6 @@ def test_limited_transients_get_their_peaks_back():
     assert lost > 6.0
     assert _crest(out) - _crest(y) > 0.3 * lost
     assert _sisdr(out, ref) > _sisdr(y, ref) + 0.8
-
-
-def test_the_limit_gate_opens_where_peaks_keep_hitting_one_ceiling_whatever_the_block_size():
-    """The network's gain counts only as far as the limiting confidence allows: 0 on music whose
-    peaks fall short of its loudest (un-limited, or a limiter with a slow release that rarely
-    pins them), 1 once peak after peak sits at one ceiling; any block size gives the same samples."""
-    y = _pinned(1.5)
-    conf = limit_detect.confidence_curve(y, 128, 2)
-    late = conf[int(0.5 * SR):]
-    assert conf[: 4 * 128].max() == 0.0 and late.min() > 0.8 and np.mean(late == 1.0) > 0.5  # shut at the start
-    assert np.all(np.diff(conf) <= 0.05 + 1e-12)  # it moves sample by sample, no steps
-    assert limit_detect.confidence_curve(0.9 * _hits(2.0, seed=1), 128, 2).max() == 0.0  # nothing limited
-    outs = {}
-    for gate, block in (("off", 256), ("on", 256), ("on", 1), ("on", 999)):
-        p = Delimiter(auto_level="off", threshold_db=0.0, limit_gate=gate)
-        p.prepare(SR, 1024, 2)
-        outs[gate, block] = _run(p, y, block=block)
-        assert p.readings[2] == pytest.approx(100.0 * conf[-1], abs=1e-3)  # the meter: the newest frame's, either way
-    L = p.latency
-    on, off = outs["on", 256][L:], outs["off", 256][L:]
-    shut, wide = conf[: len(on)] == 0.0, conf[: len(on)] == 1.0
-    assert np.array_equal(on[shut], y[: len(on)][shut])  # shut: the input as it came (delayed)
-    assert np.allclose(on[wide], off[wide], rtol=1e-6, atol=1e-7) and not np.array_equal(on, off)  # open: the network's
-    for block in (1, 999):  # as the network's own output: the same to ONNX Runtime's rounding
-        assert np.max(np.abs(outs["on", block] - outs["on", 256])) < 1e-5, block
 
 
 def test_amount_zero_is_the_delayed_input():
@@ -278,7 +243,7 @@ def test_auto_level_keeps_peaks_under_the_ceiling_and_reports_the_scale(tmp_path
     y, _ = _limited(_hits(2.0), drive_db=15.0)
     # the model without its level offset and no threshold: it restores a few dB everywhere
     model = _with_metadata(DEFAULT_MODEL, tmp_path / "raw.onnx", level_offset=0.0)
-    p = Delimiter(model_path=model, auto_level="on", ceiling_db=-1.0, threshold_db=0.0, limit_gate="off")
+    p = Delimiter(model_path=model, auto_level="on", ceiling_db=-1.0, threshold_db=0.0)
     p.prepare(SR, 128, 2)
     scale, restored = [], []
     out = np.empty_like(y)
@@ -539,20 +504,16 @@ def _assert_onnx_streams_like(net, onnx_path):
     from models.delimiter import train
     from models.delimiter.model import HOP
 
-    y = _pinned(1.0, sr=44100)  # the limit gate opens part way through
+    y, _ = _limited(_hits(1.0, sr=44100), sr=44100)
     y = y[: len(y) // HOP * HOP]
+    p = Delimiter(model_path=onnx_path, auto_level="off", threshold_db=0.0)
+    p.prepare(44100, 256, 2)
+    got = _run(p, np.concatenate([y, np.zeros((p.latency + 256, 2), np.float32)]), block=256)[p.latency:][: len(y)]
     net.clamp_output = True
     with torch.no_grad():
         a = train.restore(net, torch.from_numpy(y)[None])[0][0].numpy()
-    for gate in ("off", "on"):
-        p = Delimiter(model_path=onnx_path, auto_level="off", threshold_db=0.0, limit_gate=gate)
-        p.prepare(44100, 256, 2)
-        got = _run(p, np.concatenate([y, np.zeros((p.latency + 256, 2), np.float32)]), block=256)[p.latency:][: len(y)]
-        # the processor takes the offset out and, with the gate on, scales by the confidence as
-        # the trainer's selection does (the same function of the same frames)
-        conf = limit_detect.confidence_curve(y, HOP, net.lookahead) if gate == "on" else 1.0
-        want = y * np.exp(conf * np.maximum(a - p.level_offset, 0.0))[:, None]
-        assert np.max(np.abs(got - want)) < 1e-3 * np.abs(want).max(), gate
+    want = y * np.exp(np.maximum(a - p.level_offset, 0.0))[:, None]  # the processor takes the offset out
+    assert np.max(np.abs(got - want)) < 1e-3 * np.abs(want).max()
 
 
 def _export_stream_and_train_on(net, tmp_path):
@@ -692,7 +653,7 @@ def test_export_measures_the_level_offset_on_unlimited_music_and_the_processor_r
     x = 0.25 * _hits(2.0, seed=1)
     level = {}
     for f in (plain, calibrated):
-        p = Delimiter(model_path=f, auto_level="off", threshold_db=0.0, limit_gate="off")
+        p = Delimiter(model_path=f, auto_level="off", threshold_db=0.0)
         p.prepare(SR, 512, 2)
         out = _run(p, x, block=512)[p.latency:]
         level[f] = 20 * np.log10(np.sqrt(np.mean(out ** 2) / np.mean(x[:-p.latency] ** 2)))
@@ -743,10 +704,10 @@ def test_selection_score_breaks_down_by_how_hard_a_segment_was_limited():
         (wob["sel_light_db"] + wob["sel_heavy_db"]) / 2, abs=1e-6)
     # as the processor applies it (offset out, 1 dB threshold): that wobble leaves the audio alone,
     # a 4 dB one still costs
-    product = train.validate(Toy(0.05), sel_y, sel_x, meta, gate=False)
+    product = train.validate(Toy(0.05), sel_y, sel_x, meta)
     assert max(abs(product[k]) for k in ("sel_score", "sel_heavy_db", "sel_light_db")) < 1e-6
     assert product["level_offset"] == pytest.approx(0.3, abs=0.01)  # handed to the export of that state
-    big = train.validate(Toy(0.5), sel_y, sel_x, meta, gate=False)
+    big = train.validate(Toy(0.5), sel_y, sel_x, meta)
     assert big["sel_light_db"] < -5 and big["sel_worst_db"] < -5
 
 

@@ -31,7 +31,6 @@ from models.delimiter import data as recipe
 from models.delimiter import limiters, tcn
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 from models.device import DEVICE_HELP, pick_device
-from realtime.dsp import limit_detect
 from realtime.dsp.processors.neural.delimiter import DB_PER_NEPER, DEFAULT_THRESHOLD_DB
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +122,7 @@ CLEAN_FLOOR_DB = 40.0  # what un-limited audio must keep (issue 14)
 
 @torch.no_grad()
 def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
-             threshold_db: float | None = DEFAULT_THRESHOLD_DB, gate: bool = True) -> dict:
+             threshold_db: float | None = DEFAULT_THRESHOLD_DB) -> dict:
     """Selection score: per segment the SI-SDR gain (limited input) or, where the limiter did not
     act (input within UNTOUCHED_DB of the reference), the shortfall of the output under
     CLEAN_FLOOR_DB (0 when it stays above): restoring limited audio must not cost untouched audio.
@@ -132,8 +131,7 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
     The curve is applied as the processor applies it (``threshold_db``, default the knob's): its
     level offset on un-limited music out, estimates under the threshold left alone. A network's
     wobble the threshold hides does not count against it, as it does not in the product
-    (``None``: the raw curve, as before the twenty-second session; ``gate``: scaled by the
-    limiting confidence, realtime/dsp/limit_detect.py, as the processor's default). The offset is returned
+    (``None``: the raw curve, as before the twenty-second session). The offset is returned
     (``level_offset``, nepers) for the export of the same state."""
     offset = None if threshold_db is None else level_offset(model, sel_x)
     model.eval()
@@ -146,9 +144,6 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
         a = restore(model, Yt)[0]
         if offset is not None:
             a = (a - offset - threshold_db / DB_PER_NEPER).clamp(min=0.0)
-            if gate:
-                a = a * torch.from_numpy(np.stack([limit_detect.confidence_curve(v, HOP, model.lookahead)
-                                                   for v in Y])).to(a)
         xh = (Yt * torch.exp(a).unsqueeze(-1)).cpu().numpy()
         for b in range(len(Y)):
             ref = sel_x[s + b, :n]

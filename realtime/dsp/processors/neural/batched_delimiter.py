@@ -24,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from realtime.dsp import limit_detect
 from realtime.dsp.blocking import FixedHop
 from realtime.dsp.declip import Declipper
 from realtime.dsp.kernels import scrub_into
@@ -42,12 +41,12 @@ def _frames_n(x, start, T, hop, frames):
 
 
 @njit(nogil=True, cache=True)
-def _restore_n(knots, T, skip, x, start, dry, hop, out, C, opos, values, fs, k, readings, conf):
+def _restore_n(knots, T, skip, x, start, dry, hop, out, C, opos, values, fs, k, readings):
     """The single stream's restore, per stream: knots[s], skip[s], fs[s]; x and dry columns 2s:2s+2
     in, out columns s*C:(s+1)*C out; readings gather the largest gain and the deepest auto-level."""
     for s in range(knots.shape[0]):
         _restore(knots[s:s + 1], T, skip[s:s + 1], x[:, 2 * s:2 * s + 2], start, dry[:, 2 * s:2 * s + 2], hop,
-                 out[:, s * C:(s + 1) * C], opos, values, fs[s], k, readings, conf[s])
+                 out[:, s * C:(s + 1) * C], opos, values, fs[s], k, readings)
 
 
 def batch_axis(shape: list, batch) -> int | None:
@@ -136,10 +135,7 @@ class BatchedDelimiter(Delimiter):
         self._dry = np.zeros((self._tmax * H, 2 * N), np.float32)  # stream s de-clipped in columns 2s:2s+2
         self._dry_cols = [self._dry[:, 2 * s:2 * s + 2] for s in range(N)]
         self._skip = np.zeros(N, np.int64)
-        self._ring = np.zeros((N, limit_detect.RING))
-        self._pst = np.zeros((N, limit_detect.N_STATE))
-        self._conf = np.zeros((N, self._tmax))
-        self.readings = np.zeros(3, np.float32)
+        self.readings = np.zeros(2, np.float32)
         self.session.allocate_state(self._state_shapes())
         for T in range(1, self._tmax + 1):
             self.session.bind(T, {FRAMES: self._frames_t[T]}, {"knots": self._knots_t[T]})
@@ -158,9 +154,8 @@ class BatchedDelimiter(Delimiter):
         _frames_n(x, newest, T, H, self._frames_t[T])
         self.session.run(T)
         self._declip(newest, T * H)  # _in_cols[s] are x's columns 2s:2s+2
-        self._gate(self._frames_t[T], T)
         _restore_n(self._knots_t[T], T, self._skip, x, start, self._dry, H, out, self.stream_channels, opos, self.values,
-                   self._fs, self._k, self.readings, self._conf)
+                   self._fs, self._k, self.readings)
         return T
 
     def process(self, block: np.ndarray) -> None:

@@ -13,20 +13,12 @@ Signal path per host block::
     block ─► NaN/Inf -> 0, clip ±4 ─► FixedHop input (the look-ahead frames as history)
       ─► ONNX (all complete frames in one call)
       ─► d = the same frames through the de-clipper (realtime/dsp/declip.py), look-ahead frames later
-      ─► c = the limiting confidence of the newest frames (realtime/dsp/limit_detect.py; 1 with the gate off)
-      ─► (y + amount · (d − y)) · exp(amount · c · max(a − offset − threshold, 0)) · trim · auto-level scale
+      ─► (y + amount · (d − y)) · exp(amount · max(a − offset − threshold, 0)) · trim · auto-level scale
       ─► FixedHop output (pre-filled) ─► block
 
 The de-clipper (knob ``declip``) fills runs of samples a clipper pinned at one value from the
 waveform around them; the network, trained on limiters, sees the input as it came. It works
 inside the network's look-ahead, so it adds no latency; off, the path is exactly as without it.
-
-The limit gate (knob ``limit_gate``, on) lets the network's gain act only as far as the music's
-peaks keep sitting at one ceiling, which a brickwall limiter's do and un-limited music's do not:
-trained on six implementations, the network restores heavily limited music from unseen limiters
-a little and costs lightly limited music more (MODEL_CARD.md, "The limit gate"). The confidence
-is read from the frames the network has just seen, so it adds no latency, and moves in a straight
-line across each frame.
 
 ``offset`` is the model's own ``level_offset`` metadata: the log gain it predicts, on average,
 for music no limiter touched (measured at export on held-out tracks; 0 for older models), so
@@ -51,7 +43,6 @@ import math
 import numpy as np
 from numba import njit
 
-from realtime.dsp import limit_detect
 from realtime.dsp.blocking import FixedHop
 from realtime.dsp.declip import Declipper
 from realtime.dsp.processor import Param, Readout
@@ -72,8 +63,8 @@ DB_PER_NEPER = 20.0 / math.log(10.0)
 DEFAULT_THRESHOLD_DB = 1.0
 
 # float state slots
-_PREV, _AMOUNT, _TRIM, _SCALE, _THRESHOLD, _CONF = range(6)
-N_FLOAT_STATE = 6
+_PREV, _AMOUNT, _TRIM, _SCALE, _THRESHOLD = range(5)
+N_FLOAT_STATE = 5
 
 
 @njit(nogil=True, cache=True)
@@ -86,11 +77,9 @@ def _frames(x, start, T, hop, frames):
 
 
 @njit(nogil=True, cache=True)
-def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readings, conf):
+def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readings):
     """Restore the T frames at x[start:] (de-clipped: dry[0:]) with this call's knots into out[opos:].
     The amount blends the input and the de-clipped input too, so amount 0 is the input as it came.
-    ``conf[t]``: the limiting confidence (realtime/dsp/limit_detect.py) that scales frame t's
-    network gain, moving in a straight line from the previous frame's across the frame.
 
     The first ``skip[0]`` knots of a stream belong to the silent frames before it started:
     those frames stay silent and leave the smoothers alone.
@@ -106,7 +95,6 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
     crel = k[1]
     off = k[2]
     prev = fs[_PREV]
-    pc = fs[_CONF]
     am = fs[_AMOUNT]
     trim = fs[_TRIM]
     thr = fs[_THRESHOLD]
@@ -121,9 +109,7 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
             for i in range(hop):
                 for ch in range(nch):
                     out[opos + base + i, ch] = 0.0
-            pc = conf[t]
             continue
-        ct = conf[t]
         for j in range(nk):
             kj = knots[0, t, j]
             if not math.isfinite(kj):
@@ -137,7 +123,7 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
                 thr += c * (thr_t - thr)
                 # the model's level offset out; estimates under the threshold leave the audio
                 # alone (continuous: the threshold is subtracted, not gated)
-                la = am * (pc + (i + 1) * (ct - pc) / hop) * max(a - off - thr, 0.0)
+                la = am * max(a - off - thr, 0.0)
                 if la > gmax:
                     gmax = la
                 g = math.exp(la) * trim
@@ -159,9 +145,7 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
                 if nch > 1:
                     out[o, 1] = y1 * s
             prev = kj
-        pc = ct
     fs[_PREV] = prev
-    fs[_CONF] = pc
     fs[_AMOUNT] = am
     fs[_TRIM] = trim
     fs[_SCALE] = s
@@ -181,8 +165,7 @@ class Delimiter(NeuralProcessor):
     when not given. ``prepare`` raises ``ConfigError`` for a sample rate the model was not trained
     for (outside 40-50 kHz). ``nonfinite_count`` counts the input values (samples x channels) that
     were NaN/Inf; ``readings`` holds [largest restored gain of the last block (the network's gain
-    or a de-clipped peak over its clip level), auto-level scale] in dB and the limit gate's
-    confidence after the newest frame (%, whatever the knob says).
+    or a de-clipped peak over its clip level), auto-level scale] in dB.
     """
 
     kind = "delimiter"
@@ -197,14 +180,9 @@ class Delimiter(NeuralProcessor):
         Param("threshold_db", "Threshold", 0.0, 6.0, DEFAULT_THRESHOLD_DB, unit="dB", smoothing_ms=30.0),
         # clipped runs filled in from the waveform around them (realtime/dsp/declip.py)
         Param("declip", "De-clip", 0.0, 1.0, 1.0, choices=("off", "on"), step=1.0, smoothing_ms=0.0),
-        # the network's gain only where peaks keep hitting one ceiling (realtime/dsp/limit_detect.py);
-        # off: wherever the network says
-        Param("limit_gate", "Limit gate", 0.0, 1.0, 1.0, choices=("off", "on"), step=1.0, smoothing_ms=0.0),
     )
     readouts = (Readout("restored_db", "Restored", "dB", 0.0, 24.0, kind="level"),
-                Readout("auto_level_db", "Auto level", "dB", -24.0, 0.0, kind="gr"),
-                # the limit gate's confidence (whatever the knob says): how limited the music looks
-                Readout("limited_pct", "Limited", "%", 0.0, 100.0, kind="level"))
+                Readout("auto_level_db", "Auto level", "dB", -24.0, 0.0, kind="gr"))
     default_model = DEFAULT_MODEL
     model_inputs = None  # checked in __init__: "frames" first, then the states
     provider_env = "RT_DELIMITER_PROVIDER"
@@ -258,10 +236,7 @@ class Delimiter(NeuralProcessor):
         self._dry = np.zeros((self._tmax * H, 2), np.float32)
         self._in_cols, self._dry_cols = [self._fixed.input.buf], [self._dry]  # per stream (_declip)
         self._skip = np.zeros(1, np.int64)
-        self._ring = np.zeros((1, limit_detect.RING))  # the limiting confidence's peak history, per stream
-        self._pst = np.zeros((1, limit_detect.N_STATE))
-        self._conf = np.zeros((1, self._tmax))
-        self.readings = np.zeros(3, np.float32)  # [largest restored gain dB, auto-level scale dB, limited %]
+        self.readings = np.zeros(2, np.float32)  # [largest restored gain dB, auto-level scale dB]
         self.session.allocate_state({name: tuple(d if isinstance(d, int) else 1 for d in self.session.input_shape(name))
                                      for name in self.state_names})
         for T in range(1, self._tmax + 1):
@@ -273,15 +248,13 @@ class Delimiter(NeuralProcessor):
         self._fixed.reset()
         for d in self._declippers:
             d.reset()
-        self._ring.fill(0.0)
-        self._pst.fill(0.0)
         self._skip[0] = self.lookahead_frames
         self._fs[:] = self._initial_float_state()
         self.readings.fill(0.0)
 
     def _initial_float_state(self) -> tuple:
-        """[previous knot, amount, trim, auto-level scale, threshold, limiting confidence] at the current values."""
-        return (0.0, self.values[0], 10.0 ** (self.values[1] / 20.0), 1.0, self.values[4] / DB_PER_NEPER, 0.0)
+        """[previous knot, amount, trim, auto-level scale, threshold] at the current values."""
+        return (0.0, self.values[0], 10.0 ** (self.values[1] / 20.0), 1.0, self.values[4] / DB_PER_NEPER)
 
     def _hops(self, x, start, T, out, opos) -> int:
         """FixedHop's runner: the model over the T newest frames, whose knots restore the T frames
@@ -291,19 +264,9 @@ class Delimiter(NeuralProcessor):
         _frames(x, newest, T, H, self._frames)
         self.session.run(T)
         self._declip(newest, T * H)
-        self._gate(self._frames, T)
         _restore(self._knots, T, self._skip, x, start, self._dry, H, out, opos, self.values, self._fs, self._k,
-                 self.readings, self._conf[0])
+                 self.readings)
         return T
-
-    def _gate(self, frames: np.ndarray, T: int) -> None:
-        """Each stream's limiting confidence after each of its T newest frames (``frames[s]``) into
-        ``_conf[s]``; with the gate off the history still moves and the confidence is 1."""
-        for s in range(frames.shape[0]):
-            limit_detect.pin_confidence(frames[s:s + 1], T, self._ring[s], self._pst[s], self._conf[s])
-        self.readings[2] = 100.0 * self._conf[:, T - 1].max()
-        if self.values[6] < 0.5:
-            self._conf.fill(1.0)
 
     def _declip(self, newest: int, n: int) -> None:
         """Each stream's n newest input samples (``_in_cols[s][newest:]``, FixedHop's input) into its

@@ -28,6 +28,11 @@ from realtime.dsp.fixed_filter import fixed_biquad
 from realtime.dsp.kernels import scrub_into
 
 
+def pow2_at_least(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1): the size of a ring indexed with ``& (size - 1)``."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
 @njit(nogil=True, cache=True)
 def _drop_front(buf, count, keep):
     """buf[:keep] = buf[count:count + keep] (frames, channels)."""

@@ -26,6 +26,7 @@ import time
 import numpy as np
 from numba import njit
 
+from realtime.dsp.blocking import pow2_at_least
 from realtime.dsp.processor import Processor
 from realtime.dsp.processors.safety import Safety
 
@@ -257,7 +258,7 @@ class Chain(SlotLookup):
         for s in self._fx:
             # Room for the largest latency plus one block: the block is written before reading.
             need = s.processor.max_latency + self.max_block
-            s._ring = np.zeros((1 << max(0, need - 1).bit_length(), self.channels), np.float32)
+            s._ring = np.zeros((pow2_at_least(need), self.channels), np.float32)
         self._step = 1.0 / max(1.0, CROSSFADE_MS * 1e-3 * self.sample_rate)
         self._prepared = True
         # Warm-up: the first call of each kernel loads (or compiles) it, which can take far

@@ -6,9 +6,9 @@ the waveform around a short run predicts what the clipper cut: fit an all-pole m
 ``ORDER`` to the samples before the run, then choose the run's samples that minimise the model's
 prediction error over the run and the ``ORDER`` samples after it (Janssen, Veldhuis & Vries, 1986,
 "Adaptive interpolation of discrete-time signals that can be modeled as autoregressive
-processes"). A run within ``REFIT`` samples of the last fit reuses that model. The normal equations are
-banded (bandwidth ``ORDER``) because the error filter is short, so one run of m samples costs
-O(m · ORDER²). Consistency with the clipper: a filled sample must keep the run's sign and lie at
+processes"). A run within ``REFIT`` samples of the last fit reuses that model. The normal
+equations are banded (bandwidth ``ORDER``) because the error filter is short, so one run of m
+samples costs O(m · ORDER²). Consistency with the clipper: a filled sample must keep the run's sign and lie at
 or beyond the clip level; samples that do not are pinned there and the rest solved again.
 
 What counts as a clipped run (per channel): at least ``MIN_RUN`` consecutive samples with the same
@@ -29,8 +29,7 @@ first sample leaves. The model is fitted on the ``PRE`` samples (already filled)
 Bounded work: a token bucket per channel gains ``budget / 2`` operations (multiply-adds) per
 scanned sample, up to ``BUCKET_S`` of them or the cost of the longest run, whichever is more;
 filling a run of m samples costs about PRE·ORDER (the fit, when one is made) + ITERATIONS·m·ORDER²,
-and a run the bucket
-cannot pay for stays as it is. The tokens follow the samples, not the calls, so the output does
+and a run the bucket cannot pay for stays as it is. The tokens follow the samples, not the calls, so the output does
 not depend on the block size even when the bucket runs dry (deeply clipped music); a pathological
 input (a full-scale square wave of 2-sample plateaus) is held to ``budget`` operations per sample,
 and one push never spends more than the cap plus its own samples' worth. Mono scans one channel.
@@ -42,6 +41,8 @@ import math
 
 import numpy as np
 from numba import njit
+
+from realtime.dsp.blocking import pow2_at_least
 
 ORDER = 32  # all-pole model order
 PRE = 1024  # samples before a run the model is fitted on
@@ -349,7 +350,7 @@ class Declipper:
         self.delay = int(delay)
         self.max_delay = max(int(max_delay if max_delay is not None else delay), self.delay)
         self.max_run = max(self.delay - POST, 0)
-        size = 1 << int(math.ceil(math.log2(PRE + self.max_delay + max_push + POST + 16)))
+        size = pow2_at_least(PRE + self.max_delay + max_push + POST + 16)
         self.ring = np.zeros((2, size), np.float64)
         self.ist = np.zeros(2, np.int64)
         self.channels = int(channels)

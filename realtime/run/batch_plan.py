@@ -89,20 +89,27 @@ def _preset_file(name_or_path: str) -> Path:
 
 
 class _Presets:
-    """Resolves (preset, overrides) once per distinct pair; errors name the file that asked."""
+    """Loads (preset, overrides) once per distinct pair and hashes it with the run settings once
+    per distinct triple; errors name the file that asked."""
 
     def __init__(self):
-        self._cache: dict[tuple, tuple[dict, str]] = {}
+        self._loaded: dict[tuple, dict] = {}
+        self._digests: dict[tuple, str] = {}
 
-    def resolve(self, name: str, overrides: tuple[str, ...], settings: dict) -> tuple[dict, str]:
-        key = (name, overrides, tuple(sorted(settings.items())))
-        if key not in self._cache:
+    def load(self, name: str, overrides: tuple[str, ...]) -> dict:
+        key = (name, overrides)
+        if key not in self._loaded:
             from realtime.dsp.presets import apply_overrides, load_preset
 
-            preset = apply_overrides(load_preset(name), list(overrides))
-            text = json.dumps({"preset": preset, **settings}, sort_keys=True, separators=(",", ":"))
-            self._cache[key] = preset, hashlib.sha256(text.encode()).hexdigest()[:16]
-        return self._cache[key]
+            self._loaded[key] = apply_overrides(load_preset(name), list(overrides))
+        return self._loaded[key]
+
+    def digest(self, name: str, overrides: tuple[str, ...], settings: dict) -> str:
+        key = (name, overrides, tuple(sorted(settings.items())))
+        if key not in self._digests:
+            text = json.dumps({"preset": self.load(name, overrides), **settings}, sort_keys=True, separators=(",", ":"))
+            self._digests[key] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._digests[key]
 
 
 def _read_manifest(path: Path) -> list[dict]:
@@ -228,10 +235,9 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         midi_rate = options.samplerate or DEFAULT_RATE
         seconds, channels, file_rate = _header(src, kind, midi_rate)
         try:
-            preset, _ = presets.resolve(name, tuple(overrides), {"kind": kind, "blocksize": block})
+            preset = presets.load(name, tuple(overrides))
             rate = midi_rate if kind == "midi" else chain_rate(_processor_classes(preset), file_rate, options.samplerate)
-            settings = {"kind": kind, "samplerate": rate, "blocksize": block}
-            preset, digest = presets.resolve(name, tuple(overrides), settings)
+            digest = presets.digest(name, tuple(overrides), {"kind": kind, "samplerate": rate, "blocksize": block})
         except PresetError as e:
             raise PresetError(f"{origin}: {e}") from None
         tasks.append(BatchTask(str(src), str(dst), kind, preset, digest, str(_preset_file(name)),

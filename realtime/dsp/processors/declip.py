@@ -4,8 +4,8 @@ The de-limiter runs the same de-clipper (realtime/dsp/declip.py) inside its netw
 this slot brings it to any chain (a clipped recording, a clipped drum bus) at the cost of its
 look-ahead in latency. ``lookahead_ms`` sets how long a run can be filled (the look-ahead minus
 ``declip.POST`` samples); like the limiter's, it takes effect on ``prepare``/``reset``, the
-buffers being sized for the maximum. Readout: the largest filled peak
-of the block over its clip level (dB).
+buffers being sized for the maximum. Readout: the largest filled peak of the block over its clip
+level (dB).
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
+from realtime.dsp.blocking import pow2_at_least
 from realtime.dsp.processor import LookaheadLatency, Param, Processor, Readout
 from realtime.dsp.processors import register
 
@@ -123,10 +124,6 @@ def _limiter_kernel(block, values, fs, ist, delay, dq_val, dq_t, box, gain_out, 
     readings[0] = 20.0 * math.log10(max(gmin, 1e-6))  # gain reduction over the block, dB
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
 @register
 class Limiter(LookaheadLatency, Processor):
     kind = "limiter"
@@ -141,9 +138,9 @@ class Limiter(LookaheadLatency, Processor):
     def _prepare(self) -> None:
         sr = self.sample_rate
         wmax = self._size_lookahead(MAX_LOOKAHEAD_MS) + 1
-        self._delay = np.zeros((_pow2(wmax), self.channels), np.float64)
-        self._dq_val = np.zeros(_pow2(wmax + 1), np.float64)
-        self._dq_t = np.zeros(_pow2(wmax + 1), np.int64)
+        self._delay = np.zeros((pow2_at_least(wmax), self.channels), np.float64)
+        self._dq_val = np.zeros(pow2_at_least(wmax + 1), np.float64)
+        self._dq_t = np.zeros(pow2_at_least(wmax + 1), np.int64)
         self._box = np.zeros(wmax, np.float64)
         self._gain = np.zeros(max(1, self.max_block), np.float64)  # per-sample gain of last block
         self._fs = np.zeros(4, np.float64)

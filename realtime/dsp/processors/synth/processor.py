@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from realtime.dsp.blocking import pow2_at_least
 from realtime.dsp.processor import MidiQueue, Param, Processor, Readout
 from realtime.dsp.processors import register
 from realtime.dsp.processors.neural.onnx import StatefulSession
@@ -221,7 +222,7 @@ class Synth(MidiQueue, Processor):
         self._conv = np.zeros(self.hop + taps, np.float64)
         self._rng = np.zeros(1, np.uint64)
         need = 2 * self.hop + taps + self.max_block
-        self._ring = np.zeros(1 << (need - 1).bit_length(), np.float64)
+        self._ring = np.zeros(pow2_at_least(need), np.float64)
         self._noise_scale = float(np.sqrt(sr / sk.TRAIN_SR))
         self._mono = np.zeros(self.max_block, np.float64)
         self._sn = np.zeros(self.max_block, np.float64)

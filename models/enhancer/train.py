@@ -116,6 +116,10 @@ def parse(argv):
                          "data workers; the graph gets a 'pcorr' input; the shipped model since stage 13). --init from weights without "
                          "them starts with zero weights for them (the same function); --resume takes the checkpoint's "
                          "setting")
+    ap.add_argument("--features-on", choices=("auto", "workers", "trainer"), default="auto",
+                    help="where the pitch features of a batch are computed: in the data workers (Numba, per example) "
+                         "or by the trainer on its device (models/enhancer/pitch_batch.py, the same values; the whole "
+                         "batch at once). auto: the trainer on a GPU, where the workers were the bottleneck")
     ap.add_argument("--select-by", choices=("sisdr", "pesq", "pesq+dnsmos"), default="sisdr",
                     help="checkpoint selection score on the held-out selection mixtures (pesq+dnsmos: PESQ-WB + "
                          "DNSMOS OVRL, the two the benchmark's peers lead on; needs the eval extra)")
@@ -200,7 +204,8 @@ def _mix_iter(self):
     while True:
         noisy, clean = mixer.draw(rng)
         # the pitch features in the worker, beside the mixing: the trainer's core does only the network
-        feats = pitch_features_of(noisy[None], self.a.win, self.a.min_band_hz)[:, 0] if self.a.pitch_features else np.zeros(0, np.float32)
+        feats = (pitch_features_of(noisy[None], self.a.win, self.a.min_band_hz)[:, 0] if self.a.worker_features
+                 else np.zeros(0, np.float32))
         yield torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(feats)
 
 
@@ -412,6 +417,7 @@ def main(argv=None) -> int:
 
     from models.enhancer.model import (
         HOP,
+        SR,
         Enhancer,
         average_weights,
         count_params,
@@ -538,6 +544,14 @@ def main(argv=None) -> int:
         make_pools(a)
     win, syn = (torch.from_numpy(w).to(device) for w in windows(a.win))
     loss_fn = Loss(model.nfreq, a.asym, a.pause_weight, a.erb_weight, device, model.min_band_hz)
+    # pitch features: per example in the workers, or per batch here (on a GPU the workers were the bottleneck)
+    a.worker_features = a.pitch_features and (a.features_on == "workers" or (a.features_on == "auto" and device.type != "cuda"))
+    batch_pitch = None
+    if a.pitch_features and not a.worker_features:
+        from models.enhancer.pitch_batch import BatchPitch
+
+        batch_pitch = BatchPitch(SR, windows(a.win)[0], HOP, a.min_band_hz, device)
+    log(f"pitch features: {'none' if not a.pitch_features else 'in the data workers' if a.worker_features else f'by the trainer on {device.type}'}")
     loader = torch.utils.data.DataLoader(mix_stream(a, step), batch_size=a.batch, num_workers=a.workers,
                                          persistent_workers=a.workers > 0, prefetch_factor=4 if a.workers else None,
                                          pin_memory=device.type == "cuda")
@@ -565,7 +579,8 @@ def main(argv=None) -> int:
         """x [B, L] -> (S, Y, y); feats [T, B, NB_ERB] (computed here when the model takes them)."""
         S = stft(x, win)
         if a.pitch_features and feats is None:
-            feats = torch.from_numpy(pitch_features_of(x.cpu().numpy(), a.win, a.min_band_hz)).to(x.device)
+            feats = (batch_pitch(x) if batch_pitch is not None
+                     else torch.from_numpy(pitch_features_of(x.cpu().numpy(), a.win, a.min_band_hz)).to(x.device))
         extra = (feats,) if a.pitch_features else ()
         Y, *_ = model(S, *extra, *model.init_state(x.shape[0]))
         y = istft(Y, syn)
@@ -632,7 +647,7 @@ def main(argv=None) -> int:
         L = x.shape[1] // HOP * HOP
         x, s = x[:, :L], s[:, :L]
         S_clean = stft(s, win)
-        S_noisy, Y, y = run(x, feats.transpose(0, 1)[: L // HOP] if a.pitch_features else None)
+        S_noisy, Y, y = run(x, feats.transpose(0, 1)[: L // HOP] if a.worker_features else None)
         s_d = torch.nn.functional.pad(s, (HOP, 0))[:, :L]  # the framing delays by HOP
         loss, parts = loss_fn(Y, S_clean, y[:, HOP:], s_d[:, HOP:], S_noisy)
         opt.zero_grad(set_to_none=True)

@@ -110,7 +110,7 @@ class BatchPitch:
         left = torch.nn.functional.pad(cc[..., :-1], (1, 0), value=-np.inf)
         right = torch.nn.functional.pad(cc[..., 1:], (0, 1), value=-np.inf)
         good = (cc >= OCTAVE_SHARE * best) & (cc >= left) & (cc >= right)
-        j = torch.where(good.any(-1), good.to(torch.int8).argmax(-1), 0)
+        j = torch.where(good.any(-1), good.to(torch.float32).argmax(-1), 0)
         bl = lo + 2 * j
         # its odd neighbours at the quarter rate (the first of equal maxima, as the loop keeps it)
         lags = torch.arange(lo, hi + 1, device=dev)

@@ -573,18 +573,20 @@ def test_conv_front_starts_as_the_linear_network_and_streams_like_torch(tmp_path
     assert train.front_of(_export_stream_and_train_on(conv, tmp_path)[0]) == "conv"
 
 
-def test_tcn_streams_like_torch_whatever_the_call_size_and_trains_on_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("bands", [0, 12])
+def test_tcn_streams_like_torch_whatever_the_call_size_and_trains_on_from_its_checkpoint(tmp_path, bands):
     """--arch tcn: the causal dilated-convolution network (models/delimiter/tcn.py) run frame by
-    frame equals the whole excerpt at once (its per-layer histories are the whole state), the
-    exported ONNX streams like the torch net through the processor (4 knots a frame), and --init of
-    its checkpoint trains on as a TCN with its look-ahead."""
+    frame equals the whole excerpt at once (its per-layer histories, and with band levels the last
+    samples of the band analysis window, are the whole state), the exported ONNX streams like the
+    torch net through the processor (4 knots a frame), and --init of its checkpoint trains on as a
+    TCN with its look-ahead and bands."""
     torch = pytest.importorskip("torch", reason="training extra not installed")
     from models.delimiter import train
     from models.delimiter.model import HOP
     from models.delimiter.tcn import DelimiterTCN
 
     torch.manual_seed(0)
-    net = DelimiterTCN(ch=16, layers=6)
+    net = DelimiterTCN(ch=16, layers=6, bands=bands)
     with torch.no_grad():
         net.out.bias += 0.3  # a gain the threshold-0 processor applies (trained nets sit near 0 on this)
     y, _ = _limited(_hits(1.0, sr=44100), sr=44100)
@@ -600,9 +602,31 @@ def test_tcn_streams_like_torch_whatever_the_call_size_and_trains_on_from_its_ch
     assert float(whole.std()) > 1e-3  # the curve moves: the comparison means something
     state, meta = _export_stream_and_train_on(net, tmp_path)
     assert train.arch_of(state) == "tcn" and meta["lookahead"] == net.lookahead
-    assert train.model_for(state, meta).dilations == net.dilations
+    assert train.model_for(state, meta).dilations == net.dilations and train.model_for(state, meta).bands == bands
     torch.save({"model": net.state_dict(), "step": 3, "lookahead": 32}, tmp_path / "last.pt")  # a run's own
     assert train.model_for(*train.load_weights(tmp_path / "last.pt")).lookahead == 32
+
+
+def test_band_inputs_added_to_a_tcn_start_as_the_same_function():
+    """--init of a band-less TCN with --tcn-bands: the new inputs start at zero weight, so the
+    network computes what it did; the band levels are wired in (weights on them move the curve)."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+    from models.delimiter.model import HOP
+    from models.delimiter.tcn import DelimiterTCN
+
+    torch.manual_seed(1)
+    net = DelimiterTCN(ch=16, layers=6)
+    wide = train.model_for(train.add_band_inputs(net.state_dict(), 12))
+    wide.load_state_dict(train.add_band_inputs(net.state_dict(), 12))
+    assert wide.bands == 12
+    y, _ = _limited(_hits(1.0, sr=44100), sr=44100)
+    frames = torch.from_numpy(y[: len(y) // HOP * HOP]).reshape(1, -1, HOP, 2)
+    with torch.no_grad():
+        before = net(frames, *net.initial_state(1))[0]
+        assert torch.allclose(wide(frames, *wide.initial_state(1))[0], before, atol=1e-6)
+        wide.inp.weight[:, -12:] += 0.1
+        assert float((wide(frames, *wide.initial_state(1))[0] - before).abs().max()) > 1e-3
 
 
 def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):

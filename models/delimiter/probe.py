@@ -16,6 +16,10 @@ and the SI-SDR gain the best linear use of such a curve would bring, -10 log10(1
 The point (MODEL_CARD.md, "Know the ceiling"): if level features explain little of the curve and
 the future adds little to them, the causal network's shortfall is not the latency.
 
+``--bands`` adds a third view: the causal levels plus 16 bands' levels (each against its own recent
+maximum and against itself 4 / 16 / 64 frames earlier, and the quantiles of those over the bands):
+a limiter scales every band alike, so bands a drum hit does not reach show its gain on their own.
+
     python -m models.delimiter.probe --fit CKPT [CKPT ...] [--limiters zoo] [--zoo-pin lookahead_ms=5,...]
 
 ``--fit`` asks the same of trained networks instead of trees: on fresh examples (``--examples``,
@@ -71,6 +75,40 @@ def features(y: np.ndarray, sr: int, noncausal: bool = False) -> tuple[np.ndarra
     return np.stack(out, 1).astype(np.float32), c
 
 
+BAND_WIN = 1024  # samples of the short-time spectrum behind the band features (23 ms at 44.1 kHz)
+BAND_EDGES_HZ = np.geomspace(80.0, 16000.0, 17)
+BAND_LAGS = (4, 16, 64)  # frames (of FRAME samples) over which each band's level change is taken
+BAND_MEMORY_S = 0.37  # each band's level against its own maximum over this much past
+
+
+def band_features(y: np.ndarray, sr: int, centres: np.ndarray) -> np.ndarray:
+    """Per frame: the log energies of 16 bands (stereo power summed) in a BAND_WIN window ending
+    LOOKAHEAD samples after the frame (causal, as the product), each against its own recent maximum
+    and against itself BAND_LAGS frames earlier, plus the quantiles of those over the bands.
+
+    Why: a limiter's gain multiplies every band alike. A drum hit raises the bands it lives in and
+    the limiter pulls all of them down, so the bands the hit does not reach (a pad, the hi-hats, a
+    held bass note) show the gain's dip and release on their own; broadband levels mix the two."""
+    n = len(y)
+    ends = np.minimum(centres + LOOKAHEAD, n)
+    idx = ends[:, None] - BAND_WIN + np.arange(BAND_WIN)
+    win = np.hanning(BAND_WIN)
+    frames = np.where(idx[..., None] >= 0, y[np.clip(idx, 0, n - 1)], 0.0)  # [F, W, 2]
+    P = (np.abs(np.fft.rfft(frames * win[None, :, None], axis=1)) ** 2).sum(-1)  # [F, bins]
+    hz = np.fft.rfftfreq(BAND_WIN, 1 / sr)
+    E = np.stack([P[:, (hz >= lo) & (hz < hi)].sum(1) for lo, hi in zip(BAND_EDGES_HZ[:-1], BAND_EDGES_HZ[1:])], 1)
+    L = np.log(E + 1e-12)
+    mem = max(1, int(BAND_MEMORY_S * sr / FRAME))
+    rel = L - np.stack([running_max(L[:, b] - L.min(), mem, 0) + L.min() for b in range(L.shape[1])], 1)
+    parts = [rel]
+    for lag in BAND_LAGS:
+        parts.append(L - np.concatenate([np.repeat(L[:1], lag, 0), L[:-lag]]))
+    out = list(parts)
+    for part in parts:
+        out.append(np.quantile(part, [0.1, 0.25, 0.5, 0.75, 0.9], axis=1).T)
+    return np.concatenate(out, 1).astype(np.float32)
+
+
 def frame_log_gain(g: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Per-sample log gain (NaN where unknown) -> mean per frame (NaN where none is known)."""
     gg = g[: len(centres) * FRAME].reshape(-1, FRAME)
@@ -78,12 +116,14 @@ def frame_log_gain(g: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.where(ok.any(1), np.where(ok, gg, 0.0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
 
 
-def collect(n_examples: int, seed: int, seconds: float = 3.0, kinds: dict | None = None) -> dict:
+def collect(n_examples: int, seed: int, seconds: float = 3.0, kinds: dict | None = None, bands: bool = False) -> dict:
     index = recipe.load_index(recipe.DEFAULT_OUT)
     kinds = kinds or limiters.training_kinds()
     ex = recipe.Examples(index["train"], int(seconds * recipe.SR), kinds, limiters.TRAIN_SHARES)
     rng = np.random.default_rng(seed)
     rows = {"causal": [], "noncausal": [], "target": [], "kind": [], "example": []}
+    if bands:
+        rows["causal+bands"] = []
     for i in range(n_examples):
         y, _, g, info = ex.next(rng)
         if info["limiter"] == "none":
@@ -94,10 +134,12 @@ def collect(n_examples: int, seed: int, seconds: float = 3.0, kinds: dict | None
         ok = np.isfinite(t)
         rows["causal"].append(fc[ok])
         rows["noncausal"].append(fn[ok])
+        if bands:
+            rows["causal+bands"].append(np.concatenate([fc, band_features(y, info["sr"], c)], 1)[ok])
         rows["target"].append(t[ok])
         rows["kind"] += [info["limiter"]] * int(ok.sum())
         rows["example"] += [i] * int(ok.sum())
-    return {k: np.concatenate(v) if k in ("causal", "noncausal", "target") else np.array(v) for k, v in rows.items()}
+    return {k: np.array(v) if k in ("kind", "example") else np.concatenate(v) for k, v in rows.items()}
 
 
 def within_corr(pred: np.ndarray, true: np.ndarray, example: np.ndarray) -> tuple[float, int]:
@@ -116,7 +158,7 @@ def probe(d: dict) -> list[dict]:
     ex = d["example"]
     train = ex < np.quantile(np.unique(ex), 0.8)
     out = []
-    for view in ("causal", "noncausal"):
+    for view in [v for v in d if v not in ("target", "kind", "example")]:
         X = d[view]
         model = HistGradientBoostingRegressor(max_iter=200, max_leaf_nodes=63, random_state=0)
         model.fit(X[train][::2], d["target"][train][::2])
@@ -184,6 +226,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limiters", default="", help="training implementations to use (comma-separated; all by default)")
     ap.add_argument("--zoo-pin", type=limiters.parse_zoo_pin, default={},
                     help="pin the zoo limiter's settings (as train's)")
+    ap.add_argument("--bands", action="store_true",
+                    help="trees: a third view, the causal levels plus 16 bands' levels and level changes (band_features)")
     a = ap.parse_args(argv)
     if not (recipe.DEFAULT_OUT / "DONE").exists():
         raise SystemExit("no training data: run `python -m models.delimiter.data` first")
@@ -191,7 +235,7 @@ def main(argv=None) -> int:
     if a.fit:
         rows = fit(a.fit, a.examples or 60, 999 if a.seed is None else a.seed, kinds)
     else:
-        rows = probe(collect(a.examples or 900, 5 if a.seed is None else a.seed, kinds=kinds))
+        rows = probe(collect(a.examples or 900, 5 if a.seed is None else a.seed, kinds=kinds, bands=a.bands))
     for row in rows:
         print(json.dumps(row), flush=True)
     return 0

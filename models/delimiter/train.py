@@ -283,8 +283,16 @@ def model_for(state: dict, meta: dict | None = None):
     width; TCN: from the checkpoint's meta)."""
     if arch_of(state) == "tcn":
         return build("tcn", int((meta or {}).get("lookahead", LOOKAHEAD_FRAMES)), ch=state["inp.weight"].shape[0],
-                     layers=sum(1 for k in state if k.startswith("convs.") and k.endswith(".weight")))
+                     layers=sum(1 for k in state if k.startswith("convs.") and k.endswith(".weight")),
+                     bands=state["inp.weight"].shape[1] - tcn.N_FEAT)
     return build("gru", state["mix.0.weight"].shape[1] // EMB - 1, front_of(state))
+
+
+def add_band_inputs(state: dict, bands: int) -> dict:
+    """A band-less TCN's weights with ``bands`` band-level inputs added at zero weight: the network
+    starts as the same function and learns what the bands add."""
+    w = state["inp.weight"]
+    return {**state, "inp.weight": torch.cat([w, w.new_zeros(w.shape[0], bands, *w.shape[2:])], 1)}
 
 
 def front_of(state: dict) -> str:
@@ -343,10 +351,13 @@ def train(a) -> dict:
         model = model_for(st["model"], {"lookahead": st.get("lookahead", a.lookahead)})
     elif init is not None and arch_of(init) == "tcn":  # its look-ahead only shifts the target: any value fits
         model = model_for(init, {"lookahead": a.lookahead})
+        if a.tcn_bands and not model.bands:
+            init = add_band_inputs(init, a.tcn_bands)
+            model = model_for(init, {"lookahead": a.lookahead})
     elif init is not None:  # conv weights need the conv front; linear ones fit either
         model = build("gru", a.lookahead, "conv" if front_of(init) == "conv" else a.front)
     else:
-        model = build(a.arch, a.lookahead, a.front)
+        model = build(a.arch, a.lookahead, a.front, **({"bands": a.tcn_bands} if a.arch == "tcn" else {}))
     if st is not None:
         model.load_state_dict(st["model"])
         step, best, log, seen_s = st["step"], st["best"], st["log"], st.get("seen_s", 0.0)
@@ -470,6 +481,9 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", choices=("gru", "tcn"), default="gru",
                     help="the network: GRU over 128-sample frames (model.py) or causal dilated convolutions "
                          "over 32-sample block envelopes (tcn.py); --init and --resume keep their checkpoint's")
+    ap.add_argument("--tcn-bands", type=int, default=0, metavar="N",
+                    help="TCN: also feed the levels of N bands (150 Hz-16 kHz) per block (tcn.band_levels); --init "
+                         "of a TCN without them starts them at zero weight")
     ap.add_argument("--front", choices=("linear", "conv"), default="linear",
                     help="frame front end: the linear embedding alone, or with a small conv detector "
                          "(--init of a linear checkpoint starts it as the same function)")

@@ -99,8 +99,9 @@ class BatchPitch:
         m_end = (fresh + 1) * self.nd - 1 + hi + pwd  # index in d of each fresh frame's newest sample
         # normalised correlation of the last pwd decimated samples with every lag lo..hi
         c = torch.empty(B, Tf, hi - lo + 1, dtype=torch.float64, device=dev)
-        for s in range(0, Tf, max(1, ROWS_PER_CHUNK // max(1, B))):
-            sl = slice(s, s + max(1, ROWS_PER_CHUNK // max(1, B)))
+        step = max(1, ROWS_PER_CHUNK // max(1, B))  # frames per chunk, to bound the memory
+        for s in range(0, Tf, step):
+            sl = slice(s, s + step)
             w = _gather(d, (m_end[sl] - pwd + 1 - hi).expand(B, -1), pwd + hi)  # [B, tf, pwd + hi]
             segs = w.unfold(-1, pwd, 1).flip(-2)[..., lo:, :]  # span k of w is lag hi - k: flipped, lag lo + j at j
             c[:, sl] = _ncorr(w[..., hi:], segs)

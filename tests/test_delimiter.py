@@ -607,7 +607,7 @@ def test_tcn_streams_like_torch_whatever_the_call_size_and_trains_on_from_its_ch
     assert train.model_for(*train.load_weights(tmp_path / "last.pt")).lookahead == 32
 
 
-def test_band_inputs_added_to_a_tcn_start_as_the_same_function():
+def test_band_inputs_added_to_a_tcn_start_as_the_same_function(tmp_path):
     """--init of a band-less TCN with --tcn-bands: the new inputs start at zero weight, so the
     network computes what it did; the band levels are wired in (weights on them move the curve)."""
     torch = pytest.importorskip("torch", reason="training extra not installed")
@@ -627,6 +627,9 @@ def test_band_inputs_added_to_a_tcn_start_as_the_same_function():
         assert torch.allclose(wide(frames, *wide.initial_state(1))[0], before, atol=1e-6)
         wide.inp.weight[:, -12:] += 0.1
         assert float((wide(frames, *wide.initial_state(1))[0] - before).abs().max()) > 1e-3
+    with pytest.raises(SystemExit) as e:  # the GRU has no band inputs: one line, nothing built
+        train.main(["--tcn-bands", "12", "--ckpt", str(tmp_path / "run")])
+    assert "--tcn-bands" in str(e.value) and "\n" not in str(e.value) and not (tmp_path / "run").exists()
 
 
 def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):

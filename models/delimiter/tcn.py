@@ -11,7 +11,8 @@ Same contract as ``model.Delimiter`` (the processor and the trainer do not tell 
 ``forward(frames [B,T,HOP,2], *states) -> (knots [B,T,KNOTS], *states')``, the knots being the
 log inverse gain at the end of each BLOCK of the frame ``lookahead`` hops earlier (the output at
 block b is trained on block b - lookahead*HOP/BLOCK). Streaming state is explicit: each layer's
-last 2*dilation input columns (``hist{i}``) and the linked block peaks of the last CEIL_BLOCKS
+last 2*dilation input columns (``hist{i}``), with band levels (``bands`` > 0) the last
+BAND_WIN - BLOCK input samples (``wav_hist``), and the linked block peaks of the last CEIL_BLOCKS
 blocks (``pk_hist``, the ceiling estimate).
 """
 from __future__ import annotations
@@ -36,7 +37,8 @@ BAND_LO_HZ, BAND_HI_HZ, BAND_RATE = 150.0, 16000.0, 44100.0
 def band_matrices(bands: int) -> tuple[np.ndarray, np.ndarray]:
     """(windowed DFT [BAND_WIN, 2F] as cos | sin columns, band pooling [F, bands]): each band the
     bins between geometric edges from BAND_LO_HZ to BAND_HI_HZ (at 44.1 kHz; at 48 kHz the same bins,
-    9 % higher), at least one bin each."""
+    9 % higher), each edge at least one bin above the last, so no two bands share a bin (the low
+    ones are a bin wide), and never bin 0 (DC)."""
     n = np.arange(BAND_WIN)
     F = BAND_WIN // 2 + 1
     w = np.hanning(BAND_WIN + 1)[:BAND_WIN]
@@ -44,13 +46,15 @@ def band_matrices(bands: int) -> tuple[np.ndarray, np.ndarray]:
     ang = 2 * np.pi * np.outer(n, k) / BAND_WIN
     dft = np.concatenate([w[:, None] * np.cos(ang), w[:, None] * np.sin(ang)], 1)
     hz = k * BAND_RATE / BAND_WIN
-    edges = np.geomspace(BAND_LO_HZ, BAND_HI_HZ, bands + 1)
+    edges = np.ceil(np.geomspace(BAND_LO_HZ, BAND_HI_HZ, bands + 1) / hz[1]).astype(int)
+    edges[0] = max(edges[0], 1)
+    for b in range(1, bands + 1):
+        edges[b] = max(edges[b], edges[b - 1] + 1)
+    if edges[-1] > F:
+        raise ValueError(f"{bands} bands do not fit {F - 1} bins")
     pool = np.zeros((F, bands))
     for b in range(bands):
-        sel = (hz >= edges[b]) & (hz < edges[b + 1])
-        if not sel.any():
-            sel = k == int(np.argmin(np.abs(hz - np.sqrt(edges[b] * edges[b + 1]))))
-        pool[sel, b] = 1.0
+        pool[edges[b]: edges[b + 1], b] = 1.0
     return dft.astype(np.float32), pool.astype(np.float32)
 
 

@@ -347,6 +347,11 @@ def train(a) -> dict:
     elif a.init is not None:
         init = load_weights(a.init)[0]
     # on the CPU until its weights are in
+    if a.tcn_bands and st is None and (arch_of(init) != "tcn" if init is not None else a.arch != "tcn"):
+        raise SystemExit("--tcn-bands: band levels are inputs of the TCN (--arch tcn, or --init of TCN weights)")
+    if a.tcn_bands and init is not None and st is None and arch_of(init) == "tcn" \
+            and init["inp.weight"].shape[1] - tcn.N_FEAT not in (0, a.tcn_bands):
+        raise SystemExit(f"--tcn-bands {a.tcn_bands}: {a.init} has {init['inp.weight'].shape[1] - tcn.N_FEAT} bands already")
     if st is not None:  # a resumed run keeps its own network, whatever the command line says
         model = model_for(st["model"], {"lookahead": st.get("lookahead", a.lookahead)})
     elif init is not None and arch_of(init) == "tcn":  # its look-ahead only shifts the target: any value fits
@@ -503,6 +508,8 @@ def main(argv=None) -> int:
         print(f"exported {a.init} -> {a.out}", flush=True)
         return 0
     limiters.training_kinds(a.limiters)  # unknown --limiters names fail here, not in a loader worker
+    if a.tcn_bands and a.init is None and a.arch != "tcn" and not a.resume:  # before any data is built
+        raise SystemExit("--tcn-bands: band levels are inputs of the TCN (--arch tcn, or --init of TCN weights)")
     if a.smoke:
         a.ckpt = a.ckpt or ROOT / "checkpoints" / "delimiter-smoke"
         a.data = a.ckpt / "data"

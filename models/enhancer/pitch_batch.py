@@ -67,6 +67,8 @@ class BatchPitch:
         x = x.to(self.device, torch.float64)
         B = x.shape[0]
         T = x.shape[1] // hop
+        if T == 0:  # shorter than a hop: no frame, as pitch_features
+            return torch.zeros(0, B, self.bands.shape[1], dtype=torch.float32, device=self.device)
         # xp as pitch_features frames it (N - hop zeros first), then Z more zeros before it
         xz = torch.nn.functional.pad(x[:, : T * hop], (Z + N - hop, 0))
         t = torch.arange(T, device=x.device)

@@ -550,6 +550,8 @@ def main(argv=None) -> int:
     if a.pitch_features and not a.worker_features:
         from models.enhancer.pitch_batch import BatchPitch
 
+        if device.type == "mps":  # the search runs in float64, which MPS lacks
+            raise SystemExit("--features-on trainer: not on mps (no float64); use --features-on workers")
         batch_pitch = BatchPitch(SR, windows(a.win)[0], HOP, a.min_band_hz, device)
     log(f"pitch features: {'none' if not a.pitch_features else 'in the data workers' if a.worker_features else f'by the trainer on {device.type}'}")
     loader = torch.utils.data.DataLoader(mix_stream(a, step), batch_size=a.batch, num_workers=a.workers,

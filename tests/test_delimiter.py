@@ -630,6 +630,10 @@ def test_band_inputs_added_to_a_tcn_start_as_the_same_function(tmp_path):
     with pytest.raises(SystemExit) as e:  # the GRU has no band inputs: one line, nothing built
         train.main(["--tcn-bands", "12", "--ckpt", str(tmp_path / "run")])
     assert "--tcn-bands" in str(e.value) and "\n" not in str(e.value) and not (tmp_path / "run").exists()
+    train.save_small(DelimiterTCN(ch=8, layers=3, bands=8), tmp_path / "b8.pt", {"step": 1})
+    with pytest.raises(SystemExit) as e:  # other bands than the weights have: refused, not reshaped
+        train.main(["--smoke", "--tcn-bands", "12", "--init", str(tmp_path / "b8.pt"), "--ckpt", str(tmp_path / "b")])
+    assert "8 bands already" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_trainer_refuses_a_broken_checkpoint_in_one_line(tmp_path):

@@ -284,8 +284,13 @@ def model_for(state: dict, meta: dict | None = None):
     if arch_of(state) == "tcn":
         return build("tcn", int((meta or {}).get("lookahead", LOOKAHEAD_FRAMES)), ch=state["inp.weight"].shape[0],
                      layers=sum(1 for k in state if k.startswith("convs.") and k.endswith(".weight")),
-                     bands=state["inp.weight"].shape[1] - tcn.N_FEAT)
+                     bands=bands_of(state))
     return build("gru", state["mix.0.weight"].shape[1] // EMB - 1, front_of(state))
+
+
+def bands_of(state: dict) -> int:
+    """A TCN's band-level inputs: what its input layer takes beyond the block levels."""
+    return state["inp.weight"].shape[1] - tcn.N_FEAT
 
 
 def add_band_inputs(state: dict, bands: int) -> dict:
@@ -347,18 +352,16 @@ def train(a) -> dict:
     elif a.init is not None:
         init = load_weights(a.init)[0]
     # on the CPU until its weights are in
-    if a.tcn_bands and st is None and (arch_of(init) != "tcn" if init is not None else a.arch != "tcn"):
-        raise SystemExit("--tcn-bands: band levels are inputs of the TCN (--arch tcn, or --init of TCN weights)")
-    if a.tcn_bands and init is not None and st is None and arch_of(init) == "tcn" \
-            and init["inp.weight"].shape[1] - tcn.N_FEAT not in (0, a.tcn_bands):
-        raise SystemExit(f"--tcn-bands {a.tcn_bands}: {a.init} has {init['inp.weight'].shape[1] - tcn.N_FEAT} bands already")
+    if a.tcn_bands and st is None and init is not None:  # without --init, main() checked --arch
+        if arch_of(init) != "tcn":
+            raise SystemExit("--tcn-bands: band levels are inputs of the TCN (--arch tcn, or --init of TCN weights)")
+        if bands_of(init) not in (0, a.tcn_bands):
+            raise SystemExit(f"--tcn-bands {a.tcn_bands}: {a.init} has {bands_of(init)} bands already")
+        init = add_band_inputs(init, a.tcn_bands) if not bands_of(init) else init
     if st is not None:  # a resumed run keeps its own network, whatever the command line says
         model = model_for(st["model"], {"lookahead": st.get("lookahead", a.lookahead)})
     elif init is not None and arch_of(init) == "tcn":  # its look-ahead only shifts the target: any value fits
         model = model_for(init, {"lookahead": a.lookahead})
-        if a.tcn_bands and not model.bands:
-            init = add_band_inputs(init, a.tcn_bands)
-            model = model_for(init, {"lookahead": a.lookahead})
     elif init is not None:  # conv weights need the conv front; linear ones fit either
         model = build("gru", a.lookahead, "conv" if front_of(init) == "conv" else a.front)
     else:

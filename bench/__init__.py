@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "enhancer": ("bench.enhancer", "held-out sources: noisy vs our enhancer vs RNNoise vs DeepFilterNet3 (PESQ, STOI, SI-SDR, DNSMOS)"),
     "delimiter": ("bench.delimiter", "held-out music, unseen LV2 limiters, -6..-11 LUFS: SI-SDR gain vs oracle rows, RTF"),
     "batch": ("bench.batch", "batch throughput (audio s per wall s): voice, delimit, synth; 1 and 2 workers"),
+    "loader": ("bench.loader", "enhancer training data: ms per example mixing and pitch search (workers vs trainer)"),
 }
 """Benchmark name -> (module that runs it, one line saying what it measures). The module has
 ``main(argv) -> int``; the names are those ``python main.py bench NAME`` takes."""

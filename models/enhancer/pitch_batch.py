@@ -1,11 +1,13 @@
 """The enhancer's pitch features for a whole training batch at once, in torch (on the GPU when the
 trainer runs there).
 
-Why: computed per example in the loader's workers (``realtime.dsp.pitch.pitch_features``, Numba,
-one frame after another) they cost ~18 ms of CPU per 1.5 s example, more than the mixing itself,
-and on the first GPU run the trainer waited for its loader 65-80 % of the time. Every frame's
-period search reads only the signal (the streaming filter's history is the signal's past), so the
-frames can be searched side by side.
+Why: on the first GPU run the trainer waited for its loader 65-80 % of the time. Computed per
+example in the loader's workers (``realtime.dsp.pitch.pitch_features``, Numba, one frame after
+another) the features cost a worker ~4 ms of CPU per 1.5 s example beside ~9 ms of mixing
+(``python main.py bench loader``), a third of its work. Every frame's period search reads only the
+signal (the streaming filter's history is the signal's past), so the frames can be searched side
+by side on the GPU. On a CPU this is far slower than Numba (~90 ms an example): there the workers
+keep the search.
 
 What: the same values as ``pitch_features`` (same PitchFilter parameters, same rules: coarse
 search on every second lag of the quarter-rate copy, the shortest good peak, its odd neighbours,

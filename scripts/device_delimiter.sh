@@ -8,7 +8,7 @@
 #                                                          limiters) and the music pack
 #                                                          (pack/delimiter/partN, ~44 MiB, ~64 min each)
 #   scripts/device_delimiter.sh train [MINUTES [FLAGS...]] there: unpack what was carried, train from
-#                                                          the committed TCN weights on CUDA, kept
+#                                                          the committed curriculum weights on CUDA, kept
 #                                                          weights and the log to $OUT
 #
 # One call carrying `.whl` (command `true`), then one per part (carry `pack/delimiter/partN`),
@@ -34,8 +34,9 @@ elif [ "$mode" = train ]; then
     data="${DATA:-data/delimiter-pack}" device="${DEVICE:-cuda}" workers="${WORKERS:-14}"  # overridable for a dry run
     device_setup delimiter "soundfile, soxr, pedalboard, av"
     # no selection set there: --keep-all keeps the weights every --val-every steps, selected here
-    python3 -m models.delimiter.train --data "$data" --device "$device" --init models/delimiter/tcn_checkpoint.pt \
-        --ckpt /tmp/delimiter-gpu --out /tmp/delimiter-gpu/delimiter.onnx --gain-loss offset --keep-all \
+    # from the curriculum's last stage (model card, "A curriculum"), with its loss
+    python3 -m models.delimiter.train --data "$data" --device "$device" --init models/delimiter/curriculum_checkpoint.pt \
+        --ckpt /tmp/delimiter-gpu --out /tmp/delimiter-gpu/delimiter.onnx --gain-loss shape --keep-all \
         --workers "$workers" --threads 2 --batch 64 --lr 5e-4 --val-every 500 --steps 20000 \
         --minutes "$minutes" --seed 100 "$@" 2>&1 | grep -v "TracerWarning\|UserWarning" > "$out/train.log" || true
     tail -3 "$out/train.log"

@@ -496,6 +496,18 @@ def test_probe_features_see_no_further_than_the_products_lookahead():
     assert not np.array_equal(n0[before], n1[before])
 
 
+def test_probe_selection_refuses_what_it_cannot_honour():
+    """--selection scores networks on the selection set's own music and limiters: without --fit, or
+    with training limiters named, it says so in one line before touching any data."""
+    from models.delimiter import probe
+
+    for argv in (["--selection"], ["--fit", "x.pt", "--selection", "--limiters", "zoo"],
+                 ["--fit", "x.pt", "--selection", "--zoo-pin", "release_ms=50"]):
+        with pytest.raises(SystemExit) as e:
+            probe.main(argv)
+        assert "--selection" in str(e.value) and "\n" not in str(e.value)
+
+
 def _assert_onnx_streams_like(net, onnx_path):
     """The processor streaming ``onnx_path`` (256-sample blocks, threshold 0) gives what the torch
     network's gain does to the same limited hits, less the export's level offset."""
@@ -530,10 +542,10 @@ def _export_stream_and_train_on(net, tmp_path):
     return train.load_weights(tmp_path / "on" / "checkpoint.pt")
 
 
-@pytest.mark.parametrize("name", ["checkpoint.pt", "tcn_checkpoint.pt"])
+@pytest.mark.parametrize("name", ["checkpoint.pt", "tcn_checkpoint.pt", "curriculum_checkpoint.pt"])
 def test_committed_checkpoint_exports_and_streams_like_torch(tmp_path, name):
     """`train delimiter --export-only --init models/delimiter/<name> --out F`: the committed weights
-    (the shipped GRU's; the convolutional run's, to continue from) become an ONNX file the processor
+    (the shipped GRU's; the convolutional runs', to continue from) become an ONNX file the processor
     streams; its output equals the torch network's."""
     pytest.importorskip("torch", reason="training extra not installed")
     from models.delimiter import train
@@ -661,7 +673,13 @@ def test_zoo_pin_fixes_the_limiters_setting_and_refuses_unknown_keys():
     settings = [fn(x, 44100, np.random.default_rng(s))[1] for s in range(4)]
     assert all({k: st[k] for k in pin} == pin for st in settings)
     assert len({st["ceiling_db"] for st in settings}) == 4  # what is not pinned still varies
-    for bad in ("lookahead=5", "shape=", "release_ms=fast"):
+    ranged = limiters.parse_zoo_pin("release_ms=20:500,lookahead_ms=2:8,link=1")  # a later stage: ranges
+    assert ranged == {"release_ms": (20.0, 500.0), "lookahead_ms": (2.0, 8.0), "link": True}
+    fn = limiters.training_kinds("zoo", ranged)["zoo"]
+    settings = [fn(x, 44100, np.random.default_rng(s))[1] for s in range(6)]
+    assert all(20.0 <= st["release_ms"] <= 500.0 and 2.0 <= st["lookahead_ms"] <= 8.0 and st["link"] for st in settings)
+    assert len({st["release_ms"] for st in settings}) == 6  # drawn per example within the range
+    for bad in ("lookahead=5", "shape=", "release_ms=fast", "release_ms=500:20", "release_ms=0:20", "shape=0:2"):
         with pytest.raises(SystemExit) as e:
             limiters.parse_zoo_pin(bad)
         assert "--zoo-pin" in str(e.value) and "\n" not in str(e.value)

@@ -147,7 +147,7 @@ def zoo(x: np.ndarray, sr: int, rng, **over):
          "shape": int(rng.integers(0, 3)), "release_ms": float(math.exp(rng.uniform(math.log(5.0), math.log(1000.0)))),
          "auto_release": bool(rng.random() < 0.35), "knee_db": float(rng.choice([0.0, rng.uniform(0.5, 6.0)])),
          "link": bool(rng.random() < 0.8), "truepeak": bool(rng.random() < 0.3), "soft_clip": bool(rng.random() < 0.3)}
-    s.update(over)
+    s.update({k: _draw(rng, k, v) if isinstance(v, tuple) else v for k, v in over.items()})
     la = int(round(s["lookahead_ms"] * 1e-3 * sr))
     rel2 = s["release_ms"] * float(rng.uniform(3.0, 10.0)) if s["auto_release"] else 0.0
     xx = np.ascontiguousarray(x, np.float64)
@@ -324,13 +324,23 @@ TRAIN_SHARES = {"zoo": 0.3, "pedalboard": 0.12, "alimiter": 0.15, "lsp": 0.18, "
 VAL_KINDS = {"calf": calf, "zam": zam}
 
 
+LOG_DRAWN = ("release_ms",)  # drawn log-uniformly within a pinned range, as the zoo's own draw
+
+
+def _draw(rng, key: str, lo_hi: tuple) -> float:
+    """A value of ``key`` within a pinned range (``parse_zoo_pin``'s LO:HI)."""
+    lo, hi = lo_hi
+    return _log_uniform(rng, lo, hi) if key in LOG_DRAWN else float(rng.uniform(lo, hi))
+
+
 ZOO_SETTINGS = {"ceiling_db": float, "lookahead_ms": float, "shape": int, "release_ms": float, "auto_release": bool,
                 "knee_db": float, "link": bool, "truepeak": bool, "soft_clip": bool}
 
 
 def parse_zoo_pin(text: str) -> dict:
-    """"lookahead_ms=5,release_ms=100" -> {"lookahead_ms": 5.0, "release_ms": 100.0} (a curriculum's
-    first stage: one limiter setting, so the network can learn its curve before the variety)."""
+    """"lookahead_ms=5,release_ms=20:500" -> {"lookahead_ms": 5.0, "release_ms": (20.0, 500.0)}: a
+    curriculum's stages, one limiter setting first so the network can learn its curve, then ranges
+    (LO:HI, a float setting drawn per example; release log-uniformly) widening towards the variety."""
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
         key, _, val = item.partition("=")
@@ -338,9 +348,16 @@ def parse_zoo_pin(text: str) -> dict:
             raise SystemExit(f"--zoo-pin: {item!r} is not KEY=VALUE with KEY one of {', '.join(ZOO_SETTINGS)}")
         kind = ZOO_SETTINGS[key]
         try:
-            out[key] = val.lower() in ("1", "true", "yes", "on") if kind is bool else kind(val)
+            if ":" in val:
+                lo, hi = (float(v) for v in val.split(":"))
+                if kind is not float or not lo < hi or (key in LOG_DRAWN and lo <= 0):
+                    raise SystemExit(f"--zoo-pin: {key}={val} is not a range LO:HI with LO < HI "
+                                     f"(ranges for {', '.join(k for k, t in ZOO_SETTINGS.items() if t is float)})")
+                out[key] = (lo, hi)
+            else:
+                out[key] = val.lower() in ("1", "true", "yes", "on") if kind is bool else kind(val)
         except ValueError:
-            raise SystemExit(f"--zoo-pin: {key} needs a number, not {val!r}") from None
+            raise SystemExit(f"--zoo-pin: {key} needs a number or LO:HI, not {val!r}") from None
     return out
 
 

@@ -21,6 +21,7 @@ maximum and against itself 4 / 16 / 64 frames earlier, and the quantiles of thos
 a limiter scales every band alike, so bands a drum hit does not reach show its gain on their own.
 
     python -m models.delimiter.probe --fit CKPT [CKPT ...] [--limiters zoo] [--zoo-pin lookahead_ms=5,...]
+    python -m models.delimiter.probe --fit CKPT [CKPT ...] --selection   # unseen music x unseen limiters
 
 ``--fit`` asks the same of trained networks instead of trees: on fresh examples (``--examples``,
 limited ones only, seed 999 unless told) the curve's error about its own mean next to a constant's
@@ -171,8 +172,9 @@ def probe(d: dict) -> list[dict]:
     return out
 
 
-def fit(paths: list, n_examples: int, seed: int, kinds: dict, frames: int = 384) -> list[dict]:
-    """How trained networks follow the gain curve on fresh limited examples (module docstring)."""
+def fit(paths: list, n_examples: int, seed: int, kinds: dict, frames: int = 384, selection: bool = False) -> list[dict]:
+    """How trained networks follow the gain curve on fresh limited examples (module docstring);
+    ``selection``: the selection set's music and limiters instead of the training ones."""
     import torch
 
     from models.delimiter.model import HOP
@@ -180,13 +182,15 @@ def fit(paths: list, n_examples: int, seed: int, kinds: dict, frames: int = 384)
 
     torch.set_num_threads(1)
     index = recipe.load_index(recipe.DEFAULT_OUT)
-    ex = recipe.Examples(index["train"], frames * HOP, kinds, limiters.TRAIN_SHARES)
+    tracks, shares = (index["val"], dict.fromkeys(kinds, 1.0)) if selection else (index["train"], limiters.TRAIN_SHARES)
+    ex = recipe.Examples(tracks, frames * HOP, kinds, shares)
     rng = np.random.default_rng(seed)
-    examples = []
+    examples, names = [], []
     while len(examples) < n_examples:
         y, ref, g, info = ex.next(rng)
         if info["limiter"] != "none":
             examples.append((y, ref, g))
+            names.append(info["limiter"])
     const = [float(np.abs(t - t.mean()).mean()) for t in (-g[np.isfinite(g)] for _, _, g in examples)]
     sisdr_in = [si_sdr(y, ref) for y, ref, _ in examples]
     rows = [{"model": "constant", "about_mean_l1": round(float(np.mean(const)), 4),
@@ -210,10 +214,20 @@ def fit(paths: list, n_examples: int, seed: int, kinds: dict, frames: int = 384)
             pred.append(frame_log_gain(a, c)[keep])
             true.append(t[keep])
             exid.append(np.full(int(keep.sum()), i))
-        r, _ = within_corr(np.concatenate(pred), np.concatenate(true), np.concatenate(exid))
-        rows.append({"model": str(path), "about_mean_l1": round(float(np.mean(l1)), 4), "within_corr": round(r, 3),
-                     "sisdr_gain_median_db": round(float(np.median(gains)), 2),
-                     "sisdr_gain_mean_db": round(float(np.mean(gains)), 2)})
+        pred, true, exid = np.concatenate(pred), np.concatenate(true), np.concatenate(exid)
+        r, _ = within_corr(pred, true, exid)
+        row = {"model": str(path), "about_mean_l1": round(float(np.mean(l1)), 4), "within_corr": round(r, 3),
+               "sisdr_gain_median_db": round(float(np.median(gains)), 2),
+               "sisdr_gain_mean_db": round(float(np.mean(gains)), 2)}
+        if len(set(names)) > 1:  # which implementation the figures come from
+            row["by_limiter"] = {}
+            for k in sorted(set(names)):
+                ids = [i for i, n in enumerate(names) if n == k]
+                s = np.isin(exid, ids)
+                row["by_limiter"][k] = {"examples": len(ids), "within_corr": round(within_corr(pred[s], true[s], exid[s])[0], 3),
+                                        "sisdr_in_median": round(float(np.median([sisdr_in[i] for i in ids])), 2),
+                                        "sisdr_gain_median_db": round(float(np.median([gains[i] for i in ids])), 2)}
+        rows.append(row)
     return rows
 
 
@@ -226,14 +240,23 @@ def main(argv=None) -> int:
     ap.add_argument("--limiters", default="", help="training implementations to use (comma-separated; all by default)")
     ap.add_argument("--zoo-pin", type=limiters.parse_zoo_pin, default={},
                     help="pin the zoo limiter's settings (as train's)")
+    ap.add_argument("--selection", action="store_true",
+                    help="--fit: on the selection set's music and limiters (VAL_PACKAGES x VAL_KINDS, never trained "
+                         "on), fresh excerpts and settings")
     ap.add_argument("--bands", action="store_true",
                     help="trees: a third view, the causal levels plus 16 bands' levels and level changes (band_features)")
     a = ap.parse_args(argv)
+    if a.selection and not a.fit:
+        raise SystemExit("--selection scores trained networks: give --fit CKPT")
+    if a.selection and (a.limiters or a.zoo_pin):
+        raise SystemExit("--selection uses the selection set's limiters: drop --limiters/--zoo-pin")
     if not (recipe.DEFAULT_OUT / "DONE").exists():
         raise SystemExit("no training data: run `python -m models.delimiter.data` first")
-    kinds = limiters.training_kinds(a.limiters, a.zoo_pin)
+    kinds = limiters.available(limiters.VAL_KINDS) if a.selection else limiters.training_kinds(a.limiters, a.zoo_pin)
+    if a.selection and not kinds:
+        raise SystemExit("--selection: the Calf and zam LV2 limiters are not installed")
     if a.fit:
-        rows = fit(a.fit, a.examples or 60, 999 if a.seed is None else a.seed, kinds)
+        rows = fit(a.fit, a.examples or 60, 999 if a.seed is None else a.seed, kinds, selection=a.selection)
     else:
         rows = probe(collect(a.examples or 900, 5 if a.seed is None else a.seed, kinds=kinds, bands=a.bands))
     for row in rows:

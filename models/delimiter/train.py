@@ -479,7 +479,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limiters", default="", help="train on these of %s only (a curriculum's first stage)"
                     % ",".join(limiters.TRAIN_KINDS))
     ap.add_argument("--zoo-pin", type=limiters.parse_zoo_pin, default={},
-                    help="pin settings of the zoo limiter, e.g. lookahead_ms=5,shape=0,release_ms=100 (keys: %s)"
+                    help="pin settings of the zoo limiter, or a float one to a range LO:HI, e.g. "
+                         "lookahead_ms=5,shape=0,release_ms=20:500 (keys: %s)"
                     % ",".join(limiters.ZOO_SETTINGS))
     ap.add_argument("--target-lufs", type=lufs_range, default=recipe.TARGET_LUFS, metavar="LO,HI",
                     help="loudness range the examples are driven towards (default %g,%g; a lower LO "

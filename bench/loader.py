@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     import torch
 
     from models.enhancer.data import Mixer, Pool, synthetic_pools
-    from models.enhancer.model import HOP, SR, windows
+    from models.enhancer.model import HOP, SR, WIN, windows
     from models.enhancer.pitch_batch import BatchPitch
     from models.enhancer.train import DEFAULT_DATA, pitch_features_of
     from realtime.dsp.erb import MIN_BAND_HZ
@@ -58,10 +58,10 @@ def main(argv=None) -> int:
         mixer.draw(rng)
     mix_ms = _median_ms(lambda: mixer.draw(rng), a.examples)
     xs = [mixer.draw(rng)[0] for _ in range(a.examples)]
-    win = windows(480)[0]
-    pitch_features_of(xs[0][None], 480)
+    win = windows(WIN)[0]
+    pitch_features_of(xs[0][None], WIN)
     it = iter(xs * 2)
-    numba_ms = _median_ms(lambda: pitch_features_of(next(it)[None], 480, MIN_BAND_HZ), a.examples)
+    numba_ms = _median_ms(lambda: pitch_features_of(next(it)[None], WIN, MIN_BAND_HZ), a.examples)
     rows = {"bench": "loader", "data": "data/enhancer" if real else "synthetic", "seconds": a.seconds,
             "mix_ms": round(mix_ms, 2), "pitch_numba_ms": round(numba_ms, 2)}
     batch = torch.from_numpy(np.stack([xs[i % len(xs)] for i in range(a.batch)]))

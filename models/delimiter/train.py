@@ -288,6 +288,10 @@ def model_for(state: dict, meta: dict | None = None):
     return build("gru", state["mix.0.weight"].shape[1] // EMB - 1, front_of(state))
 
 
+# --tcn-bands without a TCN (main, before any data is built; train, for --init weights)
+NOT_A_TCN = "--tcn-bands: band levels are inputs of the TCN (--arch tcn, or --init of TCN weights)"
+
+
 def bands_of(state: dict) -> int:
     """A TCN's band-level inputs: what its input layer takes beyond the block levels."""
     return state["inp.weight"].shape[1] - tcn.N_FEAT
@@ -354,7 +358,7 @@ def train(a) -> dict:
     # on the CPU until its weights are in
     if a.tcn_bands and st is None and init is not None:  # without --init, main() checked --arch
         if arch_of(init) != "tcn":
-            raise SystemExit("--tcn-bands: band levels are inputs of the TCN (--arch tcn, or --init of TCN weights)")
+            raise SystemExit(NOT_A_TCN)
         if bands_of(init) not in (0, a.tcn_bands):
             raise SystemExit(f"--tcn-bands {a.tcn_bands}: {a.init} has {bands_of(init)} bands already")
         init = add_band_inputs(init, a.tcn_bands) if not bands_of(init) else init
@@ -513,7 +517,7 @@ def main(argv=None) -> int:
         return 0
     limiters.training_kinds(a.limiters)  # unknown --limiters names fail here, not in a loader worker
     if a.tcn_bands and a.init is None and a.arch != "tcn" and not a.resume:  # before any data is built
-        raise SystemExit("--tcn-bands: band levels are inputs of the TCN (--arch tcn, or --init of TCN weights)")
+        raise SystemExit(NOT_A_TCN)
     if a.smoke:
         a.ckpt = a.ckpt or ROOT / "checkpoints" / "delimiter-smoke"
         a.data = a.ckpt / "data"

@@ -34,8 +34,9 @@ elif [ "$mode" = train ]; then
     data="${DATA:-data/delimiter-pack}" device="${DEVICE:-cuda}" workers="${WORKERS:-14}"  # overridable for a dry run
     device_setup delimiter "soundfile, soxr, pedalboard, av"
     # no selection set there: --keep-all keeps the weights every --val-every steps, selected here
-    # from the curriculum's last stage (model card, "A curriculum"), with its loss
-    python3 -m models.delimiter.train --data "$data" --device "$device" --init models/delimiter/curriculum_checkpoint.pt \
+    # from the shipped network (model card, "Training on what the processor restores"), with its
+    # loss; the loader de-clips as the processor does (--declip, the default)
+    python3 -m models.delimiter.train --data "$data" --device "$device" --init models/delimiter/checkpoint.pt \
         --ckpt /tmp/delimiter-gpu --out /tmp/delimiter-gpu/delimiter.onnx --gain-loss shape --keep-all \
         --workers "$workers" --threads 2 --batch 64 --lr 5e-4 --val-every 500 --steps 20000 \
         --minutes "$minutes" --seed 100 "$@" 2>&1 | grep -v "TracerWarning\|UserWarning" > "$out/train.log" || true

@@ -211,3 +211,17 @@ def test_presets_restore_a_clipped_file_at_its_own_rate(tmp_path, preset):
     clipped, _ = run("clean")
     assert _sisdr(out, ref) > _sisdr(clipped, ref) + 6.0  # measured 50.2 against 32.8 dB, both presets
     assert np.abs(out).max() <= 10 ** (-0.3 / 20) + 1e-6
+
+
+def test_offline_declip_is_the_stream_aligned():
+    """declip(): a whole signal at once gives what a stream of the same delay gives, aligned with
+    the input (the de-limiter's trainer restores what the processor restores)."""
+    from realtime.dsp.declip import declip
+
+    x = _tones(1.5, seed=4)
+    y = np.clip(x, -0.7, 0.7)
+    streamed, _ = _stream(y, block=100)
+    whole = declip(y, SR, DELAY)
+    assert whole.shape == y.shape and np.array_equal(whole, streamed)
+    assert _sisdr(whole, x) > _sisdr(y, x) + 3
+    assert np.array_equal(declip(x, SR, DELAY), x)  # un-clipped: bit-exact

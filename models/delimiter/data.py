@@ -13,8 +13,11 @@ the loader workers so that no two epochs see the same pair): a random excerpt, h
 resampled to 48 kHz, random EQ, normalised to REF_LUFS, then driven into a random limiter
 implementation with random settings (``limiters.TRAIN_KINDS``) towards a random loudness of
 -12 ... -5 LUFS. 15 % stay un-limited (peak -12 ... -0.5 dBFS) so the model learns to leave clean
-audio alone. The target is the drive-scaled original; the gain target is the stereo-linked
-least-squares gain y/x per 8-sample segment (NaN where the original is near silence).
+audio alone; a quarter of those are steady tones (``steady_tone``), which it must not raise. The target is the drive-scaled original; the gain target is the stereo-linked
+least-squares gain y/x per 8-sample segment (NaN where the original is near silence). With
+``declip_delay`` the limited excerpt also goes through the processor's de-clipper
+(``realtime.dsp.declip``, from the excerpt's lead-in on, as a stream would) and the gain target
+is the one that restores what the processor multiplies: the de-clipped audio.
 
 Held out, by whole package:
 - ``VAL_PACKAGES``: tracks for checkpoint selection, limited by ``limiters.VAL_KINDS`` (Calf,
@@ -38,6 +41,7 @@ import numpy as np
 
 from models.delimiter import limiters
 from models.reserved import RESERVED_PACKAGES  # noqa: F401 (the recipe's tests check against it)
+from realtime.dsp.declip import declip
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "data" / "delimiter"
@@ -64,6 +68,11 @@ MAX_DRIVE_DB = 24.0
 MIN_TRACK_S = 30.0
 MIN_RATE = 32000  # band-limited (11/22 kHz) music is left out
 CLEAN_SHARE = 0.15
+# of the un-limited examples, this share are steady tones (``steady_tone``): a loud sine has the
+# crest factor of a hard-limited master, and networks trained on music alone raised test tones
+# by 2-8 dB (twenty-eighth session). A limiter changes a steady tone only by a constant, which
+# no SI-SDR sees, so teaching "leave it" costs the restoration nothing.
+STEADY_SHARE = 0.25
 SEG = 8  # gain-target resolution (samples)
 SEL_SECONDS = 6.0
 SEL_TARGETS = (-6.0, -9.0, -12.0)
@@ -316,11 +325,15 @@ class Examples:
         Limiter name -> relative frequency.
     targets : (float, float)
         Range of the loudness (LUFS) each example is driven towards; lower = lighter limiting.
+    declip_delay : int or None
+        When given, ``info["declipped"]`` is the limited excerpt through a de-clipper of this delay
+        (the processor's look-ahead) and the log gain restores it rather than the input.
     """
 
     def __init__(self, tracks: list[dict], n: int, kinds: dict, shares: dict, pre_s: float = 0.5,
-                 targets: tuple[float, float] = TARGET_LUFS):
+                 targets: tuple[float, float] = TARGET_LUFS, declip_delay: int | None = None):
         self.tracks, self.n, self.kinds, self.pre_s, self.targets = tracks, n, kinds, pre_s, targets
+        self.declip_delay = declip_delay
         w = np.array([t["frames"] / t["sr"] for t in tracks])
         self.weights = w / w.sum()
         names = list(kinds)
@@ -344,14 +357,25 @@ class Examples:
         if rng.random() < 0.5:
             x = x[:, ::-1].copy()  # swap channels
         if rng.random() < CLEAN_SHARE:
+            steady = bool(rng.random() < STEADY_SHARE)
+            if steady:
+                x = steady_tone(rng, len(x), sr)
             peak_db = float(rng.uniform(-12.0, -0.5))
             ref = x * np.float32(10.0 ** (peak_db / 20.0) / max(float(np.abs(x[pre:]).max()), 1e-9))
             ref = ref[pre:]
-            return ref, ref, np.zeros(len(ref), np.float32), {"limiter": "none", "sr": sr, "peak_db": peak_db}
+            info = {"limiter": "none", "sr": sr, "peak_db": peak_db, "steady": steady}
+            if self.declip_delay is not None:
+                info["declipped"] = ref  # un-clipped audio passes the de-clipper bit-exact
+            return ref, ref, np.zeros(len(ref), np.float32), info
         kind = self.kind_names[int(rng.choice(len(self.kind_names), p=self.kind_p))]
         y, ref, setting = limit_example(x, sr, self.kinds[kind], rng, float(rng.uniform(*self.targets)))
+        info = {"limiter": kind, "sr": sr, **setting}
+        if self.declip_delay is None:
+            y, ref = y[pre:], ref[pre:]
+            return y, ref, gain_target(y, ref), info
+        dry = info["declipped"] = declip(y, sr, self.declip_delay)[pre:]
         y, ref = y[pre:], ref[pre:]
-        return y, ref, gain_target(y, ref), {"limiter": kind, "sr": sr, **setting}
+        return y, ref, gain_target(dry, ref), info
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,6 +442,22 @@ def build(out: Path = DEFAULT_OUT, smoke: bool = False) -> Path:
           flush=True)
     (out / "DONE").write_text(json.dumps({"hours": hours, "selection_segments": n}))
     return out
+
+
+def steady_tone(rng, n: int, sr: int) -> np.ndarray:
+    """A test-signal-like steady tone, stereo [n, 2], peak 1: one to three sines (30 Hz-8 kHz,
+    log-uniform), half of them with a slow (0.1-2 Hz, up to 3 dB) tremolo; both channels alike
+    or one a little quieter."""
+    t = np.arange(n) / sr
+    x = np.zeros(n)
+    for _ in range(int(rng.integers(1, 4))):
+        f = math.exp(rng.uniform(math.log(30.0), math.log(8000.0)))
+        x += 10 ** rng.uniform(-1.0, 0.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    if rng.random() < 0.5:
+        depth = 1.0 - 10 ** (-rng.uniform(0.0, 3.0) / 20.0)
+        x *= 1.0 - depth * 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(0.1, 2.0) * t))
+    x = np.stack([x, x * (1.0 if rng.random() < 0.5 else rng.uniform(0.7, 1.0))], 1)
+    return (x / np.abs(x).max()).astype(np.float32)
 
 
 def synthetic_hits(rng, n: int, sr: int) -> np.ndarray:

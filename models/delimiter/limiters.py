@@ -16,6 +16,8 @@ Training implementations (``TRAIN_KINDS``), each with randomised settings:
 - ``lsp``: LSP's stereo limiter (LV2), hosted by the project's own LV2 processor, random mode,
   oversampling, lookahead, attack and release.
 - ``clip_limit``: a hard or soft clipper driving a ``zoo`` limiter (a common mastering chain).
+- ``clipper``: a hard or tanh clipper alone (with ``clip_limit`` the only kinds whose flat runs
+  the processor's de-clipper fills).
 - ``multiband``: three bands (Linkwitz-Riley-like splits), each ``zoo``-limited, then a final one.
 
 Validation (checkpoint selection) uses ``VAL_KINDS``: Calf's Limiter and zam's ZaMaximX2, never
@@ -297,6 +299,17 @@ def clip_limit(x, sr, rng):
     return y, {"clip_db": cl, **s}
 
 
+def clipper(x, sr, rng):
+    """A clipper alone at a ceiling of -3..-0.1 dBFS: hard (3 in 4) or tanh-shaped (the loudness
+    comes from the drive). The de-limiter's de-clipper fills what a hard one cut; the network learns
+    to leave that alone (train.py ``--declip``)."""
+    ceil_db = float(rng.uniform(-3.0, -0.1))
+    t = 10.0 ** (ceil_db / 20.0)
+    hard = bool(rng.random() < 0.75)
+    y = np.clip(x, -t, t) if hard else t * np.tanh(x / t)
+    return y.astype(np.float32), {"ceiling_db": ceil_db, "hard": hard}
+
+
 def multiband(x, sr, rng):
     """Three bands (Linkwitz-Riley-like: the bands sum back to x), each limited 0-6 dB below its own
     peak by a zoo limiter, then a final zoo limiter on the sum."""
@@ -319,8 +332,9 @@ def multiband(x, sr, rng):
 
 
 TRAIN_KINDS = {"zoo": zoo, "pedalboard": pedalboard_limit, "alimiter": alimiter, "lsp": lsp,
-               "clip_limit": clip_limit, "multiband": multiband}
-TRAIN_SHARES = {"zoo": 0.3, "pedalboard": 0.12, "alimiter": 0.15, "lsp": 0.18, "clip_limit": 0.13, "multiband": 0.12}
+               "clip_limit": clip_limit, "multiband": multiband, "clipper": clipper}
+TRAIN_SHARES = {"zoo": 0.3, "pedalboard": 0.12, "alimiter": 0.15, "lsp": 0.18, "clip_limit": 0.13, "multiband": 0.12,
+                "clipper": 0.1}
 VAL_KINDS = {"calf": calf, "zam": zam}
 
 

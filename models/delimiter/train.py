@@ -6,7 +6,9 @@
 Builds the index first when ``data/delimiter`` is missing (models/delimiter/data.py). Loader
 workers (``--workers`` processes) cut random excerpts and limit each with a random implementation
 and setting, so no two steps see the same pair. Loss per example: L1 between predicted and
-measured log gain (where the reference is not silent) plus -SI-SDR of the restored waveform.
+measured log gain (where the reference is not silent) plus -SI-SDR of the restored waveform. The
+gain restores what the processor multiplies: the input through its de-clipper (``--declip``, on by
+default), so the network learns to leave alone what the de-clipper already restored.
 Every ``--val-every`` steps the model is scored on the fixed selection set (music packages and
 limiter implementations training never uses; ``sel_*.npy``); the best score is exported to
 ``checkpoints/delimiter/delimiter.onnx`` and its weights to ``checkpoints/delimiter/checkpoint.pt``
@@ -31,6 +33,7 @@ from models.delimiter import data as recipe
 from models.delimiter import limiters, tcn
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 from models.device import DEVICE_HELP, pick_device
+from realtime.dsp.declip import declip
 from realtime.dsp.processors.neural.delimiter import DB_PER_NEPER, DEFAULT_THRESHOLD_DB
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,33 +47,47 @@ SHAPE_OFFSET_WEIGHT = 0.2
 
 
 class Stream(torch.utils.data.IterableDataset):
-    """Endless limited examples from ``recipe.Examples``; each worker has its own random stream."""
+    """Endless limited examples from ``recipe.Examples``; each worker has its own random stream.
+    Each is (input, what the gain multiplies: the input de-clipped when ``declip_delay`` is given,
+    reference, log gain target)."""
 
-    def __init__(self, tracks, n, seed, kinds=None, zoo_pin=None, targets=recipe.TARGET_LUFS):
+    def __init__(self, tracks, n, seed, kinds=None, zoo_pin=None, targets=recipe.TARGET_LUFS, declip_delay=None):
         self.tracks, self.n, self.seed, self.kinds, self.zoo_pin = tracks, n, seed, kinds, zoo_pin or {}
-        self.targets = targets
+        self.targets, self.declip_delay = targets, declip_delay
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
         torch.set_num_threads(1)
         kinds = limiters.training_kinds(self.kinds, self.zoo_pin)
-        ex = recipe.Examples(self.tracks, self.n, kinds, limiters.TRAIN_SHARES, targets=self.targets)
+        ex = recipe.Examples(self.tracks, self.n, kinds, limiters.TRAIN_SHARES, targets=self.targets,
+                             declip_delay=self.declip_delay)
         rng = np.random.default_rng([self.seed, wid, time.time_ns() % (1 << 32)])
         while True:
-            y, ref, g, _ = ex.next(rng)
-            yield torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(np.ascontiguousarray(ref)), torch.from_numpy(g)
+            y, ref, g, info = ex.next(rng)
+            yield tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in (y, info.get("declipped", y), ref, g))
 
 
-def restore(model, y: torch.Tensor):
+def restore(model, y: torch.Tensor, dry: torch.Tensor | None = None):
     """y [B, n, 2] (n a multiple of HOP) -> (log inverse gain [B, n], restored [B, n, 2]), both
-    aligned with y (the first ``model.lookahead`` frames of future are fed as zeros at the end)."""
+    aligned with y (the first ``model.lookahead`` frames of future are fed as zeros at the end).
+    The gain multiplies ``dry`` when given (the processor's de-clipped input), else y."""
     B, n, _ = y.shape
     pad = torch.zeros(B, model.lookahead * HOP, 2, device=y.device)
     frames = torch.cat([y, pad], 1).reshape(B, -1, HOP, 2)
     knots = model(frames, *model.initial_state(B))[0]
     a = interpolate(knots[:, model.lookahead:])
-    return a, y * torch.exp(a).unsqueeze(-1)
+    return a, (y if dry is None else dry) * torch.exp(a).unsqueeze(-1)
+
+
+def declip_delay(model) -> int:
+    """The processor's de-clipper delay for this network: its look-ahead (realtime/dsp/processors/neural/delimiter.py)."""
+    return model.lookahead * HOP
+
+
+def declip_selection(sel_y: np.ndarray, delay: int, sr: int = recipe.SR) -> np.ndarray:
+    """Every selection segment through the de-clipper, as the processor restores it."""
+    return np.stack([declip(y, sr, delay) for y in sel_y])
 
 
 def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
@@ -89,14 +106,15 @@ def neg_si_sdr(est: torch.Tensor, ref: torch.Tensor, cap_db: float = 40.0) -> to
     return -sdr.clamp(max=cap_db).mean()
 
 
-def losses(model, Y, X, G, mode: str = "l1"):
-    """(gain L1 where the gain is known, -SI-SDR of the restored waveform).
+def losses(model, Y, X, G, mode: str = "l1", D=None):
+    """(gain L1 where the gain is known, -SI-SDR of the restored waveform); the gain multiplies
+    ``D`` (the de-clipped input) when given, else Y.
 
     ``mode``: "l1" per sample; "offset" only each example's mean log gain, leaving the shape of
     the curve to the SI-SDR term (a per-sample L1 can settle on the conditional median, a
     constant, while the input's cues are still faint); "shape" the curve about each example's
     mean, plus a light pull of the mean towards the truth (SHAPE_OFFSET_WEIGHT)."""
-    a, xh = restore(model, Y)
+    a, xh = restore(model, Y, D)
     mask = torch.isfinite(G)
     err = (a - torch.where(mask, -G, torch.zeros_like(G))) * mask  # target a = -log g
     n_known = mask.sum().clamp(min=1)
@@ -122,7 +140,7 @@ CLEAN_FLOOR_DB = 40.0  # what un-limited audio must keep (issue 14)
 
 @torch.no_grad()
 def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
-             threshold_db: float | None = DEFAULT_THRESHOLD_DB) -> dict:
+             threshold_db: float | None = DEFAULT_THRESHOLD_DB, sel_d: np.ndarray | None = None) -> dict:
     """Selection score: per segment the SI-SDR gain (limited input) or, where the limiter did not
     act (input within UNTOUCHED_DB of the reference), the shortfall of the output under
     CLEAN_FLOOR_DB (0 when it stays above): restoring limited audio must not cost untouched audio.
@@ -131,7 +149,8 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
     The curve is applied as the processor applies it (``threshold_db``, default the knob's): its
     level offset on un-limited music out, estimates under the threshold left alone. A network's
     wobble the threshold hides does not count against it, as it does not in the product
-    (``None``: the raw curve, as before the twenty-second session). The offset is returned
+    (``None``: the raw curve, as before the twenty-second session). The gain multiplies ``sel_d``
+    when given (``declip_selection``: the processor's de-clipped input). The offset is returned
     (``level_offset``, nepers) for the export of the same state."""
     offset = None if threshold_db is None else level_offset(model, sel_x)
     model.eval()
@@ -144,7 +163,8 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
         a = restore(model, Yt)[0]
         if offset is not None:
             a = (a - offset - threshold_db / DB_PER_NEPER).clamp(min=0.0)
-        xh = (Yt * torch.exp(a).unsqueeze(-1)).cpu().numpy()
+        dry = Y if sel_d is None else sel_d[s:s + 8, :n]
+        xh = dry * torch.exp(a).unsqueeze(-1).cpu().numpy()
         for b in range(len(Y)):
             ref = sel_x[s + b, :n]
             sin, sout = si_sdr(Y[b], ref), min(60.0, si_sdr(xh[b], ref))
@@ -387,7 +407,10 @@ def train(a) -> dict:
     print(f"params {n_params} on {device}, {index['hours']['train']:.1f} h of training music, "
           f"{len(sel[0]) if sel else 0} selection segments", flush=True)
     kinds = a.limiters or None
-    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds, a.zoo_pin, a.target_lufs), batch_size=a.batch,
+    delay = declip_delay(model) if a.declip else None
+    sel_d = declip_selection(sel[0], delay) if sel is not None and delay is not None else None
+    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds, a.zoo_pin, a.target_lufs,
+                                                delay), batch_size=a.batch,
                                          num_workers=a.workers, prefetch_factor=4 if a.workers else None,
                                          persistent_workers=bool(a.workers), pin_memory=device.type == "cuda")
 
@@ -409,10 +432,10 @@ def train(a) -> dict:
         for gparam in opt.param_groups:  # warm-up, then cosine decay over --steps
             gparam["lr"] = a.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         tw = time.monotonic()
-        Y, X, G = (t.to(device, non_blocking=True) for t in next(it))
+        Y, D, X, G = (t.to(device, non_blocking=True) for t in next(it))
         t_wait += time.monotonic() - tw
         sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
-        gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss)
+        gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss, D * sign)
         loss = GAIN_WEIGHT * gl + WAVE_WEIGHT * wl
         opt.zero_grad()
         loss.backward()
@@ -427,7 +450,7 @@ def train(a) -> dict:
         if sel is None and a.keep_all and step % a.val_every == 0:  # a GPU machine has no selection set:
             save_small(model, ckpt_dir / "steps" / f"step{step:06d}.pt", {"step": step})  # select them here
         if sel is not None and (step % a.val_every == 0 or step >= a.steps):
-            v = validate(model, *sel)
+            v = validate(model, *sel, sel_d=sel_d)
             offset = v.pop("level_offset")  # for the export below; the weights' meta stays as it was
             v.update(step=step, minutes=(time.monotonic() - t0) / 60, seen_hours=seen_s / 3600)
             log.append(v)
@@ -480,6 +503,9 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--gain-loss", choices=("l1", "offset", "shape"), default="l1",
                     help="per-sample L1 of the log gain, only each example's mean, or the curve about it (see losses)")
+    ap.add_argument("--declip", action=argparse.BooleanOptionalAction, default=True,
+                    help="the gain restores the input through the processor's de-clipper, as the product does "
+                         "(--no-declip: the input as it came, as before the twenty-eighth session)")
     ap.add_argument("--limiters", default="", help="train on these of %s only (a curriculum's first stage)"
                     % ",".join(limiters.TRAIN_KINDS))
     ap.add_argument("--zoo-pin", type=limiters.parse_zoo_pin, default={},

@@ -393,3 +393,19 @@ class Declipper:
     def read(self, n: int, out: np.ndarray) -> None:
         """out[:n] = the samples pushed ``delay`` samples before the newest n."""
         declip_read(self.ring, self.ist, self.delay, n, self.channels, out)
+
+
+def declip(x: np.ndarray, sample_rate: float, delay: int) -> np.ndarray:
+    """A whole signal ([n, channels] float) through a fresh ``Declipper`` of ``delay``, aligned
+    with x: what a streaming user of that delay (the de-limiter) restores, for offline use."""
+    x = np.ascontiguousarray(x, np.float32)
+    n, nch = x.shape
+    chunk = 4096
+    d = Declipper(delay, chunk, sample_rate, channels=nch)
+    padded = np.concatenate([x, np.zeros((delay, nch), np.float32)])
+    out = np.zeros((n + delay, 2), np.float32)
+    for s in range(0, n + delay, chunk):
+        m = min(chunk, n + delay - s)
+        d.push(padded, s, m)
+        d.read(m, out[s:])
+    return out[delay:, :nch].copy()

@@ -370,11 +370,11 @@ class Examples:
         kind = self.kind_names[int(rng.choice(len(self.kind_names), p=self.kind_p))]
         y, ref, setting = limit_example(x, sr, self.kinds[kind], rng, float(rng.uniform(*self.targets)))
         info = {"limiter": kind, "sr": sr, **setting}
-        if self.declip_delay is None:
-            y, ref = y[pre:], ref[pre:]
-            return y, ref, gain_target(y, ref), info
-        dry = info["declipped"] = declip(y, sr, self.declip_delay)[pre:]
-        y, ref = y[pre:], ref[pre:]
+        # the de-clipper runs over the lead-in too, as a stream would
+        dry = y if self.declip_delay is None else declip(y, sr, self.declip_delay)
+        y, ref, dry = y[pre:], ref[pre:], dry[pre:]
+        if self.declip_delay is not None:
+            info["declipped"] = dry
         return y, ref, gain_target(dry, ref), info
 
 

@@ -403,9 +403,9 @@ def declip(x: np.ndarray, sample_rate: float, delay: int) -> np.ndarray:
     chunk = 4096
     d = Declipper(delay, chunk, sample_rate, channels=nch)
     padded = np.concatenate([x, np.zeros((delay, nch), np.float32)])
-    out = np.zeros((n + delay, 2), np.float32)
+    out = np.zeros((n + delay, nch), np.float32)
     for s in range(0, n + delay, chunk):
         m = min(chunk, n + delay - s)
         d.push(padded, s, m)
         d.read(m, out[s:])
-    return out[delay:, :nch].copy()
+    return out[delay:]

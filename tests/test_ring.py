@@ -107,3 +107,41 @@ def test_record_helpers_carry_parameter_changes():
     assert r.pop(out) == 4
     np.testing.assert_array_equal(out[:, 0], [0, 1, 2, 3])
     np.testing.assert_array_equal(out[:, 2], [0, 0.5, 1.0, 1.5])
+
+
+def test_callbacks_without_input_keep_the_latency_and_play_silence_in_their_place():
+    """A duplex stream whose callback gets no input buffer (PortAudio's input underflow) pushes
+    silence in its place, as the callback does: the chain stays in step, the latency stays where it
+    was and no block is late. (Before, nothing was pushed: each such callback took one block of the
+    prefill away for good, and after as many as the prefill held every callback came up short and
+    the output stayed silent.)"""
+    from realtime.engine import callback as cb
+    from realtime.engine.ring import ring_push_silence
+
+    B, C, prefill = 128, 2, 2
+    inp = Ring.for_frames(B * 32, C)
+    out = Ring.for_frames(inp.capacity + B * (prefill + 1), C)
+    stats = np.zeros(cb.ST_SIZE, np.int64)
+    out.push(np.zeros((B * prefill, C), np.float32))
+    dst, blk = np.zeros((B, C), np.float32), np.zeros((B, C), np.float32)
+    missing = (10, 20, 21, 22, 30)  # more in a row than the prefill holds
+    for k in range(40):
+        if k in missing:
+            pushed = ring_push_silence(inp.buf, inp.idx, B)
+        else:  # block k carries (k + 1) / 64 (under the output's clamp)
+            pushed = inp.push(np.full((B, C), (k + 1) / 64, np.float32))
+        if pushed < B:
+            cb.count_missing_input(B - pushed, stats, True)
+        cb.fill_output(out.buf, out.idx, dst, B, stats)
+        j = k - prefill  # the same latency throughout: block k - prefill comes out now
+        want = 0.0 if j < 0 or j in missing else np.float32((j + 1) / 64)
+        assert np.all(dst == want), k
+        while inp.readable() >= B:  # the DSP thread
+            inp.pop(blk)
+            out.push(blk)
+    assert stats[cb.ST_LATE_BLOCKS] == 0 and stats[cb.ST_IN_DROPPED] == 0 and stats[cb.ST_SKIP_DEBT] == 0
+    # a full input ring takes what fits and says so
+    full = Ring(4, C)
+    assert ring_push_silence(full.buf, full.idx, 3) == 3 and ring_push_silence(full.buf, full.idx, 3) == 1
+    got = np.ones((4, C), np.float32)
+    assert full.pop(got) == 4 and not got.any()

@@ -19,7 +19,7 @@ from numba import carray, cfunc, njit, types
 
 from realtime.dsp.kernels import scrub_into
 from realtime.engine.atomics import address_as_pointer, pointer_as_address
-from realtime.engine.ring import ring_discard, ring_pop, ring_push
+from realtime.engine.ring import ring_discard, ring_pop, ring_push, ring_push_silence
 
 # control block layout (int64 slots)
 CTL_IN_BUF, CTL_IN_IDX, CTL_IN_CAP, CTL_IN_CH = 0, 1, 2, 3
@@ -95,6 +95,16 @@ def fill_output(out_buf, out_idx, dst, frames, stats):
         stats[ST_SKIP_DEBT] += frames - n
 
 
+@njit(nogil=True, cache=True)
+def count_missing_input(frames, stats, duplex):
+    """Input frames that will never reach the DSP thread (the input ring was full). In a duplex
+    stream they count as credit against the skip debt: the output they would have become never
+    arrives, and discarding on-time frames in its place would shorten the latency for good."""
+    stats[ST_IN_DROPPED] += frames
+    if duplex:
+        stats[ST_SKIP_DEBT] -= frames
+
+
 _SIG = types.int32(types.voidptr, types.voidptr, types.uint64, types.voidptr, types.uint64, types.voidptr)
 
 
@@ -110,15 +120,16 @@ def _audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
         stats[ST_STATUS_BITS] |= flags
 
     in_ch = ctl[CTL_IN_CH]
-    if in_ch > 0 and pointer_as_address(inp) != 0:
+    if in_ch > 0:
         in_buf = carray(address_as_pointer(ctl[CTL_IN_BUF]), (ctl[CTL_IN_CAP], in_ch), np.float32)
         in_idx = carray(address_as_pointer(ctl[CTL_IN_IDX]), (16,), np.int64)
-        src = carray(inp, (frames, in_ch), np.float32)
-        dropped = frames - ring_push(in_buf, in_idx, src, frames)
-        if dropped > 0:
-            stats[ST_IN_DROPPED] += dropped
-            if ctl[CTL_OUT_CH] > 0:
-                stats[ST_SKIP_DEBT] -= dropped
+        if pointer_as_address(inp) != 0:
+            src = carray(inp, (frames, in_ch), np.float32)
+            pushed = ring_push(in_buf, in_idx, src, frames)
+        else:  # no input buffer (PortAudio's input underflow): silence in its place keeps the chain in step
+            pushed = ring_push_silence(in_buf, in_idx, frames)
+        if pushed < frames:
+            count_missing_input(frames - pushed, stats, ctl[CTL_OUT_CH] > 0)
 
     out_ch = ctl[CTL_OUT_CH]
     if out_ch > 0 and pointer_as_address(out) != 0:

@@ -49,6 +49,21 @@ def ring_push(buf, idx, src, count):
 
 
 @njit(nogil=True, cache=True)
+def ring_push_silence(buf, idx, count):
+    """Append up to ``count`` zero records; return how many fitted."""
+    cap = buf.shape[0]
+    mask = cap - 1
+    w = idx[WRITE]
+    n = min(count, cap - (w - load_acquire(idx, READ)))
+    for k in range(n):
+        pos = (w + k) & mask
+        for c in range(buf.shape[1]):
+            buf[pos, c] = 0.0
+    store_release(idx, WRITE, w + n)
+    return n
+
+
+@njit(nogil=True, cache=True)
 def ring_pop(buf, idx, dst, count):
     """Remove up to ``count`` records into ``dst``; return how many were read."""
     mask = buf.shape[0] - 1

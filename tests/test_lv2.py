@@ -208,6 +208,24 @@ def test_reverb_tail_is_there_and_decays():
     assert np.abs(z).max() < 1e-6
 
 
+def test_non_finite_input_never_reaches_a_plugins_state():
+    """NaN and Inf reach a hosted plugin as 0, through a channel (amp) and through the downmix
+    (gverb, a mono-in reverb on a stereo chain): the reverb still rings out a later impulse,
+    which one NaN in its state would have turned into NaN (silenced by the safety stage) for good."""
+    p = P.create("lv2", uri=AMP, gain=0.0)
+    x = np.full((256, 2), 0.25, np.float32)
+    x[[3, 40], 0], x[7, 1], x[9, 1] = np.nan, np.inf, -np.inf
+    y = _run(p, x)
+    bad = ~np.isfinite(x)
+    assert np.all(y[bad] == 0.0) and np.allclose(y[~bad], 0.25)
+    p = P.create("lv2", uri=GVERB, revtime=1.0, drylevel=-70.0)
+    x = np.zeros((SR, 2), np.float32)
+    x[100:228, 0] = np.nan
+    x[SR // 2] = 0.5
+    y = _run(p, x)
+    assert np.all(np.isfinite(y)) and np.sqrt(np.mean(y[SR // 2:SR // 2 + 4800] ** 2)) > 1e-4
+
+
 def test_bypass_and_mix_are_exact_with_latency_compensated():
     """artificialLatency reports latency (10 ms) without delaying its audio: the chain delays its
     dry path by the reported latency, so bypass gives the input delayed by exactly that much and
@@ -493,6 +511,7 @@ def test_a_knob_move_reaches_the_lv2_plugin_within_two_blocks(jack_server):
 
 # -- worker, URID map and atom MIDI, through a plugin built here ---------------------------------
 _WORKER_C = r"""
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -516,12 +535,24 @@ typedef struct {
   int (*work_response)(LV2_Handle, uint32_t, const void*);
   int (*end_run)(LV2_Handle);
 } WorkerIface;
+typedef struct {  /* LV2_Log_Log, and what lv2/log/logger.h's helpers do with it */
+  void* handle;
+  int (*printf)(void*, uint32_t, const char*, ...);
+  int (*vprintf)(void*, uint32_t, const char*, va_list);
+} Log;
+static int log_note(Log* log, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  int n = log ? log->vprintf(log->handle, 0, fmt, args) : 0;  /* logger.h calls it unchecked */
+  va_end(args);
+  return n;
+}
 typedef struct { uint32_t size, type; } Atom;
 typedef struct { int64_t frames; Atom body; } AtomEvent;
 typedef struct { Atom atom; uint32_t unit, pad; } AtomSeq;
 typedef struct {
   const float* gain; const float* in; float* out; const AtomSeq* midi; float* last_offset; float* end_runs_out;
-  Schedule* sched; uint32_t midi_event; uint32_t sequence; float mult; int end_runs;
+  Schedule* sched; Log* log; uint32_t midi_event; uint32_t sequence; float mult; int end_runs;
 } Plugin;
 
 static LV2_Handle instantiate(const LV2_Descriptor* d, double rate, const char* path, const LV2_Feature* const* f) {
@@ -530,6 +561,7 @@ static LV2_Handle instantiate(const LV2_Descriptor* d, double rate, const char* 
   for (int i = 0; f[i]; ++i) {
     if (!strcmp(f[i]->URI, "http://lv2plug.in/ns/ext/urid#map")) map = f[i]->data;
     if (!strcmp(f[i]->URI, "http://lv2plug.in/ns/ext/worker#schedule")) p->sched = f[i]->data;
+    if (!strcmp(f[i]->URI, "http://lv2plug.in/ns/ext/log#log")) p->log = f[i]->data;
   }
   if (!map || !p->sched) { free(p); return NULL; }
   p->midi_event = map->map(map->handle, "http://lv2plug.in/ns/ext/midi#MidiEvent");
@@ -563,6 +595,7 @@ static void run(LV2_Handle h, uint32_t n) {
 }
 static int work(LV2_Handle h, Respond respond, void* rh, uint32_t size, const void* data) {
   float m = *(const uint8_t*)data / 100.0f;  /* the "loaded" result: a new multiplier */
+  log_note(((Plugin*)h)->log, "loaded note %d as gain %.2f (%s)", *(const uint8_t*)data, m, "worker");
   return respond(rh, sizeof m, &m);
 }
 static int work_response(LV2_Handle h, uint32_t size, const void* data) {
@@ -599,9 +632,10 @@ _WORKER_TTL = """@prefix atom: <http://lv2plug.in/ns/ext/atom#> .
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a C compiler to build the test plugin")
-def test_worker_urid_map_and_midi_offsets_through_a_plugin_built_here(tmp_path, monkeypatch):
+def test_worker_urid_map_and_midi_offsets_through_a_plugin_built_here(tmp_path, monkeypatch, capsys):
     """A plugin that maps URIDs, reads MIDI from its atom sequence and asks its worker for a new
-    gain: the note's offset arrives exact, the worker's answer applies from the next block."""
+    gain: the note's offset arrives exact, the worker's answer applies from the next block. Its
+    worker logs through the log feature's vprintf, as LV2's logger.h does: formatted, not a crash."""
     b = _bundle(tmp_path / "lv2", "worker", _WORKER_TTL)
     (b / "worker.c").write_text(_WORKER_C)
     subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(b / "worker.so"), str(b / "worker.c")], check=True)
@@ -618,6 +652,7 @@ def test_worker_urid_map_and_midi_offsets_through_a_plugin_built_here(tmp_path, 
     block[:] = 1.0
     p.process(block)
     assert np.all(block == 0.5) and p._ctl[0, 5] == 1.0  # response delivered, end_run called once
+    assert "lv2 urn:test:worker-gain: loaded note 50 as gain 0.50 (worker)" in capsys.readouterr().err
     p.reset()
     block[:] = 1.0
     p.process(block)

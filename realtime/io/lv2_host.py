@@ -104,10 +104,17 @@ class _WorkerInterface(Structure):
 
 
 _log_fn = CFUNCTYPE(c_int, c_void_p, c_uint32, c_char_p)  # printf(handle, type, fmt, ...): the format only
+# vprintf(handle, type, fmt, va_list): what LV2's logger.h helpers (lv2_log_error and co) call,
+# unchecked, whenever a host offers the log feature; formatted by libc
+_log_vfn = CFUNCTYPE(c_int, c_void_p, c_uint32, c_char_p, c_void_p)
+_libc = ctypes.CDLL(None)
+_vsnprintf = _libc.vsnprintf
+_vsnprintf.argtypes = [c_void_p, ctypes.c_size_t, c_char_p, c_void_p]
+_vsnprintf.restype = c_int
 
 
 class _Log(Structure):
-    _fields_ = [("handle", c_void_p), ("printf", _log_fn), ("vprintf", c_void_p)]
+    _fields_ = [("handle", c_void_p), ("printf", _log_fn), ("vprintf", _log_vfn)]
 
 
 # -- the process's URID table -----------------------------------------------------------------
@@ -188,7 +195,8 @@ class Instance:
         self._responses: list[bytes] = []
         self._schedule = _WorkerSchedule(None, _schedule_fn(self._schedule_work))
         self._respond = _respond_fn(self._respond_work)
-        self._log = _Log(None, _log_fn(self._log_printf), None)
+        self._log_text = ctypes.create_string_buffer(1024)
+        self._log = _Log(None, _log_fn(self._log_printf), _log_vfn(self._log_vprintf))
         feats = [(URID_MAP, ctypes.addressof(t.map_struct)), (URID_UNMAP, ctypes.addressof(t.unmap_struct)),
                  (OPTIONS, ctypes.addressof(self._options)), (BOUNDED, None),
                  (WORKER_SCHEDULE, ctypes.addressof(self._schedule)), (LOG, ctypes.addressof(self._log)),
@@ -233,6 +241,14 @@ class Instance:
         text = (fmt or b"").decode("utf-8", "replace").rstrip()
         print(f"lv2 {self.uri}: {text}", file=sys.stderr)
         return len(text)
+
+    def _log_vprintf(self, _handle, _type, fmt, args) -> int:
+        if not fmt:
+            return 0
+        n = _vsnprintf(self._log_text, len(self._log_text), fmt, args)
+        text = self._log_text.value.decode("utf-8", "replace").rstrip()
+        print(f"lv2 {self.uri}: {text}", file=sys.stderr)
+        return n
 
     def do_work(self) -> None:
         """Run the work scheduled during the last ``run()``, then deliver its responses (between blocks)."""

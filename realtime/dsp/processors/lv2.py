@@ -57,7 +57,8 @@ def _read_outputs(ctl, out_port, readings):
 
 @njit(nogil=True, cache=True)
 def _pre(block, ain, in_src, values, ctl, ctl_port, enum_n, enum_val):
-    """Knob values -> control ports (enumeration index -> scale point value); block -> inputs."""
+    """Knob values -> control ports (enumeration index -> scale point value); block -> inputs,
+    non-finite samples as 0: a NaN in a plugin's filter or reverb state would stay there for good."""
     for k in range(values.shape[0]):
         v = values[k]
         if enum_n[k] > 0:
@@ -70,12 +71,15 @@ def _pre(block, ain, in_src, values, ctl, ctl_port, enum_n, enum_val):
             src = in_src[i, j]
             if src >= 0:
                 for t in range(n):
-                    ain[i, j, t] = block[t, src]
+                    v = block[t, src]
+                    ain[i, j, t] = v if np.isfinite(v) else 0.0
             elif src == -1:
                 for t in range(n):
                     acc = 0.0
                     for c in range(chans):
-                        acc += block[t, c]
+                        v = block[t, c]
+                        if np.isfinite(v):
+                            acc += v
                     ain[i, j, t] = acc / chans
             else:
                 for t in range(n):

@@ -49,10 +49,14 @@ class PluginError(RuntimeError):
     """An external (LV2) plugin cannot be found, scanned, instantiated or hosted."""
 
 
+class RecordingError(RuntimeError):
+    """A live recording could not be written to its end (full disk, lost mount)."""
+
+
 # the project's own: their message is the whole story
 PROJECT_ERRORS: tuple[type[BaseException], ...] = (
     ParamError, PresetError, UnknownProcessorError, ConfigError, OfflineError, EngineError, AudioDeviceError,
-    JackError, MidiInputError, ModelError, PluginError)
+    JackError, MidiInputError, ModelError, PluginError, RecordingError)
 USER_ERRORS: tuple[type[BaseException], ...] = PROJECT_ERRORS + (FileNotFoundError, PermissionError, IsADirectoryError)
 
 

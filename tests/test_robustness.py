@@ -121,6 +121,29 @@ def test_disk_full_says_so_and_leaves_nothing(small_disk, wav):
     assert os.listdir(small_disk) == []
 
 
+@pytest.fixture
+def quarter_mb_disk(tmp_path):
+    yield from _tmpfs(tmp_path / "small", "size=256k")
+
+
+def test_a_disk_that_fills_while_recording_live_keeps_what_was_written(quarter_mb_disk, tmp_path):
+    """The live engine records onto a disk with room for ~0.7 s: the audio goes on, the command
+    ends in one line saying so, the part that fitted is kept as a readable file, no temporary left;
+    a disk already full is refused at the start."""
+    rec = quarter_mb_disk / "rec.wav"
+    r = run("run", "--seconds", "3", "--record", str(rec), "--demo-out", str(tmp_path / "demo.wav"), timeout=180)
+    line = one_line_error(r)
+    assert "no space left on device" in line and str(rec) in line and "what was written is kept" in line, line
+    assert os.listdir(quarter_mb_disk) == ["rec.wav"]
+    info = sf.info(rec)
+    assert info.samplerate == 48000 and info.frames > 4800
+    r = run("run", "--seconds", "1", "--record", str(quarter_mb_disk / "again.wav"),
+            "--demo-out", str(tmp_path / "demo.wav"), timeout=180)
+    line = one_line_error(r)
+    assert line == f"error: no space left on device: cannot record to {quarter_mb_disk / 'again.wav'}", line
+    assert os.listdir(quarter_mb_disk) == ["rec.wav"]
+
+
 def test_read_only_destination_is_refused_up_front(read_only_dir, wav):
     line = one_line_error(run("process", str(wav), str(read_only_dir / "out.wav"), "--no-progress"))
     assert "read-only" in line and ".part" not in line

@@ -99,6 +99,7 @@ class Engine:
         self.diagnostics = Diagnostics(c.samplerate, c.blocksize, c.prefill_blocks)
         self._switches = SwitchCounter()
         self.dsp_overflows = 0
+        self.tap_dropped_frames = 0  # recorded output the tap ring had no room for (the recorder behind)
         self._stream_info = (0.0, 0.0)
         self._dsp_tid = 0  # the DSP thread's kernel id, for its page-fault counters
 
@@ -224,6 +225,7 @@ class Engine:
         ctl[cb.CTL_TIME_CAP] = self.timing.capacity
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)  # a poll that times out (no callbacks: a stalled device) must not block in read
         ctl[cb.CTL_WAKE_FD] = self._wake_w
         ctl[cb.CTL_WAKE_BYTE] = self._wake_byte.ctypes.data
         ctl[cb.CTL_CLOCK] = self._clock.ctypes.data
@@ -432,7 +434,7 @@ class Engine:
                 if has_out and ring_push(out_buf, out_idx, block, B) < B:
                     self.dsp_overflows += 1
                 if tap is not None:
-                    ring_push(tap.buf, tap.idx, block, B)
+                    self.tap_dropped_frames += B - ring_push(tap.buf, tap.idx, block, B)
 
     def _deliver_midi(self, sink, rec, held: bool, end: float) -> bool:
         """Hand the chain the messages due in this block: those stamped before ``end`` (the start

@@ -7,6 +7,7 @@ user looks, and never destroys the file it would replace.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,3 +94,19 @@ def atomic_write(path, suffix: str = ".part"):
     except BaseException:
         f.discard()
         raise
+
+
+def write_failure_reason(folder, e: BaseException) -> str:
+    """Why a write into ``folder`` failed midway, in words a user can act on: the OS's reason
+    (full disk, read-only, lost mount), or "no space left on device" when the folder's disk is
+    full (libsndfile reports that as a bare "System error"), else the error's own text."""
+    from realtime.errors import os_reason
+
+    reason = os_reason(e) if isinstance(e, OSError) else None
+    if reason is None:
+        try:
+            if shutil.disk_usage(folder).free < 1 << 20:
+                reason = "no space left on device"
+        except OSError:
+            pass
+    return reason or str(e) or type(e).__name__

@@ -2,6 +2,8 @@
 
 The file is written under a temporary name and renamed on ``close`` — also after the device
 vanished — so a recording is either complete up to the stop or absent, never half-written garbage.
+A write that fails midway (a full disk) stops the writing, not the engine: ``close`` keeps what was
+written when it reads back as audio, and raises ``RecordingError`` saying so.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import numpy as np
 import soundfile as sf
 
 from realtime.engine.ring import Ring
-from realtime.io.files import AtomicFile
+from realtime.errors import RecordingError
+from realtime.io.files import AtomicFile, write_failure_reason
 
 
 class FileRecorder:
@@ -22,19 +25,28 @@ class FileRecorder:
             raise FileNotFoundError(f"{self.path.parent}: output directory does not exist")
         self.ring = Ring.for_frames(int(samplerate * seconds_buffer), channels)
         self._out = AtomicFile(self.path)
-        self._file = sf.SoundFile(self._out.tmp, "w", samplerate=samplerate, channels=channels,
-                                  format="WAV", subtype="FLOAT")
+        try:
+            self._file = sf.SoundFile(self._out.tmp, "w", samplerate=samplerate, channels=channels,
+                                      format="WAV", subtype="FLOAT")
+        except (OSError, RuntimeError) as e:
+            self._out.discard()
+            raise RecordingError(f"{write_failure_reason(self.path.parent, e)}: cannot record to {self.path}") from None
         self._chunk = np.zeros((4096, channels), np.float32)
         self._stop = threading.Event()
         self.frames = 0
+        self.samplerate = samplerate
+        self.error: BaseException | None = None  # the write that failed; later frames are drained unwritten
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
     def _drain(self) -> int:
         n = self.ring.pop(self._chunk)
-        if n:
-            self._file.write(self._chunk[:n])
-            self.frames += n
+        if n and self.error is None:
+            try:
+                self._file.write(self._chunk[:n])
+                self.frames += n
+            except (OSError, RuntimeError) as e:  # soundfile's errors are RuntimeErrors
+                self.error = e
         return n
 
     def _run(self) -> None:
@@ -43,9 +55,29 @@ class FileRecorder:
                 self._stop.wait(0.02)
 
     def close(self) -> None:
+        """Finish the file; after a failed write, keep what was written (if it reads back) and
+        raise ``RecordingError``."""
         self._stop.set()
         self._thread.join()
         while self._drain():
             pass
-        self._file.close()
-        self._out.commit(fsync=False)
+        try:
+            self._file.close()
+        except (OSError, RuntimeError) as e:
+            self.error = self.error or e
+        if self.error is None:
+            self._out.commit(fsync=False)
+            return
+        kept = False
+        try:
+            kept = self.frames > 0 and sf.info(str(self._out.tmp)).frames > 0
+        except (OSError, RuntimeError):
+            pass
+        if kept:
+            self._out.commit(fsync=False)
+        else:
+            self._out.discard()
+        why = write_failure_reason(self.path.parent, self.error)
+        raise RecordingError(f"{why} while recording to {self.path}: the recording stopped after "
+                             f"{self.frames / self.samplerate:.1f} s; "
+                             + ("what was written is kept" if kept else "nothing was kept"))

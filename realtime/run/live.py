@@ -77,11 +77,15 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         return stream_until(engine, seconds)
     finally:
         engine.stop()  # always before the server goes away
-        if recorder:
-            recorder.close()
-            print(f"recorded {recorder.frames / config.samplerate:.1f} s to {record}", file=sys.stderr)
-        if server:
-            server.stop()
+        try:
+            if recorder:
+                recorder.close()
+                lost = engine.tap_dropped_frames / config.samplerate
+                print(f"recorded {recorder.frames / config.samplerate:.1f} s to {record}"
+                      + (f"; {lost:.2f} s lost where the disk could not keep up" if lost else ""), file=sys.stderr)
+        finally:
+            if server:
+                server.stop()
 
 
 def load_demo_signal(samplerate: int, channels: int) -> np.ndarray:

@@ -130,18 +130,9 @@ def _read_only(folder: Path) -> bool:
 
 def _write_failed(out_p: Path, e: BaseException) -> OfflineError:
     """One clear error for a write that failed midway (full disk, lost mount, …)."""
-    import shutil
+    from realtime.io.files import write_failure_reason
 
-    from realtime.errors import os_reason
-
-    reason = os_reason(e) if isinstance(e, OSError) else None
-    if reason is None:
-        try:
-            if shutil.disk_usage(out_p.parent).free < 1 << 20:
-                reason = "no space left on device"
-        except OSError:
-            pass
-    return OfflineError(f"{reason or str(e) or type(e).__name__} while writing {out_p}; nothing was written")
+    return OfflineError(f"{write_failure_reason(out_p.parent, e)} while writing {out_p}; nothing was written")
 
 
 class Reblocker:

@@ -82,6 +82,33 @@ def test_streaming_equals_whole_file_any_block_size():
     assert p.latency == whole.latency and p.latency_ms <= 10.0
 
 
+def test_auto_level_ceiling_moves_glide_instead_of_stepping():
+    """Lowering the auto-level ceiling by 11 dB, or switching auto-level on, under a loud steady tone
+    (which the model leaves alone: tests below) glides the output level down within ~0.3 s; before,
+    the output stepped by the whole 11 dB from one sample to the next."""
+    t = np.arange(SR * 2) / SR
+    x = np.repeat((0.9 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)[:, None], 2, 1)
+    for first, then in (({"ceiling_db": -1.0}, {"ceiling_db": -12.0}), ({"auto_level": "off"}, {"auto_level": "on",
+                                                                                             "ceiling_db": -12.0})):
+        p = Delimiter(**first)
+        p.prepare(SR, 256, 2)
+        y, at = x.copy(), SR // 2 // 256 * 256
+        for i in range(0, len(y), 256):
+            if i == at:
+                for k, v in then.items():
+                    p.set_param(k, v)
+            p.process(y[i:i + 256])
+        lat = p.latency
+        ratio = np.abs(y[lat:, 0]) / np.maximum(np.abs(x[:-lat, 0]), 1e-9)
+        ok = np.abs(x[:-lat, 0]) > 0.3  # the level where the tone is well above zero
+        gain_db = 20 * np.log10(np.maximum(ratio[ok], 1e-9))
+        steps = np.abs(np.diff(gain_db))
+        assert steps.max() < 2.0, (then, steps.max())  # glides (a new step at each peak of the tone)
+        late = y[at + lat + SR // 3:, 0]
+        assert np.abs(late).max() < 10 ** (-12 / 20) * 1.001, then  # and gets there within a third of a second
+        assert np.abs(late).max() > 10 ** (-12.5 / 20), then
+
+
 def test_reset_restarts_the_stream_identically():
     y, _ = _limited(_hits(1.0))
     p = Delimiter()
@@ -446,6 +473,37 @@ print(json.dumps(lags))
     if "swh-fast-lookahead latency" in lags:  # 5 ms at 44.1 kHz, give or take the plugin's rounding
         assert 200 <= lags.pop("swh-fast-lookahead latency") <= 240, lags
     assert all(lag == 0 for lag in lags.values()), lags
+
+
+def test_wave_threshold_hears_the_curve_as_the_processor_plays_it():
+    """--wave-threshold: the offset follows the network's estimate on un-limited examples (gain
+    target exactly 0), estimates under offset + threshold play as unity and cost the waveform term
+    nothing, those above it are applied less the offset and threshold."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+    from models.delimiter.tcn import DelimiterTCN
+
+    thr = 1.5 / train.DB_PER_NEPER
+    play = train.PlayedCurve(1.5, momentum=0.5)
+    a = torch.tensor([[0.2, 0.2, 0.2], [0.1, 0.6, 0.3]])
+    G = torch.tensor([[0.0, 0.0, 0.0], [-0.1, float("nan"), -0.5]])  # an un-limited row, a limited one
+    out = play(a, G)
+    assert play.offset == pytest.approx(0.2)  # the un-limited row's mean; the limited row does not count
+    want = (a - 0.2 - thr).clamp(min=0.0)
+    assert torch.allclose(out, want) and out[0].abs().max() == 0 and out[1, 1] > 0
+    play(torch.full((1, 3), 0.4), torch.zeros(1, 3))  # a running mean: half way towards 0.4
+    assert play.offset == pytest.approx(0.3)
+    play(a, G[1:].expand(2, 3))  # no un-limited example in the batch: the offset stays
+    assert play.offset == pytest.approx(0.3)
+
+    torch.manual_seed(0)
+    net = DelimiterTCN()
+    Y = 0.3 * torch.randn(2, 64 * train.HOP, 2)
+    G = torch.zeros(2, Y.shape[1])  # un-limited: every estimate of a fresh network is sub-threshold noise
+    _, wl = train.losses(net, Y, Y, G, "shape", played=train.PlayedCurve(6.0))
+    wl.backward()
+    assert float(wl) == pytest.approx(-40.0)  # the input plays bit-exact: SI-SDR at its cap
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in net.parameters())
 
 
 def test_shape_gain_loss_ignores_the_excerpts_offset_and_widened_lookahead_keeps_the_function():

@@ -64,8 +64,11 @@ DB_PER_NEPER = 20.0 / math.log(10.0)
 DEFAULT_THRESHOLD_DB = 1.5
 
 # float state slots
-_PREV, _AMOUNT, _TRIM, _SCALE, _THRESHOLD = range(5)
-N_FLOAT_STATE = 5
+_PREV, _AMOUNT, _TRIM, _SCALE, _THRESHOLD, _CEILING = range(6)
+N_FLOAT_STATE = 6
+# auto-level off is a ceiling (dB) no restored sample reaches (IN_CLIP · e^MAX_LOG_GAIN is 47 dB), so
+# switching it glides like a ceiling move
+AUTO_OFF_DB = 60.0
 
 
 @njit(nogil=True, cache=True)
@@ -84,13 +87,14 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
 
     The first ``skip[0]`` knots of a stream belong to the silent frames before it started:
     those frames stay silent and leave the smoothers alone.
-    k = [amount/trim/threshold smoothing coeff, auto-level release coeff, the model's level offset (nepers)]."""
+    k = [amount/trim/threshold/ceiling smoothing coeff, auto-level release coeff, the model's level
+    offset (nepers)]. The auto-level ceiling glides (in dB) to a new setting: with the signal over
+    it, a jump would be a gain step of up to its whole range in one sample."""
     nk = knots.shape[2]
     seg = hop // nk
     amount_t = values[0]
     trim_t = 10.0 ** (values[1] / 20.0)
-    auto = values[2] >= 0.5
-    ceil = 10.0 ** (values[3] / 20.0)
+    ceil_t = values[3] if values[2] >= 0.5 else AUTO_OFF_DB
     thr_t = values[4] / DB_PER_NEPER
     c = k[0]
     crel = k[1]
@@ -100,6 +104,8 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
     trim = fs[_TRIM]
     thr = fs[_THRESHOLD]
     s = fs[_SCALE]
+    cdb = fs[_CEILING]
+    ceil = math.exp(cdb / DB_PER_NEPER)
     gmax = 0.0
     smin = s
     nch = out.shape[1]
@@ -133,12 +139,14 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
                 y0 = (x0 + am * (dry[base + i, 0] - x0)) * g
                 y1 = (x1 + am * (dry[base + i, 1] - x1)) * g
                 pk = max(abs(y0), abs(y1))
-                if auto:
-                    s += crel * (1.0 - s)
-                    if pk * s > ceil:
-                        s = ceil / pk
-                else:
-                    s += crel * (1.0 - s)
+                if cdb != ceil_t:
+                    cdb += c * (ceil_t - cdb)
+                    if abs(ceil_t - cdb) < 1e-4:
+                        cdb = ceil_t
+                    ceil = math.exp(cdb / DB_PER_NEPER)
+                s += crel * (1.0 - s)
+                if pk * s > ceil:
+                    s = ceil / pk
                 if s < smin:
                     smin = s
                 o = opos + base + i
@@ -151,6 +159,7 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
     fs[_TRIM] = trim
     fs[_SCALE] = s
     fs[_THRESHOLD] = thr
+    fs[_CEILING] = cdb
     if gmax * DB_PER_NEPER > readings[0]:
         readings[0] = gmax * DB_PER_NEPER
     v = 20.0 * math.log10(max(smin, 1e-9))
@@ -175,7 +184,7 @@ class Delimiter(NeuralProcessor):
         Param("amount", "Amount", 0.0, 1.0, 1.0, smoothing_ms=30.0),
         Param("output_gain_db", "Output trim", -24.0, 12.0, 0.0, unit="dB", smoothing_ms=30.0),
         Param("auto_level", "Auto-level", 0.0, 1.0, 1.0, choices=("off", "on"), step=1.0, smoothing_ms=0.0),
-        Param("ceiling_db", "Auto-level ceiling", -12.0, 0.0, -1.0, unit="dB", smoothing_ms=0.0),
+        Param("ceiling_db", "Auto-level ceiling", -12.0, 0.0, -1.0, unit="dB", smoothing_ms=30.0),
         # gain reductions the model puts under this are left alone: un-limited and lightly limited
         # passages, where a wrong estimate costs most, pass bit-exact
         Param("threshold_db", "Threshold", 0.0, 6.0, DEFAULT_THRESHOLD_DB, unit="dB", smoothing_ms=30.0),
@@ -254,8 +263,9 @@ class Delimiter(NeuralProcessor):
         self.readings.fill(0.0)
 
     def _initial_float_state(self) -> tuple:
-        """[previous knot, amount, trim, auto-level scale, threshold] at the current values."""
-        return (0.0, self.values[0], 10.0 ** (self.values[1] / 20.0), 1.0, self.values[4] / DB_PER_NEPER)
+        """[previous knot, amount, trim, auto-level scale, threshold, ceiling dB] at the current values."""
+        return (0.0, self.values[0], 10.0 ** (self.values[1] / 20.0), 1.0, self.values[4] / DB_PER_NEPER,
+                self.values[3] if self.values[2] >= 0.5 else AUTO_OFF_DB)
 
     def _hops(self, x, start, T, out, opos) -> int:
         """FixedHop's runner: the model over the T newest frames, whose knots restore the T frames

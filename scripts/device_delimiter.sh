@@ -36,6 +36,7 @@ elif [ "$mode" = train ]; then
     # no selection set there: --keep-all keeps the weights every --val-every steps, selected here
     # from the shipped network (model card, "Training on what the processor restores"), with its
     # loss; the loader de-clips as the processor does (--declip, the default)
+    fresh_run_dir /tmp/delimiter-gpu "$@"
     python3 -m models.delimiter.train --data "$data" --device "$device" --init models/delimiter/checkpoint.pt \
         --ckpt /tmp/delimiter-gpu --out /tmp/delimiter-gpu/delimiter.onnx --gain-loss shape --keep-all \
         --workers "$workers" --threads 2 --batch 64 --lr 5e-4 --val-every 500 --steps 20000 \

@@ -34,6 +34,7 @@ elif [ "$mode" = train ]; then
     device_setup enhancer "soundfile, soxr"
     # 14 workers only mix (the pitch features are the trainer's, on the GPU: --features-on auto);
     # validation on the trainer's synthetic set only (select/ stays here)
+    fresh_run_dir /tmp/enhancer-gpu "$@"
     python3 -m models.enhancer.train --data "$data" --device "$device" --init models/enhancer/checkpoint.pt \
         --ckpt /tmp/enhancer-gpu --export "$out/enhancer.onnx" --workers "$workers" --threads 2 --batch 64 \
         --snr-max 20 --p-clean 0.1 --lr 3e-4 --seconds 1.5 --select-by sisdr --val-every 250 --keep-every 500 \

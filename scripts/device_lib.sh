@@ -23,3 +23,10 @@ copy_newest() {  # N FILE...: the N newest of the kept weights (version order, s
     shift
     ls -v "$@" 2>/dev/null | tail -"$n" | xargs -r -I{} cp {} "$out/"
 }
+
+fresh_run_dir() {  # DIR ARGS...: DIR emptied unless ARGS hold --resume. A warm machine keeps an earlier
+    # call's run there: its best.pt would be exported, its higher-numbered steps copied back as new
+    local dir="$1"
+    shift
+    case " $* " in *" --resume "*) ;; *) rm -rf "$dir" ;; esac
+}

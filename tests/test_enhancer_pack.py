@@ -82,8 +82,10 @@ def test_the_trainer_runs_on_an_unpacked_pack(tmp_path):
     assert main(["--smoke", "--init", str(kept), "--ckpt", str(tmp_path / "ck2"), "--steps", "1"]) == 0
     assert "fine-tuning from" in (tmp_path / "ck2" / "train.log").read_text()
     # and export alone, to be selected on the held-out set like any other candidate
-    assert main(["--export-only", "--init", str(kept), "--export", str(tmp_path / "kept.onnx")]) == 0
+    assert main(["--export-only", "--init", str(kept), "--export", str(tmp_path / "kept.onnx"),
+                 "--ckpt", str(tmp_path / "ck3")]) == 0
     assert (tmp_path / "kept.onnx").is_file()
+    assert not (tmp_path / "ck3").exists()  # an export trains nothing and writes no run log
     # or the mean of the kept weights (a soup of one run), which is their midpoint, parameter by parameter
     import onnx
     import torch

@@ -431,15 +431,20 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     device = pick_device(a.device)
-    a.ckpt.mkdir(parents=True, exist_ok=True)
-    logf = open(a.ckpt / "train.log", "a")
+    # an export trains nothing: it prints, and leaves the checkpoint folder (by default the
+    # repository's checkpoints/enhancer) as it was
+    logf = None
+    if not a.export_only:
+        a.ckpt.mkdir(parents=True, exist_ok=True)
+        logf = open(a.ckpt / "train.log", "a")
     t_start = time.time()
 
     def log(msg):
         line = f"[{time.strftime('%H:%M:%S')} {time.time() - t_start:7.1f}s] {msg}"
         print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+        if logf is not None:
+            logf.write(line + "\n")
+            logf.flush()
 
     if a.average and not a.export_only:  # before anything is built: a usage error costs nothing
         raise SystemExit("--average goes with --export-only")

@@ -106,15 +106,18 @@ def neg_si_sdr(est: torch.Tensor, ref: torch.Tensor, cap_db: float = 40.0) -> to
     return -sdr.clamp(max=cap_db).mean()
 
 
-def losses(model, Y, X, G, mode: str = "l1", D=None):
+def losses(model, Y, X, G, mode: str = "l1", D=None, played=None):
     """(gain L1 where the gain is known, -SI-SDR of the restored waveform); the gain multiplies
-    ``D`` (the de-clipped input) when given, else Y.
+    ``D`` (the de-clipped input) when given, else Y. ``played`` (e.g. ``PlayedCurve``) maps the
+    curve to what the processor plays for the waveform term; the gain term sees the raw curve.
 
     ``mode``: "l1" per sample; "offset" only each example's mean log gain, leaving the shape of
     the curve to the SI-SDR term (a per-sample L1 can settle on the conditional median, a
     constant, while the input's cues are still faint); "shape" the curve about each example's
     mean, plus a light pull of the mean towards the truth (SHAPE_OFFSET_WEIGHT)."""
     a, xh = restore(model, Y, D)
+    if played is not None:
+        xh = (Y if D is None else D) * torch.exp(played(a, G)).unsqueeze(-1)
     mask = torch.isfinite(G)
     err = (a - torch.where(mask, -G, torch.zeros_like(G))) * mask  # target a = -log g
     n_known = mask.sum().clamp(min=1)
@@ -128,6 +131,26 @@ def losses(model, Y, X, G, mode: str = "l1", D=None):
     else:
         gain_l1 = err.abs().sum() / n_known
     return gain_l1, neg_si_sdr(xh, X)
+
+
+class PlayedCurve:
+    """The curve as the processor plays it (``--wave-threshold``): max(a - offset - threshold, 0).
+    The offset is what ``level_offset`` measures at export, followed here as a running mean of the
+    network's own estimate on the batch's un-limited examples (gain target exactly 0). The waveform
+    term then costs only what a listener hears: wobble under the threshold is free, a wrong
+    estimate above it is not."""
+
+    def __init__(self, threshold_db: float, momentum: float = 0.98):
+        self.threshold = threshold_db / DB_PER_NEPER
+        self.momentum, self.offset = momentum, None
+
+    def __call__(self, a: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            clean = (G == 0).all(1)
+            if bool(clean.any()):
+                m = float(a[clean].mean())
+                self.offset = m if self.offset is None else self.momentum * self.offset + (1 - self.momentum) * m
+        return (a - (self.offset or 0.0) - self.threshold).clamp(min=0.0)
 
 
 UNLIMITED_PEAKS_DB = (-1.0, -6.0, -12.0)  # un-limited music at these peaks measures the level offset
@@ -422,6 +445,7 @@ def train(a) -> dict:
                         "log": log, "seen_s": seen_s,
                         "lookahead": model.lookahead}, str(tmp))
 
+    played = None if a.wave_threshold is None else PlayedCurve(a.wave_threshold)
     t0 = time.monotonic()
     t_wait = 0.0
     it = iter(loader)
@@ -435,7 +459,7 @@ def train(a) -> dict:
         Y, D, X, G = (t.to(device, non_blocking=True) for t in next(it))
         t_wait += time.monotonic() - tw
         sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
-        gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss, D * sign)
+        gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss, D * sign, played)
         loss = GAIN_WEIGHT * gl + WAVE_WEIGHT * wl
         opt.zero_grad()
         loss.backward()
@@ -503,6 +527,9 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--gain-loss", choices=("l1", "offset", "shape"), default="l1",
                     help="per-sample L1 of the log gain, only each example's mean, or the curve about it (see losses)")
+    ap.add_argument("--wave-threshold", type=float, default=None, metavar="DB",
+                    help="the waveform loss hears the curve as the processor plays it at this threshold "
+                         "(level offset out, estimates under it left alone); default: the raw curve")
     ap.add_argument("--declip", action=argparse.BooleanOptionalAction, default=True,
                     help="the gain restores the input through the processor's de-clipper, as the product does "
                          "(--no-declip: the input as it came, as before the twenty-eighth session)")

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -157,6 +158,25 @@ def test_manifest_rows_carry_outputs_and_overrides(mixed, tmp_path):
         plan_batch([src / "a.wav", src / "a.wav"], out, BatchOptions())
     with pytest.raises(OfflineError, match="no such file"):
         plan_batch([tmp_path / "missing.wav"], out, BatchOptions())
+    # fields of the wrong type, outputs outside --out and extensions that are not: one clear line each
+    for row, why in (({"input": 5}, "'input' must be a path"), ({"input": ["a.wav"]}, "'input' must be a path"),
+                     ({"input": f"{rel}/a.wav", "output": 5}, "'output' must be a path"),
+                     ({"input": f"{rel}/a.wav", "preset": ["voice"]}, "'preset' must be a path"),
+                     ({"input": f"{rel}/a.wav", "set": 5}, "'set' must be text or a list"),
+                     ({"input": f"{rel}/a.wav", "set": [["a"]]}, "'set' must be text or a list"),
+                     ({"input": f"{rel}/a.wav", "output": "../../x.wav"}, "must be a path inside --out"),
+                     ({"input": f"{rel}/a.wav", "output": "/tmp/x.wav"}, "must be a path inside --out")):
+        jsonl.write_text(json.dumps(row) + "\n")
+        with pytest.raises(OfflineError, match=f"jobs.jsonl: row 1.*{re.escape(why)}"):
+            plan_batch([jsonl], out, BatchOptions())
+    with pytest.raises(OfflineError, match="--ext 'x/y': not a file extension"):
+        plan_batch([src / "a.wav"], out, BatchOptions(ext="x/y"))
+    # a preset file named in a manifest is found beside it, as its inputs are
+    (tmp_path / "list" / "mine.json").write_text((Path(main.__file__).parent / "realtime" / "dsp" / "presets"
+                                                  / "clean.json").read_text())
+    jsonl.write_text(json.dumps({"input": f"{rel}/a.wav", "preset": "mine.json"}) + "\n")
+    (task,) = plan_batch([jsonl], out, BatchOptions())
+    assert task.preset_file == str(tmp_path / "list" / "mine.json")
 
 
 def test_progress_line_shows_rates_and_eta():

@@ -258,6 +258,10 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
         The inputs or presets cannot be planned (nothing is processed).
     """
     options = options or BatchOptions()
+    if isinstance(ray_address, str):  # a cluster that does not answer fails before anything is made
+        from realtime.run.ray_batch import probe
+
+        probe(ray_address)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

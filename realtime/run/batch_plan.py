@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,14 +130,29 @@ def _read_manifest(path: Path) -> list[dict]:
                         if not isinstance(row, dict):
                             raise ValueError(f"line {n}: expected an object")
                         sets = row.get("set") or []
-                        row["set"] = [sets] if isinstance(sets, str) else list(sets)
+                        row["set"] = [sets] if isinstance(sets, str) else sets
                         rows.append(row)
     except (OSError, ValueError, csv.Error) as e:
         raise OfflineError(f"{path}: cannot read manifest ({e})") from None
     for i, row in enumerate(rows):
-        if not row.get("input"):
-            raise OfflineError(f"{path}: row {i + 1} has no 'input'")
+        _check_row(path, i + 1, row)
     return rows
+
+
+def _check_row(path: Path, n: int, row: dict) -> None:
+    """A manifest row's fields are what the planner expects: text paths, a list of text overrides,
+    an output that stays inside ``--out``."""
+    where = f"{path}: row {n}"
+    if not row.get("input"):
+        raise OfflineError(f"{where} has no 'input'")
+    for key in ("input", "output", "preset"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            raise OfflineError(f"{where}: '{key}' must be a path (text), not {type(row[key]).__name__}")
+    if not isinstance(row["set"], list) or not all(isinstance(s, str) for s in row["set"]):
+        raise OfflineError(f"{where}: 'set' must be text or a list of texts like \"slot.param=value\"")
+    out = row.get("output")
+    if out and (Path(out).is_absolute() or ".." in Path(out).parts):
+        raise OfflineError(f"{where}: 'output' {out!r} must be a path inside --out")
 
 
 def _kind(path: Path) -> str:
@@ -202,6 +218,8 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         A preset or override that does not apply (names the manifest row when it came from one).
     """
     out_dir = Path(out_dir)
+    if options.ext is not None and not re.fullmatch(r"\.?[A-Za-z0-9]+", options.ext):
+        raise OfflineError(f"--ext {options.ext!r}: not a file extension (e.g. wav, flac)")
     presets = _Presets()
     jobs: list[tuple[Path, Path, str | None, tuple[str, ...], str]] = []  # input, output, preset, sets, origin
     for item in map(Path, inputs):
@@ -215,7 +233,10 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
                 src = item.parent / row["input"]
                 dst = out_dir / row["output"] if row.get("output") else \
                     _default_output(src, Path(Path(row["input"]).name), out_dir, options.ext)
-                jobs.append((src, dst, row.get("preset") or None, tuple(row["set"]), f"{item} row {i + 1}"))
+                preset = row.get("preset") or None
+                if preset and (preset.endswith(".json") or os.sep in preset) and not Path(preset).is_absolute():
+                    preset = str(item.parent / preset)  # a preset file beside the manifest, as its inputs are
+                jobs.append((src, dst, preset, tuple(row["set"]), f"{item} row {i + 1}"))
         elif item.exists():
             jobs.append((item, _default_output(item, Path(item.name), out_dir, options.ext), None, (), str(item)))
         else:

@@ -121,9 +121,12 @@ class _FileStream:
 
     def finish(self) -> None:
         """The resampler's tail, silence for rounding, then the output appears (atomically)."""
+        from realtime.run.offline import check_written
+
         self.writer.finish()
         self.dst.close()
         self.src.close()
+        check_written(self.out.tmp, Path(self.task.output), self.total)
         self.out.commit()
 
     def abandon(self) -> None:

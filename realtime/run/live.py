@@ -54,11 +54,15 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     server) until ``seconds`` pass or Ctrl-C; returns the exit status."""
     from realtime.io.devices import has_audio_device
     from realtime.io.jackserver import ensure_server
+    from realtime.run.offline import check_destination
 
+    if record:  # refused before anything starts, not after the run
+        check_destination(Path(record))
     server = None
     if demo or not has_audio_device():
         print("No audio device found: starting a private JACK server (dummy driver) and playing the bundled "
               "demo signal through the live engine." if not demo else "Demo mode: private JACK dummy server.")
+        check_destination(Path(demo_out))
         server = ensure_server(config.samplerate, config.blocksize)
         demo = True
     from realtime.io.recorder import FileRecorder

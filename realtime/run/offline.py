@@ -114,7 +114,8 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
         raise OfflineError(f"{out_p}: is a folder; give a file name")
     parent = out_p.parent if str(out_p.parent) else Path(".")
     if not parent.is_dir():
-        raise OfflineError(f"{parent}: output directory does not exist")
+        raise OfflineError(f"{parent}: " + ("is a file, not a folder" if parent.exists() else
+                                            "output directory does not exist"))
     if not os.access(parent, os.W_OK | os.X_OK):
         reason = "read-only file system" if _read_only(parent) else "permission denied"
         raise OfflineError(f"{out_p}: cannot write there ({reason})")
@@ -126,6 +127,18 @@ def _read_only(folder: Path) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:
         return False
+
+
+def check_written(tmp, out_p: Path, frames: int) -> None:
+    """The file at ``tmp`` must read back at its full length before it replaces ``out_p``:
+    libsndfile does not report every failed write (Ogg Vorbis on a full disk comes back empty,
+    without an error)."""
+    try:
+        got = sf.info(str(tmp)).frames
+    except (sf.LibsndfileError, RuntimeError):
+        got = 0
+    if got != frames:
+        raise _write_failed(out_p, OSError(f"the file reads back {got} of {frames} frames"))
 
 
 def _write_failed(out_p: Path, e: BaseException) -> OfflineError:
@@ -344,6 +357,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
                              desc=in_p.name) as bar:
                     out = OutputWriter(dst, rs_out, total, skip=latency)
                     frames_read, nonfinite = _stream(src, out, runner, rs_in, latency, bar)
+                check_written(tmp, out_p, total)
         except (OSError, sf.LibsndfileError) as e:
             raise _write_failed(out_p, e) from None
     finally:
@@ -412,7 +426,8 @@ def midi_file_events(path, samplerate: int) -> np.ndarray:
                 b = msg.bytes()
                 rows.append((round(t * samplerate), b[0], b[1] if len(b) > 1 else 0, b[2] if len(b) > 2 else 0))
     except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
-        raise OfflineError(f"{p}: not a readable MIDI file ({e})") from None
+        why = str(e) or ("it ends too early" if isinstance(e, EOFError) else type(e).__name__)
+        raise OfflineError(f"{p}: not a readable MIDI file ({why})") from None
     return np.asarray(rows, np.float64).reshape(-1, 4)
 
 
@@ -475,7 +490,7 @@ def plan_render(midi_path, out_path, samplerate: int, tail_s: float = 2.0) -> tu
     n = int((events[:, 0].max() if len(events) else 0) + tail_s * samplerate)
     if n > MAX_RENDER_S * samplerate:
         raise OfflineError(f"{midi_path}: the song would last {n / samplerate / 3600:.0f} hours; "
-                           f"refusing to render more than {MAX_RENDER_S // 3600} (a broken delta time?)")
+                           f"refusing to render more than {MAX_RENDER_S // 3600} hours (a broken delta time?)")
     return events, n
 
 

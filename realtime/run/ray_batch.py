@@ -10,6 +10,8 @@ on a multi-node cluster, inputs and outputs must be on a filesystem every node m
 """
 from __future__ import annotations
 
+import socket
+
 from realtime.run.batch import THREAD_ENV, BatchTask, StopFlag
 
 MAX_RETRIES = 3  # attempts after a worker died; a file's own errors are results, never retried
@@ -54,12 +56,27 @@ def connect(address: str | None):
         raise OfflineError("--ray needs Ray: pip install -e '.[cluster]'") from None
     if ray.is_initialized():
         return False
+    probe(address)
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": dict(THREAD_ENV)})
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise OfflineError(f"cannot reach a Ray cluster at {address or 'the default address'}: {e}") from None
     return True
+
+
+def probe(address: str | None, timeout_s: float = 5.0) -> None:
+    """A "host:port" address must answer before Ray is asked to join it: with nothing listening,
+    ``ray.init`` retries its connection for minutes, logging a warning every 30 s."""
+    from realtime.errors import OfflineError
+
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or "://" in (address or "") or not port.isdigit():
+        return  # "auto", "local", None, ray://…: Ray's own resolution
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise OfflineError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
 
 
 def run_tasks_on_ray(units: list[tuple[BatchTask, ...]], on_result, stop: StopFlag,

@@ -113,6 +113,33 @@ def test_polyphony_and_voice_stealing():
     assert np.isfinite(y).all() and np.abs(y).max() > 1e-3
 
 
+def test_a_chord_larger_than_the_polyphony_keeps_its_newest_notes():
+    """Eight notes at one instant on four voices: each steal takes the oldest note-on, not the
+    voice that was just started (all start at the same sample)."""
+    s = make(polyphony=4)
+    run(s, 3, events=[(0, 0x90, 60 + i, 100, 0) for i in range(8)])
+    assert s.sounding_notes() == [64, 65, 66, 67]
+
+
+def test_notes_held_before_a_switch_to_mono_are_released_by_their_note_offs():
+    s = make(release_ms=20)
+    run(s, 3, events=[(0, 0x90, n, 100, 0) for n in (60, 64, 67)])
+    s.set_param("mode", "mono")
+    run(s, 3, events=[(0, 0x80, n, 0, 0) for n in (60, 64, 67)])
+    assert s.sounding_notes() == []
+    run(s, 100)
+    assert s.active_voices() == 0
+
+
+def test_nrpn_data_entry_leaves_the_bend_range_alone():
+    """RPN 0,0 sets the pitch-bend range; a later NRPN's data entry (GS/XG files send them) does not."""
+    s = make(bend_range=2)
+    run(s, 1, events=[(0, 0xB0, 101, 0, 0), (0, 0xB0, 100, 0, 0), (0, 0xB0, 6, 12, 0)])
+    assert s.values[s.param_index("bend_range")] == 12
+    run(s, 1, events=[(0, 0xB0, 99, 1, 0), (0, 0xB0, 98, 32, 0), (0, 0xB0, 6, 64, 0)])
+    assert s.values[s.param_index("bend_range")] == 12
+
+
 def test_note_off_sustain_pedal_and_release():
     s = make(release_ms=50)
     run(s, 5, events=[(0, 0x90, 60, 100, 0), (1, 0xB0, 64, 127, 0), (2, 0x80, 60, 0, 0)])

@@ -16,6 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
+from realtime.dsp.kernels import flush_denormal, glide
 from realtime.dsp.processor import Param, Processor
 from realtime.dsp.processors import register
 
@@ -87,12 +88,6 @@ def biquad_coefficients(type, freq_hz, q, gain_db, sample_rate):
 
 
 @njit(nogil=True, cache=True)
-def _flush(v):
-    # Decaying IIR state would otherwise sink into (slow) denormals during silence.
-    return 0.0 if abs(v) < 1e-30 else v
-
-
-@njit(nogil=True, cache=True)
 def _biquad_kernel(block, values, sm, coefs, z, k):
     sr = k[0]
     cf = k[1]
@@ -111,9 +106,9 @@ def _biquad_kernel(block, values, sm, coefs, z, k):
     cnt = int(sm[5])
     nch = block.shape[1]
     for n in range(block.shape[0]):
-        lf += cf * (tlf - lf)
-        lq += cq * (tlq - lq)
-        g += cg * (tg - g)
+        lf = glide(lf, tlf, cf)
+        lq = glide(lq, tlq, cq)
+        g = glide(g, tg, cg)
         if ttype != typ and fade == 0.0:
             # Type change: current filter becomes the fading-out one; new one starts at rest.
             for i in range(5):
@@ -139,12 +134,12 @@ def _biquad_kernel(block, values, sm, coefs, z, k):
             if not math.isfinite(x):  # one NaN would otherwise poison the state forever
                 x = 0.0
             y = b0 * x + z[0, ch, 0]
-            z[0, ch, 0] = _flush(b1 * x - a1 * y + z[0, ch, 1])
-            z[0, ch, 1] = _flush(b2 * x - a2 * y)
+            z[0, ch, 0] = flush_denormal(b1 * x - a1 * y + z[0, ch, 1])
+            z[0, ch, 1] = flush_denormal(b2 * x - a2 * y)
             if fade > 0.0:
                 yo = coefs[1, 0] * x + z[1, ch, 0]
-                z[1, ch, 0] = _flush(coefs[1, 1] * x - coefs[1, 3] * yo + z[1, ch, 1])
-                z[1, ch, 1] = _flush(coefs[1, 2] * x - coefs[1, 4] * yo)
+                z[1, ch, 0] = flush_denormal(coefs[1, 1] * x - coefs[1, 3] * yo + z[1, ch, 1])
+                z[1, ch, 1] = flush_denormal(coefs[1, 2] * x - coefs[1, 4] * yo)
                 y = y + fade * (yo - y)
             block[n, ch] = y
         if fade > 0.0:

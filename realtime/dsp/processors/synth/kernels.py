@@ -21,6 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
+from realtime.dsp.kernels import flush_denormal, glide
 from realtime.dsp.processors.synth.voices import K_BALANCE, K_BRIGHT, K_GAIN, K_REVERB
 
 TRAIN_SR = 24000.0
@@ -246,8 +247,8 @@ def render(block, n, pos, hop, sr, T, harm, noise, act, f0_in, n_used, kv, vol, 
         idx = (pos + i) & mask
         y = mono[i] + ring[idx]
         ring[idx] = 0.0
-        g += c * (g_target - g)
-        mix += c * (mix_target - mix)
+        g = glide(g, g_target, c)
+        mix = glide(mix, mix_target, c)
         y *= g
         # 4-line FDN, always running so its tail outlives a mix change: read, Householder
         # mix (x - 2/N sum), feed back with decay
@@ -258,10 +259,10 @@ def render(block, n, pos, hop, sr, T, harm, noise, act, f0_in, n_used, kv, vol, 
         hsum = 0.5 * (r0 + r1 + r2 + r3)
         wp = rev_pos[0] % rev_buf.shape[1]
         inp = 0.25 * y
-        rev_buf[0, wp] = REVERB_DECAY * (r0 - hsum) + inp
-        rev_buf[1, wp] = REVERB_DECAY * (r1 - hsum) + inp
-        rev_buf[2, wp] = REVERB_DECAY * (r2 - hsum) + inp
-        rev_buf[3, wp] = REVERB_DECAY * (r3 - hsum) + inp
+        rev_buf[0, wp] = flush_denormal(REVERB_DECAY * (r0 - hsum) + inp)
+        rev_buf[1, wp] = flush_denormal(REVERB_DECAY * (r1 - hsum) + inp)
+        rev_buf[2, wp] = flush_denormal(REVERB_DECAY * (r2 - hsum) + inp)
+        rev_buf[3, wp] = flush_denormal(REVERB_DECAY * (r3 - hsum) + inp)
         rev_pos[0] += 1
         wl = (1.0 - mix) * y + mix * (r0 + r2)
         wr = (1.0 - mix) * y + mix * (r1 + r3)

@@ -33,12 +33,12 @@ K_INSTR, K_GAIN, K_ATTACK, K_RELEASE, K_VIB_RATE, K_VIB_DEPTH, K_BALANCE, K_BRIG
 
 # per-voice fields
 V_NOTE, V_CH, V_VEL, V_GATE, V_SUST, V_STAGE, V_ON_T, V_OFF_T, V_ENV_OFF, V_P_START, V_P_TARGET, \
-    V_G_T, V_G_LEN, V_LAST_F0, V_PITCH, NVF = range(16)
+    V_G_T, V_G_LEN, V_LAST_F0, V_PITCH, V_SEQ, NVF = range(17)  # V_SEQ: the note-on's ordinal
 FREE, ON, RELEASED = 0, 1, 2
 
 # global fields
 G_BEND, G_MOD, G_EXPR, G_VOL, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, G_PROGRAM, G_DROPPED, \
-    G_DATA_MSB, NG = range(13)
+    G_DATA_MSB, G_SEQ, NG = range(14)
 
 FLOOR_DB = -100.0
 FREE_BELOW_DB = -90.0  # a released voice is freed when its envelope falls below this
@@ -204,13 +204,15 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
                 if e < lowest:
                     lowest = e
                     best = v
-        if best < 0:
+        if best < 0:  # by note-on order: a chord's notes share one start time
             oldest = 1e300
             for v in range(poly):
-                if vs[v, V_ON_T] < oldest:
-                    oldest = vs[v, V_ON_T]
+                if vs[v, V_SEQ] < oldest:
+                    oldest = vs[v, V_SEQ]
                     best = v
     _start(vs, best, note, ch, vel, t, -1.0, 0.0, state, silence, True)
+    g[G_SEQ] += 1.0
+    vs[best, V_SEQ] = g[G_SEQ]
 
 
 @njit(nogil=True, cache=True)
@@ -230,8 +232,10 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
                 vs[0, V_SUST] = 1.0
             else:
                 _release(vs, 0, t, atk, rel)
-        return
-    for v in range(MAX_VOICES):  # note-off without note-on simply matches nothing
+        first = 1  # voices a poly mode left held before the switch to mono: released as in poly
+    else:
+        first = 0
+    for v in range(first, MAX_VOICES):  # note-off without note-on simply matches nothing
         if vs[v, V_STAGE] == ON and vs[v, V_GATE] == 1.0 and vs[v, V_NOTE] == note and vs[v, V_CH] == ch:
             if g[G_SUSTAIN] >= 0.5:
                 vs[v, V_GATE] = 0.0
@@ -296,6 +300,9 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
             g[G_RPN_MSB] = b
         elif a == 100:
             g[G_RPN_LSB] = b
+        elif a == 99 or a == 98:  # an NRPN is selected: data entry no longer goes to an RPN
+            g[G_RPN_MSB] = 127.0
+            g[G_RPN_LSB] = 127.0
         elif a == 6:  # data entry: RPN 0 = pitch-bend range (semitones), written to the knob
             if g[G_RPN_MSB] == 0 and g[G_RPN_LSB] == 0:
                 kv[K_BEND] = min(24.0, float(b))

@@ -73,7 +73,7 @@ def run_gui(args) -> int:
         return app.exec()
     finally:
         if win is not None:
-            win.host.close()  # the stream closes before the server goes away
+            win.shutdown()  # MIDI, timers, then the engine: the stream closes before the server goes away
         if demo is not None:
             demo.close()
         if server is not None:

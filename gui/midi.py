@@ -16,8 +16,9 @@ def input_ports() -> tuple[list[str], str | None]:
 
 
 class MidiInput:
-    """Open ``port`` (a name, VIRTUAL or NONE) and call ``sink(status, data1, data2)`` on
-    rtmidi's thread for every channel voice message (sysex, clock and garbage are dropped)."""
+    """Open ``port`` (a name, VIRTUAL or NONE) and call ``sink(status, data1, data2)`` for every
+    channel voice message (sysex, clock and garbage are dropped), on a worker thread fed by rtmidi's
+    (``QueuedSink``: the panel's sink may wait for a rebuild, JACK's thread must not)."""
 
     def __init__(self, port: str, sink):
         from realtime.io.midi_input import MidiInput as _Input
@@ -25,9 +26,9 @@ class MidiInput:
         self.port_name = port
         self._in = None
         if port == VIRTUAL:
-            self._in = _Input(sink, virtual=True, name=VIRTUAL_NAME)
+            self._in = _Input(sink, virtual=True, name=VIRTUAL_NAME, queued=True)
         elif port and port != NONE:
-            self._in = _Input(sink, port=port)
+            self._in = _Input(sink, port=port, queued=True)
 
     @property
     def open(self) -> bool:

@@ -29,12 +29,19 @@ class MidiLearn(QObject):
         host.on_midi_error = self._error.emit
 
     def show_mappings(self) -> None:
-        """Label every mapped knob (after the rack was rebuilt)."""
+        """Label every mapped knob, and only those (after the rack was rebuilt, or a learn took a
+        controller from another knob)."""
+        for strip in self.w.rack.strips.values():
+            for knob in strip.knobs():
+                if knob.mapping:
+                    knob.mapping = ""
+                    knob.update()
         for target in self.w.host.midi_map.values():
             k = self.w.rack.knob(target)
             if k is not None:
                 cc, ch = self.w.host.mapping_of(target)
                 k.mapping = f"CC {cc}" + (f" ch{ch + 1}" if ch is not None else "")
+                k.update()
 
     def toggle(self, target: str) -> None:
         """Start learning ``target`` (the next controller that moves maps to it), or cancel."""
@@ -64,8 +71,7 @@ class MidiLearn(QObject):
         k = self.w.rack.knob(target)
         if k is not None:
             k.learning = False
-            k.mapping = f"CC {cc} ch{ch + 1}"
-            k.update()
+        self.show_mappings()  # the controller may have been another knob's: that label goes
         self.w.set_modified(True)
 
     def _show_value(self, target: str, kind: int, value: float) -> None:

@@ -303,6 +303,10 @@ class MainWindow(PresetActions, QMainWindow):
             msg = f"engine status unavailable: {e}"
             if msg not in self.errors:
                 self.show_error(msg)
+            if not getattr(self.host, "engine_alive", lambda: True)():
+                self.host.running = False
+                self.status_labels["state"].setText("○ engine exited")
+            self._sync_start_button()
             return
         L = self.status_labels
         L["state"].setText("● running" if s["running"] else "○ stopped")

@@ -130,6 +130,12 @@ def test_cc_map_learns_forgets_and_round_trips_a_preset():
                              {"cc": 22, "channel": 0, "target": "limiter.ceiling_db"}]
     m.forget_slot("gain")
     assert list(m.targets.values()) == ["limiter.ceiling_db"]
+    m.learn("hpf.freq_hz")  # a controller already mapped moves to the knob that learns it
+    m.controller(0, 22)
+    assert m.mapping_of("limiter.ceiling_db") is None and m.mapping_of("hpf.freq_hz") == (22, 0)
+    m.learn("hpf.q")
+    m.forget_slot("hpf")  # the slot of the knob waiting to learn goes: the learn is cancelled
+    assert m.controller(0, 30) == (None, False) and m.targets == {}
 
 
 def test_a_mapped_controller_moves_the_engine_from_the_midi_thread_without_qt():

@@ -56,3 +56,42 @@ def test_structure_changes_refresh_the_view(host):
     assert [s.id for s in host.chain.slots] == ["hpf", "gain", "limiter", "meter", "safety"]
     with pytest.raises(ValueError, match="not a removable slot"):
         host.remove_slot("safety")
+
+
+def test_a_command_that_timed_out_does_not_shift_the_replies():
+    """The engine process stalls (SIGSTOP) past a status poll's timeout, then goes on: its late
+    reply is dropped, and the next commands get their own answers (before, every later reply went
+    to the command after the one it belonged to)."""
+    import os
+    import signal
+
+    from gui.remote.client import EngineProcessError
+
+    h = RemoteEngineHost(load_preset("default"), EngineConfig())
+    try:
+        os.kill(h._proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(EngineProcessError, match="did not answer within 0.5 s"):
+                h._call("status", timeout=0.5)
+        finally:
+            os.kill(h._proc.pid, signal.SIGCONT)
+        assert [s.id for s in h.engine_values().slots] == ["hpf", "gain", "limiter", "meter", "safety"]
+        assert h.status()["running"] is False
+    finally:
+        h.close()
+
+
+def test_a_killed_engine_process_refuses_changes_and_a_closed_host_takes_no_midi():
+    from gui.remote.client import EngineProcessError
+
+    h = RemoteEngineHost(load_preset("default"), EngineConfig())
+    h._proc.kill()
+    h._proc.join(10)
+    assert not h.engine_alive()
+    with pytest.raises(EngineProcessError, match="not running"):
+        h.set_param("gain", "gain_db", -3)  # queued into rings nobody reads: it would look applied
+    with pytest.raises(EngineProcessError, match="not running"):
+        h.status()
+    assert h.running is False
+    h.close()
+    assert h.send_midi(0x90, 60, 100) is False  # the rings' memory is gone: nothing is written there

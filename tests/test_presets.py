@@ -95,6 +95,8 @@ MALFORMED = [
     ("chain/2/params/ceiling_db", float("nan"), "chain[2].params.ceiling_db: nan is not finite"),
     ("chain/2/params/bogus", 1, "chain[2].params.bogus: unknown parameter for 'limiter'"),
     ("chain/0/params/type", "bandpass", "chain[0].params.type: 'bandpass' is not one of"),
+    ("chain/0/params/type", float("nan"), "chain[0].params.type: nan is not one of"),
+    ("chain/0/params/type", float("inf"), "chain[0].params.type: inf is not one of"),
     ("chain/0/params/freq_hz", 5, "chain[0].params.freq_hz: 5 is outside [20, 20000] Hz"),
     ("chain/0/params", [], "chain[0].params: expected an object"),
     ("chain/1/mix", 1.5, "chain[1].mix: 1.5 is outside [0, 1]"),

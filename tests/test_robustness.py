@@ -277,6 +277,15 @@ def test_stale_part_files_of_the_same_output_are_cleaned(tmp_path, wav):
     assert not stale.exists() and other.exists()
 
 
+def test_an_output_name_near_the_length_limit_is_written(tmp_path, wav):
+    """A 250-byte file name is legal; its temporary name (the name plus ~15 characters) was not."""
+    out = tmp_path / ("é" * 122 + "[x].wav")  # 251 bytes, with glob characters
+    r = run("process", str(wav), str(out), "--preset", "clean", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(tmp_path)) == sorted([wav.name, out.name])
+    assert sf.info(out).frames == sf.info(wav).frames
+
+
 def test_absurd_midi_length_is_refused_at_once(tmp_path):
     mid = tmp_path / "huge.mid"
     # one track: a note-on after a delta of 0x0FFFFFFF ticks (the largest variable-length value)

@@ -337,3 +337,27 @@ def test_synth_live_command_plays_from_a_midi_port(jack_server):
     assert p.returncode == 0, stderr
     stats = json.loads(stdout.strip().splitlines()[-1])
     assert stats["midi_messages"] >= 2 and stats["blocks_processed"] > 100 and stats["error"] is None
+
+
+def test_a_queued_midi_sink_never_makes_the_midi_thread_wait():
+    """The panel's sink waits while an engine rebuild holds its lock; rtmidi's thread (JACK's
+    real-time one) hands messages to a QueuedSink and goes on at once. They arrive in order once
+    the sink is free, and close() delivers what was queued before it returns."""
+    import threading
+
+    from realtime.io.midi_input import QueuedSink
+
+    busy, got = threading.Lock(), []
+
+    def sink(*m):
+        with busy:
+            got.append(m)
+
+    q = QueuedSink(sink)
+    with busy:  # the rebuild; a caller that waited on the sink would deadlock here (the lock is not re-entrant)
+        for n in range(100):
+            q(0x90, n, 100)
+            q(0x80, n, 0)
+        assert got == []
+    q.close()
+    assert got == [m for n in range(100) for m in ((0x90, n, 100), (0x80, n, 0))]

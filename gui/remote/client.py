@@ -19,6 +19,7 @@ from realtime.engine.control import (
 )
 
 START_TIMEOUT_S = 60.0
+STATUS_TIMEOUT_S = 5.0  # the window polls every second: an engine that stalls must not freeze it for long
 
 
 class EngineProcessError(RuntimeError):
@@ -55,6 +56,8 @@ class RemoteEngineHost(HostBase):
         ControlRings.compile()  # the knob/MIDI push, before the first move
         self._pipe = threading.Lock()
         self._proc = None
+        self._seq = 0  # of the last command sent (the start's reply is 0)
+        self._closed = False  # the rings' shared memory is gone: nothing may be pushed
         self.running = False
         ctx = mp.get_context("spawn")  # never fork a process that runs Qt
         self._conn, child = ctx.Pipe()
@@ -74,22 +77,32 @@ class RemoteEngineHost(HostBase):
 
     # ---------------------------------------------------------------- pipe
     def _reply(self, timeout: float):
-        if not self._conn.poll(timeout):
-            raise EngineProcessError(f"the engine process did not answer within {timeout:g} s")
-        try:
-            msg = self._conn.recv()
-        except (EOFError, OSError):
-            raise EngineProcessError("the engine process exited") from None
+        """The reply to command ``self._seq``; replies to commands given up on (timed out) are dropped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                raise EngineProcessError(f"the engine process did not answer within {timeout:g} s")
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                raise EngineProcessError("the engine process exited") from None
+            if msg[-1] == self._seq:
+                break
         if msg[0] == "err":
             raise _error(msg[1], msg[2])
         return msg[1]
 
+    def engine_alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
     def _call(self, cmd: str, *args, timeout: float = START_TIMEOUT_S):
         with self._pipe:
-            if self._proc is None or not self._proc.is_alive():
+            if not self.engine_alive():
+                self.running = False
                 raise EngineProcessError("the engine process is not running (restart the panel)")
+            self._seq += 1
             try:
-                self._conn.send((cmd, args))
+                self._conn.send((self._seq, cmd, args))
             except (OSError, ValueError):
                 raise EngineProcessError("the engine process exited") from None
             return self._reply(timeout)
@@ -159,7 +172,7 @@ class RemoteEngineHost(HostBase):
         self.running = self._call("stop")
 
     def status(self) -> dict:
-        st = self._call("status")
+        st = self._call("status", timeout=STATUS_TIMEOUT_S)
         self.running = st["running"]
         return st
 
@@ -176,7 +189,8 @@ class RemoteEngineHost(HostBase):
             if self._proc.is_alive():
                 try:
                     with self._pipe:
-                        self._conn.send(("close", ()))
+                        self._seq += 1
+                        self._conn.send((self._seq, "close", ()))
                         self._conn.poll(10) and self._conn.recv()
                 except (OSError, EOFError, ValueError):
                     pass
@@ -187,13 +201,15 @@ class RemoteEngineHost(HostBase):
             self._proc = None
             self._conn.close()
         self.running = False
-        for s in getattr(self, "_shms", []):
-            s.close()
-            try:
-                s.unlink()
-            except FileNotFoundError:
-                pass
-        self._shms = []
+        with self.rings.lock:  # no knob or MIDI push is under way, and none follows: the rings' memory goes
+            self._closed = True
+            for s in getattr(self, "_shms", []):
+                s.close()
+                try:
+                    s.unlink()
+                except FileNotFoundError:
+                    pass
+            self._shms = []
 
     # ---------------------------------------------------------------- real-time control (shared memory)
     def _drain_if_stopped(self) -> None:
@@ -203,6 +219,9 @@ class RemoteEngineHost(HostBase):
     def _queue(self, op: str, *args) -> Record:
         """Queue a change through the writer and show it in ``chain`` (GUI and MIDI threads)."""
         with self.rings.lock:
+            if self._closed or not self.engine_alive():  # nobody would ever apply it
+                self.running = False
+                raise EngineProcessError("the engine process is not running (restart the panel)")
             rec = getattr(self._writer, op)(*args)
             apply_record(self.chain, *rec)
             return rec
@@ -222,6 +241,8 @@ class RemoteEngineHost(HostBase):
 
     def send_midi(self, status: int, data1: int = 0, data2: int = 0) -> bool:
         with self.rings.lock:
+            if self._closed:
+                return False
             # stamped here (CLOCK_MONOTONIC is system-wide) so the engine keeps its timing within a block
             return self.rings.midi.push_record(float(status), float(data1), float(data2), float(time.monotonic_ns()))
 

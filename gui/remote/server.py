@@ -3,6 +3,7 @@ structural commands and status polls over a pipe (see ``gui.remote``)."""
 from __future__ import annotations
 
 import importlib
+import signal
 import threading
 
 from gui.host import EngineHost
@@ -17,8 +18,10 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
     Parameters
     ----------
     conn : multiprocessing.connection.Connection
-        The pipe to the client: it sends ``(command, args)``, gets ``("ok", result)`` or
-        ``("err", exception class name, message)``.
+        The pipe to the client: it sends ``(seq, command, args)``, gets ``("ok", result, seq)`` or
+        ``("err", exception class name, message, seq)``: the client drops a reply whose ``seq`` is
+        not the one it waits for (a command it gave up on answered late). The first reply (the
+        start) has seq 0.
     names : dict
         Shared-memory segment per ring (``gui.remote.shm.create_rings``).
     preset, config : dict
@@ -26,13 +29,16 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
     plugins : tuple of str
         Modules to import first (processors registered outside realtime.dsp.processors).
     """
+    # Ctrl-C in a terminal reaches the whole process group: the window handles it and closes
+    # this process in order (a KeyboardInterrupt here printed a traceback and dropped the stream)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     rings, shms = attach_rings(names)
     for m in plugins:
         importlib.import_module(m)
     try:
         host = EngineHost(preset, EngineConfig(**config), rings=rings)
     except Exception as e:
-        conn.send(("err", type(e).__name__, str(e)))
+        conn.send(("err", type(e).__name__, str(e), 0))
         return
 
     def start_engine() -> bool:
@@ -81,23 +87,24 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         "to_preset": to_preset,
         "drain": host.apply_pending_control,
     }
-    conn.send(("ok", snapshot()))
+    conn.send(("ok", snapshot(), 0))
+    seq = 0
     try:
         while True:
             try:
-                cmd, args = conn.recv()
+                seq, cmd, args = conn.recv()
             except (EOFError, OSError):  # the client went away: stop cleanly
                 break
             if cmd == "close":
                 break
             try:
-                conn.send(("ok", commands[cmd](*args)))
+                conn.send(("ok", commands[cmd](*args), seq))
             except Exception as e:  # the error goes to the window; this process keeps serving
-                conn.send(("err", type(e).__name__, str(e)))
+                conn.send(("err", type(e).__name__, str(e), seq))
     finally:
         host.close()  # the stream closes before anything else goes
         try:
-            conn.send(("ok", None))
+            conn.send(("ok", None, seq))
         except (OSError, ValueError):
             pass
         for s in shms:

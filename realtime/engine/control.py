@@ -367,7 +367,11 @@ class CCMap:
         self.targets = {k: t for k, t in self.targets.items() if t != target}
 
     def forget_slot(self, slot_id: str) -> None:
+        """A removed slot's mappings go, and a learn waiting for one of its knobs is cancelled
+        (it would map a controller to a slot that no longer exists, which no preset can save)."""
         self.targets = {k: t for k, t in self.targets.items() if t.split(".")[0] != slot_id}
+        if self.learning is not None and self.learning.split(".")[0] == slot_id:
+            self.learning = None
 
     def mapping_of(self, target: str) -> tuple[int, int | None] | None:
         for k, t in self.targets.items():

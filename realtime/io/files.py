@@ -6,11 +6,24 @@ user looks, and never destroys the file it would replace.
 """
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+PART_STEM_BYTES = 200  # a temporary name adds ~15 characters; file names may have 255 bytes
+
+
+def _part_stem(name: str) -> str:
+    """``name`` as the stem of its temporary files: a long one is cut and told apart by a hash."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= PART_STEM_BYTES:
+        return name
+    cut = raw[:PART_STEM_BYTES - 9].decode("utf-8", "ignore")
+    return f"{cut}~{hashlib.sha1(raw).hexdigest()[:8]}"
 
 
 class AtomicFile:
@@ -22,7 +35,8 @@ class AtomicFile:
 
     def __init__(self, path, suffix: str = ".part"):
         self.path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=suffix, dir=str(self.path.parent or "."))
+        fd, tmp = tempfile.mkstemp(prefix=f".{_part_stem(self.path.name)}.", suffix=suffix,
+                                   dir=str(self.path.parent or "."))
         os.close(fd)
         self.tmp = Path(tmp)
 
@@ -66,7 +80,7 @@ def remove_stale_parts(path, older_than_s: float = 0.0) -> int:
     import time
 
     path, now, n = Path(path), time.time(), 0
-    for part in path.parent.glob(f".{path.name}.*.part"):
+    for part in path.parent.glob(f".{glob.escape(_part_stem(path.name))}.*.part"):
         try:
             if now - part.stat().st_mtime >= older_than_s:
                 part.unlink()

@@ -67,14 +67,46 @@ class ByteFeeder:
         return n
 
 
-class MidiInput:
-    """Open a MIDI input port and forward its messages (mido calls back on rtmidi's thread,
-    which is then the single producer of the engine's MIDI ring)."""
+class QueuedSink:
+    """A sink that never makes its caller wait: messages go into a queue, and a worker thread hands
+    them to ``sink`` in order. rtmidi calls back on JACK's real-time process thread, where a sink
+    that takes a lock (the panel's, held through a whole engine rebuild) or waits on a pipe made
+    JACK drop the messages that came meanwhile: lost note-offs are stuck notes."""
 
-    def __init__(self, sink: Sink, port: str | None = None, virtual: bool = False, name: str = "rtaudio-synth"):
-        import mido
+    def __init__(self, sink: Sink):
+        import queue
+        import threading
 
         self.sink = sink
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._run, name="midi-in", daemon=True)
+        self._worker.start()
+
+    def __call__(self, status: int, data1: int, data2: int) -> None:
+        self._queue.put((status, data1, data2))
+
+    def _run(self) -> None:
+        while (msg := self._queue.get()) is not None:
+            self.sink(*msg)  # the panel's sink reports its own errors (on_midi_error)
+
+    def close(self) -> None:
+        """Deliver what is queued, then stop: no call to ``sink`` after this returns."""
+        self._queue.put(None)
+        self._worker.join()
+
+
+class MidiInput:
+    """Open a MIDI input port and forward its messages (mido calls back on rtmidi's thread,
+    which is then the single producer of the engine's MIDI ring). ``queued``: through a
+    ``QueuedSink``, for a sink that may wait."""
+
+    def __init__(self, sink: Sink, port: str | None = None, virtual: bool = False, name: str = "rtaudio-synth",
+                 queued: bool = False):
+        import mido
+
+        self.received = 0  # before the port opens: its first message may come at once
+        self._queued = QueuedSink(sink) if queued else None
+        self.sink = self._queued or sink
         try:
             if virtual:
                 self.port = mido.open_input(name, virtual=True, callback=self._on_message)
@@ -86,17 +118,20 @@ class MidiInput:
                     raise MidiInputError(f"no MIDI input port {port!r}; available: {names or 'none'}")
                 self.name = match[0]
                 self.port = mido.open_input(self.name, callback=self._on_message)
-        except MidiInputError:
-            raise
         except Exception as e:  # rtmidi: no JACK server / no ALSA sequencer
+            if self._queued is not None:
+                self._queued.close()
+            if isinstance(e, MidiInputError):
+                raise
             raise MidiInputError(f"MIDI input unavailable: {e}") from None
-        self.received = 0
 
     def _on_message(self, msg) -> None:
         self.received += forward(msg, self.sink)
 
     def close(self) -> None:
         self.port.close()
+        if self._queued is not None:
+            self._queued.close()
 
     def __enter__(self):
         return self

@@ -169,6 +169,8 @@ def test_manifest_rows_carry_outputs_and_overrides(mixed, tmp_path):
         jsonl.write_text(json.dumps(row) + "\n")
         with pytest.raises(OfflineError, match=f"jobs.jsonl: row 1.*{re.escape(why)}"):
             plan_batch([jsonl], out, BatchOptions())
+    with pytest.raises(OfflineError, match="is a file, not a folder"):
+        run_batch([src / "a.wav"], src / "a.wav", BatchOptions(), jobs=1, progress=False)
     with pytest.raises(OfflineError, match="--ext 'x/y': not a file extension"):
         plan_batch([src / "a.wav"], out, BatchOptions(ext="x/y"))
     # a preset file named in a manifest is found beside it, as its inputs are

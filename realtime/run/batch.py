@@ -28,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+from realtime.errors import OfflineError
 from realtime.io.files import remove_stale_parts
 from realtime.run.batch_plan import LOG_NAME, BatchOptions, BatchTask, ResumeLog, group_tasks, plan_batch
 
@@ -263,6 +264,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
 
         probe(ray_address)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OfflineError(f"{out_dir}: is a file, not a folder (--out takes a folder)")
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tasks = plan_batch(inputs, out_dir, options)

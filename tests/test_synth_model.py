@@ -74,7 +74,9 @@ def test_smoke_training_exports_a_model_the_synth_plays(tmp_path):
     from models.ddsp import train
     from realtime.dsp.processors.synth.processor import Synth
 
-    assert train.main(["--instrument", "flute", "--smoke", "--export", str(tmp_path / "flute.onnx")]) == 0
+    assert train.main(["--instrument", "flute", "--smoke", "--export", str(tmp_path / "flute.onnx"),
+                       "--ckpt", str(tmp_path / "ck")]) == 0
+    assert (tmp_path / "ck" / "best.pt").is_file()  # the run's checkpoints stay out of the repository
     s = Synth(model_dir=tmp_path, instrument="flute")
     s.prepare(48000, 256, 1)
     s.handle_midi(0x90, 72, 100, 0)

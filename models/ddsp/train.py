@@ -48,11 +48,14 @@ def parse(argv):
                     help="f0 labels: the MIDI pitch, or the MIDI pitch refined on the audio (data.refine_f0)")
     ap.add_argument("--smoke", action="store_true", help="synthetic tones, a few steps, export (CI)")
     ap.add_argument("--export-only", action="store_true", help="export the saved best checkpoint")
+    ap.add_argument("--ckpt", type=Path, default=None,
+                    help="checkpoint folder (default checkpoints/ddsp/<inst>; --smoke: checkpoints/ddsp-smoke/<inst>)")
     a = ap.parse_args(argv)
-    a.ckpt = CKPT / a.instrument
+    ckpt = a.ckpt
+    a.ckpt = ckpt or CKPT / a.instrument
     if a.smoke:
         a.steps, a.batch, a.frames, a.val_every, a.max_minutes = 6, 2, 50, 3, 2.0
-        a.ckpt = ROOT / "checkpoints" / "ddsp-smoke" / a.instrument
+        a.ckpt = ckpt or ROOT / "checkpoints" / "ddsp-smoke" / a.instrument
         a.export = a.export or a.ckpt / f"{a.instrument}.onnx"
     a.export = a.export or HERE / f"{a.instrument}.onnx"
     return a

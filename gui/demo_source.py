@@ -9,10 +9,12 @@ of its own so the panel can restart or kill it without touching its own JACK sta
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+READY_TIMEOUT_S = 30.0
 
 
 class DemoSource:
@@ -24,11 +26,14 @@ class DemoSource:
         self.close()
         self.proc = subprocess.Popen([sys.executable, "-m", "gui.demo_source"], cwd=ROOT, env=os.environ.copy(),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline().strip()
+        # on the GUI thread: a player that hangs must not freeze the window
+        ready = select.select([self.proc.stdout], [], [], READY_TIMEOUT_S)[0]
+        line = self.proc.stdout.readline().strip() if ready else ""
         if line != "ready":
             err = self.proc.stderr.read()[-500:] if self.proc.poll() is not None else ""
             self.close()
-            raise RuntimeError(f"demo input: {line or err or 'player did not start'}")
+            why = line or err or ("player did not start" if ready else f"player not ready within {READY_TIMEOUT_S:g} s")
+            raise RuntimeError(f"demo input: {why}")
 
     def close(self) -> None:
         if self.proc is None:

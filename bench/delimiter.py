@@ -227,7 +227,7 @@ def _summary(suite: str, name: str, row: str, rows: list[dict], extra: dict) -> 
 
 
 def evaluate(suite: str = "heldout", tracks_per_package: int = 2, seconds: float = 8.0, targets=(-6.0, -8.5, -11.0),
-             blocksize: int = 128, model=None, noncausal=None) -> list[dict]:
+             blocksize: int = 128, model=None, noncausal=None, threshold_db: float | None = None) -> list[dict]:
     """Held-out tracks x the suite's limiters x loudness targets: model, non-causal and oracle
     records (see the module doc).
 
@@ -261,9 +261,10 @@ def evaluate(suite: str = "heldout", tracks_per_package: int = 2, seconds: float
 
     sr = recipe.SR
     segs = heldout_segments(tracks_per_package, seconds)
-    procs = {"model": Delimiter(model_path=model, auto_level="off") if model else Delimiter(auto_level="off")}
+    knobs = {"auto_level": "off", **({} if threshold_db is None else {"threshold_db": threshold_db})}
+    procs = {"model": Delimiter(model_path=model, **knobs) if model else Delimiter(**knobs)}
     if noncausal:
-        procs["noncausal"] = Delimiter(model_path=noncausal, auto_level="off")
+        procs["noncausal"] = Delimiter(model_path=noncausal, **knobs)
     for p in procs.values():
         p.prepare(sr, blocksize, 2)
 
@@ -334,6 +335,9 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--targets", default="-6,-8.5,-11", help="loudness targets in LUFS")
     ap.add_argument("--model", default=None, help="ONNX file (default: the committed model)")
     ap.add_argument("--noncausal", default=None, help="ONNX of the non-causal model (adds its row)")
+    ap.add_argument("--threshold", type=float, default=None, metavar="DB",
+                    help="the processor's threshold knob (default: its default), e.g. to check a candidate model "
+                         "at the threshold the selection set chose for it")
     return ap
 
 
@@ -341,7 +345,7 @@ def main(argv=None) -> int:
     a = get_parser().parse_args(argv)
     targets = tuple(float(t) for t in a.targets.split(","))
     for suite in (("heldout", "insource") if a.suite == "both" else (a.suite,)):
-        for rec in evaluate(suite, a.tracks, a.seconds, targets, a.blocksize, a.model, a.noncausal):
+        for rec in evaluate(suite, a.tracks, a.seconds, targets, a.blocksize, a.model, a.noncausal, a.threshold):
             emit(rec, a.json)
     return 0
 

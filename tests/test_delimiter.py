@@ -199,7 +199,7 @@ def test_the_models_level_offset_comes_out_of_the_gain_and_bad_values_are_refuse
             Delimiter(model_path=_with_metadata(DEFAULT_MODEL, tmp_path / "bad.onnx", level_offset=bad))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 open: the shipped model (1.5 dB threshold) restores 0.3 of "
+@pytest.mark.xfail(strict=True, reason="issue 14 open: the shipped model (2.5 dB threshold) restores 0.3 of "
                    "the 7 dB of crest this loses; the first attempt restored 3 here but made unseen limiters 5 dB "
                    "worse. Strict: a model that passes must take this mark off")
 def test_limited_transients_get_their_peaks_back():

@@ -929,3 +929,32 @@ def test_steady_tones_pass_the_shipped_model_unchanged(sr):
             out = _run(p, x, block=128)
             L = p.latency
             assert np.array_equal(out[L + sr // 2:], x[sr // 2:len(x) - L]), (amp_db, f)
+
+
+def test_score_prints_each_state_at_each_threshold(tmp_path, capsys):
+    """`train delimiter --score STATES --thresholds …`: the selection records a state and its
+    threshold are picked from, one JSON line per (state, threshold); no selection set is one line."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    import json
+
+    from models.delimiter import train
+    from models.delimiter.tcn import DelimiterTCN
+
+    torch.manual_seed(0)
+    weights = tmp_path / "state.pt"
+    train.save_small(DelimiterTCN(), weights, {"step": 1})
+    x = (0.5 * _hits(1.0, seed=1)[: 40 * train.HOP]).astype(np.float32)
+    sel_x = np.stack([x, x])
+    sel_y = np.stack([x, np.clip(x, -0.2, 0.2)])  # un-limited, clipped
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "sel_x.npy", sel_x)
+    np.save(data / "sel_y.npy", sel_y)
+    (data / "sel_meta.json").write_text(json.dumps([{"limiter": "none"}, {"limiter": "toy"}]))
+    assert train.main(["--score", str(weights), "--data", str(data), "--thresholds", "1,6", "--device", "cpu"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["state"], r["threshold_db"]) for r in recs] == [(str(weights), 1.0), (str(weights), 6.0)]
+    assert all({"sel_score", "sel_worst_db", "level_offset"} <= set(r) for r in recs)
+    assert recs[1]["sel_untouched_sisdr_db"] == 60.0  # at 6 dB the un-limited excerpt passes untouched
+    with pytest.raises(SystemExit, match="no selection set"):
+        train.main(["--score", str(weights), "--data", str(tmp_path), "--device", "cpu"])

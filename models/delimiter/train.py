@@ -310,6 +310,28 @@ def export_weights(weights: Path, out: Path, data: Path | None = None) -> None:
     export(model, out, {**meta, "from": Path(weights).name}, sel_x)
 
 
+def score_states(paths, data: Path, thresholds) -> list[dict]:
+    """Selection-set scores of weights-only states at several processor thresholds (``validate``
+    as the product plays the curve, de-clipped input): the records the pick of a state and its
+    threshold is made from (model card, "A loss that hears the threshold")."""
+    if not (data / "sel_y.npy").is_file():
+        raise SystemExit(f"{data}: no selection set (python -m models.delimiter.data builds it)")
+    sel_y, sel_x = np.load(data / "sel_y.npy"), np.load(data / "sel_x.npy")
+    meta = json.loads((data / "sel_meta.json").read_text())
+    recs, sel_d = [], {}
+    for path in paths:
+        state, m = load_weights(path)
+        model = model_for(state, m)
+        model.load_state_dict(state)
+        delay = declip_delay(model)
+        if delay not in sel_d:
+            sel_d[delay] = declip_selection(sel_y, delay)
+        for thr in thresholds:
+            v = validate(model, sel_y, sel_x, meta, threshold_db=thr, sel_d=sel_d[delay])
+            recs.append({"state": str(path), "threshold_db": thr, **{k: round(x, 4) for k, x in v.items()}})
+    return recs
+
+
 def arch_of(state: dict) -> str:
     return "tcn" if "inp.weight" in state else "gru"
 
@@ -560,8 +582,16 @@ def main(argv=None) -> int:
                          "set (a data pack on a GPU machine), every --val-every steps")
     ap.add_argument("--export-only", action="store_true",
                     help="write --out (ONNX) from the --init weights and stop (e.g. to benchmark a committed checkpoint)")
+    ap.add_argument("--score", type=Path, nargs="+", default=None, metavar="WEIGHTS",
+                    help="score these weights-only states (e.g. a run's steps/*.pt) on the selection set at each "
+                         "of --thresholds, one JSON line each, and stop: how a state and its threshold are picked")
+    ap.add_argument("--thresholds", default="1.5,2,2.5,3", help="with --score: processor thresholds (dB)")
     a = ap.parse_args(argv)
     pick_device(a.device)  # a device that is not there fails before any data is built
+    if a.score:
+        for rec in score_states(a.score, a.data, [float(t) for t in a.thresholds.split(",")]):
+            print(json.dumps(rec), flush=True)
+        return 0
     if a.export_only:
         if a.init is None or a.out is None:
             raise SystemExit("--export-only needs --init WEIGHTS and --out FILE.onnx")

@@ -35,14 +35,14 @@ elif [ "$mode" = train ]; then
     device_setup delimiter "soundfile, soxr, pedalboard, av"
     # no selection set there: --keep-all keeps the weights every --val-every steps, selected here
     # from the shipped network (model card, "Training on what the processor restores"), with its
-    # loss, the waveform term hearing the curve as the processor plays it (--wave-threshold, the
-    # knob's default; model card, "A loss that hears the threshold"); the loader de-clips as the
-    # processor does (--declip, the default)
+    # loss; the loader de-clips as the processor does (--declip, the default). --wave-threshold
+    # (model card, "A loss that hears the threshold") helped for a few thousand steps, then drifted:
+    # pass it as an extra flag to try it, and pick states and thresholds here with --score
     fresh_run_dir /tmp/delimiter-gpu "$@"
     python3 -m models.delimiter.train --data "$data" --device "$device" --init models/delimiter/checkpoint.pt \
         --ckpt /tmp/delimiter-gpu --out /tmp/delimiter-gpu/delimiter.onnx --gain-loss shape --keep-all \
         --workers "$workers" --threads 2 --batch 64 --lr 5e-4 --val-every 500 --steps 20000 \
-        --wave-threshold 2.5 --minutes "$minutes" --seed 100 "$@" 2>&1 | grep -v "TracerWarning\|UserWarning" > "$out/train.log" || true
+        --minutes "$minutes" --seed 100 "$@" 2>&1 | grep -v "TracerWarning\|UserWarning" > "$out/train.log" || true
     tail -3 "$out/train.log"
     copy_newest 6 /tmp/delimiter-gpu/steps/step*.pt
     ls -la "$out"

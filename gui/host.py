@@ -43,6 +43,10 @@ class HostBase:
     and ``send_midi``; ``rings`` is the ``ControlRings`` the engine reads.
     """
 
+    def engine_alive(self) -> bool:
+        """Whether the engine can still take changes (an engine process can die; one in this process cannot)."""
+        return True
+
     def _init_common(self, config: EngineConfig | None, rings: ControlRings) -> None:
         self.config = config or EngineConfig()
         self.rings = rings

@@ -303,7 +303,7 @@ class MainWindow(PresetActions, QMainWindow):
             msg = f"engine status unavailable: {e}"
             if msg not in self.errors:
                 self.show_error(msg)
-            if not getattr(self.host, "engine_alive", lambda: True)():
+            if not self.host.engine_alive():
                 self.host.running = False
                 self.status_labels["state"].setText("○ engine exited")
             self._sync_start_button()

@@ -95,11 +95,14 @@ class RemoteEngineHost(HostBase):
     def engine_alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
 
+    def _not_running(self) -> EngineProcessError:
+        self.running = False
+        return EngineProcessError("the engine process is not running (restart the panel)")
+
     def _call(self, cmd: str, *args, timeout: float = START_TIMEOUT_S):
         with self._pipe:
             if not self.engine_alive():
-                self.running = False
-                raise EngineProcessError("the engine process is not running (restart the panel)")
+                raise self._not_running()
             self._seq += 1
             try:
                 self._conn.send((self._seq, cmd, args))
@@ -220,8 +223,7 @@ class RemoteEngineHost(HostBase):
         """Queue a change through the writer and show it in ``chain`` (GUI and MIDI threads)."""
         with self.rings.lock:
             if self._closed or not self.engine_alive():  # nobody would ever apply it
-                self.running = False
-                raise EngineProcessError("the engine process is not running (restart the panel)")
+                raise self._not_running()
             rec = getattr(self._writer, op)(*args)
             apply_record(self.chain, *rec)
             return rec

@@ -68,16 +68,23 @@ class Stream(torch.utils.data.IterableDataset):
             yield tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in (y, info.get("declipped", y), ref, g))
 
 
-def restore(model, y: torch.Tensor, dry: torch.Tensor | None = None):
+def restore(model, y: torch.Tensor, dry: torch.Tensor | None = None, curve=None):
     """y [B, n, 2] (n a multiple of HOP) -> (log inverse gain [B, n], restored [B, n, 2]), both
     aligned with y (the first ``model.lookahead`` frames of future are fed as zeros at the end).
-    The gain multiplies ``dry`` when given (the processor's de-clipped input), else y."""
+    The gain multiplies ``dry`` when given (the processor's de-clipped input), else y; ``curve``
+    maps the log gain to the one applied (default: as it is)."""
     B, n, _ = y.shape
     pad = torch.zeros(B, model.lookahead * HOP, 2, device=y.device)
     frames = torch.cat([y, pad], 1).reshape(B, -1, HOP, 2)
     knots = model(frames, *model.initial_state(B))[0]
     a = interpolate(knots[:, model.lookahead:])
-    return a, (y if dry is None else dry) * torch.exp(a).unsqueeze(-1)
+    return a, (y if dry is None else dry) * torch.exp(a if curve is None else curve(a)).unsqueeze(-1)
+
+
+def applied_log_gain(a: torch.Tensor, offset: float, threshold_db: float) -> torch.Tensor:
+    """The log gain the processor applies for estimate ``a``: its level offset out, estimates
+    under the threshold left alone (realtime/dsp/processors/neural/delimiter.py, ``_restore``)."""
+    return (a - offset - threshold_db / DB_PER_NEPER).clamp(min=0.0)
 
 
 def declip_delay(model) -> int:
@@ -115,9 +122,7 @@ def losses(model, Y, X, G, mode: str = "l1", D=None, played=None):
     the curve to the SI-SDR term (a per-sample L1 can settle on the conditional median, a
     constant, while the input's cues are still faint); "shape" the curve about each example's
     mean, plus a light pull of the mean towards the truth (SHAPE_OFFSET_WEIGHT)."""
-    a, xh = restore(model, Y, D)
-    if played is not None:
-        xh = (Y if D is None else D) * torch.exp(played(a, G)).unsqueeze(-1)
+    a, xh = restore(model, Y, D, None if played is None else (lambda c: played(c, G)))
     mask = torch.isfinite(G)
     err = (a - torch.where(mask, -G, torch.zeros_like(G))) * mask  # target a = -log g
     n_known = mask.sum().clamp(min=1)
@@ -141,8 +146,7 @@ class PlayedCurve:
     estimate above it is not."""
 
     def __init__(self, threshold_db: float, momentum: float = 0.98):
-        self.threshold = threshold_db / DB_PER_NEPER
-        self.momentum, self.offset = momentum, None
+        self.threshold_db, self.momentum, self.offset = threshold_db, momentum, None
 
     def __call__(self, a: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -150,7 +154,7 @@ class PlayedCurve:
             if bool(clean.any()):
                 m = float(a[clean].mean())
                 self.offset = m if self.offset is None else self.momentum * self.offset + (1 - self.momentum) * m
-        return (a - (self.offset or 0.0) - self.threshold).clamp(min=0.0)
+        return applied_log_gain(a, self.offset or 0.0, self.threshold_db)
 
 
 UNLIMITED_PEAKS_DB = (-1.0, -6.0, -12.0)  # un-limited music at these peaks measures the level offset
@@ -185,7 +189,7 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
         Yt = torch.from_numpy(Y).to(model_device(model))
         a = restore(model, Yt)[0]
         if offset is not None:
-            a = (a - offset - threshold_db / DB_PER_NEPER).clamp(min=0.0)
+            a = applied_log_gain(a, offset, threshold_db)
         dry = Y if sel_d is None else sel_d[s:s + 8, :n]
         xh = dry * torch.exp(a).unsqueeze(-1).cpu().numpy()
         for b in range(len(Y)):
@@ -310,14 +314,22 @@ def export_weights(weights: Path, out: Path, data: Path | None = None) -> None:
     export(model, out, {**meta, "from": Path(weights).name}, sel_x)
 
 
+def load_selection(data: Path):
+    """(limited segments, references, their metadata) of ``data``'s selection set, or None
+    (a data pack on a GPU machine has none)."""
+    if not (data / "sel_y.npy").is_file():
+        return None
+    return np.load(data / "sel_y.npy"), np.load(data / "sel_x.npy"), json.loads((data / "sel_meta.json").read_text())
+
+
 def score_states(paths, data: Path, thresholds) -> list[dict]:
     """Selection-set scores of weights-only states at several processor thresholds (``validate``
     as the product plays the curve, de-clipped input): the records the pick of a state and its
     threshold is made from (model card, "A loss that hears the threshold")."""
-    if not (data / "sel_y.npy").is_file():
+    sel = load_selection(data)
+    if sel is None:
         raise SystemExit(f"{data}: no selection set (python -m models.delimiter.data builds it)")
-    sel_y, sel_x = np.load(data / "sel_y.npy"), np.load(data / "sel_x.npy")
-    meta = json.loads((data / "sel_meta.json").read_text())
+    sel_y, sel_x, meta = sel
     recs, sel_d = [], {}
     for path in paths:
         state, m = load_weights(path)
@@ -407,10 +419,7 @@ def train(a) -> dict:
     torch.manual_seed(a.seed)
     index = recipe.load_index(a.data)
     frames_n = a.frames * HOP
-    sel = None
-    if (a.data / "sel_y.npy").is_file():
-        sel = (np.load(a.data / "sel_y.npy"), np.load(a.data / "sel_x.npy"),
-               json.loads((a.data / "sel_meta.json").read_text()))
+    sel = load_selection(a.data)
     device = pick_device(a.device)
     ckpt_dir = a.ckpt
     ckpt_dir.mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,15 @@ def atomic_write(path, suffix: str = ".part"):
         raise
 
 
+def folder_problem(folder) -> str | None:
+    """Why files cannot be put in ``folder`` because of what it is ("is a file, not a folder",
+    "output directory does not exist"), or None when it is a folder."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return None
+    return "is a file, not a folder" if folder.exists() else "output directory does not exist"
+
+
 def write_failure_reason(folder, e: BaseException) -> str:
     """Why a write into ``folder`` failed midway, in words a user can act on: the OS's reason
     (full disk, read-only, lost mount), or "no space left on device" when the folder's disk is

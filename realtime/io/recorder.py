@@ -15,15 +15,14 @@ import soundfile as sf
 
 from realtime.engine.ring import Ring
 from realtime.errors import RecordingError
-from realtime.io.files import AtomicFile, write_failure_reason
+from realtime.io.files import AtomicFile, folder_problem, write_failure_reason
 
 
 class FileRecorder:
     def __init__(self, path: str, samplerate: int, channels: int, seconds_buffer: float = 4.0):
         self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise RecordingError(f"{self.path.parent}: " + ("is a file, not a folder" if self.path.parent.exists()
-                                                            else "output directory does not exist"))
+        if (why := folder_problem(self.path.parent)) is not None:
+            raise RecordingError(f"{self.path.parent}: {why}")
         self.ring = Ring.for_frames(int(samplerate * seconds_buffer), channels)
         self._out = AtomicFile(self.path)
         try:

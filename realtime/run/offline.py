@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from realtime.errors import OfflineError, raise_pending_interrupt
-from realtime.io.files import atomic_write, remove_stale_parts
+from realtime.io.files import atomic_write, folder_problem, remove_stale_parts
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
 DEFAULT_RATE = 48000
@@ -113,9 +113,8 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
     if out_p.is_dir():
         raise OfflineError(f"{out_p}: is a folder; give a file name")
     parent = out_p.parent if str(out_p.parent) else Path(".")
-    if not parent.is_dir():
-        raise OfflineError(f"{parent}: " + ("is a file, not a folder" if parent.exists() else
-                                            "output directory does not exist"))
+    if (why := folder_problem(parent)) is not None:
+        raise OfflineError(f"{parent}: {why}")
     if not os.access(parent, os.W_OK | os.X_OK):
         reason = "read-only file system" if _read_only(parent) else "permission denied"
         raise OfflineError(f"{out_p}: cannot write there ({reason})")

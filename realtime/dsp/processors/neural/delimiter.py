@@ -45,6 +45,7 @@ from numba import njit
 
 from realtime.dsp.blocking import FixedHop
 from realtime.dsp.declip import Declipper
+from realtime.dsp.kernels import glide
 from realtime.dsp.processor import Param, Readout
 from realtime.dsp.processors import register
 from realtime.dsp.processors.neural.base import NeuralProcessor
@@ -126,9 +127,9 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
             for q in range(seg):
                 i = j * seg + q
                 a = prev + (q + 1) * (kj - prev) / seg
-                am += c * (amount_t - am)
-                trim += c * (trim_t - trim)
-                thr += c * (thr_t - thr)
+                am = glide(am, amount_t, c)
+                trim = glide(trim, trim_t, c)
+                thr = glide(thr, thr_t, c)
                 # the model's level offset out; estimates under the threshold leave the audio
                 # alone (continuous: the threshold is subtracted, not gated)
                 la = am * max(a - off - thr, 0.0)
@@ -141,9 +142,7 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
                 y1 = (x1 + am * (dry[base + i, 1] - x1)) * g
                 pk = max(abs(y0), abs(y1))
                 if cdb != ceil_t:
-                    cdb += c * (ceil_t - cdb)
-                    if abs(ceil_t - cdb) < 1e-4:
-                        cdb = ceil_t
+                    cdb = glide(cdb, ceil_t, c)
                     ceil = math.exp(cdb / DB_PER_NEPER)
                 s += crel * (1.0 - s)
                 if pk * s > ceil:

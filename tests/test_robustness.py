@@ -143,6 +143,12 @@ def test_a_ray_address_with_nobody_there_fails_at_once(tmp_path, wav):
     r = run("batch", str(wav), "--out", str(tmp_path / "out"), "--ray", "127.0.0.1:1", timeout=60)
     assert one_line_error(r) == "error: cannot reach a Ray cluster at 127.0.0.1:1: Connection refused"
     assert not (tmp_path / "out").exists()
+    from realtime.errors import OfflineError
+    from realtime.run.ray_batch import probe
+
+    with pytest.raises(OfflineError, match=r"cannot reach a Ray cluster at \[::1\]:1") as e:
+        probe("[::1]:1")  # an IPv6 address in brackets is the host ::1, not a name to look up
+    assert "not known" not in str(e.value)
 
 
 def test_read_only_destination_is_refused_up_front(read_only_dir, wav):

@@ -74,7 +74,7 @@ def probe(address: str | None, timeout_s: float = 5.0) -> None:
     if not sep or "://" in (address or "") or not port.isdigit():
         return  # "auto", "local", None, ray://…: Ray's own resolution
     try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()  # [::1]:port
     except OSError as e:
         raise OfflineError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
 

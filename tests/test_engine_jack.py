@@ -356,3 +356,18 @@ def test_the_callback_itself_scrubs_what_a_chain_without_safety_lets_through(jac
         st = eng.stats()
     assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
     assert st["nonfinite_scrubbed"] > 0 and st["clipped"] > 0
+
+
+def test_a_full_tap_is_counted_and_the_dsp_loop_never_blocks_on_its_wake_pipe(jack_server):
+    """Output the tap ring has no room for (a recorder behind) is counted, not silently lost; the
+    wake pipe's read end is non-blocking, so a poll that times out (no callbacks) cannot leave the
+    DSP loop waiting in read."""
+    import os
+
+    tap = Ring(64, 2)  # smaller than one block: every block loses frames, nobody drains it
+    with Engine(Identity(), EngineConfig(blocksize=B), tap=tap) as eng:
+        assert os.get_blocking(eng._wake_r) is False and os.get_blocking(eng._wake_w) is False
+        deadline = time.monotonic() + 10
+        while eng.tap_dropped_frames < 4 * B and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert eng.tap_dropped_frames >= 4 * B and tap.readable() == 64

@@ -95,3 +95,17 @@ def test_a_killed_engine_process_refuses_changes_and_a_closed_host_takes_no_midi
     assert h.running is False
     h.close()
     assert h.send_midi(0x90, 60, 100) is False  # the rings' memory is gone: nothing is written there
+
+
+def test_ctrl_c_in_the_terminal_leaves_the_engine_process_to_the_window():
+    """SIGINT reaches the whole process group; the engine process ignores it (the window closes it
+    in order), where it used to die with a traceback and take the stream with it."""
+    import os
+    import signal
+
+    h = RemoteEngineHost(load_preset("default"), EngineConfig())
+    try:
+        os.kill(h._proc.pid, signal.SIGINT)
+        assert h.status()["running"] is False and h.engine_alive()
+    finally:
+        h.close()

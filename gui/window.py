@@ -59,6 +59,7 @@ class MainWindow(PresetActions, QMainWindow):
         self.midi: MidiInput | None = None
         self._safety_clips = 0
         self._last_status: dict = {}
+        self._resume_after_restart = False
 
         if host is None:
             host = RemoteEngineHost(preset or load_preset("default"), config or self.settings.engine_config())
@@ -90,6 +91,12 @@ class MainWindow(PresetActions, QMainWindow):
         self.start_button.setObjectName("start")
         self.start_button.toggled.connect(lambda on: self._guard(self.start if on else self.stop))
         tb.addWidget(self.start_button)
+        self.restart_button = QPushButton("Restart engine")  # shown only once the engine process has died
+        self.restart_button.setObjectName("restart-engine")
+        self.restart_button.setToolTip("Start a new engine process with this chain, its knobs and MIDI mappings")
+        self.restart_button.clicked.connect(lambda: self._guard(self.restart_engine))
+        self._restart_action = tb.addWidget(self.restart_button)
+        self._restart_action.setVisible(False)
         tb.addSeparator()
         tb.addWidget(QLabel(" Preset "))
         self.preset_box = QComboBox()
@@ -195,6 +202,23 @@ class MainWindow(PresetActions, QMainWindow):
             self._sync_start_button()
         self._poll_status()
         self.engineStarted.emit()
+
+    def restart_engine(self) -> None:
+        """A new engine process with the chain the panel shows (``RemoteEngineHost.restart_engine``);
+        the stream starts again when it was running as the old process died."""
+        self.keyboard.release_all()
+        lv2 = self.host.restart_engine()
+        self.clear_errors()
+        self._restart_action.setVisible(False)
+        self._rebuild_rack()
+        if lv2:
+            self.show_error(f"engine restarted; {', '.join(lv2)}: plugin state beyond the knobs starts from the "
+                            "plugin's defaults")
+        if self._resume_after_restart:
+            self.start()
+        else:
+            self._sync_start_button()
+            self._poll_status()
 
     def stop(self) -> None:
         self.keyboard.release_all()
@@ -304,8 +328,11 @@ class MainWindow(PresetActions, QMainWindow):
             if msg not in self.errors:
                 self.show_error(msg)
             if not self.host.engine_alive():
+                if not self._restart_action.isVisible():  # first seen: a restart resumes what played
+                    self._resume_after_restart = self.start_button.isChecked()
                 self.host.running = False
                 self.status_labels["state"].setText("○ engine exited")
+                self._restart_action.setVisible(True)
             self._sync_start_button()
             return
         L = self.status_labels

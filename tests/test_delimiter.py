@@ -506,6 +506,30 @@ def test_wave_threshold_hears_the_curve_as_the_processor_plays_it():
     assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in net.parameters())
 
 
+def test_false_restoration_counts_only_gain_played_where_the_limiter_took_less_than_the_threshold():
+    """--false-weight: the played curve is paid for where the true gain reduction is under the
+    threshold (a wrong restoration the waveform term's SI-SDR cap hides) and nowhere else; unknown
+    gain (NaN) does not count. It pulls the network's estimate down there (a gradient that is not
+    zero), and the trainer refuses it without --wave-threshold."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+
+    thr = 1.5 / train.DB_PER_NEPER
+    play = train.PlayedCurve(1.5, momentum=0.5)
+    a = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.1, 0.1 + thr + 0.4, 0.1 + thr + 0.2, 0.1 + thr + 0.3]],
+                     requires_grad=True)
+    # row 0 un-limited (sets the offset 0); row 1: limited by 0.05 (under), NaN, 1.0 and 0.1 nepers
+    G = torch.tensor([[0.0, 0.0, 0.0, 0.0], [-0.05, float("nan"), -1.0, -0.1]])
+    play(a, G)
+    fl = play.false_restoration(G)
+    # six samples under the threshold: row 0's four and row 1's first (all played 0) and last (played 0.4)
+    assert float(fl) == pytest.approx(0.4 / 6, abs=1e-6)
+    fl.backward()
+    assert float(a.grad[1, 3]) > 0 and float(a.grad[1, 2]) == 0.0 and float(a.grad[1, 1]) == 0.0
+    with pytest.raises(SystemExit, match="--false-weight needs --wave-threshold"):
+        train.main(["--false-weight", "1", "--steps", "1"])
+
+
 def test_shape_gain_loss_ignores_the_excerpts_offset_and_widened_lookahead_keeps_the_function():
     """--gain-loss shape: a curve right up to a constant costs only the light offset term, a flat
     curve costs its missing movement; --init of a causal checkpoint into --lookahead N starts the

@@ -226,3 +226,45 @@ def test_a_mapped_controller_moves_the_running_engine_while_the_window_is_busy(w
         assert time.monotonic() < deadline, "the engine did not get the controller's value"
         time.sleep(0.01)
     assert w.rack.knob("gain.gain_db").value() != bottom  # the window has not been told yet
+
+
+def test_a_dead_engine_process_is_shown_and_restart_brings_back_the_chain_knobs_and_mappings(window, qtbot):
+    """The engine process is killed under a running window: the status line says so, the Start
+    button is released, a Restart engine button appears; pressing it starts a new process with the
+    chain, the knob values and the MIDI mappings the panel showed, and the stream plays again."""
+    w = window()
+    w.start()
+    w.rack.knob("gain.gain_db").setValue(-7.0)  # through the knob, as a person turns it
+    w.host.cc_map.targets[(30, None)] = "limiter.ceiling_db"
+    qtbot.waitUntil(lambda: w.host.engine_values().slot("gain").processor.get_param("gain_db") == -7.0, timeout=3000)
+    restart = w.findChild(type(w.start_button), "restart-engine")
+    assert not w._restart_action.isVisible()
+    old = w.host._proc.pid
+    w.host._proc.kill()
+    w.host._proc.join(10)
+    w._poll_status()
+    assert w.status_labels["state"].text() == "○ engine exited"
+    assert w._restart_action.isVisible() and not w.start_button.isChecked()
+    assert "not running" in w.banner.text() or "exited" in w.banner.text()
+    qtbot.mouseClick(restart, Qt.MouseButton.LeftButton)
+    assert w.host.engine_alive() and w.host._proc.pid != old
+    assert not w._restart_action.isVisible() and not w.banner.isVisible()
+    assert w.host.running and w.start_button.isChecked()  # it was playing: it plays again
+    assert w.host.engine_values().slot("gain").processor.get_param("gain_db") == pytest.approx(-7.0)
+    assert w.rack.knob("gain.gain_db").value() == pytest.approx(-7.0)
+    assert w.host.midi_map == {(30, None): "limiter.ceiling_db"}
+    qtbot.waitUntil(lambda: w.host.status()["callbacks"] > 10, timeout=5000)
+    w._poll_status()
+    assert w.status_labels["state"].text() == "● running"
+
+
+def test_learning_a_controller_another_knob_had_clears_that_knobs_label(window, qtbot):
+    w = window()
+    w.toggle_learn("gain.gain_db")
+    w.host.midi_in(0xB0, 21, 64)  # the MIDI thread's call: CC 21 on channel 1 learns gain
+    qtbot.waitUntil(lambda: w.rack.knob("gain.gain_db").mapping == "CC 21 ch1", timeout=2000)
+    w.toggle_learn("limiter.ceiling_db")
+    w.host.midi_in(0xB0, 21, 64)  # the same controller now learns the ceiling
+    qtbot.waitUntil(lambda: w.rack.knob("limiter.ceiling_db").mapping == "CC 21 ch1", timeout=2000)
+    assert w.rack.knob("gain.gain_db").mapping == ""
+    assert w.host.midi_map == {(21, 0): "limiter.ceiling_db"}

@@ -73,6 +73,8 @@ def test_a_command_that_timed_out_does_not_shift_the_replies():
         try:
             with pytest.raises(EngineProcessError, match="did not answer within 0.5 s"):
                 h._call("status", timeout=0.5)
+            with pytest.raises(EngineProcessError, match="did not answer within 5 s"):  # the window's poll gives up
+                h.status()
         finally:
             os.kill(h._proc.pid, signal.SIGCONT)
         assert [s.id for s in h.engine_values().slots] == ["hpf", "gain", "limiter", "meter", "safety"]
@@ -109,3 +111,34 @@ def test_ctrl_c_in_the_terminal_leaves_the_engine_process_to_the_window():
         assert h.status()["running"] is False and h.engine_alive()
     finally:
         h.close()
+
+
+def test_restart_engine_runs_what_the_view_shows_and_names_the_lv2_slots():
+    """The panel's view of the chain makes the same preset the engine process writes (what a
+    restart runs), LV2 plugin included; a restart after the process died runs it stopped, with the
+    MIDI mappings, and names the LV2 slots (their own state starts again)."""
+    from realtime.io import lilv
+
+    if not lilv.available():
+        pytest.skip("run scripts/setup.sh (liblilv-0-0, swh-lv2)")
+    p = load_preset("default")
+    p["chain"].insert(0, {"id": "amp", "processor": "lv2", "uri": "http://plugin.org.uk/swh-plugins/amp",
+                          "params": {"gain": -4.0}})
+    p["midi"] = [{"cc": 7, "channel": 2, "target": "gain.gain_db"}]
+    h = RemoteEngineHost(p, EngineConfig())
+    try:
+        h.set_param("gain", "gain_db", -11)
+        h.set_bypass("hpf", True)
+        engine_side = h.to_preset("n", "d")
+        view_side = h._with_midi(h.chain.to_preset("n", "d"))
+        assert view_side == engine_side
+        h._proc.kill()
+        h._proc.join(10)
+        assert h.restart_engine() == ["amp"]
+        assert h.engine_alive() and not h.running
+        assert h.to_preset("n", "d") == engine_side
+        assert h.engine_values().slot("gain").processor.get_param("gain_db") == -11.0
+    finally:
+        h.close()
+    with pytest.raises(Exception, match="closed"):
+        h.restart_engine()

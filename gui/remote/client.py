@@ -6,6 +6,8 @@ import threading
 import time
 from dataclasses import asdict
 
+import numpy as np
+
 from gui.host import HostBase
 from gui.remote.shm import create_rings
 from realtime.dsp.presets import validate_preset
@@ -50,30 +52,59 @@ class RemoteEngineHost(HostBase):
 
     def __init__(self, preset: dict, config: EngineConfig | None = None, plugins: tuple[str, ...] = ()):
         p = validate_preset(preset)
-        rings, names, self._shms = create_rings()
+        rings, self._names, self._shms = create_rings()
         self._init_common(config, rings)
         self._writer = ControlWriter(rings, ChainView([]), on_full=self._drain_if_stopped)
         ControlRings.compile()  # the knob/MIDI push, before the first move
         self._pipe = threading.Lock()
         self._proc = None
-        self._seq = 0  # of the last command sent (the start's reply is 0)
+        self._plugins = tuple(plugins)
         self._closed = False  # the rings' shared memory is gone: nothing may be pushed
         self.running = False
-        ctx = mp.get_context("spawn")  # never fork a process that runs Qt
-        self._conn, child = ctx.Pipe()
-        from gui.remote.server import serve
-
-        self._proc = ctx.Process(target=serve, args=(child, names, p, asdict(self.config), tuple(plugins)),
-                                 name="rtaudio-engine", daemon=True)
-        self._proc.start()
-        child.close()
         try:
-            snap = self._reply(START_TIMEOUT_S)
+            self._spawn(p)
         except Exception:
             self._shutdown_process()
             raise
         self._take_preset_meta(p)
-        self._apply(snap)
+
+    def _spawn(self, p: dict) -> None:
+        """Start an engine process on the rings, running preset ``p``, and take its first snapshot."""
+        ctx = mp.get_context("spawn")  # never fork a process that runs Qt
+        self._conn, child = ctx.Pipe()
+        from gui.remote.server import serve
+
+        self._seq = 0  # of the last command sent (the start's reply is 0)
+        self._proc = ctx.Process(target=serve, args=(child, self._names, p, asdict(self.config), self._plugins),
+                                 name="rtaudio-engine", daemon=True)
+        self._proc.start()
+        child.close()
+        self._apply(self._reply(START_TIMEOUT_S))
+
+    def restart_engine(self) -> list[str]:
+        """A fresh engine process, stopped, running the chain the panel shows: every slot, knob,
+        bypass, mix and MIDI mapping as this client last set them (after the old process died or
+        hung; a live one is closed first). Returns the ids of hosted LV2 slots: what such a plugin
+        keeps beyond its controls (its state extension) starts again from the plugin's own.
+
+        Raises
+        ------
+        EngineProcessError
+            The host is closed, or the new process did not come up (then no engine runs).
+        """
+        if self._closed:
+            raise EngineProcessError("the panel's engine connection is closed")
+        p = self._with_midi(self.chain.to_preset(self.name, self.description))
+        with self.rings.lock:  # no knob or MIDI push meanwhile
+            self._stop_process()
+            for shm in self._shms:  # nobody consumes or produces now: every ring starts empty
+                np.ndarray((shm.size,), np.uint8, buffer=shm.buf)[:] = 0
+            try:
+                self._spawn(p)
+            except Exception:
+                self._stop_process()
+                raise
+        return [s.id for s in self.chain.slots if s.processor.uri]
 
     # ---------------------------------------------------------------- pipe
     def _reply(self, timeout: float):
@@ -97,7 +128,7 @@ class RemoteEngineHost(HostBase):
 
     def _not_running(self) -> EngineProcessError:
         self.running = False
-        return EngineProcessError("the engine process is not running (restart the panel)")
+        return EngineProcessError("the engine process is not running (Restart engine brings it back)")
 
     def _call(self, cmd: str, *args, timeout: float = START_TIMEOUT_S):
         with self._pipe:
@@ -188,6 +219,19 @@ class RemoteEngineHost(HostBase):
         self._shutdown_process()
 
     def _shutdown_process(self) -> None:
+        self._stop_process()
+        with self.rings.lock:  # no knob or MIDI push is under way, and none follows: the rings' memory goes
+            self._closed = True
+            for s in getattr(self, "_shms", []):
+                s.close()
+                try:
+                    s.unlink()
+                except FileNotFoundError:
+                    pass
+            self._shms = []
+
+    def _stop_process(self) -> None:
+        """Close the engine process (killed when it does not close in 10 s) and its pipe."""
         if self._proc is not None:
             if self._proc.is_alive():
                 try:
@@ -204,15 +248,6 @@ class RemoteEngineHost(HostBase):
             self._proc = None
             self._conn.close()
         self.running = False
-        with self.rings.lock:  # no knob or MIDI push is under way, and none follows: the rings' memory goes
-            self._closed = True
-            for s in getattr(self, "_shms", []):
-                s.close()
-                try:
-                    s.unlink()
-                except FileNotFoundError:
-                    pass
-            self._shms = []
 
     # ---------------------------------------------------------------- real-time control (shared memory)
     def _drain_if_stopped(self) -> None:

@@ -146,7 +146,7 @@ class PlayedCurve:
     estimate above it is not."""
 
     def __init__(self, threshold_db: float, momentum: float = 0.98):
-        self.threshold_db, self.momentum, self.offset = threshold_db, momentum, None
+        self.threshold_db, self.momentum, self.offset, self.last = threshold_db, momentum, None, None
 
     def __call__(self, a: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -154,7 +154,17 @@ class PlayedCurve:
             if bool(clean.any()):
                 m = float(a[clean].mean())
                 self.offset = m if self.offset is None else self.momentum * self.offset + (1 - self.momentum) * m
-        return applied_log_gain(a, self.offset or 0.0, self.threshold_db)
+        self.last = applied_log_gain(a, self.offset or 0.0, self.threshold_db)
+        return self.last
+
+    def false_restoration(self, G: torch.Tensor) -> torch.Tensor:
+        """Mean gain (nepers) the last curve played where the limiter took less than the threshold
+        (``--false-weight``). The waveform term cannot see it on un-limited and lightly limited
+        examples: their SI-SDR sits above its 40 dB cap even with a wrong curve, so small false
+        restorations there were free, and the thirtieth session's selection set showed its lightly
+        limited band drifting down as training went on."""
+        below = torch.isfinite(G) & (-G < self.threshold_db / DB_PER_NEPER)
+        return (self.last * below).sum() / below.sum().clamp(min=1)
 
 
 UNLIMITED_PEAKS_DB = (-1.0, -6.0, -12.0)  # un-limited music at these peaks measures the level offset
@@ -492,6 +502,9 @@ def train(a) -> dict:
         sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
         gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss, D * sign, played)
         loss = GAIN_WEIGHT * gl + WAVE_WEIGHT * wl
+        if a.false_weight:
+            fl = played.false_restoration(G)
+            loss = loss + a.false_weight * fl
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -501,7 +514,8 @@ def train(a) -> dict:
         if step % 25 == 0:
             el = time.monotonic() - t0
             print(f"step {step} t={el:.0f}s {(step - start_step) / el:.2f} steps/s wait={t_wait / el:.0%} "
-                  f"seen={seen_s / 3600:.2f} h gain_l1={float(gl.detach()):.4f} neg_sisdr={float(wl.detach()):.2f}", flush=True)
+                  f"seen={seen_s / 3600:.2f} h gain_l1={float(gl.detach()):.4f} neg_sisdr={float(wl.detach()):.2f}"
+                  + (f" false={float(fl.detach()):.4f}" if a.false_weight else ""), flush=True)
         if sel is None and a.keep_all and step % a.val_every == 0:  # a GPU machine has no selection set:
             save_small(model, ckpt_dir / "steps" / f"step{step:06d}.pt", {"step": step})  # select them here
         if sel is not None and (step % a.val_every == 0 or step >= a.steps):
@@ -561,6 +575,9 @@ def main(argv=None) -> int:
     ap.add_argument("--wave-threshold", type=float, default=None, metavar="DB",
                     help="the waveform loss hears the curve as the processor plays it at this threshold "
                          "(level offset out, estimates under it left alone); default: the raw curve")
+    ap.add_argument("--false-weight", type=float, default=0.0, metavar="W",
+                    help="with --wave-threshold: weight of the gain played where the limiter took less than "
+                         "the threshold (nepers; see PlayedCurve.false_restoration)")
     ap.add_argument("--declip", action=argparse.BooleanOptionalAction, default=True,
                     help="the gain restores the input through the processor's de-clipper, as the product does "
                          "(--no-declip: the input as it came, as before the twenty-eighth session)")
@@ -608,6 +625,8 @@ def main(argv=None) -> int:
         print(f"exported {a.init} -> {a.out}", flush=True)
         return 0
     limiters.training_kinds(a.limiters)  # unknown --limiters names fail here, not in a loader worker
+    if a.false_weight and a.wave_threshold is None:
+        raise SystemExit("--false-weight needs --wave-threshold DB (the curve as the processor plays it)")
     if a.tcn_bands and a.init is None and a.arch != "tcn" and not a.resume:  # before any data is built
         raise SystemExit(NOT_A_TCN)
     if a.smoke:

@@ -160,6 +160,39 @@ class SlotLookup:
         """Total latency in samples (constant under bypass/mix: dry paths are compensated)."""
         return sum(s.processor.latency for s in self.slots)
 
+    def to_preset(self, name: str, description: str = "") -> dict:
+        """The chain's current state as a preset.
+
+        Parameters
+        ----------
+        name, description : str
+            The preset's name and description.
+
+        Returns
+        -------
+        dict
+            A version-1 preset (see realtime.dsp.presets); choices are stored by name, and an LV2
+            plugin with the state extension adds its own state (``"state"``, Turtle; a view of a
+            chain has no plugin state to add).
+
+        Raises
+        ------
+        PluginError
+            An LV2 plugin's state could not be saved.
+        """
+        chain = []
+        for s in self.slots:
+            p = s.processor
+            params = {}
+            for d, v in zip(p.params, p.values):
+                params[d.id] = d.choices[int(round(v))] if d.choices else float(v)
+            uri = {"uri": p.uri} if getattr(p, "uri", None) else {}  # a hosted plugin (lv2) names itself
+            saved = p.plugin_state() if hasattr(p, "plugin_state") else None  # and keeps its own state (Turtle)
+            state = {"state": saved} if saved is not None else {}
+            chain.append({"id": s.id, "processor": p.kind, **uri, "bypass": s.bypass, "mix": s.mix, "params": params,
+                          **state})
+        return {"version": 1, "name": name, "description": description, "chain": chain}
+
 
 class Chain(SlotLookup):
     """Slots run in order, always ending in a Safety stage (appended if missing).
@@ -419,34 +452,3 @@ class Chain(SlotLookup):
                         "load_column": i if i < MAX_TIMED_SLOTS else -1})
         return out
 
-    def to_preset(self, name: str, description: str = "") -> dict:
-        """The chain's current state as a preset.
-
-        Parameters
-        ----------
-        name, description : str
-            The preset's name and description.
-
-        Returns
-        -------
-        dict
-            A version-1 preset (see realtime.dsp.presets); choices are stored by name, and an LV2
-            plugin with the state extension adds its own state (``"state"``, Turtle).
-
-        Raises
-        ------
-        PluginError
-            An LV2 plugin's state could not be saved.
-        """
-        chain = []
-        for s in self._slots:
-            p = s.processor
-            params = {}
-            for d, v in zip(p.params, p.values):
-                params[d.id] = d.choices[int(round(v))] if d.choices else float(v)
-            uri = {"uri": p.uri} if getattr(p, "uri", None) else {}  # a hosted plugin (lv2) names itself
-            saved = p.plugin_state() if hasattr(p, "plugin_state") else None  # and keeps its own state (Turtle)
-            state = {"state": saved} if saved is not None else {}
-            chain.append({"id": s.id, "processor": p.kind, **uri, "bypass": s.bypass, "mix": s.mix, "params": params,
-                          **state})
-        return {"version": 1, "name": name, "description": description, "chain": chain}

@@ -150,6 +150,11 @@ class ProcessorView:
         """What the processor adds to ``describe()`` (a hosted plugin: uri, name, flags); else empty."""
         return dict(self._extra)
 
+    @property
+    def uri(self) -> str | None:
+        """A hosted plugin's URI (None for the project's own processors), as ``Chain.to_preset`` names it."""
+        return self._extra.get("uri")
+
     def param_index(self, param_id: str) -> int:
         for i, p in enumerate(self.params):
             if p.id == param_id:

@@ -47,6 +47,10 @@ class HostBase:
         """Whether the engine can still take changes (an engine process can die; one in this process cannot)."""
         return True
 
+    def engine_hung(self) -> bool:
+        """Whether the engine is alive but stopped answering (an engine process can hang)."""
+        return False
+
     def _init_common(self, config: EngineConfig | None, rings: ControlRings) -> None:
         self.config = config or EngineConfig()
         self.rings = rings
@@ -232,6 +236,11 @@ class EngineHost(HostBase):
             was_running = self.running
             self.stop()
             self.apply_pending_control()
+            if self.engine is not None:  # slots dropped for good give back their threads and instances now
+                kept = {id(s.processor) for s in chain.slots}
+                for s in self.engine.chain.slots:
+                    if id(s.processor) not in kept:
+                        s.processor.close()
             self.engine = Engine(chain, replace(self.config), rings=self.rings)
             self._used = False
             self._device = None
@@ -255,6 +264,9 @@ class EngineHost(HostBase):
 
     def close(self) -> None:
         self.stop()
+        if self.engine is not None:
+            for s in self.engine.chain.slots:
+                s.processor.close()
 
     def apply_pending_control(self) -> None:
         """While stopped: apply the control queued so far to the chain, and drop queued MIDI

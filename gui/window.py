@@ -12,6 +12,8 @@ synth panel in gui.synth_panel.
 """
 from __future__ import annotations
 
+import time
+
 from PyQt6.QtCore import QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
     QComboBox,
@@ -41,6 +43,7 @@ from realtime.dsp.presets import builtin_presets, load_preset
 from realtime.engine.config import EngineConfig
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
+RESUME_AFTER_S = 10.0  # a restart starts the stream again only if it had played this long before the engine died
 
 
 class MainWindow(PresetActions, QMainWindow):
@@ -60,6 +63,7 @@ class MainWindow(PresetActions, QMainWindow):
         self._safety_clips = 0
         self._last_status: dict = {}
         self._resume_after_restart = False
+        self._started_at = 0.0  # when the stream last started (monotonic)
 
         if host is None:
             host = RemoteEngineHost(preset or load_preset("default"), config or self.settings.engine_config())
@@ -198,6 +202,7 @@ class MainWindow(PresetActions, QMainWindow):
     def start(self) -> None:
         try:
             self.host.start()
+            self._started_at = time.monotonic()
         finally:
             self._sync_start_button()
         self._poll_status()
@@ -205,7 +210,7 @@ class MainWindow(PresetActions, QMainWindow):
 
     def restart_engine(self) -> None:
         """A new engine process with the chain the panel shows (``RemoteEngineHost.restart_engine``);
-        the stream starts again when it was running as the old process died."""
+        the stream starts again when it had played for RESUME_AFTER_S as the old process died."""
         self.keyboard.release_all()
         lv2 = self.host.restart_engine()
         self.clear_errors()
@@ -327,14 +332,18 @@ class MainWindow(PresetActions, QMainWindow):
             msg = f"engine status unavailable: {e}"
             if msg not in self.errors:
                 self.show_error(msg)
-            if not self.host.engine_alive():
-                if not self._restart_action.isVisible():  # first seen: a restart resumes what played
-                    self._resume_after_restart = self.start_button.isChecked()
+            dead = not self.host.engine_alive()
+            if dead or self.host.engine_hung():
+                if not self._restart_action.isVisible():  # first seen: a restart resumes what played, unless
+                    # it died within seconds of its start (a plugin that crashes it would crash it again)
+                    played = time.monotonic() - self._started_at
+                    self._resume_after_restart = self.start_button.isChecked() and played >= RESUME_AFTER_S
                 self.host.running = False
-                self.status_labels["state"].setText("○ engine exited")
+                self.status_labels["state"].setText("○ engine exited" if dead else "○ engine not answering")
                 self._restart_action.setVisible(True)
             self._sync_start_button()
             return
+        self._restart_action.setVisible(False)  # a stalled engine that answers again
         L = self.status_labels
         L["state"].setText("● running" if s["running"] else "○ stopped")
         L["device"].setText(f"device: {s['device']}")

@@ -16,7 +16,7 @@ class Identity:
     slots = ()
     latency = 0
 
-    def prepare(self, *args):
+    def prepare(self, *args, **kwargs):
         pass
 
     def reset(self):

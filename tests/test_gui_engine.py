@@ -3,6 +3,7 @@
 JACK MIDI port reach the chain, MIDI learn, and screenshots of the running window."""
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -231,9 +232,13 @@ def test_a_mapped_controller_moves_the_running_engine_while_the_window_is_busy(w
 def test_a_dead_engine_process_is_shown_and_restart_brings_back_the_chain_knobs_and_mappings(window, qtbot):
     """The engine process is killed under a running window: the status line says so, the Start
     button is released, a Restart engine button appears; pressing it starts a new process with the
-    chain, the knob values and the MIDI mappings the panel showed, and the stream plays again."""
+    chain, the knob values and the MIDI mappings the panel showed, and the stream plays again (it
+    had played for a while: an engine that dies right after its start is restarted stopped)."""
+    import time
+
     w = window()
     w.start()
+    w._started_at = time.monotonic() - 60  # as if it had played for a minute
     w.rack.knob("gain.gain_db").setValue(-7.0)  # through the knob, as a person turns it
     w.host.cc_map.targets[(30, None)] = "limiter.ceiling_db"
     qtbot.waitUntil(lambda: w.host.engine_values().slot("gain").processor.get_param("gain_db") == -7.0, timeout=3000)
@@ -268,3 +273,44 @@ def test_learning_a_controller_another_knob_had_clears_that_knobs_label(window, 
     qtbot.waitUntil(lambda: w.rack.knob("limiter.ceiling_db").mapping == "CC 21 ch1", timeout=2000)
     assert w.rack.knob("gain.gain_db").mapping == ""
     assert w.host.midi_map == {(21, 0): "limiter.ceiling_db"}
+
+
+def test_a_hung_engine_is_shown_and_restarted_and_one_that_died_at_once_restarts_stopped(window, qtbot, monkeypatch):
+    """An engine process that stops answering (SIGSTOP) is shown as such after one timed-out poll,
+    later polls wait briefly; Restart kills it at once and starts a new one. It had just started
+    playing, so the new one is left stopped (a plugin that crashes the engine would crash it again).
+    While the engine is gone, Save writes the chain the panel shows."""
+    import os
+    import signal
+
+    from gui.remote import client
+
+    monkeypatch.setattr(client, "STATUS_TIMEOUT_S", 0.5)
+    w = window()
+    w.start()
+    w.rack.knob("gain.gain_db").setValue(-5.0)
+    qtbot.waitUntil(lambda: w.host.engine_values().slot("gain").processor.get_param("gain_db") == -5.0, timeout=3000)
+    old = w.host._proc.pid
+    os.kill(old, signal.SIGSTOP)
+    try:
+        w._poll_status()
+        assert w.status_labels["state"].text() == "○ engine not answering" and w._restart_action.isVisible()
+        assert w.host.engine_hung() and w.host.engine_alive()
+        t0 = time.monotonic()
+        w._poll_status()  # the next poll gives up quickly
+        assert time.monotonic() - t0 < 0.45
+        t0 = time.monotonic()
+        w.restart_engine()
+        assert time.monotonic() - t0 < 8  # killed at once, not 10 s of waiting for a close
+    finally:
+        try:
+            os.kill(old, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert w.host.engine_alive() and w.host._proc.pid != old and not w.host.engine_hung()
+    assert not w.host.running and not w.start_button.isChecked()  # played under 10 s: left stopped
+    assert w.host.engine_values().slot("gain").processor.get_param("gain_db") == -5.0
+    w.host._proc.kill()
+    w.host._proc.join(10)
+    p = w.host.to_preset()  # the engine is gone: the panel's own view
+    assert next(e for e in p["chain"] if e["id"] == "gain")["params"]["gain_db"] == -5.0

@@ -2,11 +2,13 @@
 sample-exact behaviour, instruments, latency, allocation, bad input. JACK tests at the end."""
 from __future__ import annotations
 
+import ctypes
 import json
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from realtime.dsp import processors as P
-from realtime.dsp.chain import Chain
+from realtime.dsp.chain import Chain, Slot
 from realtime.dsp.presets import (
     apply_overrides,
     build_chain,
@@ -23,7 +25,7 @@ from realtime.dsp.presets import (
     validate_preset,
 )
 from realtime.errors import PluginError, PresetError
-from realtime.io import lilv, lv2_scan
+from realtime.io import lilv, lv2_host, lv2_scan
 from realtime.run.offline import process_file, render_events
 
 SR = 48000
@@ -511,10 +513,13 @@ def test_a_knob_move_reaches_the_lv2_plugin_within_two_blocks(jack_server):
 
 # -- worker, URID map and atom MIDI, through a plugin built here ---------------------------------
 _WORKER_C = r"""
+#define _GNU_SOURCE
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 typedef void* LV2_Handle;
 typedef struct { const char* URI; void* data; } LV2_Feature;
 typedef struct LV2_Descriptor {
@@ -595,7 +600,9 @@ static void run(LV2_Handle h, uint32_t n) {
 }
 static int work(LV2_Handle h, Respond respond, void* rh, uint32_t size, const void* data) {
   float m = *(const uint8_t*)data / 100.0f;  /* the "loaded" result: a new multiplier */
-  log_note(((Plugin*)h)->log, "loaded note %d as gain %.2f (%s)", *(const uint8_t*)data, m, "worker");
+  if (*(const uint8_t*)data > 100) usleep((*(const uint8_t*)data - 100) * 10000);  /* notes > 100: a slow load */
+  log_note(((Plugin*)h)->log, "loaded note %d as gain %.2f (%s) on thread %ld", *(const uint8_t*)data, m, "worker",
+           (long)syscall(SYS_gettid));
   return respond(rh, sizeof m, &m);
 }
 static int work_response(LV2_Handle h, uint32_t size, const void* data) {
@@ -651,12 +658,98 @@ def test_worker_urid_map_and_midi_offsets_through_a_plugin_built_here(tmp_path, 
     assert p._ctl[0, 4] == 37.0 and p._ctl[1, 4] == 37.0  # both instances got the note at its offset
     block[:] = 1.0
     p.process(block)
-    assert np.all(block == 0.5) and p._ctl[0, 5] == 1.0  # response delivered, end_run called once
-    assert "lv2 urn:test:worker-gain: loaded note 50 as gain 0.50 (worker)" in capsys.readouterr().err
+    assert np.all(block == 0.5) and p._ctl[0, 5] == 1.0  # response delivered, end_run called (the port lags a run)
+    p.process(block)
+    assert p._ctl[0, 5] == 2.0  # LV2: end_run after every run(), not only after one that scheduled work
+    # offline, the work is done in line: on the thread that calls process()
+    tid = threading.get_native_id()
+    assert f"lv2 urn:test:worker-gain: loaded note 50 as gain 0.50 (worker) on thread {tid}" in capsys.readouterr().err
     p.reset()
     block[:] = 1.0
     p.process(block)
     assert np.all(block == 1.0)  # activate() reset the plugin
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs a C compiler to build the test plugin")
+def test_a_live_chains_lv2_worker_works_beside_the_dsp_thread(tmp_path, monkeypatch, capsys):
+    """Live (``Chain.prepare(live=True)``, as the engine prepares), the plugin's work is done on a
+    worker thread of its own, never on the thread that runs the plugin; its answer arrives in a
+    later block; reset and close stop the thread (none is left behind)."""
+    b = _bundle(tmp_path / "lv2", "worker", _WORKER_TTL)
+    (b / "worker.c").write_text(_WORKER_C)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(b / "worker.so"), str(b / "worker.c")], check=True)
+    monkeypatch.setenv("LV2_PATH", str(tmp_path / "lv2"))
+    chain = Chain([Slot(P.create("lv2", uri="urn:test:worker-gain"), "w")])
+    chain.prepare(SR, 128, 2, live=True)
+    p = chain.slot("w").processor
+    threads = [i._thread for i in p.instances]
+    assert all(t is not None and t.is_alive() for t in threads)
+    block = np.ones((128, 2), np.float32)
+    p.handle_midi(0x90, 25, 100, 0)
+    for _ in range(2000):  # blocks go on while the worker works; its answer lands between two of them
+        block[:] = 1.0
+        p.process(block)
+        if np.all(block == 0.25):
+            break
+        time.sleep(0.001)
+    assert np.all(block == 0.25)
+    err = capsys.readouterr().err
+    workers = {int(m) for m in re.findall(r"loaded note 25 as gain 0.25 \(worker\) on thread (\d+)", err)}
+    assert len(workers) == 2 and threading.get_native_id() not in workers, err
+    p.reset()  # a new thread after the (de)activation, the old one gone
+    assert not any(t.is_alive() for t in threads) and all(i._thread.is_alive() for i in p.instances)
+
+    # work asked for before a reset is answered before it, as offline: the reset plugin plays 1.0
+    p.handle_midi(0x90, 25, 100, 0)
+    p.process(block)
+    p.reset()
+    for _ in range(3):
+        block[:] = 1.0
+        p.process(block)
+    assert np.all(block == 1.0)
+
+    # a reset while a slow load (0.3 s) outlasts WORKER_STOP_S leaves that instance alone, and its
+    # worker goes on serving afterwards (it used to stop for good, its requests piling up)
+    monkeypatch.setattr(lv2_host, "WORKER_STOP_S", 0.05)
+    p.handle_midi(0x90, 130, 100, 0)
+    p.process(block)
+    time.sleep(0.02)
+    p.reset()
+    p.handle_midi(0x90, 40, 100, 0)
+    for _ in range(2000):
+        block[:] = 1.0
+        p.process(block)
+        if np.all(block == 0.4):
+            break
+        time.sleep(0.001)
+    assert np.all(block == 0.4) and all(i._thread.is_alive() for i in p.instances)
+
+    # a worker that cannot keep up: the plugin is told there is no room, nothing grows without bound
+    inst = p.instances[0]
+    note = ctypes.c_uint8(1)
+    inst.pending.extend([b"\x01"] * (lv2_host.MAX_PENDING_WORK - len(inst.pending)))
+    assert inst._schedule_work(None, 1, ctypes.addressof(note)) == 2
+    inst.pending.clear()
+
+    threads = [i._thread for i in p.instances]
+    p.close()  # what a host dropping the slot calls
+    assert not any(t.is_alive() for t in threads) and p.instances == []
+
+
+def test_a_host_dropping_an_lv2_slot_frees_its_plugin_at_once():
+    """Removing a slot or loading another preset closes the processors the new chain does not
+    keep (an engine's chain outlives its last reference once gc.freeze() has seen it)."""
+    from gui.host import EngineHost
+
+    h = EngineHost(_preset({"id": "amp", "processor": "lv2", "uri": AMP}, {"id": "g", "processor": "gain"}))
+    p = h.chain.slot("amp").processor
+    p.prepare(SR, 128, 2)
+    assert p.instances
+    h.move_slot("g", -1)  # a rebuild that keeps the plugin keeps it running
+    assert p.instances
+    h.remove_slot("amp")
+    assert p.instances == []
+    h.close()
 
 
 # -- LV2 state extension, through a plugin built here -------------------------------------------

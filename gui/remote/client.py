@@ -22,6 +22,7 @@ from realtime.engine.control import (
 
 START_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 5.0  # the window polls every second: an engine that stalls must not freeze it for long
+HUNG_STATUS_TIMEOUT_S = 0.25  # polls after one timed out
 
 
 class EngineProcessError(RuntimeError):
@@ -59,6 +60,8 @@ class RemoteEngineHost(HostBase):
         self._pipe = threading.Lock()
         self._proc = None
         self._plugins = tuple(plugins)
+        self._hung = False  # the last command timed out: the process may be alive but stuck
+        self._lv2_states: dict[str, str] = {}  # LV2 slots' own state, from the last preset that had it
         self._closed = False  # the rings' shared memory is gone: nothing may be pushed
         self.running = False
         try:
@@ -68,6 +71,25 @@ class RemoteEngineHost(HostBase):
             raise
         self._take_preset_meta(p)
 
+    def _take_preset_meta(self, p: dict) -> None:
+        super()._take_preset_meta(p)
+        self._keep_states(p, replace=True)
+
+    def _keep_states(self, p: dict, replace: bool = False) -> None:
+        """Remember the LV2 plugin states a preset carries (what a restart gives back)."""
+        if replace:
+            self._lv2_states = {}
+        self._lv2_states.update({e["id"]: e["state"] for e in p["chain"] if "state" in e})
+
+    def _view_preset(self, name: str, description: str) -> dict:
+        """The preset of the chain the panel shows (``chain``: every knob, bypass and mix this client
+        set), with the MIDI mappings and the LV2 states known here."""
+        p = self.chain.to_preset(name, description)
+        for e in p["chain"]:
+            if e["id"] in self._lv2_states:
+                e["state"] = self._lv2_states[e["id"]]
+        return self._with_midi(p)
+
     def _spawn(self, p: dict) -> None:
         """Start an engine process on the rings, running preset ``p``, and take its first snapshot."""
         ctx = mp.get_context("spawn")  # never fork a process that runs Qt
@@ -75,6 +97,7 @@ class RemoteEngineHost(HostBase):
         from gui.remote.server import serve
 
         self._seq = 0  # of the last command sent (the start's reply is 0)
+        self._hung = False
         self._proc = ctx.Process(target=serve, args=(child, self._names, p, asdict(self.config), self._plugins),
                                  name="rtaudio-engine", daemon=True)
         self._proc.start()
@@ -94,8 +117,8 @@ class RemoteEngineHost(HostBase):
         """
         if self._closed:
             raise EngineProcessError("the panel's engine connection is closed")
-        p = self._with_midi(self.chain.to_preset(self.name, self.description))
-        with self.rings.lock:  # no knob or MIDI push meanwhile
+        with self.rings.lock:  # no knob, MIDI push or learn meanwhile
+            p = self._view_preset(self.name, self.description)
             self._stop_process()
             for shm in self._shms:  # nobody consumes or produces now: every ring starts empty
                 np.ndarray((shm.size,), np.uint8, buffer=shm.buf)[:] = 0
@@ -104,7 +127,8 @@ class RemoteEngineHost(HostBase):
             except Exception:
                 self._stop_process()
                 raise
-        return [s.id for s in self.chain.slots if s.processor.uri]
+        return [s.id for s in self.chain.slots if s.processor.uri and s.id not in self._lv2_states
+                and s.processor.describe_extra().get("has_state")]
 
     # ---------------------------------------------------------------- pipe
     def _reply(self, timeout: float):
@@ -112,6 +136,7 @@ class RemoteEngineHost(HostBase):
         deadline = time.monotonic() + timeout
         while True:
             if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                self._hung = True
                 raise EngineProcessError(f"the engine process did not answer within {timeout:g} s")
             try:
                 msg = self._conn.recv()
@@ -119,12 +144,17 @@ class RemoteEngineHost(HostBase):
                 raise EngineProcessError("the engine process exited") from None
             if msg[-1] == self._seq:
                 break
+        self._hung = False
         if msg[0] == "err":
             raise _error(msg[1], msg[2])
         return msg[1]
 
     def engine_alive(self) -> bool:
         return self._proc is not None and self._proc.is_alive()
+
+    def engine_hung(self) -> bool:
+        """Alive, but its last command timed out (a restart kills it at once)."""
+        return self._hung and self.engine_alive()
 
     def _not_running(self) -> EngineProcessError:
         self.running = False
@@ -170,7 +200,11 @@ class RemoteEngineHost(HostBase):
             self._take_preset_meta(p)
 
     def to_preset(self, name: str | None = None, description: str | None = None) -> dict:
-        p = self._call("to_preset", name or self.name, self.description if description is None else description)
+        name, description = name or self.name, self.description if description is None else description
+        if not self.engine_alive():  # Save still works: what the panel shows, with the states known here
+            return self._view_preset(name, description)
+        p = self._call("to_preset", name, description)
+        self._keep_states(p)
         return self._with_midi(p)
 
     def add_slot(self, kind: str, index: int | None = None, uri: str | None = None) -> str:
@@ -183,6 +217,7 @@ class RemoteEngineHost(HostBase):
         with self.rings.lock:
             self._apply(self._structural("remove_slot", slot_id))
             self._forget_slot(slot_id)
+            self._lv2_states.pop(slot_id, None)
 
     def move_slot(self, slot_id: str, delta: int) -> None:
         with self.rings.lock:
@@ -206,7 +241,8 @@ class RemoteEngineHost(HostBase):
         self.running = self._call("stop")
 
     def status(self) -> dict:
-        st = self._call("status", timeout=STATUS_TIMEOUT_S)
+        # once a poll timed out, later polls wait only briefly: the window must not freeze each second
+        st = self._call("status", timeout=HUNG_STATUS_TIMEOUT_S if self._hung else STATUS_TIMEOUT_S)
         self.running = st["running"]
         return st
 
@@ -233,7 +269,7 @@ class RemoteEngineHost(HostBase):
     def _stop_process(self) -> None:
         """Close the engine process (killed when it does not close in 10 s) and its pipe."""
         if self._proc is not None:
-            if self._proc.is_alive():
+            if self._proc.is_alive() and not self._hung:  # a process that stopped answering is killed at once
                 try:
                     with self._pipe:
                         self._seq += 1
@@ -242,9 +278,9 @@ class RemoteEngineHost(HostBase):
                 except (OSError, EOFError, ValueError):
                     pass
                 self._proc.join(10)
-                if self._proc.is_alive():
-                    self._proc.kill()
-                    self._proc.join(5)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(5)
             self._proc = None
             self._conn.close()
         self.running = False

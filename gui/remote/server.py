@@ -46,9 +46,10 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         # Every other thread here that takes the GIL (this command loop, the engine's monitor)
         # runs at real-time priority 1, below the DSP thread: a normal-priority thread preempted
         # by some other process while it holds the GIL would stall the DSP thread for a whole
-        # time slice (priority inversion).
+        # time slice (priority inversion). LV2 worker threads stay normal: their work is slow by
+        # design (a plugin loading files) and takes the GIL only for a moment per answer.
         for t in threading.enumerate():
-            if t.name != "dsp" and t.native_id is not None:
+            if t.name not in ("dsp", "lv2-worker") and t.native_id is not None:
                 set_realtime_priority(1, t.native_id)
         return host.running
 

@@ -261,7 +261,7 @@ class Chain(SlotLookup):
         return self._slots
 
     # -- life cycle ---------------------------------------------------------------------------
-    def prepare(self, sample_rate: float, max_block: int, channels: int) -> None:
+    def prepare(self, sample_rate: float, max_block: int, channels: int, live: bool = False) -> None:
         """Allocate everything for this rate, largest block and channel count, warm up every
         kernel on silence, then reset (call before ``process``, never while it runs).
 
@@ -273,6 +273,8 @@ class Chain(SlotLookup):
             The largest block ``process`` will get, in frames.
         channels : int
             1 or 2.
+        live : bool
+            A live engine's chain (``Processor.live``): slow work may move off the DSP thread.
 
         Raises
         ------
@@ -285,6 +287,7 @@ class Chain(SlotLookup):
         rec.fill(0.0)
         for s, col in zip(self._slots, self._readout_offsets):
             s._failed = False
+            s.processor.live = live
             s.processor.prepare(sample_rate, max_block, channels)
             if col >= 0:
                 s.processor.bind_readings(rec[col:col + len(s.processor.readouts)])

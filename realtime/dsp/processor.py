@@ -269,6 +269,10 @@ class Processor:
     # 48 kHz (realtime/run/offline.py, chain_rate)
     native_rates: ClassVar[tuple[int, ...] | None] = None
     readouts: tuple[Readout, ...] = ()  # a class constant, or per instance (an LV2 plugin's output ports)
+    # set before ``prepare`` by a live engine's chain (``Chain.prepare(live=True)``): a processor
+    # may then do slow, non-real-time work beside the DSP thread (an LV2 plugin's worker) where
+    # offline it does it in line, so that renders repeat exactly
+    live: bool = False
 
     def __init__(self, **values):
         self.values = np.array([p.default for p in self.params], dtype=np.float64)
@@ -382,6 +386,10 @@ class Processor:
     def reset(self) -> None:
         """Clear internal state (delay lines, filter memories) and jump smoothers to their targets,
         as at the start of a stream; allocates nothing."""
+
+    def close(self) -> None:
+        """Give back what outlives the Python object's references (threads, native instances)
+        when a host drops the processor; ``prepare`` makes it usable again. Nothing by default."""
 
     def process(self, block: np.ndarray) -> None:
         """Process one block in place; must not allocate, lock or wait.

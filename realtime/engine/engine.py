@@ -25,6 +25,7 @@ import select
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -72,7 +73,11 @@ class Engine:
         self.error: str | None = None  # set when the device/server disappears or the DSP thread died
         self._device_lost = False
         self.rings = rings if rings is not None else ControlRings()
-        self.writer = ControlWriter(self.rings, chain, on_full=self.apply_pending_control)
+        # through a weak reference: engine -> writer -> engine would be a cycle, and the gc.freeze()
+        # in start makes a cycle immortal (every engine a panel's chain changes replaced would stay)
+        me = weakref.ref(self)
+        self.writer = ControlWriter(self.rings, chain, on_full=lambda: (e := me()) is not None and
+                                    e.apply_pending_control())
         self._stream = None
         self._running = False
         self._consumer = threading.RLock()  # the control ring's consumer: the DSP thread, or (stopped) the caller
@@ -119,7 +124,7 @@ class Engine:
             if self._running:
                 return
             c = self.config
-            self.chain.prepare(c.samplerate, c.blocksize, c.channels)
+            self.chain.prepare(c.samplerate, c.blocksize, c.channels, live=True)
             self._warm_up()
             # A full garbage collection walks every object (tens of milliseconds with the neural
             # processors loaded) and can start in any thread, the DSP thread included. Collect

@@ -6,10 +6,11 @@ process, so URIDs agree between instances), ``options:options`` (sample rate, bl
 ``lv2:isLive`` / ``lv2:inPlaceBroken`` (buffers are never shared between ports) /
 ``lv2:hardRTCapable``. A plugin requiring anything else is refused with a ``PluginError`` naming it.
 
-The worker is synchronous between blocks: work scheduled during ``run()`` is done right after
-it returns (on the thread calling ``Instance.run``, the engine's DSP thread, not the audio
-callback), and its responses are delivered before the next ``run()``. Offline and live renders
-therefore hear the same thing; a plugin loading a sample from disk costs a late block in live use.
+The worker (``worker:schedule``): offline, work scheduled during ``run()`` is done right after it
+returns, on the same thread, so a render is the same every time. Live (``start_worker_thread``,
+the engine's chains), it is done on a thread of its own, as LV2 means it: a plugin loading a
+sample or a soundfont from disk never holds up the DSP thread, and its answer is delivered after
+the first ``run()`` that follows it. In both, ``end_run`` is called after every ``run()``.
 
 ctypes calls release the GIL, so ``run()`` leaves other Python threads free while the plugin works.
 
@@ -21,8 +22,11 @@ Port values are not part of it: the slot's params hold them. lilv adds the ``sta
 """
 from __future__ import annotations
 
+import collections
 import ctypes
+import os
 import sys
+import threading
 from ctypes import CFUNCTYPE, POINTER, Structure, c_char_p, c_int, c_uint32, c_void_p
 
 from realtime.errors import PluginError
@@ -42,6 +46,9 @@ _STATE_FLAGS = 1 | 2  # LV2_STATE_IS_POD | LV2_STATE_IS_PORTABLE: a preset may m
 _PRESET = "http://lv2plug.in/ns/ext/presets#Preset"
 FLAGS = (lilv.LV2 + "isLive", lilv.LV2 + "inPlaceBroken", lilv.LV2 + "hardRTCapable")
 SUPPORTED_FEATURES = frozenset((URID_MAP, URID_UNMAP, OPTIONS, BOUNDED, WORKER_SCHEDULE, LOG, *FLAGS))
+
+WORKER_STOP_S = 5.0  # how long closing an instance waits for a work() under way
+MAX_PENDING_WORK = 1024  # requests queued for a worker that has not got to them yet
 
 _BUF = "http://lv2plug.in/ns/ext/buf-size#"
 _PARAM_SAMPLE_RATE = "http://lv2plug.in/ns/ext/parameters#sampleRate"
@@ -191,11 +198,15 @@ class Instance:
                (_BUF + "nominalBlockLength", lilv.ATOM + "Int", ctypes.addressof(self._lengths) + 8, 4)]
         self._options = (_Option * (len(opt) + 1))(*[_Option(0, 0, t.map(k), size, t.map(ty), addr)
                                                      for k, ty, addr, size in opt])
-        self.pending: list[bytes] = []  # worker requests made during run(), done after it
-        self._responses: list[bytes] = []
+        # worker requests made during run(), and the work's answers: deques, whose append and
+        # popleft need no lock between the DSP thread and the worker thread
+        self.pending: collections.deque[bytes] = collections.deque()
+        self._responses: collections.deque[bytes] = collections.deque()
+        self._thread: threading.Thread | None = None  # the live worker thread
+        self._wake: tuple[int, int] | None = None  # its wake pipe (read end, non-blocking write end)
+        self._stopping = False
         self._schedule = _WorkerSchedule(None, _schedule_fn(self._schedule_work))
         self._respond = _respond_fn(self._respond_work)
-        self._log_text = ctypes.create_string_buffer(1024)
         self._log = _Log(None, _log_fn(self._log_printf), _log_vfn(self._log_vprintf))
         feats = [(URID_MAP, ctypes.addressof(t.map_struct)), (URID_UNMAP, ctypes.addressof(t.unmap_struct)),
                  (OPTIONS, ctypes.addressof(self._options)), (BOUNDED, None),
@@ -230,7 +241,14 @@ class Instance:
     def _schedule_work(self, _handle, size, data) -> int:
         if self.worker is None:
             return 1  # LV2_WORKER_ERR_UNKNOWN
+        if len(self.pending) >= MAX_PENDING_WORK:  # a worker that cannot keep up: the plugin is told
+            return 2  # LV2_WORKER_ERR_NO_SPACE
         self.pending.append(ctypes.string_at(data, size))
+        if self._wake is not None:
+            try:
+                os.write(self._wake[1], b"w")
+            except BlockingIOError:  # the pipe is full of wake-ups: the thread is awake anyway
+                pass
         return 0
 
     def _respond_work(self, _handle, size, data) -> int:
@@ -245,22 +263,83 @@ class Instance:
     def _log_vprintf(self, _handle, _type, fmt, args) -> int:
         if not fmt:
             return 0
-        n = _vsnprintf(self._log_text, len(self._log_text), fmt, args)
-        text = self._log_text.value.decode("utf-8", "replace").rstrip()
+        buf = ctypes.create_string_buffer(1024)  # one per call: the worker thread may log meanwhile
+        n = _vsnprintf(buf, len(buf), fmt, args)
+        text = buf.value.decode("utf-8", "replace").rstrip()
         print(f"lv2 {self.uri}: {text}", file=sys.stderr)
         return n
 
-    def do_work(self) -> None:
-        """Run the work scheduled during the last ``run()``, then deliver its responses (between blocks)."""
+    def end_cycle(self) -> None:
+        """After each ``run()`` of a plugin with a worker (the DSP thread): without a worker thread
+        do the work scheduled during it; deliver the answers that are ready; ``end_run``."""
         w, h = self.worker, self.handle
-        while self.pending:
-            req = self.pending.pop(0)
-            w.work(h, self._respond, None, len(req), req)
+        if self._thread is None:
+            self._work_pending()
         while self._responses:
-            resp = self._responses.pop(0)
+            resp = self._responses.popleft()
             w.work_response(h, len(resp), resp)
-        if w.end_run:
+        if w.end_run:  # LV2: after every run(), whether or not anything was answered
             w.end_run(h)
+
+    def _work_pending(self) -> None:
+        w, h = self.worker, self.handle
+        while self.pending and not self._stopping:
+            req = self.pending.popleft()
+            w.work(h, self._respond, None, len(req), req)
+
+    def flush_work(self) -> None:
+        """Do what is scheduled and deliver every answer, here and now (the worker thread stopped):
+        before a reset, as an offline render would have done it already."""
+        self._work_pending()
+        w, h = self.worker, self.handle
+        while self._responses:
+            resp = self._responses.popleft()
+            w.work_response(h, len(resp), resp)
+
+    def start_worker_thread(self) -> None:
+        """Do scheduled work on a thread of its own from now on (live use; see the module's doc)."""
+        if self.worker is None or self._thread is not None:
+            return
+        r, wr = os.pipe()
+        os.set_blocking(wr, False)
+        self._wake, self._stopping = (r, wr), False
+        self._thread = threading.Thread(target=self._work_loop, args=(r,), name="lv2-worker", daemon=True)
+        self._thread.start()
+        if self.pending:  # scheduled before the thread was there
+            os.write(wr, b"w")
+
+    def _work_loop(self, wake: int) -> None:
+        # a thread started from a real-time one inherits its policy; work() is slow, non-real-time
+        # work by definition (file loading, decoding) and must not starve the machine's other threads
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass
+        while True:
+            os.read(wake, 512)
+            if self._stopping:
+                return
+            self._work_pending()
+
+    def stop_worker_thread(self) -> bool:
+        """Stop the worker thread (work it has not begun stays pending). False when the plugin's
+        ``work()`` did not return within WORKER_STOP_S: the instance must then not be freed."""
+        t = self._thread
+        if t is None:
+            return True
+        self._stopping = True
+        try:
+            os.write(self._wake[1], b"s")
+        except BlockingIOError:
+            pass
+        t.join(WORKER_STOP_S)
+        if t.is_alive():  # its work() goes on: let the thread keep serving once it returns
+            self._stopping = False
+            return False
+        os.close(self._wake[0])
+        os.close(self._wake[1])
+        self._thread, self._wake, self._stopping = None, None, False
+        return True
 
     # -- state ----------------------------------------------------------------------------------
     def save_state(self) -> str | None:
@@ -318,8 +397,15 @@ class Instance:
             self.active = False
 
     def close(self) -> None:
-        """Deactivate and free the instance (unloads the library when it was the last)."""
+        """Stop the worker thread, deactivate and free the instance (unloads the library when it
+        was the last). An instance whose ``work()`` never returns is left allocated: freeing it
+        under that thread would crash the process."""
         if getattr(self, "_ptr", None):
+            if not self.stop_worker_thread():
+                print(f"lv2 {self.uri}: its worker did not finish within {WORKER_STOP_S:g} s; "
+                      "the instance is left loaded", file=sys.stderr)
+                self._ptr = None
+                return
             self.deactivate()
             lilv.lib().lilv_instance_free(self._ptr)
             self._ptr = None

@@ -426,6 +426,9 @@ class Lv2Plugin(Processor):
         for inst in self._instances:
             inst.activate()
         self._run_block(np.zeros((B, C), np.float32))
+        if self.live:  # from now on work is done beside the DSP thread, never on it
+            for inst in self._workers:
+                inst.start_worker_thread()
         lat = info.latency_port
         self._latency = max(0, int(round(float(self._ctl[0, lat])))) if lat is not None else 0
 
@@ -448,15 +451,25 @@ class Lv2Plugin(Processor):
     def reset(self) -> None:
         """Clear the plugin's state: deactivate and activate it again (LV2's reset)."""
         for inst in self._instances:
+            if not inst.stop_worker_thread():  # LV2: no work() while (de)activating; a work() that
+                continue  # never returns leaves this instance as it is rather than crash it
+            if inst.worker is not None:  # what was asked before the reset is answered before it,
+                inst.flush_work()  # as offline, never into the freshly activated plugin
             inst.deactivate()
             inst.activate()
+            if self.live:
+                inst.start_worker_thread()
         self._n_ev = 0
 
     def _close(self) -> None:
         for inst in self._instances:
             inst.close()
         self._instances = []
-        self._runs = ()
+        self._runs = self._workers = ()
+
+    def close(self) -> None:
+        """Free the plugin instances and stop their worker threads (a host dropping the slot)."""
+        self._close()
 
     def __del__(self):
         try:
@@ -474,8 +487,7 @@ class Lv2Plugin(Processor):
         for run, handle, _ in self._runs:
             run(handle, n)
         for inst in self._workers:
-            if inst.pending:
-                inst.do_work()
+            inst.end_cycle()
         _post(block, self._aout, self._weights, self._add)
         _read_outputs(self._ctl, self._out_port, self.readings)
 
@@ -483,9 +495,11 @@ class Lv2Plugin(Processor):
         self._run_block(block)
 
     def describe_extra(self) -> dict:
-        """What ``Chain.describe()`` adds for UIs: uri, plugin name, hard_rt, channel adaptation."""
+        """What ``Chain.describe()`` adds for UIs: uri, plugin name, hard_rt, channel adaptation,
+        has_state (it declares the state extension: it keeps more than its control values)."""
         adaptation = self.adaptation or _layout(self.info.audio_in, self.info.audio_out)  # before prepare
-        return {"uri": self.uri, "plugin_name": self.info.name, "hard_rt": self.hard_rt, "adaptation": adaptation}
+        return {"uri": self.uri, "plugin_name": self.info.name, "hard_rt": self.hard_rt, "adaptation": adaptation,
+                "has_state": lv2_host.STATE_INTERFACE in self.info.extension_data}
 
     @property
     def instances(self) -> list:

@@ -429,11 +429,34 @@ def main(argv=None) -> int:
         return 2
 
 
+def _exit_now(status: int) -> None:
+    """End the process with the command's status: wait for its threads and run the atexit handlers
+    (Ray's shutdown, multiprocessing's children, temporary folders) as the interpreter would, then
+    skip the rest of its teardown. Python puts the signals back to their defaults early in that
+    teardown, so a SIGTERM in its last ~200 ms killed a run whose output was already committed
+    (status -15)."""
+    import atexit
+    import os
+    import threading
+
+    try:
+        if hasattr(threading, "_shutdown"):  # what the interpreter does first: join non-daemon threads
+            threading._shutdown()
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a closed pipe: the status still stands
+                pass
+        os._exit(int(status or 0))
+
+
 if __name__ == "__main__":
     try:
         status = main()
         _finish_on_signals(status)
-        sys.exit(status)
     except KeyboardInterrupt:  # Ctrl-C while Python itself was still starting up
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    _exit_now(status)

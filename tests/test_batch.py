@@ -223,6 +223,55 @@ def test_sigterm_finishes_or_abandons_cleanly(tmp_path):
     assert len(list(out.glob("*.wav"))) == 8
 
 
+def test_sigterm_to_the_process_group_finishes_or_abandons_cleanly(tmp_path):
+    """systemd's stop and `kill -TERM -- -PGID` signal the workers too: they must leave it to the batch."""
+    from realtime.run.batch_pool import ABANDON_GRACE_S
+
+    src = tmp_path / "long"
+    src.mkdir()
+    for i in range(3):  # a few seconds each in small blocks: still in flight when the signals come
+        sf.write(src / f"f{i}.wav", _noise(48000, 60.0, 2, i), 48000, subtype="PCM_16")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "main.py", "batch", str(src), "--out", str(out), "--preset", "default", "--jobs", "2",
+           "--blocksize", "16", "--no-progress"]
+
+    def interrupted(signals: int, extra=(), then=None) -> dict:
+        proc = subprocess.Popen([*cmd, *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None and not _no_parts(out):
+            time.sleep(0.01)
+        sent = time.monotonic()
+        for _ in range(signals):
+            if then is None:
+                os.killpg(proc.pid, signal.SIGTERM)  # the batch, its workers and all
+            else:
+                proc.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+        if then is not None:
+            time.sleep(0.3)  # the batch has taken the signal
+            then(proc)
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 130, stderr
+        s = json.loads(stdout)
+        s["took_s"] = time.monotonic() - sent
+        assert s["interrupted"] and s["failed"] == 0, s
+        assert not _no_parts(out)
+        for p in out.glob("*.wav"):  # every output that exists is whole
+            assert sf.info(str(p)).frames == 60 * 48000
+        return s
+
+    s = interrupted(1)  # the files in flight are finished (they used to die with the group: "failed")
+    assert not s["abandoned"] and s["processed"] >= 1 and s["processed"] + s["not_started"] == 3
+    s = interrupted(2)  # abandoned at once, not after the workers' grace
+    assert s["abandoned"] and s["took_s"] < ABANDON_GRACE_S
+    # workers that die after the interrupt: their files are left for the re-run, not reported failed
+    s = interrupted(1, ["--force"], then=lambda proc: [os.kill(pid, signal.SIGKILL) for pid in _worker_pids(proc.pid)])
+    assert not s["abandoned"] and (s["processed"], s["not_started"]) == (0, 3)
+    s = run_batch([src], out, BatchOptions(preset="default", blocksize=16), jobs=2, progress=False)
+    assert s["failed"] == 0 and s["processed"] + s["skipped"] == 3 and s["processed"] >= 1
+
+
 def _kill_one_while_writing(out, pids, within_s: float):
     """A started thread that SIGKILLs the first of ``pids()`` once an output in ``out`` is being
     written (a ``.part`` exists), within ``within_s``; returns (thread, [killed pid])."""
@@ -242,14 +291,16 @@ def _kill_one_while_writing(out, pids, within_s: float):
     return killer, killed
 
 
-def _worker_pids() -> list[int]:
-    """This process's batch workers (spawned children running multiprocessing's entry point)."""
+def _worker_pids(parent: int | None = None) -> list[int]:
+    """The batch workers of ``parent`` (default: this process): spawned children running
+    multiprocessing's entry point."""
+    parent = os.getpid() if parent is None else parent
     pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if ppid == os.getpid() and b"spawn_main" in (d / "cmdline").read_bytes():
+                if ppid == parent and b"spawn_main" in (d / "cmdline").read_bytes():
                     pids.append(int(d.name))
             except (OSError, ValueError, IndexError):
                 pass
@@ -634,3 +685,104 @@ def test_a_worker_reusing_its_chain_starts_each_midi_file_at_the_presets_knobs(t
         ref = tmp_path / f"ref_{Path(name).stem}.wav"
         assert main.main(["synth", str(src / name), str(ref)]) == 0
         _assert_same(out / f"{Path(name).stem}.wav", sf.read(ref, dtype="float64"))
+
+
+# ------------------------------------------------------------------------------ re-runs and bad input
+
+def test_a_folder_scan_skips_the_batchs_own_outputs(tmp_path):
+    """`batch DIR --out DIR/cleaned`: a re-run took the last run's outputs for inputs (2, 4, 6 files …)."""
+    src = tmp_path / "nest"
+    (src / "cleaned" / "cleaned").mkdir(parents=True)
+    for name in ("a.wav", "b.wav", "cleaned/a.wav", "cleaned/b.wav", "cleaned/cleaned/a.wav"):
+        sf.write(src / name, _noise(16000, 0.1, 1, 0), 16000)
+    for out in (src / "cleaned", src / "x" / ".." / "cleaned"):  # the same folder, however written
+        tasks = plan_batch([src], out, BatchOptions())
+        assert sorted(Path(t.input).relative_to(src).as_posix() for t in tasks) == ["a.wav", "b.wav"]
+    # an --out beside the inputs' folder hides nothing; a folder that happens to share its name neither
+    (src / "cleaned2").mkdir()
+    sf.write(src / "cleaned2" / "c.wav", _noise(16000, 0.1, 1, 0), 16000)
+    assert len(plan_batch([src], tmp_path / "elsewhere", BatchOptions())) == 6
+    assert len(plan_batch([src], src / "cleaned", BatchOptions())) == 3
+
+
+def test_a_csv_manifest_with_a_byte_order_mark_is_read(tmp_path):
+    """Excel saves "CSV UTF-8" with a byte-order mark: the header's first name was '\\ufeffinput'."""
+    sf.write(tmp_path / "a.wav", _noise(16000, 0.1, 1, 0), 16000)
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text("input,output\na.wav,x/a.flac\n", encoding="utf-8-sig")
+    (task,) = plan_batch([manifest], tmp_path / "out", BatchOptions())
+    assert (task.input, task.output) == (str(tmp_path / "a.wav"), str(tmp_path / "out" / "x" / "a.flac"))
+
+
+def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys):
+    """`--out "$UNSET"` wrote every output and the log into the current folder."""
+    sf.write(tmp_path / "a.wav", _noise(16000, 0.1, 1, 0), 16000)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    assert main.main(["batch", str(tmp_path / "a.wav"), "--out", "", "--jobs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out is empty" in err
+    assert list(cwd.iterdir()) == []
+    with pytest.raises(OfflineError, match="--out is empty"):
+        plan_batch([tmp_path / "a.wav"], "", BatchOptions())
+
+
+def test_output_side_failures_are_retried_input_failures_are_not(tmp_path):
+    """A folder in the way of an output (like a full or read-only disk, a missing model) is fixed
+    without touching the input: the re-run must retry it, while a broken input stays skipped."""
+    from realtime.run.batch_plan import ResumeLog
+
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", _noise(16000, 0.5, 1, 0), 16000)
+    (src / "broken.wav").write_bytes(os.urandom(3000))
+    out = tmp_path / "out"
+    (out / "a.wav").mkdir(parents=True)  # the output's path is a folder
+    s = run_batch([src], out, BatchOptions(preset="default"), jobs=1, progress=False)
+    assert (s["processed"], s["failed"]) == (2, 2)
+    errors = {Path(f["input"]).name: f["error"] for f in s["failures"]}
+    assert "is a folder" in errors["a.wav"] and "not a readable audio file" in errors["broken.wav"]
+    (out / "a.wav").rmdir()
+    s = run_batch([src], out, BatchOptions(preset="default"), jobs=1, progress=False)
+    assert (s["processed"], s["failed"], s["skipped"], s["failed_before"]) == (1, 0, 1, 1)
+    assert sf.info(str(out / "a.wav")).frames == 8000
+    # a failure logged before the log said whose it was is retried (the record cannot tell)
+    lines = [{k: v for k, v in json.loads(line).items() if k != "input_fault"}
+             for line in (out / LOG_NAME).read_text().splitlines()]
+    (out / LOG_NAME).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    done = {Path(t.input).name: ResumeLog(out).done(t) for t in plan_batch([src], out, BatchOptions(preset="default"))}
+    assert done == {"a.wav": "ok", "broken.wav": None}
+
+
+def test_an_input_replaced_by_an_older_file_is_processed_again(tmp_path):
+    """`cp -p other.wav a.wav` keeps other's older mtime: the output was kept, made from the old a.wav."""
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", _noise(16000, 0.5, 1, 0), 16000, subtype="PCM_16")
+    out = tmp_path / "out"
+    s = run_batch([src], out, BatchOptions(preset="default"), jobs=1, progress=False)
+    assert (s["processed"], s["failed"]) == (1, 0)
+    before = (src / "a.wav").stat()
+    sf.write(src / "a.wav", _noise(16000, 0.5, 1, 1), 16000, subtype="PCM_16")  # other audio, the same size
+    old = before.st_mtime_ns - 3600 * 10 ** 9
+    os.utime(src / "a.wav", ns=(old, old))
+    assert (src / "a.wav").stat().st_size == before.st_size
+    s = run_batch([src], out, BatchOptions(preset="default"), jobs=1, progress=False)
+    assert (s["processed"], s["skipped"], s["failed"]) == (1, 0, 0)
+    ref = tmp_path / "ref.wav"
+    assert main.main(["process", str(src / "a.wav"), str(ref), "--preset", "default", "--no-progress"]) == 0
+    _assert_same(out / "a.wav", sf.read(ref, dtype="float64"))
+
+
+def test_a_folder_with_a_name_that_is_not_utf8_is_planned_and_processed(tmp_path):
+    """A Latin-1 file name in a folder: the plan's look at the file (soundfile) used to fail on it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    name = os.fsdecode(b"caf\xe9.wav")
+    sf.write(os.fsencode(src / name), np.zeros((4800, 2), np.float32), 48000)
+    r = subprocess.run([sys.executable, "main.py", "batch", str(src), "--out", str(tmp_path / "out"), "--preset", "clean",
+                        "-j", "1", "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert sf.info(os.fsencode(tmp_path / "out" / name)).frames == 4800

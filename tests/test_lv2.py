@@ -139,6 +139,13 @@ def test_scan_cache_is_used_and_invalidated(tmp_path, monkeypatch):
     monkeypatch.setenv("LV2_PATH", f"{extra}:/usr/lib/lv2")
     assert lv2_scan.signature(f"{extra}:/usr/lib/lv2") != lv2_scan.signature("/usr/lib/lv2")
     assert not lv2_scan.scan().cached
+    # a dangling .so link in a bundle (a half-removed package) and a cache file that is a JSON list:
+    # both used to fail every scan (and so every LV2 slot) with a one-line error or a traceback
+    (extra / "amp-copy.lv2" / "gone.so").symlink_to(extra / "nowhere.so")
+    (tmp_path / "cache" / "lv2_scan.json").write_text("[]")
+    lv2_scan._scans.clear()
+    res = lv2_scan.scan()
+    assert AMP in res.plugins and not res.cached
 
 
 # -- presets ------------------------------------------------------------------------------------

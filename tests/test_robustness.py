@@ -381,11 +381,20 @@ def test_devices_without_a_server_prints_no_library_noise():
     assert "Audio devices" in r.stdout
 
 
-def test_demo_honours_seconds(tmp_path):
-    out = tmp_path / "demo.wav"
-    r = run("run", "--demo", "--seconds", "1.5", "--demo-out", str(out), env={"JACK_DEFAULT_SERVER": "rtsecs"})
+def test_demo_honours_seconds_and_writes_the_formats_its_files_name(tmp_path):
+    """The demo's output and a live recording are written as their extensions say (both used to
+    be float WAV whatever the name); an extension nothing can write is refused before the run."""
+    out, rec = tmp_path / "demo.flac", tmp_path / "take.ogg"
+    r = run("run", "--demo", "--seconds", "1.5", "--demo-out", str(out), "--record", str(rec),
+            env={"JACK_DEFAULT_SERVER": "rtsecs"})
     assert r.returncode == 0, r.stderr
     assert 1.5 <= sf.info(out).duration < 2.5  # 1.5 s of demo plus the recorder's half-second tail
+    assert (sf.info(out).format, sf.info(out).subtype) == ("FLAC", "PCM_24")
+    assert (sf.info(rec).format, sf.info(rec).subtype) == ("OGG", "VORBIS") and sf.info(rec).duration >= 1.0
+    line = one_line_error(run("run", "--demo", "--seconds", "1", "--demo-out", str(tmp_path / "d.wav"),
+                              "--record", str(tmp_path / "take.xyz"), env={"JACK_DEFAULT_SERVER": "rtsecs"}))
+    assert "unknown output format '.xyz'" in line
+    assert not (tmp_path / "d.wav").exists()
 
 
 def test_a_truncated_wav_is_processed_with_a_warning(tmp_path, wav):
@@ -444,3 +453,84 @@ def test_setup_waits_for_a_busy_package_manager(tmp_path):
     assert "waiting for it" in r.stdout, (r.stdout, r.stderr)
     assert all("DPkg::Lock::Timeout" in line for line in calls.read_text().splitlines())
     assert "rtaudio-test-missing" in calls.read_text()
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_written(tmp_path, wav):
+    """A Latin-1 name from an old archive (not valid UTF-8: Python keeps it as surrogates) used to
+    end in a UnicodeEncodeError traceback inside soundfile, as input and as output."""
+    src = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.wav")
+    out = os.fsdecode(bytes(tmp_path) + b"/out-\xe9.flac")
+    shutil.copy(wav, src)
+    r = run("process", src, out, "--preset", "clean", "--no-progress")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert sf.info(os.fsencode(out)).frames == sf.info(wav).frames
+
+
+def test_a_cut_flac_is_processed_up_to_where_it_breaks(tmp_path, wav):
+    """A FLAC cut in the middle: libsndfile fails mid-stream ("decoder lost sync"). What was there
+    is processed and the warning says how much (it used to be reported as a failed write of the
+    output, the input never named, and nothing was written)."""
+    full = tmp_path / "full.flac"
+    sf.write(full, sf.read(wav)[0], 48000, subtype="PCM_16")
+    cut = tmp_path / "cut.flac"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "o.wav"
+    r = run("process", str(cut), str(out), "--preset", "clean", "--no-progress")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"warning: {cut}: the file ended after" in r.stderr
+    assert sf.info(out).frames == sf.info(cut).frames  # the missing end as silence, the length kept
+
+
+def test_a_sigterm_just_after_the_output_was_committed_keeps_status_0(tmp_path, wav):
+    """A SIGTERM in the last ~200 ms of a run, after its JSON line (the output committed), used to
+    kill the exiting interpreter by the signal (status -15): Python had put SIGTERM back to its
+    default early in its teardown."""
+    for delay in (0.02, 0.1):
+        p = subprocess.Popen([sys.executable, "main.py", "process", str(wav), str(tmp_path / "o.wav"), "--preset",
+                              "clean", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        assert json.loads(p.stdout.readline())["frames"] == 96000
+        time.sleep(delay)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0, (delay, p.stderr.read())
+
+
+def test_opus_is_written_at_its_rates_and_refused_with_one_line_at_others(tmp_path, wav):
+    """.opus was read but never written ("unknown output format"), so a batch over Opus files
+    failed on every one. At 48 kHz it is written; 44.1 kHz audio is refused before any work."""
+    src = tmp_path / "in.opus"
+    sf.write(src, sf.read(wav)[0], 48000, format="OGG", subtype="OPUS")
+    out = tmp_path / "out.opus"
+    r = run("process", str(src), str(out), "--preset", "clean", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert sf.info(out).format == "OGG" and sf.info(out).subtype == "OPUS" and sf.info(out).frames > 90000
+    low = tmp_path / "in44.wav"
+    sf.write(low, np.zeros((4410, 2), np.float32), 44100)
+    line = one_line_error(run("process", str(low), str(tmp_path / "o44.opus"), "--no-progress"))
+    assert line == f"error: {tmp_path / 'o44.opus'}: Opus holds only 8/12/16/24/48 kHz audio and the input is 44100 Hz; " \
+                   "write .ogg or .flac"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.opus", "in.wav", "in44.wav", "out.opus"]
+
+
+def test_a_preset_that_is_an_endless_or_huge_file_is_refused_without_reading_it_whole(tmp_path, wav):
+    """``--preset`` given a device or a recording by mistake: the file was read whole before its
+    size was checked (/dev/zero: until memory ran out)."""
+    line = one_line_error(run("process", str(wav), str(tmp_path / "o.wav"), "--preset", "/dev/zero", timeout=60))
+    assert line == f"error: /dev/zero: too large for a preset (more than {1 << 20} bytes)"
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_an_output_that_is_a_link_is_written_through_it(tmp_path, wav):
+    """out.wav -> library/take.wav: the processed audio lands in the link's target and the link
+    stays (the rename used to replace the link with a plain file, the target never written)."""
+    lib = tmp_path / "library"
+    lib.mkdir()
+    target = lib / "take.wav"
+    sf.write(target, np.zeros((10, 2), np.float32), 48000)
+    link = tmp_path / "out.wav"
+    link.symlink_to(target)
+    r = run("process", str(wav), str(link), "--preset", "clean", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and sf.info(target).frames == sf.info(wav).frames
+    assert sorted(p.name for p in lib.iterdir()) == ["take.wav"]  # no temporary file left beside it

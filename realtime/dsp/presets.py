@@ -339,7 +339,11 @@ def load_preset(name_or_path) -> dict:
         if not path.is_file():
             raise PresetError(f"unknown preset {name_or_path!r}; built-in: {builtin_presets()}")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:  # at most one byte past the limit: a recording given by mistake
+            data = f.read(MAX_PRESET_BYTES + 1)  # (or /dev/zero) is refused without being read whole
+        if len(data) > MAX_PRESET_BYTES:
+            raise PresetError(f"{path}: too large for a preset (more than {MAX_PRESET_BYTES} bytes)")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise PresetError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -17,6 +17,13 @@ from pathlib import Path
 PART_STEM_BYTES = 200  # a temporary name adds ~15 characters; file names may have 255 bytes
 
 
+def sf_path(path) -> bytes:
+    """``path`` as libsndfile (soundfile) must get it: the file system's bytes. soundfile encodes a
+    str as strict UTF-8, so a name that is not valid UTF-8 (Latin-1 from an old archive, kept by
+    Python as surrogates) failed with a traceback."""
+    return os.fsencode(os.fspath(path))
+
+
 def _part_stem(name: str) -> str:
     """``name`` as the stem of its temporary files: a long one is cut and told apart by a hash."""
     raw = name.encode("utf-8", "surrogateescape")
@@ -24,6 +31,13 @@ def _part_stem(name: str) -> str:
         return name
     cut = raw[:PART_STEM_BYTES - 9].decode("utf-8", "ignore")
     return f"{cut}~{hashlib.sha1(raw).hexdigest()[:8]}"
+
+
+def through_link(path) -> Path:
+    """Where writing ``path`` should land: a symbolic link's target (as ``cp`` writes through a
+    link; replacing the link itself left its target unwritten and the link gone), else ``path``."""
+    p = Path(path)
+    return Path(os.path.realpath(p)) if p.is_symlink() else p
 
 
 class AtomicFile:
@@ -34,7 +48,7 @@ class AtomicFile:
     """
 
     def __init__(self, path, suffix: str = ".part"):
-        self.path = Path(path)
+        self.path = through_link(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{_part_stem(self.path.name)}.", suffix=suffix,
                                    dir=str(self.path.parent or "."))
         os.close(fd)
@@ -79,7 +93,7 @@ def remove_stale_parts(path, older_than_s: float = 0.0) -> int:
     """
     import time
 
-    path, now, n = Path(path), time.time(), 0
+    path, now, n = through_link(path), time.time(), 0
     for part in path.parent.glob(f".{glob.escape(_part_stem(path.name))}.*.part"):
         try:
             if now - part.stat().st_mtime >= older_than_s:

@@ -238,7 +238,11 @@ def signature(path: str | None) -> str:
                 continue
             for f in files:
                 if f.name.endswith(".ttl") or f.name.endswith(".so"):
-                    st = f.stat()
+                    try:
+                        st = f.stat()
+                    except OSError:  # a dangling link in one bundle: lilv skips that plugin, so do we
+                        h.update(f"{f.name}|missing".encode())
+                        continue
                     h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
@@ -291,8 +295,8 @@ def scan(use_cache: bool = True) -> ScanResult:
                 res = ScanResult({u: PluginInfo.from_dict(d) for u, d in raw["plugins"].items()}, raw["errors"], True)
                 _scans[(path, sig)] = res
                 return res
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # no cache, or an old or damaged one: scan
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # no cache, or an old or damaged one (e.g. a list, not an object): scan
     if not lilv.available():
         return ScanResult(errors=["lilv is not installed (apt-get install liblilv-0-0): no LV2 plugins"])
     res = scan_world(world(path))

@@ -15,19 +15,20 @@ import soundfile as sf
 
 from realtime.engine.ring import Ring
 from realtime.errors import RecordingError
-from realtime.io.files import AtomicFile, folder_problem, write_failure_reason
+from realtime.io.files import AtomicFile, folder_problem, sf_path, write_failure_reason
 
 
 class FileRecorder:
-    def __init__(self, path: str, samplerate: int, channels: int, seconds_buffer: float = 4.0):
+    def __init__(self, path: str, samplerate: int, channels: int, seconds_buffer: float = 4.0,
+                 format: str = "WAV", subtype: str = "FLOAT"):
         self.path = Path(path)
         if (why := folder_problem(self.path.parent)) is not None:
             raise RecordingError(f"{self.path.parent}: {why}")
         self.ring = Ring.for_frames(int(samplerate * seconds_buffer), channels)
         self._out = AtomicFile(self.path)
         try:
-            self._file = sf.SoundFile(self._out.tmp, "w", samplerate=samplerate, channels=channels,
-                                      format="WAV", subtype="FLOAT")
+            self._file = sf.SoundFile(sf_path(self._out.tmp), "w", samplerate=samplerate, channels=channels,
+                                      format=format, subtype=subtype)
         except (OSError, RuntimeError) as e:
             self._out.discard()
             raise RecordingError(f"{write_failure_reason(self.path.parent, e)}: cannot record to {self.path}") from None
@@ -70,7 +71,7 @@ class FileRecorder:
             return
         kept = False
         try:
-            kept = self.frames > 0 and sf.info(str(self._out.tmp)).frames > 0
+            kept = self.frames > 0 and sf.info(sf_path(self._out.tmp)).frames > 0
         except (OSError, RuntimeError):
             pass
         if kept:

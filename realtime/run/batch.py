@@ -20,7 +20,9 @@ Planning and the resume log live in ``realtime.run.batch_plan``; the local backe
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import signal
 import sys
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from realtime.errors import OfflineError
 from realtime.io.files import remove_stale_parts
-from realtime.run.batch_plan import LOG_NAME, BatchOptions, BatchTask, ResumeLog, group_tasks, plan_batch
+from realtime.run.batch_plan import LOG_NAME, BatchOptions, BatchTask, ResumeLog, check_out_dir, group_tasks, plan_batch
 
 CHAIN_CACHE_SIZE = 2  # chains kept per worker: memory stays constant whatever the number of presets
 
@@ -70,6 +72,31 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _input_fault(result: dict) -> bool:
+    """Whether a failed file's input is itself what fails: read again with the runner's own checks
+    (unreadable, no frames, a channel count or a MIDI length it refuses). Asked of the input rather
+    than of the error, which for a full disk, a folder in the way or a missing model names the
+    output or the model: those are fixed without touching the input, and a re-run must retry them."""
+    from realtime.run.offline import DEFAULT_RATE, MAX_RENDER_S, midi_file_events, open_input
+
+    path = result["input"]
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError:
+        return False  # not readable at all (permissions, a lost mount): the environment's, not the content's
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # its warnings were printed by the run itself
+            if result.get("kind") == "midi":
+                events = midi_file_events(path, DEFAULT_RATE)
+                n = (events[:, 0].max() if len(events) else 0) + 2.0 * DEFAULT_RATE
+                return bool(n > MAX_RENDER_S * DEFAULT_RATE)  # plan_render's refusal (a broken delta time)
+            open_input(path).close()
+    except OfflineError:
+        return True
+    return False
+
+
 def _record_error(result: dict, e: BaseException) -> None:
     from realtime.errors import user_message
 
@@ -77,6 +104,7 @@ def _record_error(result: dict, e: BaseException) -> None:
     msg = user_message(e)
     result["error"] = msg if msg is not None else f"{type(e).__name__}: {e}"
     result["status"] = "failed"
+    result["input_fault"] = _input_fault(result)  # only these would fail again: the resume log skips them
 
 
 def _start(task: BatchTask) -> dict:
@@ -104,7 +132,8 @@ def run_task(task: BatchTask) -> dict:
     Returns
     -------
     dict
-        input, output, kind, status ("ok" or "failed"), error (None or one line), audio_s, wall_s,
+        input, output, kind, status ("ok" or "failed"), error (None or one line), input_fault (failed:
+        whether the input itself is what failed, see ``_input_fault``), audio_s, wall_s,
         input_sha256, input_mtime_ns, input_bytes, preset_hash, output_bytes, pid, chain_s (time to build
         the chain, 0 when reused), finished (UNIX time).
     """
@@ -256,14 +285,14 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     Raises
     ------
     OfflineError, PresetError
-        The inputs or presets cannot be planned (nothing is processed).
+        An empty ``out_dir``, or the inputs or presets cannot be planned (nothing is processed).
     """
     options = options or BatchOptions()
+    out_dir = check_out_dir(out_dir)
     if isinstance(ray_address, str):  # a cluster that does not answer fails before anything is made
         from realtime.run.ray_batch import probe
 
         probe(ray_address)
-    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OfflineError(f"{out_dir}: is a file, not a folder (--out takes a folder)")
     out_dir.mkdir(parents=True, exist_ok=True)

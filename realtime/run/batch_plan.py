@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from realtime.errors import OfflineError, PresetError
+from realtime.io.files import sf_path
 from realtime.run.offline import DEFAULT_RATE, chain_rate
 
 MIDI_EXTENSIONS = frozenset({".mid", ".midi"})
@@ -118,7 +119,7 @@ def _read_manifest(path: Path) -> list[dict]:
     rows = []
     try:
         if path.suffix.lower() == ".csv":
-            with open(path, newline="", encoding="utf-8") as f:
+            with open(path, newline="", encoding="utf-8-sig") as f:  # Excel starts its CSV with a byte-order mark
                 for row in csv.DictReader(f):
                     sets = (row.get("set") or "").strip()
                     rows.append({**row, "set": [s.strip() for s in sets.split(";") if s.strip()]})
@@ -178,7 +179,7 @@ def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int, int]:
             return (float(ev[:, 0].max()) / samplerate + 2.0 if len(ev) else 2.0), 0, samplerate
         import soundfile as sf
 
-        info = sf.info(str(path))
+        info = sf.info(sf_path(path))
         return info.frames / info.samplerate, info.channels, info.samplerate
     except Exception:
         return 0.0, 0, 0
@@ -189,6 +190,23 @@ def _processor_classes(preset: dict) -> list:
     from realtime.dsp.processors import URI_KINDS, processor_class
 
     return [processor_class(s["processor"]) for s in preset["chain"] if s["processor"] not in URI_KINDS]
+
+
+def check_out_dir(out_dir) -> Path:
+    """``--out`` as a Path; an empty one (an unset shell variable) is refused, not taken as the current folder."""
+    if not str(out_dir).strip():
+        raise OfflineError("--out is empty: give the folder the outputs go to")
+    return Path(out_dir)
+
+
+def _outputs_inside(folder: Path, out_dir: Path) -> tuple[str, ...] | None:
+    """Where ``out_dir`` lies inside ``folder`` (its path parts below it), None when it does not: a
+    folder scan skips it, else every re-run would take the last run's outputs (and the log beside
+    them) for inputs. Resolved, so ``--out ./in/../in/cleaned`` or a link to it are the same folder."""
+    folder, out = folder.resolve(), out_dir.resolve()
+    if out == folder or not out.is_relative_to(folder):
+        return None
+    return out.relative_to(folder).parts
 
 
 def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
@@ -202,7 +220,7 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         (relative to the manifest), optional ``output`` (relative to ``out_dir``), ``set``
         (overrides added after the global ones; ``;``-separated in CSV) and ``preset``.
     out_dir : str or Path
-        Where outputs go.
+        Where outputs go; a folder scan leaves out what lies in it (a run's own outputs).
     options : BatchOptions
 
     Returns
@@ -213,18 +231,22 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
     Raises
     ------
     OfflineError
-        A missing input, an unreadable manifest, or two inputs that would write the same output.
+        An empty ``out_dir``, a missing input, an unreadable manifest, or two inputs that would
+        write the same output.
     PresetError
         A preset or override that does not apply (names the manifest row when it came from one).
     """
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(out_dir)
     if options.ext is not None and not re.fullmatch(r"\.?[A-Za-z0-9]+", options.ext):
         raise OfflineError(f"--ext {options.ext!r}: not a file extension (e.g. wav, flac)")
     presets = _Presets()
     jobs: list[tuple[Path, Path, str | None, tuple[str, ...], str]] = []  # input, output, preset, sets, origin
     for item in map(Path, inputs):
         if item.is_dir():
+            outputs = _outputs_inside(item, out_dir)
             for p in sorted(item.rglob("*")):
+                if outputs and p.relative_to(item).parts[:len(outputs)] == outputs:
+                    continue
                 if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS | MIDI_EXTENSIONS \
                         and not p.name.startswith("."):
                     jobs.append((p, _default_output(p, p.relative_to(item), out_dir, options.ext), None, (), str(p)))
@@ -351,9 +373,11 @@ class ResumeLog:
         Returns
         -------
         str or None
-            ``"ok"``: the output exists as recorded, made with this preset, newer than its input and
-            the preset file. ``"failed"``: the file failed on its own (not a dead worker) and neither
-            it nor the preset has changed since: it would fail again. None: process it.
+            ``"ok"``: the output exists as recorded, made with this preset from the input as it is
+            now (same size and mtime), newer than it and the preset file. ``"failed"``: the input
+            itself failed (unreadable, no frames, …; not the output's folder or disk, a missing model,
+            a dead worker) and neither it nor the preset has changed since: it would fail again.
+            None: process it.
         """
         rec = self.records.get(os.path.abspath(task.output))
         if not rec or rec.get("preset_hash") != task.preset_hash:
@@ -361,13 +385,17 @@ class ResumeLog:
         try:
             preset_ns = os.stat(task.preset_file).st_mtime_ns if os.path.exists(task.preset_file) else 0
             src = os.stat(task.input)
+            # the input as recorded: equal, not older (a file copied over it with `cp -p` keeps its older mtime)
+            same_input = (src.st_mtime_ns, src.st_size) == (rec.get("input_mtime_ns"), rec.get("input_bytes"))
             if rec.get("status") == "ok":
                 out = os.stat(task.output)
                 fresh = out.st_mtime_ns >= max(src.st_mtime_ns, preset_ns)
-                return "ok" if fresh and out.st_size == rec.get("output_bytes") else None
-            same_input = (src.st_mtime_ns, src.st_size) == (rec.get("input_mtime_ns"), rec.get("input_bytes"))
+                return "ok" if same_input and fresh and out.st_size == rec.get("output_bytes") else None
             same_preset = preset_ns <= (rec.get("finished") or 0) * 1e9
-            return "failed" if same_input and same_preset else None
+            # only the input's own failures would come again; a full disk or a missing model is fixed
+            # without touching the input. A record from before "input_fault" was kept cannot tell: retried
+            # (one more attempt costs little, and then its record says)
+            return "failed" if rec.get("input_fault") is True and same_input and same_preset else None
         except OSError:
             return None
 

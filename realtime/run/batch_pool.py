@@ -3,10 +3,13 @@
 A unit is one file, or a group of files run side by side (``batch_plan.group_tasks``). A small pool
 of our own rather than ``concurrent.futures``: the parent knows which unit every worker holds, so a
 worker that dies on a file (a crash in a native library) costs that unit alone — its files are
-recorded as failed and a fresh worker takes its place — and an abandoned batch stops exactly the
-workers that hold files. Workers are spawned (no fork of a parent holding threads), ignore Ctrl-C
-(the parent decides what it means), and turn SIGTERM into ``SystemExit`` so the atomic writer
-removes the temporary file of the output in progress.
+recorded as failed (after an interrupt: left not started) and a fresh worker takes its place — and
+an abandoned batch stops exactly the workers that hold files. Workers are spawned (no fork of a
+parent holding threads) and ignore Ctrl-C and SIGTERM: those reach every process of the group (a
+terminal's Ctrl-C, ``kill -TERM -- -PGID``) or of the service (systemd's stop), and the parent
+alone decides what they mean (the first finishes the files in progress). The parent stops a worker
+with ``STOP_SIGNAL``, which it turns into ``SystemExit`` so the atomic writer removes the temporary
+file of the output in progress.
 """
 from __future__ import annotations
 
@@ -22,15 +25,17 @@ from realtime.io.files import remove_stale_parts
 from realtime.run.batch import THREAD_ENV, BatchTask, StopFlag
 
 ABANDON_GRACE_S = 10.0  # a worker told to stop gets this long to clean up before it is killed
+STOP_SIGNAL = signal.SIGUSR1  # the parent's "stop now": SIGTERM is the group's, and a worker ignores it
 
 
-def _exit_on_sigterm(*_):
+def _exit_on_stop(*_):
     raise SystemExit(143)
 
 
 def _worker_main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(STOP_SIGNAL, _exit_on_stop)
     from realtime.run.batch import run_unit
 
     while True:
@@ -72,6 +77,14 @@ class _Worker:
         self.task = unit
         return True
 
+    def stop(self) -> None:
+        """Tell the worker to stop now (``STOP_SIGNAL``: its output in progress is discarded)."""
+        if self.proc.is_alive():  # not a pid that was reaped (and could be another process's by now)
+            try:
+                os.kill(self.proc.pid, STOP_SIGNAL)
+            except ProcessLookupError:
+                pass
+
     def close(self, timeout: float = 5.0) -> None:
         try:
             self.conn.send(None)
@@ -79,8 +92,11 @@ class _Worker:
             pass
         self.proc.join(timeout)
         if self.proc.is_alive():
-            self.proc.terminate()
+            self.stop()
             self.proc.join(timeout)
+        if self.proc.is_alive():  # stuck in native code
+            self.proc.kill()
+            self.proc.join()
         self.conn.close()
 
 
@@ -93,7 +109,7 @@ def _died(task: BatchTask, exitcode) -> dict:
 
 def _abandon(busy: list[_Worker]) -> None:
     for w in busy:
-        w.proc.terminate()
+        w.stop()
     for w in busy:
         w.proc.join(ABANDON_GRACE_S)
         if w.proc.is_alive():  # stuck in native code: kill it and remove its temporary file ourselves
@@ -158,7 +174,8 @@ def run_tasks_locally(units: list[tuple[BatchTask, ...]], on_result, stop: StopF
                         w.proc.join(1.0)
                         for task in unit:
                             remove_stale_parts(Path(task.output))
-                            on_result(_died(task, w.proc.exitcode))
+                            if stop.level == 0:  # after an interrupt it may be what ended the worker:
+                                on_result(_died(task, w.proc.exitcode))  # left not started, not failed
     finally:
         for w in pool:
             w.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from realtime.io.files import AtomicFile
+from realtime.io.files import AtomicFile, sf_path
 from realtime.run.batch_plan import BatchTask
 
 GROUP_CACHE_SIZE = 2  # groups of chains kept per worker (each: one batched processor + a rest chain per stream)
@@ -70,7 +70,7 @@ class _FileStream:
         self.src = open_input(in_p)
         try:
             check_destination(out_p, in_p)
-            fmt, subtype = output_format(out_p, self.src.subtype)
+            fmt, subtype = output_format(out_p, self.src.subtype, self.src.samplerate)
         except BaseException:
             self.src.close()
             raise
@@ -85,7 +85,7 @@ class _FileStream:
         self.nonfinite = 0
         self.out = AtomicFile(out_p)
         try:
-            self.dst = sf.SoundFile(self.out.tmp, "w", samplerate=self.in_sr, channels=ch, format=fmt, subtype=subtype)
+            self.dst = sf.SoundFile(sf_path(self.out.tmp), "w", samplerate=self.in_sr, channels=ch, format=fmt, subtype=subtype)
         except BaseException:
             self.out.discard()
             self.src.close()
@@ -94,11 +94,11 @@ class _FileStream:
 
     def next_block(self, block: np.ndarray) -> bool:
         """Fill ``block`` with the next chain block; False when the file (and its flush) is done."""
-        from realtime.run.offline import READ_FRAMES
+        from realtime.run.offline import READ_FRAMES, read_input
 
         ch = self.src.channels
         while self.fifo.fill < self.blocksize and not self.eof:
-            x = self.src.read(READ_FRAMES, dtype="float32", always_2d=True)
+            x = read_input(self.src, READ_FRAMES)
             if x.shape[0]:
                 self.frames_read += x.shape[0]
                 self.nonfinite += int(np.count_nonzero(~np.isfinite(x)))

@@ -54,20 +54,23 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     server) until ``seconds`` pass or Ctrl-C; returns the exit status."""
     from realtime.io.devices import has_audio_device
     from realtime.io.jackserver import ensure_server
-    from realtime.run.offline import check_destination
+    from realtime.run.offline import check_destination, output_format
 
     if record:  # refused before anything starts, not after the run
         check_destination(Path(record))
+        rec_format = output_format(Path(record), "FLOAT", config.samplerate)  # the file's own extension
     server = None
     if demo or not has_audio_device():
         print("No audio device found: starting a private JACK server (dummy driver) and playing the bundled "
               "demo signal through the live engine." if not demo else "Demo mode: private JACK dummy server.")
         check_destination(Path(demo_out))
+        output_format(Path(demo_out), "FLOAT", config.samplerate)  # an extension it cannot write, refused now
         server = ensure_server(config.samplerate, config.blocksize)
         demo = True
     from realtime.io.recorder import FileRecorder
 
-    recorder = FileRecorder(record, config.samplerate, config.channels) if record else None
+    recorder = FileRecorder(record, config.samplerate, config.channels, format=rec_format[0],
+                            subtype=rec_format[1]) if record else None
     engine = Engine(chain, config, tap=recorder.ring if recorder else None)
     try:
         if demo:
@@ -110,11 +113,18 @@ def measure_lag(played: np.ndarray, recorded: np.ndarray, max_lag: int) -> int:
     return int(np.argmax(xc[: max_lag + 1]))
 
 
-def write_wav_atomic(path: str, data: np.ndarray, samplerate: int) -> None:
+def write_audio_atomic(path: str, data: np.ndarray, samplerate: int) -> None:
+    """``data`` to ``path`` in the format its extension names (float WAV for .wav), whole or not at all."""
     import soundfile as sf
 
-    with atomic_write(Path(path).resolve()) as tmp:
-        sf.write(tmp, data, samplerate, subtype="FLOAT", format="WAV")
+    from realtime.io.files import sf_path
+    from realtime.run.offline import check_written, output_format
+
+    out = Path(path).resolve()
+    fmt, subtype = output_format(out, "FLOAT", samplerate)
+    with atomic_write(out) as tmp:
+        sf.write(sf_path(tmp), data, samplerate, subtype=subtype, format=fmt)
+        check_written(tmp, out, len(data))
 
 
 def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
@@ -142,7 +152,7 @@ def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
         player.close()
         rec.close()
     out = rec.since(player.start_frame)
-    write_wav_atomic(demo_out, out, c.samplerate)
+    write_audio_atomic(demo_out, out, c.samplerate)
     lag = measure_lag(signal, out, tail)
     s, lat = engine.stats(), engine.latency()
     print(f"wrote {demo_out} ({rec.pos / c.samplerate:.1f} s)")

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from realtime.errors import OfflineError, raise_pending_interrupt
-from realtime.io.files import atomic_write, folder_problem, remove_stale_parts
+from realtime.io.files import atomic_write, folder_problem, remove_stale_parts, sf_path, through_link
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
 DEFAULT_RATE = 48000
@@ -43,7 +43,7 @@ def open_input(path: str | os.PathLike) -> sf.SoundFile:
     if p.is_dir():
         raise OfflineError(f"{p}: is a directory, not an audio file")
     try:
-        f = sf.SoundFile(str(p))
+        f = sf.SoundFile(sf_path(p))
     except (sf.LibsndfileError, RuntimeError) as e:
         raise OfflineError(f"{p}: not a readable audio file ({e})") from None
     if f.frames == 0:
@@ -57,6 +57,17 @@ def open_input(path: str | os.PathLike) -> sf.SoundFile:
         print(f"warning: {p}: the header promises {missing} more bytes of audio than the file holds "
               "(a truncated or still-growing file); processing what is there", file=sys.stderr)
     return f
+
+
+def read_input(src: sf.SoundFile, frames: int) -> np.ndarray:
+    """The next ``frames`` of ``src`` (float32, 2-D). A decoding error past the header (a cut or
+    damaged FLAC: "decoder lost sync") ends the file there, as a short Ogg or WAV does: what came
+    before is processed and the caller warns how much was read. It used to be reported as a failed
+    write of the output, the input never named."""
+    try:
+        return src.read(frames, dtype="float32", always_2d=True)
+    except sf.LibsndfileError:
+        return np.zeros((0, src.channels), np.float32)
 
 
 def _wav_bytes_missing(p: Path) -> int:
@@ -82,12 +93,27 @@ def _wav_bytes_missing(p: Path) -> int:
     return 0
 
 
-def output_format(out: Path, subtype_hint: str) -> tuple[str, str]:
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+
+
+def output_format(out: Path, subtype_hint: str, samplerate: int | None = None) -> tuple[str, str]:
+    """(libsndfile format, subtype) for an output named ``out`` of audio at ``samplerate``.
+
+    Raises
+    ------
+    OfflineError
+        An unknown extension, or a rate the format cannot hold (Opus).
+    """
     ext = out.suffix.lower().lstrip(".")
+    if ext == "opus":  # Ogg Opus: the container libsndfile names OGG, the codec OPUS
+        if samplerate is not None and samplerate not in OPUS_RATES:
+            raise OfflineError(f"{out}: Opus holds only 8/12/16/24/48 kHz audio and the input is {samplerate} Hz; "
+                               "write .ogg or .flac")
+        return "OGG", "OPUS"
     formats = {k.lower(): k for k in sf.available_formats()}
     fmt = formats.get({"aif": "aiff", "oga": "ogg"}.get(ext, ext))
     if fmt is None:
-        raise OfflineError(f"{out}: unknown output format {out.suffix!r}; use one of .wav .flac .ogg .aiff")
+        raise OfflineError(f"{out}: unknown output format {out.suffix!r}; use one of .wav .flac .ogg .opus .aiff")
     # keep the input's sample format only when it is plain PCM/float: a compressed input's encoding
     # (MP3, Vorbis, …) may pass check_format for a container it cannot actually be written to
     plain = subtype_hint.startswith(("PCM_", "FLOAT", "DOUBLE"))
@@ -112,6 +138,7 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
         raise OfflineError(f"{out_p}: refusing to overwrite the input file")
     if out_p.is_dir():
         raise OfflineError(f"{out_p}: is a folder; give a file name")
+    out_p = through_link(out_p)  # a link is written through: its target's folder must take the file
     parent = out_p.parent if str(out_p.parent) else Path(".")
     if (why := folder_problem(parent)) is not None:
         raise OfflineError(f"{parent}: {why}")
@@ -133,7 +160,7 @@ def check_written(tmp, out_p: Path, frames: int) -> None:
     libsndfile does not report every failed write (Ogg Vorbis on a full disk comes back empty,
     without an error)."""
     try:
-        got = sf.info(str(tmp)).frames
+        got = sf.info(sf_path(tmp)).frames
     except (sf.LibsndfileError, RuntimeError):
         got = 0
     if got != frames:
@@ -340,7 +367,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     src = open_input(in_p)
     try:
         check_destination(out_p, in_p)
-        fmt, subtype = output_format(out_p, src.subtype)
+        fmt, subtype = output_format(out_p, src.subtype, src.samplerate)
         ch, in_sr, total = src.channels, src.samplerate, src.frames
         samplerate = chain_rate([s.processor for s in getattr(chain, "slots", ())], in_sr, samplerate)
         chain.prepare(samplerate, blocksize, ch)
@@ -351,7 +378,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         runner = ChainRunner(chain, blocksize, ch)
         try:
             with atomic_write(out_p) as tmp:
-                with sf.SoundFile(tmp, "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
+                with sf.SoundFile(sf_path(tmp), "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
                         tqdm(total=total, unit="frame", unit_scale=True, disable=not progress, leave=False,
                              desc=in_p.name) as bar:
                     out = OutputWriter(dst, rs_out, total, skip=latency)
@@ -380,7 +407,7 @@ def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, latency: int, ba
 
     while True:
         raise_pending_interrupt()  # a Ctrl-C whose exception start-up swallowed still stops the file
-        x = src.read(READ_FRAMES, dtype="float32", always_2d=True)
+        x = read_input(src, READ_FRAMES)
         if x.shape[0] == 0:
             break
         frames_read += x.shape[0]
@@ -495,7 +522,7 @@ def plan_render(midi_path, out_path, samplerate: int, tail_s: float = 2.0) -> tu
 
 def open_render(tmp, out_p: Path, samplerate: int) -> sf.SoundFile:
     """The file a render writes (at ``tmp``): stereo, 24-bit, WAV or FLAC as ``out_p``'s extension says."""
-    return sf.SoundFile(tmp, "w", samplerate=samplerate, channels=2, subtype="PCM_24",
+    return sf.SoundFile(sf_path(tmp), "w", samplerate=samplerate, channels=2, subtype="PCM_24",
                         format="WAV" if out_p.suffix.lower() == ".wav" else "FLAC")
 
 

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         if server:
             server.stop()
     s, lat = engine.stats(), engine.latency()
-    emit({"bench": "engine", "seconds": a.seconds, "blocksize": a.blocksize, "preset": a.preset,
+    emit({"bench": "engine", "tap_us_per_block": _tap_us_per_block(a.blocksize), "seconds": a.seconds, "blocksize": a.blocksize, "preset": a.preset,
           "gil_hold_ms": a.gil_hold_ms, "gil_holds": holds, "callbacks": s["callbacks"],
           "late_blocks": s["late_blocks"], "late_blocks_ours": s["late_blocks_ours"],
           "late_blocks_stolen": s["late_blocks_stolen"], "server_xruns": s["server_xruns"],
@@ -62,6 +62,31 @@ def main(argv=None) -> int:
           "added_latency_frames": lat["added_frames"], "blocks_processed": s["blocks_processed"],
           "error": s["error"], "processor_errors": s["processor_errors"]}, a.json)
     return 0
+
+
+def _tap_us_per_block(blocksize: int, n: int = 2000, repeats: int = 5) -> float:
+    """The DSP thread's work per block for the panel's audio tap (two mono mixes, one ring push;
+    the pop is the panel's, counted too so the ring never fills): median of ``repeats`` runs."""
+    import numpy as np
+
+    from realtime.engine.control import ControlRings
+    from realtime.engine.engine import _mono_into
+    from realtime.engine.ring import ring_pop, ring_push
+
+    rings = ControlRings()
+    block = np.random.default_rng(0).standard_normal((blocksize, 2)).astype(np.float32)
+    tap = np.zeros((blocksize, 2), np.float32)
+    runs = []
+    for r in range(repeats + 1):  # the first run compiles and warms up
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            _mono_into(block, tap, 0)
+            _mono_into(block, tap, 1)
+            ring_push(rings.audio.buf, rings.audio.idx, tap, blocksize)
+            ring_pop(rings.audio.buf, rings.audio.idx, tap, blocksize)
+        if r:
+            runs.append((time.perf_counter_ns() - t0) / n / 1e3)
+    return round(float(np.median(runs)), 2)
 
 
 if __name__ == "__main__":

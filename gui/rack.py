@@ -49,6 +49,7 @@ class SlotStrip(QFrame):
         self.final = final
         self.controls: dict[str, QWidget] = {}  # param id -> Knob or QComboBox
         self.readouts: dict[str, QWidget] = {}  # readout id -> ReadoutBar or ReadoutText
+        self.readout_values: dict[str, float] = {}  # readout id -> the value shown last
         self.mix_knob: Knob | None = None  # the slot's wet/dry (not on the final safety stage)
         self.setObjectName(f"strip:{slot.id}")
         self.setFrameShape(QFrame.Shape.StyledPanel)
@@ -142,6 +143,7 @@ class SlotStrip(QFrame):
         if self._readout_descs:
             for r, v in zip(self._readout_descs, combine(records, self._readout_descs, self._readout_cols)):
                 self.readouts[r.id].set_value(v)
+                self.readout_values[r.id] = v
         if 0 <= self.load_column < records.shape[1]:
             self.load_us = float(records[:, self.load_column].mean())
             self.load_label.setText(f"DSP {self.load_us:.1f} µs · {100.0 * self.load_us / max(period_us, 1e-9):.1f} %")

@@ -60,6 +60,11 @@ class SynthPanel(QWidget):
         self.instrument.setEnabled(d is not None)
         self.instrument.blockSignals(False)
 
+    @property
+    def target(self) -> tuple[str, str] | None:
+        """(slot id, parameter id) of the instrument choice the picker mirrors, or None."""
+        return self._target
+
     def show_param(self, slot_id: str, param_id: str, value: float) -> None:
         """Follow a change made elsewhere (the rack, a MIDI controller) without re-sending it."""
         if self._target == (slot_id, param_id) and self.instrument.currentIndex() != int(value):

@@ -12,6 +12,7 @@ synth panel in gui.synth_panel.
 """
 from __future__ import annotations
 
+import math
 import time
 
 from PyQt6.QtCore import QTimer, pyqtSignal
@@ -43,6 +44,7 @@ from realtime.dsp.presets import builtin_presets, load_preset
 from realtime.engine.config import EngineConfig
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
+FOLLOW_POLLS = 10  # redraws (33 ms apart) an engine-side choice must persist before the panel takes it
 RESUME_AFTER_S = 10.0  # a restart starts the stream again only if it had played this long before the engine died
 
 
@@ -63,6 +65,7 @@ class MainWindow(PresetActions, QMainWindow):
         self._safety_clips = 0
         self._last_status: dict = {}
         self._resume_after_restart = False
+        self._playing_differs = 0  # redraws the synth's playing instrument has disagreed with the panel
         self._started_at = 0.0  # when the stream last started (monotonic)
 
         if host is None:
@@ -316,6 +319,8 @@ class MainWindow(PresetActions, QMainWindow):
             self.spectrum.feed(self.host.read_audio())
         else:
             self.host.read_audio()  # keep the tap fresh for when it is shown again
+        if records is not None:
+            self._follow_playing()
         m = self.host.read_meters()
         if m is None:
             return
@@ -324,6 +329,33 @@ class MainWindow(PresetActions, QMainWindow):
         self._safety_clips = clips
         self.in_meter.set_levels(m[0:2], m[4:6])
         self.out_meter.set_levels(m[2:4], m[6:8], clip=(clipped, clipped))
+
+    def _follow_playing(self) -> None:
+        """The synth's instrument as the engine plays it (its "playing" readout): a program change
+        from a MIDI keyboard, or a choice whose model is not installed, changes it in the engine.
+        Once the readout has disagreed with the panel for FOLLOW_POLLS redraws (a choice made here
+        reaches the engine within a block or two), the panel and its view of the chain take the
+        engine's: the picker, the rack's control, what Save and Restart engine write."""
+        target = self.synth_panel.target
+        strip = self.rack.strips.get(target[0]) if target else None
+        playing = strip.readout_values.get("playing") if strip else None
+        if playing is None or not math.isfinite(playing):
+            return
+        slot_id, pid = target
+        proc = self.host.chain.slot(slot_id).processor
+        i = proc.param_index(pid)
+        r = float(round(playing))
+        if proc.values[i] == r and self.synth_panel.instrument.currentIndex() == int(r):
+            self._playing_differs = 0
+            return
+        self._playing_differs += 1
+        if self._playing_differs < FOLLOW_POLLS:
+            return
+        self._playing_differs = 0
+        proc.values[i] = r  # the view (an engine process's chain) or, in this process, what the engine wrote
+        strip.show(pid, r)
+        self.synth_panel.show_param(slot_id, pid, r)
+        self.set_modified(True)
 
     def _poll_status(self) -> None:
         try:

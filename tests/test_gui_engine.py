@@ -275,7 +275,7 @@ def test_learning_a_controller_another_knob_had_clears_that_knobs_label(window, 
     assert w.host.midi_map == {(21, 0): "limiter.ceiling_db"}
 
 
-def test_a_hung_engine_is_shown_and_restarted_and_one_that_died_at_once_restarts_stopped(window, qtbot, monkeypatch):
+def test_a_hung_engine_is_shown_and_restarted_and_one_that_died_at_once_restarts_stopped(window, qtbot):
     """An engine process that stops answering (SIGSTOP) is shown as such after one timed-out poll,
     later polls wait briefly; Restart kills it at once and starts a new one. It had just started
     playing, so the new one is left stopped (a plugin that crashes the engine would crash it again).
@@ -283,9 +283,6 @@ def test_a_hung_engine_is_shown_and_restarted_and_one_that_died_at_once_restarts
     import os
     import signal
 
-    from gui.remote import client
-
-    monkeypatch.setattr(client, "STATUS_TIMEOUT_S", 0.5)
     w = window()
     w.start()
     w.rack.knob("gain.gain_db").setValue(-5.0)
@@ -297,8 +294,8 @@ def test_a_hung_engine_is_shown_and_restarted_and_one_that_died_at_once_restarts
         assert w.status_labels["state"].text() == "○ engine not answering" and w._restart_action.isVisible()
         assert w.host.engine_hung() and w.host.engine_alive()
         t0 = time.monotonic()
-        w._poll_status()  # the next poll gives up quickly
-        assert time.monotonic() - t0 < 0.45
+        w._poll_status()  # the next poll gives up after 0.25 s, not the first poll's 5 s: no frozen window
+        assert time.monotonic() - t0 < 2.5
         t0 = time.monotonic()
         w.restart_engine()
         assert time.monotonic() - t0 < 8  # killed at once, not 10 s of waiting for a close
@@ -314,3 +311,24 @@ def test_a_hung_engine_is_shown_and_restarted_and_one_that_died_at_once_restarts
     w.host._proc.join(10)
     p = w.host.to_preset()  # the engine is gone: the panel's own view
     assert next(e for e in p["chain"] if e["id"] == "gain")["params"]["gain_db"] == -5.0
+
+
+def test_a_program_change_from_the_keyboard_moves_the_panels_instrument(window, qtbot):
+    """A MIDI program change picks the synth's instrument in the engine process; the picker, the
+    rack's control and the panel's view of the chain follow the synth's "playing" readout, so Save
+    and Restart engine keep the instrument that plays (the view kept the old one)."""
+    from realtime.dsp.processors.synth.processor import INSTRUMENTS
+
+    w = window("synth")
+    w.start()
+    assert w.synth_panel.instrument.currentText() == "violin"
+    w.host.midi_in(0xC0, 56)  # GM trumpet
+    want = INSTRUMENTS.index("trumpet")
+    qtbot.waitUntil(lambda: w.synth_panel.instrument.currentText() == "trumpet", timeout=5000)
+    assert w.host.chain.slot("synth").processor.get_param("instrument") == want
+    assert w.rack.strips["synth"].controls["instrument"].currentIndex() == want and w.modified
+    assert w.host.engine_values().slot("synth").processor.get_param("instrument") == want
+    w.synth_panel.instrument.setCurrentIndex(INSTRUMENTS.index("flute"))  # a choice made here is not undone
+    qtbot.wait(800)
+    assert w.synth_panel.instrument.currentText() == "flute"
+    assert w.host.engine_values().slot("synth").processor.get_param("instrument") == INSTRUMENTS.index("flute")

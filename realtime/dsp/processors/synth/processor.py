@@ -169,8 +169,11 @@ class Synth(MidiQueue, Processor):
         Param("mode", "Mode", 0, 1, 0, choices=("poly", "mono"), step=1, smoothing_ms=0),
         Param("portamento_ms", "Portamento", 0.0, 2000.0, 0.0, "ms", smoothing_ms=0),
     )
+    # "playing": the instrument actually sounding. A program change from the keyboard, or a choice
+    # whose model is not there, changes it in the engine: the panel follows this readout
     readouts = (Readout("held", "Held notes", "", 0.0, sv.MAX_VOICES),
-                Readout("voices", "Voices", "", 0.0, sv.MAX_VOICES))
+                Readout("voices", "Voices", "", 0.0, sv.MAX_VOICES),
+                Readout("playing", "Playing", kind="text", min=0.0, max=len(INSTRUMENTS) - 1, choices=INSTRUMENTS))
     assert [p.id for p in params][sv.K_PORTA] == "portamento_ms" and [p.id for p in params][sv.K_INSTR] == "instrument"
 
     def __init__(self, model_dir=None, provider: str = "auto", **values):
@@ -311,6 +314,7 @@ class Synth(MidiQueue, Processor):
                   self._sp, self._w, self._smooth, self._rev_buf, self._rev_pos, self._rev_len)
         self._pos += n
         _count_voices(self.vs, self.readings)
+        self.readings[2] = self._cur
 
     # ------------------------------------------------------------------ introspection (tests, UIs)
     def active_voices(self) -> int:

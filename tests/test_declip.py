@@ -168,6 +168,24 @@ def test_processor_fills_clipped_music_reports_its_latency_and_runs_mono():
     assert np.all(np.isfinite(_process(p, bad)))
 
 
+def test_one_absurd_sample_does_not_switch_the_processor_off_for_minutes():
+    """A single 1e30 sample lifted the peak hold so high (5 s decay) that no clipped run counted
+    for ~6 minutes; the input is clamped at +12 dBFS as the de-limiter's is: the de-clipper is
+    back within seconds."""
+    from realtime.dsp.processors.declip import Declip
+
+    x = _tones(16.0, seed=5)
+    y = np.clip(x, -0.5, 0.5)
+    y[SR // 10, 0] = 1e30
+    p = Declip(lookahead_ms=10.0)
+    p.prepare(SR, 512, 2)
+    out = _process(p, y)[p.latency:]
+    assert np.all(np.isfinite(out)) and np.abs(out).max() <= 4.0
+    late = slice(14 * SR, len(out))  # restored again: peaks above the clip level, closer to the truth
+    assert np.abs(out[late]).max() > 0.55
+    assert _sisdr(out[late], x[late]) > _sisdr(y[late], x[late]) + 3.0
+
+
 def test_a_longer_lookahead_fills_longer_runs():
     from realtime.dsp.processors.declip import Declip
 

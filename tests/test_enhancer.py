@@ -177,6 +177,19 @@ def test_latency_is_reported_and_within_10ms_at_48k():
     assert e44.latency_ms < 12.5  # two short polyphase filters, not a high-quality batch resampler
 
 
+@pytest.mark.parametrize("max_block", [1, 4, 8])
+def test_blocks_smaller_than_the_prefill_step_report_their_latency_at_44k(max_block):
+    """At 44.1 kHz with blocks under 16 frames the pre-fill was measured over frames never fed:
+    a latency 20× too large, then writes past the output buffer (a segfault)."""
+    e = Enhancer(atten_limit_db=0.0)  # passes the input on, delayed
+    e.prepare(44100, max_block, 1)
+    assert 500 < e.latency < 560
+    x = np.zeros((6000, 1), np.float32)
+    x[100] = 1.0
+    y = _run(e, x, block=max_block)
+    assert int(np.argmax(np.abs(y[:, 0]))) == 100 + e.latency
+
+
 @pytest.mark.parametrize("sr", [48000, 44100])
 def test_process_allocates_no_buffers_per_block(sr):
     """After warm-up, a 1024-frame stereo block allocates no arrays (one would be >= 8 KiB; what

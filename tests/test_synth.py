@@ -1,5 +1,6 @@
 """DDSP synth: trained decoders (committed ONNX), Numba synthesis, MIDI handling, offline render."""
 import os
+import re
 import time
 from pathlib import Path
 
@@ -215,6 +216,32 @@ def test_instrument_switch_at_run_time_and_program_change():
     assert s.get_param("instrument") == INSTRUMENTS.index("trumpet")
 
 
+def test_a_program_change_with_a_note_in_the_same_block_plays_the_note_on_the_new_instrument():
+    """How most General MIDI files begin: a program change, then the first note at the same tick.
+    The switch used to happen at the next block and free every voice, cutting the note (silence)."""
+    s = make("violin")
+    y = run(s, 100, events=[(0, 0xC0, 73, 0, 0), (0, 0x90, 72, 100, 0)])  # GM 73: flute
+    assert s.get_param("instrument") == INSTRUMENTS.index("flute") and s.active_voices() == 1
+    ref = run(make("flute"), 100, events=[(0, 0x90, 72, 100, 0)])
+    assert np.sqrt(np.mean(y[-4800:] ** 2)) > 0.5 * np.sqrt(np.mean(ref[-4800:] ** 2)) > 0.005
+    assert s.readings[2] == INSTRUMENTS.index("flute")  # the "playing" readout the panel follows
+
+
+def test_a_re_struck_key_whose_old_note_off_comes_after_the_new_note_on_keeps_sounding():
+    """A file that repeats a note writes, at the same tick, the new note-on and then the old note's
+    note-off. That note-off used to release the note just begun (silence until the next note)."""
+    s = make("violin")
+    y = run(s, 60, events=[(0, 0x90, 67, 100, 0), (20, 0x90, 67, 100, 5), (20, 0x80, 67, 0, 5)])
+    assert s.active_voices() >= 1 and any(s.vs[v, 5] == 1 and s.vs[v, 3] == 1.0 for v in range(s.vs.shape[0]))
+    late = y[-20 * B:]
+    assert np.sqrt(np.mean(late ** 2)) > 0.005
+    z = run(s, 40, events=[(0, 0x80, 67, 0, 0)])  # its own note-off still ends it
+    assert np.sqrt(np.mean(z[-B:] ** 2)) < 0.2 * np.sqrt(np.mean(late ** 2))
+    s2 = make("violin")  # a note struck and released at the same instant still ends
+    run(s2, 5, events=[(0, 0x90, 60, 100, 0), (0, 0x80, 60, 0, 0)])
+    assert not any(s2.vs[v, 5] == 1 for v in range(s2.vs.shape[0]))
+
+
 def test_offline_render_is_deterministic_and_atomic(tmp_path):
     import mido
     import soundfile as sf
@@ -254,6 +281,15 @@ def test_broken_model_files_give_clear_errors(tmp_path):
     (tmp_path / "violin.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="corrupt"):
         Synth(model_dir=tmp_path).prepare(SR, B, 2)
+    # metadata that cannot be right: a one-line error, not a ZeroDivisionError or ONNX Runtime's
+    onnx = pytest.importorskip("onnx")
+    for key, value, says in (("frame_rate", "0", "frame_rate '0'"), ("frame_rate", "nan", "frame_rate 'nan'"),
+                             ("hidden", "64", "hidden=64 in its metadata but its state input holds")):
+        m = onnx.load(str(MODEL_DIR / "violin.onnx"))
+        next(e for e in m.metadata_props if e.key == key).value = value
+        onnx.save(m, str(tmp_path / "violin.onnx"))
+        with pytest.raises(ModelError, match=re.escape(says)):
+            Synth(model_dir=tmp_path).prepare(SR, B, 2)
 
 
 def test_preset_builds_and_runs():
@@ -361,3 +397,41 @@ def test_a_queued_midi_sink_never_makes_the_midi_thread_wait():
         assert got == []
     q.close()
     assert got == [m for n in range(100) for m in ((0x90, n, 100), (0x80, n, 0))]
+
+
+def test_a_type_2_midi_file_plays_its_songs_one_after_another(tmp_path):
+    """Type 2: independent songs, each with its own tempo; mido refuses to merge them, which
+    ended in a traceback. Each song follows the one before."""
+    import mido
+
+    from realtime.run.offline import midi_file_events
+
+    mf = mido.MidiFile(type=2)
+    for note, tempo in ((60, 500000), (64, 250000)):
+        tr = mido.MidiTrack()
+        mf.tracks.append(tr)
+        tr.append(mido.MetaMessage("set_tempo", tempo=tempo, time=0))
+        tr.append(mido.Message("note_on", note=note, velocity=90, time=0))
+        tr.append(mido.Message("note_off", note=note, velocity=0, time=480))
+    path = tmp_path / "two.mid"
+    mf.save(str(path))
+    ev = midi_file_events(path, 48000)
+    assert ev[:, :3].tolist() == [[0, 0x90, 60], [24000, 0x80, 60], [24000, 0x90, 64], [36000, 0x80, 64]]
+
+
+def test_a_midi_render_drops_the_chains_latency_as_a_file_run_does():
+    """The synth preset's limiter looks 5 ms ahead: a render came out 240 samples late against the
+    synth alone (a file run drops a chain's latency; a render did not)."""
+    from realtime.dsp.chain import Chain, Slot
+    from realtime.dsp.presets import build_chain, load_preset
+    from realtime.run.offline import render_events
+
+    ev = np.array([[4800, 0x90, 69, 100], [20000, 0x80, 69, 0]], np.float64)
+    chain = build_chain(load_preset("synth"))
+    full = render_events(chain, ev, 48000)
+    assert chain.latency == 240
+    alone = render_events(Chain([Slot(Synth(model_dir=MODEL_DIR), "synth")]), ev, 48000)
+    def onset(y):  # the note's first sample above -60 dBFS
+        return int(np.argmax(np.abs(y[:, 0]) > 1e-3))
+
+    assert 4800 <= onset(alone) < 4800 + 480 and abs(onset(full) - onset(alone)) <= 2

@@ -143,10 +143,11 @@ class _MidiStream:
 
     ``send`` takes each event at its offset (the batched synth's stream and the file's rest chain)."""
 
-    def __init__(self, task: BatchTask, blocksize: int, send):
+    def __init__(self, task: BatchTask, blocksize: int, send, latency: int = 0):
         from realtime.run.offline import EventCursor, open_render, plan_render
 
         self.task, self.blocksize, self.send = task, blocksize, send
+        self.latency = self.to_skip = latency  # the chain's latency: dropped from the start, as render_midi does
         out_p = Path(task.output)
         events, self.total = plan_render(task.input, out_p, task.samplerate)
         self.events = EventCursor(events)
@@ -163,7 +164,7 @@ class _MidiStream:
 
     def next_block(self, block: np.ndarray) -> bool:
         """Silence for the synth to add to, this block's events sent; False when the song is done."""
-        if self.pos >= self.total:
+        if self.pos >= self.total + self.latency:
             return False
         block.fill(0.0)
         self.events.send(self, self.pos, self.blocksize)
@@ -174,6 +175,9 @@ class _MidiStream:
         return {"audio_s": self.total / self.task.samplerate}
 
     def write(self, y: np.ndarray) -> None:
+        if self.to_skip:
+            drop = min(self.to_skip, y.shape[0])
+            y, self.to_skip = y[drop:], self.to_skip - drop
         keep = min(y.shape[0], self.total - self.written)
         self.dst.write(y[:keep])
         self.written += keep
@@ -234,7 +238,7 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
         opened = []
         for k, i in enumerate(live):
             try:
-                streams.append(_MidiStream(tasks[i], B, _midi_sender(batched, k, rests[k])) if midi
+                streams.append(_MidiStream(tasks[i], B, _midi_sender(batched, k, rests[k]), latency) if midi
                                else _FileStream(tasks[i], latency, B))
                 opened.append((k, i))
             except Exception as e:

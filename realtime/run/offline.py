@@ -445,12 +445,17 @@ def midi_file_events(path, samplerate: int) -> np.ndarray:
         raise OfflineError(f"{p}: no such MIDI file")
     try:
         mf = mido.MidiFile(str(p))
+        # type 0/1: the tracks play together (merged); type 2: each is a song of its own (its own
+        # tempo map), played one after another (mido refuses to merge them)
+        songs = [mf] if mf.type != 2 else [mido.MidiFile(type=0, ticks_per_beat=mf.ticks_per_beat, tracks=[tr])
+                                            for tr in mf.tracks]
         t, rows = 0.0, []
-        for msg in mf:  # merged tracks, times in seconds (tempo map applied)
-            t += msg.time
-            if not msg.is_meta and msg.type not in ("sysex",) and hasattr(msg, "channel"):
-                b = msg.bytes()
-                rows.append((round(t * samplerate), b[0], b[1] if len(b) > 1 else 0, b[2] if len(b) > 2 else 0))
+        for song in songs:
+            for msg in song:  # times in seconds (tempo map applied)
+                t += msg.time
+                if not msg.is_meta and msg.type not in ("sysex",) and hasattr(msg, "channel"):
+                    b = msg.bytes()
+                    rows.append((round(t * samplerate), b[0], b[1] if len(b) > 1 else 0, b[2] if len(b) > 2 else 0))
     except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
         why = str(e) or ("it ends too early" if isinstance(e, EOFError) else type(e).__name__)
         raise OfflineError(f"{p}: not a readable MIDI file ({why})") from None
@@ -481,19 +486,25 @@ def render_events(chain, events: np.ndarray, n_samples: int, samplerate: int = 4
         chain.prepare(samplerate, blocksize, channels)
     out = np.zeros((n_samples, channels), np.float32)
     pos = 0
-    for y in _render(ChainRunner(chain, blocksize, channels, events), n_samples):
+    for y in _render(ChainRunner(chain, blocksize, channels, events), n_samples, int(chain.latency)):
         out[pos:pos + y.shape[0]] = y
         pos += y.shape[0]
     return out
 
 
-def _render(runner: ChainRunner, n: int):
-    """An instrument's first ``n`` frames: the runner fed silence, block by block."""
-    pos = 0
-    for y in runner.flush(tail=n - runner.blocksize):
+def _render(runner: ChainRunner, n: int, skip: int = 0):
+    """An instrument's first ``n`` frames after the chain's latency (``skip``: its first frames
+    are dropped, as ``process_file`` drops them): the runner fed silence, block by block."""
+    pos = -skip
+    for y in runner.flush(tail=n + skip - runner.blocksize):
+        if pos < 0:
+            drop = min(-pos, y.shape[0])
+            y, pos = y[drop:], pos + drop
         y = y[: n - pos]
         if not y.shape[0]:
-            return
+            if pos >= n:
+                return
+            continue
         pos += y.shape[0]
         yield y
 
@@ -552,7 +563,7 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     try:
         with atomic_write(out_p) as tmp:
             with open_render(tmp, out_p, samplerate) as dst:
-                for y in _render(ChainRunner(chain, blocksize, 2, events), n):
+                for y in _render(ChainRunner(chain, blocksize, 2, events), n, int(chain.latency)):
                     dst.write(y)
                     peak = max(peak, float(np.abs(y).max()))
     except (OSError, sf.LibsndfileError) as e:

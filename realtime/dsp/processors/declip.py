@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from realtime.dsp.declip import Declipper
+from realtime.dsp.kernels import scrub_into
 from realtime.dsp.processor import LookaheadLatency, Param, Processor, Readout
 from realtime.dsp.processors import register
 
 MAX_LOOKAHEAD_MS = 20.0
+IN_CLIP = 4.0  # +12 dBFS: what the de-limiter lets into the same de-clipper
 
 
 @register
@@ -32,6 +34,7 @@ class Declip(LookaheadLatency, Processor):
         most = self._size_lookahead(MAX_LOOKAHEAD_MS)
         self._dcl = Declipper(most, self.max_block, self.sample_rate, max_delay=most, channels=self.channels)
         self.readings = np.zeros(1, np.float32)
+        self._counts = np.zeros(2, np.int64)  # non-finite, clamped samples (scrub_into's tallies)
 
     def reset(self) -> None:
         self._dcl.reset(self._set_lookahead(self.values[0]))
@@ -39,5 +42,8 @@ class Declip(LookaheadLatency, Processor):
 
     def process(self, block: np.ndarray) -> None:
         n = block.shape[0]
+        # as the de-limiter does: one absurd sample (1e30) would lift the peak hold so high that no
+        # clipped run counts as a peak for minutes (at +12 dBFS it is ~10 s); NaN/Inf become 0
+        scrub_into(block, n, block, 0, IN_CLIP, self._counts, 0, 1)
         self.readings[0] = self._dcl.push(block, 0, n)
         self._dcl.read(n, block)

@@ -69,6 +69,7 @@ from realtime.dsp.processors.neural.base import NeuralProcessor
 from realtime.dsp.processors.neural.weights import model_file
 from realtime.dsp.resample import StreamResampler
 from realtime.dsp.stft_windows import asymmetric_windows
+from realtime.errors import ConfigError
 
 DEFAULT_MODEL = model_file("enhancer", "enhancer.onnx")
 SPEC = "spec"  # the first input; the others are states (h_enc, and h_df / df_hist with a deep filter) and PCORR
@@ -422,7 +423,7 @@ class Enhancer(NeuralProcessor):
         self._host.prefill = 0
         self._reset_core()
         worst = 0
-        step = 16
+        step = min(16, self.max_block)  # z holds max_block frames: a larger step counted frames never fed
         z = np.zeros((self.max_block, self.channels), np.float32)
         total_in = 0
         self._host_produced = 0
@@ -433,6 +434,9 @@ class Enhancer(NeuralProcessor):
             worst = max(worst, total_in - self._host_produced)
         self._bypass_model = False
         self._reset_core()
+        if worst + step > self._host.buf.shape[0] - self.max_block:  # the FIFO must hold it: never overrun
+            raise ConfigError(f"enhancer: the resampled path needs {worst + step} frames of pre-fill at "
+                              f"{self.sample_rate:g} Hz, more than its buffer holds")
         return worst + step
 
     def _measure_latency(self) -> int:

@@ -12,6 +12,7 @@ thread via Chain.handle_midi, or the offline renderer with exact offsets).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -49,6 +50,16 @@ def _count_voices(vs, readings):
     readings[1] = sounding
 
 
+@njit(nogil=True, cache=True)
+def _block_program(ev, n_ev) -> int:
+    """The last program change among a block's queued MIDI events, or -1."""
+    prog = -1
+    for k in range(n_ev):
+        if int(ev[k, 1]) & 0xF0 == 0xC0:
+            prog = min(127, max(0, int(ev[k, 2])))
+    return prog
+
+
 class Instrument:
     """One trained decoder: its StatefulSession, metadata, and per-shape buffers.
 
@@ -81,6 +92,13 @@ class Instrument:
             self.program = int(meta.get("gm_program", -1))
         except (KeyError, ValueError, TypeError) as e:
             raise self.session.error(f"lacks synth metadata ({e}): re-export it") from None
+        if not (math.isfinite(self.frame_rate) and 1.0 <= self.frame_rate <= 1000.0):
+            raise self.session.error(f"has frame_rate {meta['frame_rate']!r} in its metadata (expected 1-1000 "
+                                     "frames per second): re-export it")
+        declared = self.session.input_shape("state")[-1]
+        if isinstance(declared, int) and declared != self.hidden:
+            raise self.session.error(f"says hidden={self.hidden} in its metadata but its state input holds "
+                                     f"{declared}: re-export it")
         self.n_harm = int(self.session.output_shape("harmonics")[-1])
         self.n_noise = int(self.session.output_shape("noise")[-1])
         if self.n_noise != 65 or self.n_harm < 1:
@@ -286,6 +304,14 @@ class Synth(MidiQueue, Processor):
             The instrument playing, the block's frames T and the leading voices the decoder must
             run (``inst.run(T, used)`` when both are non-zero, then ``synthesize``).
         """
+        # a program change picks a loaded instrument with that GM program before the block's notes
+        # start: switching after them (at the next block) cut a note that came with the change,
+        # which is how most General MIDI files begin
+        prog = _block_program(self._ev, self._n_ev)
+        if prog >= 0:
+            for i, ins in self.instruments.items():
+                if ins.program == prog:
+                    self.values[sv.K_INSTR] = i
         want = int(self.values[sv.K_INSTR])
         if want != self._cur:
             self._switch_instrument(want)
@@ -296,12 +322,7 @@ class Synth(MidiQueue, Processor):
                            self.values, self.g, self.vs, self.stack, inst.lmap, inst.f0[T], inst.ld[T],
                            self._act, state, inst.silence)
         self._n_ev = 0
-        prog = self.g[sv.G_PROGRAM]
-        if prog >= 0:  # a program change picks a loaded instrument with that GM program (next block)
-            self.g[sv.G_PROGRAM] = -1.0
-            for i, ins in self.instruments.items():
-                if ins.program == int(prog):
-                    self.values[sv.K_INSTR] = i
+        self.g[sv.G_PROGRAM] = -1.0  # taken above, before the notes
         return inst, T, used
 
     def synthesize(self, block: np.ndarray, inst: Instrument, T: int, used: int) -> None:

@@ -37,8 +37,10 @@ V_NOTE, V_CH, V_VEL, V_GATE, V_SUST, V_STAGE, V_ON_T, V_OFF_T, V_ENV_OFF, V_P_ST
 FREE, ON, RELEASED = 0, 1, 2
 
 # global fields
+# G_RETRIG_KEY / G_RETRIG_T: a note-on that re-struck a key still held (note + 128 * channel, and
+# when); a note-off for that key at that same instant is the old note's
 G_BEND, G_MOD, G_EXPR, G_VOL, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, G_PROGRAM, G_DROPPED, \
-    G_DATA_MSB, G_SEQ, NG = range(14)
+    G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, NG = range(16)
 
 FLOOR_DB = -100.0
 FREE_BELOW_DB = -90.0  # a released voice is freed when its envelope falls below this
@@ -65,6 +67,7 @@ def reset_state(vs, g, stack):
     g[G_RPN_MSB] = 127.0
     g[G_RPN_LSB] = 127.0
     g[G_PROGRAM] = -1.0
+    g[G_RETRIG_KEY] = -1.0
     stack[:] = -1.0
 
 
@@ -190,6 +193,9 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
     poly = min(MAX_VOICES, max(1, int(kv[K_POLY])))
     for v in range(MAX_VOICES):  # the same key again: release the old voice first
         if vs[v, V_STAGE] == ON and vs[v, V_NOTE] == note and vs[v, V_CH] == ch:
+            if vs[v, V_GATE] == 1.0:  # its key is still down: its note-off may come at this very instant
+                g[G_RETRIG_KEY] = note + 128.0 * ch
+                g[G_RETRIG_T] = t
             _release(vs, v, t, atk, rel)
     best = -1
     for v in range(poly):
@@ -235,6 +241,11 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
         first = 1  # voices a poly mode left held before the switch to mono: released as in poly
     else:
         first = 0
+    if g[G_RETRIG_KEY] == note + 128.0 * ch and g[G_RETRIG_T] == t:
+        # a file that re-strikes a key writes the new note-on before the old note's note-off at the
+        # same tick: that note-off ends the old note (released already), not the one just begun
+        g[G_RETRIG_KEY] = -1.0
+        return
     for v in range(first, MAX_VOICES):  # note-off without note-on simply matches nothing
         if vs[v, V_STAGE] == ON and vs[v, V_GATE] == 1.0 and vs[v, V_NOTE] == note and vs[v, V_CH] == ch:
             if g[G_SUSTAIN] >= 0.5:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import QComboBox, QCompleter
 
+from gui.pick_combo import pick_only
 from realtime.dsp.processors import available_kinds
 
 LV2_PREFIX = "LV2: "
@@ -50,6 +51,7 @@ class AddBox(QComboBox):
         self.lineEdit().setPlaceholderText("add processor or plugin…")
         self.clear_choice()
         self.activated.connect(self._activated)
+        pick_only(self)  # a wheel turned over it, or an arrow key, added a slot each
 
     def choices(self) -> list[str]:
         return [self.itemText(i) for i in range(self.count())]

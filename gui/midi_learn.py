@@ -33,9 +33,18 @@ class MidiLearn(QObject):
         controller from another knob)."""
         for strip in self.w.rack.strips.values():
             for knob in strip.knobs():
+                knob.learning = False
                 if knob.mapping:
                     knob.mapping = ""
-                    knob.update()
+                knob.update()
+        # a learn under way outlives a rebuilt rack: its new knob shows it, so a second click
+        # cancels it (the knob had forgotten it, and the next controller moved was mapped unseen)
+        learning = self.w.host.cc_map.learning
+        k = self.w.rack.knob(learning) if learning else None
+        if k is not None:
+            k.learning = True
+        elif learning:  # its slot is gone
+            self.w.host.learn(None)
         for target in self.w.host.midi_map.values():
             k = self.w.rack.knob(target)
             if k is not None:

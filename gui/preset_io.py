@@ -6,13 +6,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PyQt6.QtWidgets import QFileDialog
+from PyQt6.QtWidgets import QFileDialog, QMessageBox
 
 from gui.settings import user_preset_dir
 from realtime.dsp.presets import load_preset, save_preset
 
 
 class PresetActions:
+    def confirm_discard(self) -> bool:
+        """Whether unsaved changes may go (asked only when there are some), before a preset is
+        loaded over them, as before the window closes."""
+        if not self.modified:
+            return True
+        ans = QMessageBox.question(self, "Unsaved changes", "Discard the unsaved changes to the preset?",
+                                   QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
+        return ans == QMessageBox.StandardButton.Discard
+
+    def _pick_builtin(self, name: str) -> None:
+        """The picker's choice: recalled once the unsaved changes may go (else the picker shows
+        what runs again)."""
+        if self.confirm_discard():
+            self.recall_builtin(name)
+        else:
+            self._update_title()
+
     def recall_builtin(self, name: str) -> None:
         self.apply_preset(load_preset(name), path=None)
         self.settings.last_preset = name
@@ -24,7 +41,15 @@ class PresetActions:
     def apply_preset(self, preset: dict, path: str | None) -> None:
         """Run ``preset`` (validated before anything changes); ``path``: its file, if a user's."""
         self.keyboard.release_all()
-        self.host.load_preset(preset)
+        try:
+            self.host.load_preset(preset)
+        except Exception:
+            # the chain may have changed before the engine's restart failed: the rack shows what
+            # the engine holds now, and that is not any saved preset
+            self._rebuild_rack()
+            self._sync_start_button()
+            self.set_modified(True)
+            raise
         self.preset_path = path
         self._rebuild_rack()
         self._sync_start_button()
@@ -41,6 +66,8 @@ class PresetActions:
         self.set_modified(False)
 
     def _load_dialog(self) -> None:
+        if not self.confirm_discard():
+            return
         path, _ = QFileDialog.getOpenFileName(self, "Load preset", str(user_preset_dir()), "Presets (*.json)")
         if path:
             self.load_preset_file(path)
@@ -55,5 +82,13 @@ class PresetActions:
         d = user_preset_dir()
         d.mkdir(parents=True, exist_ok=True)
         path, _ = QFileDialog.getSaveFileName(self, "Save preset", str(d / f"{self.host.name}.json"), "Presets (*.json)")
-        if path:
-            self.save_preset(path if path.endswith(".json") else path + ".json")
+        if not path:
+            return
+        if not path.endswith(".json"):
+            # the dialog asked about overwriting the name as typed, not with the suffix added here
+            path += ".json"
+            if Path(path).exists() and QMessageBox.question(
+                    self, "Replace preset", f"{Path(path).name} already exists. Replace it?",
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel) != QMessageBox.StandardButton.Yes:
+                return
+        self.save_preset(path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 
 from PyQt6.QtCore import QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
@@ -21,7 +22,6 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QPushButton,
     QStatusBar,
     QToolBar,
@@ -34,6 +34,7 @@ from gui.add_box import AddBox
 from gui.meters import LevelMeter
 from gui.midi import NONE, MidiInput
 from gui.midi_learn import MidiLearn
+from gui.pick_combo import pick_only
 from gui.preset_io import PresetActions
 from gui.rack import Rack, SlotStrip
 from gui.remote import RemoteEngineHost
@@ -110,7 +111,8 @@ class MainWindow(PresetActions, QMainWindow):
         self.preset_box.setObjectName("presets")
         self.preset_box.addItems(builtin_presets())
         self.preset_box.setCurrentIndex(-1)
-        self.preset_box.activated.connect(lambda i: self._guard(self.recall_builtin, self.preset_box.itemText(i)))
+        self.preset_box.activated.connect(lambda i: self._guard(self._pick_builtin, self.preset_box.itemText(i)))
+        pick_only(self.preset_box)  # a wheel or an arrow key loaded another preset, unasked
         tb.addWidget(self.preset_box)
         for text, fn in (("Load…", self._load_dialog), ("Save", self._save), ("Save as…", self._save_dialog)):
             b = QToolButton(text=text)
@@ -259,24 +261,30 @@ class MainWindow(PresetActions, QMainWindow):
 
     def add_slot(self, kind: str, uri: str | None = None) -> str:
         self.add_box.clear_choice()
-        sid = self.host.add_slot(kind, uri=uri)
-        self._after_structure_change()
-        return sid
+        with self._structure_change():
+            return self.host.add_slot(kind, uri=uri)
 
     def remove_slot(self, slot_id: str) -> None:
-        self.host.remove_slot(slot_id)
-        self._after_structure_change()
+        with self._structure_change():
+            self.host.remove_slot(slot_id)
 
     def move_slot(self, slot_id: str, delta: int) -> None:
-        self.host.move_slot(slot_id, delta)
-        self._after_structure_change()
+        with self._structure_change():
+            self.host.move_slot(slot_id, delta)
 
-    def _after_structure_change(self) -> None:
-        self._rebuild_rack()
-        self._sync_start_button()
-        self.set_modified(True)
-        if self.host.running:
-            self.engineStarted.emit()
+    @contextmanager
+    def _structure_change(self):
+        """The rack shows the engine's chain afterwards, also when the change failed half-way (the
+        chain changed, then the engine's restart failed: the rack showed the old chain, and its
+        knobs addressed slots that were gone)."""
+        try:
+            yield
+        finally:
+            self._rebuild_rack()
+            self._sync_start_button()
+            self.set_modified(True)
+            if self.host.running:
+                self.engineStarted.emit()
 
     # settings and MIDI
     def _settings_dialog(self) -> None:
@@ -403,12 +411,9 @@ class MainWindow(PresetActions, QMainWindow):
     # ------------------------------------------------------------------ close
     def closeEvent(self, e):
         # ask only when a person closes the window (a quit from code must never block on a dialog)
-        if self.modified and e.spontaneous():
-            ans = QMessageBox.question(self, "Unsaved changes", "Discard the unsaved changes to the preset?",
-                                       QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
-            if ans != QMessageBox.StandardButton.Discard:
-                e.ignore()
-                return
+        if e.spontaneous() and not self.confirm_discard():
+            e.ignore()
+            return
         self.shutdown()
         e.accept()
 

@@ -169,3 +169,12 @@ def test_a_demo_player_that_never_gets_ready_is_given_up_on_and_stopped(tmp_path
 
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_structure_change_keeps_the_name_the_panel_saved_under(host):
+    """Save as renames the preset on the panel's side; every structural change used to copy the
+    engine process's old name back, so the next Save wrote the old name into the new file."""
+    host.name = "mine"
+    sid = host.add_slot("gain")
+    host.remove_slot(sid)
+    assert host.name == "mine" and host.to_preset()["name"] == "mine"

@@ -444,3 +444,95 @@ def test_lv2_plugins_are_in_the_searchable_add_box_and_their_strip_says_what_the
     assert "gain" in w.rack.strips[sid].controls  # its control port is a knob like any other
     assert box.currentIndex() == -1 and box.currentText() == ""
     assert w.host.chain.slot(sid).processor.get_param("gain") == 0.0
+
+
+# ---------------------------------------------------------------------------- unsaved work, structure
+def _wheel(widget, notches):
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
+    ev = QWheelEvent(pos, widget.mapToGlobal(pos), QPoint(), QPoint(0, int(120 * notches)), Qt.MouseButton.NoButton,
+                     Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, ev)
+
+
+def test_wheel_and_arrow_keys_over_the_preset_picker_and_add_box_change_nothing(window, qtbot):
+    """Qt's combo box emits 'activated' for a wheel turned over it and for the arrow keys: one notch
+    over the picker loaded another preset (unsaved changes gone, unasked), over the Add box each
+    notch added a slot."""
+    w = window()
+    w.rack.strips["gain"].controls["gain_db"].setValue(-12.0)
+    slots = list(w.rack.strips)
+    for box in (w.preset_box, w.add_box):
+        _wheel(box, -1)
+        _wheel(box, 1)
+        box.setFocus()
+        QTest.keyClick(box, Qt.Key.Key_Down)
+        QApplication.processEvents()
+        box.hidePopup()
+    assert w.host.name == "default" and w.modified and list(w.rack.strips) == slots
+    assert w.host.value("gain", "gain_db") == -12.0
+
+
+def test_loading_over_unsaved_changes_asks_first(window, monkeypatch):
+    """A preset picked (or Load…) over unsaved changes: asked, as on close; Cancel keeps them."""
+    from PyQt6.QtWidgets import QMessageBox
+
+    w = window()
+    w.rack.strips["gain"].controls["gain_db"].setValue(-12.0)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Cancel)
+    w._pick_builtin("clean")
+    assert asked and w.host.name == "default" and w.host.value("gain", "gain_db") == -12.0
+    assert w.preset_box.currentText() == "default"  # the picker shows what runs again
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+    w._pick_builtin("clean")
+    assert w.host.name == "clean" and not w.modified
+
+
+def test_save_as_asks_before_replacing_a_file_named_without_its_suffix(window, tmp_path, monkeypatch):
+    """The dialog returns 'mine' (typed without .json; it asked nothing: 'mine' does not exist);
+    the .json added afterwards replaced mine.json unasked."""
+    from PyQt6.QtWidgets import QFileDialog, QMessageBox
+
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps(load_preset("voice")))
+    w = window()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "mine"), ""))
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Cancel)
+    w._save_dialog()
+    assert load_preset(mine)["name"] == "voice"
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    w._save_dialog()
+    assert load_preset(mine)["name"] == "mine" and w.preset_path == str(mine)
+
+
+def test_a_change_whose_engine_restart_fails_leaves_the_rack_showing_the_engines_chain(window, monkeypatch):
+    """The chain changed, then the engine's restart failed (a device unplugged): the rack kept the
+    old chain (a new slot never shown, knobs addressing slots that were gone)."""
+    from realtime.errors import AudioDeviceError
+
+    w = window()
+
+    def failing_start(self):
+        raise AudioDeviceError("no output device 'USB Audio' (unplugged)")
+
+    monkeypatch.setattr(EngineHost, "running", property(lambda self: True))  # playing: a change restarts it
+    monkeypatch.setattr(EngineHost, "start", failing_start)
+    w._guard(w.add_slot, "gain")
+    assert "unplugged" in w.banner.text()
+    assert list(w.rack.strips) == [s.id for s in w.host.chain.slots] and "gain2" in w.rack.strips
+    w._guard(w.recall_builtin, "clean")
+    assert list(w.rack.strips) == [s.id for s in w.host.chain.slots] and w.modified
+
+
+def test_a_learn_under_way_survives_a_rebuilt_rack_visibly(window):
+    """Learning gain, then a slot added: the new knob forgot the learn while the host still
+    learned (a second click re-armed it; the next controller moved was mapped unseen)."""
+    w = window()
+    w.toggle_learn("gain.gain_db")
+    w.add_slot("biquad")
+    assert w.rack.knob("gain.gain_db").learning
+    w.toggle_learn("gain.gain_db")  # the second click cancels
+    assert w.host.cc_map.learning is None and not w.rack.knob("gain.gain_db").learning
+    w.toggle_learn("gain.gain_db")
+    w.remove_slot("gain")  # its slot gone: the learn ends with it
+    assert w.host.cc_map.learning is None

@@ -172,9 +172,10 @@ class RemoteEngineHost(HostBase):
             return self._reply(timeout)
 
     def _apply(self, snap: dict) -> None:
+        # the chain and its state; the preset's name is this side's (``_take_preset_meta``, Save
+        # renames it here): copying the engine process's back after every change undid a Save as
         self.chain = self._writer.chain = ChainView(snap["slots"])
         self.running = snap["running"]
-        self.name, self.description = snap["name"], snap["description"]
 
     def _structural(self, cmd: str, *args):
         """A structural command, with producers held off meanwhile (``rings.lock``); on failure

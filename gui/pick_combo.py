@@ -1,0 +1,35 @@
+"""Combo boxes whose every choice acts (load a preset, add a slot): only a deliberate pick counts.
+
+Qt's QComboBox emits ``activated`` for a mouse wheel turned over it and for the arrow keys, not
+only for a choice from its list: scrolling past the preset picker loaded another preset (the
+unsaved changes gone), scrolling past the Add box added slots. ``pick_only`` swallows the wheel,
+and turns the arrow keys into opening the list, where a choice is made on purpose.
+"""
+from __future__ import annotations
+
+from PyQt6.QtCore import QEvent, QObject, Qt
+from PyQt6.QtWidgets import QComboBox
+
+_STEP_KEYS = (Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_PageUp, Qt.Key.Key_PageDown, Qt.Key.Key_Home,
+              Qt.Key.Key_End)
+
+
+class _PickOnly(QObject):
+    def eventFilter(self, obj, e) -> bool:
+        if e.type() == QEvent.Type.Wheel:
+            return True  # swallowed: the page under the pointer may scroll, the choice does not change
+        if e.type() == QEvent.Type.KeyPress and e.key() in _STEP_KEYS:
+            combo = obj if isinstance(obj, QComboBox) else obj.parent()
+            if isinstance(combo, QComboBox) and not combo.view().isVisible():
+                combo.showPopup()
+                return True
+        return False
+
+
+def pick_only(combo: QComboBox) -> QComboBox:
+    """Make ``combo`` act only on a choice from its list (see the module's doc); returns it."""
+    f = _PickOnly(combo)
+    combo.installEventFilter(f)
+    if combo.lineEdit() is not None:  # an editable box: its line edit gets the keys and the wheel
+        combo.lineEdit().installEventFilter(f)
+    return combo

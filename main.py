@@ -265,10 +265,35 @@ def _no_screen() -> str | None:
     if platform.startswith("wayland"):
         return None if os.environ.get("WAYLAND_DISPLAY") else "no screen (WAYLAND_DISPLAY is not set)"
     if platform.startswith("xcb"):
-        return None if os.environ.get("DISPLAY") else "no screen (DISPLAY is not set)"
-    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return _no_x_server() if os.environ.get("DISPLAY") else "no screen (DISPLAY is not set)"
+    if os.environ.get("WAYLAND_DISPLAY"):
         return None
+    if os.environ.get("DISPLAY"):  # Qt picks xcb
+        return _no_x_server()
     return "no screen (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+
+
+def _no_x_server() -> str | None:
+    """Why the X server in $DISPLAY cannot be reached, or None: a set DISPLAY is not enough (a stale
+    one from ssh or a dead Xvfb), and Qt's xcb plugin aborts when it cannot connect. So connect
+    first, with the library Qt would use."""
+    import ctypes
+
+    display = os.environ["DISPLAY"]
+    try:
+        xcb = ctypes.CDLL("libxcb.so.1")
+    except OSError:  # then Qt's xcb plugin cannot load either
+        return f"no screen (libxcb.so.1, needed for DISPLAY={display}, is missing)"
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = (ctypes.c_char_p, ctypes.c_void_p)
+    xcb.xcb_connection_has_error.argtypes = (ctypes.c_void_p,)
+    xcb.xcb_disconnect.argtypes = (ctypes.c_void_p,)
+    conn = xcb.xcb_connect(os.fsencode(display), None)  # never NULL: a failed one carries its error
+    try:
+        failed = xcb.xcb_connection_has_error(conn)
+    finally:
+        xcb.xcb_disconnect(conn)
+    return f"no screen (cannot connect to the X server at DISPLAY={display})" if failed else None
 
 
 def cmd_bench(args) -> int:

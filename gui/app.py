@@ -5,24 +5,37 @@ signal into the engine, so the meters and knobs have something to act on.
 """
 from __future__ import annotations
 
+import argparse
+import os
 import signal
 import sys
 import traceback
 
 
-def _cli_config(args, settings):
-    """Remembered settings, overridden by what the command line set explicitly."""
+def _given(argv: list[str]) -> set[str]:
+    """The engine options ``argv`` sets itself. argparse fills in defaults, and a value equal to
+    one (`-r 48000`) must still beat the remembered settings."""
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for flags in (("-r", "--samplerate"), ("-b", "--blocksize"), ("--prefill-blocks",)):
+        p.add_argument(*flags)
+    return set(vars(p.parse_known_args(argv)[0]))
+
+
+def _cli_config(args, settings, argv=()):
+    """Remembered settings, overridden by what the command line set explicitly: a value other than
+    the default, or any option ``argv`` (the command line ``args`` came from) holds."""
     from gui import PANEL_PREFILL_BLOCKS
     from realtime.engine.config import EngineConfig
 
     c = settings.engine_config(EngineConfig(channels=args.channels, mode=args.mode,
                                             prefill_blocks=args.prefill_blocks))
+    given = _given(list(argv))
     dev = lambda d: int(d) if isinstance(d, str) and d.isdigit() else d  # noqa: E731
-    if args.samplerate != 48000:
+    if args.samplerate != 48000 or "samplerate" in given:
         c.samplerate = args.samplerate
-    if args.blocksize != 128:
+    if args.blocksize != 128 or "blocksize" in given:
         c.blocksize = args.blocksize
-    if args.prefill_blocks != PANEL_PREFILL_BLOCKS:
+    if args.prefill_blocks != PANEL_PREFILL_BLOCKS or "prefill_blocks" in given:
         c.prefill_blocks = args.prefill_blocks
     if args.input_device or args.device:
         c.input_device = dev(args.input_device or args.device)
@@ -52,7 +65,10 @@ def run_gui(args) -> int:
     win = None
     try:
         preset = apply_overrides(load_preset(args.preset), args.set)
-        win = MainWindow(preset, _cli_config(args, settings), settings)
+        # a user's file (as load_preset tells one from a built-in name): Save writes back there
+        is_file = args.preset.endswith(".json") or os.sep in args.preset
+        win = MainWindow(preset, _cli_config(args, settings, sys.argv[1:]), settings,
+                         preset_path=os.path.abspath(args.preset) if is_file else None)
 
         def excepthook(kind, value, tb):  # an unexpected error in a slot: show it, keep running
             traceback.print_exception(kind, value, tb)

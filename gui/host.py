@@ -62,6 +62,15 @@ class HostBase:
         self._readout_buf = np.zeros(rings.readout.buf.shape, np.float32)
         self._audio_buf = np.zeros(rings.audio.buf.shape, np.float32)
 
+    def _move_places(self, slot_id: str, delta: int) -> tuple[int, int]:
+        """Where ``move_slot(slot_id, delta)`` takes a processor from and to (the same place when
+        it is already at that end); the final safety stage stays last."""
+        ids = [s.id for s in self.chain.slots[:-1]]
+        if slot_id not in ids:
+            raise ValueError(f"{slot_id}: not a movable slot")
+        i = ids.index(slot_id)
+        return i, max(0, min(len(ids) - 1, i + delta))
+
     @property
     def midi_map(self) -> dict[tuple[int, int | None], str]:
         """(controller, channel or None) -> target, as mapped now."""
@@ -211,15 +220,16 @@ class EngineHost(HostBase):
             self._restructure(fx)
             self._forget_slot(slot_id)
 
-    def move_slot(self, slot_id: str, delta: int) -> None:
+    def move_slot(self, slot_id: str, delta: int) -> bool:
+        """Move a processor ``delta`` places; False when that changes nothing (◀ on the first slot,
+        ▶ on the last): then the engine is not rebuilt either (a restart is an audible dropout)."""
+        i, j = self._move_places(slot_id, delta)
+        if j == i:
+            return False
         fx = list(self.chain.slots[:-1])
-        ids = [s.id for s in fx]
-        if slot_id not in ids:
-            raise ValueError(f"{slot_id}: not a movable slot")
-        i = ids.index(slot_id)
-        j = max(0, min(len(fx) - 1, i + delta))
         fx.insert(j, fx.pop(i))
         self._restructure(fx)
+        return True
 
     def _restructure(self, fx: list[Slot]) -> None:
         self._install(Chain(fx + [self.chain.slots[-1]]))

@@ -49,6 +49,7 @@ class Knob(QWidget):
         self._value = param.default if value is None else param.validate(value)
         self._u = param.to_unit(self._value)  # unquantised position while dragging a stepped knob
         self._drag_y: float | None = None
+        self._wheel_acc = 0  # wheel angle (1/8 degree) short of a whole notch, for stepped knobs
         self.learning = False
         self.mapping = ""  # e.g. "CC 74", drawn small when a controller is mapped
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -114,7 +115,17 @@ class Knob(QWidget):
         self.setValue(self.param.default)
 
     def wheelEvent(self, e):
-        notches = e.angleDelta().y() / 120.0
+        dy = e.angleDelta().y()
+        if self.param.step:
+            # a step per whole notch (120): high-resolution wheels and touchpads send a notch in
+            # parts, and each part would move a whole step
+            if self._wheel_acc * dy < 0:  # turned back: the part scrolled the other way is dropped
+                self._wheel_acc = 0
+            self._wheel_acc += dy
+            notches = int(self._wheel_acc / 120)  # toward zero
+            self._wheel_acc -= notches * 120
+        else:
+            notches = dy / 120.0  # a part of a notch moves that part of a notch's way
         if notches:
             self._step(notches, fine_modifier(e.modifiers()))
         e.accept()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PyQt6.QtCore import QSettings, QStandardPaths
+from PyQt6.QtCore import QByteArray, QSettings, QStandardPaths
 from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel
 
 from gui.midi import NONE, VIRTUAL, input_ports
@@ -18,6 +18,12 @@ BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048)
 # out longer stalls of the machine at the price of one block of latency each.
 PREFILL_CHOICES = (1, 2, 3, 4, 5, 6, 8)
 DEFAULT_DEVICE = "Default"
+
+
+def _device(text: str) -> str | int:
+    """A device as the ini or the dialog holds it: digits are a PortAudio device number (`-d 3`),
+    anything else a name (PortAudio searches a string as a name, even "3")."""
+    return int(text) if text.isdigit() else text
 
 
 def config_path() -> Path:
@@ -43,6 +49,8 @@ class Settings:
 
     def _get(self, key, default, typ=str):
         v = self.q.value(key, default)
+        if isinstance(v, list):  # an unquoted comma in a hand-edited ini ("hw:0,0") splits the value
+            v = ",".join(map(str, v))
         try:
             return typ(v) if v is not None else default
         except (TypeError, ValueError):
@@ -53,8 +61,9 @@ class Settings:
         b = base or EngineConfig()
         sr = self._get("audio/samplerate", b.samplerate, int)
         bs = self._get("audio/blocksize", b.blocksize, int)
-        ind = self._get("audio/input_device", "") or b.input_device
-        outd = self._get("audio/output_device", "") or b.output_device
+        ind, outd = self._get("audio/input_device", ""), self._get("audio/output_device", "")
+        ind = _device(ind) if ind else b.input_device  # (device 0 is a device)
+        outd = _device(outd) if outd else b.output_device
         pre = self._get("audio/prefill_blocks", b.prefill_blocks, int)
         return EngineConfig(samplerate=sr if sr in SAMPLERATES else b.samplerate,
                             blocksize=bs if bs in BLOCKSIZES else b.blocksize, channels=b.channels, mode=b.mode,
@@ -88,7 +97,9 @@ class Settings:
         self.q.sync()
 
     def geometry(self):
-        return self.q.value("window/geometry")
+        # anything else (a hand-edited "geometry=hello") would make restoreGeometry raise at start-up
+        v = self.q.value("window/geometry")
+        return v if isinstance(v, (QByteArray, bytes)) else None
 
     def save_geometry(self, data) -> None:
         self.q.setValue("window/geometry", data)
@@ -158,7 +169,7 @@ class SettingsDialog(QDialog):
         self.prefill_ms.setText(f"adds {ms:.1f} ms of output latency")
 
     def engine_config(self) -> EngineConfig:
-        dev = lambda c: None if c.currentText() == DEFAULT_DEVICE else c.currentText()  # noqa: E731
+        dev = lambda c: None if c.currentText() == DEFAULT_DEVICE else _device(c.currentText())  # noqa: E731
         b = self._base
         return EngineConfig(samplerate=int(self.samplerate.currentText()), blocksize=int(self.blocksize.currentText()),
                             channels=b.channels, mode=b.mode, input_device=dev(self.input),

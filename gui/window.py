@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 from PyQt6.QtCore import QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
@@ -269,22 +270,24 @@ class MainWindow(PresetActions, QMainWindow):
             self.host.remove_slot(slot_id)
 
     def move_slot(self, slot_id: str, delta: int) -> None:
-        with self._structure_change():
-            self.host.move_slot(slot_id, delta)
+        with self._structure_change() as change:
+            change.happened = self.host.move_slot(slot_id, delta) is not False  # False: already at that end
 
     @contextmanager
     def _structure_change(self):
         """The rack shows the engine's chain afterwards, also when the change failed half-way (the
         chain changed, then the engine's restart failed: the rack showed the old chain, and its
         knobs addressed slots that were gone)."""
+        change = SimpleNamespace(happened=True)  # a caller whose change turned out to be none says so
         try:
-            yield
+            yield change
         finally:
-            self._rebuild_rack()
-            self._sync_start_button()
-            self.set_modified(True)
-            if self.host.running:
-                self.engineStarted.emit()
+            if change.happened:
+                self._rebuild_rack()
+                self._sync_start_button()
+                self.set_modified(True)
+                if self.host.running:
+                    self.engineStarted.emit()
 
     # settings and MIDI
     def _settings_dialog(self) -> None:

@@ -220,9 +220,15 @@ class RemoteEngineHost(HostBase):
             self._forget_slot(slot_id)
             self._lv2_states.pop(slot_id, None)
 
-    def move_slot(self, slot_id: str, delta: int) -> None:
+    def move_slot(self, slot_id: str, delta: int) -> bool:
+        """As ``EngineHost.move_slot``: a move that changes nothing is not sent (the engine process
+        would restart the stream for it)."""
+        i, j = self._move_places(slot_id, delta)
+        if i == j:
+            return False
         with self.rings.lock:
             self._apply(self._structural("move_slot", slot_id, delta))
+        return True
 
     def set_config(self, config: EngineConfig) -> None:
         config.validate()

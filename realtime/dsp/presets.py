@@ -343,7 +343,7 @@ def load_preset(name_or_path) -> dict:
             data = f.read(MAX_PRESET_BYTES + 1)  # (or /dev/zero) is refused without being read whole
         if len(data) > MAX_PRESET_BYTES:
             raise PresetError(f"{path}: too large for a preset (more than {MAX_PRESET_BYTES} bytes)")
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (Notepad's "UTF-8") is no error
     except FileNotFoundError:
         raise PresetError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as e:

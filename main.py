@@ -419,7 +419,7 @@ def _finish_on_signals(status: int) -> None:
                 stream.flush()
             except Exception:  # a closed pipe, a flush the signal interrupted: the status still stands
                 pass
-        os._exit(status)  # skips atexit: nothing is left to write
+        os._exit(status)  # the command's output is committed: nothing more is worth waiting for
 
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(s) is not signal.SIG_IGN:
@@ -440,6 +440,7 @@ def main(argv=None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["gui", *argv]
     args = parser.parse_args(argv)
+    args.argv = list(argv)  # what was given, not filled in: the panel lets it beat its remembered settings
     _interrupt_on_signals()
     try:
         return COMMANDS[args.command](args)

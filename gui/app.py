@@ -50,7 +50,7 @@ def run_gui(args) -> int:
     from gui.demo_source import DemoSource
     from gui.settings import APP, Settings
     from gui.window import MainWindow
-    from realtime.dsp.presets import apply_overrides, load_preset
+    from realtime.dsp.presets import apply_overrides, is_preset_file, load_preset
     from realtime.io.devices import has_audio_device
     from realtime.io.jackserver import ensure_server
     from realtime.io.portaudio import release
@@ -65,9 +65,9 @@ def run_gui(args) -> int:
     win = None
     try:
         preset = apply_overrides(load_preset(args.preset), args.set)
-        # a user's file (as load_preset tells one from a built-in name): Save writes back there
-        is_file = args.preset.endswith(".json") or os.sep in args.preset
-        win = MainWindow(preset, _cli_config(args, settings, sys.argv[1:]), settings,
+        # a user's file (not a built-in name): Save writes back there
+        is_file = is_preset_file(args.preset)
+        win = MainWindow(preset, _cli_config(args, settings, getattr(args, "argv", sys.argv[1:])), settings,
                          preset_path=os.path.abspath(args.preset) if is_file else None)
 
         def excepthook(kind, value, tb):  # an unexpected error in a slot: show it, keep running

@@ -246,7 +246,9 @@ class EngineHost(HostBase):
             was_running = self.running
             self.stop()
             self.apply_pending_control()
-            if self.engine is not None:  # slots dropped for good give back their threads and instances now
+            if self.engine is not None and not any(t.is_alive() for t in self.engine._threads):
+                # slots dropped for good give back their threads and instances now (not while a stuck
+                # DSP thread of the old engine may still run them: that would free them under it)
                 kept = {id(s.processor) for s in chain.slots}
                 for s in self.engine.chain.slots:
                     if id(s.processor) not in kept:

@@ -12,13 +12,14 @@ from PyQt6.QtWidgets import QComboBox
 
 _STEP_KEYS = (Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_PageUp, Qt.Key.Key_PageDown, Qt.Key.Key_Home,
               Qt.Key.Key_End)
+_EDIT_STEP_KEYS = (Qt.Key.Key_Up, Qt.Key.Key_Down)  # a search field keeps Home/End/PageUp/PageDown for its text
 
 
 class _PickOnly(QObject):
     def eventFilter(self, obj, e) -> bool:
         if e.type() == QEvent.Type.Wheel:
-            return True  # swallowed: the page under the pointer may scroll, the choice does not change
-        if e.type() == QEvent.Type.KeyPress and e.key() in _STEP_KEYS:
+            return True  # swallowed: the choice does not change
+        if e.type() == QEvent.Type.KeyPress and e.key() in (_STEP_KEYS if isinstance(obj, QComboBox) else _EDIT_STEP_KEYS):
             combo = obj if isinstance(obj, QComboBox) else obj.parent()
             if isinstance(combo, QComboBox) and not combo.view().isVisible():
                 combo.showPopup()

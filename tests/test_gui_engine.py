@@ -294,6 +294,10 @@ def test_a_hung_engine_is_shown_and_restarted_and_one_that_died_at_once_restarts
         assert w.status_labels["state"].text() == "○ engine not answering" and w._restart_action.isVisible()
         assert w.host.engine_hung() and w.host.engine_alive()
         t0 = time.monotonic()
+        saved = w.host.to_preset()  # Save meanwhile: the panel's view at once, not a 60 s wait on the engine
+        assert time.monotonic() - t0 < 2.0
+        assert next(e for e in saved["chain"] if e["id"] == "gain")["params"]["gain_db"] == -5.0
+        t0 = time.monotonic()
         w._poll_status()  # the next poll gives up after 0.25 s, not the first poll's 5 s: no frozen window
         assert time.monotonic() - t0 < 2.5
         t0 = time.monotonic()

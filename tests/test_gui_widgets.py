@@ -470,6 +470,11 @@ def test_wheel_and_arrow_keys_over_the_preset_picker_and_add_box_change_nothing(
         box.hidePopup()
     assert w.host.name == "default" and w.modified and list(w.rack.strips) == slots
     assert w.host.value("gain", "gain_db") == -12.0
+    edit = w.add_box.lineEdit()  # the Add box's search field keeps Home/End for its text
+    edit.setFocus()
+    QTest.keyClicks(edit, "gain")
+    QTest.keyClick(edit, Qt.Key.Key_Home)
+    assert edit.cursorPosition() == 0 and not w.add_box.view().isVisible()
 
 
 def test_loading_over_unsaved_changes_asks_first(window, monkeypatch):

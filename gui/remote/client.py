@@ -6,10 +6,8 @@ import threading
 import time
 from dataclasses import asdict
 
-import numpy as np
-
 from gui.host import HostBase
-from gui.remote.shm import create_rings
+from gui.remote.shm import create_rings, zero_rings
 from realtime.dsp.presets import validate_preset
 from realtime.engine.config import EngineConfig
 from realtime.engine.control import (
@@ -120,8 +118,7 @@ class RemoteEngineHost(HostBase):
         with self.rings.lock:  # no knob, MIDI push or learn meanwhile
             p = self._view_preset(self.name, self.description)
             self._stop_process()
-            for shm in self._shms:  # nobody consumes or produces now: every ring starts empty
-                np.ndarray((shm.size,), np.uint8, buffer=shm.buf)[:] = 0
+            zero_rings(self._shms)  # nobody consumes or produces now: every ring starts empty
             try:
                 self._spawn(p)
             except Exception:
@@ -202,7 +199,7 @@ class RemoteEngineHost(HostBase):
 
     def to_preset(self, name: str | None = None, description: str | None = None) -> dict:
         name, description = name or self.name, self.description if description is None else description
-        if not self.engine_alive():  # Save still works: what the panel shows, with the states known here
+        if not self.engine_alive() or self._hung:  # Save still works: what the panel shows, the states known here
             return self._view_preset(name, description)
         p = self._call("to_preset", name, description)
         self._keep_states(p)

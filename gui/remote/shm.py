@@ -11,9 +11,14 @@ from realtime.engine.control import RING_SPECS, ControlRings
 def create_rings() -> tuple[ControlRings, dict[str, str], list[shared_memory.SharedMemory]]:
     """New zeroed segments: (rings, segment name per ring, segments). The creator unlinks them."""
     shms = {k: shared_memory.SharedMemory(create=True, size=spec.nbytes) for k, spec in RING_SPECS.items()}
-    for shm in shms.values():
-        np.ndarray((shm.size,), np.uint8, buffer=shm.buf)[:] = 0
+    zero_rings(shms.values())
     return ControlRings({k: s.buf for k, s in shms.items()}), {k: s.name for k, s in shms.items()}, list(shms.values())
+
+
+def zero_rings(shms) -> None:
+    """Every ring in these segments empty again (nobody may produce or consume meanwhile)."""
+    for shm in shms:
+        np.ndarray((shm.size,), np.uint8, buffer=shm.buf)[:] = 0
 
 
 def attach_rings(names: dict[str, str]) -> tuple[ControlRings, list[shared_memory.SharedMemory]]:

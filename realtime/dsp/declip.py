@@ -51,6 +51,7 @@ MIN_RUN = 2
 TOL = 5e-7  # relative: 4 float32 steps at full scale
 PEAK_TOL = 1e-5  # a run starts within this (relative) of the peak hold: a clip is the loudest there is
 PEAK_TAU_S = 5.0
+IN_CLIP = 4.0  # +12 dBFS: what callers let in (one absurd sample would hold the peak hold up for minutes)
 WNC = 1e-4  # white-noise correction of the fit (a -40 dB floor): keeps high orders well conditioned
 ITERATIONS = 3  # solves with the consistency constraint
 MIN_RISE = 1e-3  # a fill must rise over the clip level by more than this (relative; 0.009 dB)

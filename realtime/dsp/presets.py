@@ -314,6 +314,11 @@ def builtin_descriptions() -> dict[str, str]:
     return out
 
 
+def is_preset_file(name_or_path) -> bool:
+    """Whether ``name_or_path`` names a preset file (a path, or a name ending in .json), not a built-in."""
+    return isinstance(name_or_path, os.PathLike) or str(name_or_path).endswith(".json") or os.sep in str(name_or_path)
+
+
 def load_preset(name_or_path) -> dict:
     """Load and validate a preset.
 
@@ -332,7 +337,7 @@ def load_preset(name_or_path) -> dict:
     PresetError
         Unknown name, unreadable file or invalid preset.
     """
-    if isinstance(name_or_path, os.PathLike) or str(name_or_path).endswith(".json") or os.sep in str(name_or_path):
+    if is_preset_file(name_or_path):
         path = Path(name_or_path)
     else:
         path = BUILTIN_DIR / f"{name_or_path}.json"

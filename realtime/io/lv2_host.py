@@ -275,9 +275,7 @@ class Instance:
         w, h = self.worker, self.handle
         if self._thread is None:
             self._work_pending()
-        while self._responses:
-            resp = self._responses.popleft()
-            w.work_response(h, len(resp), resp)
+        self._deliver_responses()
         if w.end_run:  # LV2: after every run(), whether or not anything was answered
             w.end_run(h)
 
@@ -291,6 +289,9 @@ class Instance:
         """Do what is scheduled and deliver every answer, here and now (the worker thread stopped):
         before a reset, as an offline render would have done it already."""
         self._work_pending()
+        self._deliver_responses()
+
+    def _deliver_responses(self) -> None:
         w, h = self.worker, self.handle
         while self._responses:
             resp = self._responses.popleft()
@@ -316,8 +317,10 @@ class Instance:
         except (AttributeError, OSError):
             pass
         while True:
-            os.read(wake, 512)
-            if self._stopping:
+            got = os.read(wake, 512)
+            # only a stop byte ends the thread: a stop that timed out (a slow work()) has taken its
+            # flag back by the time that work() returns, and its byte must then not end the thread
+            if self._stopping and b"s" in got:
                 return
             self._work_pending()
 

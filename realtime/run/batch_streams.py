@@ -144,20 +144,21 @@ class _MidiStream:
     ``send`` takes each event at its offset (the batched synth's stream and the file's rest chain)."""
 
     def __init__(self, task: BatchTask, blocksize: int, send, latency: int = 0):
-        from realtime.run.offline import EventCursor, open_render, plan_render
+        from realtime.run.offline import EventCursor, OutputWriter, open_render, plan_render
 
         self.task, self.blocksize, self.send = task, blocksize, send
-        self.latency = self.to_skip = latency  # the chain's latency: dropped from the start, as render_midi does
+        self.latency = latency  # the chain's: dropped from the start, as render_midi does
         out_p = Path(task.output)
         events, self.total = plan_render(task.input, out_p, task.samplerate)
         self.events = EventCursor(events)
-        self.pos = self.written = 0
+        self.pos = 0
         self.out = AtomicFile(out_p)
         try:
             self.dst = open_render(self.out.tmp, out_p, task.samplerate)
         except BaseException:
             self.out.discard()
             raise
+        self.writer = OutputWriter(self.dst, None, self.total, skip=latency)
 
     def handle_midi(self, status: int, data1: int, data2: int, offset: int) -> None:
         self.send(status, data1, data2, offset)
@@ -175,14 +176,10 @@ class _MidiStream:
         return {"audio_s": self.total / self.task.samplerate}
 
     def write(self, y: np.ndarray) -> None:
-        if self.to_skip:
-            drop = min(self.to_skip, y.shape[0])
-            y, self.to_skip = y[drop:], self.to_skip - drop
-        keep = min(y.shape[0], self.total - self.written)
-        self.dst.write(y[:keep])
-        self.written += keep
+        self.writer.write(y)
 
     def finish(self) -> None:
+        self.writer.finish()
         self.dst.close()
         self.out.commit()
 

@@ -509,6 +509,11 @@ def _render(runner: ChainRunner, n: int, skip: int = 0):
         yield y
 
 
+def render_frames(events: np.ndarray, samplerate: int, tail_s: float = 2.0) -> int:
+    """A render's length in frames: its last event plus ``tail_s`` (MAX_RENDER_S is the most it may be)."""
+    return int((events[:, 0].max() if len(events) else 0) + tail_s * samplerate)
+
+
 def plan_render(midi_path, out_path, samplerate: int, tail_s: float = 2.0) -> tuple[np.ndarray, int]:
     """A MIDI render's events (``midi_file_events``) and length in frames (the last event plus
     ``tail_s``), its destination checked first.
@@ -524,7 +529,7 @@ def plan_render(midi_path, out_path, samplerate: int, tail_s: float = 2.0) -> tu
         raise OfflineError(f"{out_p}: write .wav or .flac")
     check_destination(out_p, Path(midi_path))
     events = midi_file_events(midi_path, samplerate)
-    n = int((events[:, 0].max() if len(events) else 0) + tail_s * samplerate)
+    n = render_frames(events, samplerate, tail_s)
     if n > MAX_RENDER_S * samplerate:
         raise OfflineError(f"{midi_path}: the song would last {n / samplerate / 3600:.0f} hours; "
                            f"refusing to render more than {MAX_RENDER_S // 3600} hours (a broken delta time?)")

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.dsp.declip import Declipper
+from realtime.dsp.declip import IN_CLIP, Declipper
 from realtime.dsp.kernels import scrub_into
 from realtime.dsp.processor import LookaheadLatency, Param, Processor, Readout
 from realtime.dsp.processors import register
 
 MAX_LOOKAHEAD_MS = 20.0
-IN_CLIP = 4.0  # +12 dBFS: what the de-limiter lets into the same de-clipper
 
 
 @register

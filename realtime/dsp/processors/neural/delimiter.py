@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit
 
 from realtime.dsp.blocking import FixedHop
-from realtime.dsp.declip import Declipper
+from realtime.dsp.declip import IN_CLIP, Declipper
 from realtime.dsp.kernels import glide
 from realtime.dsp.processor import Param, Readout
 from realtime.dsp.processors import register
@@ -54,7 +54,6 @@ from realtime.errors import ConfigError
 
 DEFAULT_MODEL = model_file("delimiter", "delimiter.onnx")
 FRAMES = "frames"  # every other model input is a streaming state with a ``<name>_out`` output
-IN_CLIP = 4.0
 MAX_LOG_GAIN = 4.0  # bound on the log inverse gain (34.7 dB; the exported model clamps to it too)
 RATE_RANGE = (40000, 50000)  # trained at 44.1 and 48 kHz; its time constants are in samples
 AUTO_RELEASE_S = 3.0

@@ -211,4 +211,5 @@ class BatchedSynth(Processor):
         self.readings.fill(0.0)
         for s, (song, (inst, T, used)) in enumerate(zip(self.songs, halves)):
             song.synthesize(block[:, s * C:(s + 1) * C], inst, T, used)
-            self.readings[:2] += song.readings[:2]  # held notes and voices add up; "playing" is per song
+            self.readings[:2] += song.readings[:2]  # held notes and voices add up
+        self.readings[2] = np.nan  # "playing" is each song's own: none for the batch

@@ -889,6 +889,33 @@ def test_plugin_state_survives_preset_save_load_prepare(state_plugin, tmp_path):
     assert '"fresh"' in fresh.plugin_state()
 
 
+def test_restart_engine_gives_back_the_lv2_state_it_knows_and_names_the_slot_whose_state_it_does_not(state_plugin):
+    """The panel's Restart engine: a plugin state that came with the preset goes to the new engine
+    process; a slot with the state extension whose state the panel never saw is named (its state
+    starts from the plugin's own), one without the extension is not."""
+    from gui.remote import RemoteEngineHost
+    from realtime.engine.config import EngineConfig
+
+    chain = build_chain(_preset({"id": "h", "processor": "lv2", "uri": HOLD}))
+    chain.prepare(SR, 128, 1)
+    chain.slot("h").processor.process(np.full((128, 1), 0.25, np.float32))
+    text = chain.to_preset("t")["chain"][0]["state"]
+    with_state = _preset({"id": "h", "processor": "lv2", "uri": HOLD, "state": text}, {"id": "amp", "processor": "lv2",
+                                                                                       "uri": AMP})
+    h = RemoteEngineHost(with_state, EngineConfig())
+    try:
+        h._proc.kill()
+        h._proc.join(10)
+        assert h.restart_engine() == []  # h's state is known, amp keeps none
+        assert h.to_preset("t")["chain"][0]["state"] == text  # what the new engine process holds
+        h.load_preset(_preset({"id": "h", "processor": "lv2", "uri": HOLD}))  # a state the panel never saw
+        h._proc.kill()
+        h._proc.join(10)
+        assert h.restart_engine() == ["h"]
+    finally:
+        h.close()
+
+
 def test_plugins_without_state_have_no_state_key(state_plugin):
     chain = build_chain(_preset({"id": "amp", "processor": "lv2", "uri": AMP},
                                 {"id": "ep", "processor": "lv2", "uri": EPIANO}))

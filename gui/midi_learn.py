@@ -20,7 +20,7 @@ class MidiLearn(QObject):
     def __init__(self, window):
         super().__init__(window)
         self.w = window
-        self._cc.connect(self._show_value)
+        self._cc.connect(self.show_value)
         self._learned.connect(self._show_learned)
         self._error.connect(window.show_error)
         host = window.host
@@ -83,8 +83,9 @@ class MidiLearn(QObject):
         self.show_mappings()  # the controller may have been another knob's: that label goes
         self.w.set_modified(True)
 
-    def _show_value(self, target: str, kind: int, value: float) -> None:
-        """A mapped controller moved ``target``: the engine has it; show it."""
+    def show_value(self, target: str, kind: int, value: float) -> None:
+        """The engine has a new value for ``target`` (a mapped controller moved it, or the engine
+        chose it itself): show it on the rack and the synth panel, without sending it again."""
         slot_id, _, pid = target.partition(".")
         strip = self.w.rack.strips.get(slot_id)
         if strip is None:

@@ -46,9 +46,7 @@ class PresetActions:
         except Exception:
             # the chain may have changed before the engine's restart failed: the rack shows what
             # the engine holds now, and that is not any saved preset
-            self._rebuild_rack()
-            self._sync_start_button()
-            self.set_modified(True)
+            self._after_structure_change()
             raise
         self.preset_path = path
         self._rebuild_rack()

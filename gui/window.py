@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
-from types import SimpleNamespace
 
 from PyQt6.QtCore import QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
@@ -44,6 +42,7 @@ from gui.spectrum import SpectrumView
 from gui.synth_panel import SynthPanel
 from realtime.dsp.presets import builtin_presets, load_preset
 from realtime.engine.config import EngineConfig
+from realtime.engine.control import PARAM
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
 FOLLOW_POLLS = 10  # redraws (33 ms apart) an engine-side choice must persist before the panel takes it
@@ -262,32 +261,34 @@ class MainWindow(PresetActions, QMainWindow):
 
     def add_slot(self, kind: str, uri: str | None = None) -> str:
         self.add_box.clear_choice()
-        with self._structure_change():
-            return self.host.add_slot(kind, uri=uri)
+        return self._change_structure(lambda: self.host.add_slot(kind, uri=uri))
 
     def remove_slot(self, slot_id: str) -> None:
-        with self._structure_change():
-            self.host.remove_slot(slot_id)
+        self._change_structure(lambda: self.host.remove_slot(slot_id))
 
     def move_slot(self, slot_id: str, delta: int) -> None:
-        with self._structure_change() as change:
-            change.happened = self.host.move_slot(slot_id, delta) is not False  # False: already at that end
+        self._change_structure(lambda: self.host.move_slot(slot_id, delta))
 
-    @contextmanager
-    def _structure_change(self):
-        """The rack shows the engine's chain afterwards, also when the change failed half-way (the
-        chain changed, then the engine's restart failed: the rack showed the old chain, and its
-        knobs addressed slots that were gone)."""
-        change = SimpleNamespace(happened=True)  # a caller whose change turned out to be none says so
+    def _change_structure(self, change):
+        """Run ``change()`` (a host's structural change; False: it changed nothing, as a move past
+        the rack's end) and return its result. The rack shows the engine's chain afterwards, also
+        when the change failed half-way (the chain changed, then the engine's restart failed: the
+        rack showed the old chain, and its knobs addressed slots that were gone)."""
+        changed = True
         try:
-            yield change
+            result = change()
+            changed = result is not False
+            return result
         finally:
-            if change.happened:
-                self._rebuild_rack()
-                self._sync_start_button()
-                self.set_modified(True)
-                if self.host.running:
-                    self.engineStarted.emit()
+            if changed:
+                self._after_structure_change()
+
+    def _after_structure_change(self) -> None:
+        self._rebuild_rack()
+        self._sync_start_button()
+        self.set_modified(True)
+        if self.host.running:
+            self.engineStarted.emit()
 
     # settings and MIDI
     def _settings_dialog(self) -> None:
@@ -364,9 +365,7 @@ class MainWindow(PresetActions, QMainWindow):
             return
         self._playing_differs = 0
         proc.values[i] = r  # the view (an engine process's chain) or, in this process, what the engine wrote
-        strip.show(pid, r)
-        self.synth_panel.show_param(slot_id, pid, r)
-        self.set_modified(True)
+        self.learn.show_value(f"{slot_id}.{pid}", PARAM, r)
 
     def _poll_status(self) -> None:
         try:

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from realtime.engine.config import HEADLESS_PREFILL_BLOCKS, PANEL_PREFILL_BLOCKS
+from realtime.engine.config import HEADLESS_PREFILL_BLOCKS, PANEL_PREFILL_BLOCKS, device_arg
 
 os.environ.setdefault("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK" if sys.platform.startswith("linux") else "")
 if not os.environ["MIDO_BACKEND"]:
@@ -180,13 +180,9 @@ def _engine_config(args):
     from realtime.engine.config import EngineConfig
 
     return EngineConfig(samplerate=args.samplerate, blocksize=args.blocksize, channels=args.channels,
-                        mode=args.mode, input_device=args.input_device or _dev(args.device),
-                        output_device=args.output_device or _dev(args.device),
+                        mode=args.mode, input_device=args.input_device or device_arg(args.device),
+                        output_device=args.output_device or device_arg(args.device),
                         prefill_blocks=args.prefill_blocks)
-
-
-def _dev(d):
-    return int(d) if isinstance(d, str) and d.isdigit() else d
 
 
 def cmd_process(args) -> int:

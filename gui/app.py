@@ -25,12 +25,11 @@ def _cli_config(args, settings, argv=()):
     """Remembered settings, overridden by what the command line set explicitly: a value other than
     the default, or any option ``argv`` (the command line ``args`` came from) holds."""
     from gui import PANEL_PREFILL_BLOCKS
-    from realtime.engine.config import EngineConfig
+    from realtime.engine.config import EngineConfig, device_arg
 
     c = settings.engine_config(EngineConfig(channels=args.channels, mode=args.mode,
                                             prefill_blocks=args.prefill_blocks))
     given = _given(list(argv))
-    dev = lambda d: int(d) if isinstance(d, str) and d.isdigit() else d  # noqa: E731
     if args.samplerate != 48000 or "samplerate" in given:
         c.samplerate = args.samplerate
     if args.blocksize != 128 or "blocksize" in given:
@@ -38,9 +37,9 @@ def _cli_config(args, settings, argv=()):
     if args.prefill_blocks != PANEL_PREFILL_BLOCKS or "prefill_blocks" in given:
         c.prefill_blocks = args.prefill_blocks
     if args.input_device or args.device:
-        c.input_device = dev(args.input_device or args.device)
+        c.input_device = device_arg(args.input_device or args.device)
     if args.output_device or args.device:
-        c.output_device = dev(args.output_device or args.device)
+        c.output_device = device_arg(args.output_device or args.device)
     return c
 
 

@@ -9,7 +9,7 @@ from PyQt6.QtCore import QByteArray, QSettings, QStandardPaths
 from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel
 
 from gui.midi import NONE, VIRTUAL, input_ports
-from realtime.engine.config import EngineConfig
+from realtime.engine.config import EngineConfig, device_arg
 
 APP = "rtaudio-host"
 SAMPLERATES = (44100, 48000, 88200, 96000)
@@ -18,12 +18,6 @@ BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048)
 # out longer stalls of the machine at the price of one block of latency each.
 PREFILL_CHOICES = (1, 2, 3, 4, 5, 6, 8)
 DEFAULT_DEVICE = "Default"
-
-
-def _device(text: str) -> str | int:
-    """A device as the ini or the dialog holds it: digits are a PortAudio device number (`-d 3`),
-    anything else a name (PortAudio searches a string as a name, even "3")."""
-    return int(text) if text.isdigit() else text
 
 
 def config_path() -> Path:
@@ -62,8 +56,8 @@ class Settings:
         sr = self._get("audio/samplerate", b.samplerate, int)
         bs = self._get("audio/blocksize", b.blocksize, int)
         ind, outd = self._get("audio/input_device", ""), self._get("audio/output_device", "")
-        ind = _device(ind) if ind else b.input_device  # (device 0 is a device)
-        outd = _device(outd) if outd else b.output_device
+        ind = device_arg(ind) if ind else b.input_device  # (device 0 is a device)
+        outd = device_arg(outd) if outd else b.output_device
         pre = self._get("audio/prefill_blocks", b.prefill_blocks, int)
         return EngineConfig(samplerate=sr if sr in SAMPLERATES else b.samplerate,
                             blocksize=bs if bs in BLOCKSIZES else b.blocksize, channels=b.channels, mode=b.mode,
@@ -169,7 +163,7 @@ class SettingsDialog(QDialog):
         self.prefill_ms.setText(f"adds {ms:.1f} ms of output latency")
 
     def engine_config(self) -> EngineConfig:
-        dev = lambda c: None if c.currentText() == DEFAULT_DEVICE else _device(c.currentText())  # noqa: E731
+        dev = lambda c: None if c.currentText() == DEFAULT_DEVICE else device_arg(c.currentText())  # noqa: E731
         b = self._base
         return EngineConfig(samplerate=int(self.samplerate.currentText()), blocksize=int(self.blocksize.currentText()),
                             channels=b.channels, mode=b.mode, input_device=dev(self.input),

@@ -11,6 +11,13 @@ HEADLESS_PREFILL_BLOCKS = 2  # `run`: output pre-fill, the DSP thread's time bud
 PANEL_PREFILL_BLOCKS = 3
 
 
+def device_arg(d):
+    """A device as text gives it (command line, settings file, dialog): digits are a PortAudio
+    device number (`-d 3`); anything else stays a name (PortAudio searches a string as a name,
+    even "3"). Anything not a string is returned as it is."""
+    return int(d) if isinstance(d, str) and d.isdigit() else d
+
+
 @dataclass
 class EngineConfig:
     samplerate: int = 48000

@@ -27,3 +27,28 @@ def jack_server(tmp_path_factory):
 def artifacts_dir():
     os.makedirs(ARTIFACTS, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """``window(preset="default", **kw)``: a panel window (offscreen) on an engine in this process
+    (fast); closed at the end. test_gui_engine has its own, on an engine process and JACK."""
+    from gui.host import EngineHost
+    from gui.settings import Settings
+    from gui.window import MainWindow
+    from realtime.dsp.presets import load_preset
+    from realtime.engine.config import EngineConfig
+
+    made = []
+
+    def make(preset="default", **kw):
+        p = load_preset(preset) if isinstance(preset, str) else preset
+        w = MainWindow(p, EngineConfig(), Settings(tmp_path / "settings.ini"), host=EngineHost(p, EngineConfig()), **kw)
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.shutdown()

@@ -13,9 +13,6 @@ import pytest
 pytest.importorskip("PyQt6")
 pytest.importorskip("pytestqt")
 
-from PyQt6.QtCore import QPoint, QPointF, Qt  # noqa: E402
-from PyQt6.QtGui import QWheelEvent  # noqa: E402
-from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 import gui.settings as gui_settings  # noqa: E402
 import main  # noqa: E402
@@ -27,33 +24,10 @@ from realtime.dsp.presets import load_preset, save_preset  # noqa: E402
 from realtime.dsp.processor import Param  # noqa: E402
 from realtime.engine.config import EngineConfig  # noqa: E402
 
+from .qt_panel import wheel  # noqa: E402
+
 GAIN = Param("gain_db", "Gain", -60.0, 24.0, 0.0, unit="dB")
 VOICES = Param("voices", "Voices", 1, 16, 8, step=1)
-
-
-def wheel_angle(w, dy):
-    """One wheel event of ``dy`` eighths of a degree (120 = one notch of a clicky wheel)."""
-    pos = QPointF(w.width() / 2, w.height() / 2)
-    ev = QWheelEvent(pos, w.mapToGlobal(pos), QPoint(), QPoint(0, dy), Qt.MouseButton.NoButton,
-                     Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
-    QApplication.sendEvent(w, ev)
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    def make(preset="default", **kw):
-        # the engine in this process here (fast); the engine process is what test_gui_engine drives
-        p = load_preset(preset) if isinstance(preset, str) else preset
-        w = MainWindow(p, EngineConfig(), Settings(tmp_path / "settings.ini"), host=EngineHost(p, EngineConfig()), **kw)
-        qtbot.addWidget(w)
-        w.show()
-        made.append(w)
-        return w
-
-    made = []
-    yield make
-    for w in made:
-        w.shutdown()
 
 
 # ---------------------------------------------------------------------------- hand-edited ini
@@ -245,17 +219,17 @@ def test_a_stepped_knob_moves_one_step_per_notch_of_a_high_resolution_wheel(qtbo
     qtbot.addWidget(k)
     k.show()
     for _ in range(4):
-        wheel_angle(k, 15)  # half a notch: no step yet
+        wheel(k, 15 / 120)  # half a notch: no step yet
     assert k.value() == 8
     for _ in range(4):
-        wheel_angle(k, 15)
+        wheel(k, 15 / 120)
     assert k.value() == 9  # was 16: a step per event
-    wheel_angle(k, 90)
-    wheel_angle(k, -60)  # turned back: what was scrolled up is dropped
+    wheel(k, 90 / 120)
+    wheel(k, -60 / 120)  # turned back: what was scrolled up is dropped
     assert k.value() == 9
-    wheel_angle(k, -60)
+    wheel(k, -60 / 120)
     assert k.value() == 8
-    wheel_angle(k, 240)  # a fast clicky wheel: two notches in one event
+    wheel(k, 240 / 120)  # a fast clicky wheel: two notches in one event
     assert k.value() == 10
 
 
@@ -265,8 +239,8 @@ def test_a_continuous_knob_moves_a_notch_per_notch_in_parts(qtbot):
         qtbot.addWidget(k)
         k.show()
     for _ in range(8):
-        wheel_angle(fine, 15)
-    wheel_angle(coarse, 120)
+        wheel(fine, 15 / 120)
+    wheel(coarse, 120 / 120)
     assert fine.value() == pytest.approx(coarse.value()) and coarse.value() > 0
 
 

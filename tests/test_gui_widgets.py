@@ -7,8 +7,8 @@ import pytest
 pytest.importorskip("PyQt6")
 pytest.importorskip("pytestqt")
 
-from PyQt6.QtCore import QPoint, QPointF, Qt  # noqa: E402
-from PyQt6.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
+from PyQt6.QtCore import QPointF, Qt  # noqa: E402
+from PyQt6.QtGui import QMouseEvent  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication, QComboBox, QLabel, QToolButton  # noqa: E402
 
@@ -18,23 +18,17 @@ from gui.knob import DRAG_PIXELS, Knob  # noqa: E402
 from gui.meters import LevelMeter  # noqa: E402
 from gui.rack import MIX_PARAM  # noqa: E402
 from gui.settings import Settings, config_path  # noqa: E402
-from gui.window import MainWindow  # noqa: E402
 from realtime.dsp.presets import build_chain, load_preset  # noqa: E402
 from realtime.dsp.processor import Param  # noqa: E402
 from realtime.dsp.processors import available_kinds, create  # noqa: E402
 from realtime.engine.config import EngineConfig  # noqa: E402
-from realtime.errors import PresetError
+from realtime.errors import PresetError  # noqa: E402
+
+from .qt_panel import wheel  # noqa: E402
 
 GAIN = Param("gain_db", "Gain", -60.0, 24.0, 0.0, unit="dB")
 FREQ = Param("freq_hz", "Frequency", 20.0, 20000.0, 1000.0, unit="Hz", scale="log")
 VOICES = Param("voices", "Voices", 1, 16, 8, step=1)
-
-
-def wheel(w, notches, mods=Qt.KeyboardModifier.NoModifier):
-    pos = QPointF(w.width() / 2, w.height() / 2)
-    ev = QWheelEvent(pos, w.mapToGlobal(pos), QPoint(), QPoint(0, int(120 * notches)), Qt.MouseButton.NoButton,
-                     mods, Qt.ScrollPhase.NoScrollPhase, False)
-    QApplication.sendEvent(w, ev)
 
 
 def drag(w, dy, mods=Qt.KeyboardModifier.NoModifier):
@@ -44,23 +38,6 @@ def drag(w, dy, mods=Qt.KeyboardModifier.NoModifier):
     end = c + QPointF(0, dy)
     QApplication.sendEvent(w, QMouseEvent(QMouseEvent.Type.MouseMove, end, w.mapToGlobal(end), N, L, mods))
     QApplication.sendEvent(w, QMouseEvent(QMouseEvent.Type.MouseButtonRelease, end, w.mapToGlobal(end), L, N, mods))
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    def make(preset="default", **kw):
-        # the engine in this process here (fast); the engine process is what test_gui_engine drives
-        p = load_preset(preset) if isinstance(preset, str) else preset
-        w = MainWindow(p, EngineConfig(), Settings(tmp_path / "settings.ini"), host=EngineHost(p, EngineConfig()), **kw)
-        qtbot.addWidget(w)
-        w.show()
-        made.append(w)
-        return w
-
-    made = []
-    yield make
-    for w in made:
-        w.shutdown()
 
 
 # ---------------------------------------------------------------------------- knob
@@ -447,13 +424,6 @@ def test_lv2_plugins_are_in_the_searchable_add_box_and_their_strip_says_what_the
 
 
 # ---------------------------------------------------------------------------- unsaved work, structure
-def _wheel(widget, notches):
-    pos = QPointF(widget.width() / 2, widget.height() / 2)
-    ev = QWheelEvent(pos, widget.mapToGlobal(pos), QPoint(), QPoint(0, int(120 * notches)), Qt.MouseButton.NoButton,
-                     Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
-    QApplication.sendEvent(widget, ev)
-
-
 def test_wheel_and_arrow_keys_over_the_preset_picker_and_add_box_change_nothing(window, qtbot):
     """Qt's combo box emits 'activated' for a wheel turned over it and for the arrow keys: one notch
     over the picker loaded another preset (unsaved changes gone, unasked), over the Add box each
@@ -462,8 +432,8 @@ def test_wheel_and_arrow_keys_over_the_preset_picker_and_add_box_change_nothing(
     w.rack.strips["gain"].controls["gain_db"].setValue(-12.0)
     slots = list(w.rack.strips)
     for box in (w.preset_box, w.add_box):
-        _wheel(box, -1)
-        _wheel(box, 1)
+        wheel(box, -1)
+        wheel(box, 1)
         box.setFocus()
         QTest.keyClick(box, Qt.Key.Key_Down)
         QApplication.processEvents()

@@ -272,29 +272,6 @@ def feed_window(w, seconds=0.5, signal=None, midi=()):
     w._poll_meters()
 
 
-@pytest.fixture
-def window(qtbot, tmp_path):
-    from gui.host import EngineHost
-    from gui.settings import Settings
-    from gui.window import MainWindow
-    from realtime.engine.config import EngineConfig
-
-    made = []
-
-    def make(preset="default"):
-        p = load_preset(preset)
-        w = MainWindow(p, EngineConfig(), Settings(tmp_path / "settings.ini"), host=EngineHost(p, EngineConfig()))
-        qtbot.addWidget(w)
-        w.resize(1280, 720)
-        w.show()
-        made.append(w)
-        return w
-
-    yield make
-    for w in made:
-        w.shutdown()
-
-
 def test_strips_show_readouts_and_load(window):
     w = window("default")
     feed_window(w, signal=sine(1000.0, 10 ** (-1 / 20), 0.5) * np.float32(10 ** (6 / 20)))

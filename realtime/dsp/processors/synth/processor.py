@@ -322,7 +322,6 @@ class Synth(MidiQueue, Processor):
                            self.values, self.g, self.vs, self.stack, inst.lmap, inst.f0[T], inst.ld[T],
                            self._act, state, inst.silence)
         self._n_ev = 0
-        self.g[sv.G_PROGRAM] = -1.0  # taken above, before the notes
         return inst, T, used
 
     def synthesize(self, block: np.ndarray, inst: Instrument, T: int, used: int) -> None:

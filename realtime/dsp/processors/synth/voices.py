@@ -13,8 +13,9 @@ offset inside the block changes the result to the sample.
 
 Controllers are omni (any channel): pitch bend (range from the knob or RPN 0), mod wheel (CC1 ->
 vibrato depth), volume (CC7, read by the renderer), expression (CC11 -> loudness, so timbre
-follows), sustain (CC64), all sound off (CC120), reset controllers (CC121), all notes off (CC123),
-program change (GM program -> instrument when one is loaded).
+follows), sustain (CC64), all sound off (CC120), reset controllers (CC121), all notes off (CC123).
+Program changes are the processor's: it switches instrument before the block's notes start
+(``processor._block_program``); here they change nothing.
 """
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ FREE, ON, RELEASED = 0, 1, 2
 # global fields
 # G_RETRIG_KEY / G_RETRIG_T: a note-on that re-struck a key still held (note + 128 * channel, and
 # when); a note-off for that key at that same instant is the old note's
-G_BEND, G_MOD, G_EXPR, G_VOL, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, G_PROGRAM, G_DROPPED, \
-    G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, NG = range(16)
+G_BEND, G_MOD, G_EXPR, G_VOL, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, G_DROPPED, \
+    G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, NG = range(15)
 
 FLOOR_DB = -100.0
 FREE_BELOW_DB = -90.0  # a released voice is freed when its envelope falls below this
@@ -66,7 +67,6 @@ def reset_state(vs, g, stack):
     g[G_VOL] = 100.0 / 127.0
     g[G_RPN_MSB] = 127.0
     g[G_RPN_LSB] = 127.0
-    g[G_PROGRAM] = -1.0
     g[G_RETRIG_KEY] = -1.0
     stack[:] = -1.0
 
@@ -289,8 +289,6 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
         _note_off(vs, g, stack, float(a), ch, t, kv, sr)
     elif typ == 0xE0:
         g[G_BEND] = ((b << 7) | a) / 8192.0 - 1.0
-    elif typ == 0xC0:
-        g[G_PROGRAM] = a
     elif typ == 0xB0:
         if a == 1:
             g[G_MOD] = b / 127.0

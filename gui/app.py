@@ -58,7 +58,7 @@ def run_gui(args) -> int:
     app.setApplicationName(APP)
     settings = Settings()
     server, demo = None, None
-    if not has_audio_device():
+    if not has_audio_device(args.mode, bool(args.device or args.input_device or args.output_device)):
         server = ensure_server(args.samplerate, args.blocksize, rescan=False)
     release()  # the engine process opens PortAudio itself (see settings.audio_devices for why not here)
     win = None
@@ -81,10 +81,12 @@ def run_gui(args) -> int:
             win.engineStarted.connect(lambda: win._guard(demo.connect))  # the engine's ports are new each start
         win.show()
         win.start_button.setChecked(True)  # start the engine
-        # Ctrl-C / kill: leave the event loop, so the stream closes before any server goes away
-        # (the meter timer gives the interpreter a chance to run the handler)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: app.quit())
+        # Ctrl-C / kill / a closed terminal: leave the event loop, so the stream closes before any
+        # server goes away (the meter timer gives the interpreter a chance to run the handler). A
+        # SIGHUP the caller ignored (nohup) stays ignored.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, lambda *_: app.quit())
         return app.exec()
     finally:
         if win is not None:

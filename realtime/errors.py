@@ -81,6 +81,36 @@ def raise_pending_interrupt() -> None:
         raise KeyboardInterrupt() if _Pending.signal == "SIGINT" else Interrupted(_Pending.signal)
 
 
+def signals_deferred():
+    """A context in which SIGINT/SIGTERM/SIGHUP are remembered, not acted on, and raised again on
+    leaving it: for a tear-down that must run to its end (a recording's close, a server's stop).
+    The handlers are swapped, not the signal mask: a process-directed signal goes to any thread
+    whose mask lets it in, and Python runs its handler in the main thread all the same. Only the
+    main thread can set handlers; elsewhere this does nothing."""
+    import contextlib
+    import signal
+    import threading
+
+    @contextlib.contextmanager
+    def deferred():
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        got: list[int] = []
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        for s, h in old.items():
+            if h is not signal.SIG_IGN:
+                signal.signal(s, lambda signum, frame: got.append(signum))
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h if h is not None else signal.SIG_DFL)
+            if got:
+                signal.raise_signal(got[0])  # now handled as it would have been
+    return deferred()
+
+
 # OS errors a user can act on, by errno name (errno itself is looked up lazily: stays a leaf)
 _OS_REASONS = {"ENOSPC": "no space left on device", "EDQUOT": "disk quota exceeded",
                "EROFS": "read-only file system", "EACCES": "permission denied", "EPERM": "not permitted",

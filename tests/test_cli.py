@@ -188,7 +188,11 @@ def test_engine_runs_at_other_rates_and_block_sizes(rate, block, channels, tmp_p
     assert re.search(r"late blocks (\d+)", r.stdout), r.stdout
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_the_recording(tmp_path):
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGINT twice"])
+def test_ctrl_c_stops_cleanly_and_keeps_the_recording(tmp_path, how):
+    """Ctrl-C is how a live run ends (status 0); SIGTERM says 143, as for every command. A second
+    Ctrl-C while it closes waits for the recording to be finished (it lost it, and could leave the
+    private server's shared memory behind)."""
     import signal
 
     from realtime.io.jackserver import DummyJackServer
@@ -203,11 +207,26 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_recording(tmp_path):
         while time.monotonic() < deadline and "Live:" not in (p.stderr.readline() or ""):
             pass
         time.sleep(1.0)
-        p.send_signal(signal.SIGINT)
+        p.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
+        if how == "SIGINT twice":
+            time.sleep(0.02)  # while the engine stops
+            p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=30)
-    assert p.returncode == 0, err
+    assert p.returncode == {"SIGINT": 0, "SIGTERM": 143, "SIGINT twice": 130}[how] or (
+        how == "SIGINT twice" and p.returncode == 0), err  # the second may come after the run ended
     assert "stopped" in err and "Traceback" not in err
-    assert sf.info(rec).frames > 24000
+    assert sf.info(rec).frames > 24000 and "recorded" in err
+    assert [f.name for f in tmp_path.iterdir()] == ["rec.wav"]  # no .part left
+
+
+def test_a_live_run_the_engine_refuses_starts_no_server_and_leaves_no_file(tmp_path):
+    """Settings the command line takes but the engine refuses (22.05 kHz) are said in one line
+    before a private JACK server or a recording starts (both were left behind: a 107 MB shared
+    memory segment and a .part file)."""
+    r = run("run", "--demo", "--record", str(tmp_path / "x.wav"), "-r", "22050", timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "22050" in r.stderr and "JACK" not in r.stdout + r.stderr, (r.stdout, r.stderr)
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_panel_gives_the_dsp_thread_a_larger_budget_than_headless_run():
@@ -267,3 +286,29 @@ def test_presets_lists_every_builtin_with_its_description():
     assert list(lines) == builtin_presets()
     for name, text in lines.items():
         assert text == load_preset(name)["description"]
+
+
+def test_an_output_only_card_is_a_device_for_output_streams(monkeypatch):
+    """A card with no input (HDMI, a Pi's jack on bare ALSA: PortAudio's default input is -1) is
+    played to by output-only streams, and a device the user named is opened as asked; only a
+    direction the stream needs and nothing answers sends it to the demo server. (The PortAudio
+    handle is replaced: this machine has no such card.)"""
+    import realtime.io.portaudio
+    from realtime.io.devices import has_audio_device
+
+    class Default:
+        device = (-1, 0)
+
+    class FakePortAudio:
+        default = Default()
+        PortAudioError = RuntimeError
+
+        @staticmethod
+        def query_devices():
+            return [{"name": "HDMI", "max_input_channels": 0, "max_output_channels": 2}]
+
+    monkeypatch.setattr(realtime.io.portaudio, "sd", lambda: FakePortAudio)
+    assert has_audio_device("output") and not has_audio_device("duplex") and not has_audio_device("input")
+    assert has_audio_device("duplex", named=True)
+    Default.device = (0, -1)
+    assert has_audio_device("input") and not has_audio_device("output")

@@ -530,6 +530,37 @@ def test_false_restoration_counts_only_gain_played_where_the_limiter_took_less_t
         train.main(["--false-weight", "1", "--steps", "1"])
 
 
+def test_context_is_heard_but_not_scored():
+    """--context: the network hears the first samples (its past is warm there, as in a stream), the
+    losses score only what follows. An error confined to the context costs nothing; the same error
+    after it does; the played curve the false-restoration term reads is the scored part; a negative
+    or absurd --context is refused."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.delimiter import train
+    from models.delimiter.tcn import DelimiterTCN
+
+    torch.manual_seed(0)
+    net = DelimiterTCN(ch=8, layers=3)
+    ctx, n = 16 * train.HOP, 48 * train.HOP
+    Y = 0.3 * torch.randn(2, n, 2)
+    a = train.restore(net, Y)[0].detach()
+    G = -a.clone()  # the network's own curve: a perfect estimate
+    G[:, :ctx] += 0.5  # wrong only in the context
+    gl, wl = train.losses(net, Y, Y * torch.exp(-G[:, :, None]), G, "l1", context=ctx)
+    assert float(gl) < 1e-5 and float(wl) < -39.0
+    gl_all, _ = train.losses(net, Y, Y, G, "l1")
+    assert float(gl_all) > 0.1
+    G2 = -a.clone()
+    G2[:, ctx:] += 0.5
+    assert float(train.losses(net, Y, Y, G2, "l1", context=ctx)[0]) == pytest.approx(0.5, abs=1e-4)
+    play = train.PlayedCurve(1.5)
+    train.losses(net, Y, Y, torch.zeros(2, n), "shape", played=play, context=ctx)
+    assert play.last.shape == (2, n - ctx)
+    for bad in ("-1", "100"):
+        with pytest.raises(SystemExit, match="--context"):
+            train.main(["--context", bad, "--steps", "1"])
+
+
 def test_shape_gain_loss_ignores_the_excerpts_offset_and_widened_lookahead_keeps_the_function():
     """--gain-loss shape: a curve right up to a constant costs only the light offset term, a flat
     curve costs its missing movement; --init of a causal checkpoint into --lookahead N starts the

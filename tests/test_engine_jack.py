@@ -192,7 +192,10 @@ def test_output_only_stream_runs_without_late_blocks(jack_server):
             ours.append(eng.diagnostics.late_blocks_ours)
         stats = eng.stats()
         frozen = gc.get_freeze_count()
+        lat = eng.latency()
     final = eng.stats()  # stopped: every late block has been attributed
+    # what is rendered waits behind the pre-fill here too (the figure left it out of output-only streams)
+    assert lat["prefill_frames"] == B * EngineConfig().prefill_blocks and lat["added_frames"] >= lat["prefill_frames"]
     assert frozen > 1000  # start() froze what warm-up left, so no collection walks it mid-stream
     assert stats["callbacks"] > 300
     # the DSP thread made the blocks the callback played: every callback took one of them, save the
@@ -213,6 +216,39 @@ def test_unknown_device_and_unsupported_rate_give_clear_errors(jack_server):
     assert not eng.running
     with pytest.raises(EngineError, match="blocksize"):
         EngineConfig(blocksize=16).validate()
+
+
+def test_a_stream_that_will_not_start_leaves_the_engine_stopped_with_nothing_open(jack_server, monkeypatch):
+    """A refused device and a stream PortAudio opened but could not start both leave a stopped
+    engine: no threads, no stream, no wake pipe (each failed start leaked two descriptors, and one
+    whose stream would not start said "running" while its monitor reported a lost device)."""
+    import os
+
+    import realtime.engine.engine as engine_module
+
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(AudioDeviceError):
+            Engine(Identity(), EngineConfig(input_device="no-such-card")).start()
+    real = engine_module.check
+
+    def start_fails(err, what):  # PortAudio's start refused (e.g. the server went away between open and start)
+        if what == "start stream":
+            raise AudioDeviceError("start stream: refused")
+        real(err, what)
+
+    monkeypatch.setattr(engine_module, "check", start_fails)
+    eng = Engine(Identity(), EngineConfig())
+    with pytest.raises(AudioDeviceError, match="refused"):
+        eng.start()
+    assert not eng.running and eng._stream is None and not any(t.is_alive() for t in eng._threads)
+    assert len(os.listdir("/proc/self/fd")) == fds
+    monkeypatch.undo()
+    eng = Engine(Identity(), EngineConfig())
+    eng.start()  # the device is not left half-open
+    time.sleep(0.2)
+    eng.stop()
+    assert eng.stats()["callbacks"] > 10
 
 
 class ClickOnNote(Identity):

@@ -110,9 +110,12 @@ def run_gui(qapp, monkeypatch, tmp_path):
     made = []
     monkeypatch.setenv("RTAUDIO_HOST_CONFIG", str(tmp_path / "cfg" / "rtaudio-host.ini"))
     monkeypatch.setattr(gui.window, "MainWindow", Window)
-    monkeypatch.setattr(realtime.io.devices, "has_audio_device", lambda: True)
+    monkeypatch.setattr(realtime.io.devices, "has_audio_device", lambda *a, **k: True)
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # run_gui sets its own: put back after
-    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    handlers, ignored = {}, set()  # the handlers run_gui sets; signals the "caller" ignored (nohup)
+    getsignal = signal.getsignal
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: handlers.__setitem__(sig, handler))
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN if sig in ignored else getsignal(sig))
 
     def run(argv, body):
         monkeypatch.setattr(sys, "argv", ["main.py", *argv])
@@ -120,6 +123,7 @@ def run_gui(qapp, monkeypatch, tmp_path):
         assert gui.app.run_gui(main.build_parser().parse_args(argv)) == 0
         return made[-1]
 
+    run.handlers, run.ignored = handlers, ignored
     return run
 
 
@@ -147,6 +151,22 @@ def test_the_panel_takes_what_its_own_command_line_set(run_gui):
     win = run_gui(["gui", "-r", "48000", "--preset", "default"], lambda win: None)
     assert win.host.config.samplerate == 48000  # found in sys.argv
     assert win.preset_path is None  # a built-in preset is no file to save to
+
+
+def test_a_closed_terminal_quits_the_panel_as_ctrl_c_does_unless_nohup_ignored_it(run_gui, qapp, monkeypatch):
+    """SIGHUP (the terminal closed) leaves the event loop like Ctrl-C and SIGTERM, so the engine
+    closes in order; it raised an "internal error" inside a slot and the window stayed up over a
+    dead engine. Under nohup (SIGHUP ignored) it stays ignored."""
+    quits = []
+    monkeypatch.setattr(qapp, "quit", lambda: quits.append(1), raising=False)
+    run_gui(["gui"], lambda win: None)
+    assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= set(run_gui.handlers)
+    run_gui.handlers[signal.SIGHUP](signal.SIGHUP, None)
+    assert quits == [1]
+    run_gui.handlers.clear()
+    run_gui.ignored.add(signal.SIGHUP)
+    run_gui(["gui"], lambda win: None)
+    assert signal.SIGHUP not in run_gui.handlers and signal.SIGTERM in run_gui.handlers
 
 
 # ---------------------------------------------------------------------------- no screen

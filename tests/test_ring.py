@@ -132,7 +132,7 @@ def test_callbacks_without_input_keep_the_latency_and_play_silence_in_their_plac
             pushed = inp.push(np.full((B, C), (k + 1) / 64, np.float32))
         if pushed < B:
             cb.count_missing_input(B - pushed, stats, True)
-        cb.fill_output(out.buf, out.idx, dst, B, stats)
+        cb.fill_output(out.buf, out.idx, dst, B, stats, True)
         j = k - prefill  # the same latency throughout: block k - prefill comes out now
         want = 0.0 if j < 0 or j in missing else np.float32((j + 1) / 64)
         assert np.all(dst == want), k
@@ -145,3 +145,28 @@ def test_callbacks_without_input_keep_the_latency_and_play_silence_in_their_plac
     assert ring_push_silence(full.buf, full.idx, 3) == 3 and ring_push_silence(full.buf, full.idx, 3) == 1
     got = np.ones((4, C), np.float32)
     assert full.pop(got) == 4 and not got.any()
+
+
+def test_an_output_only_stream_plays_again_as_soon_as_a_stall_ends():
+    """Output-only (a synth, --mode output): a stall of S periods is S periods of silence and S
+    late blocks, and the blocks rendered after it play at once. (The duplex skip debt, applied here
+    too, discarded as much again after every stall: ~2S periods of silence, late blocks doubled.)"""
+    from realtime.engine import callback as cb
+
+    B, C, prefill = 128, 2, 2
+    out = Ring.for_frames(B * (prefill + 4), C)
+    stats = np.zeros(cb.ST_SIZE, np.int64)
+    dst, blk = np.zeros((B, C), np.float32), np.zeros((B, C), np.float32)
+    stall = range(10, 30)
+    silent, rendered = 0, 0
+    for k in range(60):
+        if k not in stall:  # the DSP thread refills up to the pre-fill, as engine.py's loop does
+            while out.readable() < prefill * B:
+                rendered += 1
+                blk[:] = 0.25
+                out.push(blk)
+        cb.fill_output(out.buf, out.idx, dst, B, stats, False)
+        silent += not dst.any()
+    covered = prefill - 1  # what the last refill left after its own period: the stall's first periods
+    assert silent == len(stall) - covered
+    assert stats[cb.ST_LATE_BLOCKS] == len(stall) - covered and stats[cb.ST_SKIP_DEBT] == 0

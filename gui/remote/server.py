@@ -29,9 +29,11 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
     plugins : tuple of str
         Modules to import first (processors registered outside realtime.dsp.processors).
     """
-    # Ctrl-C in a terminal reaches the whole process group: the window handles it and closes
-    # this process in order (a KeyboardInterrupt here printed a traceback and dropped the stream)
+    # Ctrl-C and a closed terminal reach the whole process group: the window handles them and
+    # closes this process in order (a KeyboardInterrupt here printed a traceback and dropped the
+    # stream; SIGHUP killed it under the window)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     rings, shms = attach_rings(names)
     for m in plugins:
         importlib.import_module(m)

@@ -72,11 +72,14 @@ def sanitize_output(block, n, stats):
 
 
 @njit(nogil=True, cache=True)
-def fill_output(out_buf, out_idx, dst, frames, stats):
+def fill_output(out_buf, out_idx, dst, frames, stats, duplex):
     """Pop ``frames`` processed frames into ``dst``; silence + count when the ring runs dry.
 
-    Underrun policy: missing frames are silence, and the same number of frames is discarded
-    when they arrive later (skip debt), so the round-trip latency never drifts.
+    Underrun policy: missing frames are silence. In a duplex stream the same number of frames is
+    discarded when they arrive later (skip debt), so the round-trip latency never drifts. An
+    output-only stream has no input to stay in step with, and its DSP thread only renders up to
+    the pre-fill: discarding would silence as much again after every stall (and drop the starts of
+    notes played meanwhile).
     """
     debt = stats[ST_SKIP_DEBT]
     if debt > 0:
@@ -92,7 +95,8 @@ def fill_output(out_buf, out_idx, dst, frames, stats):
                 dst[k, c] = 0.0
         stats[ST_LATE_BLOCKS] += 1
         stats[ST_LATE_FRAMES] += frames - n
-        stats[ST_SKIP_DEBT] += frames - n
+        if duplex:
+            stats[ST_SKIP_DEBT] += frames - n
 
 
 @njit(nogil=True, cache=True)
@@ -137,7 +141,7 @@ def _audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
         out_idx = carray(address_as_pointer(ctl[CTL_OUT_IDX]), (16,), np.int64)
         dst = carray(out, (frames, out_ch), np.float32)
         late_before = stats[ST_LATE_BLOCKS]
-        fill_output(out_buf, out_idx, dst, frames, stats)
+        fill_output(out_buf, out_idx, dst, frames, stats, in_ch > 0)
         if stats[ST_LATE_BLOCKS] != late_before:
             flags |= LATE_FLAG
 

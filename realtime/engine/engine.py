@@ -135,7 +135,11 @@ class Engine:
             # pre-fill: the DSP thread gets prefill_blocks periods to deliver each block
             if c.mode != "input":
                 self.out_ring.push(np.zeros((c.blocksize * c.prefill_blocks, c.channels), np.float32))
-            self._open_stream()
+            try:
+                self._open_stream()
+            except BaseException:
+                self._close_wake_pipe()
+                raise
             self._running = True
             self._old_switch = sys.getswitchinterval()
             sys.setswitchinterval(c.switch_interval_s)
@@ -144,7 +148,22 @@ class Engine:
             for t in self._threads:
                 t.start()
             s = sd()
-            check(s._lib.Pa_StartStream(self._stream), "start stream")
+            try:
+                check(s._lib.Pa_StartStream(self._stream), "start stream")
+            except BaseException:  # stopped as it was: no threads, no open stream, no "running"
+                self._running = False
+                os.write(self._wake_w, b"x")
+                for t in self._threads:
+                    t.join(2)
+                s._lib.Pa_CloseStream(self._stream)
+                self._stream = None
+                self._close_wake_pipe()
+                sys.setswitchinterval(self._old_switch)
+                raise
+
+    def _close_wake_pipe(self) -> None:
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def stop(self) -> None:
         """Stop and close the stream, end the threads, and apply control still queued.
@@ -160,8 +179,9 @@ class Engine:
             s._lib.Pa_StopStream(self._stream)
         with self._consumer:
             self._running = False
+            abandoned = self._stream is not None and self._device_lost
             if self._stream is not None:
-                if not self._device_lost:
+                if not abandoned:
                     s._lib.Pa_CloseStream(self._stream)
                 else:
                     _abandon(self)
@@ -169,8 +189,8 @@ class Engine:
             os.write(self._wake_w, b"x")
             for t in self._threads:
                 t.join(2)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            if not abandoned:  # an abandoned callback may still write its wake byte: its pipe stays open
+                self._close_wake_pipe()  # (closed, the number would go to the next file opened)
             self._drain_timing()
             sys.setswitchinterval(self._old_switch)
             if not any(t.is_alive() for t in self._threads):  # a stuck DSP thread may still consume
@@ -209,7 +229,10 @@ class Engine:
         ControlRings.compile()  # the producers' side too (set_param, send_midi)
         for ring in (self.in_ring, self.out_ring, r.meter, r.readout, r.audio) + ((self.tap,) if self.tap is not None else ()):
             ring_push(ring.buf, ring.idx, self._block, 0)
-            ring_pop(ring.buf, ring.idx, self._block, 0)
+            # the pop's signature too, on a ring of the same type: the read index belongs to the consumer
+            # (the panel process reads the meter, readout and audio rings, maybe at this very moment)
+            scratch = Ring(2, ring.width, ring.buf.dtype)
+            ring_pop(scratch.buf, scratch.idx, self._block, 0)
             ring_readable(ring.idx)
 
     def _wire_control_block(self) -> None:
@@ -461,7 +484,7 @@ class Engine:
     # ---------------------------------------------------------------- monitor thread
     def _monitor_loop(self) -> None:
         period = self.config.blocksize / self.config.samplerate
-        last_callbacks, last_change = -1, time.monotonic()
+        last_callbacks, last_change, lost_msg = -1, time.monotonic(), None
         while self._running:
             time.sleep(0.05)
             self._drain_timing()
@@ -469,12 +492,16 @@ class Engine:
             n = int(self.stats_arr[cb.ST_CALLBACKS])
             now = time.monotonic()
             if n != last_callbacks:
+                if self._device_lost and last_callbacks >= 0:  # it came back (a suspend, a paused server):
+                    self._device_lost = False  # stop() may stop and close the stream as usual again
+                    if self.error == lost_msg:
+                        self.error = None
                 last_callbacks, last_change = n, now
             elif now - last_change > max(1.0, 50 * period) and not self._device_lost:
                 self._device_lost = True
-                self.error = ("audio device stopped delivering callbacks "
-                              f"(no callback for {now - last_change:.1f} s): server or device lost; "
-                              "this engine does not reconnect: start it again once the device is back")
+                self.error = lost_msg = ("audio device stopped delivering callbacks "
+                                         f"(no callback for {now - last_change:.1f} s): server or device lost; "
+                                         "this engine does not reconnect: start it again once the device is back")
 
     def _drain_timing(self) -> None:
         """Move the callback's timing records into the diagnostics (monitor thread, or stopped)."""
@@ -492,13 +519,14 @@ class Engine:
         Returns
         -------
         dict
-            ``samplerate``, ``blocksize``, ``prefill_frames`` (output pre-fill, duplex only),
+            ``samplerate``, ``blocksize``, ``prefill_frames`` (output pre-fill; 0 input-only),
             ``chain_latency_frames``, ``added_frames`` / ``added_ms`` (their sum),
             ``device_input_ms`` / ``device_output_ms`` (PortAudio's figures once the stream is
             open) and ``round_trip_ms`` (all of it).
         """
         c = self.config
-        prefill = c.blocksize * c.prefill_blocks if c.mode == "duplex" else 0
+        # the output ring's pre-fill: what is rendered is heard that much later (duplex and output)
+        prefill = c.blocksize * c.prefill_blocks if c.mode != "input" else 0
         chain_lat = int(self.chain.latency)
         added = prefill + chain_lat
         in_lat, out_lat = self._stream_info
@@ -555,7 +583,8 @@ def _abandon(engine: "Engine") -> None:
     import atexit
 
     _ABANDONED.append((engine._stream, engine._ctl, engine.stats_arr, engine.in_ring, engine.out_ring,
-                       engine.timing, engine._clock, engine._wake_byte, engine._callback_ptr))
+                       engine.timing, engine._clock, engine._wake_byte, engine._callback_ptr,
+                       engine._wake_r, engine._wake_w))  # the pipe's numbers stay taken (stop() leaves it open)
     atexit.unregister(sd()._exit_handler)
 
 

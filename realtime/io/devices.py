@@ -14,12 +14,19 @@ def midi_ports() -> tuple[list[str], list[str], str | None]:
         return [], [], f"{type(e).__name__}: {e}"
 
 
-def has_audio_device() -> bool:
+def has_audio_device(mode: str = "duplex", named: bool = False) -> bool:
+    """Whether a stream of ``mode`` ("duplex", "input", "output") has a device to open: a default
+    one for each direction it uses (an output-only card has no default input), or one the user
+    ``named`` (opened as asked; a wrong name is the engine's one-line error, not the demo)."""
     from realtime.io.portaudio import sd
 
+    if named:
+        return True
     s = sd()
     try:
-        return s.default.device[0] >= 0 and s.default.device[1] >= 0 and len(s.query_devices()) > 0
+        default_in, default_out = s.default.device
+        return ((mode == "output" or default_in >= 0) and (mode == "input" or default_out >= 0)
+                and len(s.query_devices()) > 0)
     except s.PortAudioError:
         return False
 

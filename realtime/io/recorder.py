@@ -55,6 +55,16 @@ class FileRecorder:
             if not self._drain():
                 self._stop.wait(0.02)
 
+    def discard(self) -> None:
+        """Stop and keep nothing (the engine never ran: no empty file, no .part left)."""
+        self._stop.set()
+        self._thread.join()
+        try:
+            self._file.close()
+        except (OSError, RuntimeError):
+            pass
+        self._out.discard()
+
     def close(self) -> None:
         """Finish the file; after a failed write, keep what was written (if it reads back) and
         raise ``RecordingError``."""

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
+from realtime.errors import signals_deferred
 from realtime.io.files import atomic_write
 
 DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
@@ -43,9 +45,11 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int
         if status:
             print(file=sys.stderr)
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C is how a live run is meant to end; SIGTERM says 143 as usual
+        from realtime.errors import Interrupted
+
         print("\nstopped", file=sys.stderr)
-        return 0
+        return 143 if isinstance(e, Interrupted) and str(e) == "SIGTERM" else 0
 
 
 def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False,
@@ -56,23 +60,25 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     from realtime.io.jackserver import ensure_server
     from realtime.run.offline import check_destination, output_format
 
+    config.validate()  # refused before a server or a recording starts (they would be left behind)
     if record:  # refused before anything starts, not after the run
         check_destination(Path(record))
         rec_format = output_format(Path(record), "FLOAT", config.samplerate)  # the file's own extension
-    server = None
-    if demo or not has_audio_device():
+    if demo or not has_audio_device(config.mode, config.input_device is not None or config.output_device is not None):
         print("No audio device found: starting a private JACK server (dummy driver) and playing the bundled "
               "demo signal through the live engine." if not demo else "Demo mode: private JACK dummy server.")
         check_destination(Path(demo_out))
         output_format(Path(demo_out), "FLOAT", config.samplerate)  # an extension it cannot write, refused now
-        server = ensure_server(config.samplerate, config.blocksize)
         demo = True
     from realtime.io.recorder import FileRecorder
 
-    recorder = FileRecorder(record, config.samplerate, config.channels, format=rec_format[0],
-                            subtype=rec_format[1]) if record else None
-    engine = Engine(chain, config, tap=recorder.ring if recorder else None)
+    server = recorder = engine = None
     try:
+        if demo:
+            server = ensure_server(config.samplerate, config.blocksize)
+        recorder = FileRecorder(record, config.samplerate, config.channels, format=rec_format[0],
+                                subtype=rec_format[1]) if record else None
+        engine = Engine(chain, config, tap=recorder.ring if recorder else None)
         if demo:
             from realtime.io.jackio import compile_callbacks
 
@@ -83,16 +89,25 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         print(f"Live: Ctrl-C to stop. {status_line(engine)}", file=sys.stderr)
         return stream_until(engine, seconds)
     finally:
-        engine.stop()  # always before the server goes away
-        try:
-            if recorder:
-                recorder.close()
-                lost = engine.tap_dropped_frames / config.samplerate
-                print(f"recorded {recorder.frames / config.samplerate:.1f} s to {record}"
-                      + (f"; {lost:.2f} s lost where the disk could not keep up" if lost else ""), file=sys.stderr)
-        finally:
-            if server:
-                server.stop()
+        with signals_deferred():  # a second Ctrl-C here would lose the recording and leave the server
+            _tear_down(engine, recorder, server, record, config.samplerate)
+
+
+def _tear_down(engine, recorder, server, record, samplerate) -> None:
+    try:
+        if engine is not None:
+            engine.stop()  # always before the server goes away
+        if recorder is not None:
+            if engine is None or not engine.stats_arr[cb.ST_CALLBACKS]:  # it never ran: no empty file
+                recorder.discard()
+                return
+            recorder.close()
+            lost = engine.tap_dropped_frames / samplerate
+            print(f"recorded {recorder.frames / samplerate:.1f} s to {record}"
+                  + (f"; {lost:.2f} s lost where the disk could not keep up" if lost else ""), file=sys.stderr)
+    finally:
+        if server:
+            server.stop()
 
 
 def load_demo_signal(samplerate: int, channels: int) -> np.ndarray:

@@ -113,16 +113,22 @@ def neg_si_sdr(est: torch.Tensor, ref: torch.Tensor, cap_db: float = 40.0) -> to
     return -sdr.clamp(max=cap_db).mean()
 
 
-def losses(model, Y, X, G, mode: str = "l1", D=None, played=None):
+def losses(model, Y, X, G, mode: str = "l1", D=None, played=None, context: int = 0):
     """(gain L1 where the gain is known, -SI-SDR of the restored waveform); the gain multiplies
     ``D`` (the de-clipped input) when given, else Y. ``played`` (e.g. ``PlayedCurve``) maps the
     curve to what the processor plays for the waveform term; the gain term sees the raw curve.
+    The first ``context`` samples are heard, not scored (``--context``): the network's past there
+    is warm, as it always is in a stream.
 
     ``mode``: "l1" per sample; "offset" only each example's mean log gain, leaving the shape of
     the curve to the SI-SDR term (a per-sample L1 can settle on the conditional median, a
     constant, while the input's cues are still faint); "shape" the curve about each example's
     mean, plus a light pull of the mean towards the truth (SHAPE_OFFSET_WEIGHT)."""
     a, xh = restore(model, Y, D, None if played is None else (lambda c: played(c, G)))
+    if context:
+        a, xh, X, G = a[:, context:], xh[:, context:], X[:, context:], G[:, context:]
+        if played is not None:
+            played.last = played.last[:, context:]
     mask = torch.isfinite(G)
     err = (a - torch.where(mask, -G, torch.zeros_like(G))) * mask  # target a = -log g
     n_known = mask.sum().clamp(min=1)
@@ -429,6 +435,7 @@ def train(a) -> dict:
     torch.manual_seed(a.seed)
     index = recipe.load_index(a.data)
     frames_n = a.frames * HOP
+    context_n = int(round(a.context * recipe.SR / HOP)) * HOP
     sel = load_selection(a.data)
     device = pick_device(a.device)
     ckpt_dir = a.ckpt
@@ -473,7 +480,7 @@ def train(a) -> dict:
     kinds = a.limiters or None
     delay = declip_delay(model) if a.declip else None
     sel_d = declip_selection(sel[0], delay) if sel is not None and delay is not None else None
-    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n, a.seed + step, kinds, a.zoo_pin, a.target_lufs,
+    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n + context_n, a.seed + step, kinds, a.zoo_pin, a.target_lufs,
                                                 delay), batch_size=a.batch,
                                          num_workers=a.workers, prefetch_factor=4 if a.workers else None,
                                          persistent_workers=bool(a.workers), pin_memory=device.type == "cuda")
@@ -500,10 +507,10 @@ def train(a) -> dict:
         Y, D, X, G = (t.to(device, non_blocking=True) for t in next(it))
         t_wait += time.monotonic() - tw
         sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
-        gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss, D * sign, played)
+        gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss, D * sign, played, context_n)
         loss = GAIN_WEIGHT * gl + WAVE_WEIGHT * wl
         if a.false_weight:
-            fl = played.false_restoration(G)
+            fl = played.false_restoration(G[:, context_n:])
             loss = loss + a.false_weight * fl
         opt.zero_grad()
         loss.backward()
@@ -560,6 +567,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--frames", type=int, default=384, help="frames of %d samples per example" % HOP)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--context", type=float, default=0.0, metavar="S",
+                    help="seconds of each example the network hears before the --frames the loss scores "
+                         "(a stream's past is never empty; the TCN looks 1.5 s back)")
     ap.add_argument("--workers", type=int, default=2, help="loader processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -625,6 +635,8 @@ def main(argv=None) -> int:
         print(f"exported {a.init} -> {a.out}", flush=True)
         return 0
     limiters.training_kinds(a.limiters)  # unknown --limiters names fail here, not in a loader worker
+    if not 0.0 <= a.context <= 60.0:
+        raise SystemExit(f"--context {a.context:g}: seconds from 0 to 60")
     if a.false_weight and a.wave_threshold is None:
         raise SystemExit("--false-weight needs --wave-threshold DB (the curve as the processor plays it)")
     if a.tcn_bands and a.init is None and a.arch != "tcn" and not a.resume:  # before any data is built

@@ -443,6 +443,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e:
         print(_interrupted_note(args), file=sys.stderr)
         return 143 if isinstance(e, Interrupted) and str(e) == "SIGTERM" else 130
+    except SystemExit as e:  # a trainer's or benchmark's own one-line refusal: said as every user error
+        if not isinstance(e.code, str):
+            raise
+        print(f"error: {e.code}", file=sys.stderr)
+        return 2
     except Exception as e:
         msg = user_message(e)
         if msg is None:

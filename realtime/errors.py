@@ -148,3 +148,28 @@ def user_message(e: BaseException) -> str | None:
             return None
         return f"{e.filename}: {reason}" if e.filename else reason
     return None
+
+
+def run_cli(main, argv=None) -> int:
+    """Run a ``python -m`` entry point (a data recipe, a trainer, a benchmark) as ``main.py`` runs
+    its commands: a user error is one line ``error: …`` and exit status 2, a ``SystemExit`` with a
+    message the same, Ctrl-C / SIGTERM ``interrupted`` and 130 / 143; a bug keeps its traceback."""
+    import sys
+
+    try:
+        status = main(argv) if argv is not None else main()
+        return int(status or 0)
+    except KeyboardInterrupt as e:
+        print("interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Interrupted) and str(e) == "SIGTERM" else 130
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(f"error: {e.code}", file=sys.stderr)
+            return 2
+        return e.code or 0
+    except Exception as e:
+        msg = user_message(e)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        return 2

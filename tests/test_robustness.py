@@ -534,3 +534,35 @@ def test_an_output_that_is_a_link_is_written_through_it(tmp_path, wav):
     assert r.returncode == 0, r.stderr
     assert link.is_symlink() and sf.info(target).frames == sf.info(wav).frames
     assert sorted(p.name for p in lib.iterdir()) == ["take.wav"]  # no temporary file left beside it
+
+
+def test_a_python_m_entry_point_says_user_errors_in_one_line(capsys):
+    """run_cli: what main.py does for its commands, for the recipes', trainers' and benchmarks'
+    own entry points: a refusal or an OS error a user can act on is one `error:` line (status 2),
+    an interrupt one word (130, 143 for SIGTERM); a bug keeps its traceback."""
+    from realtime.errors import Interrupted, run_cli
+
+    def refuses(argv=None):
+        raise SystemExit("--steps 0: at least 1")
+
+    def cannot_write(argv=None):
+        raise PermissionError(13, "Permission denied", "/ro/out")
+
+    def stopped(argv=None):
+        raise Interrupted("SIGTERM")
+
+    def bug(argv=None):
+        raise ZeroDivisionError("division by zero")
+
+    assert run_cli(refuses, []) == 2 and capsys.readouterr().err == "error: --steps 0: at least 1\n"
+    assert run_cli(cannot_write, []) == 2 and capsys.readouterr().err == "error: /ro/out: permission denied\n"
+    assert run_cli(stopped, []) == 143 and capsys.readouterr().err == "interrupted\n"
+    assert run_cli(lambda argv=None: 0, []) == 0
+    with pytest.raises(ZeroDivisionError):
+        run_cli(bug, [])
+
+
+def test_a_trainers_refusal_through_main_py_is_an_error_line_with_status_2():
+    r = run("train", "delimiter", "--false-weight", "1", "--steps", "1", timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "error: --false-weight needs --wave-threshold DB (the curve as the processor plays it)"

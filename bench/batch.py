@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import emit
+from bench.common import comma_list, emit, positive
 
 WORKLOADS = {  # name -> (preset, input kind, rate, channels, files side by side per worker)
     "voice": ("voice", "audio", 48000, 1, 1),
@@ -37,12 +39,16 @@ WORKLOADS = {  # name -> (preset, input kind, rate, channels, files side by side
 
 def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench batch", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", type=int, default=8, help="files per workload")
-    ap.add_argument("--seconds", type=float, default=10.0, help="length of each file")
-    ap.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated")
-    ap.add_argument("--what", default=",".join(WORKLOADS), help="workloads, comma-separated")
-    ap.add_argument("--streams-n", default="1,8,32", help="batched processors: stream counts ('' to skip)")
-    ap.add_argument("--streams-of", default=",".join(STREAM_RUNS), help="batched processors, comma-separated")
+    ap.add_argument("--files", type=positive(int), default=8, help="files per workload")
+    ap.add_argument("--seconds", type=positive(), default=10.0, help="length of each file")
+    ap.add_argument("--workers", type=comma_list(positive(int)), default="1,2",
+                    help="worker counts to compare, comma-separated")
+    ap.add_argument("--what", type=comma_list(choices=WORKLOADS, empty=True), default=",".join(WORKLOADS),
+                    help="workloads, comma-separated ('' for none)")
+    ap.add_argument("--streams-n", type=comma_list(positive(int), empty=True), default="1,8,32",
+                    help="batched processors: stream counts ('' to skip)")
+    ap.add_argument("--streams-of", type=comma_list(choices=STREAM_RUNS, empty=True), default=",".join(STREAM_RUNS),
+                    help="batched processors, comma-separated")
     ap.add_argument("--json", action="store_true")
     return ap
 
@@ -165,12 +171,16 @@ def _streams(kinds: list[str], counts: list[int], seconds: float, as_json: bool)
 
 
 def main(argv=None) -> int:
-    a = get_parser().parse_args(argv)
+    ap = get_parser()
+    a = ap.parse_args(argv)
+    if not a.what and not (a.streams_n and a.streams_of):
+        ap.error("nothing to run: --what and --streams-n / --streams-of are all empty")
+    from realtime.errors import signals_deferred
     from realtime.run.batch import BatchOptions, run_batch
 
-    workers = [int(w) for w in a.workers.split(",")]
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
-        for name in filter(None, a.what.split(",")):
+    tmp = tempfile.mkdtemp(prefix="bench-batch-")
+    try:
+        for name in a.what:
             preset, kind, sr, ch, streams = WORKLOADS[name]
             src = Path(tmp) / name / "in"
             # side by side, a worker's first group (models loaded, warm-up) is left out: give it more
@@ -178,9 +188,11 @@ def main(argv=None) -> int:
             _make_inputs(src, kind, sr, ch, files, a.seconds)
             options = BatchOptions(preset=preset, midi_preset=preset, force=True, streams=streams)
             steady_by_jobs = {}
-            for jobs in workers:
+            for jobs in a.workers:
                 out = Path(tmp) / name / f"out{jobs}"
                 s = run_batch([src], out, options, jobs=jobs, progress=False)
+                if s["interrupted"]:  # run_batch took the Ctrl-C / SIGTERM: its figures are of a cut-short pass
+                    raise KeyboardInterrupt()
                 steady = _steady(Path(s["log"]))
                 steady_by_jobs[jobs] = steady
                 emit({"bench": "batch", "workload": name, "workers": jobs, "streams": streams, "files": s["processed"],
@@ -192,10 +204,15 @@ def main(argv=None) -> int:
                 if base and jobs > 1:
                     emit({"bench": "batch", "workload": name, "workers": jobs,
                           "scaling_efficiency": steady / (jobs * base)}, a.json)
+    finally:
+        with signals_deferred():  # removed to the end, even when Ctrl-C comes again meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
     if a.streams_n and a.streams_of:
-        _streams(a.streams_of.split(","), [int(n) for n in a.streams_n.split(",")], a.seconds, a.json)
+        _streams(a.streams_of, a.streams_n, a.seconds, a.json)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

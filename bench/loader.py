@@ -15,15 +15,15 @@ import time
 
 import numpy as np
 
-from bench.common import emit
+from bench.common import emit, positive
 
 
 def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench loader", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--examples", type=int, default=100, help="examples mixed and analysed one by one")
-    ap.add_argument("--seconds", type=float, default=1.5, help="example length (the GPU recipe's)")
-    ap.add_argument("--batch", type=int, default=64, help="batch of the trainer's search (the GPU recipe's)")
-    ap.add_argument("--workers", type=int, default=14, help="workers the projected examples/s are for")
+    ap.add_argument("--examples", type=positive(int), default=100, help="examples mixed and analysed one by one")
+    ap.add_argument("--seconds", type=positive(), default=1.5, help="example length (the GPU recipe's)")
+    ap.add_argument("--batch", type=positive(int), default=64, help="batch of the trainer's search (the GPU recipe's)")
+    ap.add_argument("--workers", type=positive(int), default=14, help="workers the projected examples/s are for")
     ap.add_argument("--json", action="store_true")
     return ap
 
@@ -84,4 +84,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

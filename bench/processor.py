@@ -16,16 +16,16 @@ import time
 
 import numpy as np
 
-from bench.common import emit
+from bench.common import emit, positive
 
 
 def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench processor", description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="processor kinds, or lv2:URI (default: all built-in and available)")
-    ap.add_argument("--samplerate", type=int, default=48000)
-    ap.add_argument("--blocksize", type=int, default=128)
-    ap.add_argument("--channels", type=int, default=2)
-    ap.add_argument("--seconds", type=float, default=10.0, help="audio seconds per processor")
+    ap.add_argument("--samplerate", type=positive(int), default=48000)
+    ap.add_argument("--blocksize", type=positive(int), default=128)
+    ap.add_argument("--channels", type=positive(int), default=2)
+    ap.add_argument("--seconds", type=positive(), default=10.0, help="audio seconds per processor")
     ap.add_argument("--json", action="store_true")
     return ap
 
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
             emit({"bench": "processor", "name": name, "error": str(e)}, a.json)
             continue
         proc.prepare(a.samplerate, a.blocksize, a.channels)
-        n_blocks = int(a.seconds * a.samplerate / a.blocksize)
+        n_blocks = max(1, int(a.seconds * a.samplerate / a.blocksize))  # one at least: percentiles of none fail
         src = (0.3 * rng.standard_normal((n_blocks, a.blocksize, a.channels))).astype(np.float32)
         for i in range(min(50, n_blocks)):  # warm-up
             proc.process(src[i].copy())
@@ -73,4 +73,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

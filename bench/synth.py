@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from bench.common import emit
+from bench.common import comma_list, emit, positive
 
 FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 
@@ -70,7 +70,7 @@ def bench_rtf(instrument: str, sr: int, block: int, seconds: float, as_json: boo
         for _ in range(200):  # warm-up, attack done
             buf.fill(0)
             s.process(buf)
-        n = int(seconds * sr / block)
+        n = max(1, int(seconds * sr / block))  # one at least: percentiles of none fail
         times = np.empty(n)
         perf = time.perf_counter_ns
         cpu0 = time.thread_time_ns()  # CPU time of this thread (ONNX Runtime runs in it: 1 thread)
@@ -175,22 +175,24 @@ def bench_quality(instrument: str, sr: int, block: int, melodies: int, as_json: 
 
 
 def get_parser() -> argparse.ArgumentParser:
+    from realtime.dsp.processors.synth.processor import INSTRUMENTS
+
     ap = argparse.ArgumentParser(prog="bench synth", description=__doc__.splitlines()[0])
-    ap.add_argument("--instruments", default="violin,flute,trumpet")
-    ap.add_argument("--samplerate", type=int, default=48000)
-    ap.add_argument("--blocksize", type=int, default=128)
-    ap.add_argument("--seconds", type=float, default=5.0, help="audio seconds per RTF measurement")
-    ap.add_argument("--melodies", type=int, default=6)
-    ap.add_argument("--skip", default="", help="comma list of rtf,latency,quality to skip")
+    ap.add_argument("--instruments", type=comma_list(choices=INSTRUMENTS), default=",".join(INSTRUMENTS))
+    ap.add_argument("--samplerate", type=positive(int), default=48000)
+    ap.add_argument("--blocksize", type=positive(int), default=128)
+    ap.add_argument("--seconds", type=positive(), default=5.0, help="audio seconds per RTF measurement")
+    ap.add_argument("--melodies", type=positive(int), default=6)
+    ap.add_argument("--skip", type=comma_list(choices=("rtf", "latency", "quality"), empty=True), default="",
+                    help="comma list of rtf,latency,quality to skip")
     ap.add_argument("--json", action="store_true")
     return ap
 
 
 def main(argv=None) -> int:
     a = get_parser().parse_args(argv)
-    skip = set(a.skip.split(","))
-    insts = [i for i in a.instruments.split(",") if i]
-    for k, inst in enumerate(insts):
+    skip = set(a.skip)
+    for k, inst in enumerate(a.instruments):
         try:
             if "rtf" not in skip and k == 0:
                 bench_rtf(inst, a.samplerate, a.blocksize, a.seconds, a.json)
@@ -204,4 +206,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

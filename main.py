@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+from realtime.argtypes import positive_int
 from realtime.engine.config import HEADLESS_PREFILL_BLOCKS, PANEL_PREFILL_BLOCKS, device_arg
 
 os.environ.setdefault("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK" if sys.platform.startswith("linux") else "")
@@ -24,25 +25,15 @@ if not os.environ["MIDO_BACKEND"]:
 os.environ.setdefault("JACK_NO_START_SERVER", "1")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{v} must be positive")
-    return v
-
-
 def _blocksize(text: str) -> int:
-    v = _positive_int(text)
+    v = positive_int(text)
     if not 16 <= v <= 65536:
         raise argparse.ArgumentTypeError(f"{v} frames: a block is 16 to 65536 frames")
     return v
 
 
 def _samplerate(text: str) -> int:
-    v = _positive_int(text)
+    v = positive_int(text)
     if not 8000 <= v <= 384000:
         raise argparse.ArgumentTypeError(f"{v} Hz: a sample rate is 8000 to 384000 Hz")
     return v
@@ -67,12 +58,12 @@ def _chain_args(p: argparse.ArgumentParser, default_preset: str = "default") -> 
 def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREFILL_BLOCKS) -> None:
     p.add_argument("--samplerate", "-r", type=_samplerate, default=48000)
     p.add_argument("--blocksize", "-b", type=_blocksize, default=128)
-    p.add_argument("--channels", "-c", type=_positive_int, default=2)
+    p.add_argument("--channels", "-c", type=positive_int, default=2)
     p.add_argument("--device", "-d", default=None, help="device name or index for input and output")
     p.add_argument("--input-device", default=None)
     p.add_argument("--output-device", default=None)
     p.add_argument("--mode", choices=("duplex", "input", "output"), default="duplex")
-    p.add_argument("--prefill-blocks", type=_positive_int, default=prefill_blocks,
+    p.add_argument("--prefill-blocks", type=positive_int, default=prefill_blocks,
                    help=f"output pre-fill in blocks: the DSP thread's time budget (default {prefill_blocks})")
 
 
@@ -126,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocksize", "-b", type=_blocksize, default=512)
     p.add_argument("--midi-blocksize", type=_blocksize, default=128)
     p.add_argument("--ext", default=None, help="output extension (default: the input's; MIDI renders to wav)")
-    p.add_argument("--jobs", "-j", type=_positive_int, default=None,
+    p.add_argument("--jobs", "-j", type=positive_int, default=None,
                    help="local worker processes (default: one per core)")
-    p.add_argument("--streams", type=_positive_int, default=8,
+    p.add_argument("--streams", type=positive_int, default=8,
                    help="files a worker runs side by side through one model call (presets that start with the "
                         "enhancer or the de-limiter, and MIDI files into the synth; default 8; 1: one file at a time)")
     p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import comma_list, emit, positive
+from bench.common import emit
+from realtime.argtypes import comma_list, positive
 
 WORKLOADS = {  # name -> (preset, input kind, rate, channels, files side by side per worker)
     "voice": ("voice", "audio", 48000, 1, 1),

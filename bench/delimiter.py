@@ -37,9 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import comma_list, emit, positive
+from bench.common import emit
 from models.delimiter import data as recipe
 from models.delimiter import limiters
+from realtime.argtypes import comma_list, positive
 
 
 def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:

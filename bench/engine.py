@@ -12,7 +12,8 @@ import argparse
 import sys
 import time
 
-from bench.common import emit, hold_gil, positive
+from bench.common import emit, hold_gil
+from realtime.argtypes import positive
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import comma_list, positive
 from models.enhancer.data import SELECTION_CLIPS
 from models.enhancer.metrics import pesq_wb
+from realtime.argtypes import comma_list, positive
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "data" / "enhancer" / "bench"

@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from bench.common import positive
+from realtime.argtypes import positive
 
 NEURAL = ("enhancer", "delimiter", "synth")
 

@@ -25,7 +25,8 @@ import time
 import numpy as np
 from numba import njit
 
-from bench.common import emit, positive
+from bench.common import emit
+from realtime.argtypes import positive
 
 
 @njit(nogil=True, cache=True)

@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from bench.common import emit, positive
+from bench.common import emit
+from realtime.argtypes import positive
 
 
 def get_parser() -> argparse.ArgumentParser:

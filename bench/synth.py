@@ -29,7 +29,8 @@ import time
 
 import numpy as np
 
-from bench.common import comma_list, emit, positive
+from bench.common import emit
+from realtime.argtypes import comma_list, positive
 
 FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 

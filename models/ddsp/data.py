@@ -413,6 +413,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=DATA)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.out.exists() and not a.out.is_dir():
+        raise SystemExit(f"--out {a.out}: is a file, not a folder")
     ensure_tools()
     melodies = essen_melodies(TRAIN_COLLECTIONS, 400)
     test_melodies = essen_melodies(TEST_COLLECTIONS, a.tests)
@@ -425,4 +427,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

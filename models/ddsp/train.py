@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models.run_folder import check_writable
+from realtime.argtypes import positive_float, positive_int
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DATA = ROOT / "data" / "ddsp"
@@ -34,15 +37,15 @@ def parse(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instrument", required=True, choices=sorted(INSTRUMENTS))
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--max-minutes", type=float, default=15.0, help="stop (and export the best) after this")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--frames", type=int, default=200, help="segment length in 4 ms frames")
-    ap.add_argument("--hidden", type=int, default=96)
+    ap.add_argument("--steps", type=positive_int, default=4000)
+    ap.add_argument("--max-minutes", type=positive_float, default=15.0, help="stop (and export the best) after this")
+    ap.add_argument("--batch", type=positive_int, default=8)
+    ap.add_argument("--frames", type=positive_int, default=200, help="segment length in 4 ms frames")
+    ap.add_argument("--hidden", type=positive_int, default=96)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--val-every", type=int, default=100)
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--val-every", type=positive_int, default=100)
     ap.add_argument("--export", type=Path, default=None, help="ONNX path (default models/ddsp/<inst>.onnx)")
     ap.add_argument("--f0", choices=("midi", "audio"), default="midi",
                     help="f0 labels: the MIDI pitch, or the MIDI pitch refined on the audio (data.refine_f0)")
@@ -58,6 +61,11 @@ def parse(argv):
         a.ckpt = ckpt or ROOT / "checkpoints" / "ddsp-smoke" / a.instrument
         a.export = a.export or a.ckpt / f"{a.instrument}.onnx"
     a.export = a.export or HERE / f"{a.instrument}.onnx"
+    check_writable(a.export)
+    if not a.export_only:
+        check_writable(a.ckpt / "best.pt")
+    elif not (a.ckpt / "best.pt").is_file():
+        raise SystemExit(f"--export-only: no best.pt in {a.ckpt} (a training run writes it)")
     return a
 
 
@@ -221,6 +229,7 @@ def main(argv=None) -> int:
 
     from models.ddsp.data import FRAME_RATE, HOP, SR
     from models.ddsp.model import Decoder, MultiResolutionSTFTLoss, synth
+    from models.run_folder import save_torch
 
     a = parse(argv)
     torch.set_num_threads(a.threads)
@@ -230,6 +239,8 @@ def main(argv=None) -> int:
     lmap = fit_loudness_map(train["notes"], train["loudness_db"], FRAME_RATE)
     tr_starts = segment_starts(train, a.frames)
     va_starts = segment_starts(val, a.frames)
+    if not len(tr_starts) or not len(va_starts):
+        raise SystemExit(f"--frames {a.frames}: no segment of the data is that long and has sound")
     va_pick = va_starts[np.linspace(0, len(va_starts) - 1, min(16, len(va_starts))).astype(int)]
     dec = Decoder(a.hidden)
     loss_fn = MultiResolutionSTFTLoss()
@@ -271,13 +282,20 @@ def main(argv=None) -> int:
                 v = validate()
                 if v < best:
                     best = v
-                    torch.save({"model": dec.state_dict(), "hidden": a.hidden, "step": step, "val": v,
-                                "lmap": lmap}, best_path)
+                    save_torch({"model": dec.state_dict(), "hidden": a.hidden, "step": step, "val": v,
+                                "lmap": lmap}, best_path)  # atomic: a full disk keeps the previous best
                 print(f"step {step} train {run:.4f} val {v:.4f} best {best:.4f} "
                       f"({(time.monotonic() - t0) / step:.2f} s/step)", flush=True)
-    ck = torch.load(best_path, weights_only=False)
-    dec = Decoder(ck["hidden"])
-    dec.load_state_dict(ck["model"])
+        if best == float("inf"):  # --max-minutes ran out before a validation: export this run, not an older best.pt
+            best = validate()
+            save_torch({"model": dec.state_dict(), "hidden": a.hidden, "step": step, "val": best, "lmap": lmap},
+                       best_path)
+    try:  # --export-only reads what may be anything
+        ck = torch.load(best_path, weights_only=False)
+        dec = Decoder(ck["hidden"])
+        dec.load_state_dict(ck["model"])
+    except Exception as e:
+        raise SystemExit(f"{best_path}: not a DDSP checkpoint ({type(e).__name__})") from None
     dec.eval()
     export_onnx(dec, a.export, metadata(a, dec, ck["lmap"], ck["val"], ck["step"]))
     print(f"exported {a.export} (best val {ck['val']:.4f} at step {ck['step']})", flush=True)
@@ -288,10 +306,11 @@ def main(argv=None) -> int:
 
 def write_card(a, dec, ck, n_params: int, seconds: float, train_s: float) -> None:
     from models.ddsp.data import INSTRUMENTS
+    from realtime.io.files import atomic_write
 
-    card = HERE / f"{a.instrument}.md"
+    card = a.export.with_suffix(".md")  # beside its model: only an export to the default path touches the repo's
     prog, lo, hi = INSTRUMENTS[a.instrument]
-    card.write_text(f"""# DDSP {a.instrument}
+    text = f"""# DDSP {a.instrument}
 
 Decoder for the real-time DDSP synth (`realtime/dsp/processors/synth/processor.py`), trained by
 `python main.py train ddsp --instrument {a.instrument} --f0 {a.f0} --max-minutes {a.max_minutes:g}` on data from
@@ -316,8 +335,12 @@ Decoder for the real-time DDSP synth (`realtime/dsp/processors/synth/processor.p
 - **Latency**: the synth ramps each frame's controls over the following frame: note-on to sound
   at most 1 frame (4 ms) after the block that carries it. See `python main.py bench synth --json`
   for real-time factor, latency and spectral distance against the soundfont on held-out melodies.
-""")
+"""
+    with atomic_write(card, suffix=".md.part") as tmp:
+        Path(tmp).write_text(text)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

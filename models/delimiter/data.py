@@ -494,7 +494,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--selection-only", action="store_true", help="rebuild only the selection set")
     a = ap.parse_args(argv)
+    if a.out.exists() and not a.out.is_dir():
+        raise SystemExit(f"--out {a.out}: is a file, not a folder")
     if a.selection_only:
+        if not (a.out / "index.json").is_file():
+            raise SystemExit(f"--selection-only: no index.json in {a.out} (build it with "
+                             f"python -m models.delimiter.data --out {a.out})")
         print(build_selection(a.out, load_index(a.out)["val"]), "segments")
     else:
         build(a.out)
@@ -502,5 +507,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))
 

@@ -1,9 +1,10 @@
 """Train the de-limiter on music limited on the fly, select on unseen music x unseen limiters.
 
-    python main.py train delimiter [--steps 200000] [--minutes 120] [--workers 2] [--resume]
+    python main.py train delimiter [--steps 200000] [--minutes 120] [--workers 2] [--resume | --force]
     python main.py train delimiter --smoke        # a few steps on tiny data, then export (CI)
 
-Builds the index first when ``data/delimiter`` is missing (models/delimiter/data.py). Loader
+Builds the index first when ``data/delimiter`` is missing (models/delimiter/data.py; another
+``--data`` folder must be built, or unpacked, beforehand). Loader
 workers (``--workers`` processes) cut random excerpts and limit each with a random implementation
 and setting, so no two steps see the same pair. Loss per example: L1 between predicted and
 measured log gain (where the reference is not silent) plus -SI-SDR of the restored waveform. The
@@ -15,7 +16,8 @@ limiter implementations training never uses; ``sel_*.npy``); the best score is e
 (small: copy it to ``models/delimiter/checkpoint.pt`` to commit it; the next session continues
 from it with ``--init``). The shipped ``models/delimiter/delimiter.onnx`` is replaced by hand,
 only after ``python main.py bench delimiter`` says the new one is better (``--out`` writes
-elsewhere). ``--resume`` continues the run in ``checkpoints/delimiter`` (model, optimiser, step).
+elsewhere). ``--resume`` continues the run in ``checkpoints/delimiter`` (model, optimiser, step;
+saved every SAVE_EVERY_S, at each validation and on Ctrl-C); a fresh run there needs ``--force``.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ from models.delimiter import data as recipe
 from models.delimiter import limiters, tcn
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 from models.device import DEVICE_HELP, pick_device
+from models.run_folder import check_run_folder, check_writable, save_torch
+from realtime.argtypes import non_negative_int, positive_float, positive_int
 from realtime.dsp.declip import declip
 from realtime.dsp.processors.neural.delimiter import DB_PER_NEPER, DEFAULT_THRESHOLD_DB
 
@@ -44,6 +48,7 @@ CKPT_DIR = ROOT / "checkpoints" / "delimiter"
 WAVE_WEIGHT = 0.1
 GAIN_WEIGHT = 0.5
 SHAPE_OFFSET_WEIGHT = 0.2
+SAVE_EVERY_S = 60.0  # last.pt at least this often: a GPU pack has no selection set, whose scoring saved it
 
 
 class Stream(torch.utils.data.IterableDataset):
@@ -293,12 +298,9 @@ def model_device(model):
 
 def save_small(model, path: Path, meta: dict) -> None:
     """The weights alone, float32, with their selection score (a few MB: committed)."""
-    from realtime.io.files import atomic_write
-
     meta = {**meta, "lookahead": model.lookahead}  # the TCN's look-ahead is not in its weights' shapes
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, suffix=".pt.part") as tmp:
-        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, str(tmp))
+    save_torch({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta}, path)
 
 
 def load_weights(path: Path) -> tuple[dict, dict]:
@@ -309,12 +311,25 @@ def load_weights(path: Path) -> tuple[dict, dict]:
         state, meta = (st["model"], st.get("meta", {})) if "model" in st else (st, {})
         if "lookahead" in st:  # a run's last.pt keeps it beside the weights
             meta = {**meta, "lookahead": st["lookahead"]}
-        state["inp.weight" if arch_of(state) == "tcn" else "mix.0.weight"]
+        model_for(state, meta).load_state_dict(state)  # other networks' weights (the enhancer's) fail here
     except FileNotFoundError:
         raise SystemExit(f"{path}: no such file")
     except Exception as e:  # torch's unpickling errors, a dict of something else
         raise SystemExit(f"{path}: not a de-limiter checkpoint ({type(e).__name__})")
     return state, meta
+
+
+def load_last(path: Path, lookahead: int):
+    """(everything ``save_last`` wrote, the network with its weights in) of a run's last.pt; any
+    other file (an enhancer run's, weights alone, a broken one) is a clear one-line error."""
+    try:
+        st = torch.load(path, map_location="cpu")
+        model = model_for(st["model"], {"lookahead": st.get("lookahead", lookahead)})
+        model.load_state_dict(st["model"])
+        st["opt"], st["step"], st["best"], st["log"]  # what --resume continues from
+    except Exception as e:  # torch's unpickling errors, a dict of something else
+        raise SystemExit(f"{path}: not a de-limiter run's last.pt ({type(e).__name__})") from None
+    return st, model
 
 
 def export_weights(weights: Path, out: Path, data: Path | None = None) -> None:
@@ -439,11 +454,10 @@ def train(a) -> dict:
     sel = load_selection(a.data)
     device = pick_device(a.device)
     ckpt_dir = a.ckpt
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     step, best, log, seen_s = 0, {"sel_score": -math.inf}, [], 0.0
     st, init = None, None
-    if a.resume and (ckpt_dir / "last.pt").is_file():
-        st = torch.load(ckpt_dir / "last.pt", map_location="cpu")
+    if a.resume:  # main checked it is there (check_run_folder)
+        st, model = load_last(ckpt_dir / "last.pt", a.lookahead)
     elif a.init is not None:
         init = load_weights(a.init)[0]
     # on the CPU until its weights are in
@@ -453,16 +467,14 @@ def train(a) -> dict:
         if bands_of(init) not in (0, a.tcn_bands):
             raise SystemExit(f"--tcn-bands {a.tcn_bands}: {a.init} has {bands_of(init)} bands already")
         init = add_band_inputs(init, a.tcn_bands) if not bands_of(init) else init
-    if st is not None:  # a resumed run keeps its own network, whatever the command line says
-        model = model_for(st["model"], {"lookahead": st.get("lookahead", a.lookahead)})
-    elif init is not None and arch_of(init) == "tcn":  # its look-ahead only shifts the target: any value fits
+    # a resumed run keeps its own network (load_last's), whatever the command line says
+    if st is None and init is not None and arch_of(init) == "tcn":  # its look-ahead only shifts the target
         model = model_for(init, {"lookahead": a.lookahead})
-    elif init is not None:  # conv weights need the conv front; linear ones fit either
+    elif st is None and init is not None:  # conv weights need the conv front; linear ones fit either
         model = build("gru", a.lookahead, "conv" if front_of(init) == "conv" else a.front)
-    else:
+    elif st is None:
         model = build(a.arch, a.lookahead, a.front, **({"bands": a.tcn_bands} if a.arch == "tcn" else {}))
     if st is not None:
-        model.load_state_dict(st["model"])
         step, best, log, seen_s = st["step"], st["best"], st["log"], st.get("seen_s", 0.0)
         if "sel_score" not in best:  # a run started before the selection score existed
             best = {"sel_score": -math.inf}
@@ -473,7 +485,11 @@ def train(a) -> dict:
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     if st is not None:
-        opt.load_state_dict(st["opt"])  # its moments land on the parameters' device
+        try:
+            opt.load_state_dict(st["opt"])  # its moments land on the parameters' device
+        except Exception as e:
+            raise SystemExit(f"{ckpt_dir / 'last.pt'}: not a de-limiter run's last.pt ({type(e).__name__})") from None
+    ckpt_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no folder behind
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params} on {device}, {index['hours']['train']:.1f} h of training music, "
           f"{len(sel[0]) if sel else 0} selection segments", flush=True)
@@ -486,65 +502,72 @@ def train(a) -> dict:
                                          persistent_workers=bool(a.workers), pin_memory=device.type == "cuda")
 
     def save_last():  # everything --resume needs, written atomically (a kill mid-save keeps the old one)
-        from realtime.io.files import atomic_write
-
-        with atomic_write(ckpt_dir / "last.pt", suffix=".pt.part") as tmp:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                        "log": log, "seen_s": seen_s,
-                        "lookahead": model.lookahead}, str(tmp))
+        nonlocal t_saved
+        save_torch({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                    "log": log, "seen_s": seen_s, "lookahead": model.lookahead}, ckpt_dir / "last.pt")
+        t_saved = time.monotonic()
 
     played = None if a.wave_threshold is None else PlayedCurve(a.wave_threshold)
-    t0 = time.monotonic()
+    t0 = t_saved = time.monotonic()
     t_wait = 0.0
     it = iter(loader)
     start_step = step
-    while step < a.steps and time.monotonic() - t0 < a.minutes * 60.0:
-        frac = step / max(a.steps, 1)
-        warm = min(1.0, (step + 1) / 300)
-        for gparam in opt.param_groups:  # warm-up, then cosine decay over --steps
-            gparam["lr"] = a.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-        tw = time.monotonic()
-        Y, D, X, G = (t.to(device, non_blocking=True) for t in next(it))
-        t_wait += time.monotonic() - tw
-        sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
-        gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss, D * sign, played, context_n)
-        loss = GAIN_WEIGHT * gl + WAVE_WEIGHT * wl
-        if a.false_weight:
-            fl = played.false_restoration(G[:, context_n:])
-            loss = loss + a.false_weight * fl
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        seen_s += Y.shape[0] * Y.shape[1] / 46050.0  # mean of the two rates
-        if step % 25 == 0:
-            el = time.monotonic() - t0
-            print(f"step {step} t={el:.0f}s {(step - start_step) / el:.2f} steps/s wait={t_wait / el:.0%} "
-                  f"seen={seen_s / 3600:.2f} h gain_l1={float(gl.detach()):.4f} neg_sisdr={float(wl.detach()):.2f}"
-                  + (f" false={float(fl.detach()):.4f}" if a.false_weight else ""), flush=True)
-        if sel is None and a.keep_all and step % a.val_every == 0:  # a GPU machine has no selection set:
-            save_small(model, ckpt_dir / "steps" / f"step{step:06d}.pt", {"step": step})  # select them here
-        if sel is not None and (step % a.val_every == 0 or step >= a.steps):
-            v = validate(model, *sel, sel_d=sel_d)
-            offset = v.pop("level_offset")  # for the export below; the weights' meta stays as it was
-            v.update(step=step, minutes=(time.monotonic() - t0) / 60, seen_hours=seen_s / 3600)
-            log.append(v)
-            print(json.dumps(v), flush=True)
-            if a.keep_all:  # every scored state, to benchmark more than the selection's pick
-                save_small(model, ckpt_dir / "steps" / f"step{step:06d}.pt", {**v})
-            if v["sel_score"] > best["sel_score"]:
-                best = v
-                meta = {"sel_score": f"{v['sel_score']:.2f}", "sel_sisdr_gain_db": f"{v['sel_sisdr_gain_db']:.2f}",
-                        "step": step}
-                export(model, a.out, meta, offset=offset)  # measured by validate on this very state
-                save_small(model, a.small, {**v})
-            save_last()
+    try:
+        while step < a.steps and time.monotonic() - t0 < a.minutes * 60.0:
+            frac = step / max(a.steps, 1)
+            warm = min(1.0, (step + 1) / 300)
+            for gparam in opt.param_groups:  # warm-up, then cosine decay over --steps
+                gparam["lr"] = a.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+            tw = time.monotonic()
+            Y, D, X, G = (t.to(device, non_blocking=True) for t in next(it))
+            t_wait += time.monotonic() - tw
+            sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
+            gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss, D * sign, played, context_n)
+            loss = GAIN_WEIGHT * gl + WAVE_WEIGHT * wl
+            if a.false_weight:
+                fl = played.false_restoration(G[:, context_n:])
+                loss = loss + a.false_weight * fl
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            seen_s += Y.shape[0] * Y.shape[1] / 46050.0  # mean of the two rates
+            if step % 25 == 0:
+                el = time.monotonic() - t0
+                print(f"step {step} t={el:.0f}s {(step - start_step) / el:.2f} steps/s wait={t_wait / el:.0%} "
+                      f"seen={seen_s / 3600:.2f} h gain_l1={float(gl.detach()):.4f} neg_sisdr={float(wl.detach()):.2f}"
+                      + (f" false={float(fl.detach()):.4f}" if a.false_weight else ""), flush=True)
+            if sel is None and a.keep_all and step % a.val_every == 0:  # a GPU machine has no selection set:
+                save_small(model, ckpt_dir / "steps" / f"step{step:06d}.pt", {"step": step})  # select them here
+            if sel is not None and (step % a.val_every == 0 or step >= a.steps):
+                v = validate(model, *sel, sel_d=sel_d)
+                offset = v.pop("level_offset")  # for the export below; the weights' meta stays as it was
+                v.update(step=step, minutes=(time.monotonic() - t0) / 60, seen_hours=seen_s / 3600)
+                log.append(v)
+                print(json.dumps(v), flush=True)
+                if a.keep_all:  # every scored state, to benchmark more than the selection's pick
+                    save_small(model, ckpt_dir / "steps" / f"step{step:06d}.pt", {**v})
+                if v["sel_score"] > best["sel_score"]:
+                    best = v
+                    meta = {"sel_score": f"{v['sel_score']:.2f}", "sel_sisdr_gain_db": f"{v['sel_sisdr_gain_db']:.2f}",
+                            "step": step}
+                    export(model, a.out, meta, offset=offset)  # measured by validate on this very state
+                    save_small(model, a.small, {**v})
+                save_last()
+            if time.monotonic() - t_saved >= SAVE_EVERY_S:  # a Ctrl-C or a lost machine costs a minute at most
+                save_last()
+    except KeyboardInterrupt:  # keep what this run learnt since the last save, then stop as asked
+        save_last()
+        raise
     if sel is None:  # data without a selection set: keep the last state
         export(model, a.out, {"step": step})
         save_small(model, a.small, {"step": step})
     save_last()
-    (ckpt_dir / "train_log.json").write_text(json.dumps({"params": n_params, "log": log, "best": best}, indent=1))
+    from realtime.io.files import atomic_write
+
+    with atomic_write(ckpt_dir / "train_log.json", suffix=".json.part") as tmp:
+        Path(tmp).write_text(json.dumps({"params": n_params, "log": log, "best": best}, indent=1))
     return {"params": n_params, "steps": step, "seen_hours": seen_s / 3600, "best": best}
 
 
@@ -559,27 +582,40 @@ def lufs_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def db_list(text: str) -> list[float]:
+    """"1.5,2" -> [1.5, 2.0] (``--thresholds``, dB); a clear one-line error otherwise."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected dB values separated by commas, e.g. 1.5,2,3; got {text!r}") from None
+    if not all(math.isfinite(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"expected finite dB values; got {text!r}")
+    return vals
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="train delimiter")
     ap.add_argument("--smoke", action="store_true", help="tiny data, a few steps, export to checkpoints/")
-    ap.add_argument("--minutes", type=float, default=120.0, help="wall-time budget of this run")
-    ap.add_argument("--steps", type=int, default=60000, help="length of the LR schedule (and the run)")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--frames", type=int, default=384, help="frames of %d samples per example" % HOP)
+    ap.add_argument("--minutes", type=positive_float, default=120.0, help="wall-time budget of this run")
+    ap.add_argument("--steps", type=positive_int, default=60000, help="length of the LR schedule (and the run)")
+    ap.add_argument("--batch", type=positive_int, default=16)
+    ap.add_argument("--frames", type=positive_int, default=384, help="frames of %d samples per example" % HOP)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--context", type=float, default=0.0, metavar="S",
                     help="seconds of each example the network hears before the --frames the loss scores "
                          "(a stream's past is never empty; the TCN looks 1.5 s back)")
-    ap.add_argument("--workers", type=int, default=2, help="loader processes")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
+    ap.add_argument("--workers", type=non_negative_int, default=2, help="loader processes")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch threads of the trainer")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP)
-    ap.add_argument("--val-every", type=int, default=250)
+    ap.add_argument("--val-every", type=positive_int, default=250)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=recipe.DEFAULT_OUT)
     ap.add_argument("--out", type=Path, default=None, help="ONNX path (default: in the checkpoint folder)")
     ap.add_argument("--small", type=Path, default=None, help="weights-only checkpoint (default: in the checkpoint folder)")
     ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder (--resume continues from it)")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--force", action="store_true",
+                    help="start afresh in a checkpoint folder that holds an earlier run (its last.pt is replaced)")
     ap.add_argument("--gain-loss", choices=("l1", "offset", "shape"), default="l1",
                     help="per-sample L1 of the log gain, only each example's mean, or the curve about it (see losses)")
     ap.add_argument("--wave-threshold", type=float, default=None, metavar="DB",
@@ -600,12 +636,12 @@ def main(argv=None) -> int:
     ap.add_argument("--target-lufs", type=lufs_range, default=recipe.TARGET_LUFS, metavar="LO,HI",
                     help="loudness range the examples are driven towards (default %g,%g; a lower LO "
                          "adds lightly limited examples)" % recipe.TARGET_LUFS)
-    ap.add_argument("--lookahead", type=int, default=LOOKAHEAD_FRAMES,
+    ap.add_argument("--lookahead", type=non_negative_int, default=LOOKAHEAD_FRAMES,
                     help="future frames the network sees (the default is the product's; more = the non-causal row)")
     ap.add_argument("--arch", choices=("gru", "tcn"), default="gru",
                     help="the network: GRU over 128-sample frames (model.py) or causal dilated convolutions "
                          "over 32-sample block envelopes (tcn.py); --init and --resume keep their checkpoint's")
-    ap.add_argument("--tcn-bands", type=int, default=0, metavar="N",
+    ap.add_argument("--tcn-bands", type=non_negative_int, default=0, metavar="N",
                     help="TCN: also feed the levels of N bands (150 Hz-16 kHz) per block (tcn.band_levels); --init "
                          "of a TCN without them starts them at zero weight")
     ap.add_argument("--front", choices=("linear", "conv"), default="linear",
@@ -621,16 +657,18 @@ def main(argv=None) -> int:
     ap.add_argument("--score", type=Path, nargs="+", default=None, metavar="WEIGHTS",
                     help="score these weights-only states (e.g. a run's steps/*.pt) on the selection set at each "
                          "of --thresholds, one JSON line each, and stop: how a state and its threshold are picked")
-    ap.add_argument("--thresholds", default="1.5,2,2.5,3", help="with --score: processor thresholds (dB)")
+    ap.add_argument("--thresholds", type=db_list, default="1.5,2,2.5,3",
+                    help="with --score: processor thresholds (dB)")
     a = ap.parse_args(argv)
     pick_device(a.device)  # a device that is not there fails before any data is built
     if a.score:
-        for rec in score_states(a.score, a.data, [float(t) for t in a.thresholds.split(",")]):
+        for rec in score_states(a.score, a.data, a.thresholds):
             print(json.dumps(rec), flush=True)
         return 0
     if a.export_only:
         if a.init is None or a.out is None:
             raise SystemExit("--export-only needs --init WEIGHTS and --out FILE.onnx")
+        check_writable(a.out)
         export_weights(a.init, a.out, a.data)
         print(f"exported {a.init} -> {a.out}", flush=True)
         return 0
@@ -642,21 +680,33 @@ def main(argv=None) -> int:
     if a.tcn_bands and a.init is None and a.arch != "tcn" and not a.resume:  # before any data is built
         raise SystemExit(NOT_A_TCN)
     if a.smoke:
-        a.ckpt = a.ckpt or ROOT / "checkpoints" / "delimiter-smoke"
+        if a.ckpt is None:  # its own folder: CI's smoke run replaces the previous one there
+            a.ckpt, a.force = ROOT / "checkpoints" / "delimiter-smoke", True
         a.data = a.ckpt / "data"
-        if not (a.data / "DONE").exists():
-            recipe.build(a.data, smoke=True)
         a.out = a.out or a.ckpt / "delimiter.onnx"
         a.small = a.small or a.ckpt / "checkpoint.pt"
         a.steps, a.batch, a.frames, a.workers = min(a.steps, 3), 2, 32, 0
     else:
-        if not (a.data / "DONE").exists():
-            recipe.build(a.data)
         a.ckpt = a.ckpt or CKPT_DIR
         a.out, a.small = a.out or a.ckpt / "delimiter.onnx", a.small or a.ckpt / "checkpoint.pt"
+    # every input checked before anything is written: an earlier run, where the files go, --init
+    check_run_folder(a.ckpt, a.resume, a.force)
+    for path in (a.ckpt / "last.pt", a.out, a.small):
+        check_writable(path)
+    if a.init is not None and not a.resume:
+        load_weights(a.init)
+    if not (a.data / "DONE").exists():
+        if a.smoke:
+            recipe.build(a.data, smoke=True)
+        elif a.data.resolve() == recipe.DEFAULT_OUT.resolve():
+            recipe.build(a.data)
+        else:  # a mistyped --data would start a 20 h recipe there
+            raise SystemExit(f"no data in {a.data}: build it with python -m models.delimiter.data --out {a.data}")
     print(json.dumps(train(a), default=float), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -16,7 +16,8 @@ root; nothing else is downloaded)::
 It writes
   data/enhancer/train_speech.npy / train_noise.npy   (int16 pools at 48 kHz) + *.json indexes
   data/enhancer/val/{noisy,clean}/NNN.wav            (fixed held-out mixtures, 48 kHz mono)
-  data/enhancer/manifest.json                        (what was used, held out and filtered)
+  data/enhancer/manifest.json                        (what was used, held out and filtered; written after
+                                                      the pools and val/: the trainer takes no folder without it)
   data/enhancer/select/{noisy,clean}/NNN.wav         (72 checkpoint-selection mixtures, held-out packages)
   data/enhancer/confirm/{noisy,clean}/NNN.wav        (72 fresh mixtures of the same files: a candidate
                                                       picked on select/ is confirmed here)
@@ -766,9 +767,25 @@ def build_bench(out: Path, seconds: float = 4.0, reps: int = 3, n_select: int = 
 
 
 # --------------------------------------------------------------------------------------
+MANIFEST = "manifest.json"  # written last: the mark of a finished build (or unpack)
+
+
+def is_built(out: Path) -> bool:
+    """Whether ``out`` holds training pools a build finished (an interrupted one left no manifest)."""
+    return (out / MANIFEST).is_file() and all((out / f"{p}.npy").is_file() for p in ("train_speech", "train_noise"))
+
+
+def write_manifest(out: Path, man: dict) -> None:
+    from realtime.io.files import atomic_write
+
+    with atomic_write(out / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(man, indent=1))
+
+
 def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 1234) -> dict:
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # a rebuild cut short is no data
 
     def log(m):
         print(f"[{time.time() - t0:6.1f}s] {m}", flush=True)
@@ -809,25 +826,46 @@ def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 123
     man["val_mixtures"] = {"count": n_val, "seconds_each": val_seconds, "seed": seed,
                            "snr_db": list(mixer.snr), "level_dbfs": list(mixer.level_db)}
     man["build_seconds"] = round(time.time() - t0)
-    (out / "manifest.json").write_text(json.dumps(man, indent=1))
+    write_manifest(out, man)
     log(f"done -> {out}")
     build_bench(out, log=log, required=False)
     return man
 
 
+def writable_folder(out: Path) -> None:
+    """Make ``out`` and make sure files can be written there, before minutes of reading sources
+    (one line, through run_cli, when not: a file of that name, a read-only disk)."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out}: is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:  # the reason for the folder named, not for a temporary name in it
+        raise OSError(e.errno, e.strerror, str(out)) from None
+
+
 def main(argv=None):
+    from realtime.argtypes import non_negative_int, positive_int
+
     ap = argparse.ArgumentParser(description="build the enhancer train/validation data")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--n-val", type=int, default=120)
+    ap.add_argument("--n-val", type=non_negative_int, default=120)
     ap.add_argument("--bench-only", action="store_true",
                     help="only the checkpoint-selection and benchmark sets (select/, confirm/, bench/), not the pools")
-    ap.add_argument("--bench-reps", type=int, default=3, help="benchmark clips per (SNR band, condition) cell")
+    ap.add_argument("--bench-reps", type=positive_int, default=3, help="benchmark clips per (SNR band, condition) cell")
     a = ap.parse_args(argv)
+    writable_folder(a.out)
     if a.bench_only:
         build_bench(a.out, reps=a.bench_reps)
     else:
         build(a.out, n_val=a.n_val)
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main, sys.argv[1:]))

@@ -25,6 +25,8 @@ frame at a time equals running the whole file in one call.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -288,9 +290,14 @@ def istft(S: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------
 def export_onnx(model: Enhancer, path, opset=17) -> None:
-    """Export with explicit streaming state; single file, dynamic T and B."""
+    """Export with explicit streaming state; single file, dynamic T and B. Written to a temporary
+    file, metadata included, then renamed: a full disk or a Ctrl-C keeps the previous export whole
+    (an OSError naming ``path`` says why)."""
     import onnx
 
+    from realtime.io.files import atomic_write
+
+    path = Path(path)
     model = model.eval()
     B = 1
     spec = torch.zeros(3, B, model.nfreq, 2)
@@ -305,23 +312,27 @@ def export_onnx(model: Enhancer, path, opset=17) -> None:
         del dyn["pcorr"]
     import warnings
 
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (spec, *feats, *states), str(path), input_names=names_in,
-                          output_names=names_out, dynamic_axes=dyn, opset_version=opset,
-                          dynamo=False)
-    m = onnx.load(str(path))
     meta = {"sample_rate": SR, "win": model.win, "hop": HOP, "n_freq": model.nfreq,
             "window": "sqrt-hann-periodic" if model.win == 2 * HOP else "asymmetric-sqrt-hann", "lookahead": 0, "df_gate": int(model.df_gate),
             "deep_filter": int(model.deep_filter), "pitch_features": int(model.pitch_features),
             "min_band_hz": model.min_band_hz,
             "state": ",".join(f"{k}:{'x'.join(map(str, v))}" for k, v in model.state_shapes(1).items()),
             "producer": "models/enhancer/train.py"}
-    for k, v in meta.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, str(v)
-    onnx.checker.check_model(m)
-    onnx.save(m, str(path))
+    try:
+        with atomic_write(path, suffix=".onnx.part") as tmp:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (spec, *feats, *states), str(tmp), input_names=names_in,
+                                  output_names=names_out, dynamic_axes=dyn, opset_version=opset,
+                                  dynamo=False)
+            m = onnx.load(str(tmp))
+            for k, v in meta.items():
+                p = m.metadata_props.add()
+                p.key, p.value = k, str(v)
+            onnx.checker.check_model(m)
+            onnx.save(m, str(tmp))
+    except OSError as e:  # the write's reason (a full disk) for the file the user named, not the temporary one
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def count_params(model: nn.Module) -> int:

@@ -34,7 +34,17 @@ SPEECH_SHARE = 0.8  # of each part's bytes: the voices are what the network must
 
 
 def _index(stem: Path) -> dict:
-    return json.loads(stem.with_suffix(".json").read_text())
+    try:
+        return json.loads(stem.with_suffix(".json").read_text())
+    except ValueError:  # a copy cut short
+        raise SystemExit(f"{stem.with_suffix('.json')}: not a readable index; copy it again") from None
+
+
+def _write_json(path: Path, obj, **kw) -> None:
+    from realtime.io.files import atomic_write
+
+    with atomic_write(path) as tmp:  # a full disk leaves no half index
+        tmp.write_text(json.dumps(obj, **kw))
 
 
 def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float = 64.0, seed: int = 0) -> dict:
@@ -71,27 +81,32 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float =
             offsets = np.concatenate([[0], np.cumsum([len(pool.clips[i]) for i in chosen])]).astype(np.int64)
             with atomic_write(folder / f"{name}.opus", suffix=".opus.part") as tmp:  # a full disk leaves no half part
                 write_opus(tmp, audio, SR, kbps)
-            (folder / f"{name}.json").write_text(json.dumps({
+            _write_json(folder / f"{name}.json", {
                 "offsets": offsets.tolist(), "group": [int(pool.group[i]) for i in chosen],
                 "groups": idx.get("groups", []), "files": [idx["files"][i] for i in chosen] if "files" in idx else [],
-                "kbps": kbps}))
+                "kbps": kbps})
             part[name] = {"clips": len(chosen), "hours": round(total / SR / 3600, 3),
                           "mib": round((folder / f"{name}.opus").stat().st_size / 2 ** 20, 2)}
         summary["parts"].append(part)
-    (out / "pack.json").write_text(json.dumps(summary, indent=1))
+    _write_json(out / "pack.json", summary, indent=1)
     return summary
 
 
 def unpack(src: Path, out: Path) -> dict:
     """Decode every ``src/part*/`` there is into ``out/train_speech.npy`` etc. (the recipe's
-    layout: int16 clips, offsets and groups), parts in order."""
-    from models.enhancer.data import save_pool
+    layout: int16 clips, offsets and groups), parts in order; ``out/manifest.json`` last, as the
+    recipe marks a finished build."""
+    from models.enhancer.data import MANIFEST, save_pool, write_manifest
 
     parts = sorted(p for p in src.glob("part*") if p.is_dir())
     if not parts:
         raise SystemExit(f"no pack parts (part1/, part2/, ...) in {src}")
-    out.mkdir(parents=True, exist_ok=True)
     files = [f / f"{name}.opus" for name in POOLS for f in parts if (f / f"{name}.opus").is_file()]
+    for f in files:  # before minutes of decoding
+        if not f.with_suffix(".json").is_file():
+            raise SystemExit(f"{f.with_suffix('.json')}: no such file (the index of {f.name}); copy the part again")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # written again last: the trainer takes no half-unpacked folder
     # libsndfile decodes outside the GIL: threads decode the parts side by side (a GPU machine has
     # 16 cores, and the decode counts against its minutes)
     with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1) or 1) as ex:
@@ -115,21 +130,26 @@ def unpack(src: Path, out: Path) -> dict:
                 items.append((audio[o[j]: o[j + 1]], label, idx["files"][j] if idx.get("files") else "", SR))
         if items:
             summary[name] = save_pool(items, out / name)
+    write_manifest(out, {"unpacked_from": str(src), "parts": [p.name for p in parts], **summary})
     return summary
 
 
 def main(argv=None) -> int:
+    from realtime.argtypes import positive_float, positive_int
+
     ap = argparse.ArgumentParser(prog="python -m models.enhancer.pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "data" / "enhancer",
                     help="the recipe's output (pack)")
     ap.add_argument("--unpack", type=Path, default=None, metavar="PACK", help="decode this pack into --out")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--parts", type=int, default=1)
-    ap.add_argument("--mib", type=float, default=48.0, help="size of each part")
-    ap.add_argument("--kbps", type=float, default=64.0, help="Opus bit rate")
+    ap.add_argument("--parts", type=positive_int, default=1)
+    ap.add_argument("--mib", type=positive_float, default=48.0, help="size of each part")
+    ap.add_argument("--kbps", type=positive_float, default=64.0, help="Opus bit rate")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.out.exists() and not a.out.is_dir():
+        raise SystemExit(f"--out {a.out}: is a file, not a folder")
     if a.unpack is not None:
         summary = unpack(a.unpack, a.out)
     else:
@@ -139,4 +159,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -136,6 +136,7 @@ def write_teacher(stem: Path, model: Path | None = None, log=print, jobs: int = 
     from concurrent.futures import ProcessPoolExecutor
 
     from realtime.dsp.processors.neural.enhancer import DEFAULT_MODEL
+    from realtime.io.files import atomic_write
 
     src_path = stem.with_suffix(".npy")
     src = np.load(src_path, mmap_mode="r")
@@ -155,9 +156,10 @@ def write_teacher(stem: Path, model: Path | None = None, log=print, jobs: int = 
     finally:
         part.unlink(missing_ok=True)
     model_file = Path(model or DEFAULT_MODEL)
-    out_path.with_suffix(".json").write_text(json.dumps({
-        "source": src_path.name, "model": str(model_file), "directions": "forward and backward, per-bin max", "keep": keep,
-        "model_md5": hashlib.md5(model_file.read_bytes()).hexdigest()}, indent=1))
+    with atomic_write(out_path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({
+            "source": src_path.name, "model": str(model_file), "directions": "forward and backward, per-bin max",
+            "keep": keep, "model_md5": hashlib.md5(model_file.read_bytes()).hexdigest()}, indent=1))
     return out_path
 
 
@@ -191,4 +193,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

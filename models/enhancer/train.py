@@ -3,6 +3,7 @@
     python -m models.enhancer.data                     # build data/enhancer (train does it if missing)
     python -m models.enhancer.train                    # full run (MODEL_CARD.md: how the committed one was made)
     python -m models.enhancer.train --resume           # continue from checkpoints/enhancer/last.pt
+    python -m models.enhancer.train --force            # start afresh over it (else a fresh run is refused there)
     python -m models.enhancer.train --smoke            # CI: synthetic data, few steps, export
 
 ``main(argv)`` is the entry point (``python main.py train enhancer [--smoke]``).
@@ -20,8 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from models.device import DEVICE_HELP, pick_device
+from realtime.argtypes import non_negative_int, positive_float, positive_int
 from realtime.dsp.erb import MIN_BAND_HZ
 
+MIN_SECONDS = 0.1  # shortest --seconds: the loss's 1024-point STFT needs a few of its frames
 SHIPPED_WIN = 480  # the analysis window of weights that name none (models/enhancer/model.py WIN)
 DEFAULT_HIDDEN = 128  # encoder width of a fresh model (the shipped weights since stage 15: 256)
 
@@ -37,13 +40,13 @@ def parse(argv):
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder")
     ap.add_argument("--export", type=Path, default=None, help="ONNX output path")
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--max-minutes", type=float, default=90.0,
+    ap.add_argument("--steps", type=positive_int, default=6000)
+    ap.add_argument("--max-minutes", type=positive_float, default=90.0,
                     help="stop (and export) after this wall time; the LR schedule then ends early too")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seconds", type=float, default=1.0,
+    ap.add_argument("--batch", type=positive_int, default=16)
+    ap.add_argument("--seconds", type=positive_float, default=1.0,
                     help="training segment length (1 s: ~2.5x the updates per minute of 2 s, same audio/s)")
-    ap.add_argument("--gap-max", type=float, default=0.6,
+    ap.add_argument("--gap-max", type=positive_float, default=0.6,
                     help="longest pause (s) between the utterances of a mixture (the shortest is 0.05 s): "
                          "short game lines leave fewer pauses than real speech, and pauses are where "
                          "residual noise is heard")
@@ -57,7 +60,7 @@ def parse(argv):
     ap.add_argument("--dc-free", action=argparse.BooleanOptionalAction, default=True,
                     help="voices without their recordings' DC offsets, in input and target (since the thirteenth "
                          "session; the runtime's input DC blocker takes an offset out before the network sees it)")
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=positive_float, default=2e-3)
     ap.add_argument("--p-level-step", type=float, default=0.3,
                     help="share of mixtures whose noise steps up or down in level mid-segment")
     ap.add_argument("--p-onset", type=float, default=0.15,
@@ -72,25 +75,25 @@ def parse(argv):
     ap.add_argument("--init-onnx", type=Path, default=None,
                     help="fine-tune: start from an exported ONNX model's weights (e.g. models/enhancer/"
                          "enhancer.onnx when its checkpoints are lost; same --hidden/--hidden-df)")
-    ap.add_argument("--hidden", type=int, default=None,
+    ap.add_argument("--hidden", type=positive_int, default=None,
                     help="encoder GRU width; --init from narrower weights widens them, starting as the same "
                          f"function (model.widen). Default: the width of the weights it starts from, else {DEFAULT_HIDDEN}")
-    ap.add_argument("--hidden-df", type=int, default=96)
-    ap.add_argument("--win", type=int, default=None,
+    ap.add_argument("--hidden-df", type=positive_int, default=96)
+    ap.add_argument("--win", type=positive_int, default=None,
                     help="analysis window (samples, a multiple of 480): above 480 an asymmetric pair whose synthesis "
                          "spans the last 480 samples (finer bins, the same 10 ms latency). Default: the --init "
                          "checkpoint's (or export's), else 480; --resume and --export-only keep the checkpoint's")
-    ap.add_argument("--min-band-hz", type=float, default=None,
+    ap.add_argument("--min-band-hz", type=positive_float, default=None,
                     help="the narrowest of the 32 ERB bands (whole bins: 100 is one bin at 480); --init weights of "
                          "other bands start from the bands covering the same Hz. Default as --win's, else 200")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=1, help="data-mixing processes")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--workers", type=non_negative_int, default=1, help="data-mixing processes (0: in the trainer's)")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP)
-    ap.add_argument("--log-every", type=int, default=25)
-    ap.add_argument("--val-every", type=int, default=250)
-    ap.add_argument("--ckpt-every", type=int, default=100)
-    ap.add_argument("--keep-every", type=int, default=0,
+    ap.add_argument("--log-every", type=positive_int, default=25)
+    ap.add_argument("--val-every", type=positive_int, default=250)
+    ap.add_argument("--ckpt-every", type=positive_int, default=100)
+    ap.add_argument("--keep-every", type=non_negative_int, default=0,
                     help="also keep the weights every N steps as stepN.pt (for selection elsewhere; 0: never)")
     ap.add_argument("--asym", type=float, default=0.0,
                     help="weight of an extra penalty on output magnitude above the clean one (residual noise; "
@@ -128,7 +131,11 @@ def parse(argv):
                          "with digital pauses) change level beyond 0.5 dB: a checkpoint that suppresses an unknown "
                          "voice is never selected")
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--smoke", action="store_true", help="tiny synthetic run + export (CI)")
+    ap.add_argument("--force", action="store_true",
+                    help="start afresh in a checkpoint folder that holds an earlier run (its weights are replaced)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny synthetic run + export (CI); without --ckpt into checkpoints/enhancer-smoke, "
+                         "replacing the last smoke run there")
     ap.add_argument("--export-only", action="store_true",
                     help="export --init's weights (else the checkpoint folder's best.pt, or last.pt) and exit")
     ap.add_argument("--average", type=Path, nargs="+", default=None, metavar="FILE",
@@ -137,11 +144,16 @@ def parse(argv):
     a = ap.parse_args(argv)
     if a.select_by == "pesq+dnsmos" and importlib.util.find_spec("speechmos") is None:
         raise SystemExit("--select-by pesq+dnsmos needs speechmos: pip install -e '.[eval]'")
+    if a.average and not a.export_only:  # before anything is built: a usage error costs nothing
+        raise SystemExit("--average goes with --export-only")
+    if a.seconds < MIN_SECONDS:
+        raise SystemExit(f"--seconds {a.seconds:g}: a training segment is at least {MIN_SECONDS:g} s")
     if a.smoke:
         a.steps = min(a.steps, 12) if "--steps" in (argv or []) else 12
         a.batch, a.seconds, a.workers = 4, 1.0, 0
         a.val_every, a.ckpt_every, a.log_every = 6, 6, 2
-        a.ckpt = a.ckpt or ROOT / "checkpoints" / "enhancer-smoke"
+        if a.ckpt is None:  # its own folder: CI's smoke run replaces the previous one there
+            a.ckpt, a.force = ROOT / "checkpoints" / "enhancer-smoke", True
         a.export = a.export or a.ckpt / "enhancer.onnx"
     a.ckpt = a.ckpt or DEFAULT_CKPT
     a.export = a.export or DEFAULT_EXPORT
@@ -178,13 +190,24 @@ def _onnx_facts(path: Path) -> dict | None:
         return None
 
 
+def no_data_message(a) -> str:
+    """What to run for training data in ``a.data`` (and the teacher targets that --teacher-targets needs)."""
+    from models.enhancer.targets import teacher_path
+
+    msg = (f"no training data in {a.data}: build it with python -m models.enhancer.data --out {a.data} "
+           f"(or unpack a pack there: python -m models.enhancer.pack --unpack PACK --out {a.data})")
+    if a.teacher_targets and not teacher_path(a.data / "train_speech").exists():
+        msg += f", then python -m models.enhancer.targets --data {a.data}"
+    return msg
+
+
 def make_pools(a):
-    from models.enhancer.data import Pool, synthetic_pools
+    from models.enhancer.data import Pool, is_built, synthetic_pools
 
     if a.smoke:
         return synthetic_pools(seed=a.seed)
-    if not (a.data / "train_speech.npy").exists():
-        raise SystemExit(f"no training data in {a.data}: run `python -m models.enhancer.data --out {a.data}`")
+    if not is_built(a.data):
+        raise SystemExit(no_data_message(a))
     return Pool.load(a.data / "train_speech", teacher=a.teacher_targets), Pool.load(a.data / "train_noise")
 
 
@@ -411,8 +434,35 @@ class Loss:
 
 
 # ------------------------------------------------------------------------------------------
+def load_run(path: Path) -> dict:
+    """A run checkpoint for --resume (``save``'s: weights, optimiser state, step), or one line saying
+    what the file is not."""
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch's unpickling and zip errors: an empty, cut or foreign file
+        raise SystemExit(f"{path}: not an enhancer run checkpoint ({type(e).__name__})") from None
+    weights = ck.get("model") if isinstance(ck, dict) else None
+    if not isinstance(weights, dict) or "gain.weight" not in weights:  # every enhancer has its gain head
+        raise SystemExit(f"{path}: not an enhancer run checkpoint (no enhancer weights in it)")
+    if "opt" not in ck or "step" not in ck:
+        raise SystemExit(f"{path}: not an enhancer run checkpoint (weights only, no optimiser state: "
+                         "--init starts a run from them)")
+    return ck
+
+
 def main(argv=None) -> int:
     a = parse(list(argv) if argv is not None else sys.argv[1:])
+    from models.enhancer.data import is_built
+    from models.run_folder import check_run_folder, save_torch
+
+    # refusals first, before anything is written or torch is imported
+    if not a.export_only:
+        check_run_folder(a.ckpt, a.resume, a.force)
+    build_data = not a.smoke and not a.export_only and not is_built(a.data)
+    if build_data and a.data.resolve() != DEFAULT_DATA.resolve():  # a mistyped --data: no recipe run (apt-get) there
+        raise SystemExit(no_data_message(a))
     import torch
 
     from models.enhancer.model import (
@@ -446,9 +496,7 @@ def main(argv=None) -> int:
             logf.write(line + "\n")
             logf.flush()
 
-    if a.average and not a.export_only:  # before anything is built: a usage error costs nothing
-        raise SystemExit("--average goes with --export-only")
-    if not a.smoke and not a.export_only and not (a.data / "train_speech.npy").exists():
+    if build_data:
         from models.enhancer.data import build
 
         log(f"no training data in {a.data}: building it (recipe models/enhancer/data.py)")
@@ -472,17 +520,22 @@ def main(argv=None) -> int:
             state = average_weights([c["model"] for c in cks])
         except ValueError as e:
             raise SystemExit(f"--average: {e}")
-        model = Enhancer(ck.get("hidden", a.hidden or DEFAULT_HIDDEN), ck.get("hidden_df", a.hidden_df), ck.get("df_gate", False),
-                         ck.get("deep_filter", True), ck.get("pitch_features", False), *framing(a, ck, keep=True))
-        model.load_state_dict(fit_weights(state, model))
+        try:
+            model = Enhancer(ck.get("hidden", a.hidden or DEFAULT_HIDDEN), ck.get("hidden_df", a.hidden_df),
+                             ck.get("df_gate", False), ck.get("deep_filter", True), ck.get("pitch_features", False),
+                             *framing(a, ck, keep=True))
+            model.load_state_dict(fit_weights(state, model))
+        except Exception as e:  # another model's weights (a de-limiter checkpoint): names or shapes differ
+            raise SystemExit(f"{srcs[0]}: not an enhancer checkpoint ({type(e).__name__})") from None
+        a.export.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(model, a.export)
         if a.average:
-            log(f"exported the mean of {len(cks)} checkpoints (steps {[c['step'] for c in cks]}) -> {a.export}")
+            log(f"exported the mean of {len(cks)} checkpoints (steps {[c.get('step') for c in cks]}) -> {a.export}")
         else:
-            log(f"exported {srcs[0]} (step {ck['step']}) -> {a.export}")
+            log(f"exported {srcs[0]} (step {ck.get('step')}) -> {a.export}")
         return 0
     last = a.ckpt / "last.pt"
-    resumed = torch.load(last, map_location="cpu", weights_only=False) if a.resume and last.exists() else None
+    resumed = load_run(last) if a.resume else None  # check_run_folder: it is there
     if resumed is not None:  # the graph the weights were trained in
         a.df_gate, a.deep_filter = resumed.get("df_gate", False), resumed.get("deep_filter", True)
         a.pitch_features = resumed.get("pitch_features", False)
@@ -512,7 +565,10 @@ def main(argv=None) -> int:
     best = -1e9
     if resumed is not None:
         ck = resumed
-        model.load_state_dict(fit_weights(ck["model"], model))
+        try:
+            model.load_state_dict(fit_weights(ck["model"], model))
+        except Exception as e:  # another model's run (a de-limiter's last.pt): names or shapes differ
+            raise SystemExit(f"{last}: not an enhancer run checkpoint ({type(e).__name__})") from None
         step, best = ck["step"], ck.get("best", best)
         log(f"resumed from {last} at step {step}")
     elif a.init is not None:
@@ -542,7 +598,10 @@ def main(argv=None) -> int:
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     if resumed is not None:
-        opt.load_state_dict(resumed["opt"])  # its moments land on the parameters' device
+        try:
+            opt.load_state_dict(resumed["opt"])  # its moments land on the parameters' device
+        except Exception as e:  # an optimiser of other parameters
+            raise SystemExit(f"{last}: not an enhancer run checkpoint (optimiser: {type(e).__name__})") from None
     log(f"model params {count_params(model)} on {device}; args {json.dumps({k: str(v) for k, v in vars(a).items()})}")
 
     if a.teacher_targets and not a.smoke:  # here, not first in a loader worker: a one-line error
@@ -613,27 +672,26 @@ def main(argv=None) -> int:
         return float(l), float(parts["sisdr"]), float(noisy_sdr), score, level
 
     def save(path):
-        from realtime.io.files import atomic_write
-
-        with atomic_write(path) as tmp:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                        "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
-                        "deep_filter": a.deep_filter, "pitch_features": a.pitch_features, "win": a.win,
-                        "min_band_hz": a.min_band_hz, "teacher_targets": a.teacher_targets}, tmp)
+        save_torch({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                    "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
+                    "deep_filter": a.deep_filter, "pitch_features": a.pitch_features, "win": a.win,
+                    "min_band_hz": a.min_band_hz, "teacher_targets": a.teacher_targets}, path)
 
     def keep(path):  # weights alone, on the CPU, loadable by --init
-        from realtime.io.files import atomic_write
+        save_torch({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "step": step,
+                    "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
+                    "deep_filter": a.deep_filter, "pitch_features": a.pitch_features, "win": a.win,
+                    "min_band_hz": a.min_band_hz}, path)
 
-        with atomic_write(path) as tmp:
-            torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "step": step,
-                        "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
-                        "deep_filter": a.deep_filter, "pitch_features": a.pitch_features, "win": a.win,
-                        "min_band_hz": a.min_band_hz}, tmp)
-
+    if resumed is None and a.force:  # the replaced run's weights go (an --init from them is read by now)
+        for old in [last, a.ckpt / "best.pt", *a.ckpt.glob("step*.pt")]:
+            old.unlink(missing_ok=True)
+    saved_best = False  # this run's best.pt (a folder may hold an earlier run's, never exported as this one's)
     if step == 0 and (a.init is not None or a.init_onnx is not None):
         # a fine-tune's starting point is a candidate too: the run cannot end worse than it began
         vl, vsdr, nsdr, best, level = validate()
         save(a.ckpt / "best.pt")
+        saved_best = True
         log(f"start: validation SI-SDR {vsdr:.2f} dB (noisy {nsdr:.2f} dB) clean voices {level:+.2f} dB "
             f"score {best:.3f}")
     model.train()
@@ -684,12 +742,13 @@ def main(argv=None) -> int:
             if score > best:
                 best = score
                 save(a.ckpt / "best.pt")
+                saved_best = True
                 tag = " (best)"
             log(f"validation: loss {vl:.4f} SI-SDR {vsdr:.2f} dB (noisy {nsdr:.2f} dB) clean voices {level:+.2f} dB "
                 f"score ({a.select_by}) {score:.3f}{tag}")
     save(last)
     log(f"stopped ({stop_reason}) at step {step}")
-    src = a.ckpt / "best.pt" if (a.ckpt / "best.pt").exists() else last
+    src = a.ckpt / "best.pt" if saved_best or (resumed is not None and (a.ckpt / "best.pt").exists()) else last
     ck = torch.load(src, map_location="cpu", weights_only=False)
     model.cpu().load_state_dict(fit_weights({k: v.cpu() for k, v in ck["model"].items()}, model))
     a.export.parent.mkdir(parents=True, exist_ok=True)
@@ -700,4 +759,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from realtime.errors import run_cli
+
+    sys.exit(run_cli(main))

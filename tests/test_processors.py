@@ -380,7 +380,7 @@ def test_safety_never_exceeds_ceiling(ceiling_db):
 def test_safety_blocks_dc():
     y = run(P.create("safety"), np.full((SR * 2, 1), 0.5), block=128)
     assert abs(y[-1000:]).max() < 1e-3
-    # but passes audio: a 100 Hz sine keeps its level (5 Hz corner)
+    # but passes audio: a 100 Hz sine keeps its level (1 Hz corner)
     t = np.arange(SR) / SR
     s = (0.5 * np.sin(2 * np.pi * 100 * t))[:, None]
     y = run(P.create("safety"), s, block=128)
@@ -572,3 +572,100 @@ def test_fixed_hop_any_block_size_hop_minus_one_latency_no_allocation(history, m
     finally:
         tracemalloc.stop()
     assert peak - base < 8192
+
+
+# -------------------------------------------------------------------------- review of 2026-12-05
+def test_limited_low_square_content_stays_under_the_safety_ceiling():
+    """The safety stage's DC blocker runs after the limiter: at 5 Hz it tilted a -1 dBFS limited
+    25 Hz square 2.3 dB up, past the -0.3 dBFS ceiling, and the safety clip cut a quarter of its
+    samples. At 1 Hz the tilt stays inside the margin (past the onset's transient)."""
+    t = np.arange(SR * 3) / SR
+    sq = 0.9 * np.sign(np.sin(2 * np.pi * 25 * t))[:, None].repeat(2, 1)
+    y = run(P.create("limiter", input_gain_db=6.0, ceiling_db=-1.0), sq, block=256)
+    y = run(P.create("safety"), y, block=256)
+    assert 20 * np.log10(np.abs(y[SR:]).max()) < -0.35  # not pinned at the -0.3 dBFS clip
+
+
+def test_a_lowered_limiter_ceiling_holds_without_the_final_clip():
+    """Lowering the ceiling mid-stream: the gain computer takes the lower target at once, so the
+    output is under it by the time a sample arrives and the backstop clip is not what holds it
+    (it cut up to 0.13 of full scale off the gain's output for 10-30 ms)."""
+    t = np.arange(SR) / SR
+    x = (0.95 * np.sin(2 * np.pi * 200 * t))[:, None].repeat(2, 1).astype(np.float32)
+    lim = P.create("limiter", ceiling_db=0.0, lookahead_ms=5.0)
+    lim.prepare(SR, 256, 2)
+    L, cut = lim.latency, 0.0
+    delayed = np.concatenate([np.zeros((L, 2), np.float32), x])
+    for i in range(0, len(x), 256):
+        if i == 94 * 256:  # half-way
+            lim.set_param("ceiling_db", -24.0)
+        blk = x[i:i + 256].copy()
+        lim.process(blk)
+        by_gain = delayed[i:i + len(blk), 0] * lim.gain[:len(blk)]  # what the gain alone made
+        cut = max(cut, float(np.abs(by_gain - blk[:, 0]).max()))
+    assert cut < 1e-5, cut
+
+
+@pytest.mark.parametrize("kind,knob", [("limiter", "lookahead_ms"), ("declip", "lookahead_ms")])
+def test_a_lookahead_turned_while_streaming_changes_the_latency_at_the_next_block(kind, knob):
+    """The knob changed the value (and the preset) but not the delay until the next prepare: the
+    panel's look-ahead did nothing live. Measured by an impulse after the change."""
+    p = P.create(kind, **{knob: 5.0})
+    p.prepare(SR, 128, 1)
+    assert p.latency == 240
+    p.set_param(knob, 2.0)
+    blk = np.zeros((128, 1), np.float32)
+    p.process(blk)
+    assert p.latency == 96
+    x = np.zeros((2048, 1), np.float32)
+    x[300] = 0.5
+    for i in range(0, len(x), 128):
+        p.process(x[i:i + 128])
+    assert int(np.argmax(np.abs(x[:, 0]))) == 300 + 96
+
+
+def test_the_declipper_fills_runs_at_low_sample_rates_too():
+    """At 8-32 kHz a 1 ms look-ahead was all the fit's POST samples: the slot delayed the audio
+    and filled nothing. The look-ahead is at least POST + MIN_FILL samples there."""
+    from realtime.dsp.declip import POST
+    from realtime.dsp.processors.declip import MIN_FILL
+
+    sr = 8000
+    t = np.arange(sr * 2) / sr
+    x = 1.3 * np.sin(2 * np.pi * 310 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t)) + 0.2 * np.sin(2 * np.pi * 735 * t)
+    y = np.clip(x, -0.9, 0.9)[:, None].astype(np.float32)
+    p = P.create("declip", lookahead_ms=1.0)
+    out = run(p, y, block=128, sr=sr)
+    L = p.latency
+    assert L == POST + MIN_FILL
+    err_db = [10 * np.log10(np.mean((a - x[:-L]) ** 2)) for a in (y[:-L, 0], out[L:, 0])]
+    assert err_db[1] < err_db[0] - 1.0, err_db  # measured -17.6 -> -19.1 dB (before: no change)
+
+
+def test_inf_or_an_absurd_sample_does_not_break_the_meter():
+    """One Inf sample made the meter read inf / NaN for good (inf - inf); a 1e30 one read +576 dB
+    for 48 s. They are bounded as NaN is: the readings recover with the signal."""
+    m = P.create("meter")
+    m.prepare(SR, 128, 1)
+    for bad in (np.inf, 1e30, np.nan):
+        blk = np.zeros((128, 1), np.float32)
+        blk[5] = bad
+        m.process(blk)
+        t = np.arange(SR * 3) / SR
+        tone = (0.1 * np.sin(2 * np.pi * 440 * t))[:, None].astype(np.float32)
+        for i in range(0, len(tone), 128):
+            m.process(tone[i:i + 128])
+        peak, rms = m.readings[0, PEAK], m.readings[0, RMS]
+        assert np.isfinite(peak) and np.isfinite(rms), bad
+        assert abs(peak - 20 * np.log10(0.1)) < 1.0 and abs(rms - 20 * np.log10(0.1 / np.sqrt(2))) < 1.0, (bad, peak, rms)
+
+
+def test_reset_clears_the_safety_stages_counts_as_a_fresh_one_has_none():
+    s = P.create("safety")
+    s.prepare(SR, 64, 1)
+    blk = np.full((64, 1), 2.0, np.float32)
+    blk[0] = np.nan
+    s.process(blk)
+    assert s.counters[CLIPPED] > 0 and s.counters[SCRUBBED] == 1
+    s.reset()
+    assert not s.counters.any() and not s.readings.any()

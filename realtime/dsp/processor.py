@@ -204,10 +204,12 @@ class Readout:
 
 
 class LookaheadLatency:
-    """Mixin for a processor whose latency is a look-ahead knob (ms) that takes effect on
-    ``prepare``/``reset``: ``_size_lookahead`` (in ``_prepare``) sets the largest one, which
-    buffers and the chain's dry-path delay (``max_latency``) are sized for, so a change never
-    reallocates; ``_set_lookahead`` (in ``reset``) the current one."""
+    """Mixin for a processor whose latency is a look-ahead knob (ms): ``_size_lookahead`` (in
+    ``_prepare``) sets the largest one, which buffers and the chain's dry-path delay
+    (``max_latency``) are sized for, so a change never reallocates; ``_set_lookahead`` (in
+    ``reset``) the current one. A knob turned while streaming takes effect at the next block:
+    ``process`` asks ``_lookahead_moved`` and resets (a gap of the look-ahead's length, as a
+    latency change must make; the chain reads the new latency for its dry path at once)."""
 
     _L = 0
     _Lmax = 0
@@ -224,9 +226,15 @@ class LookaheadLatency:
         self._Lmax = int(math.ceil(max_ms * 1e-3 * self.sample_rate))
         return self._Lmax
 
+    def _lookahead_samples(self, ms: float) -> int:
+        return min(self._Lmax, int(round(ms * 1e-3 * self.sample_rate)))
+
     def _set_lookahead(self, ms: float) -> int:
-        self._L = min(self._Lmax, int(round(ms * 1e-3 * self.sample_rate)))
+        self._L = self._lookahead_samples(ms)
         return self._L
+
+    def _lookahead_moved(self, ms: float) -> bool:
+        return self._lookahead_samples(ms) != self._L
 
 
 class Processor:

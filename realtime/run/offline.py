@@ -20,6 +20,7 @@ from realtime.errors import OfflineError, raise_pending_interrupt
 from realtime.io.files import atomic_write, folder_problem, remove_stale_parts, sf_path, through_link
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
+RESAMPLER_FLUSH = 4096  # chain frames of silence beyond the latency that push a resampler's tail out
 DEFAULT_RATE = 48000
 NATIVE_RANGE = (44100, 384000)  # lower rates go to 48 kHz as before (EQ corners at 10 kHz and up)
 
@@ -416,7 +417,9 @@ def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, latency: int, ba
         write(runner.feed(rs_in.resample_chunk(x) if rs_in is not None else x))
     if rs_in is not None:
         write(runner.feed(rs_in.resample_chunk(np.zeros((0, src.channels), np.float32), last=True)))
-    write(runner.flush(tail=latency))
+    # resampled back, the chain's last frames still have to pass the output resampler's filter:
+    # flushed short, the file's last ~10 ms depended on the block size
+    write(runner.flush(tail=latency + (RESAMPLER_FLUSH if out.rs_out is not None else 0)))
     out.finish()
     return frames_read, nonfinite
 

@@ -3,20 +3,22 @@
 The de-limiter runs the same de-clipper (realtime/dsp/declip.py) inside its network's look-ahead;
 this slot brings it to any chain (a clipped recording, a clipped drum bus) at the cost of its
 look-ahead in latency. ``lookahead_ms`` sets how long a run can be filled (the look-ahead minus
-``declip.POST`` samples); like the limiter's, it takes effect on ``prepare``/``reset``, the
-buffers being sized for the maximum. Readout: the largest filled peak of the block over its clip
-level (dB).
+``declip.POST`` samples; at least ``MIN_FILL`` samples, so at low rates the latency can be a few
+ms above the knob); like the limiter's, a change takes effect at the next block, the buffers
+being sized for the maximum. Readout: the largest filled peak of the block over its clip level
+(dB).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from realtime.dsp.declip import IN_CLIP, Declipper
+from realtime.dsp.declip import IN_CLIP, POST, Declipper
 from realtime.dsp.kernels import scrub_into
 from realtime.dsp.processor import LookaheadLatency, Param, Processor, Readout
 from realtime.dsp.processors import register
 
 MAX_LOOKAHEAD_MS = 20.0
+MIN_FILL = 8  # samples: the shortest look-ahead beyond POST (runs up to this long can be filled)
 
 
 @register
@@ -35,11 +37,18 @@ class Declip(LookaheadLatency, Processor):
         self.readings = np.zeros(1, np.float32)
         self._counts = np.zeros(2, np.int64)  # non-finite, clamped samples (scrub_into's tallies)
 
+    def _lookahead_samples(self, ms: float) -> int:
+        # at least the fit's POST samples plus a short run: at 8-32 kHz 1 ms was all POST, so the
+        # slot delayed the audio and filled nothing
+        return min(self._Lmax, max(super()._lookahead_samples(ms), POST + MIN_FILL))
+
     def reset(self) -> None:
         self._dcl.reset(self._set_lookahead(self.values[0]))
         self.readings.fill(0.0)
 
     def process(self, block: np.ndarray) -> None:
+        if self._lookahead_moved(self.values[0]):
+            self.reset()
         n = block.shape[0]
         # as the de-limiter does: one absurd sample (1e30) would lift the peak hold so high that no
         # clipped run counts as a peak for minutes (at +12 dBFS it is ~10 s); NaN/Inf become 0

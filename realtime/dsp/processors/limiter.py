@@ -8,10 +8,13 @@ Gain computer, per sample n (W = lookahead + 1 samples):
   y[n]  = drive * x[n-L] * g[n]                          (L = W - 1 = latency)
 Every h2 in the box window covers sample n-L, so g[n] <= r[n-L] and |y[n]| <= ceiling: the
 gain has fully ramped down by the time the peak leaves the delay line. With lookahead 0 this is
-an instant-attack limiter. Non-finite input is treated as silence. A final clip (only ever
-active for float rounding, or while the ceiling itself is being lowered) backs the guarantee.
+an instant-attack limiter. Non-finite input is treated as silence. The ceiling is smoothed, but
+a lowered one enters r[n] at once (with lookahead): the output clip, L samples on, uses the
+smoothed one, so the gain is down before a sample reaches it. A final clip (float rounding; a
+ceiling lowered with no lookahead) backs the guarantee.
 
-The lookahead (and so the latency) changes only on ``prepare``/``reset``: delay lines are
+The lookahead (and so the latency) is applied by ``reset``, also when the knob moves while
+streaming (``process`` notices and resets: a gap of the lookahead's length): delay lines are
 allocated for the 10 ms maximum at prepare, and the chain sizes its dry-path compensation from
 ``max_latency``, so nothing is reallocated.
 """
@@ -71,7 +74,10 @@ def _limiter_kernel(block, values, fs, ist, delay, dq_val, dq_t, box, gain_out, 
             a = abs(v)
             if a > pk:
                 pk = a
-        r = 1.0 if pk <= ceil else ceil / pk
+        # a lowered ceiling counts at once here: the output clip, L samples on, uses the smoothed
+        # one, which has not come down as far yet (at the target it clipped for ~20 ms)
+        c = min(ceil, ceil_t) if L > 0 else ceil
+        r = 1.0 if pk <= c else c / pk
         # sliding minimum over the last W samples
         while tail > head and dq_val[(tail - 1) & qmask] >= r:
             tail -= 1
@@ -160,6 +166,8 @@ class Limiter(LookaheadLatency, Processor):
         self.readings.fill(0.0)
 
     def process(self, block: np.ndarray) -> None:
+        if self._lookahead_moved(self.values[3]):
+            self.reset()
         _limiter_kernel(block, self.values, self._fs, self._ist, self._delay, self._dq_val, self._dq_t,
                         self._box, self._gain, self._k, self.readings)
 

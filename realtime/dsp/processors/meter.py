@@ -18,6 +18,7 @@ from realtime.dsp.processors import register
 
 PEAK, RMS, CLIP = 0, 1, 2
 FLOOR_DB = -120.0
+OVER_MAX = 4.0  # +12 dBFS: the largest level the envelopes take in
 
 
 @njit(nogil=True, cache=True)
@@ -36,6 +37,8 @@ def _meter_kernel(block, values, env, readings, clip_count, sample_rate):
                 clips += 1
                 if ax != ax:
                     ax = 1.0
+                elif ax > OVER_MAX:  # Inf or 1e30: bounded, or the readings stay broken (inf - inf
+                    ax = OVER_MAX  # is NaN for good; a 1e30 sample read +576 dB and took 48 s to fall)
             pk *= fall
             if ax > pk:
                 pk = ax

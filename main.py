@@ -364,31 +364,6 @@ COMMANDS = {"gui": cmd_gui, "run": cmd_run, "process": cmd_process, "batch": cmd
             "synth": cmd_synth, "plugins": cmd_plugins}
 
 
-def _interrupt_on_signals() -> None:
-    """SIGTERM and SIGHUP end a command like Ctrl-C: the same clean-up runs (no half-written file).
-    Only the main thread may set handlers (``main`` is also called from tests' threads)."""
-    import signal
-    import threading
-
-    from realtime.errors import Interrupted, note_interrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def interrupt(signum, frame):
-        name = signal.Signals(signum).name
-        note_interrupt(name)  # remembered too: an exception raised inside an import can be swallowed
-        raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(name)
-
-    # a signal the caller ignored stays ignored: nohup's SIGHUP, a shell's `trap '' TERM`, an
-    # ignored Ctrl-C in a background job
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(s) is not signal.SIG_IGN:
-            signal.signal(s, interrupt)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, interrupt)
-
-
 def _finish_on_signals(status: int) -> None:
     """Once a command has ended (its output committed or its error said), a signal during the
     interpreter's shutdown ends the process at once with the command's own status, instead of a
@@ -420,7 +395,7 @@ def _interrupted_note(args) -> str:
 
 def main(argv=None) -> int:
     """Run one command; user errors end as one line on stderr and exit status 2, never a traceback."""
-    from realtime.errors import Interrupted, user_message
+    from realtime.errors import Interrupted, interrupt_on_signals, user_message
 
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -428,7 +403,7 @@ def main(argv=None) -> int:
         argv = ["gui", *argv]
     args = parser.parse_args(argv)
     args.argv = list(argv)  # what was given, not filled in: the panel lets it beat its remembered settings
-    _interrupt_on_signals()
+    interrupt_on_signals()
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt as e:

@@ -75,6 +75,29 @@ def note_interrupt(name: str) -> None:
     _Pending.signal = name
 
 
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGHUP end a command like Ctrl-C: the same clean-up runs (no half-written file).
+    Only the main thread may set handlers (``main`` is also called from tests' threads)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        name = signal.Signals(signum).name
+        note_interrupt(name)  # remembered too: an exception raised inside an import can be swallowed
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(name)
+
+    # a signal the caller ignored stays ignored: nohup's SIGHUP, a shell's `trap '' TERM`, an
+    # ignored Ctrl-C in a background job
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupt)
+
+
 def raise_pending_interrupt() -> None:
     """Raise the interrupt ``note_interrupt`` saw, if its exception went missing."""
     if _Pending.signal is not None:
@@ -153,7 +176,22 @@ def user_message(e: BaseException) -> str | None:
 def run_cli(main, argv=None) -> int:
     """Run a ``python -m`` entry point (a data recipe, a trainer, a benchmark) as ``main.py`` runs
     its commands: a user error is one line ``error: …`` and exit status 2, a ``SystemExit`` with a
-    message the same, Ctrl-C / SIGTERM ``interrupted`` and 130 / 143; a bug keeps its traceback."""
+    message the same, Ctrl-C / SIGTERM / SIGHUP ``interrupted`` and 130 / 143 / 130 (the same
+    clean-up runs for all three); a bug keeps its traceback."""
+    import signal
+    import threading
+
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {s: signal.getsignal(s) for s in sigs} if threading.current_thread() is threading.main_thread() else {}
+    interrupt_on_signals()
+    try:
+        return _run_cli(main, argv)
+    finally:  # a caller in the same process (a test) gets its own handlers back
+        for s, h in before.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _run_cli(main, argv) -> int:
     import sys
 
     try:

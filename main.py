@@ -395,7 +395,7 @@ def _interrupted_note(args) -> str:
 
 def main(argv=None) -> int:
     """Run one command; user errors end as one line on stderr and exit status 2, never a traceback."""
-    from realtime.errors import Interrupted, interrupt_on_signals, user_message
+    from realtime.errors import interrupt_on_signals, said_status
 
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -406,20 +406,11 @@ def main(argv=None) -> int:
     interrupt_on_signals()
     try:
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt as e:
-        print(_interrupted_note(args), file=sys.stderr)
-        return 143 if isinstance(e, Interrupted) and str(e) == "SIGTERM" else 130
-    except SystemExit as e:  # a trainer's or benchmark's own one-line refusal: said as every user error
-        if not isinstance(e.code, str):
+    except BaseException as e:  # a trainer's or benchmark's SystemExit("…") is said as every user error
+        status = said_status(e, _interrupted_note(args))
+        if status is None:
             raise
-        print(f"error: {e.code}", file=sys.stderr)
-        return 2
-    except Exception as e:
-        msg = user_message(e)
-        if msg is None:
-            raise
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+        return status
 
 
 def _exit_now(status: int) -> None:

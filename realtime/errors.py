@@ -192,22 +192,33 @@ def run_cli(main, argv=None) -> int:
 
 
 def _run_cli(main, argv) -> int:
-    import sys
-
     try:
         status = main(argv) if argv is not None else main()
         return int(status or 0)
-    except KeyboardInterrupt as e:
-        print("interrupted", file=sys.stderr)
+    except BaseException as e:
+        said = said_status(e)
+        if said is not None:
+            return said
+        if isinstance(e, SystemExit):
+            return e.code or 0
+        raise
+
+
+def said_status(e: BaseException, interrupted: str = "interrupted") -> int | None:
+    """Say how a command ended on ``e`` in one line on stderr and return its exit status: an
+    interrupt ``interrupted`` (130, 143 for SIGTERM), a user error or a ``SystemExit("message")``
+    ``error: …`` (2). None, saying nothing: not the user's to fix (a bug keeps its traceback) or a
+    ``SystemExit`` that carries a status."""
+    import sys
+
+    if isinstance(e, KeyboardInterrupt):
+        print(interrupted, file=sys.stderr)
         return 143 if isinstance(e, Interrupted) and str(e) == "SIGTERM" else 130
-    except SystemExit as e:
-        if isinstance(e.code, str):
-            print(f"error: {e.code}", file=sys.stderr)
-            return 2
-        return e.code or 0
-    except Exception as e:
-        msg = user_message(e)
-        if msg is None:
-            raise
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    if isinstance(e, SystemExit):
+        msg = e.code if isinstance(e.code, str) else None
+    else:
+        msg = user_message(e) if isinstance(e, Exception) else None
+    if msg is None:
+        return None
+    print(f"error: {msg}", file=sys.stderr)
+    return 2

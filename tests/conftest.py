@@ -52,3 +52,35 @@ def window(qtbot, tmp_path):
     yield make
     for w in made:
         w.shutdown()
+
+
+# ---------------------------------------------------------------------------- small disks (root only)
+def _tmpfs(where, options: str):
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("needs root to mount a small tmpfs")
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield where
+    subprocess.run(["umount", "-l", str(where)])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 96 kB disk: room for a few blocks of audio, then full."""
+    yield from _tmpfs(tmp_path / "small", "size=96k")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 kB disk: full after a few small files."""
+    yield from _tmpfs(tmp_path / "full", "size=64k")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    yield from _tmpfs(tmp_path / "ro", "ro,size=64k")

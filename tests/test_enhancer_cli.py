@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_robustness import _mount_tmpfs, one_line_error
+from tests.test_robustness import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 ENHANCER_CKPT = ROOT / "models" / "enhancer" / "checkpoint.pt"  # weights only (the shipped model's)
@@ -54,26 +54,6 @@ def _pools(folder: Path, n_speech=4, n_noise=2) -> Path:
     save_pool([(0.1 * synth_noise(rng, SR), "noisepkg", f"n{i}.wav", SR) for i in range(n_noise)],
               folder / "train_noise")
     return folder
-
-
-def _tmpfs(tmp_path, name, options):
-    where = tmp_path / name
-    _mount_tmpfs(where, options)
-    return where
-
-
-@pytest.fixture
-def full_disk(tmp_path):
-    where = _tmpfs(tmp_path, "full", "size=64k")
-    yield where
-    subprocess.run(["umount", "-l", str(where)])
-
-
-@pytest.fixture
-def read_only(tmp_path):
-    where = _tmpfs(tmp_path, "ro", "ro,size=64k")
-    yield where
-    subprocess.run(["umount", "-l", str(where)])
 
 
 @pytest.fixture
@@ -272,23 +252,27 @@ def test_an_out_that_is_a_file_is_one_line(tmp_path, module):
     assert "is a file, not a folder" in one_line_error(_module(module, "--out", tmp_path / "out"))
 
 
-def test_the_recipe_refuses_a_read_only_out_before_reading_any_source(read_only, capsys, no_recipe):
+def test_the_recipe_refuses_a_read_only_out_before_reading_any_source(read_only_dir, capsys, no_recipe):
     from models.enhancer import data
     from realtime.errors import run_cli
 
-    assert run_cli(data.main, ["--out", str(read_only / "enhancer")]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {read_only / 'enhancer'}: read-only file system"
+    assert run_cli(data.main, ["--out", str(read_only_dir / "enhancer")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {read_only_dir / 'enhancer'}: read-only file system"
 
 
-def test_teacher_targets_into_a_read_only_folder_are_one_line(tmp_path):
-    folder = _tmpfs(tmp_path, "data", "size=1m")
-    try:
-        _pools(folder / "d")
-        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
-        line = one_line_error(_module("models.enhancer.targets", "--data", folder / "d"))
-        assert "read-only file system" in line, line
-    finally:
-        subprocess.run(["umount", "-l", str(folder)])
+@pytest.fixture
+def megabyte_disk(tmp_path):
+    from tests.conftest import _tmpfs
+
+    yield from _tmpfs(tmp_path / "data", "size=1m")
+
+
+def test_teacher_targets_into_a_read_only_folder_are_one_line(megabyte_disk):
+    folder = megabyte_disk
+    _pools(folder / "d")
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    line = one_line_error(_module("models.enhancer.targets", "--data", folder / "d"))
+    assert "read-only file system" in line, line
 
 
 @pytest.mark.slow

@@ -41,31 +41,6 @@ def wav(tmp_path):
     return path
 
 
-def _mount_tmpfs(where: Path, options: str) -> None:
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("needs root to mount a small tmpfs")
-    where.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    yield from _tmpfs(tmp_path / "full", "size=96k")
-
-
-@pytest.fixture
-def read_only_dir(tmp_path):
-    yield from _tmpfs(tmp_path / "ro", "ro,size=64k")
-
-
-def _tmpfs(where: Path, options: str):
-    _mount_tmpfs(where, options)
-    yield where
-    subprocess.run(["umount", "-l", str(where)])
-
-
 def test_no_screen_falls_back_to_the_headless_demo_before_qt_is_touched(tmp_path):
     """`./run.sh` on a headless machine: the demo, on a private JACK server (even while another runs)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_robustness import _mount_tmpfs, one_line_error
+from tests.test_robustness import one_line_error
 
 torch = pytest.importorskip("torch", reason="training extra not installed")
 
@@ -40,26 +40,6 @@ def pack_data(smoke_data, tmp_path_factory):
     for name in ("index.json", "DONE"):
         (out / name).write_bytes((smoke_data / name).read_bytes())
     return out
-
-
-def _tmpfs(tmp_path, name, options):
-    where = tmp_path / name
-    _mount_tmpfs(where, options)
-    return where
-
-
-@pytest.fixture
-def full_disk(tmp_path):
-    where = _tmpfs(tmp_path, "full", "size=64k")
-    yield where
-    subprocess.run(["umount", "-l", str(where)])
-
-
-@pytest.fixture
-def read_only(tmp_path):
-    where = _tmpfs(tmp_path, "ro", "ro,size=64k")
-    yield where
-    subprocess.run(["umount", "-l", str(where)])
 
 
 def _refused(main, argv) -> str:
@@ -325,19 +305,19 @@ def test_ddsp_model_card_goes_beside_the_exported_model(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ 8. where the files go
-def test_read_only_destinations_are_refused_before_training(tmp_path, smoke_data, read_only):
+def test_read_only_destinations_are_refused_before_training(tmp_path, smoke_data, read_only_dir):
     from models.ddsp import train as ddsp
     from models.delimiter import train
 
     ck = tmp_path / "ck"
-    for argv in (TINY + ["--data", str(smoke_data), "--ckpt", str(ck), "--out", str(read_only / "d.onnx")],
-                 ["--export-only", "--init", str(train.COMMITTED_CKPT), "--out", str(read_only / "d.onnx")]):
-        assert _refused(train.main, argv) == f"{read_only / 'd.onnx'}: cannot write there (read-only file system)"
-    assert _refused(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(read_only / "ck")]) == \
-        f"{read_only / 'ck' / 'last.pt'}: cannot write there (read-only file system)"
+    for argv in (TINY + ["--data", str(smoke_data), "--ckpt", str(ck), "--out", str(read_only_dir / "d.onnx")],
+                 ["--export-only", "--init", str(train.COMMITTED_CKPT), "--out", str(read_only_dir / "d.onnx")]):
+        assert _refused(train.main, argv) == f"{read_only_dir / 'd.onnx'}: cannot write there (read-only file system)"
+    assert _refused(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(read_only_dir / "ck")]) == \
+        f"{read_only_dir / 'ck' / 'last.pt'}: cannot write there (read-only file system)"
     assert _refused(ddsp.main, ["--instrument", "flute", "--smoke", "--ckpt", str(ck),
-                                "--export", str(read_only / "d.onnx")]) == \
-        f"{read_only / 'd.onnx'}: cannot write there (read-only file system)"
+                                "--export", str(read_only_dir / "d.onnx")]) == \
+        f"{read_only_dir / 'd.onnx'}: cannot write there (read-only file system)"
     assert not ck.exists()
 
 

@@ -94,8 +94,9 @@ class HostBase:
     # MIDI in + learn
     def midi_in(self, status: int, data1: int = 0, data2: int = 0) -> None:
         """One incoming MIDI message (MIDI thread). A controller completes a learn and moves
-        its mapped target here, then ``on_cc`` tells the window; every message goes on to the
-        chain (a synth wants the mod wheel and sustain)."""
+        its mapped target here, then ``on_cc`` tells the window. A mapped controller drives its
+        knob only; every other message goes on to the chain (a synth wants the mod wheel and
+        sustain while they are not mapped; the mod wheel learnt onto a knob also added vibrato)."""
         if status & 0xF0 == CC:
             ch = status & 0x0F
             target, learned = self.cc_map.controller(ch, data1)
@@ -111,6 +112,7 @@ class HostBase:
                 else:
                     if self.on_cc:
                         self.on_cc(target, rec)
+                return
         self.send_midi(status, data1, data2)
 
     def learn(self, target: str | None) -> None:

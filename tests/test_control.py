@@ -161,3 +161,25 @@ def test_a_mapped_controller_moves_the_engine_from_the_midi_thread_without_qt():
     assert errors and "limiter.nope" in errors[0]
     host.forget("limiter.nope")
     assert host.to_preset()["midi"] == [{"cc": 74, "channel": 2, "target": "gain.gain_db"}]
+
+
+def test_a_mapped_controller_drives_its_knob_only_and_a_learn_replaces_the_mappings_it_overlaps():
+    """A controller mapped to a knob no longer also reaches the chain (the mod wheel learnt onto
+    Brightness added vibrato too; CC7 mapped anywhere changed the synth's volume); unmapped ones
+    still do. Learning CC20 on channel 2 replaces an any-channel CC20 mapping, which went on
+    driving its old target from the other channels and was saved beside the new one."""
+    p = load_preset("default")
+    p["midi"] = [{"cc": 20, "channel": None, "target": "limiter.ceiling_db"},
+                 {"cc": 20, "channel": 3, "target": "hpf.freq_hz"}]
+    host = EngineHost(p, EngineConfig())
+    sent = []
+    host.send_midi = lambda *msg: sent.append(msg) or True  # what goes on to the chain
+    host.midi_in(0xB0, 1, 100)  # the mod wheel, unmapped
+    host.midi_in(0xB0, 20, 64)  # mapped (any channel)
+    host.midi_in(0x90, 60, 100)
+    assert sent == [(0xB0, 1, 100), (0x90, 60, 100)]
+    host.learn("gain.gain_db")
+    host.midi_in(0xB0 | 1, 20, 64)
+    assert host.cc_map.targets == {(20, 1): "gain.gain_db", (20, 3): "hpf.freq_hz"}  # channel 4's own stays
+    assert host.cc_map.mapping_of("limiter.ceiling_db") is None
+    assert {m["target"] for m in host.to_preset()["midi"]} == {"gain.gain_db", "hpf.freq_hz"}

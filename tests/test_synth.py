@@ -227,6 +227,22 @@ def test_a_program_change_with_a_note_in_the_same_block_plays_the_note_on_the_ne
     assert s.readings[2] == INSTRUMENTS.index("flute")  # the "playing" readout the panel follows
 
 
+def test_a_program_change_on_another_channel_does_not_cut_the_notes_that_play():
+    """The synth plays one instrument: the first channel to send a program change chooses it.
+    A later change on another track (a multi-track GM file) switched the whole synth and freed
+    every voice: the first track's held note went silent and its note-off matched nothing."""
+    s = make("violin")
+    run(s, 5, events=[(0, 0xC0, 40, 0, 0), (0, 0x90, 67, 100, 0)])  # ch1: GM violin, a held G4
+    y = run(s, 60, events=[(2, 0xC1, 73, 0, 0)])  # ch2: flute, ignored
+    assert s.get_param("instrument") == INSTRUMENTS.index("violin") and s.active_voices() == 1
+    assert np.sqrt(np.mean(y[-20 * B:] ** 2)) > 0.005
+    run(s, 5, events=[(0, 0xC0, 73, 0, 0)])  # ch1 still chooses
+    assert s.get_param("instrument") == INSTRUMENTS.index("flute")
+    s.reset()  # a new song: whoever sends first chooses again
+    run(s, 2, events=[(0, 0xC1, 40, 0, 0)])
+    assert s.get_param("instrument") == INSTRUMENTS.index("violin")
+
+
 def test_a_re_struck_key_whose_old_note_off_comes_after_the_new_note_on_keeps_sounding():
     """A file that repeats a note writes, at the same tick, the new note-on and then the old note's
     note-off. That note-off used to release the note just begun (silence until the next note)."""

@@ -388,8 +388,10 @@ class CCMap:
         """The target controller ``cc`` on ``channel`` drives (None: unmapped), and whether
         this message completed a learn (it maps the controller first)."""
         learned = self.learning is not None
-        if learned:
-            target, self.learning = self.learning, None
+        if learned:  # the controller now drives this target alone: its mappings that also match
+            target, self.learning = self.learning, None  # this message (same channel, or any) go
             self.forget(target)
+            for key in [k for k in self.targets if k[0] == cc and k[1] in (channel, None)]:
+                del self.targets[key]
             self.targets[(cc, channel)] = target
         return self.targets.get((cc, channel)) or self.targets.get((cc, None)), learned

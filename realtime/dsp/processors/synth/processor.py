@@ -51,12 +51,20 @@ def _count_voices(vs, readings):
 
 
 @njit(nogil=True, cache=True)
-def _block_program(ev, n_ev) -> int:
-    """The last program change among a block's queued MIDI events, or -1."""
+def _block_program(ev, n_ev, pc_chan) -> int:
+    """The last program change among a block's queued MIDI events on the program channel, or -1.
+
+    The synth plays one instrument, so one channel chooses it: the first to send a program
+    change since the last reset (``pc_chan[0]``, -1: none yet). A multi-track file's later change
+    on another track switched the whole synth and cut the first track's held notes."""
     prog = -1
     for k in range(n_ev):
-        if int(ev[k, 1]) & 0xF0 == 0xC0:
-            prog = min(127, max(0, int(ev[k, 2])))
+        status = int(ev[k, 1])
+        if status & 0xF0 == 0xC0:
+            if pc_chan[0] < 0:
+                pc_chan[0] = status & 0x0F
+            if status & 0x0F == pc_chan[0]:
+                prog = min(127, max(0, int(ev[k, 2])))
     return prog
 
 
@@ -228,6 +236,7 @@ class Synth(MidiQueue, Processor):
         V = sv.MAX_VOICES
         self.vs, self.g, self.stack = sv.new_state()
         self._order = np.zeros(sv.MAX_EVENTS, np.int64)
+        self._pc_chan = np.full(1, -1, np.int64)  # the channel whose program changes choose the instrument
         self._act = np.zeros((self.t_max, V), np.float64)
         self._phase = np.zeros(V, np.float64)
         self._a_from = np.zeros((V, K), np.float64)
@@ -270,6 +279,7 @@ class Synth(MidiQueue, Processor):
         self._rev_pos[0] = 0
         self._pos = 0
         self._n_ev = 0
+        self._pc_chan[0] = -1
         self._cur = int(self.values[sv.K_INSTR])
         self._smooth[0] = 10.0 ** (self.values[sv.K_GAIN] / 20.0) * self.g[sv.G_VOL] ** 2
         self._smooth[1] = self.values[sv.K_REVERB]
@@ -307,7 +317,7 @@ class Synth(MidiQueue, Processor):
         # a program change picks a loaded instrument with that GM program before the block's notes
         # start: switching after them (at the next block) cut a note that came with the change,
         # which is how most General MIDI files begin
-        prog = _block_program(self._ev, self._n_ev)
+        prog = _block_program(self._ev, self._n_ev, self._pc_chan)
         if prog >= 0:
             for i, ins in self.instruments.items():
                 if ins.program == prog:

@@ -20,19 +20,25 @@ class MidiInput:
     channel voice message (sysex, clock and garbage are dropped), on a worker thread fed by rtmidi's
     (``QueuedSink``: the panel's sink may wait for a rebuild, JACK's thread must not)."""
 
-    def __init__(self, port: str, sink):
+    def __init__(self, port: str, sink, on_status=None, release=None):
         from realtime.io.midi_input import MidiInput as _Input
 
         self.port_name = port
         self._in = None
         if port == VIRTUAL:
             self._in = _Input(sink, virtual=True, name=VIRTUAL_NAME, queued=True)
-        elif port and port != NONE:
-            self._in = _Input(sink, port=port, queued=True)
+        elif port and port != NONE:  # a named port is watched: ``on_status(line)`` when it goes or comes back,
+            # its notes released through ``release`` (realtime.io.midi_input.MidiInput)
+            self._in = _Input(sink, port=port, queued=True, on_status=on_status, release=release)
 
     @property
     def open(self) -> bool:
         return self._in is not None
+
+    @property
+    def lost(self) -> bool:
+        """The named port is gone (until it reappears and is reconnected)."""
+        return bool(self._in is not None and self._in.lost)
 
     def close(self) -> None:
         if self._in is not None:

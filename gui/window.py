@@ -51,6 +51,7 @@ RESUME_AFTER_S = 10.0  # a restart starts the stream again only if it had played
 
 class MainWindow(PresetActions, QMainWindow):
     engineStarted = pyqtSignal()  # after every (re)start: the engine's ports are new (demo input re-wires)
+    _midiStatus = pyqtSignal(object, str, bool)  # (input, line, lost), from the MIDI input's watcher thread
 
     def __init__(self, preset: dict | None = None, config: EngineConfig | None = None,
                  settings: Settings | None = None, autostart: bool = False, preset_path: str | None = None,
@@ -63,6 +64,7 @@ class MainWindow(PresetActions, QMainWindow):
         self.modified = False
         self.preset_path: str | None = preset_path  # a user file: "Save" writes there
         self.midi: MidiInput | None = None
+        self._midi_lost: str | None = None  # the banner's line while the MIDI port is gone
         self._safety_clips = 0
         self._last_status: dict = {}
         self._resume_after_restart = False
@@ -74,6 +76,7 @@ class MainWindow(PresetActions, QMainWindow):
         self.host = host
         self._build()
         self.learn = MidiLearn(self)
+        self._midiStatus.connect(self._midi_status)
         self._rebuild_rack()
         self._update_title()
         geo = self.settings.geometry()
@@ -311,8 +314,23 @@ class MainWindow(PresetActions, QMainWindow):
         if self.midi is not None:
             self.midi.close()
             self.midi = None
+        self._midi_status(None, "", False)  # the closed port's "lost" line leaves the banner
         if port and port != NONE:
-            self.midi = MidiInput(port, self.host.midi_in)
+            # a lost port's all-notes-off skips midi_in: a learn under way would take its CC123
+            self.midi = m = MidiInput(port, self.host.midi_in, release=self.host.send_midi,
+                                      on_status=lambda line: self._midiStatus.emit(m, line, m.lost))
+
+    def _midi_status(self, midi, line: str, lost: bool) -> None:
+        """The MIDI port was lost or is back: the line replaces the last one in the banner."""
+        if midi is not self.midi:  # from an input closed since
+            return
+        if self._midi_lost in self.errors:
+            self.errors.remove(self._midi_lost)
+            if not self.errors:
+                self.clear_errors()
+        self._midi_lost = line if lost else None
+        if line:
+            self.show_error(line)
 
     def toggle_learn(self, target: str) -> None:
         self.learn.toggle(target)
@@ -399,7 +417,7 @@ class MainWindow(PresetActions, QMainWindow):
                              f"{s['late_blocks_stolen']} CPU taken by the hypervisor, {max(0, late_server)} "
                              "the audio server's timing")
         L["xruns"].setText(f"xruns {s['server_xruns']}")
-        L["midi"].setText(f"MIDI: {self.midi.port_name if self.midi else 'off'}")
+        L["midi"].setText(f"MIDI: {self.midi.port_name if self.midi else 'off'}{' (lost)' if self._midi_lost else ''}")
         if s["error"] and s["error"] not in self.errors:
             self.show_error(s["error"])
         for slot, err in s.get("processor_errors", {}).items():  # the slot plays dry; the stream goes on

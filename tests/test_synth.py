@@ -239,7 +239,7 @@ def test_a_program_change_on_another_channel_does_not_cut_the_notes_that_play():
     run(s, 5, events=[(0, 0xC0, 73, 0, 0)])  # ch1 still chooses
     assert s.get_param("instrument") == INSTRUMENTS.index("flute")
     s.reset()  # a new song: whoever sends first chooses again
-    run(s, 2, events=[(0, 0xC1, 40, 0, 0)])
+    run(s, 2, events=[(0, 0xC9, 56, 0, 0), (0, 0xC1, 40, 0, 0)])  # a GM drum kit (56: SFX) is no instrument
     assert s.get_param("instrument") == INSTRUMENTS.index("violin")
 
 

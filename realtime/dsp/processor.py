@@ -410,13 +410,31 @@ class Processor:
         raise NotImplementedError
 
 
+def _midi_rank(status, data1, data2) -> int:
+    """What a full MIDI queue keeps first: 2 = a note-off or a message that ends notes (sustain
+    pedal, channel mode messages: all notes off...), 1 = a note-on or a program change, 0 = the
+    rest (controllers, pitch bend, pressure, bytes that are not channel messages), which a later
+    message of the same kind supersedes."""
+    if not 0x80 <= status < 0xF0:  # NaN too
+        return 0
+    typ = int(status) & 0xF0
+    if typ == 0x80 or (typ == 0x90 and not data2 >= 1):
+        return 2
+    if typ == 0x90 or typ == 0xC0:
+        return 1
+    if typ == 0xB0 and (data1 == 64 or data1 >= 120):
+        return 2
+    return 0
+
+
 class MidiQueue:
     """Mixin for processors that take MIDI: ``handle_midi`` queues each message for the next block.
 
-    The subclass preallocates ``self._ev`` ((max events, 4) float64 rows of offset, status, data1,
-    data2) and sets ``self._n_ev = 0`` and ``self.dropped_events = 0``; its ``process`` consumes
-    ``self._ev[:self._n_ev]`` and sets ``self._n_ev = 0``. Messages beyond the capacity are
-    counted in ``dropped_events``, never allocated for.
+    The subclass preallocates ``self._ev`` ((max events, 4) C-contiguous float64 rows of offset,
+    status, data1, data2) and sets ``self._n_ev = 0`` and ``self.dropped_events = 0``; its
+    ``process`` consumes ``self._ev[:self._n_ev]`` and sets ``self._n_ev = 0``. Messages beyond the
+    capacity are counted in ``dropped_events``, never allocated for; a full queue drops controllers
+    and pitch bend first, then note-ons, so that a note-off is never lost to a controller burst.
     """
 
     def handle_midi(self, status, data1=0, data2=0, offset=0) -> None:
@@ -429,10 +447,39 @@ class MidiQueue:
         offset : int
             Sample within the next block at which it takes effect.
         """
+        ev = self._ev
         n = self._n_ev
-        if n >= self._ev.shape[0]:
+        if n >= ev.shape[0]:
             self.dropped_events += 1
-            return
-        e = self._ev[n]
+            # full: the message takes the place of the oldest one of lower rank, if any (a note-off
+            # that of a controller, else of a note-on: a note never begun needs no end)
+            rank = _midi_rank(status, data1, data2)
+            victim, victim_rank = -1, rank
+            for i in range(n):
+                r = _midi_rank(ev[i, 1], ev[i, 2], ev[i, 3])
+                if r < victim_rank:
+                    victim, victim_rank = i, r
+                    if r == 0:
+                        break
+            if victim < 0:
+                return
+            # the later messages move down one row, in order (equal offsets apply in queue order);
+            # 1-D and moving down, numpy copies the overlap in place, with no temporary
+            flat = ev.reshape(-1)
+            flat[4 * victim: 4 * (n - 1)] = flat[4 * (victim + 1): 4 * n]
+            n -= 1
+        e = ev[n]
         e[0], e[1], e[2], e[3] = offset, status, data1, data2
         self._n_ev = n + 1
+
+
+def dropped_midi_events(chain) -> int:
+    """MIDI messages the processors of ``chain`` (a Chain, or anything with ``slots``) have dropped
+    from full queues since they were made."""
+    total = 0
+    for s in getattr(chain, "slots", ()):
+        p = s.processor
+        total += int(getattr(p, "dropped_events", 0))
+        for song in getattr(p, "songs", ()):  # a batched synth's songs queue their own MIDI
+            total += int(getattr(song, "dropped_events", 0))
+    return total

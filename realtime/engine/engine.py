@@ -29,6 +29,7 @@ import weakref
 
 import numpy as np
 
+from realtime.dsp.processor import dropped_midi_events
 from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
 from realtime.engine.control import ControlRings, ControlWriter, apply_record, stamp_applied
@@ -547,8 +548,9 @@ class Engine:
             the late-block attribution (``delayed_callbacks``, ``callback_gap_ms_max``,
             ``late_blocks_ours``, ``late_blocks_stolen``, ``late_context``), callback and DSP
             block times (``callback_us_p50/p99/max``, ``dsp_us_p50/p99/max``, ``dsp_load``,
-            ``blocks_processed``), the DSP thread's page faults and ``error`` (None, or why the
-            stream died).
+            ``blocks_processed``), the DSP thread's page faults, ``dropped_midi_events`` (MIDI
+            messages the chain's full per-block queues dropped, controllers first, since its
+            processors were made) and ``error`` (None, or why the stream died).
         """
         d = self.diagnostics
         if not self._running:
@@ -561,7 +563,8 @@ class Engine:
                 "late_frames": int(st[cb.ST_LATE_FRAMES]), "server_xruns": int(st[cb.ST_SERVER_XRUNS]),
                 "input_dropped_frames": int(st[cb.ST_IN_DROPPED]), **counters,
                 "nonfinite_scrubbed": int(st[cb.ST_NONFINITE]), "clipped": int(st[cb.ST_CLIPPED]),
-                **summary, **self.dsp_page_faults(), "error": self.error,
+                **summary, **self.dsp_page_faults(), "dropped_midi_events": dropped_midi_events(self.chain),
+                "error": self.error,
                 "processor_errors": dict(getattr(self.chain, "failures", {}))}
 
     def dsp_page_faults(self) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from realtime.dsp.processor import dropped_midi_events
 from realtime.errors import OfflineError, raise_pending_interrupt
 from realtime.io.files import atomic_write, folder_problem, remove_stale_parts, sf_path, through_link
 
@@ -436,6 +437,9 @@ def _providers(chain) -> dict[str, str]:
 def midi_file_events(path, samplerate: int) -> np.ndarray:
     """The channel messages of a MIDI file as (n, 4) float64 rows: sample time, status, data1, data2.
 
+    Times follow the tempo map, or for an SMPTE-timed file (a negative division: frames per second
+    and ticks per frame) the fixed ticks per second, which tempo changes do not alter.
+
     Raises
     ------
     OfflineError
@@ -448,14 +452,21 @@ def midi_file_events(path, samplerate: int) -> np.ndarray:
         raise OfflineError(f"{p}: no such MIDI file")
     try:
         mf = mido.MidiFile(str(p))
+        tick_s = _smpte_tick_seconds(p, mf.ticks_per_beat)
         # type 0/1: the tracks play together (merged); type 2: each is a song of its own (its own
         # tempo map), played one after another (mido refuses to merge them)
         songs = [mf] if mf.type != 2 else [mido.MidiFile(type=0, ticks_per_beat=mf.ticks_per_beat, tracks=[tr])
                                             for tr in mf.tracks]
-        t, rows = 0.0, []
+        t, ticks, rows = 0.0, 0, []
         for song in songs:
-            for msg in song:  # times in seconds (tempo map applied)
-                t += msg.time
+            # times in seconds (tempo map applied); SMPTE: mido would divide by the negative
+            # division as if it were ticks per beat (every time negative, notes piled into chords)
+            for msg in song if tick_s is None else mido.merge_tracks(song.tracks):
+                if tick_s is None:
+                    t += msg.time
+                else:
+                    ticks += msg.time
+                    t = ticks * tick_s
                 if not msg.is_meta and msg.type not in ("sysex",) and hasattr(msg, "channel"):
                     b = msg.bytes()
                     rows.append((round(t * samplerate), b[0], b[1] if len(b) > 1 else 0, b[2] if len(b) > 2 else 0))
@@ -463,6 +474,24 @@ def midi_file_events(path, samplerate: int) -> np.ndarray:
         why = str(e) or ("it ends too early" if isinstance(e, EOFError) else type(e).__name__)
         raise OfflineError(f"{p}: not a readable MIDI file ({why})") from None
     return np.asarray(rows, np.float64).reshape(-1, 4)
+
+
+def _smpte_tick_seconds(p: Path, division: int) -> float | None:
+    """Seconds per tick of an SMPTE-timed file (None for one timed in ticks per beat). mido reads the
+    header's division as a signed 16-bit number: -frames per second in its high byte (-24, -25,
+    -29 for 29.97 drop-frame, -30), ticks per frame in its low byte.
+
+    Raises
+    ------
+    OfflineError
+        A division of 0, or an SMPTE one with no frames or ticks.
+    """
+    if division > 0:
+        return None
+    fps, tpf = -(division >> 8), division & 0xFF
+    if division == 0 or fps <= 0 or tpf == 0:
+        raise OfflineError(f"{p}: not a readable MIDI file (its header's time division is {division & 0xFFFF:#06x})")
+    return 1.0 / ((30000.0 / 1001.0 if fps == 29 else fps) * tpf)
 
 
 def render_events(chain, events: np.ndarray, n_samples: int, samplerate: int = 48000, blocksize: int = 128,
@@ -554,7 +583,8 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     Returns
     -------
     dict
-        output, seconds, events, render_s, realtime_factor, peak.
+        output, seconds, events, dropped_midi_events (messages a full per-block queue dropped,
+        controllers first; warned about), render_s, realtime_factor, peak.
 
     Raises
     ------
@@ -566,6 +596,7 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     out_p = Path(out_path)
     events, n = plan_render(midi_path, out_p, samplerate, tail_s)
     chain.prepare(samplerate, blocksize, 2)
+    dropped0 = dropped_midi_events(chain)  # the processors' counters outlive a render
     t0 = time.perf_counter()
     peak = 0.0
     try:
@@ -577,5 +608,9 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     except (OSError, sf.LibsndfileError) as e:
         raise _write_failed(out_p, e) from None
     took = time.perf_counter() - t0
-    return {"output": str(out_p), "seconds": n / samplerate, "events": len(events), "render_s": took,
-            "realtime_factor": took / (n / samplerate), "peak": peak}
+    dropped = dropped_midi_events(chain) - dropped0
+    if dropped:
+        print(f"warning: {midi_path}: {dropped} MIDI messages were dropped (more than a block's queue holds "
+              "at one time; controllers and pitch bend first)", file=sys.stderr)
+    return {"output": str(out_p), "seconds": n / samplerate, "events": len(events), "dropped_midi_events": dropped,
+            "render_s": took, "realtime_factor": took / (n / samplerate), "peak": peak}

@@ -60,7 +60,7 @@ def _block_program(ev, n_ev, pc_chan) -> int:
     prog = -1
     for k in range(n_ev):
         status = int(ev[k, 1])
-        if status & 0xF0 == 0xC0:
+        if status & 0xF0 == 0xC0 and status & 0x0F != sv.DRUM_CHANNEL:  # a drum kit is no instrument here
             if pc_chan[0] < 0:
                 pc_chan[0] = status & 0x0F
             if status & 0x0F == pc_chan[0]:

@@ -11,7 +11,9 @@ one to ask the decoder for; a note that starts at a boundary is then audible fro
 Envelopes are closed-form in absolute sample time (note-on/off times are stored), so an event's
 offset inside the block changes the result to the sample.
 
-Controllers are omni (any channel): pitch bend (range from the knob or RPN 0), mod wheel (CC1 ->
+Channel 10 (``DRUM_CHANNEL``) is General MIDI percussion: its messages are left alone, as a GM
+melodic instrument does (a drum track played as violin notes). Controllers on the other channels
+are omni (any channel): pitch bend (range from the knob or RPN 0), mod wheel (CC1 ->
 vibrato depth), volume (CC7, read by the renderer), expression (CC11 -> loudness, so timbre
 follows), sustain (CC64), all sound off (CC120), reset controllers (CC121), all notes off (CC123).
 Program changes are the processor's: it switches instrument before the block's notes start
@@ -25,7 +27,7 @@ import numpy as np
 from numba import njit
 
 MAX_VOICES = 32
-MAX_EVENTS = 1024  # per block; more are dropped (and counted)
+MAX_EVENTS = 1024  # per block; more are dropped, controllers first (and counted: MidiQueue)
 STACK = 16  # held keys remembered in mono mode
 
 # knob indices: the Synth processor declares its params in exactly this order
@@ -44,6 +46,11 @@ G_BEND, G_MOD, G_EXPR, G_VOL, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, 
     G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, NG = range(15)
 
 FLOOR_DB = -100.0
+DRUM_CHANNEL = 9  # MIDI channel 10 (0-based 9): GM percussion, not pitched notes
+# a note-off sooner than this after its note-on releases from this point (FluidSynth's min-note-length):
+# a zero-length or one-tick note (drum-style notes in files) is heard instead of starting its release
+# from the silent start of its attack
+MIN_GATE_MS = 10.0
 FREE_BELOW_DB = -90.0  # a released voice is freed when its envelope falls below this
 
 
@@ -82,6 +89,9 @@ def _env_db(vs, v, t, atk, rel):
             return FLOOR_DB
         return 20.0 * math.log10(a)
     if st == RELEASED:
+        if t < vs[v, V_OFF_T]:  # within a short note's minimum gate: still the attack
+            a = (t - vs[v, V_ON_T]) / atk
+            return FLOOR_DB if a <= 1e-5 else min(vs[v, V_ENV_OFF], 20.0 * math.log10(a))
         return vs[v, V_ENV_OFF] - 60.0 * (t - vs[v, V_OFF_T]) / rel
     return FLOOR_DB
 
@@ -100,9 +110,10 @@ def _pitch(vs, v, t):
 
 
 @njit(nogil=True, cache=True)
-def _release(vs, v, t, atk, rel):
+def _release(vs, v, t, atk, rel, sr):
     if vs[v, V_STAGE] != ON:
         return
+    t = max(t, vs[v, V_ON_T] + MIN_GATE_MS * 1e-3 * sr)  # the release starts after the minimum gate
     e = _env_db(vs, v, t, atk, rel)
     vs[v, V_STAGE] = RELEASED
     vs[v, V_OFF_T] = t
@@ -196,7 +207,7 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
             if vs[v, V_GATE] == 1.0:  # its key is still down: its note-off may come at this very instant
                 g[G_RETRIG_KEY] = note + 128.0 * ch
                 g[G_RETRIG_T] = t
-            _release(vs, v, t, atk, rel)
+            _release(vs, v, t, atk, rel, sr)
     best = -1
     for v in range(poly):
         if vs[v, V_STAGE] == FREE:
@@ -237,7 +248,7 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
                 vs[0, V_GATE] = 0.0
                 vs[0, V_SUST] = 1.0
             else:
-                _release(vs, 0, t, atk, rel)
+                _release(vs, 0, t, atk, rel, sr)
         first = 1  # voices a poly mode left held before the switch to mono: released as in poly
     else:
         first = 0
@@ -252,7 +263,7 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
                 vs[v, V_GATE] = 0.0
                 vs[v, V_SUST] = 1.0
             else:
-                _release(vs, v, t, atk, rel)
+                _release(vs, v, t, atk, rel, sr)
 
 
 @njit(nogil=True, cache=True)
@@ -265,7 +276,7 @@ def _all_off(vs, g, stack, t, kv, sr, hard):
             vs[v, V_GATE] = 0.0
             vs[v, V_SUST] = 0.0
         else:
-            _release(vs, v, t, atk, rel)
+            _release(vs, v, t, atk, rel, sr)
     stack[:] = -1.0
     g[G_NSTACK] = 0.0
 
@@ -282,6 +293,8 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
     a = min(127, max(0, int(d1)))
     b = min(127, max(0, int(d2)))
     typ = s & 0xF0
+    if s & 0x0F == DRUM_CHANNEL:  # GM percussion: not this instrument's notes, controllers or bend
+        return
     ch = float(s & 0x0F)
     if typ == 0x90 and b > 0:
         _note_on(vs, g, stack, float(a), ch, float(b), t, kv, sr, state, silence)
@@ -303,7 +316,7 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
                 rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
                 for v in range(MAX_VOICES):
                     if vs[v, V_SUST] == 1.0:
-                        _release(vs, v, t, atk, rel)
+                        _release(vs, v, t, atk, rel, sr)
             g[G_SUSTAIN] = 1.0 if down else 0.0
         elif a == 101:
             g[G_RPN_MSB] = b
@@ -327,7 +340,7 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
                 rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
                 for v in range(MAX_VOICES):
                     if vs[v, V_SUST] == 1.0:
-                        _release(vs, v, t, atk, rel)
+                        _release(vs, v, t, atk, rel, sr)
         elif a == 123:
             _all_off(vs, g, stack, t, kv, sr, False)
 
@@ -377,7 +390,7 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
             st = vs[v, V_STAGE]
             if st != FREE:
                 e_db = _env_db(vs, v, tau, atk, rel)
-                if st == RELEASED and e_db < FREE_BELOW_DB:
+                if st == RELEASED and e_db < FREE_BELOW_DB and tau >= vs[v, V_OFF_T]:
                     vs[v, V_STAGE] = FREE
                     st = FREE
             if st == FREE:

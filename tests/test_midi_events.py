@@ -1,0 +1,221 @@
+"""MIDI edge cases of the synth and its file renders: the GM drum channel, SMPTE-timed files, a full
+per-block event queue, zero-length notes. Files go through ``render_midi`` with the chain
+``main.py synth IN.mid OUT.wav`` builds."""
+import struct
+import tracemalloc
+
+import mido
+import numpy as np
+import pytest
+import soundfile as sf
+
+from realtime.dsp.presets import apply_overrides, build_chain, load_preset
+from realtime.dsp.processors.synth import voices as sv
+from realtime.dsp.processors.synth.processor import MODEL_DIR, Synth
+from realtime.errors import OfflineError
+from realtime.run.offline import midi_file_events, render_midi
+
+SR, B = 48000, 128
+
+
+def synth_chain():
+    """The chain `main.py synth IN.mid OUT.wav` renders through (_instrument_chain, violin)."""
+    return build_chain(apply_overrides(load_preset("synth"), ["synth.instrument=violin"]))
+
+
+def save(path, msgs, ticks_per_beat=480):
+    mf = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)
+    mf.tracks.append(mido.MidiTrack(msgs))
+    mf.save(str(path))
+    return path
+
+
+def render(tmp_path, mid):
+    out = tmp_path / (mid.stem + ".wav")
+    report = render_midi(mid, out, synth_chain(), SR, B)
+    y, _ = sf.read(str(out))
+    return report, y.mean(axis=1)
+
+
+def rms(x):
+    return float(np.sqrt(np.mean(x ** 2)))
+
+
+def make_synth(**params):
+    s = Synth(model_dir=MODEL_DIR, instrument="violin", **params)
+    s.prepare(SR, B, 2)
+    return s
+
+
+def run(s, n_blocks):
+    buf = np.zeros((B, 2), np.float32)
+    for _ in range(n_blocks):
+        buf.fill(0.0)
+        s.process(buf)
+
+
+# ---------------------------------------------------------------------------- channel 10
+def test_the_gm_drum_channel_is_not_played_as_pitched_notes(tmp_path):
+    """A drum pattern on channel 10 only (kick 36, hi-hat 42) rendered as violin notes (RMS 0.02)."""
+    def pattern(channel):
+        msgs = []
+        for i in range(8):
+            n = 36 if i % 2 == 0 else 42
+            msgs += [mido.Message("note_on", channel=channel, note=n, velocity=100, time=0 if i == 0 else 120),
+                     mido.Message("note_off", channel=channel, note=n, velocity=0, time=120)]
+        return msgs
+
+    _, drums = render(tmp_path, save(tmp_path / "drums.mid", pattern(9)))
+    _, melodic = render(tmp_path, save(tmp_path / "melodic.mid", pattern(0)))
+    assert rms(melodic) > 1e-3  # the same notes on channel 1 do sound
+    assert np.abs(drums).max() == 0.0
+
+
+def test_the_drum_channel_moves_no_controller_of_the_synth():
+    s = make_synth()
+    s.handle_midi(0x99, 60, 100, 0)  # live, as from a pad controller on channel 10
+    s.handle_midi(0xB9, 7, 10, 0)  # the drum track's volume
+    s.handle_midi(0xE9, 0, 0x7F, 0)  # and a pitch bend
+    run(s, 2)
+    assert s.sounding_notes() == [] and s.g[sv.G_VOL] == pytest.approx(100 / 127) and s.g[sv.G_BEND] == 0.0
+    s.handle_midi(0x98, 60, 100, 0)  # channel 9 is a melodic one
+    run(s, 2)
+    assert s.sounding_notes() == [60]
+
+
+# ---------------------------------------------------------------------------- SMPTE time
+def smpte_file(path, division):
+    """Four notes 1000 ticks long each, written with the header's division set to ``division``."""
+    msgs = []
+    for n in (60, 62, 64, 65):
+        msgs += [mido.Message("note_on", note=n, velocity=100, time=0),
+                 mido.Message("note_off", note=n, velocity=0, time=1000)]
+    msgs.insert(1, mido.MetaMessage("set_tempo", tempo=250000, time=0))  # no effect on SMPTE time
+    save(path, msgs)
+    raw = bytearray(path.read_bytes())
+    raw[12:14] = struct.pack(">H", division)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("division, fps", [(0xE728, 25.0), (0xE250, 30.0), (0xE364, 30000 / 1001)])
+def test_smpte_timed_files_are_timed_by_frames_and_ticks_per_frame(tmp_path, division, fps):
+    """0xE728: 25 fps x 40 ticks = 1000 ticks a second; 0xE250: 30 x 80; 0xE364: 29.97 (drop-frame) x 100."""
+    tps = fps * (division & 0xFF)
+    ev = midi_file_events(smpte_file(tmp_path / "smpte.mid", division), SR)
+    on = ev[(ev[:, 1] == 0x90) & (ev[:, 3] > 0)]
+    np.testing.assert_allclose(on[:, 0], [round(k * 1000 / tps * SR) for k in range(4)], atol=1)
+    assert ev[-1, 0] == pytest.approx(4000 / tps * SR, abs=1)
+
+
+def test_an_smpte_file_renders_at_its_length(tmp_path):
+    report, y = render(tmp_path, smpte_file(tmp_path / "smpte.mid", 0xE728))
+    assert report["seconds"] == pytest.approx(4.0 + 2.0)  # the song, then the 2 s tail
+    for k in range(4):  # one note a second, each of them sounding
+        assert rms(y[int((k + 0.3) * SR): int((k + 0.8) * SR)]) > 1e-3
+
+
+def test_a_zero_time_division_is_refused(tmp_path):
+    with pytest.raises(OfflineError, match="time division"):
+        midi_file_events(smpte_file(tmp_path / "zero.mid", 0x0000), SR)
+
+
+# ---------------------------------------------------------------------------- a full event queue
+def test_a_controller_burst_never_drops_a_note_off():
+    """1100 CC1 in one block between a note's on and off: the note-off was the message dropped."""
+    s = make_synth(release_ms=20)
+    s.handle_midi(0x90, 60, 100, 0)
+    for i in range(1100):
+        s.handle_midi(0xB0, 1, i % 128, 5)
+    s.handle_midi(0x80, 60, 0, 5)
+    assert s._n_ev == sv.MAX_EVENTS and s.dropped_events == 1102 - sv.MAX_EVENTS
+    run(s, 1)
+    assert s.sounding_notes() == []
+    run(s, 100)
+    assert s.active_voices() == 0
+
+
+def test_a_full_queue_keeps_note_offs_over_note_ons_in_order():
+    s = make_synth()
+    for k in range(sv.MAX_EVENTS):  # a queue of note-ons and note-offs only
+        s.handle_midi(0x90 if k % 2 == 0 else 0x80, 20 + k % 64, 100, 0)
+    s.handle_midi(0xB0, 1, 64, 0)  # a controller does not fit
+    s.handle_midi(0x90, 100, 100, 0)  # nor a note-on
+    s.handle_midi(0x80, 100, 0, 0)  # a note-off takes the oldest note-on's place, behind the rest
+    assert s.dropped_events == 3 and s._n_ev == sv.MAX_EVENTS
+    assert list(s._ev[0, 1:3]) == [0x80, 21] and list(s._ev[-1, 1:3]) == [0x80, 100]
+    assert list(s._ev[-2, 1:3]) == [0x80, 20 + (sv.MAX_EVENTS - 1) % 64]
+
+
+def test_making_room_in_a_full_queue_allocates_nothing():
+    s = make_synth()
+    for _ in range(sv.MAX_EVENTS):
+        s.handle_midi(0xB0, 1, 64, 0)
+    s.handle_midi(0x80, 60, 0, 0)  # warm: the first call may create cached objects
+    tracemalloc.start()
+    try:
+        s.handle_midi(0x80, 61, 0, 0)  # moves 1022 rows down: a temporary copy would be 32 KB
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4096 and s._ev[-1, 2] == 61 and s._ev[-2, 2] == 60
+
+
+def test_a_render_reports_dropped_midi_events(tmp_path, capsys):
+    msgs = [mido.Message("note_on", note=60, velocity=100, time=0)]
+    msgs += [mido.Message("control_change", control=1, value=i % 128, time=480 if i == 0 else 0) for i in range(1100)]
+    msgs.append(mido.Message("note_off", note=60, velocity=0, time=0))
+    report, y = render(tmp_path, save(tmp_path / "burst.mid", msgs))
+    # the note-on came in an earlier block: 1101 messages in the note-off's block
+    assert report["events"] == 1102 and report["dropped_midi_events"] == 1101 - sv.MAX_EVENTS
+    assert "77 MIDI messages were dropped" in capsys.readouterr().err
+    off = int(0.5 * SR)
+    assert rms(y[off - SR // 4: off]) > 1e-3 and np.abs(y[off + SR:]).max() < 1e-4  # the note ended
+
+
+def test_engine_stats_report_dropped_midi_events():
+    from realtime.engine.config import EngineConfig
+    from realtime.engine.engine import Engine
+
+    chain = synth_chain()
+    chain.prepare(SR, B, 2)
+    eng = Engine(chain, EngineConfig(samplerate=SR, blocksize=B, mode="output"))
+    assert eng.stats()["dropped_midi_events"] == 0
+    for _ in range(sv.MAX_EVENTS + 5):
+        chain.handle_midi(0xB0, 1, 64, 0)
+    assert eng.stats()["dropped_midi_events"] == 5
+
+
+# ---------------------------------------------------------------------------- very short notes
+def test_zero_length_and_one_tick_notes_are_heard(tmp_path):
+    """Note-on and note-off on one tick was silent (the release began at the attack's -100 dB); one
+    tick (1 ms) came out 19 dB down. With the 10 ms minimum gate both sound as a 10 ms note does."""
+    def file(dur):
+        msgs = []
+        for i in range(4):
+            msgs += [mido.Message("note_on", note=72, velocity=110, time=0 if i == 0 else 480 - dur),
+                     mido.Message("note_off", note=72, velocity=0, time=dur)]
+        return save(tmp_path / f"notes{dur}.mid", msgs)
+
+    ref = rms(render(tmp_path, file(10))[1][: 2 * SR])  # 10 ticks: 10.4 ms, longer than the gate
+    assert ref > 1e-3
+    for dur in (0, 1):
+        got = rms(render(tmp_path, file(dur))[1][: 2 * SR])
+        assert got == pytest.approx(ref, rel=0.1), dur
+
+
+def test_the_minimum_gate_leaves_longer_notes_and_the_envelope_alone():
+    s = make_synth(release_ms=100)
+    s.handle_midi(0x90, 60, 100, 0)
+    s.handle_midi(0x80, 60, 0, 0)
+    run(s, 1)
+    v = 0
+    assert s.vs[v, sv.V_STAGE] == sv.RELEASED and s.sounding_notes() == []  # the key is up at once
+    gate = sv.MIN_GATE_MS * 1e-3 * SR
+    assert s.vs[v, sv.V_OFF_T] == s.vs[v, sv.V_ON_T] + gate  # the release waits for the gate
+    s2 = make_synth(release_ms=100)
+    s2.handle_midi(0x90, 60, 100, 0)
+    run(s2, 5)
+    s2.handle_midi(0x80, 60, 0, 7)
+    run(s2, 1)
+    assert s2.vs[v, sv.V_OFF_T] == 5 * B + 7  # a longer note releases when its note-off says

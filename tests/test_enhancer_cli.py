@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cli_helpers import bad_argument, refused
 from tests.test_robustness import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,23 +25,6 @@ DELIMITER_CKPT = ROOT / "models" / "delimiter" / "checkpoint.pt"  # another mode
 def _module(name, *args, timeout=120):
     return subprocess.run([sys.executable, "-m", name, *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def _refused(main, argv) -> str:
-    """``main(argv)`` refuses with one line (a SystemExit message); that line."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert isinstance(e.value.code, str) and "\n" not in e.value.code, e.value.code
-    return e.value.code
-
-
-def _bad_argument(fn, argv, capsys, flag):
-    """argparse refuses ``flag``'s value: status 2, its message names the flag."""
-    with pytest.raises(SystemExit) as e:
-        fn(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert f"argument {flag}" in err and "Traceback" not in err, err
 
 
 def _pools(folder: Path, n_speech=4, n_noise=2) -> Path:
@@ -90,7 +74,7 @@ def test_a_checkpoint_onto_a_full_disk_is_one_line(tmp_path, full_disk):
     pytest.importorskip("torch", reason="training extra not installed")
     from models.enhancer.train import main
 
-    msg = _refused(main, ["--smoke", "--steps", "1", "--ckpt", str(full_disk), "--export", str(tmp_path / "x.onnx")])
+    msg = refused(main, ["--smoke", "--steps", "1", "--ckpt", str(full_disk), "--export", str(tmp_path / "x.onnx")])
     assert msg == f"{full_disk / 'best.pt'}: no space left on device", msg
     assert [p.name for p in full_disk.iterdir()] == ["train.log"]  # no half checkpoint
     assert not (tmp_path / "x.onnx").exists()
@@ -103,11 +87,11 @@ def test_a_fresh_run_never_replaces_an_earlier_one(tmp_path):
     ck = tmp_path / "ck"
     ck.mkdir()
     (ck / "last.pt").write_bytes(b"an earlier run")
-    msg = _refused(main, ["--smoke", "--ckpt", str(ck)])
+    msg = refused(main, ["--smoke", "--ckpt", str(ck)])
     assert "holds an earlier run" in msg and "--resume" in msg and "--force" in msg
     assert (ck / "last.pt").read_bytes() == b"an earlier run" and [p.name for p in ck.iterdir()] == ["last.pt"]
     typo = tmp_path / "typo"
-    assert _refused(main, ["--smoke", "--resume", "--ckpt", str(typo)]).startswith(f"--resume: no last.pt in {typo}")
+    assert refused(main, ["--smoke", "--resume", "--ckpt", str(typo)]).startswith(f"--resume: no last.pt in {typo}")
     assert not typo.exists()
 
 
@@ -165,7 +149,7 @@ def test_resuming_from_a_file_that_is_no_run_is_one_line(tmp_path, make, why):
     ck = tmp_path / "ck"
     ck.mkdir()
     make(ck / "last.pt")
-    msg = _refused(main, ["--smoke", "--resume", "--ckpt", str(ck)])
+    msg = refused(main, ["--smoke", "--resume", "--ckpt", str(ck)])
     assert msg.startswith(f"{ck / 'last.pt'}: not an enhancer run checkpoint {why}"), msg
 
 
@@ -174,7 +158,7 @@ def test_exporting_another_models_checkpoint_is_one_line(tmp_path):
     from models.enhancer.train import main
 
     out = tmp_path / "x.onnx"
-    msg = _refused(main, ["--export-only", "--init", str(DELIMITER_CKPT), "--export", str(out)])
+    msg = refused(main, ["--export-only", "--init", str(DELIMITER_CKPT), "--export", str(out)])
     assert msg.startswith(f"{DELIMITER_CKPT}: not an enhancer checkpoint") and not out.exists()
 
 
@@ -185,7 +169,7 @@ def test_training_data_is_built_only_into_the_default_folder(tmp_path, monkeypat
 
     ck = tmp_path / "ck"
     for data in (tmp_path / "typo", _pools(tmp_path / "cut-short")):  # missing; a build without its manifest
-        msg = _refused(train.main, ["--data", str(data), "--ckpt", str(ck), "--steps", "1"])
+        msg = refused(train.main, ["--data", str(data), "--ckpt", str(ck), "--steps", "1"])
         assert msg.startswith(f"no training data in {data}: build it with python -m models.enhancer.data --out {data}")
         assert not ck.exists()
     assert not (tmp_path / "typo").exists()
@@ -196,7 +180,7 @@ def test_training_data_is_built_only_into_the_default_folder(tmp_path, monkeypat
     monkeypatch.setattr(train, "DEFAULT_DATA", default)
     monkeypatch.setattr("models.enhancer.data.build", lambda out: (_ for _ in ()).throw(SystemExit(f"built {out}")))
     pytest.importorskip("torch", reason="training extra not installed")
-    assert _refused(train.main, ["--ckpt", str(ck), "--steps", "1"]) == f"built {default}"
+    assert refused(train.main, ["--ckpt", str(ck), "--steps", "1"]) == f"built {default}"
 
 
 # ------------------------------------------------------------------ 6. nonsense numbers
@@ -207,13 +191,13 @@ def test_training_data_is_built_only_into_the_default_folder(tmp_path, monkeypat
 def test_nonsense_training_numbers_are_refused_by_the_parser(capsys, flag, value):
     from models.enhancer.train import parse
 
-    _bad_argument(parse, ["--smoke", flag, value], capsys, flag)
+    bad_argument(parse, ["--smoke", flag, value], capsys, flag)
 
 
-def test_a_segment_too_short_to_score_is_refused(capsys):
+def test_a_segment_too_short_to_score_isrefused(capsys):
     from models.enhancer.train import parse
 
-    assert _refused(parse, ["--seconds", "0.01"]).startswith("--seconds 0.01:")
+    assert refused(parse, ["--seconds", "0.01"]).startswith("--seconds 0.01:")
 
 
 def test_nonsense_numbers_are_one_error_from_main_py(tmp_path):
@@ -228,7 +212,7 @@ def test_nonsense_pack_numbers_are_refused_by_the_parser(tmp_path, capsys, flag,
     from models.enhancer.pack import main
 
     data = _pools(tmp_path / "data")
-    _bad_argument(main, ["--data", str(data), "--out", str(tmp_path / "pack"), flag, value], capsys, flag)
+    bad_argument(main, ["--data", str(data), "--out", str(tmp_path / "pack"), flag, value], capsys, flag)
     assert not (tmp_path / "pack").exists()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cli_helpers import bad_argument, refused
 from tests.test_robustness import one_line_error
 
 torch = pytest.importorskip("torch", reason="training extra not installed")
@@ -42,23 +43,6 @@ def pack_data(smoke_data, tmp_path_factory):
     return out
 
 
-def _refused(main, argv) -> str:
-    """``main(argv)`` refuses with one line (a SystemExit message); that line."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert isinstance(e.value.code, str) and "\n" not in e.value.code, e.value.code
-    return e.value.code
-
-
-def _bad_argument(main, argv, capsys, flag):
-    """argparse refuses ``flag``'s value: status 2, its message names the flag."""
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert f"argument {flag}" in err and "Traceback" not in err, err
-
-
 def _python_m(*args, timeout=120):
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
@@ -71,7 +55,7 @@ def test_delimiter_checkpoint_on_a_full_disk_is_one_line(tmp_path, smoke_data, f
 
     ck = full_disk / "ck" if where == "ckpt" else tmp_path / "ck"
     small = full_disk / "c.pt" if where == "small" else tmp_path / "c.pt"
-    msg = _refused(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(ck), "--small", str(small),
+    msg = refused(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(ck), "--small", str(small),
                                        "--out", str(tmp_path / "d.onnx")])
     assert "no space left on device" in msg and str(small if where == "small" else ck / "last.pt") in msg
     assert not [p for p in full_disk.rglob("*") if p.is_file()]  # no half-written file left
@@ -81,7 +65,7 @@ def test_ddsp_best_on_a_full_disk_is_one_line_and_keeps_the_previous(tmp_path, f
     from models.ddsp import train
 
     (full_disk / "best.pt").write_bytes(b"the previous best")
-    msg = _refused(train.main, ["--instrument", "flute", "--smoke", "--ckpt", str(full_disk),
+    msg = refused(train.main, ["--instrument", "flute", "--smoke", "--ckpt", str(full_disk),
                                 "--export", str(tmp_path / "flute.onnx")])
     assert "no space left on device" in msg and str(full_disk / "best.pt") in msg
     assert (full_disk / "best.pt").read_bytes() == b"the previous best"
@@ -95,9 +79,9 @@ def test_delimiter_fresh_run_never_replaces_an_earlier_one_unasked(tmp_path, smo
     run = TINY + ["--data", str(smoke_data), "--ckpt", str(ck)]
     assert train.main(run) == 0
     before = (ck / "last.pt").read_bytes(), (ck / "train_log.json").read_bytes()
-    assert "--resume" in _refused(train.main, run) and "--force" in _refused(train.main, run)
+    assert "--resume" in refused(train.main, run) and "--force" in refused(train.main, run)
     assert ((ck / "last.pt").read_bytes(), (ck / "train_log.json").read_bytes()) == before
-    msg = _refused(train.main, run[:-1] + [str(tmp_path / "typo"), "--resume"])
+    msg = refused(train.main, run[:-1] + [str(tmp_path / "typo"), "--resume"])
     assert "no last.pt" in msg and not (tmp_path / "typo").exists()
     assert train.main(run + ["--force"]) == 0
     assert train.main(run + ["--resume", "--steps", "3"]) == 0
@@ -109,7 +93,7 @@ def test_delimiter_refuses_a_run_of_no_steps(tmp_path, smoke_data, capsys, bad):
     from models.delimiter import train
 
     ck = tmp_path / "ck"
-    _bad_argument(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(ck)] + bad, capsys, bad[0])
+    bad_argument(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(ck)] + bad, capsys, bad[0])
     assert not ck.exists()
 
 
@@ -199,7 +183,7 @@ def test_delimiter_resume_of_something_else_is_one_line(tmp_path, smoke_data, ki
     ck = tmp_path / "ck"
     ck.mkdir()
     (ck / "last.pt").write_bytes(src.read_bytes())
-    msg = _refused(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(ck), "--resume"])
+    msg = refused(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(ck), "--resume"])
     assert str(ck / "last.pt") in msg and "not a de-limiter" in msg
     assert sorted(p.name for p in ck.iterdir()) == ["last.pt"]
 
@@ -212,7 +196,7 @@ def test_delimiter_init_export_and_score_of_another_network_are_one_line(tmp_pat
     for argv in (TINY + ["--data", str(smoke_data), "--ckpt", str(ck), "--init", str(ENHANCER_CKPT)],
                  ["--export-only", "--init", str(ENHANCER_CKPT), "--out", str(tmp_path / "x.onnx")],
                  ["--score", str(ENHANCER_CKPT), "--data", str(smoke_data), "--thresholds", "2"]):
-        msg = _refused(train.main, argv)
+        msg = refused(train.main, argv)
         assert str(ENHANCER_CKPT) in msg and "not a de-limiter checkpoint" in msg
     assert not ck.exists() and not list(tmp_path.glob("x.onnx*"))  # 8: a refused --init leaves no folder
 
@@ -230,11 +214,11 @@ def test_delimiter_builds_data_only_in_the_default_folder(tmp_path, monkeypatch)
 
     monkeypatch.setattr(recipe, "build", build)
     typo = tmp_path / "dat"
-    msg = _refused(train.main, TINY + ["--data", str(typo), "--ckpt", str(tmp_path / "ck")])
+    msg = refused(train.main, TINY + ["--data", str(typo), "--ckpt", str(tmp_path / "ck")])
     assert msg == f"no data in {typo}: build it with python -m models.delimiter.data --out {typo}"
     assert not built and not typo.exists() and not (tmp_path / "ck").exists()
     monkeypatch.setattr(recipe, "DEFAULT_OUT", tmp_path / "default")
-    assert _refused(train.main, TINY + ["--ckpt", str(tmp_path / "ck")]) == "built"
+    assert refused(train.main, TINY + ["--ckpt", str(tmp_path / "ck")]) == "built"
     assert built == [tmp_path / "default"]
 
 
@@ -246,14 +230,14 @@ def test_delimiter_refuses_nonsense_numbers(tmp_path, smoke_data, capsys, bad):
     from models.delimiter import train
 
     ck = tmp_path / "ck"
-    _bad_argument(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(ck)] + bad, capsys, bad[-2])
+    bad_argument(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(ck)] + bad, capsys, bad[-2])
     assert not ck.exists()
 
 
 def test_delimiter_score_refuses_thresholds_that_are_not_numbers(tmp_path, smoke_data, capsys):
     from models.delimiter import train
 
-    _bad_argument(train.main, ["--score", str(train.COMMITTED_CKPT), "--data", str(smoke_data),
+    bad_argument(train.main, ["--score", str(train.COMMITTED_CKPT), "--data", str(smoke_data),
                                "--thresholds", "abc"], capsys, "--thresholds")
 
 
@@ -264,17 +248,17 @@ def test_ddsp_refuses_nonsense_numbers(tmp_path, capsys, bad):
 
     argv = ["--instrument", "flute", "--data", str(tmp_path / "data"), "--ckpt", str(tmp_path / "ck"),
             "--export", str(tmp_path / "flute.onnx")] + bad
-    _bad_argument(train.main, argv, capsys, bad[0])
+    bad_argument(train.main, argv, capsys, bad[0])
 
 
 def test_ddsp_frames_longer_than_the_data_and_export_only_of_nothing_are_one_line(tmp_path):
     from models.ddsp import train
 
-    msg = _refused(train.main, ["--instrument", "flute", "--data", str(_ddsp_data(tmp_path / "data", "flute")),
+    msg = refused(train.main, ["--instrument", "flute", "--data", str(_ddsp_data(tmp_path / "data", "flute")),
                                 "--frames", "100000", "--ckpt", str(tmp_path / "ck"),
                                 "--export", str(tmp_path / "flute.onnx")])
     assert "--frames 100000" in msg
-    msg = _refused(train.main, ["--instrument", "flute", "--smoke", "--export-only", "--ckpt", str(tmp_path / "ck"),
+    msg = refused(train.main, ["--instrument", "flute", "--smoke", "--export-only", "--ckpt", str(tmp_path / "ck"),
                                 "--export", str(tmp_path / "flute.onnx")])
     assert "no best.pt" in msg and not (tmp_path / "ck").exists()
 
@@ -312,10 +296,10 @@ def test_read_only_destinations_are_refused_before_training(tmp_path, smoke_data
     ck = tmp_path / "ck"
     for argv in (TINY + ["--data", str(smoke_data), "--ckpt", str(ck), "--out", str(read_only_dir / "d.onnx")],
                  ["--export-only", "--init", str(train.COMMITTED_CKPT), "--out", str(read_only_dir / "d.onnx")]):
-        assert _refused(train.main, argv) == f"{read_only_dir / 'd.onnx'}: cannot write there (read-only file system)"
-    assert _refused(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(read_only_dir / "ck")]) == \
+        assert refused(train.main, argv) == f"{read_only_dir / 'd.onnx'}: cannot write there (read-only file system)"
+    assert refused(train.main, TINY + ["--data", str(smoke_data), "--ckpt", str(read_only_dir / "ck")]) == \
         f"{read_only_dir / 'ck' / 'last.pt'}: cannot write there (read-only file system)"
-    assert _refused(ddsp.main, ["--instrument", "flute", "--smoke", "--ckpt", str(ck),
+    assert refused(ddsp.main, ["--instrument", "flute", "--smoke", "--ckpt", str(ck),
                                 "--export", str(read_only_dir / "d.onnx")]) == \
         f"{read_only_dir / 'd.onnx'}: cannot write there (read-only file system)"
     assert not ck.exists()

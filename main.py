@@ -71,7 +71,7 @@ BATCH_EPILOG = """\
 manifest: a .csv with a header row (input[,output][,set][,preset]; set holds overrides joined by ';')
 or a .jsonl with one object per line ({"input": …, "output": …, "set": […]}); inputs are relative to
 the manifest, outputs to --out. A re-run skips outputs that are complete and newer than their input
-and preset (OUT/.batch-manifest.jsonl); exit status 1 when any file failed, 130 after Ctrl-C (once:
+and preset (OUT/.batch-manifest.jsonl); exit status 1 when any file failed, 130 after Ctrl-C, 143 after SIGTERM (once:
 finish the files in progress; twice: abandon them, nothing half-written is left)."""
 
 
@@ -202,7 +202,7 @@ def cmd_batch(args) -> int:
         print(f"batch: {failed} of {summary['files']} files failed ({summary['failed_before']} of them in an earlier "
               f"run, unchanged since; errors in the summary and {summary['log']})", file=sys.stderr)
     if summary["interrupted"]:
-        return 130
+        return 143 if summary["signal"] == "SIGTERM" else 130
     return 1 if failed else 0
 
 

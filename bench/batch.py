@@ -193,7 +193,9 @@ def main(argv=None) -> int:
                 out = Path(tmp) / name / f"out{jobs}"
                 s = run_batch([src], out, options, jobs=jobs, progress=False)
                 if s["interrupted"]:  # run_batch took the Ctrl-C / SIGTERM: its figures are of a cut-short pass
-                    raise KeyboardInterrupt()
+                    from realtime.errors import Interrupted
+
+                    raise Interrupted(s["signal"]) if s["signal"] not in (None, "SIGINT") else KeyboardInterrupt()
                 steady = _steady(Path(s["log"]))
                 steady_by_jobs[jobs] = steady
                 emit({"bench": "batch", "workload": name, "workers": jobs, "streams": streams, "files": s["processed"],

@@ -189,8 +189,11 @@ class StopFlag:
     def __init__(self, stream=None):
         self.level = 0
         self.stream = stream
+        self.signal: str | None = None  # the first signal's name: the exit status says which (130 / 143)
 
-    def escalate(self, *_):
+    def escalate(self, signum=None, frame=None):
+        if self.signal is None and signum is not None:
+            self.signal = signal.Signals(signum).name
         self.level = min(self.level + 1, 2)
         if self.stream is not None:
             self.stream.write("\nbatch: finishing the files in progress (again to abandon them)\n" if self.level == 1
@@ -277,7 +280,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     -------
     dict
         files, processed, skipped (done before: complete, or failed and unchanged), failed (this run),
-        failed_before (skipped because they failed before), interrupted, abandoned, not_started,
+        failed_before (skipped because they failed before), interrupted, abandoned, signal (the first
+        one's name, e.g. "SIGTERM", or None), not_started,
         audio_s, wall_s, files_per_s, audio_s_per_s (throughput: × real time, = audio-hours per hour),
         backend, workers, log, failures (list of {input, error}, this run's and earlier unchanged ones).
 
@@ -347,7 +351,7 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     wall = time.perf_counter() - t0
     return {"files": len(tasks), "processed": processed, "skipped": len(tasks) - len(todo),
             "failed": len(failures), "failed_before": len(failed_before),
-            "interrupted": stop.level > 0, "abandoned": stop.level > 1,
+            "interrupted": stop.level > 0, "abandoned": stop.level > 1, "signal": stop.signal,
             "not_started": len(todo) - processed, "audio_s": audio_s, "wall_s": wall, "streams": options.streams,
             "files_per_s": processed / wall, "audio_s_per_s": audio_s / wall, "backend": backend, "workers": workers,
             "log": str(log.path), "failures": failures + failed_before}

@@ -306,7 +306,7 @@ def main(argv=None) -> int:
 
 def write_card(a, dec, ck, n_params: int, seconds: float, train_s: float) -> None:
     from models.ddsp.data import INSTRUMENTS
-    from realtime.io.files import atomic_write
+    from realtime.io.files import atomic_write_text
 
     card = a.export.with_suffix(".md")  # beside its model: only an export to the default path touches the repo's
     prog, lo, hi = INSTRUMENTS[a.instrument]
@@ -336,8 +336,7 @@ Decoder for the real-time DDSP synth (`realtime/dsp/processors/synth/processor.p
   at most 1 frame (4 ms) after the block that carries it. See `python main.py bench synth --json`
   for real-time factor, latency and spectral distance against the soundfont on held-out melodies.
 """
-    with atomic_write(card, suffix=".md.part") as tmp:
-        Path(tmp).write_text(text)
+    atomic_write_text(card, text, suffix=".md.part")
 
 
 if __name__ == "__main__":

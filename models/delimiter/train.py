@@ -564,10 +564,10 @@ def train(a) -> dict:
         export(model, a.out, {"step": step})
         save_small(model, a.small, {"step": step})
     save_last()
-    from realtime.io.files import atomic_write
+    from realtime.io.files import atomic_write_text
 
-    with atomic_write(ckpt_dir / "train_log.json", suffix=".json.part") as tmp:
-        Path(tmp).write_text(json.dumps({"params": n_params, "log": log, "best": best}, indent=1))
+    atomic_write_text(ckpt_dir / "train_log.json", json.dumps({"params": n_params, "log": log, "best": best}, indent=1),
+                      suffix=".json.part")
     return {"params": n_params, "steps": step, "seen_hours": seen_s / 3600, "best": best}
 
 

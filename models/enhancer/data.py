@@ -776,10 +776,9 @@ def is_built(out: Path) -> bool:
 
 
 def write_manifest(out: Path, man: dict) -> None:
-    from realtime.io.files import atomic_write
+    from realtime.io.files import atomic_write_text
 
-    with atomic_write(out / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(man, indent=1))
+    atomic_write_text(out / MANIFEST, json.dumps(man, indent=1))
 
 
 def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 1234) -> dict:

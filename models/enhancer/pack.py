@@ -40,17 +40,10 @@ def _index(stem: Path) -> dict:
         raise SystemExit(f"{stem.with_suffix('.json')}: not a readable index; copy it again") from None
 
 
-def _write_json(path: Path, obj, **kw) -> None:
-    from realtime.io.files import atomic_write
-
-    with atomic_write(path) as tmp:  # a full disk leaves no half index
-        tmp.write_text(json.dumps(obj, **kw))
-
-
 def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float = 64.0, seed: int = 0) -> dict:
     """Write ``parts`` folders ``out/partN`` of about ``mib`` MiB each: a random subset of the
     clips of each pool (no clip twice), Opus-coded, with their groups."""
-    from realtime.io.files import atomic_write
+    from realtime.io.files import atomic_write, atomic_write_text
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,14 +74,14 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float =
             offsets = np.concatenate([[0], np.cumsum([len(pool.clips[i]) for i in chosen])]).astype(np.int64)
             with atomic_write(folder / f"{name}.opus", suffix=".opus.part") as tmp:  # a full disk leaves no half part
                 write_opus(tmp, audio, SR, kbps)
-            _write_json(folder / f"{name}.json", {
+            atomic_write_text(folder / f"{name}.json", json.dumps({
                 "offsets": offsets.tolist(), "group": [int(pool.group[i]) for i in chosen],
                 "groups": idx.get("groups", []), "files": [idx["files"][i] for i in chosen] if "files" in idx else [],
-                "kbps": kbps})
+                "kbps": kbps}))  # a full disk leaves no half index
             part[name] = {"clips": len(chosen), "hours": round(total / SR / 3600, 3),
                           "mib": round((folder / f"{name}.opus").stat().st_size / 2 ** 20, 2)}
         summary["parts"].append(part)
-    _write_json(out / "pack.json", summary, indent=1)
+    atomic_write_text(out / "pack.json", json.dumps(summary, indent=1))
     return summary
 
 

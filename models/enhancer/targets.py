@@ -136,7 +136,7 @@ def write_teacher(stem: Path, model: Path | None = None, log=print, jobs: int = 
     from concurrent.futures import ProcessPoolExecutor
 
     from realtime.dsp.processors.neural.enhancer import DEFAULT_MODEL
-    from realtime.io.files import atomic_write
+    from realtime.io.files import atomic_write_text
 
     src_path = stem.with_suffix(".npy")
     src = np.load(src_path, mmap_mode="r")
@@ -156,10 +156,9 @@ def write_teacher(stem: Path, model: Path | None = None, log=print, jobs: int = 
     finally:
         part.unlink(missing_ok=True)
     model_file = Path(model or DEFAULT_MODEL)
-    with atomic_write(out_path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({
-            "source": src_path.name, "model": str(model_file), "directions": "forward and backward, per-bin max",
-            "keep": keep, "model_md5": hashlib.md5(model_file.read_bytes()).hexdigest()}, indent=1))
+    atomic_write_text(out_path.with_suffix(".json"), json.dumps({
+        "source": src_path.name, "model": str(model_file), "directions": "forward and backward, per-bin max",
+        "keep": keep, "model_md5": hashlib.md5(model_file.read_bytes()).hexdigest()}, indent=1))
     return out_path
 
 

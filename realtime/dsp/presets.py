@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from realtime.errors import ParamError, PluginError, PresetError, UnknownProcessorError
-from realtime.io.files import atomic_write
+from realtime.io.files import atomic_write_text
 
 if TYPE_CHECKING:
     from realtime.dsp.chain import Chain
@@ -463,8 +463,7 @@ def save_preset(preset: dict, path) -> Path:
     p = validate_preset(preset)
     path = Path(path)
     text = json.dumps(p, indent=2, allow_nan=False) + "\n"
-    with atomic_write(path, suffix=".tmp") as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    atomic_write_text(path, text, suffix=".tmp")
     return path
 
 

@@ -124,6 +124,13 @@ def atomic_write(path, suffix: str = ".part"):
         raise
 
 
+def atomic_write_text(path, text: str, suffix: str = ".part") -> None:
+    """``text`` (UTF-8) to ``path`` whole or not at all (``atomic_write``): a full disk or a
+    Ctrl-C leaves the previous file, never half of a new one."""
+    with atomic_write(path, suffix) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
 def folder_problem(folder) -> str | None:
     """Why files cannot be put in ``folder`` because of what it is ("is a file, not a folder",
     "output directory does not exist"), or None when it is a folder."""

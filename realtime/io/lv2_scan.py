@@ -307,13 +307,12 @@ def scan(use_cache: bool = True) -> ScanResult:
 
 
 def _write_cache(cache: Path, sig: str, res: ScanResult) -> None:
-    from realtime.io.files import atomic_write
+    from realtime.io.files import atomic_write_text
 
     data = {"signature": sig, "plugins": {u: asdict(p) for u, p in res.plugins.items()}, "errors": res.errors}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(cache, suffix=".tmp") as tmp:
-            tmp.write_text(json.dumps(data), encoding="utf-8")
+        atomic_write_text(cache, json.dumps(data), suffix=".tmp")
     except OSError:
         pass  # a read-only home: the scan still works, only slower next time
 

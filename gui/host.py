@@ -92,8 +92,9 @@ class HostBase:
         return self.chain.slot(slot_id).processor.get_param(param_id)
 
     # MIDI in + learn
-    def midi_in(self, status: int, data1: int = 0, data2: int = 0) -> None:
-        """One incoming MIDI message (MIDI thread). A controller completes a learn and moves
+    def midi_in(self, status: int, data1: int = 0, data2: int = 0, at_ns: int | None = None) -> None:
+        """One incoming MIDI message (MIDI thread; ``at_ns``: when it came, on
+        ``time.monotonic_ns()``'s clock, default now). A controller completes a learn and moves
         its mapped target here, then ``on_cc`` tells the window. A mapped controller drives its
         knob only; every other message goes on to the chain (a synth wants the mod wheel and
         sustain while they are not mapped; the mod wheel learnt onto a knob also added vibrato)."""
@@ -113,7 +114,7 @@ class HostBase:
                     if self.on_cc:
                         self.on_cc(target, rec)
                 return
-        self.send_midi(status, data1, data2)
+        self.send_midi(status, data1, data2, at_ns)
 
     def learn(self, target: str | None) -> None:
         """Map the next controller that moves to ``target`` (None cancels)."""
@@ -310,8 +311,8 @@ class EngineHost(HostBase):
                 self.engine.apply_pending_control()
             return rec
 
-    def send_midi(self, status: int, data1: int = 0, data2: int = 0) -> bool:
-        return self.engine.send_midi(status, data1, data2)
+    def send_midi(self, status: int, data1: int = 0, data2: int = 0, at_ns: int | None = None) -> bool:
+        return self.engine.send_midi(status, data1, data2, at_ns)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:

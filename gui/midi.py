@@ -1,5 +1,5 @@
 """The panel's MIDI input choice (none, a virtual port, or a named port) on top of
-realtime.io.midi_input (mido + python-rtmidi: JACK MIDI here, ALSA where present)."""
+realtime.io.midi_input (python-rtmidi, polled: JACK MIDI here, ALSA where present)."""
 from __future__ import annotations
 
 VIRTUAL = "Virtual port"
@@ -16,9 +16,10 @@ def input_ports() -> tuple[list[str], str | None]:
 
 
 class MidiInput:
-    """Open ``port`` (a name, VIRTUAL or NONE) and call ``sink(status, data1, data2)`` for every
-    channel voice message (sysex, clock and garbage are dropped), on a worker thread fed by rtmidi's
-    (``QueuedSink``: the panel's sink may wait for a rebuild, JACK's thread must not)."""
+    """Open ``port`` (a name, VIRTUAL or NONE) and call ``sink(status, data1, data2, at_ns)`` for
+    every channel voice message (sysex, clock and garbage are dropped; ``at_ns``: when it came), on
+    a worker thread fed by the input's poll thread (``QueuedSink``: the panel's sink may wait for a
+    rebuild; the poll thread must go on reading)."""
 
     def __init__(self, port: str, sink, on_status=None, release=None):
         from realtime.io.midi_input import MidiInput as _Input

@@ -60,7 +60,7 @@ from realtime.io.midi_input import MidiInput
 
 kbd = Keyboard()
 got = []
-mi = MidiInput(lambda *m: got.append(m), port="kbd:out")
+mi = MidiInput(lambda *m: got.append(m[:3]), port="kbd:out")  # (status, data1, data2[, stamp])
 time.sleep(0.2)
 kbd.send(0x90, 60, 100)
 wait_until(lambda: got, 3)
@@ -150,7 +150,7 @@ preset, settings = load_preset("default"), Settings(sys.argv[1])
 settings.midi_port = "kbd:out"
 host = EngineHost(preset, EngineConfig())
 sent = []
-host.send_midi = lambda *m: sent.append(m) or True  # what reaches the engine's MIDI queue
+host.send_midi = lambda *m: sent.append(m[:3]) or True  # what reaches the engine's MIDI queue (less the stamp)
 w = MainWindow(preset, EngineConfig(), settings, host=host)
 w.show()
 w.toggle_learn("limiter.ceiling_db")  # a learn under way must not take the released notes' controllers

@@ -316,12 +316,13 @@ class RemoteEngineHost(HostBase):
         """Set ``slot.param`` (or slot.bypass / slot.mix) from a 0..1 controller position."""
         return self._queue("set_target", target, unit)
 
-    def send_midi(self, status: int, data1: int = 0, data2: int = 0) -> bool:
+    def send_midi(self, status: int, data1: int = 0, data2: int = 0, at_ns: int | None = None) -> bool:
+        """Queue a MIDI message for the engine process; ``at_ns``: when it came (default now)."""
+        t = time.monotonic_ns() if at_ns is None else at_ns  # CLOCK_MONOTONIC is system-wide: the engine's clock
         with self.rings.lock:
             if self._closed:
                 return False
-            # stamped here (CLOCK_MONOTONIC is system-wide) so the engine keeps its timing within a block
-            return self.rings.midi.push_record(float(status), float(data1), float(data2), float(time.monotonic_ns()))
+            return self.rings.midi.push_record(float(status), float(data1), float(data2), float(t))
 
 
 def _error(kind: str, text: str) -> Exception:

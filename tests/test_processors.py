@@ -174,6 +174,22 @@ def test_biquad_cookbook_properties(sr):
     assert abs(db(mag("highshelf", 3000, 0.707, 6, 1))) < 0.01
 
 
+@pytest.mark.parametrize("kind", ["lowshelf", "highshelf"])
+def test_a_shelf_never_goes_past_its_gain_knob_whatever_its_q(kind):
+    """The RBJ shelf with Q 10 resonated to +43 dB at +24 dB gain (and dipped 19 dB under 0 on its
+    other side); shelves stop at the steepest monotonic slope (S = 1, Q = 1/sqrt(2))."""
+    sr = 48000
+    for q in (0.707, 2.0, 10.0):
+        for g in (24.0, -24.0):
+            b, a = biquad_coefficients(kind, 1000, q, g, sr)
+            m = db(np.abs(signal.freqz(b, a, 8192, fs=sr)[1]))
+            assert m.max() <= max(g, 0.0) + 0.01 and m.min() >= min(g, 0.0) - 0.01, (q, g, m.max(), m.min())
+    steep = [biquad_coefficients(kind, 1000, q, 12, sr) for q in (0.3, 0.707)]
+    at = 1000 * (2.0 if kind == "lowshelf" else 0.5)  # an octave into the flat side: the steeper one is closer to 0 dB
+    gains = [abs(db(np.abs(signal.freqz(b, a, worN=[at], fs=sr)[1][0]))) for b, a in steep]
+    assert gains[1] < gains[0] - 0.5, gains  # below the limit Q still sets the slope
+
+
 @pytest.mark.parametrize("sr", [44100, 48000, 96000])
 def test_biquad_stable_over_parameter_grid(sr):
     for kind in TYPES:

@@ -8,6 +8,9 @@ A change of filter *type* cannot be smoothed through the coefficients, so the ol
 running and is crossfaded (10 ms) into the new one, which starts from zero state: the fade-in
 ramp hides its start-up transient. A type change arriving during a fade waits for it to end.
 Non-finite input samples are filtered as 0, so a NaN never gets stuck in the recursive state.
+Shelves take Q up to SHELF_MAX_Q only (the cookbook's slope S = 1, the steepest shelf that stays
+monotonic): above it the RBJ shelf resonates, +43 dB at +24 dB gain and Q 10, far past the gain
+knob, where a user turning Q expects a steeper shelf, not a peak.
 """
 from __future__ import annotations
 
@@ -24,12 +27,15 @@ TYPES = ("highpass", "lowpass", "lowshelf", "highshelf", "peak")
 HIGHPASS, LOWPASS, LOWSHELF, HIGHSHELF, PEAK = range(5)
 RECOMPUTE_EVERY = 16  # samples between coefficient updates (power of two: masked counter)
 TYPE_FADE_MS = 10.0
+SHELF_MAX_Q = 1.0 / math.sqrt(2.0)
 
 
 @njit(nogil=True, cache=True)
 def _coeffs(kind, freq, q, gain_db, sample_rate, out, row):
     """Write normalised (b0, b1, b2, a1, a2) into out[row]."""
     f = min(max(freq, 1.0), 0.49 * sample_rate)  # keep w0 < pi: valid at any host rate
+    if kind == LOWSHELF or kind == HIGHSHELF:
+        q = min(q, SHELF_MAX_Q)
     w0 = 2.0 * math.pi * f / sample_rate
     cw = math.cos(w0)
     alpha = math.sin(w0) / (2.0 * q)

@@ -1,8 +1,10 @@
 """MIDI edge cases of the synth and its file renders: the GM drum channel, SMPTE-timed files, a full
 per-block event queue, zero-length notes. Files go through ``render_midi`` with the chain
 ``main.py synth IN.mid OUT.wav`` builds."""
+import json
 import struct
 import tracemalloc
+from pathlib import Path
 
 import mido
 import numpy as np
@@ -81,6 +83,27 @@ def test_the_drum_channel_moves_no_controller_of_the_synth():
     s.handle_midi(0x98, 60, 100, 0)  # channel 9 is a melodic one
     run(s, 2)
     assert s.sounding_notes() == [60]
+
+
+def test_channel_10_is_played_like_any_other_when_its_knob_says_so():
+    """A pad or keyboard set to send on channel 10 live: the "Channel 10" knob plays its notes,
+    bend and program changes as any channel's (knob back: ignored again)."""
+    from realtime.dsp.processors.synth.processor import INSTRUMENTS
+
+    s = make_synth(channel10=1)
+    s.handle_midi(0x99, 60, 100, 0)
+    s.handle_midi(0xE9, 0, 0x7F, 0)
+    run(s, 2)
+    assert s.sounding_notes() == [60] and s.g[sv.G_BEND] > 0.9
+    flute = s.instruments[INSTRUMENTS.index("flute")].program
+    s.handle_midi(0xC9, flute, 0, 0)  # its program change chooses the instrument, as on channel 1
+    run(s, 2)
+    assert INSTRUMENTS[int(s.values[sv.K_INSTR])] == "flute"
+    s.handle_midi(0x89, 60, 0, 0)
+    s.set_param("channel10", 0)
+    s.handle_midi(0x99, 62, 100, 0)
+    run(s, 2)
+    assert 62 not in s.sounding_notes()
 
 
 # ---------------------------------------------------------------------------- SMPTE time
@@ -171,6 +194,30 @@ def test_a_render_reports_dropped_midi_events(tmp_path, capsys):
     assert "77 MIDI messages were dropped" in capsys.readouterr().err
     off = int(0.5 * SR)
     assert rms(y[off - SR // 4: off]) > 1e-3 and np.abs(y[off + SR:]).max() < 1e-4  # the note ended
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_a_batch_reports_each_midi_files_dropped_events(tmp_path, streams):
+    """`batch` renders MIDI one file per worker (streams 1) or songs side by side (streams 2); each
+    file's record carries its own dropped count (the burst's 77, the calm song's 0) and the summary
+    their sum. Batched songs reported none at all."""
+    from realtime.run.batch import LOG_NAME, BatchOptions, run_batch
+
+    src = tmp_path / "in"
+    src.mkdir()
+    burst = [mido.Message("note_on", note=60, velocity=100, time=0)]
+    burst += [mido.Message("control_change", control=1, value=i % 128, time=480 if i == 0 else 0) for i in range(1100)]
+    burst.append(mido.Message("note_off", note=60, velocity=0, time=0))
+    save(src / "burst.mid", burst)
+    save(src / "calm.mid", [mido.Message("note_on", note=64, velocity=90, time=0),
+                            mido.Message("note_off", note=64, velocity=0, time=480)])
+    out = tmp_path / "out"
+    summary = run_batch([src], out, BatchOptions(streams=streams), jobs=1, progress=False)
+    log = {Path(r["input"]).name: r for r in map(json.loads, (out / LOG_NAME).read_text().splitlines())}
+    assert summary["processed"] == 2 and summary["failed"] == 0
+    assert [log[n].get("streams", 1) for n in ("burst.mid", "calm.mid")] == [streams, streams]
+    assert (log["burst.mid"]["dropped_midi_events"], log["calm.mid"]["dropped_midi_events"]) == (1101 - sv.MAX_EVENTS, 0)
+    assert summary["dropped_midi_events"] == 1101 - sv.MAX_EVENTS
 
 
 def test_engine_stats_report_dropped_midi_events():

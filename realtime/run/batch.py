@@ -151,6 +151,7 @@ def run_task(task: BatchTask) -> dict:
 
             report = render_midi(task.input, out, chain, task.samplerate, task.blocksize)
             result["audio_s"] = report["seconds"]
+            result["dropped_midi_events"] = report["dropped_midi_events"]
         else:
             from realtime.run.offline import process_file
 
@@ -283,7 +284,9 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
         failed_before (skipped because they failed before), interrupted, abandoned, signal (the first
         one's name, e.g. "SIGTERM", or None), not_started,
         audio_s, wall_s, files_per_s, audio_s_per_s (throughput: × real time, = audio-hours per hour),
-        backend, workers, log, failures (list of {input, error}, this run's and earlier unchanged ones).
+        backend, workers, log, failures (list of {input, error}, this run's and earlier unchanged ones),
+        dropped_midi_events (MIDI messages this run's renders dropped from full per-block queues; each
+        MIDI file's own count is in its log record).
 
     Raises
     ------
@@ -309,15 +312,16 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     bar = Progress(len(todo), sum(t.audio_s for t in todo), stream, enabled=progress)
     stop = StopFlag(stream or sys.stderr)
     failures: list[dict] = []
-    processed = 0
+    processed = dropped_midi = 0
     audio_s = 0.0
 
     def on_result(result: dict) -> None:
-        nonlocal processed, audio_s
+        nonlocal processed, audio_s, dropped_midi
         log.append(result)
         processed += 1
         if result["status"] == "ok":
             audio_s += result["audio_s"] or 0.0
+            dropped_midi += result.get("dropped_midi_events") or 0
         else:
             failures.append({"input": result["input"], "error": result["error"]})
         bar.update(result)
@@ -354,7 +358,7 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
             "interrupted": stop.level > 0, "abandoned": stop.level > 1, "signal": stop.signal,
             "not_started": len(todo) - processed, "audio_s": audio_s, "wall_s": wall, "streams": options.streams,
             "files_per_s": processed / wall, "audio_s_per_s": audio_s / wall, "backend": backend, "workers": workers,
-            "log": str(log.path), "failures": failures + failed_before}
+            "log": str(log.path), "failures": failures + failed_before, "dropped_midi_events": dropped_midi}
 
 
 __all__ = ["BatchOptions", "BatchTask", "LOG_NAME", "Progress", "ResumeLog", "StopFlag", "plan_batch", "run_batch",

@@ -143,10 +143,11 @@ class _MidiStream:
 
     ``send`` takes each event at its offset (the batched synth's stream and the file's rest chain)."""
 
-    def __init__(self, task: BatchTask, blocksize: int, send, latency: int = 0):
+    def __init__(self, task: BatchTask, blocksize: int, send, latency: int = 0, dropped=lambda: 0):
         from realtime.run.offline import EventCursor, OutputWriter, open_render, plan_render
 
         self.task, self.blocksize, self.send = task, blocksize, send
+        self.dropped, self.dropped0 = dropped, dropped()  # this song's full-queue drops (the counters outlive it)
         self.latency = latency  # the chain's: dropped from the start, as render_midi does
         out_p = Path(task.output)
         events, self.total = plan_render(task.input, out_p, task.samplerate)
@@ -173,7 +174,7 @@ class _MidiStream:
         return True
 
     def report(self) -> dict:
-        return {"audio_s": self.total / self.task.samplerate}
+        return {"audio_s": self.total / self.task.samplerate, "dropped_midi_events": self.dropped() - self.dropped0}
 
     def write(self, y: np.ndarray) -> None:
         self.writer.write(y)
@@ -235,7 +236,8 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
         opened = []
         for k, i in enumerate(live):
             try:
-                streams.append(_MidiStream(tasks[i], B, _midi_sender(batched, k, rests[k]), latency) if midi
+                streams.append(_MidiStream(tasks[i], B, _midi_sender(batched, k, rests[k]), latency,
+                                           _song_drops(batched, k, rests[k])) if midi
                                else _FileStream(tasks[i], latency, B))
                 opened.append((k, i))
             except Exception as e:
@@ -252,6 +254,17 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
         r["finished"] = finished  # the same for the group: it is one unit of work
         r["streams"] = len(tasks)
     return results
+
+
+def _song_drops(batched, k: int, rest):
+    """Song ``k``'s MIDI messages dropped so far: its own synth's and its rest chain's."""
+    from realtime.dsp.processor import dropped_midi_events
+
+    def count() -> int:
+        songs = getattr(batched, "songs", ())
+        own = int(getattr(songs[k], "dropped_events", 0)) if k < len(songs) else 0
+        return own + dropped_midi_events(rest)
+    return count
 
 
 def _midi_sender(batched, k: int, rest):

@@ -51,7 +51,7 @@ def _count_voices(vs, readings):
 
 
 @njit(nogil=True, cache=True)
-def _block_program(ev, n_ev, pc_chan) -> int:
+def _block_program(ev, n_ev, pc_chan, ch10_notes) -> int:
     """The last program change among a block's queued MIDI events on the program channel, or -1.
 
     The synth plays one instrument, so one channel chooses it: the first to send a program
@@ -60,7 +60,8 @@ def _block_program(ev, n_ev, pc_chan) -> int:
     prog = -1
     for k in range(n_ev):
         status = int(ev[k, 1])
-        if status & 0xF0 == 0xC0 and status & 0x0F != sv.DRUM_CHANNEL:  # a drum kit is no instrument here
+        if status & 0xF0 == 0xC0 and (ch10_notes or status & 0x0F != sv.DRUM_CHANNEL):  # a drum kit is no
+            # instrument here, unless channel 10 is played as an ordinary channel
             if pc_chan[0] < 0:
                 pc_chan[0] = status & 0x0F
             if status & 0x0F == pc_chan[0]:
@@ -194,6 +195,10 @@ class Synth(MidiQueue, Processor):
         Param("bend_range", "Bend range", 0, 24, 2, "st", step=1, smoothing_ms=0),
         Param("mode", "Mode", 0, 1, 0, choices=("poly", "mono"), step=1, smoothing_ms=0),
         Param("portamento_ms", "Portamento", 0.0, 2000.0, 0.0, "ms", smoothing_ms=0),
+        # GM channel 10 is percussion, which this instrument does not play; a pad or keyboard set
+        # to send on channel 10 live wants it played as any other channel
+        Param("channel10", "Channel 10", 0, 1, 0, choices=("GM drums: ignored", "played as notes"), step=1,
+              smoothing_ms=0),
     )
     # "playing": the instrument actually sounding. A program change from the keyboard, or a choice
     # whose model is not there, changes it in the engine: the panel follows this readout
@@ -201,6 +206,7 @@ class Synth(MidiQueue, Processor):
                 Readout("voices", "Voices", "", 0.0, sv.MAX_VOICES),
                 Readout("playing", "Playing", kind="text", min=0.0, max=len(INSTRUMENTS) - 1, choices=INSTRUMENTS))
     assert [p.id for p in params][sv.K_PORTA] == "portamento_ms" and [p.id for p in params][sv.K_INSTR] == "instrument"
+    assert [p.id for p in params][sv.K_CH10] == "channel10"
 
     def __init__(self, model_dir=None, provider: str = "auto", **values):
         super().__init__(**values)
@@ -317,7 +323,7 @@ class Synth(MidiQueue, Processor):
         # a program change picks a loaded instrument with that GM program before the block's notes
         # start: switching after them (at the next block) cut a note that came with the change,
         # which is how most General MIDI files begin
-        prog = _block_program(self._ev, self._n_ev, self._pc_chan)
+        prog = _block_program(self._ev, self._n_ev, self._pc_chan, self.values[sv.K_CH10] >= 0.5)
         if prog >= 0:
             for i, ins in self.instruments.items():
                 if ins.program == prog:

@@ -12,7 +12,8 @@ Envelopes are closed-form in absolute sample time (note-on/off times are stored)
 offset inside the block changes the result to the sample.
 
 Channel 10 (``DRUM_CHANNEL``) is General MIDI percussion: its messages are left alone, as a GM
-melodic instrument does (a drum track played as violin notes). Controllers on the other channels
+melodic instrument does (a drum track played as violin notes), unless the "Channel 10" knob
+(``K_CH10``) says it is an ordinary channel: pads and keyboards that send on channel 10 live. Controllers on the other channels
 are omni (any channel): pitch bend (range from the knob or RPN 0), mod wheel (CC1 ->
 vibrato depth), volume (CC7, read by the renderer), expression (CC11 -> loudness, so timbre
 follows), sustain (CC64), all sound off (CC120), reset controllers (CC121), all notes off (CC123).
@@ -32,7 +33,7 @@ STACK = 16  # held keys remembered in mono mode
 
 # knob indices: the Synth processor declares its params in exactly this order
 K_INSTR, K_GAIN, K_ATTACK, K_RELEASE, K_VIB_RATE, K_VIB_DEPTH, K_BALANCE, K_BRIGHT, K_REVERB, K_POLY, \
-    K_BEND, K_MODE, K_PORTA = range(13)
+    K_BEND, K_MODE, K_PORTA, K_CH10 = range(14)
 
 # per-voice fields
 V_NOTE, V_CH, V_VEL, V_GATE, V_SUST, V_STAGE, V_ON_T, V_OFF_T, V_ENV_OFF, V_P_START, V_P_TARGET, \
@@ -293,8 +294,8 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
     a = min(127, max(0, int(d1)))
     b = min(127, max(0, int(d2)))
     typ = s & 0xF0
-    if s & 0x0F == DRUM_CHANNEL:  # GM percussion: not this instrument's notes, controllers or bend
-        return
+    if s & 0x0F == DRUM_CHANNEL and kv[K_CH10] < 0.5:  # GM percussion: not this instrument's notes,
+        return  # controllers or bend (unless the knob says channel 10 is an ordinary channel here)
     ch = float(s & 0x0F)
     if typ == 0x90 and b > 0:
         _note_on(vs, g, stack, float(a), ch, float(b), t, kv, sr, state, silence)

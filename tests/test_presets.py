@@ -197,6 +197,21 @@ def test_override_errors_name_the_override(override, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("digits", [400, 5000])
+def test_an_absurdly_long_number_is_a_one_line_error(digits, tmp_path):
+    """400 digits overflowed float() (OverflowError), 5000 passed Python's int-parsing limit
+    (ValueError): both were tracebacks. The line quotes a short head of the value, not all of it."""
+    big = "9" * digits
+    with pytest.raises(PresetError) as e:
+        apply_overrides(base(), [f"gain.gain_db={big}"])
+    assert "gain_db" in str(e.value) and len(str(e.value)) < 300
+    path = tmp_path / "big.json"
+    path.write_text('{"version": 1, "name": "big", "chain": [{"processor": "gain", "params": {"gain_db": %s}}]}' % big)
+    with pytest.raises(PresetError) as e:
+        load_preset(path)
+    assert "big.json" in str(e.value) and len(str(e.value)) < 300
+
+
 def test_save_load_round_trip(tmp_path):
     p = apply_overrides(base(), ["hpf.freq_hz=123.5", "gain.mix=0.25"])
     path = save_preset(p, tmp_path / "mine.json")

@@ -68,7 +68,7 @@ def _check_param(d, value, where: str):
     if isinstance(value, bool) and boolean:
         return value
     if not _is_number(value):
-        raise PresetError(f"{label}: expected a number, got {type(value).__name__} {value!r}")
+        raise PresetError(f"{label}: expected a number, got {type(value).__name__} {_short(value)}")
     try:
         d.validate(value, where=where)
     except ParamError as e:
@@ -291,6 +291,8 @@ def parse_preset(text: str, source: str = "preset") -> dict:
         raise PresetError(f"{source}: nested too deeply to be a preset") from None
     except json.JSONDecodeError as e:
         raise PresetError(f"{source}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except ValueError as e:  # Python's own limit: an integer of more than 4300 digits
+        raise PresetError(f"{source}: invalid JSON: {e}") from None
     except PresetError as e:
         raise PresetError(f"{source}: invalid JSON: {e}") from None
     return validate_preset(raw, source)
@@ -356,11 +358,17 @@ def load_preset(name_or_path) -> dict:
     return parse_preset(text, source=str(path))
 
 
+def _short(value, limit: int = 60) -> str:
+    """repr of ``value`` cut to ``limit`` characters: an error line stays one line."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
 def _parse_value(raw: str):
     """Command-line value: JSON scalar when it parses as one (numbers, true/false), else the string."""
     try:
         v = json.loads(raw)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (or an integer past Python's 4300 digits): the string itself
         return raw
     return v if isinstance(v, (int, float, str, bool)) else raw
 
@@ -391,10 +399,10 @@ def apply_overrides(preset: dict, overrides) -> dict:
         lhs, eq, raw = str(ov).partition("=")
         slot_id, dot, key = lhs.strip().partition(".")
         if not eq or not dot or not slot_id or not key:
-            raise PresetError(f"override {ov!r}: expected SLOT.PARAM=VALUE (or SLOT.bypass=, SLOT.mix=)")
+            raise PresetError(f"override {_short(ov)}: expected SLOT.PARAM=VALUE (or SLOT.bypass=, SLOT.mix=)")
         ids = [s["id"] for s in out["chain"]]
         if slot_id not in ids:
-            raise PresetError(f"override {ov!r}: no slot {slot_id!r}; slots: {ids}")
+            raise PresetError(f"override {_short(ov)}: no slot {_short(slot_id)}; slots: {ids}")
         slot = out["chain"][ids.index(slot_id)]
         raw = raw.strip()
         if key == "bypass":
@@ -407,7 +415,7 @@ def apply_overrides(preset: dict, overrides) -> dict:
         try:
             out = validate_preset(out)
         except PresetError as e:
-            raise PresetError(f"override {ov!r}: {e}") from None
+            raise PresetError(f"override {_short(ov)}: {e}") from None
     return out
 
 

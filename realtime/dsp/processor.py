@@ -84,7 +84,10 @@ class Param:
                 value = float(value)
             except (TypeError, ValueError):
                 raise ParamError(f"{label}: {value!r} is not a number") from None
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int of hundreds of digits
+            raise ParamError(f"{label}: {str(value)[:12]}... is outside [{self.min:g}, {self.max:g}]") from None
         if not math.isfinite(value):
             raise ParamError(f"{label}: {value} is not finite")
         if value < self.min or value > self.max:

@@ -83,7 +83,7 @@ def test_knob_keyboard_focus_arrows_and_log_taper(qtbot):
     # log taper: one step multiplies the frequency by the same ratio everywhere
     assert k.value() == pytest.approx(1000.0 * 1000.0 ** 0.01, rel=1e-9)
     QTest.keyClick(k, Qt.Key.Key_End)
-    assert k.value() == FREQ.max and k.text() == "20.00k Hz"
+    assert k.value() == FREQ.max and k.text() == "20.00 kHz"
     QTest.keyClick(k, Qt.Key.Key_Home)
     assert k.value() == FREQ.min
 

@@ -685,3 +685,21 @@ def test_reset_clears_the_safety_stages_counts_as_a_fresh_one_has_none():
     assert s.counters[CLIPPED] > 0 and s.counters[SCRUBBED] == 1
     s.reset()
     assert not s.counters.any() and not s.readings.any()
+
+
+def test_knob_text_never_uses_exponent_notation_and_names_the_larger_unit():
+    """A fine drag across 1 kHz read "1e+03 Hz" (999.5 ... 999.99 formatted with three significant
+    digits); a thousand milliseconds read "1.00k ms"."""
+    from realtime.dsp.processor import Param
+
+    freq = Param("freq_hz", "Frequency", 20.0, 20000.0, 1000.0, unit="Hz", scale="log")
+    time_ms = Param("release_ms", "Release", 0.0, 5000.0, 100.0, unit="ms")
+    plain = Param("amount", "Amount", 0.0, 1.0, 0.5)
+    voices = Param("voices", "Voices", 1, 5000, 16, step=1)
+    assert [freq.format(v) for v in (999.97, 440.0, 20000.0)] == ["1.00 kHz", "440 Hz", "20.00 kHz"]
+    assert [time_ms.format(v) for v in (999.8, 1500.0, 12.34)] == ["1.00 s", "1.50 s", "12.3 ms"]
+    assert [plain.format(v) for v in (1e-5, 0.5, 0.0)] == ["0.0000100", "0.5", "0"]
+    assert [voices.format(v) for v in (16, 1600)] == ["16", "1.60k"]
+    for p in (freq, time_ms, plain):
+        for u in [i / 1000 for i in range(1001)]:
+            assert "e" not in p.format(p.from_unit(u)).split()[0], (p.id, u)

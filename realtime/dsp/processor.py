@@ -141,16 +141,25 @@ class Param:
         return self.validate(min(self.max, max(self.min, v)))
 
     def format(self, value: float) -> str:
-        """Display text: the choice's name, or a short number with the unit (``"1.20k Hz"``)."""
+        """Display text: the choice's name, or a short number with the unit (``"1.20 kHz"``,
+        ``"1.50 s"``, ``"1.20k"`` for units without a larger one), never in exponent notation."""
         if self.choices:
             return self.choices[int(round(value))]
+        if self.step < 1:
+            value = float(f"{value:.3g}")  # rounded first: 999.8 reads "1.00 kHz", not "1e+03 Hz"
         if abs(value) >= 1000:
-            txt = f"{value / 1000:.2f}k"
-        elif self.step >= 1:
+            bigger = LARGER_UNITS.get(self.unit)
+            return f"{value / 1000:.2f} {bigger}" if bigger else f"{value / 1000:.2f}k {self.unit}".strip()
+        if self.step >= 1:
             txt = f"{value:.0f}"
         else:
             txt = f"{value:.3g}"
+            if "e" in txt:  # under 0.001: as many decimals as three significant digits need
+                txt = f"{value:.{2 - math.floor(math.log10(abs(value)))}f}"
         return f"{txt} {self.unit}".strip()
+
+
+LARGER_UNITS = {"Hz": "kHz", "ms": "s"}  # what a thousand of a unit reads as
 
 
 READOUT_KINDS = ("level", "gr", "number", "text")

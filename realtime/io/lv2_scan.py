@@ -1,8 +1,8 @@
 """What LV2 plugins are installed: a scan through lilv, described as plain data, cached on disk.
 
-``scan()`` returns every plugin's URI, name, class, ports (control ranges, units, hints), latency
-port, features and extension data. Reading hundreds of bundles' Turtle takes a while, so the
-result is cached as JSON (``$REALTIME_CACHE_DIR`` or ``~/.cache/realtime-host``) under a
+``scan()`` returns every plugin's URI, name, class, ports (control ranges, units, hints, side-chain
+inputs), latency port, features and extension data. Reading hundreds of bundles' Turtle takes a
+while, so the result is cached as JSON (``$REALTIME_CACHE_DIR`` or ``~/.cache/realtime-host``) under a
 signature of the LV2 path's folders and Turtle files: add, remove or edit a bundle and the next
 scan is fresh. A bundle whose Turtle does not parse, or a plugin that fails lilv's checks, is
 listed in ``ScanResult.errors`` and skipped; the rest of the scan stands.
@@ -21,7 +21,10 @@ from realtime.errors import PluginError
 from realtime.io import lilv
 from realtime.io.native_stderr import capture_stderr
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # part of the signature: a cache written with other fields is never read
+PG = "http://lv2plug.in/ns/ext/port-groups#"
+INSTRUMENT_CLASS = "http://lv2plug.in/ns/lv2core#InstrumentPlugin"
+RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 UNIT_SYMBOLS = {"db": "dB", "hz": "Hz", "khz": "kHz", "mhz": "MHz", "ms": "ms", "s": "s", "min": "min",
                 "bpm": "BPM", "pc": "%", "cent": "cents", "semitone12TET": "st", "oct": "oct", "midiNote": "note",
                 "degree": "°", "frame": "frames", "bar": "bars", "beat": "beats", "m": "m", "cm": "cm",
@@ -51,6 +54,7 @@ class PortInfo:
     optional: bool = False  # lv2:connectionOptional
     midi: bool = False  # an atom port that carries MIDI events
     min_size: int = 0  # atom ports: rsz:minimumSize in bytes (0: not said)
+    sidechain: bool = False  # an audio or CV input that is a side-chain (a key), not the signal path
     scale_points: tuple[tuple[float, str], ...] = ()
 
 
@@ -68,6 +72,7 @@ class PluginInfo:
     optional_features: tuple[str, ...] = ()
     extension_data: tuple[str, ...] = ()
     hard_rt: bool = False  # lv2:hardRTCapable
+    instrument_class: bool = False  # declared a lv2:InstrumentPlugin
 
     def ports_of(self, type_: str, direction: str) -> list[PortInfo]:
         return [p for p in self.ports if p.type == type_ and p.direction == direction]
@@ -77,12 +82,22 @@ class PluginInfo:
         return len(self.ports_of("audio", "in"))
 
     @property
+    def main_inputs(self) -> list[PortInfo]:
+        """The audio inputs of the signal path, side-chain inputs left out."""
+        return [p for p in self.ports_of("audio", "in") if not p.sidechain]
+
+    @property
     def audio_out(self) -> int:
         return len(self.ports_of("audio", "out"))
 
     @property
     def midi_in(self) -> bool:
         return any(p.midi for p in self.ports_of("atom", "in"))
+
+    @property
+    def instrument(self) -> bool:
+        """Plays MIDI into sound: a MIDI input, and no signal-path audio input or the instrument class."""
+        return self.midi_in and (not self.main_inputs or self.instrument_class)
 
     @property
     def controls(self) -> list[PortInfo]:
@@ -158,11 +173,44 @@ def _port(world: "lilv.World", plugin, index: int) -> PortInfo:
         finally:
             if points:
                 L.lilv_scale_points_free(points)
+    elif type_ in ("audio", "cv") and direction == "in":
+        info["sidechain"] = has(lilv.LV2 + "isSideChain") or _in_side_chain_group(world, plugin, port)
     elif type_ == "atom":
         info["midi"] = bool(L.lilv_port_supports_event(plugin, port, world.uri(lilv.MIDI_EVENT)))
         size = lilv.owned_str(L.lilv_port_get(plugin, port, world.uri(lilv.RESIZE_MIN_SIZE)))
         info["min_size"] = int(float(size)) if size else 0
     return PortInfo(**info)
+
+
+def _in_side_chain_group(world: "lilv.World", plugin, port) -> bool:
+    """The port, or its port group, is ``pg:sideChainOf`` another (how LSP marks its side-chain inputs)."""
+    L = lilv.lib()
+    side_of = world.uri(PG + "sideChainOf")
+    own = L.lilv_port_get(plugin, port, side_of)
+    if own:
+        L.lilv_node_free(own)
+        return True
+    group = L.lilv_port_get(plugin, port, world.uri(PG + "group"))
+    if not group:
+        return False
+    try:
+        of = L.lilv_world_get(world.ptr, group, side_of, None)
+    finally:
+        L.lilv_node_free(group)
+    if of:
+        L.lilv_node_free(of)
+    return bool(of)
+
+
+def _declares_type(world: "lilv.World", plugin, cls: str) -> bool:
+    """The plugin's data says it is a ``cls``. lilv's own plugin class needs lv2core's Turtle, which
+    distributions do not always install (then every class is lv2:Plugin), so the statement is asked for.
+    The plugin's data must be loaded (any port read does it)."""
+    L = lilv.lib()
+    ask = L.lilv_world_ask
+    if ask.restype is not ctypes.c_bool:  # not among lilv.py's prototypes: set here, once
+        ask.restype, ask.argtypes = ctypes.c_bool, [ctypes.c_void_p] * 4
+    return bool(ask(world.ptr, L.lilv_plugin_get_uri(plugin), world.uri(RDF_TYPE), world.uri(cls)))
 
 
 def describe(world: "lilv.World", plugin) -> PluginInfo:
@@ -182,7 +230,8 @@ def describe(world: "lilv.World", plugin) -> PluginInfo:
         required_features=lilv.owned_uris(L.lilv_plugin_get_required_features(plugin)),
         optional_features=lilv.owned_uris(L.lilv_plugin_get_optional_features(plugin)),
         extension_data=extension,
-        hard_rt=bool(L.lilv_plugin_has_feature(plugin, world.uri(lilv.LV2 + "hardRTCapable"))))
+        hard_rt=bool(L.lilv_plugin_has_feature(plugin, world.uri(lilv.LV2 + "hardRTCapable"))),
+        instrument_class=_declares_type(world, plugin, INSTRUMENT_CLASS))
 
 
 def _errors_of(lines: list[str]) -> list[str]:

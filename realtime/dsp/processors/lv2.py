@@ -4,23 +4,35 @@ Each plugin URI gets its own ``Lv2Plugin`` subclass, made on first use from the 
 (``realtime.io.lv2_scan``): its control inputs become ``Param`` descriptors (range, default,
 unit, integer / toggle / enumeration, logarithmic taper), so knobs, presets, MIDI learn and
 ``--set slot.param=value`` work as for built-in processors. ``create("lv2", uri=...)`` and
-``Lv2Plugin(uri=...)`` return an instance of that subclass.
+``Lv2Plugin(uri=...)`` return an instance of that subclass. A logarithmic port whose range starts
+at 0 gets a log taper from a floor (``LOG_FLOOR`` of its maximum) and the plugin gets 0 for the
+floor. A range given as a fraction of the sample rate is shown in Hz at ``NOMINAL_RATE``; the
+value the plugin gets is clamped to the fraction times the rate the stream runs at.
 
 Per block (no allocation): one Numba kernel copies the knob values to the control ports and the
 chain's block into the plugin's input buffers, one ctypes call per instance runs the plugin
-(the GIL is released), one kernel writes the outputs back. Buffers are preallocated and
+(the GIL is released), one kernel cleans the outputs and one writes them back. Buffers are preallocated and
 connected once, in ``prepare``.
 
-Channels adapt to the chain: a mono plugin on a stereo chain runs as two instances (dual-mono);
-a mono-in / stereo-out plugin gets the input downmixed; a stereo plugin on a mono chain gets
-the input on both sides and its output downmixed; extra (side-chain) inputs get silence.
-``adaptation`` says which. Instruments (no audio input) add their sound to the block, like the
-DDSP synth, and receive the chain's MIDI (``handle_midi``) as an atom sequence with exact
-sample offsets.
+Channels adapt to the chain, counting only the signal path's inputs: a mono plugin on a stereo
+chain runs as two instances (dual-mono); a mono-in / stereo-out plugin gets the input downmixed;
+a stereo plugin on a mono chain gets the input on both sides and its output downmixed; side-chain
+inputs (``lv2:isSideChain``, or a ``pg:sideChainOf`` group) and extra inputs get silence.
+``adaptation`` says which. Plugins with a MIDI input receive the chain's MIDI (``handle_midi``) as
+an atom sequence with exact sample offsets, the whole queue (``MAX_EVENTS``) in every block.
+Instruments (``Lv2Instrument``: a MIDI input and no signal-path audio input, or the
+``lv2:InstrumentPlugin`` class) are what ``synth`` may play; those without an audio input add
+their sound to the block, like the DDSP synth.
 
-Latency: the plugin's latency port is read after one silent block in ``prepare``; the chain
-compensates it like any processor's. Plugins not declaring ``lv2:hardRTCapable`` run all the
-same; ``hard_rt`` is False for UIs to flag.
+Output: a sample that is not finite or beyond ``OUTPUT_LIMIT`` becomes 0 before it reaches the
+chain, is counted (``bad_output_samples``), and the instance that made it is reset (LV2's
+deactivate + activate): offline at once; live, the DSP thread only stops running it (silence) and
+a rescue thread resets it, since (de)activation may allocate and must not overlap ``run()``.
+
+Latency: the plugin's latency port is read after one silent block in ``prepare`` and after every
+block: the chain's dry path follows a change at once, up to ``max_latency`` (the latency at
+``prepare`` or ``LATENCY_HEADROOM_S``, whichever is larger). Plugins not declaring
+``lv2:hardRTCapable`` run all the same; ``hard_rt`` is False for UIs to flag.
 
 State: a plugin implementing the LV2 state extension has its own state (besides its control
 ports) saved in presets as Turtle (``plugin_state``, the slot key ``"state"``) and restored by
@@ -30,6 +42,9 @@ it. Dual-mono instances save the first one's state and all restore it.
 from __future__ import annotations
 
 import math
+import os
+import threading
+import weakref
 from typing import ClassVar
 
 import numpy as np
@@ -44,6 +59,17 @@ NOMINAL_RATE = 48000.0  # ranges given as fractions of the sample rate are shown
 RESERVED_IDS = (*SLOT_CONTROLS, "uri")  # a port with such a symbol gets a trailing "_"
 MAX_EVENTS = 512  # MIDI events per block (more are counted in ``dropped_events``)
 ATOM_CAPACITY = 8192  # bytes per atom port unless the plugin asks for more
+# a MIDI event in an atom sequence: frames (8), atom header (8), 3 bytes padded to 8
+MIDI_EVENT_BYTES = 24
+# a MIDI input holds the whole queue (atom header and sequence body: 16 bytes), so that only the
+# queue's own dropping, which keeps note-offs, ever applies
+MIDI_CAPACITY = 16 + MIDI_EVENT_BYTES * MAX_EVENTS
+# +80 dBFS: no setting of a working effect gets there (+70 dB of gain on a full-scale signal is
+# 3162), a blown-up filter passes it on its way to Inf, and a chain's float32 maths (squares in
+# meters, filter states) stays far from overflow below it
+OUTPUT_LIMIT = 1e4
+LATENCY_HEADROOM_S = 0.5  # a plugin with a latency port may move its latency this far while streaming
+LOG_FLOOR = 1e-6  # a log taper over [0, max] starts at max * LOG_FLOOR (six decades), or at the default
 _SILENCE, _DOWNMIX = -2, -1  # input sources besides a channel index
 
 
@@ -56,13 +82,18 @@ def _read_outputs(ctl, out_port, readings):
 
 
 @njit(nogil=True, cache=True)
-def _pre(block, ain, in_src, values, ctl, ctl_port, enum_n, enum_val):
-    """Knob values -> control ports (enumeration index -> scale point value); block -> inputs,
-    non-finite samples as 0: a NaN in a plugin's filter or reverb state would stay there for good."""
+def _pre(block, ain, in_src, values, ctl, ctl_port, enum_n, enum_val, bounds):
+    """Knob values -> control ports (enumeration index -> scale point value; a log taper's floor,
+    bounds[k, 2], -> 0; clamped to [bounds[k, 0], bounds[k, 1]]); block -> inputs, non-finite
+    samples as 0: a NaN in a plugin's filter or reverb state would stay there for good."""
     for k in range(values.shape[0]):
         v = values[k]
         if enum_n[k] > 0:
             v = enum_val[k, min(max(int(round(v)), 0), enum_n[k] - 1)]
+        else:
+            if v <= bounds[k, 2]:
+                v = 0.0
+            v = min(max(v, bounds[k, 0]), bounds[k, 1])
         for i in range(ctl.shape[0]):
             ctl[i, ctl_port[k]] = v
     n, chans = block.shape[0], block.shape[1]
@@ -84,6 +115,36 @@ def _pre(block, ain, in_src, values, ctl, ctl_port, enum_n, enum_val):
             else:
                 for t in range(n):
                     ain[i, j, t] = 0.0
+
+
+@njit(nogil=True, cache=True)
+def _clean_outputs(aout, n, hits, limit):
+    """Output samples that are not finite or beyond +-limit -> 0: a blown-up plugin must not feed
+    the chain. hits[i]: how many of instance i's this block. Returns the block's total."""
+    total = 0
+    for i in range(aout.shape[0]):
+        h = 0
+        for j in range(aout.shape[1]):
+            for t in range(n):
+                if not abs(aout[i, j, t]) <= limit:  # NaN fails it too
+                    aout[i, j, t] = 0.0
+                    h += 1
+        hits[i] = h
+        total += h
+    return total
+
+
+@njit(nogil=True, cache=True)
+def _follow_latency(ctl, port, lat):
+    """The first instance's latency port -> lat[0] (samples, within [0, lat[1]]; a non-finite value
+    leaves it); True when it moved."""
+    v = ctl[0, port]
+    if not np.isfinite(v):
+        return False
+    n = int(round(min(max(v, 0.0), float(lat[1]))))
+    moved = n != lat[0]
+    lat[0] = n
+    return moved
 
 
 @njit(nogil=True, cache=True)
@@ -131,7 +192,7 @@ def _atoms(a32, a8, kinds, ev, n_ev, order, n, urids):
                     e = order[q]
                     status = int(ev[e, 1])
                     nbytes = 2 if (status & 0xE0) == 0xC0 else 3  # program change, channel pressure: 2
-                    if status < 0x80 or status >= 0xF0 or 8 + size + 24 > cap:  # 24: one event's bytes
+                    if status < 0x80 or status >= 0xF0 or 8 + size + MIDI_EVENT_BYTES > cap:
                         continue
                     off = 8 + size  # byte offset of this event in the buffer
                     w = off // 4
@@ -142,11 +203,35 @@ def _atoms(a32, a8, kinds, ev, n_ev, order, n, urids):
                     a8[i, p, off + 16] = status
                     a8[i, p, off + 17] = int(ev[e, 2]) & 0x7F
                     a8[i, p, off + 18] = int(ev[e, 3]) & 0x7F if nbytes == 3 else 0
-                    size += 24
+                    size += MIDI_EVENT_BYTES
             a32[i, p, 0] = size
 
 
 # -- descriptors ------------------------------------------------------------------------------
+class _LogFromZero(Param):
+    """A log taper for a port whose range starts at 0 (``Param``'s log taper needs min > 0): ``min``
+    is the taper's floor, which the plugin gets as 0 (``_pre``). Values from 0 up to the floor, as
+    presets saved when the knob was linear hold, are taken as the floor."""
+
+    def validate(self, value, where: str = "") -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError, OverflowError):
+            return super().validate(value, where)
+        return super().validate(self.min if 0.0 <= v < self.min else value, where)
+
+
+def _raw_range(port: lv2_scan.PortInfo) -> tuple[float, float]:
+    """The port's range as the plugin declares it (a fraction of the rate for lv2:sampleRate ports)."""
+    return (port.minimum if port.minimum is not None else 0.0, port.maximum if port.maximum is not None else 1.0)
+
+
+def _log_floor(hi: float, default: float) -> float:
+    """Where a log taper over [0, hi] starts: six decades down, lower if the default is."""
+    floor = float(f"{hi * LOG_FLOOR:.6g}")  # 1e-05, not 9.999999999999999e-06, in presets
+    return min(floor, default) if default > 0.0 else floor
+
+
 def _param_of(port: lv2_scan.PortInfo, taken: set) -> tuple[Param, tuple[float, ...]]:
     """A Param for one control input, and the scale point values for an enumeration (else ())."""
     pid = port.symbol if port.symbol not in RESERVED_IDS else port.symbol + "_"
@@ -154,14 +239,15 @@ def _param_of(port: lv2_scan.PortInfo, taken: set) -> tuple[Param, tuple[float, 
         pid += "_"
     taken.add(pid)
     scale = NOMINAL_RATE if port.sample_rate else 1.0
-    lo_raw = port.minimum if port.minimum is not None else 0.0
-    hi_raw = port.maximum if port.maximum is not None else 1.0
+    lo_raw, hi_raw = _raw_range(port)
     lo, hi = lo_raw * scale, hi_raw * scale
     default = port.default if port.default is not None else lo_raw
     if lo_raw <= default <= hi_raw:  # some bundles give the default as a fraction too, some in Hz
         default *= scale
     if port.toggled:
-        return Param(pid, port.name, 0.0, 1.0, 1.0 if default > 0.5 else 0.0, step=1.0, smoothing_ms=0.0), ()
+        # a switch, not a knob reading "0"/"1": the panel draws choices as a selector
+        return Param(pid, port.name, 0.0, 1.0, 1.0 if default > 0.5 else 0.0, step=1.0, smoothing_ms=0.0,
+                     choices=("off", "on")), ()
     if port.enumeration and port.scale_points:
         vals = tuple(v for v, _ in port.scale_points)
         labels, seen = [], set()
@@ -181,6 +267,10 @@ def _param_of(port: lv2_scan.PortInfo, taken: set) -> tuple[Param, tuple[float, 
     default = min(hi, max(lo, default if math.isfinite(default) else lo))
     if step:
         default = float(round(default))
+    if port.logarithmic and lo == 0.0 and not step:
+        floor = _log_floor(hi, default)
+        return _LogFromZero(pid, port.name, floor, hi, max(default, floor), unit=port.unit, scale="log",
+                            smoothing_ms=0.0), ()
     log = port.logarithmic and lo > 0.0
     return Param(pid, port.name, lo, hi, default, unit=port.unit, scale="log" if log else "lin", step=step,
                  smoothing_ms=0.0), ()
@@ -233,10 +323,11 @@ def plugin_class(uri: str) -> type["Lv2Plugin"]:
         params.append(prm)
         enums.append(vals)
     outs = [p for p in info.ports_of("control", "out") if p.index != info.latency_port]
-    bases = (Lv2Instrument,) if info.midi_in else (Lv2Plugin,)
+    bases = (Lv2Instrument,) if info.instrument else (Lv2MidiPlugin,) if info.midi_in else (Lv2Plugin,)
     name = "Lv2_" + "".join(ch if ch.isalnum() else "_" for ch in info.name)
     cls = type(name, bases, {"uri": uri, "info": info, "params": tuple(params), "hard_rt": info.hard_rt,
                              "_control_ports": tuple(p.index for p in info.controls), "_enums": tuple(enums),
+                             "_rate_ranges": tuple(_raw_range(p) if p.sample_rate else None for p in info.controls),
                              "readouts": tuple(_readout_of(p) for p in outs),
                              "_output_ports": tuple(p.index for p in outs),
                              "__module__": __name__, "__doc__": f"LV2 plugin {info.name} <{uri}>."})
@@ -260,6 +351,14 @@ class Lv2Plugin(Processor):
     ------
     PluginError
         See ``plugin_class``; instantiation errors are raised by ``prepare``.
+
+    Attributes
+    ----------
+    bad_output_samples : int
+        Output samples the plugin made that were not finite or beyond ``OUTPUT_LIMIT`` (given to the
+        chain as 0), since it was made.
+    instance_resets : int
+        Resets of an instance that made such samples.
     """
 
     kind = "lv2"
@@ -269,6 +368,8 @@ class Lv2Plugin(Processor):
     _control_ports: ClassVar[tuple[int, ...]] = ()
     _output_ports: ClassVar[tuple[int, ...]] = ()  # control outputs shown as readouts (latency port excluded)
     _enums: ClassVar[tuple[tuple[float, ...], ...]] = ()
+    _rate_ranges: ClassVar[tuple[tuple[float, float] | None, ...]] = ()  # per param: fractions of the rate
+    instrument: ClassVar[bool] = False  # what ``synth`` may play (see ``Lv2Instrument``)
 
     @classmethod
     def for_uri(cls, uri: str) -> type["Lv2Plugin"]:
@@ -283,13 +384,18 @@ class Lv2Plugin(Processor):
         return super().__new__(cls)
 
     def __init__(self, uri: str | None = None, **values):
+        # the rescue thread's reset of an instance never overlaps another reset or a close
+        self._life = threading.Lock()
         if uri is not None and uri != self.uri:
             raise PluginError(f"lv2: this class hosts {self.uri}, not {uri}")
         super().__init__(**values)
         self._instances: list = []
         self._runs: tuple = ()
         self.adaptation = ""
-        self._latency = 0
+        self._latency = self._max_latency = 0
+        self._lat_port = -1
+        self.bad_output_samples = 0
+        self.instance_resets = 0
         self.dropped_events = 0
         self._ev = np.zeros((MAX_EVENTS, 4), np.float64)  # MIDI queued for the next block
         self._order = np.zeros(MAX_EVENTS, np.int64)
@@ -340,64 +446,25 @@ class Lv2Plugin(Processor):
     def latency(self) -> int:
         return self._latency
 
+    @property
+    def max_latency(self) -> int:
+        return self._max_latency
+
     def _prepare(self) -> None:
         if self._pending_state is None and self._instances:  # a re-prepare keeps the plugin's state
             self._pending_state = self._instances[0].save_state()
         self._close()
         info, C, B = self.info, self.channels, self.max_block
         ins, outs = info.ports_of("audio", "in"), info.ports_of("audio", "out")
-        mi, mo = min(len(ins), 2), min(len(outs), 2)
-        n_inst = 2 if (C == 2 and mi == 1 and mo == 1) else 1
-        in_src = np.full((n_inst, len(ins)), _SILENCE, np.int64)
-        weights = np.zeros((C, n_inst, len(outs)), np.float32)
-        if n_inst == 2:
-            in_src[:, 0] = (0, 1)
-            weights[0, 0, 0] = weights[1, 1, 0] = 1.0
-            self.adaptation = "dual-mono (two instances)"
-        else:
-            if mi == C:
-                in_src[0, :mi] = np.arange(mi)
-            elif mi == 1:
-                in_src[0, 0] = _DOWNMIX
-            elif mi == 2:
-                in_src[0, :2] = 0  # mono chain: the one channel on both inputs
-            if mo == C:
-                for c in range(C):
-                    weights[c, 0, c] = 1.0
-            elif mo == 1:
-                weights[:, 0, 0] = 1.0  # mono output on both channels
-            else:
-                weights[0, 0, :2] = 0.5  # stereo output downmixed
-            self.adaptation = self._describe_adaptation(mi, mo, C)
-        self._in_src, self._weights, self._add = in_src, weights, mi == 0
+        n_inst = self._route(ins, outs)
         self._ain = np.zeros((n_inst, len(ins), B), np.float32)
         self._aout = np.zeros((n_inst, len(outs), B), np.float32)
+        self._hits = np.zeros(n_inst, np.int64)  # bad output samples per instance, this block
         cvs_in, cvs_out = info.ports_of("cv", "in"), info.ports_of("cv", "out")
         self._cv = np.zeros((n_inst, len(cvs_in) + len(cvs_out), B), np.float32)  # silence in, ignored out
-        n_ports = len(info.ports)
-        self._ctl = np.zeros((n_inst, n_ports), np.float32)
-        for p in info.ports:
-            if p.type == "control" and p.direction == "in":
-                self._ctl[:, p.index] = p.default if p.default is not None else 0.0
-        self._ctl_port = np.array(self._control_ports, np.int64)
-        self._out_port = np.array(self._output_ports, np.int64)
-        width = max([len(e) for e in self._enums] + [1])
-        self._enum_n = np.array([len(e) for e in self._enums] or [0], np.int64)[: len(self.params)]
-        self._enum_val = np.zeros((max(1, len(self.params)), width), np.float32)
-        for k, e in enumerate(self._enums):
-            self._enum_val[k, : len(e)] = e
+        self._control_buffers(n_inst)
         atoms = info.ports_of("atom", "in") + info.ports_of("atom", "out")
-        cap = max([ATOM_CAPACITY] + [p.min_size for p in atoms])
-        cap = (cap + 7) // 8 * 8
-        self._atom = np.zeros((n_inst, len(atoms), cap // 8), np.uint64)
-        self._a32 = self._atom.view(np.uint32)
-        self._a8 = self._atom.view(np.uint8)
-        self._atom_kinds = np.array([0 if p.midi and p.direction == "in" else 1 if p.direction == "in" else 2
-                                     for p in atoms], np.int64)
-        t = lv2_host.urids()
-        self._urids = np.array([t.map(lilv.ATOM + "Sequence"), t.map(lilv.MIDI_EVENT), t.map(lilv.ATOM + "Chunk")],
-                               np.uint32)
-        self._n_ev = 0
+        self._atom_buffers(n_inst, atoms)
         world = lv2_scan.world()
         self._instances = [lv2_host.Instance(world, self.uri, self.sample_rate, B, info.required_features)
                            for _ in range(n_inst)]
@@ -420,17 +487,104 @@ class Lv2Plugin(Processor):
                 for inst in self._instances:
                     inst.restore_state(state)
             self._pending_state = None
-        self._runs = tuple((inst.run_fn, inst.handle, inst) for inst in self._instances)
-        self._workers = tuple(inst for inst in self._instances if inst.worker is not None)
-        # one silent block: the plugin reports its latency from run()
+        # per instance: run(), its handle, the instance, and whether it is parked (see _blown_up)
+        self._runs = tuple((inst.run_fn, inst.handle, inst, [False]) for inst in self._instances)
+        self._workers = tuple((inst, parked) for _, _, inst, parked in self._runs if inst.worker is not None)
+        self._measure_latency(B, C)
+        if self.live:  # from now on work is done beside the DSP thread, never on it
+            for inst, _ in self._workers:
+                inst.start_worker_thread()
+            _rescuer.enrol(self)
+
+    def _route(self, ins: list, outs: list) -> int:
+        """Which chain channel feeds each audio input, and the weight of each output in each chain
+        channel (``_in_src``, ``_weights``), counting only signal-path inputs; side-chain inputs keep
+        silence. Returns the number of instances (2: dual-mono)."""
+        C = self.channels
+        main = [j for j, p in enumerate(ins) if not p.sidechain]
+        mi, mo = min(len(main), 2), min(len(outs), 2)
+        n_inst = 2 if (C == 2 and mi == 1 and mo == 1) else 1
+        in_src = np.full((n_inst, len(ins)), _SILENCE, np.int64)
+        weights = np.zeros((C, n_inst, len(outs)), np.float32)
+        if n_inst == 2:
+            in_src[:, main[0]] = (0, 1)
+            weights[0, 0, 0] = weights[1, 1, 0] = 1.0
+            self.adaptation = "dual-mono (two instances)"
+        else:
+            if mi == C:
+                in_src[0, main[:mi]] = np.arange(mi)
+            elif mi == 1:
+                in_src[0, main[0]] = _DOWNMIX
+            elif mi == 2:
+                in_src[0, main[:2]] = 0  # mono chain: the one channel on both inputs
+            if mo == C:
+                for c in range(C):
+                    weights[c, 0, c] = 1.0
+            elif mo == 1:
+                weights[:, 0, 0] = 1.0  # mono output on both channels
+            else:
+                weights[0, 0, :2] = 0.5  # stereo output downmixed
+            self.adaptation = self._describe_adaptation(mi, mo, C)
+        if len(main) < len(ins):
+            self.adaptation += ", side-chain input silent"
+        self._in_src, self._weights, self._add = in_src, weights, mi == 0
+        return n_inst
+
+    def _control_buffers(self, n_inst: int) -> None:
+        """Control port values, the knobs' ports, enumerations, and each knob's clamp (a sample-rate
+        range at the real rate) and log floor, as ``_pre`` reads them."""
+        info = self.info
+        self._ctl = np.zeros((n_inst, len(info.ports)), np.float32)
+        for p in info.ports:
+            if p.type == "control" and p.direction == "in":
+                self._ctl[:, p.index] = p.default if p.default is not None else 0.0
+        self._ctl_port = np.array(self._control_ports, np.int64)
+        self._out_port = np.array(self._output_ports, np.int64)
+        width = max([len(e) for e in self._enums] + [1])
+        self._enum_n = np.array([len(e) for e in self._enums] or [0], np.int64)[: len(self.params)]
+        self._enum_val = np.zeros((max(1, len(self.params)), width), np.float32)
+        for k, e in enumerate(self._enums):
+            self._enum_val[k, : len(e)] = e
+        self._bounds = np.tile(np.array([-np.inf, np.inf, -np.inf]), (max(1, len(self.params)), 1))
+        for k, (prm, fractions) in enumerate(zip(self.params, self._rate_ranges)):
+            if fractions is not None:
+                self._bounds[k, :2] = [f * self.sample_rate for f in fractions]
+            if isinstance(prm, _LogFromZero):
+                self._bounds[k, 2] = prm.min
+
+    def _atom_buffers(self, n_inst: int, atoms: list) -> None:
+        """One buffer per atom port and instance, large enough for the plugin's minimum and, with a
+        MIDI input, for the whole MIDI queue."""
+        midi = any(p.midi and p.direction == "in" for p in atoms)
+        cap = max([ATOM_CAPACITY, MIDI_CAPACITY if midi else 0] + [p.min_size for p in atoms])
+        cap = (cap + 7) // 8 * 8
+        self._atom = np.zeros((n_inst, len(atoms), cap // 8), np.uint64)
+        self._a32 = self._atom.view(np.uint32)
+        self._a8 = self._atom.view(np.uint8)
+        self._atom_kinds = np.array([0 if p.midi and p.direction == "in" else 1 if p.direction == "in" else 2
+                                     for p in atoms], np.int64)
+        t = lv2_host.urids()
+        self._urids = np.array([t.map(lilv.ATOM + "Sequence"), t.map(lilv.MIDI_EVENT), t.map(lilv.ATOM + "Chunk")],
+                               np.uint32)
+        self._n_ev = 0
+
+    def _measure_latency(self, B: int, C: int) -> None:
+        """Activate, run one silent block (the plugin reports its latency from run()) and size
+        ``max_latency``: that latency or ``LATENCY_HEADROOM_S``, whichever is larger, for a plugin
+        with a latency port (its latency may move while streaming), else 0."""
+        port = self.info.latency_port
+        self._lat_port = -1 if port is None else port
+        self._lat = np.array([0, 1 << 30], np.int64)  # [latency, the most it may be]
         for inst in self._instances:
             inst.activate()
-        self._run_block(np.zeros((B, C), np.float32))
-        if self.live:  # from now on work is done beside the DSP thread, never on it
-            for inst in self._workers:
-                inst.start_worker_thread()
-        lat = info.latency_port
-        self._latency = max(0, int(round(float(self._ctl[0, lat])))) if lat is not None else 0
+        # what it makes wrong here is counted; the reset that ends ``prepare`` clears it
+        self.bad_output_samples += self._run_block(np.zeros((B, C), np.float32))
+        if port is None:
+            self._latency = self._max_latency = 0
+            return
+        self._max_latency = max(int(self._lat[0]), int(math.ceil(LATENCY_HEADROOM_S * self.sample_rate)))
+        self._lat[1] = self._max_latency
+        self._latency = int(self._lat[0])
 
     @staticmethod
     def _describe_adaptation(mi: int, mo: int, chans: int) -> str:
@@ -450,22 +604,37 @@ class Lv2Plugin(Processor):
 
     def reset(self) -> None:
         """Clear the plugin's state: deactivate and activate it again (LV2's reset)."""
-        for inst in self._instances:
-            if not inst.stop_worker_thread():  # LV2: no work() while (de)activating; a work() that
-                continue  # never returns leaves this instance as it is rather than crash it
-            if inst.worker is not None:  # what was asked before the reset is answered before it,
-                inst.flush_work()  # as offline, never into the freshly activated plugin
-            inst.deactivate()
-            inst.activate()
-            if self.live:
-                inst.start_worker_thread()
+        with self._life:
+            for _, _, inst, parked in self._runs:
+                self._reset_instance(inst)
+                parked[0] = False
         self._n_ev = 0
 
+    def _reset_instance(self, inst) -> None:
+        if not inst.stop_worker_thread():  # LV2: no work() while (de)activating; a work() that
+            return  # never returns leaves this instance as it is rather than crash it
+        if inst.worker is not None:  # what was asked before the reset is answered before it,
+            inst.flush_work()  # as offline, never into the freshly activated plugin
+        inst.deactivate()
+        inst.activate()
+        if self.live:
+            inst.start_worker_thread()
+
+    def _revive_parked(self) -> None:
+        """Reset the instances the DSP thread parked and let them run again (the rescue thread)."""
+        with self._life:
+            for _, _, inst, parked in self._runs:
+                if parked[0]:
+                    self._reset_instance(inst)
+                    self.instance_resets += 1
+                    parked[0] = False
+
     def _close(self) -> None:
-        for inst in self._instances:
-            inst.close()
-        self._instances = []
-        self._runs = self._workers = ()
+        with self._life:
+            for inst in self._instances:
+                inst.close()
+            self._instances = []
+            self._runs = self._workers = ()
 
     def close(self) -> None:
         """Free the plugin instances and stop their worker threads (a host dropping the slot)."""
@@ -478,28 +647,58 @@ class Lv2Plugin(Processor):
             pass
 
     # -- audio --------------------------------------------------------------------------------
-    def _run_block(self, block: np.ndarray) -> None:
+    def _run_block(self, block: np.ndarray) -> int:
+        """One block through the plugin; returns how many output samples ``_clean_outputs`` zeroed."""
         n = block.shape[0]
-        _pre(block, self._ain, self._in_src, self.values, self._ctl, self._ctl_port, self._enum_n, self._enum_val)
+        _pre(block, self._ain, self._in_src, self.values, self._ctl, self._ctl_port, self._enum_n, self._enum_val,
+             self._bounds)
         if self._atom.shape[1]:
             _atoms(self._a32, self._a8, self._atom_kinds, self._ev, self._n_ev, self._order, n, self._urids)
             self._n_ev = 0
-        for run, handle, _ in self._runs:
-            run(handle, n)
-        for inst in self._workers:
-            inst.end_cycle()
+        for run, handle, _, parked in self._runs:
+            if not parked[0]:
+                run(handle, n)
+        for inst, parked in self._workers:
+            if not parked[0]:
+                inst.end_cycle()
+        bad = _clean_outputs(self._aout, n, self._hits, OUTPUT_LIMIT)
         _post(block, self._aout, self._weights, self._add)
         _read_outputs(self._ctl, self._out_port, self.readings)
+        if self._lat_port >= 0 and _follow_latency(self._ctl, self._lat_port, self._lat):
+            self._latency = int(self._lat[0])  # the chain's dry path follows at once
+        return bad
+
+    def _blown_up(self, bad: int) -> None:
+        """An instance made samples that ``_clean_outputs`` zeroed: count them and reset it (a NaN or
+        a blown-up filter state never leaves by itself). Offline at once, as renders repeat exactly;
+        live, (de)activation may allocate and must not overlap run(), so the DSP thread parks the
+        instance (no run(), silent outputs) and wakes the rescue thread, which resets it."""
+        self.bad_output_samples += bad
+        for i, (_, _, inst, parked) in enumerate(self._runs):
+            if not self._hits[i] or parked[0]:
+                continue
+            if self.live:
+                parked[0] = True
+                self._aout[i] = 0.0  # what it made last must not repeat while it is parked
+                _rescuer.wake()
+            else:
+                self._reset_instance(inst)
+                self.instance_resets += 1
 
     def process(self, block: np.ndarray) -> None:
-        self._run_block(block)
+        bad = self._run_block(block)
+        if bad:
+            self._blown_up(bad)
 
     def describe_extra(self) -> dict:
         """What ``Chain.describe()`` adds for UIs: uri, plugin name, hard_rt, channel adaptation,
-        has_state (it declares the state extension: it keeps more than its control values)."""
-        adaptation = self.adaptation or _layout(self.info.audio_in, self.info.audio_out)  # before prepare
+        has_state (it declares the state extension: it keeps more than its control values), and the
+        output samples replaced by 0 and instance resets that followed (``bad_output_samples``,
+        ``instance_resets``)."""
+        adaptation = self.adaptation or _layout(len(self.info.main_inputs), self.info.audio_out)  # before prepare
         return {"uri": self.uri, "plugin_name": self.info.name, "hard_rt": self.hard_rt, "adaptation": adaptation,
-                "has_state": lv2_host.STATE_INTERFACE in self.info.extension_data}
+                "has_state": lv2_host.STATE_INTERFACE in self.info.extension_data,
+                "bad_output_samples": self.bad_output_samples, "instance_resets": self.instance_resets}
 
     @property
     def instances(self) -> list:
@@ -508,18 +707,72 @@ class Lv2Plugin(Processor):
 
     def run_only(self, n: int) -> None:
         """Only the plugins' own ``run()`` calls on the current buffers (the bench's baseline)."""
-        for run, handle, _ in self._runs:
-            run(handle, n)
+        for run, handle, _, parked in self._runs:
+            if not parked[0]:
+                run(handle, n)
 
 
-class Lv2Instrument(MidiQueue, Lv2Plugin):
-    """An LV2 plugin with a MIDI input: the chain forwards its MIDI here (``handle_midi``)."""
+class Lv2MidiPlugin(MidiQueue, Lv2Plugin):
+    """An LV2 plugin with a MIDI input: the chain forwards its MIDI here (``handle_midi``). An
+    effect (it has a signal-path audio input and is no ``lv2:InstrumentPlugin``) unless it is an
+    ``Lv2Instrument``."""
 
     def panic(self) -> None:
         """All notes off (every channel) at the start of the next block."""
         for ch in range(16):
             self.handle_midi(0xB0 | ch, 123, 0, 0)
             self.handle_midi(0xB0 | ch, 120, 0, 0)
+
+
+class Lv2Instrument(Lv2MidiPlugin):
+    """An LV2 instrument: a MIDI input, and no signal-path audio input or the ``lv2:InstrumentPlugin``
+    class (``PluginInfo.instrument``); what ``synth`` may play."""
+
+    instrument = True
+
+
+class _Rescuer:
+    """One thread for the process that resets the instances live chains' DSP threads parked
+    (``Lv2Plugin._blown_up``). Woken through a pipe: a non-blocking write is all the DSP thread does."""
+
+    def __init__(self):
+        self._lock = threading.Lock()  # enrol (prepare) against the thread's walk; never the DSP thread
+        self._plugins: weakref.WeakSet = weakref.WeakSet()
+        self._wake_fd = -1
+        self._pid = 0  # a forked child has the pipe but not the thread: it starts its own
+
+    def enrol(self, plugin: "Lv2Plugin") -> None:
+        """Look after ``plugin`` (a live chain's, from ``prepare``); starts the thread the first time."""
+        with self._lock:
+            self._plugins.add(plugin)
+            if self._pid != os.getpid():
+                r, w = os.pipe()
+                os.set_blocking(w, False)
+                threading.Thread(target=self._loop, args=(r,), name="lv2-rescue", daemon=True).start()
+                self._wake_fd, self._pid = w, os.getpid()
+
+    def wake(self) -> None:
+        """From the DSP thread: some instance is parked."""
+        if self._wake_fd >= 0:
+            try:
+                os.write(self._wake_fd, b"r")
+            except BlockingIOError:  # the pipe is full of wake-ups: the thread is awake anyway
+                pass
+
+    def _loop(self, wake: int) -> None:
+        try:  # started from a real-time thread, it would inherit its policy; (de)activation is not real-time work
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass
+        while True:
+            os.read(wake, 512)
+            with self._lock:
+                plugins = list(self._plugins)
+            for plugin in plugins:
+                plugin._revive_parked()
+
+
+_rescuer = _Rescuer()
 
 
 def _layout(ins: int, outs: int) -> str:
@@ -535,4 +788,4 @@ def plugin_classes_loaded() -> dict[str, type]:
     return dict(_classes)
 
 
-__all__ = ["Lv2Instrument", "Lv2Plugin", "plugin_class"]
+__all__ = ["Lv2Instrument", "Lv2MidiPlugin", "Lv2Plugin", "plugin_class"]

@@ -55,6 +55,12 @@ def _chain_args(p: argparse.ArgumentParser, default_preset: str = "default") -> 
                    help="override a parameter (also SLOT.bypass=true, SLOT.mix=0.5); repeatable")
 
 
+def _tail_arg(p: argparse.ArgumentParser, note: str = "") -> None:
+    p.add_argument("--tail", type=_seconds, default=0.0, metavar="SECONDS",
+                   help=f"run SECONDS of silence through the chain after the input ends and keep them: a delay's "
+                        f"or reverb's tail{note} (default 0: the output is as long as the input)")
+
+
 def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREFILL_BLOCKS) -> None:
     p.add_argument("--samplerate", "-r", type=_samplerate, default=48000)
     p.add_argument("--blocksize", "-b", type=_blocksize, default=128)
@@ -99,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chain rate (file is resampled to it and back; default: the file's own where the chain runs at "
                         "it as it is, else 48000)")
     p.add_argument("--blocksize", "-b", type=_blocksize, default=512)
+    _tail_arg(p)
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("batch", help="process many files (folders, manifests, MIDI) on every core or a Ray cluster",
@@ -117,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocksize", "-b", type=_blocksize, default=512)
     p.add_argument("--midi-blocksize", type=_blocksize, default=128)
     p.add_argument("--ext", default=None, help="output extension (default: the input's; MIDI renders to wav)")
+    _tail_arg(p, ", for audio inputs (MIDI renders keep their 2 s)")
     p.add_argument("--jobs", "-j", type=positive_int, default=None,
                    help="local worker processes (default: one per core)")
     p.add_argument("--streams", type=positive_int, default=8,
@@ -181,7 +189,7 @@ def cmd_process(args) -> int:
 
     _, chain = _load_chain(args)
     report = process_file(args.input, args.output, chain, samplerate=args.samplerate,
-                          blocksize=args.blocksize, progress=not args.no_progress)
+                          blocksize=args.blocksize, progress=not args.no_progress, tail_s=args.tail)
     print(json.dumps(report))
     return 0
 
@@ -193,7 +201,7 @@ def cmd_batch(args) -> int:
     options = BatchOptions(preset=args.preset, overrides=args.set, midi_preset=args.midi_preset,
                            midi_overrides=[*instrument, *args.midi_set], samplerate=args.samplerate,
                            blocksize=args.blocksize, midi_blocksize=args.midi_blocksize, ext=args.ext, force=args.force,
-                           streams=args.streams)
+                           streams=args.streams, tail_s=args.tail)
     summary = run_batch(args.inputs, args.out, options, jobs=args.jobs, ray_address=args.ray,
                         progress=not args.no_progress)
     print(json.dumps(summary))
@@ -320,8 +328,10 @@ def _instrument_chain(args):
         preset = load_preset("synth")
         preset["chain"][0] = {"id": "synth", "processor": "lv2", "uri": args.instrument[4:]}
         chain = build_chain(apply_overrides(preset, args.set))
-        if not callable(getattr(chain.slot("synth").processor, "handle_midi", None)):
-            raise PluginError(f"lv2 plugin {args.instrument[4:]} has no MIDI input: not an instrument")
+        proc = chain.slot("synth").processor
+        if not getattr(proc, "instrument", False):  # an effect with a MIDI input played silence
+            why = "an effect with a MIDI input" if callable(getattr(proc, "handle_midi", None)) else "no MIDI input"
+            raise PluginError(f"lv2 plugin {args.instrument[4:]} is not an instrument ({why})")
         return chain
     return build_chain(apply_overrides(load_preset("synth"), [f"synth.instrument={args.instrument}", *args.set]))
 

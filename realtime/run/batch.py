@@ -9,7 +9,8 @@ audio through ``process_file`` and MIDI through ``render_midi``, and returns a r
 raising: one bad file never stops the batch. The parent alone writes the resume log
 (``OUT/.batch-manifest.jsonl``, one JSON line per finished output: input hash, preset hash, audio
 duration, status), so a re-run skips every output that is complete and newer than its input and its
-preset file. Outputs go through the one atomic writer, so an interrupted file never appears.
+preset file (a truncated input's "partial" output too, until the input changes). Outputs go through
+the one atomic writer, so an interrupted file never appears.
 
 With a preset that starts with the enhancer or the de-limiter (audio files) or the synth (MIDI
 files), a worker takes groups of files and runs them side by side through one model call per hop
@@ -32,7 +33,16 @@ from pathlib import Path
 
 from realtime.errors import OfflineError
 from realtime.io.files import remove_stale_parts
-from realtime.run.batch_plan import LOG_NAME, BatchOptions, BatchTask, ResumeLog, check_out_dir, group_tasks, plan_batch
+from realtime.run.batch_plan import (
+    LOG_NAME,
+    BatchOptions,
+    BatchTask,
+    ResumeLog,
+    check_out_dir,
+    finished_status,
+    group_tasks,
+    plan_batch,
+)
 
 CHAIN_CACHE_SIZE = 2  # chains kept per worker: memory stays constant whatever the number of presets
 
@@ -131,10 +141,12 @@ def run_task(task: BatchTask) -> dict:
     Returns
     -------
     dict
-        input, output, kind, status ("ok" or "failed"), error (None or one line), input_fault (failed:
+        input, output, kind, status ("ok"; "partial": the input ends before its header says,
+        see ``finished_status``; or "failed"), error (None or one line), input_fault (failed:
         whether the input itself is what failed, see ``_input_fault``), audio_s, wall_s,
         input_sha256, input_mtime_ns, input_bytes, preset_hash, output_bytes, pid, chain_s (time to build
-        the chain, 0 when reused), finished (UNIX time).
+        the chain, 0 when reused), finished (UNIX time); audio files also frames_read, truncated and
+        clipped_samples (``process_file``'s), MIDI files dropped_midi_events.
     """
     t0 = time.perf_counter()
     result = {"input": task.input, "output": task.output, "kind": task.kind, "status": "failed", "error": None,
@@ -156,10 +168,11 @@ def run_task(task: BatchTask) -> dict:
             from realtime.run.offline import process_file
 
             report = process_file(task.input, out, chain, samplerate=task.samplerate, blocksize=task.blocksize,
-                                  progress=False)
+                                  progress=False, tail_s=task.tail_s)
             result["audio_s"] = report["frames"] / report["samplerate"]
+            result.update({k: report[k] for k in ("frames_read", "truncated", "clipped_samples")})
         result["output_bytes"] = out.stat().st_size
-        result["status"] = "ok"
+        result["status"] = finished_status(report)
     except Exception as e:
         _record_error(result, e)
     result["wall_s"] = time.perf_counter() - t0
@@ -219,7 +232,7 @@ class Progress:
 
     def update(self, result: dict) -> None:
         self.files += 1
-        self.failed += result["status"] != "ok"
+        self.failed += result["status"] == "failed"
         self.audio_s += result.get("audio_s") or 0.0
         self.draw()
 
@@ -281,7 +294,10 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     -------
     dict
         files, processed, skipped (done before: complete, or failed and unchanged), failed (this run),
-        failed_before (skipped because they failed before), interrupted, abandoned, signal (the first
+        failed_before (skipped because they failed before), truncated (this run's inputs that end
+        before their header says: processed as far as they go, status "partial"), truncated_before
+        (skipped: such outputs of an earlier run, their inputs unchanged), clipped (this run's files
+        whose samples the safety stage clipped), interrupted, abandoned, signal (the first
         one's name, e.g. "SIGTERM", or None), not_started,
         audio_s, wall_s, files_per_s, audio_s_per_s (throughput: × real time, = audio-hours per hour),
         backend, workers, log, failures (list of {input, error}, this run's and earlier unchanged ones),
@@ -291,7 +307,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     Raises
     ------
     OfflineError, PresetError
-        An empty ``out_dir``, or the inputs or presets cannot be planned (nothing is processed).
+        An empty ``out_dir``, an input folder as ``out_dir``, or the inputs or presets cannot be
+        planned (nothing is processed).
     """
     options = options or BatchOptions()
     out_dir = check_out_dir(out_dir)
@@ -307,21 +324,24 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     log = ResumeLog(out_dir)
     before = {} if options.force else {t.output: log.done(t) for t in tasks}
     todo = [t for t in tasks if before.get(t.output) is None]
-    failed_before = [{"input": t.input, "error": log.records[os.path.abspath(t.output)].get("error")}
+    failed_before = [{"input": t.input, "error": log.record(t).get("error")}
                      for t in tasks if before.get(t.output) == "failed"]
+    truncated_before = sum(status == "partial" for status in before.values())
     bar = Progress(len(todo), sum(t.audio_s for t in todo), stream, enabled=progress)
     stop = StopFlag(stream or sys.stderr)
     failures: list[dict] = []
-    processed = dropped_midi = 0
+    processed = dropped_midi = truncated = clipped = 0
     audio_s = 0.0
 
     def on_result(result: dict) -> None:
-        nonlocal processed, audio_s, dropped_midi
+        nonlocal processed, audio_s, dropped_midi, truncated, clipped
         log.append(result)
         processed += 1
-        if result["status"] == "ok":
+        if result["status"] != "failed":
             audio_s += result["audio_s"] or 0.0
             dropped_midi += result.get("dropped_midi_events") or 0
+            truncated += result["status"] == "partial"
+            clipped += bool(result.get("clipped_samples"))
         else:
             failures.append({"input": result["input"], "error": result["error"]})
         bar.update(result)
@@ -354,7 +374,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
         bar.close()
     wall = time.perf_counter() - t0
     return {"files": len(tasks), "processed": processed, "skipped": len(tasks) - len(todo),
-            "failed": len(failures), "failed_before": len(failed_before),
+            "failed": len(failures), "failed_before": len(failed_before), "truncated": truncated,
+            "truncated_before": truncated_before, "clipped": clipped,
             "interrupted": stop.level > 0, "abandoned": stop.level > 1, "signal": stop.signal,
             "not_started": len(todo) - processed, "audio_s": audio_s, "wall_s": wall, "streams": options.streams,
             "files_per_s": processed / wall, "audio_s_per_s": audio_s / wall, "backend": backend, "workers": workers,

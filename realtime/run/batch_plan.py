@@ -1,11 +1,12 @@
 """What a batch has to do: inputs expanded into tasks, and the log of what earlier runs finished.
 
     plan_batch(inputs, out_dir, options) -> [BatchTask]   files, folders, CSV/JSONL manifests
-    ResumeLog(out_dir).done(task)         -> "ok" | "failed" | None
+    ResumeLog(out_dir).done(task)         -> "ok" | "partial" | "failed" | None
 
 A task is plain data (paths, the resolved preset, its hash, rate and block size), so it pickles to
 a local worker or a Ray task alike. The log (``OUT/.batch-manifest.jsonl``) has one JSON line per
-finished output, written by the batch's parent process only.
+finished output, written by the batch's parent process only, with absolute paths: a re-run from
+another folder finds it all the same.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from realtime.run.offline import DEFAULT_RATE, chain_rate
 
 MIDI_EXTENSIONS = frozenset({".mid", ".midi"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
-                              ".au", ".caf", ".w64", ".rf64", ".wv"})
+                              ".au", ".caf", ".w64", ".rf64"})  # no .wv: libsndfile cannot read WavPack
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl"})
 LOG_NAME = ".batch-manifest.jsonl"
 
@@ -51,6 +52,9 @@ class BatchOptions:
     streams : int
         Most files a worker runs side by side through one model call per hop, where the preset
         allows (see ``group_tasks``; the outputs are the same); 1 processes one file at a time.
+    tail_s : float
+        Seconds kept after each audio input ends (``process_file``'s ``tail_s``); MIDI renders
+        keep their own 2 s.
     """
 
     preset: str = "default"
@@ -63,6 +67,7 @@ class BatchOptions:
     ext: str | None = None
     force: bool = False
     streams: int = 8
+    tail_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class BatchTask:
     blocksize: int
     audio_s: float  # duration from the header (0 if unreadable): for the ETA
     channels: int = 0  # from the header (0 if unreadable or MIDI): streams are grouped by it
+    tail_s: float = 0.0  # audio: seconds kept after the input ends
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -231,8 +237,8 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
     Raises
     ------
     OfflineError
-        An empty ``out_dir``, a missing input, an unreadable manifest, or two inputs that would
-        write the same output.
+        An empty ``out_dir``, a folder input that is ``out_dir`` itself, a missing input, an
+        unreadable manifest, or two inputs that would write the same output.
     PresetError
         A preset or override that does not apply (names the manifest row when it came from one).
     """
@@ -243,6 +249,8 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
     jobs: list[tuple[Path, Path, str | None, tuple[str, ...], str]] = []  # input, output, preset, sets, origin
     for item in map(Path, inputs):
         if item.is_dir():
+            if item.resolve() == out_dir.resolve():  # every output would be its own input
+                raise OfflineError(f"{item}: the output folder is the input folder; give --out another folder")
             outputs = _outputs_inside(item, out_dir)
             for p in sorted(item.rglob("*")):
                 if outputs and p.relative_to(item).parts[:len(outputs)] == outputs:
@@ -277,14 +285,18 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             name, overrides, block = preset_name or options.preset, (*options.overrides, *sets), options.blocksize
         midi_rate = options.samplerate or DEFAULT_RATE
         seconds, channels, file_rate = _header(src, kind, midi_rate)
+        tail = options.tail_s if kind == "audio" else 0.0
         try:
             preset = presets.load(name, tuple(overrides))
             rate = midi_rate if kind == "midi" else chain_rate(_processor_classes(preset), file_rate, options.samplerate)
-            digest = presets.digest(name, tuple(overrides), {"kind": kind, "samplerate": rate, "blocksize": block})
+            settings = {"kind": kind, "samplerate": rate, "blocksize": block}
+            if tail:  # only then: the logs of runs without a tail keep their hashes
+                settings["tail_s"] = tail
+            digest = presets.digest(name, tuple(overrides), settings)
         except PresetError as e:
             raise PresetError(f"{origin}: {e}") from None
         tasks.append(BatchTask(str(src), str(dst), kind, preset, digest, str(_preset_file(name)),
-                               rate, block, seconds, channels))
+                               rate, block, seconds, channels, tail))
     tasks.sort(key=lambda t: (-t.audio_s, t.preset_hash, t.input))
     return tasks
 
@@ -345,15 +357,26 @@ def group_tasks(tasks: list[BatchTask], streams: int, workers: int = 1) -> list[
 
 # ------------------------------------------------------------------------------------------ resume log
 
+def finished_status(report: dict) -> str:
+    """A finished file's status: ``"partial"`` when its input ends before its header says (a cut or
+    damaged file: what could be read was processed; ``process_file``'s ``truncated``), else ``"ok"``."""
+    return "partial" if report.get("truncated") else "ok"
+
+
 class ResumeLog:
     """The batch's record of finished outputs: ``OUT/.batch-manifest.jsonl``, one JSON line each.
 
     Only the parent process appends (a line per result, flushed and synced); the last line for an
-    output wins; a torn last line (power cut) is ignored.
+    output wins; a torn last line (power cut) is ignored. Records hold absolute paths and are
+    looked up by the output's path inside ``out_dir``, so the same batch run from another folder
+    (``--out`` spelled differently) resumes. A log written before paths were absolute holds them
+    relative to the folder that run started in: they are read against the current folder, so
+    they still count when the batch is run from that folder again.
     """
 
     def __init__(self, out_dir):
         self.path = Path(out_dir) / LOG_NAME
+        self.out_dir = os.path.abspath(out_dir)
         self.records: dict[str, dict] = {}
         try:
             with open(self.path, encoding="utf-8") as f:
@@ -362,10 +385,18 @@ class ResumeLog:
                         rec = json.loads(line)
                     except ValueError:
                         continue
-                    if isinstance(rec, dict) and "output" in rec:
-                        self.records[os.path.abspath(rec["output"])] = rec
+                    if isinstance(rec, dict) and isinstance(rec.get("output"), str):
+                        self.records[self.key(rec["output"])] = rec
         except FileNotFoundError:
             pass
+
+    def key(self, output: str) -> str:
+        """Where ``output`` lies in the output folder: the same whatever the current folder."""
+        return os.path.relpath(os.path.abspath(output), self.out_dir)
+
+    def record(self, task: BatchTask) -> dict | None:
+        """The last record of the task's output, if any."""
+        return self.records.get(self.key(task.output))
 
     def done(self, task: BatchTask) -> str | None:
         """What a previous run left for this task, if it still holds.
@@ -374,12 +405,15 @@ class ResumeLog:
         -------
         str or None
             ``"ok"``: the output exists as recorded, made with this preset from the input as it is
-            now (same size and mtime), newer than it and the preset file. ``"failed"``: the input
-            itself failed (unreadable, no frames, …; not the output's folder or disk, a missing model,
-            a dead worker) and neither it nor the preset has changed since: it would fail again.
-            None: process it.
+            now (same size and mtime), newer than it and the preset file. ``"partial"``: the same,
+            for an input that ended early (truncated or damaged; the output holds what it had):
+            it counts as done, as processing the same bytes again would give the same output,
+            and is processed again once the input changes (completed or replaced). ``"failed"``:
+            the input itself failed (unreadable, no frames, …; not the output's folder or disk, a
+            missing model, a dead worker) and neither it nor the preset has changed since: it
+            would fail again. None: process it.
         """
-        rec = self.records.get(os.path.abspath(task.output))
+        rec = self.record(task)
         if not rec or rec.get("preset_hash") != task.preset_hash:
             return None
         try:
@@ -387,10 +421,10 @@ class ResumeLog:
             src = os.stat(task.input)
             # the input as recorded: equal, not older (a file copied over it with `cp -p` keeps its older mtime)
             same_input = (src.st_mtime_ns, src.st_size) == (rec.get("input_mtime_ns"), rec.get("input_bytes"))
-            if rec.get("status") == "ok":
+            if rec.get("status") in ("ok", "partial"):
                 out = os.stat(task.output)
                 fresh = out.st_mtime_ns >= max(src.st_mtime_ns, preset_ns)
-                return "ok" if same_input and fresh and out.st_size == rec.get("output_bytes") else None
+                return rec["status"] if same_input and fresh and out.st_size == rec.get("output_bytes") else None
             same_preset = preset_ns <= (rec.get("finished") or 0) * 1e9
             # only the input's own failures would come again; a full disk or a missing model is fixed
             # without touching the input. A record from before "input_fault" was kept cannot tell: retried
@@ -400,9 +434,11 @@ class ResumeLog:
             return None
 
     def append(self, result: dict) -> None:
+        """Record ``result`` with its paths made absolute (see the class docstring)."""
+        rec = {**result, "input": os.path.abspath(result["input"]), "output": os.path.abspath(result["output"])}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(result, sort_keys=True) + "\n")
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.records[os.path.abspath(result["output"])] = result
+        self.records[self.key(rec["output"])] = rec

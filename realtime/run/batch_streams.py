@@ -13,7 +13,9 @@ group is done; a file that fails is discarded alone. The outputs equal ``process
 """
 from __future__ import annotations
 
+import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from realtime.io.files import AtomicFile, sf_path
-from realtime.run.batch_plan import BatchTask
+from realtime.run.batch_plan import BatchTask, finished_status
 
 GROUP_CACHE_SIZE = 2  # groups of chains kept per worker (each: one batched processor + a rest chain per stream)
 _GROUPS: dict[tuple, tuple] = {}
@@ -60,12 +62,23 @@ class _FileStream:
     """One file of a group: ``process_file``'s reading, resampling, re-blocking and writing, turned
     inside out so that a driver hands out its blocks and takes them back processed."""
 
-    def __init__(self, task: BatchTask, latency: int, blocksize: int):
+    def __init__(self, task: BatchTask, latency: int, blocksize: int, clipped=lambda: 0):
         import soxr
 
-        from realtime.run.offline import OutputWriter, Reblocker, check_destination, open_input, output_format
+        from realtime.run.offline import (
+            OutputWriter,
+            Reblocker,
+            bytes_missing,
+            check_destination,
+            copy_tags,
+            input_length,
+            open_input,
+            output_format,
+        )
 
-        self.task, self.blocksize, self.latency = task, blocksize, latency
+        self.task, self.blocksize, self.clipped = task, blocksize, clipped
+        # chain-rate frames of silence after the input: the latency's, then the tail's
+        self.flush = latency + math.ceil(task.tail_s * task.samplerate)
         in_p, out_p = Path(task.input), Path(task.output)
         self.src = open_input(in_p)
         try:
@@ -74,7 +87,8 @@ class _FileStream:
         except BaseException:
             self.src.close()
             raise
-        ch, self.in_sr, self.total = self.src.channels, self.src.samplerate, self.src.frames
+        ch, self.in_sr, self.length = self.src.channels, self.src.samplerate, input_length(in_p, self.src)
+        self.cut = bytes_missing(in_p) > 0  # as process_file: a cut WAV's length is already what is there
         sr = task.samplerate
         resample = self.in_sr != sr
         self.rs_in = soxr.ResampleStream(self.in_sr, sr, ch, dtype="float32", quality="HQ") if resample else None
@@ -90,7 +104,9 @@ class _FileStream:
             self.out.discard()
             self.src.close()
             raise
-        self.writer = OutputWriter(self.dst, self.rs_out, self.total, skip=latency)
+        copy_tags(self.src, self.dst)
+        self.writer = OutputWriter(self.dst, self.rs_out, self.length, skip=latency,
+                                   tail=round(task.tail_s * self.in_sr))
 
     def next_block(self, block: np.ndarray) -> bool:
         """Fill ``block`` with the next chain block; False when the file (and its flush) is done."""
@@ -105,9 +121,10 @@ class _FileStream:
                 self.fifo.add(self.rs_in.resample_chunk(x) if self.rs_in is not None else x)
                 continue
             self.eof = True  # as process_file: the resampler's tail, then silence to push the latency out
+            self.writer.input_ended(self.frames_read)
             if self.rs_in is not None:
                 self.fifo.add(self.rs_in.resample_chunk(np.zeros((0, ch), np.float32), last=True))
-            self.fifo.add(np.zeros((self.fifo.flush_padding(self.latency), ch), np.float32))
+            self.fifo.add(np.zeros((self.fifo.flush_padding(self.flush), ch), np.float32))
         return self.fifo.take(block)
 
     def write(self, y: np.ndarray) -> None:
@@ -116,8 +133,16 @@ class _FileStream:
 
     def report(self) -> dict:
         """What the file's result records (as ``run_task``'s for ``process_file``)."""
-        return {"audio_s": self.total / self.in_sr, "nonfinite_input_samples": self.nonfinite,
-                "frames_read": self.frames_read}  # frames_read < frames: a truncated file, padded
+        from realtime.run.offline import warn_clipped
+
+        short = self.length is not None and self.frames_read < self.length  # the undecodable end: silence
+        if short:
+            print(f"warning: {self.task.input}: the file ended after {self.frames_read} of {self.length} frames; "
+                  "the missing end was written as silence", file=sys.stderr)
+        clipped = self.clipped()
+        warn_clipped(self.task.input, clipped)
+        return {"audio_s": self.writer.total / self.in_sr, "nonfinite_input_samples": self.nonfinite,
+                "frames_read": self.frames_read, "truncated": self.cut or short, "clipped_samples": clipped}
 
     def finish(self) -> None:
         """The resampler's tail, silence for rounding, then the output appears (atomically)."""
@@ -126,7 +151,7 @@ class _FileStream:
         self.writer.finish()
         self.dst.close()
         self.src.close()
-        check_written(self.out.tmp, Path(self.task.output), self.total)
+        check_written(self.out.tmp, Path(self.task.output), self.writer.total)
         self.out.commit()
 
     def abandon(self) -> None:
@@ -238,7 +263,7 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
             try:
                 streams.append(_MidiStream(tasks[i], B, _midi_sender(batched, k, rests[k]), latency,
                                            _song_drops(batched, k, rests[k])) if midi
-                               else _FileStream(tasks[i], latency, B))
+                               else _FileStream(tasks[i], latency, B, _clipped_counter(rests[k])))
                 opened.append((k, i))
             except Exception as e:
                 fail(results[i], e)
@@ -254,6 +279,13 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
         r["finished"] = finished  # the same for the group: it is one unit of work
         r["streams"] = len(tasks)
     return results
+
+
+def _clipped_counter(rest):
+    """Samples the file's rest chain's safety stage has clipped so far (the batched first slot has none)."""
+    from realtime.run.offline import clipped_samples
+
+    return lambda: clipped_samples(rest)
 
 
 def _song_drops(batched, k: int, rest):
@@ -290,9 +322,10 @@ def _lockstep(batched, rests, streams, opened, results, fail, B: int, ch: int) -
                     block[:, k * ch:(k + 1) * ch] = ybuf
                     continue
                 s.finish()
-                results[index[k]].update(s.report())
+                report = s.report()
+                results[index[k]].update(report)
                 results[index[k]]["output_bytes"] = Path(s.task.output).stat().st_size
-                results[index[k]]["status"] = "ok"
+                results[index[k]]["status"] = finished_status(report)
             except Exception as e:
                 s.abandon()
                 fail(results[index[k]], e)

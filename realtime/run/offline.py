@@ -9,6 +9,7 @@ failure leaves no half file and the input is never overwritten.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -48,17 +49,62 @@ def open_input(path: str | os.PathLike) -> sf.SoundFile:
         f = sf.SoundFile(sf_path(p))
     except (sf.LibsndfileError, RuntimeError) as e:
         raise OfflineError(f"{p}: not a readable audio file ({e})") from None
-    if f.frames == 0:
+    regular = p.is_file()  # a pipe's header may claim anything: its length is what is read
+    if regular and f.frames == 0:
         f.close()
         raise OfflineError(f"{p}: contains no audio frames")
     if f.channels not in (1, 2):
         f.close()
         raise OfflineError(f"{p}: {f.channels} channels not supported (mono or stereo)")
-    missing = _wav_bytes_missing(p)
+    missing = bytes_missing(p)
     if missing:
         print(f"warning: {p}: the header promises {missing} more bytes of audio than the file holds "
               "(a truncated or still-growing file); processing what is there", file=sys.stderr)
     return f
+
+
+def bytes_missing(path) -> int:
+    """Bytes of audio a regular file's WAV header promises beyond its end (``_wav_bytes_missing``);
+    0 for a pipe, which opened a second time would lose the audio read from it."""
+    p = Path(path)
+    return _wav_bytes_missing(p) if p.is_file() else 0
+
+
+def input_length(path, src: sf.SoundFile) -> int | None:
+    """The frames ``src`` (opened from ``path``) holds by its header; None for a pipe or a device
+    (``/dev/stdin``, a FIFO): a streaming WAV header (``ffmpeg -f wav -``) says 0xFFFFFFFF bytes,
+    which libsndfile reads as 1073741823 frames, so there the length is what is actually read."""
+    return src.frames if Path(path).is_file() else None
+
+
+def copy_tags(src: sf.SoundFile, dst: sf.SoundFile) -> None:
+    """The input's text tags (title, artist, date, …) onto the output, before any audio is written
+    (FLAC takes them only then); a tag the output's format cannot hold is left out, and so is
+    ``software``: it names what wrote the file (libsndfile adds its own)."""
+    for name, value in src.copy_metadata().items():
+        if name == "software":
+            continue
+        try:
+            setattr(dst, name, value)
+        except (sf.LibsndfileError, RuntimeError):
+            pass
+
+
+def clipped_samples(chain) -> int:
+    """Samples the chain's final safety stage clipped to its ceiling since ``prepare`` (0 for a
+    chain without one): a float source over 0 dBFS through a chain without a limiter."""
+    from realtime.dsp.processors.safety import CLIPPED
+
+    slots = getattr(chain, "slots", ())
+    counters = getattr(slots[-1].processor, "counters", None) if slots else None
+    return int(counters[CLIPPED]) if counters is not None else 0
+
+
+def warn_clipped(in_p, clipped: int) -> None:
+    """One line on stderr when the safety stage clipped: rc 0 alone said nothing of it."""
+    if clipped:
+        print(f"warning: {in_p}: {clipped} samples went over the safety ceiling and were clipped; "
+              "lower the gain or use a preset with a limiter (e.g. --preset default)", file=sys.stderr)
 
 
 def read_input(src: sf.SoundFile, frames: int) -> np.ndarray:
@@ -96,6 +142,7 @@ def _wav_bytes_missing(p: Path) -> int:
 
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+VORBIS_MAX_RATE = 192000  # above it libsndfile's Vorbis encoder crashes the process (384 kHz: SIGSEGV)
 
 
 def output_format(out: Path, subtype_hint: str, samplerate: int | None = None) -> tuple[str, str]:
@@ -104,24 +151,27 @@ def output_format(out: Path, subtype_hint: str, samplerate: int | None = None) -
     Raises
     ------
     OfflineError
-        An unknown extension, or a rate the format cannot hold (Opus).
+        An unknown extension, or a rate the format cannot hold (Opus; Vorbis above 192 kHz).
     """
     ext = out.suffix.lower().lstrip(".")
     if ext == "opus":  # Ogg Opus: the container libsndfile names OGG, the codec OPUS
         if samplerate is not None and samplerate not in OPUS_RATES:
             raise OfflineError(f"{out}: Opus holds only 8/12/16/24/48 kHz audio and the input is {samplerate} Hz; "
-                               "write .ogg or .flac")
+                               "write .flac")
         return "OGG", "OPUS"
     formats = {k.lower(): k for k in sf.available_formats()}
-    fmt = formats.get({"aif": "aiff", "oga": "ogg"}.get(ext, ext))
+    fmt = formats.get({"aif": "aiff", "aifc": "aiff", "oga": "ogg"}.get(ext, ext))
     if fmt is None:
         raise OfflineError(f"{out}: unknown output format {out.suffix!r}; use one of .wav .flac .ogg .opus .aiff")
+    if fmt == "OGG" and samplerate is not None and samplerate > VORBIS_MAX_RATE:
+        raise OfflineError(f"{out}: Ogg Vorbis holds at most 192 kHz audio and the input is {samplerate} Hz; "
+                           "write .flac")
     # keep the input's sample format only when it is plain PCM/float: a compressed input's encoding
     # (MP3, Vorbis, …) may pass check_format for a container it cannot actually be written to
     plain = subtype_hint.startswith(("PCM_", "FLOAT", "DOUBLE"))
     subtype = subtype_hint if plain and sf.check_format(fmt, subtype_hint) else sf.default_subtype(fmt)
-    if fmt in ("WAV", "AIFF", "FLAC") and subtype.startswith("PCM_") and subtype not in ("PCM_24", "PCM_32"):
-        subtype = "PCM_24"  # processed audio deserves more than 16 bits
+    if subtype.startswith("PCM_") and subtype not in ("PCM_24", "PCM_32") and sf.check_format(fmt, "PCM_24"):
+        subtype = "PCM_24"  # processed audio deserves more than 8 or 16 bits, in every format that holds 24
     return fmt, subtype
 
 
@@ -134,9 +184,9 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
     Raises
     ------
     OfflineError
-        The output is the input, a folder, in a missing or read-only folder, or not writable.
+        The output is the input (by any path), a folder, in a missing or read-only folder, or not writable.
     """
-    if in_p is not None and out_p.exists() and out_p.resolve() == in_p.resolve():
+    if in_p is not None and out_p.exists() and _same_file(out_p, in_p):
         raise OfflineError(f"{out_p}: refusing to overwrite the input file")
     if out_p.is_dir():
         raise OfflineError(f"{out_p}: is a folder; give a file name")
@@ -148,6 +198,17 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
         reason = "read-only file system" if _read_only(parent) else "permission denied"
         raise OfflineError(f"{out_p}: cannot write there ({reason})")
     remove_stale_parts(out_p, older_than_s=60.0)  # a write not touched for a minute is a dead one
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one file: the same path resolved, or the same device and inode,
+    which paths cannot tell (a bind mount, a case-insensitive file system, a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _read_only(folder: Path) -> bool:
@@ -233,15 +294,28 @@ class OutputWriter:
         Open for writing.
     rs_out : soxr.ResampleStream or None
         Chain rate back to the file's rate.
-    total : int
-        Frames to write (the input's length).
+    length : int or None
+        The input's length in frames; None when only its end tells (a pipe: ``input_ended``).
     skip : int
         Chain-rate frames to drop from the start (the latency).
+    tail : int
+        Frames written after the input's length (a delay's or reverb's tail).
+
+    Attributes
+    ----------
+    total : int or None
+        Frames to write: ``length + tail`` (None until a pipe has ended).
     """
 
-    def __init__(self, dst, rs_out, total: int, skip: int = 0):
-        self.dst, self.rs_out, self.total, self.skip = dst, rs_out, total, skip
+    def __init__(self, dst, rs_out, length: int | None, skip: int = 0, tail: int = 0):
+        self.dst, self.rs_out, self.skip, self.tail = dst, rs_out, skip, tail
+        self.total = None if length is None else length + tail
         self.written = 0
+
+    def input_ended(self, frames: int) -> None:
+        """The input ended after ``frames``: an unknown length becomes that (no padding)."""
+        if self.total is None:
+            self.total = frames + self.tail
 
     def write(self, y: np.ndarray) -> None:
         if self.skip:
@@ -261,7 +335,9 @@ class OutputWriter:
             self.written = self.total
 
     def _keep(self, y: np.ndarray) -> None:
-        keep = min(y.shape[0], self.total - self.written)
+        # a pipe's length is known at its end only; the output lags the input (latency, resampler
+        # delay), so until then everything is kept
+        keep = y.shape[0] if self.total is None else min(y.shape[0], self.total - self.written)
         if keep > 0:
             self.dst.write(y[:keep])
             self.written += keep
@@ -332,13 +408,15 @@ class ChainRunner:
 
 
 def process_file(in_path, out_path, chain, samplerate: int | None = None, blocksize: int = 512,
-                 progress: bool = True, compensate_latency: bool = True) -> dict:
+                 progress: bool = True, compensate_latency: bool = True, tail_s: float = 0.0) -> dict:
     """Run ``chain`` over an audio file into another, block by block, faster than real time.
 
     Parameters
     ----------
     in_path, out_path : str or Path
-        Any file soundfile reads (mono or stereo); the output format follows its extension.
+        Any file soundfile reads (mono or stereo; a pipe such as ``/dev/stdin`` too, as long as
+        what it holds); the output format follows its extension, the input's text tags copied
+        where the format holds them.
     chain : Chain
         The chain to run (prepared here).
     samplerate : int or None
@@ -350,30 +428,41 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         Show a progress bar.
     compensate_latency : bool
         Drop the chain's latency so output lines up with input sample for sample.
+    tail_s : float
+        Seconds of silence run through the chain after the input ends and kept (a delay's or a
+        reverb's tail); 0: the output is exactly as long as the input.
 
     Returns
     -------
     dict
-        input, output, frames, samplerate, chain_samplerate, channels, latency_compensated_frames,
-        nonfinite_input_samples.
+        input, output, frames (the output's length: the input's by its header, plus the tail),
+        samplerate, chain_samplerate, channels, latency_compensated_frames, nonfinite_input_samples,
+        frames_read, truncated (the input ends before its header says: a cut WAV is processed as far
+        as it goes, a damaged file's undecodable end written as silence; warned about either way),
+        tail_frames, clipped_samples (clipped to the safety stage's ceiling; warned about), providers.
 
     Raises
     ------
     OfflineError
-        Unreadable input, unknown output format, missing folder, or output == input.
+        Unreadable input, unknown output format, missing folder, output == input, or a tail
+        longer than ``MAX_RENDER_S``.
     """
     import soxr
     from tqdm import tqdm
 
     in_p, out_p = Path(in_path), Path(out_path)
+    if not 0 <= tail_s <= MAX_RENDER_S:
+        raise OfflineError(f"a tail of {tail_s} s: give 0 to {MAX_RENDER_S // 3600} hours")
     src = open_input(in_p)
     try:
         check_destination(out_p, in_p)
         fmt, subtype = output_format(out_p, src.subtype, src.samplerate)
-        ch, in_sr, total = src.channels, src.samplerate, src.frames
+        ch, in_sr, length = src.channels, src.samplerate, input_length(in_p, src)
+        cut = bytes_missing(in_p) > 0  # a cut WAV: libsndfile's length is already what is there
         samplerate = chain_rate([s.processor for s in getattr(chain, "slots", ())], in_sr, samplerate)
         chain.prepare(samplerate, blocksize, ch)
         latency = int(chain.latency) if compensate_latency else 0
+        tail = round(tail_s * in_sr)
         resample = in_sr != samplerate
         rs_in = soxr.ResampleStream(in_sr, samplerate, ch, dtype="float32", quality="HQ") if resample else None
         rs_out = soxr.ResampleStream(samplerate, in_sr, ch, dtype="float32", quality="HQ") if resample else None
@@ -381,26 +470,39 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         try:
             with atomic_write(out_p) as tmp:
                 with sf.SoundFile(sf_path(tmp), "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
-                        tqdm(total=total, unit="frame", unit_scale=True, disable=not progress, leave=False,
+                        tqdm(total=length, unit="frame", unit_scale=True, disable=not progress, leave=False,
                              desc=in_p.name) as bar:
-                    out = OutputWriter(dst, rs_out, total, skip=latency)
-                    frames_read, nonfinite = _stream(src, out, runner, rs_in, latency, bar)
-                check_written(tmp, out_p, total)
+                    copy_tags(src, dst)
+                    out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail)
+                    flush = latency + math.ceil(tail_s * samplerate)
+                    frames_read, nonfinite = _stream(src, out, runner, rs_in, flush, bar)
+                check_written(tmp, out_p, out.total)
         except (OSError, sf.LibsndfileError) as e:
             raise _write_failed(out_p, e) from None
     finally:
         src.close()
-    if frames_read < total:
-        print(f"warning: {in_p}: the file ended after {frames_read} of {total} frames; "
+    short = length is not None and frames_read < length  # a damaged file: decoding stopped early
+    if short:
+        print(f"warning: {in_p}: the file ended after {frames_read} of {length} frames; "
               "the missing end was written as silence", file=sys.stderr)
-    return {"input": str(in_p), "output": str(out_p), "frames": total, "samplerate": in_sr,
+    clipped = clipped_samples(chain)
+    warn_clipped(in_p, clipped)
+    return {"input": str(in_p), "output": str(out_p), "frames": out.total, "samplerate": in_sr,
             "chain_samplerate": samplerate, "channels": ch, "latency_compensated_frames": latency,
-            "nonfinite_input_samples": nonfinite, "frames_read": frames_read, "providers": _providers(chain)}
+            "nonfinite_input_samples": nonfinite, "frames_read": frames_read, "truncated": cut or short,
+            "tail_frames": tail, "clipped_samples": clipped, "providers": _providers(chain)}
 
 
-def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, latency: int, bar) -> tuple[int, int]:
-    """Read ``src`` to its end through the resampler and the runner into ``out``, then flush and
-    finish it; returns (frames read, non-finite input samples)."""
+def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, flush: int, bar) -> tuple[int, int]:
+    """Read ``src`` to its end through the resampler and the runner into ``out``, then flush
+    ``flush`` more chain frames (the latency and the tail) and finish it; returns (frames read,
+    non-finite input samples).
+
+    Raises
+    ------
+    OfflineError
+        A pipe that held no audio.
+    """
     frames_read = nonfinite = 0
 
     def write(blocks) -> None:
@@ -416,11 +518,14 @@ def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, latency: int, ba
         nonfinite += int(np.count_nonzero(~np.isfinite(x)))
         bar.update(x.shape[0])
         write(runner.feed(rs_in.resample_chunk(x) if rs_in is not None else x))
+    if out.total is None and not frames_read:  # a pipe without audio (such a file is refused on opening)
+        raise OfflineError(f"{os.fsdecode(src.name)}: contains no audio frames")
+    out.input_ended(frames_read)
     if rs_in is not None:
         write(runner.feed(rs_in.resample_chunk(np.zeros((0, src.channels), np.float32), last=True)))
     # resampled back, the chain's last frames still have to pass the output resampler's filter:
     # flushed short, the file's last ~10 ms depended on the block size
-    write(runner.flush(tail=latency + (RESAMPLER_FLUSH if out.rs_out is not None else 0)))
+    write(runner.flush(tail=flush + (RESAMPLER_FLUSH if out.rs_out is not None else 0)))
     out.finish()
     return frames_read, nonfinite
 

@@ -209,6 +209,12 @@ def cmd_batch(args) -> int:
     if failed:
         print(f"batch: {failed} of {summary['files']} files failed ({summary['failed_before']} of them in an earlier "
               f"run, unchanged since; errors in the summary and {summary['log']})", file=sys.stderr)
+    for what, count in (("files that ended before their header said (status partial)",
+                         summary["truncated"] + summary["truncated_before"]),
+                        ("files clipped by the safety stage", summary["clipped"]),
+                        ("MIDI messages dropped from full queues", summary["dropped_midi_events"])):
+        if count:
+            print(f"batch: {what}: {count} (per file in {summary['log']})", file=sys.stderr)
     if summary["interrupted"]:
         return 143 if summary["signal"] == "SIGTERM" else 130
     return 1 if failed else 0

@@ -163,6 +163,11 @@ def test_a_float_source_over_full_scale_is_reported_as_clipped(tmp_path, capsys)
     (task,) = plan_batch([hot], tmp_path / "batch", BatchOptions(preset="clean"))
     result = run_task(task)
     assert result["status"] == "ok" and result["clipped_samples"] > 0.3 * 24000 * 2
+    capsys.readouterr()
+    assert main.main(["batch", str(hot), str(quiet), "--out", str(tmp_path / "b2"), "--preset", "clean", "-j", "1",
+                      "--no-progress"]) == 0
+    summary_line = [line for line in capsys.readouterr().err.splitlines() if line.startswith("batch:")]
+    assert summary_line == [f"batch: files clipped by the safety stage: 1 (per file in {tmp_path / 'b2' / LOG_NAME})"]
 
 
 # ------------------------------------------------------------------------------ 4: truncated inputs

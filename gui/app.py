@@ -16,7 +16,7 @@ def _given(argv: list[str]) -> set[str]:
     """The engine options ``argv`` sets itself. argparse fills in defaults, and a value equal to
     one (`-r 48000`) must still beat the remembered settings."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    for flags in (("-r", "--samplerate"), ("-b", "--blocksize"), ("--prefill-blocks",)):
+    for flags in (("-r", "--samplerate"), ("-b", "--blocksize"), ("--prefill-blocks",), ("--preset",)):
         p.add_argument(*flags)
     return set(vars(p.parse_known_args(argv)[0]))
 
@@ -43,13 +43,35 @@ def _cli_config(args, settings, argv=()):
     return c
 
 
+def _startup_preset(args, settings, argv) -> tuple[dict, str, str | None]:
+    """(preset, its reference, a note for the banner): ``--preset`` when given, else the one the
+    panel had last (``Settings.last_preset``) if it still loads, else ``args.preset`` (the default),
+    with a line saying why the remembered one was not opened."""
+    from realtime.dsp.presets import apply_overrides, load_preset
+
+    last = settings.last_preset
+    if last and "preset" not in _given(list(argv)):
+        try:
+            return apply_overrides(load_preset(last), args.set), last, None
+        except Exception as e:  # gone or broken since: the panel still opens
+            return _fallback(args, last, e)
+    return apply_overrides(load_preset(args.preset), args.set), args.preset, None
+
+
+def _fallback(args, last: str, e: Exception) -> tuple[dict, str, str]:
+    from realtime.dsp.presets import apply_overrides, load_preset
+
+    note = f"the last preset ({last}) could not be loaded, opened {args.preset!r} instead: {e}"
+    return apply_overrides(load_preset(args.preset), args.set), args.preset, note
+
+
 def run_gui(args) -> int:
     from PyQt6.QtWidgets import QApplication
 
     from gui.demo_source import DemoSource
     from gui.settings import APP, Settings
     from gui.window import MainWindow
-    from realtime.dsp.presets import apply_overrides, is_preset_file, load_preset
+    from realtime.dsp.presets import is_preset_file
     from realtime.io.devices import has_audio_device
     from realtime.io.jackserver import ensure_server
     from realtime.io.portaudio import release
@@ -63,11 +85,22 @@ def run_gui(args) -> int:
     release()  # the engine process opens PortAudio itself (see settings.audio_devices for why not here)
     win = None
     try:
-        preset = apply_overrides(load_preset(args.preset), args.set)
-        # a user's file (not a built-in name): Save writes back there
-        is_file = is_preset_file(args.preset)
-        win = MainWindow(preset, _cli_config(args, settings, getattr(args, "argv", sys.argv[1:])), settings,
-                         preset_path=os.path.abspath(args.preset) if is_file else None)
+        argv = getattr(args, "argv", sys.argv[1:])
+        preset, ref, note = _startup_preset(args, settings, argv)
+
+        def window(preset: dict, ref: str):  # a user's file (not a built-in name): Save writes back there
+            return MainWindow(preset, _cli_config(args, settings, argv), settings,
+                              preset_path=os.path.abspath(ref) if is_preset_file(ref) else None)
+
+        try:
+            win = window(preset, ref)
+        except Exception as e:  # the remembered chain no longer builds (a plugin gone): the default does
+            if ref == args.preset:
+                raise
+            preset, ref, note = _fallback(args, ref, e)
+            win = window(preset, ref)
+        if note:
+            win.show_error(note)
 
         def excepthook(kind, value, tb):  # an unexpected error in a slot: show it, keep running
             traceback.print_exception(kind, value, tb)

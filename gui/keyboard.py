@@ -1,4 +1,5 @@
-"""On-screen piano keyboard: mouse (press, glide, release) and computer keys, octave shift.
+"""On-screen piano keyboard: mouse (left button: press, glide, release) and computer keys, octave
+shift. Keys with Ctrl, Alt or Meta are commands (Ctrl+S saves), never notes.
 
 Computer keys follow the usual tracker layout: A W S E D F T G Y H U J K O L P = C … D# of the
 next octave; Z / X shift the octave down / up. Emits (note, velocity) and note-offs; the window
@@ -15,6 +16,8 @@ KEYMAP = {Qt.Key.Key_A: 0, Qt.Key.Key_W: 1, Qt.Key.Key_S: 2, Qt.Key.Key_E: 3, Qt
           Qt.Key.Key_U: 10, Qt.Key.Key_J: 11, Qt.Key.Key_K: 12, Qt.Key.Key_O: 13, Qt.Key.Key_L: 14,
           Qt.Key.Key_P: 15}
 BLACK = {1, 3, 6, 8, 10}
+COMMAND_MODIFIERS = (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
+                     | Qt.KeyboardModifier.MetaModifier)
 NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
 
@@ -95,6 +98,11 @@ class PianoKeyboard(QWidget):
 
     # ---------------------------------------------------------------- input
     def mousePressEvent(self, e):
+        if e.button() != Qt.MouseButton.LeftButton:  # another button's release would leave its note on
+            return
+        if self._mouse_note is not None:  # a second press before the release reached us: one mouse note
+            self.release(self._mouse_note)
+            self._mouse_note = None
         n = self.note_at(e.position().x(), e.position().y())
         if n is not None:
             # lower on the key = louder, like a real key's travel
@@ -103,7 +111,7 @@ class PianoKeyboard(QWidget):
             self.press(n, v)
 
     def mouseMoveEvent(self, e):
-        if self._mouse_note is None:
+        if self._mouse_note is None or not e.buttons() & Qt.MouseButton.LeftButton:
             return
         n = self.note_at(e.position().x(), e.position().y())
         if n != self._mouse_note:
@@ -113,7 +121,7 @@ class PianoKeyboard(QWidget):
                 self.press(n)
 
     def mouseReleaseEvent(self, e):
-        if self._mouse_note is not None:
+        if e.button() == Qt.MouseButton.LeftButton and self._mouse_note is not None:
             self.release(self._mouse_note)
             self._mouse_note = None
 
@@ -121,7 +129,9 @@ class PianoKeyboard(QWidget):
         if e.isAutoRepeat():
             return
         k = Qt.Key(e.key())
-        if k == Qt.Key.Key_Z:
+        if e.modifiers() & COMMAND_MODIFIERS:  # Ctrl+S is a command, not a note: pass it on
+            super().keyPressEvent(e)
+        elif k == Qt.Key.Key_Z:
             self.set_octave(self.octave - 1)
         elif k == Qt.Key.Key_X:
             self.set_octave(self.octave + 1)

@@ -37,6 +37,18 @@ def fit_label(painter: QPainter, font: QFont, text: str, width: float) -> str:
     return QFontMetrics(f).elidedText(text, Qt.TextElideMode.ElideRight, int(width))
 
 
+def add_learn_actions(menu: QMenu, control) -> None:
+    """MIDI learn (or cancel it) and forget the mapping, for a control with ``learning``,
+    ``mapping`` and the signals ``learnRequested`` / ``forgetRequested`` (a Knob, a rack.MidiTag)."""
+    learn = QAction("Cancel MIDI learn" if control.learning else "MIDI learn", menu)
+    learn.triggered.connect(control.learnRequested.emit)
+    menu.addAction(learn)
+    forget = QAction(f"Forget {control.mapping}" if control.mapping else "Forget MIDI mapping", menu)
+    forget.setEnabled(bool(control.mapping))
+    forget.triggered.connect(control.forgetRequested.emit)
+    menu.addAction(forget)
+
+
 class Knob(QWidget):
     valueChanged = pyqtSignal(float)  # in parameter units; only for changes (user or setValue)
     learnRequested = pyqtSignal()
@@ -153,13 +165,7 @@ class Knob(QWidget):
 
     def context_menu(self) -> QMenu:
         menu = QMenu(self)
-        learn = QAction("Cancel MIDI learn" if self.learning else "MIDI learn", menu)
-        learn.triggered.connect(self.learnRequested.emit)
-        menu.addAction(learn)
-        forget = QAction(f"Forget {self.mapping}" if self.mapping else "Forget MIDI mapping", menu)
-        forget.setEnabled(bool(self.mapping))
-        forget.triggered.connect(self.forgetRequested.emit)
-        menu.addAction(forget)
+        add_learn_actions(menu, self)
         reset = QAction(f"Reset to {self.param.format(self.param.default)}", menu)
         reset.triggered.connect(lambda: self.setValue(self.param.default))
         menu.addAction(reset)

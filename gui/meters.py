@@ -14,6 +14,7 @@ HOLD_S = 1.5
 FALL_DB_S = 24.0  # displayed peak falls this fast once the hold ran out
 WIDTH = 66
 SCALE_DB = (0, -6, -12, -24, -36, -48)
+SILENCE = (0.0, 0.0)
 CLIP_LIN = 0.999  # 1 - 2**-10: the safety stage's ceiling is just below 1, a clip is "at full scale"
 
 
@@ -39,6 +40,7 @@ class LevelMeter(QWidget):
         self.rms_db = [-120.0, -120.0]
         self.hold_db = [-120.0, -120.0]
         self._hold_t = [0.0, 0.0]
+        self._last_t: float | None = None  # the previous update: the hold line falls by the time since
         self.clipped = [False, False]
         self.max_db = [-120.0, -120.0]  # highest peak since the last click, shown as numbers
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
@@ -55,6 +57,7 @@ class LevelMeter(QWidget):
         """Linear peaks and mean squares (per channel) since the last update; ``clip`` flags a
         clip found elsewhere (the safety stage's ceiling sits below full scale)."""
         now = time.monotonic() if now is None else now
+        last, self._last_t = self._last_t, now
         for c in range(2):
             pk = float(peaks[c])
             db = to_db(pk)
@@ -64,10 +67,22 @@ class LevelMeter(QWidget):
             if db >= self.hold_db[c]:
                 self.hold_db[c], self._hold_t[c] = db, now
             elif now - self._hold_t[c] > HOLD_S:
-                self.hold_db[c] = max(db, self.hold_db[c] - FALL_DB_S * 0.05)
+                self.hold_db[c] = max(db, self.hold_db[c] - self._fall_db(c, last, now))
             if pk >= CLIP_LIN or not math.isfinite(pk) or clip[c]:
                 self.clipped[c] = True
         self.update()
+
+    def fall(self, now: float | None = None) -> None:
+        """Nothing comes (the engine is stopped): the bars drop to the floor and the hold line falls
+        as in silence; idle once all is down (no redraws while stopped)."""
+        if max(*self.hold_db, *self.peak_db, *self.rms_db) > -120.0:
+            self.set_levels(SILENCE, SILENCE, now=now)
+
+    def _fall_db(self, c: int, last: float | None, now: float) -> float:
+        """How far channel ``c``'s hold line falls from ``last`` to ``now``: FALL_DB_S per second
+        since the hold ran out, whatever the redraw rate (a fixed step per redraw fell 36 dB/s at 30 Hz)."""
+        since = self._hold_t[c] + HOLD_S
+        return FALL_DB_S * max(0.0, now - (since if last is None else max(last, since)))
 
     def clear_clip(self) -> None:
         """Clear the clip lights and the highest-peak numbers."""

@@ -1,9 +1,10 @@
 """MIDI learn and controller feedback in the window.
 
 The host maps controllers and applies them on the MIDI thread (``HostBase.midi_in``); this only
-shows what happened: a learned mapping on its knob, a mapped controller's new value on its
-control, an error in the banner. The host's callbacks arrive on the MIDI thread and are carried
-to the GUI thread by queued signals.
+shows what happened: a learned mapping on its control (a knob, or a drop-down's or the bypass
+button's ``rack.MidiTag``), a mapped controller's new value on its control, an error in the
+banner. The host's callbacks arrive on the MIDI thread and are carried to the GUI thread by
+queued signals.
 """
 from __future__ import annotations
 
@@ -29,24 +30,24 @@ class MidiLearn(QObject):
         host.on_midi_error = self._error.emit
 
     def show_mappings(self) -> None:
-        """Label every mapped knob, and only those (after the rack was rebuilt, or a learn took a
-        controller from another knob)."""
+        """Label every mapped control, and only those (after the rack was rebuilt, or a learn took a
+        controller from another control)."""
         for strip in self.w.rack.strips.values():
-            for knob in strip.knobs():
-                knob.learning = False
-                if knob.mapping:
-                    knob.mapping = ""
-                knob.update()
+            for c in strip.learnables():
+                c.learning = False
+                if c.mapping:
+                    c.mapping = ""
+                c.update()
         # a learn under way outlives a rebuilt rack: its new knob shows it, so a second click
         # cancels it (the knob had forgotten it, and the next controller moved was mapped unseen)
         learning = self.w.host.cc_map.learning
-        k = self.w.rack.knob(learning) if learning else None
+        k = self.w.rack.learnable(learning) if learning else None
         if k is not None:
             k.learning = True
         elif learning:  # its slot is gone
             self.w.host.learn(None)
         for target in self.w.host.midi_map.values():
-            k = self.w.rack.knob(target)
+            k = self.w.rack.learnable(target)
             if k is not None:
                 cc, ch = self.w.host.mapping_of(target)
                 k.mapping = f"CC {cc}" + (f" ch{ch + 1}" if ch is not None else "")
@@ -54,13 +55,13 @@ class MidiLearn(QObject):
 
     def toggle(self, target: str) -> None:
         """Start learning ``target`` (the next controller that moves maps to it), or cancel."""
-        k = self.w.rack.knob(target)
+        k = self.w.rack.learnable(target)
         learning = k is not None and not k.learning
         for strip in self.w.rack.strips.values():
-            for knob in strip.knobs():
-                if knob.learning:
-                    knob.learning = False
-                    knob.update()
+            for c in strip.learnables():
+                if c.learning:
+                    c.learning = False
+                    c.update()
         self.w.host.learn(target if learning else None)
         if learning:
             k.learning = True
@@ -70,14 +71,14 @@ class MidiLearn(QObject):
 
     def forget(self, target: str) -> None:
         self.w.host.forget(target)
-        k = self.w.rack.knob(target)
+        k = self.w.rack.learnable(target)
         if k is not None:
             k.mapping = ""
             k.update()
         self.w.set_modified(True)
 
     def _show_learned(self, target: str, cc: int, ch: int) -> None:
-        k = self.w.rack.knob(target)
+        k = self.w.rack.learnable(target)
         if k is not None:
             k.learning = False
         self.show_mappings()  # the controller may have been another knob's: that label goes

@@ -3,18 +3,21 @@
 A strip shows the slot id and kind, the slot's DSP load (microseconds per block and share of
 the block period), bypass, wet/dry mix, one control per parameter (a Knob; a drop-down for
 enumerations), one widget per readout (bars beside the knobs, numbers under the bypass button;
-gui.readouts) and move/remove buttons (not on the final safety stage). No processor-specific
-code: a new processor shows up with its own knobs and readouts.
+gui.readouts) and move/remove buttons (not on the final safety stage). Every control (a knob, a
+drop-down, bypass) has MIDI learn on its context menu. A parameter whose id starts with "_" is a
+command the panel sends itself (CLEAR_PARAM: a click on a latched readout), not a control. No
+processor-specific code: a new processor shows up with its own knobs and readouts.
 """
 from __future__ import annotations
 
-from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtCore import QObject, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QComboBox,
     QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -23,13 +26,39 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from gui.knob import Knob
-from gui.readouts import ReadoutBar, combine, readout_widget
+from gui.knob import Knob, add_learn_actions
+from gui.readouts import ReadoutBar, ReadoutText, combine, readout_widget
 from realtime.dsp.processor import Param
 from realtime.engine.control import ChainView
 
+CLEAR_PARAM = "_clear_clip"  # a command: any change of it clears the slot's latched readouts (the meter's clip)
 MIX_PARAM = Param("mix", "Mix", 0.0, 100.0, 100.0, unit="%", smoothing_ms=10.0)  # slot mix x 100
 COLUMNS = 2
+
+
+class MidiTag(QObject):
+    """MIDI learn on a control that draws no mapping itself (a choice's drop-down, the bypass
+    button): a knob's learn / forget menu on a right-click, the mapping (or "learn…") handed to
+    ``show``. ``learning``, ``mapping`` and ``update()`` as on a Knob: MidiLearn treats both alike."""
+
+    learnRequested = pyqtSignal()
+    forgetRequested = pyqtSignal()
+
+    def __init__(self, widget: QWidget, show):
+        super().__init__(widget)
+        self.widget, self._show = widget, show
+        self.learning = False
+        self.mapping = ""
+        widget.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        widget.customContextMenuRequested.connect(lambda pos: self.context_menu().exec(widget.mapToGlobal(pos)))
+
+    def context_menu(self) -> QMenu:
+        menu = QMenu(self.widget)
+        add_learn_actions(menu, self)
+        return menu
+
+    def update(self) -> None:
+        self._show("learn…" if self.learning else self.mapping)
 
 
 class SlotStrip(QFrame):
@@ -40,6 +69,7 @@ class SlotStrip(QFrame):
     moveRequested = pyqtSignal(str, int)
     learnRequested = pyqtSignal(str)  # target "slot.param"
     forgetRequested = pyqtSignal(str)
+    clearRequested = pyqtSignal(str)  # slot id: a latched readout was clicked
 
     def __init__(self, slot, final: bool, parent=None, columns: tuple[int, tuple[int, ...]] = (-1, ())):
         """``columns``: where the slot's load and each of its readouts are in a readout record."""
@@ -51,6 +81,8 @@ class SlotStrip(QFrame):
         self.readouts: dict[str, QWidget] = {}  # readout id -> ReadoutBar or ReadoutText
         self.readout_values: dict[str, float] = {}  # readout id -> the value shown last
         self.mix_knob: Knob | None = None  # the slot's wet/dry (not on the final safety stage)
+        self.tags: dict[str, MidiTag] = {}  # param id -> MIDI learn of its drop-down
+        self.bypass_tag: MidiTag | None = None  # MIDI learn of the bypass button (not on the final safety stage)
         self.setObjectName(f"strip:{slot.id}")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
@@ -102,12 +134,14 @@ class SlotStrip(QFrame):
         else:
             self.bypass.setToolTip("bypass (the processor keeps running; its dry path stays latency-aligned)")
             self.bypass.toggled.connect(lambda on: self.bypassChanged.emit(self.slot_id, on))
+            self.bypass_tag = self._tag(self.bypass, "bypass", lambda t: self.bypass.setText(_tagged("Bypass", t)))
         lay.addWidget(self.bypass)
         self._readout_descs = tuple(getattr(proc, "readouts", ()))
         self._readout_cols = tuple(columns[1]) or (-1,) * len(self._readout_descs)
         bars, texts = [], QGridLayout()
         texts.setHorizontalSpacing(8)
         texts.setVerticalSpacing(0)
+        clearable = any(d.id == CLEAR_PARAM for d in proc.params)
         for r in self._readout_descs:
             w = readout_widget(r)
             self.readouts[r.id] = w
@@ -116,12 +150,14 @@ class SlotStrip(QFrame):
             else:  # numbers two to a row: a strip stays short
                 n = texts.count()
                 texts.addWidget(w, n // 2, n % 2)
+                if clearable:
+                    w.make_clearable(lambda: self.clearRequested.emit(self.slot_id))
         lay.addLayout(texts)
 
         grid = QGridLayout()
         grid.setHorizontalSpacing(6)
         grid.setVerticalSpacing(4)
-        params = list(proc.params)
+        params = [d for d in proc.params if not d.id.startswith("_")]  # "_": a command the panel sends, no knob
         # big processors: wider, not taller (the window must stay usable at 1280x720)
         n = len(params) + (0 if final else 1)
         cols = COLUMNS if n < 8 else COLUMNS + 1 if n < 12 else -(-n // 3)  # at most three rows
@@ -148,12 +184,27 @@ class SlotStrip(QFrame):
             self.load_us = float(records[:, self.load_column].mean())
             self.load_label.setText(f"DSP {self.load_us:.1f} µs · {100.0 * self.load_us / max(period_us, 1e-9):.1f} %")
 
+    def clear_latches(self) -> None:
+        """Show the latched readouts cleared now (the engine clears them at its next block; stopped,
+        at its next start)."""
+        for w in self.readouts.values():
+            if isinstance(w, ReadoutText) and w.clearable:
+                w.set_value(0.0)
+                self.readout_values[w.readout.id] = 0.0
+
+    def fall(self) -> None:
+        """The engine is stopped: the readout bars drop to rest (numbers keep what they said last)."""
+        for w in self.readouts.values():
+            if isinstance(w, ReadoutBar):
+                w.fall()
+
     def _control(self, d: Param, value: float) -> QWidget:
         if d.choices:
             box = QWidget()
             v = QVBoxLayout(box)
             v.setContentsMargins(2, 2, 2, 2)
-            v.addWidget(QLabel(d.name), alignment=Qt.AlignmentFlag.AlignHCenter)
+            label = QLabel(d.name)
+            v.addWidget(label, alignment=Qt.AlignmentFlag.AlignHCenter)
             combo = QComboBox()
             combo.addItems(list(d.choices))
             combo.setCurrentIndex(int(round(value)))
@@ -163,6 +214,7 @@ class SlotStrip(QFrame):
             v.addWidget(combo)
             v.addStretch(1)
             self.controls[d.id] = combo
+            self.tags[d.id] = self._tag(combo, d.id, lambda t, n=d.name: label.setText(_tagged(n, t)))
             return box
         knob = Knob(d, value)
         target = f"{self.slot_id}.{d.id}"
@@ -176,8 +228,19 @@ class SlotStrip(QFrame):
         knob.forgetRequested.connect(lambda t=target: self.forgetRequested.emit(t))
         return knob
 
+    def _tag(self, widget: QWidget, pid: str, show) -> MidiTag:
+        tag = MidiTag(widget, show)
+        target = f"{self.slot_id}.{pid}"
+        tag.learnRequested.connect(lambda: self.learnRequested.emit(target))
+        tag.forgetRequested.connect(lambda: self.forgetRequested.emit(target))
+        return tag
+
     def knobs(self) -> list[Knob]:
         return [w for w in self.controls.values() if isinstance(w, Knob)] + ([self.mix_knob] if self.mix_knob else [])
+
+    def learnables(self) -> list:
+        """Every control MIDI learn can map: the knobs, the drop-downs' and the bypass button's tags."""
+        return self.knobs() + list(self.tags.values()) + ([self.bypass_tag] if self.bypass_tag else [])
 
     def set_value(self, param_id: str, value: float, emit: bool = False) -> None:
         """Move a control (e.g. from a MIDI controller) without (or with) re-sending it."""
@@ -246,6 +309,11 @@ class Rack(QScrollArea):
         for strip in self.strips.values():
             strip.show_readouts(records, period_us)
 
+    def fall(self) -> None:
+        """The engine is stopped: every strip's readout bars drop to rest."""
+        for strip in self.strips.values():
+            strip.fall()
+
     def knob(self, target: str) -> Knob | None:
         """The knob for "slot.param" (a processor parameter first, then the slot's "mix")."""
         slot_id, _, pid = target.partition(".")
@@ -256,6 +324,21 @@ class Rack(QScrollArea):
         if w is None and pid == "mix":
             w = strip.mix_knob
         return w if isinstance(w, Knob) else None
+
+    def learnable(self, target: str) -> Knob | MidiTag | None:
+        """What shows MIDI learn for "slot.param" (a knob, or a drop-down's tag), else for the slot's
+        "mix" or "bypass": the same lookup as the engine's ``set_target``."""
+        k = self.knob(target)
+        slot_id, _, pid = target.partition(".")
+        strip = self.strips.get(slot_id)
+        if k is not None or strip is None:
+            return k
+        return strip.tags.get(pid) or (strip.bypass_tag if pid == "bypass" else None)
+
+
+def _tagged(text: str, tag: str) -> str:
+    """A control's label with its MIDI mapping (or "learn…") after it."""
+    return f"{text} · {tag}" if tag else text
 
 
 def _subtitle(kind: str, proc) -> str:

@@ -3,7 +3,8 @@
 ``level``: a vertical bar growing upward with a scale (dB ticks when the unit is dB), the latest
 value as a number under it and a held peak line; ``gr``: a gain-reduction bar growing downward
 from 0 dB, with its deepest recent value held; ``number`` / ``text``: a value with its unit (or
-the choice's name) in a line of text.
+the choice's name) in a line of text; a latch (the meter's clip) resets on a click where the
+slot can clear it (``make_clearable``).
 
 ``combine`` turns the readout records of every block since the last redraw into one value per
 readout: the highest for a level, the deepest for a gain reduction, the latest otherwise, so a
@@ -88,6 +89,13 @@ class ReadoutBar(QWidget):
             self.held, self._held_t = v, now
         self.update()
 
+    def fall(self, now: float | None = None) -> None:
+        """Nothing comes (the engine is stopped): the bar drops to rest (a level to its bottom, a gain
+        reduction to 0), its held line after HOLD_S; idle once there."""
+        rest = self.readout.min if self.readout.kind == "level" else 0.0
+        if self.value != rest or self.held != rest:
+            self.set_value(rest, now)
+
     def text(self) -> str:
         return self.readout.format(self.value)
 
@@ -141,7 +149,21 @@ class ReadoutText(QLabel):
         self.value = math.nan
         self.setObjectName(f"readout:{readout.id}")
         self.setToolTip(readout.name)
+        self.clearable = False
+        self._on_click = None
         self.set_value(0.0)
+
+    def make_clearable(self, on_click) -> None:
+        """A latch (the meter's clip): a click calls ``on_click``, which clears it in the engine."""
+        self.clearable, self._on_click = True, on_click
+        self.setToolTip(f"{self.readout.name} (latched: click to reset)")
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+
+    def mousePressEvent(self, e):
+        if self._on_click is not None and e.button() == Qt.MouseButton.LeftButton:
+            self._on_click()
+        else:
+            super().mousePressEvent(e)
 
     def set_value(self, v: float, now: float | None = None) -> None:
         if math.isfinite(v):

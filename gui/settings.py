@@ -3,6 +3,7 @@ the platform config dir, and the dialog that edits the audio/MIDI ones."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from PyQt6.QtCore import QByteArray, QSettings, QStandardPaths
@@ -164,10 +165,10 @@ class SettingsDialog(QDialog):
 
     def engine_config(self) -> EngineConfig:
         dev = lambda c: None if c.currentText() == DEFAULT_DEVICE else device_arg(c.currentText())  # noqa: E731
-        b = self._base
-        return EngineConfig(samplerate=int(self.samplerate.currentText()), blocksize=int(self.blocksize.currentText()),
-                            channels=b.channels, mode=b.mode, input_device=dev(self.input),
-                            output_device=dev(self.output), prefill_blocks=int(self.prefill.currentText()))
+        # the rest as the engine runs now: a config equal to it means "audio unchanged"
+        return replace(self._base, samplerate=int(self.samplerate.currentText()),
+                       blocksize=int(self.blocksize.currentText()), input_device=dev(self.input),
+                       output_device=dev(self.output), prefill_blocks=int(self.prefill.currentText()))
 
     def midi_port(self) -> str:
         return self.midi.currentText()

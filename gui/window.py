@@ -2,10 +2,13 @@
 meter, spectrum analyser, synth panel (only with a synth slot), engine status bar, and an error
 banner.
 
+Load / Save / Save as have the platform's shortcuts (Ctrl+O, Ctrl+S, Ctrl+Shift+S), window-wide.
 Every user action runs through ``_guard``: an exception (bad preset, device missing, model that
-fails to load) becomes a message in the banner, never a crash. Meters, the strips' readouts and
-per-slot load, and the spectrum redraw at 30 Hz from the engine's meter, readout and audio-tap
-rings; the status line once a second (engine stats cost milliseconds of numpy).
+fails to load) becomes a message in the banner, never a crash; a click dismisses the banner's
+lines (the status poll shows one again only when it changed, or after a start or a new chain).
+Meters, the strips' readouts and per-slot load, and the spectrum redraw at 30 Hz from the
+engine's meter, readout and audio-tap rings (stopped, the bars fall to rest); the status line
+once a second (engine stats cost milliseconds of numpy).
 The engine itself runs in a process of its own (gui.remote): the window never holds the GIL
 the DSP thread needs. Preset actions are in gui.preset_io, MIDI learn in gui.midi_learn, the
 synth panel in gui.synth_panel.
@@ -16,6 +19,7 @@ import math
 import time
 
 from PyQt6.QtCore import QTimer, pyqtSignal
+from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -35,7 +39,7 @@ from gui.midi import NONE, MidiInput
 from gui.midi_learn import MidiLearn
 from gui.pick_combo import pick_only
 from gui.preset_io import PresetActions
-from gui.rack import Rack, SlotStrip
+from gui.rack import CLEAR_PARAM, Rack, SlotStrip
 from gui.remote import RemoteEngineHost
 from gui.settings import Settings, SettingsDialog
 from gui.spectrum import SpectrumView
@@ -46,6 +50,10 @@ from realtime.engine.control import PARAM
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
 FOLLOW_POLLS = 10  # redraws (33 ms apart) an engine-side choice must persist before the panel takes it
+# preset actions: (text, method, standard key, the keys where a platform binds none: Windows has no Save As)
+FILE_ACTIONS = (("Load…", "_load_dialog", QKeySequence.StandardKey.Open, "Ctrl+O"),
+                ("Save", "_save", QKeySequence.StandardKey.Save, "Ctrl+S"),
+                ("Save as…", "_save_dialog", QKeySequence.StandardKey.SaveAs, "Ctrl+Shift+S"))
 RESUME_AFTER_S = 10.0  # a restart starts the stream again only if it had played this long before the engine died
 
 
@@ -61,6 +69,7 @@ class MainWindow(PresetActions, QMainWindow):
         super().__init__()
         self.settings = settings or Settings()
         self.errors: list[str] = []
+        self._dismissed: set[str] = set()  # lines a click took away: the status poll does not bring them back
         self.modified = False
         self.preset_path: str | None = preset_path  # a user file: "Save" writes there
         self.midi: MidiInput | None = None
@@ -117,9 +126,11 @@ class MainWindow(PresetActions, QMainWindow):
         self.preset_box.activated.connect(lambda i: self._guard(self._pick_builtin, self.preset_box.itemText(i)))
         pick_only(self.preset_box)  # a wheel or an arrow key loaded another preset, unasked
         tb.addWidget(self.preset_box)
-        for text, fn in (("Load…", self._load_dialog), ("Save", self._save), ("Save as…", self._save_dialog)):
-            b = QToolButton(text=text)
-            b.clicked.connect(lambda _=False, f=fn: self._guard(f))
+        for action in FILE_ACTIONS:
+            act = self._file_action(*action)
+            b = QToolButton(text=act.text())
+            b.setToolTip(f"{act.text()} ({act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})")
+            b.clicked.connect(act.trigger)
             tb.addWidget(b)
         tb.addSeparator()
         tb.addWidget(QLabel(" Add "))
@@ -176,7 +187,17 @@ class MainWindow(PresetActions, QMainWindow):
             self.status_labels[key] = lab
             sb.addWidget(lab)
 
+    def _file_action(self, text: str, name: str, key: QKeySequence.StandardKey, fallback: str) -> QAction:
+        """A preset action (the method ``name``) with the platform's shortcut for ``key`` (else
+        ``fallback``), window-wide: Ctrl+S works whatever has the focus."""
+        act = QAction(text, self)
+        act.setShortcuts(QKeySequence.keyBindings(key) or [QKeySequence(fallback)])
+        act.triggered.connect(lambda _=False: self._guard(getattr(self, name)))
+        self.addAction(act)
+        return act
+
     def _rebuild_rack(self) -> None:
+        self._dismissed.clear()  # another chain (or engine): its errors are news again
         self.rack.rebuild(self.host.chain, self._connect_strip)
         self.learn.show_mappings()
         self.synth_panel.setup(self.host.chain)
@@ -189,6 +210,7 @@ class MainWindow(PresetActions, QMainWindow):
         strip.moveRequested.connect(lambda s, d: self._guard(self.move_slot, s, d))
         strip.learnRequested.connect(self.toggle_learn)
         strip.forgetRequested.connect(self.forget)
+        strip.clearRequested.connect(lambda s: self._guard(self.clear_latches, s))
 
     # ------------------------------------------------------------------ actions
     def _guard(self, fn, *args):
@@ -204,10 +226,18 @@ class MainWindow(PresetActions, QMainWindow):
         self.banner.setVisible(True)
 
     def clear_errors(self) -> None:
+        self._dismissed.update(self.errors)
         self.errors = []
         self.banner.setVisible(False)
 
+    def _report(self, msg: str) -> None:
+        """A line the status poll finds each second: shown once, and not again after a click dismissed
+        it (until a start or a structural change forgets the dismissed ones)."""
+        if msg not in self.errors and msg not in self._dismissed:
+            self.show_error(msg)
+
     def start(self) -> None:
+        self._dismissed.clear()  # a new run: its errors are news again
         try:
             self.host.start()
             self._started_at = time.monotonic()
@@ -300,15 +330,24 @@ class MainWindow(PresetActions, QMainWindow):
             self.apply_settings(dlg.engine_config(), dlg.midi_port())
 
     def apply_settings(self, config: EngineConfig, midi_port: str) -> None:
-        self.settings.save_engine_config(config)
+        """The dialog's choices. The engine restarts only for new audio settings (a restart is an
+        audible dropout), which are remembered once the engine took them; the MIDI input opens
+        whether or not they worked."""
         self.settings.midi_port = midi_port
+        try:
+            if config != self.host.config:
+                self._apply_audio(config)
+        finally:
+            self._guard(self._open_midi, midi_port)
+
+    def _apply_audio(self, config: EngineConfig) -> None:
         try:
             self.host.set_config(config)
         finally:
             self._sync_start_button()
+        self.settings.save_engine_config(config)  # it worked: the next launch starts with it
         if self.host.running:
             self.engineStarted.emit()
-        self._open_midi(midi_port)
 
     def _open_midi(self, port: str) -> None:
         if self.midi is not None:
@@ -332,6 +371,15 @@ class MainWindow(PresetActions, QMainWindow):
         if line:
             self.show_error(line)
 
+    def clear_latches(self, slot_id: str) -> None:
+        """A latched readout was clicked: count the slot's CLEAR_PARAM on (any change clears the latch
+        in the engine, through the control ring like a knob). Not a preset change: nothing to save."""
+        proc = self.host.chain.slot(slot_id).processor
+        d = proc.params[proc.param_index(CLEAR_PARAM)]
+        v = proc.get_param(CLEAR_PARAM)
+        self.host.set_param(slot_id, CLEAR_PARAM, d.min if v >= d.max else v + 1.0)
+        self.rack.strips[slot_id].clear_latches()
+
     def toggle_learn(self, target: str) -> None:
         self.learn.toggle(target)
 
@@ -353,12 +401,20 @@ class MainWindow(PresetActions, QMainWindow):
             self._follow_playing()
         m = self.host.read_meters()
         if m is None:
+            if not self.host.running:  # stopped: nothing comes, and the last levels must not freeze
+                self._meters_fall()
             return
         clips = self._last_status.get("safety_clipped", 0)  # the safety stage clipped since the last look
         clipped = clips > self._safety_clips
         self._safety_clips = clips
         self.in_meter.set_levels(m[0:2], m[4:6])
         self.out_meter.set_levels(m[2:4], m[6:8], clip=(clipped, clipped))
+
+    def _meters_fall(self) -> None:
+        """The engine is stopped: the In/Out meters and the strips' bars fall to rest."""
+        self.in_meter.fall()
+        self.out_meter.fall()
+        self.rack.fall()
 
     def _follow_playing(self) -> None:
         """The synth's instrument as the engine plays it (its "playing" readout): a program change
@@ -389,9 +445,7 @@ class MainWindow(PresetActions, QMainWindow):
         try:
             s = self._last_status = self.host.status()
         except Exception as e:  # e.g. the engine process died: say so once, keep the window
-            msg = f"engine status unavailable: {e}"
-            if msg not in self.errors:
-                self.show_error(msg)
+            self._report(f"engine status unavailable: {e}")
             dead = not self.host.engine_alive()
             if dead or self.host.engine_hung():
                 if not self._restart_action.isVisible():  # first seen: a restart resumes what played, unless
@@ -418,12 +472,10 @@ class MainWindow(PresetActions, QMainWindow):
                              "the audio server's timing")
         L["xruns"].setText(f"xruns {s['server_xruns']}")
         L["midi"].setText(f"MIDI: {self.midi.port_name if self.midi else 'off'}{' (lost)' if self._midi_lost else ''}")
-        if s["error"] and s["error"] not in self.errors:
-            self.show_error(s["error"])
+        if s["error"]:
+            self._report(s["error"])
         for slot, err in s.get("processor_errors", {}).items():  # the slot plays dry; the stream goes on
-            msg = f"{slot} failed and is bypassed: {err}"
-            if msg not in self.errors:
-                self.show_error(msg)
+            self._report(f"{slot} failed and is bypassed: {err}")
         if s["error"] and s["running"]:
             self._guard(self.host.stop)  # the stream is dead: release it (the engine abandons it safely)
         self._sync_start_button()

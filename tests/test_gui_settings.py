@@ -153,6 +153,45 @@ def test_the_panel_takes_what_its_own_command_line_set(run_gui):
     assert win.preset_path is None  # a built-in preset is no file to save to
 
 
+def test_the_panel_opens_the_preset_it_had_last_unless_told_otherwise(run_gui, tmp_path):
+    """``last_preset`` was remembered and never read: every launch opened the default."""
+    mine = tmp_path / "mine.json"
+    save_preset({**load_preset("voice"), "name": "mine"}, mine)
+    run_gui(["gui"], lambda win: win.load_preset_file(str(mine)))
+    win = run_gui(["gui"], lambda win: None)
+    assert win.host.name == "mine" and win.preset_path == str(mine) and not win.banner.isVisible()
+    assert "enhancer" in win.rack.strips
+    win = run_gui(["gui", "--preset", "default"], lambda win: None)  # the command line's beats it
+    assert win.host.name == "default" and Settings().last_preset == str(mine)
+
+
+@pytest.mark.parametrize("damage", ["gone", "corrupt", "does not build"])
+def test_a_remembered_preset_that_no_longer_loads_gives_the_default_and_one_line(run_gui, tmp_path, monkeypatch,
+                                                                                damage):
+    import gui.window
+
+    mine = tmp_path / "mine.json"
+    save_preset({**load_preset("voice"), "name": "mine"}, mine)
+    Settings().last_preset = str(mine)
+    if damage == "gone":
+        mine.unlink()
+    elif damage == "corrupt":
+        mine.write_text("{")
+    else:  # loads, but its chain cannot be built any more (e.g. a plugin uninstalled)
+        base = gui.window.MainWindow
+
+        class Refusing(base):
+            def __init__(self, preset, *a, **kw):
+                if preset["name"] == "mine":
+                    raise RuntimeError("plugin gone")
+                super().__init__(preset, *a, **kw)
+
+        monkeypatch.setattr(gui.window, "MainWindow", Refusing)
+    win = run_gui(["gui"], lambda win: None)
+    assert win.host.name == "default" and win.preset_path is None
+    assert len(win.errors) == 1 and "last preset" in win.errors[0] and "mine.json" in win.errors[0]
+
+
 def test_a_closed_terminal_quits_the_panel_as_ctrl_c_does_unless_nohup_ignored_it(run_gui, qapp, monkeypatch):
     """SIGHUP (the terminal closed) leaves the event loop like Ctrl-C and SIGTERM, so the engine
     closes in order; it raised an "internal error" inside a slot and the window stayed up over a

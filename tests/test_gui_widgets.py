@@ -124,6 +124,9 @@ def test_a_control_exists_for_every_descriptor_of_every_processor(window):
     for slot in w.host.chain.slots:
         strip = strips[slot.id]
         for d in slot.processor.params:
+            if d.id.startswith("_"):  # a command the panel sends itself (the meter's "_clear_clip"): no control
+                assert d.id not in strip.controls
+                continue
             ctl = strip.controls[d.id]
             if d.choices:
                 assert isinstance(ctl, QComboBox) and [ctl.itemText(i) for i in range(ctl.count())] == list(d.choices)

@@ -235,3 +235,12 @@ def test_save_invalid_leaves_existing_file(tmp_path):
         save_preset(bad, path)
     assert path.read_text() == before
     assert [f.name for f in tmp_path.iterdir()] == ["keep.json"]
+
+
+def test_a_command_parameter_is_not_saved_in_a_preset():
+    """The meter's "_clear_clip" is a command the panel counts up to clear the clip latch; a saved
+    preset held it (and every later load set it)."""
+    c = build_chain(validate_preset({"version": 1, "name": "m", "chain": [{"id": "meter", "processor": "meter"}]}))
+    c.slot("meter").processor.set_param("_clear_clip", 3)
+    params = c.to_preset("m")["chain"][0]["params"]
+    assert "_clear_clip" not in params and "rms_window_ms" in params

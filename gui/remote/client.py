@@ -21,6 +21,8 @@ from realtime.engine.control import (
 START_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 5.0  # the window polls every second: an engine that stalls must not freeze it for long
 HUNG_STATUS_TIMEOUT_S = 0.25  # polls after one timed out
+CLOSE_ANSWER_S = 1.5  # an engine process that does not take "close" within this is killed (a window closing waits)
+CLOSE_EXIT_S = 10.0  # one that took it has this long to close its stream and plugins
 
 
 class EngineProcessError(RuntimeError):
@@ -271,23 +273,28 @@ class RemoteEngineHost(HostBase):
             self._shms = []
 
     def _stop_process(self) -> None:
-        """Close the engine process (killed when it does not close in 10 s) and its pipe."""
+        """Close the engine process and its pipe. One that stopped answering is killed: at once when a
+        command timed out, else when it does not take the "close" within CLOSE_ANSWER_S (closing the
+        window waited 20 s for it); one that took it, when it has not exited within CLOSE_EXIT_S."""
         if self._proc is not None:
-            if self._proc.is_alive() and not self._hung:  # a process that stopped answering is killed at once
-                try:
-                    with self._pipe:
-                        self._seq += 1
-                        self._conn.send((self._seq, "close", ()))
-                        self._conn.poll(10) and self._conn.recv()
-                except (OSError, EOFError, ValueError):
-                    pass
-                self._proc.join(10)
+            if self._proc.is_alive() and not self._hung and self._ask_close():
+                self._proc.join(CLOSE_EXIT_S)
             if self._proc.is_alive():
-                self._proc.kill()
+                self._proc.kill()  # also ends a stopped (SIGSTOP) process
                 self._proc.join(5)
             self._proc = None
             self._conn.close()
         self.running = False
+
+    def _ask_close(self) -> bool:
+        """Send "close"; whether the engine process took it (it answers before it closes its stream)."""
+        try:
+            with self._pipe:
+                self._seq += 1
+                self._conn.send((self._seq, "close", ()))
+                return self._conn.poll(CLOSE_ANSWER_S)
+        except (OSError, EOFError, ValueError):
+            return False
 
     # ---------------------------------------------------------------- real-time control (shared memory)
     def _drain_if_stopped(self) -> None:

@@ -99,6 +99,10 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
             except (EOFError, OSError):  # the client went away: stop cleanly
                 break
             if cmd == "close":
+                try:  # taken: the client now waits for the exit, no longer for an answer
+                    conn.send(("ok", None, seq))
+                except (OSError, ValueError):
+                    pass
                 break
             try:
                 conn.send(("ok", commands[cmd](*args), seq))

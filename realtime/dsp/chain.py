@@ -171,7 +171,8 @@ class SlotLookup:
         Returns
         -------
         dict
-            A version-1 preset (see realtime.dsp.presets); choices are stored by name, and an LV2
+            A version-1 preset (see realtime.dsp.presets); choices are stored by name, parameters
+            whose id starts with "_" (commands) are left out, and an LV2
             plugin with the state extension adds its own state (``"state"``, Turtle; a view of a
             chain has no plugin state to add).
 
@@ -185,6 +186,8 @@ class SlotLookup:
             p = s.processor
             params = {}
             for d, v in zip(p.params, p.values):
+                if d.id.startswith("_"):  # a command (the meter's "_clear_clip"), not a setting to keep
+                    continue
                 params[d.id] = d.choices[int(round(v))] if d.choices else float(v)
             uri = {"uri": p.uri} if getattr(p, "uri", None) else {}  # a hosted plugin (lv2) names itself
             saved = p.plugin_state() if hasattr(p, "plugin_state") else None  # and keeps its own state (Turtle)

@@ -235,6 +235,8 @@ def _log_floor(hi: float, default: float) -> float:
 def _param_of(port: lv2_scan.PortInfo, taken: set) -> tuple[Param, tuple[float, ...]]:
     """A Param for one control input, and the scale point values for an enumeration (else ())."""
     pid = port.symbol if port.symbol not in RESERVED_IDS else port.symbol + "_"
+    if pid.startswith("_"):  # a leading "_" marks a command the panel does not draw nor presets keep
+        pid = "port" + pid
     while pid in taken:
         pid += "_"
     taken.add(pid)

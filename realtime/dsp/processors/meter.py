@@ -2,8 +2,8 @@
 (exponential mean square, ~300 ms), plus a latching clip indicator.
 
 After every block ``readings[ch] = (peak_db, rms_db, clip)`` (float32, always two rows: a mono
-stream leaves the right one at the floor; clip is 1.0 once any
-sample reached 0 dBFS, until ``clear_clip()`` or ``reset()``) and ``clip_count[ch]`` counts the
+stream leaves the right one at the floor; clip is 1.0 once any sample reached 0 dBFS, until
+``clear_clip()``, ``reset()`` or a change of ``_clear_clip``) and ``clip_count[ch]`` counts the
 samples at or above full scale. The DSP thread can copy ``readings`` straight into a meter ring.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from realtime.dsp.processor import Param, Processor, Readout
 from realtime.dsp.processors import register
 
 PEAK, RMS, CLIP = 0, 1, 2
+CLEAR = 2  # values index of "_clear_clip"
 FLOOR_DB = -120.0
 OVER_MAX = 4.0  # +12 dBFS: the largest level the envelopes take in
 
@@ -63,6 +64,10 @@ class Meter(Processor):
     params = (
         Param("rms_window_ms", "RMS window", 10.0, 3000.0, 300.0, unit="ms", scale="log", smoothing_ms=0.0),
         Param("peak_fall_db_s", "Peak fall", 1.0, 120.0, 12.0, unit="dB/s", scale="log", smoothing_ms=0.0),
+        # a command, not a setting: any change of its value clears the clip latch (the panel counts it
+        # up through the control ring when a clip readout is clicked: two clicks within a block still
+        # change it; "_": no knob). Its value means nothing: a preset holding any changes nothing.
+        Param("_clear_clip", "Clear clip", 0.0, 255.0, 0.0, step=1.0, smoothing_ms=0.0),
     )
     readouts = tuple(r for side in ("L", "R") for r in (
         Readout(f"peak_{side.lower()}", f"Peak {side}", "dB", -60.0, 0.0, kind="level"),
@@ -75,6 +80,7 @@ class Meter(Processor):
         self.clip_count = np.zeros(self.channels, np.int64)
 
     def reset(self) -> None:
+        self._cleared = self.values[CLEAR]
         self._env.fill(0.0)
         self.readings[:, :2] = FLOOR_DB
         self.clear_clip()
@@ -84,4 +90,7 @@ class Meter(Processor):
         self.clip_count.fill(0)
 
     def process(self, block: np.ndarray) -> None:
+        if self.values[CLEAR] != self._cleared:  # "_clear_clip" moved: clear the latch now
+            self._cleared = self.values[CLEAR]
+            self.clear_clip()
         _meter_kernel(block, self.values, self._env, self.readings, self.clip_count, self.sample_rate)

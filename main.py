@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list installed LV2 plugins (slot kind lv2, --instrument lv2:URI)")
     p.add_argument("filter", nargs="?", default="", help="only plugins whose URI, name or class contains this")
     p.add_argument("--json", action="store_true", help="one JSON object: plugins and skipped bundles")
-    p.add_argument("--rescan", action="store_true", help="ignore the scan cache")
+    p.add_argument("--rescan", action="store_true", help="scan afresh and rewrite the scan cache")
 
     from bench import describe as describe_benchmarks  # the registry alone: no benchmark is imported
 
@@ -306,7 +306,7 @@ def cmd_bench(args) -> int:
 def cmd_plugins(args) -> int:
     from realtime.io.lv2_scan import scan
 
-    res = scan(use_cache=not args.rescan)
+    res = scan(refresh=args.rescan)
     want = args.filter.lower()
     found = [p.summary() for p in sorted(res.plugins.values(), key=lambda p: p.uri)
              if want in f"{p.uri}\n{p.name}\n{p.plugin_class}".lower()]

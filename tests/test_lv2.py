@@ -149,6 +149,28 @@ def test_scan_cache_is_used_and_invalidated(tmp_path, monkeypatch):
     assert AMP in res.plugins and not res.cached
 
 
+def test_an_empty_lv2_path_finds_nothing_and_leaves_the_default_scan_alone(tmp_path, monkeypatch):
+    """LV2_PATH='' was taken for "the default path" while lilv read it as no folder: its empty
+    scan went into the default path's cache entry, and every later scan found no plugin."""
+    monkeypatch.delenv("LV2_PATH", raising=False)
+    assert AMP in lv2_scan.scan().plugins
+    monkeypatch.setenv("LV2_PATH", "")
+    lv2_scan._scans.clear()
+    assert lv2_scan.scan().plugins == {}
+    monkeypatch.delenv("LV2_PATH")
+    lv2_scan._scans.clear()
+    assert AMP in lv2_scan.scan().plugins
+    # `plugins --rescan` repairs a cache gone wrong, not only ignores it
+    cache = tmp_path / "cache" / "lv2_scan.json"
+    raw = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**raw, "plugins": {}}))
+    lv2_scan._scans.clear()
+    assert lv2_scan.scan().plugins == {}  # a damaged cache with the right signature is believed
+    assert AMP in lv2_scan.scan(refresh=True).plugins
+    lv2_scan._scans.clear()
+    assert lv2_scan.scan().cached and AMP in lv2_scan.scan().plugins
+
+
 # -- presets ------------------------------------------------------------------------------------
 def test_descriptors_round_trip_through_presets(tmp_path):
     p = apply_overrides(_preset({"id": "amp", "processor": "lv2", "uri": AMP},

@@ -244,3 +244,13 @@ def test_a_command_parameter_is_not_saved_in_a_preset():
     c.slot("meter").processor.set_param("_clear_clip", 3)
     params = c.to_preset("m")["chain"][0]["params"]
     assert "_clear_clip" not in params and "rms_window_ms" in params
+
+
+@pytest.mark.parametrize("typed,value", [("gain.mix=.5", 0.5), ("gain.gain_db=-.5", -0.5), ("gain.gain_db=+5", 5.0),
+                                         ("hpf.freq_hz=1_000", 1000.0)])
+def test_numbers_as_people_type_them_are_numbers(typed, value):
+    """`--set gain.mix=.5` said "'.5' is outside [0, 1]" and "+5" "expected a number, got str"."""
+    p = apply_overrides(base(), [typed])
+    slot = next(s for s in p["chain"] if s["id"] == typed.split(".")[0])
+    key = typed.split(".")[1].split("=")[0]
+    assert (slot["mix"] if key == "mix" else slot["params"][key]) == value

@@ -365,11 +365,16 @@ def _short(value, limit: int = 60) -> str:
 
 
 def _parse_value(raw: str):
-    """Command-line value: JSON scalar when it parses as one (numbers, true/false), else the string."""
+    """Command-line value: JSON scalar when it parses as one (numbers, true/false), else a number
+    as people type it (``.5``, ``-.5``, ``+5``, ``1_000``: JSON refuses them), else the string."""
     try:
         v = json.loads(raw)
-    except ValueError:  # not JSON (or an integer past Python's 4300 digits): the string itself
-        return raw
+    except ValueError:  # not JSON (or an integer past Python's 4300 digits)
+        try:
+            v = float(raw)
+        except ValueError:
+            return raw
+        return v if raw.strip().lower().lstrip("+-") not in ("nan", "inf", "infinity") else raw
     return v if isinstance(v, (int, float, str, bool)) else raw
 
 

@@ -262,12 +262,17 @@ def scan_world(world: "lilv.World") -> ScanResult:
 
 # -- the path, the signature, the cache ---------------------------------------------------------
 def lv2_path() -> str | None:
-    """The LV2 path in force: ``LV2_PATH`` when set, else None (lilv's default)."""
-    return os.environ.get("LV2_PATH") or None
+    """The LV2 path in force: ``LV2_PATH`` when set (empty: no folder at all, as lilv reads it),
+    else None (lilv's default). An empty one taken for the default wrote lilv's empty scan into
+    the default path's cache entry."""
+    return os.environ.get("LV2_PATH")
 
 
 def _folders(path: str | None) -> list[Path]:
-    parts = path.split(os.pathsep) if path else (LINUX_DEFAULT_PATH if sys.platform.startswith("linux") else ())
+    if path is None:
+        parts = LINUX_DEFAULT_PATH if sys.platform.startswith("linux") else ()
+    else:
+        parts = path.split(os.pathsep)
     return [Path(os.path.expanduser(p)) for p in parts if p]
 
 
@@ -317,13 +322,16 @@ def world(path: str | None = None) -> "lilv.World":
     return w
 
 
-def scan(use_cache: bool = True) -> ScanResult:
+def scan(use_cache: bool = True, refresh: bool = False) -> ScanResult:
     """Every installed LV2 plugin on the current LV2 path.
 
     Parameters
     ----------
     use_cache : bool
         Read and write the on-disk cache (keyed by ``signature``); False scans afresh.
+    refresh : bool
+        Scan afresh and write the result to the cache (``plugins --rescan``: a cache gone wrong
+        is repaired, not only ignored).
 
     Returns
     -------
@@ -334,10 +342,10 @@ def scan(use_cache: bool = True) -> ScanResult:
     path = lv2_path()
     sig = signature(path)
     hit = _scans.get((path, sig))
-    if hit is not None and use_cache:
+    if hit is not None and use_cache and not refresh:
         return hit
     cache = cache_dir() / "lv2_scan.json"
-    if use_cache:
+    if use_cache and not refresh:
         try:
             raw = json.loads(cache.read_text(encoding="utf-8"))
             if raw.get("signature") == sig:

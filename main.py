@@ -45,12 +45,13 @@ def _seconds(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0 <= v < 1e9:
-        raise argparse.ArgumentTypeError(f"{text}: seconds must be 0 or more")
+        raise argparse.ArgumentTypeError(f"{text}: seconds must be 0 or more, under 1e9")
     return v
 
 
 def _chain_args(p: argparse.ArgumentParser, default_preset: str = "default") -> None:
-    p.add_argument("--preset", default=default_preset, help="built-in preset name or a .json file")
+    p.add_argument("--preset", default=default_preset,
+                   help=f"built-in preset name or a .json file (default {default_preset}; `presets` lists them)")
     p.add_argument("--set", action="append", default=[], metavar="SLOT.PARAM=VALUE",
                    help="override a parameter (also SLOT.bypass=true, SLOT.mix=0.5); repeatable")
 
@@ -62,13 +63,16 @@ def _tail_arg(p: argparse.ArgumentParser, note: str = "") -> None:
 
 
 def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREFILL_BLOCKS) -> None:
-    p.add_argument("--samplerate", "-r", type=_samplerate, default=48000)
-    p.add_argument("--blocksize", "-b", type=_blocksize, default=128)
-    p.add_argument("--channels", "-c", type=positive_int, default=2)
+    p.add_argument("--samplerate", "-r", type=_samplerate, default=48000,
+                   help="Hz: 44100, 48000, 88200 or 96000 (default 48000)")
+    p.add_argument("--blocksize", "-b", type=_blocksize, default=128, help="frames per period, 32..2048 (default 128)")
+    p.add_argument("--channels", "-c", type=positive_int, default=2, help="1 or 2 (default 2)")
     p.add_argument("--device", "-d", default=None, help="device name or index for input and output")
     p.add_argument("--input-device", default=None)
     p.add_argument("--output-device", default=None)
-    p.add_argument("--mode", choices=("duplex", "input", "output"), default="duplex")
+    p.add_argument("--mode", choices=("duplex", "input", "output"), default="duplex",
+                   help="duplex: input through the chain to the output; output: an instrument, no input; "
+                        "input: analysis only (default duplex)")
     p.add_argument("--prefill-blocks", type=positive_int, default=prefill_blocks,
                    help=f"output pre-fill in blocks: the DSP thread's time budget (default {prefill_blocks})")
 
@@ -94,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(p)
     p.add_argument("--seconds", type=_seconds, default=0, help="stop after N seconds (0 = until Ctrl-C)")
     p.add_argument("--demo", action="store_true", help="force the no-sound-card demo")
-    p.add_argument("--demo-out", default="demo_out.wav", help="where the demo writes what came out")
+    p.add_argument("--demo-out", default="demo_out.wav",
+                   help="where the demo writes what came out (default demo_out.wav; .wav .flac .ogg …)")
     p.add_argument("--record", default=None, metavar="FILE.wav", help="also record the engine's output")
 
     p = sub.add_parser("process", help="process a file offline with a chain")
@@ -104,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samplerate", "-r", type=_samplerate, default=None,
                    help="chain rate (file is resampled to it and back; default: the file's own where the chain runs at "
                         "it as it is, else 48000)")
-    p.add_argument("--blocksize", "-b", type=_blocksize, default=512)
+    p.add_argument("--blocksize", "-b", type=_blocksize, default=512,
+                   help="frames per block through the chain (default 512)")
     _tail_arg(p)
     p.add_argument("--no-progress", action="store_true")
 
@@ -121,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samplerate", "-r", type=_samplerate, default=None,
                    help="chain rate (files are resampled to it and back; default: each file's own where the chain "
                         "runs at it as it is, else 48000; MIDI: 48000)")
-    p.add_argument("--blocksize", "-b", type=_blocksize, default=512)
+    p.add_argument("--blocksize", "-b", type=_blocksize, default=512,
+                   help="frames per block through the chain (default 512)")
     p.add_argument("--midi-blocksize", type=_blocksize, default=128)
     p.add_argument("--ext", default=None, help="output extension (default: the input's; MIDI renders to wav)")
     _tail_arg(p, ", for audio inputs (MIDI renders keep their 2 s)")
@@ -153,9 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="DDSP synth: render IN.mid to OUT.wav, or play live from a MIDI port")
     p.add_argument("input", nargs="?", help="MIDI file")
     p.add_argument("output", nargs="?", help="audio file to write (.wav/.flac)")
-    p.add_argument("--instrument", default="violin", help="violin | flute | trumpet | lv2:URI (an LV2 instrument)")
-    p.add_argument("--samplerate", "-r", type=_samplerate, default=48000)
-    p.add_argument("--blocksize", "-b", type=_blocksize, default=128)
+    p.add_argument("--instrument", default="violin",
+                   help="violin | flute | trumpet | lv2:URI (an LV2 instrument) (default violin)")
+    p.add_argument("--samplerate", "-r", type=_samplerate, default=48000, help="Hz (default 48000)")
+    p.add_argument("--blocksize", "-b", type=_blocksize, default=128, help="frames per block (default 128)")
     p.add_argument("--set", action="append", default=[], metavar="SLOT.PARAM=VALUE")
     p.add_argument("--live", action="store_true", help="play live from MIDI (engine in output mode)")
     p.add_argument("--midi-port", default=None, help="MIDI input port name (default: a virtual port)")
@@ -365,12 +373,12 @@ def cmd_train(args) -> int:
 
     modules = {"enhancer": "models.enhancer.train", "delimiter": "models.delimiter.train", "ddsp": "models.ddsp.train"}
     if args.model not in modules:
-        print(f"unknown model {args.model!r}; one of {sorted(modules)}", file=sys.stderr)
+        print(f"error: unknown model {args.model!r}; one of {sorted(modules)}", file=sys.stderr)
         return 2
     try:
         mod = importlib.import_module(modules[args.model])
     except ModuleNotFoundError as e:
-        print(f"cannot train {args.model}: {e} (install the training extra: pip install -e '.[train]')", file=sys.stderr)
+        print(f"error: cannot train {args.model}: {e} (install the training extra: pip install -e '.[train]')", file=sys.stderr)
         return 2
     return mod.main(args.rest) or 0
 

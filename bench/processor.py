@@ -37,11 +37,14 @@ def main(argv=None) -> int:
     a = get_parser().parse_args(argv)
     names = a.names or available_kinds()
     rng = np.random.default_rng(0)
+    refused = []
     for name in names:
         try:
             proc = create("lv2", uri=name[4:]) if name.startswith("lv2:") else create(name)
         except Exception as e:  # e.g. a model file not present: say so, continue
             emit({"bench": "processor", "name": name, "error": str(e)}, a.json)
+            if a.names:  # asked for by name: the command failed (exit 2), not only its record
+                refused.append(f"{name}: {e}")
             continue
         proc.prepare(a.samplerate, a.blocksize, a.channels)
         n_blocks = max(1, int(a.seconds * a.samplerate / a.blocksize))  # one at least: percentiles of none fail
@@ -70,7 +73,9 @@ def main(argv=None) -> int:
               "channels": a.channels, "rtf": float(times.sum() * 1e-9 / (n_blocks * a.blocksize / a.samplerate)),
               "block_us_p50": float(np.percentile(us, 50)), "block_us_p99": float(np.percentile(us, 99)),
               "block_us_max": float(us.max()), "latency_samples": int(proc.latency), **extra}, a.json)
-    return 0
+    for line in refused:
+        print(f"error: bench processor: {line}", file=sys.stderr)
+    return 2 if refused else 0
 
 
 if __name__ == "__main__":

@@ -176,3 +176,14 @@ def test_bench_batch_stops_on_ctrl_c_and_removes_its_folder(tmp_path):
     assert err.strip().splitlines()[-1] == "interrupted"
     assert not [json.loads(line) for line in out.splitlines()]  # no record of a cut-short pass, no second pass
     assert not list(tmp_path.glob("bench-batch-*"))
+
+
+def test_a_processor_asked_for_by_name_that_cannot_be_made_fails_the_command(capsys):
+    """`bench processor nosuchproc` printed its error record and exited 0; the others named still run."""
+    from bench import processor
+
+    assert processor.main(["nosuchproc", "gain", "--seconds", "0.1"]) == 2
+    out, err = capsys.readouterr()
+    assert "name=gain" in out and "rtf=" in out
+    assert err.startswith("error: bench processor: nosuchproc: unknown processor 'nosuchproc'")
+    assert err.count("\n") == 1

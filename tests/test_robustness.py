@@ -560,3 +560,28 @@ def test_sigterm_to_a_python_m_entry_point_runs_its_clean_up_and_says_143():
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=30)
     assert p.returncode == 143 and err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--prefill-blocks", "1000000000000"], "prefill_blocks 1000000000000 outside 1..2 s"),  # 1 PiB, a traceback
+    (["--prefill-blocks", "100000"], "outside 1..2 s"),  # "measured round trip: 0 frames"
+    (["--demo", "--seconds", "20000"], "the demo plays at most 600 s"),  # 7 GiB, a traceback
+])
+def test_absurd_run_lengths_are_one_line_before_anything_starts(tmp_path, capsys, args, says):
+    import main
+
+    assert main.main(["run", "--demo-out", str(tmp_path / "d.wav"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and says in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_sound_card_and_no_server_is_said_in_words():
+    """`synth --live` with nothing to play on said "no output device None (Error querying device -1)"."""
+    cards = Path("/proc/asound/cards")
+    if cards.exists() and "no soundcards" not in cards.read_text():
+        pytest.skip("this machine has a sound card")
+    r = run("synth", "--live", "--seconds", "1", env={"JACK_DEFAULT_SERVER": "rt-nowhere", "JACK_NO_START_SERVER": "1"},
+            timeout=60)
+    line = one_line_error(r)
+    assert "no audio output device: no sound card and no JACK server running" in line and "None" not in line

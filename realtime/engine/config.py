@@ -9,6 +9,7 @@ HEADLESS_PREFILL_BLOCKS = 2  # `run`: output pre-fill, the DSP thread's time bud
 # The panel's engine runs the heavy neural chains in its own process: one block more of budget
 # (the README's knob-panel section has the measurements behind it).
 PANEL_PREFILL_BLOCKS = 3
+MAX_PREFILL_S = 2.0  # a pre-fill is latency: more than 2 s of it is a typo (1e12 blocks asked for 1 PiB)
 
 
 def device_arg(d):
@@ -40,5 +41,6 @@ class EngineConfig:
             raise EngineError(f"channels must be 1 or 2, got {self.channels}")
         if self.mode not in ("duplex", "input", "output"):
             raise EngineError(f"mode must be duplex, input or output, got {self.mode!r}")
-        if self.prefill_blocks < 1:
-            raise EngineError("prefill_blocks must be >= 1")
+        if not 1 <= self.prefill_blocks <= MAX_PREFILL_S * self.samplerate / self.blocksize:
+            raise EngineError(f"prefill_blocks {self.prefill_blocks} outside 1..{MAX_PREFILL_S:g} s of blocks "
+                              f"({int(MAX_PREFILL_S * self.samplerate / self.blocksize)} at {self.blocksize} frames)")

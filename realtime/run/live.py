@@ -10,10 +10,11 @@ import numpy as np
 from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
-from realtime.errors import signals_deferred
+from realtime.errors import ConfigError, signals_deferred
 from realtime.io.files import atomic_write
 
 DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
+MAX_DEMO_S = 600.0  # what the demo plays and records is held in memory: 10 minutes is ~0.5 GB
 
 
 def status_line(engine: Engine) -> str:
@@ -69,6 +70,9 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
               "demo signal through the live engine." if not demo else "Demo mode: private JACK dummy server.")
         check_destination(Path(demo_out))
         output_format(Path(demo_out), "FLOAT", config.samplerate)  # an extension it cannot write, refused now
+        if seconds > MAX_DEMO_S:  # the demo keeps what it plays and records in memory (an hour: 3 GB)
+            raise ConfigError(f"the demo plays at most {MAX_DEMO_S:g} s (asked: {seconds:g} s); "
+                              "on a sound card or JACK server `run` streams for as long as you like")
         demo = True
     from realtime.io.recorder import FileRecorder
 

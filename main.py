@@ -272,14 +272,30 @@ def _no_screen() -> str | None:
     if platform.startswith(("offscreen", "minimal", "vnc", "eglfs", "linuxfb")) or sys.platform != "linux":
         return None
     if platform.startswith("wayland"):
-        return None if os.environ.get("WAYLAND_DISPLAY") else "no screen (WAYLAND_DISPLAY is not set)"
+        return _no_wayland() if os.environ.get("WAYLAND_DISPLAY") else "no screen (WAYLAND_DISPLAY is not set)"
     if platform.startswith("xcb"):
         return _no_x_server() if os.environ.get("DISPLAY") else "no screen (DISPLAY is not set)"
-    if os.environ.get("WAYLAND_DISPLAY"):
+    wayland = _no_wayland() if os.environ.get("WAYLAND_DISPLAY") else "no screen (WAYLAND_DISPLAY is not set)"
+    if wayland is None:
         return None
-    if os.environ.get("DISPLAY"):  # Qt picks xcb
+    if os.environ.get("DISPLAY"):  # Qt falls back to xcb
         return _no_x_server()
-    return "no screen (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+    return wayland if os.environ.get("WAYLAND_DISPLAY") else "no screen (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+
+
+def _no_wayland() -> str | None:
+    """Why the compositor in $WAYLAND_DISPLAY cannot be reached, or None: a stale one (a closed
+    session's variable) made Qt abort the process, as a stale DISPLAY did."""
+    import socket
+
+    name = os.environ["WAYLAND_DISPLAY"]
+    path = name if os.path.isabs(name) else os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), name)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return f"no screen (cannot connect to the Wayland compositor at {path})"
+    return None
 
 
 def _no_x_server() -> str | None:

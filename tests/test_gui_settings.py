@@ -253,6 +253,24 @@ def test_a_display_without_libxcb_is_no_screen(x_env):
     assert "no screen" in main._no_screen()
 
 
+def test_a_stale_wayland_display_is_no_screen_and_a_live_one_is(x_env, tmp_path):
+    """WAYLAND_DISPLAY left from a closed session: Qt aborted the process (exit 134)."""
+    import socket
+
+    x_env.delenv("DISPLAY", raising=False)
+    x_env.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    x_env.setenv("WAYLAND_DISPLAY", "wayland-9")
+    assert "cannot connect to the Wayland compositor" in main._no_screen()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as compositor:  # something listening there
+        compositor.bind(str(tmp_path / "wayland-9"))
+        compositor.listen(1)
+        assert main._no_screen() is None
+        x_env.setenv("QT_QPA_PLATFORM", "wayland")
+        assert main._no_screen() is None
+    x_env.setenv("WAYLAND_DISPLAY", str(tmp_path / "gone"))
+    assert "no screen" in main._no_screen()
+
+
 def test_a_reachable_display_is_a_screen(x_env, tmp_path):
     xvfb = shutil.which("Xvfb")
     free = next((d for d in range(150, 200) if _no_x_at(f":{d}")), None)

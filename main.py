@@ -435,7 +435,7 @@ def _interrupted_note(args) -> str:
 
 def main(argv=None) -> int:
     """Run one command; user errors end as one line on stderr and exit status 2, never a traceback."""
-    from realtime.errors import interrupt_on_signals, said_status
+    from realtime.errors import forget_pending_interrupt, interrupt_on_signals, raise_pending_interrupt, said_status
 
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -447,10 +447,17 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.command](args)
     except BaseException as e:  # a trainer's or benchmark's SystemExit("…") is said as every user error
+        if not isinstance(e, (KeyboardInterrupt, SystemExit)):
+            try:  # an error a Ctrl-C caused (numpy's import cut short says "ImportError") is the Ctrl-C
+                raise_pending_interrupt()
+            except KeyboardInterrupt as interrupt:
+                e = interrupt
         status = said_status(e, _interrupted_note(args))
         if status is None:
             raise
         return status
+    finally:
+        forget_pending_interrupt()
 
 
 def _exit_now(status: int) -> None:

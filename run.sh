@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up what is missing, then start the program (arguments go to main.py; default: the knob panel).
+# It stays in the caller's folder: relative paths in the arguments (and demo_out.wav) are the caller's.
 set -euo pipefail
-cd "$(dirname "$0")"
-scripts/setup.sh
-exec .venv/bin/python main.py "$@"
+here="$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")"
+"$here/scripts/setup.sh"
+exec "$here/.venv/bin/python" "$here/main.py" "$@"

@@ -98,6 +98,11 @@ def interrupt_on_signals() -> None:
         signal.signal(signal.SIGINT, interrupt)
 
 
+def forget_pending_interrupt() -> None:
+    """The command that saw the signal has ended (tests call ``main`` many times in one process)."""
+    _Pending.signal = None
+
+
 def raise_pending_interrupt() -> None:
     """Raise the interrupt ``note_interrupt`` saw, if its exception went missing."""
     if _Pending.signal is not None:

@@ -22,14 +22,43 @@ for p in "${APT_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | gr
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     echo "setup: installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # a freshly booted machine often runs unattended upgrades: wait for the dpkg lock, don't fail
-    if ! $SUDO flock -n /var/lib/dpkg/lock-frontend true 2>/dev/null; then
-        echo "setup: another package manager holds the dpkg lock; waiting for it (up to 15 min)"
-    fi
-    APT=($SUDO apt-get -o DPkg::Lock::Timeout=900)
-    "${APT[@]}" update -qq
-    "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # A freshly booted machine often runs apt-daily / unattended upgrades: wait for apt's locks,
+    # don't fail. DPkg::Lock::Timeout covers only dpkg's lock, not the lists lock that `update`
+    # takes nor the archives lock, and apt's locks are fcntl locks that flock(1) cannot see: so
+    # apt-get is retried (every 5 s, 15 min in all) while it fails because one of them is held.
+    apt_err="$(mktemp)"; trap 'rm -f "$apt_err"' EXIT
+    apt_deadline=$((SECONDS + 900)); apt_waiting=0
+    exec {devnull}>/dev/null
+    apt_get() {  # apt_get OUTFD ARGS: apt-get ARGS as root, stdout to OUTFD, stderr shown once done
+        local out=$1 rc; shift
+        # a held lock: "Could not get lock /var/lib/apt/lists/lock. It is held by process …" (found
+        # by the lock's path, which translations keep), not "Could not open lock file …" (no retry)
+        local held='/(lists|archives|dpkg)/lock(-frontend)?([^[:alnum:]_/-]|$)'
+        while :; do
+            rc=0
+            # env: sudo's env_reset drops an exported DEBIAN_FRONTEND, and jackd2's debconf
+            # question would then wait for an answer on a stdout nobody sees
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get "$@" 1>&"$out" 2>"$apt_err" || rc=$?
+            if [ $rc -ne 0 ] && [ $SECONDS -lt $apt_deadline ] && grep -qE "$held" "$apt_err" \
+                    && ! grep -q 'Could not open lock file' "$apt_err"; then
+                if [ $apt_waiting = 0 ]; then
+                    echo "setup: another package manager holds the apt/dpkg lock; waiting for it (up to 15 min)"
+                    grep -m1 -E "$held" "$apt_err" | sed 's/^E: /setup:   /'
+                    apt_waiting=1
+                fi
+                sleep 5
+                continue
+            fi
+            cat "$apt_err" >&2
+            return $rc
+        done
+    }
+    apt_get 1 update -qq
+    # confdef/confold: an upgraded dependency's changed config file must not ask either
+    apt_get "$devnull" install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+    exec {devnull}>&-
+    rm -f "$apt_err"; trap - EXIT
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -10,7 +10,7 @@ import numpy as np
 from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
-from realtime.errors import ConfigError, signals_deferred
+from realtime.errors import ConfigError, raise_pending_interrupt, signals_deferred
 from realtime.io.files import atomic_write
 
 DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
@@ -38,6 +38,7 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int
     try:
         while not seconds or time.monotonic() - t0 < seconds:
             time.sleep(0.5)
+            raise_pending_interrupt()  # a Ctrl-C whose exception start-up code swallowed
             if status:
                 print("\r" + status_line(engine), end="", file=sys.stderr, flush=True)
             if engine.error:
@@ -87,7 +88,9 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
             from realtime.io.jackio import compile_callbacks
 
             compile_callbacks()  # before the engine runs: compiling holds the GIL its DSP thread needs
+        raise_pending_interrupt()  # Numba's compiler can swallow the exception a Ctrl-C raised in it
         engine.start()
+        raise_pending_interrupt()
         if demo:
             return _play_demo(engine, demo_out, seconds)
         print(f"Live: Ctrl-C to stop. {status_line(engine)}", file=sys.stderr)
@@ -164,7 +167,9 @@ def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
         rec.recording = True
         player.play()
         print(f"playing {signal.shape[0] / c.samplerate:.1f} s of demo audio through the chain ...")
-        player.wait(signal.shape[0] / c.samplerate + 5)
+        deadline = time.monotonic() + signal.shape[0] / c.samplerate + 5
+        while not player.wait(0.1) and time.monotonic() < deadline:
+            raise_pending_interrupt()
         time.sleep(tail / c.samplerate)
         rec.recording = False
     finally:

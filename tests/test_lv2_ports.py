@@ -273,3 +273,18 @@ def test_no_allocation_per_block_with_side_chains_and_a_moving_latency():
     finally:
         tracemalloc.stop()
     assert peak - base < 8192, f"{peak - base} bytes"
+
+
+def test_a_plugin_that_sets_flush_to_zero_does_not_leave_it_in_the_calling_thread():
+    """ZamComp sets flush-to-zero when it is instantiated; it stayed set in the thread that prepared
+    it (a render's main thread, a test session's: hypothesis then refused to run at all)."""
+    _need(ZAMCOMP)
+
+    def subnormals() -> bool:
+        return float(np.float64(2.2250738585072014e-308) / np.float64(4.0)) != 0.0
+
+    assert subnormals()
+    comp = P.create("lv2", uri=ZAMCOMP)
+    _run(comp, np.zeros((1024, 2), np.float32))
+    comp.reset()
+    assert subnormals()

@@ -33,6 +33,15 @@ def pow2_at_least(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+def check_block(n: int, max_block: int) -> None:
+    """Refuse a block of more than ``max_block`` frames before any kernel sees it: the buffers are
+    sized for ``max_block`` and the Numba kernels write without bounds checks, so a longer block
+    would corrupt memory. One comparison; a host sends at most the block size it prepared with."""
+    if n > max_block:
+        raise ValueError(f"a block of {n} frames is longer than the {max_block} this processor was "
+                         "prepared for (prepare's max_block)")
+
+
 @njit(nogil=True, cache=True)
 def _drop_front(buf, count, keep):
     """buf[:keep] = buf[count:count + keep] (frames, channels)."""
@@ -74,7 +83,8 @@ class HopInput:
     def __init__(self, hop: int, channels: int, max_push: int, history: int = 0, ceiling: float = math.inf,
                  prefilter: np.ndarray | None = None):
         self.hop, self.history, self.ceiling = int(hop), int(history), float(ceiling)
-        self.buf = np.zeros((self.history + int(max_push) + self.hop, channels), np.float32)
+        self.max_push = int(max_push)
+        self.buf = np.zeros((self.history + self.max_push + self.hop, channels), np.float32)
         self.prefilter = None if prefilter is None else np.asarray(prefilter, np.float64)
         self._z = np.zeros((channels, 2), np.float64)  # the prefilter's state
         self.reset()
@@ -96,7 +106,13 @@ class HopInput:
             How many (at most ``max_push``).
         counts : ndarray
             int64 counters: non-finite values are counted in ``counts[0]``, clamped in ``counts[1]``.
+
+        Raises
+        ------
+        ValueError
+            ``n`` is more than ``max_push`` (a block longer than ``prepare``'s max_block).
         """
+        check_block(n, self.max_push)  # the kernels index without bounds checks
         scrub_into(x, n, self.buf, self.fill, self.ceiling, counts, 0, 1)
         if self.prefilter is not None:  # after the scrub: its state never sees a NaN
             fixed_biquad(self.buf, self.fill, n, self.prefilter, self._z)
@@ -224,6 +240,11 @@ class FixedHop:
             The processor's hop kernel, ``run(inp, start, hops, out, opos) -> hops done``.
         counts : ndarray
             int64 [non-finite, clamped] input counters.
+
+        Raises
+        ------
+        ValueError
+            ``block`` has more than ``max_push`` frames (nothing is written).
         """
         n = block.shape[0]
         self.input.push(block, n, counts)

@@ -162,6 +162,30 @@ def urids() -> UridTable:
 
 
 # -- one instance ------------------------------------------------------------------------------
+class _FloatEnvKept:
+    """The calling thread's floating-point environment (x87 and SSE control: rounding, flush-to-zero,
+    denormals-are-zero) as it was before a plugin's entry point ran. Some plugins set
+    flush-to-zero when they are instantiated (DPF's ZamComp), which is right on an audio thread
+    but leaked into the caller: the main thread of an offline render, or of the panel, then
+    computed without subnormal numbers for the rest of the process. Not used around ``run()``."""
+
+    _libm = None
+
+    def __enter__(self):
+        if _FloatEnvKept._libm is None:
+            try:
+                _FloatEnvKept._libm = ctypes.CDLL("libm.so.6")
+            except OSError:  # not glibc: nothing to keep
+                _FloatEnvKept._libm = False
+        self._env = ctypes.create_string_buffer(256)  # fenv_t is 32 bytes on x86-64 glibc
+        self._saved = bool(self._libm) and self._libm.fegetenv(self._env) == 0
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved:
+            self._libm.fesetenv(self._env)
+
+
 class Instance:
     """One instantiated plugin: its features, handle and the descriptor's entry points.
 
@@ -215,7 +239,7 @@ class Instance:
         self._features = [Feature(u.encode(), d) for u, d in feats]
         self._feature_ptrs = (POINTER(Feature) * (len(feats) + 1))(*[ctypes.pointer(f) for f in self._features])
         L = lilv.lib()
-        with capture_stderr() as msgs:
+        with capture_stderr() as msgs, _FloatEnvKept():
             ptr = L.lilv_plugin_instantiate(plugin, float(sample_rate), ctypes.addressof(self._feature_ptrs))
         if not ptr:
             why = "; ".join(msgs[-3:]) or "the plugin returned no instance"
@@ -390,13 +414,15 @@ class Instance:
     def activate(self) -> None:
         if not self.active:
             if self._activate:
-                self._activate(self.handle)
+                with _FloatEnvKept():
+                    self._activate(self.handle)
             self.active = True
 
     def deactivate(self) -> None:
         if self.active:
             if self._deactivate:
-                self._deactivate(self.handle)
+                with _FloatEnvKept():
+                    self._deactivate(self.handle)
             self.active = False
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from realtime.dsp.blocking import FixedHop
+from realtime.dsp.blocking import FixedHop, check_block
 from realtime.dsp.declip import Declipper
 from realtime.dsp.kernels import scrub_into
 from realtime.dsp.processors.neural.delimiter import FRAMES, IN_CLIP, N_FLOAT_STATE, Delimiter, _restore
@@ -160,6 +160,7 @@ class BatchedDelimiter(Delimiter):
 
     def process(self, block: np.ndarray) -> None:
         n = block.shape[0]
+        check_block(n, self._fixed.input.max_push)  # the streams are written in below without HopInput.push
         self.readings[0] = 0.0
         self.readings[1] = 0.0
         C, fill = self.stream_channels, self._fixed.input.fill

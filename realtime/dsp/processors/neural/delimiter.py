@@ -56,6 +56,7 @@ DEFAULT_MODEL = model_file("delimiter", "delimiter.onnx")
 FRAMES = "frames"  # every other model input is a streaming state with a ``<name>_out`` output
 MAX_LOG_GAIN = 4.0  # bound on the log inverse gain (34.7 dB; the exported model clamps to it too)
 RATE_RANGE = (40000, 50000)  # trained at 44.1 and 48 kHz; its time constants are in samples
+MAX_LOOKAHEAD = RATE_RANGE[1]  # samples (1 s at the highest rate): more is a broken file, not a de-limiter
 AUTO_RELEASE_S = 3.0
 DB_PER_NEPER = 20.0 / math.log(10.0)
 # estimated gain reductions under this leave the audio alone (MODEL_CARD.md, "Processor"); the
@@ -173,8 +174,8 @@ class Delimiter(NeuralProcessor):
     Parameters and errors: ``NeuralProcessor``; the provider comes from ``$RT_DELIMITER_PROVIDER``
     when not given. ``prepare`` raises ``ConfigError`` for a sample rate the model was not trained
     for (outside 40-50 kHz). ``nonfinite_count`` counts the input values (samples x channels) that
-    were NaN/Inf; ``readings`` holds [largest restored gain of the last block (the network's gain
-    or a de-clipped peak over its clip level), auto-level scale] in dB.
+    were NaN/Inf since the last reset; ``readings`` holds [largest restored gain of the last block
+    (the network's gain or a de-clipped peak over its clip level), auto-level scale] in dB.
     """
 
     kind = "delimiter"
@@ -214,6 +215,19 @@ class Delimiter(NeuralProcessor):
             raise self.session.error(f"has an invalid level_offset {self.level_offset}")
         if self.hop <= 0 or self.knots <= 0 or self.hop % self.knots or self.lookahead_frames < 0:
             raise self.session.error(f"has inconsistent metadata hop={self.hop} knots={self.knots}")
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        """The metadata must agree with the graph (ONNX Runtime would fail on the first block) and
+        the look-ahead must be one a real-time stream can buffer (1e7 frames asked for 32 GiB)."""
+        for field, value, shape in (("hop", self.hop, self.session.input_shape(FRAMES)),
+                                    ("knots", self.knots, self.session.output_shape("knots"))):
+            size = shape[2] if len(shape) > 2 else None  # frames [batch, time, hop, 2], knots [batch, time, knots]
+            if isinstance(size, int) and size != value:
+                raise self.session.error(f"says {field}={value} in its metadata but its graph has {size}: re-export it")
+        if self.lookahead_frames * self.hop > MAX_LOOKAHEAD:
+            raise self.session.error(f"has lookahead_frames {self.lookahead_frames} in its metadata: "
+                                     f"{self.lookahead_frames * self.hop} samples, more than {MAX_LOOKAHEAD}")
 
     @property
     def latency(self) -> int:
@@ -254,6 +268,7 @@ class Delimiter(NeuralProcessor):
 
     def reset(self) -> None:
         self.session.reset_state()
+        self._counts.fill(0)  # nonfinite_count is per stream
         self._fixed.reset()
         for d in self._declippers:
             d.reset()

@@ -58,7 +58,7 @@ import math
 import numpy as np
 from numba import njit
 
-from realtime.dsp.blocking import FixedHop, OutputFifo
+from realtime.dsp.blocking import FixedHop, OutputFifo, check_block
 from realtime.dsp.erb import MIN_BAND_HZ, NB_ERB
 from realtime.dsp.fixed_filter import dc_blocker_coefficients, fixed_biquad
 from realtime.dsp.kernels import scrub_into
@@ -75,6 +75,7 @@ DEFAULT_MODEL = model_file("enhancer", "enhancer.onnx")
 SPEC = "spec"  # the first input; the others are states (h_enc, and h_df / df_hist with a deep filter) and PCORR
 PCORR = "pcorr"  # models that take pitch features (stage 13): the bands' pitch correlations, not a state
 WINDOWS = ("sqrt-hann-periodic", "asymmetric-sqrt-hann")  # the metadata's window kinds this runtime frames
+MODEL_RATES = (8000, 192000)  # the metadata's sample rates this runtime frames and resamples to
 MAX_T = 8  # frames per ONNX call (bigger host blocks are split into chunks of <= MAX_T frames)
 IN_CLIP = 16.0
 SILENCE_POWER = 1e-12  # mean power of a windowed frame below which it counts as silence (-120 dB)
@@ -211,12 +212,22 @@ def _ola(ybuf, T, hop, win, ola, out, opos):
                 ola[ch, i] = ybuf[t, ch, o + hop + i] * win[o + hop + i]
 
 
+def _check_min_band(session, min_band_hz: float, rate: int, win: int) -> None:
+    """Refuse a ``min_band_hz`` the ERB layout cannot honour (realtime/dsp/erb.py): NaN, negative,
+    or so wide that NB_ERB bands of it do not fit the window's bins."""
+    nfreq = win // 2 + 1
+    bin_hz = rate / 2 / (nfreq - 1)
+    if not (0.0 <= min_band_hz < math.inf and NB_ERB * max(1, round(min_band_hz / bin_hz)) <= nfreq):
+        raise session.error(f"has min_band_hz {min_band_hz} in its metadata: {NB_ERB} bands at least that wide "
+                            f"must fit the {nfreq} bins of its {win}-sample window at {rate} Hz: re-export it")
+
+
 @register
 class Enhancer(NeuralProcessor):
     """Causal neural speech enhancer (signal path: the module docstring).
 
     Parameters and errors: ``NeuralProcessor``; the provider comes from ``$RT_ENHANCER_PROVIDER``
-    when not given. ``nonfinite_count`` counts the input samples that were NaN/Inf.
+    when not given. ``nonfinite_count`` counts the input samples that were NaN/Inf since the last reset.
     """
 
     kind = "enhancer"
@@ -243,6 +254,9 @@ class Enhancer(NeuralProcessor):
                                      f"this runtime computes {NB_ERB} (one per ERB band)")
         self.state_names = [n for n in names[1:] if n != PCORR]
         self.model_rate, self.win_len, self.hop = self.session.metadata_values(int, "sample_rate", "win", "hop")
+        if not MODEL_RATES[0] <= self.model_rate <= MODEL_RATES[1]:  # 0 divided by zero; < 0 sized buffers by NaN
+            raise self.session.error(f"has sample_rate {self.model_rate} in its metadata (expected "
+                                     f"{MODEL_RATES[0]}-{MODEL_RATES[1]} Hz): re-export it")
         self.nfreq = self.win_len // 2 + 1
         kind = self.session.metadata.get("window", WINDOWS[0])
         if kind not in WINDOWS or self.hop <= 0 or self.hop % 4 or self.win_len < 2 * self.hop or (
@@ -260,6 +274,7 @@ class Enhancer(NeuralProcessor):
         # the network's narrowest ERB band (its pitch features and the comb pool its bands)
         self.min_band_hz = (self.session.metadata_values(float, "min_band_hz")[0]
                             if "min_band_hz" in self.session.metadata else MIN_BAND_HZ)
+        _check_min_band(self.session, self.min_band_hz, self.model_rate, self.win_len)
         # analysis and synthesis windows (the same sqrt-Hann at 2 hops)
         self._win, self._syn = (w.astype(np.float32) for w in asymmetric_windows(self.win_len, self.hop))
 
@@ -314,6 +329,7 @@ class Enhancer(NeuralProcessor):
             self._stage_t = self._stage.T  # [C, frames] views, as the resamplers take them
             self._x_model = np.zeros((C, self._rs_in.max_out), np.float32)
             self._x_model_t = self._x_model.T
+            self._recounts = np.zeros(2, np.int64)
             self._out_t = out.T
             self._host = OutputFifo(self.max_block + self._rs_out.max_out + 8192, C)
             self._host_t = self._host.buf.T
@@ -342,6 +358,7 @@ class Enhancer(NeuralProcessor):
 
     def reset(self) -> None:
         self._reset_core()
+        self._counts.fill(0)  # nonfinite_count is per stream
 
     def _model_inputs(self, frames: slice) -> dict:
         """The non-state inputs of a model call on ``frames`` of the chunk (views of the buffers)."""
@@ -403,10 +420,13 @@ class Enhancer(NeuralProcessor):
             self._fixed.process(block, self._hops, self._counts)
             return
         # host rate != model rate: streaming resampler in, re-blocking, model, resampler out
+        check_block(n, self.max_block)  # before the staging buffer (max_block frames) is written
         scrub_into(block, n, self._stage, 0, IN_CLIP, self._counts, 0, 1)  # before the resampler sees it
         m = self._rs_in.process(self._stage_t, n, self._x_model)
         if m:
-            self._fixed.input.push(self._x_model_t, m, self._counts)
+            # scrubbed and counted once already (host samples); the re-scrub only clamps the
+            # resampler's overshoot, which is no input sample to count
+            self._fixed.input.push(self._x_model_t, m, self._recounts)
             self._fixed.run_hops(self._hops)
         model_out = self._fixed.output
         if model_out.fill:

@@ -62,7 +62,8 @@ def _new_frame(j, T, harm, noise, act, f0_in, n_used, kv, a_from, a_to, f_from, 
     hgain = min(1.0, max(0.0, 1.0 - kv[K_BALANCE]))
     ngain = min(1.0, max(0.0, 1.0 + kv[K_BALANCE]))
     tilt = kv[K_BRIGHT]
-    K = a_to.shape[1]
+    K = a_to.shape[1]  # the bank: the most harmonics of any loaded instrument
+    Kh = min(K, harm.shape[2])  # this instrument's
     nb = kscale.shape[0]
     kscale[:] = 0.0
     for v in range(a_to.shape[0]):
@@ -87,7 +88,9 @@ def _new_frame(j, T, harm, noise, act, f0_in, n_used, kv, a_from, a_to, f_from, 
             f_from[v] = f  # a voice starting from silence does not glide in from a stale pitch
         s0 = 0.0
         s1 = 0.0
-        for k in range(K):
+        for k in range(Kh, K):  # harmonics this instrument's decoder does not have stay silent
+            a_to[v, k] = 0.0
+        for k in range(Kh):
             a = harm[v, j, k]
             if not (a >= 0.0):  # NaN or negative from a broken model: silence, never noise
                 a = 0.0

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from realtime.dsp.blocking import pow2_at_least
+from realtime.dsp.blocking import check_block, pow2_at_least
 from realtime.dsp.processor import MidiQueue, Param, Processor, Readout
 from realtime.dsp.processors import register
 from realtime.dsp.processors.neural.onnx import StatefulSession
@@ -319,7 +319,13 @@ class Synth(MidiQueue, Processor):
         (Instrument, int, int)
             The instrument playing, the block's frames T and the leading voices the decoder must
             run (``inst.run(T, used)`` when both are non-zero, then ``synthesize``).
+
+        Raises
+        ------
+        ValueError
+            ``n`` is more than the ``max_block`` the synth was prepared for.
         """
+        check_block(n, self.max_block)  # the kernels write max_block-sized buffers unchecked
         # a program change picks a loaded instrument with that GM program before the block's notes
         # start: switching after them (at the next block) cut a note that came with the change,
         # which is how most General MIDI files begin

@@ -9,7 +9,10 @@ Why the envelope is evaluated one frame ahead: the render kernel ramps each fram
 over the following frame, so the value reached at the end of that ramp (boundary + hop) is the
 one to ask the decoder for; a note that starts at a boundary is then audible from that sample.
 Envelopes are closed-form in absolute sample time (note-on/off times are stored), so an event's
-offset inside the block changes the result to the sample.
+offset inside the block changes the result to the sample. A moved Attack or Release knob takes
+over at the block's first frame boundary, where each sounding voice's envelope is re-based so its
+level goes on from where it is (``_rebase_envelopes``). Lowering the Voices knob releases the
+oldest held notes down to the new count.
 
 Channel 10 (``DRUM_CHANNEL``) is General MIDI percussion: its messages are left alone, as a GM
 melodic instrument does (a drum track played as violin notes), unless the "Channel 10" knob
@@ -36,15 +39,19 @@ K_INSTR, K_GAIN, K_ATTACK, K_RELEASE, K_VIB_RATE, K_VIB_DEPTH, K_BALANCE, K_BRIG
     K_BEND, K_MODE, K_PORTA, K_CH10 = range(14)
 
 # per-voice fields
+# V_SEQ: the note-on's ordinal; V_ATK_T: where the attack ramp starts at the current Attack knob (the
+# note-on time until the knob moves; V_ON_T stays the note-on, for the minimum gate)
 V_NOTE, V_CH, V_VEL, V_GATE, V_SUST, V_STAGE, V_ON_T, V_OFF_T, V_ENV_OFF, V_P_START, V_P_TARGET, \
-    V_G_T, V_G_LEN, V_LAST_F0, V_PITCH, V_SEQ, NVF = range(17)  # V_SEQ: the note-on's ordinal
+    V_G_T, V_G_LEN, V_LAST_F0, V_PITCH, V_SEQ, V_ATK_T, NVF = range(18)
 FREE, ON, RELEASED = 0, 1, 2
 
 # global fields
 # G_RETRIG_KEY / G_RETRIG_T: a note-on that re-struck a key still held (note + 128 * channel, and
 # when); a note-off for that key at that same instant is the old note's
+# G_ATK / G_REL: the attack and release (samples) the envelopes run at: the knobs' values at the last
+# re-base (0 until the first block after a reset)
 G_BEND, G_MOD, G_EXPR, G_VOL, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, G_DROPPED, \
-    G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, NG = range(15)
+    G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, G_ATK, G_REL, NG = range(17)
 
 FLOOR_DB = -100.0
 DRUM_CHANNEL = 9  # MIDI channel 10 (0-based 9): GM percussion, not pitched notes
@@ -80,21 +87,50 @@ def reset_state(vs, g, stack):
 
 
 @njit(nogil=True, cache=True)
+def _attack_db(vs, v, t, atk):
+    """The attack: the amplitude ramps linearly from 0 to 1 over atk samples."""
+    a = (t - vs[v, V_ATK_T]) / atk
+    if a >= 1.0:
+        return 0.0
+    if a <= 1e-5:
+        return FLOOR_DB
+    return 20.0 * math.log10(a)
+
+
+@njit(nogil=True, cache=True)
 def _env_db(vs, v, t, atk, rel):
     st = vs[v, V_STAGE]
     if st == ON:
-        a = (t - vs[v, V_ON_T]) / atk
-        if a >= 1.0:
-            return 0.0
-        if a <= 1e-5:
-            return FLOOR_DB
-        return 20.0 * math.log10(a)
+        return _attack_db(vs, v, t, atk)
     if st == RELEASED:
         if t < vs[v, V_OFF_T]:  # within a short note's minimum gate: still the attack
-            a = (t - vs[v, V_ON_T]) / atk
-            return FLOOR_DB if a <= 1e-5 else min(vs[v, V_ENV_OFF], 20.0 * math.log10(a))
+            return min(vs[v, V_ENV_OFF], _attack_db(vs, v, t, atk))
         return vs[v, V_ENV_OFF] - 60.0 * (t - vs[v, V_OFF_T]) / rel
     return FLOOR_DB
+
+
+@njit(nogil=True, cache=True)
+def _rebase_envelopes(vs, g, t, atk, rel):
+    """The Attack or Release knob moved (atk, rel: the new values in samples; the old ones are in
+    g): each sounding voice goes on from the level it has at t, at the new rate. The envelope is
+    closed-form in the knob, so the new value alone moved every voice's level at once (+33 dB)."""
+    atk0 = g[G_ATK]
+    rel0 = g[G_REL]
+    if atk0 == atk and rel0 == rel:
+        return
+    g[G_ATK] = atk
+    g[G_REL] = rel
+    for v in range(MAX_VOICES):
+        st = vs[v, V_STAGE]
+        releasing = st == RELEASED and t >= vs[v, V_OFF_T]
+        if releasing and rel != rel0:  # from its level now
+            vs[v, V_ENV_OFF] -= 60.0 * (t - vs[v, V_OFF_T]) / rel0
+            vs[v, V_OFF_T] = t
+        elif st != FREE and not releasing and atk != atk0:  # in its attack, or held: the same fraction
+            done = min(1.0, (t - vs[v, V_ATK_T]) / atk0)
+            vs[v, V_ATK_T] = t - done * atk
+            if st == RELEASED:  # a short note's release starts where the new attack is at its end
+                vs[v, V_ENV_OFF] = _attack_db(vs, v, vs[v, V_OFF_T], atk)
 
 
 @njit(nogil=True, cache=True)
@@ -132,6 +168,7 @@ def _start(vs, v, note, ch, vel, t, glide_from, porta, state, silence, restart):
     vs[v, V_SUST] = 0.0
     vs[v, V_STAGE] = ON
     vs[v, V_ON_T] = t
+    vs[v, V_ATK_T] = t
     vs[v, V_P_TARGET] = note
     if glide_from >= 0.0 and porta > 0.0:
         vs[v, V_P_START] = glide_from
@@ -187,9 +224,71 @@ def _stack_push(stack, g, note):
 
 
 @njit(nogil=True, cache=True)
+def _count(vs, stage):
+    n = 0
+    for v in range(MAX_VOICES):
+        if vs[v, V_STAGE] == stage:
+            n += 1
+    return n
+
+
+@njit(nogil=True, cache=True)
+def _oldest_held(vs):
+    """The held voice with the first note-on (-1: none); by note-on order, as a chord's notes
+    share one start time."""
+    best = -1
+    oldest = 1e300
+    for v in range(MAX_VOICES):
+        if vs[v, V_STAGE] == ON and vs[v, V_SEQ] < oldest:
+            oldest = vs[v, V_SEQ]
+            best = v
+    return best
+
+
+@njit(nogil=True, cache=True)
+def _free_voice(vs, poly):
+    """The first free voice, or -1 when poly voices sound already (all 32 are searched: a lowered
+    Voices knob leaves release tails above the new limit)."""
+    if MAX_VOICES - _count(vs, FREE) >= poly:
+        return -1
+    for v in range(MAX_VOICES):
+        if vs[v, V_STAGE] == FREE:
+            return v
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _steal(vs, t, atk, rel, poly):
+    """The voice a note-on takes when poly voices sound: the oldest held one when poly are held
+    (so no more than poly ever are), else the quietest released one."""
+    if _count(vs, ON) >= poly:
+        return _oldest_held(vs)
+    best = -1
+    lowest = 1e9
+    for v in range(MAX_VOICES):
+        if vs[v, V_STAGE] == RELEASED:
+            e = _env_db(vs, v, t, atk, rel)
+            if e < lowest:
+                lowest = e
+                best = v
+    return best
+
+
+@njit(nogil=True, cache=True)
+def _limit_held(vs, g, t, kv, sr):
+    """The Voices knob went down: the oldest held notes are released (with the normal release, no
+    click) until no more than the knob's count are held. Mono mode plays voice 0 alone."""
+    if kv[K_MODE] >= 0.5:
+        return
+    poly = min(MAX_VOICES, max(1, int(kv[K_POLY])))
+    for _ in range(_count(vs, ON) - poly):
+        _release(vs, _oldest_held(vs), t, g[G_ATK], g[G_REL], sr)
+
+
+@njit(nogil=True, cache=True)
 def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
-    atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
-    rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+    atk = g[G_ATK]
+    rel = g[G_REL]
     porta = kv[K_PORTA] * 1e-3 * sr
     if kv[K_MODE] >= 0.5:  # mono: voice 0 only, legato keeps the envelope going
         _stack_push(stack, g, note)
@@ -209,25 +308,9 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
                 g[G_RETRIG_KEY] = note + 128.0 * ch
                 g[G_RETRIG_T] = t
             _release(vs, v, t, atk, rel, sr)
-    best = -1
-    for v in range(poly):
-        if vs[v, V_STAGE] == FREE:
-            best = v
-            break
-    if best < 0:  # steal: the quietest released voice, else the oldest held one
-        lowest = 1e9
-        for v in range(poly):
-            if vs[v, V_STAGE] == RELEASED:
-                e = _env_db(vs, v, t, atk, rel)
-                if e < lowest:
-                    lowest = e
-                    best = v
-        if best < 0:  # by note-on order: a chord's notes share one start time
-            oldest = 1e300
-            for v in range(poly):
-                if vs[v, V_SEQ] < oldest:
-                    oldest = vs[v, V_SEQ]
-                    best = v
+    best = _free_voice(vs, poly)
+    if best < 0:
+        best = _steal(vs, t, atk, rel, poly)
     _start(vs, best, note, ch, vel, t, -1.0, 0.0, state, silence, True)
     g[G_SEQ] += 1.0
     vs[best, V_SEQ] = g[G_SEQ]
@@ -235,8 +318,8 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
 
 @njit(nogil=True, cache=True)
 def _note_off(vs, g, stack, note, ch, t, kv, sr):
-    atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
-    rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+    atk = g[G_ATK]
+    rel = g[G_REL]
     if kv[K_MODE] >= 0.5:
         _stack_remove(stack, g, note)
         if vs[0, V_STAGE] == ON and vs[0, V_NOTE] == note:
@@ -269,8 +352,8 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
 
 @njit(nogil=True, cache=True)
 def _all_off(vs, g, stack, t, kv, sr, hard):
-    atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
-    rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+    atk = g[G_ATK]
+    rel = g[G_REL]
     for v in range(MAX_VOICES):
         if hard:
             vs[v, V_STAGE] = FREE
@@ -313,8 +396,8 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
         elif a == 64:
             down = b >= 64
             if g[G_SUSTAIN] >= 0.5 and not down:
-                atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
-                rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+                atk = g[G_ATK]
+                rel = g[G_REL]
                 for v in range(MAX_VOICES):
                     if vs[v, V_SUST] == 1.0:
                         _release(vs, v, t, atk, rel, sr)
@@ -337,8 +420,8 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
             g[G_EXPR] = 1.0
             if g[G_SUSTAIN] >= 0.5:
                 g[G_SUSTAIN] = 0.0
-                atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
-                rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+                atk = g[G_ATK]
+                rel = g[G_REL]
                 for v in range(MAX_VOICES):
                     if vs[v, V_SUST] == 1.0:
                         _release(vs, v, t, atk, rel, sr)
@@ -365,6 +448,10 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
     T = 0 if first >= n else (n - 1 - first) // hop + 1
     atk = max(1.0, kv[K_ATTACK] * 1e-3 * sr)
     rel = max(1.0, kv[K_RELEASE] * 1e-3 * sr)
+    if g[G_ATK] == 0.0:  # the first block since a reset
+        g[G_ATK] = atk
+        g[G_REL] = rel
+    _limit_held(vs, g, float(pos), kv, sr)
     vib_inc = kv[K_VIB_RATE] * hop / sr
     used = 0
     ie = 0
@@ -382,6 +469,10 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
             ie += 1
         if j == T:
             break
+        if j == 0:
+            # a moved Attack or Release knob takes over here, at the time the previous frame's
+            # value was asked for: the decoder's loudness goes on from it without a step
+            _rebase_envelopes(vs, g, pos + lim, atk, rel)
         tau = pos + lim + hop  # the time this frame's ramp reaches its value
         g[G_LFO] = (g[G_LFO] + vib_inc) % 1.0
         vib = kv[K_VIB_DEPTH] * 0.01 * g[G_MOD] * math.sin(2.0 * math.pi * g[G_LFO])

@@ -365,28 +365,11 @@ def test_synth_command_renders_a_midi_file_through_an_lv2_instrument(tmp_path):
 
 def test_no_allocation_per_block_with_lv2_slots():
     """The allocation rule of tests/test_processors.py (every knob turning, notes playing),
-    for an effect, a reverb and an instrument, and for a chain holding them."""
-    import tracemalloc
+    for an effect, a reverb and an instrument."""
+    from .test_processors import allocated_while_turning
 
-    from .test_processors import _turn_and_process
-
-    procs = [P.create("lv2", uri=u) for u in (AMP, GVERB, EPIANO)]
-    for p in procs:
-        p.prepare(SR, 1024, 2)
-    block = np.zeros((1024, 2), np.float32)
-    for i in range(30):
-        for p in procs:
-            _turn_and_process(p, i, block)
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        for i in range(30):
-            for p in procs:
-                _turn_and_process(p, i, block)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak - base < 8192, f"{peak - base} bytes"
+    grown = allocated_while_turning([P.create("lv2", uri=u) for u in (AMP, GVERB, EPIANO)], SR)
+    assert grown < 8192, f"{grown} bytes"
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -39,11 +39,9 @@ def _need(*uris):
 
 
 def _run(proc, x, block=256, sr=SR):
-    y = np.array(x, np.float32, copy=True)
-    proc.prepare(sr, block, y.shape[1])
-    for i in range(0, len(y), block):
-        proc.process(y[i:i + block])
-    return y
+    from .test_lv2 import _run as run_blocks
+
+    return run_blocks(proc, x, block, sr)
 
 
 def _tone(y, f, sr=SR):
@@ -251,28 +249,11 @@ def test_a_latency_change_while_streaming_is_followed_by_the_chains_dry_path():
 def test_no_allocation_per_block_with_side_chains_and_a_moving_latency():
     """The allocation rule of tests/test_processors.py for plugins with a side-chain input (sc3,
     ZamComp dual-mono) and one whose latency moves with its knobs (LSP limiter)."""
-    import tracemalloc
-
-    from .test_processors import _turn_and_process
+    from .test_processors import allocated_while_turning
 
     _need(SC3, ZAMCOMP, LSP_LIMITER)
-    procs = [P.create("lv2", uri=u) for u in (SC3, ZAMCOMP, LSP_LIMITER)]
-    for p in procs:
-        p.prepare(SR, 1024, 2)
-    block = np.zeros((1024, 2), np.float32)
-    for i in range(30):
-        for p in procs:
-            _turn_and_process(p, i, block)
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        for i in range(30):
-            for p in procs:
-                _turn_and_process(p, i, block)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak - base < 8192, f"{peak - base} bytes"
+    grown = allocated_while_turning([P.create("lv2", uri=u) for u in (SC3, ZAMCOMP, LSP_LIMITER)], SR)
+    assert grown < 8192, f"{grown} bytes"
 
 
 def test_a_plugin_that_sets_flush_to_zero_does_not_leave_it_in_the_calling_thread():

@@ -269,3 +269,15 @@ def test_a_plugin_that_sets_flush_to_zero_does_not_leave_it_in_the_calling_threa
     _run(comp, np.zeros((1024, 2), np.float32))
     comp.reset()
     assert subnormals()
+
+
+def test_the_panels_view_of_a_slot_carries_its_bad_output_counts():
+    """The engine runs in its own process; the panel knows a slot by its description. The counts of
+    zeroed output and instance resets stopped at the engine's side."""
+    from realtime.engine.control import ProcessorView
+
+    chain = build_chain(validate_preset({"version": 1, "name": "t", "chain": [
+        {"id": "amp", "processor": "lv2", "uri": AMP}]}))
+    chain.slot("amp").processor.bad_output_samples = 7
+    extra = ProcessorView(chain.describe()[0]).describe_extra()
+    assert (extra["bad_output_samples"], extra["instance_resets"]) == (7, 0)

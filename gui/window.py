@@ -2,7 +2,8 @@
 meter, spectrum analyser, synth panel (only with a synth slot), engine status bar, and an error
 banner.
 
-Load / Save / Save as have the platform's shortcuts (Ctrl+O, Ctrl+S, Ctrl+Shift+S), window-wide.
+Load / Save / Save as have the platform's shortcuts (Ctrl+O, Ctrl+S, Ctrl+Shift+S), window-wide; so
+have Undo / Redo (Ctrl+Z; Ctrl+Shift+Z or Ctrl+Y) of the controls' values (gui.undo).
 Every user action runs through ``_guard``: an exception (bad preset, device missing, model that
 fails to load) becomes a message in the banner, never a crash; a click dismisses the banner's
 lines (the status poll shows one again only when it changed, or after a start or a new chain).
@@ -19,7 +20,7 @@ import math
 import time
 
 from PyQt6.QtCore import QTimer, pyqtSignal
-from PyQt6.QtGui import QAction, QKeySequence
+from PyQt6.QtGui import QAction, QKeySequence, QUndoStack
 from PyQt6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -44,6 +45,7 @@ from gui.remote import RemoteEngineHost
 from gui.settings import Settings, SettingsDialog
 from gui.spectrum import SpectrumView
 from gui.synth_panel import SynthPanel
+from gui.undo import BYPASS_TARGET, MIX_TARGET, ValueChange
 from realtime.dsp.presets import builtin_presets, load_preset
 from realtime.engine.config import EngineConfig
 from realtime.engine.control import PARAM
@@ -54,6 +56,9 @@ FOLLOW_POLLS = 10  # redraws (33 ms apart) an engine-side choice must persist be
 FILE_ACTIONS = (("Load…", "_load_dialog", QKeySequence.StandardKey.Open, "Ctrl+O"),
                 ("Save", "_save", QKeySequence.StandardKey.Save, "Ctrl+S"),
                 ("Save as…", "_save_dialog", QKeySequence.StandardKey.SaveAs, "Ctrl+Shift+S"))
+# undo / redo: (the stack's action factory, standard key, keys added to the platform's where it lacks them)
+EDIT_ACTIONS = (("createUndoAction", QKeySequence.StandardKey.Undo, ("Ctrl+Z",)),
+                ("createRedoAction", QKeySequence.StandardKey.Redo, ("Ctrl+Shift+Z", "Ctrl+Y")))
 RESUME_AFTER_S = 10.0  # a restart starts the stream again only if it had played this long before the engine died
 
 
@@ -79,6 +84,7 @@ class MainWindow(PresetActions, QMainWindow):
         self._resume_after_restart = False
         self._playing_differs = 0  # redraws the synth's playing instrument has disagreed with the panel
         self._started_at = 0.0  # when the stream last started (monotonic)
+        self._replaying = False  # an undo / redo moves a control: that move is no new step
 
         if host is None:
             host = RemoteEngineHost(preset or load_preset("default"), config or self.settings.engine_config())
@@ -132,6 +138,8 @@ class MainWindow(PresetActions, QMainWindow):
             b.setToolTip(f"{act.text()} ({act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})")
             b.clicked.connect(act.trigger)
             tb.addWidget(b)
+        self.undo_stack = QUndoStack(self)
+        self.undo_action, self.redo_action = (self._edit_action(*a) for a in EDIT_ACTIONS)
         tb.addSeparator()
         tb.addWidget(QLabel(" Add "))
         self.add_box = AddBox()
@@ -196,16 +204,28 @@ class MainWindow(PresetActions, QMainWindow):
         self.addAction(act)
         return act
 
+    def _edit_action(self, make: str, key: QKeySequence.StandardKey, extra: tuple[str, ...]) -> QAction:
+        """The undo stack's undo or redo action (``make``: its factory), enabled while there is a
+        step to take, with the platform's keys for ``key`` and ``extra``, window-wide."""
+        act = getattr(self.undo_stack, make)(self)
+        keys = QKeySequence.keyBindings(key)
+        act.setShortcuts(keys + [QKeySequence(k) for k in extra if QKeySequence(k) not in keys])
+        self.addAction(act)
+        return act
+
     def _rebuild_rack(self) -> None:
         self._dismissed.clear()  # another chain (or engine): its errors are news again
+        # a structural change (slots added, removed, moved; a preset; a restarted engine) is no undo
+        # step here: the steps before it go, so no undo addresses a slot that is gone or elsewhere
+        self.undo_stack.clear()
         self.rack.rebuild(self.host.chain, self._connect_strip)
         self.learn.show_mappings()
         self.synth_panel.setup(self.host.chain)
 
     def _connect_strip(self, strip: SlotStrip) -> None:
         strip.paramChanged.connect(self._param_changed)
-        strip.bypassChanged.connect(lambda s, on: self._changed(self.host.set_bypass, s, on))
-        strip.mixChanged.connect(lambda s, v: self._changed(self.host.set_mix, s, v))
+        strip.bypassChanged.connect(self._bypass_changed)
+        strip.mixChanged.connect(self._mix_changed)
         strip.removeRequested.connect(lambda s: self._guard(self.remove_slot, s))
         strip.moveRequested.connect(lambda s, d: self._guard(self.move_slot, s, d))
         strip.learnRequested.connect(self.toggle_learn)
@@ -275,9 +295,40 @@ class MainWindow(PresetActions, QMainWindow):
         self.start_button.setText("Stop" if self.host.running else "Start")
         self.start_button.blockSignals(False)
 
+    # a control moved (by hand, or replayed by undo / redo): the value before it is what the host holds
     def _param_changed(self, slot_id: str, param_id: str, value: float) -> None:
+        self._record(slot_id, param_id, self.host.value(slot_id, param_id), value)
         self._changed(self.host.set_param, slot_id, param_id, value)
         self.synth_panel.show_param(slot_id, param_id, value)
+
+    def _bypass_changed(self, slot_id: str, on: bool) -> None:
+        self._record(slot_id, BYPASS_TARGET, self.host.chain.slot(slot_id).bypass, on)
+        self._changed(self.host.set_bypass, slot_id, on)
+
+    def _mix_changed(self, slot_id: str, mix: float) -> None:
+        self._record(slot_id, MIX_TARGET, self.host.chain.slot(slot_id).mix, mix)
+        self._changed(self.host.set_mix, slot_id, mix)
+
+    def _record(self, slot_id: str, target: str, old: float, new: float) -> None:
+        """A change made in the panel becomes an undo step (merged into the last one while the same
+        control keeps moving); a change replayed by undo / redo does not."""
+        if not self._replaying:
+            self.undo_stack.push(ValueChange(lambda *a: self._guard(self._replay, *a), slot_id, target, old, new))
+
+    def _replay(self, slot_id: str, target: str, value: float) -> None:
+        """Move a control to ``value`` as a hand would: its signal takes the value to the engine,
+        the synth panel and the modified marker."""
+        strip = self.rack.strips[slot_id]
+        self._replaying = True
+        try:
+            if target == BYPASS_TARGET:
+                strip.bypass.setChecked(bool(value))
+            elif target == MIX_TARGET:
+                strip.mix_knob.setValue(100.0 * value)
+            else:
+                strip.set_value(target, value, emit=True)
+        finally:
+            self._replaying = False
 
     def _changed(self, fn, *args) -> None:
         self._guard(fn, *args)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -71,7 +70,6 @@ class _FileStream:
             bytes_missing,
             check_destination,
             copy_tags,
-            input_length,
             open_input,
             output_format,
         )
@@ -87,7 +85,7 @@ class _FileStream:
         except BaseException:
             self.src.close()
             raise
-        ch, self.in_sr, self.length = self.src.channels, self.src.samplerate, input_length(in_p, self.src)
+        ch, self.in_sr, self.length = self.src.channels, self.src.samplerate, self.src.frames
         self.cut = bytes_missing(in_p) > 0  # as process_file: a cut WAV's length is already what is there
         sr = task.samplerate
         resample = self.in_sr != sr
@@ -121,7 +119,6 @@ class _FileStream:
                 self.fifo.add(self.rs_in.resample_chunk(x) if self.rs_in is not None else x)
                 continue
             self.eof = True  # as process_file: the resampler's tail, then silence to push the latency out
-            self.writer.input_ended(self.frames_read)
             if self.rs_in is not None:
                 self.fifo.add(self.rs_in.resample_chunk(np.zeros((0, ch), np.float32), last=True))
             self.fifo.add(np.zeros((self.fifo.flush_padding(self.flush), ch), np.float32))
@@ -133,12 +130,9 @@ class _FileStream:
 
     def report(self) -> dict:
         """What the file's result records (as ``run_task``'s for ``process_file``)."""
-        from realtime.run.offline import warn_clipped
+        from realtime.run.offline import warn_clipped, warn_short
 
-        short = self.length is not None and self.frames_read < self.length  # the undecodable end: silence
-        if short:
-            print(f"warning: {self.task.input}: the file ended after {self.frames_read} of {self.length} frames; "
-                  "the missing end was written as silence", file=sys.stderr)
+        short = warn_short(self.task.input, self.frames_read, self.length)  # the undecodable end: silence
         clipped = self.clipped()
         warn_clipped(self.task.input, clipped)
         return {"audio_s": self.writer.total / self.in_sr, "nonfinite_input_samples": self.nonfinite,

@@ -45,12 +45,11 @@ def open_input(path: str | os.PathLike) -> sf.SoundFile:
         raise OfflineError(f"{p}: no such file")
     if p.is_dir():
         raise OfflineError(f"{p}: is a directory, not an audio file")
-    regular = p.is_file()  # a pipe's header may claim anything: its length is what is read
-    try:
-        f = sf.SoundFile(sf_path(p) if regular else _spooled(p))
+    try:  # a pipe is read whole first: then its length is what it held, whatever its header says
+        f = sf.SoundFile(sf_path(p) if p.is_file() else _spooled(p))
     except (sf.LibsndfileError, RuntimeError) as e:
         raise OfflineError(f"{p}: not a readable audio file ({e})") from None
-    if regular and f.frames == 0:
+    if f.frames == 0:
         f.close()
         raise OfflineError(f"{p}: contains no audio frames")
     if f.channels not in (1, 2):
@@ -66,8 +65,9 @@ def open_input(path: str | os.PathLike) -> sf.SoundFile:
 def _spooled(p: Path):
     """A pipe's or a device's whole content (``/dev/stdin``, a FIFO) in a seekable file: MP3 and
     FLAC decoders seek, and read straight from a pipe lost 3 s of a minute of MP3 (and refused
-    FLAC). Up to 64 MiB in memory, beyond that in an unnamed temporary file the system removes
-    with the last reference to it, whatever happens."""
+    FLAC); a streaming WAV header's 0xFFFFFFFF sizes (``ffmpeg -f wav -``), which libsndfile read as
+    1073741823 frames from a pipe, give the length it holds. Up to 64 MiB in memory, beyond that in
+    an unnamed temporary file the system removes with the last reference to it, whatever happens."""
     import shutil
     import tempfile
 
@@ -87,13 +87,6 @@ def bytes_missing(path) -> int:
     0 for a pipe, which opened a second time would lose the audio read from it."""
     p = Path(path)
     return _wav_bytes_missing(p) if p.is_file() else 0
-
-
-def input_length(path, src: sf.SoundFile) -> int | None:
-    """The frames ``src`` (opened from ``path``) holds by its header; None for a pipe or a device
-    (``/dev/stdin``, a FIFO): a streaming WAV header (``ffmpeg -f wav -``) says 0xFFFFFFFF bytes,
-    which libsndfile reads as 1073741823 frames, so there the length is what is actually read."""
-    return src.frames if Path(path).is_file() else None
 
 
 def copy_tags(src: sf.SoundFile, dst: sf.SoundFile) -> None:
@@ -124,6 +117,16 @@ def warn_clipped(in_p, clipped: int) -> None:
     if clipped:
         print(f"warning: {in_p}: {clipped} samples went over the safety ceiling and were clipped; "
               "lower the gain or use a preset with a limiter (e.g. --preset default)", file=sys.stderr)
+
+
+def warn_short(in_p, frames_read: int, length: int) -> bool:
+    """Whether decoding stopped before the input's length (a damaged file), said in one line: its
+    missing end is written as silence."""
+    if frames_read >= length:
+        return False
+    print(f"warning: {in_p}: the file ended after {frames_read} of {length} frames; "
+          "the missing end was written as silence", file=sys.stderr)
+    return True
 
 
 def read_input(src: sf.SoundFile, frames: int) -> np.ndarray:
@@ -313,8 +316,8 @@ class OutputWriter:
         Open for writing.
     rs_out : soxr.ResampleStream or None
         Chain rate back to the file's rate.
-    length : int or None
-        The input's length in frames; None when only its end tells (a pipe: ``input_ended``).
+    length : int
+        The input's length in frames.
     skip : int
         Chain-rate frames to drop from the start (the latency).
     tail : int
@@ -322,19 +325,14 @@ class OutputWriter:
 
     Attributes
     ----------
-    total : int or None
-        Frames to write: ``length + tail`` (None until a pipe has ended).
+    total : int
+        Frames to write: ``length + tail``.
     """
 
-    def __init__(self, dst, rs_out, length: int | None, skip: int = 0, tail: int = 0):
+    def __init__(self, dst, rs_out, length: int, skip: int = 0, tail: int = 0):
         self.dst, self.rs_out, self.skip, self.tail = dst, rs_out, skip, tail
-        self.total = None if length is None else length + tail
+        self.total = length + tail
         self.written = 0
-
-    def input_ended(self, frames: int) -> None:
-        """The input ended after ``frames``: an unknown length becomes that (no padding)."""
-        if self.total is None:
-            self.total = frames + self.tail
 
     def write(self, y: np.ndarray) -> None:
         if self.skip:
@@ -354,9 +352,7 @@ class OutputWriter:
             self.written = self.total
 
     def _keep(self, y: np.ndarray) -> None:
-        # a pipe's length is known at its end only; the output lags the input (latency, resampler
-        # delay), so until then everything is kept
-        keep = y.shape[0] if self.total is None else min(y.shape[0], self.total - self.written)
+        keep = min(y.shape[0], self.total - self.written)
         if keep > 0:
             self.dst.write(y[:keep])
             self.written += keep
@@ -476,7 +472,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     try:
         check_destination(out_p, in_p)
         fmt, subtype = output_format(out_p, src.subtype, src.samplerate)
-        ch, in_sr, length = src.channels, src.samplerate, input_length(in_p, src)
+        ch, in_sr, length = src.channels, src.samplerate, src.frames
         cut = bytes_missing(in_p) > 0  # a cut WAV: libsndfile's length is already what is there
         samplerate = chain_rate([s.processor for s in getattr(chain, "slots", ())], in_sr, samplerate)
         chain.prepare(samplerate, blocksize, ch)
@@ -500,10 +496,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
             raise _write_failed(out_p, e) from None
     finally:
         src.close()
-    short = length is not None and frames_read < length  # a damaged file: decoding stopped early
-    if short:
-        print(f"warning: {in_p}: the file ended after {frames_read} of {length} frames; "
-              "the missing end was written as silence", file=sys.stderr)
+    short = warn_short(in_p, frames_read, length)
     clipped = clipped_samples(chain)
     warn_clipped(in_p, clipped)
     return {"input": str(in_p), "output": str(out_p), "frames": out.total, "samplerate": in_sr,
@@ -515,13 +508,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
 def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, flush: int, bar) -> tuple[int, int]:
     """Read ``src`` to its end through the resampler and the runner into ``out``, then flush
     ``flush`` more chain frames (the latency and the tail) and finish it; returns (frames read,
-    non-finite input samples).
-
-    Raises
-    ------
-    OfflineError
-        A pipe that held no audio.
-    """
+    non-finite input samples)."""
     frames_read = nonfinite = 0
 
     def write(blocks) -> None:
@@ -537,9 +524,6 @@ def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, flush: int, bar)
         nonfinite += int(np.count_nonzero(~np.isfinite(x)))
         bar.update(x.shape[0])
         write(runner.feed(rs_in.resample_chunk(x) if rs_in is not None else x))
-    if out.total is None and not frames_read:  # a pipe without audio (such a file is refused on opening)
-        raise OfflineError(f"{os.fsdecode(src.name)}: contains no audio frames")
-    out.input_ended(frames_read)
     if rs_in is not None:
         write(runner.feed(rs_in.resample_chunk(np.zeros((0, src.channels), np.float32), last=True)))
     # resampled back, the chain's last frames still have to pass the output resampler's filter:

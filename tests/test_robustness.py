@@ -25,6 +25,18 @@ def run(*args, env=None, timeout=120):
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def _wait_for_numba(p: subprocess.Popen, step: float, timeout: float = 30) -> None:
+    """Until process ``p`` has loaded numba (its own start-up under way), it ended, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            if "numba" in Path(f"/proc/{p.pid}/maps").read_text():
+                return
+        except OSError:
+            pass
+        time.sleep(step)
+
+
 def one_line_error(r) -> str:
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr, r.stderr
@@ -184,15 +196,7 @@ def test_ctrl_c_during_start_up_says_one_word(tmp_path):
     p = subprocess.Popen([sys.executable, "main.py", "process", str(src), str(tmp_path / "o.wav"), "--preset",
                           "voice", "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
-    # once the command runs (its heavy imports have started), while it is still starting up
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and p.poll() is None:
-        try:
-            if "numba" in Path(f"/proc/{p.pid}/maps").read_text():
-                break
-        except OSError:
-            pass
-        time.sleep(0.01)
+    _wait_for_numba(p, step=0.01)  # the command runs (its heavy imports have started), still starting up
     assert p.poll() is None, "the command ended before the test could interrupt its start-up"
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
@@ -550,14 +554,7 @@ def test_sigterm_to_a_python_m_entry_point_runs_its_clean_up_and_says_143():
     a recipe or benchmark killed by a service manager said nothing and left its files."""
     p = subprocess.Popen([sys.executable, "-m", "bench.jitter", "--seconds", "60"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # once its loop runs (numba loaded), not during the imports
-        try:
-            if "numba" in Path(f"/proc/{p.pid}/maps").read_text():
-                break
-        except OSError:
-            pass
-        time.sleep(0.05)
+    _wait_for_numba(p, step=0.05)  # once its loop runs, not during the imports
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=30)

@@ -275,12 +275,12 @@ def _no_screen() -> str | None:
         return _no_wayland() if os.environ.get("WAYLAND_DISPLAY") else "no screen (WAYLAND_DISPLAY is not set)"
     if platform.startswith("xcb"):
         return _no_x_server() if os.environ.get("DISPLAY") else "no screen (DISPLAY is not set)"
-    wayland = _no_wayland() if os.environ.get("WAYLAND_DISPLAY") else "no screen (WAYLAND_DISPLAY is not set)"
-    if wayland is None:
+    wayland = _no_wayland() if os.environ.get("WAYLAND_DISPLAY") else None
+    if os.environ.get("WAYLAND_DISPLAY") and wayland is None:
         return None
     if os.environ.get("DISPLAY"):  # Qt falls back to xcb
         return _no_x_server()
-    return wayland if os.environ.get("WAYLAND_DISPLAY") else "no screen (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+    return wayland or "no screen (neither DISPLAY nor WAYLAND_DISPLAY is set)"
 
 
 def _no_wayland() -> str | None:

@@ -19,6 +19,7 @@ context switches in ``realtime.engine.rt_os``.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import select
@@ -31,17 +32,22 @@ import numpy as np
 
 from realtime.dsp.processor import dropped_midi_events
 from realtime.engine import callback as cb
-from realtime.engine.config import EngineConfig
+from realtime.engine.config import MAX_PREFILL_S, EngineConfig
 from realtime.engine.control import ControlRings, ControlWriter, apply_record, stamp_applied
 from realtime.engine.diagnostics import HISTORY, Diagnostics
 from realtime.engine.ring import READ, Ring, ring_discard, ring_pop, ring_push, ring_readable
 from realtime.engine.rt_os import SwitchCounter, set_realtime_priority, thread_page_faults
+from realtime.errors import EngineError
 from realtime.io.portaudio import check, resolve_device, sd
 
 PA_FLOAT32 = 0x00000001
 PA_CLIP_OFF = 0x00000001
 
 MIDI_MAX_AHEAD_NS = 10e9  # a MIDI stamp further ahead than this is taken as garbage and played now
+# Pa_StopStream on a live stream returns within a few periods; one that is not back by then waits on
+# a server that is gone or paused (the stream is then abandoned: Engine._stop_stream)
+STOP_WAIT_S = 1.0
+STOP_LOST_WAIT_S = 0.2  # the same once the monitor has called the device lost
 
 
 class Engine:
@@ -84,12 +90,7 @@ class Engine:
         self._consumer = threading.RLock()  # the control ring's consumer: the DSP thread, or (stopped) the caller
         self._threads: list[threading.Thread] = []
         c = self.config
-        ring_frames = c.blocksize * c.ring_blocks
-        self.in_ring = Ring.for_frames(ring_frames, c.channels)
-        # The output ring holds a full input ring plus the pre-fill: after a stall the DSP thread
-        # flushes everything queued at once, and a drop here would shift latency behind the
-        # callback's skip accounting.
-        self.out_ring = Ring.for_frames(self.in_ring.capacity + c.blocksize * (c.prefill_blocks + 1), c.channels)
+        self._size_buffers()
         self.timing = Ring(8192, cb.TIME_WIDTH, np.int64)
         self.stats_arr = np.zeros(cb.ST_SIZE, np.int64)
         self._clock = np.zeros(2 + cb.TIME_WIDTH, np.int64)
@@ -102,12 +103,42 @@ class Engine:
         self.meters = np.zeros(8, np.float32)
         # the audio tap (rings.audio): each block's input and output as mono, for a spectrum analyser
         self._tap_block = np.zeros((c.blocksize, 2), np.float32)
-        self.diagnostics = Diagnostics(c.samplerate, c.blocksize, c.prefill_blocks)
         self._switches = SwitchCounter()
         self.dsp_overflows = 0
         self.tap_dropped_frames = 0  # recorded output the tap ring had no room for (the recorder behind)
         self._stream_info = (0.0, 0.0)
         self._dsp_tid = 0  # the DSP thread's kernel id, for its page-fault counters
+        self.prefill_raised_from: int | None = None  # the configured pre-fill, when the host's period raised it
+
+    def _size_buffers(self) -> None:
+        """The audio rings and the diagnostics for the config's block size and pre-fill."""
+        c = self.config
+        # The input ring holds the pre-fill on top of its blocks: after a stall, the callback's credit
+        # for input it dropped must never exceed what the output side skips to catch up, or the
+        # latency shrinks for good and later underruns go uncompensated.
+        self.in_ring = Ring.for_frames(c.blocksize * (c.ring_blocks + c.prefill_blocks), c.channels)
+        # The output ring holds a full input ring plus the pre-fill: after a stall the DSP thread
+        # flushes everything queued at once, and a drop here would shift latency behind the
+        # callback's skip accounting.
+        self.out_ring = Ring.for_frames(self.in_ring.capacity + c.blocksize * (c.prefill_blocks + 1), c.channels)
+        self.diagnostics = Diagnostics(c.samplerate, c.blocksize, c.prefill_blocks)
+
+    def _fit_prefill_to_host_period(self) -> None:
+        """JACK runs the callback period / blocksize times back to back in each of its cycles, and the
+        DSP thread cannot refill the output in between: each burst needs that many blocks ready, plus
+        the one being made. PortAudio's JACK stream reports its output latency as period + blocksize,
+        so a pre-fill under that many blocks is raised to it (a larger server period costs latency
+        anyway; without it most blocks of every cycle were silence)."""
+        c = self.config
+        if c.mode == "input" or not _is_jack_stream(self._stream):
+            return
+        frames = round(self._stream_info[1] * c.samplerate)
+        need = -(-frames // c.blocksize)  # ceil: the burst, plus the block in the making
+        cap = int(MAX_PREFILL_S * c.samplerate / c.blocksize)
+        if c.prefill_blocks < need <= cap:
+            self.config = dataclasses.replace(c, prefill_blocks=need)
+            self.prefill_raised_from = c.prefill_blocks
+            self._size_buffers()
 
     # ---------------------------------------------------------------- life cycle
     def start(self) -> None:
@@ -125,6 +156,7 @@ class Engine:
             if self._running:
                 return
             c = self.config
+            _wait_for_stuck_threads(self.chain)
             self.chain.prepare(c.samplerate, c.blocksize, c.channels, live=True)
             self._warm_up()
             # A full garbage collection walks every object (tens of milliseconds with the neural
@@ -132,15 +164,18 @@ class Engine:
             # once now and freeze the survivors, so later collections only see new objects.
             gc.collect()
             gc.freeze()
+            self._open_stream()
+            try:
+                self._fit_prefill_to_host_period()
+            except BaseException:
+                sd()._lib.Pa_CloseStream(self._stream)
+                self._stream = None
+                raise
+            c = self.config
             self._wire_control_block()
             # pre-fill: the DSP thread gets prefill_blocks periods to deliver each block
             if c.mode != "input":
                 self.out_ring.push(np.zeros((c.blocksize * c.prefill_blocks, c.channels), np.float32))
-            try:
-                self._open_stream()
-            except BaseException:
-                self._close_wake_pipe()
-                raise
             self._running = True
             self._old_switch = sys.getswitchinterval()
             sys.setswitchinterval(c.switch_interval_s)
@@ -152,14 +187,7 @@ class Engine:
             try:
                 check(s._lib.Pa_StartStream(self._stream), "start stream")
             except BaseException:  # stopped as it was: no threads, no open stream, no "running"
-                self._running = False
-                os.write(self._wake_w, b"x")
-                for t in self._threads:
-                    t.join(2)
-                s._lib.Pa_CloseStream(self._stream)
-                self._stream = None
-                self._close_wake_pipe()
-                sys.setswitchinterval(self._old_switch)
+                self._teardown(abandon=False)
                 raise
 
     def _close_wake_pipe(self) -> None:
@@ -173,29 +201,64 @@ class Engine:
         """
         if not self._running:
             return
-        s = sd()
-        if self._stream is not None and not self._device_lost:
+        abandon = False
+        if self._stream is not None:
             # first the stream, while the DSP thread still feeds it: stopping the thread first
             # would make the stream's last callbacks (PortAudio plays out its buffers) late blocks
-            s._lib.Pa_StopStream(self._stream)
+            abandon = not self._stop_stream(STOP_LOST_WAIT_S if self._device_lost else STOP_WAIT_S)
         with self._consumer:
-            self._running = False
-            abandoned = self._stream is not None and self._device_lost
-            if self._stream is not None:
-                if not abandoned:
-                    s._lib.Pa_CloseStream(self._stream)
-                else:
-                    _abandon(self)
-                self._stream = None
-            os.write(self._wake_w, b"x")
-            for t in self._threads:
-                t.join(2)
-            if not abandoned:  # an abandoned callback may still write its wake byte: its pipe stays open
-                self._close_wake_pipe()  # (closed, the number would go to the next file opened)
+            self._teardown(abandon=abandon)
+            if self._threads and self._threads[0].is_alive():  # inside a processor for over 2 s
+                _STUCK.append((self._threads[0], _processor_ids(self.chain)))
             self._drain_timing()
-            sys.setswitchinterval(self._old_switch)
             if not any(t.is_alive() for t in self._threads):  # a stuck DSP thread may still consume
                 self._apply_queued(np.zeros((1, 4), np.float64))
+
+    def _stop_stream(self, wait_s: float) -> bool:
+        """Pa_StopStream, waited for ``wait_s``; True when it returned. On a server that is gone it
+        never returns, on a paused one not before it resumes (and the monitor only calls a device
+        lost after a second without callbacks): then the stream is abandoned (``_abandon``), and the
+        thread left waiting closes it if the server ever answers, so a stopped engine's stream does
+        not run on (and keep its ports) once a paused server resumes. A healthy stream that was
+        merely slow to stop is closed by the same thread a moment later."""
+        stream, lib = self._stream, sd()._lib
+        lock = threading.Lock()
+        state = {"returned": False, "abandoned": None}
+
+        def stop() -> None:
+            lib.Pa_StopStream(stream)
+            with lock:
+                state["returned"] = True
+                entry = state["abandoned"]
+            if entry is not None:
+                _release_abandoned(entry)
+
+        t = threading.Thread(target=stop, name="stream-stop", daemon=True)
+        t.start()
+        t.join(wait_s)
+        with lock:
+            if not state["returned"]:
+                state["abandoned"] = _abandon(self)
+            return state["returned"]
+
+    def _teardown(self, abandon: bool) -> None:
+        """Not running any more: close the stream (``abandon``: ``_stop_stream`` left it to the thread
+        waiting on it), wake and join the threads, close the wake pipe, restore the switch interval.
+        Shared by ``stop`` and a ``start`` whose stream would not start."""
+        self._running = False
+        if self._stream is not None:
+            if not abandon:
+                sd()._lib.Pa_CloseStream(self._stream)
+            self._stream = None
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # full: the DSP thread is awake already (or dead, its pipe filled by the callback)
+            pass
+        for t in self._threads:
+            t.join(2)
+        if not abandon:  # an abandoned callback may still write its wake byte: its pipe stays open
+            self._close_wake_pipe()  # (closed, the number would go to the next file opened)
+        sys.setswitchinterval(self._old_switch)
 
     def __enter__(self):
         self.start()
@@ -399,6 +462,7 @@ class Engine:
         out_buf, out_idx = self.out_ring.buf, self.out_ring.idx
         has_in, has_out = c.mode != "output", c.mode != "input"
         target_fill = B * c.prefill_blocks
+        period_ns = 1e9 * B / c.samplerate
         ctrl_rec = np.zeros((1, 4), np.float64)
         midi_rec = np.zeros((1, 4), np.float64)
         midi = self.rings.midi
@@ -442,7 +506,10 @@ class Engine:
                         break
                     block.fill(0.0)
                 if midi_sink is not None:
-                    midi_held = self._deliver_midi(midi_sink, midi_rec, midi_held, float(ctl_block[cb.CTL_LAST_START]))
+                    end = float(ctl_block[cb.CTL_LAST_START])
+                    if has_in:  # catching up: each block still queued behind this one came with a later callback
+                        end -= (ring_readable(in_idx) // B) * period_ns
+                    midi_held = self._deliver_midi(midi_sink, midi_rec, midi_held, end)
                 _peak(block, meters, 0)
                 _mono_into(block, tap_block, 0)
                 t0, c0 = perf(), cpu()
@@ -575,20 +642,63 @@ class Engine:
         return {"dsp_minor_faults": minor, "dsp_major_faults": major}
 
 
+# (DSP thread, ids of the processors it runs) of stopped engines whose DSP thread was still inside a
+# block when stop() gave up on it: no engine prepares or runs those processors while it lives
+_STUCK: list = []
+STUCK_WAIT_S = 10.0
+
+
+def _processor_ids(chain) -> set:
+    return {id(s.processor) for s in getattr(chain, "slots", ())} or {id(chain)}
+
+
+def _wait_for_stuck_threads(chain) -> None:
+    """Before a chain is prepared: wait for an old DSP thread still inside one of its processors
+    (preparing or running a processor under it would free or reuse its state mid-block)."""
+    _STUCK[:] = [(t, ids) for t, ids in _STUCK if t.is_alive()]
+    mine = _processor_ids(chain)
+    for t, ids in _STUCK:
+        if ids & mine:
+            t.join(STUCK_WAIT_S)
+            if t.is_alive():
+                raise EngineError(f"a processor of this chain has been busy in a stopped engine's DSP thread "
+                                  f"for over {STUCK_WAIT_S:g} s; not starting it again under that thread")
+
+
 _ABANDONED: list = []
+_ABANDONED_LOCK = threading.Lock()
 
 
-def _abandon(engine: "Engine") -> None:
+def _is_jack_stream(stream) -> bool:
+    lib = sd()._lib
+    return lib.Pa_GetStreamHostApiType(stream) == lib.paJACK
+
+
+def _abandon(engine: "Engine") -> tuple:
     """The device/server vanished: PortAudio's stop, abort and close (and Pa_Terminate at exit)
     block forever waiting for a server that is gone (seen with JACK killed mid-stream). Leave the
     dead stream alone, keep everything its callback could touch alive, and skip sounddevice's
-    exit handler so the process can still exit cleanly."""
+    exit handler so the process can still exit cleanly. Returns the entry kept, for
+    ``_release_abandoned``."""
     import atexit
 
-    _ABANDONED.append((engine._stream, engine._ctl, engine.stats_arr, engine.in_ring, engine.out_ring,
-                       engine.timing, engine._clock, engine._wake_byte, engine._callback_ptr,
-                       engine._wake_r, engine._wake_w))  # the pipe's numbers stay taken (stop() leaves it open)
+    entry = (engine._stream, engine._ctl, engine.stats_arr, engine.in_ring, engine.out_ring,
+             engine.timing, engine._clock, engine._wake_byte, engine._callback_ptr,
+             engine._wake_r, engine._wake_w)  # the pipe's numbers stay taken (stop() leaves it open)
+    with _ABANDONED_LOCK:
+        _ABANDONED.append(entry)
     atexit.unregister(sd()._exit_handler)
+    return entry
+
+
+def _release_abandoned(entry: tuple) -> None:
+    """An abandoned stream's server answered after all (it was paused) and its stop returned:
+    close the stream, then the wake pipe its callback wrote to, and let the rest go."""
+    sd()._lib.Pa_CloseStream(entry[0])
+    for fd in entry[-2:]:
+        os.close(fd)
+    with _ABANDONED_LOCK:
+        _ABANDONED.remove(entry)
 
 
 def _peak_impl(block, meters, offset):

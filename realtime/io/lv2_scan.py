@@ -13,15 +13,16 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from realtime.errors import PluginError
 from realtime.io import lilv
 from realtime.io.native_stderr import capture_stderr
 
-CACHE_VERSION = 2  # part of the signature: a cache written with other fields is never read
+CACHE_VERSION = 3  # part of the signature: a cache written with other fields (or rules) is never read
 PG = "http://lv2plug.in/ns/ext/port-groups#"
 INSTRUMENT_CLASS = "http://lv2plug.in/ns/lv2core#InstrumentPlugin"
 RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
@@ -29,6 +30,8 @@ UNIT_SYMBOLS = {"db": "dB", "hz": "Hz", "khz": "kHz", "mhz": "MHz", "ms": "ms", 
                 "bpm": "BPM", "pc": "%", "cent": "cents", "semitone12TET": "st", "oct": "oct", "midiNote": "note",
                 "degree": "°", "frame": "frames", "bar": "bars", "beat": "beats", "m": "m", "cm": "cm",
                 "mm": "mm", "km": "km", "inch": "in", "mile": "mi", "coef": ""}
+# an input named as a side-chain: "sidechain", "Side Chain 2", "side_chain", or the token "sc" ("sc", "sc_l")
+SIDE_CHAIN_NAME = re.compile(r"side[ _-]?chain|(?:^|[^a-z])sc(?:[^a-z]|$)", re.IGNORECASE)
 LINUX_DEFAULT_PATH = ("~/.lv2", "/usr/lib/x86_64-linux-gnu/lv2", "/usr/lib/aarch64-linux-gnu/lv2", "/usr/lib/lv2",
                       "/usr/local/lib/lv2")
 
@@ -54,7 +57,8 @@ class PortInfo:
     optional: bool = False  # lv2:connectionOptional
     midi: bool = False  # an atom port that carries MIDI events
     min_size: int = 0  # atom ports: rsz:minimumSize in bytes (0: not said)
-    sidechain: bool = False  # an audio or CV input that is a side-chain (a key), not the signal path
+    sidechain: bool = False  # an audio or CV input that is a side-chain (a key), not the signal path: marked
+    # lv2:isSideChain or in a pg:sideChainOf group, or named so ("sidechain", "sc_l": _named_side_chains)
     scale_points: tuple[tuple[float, str], ...] = ()
 
 
@@ -202,6 +206,20 @@ def _in_side_chain_group(world: "lilv.World", plugin, port) -> bool:
     return bool(of)
 
 
+def _named_side_chains(ports: tuple[PortInfo, ...]) -> tuple[PortInfo, ...]:
+    """Mark the audio and CV inputs named as side-chains (``SIDE_CHAIN_NAME``) that the plugin does not
+    mark (Calf's Sidechain* plugins and vocoder: "sidechain", "sidechain2"), as long as an audio input
+    is left for the signal path (a plugin whose only input is called "sidechain" has nothing else)."""
+    def named(p: PortInfo) -> bool:
+        return (p.type in ("audio", "cv") and p.direction == "in" and not p.sidechain
+                and bool(SIDE_CHAIN_NAME.search(p.symbol) or SIDE_CHAIN_NAME.search(p.name)))
+
+    marked = {p.index for p in ports if named(p)}
+    if not marked or all(p.sidechain or p.index in marked for p in ports if p.type == "audio" and p.direction == "in"):
+        return ports
+    return tuple(replace(p, sidechain=True) if p.index in marked else p for p in ports)
+
+
 def _declares_type(world: "lilv.World", plugin, cls: str) -> bool:
     """The plugin's data says it is a ``cls``. lilv's own plugin class needs lv2core's Turtle, which
     distributions do not always install (then every class is lv2:Plugin), so the statement is asked for.
@@ -218,7 +236,7 @@ def describe(world: "lilv.World", plugin) -> PluginInfo:
     L = lilv.lib()
     uri = lilv.node_str(L.lilv_plugin_get_uri(plugin))
     cls = L.lilv_plugin_get_class(plugin)
-    ports = tuple(_port(world, plugin, i) for i in range(L.lilv_plugin_get_num_ports(plugin)))
+    ports = _named_side_chains(tuple(_port(world, plugin, i) for i in range(L.lilv_plugin_get_num_ports(plugin))))
     latency = int(L.lilv_plugin_get_latency_port_index(plugin)) if L.lilv_plugin_has_latency(plugin) else None
     known_ext = ("http://lv2plug.in/ns/ext/worker#interface", "http://lv2plug.in/ns/ext/state#interface",
                  "http://lv2plug.in/ns/ext/options#interface")

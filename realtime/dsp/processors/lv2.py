@@ -6,8 +6,11 @@ unit, integer / toggle / enumeration, logarithmic taper), so knobs, presets, MID
 ``--set slot.param=value`` work as for built-in processors. ``create("lv2", uri=...)`` and
 ``Lv2Plugin(uri=...)`` return an instance of that subclass. A logarithmic port whose range starts
 at 0 gets a log taper from a floor (``LOG_FLOOR`` of its maximum) and the plugin gets 0 for the
-floor. A range given as a fraction of the sample rate is shown in Hz at ``NOMINAL_RATE``; the
-value the plugin gets is clamped to the fraction times the rate the stream runs at.
+floor. A range given as a fraction of the sample rate (``lv2:sampleRate``) is shown in Hz at
+``NOMINAL_RATE`` by the class, which accepts any value the range allows at a rate in ``RATE_SPAN``
+(a preset saved at 96 kHz loads anywhere); ``prepare`` gives the instance its own descriptors at
+the stream's rate (a cutoff up to 0.45 of the rate reaches 43.2 kHz at 96 kHz) and clamps the
+values to them.
 
 Per block (no allocation): one Numba kernel copies the knob values to the control ports and the
 chain's block into the plugin's input buffers, one ctypes call per instance runs the plugin
@@ -25,9 +28,19 @@ Instruments (``Lv2Instrument``: a MIDI input and no signal-path audio input, or 
 their sound to the block, like the DDSP synth.
 
 Output: a sample that is not finite or beyond ``OUTPUT_LIMIT`` becomes 0 before it reaches the
-chain, is counted (``bad_output_samples``), and the instance that made it is reset (LV2's
-deactivate + activate): offline at once; live, the DSP thread only stops running it (silence) and
-a rescue thread resets it, since (de)activation may allocate and must not overlap ``run()``.
+chain, is counted (``bad_output_samples``), and the instance that made it is reset: offline at
+once; live, the DSP thread only stops running it (silence) and a rescue thread resets it, since
+(de)activation may allocate and must not overlap ``run()``.
+
+Reset (``reset``, the end of ``prepare``, a blown-up instance): LV2's deactivate + activate, then
+the instance runs on silence, on buffers of its own, until its output is within ``SETTLE_LIMIT``
+(``_settle``). Some plugins never clear their memory in activate() (swh dcRemove starts with
+whatever its allocation held, seen at 1e31, or at 99: a +40 dB DC thump the output limit lets
+through): only running them lets it die away. Silence is the test because no effect makes sound
+out of it whatever its gain, so loud plugins are never mistaken for broken ones; an output that
+does not fall (a generator) ends the run early and is left as it is. An instance still making
+output the limit would zero (Inf or NaN kept in its memory) is made anew (``_renew``: its state
+restored), unless that did not help the time before either (the cause is then its settings).
 
 Latency: the plugin's latency port is read after one silent block in ``prepare`` and after every
 block: the chain's dry path follows a change at once, up to ``max_latency`` (the latency at
@@ -41,6 +54,7 @@ it. Dual-mono instances save the first one's state and all restore it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -70,6 +84,11 @@ MIDI_CAPACITY = 16 + MIDI_EVENT_BYTES * MAX_EVENTS
 OUTPUT_LIMIT = 1e4
 LATENCY_HEADROOM_S = 0.5  # a plugin with a latency port may move its latency this far while streaming
 LOG_FLOOR = 1e-6  # a log taper over [0, max] starts at max * LOG_FLOOR (six decades), or at the default
+RATE_SPAN = (8000.0, 384000.0)  # the rates a sample-rate range's class descriptor accepts values for
+SETTLE_LIMIT = 1e-3  # -60 dBFS: a reset instance fed silence is settled once its output is within it
+SETTLE_SPAN = 4096  # samples: an output on silence whose peak does not fall by SETTLE_DECAY over one...
+SETTLE_DECAY = 0.9  # ...is not junk dying away but sound the plugin makes (an oscillator): stop there
+SETTLE_MAX = 1 << 17  # samples at most (swh dcRemove, decaying by 0.999 a sample, needs 80000 from 1e31)
 _SILENCE, _DOWNMIX = -2, -1  # input sources besides a channel index
 
 
@@ -132,6 +151,17 @@ def _clean_outputs(aout, n, hits, limit):
         hits[i] = h
         total += h
     return total
+
+
+@njit(nogil=True, cache=True)
+def _peak(aout):
+    """The largest magnitude in ``aout`` (allocates nothing); Inf when a sample is not finite."""
+    m = 0.0
+    for v in aout.ravel():
+        if not np.isfinite(v):
+            return np.inf
+        m = max(m, abs(v))
+    return m
 
 
 @njit(nogil=True, cache=True)
@@ -221,6 +251,15 @@ class _LogFromZero(Param):
         return super().validate(self.min if 0.0 <= v < self.min else value, where)
 
 
+class _AnyRate(Param):
+    """A sample-rate range as the plugin's class shows it (at ``NOMINAL_RATE``): it accepts what the
+    range allows at any rate in ``RATE_SPAN``, as the stream's rate is not known before ``prepare``."""
+
+    def validate(self, value, where: str = "") -> float:
+        lo, hi = self.min / NOMINAL_RATE * RATE_SPAN[0], self.max / NOMINAL_RATE * RATE_SPAN[1]
+        return Param.validate(dataclasses.replace(self, min=lo, max=hi), value, where)
+
+
 def _raw_range(port: lv2_scan.PortInfo) -> tuple[float, float]:
     """The port's range as the plugin declares it (a fraction of the rate for lv2:sampleRate ports)."""
     return (port.minimum if port.minimum is not None else 0.0, port.maximum if port.maximum is not None else 1.0)
@@ -232,15 +271,16 @@ def _log_floor(hi: float, default: float) -> float:
     return min(floor, default) if default > 0.0 else floor
 
 
-def _param_of(port: lv2_scan.PortInfo, taken: set) -> tuple[Param, tuple[float, ...]]:
-    """A Param for one control input, and the scale point values for an enumeration (else ())."""
+def _param_of(port: lv2_scan.PortInfo, taken: set, rate: float | None = None) -> tuple[Param, tuple[float, ...]]:
+    """A Param for one control input, and the scale point values for an enumeration (else ()). A
+    sample-rate range is in Hz at ``rate``; without one, at ``NOMINAL_RATE`` as an ``_AnyRate``."""
     pid = port.symbol if port.symbol not in RESERVED_IDS else port.symbol + "_"
     if pid.startswith("_"):  # a leading "_" marks a command the panel does not draw nor presets keep
         pid = "port" + pid
     while pid in taken:
         pid += "_"
     taken.add(pid)
-    scale = NOMINAL_RATE if port.sample_rate else 1.0
+    scale = (rate or NOMINAL_RATE) if port.sample_rate else 1.0
     lo_raw, hi_raw = _raw_range(port)
     lo, hi = lo_raw * scale, hi_raw * scale
     default = port.default if port.default is not None else lo_raw
@@ -274,8 +314,9 @@ def _param_of(port: lv2_scan.PortInfo, taken: set) -> tuple[Param, tuple[float, 
         return _LogFromZero(pid, port.name, floor, hi, max(default, floor), unit=port.unit, scale="log",
                             smoothing_ms=0.0), ()
     log = port.logarithmic and lo > 0.0
-    return Param(pid, port.name, lo, hi, default, unit=port.unit, scale="log" if log else "lin", step=step,
-                 smoothing_ms=0.0), ()
+    kind = _AnyRate if port.sample_rate and rate is None else Param
+    return kind(pid, port.name, lo, hi, default, unit=port.unit, scale="log" if log else "lin", step=step,
+                smoothing_ms=0.0), ()
 
 
 def _readout_of(port: lv2_scan.PortInfo) -> Readout:
@@ -361,6 +402,8 @@ class Lv2Plugin(Processor):
         chain as 0), since it was made.
     instance_resets : int
         Resets of an instance that made such samples.
+    instance_renewals : int
+        Instances made anew because a reset left them making such samples (see ``_renew``).
     """
 
     kind = "lv2"
@@ -398,6 +441,7 @@ class Lv2Plugin(Processor):
         self._lat_port = -1
         self.bad_output_samples = 0
         self.instance_resets = 0
+        self.instance_renewals = 0
         self.dropped_events = 0
         self._ev = np.zeros((MAX_EVENTS, 4), np.float64)  # MIDI queued for the next block
         self._order = np.zeros(MAX_EVENTS, np.int64)
@@ -456,6 +500,7 @@ class Lv2Plugin(Processor):
         if self._pending_state is None and self._instances:  # a re-prepare keeps the plugin's state
             self._pending_state = self._instances[0].save_state()
         self._close()
+        self._rate_params()
         info, C, B = self.info, self.channels, self.max_block
         ins, outs = info.ports_of("audio", "in"), info.ports_of("audio", "out")
         n_inst = self._route(ins, outs)
@@ -467,23 +512,15 @@ class Lv2Plugin(Processor):
         self._control_buffers(n_inst)
         atoms = info.ports_of("atom", "in") + info.ports_of("atom", "out")
         self._atom_buffers(n_inst, atoms)
+        # what _settle runs an instance on: its own buffers, made here as it may run offline per block
+        self._own = tuple(np.zeros_like(b[:1]) for b in self._buffers)
+        self._own_atom = (self._own[4].view(np.uint32), self._own[4].view(np.uint8))
+        self._silence = np.zeros((B, C), np.float32)
         world = lv2_scan.world()
         self._instances = [lv2_host.Instance(world, self.uri, self.sample_rate, B, info.required_features)
                            for _ in range(n_inst)]
         for i, inst in enumerate(self._instances):
-            for j, p in enumerate(ins):
-                inst.connect(p.index, self._ain[i, j].ctypes.data)
-            for j, p in enumerate(outs):
-                inst.connect(p.index, self._aout[i, j].ctypes.data)
-            for j, p in enumerate(cvs_in + cvs_out):
-                inst.connect(p.index, self._cv[i, j].ctypes.data)
-            for p in info.ports:
-                if p.type == "control":
-                    inst.connect(p.index, self._ctl[i, p.index:].ctypes.data)
-                elif p.type == "other":
-                    inst.connect(p.index, None)
-            for j, p in enumerate(atoms):
-                inst.connect(p.index, self._atom[i, j].ctypes.data)
+            self._connect(inst, i, self._buffers)
         if self._pending_state is not None:  # after instantiation, before activation; never per block
             with lv2_host.parse_state(world, self.uri, self._pending_state) as state:
                 for inst in self._instances:
@@ -492,11 +529,48 @@ class Lv2Plugin(Processor):
         # per instance: run(), its handle, the instance, and whether it is parked (see _blown_up)
         self._runs = tuple((inst.run_fn, inst.handle, inst, [False]) for inst in self._instances)
         self._workers = tuple((inst, parked) for _, _, inst, parked in self._runs if inst.worker is not None)
+        self._renewable = [True] * n_inst  # False: making it anew did not help the last time (_clear_instance)
         self._measure_latency(B, C)
         if self.live:  # from now on work is done beside the DSP thread, never on it
             for inst, _ in self._workers:
                 inst.start_worker_thread()
             _rescuer.enrol(self)
+
+    def _rate_params(self) -> None:
+        """This instance's descriptors at the stream's rate (``_param_of``) for the sample-rate
+        ranges, with the class's defaults and the values clamped to them (what the plugin would
+        get anyway)."""
+        params = list(type(self).params)
+        for k, port in enumerate(self.info.controls):
+            if port.sample_rate:
+                at_rate, shown = _param_of(port, set(), self.sample_rate)[0], params[k]
+                lo, hi = at_rate.min, at_rate.max
+                params[k] = dataclasses.replace(at_rate, id=shown.id, default=min(max(shown.default, lo), hi))
+                self.values[k] = min(max(self.values[k], lo), hi)
+        self.params = tuple(params)
+
+    @property
+    def _buffers(self) -> tuple:
+        """The buffers the chain's blocks go through (per instance: audio in and out, CV, control, atom)."""
+        return self._ain, self._aout, self._cv, self._ctl, self._atom
+
+    def _connect(self, inst, i: int, buffers: tuple) -> None:
+        """Connect every port of ``inst`` to row ``i`` of ``buffers`` (shaped as ``_buffers``)."""
+        ain, aout, cv, ctl, atom = buffers
+        info = self.info
+        for j, p in enumerate(info.ports_of("audio", "in")):
+            inst.connect(p.index, ain[i, j].ctypes.data)
+        for j, p in enumerate(info.ports_of("audio", "out")):
+            inst.connect(p.index, aout[i, j].ctypes.data)
+        for j, p in enumerate(info.ports_of("cv", "in") + info.ports_of("cv", "out")):
+            inst.connect(p.index, cv[i, j].ctypes.data)
+        for p in info.ports:
+            if p.type == "control":
+                inst.connect(p.index, ctl[i, p.index:].ctypes.data)
+            elif p.type == "other":
+                inst.connect(p.index, None)
+        for j, p in enumerate(info.ports_of("atom", "in") + info.ports_of("atom", "out")):
+            inst.connect(p.index, atom[i, j].ctypes.data)
 
     def _route(self, ins: list, outs: list) -> int:
         """Which chain channel feeds each audio input, and the weight of each output in each chain
@@ -571,14 +645,15 @@ class Lv2Plugin(Processor):
         self._n_ev = 0
 
     def _measure_latency(self, B: int, C: int) -> None:
-        """Activate, run one silent block (the plugin reports its latency from run()) and size
-        ``max_latency``: that latency or ``LATENCY_HEADROOM_S``, whichever is larger, for a plugin
-        with a latency port (its latency may move while streaming), else 0."""
+        """Activate (and settle: ``_clear_instance``), run one silent block (the plugin reports its
+        latency from run()) and size ``max_latency``: that latency or ``LATENCY_HEADROOM_S``,
+        whichever is larger, for a plugin with a latency port (its latency may move while
+        streaming), else 0."""
         port = self.info.latency_port
         self._lat_port = -1 if port is None else port
         self._lat = np.array([0, 1 << 30], np.int64)  # [latency, the most it may be]
-        for inst in self._instances:
-            inst.activate()
+        for i in range(len(self._runs)):
+            self._clear_instance(i)
         # what it makes wrong here is counted; the reset that ends ``prepare`` clears it
         self.bad_output_samples += self._run_block(np.zeros((B, C), np.float32))
         if port is None:
@@ -605,31 +680,115 @@ class Lv2Plugin(Processor):
         return f"{name[mi]} in / {name[mo]} out plugin: " + ", ".join(parts)
 
     def reset(self) -> None:
-        """Clear the plugin's state: deactivate and activate it again (LV2's reset)."""
+        """Clear the plugin's state: deactivate and activate it again (LV2's reset) and run it on
+        silence until it settles (see the module's doc)."""
         with self._life:
-            for _, _, inst, parked in self._runs:
-                self._reset_instance(inst)
-                parked[0] = False
+            for i in range(len(self._runs)):
+                self._clear_instance(i)
+                self._runs[i][3][0] = False
         self._n_ev = 0
 
-    def _reset_instance(self, inst) -> None:
+    def _clear_instance(self, i: int) -> None:
+        """Reset instance ``i`` and settle it (``_settle``); one that still makes output the limit
+        would zero is made anew (``_renew``), unless that did not help the time before either. It
+        ends with a reset again: a plugin that clears itself in activate() starts as activated, one
+        that does not keeps what the run on silence left. Not while the DSP thread may run it: it
+        is parked, or the chain does not run."""
+        inst = self._runs[i][2]
         if not inst.stop_worker_thread():  # LV2: no work() while (de)activating; a work() that
             return  # never returns leaves this instance as it is rather than crash it
         if inst.worker is not None:  # what was asked before the reset is answered before it,
             inst.flush_work()  # as offline, never into the freshly activated plugin
         inst.deactivate()
         inst.activate()
+        ok = self._settle(i, inst)
+        if not ok and self._renewable[i]:
+            inst = self._renew(i, inst)
+            ok = self._settle(i, inst)
+            self._renewable[i] = ok  # NaN again from a new instance: its settings, not its memory
+        elif ok:
+            self._renewable[i] = True
+        inst.deactivate()
+        inst.activate()
         if self.live:
             inst.start_worker_thread()
+
+    def _settle(self, i: int, inst) -> bool:
+        """Run instance ``i`` on silence, on buffers of its own (the DSP thread may be running the
+        others), until its output is within ``SETTLE_LIMIT``; stop early on output that is not finite
+        (it never dies away) or that does not fall (sound the plugin makes), and after ``SETTLE_MAX``
+        samples. Connected back to the chain's buffers at the end. Returns whether its last output
+        is finite and within ``OUTPUT_LIMIT``."""
+        ain, aout, cv, ctl, atom = own = self._own
+        for b in own:
+            b.fill(0)
+        ctl[0] = self._ctl[i]
+        a32, a8 = self._own_atom
+        n, silence = self.max_block, self._silence
+        self._connect(inst, 0, own)
+        try:
+            last = math.inf
+            for _ in range(max(1, SETTLE_MAX // SETTLE_SPAN)):
+                peak = 0.0
+                for _ in range(max(1, SETTLE_SPAN // n)):
+                    _pre(silence, ain, self._in_src[i:i + 1], self.values, ctl, self._ctl_port, self._enum_n,
+                         self._enum_val, self._bounds)
+                    if atom.shape[1]:
+                        _atoms(a32, a8, self._atom_kinds, self._ev, 0, self._order, n, self._urids)
+                    inst.run_fn(inst.handle, n)
+                    if inst.worker is not None:
+                        inst.end_cycle()
+                    out = _peak(aout)
+                    if not math.isfinite(out):
+                        return False
+                    if out <= SETTLE_LIMIT:
+                        return True
+                    peak = max(peak, out)
+                if peak > SETTLE_DECAY * last:
+                    break
+                last = peak
+            return peak <= OUTPUT_LIMIT
+        finally:
+            self._connect(inst, i, self._buffers)
+
+    def _renew(self, i: int, old):
+        """A new instance in place of instance ``i`` (its state restored, activated), for one whose
+        memory a reset does not clear; ``old`` is freed. The DSP thread may hold the old ``_runs``:
+        the old entry stays parked for good, the new one starts as parked as the old was. On
+        failure the old instance stays."""
+        try:
+            text = old.save_state()  # its own properties (a loaded file), not its DSP memory
+        except PluginError:
+            text = None  # a fresh state beats a blown-up instance
+        try:
+            new = lv2_host.Instance(lv2_scan.world(), self.uri, self.sample_rate, self.max_block,
+                                    self.info.required_features)
+            if text is not None:
+                with lv2_host.parse_state(lv2_scan.world(), self.uri, text) as state:
+                    new.restore_state(state)
+        except PluginError:
+            return old
+        self._connect(new, i, self._buffers)
+        new.activate()
+        runs = list(self._runs)
+        parked = runs[i][3]
+        runs[i] = (new.run_fn, new.handle, new, [parked[0]])
+        parked[0] = True
+        self._instances[i] = new
+        self._runs = tuple(runs)
+        self._workers = tuple((inst, p) for _, _, inst, p in self._runs if inst.worker is not None)
+        old.close()
+        self.instance_renewals += 1
+        return new
 
     def _revive_parked(self) -> None:
         """Reset the instances the DSP thread parked and let them run again (the rescue thread)."""
         with self._life:
-            for _, _, inst, parked in self._runs:
-                if parked[0]:
-                    self._reset_instance(inst)
+            for i in range(len(self._runs)):
+                if self._runs[i][3][0]:
+                    self._clear_instance(i)
                     self.instance_resets += 1
-                    parked[0] = False
+                    self._runs[i][3][0] = False  # the entry _renew may have put there
 
     def _close(self) -> None:
         with self._life:
@@ -676,7 +835,7 @@ class Lv2Plugin(Processor):
         live, (de)activation may allocate and must not overlap run(), so the DSP thread parks the
         instance (no run(), silent outputs) and wakes the rescue thread, which resets it."""
         self.bad_output_samples += bad
-        for i, (_, _, inst, parked) in enumerate(self._runs):
+        for i, (_, _, _, parked) in enumerate(self._runs):
             if not self._hits[i] or parked[0]:
                 continue
             if self.live:
@@ -684,7 +843,7 @@ class Lv2Plugin(Processor):
                 self._aout[i] = 0.0  # what it made last must not repeat while it is parked
                 _rescuer.wake()
             else:
-                self._reset_instance(inst)
+                self._clear_instance(i)
                 self.instance_resets += 1
 
     def process(self, block: np.ndarray) -> None:

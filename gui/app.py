@@ -111,7 +111,9 @@ def run_gui(args) -> int:
             win.show_error("No sound card: running on a private JACK server (dummy driver) with the bundled "
                            "demo looping into the input. Click to dismiss.")
             demo = DemoSource()
-            win.engineStarted.connect(lambda: win._guard(demo.connect))  # the engine's ports are new each start
+            # the engine's ports are new each start; the player takes a second to come up
+            win.engineStarted.connect(lambda: win._guard(win.call_in_background, "Connecting the demo input…",
+                                                         demo.connect))
         win.show()
         win.start_button.setChecked(True)  # start the engine
         # Ctrl-C / kill / a closed terminal: leave the event loop, so the stream closes before any

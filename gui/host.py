@@ -43,6 +43,10 @@ class HostBase:
     and ``send_midi``; ``rings`` is the ``ControlRings`` the engine reads.
     """
 
+    # whether a window may wait for this host's structural calls on a worker thread (gui.actions):
+    # an engine in this process works in them itself, and callers expect it done when they return
+    threaded_calls = False
+
     def engine_alive(self) -> bool:
         """Whether the engine can still take changes (an engine process can die; one in this process cannot)."""
         return True
@@ -316,10 +320,11 @@ class EngineHost(HostBase):
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
-        """Engine stats + latency + device name + the safety stage's clip count. The engine's
-        full stats (percentiles over its long timing histories: milliseconds of numpy in the
-        process whose DSP thread needs the GIL) are refreshed every FULL_STATS_S; the counters the
-        window shows each second are read straight from the callback's stats array."""
+        """Engine stats + latency + device name + the safety stage's clip count + each hosted
+        plugin's bad output and reset counts (``slot_faults``). The engine's full stats
+        (percentiles over its long timing histories: milliseconds of numpy in the process whose
+        DSP thread needs the GIL) are refreshed every FULL_STATS_S; the counters the window shows
+        each second are read straight from the callback's stats array."""
         e = self.engine
         now = time.monotonic()
         if (self._full is None or self._full[0] is not e or now - self._full[1] > FULL_STATS_S or not e.running
@@ -339,7 +344,20 @@ class EngineHost(HostBase):
         st["device"] = self._device
         counters = getattr(self.chain.slots[-1].processor, "counters", None)
         st["safety_clipped"] = int(counters[CLIPPED]) if counters is not None else 0
+        st["slot_faults"] = _slot_faults(e.chain)
         return st
+
+
+def _slot_faults(chain) -> dict[str, tuple[int, int]]:
+    """slot id -> (output samples replaced by 0, instance resets) for the slots that count them (a
+    hosted plugin's ``describe_extra``): the counts live in the engine (another process for the
+    panel), so they travel with the status."""
+    out = {}
+    for s in chain.slots:
+        extra = s.processor.describe_extra() if hasattr(s.processor, "describe_extra") else {}
+        if "bad_output_samples" in extra:
+            out[s.id] = (int(extra["bad_output_samples"]), int(extra.get("instance_resets", 0)))
+    return out
 
 
 def _device_name(config: EngineConfig) -> str:

@@ -4,10 +4,13 @@ Value and unit drawn under the dial; double-click resets to the default; drag (v
 mouse wheel move it, Shift (or Ctrl) for 10x finer control; keyboard: arrows step, Page Up/Down
 step 10x, Home/End jump to the ends. Right-click: MIDI learn / forget / reset. The knob moves
 along the descriptor's taper (lin/log), so its 0..1 position is what a MIDI controller sets.
+``gestureEnded`` says where one hand movement ends (a drag's release; a pause of BURST_GAP_S in
+wheel notches or arrow keys; a reset), so an undo step holds one gesture, not every move in a row.
 """
 from __future__ import annotations
 
 import math
+import time
 
 from PyQt6.QtCore import QPointF, QRectF, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import QAction, QColor, QFont, QFontMetrics, QPainter, QPen
@@ -18,6 +21,7 @@ from realtime.dsp.processor import Param
 DRAG_PIXELS = 200.0  # full range per this many pixels of drag
 WHEEL_STEP = 0.01  # of the range per wheel notch / arrow key
 FINE = 0.1  # factor with Shift or Ctrl
+BURST_GAP_S = 0.8  # wheel notches / key steps further apart are separate gestures (a held key repeats after ~0.5 s)
 ARC_START, ARC_SPAN = 225.0, -270.0  # degrees, Qt convention (0 = 3 o'clock, counter-clockwise)
 
 
@@ -53,6 +57,7 @@ class Knob(QWidget):
     valueChanged = pyqtSignal(float)  # in parameter units; only for changes (user or setValue)
     learnRequested = pyqtSignal()
     forgetRequested = pyqtSignal()
+    gestureEnded = pyqtSignal()  # the changes since the last one were one gesture (an undo step)
 
     def __init__(self, param: Param, value: float | None = None, label: str | None = None, parent=None):
         super().__init__(parent)
@@ -62,6 +67,7 @@ class Knob(QWidget):
         self._u = param.to_unit(self._value)  # unquantised position while dragging a stepped knob
         self._drag_y: float | None = None
         self._wheel_acc = 0  # wheel angle (1/8 degree) short of a whole notch, for stepped knobs
+        self._burst_at: float | None = None  # the last wheel / key step of a burst still open (monotonic)
         self.learning = False
         self.mapping = ""  # e.g. "CC 74", drawn small when a controller is mapped
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -98,7 +104,25 @@ class Knob(QWidget):
         if changed and emit:
             self.valueChanged.emit(v)
 
+    def _end_gesture(self) -> None:
+        self._burst_at = None
+        self.gestureEnded.emit()
+
+    def _burst_step(self) -> None:
+        """A wheel notch or key step: after a pause the previous burst was a gesture of its own."""
+        now = time.monotonic()
+        if self._burst_at is not None and now - self._burst_at > BURST_GAP_S:
+            self._end_gesture()
+        self._burst_at = now
+
+    def _reset(self) -> None:
+        """Back to the default: a gesture of its own."""
+        self._end_gesture()
+        self.setValue(self.param.default)
+        self._end_gesture()
+
     def _step(self, notches: float, fine: bool) -> None:
+        self._burst_step()
         p = self.param
         if p.step:  # one step per notch, whatever the modifier
             self.setValue(self._value + math.copysign(p.step, notches) * max(1, round(abs(notches))))
@@ -108,6 +132,7 @@ class Knob(QWidget):
     # ---------------------------------------------------------------- input
     def mousePressEvent(self, e):
         if e.button() == Qt.MouseButton.LeftButton:
+            self._end_gesture()  # a drag is a new gesture, whatever moved the knob just before
             self._drag_y = e.position().y()
             self._u = self.param.to_unit(self._value)
             e.accept()
@@ -121,10 +146,12 @@ class Knob(QWidget):
         self.setUnit(self._u + du)
 
     def mouseReleaseEvent(self, e):
-        self._drag_y = None
+        if self._drag_y is not None:
+            self._drag_y = None
+            self._end_gesture()
 
     def mouseDoubleClickEvent(self, e):
-        self.setValue(self.param.default)
+        self._reset()
 
     def wheelEvent(self, e):
         dy = e.angleDelta().y()
@@ -153,8 +180,10 @@ class Knob(QWidget):
         elif k == Qt.Key.Key_PageDown:
             self._step(-10, False)
         elif k == Qt.Key.Key_Home:
+            self._burst_step()
             self.setValue(self.param.min)
         elif k == Qt.Key.Key_End:
+            self._burst_step()
             self.setValue(self.param.max)
         else:
             super().keyPressEvent(e)
@@ -167,7 +196,7 @@ class Knob(QWidget):
         menu = QMenu(self)
         add_learn_actions(menu, self)
         reset = QAction(f"Reset to {self.param.format(self.param.default)}", menu)
-        reset.triggered.connect(lambda: self.setValue(self.param.default))
+        reset.triggered.connect(self._reset)
         menu.addAction(reset)
         return menu
 

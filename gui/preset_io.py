@@ -26,23 +26,37 @@ class PresetActions:
         """The picker's choice: recalled once the unsaved changes may go (else the picker shows
         what runs again)."""
         if self.confirm_discard():
-            self.recall_builtin(name)
+            self.recall_builtin(name, wait=False)
         else:
             self._update_title()
 
-    def recall_builtin(self, name: str) -> None:
-        self.apply_preset(load_preset(name), path=None)
+    # ``wait``: as the window's other engine actions (``MainWindow._run``)
+    def recall_builtin(self, name: str, wait: bool = True) -> None:
+        self._run("Loading the preset…", self._recall_steps(name), wait)
+
+    def load_preset_file(self, path: str, wait: bool = True) -> None:
+        self._run("Loading the preset…", self._load_file_steps(path), wait)
+
+    def apply_preset(self, preset: dict, path: str | None, wait: bool = True) -> None:
+        """Run ``preset`` (validated before anything changes); ``path``: its file, if a user's."""
+        self._run("Loading the preset…", self._preset_steps(preset, path), wait)
+
+    # reading a preset is a host call too: validating it imports its processors' modules here the
+    # first time (the enhancer's: half a second)
+    def _recall_steps(self, name: str):
+        preset = yield load_preset, name
+        yield from self._preset_steps(preset, None)
         self.settings.last_preset = name
 
-    def load_preset_file(self, path: str) -> None:
-        self.apply_preset(load_preset(Path(path)), path=str(path))
+    def _load_file_steps(self, path: str):
+        preset = yield load_preset, Path(path)
+        yield from self._preset_steps(preset, str(path))
         self.settings.last_preset = str(path)
 
-    def apply_preset(self, preset: dict, path: str | None) -> None:
-        """Run ``preset`` (validated before anything changes); ``path``: its file, if a user's."""
+    def _preset_steps(self, preset: dict, path: str | None):
         self.keyboard.release_all()
         try:
-            self.host.load_preset(preset)
+            yield self.host.load_preset, preset
         except Exception:
             # the chain may have changed before the engine's restart failed: the rack shows what
             # the engine holds now, and that is not any saved preset
@@ -68,7 +82,7 @@ class PresetActions:
             return
         path, _ = QFileDialog.getOpenFileName(self, "Load preset", str(user_preset_dir()), "Presets (*.json)")
         if path:
-            self.load_preset_file(path)
+            self.load_preset_file(path, wait=False)
 
     def _save(self) -> None:
         if self.preset_path:

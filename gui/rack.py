@@ -1,9 +1,10 @@
 """The rack: one strip per chain slot, generated from the processors' Param and Readout descriptors.
 
 A strip shows the slot id and kind, the slot's DSP load (microseconds per block and share of
-the block period), bypass, wet/dry mix, one control per parameter (a Knob; a drop-down for
-enumerations), one widget per readout (bars beside the knobs, numbers under the bypass button;
-gui.readouts) and move/remove buttons (not on the final safety stage). Every control (a knob, a
+the block period), for a hosted plugin a warning once it made bad output (samples replaced by
+silence, instance resets; from the engine's status each second), bypass, wet/dry mix, one
+control per parameter (a Knob; a drop-down for enumerations), one widget per readout (bars
+beside the knobs, numbers under the bypass button; gui.readouts) and move/remove buttons (not on the final safety stage). Every control (a knob, a
 drop-down, bypass) has MIDI learn on its context menu. A parameter whose id starts with "_" is a
 command the panel sends itself (CLEAR_PARAM: a click on a latched readout), not a control. No
 processor-specific code: a new processor shows up with its own knobs and readouts.
@@ -28,6 +29,7 @@ from PyQt6.QtWidgets import (
 
 from gui.knob import Knob, add_learn_actions
 from gui.readouts import ReadoutBar, ReadoutText, combine, readout_widget
+from gui.undo import MIX_TARGET
 from realtime.dsp.processor import Param
 from realtime.engine.control import ChainView
 
@@ -70,6 +72,7 @@ class SlotStrip(QFrame):
     learnRequested = pyqtSignal(str)  # target "slot.param"
     forgetRequested = pyqtSignal(str)
     clearRequested = pyqtSignal(str)  # slot id: a latched readout was clicked
+    gestureEnded = pyqtSignal(str, str)  # slot id, param id (or gui.undo.MIX_TARGET): a knob's gesture ended
 
     def __init__(self, slot, final: bool, parent=None, columns: tuple[int, tuple[int, ...]] = (-1, ())):
         """``columns``: where the slot's load and each of its readouts are in a readout record."""
@@ -122,6 +125,15 @@ class SlotStrip(QFrame):
         self.load_label.setToolTip("this slot's processing time per block (mean since the last redraw) "
                                    "and its share of the block period")
         lay.addWidget(self.load_label)
+        self.faults_label = QLabel()  # a hosted plugin's bad output: shown once there is some
+        self.faults_label.setObjectName("faults")
+        self.faults_label.setStyleSheet("color: #e0903a")
+        self.faults_label.setWordWrap(True)
+        self.faults_label.setToolTip("output samples the plugin made that were not finite or far beyond full scale, "
+                                     "replaced by silence, and the resets (deactivate + activate) of the plugin "
+                                     "instance that made them")
+        self.faults_label.setVisible(False)
+        lay.addWidget(self.faults_label)
 
         self.bypass = QPushButton("Bypass")
         self.bypass.setCheckable(True)
@@ -184,6 +196,14 @@ class SlotStrip(QFrame):
             self.load_us = float(records[:, self.load_column].mean())
             self.load_label.setText(f"DSP {self.load_us:.1f} µs · {100.0 * self.load_us / max(period_us, 1e-9):.1f} %")
 
+    def show_faults(self, bad_samples: int, resets: int) -> None:
+        """A hosted plugin's bad output so far (``EngineHost.status``'s ``slot_faults``); nothing shown
+        while there is none."""
+        parts = [f"{n} {what}{'' if n == 1 else 's'}" for n, what in ((bad_samples, "bad sample"), (resets, "reset"))
+                 if n]
+        self.faults_label.setText("⚠ " + ", ".join(parts))
+        self.faults_label.setVisible(bool(parts))
+
     def clear_latches(self) -> None:
         """Show the latched readouts cleared now (the engine clears them at its next block; stopped,
         at its next start)."""
@@ -224,6 +244,8 @@ class SlotStrip(QFrame):
         else:
             knob.valueChanged.connect(lambda v, pid=d.id: self.paramChanged.emit(self.slot_id, pid, v))
             self.controls[d.id] = knob
+        undo_target = MIX_TARGET if d is MIX_PARAM else d.id
+        knob.gestureEnded.connect(lambda t=undo_target: self.gestureEnded.emit(self.slot_id, t))
         knob.learnRequested.connect(lambda t=target: self.learnRequested.emit(t))
         knob.forgetRequested.connect(lambda t=target: self.forgetRequested.emit(t))
         return knob
@@ -308,6 +330,11 @@ class Rack(QScrollArea):
         """Every strip's readouts and load from the records since the last redraw."""
         for strip in self.strips.values():
             strip.show_readouts(records, period_us)
+
+    def show_faults(self, faults: dict) -> None:
+        """slot id -> (bad output samples, instance resets), from the engine's status."""
+        for sid, strip in self.strips.items():
+            strip.show_faults(*faults.get(sid, (0, 0)))
 
     def fall(self) -> None:
         """The engine is stopped: every strip's readout bars drop to rest."""

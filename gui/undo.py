@@ -1,14 +1,17 @@
 """Undo / redo of the panel's value changes: a knob, a drop-down, bypass, wet/dry mix.
 
 The window records a change its controls made by hand (``ValueChange`` on a QUndoStack) and
-applies an undone value by moving the control again, so the engine, the synth panel and the
-preset's modified marker follow as for a user's move. Consecutive changes of one control (a
-drag, a burst of wheel notches or arrow keys) merge into one step. Changes from elsewhere (a
-mapped MIDI controller, a preset load, a keyboard's program change) are not recorded.
+applies an undone value by moving the control again, so the engine and the synth panel follow
+as for a user's move; the preset's modified marker follows the stack's clean state (set at a save
+or a load), so undoing back to what was saved clears it. Consecutive changes of one control merge
+into one step until its gesture ends (``end_gesture``: a knob's drag released, a pause in its wheel
+or key burst), a change of another control comes, or the step is undone or redone: a second drag
+of the same knob is a step of its own. Changes from elsewhere (a mapped MIDI controller, a preset
+load, a keyboard's program change) are not recorded.
 """
 from __future__ import annotations
 
-from PyQt6.QtGui import QUndoCommand
+from PyQt6.QtGui import QUndoCommand, QUndoStack
 
 # targets beside a parameter id, the slot's bypass and wet/dry (0..1): no identifier (a parameter's id is one),
 # so a plugin's own "mix" port stays apart
@@ -25,22 +28,36 @@ class ValueChange(QUndoCommand):
         self.apply, self.slot_id, self.target = apply, slot_id, target
         self.old, self.new = old, new
         self._pending_push = True  # recorded after the control moved: the push's redo has nothing to do
+        self.finished = False  # True once its gesture ended: later changes are new steps
 
     def redo(self) -> None:
         if self._pending_push:
             self._pending_push = False
             return
+        self.finished = True  # a change after a redo is a new gesture
         self.apply(self.slot_id, self.target, self.new)
 
     def undo(self) -> None:
+        self.finished = True
         self.apply(self.slot_id, self.target, self.old)
 
     def id(self) -> int:
         return MERGE_ID
 
     def mergeWith(self, other: QUndoCommand) -> bool:
-        if (other.slot_id, other.target) != (self.slot_id, self.target):  # another control: a step of its own
+        if self.finished:
+            return False
+        if (other.slot_id, other.target) != (self.slot_id, self.target):  # another control: a step of its own,
+            self.finished = True  # and this one is done (an undo of that one must not reopen it)
             return False
         self.new = other.new
         self.setObsolete(self.new == self.old)  # moved back where it was: no step left to undo
         return True
+
+
+def end_gesture(stack: QUndoStack, slot_id: str, target: str) -> None:
+    """A gesture on ``target`` of ``slot_id`` ended: the step on top, if it is that control's,
+    takes no more changes."""
+    top = stack.command(stack.index() - 1)
+    if isinstance(top, ValueChange) and (top.slot_id, top.target) == (slot_id, target):
+        top.finished = True

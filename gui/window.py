@@ -11,7 +11,9 @@ Meters, the strips' readouts and per-slot load, and the spectrum redraw at 30 Hz
 engine's meter, readout and audio-tap rings (stopped, the bars fall to rest); the status line
 once a second (engine stats cost milliseconds of numpy).
 The engine itself runs in a process of its own (gui.remote): the window never holds the GIL
-the DSP thread needs. Preset actions are in gui.preset_io, MIDI learn in gui.midi_learn, the
+the DSP thread needs. Actions that wait for it (start, stop, structure, presets, audio settings)
+run in the background there (gui.actions): the window keeps running, shows it is busy, and
+disables what must wait meanwhile. Preset actions are in gui.preset_io, MIDI learn in gui.midi_learn, the
 synth panel in gui.synth_panel.
 """
 from __future__ import annotations
@@ -19,9 +21,10 @@ from __future__ import annotations
 import math
 import time
 
-from PyQt6.QtCore import QTimer, pyqtSignal
+from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence, QUndoStack
 from PyQt6.QtWidgets import (
+    QApplication,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -34,6 +37,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from gui.actions import ActionRunner
 from gui.add_box import AddBox
 from gui.meters import LevelMeter
 from gui.midi import NONE, MidiInput
@@ -45,7 +49,7 @@ from gui.remote import RemoteEngineHost
 from gui.settings import Settings, SettingsDialog
 from gui.spectrum import SpectrumView
 from gui.synth_panel import SynthPanel
-from gui.undo import BYPASS_TARGET, MIX_TARGET, ValueChange
+from gui.undo import BYPASS_TARGET, MIX_TARGET, ValueChange, end_gesture
 from realtime.dsp.presets import builtin_presets, load_preset
 from realtime.engine.config import EngineConfig
 from realtime.engine.control import PARAM
@@ -75,7 +79,10 @@ class MainWindow(PresetActions, QMainWindow):
         self.settings = settings or Settings()
         self.errors: list[str] = []
         self._dismissed: set[str] = set()  # lines a click took away: the status poll does not bring them back
-        self.modified = False
+        # changes to the preset the undo stack does not hold (a structure changed, a mapped controller or
+        # MIDI learn): the preset is modified while there are some, or while the stack is off its clean
+        # (saved or loaded) state
+        self._changed_off_stack = False
         self.preset_path: str | None = preset_path  # a user file: "Save" writes there
         self.midi: MidiInput | None = None
         self._midi_lost: str | None = None  # the banner's line while the MIDI port is gone
@@ -90,6 +97,8 @@ class MainWindow(PresetActions, QMainWindow):
             host = RemoteEngineHost(preset or load_preset("default"), config or self.settings.engine_config())
         self.host = host
         self._build()
+        self.actions = ActionRunner(self, self._show_busy, self._show_exception)
+        self._busy_cursor = False
         self.learn = MidiLearn(self)
         self._midiStatus.connect(self._midi_status)
         self._rebuild_rack()
@@ -109,18 +118,18 @@ class MainWindow(PresetActions, QMainWindow):
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         self.resize(1280, 720)
-        tb = QToolBar("Main")
+        self.toolbar = tb = QToolBar("Main")
         tb.setMovable(False)
         self.addToolBar(tb)
         self.start_button = QPushButton("Start")
         self.start_button.setCheckable(True)
         self.start_button.setObjectName("start")
-        self.start_button.toggled.connect(lambda on: self._guard(self.start if on else self.stop))
+        self.start_button.toggled.connect(lambda on: self._guard(self.start if on else self.stop, False))
         tb.addWidget(self.start_button)
         self.restart_button = QPushButton("Restart engine")  # shown only once the engine process has died
         self.restart_button.setObjectName("restart-engine")
         self.restart_button.setToolTip("Start a new engine process with this chain, its knobs and MIDI mappings")
-        self.restart_button.clicked.connect(lambda: self._guard(self.restart_engine))
+        self.restart_button.clicked.connect(lambda: self._guard(self.restart_engine, False))
         self._restart_action = tb.addWidget(self.restart_button)
         self._restart_action.setVisible(False)
         tb.addSeparator()
@@ -132,18 +141,19 @@ class MainWindow(PresetActions, QMainWindow):
         self.preset_box.activated.connect(lambda i: self._guard(self._pick_builtin, self.preset_box.itemText(i)))
         pick_only(self.preset_box)  # a wheel or an arrow key loaded another preset, unasked
         tb.addWidget(self.preset_box)
-        for action in FILE_ACTIONS:
-            act = self._file_action(*action)
+        self._file_actions = [self._file_action(*action) for action in FILE_ACTIONS]
+        for act in self._file_actions:
             b = QToolButton(text=act.text())
             b.setToolTip(f"{act.text()} ({act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})")
             b.clicked.connect(act.trigger)
             tb.addWidget(b)
         self.undo_stack = QUndoStack(self)
+        self.undo_stack.cleanChanged.connect(self._clean_changed)  # e.g. undone back to what was saved
         self.undo_action, self.redo_action = (self._edit_action(*a) for a in EDIT_ACTIONS)
         tb.addSeparator()
         tb.addWidget(QLabel(" Add "))
         self.add_box = AddBox()
-        self.add_box.picked.connect(lambda kind, uri: self._guard(self.add_slot, kind, uri or None))
+        self.add_box.picked.connect(lambda kind, uri: self._guard(self.add_slot, kind, uri or None, False))
         tb.addWidget(self.add_box)
         tb.addSeparator()
         b = QToolButton(text="Settings…")
@@ -216,7 +226,9 @@ class MainWindow(PresetActions, QMainWindow):
     def _rebuild_rack(self) -> None:
         self._dismissed.clear()  # another chain (or engine): its errors are news again
         # a structural change (slots added, removed, moved; a preset; a restarted engine) is no undo
-        # step here: the steps before it go, so no undo addresses a slot that is gone or elsewhere
+        # step here: the steps before it go, so no undo addresses a slot that is gone or elsewhere;
+        # what they changed stays changed (the cleared stack is "clean")
+        self._changed_off_stack |= not self.undo_stack.isClean()
         self.undo_stack.clear()
         self.rack.rebuild(self.host.chain, self._connect_strip)
         self.learn.show_mappings()
@@ -226,19 +238,23 @@ class MainWindow(PresetActions, QMainWindow):
         strip.paramChanged.connect(self._param_changed)
         strip.bypassChanged.connect(self._bypass_changed)
         strip.mixChanged.connect(self._mix_changed)
-        strip.removeRequested.connect(lambda s: self._guard(self.remove_slot, s))
-        strip.moveRequested.connect(lambda s, d: self._guard(self.move_slot, s, d))
+        strip.removeRequested.connect(lambda s: self._guard(self.remove_slot, s, False))
+        strip.moveRequested.connect(lambda s, d: self._guard(self.move_slot, s, d, False))
         strip.learnRequested.connect(self.toggle_learn)
         strip.forgetRequested.connect(self.forget)
         strip.clearRequested.connect(lambda s: self._guard(self.clear_latches, s))
+        strip.gestureEnded.connect(lambda s, t: end_gesture(self.undo_stack, s, t))
 
     # ------------------------------------------------------------------ actions
     def _guard(self, fn, *args):
         try:
             return fn(*args)
         except Exception as e:  # shown in the window: the panel keeps running
-            self.show_error(f"{type(e).__name__}: {e}" if not isinstance(e, (ValueError, RuntimeError)) else str(e))
+            self._show_exception(e)
             return None
+
+    def _show_exception(self, e: Exception) -> None:
+        self.show_error(f"{type(e).__name__}: {e}" if not isinstance(e, (ValueError, RuntimeError)) else str(e))
 
     def show_error(self, text: str) -> None:
         self.errors.append(text)
@@ -256,21 +272,75 @@ class MainWindow(PresetActions, QMainWindow):
         if msg not in self.errors and msg not in self._dismissed:
             self.show_error(msg)
 
-    def start(self) -> None:
+    # ------------------------------------------------------------------ actions that wait for the engine
+    def _run(self, text: str, steps, wait: bool, structural: bool = True):
+        """Run an action (a generator of host calls, see gui.actions). ``wait``: here and now, its
+        result returned and its error raised (tests, scripts). Else in the background where the host
+        allows it (an engine process: this process only waits for its answer), its error in the
+        banner. ``text``: the status line meanwhile; ``structural``: it replaces the chain."""
+        return self.actions.run(text, steps, not wait and self.host.threaded_calls, structural)
+
+    def call_in_background(self, text: str, fn, *args) -> None:
+        """``fn(*args)`` (a blocking call, e.g. the demo player's start) as an action of its own, after
+        the one under way (here and now with a host in this process, as every action)."""
+        def steps():
+            yield (fn, *args)
+
+        self._run(text, steps(), wait=False, structural=False)
+
+    @property
+    def busy(self) -> bool:
+        """Whether an action runs in the background (or waits its turn)."""
+        return self.actions.current is not None
+
+    def _show_busy(self, action) -> None:
+        """``action`` runs now (None: none): the status line says so, the cursor waits, and every other
+        action waits for it. While it replaces the chain, the chain's controls and the keyboard are
+        off too: the host holds their changes back meanwhile (they would address the old chain), and
+        on this thread that wait would freeze the window."""
+        busy, structural = action is not None, action is not None and action.structural
+        if structural:
+            self.keyboard.release_all()  # before the host holds MIDI back: no note hangs
+        self.toolbar.setEnabled(not busy)
+        for act in self._file_actions:
+            act.setEnabled(not busy)
+        self.rack.setEnabled(not structural)
+        self.synth_panel.setEnabled(not structural)
+        self.undo_action.setEnabled(not structural and self.undo_stack.canUndo())
+        self.redo_action.setEnabled(not structural and self.undo_stack.canRedo())
+        if busy != self._busy_cursor:
+            self._busy_cursor = busy
+            if busy:
+                QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+            else:
+                QApplication.restoreOverrideCursor()
+        if busy:
+            self.status_labels["state"].setText(f"◌ {action.text}")
+        elif self._status_timer.isActive():  # not after shutdown
+            self._poll_status()
+
+    # ``wait`` (the actions that wait for the engine): see ``_run``
+    def start(self, wait: bool = True) -> None:
+        self._run("Starting…", self._start_steps(), wait, structural=False)
+
+    def _start_steps(self):
         self._dismissed.clear()  # a new run: its errors are news again
         try:
-            self.host.start()
+            yield (self.host.start,)
             self._started_at = time.monotonic()
         finally:
             self._sync_start_button()
         self._poll_status()
         self.engineStarted.emit()
 
-    def restart_engine(self) -> None:
+    def restart_engine(self, wait: bool = True) -> None:
         """A new engine process with the chain the panel shows (``RemoteEngineHost.restart_engine``);
         the stream starts again when it had played for RESUME_AFTER_S as the old process died."""
+        self._run("Restarting the engine…", self._restart_steps(), wait)
+
+    def _restart_steps(self):
         self.keyboard.release_all()
-        lv2 = self.host.restart_engine()
+        lv2 = yield (self.host.restart_engine,)
         self.clear_errors()
         self._restart_action.setVisible(False)
         self._rebuild_rack()
@@ -278,14 +348,17 @@ class MainWindow(PresetActions, QMainWindow):
             self.show_error(f"engine restarted; {', '.join(lv2)}: plugin state beyond the knobs starts from the "
                             "plugin's defaults")
         if self._resume_after_restart:
-            self.start()
+            yield from self._start_steps()
         else:
             self._sync_start_button()
             self._poll_status()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        self._run("Stopping…", self._stop_steps(), wait, structural=False)
+
+    def _stop_steps(self):
         self.keyboard.release_all()
-        self.host.stop()
+        yield (self.host.stop,)
         self._sync_start_button()
         self._poll_status()
 
@@ -331,11 +404,24 @@ class MainWindow(PresetActions, QMainWindow):
             self._replaying = False
 
     def _changed(self, fn, *args) -> None:
+        """A control's change: on the undo stack (``_record``), whose clean state marks the preset."""
         self._guard(fn, *args)
-        self.set_modified(True)
+        self._update_title()
+
+    def _clean_changed(self, _clean: bool) -> None:
+        self._update_title()
+
+    @property
+    def modified(self) -> bool:
+        """Whether the preset differs from what was last saved or loaded."""
+        return self._changed_off_stack or not self.undo_stack.isClean()
 
     def set_modified(self, on: bool) -> None:
-        self.modified = on
+        """True: a change the undo stack does not hold; False: the preset as it is now was saved or
+        loaded (undoing or redoing back to here clears the marker again)."""
+        self._changed_off_stack = on
+        if not on:
+            self.undo_stack.setClean()
         self._update_title()
 
     def _update_title(self) -> None:
@@ -343,24 +429,25 @@ class MainWindow(PresetActions, QMainWindow):
         self.setWindowTitle(f"rtaudio-host — {self.host.name}[*]")
         self.setWindowModified(self.modified)
 
-    def add_slot(self, kind: str, uri: str | None = None) -> str:
+    def add_slot(self, kind: str, uri: str | None = None, wait: bool = True) -> str | None:
+        """The new slot's id (None in the background)."""
         self.add_box.clear_choice()
-        return self._change_structure(lambda: self.host.add_slot(kind, uri=uri))
+        return self._run(f"Adding {kind}…", self._structure_steps(self.host.add_slot, kind, None, uri), wait)
 
-    def remove_slot(self, slot_id: str) -> None:
-        self._change_structure(lambda: self.host.remove_slot(slot_id))
+    def remove_slot(self, slot_id: str, wait: bool = True) -> None:
+        self._run(f"Removing {slot_id}…", self._structure_steps(self.host.remove_slot, slot_id), wait)
 
-    def move_slot(self, slot_id: str, delta: int) -> None:
-        self._change_structure(lambda: self.host.move_slot(slot_id, delta))
+    def move_slot(self, slot_id: str, delta: int, wait: bool = True) -> None:
+        self._run(f"Moving {slot_id}…", self._structure_steps(self.host.move_slot, slot_id, delta), wait)
 
-    def _change_structure(self, change):
-        """Run ``change()`` (a host's structural change; False: it changed nothing, as a move past
-        the rack's end) and return its result. The rack shows the engine's chain afterwards, also
-        when the change failed half-way (the chain changed, then the engine's restart failed: the
-        rack showed the old chain, and its knobs addressed slots that were gone)."""
+    def _structure_steps(self, change, *args):
+        """Run ``change(*args)`` (a host's structural change; False: it changed nothing, as a move
+        past the rack's end) and return its result. The rack shows the engine's chain afterwards,
+        also when the change failed half-way (the chain changed, then the engine's restart failed:
+        the rack showed the old chain, and its knobs addressed slots that were gone)."""
         changed = True
         try:
-            result = change()
+            result = yield (change, *args)
             changed = result is not False
             return result
         finally:
@@ -378,25 +465,46 @@ class MainWindow(PresetActions, QMainWindow):
     def _settings_dialog(self) -> None:
         dlg = SettingsDialog(self.host.config, self.settings.midi_port, self)
         if dlg.exec():
-            self.apply_settings(dlg.engine_config(), dlg.midi_port())
+            self.apply_settings(dlg.engine_config(), dlg.midi_port(), wait=False)
 
-    def apply_settings(self, config: EngineConfig, midi_port: str) -> None:
+    def apply_settings(self, config: EngineConfig, midi_port: str, wait: bool = True) -> None:
         """The dialog's choices. The engine restarts only for new audio settings (a restart is an
         audible dropout), which are remembered once the engine took them; the MIDI input opens
         whether or not they worked."""
+        self._run("Applying the audio settings…", self._settings_steps(config, midi_port), wait)
+
+    def _settings_steps(self, config: EngineConfig, midi_port: str):
         self.settings.midi_port = midi_port
         try:
             if config != self.host.config:
-                self._apply_audio(config)
+                yield from self._audio_steps(config)
         finally:
             self._guard(self._open_midi, midi_port)
 
-    def _apply_audio(self, config: EngineConfig) -> None:
+    def _audio_steps(self, config: EngineConfig):
+        old, was_running = self.host.config, self.host.running
         try:
-            self.host.set_config(config)
+            yield self.host.set_config, config
+        except Exception as refused:
+            # refused (e.g. a rate the device does not run): the host kept the refused config and a
+            # stopped engine, and a good config applied next restarted nothing. Back on the settings
+            # that worked, playing if it played; the refusal is the banner's line.
+            try:
+                yield from self._restore_audio_steps(old, was_running)
+            except Exception as e:
+                self._show_exception(e)
+            raise refused
         finally:
             self._sync_start_button()
         self.settings.save_engine_config(config)  # it worked: the next launch starts with it
+        if self.host.running:
+            self.engineStarted.emit()
+
+    def _restore_audio_steps(self, config: EngineConfig, play: bool):
+        yield self.host.set_config, config
+        if play and not self.host.running:
+            yield (self.host.start,)
+            self._started_at = time.monotonic()
         if self.host.running:
             self.engineStarted.emit()
 
@@ -439,6 +547,11 @@ class MainWindow(PresetActions, QMainWindow):
 
     # ------------------------------------------------------------------ polling
     def _poll_meters(self) -> None:
+        if self.actions.current is not None and self.actions.current.structural:
+            # the engine is stopped for the change (and a restart zeroes the rings under a reader):
+            # nothing to read, the bars fall
+            self._meters_fall()
+            return
         c = self.host.config
         records = self.host.read_readouts()
         if records is not None:
@@ -493,6 +606,8 @@ class MainWindow(PresetActions, QMainWindow):
         self.learn.show_value(f"{slot_id}.{pid}", PARAM, r)
 
     def _poll_status(self) -> None:
+        if self.actions.calling:  # the engine's pipe is taken; the action's end polls
+            return
         try:
             s = self._last_status = self.host.status()
         except Exception as e:  # e.g. the engine process died: say so once, keep the window
@@ -523,6 +638,7 @@ class MainWindow(PresetActions, QMainWindow):
                              "the audio server's timing")
         L["xruns"].setText(f"xruns {s['server_xruns']}")
         L["midi"].setText(f"MIDI: {self.midi.port_name if self.midi else 'off'}{' (lost)' if self._midi_lost else ''}")
+        self.rack.show_faults(s.get("slot_faults", {}))
         if s["error"]:
             self._report(s["error"])
         for slot, err in s.get("processor_errors", {}).items():  # the slot plays dry; the stream goes on
@@ -544,9 +660,16 @@ class MainWindow(PresetActions, QMainWindow):
         """Stop timers, MIDI and the engine; remember the geometry (idempotent)."""
         self._meter_timer.stop()
         self._status_timer.stop()
+        # the window's destruction clears the stack: its cleanChanged then must not reach a half-deleted window
+        try:
+            self.undo_stack.cleanChanged.disconnect(self._clean_changed)
+        except TypeError:  # shut down before
+            pass
+        self.actions.drop_waiting()
         self.keyboard.release_all()
         if self.midi is not None:
             self.midi.close()
             self.midi = None
-        self.host.close()
+        self.host.close()  # a host call under way ends with it (an engine busy past CLOSE_ANSWER_S is killed)
+        self.actions.settle()  # and the action under way with it, here
         self.settings.save_geometry(self.saveGeometry())

@@ -69,7 +69,8 @@ def test_turning_a_knob_changes_the_running_engine_and_the_audio(window, qtbot, 
     from .jack_helpers import Rig, lag_of
 
     w = window()
-    w.start_button.click()
+    w.start_button.click()  # the engine starts in the background: the window keeps running
+    qtbot.waitUntil(lambda: not w.busy, timeout=30000)
     assert w.host.running and w.start_button.text() == "Stop"
     t = np.arange(int(2.0 * SR)) / SR
     sine = np.repeat((0.1 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[:, None], 2, 1)
@@ -254,7 +255,8 @@ def test_a_dead_engine_process_is_shown_and_restart_brings_back_the_chain_knobs_
     assert w.status_labels["state"].text() == "○ engine exited"
     assert w._restart_action.isVisible() and not w.start_button.isChecked()
     assert "not running" in w.banner.text() or "exited" in w.banner.text()
-    qtbot.mouseClick(restart, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(restart, Qt.MouseButton.LeftButton)  # in the background
+    qtbot.waitUntil(lambda: not w.busy, timeout=30000)
     assert w.host.engine_alive() and w.host._proc.pid != old
     assert not w._restart_action.isVisible() and not w.banner.isVisible()
     assert w.host.running and w.start_button.isChecked()  # it was playing: it plays again

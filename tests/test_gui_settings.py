@@ -1,5 +1,5 @@
 """Remembered settings, the command line's say over them, and small panel behaviours, offscreen
-(no audio server needed)."""
+(no audio server needed, except where a test is marked ``jack``: a device that refuses a rate)."""
 import json
 import os
 import shutil
@@ -74,6 +74,25 @@ def test_a_device_number_stays_a_number_through_the_dialog_and_the_ini(qtbot, mo
     s.save_engine_config(c)
     back = Settings(tmp_path / "settings.ini").engine_config()
     assert back.input_device == 3 and back.output_device == 0  # device 0 is not "the default"
+
+
+# ---------------------------------------------------------------------------- a refused rate
+@pytest.mark.jack
+def test_a_refused_sample_rate_leaves_the_engine_playing_on_the_settings_that_worked(window, jack_server):
+    """The JACK server runs at 48 kHz: 44.1 kHz is refused. The engine stayed stopped on the refused
+    settings, and a good rate applied next did not start it either."""
+    from dataclasses import replace
+
+    w = window()
+    w.start()
+    assert w.host.running
+    w._guard(w.apply_settings, replace(w.host.config, samplerate=44100), "(none)")  # as the dialog's OK
+    assert len(w.errors) == 1 and "44100" in w.errors[0] and "\n" not in w.errors[0]
+    assert w.host.running and w.host.config.samplerate == 48000 and w.start_button.isChecked()
+    assert Settings(w.settings.path).engine_config().samplerate == 48000  # the refused rate is not remembered
+    w.apply_settings(replace(w.host.config, blocksize=256), "(none)")  # a good change next plays on
+    w._poll_status()
+    assert w.host.running and w.host.config.blocksize == 256 and w.status_labels["state"].text() == "● running"
 
 
 # ---------------------------------------------------------------------------- command line

@@ -10,7 +10,7 @@ from PyQt6.QtGui import QMouseEvent  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
-from gui.knob import DRAG_PIXELS  # noqa: E402
+from gui.knob import BURST_GAP_S, DRAG_PIXELS  # noqa: E402
 from gui.window import FOLLOW_POLLS  # noqa: E402
 from realtime.dsp.presets import load_preset  # noqa: E402
 
@@ -155,3 +155,68 @@ def test_structural_changes_clear_the_stack_saving_does_not(window, tmp_path):
     moved = w.host.value("gain", "gain_db")
     QTest.keyClick(w.rack.strips["gain"].controls["gain_db"], Qt.Key.Key_Z, CTRL)  # nothing left to undo
     assert w.host.value("gain", "gain_db") == moved and w.errors == []
+
+
+def test_two_drags_of_one_knob_are_two_steps_and_a_pause_splits_wheel_bursts(window, qtbot):
+    """Two drags of the same knob, one after the other, merged into one step: one Ctrl+Z took both back."""
+    w = window()
+    knob = w.rack.strips["gain"].controls["gain_db"]
+    start = knob.value()
+    drag_in_steps(knob, 3, -DRAG_PIXELS / 40)
+    first = knob.value()
+    drag_in_steps(knob, 3, -DRAG_PIXELS / 40)
+    assert knob.value() > first > start and w.undo_stack.count() == 2
+    undo(knob)
+    assert knob.value() == first and w.host.value("gain", "gain_db") == first
+    undo(knob)
+    assert knob.value() == start
+    # wheel notches in a burst are one step; after a pause the next burst is another
+    mix = w.rack.strips["gain"].mix_knob
+    wheel(mix, -1)
+    wheel(mix, -1)
+    burst = mix.value()
+    qtbot.wait(int(1000 * BURST_GAP_S) + 200)
+    wheel(mix, -1)
+    assert w.undo_stack.count() == 2  # the redo of the drags went with the new step
+    w.undo_stack.undo()
+    assert mix.value() == burst
+    # a wheel burst right after a drag is a step of its own too
+    drag_in_steps(knob, 2, -DRAG_PIXELS / 40)
+    dragged = knob.value()
+    wheel(knob, 1)
+    assert w.undo_stack.count() == 3
+    w.undo_stack.undo()
+    assert knob.value() == dragged
+
+
+def test_undoing_back_to_the_saved_preset_clears_the_modified_marker(window, tmp_path):
+    p = load_preset("default")
+    p["midi"] = [{"cc": 7, "channel": None, "target": "limiter.ceiling_db"}]
+    w = window(p)
+    knob = w.rack.strips["gain"].controls["gain_db"]
+    drag_in_steps(knob, 3, -DRAG_PIXELS / 40)
+    assert w.modified and w.isWindowModified()
+    undo(knob)  # back to the preset as loaded
+    assert not w.modified and not w.isWindowModified()
+    w.undo_stack.redo()
+    assert w.modified and w.isWindowModified()
+    w.save_preset(str(tmp_path / "mine.json"))
+    assert not w.isWindowModified()
+    drag_in_steps(knob, 3, -DRAG_PIXELS / 40)  # a new step after the save
+    assert w.isWindowModified() and w.undo_stack.count() == 2
+    undo(knob)  # back to what was saved
+    assert not w.modified and not w.isWindowModified()
+    undo(knob)  # before the save: modified again
+    assert w.modified and w.isWindowModified()
+    w.undo_stack.redo()
+    assert not w.isWindowModified()
+    # changes the stack does not hold keep the marker whatever is undone
+    wheel(knob, 1)
+    w.host.midi_in(0xB0, 7, 0)  # the mapped controller moves a knob
+    QApplication.processEvents()
+    undo(knob)
+    assert w.modified and w.isWindowModified()
+    w.load_preset_file(str(tmp_path / "mine.json"))
+    assert not w.isWindowModified()
+    w.add_slot("gain")  # a structural change: no undo takes it back
+    assert w.isWindowModified() and w.undo_stack.count() == 0

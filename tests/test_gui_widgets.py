@@ -514,3 +514,27 @@ def test_a_learn_under_way_survives_a_rebuilt_rack_visibly(window):
     w.toggle_learn("gain.gain_db")
     w.remove_slot("gain")  # its slot gone: the learn ends with it
     assert w.host.cc_map.learning is None
+
+
+def test_a_plugins_bad_output_and_resets_show_on_its_strip_only_once_there_are_some(window):
+    """The engine counted the samples a hosted plugin made that were replaced by silence and the
+    resets of its instance; the strip never said so."""
+    import numpy as np
+
+    from realtime.io import lilv, lv2_scan
+
+    amp = "http://plugin.org.uk/swh-plugins/amp"
+    if not lilv.available() or amp not in lv2_scan.scan().plugins:
+        pytest.skip("swh amp not installed (the set-up installs swh-lv2)")
+    p = load_preset("default")
+    p["chain"].insert(0, {"id": "amp", "processor": "lv2", "uri": amp, "params": {"gain": 70.0}})
+    w = window(p)
+    faults = w.rack.strips["amp"].findChild(QLabel, "faults")
+    w._poll_status()
+    assert not faults.isVisible() and not w.rack.strips["gain"].findChild(QLabel, "faults").isVisible()
+    proc = w.host.chain.slot("amp").processor
+    proc.prepare(48000, 128, 2)
+    proc.process(np.full((128, 2), 10.0, np.float32))  # x 3162: beyond the output limit, zeroed and counted
+    assert (proc.bad_output_samples, proc.instance_resets) == (256, 2)  # a mono plugin: an instance per channel
+    w._poll_status()  # the status poll, as each second
+    assert faults.isVisible() and faults.text() == "⚠ 256 bad samples, 2 resets"

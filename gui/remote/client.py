@@ -51,18 +51,22 @@ class RemoteEngineHost(HostBase):
         The engine process did not come up.
     """
 
+    threaded_calls = True  # they only wait for the engine process; they serialise on ``_pipe``
+
     def __init__(self, preset: dict, config: EngineConfig | None = None, plugins: tuple[str, ...] = ()):
         p = validate_preset(preset)
         rings, self._names, self._shms = create_rings()
         self._init_common(config, rings)
         self._writer = ControlWriter(rings, ChainView([]), on_full=self._drain_if_stopped)
         ControlRings.compile()  # the knob/MIDI push, before the first move
-        self._pipe = threading.Lock()
+        # the engine process, its pipe and the commands on it; reentrant: a restart closes the old
+        # process and starts the new one under it (a window closing meanwhile waits, or kills)
+        self._pipe = threading.RLock()
         self._proc = None
         self._plugins = tuple(plugins)
         self._hung = False  # the last command timed out: the process may be alive but stuck
         self._lv2_states: dict[str, str] = {}  # LV2 slots' own state, from the last preset that had it
-        self._closed = False  # the rings' shared memory is gone: nothing may be pushed
+        self._closed = False  # closing: nothing may be pushed (the rings' memory goes), no process starts
         self.running = False
         try:
             self._spawn(p)
@@ -98,9 +102,12 @@ class RemoteEngineHost(HostBase):
 
         self._seq = 0  # of the last command sent (the start's reply is 0)
         self._hung = False
-        self._proc = ctx.Process(target=serve, args=(child, self._names, p, asdict(self.config), self._plugins),
-                                 name="rtaudio-engine", daemon=True)
-        self._proc.start()
+        if self._closed:  # closed from another thread during a restart
+            raise EngineProcessError("the panel's engine connection is closed")
+        proc = ctx.Process(target=serve, args=(child, self._names, p, asdict(self.config), self._plugins),
+                           name="rtaudio-engine", daemon=True)
+        proc.start()
+        self._proc = proc  # started: one that can be killed
         child.close()
         self._apply(self._reply(START_TIMEOUT_S))
 
@@ -117,7 +124,7 @@ class RemoteEngineHost(HostBase):
         """
         if self._closed:
             raise EngineProcessError("the panel's engine connection is closed")
-        with self.rings.lock:  # no knob, MIDI push or learn meanwhile
+        with self.rings.lock, self._pipe:  # no knob, MIDI push or learn meanwhile; no command
             p = self._view_preset(self.name, self.description)
             self._stop_process()
             zero_rings(self._shms)  # nobody consumes or produces now: every ring starts empty
@@ -261,9 +268,9 @@ class RemoteEngineHost(HostBase):
         self._shutdown_process()
 
     def _shutdown_process(self) -> None:
+        self._closed = True  # no push from now on, and a restart under way on another thread stops short
         self._stop_process()
         with self.rings.lock:  # no knob or MIDI push is under way, and none follows: the rings' memory goes
-            self._closed = True
             for s in getattr(self, "_shms", []):
                 s.close()
                 try:
@@ -275,24 +282,32 @@ class RemoteEngineHost(HostBase):
     def _stop_process(self) -> None:
         """Close the engine process and its pipe. One that stopped answering is killed: at once when a
         command timed out, else when it does not take the "close" within CLOSE_ANSWER_S (closing the
-        window waited 20 s for it); one that took it, when it has not exited within CLOSE_EXIT_S."""
-        if self._proc is not None:
-            if self._proc.is_alive() and not self._hung and self._ask_close():
-                self._proc.join(CLOSE_EXIT_S)
-            if self._proc.is_alive():
-                self._proc.kill()  # also ends a stopped (SIGSTOP) process
-                self._proc.join(5)
-            self._proc = None
-            self._conn.close()
-        self.running = False
+        window waited 20 s for it); one that took it, when it has not exited within CLOSE_EXIT_S.
+        A command another thread waits for (the window's action) has CLOSE_ANSWER_S to end first;
+        then its process is killed, which ends it."""
+        while not self._pipe.acquire(timeout=CLOSE_ANSWER_S):
+            proc = self._proc
+            if proc is not None:
+                proc.kill()
+        try:
+            if self._proc is not None:
+                if self._proc.is_alive() and not self._hung and self._ask_close():
+                    self._proc.join(CLOSE_EXIT_S)
+                if self._proc.is_alive():
+                    self._proc.kill()  # also ends a stopped (SIGSTOP) process
+                    self._proc.join(5)
+                self._proc = None
+                self._conn.close()
+            self.running = False
+        finally:
+            self._pipe.release()
 
     def _ask_close(self) -> bool:
         """Send "close"; whether the engine process took it (it answers before it closes its stream)."""
         try:
-            with self._pipe:
-                self._seq += 1
-                self._conn.send((self._seq, "close", ()))
-                return self._conn.poll(CLOSE_ANSWER_S)
+            self._seq += 1
+            self._conn.send((self._seq, "close", ()))
+            return self._conn.poll(CLOSE_ANSWER_S)
         except (OSError, EOFError, ValueError):
             return False
 

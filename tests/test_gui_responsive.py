@@ -1,0 +1,139 @@
+"""Structural commands (Start, adding a slot, loading a preset) take the engine process up to
+seconds (models load, kernels warm up, the stream opens): the window's event loop keeps running
+meanwhile, on the real engine process and a JACK dummy server."""
+import multiprocessing
+import time
+from dataclasses import replace
+
+import pytest
+
+pytest.importorskip("PyQt6")
+pytest.importorskip("pytestqt")
+
+from PyQt6.QtCore import Qt, QTimer  # noqa: E402
+from PyQt6.QtWidgets import QApplication  # noqa: E402
+
+from gui.midi import NONE  # noqa: E402
+from gui.remote import RemoteEngineHost  # noqa: E402
+from gui.remote.client import CLOSE_ANSWER_S  # noqa: E402
+from gui.settings import Settings  # noqa: E402
+from gui.window import MainWindow  # noqa: E402
+from realtime.dsp.presets import load_preset  # noqa: E402
+from realtime.engine.config import EngineConfig  # noqa: E402
+
+pytestmark = pytest.mark.jack
+MAX_GAP_S = 0.25  # the old, blocking window froze 0.6 s and more for each of these
+
+
+class GapMeter:
+    """The longest time between two ticks of a 10 ms timer: how long the event loop stood still."""
+
+    def __init__(self):
+        self.longest, self._last = 0.0, None
+        self.timer = QTimer(interval=10, timeout=self._tick)
+
+    def _tick(self):
+        now = time.monotonic()
+        if self._last is not None:
+            self.longest = max(self.longest, now - self._last)
+        self._last = now
+
+    def __enter__(self):
+        self.longest, self._last = 0.0, time.monotonic()
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._tick()  # the time since the last tick counts too (a blocking call lets none through)
+        self.timer.stop()
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, jack_server):
+    settings = Settings(tmp_path / "settings.ini")
+    settings.midi_port = NONE
+    p = load_preset("default")
+    config = EngineConfig(samplerate=48000, blocksize=128)
+    w = MainWindow(p, config, settings, host=RemoteEngineHost(p, config))
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.shutdown()
+
+
+def until_idle(qtbot, w, done):
+    qtbot.waitUntil(lambda: not w.busy and done(), timeout=30000)
+
+
+def test_start_add_and_load_keep_the_window_running(window, qtbot):
+    """Start, Add enhancer and a preset picked each froze the window 0.6-1.1 s (the engine process
+    prepared the chain before it answered); now the event loop never stands still for long, the
+    window says it is busy, and the rack is off while its chain is replaced."""
+    w = window
+    gaps = {}
+    with GapMeter() as g:
+        w.start_button.click()
+        assert w.busy and w.status_labels["state"].text() == "◌ Starting…"
+        assert QApplication.overrideCursor().shape() == Qt.CursorShape.WaitCursor
+        assert not w.start_button.isEnabled() and w.rack.isEnabled()
+        w.rack.knob("gain.gain_db").setValue(-4.0)  # a knob still queues its move while the engine starts
+        until_idle(qtbot, w, lambda: w.host.running)
+    gaps["start"] = g.longest
+    qtbot.waitUntil(lambda: w.host.engine_values().slot("gain").processor.get_param("gain_db") == -4.0, timeout=3000)
+    assert w.start_button.text() == "Stop" and w.start_button.isEnabled() and QApplication.overrideCursor() is None
+    with GapMeter() as g:
+        w.add_box.pick("enhancer")
+        assert w.busy and not w.rack.isEnabled() and not w.add_box.isEnabled()
+        until_idle(qtbot, w, lambda: True)
+    gaps["add"] = g.longest
+    assert "enhancer" in w.rack.strips and w.rack.isEnabled() and w.modified
+    w.set_modified(False)  # as if saved: no "discard the changes?" question
+    with GapMeter() as g:
+        w.preset_box.activated.emit(w.preset_box.findText("voice"))
+        until_idle(qtbot, w, lambda: True)
+    gaps["load"] = g.longest
+    assert w.host.name == "voice" and list(w.rack.strips) == ["enhancer", "limiter", "safety"]
+    assert w.host.running and w.status_labels["state"].text() == "● running" and not w.errors
+    print("longest GUI-thread gaps (s):", {k: round(v, 3) for k, v in gaps.items()})
+    assert max(gaps.values()) < MAX_GAP_S, gaps
+
+
+def test_a_refused_change_in_the_background_is_the_banners_line(window, qtbot):
+    """The settings dialog's OK, in the background: a rate the server refuses is reported, and the
+    engine plays on the settings that worked (two more engine calls, after the refusal)."""
+    w = window
+    w.start()
+    w.apply_settings(replace(w.host.config, samplerate=44100), NONE, wait=False)
+    assert w.busy
+    until_idle(qtbot, w, lambda: True)
+    assert len(w.errors) == 1 and "44100" in w.errors[0]
+    assert w.host.running and w.host.config.samplerate == 48000 and w.start_button.isChecked()
+    w.add_slot("no-such-kind", wait=False)
+    until_idle(qtbot, w, lambda: True)
+    assert len(w.errors) == 2 and "no-such-kind" in w.errors[1] and w.rack.isEnabled()
+
+
+def test_an_action_asked_for_meanwhile_waits_its_turn(window, qtbot):
+    w = window
+    w.add_slot("gain", wait=False)
+    w.remove_slot("meter", wait=False)  # e.g. a strip's button while the rack was still on
+    assert w.busy
+    assert w.add_slot("enhancer") == "enhancer"  # here and now: after both
+    assert not w.busy and [s for s in w.rack.strips] == ["hpf", "gain", "limiter", "gain2", "enhancer", "safety"]
+
+
+@pytest.mark.parametrize("action", ["add", "restart"])
+def test_closing_the_window_while_an_action_runs(window, qtbot, action):
+    """The window closes at once: the engine process takes the "close" once its command is done, or
+    is killed after CLOSE_ANSWER_S (a restart under way starts no new one); the action ends with it."""
+    w = window
+    if action == "add":
+        w.add_box.pick("enhancer")
+    else:
+        w.restart_engine(wait=False)
+    assert w.busy
+    t0 = time.monotonic()
+    w.shutdown()
+    assert time.monotonic() - t0 < CLOSE_ANSWER_S + 3.0
+    assert not w.busy and w.host._proc is None and QApplication.overrideCursor() is None
+    assert not [p for p in multiprocessing.active_children() if p.name == "rtaudio-engine"]

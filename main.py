@@ -85,8 +85,16 @@ and preset (OUT/.batch-manifest.jsonl); exit status 1 when any file failed, 130 
 finish the files in progress; twice: abandon them, nothing half-written is left)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error in one line, ``error: …``, exit status 2, as every other user error (the
+    usage is for --help). Subcommands' parsers are of this class too (``add_subparsers`` makes them so)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="main.py", description="Real-time audio plugin host and streaming processor")
+    ap = _Parser(prog="main.py", description="Real-time audio plugin host and streaming processor")
     sub = ap.add_subparsers(dest="command")
 
     p = sub.add_parser("gui", help="desktop knob panel (default)")
@@ -133,12 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", default=None, help="output extension (default: the input's; MIDI renders to wav)")
     _tail_arg(p, ", for audio inputs (MIDI renders keep their 2 s)")
     p.add_argument("--jobs", "-j", type=positive_int, default=None,
-                   help="local worker processes (default: one per core)")
+                   help="local worker processes (default: one per core); with --ray, the CPUs of the node it starts")
     p.add_argument("--streams", type=positive_int, default=8,
                    help="files a worker runs side by side through one model call (presets that start with the "
                         "enhancer or the de-limiter, and MIDI files into the synth; default 8; 1: one file at a time)")
     p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
-                   help="run on a Ray cluster: auto, HOST:PORT, or none for Ray's default (needs the cluster extra)")
+                   help="run on a Ray cluster: auto, HOST:PORT, local (a new node), or none for Ray's default "
+                        "(needs the cluster extra)")
     p.add_argument("--force", action="store_true", help="process everything again, ignoring the resume log")
     p.add_argument("--no-progress", action="store_true")
 

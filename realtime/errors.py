@@ -178,10 +178,19 @@ def user_message(e: BaseException) -> str | None:
     return None
 
 
+def interrupt_status(e: KeyboardInterrupt) -> int:
+    """The exit status of a command an interrupt ended: 128 + the signal's number, as a shell
+    reports it (Ctrl-C 130, SIGTERM 143, SIGHUP 129)."""
+    import signal
+
+    name = str(e) if isinstance(e, Interrupted) else "SIGINT"
+    return 128 + int(getattr(signal, name, signal.SIGINT))
+
+
 def run_cli(main, argv=None) -> int:
     """Run a ``python -m`` entry point (a data recipe, a trainer, a benchmark) as ``main.py`` runs
     its commands: a user error is one line ``error: …`` and exit status 2, a ``SystemExit`` with a
-    message the same, Ctrl-C / SIGTERM / SIGHUP ``interrupted`` and 130 / 143 / 130 (the same
+    message the same, Ctrl-C / SIGTERM / SIGHUP ``interrupted`` and 130 / 143 / 129 (the same
     clean-up runs for all three); a bug keeps its traceback."""
     import signal
     import threading
@@ -211,14 +220,14 @@ def _run_cli(main, argv) -> int:
 
 def said_status(e: BaseException, interrupted: str = "interrupted") -> int | None:
     """Say how a command ended on ``e`` in one line on stderr and return its exit status: an
-    interrupt ``interrupted`` (130, 143 for SIGTERM), a user error or a ``SystemExit("message")``
-    ``error: …`` (2). None, saying nothing: not the user's to fix (a bug keeps its traceback) or a
-    ``SystemExit`` that carries a status."""
+    interrupt ``interrupted`` (``interrupt_status``: 130, 143 for SIGTERM, 129 for SIGHUP), a user
+    error or a ``SystemExit("message")`` ``error: …`` (2). None, saying nothing: not the user's to
+    fix (a bug keeps its traceback) or a ``SystemExit`` that carries a status."""
     import sys
 
     if isinstance(e, KeyboardInterrupt):
         print(interrupted, file=sys.stderr)
-        return 143 if isinstance(e, Interrupted) and str(e) == "SIGTERM" else 130
+        return interrupt_status(e)
     if isinstance(e, SystemExit):
         msg = e.code if isinstance(e.code, str) else None
     else:

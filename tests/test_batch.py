@@ -335,6 +335,156 @@ def test_local_batch_never_imports_ray(tmp_path):
     assert r.stdout.strip() == "[]"
 
 
+def test_a_batch_that_cannot_start_leaves_no_out_folder_and_blames_no_file(tmp_path, capsys):
+    """A bad --preset was said as `error: in/a.wav: unknown preset` and left an empty --out behind."""
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", _noise(16000, 0.1, 1, 0), 16000)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main.main(["batch", str(src), "--out", str(out), "--preset", "nope", "--jobs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown preset 'nope'") and err.count("\n") == 1, err
+    assert not out.exists()
+    (tmp_path / "jobs.csv").write_text("input,preset\nin/a.wav,nope\n")  # a manifest's row is still named
+    with pytest.raises(PresetError, match=r"jobs.csv row 1: unknown preset 'nope'"):
+        plan_batch([tmp_path / "jobs.csv"], out, BatchOptions())
+
+
+def _ray_running() -> bool:
+    """Whether a Ray cluster runs on this machine (a GCS server), which `--ray auto` would join."""
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"gcs_server" in (d / "cmdline").read_bytes().split(b"\0")[0]:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def test_ray_auto_without_a_cluster_is_one_line_in_this_commands_terms(tmp_path):
+    pytest.importorskip("ray")
+    if _ray_running():
+        pytest.skip("a Ray cluster runs on this machine: --ray auto would join it")
+    sf.write(tmp_path / "a.wav", _noise(16000, 0.1, 1, 0), 16000)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run([sys.executable, "main.py", "batch", str(tmp_path / "a.wav"), "--out", str(out), "--ray", "auto",
+                        "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: --ray auto: no running Ray cluster found") and r.stderr.count("\n") == 1, r.stderr
+    assert "--address" not in r.stderr
+    assert not out.exists()
+
+
+def _helper_nodes() -> list[int]:
+    """Processes running a Ray node that a batch started for itself (``ray_batch._NODE``)."""
+    return [int(d.name) for d in Path("/proc").iterdir()
+            if d.name.isdigit() and b'ray.init(address="local"' in _cmdline(d)]
+
+
+def _cmdline(d: Path) -> bytes:
+    try:
+        return (d / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_ray_sigterm_to_the_process_group_finishes_the_files_in_progress(tmp_path):
+    """`--ray` with a node of its own: SIGTERM to the group (systemd's stop) used to kill the node with
+    the batch (exit 134, `.part` files left); once finishes the file in progress and starts no other
+    (one CPU with `-j 1`, which Ray ignored), twice abandons it; the summary comes either way."""
+    pytest.importorskip("ray")
+    src = tmp_path / "long"
+    src.mkdir()
+    for i in range(3):
+        sf.write(src / f"f{i}.wav", _noise(48000, 30.0, 2, i), 48000, subtype="PCM_16")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "main.py", "batch", str(src), "--out", str(out), "--preset", "default", "--blocksize", "16",
+           "--no-progress", "--force", "--ray", "-j", "1"]
+    for signals in (1, 2):
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not _no_parts(out):
+            time.sleep(0.01)
+        for _ in range(signals):
+            os.killpg(proc.pid, signal.SIGTERM)  # the batch and all it started in its group
+            time.sleep(0.5)  # the batch takes signals between Ray's waits (0.2 s): two within one count once
+        stdout, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == 143, stderr[-3000:]
+        s = json.loads(stdout)
+        assert (s["backend"], s["workers"], s["interrupted"], s["abandoned"], s["failed"]) == \
+            ("ray", 1, True, signals == 2, 0), s
+        assert (s["processed"], s["not_started"]) == ((1, 2) if signals == 1 else (0, 3)), s
+        assert not _no_parts(out)
+        for p in out.glob("*.wav"):  # every output that exists is whole
+            assert sf.info(str(p)).frames == 30 * 48000
+        assert not _helper_nodes()  # the batch's node ended with it
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_cluster_started_elsewhere_gets_the_batchs_own_paths(tmp_path):
+    """Relative inputs and --out on a cluster started in another folder: outputs landed in the
+    workers' folder (the summary said processed, a re-run redid all) and relative inputs were "no such file"."""
+    import shutil
+    import tempfile
+
+    from realtime.run.ray_batch import probe
+
+    pytest.importorskip("ray")
+    elsewhere, work = tmp_path / "cluster", tmp_path / "work"
+    (work / "in" / "nested").mkdir(parents=True)
+    elsewhere.mkdir()
+    sf.write(work / "in" / "x.wav", _noise(16000, 0.5, 1, 0), 16000)
+    for i in range(2):
+        sf.write(work / "in" / "nested" / f"n{i}.wav", _noise(16000, 0.5, 1, i + 1), 16000)
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # its own: the machine's "last cluster" is left alone
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus", "1",
+                             "--port", str(port), "--node-ip-address", "127.0.0.1", "--temp-dir", temp,
+                             "--include-dashboard", "false", "--disable-usage-stats",
+                             "--object-store-memory", str(80 * 2 ** 20)],
+                            cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        cmd = [sys.executable, str(ROOT / "main.py"), "batch", "in/x.wav", "in/nested", "--out", "out_rel",
+               "--preset", "default", "--no-progress", "--ray", f"127.0.0.1:{port}"]
+        deadline = time.time() + 60
+        while True:  # the head answers on its port once it has started
+            try:
+                probe(f"127.0.0.1:{port}", timeout_s=1)
+                break
+            except OfflineError:
+                assert time.time() < deadline and head.poll() is None, "the Ray head did not start"
+                time.sleep(0.5)
+        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, r.stderr[-3000:]
+        s = json.loads(r.stdout)
+        assert (s["processed"], s["failed"]) == (3, 0), s
+        assert sorted(p.relative_to(work / "out_rel").as_posix() for p in (work / "out_rel").rglob("*.wav")) == \
+            ["n0.wav", "n1.wav", "x.wav"]
+        assert not [p for p in elsewhere.rglob("*") if p.suffix == ".wav"]
+        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=240)  # all done: skipped
+        assert r.returncode == 0 and (json.loads(r.stdout)["processed"], json.loads(r.stdout)["skipped"]) == (0, 3)
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` takes its node's processes down with it
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------- Ray
 
 @pytest.fixture(scope="module")
@@ -399,6 +549,19 @@ def test_killing_a_ray_worker_mid_batch_loses_nothing(tmp_path, ray_cluster):
         _assert_same(out / f"f{i}.wav", sf.read(ref / f"f{i}.wav", dtype="float64"))
 
 
+def test_ray_groups_files_side_by_side_for_every_cpu_of_the_cluster(tmp_path, ray_cluster):
+    """Grouped as if Ray had one worker: 4 files were one task of 4 streams on one of the 2 CPUs."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        sf.write(src / f"f{i}.wav", _noise(48000, 1.0, 1, 30 + i), 48000)
+    out = tmp_path / "out"
+    s = run_batch([src], out, BatchOptions(preset="voice"), ray_address=ray_cluster, progress=False)
+    assert (s["backend"], s["workers"], s["processed"], s["failed"]) == ("ray", 2, 4, 0)
+    log = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+    assert sorted(r["streams"] for r in log) == [2, 2, 2, 2]  # a group of two for each CPU
+
+
 # ------------------------------------------------------------------------------ streams side by side
 
 def test_batched_enhancer_streams_equal_single_streams():
@@ -457,6 +620,31 @@ def test_files_side_by_side_match_process(tmp_path):
         assert main.main(["process", str(src / f"f{i}.wav"), str(ref), "--preset", "voice", "--no-progress"]) == 0
         _assert_same(out / f"f{i}.wav", sf.read(ref, dtype="float64"))
     assert not _no_parts(out)
+
+
+def test_files_side_by_side_flush_the_output_resampler_as_process_does(tmp_path):
+    """A file the chain resamples (22.05 and 32 kHz into 48 kHz) must end as ``process_file`` ends it:
+    side by side, the chain was flushed by its latency alone, so at a small block size the output
+    resampler's last ~50 frames were made from silence instead of the chain's ringing."""
+    preset = tmp_path / "ring.json"  # a resonant peak after the de-limiter: the chain rings on after the input
+    preset.write_text(json.dumps({"version": 1, "name": "ring", "chain": [
+        {"id": "delimiter", "processor": "delimiter", "params": {"auto_level": "off"}},
+        {"id": "peak", "processor": "biquad", "params": {"type": "peak", "freq_hz": 100, "q": 10, "gain_db": 12}},
+        {"id": "safety", "processor": "safety", "params": {"ceiling_db": -0.3}}]}))
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, sr in enumerate((22050, 32000)):
+        t = np.arange(sr // 2) / sr
+        sf.write(src / f"f{i}.wav", (0.3 * np.sin(2 * np.pi * 100 * t)).astype(np.float32), sr, subtype="FLOAT")
+    out = tmp_path / "out"
+    s = run_batch([src], out, BatchOptions(preset=str(preset), blocksize=64, streams=2), jobs=1, progress=False)
+    assert (s["processed"], s["failed"]) == (2, 0)
+    assert [json.loads(line)["streams"] for line in (out / LOG_NAME).read_text().splitlines()] == [2, 2]
+    for i in range(2):
+        ref = tmp_path / f"ref{i}.wav"
+        assert main.main(["process", str(src / f"f{i}.wav"), str(ref), "--preset", str(preset), "--blocksize", "64",
+                          "--no-progress"]) == 0
+        _assert_same(out / f"f{i}.wav", sf.read(ref, dtype="float64"))
 
 
 def _run_blocks(proc, x, block):
@@ -727,6 +915,25 @@ def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys):
     assert list(cwd.iterdir()) == []
     with pytest.raises(OfflineError, match="--out is empty"):
         plan_batch([tmp_path / "a.wav"], "", BatchOptions())
+
+
+def test_a_pipe_is_refused_in_one_line_not_read(tmp_path):
+    """batch reads every input twice (it hashes it to resume): a FIFO no one wrote to hung the
+    batch, and /dev/stdin from a pipe was consumed by the hash, its file then "not readable"."""
+    fifo = tmp_path / "take.wav"
+    os.mkfifo(fifo)
+    for inputs, stdin in (([str(fifo)], None), (["/dev/stdin"], subprocess.PIPE)):
+        p = subprocess.Popen([sys.executable, "main.py", "batch", *inputs, "--out", str(tmp_path / "out"),
+                              "--no-progress"], cwd=ROOT, stdin=stdin, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = p.communicate(input="RIFF" if stdin else None, timeout=60)
+        finally:
+            p.kill()
+        assert p.returncode == 2 and out == "", err
+        assert err == f"error: {inputs[0]}: a pipe or device, not a file; batch needs files " \
+                      "(for a pipe use `main.py process`)\n"
+    assert not (tmp_path / "out" / LOG_NAME).exists()
 
 
 def test_output_side_failures_are_retried_input_failures_are_not(tmp_path):

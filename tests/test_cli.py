@@ -49,6 +49,17 @@ def test_bad_presets_and_overrides_are_one_clear_line(tmp_path, args, message):
     assert not (tmp_path / "o.wav").exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["process", "-b", "0"], ["run", "-b", "0"], ["batch", "in", "--out", "o", "-r", "-48000"],
+    ["gui", "--prefill-blocks", "0"], ["batch", "in"], ["nosuch"],
+])
+def test_a_bad_argument_is_one_line_not_the_usage(argv):
+    """The usage block came first (5 lines for `process -b 0`, 9 for `run -b 0`)."""
+    r = run(*argv)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+
+
 def test_malformed_preset_file_names_the_field(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"version": 1, "name": "x", "chain": [{"processor": "gain", "params": {"gain_db": "loud"}}]}))
@@ -312,3 +323,31 @@ def test_an_output_only_card_is_a_device_for_output_streams(monkeypatch):
     assert has_audio_device("duplex", named=True)
     Default.device = (0, -1)
     assert has_audio_device("input") and not has_audio_device("output")
+
+
+@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_an_interrupted_command_exits_with_128_plus_the_signals_number(tmp_path, sig, code):
+    """As a shell reports it: SIGHUP (a closed terminal, a dropped ssh session) said 130, Ctrl-C's.
+    The command reads its pipe to the end before processing: once it has taken more than a pipe
+    holds, it is reading (its handlers set) and waits there for the rest."""
+    import signal
+    import threading
+
+    out = tmp_path / "o.wav"
+    p = subprocess.Popen([sys.executable, "main.py", "process", "/dev/stdin", str(out), "--preset", "clean",
+                          "--no-progress"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    watchdog = threading.Timer(120, p.kill)  # a command that neither reads nor ends would block the writes
+    watchdog.start()
+    try:
+        for _ in range(64):
+            p.stdin.write(bytes(16384))
+            p.stdin.flush()
+        p.send_signal(getattr(signal, sig))
+        _, err = p.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+    err = err.decode()
+    assert p.returncode == code, err
+    assert err.strip() == f"interrupted; {out} not written", err
+    assert list(tmp_path.iterdir()) == []

@@ -279,14 +279,16 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     inputs : iterable of str or Path
         See ``plan_batch``.
     out_dir : str or Path
-        Output folder (created); also holds the resume log.
+        Output folder (created once the batch can start); also holds the resume log.
     options : BatchOptions, optional
     jobs : int, optional
-        Local workers (default: one per core). Ignored with Ray (the cluster's CPUs decide).
+        Local workers (default: one per core); with Ray, the CPUs of a node started for the batch
+        (a joined cluster's CPUs are its own).
     ray_address : str, True or None
-        None: the local process pool. True: ``ray.init()`` (a running cluster from ``RAY_ADDRESS``,
-        else a new local one); a string: ``ray.init(address=…)``, e.g. ``"auto"`` or ``"10.0.0.1:6379"``.
-        Workers read inputs and write outputs by the paths given: on a cluster, a shared filesystem.
+        None: the local process pool. True: Ray's default (a running cluster from ``RAY_ADDRESS`` or
+        the last ``ray start`` here, else a new local node); a string: ``"auto"``, ``"local"`` (a new
+        node) or ``"10.0.0.1:6379"`` (see ``ray_batch.ray_cluster``).
+        Workers read inputs and write outputs by their absolute paths: on a cluster, a shared filesystem.
     progress : bool
         Draw the progress line on ``stream`` (default stderr).
 
@@ -312,13 +314,12 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     """
     options = options or BatchOptions()
     out_dir = check_out_dir(out_dir)
-    if isinstance(ray_address, str):  # a cluster that does not answer fails before anything is made
+    if isinstance(ray_address, str):  # a cluster that does not answer fails before anything is planned
         from realtime.run.ray_batch import probe
 
         probe(ray_address)
     if out_dir.exists() and not out_dir.is_dir():
         raise OfflineError(f"{out_dir}: is a file, not a folder (--out takes a folder)")
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tasks = plan_batch(inputs, out_dir, options)
     log = ResumeLog(out_dir)
@@ -351,23 +352,29 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     for s in previous:
         signal.signal(s, stop.escalate)
-    use_ray = ray_address is not None and ray_address is not False
+    use_ray = bool(todo) and ray_address is not None and ray_address is not False
     try:
-        local_workers = jobs or default_jobs()
-        units = group_tasks(todo, options.streams, 1 if use_ray else local_workers)
-        if not todo:
-            backend, workers = "none", 0
-        elif use_ray:
-            from realtime.run.ray_batch import run_tasks_on_ray
+        with contextlib.ExitStack() as stack:
+            if use_ray:
+                from realtime.run.ray_batch import ray_cluster, run_units_on_ray
 
-            address = None if ray_address is True else ray_address
-            backend, workers = "ray", run_tasks_on_ray(units, on_result, stop, address)
-        else:
-            from realtime.run.batch_pool import run_tasks_locally
+                address = None if ray_address is True else ray_address
+                workers = stack.enter_context(ray_cluster(address, jobs))
+            else:
+                workers = jobs or default_jobs()
+            units = group_tasks(todo, options.streams, workers)  # a group for every worker there is
+            out_dir.mkdir(parents=True, exist_ok=True)  # only now: a batch that cannot start leaves nothing
+            if not todo:
+                backend, workers = "none", 0
+            elif use_ray:
+                backend = "ray"
+                run_units_on_ray(units, on_result, stop, workers)
+            else:
+                from realtime.run.batch_pool import run_tasks_locally
 
-            workers = min(local_workers, len(units))
-            backend = "local"
-            run_tasks_locally(units, on_result, stop, workers)
+                workers = min(workers, len(units))
+                backend = "local"
+                run_tasks_locally(units, on_result, stop, workers)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

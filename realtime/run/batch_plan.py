@@ -232,13 +232,15 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
     Returns
     -------
     list of BatchTask
-        Longest first (keeps every worker busy to the end), chains grouped.
+        Longest first (keeps every worker busy to the end), chains grouped; input, output and
+        preset file as absolute paths.
 
     Raises
     ------
     OfflineError
-        An empty ``out_dir``, a folder input that is ``out_dir`` itself, a missing input, an
-        unreadable manifest, or two inputs that would write the same output.
+        An empty ``out_dir``, a folder input that is ``out_dir`` itself, a missing input, an input
+        that is a pipe or a device (a FIFO, ``/dev/stdin`` from a pipe), an unreadable manifest, or
+        two inputs that would write the same output.
     PresetError
         A preset or override that does not apply (names the manifest row when it came from one).
     """
@@ -277,6 +279,10 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         if key in seen:
             raise OfflineError(f"{origin} and {seen[key]} would both write {dst}")
         seen[key] = origin
+        if src.exists() and not src.is_file() and not src.is_dir():  # a missing file or a folder fails alone, later
+            # reading one would hang (a FIFO no one writes) or consume it (stdin): batch hashes each input to resume
+            raise OfflineError(f"{origin}: a pipe or device, not a file; batch needs files "
+                               "(for a pipe use `main.py process`)")
         kind = _kind(src)
         if kind == "midi":
             name, overrides, block = preset_name or options.midi_preset, (*options.midi_overrides, *sets), \
@@ -294,9 +300,12 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
                 settings["tail_s"] = tail
             digest = presets.digest(name, tuple(overrides), settings)
         except PresetError as e:
+            if not (preset_name or sets):  # the command line's own preset: no file or row to blame
+                raise
             raise PresetError(f"{origin}: {e}") from None
-        tasks.append(BatchTask(str(src), str(dst), kind, preset, digest, str(_preset_file(name)),
-                               rate, block, seconds, channels, tail))
+        # absolute: a Ray worker runs in the cluster's folder, not this one
+        tasks.append(BatchTask(os.path.abspath(src), os.path.abspath(dst), kind, preset, digest,
+                               os.path.abspath(_preset_file(name)), rate, block, seconds, channels, tail))
     tasks.sort(key=lambda t: (-t.audio_s, t.preset_hash, t.input))
     return tasks
 

@@ -13,7 +13,6 @@ group is done; a file that fails is discarded alone. The outputs equal ``process
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -70,13 +69,12 @@ class _FileStream:
             bytes_missing,
             check_destination,
             copy_tags,
+            flush_frames,
             open_input,
             output_format,
         )
 
         self.task, self.blocksize, self.clipped = task, blocksize, clipped
-        # chain-rate frames of silence after the input: the latency's, then the tail's
-        self.flush = latency + math.ceil(task.tail_s * task.samplerate)
         in_p, out_p = Path(task.input), Path(task.output)
         self.src = open_input(in_p)
         try:
@@ -89,6 +87,7 @@ class _FileStream:
         self.cut = bytes_missing(in_p) > 0  # as process_file: a cut WAV's length is already what is there
         sr = task.samplerate
         resample = self.in_sr != sr
+        self.flush = flush_frames(latency, task.tail_s, sr, resample)  # chain-rate silence after the input
         self.rs_in = soxr.ResampleStream(self.in_sr, sr, ch, dtype="float32", quality="HQ") if resample else None
         self.rs_out = soxr.ResampleStream(sr, self.in_sr, ch, dtype="float32", quality="HQ") if resample else None
         self.fifo = Reblocker(blocksize, ch)

@@ -32,7 +32,7 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int
     Returns
     -------
     int
-        The exit status: 0, or 1 when the device or server was lost.
+        The exit status: 0, or 1 when the device or server was lost (143 / 129 after SIGTERM / SIGHUP).
     """
     t0 = time.monotonic()
     try:
@@ -47,11 +47,11 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int
         if status:
             print(file=sys.stderr)
         return 0
-    except KeyboardInterrupt as e:  # Ctrl-C is how a live run is meant to end; SIGTERM says 143 as usual
-        from realtime.errors import Interrupted
+    except KeyboardInterrupt as e:  # Ctrl-C is how a live run is meant to end; SIGTERM / SIGHUP say 143 / 129 as usual
+        from realtime.errors import Interrupted, interrupt_status
 
         print("\nstopped", file=sys.stderr)
-        return 143 if isinstance(e, Interrupted) and str(e) == "SIGTERM" else 0
+        return interrupt_status(e) if isinstance(e, Interrupted) else 0
 
 
 def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False,

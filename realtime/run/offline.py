@@ -2,7 +2,8 @@
 
 One block loop (``ChainRunner``) serves audio files (``process_file``) and MIDI renders
 (``render_midi``, ``render_events``): fixed chain blocks from a FIFO, MIDI events at their exact
-sample offsets, the chain's latency dropped from the start. Constant memory (an hour-long file
+sample offsets, the chain's latency dropped from the start (the latency it reports once prepared;
+see ``process_file``'s ``compensate_latency``). Constant memory (an hour-long file
 streams through), streaming resampling to the chain rate and back (python-soxr), and an atomic
 write: output goes to a temporary file beside the target and is renamed only when complete, so a
 failure leaves no half file and the input is never overwritten.
@@ -422,6 +423,13 @@ class ChainRunner:
             pad -= n
 
 
+def flush_frames(latency: int, tail_s: float, samplerate: int, resampled: bool) -> int:
+    """Chain frames of silence run through after a file's input: its latency's, its tail's and, when
+    the output is resampled back, ``RESAMPLER_FLUSH`` for the chain's last frames to pass the output
+    resampler's filter (flushed short, the file's last ~10 ms depended on the block size)."""
+    return latency + math.ceil(tail_s * samplerate) + (RESAMPLER_FLUSH if resampled else 0)
+
+
 def process_file(in_path, out_path, chain, samplerate: int | None = None, blocksize: int = 512,
                  progress: bool = True, compensate_latency: bool = True, tail_s: float = 0.0) -> dict:
     """Run ``chain`` over an audio file into another, block by block, faster than real time.
@@ -442,7 +450,11 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     progress : bool
         Show a progress bar.
     compensate_latency : bool
-        Drop the chain's latency so output lines up with input sample for sample.
+        Drop the chain's latency so output lines up with input sample for sample: the latency it
+        reports once prepared (an LV2 plugin's after one silent block), read once, as a DAW's
+        offline bounce compensates by the latency at its start. A latency that moves during the
+        render (a plugin that changes its own look-ahead) shifts what follows by the change, as it
+        does live; the chain's dry paths follow it, so wet and dry stay aligned.
     tail_s : float
         Seconds of silence run through the chain after the input ends and kept (a delay's or a
         reverb's tail); 0: the output is exactly as long as the input.
@@ -489,7 +501,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
                              desc=in_p.name) as bar:
                     copy_tags(src, dst)
                     out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail)
-                    flush = latency + math.ceil(tail_s * samplerate)
+                    flush = flush_frames(latency, tail_s, samplerate, resample)
                     frames_read, nonfinite = _stream(src, out, runner, rs_in, flush, bar)
                 check_written(tmp, out_p, out.total)
         except (OSError, sf.LibsndfileError) as e:
@@ -507,8 +519,8 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
 
 def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, flush: int, bar) -> tuple[int, int]:
     """Read ``src`` to its end through the resampler and the runner into ``out``, then flush
-    ``flush`` more chain frames (the latency and the tail) and finish it; returns (frames read,
-    non-finite input samples)."""
+    ``flush`` more chain frames (``flush_frames``) and finish it; returns (frames read, non-finite
+    input samples)."""
     frames_read = nonfinite = 0
 
     def write(blocks) -> None:
@@ -526,9 +538,7 @@ def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, flush: int, bar)
         write(runner.feed(rs_in.resample_chunk(x) if rs_in is not None else x))
     if rs_in is not None:
         write(runner.feed(rs_in.resample_chunk(np.zeros((0, src.channels), np.float32), last=True)))
-    # resampled back, the chain's last frames still have to pass the output resampler's filter:
-    # flushed short, the file's last ~10 ms depended on the block size
-    write(runner.flush(tail=flush + (RESAMPLER_FLUSH if out.rs_out is not None else 0)))
+    write(runner.flush(tail=flush))
     out.finish()
     return frames_read, nonfinite
 

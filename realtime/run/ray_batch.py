@@ -1,21 +1,44 @@
 """The batch runner's cluster backend: the same tasks as the local pool, as Ray tasks.
 
 Install with ``pip install -e '.[cluster]'``; only this module imports Ray, and only when a batch
-asks for it (``main.py batch --ray [ADDRESS]``). Each task runs ``realtime.run.batch.run_task`` in
+asks for it (``main.py batch --ray [ADDRESS]``). Each task runs ``realtime.run.batch.run_unit`` in
 a Ray worker process, which keeps its chains between tasks as a local worker does. A task whose
 worker process dies (a killed node, an out-of-memory kill) is retried by Ray on another worker;
 its output is still all-or-nothing, because every attempt writes through the atomic writer and
-first removes what a killed attempt left behind. Workers read and write the paths they are given:
-on a multi-node cluster, inputs and outputs must be on a filesystem every node mounts.
+first removes what a killed attempt left behind. Workers read and write the paths they are given
+(absolute: a worker runs in the cluster's folder): on a multi-node cluster, inputs and outputs must
+be on a filesystem every node mounts.
+
+Where Ray would start a node of its own (``--ray`` with no cluster to join, ``--ray local``), the
+batch starts it in a session of its own, as the local pool's workers ignore the group's signals:
+a Ctrl-C or ``kill -TERM -- -PGID`` reaches the batch alone, which finishes the files in progress.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
 
+from realtime.errors import OfflineError
 from realtime.run.batch import THREAD_ENV, BatchTask, StopFlag
 
 MAX_RETRIES = 3  # attempts after a worker died; a file's own errors are results, never retried
 CANCEL_GRACE_S = 10.0
+NODE_STOP_S = 30.0  # a node started for the batch gets this long to shut down before it is killed
+
+# A node for one batch, run by a helper process in a session of its own. It ends when the batch closes
+# its stdin (or dies, which closes it too); the node's processes die with the helper (Ray's fate sharing).
+_NODE = """\
+import sys, ray
+ray.init(address="local", num_cpus=int(sys.argv[1]) if sys.argv[1:] else None, include_dashboard=False,
+         log_to_driver=False, configure_logging=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+"""
 
 
 def _remote_task(unit: tuple[BatchTask, ...]) -> list[dict]:
@@ -30,46 +53,103 @@ def _failed(task: BatchTask, error: str) -> dict:
             "pid": None, "wall_s": None, "finished": None}
 
 
-def connect(address: str | None):
-    """Join (or, with no address and no ``RAY_ADDRESS``, start) a Ray cluster unless already connected.
+def _starts_node(address: str | None) -> bool:
+    """Whether ``ray.init(address)`` would start a node rather than join one (Ray's own resolution:
+    ``RAY_ADDRESS``, then the cluster of the last ``ray start`` here)."""
+    if address == "local":
+        return True
+    if address is not None:
+        return False
+    from ray._private.services import get_ray_address_from_environment
+
+    return get_ray_address_from_environment(None, None) is None
+
+
+def _start_node(cpus: int | None) -> tuple[subprocess.Popen, str]:
+    """A helper process running a new node (``_NODE``) in its own session, and the node's address."""
+    if "RAY_AUTH_MODE" not in os.environ:
+        # Ray turns token authentication on for a node it starts, and a driver that joins by address
+        # must turn it on too (here, and read again: Ray read its settings when imported)
+        from ray._raylet import Config
+
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")
+    proc = subprocess.Popen([sys.executable, "-c", _NODE, *([str(cpus)] if cpus else [])], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    address = proc.stdout.readline().strip()
+    if not address:
+        proc.wait()
+        raise OfflineError("--ray: could not start a local Ray node (Ray's error is above)")
+    return proc, address
+
+
+def _stop_node(proc: subprocess.Popen) -> None:
+    proc.stdin.close()
+    try:
+        proc.wait(NODE_STOP_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _init(ray, address: str) -> None:
+    """``ray.init`` with the signal handlers it found: it puts in its own for SIGTERM (which exits
+    the process, files half-done), where the batch's finishes the files in progress."""
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": dict(THREAD_ENV)})
+    except ConnectionError as e:
+        if address == "auto":  # Ray's message names an `--address` flag this command does not have
+            raise OfflineError("--ray auto: no running Ray cluster found; start one (`ray start --head`), "
+                               "give --ray HOST:PORT or set RAY_ADDRESS, or use --ray alone to start one "
+                               "for this batch") from None
+        raise OfflineError(f"--ray: cannot reach a Ray cluster at {address}: {e}") from None
+    except (RuntimeError, ValueError) as e:
+        raise OfflineError(f"--ray: cannot reach a Ray cluster at {address}: {e}") from None
+    finally:
+        for s, h in handlers.items():
+            if h is not None:
+                signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def ray_cluster(address: str | None = None, cpus: int | None = None):
+    """Connected to a Ray cluster for the block (unless already connected); yields its CPUs.
 
     Parameters
     ----------
     address : str or None
-        ``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"``; None for Ray's own default.
-
-    Returns
-    -------
-    bool
-        Whether this call connected (and so should disconnect at the end).
+        ``"auto"``, ``"HOST:PORT"``, ``"ray://HOST:PORT"`` or ``"local"``; None for Ray's own
+        default (``RAY_ADDRESS``, the last ``ray start`` here, else a new node).
+    cpus : int, optional
+        CPUs of a node started for the batch (default: Ray's count); a joined cluster has its own.
 
     Raises
     ------
     OfflineError
-        Ray is not installed, or no cluster answers at ``address``.
+        Ray is not installed, no cluster answers at ``address``, or a node would not start.
     """
-    from realtime.errors import OfflineError
-
     try:
         import ray
     except ModuleNotFoundError:
         raise OfflineError("--ray needs Ray: pip install -e '.[cluster]'") from None
-    if ray.is_initialized():
-        return False
-    probe(address)
-    try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": dict(THREAD_ENV)})
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise OfflineError(f"cannot reach a Ray cluster at {address or 'the default address'}: {e}") from None
-    return True
+    # Ray's driver prints its notices (a retried task, a dead worker) on stdout: keep stdout for the summary
+    with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
+        if not ray.is_initialized():
+            probe(address)
+            if _starts_node(address):
+                proc, address = _start_node(cpus)
+                stack.callback(_stop_node, proc)
+            _init(ray, address)
+            stack.callback(ray.shutdown)
+        yield max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def probe(address: str | None, timeout_s: float = 5.0) -> None:
     """A "host:port" address must answer before Ray is asked to join it: with nothing listening,
     ``ray.init`` retries its connection for minutes, logging a warning every 30 s."""
-    from realtime.errors import OfflineError
-
     host, sep, port = (address or "").rpartition(":")
     if not sep or "://" in (address or "") or not port.isdigit():
         return  # "auto", "local", None, ray://…: Ray's own resolution
@@ -79,9 +159,9 @@ def probe(address: str | None, timeout_s: float = 5.0) -> None:
         raise OfflineError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
 
 
-def run_tasks_on_ray(units: list[tuple[BatchTask, ...]], on_result, stop: StopFlag,
-                     address: str | None = None) -> int:
-    """Run ``units`` as Ray tasks; call ``on_result(result)`` here for each file as its unit finishes.
+def run_units_on_ray(units: list[tuple[BatchTask, ...]], on_result, stop: StopFlag, cpus: int) -> None:
+    """Run ``units`` as Ray tasks, inside ``ray_cluster``; call ``on_result(result)`` here for each
+    file as its unit finishes.
 
     Parameters
     ----------
@@ -92,54 +172,33 @@ def run_tasks_on_ray(units: list[tuple[BatchTask, ...]], on_result, stop: StopFl
     stop : StopFlag
         Level 1: submit nothing more, wait for the submitted tasks; level 2: cancel them (a cancelled
         task's temporary file is removed by the atomic writer).
-    address : str, optional
-        See ``connect``.
-
-    Returns
-    -------
-    int
-        The cluster's CPUs (the workers the batch could use).
+    cpus : int
+        The cluster's CPUs (``ray_cluster``'s): the most tasks submitted at a time.
     """
-    import contextlib
-    import sys
-
-    # Ray's driver prints its notices (a retried task, a dead worker) on stdout: keep stdout for the summary.
-    with contextlib.redirect_stdout(sys.stderr):
-        return _run(units, on_result, stop, address)
-
-
-def _run(units: list[tuple[BatchTask, ...]], on_result, stop: StopFlag, address: str | None) -> int:
-    connected = connect(address)
     import ray
 
-    try:
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_remote_task)
-        window = 2 * cpus  # submitted ahead: every CPU busy, memory and Ctrl-C latency bounded
-        queue = list(reversed(units))
-        pending: dict = {}
-        while queue or pending:
-            while queue and stop.level == 0 and len(pending) < window:
-                unit = queue.pop()
-                pending[remote.remote(unit)] = unit
-            if not pending:
-                break
-            if stop.level >= 2:
-                for ref in pending:
-                    ray.cancel(ref)
-                ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_GRACE_S)
-                break
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
-            for ref in ready:
-                unit = pending.pop(ref)
-                try:
-                    results = ray.get(ref)
-                except ray.exceptions.RayError as e:  # retries exhausted, or the task itself broke
-                    why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                    results = [_failed(task, why) for task in unit]
-                for result in results:
-                    on_result(result)
-        return cpus
-    finally:
-        if connected:
-            ray.shutdown()
+    remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_remote_task)
+    queue = list(reversed(units))
+    pending: dict = {}
+    while queue or pending:
+        # no more than can run at once: a task queued in Ray would still start after the first Ctrl-C
+        while queue and stop.level == 0 and len(pending) < cpus:
+            unit = queue.pop()
+            pending[remote.remote(unit)] = unit
+        if not pending:
+            break
+        if stop.level >= 2:
+            for ref in pending:
+                ray.cancel(ref)
+            ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_GRACE_S)
+            break
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+        for ref in ready:
+            unit = pending.pop(ref)
+            try:
+                results = ray.get(ref)
+            except ray.exceptions.RayError as e:  # retries exhausted, or the task itself broke
+                why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                results = [_failed(task, why) for task in unit]
+            for result in results:
+                on_result(result)

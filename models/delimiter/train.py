@@ -36,7 +36,7 @@ from models.delimiter import limiters, tcn
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 from models.device import DEVICE_HELP, pick_device
 from models.run_folder import check_run_folder, check_writable, save_torch
-from realtime.argtypes import non_negative_int, positive_float, positive_int
+from realtime.argtypes import comma_list, non_negative_int, positive_float, positive_int
 from realtime.dsp.declip import declip
 from realtime.dsp.processors.neural.delimiter import DB_PER_NEPER, DEFAULT_THRESHOLD_DB
 
@@ -582,17 +582,6 @@ def lufs_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def db_list(text: str) -> list[float]:
-    """"1.5,2" -> [1.5, 2.0] (``--thresholds``, dB); a clear one-line error otherwise."""
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected dB values separated by commas, e.g. 1.5,2,3; got {text!r}") from None
-    if not all(math.isfinite(v) for v in vals):
-        raise argparse.ArgumentTypeError(f"expected finite dB values; got {text!r}")
-    return vals
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="train delimiter")
     ap.add_argument("--smoke", action="store_true", help="tiny data, a few steps, export to checkpoints/")
@@ -657,7 +646,7 @@ def main(argv=None) -> int:
     ap.add_argument("--score", type=Path, nargs="+", default=None, metavar="WEIGHTS",
                     help="score these weights-only states (e.g. a run's steps/*.pt) on the selection set at each "
                          "of --thresholds, one JSON line each, and stop: how a state and its threshold are picked")
-    ap.add_argument("--thresholds", type=db_list, default="1.5,2,2.5,3",
+    ap.add_argument("--thresholds", type=comma_list(float), default="1.5,2,2.5,3",
                     help="with --score: processor thresholds (dB)")
     a = ap.parse_args(argv)
     pick_device(a.device)  # a device that is not there fails before any data is built

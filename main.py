@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from realtime.argtypes import positive_int
+from realtime.argtypes import OneLineParser, positive_int
 from realtime.engine.config import HEADLESS_PREFILL_BLOCKS, PANEL_PREFILL_BLOCKS, device_arg
 
 os.environ.setdefault("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK" if sys.platform.startswith("linux") else "")
@@ -85,16 +85,8 @@ and preset (OUT/.batch-manifest.jsonl); exit status 1 when any file failed, 130 
 finish the files in progress; twice: abandon them, nothing half-written is left)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """A usage error in one line, ``error: …``, exit status 2, as every other user error (the
-    usage is for --help). Subcommands' parsers are of this class too (``add_subparsers`` makes them so)."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="main.py", description="Real-time audio plugin host and streaming processor")
+    ap = OneLineParser(prog="main.py", description="Real-time audio plugin host and streaming processor")
     sub = ap.add_subparsers(dest="command")
 
     p = sub.add_parser("gui", help="desktop knob panel (default)")

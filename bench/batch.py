@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import emit
-from realtime.argtypes import comma_list, positive
+from realtime.argtypes import OneLineParser, comma_list, positive
 
 WORKLOADS = {  # name -> (preset, input kind, rate, channels, files side by side per worker)
     "voice": ("voice", "audio", 48000, 1, 1),
@@ -39,7 +39,7 @@ WORKLOADS = {  # name -> (preset, input kind, rate, channels, files side by side
 
 
 def get_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench batch", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="bench batch", description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=positive(int), default=8, help="files per workload")
     ap.add_argument("--seconds", type=positive(), default=10.0, help="length of each file")
     ap.add_argument("--workers", type=comma_list(positive(int)), default="1,2",

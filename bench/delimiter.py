@@ -40,7 +40,7 @@ import numpy as np
 from bench.common import emit
 from models.delimiter import data as recipe
 from models.delimiter import limiters
-from realtime.argtypes import comma_list, positive
+from realtime.argtypes import OneLineParser, comma_list, positive
 
 
 def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
@@ -328,7 +328,7 @@ def evaluate(suite: str = "heldout", tracks_per_package: int = 2, seconds: float
 
 
 def get_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench delimiter", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="bench delimiter", description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--blocksize", type=positive(int), default=128)
     ap.add_argument("--suite", choices=("heldout", "insource", "both"), default="heldout",

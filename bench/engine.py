@@ -13,11 +13,11 @@ import sys
 import time
 
 from bench.common import emit, hold_gil
-from realtime.argtypes import positive
+from realtime.argtypes import OneLineParser, positive
 
 
 def get_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench engine", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="bench engine", description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=positive(), default=10.0)
     ap.add_argument("--blocksize", type=positive(int), default=128)
     ap.add_argument("--samplerate", type=positive(int), default=48000)

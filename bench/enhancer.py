@@ -41,7 +41,7 @@ import numpy as np
 
 from models.enhancer.data import SELECTION_CLIPS
 from models.enhancer.metrics import pesq_wb
-from realtime.argtypes import comma_list, positive
+from realtime.argtypes import OneLineParser, comma_list, positive
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / "data" / "enhancer" / "bench"
@@ -51,7 +51,7 @@ METRICS = ("pesq_wb", "stoi", "si_sdr")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench enhancer", description=__doc__,
+    ap = OneLineParser(prog="bench enhancer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding one sub-folder per set")
     ap.add_argument("--sets", type=comma_list(), default=",".join(DEFAULT_SETS),

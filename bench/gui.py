@@ -40,13 +40,13 @@ import time
 
 import numpy as np
 
-from realtime.argtypes import positive
+from realtime.argtypes import OneLineParser, positive
 
 NEURAL = ("enhancer", "delimiter", "synth")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench gui", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="bench gui", description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=positive(), default=60.0)
     ap.add_argument("--samplerate", type=positive(int), default=48000)
     ap.add_argument("--blocksize", type=positive(int), default=128)

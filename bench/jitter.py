@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from bench.common import emit
-from realtime.argtypes import positive
+from realtime.argtypes import OneLineParser, positive
 
 
 @njit(nogil=True, cache=True)
@@ -39,7 +39,7 @@ def fixed_work(x, reps):
 
 
 def get_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench jitter", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="bench jitter", description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=positive(), default=60.0)
     ap.add_argument("--work-ms", type=positive(), default=0.9, help="cost of one iteration on a quiet core")
     ap.add_argument("--samplerate", type=positive(int), default=48000)

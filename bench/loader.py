@@ -16,11 +16,11 @@ import time
 import numpy as np
 
 from bench.common import emit
-from realtime.argtypes import positive
+from realtime.argtypes import OneLineParser, positive
 
 
 def get_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench loader", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="bench loader", description=__doc__.split("\n\n")[0])
     ap.add_argument("--examples", type=positive(int), default=100, help="examples mixed and analysed one by one")
     ap.add_argument("--seconds", type=positive(), default=1.5, help="example length (the GPU recipe's)")
     ap.add_argument("--batch", type=positive(int), default=64, help="batch of the trainer's search (the GPU recipe's)")

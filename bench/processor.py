@@ -17,11 +17,11 @@ import time
 import numpy as np
 
 from bench.common import emit
-from realtime.argtypes import positive
+from realtime.argtypes import OneLineParser, positive
 
 
 def get_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="bench processor", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="bench processor", description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="processor kinds, or lv2:URI (default: all built-in and available)")
     ap.add_argument("--samplerate", type=positive(int), default=48000)
     ap.add_argument("--blocksize", type=positive(int), default=128)

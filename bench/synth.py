@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from bench.common import emit
-from realtime.argtypes import comma_list, positive
+from realtime.argtypes import OneLineParser, comma_list, positive
 
 FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 
@@ -178,7 +178,7 @@ def bench_quality(instrument: str, sr: int, block: int, melodies: int, as_json: 
 def get_parser() -> argparse.ArgumentParser:
     from realtime.dsp.processors.synth.processor import INSTRUMENTS
 
-    ap = argparse.ArgumentParser(prog="bench synth", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="bench synth", description=__doc__.splitlines()[0])
     ap.add_argument("--instruments", type=comma_list(choices=INSTRUMENTS), default=",".join(INSTRUMENTS))
     ap.add_argument("--samplerate", type=positive(int), default=48000)
     ap.add_argument("--blocksize", type=positive(int), default=128)

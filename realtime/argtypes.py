@@ -29,6 +29,15 @@ def positive(cast=float, zero: bool = False):
     return parse
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, ``error: …``, exit status 2, like every
+    other user error (the usage is what --help is for). Subcommands' parsers are of this class too
+    (``add_subparsers`` makes them of their parent's class)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
+
+
 def comma_list(item=str, choices=None, empty: bool = False):
     """An argparse ``type``: a comma-separated list, each part ``item(part)`` (e.g. ``positive(int)``,
     ``float``) and, with ``choices``, one of them; a list that names nothing is refused unless ``empty``.

@@ -52,6 +52,9 @@ def test_bad_presets_and_overrides_are_one_clear_line(tmp_path, args, message):
 @pytest.mark.parametrize("argv", [
     ["process", "-b", "0"], ["run", "-b", "0"], ["batch", "in", "--out", "o", "-r", "-48000"],
     ["gui", "--prefill-blocks", "0"], ["batch", "in"], ["nosuch"],
+    # benchmarks and trainers have their own parsers, of the same kind
+    ["bench", "processor", "--blocksize", "x"], ["bench", "delimiter", "--bogus"], ["train", "enhancer", "--steps", "-1"],
+    ["train", "delimiter", "--thresholds", "abc"],
 ])
 def test_a_bad_argument_is_one_line_not_the_usage(argv):
     """The usage block came first (5 lines for `process -b 0`, 9 for `run -b 0`)."""

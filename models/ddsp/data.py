@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.argtypes import OneLineParser
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data" / "ddsp"
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -404,7 +406,7 @@ def build_instrument(inst: str, minutes: float, seed: int, out: Path, melodies, 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="models.ddsp.data", description=__doc__,
+    ap = OneLineParser(prog="models.ddsp.data", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instrument", action="append", choices=sorted(INSTRUMENTS),
                     help="default: all instruments")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from models.run_folder import check_writable
-from realtime.argtypes import positive_float, positive_int
+from realtime.argtypes import OneLineParser, positive_float, positive_int
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -33,7 +33,7 @@ CKPT = ROOT / "checkpoints" / "ddsp"
 def parse(argv):
     from models.ddsp.data import INSTRUMENTS
 
-    ap = argparse.ArgumentParser(prog="train ddsp", description=__doc__,
+    ap = OneLineParser(prog="train ddsp", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instrument", required=True, choices=sorted(INSTRUMENTS))
     ap.add_argument("--data", type=Path, default=DATA)

@@ -27,7 +27,6 @@ Held out, by whole package:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -41,6 +40,7 @@ import numpy as np
 
 from models.delimiter import limiters
 from models.reserved import RESERVED_PACKAGES  # noqa: F401 (the recipe's tests check against it)
+from realtime.argtypes import OneLineParser
 from realtime.dsp.declip import declip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -490,7 +490,7 @@ def load_index(root: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--selection-only", action="store_true", help="rebuild only the selection set")
     a = ap.parse_args(argv)

@@ -31,6 +31,7 @@ import numpy as np
 
 from models.delimiter.data import DEFAULT_OUT, load_index
 from models.opus import read_opus, write_opus
+from realtime.argtypes import OneLineParser
 
 OPUS_SR = 48000
 
@@ -128,7 +129,7 @@ def unpack(src: Path, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.delimiter.pack", description=__doc__,
+    ap = OneLineParser(prog="python -m models.delimiter.pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_OUT, help="the recipe's output (pack)")
     ap.add_argument("--unpack", type=Path, default=None, metavar="PACK", help="decode this pack into --out")

@@ -31,7 +31,6 @@ ruins, which the processor's threshold leaves alone).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -41,6 +40,7 @@ from scipy.ndimage import maximum_filter1d
 
 from models.delimiter import data as recipe
 from models.delimiter import limiters
+from realtime.argtypes import OneLineParser
 
 FRAME = 64
 LOOKAHEAD = 256  # samples of future every output sample of the product's model has seen
@@ -232,7 +232,7 @@ def fit(paths: list, n_examples: int, seed: int, kinds: dict, frames: int = 384,
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.delimiter.probe", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m models.delimiter.probe", description=__doc__.split("\n")[0])
     ap.add_argument("--examples", type=int, default=None, help="fresh examples (trees: 900, --fit: 60)")
     ap.add_argument("--seed", type=int, default=None, help="trees: 5, --fit: 999")
     ap.add_argument("--fit", nargs="+", type=Path, default=None, metavar="CKPT",

@@ -36,7 +36,7 @@ from models.delimiter import limiters, tcn
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 from models.device import DEVICE_HELP, pick_device
 from models.run_folder import check_run_folder, check_writable, save_torch
-from realtime.argtypes import comma_list, non_negative_int, positive_float, positive_int
+from realtime.argtypes import OneLineParser, comma_list, non_negative_int, positive_float, positive_int
 from realtime.dsp.declip import declip
 from realtime.dsp.processors.neural.delimiter import DB_PER_NEPER, DEFAULT_THRESHOLD_DB
 
@@ -583,7 +583,7 @@ def lufs_range(text: str) -> tuple[float, float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="train delimiter")
+    ap = OneLineParser(prog="train delimiter")
     ap.add_argument("--smoke", action="store_true", help="tiny data, a few steps, export to checkpoints/")
     ap.add_argument("--minutes", type=positive_float, default=120.0, help="wall-time budget of this run")
     ap.add_argument("--steps", type=positive_int, default=60000, help="length of the LR schedule (and the run)")

@@ -35,7 +35,6 @@ selection and the benchmark's out-of-source set use whole packages training neve
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -65,6 +64,7 @@ from models.enhancer.sources import (
     v1_speech_sources,
 )
 from models.reserved import RESERVED_PACKAGES  # noqa: F401 (the recipe's tests check against it)
+from realtime.argtypes import OneLineParser
 
 SR = 48000
 ROOT = Path(__file__).resolve().parents[2]
@@ -849,7 +849,7 @@ def writable_folder(out: Path) -> None:
 def main(argv=None):
     from realtime.argtypes import non_negative_int, positive_int
 
-    ap = argparse.ArgumentParser(description="build the enhancer train/validation data")
+    ap = OneLineParser(description="build the enhancer train/validation data")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--n-val", type=non_negative_int, default=120)
     ap.add_argument("--bench-only", action="store_true",

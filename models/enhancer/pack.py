@@ -28,6 +28,7 @@ import numpy as np
 
 from models.enhancer.data import SR, Pool
 from models.opus import read_opus, write_opus
+from realtime.argtypes import OneLineParser
 
 POOLS = ("train_speech", "train_noise")
 SPEECH_SHARE = 0.8  # of each part's bytes: the voices are what the network must learn to keep
@@ -130,7 +131,7 @@ def unpack(src: Path, out: Path) -> dict:
 def main(argv=None) -> int:
     from realtime.argtypes import positive_float, positive_int
 
-    ap = argparse.ArgumentParser(prog="python -m models.enhancer.pack", description=__doc__,
+    ap = OneLineParser(prog="python -m models.enhancer.pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "data" / "enhancer",
                     help="the recipe's output (pack)")

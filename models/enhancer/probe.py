@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.argtypes import OneLineParser
 from realtime.dsp import stft_windows
 from realtime.dsp.erb import MIN_BAND_HZ, NB_ERB, SR, erb_matrices
 
@@ -71,7 +72,7 @@ def oracle(noisy: np.ndarray, clean: np.ndarray, n: int, gains: str, min_band_hz
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.enhancer.probe", description=__doc__,
+    ap = OneLineParser(prog="python -m models.enhancer.probe", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "enhancer" / "select",
                     help="noisy/ and clean/ clips (default: the selection clips, held-out packages)")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.argtypes import OneLineParser
+
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 480
 SUFFIX = "_teacher"
@@ -163,7 +165,7 @@ def write_teacher(stem: Path, model: Path | None = None, log=print, jobs: int = 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.enhancer.targets", description=__doc__,
+    ap = OneLineParser(prog="python -m models.enhancer.targets", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "enhancer")
     ap.add_argument("--model", type=Path, default=None, help="teacher model (default: the shipped enhancer)")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from models.device import DEVICE_HELP, pick_device
-from realtime.argtypes import non_negative_int, positive_float, positive_int
+from realtime.argtypes import OneLineParser, non_negative_int, positive_float, positive_int
 from realtime.dsp.erb import MIN_BAND_HZ
 
 MIN_SECONDS = 0.1  # shortest --seconds: the loss's 1024-point STFT needs a few of its frames
@@ -35,7 +35,7 @@ DEFAULT_EXPORT = Path(__file__).resolve().parent / "enhancer.onnx"
 
 
 def parse(argv):
-    ap = argparse.ArgumentParser(prog="train enhancer", description=__doc__,
+    ap = OneLineParser(prog="train enhancer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder")

@@ -377,15 +377,17 @@ def test_ray_auto_without_a_cluster_is_one_line_in_this_commands_terms(tmp_path)
     assert not out.exists()
 
 
-def _helper_nodes() -> list[int]:
-    """Processes running a Ray node that a batch started for itself (``ray_batch._NODE``)."""
+def _helper_nodes(mark: str) -> list[int]:
+    """Processes running a Ray node that a batch started for itself (``ray_batch._NODE``), of the
+    batches whose environment holds ``RTAUDIO_TEST_MARK=mark`` (not another run's on this machine)."""
     return [int(d.name) for d in Path("/proc").iterdir()
-            if d.name.isdigit() and b'ray.init(address="local"' in _cmdline(d)]
+            if d.name.isdigit() and b'ray.init(address="local"' in _read(d / "cmdline")
+            and f"RTAUDIO_TEST_MARK={mark}".encode() in _read(d / "environ").split(b"\0")]
 
 
-def _cmdline(d: Path) -> bytes:
+def _read(path: Path) -> bytes:
     try:
-        return (d / "cmdline").read_bytes()
+        return path.read_bytes()
     except OSError:
         return b""
 
@@ -404,7 +406,7 @@ def test_ray_sigterm_to_the_process_group_finishes_the_files_in_progress(tmp_pat
            "--no-progress", "--force", "--ray", "-j", "1"]
     for signals in (1, 2):
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, "RTAUDIO_TEST_MARK": str(tmp_path)})
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and not _no_parts(out):
             time.sleep(0.01)
@@ -420,7 +422,7 @@ def test_ray_sigterm_to_the_process_group_finishes_the_files_in_progress(tmp_pat
         assert not _no_parts(out)
         for p in out.glob("*.wav"):  # every output that exists is whole
             assert sf.info(str(p)).frames == 30 * 48000
-        assert not _helper_nodes()  # the batch's node ended with it
+        assert not _helper_nodes(str(tmp_path))  # the batch's node ended with it
 
 
 def _free_port() -> int:

@@ -176,7 +176,7 @@ def test_a_prefill_larger_than_the_ring_keeps_the_latency_through_stalls(jack_se
 
 
 class _Stalls(Identity):
-    """Sleeps 2.5 s in one block when armed; counts prepares made while a block runs."""
+    """Sleeps 4.5 s in one block when armed; counts prepares made while a block runs."""
 
     def __init__(self):
         super().__init__()
@@ -195,7 +195,7 @@ class _Stalls(Identity):
             if self.armed.is_set():
                 self.armed.clear()
                 self.entered.set()
-                time.sleep(2.5)
+                time.sleep(4.5)
             return super().process(block)
         finally:
             self.inside -= 1

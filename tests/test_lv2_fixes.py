@@ -187,3 +187,63 @@ def test_a_scan_cache_from_before_side_chains_by_name_is_scanned_afresh(tmp_path
     lv2_scan._scans.clear()
     res = lv2_scan.scan()
     assert not res.cached and [p.symbol for p in res.plugins[CALF_SC[0]].main_inputs] == ["in_l", "in_r"]
+
+
+def test_a_sample_rate_range_that_goes_negative_or_starts_at_zero_on_a_log_taper_takes_its_own_values():
+    # the class's range (at 48 kHz) must accept what any rate's range holds: its own default of a
+    # range -0.5..0.5 x rate was refused (the low bound was scaled by the lowest rate), and a log
+    # taper from 0 kept the 48 kHz range, so a 96 kHz preset's 40 kHz cutoff would not load
+    from realtime.dsp.processors import lv2
+    from realtime.io.lv2_scan import PortInfo
+
+    shift = PortInfo(index=0, symbol="shift", name="Shift", type="control", direction="in",
+                     default=-0.1, minimum=-0.5, maximum=0.5, sample_rate=True)
+    par = lv2._param_of(shift, set())[0]
+    assert par.validate(par.default) == par.default == -4800.0
+    assert par.validate(-90000.0) == -90000.0  # -0.5 x 180 kHz: a rate in RATE_SPAN
+    cutoff = PortInfo(index=0, symbol="cutoff", name="Cutoff", type="control", direction="in",
+                      default=0.1, minimum=0.0, maximum=0.5, logarithmic=True, sample_rate=True)
+    cls_par, inst_par = lv2._param_of(cutoff, set())[0], lv2._param_of(cutoff, set(), 96000.0)[0]
+    assert inst_par.validate(40000.0) == 40000.0
+    assert cls_par.validate(40000.0) == 40000.0
+    assert cls_par.validate(0.0) == cls_par.min  # still a log taper from its floor
+
+
+RACE = r"""
+import sys, threading, time
+from realtime.dsp import processors as P
+from realtime.dsp.processors import lv2
+p = P.create("lv2", uri=sys.argv[1])
+p.prepare(48000, 256, 2)
+lv2.Lv2Plugin._settle = lambda self, i, inst: False  # as for an instance no reset cures: each rescue renews it
+stop = time.monotonic() + float(sys.argv[2])
+def saver():
+    while time.monotonic() < stop:
+        p.plugin_state()
+def rescuer():
+    while time.monotonic() < stop:
+        p._renewable = [True] * len(p._runs)
+        for r in p._runs:
+            r[3][0] = True  # parked, as the DSP thread parks a blown-up instance
+        p._revive_parked()
+ts = [threading.Thread(target=saver), threading.Thread(target=rescuer)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print("renewals", p.instance_renewals)
+"""
+
+
+def test_saving_a_plugins_state_while_the_rescue_thread_renews_it_is_safe():
+    # a preset saved from the panel reads the instance's state while the rescue thread may free it
+    # (_renew): that segfaulted the engine process
+    import os
+    import subprocess
+    import sys
+
+    uri = "http://lsp-plug.in/plugins/lv2/compressor_mono"
+    if uri not in lv2_scan.scan().plugins:
+        pytest.skip("lsp-plugins-lv2 not installed")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", RACE, uri, "4"], cwd=root, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": root})
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert int(r.stdout.split()[-1]) > 10  # it did renew, many times

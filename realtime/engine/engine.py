@@ -126,14 +126,18 @@ class Engine:
     def _fit_prefill_to_host_period(self) -> None:
         """JACK runs the callback period / blocksize times back to back in each of its cycles, and the
         DSP thread cannot refill the output in between: each burst needs that many blocks ready, plus
-        the one being made. PortAudio's JACK stream reports its output latency as period + blocksize,
-        so a pre-fill under that many blocks is raised to it (a larger server period costs latency
-        anyway; without it most blocks of every cycle were silence)."""
+        the one being made. A pre-fill under that is raised to it (a larger server period costs that
+        latency anyway; without it, at 1024/128, 3 of 4 blocks were silence). The period is the
+        server's own (PortAudio's latency figure depends on the server's sync mode and port latencies)."""
         c = self.config
         if c.mode == "input" or not _is_jack_stream(self._stream):
             return
-        frames = round(self._stream_info[1] * c.samplerate)
-        need = -(-frames // c.blocksize)  # ceil: the burst, plus the block in the making
+        from realtime.io.jackio import server_period
+
+        period = server_period()
+        if period is None or period <= c.blocksize:
+            return
+        need = -(-period // c.blocksize) + 1
         cap = int(MAX_PREFILL_S * c.samplerate / c.blocksize)
         if c.prefill_blocks < need <= cap:
             self.config = dataclasses.replace(c, prefill_blocks=need)
@@ -168,7 +172,8 @@ class Engine:
             try:
                 self._fit_prefill_to_host_period()
             except BaseException:
-                sd()._lib.Pa_CloseStream(self._stream)
+                with _PA_LOCK:
+                    sd()._lib.Pa_CloseStream(self._stream)
                 self._stream = None
                 raise
             c = self.config
@@ -213,6 +218,8 @@ class Engine:
             self._drain_timing()
             if not any(t.is_alive() for t in self._threads):  # a stuck DSP thread may still consume
                 self._apply_queued(np.zeros((1, 4), np.float64))
+        if abandon:
+            self._torn_down.set()
 
     def _stop_stream(self, wait_s: float) -> bool:
         """Pa_StopStream, waited for ``wait_s``; True when it returned. On a server that is gone it
@@ -224,6 +231,7 @@ class Engine:
         stream, lib = self._stream, sd()._lib
         lock = threading.Lock()
         state = {"returned": False, "abandoned": None}
+        self._torn_down = torn_down = threading.Event()  # set by stop() once it is done with the pipe
 
         def stop() -> None:
             lib.Pa_StopStream(stream)
@@ -231,6 +239,7 @@ class Engine:
                 state["returned"] = True
                 entry = state["abandoned"]
             if entry is not None:
+                torn_down.wait()
                 _release_abandoned(entry)
 
         t = threading.Thread(target=stop, name="stream-stop", daemon=True)
@@ -248,7 +257,8 @@ class Engine:
         self._running = False
         if self._stream is not None:
             if not abandon:
-                sd()._lib.Pa_CloseStream(self._stream)
+                with _PA_LOCK:
+                    sd()._lib.Pa_CloseStream(self._stream)
             self._stream = None
         try:
             os.write(self._wake_w, b"x")
@@ -340,12 +350,13 @@ class Engine:
 
         in_p = params("input") if c.mode != "output" else ffi.NULL
         out_p = params("output") if c.mode != "input" else ffi.NULL
-        check(lib.Pa_IsFormatSupported(in_p, out_p, float(c.samplerate)),
-              f"{c.samplerate} Hz, {c.channels} ch {c.mode} stream")
-        stream = ffi.new("PaStream **")
-        self._callback_ptr = cb.callback_pointer(ffi)  # keep alive while the stream exists
-        check(lib.Pa_OpenStream(stream, in_p, out_p, float(c.samplerate), c.blocksize, PA_CLIP_OFF,
-                                self._callback_ptr, ffi.cast("void *", self._ctl.ctypes.data)), "open stream")
+        with _PA_LOCK:  # a stream abandoned earlier may be closed by its own thread meanwhile
+            check(lib.Pa_IsFormatSupported(in_p, out_p, float(c.samplerate)),
+                  f"{c.samplerate} Hz, {c.channels} ch {c.mode} stream")
+            stream = ffi.new("PaStream **")
+            self._callback_ptr = cb.callback_pointer(ffi)  # keep alive while the stream exists
+            check(lib.Pa_OpenStream(stream, in_p, out_p, float(c.samplerate), c.blocksize, PA_CLIP_OFF,
+                                    self._callback_ptr, ffi.cast("void *", self._ctl.ctypes.data)), "open stream")
         self._stream = stream[0]
         info = lib.Pa_GetStreamInfo(self._stream)
         self._stream_info = (info.inputLatency, info.outputLatency)
@@ -667,6 +678,9 @@ def _wait_for_stuck_threads(chain) -> None:
 
 _ABANDONED: list = []
 _ABANDONED_LOCK = threading.Lock()
+# PortAudio keeps its open streams in a list without a lock: a stream-stop thread closing an abandoned
+# stream must not overlap another engine opening or closing one
+_PA_LOCK = threading.Lock()
 
 
 def _is_jack_stream(stream) -> bool:
@@ -687,18 +701,23 @@ def _abandon(engine: "Engine") -> tuple:
              engine._wake_r, engine._wake_w)  # the pipe's numbers stay taken (stop() leaves it open)
     with _ABANDONED_LOCK:
         _ABANDONED.append(entry)
-    atexit.unregister(sd()._exit_handler)
+        atexit.unregister(sd()._exit_handler)
     return entry
 
 
 def _release_abandoned(entry: tuple) -> None:
     """An abandoned stream's server answered after all (it was paused) and its stop returned:
     close the stream, then the wake pipe its callback wrote to, and let the rest go."""
-    sd()._lib.Pa_CloseStream(entry[0])
+    import atexit
+
+    with _PA_LOCK:
+        sd()._lib.Pa_CloseStream(entry[0])
     for fd in entry[-2:]:
         os.close(fd)
     with _ABANDONED_LOCK:
         _ABANDONED.remove(entry)
+        if not _ABANDONED:  # no stream left that Pa_Terminate would wait on
+            atexit.register(sd()._exit_handler)
 
 
 def _peak_impl(block, meters, offset):

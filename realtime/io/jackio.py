@@ -59,6 +59,7 @@ def _load_libjack():
         "jack_connect": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]),
         "jack_port_get_buffer": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_uint32]),
         "jack_last_frame_time": (ctypes.c_uint32, [ctypes.c_void_p]),
+        "jack_get_buffer_size": (ctypes.c_uint32, [ctypes.c_void_p]),
     }
     for fn, (restype, argtypes) in sigs.items():
         getattr(lib, fn).restype = restype
@@ -153,6 +154,23 @@ def compile_callbacks() -> None:
     _compile("record")
     scratch = np.zeros(CTL_SIZE, np.int64)  # and the Python side's release/acquire helpers
     _publish(scratch, C_STATE, _observe(scratch, C_STATE))
+
+
+def server_period() -> int | None:
+    """The running JACK server's period (frames per cycle), asked through a client of its own;
+    None when no server answers or libjack is missing."""
+    try:
+        lib = _libjack()
+    except JackError:
+        return None
+    status = ctypes.c_int(0)
+    client = lib.jack_client_open(b"rtaudio-period", _JACK_NO_START_SERVER, ctypes.byref(status))
+    if not client:
+        return None
+    try:
+        return int(lib.jack_get_buffer_size(client)) or None
+    finally:
+        lib.jack_client_close(client)
 
 
 class _NativeClient:

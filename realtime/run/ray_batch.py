@@ -28,6 +28,7 @@ from realtime.run.batch import THREAD_ENV, BatchTask, StopFlag
 
 MAX_RETRIES = 3  # attempts after a worker died; a file's own errors are results, never retried
 CANCEL_GRACE_S = 10.0
+NODE_START_S = 120.0  # a node started for the batch says its address within this, or the batch gives up
 NODE_STOP_S = 30.0  # a node started for the batch gets this long to shut down before it is killed
 
 # A node for one batch, run by a helper process in a session of its own. It ends when the batch closes
@@ -55,31 +56,55 @@ def _failed(task: BatchTask, error: str) -> dict:
 
 def _starts_node(address: str | None) -> bool:
     """Whether ``ray.init(address)`` would start a node rather than join one (Ray's own resolution:
-    ``RAY_ADDRESS``, then the cluster of the last ``ray start`` here)."""
+    ``RAY_ADDRESS``, then the cluster of the last ``ray start`` here). A Ray without that (private)
+    helper is left to ``ray.init``, which then starts its node in the batch's process group."""
     if address == "local":
         return True
     if address is not None:
         return False
-    from ray._private.services import get_ray_address_from_environment
-
+    try:
+        from ray._private.services import get_ray_address_from_environment
+    except ImportError:
+        return False
     return get_ray_address_from_environment(None, None) is None
+
+
+@contextlib.contextmanager
+def _token_auth():
+    """Ray (2.5x on) turns token authentication on for a node it starts, and a driver that joins it by
+    address must turn it on too: ``RAY_AUTH_MODE`` for the block, Ray's settings read again (it read
+    them when imported) at both ends. A Ray without token authentication is left as it is."""
+    try:
+        from ray._raylet import Config
+
+        reread = Config.initialize
+    except (ImportError, AttributeError):
+        yield
+        return
+    if "RAY_AUTH_MODE" in os.environ:
+        yield
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    reread("")
+    try:
+        yield
+    finally:
+        del os.environ["RAY_AUTH_MODE"]
+        reread("")
 
 
 def _start_node(cpus: int | None) -> tuple[subprocess.Popen, str]:
     """A helper process running a new node (``_NODE``) in its own session, and the node's address."""
-    if "RAY_AUTH_MODE" not in os.environ:
-        # Ray turns token authentication on for a node it starts, and a driver that joins by address
-        # must turn it on too (here, and read again: Ray read its settings when imported)
-        from ray._raylet import Config
+    import select
 
-        os.environ["RAY_AUTH_MODE"] = "token"
-        Config.initialize("")
     proc = subprocess.Popen([sys.executable, "-c", _NODE, *([str(cpus)] if cpus else [])], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
-    address = proc.stdout.readline().strip()
+    ready, _, _ = select.select([proc.stdout], [], [], NODE_START_S)
+    address = proc.stdout.readline().strip() if ready else ""
     if not address:
-        proc.wait()
-        raise OfflineError("--ray: could not start a local Ray node (Ray's error is above)")
+        _stop_node(proc)
+        raise OfflineError("--ray: could not start a local Ray node (Ray's error is above)" if ready else
+                           f"--ray: a local Ray node did not start within {NODE_START_S:g} s")
     return proc, address
 
 
@@ -90,6 +115,7 @@ def _stop_node(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    proc.stdout.close()
 
 
 def _init(ray, address: str) -> None:
@@ -140,6 +166,7 @@ def ray_cluster(address: str | None = None, cpus: int | None = None):
         if not ray.is_initialized():
             probe(address)
             if _starts_node(address):
+                stack.enter_context(_token_auth())
                 proc, address = _start_node(cpus)
                 stack.callback(_stop_node, proc)
             _init(ray, address)

@@ -256,8 +256,12 @@ class _AnyRate(Param):
     range allows at any rate in ``RATE_SPAN``, as the stream's rate is not known before ``prepare``."""
 
     def validate(self, value, where: str = "") -> float:
-        lo, hi = self.min / NOMINAL_RATE * RATE_SPAN[0], self.max / NOMINAL_RATE * RATE_SPAN[1]
-        return Param.validate(dataclasses.replace(self, min=lo, max=hi), value, where)
+        ends = [x / NOMINAL_RATE * r for x in (self.min, self.max) for r in RATE_SPAN]  # a bound may be negative
+        return Param.validate(dataclasses.replace(self, min=min(ends), max=max(ends)), value, where)
+
+
+class _LogFromZeroAnyRate(_LogFromZero, _AnyRate):
+    """A log taper from 0 (``_LogFromZero``) over a sample-rate range (``_AnyRate``)."""
 
 
 def _raw_range(port: lv2_scan.PortInfo) -> tuple[float, float]:
@@ -311,8 +315,9 @@ def _param_of(port: lv2_scan.PortInfo, taken: set, rate: float | None = None) ->
         default = float(round(default))
     if port.logarithmic and lo == 0.0 and not step:
         floor = _log_floor(hi, default)
-        return _LogFromZero(pid, port.name, floor, hi, max(default, floor), unit=port.unit, scale="log",
-                            smoothing_ms=0.0), ()
+        kind = _LogFromZeroAnyRate if port.sample_rate and rate is None else _LogFromZero
+        return kind(pid, port.name, floor, hi, max(default, floor), unit=port.unit, scale="log",
+                    smoothing_ms=0.0), ()
     log = port.logarithmic and lo > 0.0
     kind = _AnyRate if port.sample_rate and rate is None else Param
     return kind(pid, port.name, lo, hi, default, unit=port.unit, scale="log" if log else "lin", step=step,
@@ -483,8 +488,9 @@ class Lv2Plugin(Processor):
         """
         if self._pending_state is not None:
             return self._pending_state
-        if self._instances:
-            return self._instances[0].save_state()
+        with self._life:  # the rescue thread may be making the instance anew (_renew frees the old one)
+            if self._instances:
+                return self._instances[0].save_state()
         return None
 
     # -- life cycle ---------------------------------------------------------------------------

@@ -200,12 +200,17 @@ def _signal_when_writing(proc, out: Path, signals: int) -> None:
         time.sleep(0.05)
 
 
-def test_sigterm_finishes_or_abandons_cleanly(tmp_path):
+def _long_files(tmp_path, n: int, seconds: float):
+    """``n`` stereo noise files of ``seconds`` in tmp_path/long, and the batch's out folder."""
     src = tmp_path / "long"
     src.mkdir()
-    for i in range(8):
-        sf.write(src / f"f{i}.wav", _noise(48000, 20.0, 2, i), 48000, subtype="PCM_16")
-    out = tmp_path / "out"
+    for i in range(n):
+        sf.write(src / f"f{i}.wav", _noise(48000, seconds, 2, i), 48000, subtype="PCM_16")
+    return src, tmp_path / "out"
+
+
+def test_sigterm_finishes_or_abandons_cleanly(tmp_path):
+    src, out = _long_files(tmp_path, 8, 20.0)
     cmd = [sys.executable, "main.py", "batch", str(src), "--out", str(out), "--preset", "default", "--jobs", "2",
            "--no-progress"]
     for signals in (1, 2):  # once: the files in flight are finished; twice: they are abandoned
@@ -397,11 +402,7 @@ def test_ray_sigterm_to_the_process_group_finishes_the_files_in_progress(tmp_pat
     the batch (exit 134, `.part` files left); once finishes the file in progress and starts no other
     (one CPU with `-j 1`, which Ray ignored), twice abandons it; the summary comes either way."""
     pytest.importorskip("ray")
-    src = tmp_path / "long"
-    src.mkdir()
-    for i in range(3):
-        sf.write(src / f"f{i}.wav", _noise(48000, 30.0, 2, i), 48000, subtype="PCM_16")
-    out = tmp_path / "out"
+    src, out = _long_files(tmp_path, 3, 30.0)
     cmd = [sys.executable, "main.py", "batch", str(src), "--out", str(out), "--preset", "default", "--blocksize", "16",
            "--no-progress", "--force", "--ray", "-j", "1"]
     for signals in (1, 2):

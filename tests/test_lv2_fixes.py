@@ -3,7 +3,6 @@
 their names (Calf's Sidechain* plugins). Each test skips when its plugin is not installed."""
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -16,22 +15,13 @@ from realtime.dsp.processors.lv2 import SETTLE_LIMIT
 from realtime.errors import ParamError
 from realtime.io import lilv, lv2_scan
 
+from .test_lv2_ports import _need, _private_cache, rewrite_cache_as  # noqa: F401 (an autouse fixture: each test's own scan cache)
+
 SWH, CALF = "http://plugin.org.uk/swh-plugins/", "http://calf.sourceforge.net/plugins/"
 DC_REMOVE, LOWPASS, SINE = SWH + "dcRemove", SWH + "lowpass_iir", SWH + "sinCos"
 CALF_SC = [CALF + "Sidechain" + k for k in ("Compressor", "Gate", "Limiter")]
 
 pytestmark = pytest.mark.skipif(not lilv.available(), reason="run scripts/setup.sh (liblilv-0-0)")
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("REALTIME_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def _need(*uris):
-    missing = [u for u in uris if u not in lv2_scan.scan().plugins]
-    if missing:
-        pytest.skip(f"not installed: {missing}")
 
 
 def _tone(y, f, sr):
@@ -175,16 +165,11 @@ def test_a_scan_cache_from_before_side_chains_by_name_is_scanned_afresh(tmp_path
     monkeypatch.setenv("LV2_PATH", "/usr/lib/lv2")
     monkeypatch.setattr(lv2_scan, "_scans", {})  # scans of its own, none left for later tests
     lv2_scan.scan()
-    cache = tmp_path / "cache" / "lv2_scan.json"
-    raw = json.loads(cache.read_text())
-    for port in raw["plugins"][CALF_SC[0]]["ports"]:
-        port["sidechain"] = False
-    version = lv2_scan.CACHE_VERSION
-    monkeypatch.setattr(lv2_scan, "CACHE_VERSION", 2)
-    raw["signature"] = lv2_scan.signature("/usr/lib/lv2")
-    monkeypatch.setattr(lv2_scan, "CACHE_VERSION", version)
-    cache.write_text(json.dumps(raw))
-    lv2_scan._scans.clear()
+    def before_names(raw):
+        for port in raw["plugins"][CALF_SC[0]]["ports"]:
+            port["sidechain"] = False
+
+    rewrite_cache_as(2, before_names, tmp_path, monkeypatch)
     res = lv2_scan.scan()
     assert not res.cached and [p.symbol for p in res.plugins[CALF_SC[0]].main_inputs] == ["in_l", "in_r"]
 

@@ -32,6 +32,21 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("REALTIME_CACHE_DIR", str(tmp_path / "cache"))
 
 
+def rewrite_cache_as(version: int, edit, tmp_path, monkeypatch) -> dict:
+    """The scan cache rewritten as an older ``CACHE_VERSION`` wrote it: ``edit(raw)`` takes out what
+    that version lacked, and the signature is that version's. Returns what was written."""
+    cache = tmp_path / "cache" / "lv2_scan.json"
+    raw = json.loads(cache.read_text())
+    edit(raw)
+    current = lv2_scan.CACHE_VERSION
+    monkeypatch.setattr(lv2_scan, "CACHE_VERSION", version)
+    raw["signature"] = lv2_scan.signature("/usr/lib/lv2")
+    monkeypatch.setattr(lv2_scan, "CACHE_VERSION", current)
+    cache.write_text(json.dumps(raw))
+    lv2_scan._scans.clear()
+    return raw
+
+
 def _need(*uris):
     missing = [u for u in uris if u not in lv2_scan.scan().plugins]
     if missing:
@@ -79,18 +94,13 @@ def test_a_scan_cache_from_before_side_chains_is_rebuilt_and_old_entries_read_sa
     _need(SC3)
     monkeypatch.setenv("LV2_PATH", "/usr/lib/lv2")
     lv2_scan.scan()
-    cache = tmp_path / "cache" / "lv2_scan.json"
-    raw = json.loads(cache.read_text())
-    for d in raw["plugins"].values():
-        del d["instrument_class"]
-        for port in d["ports"]:
-            del port["sidechain"]
-    version = lv2_scan.CACHE_VERSION
-    monkeypatch.setattr(lv2_scan, "CACHE_VERSION", 1)
-    raw["signature"] = lv2_scan.signature("/usr/lib/lv2")
-    monkeypatch.setattr(lv2_scan, "CACHE_VERSION", version)
-    cache.write_text(json.dumps(raw))
-    lv2_scan._scans.clear()
+    def before_side_chains(raw):
+        for d in raw["plugins"].values():
+            del d["instrument_class"]
+            for port in d["ports"]:
+                del port["sidechain"]
+
+    raw = rewrite_cache_as(1, before_side_chains, tmp_path, monkeypatch)
     res = lv2_scan.scan()
     assert not res.cached and [p.symbol for p in res.plugins[SC3].main_inputs] == ["left_in", "right_in"]
     old = lv2_scan.PluginInfo.from_dict(raw["plugins"][SC3])

@@ -269,16 +269,20 @@ def test_stop_with_a_full_wake_pipe_tears_down_all_the_same(jack_server):
     switch = sys.getswitchinterval()
     eng = Engine(chain, EngineConfig(blocksize=128))
     eng.start()
-    fcntl.fcntl(eng._wake_w, 1031, 4096)  # F_SETPIPE_SZ
-    chain.armed = True
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # until a write would block
-        try:
-            os.write(eng._wake_w, b"x" * 512)
-        except BlockingIOError:
-            break
-    assert eng.error and "boom" in eng.error
-    eng.stop()
+    try:
+        fcntl.fcntl(eng._wake_w, 1031, 4096)  # F_SETPIPE_SZ
+        chain.armed = True
+        deadline = time.monotonic() + 10
+        while not eng.error and time.monotonic() < deadline:  # the DSP thread's next block ends it
+            time.sleep(0.01)
+        assert eng.error and "boom" in eng.error
+        while time.monotonic() < deadline:  # then nobody reads the pipe: fill it until a write would block
+            try:
+                os.write(eng._wake_w, b"x" * 512)
+            except BlockingIOError:
+                break
+    finally:
+        eng.stop()  # what is tested; a failure above must not leave the stream running for later tests
     assert not eng.running and not any(t.is_alive() for t in eng._threads)
     assert sys.getswitchinterval() == switch
     with pytest.raises(OSError):

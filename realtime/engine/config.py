@@ -41,6 +41,11 @@ class EngineConfig:
             raise EngineError(f"channels must be 1 or 2, got {self.channels}")
         if self.mode not in ("duplex", "input", "output"):
             raise EngineError(f"mode must be duplex, input or output, got {self.mode!r}")
-        if not 1 <= self.prefill_blocks <= MAX_PREFILL_S * self.samplerate / self.blocksize:
+        if not 1 <= self.prefill_blocks <= self.max_prefill_blocks:
             raise EngineError(f"prefill_blocks {self.prefill_blocks} outside 1..{MAX_PREFILL_S:g} s of blocks "
-                              f"({int(MAX_PREFILL_S * self.samplerate / self.blocksize)} at {self.blocksize} frames)")
+                              f"({self.max_prefill_blocks} at {self.blocksize} frames)")
+
+    @property
+    def max_prefill_blocks(self) -> int:
+        """The most blocks of pre-fill (``MAX_PREFILL_S``) at this rate and block size."""
+        return int(MAX_PREFILL_S * self.samplerate / self.blocksize)

@@ -32,7 +32,7 @@ import numpy as np
 
 from realtime.dsp.processor import dropped_midi_events
 from realtime.engine import callback as cb
-from realtime.engine.config import MAX_PREFILL_S, EngineConfig
+from realtime.engine.config import EngineConfig
 from realtime.engine.control import ControlRings, ControlWriter, apply_record, stamp_applied
 from realtime.engine.diagnostics import HISTORY, Diagnostics
 from realtime.engine.ring import READ, Ring, ring_discard, ring_pop, ring_push, ring_readable
@@ -138,8 +138,7 @@ class Engine:
         if period is None or period <= c.blocksize:
             return
         need = -(-period // c.blocksize) + 1
-        cap = int(MAX_PREFILL_S * c.samplerate / c.blocksize)
-        if c.prefill_blocks < need <= cap:
+        if c.prefill_blocks < need <= c.max_prefill_blocks:
             self.config = dataclasses.replace(c, prefill_blocks=need)
             self.prefill_raised_from = c.prefill_blocks
             self._size_buffers()
@@ -172,8 +171,7 @@ class Engine:
             try:
                 self._fit_prefill_to_host_period()
             except BaseException:
-                with _PA_LOCK:
-                    sd()._lib.Pa_CloseStream(self._stream)
+                _close_stream(self._stream)
                 self._stream = None
                 raise
             c = self.config
@@ -257,8 +255,7 @@ class Engine:
         self._running = False
         if self._stream is not None:
             if not abandon:
-                with _PA_LOCK:
-                    sd()._lib.Pa_CloseStream(self._stream)
+                _close_stream(self._stream)
             self._stream = None
         try:
             os.write(self._wake_w, b"x")
@@ -683,6 +680,11 @@ _ABANDONED_LOCK = threading.Lock()
 _PA_LOCK = threading.Lock()
 
 
+def _close_stream(stream) -> None:
+    with _PA_LOCK:
+        sd()._lib.Pa_CloseStream(stream)
+
+
 def _is_jack_stream(stream) -> bool:
     lib = sd()._lib
     return lib.Pa_GetStreamHostApiType(stream) == lib.paJACK
@@ -710,8 +712,7 @@ def _release_abandoned(entry: tuple) -> None:
     close the stream, then the wake pipe its callback wrote to, and let the rest go."""
     import atexit
 
-    with _PA_LOCK:
-        sd()._lib.Pa_CloseStream(entry[0])
+    _close_stream(entry[0])
     for fd in entry[-2:]:
         os.close(fd)
     with _ABANDONED_LOCK:

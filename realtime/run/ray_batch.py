@@ -126,13 +126,12 @@ def _init(ray, address: str) -> None:
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": dict(THREAD_ENV)})
-    except ConnectionError as e:
-        if address == "auto":  # Ray's message names an `--address` flag this command does not have
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        # Ray's own message for "auto" names an `--address` flag this command does not have
+        if isinstance(e, ConnectionError) and address == "auto":
             raise OfflineError("--ray auto: no running Ray cluster found; start one (`ray start --head`), "
                                "give --ray HOST:PORT or set RAY_ADDRESS, or use --ray alone to start one "
                                "for this batch") from None
-        raise OfflineError(f"--ray: cannot reach a Ray cluster at {address}: {e}") from None
-    except (RuntimeError, ValueError) as e:
         raise OfflineError(f"--ray: cannot reach a Ray cluster at {address}: {e}") from None
     finally:
         for s, h in handlers.items():

@@ -36,9 +36,10 @@ Reset (``reset``, the end of ``prepare``, a blown-up instance): LV2's deactivate
 instance whose output on the silent block of ``prepare`` was not silence, or that blew up, then runs
 on silence, on buffers of its own, until its output is within ``SETTLE_LIMIT`` (``_settle``); a
 healthy one is left exactly as any host leaves it, since such a run moves the internal phase of
-some plugins (swh's fastLookaheadLimiter then limits the same music differently). Some plugins never clear their memory in activate() (swh dcRemove starts with
-whatever its allocation held, seen at 1e31, or at 99: a +40 dB DC thump the output limit lets
-through): only running them lets it die away. Silence is the test because no effect makes sound
+some plugins (swh's fastLookaheadLimiter then limits the same music differently). Some plugins
+never clear their memory in activate() (swh dcRemove starts with whatever its allocation held, seen
+at 1e31, or at 99: a +40 dB DC thump the output limit lets through): only running them lets it die
+away. Silence is the test because no effect makes sound
 out of it whatever its gain, so loud plugins are never mistaken for broken ones; an output that
 does not fall (a generator) ends the run early and is left as it is. An instance still making
 output the limit would zero (Inf or NaN kept in its memory) is made anew (``_renew``: its state
@@ -655,10 +656,10 @@ class Lv2Plugin(Processor):
         self._n_ev = 0
 
     def _measure_latency(self, B: int, C: int) -> None:
-        """Activate (and settle: ``_clear_instance``), run one silent block (the plugin reports its
-        latency from run()) and size ``max_latency``: that latency or ``LATENCY_HEADROOM_S``,
-        whichever is larger, for a plugin with a latency port (its latency may move while
-        streaming), else 0."""
+        """Activate, run one silent block (the plugin reports its latency from run(); an instance
+        not silent on it is settled and the block run again) and size ``max_latency``: that latency
+        or ``LATENCY_HEADROOM_S``, whichever is larger, for a plugin with a latency port (its latency
+        may move while streaming), else 0."""
         port = self.info.latency_port
         self._lat_port = -1 if port is None else port
         self._lat = np.array([0, 1 << 30], np.int64)  # [latency, the most it may be]

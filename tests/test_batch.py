@@ -19,6 +19,7 @@ import soundfile as sf
 import main
 from realtime.errors import OfflineError, PresetError
 from realtime.run.batch import LOG_NAME, BatchOptions, Progress, plan_batch, run_batch
+from tests.ray_helpers import free_port, ray_env, start_head, stop_node
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = {"a.wav": "a.wav", "sub/b.flac": "sub/b.flac", "sub/deep/c.aiff": "sub/deep/c.aiff", "m.mid": "m.wav"}
@@ -188,6 +189,12 @@ def test_progress_line_shows_rates_and_eta():
     bar.update({"status": "failed", "audio_s": 0.0})
     line = stream.getvalue().splitlines()[-1]
     assert line.startswith("[2/4 files, 1 failed]") and "files/s" in line and "audio-h/h" in line and "ETA" in line
+
+
+def test_progress_draws_nothing_for_a_batch_that_never_started():
+    stream = io.StringIO()
+    Progress(4, 3600.0, stream, interval_s=0).close()  # e.g. --ray could not start a node
+    assert stream.getvalue() == ""
 
 
 def _signal_when_writing(proc, out: Path, signals: int) -> None:
@@ -426,21 +433,11 @@ def test_ray_sigterm_to_the_process_group_finishes_the_files_in_progress(tmp_pat
         assert not _helper_nodes(str(tmp_path))  # the batch's node ended with it
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ray_cluster_started_elsewhere_gets_the_batchs_own_paths(tmp_path):
     """Relative inputs and --out on a cluster started in another folder: outputs landed in the
     workers' folder (the summary said processed, a re-run redid all) and relative inputs were "no such file"."""
     import shutil
     import tempfile
-
-    from realtime.run.ray_batch import probe
 
     pytest.importorskip("ray")
     elsewhere, work = tmp_path / "cluster", tmp_path / "work"
@@ -449,26 +446,13 @@ def test_ray_cluster_started_elsewhere_gets_the_batchs_own_paths(tmp_path):
     sf.write(work / "in" / "x.wav", _noise(16000, 0.5, 1, 0), 16000)
     for i in range(2):
         sf.write(work / "in" / "nested" / f"n{i}.wav", _noise(16000, 0.5, 1, i + 1), 16000)
-    port = _free_port()
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # its own: the machine's "last cluster" is left alone
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
-    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus", "1",
-                             "--port", str(port), "--node-ip-address", "127.0.0.1", "--temp-dir", temp,
-                             "--include-dashboard", "false", "--disable-usage-stats",
-                             "--object-store-memory", str(80 * 2 ** 20)],
-                            cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    env = ray_env()
+    head = start_head(port, 1, temp, cwd=elsewhere)
     try:
         cmd = [sys.executable, str(ROOT / "main.py"), "batch", "in/x.wav", "in/nested", "--out", "out_rel",
                "--preset", "default", "--no-progress", "--ray", f"127.0.0.1:{port}"]
-        deadline = time.time() + 60
-        while True:  # the head answers on its port once it has started
-            try:
-                probe(f"127.0.0.1:{port}", timeout_s=1)
-                break
-            except OfflineError:
-                assert time.time() < deadline and head.poll() is None, "the Ray head did not start"
-                time.sleep(0.5)
         r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=240)
         assert r.returncode == 0, r.stderr[-3000:]
         s = json.loads(r.stdout)
@@ -479,12 +463,7 @@ def test_ray_cluster_started_elsewhere_gets_the_batchs_own_paths(tmp_path):
         r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=240)  # all done: skipped
         assert r.returncode == 0 and (json.loads(r.stdout)["processed"], json.loads(r.stdout)["skipped"]) == (0, 3)
     finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` takes its node's processes down with it
-        try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        stop_node(head)
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -256,7 +256,8 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        # a batch that never got going (Ray would not start, nothing to do) has no progress to show
+        if self.enabled and (self.files or self._last):
             self.draw(force=True)
             if self.tty:
                 self.stream.write("\n")

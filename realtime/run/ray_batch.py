@@ -30,6 +30,7 @@ MAX_RETRIES = 3  # attempts after a worker died; a file's own errors are results
 CANCEL_GRACE_S = 10.0
 NODE_START_S = 120.0  # a node started for the batch says its address within this, or the batch gives up
 NODE_STOP_S = 30.0  # a node started for the batch gets this long to shut down before it is killed
+WINDOW_REFRESH_S = 2.0  # how often the submission window follows the cluster's CPUs (nodes join and leave)
 
 # A node for one batch, run by a helper process in a session of its own. It ends when the batch closes
 # its stdin (or dies, which closes it too); the node's processes die with the helper (Ray's fate sharing).
@@ -170,7 +171,15 @@ def ray_cluster(address: str | None = None, cpus: int | None = None):
                 stack.callback(_stop_node, proc)
             _init(ray, address)
             stack.callback(ray.shutdown)
-        yield max(1, int(ray.cluster_resources().get("CPU", 1)))
+        yield cluster_cpus()
+
+
+def cluster_cpus() -> int:
+    """The connected cluster's CPUs now, at least 1: an autoscaling cluster's head often has
+    none, and its first task is what makes the autoscaler add a node."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 0)))
 
 
 def probe(address: str | None, timeout_s: float = 5.0) -> None:
@@ -199,14 +208,21 @@ def run_units_on_ray(units: list[tuple[BatchTask, ...]], on_result, stop: StopFl
         Level 1: submit nothing more, wait for the submitted tasks; level 2: cancel them (a cancelled
         task's temporary file is removed by the atomic writer).
     cpus : int
-        The cluster's CPUs (``ray_cluster``'s): the most tasks submitted at a time.
+        The cluster's CPUs (``ray_cluster``'s): the most tasks submitted at a time, at first; the
+        window then follows ``cluster_cpus`` every ``WINDOW_REFRESH_S``, so the nodes an autoscaler
+        adds (or a user starts) get work too.
     """
+    import time
+
     import ray
 
     remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_remote_task)
     queue = list(reversed(units))
     pending: dict = {}
+    refreshed = time.monotonic()
     while queue or pending:
+        if time.monotonic() - refreshed >= WINDOW_REFRESH_S:
+            cpus, refreshed = cluster_cpus(), time.monotonic()
         # no more than can run at once: a task queued in Ray would still start after the first Ctrl-C
         while queue and stop.level == 0 and len(pending) < cpus:
             unit = queue.pop()

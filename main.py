@@ -172,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_seconds, default=0, help="live: stop after N seconds (0 = until Ctrl-C)")
 
     p = sub.add_parser("train", help="train a model (enhancer | delimiter | ddsp)")
-    p.add_argument("model")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("model", nargs="?", help="enhancer | delimiter | ddsp")  # none: said by cmd_train in words
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="...", help="its own options (`main.py train MODEL --help`)")
     return ap
 
 
@@ -390,7 +390,8 @@ def cmd_train(args) -> int:
 
     modules = {"enhancer": "models.enhancer.train", "delimiter": "models.delimiter.train", "ddsp": "models.ddsp.train"}
     if args.model not in modules:
-        print(f"error: unknown model {args.model!r}; one of {sorted(modules)}", file=sys.stderr)
+        which = "which model?" if args.model is None else f"unknown model {args.model!r};"
+        print(f"error: train {which} one of {', '.join(sorted(modules))}", file=sys.stderr)
         return 2
     try:
         mod = importlib.import_module(modules[args.model])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 
 
 def emit(obj: dict, as_json: bool) -> None:
@@ -20,6 +21,16 @@ def emit(obj: dict, as_json: bool) -> None:
         print(json.dumps(obj), flush=True)
     else:
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in obj.items()), flush=True)
+
+
+def cpu_steal_ms() -> float:
+    """Milliseconds of CPU time stolen by the hypervisor, all CPUs, since boot (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()  # cpu user nice system idle iowait irq softirq steal …
+        return 1000.0 * int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def hold_gil(ms: float) -> None:

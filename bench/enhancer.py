@@ -54,8 +54,8 @@ def get_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="bench enhancer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding one sub-folder per set")
-    ap.add_argument("--sets", type=comma_list(), default=",".join(DEFAULT_SETS),
-                    help="comma-separated set names under --data")
+    ap.add_argument("--sets", type=comma_list(), default=None,
+                    help="comma-separated set names under --data (default: %s, those built)" % ",".join(DEFAULT_SETS))
     ap.add_argument("--val", type=Path, default=None,
                     help="instead: one folder with noisy/ and clean/ wavs (e.g. the older data/enhancer/val)")
     ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the committed one)")
@@ -187,9 +187,16 @@ def _metrics(clean, est, want_dnsmos):
     return out
 
 
-def set_names(data: Path, wanted: list[str]) -> list[str]:
-    """``wanted``, once each, after checking that each is a set under ``data`` (refused naming those there are)."""
+def set_names(data: Path, wanted: list[str] | None) -> list[str]:
+    """``wanted``, once each, after checking that each is a set under ``data`` (refused naming those there are);
+    None: the default sets that are built (``in_source`` needs the training packages), saying which one is not."""
     there = sorted(p.name for p in data.iterdir() if (p / "noisy").is_dir()) if data.is_dir() else []
+    if wanted is None:
+        wanted = [s for s in DEFAULT_SETS if s in there] or list(DEFAULT_SETS)
+        for s in DEFAULT_SETS:
+            if s not in wanted:
+                print(f"bench enhancer: no {s} set in {data} (the full recipe builds it: python -m models.enhancer.data);"
+                      f" running {', '.join(wanted)}", file=sys.stderr)
     unknown = [s for s in wanted if s not in there]
     if unknown and not there:
         build = (": run `python -m models.enhancer.data --bench-only` first" if data.resolve() == DEFAULT_DATA

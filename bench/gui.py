@@ -197,22 +197,12 @@ def _run_window(a, preset, config, probe, demo):
     return first, s, moves
 
 
-def _cpu_steal_ms() -> float:
-    """Milliseconds of CPU time stolen by the hypervisor, all CPUs, since boot (Linux; 0 elsewhere)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()  # cpu user nice system idle iowait irq softirq steal …
-        return 1000.0 * int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def main(argv=None) -> int:
     a = get_parser().parse_args(argv)
     if not a.no_gui and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
-    from bench.common import emit
+    from bench.common import cpu_steal_ms, emit
     from gui.demo_source import DemoSource
     from realtime.engine.config import EngineConfig
     from realtime.io.jackserver import ensure_server
@@ -224,7 +214,7 @@ def main(argv=None) -> int:
     probe = LatencyProbe()
     demo = DemoSource()  # its own process: a Python JACK client here would stall the graph
     moves, host = 0, None
-    steal0 = _cpu_steal_ms()
+    steal0 = cpu_steal_ms()
     try:
         if a.no_gui:
             from gui.host import EngineHost
@@ -251,7 +241,7 @@ def main(argv=None) -> int:
             host.close()  # the stream closes before the server goes
         if server:
             server.stop()
-    steal = _cpu_steal_ms() - steal0
+    steal = cpu_steal_ms() - steal0
     ms = np.array(probe.ms) if probe.ms else np.zeros(1)
     mode = "no-gui" if a.no_gui else "in-process" if a.in_process else "engine-process"
     emit({"bench": "gui", "gui": not a.no_gui, "mode": mode, "seconds": a.seconds, "samplerate": a.samplerate,

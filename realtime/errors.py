@@ -187,6 +187,22 @@ def interrupt_status(e: KeyboardInterrupt) -> int:
     return 128 + int(getattr(signal, name, signal.SIGINT))
 
 
+def _reader_gone() -> int:
+    """Status 141 (128 + SIGPIPE, what a shell shows for a tool the signal ended); what is still
+    buffered for stdout goes nowhere, so the interpreter's last flush does not fail again."""
+    import os
+    import signal
+    import sys
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # no stdout of its own (a test's capture)
+        pass
+    return 128 + int(signal.SIGPIPE)
+
+
 def run_cli(main, argv=None) -> int:
     """Run a ``python -m`` entry point (a data recipe, a trainer, a benchmark) as ``main.py`` runs
     its commands: a user error is one line ``error: …`` and exit status 2, a ``SystemExit`` with a
@@ -228,6 +244,8 @@ def said_status(e: BaseException, interrupted: str = "interrupted") -> int | Non
     if isinstance(e, KeyboardInterrupt):
         print(interrupted, file=sys.stderr)
         return interrupt_status(e)
+    if isinstance(e, BrokenPipeError):  # the reader of the output left (`… | head`): nothing to say,
+        return _reader_gone()  # as any tool that SIGPIPE ends
     if isinstance(e, SystemExit):
         msg = e.code if isinstance(e.code, str) else None
     else:

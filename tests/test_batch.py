@@ -174,6 +174,8 @@ def test_manifest_rows_carry_outputs_and_overrides(mixed, tmp_path):
         run_batch([src / "a.wav"], src / "a.wav", BatchOptions(), jobs=1, progress=False)
     with pytest.raises(OfflineError, match="--ext 'x/y': not a file extension"):
         plan_batch([src / "a.wav"], out, BatchOptions(ext="x/y"))
+    with pytest.raises(OfflineError, match="--ext 'xyz': unknown output format '.xyz'"):  # every file failed
+        plan_batch([src / "a.wav"], out, BatchOptions(ext="xyz"))
     # a preset file named in a manifest is found beside it, as its inputs are
     (tmp_path / "list" / "mine.json").write_text((Path(main.__file__).parent / "realtime" / "dsp" / "presets"
                                                   / "clean.json").read_text())

@@ -120,6 +120,18 @@ def test_enhancer_names_the_sets_there_are(enhancer_data):
     assert "no sets in" in enhancer_refusal(["--data", str(enhancer_data / "none"), "--sets", "x"])
 
 
+def test_enhancer_by_default_runs_the_sets_that_are_built(enhancer_data, capsys):
+    """`bench enhancer --json`, the README's command, refused a checkout without the training
+    packages: in_source, the default's first set, is built only by the full recipe."""
+    from bench.enhancer import set_names
+
+    (enhancer_data / "in_source").rename(enhancer_data / "out_of_source")
+    assert set_names(enhancer_data, None) == ["out_of_source"]
+    err = capsys.readouterr().err
+    assert err.startswith("bench enhancer: no in_source set in") and err.count("\n") == 1, err
+    assert set_names(enhancer_data, ["out_of_source"]) == ["out_of_source"] and capsys.readouterr().err == ""
+
+
 def test_enhancer_refuses_sets_that_name_none(capsys):
     assert "--sets: names nothing: ','" in parse_error("enhancer", ["--sets", ","], capsys)
 

@@ -289,6 +289,7 @@ def test_bench_jitter_times_fixed_work_once_per_period():
     assert 300 <= rec["iterations"] <= 376  # one per 2.67 ms period (fewer only if it overran)
     assert 0.05 < rec["work_ms_p50"] <= rec["work_ms_p99"] <= rec["work_ms_max"]
     assert rec["over_5ms"] <= rec["over_3ms"] <= rec["over_2ms"] <= rec["iterations"]
+    assert rec["cpu_steal_ms"] >= 0.0  # the README says it reports the VM's stolen time
 
 
 def test_presets_lists_every_builtin_with_its_description():
@@ -354,3 +355,11 @@ def test_an_interrupted_command_exits_with_128_plus_the_signals_number(tmp_path,
     assert p.returncode == code, err
     assert err.strip() == f"interrupted; {out} not written", err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv,says", [(["train"], "error: train which model? one of ddsp, delimiter, enhancer"),
+                                       (["train", "foo"], "error: train unknown model 'foo'; one of ddsp, delimiter, enhancer")])
+def test_train_names_its_models_in_words(argv, says):
+    """`main.py train` alone said "the following arguments are required: model, rest"."""
+    r = run(*argv)
+    assert r.returncode == 2 and r.stderr.strip() == says, r.stderr

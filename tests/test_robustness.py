@@ -570,8 +570,9 @@ def test_absurd_run_lengths_are_one_line_before_anything_starts(tmp_path, capsys
     import main
 
     assert main.main(["run", "--demo-out", str(tmp_path / "d.wav"), *args]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and says in err, err
+    out, err = capsys.readouterr()
+    assert err.strip().count("\n") == 0 and says in err, err
+    assert out == ""  # not "Demo mode: …" before the refusal
     assert list(tmp_path.iterdir()) == []
 
 
@@ -608,3 +609,13 @@ def test_run_sh_takes_paths_relative_to_where_it_is_called(tmp_path, wav):
                         "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert sf.info(tmp_path / "out.wav").frames == sf.info(wav).frames
+
+
+@pytest.mark.parametrize("args", [("presets",), ("plugins",), ("bench", "processor", "--json")])
+def test_a_reader_that_leaves_ends_the_command_quietly(args):
+    """`main.py plugins | head -1` said "error: Broken pipe" and exited 2, as if the user had erred."""
+    p = subprocess.Popen([sys.executable, "main.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before the first line
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    assert p.wait(120) == 128 + signal.SIGPIPE and err == "", err

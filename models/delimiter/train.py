@@ -228,7 +228,7 @@ def validate(model, sel_y: np.ndarray, sel_x: np.ndarray, meta: list[dict],
     model.clamp_output = False
     model.train()
     return {"sel_score": float(np.mean(score)), "sel_sisdr_gain_db": float(np.mean(gains)) if gains else 0.0,
-            "sel_untouched_sisdr_db": float(np.mean(untouched)) if untouched else float("nan"),
+            "sel_untouched_sisdr_db": float(np.mean(untouched)) if untouched else None,  # JSON has no NaN
             "sel_worst_db": float(min(gains)) if gains else 0.0,
             **({} if offset is None else {"level_offset": offset}),
             **{f"sel_{k}_db": float(np.mean(v)) for k, v in per.items()},

@@ -247,6 +247,13 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
     out_dir = check_out_dir(out_dir)
     if options.ext is not None and not re.fullmatch(r"\.?[A-Za-z0-9]+", options.ext):
         raise OfflineError(f"--ext {options.ext!r}: not a file extension (e.g. wav, flac)")
+    if options.ext is not None:  # refused now, as `process` refuses it, not as a failure of every file
+        from realtime.run.offline import output_format
+
+        try:
+            output_format(Path("out." + options.ext.lstrip(".")), "FLOAT")
+        except OfflineError as e:
+            raise OfflineError(f"--ext {options.ext!r}: {str(e).split(': ', 1)[-1]}") from None
     presets = _Presets()
     jobs: list[tuple[Path, Path, str | None, tuple[str, ...], str]] = []  # input, output, preset, sets, origin
     for item in map(Path, inputs):

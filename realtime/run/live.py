@@ -67,13 +67,13 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         check_destination(Path(record))
         rec_format = output_format(Path(record), "FLOAT", config.samplerate)  # the file's own extension
     if demo or not has_audio_device(config.mode, config.input_device is not None or config.output_device is not None):
-        print("No audio device found: starting a private JACK server (dummy driver) and playing the bundled "
-              "demo signal through the live engine." if not demo else "Demo mode: private JACK dummy server.")
-        check_destination(Path(demo_out))
+        check_destination(Path(demo_out))  # refusals first: a refused run says one line, nothing else
         output_format(Path(demo_out), "FLOAT", config.samplerate)  # an extension it cannot write, refused now
         if seconds > MAX_DEMO_S:  # the demo keeps what it plays and records in memory (an hour: 3 GB)
             raise ConfigError(f"the demo plays at most {MAX_DEMO_S:g} s (asked: {seconds:g} s); "
                               "on a sound card or JACK server `run` streams for as long as you like")
+        print("No audio device found: starting a private JACK server (dummy driver) and playing the bundled "
+              "demo signal through the live engine." if not demo else "Demo mode: private JACK dummy server.")
         demo = True
     from realtime.io.recorder import FileRecorder
 
@@ -202,13 +202,15 @@ def play_midi_live(chain, config: EngineConfig, port: str | None, virtual: bool,
 
     rescan()
     engine = Engine(chain, config)
-    engine.start()
-    try:
-        with MidiInput(engine.send_midi, port, virtual or port is None) as mi:
+    # the port first: opening it holds the interpreter for tens of ms (a JACK client of its own),
+    # which a running engine's DSP thread felt as 14-30 late blocks at every start
+    with MidiInput(engine.send_midi, port, virtual or port is None) as mi:
+        engine.start()
+        try:
             print(f"live on MIDI port {mi.name!r}; Ctrl-C to stop", file=sys.stderr)
             code = stream_until(engine, seconds, status=False)
             if code == 0:
                 print(json.dumps({"midi_messages": mi.received, **engine.stats()}))
             return code
-    finally:
-        engine.stop()
+        finally:
+            engine.stop()

@@ -66,12 +66,14 @@ def _fallback(args, last: str, e: Exception) -> tuple[dict, str, str]:
 
 
 def run_gui(args) -> int:
+    from PyQt6.QtCore import QTimer
     from PyQt6.QtWidgets import QApplication
 
     from gui.demo_source import DemoSource
     from gui.settings import APP, Settings
     from gui.window import MainWindow
     from realtime.dsp.presets import is_preset_file
+    from realtime.errors import Interrupted
     from realtime.io.devices import has_audio_device
     from realtime.io.jackserver import ensure_server
     from realtime.io.portaudio import release
@@ -107,6 +109,21 @@ def run_gui(args) -> int:
             win.show_error(f"internal error: {kind.__name__}: {value}")
 
         sys.excepthook = excepthook
+        # Ctrl-C / kill / a closed terminal: leave the event loop, so the stream closes before any
+        # server goes away (the meter timer gives the interpreter a chance to run the handler). The
+        # handler runs between two bytecodes of the Python code Qt runs, a meter poll mostly: a quit
+        # there closed the window and freed the shared memory under that poll (a segfault), so the
+        # quit waits for the event loop. A SIGHUP the caller ignored (nohup) stays ignored.
+        signalled: list[int] = []
+
+        def on_signal(signum, frame):
+            if not signalled:
+                QTimer.singleShot(0, app.quit)
+            signalled.append(signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, on_signal)
         if server is not None:
             win.show_error("No sound card: running on a private JACK server (dummy driver) with the bundled "
                            "demo looping into the input. Click to dismiss.")
@@ -116,13 +133,11 @@ def run_gui(args) -> int:
                                                          demo.connect))
         win.show()
         win.start_button.setChecked(True)  # start the engine
-        # Ctrl-C / kill / a closed terminal: leave the event loop, so the stream closes before any
-        # server goes away (the meter timer gives the interpreter a chance to run the handler). A
-        # SIGHUP the caller ignored (nohup) stays ignored.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) is not signal.SIG_IGN:
-                signal.signal(sig, lambda *_: app.quit())
-        return app.exec()
+        status = app.exec()
+        if signalled:  # said after the clean-up below as every command says it (130 / 143 / 129), not 0
+            sig = signal.Signals(signalled[0])
+            raise KeyboardInterrupt() if sig == signal.SIGINT else Interrupted(sig.name)
+        return status
     finally:
         if win is not None:
             win.shutdown()  # MIDI, timers, then the engine: the stream closes before the server goes away

@@ -65,6 +65,9 @@ class HostBase:
         self._meter_buf = np.zeros((1024, 8), np.float32)
         self._readout_buf = np.zeros(rings.readout.buf.shape, np.float32)
         self._audio_buf = np.zeros(rings.audio.buf.shape, np.float32)
+        # set by ``close``: the rings' memory may be gone (an engine process's shared memory is
+        # unmapped), so the readers below read nothing more: a late poll would touch freed memory
+        self._closed = False
 
     def _move_places(self, slot_id: str, delta: int) -> tuple[int, int]:
         """Where ``move_slot(slot_id, delta)`` takes a processor from and to (the same place when
@@ -133,6 +136,8 @@ class HostBase:
     def read_meters(self) -> np.ndarray | None:
         """Max peak and mean square over every block since the last call (8 values: input peak
         L/R, output peak L/R, input ms L/R, output ms L/R), or None when no block came."""
+        if self._closed:
+            return None
         ring = self.rings.meter
         n = min(int(ring_readable(ring.idx)), self._meter_buf.shape[0])
         if n == 0:
@@ -145,6 +150,8 @@ class HostBase:
         """The readout records of every block since the last call ((n, READOUT_WIDTH) float32: each
         slot's process time in microseconds, then the readouts; columns in ``chain.describe()``), or
         None when no block came. A view, valid until the next call."""
+        if self._closed:
+            return None
         ring = self.rings.readout
         n = min(int(ring_readable(ring.idx)), self._readout_buf.shape[0])
         if n == 0:
@@ -155,6 +162,8 @@ class HostBase:
     def read_audio(self) -> np.ndarray | None:
         """The audio tap's frames since the last call ((n, 2) float32: input and output, mono), or
         None when none came. A view, valid until the next call."""
+        if self._closed:
+            return None
         ring = self.rings.audio
         n = min(int(ring_readable(ring.idx)), self._audio_buf.shape[0])
         if n == 0:
@@ -282,6 +291,7 @@ class EngineHost(HostBase):
             self.engine.stop()
 
     def close(self) -> None:
+        self._closed = True  # as an engine process's host: the readers read nothing from now on
         self.stop()
         if self.engine is not None:
             for s in self.engine.chain.slots:

@@ -67,7 +67,9 @@ class Child:
     """An engine in a child process on a private named server."""
 
     def __init__(self, tmp_path, period: int, blocksize: int = 256):
-        self.name = f"lifecycle{os.getpid()}_{period}"
+        # the same name every run: JACK keeps 8 server names per machine, and the server a test kills
+        # holds its name's entry until a server of that name starts again (a new name each run filled them)
+        self.name = f"rt-lifecycle{period}"
         self.server = DummyJackServer(48000, period, log_path=str(tmp_path / "jackd.log"), name=self.name).start()
         env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, PYTHONPATH=ROOT)
         self.p = subprocess.Popen([sys.executable, "-c", CHILD, str(blocksize)], cwd=ROOT, env=env, text=True,

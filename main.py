@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames per block through the chain (default 512)")
     p.add_argument("--midi-blocksize", type=_blocksize, default=128)
     p.add_argument("--ext", default=None, help="output extension (default: the input's; MIDI renders to wav)")
-    _tail_arg(p, ", for audio inputs (MIDI renders keep their 2 s)")
+    _tail_arg(p, ", for audio inputs (a MIDI render runs until its sound has died away, as `synth` does)")
     p.add_argument("--jobs", "-j", type=positive_int, default=None,
                    help="local worker processes (default: one per core); with --ray, the CPUs of the node it starts")
     p.add_argument("--streams", type=positive_int, default=8,

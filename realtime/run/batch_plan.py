@@ -53,8 +53,8 @@ class BatchOptions:
         Most files a worker runs side by side through one model call per hop, where the preset
         allows (see ``group_tasks``; the outputs are the same); 1 processes one file at a time.
     tail_s : float
-        Seconds kept after each audio input ends (``process_file``'s ``tail_s``); MIDI renders
-        keep their own 2 s.
+        Seconds kept after each audio input ends (``process_file``'s ``tail_s``); a MIDI render
+        runs until its sound has died away (``offline.render_midi``).
     """
 
     preset: str = "default"
@@ -179,10 +179,10 @@ def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int, int]:
     reports why); a MIDI file's rate is ``samplerate``."""
     try:
         if kind == "midi":
-            from realtime.run.offline import midi_file_events
+            from realtime.run.offline import midi_file_song, render_frames
 
-            ev = midi_file_events(path, samplerate)
-            return (float(ev[:, 0].max()) / samplerate + 2.0 if len(ev) else 2.0), 0, samplerate
+            ev, end = midi_file_song(path, samplerate)  # its length; the release tail is not known before
+            return render_frames(ev, samplerate, end=end) / samplerate, 0, samplerate
         import soundfile as sf
 
         info = sf.info(sf_path(path))

@@ -162,13 +162,12 @@ class _MidiStream:
     ``send`` takes each event at its offset (the batched synth's stream and the file's rest chain)."""
 
     def __init__(self, task: BatchTask, blocksize: int, send, latency: int = 0, dropped=lambda: 0):
-        from realtime.run.offline import EventCursor, OutputWriter, open_render, plan_render
+        from realtime.run.offline import EventCursor, RenderWriter, open_render, plan_render
 
         self.task, self.blocksize, self.send = task, blocksize, send
         self.dropped, self.dropped0 = dropped, dropped()  # this song's full-queue drops (the counters outlive it)
-        self.latency = latency  # the chain's: dropped from the start, as render_midi does
         out_p = Path(task.output)
-        events, self.total = plan_render(task.input, out_p, task.samplerate)
+        events, length, _ = plan_render(task.input, out_p, task.samplerate)
         self.events = EventCursor(events)
         self.pos = 0
         self.out = AtomicFile(out_p)
@@ -177,14 +176,15 @@ class _MidiStream:
         except BaseException:
             self.out.discard()
             raise
-        self.writer = OutputWriter(self.dst, None, self.total, skip=latency)
+        # the chain's latency dropped from the start and the end where the sound has died away, as render_midi
+        self.writer = RenderWriter(self.dst, length, task.samplerate, skip=latency)
 
     def handle_midi(self, status: int, data1: int, data2: int, offset: int) -> None:
         self.send(status, data1, data2, offset)
 
     def next_block(self, block: np.ndarray) -> bool:
         """Silence for the synth to add to, this block's events sent; False when the song is done."""
-        if self.pos >= self.total + self.latency:
+        if self.writer.done:
             return False
         block.fill(0.0)
         self.events.send(self, self.pos, self.blocksize)
@@ -192,7 +192,8 @@ class _MidiStream:
         return True
 
     def report(self) -> dict:
-        return {"audio_s": self.total / self.task.samplerate, "dropped_midi_events": self.dropped() - self.dropped0}
+        return {"audio_s": self.writer.written / self.task.samplerate,
+                "dropped_midi_events": self.dropped() - self.dropped0}
 
     def write(self, y: np.ndarray) -> None:
         self.writer.write(y)

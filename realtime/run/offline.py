@@ -563,6 +563,19 @@ def midi_file_events(path, samplerate: int) -> np.ndarray:
     OfflineError
         The file is missing or not a readable MIDI file.
     """
+    return midi_file_song(path, samplerate)[0]
+
+
+def midi_file_song(path, samplerate: int) -> tuple[np.ndarray, int]:
+    """A MIDI file's channel messages (``midi_file_events``) and its length in frames: the time of
+    its last End of Track (mido's ``length``; a type 2 file's songs one after another), never
+    before its last message.
+
+    Raises
+    ------
+    OfflineError
+        The file is missing or not a readable MIDI file.
+    """
     import mido
 
     p = Path(path)
@@ -591,7 +604,9 @@ def midi_file_events(path, samplerate: int) -> np.ndarray:
     except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
         why = str(e) or ("it ends too early" if isinstance(e, EOFError) else type(e).__name__)
         raise OfflineError(f"{p}: not a readable MIDI file ({why})") from None
-    return np.asarray(rows, np.float64).reshape(-1, 4)
+    events = np.asarray(rows, np.float64).reshape(-1, 4)
+    # the merged song ends with the latest End of Track (mido moves it there), so t is its time
+    return events, max(round(t * samplerate), int(events[:, 0].max()) if len(events) else 0)
 
 
 def _smpte_tick_seconds(p: Path, division: int) -> float | None:
@@ -659,14 +674,172 @@ def _render(runner: ChainRunner, n: int, skip: int = 0):
         yield y
 
 
-def render_frames(events: np.ndarray, samplerate: int, tail_s: float = 2.0) -> int:
-    """A render's length in frames: its last event plus ``tail_s`` (MAX_RENDER_S is the most it may be)."""
-    return int((events[:, 0].max() if len(events) else 0) + tail_s * samplerate)
+def render_frames(events: np.ndarray, samplerate: int, tail_s: float = 0.0, end: int = 0) -> int:
+    """A song's length in frames: its end (``end``, a file's last End of Track) or its last event,
+    whichever is later, plus ``tail_s`` (``plan_render`` refuses more than MAX_RENDER_S)."""
+    return int(max(end, events[:, 0].max() if len(events) else 0) + tail_s * samplerate)
 
 
-def plan_render(midi_path, out_path, samplerate: int, tail_s: float = 2.0) -> tuple[np.ndarray, int]:
-    """A MIDI render's events (``midi_file_events``) and length in frames (the last event plus
-    ``tail_s``), its destination checked first.
+MIDI_TAIL_MAX_S = 30.0  # the most a MIDI render runs on after the file's end (a drone never falls silent)
+MIDI_SILENCE_DB = -90.0  # a render's sound has died away once its peak stays below this ...
+MIDI_SILENCE_S = 1.0  # ... for this long (a shorter gap, e.g. between a delay's echoes, is part of the tail)
+MIDI_CAP_FADE_S = 0.1  # a render that reaches the cap still sounding fades out over its last 0.1 s
+# the end after the last sound is rounded up to this grid: a last sample a hair either side of the floor
+# (the synth's output differs by ~1e-5 between block sizes) then rarely moves it
+MIDI_END_GRID_S = 0.01
+
+
+def release_at_end(events: np.ndarray, end: int) -> np.ndarray:
+    """``events`` with, at ``end``, what a player lifting the keys and the pedals sends: for each
+    channel left with keys down or a pedal held, sustain and sostenuto off (CC64, CC66), all notes
+    off (CC123) and a note-off for each key still down (for an instrument that ignores CC123).
+    A song whose notes all end and whose pedals are up gets nothing."""
+    keys: dict[int, set[int]] = {}
+    pedals: dict[int, set[int]] = {}  # per channel: the pedal controllers (64, 66) held down
+    for _, status, d1, d2 in events:
+        kind, ch, d1 = int(status) & 0xF0, int(status) & 0x0F, int(d1)
+        if kind == 0x90 and d2 > 0:
+            keys.setdefault(ch, set()).add(d1)
+        elif kind in (0x80, 0x90):
+            keys.get(ch, set()).discard(d1)
+        elif kind == 0xB0 and d1 in (64, 66):
+            (pedals.setdefault(ch, set()).add if d2 >= 64 else pedals.get(ch, set()).discard)(d1)
+        elif kind == 0xB0 and d1 in (120, 123):
+            keys.pop(ch, None)
+        elif kind == 0xB0 and d1 == 121:  # reset all controllers: the pedals go up
+            pedals.pop(ch, None)
+    rows = []
+    for ch in sorted(set(keys) | set(pedals)):
+        if not keys.get(ch) and not pedals.get(ch):
+            continue
+        rows += [(end, 0xB0 | ch, cc, 0) for cc in sorted(pedals.get(ch, ()))]
+        rows.append((end, 0xB0 | ch, 123, 0))
+        rows += [(end, 0x80 | ch, key, 64) for key in sorted(keys.get(ch, ()))]
+    if not rows:
+        return events
+    return np.concatenate([events, np.asarray(rows, np.float64)])
+
+
+class RenderWriter:
+    """The output side of a MIDI render (``render_midi``; a batch's side-by-side renders): drops
+    the chain's latency from the start, then writes the file's length and, after it, the chain's
+    sound until it has died away, decided sample by sample (so not by the block size): the render
+    ends after its last sample at or above ``MIDI_SILENCE_DB`` (rounded up to ``MIDI_END_GRID_S``)
+    once ``MIDI_SILENCE_S`` have followed it below that; at most ``MIDI_TAIL_MAX_S`` after the
+    file's end (a chain that never falls silent: its last ``MIDI_CAP_FADE_S`` faded out). Quiet
+    frames that may turn out to be past the end are held back (at most ``MIDI_SILENCE_S`` of them)
+    until a later sound or the end decides.
+
+    Parameters
+    ----------
+    dst : soundfile.SoundFile
+        Open for writing.
+    length : int
+        The file's length in frames: the render is never shorter.
+    samplerate : int
+    skip : int
+        Frames to drop from the start (the chain's latency).
+    tail_s : float or None
+        None: the end as above. Seconds: exactly that long after the file's end (as ``process_file``'s
+        ``tail_s``), whatever sounds.
+
+    Attributes
+    ----------
+    done : bool
+        The render's end is decided and written: feed no more.
+    written : int
+        Frames written (the render's length once ``done``).
+    most : int
+        Chain frames a runner must supply at most (the cap plus the latency).
+    peak : float
+        The largest absolute sample written.
+    """
+
+    def __init__(self, dst, length: int, samplerate: int, skip: int = 0, tail_s: float | None = None):
+        self.dst, self.length, self.skip = dst, int(length), int(skip)
+        self.fixed = tail_s is not None
+        self.limit = self.length + round((MIDI_TAIL_MAX_S if tail_s is None else tail_s) * samplerate)
+        self.window = max(1, round(MIDI_SILENCE_S * samplerate))
+        self.grid = max(1, round(MIDI_END_GRID_S * samplerate))
+        self.floor = 10.0 ** (MIDI_SILENCE_DB / 20.0)
+        self.fade = 0 if self.fixed else min(round(MIDI_CAP_FADE_S * samplerate), self.limit - self.length)
+        self.most = self.limit + self.skip
+        self.pos = 0  # output frames taken
+        self.sounding = 0  # one past the last sample at or above the floor (that counts)
+        self.written = 0
+        self.held: list[np.ndarray] = []  # taken, not yet written: frames written+ .. pos
+        self.done = False
+        self.peak = 0.0
+
+    def end(self) -> int:
+        """Frames the render has, as far as its sound so far says."""
+        return self.limit if self.fixed else int(min(self.limit, self._after(self.sounding)))
+
+    def _after(self, sounding):
+        """The end a sound that stops at ``sounding`` gives: on the grid, never before the file's."""
+        return np.maximum(-(-sounding // self.grid) * self.grid, self.length)
+
+    def write(self, y: np.ndarray) -> None:
+        """Take the chain's next output block."""
+        if self.skip:
+            drop = min(self.skip, y.shape[0])
+            self.skip -= drop
+            y = y[drop:]
+        y = y[: max(0, self.limit - self.pos)]
+        if self.done or not y.shape[0]:
+            return
+        start, n = self.pos, y.shape[0]
+        if self.fade and start + n > self.limit - self.fade:  # the cap's fade (raised cosine), by position
+            x = np.minimum(1.0, (self.limit - np.arange(start, start + n)) / self.fade)
+            y = y * (0.5 - 0.5 * np.cos(np.pi * x)).astype(np.float32)[:, None]
+        if not self.fixed:
+            loud = np.flatnonzero(np.abs(y).max(axis=1) >= self.floor) + start
+            if loud.size:
+                prev = np.concatenate(([self.sounding], loud[:-1] + 1))
+                late = loud >= self._after(prev) + self.window  # after the silence that ended it
+                k = int(np.argmax(late)) if late.any() else loud.size
+                if k:
+                    self.sounding = int(loud[k - 1]) + 1
+        self.pos += n
+        silent = self.pos >= self.end() + self.window  # (never, with a fixed tail: its end is the limit)
+        capped = self.pos >= self.limit
+        self.done = silent or capped
+        upto = self.limit if capped and not silent else min(self.pos, self.end())
+        self._write_held(min(upto, start))
+        if upto > start:
+            self._put(y[: upto - start])
+        if upto - start < n:
+            self.held.append(y[max(0, upto - start):].copy())  # y is the runner's buffer, reused
+
+    def finish(self) -> None:
+        """Write what is decided and silence up to the file's length (a runner that stopped short)."""
+        self._write_held(min(self.pos, self.end()))
+        if self.written < self.length:
+            self._put(np.zeros((self.length - self.written, self.dst.channels), np.float32))
+        self.held.clear()
+        self.done = True
+
+    def _write_held(self, upto: int) -> None:
+        while self.held and self.written < upto:
+            y = self.held[0]
+            k = min(y.shape[0], upto - self.written)
+            self._put(y[:k])
+            if k == y.shape[0]:
+                self.held.pop(0)
+            else:
+                self.held[0] = y[k:]
+
+    def _put(self, y: np.ndarray) -> None:
+        if y.shape[0]:
+            self.dst.write(y)
+            self.written += y.shape[0]
+            self.peak = max(self.peak, float(np.abs(y).max()))
+
+
+def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, int]:
+    """A MIDI render's events, the file's length in frames (``midi_file_song``: the render's
+    shortest) and its number of channel messages, the destination checked first. The events end
+    with the release of what still sounds at the file's end (``release_at_end``).
 
     Raises
     ------
@@ -678,12 +851,12 @@ def plan_render(midi_path, out_path, samplerate: int, tail_s: float = 2.0) -> tu
     if out_p.suffix.lower() not in (".wav", ".flac"):
         raise OfflineError(f"{out_p}: write .wav or .flac")
     check_destination(out_p, Path(midi_path))
-    events = midi_file_events(midi_path, samplerate)
-    n = render_frames(events, samplerate, tail_s)
+    events, end = midi_file_song(midi_path, samplerate)
+    n = render_frames(events, samplerate, end=end)
     if n > MAX_RENDER_S * samplerate:
         raise OfflineError(f"{midi_path}: the song would last {n / samplerate / 3600:.0f} hours; "
                            f"refusing to render more than {MAX_RENDER_S // 3600} hours (a broken delta time?)")
-    return events, n
+    return release_at_end(events, n), n, len(events)
 
 
 def open_render(tmp, out_p: Path, samplerate: int) -> sf.SoundFile:
@@ -693,16 +866,26 @@ def open_render(tmp, out_p: Path, samplerate: int) -> sf.SoundFile:
 
 
 def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: int = 128,
-                tail_s: float = 2.0) -> dict:
+                tail_s: float | None = None) -> dict:
     """Render a MIDI file through an instrument chain into a .wav/.flac file, block by block.
 
-    Memory stays constant whatever the song's length; the output is written atomically.
+    The render is never shorter than the file (its last End of Track): at the file's end the notes
+    still sounding are released, as a player lifts the keys and the pedals (``release_at_end``),
+    and the render runs on until the chain's sound has died away (``RenderWriter``: its peak below
+    -90 dBFS for a second; at most ``MIDI_TAIL_MAX_S`` after the end). The same whatever the block
+    size. Memory stays constant whatever the song's length; the output is written atomically.
+
+    Parameters
+    ----------
+    tail_s : float or None
+        None: run on until silence, as above. Seconds: keep exactly that long after the file's end.
 
     Returns
     -------
     dict
-        output, seconds, events, dropped_midi_events (messages a full per-block queue dropped,
-        controllers first; warned about), render_s, realtime_factor, peak.
+        output, seconds (the render's length), events (the file's channel messages),
+        dropped_midi_events (messages a full per-block queue dropped, controllers first; warned
+        about), render_s, realtime_factor, peak.
 
     Raises
     ------
@@ -712,17 +895,22 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     import time
 
     out_p = Path(out_path)
-    events, n = plan_render(midi_path, out_p, samplerate, tail_s)
+    if tail_s is not None and not 0 <= tail_s <= MAX_RENDER_S:
+        raise OfflineError(f"a tail of {tail_s} s: give 0 to {MAX_RENDER_S // 3600} hours")
+    events, n, messages = plan_render(midi_path, out_p, samplerate)
     chain.prepare(samplerate, blocksize, 2)
     dropped0 = dropped_midi_events(chain)  # the processors' counters outlive a render
     t0 = time.perf_counter()
-    peak = 0.0
     try:
         with atomic_write(out_p) as tmp:
             with open_render(tmp, out_p, samplerate) as dst:
-                for y in _render(ChainRunner(chain, blocksize, 2, events), n, int(chain.latency)):
-                    dst.write(y)
-                    peak = max(peak, float(np.abs(y).max()))
+                out = RenderWriter(dst, n, samplerate, skip=int(chain.latency), tail_s=tail_s)
+                runner = ChainRunner(chain, blocksize, 2, events)
+                for y in runner.flush(tail=out.most):
+                    out.write(y)
+                    if out.done:
+                        break
+                out.finish()
     except (OSError, sf.LibsndfileError) as e:
         raise _write_failed(out_p, e) from None
     took = time.perf_counter() - t0
@@ -730,5 +918,9 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     if dropped:
         print(f"warning: {midi_path}: {dropped} MIDI messages were dropped (more than a block's queue holds "
               "at one time; controllers and pitch bend first)", file=sys.stderr)
-    return {"output": str(out_p), "seconds": n / samplerate, "events": len(events), "dropped_midi_events": dropped,
-            "render_s": took, "realtime_factor": took / (n / samplerate), "peak": peak}
+    if not any((int(st) & 0xF0) == 0x90 and d2 > 0 for _, st, _, d2 in events):  # a song of meta events alone
+        print(f"warning: {midi_path}: no notes to play; {out_p} holds {out.written / samplerate:.1f} s of silence",
+              file=sys.stderr)
+    seconds = out.written / samplerate
+    return {"output": str(out_p), "seconds": seconds, "events": messages, "dropped_midi_events": dropped,
+            "render_s": took, "realtime_factor": took / seconds if seconds else 0.0, "peak": out.peak}

@@ -50,6 +50,36 @@ def _count_voices(vs, readings):
     readings[1] = sounding
 
 
+# after a switch of decoder, a voice whose envelope is above this goes on from the new decoder's
+# sounding state, a quieter one (a deep release tail, the start of an attack) from its silence state
+SEED_SOUNDING_ABOVE_DB = -30.0
+
+
+@njit(nogil=True, cache=True)
+def _seed_sounding(vs, g, t, state, sounding):
+    """After a switch of decoder (its state reset to silence): each voice that sounds at time t
+    goes on from ``sounding`` (a state of the new decoder playing a note), so its level does not
+    drop while the new GRU state builds up. A release tail far down stays on the silence state:
+    a loud state under a quiet input made it bump up by 15 dB."""
+    atk = max(1.0, g[sv.G_ATK])
+    rel = max(1.0, g[sv.G_REL])
+    for v in range(vs.shape[0]):
+        if vs[v, sv.V_STAGE] != sv.FREE and sv._env_db(vs, v, t, atk, rel) > SEED_SOUNDING_ABOVE_DB:
+            for h in range(sounding.shape[0]):
+                state[0, v, h] = sounding[h]
+
+
+def sounding_state(inst) -> np.ndarray:
+    """The state a sounding note carries into a decoder switched to: one second of a held middle C
+    at velocity 100 from the silence state, [hidden] float32. ``inst``: a prepared ``Instrument``
+    (or anything with its session, frame rate, loudness map and silence state)."""
+    f0 = np.full((1, int(inst.frame_rate)), 440.0 * 2.0 ** ((60 - 69) / 12.0), np.float32)
+    ld = np.full_like(f0, inst.lmap[0] + inst.lmap[1] * 40.0 * math.log10(100.0 / 127.0))
+    _, _, st = inst.session.session.run(None, {"f0_hz": f0, "loudness_db": ld,
+                                               "state": np.ascontiguousarray(inst.silence[None, None, :])})
+    return np.ascontiguousarray(st[0, 0], np.float32)
+
+
 @njit(nogil=True, cache=True)
 def _block_program(ev, n_ev, pc_chan, ch10_notes) -> int:
     """The last program change among a block's queued MIDI events on the program channel, or -1.
@@ -238,9 +268,12 @@ class Synth(MidiQueue, Processor):
         self.t_max = (self.max_block - 1) // self.hop + 1
         for inst in self.instruments.values():
             inst.prepare(self.t_max, self.hop)
+        self._sounding = {i: sounding_state(inst) for i, inst in self.instruments.items()}
         K = max(inst.n_harm for inst in self.instruments.values())
         V = sv.MAX_VOICES
         self.vs, self.g, self.stack = sv.new_state()
+        for i, inst in self.instruments.items():  # compiled here, not at the first program change (no voice sounds)
+            _seed_sounding(self.vs, self.g, 0.0, inst.state, self._sounding[i])
         self._order = np.zeros(sv.MAX_EVENTS, np.int64)
         self._pc_chan = np.full(1, -1, np.int64)  # the channel whose program changes choose the instrument
         self._act = np.zeros((self.t_max, V), np.float64)
@@ -301,8 +334,15 @@ class Synth(MidiQueue, Processor):
             self.values[sv.K_INSTR] = self._cur
             return
         self._cur = want
-        self.instruments[want].reset()
-        self.vs[:, sv.V_STAGE] = sv.FREE  # a new timbre starts clean; notes ramp out over one frame
+        # one decoder plays every voice, so the notes that sound (held, pedalled, releasing) go on in
+        # the new timbre, as a GM player's held notes outlive a program change (freeing them cut
+        # every held note to silence until its note-off). Each goes on from a state of the new
+        # decoder playing a note: from its silence state the level dropped ~30 dB for 10 ms while
+        # the GRU state built up. The oscillators keep their phase and ramp over one frame from the
+        # old decoder's amplitudes, so there is no click; new notes start from silence as ever
+        inst = self.instruments[want]
+        inst.reset()
+        _seed_sounding(self.vs, self.g, float(self._pos), inst.state, self._sounding[want])
 
     def process(self, block: np.ndarray) -> None:
         n = block.shape[0]

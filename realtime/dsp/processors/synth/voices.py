@@ -12,14 +12,17 @@ Envelopes are closed-form in absolute sample time (note-on/off times are stored)
 offset inside the block changes the result to the sample. A moved Attack or Release knob takes
 over at the block's first frame boundary, where each sounding voice's envelope is re-based so its
 level goes on from where it is (``_rebase_envelopes``). Lowering the Voices knob releases the
-oldest held notes down to the new count.
+oldest held notes down to the new count (notes kept only by the sustain pedal first).
 
 Channel 10 (``DRUM_CHANNEL``) is General MIDI percussion: its messages are left alone, as a GM
 melodic instrument does (a drum track played as violin notes), unless the "Channel 10" knob
 (``K_CH10``) says it is an ordinary channel: pads and keyboards that send on channel 10 live. Controllers on the other channels
 are omni (any channel): pitch bend (range from the knob or RPN 0), mod wheel (CC1 ->
 vibrato depth), volume (CC7, read by the renderer), expression (CC11 -> loudness, so timbre
-follows), sustain (CC64), all sound off (CC120), reset controllers (CC121), all notes off (CC123).
+follows), sustain (CC64), all sound off (CC120), reset controllers (CC121), all notes off (CC123: a
+note-off for every note, so with the sustain pedal down they sound on until it is up, as MIDI 1.0 says).
+A note-on with every voice taken steals, in this order: a releasing voice (the quietest), a note
+kept only by the sustain pedal (its key is up; the oldest), a key still held down (the oldest).
 Program changes are the processor's: it switches instrument before the block's notes start
 (``processor._block_program``); here they change nothing.
 """
@@ -234,15 +237,25 @@ def _count(vs, stage):
 
 @njit(nogil=True, cache=True)
 def _oldest_held(vs):
-    """The held voice with the first note-on (-1: none); by note-on order, as a chord's notes
-    share one start time."""
-    best = -1
-    oldest = 1e300
+    """The held voice to give up first (-1: none): the oldest note kept only by the sustain pedal
+    (its key is up), else the oldest whose key is still down. A keyboardist's held bass outlives
+    the melody notes the pedal rings on. Oldest by note-on order, as a chord's notes share one
+    start time."""
+    best_up = -1
+    best_down = -1
+    oldest_up = 1e300
+    oldest_down = 1e300
     for v in range(MAX_VOICES):
-        if vs[v, V_STAGE] == ON and vs[v, V_SEQ] < oldest:
-            oldest = vs[v, V_SEQ]
-            best = v
-    return best
+        if vs[v, V_STAGE] == ON:
+            seq = vs[v, V_SEQ]
+            if vs[v, V_GATE] == 0.0:  # the pedal alone holds it
+                if seq < oldest_up:
+                    oldest_up = seq
+                    best_up = v
+            elif seq < oldest_down:
+                oldest_down = seq
+                best_down = v
+    return best_up if best_up >= 0 else best_down
 
 
 @njit(nogil=True, cache=True)
@@ -259,8 +272,9 @@ def _free_voice(vs, poly):
 
 @njit(nogil=True, cache=True)
 def _steal(vs, t, atk, rel, poly):
-    """The voice a note-on takes when poly voices sound: the oldest held one when poly are held
-    (so no more than poly ever are), else the quietest released one."""
+    """The voice a note-on takes when poly voices sound: the quietest released one, unless poly are
+    held (so no more than poly ever are): then the oldest held, pedal-only notes before keys still
+    down (``_oldest_held``)."""
     if _count(vs, ON) >= poly:
         return _oldest_held(vs)
     best = -1
@@ -277,7 +291,8 @@ def _steal(vs, t, atk, rel, poly):
 @njit(nogil=True, cache=True)
 def _limit_held(vs, g, t, kv, sr):
     """The Voices knob went down: the oldest held notes are released (with the normal release, no
-    click) until no more than the knob's count are held. Mono mode plays voice 0 alone."""
+    click; pedal-only notes first, see ``_oldest_held``) until no more than the knob's count are
+    held. Mono mode plays voice 0 alone."""
     if kv[K_MODE] >= 0.5:
         return
     poly = min(MAX_VOICES, max(1, int(kv[K_POLY])))
@@ -352,13 +367,20 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
 
 @njit(nogil=True, cache=True)
 def _all_off(vs, g, stack, t, kv, sr, hard):
+    """hard (CC120, all sound off): every voice stops at once. Else (CC123, all notes off): a
+    note-off for every note, so with the sustain pedal down the notes sound on until it is up."""
     atk = g[G_ATK]
     rel = g[G_REL]
+    sustain = g[G_SUSTAIN] >= 0.5
     for v in range(MAX_VOICES):
         if hard:
             vs[v, V_STAGE] = FREE
             vs[v, V_GATE] = 0.0
             vs[v, V_SUST] = 0.0
+        elif sustain:
+            if vs[v, V_STAGE] == ON:
+                vs[v, V_GATE] = 0.0
+                vs[v, V_SUST] = 1.0
         else:
             _release(vs, v, t, atk, rel, sr)
     stack[:] = -1.0

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo-out", default="demo_out.wav",
                    help="where the demo writes what came out (default demo_out.wav; .wav .flac .ogg …)")
     p.add_argument("--record", default=None, metavar="FILE.wav", help="also record the engine's output")
+    p.add_argument("--midi-port", default=None, metavar="NAME",
+                   help="a chain that takes MIDI (preset synth, an LV2 instrument) plays from this port "
+                        "(default: a virtual port of its own)")
 
     p = sub.add_parser("process", help="process a file offline with a chain")
     p.add_argument("input")
@@ -249,7 +252,7 @@ def cmd_run(args) -> int:
 
     preset, chain = _load_chain(args)
     return run_live(chain, _engine_config(args), seconds=args.seconds, demo=args.demo, demo_out=args.demo_out,
-                    record=getattr(args, "record", None))
+                    record=getattr(args, "record", None), midi_port=getattr(args, "midi_port", None))
 
 
 def cmd_gui(args) -> int:

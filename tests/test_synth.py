@@ -393,6 +393,51 @@ def test_synth_live_command_plays_from_a_midi_port(jack_server):
     assert stats["late_blocks_ours"] == 0, stats
 
 
+@pytest.mark.jack
+def test_run_plays_an_instrument_chain_from_a_midi_port_and_records_it(jack_server, tmp_path):
+    """`main.py run --preset synth` ran the synth with no MIDI input at all: silent, with no hint."""
+    import re
+    import subprocess
+    import sys
+
+    import mido
+    import soundfile as sf
+
+    root = Path(__file__).resolve().parents[1]
+    rec = tmp_path / "take.wav"
+    p = subprocess.Popen([sys.executable, "main.py", "run", "--preset", "synth", "--mode", "output", "--seconds", "4",
+                          "--record", str(rec)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line, deadline = "", time.monotonic() + 60
+        while "MIDI in on port" not in line and time.monotonic() < deadline and p.poll() is None:
+            line = p.stderr.readline()
+        port = re.search(r"'(.+)'", line).group(1)
+        dest = [n for n in mido.get_output_names() if port in n]
+        assert dest, (port, mido.get_output_names())
+        with mido.open_output(dest[0]) as out:
+            out.send(mido.Message("note_on", note=69, velocity=100))
+            time.sleep(0.5)
+            out.send(mido.Message("note_off", note=69))
+        _, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, stderr
+    y, _ = sf.read(rec)
+    assert np.abs(y).max() > 1e-2  # the note is in the take
+
+
+def test_run_refuses_a_midi_port_for_a_chain_without_midi(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "main.py", "run", "--preset", "default", "--midi-port", "kbd", "--demo",
+                        "--demo-out", str(tmp_path / "d.wav")], cwd=Path(__file__).resolve().parents[1],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: --midi-port kbd: no processor of the chain takes MIDI")
+    assert r.stderr.count("\n") == 1 and r.stdout == "", (r.stdout, r.stderr)
+
+
 def test_a_queued_midi_sink_never_makes_the_midi_thread_wait():
     """The panel's sink waits while an engine rebuild holds its lock; rtmidi's thread (JACK's
     real-time one) hands messages to a QueuedSink and goes on at once. They arrive in order once

@@ -1,6 +1,7 @@
 """Headless live mode, and the end-to-end demo for machines without a sound card."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -54,15 +55,26 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int
         return interrupt_status(e) if isinstance(e, Interrupted) else 0
 
 
+def takes_midi(chain) -> bool:
+    """Whether a processor of ``chain`` plays or reads MIDI (the synth, an LV2 instrument or MIDI effect)."""
+    from realtime.dsp.processor import MidiQueue
+
+    return any(isinstance(s.processor, MidiQueue) for s in chain.slots)
+
+
 def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False,
-             demo_out: str = "demo_out.wav", record: str | None = None) -> int:
+             demo_out: str = "demo_out.wav", record: str | None = None, midi_port: str | None = None) -> int:
     """Run ``chain`` live on the audio device (or, with none, the demo through a private JACK
-    server) until ``seconds`` pass or Ctrl-C; returns the exit status."""
+    server) until ``seconds`` pass or Ctrl-C; returns the exit status. A chain that takes MIDI
+    listens on ``midi_port`` (a virtual port when None) on the device; the demo plays no MIDI."""
     from realtime.io.devices import has_audio_device
     from realtime.io.jackserver import ensure_server
     from realtime.run.offline import check_destination, output_format
 
     config.validate()  # refused before a server or a recording starts (they would be left behind)
+    if midi_port is not None and not takes_midi(chain):
+        raise ConfigError(f"--midi-port {midi_port}: no processor of the chain takes MIDI (an instrument: preset "
+                          "synth, an LV2 instrument)")
     if record:  # refused before anything starts, not after the run
         check_destination(Path(record))
         rec_format = output_format(Path(record), "FLOAT", config.samplerate)  # the file's own extension
@@ -78,6 +90,7 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     from realtime.io.recorder import FileRecorder
 
     server = recorder = engine = None
+    midi = contextlib.ExitStack()
     try:
         if demo:
             server = ensure_server(config.samplerate, config.blocksize)
@@ -89,6 +102,11 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
 
             compile_callbacks()  # before the engine runs: compiling holds the GIL its DSP thread needs
         raise_pending_interrupt()  # Numba's compiler can swallow the exception a Ctrl-C raised in it
+        if not demo and takes_midi(chain):  # the port before the stream: opening it holds the interpreter
+            from realtime.io.midi_input import MidiInput
+
+            port = midi.enter_context(MidiInput(engine.send_midi, midi_port, midi_port is None))
+            print(f"MIDI in on port {port.name!r}", file=sys.stderr)
         engine.start()
         raise_pending_interrupt()
         if demo:
@@ -97,7 +115,10 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         return stream_until(engine, seconds)
     finally:
         with signals_deferred():  # a second Ctrl-C here would lose the recording and leave the server
-            _tear_down(engine, recorder, server, record, config.samplerate)
+            try:
+                _tear_down(engine, recorder, server, record, config.samplerate)
+            finally:
+                midi.close()
 
 
 def _tear_down(engine, recorder, server, record, samplerate) -> None:

@@ -329,6 +329,16 @@ class Engine:
         ctl[cb.CTL_WAKE_BYTE] = self._wake_byte.ctypes.data
         ctl[cb.CTL_CLOCK] = self._clock.ctypes.data
 
+    def check_devices(self) -> None:
+        """Raise the one-line ``AudioDeviceError`` that ``start`` would for a device the stream needs
+        and does not find: checked before a caller's own slow set-up (a MIDI port), so a missing
+        device is what is said."""
+        c = self.config
+        if c.mode != "output":
+            resolve_device(c.input_device, "input", c.channels)
+        if c.mode != "input":
+            resolve_device(c.output_device, "output", c.channels)
+
     def _open_stream(self) -> None:
         c = self.config
         s = sd()

@@ -105,6 +105,8 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         if not demo and takes_midi(chain):  # the port before the stream: opening it holds the interpreter
             from realtime.io.midi_input import MidiInput
 
+            engine.check_devices()  # no device is what is said, not the MIDI port's failure to reach JACK
+
             port = midi.enter_context(MidiInput(engine.send_midi, midi_port, midi_port is None))
             print(f"MIDI in on port {port.name!r}", file=sys.stderr)
         engine.start()
@@ -224,7 +226,9 @@ def play_midi_live(chain, config: EngineConfig, port: str | None, virtual: bool,
     rescan()
     engine = Engine(chain, config)
     # the port first: opening it holds the interpreter for tens of ms (a JACK client of its own),
-    # which a running engine's DSP thread felt as 14-30 late blocks at every start
+    # which a running engine's DSP thread felt as 14-30 late blocks at every start; a missing
+    # device is said before that
+    engine.check_devices()
     with MidiInput(engine.send_midi, port, virtual or port is None) as mi:
         engine.start()
         try:

@@ -358,22 +358,20 @@ def test_midi_through_a_real_jack_midi_port_reaches_the_synth(jack_server):
     assert synth.sounding_notes() == []
 
 
-@pytest.mark.jack
-def test_synth_live_command_plays_from_a_midi_port(jack_server):
-    """`main.py synth --live`: a virtual MIDI port on JACK, notes in, the engine's stats out."""
-    import json
+def _play_a_note_into(argv: list[str], says: str) -> tuple[int, str, str]:
+    """Run ``main.py *argv``; once its stderr ``says`` which MIDI port it listens on, play A4 for
+    0.5 s into that port (through JACK, as a keyboard would); its (status, stdout, stderr)."""
     import re
     import subprocess
     import sys
 
     import mido
 
-    root = Path(__file__).resolve().parents[1]
-    p = subprocess.Popen([sys.executable, "main.py", "synth", "--live", "--instrument", "flute", "--seconds", "4"],
-                         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "main.py", *argv], cwd=Path(__file__).resolve().parents[1],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line, deadline = "", time.monotonic() + 60
-        while "live on MIDI port" not in line and time.monotonic() < deadline and p.poll() is None:
+        while says not in line and time.monotonic() < deadline and p.poll() is None:
             line = p.stderr.readline()
         port = re.search(r"'(.+)'", line).group(1)
         dest = [n for n in mido.get_output_names() if port in n]
@@ -386,7 +384,17 @@ def test_synth_live_command_plays_from_a_midi_port(jack_server):
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 0, stderr
+    return p.returncode, stdout, stderr
+
+
+@pytest.mark.jack
+def test_synth_live_command_plays_from_a_midi_port(jack_server):
+    """`main.py synth --live`: a virtual MIDI port on JACK, notes in, the engine's stats out."""
+    import json
+
+    status, stdout, stderr = _play_a_note_into(["synth", "--live", "--instrument", "flute", "--seconds", "4"],
+                                               "live on MIDI port")
+    assert status == 0, stderr
     stats = json.loads(stdout.strip().splitlines()[-1])
     assert stats["midi_messages"] >= 2 and stats["blocks_processed"] > 100 and stats["error"] is None
     # the port was opened with the engine already running: 8-30 late blocks of ours at every start
@@ -396,33 +404,12 @@ def test_synth_live_command_plays_from_a_midi_port(jack_server):
 @pytest.mark.jack
 def test_run_plays_an_instrument_chain_from_a_midi_port_and_records_it(jack_server, tmp_path):
     """`main.py run --preset synth` ran the synth with no MIDI input at all: silent, with no hint."""
-    import re
-    import subprocess
-    import sys
-
-    import mido
     import soundfile as sf
 
-    root = Path(__file__).resolve().parents[1]
     rec = tmp_path / "take.wav"
-    p = subprocess.Popen([sys.executable, "main.py", "run", "--preset", "synth", "--mode", "output", "--seconds", "4",
-                          "--record", str(rec)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line, deadline = "", time.monotonic() + 60
-        while "MIDI in on port" not in line and time.monotonic() < deadline and p.poll() is None:
-            line = p.stderr.readline()
-        port = re.search(r"'(.+)'", line).group(1)
-        dest = [n for n in mido.get_output_names() if port in n]
-        assert dest, (port, mido.get_output_names())
-        with mido.open_output(dest[0]) as out:
-            out.send(mido.Message("note_on", note=69, velocity=100))
-            time.sleep(0.5)
-            out.send(mido.Message("note_off", note=69))
-        _, stderr = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0, stderr
+    status, _, stderr = _play_a_note_into(["run", "--preset", "synth", "--mode", "output", "--seconds", "4",
+                                           "--record", str(rec)], "MIDI in on port")
+    assert status == 0, stderr
     y, _ = sf.read(rec)
     assert np.abs(y).max() > 1e-2  # the note is in the take
 

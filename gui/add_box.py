@@ -1,10 +1,11 @@
 """The rack's "Add" box: every built-in processor and every installed LV2 plugin, searchable.
 
-Type any part of a name (or a plugin's URI) to narrow the list; Enter or a click adds it.
+Type any part of a name (or a plugin's URI) to narrow the list; Enter or a click adds it (Enter on
+text that is no whole name: the first entry that contains it). The box is cleared after each pick.
 """
 from __future__ import annotations
 
-from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import QComboBox, QCompleter
 
 from gui.pick_combo import pick_only
@@ -51,6 +52,8 @@ class AddBox(QComboBox):
         self.lineEdit().setPlaceholderText("add processor or plugin…")
         self.clear_choice()
         self.activated.connect(self._activated)
+        # after the box's own Enter (which adds only a whole name): Enter on part of a name adds the first match
+        self.lineEdit().returnPressed.connect(self._enter)
         pick_only(self)  # a wheel turned over it, or an arrow key, added a slot each
 
     def choices(self) -> list[str]:
@@ -63,10 +66,32 @@ class AddBox(QComboBox):
             raise ValueError(f"{text!r}: no such processor or plugin")
         self._activated(i)
 
+    def first_match(self, text: str) -> int:
+        """The entry Enter on ``text`` adds: the one named so, else the first whose name (or URI)
+        contains it, ignoring case; -1 when none does."""
+        text = text.strip()
+        if not text:
+            return -1
+        i = self.findText(text)
+        if i >= 0:
+            return i
+        low = text.lower()
+        for i in range(self.count()):
+            if low in self.itemText(i).lower() or low in (self.itemData(i)[0] or "").lower():
+                return i
+        return -1
+
+    def _enter(self) -> None:
+        """Enter in the box: text the box itself did not take (no whole name) adds its first match."""
+        if self.lineEdit().text().strip():  # a pick clears the box: nothing left once one was made
+            self._activated(self.first_match(self.lineEdit().text()))
+
     def _activated(self, i: int) -> None:
         if i < 0:  # Enter on text that names nothing
             return
         uri, kind = self.itemData(i)
+        self.clear_choice()  # ready for the next one (it kept showing the pick)
+        QTimer.singleShot(0, self.clear_choice)  # and after a completer's pick sets its text
         self.picked.emit(kind, uri)
 
     def clear_choice(self) -> None:

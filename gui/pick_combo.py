@@ -4,6 +4,8 @@ Qt's QComboBox emits ``activated`` for a mouse wheel turned over it and for the 
 only for a choice from its list: scrolling past the preset picker loaded another preset (the
 unsaved changes gone), scrolling past the Add box added slots. ``pick_only`` swallows the wheel,
 and turns the arrow keys into opening the list, where a choice is made on purpose.
+``wheel_needs_focus`` (the rack's drop-downs): the wheel changes the choice only while the box has
+the keyboard focus (or its list is open); else it goes on to what holds the box (the rack scrolls).
 """
 from __future__ import annotations
 
@@ -33,4 +35,22 @@ def pick_only(combo: QComboBox) -> QComboBox:
     combo.installEventFilter(f)
     if combo.lineEdit() is not None:  # an editable box: its line edit gets the keys and the wheel
         combo.lineEdit().installEventFilter(f)
+    return combo
+
+
+class _WheelNeedsFocus(QObject):
+    def eventFilter(self, obj, e) -> bool:
+        if e.type() == QEvent.Type.Wheel and isinstance(obj, QComboBox):
+            if not (obj.hasFocus() or obj.view().isVisible()):
+                e.ignore()  # not taken: the parent (the rack's scroll area) gets the wheel
+                return True
+        return False
+
+
+def wheel_needs_focus(combo: QComboBox) -> QComboBox:
+    """Let the wheel change ``combo`` only while it has the keyboard focus or its list is open (a
+    wheel does not give it the focus); returns it."""
+    if combo.focusPolicy() == Qt.FocusPolicy.WheelFocus:
+        combo.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+    combo.installEventFilter(_WheelNeedsFocus(combo))
     return combo

@@ -11,6 +11,8 @@ processor-specific code: a new processor shows up with its own knobs and readout
 """
 from __future__ import annotations
 
+import time
+
 from PyQt6.QtCore import QObject, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QComboBox,
@@ -27,15 +29,17 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from gui.knob import Knob, add_learn_actions
+from gui.knob import BURST_GAP_S, Knob, add_learn_actions
+from gui.pick_combo import wheel_needs_focus
 from gui.readouts import ReadoutBar, ReadoutText, combine, readout_widget
-from gui.undo import MIX_TARGET
+from gui.undo import BYPASS_TARGET, MIX_TARGET
 from realtime.dsp.processor import Param
 from realtime.engine.control import ChainView
 
 CLEAR_PARAM = "_clear_clip"  # a command: any change of it clears the slot's latched readouts (the meter's clip)
 MIX_PARAM = Param("mix", "Mix", 0.0, 100.0, 100.0, unit="%", smoothing_ms=10.0)  # slot mix x 100
 COLUMNS = 2
+IDLE_LOAD = "DSP –"  # a strip's load readout while the engine is stopped (nothing measured)
 
 
 class MidiTag(QObject):
@@ -85,6 +89,7 @@ class SlotStrip(QFrame):
         self.readout_values: dict[str, float] = {}  # readout id -> the value shown last
         self.mix_knob: Knob | None = None  # the slot's wet/dry (not on the final safety stage)
         self.tags: dict[str, MidiTag] = {}  # param id -> MIDI learn of its drop-down
+        self._choice_at: dict[str, float] = {}  # param id -> when its drop-down last changed (monotonic)
         self.bypass_tag: MidiTag | None = None  # MIDI learn of the bypass button (not on the final safety stage)
         self.setObjectName(f"strip:{slot.id}")
         self.setFrameShape(QFrame.Shape.StyledPanel)
@@ -119,7 +124,7 @@ class SlotStrip(QFrame):
         lay.addWidget(sub)
         self.load_column = columns[0]
         self.load_us = 0.0
-        self.load_label = QLabel("DSP –")
+        self.load_label = QLabel(IDLE_LOAD)
         self.load_label.setObjectName("load")
         self.load_label.setStyleSheet("color: gray")
         self.load_label.setToolTip("this slot's processing time per block (mean since the last redraw) "
@@ -146,6 +151,8 @@ class SlotStrip(QFrame):
         else:
             self.bypass.setToolTip("bypass (the processor keeps running; its dry path stays latency-aligned)")
             self.bypass.toggled.connect(lambda on: self.bypassChanged.emit(self.slot_id, on))
+            # a click is a gesture of its own: on, then off later, are two undo steps (they merged into none)
+            self.bypass.clicked.connect(lambda: self.gestureEnded.emit(self.slot_id, BYPASS_TARGET))
             self.bypass_tag = self._tag(self.bypass, "bypass", lambda t: self.bypass.setText(_tagged("Bypass", t)))
         lay.addWidget(self.bypass)
         self._readout_descs = tuple(getattr(proc, "readouts", ()))
@@ -213,7 +220,10 @@ class SlotStrip(QFrame):
                 self.readout_values[w.readout.id] = 0.0
 
     def fall(self) -> None:
-        """The engine is stopped: the readout bars drop to rest (numbers keep what they said last)."""
+        """The engine is stopped: the readout bars drop to rest (numbers keep what they said last),
+        the load readout shows that nothing is measured."""
+        self.load_us = 0.0
+        self.load_label.setText(IDLE_LOAD)
         for w in self.readouts.values():
             if isinstance(w, ReadoutBar):
                 w.fall()
@@ -230,7 +240,10 @@ class SlotStrip(QFrame):
             combo.setCurrentIndex(int(round(value)))
             combo.setObjectName(f"choice:{d.id}")
             combo.setToolTip(f"{d.name}: {', '.join(d.choices)}")
-            combo.currentIndexChanged.connect(lambda i, pid=d.id: self.paramChanged.emit(self.slot_id, pid, float(i)))
+            combo.currentIndexChanged.connect(lambda i, pid=d.id: self._choice_changed(pid, i))
+            # a pick from the list (or a key on the focused box) is an undo step of its own
+            combo.activated.connect(lambda _i, pid=d.id: self._end_choice_gesture(pid))
+            wheel_needs_focus(combo)  # a wheel turned while scrolling the rack changed the choice
             v.addWidget(combo)
             v.addStretch(1)
             self.controls[d.id] = combo
@@ -249,6 +262,20 @@ class SlotStrip(QFrame):
         knob.learnRequested.connect(lambda t=target: self.learnRequested.emit(t))
         knob.forgetRequested.connect(lambda t=target: self.forgetRequested.emit(t))
         return knob
+
+    def _choice_changed(self, pid: str, i: int) -> None:
+        """A drop-down's change; one after a pause of BURST_GAP_S (as a knob's wheel burst) starts a
+        new undo step, so picks far apart in time never merge into one."""
+        now = time.monotonic()
+        last = self._choice_at.get(pid)
+        if last is not None and now - last > BURST_GAP_S:
+            self.gestureEnded.emit(self.slot_id, pid)
+        self._choice_at[pid] = now
+        self.paramChanged.emit(self.slot_id, pid, float(i))
+
+    def _end_choice_gesture(self, pid: str) -> None:
+        self._choice_at.pop(pid, None)
+        self.gestureEnded.emit(self.slot_id, pid)
 
     def _tag(self, widget: QWidget, pid: str, show) -> MidiTag:
         tag = MidiTag(widget, show)
@@ -318,6 +345,10 @@ class Rack(QScrollArea):
             v = view.slots[i]
             strip = SlotStrip(s, final=i == len(slots) - 1, columns=(v.load_column, v.processor.readout_columns))
             connect(strip)
+            for name, can in (("move-1", i > 0), ("move+1", i < len(slots) - 2)):  # the ends: the move does nothing
+                b = strip.findChild(QToolButton, name)
+                if b is not None:
+                    b.setEnabled(can)
             self.strips[s.id] = strip
             self._row.addWidget(strip)
             if i < len(slots) - 1:
@@ -337,7 +368,7 @@ class Rack(QScrollArea):
             strip.show_faults(*faults.get(sid, (0, 0)))
 
     def fall(self) -> None:
-        """The engine is stopped: every strip's readout bars drop to rest."""
+        """The engine is stopped: every strip's readout bars drop to rest, its load readout to idle."""
         for strip in self.strips.values():
             strip.fall()
 

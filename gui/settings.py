@@ -101,16 +101,33 @@ class Settings:
         self.q.sync()
 
 
+# JACK clients of the host itself, no audio devices: the engine's PortAudio stream (a second one
+# is renamed "PortAudio-01" by the server) and the demo player (gui.demo_source) with its probe
+OWN_CLIENTS = ("PortAudio", "rt-demo", "rt-demo-probe")
+
+
+def own_client(name: str) -> bool:
+    """Whether a device ``name`` is one of the host's own JACK clients (``OWN_CLIENTS``)."""
+    return any(name == c or (name.startswith(c + "-") and name[len(c) + 1:].isdigit()) for c in OWN_CLIENTS)
+
+
+def device_names(devices, kind: str) -> list[str]:
+    """Names of ``devices`` (PortAudio's device dicts) with input (kind="input") or output
+    channels, less the host's own JACK clients (the engine, the demo player)."""
+    key = "inputs" if kind == "input" else "outputs"
+    return [d["name"] for d in devices if d[key] > 0 and not own_client(d["name"])]
+
+
 def audio_devices(kind: str) -> list[str]:
     """Names of devices with input (kind="input") or output channels, from PortAudio, scanned
-    afresh. PortAudio is released again: the engine runs in its own process, and a PortAudio
-    left open here would abort this process at exit if the audio server died meanwhile."""
+    afresh (``device_names``). PortAudio is released again: the engine runs in its own process,
+    and a PortAudio left open here would abort this process at exit if the audio server died
+    meanwhile."""
     from realtime.io.portaudio import list_devices, release, rescan
 
-    key = "inputs" if kind == "input" else "outputs"
     try:
         rescan()
-        return [d["name"] for d in list_devices() if d[key] > 0]
+        return device_names(list_devices(), kind)
     finally:
         release()
 

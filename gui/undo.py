@@ -23,8 +23,8 @@ class ValueChange(QUndoCommand):
     """``target`` of slot ``slot_id`` went from ``old`` to ``new``; ``apply(slot_id, target,
     value)`` moves the control (without recording the move)."""
 
-    def __init__(self, apply, slot_id: str, target: str, old: float, new: float):
-        super().__init__(f"{slot_id} {target}")
+    def __init__(self, apply, slot_id: str, target: str, old: float, new: float, text: str = ""):
+        super().__init__(text or f"{slot_id} {target}")  # text: what the Undo / Redo menu entries name
         self.apply, self.slot_id, self.target = apply, slot_id, target
         self.old, self.new = old, new
         self._pending_push = True  # recorded after the control moved: the push's redo has nothing to do

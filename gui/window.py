@@ -44,7 +44,7 @@ from gui.midi import NONE, MidiInput
 from gui.midi_learn import MidiLearn
 from gui.pick_combo import pick_only
 from gui.preset_io import PresetActions
-from gui.rack import CLEAR_PARAM, Rack, SlotStrip
+from gui.rack import CLEAR_PARAM, MIX_PARAM, Rack, SlotStrip
 from gui.remote import RemoteEngineHost
 from gui.settings import Settings, SettingsDialog
 from gui.spectrum import SpectrumView
@@ -191,6 +191,9 @@ class MainWindow(PresetActions, QMainWindow):
         self.synth_panel = SynthPanel()
         self.instrument, self.keyboard = self.synth_panel.instrument, self.synth_panel.keyboard
         self.synth_panel.instrumentChosen.connect(lambda sid, pid, v: self.rack.strips[sid].set_value(pid, v, emit=True))
+        # a pick from the instrument list is an undo step of its own, as one from the rack's drop-down
+        self.instrument.activated.connect(
+            lambda _i: self.synth_panel.target and end_gesture(self.undo_stack, *self.synth_panel.target))
         self.keyboard.noteOn.connect(lambda n, v: self._guard(self.host.send_midi, NOTE_ON, n, v))
         self.keyboard.noteOff.connect(lambda n: self._guard(self.host.send_midi, NOTE_OFF, n, 0))
         outer.addWidget(self.synth_panel)
@@ -386,7 +389,23 @@ class MainWindow(PresetActions, QMainWindow):
         """A change made in the panel becomes an undo step (merged into the last one while the same
         control keeps moving); a change replayed by undo / redo does not."""
         if not self._replaying:
-            self.undo_stack.push(ValueChange(lambda *a: self._guard(self._replay, *a), slot_id, target, old, new))
+            self.undo_stack.push(ValueChange(lambda *a: self._guard(self._replay, *a), slot_id, target, old, new,
+                                             text=self._undo_text(slot_id, target)))
+
+    def _undo_text(self, slot_id: str, target: str) -> str:
+        """What the Undo / Redo menu entries name: the control's label and its slot ("Gain on gain"),
+        not the internal ids."""
+        if target == BYPASS_TARGET:
+            name = "Bypass"
+        elif target == MIX_TARGET:
+            name = MIX_PARAM.name
+        else:
+            try:
+                params = self.host.chain.slot(slot_id).processor.params
+            except Exception:  # noqa: BLE001 - a label only: the id will do
+                params = ()
+            name = next((d.name for d in params if d.id == target), target)
+        return f"{name} on {slot_id}"
 
     def _replay(self, slot_id: str, target: str, value: float) -> None:
         """Move a control to ``value`` as a hand would: its signal takes the value to the engine,

@@ -249,6 +249,9 @@ def feed_window(w, seconds=0.5, signal=None, midi=()):
     from realtime.engine.engine import _mono_into, _peak
 
     host = w.host
+    # the window polls by hand here: its own timer would find the host stopped (nothing feeds the
+    # rings between polls in a real stopped engine) and put the strips' load readouts to idle
+    w._meter_timer.stop()
     chain = host.chain
     chain.prepare(SR, B, 2)
     for m in midi:

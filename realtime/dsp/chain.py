@@ -370,6 +370,11 @@ class Chain(SlotLookup):
         self.failures[s.id] = f"{type(e).__name__}: {e}"
 
     # -- between-block control ---------------------------------------------------------------
+    @property
+    def takes_midi(self) -> bool:
+        """Whether a processor of the chain takes MIDI (the synth, an LV2 instrument or MIDI effect)."""
+        return bool(self._midi)
+
     def handle_midi(self, status: int, data1: int = 0, data2: int = 0, offset: int = 0) -> None:
         """Pass one MIDI message to every processor that takes MIDI.
 

@@ -329,23 +329,25 @@ class Engine:
         ctl[cb.CTL_WAKE_BYTE] = self._wake_byte.ctypes.data
         ctl[cb.CTL_CLOCK] = self._clock.ctypes.data
 
-    def check_devices(self) -> None:
-        """Raise the one-line ``AudioDeviceError`` that ``start`` would for a device the stream needs
-        and does not find: checked before a caller's own slow set-up (a MIDI port), so a missing
-        device is what is said."""
+    def check_devices(self) -> dict[str, int]:
+        """The device of each direction the stream uses ({"input": index, "output": index}, as its
+        mode asks), or the one-line ``AudioDeviceError`` for one it does not find: what ``start``
+        opens, and what a caller checks before slow set-up of its own (a MIDI port)."""
         c = self.config
-        if c.mode != "output":
-            resolve_device(c.input_device, "input", c.channels)
-        if c.mode != "input":
-            resolve_device(c.output_device, "output", c.channels)
+        kinds = {"input": c.mode != "output", "output": c.mode != "input"}
+        return {kind: resolve_device(c.input_device if kind == "input" else c.output_device, kind, c.channels)
+                for kind, used in kinds.items() if used}
 
     def _open_stream(self) -> None:
         c = self.config
         s = sd()
         ffi, lib = s._ffi, s._lib
+        devices = self.check_devices()
 
         def params(kind):
-            dev = resolve_device(c.input_device if kind == "input" else c.output_device, kind, c.channels)
+            if kind not in devices:
+                return ffi.NULL
+            dev = devices[kind]
             p = ffi.new("PaStreamParameters *")
             p.device = dev
             p.channelCount = c.channels
@@ -355,8 +357,7 @@ class Engine:
             p.hostApiSpecificStreamInfo = ffi.NULL
             return p
 
-        in_p = params("input") if c.mode != "output" else ffi.NULL
-        out_p = params("output") if c.mode != "input" else ffi.NULL
+        in_p, out_p = params("input"), params("output")
         with _PA_LOCK:  # a stream abandoned earlier may be closed by its own thread meanwhile
             check(lib.Pa_IsFormatSupported(in_p, out_p, float(c.samplerate)),
                   f"{c.samplerate} Hz, {c.channels} ch {c.mode} stream")

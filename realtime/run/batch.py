@@ -87,7 +87,7 @@ def _input_fault(result: dict) -> bool:
     (unreadable, no frames, a channel count or a MIDI length it refuses). Asked of the input rather
     than of the error, which for a full disk, a folder in the way or a missing model names the
     output or the model: those are fixed without touching the input, and a re-run must retry them."""
-    from realtime.run.offline import DEFAULT_RATE, MAX_RENDER_S, midi_file_song, open_input, render_frames
+    from realtime.run.offline import DEFAULT_RATE, MAX_RENDER_S, midi_file_song, open_input
 
     path = result["input"]
     try:
@@ -98,9 +98,7 @@ def _input_fault(result: dict) -> bool:
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # its warnings were printed by the run itself
             if result.get("kind") == "midi":
-                events, end = midi_file_song(path, DEFAULT_RATE)
-                n = render_frames(events, DEFAULT_RATE, end=end)
-                return bool(n > MAX_RENDER_S * DEFAULT_RATE)  # plan_render's refusal (a broken delta time)
+                return bool(midi_file_song(path, DEFAULT_RATE)[1] > MAX_RENDER_S * DEFAULT_RATE)  # plan_render's refusal (a broken delta time)
             open_input(path).close()
     except OfflineError:
         return True

@@ -179,10 +179,10 @@ def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int, int]:
     reports why); a MIDI file's rate is ``samplerate``."""
     try:
         if kind == "midi":
-            from realtime.run.offline import midi_file_song, render_frames
+            from realtime.run.offline import midi_file_song
 
-            ev, end = midi_file_song(path, samplerate)  # its length; the release tail is not known before
-            return render_frames(ev, samplerate, end=end) / samplerate, 0, samplerate
+            # its length; the release tail is not known before the render
+            return midi_file_song(path, samplerate)[1] / samplerate, 0, samplerate
         import soundfile as sf
 
         info = sf.info(sf_path(path))

@@ -55,13 +55,6 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int
         return interrupt_status(e) if isinstance(e, Interrupted) else 0
 
 
-def takes_midi(chain) -> bool:
-    """Whether a processor of ``chain`` plays or reads MIDI (the synth, an LV2 instrument or MIDI effect)."""
-    from realtime.dsp.processor import MidiQueue
-
-    return any(isinstance(s.processor, MidiQueue) for s in chain.slots)
-
-
 def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False,
              demo_out: str = "demo_out.wav", record: str | None = None, midi_port: str | None = None) -> int:
     """Run ``chain`` live on the audio device (or, with none, the demo through a private JACK
@@ -72,7 +65,7 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     from realtime.run.offline import check_destination, output_format
 
     config.validate()  # refused before a server or a recording starts (they would be left behind)
-    if midi_port is not None and not takes_midi(chain):
+    if midi_port is not None and not chain.takes_midi:
         raise ConfigError(f"--midi-port {midi_port}: no processor of the chain takes MIDI (an instrument: preset "
                           "synth, an LV2 instrument)")
     if record:  # refused before anything starts, not after the run
@@ -102,11 +95,10 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
 
             compile_callbacks()  # before the engine runs: compiling holds the GIL its DSP thread needs
         raise_pending_interrupt()  # Numba's compiler can swallow the exception a Ctrl-C raised in it
-        if not demo and takes_midi(chain):  # the port before the stream: opening it holds the interpreter
+        if not demo and chain.takes_midi:  # the port before the stream: opening it holds the interpreter
             from realtime.io.midi_input import MidiInput
 
             engine.check_devices()  # no device is what is said, not the MIDI port's failure to reach JACK
-
             port = midi.enter_context(MidiInput(engine.send_midi, midi_port, midi_port is None))
             print(f"MIDI in on port {port.name!r}", file=sys.stderr)
         engine.start()

@@ -674,12 +674,6 @@ def _render(runner: ChainRunner, n: int, skip: int = 0):
         yield y
 
 
-def render_frames(events: np.ndarray, samplerate: int, tail_s: float = 0.0, end: int = 0) -> int:
-    """A song's length in frames: its end (``end``, a file's last End of Track) or its last event,
-    whichever is later, plus ``tail_s`` (``plan_render`` refuses more than MAX_RENDER_S)."""
-    return int(max(end, events[:, 0].max() if len(events) else 0) + tail_s * samplerate)
-
-
 MIDI_TAIL_MAX_S = 30.0  # the most a MIDI render runs on after the file's end (a drone never falls silent)
 MIDI_SILENCE_DB = -90.0  # a render's sound has died away once its peak stays below this ...
 MIDI_SILENCE_S = 1.0  # ... for this long (a shorter gap, e.g. between a delay's echoes, is part of the tail)
@@ -851,8 +845,7 @@ def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, 
     if out_p.suffix.lower() not in (".wav", ".flac"):
         raise OfflineError(f"{out_p}: write .wav or .flac")
     check_destination(out_p, Path(midi_path))
-    events, end = midi_file_song(midi_path, samplerate)
-    n = render_frames(events, samplerate, end=end)
+    events, n = midi_file_song(midi_path, samplerate)
     if n > MAX_RENDER_S * samplerate:
         raise OfflineError(f"{midi_path}: the song would last {n / samplerate / 3600:.0f} hours; "
                            f"refusing to render more than {MAX_RENDER_S // 3600} hours (a broken delta time?)")
@@ -918,7 +911,7 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     if dropped:
         print(f"warning: {midi_path}: {dropped} MIDI messages were dropped (more than a block's queue holds "
               "at one time; controllers and pitch bend first)", file=sys.stderr)
-    if not any((int(st) & 0xF0) == 0x90 and d2 > 0 for _, st, _, d2 in events):  # a song of meta events alone
+    if not np.any(((events[:, 1].astype(np.int64) & 0xF0) == 0x90) & (events[:, 3] > 0)):  # meta events alone
         print(f"warning: {midi_path}: no notes to play; {out_p} holds {out.written / samplerate:.1f} s of silence",
               file=sys.stderr)
     seconds = out.written / samplerate

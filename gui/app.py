@@ -10,6 +10,28 @@ import os
 import signal
 import sys
 import traceback
+from pathlib import Path
+
+
+def version() -> str:
+    """The host's version (Help → About): pyproject.toml's in a checkout run in place, else the
+    installed package's, else "unknown"."""
+    import tomllib
+    from importlib import metadata
+
+    from gui.settings import APP
+
+    try:
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+            project = tomllib.load(f).get("project", {})
+        if project.get("name") == APP:  # ours, not another package's file beside an installed copy
+            return str(project["version"])
+    except (OSError, KeyError, ValueError):  # tomllib.TOMLDecodeError is a ValueError
+        pass
+    try:
+        return metadata.version(APP)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _given(argv: list[str]) -> set[str]:
@@ -80,6 +102,7 @@ def run_gui(args) -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName(APP)
+    app.setApplicationVersion(version())
     settings = Settings()
     server, demo = None, None
     if not has_audio_device(args.mode, bool(args.device or args.input_device or args.output_device)):

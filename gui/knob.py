@@ -2,27 +2,37 @@
 
 Value and unit drawn under the dial; double-click resets to the default; drag (vertical) and the
 mouse wheel move it, Shift (or Ctrl) for 10x finer control; keyboard: arrows step, Page Up/Down
-step 10x, Home/End jump to the ends. Right-click: MIDI learn / forget / reset. The knob moves
-along the descriptor's taper (lin/log), so its 0..1 position is what a MIDI controller sets.
-``gestureEnded`` says where one hand movement ends (a drag's release; a pause of BURST_GAP_S in
-wheel notches or arrow keys; a reset), so an undo step holds one gesture, not every move in a row.
+step 10x, Home/End jump to the ends, Enter types a value. Right-click: MIDI learn / forget, type a
+value, reset to the default or to the preset's value. The knob moves along the descriptor's taper
+(lin/log), so its 0..1 position is what a MIDI controller sets. ``gestureEnded`` says where one
+hand movement ends (a drag's release; a pause of BURST_GAP_S in wheel notches or arrow keys; a
+reset; a typed value), so an undo step holds one gesture, not every move in a row.
+
+A typed value (``parse_entry``) is a number with or without the parameter's unit, its larger unit
+or a "k" ("-6", "-6 dB", "1k", "1.5 kHz", "2 s" on a ms knob), or a choice's name; clamped to the
+range. Text that is none of these changes nothing and says why in the entry's tooltip.
 """
 from __future__ import annotations
 
 import math
+import re
 import time
 
-from PyQt6.QtCore import QPointF, QRectF, QSize, Qt, pyqtSignal
+from PyQt6.QtCore import QEvent, QPoint, QPointF, QRectF, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import QAction, QColor, QFont, QFontMetrics, QPainter, QPen
-from PyQt6.QtWidgets import QMenu, QSizePolicy, QWidget
+from PyQt6.QtWidgets import QLineEdit, QMenu, QSizePolicy, QToolTip, QWidget
 
-from realtime.dsp.processor import Param
+from realtime.dsp.processor import LARGER_UNITS, Param
 
 DRAG_PIXELS = 200.0  # full range per this many pixels of drag
 WHEEL_STEP = 0.01  # of the range per wheel notch / arrow key
 FINE = 0.1  # factor with Shift or Ctrl
 BURST_GAP_S = 0.8  # wheel notches / key steps further apart are separate gestures (a held key repeats after ~0.5 s)
 ARC_START, ARC_SPAN = 225.0, -270.0  # degrees, Qt convention (0 = 3 o'clock, counter-clockwise)
+DIM_OPACITY = 0.35  # a bypassed slot's controls: drawn faded, still usable
+_ENTRY = re.compile(r"\s*([+-]?(?:inf|\d+(?:[.,]\d*)?(?:e[+-]?\d+)?|[.,]\d+(?:e[+-]?\d+)?))\s*(.*?)\s*$",
+                    re.IGNORECASE)
+_ENTER_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter)
 
 
 def fine_modifier(mods) -> bool:
@@ -39,6 +49,69 @@ def fit_label(painter: QPainter, font: QFont, text: str, width: float) -> str:
         f.setPointSizeF(f.pointSizeF() * 0.93)
     painter.setFont(f)
     return QFontMetrics(f).elidedText(text, Qt.TextElideMode.ElideRight, int(width))
+
+
+def _unit_factor(param: Param, suffix: str) -> float | None:
+    """What a number typed with ``suffix`` after it is multiplied by in ``param``'s unit (None: a
+    suffix that is no unit of it). Case and spaces do not count ("1.5khz", "250 MS")."""
+    s = suffix.replace(" ", "").lower()
+    unit = param.unit.replace(" ", "").lower()
+    bigger = LARGER_UNITS.get(param.unit, "").lower()
+    if s in ("", unit):
+        return 1.0
+    if (bigger and s == bigger) or (s.startswith("k") and s[1:] in ("", unit)):
+        return 1000.0  # "1.5 kHz", "2 s" on a ms knob, "1k" (as format writes a thousand of a unit)
+    return None
+
+
+def parse_entry(param: Param, text: str) -> float:
+    """The value ``text`` (what a user typed) means for ``param``, clamped to its range and rounded
+    to its step; a choice by its name (any case) or index.
+
+    Raises
+    ------
+    ValueError
+        A short message for the user: the text is no value of ``param``.
+    """
+    t = text.strip().replace("\u2212", "-")  # a typographic minus, as pasted from elsewhere
+    if param.choices:
+        names = [c.lower() for c in param.choices]
+        if t.lower() in names:
+            return float(names.index(t.lower()))
+    m = _ENTRY.fullmatch(t)
+    factor = _unit_factor(param, m.group(2)) if m else None
+    if factor is None:
+        example = f"one of {', '.join(param.choices)}" if param.choices else f"e.g. {param.format(param.default)}"
+        raise ValueError(f"{t!r} is not a {param.name} value ({example})")
+    v = float(m.group(1).replace(",", ".")) * factor
+    return param.validate(min(param.max, max(param.min, v)))
+
+
+class ValueEditor(QLineEdit):
+    """A knob's inline entry: Enter applies, Escape cancels, leaving it (the focus goes elsewhere)
+    applies. ``done`` says which ("enter", "escape", "left"); the knob closes it."""
+
+    done = pyqtSignal(str)
+
+    def event(self, e):
+        # Enter and Escape are the entry's own, not a window shortcut's
+        if e.type() == QEvent.Type.ShortcutOverride and e.key() in (*_ENTER_KEYS, Qt.Key.Key_Escape):
+            e.accept()
+            return True
+        return super().event(e)
+
+    def keyPressEvent(self, e):
+        if e.key() in _ENTER_KEYS:
+            self.done.emit("enter")
+        elif e.key() == Qt.Key.Key_Escape:
+            self.done.emit("escape")
+        else:
+            super().keyPressEvent(e)
+
+    def focusOutEvent(self, e):
+        super().focusOutEvent(e)
+        if e.reason() != Qt.FocusReason.PopupFocusReason:  # its own context menu keeps it open
+            self.done.emit("left")
 
 
 def add_learn_actions(menu: QMenu, control) -> None:
@@ -70,13 +143,18 @@ class Knob(QWidget):
         self._burst_at: float | None = None  # the last wheel / key step of a burst still open (monotonic)
         self.learning = False
         self.mapping = ""  # e.g. "CC 74", drawn small when a controller is mapped
+        self.preset_value: float | None = None  # the value the preset loaded or saved last holds (None: unknown)
+        self.dimmed = False  # drawn faded: its slot is bypassed
+        self.editor: ValueEditor | None = None  # the typed-value entry while it is open
+        self.entry_error = ""  # why the last typed text was no value (shown in a tooltip)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         self.setMinimumSize(self.sizeHint())  # a squeezed rack scrolls; knobs never shrink
         self.setObjectName(f"knob:{param.id}")
         self.setToolTip(f"{param.name}: {param.format(param.min)} … {param.format(param.max)}"
                         f" (default {param.format(param.default)})\n"
-                        "Drag or wheel (Shift: fine) · arrows · double-click: default · right-click: MIDI learn")
+                        "Drag or wheel (Shift: fine) · arrows · Enter: type a value · double-click: default"
+                        " · right-click: MIDI learn")
         self.setAccessibleName(param.name)
 
     # ---------------------------------------------------------------- value
@@ -115,11 +193,68 @@ class Knob(QWidget):
             self._end_gesture()
         self._burst_at = now
 
+    def _jump(self, value: float) -> None:
+        """To ``value`` at once (a reset, a typed value): a gesture of its own, one undo step."""
+        self._end_gesture()
+        self.setValue(value)
+        self._end_gesture()
+
     def _reset(self) -> None:
-        """Back to the default: a gesture of its own."""
-        self._end_gesture()
-        self.setValue(self.param.default)
-        self._end_gesture()
+        self._jump(self.param.default)
+
+    def set_dimmed(self, on: bool) -> None:
+        if on != self.dimmed:
+            self.dimmed = on
+            self.update()
+
+    # ---------------------------------------------------------------- typed value
+    def edit_value(self) -> None:
+        """Open the entry over the value text, holding the value as shown, selected."""
+        if self.editor is not None:
+            return
+        ed = ValueEditor(self)
+        ed.setObjectName("value-entry")
+        ed.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        ed.setText(self.text())
+        ed.setGeometry(0, self.height() - 26, self.width(), 24)
+        ed.selectAll()
+        ed.done.connect(self._entry_done)
+        self.editor = ed
+        ed.show()
+        ed.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def _entry_done(self, how: str) -> None:
+        ed = self.editor
+        if ed is None:
+            return
+        text = ed.text()
+        value = self._value
+        if how != "escape" and text.strip() != self.text():  # untouched: the shown (rounded) value must not replace it
+            try:
+                value = parse_entry(self.param, text)
+            except ValueError as err:
+                self.entry_error = str(err)
+                if how == "enter":  # the entry stays open to put it right (or Escape)
+                    ed.setToolTip(self.entry_error)
+                    ed.setStyleSheet("border: 1px solid #d04040")
+                    ed.selectAll()
+                    QToolTip.showText(ed.mapToGlobal(QPoint(0, ed.height())), self.entry_error, ed)
+                    return
+                self._close_editor(False)  # focus went elsewhere: nothing changes, and it says why
+                QToolTip.showText(self.mapToGlobal(QPoint(0, self.height())), self.entry_error, self)
+                return
+        self.entry_error = ""
+        self._close_editor(how != "left")
+        if value != self._value:
+            self._jump(value)
+
+    def _close_editor(self, refocus: bool) -> None:
+        ed, self.editor = self.editor, None
+        ed.done.disconnect()
+        if refocus:  # Enter or Escape: the keys go on to the knob
+            self.setFocus(Qt.FocusReason.OtherFocusReason)
+        ed.hide()
+        ed.deleteLater()
 
     def _step(self, notches: float, fine: bool) -> None:
         self._burst_step()
@@ -185,6 +320,8 @@ class Knob(QWidget):
         elif k == Qt.Key.Key_End:
             self._burst_step()
             self.setValue(self.param.max)
+        elif k in _ENTER_KEYS:
+            self.edit_value()
         else:
             super().keyPressEvent(e)
 
@@ -195,9 +332,19 @@ class Knob(QWidget):
     def context_menu(self) -> QMenu:
         menu = QMenu(self)
         add_learn_actions(menu, self)
-        reset = QAction(f"Reset to {self.param.format(self.param.default)}", menu)
+        menu.addSeparator()
+        typed = QAction("Type a value…", menu)
+        typed.triggered.connect(self.edit_value)
+        menu.addAction(typed)
+        p = self.param
+        reset = QAction(f"Reset to default ({p.format(p.default)})", menu)
         reset.triggered.connect(self._reset)
         menu.addAction(reset)
+        v = self.preset_value
+        if v is not None and v != p.default and p.format(v) != p.format(p.default):
+            to_preset = QAction(f"Reset to preset ({p.format(v)})", menu)
+            to_preset.triggered.connect(lambda: self._jump(v))
+            menu.addAction(to_preset)
         return menu
 
     # ---------------------------------------------------------------- drawing
@@ -211,6 +358,8 @@ class Knob(QWidget):
         pal = self.palette()
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        if self.dimmed:
+            p.setOpacity(DIM_OPACITY)
         w, h = self.width(), self.height()
         small = QFont(self.font())
         small.setPointSizeF(max(6.5, small.pointSizeF() * 0.85))

@@ -1,34 +1,96 @@
-"""Preset actions of the main window: recall a built-in, load and save files, the dialogs.
+"""Preset actions of the main window: the picker (built-ins and the user's saved presets), load and
+save files, the dialogs, the unsaved-changes question.
 
-A mix-in for ``MainWindow`` (it uses the window's host, rack, keyboard, settings and title).
+A mix-in for ``MainWindow`` (it uses the window's host, rack, keyboard, settings, picker and title).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from PyQt6.QtWidgets import QFileDialog, QMessageBox
+from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtWidgets import QComboBox, QFileDialog, QMessageBox
 
-from gui.settings import user_preset_dir
-from realtime.dsp.presets import load_preset, save_preset
+from realtime.dsp.presets import builtin_presets, load_preset, save_preset
+
+# the picker's items: (BUILTIN, name) or (USER, absolute path); separators hold none
+BUILTIN, USER = "builtin", "user"
+USER_MARK = " (user)"  # a user's preset named as a built-in: told apart in the picker
+
+
+def user_presets(folder: Path) -> list[Path]:
+    """The preset files in ``folder`` (the user's), sorted by name; none while it does not exist.
+    Unread here: a malformed one is listed, and says what is wrong when picked."""
+    try:
+        files = [p for p in Path(folder).glob("*.json") if not p.name.startswith(".") and p.is_file()]
+    except OSError:  # unreadable folder: the built-ins still list
+        return []
+    return sorted(files, key=lambda p: (p.stem.casefold(), p.stem))
+
+
+class PresetPicker(QComboBox):
+    """The toolbar's preset picker. ``aboutToShow``: its list is about to open (the window lists the
+    user's presets afresh then, so a file added by hand appears)."""
+
+    aboutToShow = pyqtSignal()
+
+    def showPopup(self) -> None:
+        self.aboutToShow.emit()
+        super().showPopup()
 
 
 class PresetActions:
-    def confirm_discard(self) -> bool:
-        """Whether unsaved changes may go (asked only when there are some), before a preset is
-        loaded over them, as before the window closes."""
-        if not self.modified:
-            return True
-        ans = QMessageBox.question(self, "Unsaved changes", "Discard the unsaved changes to the preset?",
-                                   QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
-        return ans == QMessageBox.StandardButton.Discard
+    # ------------------------------------------------------------------ the picker
+    def refresh_presets(self) -> None:
+        """List the built-ins, then (below a separator) the user's saved presets by file stem."""
+        box, names = self.preset_box, builtin_presets()
+        box.clear()
+        for name in names:
+            box.addItem(name, (BUILTIN, name))
+        files = user_presets(self.settings.preset_dir)
+        if files:
+            box.insertSeparator(box.count())
+        for p in files:
+            box.addItem(p.stem + (USER_MARK if p.stem in names else ""), (USER, os.path.abspath(p)))
+            box.setItemData(box.count() - 1, str(p), Qt.ItemDataRole.ToolTipRole)
+        self._show_preset()
+
+    def _show_preset(self) -> None:
+        """The picker shows the preset that runs: a built-in, or a file of the user's folder; else
+        nothing (a file from elsewhere, a preset that came as a dict)."""
+        box = self.preset_box
+        want = (BUILTIN, self.host.name) if self.preset_path is None else (USER, os.path.abspath(self.preset_path))
+        box.setCurrentIndex(next((i for i in range(box.count()) if box.itemData(i) == want), -1))
+
+    def _pick_item(self, index: int) -> None:
+        item = self.preset_box.itemData(index)
+        if item:
+            self._pick(*item)
 
     def _pick_builtin(self, name: str) -> None:
-        """The picker's choice: recalled once the unsaved changes may go (else the picker shows
-        what runs again)."""
+        self._pick(BUILTIN, name)
+
+    def _pick(self, kind: str, ref: str) -> None:
+        """The picker's choice: loaded once the unsaved changes may go (else the picker shows what
+        runs again)."""
         if self.confirm_discard():
-            self.recall_builtin(name, wait=False)
+            (self.recall_builtin if kind == BUILTIN else self.load_preset_file)(ref, wait=False)
         else:
             self._update_title()
+
+    # ------------------------------------------------------------------ unsaved changes
+    def confirm_discard(self) -> bool:
+        """Whether unsaved changes may go (asked only when there are some), before a preset is
+        loaded over them, as before the window closes: Save (to the preset's file, else through
+        Save As), Discard or Cancel. A save cancelled or failed (its line in the banner) keeps them."""
+        if not self.modified:
+            return True
+        b = QMessageBox.StandardButton
+        ans = QMessageBox.question(self, "Unsaved changes", f"Save the changes to the preset “{self.host.name}”?",
+                                   b.Save | b.Discard | b.Cancel, b.Save)
+        if ans == b.Save:
+            return bool(self._guard(self._save))
+        return ans == b.Discard
 
     # ``wait``: as the window's other engine actions (``MainWindow._run``)
     def recall_builtin(self, name: str, wait: bool = True) -> None:
@@ -44,14 +106,21 @@ class PresetActions:
     # reading a preset is a host call too: validating it imports its processors' modules here the
     # first time (the enhancer's: half a second)
     def _recall_steps(self, name: str):
-        preset = yield load_preset, name
+        preset = yield from self._read_steps(name)
         yield from self._preset_steps(preset, None)
         self.settings.last_preset = name
 
     def _load_file_steps(self, path: str):
-        preset = yield load_preset, Path(path)
+        preset = yield from self._read_steps(Path(path))
         yield from self._preset_steps(preset, str(path))
         self.settings.last_preset = str(path)
+
+    def _read_steps(self, ref):
+        try:
+            return (yield load_preset, ref)
+        except Exception:
+            self._update_title()  # nothing changed: the picker shows what runs, not the pick that failed
+            raise
 
     def _preset_steps(self, preset: dict, path: str | None):
         self.keyboard.release_all()
@@ -69,38 +138,43 @@ class PresetActions:
         if self.host.running:
             self.engineStarted.emit()
 
+    # ------------------------------------------------------------------ files
     def save_preset(self, path: str, name: str | None = None) -> None:
         p = self.host.to_preset(name or Path(path).stem)
         save_preset(p, path)
         self.host.name = p["name"]
         self.preset_path = str(path)
         self.settings.last_preset = str(path)
+        self.refresh_presets()  # a new file in the user's folder is in the picker at once
         self.set_modified(False)
 
     def _load_dialog(self) -> None:
         if not self.confirm_discard():
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Load preset", str(user_preset_dir()), "Presets (*.json)")
+        path, _ = QFileDialog.getOpenFileName(self, "Load preset", str(self.settings.preset_dir), "Presets (*.json)")
         if path:
             self.load_preset_file(path, wait=False)
 
-    def _save(self) -> None:
+    def _save(self) -> bool:
+        """Save to the preset's file, else ask for one (Save As); whether it was saved."""
         if self.preset_path:
             self.save_preset(self.preset_path, self.host.name)
-        else:
-            self._save_dialog()
+            return True
+        return self._save_dialog()
 
-    def _save_dialog(self) -> None:
-        d = user_preset_dir()
+    def _save_dialog(self) -> bool:
+        """Save As; whether it was saved (False: the dialog or the replace question was cancelled)."""
+        d = self.settings.preset_dir
         d.mkdir(parents=True, exist_ok=True)
         path, _ = QFileDialog.getSaveFileName(self, "Save preset", str(d / f"{self.host.name}.json"), "Presets (*.json)")
         if not path:
-            return
+            return False
         if not path.endswith(".json"):
             # the dialog asked about overwriting the name as typed, not with the suffix added here
             path += ".json"
             if Path(path).exists() and QMessageBox.question(
                     self, "Replace preset", f"{Path(path).name} already exists. Replace it?",
                     QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel) != QMessageBox.StandardButton.Yes:
-                return
+                return False
         self.save_preset(path)
+        return True

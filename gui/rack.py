@@ -8,6 +8,12 @@ beside the knobs, numbers under the bypass button; gui.readouts) and move/remove
 drop-down, bypass) has MIDI learn on its context menu. A parameter whose id starts with "_" is a
 command the panel sends itself (CLEAR_PARAM: a click on a latched readout), not a control. No
 processor-specific code: a new processor shows up with its own knobs and readouts.
+
+A bypassed strip says so beside its kind ("BYPASSED") and draws its controls faded (still usable). A
+processor with many controls (a hosted plugin with hundreds) gets rows of at most MAX_COLUMNS, and
+past VISIBLE_ROWS rows its knobs scroll inside the strip: the rack stays one row of strips, none
+thousands of pixels wide. The rack remembers each knob's value in the preset loaded or saved last
+(``Rack.mark_preset``), for its "Reset to preset" entry.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from PyQt6.QtCore import QObject, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QComboBox,
     QFrame,
+    QGraphicsOpacityEffect,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -29,7 +36,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from gui.knob import BURST_GAP_S, Knob, add_learn_actions
+from gui.knob import BURST_GAP_S, DIM_OPACITY, Knob, add_learn_actions
 from gui.pick_combo import wheel_needs_focus
 from gui.readouts import ReadoutBar, ReadoutText, combine, readout_widget
 from gui.undo import BYPASS_TARGET, MIX_TARGET
@@ -39,6 +46,12 @@ from realtime.engine.control import ChainView
 CLEAR_PARAM = "_clear_clip"  # a command: any change of it clears the slot's latched readouts (the meter's clip)
 MIX_PARAM = Param("mix", "Mix", 0.0, 100.0, 100.0, unit="%", smoothing_ms=10.0)  # slot mix x 100
 COLUMNS = 2
+WRAP_AT = 16  # more controls than this: rows of at most MAX_COLUMNS (and MAX_GRID_WIDTH px)
+MAX_COLUMNS = 8  # a plugin with hundreds of controls: rows of at most this many, not a strip 5,000 px wide
+MAX_GRID_WIDTH = 640  # px: eight knobs; wider drop-downs make fewer columns
+VISIBLE_ROWS = 4  # past this many rows the controls scroll inside the strip (the window stays usable at 1280x720)
+MIN_VISIBLE_ROWS = 2  # the least of them the strip's scroll area shows
+BYPASSED_STYLE = "color: white; background: #b0602a; border-radius: 3px; padding: 0 4px; font-weight: bold"
 IDLE_LOAD = "DSP –"  # a strip's load readout while the engine is stopped (nothing measured)
 
 
@@ -91,6 +104,9 @@ class SlotStrip(QFrame):
         self.tags: dict[str, MidiTag] = {}  # param id -> MIDI learn of its drop-down
         self._choice_at: dict[str, float] = {}  # param id -> when its drop-down last changed (monotonic)
         self.bypass_tag: MidiTag | None = None  # MIDI learn of the bypass button (not on the final safety stage)
+        self.bypassed = False  # drawn as bypassed: the tag shown, the controls faded
+        self._faded: list[QWidget] = []  # drawn by Qt (a drop-down, a number readout): faded by an effect
+        self.knob_area: QScrollArea | None = None  # the controls' own scroll area, when they are too many rows
         self.setObjectName(f"strip:{slot.id}")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
@@ -121,7 +137,20 @@ class SlotStrip(QFrame):
         sub.setObjectName("subtitle")
         sub.setStyleSheet("color: gray")
         sub.setWordWrap(True)
-        lay.addWidget(sub)
+        # the tag beside the (wrapping) kind: its room kept while hidden, so it widens no strip and
+        # bypassing never makes the rack jump sideways
+        self.bypassed_tag = QLabel("BYPASSED")
+        self.bypassed_tag.setObjectName("bypassed")
+        self.bypassed_tag.setStyleSheet(BYPASSED_STYLE)
+        self.bypassed_tag.setToolTip("this slot is bypassed: its input passes through unprocessed")
+        keep = self.bypassed_tag.sizePolicy()
+        keep.setRetainSizeWhenHidden(True)
+        self.bypassed_tag.setSizePolicy(keep)
+        self.bypassed_tag.setVisible(False)
+        kind_row = QHBoxLayout()
+        kind_row.addWidget(sub, 1)
+        kind_row.addWidget(self.bypassed_tag, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addLayout(kind_row)
         self.load_column = columns[0]
         self.load_us = 0.0
         self.load_label = QLabel(IDLE_LOAD)
@@ -151,6 +180,7 @@ class SlotStrip(QFrame):
         else:
             self.bypass.setToolTip("bypass (the processor keeps running; its dry path stays latency-aligned)")
             self.bypass.toggled.connect(lambda on: self.bypassChanged.emit(self.slot_id, on))
+            self.bypass.toggled.connect(self._show_bypassed)
             # a click is a gesture of its own: on, then off later, are two undo steps (they merged into none)
             self.bypass.clicked.connect(lambda: self.gestureEnded.emit(self.slot_id, BYPASS_TARGET))
             self.bypass_tag = self._tag(self.bypass, "bypass", lambda t: self.bypass.setText(_tagged("Bypass", t)))
@@ -169,28 +199,73 @@ class SlotStrip(QFrame):
             else:  # numbers two to a row: a strip stays short
                 n = texts.count()
                 texts.addWidget(w, n // 2, n % 2)
+                self._faded.append(w)
                 if clearable:
                     w.make_clearable(lambda: self.clearRequested.emit(self.slot_id))
-        lay.addLayout(texts)
 
         grid = QGridLayout()
         grid.setHorizontalSpacing(6)
         grid.setVerticalSpacing(4)
         params = [d for d in proc.params if not d.id.startswith("_")]  # "_": a command the panel sends, no knob
-        # big processors: wider, not taller (the window must stay usable at 1280x720)
-        n = len(params) + (0 if final else 1)
-        cols = COLUMNS if n < 8 else COLUMNS + 1 if n < 12 else -(-n // 3)  # at most three rows
-        for i, d in enumerate(params):
-            grid.addWidget(self._control(d, proc.get_param(d.id)), i // cols, i % cols)
+        controls = [self._control(d, proc.get_param(d.id)) for d in params]
         if not final:
-            n = len(params)
-            grid.addWidget(self._control(MIX_PARAM, 100.0 * slot.mix), n // cols, n % cols)
+            controls.append(self._control(MIX_PARAM, 100.0 * slot.mix))
+        cols = grid_columns([w.sizeHint().width() for w in controls], grid.horizontalSpacing())
+        for i, w in enumerate(controls):
+            grid.addWidget(w, i // cols, i % cols)
         body = QHBoxLayout()
-        body.addLayout(grid)
+        if grid.rowCount() > VISIBLE_ROWS:
+            body.addWidget(self._scrolling(texts, grid))
+        else:
+            lay.addLayout(texts)
+            body.addLayout(grid)
         for b in bars:  # meters beside the knobs: the strip grows wider, not taller
             body.addWidget(b)
-        lay.addLayout(body)
-        lay.addStretch(1)
+        if self.knob_area is None:
+            lay.addLayout(body)
+            lay.addStretch(1)
+        else:  # the scroll area takes the height the rack gives
+            lay.addLayout(body, 1)
+        self._show_bypassed(slot.bypass and not final)
+
+    def _scrolling(self, texts: QGridLayout, grid: QGridLayout) -> QScrollArea:
+        """The number readouts and the controls in a scroll area of their own, as wide as they are and
+        as high as the rack lets it be (at least MIN_VISIBLE_ROWS rows): the strip stays in the window."""
+        inner = QWidget()
+        v = QVBoxLayout(inner)
+        v.setContentsMargins(0, 0, 0, 0)
+        v.addLayout(texts)
+        v.addLayout(grid)
+        v.addStretch(1)
+        area = QScrollArea()
+        area.setObjectName("knob-area")
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setWidgetResizable(True)
+        area.setWidget(inner)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        size = inner.sizeHint()
+        row = grid.sizeHint().height() / grid.rowCount()
+        area.setFixedWidth(size.width() + area.verticalScrollBar().sizeHint().width())
+        area.setMinimumHeight(int(row * MIN_VISIBLE_ROWS))
+        area.setMaximumHeight(size.height())
+        area.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
+        self.knob_area = area
+        return area
+
+    def _show_bypassed(self, on: bool) -> None:
+        """Draw the strip as bypassed (or not): the tag shown, the controls and readouts faded."""
+        if on == self.bypassed:
+            return
+        self.bypassed = on
+        self.bypassed_tag.setVisible(on)
+        for k in self.knobs():
+            k.set_dimmed(on)
+        for w in self.readouts.values():
+            if isinstance(w, ReadoutBar):
+                w.set_dimmed(on)
+        for w in self._faded:
+            w.setGraphicsEffect(_faded_effect(w) if on else None)
 
     def show_readouts(self, records, period_us: float) -> None:
         """Show the readouts and this slot's load from the readout records of the blocks since the
@@ -246,6 +321,7 @@ class SlotStrip(QFrame):
             wheel_needs_focus(combo)  # a wheel turned while scrolling the rack changed the choice
             v.addWidget(combo)
             v.addStretch(1)
+            self._faded.append(box)
             self.controls[d.id] = combo
             self.tags[d.id] = self._tag(combo, d.id, lambda t, n=d.name: label.setText(_tagged(n, t)))
             return box
@@ -287,6 +363,21 @@ class SlotStrip(QFrame):
     def knobs(self) -> list[Knob]:
         return [w for w in self.controls.values() if isinstance(w, Knob)] + ([self.mix_knob] if self.mix_knob else [])
 
+    def knob_values(self) -> dict[str, float]:
+        """Every knob's value now, by parameter id (the mix: MIX_TARGET, apart from a plugin's own "mix")."""
+        out = {pid: w.value() for pid, w in self.controls.items() if isinstance(w, Knob)}
+        if self.mix_knob is not None:
+            out[MIX_TARGET] = self.mix_knob.value()
+        return out
+
+    def set_preset_values(self, values: dict[str, float]) -> None:
+        """The values (as ``knob_values`` gives them) a knob's "Reset to preset" goes back to."""
+        for pid, w in self.controls.items():
+            if isinstance(w, Knob):
+                w.preset_value = values.get(pid)
+        if self.mix_knob is not None:
+            self.mix_knob.preset_value = values.get(MIX_TARGET)
+
     def learnables(self) -> list:
         """Every control MIDI learn can map: the knobs, the drop-downs' and the bypass button's tags."""
         return self.knobs() + list(self.tags.values()) + ([self.bypass_tag] if self.bypass_tag else [])
@@ -309,6 +400,7 @@ class SlotStrip(QFrame):
             self.bypass.blockSignals(True)
             self.bypass.setChecked(bool(value))
             self.bypass.blockSignals(False)
+            self._show_bypassed(bool(value) and not self.final)
         elif what == "mix":
             if self.mix_knob is not None:
                 self.mix_knob.setValue(100.0 * value, emit=False)
@@ -324,6 +416,7 @@ class Rack(QScrollArea):
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.strips: dict[str, SlotStrip] = {}
+        self._preset: dict[str, dict[str, float]] = {}  # slot id -> its knob values in the preset loaded or saved last
         self._inner = QWidget()
         self._row = QHBoxLayout(self._inner)
         self._row.setContentsMargins(4, 4, 4, 4)
@@ -341,6 +434,9 @@ class Rack(QScrollArea):
         # where each slot's load and readouts are in a readout record: a Chain says so in its description
         view = chain if isinstance(chain, ChainView) else ChainView(chain.describe())
         slots = chain.slots
+        # a structural change keeps what the preset held for the slots that stay; a new slot was in no
+        # preset: its values now (the defaults) stand in
+        old, self._preset = self._preset, {}
         for i, s in enumerate(slots):
             v = view.slots[i]
             strip = SlotStrip(s, final=i == len(slots) - 1, columns=(v.load_column, v.processor.readout_columns))
@@ -350,12 +446,21 @@ class Rack(QScrollArea):
                 if b is not None:
                     b.setEnabled(can)
             self.strips[s.id] = strip
+            self._preset[s.id] = old.get(s.id) or strip.knob_values()
+            strip.set_preset_values(self._preset[s.id])
             self._row.addWidget(strip)
             if i < len(slots) - 1:
                 arrow = QLabel("→")
                 arrow.setStyleSheet("color: gray; font-size: 16px")
                 self._row.addWidget(arrow)
         self._row.addStretch(1)
+
+    def mark_preset(self) -> None:
+        """The knobs' values now are the preset's (it was just loaded or saved): their "Reset to
+        preset" goes back to these."""
+        self._preset = {sid: strip.knob_values() for sid, strip in self.strips.items()}
+        for sid, strip in self.strips.items():
+            strip.set_preset_values(self._preset[sid])
 
     def show_readouts(self, records, period_us: float) -> None:
         """Every strip's readouts and load from the records since the last redraw."""
@@ -392,6 +497,26 @@ class Rack(QScrollArea):
         if k is not None or strip is None:
             return k
         return strip.tags.get(pid) or (strip.bypass_tag if pid == "bypass" else None)
+
+
+def grid_columns(widths: list[int], spacing: int) -> int:
+    """How many columns controls of these widths take, in order: few, two; up to WRAP_AT, at most
+    three rows (wider, not taller: the window must stay usable at 1280x720); more, rows of at most
+    MAX_COLUMNS and MAX_GRID_WIDTH pixels."""
+    n = len(widths)
+    cols = COLUMNS if n < 8 else COLUMNS + 1 if n < 12 else -(-n // 3)
+    if n <= WRAP_AT:
+        return cols
+    cols = min(cols, MAX_COLUMNS)
+    while cols > COLUMNS and sum(max(widths[c::cols]) for c in range(cols)) + spacing * (cols - 1) > MAX_GRID_WIDTH:
+        cols -= 1
+    return cols
+
+
+def _faded_effect(widget: QWidget) -> QGraphicsOpacityEffect:
+    effect = QGraphicsOpacityEffect(widget)
+    effect.setOpacity(DIM_OPACITY)
+    return effect
 
 
 def _tagged(text: str, tag: str) -> str:

@@ -20,7 +20,7 @@ from PyQt6.QtCore import QRectF, QSize, Qt
 from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import QLabel, QSizePolicy, QWidget
 
-from gui.knob import fit_label
+from gui.knob import DIM_OPACITY, fit_label
 from gui.meters import small_painter
 from realtime.dsp.processor import Readout
 
@@ -66,6 +66,7 @@ class ReadoutBar(QWidget):
         self.value = readout.min if readout.kind == "level" else 0.0
         self.held = self.value
         self._held_t = 0.0
+        self.dimmed = False  # drawn faded: its slot is bypassed
         self.setObjectName(f"readout:{readout.id}")
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
         grows = "downward from 0" if readout.kind == "gr" else "upward"
@@ -99,6 +100,11 @@ class ReadoutBar(QWidget):
     def text(self) -> str:
         return self.readout.format(self.value)
 
+    def set_dimmed(self, on: bool) -> None:
+        if on != self.dimmed:
+            self.dimmed = on
+            self.update()
+
     def _frac(self, v: float) -> float:
         r = self.readout
         if r.kind == "gr":  # 0 at the top, r.min at the bottom
@@ -114,6 +120,8 @@ class ReadoutBar(QWidget):
 
     def paintEvent(self, e):
         p, small = small_painter(self)
+        if self.dimmed:
+            p.setOpacity(DIM_OPACITY)
         w, h = self.width(), self.height()
         text = self.palette().windowText().color()
         p.drawText(QRectF(0, 0, w, 12), Qt.AlignmentFlag.AlignCenter, fit_label(p, small, self.readout.name, w))

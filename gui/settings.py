@@ -31,6 +31,7 @@ def config_path() -> Path:
 
 
 def user_preset_dir() -> Path:
+    """The user's saved presets: beside the settings file (``Settings.preset_dir`` of the default one)."""
     return config_path().parent / "presets"
 
 
@@ -41,6 +42,12 @@ class Settings:
         self.path = Path(path) if path else config_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.q = QSettings(str(self.path), QSettings.Format.IniFormat)
+
+    @property
+    def preset_dir(self) -> Path:
+        """The user's saved presets (the picker lists them, the file dialogs open there): beside
+        this settings file, so ``user_preset_dir()`` for the default one."""
+        return self.path.parent / "presets"
 
     def _get(self, key, default, typ=str):
         v = self.q.value(key, default)

@@ -2,7 +2,8 @@
 
 Shown only while the chain has a synth slot. The instrument picker mirrors the synth's first
 enumerated parameter (one named like "instrument" if there is one); choosing there moves the
-rack's control, which queues the change like any other.
+rack's control, which queues the change like any other. As the rack's drop-downs, the wheel
+changes it only while it has the keyboard focus.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
 
 from gui.keyboard import PianoKeyboard, note_name
+from gui.pick_combo import wheel_needs_focus
 
 SYNTH = "synth"
 
@@ -38,6 +40,7 @@ class SynthPanel(QWidget):
         self.instrument = QComboBox()
         self.instrument.setObjectName("instrument")
         self.instrument.currentIndexChanged.connect(self._chosen)
+        wheel_needs_focus(self.instrument)  # as the rack's drop-downs: a wheel turned in passing changed it
         lay.addWidget(self.instrument)
         self.octave_label = QLabel()
         lay.addWidget(self.octave_label)

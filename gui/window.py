@@ -1,9 +1,11 @@
-"""The main window: toolbar (start/stop, presets, add slot, settings), input meter, rack, output
-meter, spectrum analyser, synth panel (only with a synth slot), engine status bar, and an error
-banner.
+"""The main window: menu bar (File, Edit, Engine, Help), toolbar (start/stop, presets, add slot,
+settings), input meter, rack, output meter, spectrum analyser, synth panel (only with a synth
+slot), engine status bar, and an error banner.
 
 Load / Save / Save as have the platform's shortcuts (Ctrl+O, Ctrl+S, Ctrl+Shift+S), window-wide; so
-have Undo / Redo (Ctrl+Z; Ctrl+Shift+Z or Ctrl+Y) of the controls' values (gui.undo).
+have Undo / Redo (Ctrl+Z; Ctrl+Shift+Z or Ctrl+Y) of the controls' values (gui.undo) and Quit
+(Ctrl+Q). The menus hold the toolbar's own actions (one QAction, one shortcut: two actions on one
+key are ambiguous to Qt, and neither fires).
 Every user action runs through ``_guard``: an exception (bad preset, device missing, model that
 fails to load) becomes a message in the banner, never a crash; a click dismisses the banner's
 lines (the status poll shows one again only when it changed, or after a start or a new chain).
@@ -29,6 +31,7 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QPushButton,
     QStatusBar,
     QToolBar,
@@ -43,23 +46,24 @@ from gui.meters import LevelMeter
 from gui.midi import NONE, MidiInput
 from gui.midi_learn import MidiLearn
 from gui.pick_combo import pick_only
-from gui.preset_io import PresetActions
+from gui.preset_io import PresetActions, PresetPicker
 from gui.rack import CLEAR_PARAM, MIX_PARAM, Rack, SlotStrip
 from gui.remote import RemoteEngineHost
-from gui.settings import Settings, SettingsDialog
+from gui.settings import APP, Settings, SettingsDialog
 from gui.spectrum import SpectrumView
 from gui.synth_panel import SynthPanel
 from gui.undo import BYPASS_TARGET, MIX_TARGET, ValueChange, end_gesture
-from realtime.dsp.presets import builtin_presets, load_preset
+from realtime.dsp.presets import load_preset
 from realtime.engine.config import EngineConfig
 from realtime.engine.control import PARAM
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
 FOLLOW_POLLS = 10  # redraws (33 ms apart) an engine-side choice must persist before the panel takes it
-# preset actions: (text, method, standard key, the keys where a platform binds none: Windows has no Save As)
-FILE_ACTIONS = (("Load…", "_load_dialog", QKeySequence.StandardKey.Open, "Ctrl+O"),
-                ("Save", "_save", QKeySequence.StandardKey.Save, "Ctrl+S"),
-                ("Save as…", "_save_dialog", QKeySequence.StandardKey.SaveAs, "Ctrl+Shift+S"))
+# preset actions: (toolbar text, menu text, method, standard key, the keys where a platform binds none:
+# Windows has no Save As)
+FILE_ACTIONS = (("Load…", "&Open Preset…", "_load_dialog", QKeySequence.StandardKey.Open, "Ctrl+O"),
+                ("Save", "&Save", "_save", QKeySequence.StandardKey.Save, "Ctrl+S"),
+                ("Save as…", "Save &As…", "_save_dialog", QKeySequence.StandardKey.SaveAs, "Ctrl+Shift+S"))
 # undo / redo: (the stack's action factory, standard key, keys added to the platform's where it lacks them)
 EDIT_ACTIONS = (("createUndoAction", QKeySequence.StandardKey.Undo, ("Ctrl+Z",)),
                 ("createRedoAction", QKeySequence.StandardKey.Redo, ("Ctrl+Shift+Z", "Ctrl+Y")))
@@ -134,17 +138,18 @@ class MainWindow(PresetActions, QMainWindow):
         self._restart_action.setVisible(False)
         tb.addSeparator()
         tb.addWidget(QLabel(" Preset "))
-        self.preset_box = QComboBox()
+        self.preset_box = PresetPicker()
         self.preset_box.setObjectName("presets")
-        self.preset_box.addItems(builtin_presets())
-        self.preset_box.setCurrentIndex(-1)
-        self.preset_box.activated.connect(lambda i: self._guard(self._pick_builtin, self.preset_box.itemText(i)))
+        self.preset_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)  # a longer name saved
+        self.preset_box.aboutToShow.connect(lambda: self._guard(self.refresh_presets))  # a file added by hand
+        self.preset_box.activated.connect(lambda i: self._guard(self._pick_item, i))
         pick_only(self.preset_box)  # a wheel or an arrow key loaded another preset, unasked
+        self.refresh_presets()
         tb.addWidget(self.preset_box)
         self._file_actions = [self._file_action(*action) for action in FILE_ACTIONS]
         for act in self._file_actions:
-            b = QToolButton(text=act.text())
-            b.setToolTip(f"{act.text()} ({act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})")
+            b = QToolButton(text=act.iconText())
+            b.setToolTip(f"{act.iconText()} ({act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})")
             b.clicked.connect(act.trigger)
             tb.addWidget(b)
         self.undo_stack = QUndoStack(self)
@@ -156,8 +161,10 @@ class MainWindow(PresetActions, QMainWindow):
         self.add_box.picked.connect(lambda kind, uri: self._guard(self.add_slot, kind, uri or None, False))
         tb.addWidget(self.add_box)
         tb.addSeparator()
+        self.settings_action = QAction("&Audio Settings…", self)
+        self.settings_action.triggered.connect(lambda _=False: self._guard(self._settings_dialog))
         b = QToolButton(text="Settings…")
-        b.clicked.connect(lambda: self._guard(self._settings_dialog))
+        b.clicked.connect(self.settings_action.trigger)
         tb.addWidget(b)
         self.spectrum_button = QToolButton(text="Spectrum")
         self.spectrum_button.setObjectName("spectrum-toggle")
@@ -207,15 +214,45 @@ class MainWindow(PresetActions, QMainWindow):
             lab.setObjectName(f"status:{key}")
             self.status_labels[key] = lab
             sb.addWidget(lab)
+        self._build_menus()
 
-    def _file_action(self, text: str, name: str, key: QKeySequence.StandardKey, fallback: str) -> QAction:
-        """A preset action (the method ``name``) with the platform's shortcut for ``key`` (else
-        ``fallback``), window-wide: Ctrl+S works whatever has the focus."""
+    def _build_menus(self) -> None:
+        """File, Edit, Engine, Help. They hold the toolbar's actions themselves: a second QAction on
+        Ctrl+S would make the key ambiguous (Qt then fires neither)."""
+        bar = self.menuBar()
+        file = bar.addMenu("&File")
+        file.addActions(self._file_actions)
+        file.addSeparator()
+        self.quit_action = self._file_action("Quit", "&Quit", "_quit", QKeySequence.StandardKey.Quit, "Ctrl+Q")
+        file.addAction(self.quit_action)
+        bar.addMenu("&Edit").addActions([self.undo_action, self.redo_action])
+        self.start_action = QAction("&Start", self)  # the Start / Stop button's twin: its text follows
+        self.start_action.triggered.connect(lambda _=False: self.start_button.click())
+        bar.addMenu("E&ngine").addActions([self.start_action, self.settings_action])
+        self.about_action = QAction(f"&About {APP}", self)
+        self.about_action.triggered.connect(lambda _=False: self._guard(self._about))
+        bar.addMenu("&Help").addAction(self.about_action)
+
+    def _file_action(self, button: str, text: str, name: str, key: QKeySequence.StandardKey, fallback: str) -> QAction:
+        """A File action (the method ``name``; ``button``: its toolbar text) with the platform's
+        shortcut for ``key`` (else ``fallback``), window-wide: Ctrl+S works whatever has the focus."""
         act = QAction(text, self)
+        act.setIconText(button)
         act.setShortcuts(QKeySequence.keyBindings(key) or [QKeySequence(fallback)])
         act.triggered.connect(lambda _=False: self._guard(getattr(self, name)))
         self.addAction(act)
         return act
+
+    def _quit(self) -> None:
+        """File → Quit: asked about unsaved changes as a close by hand is (``closeEvent`` asks only then)."""
+        if self.confirm_discard():
+            self.close()
+
+    def _about(self) -> None:
+        from gui.app import version
+
+        QMessageBox.about(self, f"About {APP}", f"{APP} {version()}\n\nReal-time audio plugin host: "
+                          "the knob panel on the live engine.")
 
     def _edit_action(self, make: str, key: QKeySequence.StandardKey, extra: tuple[str, ...]) -> QAction:
         """The undo stack's undo or redo action (``make``: its factory), enabled while there is a
@@ -305,7 +342,7 @@ class MainWindow(PresetActions, QMainWindow):
         if structural:
             self.keyboard.release_all()  # before the host holds MIDI back: no note hangs
         self.toolbar.setEnabled(not busy)
-        for act in self._file_actions:
+        for act in (*self._file_actions, self.start_action, self.settings_action):  # the toolbar's twins
             act.setEnabled(not busy)
         self.rack.setEnabled(not structural)
         self.synth_panel.setEnabled(not structural)
@@ -370,6 +407,7 @@ class MainWindow(PresetActions, QMainWindow):
         self.start_button.setChecked(self.host.running)
         self.start_button.setText("Stop" if self.host.running else "Start")
         self.start_button.blockSignals(False)
+        self.start_action.setText("&Stop" if self.host.running else "&Start")
 
     # a control moved (by hand, or replayed by undo / redo): the value before it is what the host holds
     def _param_changed(self, slot_id: str, param_id: str, value: float) -> None:
@@ -441,10 +479,11 @@ class MainWindow(PresetActions, QMainWindow):
         self._changed_off_stack = on
         if not on:
             self.undo_stack.setClean()
+            self.rack.mark_preset()  # "Reset to preset" offers what was saved or loaded last
         self._update_title()
 
     def _update_title(self) -> None:
-        self.preset_box.setCurrentIndex(self.preset_box.findText(self.host.name) if self.preset_path is None else -1)
+        self._show_preset()
         self.setWindowTitle(f"rtaudio-host — {self.host.name}[*]")
         self.setWindowModified(self.modified)
 

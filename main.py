@@ -77,6 +77,12 @@ def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREF
                    help=f"output pre-fill in blocks: the DSP thread's time budget (default {prefill_blocks})")
 
 
+def _record_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--record", default=None, metavar="FILE.wav",
+                   help="also keep what the engine plays in an audio file (.wav .flac .ogg …, by its extension), "
+                        "complete once it stops (Ctrl-C too); the audio only: the MIDI played in is not kept")
+
+
 BATCH_EPILOG = """\
 manifest: a .csv with a header row (input[,output][,set][,preset]; set holds overrides joined by ';')
 or a .jsonl with one object per line ({"input": …, "output": …, "set": […]}); inputs are relative to
@@ -100,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="force the no-sound-card demo")
     p.add_argument("--demo-out", default="demo_out.wav",
                    help="where the demo writes what came out (default demo_out.wav; .wav .flac .ogg …)")
-    p.add_argument("--record", default=None, metavar="FILE.wav", help="also record the engine's output")
+    _record_arg(p)
     p.add_argument("--midi-port", default=None, metavar="NAME",
                    help="a chain that takes MIDI (preset synth, an LV2 instrument) plays from this port "
                         "(default: a virtual port of its own)")
@@ -168,11 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="violin | flute | trumpet | lv2:URI (an LV2 instrument) (default violin)")
     p.add_argument("--samplerate", "-r", type=_samplerate, default=48000, help="Hz (default 48000)")
     p.add_argument("--blocksize", "-b", type=_blocksize, default=128, help="frames per block (default 128)")
-    p.add_argument("--set", action="append", default=[], metavar="SLOT.PARAM=VALUE")
-    p.add_argument("--live", action="store_true", help="play live from MIDI (engine in output mode)")
-    p.add_argument("--midi-port", default=None, help="MIDI input port name (default: a virtual port)")
-    p.add_argument("--virtual", action="store_true", help="open a virtual MIDI input port to connect to")
+    p.add_argument("--set", action="append", default=[], metavar="SLOT.PARAM=VALUE",
+                   help="override a parameter of preset synth (synth.channel10=1, SLOT.bypass=true); repeatable")
+    p.add_argument("--live", action="store_true",
+                   help="play live from a MIDI port instead of rendering a file (engine in output mode)")
+    p.add_argument("--midi-port", default=None, metavar="NAME",
+                   help="live: play from this MIDI input port (default: a virtual port of its own)")
+    p.add_argument("--virtual", action="store_true",
+                   help="live: open a virtual MIDI input port to connect to (the default without --midi-port)")
     p.add_argument("--seconds", type=_seconds, default=0, help="live: stop after N seconds (0 = until Ctrl-C)")
+    _record_arg(p)
 
     p = sub.add_parser("train", help="train a model (enhancer | delimiter | ddsp)")
     p.add_argument("model", nargs="?", help="enhancer | delimiter | ddsp")  # none: said by cmd_train in words
@@ -377,8 +388,17 @@ def cmd_synth(args) -> int:
         from realtime.engine.config import EngineConfig
         from realtime.run.live import play_midi_live
 
+        if args.input:  # it was ignored: a take named here was never written
+            raise OfflineError(f"synth --live plays from a MIDI port, not a file ({args.input}); "
+                               "keep what it plays with --record FILE.wav")
+        if args.virtual and args.midi_port:  # the virtual port won, the port named was never opened
+            raise OfflineError(f"synth --live: --midi-port {args.midi_port} opens that port, --virtual a port "
+                               "of its own to connect to; give one")
         config = EngineConfig(samplerate=args.samplerate, blocksize=args.blocksize, mode="output")
-        return play_midi_live(_instrument_chain(args), config, args.midi_port, args.virtual, args.seconds)
+        return play_midi_live(_instrument_chain(args), config, args.midi_port, args.virtual, args.seconds,
+                              record=args.record)
+    if args.record:
+        raise OfflineError("synth: --record keeps a live performance (--live); a render writes OUT.wav")
     if not args.input or not args.output:
         raise OfflineError("synth: give IN.mid OUT.wav (or --live)")
     from realtime.run.offline import render_midi

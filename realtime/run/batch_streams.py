@@ -167,7 +167,7 @@ class _MidiStream:
         self.task, self.blocksize, self.send = task, blocksize, send
         self.dropped, self.dropped0 = dropped, dropped()  # this song's full-queue drops (the counters outlive it)
         out_p = Path(task.output)
-        events, length, _ = plan_render(task.input, out_p, task.samplerate)
+        events, length, _, self.truncated = plan_render(task.input, out_p, task.samplerate)
         self.events = EventCursor(events)
         self.pos = 0
         self.out = AtomicFile(out_p)
@@ -192,7 +192,7 @@ class _MidiStream:
         return True
 
     def report(self) -> dict:
-        return {"audio_s": self.writer.written / self.task.samplerate,
+        return {"audio_s": self.writer.written / self.task.samplerate, "truncated": self.truncated,
                 "dropped_midi_events": self.dropped() - self.dropped0}
 
     def write(self, y: np.ndarray) -> None:

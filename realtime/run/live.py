@@ -68,9 +68,7 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     if midi_port is not None and not chain.takes_midi:
         raise ConfigError(f"--midi-port {midi_port}: no processor of the chain takes MIDI (an instrument: preset "
                           "synth, an LV2 instrument)")
-    if record:  # refused before anything starts, not after the run
-        check_destination(Path(record))
-        rec_format = output_format(Path(record), "FLOAT", config.samplerate)  # the file's own extension
+    rec_format = check_record(record, config.samplerate)  # refused before anything starts, not after the run
     if demo or not has_audio_device(config.mode, config.input_device is not None or config.output_device is not None):
         check_destination(Path(demo_out))  # refusals first: a refused run says one line, nothing else
         output_format(Path(demo_out), "FLOAT", config.samplerate)  # an extension it cannot write, refused now
@@ -80,15 +78,12 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         print("No audio device found: starting a private JACK server (dummy driver) and playing the bundled "
               "demo signal through the live engine." if not demo else "Demo mode: private JACK dummy server.")
         demo = True
-    from realtime.io.recorder import FileRecorder
-
     server = recorder = engine = None
     midi = contextlib.ExitStack()
     try:
         if demo:
             server = ensure_server(config.samplerate, config.blocksize)
-        recorder = FileRecorder(record, config.samplerate, config.channels, format=rec_format[0],
-                                subtype=rec_format[1]) if record else None
+        recorder = open_recorder(record, rec_format, config)
         engine = Engine(chain, config, tap=recorder.ring if recorder else None)
         if demo:
             from realtime.io.jackio import compile_callbacks
@@ -100,11 +95,12 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
 
             engine.check_devices()  # no device is what is said, not the MIDI port's failure to reach JACK
             port = midi.enter_context(MidiInput(engine.send_midi, midi_port, midi_port is None))
-            print(f"MIDI in on port {port.name!r}", file=sys.stderr)
         engine.start()
         raise_pending_interrupt()
         if demo:
             return _play_demo(engine, demo_out, seconds)
+        if chain.takes_midi:  # said once the stream runs: a note played before that came out as a blip
+            print(f"MIDI in on port {port.name!r}", file=sys.stderr)
         print(f"Live: Ctrl-C to stop. {status_line(engine)}", file=sys.stderr)
         return stream_until(engine, seconds)
     finally:
@@ -113,6 +109,35 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
                 _tear_down(engine, recorder, server, record, config.samplerate)
             finally:
                 midi.close()
+
+
+def check_record(record: str | None, samplerate: int) -> tuple[str, str] | None:
+    """``--record FILE``'s (format, subtype) by its extension (32-bit float where the format holds
+    it), or None without one; a file that cannot be written there is refused now, before a server,
+    an engine or a MIDI port starts (``run`` and ``synth --live`` alike).
+
+    Raises
+    ------
+    OfflineError
+        An extension it cannot write, a folder, a missing or read-only folder.
+    """
+    if not record:
+        return None
+    from realtime.run.offline import check_destination, output_format
+
+    check_destination(Path(record))
+    return output_format(Path(record), "FLOAT", samplerate)
+
+
+def open_recorder(record: str | None, rec_format: tuple[str, str] | None, config: EngineConfig):
+    """The ``FileRecorder`` that keeps what the engine outputs (its tap; MIDI in is not kept), or None.
+    ``_tear_down`` finishes it: the file is written whole at the stop, or not at all if the engine
+    never ran."""
+    if not record:
+        return None
+    from realtime.io.recorder import FileRecorder
+
+    return FileRecorder(record, config.samplerate, config.channels, format=rec_format[0], subtype=rec_format[1])
 
 
 def _tear_down(engine, recorder, server, record, samplerate) -> None:
@@ -204,30 +229,41 @@ def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
     return 0
 
 
-def play_midi_live(chain, config: EngineConfig, port: str | None, virtual: bool, seconds: float = 0) -> int:
+def play_midi_live(chain, config: EngineConfig, port: str | None, virtual: bool, seconds: float = 0,
+                   record: str | None = None) -> int:
     """Play an instrument chain live from a MIDI input port (a virtual one when ``port`` is None).
 
     Prints the MIDI message count and the engine's stats as JSON when it stops; returns the exit
-    status (1 when the device or server was lost).
+    status (1 when the device or server was lost). ``record``: keep what the engine outputs in
+    that audio file, as ``run --record`` does (``check_record``, ``open_recorder``, ``_tear_down``:
+    the audio only, whole up to the stop, also after Ctrl-C or a lost server).
     """
     import json
 
     from realtime.io.midi_input import MidiInput
     from realtime.io.portaudio import rescan
 
+    rec_format = check_record(record, config.samplerate)  # refused before a port or a stream opens
     rescan()
-    engine = Engine(chain, config)
-    # the port first: opening it holds the interpreter for tens of ms (a JACK client of its own),
-    # which a running engine's DSP thread felt as 14-30 late blocks at every start; a missing
-    # device is said before that
-    engine.check_devices()
-    with MidiInput(engine.send_midi, port, virtual or port is None) as mi:
+    recorder = engine = None
+    midi = contextlib.ExitStack()
+    try:
+        recorder = open_recorder(record, rec_format, config)
+        engine = Engine(chain, config, tap=recorder.ring if recorder else None)
+        # the port first: opening it holds the interpreter for tens of ms (a JACK client of its own),
+        # which a running engine's DSP thread felt as 14-30 late blocks at every start; a missing
+        # device is said before that
+        engine.check_devices()
+        mi = midi.enter_context(MidiInput(engine.send_midi, port, virtual or port is None))
         engine.start()
-        try:
-            print(f"live on MIDI port {mi.name!r}; Ctrl-C to stop", file=sys.stderr)
-            code = stream_until(engine, seconds, status=False)
-            if code == 0:
-                print(json.dumps({"midi_messages": mi.received, **engine.stats()}))
-            return code
-        finally:
-            engine.stop()
+        print(f"live on MIDI port {mi.name!r}; Ctrl-C to stop", file=sys.stderr)
+        code = stream_until(engine, seconds, status=False)
+        if code == 0:
+            print(json.dumps({"midi_messages": mi.received, **engine.stats()}))
+        return code
+    finally:
+        with signals_deferred():  # a second Ctrl-C here would lose the recording
+            try:
+                _tear_down(engine, recorder, None, record, config.samplerate)
+            finally:
+                midi.close()

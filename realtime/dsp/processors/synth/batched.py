@@ -10,7 +10,9 @@ new state and of the controls. A block of shape (frames, streams * channels) hol
 columns ``s*channels : (s+1)*channels``; MIDI goes to one song (``stream_midi``).
 
 The outputs equal N single synths fed the same events and blocks (the decoder's rows do not
-depend on each other; the tests allow 1e-5). For offline renders; the live engine runs ``Synth``.
+depend on each other; the tests allow 1e-5). Event steps (voices.py) go the same way: the steps of
+every song at one point of the block in one call, the frames' call split wherever any song's
+voice changes state. For offline renders; the live engine runs ``Synth``.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from realtime.dsp.processor import Processor
 from realtime.dsp.processors.synth import voices as sv
-from realtime.dsp.processors.synth.processor import Instrument, Synth
+from realtime.dsp.processors.synth.processor import Instrument, StepCalls, Synth, steps_in, steps_out
 
 
 class _SharedDecoder:
@@ -50,16 +52,28 @@ class _SharedDecoder:
         inst.session.allocate_state({"state": (1, R, inst.hidden)})
         self._bound: set = set()  # (frames, rows) shapes bound so far: up to t_max * rows, bound when first met
         self.silence = inst.silence_state()
+        self.steps = StepCalls(inst.session.session, inst.hidden, inst.n_harm, inst.n_noise, R // sv.MAX_VOICES
+                               * sv.ES_MAX)
         self.t_max = t_max
 
     def run(self, t: int, lanes: list) -> None:
         """Decode ``t`` frames of ``(lane, used)`` pairs: each lane's first ``used`` voices."""
+        self._call(t, [(lane, u, lane.f0[t], lane.ld[t]) for lane, u in lanes])
+        o = 0
+        for lane, u in lanes:
+            lane.harm[t] = self.harm[t][o:]  # the synthesis reads the first ``used`` rows only
+            lane.noise[t] = self.noise[t][o:]
+            o += u
+
+    def _call(self, t: int, rows: list) -> int:
+        """One call of ``t`` frames for ``(lane, used, f0, ld)``: the lanes' states in and out;
+        the outputs stay in this decoder's buffers, lane after lane. Returns the rows."""
         ses = self.inst.session
         st = ses.state["state"]
         o = 0
-        for lane, u in lanes:
-            self.f0[t][o:o + u] = lane.f0[t][:u]
-            self.ld[t][o:o + u] = lane.ld[t][:u]
+        for lane, u, f0, ld in rows:
+            self.f0[t][o:o + u] = f0[:u]
+            self.ld[t][o:o + u] = ld[:u]
             st[0, o:o + u] = lane.state[0, :u]
             o += u
         key = (t, o)
@@ -70,10 +84,53 @@ class _SharedDecoder:
         ses.run(key)
         st = ses.state["state"]
         o = 0
-        for lane, u in lanes:
+        for lane, u, _, _ in rows:
             lane.state[0, :u] = st[0, o:o + u]
-            lane.harm[t] = self.harm[t][o:]  # the synthesis reads the first ``used`` rows only
-            lane.noise[t] = self.noise[t][o:]
+            o += u
+        return o
+
+    def decode(self, T: int, lanes: list) -> None:
+        """A block's decoding for ``(lane, used, es, n_es)``: as ``Instrument.decode`` for each
+        lane, the lanes side by side (the frames' call split at every lane's event steps)."""
+        if not any(n for _, _, _, n in lanes):
+            rows = [(lane, u) for lane, u, _, _ in lanes if u]
+            if T and rows:
+                self.run(T, rows)
+            return
+        for lane, _, _, _ in lanes:  # written frame range by frame range: the lane's own buffers
+            lane.harm[T] = lane.own_harm[T]
+            lane.noise[T] = lane.own_noise[T]
+        points = sorted({int(es[i, sv.ES_J]) for _, _, es, n in lanes for i in range(n)})
+        a = 0
+        for j in points:
+            if j > a:
+                self._frames(T, a, j, lanes)
+                a = j
+            o, done = 0, []
+            for lane, _, es, n in lanes:
+                i0 = next((i for i in range(n) if es[i, sv.ES_J] == j), n)
+                i1 = next((i for i in range(i0, n) if es[i, sv.ES_J] != j), n)
+                m = steps_in(es, i0, i1, lane.state, self.silence, self.steps.f0, self.steps.ld, self.steps.st_in, o)
+                done.append((lane, es, i0, i1, o))
+                o += m
+            if o:
+                self.steps.run(o)
+            for lane, es, i0, i1, oo in done:
+                steps_out(es, i0, i1, lane.state, self.silence, self.steps.h, self.steps.nz, self.steps.st_out, oo,
+                          lane.es_harm, lane.es_noise)
+        if a < T:
+            self._frames(T, a, T, lanes)
+
+    def _frames(self, T: int, a: int, b: int, lanes: list) -> None:
+        t = b - a
+        rows = [(lane, u, lane.f0[T][:, a:b], lane.ld[T][:, a:b]) for lane, u, _, _ in lanes if u]
+        if not rows:
+            return
+        self._call(t, rows)
+        o = 0
+        for lane, u, _, _ in rows:
+            lane.harm[T][:u, a:b] = self.harm[t][o:o + u]
+            lane.noise[T][:u, a:b] = self.noise[t][o:o + u]
             o += u
 
 
@@ -95,8 +152,12 @@ class _Lane:
         self.state = np.zeros((1, V, self.hidden), np.float32)
         self.f0 = [np.zeros((V, t), np.float32) for t in range(t_max + 1)]
         self.ld = [np.full((V, t), sv.FLOOR_DB, np.float32) for t in range(t_max + 1)]
-        self.harm = [np.zeros((V, t, self.n_harm), np.float32) for t in range(t_max + 1)]
-        self.noise = [np.zeros((V, t, self.n_noise), np.float32) for t in range(t_max + 1)]
+        self.own_harm = [np.zeros((V, t, self.n_harm), np.float32) for t in range(t_max + 1)]
+        self.own_noise = [np.zeros((V, t, self.n_noise), np.float32) for t in range(t_max + 1)]
+        self.harm = list(self.own_harm)  # or views of the shared decoder's outputs (``_SharedDecoder.run``)
+        self.noise = list(self.own_noise)
+        self.es_harm = np.zeros((sv.ES_MAX, self.n_harm), np.float32)
+        self.es_noise = np.zeros((sv.ES_MAX, self.n_noise), np.float32)
 
     def reset(self) -> None:
         self.state[:] = self.silence
@@ -104,6 +165,10 @@ class _Lane:
     def run(self, t: int, n: int) -> None:
         """This song alone through the shared decoder (``BatchedSynth`` batches the songs itself)."""
         self.decoder.run(t, [(self, n)])
+
+    def decode(self, T: int, used: int, es: np.ndarray, n_es: int) -> None:
+        """As ``Instrument.decode``, this song alone."""
+        self.decoder.decode(T, [(self, used, es, n_es)])
 
 
 class _Song(Synth):
@@ -203,11 +268,12 @@ class BatchedSynth(Processor):
         for song in self.songs:
             inst, T, used = song.controls(n)
             halves.append((inst, T, used))
-            if T and used:
-                calls.setdefault(inst.decoder, []).append((inst, used))
+            n_es = song.n_steps
+            if (T and used) or n_es:
+                calls.setdefault(inst.decoder, []).append((inst, used if T else 0, song._es, n_es))
         T = halves[0][1]  # the songs move in lockstep: the same frames in every block
         for decoder, lanes in calls.items():
-            decoder.run(T, lanes)
+            decoder.decode(T, lanes)
         self.readings.fill(0.0)
         for s, (song, (inst, T, used)) in enumerate(zip(self.songs, halves)):
             song.synthesize(block[:, s * C:(s + 1) * C], inst, T, used)

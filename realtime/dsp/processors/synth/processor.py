@@ -3,7 +3,10 @@
 Per block: one Numba kernel applies the queued MIDI events at their sample offsets and computes
 each voice's decoder inputs at the 250 Hz frame boundaries in the block; one ONNX Runtime call
 (all sounding voices as a batch, explicit GRU state, preallocated I/O bindings) turns them into
-harmonic and noise controls; one Numba kernel synthesizes. The synth adds its sound to the
+harmonic and noise controls; one Numba kernel synthesizes. A note-on or release start between two
+frame boundaries adds an event step (voices.py): one more one-frame call for the voices that have
+one, and the frames' call split where a voice's state changes inside the block; so notes start
+and release at their events' samples, for any block size. The synth adds its sound to the
 block (silence in an output-only engine), so it can also layer over an input.
 
 MIDI reaches ``handle_midi(status, data1, data2, offset)`` between blocks (the engine's DSP
@@ -22,7 +25,7 @@ from numba import njit
 from realtime.dsp.blocking import check_block, pow2_at_least
 from realtime.dsp.processor import MidiQueue, Param, Processor, Readout
 from realtime.dsp.processors import register
-from realtime.dsp.processors.neural.onnx import StatefulSession
+from realtime.dsp.processors.neural.onnx import StatefulSession, bind_output, run_options
 from realtime.dsp.processors.neural.weights import model_dir
 from realtime.dsp.processors.synth import kernels as sk
 from realtime.dsp.processors.synth import voices as sv
@@ -99,6 +102,96 @@ def _block_program(ev, n_ev, pc_chan, ch10_notes) -> int:
     return prog
 
 
+@njit(nogil=True, cache=True)
+def steps_in(es, i0, i1, state, silence, f0, ld, st, o) -> int:
+    """Event steps i0..i1 of ``es`` (one ES_J): the inputs and starting state of those that decode,
+    into rows o... of f0 / ld (rows, 1) and st (1, rows, hidden). Returns how many."""
+    m = o
+    for r in range(i0, i1):
+        kind = es[r, sv.ES_KIND]
+        if kind == sv.ES_RESET:
+            continue
+        v = int(es[r, sv.ES_V])
+        f0[m, 0] = es[r, sv.ES_F0]
+        ld[m, 0] = es[r, sv.ES_LD]
+        for h in range(st.shape[2]):
+            st[0, m, h] = silence[h] if kind == sv.ES_FRESH else state[0, v, h]
+        m += 1
+    return m - o
+
+
+@njit(nogil=True, cache=True)
+def steps_out(es, i0, i1, state, silence, h, nz, st, o, es_harm, es_noise) -> None:
+    """After the call of ``steps_in``: each step's controls into its row of es_harm / es_noise, and
+    each voice's state where it goes on from (its last row's)."""
+    m = o
+    for r in range(i0, i1):
+        v = int(es[r, sv.ES_V])
+        last = es[r, sv.ES_LAST] == 1.0
+        if es[r, sv.ES_KIND] == sv.ES_RESET:
+            if last:
+                for k in range(silence.shape[0]):
+                    state[0, v, k] = silence[k]
+            continue
+        for k in range(es_harm.shape[1]):
+            es_harm[r, k] = h[m, 0, k]
+        for k in range(es_noise.shape[1]):
+            es_noise[r, k] = nz[m, 0, k]
+        if last:
+            for k in range(st.shape[2]):
+                state[0, v, k] = st[0, m, k]
+        m += 1
+
+
+class StepCalls:
+    """One-frame decoder calls for event steps: inputs, starting states and outputs of up to
+    ``rows`` steps in buffers of their own, bound per row count (the voices' state, the session's
+    ping-pong buffers, is not touched: ``steps_in`` / ``steps_out`` copy from and to it).
+
+    Parameters
+    ----------
+    session : onnxruntime.InferenceSession
+        The decoder's session.
+    hidden, n_harm, n_noise, rows : int
+        Its state size and control sizes; the most steps one call takes.
+    """
+
+    def __init__(self, session, hidden: int, n_harm: int, n_noise: int, rows: int):
+        self.session = session
+        self.rows = rows
+        self.f0 = np.full((rows, 1), 440.0, np.float32)
+        self.ld = np.full((rows, 1), sv.FLOOR_DB, np.float32)
+        self.st_in = np.zeros((1, rows, hidden), np.float32)
+        self.st_out = np.zeros((1, rows, hidden), np.float32)
+        self.h = np.zeros((rows, 1, n_harm), np.float32)
+        self.nz = np.zeros((rows, 1, n_noise), np.float32)
+        self._io: dict[int, object] = {}
+        self._ro = run_options()
+
+    def bind(self, m: int) -> None:
+        """Bind the call shape of m steps (1 <= m <= rows)."""
+        io = self.session.io_binding()
+        io.bind_cpu_input("f0_hz", self.f0[:m])
+        io.bind_cpu_input("loudness_db", self.ld[:m])
+        io.bind_cpu_input("state", self.st_in[:, :m])
+        bind_output(io, "harmonics", self.h[:m])
+        bind_output(io, "noise", self.nz[:m])
+        bind_output(io, "state_out", self.st_out[:, :m])
+        self._io[m] = io
+
+    def warm_kernels(self, state, silence, es_harm, es_noise) -> None:
+        """Compile (or load) ``steps_in`` / ``steps_out`` now, not at the first note on the DSP thread."""
+        es = np.zeros((1, sv.NES), np.float64)
+        steps_in(es, 0, 0, state, silence, self.f0, self.ld, self.st_in, 0)
+        steps_out(es, 0, 0, state, silence, self.h, self.nz, self.st_out, 0, es_harm, es_noise)
+
+    def run(self, m: int) -> None:
+        """Decode the first m steps (binding the shape first if it is new: batch renders only)."""
+        if m not in self._io:
+            self.bind(m)
+        self.session.run_with_iobinding(self._io[m], self._ro)
+
+
 class Instrument:
     """One trained decoder: its StatefulSession, metadata, and per-shape buffers.
 
@@ -121,7 +214,7 @@ class Instrument:
         self.name = name
         self.path = path
         self.session = StatefulSession(path, f"DDSP {name}", inputs=INPUTS, outputs=OUTPUTS, provider=provider,
-                                       threads=1, train_hint=f"python main.py train ddsp --instrument {name}")
+                                threads=1, train_hint=f"python main.py train ddsp --instrument {name}")
         meta = self.session.metadata
         try:
             self.frame_rate = float(meta["frame_rate"])
@@ -164,6 +257,14 @@ class Instrument:
                                   state_view=lambda a, n=n: a[:, :n])
         self.session.warm_up([(1, 1), (t_max, V)])
         self.silence = self.silence_state()
+        self.steps = StepCalls(self.session.session, H, self.n_harm, self.n_noise, sv.ES_MAX)
+        for m in range(1, sv.ES_MAX + 1):
+            self.steps.bind(m)
+        self.steps.run(1)
+        self.steps.run(sv.ES_MAX)
+        self.es_harm = np.zeros((sv.ES_MAX, self.n_harm), np.float32)
+        self.es_noise = np.zeros((sv.ES_MAX, self.n_noise), np.float32)
+        self.steps.warm_kernels(self.state, self.silence, self.es_harm, self.es_noise)
 
     def silence_state(self) -> np.ndarray:
         """The state a voice starts from: one second of silence from zero, [hidden] float32."""
@@ -180,6 +281,47 @@ class Instrument:
     def run(self, t: int, n: int) -> None:
         """Decode t frames of the first n voices (one batched call)."""
         self.session.run((t, n))
+
+    def decode(self, T: int, used: int, es: np.ndarray, n_es: int) -> None:
+        """A block's decoding: its T frames for the first ``used`` voices and its ``n_es`` event
+        steps, each step where its voice's state changes (``es[:, ES_J]``): the frames' call is
+        split there."""
+        if n_es == 0:
+            if T and used:
+                self.run(T, used)
+            return
+        a = i = 0
+        while i < n_es:
+            j = int(es[i, sv.ES_J])
+            k = i
+            while k < n_es and es[k, sv.ES_J] == j:
+                k += 1
+            if j > a:
+                self.frames(T, a, j, used)
+                a = j
+            st = self.state
+            m = steps_in(es, i, k, st, self.silence, self.steps.f0, self.steps.ld, self.steps.st_in, 0)
+            if m:
+                self.steps.run(m)
+            steps_out(es, i, k, st, self.silence, self.steps.h, self.steps.nz, self.steps.st_out, 0, self.es_harm,
+                      self.es_noise)
+            i = k
+        if a < T:
+            self.frames(T, a, T, used)
+
+    def frames(self, T: int, a: int, b: int, used: int) -> None:
+        """Decode frames a..b of the block's T (one call; copied through the (b - a)-frame buffers)."""
+        if not used:
+            return
+        if a == 0 and b == T:
+            self.run(T, used)
+            return
+        t = b - a
+        self.f0[t][:used] = self.f0[T][:used, a:b]
+        self.ld[t][:used] = self.ld[T][:used, a:b]
+        self.run(t, used)
+        self.harm[T][:used, a:b] = self.harm[t][:used]
+        self.noise[T][:used, a:b] = self.noise[t][:used]
 
 
 @register
@@ -245,6 +387,7 @@ class Synth(MidiQueue, Processor):
         self.instruments: dict[int, Instrument] = {}
         self._ev = np.zeros((sv.MAX_EVENTS, 4), np.float64)
         self._n_ev = 0
+        self._es = np.zeros((sv.ES_MAX, sv.NES), np.float64)  # the block's event steps (g[G_NES] of them)
         self.dropped_events = 0
 
     # ------------------------------------------------------------------ life cycle
@@ -277,12 +420,17 @@ class Synth(MidiQueue, Processor):
         self._order = np.zeros(sv.MAX_EVENTS, np.int64)
         self._pc_chan = np.full(1, -1, np.int64)  # the channel whose program changes choose the instrument
         self._act = np.zeros((self.t_max, V), np.float64)
+        self._lag = np.zeros((self.t_max, V), np.float64)  # each voice's grid after the decoder's, per frame
         self._phase = np.zeros(V, np.float64)
         self._a_from = np.zeros((V, K), np.float64)
         self._a_to = np.zeros((V, K), np.float64)
         self._f_from = np.zeros(V, np.float64)
         self._f_to = np.zeros(V, np.float64)
         self._live = np.zeros(V, np.float64)
+        self._vr = np.zeros((V, sk.NVR), np.float64)  # each voice's ramp start and pending frame (sk.VR_*)
+        self._p_a = np.zeros((V, K), np.float64)  # its pending frame's harmonics
+        self._nz_cur = np.zeros((V, 65), np.float64)  # noise magnitudes of its ramp target, of its pending frame
+        self._nz_pend = np.zeros((V, 65), np.float64)
         self._kscale = np.zeros(65, np.float64)
         taps = sk.noise_taps(sr)
         self._table = sk.noise_table(65, sk.TRAIN_SR / sk.TRAIN_TAPS, taps, sr)
@@ -312,8 +460,9 @@ class Synth(MidiQueue, Processor):
         for inst in self.instruments.values():
             inst.reset()
         for a in (self._phase, self._a_from, self._a_to, self._f_from, self._f_to, self._live, self._ring,
-                  self._rev_buf, self._act):
+                  self._rev_buf, self._act, self._lag, self._vr, self._p_a, self._nz_cur, self._nz_pend):
             a.fill(0.0)
+        self._vr[:, sk.VR_PT] = -1.0
         self._rng[0] = np.uint64(0x9E3779B97F4A7C15)
         self._rev_pos[0] = 0
         self._pos = 0
@@ -347,8 +496,7 @@ class Synth(MidiQueue, Processor):
     def process(self, block: np.ndarray) -> None:
         n = block.shape[0]
         inst, T, used = self.controls(n)
-        if T and used:
-            inst.run(T, used)
+        inst.decode(T, used, self._es, self.n_steps)
         self.synthesize(block, inst, T, used)
 
     def controls(self, n: int) -> tuple[Instrument, int, int]:
@@ -358,7 +506,8 @@ class Synth(MidiQueue, Processor):
         -------
         (Instrument, int, int)
             The instrument playing, the block's frames T and the leading voices the decoder must
-            run (``inst.run(T, used)`` when both are non-zero, then ``synthesize``).
+            run for them (then ``inst.decode(T, used, self._es, self.n_steps)``, which also
+            decodes the block's event steps, then ``synthesize``).
 
         Raises
         ------
@@ -382,7 +531,7 @@ class Synth(MidiQueue, Processor):
         state = inst.state
         used = sv.controls(self._ev, self._n_ev, self._order, n, self._pos, self.hop, self.sample_rate,
                            self.values, self.g, self.vs, self.stack, inst.lmap, inst.f0[T], inst.ld[T],
-                           self._act, state, inst.silence)
+                           self._act, self._lag, state, inst.silence, self._es)
         self._n_ev = 0
         return inst, T, used
 
@@ -390,13 +539,19 @@ class Synth(MidiQueue, Processor):
         """A block's second half: the decoded frames synthesized and added to ``block``."""
         n = block.shape[0]
         sk.render(block, n, self._pos, self.hop, self.sample_rate, T, inst.harm[T], inst.noise[T], self._act,
-                  inst.f0[T], used if T else 0, self.values, self.g[sv.G_VOL], self._phase, self._a_from,
-                  self._a_to, self._f_from, self._f_to, self._live, self._kscale, self._table, self._ir,
-                  self._xbuf, self._conv, self._rng, self._ring, self._noise_scale, self._mono, self._sn, self._c2,
-                  self._sp, self._w, self._smooth, self._rev_buf, self._rev_pos, self._rev_len)
+                  self._lag, inst.f0[T], used if T else 0, self.values, self.g[sv.G_VOL], self._phase, self._a_from,
+                  self._a_to, self._f_from, self._f_to, self._live, self._vr, self._p_a, self._nz_cur, self._nz_pend,
+                  self._es, self.n_steps, inst.es_harm, inst.es_noise, self._kscale, self._table, self._ir, self._xbuf,
+                  self._conv, self._rng, self._ring, self._noise_scale, self._mono, self._sn, self._c2, self._sp,
+                  self._w, self._smooth, self._rev_buf, self._rev_pos, self._rev_len)
         self._pos += n
         _count_voices(self.vs, self.readings)
         self.readings[2] = self._cur
+
+    @property
+    def n_steps(self) -> int:
+        """How many event steps (rows of ``_es``) the last block's ``controls`` made."""
+        return int(self.g[sv.G_NES])
 
     # ------------------------------------------------------------------ introspection (tests, UIs)
     def active_voices(self) -> int:

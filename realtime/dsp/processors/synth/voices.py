@@ -14,6 +14,24 @@ over at the block's first frame boundary, where each sounding voice's envelope i
 level goes on from where it is (``_rebase_envelopes``). Lowering the Voices knob releases the
 oldest held notes down to the new count (notes kept only by the sustain pedal first).
 
+Sample-accurate notes: each voice keeps its own frame grid, ``V_DELTA`` samples (0..hop-1) after
+the decoder's. The frame decoded at boundary b is the voice's frame from b + delta: its inputs are
+evaluated at b + delta + hop and the render kernel ramps to its controls over [b + delta,
+b + delta + hop) (``lag`` tells it each frame's delta). A note-on, or a release starting now, at
+sample t re-anchors its voice: delta = t mod hop. Between boundaries that also adds an event step
+(a row of ``es``): one decoder step for that voice with the event applied (inputs at t + hop), from
+the decoder's silence state for a (re)started voice, else from the voice's state; the render
+kernel cuts in at t itself (silent before it, from phase 0 if the voice was silent), ramps to the
+step's controls by t + hop, where the next boundary's frame takes over. So a note, its attack and
+its release move with its events to the sample, and the decoder sees the same inputs wherever
+the note falls in the frame grid (the vibrato LFO and the controllers stay on the decoder's
+grid). Decoding is causal: a frame is decoded at b, before b + delta. A voice's decoder state
+changes (the silence state of a new note, a step's state) where its event is in time: before the
+frame that follows it, which may be in the middle of a block's frames (the caller splits its
+decoder call there), so the output does not depend on the block size. Left to the frames (up
+to a frame late, as before): a voice's second step from its own state before the same boundary,
+releases the minimum gate delays or the Voices knob starts, steps past ES_MAX in one block.
+
 Channel 10 (``DRUM_CHANNEL``) is General MIDI percussion: its messages are left alone, as a GM
 melodic instrument does (a drum track played as violin notes), unless the "Channel 10" knob
 (``K_CH10``) says it is an ordinary channel: pads and keyboards that send on channel 10 live. Controllers on the other channels
@@ -44,17 +62,34 @@ K_INSTR, K_GAIN, K_ATTACK, K_RELEASE, K_VIB_RATE, K_VIB_DEPTH, K_BALANCE, K_BRIG
 # per-voice fields
 # V_SEQ: the note-on's ordinal; V_ATK_T: where the attack ramp starts at the current Attack knob (the
 # note-on time until the knob moves; V_ON_T stays the note-on, for the minimum gate)
+# V_MARK: what the event being applied did to the voice (MARK_*; read and cleared after each event);
+# V_ES_B: the decoder boundary before which the voice's latest event step took effect (-1: none);
+# V_DELTA: where the voice's frames start after the decoder's boundaries (samples, 0..hop-1)
 V_NOTE, V_CH, V_VEL, V_GATE, V_SUST, V_STAGE, V_ON_T, V_OFF_T, V_ENV_OFF, V_P_START, V_P_TARGET, \
-    V_G_T, V_G_LEN, V_LAST_F0, V_PITCH, V_SEQ, V_ATK_T, NVF = range(18)
+    V_G_T, V_G_LEN, V_LAST_F0, V_PITCH, V_SEQ, V_ATK_T, V_MARK, V_ES_B, V_DELTA, NVF = range(21)
 FREE, ON, RELEASED = 0, 1, 2
+MARK_RELEASE, MARK_START, MARK_RESTART = 1.0, 2.0, 3.0  # a later mark of one event wins if higher
+
+# event steps (see the module docstring): rows of es[ES_MAX, NES], in the order of their events.
+# ES_V: the voice; ES_J: the block's frame index before which its state takes effect (T: after the
+# block's frames); ES_T: the event's offset in the block; ES_END: the absolute sample its ramp
+# ends at (the event's + hop); ES_F0 / ES_LD: the step's decoder inputs; ES_LAST: 1 if this row's
+# state is the one the voice goes on from (the last of the voice's rows with that ES_J)
+ES_MAX = 64
+ES_V, ES_J, ES_T, ES_KIND, ES_END, ES_F0, ES_LD, ES_LAST, NES = range(9)
+# ES_RESET: a (re)start on a frame boundary: the voice's state becomes the silence state there, no
+# step (the frame itself is the note's first); ES_FRESH: a step from the silence state (a new note
+# between boundaries); ES_ON: a step from the voice's own state (a release, a mono re-attack)
+ES_RESET, ES_FRESH, ES_ON = 0.0, 1.0, 2.0
 
 # global fields
 # G_RETRIG_KEY / G_RETRIG_T: a note-on that re-struck a key still held (note + 128 * channel, and
 # when); a note-off for that key at that same instant is the old note's
 # G_ATK / G_REL: the attack and release (samples) the envelopes run at: the knobs' values at the last
 # re-base (0 until the first block after a reset)
+# G_NES: how many event steps (rows of es) the block ``controls`` ran last has
 G_BEND, G_MOD, G_EXPR, G_VOL, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, G_DROPPED, \
-    G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, G_ATK, G_REL, NG = range(17)
+    G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, G_ATK, G_REL, G_NES, NG = range(18)
 
 FLOOR_DB = -100.0
 DRUM_CHANNEL = 9  # MIDI channel 10 (0-based 9): GM percussion, not pitched notes
@@ -80,6 +115,7 @@ def reset_state(vs, g, stack):
     vs[:, V_NOTE] = -1.0
     vs[:, V_LAST_F0] = 440.0
     vs[:, V_PITCH] = 69.0
+    vs[:, V_ES_B] = -1.0
     g[:] = 0.0
     g[G_EXPR] = 1.0
     g[G_VOL] = 100.0 / 127.0
@@ -113,10 +149,11 @@ def _env_db(vs, v, t, atk, rel):
 
 
 @njit(nogil=True, cache=True)
-def _rebase_envelopes(vs, g, t, atk, rel):
+def _rebase_envelopes(vs, g, t0, atk, rel):
     """The Attack or Release knob moved (atk, rel: the new values in samples; the old ones are in
-    g): each sounding voice goes on from the level it has at t, at the new rate. The envelope is
-    closed-form in the knob, so the new value alone moved every voice's level at once (+33 dB)."""
+    g): each sounding voice goes on from the level it has at t0 (on its own grid: t0 + delta), at
+    the new rate. The envelope is closed-form in the knob, so the new value alone moved every
+    voice's level at once (+33 dB)."""
     atk0 = g[G_ATK]
     rel0 = g[G_REL]
     if atk0 == atk and rel0 == rel:
@@ -124,6 +161,7 @@ def _rebase_envelopes(vs, g, t, atk, rel):
     g[G_ATK] = atk
     g[G_REL] = rel
     for v in range(MAX_VOICES):
+        t = t0 + vs[v, V_DELTA]  # the voice's time: its last frame's value was asked for here
         st = vs[v, V_STAGE]
         releasing = st == RELEASED and t >= vs[v, V_OFF_T]
         if releasing and rel != rel0:  # from its level now
@@ -153,6 +191,7 @@ def _pitch(vs, v, t):
 def _release(vs, v, t, atk, rel, sr):
     if vs[v, V_STAGE] != ON:
         return
+    t0 = t
     t = max(t, vs[v, V_ON_T] + MIN_GATE_MS * 1e-3 * sr)  # the release starts after the minimum gate
     e = _env_db(vs, v, t, atk, rel)
     vs[v, V_STAGE] = RELEASED
@@ -160,10 +199,12 @@ def _release(vs, v, t, atk, rel, sr):
     vs[v, V_ENV_OFF] = e
     vs[v, V_GATE] = 0.0
     vs[v, V_SUST] = 0.0
+    if t == t0:  # it starts now (a release the gate delays is for the frames, which know its time)
+        vs[v, V_MARK] = max(vs[v, V_MARK], MARK_RELEASE)
 
 
 @njit(nogil=True, cache=True)
-def _start(vs, v, note, ch, vel, t, glide_from, porta, state, silence, restart):
+def _start(vs, v, note, ch, vel, t, glide_from, porta, restart):
     vs[v, V_NOTE] = note
     vs[v, V_CH] = ch
     vs[v, V_VEL] = vel
@@ -179,11 +220,10 @@ def _start(vs, v, note, ch, vel, t, glide_from, porta, state, silence, restart):
         vs[v, V_G_LEN] = porta
     else:
         vs[v, V_G_LEN] = 0.0
-    if restart:
-        # a (re)started voice begins from the decoder's silence state: notes do not depend on
-        # what the voice played before, and offline renders stay deterministic
-        for h in range(silence.shape[0]):
-            state[0, v, h] = silence[h]
+    # a (re)started voice begins from the decoder's silence state: notes do not depend on what
+    # the voice played before, and offline renders stay deterministic. Not here: ``controls``
+    # turns the mark into an event step, which sets the state where the event is in time
+    vs[v, V_MARK] = MARK_RESTART if restart else max(vs[v, V_MARK], MARK_START)
 
 
 @njit(nogil=True, cache=True)
@@ -301,7 +341,7 @@ def _limit_held(vs, g, t, kv, sr):
 
 
 @njit(nogil=True, cache=True)
-def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
+def _note_on(vs, g, stack, note, ch, vel, t, kv, sr):
     atk = g[G_ATK]
     rel = g[G_REL]
     porta = kv[K_PORTA] * 1e-3 * sr
@@ -314,7 +354,7 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
             vs[0, V_SUST] = 0.0
         else:
             prev = _pitch(vs, 0, t) if vs[0, V_STAGE] == RELEASED else -1.0
-            _start(vs, 0, note, ch, vel, t, prev, porta, state, silence, vs[0, V_STAGE] == FREE)
+            _start(vs, 0, note, ch, vel, t, prev, porta, vs[0, V_STAGE] == FREE)
         return
     poly = min(MAX_VOICES, max(1, int(kv[K_POLY])))
     for v in range(MAX_VOICES):  # the same key again: release the old voice first
@@ -326,7 +366,7 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr, state, silence):
     best = _free_voice(vs, poly)
     if best < 0:
         best = _steal(vs, t, atk, rel, poly)
-    _start(vs, best, note, ch, vel, t, -1.0, 0.0, state, silence, True)
+    _start(vs, best, note, ch, vel, t, -1.0, 0.0, True)
     g[G_SEQ] += 1.0
     vs[best, V_SEQ] = g[G_SEQ]
 
@@ -388,7 +428,7 @@ def _all_off(vs, g, stack, t, kv, sr, hard):
 
 
 @njit(nogil=True, cache=True)
-def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
+def apply_event(vs, g, stack, status, d1, d2, t, kv, sr):
     """One channel message at absolute sample time t. Anything that is not a channel voice
     message (system, sysex, realtime, data bytes, NaN) is ignored; data values are clamped."""
     if not (status == status and d1 == d1 and d2 == d2):  # NaN
@@ -403,7 +443,7 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
         return  # controllers or bend (unless the knob says channel 10 is an ordinary channel here)
     ch = float(s & 0x0F)
     if typ == 0x90 and b > 0:
-        _note_on(vs, g, stack, float(a), ch, float(b), t, kv, sr, state, silence)
+        _note_on(vs, g, stack, float(a), ch, float(b), t, kv, sr)
     elif typ == 0x80 or typ == 0x90:
         _note_off(vs, g, stack, float(a), ch, t, kv, sr)
     elif typ == 0xE0:
@@ -452,10 +492,85 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr, state, silence):
 
 
 @njit(nogil=True, cache=True)
-def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, ld_out, act, state, silence):
+def _voice_inputs(vs, v, tau, e_db, bend, vib, expr_db, lmap, sr):
+    """Voice v's decoder inputs for a frame whose ramp reaches its value at tau: (f0 Hz, loudness
+    dB, pitch)."""
+    pitch = _pitch(vs, v, tau)
+    f0 = 440.0 * 2.0 ** ((pitch + bend + vib - 69.0) / 12.0)
+    f0 = min(max(f0, 20.0), 0.45 * sr)
+    vel = max(vs[v, V_VEL], 1.0)
+    base = lmap[0] + lmap[1] * 40.0 * math.log10(vel / 127.0) + lmap[2] * (pitch - 60.0) / 12.0
+    return f0, max(FLOOR_DB, base + e_db + expr_db), pitch
+
+
+@njit(nogil=True, cache=True)
+def _event_steps(vs, g, kv, lmap, sr, atk, rel, es, t, off, j, b, hop, state, silence):
+    """After one event at absolute sample t (block offset ``off``, applied before frame j, the
+    decoder's boundary b): the voices it marked are re-anchored there and get their event steps
+    (module docstring). A voice's second step from its own state before the same boundary is left
+    to the frames (it would need the first one's state); a step at the same instant as the
+    voice's previous one replaces it."""
+    delta = t % hop
+    for v in range(MAX_VOICES):
+        mk = vs[v, V_MARK]
+        if mk == 0.0:
+            continue
+        vs[v, V_MARK] = 0.0
+        if mk == MARK_RESTART:
+            kind = ES_RESET if delta == 0.0 else ES_FRESH
+        elif delta == 0.0:  # on the decoder's boundary: its frame, decoded after this event, starts now
+            vs[v, V_DELTA] = 0.0
+            continue
+        elif vs[v, V_ES_B] == b:
+            continue
+        else:
+            kind = ES_ON
+        r = -1
+        n_es = int(g[G_NES])
+        for k in range(n_es):
+            if es[k, ES_V] == v and es[k, ES_J] == j and es[k, ES_T] == off:
+                r = k
+        if r < 0:
+            if n_es == es.shape[0]:  # more than ES_MAX in one block: this one comes with the next frame
+                if kind != ES_ON:
+                    vs[v, V_DELTA] = 0.0
+                    for h in range(silence.shape[0]):
+                        state[0, v, h] = silence[h]
+                continue
+            r = n_es
+            n_es += 1
+            g[G_NES] = n_es
+        vs[v, V_DELTA] = delta
+        for k in range(n_es):
+            if es[k, ES_V] == v and es[k, ES_J] == j:
+                es[k, ES_LAST] = 0.0
+        es[r, ES_V] = v
+        es[r, ES_J] = j
+        es[r, ES_T] = off
+        es[r, ES_KIND] = kind
+        es[r, ES_END] = t + hop
+        es[r, ES_LAST] = 1.0
+        vs[v, V_ES_B] = b
+        if kind != ES_RESET:
+            # the inputs of a frame of the voice's grid that starts here: the envelope where its
+            # ramp ends, the vibrato LFO where the decoder's last frame left it
+            vib = kv[K_VIB_DEPTH] * 0.01 * g[G_MOD] * math.sin(2.0 * math.pi * g[G_LFO])
+            expr_db = 40.0 * math.log10(max(g[G_EXPR], 1e-3))
+            f0, ld, _ = _voice_inputs(vs, v, t + hop, _env_db(vs, v, t + hop, atk, rel), g[G_BEND] * kv[K_BEND],
+                                      vib, expr_db, lmap, sr)
+            es[r, ES_F0] = f0
+            es[r, ES_LD] = ld
+
+
+@njit(nogil=True, cache=True)
+def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, ld_out, act, lag, state, silence,
+             es):
     """Apply the block's events (ev[i] = offset, status, d1, d2) at their offsets and fill the
     decoder inputs for each frame boundary in the block (f0_out/ld_out: (voices, T), act:
-    (T, voices) 1 = sounding). Returns how many leading voices the decoder must run (0 = none)."""
+    (T, voices) 1 = sounding, lag: (T, voices) each voice's delta) and the block's event steps
+    (es, g[G_NES] of them; their decoder state goes into ``state`` only when they are decoded,
+    except past ES_MAX). Returns how many leading voices the decoder must run for the frames
+    (0 = none)."""
     # stable insertion sort of the events by offset (usually 0-3 events)
     for i in range(n_ev):
         order[i] = i
@@ -474,6 +589,8 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
         g[G_ATK] = atk
         g[G_REL] = rel
     _limit_held(vs, g, float(pos), kv, sr)
+    vs[:, V_MARK] = 0.0  # the Voices knob's releases: at the block's start, wherever that is
+    g[G_NES] = 0.0
     vib_inc = kv[K_VIB_RATE] * hop / sr
     used = 0
     ie = 0
@@ -484,10 +601,12 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
             off = ev[e, 0]
             if not off == off:
                 off = 0.0
-            off = min(float(n - 1), max(0.0, off))
+            off = float(math.floor(min(float(n - 1), max(0.0, off))))  # whole samples: the voices' grids
             if j < T and off > lim:
                 break
-            apply_event(vs, g, stack, ev[e, 1], ev[e, 2], ev[e, 3], pos + off, kv, sr, state, silence)
+            apply_event(vs, g, stack, ev[e, 1], ev[e, 2], ev[e, 3], pos + off, kv, sr)
+            _event_steps(vs, g, kv, lmap, sr, atk, rel, es, pos + off, off, j, float(pos + first + j * hop),
+                         float(hop), state, silence)
             ie += 1
         if j == T:
             break
@@ -495,12 +614,14 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
             # a moved Attack or Release knob takes over here, at the time the previous frame's
             # value was asked for: the decoder's loudness goes on from it without a step
             _rebase_envelopes(vs, g, pos + lim, atk, rel)
-        tau = pos + lim + hop  # the time this frame's ramp reaches its value
+        b_tau = pos + lim + hop  # the time this frame's ramp reaches its value (on the decoder's grid)
         g[G_LFO] = (g[G_LFO] + vib_inc) % 1.0
         vib = kv[K_VIB_DEPTH] * 0.01 * g[G_MOD] * math.sin(2.0 * math.pi * g[G_LFO])
         bend = g[G_BEND] * kv[K_BEND]
         expr_db = 40.0 * math.log10(max(g[G_EXPR], 1e-3))
         for v in range(MAX_VOICES):
+            lag[j, v] = vs[v, V_DELTA]
+            tau = b_tau + vs[v, V_DELTA]
             st = vs[v, V_STAGE]
             if st != FREE:
                 e_db = _env_db(vs, v, tau, atk, rel)
@@ -513,13 +634,8 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
                     f0_out[v, j] = vs[v, V_LAST_F0]
                     ld_out[v, j] = FLOOR_DB
                 continue
-            pitch = _pitch(vs, v, tau)
+            f0, ld, pitch = _voice_inputs(vs, v, tau, e_db, bend, vib, expr_db, lmap, sr)
             vs[v, V_PITCH] = pitch
-            f0 = 440.0 * 2.0 ** ((pitch + bend + vib - 69.0) / 12.0)
-            f0 = min(max(f0, 20.0), 0.45 * sr)
-            vel = max(vs[v, V_VEL], 1.0)
-            base = lmap[0] + lmap[1] * 40.0 * math.log10(vel / 127.0) + lmap[2] * (pitch - 60.0) / 12.0
-            ld = max(FLOOR_DB, base + e_db + expr_db)
             vs[v, V_LAST_F0] = f0
             f0_out[v, j] = f0
             ld_out[v, j] = ld

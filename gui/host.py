@@ -6,9 +6,9 @@ interface (``HostBase``): ``EngineHost`` runs the engine in this process; the wi
 over shared-memory rings (see there for why). Both drive the engine through the one control API
 of ``realtime.engine.control``.
 
-The engine runs a fixed chain, so a structural change (add/remove/reorder a slot, a new preset,
-new audio settings) builds a new Chain from the same Slot objects (no model is loaded twice) and
-restarts the engine. The final safety slot always stays last.
+The engine runs a fixed chain, so a structural change (add/remove/reorder a slot, a removed slot
+put back, a new preset, new audio settings) builds a new Chain from the same Slot objects (no
+model is loaded twice) and restarts the engine. The final safety slot always stays last.
 
 Threads: the GUI thread and the MIDI input thread both produce into the control and MIDI rings;
 they serialise on ``rings.lock`` (producers only: the DSP thread consuming never touches it).
@@ -94,6 +94,11 @@ class HostBase:
 
     def _forget_slot(self, slot_id: str) -> None:
         self.cc_map.forget_slot(slot_id)
+
+    def _restore_mappings(self, midi: dict[tuple[int, int | None], str]) -> None:
+        """A slot put back gets its controllers' mappings again; a controller learnt for another
+        control since keeps that one."""
+        self.cc_map.targets = {**midi, **self.cc_map.targets}
 
     def value(self, slot_id: str, param_id: str) -> float:
         return self.chain.slot(slot_id).processor.get_param(param_id)
@@ -227,6 +232,29 @@ class EngineHost(HostBase):
         fx.insert(len(fx) if index is None else max(0, min(index, len(fx))), Slot(proc, sid))
         self._restructure(fx)
         return sid
+
+    def insert_slot(self, entry: dict, index: int, midi: dict | None = None) -> str:
+        """Put back a slot as ``entry`` (a ``to_preset`` chain entry: kind, plugin, values, bypass,
+        mix, an LV2 plugin's own state) describes it, with its id, at ``index`` (before the safety
+        stage), and its controllers' ``midi`` mappings (``midi_map``'s items): an undone remove.
+        Returns its id.
+
+        Raises
+        ------
+        ValueError
+            The id is taken.
+        PresetError
+            ``entry`` is no valid slot.
+        """
+        slot = _slot_from(entry)
+        if slot.id in {s.id for s in self.chain.slots}:
+            raise ValueError(f"{slot.id}: a slot of that id is in the chain")
+        fx = list(self.chain.slots[:-1])
+        fx.insert(max(0, min(index, len(fx))), slot)
+        with self.rings.lock:
+            self._restructure(fx)
+            self._restore_mappings(midi or {})
+        return slot.id
 
     def remove_slot(self, slot_id: str) -> None:
         fx = [s for s in self.chain.slots[:-1] if s.id != slot_id]
@@ -382,6 +410,12 @@ def _device_name(config: EngineConfig) -> str:
     i = name(config.input_device, "input") if config.mode != "output" else "-"
     o = name(config.output_device, "output") if config.mode != "input" else "-"
     return i if i == o else f"{i} / {o}"
+
+
+def _slot_from(entry: dict) -> Slot:
+    """The slot a preset's chain ``entry`` describes, built as a preset's are."""
+    chain = build_chain({"version": 1, "name": entry["id"], "chain": [entry]})
+    return chain.slots[0]  # (the safety stage a chain ends with is dropped)
 
 
 def _slot_id_from(name: str) -> str:

@@ -40,11 +40,15 @@ class PianoKeyboard(QWidget):
         self._mouse_note: int | None = None
         self._key_notes: dict[int, int] = {}  # Qt key -> note it started (octave may change while held)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        # the height is the window's splitter's (dragged by the user)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("Click to play; computer keys A W S E D F T G Y H U J K O L P; Z / X: octave down / up")
 
     def sizeHint(self) -> QSize:
         return QSize(14 * 7 * self.octaves, 90)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(14 * 7, 40)  # dragged smaller, the window's splitter collapses it
 
     # ---------------------------------------------------------------- notes
     def press(self, note: int, velocity: int | None = None) -> None:

@@ -129,7 +129,7 @@ class SlotStrip(QFrame):
                 head.addWidget(b)
             rm = QToolButton(text="✕")
             rm.setObjectName("remove")
-            rm.setToolTip("remove this slot")
+            rm.setToolTip("remove this slot (Undo puts it back)")
             rm.clicked.connect(lambda: self.removeRequested.emit(self.slot_id))
             head.addWidget(rm)
         lay.addLayout(head)

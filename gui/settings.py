@@ -1,8 +1,9 @@
-"""Remembered settings (audio devices, rate, block, MIDI port, last preset, window geometry) in
-the platform config dir, and the dialog that edits the audio/MIDI ones."""
+"""Remembered settings (audio devices, rate, block, MIDI port, last preset, window geometry and
+split) in the platform config dir, and the dialog that edits the audio/MIDI ones."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, Q
 
 from gui.midi import NONE, VIRTUAL, input_ports
 from realtime.engine.config import EngineConfig, device_arg
+from realtime.io import portaudio
 
 APP = "rtaudio-host"
 SAMPLERATES = (44100, 48000, 88200, 96000)
@@ -107,6 +109,15 @@ class Settings:
         self.q.setValue("window/geometry", data)
         self.q.sync()
 
+    def splitter(self):
+        """The window's rack / spectrum / keyboard split (``QSplitter.saveState``), or None."""
+        v = self.q.value("window/splitter")
+        return v if isinstance(v, (QByteArray, bytes)) else None
+
+    def save_splitter(self, data) -> None:
+        self.q.setValue("window/splitter", data)
+        self.q.sync()
+
 
 # JACK clients of the host itself, no audio devices: the engine's PortAudio stream (a second one
 # is renamed "PortAudio-01" by the server) and the demo player (gui.demo_source) with its probe
@@ -125,6 +136,11 @@ def device_names(devices, kind: str) -> list[str]:
     return [d["name"] for d in devices if d[key] > 0 and not own_client(d["name"])]
 
 
+# the dialog's own release: tests that fake the device list stub the module's, and a PortAudio left
+# open here aborts the process at exit once the audio server is gone (see audio_devices)
+_release_portaudio = portaudio.release
+
+
 def audio_devices(kind: str) -> list[str]:
     """Names of devices with input (kind="input") or output channels, from PortAudio, scanned
     afresh (``device_names``). PortAudio is released again: the engine runs in its own process,
@@ -139,14 +155,48 @@ def audio_devices(kind: str) -> list[str]:
         release()
 
 
+def device_rates(input_device, output_device, config: EngineConfig) -> list[int]:
+    """The rates of SAMPLERATES the devices run (``None``: the default device) with ``config``'s
+    channels, in each direction its mode uses, as PortAudio answers (a JACK device: the server's
+    rate only). All of them when it runs none (a device gone, or too few channels): the engine's
+    refusal then says why. PortAudio is released again unless this process had it open already
+    (an engine in this process)."""
+    directions = [(kind, dev) for kind, dev, used in (("input", input_device, config.mode != "output"),
+                                                      ("output", output_device, config.mode != "input")) if used]
+    already = getattr(sys.modules.get("sounddevice"), "_initialized", 0)
+    try:
+        s = portaudio.sd()
+        rates = [r for r in SAMPLERATES if all(_runs(getattr(s, f"check_{kind}_settings"), dev, config.channels, r)
+                                               for kind, dev in directions)]
+    finally:
+        if not already:
+            _release_portaudio()
+    return rates or list(SAMPLERATES)
+
+
+def _runs(check, device, channels: int, rate: int) -> bool:
+    try:
+        check(device=device, channels=channels, dtype="float32", samplerate=rate)
+    except Exception:  # noqa: BLE001 - refused, or no such device: not offered
+        return False
+    return True
+
+
 class SettingsDialog(QDialog):
+    """The audio devices, rate, block size, safety buffer and MIDI input. The rates offered are those
+    the chosen devices run (``device_rates``), again whenever a device choice changes."""
+
     def __init__(self, config: EngineConfig, midi_port: str, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Audio and MIDI settings")
         form = QFormLayout(self)
+        self._base = config
         self.input = self._combo("input_device", [DEFAULT_DEVICE, *audio_devices("input")], config.input_device)
         self.output = self._combo("output_device", [DEFAULT_DEVICE, *audio_devices("output")], config.output_device)
-        self.samplerate = self._combo("samplerate", [str(r) for r in SAMPLERATES], str(config.samplerate))
+        self.samplerate = self._combo("samplerate", [], str(config.samplerate))
+        self._offer_rates()
+        for c in (self.input, self.output):
+            c.currentTextChanged.connect(self._offer_rates)
         self.blocksize = self._combo("blocksize", [str(b) for b in BLOCKSIZES], str(config.blocksize))
         self.prefill = self._combo("prefill_blocks", [str(n) for n in PREFILL_CHOICES], str(config.prefill_blocks))
         self.prefill.setToolTip("Blocks of output the processing thread keeps ready. More survives longer "
@@ -171,7 +221,6 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
-        self._base = config
 
     def _combo(self, name: str, items: list[str], current) -> QComboBox:
         c = QComboBox()
@@ -183,16 +232,32 @@ class SettingsDialog(QDialog):
         c.setCurrentText(cur)
         return c
 
+    def _offer_rates(self) -> None:
+        """The rates the chosen devices run; the rate chosen stays while they run it (else the first
+        they do)."""
+        rate = self.samplerate.currentText()
+        rates = [str(r) for r in device_rates(self._device(self.input), self._device(self.output), self._base)]
+        self.samplerate.blockSignals(True)  # one change signal at the end, if the rate changed
+        self.samplerate.clear()
+        self.samplerate.addItems(rates)
+        self.samplerate.setCurrentText(rate if rate in rates else rates[0])
+        self.samplerate.blockSignals(False)
+        if self.samplerate.currentText() != rate:
+            self.samplerate.currentTextChanged.emit(self.samplerate.currentText())
+
+    @staticmethod
+    def _device(combo: QComboBox):
+        return None if combo.currentText() == DEFAULT_DEVICE else device_arg(combo.currentText())
+
     def _show_prefill_ms(self) -> None:
         ms = 1e3 * int(self.prefill.currentText()) * int(self.blocksize.currentText()) / int(self.samplerate.currentText())
         self.prefill_ms.setText(f"adds {ms:.1f} ms of output latency")
 
     def engine_config(self) -> EngineConfig:
-        dev = lambda c: None if c.currentText() == DEFAULT_DEVICE else device_arg(c.currentText())  # noqa: E731
         # the rest as the engine runs now: a config equal to it means "audio unchanged"
         return replace(self._base, samplerate=int(self.samplerate.currentText()),
-                       blocksize=int(self.blocksize.currentText()), input_device=dev(self.input),
-                       output_device=dev(self.output), prefill_blocks=int(self.prefill.currentText()))
+                       blocksize=int(self.blocksize.currentText()), input_device=self._device(self.input),
+                       output_device=self._device(self.output), prefill_blocks=int(self.prefill.currentText()))
 
     def midi_port(self) -> str:
         return self.midi.currentText()

@@ -20,6 +20,7 @@ from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 FFT_SIZE = 4096
 HEIGHT = 112  # pixels: the rack keeps room for three rows of knobs at 1280x720
+MIN_HEIGHT = 60  # dragged smaller, it collapses
 FLOOR_DB = -100.0
 F_MIN = 20.0
 SMOOTH_S = 0.12  # time constant of the displayed spectra's fall (rises are immediate)
@@ -93,7 +94,8 @@ class SpectrumView(QWidget):
         super().__init__(parent)
         self.analyser: SpectrumAnalyser | None = None
         self.setObjectName("spectrum")
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        # the height is the window's splitter's (dragged by the user)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("spectrum: input (grey) and output (green) overlaid, output peaks held (line); "
                         "log frequency, dBFS")
 
@@ -101,7 +103,7 @@ class SpectrumView(QWidget):
         return QSize(600, HEIGHT)
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(200, HEIGHT)
+        return QSize(200, MIN_HEIGHT)
 
     def set_sample_rate(self, sample_rate: float) -> None:
         if self.analyser is None or self.analyser.sample_rate != float(sample_rate):

@@ -1,4 +1,5 @@
-"""Undo / redo of the panel's value changes: a knob, a drop-down, bypass, wet/dry mix.
+"""Undo / redo of the panel's changes: a knob, a drop-down, bypass, wet/dry mix, and a slot added,
+removed or moved.
 
 The window records a change its controls made by hand (``ValueChange`` on a QUndoStack) and
 applies an undone value by moving the control again, so the engine and the synth panel follow
@@ -8,6 +9,12 @@ into one step until its gesture ends (``end_gesture``: a knob's drag released, a
 or key burst), a change of another control comes, or the step is undone or redone: a second drag
 of the same knob is a step of its own. Changes from elsewhere (a mapped MIDI controller, a preset
 load, a keyboard's program change) are not recorded.
+
+A slot's add, remove or move (``SlotChange``) rebuilds the engine: the window takes such a step back
+or again as the action it was (``MainWindow.undo`` / ``redo``, possibly in the background) and moves
+the stack only once the chain changed, so a change that failed leaves the stack where it was.
+Slots keep their ids through it (a removed slot comes back with its own), so the value steps
+around it still address theirs.
 """
 from __future__ import annotations
 
@@ -60,4 +67,42 @@ def end_gesture(stack: QUndoStack, slot_id: str, target: str) -> None:
     takes no more changes."""
     top = stack.command(stack.index() - 1)
     if isinstance(top, ValueChange) and (top.slot_id, top.target) == (slot_id, target):
+        top.finished = True
+
+
+class SlotChange(QUndoCommand):
+    """Slot ``slot_id`` was added (``kind`` "add"), removed ("remove") or moved ("move") at chain
+    position ``index`` (a move: to ``to``). ``entry``: the slot as a preset's chain entry (kind,
+    plugin, values, bypass, mix, an LV2 plugin's own state) and ``midi`` its controllers'
+    mappings, as it was last taken out (what puts it back); ``whole``: False when the plugin's own
+    state could not be saved with it (its controls only). ``undo`` / ``redo`` do nothing: the
+    window changes the chain first (see the module docstring)."""
+
+    def __init__(self, kind: str, slot_id: str, index: int, to: int | None = None, entry: dict | None = None,
+                 midi: dict | None = None, whole: bool = True):
+        super().__init__()
+        self.kind, self.slot_id, self.index, self.to = kind, slot_id, index, to
+        self.keep(entry, midi or {}, whole)
+
+    def keep(self, entry: dict | None, midi: dict, whole: bool) -> None:
+        """The slot as it was taken out (its remove, or an undone add)."""
+        self.entry, self.midi, self.whole = entry, midi, whole
+        self.setText(f"{self.kind.capitalize()} {self.slot_id}" + ("" if whole else " (plugin state not kept)"))
+
+    def goes(self, back: bool) -> bool:
+        """Whether the slot leaves the chain when the step is undone (``back``) or redone; a move
+        never does."""
+        return self.kind != "move" and (self.kind == "add") == back
+
+    def undo(self) -> None:
+        pass
+
+    def redo(self) -> None:
+        pass
+
+
+def end_gestures(stack: QUndoStack) -> None:
+    """The step on top takes no more changes (a structural step follows it)."""
+    top = stack.command(stack.index() - 1)
+    if isinstance(top, ValueChange):
         top.finished = True

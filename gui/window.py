@@ -1,11 +1,11 @@
 """The main window: menu bar (File, Edit, Engine, Help), toolbar (start/stop, presets, add slot,
 settings), input meter, rack, output meter, spectrum analyser, synth panel (only with a synth
-slot), engine status bar, and an error banner.
+slot; the three share a splitter), engine status bar, and an error banner.
 
 Load / Save / Save as have the platform's shortcuts (Ctrl+O, Ctrl+S, Ctrl+Shift+S), window-wide; so
-have Undo / Redo (Ctrl+Z; Ctrl+Shift+Z or Ctrl+Y) of the controls' values (gui.undo) and Quit
-(Ctrl+Q). The menus hold the toolbar's own actions (one QAction, one shortcut: two actions on one
-key are ambiguous to Qt, and neither fires).
+have Undo / Redo (Ctrl+Z; Ctrl+Shift+Z or Ctrl+Y) of the controls' values and of slots added,
+removed or moved (gui.undo) and Quit (Ctrl+Q). The menus hold the toolbar's own actions (one
+QAction, one shortcut: two actions on one key are ambiguous to Qt, and neither fires).
 Every user action runs through ``_guard``: an exception (bad preset, device missing, model that
 fails to load) becomes a message in the banner, never a crash; a click dismisses the banner's
 lines (the status poll shows one again only when it changed, or after a start or a new chain).
@@ -33,6 +33,7 @@ from PyQt6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QSplitter,
     QStatusBar,
     QToolBar,
     QToolButton,
@@ -52,10 +53,10 @@ from gui.remote import RemoteEngineHost
 from gui.settings import APP, Settings, SettingsDialog
 from gui.spectrum import SpectrumView
 from gui.synth_panel import SynthPanel
-from gui.undo import BYPASS_TARGET, MIX_TARGET, ValueChange, end_gesture
+from gui.undo import BYPASS_TARGET, MIX_TARGET, SlotChange, ValueChange, end_gesture, end_gestures
 from realtime.dsp.presets import load_preset
 from realtime.engine.config import EngineConfig
-from realtime.engine.control import PARAM
+from realtime.engine.control import PARAM, ChainView
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
 FOLLOW_POLLS = 10  # redraws (33 ms apart) an engine-side choice must persist before the panel takes it
@@ -96,12 +97,16 @@ class MainWindow(PresetActions, QMainWindow):
         self._playing_differs = 0  # redraws the synth's playing instrument has disagreed with the panel
         self._started_at = 0.0  # when the stream last started (monotonic)
         self._replaying = False  # an undo / redo moves a control: that move is no new step
+        self._busy_action = None  # the action under way (``_show_busy``)
 
         if host is None:
             host = RemoteEngineHost(preset or load_preset("default"), config or self.settings.engine_config())
         self.host = host
         self._build()
         self.actions = ActionRunner(self, self._show_busy, self._show_exception)
+        # after the Edit actions' own connections: a step that must wait for the action under way stays off
+        for sig in (self.undo_stack.indexChanged, self.undo_stack.canUndoChanged, self.undo_stack.canRedoChanged):
+            sig.connect(self._sync_edit_actions)
         self._busy_cursor = False
         self.learn = MidiLearn(self)
         self._midiStatus.connect(self._midi_status)
@@ -110,6 +115,9 @@ class MainWindow(PresetActions, QMainWindow):
         geo = self.settings.geometry()
         if geo is not None:
             self.restoreGeometry(geo)
+        panes = self.settings.splitter()
+        if panes is not None:
+            self.splitter.restoreState(panes)
         self._meter_timer = QTimer(self, interval=33, timeout=self._poll_meters)
         self._status_timer = QTimer(self, interval=1000, timeout=self._poll_status)
         self._meter_timer.start()
@@ -155,6 +163,9 @@ class MainWindow(PresetActions, QMainWindow):
         self.undo_stack = QUndoStack(self)
         self.undo_stack.cleanChanged.connect(self._clean_changed)  # e.g. undone back to what was saved
         self.undo_action, self.redo_action = (self._edit_action(*a) for a in EDIT_ACTIONS)
+        for act, step in ((self.undo_action, self.undo), (self.redo_action, self.redo)):
+            act.triggered.disconnect()  # the stack's own undo / redo: a slot's step is an action (``undo``)
+            act.triggered.connect(lambda _=False, step=step: self._guard(step, False))
         tb.addSeparator()
         tb.addWidget(QLabel(" Add "))
         self.add_box = AddBox()
@@ -170,7 +181,7 @@ class MainWindow(PresetActions, QMainWindow):
         self.spectrum_button.setObjectName("spectrum-toggle")
         self.spectrum_button.setCheckable(True)
         self.spectrum_button.setChecked(True)
-        self.spectrum_button.toggled.connect(lambda on: self.spectrum.setVisible(on))
+        self.spectrum_button.toggled.connect(self._show_spectrum)
         tb.addWidget(self.spectrum_button)
 
         central = QWidget()
@@ -184,16 +195,16 @@ class MainWindow(PresetActions, QMainWindow):
         self.banner.setToolTip("click to dismiss")
         self.banner.mousePressEvent = lambda e: self.clear_errors()
         outer.addWidget(self.banner)
-        row = QHBoxLayout()
+        rack_row = QWidget()
+        row = QHBoxLayout(rack_row)
+        row.setContentsMargins(0, 0, 0, 0)
         self.in_meter = LevelMeter("In")
         self.out_meter = LevelMeter("Out")
         self.rack = Rack()
         row.addWidget(self.in_meter)
         row.addWidget(self.rack, 1)
         row.addWidget(self.out_meter)
-        outer.addLayout(row, 1)
         self.spectrum = SpectrumView()
-        outer.addWidget(self.spectrum)
 
         self.synth_panel = SynthPanel()
         self.instrument, self.keyboard = self.synth_panel.instrument, self.synth_panel.keyboard
@@ -203,7 +214,18 @@ class MainWindow(PresetActions, QMainWindow):
             lambda _i: self.synth_panel.target and end_gesture(self.undo_stack, *self.synth_panel.target))
         self.keyboard.noteOn.connect(lambda n, v: self._guard(self.host.send_midi, NOTE_ON, n, v))
         self.keyboard.noteOff.connect(lambda n: self._guard(self.host.send_midi, NOTE_OFF, n, 0))
-        outer.addWidget(self.synth_panel)
+        # rack, spectrum and keyboard share the height as the user drags it (remembered: see shutdown);
+        # a taller window gives the rack the room first, and only the rack cannot be dragged shut
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setObjectName("panes")
+        for pane in (rack_row, self.spectrum, self.synth_panel):
+            self.splitter.addWidget(pane)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setCollapsible(0, False)
+        # each pane's height to start from, the hidden synth panel's too (the split saved while it was
+        # hidden then holds its height, not 0)
+        self.splitter.setSizes([self.height(), self.spectrum.sizeHint().height(), self.synth_panel.sizeHint().height()])
+        outer.addWidget(self.splitter, 1)
         self.setCentralWidget(central)
 
         sb = QStatusBar()
@@ -215,6 +237,15 @@ class MainWindow(PresetActions, QMainWindow):
             self.status_labels[key] = lab
             sb.addWidget(lab)
         self._build_menus()
+
+    def _show_spectrum(self, on: bool) -> None:
+        """The "Spectrum" button: shown or hidden; shown after it was dragged shut, at its own height."""
+        self.spectrum.setVisible(on)
+        sizes = self.splitter.sizes()
+        if on and sizes[1] == 0:
+            sizes[1] = self.spectrum.sizeHint().height()
+            sizes[0] = max(0, sizes[0] - sizes[1])
+            self.splitter.setSizes(sizes)
 
     def _build_menus(self) -> None:
         """File, Edit, Engine, Help. They hold the toolbar's actions themselves: a second QAction on
@@ -263,13 +294,15 @@ class MainWindow(PresetActions, QMainWindow):
         self.addAction(act)
         return act
 
-    def _rebuild_rack(self) -> None:
+    def _rebuild_rack(self, new_history: bool = True) -> None:
+        """The rack for the host's chain. ``new_history``: a preset, a restarted engine or a failed
+        change is no undo step: the steps before it go, so no undo addresses a slot that is gone
+        or elsewhere; what they changed stays changed (the cleared stack is "clean"). A slot added,
+        removed or moved is a step (``SlotChange``): the history stays."""
         self._dismissed.clear()  # another chain (or engine): its errors are news again
-        # a structural change (slots added, removed, moved; a preset; a restarted engine) is no undo
-        # step here: the steps before it go, so no undo addresses a slot that is gone or elsewhere;
-        # what they changed stays changed (the cleared stack is "clean")
-        self._changed_off_stack |= not self.undo_stack.isClean()
-        self.undo_stack.clear()
+        if new_history:
+            self._changed_off_stack |= not self.undo_stack.isClean()
+            self.undo_stack.clear()
         self.rack.rebuild(self.host.chain, self._connect_strip)
         self.learn.show_mappings()
         self.synth_panel.setup(self.host.chain)
@@ -339,6 +372,7 @@ class MainWindow(PresetActions, QMainWindow):
         off too: the host holds their changes back meanwhile (they would address the old chain), and
         on this thread that wait would freeze the window."""
         busy, structural = action is not None, action is not None and action.structural
+        self._busy_action = action
         if structural:
             self.keyboard.release_all()  # before the host holds MIDI back: no note hangs
         self.toolbar.setEnabled(not busy)
@@ -346,8 +380,7 @@ class MainWindow(PresetActions, QMainWindow):
             act.setEnabled(not busy)
         self.rack.setEnabled(not structural)
         self.synth_panel.setEnabled(not structural)
-        self.undo_action.setEnabled(not structural and self.undo_stack.canUndo())
-        self.redo_action.setEnabled(not structural and self.undo_stack.canRedo())
+        self._sync_edit_actions()
         if busy != self._busy_cursor:
             self._busy_cursor = busy
             if busy:
@@ -487,35 +520,128 @@ class MainWindow(PresetActions, QMainWindow):
         self.setWindowTitle(f"rtaudio-host — {self.host.name}[*]")
         self.setWindowModified(self.modified)
 
+    # a slot added, removed or moved: an undo step (gui.undo.SlotChange)
     def add_slot(self, kind: str, uri: str | None = None, wait: bool = True) -> str | None:
         """The new slot's id (None in the background)."""
         self.add_box.clear_choice()
-        return self._run(f"Adding {kind}…", self._structure_steps(self.host.add_slot, kind, None, uri), wait)
+        return self._run(f"Adding {kind}…", self._structure_steps(self._add_steps(kind, uri)), wait)
 
     def remove_slot(self, slot_id: str, wait: bool = True) -> None:
-        self._run(f"Removing {slot_id}…", self._structure_steps(self.host.remove_slot, slot_id), wait)
+        self._run(f"Removing {slot_id}…", self._structure_steps(self._remove_steps(slot_id)), wait)
 
     def move_slot(self, slot_id: str, delta: int, wait: bool = True) -> None:
-        self._run(f"Moving {slot_id}…", self._structure_steps(self.host.move_slot, slot_id, delta), wait)
+        self._run(f"Moving {slot_id}…", self._structure_steps(self._move_steps(slot_id, delta)), wait)
 
-    def _structure_steps(self, change, *args):
-        """Run ``change(*args)`` (a host's structural change; False: it changed nothing, as a move
-        past the rack's end) and return its result. The rack shows the engine's chain afterwards,
-        also when the change failed half-way (the chain changed, then the engine's restart failed:
-        the rack showed the old chain, and its knobs addressed slots that were gone)."""
-        changed = True
+    def _add_steps(self, kind: str, uri: str | None):
+        sid = yield (self.host.add_slot, kind, None, uri)
+        self._push_step(SlotChange("add", sid, self._place(sid)))
+        return sid
+
+    def _remove_steps(self, slot_id: str):
+        index = self._place(slot_id)
+        taken = yield from self._take_out_steps(slot_id)
+        self._push_step(SlotChange("remove", slot_id, index, None, *taken))
+
+    def _move_steps(self, slot_id: str, delta: int):
+        index = self._place(slot_id)
+        moved = yield (self.host.move_slot, slot_id, delta)
+        if moved is not False:
+            self._push_step(SlotChange("move", slot_id, index, self._place(slot_id)))
+        return moved
+
+    def _take_out_steps(self, slot_id: str):
+        """Remove ``slot_id``; return what puts it back (``SlotChange.keep``'s arguments): the slot as the
+        panel shows it (a preset entry: every value this window set, also one the engine has not
+        applied yet), a hosted plugin's own state with it unless that did not save (then its
+        controls only), and its MIDI mappings."""
+        c = self.host.chain
+        view = c if isinstance(c, ChainView) else ChainView(c.describe())
+        entry = next((e for e in view.to_preset(self.host.name)["chain"] if e["id"] == slot_id), None)
+        midi = {k: t for k, t in self.host.midi_map.items() if t.partition(".")[0] == slot_id}
+        whole = True
+        if entry is not None and "uri" in entry:  # a hosted plugin: its own state lives in the engine
+            try:
+                saved = yield (self.host.to_preset,)
+                entry.update(next(({"state": e["state"]} for e in saved["chain"] if e["id"] == slot_id
+                                   and "state" in e), {}))
+            except Exception:  # noqa: BLE001 - e.g. lilv could not save it: the controls at least
+                whole = False
+        yield (self.host.remove_slot, slot_id)
+        return entry, midi, whole
+
+    def _push_step(self, step: SlotChange) -> None:
+        end_gestures(self.undo_stack)  # a control's step before it is closed: undone back to, it takes no more
+        self.undo_stack.push(step)
+
+    def _slot_ids(self) -> list[str]:
+        return [s.id for s in self.host.chain.slots]
+
+    def _place(self, slot_id: str) -> int:
+        """Where ``slot_id`` is in the chain (-1: nowhere; the host's change then says so)."""
+        ids = self._slot_ids()
+        return ids.index(slot_id) if slot_id in ids else -1
+
+    def undo(self, wait: bool = True) -> None:
+        """Edit → Undo: a value step at once; a slot's add, remove or move as the action it was
+        (``wait``: see ``_run``), the stack moved once the chain changed."""
+        self._step(back=True, wait=wait)
+
+    def redo(self, wait: bool = True) -> None:
+        self._step(back=False, wait=wait)
+
+    def _step(self, back: bool, wait: bool) -> None:
+        stack = self.undo_stack
+        step = stack.command(stack.index() - 1 if back else stack.index())
+        if not isinstance(step, SlotChange):
+            stack.undo() if back else stack.redo()
+            return
+        what = "Undoing" if back else "Redoing"
+        self._run(f"{what} {step.text()}…", self._structure_steps(self._slot_step(step, back)), wait)
+
+    def _slot_step(self, step: SlotChange, back: bool):
+        stack = self.undo_stack
+        if step.kind == "move":
+            yield (self.host.move_slot, step.slot_id, (step.index - step.to) if back else (step.to - step.index))
+        elif step.goes(back):
+            step.keep(*(yield from self._take_out_steps(step.slot_id)))
+        else:
+            yield (self.host.insert_slot, step.entry, step.index, step.midi)
+        if stack.command(stack.index() - 1 if back else stack.index()) is step:  # (nothing else moved it meanwhile)
+            stack.undo() if back else stack.redo()
+
+    def _sync_edit_actions(self, *_) -> None:
+        """Undo / Redo are on while there is a step to take and it need not wait: nothing while an
+        action replaces the chain (its controls are off), and a slot's step (an action itself) not
+        while any action runs."""
+        busy, stack = self._busy_action, self.undo_stack
+        for act, can, i in ((self.undo_action, stack.canUndo(), stack.index() - 1),
+                            (self.redo_action, stack.canRedo(), stack.index())):
+            waits = busy is not None and (busy.structural or isinstance(stack.command(i), SlotChange))
+            act.setEnabled(can and not waits)
+
+    def _structure_steps(self, steps):
+        """Run ``steps`` (a structural change as host calls; its result False: it changed nothing,
+        as a move past the rack's end) and return its result. The rack shows the engine's chain
+        afterwards, also when the change failed half-way (the chain changed, then the engine's
+        restart failed: the rack showed the old chain, and its knobs addressed slots that were
+        gone); such a failure starts a new history (its steps may address slots gone or elsewhere)."""
+        before, changed, done = self._slot_ids(), True, False
         try:
-            result = yield (change, *args)
-            changed = result is not False
+            result = yield from steps
+            changed, done = result is not False, True
             return result
         finally:
             if changed:
-                self._after_structure_change()
+                self._after_structure_change(new_history=not done and self._slot_ids() != before)
 
-    def _after_structure_change(self) -> None:
-        self._rebuild_rack()
+    def _after_structure_change(self, new_history: bool = True) -> None:
+        """The rack for the changed chain; ``new_history``: the change is no undo step (see ``_rebuild_rack``)."""
+        self._rebuild_rack(new_history)
         self._sync_start_button()
-        self.set_modified(True)
+        if new_history:
+            self.set_modified(True)
+        else:
+            self._update_title()  # the stack's clean state marks the preset
         if self.host.running:
             self.engineStarted.emit()
 
@@ -614,7 +740,7 @@ class MainWindow(PresetActions, QMainWindow):
         records = self.host.read_readouts()
         if records is not None:
             self.rack.show_readouts(records, 1e6 * c.blocksize / c.samplerate)
-        if self.spectrum.isVisible():
+        if self.spectrum.isVisible() and self.spectrum.height() > 0:  # (shown, not dragged shut)
             self.spectrum.set_sample_rate(c.samplerate)
             self.spectrum.feed(self.host.read_audio())
         else:
@@ -715,14 +841,18 @@ class MainWindow(PresetActions, QMainWindow):
         e.accept()
 
     def shutdown(self) -> None:
-        """Stop timers, MIDI and the engine; remember the geometry (idempotent)."""
+        """Stop timers, MIDI and the engine; remember the geometry and the split (idempotent)."""
         self._meter_timer.stop()
         self._status_timer.stop()
-        # the window's destruction clears the stack: its cleanChanged then must not reach a half-deleted window
-        try:
-            self.undo_stack.cleanChanged.disconnect(self._clean_changed)
-        except TypeError:  # shut down before
-            pass
+        # the window's destruction clears the stack: its signals then must not reach a half-deleted window
+        stack = self.undo_stack
+        for sig, slot in ((stack.cleanChanged, self._clean_changed), (stack.indexChanged, self._sync_edit_actions),
+                          (stack.canUndoChanged, self._sync_edit_actions),
+                          (stack.canRedoChanged, self._sync_edit_actions)):
+            try:
+                sig.disconnect(slot)
+            except TypeError:  # shut down before
+                pass
         self.actions.drop_waiting()
         self.keyboard.release_all()
         if self.midi is not None:
@@ -731,3 +861,4 @@ class MainWindow(PresetActions, QMainWindow):
         self.host.close()  # a host call under way ends with it (an engine busy past CLOSE_ANSWER_S is killed)
         self.actions.settle()  # and the action under way with it, here
         self.settings.save_geometry(self.saveGeometry())
+        self.settings.save_splitter(self.splitter.saveState())

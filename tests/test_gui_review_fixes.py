@@ -76,13 +76,13 @@ def test_instrument_picks_apart_in_time_are_separate_steps(window, monkeypatch):
     w.instrument.setCurrentIndex(a)
     pause(monkeypatch, 2.0)
     w.instrument.setCurrentIndex(b)
-    assert w.undo_stack.count() == 2
+    assert w.undo_stack.count() == 3  # the add, a, b
     w.undo_stack.undo()
     assert w.host.value(sid, pid) == a and w.instrument.currentIndex() == a and rack_combo.currentIndex() == a
     w.instrument.setCurrentIndex(b)  # a pick from the picker's list right after: a step of its own
     w.instrument.activated.emit(b)
     w.instrument.setCurrentIndex(start)
-    assert w.undo_stack.count() == 3  # a, b, start
+    assert w.undo_stack.count() == 4  # the add, a, b, start
     w.undo_stack.undo()
     assert w.host.value(sid, pid) == b and w.instrument.currentIndex() == b
 

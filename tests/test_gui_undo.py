@@ -1,5 +1,6 @@
 """Undo / redo of the panel's value changes, offscreen: the window-wide keys, one step per gesture
-on one control, nothing recorded for MIDI, presets or undo itself, structural changes clearing."""
+on one control, nothing recorded for MIDI, presets or undo itself, a preset load clearing (a slot's add,
+remove or move is a step: tests/test_gui_structure_undo.py)."""
 import pytest
 
 pytest.importorskip("PyQt6")
@@ -128,16 +129,16 @@ def test_midi_controllers_presets_and_program_changes_are_not_undo_steps(window)
     strip.readout_values["playing"] = 2.0
     for _ in range(FOLLOW_POLLS):
         w._follow_playing()
-    assert strip.controls[pid].currentIndex() == 2 and w.undo_stack.count() == 0
+    assert strip.controls[pid].currentIndex() == 2 and w.undo_stack.count() == 1  # the add only
     w.instrument.setCurrentIndex(1)  # the picker is the panel's hand: a step
-    assert w.undo_stack.count() == 1
+    assert w.undo_stack.count() == 2
     undo(w.rack.strips["gain"].controls["gain_db"])
     assert w.host.value(sid, pid) == 2.0 and w.instrument.currentIndex() == 2
     w.recall_builtin("clean")  # a preset load
     assert w.undo_stack.count() == 0
 
 
-def test_structural_changes_clear_the_stack_saving_does_not(window, tmp_path):
+def test_a_preset_load_clears_the_stack_structural_changes_and_saving_do_not(window, tmp_path):
     w = window()
     knob = w.rack.strips["gain"].controls["gain_db"]
     start = knob.value()
@@ -146,12 +147,14 @@ def test_structural_changes_clear_the_stack_saving_does_not(window, tmp_path):
     assert not w.modified and w.undo_stack.count() == 1
     undo(knob)
     assert w.host.value("gain", "gain_db") == start and w.modified
-    for change in (lambda: w.add_slot("gain"), lambda: w.move_slot("gain2", -1), lambda: w.remove_slot("gain2"),
-                   lambda: w.load_preset_file(str(tmp_path / "mine.json"))):
+    for change in (lambda: w.add_slot("gain"), lambda: w.move_slot("gain2", -1), lambda: w.remove_slot("gain2")):
         wheel(w.rack.strips["gain"].controls["gain_db"], 1)
-        assert w.undo_stack.count() >= 1
+        count = w.undo_stack.count()
         change()
-        assert w.undo_stack.count() == 0 and not w.undo_action.isEnabled()
+        assert w.undo_stack.count() == count + 1 and w.undo_action.isEnabled()
+    wheel(w.rack.strips["gain"].controls["gain_db"], 1)
+    w.load_preset_file(str(tmp_path / "mine.json"))
+    assert w.undo_stack.count() == 0 and not w.undo_action.isEnabled()
     moved = w.host.value("gain", "gain_db")
     QTest.keyClick(w.rack.strips["gain"].controls["gain_db"], Qt.Key.Key_Z, CTRL)  # nothing left to undo
     assert w.host.value("gain", "gain_db") == moved and w.errors == []
@@ -218,5 +221,7 @@ def test_undoing_back_to_the_saved_preset_clears_the_modified_marker(window, tmp
     assert w.modified and w.isWindowModified()
     w.load_preset_file(str(tmp_path / "mine.json"))
     assert not w.isWindowModified()
-    w.add_slot("gain")  # a structural change: no undo takes it back
-    assert w.isWindowModified() and w.undo_stack.count() == 0
+    w.add_slot("gain")  # a structural change: a step of its own
+    assert w.isWindowModified() and w.undo_stack.count() == 1
+    w.undo_action.trigger()  # back to what was loaded
+    assert not w.isWindowModified()

@@ -220,6 +220,15 @@ class RemoteEngineHost(HostBase):
             self._apply(snap)
         return sid
 
+    def insert_slot(self, entry: dict, index: int, midi: dict | None = None) -> str:
+        """As ``EngineHost.insert_slot`` (the engine process builds the slot)."""
+        with self.rings.lock:
+            sid, snap = self._structural("insert_slot", entry, index)
+            self._apply(snap)
+            self._keep_states({"chain": [entry]})
+            self._restore_mappings(midi or {})
+        return sid
+
     def remove_slot(self, slot_id: str) -> None:
         with self.rings.lock:
             self._apply(self._structural("remove_slot", slot_id))

@@ -83,6 +83,7 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         "load_preset": lambda p: (structural(lambda: host.load_preset(p)), snapshot())[1],
         "add_slot": lambda kind, index=None, uri=None: (structural(lambda: host.add_slot(kind, index, uri)),
                                                         snapshot()),
+        "insert_slot": lambda entry, index: (structural(lambda: host.insert_slot(entry, index)), snapshot()),
         "remove_slot": lambda sid: (structural(lambda: host.remove_slot(sid)), snapshot())[1],
         "move_slot": lambda sid, d: (structural(lambda: host.move_slot(sid, d)), snapshot())[1],
         "set_config": lambda c: (structural(lambda: host.set_config(EngineConfig(**c))), snapshot())[1],

@@ -146,3 +146,57 @@ def test_batched_songs_with_steals_in_the_middle_of_blocks_equal_single_renders(
         alone = render(song, n, block=block, polyphony=4)
         assert np.abs(alone).max() > 1e-2
         assert np.abs(y[:n, 2 * s] - alone).max() <= 1e-6
+
+
+def test_a_nan_offset_plays_at_the_blocks_start_and_harms_nothing():
+    """A NaN offset among others (a broken caller) is the block's start, as before: the steps
+    stayed in the order of the events' raw offsets and the render wrote past its scratch buffers
+    (heap corruption at block 256 and above)."""
+    B = 512
+
+    def run(nan_offset):
+        s = Synth(model_dir=MODEL_DIR, instrument="violin", polyphony=4)
+        s.prepare(SR, B, 2)
+        buf = np.zeros((B, 2), np.float32)
+        out = []
+        s.handle_midi(0x90, 60, 100, 0)
+        s.process(buf)
+        s.handle_midi(0x90, 64, 100, B - 90)
+        s.handle_midi(0x90, 67, 100, float("nan") if nan_offset else 0)
+        for _ in range(20):
+            buf[:] = 0.0
+            s.process(buf)
+            out.append(buf[:, 0].copy())
+        return np.concatenate(out)
+
+    got, ref = run(True), run(False)
+    assert np.isfinite(got).all() and np.array_equal(got, ref)
+
+
+def test_more_event_steps_than_a_block_holds_leave_the_notes_before_them_alone():
+    """Past ES_MAX event steps in one block, a steal starts its note at the next frame from the
+    decoder's silence state, and the note its voice sounded until then is decoded as with small
+    blocks up to the steal (it was decoded from silence from the block's start: 0.75 of its level)."""
+    from realtime.dsp.processors.synth import voices as sv
+
+    B = 4096
+    base = 10 * B
+    ev = [(100, 0xB0, 64, 127), (200, 0x90, 45, 110)]  # pedal down; a note held from blocks before
+    for i in range(sv.ES_MAX):  # as many short notes in one block, each an event step of its own
+        t = base + 10 + i * 50 + (1 if (base + 10 + i * 50) % HOP == 0 else 0)
+        ev += [(t, 0x90, 70 + i % 12, 80), (t + 3, 0x80, 70 + i % 12, 0)]
+    ev += [(base + 3400, 0x80, 45, 0), (base + 3500, 0x90, 60, 100)]  # the held note's voice stolen, step 65
+    n = base + 2 * B
+    small = render(ev, n, block=64, max_block=B, polyphony=2)
+    big = render(ev, n, block=B, polyphony=2)
+    pre = slice(base, base + 3500)
+    assert np.max(np.abs(big[pre] - small[pre])) < 1e-6
+    assert np.isfinite(big).all()
+
+
+def test_all_sound_off_right_after_a_note_on_in_the_same_block_leaves_nothing():
+    """CC120 20 samples after a note-on, in the same block: silence from the CC120 on (the note's
+    event step played on after it)."""
+    t = 20 * HOP + 10
+    y = render([(t, 0x90, 69, 127), (t + 20, 0xB0, 120, 0)], t + 6 * HOP, block=64, attack_ms=1)
+    assert not y[t + 20:].any(), float(np.abs(y[t + 20:]).max())

@@ -156,8 +156,8 @@ class _Lane:
         self.own_noise = [np.zeros((V, t, self.n_noise), np.float32) for t in range(t_max + 1)]
         self.harm = list(self.own_harm)  # or views of the shared decoder's outputs (``_SharedDecoder.run``)
         self.noise = list(self.own_noise)
-        self.es_harm = np.zeros((sv.ES_MAX, self.n_harm), np.float32)
-        self.es_noise = np.zeros((sv.ES_MAX, self.n_noise), np.float32)
+        self.es_harm = np.zeros((sv.ES_ROWS, self.n_harm), np.float32)
+        self.es_noise = np.zeros((sv.ES_ROWS, self.n_noise), np.float32)
 
     def reset(self) -> None:
         self.state[:] = self.silence

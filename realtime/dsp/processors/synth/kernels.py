@@ -415,8 +415,10 @@ def render(block, n, pos, hop, sr, T, harm, noise, act, lag, f0_in, n_used, kv, 
                     m = es_noise[k, b] if b < es_noise.shape[1] else 0.0
                     kscale[b] = ngain * min(m, 4.0) if m >= 0.0 else 0.0
                 t = int(es[k, ES_T])
-                _noise_frame(kscale, table, ir, xbuf, conv, rng, ring, pos + t + hop, seg_e - t if j < T
-                             else first + T * hop - t, noise_scale)
+                length = seg_e - t if j < T else first + T * hop - t
+                # at most a hop: the scratch buffers hold one (steps come in time order)
+                _noise_frame(kscale, table, ir, xbuf, conv, rng, ring, pos + t + hop, min(hop, max(0, length)),
+                             noise_scale)
         k0 = k1
         if j == T:
             break

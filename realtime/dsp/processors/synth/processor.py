@@ -262,8 +262,8 @@ class Instrument:
             self.steps.bind(m)
         self.steps.run(1)
         self.steps.run(sv.ES_MAX)
-        self.es_harm = np.zeros((sv.ES_MAX, self.n_harm), np.float32)
-        self.es_noise = np.zeros((sv.ES_MAX, self.n_noise), np.float32)
+        self.es_harm = np.zeros((sv.ES_ROWS, self.n_harm), np.float32)
+        self.es_noise = np.zeros((sv.ES_ROWS, self.n_noise), np.float32)
         self.steps.warm_kernels(self.state, self.silence, self.es_harm, self.es_noise)
 
     def silence_state(self) -> np.ndarray:
@@ -387,7 +387,7 @@ class Synth(MidiQueue, Processor):
         self.instruments: dict[int, Instrument] = {}
         self._ev = np.zeros((sv.MAX_EVENTS, 4), np.float64)
         self._n_ev = 0
-        self._es = np.zeros((sv.ES_MAX, sv.NES), np.float64)  # the block's event steps (g[G_NES] of them)
+        self._es = np.zeros((sv.ES_ROWS, sv.NES), np.float64)  # the block's event steps (g[G_NES] of them)
         self.dropped_events = 0
 
     # ------------------------------------------------------------------ life cycle

@@ -30,7 +30,9 @@ changes (the silence state of a new note, a step's state) where its event is in 
 frame that follows it, which may be in the middle of a block's frames (the caller splits its
 decoder call there), so the output does not depend on the block size. Left to the frames (up
 to a frame late, as before): a voice's second step from its own state before the same boundary,
-releases the minimum gate delays or the Voices knob starts, steps past ES_MAX in one block.
+releases the minimum gate delays or the Voices knob starts, steps past ES_MAX in one block (a
+note started there begins at the next frame, from the silence state). All sound off (CC120) takes back
+the block's steps of the voices it stops.
 
 Channel 10 (``DRUM_CHANNEL``) is General MIDI percussion: its messages are left alone, as a GM
 melodic instrument does (a drum track played as violin notes), unless the "Channel 10" knob
@@ -70,12 +72,14 @@ V_NOTE, V_CH, V_VEL, V_GATE, V_SUST, V_STAGE, V_ON_T, V_OFF_T, V_ENV_OFF, V_P_ST
 FREE, ON, RELEASED = 0, 1, 2
 MARK_RELEASE, MARK_START, MARK_RESTART = 1.0, 2.0, 3.0  # a later mark of one event wins if higher
 
-# event steps (see the module docstring): rows of es[ES_MAX, NES], in the order of their events.
+# event steps (see the module docstring): rows of es[ES_ROWS, NES], in the order of their events:
+# at most ES_MAX of them a block, then only resets (no decoder step) for the voices (re)started later.
 # ES_V: the voice; ES_J: the block's frame index before which its state takes effect (T: after the
 # block's frames); ES_T: the event's offset in the block; ES_END: the absolute sample its ramp
 # ends at (the event's + hop); ES_F0 / ES_LD: the step's decoder inputs; ES_LAST: 1 if this row's
 # state is the one the voice goes on from (the last of the voice's rows with that ES_J)
 ES_MAX = 64
+ES_ROWS = ES_MAX + MAX_VOICES
 ES_V, ES_J, ES_T, ES_KIND, ES_END, ES_F0, ES_LD, ES_LAST, NES = range(9)
 # ES_RESET: a (re)start on a frame boundary: the voice's state becomes the silence state there, no
 # step (the frame itself is the note's first); ES_FRESH: a step from the silence state (a new note
@@ -531,16 +535,22 @@ def _event_steps(vs, g, kv, lmap, sr, atk, rel, es, t, off, j, b, hop, state, si
             if es[k, ES_V] == v and es[k, ES_J] == j and es[k, ES_T] == off:
                 r = k
         if r < 0:
-            if n_es == es.shape[0]:  # more than ES_MAX in one block: this one comes with the next frame
-                if kind != ES_ON:
+            if n_es >= ES_MAX:  # more than ES_MAX steps in one block: this one comes with the next frame
+                if kind == ES_ON:
+                    continue
+                if n_es == es.shape[0]:  # and no row left for its reset: its state is silence from now on
                     vs[v, V_DELTA] = 0.0
                     for h in range(silence.shape[0]):
                         state[0, v, h] = silence[h]
-                continue
+                    for k in range(n_es):
+                        if es[k, ES_V] == v:
+                            es[k, ES_LAST] = 0.0
+                    continue
+                kind = ES_RESET  # a (re)start at frame j's boundary, from the silence state there
             r = n_es
             n_es += 1
             g[G_NES] = n_es
-        vs[v, V_DELTA] = delta
+        vs[v, V_DELTA] = 0.0 if kind == ES_RESET else delta
         for k in range(n_es):
             if es[k, ES_V] == v and es[k, ES_J] == j:
                 es[k, ES_LAST] = 0.0
@@ -563,6 +573,21 @@ def _event_steps(vs, g, kv, lmap, sr, atk, rel, es, t, off, j, b, hop, state, si
 
 
 @njit(nogil=True, cache=True)
+def _sound_off(status, d1) -> bool:
+    """Whether a message is all sound off (CC120, any channel)."""
+    return status == status and d1 == d1 and int(status) & 0xF0 == 0xB0 and int(d1) == 120
+
+
+@njit(nogil=True, cache=True)
+def _drop_silenced_steps(vs, g, es):
+    """All sound off: the block's steps of the voices it stopped play nothing (as before a frame)."""
+    for k in range(int(g[G_NES])):
+        if vs[int(es[k, ES_V]), V_STAGE] == FREE:
+            es[k, ES_KIND] = ES_RESET
+            es[k, ES_LAST] = 0.0
+
+
+@njit(nogil=True, cache=True)
 def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, ld_out, act, lag, state, silence,
              es):
     """Apply the block's events (ev[i] = offset, status, d1, d2) at their offsets and fill the
@@ -571,6 +596,13 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
     (es, g[G_NES] of them; their decoder state goes into ``state`` only when they are decoded,
     except past ES_MAX). Returns how many leading voices the decoder must run for the frames
     (0 = none)."""
+    # whole samples in the block (the voices' grids), NaN at its start: cleaned before the sort, as
+    # the steps' times must come out in order (a NaN left in place sorted nowhere)
+    for i in range(n_ev):
+        off = ev[i, 0]
+        if not off == off:
+            off = 0.0
+        ev[i, 0] = float(math.floor(min(float(n - 1), max(0.0, off))))
     # stable insertion sort of the events by offset (usually 0-3 events)
     for i in range(n_ev):
         order[i] = i
@@ -599,12 +631,11 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
         while ie < n_ev:
             e = order[ie]
             off = ev[e, 0]
-            if not off == off:
-                off = 0.0
-            off = float(math.floor(min(float(n - 1), max(0.0, off))))  # whole samples: the voices' grids
             if j < T and off > lim:
                 break
             apply_event(vs, g, stack, ev[e, 1], ev[e, 2], ev[e, 3], pos + off, kv, sr)
+            if _sound_off(ev[e, 1], ev[e, 2]):
+                _drop_silenced_steps(vs, g, es)
             _event_steps(vs, g, kv, lmap, sr, atk, rel, es, pos + off, off, j, float(pos + first + j * hop),
                          float(hop), state, silence)
             ie += 1

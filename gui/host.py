@@ -96,9 +96,13 @@ class HostBase:
         self.cc_map.forget_slot(slot_id)
 
     def _restore_mappings(self, midi: dict[tuple[int, int | None], str]) -> None:
-        """A slot put back gets its controllers' mappings again; a controller learnt for another
-        control since keeps that one."""
-        self.cc_map.targets = {**midi, **self.cc_map.targets}
+        """A slot put back gets its controllers' mappings again, but not one of a controller mapped to
+        another control since on an overlapping channel (the same, or either on any): as a learn
+        replaces its controller's mapping on any channel, the later learn wins, and no controller
+        drives two controls."""
+        now = self.cc_map.targets
+        back = {k: t for k, t in midi.items() if not any(_same_messages(k, held) for held in now)}
+        self.cc_map.targets = {**back, **now}
 
     def value(self, slot_id: str, param_id: str) -> float:
         return self.chain.slot(slot_id).processor.get_param(param_id)
@@ -384,6 +388,11 @@ class EngineHost(HostBase):
         st["safety_clipped"] = int(counters[CLIPPED]) if counters is not None else 0
         st["slot_faults"] = _slot_faults(e.chain)
         return st
+
+
+def _same_messages(a: tuple[int, int | None], b: tuple[int, int | None]) -> bool:
+    """Whether two mappings (controller, channel or None: any) answer some of the same messages."""
+    return a[0] == b[0] and (a[1] == b[1] or a[1] is None or b[1] is None)
 
 
 def _slot_faults(chain) -> dict[str, tuple[int, int]]:

@@ -146,6 +146,7 @@ class Knob(QWidget):
         self.preset_value: float | None = None  # the value the preset loaded or saved last holds (None: unknown)
         self.dimmed = False  # drawn faded: its slot is bypassed
         self.editor: ValueEditor | None = None  # the typed-value entry while it is open
+        self._entry_text = ""  # the text the entry opened with (or followed the knob to): unedited, it changes nothing
         self.entry_error = ""  # why the last typed text was no value (shown in a tooltip)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
@@ -179,8 +180,19 @@ class Knob(QWidget):
         changed = v != self._value
         self._value = v
         self.update()
+        if changed:
+            self._follow_entry()
         if changed and emit:
             self.valueChanged.emit(v)
+
+    def _follow_entry(self) -> None:
+        """The knob moved while its entry is open (an undo, a MIDI controller, the wheel): an entry
+        still holding the text it opened with shows the new value (Enter then keeps it)."""
+        ed = self.editor
+        if ed is not None and ed.text() == self._entry_text:
+            self._entry_text = self.text()
+            ed.setText(self._entry_text)
+            ed.selectAll()
 
     def _end_gesture(self) -> None:
         self._burst_at = None
@@ -215,7 +227,8 @@ class Knob(QWidget):
         ed = ValueEditor(self)
         ed.setObjectName("value-entry")
         ed.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        ed.setText(self.text())
+        self._entry_text = self.text()
+        ed.setText(self._entry_text)
         ed.setGeometry(0, self.height() - 26, self.width(), 24)
         ed.selectAll()
         ed.done.connect(self._entry_done)
@@ -229,7 +242,9 @@ class Knob(QWidget):
             return
         text = ed.text()
         value = self._value
-        if how != "escape" and text.strip() != self.text():  # untouched: the shown (rounded) value must not replace it
+        # untouched (the text it opened with): the shown, rounded value must not replace the value, nor
+        # an older one the knob has left since
+        if how != "escape" and text.strip() != self._entry_text:
             try:
                 value = parse_entry(self.param, text)
             except ValueError as err:
@@ -247,6 +262,17 @@ class Knob(QWidget):
         self._close_editor(how != "left")
         if value != self._value:
             self._jump(value)
+
+    def close_entry(self, apply: bool) -> None:
+        """Close an open entry before the chain changes under it: its text applied (as leaving it
+        does; a step of its own) or dropped. Left open, the focus leaving it as the rack is disabled
+        or rebuilt applied it in the middle of that change."""
+        if self.editor is None:
+            return
+        if apply:
+            self._entry_done("left")
+        else:
+            self._close_editor(False)
 
     def _close_editor(self, refocus: bool) -> None:
         ed, self.editor = self.editor, None

@@ -12,6 +12,7 @@ from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import QComboBox, QFileDialog, QMessageBox
 
 from realtime.dsp.presets import builtin_presets, load_preset, save_preset
+from realtime.engine.control import ChainView
 
 # the picker's items: (BUILTIN, name) or (USER, absolute path); separators hold none
 BUILTIN, USER = "builtin", "user"
@@ -26,6 +27,16 @@ def user_presets(folder: Path) -> list[Path]:
     except OSError:  # unreadable folder: the built-ins still list
         return []
     return sorted(files, key=lambda p: (p.stem.casefold(), p.stem))
+
+
+class PresetSaveError(OSError, RuntimeError):
+    """A preset that could not be written, named by its own path: the atomic writer's error names its
+    hidden temporary file (".mine.json.x1y2.tmp") beside it. A RuntimeError too: the banner shows
+    the line as it is."""
+
+    def __init__(self, cause: OSError, path):
+        super().__init__(f"cannot save the preset {path}: {cause.strerror or cause}")
+        self.errno = cause.errno  # (a filename too would make the line "[Errno 2] None: …")
 
 
 class PresetPicker(QComboBox):
@@ -73,9 +84,21 @@ class PresetActions:
     def _pick(self, kind: str, ref: str) -> None:
         """The picker's choice: loaded once the unsaved changes may go (else the picker shows what
         runs again)."""
+        self.rack.close_entries(True)  # a typed value not yet applied is one of the changes asked about
         if self.confirm_discard():
-            (self.recall_builtin if kind == BUILTIN else self.load_preset_file)(ref, wait=False)
+            steps = self._recall_steps(ref) if kind == BUILTIN else self._load_file_steps(ref)
+            self._run("Loading the preset…", self._letting_go(steps), False)
         else:
+            self._update_title()
+
+    def _letting_go(self, steps):
+        """A load the unsaved changes were let go for (saved, or Discard): until it ends they count as
+        gone (a Quit meanwhile does not ask about them again); a load that fails gives them back."""
+        self._changes_let_go = True
+        try:
+            return (yield from steps)
+        finally:
+            self._changes_let_go = False
             self._update_title()
 
     # ------------------------------------------------------------------ unsaved changes
@@ -124,9 +147,15 @@ class PresetActions:
 
     def _preset_steps(self, preset: dict, path: str | None):
         self.keyboard.release_all()
+        # no preset's file until the load ends: a Save meanwhile must not write the new chain (or one
+        # half-way) under the old preset's path
+        old_path, old_name, old_chain = self.preset_path, self.host.name, self._chain_entries()
+        self.preset_path = None
         try:
             yield self.host.load_preset, preset
         except Exception:
+            if (self.host.name, self._chain_entries()) == (old_name, old_chain):  # nothing changed: still that preset
+                self.preset_path = old_path
             # the chain may have changed before the engine's restart failed: the rack shows what
             # the engine holds now, and that is not any saved preset
             self._after_structure_change()
@@ -138,25 +167,45 @@ class PresetActions:
         if self.host.running:
             self.engineStarted.emit()
 
+    def _chain_entries(self) -> list[dict]:
+        """The chain the panel shows, as a preset's entries."""
+        c = self.host.chain
+        view = c if isinstance(c, ChainView) else ChainView(c.describe())
+        return view.to_preset(self.host.name)["chain"]
+
     # ------------------------------------------------------------------ files
     def save_preset(self, path: str, name: str | None = None) -> None:
+        self._not_while_changing()
+        self.rack.close_entries(True)  # a typed value not yet applied is saved with the rest
         p = self.host.to_preset(name or Path(path).stem)
-        save_preset(p, path)
+        try:
+            save_preset(p, path)
+        except OSError as e:
+            raise PresetSaveError(e, path) from None
         self.host.name = p["name"]
         self.preset_path = str(path)
         self.settings.last_preset = str(path)
         self.refresh_presets()  # a new file in the user's folder is in the picker at once
         self.set_modified(False)
 
+    def _not_while_changing(self) -> None:
+        """Refuse to save while an action changes the chain: it is in flux, no preset yet (and a preset
+        load under way would have it written under the old preset's file)."""
+        busy = self.actions.current
+        if busy is not None and busy.structural:
+            raise RuntimeError(f"not saved: {busy.text.rstrip('…')} is under way; save once it is done")
+
     def _load_dialog(self) -> None:
+        self.rack.close_entries(True)  # a typed value not yet applied is one of the changes asked about
         if not self.confirm_discard():
             return
         path, _ = QFileDialog.getOpenFileName(self, "Load preset", str(self.settings.preset_dir), "Presets (*.json)")
         if path:
-            self.load_preset_file(path, wait=False)
+            self._run("Loading the preset…", self._letting_go(self._load_file_steps(path)), False)
 
     def _save(self) -> bool:
         """Save to the preset's file, else ask for one (Save As); whether it was saved."""
+        self._not_while_changing()
         if self.preset_path:
             self.save_preset(self.preset_path, self.host.name)
             return True
@@ -164,6 +213,8 @@ class PresetActions:
 
     def _save_dialog(self) -> bool:
         """Save As; whether it was saved (False: the dialog or the replace question was cancelled)."""
+        self._not_while_changing()
+        self.rack.close_entries(True)  # (before the dialog: a Cancel there still leaves it applied)
         d = self.settings.preset_dir
         d.mkdir(parents=True, exist_ok=True)
         path, _ = QFileDialog.getSaveFileName(self, "Save preset", str(d / f"{self.host.name}.json"), "Presets (*.json)")

@@ -13,7 +13,7 @@ A bypassed strip says so beside its kind ("BYPASSED") and draws its controls fad
 processor with many controls (a hosted plugin with hundreds) gets rows of at most MAX_COLUMNS, and
 past VISIBLE_ROWS rows its knobs scroll inside the strip: the rack stays one row of strips, none
 thousands of pixels wide. The rack remembers each knob's value in the preset loaded or saved last
-(``Rack.mark_preset``), for its "Reset to preset" entry.
+(``Rack.mark_preset``), for its "Reset to preset" entry; a removed slot's too, for when Undo puts it back.
 """
 from __future__ import annotations
 
@@ -416,7 +416,8 @@ class Rack(QScrollArea):
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.strips: dict[str, SlotStrip] = {}
-        self._preset: dict[str, dict[str, float]] = {}  # slot id -> its knob values in the preset loaded or saved last
+        # slot id -> its knob values in the preset loaded or saved last (a slot removed since: kept till the next)
+        self._preset: dict[str, dict[str, float]] = {}
         self._inner = QWidget()
         self._row = QHBoxLayout(self._inner)
         self._row.setContentsMargins(4, 4, 4, 4)
@@ -434,9 +435,9 @@ class Rack(QScrollArea):
         # where each slot's load and readouts are in a readout record: a Chain says so in its description
         view = chain if isinstance(chain, ChainView) else ChainView(chain.describe())
         slots = chain.slots
-        # a structural change keeps what the preset held for the slots that stay; a new slot was in no
-        # preset: its values now (the defaults) stand in
-        old, self._preset = self._preset, {}
+        # a structural change keeps what the preset held for the slots that stay, and for those that
+        # left (an undo may put one back) until the next preset; a new slot was in no preset: its
+        # values now (the defaults) stand in
         for i, s in enumerate(slots):
             v = view.slots[i]
             strip = SlotStrip(s, final=i == len(slots) - 1, columns=(v.load_column, v.processor.readout_columns))
@@ -446,7 +447,7 @@ class Rack(QScrollArea):
                 if b is not None:
                     b.setEnabled(can)
             self.strips[s.id] = strip
-            self._preset[s.id] = old.get(s.id) or strip.knob_values()
+            self._preset[s.id] = self._preset.get(s.id) or strip.knob_values()
             strip.set_preset_values(self._preset[s.id])
             self._row.addWidget(strip)
             if i < len(slots) - 1:
@@ -461,6 +462,16 @@ class Rack(QScrollArea):
         self._preset = {sid: strip.knob_values() for sid, strip in self.strips.items()}
         for sid, strip in self.strips.items():
             strip.set_preset_values(self._preset[sid])
+
+    def forget_preset(self, slot_id: str) -> None:
+        """``slot_id`` names a new slot (an id a removed one had): the removed one's preset values are not its."""
+        self._preset.pop(slot_id, None)
+
+    def close_entries(self, apply: bool) -> None:
+        """Close the knobs' open typed-value entries (``Knob.close_entry``): before the chain changes."""
+        for strip in self.strips.values():
+            for k in strip.knobs():
+                k.close_entry(apply)
 
     def show_readouts(self, records, period_us: float) -> None:
         """Every strip's readouts and load from the records since the last redraw."""

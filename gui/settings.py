@@ -100,23 +100,27 @@ class Settings:
         self.q.setValue("preset/last", ref)
         self.q.sync()
 
-    def geometry(self):
+    def _blob(self, key: str):
         # anything else (a hand-edited "geometry=hello") would make restoreGeometry raise at start-up
-        v = self.q.value("window/geometry")
+        v = self.q.value(key)
         return v if isinstance(v, (QByteArray, bytes)) else None
 
-    def save_geometry(self, data) -> None:
-        self.q.setValue("window/geometry", data)
+    def _save_blob(self, key: str, data) -> None:
+        self.q.setValue(key, data)
         self.q.sync()
+
+    def geometry(self):
+        return self._blob("window/geometry")
+
+    def save_geometry(self, data) -> None:
+        self._save_blob("window/geometry", data)
 
     def splitter(self):
         """The window's rack / spectrum / keyboard split (``QSplitter.saveState``), or None."""
-        v = self.q.value("window/splitter")
-        return v if isinstance(v, (QByteArray, bytes)) else None
+        return self._blob("window/splitter")
 
     def save_splitter(self, data) -> None:
-        self.q.setValue("window/splitter", data)
-        self.q.sync()
+        self._save_blob("window/splitter", data)
 
 
 # JACK clients of the host itself, no audio devices: the engine's PortAudio stream (a second one

@@ -16,14 +16,17 @@ The engine itself runs in a process of its own (gui.remote): the window never ho
 the DSP thread needs. Actions that wait for it (start, stop, structure, presets, audio settings)
 run in the background there (gui.actions): the window keeps running, shows it is busy, and
 disables what must wait meanwhile. Preset actions are in gui.preset_io, MIDI learn in gui.midi_learn, the
-synth panel in gui.synth_panel.
+synth panel in gui.synth_panel. A typed value left open in a knob's entry is applied before such an
+action (a step of its own; Undo / Redo drop it), never in its middle; a close asked for while one
+runs, with unsaved changes to ask about, waits for its end (the chain is in flux until then).
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
-from PyQt6.QtCore import Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QByteArray, QDataStream, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence, QUndoStack
 from PyQt6.QtWidgets import (
     QApplication,
@@ -69,6 +72,32 @@ FILE_ACTIONS = (("Load…", "&Open Preset…", "_load_dialog", QKeySequence.Stan
 EDIT_ACTIONS = (("createUndoAction", QKeySequence.StandardKey.Undo, ("Ctrl+Z",)),
                 ("createRedoAction", QKeySequence.StandardKey.Redo, ("Ctrl+Shift+Z", "Ctrl+Y")))
 RESUME_AFTER_S = 10.0  # a restart starts the stream again only if it had played this long before the engine died
+SPLITTER_MAGIC = 0xFF  # how a QSplitter state starts (then its version and its panes' sizes)
+
+
+def splitter_sizes(state) -> list[int] | None:
+    """The panes' sizes a ``QSplitter.saveState`` holds (None: no such state)."""
+    if state is None:
+        return None
+    s = QDataStream(QByteArray(state))
+    s.setVersion(QDataStream.Version.Qt_5_0)  # (as QSplitter writes it)
+    if s.readInt32() != SPLITTER_MAGIC or s.readInt32() not in (0, 1):
+        return None
+    n = s.readUInt32()
+    sizes = [s.readInt32() for _ in range(min(n, 64))]
+    return sizes if n <= 64 and s.status() == QDataStream.Status.Ok else None
+
+
+def _from_strip(change):
+    """A strip's signal handler: a change for a slot no longer in the chain (a strip of a chain just
+    replaced: e.g. its entry applied as the rack rebuilt) is ignored, and an error goes to the banner,
+    never out of the Qt slot."""
+    @functools.wraps(change)
+    def handler(self, slot_id: str, *args) -> None:
+        if slot_id in self._slot_ids():
+            self._guard(change, self, slot_id, *args)
+
+    return handler
 
 
 class MainWindow(PresetActions, QMainWindow):
@@ -98,6 +127,8 @@ class MainWindow(PresetActions, QMainWindow):
         self._started_at = 0.0  # when the stream last started (monotonic)
         self._replaying = False  # an undo / redo moves a control: that move is no new step
         self._busy_action = None  # the action under way (``_show_busy``)
+        self._changes_let_go = False  # the unsaved changes were let go for a load under way: they count as gone
+        self._close_when_idle = False  # a close asked for while an action changed the chain: asked once it ends
 
         if host is None:
             host = RemoteEngineHost(preset or load_preset("default"), config or self.settings.engine_config())
@@ -115,9 +146,7 @@ class MainWindow(PresetActions, QMainWindow):
         geo = self.settings.geometry()
         if geo is not None:
             self.restoreGeometry(geo)
-        panes = self.settings.splitter()
-        if panes is not None:
-            self.splitter.restoreState(panes)
+        self._restore_panes(self.settings.splitter())
         self._meter_timer = QTimer(self, interval=33, timeout=self._poll_meters)
         self._status_timer = QTimer(self, interval=1000, timeout=self._poll_status)
         self._meter_timer.start()
@@ -238,6 +267,14 @@ class MainWindow(PresetActions, QMainWindow):
             sb.addWidget(lab)
         self._build_menus()
 
+    def _restore_panes(self, state) -> None:
+        """The split as remembered: its sizes only, and only from a state of as many panes.
+        ``restoreState`` also took the orientation and collapsibility from it: an old or foreign
+        state turned the panes sideways for good."""
+        sizes = splitter_sizes(state)
+        if sizes is not None and len(sizes) == self.splitter.count():
+            self.splitter.setSizes(sizes)
+
     def _show_spectrum(self, on: bool) -> None:
         """The "Spectrum" button: shown or hidden; shown after it was dragged shut, at its own height."""
         self.spectrum.setVisible(on)
@@ -276,8 +313,27 @@ class MainWindow(PresetActions, QMainWindow):
 
     def _quit(self) -> None:
         """File → Quit: asked about unsaved changes as a close by hand is (``closeEvent`` asks only then)."""
-        if self.confirm_discard():
+        if self._may_close():
             self.close()
+
+    def _may_close(self) -> bool:
+        """Whether a person's close may go on now: a typed value not yet applied is applied (one of the
+        changes asked about), then the unsaved changes are asked about. While an action runs, the chain
+        is in flux (a Save would write the new chain under the old preset's file, and wait for the
+        engine): with changes to ask about, the close waits for the action's end (``_show_busy``)."""
+        self.rack.close_entries(True)
+        if self.busy and self.modified:
+            self._close_when_idle = True
+            self._show_busy_line()
+            return False
+        return self.confirm_discard()
+
+    def _close_after_action(self) -> None:
+        """The close that waited for an action (``_may_close``), unless the window was shut down or
+        another action started meanwhile (its end comes here again)."""
+        if self._close_when_idle and not self.busy:
+            self._close_when_idle = False
+            self._guard(self._quit)
 
     def _about(self) -> None:
         from gui.app import version
@@ -350,7 +406,10 @@ class MainWindow(PresetActions, QMainWindow):
         """Run an action (a generator of host calls, see gui.actions). ``wait``: here and now, its
         result returned and its error raised (tests, scripts). Else in the background where the host
         allows it (an engine process: this process only waits for its answer), its error in the
-        banner. ``text``: the status line meanwhile; ``structural``: it replaces the chain."""
+        banner. ``text``: the status line meanwhile; ``structural``: it replaces the chain (a typed
+        value not yet applied is applied first, a step of its own before the action's)."""
+        if structural:
+            self.rack.close_entries(True)
         return self.actions.run(text, steps, not wait and self.host.threaded_calls, structural)
 
     def call_in_background(self, text: str, fn, *args) -> None:
@@ -375,22 +434,31 @@ class MainWindow(PresetActions, QMainWindow):
         self._busy_action = action
         if structural:
             self.keyboard.release_all()  # before the host holds MIDI back: no note hangs
+            # an entry opened since the action was asked for: dropped (the rack's focus leaving it
+            # would apply it in the middle of the change; ``_run`` applied those open before)
+            self.rack.close_entries(False)
         self.toolbar.setEnabled(not busy)
         for act in (*self._file_actions, self.start_action, self.settings_action):  # the toolbar's twins
             act.setEnabled(not busy)
         self.rack.setEnabled(not structural)
         self.synth_panel.setEnabled(not structural)
         self._sync_edit_actions()
+        if busy:
+            self._show_busy_line()
+        elif self._close_when_idle:  # the close asked for meanwhile: asked about the changes now
+            QTimer.singleShot(0, self._close_after_action)
         if busy != self._busy_cursor:
             self._busy_cursor = busy
             if busy:
                 QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
             else:
                 QApplication.restoreOverrideCursor()
-        if busy:
-            self.status_labels["state"].setText(f"◌ {action.text}")
-        elif self._status_timer.isActive():  # not after shutdown
+        if not busy and self._status_timer.isActive():  # not after shutdown
             self._poll_status()
+
+    def _show_busy_line(self) -> None:
+        closing = " (closing after it)" if self._close_when_idle else ""
+        self.status_labels["state"].setText(f"◌ {self._busy_action.text}{closing}")
 
     # ``wait`` (the actions that wait for the engine): see ``_run``
     def start(self, wait: bool = True) -> None:
@@ -443,15 +511,18 @@ class MainWindow(PresetActions, QMainWindow):
         self.start_action.setText("&Stop" if self.host.running else "&Start")
 
     # a control moved (by hand, or replayed by undo / redo): the value before it is what the host holds
+    @_from_strip
     def _param_changed(self, slot_id: str, param_id: str, value: float) -> None:
         self._record(slot_id, param_id, self.host.value(slot_id, param_id), value)
         self._changed(self.host.set_param, slot_id, param_id, value)
         self.synth_panel.show_param(slot_id, param_id, value)
 
+    @_from_strip
     def _bypass_changed(self, slot_id: str, on: bool) -> None:
         self._record(slot_id, BYPASS_TARGET, self.host.chain.slot(slot_id).bypass, on)
         self._changed(self.host.set_bypass, slot_id, on)
 
+    @_from_strip
     def _mix_changed(self, slot_id: str, mix: float) -> None:
         self._record(slot_id, MIX_TARGET, self.host.chain.slot(slot_id).mix, mix)
         self._changed(self.host.set_mix, slot_id, mix)
@@ -503,8 +574,9 @@ class MainWindow(PresetActions, QMainWindow):
 
     @property
     def modified(self) -> bool:
-        """Whether the preset differs from what was last saved or loaded."""
-        return self._changed_off_stack or not self.undo_stack.isClean()
+        """Whether the preset differs from what was last saved or loaded (not while a load the user let
+        them go for runs: a Quit meanwhile asks nothing again)."""
+        return not self._changes_let_go and (self._changed_off_stack or not self.undo_stack.isClean())
 
     def set_modified(self, on: bool) -> None:
         """True: a change the undo stack does not hold; False: the preset as it is now was saved or
@@ -534,6 +606,7 @@ class MainWindow(PresetActions, QMainWindow):
 
     def _add_steps(self, kind: str, uri: str | None):
         sid = yield (self.host.add_slot, kind, None, uri)
+        self.rack.forget_preset(sid)  # (a removed slot's id, taken again: that slot's preset values are not its)
         self._push_step(SlotChange("add", sid, self._place(sid)))
         return sid
 
@@ -583,13 +656,15 @@ class MainWindow(PresetActions, QMainWindow):
 
     def undo(self, wait: bool = True) -> None:
         """Edit → Undo: a value step at once; a slot's add, remove or move as the action it was
-        (``wait``: see ``_run``), the stack moved once the chain changed."""
+        (``wait``: see ``_run``), the stack moved once the chain changed. A typed value not yet
+        applied is dropped first (it is no step: applied, it took the step's place, or the redo's)."""
         self._step(back=True, wait=wait)
 
     def redo(self, wait: bool = True) -> None:
         self._step(back=False, wait=wait)
 
     def _step(self, back: bool, wait: bool) -> None:
+        self.rack.close_entries(False)
         stack = self.undo_stack
         step = stack.command(stack.index() - 1 if back else stack.index())
         if not isinstance(step, SlotChange):
@@ -834,7 +909,7 @@ class MainWindow(PresetActions, QMainWindow):
     # ------------------------------------------------------------------ close
     def closeEvent(self, e):
         # ask only when a person closes the window (a quit from code must never block on a dialog)
-        if e.spontaneous() and not self.confirm_discard():
+        if e.spontaneous() and not self._may_close():
             e.ignore()
             return
         self.shutdown()
@@ -842,6 +917,7 @@ class MainWindow(PresetActions, QMainWindow):
 
     def shutdown(self) -> None:
         """Stop timers, MIDI and the engine; remember the geometry and the split (idempotent)."""
+        self._close_when_idle = False  # (the action settled below must not ask it again)
         self._meter_timer.stop()
         self._status_timer.stop()
         # the window's destruction clears the stack: its signals then must not reach a half-deleted window

@@ -41,9 +41,10 @@ def window(qtbot, tmp_path):
 
     made = []
 
-    def make(preset="default", **kw):
+    def make(preset="default", host=None, **kw):
         p = load_preset(preset) if isinstance(preset, str) else preset
-        w = MainWindow(p, EngineConfig(), Settings(tmp_path / "settings.ini"), host=EngineHost(p, EngineConfig()), **kw)
+        host = host or EngineHost(p, EngineConfig())
+        w = MainWindow(p, EngineConfig(), Settings(tmp_path / "settings.ini"), host=host, **kw)
         qtbot.addWidget(w)
         w.show()
         made.append(w)

@@ -144,11 +144,9 @@ def test_a_step_that_fails_leaves_the_stack_where_it_was(window, monkeypatch):
 
 
 def test_an_lv2_plugin_comes_back_with_its_control_values(window):
-    from realtime.io import lilv, lv2_scan
+    from .qt_panel import need_swh_amp
 
-    amp = "http://plugin.org.uk/swh-plugins/amp"
-    if not lilv.available() or amp not in lv2_scan.scan().plugins:
-        pytest.skip("swh amp not installed (the set-up installs swh-lv2)")
+    amp = need_swh_amp()
     p = load_preset("default")
     p["chain"].insert(1, {"id": "amp", "processor": "lv2", "uri": amp, "params": {"gain": 7.0}})
     w = window(p)

@@ -405,3 +405,15 @@ def test_a_384_khz_file_to_ogg_fails_with_one_line(tmp_path):
                         "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "192 kHz" in r.stderr, (r.returncode, r.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_an_atomic_file_that_cannot_be_made_names_the_file_asked_for(tmp_path):
+    """The error names the destination, not the hidden temporary file beside it (the panel's
+    preset save said '.mine.json.x1y2.tmp')."""
+    from realtime.io.files import AtomicFile
+
+    dest = tmp_path / "gone" / "mine.json"
+    with pytest.raises(FileNotFoundError) as err:
+        AtomicFile(dest)
+    assert err.value.filename == str(dest) and ".tmp" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []

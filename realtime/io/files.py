@@ -49,8 +49,11 @@ class AtomicFile:
 
     def __init__(self, path, suffix: str = ".part"):
         self.path = through_link(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{_part_stem(self.path.name)}.", suffix=suffix,
-                                   dir=str(self.path.parent or "."))
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{_part_stem(self.path.name)}.", suffix=suffix,
+                                       dir=str(self.path.parent or "."))
+        except OSError as e:  # named by the file the user asked for, not the hidden temporary one
+            raise type(e)(e.errno, e.strerror, str(self.path)) from None
         os.close(fd)
         self.tmp = Path(tmp)
 

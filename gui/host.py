@@ -145,40 +145,30 @@ class HostBase:
     def read_meters(self) -> np.ndarray | None:
         """Max peak and mean square over every block since the last call (8 values: input peak
         L/R, output peak L/R, input ms L/R, output ms L/R), or None when no block came."""
-        if self._closed:
-            return None
-        ring = self.rings.meter
-        n = min(int(ring_readable(ring.idx)), self._meter_buf.shape[0])
-        if n == 0:
-            return None
-        buf = self._meter_buf[:n]
-        ring_pop(ring.buf, ring.idx, buf, n)
-        return np.concatenate((buf[:, :4].max(axis=0), buf[:, 4:].mean(axis=0)))
+        buf = self._drain(self.rings.meter, self._meter_buf)
+        return None if buf is None else np.concatenate((buf[:, :4].max(axis=0), buf[:, 4:].mean(axis=0)))
 
     def read_readouts(self) -> np.ndarray | None:
         """The readout records of every block since the last call ((n, READOUT_WIDTH) float32: each
         slot's process time in microseconds, then the readouts; columns in ``chain.describe()``), or
         None when no block came. A view, valid until the next call."""
-        if self._closed:
-            return None
-        ring = self.rings.readout
-        n = min(int(ring_readable(ring.idx)), self._readout_buf.shape[0])
-        if n == 0:
-            return None
-        ring_pop(ring.buf, ring.idx, self._readout_buf, n)
-        return self._readout_buf[:n]
+        return self._drain(self.rings.readout, self._readout_buf)
 
     def read_audio(self) -> np.ndarray | None:
         """The audio tap's frames since the last call ((n, 2) float32: input and output, mono), or
         None when none came. A view, valid until the next call."""
+        return self._drain(self.rings.audio, self._audio_buf)
+
+    def _drain(self, ring, buf: np.ndarray) -> np.ndarray | None:
+        """What ``ring`` holds (as much as ``buf`` takes), popped into ``buf``: a view of it, or None
+        when it is empty or the host closed (its rings' memory may be gone)."""
         if self._closed:
             return None
-        ring = self.rings.audio
-        n = min(int(ring_readable(ring.idx)), self._audio_buf.shape[0])
+        n = min(int(ring_readable(ring.idx)), buf.shape[0])
         if n == 0:
             return None
-        ring_pop(ring.buf, ring.idx, self._audio_buf, n)
-        return self._audio_buf[:n]
+        ring_pop(ring.buf, ring.idx, buf, n)
+        return buf[:n]
 
 
 class EngineHost(HostBase):

@@ -204,8 +204,8 @@ class PresetActions:
             self._run("Loading the preset…", self._letting_go(self._load_file_steps(path)), False)
 
     def _save(self) -> bool:
-        """Save to the preset's file, else ask for one (Save As); whether it was saved."""
-        self._not_while_changing()
+        """Save to the preset's file, else ask for one (Save As); whether it was saved (both refuse
+        while the chain changes)."""
         if self.preset_path:
             self.save_preset(self.preset_path, self.host.name)
             return True

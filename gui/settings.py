@@ -32,11 +32,6 @@ def config_path() -> Path:
     return Path(base or Path.home() / ".config") / APP / f"{APP}.ini"
 
 
-def user_preset_dir() -> Path:
-    """The user's saved presets: beside the settings file (``Settings.preset_dir`` of the default one)."""
-    return config_path().parent / "presets"
-
-
 class Settings:
     """Typed access to a QSettings ini file."""
 
@@ -48,7 +43,7 @@ class Settings:
     @property
     def preset_dir(self) -> Path:
         """The user's saved presets (the picker lists them, the file dialogs open there): beside
-        this settings file, so ``user_preset_dir()`` for the default one."""
+        this settings file."""
         return self.path.parent / "presets"
 
     def _get(self, key, default, typ=str):

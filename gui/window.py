@@ -59,7 +59,7 @@ from gui.synth_panel import SynthPanel
 from gui.undo import BYPASS_TARGET, MIX_TARGET, SlotChange, ValueChange, end_gesture, end_gestures
 from realtime.dsp.presets import load_preset
 from realtime.engine.config import EngineConfig
-from realtime.engine.control import PARAM, ChainView
+from realtime.engine.control import PARAM
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
 FOLLOW_POLLS = 10  # redraws (33 ms apart) an engine-side choice must persist before the panel takes it
@@ -567,10 +567,10 @@ class MainWindow(PresetActions, QMainWindow):
     def _changed(self, fn, *args) -> None:
         """A control's change: on the undo stack (``_record``), whose clean state marks the preset."""
         self._guard(fn, *args)
-        self._update_title()
+        self.setWindowModified(self.modified)  # (name and file unchanged: no title or picker to redo)
 
     def _clean_changed(self, _clean: bool) -> None:
-        self._update_title()
+        self.setWindowModified(self.modified)
 
     @property
     def modified(self) -> bool:
@@ -627,9 +627,7 @@ class MainWindow(PresetActions, QMainWindow):
         panel shows it (a preset entry: every value this window set, also one the engine has not
         applied yet), a hosted plugin's own state with it unless that did not save (then its
         controls only), and its MIDI mappings."""
-        c = self.host.chain
-        view = c if isinstance(c, ChainView) else ChainView(c.describe())
-        entry = next((e for e in view.to_preset(self.host.name)["chain"] if e["id"] == slot_id), None)
+        entry = next((e for e in self._chain_entries() if e["id"] == slot_id), None)
         midi = {k: t for k, t in self.host.midi_map.items() if t.partition(".")[0] == slot_id}
         whole = True
         if entry is not None and "uri" in entry:  # a hosted plugin: its own state lives in the engine

@@ -66,7 +66,6 @@ class RemoteEngineHost(HostBase):
         self._plugins = tuple(plugins)
         self._hung = False  # the last command timed out: the process may be alive but stuck
         self._lv2_states: dict[str, str] = {}  # LV2 slots' own state, from the last preset that had it
-        self._closed = False  # closing: nothing may be pushed (the rings' memory goes), no process starts
         self.running = False
         try:
             self._spawn(p)

@@ -105,10 +105,7 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         return stream_until(engine, seconds)
     finally:
         with signals_deferred():  # a second Ctrl-C here would lose the recording and leave the server
-            try:
-                _tear_down(engine, recorder, server, record, config.samplerate)
-            finally:
-                midi.close()
+            _tear_down(engine, recorder, server, record, config.samplerate, midi)
 
 
 def check_record(record: str | None, samplerate: int) -> tuple[str, str] | None:
@@ -140,7 +137,9 @@ def open_recorder(record: str | None, rec_format: tuple[str, str] | None, config
     return FileRecorder(record, config.samplerate, config.channels, format=rec_format[0], subtype=rec_format[1])
 
 
-def _tear_down(engine, recorder, server, record, samplerate) -> None:
+def _tear_down(engine, recorder, server, record, samplerate, midi: contextlib.ExitStack | None = None) -> None:
+    """Stop the engine, finish the recording, stop the server, close the MIDI port (``midi``), in
+    that order, each whatever the one before it raised."""
     try:
         if engine is not None:
             engine.stop()  # always before the server goes away
@@ -153,8 +152,12 @@ def _tear_down(engine, recorder, server, record, samplerate) -> None:
             print(f"recorded {recorder.frames / samplerate:.1f} s to {record}"
                   + (f"; {lost:.2f} s lost where the disk could not keep up" if lost else ""), file=sys.stderr)
     finally:
-        if server:
-            server.stop()
+        try:
+            if server:
+                server.stop()
+        finally:
+            if midi is not None:
+                midi.close()
 
 
 def load_demo_signal(samplerate: int, channels: int) -> np.ndarray:
@@ -263,7 +266,4 @@ def play_midi_live(chain, config: EngineConfig, port: str | None, virtual: bool,
         return code
     finally:
         with signals_deferred():  # a second Ctrl-C here would lose the recording
-            try:
-                _tear_down(engine, recorder, None, record, config.samplerate)
-            finally:
-                midi.close()
+            _tear_down(engine, recorder, None, record, config.samplerate, midi)

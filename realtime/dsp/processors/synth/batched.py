@@ -52,7 +52,7 @@ class _SharedDecoder:
         inst.session.allocate_state({"state": (1, R, inst.hidden)})
         self._bound: set = set()  # (frames, rows) shapes bound so far: up to t_max * rows, bound when first met
         self.silence = inst.silence_state()
-        self.steps = StepCalls(inst.session.session, inst.hidden, inst.n_harm, inst.n_noise, R // sv.MAX_VOICES
+        self.steps = StepCalls(inst.session, inst.hidden, inst.n_harm, inst.n_noise, R // sv.MAX_VOICES
                                * sv.ES_MAX)
         self.t_max = t_max
 
@@ -161,10 +161,6 @@ class _Lane:
 
     def reset(self) -> None:
         self.state[:] = self.silence
-
-    def run(self, t: int, n: int) -> None:
-        """This song alone through the shared decoder (``BatchedSynth`` batches the songs itself)."""
-        self.decoder.run(t, [(self, n)])
 
     def decode(self, T: int, used: int, es: np.ndarray, n_es: int) -> None:
         """As ``Instrument.decode``, this song alone."""

@@ -25,7 +25,7 @@ from numba import njit
 from realtime.dsp.blocking import check_block, pow2_at_least
 from realtime.dsp.processor import MidiQueue, Param, Processor, Readout
 from realtime.dsp.processors import register
-from realtime.dsp.processors.neural.onnx import StatefulSession, bind_output, run_options
+from realtime.dsp.processors.neural.onnx import StatefulSession, bind_output
 from realtime.dsp.processors.neural.weights import model_dir
 from realtime.dsp.processors.synth import kernels as sk
 from realtime.dsp.processors.synth import voices as sv
@@ -150,15 +150,14 @@ class StepCalls:
 
     Parameters
     ----------
-    session : onnxruntime.InferenceSession
-        The decoder's session.
+    ses : StatefulSession
+        The decoder's (its session and run options).
     hidden, n_harm, n_noise, rows : int
         Its state size and control sizes; the most steps one call takes.
     """
 
-    def __init__(self, session, hidden: int, n_harm: int, n_noise: int, rows: int):
-        self.session = session
-        self.rows = rows
+    def __init__(self, ses: StatefulSession, hidden: int, n_harm: int, n_noise: int, rows: int):
+        self.session = ses.session
         self.f0 = np.full((rows, 1), 440.0, np.float32)
         self.ld = np.full((rows, 1), sv.FLOOR_DB, np.float32)
         self.st_in = np.zeros((1, rows, hidden), np.float32)
@@ -166,7 +165,7 @@ class StepCalls:
         self.h = np.zeros((rows, 1, n_harm), np.float32)
         self.nz = np.zeros((rows, 1, n_noise), np.float32)
         self._io: dict[int, object] = {}
-        self._ro = run_options()
+        self._ro = ses.run_options
 
     def bind(self, m: int) -> None:
         """Bind the call shape of m steps (1 <= m <= rows)."""
@@ -257,7 +256,7 @@ class Instrument:
                                   state_view=lambda a, n=n: a[:, :n])
         self.session.warm_up([(1, 1), (t_max, V)])
         self.silence = self.silence_state()
-        self.steps = StepCalls(self.session.session, H, self.n_harm, self.n_noise, sv.ES_MAX)
+        self.steps = StepCalls(self.session, H, self.n_harm, self.n_noise, sv.ES_MAX)
         for m in range(1, sv.ES_MAX + 1):
             self.steps.bind(m)
         self.steps.run(1)

@@ -200,3 +200,14 @@ def test_all_sound_off_right_after_a_note_on_in_the_same_block_leaves_nothing():
     t = 20 * HOP + 10
     y = render([(t, 0x90, 69, 127), (t + 20, 0xB0, 120, 0)], t + 6 * HOP, block=64, attack_ms=1)
     assert not y[t + 20:].any(), float(np.abs(y[t + 20:]).max())
+
+
+def test_all_sound_off_on_the_drum_channel_that_the_synth_ignores_changes_nothing():
+    """A CC120 on channel 10 (GM percussion: ignored unless the Channel 10 knob is on) takes back
+    no step: the release step of a note freed earlier in the same block played no more (0.05)."""
+    B = 4096
+    t = 2 * B + 101
+    notes = [(t, 0x90, 69, 100), (t + 600, 0x80, 69, 0)]
+    plain = render(notes, 4 * B, block=B, release_ms=10)
+    drums = render(notes + [(t + 3000, 0xB9, 120, 0)], 4 * B, block=B, release_ms=10)
+    assert np.array_equal(plain, drums)

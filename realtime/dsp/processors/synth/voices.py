@@ -432,19 +432,20 @@ def _all_off(vs, g, stack, t, kv, sr, hard):
 
 
 @njit(nogil=True, cache=True)
-def apply_event(vs, g, stack, status, d1, d2, t, kv, sr):
+def apply_event(vs, g, stack, status, d1, d2, t, kv, sr) -> bool:
     """One channel message at absolute sample time t. Anything that is not a channel voice
-    message (system, sysex, realtime, data bytes, NaN) is ignored; data values are clamped."""
+    message (system, sysex, realtime, data bytes, NaN) is ignored; data values are clamped.
+    Returns whether it was all sound off (CC120, acted on): every voice stopped."""
     if not (status == status and d1 == d1 and d2 == d2):  # NaN
-        return
+        return False
     s = int(status)
     if s < 0x80 or s > 0xEF:
-        return
+        return False
     a = min(127, max(0, int(d1)))
     b = min(127, max(0, int(d2)))
     typ = s & 0xF0
     if s & 0x0F == DRUM_CHANNEL and kv[K_CH10] < 0.5:  # GM percussion: not this instrument's notes,
-        return  # controllers or bend (unless the knob says channel 10 is an ordinary channel here)
+        return False  # controllers or bend (unless the knob says channel 10 is an ordinary channel here)
     ch = float(s & 0x0F)
     if typ == 0x90 and b > 0:
         _note_on(vs, g, stack, float(a), ch, float(b), t, kv, sr)
@@ -480,6 +481,7 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr):
                 kv[K_BEND] = min(24.0, float(b))
         elif a == 120:
             _all_off(vs, g, stack, t, kv, sr, True)
+            return True
         elif a == 121:
             g[G_BEND] = 0.0
             g[G_MOD] = 0.0
@@ -493,6 +495,7 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr):
                         _release(vs, v, t, atk, rel, sr)
         elif a == 123:
             _all_off(vs, g, stack, t, kv, sr, False)
+    return False
 
 
 @njit(nogil=True, cache=True)
@@ -573,12 +576,6 @@ def _event_steps(vs, g, kv, lmap, sr, atk, rel, es, t, off, j, b, hop, state, si
 
 
 @njit(nogil=True, cache=True)
-def _sound_off(status, d1) -> bool:
-    """Whether a message is all sound off (CC120, any channel)."""
-    return status == status and d1 == d1 and int(status) & 0xF0 == 0xB0 and int(d1) == 120
-
-
-@njit(nogil=True, cache=True)
 def _drop_silenced_steps(vs, g, es):
     """All sound off: the block's steps of the voices it stopped play nothing (as before a frame)."""
     for k in range(int(g[G_NES])):
@@ -633,8 +630,7 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
             off = ev[e, 0]
             if j < T and off > lim:
                 break
-            apply_event(vs, g, stack, ev[e, 1], ev[e, 2], ev[e, 3], pos + off, kv, sr)
-            if _sound_off(ev[e, 1], ev[e, 2]):
+            if apply_event(vs, g, stack, ev[e, 1], ev[e, 2], ev[e, 3], pos + off, kv, sr):
                 _drop_silenced_steps(vs, g, es)
             _event_steps(vs, g, kv, lmap, sr, atk, rel, es, pos + off, off, j, float(pos + first + j * hop),
                          float(hop), state, silence)

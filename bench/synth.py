@@ -131,6 +131,12 @@ class FixedSpectrum:
         self.inst.harm[t][:n] = amp[..., None] * self.spec
         self.inst.noise[t][:n] = 0.0
 
+    def run_steps(self, m: int) -> None:
+        """The one-frame steps of notes and releases between frames (``StepCalls.run``), alike."""
+        steps = self.inst.steps
+        steps.h[:m] = 10.0 ** (steps.ld[:m, :, None] / 20.0) * self.spec
+        steps.nz[:m] = 0.0
+
 
 def _render(instrument: str, events, n: int, sr: int, block: int, baseline: bool) -> np.ndarray:
     from realtime.dsp.chain import Chain, Slot
@@ -142,7 +148,8 @@ def _render(instrument: str, events, n: int, sr: int, block: int, baseline: bool
     chain.prepare(sr, block, 2)
     if baseline:
         for inst in s.instruments.values():
-            inst.run = FixedSpectrum(inst).run
+            fixed = FixedSpectrum(inst)
+            inst.run, inst.steps.run = fixed.run, fixed.run_steps
     return render_events(chain, events, n, sr, block, prepare=False)[:, 0], s.hop
 
 

@@ -18,6 +18,7 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from realtime import cache_dir
 from realtime.errors import PluginError
 from realtime.io import lilv
 from realtime.io.native_stderr import capture_stderr
@@ -317,13 +318,6 @@ def signature(path: str | None) -> str:
                         continue
                     h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("REALTIME_CACHE_DIR")
-    if base:
-        return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "realtime-host"
 
 
 _worlds: dict[str | None, "lilv.World"] = {}

@@ -75,12 +75,11 @@ MARK_RELEASE, MARK_START, MARK_RESTART = 1.0, 2.0, 3.0  # a later mark of one ev
 # event steps (see the module docstring): rows of es[ES_ROWS, NES], in the order of their events:
 # at most ES_MAX of them a block, then only resets (no decoder step) for the voices (re)started later.
 # ES_V: the voice; ES_J: the block's frame index before which its state takes effect (T: after the
-# block's frames); ES_T: the event's offset in the block; ES_END: the absolute sample its ramp
-# ends at (the event's + hop); ES_F0 / ES_LD: the step's decoder inputs; ES_LAST: 1 if this row's
-# state is the one the voice goes on from (the last of the voice's rows with that ES_J)
+# block's frames); ES_T: the event's offset in the block; ES_F0 / ES_LD: the step's decoder inputs;
+# ES_LAST: 1 if this row's state is the one the voice goes on from (the last of its rows with that ES_J)
 ES_MAX = 64
 ES_ROWS = ES_MAX + MAX_VOICES
-ES_V, ES_J, ES_T, ES_KIND, ES_END, ES_F0, ES_LD, ES_LAST, NES = range(9)
+ES_V, ES_J, ES_T, ES_KIND, ES_F0, ES_LD, ES_LAST, NES = range(8)
 # ES_RESET: a (re)start on a frame boundary: the voice's state becomes the silence state there, no
 # step (the frame itself is the note's first); ES_FRESH: a step from the silence state (a new note
 # between boundaries); ES_ON: a step from the voice's own state (a release, a mono re-attack)
@@ -561,7 +560,6 @@ def _event_steps(vs, g, kv, lmap, sr, atk, rel, es, t, off, j, b, hop, state, si
         es[r, ES_J] = j
         es[r, ES_T] = off
         es[r, ES_KIND] = kind
-        es[r, ES_END] = t + hop
         es[r, ES_LAST] = 1.0
         vs[v, V_ES_B] = b
         if kind != ES_RESET:

@@ -110,12 +110,20 @@ class Settings:
     def save_geometry(self, data) -> None:
         self._save_blob("window/geometry", data)
 
-    def splitter(self):
-        """The window's rack / spectrum / keyboard split (``QSplitter.saveState``), or None."""
-        return self._blob("window/splitter")
+    def pane_sizes(self) -> list[int] | None:
+        """The window's rack / spectrum / synth panel heights as last saved, or None (none saved, or
+        a hand-edited value that is no list of sizes)."""
+        v = self.q.value("window/panes")
+        try:
+            sizes = [int(x) for x in (v if isinstance(v, list) else [])]
+        except (TypeError, ValueError):
+            return None
+        return sizes if sizes and all(0 <= x <= 1 << 20 for x in sizes) else None
 
-    def save_splitter(self, data) -> None:
-        self._save_blob("window/splitter", data)
+    def save_pane_sizes(self, sizes: list[int]) -> None:
+        self.q.setValue("window/panes", [str(x) for x in sizes])
+        self.q.remove("window/splitter")  # (a QSplitter state, saved until 2026-12-06)
+        self.q.sync()
 
 
 # JACK clients of the host itself, no audio devices: the engine's PortAudio stream (a second one

@@ -26,7 +26,7 @@ import functools
 import math
 import time
 
-from PyQt6.QtCore import QByteArray, QDataStream, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence, QUndoStack
 from PyQt6.QtWidgets import (
     QApplication,
@@ -72,20 +72,6 @@ FILE_ACTIONS = (("Load…", "&Open Preset…", "_load_dialog", QKeySequence.Stan
 EDIT_ACTIONS = (("createUndoAction", QKeySequence.StandardKey.Undo, ("Ctrl+Z",)),
                 ("createRedoAction", QKeySequence.StandardKey.Redo, ("Ctrl+Shift+Z", "Ctrl+Y")))
 RESUME_AFTER_S = 10.0  # a restart starts the stream again only if it had played this long before the engine died
-SPLITTER_MAGIC = 0xFF  # how a QSplitter state starts (then its version and its panes' sizes)
-
-
-def splitter_sizes(state) -> list[int] | None:
-    """The panes' sizes a ``QSplitter.saveState`` holds (None: no such state)."""
-    if state is None:
-        return None
-    s = QDataStream(QByteArray(state))
-    s.setVersion(QDataStream.Version.Qt_5_0)  # (as QSplitter writes it)
-    if s.readInt32() != SPLITTER_MAGIC or s.readInt32() not in (0, 1):
-        return None
-    n = s.readUInt32()
-    sizes = [s.readInt32() for _ in range(min(n, 64))]
-    return sizes if n <= 64 and s.status() == QDataStream.Status.Ok else None
 
 
 def _from_strip(change):
@@ -146,7 +132,7 @@ class MainWindow(PresetActions, QMainWindow):
         geo = self.settings.geometry()
         if geo is not None:
             self.restoreGeometry(geo)
-        self._restore_panes(self.settings.splitter())
+        self._restore_panes(self.settings.pane_sizes())
         self._meter_timer = QTimer(self, interval=33, timeout=self._poll_meters)
         self._status_timer = QTimer(self, interval=1000, timeout=self._poll_status)
         self._meter_timer.start()
@@ -267,11 +253,9 @@ class MainWindow(PresetActions, QMainWindow):
             sb.addWidget(lab)
         self._build_menus()
 
-    def _restore_panes(self, state) -> None:
-        """The split as remembered: its sizes only, and only from a state of as many panes.
-        ``restoreState`` also took the orientation and collapsibility from it: an old or foreign
-        state turned the panes sideways for good."""
-        sizes = splitter_sizes(state)
+    def _restore_panes(self, sizes: list[int] | None) -> None:
+        """The split as remembered, if it has as many panes. (Sizes only: a whole ``saveState``
+        also carried the orientation, and a foreign one turned the panes sideways for good.)"""
         if sizes is not None and len(sizes) == self.splitter.count():
             self.splitter.setSizes(sizes)
 
@@ -935,4 +919,4 @@ class MainWindow(PresetActions, QMainWindow):
         self.host.close()  # a host call under way ends with it (an engine busy past CLOSE_ANSWER_S is killed)
         self.actions.settle()  # and the action under way with it, here
         self.settings.save_geometry(self.saveGeometry())
-        self.settings.save_splitter(self.splitter.saveState())
+        self.settings.save_pane_sizes(self.splitter.sizes())

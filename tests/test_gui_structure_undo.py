@@ -300,11 +300,11 @@ def test_rack_spectrum_and_keyboard_share_a_splitter_remembered_in_the_ini(windo
     assert w2.size() == w.size() and w2.splitter.sizes() == grown
     drag(w2.splitter.handle(1), -70)  # a collapsed spectrum opens again by dragging
     assert w2.splitter.sizes()[1] >= 60 and w2.spectrum.height() >= 60
-    assert Settings(tmp_path / "settings.ini").splitter() is not None
+    assert Settings(tmp_path / "settings.ini").pane_sizes() == grown  # as w saved them
 
 
 def test_a_hand_edited_splitter_state_does_not_stop_the_panel(window, tmp_path):
-    (tmp_path / "settings.ini").write_text("[window]\nsplitter=hello\n")
+    (tmp_path / "settings.ini").write_text("[window]\npanes=hello, 1e99, -1\n")
     w = window()
     QApplication.processEvents()
     assert w.isVisible() and not w.errors and w.splitter.sizes()[0] > 0

@@ -148,16 +148,17 @@ def device_names(devices, kind: str) -> list[str]:
 _release_portaudio = portaudio.release
 
 
-def audio_devices(kind: str) -> list[str]:
-    """Names of devices with input (kind="input") or output channels, from PortAudio, scanned
-    afresh (``device_names``). PortAudio is released again: the engine runs in its own process,
-    and a PortAudio left open here would abort this process at exit if the audio server died
-    meanwhile."""
+def audio_devices() -> dict[str, list[str]]:
+    """Names of devices with input and with output channels (``{"input": [...], "output": [...]}``),
+    from one fresh PortAudio scan (``device_names``). PortAudio is released again: the engine runs in
+    its own process, and a PortAudio left open here would abort this process at exit if the audio
+    server died meanwhile."""
     from realtime.io.portaudio import list_devices, release, rescan
 
     try:
         rescan()
-        return device_names(list_devices(), kind)
+        devices = list_devices()
+        return {kind: device_names(devices, kind) for kind in ("input", "output")}
     finally:
         release()
 
@@ -198,8 +199,9 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("Audio and MIDI settings")
         form = QFormLayout(self)
         self._base = config
-        self.input = self._combo("input_device", [DEFAULT_DEVICE, *audio_devices("input")], config.input_device)
-        self.output = self._combo("output_device", [DEFAULT_DEVICE, *audio_devices("output")], config.output_device)
+        devices = audio_devices()
+        self.input = self._combo("input_device", [DEFAULT_DEVICE, *devices["input"]], config.input_device)
+        self.output = self._combo("output_device", [DEFAULT_DEVICE, *devices["output"]], config.output_device)
         self.samplerate = self._combo("samplerate", [], str(config.samplerate))
         self._offer_rates()
         for c in (self.input, self.output):

@@ -222,7 +222,7 @@ def test_the_dialog_untouched_gives_the_config_the_engine_runs(qtbot, monkeypatc
     import gui.settings as gui_settings
     from realtime.engine.config import EngineConfig
 
-    monkeypatch.setattr(gui_settings, "audio_devices", lambda kind: ["dev"])
+    monkeypatch.setattr(gui_settings, "audio_devices", lambda: dict.fromkeys(("input", "output"), ["dev"]))
     c = EngineConfig(input_device="dev", prefill_blocks=3, ring_blocks=16)
     d = gui_settings.SettingsDialog(c, "(none)")
     qtbot.addWidget(d)

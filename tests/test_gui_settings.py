@@ -62,7 +62,7 @@ def test_an_unquoted_comma_in_a_hand_edited_ini_keeps_the_value(qapp, tmp_path):
 # ---------------------------------------------------------------------------- device numbers
 def test_a_device_number_stays_a_number_through_the_dialog_and_the_ini(qtbot, monkeypatch, tmp_path):
     """`-d 3` is PortAudio's device 3; the string "3" would be searched for as a name."""
-    monkeypatch.setattr(gui_settings, "audio_devices", lambda kind: ["dev zero", "USB Audio 3"])
+    monkeypatch.setattr(gui_settings, "audio_devices", lambda: dict.fromkeys(("input", "output"), ["dev zero", "USB Audio 3"]))
     d = SettingsDialog(EngineConfig(input_device=3, output_device=0), "(none)")
     qtbot.addWidget(d)
     assert d.input.currentText() == "3"
@@ -93,6 +93,23 @@ def test_a_refused_sample_rate_leaves_the_engine_playing_on_the_settings_that_wo
     w.apply_settings(replace(w.host.config, blocksize=256), "(none)")  # a good change next plays on
     w._poll_status()
     assert w.host.running and w.host.config.blocksize == 256 and w.status_labels["state"].text() == "● running"
+
+
+@pytest.mark.jack
+def test_the_dialog_scans_the_devices_once_and_leaves_portaudio_released(qtbot, jack_server, monkeypatch):
+    """Each PortAudio start opens a JACK client (~50 ms): opening the dialog took five, one scan per
+    device list, each started twice, and one more for the rates. Now one scan and one rate check."""
+    from realtime.io import portaudio
+
+    sd = portaudio.sd()
+    portaudio.release()
+    starts = []
+    initialize = sd._initialize
+    monkeypatch.setattr(sd, "_initialize", lambda: (starts.append(1), initialize())[1])
+    d = SettingsDialog(EngineConfig(), "(none)")
+    qtbot.addWidget(d)
+    assert "system" in [d.output.itemText(i) for i in range(d.output.count())]
+    assert len(starts) == 2 and not sd._initialized
 
 
 # ---------------------------------------------------------------------------- command line

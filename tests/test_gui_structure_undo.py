@@ -333,7 +333,7 @@ def test_the_rates_follow_the_devices_chosen_keeping_the_rate_while_it_runs(qtbo
         asked.append((i, o))
         return sorted(set(runs[i or "Default"]) & set(runs[o or "Default"]))
 
-    monkeypatch.setattr(gui_settings, "audio_devices", lambda kind: ["USB", "HDMI"])
+    monkeypatch.setattr(gui_settings, "audio_devices", lambda: dict.fromkeys(("input", "output"), ["USB", "HDMI"]))
     monkeypatch.setattr(gui_settings, "device_rates", device_rates)
     d = SettingsDialog(EngineConfig(samplerate=44100, blocksize=256), NONE)
     qtbot.addWidget(d)

@@ -17,8 +17,14 @@ def sd():
 
 
 def rescan() -> None:
-    """Re-initialise PortAudio so devices that appeared since import are listed."""
-    s = sd()
+    """Re-initialise PortAudio so devices that appeared since import are listed (once: a first
+    initialisation scans anyway)."""
+    import sys
+
+    s = sys.modules.get("sounddevice")
+    if s is None or not s._initialized:
+        sd()
+        return
     s._terminate()
     s._initialize()
 

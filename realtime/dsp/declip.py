@@ -16,7 +16,8 @@ value to float32 rounding (``TOL``: a clipper that computes its gain in floating
 last bit or two differing), starting at the channel's recent peak (a peak hold decaying with
 ``PEAK_TAU_S``, within ``PEAK_TOL``), at most ``max_run`` long, and at a level an earlier run
 already sat at (a clipper pins its runs at one level; a 16-bit recording repeats a sample at a
-new peak now and then, but not the same peak value in separate places). A fill is kept only if it
+new peak now and then, but not the same peak value in separate places). Integer PCM clipped at full
+scale has two levels, -1 and 1 - 1 LSB: any two at or above ``FULL_SCALE`` count as one. A fill is kept only if it
 rises over the clip level by more than ``MIN_RISE`` (a plateau of a quantised but un-clipped peak
 fills to within a step of itself) and by less than ``MAX_RISE`` times. Un-clipped audio passes
 bit-exact; longer runs (a synthetic square wave, or clipping too deep to interpolate) are left as
@@ -51,6 +52,9 @@ MIN_RUN = 2
 TOL = 5e-7  # relative: 4 float32 steps at full scale
 PEAK_TOL = 1e-5  # a run starts within this (relative) of the peak hold: a clip is the loudest there is
 PEAK_TAU_S = 5.0
+# integer PCM clips at -1 and 1 - 1 LSB (16 bit: 32767/32768; 8 bit: 127/128): at or above this both
+# rails are one clip level, and either starts a run however the peak hold stands
+FULL_SCALE = 1.0 - 2.0 ** -7
 IN_CLIP = 4.0  # +12 dBFS: what callers let in (one absurd sample would hold the peak hold up for minutes)
 WNC = 1e-4  # white-noise correction of the fit (a -40 dB floor): keeps high orders well conditioned
 ITERATIONS = 3  # solves with the consistency constraint
@@ -284,7 +288,7 @@ def declip_push(x, x0, n, nch, ring, ist, runs, fst, cap, max_run, budget, decay
             if start >= 0:  # the run ended at t
                 m = t - start
                 if m >= MIN_RUN:
-                    if abs(abs(val) - level) <= TOL * level:
+                    if abs(abs(val) - level) <= TOL * level or min(abs(val), level) >= FULL_SCALE:
                         seen += 1
                     else:
                         level = abs(val)
@@ -301,7 +305,7 @@ def declip_push(x, x0, n, nch, ring, ist, runs, fst, cap, max_run, budget, decay
                             peak = r
                 start = -1
             hold = max(a, hold * decay)
-            if a > 0.0 and a >= (1.0 - PEAK_TOL) * hold:
+            if a > 0.0 and (a >= (1.0 - PEAK_TOL) * hold or a >= FULL_SCALE):
                 start = t
                 val = v
         runs[ch, 0] = start

@@ -403,8 +403,12 @@ def cmd_synth(args) -> int:
         raise OfflineError("synth: give IN.mid OUT.wav (or --live)")
     from realtime.run.offline import render_midi
 
-    report = render_midi(args.input, args.output, _instrument_chain(args), args.samplerate, args.blocksize)
-    print(json.dumps({"output": report.pop("output"), "instrument": args.instrument, **report}))
+    chain = _instrument_chain(args)
+    report = render_midi(args.input, args.output, chain, args.samplerate, args.blocksize)
+    sounded = getattr(chain.slot("synth").processor, "instruments_sounded", lambda: [])()
+    # what played: a program change in the file picks another instrument than --instrument
+    print(json.dumps({"output": report.pop("output"), "instrument": ", ".join(sounded) or args.instrument,
+                      **report}))
     return 0
 
 

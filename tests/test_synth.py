@@ -289,6 +289,31 @@ def test_offline_render_is_deterministic_and_atomic(tmp_path):
     assert not (tmp_path / "x.wav").exists()
 
 
+def test_the_render_summary_names_the_instruments_that_played(tmp_path, capsys):
+    """A program change in the file picks the instrument; the summary said --instrument's (violin)."""
+    import json
+
+    import mido
+
+    import main
+
+    def song(path, *programs):
+        mf = mido.MidiFile()
+        tr = mido.MidiTrack()
+        mf.tracks.append(tr)
+        for p in programs:
+            tr += [mido.Message("program_change", program=p), mido.Message("note_on", note=67, velocity=90),
+                   mido.Message("note_off", note=67, time=240)]
+        mf.save(str(path))
+        return str(path)
+
+    for programs, instrument in (((73,), "flute"), ((), "trumpet"), ((40, 56), "violin, trumpet")):
+        capsys.readouterr()
+        args = ["synth", song(tmp_path / "in.mid", *programs), str(tmp_path / "out.wav")]
+        assert main.main(args + ([] if programs else ["--instrument", "trumpet"])) == 0
+        assert json.loads(capsys.readouterr().out)["instrument"] == instrument, programs
+
+
 def test_broken_model_files_give_clear_errors(tmp_path):
     from realtime.errors import ModelError
 

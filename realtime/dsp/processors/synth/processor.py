@@ -451,6 +451,7 @@ class Synth(MidiQueue, Processor):
         self._rev_len = np.array(lens, np.int64)
         self._rev_buf = np.zeros((4, max(lens) + 1), np.float64)
         self._rev_pos = np.zeros(1, np.int64)
+        self._sounded = np.zeros(len(INSTRUMENTS), np.bool_)  # which instruments played a note since reset
 
     def reset(self) -> None:
         if not self.instruments:
@@ -467,6 +468,7 @@ class Synth(MidiQueue, Processor):
         self._pos = 0
         self._n_ev = 0
         self._pc_chan[0] = -1
+        self._sounded[:] = False
         self._cur = int(self.values[sv.K_INSTR])
         self._smooth[0] = 10.0 ** (self.values[sv.K_GAIN] / 20.0) * self.g[sv.G_VOL] ** 2
         self._smooth[1] = self.values[sv.K_REVERB]
@@ -532,7 +534,13 @@ class Synth(MidiQueue, Processor):
                            self.values, self.g, self.vs, self.stack, inst.lmap, inst.f0[T], inst.ld[T],
                            self._act, self._lag, state, inst.silence, self._es)
         self._n_ev = 0
+        if used:
+            self._sounded[self._cur] = True
         return inst, T, used
+
+    def instruments_sounded(self) -> list[str]:
+        """The instruments that played since the last reset (a program change picks another)."""
+        return [INSTRUMENTS[i] for i in np.flatnonzero(self._sounded)]
 
     def synthesize(self, block: np.ndarray, inst: Instrument, T: int, used: int) -> None:
         """A block's second half: the decoded frames synthesized and added to ``block``."""

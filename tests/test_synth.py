@@ -256,6 +256,13 @@ def test_a_re_struck_key_whose_old_note_off_comes_after_the_new_note_on_keeps_so
     s2 = make("violin")  # a note struck and released at the same instant still ends
     run(s2, 5, events=[(0, 0x90, 60, 100, 0), (0, 0x80, 60, 0, 0)])
     assert not any(s2.vs[v, 5] == 1 for v in range(s2.vs.shape[0]))
+    # a doubled note-on (merged sources, a MIDI loop; live, RtMidi stamps one JACK period's messages
+    # alike) and one note-off, at one instant: the note ends (it rang on until CC123)
+    for offsets in ((0, 0, 0), (3, 3, 3), (0, 40, 40)):  # (or one period apart: 40 samples here)
+        s3 = make("violin")
+        run(s3, 5, events=[(0, 0x90, 60, 100, offsets[0]), (0, 0x90, 60, 100, offsets[1]),
+                           (0, 0x80, 60, 0, offsets[2])])
+        assert not any(s3.vs[v, 5] == 1 for v in range(s3.vs.shape[0])), offsets
 
 
 def test_offline_render_is_deterministic_and_atomic(tmp_path):

@@ -362,7 +362,10 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr):
     poly = min(MAX_VOICES, max(1, int(kv[K_POLY])))
     for v in range(MAX_VOICES):  # the same key again: release the old voice first
         if vs[v, V_STAGE] == ON and vs[v, V_NOTE] == note and vs[v, V_CH] == ch:
-            if vs[v, V_GATE] == 1.0:  # its key is still down: its note-off may come at this very instant
+            # its key is still down: its note-off may come at this very instant. Not for a voice begun
+            # within the minimum gate: a doubled note-on (merged sources, a MIDI loop; live, one JACK
+            # period's messages share a stamp, or straddle two) whose one note-off must end the note
+            if vs[v, V_GATE] == 1.0 and t - vs[v, V_ON_T] >= MIN_GATE_MS * 1e-3 * sr:
                 g[G_RETRIG_KEY] = note + 128.0 * ch
                 g[G_RETRIG_T] = t
             _release(vs, v, t, atk, rel, sr)

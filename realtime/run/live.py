@@ -26,6 +26,12 @@ def status_line(engine: Engine) -> str:
             f"| xruns {s['server_xruns']}{failed}")
 
 
+def _below_status_line(line: str) -> None:
+    """A line said while the status line runs (the port lost, back): on a line of its own, the
+    status line redrawn under it (it was glued onto the status line's end)."""
+    print("\n" + line, file=sys.stderr, flush=True)
+
+
 def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int:
     """Keep a started engine streaming, with a status line on stderr, until ``seconds`` have passed
     (0: until Ctrl-C) or the engine reports an error.
@@ -94,7 +100,8 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
             from realtime.io.midi_input import MidiInput
 
             engine.check_devices()  # no device is what is said, not the MIDI port's failure to reach JACK
-            port = midi.enter_context(MidiInput(engine.send_midi, midi_port, midi_port is None))
+            port = midi.enter_context(MidiInput(engine.send_midi, midi_port, midi_port is None,
+                                                on_status=_below_status_line))
         engine.start()
         raise_pending_interrupt()
         if demo:

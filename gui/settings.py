@@ -11,11 +11,11 @@ from PyQt6.QtCore import QByteArray, QSettings, QStandardPaths
 from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel
 
 from gui.midi import NONE, VIRTUAL, input_ports
-from realtime.engine.config import EngineConfig, device_arg
+from realtime.engine.config import COMMON_RATES, EngineConfig, device_arg
 from realtime.io import portaudio
 
 APP = "rtaudio-host"
-SAMPLERATES = (44100, 48000, 88200, 96000)
+SAMPLERATES = COMMON_RATES
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048)
 # Output pre-fill ("safety buffer"): blocks the DSP thread has to deliver each block. More rides
 # out longer stalls of the machine at the price of one block of latency each.

@@ -220,6 +220,16 @@ def test_a_new_engine_waits_for_a_stopped_engines_dsp_thread_stuck_in_the_same_c
         new.stop()
 
 
+def test_a_rate_the_server_does_not_run_is_refused_naming_the_rate_it_runs(jack_server):
+    """It said "Invalid sample rate (PortAudio error -9997)": not what the user needs to know."""
+    from realtime.errors import AudioDeviceError
+
+    eng = Engine(Identity(), EngineConfig(samplerate=44100, blocksize=128))
+    with pytest.raises(AudioDeviceError, match=r"^the device does not run at 44100 Hz; it runs 48000 Hz \(-r 48000\)$"):
+        eng.start()
+    assert not eng.running
+
+
 def test_midi_keeps_each_blocks_offsets_when_the_dsp_thread_catches_up():
     # three input blocks queued (the DSP thread woke late), one note in the middle of each block's
     # window: each block used the newest callback's time, so all three came early or at offset 0

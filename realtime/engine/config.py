@@ -9,6 +9,7 @@ HEADLESS_PREFILL_BLOCKS = 2  # `run`: output pre-fill, the DSP thread's time bud
 # The panel's engine runs the heavy neural chains in its own process: one block more of budget
 # (the README's knob-panel section has the measurements behind it).
 PANEL_PREFILL_BLOCKS = 3
+COMMON_RATES = (44100, 48000, 88200, 96000)  # what a refused rate's error and the panel's settings offer
 MAX_PREFILL_S = 2.0  # a pre-fill is latency: more than 2 s of it is a typo (1e12 blocks asked for 1 PiB)
 
 

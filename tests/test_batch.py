@@ -865,8 +865,12 @@ def test_a_folder_scan_skips_the_batchs_own_outputs(tmp_path):
     """`batch DIR --out DIR/cleaned`: a re-run took the last run's outputs for inputs (2, 4, 6 files …)."""
     src = tmp_path / "nest"
     (src / "cleaned" / "cleaned").mkdir(parents=True)
+    (src / "x").mkdir()
     for name in ("a.wav", "b.wav", "cleaned/a.wav", "cleaned/b.wav", "cleaned/cleaned/a.wav"):
         sf.write(src / name, _noise(16000, 0.1, 1, 0), 16000)
+    # what lies in cleaned/ are earlier runs' outputs, as their log says (any other file there is refused)
+    (src / "cleaned" / LOG_NAME).write_text("".join(json.dumps({"output": str(src / "cleaned" / name), "status": "ok"})
+                                                    + "\n" for name in ("a.wav", "b.wav", "cleaned/a.wav")))
     for out in (src / "cleaned", src / "x" / ".." / "cleaned"):  # the same folder, however written
         tasks = plan_batch([src], out, BatchOptions())
         assert sorted(Path(t.input).relative_to(src).as_posix() for t in tasks) == ["a.wav", "b.wav"]

@@ -367,7 +367,7 @@ def test_text_tags_are_copied_to_the_output(tmp_path, ext):
     ("o.caf", "PCM_S8", ("CAF", "PCM_24")), ("o.w64", "PCM_16", ("W64", "PCM_24")),
     ("o.au", "PCM_16", ("AU", "PCM_24")), ("o.rf64", "PCM_U8", ("RF64", "PCM_24")),
     ("o.aifc", "PCM_16", ("AIFF", "PCM_24")), ("o.flac", "PCM_32", ("FLAC", "PCM_24")),
-    ("o.wav", "FLOAT", ("WAV", "FLOAT")), ("o.voc", "PCM_16", ("VOC", "PCM_16"))])  # VOC holds no 24 bits
+    ("o.wav", "FLOAT", ("WAV", "FLOAT")), ("o.mp3", "PCM_16", ("MP3", "MPEG_LAYER_III"))])  # MP3 holds no 24 bits
 def test_an_output_gets_24_bits_in_every_format_that_holds_them(name, given, expected):
     assert output_format(Path(name), given, 48000) == expected
 

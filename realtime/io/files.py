@@ -146,7 +146,8 @@ def folder_problem(folder) -> str | None:
 def write_failure_reason(folder, e: BaseException) -> str:
     """Why a write into ``folder`` failed midway, in words a user can act on: the OS's reason
     (full disk, read-only, lost mount), or "no space left on device" when the folder's disk is
-    full (libsndfile reports that as a bare "System error"), else the error's own text."""
+    full (libsndfile reports that as a bare "System error"), else the error's own text: for
+    libsndfile's, without soundfile's prefix, which names the hidden temporary file."""
     from realtime.errors import os_reason
 
     reason = os_reason(e) if isinstance(e, OSError) else None
@@ -156,4 +157,7 @@ def write_failure_reason(folder, e: BaseException) -> str:
                 reason = "no space left on device"
         except OSError:
             pass
-    return reason or str(e) or type(e).__name__
+    own = getattr(e, "error_string", None)  # soundfile.LibsndfileError: "Error opening b'….part': Error : why"
+    if isinstance(own, str):
+        own = own.removeprefix("Error : ")
+    return reason or own or str(e) or type(e).__name__

@@ -126,7 +126,7 @@ def _start(task: BatchTask) -> dict:
     result["input_sha256"] = _sha256(task.input)
     out = Path(task.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(out)
+    remove_stale_parts(out)  # all of them: the folder's lock keeps any other batch out, so they are a dead run's
     return result
 
 
@@ -270,6 +270,36 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _lock_out_dir(out_dir: Path):
+    """The output folder's log, open and locked for this batch alone; the lock goes with the file's
+    closing or this process's end, however it ends. A second batch into the folder is refused: it
+    would take the first one's files in progress for a killed run's and remove them.
+
+    Returns
+    -------
+    file
+        Close it to release the folder.
+    """
+    import fcntl
+
+    from realtime.errors import os_reason
+
+    path = out_dir / LOG_NAME
+    try:
+        f = open(path, "a", encoding="utf-8")
+    except OSError as e:
+        raise OfflineError(f"{path}: cannot write the batch's log ({os_reason(e) or e.strerror})") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise OfflineError(f"{out_dir}: another batch is writing into this folder; wait for it to end, "
+                           "or give another --out") from None
+    except OSError:
+        pass  # a file system without locks (some network mounts): unlocked, as before
+    return f
+
+
 def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | None = None,
               ray_address: str | bool | None = None, progress: bool = True, stream=None) -> dict:
     """Process every input into ``out_dir``; skip what a previous run completed.
@@ -309,8 +339,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     Raises
     ------
     OfflineError, PresetError
-        An empty ``out_dir``, an input folder as ``out_dir``, or the inputs or presets cannot be
-        planned (nothing is processed).
+        An empty ``out_dir``, an input folder as ``out_dir``, the inputs or presets cannot be
+        planned, or another batch is writing into ``out_dir`` (nothing is processed).
     """
     options = options or BatchOptions()
     out_dir = check_out_dir(out_dir)
@@ -355,6 +385,9 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     use_ray = bool(todo) and ray_address is not None and ray_address is not False
     try:
         with contextlib.ExitStack() as stack:
+            locked = out_dir.is_dir()
+            if locked:  # before a cluster starts: a second batch into the folder is refused at once
+                stack.enter_context(_lock_out_dir(out_dir))
             if use_ray:
                 from realtime.run.ray_batch import ray_cluster, run_units_on_ray
 
@@ -364,6 +397,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
                 workers = jobs or default_jobs()
             units = group_tasks(todo, options.streams, workers)  # a group for every worker there is
             out_dir.mkdir(parents=True, exist_ok=True)  # only now: a batch that cannot start leaves nothing
+            if not locked:
+                stack.enter_context(_lock_out_dir(out_dir))
             if not todo:
                 backend, workers = "none", 0
             elif use_ray:

@@ -120,20 +120,31 @@ class _Presets:
         return self._digests[key]
 
 
+MANIFEST_FIELDS = ("input", "output", "set", "preset")
+
+
 def _read_manifest(path: Path) -> list[dict]:
-    """Rows of a CSV (header: input[,output][,set][,preset]) or JSONL manifest; ``set`` as a list."""
+    """Rows of a CSV (header: input[,output][,set][,preset]) or JSONL manifest; ``set`` as a list.
+    A CSV's spaces after commas are skipped (``input, output``): a header name read as " output"
+    would drop its column unsaid."""
     rows = []
     try:
         if path.suffix.lower() == ".csv":
             with open(path, newline="", encoding="utf-8-sig") as f:  # Excel starts its CSV with a byte-order mark
-                for row in csv.DictReader(f):
+                reader = csv.DictReader(f, skipinitialspace=True)
+                if reader.fieldnames:
+                    reader.fieldnames = [name.strip() for name in reader.fieldnames]
+                for row in reader:
                     sets = (row.get("set") or "").strip()
                     rows.append({**row, "set": [s.strip() for s in sets.split(";") if s.strip()]})
         else:
             with open(path, encoding="utf-8") as f:
                 for n, line in enumerate(f, 1):
                     if line.strip():
-                        row = json.loads(line)
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError as e:  # its own "line 1" is of the one line it was given
+                            raise ValueError(f"line {n}, column {e.colno}: {e.msg}") from None
                         if not isinstance(row, dict):
                             raise ValueError(f"line {n}: expected an object")
                         sets = row.get("set") or []
@@ -147,9 +158,16 @@ def _read_manifest(path: Path) -> list[dict]:
 
 
 def _check_row(path: Path, n: int, row: dict) -> None:
-    """A manifest row's fields are what the planner expects: text paths, a list of text overrides,
-    an output that stays inside ``--out``."""
+    """A manifest row's fields are what the planner expects: known names (a typo would drop its
+    field unsaid), text paths, a list of text overrides, an output that stays inside ``--out``."""
     where = f"{path}: row {n}"
+    if None in row:  # csv's key for values past the header's names: a comma in an unquoted field
+        raise OfflineError(f"{where} has more fields than the header names ({', '.join(map(repr, row[None]))} "
+                           "left over); quote a field that holds a comma")
+    unknown = [k for k, v in row.items() if k not in MANIFEST_FIELDS and (k or v)]  # a trailing comma's empty column
+    if unknown:
+        raise OfflineError(f"{where}: unknown field{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} "
+                           f"(a manifest's fields: {', '.join(MANIFEST_FIELDS)})")
     if not row.get("input"):
         raise OfflineError(f"{where} has no 'input'")
     for key in ("input", "output", "preset"):
@@ -215,6 +233,31 @@ def _outputs_inside(folder: Path, out_dir: Path) -> tuple[str, ...] | None:
     return out.relative_to(folder).parts
 
 
+def _identity(path: Path):
+    """A file's identity by any path to it: its device and inode where it exists (a hard link, a
+    bind mount), else the path resolved."""
+    try:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return os.path.realpath(path)
+
+
+def _check_out_files(out_dir: Path, skipped: list[tuple[Path, Path, tuple[str, ...]]]) -> None:
+    """The files a folder's scan skipped because they lie in ``--out`` must be outputs the log
+    records: any other (an original kept there) would be left unprocessed, or replaced by the
+    output of the input of the same name."""
+    if not skipped:
+        return
+    log = ResumeLog(out_dir)
+    for p, folder, outputs in skipped:
+        rel = Path(*p.relative_to(folder).parts[len(outputs):])
+        if log.key(str(out_dir / rel)) not in log.records:  # a failed re-run's record too: its file is the last output
+            raise OfflineError(f"{out_dir}: --out lies inside the input folder {folder} and holds {p}, which no "
+                               "earlier batch wrote: it would be skipped, or replaced by an output; give --out "
+                               "a folder of its own")
+
+
 def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
     """Expand the inputs into tasks, one per output.
 
@@ -238,9 +281,11 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
     Raises
     ------
     OfflineError
-        An empty ``out_dir``, a folder input that is ``out_dir`` itself, a missing input, an input
-        that is a pipe or a device (a FIFO, ``/dev/stdin`` from a pipe), an unreadable manifest, or
-        two inputs that would write the same output.
+        An empty ``out_dir``, a folder input that is ``out_dir`` itself, an ``out_dir`` inside a
+        folder input that holds files no earlier batch wrote there, a missing input, an input that
+        is a pipe or a device (a FIFO, ``/dev/stdin`` from a pipe), an unreadable manifest, two
+        inputs that would write the same output, an output that is an input (by any path), or an
+        ``ext`` that MIDI inputs cannot be rendered to at their rate.
     PresetError
         A preset or override that does not apply (names the manifest row when it came from one).
     """
@@ -256,17 +301,20 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             raise OfflineError(f"--ext {options.ext!r}: {str(e).split(': ', 1)[-1]}") from None
     presets = _Presets()
     jobs: list[tuple[Path, Path, str | None, tuple[str, ...], str]] = []  # input, output, preset, sets, origin
+    skipped = []  # files of a folder input that lie in out_dir: (file, folder, out_dir's parts below it)
     for item in map(Path, inputs):
         if item.is_dir():
             if item.resolve() == out_dir.resolve():  # every output would be its own input
                 raise OfflineError(f"{item}: the output folder is the input folder; give --out another folder")
             outputs = _outputs_inside(item, out_dir)
             for p in sorted(item.rglob("*")):
-                if outputs and p.relative_to(item).parts[:len(outputs)] == outputs:
-                    continue
                 if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS | MIDI_EXTENSIONS \
                         and not p.name.startswith("."):
-                    jobs.append((p, _default_output(p, p.relative_to(item), out_dir, options.ext), None, (), str(p)))
+                    if outputs and p.relative_to(item).parts[:len(outputs)] == outputs:
+                        skipped.append((p, item, outputs))
+                    else:
+                        jobs.append((p, _default_output(p, p.relative_to(item), out_dir, options.ext), None, (),
+                                     str(p)))
         elif item.suffix.lower() in MANIFEST_EXTENSIONS and item.is_file():
             for i, row in enumerate(_read_manifest(item)):
                 src = item.parent / row["input"]
@@ -280,12 +328,28 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             jobs.append((item, _default_output(item, Path(item.name), out_dir, options.ext), None, (), str(item)))
         else:
             raise OfflineError(f"{item}: no such file or folder")
+    _check_out_files(out_dir, skipped)
+    if options.ext is not None and any(_kind(src) == "midi" for src, *_ in jobs):  # renders are at one rate
+        from realtime.run.offline import output_format
+
+        try:
+            output_format(Path("out." + options.ext.lstrip(".")), "PCM_24", options.samplerate or DEFAULT_RATE)
+        except OfflineError as e:
+            raise OfflineError(f"--ext {options.ext!r} for MIDI inputs: {str(e).split(': ', 1)[-1]}") from None
+    readers = {}  # what each input is, and the first task that reads it
+    for src, _, _, _, origin in jobs:
+        readers.setdefault(_identity(src), origin)
     tasks, seen = [], {}
     for src, dst, preset_name, sets, origin in jobs:
         key = os.path.abspath(dst)
         if key in seen:
             raise OfflineError(f"{origin} and {seen[key]} would both write {dst}")
         seen[key] = origin
+        reader = readers.get(_identity(dst))
+        if reader == origin:
+            raise OfflineError(f"{origin}: its output {dst} is the input itself; give --out another folder")
+        if reader is not None:  # the other task would read this one's output, or its input would be gone
+            raise OfflineError(f"{origin} would write {dst}, the input of {reader}; give it another output")
         if src.exists() and not src.is_file() and not src.is_dir():  # a missing file or a folder fails alone, later
             # reading one would hang (a FIFO no one writes) or consume it (stdin): batch hashes each input to resume
             raise OfflineError(f"{origin}: a pipe or device, not a file; batch needs files "

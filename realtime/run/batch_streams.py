@@ -66,12 +66,13 @@ class _FileStream:
         from realtime.run.offline import (
             OutputWriter,
             Reblocker,
-            bytes_missing,
+            _write_failed,
             check_destination,
             copy_tags,
             flush_frames,
             open_input,
             output_format,
+            truncation,
         )
 
         self.task, self.blocksize, self.clipped = task, blocksize, clipped
@@ -84,7 +85,7 @@ class _FileStream:
             self.src.close()
             raise
         ch, self.in_sr, self.length = self.src.channels, self.src.samplerate, self.src.frames
-        self.cut = bytes_missing(in_p) > 0  # as process_file: a cut WAV's length is already what is there
+        self.cut = truncation(in_p) is not None  # as process_file: a cut WAV's or Ogg's length is what is there
         sr = task.samplerate
         resample = self.in_sr != sr
         self.flush = flush_frames(latency, task.tail_s, sr, resample)  # chain-rate silence after the input
@@ -97,9 +98,11 @@ class _FileStream:
         self.out = AtomicFile(out_p)
         try:
             self.dst = sf.SoundFile(sf_path(self.out.tmp), "w", samplerate=self.in_sr, channels=ch, format=fmt, subtype=subtype)
-        except BaseException:
+        except BaseException as e:
             self.out.discard()
             self.src.close()
+            if isinstance(e, sf.LibsndfileError):  # named by the output, as process_file says it, not the .part file
+                raise _write_failed(out_p, e) from None
             raise
         copy_tags(self.src, self.dst)
         self.writer = OutputWriter(self.dst, self.rs_out, self.length, skip=latency,
@@ -162,7 +165,7 @@ class _MidiStream:
     ``send`` takes each event at its offset (the batched synth's stream and the file's rest chain)."""
 
     def __init__(self, task: BatchTask, blocksize: int, send, latency: int = 0, dropped=lambda: 0):
-        from realtime.run.offline import EventCursor, RenderWriter, open_render, plan_render
+        from realtime.run.offline import EventCursor, RenderWriter, _write_failed, open_render, plan_render
 
         self.task, self.blocksize, self.send = task, blocksize, send
         self.dropped, self.dropped0 = dropped, dropped()  # this song's full-queue drops (the counters outlive it)
@@ -173,8 +176,10 @@ class _MidiStream:
         self.out = AtomicFile(out_p)
         try:
             self.dst = open_render(self.out.tmp, out_p, task.samplerate)
-        except BaseException:
+        except BaseException as e:
             self.out.discard()
+            if isinstance(e, sf.LibsndfileError):  # named by the output, as render_midi says it, not the .part file
+                raise _write_failed(out_p, e) from None
             raise
         # the chain's latency dropped from the start and the end where the sound has died away, as render_midi
         self.writer = RenderWriter(self.dst, length, task.samplerate, skip=latency)
@@ -199,8 +204,11 @@ class _MidiStream:
         self.writer.write(y)
 
     def finish(self) -> None:
+        from realtime.run.offline import check_written
+
         self.writer.finish()
         self.dst.close()
+        check_written(self.out.tmp, Path(self.task.output), self.writer.written)  # as render_midi: Ogg on a full disk
         self.out.commit()
 
     def abandon(self) -> None:

@@ -40,26 +40,36 @@ def chain_rate(processors, file_rate: int, requested: int | None = None) -> int:
 
 
 
+STDIN = Path("/dev/stdin")
+
+
+def input_path(path) -> Path:
+    """``path`` as a Path; ``-`` is standard input (``/dev/stdin``: read once, as any pipe)."""
+    return STDIN if str(path) == "-" else Path(path)
+
+
 def open_input(path: str | os.PathLike) -> sf.SoundFile:
-    p = Path(path)
+    p = input_path(path)
+    if p == STDIN and os.isatty(0):  # reading it would wait for Ctrl-D
+        raise OfflineError("standard input is a terminal; pipe the audio in (e.g. `cat IN | … process - OUT`)")
     if not p.exists():
         raise OfflineError(f"{p}: no such file")
     if p.is_dir():
         raise OfflineError(f"{p}: is a directory, not an audio file")
     try:  # a pipe is read whole first: then its length is what it held, whatever its header says
         f = sf.SoundFile(sf_path(p) if p.is_file() else _spooled(p))
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise OfflineError(f"{p}: not a readable audio file ({e})") from None
+    except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile's words alone: soundfile's prefix names a pipe's spool
+        why = getattr(e, "error_string", None) or str(e)
+        raise OfflineError(f"{p}: not a readable audio file ({why.removeprefix('Error : ')})") from None
     if f.frames == 0:
         f.close()
         raise OfflineError(f"{p}: contains no audio frames")
     if f.channels not in (1, 2):
         f.close()
         raise OfflineError(f"{p}: {f.channels} channels not supported (mono or stereo)")
-    missing = bytes_missing(p)
-    if missing:
-        print(f"warning: {p}: the header promises {missing} more bytes of audio than the file holds "
-              "(a truncated or still-growing file); processing what is there", file=sys.stderr)
+    why = truncation(p)
+    if why:
+        print(f"warning: {p}: {why} (a truncated or still-growing file); processing what is there", file=sys.stderr)
     return f
 
 
@@ -83,11 +93,18 @@ def _spooled(p: Path):
     return spool
 
 
-def bytes_missing(path) -> int:
-    """Bytes of audio a regular file's WAV header promises beyond its end (``_wav_bytes_missing``);
-    0 for a pipe, which opened a second time would lose the audio read from it."""
+def truncation(path) -> str | None:
+    """Why a regular file stops before its end, in words for a warning, or None: a WAV whose header
+    promises more bytes than it holds (``_wav_bytes_missing``), an Ogg stream without its last page
+    (``_ogg_unended``). libsndfile reads either as a whole, shorter file. None for a pipe, which
+    opened a second time would lose the audio read from it."""
     p = Path(path)
-    return _wav_bytes_missing(p) if p.is_file() else 0
+    if not p.is_file():
+        return None
+    missing = _wav_bytes_missing(p)
+    if missing:
+        return f"the header promises {missing} more bytes of audio than the file holds"
+    return "the Ogg stream stops before its end" if _ogg_unended(p) else None
 
 
 def copy_tags(src: sf.SoundFile, dst: sf.SoundFile) -> None:
@@ -164,8 +181,44 @@ def _wav_bytes_missing(p: Path) -> int:
     return 0
 
 
+OGG_PAGE_MAX = 27 + 255 + 255 * 255  # the largest Ogg page: header, segment table, body
+
+
+def _ogg_unended(p: Path) -> bool:
+    """Whether an Ogg file (Vorbis, Opus) was cut: its last page lacks the end-of-stream flag (a
+    cut at a page boundary) or runs past the end of the file. libsndfile takes an Ogg file's length
+    from its last page's position, so a cut one reads as a whole, shorter file. Only the file's
+    tail is read: the last page starts within ``OGG_PAGE_MAX`` bytes of its end."""
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            if fh.read(4) != b"OggS":
+                return False
+            fh.seek(max(0, size - OGG_PAGE_MAX))
+            tail = fh.read()
+    except OSError:
+        return False
+    at = tail.rfind(b"OggS\x00")  # capture pattern and stream structure version 0
+    if at < 0:
+        return False
+    head = tail[at: at + 27]
+    if len(head) < 27:
+        return True  # cut inside the last page's header
+    lacing = tail[at + 27: at + 27 + head[26]]
+    end = at + 27 + len(lacing) + sum(lacing)
+    return not head[5] & 0x04 or len(lacing) < head[26] or end > len(tail)
+
+
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # MPEG-1/2/2.5
 VORBIS_MAX_RATE = 192000  # above it libsndfile's Vorbis encoder crashes the process (384 kHz: SIGSEGV)
+FLAC_MAX_RATE = 655350
+# the formats written, by extension: those a user would want and that read back whole (libsndfile
+# also writes raw, VOC, MAT, …, which other programs hardly read, and fails on HTK, SVX, XI, SDS)
+OUTPUT_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "oga": "OGG", "opus": "OGG", "mp3": "MP3",
+                  "aiff": "AIFF", "aif": "AIFF", "aifc": "AIFF", "caf": "CAF", "w64": "W64", "rf64": "RF64",
+                  "au": "AU"}
+OUTPUT_EXTENSIONS = ".wav .flac .ogg .opus .mp3 .aiff .caf .w64 .rf64 .au"
 
 
 def output_format(out: Path, subtype_hint: str, samplerate: int | None = None) -> tuple[str, str]:
@@ -174,21 +227,28 @@ def output_format(out: Path, subtype_hint: str, samplerate: int | None = None) -
     Raises
     ------
     OfflineError
-        An unknown extension, or a rate the format cannot hold (Opus; Vorbis above 192 kHz).
+        An extension not in ``OUTPUT_FORMATS``, or a rate the format cannot hold (Opus, MP3,
+        Vorbis above 192 kHz, FLAC above 655 kHz): said before any work, not by libsndfile midway.
     """
+    if str(out) == "-":  # the report goes to standard output: the audio cannot
+        raise OfflineError(f"-: cannot write audio to standard output; give a file name ({OUTPUT_EXTENSIONS})")
     ext = out.suffix.lower().lstrip(".")
-    if ext == "opus":  # Ogg Opus: the container libsndfile names OGG, the codec OPUS
-        if samplerate is not None and samplerate not in OPUS_RATES:
-            raise OfflineError(f"{out}: Opus holds only 8/12/16/24/48 kHz audio and the input is {samplerate} Hz; "
-                               "write .flac")
-        return "OGG", "OPUS"
-    formats = {k.lower(): k for k in sf.available_formats()}
-    fmt = formats.get({"aif": "aiff", "aifc": "aiff", "oga": "ogg"}.get(ext, ext))
+    fmt = OUTPUT_FORMATS.get(ext)
     if fmt is None:
-        raise OfflineError(f"{out}: unknown output format {out.suffix!r}; use one of .wav .flac .ogg .opus .aiff")
+        what = "unsupported" if ext.upper() in sf.available_formats() else "unknown"
+        raise OfflineError(f"{out}: {what} output format {out.suffix!r}; use one of {OUTPUT_EXTENSIONS}")
+    rates = {"opus": ("Opus", OPUS_RATES), "mp3": ("MP3", MP3_RATES)}.get(ext)
+    if rates is not None and samplerate is not None and samplerate not in rates[1]:
+        khz = "/".join(f"{r / 1000:g}" for r in rates[1])
+        raise OfflineError(f"{out}: {rates[0]} holds only {khz} kHz audio and the input is {samplerate} Hz; "
+                           "write .flac")
+    if ext == "opus":  # Ogg Opus: the container libsndfile names OGG, the codec OPUS
+        return "OGG", "OPUS"
     if fmt == "OGG" and samplerate is not None and samplerate > VORBIS_MAX_RATE:
         raise OfflineError(f"{out}: Ogg Vorbis holds at most 192 kHz audio and the input is {samplerate} Hz; "
                            "write .flac")
+    if fmt == "FLAC" and samplerate is not None and samplerate > FLAC_MAX_RATE:
+        raise OfflineError(f"{out}: FLAC holds at most 655350 Hz audio and the input is {samplerate} Hz; write .wav")
     # keep the input's sample format only when it is plain PCM/float: a compressed input's encoding
     # (MP3, Vorbis, …) may pass check_format for a container it cannot actually be written to
     plain = subtype_hint.startswith(("PCM_", "FLOAT", "DOUBLE"))
@@ -477,7 +537,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     import soxr
     from tqdm import tqdm
 
-    in_p, out_p = Path(in_path), Path(out_path)
+    in_p, out_p = input_path(in_path), Path(out_path)
     if not 0 <= tail_s <= MAX_RENDER_S:
         raise OfflineError(f"a tail of {tail_s} s: give 0 to {MAX_RENDER_S // 3600} hours")
     src = open_input(in_p)
@@ -485,7 +545,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         check_destination(out_p, in_p)
         fmt, subtype = output_format(out_p, src.subtype, src.samplerate)
         ch, in_sr, length = src.channels, src.samplerate, src.frames
-        cut = bytes_missing(in_p) > 0  # a cut WAV: libsndfile's length is already what is there
+        cut = truncation(in_p) is not None  # a cut WAV or Ogg: libsndfile's length is already what is there
         samplerate = chain_rate([s.processor for s in getattr(chain, "slots", ())], in_sr, samplerate)
         chain.prepare(samplerate, blocksize, ch)
         latency = int(chain.latency) if compensate_latency else 0
@@ -1023,12 +1083,11 @@ def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, 
     Raises
     ------
     OfflineError
-        Not a .wav/.flac destination, one ``check_destination`` refuses, an unreadable MIDI file,
+        A destination ``output_format`` or ``check_destination`` refuses, an unreadable MIDI file,
         or a song longer than ``MAX_RENDER_S``.
     """
     out_p = Path(out_path)
-    if out_p.suffix.lower() not in (".wav", ".flac"):
-        raise OfflineError(f"{out_p}: write .wav or .flac")
+    output_format(out_p, "PCM_24", samplerate)  # the formats `process` writes, refused before any work as there
     check_destination(out_p, Path(midi_path))
     events, n, damage = read_midi_song(midi_path, samplerate)
     if n > MAX_RENDER_S * samplerate:
@@ -1041,14 +1100,16 @@ def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, 
 
 
 def open_render(tmp, out_p: Path, samplerate: int) -> sf.SoundFile:
-    """The file a render writes (at ``tmp``): stereo, 24-bit, WAV or FLAC as ``out_p``'s extension says."""
-    return sf.SoundFile(sf_path(tmp), "w", samplerate=samplerate, channels=2, subtype="PCM_24",
-                        format="WAV" if out_p.suffix.lower() == ".wav" else "FLAC")
+    """The file a render writes (at ``tmp``): stereo, in the format ``out_p``'s extension names
+    (``output_format``; 24-bit where the format is PCM)."""
+    fmt, subtype = output_format(out_p, "PCM_24", samplerate)
+    return sf.SoundFile(sf_path(tmp), "w", samplerate=samplerate, channels=2, format=fmt, subtype=subtype)
 
 
 def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: int = 128,
                 tail_s: float | None = None) -> dict:
-    """Render a MIDI file through an instrument chain into a .wav/.flac file, block by block.
+    """Render a MIDI file through an instrument chain into an audio file, block by block (any
+    format ``process`` writes, by the extension).
 
     The render is never shorter than the file (its last End of Track): at the file's end the notes
     still sounding are released, as a player lifts the keys and the pedals (``release_at_end``),
@@ -1093,6 +1154,7 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
                     if out.done:
                         break
                 out.finish()
+            check_written(tmp, out_p, out.written)  # Ogg on a full disk comes back empty, without an error
     except (OSError, sf.LibsndfileError) as e:
         raise _write_failed(out_p, e) from None
     took = time.perf_counter() - t0

@@ -235,6 +235,7 @@ def cmd_batch(args) -> int:
     for what, count in (("files that ended before their header said (status partial)",
                          summary["truncated"] + summary["truncated_before"]),
                         ("files clipped by the safety stage", summary["clipped"]),
+                        ("files in which a plugin's junk output was silenced", summary["plugin_junk"]),
                         ("MIDI messages dropped from full queues", summary["dropped_midi_events"])):
         if count:
             print(f"batch: {what}: {count} (per file in {summary['log']})", file=sys.stderr)

@@ -251,3 +251,38 @@ def test_a_healthy_plugin_is_prepared_and_reset_as_any_host_does_it(monkeypatch)
     p.prepare(44100, 512, 2)
     p.reset()
     assert settled == [] and not type(p).keeps_junk
+
+
+def test_files_say_which_plugin_put_out_junk_and_how_much_was_silenced(tmp_path, capsys):
+    """process and batch zeroed a plugin's junk and said nothing (rc 0): a hosted plugin that
+    misbehaves left gaps in the file unsaid. Now one warning line per plugin, and the count in
+    the report and in batch's record."""
+    import json
+
+    import soundfile as sf
+
+    import main
+
+    _need(DC_REMOVE)
+    x = np.full((48000, 2), 0.1, np.float32)
+    x[:256, 0] = 3e38  # overflows dcRemove's memory to Inf (above): its output there is junk
+    src = tmp_path / "in" / "a.wav"
+    src.parent.mkdir()
+    sf.write(src, x, 48000, subtype="FLOAT")
+    preset = tmp_path / "dc.json"
+    preset.write_text(json.dumps({"version": 1, "name": "dc", "chain": [{"id": "dc", "processor": "lv2",
+                                                                          "uri": DC_REMOVE}]}))
+    assert main.main(["process", str(src), str(tmp_path / "o.wav"), "--preset", str(preset), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["plugin_junk_samples"] >= 256
+    assert err.count("warning:") == 1 and "'DC Offset Remover' (slot dc) put out junk" in err, err
+    assert main.main(["batch", str(src.parent), "--out", str(tmp_path / "out"), "--preset", str(preset),
+                      "--jobs", "1", "--no-progress"]) == 0
+    _, err = capsys.readouterr()
+    log = [json.loads(line) for line in (tmp_path / "out" / ".batch-manifest.jsonl").read_text().splitlines()]
+    assert log[-1]["plugin_junk_samples"] >= 256 and "a plugin's junk output was silenced: 1" in err
+    clean = tmp_path / "in" / "b.wav"  # a file without junk through the same worker's chain: nothing said
+    sf.write(clean, np.full((4800, 2), 0.1, np.float32), 48000, subtype="FLOAT")
+    assert main.main(["process", str(clean), str(tmp_path / "o2.wav"), "--preset", str(preset), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["plugin_junk_samples"] == 0 and "junk" not in err

@@ -163,13 +163,14 @@ def run_task(task: BatchTask) -> dict:
             report = render_midi(task.input, out, chain, task.samplerate, task.blocksize)
             result["audio_s"] = report["seconds"]
             result["dropped_midi_events"] = report["dropped_midi_events"]
+            result["plugin_junk_samples"] = report["plugin_junk_samples"]
         else:
             from realtime.run.offline import process_file
 
             report = process_file(task.input, out, chain, samplerate=task.samplerate, blocksize=task.blocksize,
                                   progress=False, tail_s=task.tail_s)
             result["audio_s"] = report["frames"] / report["samplerate"]
-            result.update({k: report[k] for k in ("frames_read", "truncated", "clipped_samples")})
+            result.update({k: report[k] for k in ("frames_read", "truncated", "clipped_samples", "plugin_junk_samples")})
         result["output_bytes"] = out.stat().st_size
         result["status"] = finished_status(report)
     except Exception as e:
@@ -329,7 +330,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
         failed_before (skipped because they failed before), truncated (this run's inputs that end
         before their header says: processed as far as they go, status "partial"), truncated_before
         (skipped: such outputs of an earlier run, their inputs unchanged), clipped (this run's files
-        whose samples the safety stage clipped), interrupted, abandoned, signal (the first
+        whose samples the safety stage clipped), plugin_junk (this run's files in which a hosted
+        plugin's junk output was replaced by silence), interrupted, abandoned, signal (the first
         one's name, e.g. "SIGTERM", or None), not_started,
         audio_s, wall_s, files_per_s, audio_s_per_s (throughput: × real time, = audio-hours per hour),
         backend, workers, log, failures (list of {input, error}, this run's and earlier unchanged ones),
@@ -361,11 +363,11 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     bar = Progress(len(todo), sum(t.audio_s for t in todo), stream, enabled=progress)
     stop = StopFlag(stream or sys.stderr)
     failures: list[dict] = []
-    processed = dropped_midi = truncated = clipped = 0
+    processed = dropped_midi = truncated = clipped = junk = 0
     audio_s = 0.0
 
     def on_result(result: dict) -> None:
-        nonlocal processed, audio_s, dropped_midi, truncated, clipped
+        nonlocal processed, audio_s, dropped_midi, truncated, clipped, junk
         log.append(result)
         processed += 1
         if result["status"] != "failed":
@@ -373,6 +375,7 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
             dropped_midi += result.get("dropped_midi_events") or 0
             truncated += result["status"] == "partial"
             clipped += bool(result.get("clipped_samples"))
+            junk += bool(result.get("plugin_junk_samples"))
         else:
             failures.append({"input": result["input"], "error": result["error"]})
         bar.update(result)
@@ -417,7 +420,7 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     wall = time.perf_counter() - t0
     return {"files": len(tasks), "processed": processed, "skipped": len(tasks) - len(todo),
             "failed": len(failures), "failed_before": len(failed_before), "truncated": truncated,
-            "truncated_before": truncated_before, "clipped": clipped,
+            "truncated_before": truncated_before, "clipped": clipped, "plugin_junk": junk,
             "interrupted": stop.level > 0, "abandoned": stop.level > 1, "signal": stop.signal,
             "not_started": len(todo) - processed, "audio_s": audio_s, "wall_s": wall, "streams": options.streams,
             "files_per_s": processed / wall, "audio_s_per_s": audio_s / wall, "backend": backend, "workers": workers,

@@ -137,6 +137,28 @@ def warn_clipped(in_p, clipped: int) -> None:
               "lower the gain or use a preset with a limiter (e.g. --preset default)", file=sys.stderr)
 
 
+def junk_samples(chain) -> dict[str, int]:
+    """Per hosted plugin's slot, how many output samples it has had replaced by silence so far (junk:
+    NaN/Inf or absurd levels; ``bad_output_samples``, counted since the plugin was built)."""
+    return {s.id: int(s.processor.bad_output_samples) for s in getattr(chain, "slots", ())
+            if hasattr(s.processor, "bad_output_samples")}
+
+
+def warn_junk(in_p, chain, before: dict[str, int]) -> int:
+    """One line per plugin that put out junk since ``before`` (``junk_samples``), which the host
+    silenced: a plugin that misbehaves in this chain left gaps a file's rc 0 said nothing of.
+    Returns the samples silenced."""
+    total = 0
+    for slot, n in junk_samples(chain).items():
+        n -= before.get(slot, 0)
+        if n > 0:
+            total += n
+            name = getattr(getattr(chain.slot(slot).processor, "info", None), "name", slot)
+            print(f"warning: {in_p}: plugin {name!r} (slot {slot}) put out junk (NaN/Inf or absurd levels); "
+                  f"{n} samples were replaced by silence", file=sys.stderr)
+    return total
+
+
 def warn_short(in_p, frames_read: int, length: int) -> bool:
     """Whether decoding stopped before the input's length (a damaged file), said in one line: its
     missing end is written as silence."""
@@ -526,7 +548,8 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         samplerate, chain_samplerate, channels, latency_compensated_frames, nonfinite_input_samples,
         frames_read, truncated (the input ends before its header says: a cut WAV is processed as far
         as it goes, a damaged file's undecodable end written as silence; warned about either way),
-        tail_frames, clipped_samples (clipped to the safety stage's ceiling; warned about), providers.
+        tail_frames, clipped_samples (clipped to the safety stage's ceiling; warned about),
+        plugin_junk_samples (a hosted plugin's output replaced by silence; warned about), providers.
 
     Raises
     ------
@@ -554,6 +577,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         rs_in = soxr.ResampleStream(in_sr, samplerate, ch, dtype="float32", quality="HQ") if resample else None
         rs_out = soxr.ResampleStream(samplerate, in_sr, ch, dtype="float32", quality="HQ") if resample else None
         runner = ChainRunner(chain, blocksize, ch)
+        junk0 = junk_samples(chain)
         try:
             with atomic_write(out_p) as tmp:
                 with sf.SoundFile(sf_path(tmp), "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
@@ -571,10 +595,12 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     short = warn_short(in_p, frames_read, length)
     clipped = clipped_samples(chain)
     warn_clipped(in_p, clipped)
+    junk = warn_junk(in_p, chain, junk0)
     return {"input": str(in_p), "output": str(out_p), "frames": out.total, "samplerate": in_sr,
             "chain_samplerate": samplerate, "channels": ch, "latency_compensated_frames": latency,
             "nonfinite_input_samples": nonfinite, "frames_read": frames_read, "truncated": cut or short,
-            "tail_frames": tail, "clipped_samples": clipped, "providers": _providers(chain)}
+            "tail_frames": tail, "clipped_samples": clipped, "plugin_junk_samples": junk,
+            "providers": _providers(chain)}
 
 
 def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, flush: int, bar) -> tuple[int, int]:
@@ -1143,6 +1169,7 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     events, n, messages, truncated = plan_render(midi_path, out_p, samplerate)
     chain.prepare(samplerate, blocksize, 2)
     dropped0 = dropped_midi_events(chain)  # the processors' counters outlive a render
+    junk0 = junk_samples(chain)
     t0 = time.perf_counter()
     try:
         with atomic_write(out_p) as tmp:
@@ -1165,7 +1192,8 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     if not np.any(((events[:, 1].astype(np.int64) & 0xF0) == 0x90) & (events[:, 3] > 0)):  # meta events alone
         print(f"warning: {midi_path}: no notes to play; {out_p} holds {out.written / samplerate:.1f} s of silence",
               file=sys.stderr)
+    junk = warn_junk(midi_path, chain, junk0)
     seconds = out.written / samplerate
     return {"output": str(out_p), "seconds": seconds, "events": messages, "dropped_midi_events": dropped,
             "render_s": took, "realtime_factor": took / seconds if seconds else 0.0, "peak": out.peak,
-            "truncated": truncated}
+            "truncated": truncated, "plugin_junk_samples": junk}

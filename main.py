@@ -17,7 +17,7 @@ import os
 import sys
 
 from realtime.argtypes import OneLineParser, positive_int
-from realtime.engine.config import HEADLESS_PREFILL_BLOCKS, PANEL_PREFILL_BLOCKS, device_arg
+from realtime.engine.config import BLOCK_RANGE, HEADLESS_PREFILL_BLOCKS, PANEL_PREFILL_BLOCKS, device_arg
 
 os.environ.setdefault("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK" if sys.platform.startswith("linux") else "")
 if not os.environ["MIDO_BACKEND"]:
@@ -29,6 +29,14 @@ def _blocksize(text: str) -> int:
     v = positive_int(text)
     if not 16 <= v <= 65536:
         raise argparse.ArgumentTypeError(f"{v} frames: a block is 16 to 65536 frames")
+    return v
+
+
+def _live_blocksize(text: str) -> int:
+    """A live engine's block: the range it runs, said by the parser like every other range."""
+    v = positive_int(text)
+    if not BLOCK_RANGE[0] <= v <= BLOCK_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"{v} frames: a live block is {BLOCK_RANGE[0]} to {BLOCK_RANGE[1]} frames")
     return v
 
 
@@ -65,7 +73,8 @@ def _tail_arg(p: argparse.ArgumentParser, note: str = "") -> None:
 def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREFILL_BLOCKS) -> None:
     p.add_argument("--samplerate", "-r", type=_samplerate, default=48000,
                    help="Hz: 44100, 48000, 88200 or 96000 (default 48000)")
-    p.add_argument("--blocksize", "-b", type=_blocksize, default=128, help="frames per period, 32..2048 (default 128)")
+    p.add_argument("--blocksize", "-b", type=_live_blocksize, default=128,
+                   help=f"frames per period, {BLOCK_RANGE[0]}..{BLOCK_RANGE[1]} (default 128)")
     p.add_argument("--channels", "-c", type=positive_int, default=2, help="1 or 2 (default 2)")
     p.add_argument("--device", "-d", default=None, help="device name or index for input and output")
     p.add_argument("--input-device", default=None)

@@ -63,6 +63,14 @@ def test_a_bad_argument_is_one_line_not_the_usage(argv):
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
 
 
+@pytest.mark.parametrize("block", ["16", "4096"])
+def test_run_refuses_a_block_the_live_engine_does_not_run_before_it_starts(block):
+    """The parser took 16..65536 for every command; the engine then refused outside 32..2048."""
+    r = run("run", "-b", block, "--demo")
+    assert r.returncode == 2 and r.stderr == f"error: argument --blocksize/-b: {block} frames: a live block is " \
+        "32 to 2048 frames\n", r.stderr
+
+
 def test_malformed_preset_file_names_the_field(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"version": 1, "name": "x", "chain": [{"processor": "gain", "params": {"gain_db": "loud"}}]}))

@@ -9,7 +9,8 @@ HEADLESS_PREFILL_BLOCKS = 2  # `run`: output pre-fill, the DSP thread's time bud
 # The panel's engine runs the heavy neural chains in its own process: one block more of budget
 # (the README's knob-panel section has the measurements behind it).
 PANEL_PREFILL_BLOCKS = 3
-COMMON_RATES = (44100, 48000, 88200, 96000)  # what a refused rate's error and the panel's settings offer
+COMMON_RATES = (44100, 48000, 88200, 96000)  # the rates the engine runs (a device may run fewer)
+BLOCK_RANGE = (32, 2048)  # frames per period the engine runs
 MAX_PREFILL_S = 2.0  # a pre-fill is latency: more than 2 s of it is a typo (1e12 blocks asked for 1 PiB)
 
 
@@ -34,10 +35,10 @@ class EngineConfig:
     realtime_priority: int = 5  # SCHED_FIFO priority for the DSP thread when permitted (JACK's own threads run higher)
 
     def validate(self) -> None:
-        if self.samplerate not in (44100, 48000, 88200, 96000):
-            raise EngineError(f"samplerate {self.samplerate} not supported (44100, 48000, 88200, 96000)")
-        if not 32 <= self.blocksize <= 2048:
-            raise EngineError(f"blocksize {self.blocksize} outside 32..2048 frames")
+        if self.samplerate not in COMMON_RATES:
+            raise EngineError(f"samplerate {self.samplerate} not supported ({', '.join(map(str, COMMON_RATES))})")
+        if not BLOCK_RANGE[0] <= self.blocksize <= BLOCK_RANGE[1]:
+            raise EngineError(f"blocksize {self.blocksize} outside {BLOCK_RANGE[0]}..{BLOCK_RANGE[1]} frames")
         if self.channels not in (1, 2):
             raise EngineError(f"channels must be 1 or 2, got {self.channels}")
         if self.mode not in ("duplex", "input", "output"):

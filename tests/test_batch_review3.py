@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import mido
 import numpy as np
 import pytest
 import soundfile as sf
@@ -19,6 +18,8 @@ import soundfile as sf
 import main
 from realtime.errors import OfflineError
 from realtime.run.batch import LOG_NAME, BatchOptions, plan_batch, run_batch
+
+from .test_batch import _midi as _midi_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,15 +32,8 @@ def _tone(path: Path, sr=16000, seconds=0.2, freq=440.0, amp=0.3, ch=2):
 
 
 def _midi(path: Path):
-    mf = mido.MidiFile()
-    tr = mido.MidiTrack()
-    mf.tracks.append(tr)
-    for i, n in enumerate((60, 64, 67)):
-        tr.append(mido.Message("note_on", note=n, velocity=90, time=0 if i == 0 else 120))
-    for n in (60, 64, 67):
-        tr.append(mido.Message("note_off", note=n, velocity=0, time=200))
     path.parent.mkdir(parents=True, exist_ok=True)
-    mf.save(str(path))
+    _midi_file(path)
 
 
 def _bytes(folder: Path) -> dict:

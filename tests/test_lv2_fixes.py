@@ -211,6 +211,7 @@ def saver():
 def rescuer():
     while time.monotonic() < stop:
         p._renewable = [True] * len(p._runs)
+        p._renewed_at = [float("-inf")] * len(p._runs)  # nor has it been made anew lately
         for r in p._runs:
             r[3][0] = True  # parked, as the DSP thread parks a blown-up instance
         p._revive_parked()

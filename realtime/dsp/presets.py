@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,10 +59,10 @@ def _check_param(d, value, where: str):
             if value not in d.choices:
                 raise PresetError(f"{label}: {value!r} is not one of {list(d.choices)}")
             return value
-        if not _is_number(value) or not math.isfinite(value) or value != int(value) \
-                or not 0 <= value < len(d.choices):
-            raise PresetError(f"{label}: {value!r} is not one of {list(d.choices)}")
-        return d.choices[int(value)]
+        try:  # a number: an index, or a plugin's own value (Param.choice_of)
+            return d.choices[d.choice_of(value, where)]
+        except ParamError as e:
+            raise PresetError(str(e)) from None
     boolean = (d.min, d.max, d.step) == (0.0, 1.0, 1.0)
     if isinstance(value, bool) and boolean:
         return value

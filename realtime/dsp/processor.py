@@ -96,6 +96,21 @@ class Param:
             value = self.min + round((value - self.min) / self.step) * self.step
         return value
 
+    def choice_of(self, value, where: str = "") -> int:
+        """The choice a number in a preset or ``--set`` names (an enumeration's): its index here; a
+        hosted plugin's enumeration whose own values are not 0, 1, 2... names it by that value
+        (``realtime.dsp.processors.lv2._ScalePoints``), as its documentation shows it.
+
+        Raises
+        ------
+        ParamError
+            Not one of the choices; the message names the parameter.
+        """
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and value == int(value) and 0 <= value < len(self.choices):
+            return int(value)
+        raise ParamError(f"{where}{self.id}: {value!r} is not one of {list(self.choices)}")
+
     def smoothing_coeff(self, sample_rate: float) -> float:
         """Per-sample one-pole coefficient ``c`` of ``y += c * (target - y)``.
 

@@ -33,6 +33,14 @@ UNIT_SYMBOLS = {"db": "dB", "hz": "Hz", "khz": "kHz", "mhz": "MHz", "ms": "ms", 
                 "mm": "mm", "km": "km", "inch": "in", "mile": "mi", "coef": ""}
 # an input named as a side-chain: "sidechain", "Side Chain 2", "side_chain", or the token "sc" ("sc", "sc_l")
 SIDE_CHAIN_NAME = re.compile(r"side[ _-]?chain|(?:^|[^a-z])sc(?:[^a-z]|$)", re.IGNORECASE)
+# Plugins this host refuses to load (URI -> why), as hosts keep crash lists: each was seen breaking
+# the process or never loading in Debian 12's packages. ``plugins`` marks them.
+KNOWN_BROKEN = {
+    "http://calf.sourceforge.net/plugins/Wavetable":
+        "crashes the process (reads uninitialised memory, then 'double free or corruption' on close)",
+    "http://plugin.org.uk/swh-plugins/mbeq": "its library does not load (undefined symbol fftwf_execute)",
+    "http://plugin.org.uk/swh-plugins/pitchScaleHQ": "its library does not load (undefined symbol fftwf_execute)",
+}
 LINUX_DEFAULT_PATH = ("~/.lv2", "/usr/lib/x86_64-linux-gnu/lv2", "/usr/lib/aarch64-linux-gnu/lv2", "/usr/lib/lv2",
                       "/usr/local/lib/lv2")
 
@@ -114,7 +122,7 @@ class PluginInfo:
         return {"uri": self.uri, "name": self.name, "class": self.plugin_class, "audio_in": self.audio_in,
                 "audio_out": self.audio_out, "midi_in": self.midi_in, "controls": [p.symbol for p in self.controls],
                 "latency_port": self.latency_port, "hard_rt": self.hard_rt,
-                "required_features": list(self.required_features)}
+                "required_features": list(self.required_features), "broken": KNOWN_BROKEN.get(self.uri)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PluginInfo":
@@ -403,8 +411,10 @@ def plugin_info(uri: str) -> PluginInfo:
         if why:
             raise PluginError(f"lv2 plugin {uri}: {why[0][len(uri) + 2:]}")
         raise PluginError(f"lv2 plugin {uri!r} is not installed (see `python main.py plugins`)")
+    if uri in KNOWN_BROKEN:
+        raise PluginError(f"lv2 plugin {uri}: known to be broken, not loaded: {KNOWN_BROKEN[uri]}")
     return info
 
 
-__all__ = ["PluginInfo", "PortInfo", "ScanResult", "cache_dir", "describe", "lv2_path", "plugin_info", "scan",
-           "scan_world", "signature", "world"]
+__all__ = ["KNOWN_BROKEN", "PluginInfo", "PortInfo", "ScanResult", "cache_dir", "describe", "lv2_path", "plugin_info",
+           "scan", "scan_world", "signature", "world"]

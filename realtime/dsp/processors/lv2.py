@@ -30,7 +30,13 @@ their sound to the block, like the DDSP synth.
 Output: a sample that is not finite or beyond ``OUTPUT_LIMIT`` becomes 0 before it reaches the
 chain, is counted (``bad_output_samples``), and the instance that made it is reset: offline at
 once; live, the DSP thread only stops running it (silence) and a rescue thread resets it, since
-(de)activation may allocate and must not overlap ``run()``.
+(de)activation may allocate and must not overlap ``run()``. So is an effect's output beyond
+``JUNK_LIMIT`` on a silent input for ``JUNK_SPAN`` samples in a row (junk: an effect makes no sound
+out of silence), and every such block after it; plugins without audio inputs and instruments are
+exempt (their sound needs no input).
+
+Choices: an enumeration's knob value is the index of its choice; where the plugin's own values are
+not 0, 1, 2... (``_ScalePoints``), a number in a preset or ``--set`` is the plugin's value.
 
 Reset (``reset``, the end of ``prepare``, a blown-up instance): LV2's deactivate + activate. An
 instance whose output on the silent block of ``prepare`` was not silence, or that blew up, then runs
@@ -41,9 +47,12 @@ never clear their memory in activate() (swh dcRemove starts with whatever its al
 at 1e31, or at 99: a +40 dB DC thump the output limit lets through): only running them lets it die
 away. Silence is the test because no effect makes sound
 out of it whatever its gain, so loud plugins are never mistaken for broken ones; an output that
-does not fall (a generator) ends the run early and is left as it is. An instance still making
-output the limit would zero (Inf or NaN kept in its memory) is made anew (``_renew``: its state
-restored), unless that did not help the time before either (the cause is then its settings).
+does not fall (a generator) ends the run early and is left as it is, unless an effect's is beyond
+``JUNK_LIMIT``. An instance still making such output (Inf or NaN kept in its memory) is made anew
+(``_renew``: its state restored), unless that did not help the time before: the new instance made
+it too, or did within ``RENEW_BACKOFF_S`` (swh chebstortion, made anew every block otherwise); the
+slot then zeroes its junk and counts it. Instances are made in ``prepare``, a ``reset`` outside the
+DSP thread, offline renders' blocks and the rescue thread, never on a live DSP thread.
 
 Latency: the plugin's latency port is read after one silent block in ``prepare`` and after every
 block: the chain's dry path follows a change at once, up to ``max_latency`` (the latency at
@@ -69,7 +78,7 @@ from numba import njit
 
 from realtime.dsp.processor import MidiQueue, Param, Processor, Readout
 from realtime.dsp.processors import SLOT_CONTROLS, register
-from realtime.errors import PluginError
+from realtime.errors import ParamError, PluginError
 from realtime.io import lilv, lv2_host, lv2_scan
 
 NOMINAL_RATE = 48000.0  # ranges given as fractions of the sample rate are shown at this rate
@@ -85,6 +94,13 @@ MIDI_CAPACITY = 16 + MIDI_EVENT_BYTES * MAX_EVENTS
 # 3162), a blown-up filter passes it on its way to Inf, and a chain's float32 maths (squares in
 # meters, filter states) stays far from overflow below it
 OUTPUT_LIMIT = 1e4
+# +40 dBFS: an effect's output on a silent input (within SETTLE_LIMIT) beyond it for JUNK_SPAN samples
+# in a row is junk (mda BeatBox reading uninitialised memory put out +46 dBFS RMS on silence): no
+# working effect gets there (+70 dB of gain on -60 dBFS is +10 dBFS; LSP's oscillator, an effect,
+# reaches +21 dBFS at its loudest); plugins without audio inputs and instruments may
+JUNK_LIMIT = 100.0
+JUNK_SPAN = 4096
+RENEW_BACKOFF_S = 5.0  # an instance made anew that makes junk again this soon is not made anew again
 LATENCY_HEADROOM_S = 0.5  # a plugin with a latency port may move its latency this far while streaming
 LOG_FLOOR = 1e-6  # a log taper over [0, max] starts at max * LOG_FLOOR (six decades), or at the default
 RATE_SPAN = (8000.0, 384000.0)  # the rates a sample-rate range's class descriptor accepts values for
@@ -140,15 +156,43 @@ def _pre(block, ain, in_src, values, ctl, ctl_port, enum_n, enum_val, bounds):
 
 
 @njit(nogil=True, cache=True)
-def _clean_outputs(aout, n, hits, limit):
+def _clean_outputs(aout, ain, n, hits, limit, junk_limit, junk_run, clock):
     """Output samples that are not finite or beyond +-limit -> 0: a blown-up plugin must not feed
-    the chain. hits[i]: how many of instance i's this block. Returns the block's total."""
+    the chain. An instance whose input is silent and whose output goes beyond +-junk_limit for
+    ``JUNK_SPAN`` samples in a row makes junk: its whole block -> 0, and every such block after it
+    (``junk_run[i]`` stays at the span; a generator's junk_limit is ``limit``: no such rule).
+    hits[i]: how many of instance i's samples this block. Returns the block's total; clock[0]
+    counts the samples run."""
+    clock[0] += n
     total = 0
     for i in range(aout.shape[0]):
+        junk = False
+        if junk_limit < limit:
+            quiet = True
+            for j in range(ain.shape[1]):
+                for t in range(n):
+                    if abs(ain[i, j, t]) > SETTLE_LIMIT:
+                        quiet = False
+                        break
+                if not quiet:
+                    break
+            loud = False
+            for j in range(aout.shape[1] if quiet else 0):  # music in: not looked at
+                for t in range(n):
+                    if abs(aout[i, j, t]) > junk_limit:
+                        loud = True
+                        break
+                if loud:
+                    break
+            if quiet and loud:
+                junk_run[i] = min(junk_run[i] + n, JUNK_SPAN)
+                junk = junk_run[i] >= JUNK_SPAN
+            elif junk_run[i] < JUNK_SPAN:
+                junk_run[i] = 0
         h = 0
         for j in range(aout.shape[1]):
             for t in range(n):
-                if not abs(aout[i, j, t]) <= limit:  # NaN fails it too
+                if junk or not abs(aout[i, j, t]) <= limit:  # NaN fails it too
                     aout[i, j, t] = 0.0
                     h += 1
         hits[i] = h
@@ -267,6 +311,23 @@ class _LogFromZeroAnyRate(_LogFromZero, _AnyRate):
     """A log taper from 0 (``_LogFromZero``) over a sample-rate range (``_AnyRate``)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class _ScalePoints(Param):
+    """An enumeration whose scale points are not 0, 1, 2... (mda Leslie's speed: 0, 0.5, 1): a number
+    in a preset or ``--set`` is the plugin's own value, as its documentation and other hosts show
+    it; the knob's value stays the choice's index (panel, MIDI learn), presets keep the name."""
+
+    points: tuple[float, ...] = ()
+
+    def choice_of(self, value, where: str = "") -> int:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            for k, p in enumerate(self.points):
+                if math.isclose(value, p, rel_tol=1e-5, abs_tol=1e-9):  # the points are float32
+                    return k
+        named = ", ".join(f"{p:g} {c}" for p, c in zip(self.points, self.choices))
+        raise ParamError(f"{where}{self.id}: {value!r} is not one of {list(self.choices)} (by value: {named})")
+
+
 def _raw_range(port: lv2_scan.PortInfo) -> tuple[float, float]:
     """The port's range as the plugin declares it (a fraction of the rate for lv2:sampleRate ports)."""
     return (port.minimum if port.minimum is not None else 0.0, port.maximum if port.maximum is not None else 1.0)
@@ -305,8 +366,11 @@ def _param_of(port: lv2_scan.PortInfo, taken: set, rate: float | None = None) ->
             seen.add(name)
             labels.append(name)
         idx = min(range(len(vals)), key=lambda i: abs(vals[i] - default))
-        return Param(pid, port.name, 0.0, len(vals) - 1.0, float(idx), choices=tuple(labels), step=1.0,
-                     smoothing_ms=0.0), vals
+        if vals == tuple(range(len(vals))):  # values that are the indices: numbers mean the same either way
+            return Param(pid, port.name, 0.0, len(vals) - 1.0, float(idx), choices=tuple(labels), step=1.0,
+                         smoothing_ms=0.0), vals
+        return _ScalePoints(pid, port.name, 0.0, len(vals) - 1.0, float(idx), choices=tuple(labels), step=1.0,
+                            smoothing_ms=0.0, points=vals), vals
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         lo, hi = (lo, lo + 1.0) if math.isfinite(lo) else (0.0, 1.0)
     step = 1.0 if port.integer else 0.0
@@ -540,6 +604,12 @@ class Lv2Plugin(Processor):
         self._runs = tuple((inst.run_fn, inst.handle, inst, [False]) for inst in self._instances)
         self._workers = tuple((inst, parked) for _, _, inst, parked in self._runs if inst.worker is not None)
         self._renewable = [True] * n_inst  # False: making it anew did not help the last time (_clear_instance)
+        self._renewed_at = [-math.inf] * n_inst  # _clock when it was last made anew
+        self._clock = np.zeros(1, np.int64)  # samples run since prepare (counted by _clean_outputs)
+        self._junk_run = np.zeros(n_inst, np.int64)  # samples of junk in a row (_clean_outputs)
+        # an effect's output on silence far above full scale is junk; a generator's may be its sound
+        generator = self.instrument or not info.main_inputs
+        self._junk_limit = OUTPUT_LIMIT if generator else JUNK_LIMIT
         self._keeps_junk = [False] * n_inst  # True: it showed junk on silence or blew up; resets settle it
         self._measure_latency(B, C)
         if self.live:  # from now on work is done beside the DSP thread, never on it
@@ -729,11 +799,14 @@ class Lv2Plugin(Processor):
             self._keeps_junk[i] = True  # later resets settle it too
             ok = self._settle(i, inst)
             if not ok and self._renewable[i]:
-                inst = self._renew(i, inst)
-                ok = self._settle(i, inst)
-                self._renewable[i] = ok  # NaN again from a new instance: its settings, not its memory
-            elif ok:
-                self._renewable[i] = True
+                if self._clock[0] - self._renewed_at[i] < RENEW_BACKOFF_S * self.sample_rate:
+                    self._renewable[i] = False  # junk again this soon: making it anew does not help
+                else:
+                    inst = self._renew(i, inst)
+                    ok = self._settle(i, inst)
+                    self._renewable[i] = ok  # NaN again from a new instance: its settings, not its memory
+            if not ok:
+                self._junk_run[i] = JUNK_SPAN  # what it makes on silence is junk from the first block
             inst.deactivate()
             inst.activate()
         if self.live:
@@ -744,7 +817,8 @@ class Lv2Plugin(Processor):
         others), until its output is within ``SETTLE_LIMIT``; stop early on output that is not finite
         (it never dies away) or that does not fall (sound the plugin makes), and after ``SETTLE_MAX``
         samples. Connected back to the chain's buffers at the end. Returns whether its last output
-        is finite and within ``OUTPUT_LIMIT``."""
+        is finite and within ``OUTPUT_LIMIT``, or for an effect within ``JUNK_LIMIT`` (an effect
+        does not make sound out of silence: output that does not fall is its junk)."""
         ain, aout, cv, ctl, atom = own = self._own
         for b in own:
             b.fill(0)
@@ -773,7 +847,7 @@ class Lv2Plugin(Processor):
                 if peak > SETTLE_DECAY * last:
                     break
                 last = peak
-            return peak <= OUTPUT_LIMIT
+            return peak <= self._junk_limit
         finally:
             self._connect(inst, i, self._buffers)
 
@@ -805,6 +879,8 @@ class Lv2Plugin(Processor):
         self._workers = tuple((inst, p) for _, _, inst, p in self._runs if inst.worker is not None)
         old.close()
         self.instance_renewals += 1
+        self._renewed_at[i] = int(self._clock[0])
+        self._junk_run[i] = 0  # a new instance gets the span again
         return new
 
     def _revive_parked(self) -> None:
@@ -848,7 +924,8 @@ class Lv2Plugin(Processor):
         for inst, parked in self._workers:
             if not parked[0]:
                 inst.end_cycle()
-        bad = _clean_outputs(self._aout, n, self._hits, OUTPUT_LIMIT)
+        bad = _clean_outputs(self._aout, self._ain, n, self._hits, OUTPUT_LIMIT, self._junk_limit, self._junk_run,
+                             self._clock)
         _post(block, self._aout, self._weights, self._add)
         _read_outputs(self._ctl, self._out_port, self.readings)
         if self._lat_port >= 0 and _follow_latency(self._ctl, self._lat_port, self._lat):

@@ -95,23 +95,27 @@ def _record_arg(p: argparse.ArgumentParser) -> None:
 BATCH_EPILOG = """\
 manifest: a .csv with a header row (input[,output][,set][,preset]; set holds overrides joined by ';')
 or a .jsonl with one object per line ({"input": …, "output": …, "set": […]}); inputs are relative to
-the manifest, outputs to --out. A re-run skips outputs that are complete and newer than their input
-and preset (OUT/.batch-manifest.jsonl); exit status 1 when any file failed, 130 after Ctrl-C, 143 after SIGTERM (once:
+the manifest, outputs to --out. A re-run skips outputs that are complete for the same input (its size and
+modification time as recorded) and preset (OUT/.batch-manifest.jsonl); exit status 1 when any file failed, 130 after Ctrl-C, 143 after SIGTERM (once:
 finish the files in progress; twice: abandon them, nothing half-written is left)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="main.py", description="Real-time audio plugin host and streaming processor")
+    prog = "rtaudio" if os.path.basename(sys.argv[0]) == "rtaudio" else "main.py"  # the installed command says its name
+    ap = OneLineParser(prog=prog, description="Real-time audio plugin host and streaming processor")
     sub = ap.add_subparsers(dest="command")
 
-    p = sub.add_parser("gui", help="desktop knob panel (default)")
+    p = sub.add_parser("gui", help="desktop knob panel (default)",
+                       description="The engine flags override the remembered settings for this start; the defaults "
+                                   "shown are those of a first start.")
     _chain_args(p)
     _engine_args(p, PANEL_PREFILL_BLOCKS)
 
     p = sub.add_parser("run", help="live engine without GUI (demo through a private JACK server when no device)")
     _chain_args(p)
     _engine_args(p)
-    p.add_argument("--seconds", type=_seconds, default=0, help="stop after N seconds (0 = until Ctrl-C)")
+    p.add_argument("--seconds", type=_seconds, default=0,
+                   help="stop after N seconds (0 = until Ctrl-C; the demo: once through, 6 s)")
     p.add_argument("--demo", action="store_true", help="force the no-sound-card demo")
     p.add_argument("--demo-out", default="demo_out.wav",
                    help="where the demo writes what came out (default demo_out.wav; .wav .flac .ogg …)")
@@ -125,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     _chain_args(p)
     p.add_argument("--samplerate", "-r", type=_samplerate, default=None,
-                   help="chain rate (file is resampled to it and back; default: the file's own where the chain runs at "
-                        "it as it is, else 48000)")
+                   help="chain rate (file is resampled to it and back; default: the file's own where it is 44.1 kHz "
+                        "or more and the chain runs at it as it is, else 48000)")
     p.add_argument("--blocksize", "-b", type=_blocksize, default=512,
                    help="frames per block through the chain (default 512)")
     _tail_arg(p)
@@ -143,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--midi-set", action="append", default=[], metavar="SLOT.PARAM=VALUE",
                    help="override for MIDI inputs")
     p.add_argument("--samplerate", "-r", type=_samplerate, default=None,
-                   help="chain rate (files are resampled to it and back; default: each file's own where the chain "
-                        "runs at it as it is, else 48000; MIDI: 48000)")
+                   help="chain rate (files are resampled to it and back; default: each file's own where it is "
+                        "44.1 kHz or more and the chain runs at it as it is, else 48000; MIDI: 48000)")
     p.add_argument("--blocksize", "-b", type=_blocksize, default=512,
                    help="frames per block through the chain (default 512)")
     p.add_argument("--midi-blocksize", type=_blocksize, default=128)
@@ -156,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="files a worker runs side by side through one model call (presets that start with the "
                         "enhancer or the de-limiter, and MIDI files into the synth; default 8; 1: one file at a time)")
     p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
-                   help="run on a Ray cluster: auto, HOST:PORT, local (a new node), or none for Ray's default "
-                        "(needs the cluster extra)")
+                   help="run on Ray: --ray alone joins the cluster Ray finds or starts a node for this batch; "
+                        "--ray auto / HOST:PORT only join one; --ray local always starts a node (needs the cluster "
+                        "extra)")
     p.add_argument("--force", action="store_true", help="process everything again, ignoring the resume log")
     p.add_argument("--no-progress", action="store_true")
 

@@ -371,3 +371,31 @@ def test_train_names_its_models_in_words(argv, says):
     """`main.py train` alone said "the following arguments are required: model, rest"."""
     r = run(*argv)
     assert r.returncode == 2 and r.stderr.strip() == says, r.stderr
+
+
+def test_a_short_ogg_cut_in_half_says_it_is_cut(tmp_path):
+    """libsndfile reads no frame of it: "contains no audio frames" hid that the file is cut."""
+    x = 0.3 * np.sin(2 * np.pi * 440 * np.arange(96000) / 48000)
+    whole = tmp_path / "whole.ogg"
+    sf.write(whole, np.stack([x, x], 1), 48000, format="OGG", subtype="VORBIS")
+    cut = tmp_path / "cut.ogg"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    r = run("process", str(cut), str(tmp_path / "o.wav"))
+    assert r.returncode == 2 and r.stderr == f"error: {cut}: no audio could be read from it (the file is cut short: " \
+        "its end is missing)\n", r.stderr
+
+
+def test_devices_without_a_jack_server_say_so_for_midi_too(tmp_path):
+    """MIDI said "unavailable (SystemError: MidiInJack::initialize: JACK server not running?)"."""
+    r = subprocess.run([sys.executable, "main.py", "devices"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "JACK_DEFAULT_SERVER": f"none-{os.getpid()}", "JACK_NO_START_SERVER": "1"})
+    assert r.returncode == 0 and "MIDI: unavailable (no JACK server running)" in r.stdout, r.stdout + r.stderr
+    assert "SystemError" not in r.stdout + r.stderr
+
+
+def test_the_installed_command_says_its_own_name(tmp_path):
+    rtaudio = Path(sys.executable).parent / "rtaudio"
+    if not rtaudio.exists():
+        pytest.skip("the project is not installed as a command here")
+    r = subprocess.run([str(rtaudio), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("usage: rtaudio "), r.stdout

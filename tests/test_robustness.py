@@ -562,8 +562,8 @@ def test_sigterm_to_a_python_m_entry_point_runs_its_clean_up_and_says_143():
 
 
 @pytest.mark.parametrize("args,says", [
-    (["--prefill-blocks", "1000000000000"], "prefill_blocks 1000000000000 outside 1..2 s"),  # 1 PiB, a traceback
-    (["--prefill-blocks", "100000"], "outside 1..2 s"),  # "measured round trip: 0 frames"
+    (["--prefill-blocks", "1000000000000"], "prefill_blocks 1000000000000: the pre-fill is 1 to "),  # 1 PiB, a traceback
+    (["--prefill-blocks", "100000"], "the pre-fill is 1 to 750 blocks (2 s) at 128 frames"),  # "measured round trip: 0 frames"
     (["--demo", "--seconds", "20000"], "the demo plays at most 600 s"),  # 7 GiB, a traceback
 ])
 def test_absurd_run_lengths_are_one_line_before_anything_starts(tmp_path, capsys, args, says):

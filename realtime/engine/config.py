@@ -44,8 +44,8 @@ class EngineConfig:
         if self.mode not in ("duplex", "input", "output"):
             raise EngineError(f"mode must be duplex, input or output, got {self.mode!r}")
         if not 1 <= self.prefill_blocks <= self.max_prefill_blocks:
-            raise EngineError(f"prefill_blocks {self.prefill_blocks} outside 1..{MAX_PREFILL_S:g} s of blocks "
-                              f"({self.max_prefill_blocks} at {self.blocksize} frames)")
+            raise EngineError(f"prefill_blocks {self.prefill_blocks}: the pre-fill is 1 to {self.max_prefill_blocks} "
+                              f"blocks ({MAX_PREFILL_S:g} s) at {self.blocksize} frames")
 
     @property
     def max_prefill_blocks(self) -> int:

@@ -11,6 +11,8 @@ def midi_ports() -> tuple[list[str], list[str], str | None]:
 
         return mido.get_input_names(), mido.get_output_names(), None
     except Exception as e:  # rtmidi raises its own types for a missing ALSA/JACK backend
+        if "JACK server not running" in str(e):  # rtmidi's words for it, as the audio listing says it
+            return [], [], "no JACK server running"
         return [], [], f"{type(e).__name__}: {e}"
 
 

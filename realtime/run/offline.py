@@ -63,6 +63,8 @@ def open_input(path: str | os.PathLike) -> sf.SoundFile:
         raise OfflineError(f"{p}: not a readable audio file ({why.removeprefix('Error : ')})") from None
     if f.frames == 0:
         f.close()
+        if p.is_file() and truncation(p):  # a short Ogg cut in half: libsndfile reads none of it
+            raise OfflineError(f"{p}: no audio could be read from it (the file is cut short: its end is missing)")
         raise OfflineError(f"{p}: contains no audio frames")
     if f.channels not in (1, 2):
         f.close()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,14 +19,22 @@ from pathlib import Path
 # cache folder keyed by the hash of every runtime source file is never stale; an update compiles once.
 _NUMBA_BASE_ENV = "REALTIME_NUMBA_BASE"  # the folder the keyed ones live in, passed on to child processes
 _STALE_AFTER_S = 30 * 86400  # keyed folders unused this long (older versions) are removed
+_KEY = re.compile(r"[0-9a-f]{16}")  # a keyed folder's name (source_key)
 
 
 def cache_dir() -> Path:
-    """This program's cache folder: ``$REALTIME_CACHE_DIR``, else ``~/.cache/realtime-host``."""
+    """This program's cache folder: ``$REALTIME_CACHE_DIR``, else ``~/.cache/realtime-host`` (a user
+    without a home, as a container's numeric one: ``realtime-host-UID`` in the temporary folder)."""
     base = os.environ.get("REALTIME_CACHE_DIR")
     if base:
         return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "realtime-host"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "realtime-host"
+    try:
+        return Path.home() / ".cache" / "realtime-host"
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        return Path(tempfile.gettempdir()) / f"realtime-host-{os.getuid()}"
 
 
 def source_key(package: Path) -> str:
@@ -69,8 +79,8 @@ def _remove_unused(base: Path, keep: Path) -> None:
 
     cutoff = time.time() - _STALE_AFTER_S
     for d in base.iterdir():
-        try:
-            if d != keep and d.is_dir() and d.stat().st_mtime < cutoff:
+        try:  # keyed folders only: a user's NUMBA_CACHE_DIR holds other programs' caches beside them
+            if d != keep and _KEY.fullmatch(d.name) and d.is_dir() and d.stat().st_mtime < cutoff:
                 shutil.rmtree(d, ignore_errors=True)
         except OSError:
             pass

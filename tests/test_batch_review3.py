@@ -135,6 +135,8 @@ def test_manifest_fields_are_read_with_spaces_and_unknown_ones_refused(tmp_path)
     assert gain["params"]["gain_db"] == -6
     csv_.write_text("input,output,\na.wav,x.wav,\n")  # a trailing comma: an empty, nameless column
     assert plan_batch([csv_], out, BatchOptions())[0].output == str(out / "x.wav")
+    csv_.write_text("input,output\na.wav,x.wav,\n")  # on a row alone: an empty value past the header
+    assert plan_batch([csv_], out, BatchOptions())[0].output == str(out / "x.wav")
     for text, why in (("input,outptu\na.wav,x.wav\n",
                        r"row 1: unknown field 'outptu' \(a manifest's fields: input, output, set, preset\)"),
                       ("input,set\na.wav,gain.gain_db=-6,limiter.ceiling_db=-3\n",
@@ -175,6 +177,10 @@ def test_a_second_batch_into_the_same_out_is_refused_and_leaves_the_firsts_files
     assert (s["processed"], s["failed"]) == (1, 0)
     with open(out / LOG_NAME, "a") as probe:  # and a batch that ended holds it no more
         fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # a re-run with nothing to do writes nothing, so it needs no lock (a finished batch's folder
+        # may be read-only by now: it failed there with "cannot write the batch's log")
+        s = run_batch([tmp_path / "in"], out, BatchOptions(preset="clean"), jobs=1, progress=False)
+        assert (s["processed"], s["skipped"], s["failed"]) == (0, 1, 0)
 
 
 def test_two_real_batches_into_one_folder(tmp_path):

@@ -198,3 +198,48 @@ def test_a_plugin_known_to_crash_the_process_is_refused_with_one_line_and_marked
 
     assert main.main(["plugins", "calf.sourceforge.net/plugins/Wavetable"]) == 0
     assert "[broken: crashes the process" in capsys.readouterr().out
+
+
+# -- junk said by batch's streamed path too ----------------------------------------------------------
+def test_batchs_streamed_files_say_a_plugins_junk_as_process_does(monkeypatch, tmp_path, capsys):
+    """Files run side by side through one enhancer call (batch's default --streams) never counted
+    the junk their rest chain's plugin put out: "plugin_junk": 0 with outputs all silence."""
+    import json
+
+    import soundfile as sf
+
+    from realtime.run.batch import BatchOptions, plan_batch, run_unit
+
+    _need(AMP)
+
+    def nan(inst, outs, ins):
+        for b in outs:
+            b[:] = np.nan
+
+    _breaking(monkeypatch, AMP, nan)
+    for name in ("a", "b"):
+        sf.write(tmp_path / f"{name}.wav", 0.1 * np.random.default_rng(0).standard_normal((9600, 1)), 48000)
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"version": 1, "name": "p", "chain": [
+        {"id": "enhancer", "processor": "enhancer"}, {"id": "amp", "processor": "lv2", "uri": AMP}]}))
+    tasks = plan_batch([tmp_path / "a.wav", tmp_path / "b.wav"], tmp_path / "out",
+                       BatchOptions(preset=str(preset), streams=2))
+    results = run_unit(tuple(tasks))
+    assert len(results) == 2 and all(r["status"] == "ok" and r["plugin_junk_samples"] > 0 for r in results), results
+    assert capsys.readouterr().err.count("put out junk") == 2
+
+
+def test_a_noise_generator_with_an_input_is_never_taken_for_junk(tmp_path):
+    """LSP Noise Generator has an audio input; set loud (+60 dBFS, within its ranges) on silence its
+    whole output was zeroed as an effect's junk. It makes sound of its own (lv2_scan.SOUND_OF_THEIR_OWN)."""
+    uri = "http://lsp-plug.in/plugins/lv2/noise_generator_x1"
+    _need(uri)
+    from realtime.dsp import processors as P
+
+    p = P.create("lv2", uri=uri)
+    p.prepare(48000, 512, 1)
+    for k, v in (("na_1", 100.0), ("gout_1", 10.0)):
+        p.set_param(k, v)
+    y = _through(p, np.zeros((48000, 1), np.float32))
+    assert np.sqrt(np.mean(y[-24000:] ** 2)) > 10.0 and p.bad_output_samples == 0
+    p.close()

@@ -104,14 +104,28 @@ def test_a_users_cache_folder_is_the_base_and_children_keep_it(tmp_path):
     assert child == parent  # not <mine>/<key>/<key>
 
 
-def test_a_new_key_removes_folders_unused_for_a_month(tmp_path):
+def test_a_new_key_removes_its_own_folders_unused_for_a_month(tmp_path):
+    """Only keyed folders: a user's NUMBA_CACHE_DIR (the base then) holds other programs' caches under
+    their source paths, whose top folders' times stay old while in use (they were removed)."""
     base = tmp_path / "cache"
-    old, recent = base / "0000000000000000", base / "1111111111111111"
-    for d in (old, recent):
+    old, recent, other = base / "0000000000000000", base / "1111111111111111", base / "home"
+    for d in (old, recent, other):
         (d / "sub").mkdir(parents=True)
     month = time.time() - 31 * 86400
-    os.utime(old, (month, month))
-    _python("import realtime", REPO, {"REALTIME_NUMBA_BASE": str(base)})
+    for d in (old, other):
+        os.utime(d, (month, month))
+    _python("import realtime", REPO, {"NUMBA_CACHE_DIR": str(base)})
     assert not old.exists()
-    assert recent.exists()
+    assert recent.exists() and (other / "sub").exists()
     assert (base / realtime.source_key(RUNTIME)).is_dir()
+
+
+def test_a_user_without_a_home_gets_a_cache_in_the_temporary_folder(monkeypatch):
+    """A container's numeric user (no HOME, no passwd entry): `import realtime` raised RuntimeError."""
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    for var in ("REALTIME_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert realtime.cache_dir().name == f"realtime-host-{os.getuid()}"

@@ -41,6 +41,14 @@ KNOWN_BROKEN = {
     "http://plugin.org.uk/swh-plugins/mbeq": "its library does not load (undefined symbol fftwf_execute)",
     "http://plugin.org.uk/swh-plugins/pitchScaleHQ": "its library does not load (undefined symbol fftwf_execute)",
 }
+# Plugins with audio inputs that make sound of their own (generators, oscillators that mix an input in):
+# their output on a silent input is their sound, however loud they are set, never taken for junk
+SOUND_OF_THEIR_OWN = frozenset({
+    "http://lsp-plug.in/plugins/lv2/noise_generator_x1", "http://lsp-plug.in/plugins/lv2/noise_generator_x2",
+    "http://lsp-plug.in/plugins/lv2/noise_generator_x4", "http://lsp-plug.in/plugins/lv2/oscillator_mono",
+    "http://plugin.org.uk/swh-plugins/const", "http://plugin.org.uk/swh-plugins/fmOsc",
+    "http://drobilla.net/plugins/mda/TestTone", "http://drobilla.net/plugins/mda/Shepard",
+})
 LINUX_DEFAULT_PATH = ("~/.lv2", "/usr/lib/x86_64-linux-gnu/lv2", "/usr/lib/aarch64-linux-gnu/lv2", "/usr/lib/lv2",
                       "/usr/local/lib/lv2")
 

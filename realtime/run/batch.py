@@ -388,8 +388,9 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     use_ray = bool(todo) and ray_address is not None and ray_address is not False
     try:
         with contextlib.ExitStack() as stack:
-            locked = out_dir.is_dir()
-            if locked:  # before a cluster starts: a second batch into the folder is refused at once
+            # with nothing to do nothing is written: a finished batch's folder may be read-only by now
+            locked = not todo or out_dir.is_dir()
+            if todo and locked:  # before a cluster starts: a second batch into the folder is refused at once
                 stack.enter_context(_lock_out_dir(out_dir))
             if use_ray:
                 from realtime.run.ray_batch import ray_cluster, run_units_on_ray

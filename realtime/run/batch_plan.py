@@ -161,10 +161,12 @@ def _check_row(path: Path, n: int, row: dict) -> None:
     """A manifest row's fields are what the planner expects: known names (a typo would drop its
     field unsaid), text paths, a list of text overrides, an output that stays inside ``--out``."""
     where = f"{path}: row {n}"
-    if None in row:  # csv's key for values past the header's names: a comma in an unquoted field
+    if any(v.strip() for v in row.get(None, ())):  # csv's key for values past the header's names: a comma
+        # in an unquoted field (a trailing comma's empty value is none)
         raise OfflineError(f"{where} has more fields than the header names ({', '.join(map(repr, row[None]))} "
                            "left over); quote a field that holds a comma")
-    unknown = [k for k, v in row.items() if k not in MANIFEST_FIELDS and (k or v)]  # a trailing comma's empty column
+    unknown = [k for k, v in row.items()  # (a trailing comma's empty column is none)
+               if k is not None and k not in MANIFEST_FIELDS and (k or v)]
     if unknown:
         raise OfflineError(f"{where}: unknown field{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} "
                            f"(a manifest's fields: {', '.join(MANIFEST_FIELDS)})")

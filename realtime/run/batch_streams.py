@@ -60,7 +60,7 @@ class _FileStream:
     """One file of a group: ``process_file``'s reading, resampling, re-blocking and writing, turned
     inside out so that a driver hands out its blocks and takes them back processed."""
 
-    def __init__(self, task: BatchTask, latency: int, blocksize: int, clipped=lambda: 0):
+    def __init__(self, task: BatchTask, latency: int, blocksize: int, clipped=lambda: 0, rest=None):
         import soxr
 
         from realtime.run.offline import (
@@ -76,6 +76,7 @@ class _FileStream:
         )
 
         self.task, self.blocksize, self.clipped = task, blocksize, clipped
+        self.junk = _JunkCount(task.input, rest)
         in_p, out_p = Path(task.input), Path(task.output)
         self.src = open_input(in_p)
         try:
@@ -138,7 +139,8 @@ class _FileStream:
         clipped = self.clipped()
         warn_clipped(self.task.input, clipped)
         return {"audio_s": self.writer.total / self.in_sr, "nonfinite_input_samples": self.nonfinite,
-                "frames_read": self.frames_read, "truncated": self.cut or short, "clipped_samples": clipped}
+                "frames_read": self.frames_read, "truncated": self.cut or short, "clipped_samples": clipped,
+                "plugin_junk_samples": self.junk.said()}
 
     def finish(self) -> None:
         """The resampler's tail, silence for rounding, then the output appears (atomically)."""
@@ -164,11 +166,12 @@ class _MidiStream:
 
     ``send`` takes each event at its offset (the batched synth's stream and the file's rest chain)."""
 
-    def __init__(self, task: BatchTask, blocksize: int, send, latency: int = 0, dropped=lambda: 0):
+    def __init__(self, task: BatchTask, blocksize: int, send, latency: int = 0, dropped=lambda: 0, rest=None):
         from realtime.run.offline import EventCursor, RenderWriter, _write_failed, open_render, plan_render
 
         self.task, self.blocksize, self.send = task, blocksize, send
         self.dropped, self.dropped0 = dropped, dropped()  # this song's full-queue drops (the counters outlive it)
+        self.junk = _JunkCount(task.input, rest)
         out_p = Path(task.output)
         events, length, _, self.truncated = plan_render(task.input, out_p, task.samplerate)
         self.events = EventCursor(events)
@@ -198,7 +201,7 @@ class _MidiStream:
 
     def report(self) -> dict:
         return {"audio_s": self.writer.written / self.task.samplerate, "truncated": self.truncated,
-                "dropped_midi_events": self.dropped() - self.dropped0}
+                "dropped_midi_events": self.dropped() - self.dropped0, "plugin_junk_samples": self.junk.said()}
 
     def write(self, y: np.ndarray) -> None:
         self.writer.write(y)
@@ -264,8 +267,8 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
         for k, i in enumerate(live):
             try:
                 streams.append(_MidiStream(tasks[i], B, _midi_sender(batched, k, rests[k]), latency,
-                                           _song_drops(batched, k, rests[k])) if midi
-                               else _FileStream(tasks[i], latency, B, _clipped_counter(rests[k])))
+                                           _song_drops(batched, k, rests[k]), rest=rests[k]) if midi
+                               else _FileStream(tasks[i], latency, B, _clipped_counter(rests[k]), rest=rests[k]))
                 opened.append((k, i))
             except Exception as e:
                 fail(results[i], e)
@@ -281,6 +284,22 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
         r["finished"] = finished  # the same for the group: it is one unit of work
         r["streams"] = len(tasks)
     return results
+
+
+class _JunkCount:
+    """A file's hosted plugins' junk silenced in its rest chain, counted from now and said once done
+    (``warn_junk``, as ``process_file`` says it)."""
+
+    def __init__(self, what, rest):
+        from realtime.run.offline import junk_samples
+
+        self.what, self.rest = what, rest
+        self.before = junk_samples(rest) if rest is not None else {}
+
+    def said(self) -> int:
+        from realtime.run.offline import warn_junk
+
+        return warn_junk(self.what, self.rest, self.before) if self.rest is not None else 0
 
 
 def _clipped_counter(rest):

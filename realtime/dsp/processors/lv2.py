@@ -608,7 +608,7 @@ class Lv2Plugin(Processor):
         self._clock = np.zeros(1, np.int64)  # samples run since prepare (counted by _clean_outputs)
         self._junk_run = np.zeros(n_inst, np.int64)  # samples of junk in a row (_clean_outputs)
         # an effect's output on silence far above full scale is junk; a generator's may be its sound
-        generator = self.instrument or not info.main_inputs
+        generator = self.instrument or not info.main_inputs or self.uri in lv2_scan.SOUND_OF_THEIR_OWN
         self._junk_limit = OUTPUT_LIMIT if generator else JUNK_LIMIT
         self._keeps_junk = [False] * n_inst  # True: it showed junk on silence or blew up; resets settle it
         self._measure_latency(B, C)

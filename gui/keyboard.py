@@ -11,6 +11,8 @@ from PyQt6.QtCore import QRectF, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QPainter
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
+from gui.meters import draw_fitting
+
 KEYMAP = {Qt.Key.Key_A: 0, Qt.Key.Key_W: 1, Qt.Key.Key_S: 2, Qt.Key.Key_E: 3, Qt.Key.Key_D: 4,
           Qt.Key.Key_F: 5, Qt.Key.Key_T: 6, Qt.Key.Key_G: 7, Qt.Key.Key_Y: 8, Qt.Key.Key_H: 9,
           Qt.Key.Key_U: 10, Qt.Key.Key_J: 11, Qt.Key.Key_K: 12, Qt.Key.Key_O: 13, Qt.Key.Key_L: 14,
@@ -19,6 +21,9 @@ BLACK = {1, 3, 6, 8, 10}
 COMMAND_MODIFIERS = (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
                      | Qt.KeyboardModifier.MetaModifier)
 NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+TOP_NOTE = 127  # MIDI's highest
+TOP_OCTAVE = TOP_NOTE // 12 - 1  # 9: the last whose first key (C9 = 120) is a MIDI note
+BLACK_HEIGHT = 0.6  # of the keyboard's height
 
 
 def note_name(n: int) -> str:
@@ -52,7 +57,7 @@ class PianoKeyboard(QWidget):
 
     # ---------------------------------------------------------------- notes
     def press(self, note: int, velocity: int | None = None) -> None:
-        if 0 <= note <= 127 and note not in self.down:
+        if 0 <= note <= TOP_NOTE and note not in self.down:
             self.down.add(note)
             self.noteOn.emit(note, self.velocity if velocity is None else velocity)
             self.update()
@@ -68,7 +73,7 @@ class PianoKeyboard(QWidget):
             self.release(n)
 
     def set_octave(self, octave: int) -> None:
-        self.octave = max(0, min(9, octave))
+        self.octave = max(0, min(TOP_OCTAVE, octave))
         self.octaveChanged.emit(self.octave)
         self.update()
 
@@ -85,7 +90,7 @@ class PianoKeyboard(QWidget):
         for i, n in enumerate(whites):
             out.append((n, QRectF(i * ww, 0, ww, h), False))
             if (n + 1) % 12 in BLACK and n + 1 < whites[-1]:
-                blacks.append((n + 1, QRectF((i + 1) * ww - ww * 0.3, 0, ww * 0.6, h * 0.6), True))
+                blacks.append((n + 1, QRectF((i + 1) * ww - ww * 0.3, 0, ww * 0.6, h * BLACK_HEIGHT), True))
         return out + blacks
 
     def note_at(self, x: float, y: float) -> int | None:
@@ -164,6 +169,7 @@ class PianoKeyboard(QWidget):
     def paintEvent(self, e):
         p = QPainter(self)
         lo = 12 * (self.octave + 1)
+        drawn: list[QRectF] = []
         for n, r, black in self._rects():
             on = n in self.down
             if black:
@@ -174,8 +180,8 @@ class PianoKeyboard(QWidget):
                 p.drawRect(r.adjusted(0, 0, -1, -1))
                 if lo <= n < lo + 16:  # the computer-key range
                     p.fillRect(QRectF(r.x() + 2, r.bottom() - 5, r.width() - 5, 3), QColor("#e0a030"))
-                if n % 12 == 0:
+                if n % 12 == 0:  # under the black keys only (short keys: none), whole, apart from the others
                     p.setPen(QColor("#555"))
-                    p.drawText(r.adjusted(0, 0, 0, -8), Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom,
-                               note_name(n))
+                    draw_fitting(p, r.adjusted(0, r.height() * BLACK_HEIGHT, 0, -8),
+                                 Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom, note_name(n), drawn)
         p.end()

@@ -28,6 +28,18 @@ def small_painter(widget: QWidget) -> tuple[QPainter, QFont]:
     return p, small
 
 
+def draw_fitting(p: QPainter, rect: QRectF, flags, text: str, drawn: list[QRectF]) -> bool:
+    """Draw a scale label only where it fits ``rect`` whole (never cut mid-number) and clears the
+    labels in ``drawn`` (those drawn before it; it is added): a short or narrow widget drops some."""
+    box = p.boundingRect(rect, flags, text)
+    cut = box.width() > rect.width() + 0.5 or box.height() > rect.height() + 0.5
+    if cut or any(box.adjusted(-1, -1, 1, 1).intersects(d) for d in drawn):  # (1 px apart at least)
+        return False
+    p.drawText(rect, flags, text)
+    drawn.append(box)
+    return True
+
+
 def to_db(lin: float) -> float:
     return 20.0 * math.log10(lin) if lin > 1e-6 else -120.0
 
@@ -127,10 +139,11 @@ class LevelMeter(QWidget):
             yh = self._y(self.hold_db[c], top, height)
             p.fillRect(QRectF(x, yh, bw, 1), QColor("#ffffff"))
         sx = 2 + 2 * (bw + 2)
+        drawn: list[QRectF] = []
         for db in SCALE_DB:  # the dBFS scale
             y = self._y(db, top, height)
             p.setPen(QColor("#6a7078"))
             p.drawLine(int(2), int(y), int(sx + 2), int(y))
             p.setPen(pal.windowText().color())
-            p.drawText(QRectF(sx + 3, y - 6, w - sx - 3, 12), Qt.AlignmentFlag.AlignVCenter, f"{db}")
+            draw_fitting(p, QRectF(sx + 3, y - 6, w - sx - 3, 12), Qt.AlignmentFlag.AlignVCenter, f"{db}", drawn)
         p.end()

@@ -12,14 +12,15 @@ processor-specific code: a new processor shows up with its own knobs and readout
 A bypassed strip says so beside its kind ("BYPASSED") and draws its controls faded (still usable). A
 processor with many controls (a hosted plugin with hundreds) gets rows of at most MAX_COLUMNS, and
 past VISIBLE_ROWS rows its knobs scroll inside the strip: the rack stays one row of strips, none
-thousands of pixels wide. The rack remembers each knob's value in the preset loaded or saved last
+thousands of pixels wide; more than MAX_BAR_COLUMNS readout bars wrap into rows that scroll beside
+them. The rack remembers each knob's value in the preset loaded or saved last
 (``Rack.mark_preset``), for its "Reset to preset" entry; a removed slot's too, for when Undo puts it back.
 """
 from __future__ import annotations
 
 import time
 
-from PyQt6.QtCore import QObject, Qt, pyqtSignal
+from PyQt6.QtCore import QObject, QPoint, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QComboBox,
     QFrame,
@@ -51,6 +52,7 @@ MAX_COLUMNS = 8  # a plugin with hundreds of controls: rows of at most this many
 MAX_GRID_WIDTH = 640  # px: eight knobs; wider drop-downs make fewer columns
 VISIBLE_ROWS = 4  # past this many rows the controls scroll inside the strip (the window stays usable at 1280x720)
 MIN_VISIBLE_ROWS = 2  # the least of them the strip's scroll area shows
+MAX_BAR_COLUMNS = 8  # more readout bars than this: rows of this many, scrolling beside the knobs (LSP x8: 36)
 BYPASSED_STYLE = "color: white; background: #b0602a; border-radius: 3px; padding: 0 4px; font-weight: bold"
 IDLE_LOAD = "DSP –"  # a strip's load readout while the engine is stopped (nothing measured)
 
@@ -107,6 +109,7 @@ class SlotStrip(QFrame):
         self.bypassed = False  # drawn as bypassed: the tag shown, the controls faded
         self._faded: list[QWidget] = []  # drawn by Qt (a drop-down, a number readout): faded by an effect
         self.knob_area: QScrollArea | None = None  # the controls' own scroll area, when they are too many rows
+        self.meter_area: QScrollArea | None = None  # the readout bars' own, when they are more than MAX_BAR_COLUMNS
         self.setObjectName(f"strip:{slot.id}")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
@@ -210,6 +213,7 @@ class SlotStrip(QFrame):
         controls = [self._control(d, proc.get_param(d.id)) for d in params]
         if not final:
             controls.append(self._control(MIX_PARAM, 100.0 * slot.mix))
+        self.first_control = controls[0] if controls else None  # (the rack keeps its row in sight: first_row_height)
         cols = grid_columns([w.sizeHint().width() for w in controls], grid.horizontalSpacing())
         for i, w in enumerate(controls):
             grid.addWidget(w, i // cols, i % cols)
@@ -219,12 +223,16 @@ class SlotStrip(QFrame):
         else:
             lay.addLayout(texts)
             body.addLayout(grid)
-        for b in bars:  # meters beside the knobs: the strip grows wider, not taller
-            body.addWidget(b)
-        if self.knob_area is None:
+        if len(bars) > MAX_BAR_COLUMNS:  # many: rows in an area of their own, not a strip thousands of px wide
+            body.setAlignment(grid, Qt.AlignmentFlag.AlignTop)  # (the knobs stay up beside the taller area)
+            body.addWidget(self._meter_area(bars))
+        else:
+            for b in bars:  # meters beside the knobs: the strip grows wider, not taller
+                body.addWidget(b)
+        if self.knob_area is None and self.meter_area is None:
             lay.addLayout(body)
             lay.addStretch(1)
-        else:  # the scroll area takes the height the rack gives
+        else:  # the scroll areas take the height the rack gives
             lay.addLayout(body, 1)
         self._show_bypassed(slot.bypass and not final)
 
@@ -251,6 +259,28 @@ class SlotStrip(QFrame):
         area.setMaximumHeight(size.height())
         area.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
         self.knob_area = area
+        return area
+
+    def _meter_area(self, bars: list[ReadoutBar]) -> QScrollArea:
+        """The readout bars in rows of MAX_BAR_COLUMNS in a scroll area of their own (beside the knobs,
+        which may scroll apart): as wide as a row, as high as the rack lets it be (at least one row)."""
+        inner = QWidget()
+        grid = QGridLayout(inner)
+        grid.setContentsMargins(0, 0, 0, 0)
+        for i, b in enumerate(bars):
+            grid.addWidget(b, i // MAX_BAR_COLUMNS, i % MAX_BAR_COLUMNS)
+        area = QScrollArea()
+        area.setObjectName("meter-area")
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setWidgetResizable(True)
+        area.setWidget(inner)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        area.setFixedWidth(inner.sizeHint().width() + area.verticalScrollBar().sizeHint().width())
+        area.setMinimumHeight(bars[0].minimumSizeHint().height())
+        area.setMaximumHeight(inner.sizeHint().height())
+        area.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
+        self.meter_area = area
         return area
 
     def _show_bypassed(self, on: bool) -> None:
@@ -455,6 +485,22 @@ class Rack(QScrollArea):
                 arrow.setStyleSheet("color: gray; font-size: 16px")
                 self._row.addWidget(arrow)
         self._row.addStretch(1)
+
+    def first_row_height(self) -> int:
+        """The height that shows every strip down to its first row of controls (scroll bar included):
+        what the window keeps for the rack when it gets short (gui.window.Panes)."""
+        bottom = 0
+        for strip in self.strips.values():
+            c = strip.first_control
+            if c is not None:
+                y = c.mapTo(self._inner, QPoint(0, c.height())).y()
+                if strip.knob_area is not None:  # (as if its knobs were not scrolled)
+                    y += strip.knob_area.verticalScrollBar().value()
+                bottom = max(bottom, y)
+        if not bottom:
+            return 0
+        return (bottom + self._row.contentsMargins().bottom() + 2 * self.frameWidth()
+                + self.horizontalScrollBar().sizeHint().height())
 
     def mark_preset(self) -> None:
         """The knobs' values now are the preset's (it was just loaded or saved): their "Reset to

@@ -21,10 +21,19 @@ from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from gui.knob import DIM_OPACITY, fit_label
-from gui.meters import small_painter
+from gui.meters import draw_fitting, small_painter
 from realtime.dsp.processor import Readout
 
 HOLD_S = 1.5  # a bar's peak line stays this long, then follows the value
+TICK_STEPS = (1, 2, 3, 5, 6, 10, 12, 20, 25, 50, 100)  # dB-friendly; wider ranges: 1, 2, 2.5, 5 x 10^k
+
+
+def tick_text(t: float) -> str:
+    """A scale label in at most ~5 characters: 384000 -> "384k", 3981.07 -> "3.98k", -12 -> "-12"."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(t) >= scale:
+            return f"{t / scale:.3g}{suffix}"
+    return f"{t:.3g}"
 
 
 def combine(records: np.ndarray, readouts, columns) -> list[float]:
@@ -114,7 +123,12 @@ class ReadoutBar(QWidget):
     def _ticks(self) -> list[float]:
         r = self.readout
         span = r.max - r.min
-        step = next((s for s in (1, 2, 3, 5, 6, 10, 12, 20, 25, 50, 100) if span / s <= 4), span / 4)
+        if span <= 0:
+            return [r.min]
+        step = next((s for s in TICK_STEPS if span / s <= 4), None)
+        if step is None:  # a round step (0, 100k, 200k, 300k for 0..384000 Hz), not span / 4
+            mag = 10.0 ** math.floor(math.log10(span / 4))
+            step = next(m * mag for m in (1, 2, 2.5, 5, 10) if span / (m * mag) <= 4)
         first = math.ceil(r.min / step) * step
         return [first + k * step for k in range(int((r.max - first) / step) + 1)]
 
@@ -139,10 +153,12 @@ class ReadoutBar(QWidget):
             yh = bottom - self._frac(self.held) * height
         p.fillRect(QRectF(bx, yh - 1, bw, 2), QColor("#ffffff"))
         p.setPen(QColor("#8a9098"))
+        drawn: list[QRectF] = []
         for t in self._ticks():
             y = (top + self._frac(t) * height) if self.readout.kind == "gr" else (bottom - self._frac(t) * height)
             p.drawLine(int(bx + bw), int(y), int(bx + bw + 3), int(y))
-            p.drawText(QRectF(bx + bw + 4, y - 6, w - bw - 6, 12), Qt.AlignmentFlag.AlignVCenter, f"{t:g}")
+            draw_fitting(p, QRectF(bx + bw + 4, y - 6, w - bw - 6, 12), Qt.AlignmentFlag.AlignVCenter, tick_text(t),
+                         drawn)
         p.setPen(text)
         p.drawText(QRectF(0, h - 12, w, 12), Qt.AlignmentFlag.AlignCenter, self.text())
         p.end()

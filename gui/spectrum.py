@@ -18,6 +18,8 @@ from PyQt6.QtCore import QPointF, QRectF, QSize, Qt
 from PyQt6.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
+from gui.meters import draw_fitting
+
 FFT_SIZE = 4096
 HEIGHT = 112  # pixels: the rack keeps room for three rows of knobs at 1280x720
 MIN_HEIGHT = 60  # dragged smaller, it collapses
@@ -145,12 +147,14 @@ class SpectrumView(QWidget):
             p.end()
             return
         grid, label = QColor("#2c3138"), QColor("#7a8088")
+        drawn: list[QRectF] = []  # a short or narrow view drops the labels that would run into others
         for db in (0, -20, -40, -60, -80):
             y = float(self._y(np.array(db, float), h))
             p.setPen(grid)
             p.drawLine(30, int(y), int(w), int(y))
             p.setPen(label)
-            p.drawText(QRectF(0, y - 6, 27, 12), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{db}")
+            draw_fitting(p, QRectF(0, y - 6, 27, 12), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                         f"{db}", drawn)
         for f in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000):
             if f >= a.sample_rate / 2:
                 continue
@@ -158,8 +162,8 @@ class SpectrumView(QWidget):
             p.setPen(grid)
             p.drawLine(int(x), 0, int(x), int(h - 14))
             p.setPen(label)
-            p.drawText(QRectF(x - 20, h - 13, 40, 12), Qt.AlignmentFlag.AlignCenter,
-                       f"{f // 1000}k" if f >= 1000 else f"{f}")
+            draw_fitting(p, QRectF(x - 20, h - 13, 40, 12), Qt.AlignmentFlag.AlignCenter,
+                         f"{f // 1000}k" if f >= 1000 else f"{f}", drawn)
         sel = a.freqs >= F_MIN
         xs = self._x(a.freqs[sel], w)
         self._curve(p, xs, self._y(a.db[0][sel], h), QColor("#9aa0a8"), 1.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
 
-from gui.keyboard import PianoKeyboard, note_name
+from gui.keyboard import TOP_NOTE, PianoKeyboard, note_name
 from gui.pick_combo import wheel_needs_focus
 
 SYNTH = "synth"
@@ -80,5 +80,5 @@ class SynthPanel(QWidget):
             self.instrumentChosen.emit(*self._target, float(i))
 
     def _show_octave(self, octave: int) -> None:
-        lo = 12 * (octave + 1)
-        self.octave_label.setText(f"keys {note_name(lo)}–{note_name(lo + 15)} (Z/X)")
+        lo = 12 * (octave + 1)  # the computer keys' 16 notes, as far as MIDI goes (C9–G9 at the top)
+        self.octave_label.setText(f"keys {note_name(lo)}–{note_name(min(lo + 15, TOP_NOTE))} (Z/X)")

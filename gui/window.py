@@ -86,6 +86,48 @@ def _from_strip(change):
     return handler
 
 
+class Panes(QSplitter):
+    """Rack, spectrum and synth panel, one above the other. A window made shorter leaves the rack
+    ``keep()`` pixels (its strips' first row of knobs): the spectrum gives them first (shut once its
+    minimum is still too much), then the keyboard; made taller again, the window gives them back
+    (the keyboard first) while the rack keeps its row. A drag on a handle stands: the debt is
+    forgotten."""
+
+    def __init__(self, keep):
+        super().__init__(Qt.Orientation.Vertical)
+        self._keep = keep
+        self._taken: dict[int, int] = {}  # pane -> its height before the rack took from it
+        self.splitterMoved.connect(lambda _pos, _i: self._taken.clear())
+
+    def resizeEvent(self, e):
+        super().resizeEvent(e)
+        if e.oldSize().isValid() and e.size().height() != e.oldSize().height():
+            self._fit()
+
+    def _fit(self) -> None:
+        sizes, keep = self.sizes(), self._keep()
+        shown = [not self.widget(i).isHidden() for i in range(self.count())]
+        least = [self.widget(i).minimumSizeHint().height() for i in range(self.count())]
+        for i in (2, 1):  # taller: back as they were, the keyboard first
+            if i in self._taken and shown[i]:
+                back = min(self._taken[i] - sizes[i], sizes[0] - keep)
+                if back > 0 and (sizes[i] or back >= least[i]):  # (a shut pane opens at its minimum or more)
+                    sizes[i] += back
+                    sizes[0] -= back
+                if sizes[i] >= self._taken[i]:
+                    del self._taken[i]
+        for i in (1, 2):  # shorter: the spectrum gives first, then the keyboard
+            short = keep - sizes[0]
+            if short > 0 and sizes[i] > 0 and shown[i]:
+                self._taken.setdefault(i, sizes[i])
+                take = short if sizes[i] - short >= least[i] else sizes[i]
+                sizes[i] -= take
+                sizes[0] += take
+        if sizes != self.sizes():
+            # a hidden pane reads 0, which would shut it for good: it keeps its own height
+            self.setSizes([n if shown[i] else self.widget(i).sizeHint().height() for i, n in enumerate(sizes)])
+
+
 class MainWindow(PresetActions, QMainWindow):
     engineStarted = pyqtSignal()  # after every (re)start: the engine's ports are new (demo input re-wires)
     _midiStatus = pyqtSignal(object, str, bool)  # (input, line, lost), from the MIDI input's watcher thread
@@ -230,8 +272,9 @@ class MainWindow(PresetActions, QMainWindow):
         self.keyboard.noteOn.connect(lambda n, v: self._guard(self.host.send_midi, NOTE_ON, n, v))
         self.keyboard.noteOff.connect(lambda n: self._guard(self.host.send_midi, NOTE_OFF, n, 0))
         # rack, spectrum and keyboard share the height as the user drags it (remembered: see shutdown);
-        # a taller window gives the rack the room first, and only the rack cannot be dragged shut
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        # a taller window gives the rack the room first, a shorter one keeps its first row of knobs
+        # (Panes), and only the rack cannot be dragged shut
+        self.splitter = Panes(self.rack.first_row_height)
         self.splitter.setObjectName("panes")
         for pane in (rack_row, self.spectrum, self.synth_panel):
             self.splitter.addWidget(pane)

@@ -322,6 +322,7 @@ class MainWindow(PresetActions, QMainWindow):
         file.addAction(self.quit_action)
         bar.addMenu("&Edit").addActions([self.undo_action, self.redo_action])
         self.start_action = QAction("&Start", self)  # the Start / Stop button's twin: its text follows
+        self.start_action.setShortcut(QKeySequence("Ctrl+R"))  # start / stop from the keyboard, whatever has focus
         self.start_action.triggered.connect(lambda _=False: self.start_button.click())
         bar.addMenu("E&ngine").addActions([self.start_action, self.settings_action])
         self.about_action = QAction(f"&About {APP}", self)

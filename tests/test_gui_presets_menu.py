@@ -328,6 +328,12 @@ def test_engine_start_stop_follows_the_button_and_settings_opens_the_dialog(wind
     assert running and w.start_button.isChecked() and w.start_action.text() == "&Stop"
     menu_action(w, "E&ngine", "Stop").trigger()
     assert not running and not w.start_button.isChecked() and w.start_action.text() == "&Start"
+    w.rack.setFocus()  # Ctrl+R starts and stops it from the keyboard, whatever has the focus
+    QApplication.processEvents()
+    QTest.keyClick(w.rack, Qt.Key.Key_R, CTRL)
+    assert running and w.start_action.text() == "&Stop"
+    QTest.keyClick(w.rack, Qt.Key.Key_R, CTRL)
+    assert not running
     opened = []
     monkeypatch.setattr(w, "_settings_dialog", lambda: opened.append(True))
     menu_action(w, "E&ngine", "Audio Settings…").trigger()

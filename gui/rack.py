@@ -82,6 +82,18 @@ class MidiTag(QObject):
         self._show("learn…" if self.learning else self.mapping)
 
 
+def _vertical_scroller(inner: QWidget, name: str) -> QScrollArea:
+    """``inner`` in a frameless scroll area that scrolls up and down only (a strip's own width stays)."""
+    area = QScrollArea()
+    area.setObjectName(name)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidgetResizable(True)
+    area.setWidget(inner)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    return area
+
+
 class SlotStrip(QFrame):
     paramChanged = pyqtSignal(str, str, float)  # slot id, param id, value
     bypassChanged = pyqtSignal(str, bool)
@@ -245,13 +257,7 @@ class SlotStrip(QFrame):
         v.addLayout(texts)
         v.addLayout(grid)
         v.addStretch(1)
-        area = QScrollArea()
-        area.setObjectName("knob-area")
-        area.setFrameShape(QFrame.Shape.NoFrame)
-        area.setWidgetResizable(True)
-        area.setWidget(inner)
-        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        area.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        area = _vertical_scroller(inner, "knob-area")
         size = inner.sizeHint()
         row = grid.sizeHint().height() / grid.rowCount()
         area.setFixedWidth(size.width() + area.verticalScrollBar().sizeHint().width())
@@ -269,13 +275,7 @@ class SlotStrip(QFrame):
         grid.setContentsMargins(0, 0, 0, 0)
         for i, b in enumerate(bars):
             grid.addWidget(b, i // MAX_BAR_COLUMNS, i % MAX_BAR_COLUMNS)
-        area = QScrollArea()
-        area.setObjectName("meter-area")
-        area.setFrameShape(QFrame.Shape.NoFrame)
-        area.setWidgetResizable(True)
-        area.setWidget(inner)
-        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        area.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        area = _vertical_scroller(inner, "meter-area")
         area.setFixedWidth(inner.sizeHint().width() + area.verticalScrollBar().sizeHint().width())
         area.setMinimumHeight(bars[0].minimumSizeHint().height())
         area.setMaximumHeight(inner.sizeHint().height())

@@ -13,6 +13,7 @@ APT_PKGS=(libportaudio2 jackd2 libsndfile1
 DEV=0
 [ "${1:-}" = "--dev" ] && DEV=1
 APT_PKGS+=(liblilv-0-0 swh-lv2 mda-lv2)  # LV2 hosting (lilv) and the plugins tests/test_lv2.py plays
+APT_PKGS+=(lv2-dev)  # the LV2 spec bundles: lilv names plugin classes (Reverb, Compressor…) from them
 [ $DEV = 1 ] && APT_PKGS+=(espeak-ng)  # real (synthetic-voice) speech for tests/test_enhancer.py
 [ $DEV = 1 ] && APT_PKGS+=(lilv-utils)  # lv2info: tests/test_lv2.py cross-checks the scan with it
 

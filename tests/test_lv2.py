@@ -90,6 +90,13 @@ def _lv2info_ports(uri):
     return ports
 
 
+def test_plugins_have_their_classes_names():
+    """lilv names classes from the LV2 spec bundles (lv2-dev, which set-up installs); without them
+    every one of the 345 plugins here read "Plugin"."""
+    plugins = lv2_scan.scan().plugins
+    assert (plugins[AMP].plugin_class, plugins[EPIANO].plugin_class) == ("Amplifier Plugin", "Instrument Plugin")
+
+
 @pytest.mark.parametrize("uri", [AMP, GVERB, LATENCY, EPIANO, LIMITER])
 def test_scan_finds_the_test_plugins_with_their_ports(uri):
     info = lv2_scan.scan().plugins[uri]

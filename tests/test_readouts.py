@@ -68,6 +68,12 @@ def test_readout_format():
     assert Readout("n", "Voices").format(3.0) == "3"
     assert Readout("c", "Clip", kind="text", choices=("ok", "CLIP")).format(1.0) == "CLIP"
     assert Readout("l", "Peak", "dB", kind="level").format(-130.0) == "-inf dB"
+    # a thousand and more as a knob reads it: "192000 Hz" was cut in a meter bar's 44 px
+    assert Readout("f", "Frequency", "Hz").format(192000.0) == "192 kHz"
+    assert Readout("f", "Frequency", "Hz").format(1500.0) == "1.5 kHz"
+    assert Readout("r", "Reduction").format(3981.07) == "4.0k"
+    assert Readout("d", "Delay", "ms").format(-2500.0) == "-2.5 s"
+    assert Readout("n", "Voices").format(999.0) == "999"
 
 
 def test_chain_record_layout_and_views():

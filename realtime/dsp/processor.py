@@ -226,6 +226,11 @@ class Readout:
             return "-"
         if self.kind in ("level", "gr") and value <= -120.0:
             return f"-inf {self.unit}".strip()
+        if abs(value) >= 1000:  # as a knob reads it, so a meter's 44 px hold it: "192 kHz", not "192000 Hz"
+            v = value / 1000
+            txt = f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}"
+            bigger = LARGER_UNITS.get(self.unit)
+            return f"{txt} {bigger}" if bigger else f"{txt}k {self.unit}".strip()
         txt = f"{value:.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:.1f}"
         return f"{txt} {self.unit}".strip()
 

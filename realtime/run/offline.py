@@ -136,7 +136,8 @@ def warn_clipped(in_p, clipped: int) -> None:
     """One line on stderr when the safety stage clipped: rc 0 alone said nothing of it."""
     if clipped:
         print(f"warning: {in_p}: {clipped} samples went over the safety ceiling and were clipped; "
-              "lower the gain or use a preset with a limiter (e.g. --preset default)", file=sys.stderr)
+              "lower the gain, or let a limiter that is not bypassed catch the peaks (e.g. --preset default)",
+              file=sys.stderr)
 
 
 def junk_samples(chain) -> dict[str, int]:

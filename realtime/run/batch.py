@@ -99,7 +99,7 @@ def _input_fault(result: dict) -> bool:
         with contextlib.redirect_stderr(io.StringIO()):  # its warnings were printed by the run itself
             if result.get("kind") == "midi":
                 return bool(midi_file_song(path, DEFAULT_RATE)[1] > MAX_RENDER_S * DEFAULT_RATE)  # plan_render's refusal (a broken delta time)
-            open_input(path).close()
+            open_input(path)[0].close()
     except OfflineError:
         return True
     return False

@@ -72,13 +72,12 @@ class _FileStream:
             flush_frames,
             open_input,
             output_format,
-            truncation,
         )
 
         self.task, self.blocksize, self.clipped = task, blocksize, clipped
         self.junk = _JunkCount(task.input, rest)
         in_p, out_p = Path(task.input), Path(task.output)
-        self.src = open_input(in_p)
+        self.src, self.cut = open_input(in_p)  # a cut WAV's or Ogg's length is what is there, as process_file
         try:
             check_destination(out_p, in_p)
             fmt, subtype = output_format(out_p, self.src.subtype, self.src.samplerate)
@@ -86,7 +85,6 @@ class _FileStream:
             self.src.close()
             raise
         ch, self.in_sr, self.length = self.src.channels, self.src.samplerate, self.src.frames
-        self.cut = truncation(in_p) is not None  # as process_file: a cut WAV's or Ogg's length is what is there
         sr = task.samplerate
         resample = self.in_sr != sr
         self.flush = flush_frames(latency, task.tail_s, sr, resample)  # chain-rate silence after the input

@@ -48,7 +48,9 @@ def input_path(path) -> Path:
     return STDIN if str(path) == "-" else Path(path)
 
 
-def open_input(path: str | os.PathLike) -> sf.SoundFile:
+def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
+    """The input opened, and whether it is cut (``truncation``: warned about here, once; libsndfile's
+    length is then what the file holds)."""
     p = input_path(path)
     if p == STDIN and os.isatty(0):  # reading it would wait for Ctrl-D
         raise OfflineError("standard input is a terminal; pipe the audio in (e.g. `cat IN | … process - OUT`)")
@@ -72,7 +74,7 @@ def open_input(path: str | os.PathLike) -> sf.SoundFile:
     why = truncation(p)
     if why:
         print(f"warning: {p}: {why} (a truncated or still-growing file); processing what is there", file=sys.stderr)
-    return f
+    return f, why is not None
 
 
 def _spooled(p: Path):
@@ -566,12 +568,11 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     in_p, out_p = input_path(in_path), Path(out_path)
     if not 0 <= tail_s <= MAX_RENDER_S:
         raise OfflineError(f"a tail of {tail_s} s: give 0 to {MAX_RENDER_S // 3600} hours")
-    src = open_input(in_p)
+    src, cut = open_input(in_p)
     try:
         check_destination(out_p, in_p)
         fmt, subtype = output_format(out_p, src.subtype, src.samplerate)
         ch, in_sr, length = src.channels, src.samplerate, src.frames
-        cut = truncation(in_p) is not None  # a cut WAV or Ogg: libsndfile's length is already what is there
         samplerate = chain_rate([s.processor for s in getattr(chain, "slots", ())], in_sr, samplerate)
         chain.prepare(samplerate, blocksize, ch)
         latency = int(chain.latency) if compensate_latency else 0

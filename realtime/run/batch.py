@@ -388,9 +388,10 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     use_ray = bool(todo) and ray_address is not None and ray_address is not False
     try:
         with contextlib.ExitStack() as stack:
-            # with nothing to do nothing is written: a finished batch's folder may be read-only by now
-            locked = not todo or out_dir.is_dir()
-            if todo and locked:  # before a cluster starts: a second batch into the folder is refused at once
+            # the folder is locked only with work to do (nothing else is written: a finished batch's folder
+            # may be read-only by now), before a cluster starts where it exists: a second batch is refused at once
+            lock_now = bool(todo) and out_dir.is_dir()
+            if lock_now:
                 stack.enter_context(_lock_out_dir(out_dir))
             if use_ray:
                 from realtime.run.ray_batch import ray_cluster, run_units_on_ray
@@ -401,7 +402,7 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
                 workers = jobs or default_jobs()
             units = group_tasks(todo, options.streams, workers)  # a group for every worker there is
             out_dir.mkdir(parents=True, exist_ok=True)  # only now: a batch that cannot start leaves nothing
-            if not locked:
+            if todo and not lock_now:
                 stack.enter_context(_lock_out_dir(out_dir))
             if not todo:
                 backend, workers = "none", 0

@@ -60,7 +60,7 @@ class _FileStream:
     """One file of a group: ``process_file``'s reading, resampling, re-blocking and writing, turned
     inside out so that a driver hands out its blocks and takes them back processed."""
 
-    def __init__(self, task: BatchTask, latency: int, blocksize: int, clipped=lambda: 0, rest=None):
+    def __init__(self, task: BatchTask, latency: int, blocksize: int, rest=None):
         import soxr
 
         from realtime.run.offline import (
@@ -74,7 +74,7 @@ class _FileStream:
             output_format,
         )
 
-        self.task, self.blocksize, self.clipped = task, blocksize, clipped
+        self.task, self.blocksize, self.rest = task, blocksize, rest  # rest: the chain after the batched slot
         self.junk = _JunkCount(task.input, rest)
         in_p, out_p = Path(task.input), Path(task.output)
         self.src, self.cut = open_input(in_p)  # a cut WAV's or Ogg's length is what is there, as process_file
@@ -131,10 +131,10 @@ class _FileStream:
 
     def report(self) -> dict:
         """What the file's result records (as ``run_task``'s for ``process_file``)."""
-        from realtime.run.offline import warn_clipped, warn_short
+        from realtime.run.offline import clipped_samples, warn_clipped, warn_short
 
         short = warn_short(self.task.input, self.frames_read, self.length)  # the undecodable end: silence
-        clipped = self.clipped()
+        clipped = clipped_samples(self.rest) if self.rest is not None else 0  # the batched first slot has no safety
         warn_clipped(self.task.input, clipped)
         return {"audio_s": self.writer.total / self.in_sr, "nonfinite_input_samples": self.nonfinite,
                 "frames_read": self.frames_read, "truncated": self.cut or short, "clipped_samples": clipped,
@@ -266,7 +266,7 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
             try:
                 streams.append(_MidiStream(tasks[i], B, _midi_sender(batched, k, rests[k]), latency,
                                            _song_drops(batched, k, rests[k]), rest=rests[k]) if midi
-                               else _FileStream(tasks[i], latency, B, _clipped_counter(rests[k]), rest=rests[k]))
+                               else _FileStream(tasks[i], latency, B, rest=rests[k]))
                 opened.append((k, i))
             except Exception as e:
                 fail(results[i], e)
@@ -298,13 +298,6 @@ class _JunkCount:
         from realtime.run.offline import warn_junk
 
         return warn_junk(self.what, self.rest, self.before) if self.rest is not None else 0
-
-
-def _clipped_counter(rest):
-    """Samples the file's rest chain's safety stage has clipped so far (the batched first slot has none)."""
-    from realtime.run.offline import clipped_samples
-
-    return lambda: clipped_samples(rest)
 
 
 def _song_drops(batched, k: int, rest):

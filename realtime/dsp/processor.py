@@ -163,8 +163,7 @@ class Param:
         if self.step < 1:
             value = float(f"{value:.3g}")  # rounded first: 999.8 reads "1.00 kHz", not "1e+03 Hz"
         if abs(value) >= 1000:
-            bigger = LARGER_UNITS.get(self.unit)
-            return f"{value / 1000:.2f} {bigger}" if bigger else f"{value / 1000:.2f}k {self.unit}".strip()
+            return _in_thousands(f"{value / 1000:.2f}", self.unit)
         if self.step >= 1:
             txt = f"{value:.0f}"
         else:
@@ -175,6 +174,12 @@ class Param:
 
 
 LARGER_UNITS = {"Hz": "kHz", "ms": "s"}  # what a thousand of a unit reads as
+
+
+def _in_thousands(txt: str, unit: str) -> str:
+    """``txt``, a number of thousands, with its unit: "1.20 kHz", "1.50 s", "1.20k" (no larger unit)."""
+    bigger = LARGER_UNITS.get(unit)
+    return f"{txt} {bigger}" if bigger else f"{txt}k {unit}".strip()
 
 
 READOUT_KINDS = ("level", "gr", "number", "text")
@@ -228,9 +233,7 @@ class Readout:
             return f"-inf {self.unit}".strip()
         if abs(value) >= 1000:  # as a knob reads it, so a meter's 44 px hold it: "192 kHz", not "192000 Hz"
             v = value / 1000
-            txt = f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}"
-            bigger = LARGER_UNITS.get(self.unit)
-            return f"{txt} {bigger}" if bigger else f"{txt}k {self.unit}".strip()
+            return _in_thousands(f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}", self.unit)
         txt = f"{value:.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:.1f}"
         return f"{txt} {self.unit}".strip()
 

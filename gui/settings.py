@@ -95,20 +95,15 @@ class Settings:
         self.q.setValue("preset/last", ref)
         self.q.sync()
 
-    def _blob(self, key: str):
-        # anything else (a hand-edited "geometry=hello") would make restoreGeometry raise at start-up
-        v = self.q.value(key)
+    def geometry(self):
+        """The window's ``saveGeometry``, or None: anything else (a hand-edited "geometry=hello")
+        would make restoreGeometry raise at start-up."""
+        v = self.q.value("window/geometry")
         return v if isinstance(v, (QByteArray, bytes)) else None
 
-    def _save_blob(self, key: str, data) -> None:
-        self.q.setValue(key, data)
-        self.q.sync()
-
-    def geometry(self):
-        return self._blob("window/geometry")
-
     def save_geometry(self, data) -> None:
-        self._save_blob("window/geometry", data)
+        self.q.setValue("window/geometry", data)
+        self.q.sync()
 
     def pane_sizes(self) -> list[int] | None:
         """The window's rack / spectrum / synth panel heights as last saved, or None (none saved, or

@@ -25,26 +25,20 @@ if not os.environ["MIDO_BACKEND"]:
 os.environ.setdefault("JACK_NO_START_SERVER", "1")
 
 
-def _blocksize(text: str) -> int:
-    v = positive_int(text)
-    if not 16 <= v <= 65536:
-        raise argparse.ArgumentTypeError(f"{v} frames: a block is 16 to 65536 frames")
-    return v
+def _int_in(lo: int, hi: int, unit: str, what: str):
+    """An argument type: a positive whole number from ``lo`` to ``hi``, else "V unit: what is lo to hi unit"."""
+    def parse(text: str) -> int:
+        v = positive_int(text)
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} {unit}: {what} is {lo} to {hi} {unit}")
+        return v
+
+    return parse
 
 
-def _live_blocksize(text: str) -> int:
-    """A live engine's block: the range it runs, said by the parser like every other range."""
-    v = positive_int(text)
-    if not BLOCK_RANGE[0] <= v <= BLOCK_RANGE[1]:
-        raise argparse.ArgumentTypeError(f"{v} frames: a live block is {BLOCK_RANGE[0]} to {BLOCK_RANGE[1]} frames")
-    return v
-
-
-def _samplerate(text: str) -> int:
-    v = positive_int(text)
-    if not 8000 <= v <= 384000:
-        raise argparse.ArgumentTypeError(f"{v} Hz: a sample rate is 8000 to 384000 Hz")
-    return v
+_blocksize = _int_in(16, 65536, "frames", "a block")
+_live_blocksize = _int_in(*BLOCK_RANGE, "frames", "a live block")  # the range the live engine runs
+_samplerate = _int_in(8000, 384000, "Hz", "a sample rate")
 
 
 def _seconds(text: str) -> float:

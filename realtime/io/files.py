@@ -143,6 +143,13 @@ def folder_problem(folder) -> str | None:
     return "is a file, not a folder" if folder.exists() else "output directory does not exist"
 
 
+def libsndfile_words(e: BaseException) -> str | None:
+    """libsndfile's own text of a ``soundfile.LibsndfileError``, without soundfile's prefix ("Error
+    opening b'….part': Error : why"), which names the hidden temporary file or a pipe's spool."""
+    own = getattr(e, "error_string", None)
+    return own.removeprefix("Error : ") if isinstance(own, str) else None
+
+
 def write_failure_reason(folder, e: BaseException) -> str:
     """Why a write into ``folder`` failed midway, in words a user can act on: the OS's reason
     (full disk, read-only, lost mount), or "no space left on device" when the folder's disk is
@@ -157,7 +164,4 @@ def write_failure_reason(folder, e: BaseException) -> str:
                 reason = "no space left on device"
         except OSError:
             pass
-    own = getattr(e, "error_string", None)  # soundfile.LibsndfileError: "Error opening b'….part': Error : why"
-    if isinstance(own, str):
-        own = own.removeprefix("Error : ")
-    return reason or own or str(e) or type(e).__name__
+    return reason or libsndfile_words(e) or str(e) or type(e).__name__

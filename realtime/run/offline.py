@@ -20,7 +20,14 @@ import soundfile as sf
 
 from realtime.dsp.processor import dropped_midi_events
 from realtime.errors import OfflineError, raise_pending_interrupt
-from realtime.io.files import atomic_write, folder_problem, remove_stale_parts, sf_path, through_link
+from realtime.io.files import (
+    atomic_write,
+    folder_problem,
+    libsndfile_words,
+    remove_stale_parts,
+    sf_path,
+    through_link,
+)
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
 RESAMPLER_FLUSH = 4096  # chain frames of silence beyond the latency that push a resampler's tail out
@@ -61,8 +68,7 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
     try:  # a pipe is read whole first: then its length is what it held, whatever its header says
         f = sf.SoundFile(sf_path(p) if p.is_file() else _spooled(p))
     except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile's words alone: soundfile's prefix names a pipe's spool
-        why = getattr(e, "error_string", None) or str(e)
-        raise OfflineError(f"{p}: not a readable audio file ({why.removeprefix('Error : ')})") from None
+        raise OfflineError(f"{p}: not a readable audio file ({libsndfile_words(e) or e})") from None
     if f.frames == 0:
         f.close()
         if p.is_file() and truncation(p):  # a short Ogg cut in half: libsndfile reads none of it

@@ -53,7 +53,8 @@ def _seconds(text: str) -> float:
 
 def _chain_args(p: argparse.ArgumentParser, default_preset: str = "default") -> None:
     p.add_argument("--preset", default=default_preset,
-                   help=f"built-in preset name or a .json file (default {default_preset}; `presets` lists them)")
+                   help=f"a built-in preset's name, a saved one's (the panel's Save As) or a preset file "
+                        f"(default {default_preset}; `presets` lists them)")
     p.add_argument("--set", action="append", default=[], metavar="SLOT.PARAM=VALUE",
                    help="override a parameter (also SLOT.bypass=true, SLOT.mix=0.5); repeatable")
 
@@ -90,8 +91,8 @@ BATCH_EPILOG = """\
 manifest: a .csv with a header row (input[,output][,set][,preset]; set holds overrides joined by ';')
 or a .jsonl with one object per line ({"input": …, "output": …, "set": […]}); inputs are relative to
 the manifest, outputs to --out. A re-run skips outputs that are complete for the same input (its size and
-modification time as recorded) and preset (OUT/.batch-manifest.jsonl); exit status 1 when any file failed, 130 after Ctrl-C, 143 after SIGTERM (once:
-finish the files in progress; twice: abandon them, nothing half-written is left)."""
+modification time as recorded) and preset (OUT/.batch-manifest.jsonl); exit status 1 when any file failed, 130 after Ctrl-C, 143 after SIGTERM
+(129 / 131 after SIGHUP / SIGQUIT; once: finish the files in progress; twice: abandon them, nothing half-written is left)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("devices", help="list audio devices and MIDI ports")
-    sub.add_parser("presets", help="list built-in presets")
+    sub.add_parser("presets", help="list the built-in presets and the ones saved in the user's folder")
     p = sub.add_parser("plugins", help="list installed LV2 plugins (slot kind lv2, --instrument lv2:URI)")
     p.add_argument("filter", nargs="?", default="", help="only plugins whose URI, name or class contains this")
     p.add_argument("--json", action="store_true", help="one JSON object: plugins and skipped bundles")
@@ -247,8 +248,11 @@ def cmd_batch(args) -> int:
                         ("MIDI messages dropped from full queues", summary["dropped_midi_events"])):
         if count:
             print(f"batch: {what}: {count} (per file in {summary['log']})", file=sys.stderr)
-    if summary["interrupted"]:
-        return 143 if summary["signal"] == "SIGTERM" else 130
+    if summary["interrupted"]:  # 128 + the signal's number, as every command says it (SIGHUP 129, SIGQUIT 131)
+        from realtime.errors import Interrupted, interrupt_status
+
+        sig = summary["signal"]
+        return interrupt_status(Interrupted(sig) if sig and sig != "SIGINT" else KeyboardInterrupt())
     return 1 if failed else 0
 
 
@@ -260,10 +264,18 @@ def cmd_devices(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from realtime.dsp.presets import builtin_descriptions
+    from realtime.dsp.presets import builtin_descriptions, user_descriptions, user_preset_dir
 
-    for name, description in builtin_descriptions().items():
+    builtins = builtin_descriptions()
+    for name, description in builtins.items():
         print(f"{name:12s} {description}")
+    saved = user_descriptions()
+    if saved:  # (none: the list stays the built-ins', one per line)
+        print(f"\nsaved presets (user), in {user_preset_dir()}:")
+    for path, description in saved:
+        # a built-in's name is the built-in's: this one is opened by its path
+        mark = f"(user; the built-in of that name wins: --preset {path})" if path.stem in builtins else "(user)"
+        print(f"{path.stem:12s} {mark} {description}".rstrip())
     return 0
 
 
@@ -451,6 +463,8 @@ def _finish_on_signals(status: int) -> None:
     import signal
     import threading
 
+    from realtime.errors import interrupt_signals
+
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -462,7 +476,7 @@ def _finish_on_signals(status: int) -> None:
                 pass
         os._exit(status)  # the command's output is committed: nothing more is worth waiting for
 
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for s in interrupt_signals():
         if signal.getsignal(s) is not signal.SIG_IGN:
             signal.signal(s, finish)
 

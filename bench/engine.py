@@ -67,23 +67,24 @@ def main(argv=None) -> int:
 
 
 def _tap_us_per_block(blocksize: int, n: int = 2000, repeats: int = 5) -> float:
-    """The DSP thread's work per block for the panel's audio tap (two mono mixes, one ring push;
+    """The DSP thread's work per block for the panel's audio tap (input and output, left and right: two
+    copies into one 4-column record per frame, one ring push;
     the pop is the panel's, counted too so the ring never fills): median of ``repeats`` runs."""
     import numpy as np
 
     from realtime.engine.control import ControlRings
-    from realtime.engine.engine import _mono_into
+    from realtime.engine.engine import _tap_into
     from realtime.engine.ring import ring_pop, ring_push
 
     rings = ControlRings()
     block = np.random.default_rng(0).standard_normal((blocksize, 2)).astype(np.float32)
-    tap = np.zeros((blocksize, 2), np.float32)
+    tap = np.zeros((blocksize, 4), np.float32)
     runs = []
     for r in range(repeats + 1):  # the first run compiles and warms up
         t0 = time.perf_counter_ns()
         for _ in range(n):
-            _mono_into(block, tap, 0)
-            _mono_into(block, tap, 1)
+            _tap_into(block, tap, 0)
+            _tap_into(block, tap, 2)
             ring_push(rings.audio.buf, rings.audio.idx, tap, blocksize)
             ring_pop(rings.audio.buf, rings.audio.idx, tap, blocksize)
         if r:

@@ -94,8 +94,8 @@ def run_gui(args) -> int:
     from gui.demo_source import DemoSource
     from gui.settings import APP, Settings
     from gui.window import MainWindow
-    from realtime.dsp.presets import is_preset_file
-    from realtime.errors import Interrupted
+    from realtime.dsp.presets import resolve_preset
+    from realtime.errors import Interrupted, interrupt_signals
     from realtime.io.devices import has_audio_device
     from realtime.io.jackserver import ensure_server
     from realtime.io.portaudio import release
@@ -114,8 +114,9 @@ def run_gui(args) -> int:
         preset, ref, note = _startup_preset(args, settings, argv)
 
         def window(preset: dict, ref: str):  # a user's file (not a built-in name): Save writes back there
+            path, kind = resolve_preset(ref)  # (a saved preset given by name: its file in the user's folder)
             return MainWindow(preset, _cli_config(args, settings, argv), settings,
-                              preset_path=os.path.abspath(ref) if is_preset_file(ref) else None)
+                              preset_path=os.path.abspath(path) if kind != "builtin" else None)
 
         try:
             win = window(preset, ref)
@@ -144,7 +145,7 @@ def run_gui(args) -> int:
                 QTimer.singleShot(0, app.quit)
             signalled.append(signum)
 
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in interrupt_signals():  # Ctrl-C, kill, a closed terminal, Ctrl-\ (SIGQUIT)
             if signal.getsignal(sig) is not signal.SIG_IGN:
                 signal.signal(sig, on_signal)
         if server is not None:

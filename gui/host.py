@@ -155,8 +155,9 @@ class HostBase:
         return self._drain(self.rings.readout, self._readout_buf)
 
     def read_audio(self) -> np.ndarray | None:
-        """The audio tap's frames since the last call ((n, 2) float32: input and output, mono), or
-        None when none came. A view, valid until the next call."""
+        """The audio tap's frames since the last call ((n, 4) float32: input left, right, output left,
+        right; a mono stream's one channel in both), or None when none came. A view, valid until the
+        next call."""
         return self._drain(self.rings.audio, self._audio_buf)
 
     def _drain(self, ring, buf: np.ndarray) -> np.ndarray | None:

@@ -11,22 +11,31 @@ from pathlib import Path
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import QComboBox, QFileDialog, QMessageBox
 
-from realtime.dsp.presets import builtin_presets, load_preset, save_preset
+from realtime.dsp.presets import builtin_presets, is_json_name, load_preset, save_preset, user_presets
 from realtime.engine.control import ChainView
 
 # the picker's items: (BUILTIN, name) or (USER, absolute path); separators hold none
 BUILTIN, USER = "builtin", "user"
 USER_MARK = " (user)"  # a user's preset named as a built-in: told apart in the picker
+FILE_FILTER = "Presets (*.json *.JSON)"
 
 
-def user_presets(folder: Path) -> list[Path]:
-    """The preset files in ``folder`` (the user's), sorted by name; none while it does not exist.
-    Unread here: a malformed one is listed, and says what is wrong when picked."""
-    try:
-        files = [p for p in Path(folder).glob("*.json") if not p.name.startswith(".") and p.is_file()]
-    except OSError:  # unreadable folder: the built-ins still list
-        return []
-    return sorted(files, key=lambda p: (p.stem.casefold(), p.stem))
+def save_as_name(path: str) -> str:
+    """The file a Save As writes for the ``path`` its dialog returned: ``.json`` added unless it ends
+    so in any case (``MINE.JSON`` stays as typed).
+
+    Raises
+    ------
+    RuntimeError
+        A name that is blank or starts with "." (a hidden file, never listed): the line names what
+        was typed.
+    """
+    name = Path(path).name
+    stem = name[:-len(".json")] if is_json_name(name) else name
+    if not stem.strip() or name.startswith("."):
+        why = "a name starting with '.' (a hidden file, never listed)" if name.startswith(".") else "a blank name"
+        raise RuntimeError(f"not saved: {name!r} is {why}; give the preset a name such as “mine”")
+    return path if is_json_name(name) else path + ".json"
 
 
 class PresetSaveError(OSError, RuntimeError):
@@ -199,7 +208,7 @@ class PresetActions:
         self.rack.close_entries(True)  # a typed value not yet applied is one of the changes asked about
         if not self.confirm_discard():
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Load preset", str(self.settings.preset_dir), "Presets (*.json)")
+        path, _ = QFileDialog.getOpenFileName(self, "Load preset", str(self.settings.preset_dir), FILE_FILTER)
         if path:
             self._run("Loading the preset…", self._letting_go(self._load_file_steps(path)), False)
 
@@ -217,12 +226,12 @@ class PresetActions:
         self.rack.close_entries(True)  # (before the dialog: a Cancel there still leaves it applied)
         d = self.settings.preset_dir
         d.mkdir(parents=True, exist_ok=True)
-        path, _ = QFileDialog.getSaveFileName(self, "Save preset", str(d / f"{self.host.name}.json"), "Presets (*.json)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save preset", str(d / f"{self.host.name}.json"), FILE_FILTER)
         if not path:
             return False
-        if not path.endswith(".json"):
+        typed, path = path, save_as_name(path)
+        if path != typed:
             # the dialog asked about overwriting the name as typed, not with the suffix added here
-            path += ".json"
             if Path(path).exists() and QMessageBox.question(
                     self, "Replace preset", f"{Path(path).name} already exists. Replace it?",
                     QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel) != QMessageBox.StandardButton.Yes:

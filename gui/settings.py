@@ -7,29 +7,20 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from PyQt6.QtCore import QByteArray, QSettings, QStandardPaths
+from PyQt6.QtCore import QByteArray, QSettings
 from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel
 
 from gui.midi import NONE, VIRTUAL, input_ports
+from realtime.dsp.presets import APP, config_path  # noqa: F401 (APP: the name gui.app gives the application)
 from realtime.engine.config import COMMON_RATES, EngineConfig, device_arg
 from realtime.io import portaudio
 
-APP = "rtaudio-host"
 SAMPLERATES = COMMON_RATES
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048)
 # Output pre-fill ("safety buffer"): blocks the DSP thread has to deliver each block. More rides
 # out longer stalls of the machine at the price of one block of latency each.
 PREFILL_CHOICES = (1, 2, 3, 4, 5, 6, 8)
 DEFAULT_DEVICE = "Default"
-
-
-def config_path() -> Path:
-    """``$RTAUDIO_HOST_CONFIG`` if set, else <platform config dir>/rtaudio-host/rtaudio-host.ini."""
-    env = os.environ.get("RTAUDIO_HOST_CONFIG")
-    if env:
-        return Path(env)
-    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericConfigLocation)
-    return Path(base or Path.home() / ".config") / APP / f"{APP}.ini"
 
 
 class Settings:

@@ -61,7 +61,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = PROJECT_ERRORS + (FileNotFoundErr
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised like Ctrl-C so every clean-up path runs the same way."""
+    """SIGTERM, SIGHUP or SIGQUIT, raised like Ctrl-C so every clean-up path runs the same way."""
 
 
 class _Pending:
@@ -75,9 +75,22 @@ def note_interrupt(name: str) -> None:
     _Pending.signal = name
 
 
+# the signals that end a command as Ctrl-C does: SIGQUIT (Ctrl-\) too, which by default dumped core
+# and left the output's hidden temporary file (a recording's whole take) behind
+INTERRUPT_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+
+
+def interrupt_signals() -> tuple:
+    """``INTERRUPT_SIGNALS`` as ``signal.Signals`` (those this platform has)."""
+    import signal
+
+    return tuple(getattr(signal, name) for name in INTERRUPT_SIGNALS if hasattr(signal, name))
+
+
 def interrupt_on_signals() -> None:
-    """SIGTERM and SIGHUP end a command like Ctrl-C: the same clean-up runs (no half-written file).
-    Only the main thread may set handlers (``main`` is also called from tests' threads)."""
+    """SIGTERM, SIGHUP and SIGQUIT end a command like Ctrl-C: the same clean-up runs (no half-written
+    file, a recording kept). Only the main thread may set handlers (``main`` is also called from
+    tests' threads)."""
     import signal
     import threading
 
@@ -91,7 +104,9 @@ def interrupt_on_signals() -> None:
 
     # a signal the caller ignored stays ignored: nohup's SIGHUP, a shell's `trap '' TERM`, an
     # ignored Ctrl-C in a background job
-    for s in (signal.SIGTERM, signal.SIGHUP):
+    for s in interrupt_signals():
+        if s == signal.SIGINT:
+            continue
         if signal.getsignal(s) is not signal.SIG_IGN:
             signal.signal(s, interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -110,7 +125,7 @@ def raise_pending_interrupt() -> None:
 
 
 def signals_deferred():
-    """A context in which SIGINT/SIGTERM/SIGHUP are remembered, not acted on, and raised again on
+    """A context in which SIGINT/SIGTERM/SIGHUP/SIGQUIT are remembered, not acted on, and raised again on
     leaving it: for a tear-down that must run to its end (a recording's close, a server's stop).
     The handlers are swapped, not the signal mask: a process-directed signal goes to any thread
     whose mask lets it in, and Python runs its handler in the main thread all the same. Only the
@@ -125,7 +140,7 @@ def signals_deferred():
             yield
             return
         got: list[int] = []
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        old = {s: signal.getsignal(s) for s in interrupt_signals()}
         for s, h in old.items():
             if h is not signal.SIG_IGN:
                 signal.signal(s, lambda signum, frame: got.append(signum))
@@ -180,7 +195,7 @@ def user_message(e: BaseException) -> str | None:
 
 def interrupt_status(e: KeyboardInterrupt) -> int:
     """The exit status of a command an interrupt ended: 128 + the signal's number, as a shell
-    reports it (Ctrl-C 130, SIGTERM 143, SIGHUP 129)."""
+    reports it (Ctrl-C 130, SIGTERM 143, SIGHUP 129, SIGQUIT 131)."""
     import signal
 
     name = str(e) if isinstance(e, Interrupted) else "SIGINT"
@@ -206,12 +221,12 @@ def _reader_gone() -> int:
 def run_cli(main, argv=None) -> int:
     """Run a ``python -m`` entry point (a data recipe, a trainer, a benchmark) as ``main.py`` runs
     its commands: a user error is one line ``error: …`` and exit status 2, a ``SystemExit`` with a
-    message the same, Ctrl-C / SIGTERM / SIGHUP ``interrupted`` and 130 / 143 / 129 (the same
-    clean-up runs for all three); a bug keeps its traceback."""
+    message the same, Ctrl-C / SIGTERM / SIGHUP / SIGQUIT ``interrupted`` and 130 / 143 / 129 / 131 (the
+    same clean-up runs for all four); a bug keeps its traceback."""
     import signal
     import threading
 
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    sigs = interrupt_signals()
     before = {s: signal.getsignal(s) for s in sigs} if threading.current_thread() is threading.main_thread() else {}
     interrupt_on_signals()
     try:

@@ -77,6 +77,13 @@ def small_disk(tmp_path):
 
 
 @pytest.fixture
+def three_mb_disk(tmp_path):
+    """A 3 MB disk: a file of some seconds fills it, and what it wrote, once removed, leaves more
+    than a megabyte free (a full disk must be told by the write that failed, not by the space left)."""
+    yield from _tmpfs(tmp_path / "three_mb", "size=3m")
+
+
+@pytest.fixture
 def full_disk(tmp_path):
     """A 64 kB disk: full after a few small files."""
     yield from _tmpfs(tmp_path / "full", "size=64k")

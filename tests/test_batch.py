@@ -218,6 +218,36 @@ def _long_files(tmp_path, n: int, seconds: float):
     return src, tmp_path / "out"
 
 
+def test_a_broken_model_is_each_grouped_files_one_line_not_a_dead_worker(tmp_path):
+    """Files run side by side (a preset that starts with the enhancer, MIDI into the synth) with a
+    zero-byte model: the worker died with a traceback while building the group, and every file was
+    recorded "worker process died on this file (exit code 1)". Each says the model's error, as
+    `process` says it, and a re-run retries them (the input is not what failed)."""
+    models = tmp_path / "models"
+    for f in ("enhancer/enhancer.onnx", "ddsp/violin.onnx"):
+        (models / f).parent.mkdir(parents=True, exist_ok=True)
+        (models / f).write_bytes(b"")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        sf.write(src / f"a{i}.wav", _noise(48000, 0.5, 2, i), 48000)
+        _midi(src / f"m{i}.mid")
+    # a process of its own: the models' paths are read once per process
+    r = subprocess.run([sys.executable, "main.py", "batch", str(src), "--out", str(tmp_path / "out"), "--preset", "voice",
+                        "--jobs", "1", "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "RTAUDIO_MODELS_DIR": str(models), "DDSP_MODEL_DIR": str(models / "ddsp")})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    s = json.loads(r.stdout)
+    errors = {Path(f["input"]).name: f["error"] for f in s["failures"]}
+    assert sorted(errors) == ["a0.wav", "a1.wav", "m0.mid", "m1.mid"], s
+    for name, error in errors.items():
+        audio = name.endswith(".wav")
+        what, model = ("enhancer", "enhancer/enhancer.onnx") if audio else ("DDSP violin", "ddsp/violin.onnx")
+        assert error.startswith(f"{what} model {models / model} is corrupt"), error
+    log = [json.loads(line) for line in (tmp_path / "out" / LOG_NAME).read_text().splitlines()]
+    assert len(log) == 4 and not any(r["input_fault"] for r in log)
+
+
 def test_sigterm_finishes_or_abandons_cleanly(tmp_path):
     src, out = _long_files(tmp_path, 8, 20.0)
     cmd = [sys.executable, "main.py", "batch", str(src), "--out", str(out), "--preset", "default", "--jobs", "2",
@@ -235,6 +265,28 @@ def test_sigterm_finishes_or_abandons_cleanly(tmp_path):
     s = run_batch([src], out, BatchOptions(preset="default"), jobs=2, progress=False)
     assert s["failed"] == 0 and s["processed"] + s["skipped"] == 8 and s["processed"] >= 1
     assert len(list(out.glob("*.wav"))) == 8
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGHUP, 129), (signal.SIGQUIT, 131)])
+def test_a_hang_up_or_quit_finishes_the_files_in_flight_and_logs_them(tmp_path, sig, code):
+    """SIGHUP (the terminal closed) and SIGQUIT (Ctrl-\\) are taken as SIGTERM is: the files in flight
+    are finished and logged. They ended the batch at once ("interrupted"), its workers finishing files
+    that were never logged, so a re-run with --out inside the input folder refused to start."""
+    src, out = _long_files(tmp_path, 3, 20.0)
+    cmd = [sys.executable, "main.py", "batch", str(src), "--out", str(out), "--preset", "default", "--jobs", "2",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not _no_parts(out):
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    s = json.loads(stdout)
+    assert s["interrupted"] and s["signal"] == sig.name and s["failed"] == 0 and s["processed"] >= 1, s
+    logged = {Path(json.loads(line)["output"]).name for line in (out / LOG_NAME).read_text().splitlines()}
+    assert logged == {p.name for p in out.glob("*.wav")} and len(logged) == s["processed"]
+    assert not _no_parts(out)
 
 
 def test_sigterm_to_the_process_group_finishes_or_abandons_cleanly(tmp_path):

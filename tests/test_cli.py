@@ -210,11 +210,12 @@ def test_engine_runs_at_other_rates_and_block_sizes(rate, block, channels, tmp_p
     assert re.search(r"late blocks (\d+)", r.stdout), r.stdout
 
 
-@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGINT twice"])
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGINT twice", "SIGQUIT"])
 def test_ctrl_c_stops_cleanly_and_keeps_the_recording(tmp_path, how):
     """Ctrl-C is how a live run ends (status 0); SIGTERM says 143, as for every command. A second
     Ctrl-C while it closes waits for the recording to be finished (it lost it, and could leave the
-    private server's shared memory behind)."""
+    private server's shared memory behind). SIGQUIT (Ctrl-\\) as SIGTERM: it dumped core, the take
+    left behind as a hidden .part file."""
     import signal
 
     from realtime.io.jackserver import DummyJackServer
@@ -229,16 +230,66 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_recording(tmp_path, how):
         while time.monotonic() < deadline and "Live:" not in (p.stderr.readline() or ""):
             pass
         time.sleep(1.0)
-        p.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
+        p.send_signal(getattr(signal, how.split()[0]))
         if how == "SIGINT twice":
             time.sleep(0.02)  # while the engine stops
             p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=30)
-    assert p.returncode == {"SIGINT": 0, "SIGTERM": 143, "SIGINT twice": 130}[how] or (
+    assert p.returncode == {"SIGINT": 0, "SIGTERM": 143, "SIGINT twice": 130, "SIGQUIT": 131}[how] or (
         how == "SIGINT twice" and p.returncode == 0), err  # the second may come after the run ended
     assert "stopped" in err and "Traceback" not in err
     assert sf.info(rec).frames > 24000 and "recorded" in err
     assert [f.name for f in tmp_path.iterdir()] == ["rec.wav"]  # no .part left
+
+
+def test_a_recording_error_after_ctrl_c_is_said_not_taken_for_the_interrupt(monkeypatch, capsys):
+    """A live run ended by Ctrl-C whose recording could not be finished (a full disk): its error used
+    to come out as "interrupted" (status 130), the interrupt the live loop had taken still pending,
+    so the player took the take for complete. The tear-down's error is said, status 2."""
+    import main as cli
+    from realtime.errors import RecordingError, note_interrupt
+    from realtime.run.live import stream_until
+
+    class Engine:
+        error = None
+
+    def live_run(args):
+        try:
+            note_interrupt("SIGINT")  # what the Ctrl-C handler does; the live loop takes it
+            return stream_until(Engine(), status=False)
+        finally:  # _tear_down's recorder.close()
+            raise RecordingError("no space left on device while recording to take.wav: the recording "
+                                 "stopped after 2.7 s; what was written is kept")
+
+    monkeypatch.setitem(cli.COMMANDS, "run", live_run)
+    assert cli.main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "error: no space left on device while recording to take.wav" in err and "interrupted" not in err, err
+
+
+def test_a_recording_that_stops_midway_is_said_at_once(small_disk, capsys):
+    """A full disk stops the recording while the engine plays on: the live loop says so as it happens
+    (it was said only at the stop, minutes later), and the stop says what was kept."""
+    from realtime.errors import RecordingError
+    from realtime.io.recorder import FileRecorder
+    from realtime.run.live import stream_until
+
+    class Engine:
+        error = None
+
+    rec = FileRecorder(str(small_disk / "take.wav"), 48000, 2)
+    block = np.full((4096, 2), 0.1, np.float32)
+    deadline = time.monotonic() + 30
+    while rec.error is None and time.monotonic() < deadline:  # the disk fills up
+        rec.ring.push(block)
+        time.sleep(0.005)
+    assert stream_until(Engine(), seconds=0.6, status=False, recorder=rec) == 0
+    said = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(said) == 1 and said[0].startswith(f"error: no space left on device while recording to "
+                                                 f"{small_disk / 'take.wav'}: the recording stopped after "), said
+    with pytest.raises(RecordingError, match="no space left on device.*what was written is kept"):
+        rec.close()
+    assert [f.name for f in small_disk.iterdir()] == ["take.wav"]
 
 
 def test_a_live_run_the_engine_refuses_starts_no_server_and_leaves_no_file(tmp_path):
@@ -300,15 +351,39 @@ def test_bench_jitter_times_fixed_work_once_per_period():
     assert rec["cpu_steal_ms"] >= 0.0  # the README says it reports the VM's stolen time
 
 
-def test_presets_lists_every_builtin_with_its_description():
+def test_presets_lists_every_builtin_with_its_description(tmp_path):
     from realtime.dsp.presets import builtin_presets, load_preset
 
-    r = run("presets")
+    r = run("presets", env={"RTAUDIO_HOST_CONFIG": str(tmp_path / "rtaudio-host.ini")})  # no saved presets
     assert r.returncode == 0, r.stderr
     lines = dict(line.split(None, 1) for line in r.stdout.strip().splitlines())
     assert list(lines) == builtin_presets()
     for name, text in lines.items():
         assert text == load_preset(name)["description"]
+
+
+def test_presets_saved_by_the_panel_are_listed_and_run_by_name(tmp_path):
+    """`--preset mine` (saved in the panel's folder) said "unknown preset", and `presets` did not list it."""
+    from realtime.dsp.presets import builtin_presets, load_preset, save_preset
+
+    env = {"RTAUDIO_HOST_CONFIG": "", "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    folder = tmp_path / "xdg" / "rtaudio-host" / "presets"
+    folder.mkdir(parents=True)
+    save_preset({**load_preset("clean"), "name": "mine", "description": "my own"}, folder / "mine.json")
+    save_preset({**load_preset("clean"), "name": "voice", "description": "not the built-in"}, folder / "voice.json")
+    r = run("presets", env=env)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert [line.split()[0] for line in out[:len(builtin_presets())]] == builtin_presets()
+    assert f"in {folder}" in r.stdout and re.search(r"^mine +\(user\) my own$", r.stdout, re.M), r.stdout
+    assert re.search(rf"^voice +\(user; the built-in of that name wins: --preset {re.escape(str(folder))}/voice\.json\)",
+                     r.stdout, re.M), r.stdout
+    src = tmp_path / "in.wav"
+    sf.write(src, np.zeros(4800, np.float32), 48000)
+    r = run("process", str(src), str(tmp_path / "o.wav"), "--preset", "mine", "--no-progress", env=env)
+    assert r.returncode == 0 and (tmp_path / "o.wav").exists(), r.stderr
+    r = run("process", str(src), str(tmp_path / "o2.wav"), "--preset", "nope", "--no-progress", env=env)
+    assert r.returncode == 2 and str(folder) in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_an_output_only_card_is_a_device_for_output_streams(monkeypatch):
@@ -337,7 +412,7 @@ def test_an_output_only_card_is_a_device_for_output_streams(monkeypatch):
     assert has_audio_device("input") and not has_audio_device("output")
 
 
-@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129), ("SIGQUIT", 131)])
 def test_an_interrupted_command_exits_with_128_plus_the_signals_number(tmp_path, sig, code):
     """As a shell reports it: SIGHUP (a closed terminal, a dropped ssh session) said 130, Ctrl-C's.
     The command reads its pipe to the end before processing: once it has taken more than a pipe

@@ -91,6 +91,43 @@ def test_output_is_the_same_for_any_block_size_and_off_is_the_delayed_input():
             assert np.array_equal(_stream(deep, block, budget=budget)[0], ref), (budget, block)
 
 
+@pytest.mark.parametrize("new", [64, 512])
+def test_a_delay_moved_while_streaming_keeps_filling_and_crossfades(new):
+    """``move_delay`` (the de-clip slot's look-ahead knob turned live; ``reset`` with a delay
+    started on silence, a gap and a click): the ring keeps its samples, the read crossfades from
+    the old delay to the new one, and clipped runs go on being filled, while the taps cross (as
+    long as the shorter delay allows) and after (as long as the new one allows)."""
+    x = _tones(3.0, seed=6)
+    c = np.float32(0.7)
+    y = np.clip(x, -c, c)
+    d = Declipper(DELAY, 4096, SR, max_delay=512)
+    out = np.zeros_like(y)
+    fade = 441
+    for s in range(0, len(y), 128):
+        if s == SR // 128 * 128:
+            d.move_delay(new, fade)
+            assert d.moving and d.delay == new and d.max_run == min(DELAY, new) - 32
+        n = min(128, len(y) - s)
+        d.push(y, s, n)
+        d.read(n, out[s:s + n])
+    assert not d.moving and d.max_run == new - 32
+    moved = SR // 128 * 128
+    fresh = Declipper(new, 4096, SR)  # one that had the new delay all along
+    ref_out = np.zeros_like(y)
+    for s in range(0, len(y), 4096):
+        n = min(4096, len(y) - s)
+        fresh.push(y, s, n)
+        fresh.read(n, ref_out[s:s + n])
+    after = slice(moved + fade, len(y))
+    ref, clipped = x[after.start - new:after.stop - new], y[after.start - new:after.stop - new]
+    assert np.mean(np.abs(clipped) >= c) > 0.002  # there is something to fill
+    gains = [_sisdr(o[after], ref) - _sisdr(clipped, ref) for o in (out, ref_out)]
+    assert gains[0] > gains[1] - 0.5 and gains[1] > 1.0, gains
+    # the crossfade: a mix of the two delays' (filled) samples, never a jump beyond the music's own
+    step = np.abs(np.diff(out[:, 0]))
+    assert step[moved - 10:moved + fade + 10].max() < 1.2 * step[DELAY:moved].max()
+
+
 def _int16(x):
     return (np.round(np.asarray(x) * 32767.0) / 32767.0).astype(np.float32)
 

@@ -115,7 +115,7 @@ def _one_run(sig: int, run: int, tmp_path) -> str | None:
     return f"run {run}: {', '.join(problems)}: {text[-1500:]}" if problems else None
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGQUIT], ids=["SIGINT", "SIGTERM", "SIGQUIT"])
 def test_a_signal_ends_the_panel_with_its_status_after_its_clean_up(sig, tmp_path):
     failed = [f for f in (_one_run(sig, run, tmp_path) for run in range(RUNS)) if f]
     assert not failed, f"{len(failed)} of {RUNS} runs went wrong:\n" + "\n".join(failed)

@@ -366,3 +366,43 @@ def test_the_toolbar_buttons_keep_their_short_texts(window):
     texts = [b.text() for b in window().toolbar.findChildren(QToolButton)]
     assert {"Load…", "Save", "Save as…", "Settings…"} <= set(texts)
 
+
+
+# ---------------------------------------------------------------------------- review: names the picker lists
+def test_a_save_as_in_capitals_keeps_its_name_and_json_in_any_case_is_listed(window, presets, monkeypatch):
+    """Save As `UPPER.JSON` wrote `UPPER.JSON.json`, and a `.JSON` file was never listed."""
+    user_preset(presets, "Other")
+    (presets / "Other.json").rename(presets / "Other.JSON")
+    w = window()
+    assert "Other" in items(w.preset_box)
+    save_as_returns(monkeypatch, presets / "UPPER.JSON")
+    assert w._save_dialog()
+    assert sorted(p.name for p in presets.iterdir()) == ["Other.JSON", "UPPER.JSON"]
+    assert w.preset_path == str(presets / "UPPER.JSON") and w.host.name == "UPPER"
+    assert w.preset_box.currentText() == "UPPER"
+
+
+@pytest.mark.parametrize("typed", [".json", ".hidden.json", " .json", "  "])
+def test_a_save_as_with_a_blank_or_hidden_name_is_refused_in_one_line(window, presets, monkeypatch, typed):
+    """Save As `.json` / `.hidden.json` saved a dotfile the picker never lists; ` .json` said
+    "name: expected a non-empty string, got ' '"."""
+    w = window()
+    modify(w)
+    save_as_returns(monkeypatch, presets / typed)
+    assert not w._guard(w._save_dialog)
+    assert len(w.errors) == 1 and "\n" not in w.errors[0], w.errors
+    assert w.errors[0].startswith("not saved:") and repr(typed) in w.errors[0]
+    assert list(presets.iterdir()) == [] and w.preset_path is None and w.modified
+
+
+def test_the_panels_preset_folder_is_the_one_the_command_line_reads(monkeypatch, tmp_path):
+    """The folder lived in gui/ (Qt's config location) only: the runtime could not find the panel's
+    saved presets by name."""
+    from gui.settings import Settings
+    from realtime.dsp.presets import user_preset_dir
+
+    monkeypatch.delenv("RTAUDIO_HOST_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert Settings().preset_dir == user_preset_dir() == tmp_path / "xdg" / "rtaudio-host" / "presets"
+    monkeypatch.setenv("RTAUDIO_HOST_CONFIG", str(tmp_path / "cfg" / "my.ini"))
+    assert Settings().preset_dir == user_preset_dir() == tmp_path / "cfg" / "presets"

@@ -384,3 +384,13 @@ def test_a_preset_file_with_a_utf8_byte_order_mark_loads(tmp_path):
     bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
     assert load_preset(bom) == load_preset(plain)
     assert load_preset(str(bom))["name"] == load_preset("default")["name"]
+
+
+def test_a_saved_preset_named_on_the_command_line_opens_as_its_file(run_gui, tmp_path):
+    """`--preset mine` (saved by the panel in its folder) said "unknown preset"."""
+    folder = tmp_path / "cfg" / "presets"  # beside $RTAUDIO_HOST_CONFIG (the fixture's)
+    folder.mkdir(parents=True)
+    mine = save_preset({**load_preset("default"), "name": "mine"}, folder / "mine.json")
+    win = run_gui(["gui", "--preset", "mine"], lambda win: None)
+    assert win.host.name == "mine" and win.preset_path == str(mine) and not win.banner.isVisible()
+    assert win.preset_box.currentText() == "mine"

@@ -253,3 +253,41 @@ def test_synth_live_says_the_port_is_lost_stops_the_note_and_plays_again_when_it
     assert rec["after"] < 0.1 * rec["held"], rec  # and stopped once its keyboard was gone
     assert rec["again"] > 0.005, rec  # the keyboard plugged in again plays
     assert json.loads(rec["stdout"].strip().splitlines()[-1])["midi_messages"] == 2
+
+
+SERVER_GOES = r"""
+import sys, time
+from realtime.io.midi_input import MidiInput
+
+mi = MidiInput(lambda *m: None, virtual=True)
+print("open", flush=True)
+sys.stdin.readline()  # the server is gone
+time.sleep(1.5)
+mi.close()
+print("closed", flush=True)
+"""
+
+
+def test_libjacks_own_lines_stay_off_the_terminal_when_the_server_goes_away():
+    """python-rtmidi brings its own copy of libjack, which wrote "Cannot read socket fd…",
+    "JackSocketClientChannel read fail" and "Server is not running" (three times) under the
+    command's own line when the JACK server went away; `run` (PortAudio's client) said nothing of the
+    kind. A private server of its own: this one is stopped."""
+    from realtime.io.jackserver import DummyJackServer
+
+    name = "rtmidigone"
+    s = DummyJackServer(48000, 256, name=name).start()
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1", PYTHONPATH=ROOT,
+               MIDO_BACKEND="mido.backends.rtmidi/UNIX_JACK")
+    p = subprocess.Popen([sys.executable, "-c", SERVER_GOES], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "open"
+        s.stop()  # SIGTERM: the server says goodbye to its clients
+        out, err = p.communicate("\n", timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        s.stop()
+    assert p.returncode == 0 and out.strip() == "closed", err
+    assert err == "", err

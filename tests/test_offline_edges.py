@@ -193,6 +193,33 @@ def test_a_float_source_over_full_scale_is_reported_as_clipped(tmp_path, capsys)
     assert summary_line == [f"batch: files clipped by the safety stage: 1 (per file in {tmp_path / 'b2' / LOG_NAME})"]
 
 
+@pytest.mark.parametrize("sr", [8000, 22050])
+def test_a_low_rate_file_resampled_back_stays_under_the_safety_ceiling(tmp_path, sr):
+    """Below 44.1 kHz a file runs at 48 kHz and is resampled back: the ceiling held at 48 kHz, and the
+    resampler back rang past it (a full-scale square at 8 kHz through `clean` came out at 1.096, over
+    0 dBFS). Clipped to the ceiling again after the resampler: `process` and files side by side."""
+    from realtime.run.batch_plan import group_tasks
+
+    ceiling = 10 ** (-0.3 / 20)  # clean's and voice's safety stage
+    t = np.arange(2 * sr) / sr
+    square = np.sign(np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.wav", "b.wav"):
+        sf.write(src / name, square, sr, subtype="FLOAT")
+    out = tmp_path / "out.wav"
+    report = process_file(src / "a.wav", out, _clean(), progress=False)
+    assert report["chain_samplerate"] == 48000 and report["clipped_samples"] > 0
+    y = sf.read(out)[0]
+    assert len(y) == 2 * sr and ceiling * 0.99 < np.abs(y).max() <= ceiling
+    # the enhancer letting everything through and no limiter: the square reaches the safety stage whole
+    options = BatchOptions(preset="voice", overrides=["enhancer.atten_limit_db=0", "limiter.bypass=true"], streams=2)
+    (unit,) = group_tasks(plan_batch([src], tmp_path / "b", options), 2)
+    assert len(unit) == 2 and all(r["status"] == "ok" for r in run_unit(unit))
+    for name in ("a.wav", "b.wav"):
+        assert ceiling * 0.99 < np.abs(sf.read(tmp_path / "b" / name)[0]).max() <= ceiling
+
+
 # ------------------------------------------------------------------------------ 4: truncated inputs
 
 @pytest.mark.parametrize("ext", [".wav", ".flac"])

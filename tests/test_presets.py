@@ -254,3 +254,143 @@ def test_numbers_as_people_type_them_are_numbers(typed, value):
     slot = next(s for s in p["chain"] if s["id"] == typed.split(".")[0])
     key = typed.split(".")[1].split("=")[0]
     assert (slot["mix"] if key == "mix" else slot["params"][key]) == value
+
+
+# ---------------------------------------------------------------------------- review: presets fixes
+def _user_folder(monkeypatch, tmp_path):
+    """The user's preset folder, as the panel and the command line find it ($XDG_CONFIG_HOME)."""
+    monkeypatch.delenv("RTAUDIO_HOST_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    folder = tmp_path / "xdg" / "rtaudio-host" / "presets"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_a_preset_as_large_as_a_plugins_state_saves_and_loads_again(tmp_path, monkeypatch):
+    """LSP Multisampler x48's state made a 1 MB preset that save_preset wrote and load_preset then
+    refused (more than 1 MiB): one limit for both, and a save over it refused, the earlier file kept."""
+    import realtime.dsp.presets as presets
+
+    big = base()
+    big["description"] = "x" * (3 << 20)  # as a plugin's Turtle state would
+    path = save_preset(big, tmp_path / "big.json")
+    assert load_preset(path)["description"] == big["description"]
+    keep = save_preset(base(), tmp_path / "keep.json")
+    before = keep.read_text()
+    monkeypatch.setattr(presets, "MAX_PRESET_BYTES", 1 << 20)
+    with pytest.raises(PresetError) as e:
+        save_preset(big, keep)
+    assert "keep.json: not saved" in str(e.value) and str(1 << 20) in str(e.value) and "\n" not in str(e.value)
+    assert keep.read_text() == before and sorted(f.name for f in tmp_path.iterdir()) == ["big.json", "keep.json"]
+
+
+def _switches(params):
+    return validate_preset({"version": 1, "name": "t", "chain": [{"processor": "delimiter", "params": params}]})
+
+
+def test_a_switch_takes_true_and_false():
+    """An on/off switch (LV2 toggled ports, delimiter.declip / auto_level) refused JSON true/false and
+    `--set x=true` ("True is not one of ['off', 'on']") while 1/on/off passed."""
+    from realtime.dsp.processor import Param
+
+    p = _switches({"declip": False, "auto_level": True})
+    assert p["chain"][0]["params"] == {"declip": "off", "auto_level": "on"}
+    for typed, want in [("true", "on"), ("false", "off"), ("TRUE", "on"), ("yes", "on"), ("No", "off"),
+                        ("on", "on"), ("0", "off")]:
+        q = apply_overrides(p, [f"delimiter.declip={typed}"])
+        assert q["chain"][0]["params"]["declip"] == want, typed
+    with pytest.raises(PresetError, match=r"declip: 'maybe' is not one of \['off', 'on'\]"):
+        apply_overrides(p, ["delimiter.declip=maybe"])
+    # a choice of two that is no switch still wants a name or an index
+    mode = Param("mode", "Mode", 0, 1, 0, choices=("poly", "mono"), step=1)
+    assert Param("s", "S", 0, 1, 0, choices=("Off", "On"), step=1).choice_of(True) == 1 and not mode.toggle
+    with pytest.raises(Exception, match="True is not one of"):
+        mode.choice_of(True)
+    with pytest.raises(PresetError, match="True is not one of"):
+        validate_preset({"version": 1, "name": "t", "chain": [{"processor": "biquad", "params": {"type": True}}]})
+
+
+def test_an_lv2_toggle_takes_true_and_false():
+    from realtime.errors import PluginError
+    from realtime.io import lilv
+
+    if not lilv.available():
+        pytest.skip("run scripts/setup.sh (liblilv-0-0)")
+    slot = {"id": "p", "processor": "lv2", "uri": "http://calf.sourceforge.net/plugins/Compressor"}
+    try:
+        p = validate_preset({"version": 1, "name": "t", "chain": [{**slot, "params": {"bypass_": True}}]})
+    except PresetError as e:
+        if "not installed" in str(e) or isinstance(e.__cause__, PluginError):
+            pytest.skip("calf-plugins not installed")
+        raise
+    assert p["chain"][0]["params"]["bypass_"] == "on"
+    assert apply_overrides(p, ["p.bypass_=false"])["chain"][0]["params"]["bypass_"] == "off"
+
+
+def test_user_presets_load_by_name_after_the_builtins(tmp_path, monkeypatch):
+    """A preset the panel saved (in its user folder) was "unknown preset" by name on the command line."""
+    from realtime.dsp.presets import is_preset_file, resolve_preset, user_preset_dir, user_presets
+
+    folder = _user_folder(monkeypatch, tmp_path)
+    assert user_preset_dir() == folder
+    mine = base()
+    mine["name"] = "mine"
+    save_preset(mine, folder / "mine.json")
+    theirs = base()
+    theirs["name"] = "default"
+    save_preset(theirs, folder / "default.json")  # named as a built-in: the built-in wins
+    save_preset(mine, folder / "LOUD.JSON")
+    assert load_preset("mine") == validate_preset(mine) and load_preset("LOUD")["name"] == "mine"
+    assert resolve_preset("mine") == (folder / "mine.json", "user") and is_preset_file("mine")
+    assert load_preset("default")["name"] == "default" and resolve_preset("default")[1] == "builtin"
+    assert not is_preset_file("default")
+    assert [p.name for p in user_presets()] == ["default.json", "LOUD.JSON", "mine.json"]
+    with pytest.raises(PresetError) as e:
+        load_preset("nope")
+    assert f"unknown preset 'nope'; built-in: {builtin_presets()}" in str(e.value) and str(folder) in str(e.value)
+    assert "'mine'" in str(e.value)
+    monkeypatch.setenv("RTAUDIO_HOST_CONFIG", str(tmp_path / "elsewhere" / "x.ini"))  # beside the panel's ini
+    assert user_preset_dir() == tmp_path / "elsewhere" / "presets"
+
+
+def test_preset_files_are_found_whatever_the_case_of_json_or_their_name(tmp_path, monkeypatch):
+    """`--preset X.JSON` (an existing file) said "unknown preset"; so did a file named mine.preset."""
+    monkeypatch.chdir(tmp_path)
+    _user_folder(monkeypatch, tmp_path)
+    save_preset(base(), tmp_path / "X.JSON")
+    save_preset(base(), tmp_path / "mypreset.preset")
+    assert load_preset("X.JSON")["name"] == "t" and load_preset("mypreset.preset")["name"] == "t"
+    with pytest.raises(PresetError, match="file not found"):
+        load_preset("Y.JSON")
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("chain/1/mix", "0.5", "chain[1].mix: expected a number, got str '0.5'"),
+    ("chain/1/mix", True, "chain[1].mix: expected a number, got bool True"),
+    ("chain/1/mix", float("nan"), "chain[1].mix: nan is not finite"),
+    ("version", 2, "version: 2 is not supported: this preset was written by a newer release"),
+])
+def test_preset_errors_say_what_is_wrong(path, value, message):
+    with pytest.raises(PresetError) as e:
+        validate_preset(_set(path, value))
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("gain.mix=nan", "chain[1].mix: nan is not finite"),
+    ("gain.gain_db=nan", "chain[1].params.gain_db: nan is not finite"),
+    ("gain.gain_db=NaN", "chain[1].params.gain_db: nan is not finite"),
+    ("gain.gain_db=inf", "chain[1].params.gain_db: inf is not finite"),
+])
+def test_override_errors_say_not_finite(override, message):
+    with pytest.raises(PresetError) as e:
+        apply_overrides(base(), [override])
+    assert message in str(e.value)
+
+
+def test_a_number_past_pythons_digit_limit_is_too_long_not_a_python_setting():
+    with pytest.raises(PresetError) as e:
+        parse_preset('{"version": 1, "name": "t", "chain": [{"processor": "gain", "params": {"gain_db": %s}}]}'
+                     % ("1" * 5000), source="big.json")
+    assert "big.json" in str(e.value) and "too long" in str(e.value)
+    assert "set_int_max_str_digits" not in str(e.value)

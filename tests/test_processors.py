@@ -648,6 +648,62 @@ def test_a_lookahead_turned_while_streaming_changes_the_latency_at_the_next_bloc
     assert int(np.argmax(np.abs(x[:, 0]))) == 300 + 96
 
 
+@pytest.mark.parametrize("kind,start,to", [("limiter", 2.0, 10.0), ("limiter", 2.0, 0.0), ("declip", 10.0, 1.0),
+                                           ("declip", 10.0, 20.0)])
+def test_a_lookahead_turned_while_streaming_neither_clicks_nor_drops_audio(kind, start, to):
+    """Turning the look-ahead reset the processor: its delay line cleared, so the output clicked (a
+    jump of 0.17 for the limiter's 2 -> 10 ms, 0.24 for the de-clipper's 10 -> 1 ms, on a 0.5 sine
+    whose steps are 0.014) and went silent for the new look-ahead (961 samples for 10 -> 20 ms).
+    The delay line now keeps its samples and the output crossfades to the new delay over 10 ms;
+    the latency is the new one from that block on, and after the fade the output is the input
+    delayed by it, untouched."""
+    B = 128
+    t = np.arange(2 * SR) / SR
+    x = (0.5 * np.sin(2 * np.pi * 210 * t))[:, None].astype(np.float32)  # under the ceiling, unclipped
+    p = P.create(kind, lookahead_ms=start)
+    p.prepare(SR, B, 1)
+    at = (SR // B) * B
+    y = x.copy()
+    for i in range(0, len(y), B):
+        if i == at:
+            p.set_param("lookahead_ms", to)
+        p.process(y[i:i + B])
+        if i == at:
+            L = p.latency
+    assert L == max(round(to * SR / 1000), 40 if kind == "declip" else 0)  # 40: the de-clipper's shortest
+    step = np.abs(np.diff(y[:, 0]))
+    assert step[at - 10:at + 3000].max() < 1.25 * step[:at - 10].max(), step[at - 10:at + 3000].max()
+    quiet = np.abs(y[at - 10:at + 3000, 0]) < 2e-3  # zero crossings only, no gap
+    runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(int), [0]]))))[::2]
+    assert runs.max() <= 4, runs.max()
+    after = at + 480 + B  # the fade is over
+    np.testing.assert_array_equal(y[after:, 0], x[after - L:len(x) - L, 0])
+
+
+def test_a_limiter_lookahead_turned_under_limiting_keeps_the_ceiling_without_clicks():
+    """The new lookahead's gain computer starts on the delay line's recent samples, so every
+    output sample's gain covers it from the first block on; the crossfade mixes two outputs under
+    the ceiling. Knob moved every 3 blocks over limited material: no jump beyond the material's own."""
+    t = np.arange(4 * SR) / SR
+    env = 0.3 + 2.0 * np.exp(-((t * 4) % 1) * 12)  # hits 9 dB over the ceiling, four a second
+    x = np.stack([0.5 * env * np.sin(2 * np.pi * 110 * t), 0.4 * env * np.sin(2 * np.pi * 110 * t)], 1).astype(np.float32)
+    rng = np.random.default_rng(3)
+    outs = []
+    for turns in (False, True):
+        lim = P.create("limiter", ceiling_db=-1.0, lookahead_ms=2.0, release_ms=50.0)
+        lim.prepare(SR, 128, 2)
+        y = x.copy()
+        for k, i in enumerate(range(0, len(y), 128)):
+            if turns and k % 3 == 0:
+                lim.set_param("lookahead_ms", float(rng.uniform(0.0, 10.0)))
+            lim.process(y[i:i + 128])
+        outs.append(y)
+    c = 10 ** (-1 / 20)
+    assert np.abs(outs[1]).max() <= c * (1 + 1e-7) and np.all(np.isfinite(outs[1]))
+    jumps = [np.abs(np.diff(y[:, 0])).max() for y in outs]
+    assert jumps[1] < 1.1 * jumps[0], jumps  # resets: 0.89 (the ceiling: a hit cut to silence)
+
+
 def test_the_declipper_fills_runs_at_low_sample_rates_too():
     """At 8-32 kHz a 1 ms look-ahead was all the fit's POST samples: the slot delayed the audio
     and filled nothing. The look-ahead is at least POST + MIN_FILL samples there."""

@@ -177,11 +177,53 @@ def test_spectrum_of_a_1khz_sine_peaks_at_1khz_within_a_bin():
     from gui.spectrum import SpectrumAnalyser
 
     a = SpectrumAnalyser(SR)
-    a.push(np.tile(sine(peak=0.5, seconds=0.2)[:, :1], (1, 2)))
+    a.push(np.tile(sine(peak=0.5, seconds=0.2)[:, :1], (1, 4)))
     f = a.peak_frequency()
     assert abs(f - 1000.0) <= SR / a.fft_size
     db = a.update(now=0.0)
-    assert db[1].max() == pytest.approx(-6.0, abs=1.5)  # a -6 dBFS sine reads about -6 dBFS (Hann scalloping)
+    assert db[1].max() == pytest.approx(-6.02, abs=0.1)  # a -6 dBFS sine reads -6 dBFS
+
+
+def tap_frames(inp: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The audio tap's frames for stereo input and output blocks: (n, 4) in L, in R, out L, out R."""
+    return np.concatenate([inp, out], axis=1).astype(np.float32)
+
+
+def test_spectrum_reads_a_sines_level_within_a_tenth_of_a_db_at_any_frequency():
+    """A steady sine reads its level at its peak wherever it falls between two bins (a 1 kHz sine
+    read 0.6 dB low, half-way between bins 1.4 dB: the Hann window's scalloping), in one channel
+    or both, and its frequency to a small part of a bin."""
+    from gui.spectrum import SpectrumAnalyser
+
+    a = SpectrumAnalyser(SR)
+    rng = np.random.default_rng(7)
+    t = np.arange(a.fft_size) / SR
+    bin_hz = SR / a.fft_size
+    for f in np.concatenate([[1000.0, 5000.0, 20.0, 50.0, 1000.0 + bin_hz / 2, 23900.0], rng.uniform(20.0, 23000.0, 60)]):
+        level = rng.uniform(-60.0, -1.0)
+        x = (10 ** (level / 20) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)))[:, None]
+        zero = np.zeros_like(x)
+        for out in (np.hstack([x, zero]), np.hstack([zero, x]), np.hstack([x, x])):
+            a.push(tap_frames(np.hstack([x, zero]), out))
+            raw = a.raw_db()
+            assert raw[1].max() == pytest.approx(level, abs=0.1), (f, level)
+            assert raw[0].max() == pytest.approx(level, abs=0.1), (f, level)
+            assert a.peak_frequency() == pytest.approx(f, abs=0.1 * bin_hz)
+
+
+def test_spectrum_shows_each_channel_anti_phase_and_one_sided_alike():
+    """The tap carries both channels and the analyser shows the louder one per bin: anti-phase
+    stereo at -20 dBFS reads -20 dBFS (a mono mix cancelled it to the floor), a sine in one channel
+    reads its level (a mono mix read it 6 dB low), -20 / -40 reads -20."""
+    from gui.spectrum import SpectrumAnalyser
+
+    s = sine(1000.0, 0.1, 0.2)[:, :1]
+    a = SpectrumAnalyser(SR)
+    for left, right in ((s, s), (s, -s), (s, 0 * s), (0 * s, s), (s, 0.1 * s)):
+        x = np.hstack([left, right])
+        a.push(tap_frames(x, x))
+        raw = a.raw_db()
+        assert raw[0].max() == pytest.approx(-20.0, abs=0.1) and raw[1].max() == pytest.approx(-20.0, abs=0.1)
 
 
 def test_spectrum_overlay_shows_the_enhancer_removing_white_noise():
@@ -191,11 +233,9 @@ def test_spectrum_overlay_shows_the_enhancer_removing_white_noise():
     chain.prepare(SR, B, 2)
     noise = (0.05 * np.random.default_rng(2).standard_normal((SR, 2))).astype(np.float32)
     a = SpectrumAnalyser(SR)
-    tap = np.zeros((B, 2), np.float32)
 
     def feed(c, before, after):
-        tap[:, 0], tap[:, 1] = before.mean(1), after.mean(1)
-        a.push(tap)
+        a.push(tap_frames(before, after))
 
     run_chain(chain, noise, feed)
     raw = a.raw_db()
@@ -225,23 +265,35 @@ def test_readout_and_audio_rings_are_in_the_specs_and_shared_memory():
             s.unlink()
 
 
-def test_audio_tap_kernel_mixes_each_side_to_mono_and_round_trips_the_ring():
-    """The DSP thread's tap work per block: input and output each averaged to mono in its own
-    column, one ring push; the panel pops exactly that. (Its cost is a benchmark figure:
-    ``python main.py bench engine`` prints ``tap_us_per_block``.)"""
-    from realtime.engine.engine import _mono_into
+def test_audio_tap_kernel_keeps_each_channel_and_round_trips_the_ring():
+    """The DSP thread's tap work per block: input and output, left and right, each in its own column
+    (a mono block's one channel in both), one ring push; the panel pops exactly that. (Its cost is a
+    benchmark figure: ``python main.py bench engine`` prints ``tap_us_per_block``.)"""
+    import tracemalloc
+
+    from realtime.engine.engine import _tap_into
 
     rings = ControlRings()
+    assert rings.audio.buf.shape[1] == 4
     block = np.stack([sine(seconds=B / SR)[:, 0], np.linspace(-1, 1, B, dtype=np.float32)], 1)
-    out = 0.5 * block
-    tap = np.zeros((B, 2), np.float32)
-    _mono_into(block, tap, 0)
-    _mono_into(out, tap, 1)
-    assert np.allclose(tap[:, 0], block.mean(1)) and np.allclose(tap[:, 1], out.mean(1))
+    out = -0.5 * block
+    tap = np.zeros((B, 4), np.float32)
+    _tap_into(block, tap, 0)
+    _tap_into(out, tap, 2)
+    assert np.array_equal(tap, np.hstack([block, out]))
     ring_push(rings.audio.buf, rings.audio.idx, tap, B)
     got = np.zeros_like(tap)
     ring_pop(rings.audio.buf, rings.audio.idx, got, B)
     assert np.array_equal(got, tap)
+    mono = np.ascontiguousarray(block[:, :1])
+    _tap_into(mono, tap, 2)
+    assert np.array_equal(tap[:, 2], mono[:, 0]) and np.array_equal(tap[:, 3], mono[:, 0])
+    tracemalloc.start()
+    for _ in range(100):
+        _tap_into(block, tap, 0)
+        _tap_into(mono, tap, 2)
+    assert tracemalloc.get_traced_memory()[1] < 1024  # nothing allocated per block
+    tracemalloc.stop()
 
 
 # ---------------------------------------------------------------------------- panel
@@ -252,7 +304,7 @@ pytest.importorskip("pytestqt")
 def feed_window(w, seconds=0.5, signal=None, midi=()):
     """Run the host's chain offline and push what the engine's DSP thread would (meter, readout and
     audio-tap records) into the host's rings, then let the window poll them."""
-    from realtime.engine.engine import _mono_into, _peak
+    from realtime.engine.engine import _peak, _tap_into
 
     host = w.host
     # the window polls by hand here: its own timer would find the host stopped (nothing feeds the
@@ -264,15 +316,15 @@ def feed_window(w, seconds=0.5, signal=None, midi=()):
         chain.handle_midi(*m)
     x = signal if signal is not None else sine(440.0, 0.3, seconds)
     meters = np.zeros(8, np.float32)
-    tap = np.zeros((B, 2), np.float32)
+    tap = np.zeros((B, 4), np.float32)
     r = host.rings
     for i in range(0, x.shape[0] - B + 1, B):
         blk = np.ascontiguousarray(x[i:i + B])
         _peak(blk, meters, 0)
-        _mono_into(blk, tap, 0)
+        _tap_into(blk, tap, 0)
         chain.process(blk)
         _peak(blk, meters, 2)
-        _mono_into(blk, tap, 1)
+        _tap_into(blk, tap, 2)
         ring_push(r.meter.buf, r.meter.idx, meters.reshape(1, -1), 1)
         ring_push(r.readout.buf, r.readout.idx, chain.readout_record, 1)
         ring_push(r.audio.buf, r.audio.idx, tap, B)
@@ -418,6 +470,55 @@ def test_readouts_through_the_engine_limiter_gr_and_meter_level(jack_server):
         assert np.median(gr[loud][50:]) == pytest.approx(-6.0, abs=0.15)
         assert np.median(peak[loud][50:]) == pytest.approx(-1.0, abs=0.1)
         assert recs[:, 0].mean() > 0 and recs[:, 1].mean() > 0  # each slot's process time came too
+
+
+@pytest.mark.jack
+def test_engine_tap_carries_anti_phase_and_one_sided_stereo_to_the_spectrum(jack_server):
+    """Through the real engine: the audio ring carries the input and output channels as they are,
+    so the spectrum reads anti-phase stereo and a sine in one channel at their level (-20 dBFS),
+    where a mono tap read the first at the floor (-100 dB) and the second 6 dB low."""
+    import threading
+
+    from gui.spectrum import SpectrumAnalyser
+    from realtime.engine.config import EngineConfig
+    from realtime.engine.engine import Engine
+    from tests.jack_helpers import Rig
+
+    s = sine(1000.0, 0.1, 1.5)[:, :1]
+    chain = Chain([Slot(create("gain"))])
+    with Engine(chain, EngineConfig(blocksize=B)) as eng, Rig() as rig:
+        for name, x in (("anti-phase", np.hstack([s, -s])), ("left only", np.hstack([s, 0 * s]))):
+            while ring_readable(eng.rings.audio.idx):  # what came before
+                _drain_audio(eng.rings)
+            got = {}
+            t = threading.Thread(target=lambda: got.setdefault("tap", _collect_audio_while(eng.rings, 1.3)))
+            t.start()
+            rig.take(x)
+            t.join()
+            tap = got["tap"]
+            loud = np.flatnonzero(np.abs(tap[:, tap.shape[1] // 2]) > 0.05)  # (the output's first column)
+            a = SpectrumAnalyser(SR)
+            a.push(tap[loud[0] + SR // 10:loud[-1] - SR // 10])  # a steady stretch of the take
+            raw = a.raw_db()
+            assert raw[0].max() == pytest.approx(-20.0, abs=0.1), name
+            assert raw[1].max() == pytest.approx(-20.0, abs=0.1), name
+
+
+def _drain_audio(rings):
+    n = int(ring_readable(rings.audio.idx))
+    frames = np.zeros((max(n, 1), rings.audio.buf.shape[1]), np.float32)
+    ring_pop(rings.audio.buf, rings.audio.idx, frames, n)
+    return frames[:n]
+
+
+def _collect_audio_while(rings, seconds):
+    """Every audio-tap frame the engine pushes during ``seconds`` (drained as it goes: the ring holds
+    0.34 s)."""
+    out, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.03)
+        out.append(_drain_audio(rings))
+    return np.concatenate(out)
 
 
 @pytest.mark.jack

@@ -108,6 +108,41 @@ def test_disk_full_says_so_and_leaves_nothing(small_disk, wav):
     assert os.listdir(small_disk) == []
 
 
+def test_a_full_disk_is_said_as_one_whatever_the_space_left_once_the_part_file_is_gone(three_mb_disk, tmp_path):
+    """libsndfile says a full disk as a bare "System error"; the space left was looked at only after
+    the temporary file was removed, which gave the space back: on a disk with more than a megabyte
+    under the output, `process`, `synth` and `batch` (files side by side) said "System error." (or
+    "LibsndfileError: System error.") instead of "no space left on device"."""
+    src = tmp_path / "long.wav"
+    sf.write(src, (0.1 * np.random.default_rng(0).standard_normal((48000 * 20, 2))).astype(np.float32), 48000)
+    out = three_mb_disk / "out.wav"
+    line = one_line_error(run("process", str(src), str(out), "--preset", "clean", "--no-progress"))
+    assert line == f"error: no space left on device while writing {out}; nothing was written", line
+    import mido
+
+    song = tmp_path / "long.mid"
+    mf = mido.MidiFile()
+    mf.tracks.append(tr := mido.MidiTrack())
+    for i in range(40):  # 40 notes of half a second: 20 s
+        tr.append(mido.Message("note_on", note=60 + i % 12, velocity=90, time=0))
+        tr.append(mido.Message("note_off", note=60 + i % 12, velocity=0, time=480))
+    mf.save(str(song))
+    out = three_mb_disk / "song.wav"
+    r = run("synth", str(song), str(out))
+    assert r.returncode == 2 and f"error: no space left on device while writing {out}; nothing was written" in r.stderr
+    src = tmp_path / "batch"
+    src.mkdir()
+    for i in range(2):
+        sf.write(src / f"f{i}.wav", (0.1 * np.random.default_rng(i).standard_normal((48000 * 10, 2))), 48000,
+                 subtype="PCM_16")
+    r = run("batch", str(src), "--out", str(three_mb_disk / "b"), "--preset", "voice", "--jobs", "1", "--no-progress")
+    failures = json.loads(r.stdout)["failures"]
+    assert failures and all(f["error"] == f"no space left on device while writing "
+                            f"{three_mb_disk / 'b' / Path(f['input']).name}; nothing was written"
+                            for f in failures), failures
+    assert not [p for p in three_mb_disk.rglob("*") if p.name.endswith(".part")]
+
+
 def test_a_full_disk_under_ogg_vorbis_is_caught_although_libsndfile_says_nothing(small_disk, wav):
     """With a few KB left, libsndfile wrote a Vorbis file of 0 or 4096 bytes without an error: the
     command said it had written it, over the good file that was there. The output must read back
@@ -172,7 +207,8 @@ def _wait_for_part(folder: Path, name: str, timeout: float = 60) -> None:
     assert list(folder.glob(f".{name}.*.part")), "processing never started"
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129),
+                                      (signal.SIGQUIT, 131)])  # Ctrl-\ dumped core and left the .part behind
 def test_a_signal_mid_file_leaves_nothing_half_written(tmp_path, sig, code):
     src = tmp_path / "long.wav"
     sf.write(src, (0.1 * np.random.default_rng(0).standard_normal((48000 * 120, 2))).astype(np.float32), 48000)
@@ -498,7 +534,9 @@ def test_a_preset_that_is_an_endless_or_huge_file_is_refused_without_reading_it_
     """``--preset`` given a device or a recording by mistake: the file was read whole before its
     size was checked (/dev/zero: until memory ran out)."""
     line = one_line_error(run("process", str(wav), str(tmp_path / "o.wav"), "--preset", "/dev/zero", timeout=60))
-    assert line == f"error: /dev/zero: too large for a preset (more than {1 << 20} bytes)"
+    from realtime.dsp.presets import MAX_PRESET_BYTES
+
+    assert line == f"error: /dev/zero: too large for a preset (more than {MAX_PRESET_BYTES} bytes)"
     assert not (tmp_path / "o.wav").exists()
 
 

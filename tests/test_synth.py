@@ -243,6 +243,20 @@ def test_a_program_change_on_another_channel_does_not_cut_the_notes_that_play():
     assert s.get_param("instrument") == INSTRUMENTS.index("violin")
 
 
+@pytest.mark.parametrize("block", [16, 32, 64, 128, 512])
+def test_a_program_no_instrument_has_is_ignored_whatever_the_block_size(block):
+    """Program 40 (violin), then 0 (piano, which no instrument has) 50 samples later: the block's
+    last program change was taken whatever it was, so the violin played at 16/32-frame blocks (the
+    two in different blocks) and --instrument's trumpet at 64 and up (0 won the shared block and
+    matched nothing). An unmapped program is ignored: the last mapped one wins."""
+    s = make("trumpet", block=block)
+    events = [(0, 0xC0, 40, 0, 0), (50 // block, 0xC0, 0, 0, 50 % block), (240 // block, 0x90, 69, 100, 240 % block)]
+    run(s, 1200 // block + 1, events=events)
+    assert s.get_param("instrument") == INSTRUMENTS.index("violin") and s.readings[2] == INSTRUMENTS.index("violin")
+    run(s, 2, events=[(0, 0xC0, 73, 0, 0), (0, 0xC0, 1, 0, 1)])  # flute, then unmapped: flute
+    assert s.get_param("instrument") == INSTRUMENTS.index("flute")
+
+
 def test_a_re_struck_key_whose_old_note_off_comes_after_the_new_note_on_keeps_sounding():
     """A file that repeats a note writes, at the same tick, the new note-on and then the old note's
     note-off. That note-off used to release the note just begun (silence until the next note)."""
@@ -338,6 +352,41 @@ def test_broken_model_files_give_clear_errors(tmp_path):
         onnx.save(m, str(tmp_path / "violin.onnx"))
         with pytest.raises(ModelError, match=re.escape(says)):
             Synth(model_dir=tmp_path).prepare(SR, B, 2)
+
+
+def test_an_unreadable_instrument_that_is_not_played_does_not_stop_the_one_that_is(tmp_path):
+    """A zero-byte violin.onnx beside good flute and trumpet decoders refused `synth --instrument
+    flute` (every decoder present was loaded, and had to load): the unreadable one is left out as a
+    missing one is, said once; the one chosen must still load."""
+    import shutil
+    import subprocess
+    import sys
+
+    from realtime.errors import ModelError
+
+    (tmp_path / "violin.onnx").write_bytes(b"")
+    for name in ("flute", "trumpet"):
+        shutil.copy(MODEL_DIR / f"{name}.onnx", tmp_path / f"{name}.onnx")
+    s = Synth(model_dir=tmp_path, instrument="flute")
+    s.prepare(SR, B, 2)
+    assert sorted(INSTRUMENTS[i] for i in s.instruments) == ["flute", "trumpet"]
+    with pytest.raises(ModelError, match="violin.*corrupt"):
+        Synth(model_dir=tmp_path, instrument="violin").prepare(SR, B, 2)
+    import mido
+
+    mf = mido.MidiFile()
+    mf.tracks.append(tr := mido.MidiTrack())
+    tr += [mido.Message("note_on", note=72, velocity=90), mido.Message("note_off", note=72, time=240)]
+    mf.save(str(tmp_path / "in.mid"))
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "main.py", "synth", str(tmp_path / "in.mid"), str(tmp_path / "out.wav"),
+                        "--instrument", "flute"], cwd=root, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "DDSP_MODEL_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    said = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(said) == 1 and said[0].startswith(f"warning: DDSP violin model {tmp_path / 'violin.onnx'} is corrupt")
+    assert said[0].endswith("; a program change to the violin is ignored"), said
+    assert (tmp_path / "out.wav").is_file()
 
 
 def test_preset_builds_and_runs():

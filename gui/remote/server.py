@@ -2,6 +2,7 @@
 structural commands and status polls over a pipe (see ``gui.remote``)."""
 from __future__ import annotations
 
+import gc
 import importlib
 import signal
 import threading
@@ -10,6 +11,7 @@ from gui.host import EngineHost
 from gui.remote.shm import attach_rings
 from realtime.engine.config import EngineConfig
 from realtime.engine.rt_os import set_realtime_priority
+from realtime.errors import interrupt_signals
 
 
 def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tuple[str, ...]) -> None:
@@ -29,11 +31,13 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
     plugins : tuple of str
         Modules to import first (processors registered outside realtime.dsp.processors).
     """
-    # Ctrl-C and a closed terminal reach the whole process group: the window handles them and
-    # closes this process in order (a KeyboardInterrupt here printed a traceback and dropped the
-    # stream; SIGHUP killed it under the window)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Ctrl-C, Ctrl-\ and a closed terminal reach the whole process group: the window handles them
+    # and closes this process in order (a KeyboardInterrupt here printed a traceback and dropped the
+    # stream; SIGHUP killed it under the window, SIGQUIT dumped its core). SIGTERM is the window's
+    # own way to end it and stays.
+    for sig in interrupt_signals():
+        if sig != signal.SIGTERM:
+            signal.signal(sig, signal.SIG_IGN)
     rings, shms = attach_rings(names)
     for m in plugins:
         importlib.import_module(m)
@@ -43,8 +47,7 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         conn.send(("err", type(e).__name__, str(e), 0))
         return
 
-    def start_engine() -> bool:
-        host.start()
+    def prioritise_threads() -> None:
         # Every other thread here that takes the GIL (this command loop, the engine's monitor)
         # runs at real-time priority 1, below the DSP thread: a normal-priority thread preempted
         # by some other process while it holds the GIL would stall the DSP thread for a whole
@@ -53,6 +56,10 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         for t in threading.enumerate():
             if t.name not in ("dsp", "lv2-worker") and t.native_id is not None:
                 set_realtime_priority(1, t.native_id)
+
+    def start_engine() -> bool:
+        host.start()
+        prioritise_threads()
         return host.running
 
     def stop() -> bool:
@@ -61,13 +68,27 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         return False
 
     def structural(fn):
+        # The host constructs what is new (an LV2 plugin's lookup, a model loaded) while the old
+        # chain plays; its swap stops the stream (EngineHost._install: stop, apply what was queued,
+        # new engine, start), and the new chain's prepare (plugins instantiated, states restored)
+        # runs in that gap. A construction that fails leaves the old chain playing.
+        # No automatic garbage collection meanwhile: the build's new objects (the LV2 scan's, a
+        # model's) set off full ones that held the GIL from the DSP thread for 0.1-0.2 s; the new
+        # engine's start collects (and freezes) them with the stream stopped.
         was = host.running
-        stop()
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             return fn()
         finally:
-            if was:
+            if collecting:
+                if not host.running:  # stopped: collect a failed build's leftovers now, not under audio later
+                    gc.collect()
+                gc.enable()
+            if was and not host.running:  # the swap's restart failed: one more try, as a start would
                 start_engine()
+            elif host.running:  # the new engine's threads (its monitor) below the DSP thread too
+                prioritise_threads()
 
     def snapshot() -> dict:
         host.apply_pending_control()  # stopped: what the client queued is the chain's state

@@ -330,6 +330,29 @@ def declip_read(ring, ist, delay, n, nch, out):
             out[i, ch] = ring[min(ch, nch - 1), (s + i) & mask]
 
 
+@njit(nogil=True, cache=True)
+def declip_read_fade(ring, ist, delay, fade, n, nch, out):
+    """``declip_read`` while the delay moves: out[i] crossfades (raised cosine) from the tap of the
+    old delay ``fade[0]`` to the tap of ``delay`` over ``fade[2]`` samples, ``fade[1]`` of them left."""
+    mask = ring.shape[1] - 1
+    w = ist[_WPOS]
+    s_new = w - delay - n
+    s_old = w - fade[0] - n
+    left = fade[1]
+    total = fade[2]
+    for i in range(n):
+        if left > 0:
+            a = 0.5 - 0.5 * math.cos(math.pi * (total - left + 1) / total)  # the new tap's weight, up to 1
+            left -= 1
+            for ch in range(out.shape[1]):
+                c = min(ch, nch - 1)
+                out[i, ch] = ring[c, (s_old + i) & mask] + a * (ring[c, (s_new + i) & mask] - ring[c, (s_old + i) & mask])
+        else:
+            for ch in range(out.shape[1]):
+                out[i, ch] = ring[min(ch, nch - 1), (s_new + i) & mask]
+    fade[1] = left
+
+
 class Declipper:
     """Streaming de-clipper for one or two channels with a fixed ``delay`` (module docstring).
 
@@ -367,6 +390,7 @@ class Declipper:
         longest = PRE * ORDER + max(self.max_delay - POST, 0) * ITERATIONS * ORDER * ORDER
         self.cap = max(self.budget / 2.0 * BUCKET_S * float(sample_rate), float(longest))
         self.decay = math.exp(-1.0 / (PEAK_TAU_S * float(sample_rate)))
+        self._fade = np.zeros(3, np.int64)  # a delay change in progress: [old delay, samples left, length]
         m = max(self.max_delay - POST, 1)
         self._work = (np.zeros(ORDER + 1), np.zeros((2, ORDER + 1)), np.zeros((2, ORDER + 1)), np.zeros(m),
                       np.zeros(m, np.bool_), np.zeros(m, np.int64), np.zeros(m + ORDER),
@@ -387,6 +411,25 @@ class Declipper:
         self.runs[:, 2] = -REFIT - 1
         self.fst.fill(0.0)
         self.fst[:, _TOKENS] = self.cap
+        self._fade.fill(0)
+
+    @property
+    def moving(self) -> bool:
+        """Whether a ``move_delay`` crossfade is still in progress."""
+        return bool(self._fade[1])
+
+    def move_delay(self, delay: int, fade: int) -> None:
+        """A new ``delay`` (up to ``max_delay``) while streaming: the ring keeps what it holds and
+        ``read`` crossfades from the old delay's samples to the new one's over ``fade`` samples (no
+        gap and no click: ``reset`` with a delay starts on silence). Meanwhile runs are filled up to
+        what the shorter of the two delays allows, so both taps read filled runs. Call it when not
+        ``moving``."""
+        delay = min(max(int(delay), 0), self.max_delay)
+        if delay == self.delay:
+            return
+        self._fade[0], self._fade[1], self._fade[2] = self.delay, max(int(fade), 1), max(int(fade), 1)
+        self.max_run = max(min(self.delay, delay) - POST, 0)
+        self.delay = delay
 
     def push(self, x: np.ndarray, x0: int, n: int, enabled: bool = True) -> float:
         """Add x[x0:x0 + n] ((frames, >= channels) array); returns the largest restored peak
@@ -396,8 +439,14 @@ class Declipper:
         return 20.0 * math.log10(r)
 
     def read(self, n: int, out: np.ndarray) -> None:
-        """out[:n] = the samples pushed ``delay`` samples before the newest n."""
-        declip_read(self.ring, self.ist, self.delay, n, self.channels, out)
+        """out[:n] = the samples pushed ``delay`` samples before the newest n (crossfading from the
+        old delay's while a ``move_delay`` is in progress)."""
+        if not self._fade[1]:
+            declip_read(self.ring, self.ist, self.delay, n, self.channels, out)
+            return
+        declip_read_fade(self.ring, self.ist, self.delay, self._fade, n, self.channels, out)
+        if not self._fade[1]:  # done: runs as long as the new delay allows
+            self.max_run = max(self.delay - POST, 0)
 
 
 def declip(x: np.ndarray, sample_rate: float, delay: int) -> np.ndarray:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,9 +38,13 @@ if TYPE_CHECKING:
 # listing and reading presets must stay instant.
 
 VERSION = 1
-MAX_PRESET_BYTES = 1 << 20  # a preset is a few KB; anything this big is not one
+# A preset is a few KB, but a hosted plugin's own state can be large (LSP Multisampler x48's: about
+# 1 MB): this only guards against absurd files (a recording given by mistake, /dev/zero). The same
+# limit for saving and loading: a preset that is saved can be loaded again.
+MAX_PRESET_BYTES = 64 << 20
 MAX_SLOTS = 256
 BUILTIN_DIR = Path(__file__).with_name("presets")
+APP = "rtaudio-host"
 TOP_KEYS = ("version", "name", "description", "chain", "midi")
 MIDI_KEYS = ("cc", "channel", "target")
 SLOT_KEYS = ("id", "processor", "uri", "bypass", "mix", "params", "state")  # uri, state: only kinds in URI_KINDS
@@ -130,8 +136,12 @@ def _validate_slot(i: int, raw) -> dict:
     if not isinstance(bypass, bool):
         raise PresetError(f"{where}.bypass: expected true or false, got {bypass!r}")
     mix = raw.get("mix", 1.0)
-    if not _is_number(mix) or not 0.0 <= mix <= 1.0:
-        raise PresetError(f"{where}.mix: {mix!r} is outside [0, 1]")
+    if not _is_number(mix):
+        raise PresetError(f"{where}.mix: expected a number, got {type(mix).__name__} {_short(mix)}")
+    if isinstance(mix, float) and not math.isfinite(mix):
+        raise PresetError(f"{where}.mix: {mix} is not finite")
+    if not 0.0 <= mix <= 1.0:
+        raise PresetError(f"{where}.mix: {_short(mix, 20)} is outside [0, 1]")
     params = raw.get("params", {})
     if not isinstance(params, dict):
         raise PresetError(f"{where}.params: expected an object, got {type(params).__name__}")
@@ -179,8 +189,11 @@ def _validate(preset) -> dict:
     if "version" not in preset:
         raise PresetError(f"version: missing (expected {VERSION})")
     v = preset["version"]
+    if _is_number(v) and isinstance(v, int) and v > VERSION:
+        raise PresetError(f"version: {_short(v, 20)} is not supported: this preset was written by a newer "
+                          f"release of {APP} (this one reads version {VERSION}); update to load it")
     if not _is_number(v) or v != VERSION:
-        raise PresetError(f"version: {v!r} is not supported (expected {VERSION})")
+        raise PresetError(f"version: {_short(v, 20)} is not supported (expected {VERSION})")
     name = preset.get("name")
     if not isinstance(name, str) or not name.strip():
         raise PresetError(f"name: expected a non-empty string, got {name!r}")
@@ -290,10 +303,11 @@ def parse_preset(text: str, source: str = "preset") -> dict:
         raise PresetError(f"{source}: nested too deeply to be a preset") from None
     except json.JSONDecodeError as e:
         raise PresetError(f"{source}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except ValueError as e:  # Python's own limit: an integer of more than 4300 digits
+    except PresetError as e:  # (a ValueError too: before that clause)
         raise PresetError(f"{source}: invalid JSON: {e}") from None
-    except PresetError as e:
-        raise PresetError(f"{source}: invalid JSON: {e}") from None
+    except ValueError:  # Python's own limit: an integer of more than 4300 digits (its words name a setting of Python's)
+        raise PresetError(f"{source}: invalid JSON: a number is too long "
+                          f"(more than {sys.get_int_max_str_digits()} digits)") from None
     return validate_preset(raw, source)
 
 
@@ -315,9 +329,106 @@ def builtin_descriptions() -> dict[str, str]:
     return out
 
 
+def config_path() -> Path:
+    """The panel's settings file: ``$RTAUDIO_HOST_CONFIG`` if set, else <the platform's config
+    folder>/rtaudio-host/rtaudio-host.ini, the folder Qt calls GenericConfigLocation: ``$XDG_CONFIG_HOME``
+    (when absolute) or ~/.config on Linux, ~/Library/Preferences on macOS, %LOCALAPPDATA% on Windows.
+    Here, not in gui/, because the user's saved presets are beside it (``user_preset_dir``) and the
+    command line finds them by name without Qt."""
+    env = os.environ.get("RTAUDIO_HOST_CONFIG")
+    if env:
+        return Path(env)
+    home = Path.home()
+    if sys.platform == "darwin":
+        base = home / "Library" / "Preferences"
+    elif os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    else:
+        xdg = os.environ.get("XDG_CONFIG_HOME", "")
+        base = Path(xdg) if os.path.isabs(xdg) else home / ".config"
+    return base / APP / f"{APP}.ini"
+
+
+def user_preset_dir() -> Path:
+    """The user's saved presets (the panel's Save As puts them here): beside the settings file."""
+    return config_path().parent / "presets"
+
+
+def is_json_name(name) -> bool:
+    """Whether a file name ends in .json, in any case (``MINE.JSON`` too)."""
+    return str(name).casefold().endswith(".json")
+
+
+def user_presets(folder=None) -> list[Path]:
+    """The preset files in ``folder`` (default ``user_preset_dir()``): the *.json files (any case),
+    not hidden ones, sorted by name; none while it does not exist. Unread here: a malformed one is
+    listed, and says what is wrong when loaded."""
+    folder = user_preset_dir() if folder is None else Path(folder)
+    try:
+        files = [p for p in folder.iterdir() if is_json_name(p.name) and not p.name.startswith(".") and p.is_file()]
+    except OSError:  # no such folder, or unreadable: the built-ins still list
+        return []
+    return sorted(files, key=lambda p: (p.stem.casefold(), p.stem, p.name))
+
+
+def user_descriptions(folder=None) -> list[tuple[Path, str]]:
+    """(file, description) of every user preset (``user_presets``), read without validating them; a
+    file that cannot be read says so in place of its description."""
+    out = []
+    for path in user_presets(folder):
+        try:
+            with open(path, "rb") as f:
+                raw = json.loads(f.read(MAX_PRESET_BYTES + 1).decode("utf-8-sig"))
+            desc = raw.get("description", "") if isinstance(raw, dict) else ""
+            desc = desc if isinstance(desc, str) else ""
+        except (OSError, ValueError, RecursionError) as e:
+            desc = f"(cannot be read: {(str(e).splitlines() or [type(e).__name__])[0][:80]})"
+        out.append((path, " ".join(desc.split())))
+    return out
+
+
+def _names_a_file(ref: str) -> bool:
+    """Whether a reference is written as a file: a name ending in .json (any case) or holding a separator."""
+    return is_json_name(ref) or os.sep in ref or bool(os.altsep and os.altsep in ref)
+
+
+def resolve_preset(name_or_path) -> tuple[Path, str]:
+    """Where a preset reference leads: (its file, ``"builtin"``, ``"user"`` or ``"file"``).
+
+    A Path, a name ending in .json (any case) or holding a separator is a file (not checked here);
+    else a built-in's name, else the name of a preset saved in the user's folder (``user_presets``;
+    a built-in of the same name wins), else an existing file whatever its name (``mine.preset``).
+
+    Raises
+    ------
+    PresetError
+        None of these: the message lists the built-ins and the user's presets, and names their folder.
+    """
+    if isinstance(name_or_path, os.PathLike):
+        return Path(name_or_path), "file"
+    ref = str(name_or_path)
+    if _names_a_file(ref):
+        return Path(ref), "file"
+    if ref in builtin_presets():
+        return BUILTIN_DIR / f"{ref}.json", "builtin"
+    users = user_presets()
+    for path in users:
+        if path.stem == ref:
+            return path, "user"
+    if ref and os.path.isfile(ref):
+        return Path(ref), "file"
+    folder = user_preset_dir()
+    saved = f"saved in {folder}: {[p.stem for p in users]}" if users else f"none saved in {folder}"
+    raise PresetError(f"unknown preset {_short(ref)}; built-in: {builtin_presets()}; {saved}")
+
+
 def is_preset_file(name_or_path) -> bool:
-    """Whether ``name_or_path`` names a preset file (a path, or a name ending in .json), not a built-in."""
-    return isinstance(name_or_path, os.PathLike) or str(name_or_path).endswith(".json") or os.sep in str(name_or_path)
+    """Whether ``name_or_path`` names a preset file, not a built-in: a path, a name ending in .json
+    (any case), a preset saved in the user's folder, an existing file (``resolve_preset``)."""
+    try:
+        return resolve_preset(name_or_path)[1] != "builtin"
+    except PresetError:
+        return False
 
 
 def load_preset(name_or_path) -> dict:
@@ -326,7 +437,8 @@ def load_preset(name_or_path) -> dict:
     Parameters
     ----------
     name_or_path : str or Path
-        A built-in preset's name, or a file (a Path, or a str ending in .json or holding a separator).
+        A built-in preset's name, a preset saved in the user's folder by name, or a file (a Path, a str
+        ending in .json or holding a separator, or naming an existing file): see ``resolve_preset``.
 
     Returns
     -------
@@ -338,12 +450,7 @@ def load_preset(name_or_path) -> dict:
     PresetError
         Unknown name, unreadable file or invalid preset.
     """
-    if is_preset_file(name_or_path):
-        path = Path(name_or_path)
-    else:
-        path = BUILTIN_DIR / f"{name_or_path}.json"
-        if not path.is_file():
-            raise PresetError(f"unknown preset {name_or_path!r}; built-in: {builtin_presets()}")
+    path = resolve_preset(name_or_path)[0]
     try:
         with open(path, "rb") as f:  # at most one byte past the limit: a recording given by mistake
             data = f.read(MAX_PRESET_BYTES + 1)  # (or /dev/zero) is refused without being read whole
@@ -365,16 +472,37 @@ def _short(value, limit: int = 60) -> str:
 
 def _parse_value(raw: str):
     """Command-line value: JSON scalar when it parses as one (numbers, true/false), else a number
-    as people type it (``.5``, ``-.5``, ``+5``, ``1_000``: JSON refuses them), else the string."""
+    as people type it (``.5``, ``-.5``, ``+5``, ``1_000``, ``nan``, ``inf``: JSON refuses them), else
+    the string."""
     try:
         v = json.loads(raw)
     except ValueError:  # not JSON (or an integer past Python's 4300 digits)
         try:
-            v = float(raw)
+            return float(raw)
         except ValueError:
             return raw
-        return v if raw.strip().lower().lstrip("+-") not in ("nan", "inf", "infinity") else raw
     return v if isinstance(v, (int, float, str, bool)) else raw
+
+
+def _param_value(slot: dict, key: str, raw: str):
+    """A ``--set`` value for parameter ``key`` of ``slot``: ``_parse_value``, but a choice's own name
+    stays a name (an enumeration may name a choice "inf"), and a switch (``Param.toggle``) also
+    takes true/false/yes/no/on/off in any case."""
+    v = _parse_value(raw)
+    from realtime.dsp.processors import slot_class
+
+    try:
+        d = {p.id: p for p in slot_class(slot["processor"], slot.get("uri")).params}.get(key)
+    except (PluginError, UnknownProcessorError):  # said when the preset is validated
+        return v
+    if d is None or not d.choices:
+        return v
+    if raw in d.choices:  # a choice named as a number ("1") is the number, as before; one named "inf" is the name
+        return raw if isinstance(v, float) and not math.isfinite(v) else v
+    if d.toggle and isinstance(v, str):
+        low = raw.lower()
+        return True if low in _TRUE else False if low in _FALSE else v
+    return v
 
 
 def apply_overrides(preset: dict, overrides) -> dict:
@@ -415,7 +543,7 @@ def apply_overrides(preset: dict, overrides) -> dict:
         elif key == "mix":
             slot["mix"] = _parse_value(raw)
         else:
-            slot["params"][key] = _parse_value(raw)
+            slot["params"][key] = _param_value(slot, key, raw)
         try:
             out = validate_preset(out)
         except PresetError as e:
@@ -468,16 +596,22 @@ def save_preset(preset: dict, path) -> Path:
     Raises
     ------
     PresetError
-        The preset is invalid (nothing is written).
+        The preset is invalid, or larger than ``load_preset`` reads (``MAX_PRESET_BYTES``): nothing
+        is written.
     OSError
         The file cannot be written (an earlier file at ``path`` is kept).
     """
     p = validate_preset(preset)
     path = Path(path)
     text = json.dumps(p, indent=2, allow_nan=False) + "\n"
+    size = len(text.encode("utf-8"))
+    if size > MAX_PRESET_BYTES:
+        raise PresetError(f"{path}: not saved: the preset would be {size} bytes, more than a preset may be "
+                          f"({MAX_PRESET_BYTES}: it could not be loaded again)")
     atomic_write_text(path, text, suffix=".tmp")
     return path
 
 
-__all__ = ["PresetError", "VERSION", "apply_overrides", "build_chain", "builtin_presets", "load_preset",
-           "parse_preset", "save_preset", "validate_preset"]
+__all__ = ["PresetError", "VERSION", "apply_overrides", "build_chain", "builtin_presets", "config_path",
+           "load_preset", "parse_preset", "resolve_preset", "save_preset", "user_preset_dir", "user_presets",
+           "validate_preset"]

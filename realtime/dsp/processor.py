@@ -96,16 +96,26 @@ class Param:
             value = self.min + round((value - self.min) / self.step) * self.step
         return value
 
+    @property
+    def toggle(self) -> bool:
+        """Whether this is a two-state switch: exactly the choices "off" and "on" (any case; an LV2
+        toggled port, the de-limiter's switches), which presets and ``--set`` may also give as
+        true/false."""
+        return len(self.choices) == 2 and tuple(c.casefold() for c in self.choices) == ("off", "on")
+
     def choice_of(self, value, where: str = "") -> int:
         """The choice a number in a preset or ``--set`` names (an enumeration's): its index here; a
         hosted plugin's enumeration whose own values are not 0, 1, 2... names it by that value
-        (``realtime.dsp.processors.lv2._ScalePoints``), as its documentation shows it.
+        (``realtime.dsp.processors.lv2._ScalePoints``), as its documentation shows it. A switch
+        (``toggle``) also takes true/false: false the first choice ("off"), true the second.
 
         Raises
         ------
         ParamError
             Not one of the choices; the message names the parameter.
         """
+        if isinstance(value, bool) and self.toggle:
+            return int(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
                 and value == int(value) and 0 <= value < len(self.choices):
             return int(value)
@@ -243,8 +253,9 @@ class LookaheadLatency:
     ``_prepare``) sets the largest one, which buffers and the chain's dry-path delay
     (``max_latency``) are sized for, so a change never reallocates; ``_set_lookahead`` (in
     ``reset``) the current one. A knob turned while streaming takes effect at the next block:
-    ``process`` asks ``_lookahead_moved`` and resets (a gap of the look-ahead's length, as a
-    latency change must make; the chain reads the new latency for its dry path at once)."""
+    ``process`` asks ``_lookahead_moved`` and moves to the new delay keeping its delay line,
+    crossfading from the old delay's output (the limiter, the de-clipper: a reset there dropped a
+    look-ahead's worth of audio and clicked); the chain reads the new latency for its dry path at once."""
 
     _L = 0
     _Lmax = 0
@@ -484,27 +495,40 @@ class MidiQueue:
         """
         ev = self._ev
         n = self._n_ev
+        rank = _midi_rank(status, data1, data2)
+        # how many queued messages hold each rank: a full queue knows at once whether anything can make
+        # room (a flood of 100k pitch bends at one tick scanned the whole queue for each one: 86 s to
+        # render 1.3 s). The subclass empties the queue by setting _n_ev = 0: the counts start again then
+        held = getattr(self, "_ranks_held", None)
+        if held is None:
+            held = self._ranks_held = [0, 0, 0]
+        if n == 0:
+            held[0] = held[1] = held[2] = 0
         if n >= ev.shape[0]:
             self.dropped_events += 1
             # full: the message takes the place of the oldest one of lower rank, if any (a note-off
             # that of a controller, else of a note-on: a note never begun needs no end)
-            rank = _midi_rank(status, data1, data2)
-            victim, victim_rank = -1, rank
-            for i in range(n):
-                r = _midi_rank(ev[i, 1], ev[i, 2], ev[i, 3])
-                if r < victim_rank:
-                    victim, victim_rank = i, r
-                    if r == 0:
-                        break
-            if victim < 0:
+            victim_rank = 0 if held[0] else 1 if held[1] else 2
+            if victim_rank >= rank:
                 return
+            victim = 0
+            while victim < n and _midi_rank(ev[victim, 1], ev[victim, 2], ev[victim, 3]) != victim_rank:
+                victim += 1
+            if victim == n:  # the counts went stale (the queue changed another way): counted afresh, then again
+                held[0] = held[1] = held[2] = 0
+                for i in range(n):
+                    held[_midi_rank(ev[i, 1], ev[i, 2], ev[i, 3])] += 1
+                self.dropped_events -= 1
+                return self.handle_midi(status, data1, data2, offset)
             # the later messages move down one row, in order (equal offsets apply in queue order);
             # 1-D and moving down, numpy copies the overlap in place, with no temporary
             flat = ev.reshape(-1)
             flat[4 * victim: 4 * (n - 1)] = flat[4 * (victim + 1): 4 * n]
+            held[victim_rank] -= 1
             n -= 1
         e = ev[n]
         e[0], e[1], e[2], e[3] = offset, status, data1, data2
+        held[rank] += 1
         self._n_ev = n + 1
 
 

@@ -3,7 +3,7 @@
 Lock-free rings cross into the DSP thread's world, described here once (``RING_SPECS``):
 control records (parameter, bypass and mix changes), MIDI messages and, back out, per block one
 meter record, one readout record (each slot's process time and the processors' readouts: the
-chain's ``readout_record``) and the block's input and output audio as mono (the audio tap a
+chain's ``readout_record``) and the block's input and output audio, left and right (the audio tap a
 spectrum analyser reads; nobody reading just means pushes are dropped). ``ControlRings`` holds them, either in this process's memory or on buffers
 the caller provides (the GUI's engine process puts them in shared memory), plus a table of
 when the DSP thread applied each control record.
@@ -61,7 +61,7 @@ RING_SPECS = {
     "midi": RingSpec(1024, 4, np.float64),  # (status, data1, data2, arrival CLOCK_MONOTONIC ns)
     "meter": RingSpec(1024, 8, np.float32),  # per block: in peak L/R, out peak L/R, in ms L/R, out ms L/R
     "readout": RingSpec(256, READOUT_WIDTH, np.float32),  # per block: the chain's readout_record
-    "audio": RingSpec(16384, 2, np.float32),  # per frame: input and output, mono (the spectrum's tap)
+    "audio": RingSpec(16384, 4, np.float32),  # per frame: input L/R, output L/R (the spectrum's tap)
     # per control record (by its sequence number modulo the capacity): sequence + 1, and the
     # CLOCK_MONOTONIC ns at which the DSP thread applied it
     "applied": RingSpec(1024, 2, np.int64),

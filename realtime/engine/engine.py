@@ -102,8 +102,9 @@ class Engine:
         # output mean square L/R; every block's also goes to rings.meter, for a UI that must not
         # miss peaks between its redraws (nobody reading just means pushes are dropped)
         self.meters = np.zeros(8, np.float32)
-        # the audio tap (rings.audio): each block's input and output as mono, for a spectrum analyser
-        self._tap_block = np.zeros((c.blocksize, 2), np.float32)
+        # the audio tap (rings.audio): each block's input and output, left and right (a mono stream's
+        # one channel in both), for a spectrum analyser: a mono mix would cancel anti-phase channels
+        self._tap_block = np.zeros((c.blocksize, 4), np.float32)
         self._switches = SwitchCounter()
         self.dsp_overflows = 0
         self.tap_dropped_frames = 0  # recorded output the tap ring had no room for (the recorder behind)
@@ -289,7 +290,7 @@ class Engine:
         self.chain.reset()
         self._block[:] = 0
         _peak(self._block, self.meters, 0)
-        _mono_into(self._block, self._tap_block, 0)
+        _tap_into(self._block, self._tap_block, 0)
         rec = np.zeros((1, 4), np.float64)
         r = self.rings
         for ring in (r.control, r.midi):
@@ -536,7 +537,7 @@ class Engine:
                         end -= (ring_readable(in_idx) // B) * period_ns
                     midi_held = self._deliver_midi(midi_sink, midi_rec, midi_held, end)
                 _peak(block, meters, 0)
-                _mono_into(block, tap_block, 0)
+                _tap_into(block, tap_block, 0)
                 t0, c0 = perf(), cpu()
                 switches.before()
                 process(block)
@@ -550,7 +551,7 @@ class Engine:
                 _peak(block, meters, 2)
                 ring_push(meter_buf, meter_idx, meter_rec, 1)
                 ring_push(readout_buf, readout_idx, readout_rec, 1)
-                _mono_into(block, tap_block, 1)
+                _tap_into(block, tap_block, 2)
                 ring_push(audio_buf, audio_idx, tap_block, B)
                 if has_out and ring_push(out_buf, out_idx, block, B) < B:
                     self.dsp_overflows += 1
@@ -762,12 +763,10 @@ _peak = njit(nogil=True, cache=True)(_peak_impl)
 
 
 @njit(nogil=True, cache=True)
-def _mono_into(block, tap, col):
-    """tap[:, col] = the block's channels averaged (the audio tap's input or output column)."""
-    ch = block.shape[1]
-    g = 1.0 / ch
+def _tap_into(block, tap, col):
+    """tap[:, col], tap[:, col + 1] = the block's left and right channels (a mono block's one channel
+    in both): the audio tap's input (col 0) or output (col 2) pair."""
+    last = block.shape[1] - 1
     for k in range(block.shape[0]):
-        s = 0.0
-        for c in range(ch):
-            s += block[k, c]
-        tap[k, col] = s * g
+        tap[k, col] = block[k, 0]
+        tap[k, col + 1] = block[k, min(1, last)]

@@ -9,12 +9,16 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 PART_STEM_BYTES = 200  # a temporary name adds ~15 characters; file names may have 255 bytes
+# A temporary name is ".STEM.TAG.part", TAG 8 characters: ours hex, those of earlier versions mkstemp's
+# [a-z0-9_]. Matched exactly: ".a.wav.*.part" also matched ".a.wav.x.wav.TAG.part", another output's.
+PART_TAG = re.compile(r"[a-z0-9_]{8}")
 
 
 def sf_path(path) -> bytes:
@@ -49,13 +53,15 @@ class AtomicFile:
 
     def __init__(self, path, suffix: str = ".part"):
         self.path = through_link(path)
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{_part_stem(self.path.name)}.", suffix=suffix,
-                                       dir=str(self.path.parent or "."))
-        except OSError as e:  # named by the file the user asked for, not the hidden temporary one
-            raise type(e)(e.errno, e.strerror, str(self.path)) from None
-        os.close(fd)
-        self.tmp = Path(tmp)
+        while True:  # as mkstemp, with a tag of the shape remove_stale_parts knows
+            self.tmp = self.path.parent / f".{_part_stem(self.path.name)}.{secrets.token_hex(4)}{suffix}"
+            try:
+                os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                break
+            except FileExistsError:
+                continue
+            except OSError as e:  # named by the file the user asked for, not the hidden temporary one
+                raise type(e)(e.errno, e.strerror, str(self.path)) from None
 
     def commit(self, fsync: bool = True) -> Path:
         if fsync:
@@ -84,7 +90,8 @@ def remove_stale_parts(path, older_than_s: float = 0.0) -> int:
     Parameters
     ----------
     path : str or Path
-        The destination whose ``.NAME.*.part`` files to remove.
+        The destination whose ``.NAME.TAG.part`` files to remove (``PART_TAG``: never those of
+        another output whose name starts with this one's).
     older_than_s : float
         Only those not touched for this long (another process may be writing the same output
         right now; a caller that knows the earlier attempt died passes 0).
@@ -97,7 +104,10 @@ def remove_stale_parts(path, older_than_s: float = 0.0) -> int:
     import time
 
     path, now, n = through_link(path), time.time(), 0
-    for part in path.parent.glob(f".{glob.escape(_part_stem(path.name))}.*.part"):
+    stem = _part_stem(path.name)
+    for part in path.parent.glob(f".{glob.escape(stem)}.*.part"):
+        if not PART_TAG.fullmatch(part.name[len(stem) + 2:-len(".part")]):
+            continue
         try:
             if now - part.stat().st_mtime >= older_than_s:
                 part.unlink()
@@ -150,14 +160,37 @@ def libsndfile_words(e: BaseException) -> str | None:
     return own.removeprefix("Error : ") if isinstance(own, str) else None
 
 
-def write_failure_reason(folder, e: BaseException) -> str:
-    """Why a write into ``folder`` failed midway, in words a user can act on: the OS's reason
-    (full disk, read-only, lost mount), or "no space left on device" when the folder's disk is
-    full (libsndfile reports that as a bare "System error"), else the error's own text: for
-    libsndfile's, without soundfile's prefix, which names the hidden temporary file."""
+SFE_SYSTEM = 2  # libsndfile's "System error": an OS call failed, its errno says why
+
+
+def libsndfile_os_reason(e: BaseException) -> str | None:
+    """A full disk or an exhausted quota behind libsndfile's bare "System error" (``SFE_SYSTEM``):
+    the errno its failing call left (cffi keeps it per thread, after each C call; soundfile's own
+    error check after the write leaves it alone), or None. Asked in the thread that wrote, before
+    anything else calls libsndfile."""
+    if getattr(e, "code", None) != SFE_SYSTEM or getattr(e, "error_string", None) is None:
+        return None
+    import errno
+
+    try:
+        from soundfile import _ffi
+    except ImportError:
+        return None
     from realtime.errors import os_reason
 
-    reason = os_reason(e) if isinstance(e, OSError) else None
+    code = _ffi.errno
+    return os_reason(OSError(code, "")) if code in (errno.ENOSPC, errno.EDQUOT) else None
+
+
+def write_failure_reason(folder, e: BaseException) -> str:
+    """Why a write into ``folder`` failed midway, in words a user can act on: the OS's reason
+    (full disk, read-only, lost mount), libsndfile's bare "System error" as the full disk or quota
+    its errno says (``libsndfile_os_reason``), or "no space left on device" when the folder's disk
+    is full (ask before the temporary file is removed: that frees its space), else the error's own
+    text: for libsndfile's, without soundfile's prefix, which names the hidden temporary file."""
+    from realtime.errors import os_reason
+
+    reason = os_reason(e) if isinstance(e, OSError) else libsndfile_os_reason(e)
     if reason is None:
         try:
             if shutil.disk_usage(folder).free < 1 << 20:

@@ -48,8 +48,14 @@ def channel_message(data) -> tuple[int, int, int] | None:
 
 def rtmidi_api() -> int:
     """The rtmidi API ``MIDO_BACKEND`` names (``mido.backends.rtmidi/UNIX_JACK``), so ports open
-    where mido lists them (realtime.io.devices); unspecified otherwise."""
+    where mido lists them (realtime.io.devices); unspecified otherwise. The libjack python-rtmidi
+    brings is silenced first (``native_stderr.quiet_libjack_beside``): when the server went away,
+    its lines reached the terminal under the command's own."""
     import rtmidi
+
+    from realtime.io.native_stderr import quiet_libjack_beside
+
+    quiet_libjack_beside(rtmidi)
 
     backend = os.environ.get("MIDO_BACKEND", "")
     name = backend.split("/", 1)[1] if "rtmidi" in backend and "/" in backend else ""

@@ -23,3 +23,43 @@ def capture_stderr():
             os.close(saved)
             tmp.seek(0)
             lines.extend(ln for ln in tmp.read().decode("utf-8", "replace").splitlines() if ln.strip())
+
+
+_quieted: set[str] = set()
+
+
+def quiet_libjack_beside(module) -> list[str]:
+    """Silence the copies of libjack loaded from ``module``'s installation (python-rtmidi's wheel
+    bundles its own libjack, apart from the system's that PortAudio uses and quiets itself): their
+    error and info lines ("Cannot read socket fd…", "JackSocketClientChannel read fail", "Server is
+    not running" when the server goes away) went straight to the terminal under the command's own
+    one line. They come from libjack's own threads, at any time, so no window of
+    ``capture_stderr`` holds them: the library's message functions are pointed at a C function of
+    one string that does nothing (libc's ``strlen``; no Python runs there: it may be a real-time
+    thread, or the interpreter shutting down). Returns the libraries silenced now (Linux only)."""
+    import ctypes
+    from pathlib import Path
+
+    root = Path(getattr(module, "__file__", "") or ".").resolve().parents[1]  # site-packages
+    if str(root) in _quieted:  # once: its libraries are loaded with the module
+        return []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            paths = {line.split(None, 5)[-1].strip() for line in f if "libjack" in line}
+    except OSError:
+        return []
+    done = []
+    for path in sorted(p for p in paths if p.startswith(str(root) + os.sep) and p not in _quieted):
+        try:
+            lib = ctypes.CDLL(path)
+            nothing = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p)
+            for name in ("jack_set_error_function", "jack_set_info_function"):
+                setter = getattr(lib, name)
+                setter.argtypes, setter.restype = (ctypes.c_void_p,), None
+                setter(nothing)
+        except (OSError, AttributeError):
+            continue
+        _quieted.add(path)
+        done.append(path)
+    _quieted.add(str(root))
+    return done

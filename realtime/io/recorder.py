@@ -37,6 +37,7 @@ class FileRecorder:
         self.frames = 0
         self.samplerate = samplerate
         self.error: BaseException | None = None  # the write that failed; later frames are drained unwritten
+        self.reason: str | None = None  # why, in words (``write_failure_reason``), set before ``error``
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
@@ -47,8 +48,19 @@ class FileRecorder:
                 self._file.write(self._chunk[:n])
                 self.frames += n
             except (OSError, RuntimeError) as e:  # soundfile's errors are RuntimeErrors
+                # asked now, in the thread that wrote: libsndfile's errno is this thread's, and the disk
+                # is still as full as it was (the temporary file, if removed later, frees its space)
+                self.reason = write_failure_reason(self.path.parent, e)
                 self.error = e
         return n
+
+    def stopped(self) -> str | None:
+        """Once a write has failed (the recording stopped; the engine plays on): what to tell the
+        player at once, in one line, else None."""
+        if self.error is None:
+            return None
+        return (f"{self.reason} while recording to {self.path}: the recording stopped after "
+                f"{self.frames / self.samplerate:.1f} s (the sound plays on)")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -75,10 +87,13 @@ class FileRecorder:
         try:
             self._file.close()
         except (OSError, RuntimeError) as e:
-            self.error = self.error or e
+            if self.error is None:
+                self.reason = write_failure_reason(self.path.parent, e)
+                self.error = e
         if self.error is None:
             self._out.commit(fsync=False)
             return
+        why = self.reason or write_failure_reason(self.path.parent, self.error)
         kept = False
         try:
             kept = self.frames > 0 and sf.info(sf_path(self._out.tmp)).frames > 0
@@ -88,7 +103,6 @@ class FileRecorder:
             self._out.commit(fsync=False)
         else:
             self._out.discard()
-        why = write_failure_reason(self.path.parent, self.error)
         raise RecordingError(f"{why} while recording to {self.path}: the recording stopped after "
                              f"{self.frames / self.samplerate:.1f} s; "
                              + ("what was written is kept" if kept else "nothing was kept"))

@@ -8,8 +8,8 @@ per preset and reuses it for every file that shares it (``Chain.prepare`` resets
 audio through ``process_file`` and MIDI through ``render_midi``, and returns a result instead of
 raising: one bad file never stops the batch. The parent alone writes the resume log
 (``OUT/.batch-manifest.jsonl``, one JSON line per finished output: input hash, preset hash, audio
-duration, status), so a re-run skips every output that is complete and newer than its input and its
-preset file (a truncated input's "partial" output too, until the input changes). Outputs go through
+duration, status), so a re-run skips every output that is as it was written, of its input as it was
+and the same preset (a truncated input's "partial" output too, until the input changes). Outputs go through
 the one atomic writer, so an interrupted file never appears.
 
 With a preset that starts with the enhancer or the de-limiter (audio files) or the synth (MIDI
@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from realtime.errors import OfflineError
+from realtime.errors import OfflineError, interrupt_signals
 from realtime.io.files import remove_stale_parts
 from realtime.run.batch_plan import (
     LOG_NAME,
@@ -41,6 +41,7 @@ from realtime.run.batch_plan import (
     check_out_dir,
     finished_status,
     group_tasks,
+    output_stat,
     plan_batch,
 )
 
@@ -95,8 +96,10 @@ def _input_fault(result: dict) -> bool:
             f.read(1)
     except OSError:
         return False  # not readable at all (permissions, a lost mount): the environment's, not the content's
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):  # its warnings were printed by the run itself
+    from realtime.io.native_stderr import capture_stderr
+
+    try:  # its warnings were printed by the run itself (libmpg123's notes on a broken MP3 too)
+        with contextlib.redirect_stderr(io.StringIO()), capture_stderr():
             if result.get("kind") == "midi":
                 return bool(midi_file_song(path, DEFAULT_RATE)[1] > MAX_RENDER_S * DEFAULT_RATE)  # plan_render's refusal (a broken delta time)
             open_input(path)[0].close()
@@ -143,7 +146,8 @@ def run_task(task: BatchTask) -> dict:
         input, output, kind, status ("ok"; "partial": the input ends before its header says,
         see ``finished_status``; or "failed"), error (None or one line), input_fault (failed:
         whether the input itself is what failed, see ``_input_fault``), audio_s, wall_s,
-        input_sha256, input_mtime_ns, input_bytes, preset_hash, output_bytes, pid, chain_s (time to build
+        input_sha256, input_mtime_ns, input_bytes, preset_hash, output_bytes, output_mtime_ns (the
+        resume log's check that the output is still the one written), pid, chain_s (time to build
         the chain, 0 when reused), finished (UNIX time); audio files also frames_read, truncated and
         clipped_samples (``process_file``'s), MIDI files dropped_midi_events.
     """
@@ -171,7 +175,7 @@ def run_task(task: BatchTask) -> dict:
                                   progress=False, tail_s=task.tail_s)
             result["audio_s"] = report["frames"] / report["samplerate"]
             result.update({k: report[k] for k in ("frames_read", "truncated", "clipped_samples", "plugin_junk_samples")})
-        result["output_bytes"] = out.stat().st_size
+        result.update(output_stat(out))
         result["status"] = finished_status(report)
     except Exception as e:
         _record_error(result, e)
@@ -198,7 +202,7 @@ def run_unit(unit: tuple[BatchTask, ...]) -> list[dict]:
 # ------------------------------------------------------------------------------------------ the driver
 
 class StopFlag:
-    """Ctrl-C / SIGTERM as levels: 0 run, 1 finish the files in flight and stop, 2 abandon them."""
+    """Ctrl-C / SIGTERM (SIGHUP, SIGQUIT) as levels: 0 run, 1 finish the files in flight and stop, 2 abandon them."""
 
     def __init__(self, stream=None):
         self.level = 0
@@ -382,9 +386,11 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
 
     # Signals reach Python's main thread only; run elsewhere, the caller handles them.
     in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    # every signal that ends a command (SIGHUP, SIGQUIT too): the files finished after it are logged
+    previous = {s: signal.getsignal(s) for s in interrupt_signals()} if in_main else {}
     for s in previous:
-        signal.signal(s, stop.escalate)
+        if previous[s] is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+            signal.signal(s, stop.escalate)
     use_ray = bool(todo) and ray_address is not None and ray_address is not False
     try:
         with contextlib.ExitStack() as stack:

@@ -15,10 +15,11 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from realtime.errors import OfflineError, PresetError
+from realtime.errors import OfflineError, PresetError, os_reason
 from realtime.io.files import sf_path
 from realtime.run.offline import DEFAULT_RATE, chain_rate
 
@@ -79,7 +80,7 @@ class BatchTask:
     kind: str  # "audio" | "midi"
     preset: dict  # validated, overrides applied
     preset_hash: str  # preset + settings: a change means outputs are stale
-    preset_file: str  # its JSON file, whose mtime outputs must be newer than
+    preset_file: str  # its JSON file (its content is in preset_hash)
     samplerate: int
     blocksize: int
     audio_s: float  # duration from the header (0 if unreadable): for the ETA
@@ -89,13 +90,6 @@ class BatchTask:
 
 # ------------------------------------------------------------------------------------------ planning
 
-def _preset_file(name_or_path: str) -> Path:
-    from realtime.dsp.presets import BUILTIN_DIR
-
-    s = str(name_or_path)
-    return Path(s) if s.endswith(".json") or os.sep in s else BUILTIN_DIR / f"{s}.json"
-
-
 class _Presets:
     """Loads (preset, overrides) once per distinct pair and hashes it with the run settings once
     per distinct triple; errors name the file that asked."""
@@ -103,6 +97,16 @@ class _Presets:
     def __init__(self):
         self._loaded: dict[tuple, dict] = {}
         self._digests: dict[tuple, str] = {}
+        self._files: dict[str, str] = {}
+
+    def file(self, name: str) -> str:
+        """The file a preset reference leads to, as ``--preset`` reads it (a user's saved one too),
+        absolute; looked up once per name (a lookup lists two folders)."""
+        if name not in self._files:
+            from realtime.dsp.presets import resolve_preset
+
+            self._files[name] = os.path.abspath(resolve_preset(name)[0])
+        return self._files[name]
 
     def load(self, name: str, overrides: tuple[str, ...]) -> dict:
         key = (name, overrides)
@@ -205,7 +209,10 @@ def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int, int]:
             return midi_file_song(path, samplerate)[1] / samplerate, 0, samplerate
         import soundfile as sf
 
-        info = sf.info(sf_path(path))
+        from realtime.io.native_stderr import capture_stderr
+
+        with capture_stderr():  # libmpg123's notes on a broken MP3: the worker's reading says them
+            info = sf.info(sf_path(path))
         return info.frames / info.samplerate, info.channels, info.samplerate
     except Exception:
         return 0.0, 0, 0
@@ -225,14 +232,65 @@ def check_out_dir(out_dir) -> Path:
     return Path(out_dir)
 
 
-def _outputs_inside(folder: Path, out_dir: Path) -> tuple[str, ...] | None:
-    """Where ``out_dir`` lies inside ``folder`` (its path parts below it), None when it does not: a
-    folder scan skips it, else every re-run would take the last run's outputs (and the log beside
-    them) for inputs. Resolved, so ``--out ./in/../in/cleaned`` or a link to it are the same folder."""
-    folder, out = folder.resolve(), out_dir.resolve()
-    if out == folder or not out.is_relative_to(folder):
-        return None
-    return out.relative_to(folder).parts
+def real_path(path) -> str:
+    """``path`` absolute, its folders' symbolic links resolved (the file itself as named: an output
+    that is a link is written through): one spelling for a folder reached by links or ``..``."""
+    p = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+
+
+def _scan(folder: Path, out_dir: Path) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """A folder input's audio and MIDI files, and apart those that lie in ``out_dir`` (with their
+    path below it): a run's own outputs, which every re-run would take for inputs.
+
+    One rule at every depth below ``folder``: a name that starts with "." (file or folder) is
+    left out; links to folders are followed (a loop, a link to a folder that holds it, is not);
+    what cannot be read (a folder without permission, a link to nothing) is said in one warning
+    line, not passed over unsaid. ``out_dir`` is found by its real path, however it is reached.
+    """
+    out_real, top = Path(os.path.realpath(out_dir)), os.path.realpath(folder)
+    watch = not Path(top).is_relative_to(out_real)  # a folder inside out_dir is read as asked
+
+    def below_out(real: str) -> Path | None:
+        return Path(real).relative_to(out_real) if watch and Path(real).is_relative_to(out_real) else None
+
+    found, outputs, unreadable, dangling = [], [], [], []
+    stack = [(folder, None, frozenset({top}))]  # (folder, its path below out_dir, real ancestors)
+    while stack:
+        d, below, ancestors = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError as e:
+            unreadable.append(f"{d}: {(os_reason(e) or e.strerror or str(e)).lower()}")
+            continue
+        for e in entries:
+            p = d / e.name
+            try:
+                is_dir, is_file = e.is_dir(), e.is_file()  # through links
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                real = os.path.realpath(p)
+                # out_dir is looked into, hidden or not: the originals it may hold are checked
+                if (not e.name.startswith(".") or Path(real) == out_real) and real not in ancestors:
+                    stack.append((p, below_out(real), ancestors | {real}))
+            elif e.name.startswith("."):
+                continue
+            elif is_file:
+                if Path(e.name).suffix.lower() in AUDIO_EXTENSIONS | MIDI_EXTENSIONS:
+                    if below is None:
+                        found.append(p)
+                    else:
+                        outputs.append((p, below / e.name))
+            elif e.is_symlink() and not os.path.exists(p):
+                dangling.append(str(p))
+    said = [f"{len(left)} {many if len(left) > 1 else one} ({left[0]}{', …' * (len(left) > 1)})"
+            for left, one, many in ((unreadable, "unreadable folder", "unreadable folders"),
+                                    (dangling, "link to nothing", "links to nothing")) if left]
+    if said:
+        print(f"warning: {folder}: left out {' and '.join(said)}", file=sys.stderr)
+    return sorted(found), sorted(outputs)
 
 
 def _identity(path: Path):
@@ -245,15 +303,14 @@ def _identity(path: Path):
         return os.path.realpath(path)
 
 
-def _check_out_files(out_dir: Path, skipped: list[tuple[Path, Path, tuple[str, ...]]]) -> None:
+def _check_out_files(out_dir: Path, skipped: list[tuple[Path, Path, Path]]) -> None:
     """The files a folder's scan skipped because they lie in ``--out`` must be outputs the log
     records: any other (an original kept there) would be left unprocessed, or replaced by the
     output of the input of the same name."""
     if not skipped:
         return
     log = ResumeLog(out_dir)
-    for p, folder, outputs in skipped:
-        rel = Path(*p.relative_to(folder).parts[len(outputs):])
+    for p, folder, rel in skipped:  # rel: its path below out_dir
         if log.key(str(out_dir / rel)) not in log.records:  # a failed re-run's record too: its file is the last output
             raise OfflineError(f"{out_dir}: --out lies inside the input folder {folder} and holds {p}, which no "
                                "earlier batch wrote: it would be skipped, or replaced by an output; give --out "
@@ -266,9 +323,9 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
     Parameters
     ----------
     inputs : iterable of str or Path
-        Audio or MIDI files; folders (searched recursively for audio and MIDI extensions, the
-        folder's layout kept under ``out_dir``); CSV or JSONL manifests whose rows give ``input``
-        (relative to the manifest), optional ``output`` (relative to ``out_dir``), ``set``
+        Audio or MIDI files; folders (searched recursively for audio and MIDI extensions, see
+        ``_scan``; the folder's layout kept under ``out_dir``); CSV or JSONL manifests whose rows
+        give ``input`` (relative to the manifest), optional ``output`` (relative to ``out_dir``), ``set``
         (overrides added after the global ones; ``;``-separated in CSV) and ``preset``.
     out_dir : str or Path
         Where outputs go; a folder scan leaves out what lies in it (a run's own outputs).
@@ -303,20 +360,15 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             raise OfflineError(f"--ext {options.ext!r}: {str(e).split(': ', 1)[-1]}") from None
     presets = _Presets()
     jobs: list[tuple[Path, Path, str | None, tuple[str, ...], str]] = []  # input, output, preset, sets, origin
-    skipped = []  # files of a folder input that lie in out_dir: (file, folder, out_dir's parts below it)
+    skipped = []  # files of a folder input that lie in out_dir: (file, folder, its path below out_dir)
     for item in map(Path, inputs):
         if item.is_dir():
             if item.resolve() == out_dir.resolve():  # every output would be its own input
                 raise OfflineError(f"{item}: the output folder is the input folder; give --out another folder")
-            outputs = _outputs_inside(item, out_dir)
-            for p in sorted(item.rglob("*")):
-                if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS | MIDI_EXTENSIONS \
-                        and not p.name.startswith("."):
-                    if outputs and p.relative_to(item).parts[:len(outputs)] == outputs:
-                        skipped.append((p, item, outputs))
-                    else:
-                        jobs.append((p, _default_output(p, p.relative_to(item), out_dir, options.ext), None, (),
-                                     str(p)))
+            found, outputs = _scan(item, out_dir)
+            skipped += [(p, item, rel) for p, rel in outputs]
+            jobs += [(p, _default_output(p, p.relative_to(item), out_dir, options.ext), None, (), str(p))
+                     for p in found]
         elif item.suffix.lower() in MANIFEST_EXTENSIONS and item.is_file():
             for i, row in enumerate(_read_manifest(item)):
                 src = item.parent / row["input"]
@@ -343,7 +395,7 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         readers.setdefault(_identity(src), origin)
     tasks, seen = [], {}
     for src, dst, preset_name, sets, origin in jobs:
-        key = os.path.abspath(dst)
+        key = real_path(dst)
         if key in seen:
             raise OfflineError(f"{origin} and {seen[key]} would both write {dst}")
         seen[key] = origin
@@ -378,7 +430,7 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             raise PresetError(f"{origin}: {e}") from None
         # absolute: a Ray worker runs in the cluster's folder, not this one
         tasks.append(BatchTask(os.path.abspath(src), os.path.abspath(dst), kind, preset, digest,
-                               os.path.abspath(_preset_file(name)), rate, block, seconds, channels, tail))
+                               presets.file(name), rate, block, seconds, channels, tail))
     tasks.sort(key=lambda t: (-t.audio_s, t.preset_hash, t.input))
     return tasks
 
@@ -445,6 +497,12 @@ def finished_status(report: dict) -> str:
     return "partial" if report.get("truncated") else "ok"
 
 
+def output_stat(output) -> dict:
+    """What the log keeps of a written output: its size and mtime (``ResumeLog.done``)."""
+    st = os.stat(output)
+    return {"output_bytes": st.st_size, "output_mtime_ns": st.st_mtime_ns}
+
+
 class ResumeLog:
     """The batch's record of finished outputs: ``OUT/.batch-manifest.jsonl``, one JSON line each.
 
@@ -458,7 +516,7 @@ class ResumeLog:
 
     def __init__(self, out_dir):
         self.path = Path(out_dir) / LOG_NAME
-        self.out_dir = os.path.abspath(out_dir)
+        self.out_dir = os.path.realpath(out_dir)
         self.records: dict[str, dict] = {}
         try:
             with open(self.path, encoding="utf-8") as f:
@@ -473,8 +531,9 @@ class ResumeLog:
             pass
 
     def key(self, output: str) -> str:
-        """Where ``output`` lies in the output folder: the same whatever the current folder."""
-        return os.path.relpath(os.path.abspath(output), self.out_dir)
+        """Where ``output`` lies in the output folder: the same whatever the current folder, and
+        whatever links the folder was reached by (``real_path``)."""
+        return os.path.relpath(real_path(output), self.out_dir)
 
     def record(self, task: BatchTask) -> dict | None:
         """The last record of the task's output, if any."""
@@ -486,8 +545,9 @@ class ResumeLog:
         Returns
         -------
         str or None
-            ``"ok"``: the output exists as recorded, made with this preset from the input as it is
-            now (same size and mtime), newer than it and the preset file. ``"partial"``: the same,
+            ``"ok"``: the output exists as recorded (same size and mtime), made with this preset
+            (its hash: the content, whatever the file's mtime) from the input as it is now (same
+            size and mtime; a time in the future is no reason to redo it). ``"partial"``: the same,
             for an input that ended early (truncated or damaged; the output holds what it had):
             it counts as done, as processing the same bytes again would give the same output,
             and is processed again once the input changes (completed or replaced). ``"failed"``:
@@ -496,22 +556,23 @@ class ResumeLog:
             would fail again. None: process it.
         """
         rec = self.record(task)
-        if not rec or rec.get("preset_hash") != task.preset_hash:
+        if not rec or rec.get("preset_hash") != task.preset_hash:  # the preset's content and the run settings
             return None
         try:
-            preset_ns = os.stat(task.preset_file).st_mtime_ns if os.path.exists(task.preset_file) else 0
             src = os.stat(task.input)
             # the input as recorded: equal, not older (a file copied over it with `cp -p` keeps its older mtime)
             same_input = (src.st_mtime_ns, src.st_size) == (rec.get("input_mtime_ns"), rec.get("input_bytes"))
             if rec.get("status") in ("ok", "partial"):
                 out = os.stat(task.output)
-                fresh = out.st_mtime_ns >= max(src.st_mtime_ns, preset_ns)
-                return rec["status"] if same_input and fresh and out.st_size == rec.get("output_bytes") else None
-            same_preset = preset_ns <= (rec.get("finished") or 0) * 1e9
+                if "output_mtime_ns" in rec:  # the output as written: another file put in its place is not it
+                    kept = (out.st_mtime_ns, out.st_size) == (rec["output_mtime_ns"], rec.get("output_bytes"))
+                else:  # a record from before it was kept: not older than the input, as then
+                    kept = out.st_mtime_ns >= src.st_mtime_ns and out.st_size == rec.get("output_bytes")
+                return rec["status"] if same_input and kept else None
             # only the input's own failures would come again; a full disk or a missing model is fixed
             # without touching the input. A record from before "input_fault" was kept cannot tell: retried
             # (one more attempt costs little, and then its record says)
-            return "failed" if rec.get("input_fault") is True and same_input and same_preset else None
+            return "failed" if rec.get("input_fault") is True and same_input else None
         except OSError:
             return None
 

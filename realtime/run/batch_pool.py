@@ -2,14 +2,15 @@
 
 A unit is one file, or a group of files run side by side (``batch_plan.group_tasks``). A small pool
 of our own rather than ``concurrent.futures``: the parent knows which unit every worker holds, so a
-worker that dies on a file (a crash in a native library) costs that unit alone — its files are
-recorded as failed (after an interrupt: left not started) and a fresh worker takes its place — and
-an abandoned batch stops exactly the workers that hold files. Workers are spawned (no fork of a
-parent holding threads) and ignore Ctrl-C and SIGTERM: those reach every process of the group (a
+worker that dies on a file (a crash in a native library) costs that file alone — recorded as failed
+(after an interrupt: left not started); a group's files, any of which it may have died on, are
+each done again alone — and a fresh worker takes its place; an abandoned batch stops exactly the
+workers that hold files. Workers are spawned (no fork of a parent holding threads) and ignore
+Ctrl-C and SIGTERM, from their first instruction: those reach every process of the group (a
 terminal's Ctrl-C, ``kill -TERM -- -PGID``) or of the service (systemd's stop), and the parent
 alone decides what they mean (the first finishes the files in progress). The parent stops a worker
 with ``STOP_SIGNAL``, which it turns into ``SystemExit`` so the atomic writer removes the temporary
-file of the output in progress.
+file of the output in progress; a worker gets it too when the parent dies (killed), and stops.
 """
 from __future__ import annotations
 
@@ -18,34 +19,61 @@ import os
 import signal
 from collections import deque
 from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from realtime.errors import interrupt_signals
 from realtime.io.files import remove_stale_parts
 from realtime.run.batch import THREAD_ENV, BatchTask, StopFlag
 
 ABANDON_GRACE_S = 10.0  # a worker told to stop gets this long to clean up before it is killed
 STOP_SIGNAL = signal.SIGUSR1  # the parent's "stop now": SIGTERM is the group's, and a worker ignores it
+GROUP_SIGNALS = set(interrupt_signals())  # the parent's to act on; blocked in a worker until it ignores them
+PR_SET_PDEATHSIG = 1
 
 
 def _exit_on_stop(*_):
+    # once: a second stop signal (the batch's own, beside its death's) would cut the clean-up short
+    signal.signal(STOP_SIGNAL, signal.SIG_IGN)
     raise SystemExit(143)
 
 
-def _worker_main(conn) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _stop_with_parent(parent: int) -> None:
+    """``STOP_SIGNAL`` to this worker when its parent dies (Linux), so a killed batch's workers stop
+    at once, their files in progress removed, instead of running on to a broken pipe. (The kernel
+    sends it when the parent's thread that started the worker ends: the pool starts them from the
+    batch's main thread.)"""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(STOP_SIGNAL), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent is looked for between files
+        pass
+    if os.getppid() != parent:  # it died before that
+        raise SystemExit(143)
+
+
+def _worker_main(conn, parent: int) -> None:
+    for s in interrupt_signals():  # a terminal's hang-up and Ctrl-\ reach the whole group too
+        signal.signal(s, signal.SIG_IGN)
     signal.signal(STOP_SIGNAL, _exit_on_stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)  # one that came while starting is dropped
+    _stop_with_parent(parent)
     from realtime.run.batch import run_unit
 
     while True:
         try:
             unit = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
-        if unit is None:
+        if unit is None or os.getppid() != parent:
             return
-        conn.send(run_unit(unit))
+        results = run_unit(unit)
+        try:
+            conn.send(results)
+        except OSError:  # the parent is gone (BrokenPipeError): nothing to tell
+            return
 
 
 @contextmanager
@@ -63,9 +91,16 @@ def _thread_env():
 class _Worker:
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="batch-worker")
-        with _thread_env():
-            self.proc.start()
+        self.proc = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True, name="batch-worker")
+        # the worker starts with the group's signals blocked (a Ctrl-C while it imports is no traceback);
+        # here they wait for the unblocking. The tracker first: its start unblocks them in this thread
+        resource_tracker.ensure_running()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+        try:
+            with _thread_env():
+                self.proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         self.task: tuple[BatchTask, ...] | None = None  # the unit it holds
 
@@ -174,8 +209,12 @@ def run_tasks_locally(units: list[tuple[BatchTask, ...]], on_result, stop: StopF
                         w.proc.join(1.0)
                         for task in unit:
                             remove_stale_parts(Path(task.output))
-                            if stop.level == 0:  # after an interrupt it may be what ended the worker:
-                                on_result(_died(task, w.proc.exitcode))  # left not started, not failed
+                        if stop.level > 0:  # after an interrupt it may be what ended the worker: left not started
+                            continue
+                        if len(unit) > 1:  # side by side, it may have died on any of them: each again alone
+                            queue.extendleft((task,) for task in reversed(unit))
+                        else:
+                            on_result(_died(unit[0], w.proc.exitcode))
     finally:
         for w in pool:
             w.close()

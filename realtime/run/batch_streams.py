@@ -13,6 +13,7 @@ group is done; a file that fails is discarded alone. The outputs equal ``process
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from realtime.io.files import AtomicFile, sf_path
-from realtime.run.batch_plan import BatchTask, finished_status
+from realtime.run.batch_plan import BatchTask, finished_status, output_stat
 
 GROUP_CACHE_SIZE = 2  # groups of chains kept per worker (each: one batched processor + a rest chain per stream)
 _GROUPS: dict[tuple, tuple] = {}
@@ -56,6 +57,19 @@ def _group_chains(task: BatchTask, streams: int, channels: int):
     return chains
 
 
+@contextlib.contextmanager
+def _writing(task: BatchTask):
+    """A failed write of ``task``'s output (a full disk) said as ``process_file`` and ``render_midi``
+    say it (``_write_failed``: "no space left on device while writing OUT"), its reason read while
+    the temporary file is still there; a group's file said "LibsndfileError: System error."."""
+    try:
+        yield
+    except (OSError, sf.LibsndfileError) as e:
+        from realtime.run.offline import _write_failed
+
+        raise _write_failed(Path(task.output), e) from None
+
+
 class _FileStream:
     """One file of a group: ``process_file``'s reading, resampling, re-blocking and writing, turned
     inside out so that a driver hands out its blocks and takes them back processed."""
@@ -69,6 +83,7 @@ class _FileStream:
             _write_failed,
             check_destination,
             copy_tags,
+            final_safety,
             flush_frames,
             open_input,
             output_format,
@@ -105,7 +120,7 @@ class _FileStream:
             raise
         copy_tags(self.src, self.dst)
         self.writer = OutputWriter(self.dst, self.rs_out, self.length, skip=latency,
-                                   tail=round(task.tail_s * self.in_sr))
+                                   tail=round(task.tail_s * self.in_sr), safety=final_safety(rest))
 
     def next_block(self, block: np.ndarray) -> bool:
         """Fill ``block`` with the next chain block; False when the file (and its flush) is done."""
@@ -127,7 +142,8 @@ class _FileStream:
 
     def write(self, y: np.ndarray) -> None:
         """Take one processed block: drop the latency, resample back, write up to the input's length."""
-        self.writer.write(y)
+        with _writing(self.task):
+            self.writer.write(y)
 
     def report(self) -> dict:
         """What the file's result records (as ``run_task``'s for ``process_file``)."""
@@ -144,8 +160,9 @@ class _FileStream:
         """The resampler's tail, silence for rounding, then the output appears (atomically)."""
         from realtime.run.offline import check_written
 
-        self.writer.finish()
-        self.dst.close()
+        with _writing(self.task):
+            self.writer.finish()
+            self.dst.close()
         self.src.close()
         check_written(self.out.tmp, Path(self.task.output), self.writer.total)
         self.out.commit()
@@ -171,8 +188,8 @@ class _MidiStream:
         self.dropped, self.dropped0 = dropped, dropped()  # this song's full-queue drops (the counters outlive it)
         self.junk = _JunkCount(task.input, rest)
         out_p = Path(task.output)
-        events, length, _, self.truncated = plan_render(task.input, out_p, task.samplerate)
-        self.events = EventCursor(events)
+        events, length, _, self.truncated, released = plan_render(task.input, out_p, task.samplerate)
+        self.events = EventCursor(events, released, dropped)  # the releases at its end: not the file's drops
         self.pos = 0
         self.out = AtomicFile(out_p)
         try:
@@ -199,16 +216,19 @@ class _MidiStream:
 
     def report(self) -> dict:
         return {"audio_s": self.writer.written / self.task.samplerate, "truncated": self.truncated,
-                "dropped_midi_events": self.dropped() - self.dropped0, "plugin_junk_samples": self.junk.said()}
+                "dropped_midi_events": self.dropped() - self.dropped0 - self.events.release_drops,
+                "plugin_junk_samples": self.junk.said()}
 
     def write(self, y: np.ndarray) -> None:
-        self.writer.write(y)
+        with _writing(self.task):
+            self.writer.write(y)
 
     def finish(self) -> None:
         from realtime.run.offline import check_written
 
-        self.writer.finish()
-        self.dst.close()
+        with _writing(self.task):
+            self.writer.finish()
+            self.dst.close()
         check_written(self.out.tmp, Path(self.task.output), self.writer.written)  # as render_midi: Ogg on a full disk
         self.out.commit()
 
@@ -253,14 +273,19 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
         midi = first.kind == "midi"
         ch = 2 if midi else first.channels
         t_chain = time.perf_counter()
-        batched, rests = _group_chains(first, len(live), ch)
+        B, sr = first.blocksize, first.samplerate
+        try:
+            batched, rests = _group_chains(first, len(live), ch)
+            batched.prepare(sr, B, ch)
+            for rest in rests:
+                rest.prepare(sr, B, ch)
+        except Exception as e:  # a missing or broken model: each file's error, in the line process says (it killed
+            for i in live:  # the worker with a traceback, every file "worker process died")
+                fail(results[i], e)
+            batched, rests, live = None, [], []
         for r in results:
             r["chain_s"] = time.perf_counter() - t_chain
-        B, sr = first.blocksize, first.samplerate
-        batched.prepare(sr, B, ch)
-        for rest in rests:
-            rest.prepare(sr, B, ch)
-        latency = int(batched.latency + rests[0].latency)
+        latency = int(batched.latency + rests[0].latency) if live else 0
         opened = []
         for k, i in enumerate(live):
             try:
@@ -336,7 +361,7 @@ def _lockstep(batched, rests, streams, opened, results, fail, B: int, ch: int) -
                 s.finish()
                 report = s.report()
                 results[index[k]].update(report)
-                results[index[k]]["output_bytes"] = Path(s.task.output).stat().st_size
+                results[index[k]].update(output_stat(s.task.output))
                 results[index[k]]["status"] = finished_status(report)
             except Exception as e:
                 s.abandon()

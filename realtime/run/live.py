@@ -32,20 +32,32 @@ def _below_status_line(line: str) -> None:
     print("\n" + line, file=sys.stderr, flush=True)
 
 
-def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int:
+def stream_until(engine: Engine, seconds: float = 0, status: bool = True, recorder=None) -> int:
     """Keep a started engine streaming, with a status line on stderr, until ``seconds`` have passed
-    (0: until Ctrl-C) or the engine reports an error.
+    (0: until Ctrl-C) or the engine reports an error. A ``recorder`` (``FileRecorder``) whose
+    writing stopped (a full disk) is said at once, in a line of its own: the engine plays on.
 
     Returns
     -------
     int
-        The exit status: 0, or 1 when the device or server was lost (143 / 129 after SIGTERM / SIGHUP).
+        The exit status: 0, or 1 when the device or server was lost (143 / 129 / 131 after SIGTERM /
+        SIGHUP / SIGQUIT). The interrupt is taken here: an error of the tear-down that follows (a
+        recording that could not be finished) is said as that error, not as the interrupt.
     """
     t0 = time.monotonic()
+    said_recording = False
     try:
         while not seconds or time.monotonic() - t0 < seconds:
             time.sleep(0.5)
             raise_pending_interrupt()  # a Ctrl-C whose exception start-up code swallowed
+            stopped = recorder.stopped() if recorder is not None and not said_recording else None
+            if stopped:
+                said_recording = True
+                line = f"error: {stopped}"
+                if status:
+                    _below_status_line(line)
+                else:
+                    print(line, file=sys.stderr, flush=True)
             if status:
                 print("\r" + status_line(engine), end="", file=sys.stderr, flush=True)
             if engine.error:
@@ -55,8 +67,9 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True) -> int
             print(file=sys.stderr)
         return 0
     except KeyboardInterrupt as e:  # Ctrl-C is how a live run is meant to end; SIGTERM / SIGHUP say 143 / 129 as usual
-        from realtime.errors import Interrupted, interrupt_status
+        from realtime.errors import Interrupted, forget_pending_interrupt, interrupt_status
 
+        forget_pending_interrupt()  # taken: main must not turn the tear-down's error into "interrupted"
         print("\nstopped", file=sys.stderr)
         return interrupt_status(e) if isinstance(e, Interrupted) else 0
 
@@ -109,7 +122,7 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         if chain.takes_midi:  # said once the stream runs: a note played before that came out as a blip
             print(f"MIDI in on port {port.name!r}", file=sys.stderr)
         print(f"Live: Ctrl-C to stop. {status_line(engine)}", file=sys.stderr)
-        return stream_until(engine, seconds)
+        return stream_until(engine, seconds, recorder=recorder)
     finally:
         with signals_deferred():  # a second Ctrl-C here would lose the recording and leave the server
             _tear_down(engine, recorder, server, record, config.samplerate, midi)
@@ -199,6 +212,30 @@ def write_audio_atomic(path: str, data: np.ndarray, samplerate: int) -> None:
         check_written(tmp, out, len(data))
 
 
+def demo_latency_text(lag: int, lat: dict) -> str:
+    """The demo's measured round trip and what it is made of (``lat``: ``Engine.latency()``).
+
+    The demo's signal goes from one JACK client to another (its player, the engine's stream, its
+    recorder): it passes the engine's pre-fill and chain, and one block of PortAudio's own, the
+    buffer its JACK stream puts on a duplex stream's output (measured: blocks of 32, 64 and 128 on
+    a 128-frame server each add their block). The status line's round trip is PortAudio's device
+    figures (that block, and the server's own latency: on the dummy driver, its playback's one
+    period) plus what the engine adds; a sound card's signal passes through the server's part,
+    this one does not."""
+    sr, block = lat["samplerate"], lat["blocksize"]
+    ms = 1000.0 / sr
+    device = round((lat["device_input_ms"] + lat["device_output_ms"]) / ms)
+    text = (f"measured round trip through JACK: {lag} frames = {lag * ms:.2f} ms (engine adds "
+            f"{lat['added_frames']} frames: {lat['prefill_frames']} pre-fill + {lat['chain_latency_frames']} chain; "
+            f"PortAudio's JACK stream {block}: one block, its duplex buffer; in all {lat['added_frames'] + block})")
+    if device >= block:
+        text += (f"\nthe status line's latency, {lat['round_trip_ms']:.1f} ms, also counts the server's own "
+                 f"{device - block} frames ({(device - block) * ms:.2f} ms: PortAudio's device figures, "
+                 f"{device} frames, less that block): a sound card's signal passes through them, "
+                 f"this client-to-client one does not")
+    return text
+
+
 def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
     from realtime.io.jackio import JackPlayer, JackRecorder, engine_ports
 
@@ -230,9 +267,7 @@ def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
     lag = measure_lag(signal, out, tail)
     s, lat = engine.stats(), engine.latency()
     print(f"wrote {demo_out} ({rec.pos / c.samplerate:.1f} s)")
-    print(f"measured round trip through JACK: {lag} frames = {1000 * lag / c.samplerate:.2f} ms "
-          f"(engine adds {lat['added_frames']} frames: {lat['prefill_frames']} pre-fill + "
-          f"{lat['chain_latency_frames']} chain)")
+    print(demo_latency_text(lag, lat))
     print(f"DSP load {100 * s['dsp_load']:.1f}% (p99 {s['dsp_us_p99']:.0f} us per {c.blocksize}-frame block), "
           f"callback p99 {s['callback_us_p99']:.0f} us, late blocks {s['late_blocks']}, "
           f"server xruns {s['server_xruns']}")
@@ -267,7 +302,7 @@ def play_midi_live(chain, config: EngineConfig, port: str | None, virtual: bool,
         mi = midi.enter_context(MidiInput(engine.send_midi, port, virtual or port is None))
         engine.start()
         print(f"live on MIDI port {mi.name!r}; Ctrl-C to stop", file=sys.stderr)
-        code = stream_until(engine, seconds, status=False)
+        code = stream_until(engine, seconds, status=False, recorder=recorder)
         if code == 0:
             print(json.dumps({"midi_messages": mi.received, **engine.stats()}))
         return code

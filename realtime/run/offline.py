@@ -55,6 +55,10 @@ def input_path(path) -> Path:
     return STDIN if str(path) == "-" else Path(path)
 
 
+# libsndfile's words for an MP3 it cannot decode, although it is a regular file
+NOT_A_FILE = "File does not exist or is not a regular file (possibly a pipe?)."
+
+
 def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
     """The input opened, and whether it is cut (``truncation``: warned about here, once; libsndfile's
     length is then what the file holds)."""
@@ -68,7 +72,10 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
     try:  # a pipe is read whole first: then its length is what it held, whatever its header says
         f = sf.SoundFile(sf_path(p) if p.is_file() else _spooled(p))
     except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile's words alone: soundfile's prefix names a pipe's spool
-        raise OfflineError(f"{p}: not a readable audio file ({libsndfile_words(e) or e})") from None
+        words = libsndfile_words(e) or str(e)
+        if words == NOT_A_FILE and p.is_file():  # what libsndfile says of an MP3 it cannot decode: untrue here
+            raise OfflineError(f"{p}: not a readable audio file") from None
+        raise OfflineError(f"{p}: not a readable audio file ({words})") from None
     if f.frames == 0:
         f.close()
         if p.is_file() and truncation(p):  # a short Ogg cut in half: libsndfile reads none of it
@@ -138,6 +145,14 @@ def clipped_samples(chain) -> int:
     slots = getattr(chain, "slots", ())
     counters = getattr(slots[-1].processor, "counters", None) if slots else None
     return int(counters[CLIPPED]) if counters is not None else 0
+
+
+def final_safety(chain):
+    """The chain's final safety stage (the processor in its last slot, when that is one), else None:
+    its ceiling also holds after the output is resampled back (``OutputWriter``)."""
+    slots = getattr(chain, "slots", ())
+    proc = slots[-1].processor if slots else None
+    return proc if getattr(proc, "kind", None) == "safety" else None
 
 
 def warn_clipped(in_p, clipped: int) -> None:
@@ -416,6 +431,10 @@ class OutputWriter:
         Chain-rate frames to drop from the start (the latency).
     tail : int
         Frames written after the input's length (a delay's or reverb's tail).
+    safety : Processor or None
+        The chain's final safety stage (``final_safety``): what is resampled back is clipped to its
+        ceiling again, in place. The resampler rings past it (a full-scale square at 8 kHz came
+        back at 1.096, over 0 dBFS, from a chain whose ceiling is -0.3 dBFS).
 
     Attributes
     ----------
@@ -423,8 +442,9 @@ class OutputWriter:
         Frames to write: ``length + tail``.
     """
 
-    def __init__(self, dst, rs_out, length: int, skip: int = 0, tail: int = 0):
+    def __init__(self, dst, rs_out, length: int, skip: int = 0, tail: int = 0, safety=None):
         self.dst, self.rs_out, self.skip, self.tail = dst, rs_out, skip, tail
+        self.safety = safety if rs_out is not None else None  # not resampled: the chain's own output holds it
         self.total = length + tail
         self.written = 0
 
@@ -434,13 +454,23 @@ class OutputWriter:
             self.skip -= drop
             y = y[drop:]
         if y.shape[0] and self.rs_out is not None:
-            y = self.rs_out.resample_chunk(y)
+            y = self._ceiling(self.rs_out.resample_chunk(y))
         self._keep(y)
+
+    def _ceiling(self, y: np.ndarray) -> np.ndarray:
+        """``y`` (the resampler's own new array) clipped in place to the safety stage's ceiling, as
+        the stage computes it."""
+        if self.safety is not None and y.size:
+            from realtime.dsp.processors.safety import F32_SAFE
+
+            lim = 10.0 ** (float(self.safety.values[0]) / 20.0) * F32_SAFE
+            np.clip(y, -lim, lim, out=y)
+        return y
 
     def finish(self) -> None:
         ch = self.dst.channels
         if self.rs_out is not None:
-            self._keep(self.rs_out.resample_chunk(np.zeros((0, ch), np.float32), last=True))
+            self._keep(self._ceiling(self.rs_out.resample_chunk(np.zeros((0, ch), np.float32), last=True)))
         if self.written < self.total:
             self.dst.write(np.zeros((self.total - self.written, ch), np.float32))
             self.written = self.total
@@ -459,21 +489,46 @@ class EventCursor:
     ----------
     events : ndarray, optional
         (n, 4) rows of chain-rate sample time, status, data1, data2 (any order: sorted here, stably).
+    released : int
+        How many of ``events``, the last rows, are ``release_at_end``'s (at the song's end, after all
+        of the file's messages: the stable sort keeps them last). What full queues drop while they go
+        in is no message of the file: counted apart in ``release_drops``, by ``dropped``.
+    dropped : callable, optional
+        The target's count of dropped MIDI messages (``dropped_midi_events``), read around the releases.
+
+    Attributes
+    ----------
+    release_drops : int
+        Messages dropped while the releases went in (a song that ends with 10 000 keys down).
     """
 
-    def __init__(self, events: np.ndarray | None = None):
+    def __init__(self, events: np.ndarray | None = None, released: int = 0, dropped=None):
         ev = np.zeros((0, 4)) if events is None else np.asarray(events, np.float64).reshape(-1, 4)
         self.events = ev[np.argsort(ev[:, 0], kind="stable")]
         self._next = 0
+        self._release_from = len(self.events) - released if dropped is not None else len(self.events)
+        self._dropped = dropped
+        self.release_drops = 0
 
     def send(self, target, pos: int, frames: int) -> None:
         """``target.handle_midi`` for every event before ``pos + frames`` not yet sent, at its offset
         in the block that starts at ``pos`` (earlier ones at 0)."""
         ev, i = self.events, self._next
-        while i < len(ev) and ev[i, 0] < pos + frames:
-            target.handle_midi(int(ev[i, 1]), int(ev[i, 2]), int(ev[i, 3]), int(max(0, ev[i, 0] - pos)))
-            i += 1
-        self._next = i
+        end = i
+        while end < len(ev) and ev[end, 0] < pos + frames:
+            end += 1
+        split = max(i, min(end, self._release_from))
+        self._send(target, i, split, pos)
+        if split < end:  # the releases at the song's end
+            before = self._dropped()
+            self._send(target, split, end, pos)
+            self.release_drops += self._dropped() - before
+        self._next = end
+
+    def _send(self, target, i: int, end: int, pos: int) -> None:
+        ev = self.events
+        for k in range(i, end):
+            target.handle_midi(int(ev[k, 1]), int(ev[k, 2]), int(ev[k, 3]), int(max(0, ev[k, 0] - pos)))
 
 
 class ChainRunner:
@@ -487,13 +542,16 @@ class ChainRunner:
         The chain's block size and channel count.
     events : ndarray, optional
         (n, 4) float64 rows of chain-rate sample time, status, data1, data2.
+    released : int
+        The last rows of ``events`` that are ``release_at_end``'s (``EventCursor``): what full queues
+        drop while they go in is counted in ``self.events.release_drops``, not as the file's.
     """
 
-    def __init__(self, chain, blocksize: int, channels: int, events: np.ndarray | None = None):
+    def __init__(self, chain, blocksize: int, channels: int, events: np.ndarray | None = None, released: int = 0):
         self.chain = chain
         self.blocksize = blocksize
         self.fifo = Reblocker(blocksize, channels)
-        self.events = EventCursor(events)
+        self.events = EventCursor(events, released, (lambda: dropped_midi_events(chain)) if released else None)
         self.pos = 0  # chain-rate frames processed
 
     def feed(self, x: np.ndarray):
@@ -594,7 +652,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
                         tqdm(total=length, unit="frame", unit_scale=True, disable=not progress, leave=False,
                              desc=in_p.name) as bar:
                     copy_tags(src, dst)
-                    out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail)
+                    out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail, safety=final_safety(chain))
                     flush = flush_frames(latency, tail_s, samplerate, resample)
                     frames_read, nonfinite = _stream(src, out, runner, rs_in, flush, bar)
                 check_written(tmp, out_p, out.total)
@@ -1109,12 +1167,12 @@ class RenderWriter:
             self.peak = max(self.peak, float(np.abs(y).max()))
 
 
-def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, int, bool]:
+def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, int, bool, int]:
     """A MIDI render's events, the file's length in frames (``midi_file_song``: the render's
-    shortest), its number of channel messages and whether it was cut or damaged, the destination
-    checked first. The events end with the release of what still sounds at the file's end
-    (``release_at_end``). A cut or damaged file is rendered as far as it could be read, said in one
-    line on stderr (``read_midi_song``).
+    shortest), its number of channel messages, whether it was cut or damaged and how many releases
+    end the events, the destination checked first. The events end with the release of what still
+    sounds at the file's end (``release_at_end``: that many rows, the last ones). A cut or damaged
+    file is rendered as far as it could be read, said in one line on stderr (``read_midi_song``).
 
     Raises
     ------
@@ -1132,7 +1190,8 @@ def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, 
     if damage is not None:
         print(f"warning: {damage.say(midi_path)}; rendering what was read", file=sys.stderr)
     messages = len(events) - (damage.added if damage is not None else 0)
-    return release_at_end(events, n), n, messages, damage is not None
+    played = release_at_end(events, n)
+    return played, n, messages, damage is not None, len(played) - len(events)
 
 
 def open_render(tmp, out_p: Path, samplerate: int) -> sf.SoundFile:
@@ -1162,8 +1221,8 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     -------
     dict
         output, seconds (the render's length), events (the file's channel messages),
-        dropped_midi_events (messages a full per-block queue dropped, controllers first; warned
-        about), render_s, realtime_factor, peak, truncated (the MIDI file was cut or damaged: what
+        dropped_midi_events (the file's messages a full per-block queue dropped, controllers first;
+        warned about; not the releases at its end), render_s, realtime_factor, peak, truncated (the MIDI file was cut or damaged: what
         could be read was rendered, warned about; a batch records it ``partial``).
 
     Raises
@@ -1176,7 +1235,7 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     out_p = Path(out_path)
     if tail_s is not None and not 0 <= tail_s <= MAX_RENDER_S:
         raise OfflineError(f"a tail of {tail_s} s: give 0 to {MAX_RENDER_S // 3600} hours")
-    events, n, messages, truncated = plan_render(midi_path, out_p, samplerate)
+    events, n, messages, truncated, released = plan_render(midi_path, out_p, samplerate)
     chain.prepare(samplerate, blocksize, 2)
     dropped0 = dropped_midi_events(chain)  # the processors' counters outlive a render
     junk0 = junk_samples(chain)
@@ -1185,7 +1244,7 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
         with atomic_write(out_p) as tmp:
             with open_render(tmp, out_p, samplerate) as dst:
                 out = RenderWriter(dst, n, samplerate, skip=int(chain.latency), tail_s=tail_s)
-                runner = ChainRunner(chain, blocksize, 2, events)
+                runner = ChainRunner(chain, blocksize, 2, events, released)
                 for y in runner.flush(tail=out.most):
                     out.write(y)
                     if out.done:
@@ -1195,7 +1254,9 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     except (OSError, sf.LibsndfileError) as e:
         raise _write_failed(out_p, e) from None
     took = time.perf_counter() - t0
-    dropped = dropped_midi_events(chain) - dropped0
+    # the file's messages dropped: not the releases at its end, which a song ending with 10 000 keys down
+    # overflows (its 10 001 messages reported 10 016 dropped)
+    dropped = dropped_midi_events(chain) - dropped0 - runner.events.release_drops
     if dropped:
         print(f"warning: {midi_path}: {dropped} MIDI messages were dropped (more than a block's queue holds "
               "at one time; controllers and pitch bend first)", file=sys.stderr)

@@ -30,6 +30,8 @@ MAX_RETRIES = 3  # attempts after a worker died; a file's own errors are results
 CANCEL_GRACE_S = 10.0
 NODE_START_S = 120.0  # a node started for the batch says its address within this, or the batch gives up
 NODE_STOP_S = 30.0  # a node started for the batch gets this long to shut down before it is killed
+AUTH_HINT = ("; if Ray said \"Unauthenticated\", the cluster wants its token: put it in ~/.ray/auth_token or "
+             "RAY_AUTH_TOKEN, and leave RAY_AUTH_MODE unset or set it to token")
 WINDOW_REFRESH_S = 2.0  # how often the submission window follows the cluster's CPUs (nodes join and leave)
 
 # A node for one batch, run by a helper process in a session of its own. It ends when the batch closes
@@ -94,6 +96,21 @@ def _token_auth():
         reread("")
 
 
+def _token_here() -> bool:
+    """Whether this machine holds a Ray token (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``): ``ray start``
+    then turns token authentication on, but ``ray.init`` only for a cluster it finds itself, not
+    for an address it is given (``--ray HOST:PORT``, ``RAY_ADDRESS``). With it on, a cluster without
+    it is joined all the same."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+
+        loader = AuthenticationTokenLoader.instance()
+        loader.reset_cache()  # one written since it last looked (a node this process started)
+        return bool(loader.has_token(ignore_auth_mode=True))
+    except (ImportError, AttributeError, TypeError):  # a Ray without token authentication
+        return False
+
+
 def _start_node(cpus: int | None) -> tuple[subprocess.Popen, str]:
     """A helper process running a new node (``_NODE``) in its own session, and the node's address."""
     import select
@@ -124,16 +141,21 @@ def _init(ray, address: str) -> None:
     the process, files half-done), where the batch's finishes the files in progress."""
     main = threading.current_thread() is threading.main_thread()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    auth_error = getattr(ray.exceptions, "AuthenticationError", ConnectionError)  # a Ray without tokens has none
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": dict(THREAD_ENV)})
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except (ConnectionError, RuntimeError, ValueError, auth_error) as e:
+        env = os.environ.get("RAY_ADDRESS")  # Ray's choice over None and "auto"
         # Ray's own message for "auto" names an `--address` flag this command does not have
-        if isinstance(e, ConnectionError) and address == "auto":
+        if isinstance(e, ConnectionError) and address == "auto" and not env:
             raise OfflineError("--ray auto: no running Ray cluster found; start one (`ray start --head`), "
                                "give --ray HOST:PORT or set RAY_ADDRESS, or use --ray alone to start one "
                                "for this batch") from None
-        raise OfflineError(f"--ray: cannot reach a Ray cluster at {address}: {e}") from None
+        where = env if address in (None, "auto") and env else address or "the last `ray start`'s address"
+        # a refused token is a ConnectionError too, Ray's "Unauthenticated" only in its log line above
+        hint = AUTH_HINT if isinstance(e, (ConnectionError, auth_error)) else ""
+        raise OfflineError(f"--ray: cannot reach a Ray cluster at {where}: {str(e).splitlines()[0]}{hint}") from None
     finally:
         for s, h in handlers.items():
             if h is not None:
@@ -165,8 +187,10 @@ def ray_cluster(address: str | None = None, cpus: int | None = None):
     with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
         if not ray.is_initialized():
             probe(address)
-            if _starts_node(address):
+            starts = _starts_node(address)
+            if starts or _token_here():  # a node of its own has it, as Ray's; a cluster joined where a token is
                 stack.enter_context(_token_auth())
+            if starts:
                 proc, address = _start_node(cpus)
                 stack.callback(_stop_node, proc)
             _init(ray, address)

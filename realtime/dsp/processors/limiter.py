@@ -13,10 +13,16 @@ a lowered one enters r[n] at once (with lookahead): the output clip, L samples o
 smoothed one, so the gain is down before a sample reaches it. A final clip (float rounding; a
 ceiling lowered with no lookahead) backs the guarantee.
 
-The lookahead (and so the latency) is applied by ``reset``, also when the knob moves while
-streaming (``process`` notices and resets: a gap of the lookahead's length): delay lines are
-allocated for the 10 ms maximum at prepare, and the chain sizes its dry-path compensation from
-``max_latency``, so nothing is reallocated.
+The lookahead (and so the latency) is applied by ``reset``; delay lines are allocated for the
+10 ms maximum at prepare, and the chain sizes its dry-path compensation from ``max_latency``, so
+nothing is reallocated. When the knob moves while streaming (``process`` notices it at the next
+block) a second gain computer and delay line (the idle one of two) takes the new lookahead, set up
+on the last 2W samples of the running one's delay line as if it had run with it all along
+(``_prime``; h2 starts from the running one's), and the output crossfades from the old limiter's to
+the new one's over ``FADE_MS`` (raised cosine). Both are under the ceiling, so their mix is too.
+The reported latency is the new one at once (the chain's dry path reads it). Resetting instead
+dropped the delay line: a click (a jump of 0.17 on a sine whose steps are 0.014) and a gap of the
+lookahead's length. A further change waits for the crossfade to end.
 """
 from __future__ import annotations
 
@@ -30,12 +36,27 @@ from realtime.dsp.processor import LookaheadLatency, Param, Processor, Readout
 from realtime.dsp.processors import register
 
 MAX_LOOKAHEAD_MS = 10.0
+FADE_MS = 10.0  # a lookahead change crossfades from the old gain computer to the new one over this
 F32_SAFE = 1.0 - 2.5e-7  # clip a little under the ceiling so float32 rounding cannot exceed it
 
 # int state slots
 _W_POS, _T, _HEAD, _TAIL, _BOX_I, _L = range(6)
 # float state slots
 _DRIVE, _CEIL, _H2, _SUM = range(4)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _slide_min(dq_val, dq_t, qmask, head, tail, r, t, W):
+    """Sample ``r`` at time ``t`` into the monotonic queue of the sliding minimum over the last W
+    samples (values rise from head to tail); the queue's new (head, tail)."""
+    while tail > head and dq_val[(tail - 1) & qmask] >= r:
+        tail -= 1
+    dq_val[tail & qmask] = r
+    dq_t[tail & qmask] = t
+    tail += 1
+    while dq_t[head & qmask] <= t - W:
+        head += 1
+    return head, tail
 
 
 @njit(nogil=True, cache=True)
@@ -78,14 +99,7 @@ def _limiter_kernel(block, values, fs, ist, delay, dq_val, dq_t, box, gain_out, 
         # one, which has not come down as far yet (at the target it clipped for ~20 ms)
         c = min(ceil, ceil_t) if L > 0 else ceil
         r = 1.0 if pk <= c else c / pk
-        # sliding minimum over the last W samples
-        while tail > head and dq_val[(tail - 1) & qmask] >= r:
-            tail -= 1
-        dq_val[tail & qmask] = r
-        dq_t[tail & qmask] = t
-        tail += 1
-        while dq_t[head & qmask] <= t - W:
-            head += 1
+        head, tail = _slide_min(dq_val, dq_t, qmask, head, tail, r, t, W)
         h = dq_val[head & qmask]
         # instant attack, exponential release
         if h < h2:
@@ -130,6 +144,72 @@ def _limiter_kernel(block, values, fs, ist, delay, dq_val, dq_t, box, gain_out, 
     readings[0] = 20.0 * math.log10(max(gmin, 1e-6))  # gain reduction over the block, dB
 
 
+@njit(nogil=True, cache=True)
+def _prime(delay, fs, ist, dq_val, dq_t, box, L, ceil_t, c_rel):
+    """Set a gain computer of lookahead L (ist/fs: a copy of the running one's, same delay line) up
+    on the delay line's last 2L + 1 samples, as if it had run with L all along: the sliding minimum
+    holds their required gains, the box the h2 of the last L + 1 (h2 starting from the running
+    one's, released by c_rel), so each output sample's gain covers the sample it reads. The
+    ceiling they are held to is today's (smoothed, or a lowered target). Needs a delay line of at
+    least 2L + 2 samples."""
+    W = L + 1
+    dmask = delay.shape[0] - 1
+    qmask = dq_val.shape[0] - 1
+    nch = delay.shape[1]
+    wpos = ist[_W_POS]
+    t = ist[_T]
+    c = min(fs[_CEIL], ceil_t) if L > 0 else fs[_CEIL]
+    h2 = fs[_H2]
+    head = 0
+    tail = 0
+    s = 0.0
+    for k in range(wpos - 2 * W + 1, wpos):
+        tk = t - (wpos - k)
+        pk = 0.0
+        for ch in range(nch):
+            a = abs(delay[k & dmask, ch])
+            if a > pk:
+                pk = a
+        r = 1.0 if pk <= c else c / pk
+        head, tail = _slide_min(dq_val, dq_t, qmask, head, tail, r, tk, W)
+        if k >= wpos - W:
+            h = dq_val[head & qmask]
+            if h < h2:
+                h2 = h
+            else:
+                h2 += c_rel * (h - h2)
+            box[k - (wpos - W)] = h2
+            s += h2
+    fs[_H2] = h2
+    fs[_SUM] = s
+    ist[_HEAD] = head
+    ist[_TAIL] = tail
+    ist[_BOX_I] = 0
+    ist[_L] = L
+
+
+@njit(nogil=True, cache=True)
+def _crossfade(y, y_new, gain, gain_new, fade, readings):
+    """y = the old limiter's output fading (raised cosine) into y_new, the new one's, over fade[1]
+    samples (fade[0] of them left); gain likewise (the applied gain), readings[0] its minimum (dB)."""
+    left = fade[0]
+    total = fade[1]
+    gmin = 1.0
+    for n in range(y.shape[0]):
+        a = 1.0
+        if left > 0:
+            a = 0.5 - 0.5 * math.cos(math.pi * (total - left + 1) / total)
+            left -= 1
+        for ch in range(y.shape[1]):
+            y[n, ch] += a * (y_new[n, ch] - y[n, ch])
+        g = gain[n] + a * (gain_new[n] - gain[n])
+        gain[n] = g
+        if g < gmin:
+            gmin = g
+    fade[0] = left
+    readings[0] = 20.0 * math.log10(max(gmin, 1e-6))
+
+
 @register
 class Limiter(LookaheadLatency, Processor):
     kind = "limiter"
@@ -144,32 +224,66 @@ class Limiter(LookaheadLatency, Processor):
     def _prepare(self) -> None:
         sr = self.sample_rate
         wmax = self._size_lookahead(MAX_LOOKAHEAD_MS) + 1
-        self._delay = np.zeros((pow2_at_least(wmax), self.channels), np.float64)
-        self._dq_val = np.zeros(pow2_at_least(wmax + 1), np.float64)
-        self._dq_t = np.zeros(pow2_at_least(wmax + 1), np.int64)
-        self._box = np.zeros(wmax, np.float64)
+
+        def bank():  # a gain computer with its delay line: two, for a crossfade when the lookahead moves
+            return (np.zeros(4, np.float64), np.zeros(6, np.int64),
+                    np.zeros((pow2_at_least(2 * wmax), self.channels), np.float64),  # 2W back: _prime
+                    np.zeros(pow2_at_least(wmax + 1), np.float64), np.zeros(pow2_at_least(wmax + 1), np.int64),
+                    np.zeros(wmax, np.float64))
+
+        self._banks = (bank(), bank())
+        self._cur = 0  # the bank playing; during a crossfade the one faded out
         self._gain = np.zeros(max(1, self.max_block), np.float64)  # per-sample gain of last block
-        self._fs = np.zeros(4, np.float64)
-        self._ist = np.zeros(6, np.int64)
+        self._gain_b = np.zeros(max(1, self.max_block), np.float64)  # the incoming bank's, during a crossfade
+        self._xb = np.zeros((max(1, self.max_block), self.channels), np.float32)  # its copy of the block
+        self._fade = np.zeros(2, np.int64)  # [samples left, length] of a crossfade in progress
+        self._fade_len = max(1, int(round(FADE_MS * 1e-3 * sr)))
         self._k = np.array([self.params[0].smoothing_coeff(sr), self.params[1].smoothing_coeff(sr), sr])
         self.readings = np.zeros(1, np.float32)  # gain reduction (dB, <= 0) of the last block
 
     def reset(self) -> None:
         # The lookahead is (re)applied here: it sets the latency.
         self._set_lookahead(self.values[3])
-        self._delay.fill(0.0)
-        self._box.fill(1.0)  # silence before the start needed no gain reduction
-        self._fs[:] = (10.0 ** (self.values[0] / 20.0), 10.0 ** (self.values[1] / 20.0), 1.0, self._L + 1.0)
-        self._ist.fill(0)
-        self._ist[_L] = self._L
+        self._cur = 0
+        self._fade.fill(0)
+        for fs, ist, delay, _, _, box in self._banks:
+            delay.fill(0.0)
+            box.fill(1.0)  # silence before the start needed no gain reduction
+            fs[:] = (10.0 ** (self.values[0] / 20.0), 10.0 ** (self.values[1] / 20.0), 1.0, self._L + 1.0)
+            ist.fill(0)
+            ist[_L] = self._L
         self._gain.fill(1.0)
         self.readings.fill(0.0)
 
+    def _move_lookahead(self) -> None:
+        """The knob moved while streaming: the idle bank takes the running one's delay line and
+        smoothers and is primed for the new lookahead; the crossfade starts."""
+        run, new = self._banks[self._cur], self._banks[1 - self._cur]
+        for a, b in zip(run, new):
+            b[...] = a
+        L = self._set_lookahead(self.values[3])
+        c_rel = 1.0 - math.exp(-1.0 / (self.values[2] * 1e-3 * self.sample_rate))
+        fs, ist, delay, dq_val, dq_t, box = new
+        _prime(delay, fs, ist, dq_val, dq_t, box, L, 10.0 ** (self.values[1] / 20.0), c_rel)
+        self._fade[0] = self._fade[1] = self._fade_len
+
     def process(self, block: np.ndarray) -> None:
-        if self._lookahead_moved(self.values[3]):
-            self.reset()
-        _limiter_kernel(block, self.values, self._fs, self._ist, self._delay, self._dq_val, self._dq_t,
-                        self._box, self._gain, self._k, self.readings)
+        if not self._fade[0] and self._lookahead_moved(self.values[3]):
+            self._move_lookahead()
+        fs, ist, delay, dq_val, dq_t, box = self._banks[self._cur]
+        if not self._fade[0]:
+            _limiter_kernel(block, self.values, fs, ist, delay, dq_val, dq_t, box, self._gain, self._k,
+                            self.readings)
+            return
+        n = block.shape[0]
+        xb = self._xb[:n]
+        xb[...] = block
+        _limiter_kernel(block, self.values, fs, ist, delay, dq_val, dq_t, box, self._gain, self._k, self.readings)
+        fs, ist, delay, dq_val, dq_t, box = self._banks[1 - self._cur]
+        _limiter_kernel(xb, self.values, fs, ist, delay, dq_val, dq_t, box, self._gain_b, self._k, self.readings)
+        _crossfade(block, xb, self._gain, self._gain_b, self._fade, self.readings)
+        if not self._fade[0]:  # the new lookahead plays alone from the next block
+            self._cur = 1 - self._cur
 
     @property
     def gain(self) -> np.ndarray:

@@ -84,12 +84,16 @@ def sounding_state(inst) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True)
-def _block_program(ev, n_ev, pc_chan, ch10_notes) -> int:
-    """The last program change among a block's queued MIDI events on the program channel, or -1.
+def _block_program(ev, n_ev, pc_chan, ch10_notes, mapped) -> int:
+    """The last program change among a block's queued MIDI events on the program channel whose
+    program a loaded instrument has (``mapped[program]``), or -1.
 
     The synth plays one instrument, so one channel chooses it: the first to send a program
     change since the last reset (``pc_chan[0]``, -1: none yet). A multi-track file's later change
-    on another track switched the whole synth and cut the first track's held notes."""
+    on another track switched the whole synth and cut the first track's held notes. A program no
+    instrument has is ignored wherever it falls: taking the block's last change whatever it was
+    made the instrument depend on the block size (violin, then unmapped 0 one tick later, stayed
+    violin when the two fell in different blocks and fell back to the default when they shared one)."""
     prog = -1
     for k in range(n_ev):
         status = int(ev[k, 1])
@@ -97,8 +101,9 @@ def _block_program(ev, n_ev, pc_chan, ch10_notes) -> int:
             # instrument here, unless channel 10 is played as an ordinary channel
             if pc_chan[0] < 0:
                 pc_chan[0] = status & 0x0F
-            if status & 0x0F == pc_chan[0]:
-                prog = min(127, max(0, int(ev[k, 2])))
+            p = min(127, max(0, int(ev[k, 2])))
+            if status & 0x0F == pc_chan[0] and mapped[p]:
+                prog = p
     return prog
 
 
@@ -323,6 +328,9 @@ class Instrument:
         self.noise[T][:used, a:b] = self.noise[t][:used]
 
 
+_UNREADABLE_SAID: set[str] = set()  # the optional decoders that could not be loaded, said once per process
+
+
 @register
 class Synth(MidiQueue, Processor):
     """The DDSP instrument (signal path: the module docstring).
@@ -391,13 +399,25 @@ class Synth(MidiQueue, Processor):
 
     # ------------------------------------------------------------------ life cycle
     def _load_instruments(self) -> dict:
-        """The decoders by instrument index: the selected one must load; the others when present."""
+        """The decoders by instrument index: the selected one must load; the others when present and
+        readable. One that is not (a corrupt violin.onnx) is left out as a missing one is, said once
+        on stderr: it refused a song played on the flute, which never needed it."""
         sel = int(self.values[sv.K_INSTR])
         out = {}
         for i, name in enumerate(INSTRUMENTS):
             path = self.model_dir / f"{name}.onnx"
-            if path.exists() or i == sel:
+            if i == sel:
                 out[i] = Instrument(name, path, self.provider)
+            elif path.exists():
+                try:
+                    out[i] = Instrument(name, path, self.provider)
+                except ModelError as e:
+                    if str(path) not in _UNREADABLE_SAID:
+                        _UNREADABLE_SAID.add(str(path))
+                        import sys
+
+                        why = str(e).rstrip(".")
+                        print(f"warning: {why}; a program change to the {name} is ignored", file=sys.stderr)
         return out
 
     def _prepare(self) -> None:
@@ -418,6 +438,10 @@ class Synth(MidiQueue, Processor):
             _seed_sounding(self.vs, self.g, 0.0, inst.state, self._sounding[i])
         self._order = np.zeros(sv.MAX_EVENTS, np.int64)
         self._pc_chan = np.full(1, -1, np.int64)  # the channel whose program changes choose the instrument
+        self._mapped = np.zeros(128, np.bool_)  # the GM programs a loaded instrument has
+        for inst in self.instruments.values():
+            if 0 <= inst.program <= 127:
+                self._mapped[inst.program] = True
         self._act = np.zeros((self.t_max, V), np.float64)
         self._lag = np.zeros((self.t_max, V), np.float64)  # each voice's grid after the decoder's, per frame
         self._phase = np.zeros(V, np.float64)
@@ -519,7 +543,7 @@ class Synth(MidiQueue, Processor):
         # a program change picks a loaded instrument with that GM program before the block's notes
         # start: switching after them (at the next block) cut a note that came with the change,
         # which is how most General MIDI files begin
-        prog = _block_program(self._ev, self._n_ev, self._pc_chan, self.values[sv.K_CH10] >= 0.5)
+        prog = _block_program(self._ev, self._n_ev, self._pc_chan, self.values[sv.K_CH10] >= 0.5, self._mapped)
         if prog >= 0:
             for i, ins in self.instruments.items():
                 if ins.program == prog:

@@ -16,6 +16,10 @@ import soundfile as sf
 from realtime.run.batch import LOG_NAME, BatchOptions, run_batch
 from tests.ray_helpers import free_port, start_head, start_node, stop_node
 
+# enough work that the batch outlasts the window's 2 s refresh after the node joins: with 6 files,
+# a fast machine finished them one at a time before the window saw the node's second CPU
+FILES = 16
+
 
 def _most_at_once(log: list[dict]) -> int:
     """The most files any moment had in progress, from each file's finish time and wall time."""
@@ -34,7 +38,7 @@ def test_ray_batch_gives_work_to_nodes_that_join_after_it_started(tmp_path, monk
     src = tmp_path / "in"
     src.mkdir()
     rng = np.random.default_rng(7)
-    for i in range(6):
+    for i in range(FILES):
         sf.write(src / f"f{i}.wav", (0.1 * rng.standard_normal((48000 * 12, 2))).astype(np.float32), 48000,
                  subtype="PCM_16")
     port = free_port()
@@ -53,7 +57,7 @@ def test_ray_batch_gives_work_to_nodes_that_join_after_it_started(tmp_path, monk
         out = tmp_path / "out"
         s = run_batch([src], out, BatchOptions(preset="default", streams=1), ray_address=address, progress=False)
         joiner.join(60)
-        assert (s["backend"], s["processed"], s["failed"]) == ("ray", 6, 0), s
+        assert (s["backend"], s["processed"], s["failed"]) == ("ray", FILES, 0), s
         log = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
         assert _most_at_once(log) == 2, log  # both of the new node's CPUs busy, not one file at a time
     finally:

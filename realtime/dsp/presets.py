@@ -377,14 +377,27 @@ def user_descriptions(folder=None) -> list[tuple[Path, str]]:
     out = []
     for path in user_presets(folder):
         try:
-            with open(path, "rb") as f:
-                raw = json.loads(f.read(MAX_PRESET_BYTES + 1).decode("utf-8-sig"))
+            raw = json.loads(_read_capped(path).decode("utf-8-sig"))
             desc = raw.get("description", "") if isinstance(raw, dict) else ""
             desc = desc if isinstance(desc, str) else ""
         except (OSError, ValueError, RecursionError) as e:
             desc = f"(cannot be read: {(str(e).splitlines() or [type(e).__name__])[0][:80]})"
         out.append((path, " ".join(desc.split())))
     return out
+
+
+def _read_capped(path) -> bytes:
+    """A file's bytes, at most one past ``MAX_PRESET_BYTES``, read in 1 MiB pieces: ``read(n)``
+    allocates n bytes up front, 64 MiB for every preset loaded."""
+    pieces, size = [], 0
+    with open(path, "rb") as f:
+        while size <= MAX_PRESET_BYTES:
+            piece = f.read(min(1 << 20, MAX_PRESET_BYTES + 1 - size))
+            if not piece:
+                break
+            pieces.append(piece)
+            size += len(piece)
+    return b"".join(pieces)
 
 
 def _names_a_file(ref: str) -> bool:
@@ -452,8 +465,7 @@ def load_preset(name_or_path) -> dict:
     """
     path = resolve_preset(name_or_path)[0]
     try:
-        with open(path, "rb") as f:  # at most one byte past the limit: a recording given by mistake
-            data = f.read(MAX_PRESET_BYTES + 1)  # (or /dev/zero) is refused without being read whole
+        data = _read_capped(path)  # a recording given by mistake (or /dev/zero) is not read whole
         if len(data) > MAX_PRESET_BYTES:
             raise PresetError(f"{path}: too large for a preset (more than {MAX_PRESET_BYTES} bytes)")
         text = data.decode("utf-8-sig")  # a byte-order mark (Notepad's "UTF-8") is no error

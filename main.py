@@ -72,8 +72,8 @@ def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREF
                    help=f"frames per period, {BLOCK_RANGE[0]}..{BLOCK_RANGE[1]} (default 128)")
     p.add_argument("--channels", "-c", type=positive_int, default=2, help="1 or 2 (default 2)")
     p.add_argument("--device", "-d", default=None, help="device name or index for input and output")
-    p.add_argument("--input-device", default=None)
-    p.add_argument("--output-device", default=None)
+    p.add_argument("--input-device", default=None, help="device name or index for input (overrides --device)")
+    p.add_argument("--output-device", default=None, help="device name or index for output (overrides --device)")
     p.add_argument("--mode", choices=("duplex", "input", "output"), default="duplex",
                    help="duplex: input through the chain to the output; output: an instrument, no input; "
                         "input: analysis only (default duplex)")
@@ -83,8 +83,11 @@ def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREF
 
 def _record_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default=None, metavar="FILE.wav",
-                   help="also keep what the engine plays in an audio file (.wav .flac .ogg …, by its extension), "
-                        "complete once it stops (Ctrl-C too); the audio only: the MIDI played in is not kept")
+                   help="also keep what the chain produced in an audio file (.wav .flac .ogg …, by its extension), "
+                        "complete once it stops (Ctrl-C too): every block as it left the chain, not what the device "
+                        "played, so a late block's gap (the silence played in its place) is not in it, and the "
+                        "frames skipped after it to keep the latency are; the audio only: the MIDI played in is "
+                        "not kept")
 
 
 BATCH_EPILOG = """\
@@ -211,9 +214,23 @@ def _engine_config(args):
     from realtime.engine.config import EngineConfig
 
     return EngineConfig(samplerate=args.samplerate, blocksize=args.blocksize, channels=args.channels,
-                        mode=args.mode, input_device=args.input_device or device_arg(args.device),
-                        output_device=args.output_device or device_arg(args.device),
+                        mode=args.mode, input_device=device_arg(args.input_device or args.device),
+                        output_device=device_arg(args.output_device or args.device),
                         prefill_blocks=args.prefill_blocks)
+
+
+def _print_report(report: dict, written: str) -> None:
+    """The command's JSON report on stdout, once ``written`` (its output file) is: a stdout that
+    cannot take it (a full disk, /dev/full) is named, with the file that was written all the same."""
+    from realtime.errors import OfflineError, os_reason
+
+    try:
+        print(json.dumps(report), flush=True)
+    except BrokenPipeError:  # the reader left (`| head`): said as every command says it
+        raise
+    except OSError as e:
+        raise OfflineError(f"standard output: {os_reason(e) or e.strerror}: the report was not printed "
+                           f"({written} was written)") from None
 
 
 def cmd_process(args) -> int:
@@ -222,7 +239,7 @@ def cmd_process(args) -> int:
     _, chain = _load_chain(args)
     report = process_file(args.input, args.output, chain, samplerate=args.samplerate,
                           blocksize=args.blocksize, progress=not args.no_progress, tail_s=args.tail)
-    print(json.dumps(report))
+    _print_report(report, args.output)
     return 0
 
 
@@ -297,8 +314,53 @@ def cmd_gui(args) -> int:
     if reason is not None:
         print(f"{reason}; starting the headless engine instead", file=sys.stderr)
         args.seconds, args.demo, args.demo_out = 0, False, "demo_out.wav"
+        _remembered_audio(args)
         return cmd_run(args)
     return run_gui(args)
+
+
+def _remembered_audio(args) -> None:
+    """The panel's remembered audio settings (its ini's [audio]: rate, block, pre-fill, devices) put
+    in ``args`` for the flags the command line did not give, as the panel itself does (gui.app's
+    ``_cli_config``): the no-screen fallback runs what the panel would. Read without Qt (it may be
+    what is missing); a value it cannot use is passed over."""
+    import configparser
+
+    from realtime.dsp.presets import config_path
+
+    ini = configparser.ConfigParser(interpolation=None)
+    try:
+        ini.read(config_path(), encoding="utf-8")
+    except (OSError, UnicodeDecodeError, configparser.Error):
+        return
+    if not ini.has_section("audio"):
+        return
+    given = _given_engine_flags(getattr(args, "argv", []))
+
+    def remembered(key, parse):
+        raw = ini["audio"].get(key, "").strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':  # QSettings quotes a value with a comma ("hw:0,0")
+            raw = raw[1:-1]
+        try:
+            return parse(raw) if raw else None
+        except (argparse.ArgumentTypeError, ValueError):
+            return None
+
+    for key, parse in (("samplerate", _samplerate), ("blocksize", _live_blocksize), ("prefill_blocks", positive_int),
+                       ("input_device", str), ("output_device", str)):
+        value = remembered(key, parse)
+        if value is not None and key not in given and not (key.endswith("_device") and "device" in given):
+            setattr(args, key, value)
+
+
+def _given_engine_flags(argv: list[str]) -> set[str]:
+    """The engine options ``argv`` sets itself (a value equal to the default still beats the
+    remembered one)."""
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for flags in (("-r", "--samplerate"), ("-b", "--blocksize"), ("--prefill-blocks",), ("-d", "--device"),
+                  ("--input-device",), ("--output-device",)):
+        p.add_argument(*flags)
+    return set(vars(p.parse_known_args(argv)[0]))
 
 
 def _no_screen() -> str | None:
@@ -421,6 +483,11 @@ def cmd_synth(args) -> int:
                               record=args.record)
     if args.record:
         raise OfflineError("synth: --record keeps a live performance (--live); a render writes OUT.wav")
+    live_only = [flag for flag, given in (("--seconds", args.seconds), ("--midi-port", args.midi_port),
+                                          ("--virtual", args.virtual)) if given]
+    if live_only:  # a render ignored them: it plays the whole file, from the file
+        raise OfflineError(f"synth: {', '.join(live_only)} {'is' if len(live_only) == 1 else 'are'} for --live; "
+                           "a render plays IN.mid through to its end")
     if not args.input or not args.output:
         raise OfflineError("synth: give IN.mid OUT.wav (or --live)")
     from realtime.run.offline import render_midi
@@ -429,8 +496,8 @@ def cmd_synth(args) -> int:
     report = render_midi(args.input, args.output, chain, args.samplerate, args.blocksize)
     sounded = getattr(chain.slot("synth").processor, "instruments_sounded", lambda: [])()
     # what played: a program change in the file picks another instrument than --instrument
-    print(json.dumps({"output": report.pop("output"), "instrument": ", ".join(sounded) or args.instrument,
-                      **report}))
+    _print_report({"output": report.pop("output"), "instrument": ", ".join(sounded) or args.instrument, **report},
+                  args.output)
     return 0
 
 
@@ -536,7 +603,10 @@ def _exit_now(status: int) -> None:
         os._exit(int(status or 0))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The program as a user starts it, ``python main.py`` and the installed ``rtaudio`` alike (the
+    entry point called ``main`` alone, so a signal during shutdown ended it by the signal): run the
+    command, then end the process with its status."""
     try:
         status = main()
         _finish_on_signals(status)
@@ -544,3 +614,7 @@ if __name__ == "__main__":
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     _exit_now(status)
+
+
+if __name__ == "__main__":
+    cli()

@@ -130,7 +130,8 @@ def _synth_streams(n: int, seconds: float) -> float:
     import time
 
     from realtime.dsp.processors.synth.batched import BatchedSynth
-    from realtime.run.offline import EventCursor, midi_file_events
+    from realtime.run.midi_file import midi_file_events
+    from realtime.run.offline import EventCursor
 
     sr, block = 48000, 128
     cursors = []

@@ -19,14 +19,27 @@ import numpy as np
 from bench.common import emit
 from realtime.argtypes import OneLineParser, positive
 
+MAX_SECONDS = 3600.0  # audio per processor: an hour's block times are 11 MB (1e9 s asked for 2.8 TB)
+POOL_BLOCKS = 1024  # distinct noise blocks, cycled: the input is not held whole
+
+
+def _seconds(text: str) -> float:
+    v = positive()(text)
+    if v > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text}: at most {MAX_SECONDS:g} seconds per processor")
+    return v
+
 
 def get_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="bench processor", description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="processor kinds, or lv2:URI (default: all built-in and available)")
-    ap.add_argument("--samplerate", type=positive(int), default=48000)
+    from main import _samplerate  # the command line's own check: 8000 to 384000 Hz
+
+    ap.add_argument("--samplerate", type=_samplerate, default=48000)
     ap.add_argument("--blocksize", type=positive(int), default=128)
     ap.add_argument("--channels", type=positive(int), default=2)
-    ap.add_argument("--seconds", type=positive(), default=10.0, help="audio seconds per processor")
+    ap.add_argument("--seconds", type=_seconds, default=10.0,
+                    help=f"audio seconds per processor (at most {MAX_SECONDS:g})")
     ap.add_argument("--json", action="store_true")
     return ap
 
@@ -48,13 +61,15 @@ def main(argv=None) -> int:
             continue
         proc.prepare(a.samplerate, a.blocksize, a.channels)
         n_blocks = max(1, int(a.seconds * a.samplerate / a.blocksize))  # one at least: percentiles of none fail
-        src = (0.3 * rng.standard_normal((n_blocks, a.blocksize, a.channels))).astype(np.float32)
+        src = (0.3 * rng.standard_normal((min(n_blocks, POOL_BLOCKS), a.blocksize, a.channels))).astype(np.float32)
         for i in range(min(50, n_blocks)):  # warm-up
-            proc.process(src[i].copy())
+            proc.process(src[i % len(src)].copy())
         times = np.empty(n_blocks)
+        buf = np.empty_like(src[0])
         perf = time.perf_counter_ns
         for i in range(n_blocks):
-            b = src[i]
+            b = buf  # a fresh copy each time: a cycled block processed in place would be processed again
+            np.copyto(b, src[i % len(src)])
             t0 = perf()
             proc.process(b)
             times[i] = perf() - t0

@@ -157,7 +157,7 @@ def bench_quality(instrument: str, sr: int, block: int, melodies: int, as_json: 
     import soxr
 
     from models.ddsp.data import DATA, render
-    from realtime.run.offline import midi_file_events
+    from realtime.run.midi_file import midi_file_events
 
     files = sorted((DATA / instrument / "test").glob("*.mid"))[:melodies]
     if not files:

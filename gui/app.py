@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -105,17 +106,18 @@ def run_gui(args) -> int:
     app.setApplicationVersion(version())
     settings = Settings()
     server, demo = None, None
+    argv = getattr(args, "argv", sys.argv[1:])
+    config = _cli_config(args, settings, argv)  # the private server runs what the engine will (a remembered rate)
     if not has_audio_device(args.mode, bool(args.device or args.input_device or args.output_device)):
-        server = ensure_server(args.samplerate, args.blocksize, rescan=False)
+        server = ensure_server(config.samplerate, config.blocksize, rescan=False)
     release()  # the engine process opens PortAudio itself (see settings.audio_devices for why not here)
     win = None
     try:
-        argv = getattr(args, "argv", sys.argv[1:])
         preset, ref, note = _startup_preset(args, settings, argv)
 
         def window(preset: dict, ref: str):  # a user's file (not a built-in name): Save writes back there
             path, kind = resolve_preset(ref)  # (a saved preset given by name: its file in the user's folder)
-            return MainWindow(preset, _cli_config(args, settings, argv), settings,
+            return MainWindow(preset, replace(config), settings,
                               preset_path=os.path.abspath(path) if kind != "builtin" else None)
 
         try:

@@ -55,6 +55,11 @@ class HostBase:
         """Whether the engine is alive but stopped answering (an engine process can hang)."""
         return False
 
+    def device_lost(self) -> bool:
+        """Whether the audio device or server went since the engine last played, so that only a
+        new engine process opens a stream again (``RemoteEngineHost``; one in this process cannot)."""
+        return False
+
     def _init_common(self, config: EngineConfig | None, rings: ControlRings) -> None:
         self.config = config or EngineConfig()
         self.rings = rings
@@ -369,13 +374,14 @@ class EngineHost(HostBase):
                   server_xruns=int(arr[cb.ST_SERVER_XRUNS]), late_blocks_ours=e.diagnostics.late_blocks_ours,
                   late_blocks_stolen=e.diagnostics.late_blocks_stolen, error=e.error,
                   processor_errors=dict(getattr(e.chain, "failures", {})),
-                  late_context=list(e.diagnostics.late_context), **e.dsp_page_faults())
+                  late_context=list(e.diagnostics.late_context), **e.dsp_page_faults(),
+                  device_lost=bool(getattr(e, "_device_lost", False)))  # (the monitor's finding; not in stats)
         st.update(e.latency())
         st["running"] = e.running
         if self._device is None:  # asking PortAudio takes milliseconds: once per configuration
             self._device = _device_name(self.config)
         st["device"] = self._device
-        counters = getattr(self.chain.slots[-1].processor, "counters", None)
+        counters = getattr(self.chain.safety, "counters", None)  # None before the first prepare
         st["safety_clipped"] = int(counters[CLIPPED]) if counters is not None else 0
         st["slot_faults"] = _slot_faults(e.chain)
         return st

@@ -26,7 +26,7 @@ import functools
 import math
 import time
 
-from PyQt6.QtCore import Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QEvent, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence, QUndoStack
 from PyQt6.QtWidgets import (
     QApplication,
@@ -71,6 +71,7 @@ FILE_ACTIONS = (("Load…", "&Open Preset…", "_load_dialog", QKeySequence.Stan
 # undo / redo: (the stack's action factory, standard key, keys added to the platform's where it lacks them)
 EDIT_ACTIONS = (("createUndoAction", QKeySequence.StandardKey.Undo, ("Ctrl+Z",)),
                 ("createRedoAction", QKeySequence.StandardKey.Redo, ("Ctrl+Shift+Z", "Ctrl+Y")))
+SYNTH_PANE = 2  # the splitter's panes: rack, spectrum, synth panel
 RESUME_AFTER_S = 10.0  # a restart starts the stream again only if it had played this long before the engine died
 
 
@@ -97,7 +98,32 @@ class Panes(QSplitter):
         super().__init__(Qt.Orientation.Vertical)
         self._keep = keep
         self._taken: dict[int, int] = {}  # pane -> its height before the rack took from it
+        self._hidden_at: dict[int, int] = {}  # hidden pane -> its height when shown (``heights``)
         self.splitterMoved.connect(lambda _pos, _i: self._taken.clear())
+
+    def addWidget(self, pane) -> None:
+        super().addWidget(pane)
+        pane.installEventFilter(self)  # its hiding: see eventFilter
+
+    def eventFilter(self, obj, e) -> bool:
+        if e.type() == QEvent.Type.HideToParent and (i := self.indexOf(obj)) >= 0 and self.sizes()[i] > 0:
+            self._hidden_at[i] = self.sizes()[i]  # (the splitter has not yet laid it out at 0)
+        return super().eventFilter(obj, e)
+
+    def setSizes(self, sizes) -> None:
+        for i, n in enumerate(sizes[:self.count()]):
+            if n > 0 and self.widget(i).isHidden():  # what it opens at
+                self._hidden_at[i] = n
+        super().setSizes(sizes)
+
+    def hidden_height(self, i: int) -> int:
+        """Pane ``i``'s height while hidden: as it last showed (or was given), else its own."""
+        return self._hidden_at.get(i) or self.widget(i).sizeHint().height()
+
+    def heights(self) -> list[int]:
+        """The panes' heights to remember: ``sizes()``, but a hidden pane's (0 there: restored, it would
+        open shut, as the keyboard did after a session without a synth) is ``hidden_height``."""
+        return [self.hidden_height(i) if self.widget(i).isHidden() else n for i, n in enumerate(self.sizes())]
 
     def resizeEvent(self, e):
         super().resizeEvent(e)
@@ -124,8 +150,8 @@ class Panes(QSplitter):
                 sizes[i] -= take
                 sizes[0] += take
         if sizes != self.sizes():
-            # a hidden pane reads 0, which would shut it for good: it keeps its own height
-            self.setSizes([n if shown[i] else self.widget(i).sizeHint().height() for i, n in enumerate(sizes)])
+            # a hidden pane reads 0, which would shut it for good: it keeps its height
+            self.setSizes([n if shown[i] else self.hidden_height(i) for i, n in enumerate(sizes)])
 
 
 class MainWindow(PresetActions, QMainWindow):
@@ -298,8 +324,12 @@ class MainWindow(PresetActions, QMainWindow):
 
     def _restore_panes(self, sizes: list[int] | None) -> None:
         """The split as remembered, if it has as many panes. (Sizes only: a whole ``saveState``
-        also carried the orientation, and a foreign one turned the panes sideways for good.)"""
+        also carried the orientation, and a foreign one turned the panes sideways for good.) The synth
+        panel's 0 was saved while it was hidden (a chain without a synth; before ``Panes.heights``):
+        it opens at its own height, not shut."""
         if sizes is not None and len(sizes) == self.splitter.count():
+            if sizes[SYNTH_PANE] == 0:
+                sizes = [*sizes[:SYNTH_PANE], self.synth_panel.sizeHint().height(), *sizes[SYNTH_PANE + 1:]]
             self.splitter.setSizes(sizes)
 
     def _show_spectrum(self, on: bool) -> None:
@@ -414,6 +444,10 @@ class MainWindow(PresetActions, QMainWindow):
         self.show_error(f"{type(e).__name__}: {e}" if not isinstance(e, (ValueError, RuntimeError)) else str(e))
 
     def show_error(self, text: str) -> None:
+        """Add a line to the banner (its last four show); a line it holds already moves to the end
+        rather than showing twice (a learn clicked again, a controller's every message refused)."""
+        if text in self.errors:
+            self.errors.remove(text)
         self.errors.append(text)
         self.banner.setText("\n".join(self.errors[-4:]))
         self.banner.setVisible(True)
@@ -490,7 +524,20 @@ class MainWindow(PresetActions, QMainWindow):
 
     # ``wait`` (the actions that wait for the engine): see ``_run``
     def start(self, wait: bool = True) -> None:
-        self._run("Starting…", self._start_steps(), wait, structural=False)
+        """Start the stream. After the audio server or device was lost, in a new engine process (its
+        PortAudio then sees the server as it is now: the old one's failed to open a stream, or
+        aborted); that replaces the engine, so the chain's controls wait meanwhile."""
+        if self.host.device_lost():
+            self._run("Starting…", self._respawn_start_steps(), wait)
+        else:
+            self._run("Starting…", self._start_steps(), wait, structural=False)
+
+    def _respawn_start_steps(self):
+        try:
+            yield from self._respawn_steps(new_history=False)  # the same chain: its undo steps still apply
+        finally:
+            self._sync_start_button()
+        yield from self._start_steps()
 
     def _start_steps(self):
         self._dismissed.clear()  # a new run: its errors are news again
@@ -508,19 +555,23 @@ class MainWindow(PresetActions, QMainWindow):
         self._run("Restarting the engine…", self._restart_steps(), wait)
 
     def _restart_steps(self):
-        self.keyboard.release_all()
-        lv2 = yield (self.host.restart_engine,)
-        self.clear_errors()
-        self._restart_action.setVisible(False)
-        self._rebuild_rack()
-        if lv2:
-            self.show_error(f"engine restarted; {', '.join(lv2)}: plugin state beyond the knobs starts from the "
-                            "plugin's defaults")
+        yield from self._respawn_steps()
         if self._resume_after_restart:
             yield from self._start_steps()
         else:
             self._sync_start_button()
             self._poll_status()
+
+    def _respawn_steps(self, new_history: bool = True):
+        """A new engine process running the chain the panel shows, stopped."""
+        self.keyboard.release_all()
+        lv2 = yield (self.host.restart_engine,)
+        self.clear_errors()  # the old engine's: it is gone
+        self._restart_action.setVisible(False)
+        self._rebuild_rack(new_history)
+        if lv2:
+            self.show_error(f"engine restarted; {', '.join(lv2)}: plugin state beyond the knobs starts from the "
+                            "plugin's defaults")
 
     def stop(self, wait: bool = True) -> None:
         self._run("Stopping…", self._stop_steps(), wait, structural=False)
@@ -541,19 +592,19 @@ class MainWindow(PresetActions, QMainWindow):
     # a control moved (by hand, or replayed by undo / redo): the value before it is what the host holds
     @_from_strip
     def _param_changed(self, slot_id: str, param_id: str, value: float) -> None:
-        self._record(slot_id, param_id, self.host.value(slot_id, param_id), value)
-        self._changed(self.host.set_param, slot_id, param_id, value)
-        self.synth_panel.show_param(slot_id, param_id, value)
+        send = functools.partial(self.host.set_param, slot_id, param_id)
+        took = self._changed(send, slot_id, param_id, self.host.value(slot_id, param_id), value)
+        self.synth_panel.show_param(slot_id, param_id, value if took else self.host.value(slot_id, param_id))
 
     @_from_strip
     def _bypass_changed(self, slot_id: str, on: bool) -> None:
-        self._record(slot_id, BYPASS_TARGET, self.host.chain.slot(slot_id).bypass, on)
-        self._changed(self.host.set_bypass, slot_id, on)
+        send = functools.partial(self.host.set_bypass, slot_id)
+        self._changed(send, slot_id, BYPASS_TARGET, self.host.chain.slot(slot_id).bypass, on)
 
     @_from_strip
     def _mix_changed(self, slot_id: str, mix: float) -> None:
-        self._record(slot_id, MIX_TARGET, self.host.chain.slot(slot_id).mix, mix)
-        self._changed(self.host.set_mix, slot_id, mix)
+        send = functools.partial(self.host.set_mix, slot_id)
+        self._changed(send, slot_id, MIX_TARGET, self.host.chain.slot(slot_id).mix, mix)
 
     def _record(self, slot_id: str, target: str, old: float, new: float) -> None:
         """A change made in the panel becomes an undo step (merged into the last one while the same
@@ -592,10 +643,21 @@ class MainWindow(PresetActions, QMainWindow):
         finally:
             self._replaying = False
 
-    def _changed(self, fn, *args) -> None:
-        """A control's change: on the undo stack (``_record``), whose clean state marks the preset."""
-        self._guard(fn, *args)
+    def _changed(self, send, slot_id: str, target: str, old: float, new: float) -> bool:
+        """A control's change: ``send(new)`` to the host, and a step on the undo stack (``_record``),
+        whose clean state marks the preset. One the host refused (the engine process gone or hung, a
+        full queue) is in the banner, and the control goes back to the value the engine has: no step,
+        and no knob showing a value that Save and Restart engine would not keep. Whether it took it."""
+        try:
+            send(new)
+        except Exception as e:  # noqa: BLE001 - the banner says why
+            self._show_exception(e)
+            what = {BYPASS_TARGET: "bypass", MIX_TARGET: "mix"}.get(target, "param")
+            self.rack.strips[slot_id].show(target, old, what)
+            return False
+        self._record(slot_id, target, old, new)
         self.setWindowModified(self.modified)  # (name and file unchanged: no title or picker to redo)
+        return True
 
     def _clean_changed(self, _clean: bool) -> None:
         self.setWindowModified(self.modified)
@@ -963,4 +1025,4 @@ class MainWindow(PresetActions, QMainWindow):
         self.host.close()  # a host call under way ends with it (an engine busy past CLOSE_ANSWER_S is killed)
         self.actions.settle()  # and the action under way with it, here
         self.settings.save_geometry(self.saveGeometry())
-        self.settings.save_pane_sizes(self.splitter.sizes())
+        self.settings.save_pane_sizes(self.splitter.heights())

@@ -33,12 +33,13 @@ elif [ "$mode" = train ]; then
     data="${DATA:-data/enhancer-pack}" device="${DEVICE:-cuda}" workers="${WORKERS:-14}"  # overridable for a dry run
     device_setup enhancer "soundfile, soxr"
     # 14 workers only mix (the pitch features are the trainer's, on the GPU: --features-on auto);
-    # validation on the trainer's synthetic set only (select/ stays here)
+    # validation on the trainer's synthetic set only (select/ stays here). A quarter of the segments
+    # start mid-word (--p-midword: a file cut mid-word lost its first 200 ms; model card, stage 16)
     fresh_run_dir /tmp/enhancer-gpu "$@"
     python3 -m models.enhancer.train --data "$data" --device "$device" --init models/enhancer/checkpoint.pt \
         --ckpt /tmp/enhancer-gpu --export "$out/enhancer.onnx" --workers "$workers" --threads 2 --batch 64 \
-        --snr-max 20 --p-clean 0.1 --lr 3e-4 --seconds 1.5 --select-by sisdr --val-every 250 --keep-every 500 \
-        --steps 20000 --max-minutes "$minutes" --seed 100 "$@" || true
+        --snr-max 20 --p-clean 0.1 --p-midword 0.25 --lr 3e-4 --seconds 1.5 --select-by sisdr --val-every 250 \
+        --keep-every 500 --steps 20000 --max-minutes "$minutes" --seed 100 "$@" || true
     cp /tmp/enhancer-gpu/train.log "$out/" 2>/dev/null || true
     copy_newest 5 /tmp/enhancer-gpu/step*.pt
     ls -la "$out"

@@ -22,7 +22,7 @@ missing=()
 for p in "${APT_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    echo "setup: installing Debian packages: ${missing[*]}"
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
     # A freshly booted machine often runs apt-daily / unattended upgrades: wait for apt's locks,
     # don't fail. DPkg::Lock::Timeout covers only dpkg's lock, not the lists lock that `update`
     # takes nor the archives lock, and apt's locks are fcntl locks that flock(1) cannot see: so
@@ -43,8 +43,8 @@ if [ ${#missing[@]} -gt 0 ]; then
             if [ $rc -ne 0 ] && [ $SECONDS -lt $apt_deadline ] && grep -qE "$held" "$apt_err" \
                     && ! grep -q 'Could not open lock file' "$apt_err"; then
                 if [ $apt_waiting = 0 ]; then
-                    echo "setup: another package manager holds the apt/dpkg lock; waiting for it (up to 15 min)"
-                    grep -m1 -E "$held" "$apt_err" | sed 's/^E: /setup:   /'
+                    echo "setup: another package manager holds the apt/dpkg lock; waiting for it (up to 15 min)" >&2
+                    grep -m1 -E "$held" "$apt_err" | sed 's/^E: /setup:   /' >&2
                     apt_waiting=1
                 fi
                 sleep 5
@@ -54,7 +54,7 @@ if [ ${#missing[@]} -gt 0 ]; then
             return $rc
         done
     }
-    apt_get 1 update -qq
+    apt_get 2 update -qq  # progress on stderr: stdout is the command's (`./run.sh plugins --json > p.json`)
     # confdef/confold: an upgraded dependency's changed config file must not ask either
     apt_get "$devnull" install -y -qq --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
@@ -78,7 +78,7 @@ if [ $need = 1 ]; then
     other=onnxruntime-gpu; [ $ORT = gpu ] && other=onnxruntime
     other_extra=gpu; [ $ORT = gpu ] && other_extra=cpu
     want="$(printf '%s\n' ${EXTRAS//,/ } $(grep -vx "$other_extra" <<<"$have" || true) | sort -u | paste -sd, -)"
-    echo "setup: installing Python packages (.[$want]) into .venv"
+    echo "setup: installing Python packages (.[$want]) into .venv" >&2
     .venv/bin/pip uninstall -q -y "$other" >/dev/null 2>&1 || true
     log=.venv/pip-install.log
     if ! .venv/bin/pip install -q --disable-pip-version-check -e ".[$want]" >"$log" 2>&1; then

@@ -752,7 +752,8 @@ def _song(path, k: int):
 def test_batched_synth_renders_equal_single_renders(tmp_path):
     from realtime.dsp.processors.synth.batched import BatchedSynth
     from realtime.dsp.processors.synth.processor import Synth
-    from realtime.run.offline import EventCursor, midi_file_events
+    from realtime.run.midi_file import midi_file_events
+    from realtime.run.offline import EventCursor
 
     sr, block, n = 48000, 128, 3
     events = []

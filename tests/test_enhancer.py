@@ -935,6 +935,27 @@ def test_mixer_gap_sets_the_pauses_between_utterances():
         assert all(map(ok, pauses)), (gap, pauses)
 
 
+def test_mixer_midword_segments_start_inside_speech():
+    """``p_midword``: the segment starts inside an utterance, with no lead (the trainer's remedy for a
+    file cut mid-word, whose first 200 ms the network took for noise from its zero state); without it
+    the voice starts after a lead, and the draws of the fixed validation mixtures are unchanged."""
+    from models.enhancer.data import SR
+
+    def onset_s(clean):
+        return np.flatnonzero(np.abs(clean) > 1e-4)[0] / SR
+
+    rng = np.random.default_rng(7)
+    mid = [_mixer(p_clean=1.0, p_midword=1.0).draw(rng)[1] for _ in range(8)]
+    # most start sounding at once; a few fall in an utterance's own pause (as real cuts do)
+    assert sum(onset_s(c) < 0.005 and np.sqrt(np.mean(c[:480] ** 2)) > 1e-3 for c in mid) >= 5
+    rng = np.random.default_rng(7)
+    led = [onset_s(_mixer(p_clean=1.0).draw(rng)[1]) for _ in range(8)]
+    assert np.median(led) > 0.05
+    a = _mixer(p_midword=0.0).draw(np.random.default_rng(8))
+    b = _mixer().draw(np.random.default_rng(8))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
 def test_split_floor_takes_a_recordings_hiss_out_of_the_target_only():
     from models.enhancer.data import Mixer, split_floor, synth_speech_clip, synthetic_pools
 
@@ -1446,3 +1467,25 @@ def test_a_model_framed_some_other_way_is_a_one_line_error(tmp_path):
         next(p for p in m.metadata_props if p.key == "win").value = "1440"
         onnx.save(m, str(tmp_path / "wide.onnx"))
         Enhancer(model_path=tmp_path / "wide.onnx")
+
+
+def test_the_start_probe_measures_a_stream_cut_mid_word(tmp_path):
+    """``models.enhancer.start_probe``: a voice cut mid-word through a fresh enhancer against the same
+    samples heard warm. The shipped network, from its zero state, takes the start of a voice under way
+    for noise (the model card's Limits), so the probe must see a loss there and none later."""
+    import soundfile as sf
+
+    from models.enhancer.data import synth_speech_clip
+    from models.enhancer.start_probe import probe
+
+    rng = np.random.default_rng(11)
+    for sub in ("noisy", "clean"):
+        (tmp_path / sub).mkdir()
+    voice = np.concatenate([synth_speech_clip(rng, 2.0) for _ in range(2)]) * 0.1
+    sf.write(tmp_path / "clean" / "a.wav", voice, 48000, subtype="FLOAT")
+    sf.write(tmp_path / "noisy" / "a.wav", voice + 0.003 * rng.standard_normal(len(voice)), 48000, subtype="FLOAT")
+    out = probe(tmp_path, limit=1)
+    for kind in ("noisy", "clean"):
+        r = out[kind]
+        assert r["clips"] == 1 and len(r["median_by_20ms_db"]) == 15
+        assert r["median_worst_20ms_db"] < -6 and r["median_by_20ms_db"][0] < -6

@@ -15,7 +15,8 @@ from realtime.dsp.presets import apply_overrides, build_chain, load_preset
 from realtime.dsp.processors.synth import voices as sv
 from realtime.dsp.processors.synth.processor import MODEL_DIR, Synth
 from realtime.errors import OfflineError
-from realtime.run.offline import midi_file_events, render_midi
+from realtime.run.midi_file import midi_file_events
+from realtime.run.offline import render_midi
 
 SR, B = 48000, 128
 
@@ -79,7 +80,7 @@ def test_the_drum_channel_moves_no_controller_of_the_synth():
     s.handle_midi(0xB9, 7, 10, 0)  # the drum track's volume
     s.handle_midi(0xE9, 0, 0x7F, 0)  # and a pitch bend
     run(s, 2)
-    assert s.sounding_notes() == [] and s.g[sv.G_VOL] == pytest.approx(100 / 127) and s.g[sv.G_BEND] == 0.0
+    assert s.sounding_notes() == [] and s.g[sv.G_VOL + 9] == pytest.approx(100 / 127) and s.g[sv.G_BEND + 9] == 0.0
     s.handle_midi(0x98, 60, 100, 0)  # channel 9 is a melodic one
     run(s, 2)
     assert s.sounding_notes() == [60]
@@ -94,7 +95,7 @@ def test_channel_10_is_played_like_any_other_when_its_knob_says_so():
     s.handle_midi(0x99, 60, 100, 0)
     s.handle_midi(0xE9, 0, 0x7F, 0)
     run(s, 2)
-    assert s.sounding_notes() == [60] and s.g[sv.G_BEND] > 0.9
+    assert s.sounding_notes() == [60] and s.g[sv.G_BEND + 9] > 0.9
     flute = s.instruments[INSTRUMENTS.index("flute")].program
     s.handle_midi(0xC9, flute, 0, 0)  # its program change chooses the instrument, as on channel 1
     run(s, 2)
@@ -295,6 +296,37 @@ def test_engine_stats_report_dropped_midi_events():
     for _ in range(sv.MAX_EVENTS + 5):
         chain.handle_midi(0xB0, 1, 64, 0)
     assert eng.stats()["dropped_midi_events"] == 5
+
+
+# ---------------------------------------------------------------------------- per-channel controllers
+def play(*msgs, blocks=150):
+    """A fresh synth's output for ``msgs`` (status, data1, data2) sent at sample 0, then ``blocks`` blocks."""
+    s = make_synth()
+    for m in msgs:
+        s.handle_midi(*m, 0)
+    out = np.zeros((blocks * B, 2), np.float32)
+    for i in range(blocks):
+        s.process(out[i * B:(i + 1) * B])
+    return s, out[:, 0]
+
+
+def test_volume_expression_and_pitch_bend_move_only_their_own_channels_notes():
+    """A GM file's quiet channel-2 track (CC7 5) made the channel-1 melody 11 dB quieter: volume,
+    expression and pitch bend were omni. Each channel's own now."""
+    _, alone = play((0x90, 69, 100))
+    s, beside = play((0xB1, 7, 5), (0xB1, 11, 20), (0xE1, 0, 127), (0x90, 69, 100))
+    assert rms(alone[-50 * B:]) > 1e-3 and np.abs(beside - alone).max() < 1e-6
+    s.handle_midi(0xE0, 0, 127, 0)  # channel 1's bend up, then channel 2 resets its controllers
+    s.handle_midi(0xB1, 121, 0, 0)
+    run(s, 1)
+    assert s.g[sv.G_BEND] > 0.9 and s.g[sv.G_BEND + 1] == 0.0 and s.g[sv.G_EXPR + 1] == 1.0
+    _, quiet = play((0xB0, 7, 5), (0x90, 69, 100))  # a channel's own volume still sets its level:
+    assert rms(quiet[-50 * B:]) == pytest.approx(rms(alone[-50 * B:]) * (5 / 100) ** 2, rel=0.01)  # 40 log10
+    _, both = play((0xB1, 7, 5), (0x90, 69, 100), (0x91, 76, 100))  # a quiet channel-2 note beside it
+    _, other = play((0x91, 76, 100))
+    _, other_quiet = play((0xB1, 7, 5), (0x91, 76, 100))
+    assert rms(other_quiet[-50 * B:]) < 0.01 * rms(other[-50 * B:])
+    assert np.abs(both - alone - other_quiet).max() < 1e-4
 
 
 # ---------------------------------------------------------------------------- very short notes

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 import main
-from realtime.run.offline import midi_file_events, read_midi_song
+from realtime.run.midi_file import midi_file_events, read_midi_song
 
 SR = 48000
 TPB = 480

@@ -444,3 +444,33 @@ def test_an_atomic_file_that_cannot_be_made_names_the_file_asked_for(tmp_path):
         AtomicFile(dest)
     assert err.value.filename == str(dest) and ".tmp" not in str(err.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_clips_after_resampling_back_are_counted_with_the_safety_stage():
+    """The ceiling applied again after the resampler back (above) clipped samples that the report's
+    ``clipped_samples`` (and its warning) never counted: a 500 Hz square at 0.9, under the -0.3 dBFS
+    ceiling at 48 kHz, rings to ~0.98 once band-limited to an 8 kHz file. Every output sample the
+    writer pins at the ceiling is now counted in the stage's own counter."""
+    import soxr
+
+    from realtime.dsp.processors.safety import CLIPPED, Safety
+    from realtime.run.offline import OutputWriter, clipped_samples
+
+    chain = _clean()
+    chain.prepare(48000, 256, 1)
+    assert isinstance(chain.safety, Safety) and chain.safety is chain.slots[-1].processor
+    t = np.arange(48000) / 48000
+    square = (0.9 * np.sign(np.sin(2 * np.pi * 500 * t + 0.1))).astype(np.float32)[:, None]
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", samplerate=8000, channels=1, format="WAV", subtype="FLOAT") as dst:
+        writer = OutputWriter(dst, soxr.ResampleStream(48000, 8000, 1, dtype="float32", quality="HQ"), 8000,
+                              safety=chain.safety)
+        for i in range(0, len(square), 256):
+            writer.write(square[i:i + 256].copy())
+        writer.finish()
+    buf.seek(0)
+    y = sf.read(buf, dtype="float32")[0]
+    lim = np.float32(10 ** (-0.3 / 20) * (1.0 - 2.5e-7))
+    pinned = int(np.count_nonzero(np.abs(y) >= lim))
+    assert np.abs(y).max() <= lim and pinned > 100
+    assert chain.safety.counters[CLIPPED] == pinned == clipped_samples(chain)

@@ -84,7 +84,7 @@ def test_garbage_midi_never_reaches_the_speakers_as_garbage(synth_chain, message
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=64))
 def test_garbage_midi_files_are_read_or_refused_clearly(tmp_path_factory, data):
-    from realtime.run.offline import midi_file_events
+    from realtime.run.midi_file import midi_file_events
 
     path = tmp_path_factory.mktemp("mid") / "x.mid"
     path.write_bytes(b"MThd" + data)

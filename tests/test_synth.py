@@ -536,7 +536,7 @@ def test_a_type_2_midi_file_plays_its_songs_one_after_another(tmp_path):
     ended in a traceback. Each song follows the one before."""
     import mido
 
-    from realtime.run.offline import midi_file_events
+    from realtime.run.midi_file import midi_file_events
 
     mf = mido.MidiFile(type=2)
     for note, tempo in ((60, 500000), (64, 250000)):
@@ -567,3 +567,69 @@ def test_a_midi_render_drops_the_chains_latency_as_a_file_run_does():
         return int(np.argmax(np.abs(y[:, 0]) > 1e-3))
 
     assert 4800 <= onset(alone) < 4800 + 480 and abs(onset(full) - onset(alone)) <= 2
+
+
+def _render_file(tmp_path, mid, block):
+    """``main.py synth MID OUT.wav -b block``'s render (the synth preset), float64 samples."""
+    import soundfile as sf
+
+    from realtime.dsp.presets import apply_overrides, build_chain, load_preset
+    from realtime.run.offline import render_midi
+
+    out = tmp_path / f"{mid.stem}_b{block}.wav"
+    chain = build_chain(apply_overrides(load_preset("synth"), ["synth.instrument=violin"]))
+    report = render_midi(mid, out, chain, SR, block)
+    return report, sf.read(str(out))[0]
+
+
+def test_a_program_change_inside_a_block_switches_at_its_sample_at_any_block_size(tmp_path):
+    """A flute note, then a program change to the trumpet at 0.5 s: the synth took it at the start
+    of the block that held it, so at -b 16384 the flute note (0.34-0.5 s) already played as trumpet.
+    The block is cut at the change: -b 128 and -b 16384 render the same."""
+    import mido
+
+    mid = tmp_path / "prog.mid"
+    mf = mido.MidiFile(type=0, ticks_per_beat=480)  # 120 bpm: 480 ticks = 0.5 s
+    mf.tracks.append(mido.MidiTrack([
+        mido.Message("program_change", program=73), mido.Message("note_on", note=72, velocity=100),
+        mido.Message("note_off", note=72, time=480), mido.Message("program_change", program=56),
+        mido.Message("note_on", note=67, velocity=100), mido.Message("note_off", note=67, time=480)]))
+    mf.save(str(mid))
+    (small, a), (big, b) = _render_file(tmp_path, mid, 128), _render_file(tmp_path, mid, 16384)
+    assert small["seconds"] == big["seconds"] and a.shape == b.shape
+    assert np.abs(a[: SR // 2]).max() > 0.01
+    assert np.abs(a - b).max() < 1e-5  # float rounding (24-bit output: 1.2e-7 a step)
+
+
+def test_a_synth_block_is_cut_at_each_program_change_wherever_it_falls():
+    """The synth itself (the live engine's blocks too): program changes 300 and 700 samples into a
+    1024-frame block switch where they fall, as with 64-frame blocks."""
+    ev = [(0, 0x90, 69, 100, 0), (300, 0xC0, 73, 0, 0), (700, 0xC0, 56, 0, 0), (700, 0x90, 64, 100, 0)]
+    outs = []
+    for block in (64, 1024):
+        s = make(block=block)
+        outs.append(run(s, 8192 // block, block=block,
+                        events=[(t // block, st, d1, d2, t % block) for t, st, d1, d2, _ in ev]))
+        assert s.get_param("instrument") == INSTRUMENTS.index("trumpet")
+    assert np.abs(outs[0][:700]).max() > 1e-3 and np.abs(outs[0] - outs[1]).max() < 1e-5
+
+
+def test_a_dense_pitch_bend_stream_renders_the_same_at_any_block_size(tmp_path):
+    """4,000 pitch bends in ~1 s: at -b 16384 one block held more than the synth's MIDI queue (1024),
+    the rest were dropped and the bend went wrong. The runner cuts such a block where its queue
+    fills: nothing dropped, the same render as at -b 128."""
+    import mido
+
+    from realtime.dsp.processors.synth import voices as sv
+
+    mid = tmp_path / "bends.mid"
+    mf = mido.MidiFile(type=0, ticks_per_beat=9600)  # 120 bpm: a tick is 2.5 samples
+    msgs = [mido.Message("note_on", note=69, velocity=100)]
+    msgs += [mido.Message("pitchwheel", pitch=int(8191 * np.sin(k / 300)), time=4) for k in range(4000)]
+    mf.tracks.append(mido.MidiTrack(msgs + [mido.Message("note_off", note=69, time=0)]))
+    mf.save(str(mid))
+    assert 16384 / (4 * 2.5) > sv.MAX_EVENTS  # a bend every 10 samples: 1638 in a 16384-frame block
+    (small, a), (big, b) = _render_file(tmp_path, mid, 128), _render_file(tmp_path, mid, 16384)
+    assert small["dropped_midi_events"] == big["dropped_midi_events"] == 0
+    assert small["seconds"] == big["seconds"] and a.shape == b.shape
+    assert np.abs(a - b).max() < 1e-5

@@ -13,7 +13,7 @@ import main
 from realtime.dsp.chain import Chain, Slot
 from realtime.dsp.presets import apply_overrides, build_chain, load_preset
 from realtime.dsp.processor import Processor
-from realtime.run import offline
+from realtime.run import midi_file, offline
 from realtime.run.offline import render_midi
 
 SR = 48000
@@ -182,12 +182,12 @@ def test_the_end_is_decided_sample_by_sample_whatever_the_blocks():
 def test_release_at_end_lifts_what_is_still_down():
     ev = np.array([[0, 0x90, 60, 100], [0, 0x91, 64, 100], [10, 0xB1, 64, 127], [20, 0x81, 64, 0],
                    [30, 0x92, 67, 100], [40, 0x82, 67, 0], [50, 0xB3, 66, 100]], np.float64)
-    rows = offline.release_at_end(ev, 100)[len(ev):].astype(int).tolist()
+    rows = midi_file.release_at_end(ev, 100)[len(ev):].astype(int).tolist()
     assert rows == [[100, 0xB0, 123, 0], [100, 0x80, 60, 64],  # a key still down on channel 1
                     [100, 0xB1, 64, 0], [100, 0xB1, 123, 0],  # a key let go under the pedal on channel 2
                     [100, 0xB3, 66, 0], [100, 0xB3, 123, 0]]  # sostenuto down on channel 4
     done = np.array([[0, 0x90, 60, 100], [5, 0xB0, 64, 127], [20, 0x90, 60, 0], [40, 0xB0, 64, 0]], np.float64)
-    assert offline.release_at_end(done, 100) is done  # every key up, the pedal too: nothing added
+    assert midi_file.release_at_end(done, 100) is done  # every key up, the pedal too: nothing added
 
 
 def test_a_fixed_tail_keeps_exactly_that_long_after_the_files_end(tmp_path):

@@ -17,16 +17,23 @@ from realtime.engine.control import (
     Record,
     apply_record,
 )
+from realtime.errors import EngineError
 
 START_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 5.0  # the window polls every second: an engine that stalls must not freeze it for long
 HUNG_STATUS_TIMEOUT_S = 0.25  # polls after one timed out
+DRAIN_TIMEOUT_S = 2.0  # a full control ring while stopped: a knob move or a MIDI controller waits this long at most
 CLOSE_ANSWER_S = 1.5  # an engine process that does not take "close" within this is killed (a window closing waits)
 CLOSE_EXIT_S = 10.0  # one that took it has this long to close its stream and plugins
 
 
 class EngineProcessError(RuntimeError):
     """The engine process did not answer, or is gone."""
+
+
+class _RingFull(Exception):
+    """The control ring is full while the engine is stopped: ``_queue`` has the backlog applied
+    (outside ``rings.lock``) and tries again."""
 
 
 class RemoteEngineHost(HostBase):
@@ -57,7 +64,7 @@ class RemoteEngineHost(HostBase):
         p = validate_preset(preset)
         rings, self._names, self._shms = create_rings()
         self._init_common(config, rings)
-        self._writer = ControlWriter(rings, ChainView([]), on_full=self._drain_if_stopped)
+        self._writer = ControlWriter(rings, ChainView([]), on_full=self._full_while_stopped)
         ControlRings.compile()  # the knob/MIDI push, before the first move
         # the engine process, its pipe and the commands on it; reentrant: a restart closes the old
         # process and starts the new one under it (a window closing meanwhile waits, or kills)
@@ -65,6 +72,7 @@ class RemoteEngineHost(HostBase):
         self._proc = None
         self._plugins = tuple(plugins)
         self._hung = False  # the last command timed out: the process may be alive but stuck
+        self._lost = False  # the audio server or device went while it played, and nothing played since
         self._lv2_states: dict[str, str] = {}  # LV2 slots' own state, from the last preset that had it
         self.running = False
         try:
@@ -257,6 +265,7 @@ class RemoteEngineHost(HostBase):
         except Exception:
             self.running = False
             raise
+        self._lost = False
 
     def stop(self) -> None:
         self.running = self._call("stop")
@@ -265,7 +274,18 @@ class RemoteEngineHost(HostBase):
         # once a poll timed out, later polls wait only briefly: the window must not freeze each second
         st = self._call("status", timeout=HUNG_STATUS_TIMEOUT_S if self._hung else STATUS_TIMEOUT_S)
         self.running = st["running"]
+        # a loss stays known once stopped (the next start's engine no longer says it); a stream that
+        # came back (a server paused, then resumed) forgets it
+        self._lost = st.get("device_lost", False) or (self._lost and not self.running)
         return st
+
+    def device_lost(self) -> bool:
+        """The audio server or device went while the engine played, and no start worked since: the
+        engine process's PortAudio still holds the old server's client (a start then failed with
+        "Insufficient memory", or aborted the process), or one started meanwhile looked while no
+        server ran (PortAudio lists a JACK server only if it ran then), so only a new process opens
+        a stream again (``restart_engine``)."""
+        return self._lost
 
     def engine_values(self) -> ChainView:
         """The values the engine process holds now (what the DSP thread applied; while stopped,
@@ -289,8 +309,9 @@ class RemoteEngineHost(HostBase):
 
     def _stop_process(self) -> None:
         """Close the engine process and its pipe. One that stopped answering is killed: at once when a
-        command timed out, else when it does not take the "close" within CLOSE_ANSWER_S (closing the
-        window waited 20 s for it); one that took it, when it has not exited within CLOSE_EXIT_S.
+        command timed out or its audio server died (``device_lost``), else when it does not take the
+        "close" within CLOSE_ANSWER_S (closing the window waited 20 s for it); one that took it, when
+        it has not exited within CLOSE_EXIT_S.
         A command another thread waits for (the window's action) has CLOSE_ANSWER_S to end first;
         then its process is killed, which ends it."""
         while not self._pipe.acquire(timeout=CLOSE_ANSWER_S):
@@ -299,7 +320,8 @@ class RemoteEngineHost(HostBase):
                 proc.kill()
         try:
             if self._proc is not None:
-                if self._proc.is_alive() and not self._hung and self._ask_close():
+                # (one whose audio server died: its PortAudio would abort, or hang, at its exit)
+                if self._proc.is_alive() and not self._hung and not self._lost and self._ask_close():
                     self._proc.join(CLOSE_EXIT_S)
                 if self._proc.is_alive():
                     self._proc.kill()  # also ends a stopped (SIGSTOP) process
@@ -320,12 +342,38 @@ class RemoteEngineHost(HostBase):
             return False
 
     # ---------------------------------------------------------------- real-time control (shared memory)
-    def _drain_if_stopped(self) -> None:
+    def _full_while_stopped(self) -> None:
+        """The writer's ``on_full`` (under ``rings.lock``): stopped, the backlog can be applied, but
+        not from here: the pipe call would hold the other producer (GUI or MIDI thread) on the lock."""
         if not self.running:
-            self._call("drain")  # stopped: the engine process applies the backlog now
+            raise _RingFull
+
+    def _apply_backlog(self) -> None:
+        """Stopped with a full control ring: the engine process applies what was queued. Refused at
+        once when it is known to hang (each knob move or controller message waited a minute for it,
+        the window frozen), and waited for briefly otherwise."""
+        if self.engine_hung():
+            raise EngineProcessError("the engine process is not answering (Restart engine brings it back)")
+        if not self._pipe.acquire(timeout=DRAIN_TIMEOUT_S):  # another command under way (a start, a change)
+            raise EngineError("control queue full: the engine process is busy with another command")
+        try:
+            self._call("drain", timeout=DRAIN_TIMEOUT_S)
+        finally:
+            self._pipe.release()
 
     def _queue(self, op: str, *args) -> Record:
         """Queue a change through the writer and show it in ``chain`` (GUI and MIDI threads)."""
+        try:
+            return self._push(op, *args)
+        except _RingFull:
+            pass
+        self._apply_backlog()
+        try:
+            return self._push(op, *args)
+        except _RingFull:
+            raise EngineError("control queue full: the engine process did not take the backlog") from None
+
+    def _push(self, op: str, *args) -> Record:
         with self.rings.lock:
             if self._closed or not self.engine_alive():  # nobody would ever apply it
                 raise self._not_running()

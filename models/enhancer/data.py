@@ -332,24 +332,28 @@ def split_floor(c: np.ndarray, max_cut_db: float = 20.0) -> tuple[np.ndarray, np
 
 
 def speech_track(rng, pool: Pool, n, gap=(0.05, 0.6), same_group=True, lead=(0.0, 0.5),
-                 floor_track: np.ndarray | None = None, dc_track: np.ndarray | None = None) -> np.ndarray:
+                 floor_track: np.ndarray | None = None, dc_track: np.ndarray | None = None,
+                 midword: bool = False) -> np.ndarray:
     """Concatenate utterances (one speaker group) with pauses into n samples. With ``floor_track``
     (n zeros) each utterance's own noise floor goes there and the returned track is the rest
     (``split_floor``; with a pool of teacher targets the rest is the teacher's output and the floor
     what the teacher took out). With ``dc_track`` (n zeros) each utterance's DC offset (its mean: some
     recorders add one, gcin-voice's up to half its RMS) goes there and the returned voice is
-    without it; the draws are the same either way."""
+    without it; the draws are the same either way. ``midword``: the track starts inside its first
+    utterance (10-70 % of the way in), with no lead: a stream that begins in the middle of speech."""
     out = np.zeros(n, np.float32)
     i0 = int(rng.integers(len(pool)))
     cands = np.nonzero(pool.group == pool.group[i0])[0] if same_group else None
-    pos = int(rng.uniform(*lead) * SR)
+    pos = 0 if midword else int(rng.uniform(*lead) * SR)
     first = True
     while pos < n:
         i = i0 if first else int(rng.choice(cands) if cands is not None else rng.integers(len(pool)))
-        first = False
         start, stop = 0, len(pool.clips[i])
-        if stop > n - pos and pos == 0 and stop > n:
-            start = int(rng.integers(0, stop - n))
+        if first and midword:
+            start = int(rng.uniform(0.1, 0.7) * stop)
+        first = False
+        if stop - start > n - pos and pos == 0 and stop - start > n:
+            start = int(rng.integers(start, stop - n))
             stop = start + n
         c = pool.clip(i, start, min(stop, start + n - pos))
         g = rng.uniform(0.5, 1.0)
@@ -479,17 +483,19 @@ class Mixer:
     teacher took out where the speech pool has teacher targets; the input keeps it, through the same
     EQ and room as the voice), so the network learns to remove a voice recording's hiss as noise too.
     ``dc_free``: the voices without their recordings' DC offsets (``speech_track``), input and target.
+    ``p_midword``: share of segments that start inside an utterance (``speech_track``'s ``midword``).
     """
 
     def __init__(self, speech: Pool, noise: Pool | None, seconds: float = 3.0,
                  snr=(-5.0, 20.0), level_db=(-50.0, -10.0), p_reverb=0.4, p_noise2=0.3,
                  p_clean=0.05, p_speechless=0.05, p_level_step=0.0, p_onset=0.0,
-                 p_mic_eq=0.5, p_narrow=0.2, p_codec=0.15, gap=(0.05, 0.6), clean_floor=False, dc_free=False):
+                 p_mic_eq=0.5, p_narrow=0.2, p_codec=0.15, gap=(0.05, 0.6), clean_floor=False, dc_free=False,
+                 p_midword=0.0):
         self.speech, self.noise = speech, noise
         self.gap, self.clean_floor, self.dc_free = gap, clean_floor, dc_free
         # both default to 0 and then draw no random numbers, so the recipe's fixed validation
         # mixtures stay the same whatever training uses
-        self.p_level_step, self.p_onset = p_level_step, p_onset
+        self.p_level_step, self.p_onset, self.p_midword = p_level_step, p_onset, p_midword
         self.n = int(seconds * SR)
         self.snr, self.level_db = snr, level_db
         self.p_reverb, self.p_noise2 = p_reverb, p_noise2
@@ -501,8 +507,11 @@ class Mixer:
         floor = np.zeros(n, np.float32) if self.clean_floor else None
         # dc_free: the voices without their recordings' DC offsets, in input and target alike (the
         # runtime's input DC blocker takes an offset out before the network sees it)
+        # p_midword: the segment starts inside an utterance, so a network that starts from its zero
+        # state learns to pass a voice already under way (a file cut mid-word lost its first 200 ms)
+        midword = bool(self.p_midword and rng.random() < self.p_midword)
         s = speech_track(rng, self.speech, n, gap=self.gap, floor_track=floor,
-                         dc_track=np.zeros(n, np.float32) if self.dc_free else None)
+                         dc_track=np.zeros(n, np.float32) if self.dc_free else None, midword=midword)
         if floor is None:
             s = random_eq(rng, s)
         else:  # the floor is part of the recorded voice: the same EQ and room (the same draws)

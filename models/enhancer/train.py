@@ -65,6 +65,10 @@ def parse(argv):
                     help="share of mixtures whose noise steps up or down in level mid-segment")
     ap.add_argument("--p-onset", type=float, default=0.15,
                     help="share of mixtures that start out of digital silence at a random frame phase")
+    ap.add_argument("--p-midword", type=float, default=0.0,
+                    help="share of segments that start in the middle of an utterance (no lead of noise): the "
+                         "network starts from its zero state on a voice already under way, as a file cut "
+                         "mid-word does")
     ap.add_argument("--snr-max", type=float, default=30.0,
                     help="mixtures draw their SNR from -5 dB up to this (high SNRs teach the model to leave "
                          "near-clean speech at its level)")
@@ -222,7 +226,8 @@ def _mix_iter(self):
     sp, no = make_pools(self.a)
     mixer = Mixer(sp, no, seconds=self.a.seconds, snr=(-5.0, self.a.snr_max), p_level_step=self.a.p_level_step,
                   p_onset=self.a.p_onset, p_clean=self.a.p_clean, gap=(0.05, self.a.gap_max),
-                  clean_floor=self.a.clean_floor or self.a.teacher_targets, dc_free=self.a.dc_free)
+                  clean_floor=self.a.clean_floor or self.a.teacher_targets, dc_free=self.a.dc_free,
+                  p_midword=self.a.p_midword)
     rng = np.random.default_rng([self.a.seed, wid, self.start])
     while True:
         noisy, clean = mixer.draw(rng)

@@ -49,23 +49,41 @@ def _dry_push(block, ring, pos):
 
 
 @njit(nogil=True, cache=True)
-def _dry_mix(block, ring, pos, latency, wst, step):
-    """block = dry + w * (wet - dry), dry = input delayed by ``latency``; wst = [w, target]."""
+def _dry_mix(block, ring, pos, latency, wst, step, lat, fade_len):
+    """block = dry + w * (wet - dry), dry = input delayed by ``latency``; wst = [w, target].
+
+    lat = [delay in use, previous delay, samples left of a crossfade between them]: when the
+    processor's latency changes (a look-ahead knob), the dry path fades from its old read position
+    to the new one over ``fade_len`` samples, as the processors do, instead of jumping (a click
+    when the slot is bypassed or mixed). A change that arrives during a fade waits for its end."""
+    if lat[2] == 0 and latency != lat[0]:
+        lat[1] = lat[0]
+        lat[0] = latency
+        lat[2] = fade_len
     w = wst[0]
     target = wst[1]
     if w == 1.0 and target == 1.0:
+        lat[2] = max(0, lat[2] - block.shape[0])  # nothing dry is heard; the fade's time passes
         return
     mask = ring.shape[0] - 1
-    start = pos[0] - block.shape[0] - latency
+    start = pos[0] - block.shape[0]
     for n in range(block.shape[0]):
         if w < target:
             w = min(target, w + step)
         elif w > target:
             w = max(target, w - step)
-        i = (start + n) & mask
-        for ch in range(block.shape[1]):
-            d = ring[i, ch]
-            block[n, ch] = d + w * (block[n, ch] - d)
+        i = (start + n - lat[0]) & mask
+        if lat[2] > 0:
+            a = lat[2] / fade_len  # the old position's share
+            j = (start + n - lat[1]) & mask
+            for ch in range(block.shape[1]):
+                d = ring[i, ch] + a * (ring[j, ch] - ring[i, ch])
+                block[n, ch] = d + w * (block[n, ch] - d)
+            lat[2] -= 1
+        else:
+            for ch in range(block.shape[1]):
+                d = ring[i, ch]
+                block[n, ch] = d + w * (block[n, ch] - d)
     wst[0] = w
 
 
@@ -102,6 +120,7 @@ class Slot:
         self._wst = np.zeros(2, np.float64)  # [current wet weight, target]
         self._failed = False  # its processor raised: dry only (Chain.failures says why)
         self._pos = np.zeros(1, np.int64)  # dry delay-line write counter
+        self._lat = np.zeros(3, np.int64)  # dry delay in use, previous one, crossfade left (_dry_mix)
         self._ring = None
         self.bypass = bool(bypass)
         self.mix = mix
@@ -243,6 +262,7 @@ class Chain(SlotLookup):
         self.max_block = 0
         self.channels = 0
         self._step = 1.0
+        self._fade_len = 1
         # one record per block for UIs: slot process times (us), then readouts (see the module docstring)
         self.readout_record = np.zeros((1, READOUT_WIDTH), np.float32)
         self._readout_offsets = []
@@ -262,6 +282,11 @@ class Chain(SlotLookup):
     @property
     def slots(self) -> tuple[Slot, ...]:
         return self._slots
+
+    @property
+    def safety(self) -> Safety:
+        """The final safety stage's processor (every chain ends in one)."""
+        return self._safety
 
     # -- life cycle ---------------------------------------------------------------------------
     def prepare(self, sample_rate: float, max_block: int, channels: int, live: bool = False) -> None:
@@ -299,6 +324,7 @@ class Chain(SlotLookup):
             need = s.processor.max_latency + self.max_block
             s._ring = np.zeros((pow2_at_least(need), self.channels), np.float32)
         self._step = 1.0 / max(1.0, CROSSFADE_MS * 1e-3 * self.sample_rate)
+        self._fade_len = max(1, round(CROSSFADE_MS * 1e-3 * self.sample_rate))
         self._prepared = True
         # Warm-up: the first call of each kernel loads (or compiles) it, which can take far
         # longer than a block; do it here, on silence, then forget that block.
@@ -318,6 +344,7 @@ class Chain(SlotLookup):
             s._ring.fill(0.0)
             s._pos[0] = 0
             s._wst[0] = s._wst[1]  # no fade right after a reset
+            s._lat[0], s._lat[2] = s.processor.latency, 0
 
     def process(self, block: np.ndarray) -> None:
         """Run the chain in place on a block.
@@ -342,7 +369,7 @@ class Chain(SlotLookup):
         if block.dtype != np.float32 or block.shape[1] != self.channels or block.shape[0] > self.max_block:
             raise ValueError(f"block {block.dtype}{block.shape} does not fit float32 (<= {self.max_block}, "
                              f"{self.channels})")
-        step = self._step
+        step, fade_len = self._step, self._fade_len
         perf = time.perf_counter_ns
         for s, load, col in self._timed:
             p = s.processor
@@ -354,7 +381,7 @@ class Chain(SlotLookup):
                 except Exception as e:  # noqa: BLE001 - a broken plugin must not stop the stream
                     self._slot_failed(s, block, e)
                 load[col] = (perf() - t0) * 1e-3
-            _dry_mix(block, s._ring, s._pos, p.latency, s._wst, step)
+            _dry_mix(block, s._ring, s._pos, p.latency, s._wst, step, s._lat, fade_len)
         t0 = perf()
         self._safety.process(block)
         load, col = self._safety_load

@@ -338,7 +338,12 @@ def config_path() -> Path:
     env = os.environ.get("RTAUDIO_HOST_CONFIG")
     if env:
         return Path(env)
-    home = Path.home()
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry (a container's numeric user): as cache_dir
+        import tempfile
+
+        home = Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
     if sys.platform == "darwin":
         base = home / "Library" / "Preferences"
     elif os.name == "nt":
@@ -498,8 +503,9 @@ def _parse_value(raw: str):
 
 def _param_value(slot: dict, key: str, raw: str):
     """A ``--set`` value for parameter ``key`` of ``slot``: ``_parse_value``, but a choice's own name
-    stays a name (an enumeration may name a choice "inf"), and a switch (``Param.toggle``) also
-    takes true/false/yes/no/on/off in any case."""
+    stays a name, as in a preset (choices named "inf", or with numbers: an FFT size of "1024", a
+    delay of "2" that is not the choice at index 2), and a switch (``Param.toggle``) also takes
+    true/false/yes/no/on/off in any case."""
     v = _parse_value(raw)
     from realtime.dsp.processors import slot_class
 
@@ -509,8 +515,8 @@ def _param_value(slot: dict, key: str, raw: str):
         return v
     if d is None or not d.choices:
         return v
-    if raw in d.choices:  # a choice named as a number ("1") is the number, as before; one named "inf" is the name
-        return raw if isinstance(v, float) and not math.isfinite(v) else v
+    if raw in d.choices:  # the name the drop-down shows, even when it reads as a number
+        return raw
     if d.toggle and isinstance(v, str):
         low = raw.lower()
         return True if low in _TRUE else False if low in _FALSE else v

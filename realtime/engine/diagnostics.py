@@ -60,6 +60,14 @@ class Diagnostics:
         self._odd_tail = np.zeros(self._window - 1, bool)
         self._last_start_ns = 0
 
+    def set_prefill(self, prefill_blocks: int) -> None:
+        """The pre-fill was raised while streaming (the server's period grew): the attribution window
+        follows it (monitor thread, like ``add_callbacks``)."""
+        window = prefill_blocks + 2
+        if window > self._window:
+            self._odd_tail = np.concatenate((np.zeros(window - self._window, bool), self._odd_tail))
+            self._window = window
+
     @property
     def period_ns(self) -> float:
         return 1e9 * self.blocksize / self.samplerate
@@ -153,7 +161,10 @@ class Diagnostics:
                 "late_context": list(self.late_context)}
 
     def summary(self) -> dict:
-        """Counters plus callback and DSP-block time percentiles (µs) and the DSP load."""
+        """Counters plus callback and DSP-block time percentiles (µs) and the DSP load: ``dsp_load``
+        the median block's share of the period, ``dsp_load_mean`` the mean's (what the thread is
+        busy: a chain whose blocks differ, every few blocks an expensive one, shows it), over the
+        last ``HISTORY`` blocks."""
         period_us = 1e6 * self.blocksize / self.samplerate
         cbs = self.cb_us[: min(self.cb_n, HISTORY)]
         dsp = self.dsp_us[: min(self.dsp_n, HISTORY)]
@@ -161,9 +172,12 @@ class Diagnostics:
         def pct(a, q):
             return float(np.percentile(a, q)) if a.size else 0.0
 
+        mean = float(dsp.mean()) if dsp.size else 0.0
+
         return {**self.counters(),
                 "callback_us_p50": pct(cbs, 50), "callback_us_p99": pct(cbs, 99),
                 "callback_us_max": float(cbs.max()) if cbs.size else 0.0,
                 "dsp_us_p50": pct(dsp, 50), "dsp_us_p99": pct(dsp, 99),
                 "dsp_us_max": float(dsp.max()) if dsp.size else 0.0,
-                "dsp_load": pct(dsp, 50) / period_us, "blocks_processed": self.dsp_n}
+                "dsp_us_mean": mean, "dsp_load": pct(dsp, 50) / period_us, "dsp_load_mean": mean / period_us,
+                "blocks_processed": self.dsp_n}

@@ -35,9 +35,9 @@ from realtime.engine import callback as cb
 from realtime.engine.config import COMMON_RATES, EngineConfig
 from realtime.engine.control import ControlRings, ControlWriter, apply_record, stamp_applied
 from realtime.engine.diagnostics import HISTORY, Diagnostics
-from realtime.engine.ring import READ, Ring, ring_discard, ring_pop, ring_push, ring_readable
+from realtime.engine.ring import READ, Ring, ring_discard, ring_pop, ring_push, ring_push_silence, ring_readable
 from realtime.engine.rt_os import SwitchCounter, set_realtime_priority, thread_page_faults
-from realtime.errors import AudioDeviceError, EngineError
+from realtime.errors import AudioDeviceError, EngineError, signals_deferred
 from realtime.io.portaudio import check, resolve_device, sd
 
 PA_FLOAT32 = 0x00000001
@@ -49,6 +49,7 @@ MIDI_MAX_AHEAD_NS = 10e9  # a MIDI stamp further ahead than this is taken as gar
 # a server that is gone or paused (the stream is then abandoned: Engine._stop_stream)
 STOP_WAIT_S = 1.0
 STOP_LOST_WAIT_S = 0.2  # the same once the monitor has called the device lost
+PERIOD_LOOK_S = 0.25  # how often the monitor reads the JACK server's period (a jack_bufsize while streaming)
 
 
 class Engine:
@@ -111,6 +112,13 @@ class Engine:
         self._stream_info = (0.0, 0.0)
         self._dsp_tid = 0  # the DSP thread's kernel id, for its page-fault counters
         self.prefill_raised_from: int | None = None  # the configured pre-fill, when the host's period raised it
+        self._period_watch = None  # the JACK server's period while a JACK stream runs (jackio.PeriodWatch)
+        self._host_period: int | None = None  # the period the pre-fill was fitted to
+        self._prefill_target = 0  # output frames the DSP thread keeps queued; the monitor raises it
+        # lines for the user that the monitor says while streaming (the server's period changed); a
+        # caller takes them with pop(0)
+        self.notices: list[str] = []
+        self._stall_error: str | None = None  # the error while the device pauses (not gone: it may come back)
 
     def _size_buffers(self) -> None:
         """The audio rings and the diagnostics for the config's block size and pre-fill."""
@@ -130,20 +138,64 @@ class Engine:
         DSP thread cannot refill the output in between: each burst needs that many blocks ready, plus
         the one being made. A pre-fill under that is raised to it (a larger server period costs that
         latency anyway; without it, at 1024/128, 3 of 4 blocks were silence). The period is the
-        server's own (PortAudio's latency figure depends on the server's sync mode and port latencies)."""
+        server's own (PortAudio's latency figure depends on the server's sync mode and port latencies),
+        watched while the stream runs (``_host_period_changed``)."""
         c = self.config
         if c.mode == "input" or not _is_jack_stream(self._stream):
             return
-        from realtime.io.jackio import server_period
+        from realtime.io.jackio import PeriodWatch
 
-        period = server_period()
+        self._period_watch = PeriodWatch.open()
+        period = self._period_watch.period() if self._period_watch is not None else None
+        self._host_period = period
         if period is None or period <= c.blocksize:
             return
-        need = -(-period // c.blocksize) + 1
+        need = _blocks_for_period(period, c.blocksize)
         if c.prefill_blocks < need <= c.max_prefill_blocks:
             self.config = dataclasses.replace(c, prefill_blocks=need)
             self.prefill_raised_from = c.prefill_blocks
             self._size_buffers()
+
+    def _host_period_changed(self, period: int) -> None:
+        """The JACK server's period changed while streaming (``jack_bufsize``; monitor thread). A
+        longer one gets the pre-fill start-up would have given it: the DSP thread queues the extra
+        blocks (silence once, in a duplex stream; an output-only one renders further ahead), so
+        the bursts play instead of 3 of 4 blocks going silent at 1024/128 until a restart. The
+        rings cannot grow while the callback uses them: a pre-fill they cannot hold is said, not
+        applied. A shorter period leaves the pre-fill as it is (lowering it would drop audio).
+        One line for the user goes to ``notices``."""
+        c, old = self.config, self._host_period
+        self._host_period = period
+        self._scale_device_latency(old, period)
+        need = _blocks_for_period(period, c.blocksize) if period > c.blocksize else c.prefill_blocks
+        said = f"the JACK server's period changed from {old} to {period} frames"
+        # what the rings, sized by _size_buffers with power-of-two room, hold: the input ring its
+        # blocks and the pre-fill (its credit for input dropped in a stall must not exceed what the
+        # output side skips), the output ring the input ring, the pre-fill and one block
+        limit = min(c.max_prefill_blocks, self.in_ring.capacity // c.blocksize - c.ring_blocks,
+                    (self.out_ring.capacity - self.in_ring.capacity) // c.blocksize - 1)
+        if need > limit:
+            self.notices.append(f"{said}: its bursts need a pre-fill of {need} blocks, more than this stream "
+                                f"holds ({limit}); blocks will be late: start again to run at it")
+            return
+        if need > c.prefill_blocks:
+            if self.prefill_raised_from is None:
+                self.prefill_raised_from = c.prefill_blocks
+            self.config = dataclasses.replace(c, prefill_blocks=need)
+            self.diagnostics.set_prefill(need)
+            self._prefill_target = need * c.blocksize  # the DSP thread adds the difference
+            said += f": pre-fill raised to {need} blocks to cover its bursts"
+        elif need < c.prefill_blocks and self.prefill_raised_from is not None:
+            said += f": the pre-fill stays {c.prefill_blocks} blocks (start again for the lower latency)"
+        self.notices.append(f"{said}; latency now {self.latency()['round_trip_ms']:.1f} ms")
+
+    def _scale_device_latency(self, old: int | None, new: int) -> None:
+        """PortAudio's output figure, computed when the stream opened, is the block plus the server's
+        playback latency, which a JACK driver counts in periods: that part follows the period."""
+        in_lat, out_lat = self._stream_info
+        block_s = self.config.blocksize / self.config.samplerate
+        if old and out_lat > block_s:
+            self._stream_info = (in_lat, block_s + (out_lat - block_s) * new / old)
 
     # ---------------------------------------------------------------- life cycle
     def start(self) -> None:
@@ -175,8 +227,10 @@ class Engine:
             except BaseException:
                 _close_stream(self._stream)
                 self._stream = None
+                self._close_period_watch()
                 raise
             c = self.config
+            self._prefill_target = c.blocksize * c.prefill_blocks
             self._wire_control_block()
             # pre-fill: the DSP thread gets prefill_blocks periods to deliver each block
             if c.mode != "input":
@@ -194,6 +248,12 @@ class Engine:
             except BaseException:  # stopped as it was: no threads, no open stream, no "running"
                 self._teardown(abandon=False)
                 raise
+
+    def _close_period_watch(self, wait: bool = True) -> None:
+        """Close the period watch; ``wait`` False: a server that is gone or paused, not waited for."""
+        if self._period_watch is not None:
+            self._period_watch.close(wait_s=None if wait else 0.0)
+            self._period_watch = None
 
     def _close_wake_pipe(self) -> None:
         os.close(self._wake_r)
@@ -265,6 +325,8 @@ class Engine:
             pass
         for t in self._threads:
             t.join(2)
+        if not any(t.is_alive() for t in self._threads[1:]):  # the monitor reads it until it ends
+            self._close_period_watch(wait=not abandon)
         if not abandon:  # an abandoned callback may still write its wake byte: its pipe stays open
             self._close_wake_pipe()  # (closed, the number would go to the next file opened)
         sys.setswitchinterval(self._old_switch)
@@ -307,6 +369,7 @@ class Engine:
             scratch = Ring(2, ring.width, ring.buf.dtype)
             ring_pop(scratch.buf, scratch.idx, self._block, 0)
             ring_readable(ring.idx)
+        ring_push_silence(self.out_ring.buf, self.out_ring.idx, 0)  # the DSP thread's, when the period grows
 
     def _wire_control_block(self) -> None:
         c = self.config
@@ -360,6 +423,10 @@ class Engine:
             return p
 
         in_p, out_p = params("input"), params("output")
+        # compiled once per process (a second or so): a Ctrl-C inside Numba's compiler was swallowed
+        # with a traceback ("Exception ignored on calling ctypes callback function"); it is taken after
+        with signals_deferred():
+            callback = cb.callback_pointer(ffi)
         with _PA_LOCK:  # a stream abandoned earlier may be closed by its own thread meanwhile
             err = lib.Pa_IsFormatSupported(in_p, out_p, float(c.samplerate))
             if err == PA_INVALID_SAMPLE_RATE:  # say what it runs (a JACK server: its own rate only)
@@ -369,7 +436,7 @@ class Engine:
                                           else f"nor at any of {', '.join(map(str, COMMON_RATES))} Hz"))
             check(err, f"{c.samplerate} Hz, {c.channels} ch {c.mode} stream")
             stream = ffi.new("PaStream **")
-            self._callback_ptr = cb.callback_pointer(ffi)  # keep alive while the stream exists
+            self._callback_ptr = callback  # keep alive while the stream exists
             check(lib.Pa_OpenStream(stream, in_p, out_p, float(c.samplerate), c.blocksize, PA_CLIP_OFF,
                                     self._callback_ptr, ffi.cast("void *", self._ctl.ctypes.data)), "open stream")
         self._stream = stream[0]
@@ -522,6 +589,10 @@ class Engine:
             self._apply_queued(ctrl_rec)
             if midi_sink is None:
                 midi.discard(midi.readable())
+            if self._prefill_target > target_fill:  # the server's period grew (_host_period_changed)
+                if has_in and has_out:  # duplex: the extra pre-fill, once (output-only renders up to it)
+                    ring_push_silence(out_buf, out_idx, self._prefill_target - target_fill)
+                target_fill = self._prefill_target
             while self._running:
                 if has_in:
                     if ring_readable(in_idx) < B:
@@ -579,6 +650,7 @@ class Engine:
     def _monitor_loop(self) -> None:
         period = self.config.blocksize / self.config.samplerate
         last_callbacks, last_change, lost_msg = -1, time.monotonic(), None
+        next_period_look = time.monotonic() + PERIOD_LOOK_S
         while self._running:
             time.sleep(0.05)
             self._drain_timing()
@@ -593,9 +665,47 @@ class Engine:
                 last_callbacks, last_change = n, now
             elif now - last_change > max(1.0, 50 * period) and not self._device_lost:
                 self._device_lost = True
-                self.error = lost_msg = ("audio device stopped delivering callbacks "
-                                         f"(no callback for {now - last_change:.1f} s): server or device lost; "
-                                         "this engine does not reconnect: start it again once the device is back")
+                gone = self._stream_ended()
+                lost_msg = _lost_message(now - last_change, gone)
+                if not gone:
+                    self._stall_error = lost_msg  # first: whoever sees the error sees it is a stall
+                self.error = lost_msg
+            elif self.stalled and self._stream_ended():  # it will not come back after all
+                self.error = lost_msg = _lost_message(now - last_change, gone=True)
+            if self._period_watch is not None and now >= next_period_look and not self._device_lost:
+                next_period_look = now + PERIOD_LOOK_S
+                host = self._period_watch.period()
+                if host is not None and self._host_period is None:  # not known at start: from now on
+                    self._host_period = host
+                elif host is not None and host != self._host_period:
+                    self._host_period_changed(host)
+
+    @property
+    def stalled(self) -> bool:
+        """The device stopped delivering callbacks but its stream still runs (a paused server, a
+        suspend): ``error`` says so, and clears if it comes back; a caller streams on meanwhile.
+        False once it is gone for good (the server shut down: ``error`` says to start again)."""
+        err = self.error
+        return err is not None and err == self._stall_error
+
+    @property
+    def fatal_error(self) -> str | None:
+        """``error`` unless it is a stall (``stalled``): the device or server gone, the DSP thread
+        dead. (``_stall_error`` is set before ``error`` and never cleared, so no reader that sees a
+        stall's error can take it for a fatal one.)"""
+        err = self.error
+        return None if err is None or err == self._stall_error else err
+
+    def _stream_ended(self) -> bool:
+        """PortAudio says the stream no longer runs (the JACK server shut down, the device's stream
+        ended): unlike a paused server's, its callbacks will not come back. Asked only while the
+        callbacks are missing; under the lock that closing a stream takes (a closed one is freed)."""
+        if not _PA_LOCK.acquire(timeout=0.05):  # another engine opening or closing one: ask next tick
+            return False
+        try:
+            return self._running and self._stream is not None and sd()._lib.Pa_IsStreamActive(self._stream) != 1
+        finally:
+            _PA_LOCK.release()
 
     def _drain_timing(self) -> None:
         """Move the callback's timing records into the diagnostics (monitor thread, or stopped)."""
@@ -640,10 +750,11 @@ class Engine:
             ``server_xruns``, ``input_dropped_frames``, ``nonfinite_scrubbed``, ``clipped``),
             the late-block attribution (``delayed_callbacks``, ``callback_gap_ms_max``,
             ``late_blocks_ours``, ``late_blocks_stolen``, ``late_context``), callback and DSP
-            block times (``callback_us_p50/p99/max``, ``dsp_us_p50/p99/max``, ``dsp_load``,
-            ``blocks_processed``), the DSP thread's page faults, ``dropped_midi_events`` (MIDI
-            messages the chain's full per-block queues dropped, controllers first, since its
-            processors were made) and ``error`` (None, or why the stream died).
+            block times (``callback_us_p50/p99/max``, ``dsp_us_p50/p99/max/mean``, ``dsp_load``: the
+            median block's share of the period, ``dsp_load_mean``: the mean's, ``blocks_processed``),
+            the DSP thread's page faults, ``dropped_midi_events`` (MIDI messages the chain's full
+            per-block queues dropped, controllers first, since its processors were made) and
+            ``error`` (None, or why the stream died or pauses: ``stalled``).
         """
         d = self.diagnostics
         if not self._running:
@@ -701,6 +812,21 @@ _PA_LOCK = threading.Lock()
 def _close_stream(stream) -> None:
     with _PA_LOCK:
         sd()._lib.Pa_CloseStream(stream)
+
+
+def _blocks_for_period(period: int, blocksize: int) -> int:
+    """The pre-fill, in blocks, that a host period of ``period`` frames needs: its burst of
+    callbacks, plus the block being made."""
+    return -(-period // blocksize) + 1
+
+
+def _lost_message(silent_s: float, gone: bool) -> str:
+    """``Engine.error`` once no callback came for ``silent_s``: the device ``gone`` (its stream
+    ended), or paused (its stream still runs: it may come back, and the error then clears)."""
+    head = f"audio device stopped delivering callbacks (no callback for {silent_s:.1f} s): "
+    if gone:
+        return head + "server or device lost; this engine does not reconnect: start it again once the device is back"
+    return head + "server or device paused or lost; playing on if it comes back"
 
 
 def _is_jack_stream(stream) -> bool:

@@ -159,18 +159,55 @@ def compile_callbacks() -> None:
 def server_period() -> int | None:
     """The running JACK server's period (frames per cycle), asked through a client of its own;
     None when no server answers or libjack is missing."""
-    try:
-        lib = _libjack()
-    except JackError:
-        return None
-    status = ctypes.c_int(0)
-    client = lib.jack_client_open(b"rtaudio-period", _JACK_NO_START_SERVER, ctypes.byref(status))
-    if not client:
+    watch = PeriodWatch.open()
+    if watch is None:
         return None
     try:
-        return int(lib.jack_get_buffer_size(client)) or None
+        return watch.period()
     finally:
-        lib.jack_client_close(client)
+        watch.close()
+
+
+class PeriodWatch:
+    """The JACK server's period for as long as a stream runs, read without asking the server: a
+    client of its own that is never activated (no ports, no part in the graph), whose buffer size
+    libjack keeps current in the server's shared memory. So ``period`` costs nothing and never
+    waits, also on a paused or dead server (the engine's monitor reads it every few ticks: a
+    ``jack_bufsize`` while the stream runs)."""
+
+    CLOSE_WAIT_S = 0.5
+
+    def __init__(self, lib, client):
+        self._lib, self._client = lib, client
+
+    @classmethod
+    def open(cls) -> "PeriodWatch | None":
+        """A watch on the running server; None when no server answers or libjack is missing."""
+        try:
+            lib = _libjack()
+        except JackError:
+            return None
+        status = ctypes.c_int(0)
+        client = lib.jack_client_open(b"rtaudio-period", _JACK_NO_START_SERVER, ctypes.byref(status))
+        return cls(lib, client) if client else None
+
+    def period(self) -> int | None:
+        """Frames per cycle now (None once closed)."""
+        return (int(self._lib.jack_get_buffer_size(self._client)) or None) if self._client else None
+
+    def close(self, wait_s: float | None = None) -> None:
+        """Close the client. Closing asks the server, and a paused one answers only once it resumes:
+        the close runs in a thread of its own, waited for ``wait_s`` (default ``CLOSE_WAIT_S``),
+        then left to finish."""
+        client, self._client = self._client, None
+        if not client:
+            return
+        import threading
+
+        t = threading.Thread(target=self._lib.jack_client_close, args=(client,), name="jack-period-close",
+                             daemon=True)
+        t.start()
+        t.join(self.CLOSE_WAIT_S if wait_s is None else wait_s)
 
 
 class _NativeClient:
@@ -351,14 +388,41 @@ def _frames_by_channels(signal: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(signal if signal.ndim == 2 else signal[:, None], np.float32)
 
 
-def engine_ports(exclude=("system", "rt-player", "rt-recorder")) -> tuple[list[str], list[str]]:
-    """(input port names, output port names) of the engine's PortAudio JACK client."""
+def engine_ports(exclude=("system", "rt-player", "rt-recorder"),
+                 client: str | None = None) -> tuple[list[str], list[str]]:
+    """(input port names, output port names) of the engine's PortAudio JACK client: ``client``'s
+    (``portaudio_client()`` for an engine in this process), or, without it, those of every client
+    not in ``exclude`` (an engine in another process, alone on its server with the test rig)."""
     import jack
+
+    def ours(port) -> bool:
+        owner = port.name.split(":")[0]
+        return owner == client if client is not None else owner not in exclude
 
     c = jack.Client("rt-probe", no_start_server=True)
     try:
-        ins = [p.name for p in c.get_ports(is_audio=True, is_input=True) if p.name.split(":")[0] not in exclude]
-        outs = [p.name for p in c.get_ports(is_audio=True, is_output=True) if p.name.split(":")[0] not in exclude]
+        ins = [p.name for p in c.get_ports(is_audio=True, is_input=True) if ours(p)]
+        outs = [p.name for p in c.get_ports(is_audio=True, is_output=True) if ours(p)]
     finally:
         c.close()
     return ins, outs
+
+
+def portaudio_client() -> str | None:
+    """The JACK client name of this process's PortAudio, whose streams' ports are that client's
+    ("PortAudio", or "PortAudio-01" where another process's PortAudio came first); None when
+    PortAudio is not initialised here or runs no JACK host API."""
+    import sys
+
+    s = sys.modules.get("sounddevice")
+    if s is None or not s._initialized:
+        return None
+    try:
+        fn = ctypes.CDLL(s._libname).PaJack_GetClientName  # the library sounddevice loaded
+    except (OSError, AttributeError):  # a PortAudio built without JACK
+        return None
+    fn.argtypes, fn.restype = [ctypes.POINTER(ctypes.c_char_p)], ctypes.c_int
+    name = ctypes.c_char_p()
+    if fn(ctypes.byref(name)) != 0 or not name.value:
+        return None
+    return name.value.decode()

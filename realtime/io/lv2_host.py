@@ -14,6 +14,14 @@ the first ``run()`` that follows it. In both, ``end_run`` is called after every 
 
 ctypes calls release the GIL, so ``run()`` leaves other Python threads free while the plugin works.
 
+Block lengths: a plugin is never run on more than ``MAX_RUN_FRAMES`` frames at once, and is told so
+(``maxBlockLength``): many plugins keep buffers of that size whatever they are told (LSP's delays and
+samplers, ZamVerb, ZamHeadX2 crashed the process on longer runs), so a host runs longer blocks in
+pieces (``Lv2Plugin`` does).
+
+What a plugin prints to stdout while it is made, given a state or activated goes to stderr
+(``stdout_to_stderr``): a command's JSON on stdout stays JSON.
+
 State (``state:interface``): ``Instance.save_state`` asks the plugin for its properties through
 lilv and returns them as Turtle; ``parse_state`` checks such a text and ``Instance.restore_state``
 gives it back to a fresh instance (between instantiation and activation, never during ``run()``).
@@ -31,7 +39,7 @@ from ctypes import CFUNCTYPE, POINTER, Structure, c_char_p, c_int, c_uint32, c_v
 
 from realtime.errors import PluginError
 from realtime.io import lilv
-from realtime.io.native_stderr import capture_stderr
+from realtime.io.native_stderr import capture_stderr, stdout_to_stderr
 
 URID_MAP = "http://lv2plug.in/ns/ext/urid#map"
 URID_UNMAP = "http://lv2plug.in/ns/ext/urid#unmap"
@@ -47,6 +55,9 @@ _PRESET = "http://lv2plug.in/ns/ext/presets#Preset"
 FLAGS = (lilv.LV2 + "isLive", lilv.LV2 + "inPlaceBroken", lilv.LV2 + "hardRTCapable")
 SUPPORTED_FEATURES = frozenset((URID_MAP, URID_UNMAP, OPTIONS, BOUNDED, WORKER_SCHEDULE, LOG, *FLAGS))
 
+# the longest run() a plugin gets (and is told of): LSP's comp_delay, sampler and multisampler,
+# ZamVerb and ZamHeadX2 crash on longer runs whatever maxBlockLength says
+MAX_RUN_FRAMES = 4096
 WORKER_STOP_S = 5.0  # how long closing an instance waits for a work() under way
 MAX_PENDING_WORK = 1024  # requests queued for a worker that has not got to them yet
 
@@ -197,7 +208,8 @@ class Instance:
         The plugin.
     sample_rate : float
     max_block : int
-        Largest ``run()`` length (given to the plugin as ``maxBlockLength``).
+        Largest block the caller has; the plugin is told ``min(max_block, MAX_RUN_FRAMES)`` as its
+        ``maxBlockLength``, and ``run()`` must never be given more.
 
     Raises
     ------
@@ -215,7 +227,8 @@ class Instance:
         self.world, self.uri = world, uri
         t = urids()
         self._rate = ctypes.c_float(sample_rate)
-        self._lengths = (ctypes.c_int32 * 3)(1, max_block, max_block)  # min, max, nominal
+        self.max_run = max(1, min(int(max_block), MAX_RUN_FRAMES))
+        self._lengths = (ctypes.c_int32 * 3)(1, self.max_run, self.max_run)  # min, max, nominal
         opt = [(_PARAM_SAMPLE_RATE, "http://lv2plug.in/ns/ext/atom#Float", ctypes.addressof(self._rate), 4),
                (_BUF + "minBlockLength", lilv.ATOM + "Int", ctypes.addressof(self._lengths), 4),
                (_BUF + "maxBlockLength", lilv.ATOM + "Int", ctypes.addressof(self._lengths) + 4, 4),
@@ -239,7 +252,7 @@ class Instance:
         self._features = [Feature(u.encode(), d) for u, d in feats]
         self._feature_ptrs = (POINTER(Feature) * (len(feats) + 1))(*[ctypes.pointer(f) for f in self._features])
         L = lilv.lib()
-        with capture_stderr() as msgs, _FloatEnvKept():
+        with stdout_to_stderr(), capture_stderr() as msgs, _FloatEnvKept():
             ptr = L.lilv_plugin_instantiate(plugin, float(sample_rate), ctypes.addressof(self._feature_ptrs))
         if not ptr:
             why = "; ".join(msgs[-3:]) or "the plugin returned no instance"
@@ -404,8 +417,9 @@ class Instance:
         """Give the plugin a saved state (``parse_state``). Not while ``run()`` may be called:
         ``prepare`` does it between instantiation and activation."""
         if self.has_state:
-            lilv.lib().lilv_state_restore(state.ptr, self._ptr, None, None, _STATE_FLAGS,
-                                          ctypes.addressof(self._feature_ptrs))
+            with stdout_to_stderr():
+                lilv.lib().lilv_state_restore(state.ptr, self._ptr, None, None, _STATE_FLAGS,
+                                              ctypes.addressof(self._feature_ptrs))
 
     # -- life cycle -------------------------------------------------------------------------
     def connect(self, port: int, address: int) -> None:
@@ -414,7 +428,7 @@ class Instance:
     def activate(self) -> None:
         if not self.active:
             if self._activate:
-                with _FloatEnvKept():
+                with stdout_to_stderr(), _FloatEnvKept():
                     self._activate(self.handle)
             self.active = True
 
@@ -525,5 +539,5 @@ def parse_state(world, uri: str, text: str) -> State:
     return state
 
 
-__all__ = ["Instance", "STATE_INTERFACE", "SUPPORTED_FEATURES", "State", "UridTable", "parse_state",
-           "unsupported_features", "urids"]
+__all__ = ["Instance", "MAX_RUN_FRAMES", "STATE_INTERFACE", "SUPPORTED_FEATURES", "State", "UridTable",
+           "parse_state", "unsupported_features", "urids"]

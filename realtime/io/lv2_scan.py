@@ -1,11 +1,12 @@
 """What LV2 plugins are installed: a scan through lilv, described as plain data, cached on disk.
 
 ``scan()`` returns every plugin's URI, name, class, ports (control ranges, units, hints, side-chain
-inputs), latency port, features and extension data. Reading hundreds of bundles' Turtle takes a
-while, so the result is cached as JSON (``$REALTIME_CACHE_DIR`` or ``~/.cache/realtime-host``) under a
-signature of the LV2 path's folders and Turtle files: add, remove or edit a bundle and the next
-scan is fresh. A bundle whose Turtle does not parse, or a plugin that fails lilv's checks, is
-listed in ``ScanResult.errors`` and skipped; the rest of the scan stands.
+inputs, the audio ports of its main input and output groups), latency port, features and extension
+data. Reading hundreds of bundles' Turtle takes a while, so the result is cached as JSON
+(``$REALTIME_CACHE_DIR`` or ``~/.cache/realtime-host``) under a signature of the LV2 path's folders
+and Turtle files: add, remove or edit a bundle and the next scan is fresh. A bundle whose Turtle
+does not parse, or a plugin that fails lilv's checks, is listed in ``ScanResult.errors`` and
+skipped; the rest of the scan stands.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from realtime.errors import PluginError
 from realtime.io import lilv
 from realtime.io.native_stderr import capture_stderr
 
-CACHE_VERSION = 3  # part of the signature: a cache written with other fields (or rules) is never read
+CACHE_VERSION = 4  # part of the signature: a cache written with other fields (or rules) is never read
 PG = "http://lv2plug.in/ns/ext/port-groups#"
 INSTRUMENT_CLASS = "http://lv2plug.in/ns/lv2core#InstrumentPlugin"
 RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
@@ -48,6 +49,14 @@ SOUND_OF_THEIR_OWN = frozenset({
     "http://lsp-plug.in/plugins/lv2/noise_generator_x4", "http://lsp-plug.in/plugins/lv2/oscillator_mono",
     "http://plugin.org.uk/swh-plugins/const", "http://plugin.org.uk/swh-plugins/fmOsc",
     "http://drobilla.net/plugins/mda/TestTone", "http://drobilla.net/plugins/mda/Shepard",
+})
+# Plugins whose new instances start with whatever their memory held (activate() does not clear it):
+# junk on silence now and then (swh dcRemove at 1e31 or 99, mda BeatBox at +46 dBFS, swh chebstortion
+# NaN). A reset never makes them anew (``Lv2Plugin.reset``): the instance that plays stays the one
+# that was seen silent on silence, or was settled
+UNINITIALISED_MEMORY = frozenset({
+    "http://plugin.org.uk/swh-plugins/dcRemove", "http://drobilla.net/plugins/mda/BeatBox",
+    "http://plugin.org.uk/swh-plugins/chebstortion",
 })
 LINUX_DEFAULT_PATH = ("~/.lv2", "/usr/lib/x86_64-linux-gnu/lv2", "/usr/lib/aarch64-linux-gnu/lv2", "/usr/lib/lv2",
                       "/usr/local/lib/lv2")
@@ -76,6 +85,7 @@ class PortInfo:
     min_size: int = 0  # atom ports: rsz:minimumSize in bytes (0: not said)
     sidechain: bool = False  # an audio or CV input that is a side-chain (a key), not the signal path: marked
     # lv2:isSideChain or in a pg:sideChainOf group, or named so ("sidechain", "sc_l": _named_side_chains)
+    main: bool = False  # an audio port in the plugin's pg:mainInput or pg:mainOutput group (_mark_main_groups)
     scale_points: tuple[tuple[float, str], ...] = ()
 
 
@@ -104,12 +114,21 @@ class PluginInfo:
 
     @property
     def main_inputs(self) -> list[PortInfo]:
-        """The audio inputs of the signal path, side-chain inputs left out."""
-        return [p for p in self.ports_of("audio", "in") if not p.sidechain]
+        """The audio inputs of the signal path: those of the plugin's main input group when it
+        declares one, else all; side-chain inputs left out."""
+        ins = [p for p in self.ports_of("audio", "in") if not p.sidechain]
+        return [p for p in ins if p.main] or ins
 
     @property
     def audio_out(self) -> int:
         return len(self.ports_of("audio", "out"))
+
+    @property
+    def main_outputs(self) -> list[PortInfo]:
+        """The audio outputs of the signal path: those of the plugin's main output group when it
+        declares one (LSP's crossovers: not the bands' outputs), else all."""
+        outs = self.ports_of("audio", "out")
+        return [p for p in outs if p.main] or outs
 
     @property
     def midi_in(self) -> bool:
@@ -237,6 +256,21 @@ def _named_side_chains(ports: tuple[PortInfo, ...]) -> tuple[PortInfo, ...]:
     return tuple(replace(p, sidechain=True) if p.index in marked else p for p in ports)
 
 
+def _mark_main_groups(world: "lilv.World", plugin, ports: tuple[PortInfo, ...]) -> tuple[PortInfo, ...]:
+    """Mark the audio ports in the plugin's ``pg:mainInput`` and ``pg:mainOutput`` groups (``main``).
+    The plugin's data must be loaded (any port read does it)."""
+    L = lilv.lib()
+    subject = L.lilv_plugin_get_uri(plugin)
+    groups = {lilv.owned_str(L.lilv_world_get(world.ptr, subject, world.uri(PG + key), None))
+              for key in ("mainInput", "mainOutput")} - {None}
+    if not groups:
+        return ports
+    in_group = world.uri(PG + "group")
+    main = {p.index for p in ports if p.type == "audio" and lilv.owned_str(
+        L.lilv_port_get(plugin, L.lilv_plugin_get_port_by_index(plugin, p.index), in_group)) in groups}
+    return tuple(replace(p, main=True) if p.index in main else p for p in ports)
+
+
 def _declares_type(world: "lilv.World", plugin, cls: str) -> bool:
     """The plugin's data says it is a ``cls``. lilv's own plugin class needs lv2core's Turtle, which
     distributions do not always install (then every class is lv2:Plugin), so the statement is asked for.
@@ -254,6 +288,7 @@ def describe(world: "lilv.World", plugin) -> PluginInfo:
     uri = lilv.node_str(L.lilv_plugin_get_uri(plugin))
     cls = L.lilv_plugin_get_class(plugin)
     ports = _named_side_chains(tuple(_port(world, plugin, i) for i in range(L.lilv_plugin_get_num_ports(plugin))))
+    ports = _mark_main_groups(world, plugin, ports)
     latency = int(L.lilv_plugin_get_latency_port_index(plugin)) if L.lilv_plugin_has_latency(plugin) else None
     known_ext = ("http://lv2plug.in/ns/ext/worker#interface", "http://lv2plug.in/ns/ext/state#interface",
                  "http://lv2plug.in/ns/ext/options#interface")
@@ -431,5 +466,5 @@ def plugin_info(uri: str) -> PluginInfo:
     return info
 
 
-__all__ = ["KNOWN_BROKEN", "PluginInfo", "PortInfo", "ScanResult", "cache_dir", "describe", "lv2_path", "plugin_info",
+__all__ = ["KNOWN_BROKEN", "UNINITIALISED_MEMORY", "PluginInfo", "PortInfo", "ScanResult", "cache_dir", "describe", "lv2_path", "plugin_info",
            "scan", "scan_world", "signature", "world"]

@@ -196,17 +196,17 @@ class MidiInput:
         self.virtual = virtual
         self._stamper = Stamper()
         self._stop = threading.Event()
+        self._client = name  # the MIDI client's name (JACK numbers a second one: "rtaudio-synth-01")
         try:
             if virtual:
-                self._rt = self._open(name, virtual=True)
-                self.name = name
+                self._rt, self.name = self._open_virtual(name)
             else:
                 names = self._list()
                 match = [n for n in names if port is None or n == port] or [n for n in names if port and port in n]
                 if not match:
                     raise MidiInputError(f"no MIDI input port {port!r}; available: {names or 'none'}")
                 self.name = match[0]
-                self._rt = self._open(self.name)
+                self._rt = self._open(self.name, client=name)
         except Exception as e:  # rtmidi: no JACK server / no ALSA sequencer
             if self._queued is not None:
                 self._queued.close()
@@ -226,13 +226,31 @@ class MidiInput:
         finally:
             rt.delete()
 
-    @staticmethod
-    def _open(name: str, virtual: bool = False):
-        """An rtmidi input on ``name`` (a port of that name, or our own virtual one), no callback:
-        rtmidi keeps what comes in its own queue, with delta times, for ``get_message``."""
+    @classmethod
+    def _open_virtual(cls, name: str):
+        """Our own port ``name`` on a client of that name: (the rtmidi input, the port's full name
+        as other programs list it, "rtaudio-synth:rtaudio-synth"). The full name is told by the
+        ports a MIDI output lists before and after it opens: a second instance's client is
+        renamed by JACK ("rtaudio-synth-01"), and its short name alone named the first one's."""
         import rtmidi
 
-        rt = rtmidi.MidiIn(rtmidi_api(), queue_size_limit=QUEUE_LIMIT)
+        out = rtmidi.MidiOut(rtmidi_api(), name=f"{name}-probe")
+        try:
+            before = set(out.get_ports())
+            rt = cls._open(name, virtual=True, client=name)
+            new = [p for p in out.get_ports() if p not in before and name in p]
+        finally:
+            out.delete()
+        return rt, new[0] if len(new) == 1 else name
+
+    @staticmethod
+    def _open(name: str, virtual: bool = False, client: str = "rtaudio-synth"):
+        """An rtmidi input on ``name`` (a port of that name, or our own virtual one), no callback:
+        rtmidi keeps what comes in its own queue, with delta times, for ``get_message``. Its MIDI
+        client is named ``client`` (rtmidi's default, "RtMidiIn Client", said nothing)."""
+        import rtmidi
+
+        rt = rtmidi.MidiIn(rtmidi_api(), name=client, queue_size_limit=QUEUE_LIMIT)
         try:
             rt.ignore_types(sysex=False, timing=False, active_sense=False)  # every message's delta counts
             if virtual:
@@ -304,7 +322,7 @@ class MidiInput:
 
     def _reconnect(self) -> None:
         try:
-            rt = self._open(self.name)
+            rt = self._open(self.name, client=self._client)
         except Exception:  # gone again, or not ready yet: the next look tries again
             return
         # the old input heard the vanished source only: JACK and ALSA drop a connection with its port

@@ -1,4 +1,5 @@
-"""What C libraries write to file descriptor 2 (libjack's connection noise, lilv's Turtle errors)."""
+"""What C libraries write to file descriptor 2 (libjack's connection noise, lilv's Turtle errors), and
+to descriptor 1 (a plugin's printf, kept off stdout)."""
 from __future__ import annotations
 
 import os
@@ -23,6 +24,48 @@ def capture_stderr():
             os.close(saved)
             tmp.seek(0)
             lines.extend(ln for ln in tmp.read().decode("utf-8", "replace").splitlines() if ln.strip())
+
+
+_libc = None
+
+
+def _flush_c_stdio() -> None:
+    """fflush(NULL): what C code printed into its stdio buffers goes to the descriptors now."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None)
+    _libc.fflush(None)
+
+
+@contextmanager
+def stdout_to_stderr():
+    """Point file descriptor 1 at descriptor 2 inside the block: what C code prints there (a
+    plugin's printf: Calf Fluidsynth loading a soundfont) goes to stderr, never into a command's
+    JSON on stdout. C's buffers are flushed before the descriptor is put back (stdout into a pipe
+    is buffered: its text would reach stdout later). Not for real-time code: it swaps a
+    process-wide descriptor."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    _flush_c_stdio()  # what was printed before the block stays on stdout
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1 (a daemon): nothing to keep apart
+        saved = -1
+    if saved >= 0:
+        try:
+            os.dup2(2, 1)
+        except OSError:  # no descriptor 2
+            os.close(saved)
+            saved = -1
+    try:
+        yield
+    finally:
+        if saved >= 0:
+            _flush_c_stdio()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 _quieted: set[str] = set()

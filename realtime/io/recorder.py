@@ -17,6 +17,8 @@ from realtime.engine.ring import Ring
 from realtime.errors import RecordingError
 from realtime.io.files import AtomicFile, folder_problem, sf_path, write_failure_reason
 
+JOIN_TIMEOUT_S = 5.0  # discard's wait for the thread: it has nothing to write by then
+
 
 class FileRecorder:
     def __init__(self, path: str, samplerate: int, channels: int, seconds_buffer: float = 4.0,
@@ -38,6 +40,9 @@ class FileRecorder:
         self.samplerate = samplerate
         self.error: BaseException | None = None  # the write that failed; later frames are drained unwritten
         self.reason: str | None = None  # why, in words (``write_failure_reason``), set before ``error``
+        # the ring's Numba code loaded here, on the caller's thread: loaded first in the thread, it
+        # waited for an llvmlite lock that a Ctrl-C left held on this one, and discard's join hung
+        self.ring.pop(self._chunk)
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
@@ -68,13 +73,16 @@ class FileRecorder:
                 self._stop.wait(0.02)
 
     def discard(self) -> None:
-        """Stop and keep nothing (the engine never ran: no empty file, no .part left)."""
+        """Stop and keep nothing (the engine never ran: no empty file, no .part left). The thread is
+        given ``JOIN_TIMEOUT_S`` (it writes nothing then: the engine never fed it); one still stuck
+        after it is left to die with the process (a daemon), the .part removed all the same."""
         self._stop.set()
-        self._thread.join()
-        try:
-            self._file.close()
-        except (OSError, RuntimeError):
-            pass
+        self._thread.join(JOIN_TIMEOUT_S)
+        if not self._thread.is_alive():  # a file the thread may still be writing is not closed under it
+            try:
+                self._file.close()
+            except (OSError, RuntimeError):
+                pass
         self._out.discard()
 
     def close(self) -> None:

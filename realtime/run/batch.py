@@ -88,7 +88,9 @@ def _input_fault(result: dict) -> bool:
     (unreadable, no frames, a channel count or a MIDI length it refuses). Asked of the input rather
     than of the error, which for a full disk, a folder in the way or a missing model names the
     output or the model: those are fixed without touching the input, and a re-run must retry them."""
-    from realtime.run.offline import DEFAULT_RATE, MAX_RENDER_S, midi_file_song, open_input
+    from realtime.run.audio_input import open_input
+    from realtime.run.midi_file import midi_file_song
+    from realtime.run.offline import DEFAULT_RATE, MAX_RENDER_S
 
     path = result["input"]
     try:

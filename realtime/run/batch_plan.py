@@ -203,7 +203,7 @@ def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int, int]:
     reports why); a MIDI file's rate is ``samplerate``."""
     try:
         if kind == "midi":
-            from realtime.run.offline import midi_file_song
+            from realtime.run.midi_file import midi_file_song
 
             # its length; the release tail is not known before the render
             return midi_file_song(path, samplerate)[1] / samplerate, 0, samplerate

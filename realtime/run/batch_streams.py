@@ -77,6 +77,7 @@ class _FileStream:
     def __init__(self, task: BatchTask, latency: int, blocksize: int, rest=None):
         import soxr
 
+        from realtime.run.audio_input import open_input
         from realtime.run.offline import (
             OutputWriter,
             Reblocker,
@@ -85,7 +86,6 @@ class _FileStream:
             copy_tags,
             final_safety,
             flush_frames,
-            open_input,
             output_format,
         )
 
@@ -124,14 +124,15 @@ class _FileStream:
 
     def next_block(self, block: np.ndarray) -> bool:
         """Fill ``block`` with the next chain block; False when the file (and its flush) is done."""
-        from realtime.run.offline import READ_FRAMES, read_input
+        from realtime.run.audio_input import read_input, scrub_input
+        from realtime.run.offline import READ_FRAMES
 
         ch = self.src.channels
         while self.fifo.fill < self.blocksize and not self.eof:
             x = read_input(self.src, READ_FRAMES)
             if x.shape[0]:
                 self.frames_read += x.shape[0]
-                self.nonfinite += int(np.count_nonzero(~np.isfinite(x)))
+                self.nonfinite += scrub_input(x)  # zeroed before the resampler, which spreads a NaN
                 self.fifo.add(self.rs_in.resample_chunk(x) if self.rs_in is not None else x)
                 continue
             self.eof = True  # as process_file: the resampler's tail, then silence to push the latency out
@@ -147,9 +148,11 @@ class _FileStream:
 
     def report(self) -> dict:
         """What the file's result records (as ``run_task``'s for ``process_file``)."""
-        from realtime.run.offline import clipped_samples, warn_clipped, warn_short
+        from realtime.run.audio_input import warn_nonfinite, warn_short
+        from realtime.run.offline import clipped_samples, warn_clipped
 
         short = warn_short(self.task.input, self.frames_read, self.length)  # the undecodable end: silence
+        warn_nonfinite(self.task.input, self.nonfinite)
         clipped = clipped_samples(self.rest) if self.rest is not None else 0  # the batched first slot has no safety
         warn_clipped(self.task.input, clipped)
         return {"audio_s": self.writer.total / self.in_sr, "nonfinite_input_samples": self.nonfinite,

@@ -18,12 +18,25 @@ DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
 MAX_DEMO_S = 600.0  # what the demo plays and records is held in memory: 10 minutes is ~0.5 GB
 
 
+STATUS_LOG_S = 60.0  # the status line's period where stderr is not a terminal
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a stand-in stream, a closed one
+        return False
+
+
 def status_line(engine: Engine) -> str:
+    """The live status: rate, block, latency, DSP load (the mean block's share of the period: the
+    median hid a chain's expensive blocks), late blocks, xruns, failed slots, a stalled device."""
     s, lat = engine.stats(), engine.latency()
     failed = "".join(f" | {slot} FAILED ({err}), bypassed" for slot, err in s["processor_errors"].items())
+    stalled = " | STALLED: no callbacks, waiting for the device" if engine.stalled else ""
     return (f"{lat['samplerate']} Hz | {lat['blocksize']} frames | latency {lat['round_trip_ms']:.1f} ms "
-            f"(added {lat['added_ms']:.1f}) | DSP {100 * s['dsp_load']:.1f}% | late {s['late_blocks']} "
-            f"| xruns {s['server_xruns']}{failed}")
+            f"(added {lat['added_ms']:.1f}) | DSP {100 * s['dsp_load_mean']:.1f}% | late {s['late_blocks']} "
+            f"| xruns {s['server_xruns']}{failed}{stalled}")
 
 
 def _below_status_line(line: str) -> None:
@@ -34,8 +47,11 @@ def _below_status_line(line: str) -> None:
 
 def stream_until(engine: Engine, seconds: float = 0, status: bool = True, recorder=None) -> int:
     """Keep a started engine streaming, with a status line on stderr, until ``seconds`` have passed
-    (0: until Ctrl-C) or the engine reports an error. A ``recorder`` (``FileRecorder``) whose
-    writing stopped (a full disk) is said at once, in a line of its own: the engine plays on.
+    (0: until Ctrl-C) or the device or server is gone. A ``recorder`` (``FileRecorder``) whose
+    writing stopped (a full disk) is said at once, in a line of its own: the engine plays on. So
+    are the engine's ``notices`` (the server's period changed), and a device that stopped
+    delivering callbacks but may come back (``Engine.stalled``: a paused server, a suspend): its
+    error when it begins, that it is back when it ends; the stream goes on meanwhile.
 
     Returns
     -------
@@ -45,7 +61,19 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
         recording that could not be finished) is said as that error, not as the interrupt.
     """
     t0 = time.monotonic()
+    # not a terminal (systemd's journal, a log file): no line rewritten every 0.5 s, one a minute
+    redraw = status and _is_tty(sys.stderr)
+    next_line = t0 + STATUS_LOG_S
     said_recording = False
+    said_stall = None
+    notices = getattr(engine, "notices", [])  # (a stand-in with only ``error`` streams as before)
+
+    def say(line: str) -> None:
+        if redraw:
+            _below_status_line(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
     try:
         while not seconds or time.monotonic() - t0 < seconds:
             time.sleep(0.5)
@@ -53,17 +81,28 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
             stopped = recorder.stopped() if recorder is not None and not said_recording else None
             if stopped:
                 said_recording = True
-                line = f"error: {stopped}"
-                if status:
-                    _below_status_line(line)
-                else:
-                    print(line, file=sys.stderr, flush=True)
-            if status:
+                say(f"error: {stopped}")
+            while notices:
+                say(notices.pop(0))
+            error = engine.error  # first: a stall that ends or turns fatal meanwhile is said next time
+            fatal = getattr(engine, "fatal_error", error)
+            stall = error if fatal is None else None
+            changed = stall != said_stall
+            if changed:  # a stall begins or ends: said once, below the status line
+                if stall:
+                    say(f"error: {stall}")
+                elif said_stall and fatal is None:
+                    say("the audio device is back: playing on")
+                said_stall = stall
+            if redraw:
                 print("\r" + status_line(engine), end="", file=sys.stderr, flush=True)
-            if engine.error:
-                print(f"\nerror: {engine.error}", file=sys.stderr)
+            elif status and (changed or time.monotonic() >= next_line):  # and when a stall begins or ends
+                next_line = time.monotonic() + STATUS_LOG_S
+                print(status_line(engine), file=sys.stderr, flush=True)
+            if fatal:
+                print(f"\nerror: {fatal}", file=sys.stderr)
                 return 1
-        if status:
+        if redraw:
             print(file=sys.stderr)
         return 0
     except KeyboardInterrupt as e:  # Ctrl-C is how a live run is meant to end; SIGTERM / SIGHUP say 143 / 129 as usual
@@ -81,7 +120,7 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     listens on ``midi_port`` (a virtual port when None) on the device; the demo plays no MIDI."""
     from realtime.io.devices import has_audio_device
     from realtime.io.jackserver import ensure_server
-    from realtime.run.offline import check_destination, output_format
+    from realtime.run.offline import _same_file, check_destination, output_format
 
     config.validate()  # refused before a server or a recording starts (they would be left behind)
     if midi_port is not None and not chain.takes_midi:
@@ -89,25 +128,30 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
                           "synth, an LV2 instrument)")
     rec_format = check_record(record, config.samplerate)  # refused before anything starts, not after the run
     if demo or not has_audio_device(config.mode, config.input_device is not None or config.output_device is not None):
+        if config.mode != "duplex":  # its signal goes in and comes back out: one way, it measured nothing
+            raise ConfigError(f"--mode {config.mode}: the demo plays its signal through the chain and records "
+                              "what comes out, duplex only" + ("" if demo else " (no audio device found)"))
         check_destination(Path(demo_out))  # refusals first: a refused run says one line, nothing else
         output_format(Path(demo_out), "FLOAT", config.samplerate)  # an extension it cannot write, refused now
         if seconds > MAX_DEMO_S:  # the demo keeps what it plays and records in memory (an hour: 3 GB)
             raise ConfigError(f"the demo plays at most {MAX_DEMO_S:g} s (asked: {seconds:g} s); "
                               "on a sound card or JACK server `run` streams for as long as you like")
-        print("No audio device found: starting a private JACK server (dummy driver) and playing the bundled "
-              "demo signal through the live engine." if not demo else "Demo mode: private JACK dummy server.")
-        demo = True
+        if record and _same_file(Path(record), Path(demo_out)):  # one file would silently replace the other
+            raise ConfigError(f"--record and --demo-out name the same file ({record}): give each its own")
+        asked, demo = demo, True
     server = recorder = engine = None
     midi = contextlib.ExitStack()
     try:
         if demo:
             server = ensure_server(config.samplerate, config.blocksize)
+            print(_demo_line(asked, started=server is not None))
         recorder = open_recorder(record, rec_format, config)
         engine = Engine(chain, config, tap=recorder.ring if recorder else None)
         if demo:
             from realtime.io.jackio import compile_callbacks
 
-            compile_callbacks()  # before the engine runs: compiling holds the GIL its DSP thread needs
+            with signals_deferred():  # a Ctrl-C inside Numba's compiler was swallowed with a traceback
+                compile_callbacks()  # before the engine runs: compiling holds the GIL its DSP thread needs
         raise_pending_interrupt()  # Numba's compiler can swallow the exception a Ctrl-C raised in it
         if not demo and chain.takes_midi:  # the port before the stream: opening it holds the interpreter
             from realtime.io.midi_input import MidiInput
@@ -126,6 +170,15 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     finally:
         with signals_deferred():  # a second Ctrl-C here would lose the recording and leave the server
             _tear_down(engine, recorder, server, record, config.samplerate, midi)
+
+
+def _demo_line(asked: bool, started: bool) -> str:
+    """What the demo says it runs on: a private server it ``started``, or the one already running."""
+    if asked:
+        return "Demo mode: private JACK dummy server." if started else "Demo mode: on the JACK server already running."
+    return ("No audio device found: " + ("started a private JACK server (dummy driver); " if started else "")
+            + "playing the bundled demo signal through the live engine"
+            + ("." if started else " on the JACK server already running."))
 
 
 def check_record(record: str | None, samplerate: int) -> tuple[str, str] | None:
@@ -164,8 +217,8 @@ def _tear_down(engine, recorder, server, record, samplerate, midi: contextlib.Ex
         if engine is not None:
             engine.stop()  # always before the server goes away
         if recorder is not None:
-            if engine is None or not engine.stats_arr[cb.ST_CALLBACKS]:  # it never ran: no empty file
-                recorder.discard()
+            if engine is None or not _tapped_frames(engine):  # nothing came out (it never ran, or was
+                recorder.discard()  # stopped before its first block): no empty file
                 return
             recorder.close()
             lost = engine.tap_dropped_frames / samplerate
@@ -178,6 +231,15 @@ def _tear_down(engine, recorder, server, record, samplerate, midi: contextlib.Ex
         finally:
             if midi is not None:
                 midi.close()
+
+
+def _tapped_frames(engine: Engine) -> int:
+    """Frames the engine gave its tap (the recorder): every block processed, less what the full
+    ring dropped. 0 when stopped before its first block, though callbacks may have run: Ctrl-C at
+    the start left a 0-frame file ("recorded 0.0 s")."""
+    if not engine.stats_arr[cb.ST_CALLBACKS]:
+        return 0
+    return engine.diagnostics.dsp_n * engine.config.blocksize - engine.tap_dropped_frames
 
 
 def load_demo_signal(samplerate: int, channels: int) -> np.ndarray:
@@ -237,13 +299,14 @@ def demo_latency_text(lag: int, lat: dict) -> str:
 
 
 def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
-    from realtime.io.jackio import JackPlayer, JackRecorder, engine_ports
+    from realtime.io.jackio import JackPlayer, JackRecorder, engine_ports, portaudio_client
 
     c = engine.config
     signal = load_demo_signal(c.samplerate, c.channels)
     if seconds:  # the demo signal looped or cut to the length asked for
         signal = np.resize(signal, (max(1, int(seconds * c.samplerate)), c.channels))
-    ins, outs = engine_ports()
+    # this engine's own ports: another client's (jack_iodelay, a second demo) may come first
+    ins, outs = engine_ports(client=portaudio_client())
     tail = c.samplerate // 2
     rec = JackRecorder(signal.shape[0] + tail, c.channels)
     player = JackPlayer(signal)
@@ -255,21 +318,25 @@ def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
         player.play()
         print(f"playing {signal.shape[0] / c.samplerate:.1f} s of demo audio through the chain ...")
         deadline = time.monotonic() + signal.shape[0] / c.samplerate + 5
-        while not player.wait(0.1) and time.monotonic() < deadline:
+        while not player.wait(0.1) and time.monotonic() < deadline and not engine.fatal_error:
             raise_pending_interrupt()
-        time.sleep(tail / c.samplerate)
+        if not engine.fatal_error:
+            time.sleep(tail / c.samplerate)
         rec.recording = False
     finally:
         player.close()
         rec.close()
+    if engine.fatal_error:  # the server died midway: said as `run` says it, and nothing cut is written
+        print(f"error: {engine.fatal_error}", file=sys.stderr)
+        return 1
     out = rec.since(player.start_frame)
     write_audio_atomic(demo_out, out, c.samplerate)
     lag = measure_lag(signal, out, tail)
     s, lat = engine.stats(), engine.latency()
     print(f"wrote {demo_out} ({rec.pos / c.samplerate:.1f} s)")
     print(demo_latency_text(lag, lat))
-    print(f"DSP load {100 * s['dsp_load']:.1f}% (p99 {s['dsp_us_p99']:.0f} us per {c.blocksize}-frame block), "
-          f"callback p99 {s['callback_us_p99']:.0f} us, late blocks {s['late_blocks']}, "
+    print(f"DSP load {100 * s['dsp_load_mean']:.1f}% (mean; p99 {s['dsp_us_p99']:.0f} us per {c.blocksize}-frame "
+          f"block), callback p99 {s['callback_us_p99']:.0f} us, late blocks {s['late_blocks']}, "
           f"server xruns {s['server_xruns']}")
     return 0
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +25,20 @@ from realtime.errors import OfflineError, raise_pending_interrupt
 from realtime.io.files import (
     atomic_write,
     folder_problem,
-    libsndfile_words,
     remove_stale_parts,
     sf_path,
     through_link,
 )
+from realtime.run.audio_input import (
+    RIFF_MAX,
+    input_path,
+    open_input,
+    read_input,
+    scrub_input,
+    warn_nonfinite,
+    warn_short,
+)
+from realtime.run.midi_file import read_midi_song, release_at_end
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
 RESAMPLER_FLUSH = 4096  # chain frames of silence beyond the latency that push a resampler's tail out
@@ -47,112 +58,55 @@ def chain_rate(processors, file_rate: int, requested: int | None = None) -> int:
 
 
 
-STDIN = Path("/dev/stdin")
-
-
-def input_path(path) -> Path:
-    """``path`` as a Path; ``-`` is standard input (``/dev/stdin``: read once, as any pipe)."""
-    return STDIN if str(path) == "-" else Path(path)
-
-
-# libsndfile's words for an MP3 it cannot decode, although it is a regular file
-NOT_A_FILE = "File does not exist or is not a regular file (possibly a pipe?)."
-
-
-def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
-    """The input opened, and whether it is cut (``truncation``: warned about here, once; libsndfile's
-    length is then what the file holds)."""
-    p = input_path(path)
-    if p == STDIN and os.isatty(0):  # reading it would wait for Ctrl-D
-        raise OfflineError("standard input is a terminal; pipe the audio in (e.g. `cat IN | … process - OUT`)")
-    if not p.exists():
-        raise OfflineError(f"{p}: no such file")
-    if p.is_dir():
-        raise OfflineError(f"{p}: is a directory, not an audio file")
-    try:  # a pipe is read whole first: then its length is what it held, whatever its header says
-        f = sf.SoundFile(sf_path(p) if p.is_file() else _spooled(p))
-    except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile's words alone: soundfile's prefix names a pipe's spool
-        words = libsndfile_words(e) or str(e)
-        if words == NOT_A_FILE and p.is_file():  # what libsndfile says of an MP3 it cannot decode: untrue here
-            raise OfflineError(f"{p}: not a readable audio file") from None
-        raise OfflineError(f"{p}: not a readable audio file ({words})") from None
-    if f.frames == 0:
-        f.close()
-        if p.is_file() and truncation(p):  # a short Ogg cut in half: libsndfile reads none of it
-            raise OfflineError(f"{p}: no audio could be read from it (the file is cut short: its end is missing)")
-        raise OfflineError(f"{p}: contains no audio frames")
-    if f.channels not in (1, 2):
-        f.close()
-        raise OfflineError(f"{p}: {f.channels} channels not supported (mono or stereo)")
-    why = truncation(p)
-    if why:
-        print(f"warning: {p}: {why} (a truncated or still-growing file); processing what is there", file=sys.stderr)
-    return f, why is not None
-
-
-def _spooled(p: Path):
-    """A pipe's or a device's whole content (``/dev/stdin``, a FIFO) in a seekable file: MP3 and
-    FLAC decoders seek, and read straight from a pipe lost 3 s of a minute of MP3 (and refused
-    FLAC); a streaming WAV header's 0xFFFFFFFF sizes (``ffmpeg -f wav -``), which libsndfile read as
-    1073741823 frames from a pipe, give the length it holds. Up to 64 MiB in memory, beyond that in
-    an unnamed temporary file the system removes with the last reference to it, whatever happens."""
-    import shutil
-    import tempfile
-
-    spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
-    try:
-        with open(p, "rb") as src:
-            shutil.copyfileobj(src, spool, 1 << 20)
-    except OSError as e:
-        spool.close()
-        raise OfflineError(f"{p}: cannot read ({e.strerror or e})") from None
-    spool.seek(0)
-    return spool
-
-
-def truncation(path) -> str | None:
-    """Why a regular file stops before its end, in words for a warning, or None: a WAV whose header
-    promises more bytes than it holds (``_wav_bytes_missing``), an Ogg stream without its last page
-    (``_ogg_unended``). libsndfile reads either as a whole, shorter file. None for a pipe, which
-    opened a second time would lose the audio read from it."""
-    p = Path(path)
-    if not p.is_file():
-        return None
-    missing = _wav_bytes_missing(p)
-    if missing:
-        return f"the header promises {missing} more bytes of audio than the file holds"
-    return "the Ogg stream stops before its end" if _ogg_unended(p) else None
-
-
-def copy_tags(src: sf.SoundFile, dst: sf.SoundFile) -> None:
+def copy_tags(src: sf.SoundFile, dst: sf.SoundFile, in_p=None) -> None:
     """The input's text tags (title, artist, date, …) onto the output, before any audio is written
     (FLAC takes them only then); a tag the output's format cannot hold is left out, and so is
-    ``software``: it names what wrote the file (libsndfile adds its own)."""
+    ``software``: it names what wrote the file (libsndfile adds its own). An MP3's tags (ID3v1,
+    read as Latin-1) got the text's UTF-8 bytes, garbled: they take ASCII text only (``mp3_tag``),
+    what that changed said in one line, naming ``in_p`` (default: the input's file name)."""
+    changed = []
     for name, value in src.copy_metadata().items():
         if name == "software":
             continue
+        if dst.format == "MP3":
+            value, how = mp3_tag(value)
+            if how:
+                changed.append(f"{name} {how}")
+            if value is None:
+                continue
         try:
             setattr(dst, name, value)
         except (sf.LibsndfileError, RuntimeError):
             pass
+    if changed:
+        name = in_p if in_p is not None else os.fsdecode(src.name) if isinstance(src.name, (str, bytes)) else "input"
+        print(f"warning: {name}: MP3 tags hold ASCII text only; {', '.join(changed)}", file=sys.stderr)
+
+
+def mp3_tag(text: str) -> tuple[str | None, str | None]:
+    """``text`` as an MP3's tag takes it (ASCII: libsndfile writes its UTF-8 bytes where players
+    read Latin-1) and what that changed: its accents dropped ("Beyoncé": "Beyonce"), else left out
+    (None: "♪")."""
+    if text.isascii():
+        return text, None
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return (plain, "written without its accents") if plain.isascii() else (None, "left out (not ASCII text)")
 
 
 def clipped_samples(chain) -> int:
     """Samples the chain's final safety stage clipped to its ceiling since ``prepare`` (0 for a
-    chain without one): a float source over 0 dBFS through a chain without a limiter."""
+    chain without one): a float source over 0 dBFS through a chain without a limiter, and what the
+    resampler back to the file's rate rang past the ceiling (``OutputWriter``)."""
     from realtime.dsp.processors.safety import CLIPPED
 
-    slots = getattr(chain, "slots", ())
-    counters = getattr(slots[-1].processor, "counters", None) if slots else None
-    return int(counters[CLIPPED]) if counters is not None else 0
+    safety = final_safety(chain)
+    return int(safety.counters[CLIPPED]) if safety is not None else 0
 
 
 def final_safety(chain):
-    """The chain's final safety stage (the processor in its last slot, when that is one), else None:
-    its ceiling also holds after the output is resampled back (``OutputWriter``)."""
-    slots = getattr(chain, "slots", ())
-    proc = slots[-1].processor if slots else None
-    return proc if getattr(proc, "kind", None) == "safety" else None
+    """The chain's final safety stage (``Chain.safety``), None for no chain: its ceiling also holds
+    after the output is resampled back (``OutputWriter``)."""
+    return getattr(chain, "safety", None)
 
 
 def warn_clipped(in_p, clipped: int) -> None:
@@ -185,78 +139,6 @@ def warn_junk(in_p, chain, before: dict[str, int]) -> int:
     return total
 
 
-def warn_short(in_p, frames_read: int, length: int) -> bool:
-    """Whether decoding stopped before the input's length (a damaged file), said in one line: its
-    missing end is written as silence."""
-    if frames_read >= length:
-        return False
-    print(f"warning: {in_p}: the file ended after {frames_read} of {length} frames; "
-          "the missing end was written as silence", file=sys.stderr)
-    return True
-
-
-def read_input(src: sf.SoundFile, frames: int) -> np.ndarray:
-    """The next ``frames`` of ``src`` (float32, 2-D). A decoding error past the header (a cut or
-    damaged FLAC: "decoder lost sync") ends the file there, as a short Ogg or WAV does: what came
-    before is processed and the caller warns how much was read. It used to be reported as a failed
-    write of the output, the input never named."""
-    try:
-        return src.read(frames, dtype="float32", always_2d=True)
-    except sf.LibsndfileError:
-        return np.zeros((0, src.channels), np.float32)
-
-
-def _wav_bytes_missing(p: Path) -> int:
-    """How many bytes of audio a RIFF/WAVE header promises beyond the end of the file (0 if none or
-    not a WAV). libsndfile silently trims the length to what is there, so this is read here."""
-    import struct
-
-    try:
-        size = p.stat().st_size
-        with open(p, "rb") as fh:
-            head = fh.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-                return 0
-            pos = 12
-            while pos + 8 <= size:
-                fh.seek(pos)
-                cid, length = struct.unpack("<4sI", fh.read(8))
-                if cid == b"data":
-                    return max(0, pos + 8 + length - size) if length != 0xFFFFFFFF else 0
-                pos += 8 + length + (length & 1)
-    except OSError:
-        return 0
-    return 0
-
-
-OGG_PAGE_MAX = 27 + 255 + 255 * 255  # the largest Ogg page: header, segment table, body
-
-
-def _ogg_unended(p: Path) -> bool:
-    """Whether an Ogg file (Vorbis, Opus) was cut: its last page lacks the end-of-stream flag (a
-    cut at a page boundary) or runs past the end of the file. libsndfile takes an Ogg file's length
-    from its last page's position, so a cut one reads as a whole, shorter file. Only the file's
-    tail is read: the last page starts within ``OGG_PAGE_MAX`` bytes of its end."""
-    try:
-        size = p.stat().st_size
-        with open(p, "rb") as fh:
-            if fh.read(4) != b"OggS":
-                return False
-            fh.seek(max(0, size - OGG_PAGE_MAX))
-            tail = fh.read()
-    except OSError:
-        return False
-    at = tail.rfind(b"OggS\x00")  # capture pattern and stream structure version 0
-    if at < 0:
-        return False
-    head = tail[at: at + 27]
-    if len(head) < 27:
-        return True  # cut inside the last page's header
-    lacing = tail[at + 27: at + 27 + head[26]]
-    end = at + 27 + len(lacing) + sum(lacing)
-    return not head[5] & 0x04 or len(lacing) < head[26] or end > len(tail)
-
-
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # MPEG-1/2/2.5
 VORBIS_MAX_RATE = 192000  # above it libsndfile's Vorbis encoder crashes the process (384 kHz: SIGSEGV)
@@ -269,8 +151,10 @@ OUTPUT_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "oga": "OGG", "opu
 OUTPUT_EXTENSIONS = ".wav .flac .ogg .opus .mp3 .aiff .caf .w64 .rf64 .au"
 
 
-def output_format(out: Path, subtype_hint: str, samplerate: int | None = None) -> tuple[str, str]:
-    """(libsndfile format, subtype) for an output named ``out`` of audio at ``samplerate``.
+def output_format(out: Path, subtype_hint: str, samplerate: int | None = None,
+                  source: str = "the input") -> tuple[str, str]:
+    """(libsndfile format, subtype) for an output named ``out`` of audio at ``samplerate``
+    (``source``'s rate, as a refusal names it: "the render" for a MIDI render, which has no input).
 
     Raises
     ------
@@ -288,15 +172,15 @@ def output_format(out: Path, subtype_hint: str, samplerate: int | None = None) -
     rates = {"opus": ("Opus", OPUS_RATES), "mp3": ("MP3", MP3_RATES)}.get(ext)
     if rates is not None and samplerate is not None and samplerate not in rates[1]:
         khz = "/".join(f"{r / 1000:g}" for r in rates[1])
-        raise OfflineError(f"{out}: {rates[0]} holds only {khz} kHz audio and the input is {samplerate} Hz; "
+        raise OfflineError(f"{out}: {rates[0]} holds only {khz} kHz audio and {source} is {samplerate} Hz; "
                            "write .flac")
     if ext == "opus":  # Ogg Opus: the container libsndfile names OGG, the codec OPUS
         return "OGG", "OPUS"
     if fmt == "OGG" and samplerate is not None and samplerate > VORBIS_MAX_RATE:
-        raise OfflineError(f"{out}: Ogg Vorbis holds at most 192 kHz audio and the input is {samplerate} Hz; "
+        raise OfflineError(f"{out}: Ogg Vorbis holds at most 192 kHz audio and {source} is {samplerate} Hz; "
                            "write .flac")
     if fmt == "FLAC" and samplerate is not None and samplerate > FLAC_MAX_RATE:
-        raise OfflineError(f"{out}: FLAC holds at most 655350 Hz audio and the input is {samplerate} Hz; write .wav")
+        raise OfflineError(f"{out}: FLAC holds at most 655350 Hz audio and {source} is {samplerate} Hz; write .wav")
     # keep the input's sample format only when it is plain PCM/float: a compressed input's encoding
     # (MP3, Vorbis, …) may pass check_format for a container it cannot actually be written to
     plain = subtype_hint.startswith(("PCM_", "FLOAT", "DOUBLE"))
@@ -304,6 +188,31 @@ def output_format(out: Path, subtype_hint: str, samplerate: int | None = None) -
     if subtype.startswith("PCM_") and subtype not in ("PCM_24", "PCM_32") and sf.check_format(fmt, "PCM_24"):
         subtype = "PCM_24"  # processed audio deserves more than 8 or 16 bits, in every format that holds 24
     return fmt, subtype
+
+
+RIFF_AUDIO_MAX = RIFF_MAX - (1 << 20)  # a WAV's or AIFF's audio, 1 MiB left for its header and tags
+SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+
+
+def sized_format(out: Path, fmt: str, subtype: str, frames: int, channels: int) -> str:
+    """``fmt`` (``output_format``'s) for ``frames`` of audio, decided before any work: a WAV whose
+    audio would pass the 4 GiB its 32-bit sizes count is written as RF64 (a WAV with 64-bit sizes,
+    in the same sample format), said in one line; libsndfile wrote it as WAV, and ``check_written``
+    found only 4 GiB of it after all the work.
+
+    Raises
+    ------
+    OfflineError
+        An AIFF that large (libsndfile reads back what its size wrapped to; no 64-bit form).
+    """
+    size = frames * channels * SAMPLE_BYTES.get(subtype, 4)
+    if fmt not in ("WAV", "AIFF") or size <= RIFF_AUDIO_MAX:
+        return fmt
+    what = f"{size / (1 << 30):.1f} GiB of audio is more than {'a WAV' if fmt == 'WAV' else 'an AIFF'} file holds (4 GiB)"
+    if fmt == "AIFF":
+        raise OfflineError(f"{out}: {what}; write .rf64, .w64 or .flac")
+    print(f"warning: {out}: {what}; writing it as RF64 (a WAV with 64-bit sizes)", file=sys.stderr)
+    return "RF64"
 
 
 MAX_RENDER_S = 6 * 3600  # a MIDI render longer than this is a broken file, not a song
@@ -315,12 +224,17 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
     Raises
     ------
     OfflineError
-        The output is the input (by any path), a folder, in a missing or read-only folder, or not writable.
+        The output is the input (by any path), a folder, a pipe or a device (the file written
+        would replace it, and its reader wait forever), in a missing or read-only folder, or not
+        writable.
     """
     if in_p is not None and out_p.exists() and _same_file(out_p, in_p):
         raise OfflineError(f"{out_p}: refusing to overwrite the input file")
     if out_p.is_dir():
         raise OfflineError(f"{out_p}: is a folder; give a file name")
+    if (what := _not_a_file(out_p)) is not None:  # (through a link: /dev/stdout on a terminal)
+        raise OfflineError(f"{out_p}: is {what}, not a file; give a file name (the output is written whole, "
+                           "then renamed into place)")
     out_p = through_link(out_p)  # a link is written through: its target's folder must take the file
     parent = out_p.parent if str(out_p.parent) else Path(".")
     if (why := folder_problem(parent)) is not None:
@@ -329,6 +243,17 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
         reason = "read-only file system" if _read_only(parent) else "permission denied"
         raise OfflineError(f"{out_p}: cannot write there ({reason})")
     remove_stale_parts(out_p, older_than_s=60.0)  # a write not touched for a minute is a dead one
+
+
+def _not_a_file(p: Path) -> str | None:
+    """What ``p`` is when it exists and is no regular file (nor a folder), in words, else None."""
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -458,13 +383,10 @@ class OutputWriter:
         self._keep(y)
 
     def _ceiling(self, y: np.ndarray) -> np.ndarray:
-        """``y`` (the resampler's own new array) clipped in place to the safety stage's ceiling, as
-        the stage computes it."""
+        """``y`` (the resampler's own new array) clipped in place to the safety stage's ceiling, and
+        counted with its clips (``Safety.limit``)."""
         if self.safety is not None and y.size:
-            from realtime.dsp.processors.safety import F32_SAFE
-
-            lim = 10.0 ** (float(self.safety.values[0]) / 20.0) * F32_SAFE
-            np.clip(y, -lim, lim, out=y)
+            self.safety.limit(y)
         return y
 
     def finish(self) -> None:
@@ -525,6 +447,15 @@ class EventCursor:
             self.release_drops += self._dropped() - before
         self._next = end
 
+    def span(self, pos: int, frames: int, most: int) -> int:
+        """How many of the ``frames`` from ``pos`` one ``send`` may cover with no more than ``most``
+        events: the block ends before the event that would overflow a queue of ``most`` (at least one
+        frame: more than ``most`` at one sample overflow it at any block size)."""
+        k = self._next + most
+        if k >= len(self.events) or self.events[k, 0] >= pos + frames:
+            return frames
+        return max(1, min(frames, math.floor(self.events[k, 0]) - pos))
+
     def _send(self, target, i: int, end: int, pos: int) -> None:
         ev = self.events
         for k in range(i, end):
@@ -533,6 +464,10 @@ class EventCursor:
 
 class ChainRunner:
     """Runs a prepared chain over a stream: fixed blocks, MIDI events at their exact offsets.
+
+    A block whose events would overflow the MIDI queue of a processor (``MidiQueue``: 1024 for the
+    synth) runs in parts, each with no more than it holds, so a dense stream (2,000 pitch bends in
+    2 s) is not cut short at a large block size: the render stays the same at any block size.
 
     Parameters
     ----------
@@ -553,15 +488,28 @@ class ChainRunner:
         self.fifo = Reblocker(blocksize, channels)
         self.events = EventCursor(events, released, (lambda: dropped_midi_events(chain)) if released else None)
         self.pos = 0  # chain-rate frames processed
+        self.queue = self.midi_queue(chain)
+
+    @staticmethod
+    def midi_queue(chain) -> int | None:
+        """The fewest MIDI messages a processor of ``chain`` queues for one block (its ``_ev`` rows,
+        ``MidiQueue``), None for a chain that takes no MIDI."""
+        sizes = [p._ev.shape[0] for p in (s.processor for s in getattr(chain, "slots", ()))
+                 if isinstance(getattr(p, "_ev", None), np.ndarray)]
+        return min(sizes) if sizes else None
 
     def feed(self, x: np.ndarray):
         """Add input frames; yield every processed block that is ready (views, valid until the next)."""
         self.fifo.add(x)
         B = self.blocksize
         for block in self.fifo.blocks():
-            self.events.send(self.chain, self.pos, B)
-            self.chain.process(block)
-            self.pos += B
+            a = 0
+            while a < B:  # in parts where a queue would overflow (the class docstring)
+                m = B - a if self.queue is None else self.events.span(self.pos, B - a, self.queue)
+                self.events.send(self.chain, self.pos, m)
+                self.chain.process(block[a:a + m])
+                self.pos += m
+                a += m
             yield block
 
     def flush(self, tail: int = 0):
@@ -589,8 +537,8 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     ----------
     in_path, out_path : str or Path
         Any file soundfile reads (mono or stereo; a pipe such as ``/dev/stdin`` too, as long as
-        what it holds); the output format follows its extension, the input's text tags copied
-        where the format holds them.
+        what it holds); the output format follows its extension (a WAV past 4 GiB: RF64,
+        ``sized_format``), the input's text tags copied where the format holds them.
     chain : Chain
         The chain to run (prepared here).
     samplerate : int or None
@@ -637,10 +585,11 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         check_destination(out_p, in_p)
         fmt, subtype = output_format(out_p, src.subtype, src.samplerate)
         ch, in_sr, length = src.channels, src.samplerate, src.frames
+        tail = round(tail_s * in_sr)
+        fmt = sized_format(out_p, fmt, subtype, length + tail, ch)
         samplerate = chain_rate([s.processor for s in getattr(chain, "slots", ())], in_sr, samplerate)
         chain.prepare(samplerate, blocksize, ch)
         latency = int(chain.latency) if compensate_latency else 0
-        tail = round(tail_s * in_sr)
         resample = in_sr != samplerate
         rs_in = soxr.ResampleStream(in_sr, samplerate, ch, dtype="float32", quality="HQ") if resample else None
         rs_out = soxr.ResampleStream(samplerate, in_sr, ch, dtype="float32", quality="HQ") if resample else None
@@ -651,7 +600,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
                 with sf.SoundFile(sf_path(tmp), "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
                         tqdm(total=length, unit="frame", unit_scale=True, disable=not progress, leave=False,
                              desc=in_p.name) as bar:
-                    copy_tags(src, dst)
+                    copy_tags(src, dst, in_p)
                     out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail, safety=final_safety(chain))
                     flush = flush_frames(latency, tail_s, samplerate, resample)
                     frames_read, nonfinite = _stream(src, out, runner, rs_in, flush, bar)
@@ -661,6 +610,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     finally:
         src.close()
     short = warn_short(in_p, frames_read, length)
+    warn_nonfinite(in_p, nonfinite)
     clipped = clipped_samples(chain)
     warn_clipped(in_p, clipped)
     junk = warn_junk(in_p, chain, junk0)
@@ -687,7 +637,7 @@ def _stream(src, out: OutputWriter, runner: ChainRunner, rs_in, flush: int, bar)
         if x.shape[0] == 0:
             break
         frames_read += x.shape[0]
-        nonfinite += int(np.count_nonzero(~np.isfinite(x)))
+        nonfinite += scrub_input(x)
         bar.update(x.shape[0])
         write(runner.feed(rs_in.resample_chunk(x) if rs_in is not None else x))
     if rs_in is not None:
@@ -704,264 +654,6 @@ def _providers(chain) -> dict[str, str]:
     from realtime.dsp.processors.neural.onnx import providers_of
 
     return providers_of(chain)
-
-
-def midi_file_events(path, samplerate: int) -> np.ndarray:
-    """The channel messages of a MIDI file as (n, 4) float64 rows: sample time, status, data1, data2.
-
-    Times follow the tempo map, or for an SMPTE-timed file (a negative division: frames per second
-    and ticks per frame) the fixed ticks per second, which tempo changes do not alter.
-
-    Raises
-    ------
-    OfflineError
-        The file is missing or not a readable MIDI file.
-    """
-    return midi_file_song(path, samplerate)[0]
-
-
-def midi_file_song(path, samplerate: int) -> tuple[np.ndarray, int]:
-    """A MIDI file's channel messages (``midi_file_events``) and its length in frames: the time of
-    its last End of Track (mido's ``length``; a type 2 file's songs one after another), never
-    before its last message. A cut or damaged file gives what could be read (``read_midi_song``),
-    without a word: a render says it (``plan_render``).
-
-    Raises
-    ------
-    OfflineError
-        The file is missing, not a MIDI file, or has no channel message before its damage.
-    """
-    events, n, _ = read_midi_song(path, samplerate)
-    return events, n
-
-
-class MidiDamage:
-    """What a cut or damaged MIDI file lacked (``read_midi_song``).
-
-    Attributes
-    ----------
-    track : int or None
-        The first track read only in part (None: the tracks read are whole, later ones missing).
-    tracks, missing : int
-        Tracks the header counts; of them, how many were not in the file at all.
-    cut : bool
-        The file ends early (a partial download), rather than holding bytes no reader can take.
-    why : str
-        What the reader met there (mido's words), for a file refused because nothing could be read.
-    tick : int
-        Of the last message read in ``track``; ``seconds`` is its time in the song.
-    added : int
-        Releases added where a cut track stops (``_release_held``): not the file's messages.
-    """
-
-    def __init__(self, tracks: int):
-        self.track, self.tracks, self.missing, self.cut, self.why = None, tracks, 0, True, "it ends too early"
-        self.tick, self.seconds, self.added = 0, 0.0, 0
-
-    def say(self, p) -> str:
-        """One line: ``PATH is truncated after 12.3 s`` (which track, when there are several)."""
-        word = "truncated" if self.cut else "damaged"
-        if self.track is None:
-            return f"{p} is {word}: {self.missing} of its {self.tracks} tracks are missing"
-        where = f" in track {self.track + 1} of {self.tracks}" if self.tracks > 1 else ""
-        more = f" ({self.missing} more missing)" if self.missing else ""
-        return f"{p} is {word} after {self.seconds:.1f} s{where}{more}"
-
-
-def read_midi_song(path, samplerate: int) -> tuple[np.ndarray, int, MidiDamage | None]:
-    """``midi_file_song``'s events and length, and what the file lacked (None: nothing).
-
-    A file cut short (a partial download: a track chunk whose declared length runs past the end of
-    the file, tracks the header counts that never come) or damaged (a byte no MIDI reader can take)
-    is read as players read it: each track up to its damage (``_read_midi_tracks``); a track cut
-    with keys or pedals down lets them go where it stops. A file that is not MIDI at all, or gives
-    no channel message before its damage, is refused as before.
-
-    Raises
-    ------
-    OfflineError
-        The file is missing, not a MIDI file, or has no channel message before its damage.
-    """
-    import mido
-
-    p = Path(path)
-    if not p.is_file():
-        raise OfflineError(f"{p}: no such MIDI file")
-    try:
-        mf, damage = _read_midi_tracks(p)
-        tick_s = _smpte_tick_seconds(p, mf.ticks_per_beat)
-        # type 0/1: the tracks play together (merged); type 2: each is a song of its own (its own
-        # tempo map), played one after another (mido refuses to merge them)
-        songs = [mf] if mf.type != 2 else [mido.MidiFile(type=0, ticks_per_beat=mf.ticks_per_beat, tracks=[tr])
-                                            for tr in mf.tracks]
-        t, ticks, rows = 0.0, 0, []
-        for k, song in enumerate(songs):
-            if damage is not None and damage.track is not None and k == (damage.track if mf.type == 2 else 0):
-                damage.seconds = t + _seconds_at(song, damage.tick, tick_s)  # after the songs before it
-            # times in seconds (tempo map applied); SMPTE: mido would divide by the negative
-            # division as if it were ticks per beat (every time negative, notes piled into chords)
-            for msg in song if tick_s is None else mido.merge_tracks(song.tracks):
-                if tick_s is None:
-                    t += msg.time
-                else:
-                    ticks += msg.time
-                    t = ticks * tick_s
-                if not msg.is_meta and msg.type not in ("sysex",) and hasattr(msg, "channel"):
-                    b = msg.bytes()
-                    rows.append((round(t * samplerate), b[0], b[1] if len(b) > 1 else 0, b[2] if len(b) > 2 else 0))
-    except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
-        why = str(e) or ("it ends too early" if isinstance(e, EOFError) else type(e).__name__)
-        raise OfflineError(f"{p}: not a readable MIDI file ({why})") from None
-    if damage is not None and len(rows) <= damage.added:  # nothing to play before the damage
-        raise OfflineError(f"{p}: not a readable MIDI file ({damage.why})")
-    events = np.asarray(rows, np.float64).reshape(-1, 4)
-    # the merged song ends with the latest End of Track (mido moves it there), so t is its time
-    return events, max(round(t * samplerate), int(events[:, 0].max()) if len(events) else 0), damage
-
-
-def _seconds_at(song, tick: int, tick_s: float | None) -> float:
-    """The time in ``song`` (a type 0/1 file) of ``tick``, by its tempo map as mido times it."""
-    import mido
-
-    if tick_s is not None:
-        return tick * tick_s
-    t, now, tempo = 0.0, 0, 500000  # mido's default tempo, 120 BPM
-    for msg in mido.merge_tracks(song.tracks):
-        if now + msg.time > tick:
-            break
-        now += msg.time
-        t += mido.tick2second(msg.time, song.ticks_per_beat, tempo)
-        if msg.type == "set_tempo":
-            tempo = msg.tempo
-    return t + mido.tick2second(tick - now, song.ticks_per_beat, tempo)
-
-
-def _read_midi_tracks(p: Path):
-    """A MIDI file read as mido reads it, but leniently: (``mido.MidiFile``, ``MidiDamage`` or None).
-
-    Chunk by chunk (mido reads a track until its declared length is used up, and a cut file ended
-    that in an ``EOFError`` that refused it whole): a track chunk is read up to the end of the
-    file or its first unreadable message (``_read_midi_track``); one that stops before its End of
-    Track is damaged, and tracks the file never reaches are missing. A chunk of another kind is
-    skipped (the standard's rule: mido refused the file); one whose name is not text ends the
-    reading. A file without a MIDI header raises what mido raises (``OSError``, ``EOFError``)."""
-    import mido
-    from mido.midifiles.meta import meta_charset
-    from mido.midifiles.midifiles import read_chunk_header, read_file_header
-
-    size = p.stat().st_size
-    tracks: list = []
-    damage = None
-    with open(p, "rb") as f, meta_charset("latin1"):
-        kind, count, division = read_file_header(f)
-        while len(tracks) < count:
-            start = f.tell()
-            try:
-                name, length = read_chunk_header(f)
-            except EOFError:  # the file ends: the tracks left are missing
-                break
-            if name != b"MTrk":
-                if all(32 <= c < 127 for c in name) and start + 8 + length <= size:
-                    f.seek(start + 8 + length)  # an alien chunk, whole: skipped
-                    continue
-                damage = damage or MidiDamage(count)
-                damage.cut, damage.why = False, "no MTrk header at start of track"
-                break
-            body = f.read(length)
-            track, tick, why = _read_midi_track(body)
-            tracks.append(track)
-            ended = len(track) > 0 and track[-1].type == "end_of_track"  # then nothing of it is missing
-            if (why is not None or len(body) < length) and not ended:
-                if damage is None:  # the first damaged track is the one said
-                    damage = MidiDamage(count)
-                    damage.track, damage.tick, damage.cut = len(tracks) - 1, tick, len(body) < length
-                    damage.why = why or "it ends too early"
-                damage.added += _release_held(track)
-    if len(tracks) < count:
-        damage = damage or MidiDamage(count)
-        damage.missing = count - len(tracks)
-    mf = mido.MidiFile(ticks_per_beat=division, tracks=tracks)
-    mf.type = kind  # as mido's own reader: whatever the header says (a type beyond 2 plays as type 1)
-    return mf, damage
-
-
-def _read_midi_track(body: bytes):
-    """mido's ``read_track`` over one track chunk's bytes, up to the first message it cannot read:
-    (the track, the ticks of its messages, None or what stopped it). Data bytes over 127 are read
-    as 127 (mido's ``clip``: files from some writers hold them), and a meta event that does not
-    decode (a key signature of mode 255) is left out (it carries no sound; mido raised a
-    ``KeySignatureError`` that ended the command in a traceback), its delta time kept."""
-    import io
-
-    from mido.midifiles.meta import build_meta_message
-    from mido.midifiles.midifiles import read_byte, read_bytes, read_message, read_sysex, read_variable_int
-    from mido.midifiles.tracks import MidiTrack
-
-    f, track = io.BytesIO(body), MidiTrack()
-    tick = carry = 0
-    last_status = None
-    try:
-        while f.tell() < len(body):
-            delta = read_variable_int(f) + carry
-            status = read_byte(f)
-            carry = 0
-            if status < 0x80:  # running status
-                if last_status is None:
-                    raise OSError("running status without last_status")
-                peek, status = [status], last_status
-            else:
-                if status != 0xFF:
-                    last_status = status
-                peek = []
-            if status == 0xFF:
-                meta_type = read_byte(f)
-                data = read_bytes(f, read_variable_int(f))
-                try:
-                    msg = build_meta_message(meta_type, data, delta)
-                except Exception:  # mido's decoders raise what they meet (KeySignatureError, IndexError, …)
-                    carry = delta
-                    continue
-            elif status in (0xF0, 0xF7):
-                msg = read_sysex(f, delta, clip=True)
-            else:
-                msg = read_message(f, status, peek, delta, clip=True)
-            track.append(msg)
-            tick += delta
-    except (EOFError, OSError, ValueError, KeyError, IndexError) as e:
-        return track, tick, str(e) or "it ends too early"
-    return track, tick, None
-
-
-def _release_held(track) -> int:
-    """Let go, at the end of a track cut short, of what it holds down: ``release_at_end``'s pedals
-    up and note-offs, for this track's own keys (not its all-notes-off, which would end other
-    tracks' notes on the channel); returns how many messages it added."""
-    import mido
-
-    rows = [(0, *(m.bytes() + [0, 0])[:3]) for m in track if not m.is_meta and hasattr(m, "channel")]
-    held = np.asarray(rows, np.float64).reshape(-1, 4)
-    added = [mido.Message.from_bytes([int(s), int(a), int(b)]) for _, s, a, b in release_at_end(held, 0)[len(held):]
-             if not (int(s) & 0xF0 == 0xB0 and int(a) == 123)]
-    track.extend(added)
-    return len(added)
-
-
-def _smpte_tick_seconds(p: Path, division: int) -> float | None:
-    """Seconds per tick of an SMPTE-timed file (None for one timed in ticks per beat). mido reads the
-    header's division as a signed 16-bit number: -frames per second in its high byte (-24, -25,
-    -29 for 29.97 drop-frame, -30), ticks per frame in its low byte.
-
-    Raises
-    ------
-    OfflineError
-        A division of 0, or an SMPTE one with no frames or ticks.
-    """
-    if division > 0:
-        return None
-    fps, tpf = -(division >> 8), division & 0xFF
-    if division == 0 or fps <= 0 or tpf == 0:
-        raise OfflineError(f"{p}: not a readable MIDI file (its header's time division is {division & 0xFFFF:#06x})")
-    return 1.0 / ((30000.0 / 1001.0 if fps == 29 else fps) * tpf)
 
 
 def render_events(chain, events: np.ndarray, n_samples: int, samplerate: int = 48000, blocksize: int = 128,
@@ -1018,37 +710,6 @@ MIDI_CAP_FADE_S = 0.1  # a render that reaches the cap still sounding fades out 
 # the end after the last sound is rounded up to this grid: a last sample a hair either side of the floor
 # (the synth's output differs by ~1e-5 between block sizes) then rarely moves it
 MIDI_END_GRID_S = 0.01
-
-
-def release_at_end(events: np.ndarray, end: int) -> np.ndarray:
-    """``events`` with, at ``end``, what a player lifting the keys and the pedals sends: for each
-    channel left with keys down or a pedal held, sustain and sostenuto off (CC64, CC66), all notes
-    off (CC123) and a note-off for each key still down (for an instrument that ignores CC123).
-    A song whose notes all end and whose pedals are up gets nothing."""
-    keys: dict[int, set[int]] = {}
-    pedals: dict[int, set[int]] = {}  # per channel: the pedal controllers (64, 66) held down
-    for _, status, d1, d2 in events:
-        kind, ch, d1 = int(status) & 0xF0, int(status) & 0x0F, int(d1)
-        if kind == 0x90 and d2 > 0:
-            keys.setdefault(ch, set()).add(d1)
-        elif kind in (0x80, 0x90):
-            keys.get(ch, set()).discard(d1)
-        elif kind == 0xB0 and d1 in (64, 66):
-            (pedals.setdefault(ch, set()).add if d2 >= 64 else pedals.get(ch, set()).discard)(d1)
-        elif kind == 0xB0 and d1 in (120, 123):
-            keys.pop(ch, None)
-        elif kind == 0xB0 and d1 == 121:  # reset all controllers: the pedals go up
-            pedals.pop(ch, None)
-    rows = []
-    for ch in sorted(set(keys) | set(pedals)):
-        if not keys.get(ch) and not pedals.get(ch):
-            continue
-        rows += [(end, 0xB0 | ch, cc, 0) for cc in sorted(pedals.get(ch, ()))]
-        rows.append((end, 0xB0 | ch, 123, 0))
-        rows += [(end, 0x80 | ch, key, 64) for key in sorted(keys.get(ch, ()))]
-    if not rows:
-        return events
-    return np.concatenate([events, np.asarray(rows, np.float64)])
 
 
 class RenderWriter:
@@ -1181,8 +842,8 @@ def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, 
         or a song longer than ``MAX_RENDER_S``.
     """
     out_p = Path(out_path)
-    output_format(out_p, "PCM_24", samplerate)  # the formats `process` writes, refused before any work as there
-    check_destination(out_p, Path(midi_path))
+    check_destination(out_p, Path(midi_path))  # first, as `process`: a folder is "a folder", not format ''
+    output_format(out_p, "PCM_24", samplerate, "the render")  # the formats `process` writes, refused before any work
     events, n, damage = read_midi_song(midi_path, samplerate)
     if n > MAX_RENDER_S * samplerate:
         raise OfflineError(f"{midi_path}: the song would last {n / samplerate / 3600:.0f} hours; "
@@ -1194,10 +855,12 @@ def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, 
     return played, n, messages, damage is not None, len(played) - len(events)
 
 
-def open_render(tmp, out_p: Path, samplerate: int) -> sf.SoundFile:
-    """The file a render writes (at ``tmp``): stereo, in the format ``out_p``'s extension names
-    (``output_format``; 24-bit where the format is PCM)."""
-    fmt, subtype = output_format(out_p, "PCM_24", samplerate)
+def open_render(tmp, out_p: Path, samplerate: int, frames: int = 0) -> sf.SoundFile:
+    """The file a render of at most ``frames`` writes (at ``tmp``): stereo, in the format ``out_p``'s
+    extension names (``output_format``; 24-bit where the format is PCM; RF64 for a WAV past 4 GiB:
+    ``sized_format``)."""
+    fmt, subtype = output_format(out_p, "PCM_24", samplerate, "the render")
+    fmt = sized_format(out_p, fmt, subtype, frames, 2)
     return sf.SoundFile(sf_path(tmp), "w", samplerate=samplerate, channels=2, format=fmt, subtype=subtype)
 
 
@@ -1242,7 +905,8 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     t0 = time.perf_counter()
     try:
         with atomic_write(out_p) as tmp:
-            with open_render(tmp, out_p, samplerate) as dst:
+            longest = n + round((MIDI_TAIL_MAX_S if tail_s is None else tail_s) * samplerate)  # RenderWriter's limit
+            with open_render(tmp, out_p, samplerate, longest) as dst:
                 out = RenderWriter(dst, n, samplerate, skip=int(chain.latency), tail_s=tail_s)
                 runner = ChainRunner(chain, blocksize, 2, events, released)
                 for y in runner.flush(tail=out.most):

@@ -9,15 +9,17 @@ at 0 gets a log taper from a floor (``LOG_FLOOR`` of its maximum) and the plugin
 floor. A range given as a fraction of the sample rate (``lv2:sampleRate``) is shown in Hz at
 ``NOMINAL_RATE`` by the class, which accepts any value the range allows at a rate in ``RATE_SPAN``
 (a preset saved at 96 kHz loads anywhere); ``prepare`` gives the instance its own descriptors at
-the stream's rate (a cutoff up to 0.45 of the rate reaches 43.2 kHz at 96 kHz) and clamps the
-values to them.
+the stream's rate (a cutoff up to 0.45 of the rate reaches 43.2 kHz at 96 kHz), clamps the values
+to them, and turns a value still at its default into the plugin's default at that rate.
 
 Per block (no allocation): one Numba kernel copies the knob values to the control ports and the
 chain's block into the plugin's input buffers, one ctypes call per instance runs the plugin
 (the GIL is released), one kernel cleans the outputs and one writes them back. Buffers are preallocated and
-connected once, in ``prepare``.
+connected once, in ``prepare``. A block longer than ``lv2_host.MAX_RUN_FRAMES`` runs in pieces of at
+most that many frames, each with the MIDI events that fall in it.
 
-Channels adapt to the chain, counting only the signal path's inputs: a mono plugin on a stereo
+Channels adapt to the chain, counting only the signal path's ports (a plugin's ``pg:mainInput`` and
+``pg:mainOutput`` groups where it declares them: LSP's crossover bands are not heard): a mono plugin on a stereo
 chain runs as two instances (dual-mono); a mono-in / stereo-out plugin gets the input downmixed;
 a stereo plugin on a mono chain gets the input on both sides and its output downmixed; side-chain
 inputs (``lv2:isSideChain``, or a ``pg:sideChainOf`` group) and extra inputs get silence.
@@ -38,7 +40,12 @@ exempt (their sound needs no input).
 Choices: an enumeration's knob value is the index of its choice; where the plugin's own values are
 not 0, 1, 2... (``_ScalePoints``), a number in a preset or ``--set`` is the plugin's value.
 
-Reset (``reset``, the end of ``prepare``, a blown-up instance): LV2's deactivate + activate. An
+Reset (``reset``, the end of ``prepare``, a blown-up instance): LV2's deactivate + activate; on
+``reset``, an instance without a state of its own that ran since it was made (the silent block of
+``prepare``, a chain's warm-up) is made anew instead, so that a render starts as a fresh instance
+would, whatever the block size (LFOs keep their phase through activate()); not one of a plugin
+whose memory starts as junk (``lv2_scan.UNINITIALISED_MEMORY``): the one that plays stays the one
+checked on silence. An
 instance whose output on the silent block of ``prepare`` was not silence, or that blew up, then runs
 on silence, on buffers of its own, until its output is within ``SETTLE_LIMIT`` (``_settle``); a
 healthy one is left exactly as any host leaves it, since such a run moves the internal phase of
@@ -120,10 +127,10 @@ def _read_outputs(ctl, out_port, readings):
 
 
 @njit(nogil=True, cache=True)
-def _pre(block, ain, in_src, values, ctl, ctl_port, enum_n, enum_val, bounds):
+def _pre(block, off, n, ain, in_src, values, ctl, ctl_port, enum_n, enum_val, bounds):
     """Knob values -> control ports (enumeration index -> scale point value; a log taper's floor,
-    bounds[k, 2], -> 0; clamped to [bounds[k, 0], bounds[k, 1]]); block -> inputs, non-finite
-    samples as 0: a NaN in a plugin's filter or reverb state would stay there for good."""
+    bounds[k, 2], -> 0; clamped to [bounds[k, 0], bounds[k, 1]]); frames [off, off + n) of block ->
+    inputs, non-finite samples as 0: a NaN in a plugin's filter or reverb state would stay there for good."""
     for k in range(values.shape[0]):
         v = values[k]
         if enum_n[k] > 0:
@@ -134,19 +141,19 @@ def _pre(block, ain, in_src, values, ctl, ctl_port, enum_n, enum_val, bounds):
             v = min(max(v, bounds[k, 0]), bounds[k, 1])
         for i in range(ctl.shape[0]):
             ctl[i, ctl_port[k]] = v
-    n, chans = block.shape[0], block.shape[1]
+    chans = block.shape[1]
     for i in range(ain.shape[0]):
         for j in range(ain.shape[1]):
             src = in_src[i, j]
             if src >= 0:
                 for t in range(n):
-                    v = block[t, src]
+                    v = block[off + t, src]
                     ain[i, j, t] = v if np.isfinite(v) else 0.0
             elif src == -1:
                 for t in range(n):
                     acc = 0.0
                     for c in range(chans):
-                        v = block[t, c]
+                        v = block[off + t, c]
                         if np.isfinite(v):
                             acc += v
                     ain[i, j, t] = acc / chans
@@ -161,8 +168,8 @@ def _clean_outputs(aout, ain, n, hits, limit, junk_limit, junk_run, clock):
     the chain. An instance whose input is silent and whose output goes beyond +-junk_limit for
     ``JUNK_SPAN`` samples in a row makes junk: its whole block -> 0, and every such block after it
     (``junk_run[i]`` stays at the span; a generator's junk_limit is ``limit``: no such rule).
-    hits[i]: how many of instance i's samples this block. Returns the block's total; clock[0]
-    counts the samples run."""
+    hits[i] counts instance i's samples (added to: the caller zeroes it per chain block). Returns
+    this run's total; clock[0] counts the samples run."""
     clock[0] += n
     total = 0
     for i in range(aout.shape[0]):
@@ -195,7 +202,7 @@ def _clean_outputs(aout, ain, n, hits, limit, junk_limit, junk_run, clock):
                 if junk or not abs(aout[i, j, t]) <= limit:  # NaN fails it too
                     aout[i, j, t] = 0.0
                     h += 1
-        hits[i] = h
+        hits[i] += h
         total += h
     return total
 
@@ -225,34 +232,33 @@ def _follow_latency(ctl, port, lat):
 
 
 @njit(nogil=True, cache=True)
-def _post(block, aout, weights, add):
-    """block[:, c] = (block if add else 0) + sum over instances and outputs of weight * output."""
-    n = block.shape[0]
+def _post(block, off, n, aout, weights, add):
+    """block[off + t, c] = (that if add else 0) + sum over instances and outputs of weight * output[t],
+    for t < n."""
     for t in range(n):
         for c in range(block.shape[1]):
-            acc = block[t, c] if add else np.float32(0.0)
+            acc = block[off + t, c] if add else np.float32(0.0)
             for i in range(aout.shape[0]):
                 for j in range(aout.shape[1]):
                     w = weights[c, i, j]
                     if w != 0.0:
                         acc += w * aout[i, j, t]
-            block[t, c] = acc
+            block[off + t, c] = acc
 
 
 @njit(nogil=True, cache=True)
-def _atoms(a32, a8, kinds, ev, n_ev, order, n, urids):
-    """Prepare every atom port for one run: MIDI inputs get the block's events as a sequence
-    (sorted by offset, stable), other inputs an empty sequence, outputs their capacity.
+def _atoms(a32, a8, kinds, ev, n_ev, order, n, off, m, urids):
+    """Prepare every atom port for one run, of frames [off, off + m) of an n-frame block: MIDI inputs
+    get the events that fall there (offsets clamped to the block) as a sequence (sorted by offset,
+    stable; frames counted from off), other inputs an empty sequence, outputs their capacity.
     urids = [atom:Sequence, midi:MidiEvent, atom:Chunk]."""
     cap = a8.shape[2]
-    m = 0
     for e in range(n_ev):  # insertion sort by offset: events mostly arrive in order
-        k = m
+        k = e
         while k > 0 and ev[order[k - 1], 0] > ev[e, 0]:
             order[k] = order[k - 1]
             k -= 1
         order[k] = e
-        m += 1
     for i in range(a32.shape[0]):
         for p in range(a32.shape[1]):
             kind = kinds[p]
@@ -265,21 +271,24 @@ def _atoms(a32, a8, kinds, ev, n_ev, order, n, urids):
             a32[i, p, 3] = 0
             size = 8
             if kind == 0:
-                for q in range(m):
+                for q in range(n_ev):
                     e = order[q]
                     status = int(ev[e, 1])
                     nbytes = 2 if (status & 0xE0) == 0xC0 else 3  # program change, channel pressure: 2
+                    frame = min(max(int(ev[e, 0]), 0), n - 1) - off
+                    if frame < 0 or frame >= m:  # another run's
+                        continue
                     if status < 0x80 or status >= 0xF0 or 8 + size + MIDI_EVENT_BYTES > cap:
                         continue
-                    off = 8 + size  # byte offset of this event in the buffer
-                    w = off // 4
-                    a32[i, p, w] = min(max(int(ev[e, 0]), 0), n - 1)  # frames (int64, little-endian)
+                    at = 8 + size  # byte offset of this event in the buffer
+                    w = at // 4
+                    a32[i, p, w] = frame  # frames (int64, little-endian)
                     a32[i, p, w + 1] = 0
                     a32[i, p, w + 2] = nbytes
                     a32[i, p, w + 3] = urids[1]
-                    a8[i, p, off + 16] = status
-                    a8[i, p, off + 17] = int(ev[e, 2]) & 0x7F
-                    a8[i, p, off + 18] = int(ev[e, 3]) & 0x7F if nbytes == 3 else 0
+                    a8[i, p, at + 16] = status
+                    a8[i, p, at + 17] = int(ev[e, 2]) & 0x7F
+                    a8[i, p, at + 18] = int(ev[e, 3]) & 0x7F if nbytes == 3 else 0
                     size += MIDI_EVENT_BYTES
             a32[i, p, 0] = size
 
@@ -520,6 +529,8 @@ class Lv2Plugin(Processor):
         self._order = np.zeros(MAX_EVENTS, np.int64)
         self._n_ev = 0
         self._pending_state: str | None = None  # restored by the next prepare
+        self._ran = False  # see reset
+        self._run_max = lv2_host.MAX_RUN_FRAMES  # the longest run() (prepare sets it: the block, at most that)
 
     # -- state (LV2 state extension) ---------------------------------------------------------
     @classmethod
@@ -576,22 +587,23 @@ class Lv2Plugin(Processor):
         self._close()
         self._rate_params()
         info, C, B = self.info, self.channels, self.max_block
+        R = self._run_max = min(B, lv2_host.MAX_RUN_FRAMES)  # a longer block runs in pieces (_run_block)
         ins, outs = info.ports_of("audio", "in"), info.ports_of("audio", "out")
         n_inst = self._route(ins, outs)
-        self._ain = np.zeros((n_inst, len(ins), B), np.float32)
-        self._aout = np.zeros((n_inst, len(outs), B), np.float32)
+        self._ain = np.zeros((n_inst, len(ins), R), np.float32)
+        self._aout = np.zeros((n_inst, len(outs), R), np.float32)
         self._hits = np.zeros(n_inst, np.int64)  # bad output samples per instance, this block
         cvs_in, cvs_out = info.ports_of("cv", "in"), info.ports_of("cv", "out")
-        self._cv = np.zeros((n_inst, len(cvs_in) + len(cvs_out), B), np.float32)  # silence in, ignored out
+        self._cv = np.zeros((n_inst, len(cvs_in) + len(cvs_out), R), np.float32)  # silence in, ignored out
         self._control_buffers(n_inst)
         atoms = info.ports_of("atom", "in") + info.ports_of("atom", "out")
         self._atom_buffers(n_inst, atoms)
         # what _settle runs an instance on: its own buffers, made here as it may run offline per block
         self._own = tuple(np.zeros_like(b[:1]) for b in self._buffers)
         self._own_atom = (self._own[4].view(np.uint32), self._own[4].view(np.uint8))
-        self._silence = np.zeros((B, C), np.float32)
+        self._silence = np.zeros((R, C), np.float32)
         world = lv2_scan.world()
-        self._instances = [lv2_host.Instance(world, self.uri, self.sample_rate, B, info.required_features)
+        self._instances = [lv2_host.Instance(world, self.uri, self.sample_rate, R, info.required_features)
                            for _ in range(n_inst)]
         for i, inst in enumerate(self._instances):
             self._connect(inst, i, self._buffers)
@@ -611,6 +623,7 @@ class Lv2Plugin(Processor):
         generator = self.instrument or not info.main_inputs or self.uri in lv2_scan.SOUND_OF_THEIR_OWN
         self._junk_limit = OUTPUT_LIMIT if generator else JUNK_LIMIT
         self._keeps_junk = [False] * n_inst  # True: it showed junk on silence or blew up; resets settle it
+        self._ran = False  # the instances ran on the chain's buffers since they were made: reset makes them anew
         self._measure_latency(B, C)
         if self.live:  # from now on work is done beside the DSP thread, never on it
             for inst, _ in self._workers:
@@ -619,15 +632,19 @@ class Lv2Plugin(Processor):
 
     def _rate_params(self) -> None:
         """This instance's descriptors at the stream's rate (``_param_of``) for the sample-rate
-        ranges, with the class's defaults and the values clamped to them (what the plugin would
-        get anyway)."""
+        ranges, with the values clamped to them (what the plugin would get anyway). A value that is
+        still the default (the class's, at ``NOMINAL_RATE``, or the one of the rate prepared before)
+        becomes the plugin's default at this rate: its fraction of the rate, as other hosts give it
+        (swh lsFilter's 0.251 of the rate at 22.05 kHz is 5534 Hz; 12048 Hz, clamped to Nyquist, blew it up)."""
         params = list(type(self).params)
         for k, port in enumerate(self.info.controls):
             if port.sample_rate:
                 at_rate, shown = _param_of(port, set(), self.sample_rate)[0], params[k]
                 lo, hi = at_rate.min, at_rate.max
-                params[k] = dataclasses.replace(at_rate, id=shown.id, default=min(max(shown.default, lo), hi))
-                self.values[k] = min(max(self.values[k], lo), hi)
+                untouched = any(math.isclose(self.values[k], d.default, rel_tol=1e-9, abs_tol=1e-12)
+                                for d in (shown, self.params[k]))
+                params[k] = dataclasses.replace(at_rate, id=shown.id)
+                self.values[k] = at_rate.default if untouched else min(max(self.values[k], lo), hi)
         self.params = tuple(params)
 
     @property
@@ -655,17 +672,21 @@ class Lv2Plugin(Processor):
 
     def _route(self, ins: list, outs: list) -> int:
         """Which chain channel feeds each audio input, and the weight of each output in each chain
-        channel (``_in_src``, ``_weights``), counting only signal-path inputs; side-chain inputs keep
-        silence. Returns the number of instances (2: dual-mono)."""
-        C = self.channels
-        main = [j for j, p in enumerate(ins) if not p.sidechain]
-        mi, mo = min(len(main), 2), min(len(outs), 2)
+        channel (``_in_src``, ``_weights``), counting only signal-path ports (``PluginInfo.main_inputs``
+        and ``main_outputs``: a plugin's main groups where it declares them); side-chain and other
+        inputs keep silence, other outputs are not heard. Returns the number of instances (2: dual-mono)."""
+        C, info = self.channels, self.info
+        main_in = {p.index for p in info.main_inputs}
+        main_out = {p.index for p in info.main_outputs}
+        main = [j for j, p in enumerate(ins) if p.index in main_in]
+        heard = [j for j, p in enumerate(outs) if p.index in main_out]
+        mi, mo = min(len(main), 2), min(len(heard), 2)
         n_inst = 2 if (C == 2 and mi == 1 and mo == 1) else 1
         in_src = np.full((n_inst, len(ins)), _SILENCE, np.int64)
         weights = np.zeros((C, n_inst, len(outs)), np.float32)
         if n_inst == 2:
             in_src[:, main[0]] = (0, 1)
-            weights[0, 0, 0] = weights[1, 1, 0] = 1.0
+            weights[0, 0, heard[0]] = weights[1, 1, heard[0]] = 1.0
             self.adaptation = "dual-mono (two instances)"
         else:
             if mi == C:
@@ -676,14 +697,17 @@ class Lv2Plugin(Processor):
                 in_src[0, main[:2]] = 0  # mono chain: the one channel on both inputs
             if mo == C:
                 for c in range(C):
-                    weights[c, 0, c] = 1.0
+                    weights[c, 0, heard[c]] = 1.0
             elif mo == 1:
-                weights[:, 0, 0] = 1.0  # mono output on both channels
+                weights[:, 0, heard[0]] = 1.0  # mono output on both channels
             else:
-                weights[0, 0, :2] = 0.5  # stereo output downmixed
+                weights[0, 0, heard[:2]] = 0.5  # stereo output downmixed
             self.adaptation = self._describe_adaptation(mi, mo, C)
         if len(main) < len(ins):
-            self.adaptation += ", side-chain input silent"
+            self.adaptation += (", side-chain input silent" if any(p.sidechain for p in ins)
+                                else ", inputs besides the main ones silent")
+        if len(heard) < len(outs):
+            self.adaptation += ", outputs besides the main ones unused"
         self._in_src, self._weights, self._add = in_src, weights, mi == 0
         return n_inst
 
@@ -773,14 +797,48 @@ class Lv2Plugin(Processor):
         return f"{name[mi]} in / {name[mo]} out plugin: " + ", ".join(parts)
 
     def reset(self) -> None:
-        """Clear the plugin's state: deactivate and activate it again (LV2's reset); an instance
-        that showed junk on silence when prepared is run on silence until it settles, too (see the
-        module's doc)."""
+        """Clear the plugin's state, as at the start of a stream. An instance that ran since it was
+        made (the silent block of ``prepare``, the chain's warm-up) is made anew (``_fresh_instance``) when
+        its control ports are all it has: LV2's deactivate + activate does not rewind everything (swh
+        djFlanger's and lfoPhaser's, mda ThruZero's LFOs went on from where those blocks left them,
+        so a render depended on the block size). Others are deactivated and activated again: one
+        with a state of its own (``plugin_state``) keeps what it loaded (LSP's sampler takes a
+        restored sample file in only when it runs); one whose new instances may start with junk in
+        their memory (``lv2_scan.UNINITIALISED_MEMORY``, or one seen so) stays the instance that was
+        checked on silence, and one that showed junk on silence when prepared is run on silence
+        until it settles (see the module's doc)."""
         with self._life:
             for i in range(len(self._runs)):
-                self._clear_instance(i, settle=self._keeps_junk[i] or type(self).keeps_junk)
+                settle = self._keeps_junk[i] or type(self).keeps_junk  # it runs on silence anyway
+                if self._ran and not settle and self.uri not in lv2_scan.UNINITIALISED_MEMORY \
+                        and not self._runs[i][2].has_state:
+                    self._fresh_instance(i)
+                self._clear_instance(i, settle=settle)
                 self._runs[i][3][0] = False
+            self._ran = False
         self._n_ev = 0
+
+    def _fresh_instance(self, i: int) -> None:
+        """Instance ``i`` (one without a state of its own) made anew in place, not activated, for
+        ``reset`` (the DSP thread does not run); the old one is freed. When the new one cannot be
+        made, the old one stays."""
+        try:
+            new = lv2_host.Instance(lv2_scan.world(), self.uri, self.sample_rate, self._run_max,
+                                    self.info.required_features)
+        except PluginError:
+            return
+        try:
+            self._connect(new, i, self._buffers)
+        except BaseException:
+            new.close()
+            raise
+        old, self._instances[i] = self._instances[i], new
+        runs = list(self._runs)
+        runs[i] = (new.run_fn, new.handle, new, [False])
+        self._runs = tuple(runs)
+        self._workers = tuple((inst, p) for _, _, inst, p in self._runs if inst.worker is not None)
+        self._junk_run[i] = 0
+        old.close()
 
     def _clear_instance(self, i: int, settle: bool = True) -> None:
         """Reset instance ``i`` and (``settle``) settle it (``_settle``); one that still makes output
@@ -824,17 +882,17 @@ class Lv2Plugin(Processor):
             b.fill(0)
         ctl[0] = self._ctl[i]
         a32, a8 = self._own_atom
-        n, silence = self.max_block, self._silence
+        n, silence = self._run_max, self._silence
         self._connect(inst, 0, own)
         try:
             last = math.inf
             for _ in range(max(1, SETTLE_MAX // SETTLE_SPAN)):
                 peak = 0.0
                 for _ in range(max(1, SETTLE_SPAN // n)):
-                    _pre(silence, ain, self._in_src[i:i + 1], self.values, ctl, self._ctl_port, self._enum_n,
+                    _pre(silence, 0, n, ain, self._in_src[i:i + 1], self.values, ctl, self._ctl_port, self._enum_n,
                          self._enum_val, self._bounds)
                     if atom.shape[1]:
-                        _atoms(a32, a8, self._atom_kinds, self._ev, 0, self._order, n, self._urids)
+                        _atoms(a32, a8, self._atom_kinds, self._ev, 0, self._order, n, 0, n, self._urids)
                     inst.run_fn(inst.handle, n)
                     if inst.worker is not None:
                         inst.end_cycle()
@@ -861,7 +919,7 @@ class Lv2Plugin(Processor):
         except PluginError:
             text = None  # a fresh state beats a blown-up instance
         try:
-            new = lv2_host.Instance(lv2_scan.world(), self.uri, self.sample_rate, self.max_block,
+            new = lv2_host.Instance(lv2_scan.world(), self.uri, self.sample_rate, self._run_max,
                                     self.info.required_features)
             if text is not None:
                 with lv2_host.parse_state(lv2_scan.world(), self.uri, text) as state:
@@ -911,25 +969,33 @@ class Lv2Plugin(Processor):
 
     # -- audio --------------------------------------------------------------------------------
     def _run_block(self, block: np.ndarray) -> int:
-        """One block through the plugin; returns how many output samples ``_clean_outputs`` zeroed."""
-        n = block.shape[0]
-        _pre(block, self._ain, self._in_src, self.values, self._ctl, self._ctl_port, self._enum_n, self._enum_val,
-             self._bounds)
-        if self._atom.shape[1]:
-            _atoms(self._a32, self._a8, self._atom_kinds, self._ev, self._n_ev, self._order, n, self._urids)
+        """One block through the plugin, in runs of at most ``lv2_host.MAX_RUN_FRAMES`` frames (each
+        with the MIDI events that fall in it); returns how many output samples ``_clean_outputs`` zeroed."""
+        n, R = block.shape[0], self._run_max
+        self._ran = True
+        self._hits.fill(0)
+        bad = 0
+        for off in range(0, n, R):
+            m = min(R, n - off)
+            _pre(block, off, m, self._ain, self._in_src, self.values, self._ctl, self._ctl_port, self._enum_n,
+                 self._enum_val, self._bounds)
+            if self._atom.shape[1]:
+                _atoms(self._a32, self._a8, self._atom_kinds, self._ev, self._n_ev, self._order, n, off, m,
+                       self._urids)
+            for run, handle, _, parked in self._runs:
+                if not parked[0]:
+                    run(handle, m)
+            for inst, parked in self._workers:
+                if not parked[0]:
+                    inst.end_cycle()
+            bad += _clean_outputs(self._aout, self._ain, m, self._hits, OUTPUT_LIMIT, self._junk_limit,
+                                  self._junk_run, self._clock)
+            _post(block, off, m, self._aout, self._weights, self._add)
+            if self._lat_port >= 0 and _follow_latency(self._ctl, self._lat_port, self._lat):
+                self._latency = int(self._lat[0])  # the chain's dry path follows at once
+        if n:
             self._n_ev = 0
-        for run, handle, _, parked in self._runs:
-            if not parked[0]:
-                run(handle, n)
-        for inst, parked in self._workers:
-            if not parked[0]:
-                inst.end_cycle()
-        bad = _clean_outputs(self._aout, self._ain, n, self._hits, OUTPUT_LIMIT, self._junk_limit, self._junk_run,
-                             self._clock)
-        _post(block, self._aout, self._weights, self._add)
         _read_outputs(self._ctl, self._out_port, self.readings)
-        if self._lat_port >= 0 and _follow_latency(self._ctl, self._lat_port, self._lat):
-            self._latency = int(self._lat[0])  # the chain's dry path follows at once
         return bad
 
     def _blown_up(self, bad: int) -> None:
@@ -959,7 +1025,8 @@ class Lv2Plugin(Processor):
         has_state (it declares the state extension: it keeps more than its control values), and the
         output samples replaced by 0 and instance resets that followed (``bad_output_samples``,
         ``instance_resets``)."""
-        adaptation = self.adaptation or _layout(len(self.info.main_inputs), self.info.audio_out)  # before prepare
+        info = self.info
+        adaptation = self.adaptation or _layout(len(info.main_inputs), len(info.main_outputs))  # before prepare
         return {"uri": self.uri, "plugin_name": self.info.name, "hard_rt": self.hard_rt, "adaptation": adaptation,
                 "has_state": lv2_host.STATE_INTERFACE in self.info.extension_data,
                 "bad_output_samples": self.bad_output_samples, "instance_resets": self.instance_resets}
@@ -970,10 +1037,13 @@ class Lv2Plugin(Processor):
         return list(self._instances)
 
     def run_only(self, n: int) -> None:
-        """Only the plugins' own ``run()`` calls on the current buffers (the bench's baseline)."""
-        for run, handle, _, parked in self._runs:
-            if not parked[0]:
-                run(handle, n)
+        """Only the plugins' own ``run()`` calls on the current buffers (the bench's baseline), in
+        runs of at most ``lv2_host.MAX_RUN_FRAMES`` frames as ``process`` makes them."""
+        self._ran = True
+        for off in range(0, n, self._run_max):
+            for run, handle, _, parked in self._runs:
+                if not parked[0]:
+                    run(handle, min(self._run_max, n - off))
 
 
 class Lv2MidiPlugin(MidiQueue, Lv2Plugin):

@@ -29,8 +29,14 @@ F32_SAFE = 1.0 - 2.5e-7  # float32 rounding cannot carry the output over the cei
 
 
 @njit(nogil=True, cache=True)
+def _ceiling(ceiling_db):
+    """The largest magnitude let through at ``ceiling_db``, a little under it (``F32_SAFE``)."""
+    return 10.0 ** (ceiling_db / 20.0) * F32_SAFE
+
+
+@njit(nogil=True, cache=True)
 def _safety_kernel(block, values, z, R, counters, readings):
-    lim = 10.0 ** (values[0] / 20.0) * F32_SAFE
+    lim = _ceiling(values[0])
     scrubbed = 0
     clipped = 0
     for ch in range(block.shape[1]):
@@ -53,6 +59,22 @@ def _safety_kernel(block, values, z, R, counters, readings):
     counters[CLIPPED] += clipped
     readings[0] = counters[CLIPPED]
     readings[1] = counters[SCRUBBED]
+
+
+@njit(nogil=True, cache=True)
+def _limit_kernel(y, ceiling_db, counters):
+    lim = _ceiling(ceiling_db)
+    clipped = 0
+    for n in range(y.shape[0]):
+        for ch in range(y.shape[1]):
+            v = y[n, ch]
+            if v > lim:
+                y[n, ch] = lim
+                clipped += 1
+            elif v < -lim:
+                y[n, ch] = -lim
+                clipped += 1
+    counters[CLIPPED] += clipped
 
 
 @register
@@ -86,3 +108,9 @@ class Safety(Processor):
 
     def process(self, block: np.ndarray) -> None:
         _safety_kernel(block, self.values, self._z, self._R, self.counters, self.readings)
+
+    def limit(self, y: np.ndarray) -> None:
+        """Clip ``y`` ([frames, channels], finite) in place to this stage's ceiling, counted with the
+        stage's own clips: for what is made of the chain's output after it (resampled back to a
+        file's rate, where the resampler rings past the ceiling). Allocation-free."""
+        _limit_kernel(y, float(self.values[0]), self.counters)

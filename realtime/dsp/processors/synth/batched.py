@@ -259,6 +259,20 @@ class BatchedSynth(Processor):
         self.songs[stream].handle_midi(status, data1, data2, offset)
 
     def process(self, block: np.ndarray) -> None:
+        n = block.shape[0]
+        a = 0
+        while True:  # in parts, cut at every song's program changes (``Synth.process``), in lockstep
+            m = min(song.program_cut(n - a) for song in self.songs)
+            for song in self.songs:
+                song.part(n - a, m)
+            self._part(block[a:a + m])
+            a += m
+            if a >= n:
+                return
+            for song in self.songs:
+                song.next_part()
+
+    def _part(self, block: np.ndarray) -> None:
         n, C = block.shape[0], self.stream_channels
         halves, calls = [], {}
         for song in self.songs:

@@ -33,6 +33,7 @@ from realtime.dsp.kernels import flush_denormal, glide
 from realtime.dsp.processors.synth.voices import (
     ES_F0,
     ES_FRESH,
+    ES_GAIN,
     ES_KIND,
     ES_RESET,
     ES_T,
@@ -131,12 +132,12 @@ def _new_frame(j, T, harm, noise, act, f0_in, n_used, kv, a_from, a_to, f_from, 
         f_to[v] = f
         if was_live == 0.0:
             f_from[v] = f  # a voice starting from silence does not glide in from a stale pitch
-        _target(a_to, v, harm[v, j], hgain, tilt)
+        _target(a_to, v, harm[v, j], hgain * act[j, v], tilt)
         live[v] = 1.0
         for b in range(nb):
             m = noise[v, j, b]
             if m >= 0.0:
-                m = min(m, 4.0)
+                m = act[j, v] * min(m, 4.0)
                 kscale[b] += m * m
     for b in range(nb):
         kscale[b] = ngain * math.sqrt(kscale[b])
@@ -312,7 +313,8 @@ def _begin(v, now, hop, phase, a_from, a_to, f_from, f_to, live, vr, p_a, nz_cur
 @njit(nogil=True, cache=True)
 def _pend(j, harm, noise, act, lag, f0_in, n_used, kv, b0, hop, vr, p_a, nz_cur, nz_pend, kscale):
     """At the decoder's boundary b0 (absolute): frame j becomes each voice's pending frame, from
-    b0 + its lag. Fills kscale with the combined noise magnitudes of the hop after b0 + hop."""
+    b0 + its lag, at its gain (act[j]: its channel's volume; 0: silent). Fills kscale with the
+    combined noise magnitudes of the hop after b0 + hop."""
     hgain = min(1.0, max(0.0, 1.0 - kv[K_BALANCE]))
     ngain = min(1.0, max(0.0, 1.0 + kv[K_BALANCE]))
     tilt = kv[K_BRIGHT]
@@ -325,10 +327,11 @@ def _pend(j, harm, noise, act, lag, f0_in, n_used, kv, b0, hop, vr, p_a, nz_cur,
         vr[v, VR_PON] = 1.0 if on else 0.0
         if on:
             vr[v, VR_PF] = f0_in[v, j]
-            _target(p_a, v, harm[v, j], hgain, tilt)
+            gv = act[j, v]
+            _target(p_a, v, harm[v, j], hgain * gv, tilt)
             for b in range(nb):
                 m = noise[v, j, b] if b < noise.shape[2] else 0.0
-                m = min(m, 4.0) if m >= 0.0 else 0.0
+                m = gv * min(m, 4.0) if m >= 0.0 else 0.0
                 nz_pend[v, b] = m
                 if d == 0.0:
                     kscale[b] += m * m
@@ -354,11 +357,12 @@ def _step_in(k, now, hop, es, es_harm, es_noise, kv, phase, a_from, a_to, f_from
         a_from[v, :] = 0.0
         f_from[v] = f
         phase[v] = 0.0
-    _target(a_to, v, es_harm[k], min(1.0, max(0.0, 1.0 - kv[K_BALANCE])), kv[K_BRIGHT])
+    gv = es[k, ES_GAIN]
+    _target(a_to, v, es_harm[k], gv * min(1.0, max(0.0, 1.0 - kv[K_BALANCE])), kv[K_BRIGHT])
     f_to[v] = f
     for b in range(nz_cur.shape[1]):
         m = es_noise[k, b] if b < es_noise.shape[1] else 0.0
-        nz_cur[v, b] = min(m, 4.0) if m >= 0.0 else 0.0
+        nz_cur[v, b] = gv * min(m, 4.0) if m >= 0.0 else 0.0
     vr[v, VR_CON] = 1.0
     vr[v, VR_P0] = now
     vr[v, VR_PT] = -1.0
@@ -366,12 +370,13 @@ def _step_in(k, now, hop, es, es_harm, es_noise, kv, phase, a_from, a_to, f_from
 
 
 @njit(nogil=True, cache=True)
-def render(block, n, pos, hop, sr, T, harm, noise, act, lag, f0_in, n_used, kv, vol, phase, a_from, a_to,
+def render(block, n, pos, hop, sr, T, harm, noise, act, lag, f0_in, n_used, kv, phase, a_from, a_to,
            f_from, f_to, live, vr, p_a, nz_cur, nz_pend, es, n_es, es_harm, es_noise, kscale, table, ir, xbuf, conv,
            rng, ring, noise_scale, mono, sn, c2, sp, w, smooth, rev_buf, rev_pos, rev_len):
     """Synthesize n samples and add them to block (n, channels). Per voice: its ramp (a_*, f_*,
     one hop long from vr[:, VR_P0]), its pending frame (p_a and vr) and its noise magnitudes
-    (nz_*); es[:n_es]: the block's event steps (voices.py), es_harm / es_noise their controls."""
+    (nz_*); es[:n_es]: the block's event steps (voices.py), es_harm / es_noise their controls;
+    act: each voice's gain per frame (its channel's volume, CC7; 0: silent), es[:, ES_GAIN] at a step."""
     first = (hop - pos % hop) % hop
     mono[:n] = 0.0
     fhop = float(hop)
@@ -413,7 +418,7 @@ def render(block, n, pos, hop, sr, T, harm, noise, act, lag, f0_in, n_used, kv, 
             if es[k, ES_KIND] == ES_FRESH:
                 for b in range(kscale.shape[0]):
                     m = es_noise[k, b] if b < es_noise.shape[1] else 0.0
-                    kscale[b] = ngain * min(m, 4.0) if m >= 0.0 else 0.0
+                    kscale[b] = ngain * es[k, ES_GAIN] * min(m, 4.0) if m >= 0.0 else 0.0
                 t = int(es[k, ES_T])
                 length = seg_e - t if j < T else first + T * hop - t
                 # at most a hop: the scratch buffers hold one (steps come in time order)
@@ -425,9 +430,9 @@ def render(block, n, pos, hop, sr, T, harm, noise, act, lag, f0_in, n_used, kv, 
         _pend(j, harm, noise, act, lag, f0_in, n_used, kv, float(pos + seg_e), fhop, vr, p_a, nz_cur, nz_pend, kscale)
         _noise_frame(kscale, table, ir, xbuf, conv, rng, ring, pos + seg_e + hop, hop, noise_scale)
         seg_s = seg_e
-    # noise from the overlap-add ring, then gain (knob x CC7 volume, smoothed) and reverb
+    # noise from the overlap-add ring, then gain (the knob, smoothed; CC7 is each voice's) and reverb
     mask = ring.shape[0] - 1
-    g_target = 10.0 ** (kv[K_GAIN] / 20.0) * vol * vol
+    g_target = 10.0 ** (kv[K_GAIN] / 20.0)
     mix_target = kv[K_REVERB]
     g = smooth[0]
     mix = smooth[1]

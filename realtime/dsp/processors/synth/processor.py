@@ -6,8 +6,12 @@ each voice's decoder inputs at the 250 Hz frame boundaries in the block; one ONN
 harmonic and noise controls; one Numba kernel synthesizes. A note-on or release start between two
 frame boundaries adds an event step (voices.py): one more one-frame call for the voices that have
 one, and the frames' call split where a voice's state changes inside the block; so notes start
-and release at their events' samples, for any block size. The synth adds its sound to the
-block (silence in an output-only engine), so it can also layer over an input.
+and release at their events' samples, for any block size. A program change that picks an
+instrument cuts the block there (``_program_cut``): the part before it plays on the old
+decoder, the part from it on the new one, so the switch falls on its sample, for any block size
+(taken at the block's start, a flute note ended as trumpet up to a block early: 0.2 s at -b 16384).
+The synth adds its sound to the block (silence in an output-only engine), so it can also layer
+over an input.
 
 MIDI reaches ``handle_midi(status, data1, data2, offset)`` between blocks (the engine's DSP
 thread via Chain.handle_midi, or the offline renderer with exact offsets).
@@ -105,6 +109,45 @@ def _block_program(ev, n_ev, pc_chan, ch10_notes, mapped) -> int:
             if status & 0x0F == pc_chan[0] and mapped[p]:
                 prog = p
     return prog
+
+
+@njit(nogil=True, cache=True)
+def _program_cut(ev, n_ev, n, ch10_notes, mapped) -> int:
+    """Where the first part of a block of n frames ends: at the earliest program change after its
+    start that ``_block_program`` could take (a loaded instrument's program, not on the drum
+    channel), at its offset as ``sv.controls`` reads it; n when there is none."""
+    cut = n
+    for k in range(n_ev):
+        st = ev[k, 1]
+        if not st == st:
+            continue
+        status = int(st)
+        if status & 0xF0 == 0xC0 and (ch10_notes or status & 0x0F != sv.DRUM_CHANNEL):
+            p = min(127, max(0, int(ev[k, 2])))
+            off = sv.event_offset(ev[k, 0], n)
+            if mapped[p] and 0.0 < off < cut:
+                cut = int(off)
+    return cut
+
+
+@njit(nogil=True, cache=True)
+def _hold_from(ev, n_ev, n, cut, rest) -> int:
+    """Move the queued events at or after frame ``cut`` of a block of n frames (their offsets as
+    ``sv.controls`` reads them) to ``rest``, in order, at their offsets from ``cut``; the others
+    close up at the front of ``ev``, in order. Returns how many moved."""
+    m = 0
+    j = 0
+    for k in range(n_ev):
+        off = sv.event_offset(ev[k, 0], n)
+        if off >= cut:
+            rest[m, 0] = off - cut
+            rest[m, 1:] = ev[k, 1:]
+            m += 1
+        else:  # j <= k: the row moves up, or stays
+            ev[j, 1:] = ev[k, 1:]
+            ev[j, 0] = off
+            j += 1
+    return m
 
 
 @njit(nogil=True, cache=True)
@@ -395,6 +438,8 @@ class Synth(MidiQueue, Processor):
         self._ev = np.zeros((sv.MAX_EVENTS, 4), np.float64)
         self._n_ev = 0
         self._es = np.zeros((sv.ES_ROWS, sv.NES), np.float64)  # the block's event steps (g[G_NES] of them)
+        self._rest = np.zeros((sv.MAX_EVENTS, 4), np.float64)  # the events of a block's later parts
+        self._n_rest = 0
         self.dropped_events = 0
 
     # ------------------------------------------------------------------ life cycle
@@ -442,7 +487,7 @@ class Synth(MidiQueue, Processor):
         for inst in self.instruments.values():
             if 0 <= inst.program <= 127:
                 self._mapped[inst.program] = True
-        self._act = np.zeros((self.t_max, V), np.float64)
+        self._act = np.zeros((self.t_max, V), np.float64)  # each voice's gain per frame (0: silent)
         self._lag = np.zeros((self.t_max, V), np.float64)  # each voice's grid after the decoder's, per frame
         self._phase = np.zeros(V, np.float64)
         self._a_from = np.zeros((V, K), np.float64)
@@ -491,10 +536,11 @@ class Synth(MidiQueue, Processor):
         self._rev_pos[0] = 0
         self._pos = 0
         self._n_ev = 0
+        self._n_rest = 0
         self._pc_chan[0] = -1
         self._sounded[:] = False
         self._cur = int(self.values[sv.K_INSTR])
-        self._smooth[0] = 10.0 ** (self.values[sv.K_GAIN] / 20.0) * self.g[sv.G_VOL] ** 2
+        self._smooth[0] = 10.0 ** (self.values[sv.K_GAIN] / 20.0)
         self._smooth[1] = self.values[sv.K_REVERB]
 
     # ------------------------------------------------------------------ MIDI (between blocks)
@@ -520,9 +566,37 @@ class Synth(MidiQueue, Processor):
 
     def process(self, block: np.ndarray) -> None:
         n = block.shape[0]
-        inst, T, used = self.controls(n)
-        inst.decode(T, used, self._es, self.n_steps)
-        self.synthesize(block, inst, T, used)
+        check_block(n, self.max_block)
+        a = 0
+        while True:  # in parts, cut at the program changes (the module docstring)
+            m = self.part(n - a)
+            inst, T, used = self.controls(m)
+            inst.decode(T, used, self._es, self.n_steps)
+            self.synthesize(block if m == n else block[a:a + m], inst, T, used)
+            a += m
+            if a >= n:
+                return
+            self.next_part()
+
+    def program_cut(self, n: int) -> int:
+        """Frames of a block of n before its first program change after its start (n: none)."""
+        return _program_cut(self._ev, self._n_ev, n, self.values[sv.K_CH10] >= 0.5, self._mapped)
+
+    def part(self, n: int, cut: int | None = None) -> int:
+        """Make the queued events those of the block's first ``cut`` frames (default:
+        ``program_cut``); the later ones wait for ``next_part``. Returns ``cut``."""
+        cut = self.program_cut(n) if cut is None else cut
+        if cut < n:
+            self._n_rest = _hold_from(self._ev, self._n_ev, n, cut, self._rest)
+            self._n_ev -= self._n_rest
+        return cut
+
+    def next_part(self) -> None:
+        """After a part's ``controls``: the events that waited are the next part's."""
+        m = self._n_rest
+        self._ev[:m] = self._rest[:m]
+        self._n_ev = m
+        self._n_rest = 0
 
     def controls(self, n: int) -> tuple[Instrument, int, int]:
         """A block's first half: its MIDI applied, the decoder inputs of its frames written.
@@ -542,7 +616,8 @@ class Synth(MidiQueue, Processor):
         check_block(n, self.max_block)  # the kernels write max_block-sized buffers unchecked
         # a program change picks a loaded instrument with that GM program before the block's notes
         # start: switching after them (at the next block) cut a note that came with the change,
-        # which is how most General MIDI files begin
+        # which is how most General MIDI files begin. ``process`` cut the block at it, so the block
+        # starts there
         prog = _block_program(self._ev, self._n_ev, self._pc_chan, self.values[sv.K_CH10] >= 0.5, self._mapped)
         if prog >= 0:
             for i, ins in self.instruments.items():
@@ -570,7 +645,7 @@ class Synth(MidiQueue, Processor):
         """A block's second half: the decoded frames synthesized and added to ``block``."""
         n = block.shape[0]
         sk.render(block, n, self._pos, self.hop, self.sample_rate, T, inst.harm[T], inst.noise[T], self._act,
-                  self._lag, inst.f0[T], used if T else 0, self.values, self.g[sv.G_VOL], self._phase, self._a_from,
+                  self._lag, inst.f0[T], used if T else 0, self.values, self._phase, self._a_from,
                   self._a_to, self._f_from, self._f_to, self._live, self._vr, self._p_a, self._nz_cur, self._nz_pend,
                   self._es, self.n_steps, inst.es_harm, inst.es_noise, self._kscale, self._table, self._ir, self._xbuf,
                   self._conv, self._rng, self._ring, self._noise_scale, self._mono, self._sn, self._c2, self._sp,

@@ -36,15 +36,19 @@ the block's steps of the voices it stops.
 
 Channel 10 (``DRUM_CHANNEL``) is General MIDI percussion: its messages are left alone, as a GM
 melodic instrument does (a drum track played as violin notes), unless the "Channel 10" knob
-(``K_CH10``) says it is an ordinary channel: pads and keyboards that send on channel 10 live. Controllers on the other channels
-are omni (any channel): pitch bend (range from the knob or RPN 0), mod wheel (CC1 ->
-vibrato depth), volume (CC7, read by the renderer), expression (CC11 -> loudness, so timbre
-follows), sustain (CC64), all sound off (CC120), reset controllers (CC121), all notes off (CC123: a
-note-off for every note, so with the sustain pedal down they sound on until it is up, as MIDI 1.0 says).
+(``K_CH10``) says it is an ordinary channel: pads and keyboards that send on channel 10 live. Per
+MIDI channel, for the notes of that channel (a voice keeps its note's channel, ``V_CH``): pitch bend
+(its range from the knob or RPN 0, shared), volume (CC7: each voice's output gain, ``voice_gain``,
+passed in ``act``, which the renderer ramps in over the voice's next frame) and expression (CC11 ->
+loudness, so timbre follows); a quiet second track's CC7 made the first track's melody 11 dB
+quieter. Omni (any channel): mod wheel (CC1 -> vibrato depth), sustain (CC64), all sound off (CC120), reset
+controllers (CC121: the mod wheel, the pedal, and its own channel's bend and expression), all notes
+off (CC123: a note-off for every note, so with the sustain pedal down they sound on until it is up,
+as MIDI 1.0 says).
 A note-on with every voice taken steals, in this order: a releasing voice (the quietest), a note
 kept only by the sustain pedal (its key is up; the oldest), a key still held down (the oldest).
-Program changes are the processor's: it switches instrument before the block's notes start
-(``processor._block_program``); here they change nothing.
+Program changes are the processor's: it cuts the block at each one and switches instrument before
+the notes of the part it starts (``processor._program_cut``, ``_block_program``); here they change nothing.
 """
 from __future__ import annotations
 
@@ -76,10 +80,11 @@ MARK_RELEASE, MARK_START, MARK_RESTART = 1.0, 2.0, 3.0  # a later mark of one ev
 # at most ES_MAX of them a block, then only resets (no decoder step) for the voices (re)started later.
 # ES_V: the voice; ES_J: the block's frame index before which its state takes effect (T: after the
 # block's frames); ES_T: the event's offset in the block; ES_F0 / ES_LD: the step's decoder inputs;
-# ES_LAST: 1 if this row's state is the one the voice goes on from (the last of its rows with that ES_J)
+# ES_LAST: 1 if this row's state is the one the voice goes on from (the last of its rows with that ES_J);
+# ES_GAIN: the voice's output gain at the event (``voice_gain``)
 ES_MAX = 64
 ES_ROWS = ES_MAX + MAX_VOICES
-ES_V, ES_J, ES_T, ES_KIND, ES_F0, ES_LD, ES_LAST, NES = range(8)
+ES_V, ES_J, ES_T, ES_KIND, ES_F0, ES_LD, ES_LAST, ES_GAIN, NES = range(9)
 # ES_RESET: a (re)start on a frame boundary: the voice's state becomes the silence state there, no
 # step (the frame itself is the note's first); ES_FRESH: a step from the silence state (a new note
 # between boundaries); ES_ON: a step from the voice's own state (a release, a mono re-attack)
@@ -91,8 +96,11 @@ ES_RESET, ES_FRESH, ES_ON = 0.0, 1.0, 2.0
 # G_ATK / G_REL: the attack and release (samples) the envelopes run at: the knobs' values at the last
 # re-base (0 until the first block after a reset)
 # G_NES: how many event steps (rows of es) the block ``controls`` ran last has
-G_BEND, G_MOD, G_EXPR, G_VOL, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, G_DROPPED, \
-    G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, G_ATK, G_REL, G_NES, NG = range(18)
+G_MOD, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, G_DROPPED, \
+    G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, G_ATK, G_REL, G_NES, _G_SCALARS = range(15)
+# per MIDI channel c (0-15): g[G_BEND + c] (-1..1), g[G_EXPR + c], g[G_VOL + c] (0..1)
+G_BEND, G_EXPR, G_VOL = _G_SCALARS, _G_SCALARS + 16, _G_SCALARS + 32
+NG = _G_SCALARS + 48
 
 FLOOR_DB = -100.0
 DRUM_CHANNEL = 9  # MIDI channel 10 (0-based 9): GM percussion, not pitched notes
@@ -120,8 +128,8 @@ def reset_state(vs, g, stack):
     vs[:, V_PITCH] = 69.0
     vs[:, V_ES_B] = -1.0
     g[:] = 0.0
-    g[G_EXPR] = 1.0
-    g[G_VOL] = 100.0 / 127.0
+    g[G_EXPR:G_EXPR + 16] = 1.0
+    g[G_VOL:G_VOL + 16] = 100.0 / 127.0
     g[G_RPN_MSB] = 127.0
     g[G_RPN_LSB] = 127.0
     g[G_RETRIG_KEY] = -1.0
@@ -448,20 +456,21 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr) -> bool:
     typ = s & 0xF0
     if s & 0x0F == DRUM_CHANNEL and kv[K_CH10] < 0.5:  # GM percussion: not this instrument's notes,
         return False  # controllers or bend (unless the knob says channel 10 is an ordinary channel here)
-    ch = float(s & 0x0F)
+    c = s & 0x0F
+    ch = float(c)
     if typ == 0x90 and b > 0:
         _note_on(vs, g, stack, float(a), ch, float(b), t, kv, sr)
     elif typ == 0x80 or typ == 0x90:
         _note_off(vs, g, stack, float(a), ch, t, kv, sr)
     elif typ == 0xE0:
-        g[G_BEND] = ((b << 7) | a) / 8192.0 - 1.0
+        g[G_BEND + c] = ((b << 7) | a) / 8192.0 - 1.0
     elif typ == 0xB0:
         if a == 1:
             g[G_MOD] = b / 127.0
         elif a == 7:
-            g[G_VOL] = b / 127.0
+            g[G_VOL + c] = b / 127.0
         elif a == 11:
-            g[G_EXPR] = b / 127.0
+            g[G_EXPR + c] = b / 127.0
         elif a == 64:
             down = b >= 64
             if g[G_SUSTAIN] >= 0.5 and not down:
@@ -485,9 +494,9 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr) -> bool:
             _all_off(vs, g, stack, t, kv, sr, True)
             return True
         elif a == 121:
-            g[G_BEND] = 0.0
+            g[G_BEND + c] = 0.0
             g[G_MOD] = 0.0
-            g[G_EXPR] = 1.0
+            g[G_EXPR + c] = 1.0
             if g[G_SUSTAIN] >= 0.5:
                 g[G_SUSTAIN] = 0.0
                 atk = g[G_ATK]
@@ -510,6 +519,25 @@ def _voice_inputs(vs, v, tau, e_db, bend, vib, expr_db, lmap, sr):
     vel = max(vs[v, V_VEL], 1.0)
     base = lmap[0] + lmap[1] * 40.0 * math.log10(vel / 127.0) + lmap[2] * (pitch - 60.0) / 12.0
     return f0, max(FLOOR_DB, base + e_db + expr_db), pitch
+
+
+@njit(nogil=True, cache=True)
+def _bend_expr(vs, v, g, kv):
+    """Voice v's channel's pitch bend (semitones) and expression (dB on the decoder's loudness)."""
+    c = int(vs[v, V_CH])
+    return g[G_BEND + c] * kv[K_BEND], 40.0 * math.log10(max(g[G_EXPR + c], 1e-3))
+
+
+VOICE_GAIN_FLOOR = 1e-9  # -180 dB: inaudible, yet a sounding voice (``voice_gain``)
+
+
+@njit(nogil=True, cache=True)
+def voice_gain(vs, v, g):
+    """Voice v's output gain: its channel's volume (CC7) squared, as it was on the whole output. Never
+    quite 0 (``VOICE_GAIN_FLOOR``): a gain of 0 marks a voice that does not sound, and a note whose
+    channel is faded to 0 and back would start again from silence (a re-attack) instead of going on."""
+    vol = g[G_VOL + int(vs[v, V_CH])]
+    return max(vol * vol, VOICE_GAIN_FLOOR)
 
 
 @njit(nogil=True, cache=True)
@@ -564,14 +592,14 @@ def _event_steps(vs, g, kv, lmap, sr, atk, rel, es, t, off, j, b, hop, state, si
         es[r, ES_T] = off
         es[r, ES_KIND] = kind
         es[r, ES_LAST] = 1.0
+        es[r, ES_GAIN] = voice_gain(vs, v, g)
         vs[v, V_ES_B] = b
         if kind != ES_RESET:
             # the inputs of a frame of the voice's grid that starts here: the envelope where its
             # ramp ends, the vibrato LFO where the decoder's last frame left it
             vib = kv[K_VIB_DEPTH] * 0.01 * g[G_MOD] * math.sin(2.0 * math.pi * g[G_LFO])
-            expr_db = 40.0 * math.log10(max(g[G_EXPR], 1e-3))
-            f0, ld, _ = _voice_inputs(vs, v, t + hop, _env_db(vs, v, t + hop, atk, rel), g[G_BEND] * kv[K_BEND],
-                                      vib, expr_db, lmap, sr)
+            bend, expr_db = _bend_expr(vs, v, g, kv)
+            f0, ld, _ = _voice_inputs(vs, v, t + hop, _env_db(vs, v, t + hop, atk, rel), bend, vib, expr_db, lmap, sr)
             es[r, ES_F0] = f0
             es[r, ES_LD] = ld
 
@@ -586,21 +614,27 @@ def _drop_silenced_steps(vs, g, es):
 
 
 @njit(nogil=True, cache=True)
+def event_offset(off, n):
+    """A queued event's offset as a block of n frames takes it: a whole sample in the block (NaN: 0)."""
+    if not off == off:
+        off = 0.0
+    return float(math.floor(min(float(n - 1), max(0.0, off))))
+
+
+@njit(nogil=True, cache=True)
 def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, ld_out, act, lag, state, silence,
              es):
     """Apply the block's events (ev[i] = offset, status, d1, d2) at their offsets and fill the
     decoder inputs for each frame boundary in the block (f0_out/ld_out: (voices, T), act:
-    (T, voices) 1 = sounding, lag: (T, voices) each voice's delta) and the block's event steps
+    (T, voices) the output gain of each voice that sounds (``voice_gain``), 0 = silent, lag:
+    (T, voices) each voice's delta) and the block's event steps
     (es, g[G_NES] of them; their decoder state goes into ``state`` only when they are decoded,
     except past ES_MAX). Returns how many leading voices the decoder must run for the frames
     (0 = none)."""
     # whole samples in the block (the voices' grids), NaN at its start: cleaned before the sort, as
     # the steps' times must come out in order (a NaN left in place sorted nowhere)
     for i in range(n_ev):
-        off = ev[i, 0]
-        if not off == off:
-            off = 0.0
-        ev[i, 0] = float(math.floor(min(float(n - 1), max(0.0, off))))
+        ev[i, 0] = event_offset(ev[i, 0], n)
     # stable insertion sort of the events by offset (usually 0-3 events)
     for i in range(n_ev):
         order[i] = i
@@ -645,8 +679,6 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
         b_tau = pos + lim + hop  # the time this frame's ramp reaches its value (on the decoder's grid)
         g[G_LFO] = (g[G_LFO] + vib_inc) % 1.0
         vib = kv[K_VIB_DEPTH] * 0.01 * g[G_MOD] * math.sin(2.0 * math.pi * g[G_LFO])
-        bend = g[G_BEND] * kv[K_BEND]
-        expr_db = 40.0 * math.log10(max(g[G_EXPR], 1e-3))
         for v in range(MAX_VOICES):
             lag[j, v] = vs[v, V_DELTA]
             tau = b_tau + vs[v, V_DELTA]
@@ -662,12 +694,13 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
                     f0_out[v, j] = vs[v, V_LAST_F0]
                     ld_out[v, j] = FLOOR_DB
                 continue
+            bend, expr_db = _bend_expr(vs, v, g, kv)
             f0, ld, pitch = _voice_inputs(vs, v, tau, e_db, bend, vib, expr_db, lmap, sr)
             vs[v, V_PITCH] = pitch
             vs[v, V_LAST_F0] = f0
             f0_out[v, j] = f0
             ld_out[v, j] = ld
-            act[j, v] = 1.0
+            act[j, v] = voice_gain(vs, v, g)  # never 0 while it sounds (its floor)
             if v + 1 > used:
                 used = v + 1
     return used

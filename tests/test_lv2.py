@@ -536,14 +536,8 @@ def test_a_knob_move_reaches_the_lv2_plugin_within_two_blocks(jack_server):
 
 
 # -- worker, URID map and atom MIDI, through a plugin built here ---------------------------------
-_WORKER_C = r"""
-#define _GNU_SOURCE
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+# the LV2 core types a plugin built in a test needs (lv2/core/lv2.h, without the header package)
+LV2_C_TYPES = r"""
 typedef void* LV2_Handle;
 typedef struct { const char* URI; void* data; } LV2_Feature;
 typedef struct LV2_Descriptor {
@@ -556,7 +550,16 @@ typedef struct LV2_Descriptor {
   void (*cleanup)(LV2_Handle);
   const void* (*extension_data)(const char*);
 } LV2_Descriptor;
-typedef struct { void* handle; uint32_t (*map)(void*, const char*); } UridMap;
+"""
+_WORKER_C = r"""
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+""" + LV2_C_TYPES + r"""typedef struct { void* handle; uint32_t (*map)(void*, const char*); } UridMap;
 typedef int (*Respond)(void*, uint32_t, const void*);
 typedef struct { void* handle; int (*schedule_work)(void*, uint32_t, const void*); } Schedule;
 typedef struct {

@@ -20,6 +20,7 @@ from realtime.dsp.presets import apply_overrides, build_chain, validate_preset
 from realtime.dsp.processor import Param
 from realtime.io import lilv, lv2_host, lv2_scan
 
+from .test_lv2 import LV2_C_TYPES
 from .test_lv2_ports import _need, _private_cache  # noqa: F401 (an autouse fixture: each test's own scan cache)
 
 SR = 48000
@@ -67,19 +68,7 @@ _GROUPED_C = r"""
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-typedef void* LV2_Handle;
-typedef struct { const char* URI; void* data; } LV2_Feature;
-typedef struct LV2_Descriptor {
-  const char* URI;
-  LV2_Handle (*instantiate)(const struct LV2_Descriptor*, double, const char*, const LV2_Feature* const*);
-  void (*connect_port)(LV2_Handle, uint32_t, void*);
-  void (*activate)(LV2_Handle);
-  void (*run)(LV2_Handle, uint32_t);
-  void (*deactivate)(LV2_Handle);
-  void (*cleanup)(LV2_Handle);
-  const void* (*extension_data)(const char*);
-} LV2_Descriptor;
-typedef struct { const float* in; float* aux; float* out; } Plugin;
+""" + LV2_C_TYPES + r"""typedef struct { const float* in; float* aux; float* out; } Plugin;
 static LV2_Handle instantiate(const LV2_Descriptor* d, double rate, const char* path, const LV2_Feature* const* f) {
   printf("chatter: made at %g Hz\n", rate);
   return calloc(1, sizeof(Plugin));

@@ -5,7 +5,6 @@ import io
 import os
 import stat
 import struct
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,8 @@ from realtime.errors import OfflineError
 from realtime.run import offline
 from realtime.run.audio_input import open_input
 from realtime.run.offline import plan_render, process_file
+
+from .test_offline_edges import _feed
 
 
 def _clean():
@@ -205,18 +206,6 @@ def test_an_output_that_is_a_pipe_or_a_device_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------ 5: a cut FLAC's last good frames
-
-def _feed(fifo: Path, data: bytes) -> threading.Thread:
-    def write():
-        try:
-            with open(fifo, "wb") as f:
-                f.write(data)
-        except BrokenPipeError:
-            pass
-    t = threading.Thread(target=write, daemon=True)
-    t.start()
-    return t
-
 
 @pytest.mark.parametrize("through", ["file", "pipe"])
 def test_a_cut_flac_keeps_every_frame_that_decodes(tmp_path, through):

@@ -465,7 +465,7 @@ def test_setup_waits_for_a_busy_package_manager(tmp_path):
     (bin_dir / "apt-get").chmod(0o755)
     r = subprocess.run(["bash", "scripts/setup.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
-    assert "waiting for it" in r.stdout and "held by process 4242" in r.stdout, (r.stdout, r.stderr)
+    assert "waiting for it" in r.stderr and "held by process 4242" in r.stderr, (r.stdout, r.stderr)  # progress: stderr
     lines = calls.read_text().splitlines()
     assert [line.split()[1] for line in lines] == ["update", "update", "install"], lines  # the update again
     assert all(line.startswith("noninteractive ") for line in lines), lines

@@ -359,7 +359,8 @@ class EngineHost(HostBase):
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
         """Engine stats + latency + device name + the safety stage's clip count + each hosted
-        plugin's bad output and reset counts (``slot_faults``). The engine's full stats
+        plugin's bad output and reset counts (``slot_faults``) + the engine's ``notices`` said since
+        the last call (each once: the window shows them in its banner). The engine's full stats
         (percentiles over its long timing histories: milliseconds of numpy in the process whose
         DSP thread needs the GIL) are refreshed every FULL_STATS_S; the counters the window shows
         each second are read straight from the callback's stats array."""
@@ -375,7 +376,8 @@ class EngineHost(HostBase):
                   late_blocks_stolen=e.diagnostics.late_blocks_stolen, error=e.error,
                   processor_errors=dict(getattr(e.chain, "failures", {})),
                   late_context=list(e.diagnostics.late_context), **e.dsp_page_faults(),
-                  device_lost=bool(getattr(e, "_device_lost", False)))  # (the monitor's finding; not in stats)
+                  device_lost=bool(getattr(e, "_device_lost", False)),  # (the monitor's finding; not in stats)
+                  notices=_take_notices(e))
         st.update(e.latency())
         st["running"] = e.running
         if self._device is None:  # asking PortAudio takes milliseconds: once per configuration
@@ -385,6 +387,13 @@ class EngineHost(HostBase):
         st["safety_clipped"] = int(counters[CLIPPED]) if counters is not None else 0
         st["slot_faults"] = _slot_faults(e.chain)
         return st
+
+
+def _take_notices(engine) -> list[str]:
+    """The engine's ``notices`` said since the last status (the server's period changed): taken, so
+    each travels once, as ``run`` says each once."""
+    notices = getattr(engine, "notices", [])
+    return [notices.pop(0) for _ in range(len(notices))]
 
 
 def _same_messages(a: tuple[int, int | None], b: tuple[int, int | None]) -> bool:

@@ -2,6 +2,7 @@
 split) in the platform config dir, and the dialog that edits the audio/MIDI ones."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import replace
@@ -13,6 +14,7 @@ from PyQt6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, Q
 from gui.midi import NONE, VIRTUAL, input_ports
 from realtime.dsp.presets import APP, config_path  # noqa: F401 (APP: the name gui.app gives the application)
 from realtime.engine.config import COMMON_RATES, EngineConfig, device_arg
+from realtime.engine.engine import prefill_at_start
 from realtime.io import portaudio
 
 SAMPLERATES = COMMON_RATES
@@ -168,6 +170,41 @@ def device_rates(input_device, output_device, config: EngineConfig) -> list[int]
     return rates or list(SAMPLERATES)
 
 
+def jack_period(output_device, config: EngineConfig) -> int | None:
+    """The JACK server's period, in frames, when the engine's stream on ``output_device`` (``None``:
+    the default one) would be a JACK stream, as the engine finds it at its start; else None (an
+    input-only stream, another host API, a device gone). PortAudio is released again unless this
+    process had it open already, as for ``device_rates``."""
+    if config.mode == "input":  # no output: no pre-fill for a period to raise
+        return None
+    try:
+        with _portaudio_open():
+            s = portaudio.sd()
+            api = s.query_devices(output_device, "output")["hostapi"]
+            jack = s._lib.Pa_GetHostApiInfo(api).type == s._lib.paJACK  # the engine's test (_is_jack_stream)
+    except Exception:  # noqa: BLE001 - no such device: the engine's refusal says why
+        return None
+    if not jack:
+        return None
+    from realtime.io.jackio import server_period
+
+    return server_period()
+
+
+@contextlib.contextmanager
+def _portaudio_open():
+    """PortAudio open meanwhile, for ``device_rates`` and ``jack_period`` to share one start; released
+    again after unless this process had it open already."""
+    already = getattr(sys.modules.get("sounddevice"), "_initialized", 0)
+    try:
+        if not already:
+            portaudio.sd()
+        yield
+    finally:
+        if not already:
+            _release_portaudio()
+
+
 def _runs(check, device, channels: int, rate: int) -> bool:
     try:
         check(device=device, channels=channels, dtype="float32", samplerate=rate)
@@ -185,6 +222,7 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("Audio and MIDI settings")
         form = QFormLayout(self)
         self._base = config
+        self._period: int | None = None  # the JACK server's, where the chosen output is a JACK device
         devices = audio_devices()
         self.input = self._combo("input_device", [DEFAULT_DEVICE, *devices["input"]], config.input_device)
         self.output = self._combo("output_device", [DEFAULT_DEVICE, *devices["output"]], config.output_device)
@@ -198,8 +236,8 @@ class SettingsDialog(QDialog):
                                 "hiccups of the machine (fewer dropouts); each adds one block of latency.")
         self.prefill_ms = QLabel()
         self.prefill_ms.setObjectName("prefill_ms")
-        for c in (self.prefill, self.samplerate, self.blocksize):
-            c.currentTextChanged.connect(self._show_prefill_ms)
+        for c in (self.prefill, self.samplerate, self.blocksize, self.input, self.output):
+            c.currentTextChanged.connect(self._show_prefill_ms)  # (the devices': after _offer_rates read the period)
         self._show_prefill_ms()
         ports, err = input_ports()
         self.midi = self._combo("midi_port", [NONE, VIRTUAL, *ports], midi_port)
@@ -231,7 +269,9 @@ class SettingsDialog(QDialog):
         """The rates the chosen devices run; the rate chosen stays while they run it (else the first
         they do)."""
         rate = self.samplerate.currentText()
-        rates = [str(r) for r in device_rates(self._device(self.input), self._device(self.output), self._base)]
+        with _portaudio_open():  # one PortAudio start for both (each opens a JACK client)
+            rates = [str(r) for r in device_rates(self._device(self.input), self._device(self.output), self._base)]
+            self._period = jack_period(self._device(self.output), self._base)
         self.samplerate.blockSignals(True)  # one change signal at the end, if the rate changed
         self.samplerate.clear()
         self.samplerate.addItems(rates)
@@ -245,8 +285,14 @@ class SettingsDialog(QDialog):
         return None if combo.currentText() == DEFAULT_DEVICE else device_arg(combo.currentText())
 
     def _show_prefill_ms(self) -> None:
-        ms = 1e3 * int(self.prefill.currentText()) * int(self.blocksize.currentText()) / int(self.samplerate.currentText())
-        self.prefill_ms.setText(f"adds {ms:.1f} ms of output latency")
+        """The latency the pre-fill adds, as the engine will run it: on a JACK server whose period is
+        longer than the block, raised to cover its bursts (``prefill_at_start``)."""
+        c = self.engine_config()
+        blocks = prefill_at_start(c, self._period)
+        ms = 1e3 * blocks * c.blocksize / c.samplerate
+        raised = (f" ({blocks} blocks: the JACK server's {self._period}-frame period needs them)"
+                  if blocks != c.prefill_blocks else "")
+        self.prefill_ms.setText(f"adds {ms:.1f} ms of output latency{raised}")
 
     def engine_config(self) -> EngineConfig:
         # the rest as the engine runs now: a config equal to it means "audio unchanged"

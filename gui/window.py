@@ -988,6 +988,8 @@ class MainWindow(PresetActions, QMainWindow):
         self.rack.show_faults(s.get("slot_faults", {}))
         if s["error"]:
             self._report(s["error"])
+        for line in s.get("notices", ()):  # each comes once (the server's period changed): news, also when
+            self.show_error(line)  # a like one was dismissed before
         for slot, err in s.get("processor_errors", {}).items():  # the slot plays dry; the stream goes on
             self._report(f"{slot} failed and is bypassed: {err}")
         if s["error"] and s["running"]:

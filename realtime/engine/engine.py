@@ -19,10 +19,13 @@ context switches in ``realtime.engine.rt_os``.
 """
 from __future__ import annotations
 
+import _thread
+import contextlib
 import dataclasses
 import gc
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -37,7 +40,7 @@ from realtime.engine.control import ControlRings, ControlWriter, apply_record, s
 from realtime.engine.diagnostics import HISTORY, Diagnostics
 from realtime.engine.ring import READ, Ring, ring_discard, ring_pop, ring_push, ring_push_silence, ring_readable
 from realtime.engine.rt_os import SwitchCounter, set_realtime_priority, thread_page_faults
-from realtime.errors import AudioDeviceError, EngineError, signals_deferred
+from realtime.errors import AudioDeviceError, EngineError, Interrupted, signals_deferred
 from realtime.io.portaudio import check, resolve_device, sd
 
 PA_FLOAT32 = 0x00000001
@@ -113,6 +116,9 @@ class Engine:
         self._dsp_tid = 0  # the DSP thread's kernel id, for its page-fault counters
         self.prefill_raised_from: int | None = None  # the configured pre-fill, when the host's period raised it
         self._period_watch = None  # the JACK server's period while a JACK stream runs (jackio.PeriodWatch)
+        # held to read the watch and to take it for closing: a monitor that outlived stop()'s join must
+        # never read a client closed under it, and the client is closed once, by whoever takes it
+        self._watch_lock = threading.Lock()
         self._host_period: int | None = None  # the period the pre-fill was fitted to
         self._prefill_target = 0  # output frames the DSP thread keeps queued; the monitor raises it
         # lines for the user that the monitor says while streaming (the server's period changed); a
@@ -126,11 +132,11 @@ class Engine:
         # The input ring holds the pre-fill on top of its blocks: after a stall, the callback's credit
         # for input it dropped must never exceed what the output side skips to catch up, or the
         # latency shrinks for good and later underruns go uncompensated.
-        self.in_ring = Ring.for_frames(c.blocksize * (c.ring_blocks + c.prefill_blocks), c.channels)
+        self.in_ring = Ring.for_frames(_in_ring_frames(c, c.prefill_blocks), c.channels)
         # The output ring holds a full input ring plus the pre-fill: after a stall the DSP thread
         # flushes everything queued at once, and a drop here would shift latency behind the
         # callback's skip accounting.
-        self.out_ring = Ring.for_frames(self.in_ring.capacity + c.blocksize * (c.prefill_blocks + 1), c.channels)
+        self.out_ring = Ring.for_frames(_out_ring_frames(c, c.prefill_blocks, self.in_ring.capacity), c.channels)
         self.diagnostics = Diagnostics(c.samplerate, c.blocksize, c.prefill_blocks)
 
     def _fit_prefill_to_host_period(self) -> None:
@@ -146,15 +152,17 @@ class Engine:
         from realtime.io.jackio import PeriodWatch
 
         self._period_watch = PeriodWatch.open()
-        period = self._period_watch.period() if self._period_watch is not None else None
-        self._host_period = period
-        if period is None or period <= c.blocksize:
-            return
-        need = _blocks_for_period(period, c.blocksize)
-        if c.prefill_blocks < need <= c.max_prefill_blocks:
+        self._host_period = self._read_host_period()
+        need = prefill_at_start(c, self._host_period)
+        if need != c.prefill_blocks:
             self.config = dataclasses.replace(c, prefill_blocks=need)
             self.prefill_raised_from = c.prefill_blocks
             self._size_buffers()
+
+    def _read_host_period(self) -> int | None:
+        """The JACK server's period now, through the watch (None: no watch, or closed)."""
+        with self._watch_lock:
+            return self._period_watch.period() if self._period_watch is not None else None
 
     def _host_period_changed(self, period: int) -> None:
         """The JACK server's period changed while streaming (``jack_bufsize``; monitor thread). A
@@ -169,11 +177,7 @@ class Engine:
         self._scale_device_latency(old, period)
         need = _blocks_for_period(period, c.blocksize) if period > c.blocksize else c.prefill_blocks
         said = f"the JACK server's period changed from {old} to {period} frames"
-        # what the rings, sized by _size_buffers with power-of-two room, hold: the input ring its
-        # blocks and the pre-fill (its credit for input dropped in a stall must not exceed what the
-        # output side skips), the output ring the input ring, the pre-fill and one block
-        limit = min(c.max_prefill_blocks, self.in_ring.capacity // c.blocksize - c.ring_blocks,
-                    (self.out_ring.capacity - self.in_ring.capacity) // c.blocksize - 1)
+        limit = _prefill_limit(c, (self.in_ring, self.out_ring))
         if need > limit:
             self.notices.append(f"{said}: its bursts need a pre-fill of {need} blocks, more than this stream "
                                 f"holds ({limit}); blocks will be late: start again to run at it")
@@ -214,12 +218,13 @@ class Engine:
                 return
             c = self.config
             _wait_for_stuck_threads(self.chain)
-            self.chain.prepare(c.samplerate, c.blocksize, c.channels, live=True)
-            self._warm_up()
-            # A full garbage collection walks every object (tens of milliseconds with the neural
-            # processors loaded) and can start in any thread, the DSP thread included. Collect
-            # once now and freeze the survivors, so later collections only see new objects.
-            gc.collect()
+            with _interrupts_not_swallowed():  # Numba compiles here (seconds, with a cold cache)
+                self.chain.prepare(c.samplerate, c.blocksize, c.channels, live=True)
+                self._warm_up()
+                # A full garbage collection walks every object (tens of milliseconds with the neural
+                # processors loaded) and can start in any thread, the DSP thread included. Collect
+                # once now and freeze the survivors, so later collections only see new objects.
+                gc.collect()
             gc.freeze()
             self._open_stream()
             try:
@@ -250,10 +255,13 @@ class Engine:
                 raise
 
     def _close_period_watch(self, wait: bool = True) -> None:
-        """Close the period watch; ``wait`` False: a server that is gone or paused, not waited for."""
-        if self._period_watch is not None:
-            self._period_watch.close(wait_s=None if wait else 0.0)
-            self._period_watch = None
+        """Close the period watch, once, whichever thread still runs; ``wait`` False: a server that is
+        gone or paused, not waited for (closing after the server went is safe: libjack says "Server
+        is not running" and returns)."""
+        with self._watch_lock:  # taken out under the lock: a monitor reading it has finished its read
+            watch, self._period_watch = self._period_watch, None
+        if watch is not None:
+            watch.close(wait_s=None if wait else 0.0)
 
     def _close_wake_pipe(self) -> None:
         os.close(self._wake_r)
@@ -325,8 +333,9 @@ class Engine:
             pass
         for t in self._threads:
             t.join(2)
-        if not any(t.is_alive() for t in self._threads[1:]):  # the monitor reads it until it ends
-            self._close_period_watch(wait=not abandon)
+        # also under a monitor that outlived its join (it left the client open for good): it reads
+        # the watch under the lock this takes it out with, and finds none from then on
+        self._close_period_watch(wait=not abandon)
         if not abandon:  # an abandoned callback may still write its wake byte: its pipe stays open
             self._close_wake_pipe()  # (closed, the number would go to the next file opened)
         sys.setswitchinterval(self._old_switch)
@@ -674,7 +683,7 @@ class Engine:
                 self.error = lost_msg = _lost_message(now - last_change, gone=True)
             if self._period_watch is not None and now >= next_period_look and not self._device_lost:
                 next_period_look = now + PERIOD_LOOK_S
-                host = self._period_watch.period()
+                host = self._read_host_period()
                 if host is not None and self._host_period is None:  # not known at start: from now on
                     self._host_period = host
                 elif host is not None and host != self._host_period:
@@ -818,6 +827,105 @@ def _blocks_for_period(period: int, blocksize: int) -> int:
     """The pre-fill, in blocks, that a host period of ``period`` frames needs: its burst of
     callbacks, plus the block being made."""
     return -(-period // blocksize) + 1
+
+
+def _in_ring_frames(config: EngineConfig, prefill: int) -> int:
+    """What the input ring holds at a pre-fill of ``prefill`` blocks: its blocks and the pre-fill (its
+    credit for input dropped in a stall must not exceed what the output side skips)."""
+    return config.blocksize * (config.ring_blocks + prefill)
+
+
+def _out_ring_frames(config: EngineConfig, prefill: int, in_capacity: int) -> int:
+    """What the output ring holds at a pre-fill of ``prefill`` blocks beside an input ring of
+    ``in_capacity`` frames: all of it, the pre-fill and one block."""
+    return in_capacity + config.blocksize * (prefill + 1)
+
+
+def _prefill_limit(config: EngineConfig, rings: tuple[Ring, Ring] | None = None) -> int:
+    """The most pre-fill, in blocks, an engine with ``config`` can run: ``max_prefill_blocks``, and
+    with ``rings`` (its input and output rings, in use by a stream: they cannot grow under the
+    callback) what they hold (``_in_ring_frames``, ``_out_ring_frames``; power-of-two sizes leave
+    room). Without them (a start: ``_size_buffers`` sizes the rings to the pre-fill) the first only."""
+    limit = config.max_prefill_blocks
+    if rings is not None:
+        in_cap, out_cap = rings[0].capacity, rings[1].capacity
+        while limit > 0 and (_in_ring_frames(config, limit) > in_cap
+                             or _out_ring_frames(config, limit, in_cap) > out_cap):
+            limit -= 1
+    return limit
+
+
+def prefill_at_start(config: EngineConfig, period: int | None) -> int:
+    """The pre-fill, in blocks, an engine with ``config`` starts with on a JACK server whose period is
+    ``period`` frames (None: no JACK server, or an engine on another device): the configured one,
+    raised to what the period's bursts of callbacks need (``_blocks_for_period``) where that is
+    more and within ``_prefill_limit``. An input-only stream has no pre-fill to raise."""
+    if config.mode == "input" or period is None or period <= config.blocksize:
+        return config.prefill_blocks
+    need = _blocks_for_period(period, config.blocksize)
+    return need if config.prefill_blocks < need <= _prefill_limit(config) else config.prefill_blocks
+
+
+@contextlib.contextmanager
+def _interrupts_not_swallowed():
+    """Meanwhile an interrupt that lands where Python cannot raise it is raised all the same, once.
+
+    A signal's handler runs in the main thread wherever it is, also inside an object's ``__del__``
+    or a ctypes callback (llvmlite's, all through a Numba compile: seconds of a cold cache's
+    ``prepare`` and warm-up). Their exception Python prints ("Exception ignored … KeyboardInterrupt")
+    and drops, and the start-up went on. Here the signal is sent again instead, from a thread of
+    its own (sent from the main thread it would be handled at once, inside the hook), so its handler
+    raises once the main thread is back where an exception can leave. Leaving waits for every signal
+    sent so: handled there at the latest, its interrupt is what leaves (not an error the interrupted
+    compile raised meanwhile, with the interrupt arriving a moment later: said twice). Main thread
+    only, as handlers."""
+    main = threading.main_thread().ident
+    if threading.get_ident() != main:
+        yield
+        return
+    old = sys.unraisablehook
+    sending: list = []  # a lock per signal sent again, released once it is sent
+
+    def hook(unraisable) -> None:
+        sig = _interrupt_signal(unraisable.exc_value) if threading.get_ident() == main else None
+        if sig is None:
+            old(unraisable)
+            return
+        sent = _thread.allocate_lock()  # (_thread: threading takes locks this __del__ may have interrupted)
+        sent.acquire()
+        sending.append(sent)
+        _thread.start_new_thread(_send_signal, (main, sig, sent))
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = old
+        for sent in sending:  # its handler runs once it is sent: here at the latest
+            with sent:
+                pass
+        _signals_checked()
+
+
+def _send_signal(thread: int, sig: int, sent) -> None:
+    try:
+        signal.pthread_kill(thread, sig)
+    finally:
+        sent.release()
+
+
+def _signals_checked() -> None:
+    """A call: where Python runs the handler of a signal that came meanwhile."""
+
+
+def _interrupt_signal(e: BaseException | None) -> int | None:
+    """The signal whose Python handler raised the interrupt ``e`` (Ctrl-C's; ``Interrupted`` names
+    its own); None for anything else, or a signal no Python handler takes now (sent again, it would
+    kill the process)."""
+    if not isinstance(e, KeyboardInterrupt):
+        return None
+    sig = getattr(signal, str(e), None) if isinstance(e, Interrupted) else signal.SIGINT
+    return sig if sig is not None and callable(signal.getsignal(sig)) else None
 
 
 def _lost_message(silent_s: float, gone: bool) -> str:

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -198,3 +199,74 @@ def write_failure_reason(folder, e: BaseException) -> str:
         except OSError:
             pass
     return reason or libsndfile_words(e) or str(e) or type(e).__name__
+
+
+OPUS_LOOKAHEAD_48K = 312  # libopus's look-ahead, the pre-skip libsndfile writes: 6.5 ms at 48 kHz
+
+
+def opus_end_padding(fmt: str, subtype: str, samplerate: int) -> int:
+    """Frames of silence to write after an output's audio when it is Ogg Opus (0 for any other
+    format), cut off again once the file is closed (``trim_opus_end``).
+
+    libsndfile's Opus encoder pushes its look-ahead out by encoding its last frame a second time
+    rather than silence: the last ~5 ms of audio that does not end in silence decoded garbled
+    (0.5 off on a 0.3 sine). With a look-ahead of silence after the audio, what is garbled is
+    that silence, which is then trimmed."""
+    if (fmt, subtype) != ("OGG", "OPUS"):
+        return 0
+    return -(-OPUS_LOOKAHEAD_48K * samplerate // 48000)
+
+
+_OGG_CRC: list[int] = []
+
+
+def ogg_crc(page: bytes) -> int:
+    """An Ogg page's checksum (CRC-32, polynomial 0x04C11DB7, not reflected: not zlib's), of the
+    page with its checksum field zeroed."""
+    if not _OGG_CRC:
+        for i in range(256):
+            r = i << 24
+            for _ in range(8):
+                r = (r << 1) ^ 0x04C11DB7 if r & 0x80000000 else r << 1
+            _OGG_CRC.append(r & 0xFFFFFFFF)
+    crc = 0
+    for b in page:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[(crc >> 24) ^ b]
+    return crc
+
+
+OGG_PAGE_MAX = 27 + 255 + 255 * 255  # the largest Ogg page: header, segment table, body
+
+
+def trim_opus_end(path, frames: int) -> bool:
+    """Whether the Ogg Opus file at ``path`` (closed) now ends after ``frames`` (at its own rate):
+    its last page's granule position lowered to them (RFC 7845's end trimming; its checksum
+    redone), so decoders drop what follows (``opus_end_padding``'s silence). False, the file
+    untouched, where it is no Opus stream libsndfile wrote, or the end would fall before the last
+    page's audio (an end only the last page may trim)."""
+    with open(path, "r+b") as fh:
+        head = fh.read(64)
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - 2 * OGG_PAGE_MAX))
+        base = fh.tell()
+        tail = bytearray(fh.read())
+        at = tail.rfind(b"OggS\x00")
+        prev = tail.rfind(b"OggS\x00", 0, at) if at > 0 else -1
+        opus = head[:4] == b"OggS" and head[27 + head[26]:][:8] == b"OpusHead"
+        if not opus or prev < 0 or not tail[at + 5] & 0x04:  # (the last page: end of stream)
+            return False
+        body = head[27 + head[26]:]
+        pre_skip, rate = struct.unpack("<HI", body[10:16])
+        end = pre_skip + frames * 48000 // (rate or 48000)  # granule positions count 48 kHz samples
+        (old,) = struct.unpack_from("<q", tail, at + 6)
+        (before,) = struct.unpack_from("<q", tail, prev + 6)
+        if not before <= end <= old:
+            return False
+        lacing = tail[at + 27: at + 27 + tail[at + 26]]
+        page = tail[at: at + 27 + len(lacing) + sum(lacing)]
+        struct.pack_into("<q", page, 6, end)
+        page[22:26] = bytes(4)
+        page[22:26] = struct.pack("<I", ogg_crc(page))
+        fh.seek(base + at)
+        fh.write(page)
+    return True

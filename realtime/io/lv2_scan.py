@@ -24,7 +24,7 @@ from realtime.errors import PluginError
 from realtime.io import lilv
 from realtime.io.native_stderr import capture_stderr
 
-CACHE_VERSION = 4  # part of the signature: a cache written with other fields (or rules) is never read
+CACHE_VERSION = 5  # part of the signature: a cache written with other fields (or rules) is never read
 PG = "http://lv2plug.in/ns/ext/port-groups#"
 INSTRUMENT_CLASS = "http://lv2plug.in/ns/lv2core#InstrumentPlugin"
 RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
@@ -35,12 +35,14 @@ UNIT_SYMBOLS = {"db": "dB", "hz": "Hz", "khz": "kHz", "mhz": "MHz", "ms": "ms", 
 # an input named as a side-chain: "sidechain", "Side Chain 2", "side_chain", or the token "sc" ("sc", "sc_l")
 SIDE_CHAIN_NAME = re.compile(r"side[ _-]?chain|(?:^|[^a-z])sc(?:[^a-z]|$)", re.IGNORECASE)
 # Plugins this host refuses to load (URI -> why), as hosts keep crash lists: each was seen breaking
-# the process or never loading in Debian 12's packages. ``plugins`` marks them.
+# the process, never loading or never making anything but junk in Debian 12's packages. ``plugins`` marks them.
 KNOWN_BROKEN = {
     "http://calf.sourceforge.net/plugins/Wavetable":
         "crashes the process (reads uninitialised memory, then 'double free or corruption' on close)",
     "http://plugin.org.uk/swh-plugins/mbeq": "its library does not load (undefined symbol fftwf_execute)",
     "http://plugin.org.uk/swh-plugins/pitchScaleHQ": "its library does not load (undefined symbol fftwf_execute)",
+    "http://plugin.org.uk/swh-plugins/bodeShifterCV":
+        "puts out about 1e28 whatever its settings and input (lilv's lv2apply too): silence and a reset every block",
 }
 # Plugins with audio inputs that make sound of their own (generators, oscillators that mix an input in):
 # their output on a silent input is their sound, however loud they are set, never taken for junk
@@ -58,6 +60,30 @@ UNINITIALISED_MEMORY = frozenset({
     "http://plugin.org.uk/swh-plugins/dcRemove", "http://drobilla.net/plugins/mda/BeatBox",
     "http://plugin.org.uk/swh-plugins/chebstortion",
 })
+# Plugins whose latency port says something other than their delay (noise through each plugin with a
+# latency port in Debian 12's swh-lv2 1.0.16, lsp-plugins 1.2.5 and zam-plugins 4.1, at its default and
+# latency-moving settings, its delay against what it reports; LSP's and zam's say it right, but for the
+# ~8-sample group delay of the filter of LSP limiter's "Full" oversampling, a phase, not a latency):
+# URI -> (the delay as a multiple of the reported figure, what is wrong, in words; for amPitchshift its
+# mean delay at any pitch). ``Lv2Plugin`` takes its latency as that multiple, so the chain's dry path and
+# ``latency`` are the delay heard. Not here: swh artificialLatency, which reports a latency it does
+# not have by design (a test of compensation).
+_SWH = "http://plugin.org.uk/swh-plugins/"
+LATENCY_MISREPORTED = {
+    _SWH + "amPitchshift": (2.0, "its latency port says half its delay (its output comes a whole buffer offset "
+                                 "late, it reports half of one): the chain takes twice that figure"),
+    _SWH + "dj_eq": (0.0, "its latency port says 3 samples, but its filters delay nothing: the chain takes 0"),
+    _SWH + "dj_eq_mono": (0.0, "its latency port says 3 samples, but its filters delay nothing: the chain takes 0"),
+}
+# Plugins whose main ports (the signal path) are not all their audio ports, which they do not say
+# with port groups: URI -> (main input symbols, main output symbols). swh bodeShifterCV's second
+# audio input is the shift's control voltage (it got the chain's right channel, or the music itself
+# on a mono chain, and shifted by the music) and its heard output is "Mix out", not the down and up
+# outputs; the CV input gets silence, so the "Base shift" knob sets the shift (Debian's build is
+# refused all the same: ``KNOWN_BROKEN``).
+MAIN_PORTS = {
+    _SWH + "bodeShifterCV": (("input",), ("mixout",)),
+}
 LINUX_DEFAULT_PATH = ("~/.lv2", "/usr/lib/x86_64-linux-gnu/lv2", "/usr/lib/aarch64-linux-gnu/lv2", "/usr/lib/lv2",
                       "/usr/local/lib/lv2")
 
@@ -145,11 +171,14 @@ class PluginInfo:
         return [p for p in self.ports_of("control", "in") if p.index != self.latency_port]
 
     def summary(self) -> dict:
-        """A flat dict for listings: uri, name, class, audio in/out, MIDI in, controls, latency port, hard RT."""
+        """A flat dict for listings: uri, name, class, audio in/out, MIDI in, controls, latency port, hard RT,
+        required features, why it is refused (``KNOWN_BROKEN``) and why its latency port is not
+        taken as it is (``LATENCY_MISREPORTED``), or None."""
         return {"uri": self.uri, "name": self.name, "class": self.plugin_class, "audio_in": self.audio_in,
                 "audio_out": self.audio_out, "midi_in": self.midi_in, "controls": [p.symbol for p in self.controls],
                 "latency_port": self.latency_port, "hard_rt": self.hard_rt,
-                "required_features": list(self.required_features), "broken": KNOWN_BROKEN.get(self.uri)}
+                "required_features": list(self.required_features), "broken": KNOWN_BROKEN.get(self.uri),
+                "latency_misreported": LATENCY_MISREPORTED[self.uri][1] if self.uri in LATENCY_MISREPORTED else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PluginInfo":
@@ -271,6 +300,15 @@ def _mark_main_groups(world: "lilv.World", plugin, ports: tuple[PortInfo, ...]) 
     return tuple(replace(p, main=True) if p.index in main else p for p in ports)
 
 
+def _mark_known_main_ports(uri: str, ports: tuple[PortInfo, ...]) -> tuple[PortInfo, ...]:
+    """Mark the main audio ports of a plugin in ``MAIN_PORTS`` (one without port groups)."""
+    if uri not in MAIN_PORTS:
+        return ports
+    ins, outs = MAIN_PORTS[uri]
+    main = {p.index for p in ports if p.type == "audio" and p.symbol in (ins if p.direction == "in" else outs)}
+    return tuple(replace(p, main=True) if p.index in main else p for p in ports)
+
+
 def _declares_type(world: "lilv.World", plugin, cls: str) -> bool:
     """The plugin's data says it is a ``cls``. lilv's own plugin class needs lv2core's Turtle, which
     distributions do not always install (then every class is lv2:Plugin), so the statement is asked for.
@@ -288,7 +326,7 @@ def describe(world: "lilv.World", plugin) -> PluginInfo:
     uri = lilv.node_str(L.lilv_plugin_get_uri(plugin))
     cls = L.lilv_plugin_get_class(plugin)
     ports = _named_side_chains(tuple(_port(world, plugin, i) for i in range(L.lilv_plugin_get_num_ports(plugin))))
-    ports = _mark_main_groups(world, plugin, ports)
+    ports = _mark_known_main_ports(uri, _mark_main_groups(world, plugin, ports))
     latency = int(L.lilv_plugin_get_latency_port_index(plugin)) if L.lilv_plugin_has_latency(plugin) else None
     known_ext = ("http://lv2plug.in/ns/ext/worker#interface", "http://lv2plug.in/ns/ext/state#interface",
                  "http://lv2plug.in/ns/ext/options#interface")
@@ -466,5 +504,5 @@ def plugin_info(uri: str) -> PluginInfo:
     return info
 
 
-__all__ = ["KNOWN_BROKEN", "UNINITIALISED_MEMORY", "PluginInfo", "PortInfo", "ScanResult", "cache_dir", "describe", "lv2_path", "plugin_info",
-           "scan", "scan_world", "signature", "world"]
+__all__ = ["KNOWN_BROKEN", "LATENCY_MISREPORTED", "MAIN_PORTS", "UNINITIALISED_MEMORY", "PluginInfo", "PortInfo",
+           "ScanResult", "cache_dir", "describe", "lv2_path", "plugin_info", "scan", "scan_world", "signature", "world"]

@@ -1,7 +1,8 @@
 """Reading the files the offline runner processes: paths and standard input, what libsndfile opens,
 and what it does not say: a file cut short or still growing (WAV, RF64, W64, AIFF, AU, Ogg), a WAV
-past the 4 GiB its header counts, a decoding error part way (everything before it kept), and
-samples that are not numbers (zeroed before any resampler)."""
+past the 4 GiB its header counts, joined MP3 files and chained Ogg streams (read part after part),
+a decoding error part way (everything before it kept), and samples that are not numbers (zeroed
+before any resampler)."""
 from __future__ import annotations
 
 import io
@@ -31,7 +32,7 @@ NOT_A_FILE = "File does not exist or is not a regular file (possibly a pipe?)."
 
 def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
     """The input opened, and whether it is cut (``truncation``: warned about here, once; libsndfile's
-    length is then what the file holds)."""
+    length is then what the file holds), or goes on past what can be read (``joined``)."""
     p = input_path(path)
     if p == STDIN and os.isatty(0):  # reading it would wait for Ctrl-D
         raise OfflineError("standard input is a terminal; pipe the audio in (e.g. `cat IN | … process - OUT`)")
@@ -47,6 +48,7 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
             raise OfflineError(f"{p}: not a readable audio file") from None
         raise OfflineError(f"{p}: not a readable audio file ({words})") from None
     f, said = whole_wav(p, f) if p.is_file() else (f, None)
+    f, rest = joined(p if p.is_file() else f.name, f)
     if f.frames == 0:
         f.close()
         if p.is_file() and truncation(p):  # a short Ogg cut in half: libsndfile reads none of it
@@ -58,9 +60,10 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
     why = truncation(p)
     if why:
         said = f"{why} (a truncated or still-growing file); processing what is there"
-    if said:
-        print(f"warning: {p}: {said}", file=sys.stderr)
-    return f, said is not None
+    for words in (said, rest):
+        if words:
+            print(f"warning: {p}: {words}", file=sys.stderr)
+    return f, said is not None or rest is not None
 
 
 RIFF_MAX = 0xFFFFFFFF  # a RIFF (WAV) chunk's 32-bit size: 4 GiB; a streaming header's "unknown" too
@@ -101,13 +104,18 @@ def whole_wav(p: Path, f: sf.SoundFile) -> tuple[sf.SoundFile, str | None]:
 
 
 class _FileTail(io.RawIOBase):
-    """A file's bytes from ``start`` on, as a file of their own (``WavAudio``)."""
+    """A file's bytes from ``start`` on (up to ``end``: None, its end), as a file of their own
+    (``WavAudio``, ``JoinedAudio``). ``source`` is a path (opened here) or an open file (a pipe's
+    spool, which several may share: each seeks to its own place before it reads). An error
+    reading (EIO from a failing disk) ends the bytes there, as libsndfile's own read errors end a
+    file (``salvage``, ``warn_short``): raised, it went to stderr as a traceback from soundfile's
+    callback, once per read."""
 
-    def __init__(self, path: Path, start: int):
+    def __init__(self, source, start: int, end: int | None = None):
         super().__init__()
-        self._f = open(path, "rb", buffering=0)
-        self._start = start
-        self._f.seek(start)  # libsndfile reads from where the file is, before any seek
+        self._own = isinstance(source, (str, bytes, os.PathLike))
+        self._f = open(source, "rb", buffering=0) if self._own else source
+        self._start, self._end, self._pos = start, end, 0  # libsndfile reads from 0, before any seek
 
     def readable(self) -> bool:
         return True
@@ -116,16 +124,33 @@ class _FileTail(io.RawIOBase):
         return True
 
     def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
-        return self._f.seek(pos + self._start if whence == os.SEEK_SET else pos, whence) - self._start
+        if whence == os.SEEK_END:
+            pos += self._size()
+        elif whence == os.SEEK_CUR:
+            pos += self._pos
+        self._pos = max(0, pos)
+        return self._pos
 
     def tell(self) -> int:
-        return self._f.tell() - self._start
+        return self._pos
+
+    def _size(self) -> int:
+        end = self._f.seek(0, os.SEEK_END)
+        return (end if self._end is None else min(end, self._end)) - self._start
 
     def readinto(self, b) -> int:
-        return self._f.readinto(b)
+        want = len(b) if self._end is None else max(0, min(len(b), self._end - self._start - self._pos))
+        try:
+            self._f.seek(self._start + self._pos)
+            n = self._f.readinto(memoryview(b)[:want]) or 0
+        except OSError:
+            return 0
+        self._pos += n
+        return n
 
     def close(self) -> None:
-        self._f.close()
+        if self._own:
+            self._f.close()
         super().close()
 
 
@@ -135,6 +160,7 @@ class WavAudio(sf.SoundFile):
 
     def __init__(self, path: Path, start: int, header: sf.SoundFile):
         self._tags = header.copy_metadata()
+        self._path, self._start = path, start
         self._tail = _FileTail(path, start)
         try:
             super().__init__(self._tail, "r", samplerate=header.samplerate, channels=header.channels,
@@ -146,10 +172,187 @@ class WavAudio(sf.SoundFile):
     def copy_metadata(self) -> dict[str, str]:
         return dict(self._tags)
 
+    def reopen(self) -> WavAudio:
+        """The same audio opened anew, at its start (``salvage``)."""
+        return WavAudio(self._path, self._start, self)
+
     def close(self) -> None:
         super().close()
         if hasattr(self, "_tail"):
             self._tail.close()
+
+
+class JoinedAudio:
+    """The parts of one file that libsndfile reads only as files of their own, read one after the
+    other (``joined``): MP3 files joined end to end (``cat a.mp3 b.mp3``) and the links of a
+    chained Ogg file (a stream recording, or ``cat a.ogg b.ogg``), of which libsndfile read the
+    first alone, without a word. As a SoundFile for what the runners ask of one: its length is
+    the parts' together, its format and text tags the first part's.
+
+    Parameters
+    ----------
+    source : Path or file
+        The file, or a pipe's spool (``_spooled``).
+    bounds : list of (int, int)
+        Each part's bytes: where it starts and ends.
+    tags : dict
+        The first part's text tags (``copy_metadata``).
+    parts : list of SoundFile, optional
+        The parts already open (``_FileTail`` each); None: opened here.
+    """
+
+    def __init__(self, source, bounds: list[tuple[int, int]], tags: dict[str, str], parts=None):
+        self._source, self._bounds, self._tags = source, bounds, tags
+        self._parts = [] if parts is None else parts
+        if parts is None:
+            try:
+                for start, end in bounds:
+                    self._parts.append(_open_part(source, start, end))
+            except BaseException:
+                self.close()
+                raise
+        first = self._parts[0]
+        self.samplerate, self.channels = first.samplerate, first.channels
+        self.format, self.subtype, self.endian = first.format, first.subtype, first.endian
+        self.frames = sum(part.frames for part in self._parts)
+        self.name = source
+        self._k = 0  # the part being read
+
+    def read(self, frames: int = -1, dtype: str = "float64", always_2d: bool = False) -> np.ndarray:
+        if frames < 0:
+            frames = max(0, self.frames - self.tell())
+        got = []
+        while frames > 0 and self._k < len(self._parts):
+            x = self._parts[self._k].read(frames, dtype=dtype, always_2d=True)
+            got.append(x)
+            frames -= x.shape[0]
+            if frames > 0:  # this part has ended
+                self._k += 1
+        x = got[0] if len(got) == 1 else np.concatenate(got) if got else np.zeros((0, self.channels), dtype)
+        return x if always_2d or self.channels > 1 else x[:, 0]
+
+    def tell(self) -> int:
+        done = sum(part.frames for part in self._parts[:self._k])
+        return done + (self._parts[self._k].tell() if self._k < len(self._parts) else 0)
+
+    def seek(self, frames: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET:
+            raise ValueError("JoinedAudio seeks from its start only")
+        self._k, at = 0, frames
+        while self._k < len(self._parts) - 1 and at >= self._parts[self._k].frames:
+            at -= self._parts[self._k].frames
+            self._k += 1
+        for part in self._parts[self._k + 1:]:
+            part.seek(0)
+        self._parts[self._k].seek(at)
+        return frames
+
+    def seekable(self) -> bool:
+        return True
+
+    def copy_metadata(self) -> dict[str, str]:
+        return dict(self._tags)
+
+    def reopen(self) -> JoinedAudio:
+        """The same parts opened anew, at the start (``salvage``)."""
+        return JoinedAudio(self._source, self._bounds, self._tags)
+
+    @property
+    def closed(self) -> bool:
+        return not self._parts
+
+    def close(self) -> None:
+        for part in self._parts:
+            _close_part(part)
+        self._parts = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _open_part(source, start: int, end: int) -> sf.SoundFile:
+    """The bytes of ``source`` from ``start`` to ``end``, opened by libsndfile as a file of their own."""
+    tail = _FileTail(source, start, end)
+    try:
+        return sf.SoundFile(tail)
+    except BaseException:
+        tail.close()
+        raise
+
+
+def _close_part(part: sf.SoundFile) -> None:
+    part.close()
+    part.name.close()  # its _FileTail
+
+
+PART_CHANNELS = {1: "a mono part", 2: "a stereo part"}
+
+
+def joined(source, f: sf.SoundFile) -> tuple:
+    """``f`` (an MP3 or Ogg file, opened from ``source``: its path, or a pipe's spool), or where
+    it is the first of several parts that libsndfile reads only apart (``_mp3_parts``,
+    ``_ogg_links``), every part that it reads in the first's rate and channels, one after the
+    other (``JoinedAudio``); with words for a warning where the file goes on past what is read
+    (None: nothing to say). libsndfile read such a file's first part and stopped, without a word."""
+    if f.format not in ("MP3", "OGG"):
+        return f, None
+    fh = open(source, "rb") if isinstance(source, (str, bytes, os.PathLike)) else source
+    was = fh.tell()  # a spool is ``f``'s own file: put back where libsndfile left it
+    try:
+        size = fh.seek(0, os.SEEK_END)
+        starts = _ogg_links(fh, size) if f.format == "OGG" else _mp3_parts(fh, size)
+    except (OSError, struct.error):
+        starts = []
+    finally:
+        if fh is source:
+            fh.seek(was)
+        else:
+            fh.close()
+    if not starts:
+        return f, None
+    bounds = list(zip([0, *starts], [*starts, size]))
+    try:
+        parts = [_open_part(source, *bounds[0])]  # the first part alone, as the others: up to the second
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return f, None
+    why = None
+    for start, end in bounds[1:]:
+        try:
+            part = _open_part(source, start, end)
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            why = "a part libsndfile cannot read"
+            break
+        why = _unlike(part, f)
+        if why is not None:
+            _close_part(part)
+            break
+        parts.append(part)
+    rest = None
+    if why is not None:
+        secs = sum(part.frames for part in parts) / f.samplerate
+        rest = (f"the file goes on past its first {secs:.1f} s ({bounds[len(parts)][0]} of {size} bytes) "
+                f"with {why}; that rest is not processed")
+    if len(parts) == 1:
+        _close_part(parts[0])
+        return f, rest
+    # the first part's tags: the whole file's held the last part's ID3v1
+    whole = JoinedAudio(source, bounds[:len(parts)], parts[0].copy_metadata(), parts)
+    f.close()
+    return whole, rest
+
+
+def _unlike(part: sf.SoundFile, first: sf.SoundFile) -> str | None:
+    """How ``part`` differs from the ``first`` part in what a run takes from it, in words, else None."""
+    if part.format != first.format:
+        return f"a part in another format ({part.format})"
+    if part.samplerate != first.samplerate:
+        return f"a part at {part.samplerate} Hz"
+    if part.channels != first.channels:
+        return PART_CHANNELS.get(part.channels, f"a part with {part.channels} channels")
+    return None
 
 
 def _spooled(p: Path):
@@ -252,11 +455,8 @@ def _read_again(src: sf.SoundFile, at: int, out: np.ndarray, piece: int) -> tupl
     """How many frames of ``out`` were read from ``at`` on in ``piece``-frame reads of the input opened
     again, and whether a read (or opening it) failed before ``out`` was full or the file ended."""
     n = 0
-    source = src.name
     try:
-        if not isinstance(source, (str, bytes, os.PathLike)):
-            source.seek(0)  # a pipe's spool (``_spooled``): read again from its start
-        with sf.SoundFile(source) as again:
+        with _reopened(src) as again:
             again.seek(at)
             while n < len(out):
                 x = again.read(min(piece, len(out) - n), dtype="float32", always_2d=True)
@@ -267,6 +467,17 @@ def _read_again(src: sf.SoundFile, at: int, out: np.ndarray, piece: int) -> tupl
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
         return n, True
     return n, False
+
+
+def _reopened(src):
+    """``src`` opened anew, at its start: as it was opened (a ``WavAudio``'s RAW audio, a
+    ``JoinedAudio``'s parts), else from its path, or a pipe's spool read again from its start."""
+    if isinstance(src, (WavAudio, JoinedAudio)):
+        return src.reopen()
+    source = src.name
+    if not isinstance(source, (str, bytes, os.PathLike)):
+        source.seek(0)
+    return sf.SoundFile(source)
 
 
 def _bytes_missing(p: Path) -> int:
@@ -368,3 +579,148 @@ def _ogg_unended(p: Path) -> bool:
     lacing = tail[at + 27: at + 27 + head[26]]
     end = at + 27 + len(lacing) + sum(lacing)
     return not head[5] & 0x04 or len(lacing) < head[26] or end > len(tail)
+
+
+def _ogg_links(fh, size: int) -> list[int]:
+    """Where each link of a chained Ogg file after the first starts (its first page: a
+    beginning-of-stream page after another stream's pages); [] for a file of one stream. Read page
+    by page only where the last page's stream is not the first's (each link has its own)."""
+    fh.seek(0)
+    first = fh.read(27)
+    fh.seek(max(0, size - OGG_PAGE_MAX))
+    tail = fh.read()
+    at = tail.rfind(b"OggS\x00")
+    if first[:5] != b"OggS\x00" or at < 0 or tail[at + 14: at + 18] == first[14:18]:
+        return []
+    starts, pos, data = [], 0, False
+    while pos + 27 <= size:
+        fh.seek(pos)
+        head = fh.read(27)
+        if head[:5] != b"OggS\x00":
+            break
+        lacing = fh.read(head[26])
+        bos = bool(head[5] & 0x02)
+        if bos and data:
+            starts.append(pos)
+        data = not bos
+        pos += 27 + len(lacing) + sum(lacing)
+    return starts
+
+
+MP3_KBPS = {  # (MPEG-1, layer bits: 3 = I, 2 = II, 1 = III): kbit/s by the header's index
+    (True, 3): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 1): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 3): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 1): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+MP3_RESYNC = 1 << 16  # how far past a part's end the next part's first frame is looked for
+
+
+def _mp3_parts(fh, size: int) -> list[int]:
+    """Where each part of an MP3 file after the first starts: MP3 files joined end to end (``cat``).
+    libsndfile (libmpg123) stops a part after the frames its Xing/Info header counts; what
+    follows, past any ID3v1/APE tag, is the next part (``_mp3_next``)."""
+    starts, start = [], 0
+    while (end := _mp3_part_end(fh, start, size)) is not None and (nxt := _mp3_next(fh, end, size)) is not None:
+        starts.append(nxt)
+        start = nxt
+    return starts
+
+
+def _mp3_part_end(fh, start: int, size: int) -> int | None:
+    """Where libsndfile stops reading an MP3 (part) that starts at ``start``: after the frames its
+    Xing/Info header counts; None where it reads on to the end (no count, or the bytes the header
+    counts reach the end: the file alone, an ID3v1 tag after it)."""
+    pos = _after_id3v2(fh, start)
+    first = _mp3_frame(fh, pos)
+    if first is None or first[1] is None:
+        return None
+    length, count, nbytes = first
+    if nbytes is not None and pos + nbytes >= size - 128:
+        return None
+    pos += length
+    for _ in range(count):
+        frame = _mp3_frame(fh, pos)
+        if frame is None or frame[1] is not None:  # a tag, or the next part's own Xing/Info frame
+            break
+        pos += frame[0]
+    return pos
+
+
+def _mp3_next(fh, pos: int, size: int) -> int | None:
+    """Where an MP3 part starts at or after ``pos`` (past ID3v1 and APE tags): an ID3v2 tag, or a
+    frame another frame follows, within ``MP3_RESYNC`` bytes; None if none."""
+    pos = _after_tags(fh, pos, size)
+    fh.seek(pos)
+    window = fh.read(MP3_RESYNC)
+    i = 0
+    while True:
+        hits = [k for k in (window.find(b"\xff", i), window.find(b"ID3", i)) if k >= 0]
+        if not hits:
+            return None
+        i = min(hits)
+        if window[i:i + 3] == b"ID3":
+            return pos + i
+        frame = _mp3_frame(fh, pos + i)
+        if frame is not None and _mp3_frame(fh, pos + i + frame[0]) is not None:
+            return pos + i
+        i += 1
+
+
+def _after_id3v2(fh, pos: int) -> int:
+    """``pos``, or past the ID3v2 tag there."""
+    fh.seek(pos)
+    head = fh.read(10)
+    if len(head) < 10 or head[:3] != b"ID3":
+        return pos
+    size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
+    return pos + 10 + size + (10 if head[5] & 0x10 else 0)  # (a footer)
+
+
+def _after_tags(fh, pos: int, size: int) -> int:
+    """``pos``, or past the ID3v1 and APE tags there (an MP3's, after its frames)."""
+    while pos < size:
+        fh.seek(pos)
+        head = fh.read(32)
+        if head[:3] == b"TAG":
+            pos += 128
+        elif head[:8] == b"APETAGEX" and len(head) == 32:
+            length, flags = struct.unpack("<I4xI", head[12:24])
+            pos += length + (32 if flags & 1 << 29 else 0)  # a header before the items: not counted
+        else:
+            break
+    return pos
+
+
+def _mp3_frame(fh, pos: int) -> tuple[int, int | None, int | None] | None:
+    """(length in bytes, the frames and bytes its Xing/Info header counts, None each if it has none)
+    of the MPEG audio frame at ``pos``, None if none starts there."""
+    fh.seek(pos)
+    h = fh.read(4)
+    if len(h) < 4 or h[0] != 0xFF or h[1] & 0xE0 != 0xE0:
+        return None
+    version, layer, kbps_i, rate_i = h[1] >> 3 & 3, h[1] >> 1 & 3, h[2] >> 4, h[2] >> 2 & 3
+    if version == 1 or layer == 0 or kbps_i in (0, 15) or rate_i == 3:  # reserved, free format or bad
+        return None
+    mpeg1 = version == 3
+    bps = MP3_KBPS[mpeg1, layer][kbps_i] * 1000
+    rate = (44100, 48000, 32000)[rate_i] >> (0 if mpeg1 else 1 if version == 2 else 2)
+    pad = h[2] >> 1 & 1
+    if layer == 3:
+        length = (12 * bps // rate + pad) * 4
+    else:
+        length = (144 if mpeg1 or layer == 2 else 72) * bps // rate + pad
+    count = nbytes = None
+    if layer == 1:  # Layer III: an Xing/Info header after the side information
+        mono = h[3] >> 6 == 3
+        fh.seek(pos + 4 + ((17 if mono else 32) if mpeg1 else (9 if mono else 17)))
+        tag = fh.read(16)
+        if tag[:4] in (b"Xing", b"Info") and len(tag) == 16:
+            flags, fields = struct.unpack(">I", tag[4:8])[0], tag[8:16]
+            if flags & 1:
+                count, fields = struct.unpack(">I", fields[:4])[0], fields[4:]
+            if flags & 2:
+                nbytes = struct.unpack(">I", fields[:4])[0]
+    return length, count, nbytes

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import heapq
 import json
 import os
 import re
@@ -244,9 +245,12 @@ def _scan(folder: Path, out_dir: Path) -> tuple[list[Path], list[tuple[Path, Pat
     path below it): a run's own outputs, which every re-run would take for inputs.
 
     One rule at every depth below ``folder``: a name that starts with "." (file or folder) is
-    left out; links to folders are followed (a loop, a link to a folder that holds it, is not);
-    what cannot be read (a folder without permission, a link to nothing) is said in one warning
-    line, not passed over unsaid. ``out_dir`` is found by its real path, however it is reached.
+    left out; links to folders and files are followed, and every folder and file is taken once,
+    by its real path, where the fewest links lead to it (then by name): a link to a folder scanned
+    already (a loop, a folder that holds it, a sibling) or to a file found already would have it
+    processed again into a second output. What is left out so, and what cannot be read (a folder
+    without permission, a link to nothing), is said in one warning line, not passed over unsaid.
+    ``out_dir`` is found by its real path, however it is reached.
     """
     out_real, top = Path(os.path.realpath(out_dir)), os.path.realpath(folder)
     watch = not Path(top).is_relative_to(out_real)  # a folder inside out_dir is read as asked
@@ -254,10 +258,19 @@ def _scan(folder: Path, out_dir: Path) -> tuple[list[Path], list[tuple[Path, Pat
     def below_out(real: str) -> Path | None:
         return Path(real).relative_to(out_real) if watch and Path(real).is_relative_to(out_real) else None
 
-    found, outputs, unreadable, dangling = [], [], [], []
-    stack = [(folder, None, frozenset({top}))]  # (folder, its path below out_dir, real ancestors)
-    while stack:
-        d, below, ancestors = stack.pop()
+    files, unreadable, dangling, folders_again = [], [], [], []
+    scanned: set[str] = set()
+    # folders by (links on the way, path): the real tree first, then what links alone reach, so that
+    # which way to a folder counts does not depend on the order the file system lists them in
+    heap = [(0, os.fspath(folder), folder, top)]
+    while heap:
+        links, _, d, real_d = heapq.heappop(heap)
+        if real_d in scanned:
+            if below_out(real_d) is None:  # (a way into out_dir again leaves out outputs alone: unsaid)
+                folders_again.append(str(d))
+            continue
+        scanned.add(real_d)
+        below = below_out(real_d)
         try:
             with os.scandir(d) as it:
                 entries = list(it)
@@ -268,28 +281,40 @@ def _scan(folder: Path, out_dir: Path) -> tuple[list[Path], list[tuple[Path, Pat
             p = d / e.name
             try:
                 is_dir, is_file = e.is_dir(), e.is_file()  # through links
+                via = links + e.is_symlink()
             except OSError:
                 is_dir = is_file = False
             if is_dir:
                 real = os.path.realpath(p)
                 # out_dir is looked into, hidden or not: the originals it may hold are checked
-                if (not e.name.startswith(".") or Path(real) == out_real) and real not in ancestors:
-                    stack.append((p, below_out(real), ancestors | {real}))
+                if not e.name.startswith(".") or Path(real) == out_real:
+                    heapq.heappush(heap, (via, os.fspath(p), p, real))
             elif e.name.startswith("."):
                 continue
             elif is_file:
                 if Path(e.name).suffix.lower() in AUDIO_EXTENSIONS | MIDI_EXTENSIONS:
-                    if below is None:
-                        found.append(p)
-                    else:
-                        outputs.append((p, below / e.name))
+                    files.append((via, os.fspath(p), p, os.path.realpath(p), below))
             elif e.is_symlink() and not os.path.exists(p):
                 dangling.append(str(p))
+    found, outputs, files_again, taken = [], [], [], set()
+    for _, _, p, real, below in sorted(files, key=lambda f: f[:2]):
+        if real in taken:
+            files_again.append(str(p))
+        elif below is None:
+            found.append(p)
+        else:
+            outputs.append((p, below / p.name))
+        taken.add(real)
     said = [f"{len(left)} {many if len(left) > 1 else one} ({left[0]}{', …' * (len(left) > 1)})"
             for left, one, many in ((unreadable, "unreadable folder", "unreadable folders"),
-                                    (dangling, "link to nothing", "links to nothing")) if left]
+                                    (dangling, "link to nothing", "links to nothing"),
+                                    (sorted(folders_again), "folder found again through a link",
+                                     "folders found again through links"),
+                                    (sorted(files_again), "file found again through a link",
+                                     "files found again through links")) if left]
     if said:
-        print(f"warning: {folder}: left out {' and '.join(said)}", file=sys.stderr)
+        listed = said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
+        print(f"warning: {folder}: left out {listed}", file=sys.stderr)
     return sorted(found), sorted(outputs)
 
 

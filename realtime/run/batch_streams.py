@@ -6,10 +6,11 @@ each file keeps everything ``process_file`` (or ``render_midi``) gives it — it
 streaming resamplers, its re-blocking, its own copy of the rest of the chain, latency dropped, an
 atomic output; a MIDI file its events at their offsets and its length — while the first slot runs
 as one batched processor with the group's files as its streams (each with its own model state).
-Every step reads one chain block per file, runs the batched processor once for all, then each
-file's rest of the chain, and writes. A file that ends early feeds silence to its stream until the
-group is done; a file that fails is discarded alone. The outputs equal ``process_file``'s and
-``render_midi``'s (the tests compare them).
+Every step reads one chain block per file, runs the batched processor once for all (in parts where
+a song's MIDI would overflow a queue, as ``ChainRunner`` runs it), then each file's rest of the
+chain, and writes. A file that ends early feeds silence to its stream until the group is done; a
+file that fails is discarded alone. The outputs equal ``process_file``'s and ``render_midi``'s (the
+tests compare them).
 """
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ class _FileStream:
             final_safety,
             flush_frames,
             output_format,
+            sized_format,
         )
 
         self.task, self.blocksize, self.rest = task, blocksize, rest  # rest: the chain after the batched slot
@@ -96,6 +98,9 @@ class _FileStream:
         try:
             check_destination(out_p, in_p)
             fmt, subtype = output_format(out_p, self.src.subtype, self.src.samplerate)
+            # as process_file: a WAV past 4 GiB is RF64 from the start, not refused after all the work
+            tail = round(task.tail_s * self.src.samplerate)
+            fmt = sized_format(out_p, fmt, subtype, self.src.frames + tail, self.src.channels)
         except BaseException:
             self.src.close()
             raise
@@ -119,8 +124,8 @@ class _FileStream:
                 raise _write_failed(out_p, e) from None
             raise
         copy_tags(self.src, self.dst)
-        self.writer = OutputWriter(self.dst, self.rs_out, self.length, skip=latency,
-                                   tail=round(task.tail_s * self.in_sr), safety=final_safety(rest))
+        self.writer = OutputWriter(self.dst, self.rs_out, self.length, skip=latency, tail=tail,
+                                   safety=final_safety(rest))
 
     def next_block(self, block: np.ndarray) -> bool:
         """Fill ``block`` with the next chain block; False when the file (and its flush) is done."""
@@ -140,6 +145,12 @@ class _FileStream:
                 self.fifo.add(self.rs_in.resample_chunk(np.zeros((0, ch), np.float32), last=True))
             self.fifo.add(np.zeros((self.fifo.flush_padding(self.flush), ch), np.float32))
         return self.fifo.take(block)
+
+    def span(self, a: int, frames: int) -> int:
+        return frames  # no MIDI: a block runs whole
+
+    def send_part(self, a: int, frames: int) -> None:
+        pass
 
     def write(self, y: np.ndarray) -> None:
         """Take one processed block: drop the latency, resample back, write up to the input's length."""
@@ -161,12 +172,13 @@ class _FileStream:
 
     def finish(self) -> None:
         """The resampler's tail, silence for rounding, then the output appears (atomically)."""
-        from realtime.run.offline import check_written
+        from realtime.run.offline import check_written, end_opus
 
         with _writing(self.task):
             self.writer.finish()
             self.dst.close()
         self.src.close()
+        end_opus(self.out.tmp, self.dst.subtype, self.writer.total)
         check_written(self.out.tmp, Path(self.task.output), self.writer.total)
         self.out.commit()
 
@@ -182,21 +194,31 @@ class _FileStream:
 class _MidiStream:
     """One MIDI file of a group: ``render_midi``'s events, length and output, block by block.
 
-    ``send`` takes each event at its offset (the batched synth's stream and the file's rest chain)."""
+    ``send`` takes each event at its offset (the batched synth's stream and the file's rest chain);
+    ``queue``: the fewest messages those queue for one block (``_midi_queue``; None: no limit)."""
 
-    def __init__(self, task: BatchTask, blocksize: int, send, latency: int = 0, dropped=lambda: 0, rest=None):
-        from realtime.run.offline import EventCursor, RenderWriter, _write_failed, open_render, plan_render
+    def __init__(self, task: BatchTask, blocksize: int, send, latency: int = 0, dropped=lambda: 0, rest=None,
+                 queue: int | None = None):
+        from realtime.run.offline import (
+            MIDI_TAIL_MAX_S,
+            EventCursor,
+            RenderWriter,
+            _write_failed,
+            open_render,
+            plan_render,
+        )
 
-        self.task, self.blocksize, self.send = task, blocksize, send
+        self.task, self.blocksize, self.send, self.queue = task, blocksize, send, queue
         self.dropped, self.dropped0 = dropped, dropped()  # this song's full-queue drops (the counters outlive it)
         self.junk = _JunkCount(task.input, rest)
         out_p = Path(task.output)
         events, length, _, self.truncated, released = plan_render(task.input, out_p, task.samplerate)
         self.events = EventCursor(events, released, dropped)  # the releases at its end: not the file's drops
-        self.pos = 0
+        self.pos = self.start = 0  # chain frames: the next block's start, the current one's
         self.out = AtomicFile(out_p)
-        try:
-            self.dst = open_render(self.out.tmp, out_p, task.samplerate)
+        try:  # its longest (RenderWriter's limit) decides RF64 for a WAV past 4 GiB, as render_midi
+            self.dst = open_render(self.out.tmp, out_p, task.samplerate,
+                                   length + round(MIDI_TAIL_MAX_S * task.samplerate))
         except BaseException as e:
             self.out.discard()
             if isinstance(e, sf.LibsndfileError):  # named by the output, as render_midi says it, not the .part file
@@ -209,13 +231,22 @@ class _MidiStream:
         self.send(status, data1, data2, offset)
 
     def next_block(self, block: np.ndarray) -> bool:
-        """Silence for the synth to add to, this block's events sent; False when the song is done."""
+        """Silence for the synth to add to (its events go in by ``send_part``); False when the song is done."""
         if self.writer.done:
             return False
         block.fill(0.0)
-        self.events.send(self, self.pos, self.blocksize)
+        self.start = self.pos
         self.pos += self.blocksize
         return True
+
+    def span(self, a: int, frames: int) -> int:
+        """How many of the block's ``frames`` from frame ``a`` one ``send_part`` may cover without
+        overflowing a queue (``EventCursor.span``, as ``ChainRunner`` splits a block)."""
+        return frames if self.queue is None else self.events.span(self.start + a, frames, self.queue)
+
+    def send_part(self, a: int, frames: int) -> None:
+        """The events of the block's ``frames`` from frame ``a``, at their offsets in that part."""
+        self.events.send(self, self.start + a, frames)
 
     def report(self) -> dict:
         return {"audio_s": self.writer.written / self.task.samplerate, "truncated": self.truncated,
@@ -227,11 +258,13 @@ class _MidiStream:
             self.writer.write(y)
 
     def finish(self) -> None:
-        from realtime.run.offline import check_written
+        from realtime.run.offline import check_written, end_opus, pad_opus
 
         with _writing(self.task):
             self.writer.finish()
+            pad_opus(self.dst)
             self.dst.close()
+        end_opus(self.out.tmp, self.dst.subtype, self.writer.written)
         check_written(self.out.tmp, Path(self.task.output), self.writer.written)  # as render_midi: Ogg on a full disk
         self.out.commit()
 
@@ -293,7 +326,8 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
         for k, i in enumerate(live):
             try:
                 streams.append(_MidiStream(tasks[i], B, _midi_sender(batched, k, rests[k]), latency,
-                                           _song_drops(batched, k, rests[k]), rest=rests[k]) if midi
+                                           _song_drops(batched, k, rests[k]), rest=rests[k],
+                                           queue=_midi_queue(batched, k, rests[k])) if midi
                                else _FileStream(tasks[i], latency, B, rest=rests[k]))
                 opened.append((k, i))
             except Exception as e:
@@ -339,6 +373,18 @@ def _song_drops(batched, k: int, rest):
     return count
 
 
+def _midi_queue(batched, k: int, rest) -> int | None:
+    """The fewest MIDI messages song ``k``'s processors queue for one block: its stream of the
+    batched synth's and its rest chain's (``ChainRunner.midi_queue``); None when none takes MIDI."""
+    from realtime.run.offline import ChainRunner
+
+    songs = getattr(batched, "songs", ())
+    ev = getattr(songs[k], "_ev", None) if k < len(songs) else None
+    sizes = [q for q in (ChainRunner.midi_queue(rest), ev.shape[0] if isinstance(ev, np.ndarray) else None)
+             if q is not None]
+    return min(sizes) if sizes else None
+
+
 def _midi_sender(batched, k: int, rest):
     """Where song ``k``'s events go: its stream of the batched synth, then its rest chain (as
     ``Chain.handle_midi`` passes them to every processor that takes MIDI)."""
@@ -349,17 +395,25 @@ def _midi_sender(batched, k: int, rest):
 
 
 def _lockstep(batched, rests, streams, opened, results, fail, B: int, ch: int) -> None:
+    """Run the group's streams block by block until every file is done (or failed, alone). A block
+    whose MIDI would overflow a song's queue runs in parts, every stream alike (``ChainRunner``'s
+    rule): a dense song at a large block size renders as ``render_midi`` renders it."""
     n = len(rests)
     block = np.zeros((B, n * ch), np.float32)
-    ybuf = np.zeros((B, ch), np.float32)
+    ys = np.zeros((n, B, ch), np.float32)  # each stream's block through its rest chain
     active = {k: s for (k, _), s in zip(opened, streams)}
     index = {k: i for k, i in opened}
+
+    def drop(k: int, e: Exception) -> None:
+        active.pop(k).abandon()
+        fail(results[index[k]], e)
+
     while active:
         block.fill(0.0)  # streams without a file (failed, finished) run on silence
         for k, s in list(active.items()):
             try:
-                if s.next_block(ybuf):
-                    block[:, k * ch:(k + 1) * ch] = ybuf
+                if s.next_block(ys[k]):
+                    block[:, k * ch:(k + 1) * ch] = ys[k]
                     continue
                 s.finish()
                 report = s.report()
@@ -372,13 +426,24 @@ def _lockstep(batched, rests, streams, opened, results, fail, B: int, ch: int) -
             del active[k]
         if not active:
             break
-        batched.process(block)
+        a = 0
+        while a < B:
+            m = min((s.span(a, B - a) for s in active.values()), default=B - a)
+            for k, s in list(active.items()):
+                try:
+                    s.send_part(a, m)
+                except Exception as e:
+                    drop(k, e)
+            batched.process(block[a:a + m])
+            for k in list(active):
+                try:
+                    ys[k, a:a + m] = block[a:a + m, k * ch:(k + 1) * ch]
+                    rests[k].process(ys[k, a:a + m])
+                except Exception as e:
+                    drop(k, e)
+            a += m
         for k, s in list(active.items()):
             try:
-                ybuf[:] = block[:, k * ch:(k + 1) * ch]
-                rests[k].process(ybuf)
-                s.write(ybuf)
+                s.write(ys[k])
             except Exception as e:
-                s.abandon()
-                fail(results[index[k]], e)
-                del active[k]
+                drop(k, e)

@@ -25,9 +25,11 @@ from realtime.errors import OfflineError, raise_pending_interrupt
 from realtime.io.files import (
     atomic_write,
     folder_problem,
+    opus_end_padding,
     remove_stale_parts,
     sf_path,
     through_link,
+    trim_opus_end,
 )
 from realtime.run.audio_input import (
     RIFF_MAX,
@@ -339,6 +341,20 @@ class Reblocker:
         return pad + (-(self.fill + pad)) % self.blocksize
 
 
+def pad_opus(dst: sf.SoundFile) -> None:
+    """Silence after an Opus output's audio, cut off again once it is closed (``end_opus``):
+    libsndfile's encoder garbles the last 5 ms it is given."""
+    pad = opus_end_padding(dst.format, dst.subtype, dst.samplerate)
+    if pad:
+        dst.write(np.zeros((pad, dst.channels), np.float32))
+
+
+def end_opus(path, subtype: str, frames: int) -> None:
+    """An Opus output (closed) ends after its ``frames`` again (``pad_opus``'s silence trimmed)."""
+    if subtype == "OPUS":
+        trim_opus_end(path, frames)
+
+
 class OutputWriter:
     """The output side of a file run: drops the chain's latency from the start, resamples back to
     the file's rate and writes exactly ``total`` frames (the resampler's tail, then silence for
@@ -396,6 +412,7 @@ class OutputWriter:
         if self.written < self.total:
             self.dst.write(np.zeros((self.total - self.written, ch), np.float32))
             self.written = self.total
+        pad_opus(self.dst)
 
     def _keep(self, y: np.ndarray) -> None:
         keep = min(y.shape[0], self.total - self.written)
@@ -418,6 +435,12 @@ class EventCursor:
     dropped : callable, optional
         The target's count of dropped MIDI messages (``dropped_midi_events``), read around the releases.
 
+    More messages at one sample than a queue holds (``span``'s ``most``) go in over that sample and
+    the next ones, so that a full queue loses none of the messages that end notes (note-offs, the
+    sustain pedal up, all notes off) nor of the releases: the queue still thins controllers and then
+    note-ons, but a note-off left out of it was a note that never ended (a 1100-note chord's
+    note-offs at the tick of a melody's: the melody rang to the 30 s cap).
+
     Attributes
     ----------
     release_drops : int
@@ -427,18 +450,21 @@ class EventCursor:
     def __init__(self, events: np.ndarray | None = None, released: int = 0, dropped=None):
         ev = np.zeros((0, 4)) if events is None else np.asarray(events, np.float64).reshape(-1, 4)
         self.events = ev[np.argsort(ev[:, 0], kind="stable")]
+        self._times = np.ascontiguousarray(self.events[:, 0])  # searched once a send (a sample's may take several)
         self._next = 0
-        self._release_from = len(self.events) - released if dropped is not None else len(self.events)
+        self._releases = len(self.events) - released  # the first of the releases at the song's end
+        self._release_from = self._releases if dropped is not None else len(self.events)
         self._dropped = dropped
+        self._most: int | None = None  # the queue the last ``span`` was asked about (None: no limit)
         self.release_drops = 0
 
     def send(self, target, pos: int, frames: int) -> None:
         """``target.handle_midi`` for every event before ``pos + frames`` not yet sent, at its offset
         in the block that starts at ``pos`` (earlier ones at 0)."""
-        ev, i = self.events, self._next
-        end = i
-        while end < len(ev) and ev[end, 0] < pos + frames:
-            end += 1
+        i = self._next
+        end = max(i, int(np.searchsorted(self._times, pos + frames)))
+        if self._most is not None and end - i > self._most:  # more than a queue holds, at one sample
+            end = self._fits(i, end, self._most)  # the rest at the next sample, in order
         split = max(i, min(end, self._release_from))
         self._send(target, i, split, pos)
         if split < end:  # the releases at the song's end
@@ -450,11 +476,47 @@ class EventCursor:
     def span(self, pos: int, frames: int, most: int) -> int:
         """How many of the ``frames`` from ``pos`` one ``send`` may cover with no more than ``most``
         events: the block ends before the event that would overflow a queue of ``most`` (at least one
-        frame: more than ``most`` at one sample overflow it at any block size)."""
+        frame: more than ``most`` at one sample go in over it and the next ones, ``_fits``); the next
+        ``send`` keeps to ``most`` so."""
+        self._most = most
         k = self._next + most
         if k >= len(self.events) or self.events[k, 0] >= pos + frames:
             return frames
         return max(1, min(frames, math.floor(self.events[k, 0]) - pos))
+
+    def _fits(self, i: int, end: int, most: int) -> int:
+        """The end of the first of ``events[i:end]`` that a queue of ``most`` takes without losing a
+        message that ends notes (``_midi_rank`` 2: a full queue drops them only when it holds
+        ``most`` of them) or a release (taken while the queue has room): the rest wait a sample. A
+        re-struck key's note-on stays with its note-off at that sample (the synth tells that
+        note-off from the new note's by their time)."""
+        from realtime.dsp.processor import _midi_rank
+
+        ev, ending = self.events, 0
+        for k in range(i, end):
+            if k >= self._releases:
+                if k - i < most:
+                    continue
+            elif _midi_rank(ev[k, 1], ev[k, 2], ev[k, 3]) < 2:
+                continue
+            elif ending < most:
+                ending += 1
+                continue
+            return max(i + 1, self._with_its_note_on(i, k))
+        return end
+
+    def _with_its_note_on(self, i: int, k: int) -> int:
+        """``k``, or, for a note-off whose key was struck at its sample among ``events[i:k]``, that note-on."""
+        ev = self.events
+        s = int(ev[k, 1])
+        if s & 0xF0 not in (0x80, 0x90) or (s & 0xF0 == 0x90 and ev[k, 3] >= 1):
+            return k
+        for j in range(k - 1, i - 1, -1):
+            if ev[j, 0] != ev[k, 0]:
+                break
+            if int(ev[j, 1]) == 0x90 | (s & 0x0F) and ev[j, 2] == ev[k, 2] and ev[j, 3] >= 1:
+                return j
+        return k
 
     def _send(self, target, i: int, end: int, pos: int) -> None:
         ev = self.events
@@ -604,6 +666,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
                     out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail, safety=final_safety(chain))
                     flush = flush_frames(latency, tail_s, samplerate, resample)
                     frames_read, nonfinite = _stream(src, out, runner, rs_in, flush, bar)
+                end_opus(tmp, subtype, out.total)
                 check_written(tmp, out_p, out.total)
         except (OSError, sf.LibsndfileError) as e:
             raise _write_failed(out_p, e) from None
@@ -914,6 +977,9 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
                     if out.done:
                         break
                 out.finish()
+                pad_opus(dst)
+                subtype = dst.subtype
+            end_opus(tmp, subtype, out.written)
             check_written(tmp, out_p, out.written)  # Ogg on a full disk comes back empty, without an error
     except (OSError, sf.LibsndfileError) as e:
         raise _write_failed(out_p, e) from None

@@ -32,7 +32,9 @@ their sound to the block, like the DDSP synth.
 Output: a sample that is not finite or beyond ``OUTPUT_LIMIT`` becomes 0 before it reaches the
 chain, is counted (``bad_output_samples``), and the instance that made it is reset: offline at
 once; live, the DSP thread only stops running it (silence) and a rescue thread resets it, since
-(de)activation may allocate and must not overlap ``run()``. So is an effect's output beyond
+(de)activation may allocate and must not overlap ``run()``; in a block run in pieces, before its
+next piece, as a block of that piece's length would have it (it never runs on broken, its junk
+counted again piece by piece). So is an effect's output beyond
 ``JUNK_LIMIT`` on a silent input for ``JUNK_SPAN`` samples in a row (junk: an effect makes no sound
 out of silence), and every such block after it; plugins without audio inputs and instruments are
 exempt (their sound needs no input).
@@ -63,7 +65,9 @@ DSP thread, offline renders' blocks and the rescue thread, never on a live DSP t
 
 Latency: the plugin's latency port is read after one silent block in ``prepare`` and after every
 block: the chain's dry path follows a change at once, up to ``max_latency`` (the latency at
-``prepare`` or ``LATENCY_HEADROOM_S``, whichever is larger). Plugins not declaring
+``prepare`` or ``LATENCY_HEADROOM_S``, whichever is larger). A plugin whose port is known not to
+say its delay (``lv2_scan.LATENCY_MISREPORTED``: swh dj_eq says 3 samples and delays none) has its
+figure scaled to the delay, with one line on stderr when its class is made. Plugins not declaring
 ``lv2:hardRTCapable`` run all the same; ``hard_rt`` is False for UIs to flag.
 
 State: a plugin implementing the LV2 state extension has its own state (besides its control
@@ -76,6 +80,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import threading
 import weakref
 from typing import ClassVar
@@ -163,13 +168,13 @@ def _pre(block, off, n, ain, in_src, values, ctl, ctl_port, enum_n, enum_val, bo
 
 
 @njit(nogil=True, cache=True)
-def _clean_outputs(aout, ain, n, hits, limit, junk_limit, junk_run, clock):
+def _clean_outputs(aout, ain, n, hits, run_hits, limit, junk_limit, junk_run, clock):
     """Output samples that are not finite or beyond +-limit -> 0: a blown-up plugin must not feed
     the chain. An instance whose input is silent and whose output goes beyond +-junk_limit for
     ``JUNK_SPAN`` samples in a row makes junk: its whole block -> 0, and every such block after it
     (``junk_run[i]`` stays at the span; a generator's junk_limit is ``limit``: no such rule).
-    hits[i] counts instance i's samples (added to: the caller zeroes it per chain block). Returns
-    this run's total; clock[0] counts the samples run."""
+    run_hits[i] counts instance i's samples in this run, hits[i] in the chain block (added to: the
+    caller zeroes it per block). Returns this run's total; clock[0] counts the samples run."""
     clock[0] += n
     total = 0
     for i in range(aout.shape[0]):
@@ -202,6 +207,7 @@ def _clean_outputs(aout, ain, n, hits, limit, junk_limit, junk_run, clock):
                 if junk or not abs(aout[i, j, t]) <= limit:  # NaN fails it too
                     aout[i, j, t] = 0.0
                     h += 1
+        run_hits[i] = h
         hits[i] += h
         total += h
     return total
@@ -219,10 +225,11 @@ def _peak(aout):
 
 
 @njit(nogil=True, cache=True)
-def _follow_latency(ctl, port, lat):
-    """The first instance's latency port -> lat[0] (samples, within [0, lat[1]]; a non-finite value
+def _follow_latency(ctl, port, lat, scale):
+    """The first instance's latency port times ``scale`` (1 but for a plugin known to misreport:
+    ``lv2_scan.LATENCY_MISREPORTED``) -> lat[0] (samples, within [0, lat[1]]; a non-finite value
     leaves it); True when it moved."""
-    v = ctl[0, port]
+    v = ctl[0, port] * scale
     if not np.isfinite(v):
         return False
     n = int(round(min(max(v, 0.0), float(lat[1]))))
@@ -447,13 +454,16 @@ def plugin_class(uri: str) -> type["Lv2Plugin"]:
         params.append(prm)
         enums.append(vals)
     outs = [p for p in info.ports_of("control", "out") if p.index != info.latency_port]
+    scale, why = lv2_scan.LATENCY_MISREPORTED.get(uri, (1.0, ""))
+    if why and info.latency_port is not None:  # once per process: the chain's latency is not what the plugin says
+        print(f"lv2 plugin {uri}: {why}", file=sys.stderr)
     bases = (Lv2Instrument,) if info.instrument else (Lv2MidiPlugin,) if info.midi_in else (Lv2Plugin,)
     name = "Lv2_" + "".join(ch if ch.isalnum() else "_" for ch in info.name)
     cls = type(name, bases, {"uri": uri, "info": info, "params": tuple(params), "hard_rt": info.hard_rt,
                              "_control_ports": tuple(p.index for p in info.controls), "_enums": tuple(enums),
                              "_rate_ranges": tuple(_raw_range(p) if p.sample_rate else None for p in info.controls),
                              "readouts": tuple(_readout_of(p) for p in outs),
-                             "_output_ports": tuple(p.index for p in outs),
+                             "_output_ports": tuple(p.index for p in outs), "_latency_scale": float(scale),
                              "__module__": __name__, "__doc__": f"LV2 plugin {info.name} <{uri}>."})
     _classes[uri] = cls
     return cls
@@ -494,6 +504,7 @@ class Lv2Plugin(Processor):
     hard_rt: ClassVar[bool] = False
     _control_ports: ClassVar[tuple[int, ...]] = ()
     _output_ports: ClassVar[tuple[int, ...]] = ()  # control outputs shown as readouts (latency port excluded)
+    _latency_scale: ClassVar[float] = 1.0  # the delay as a multiple of the latency port (lv2_scan.LATENCY_MISREPORTED)
     _enums: ClassVar[tuple[tuple[float, ...], ...]] = ()
     _rate_ranges: ClassVar[tuple[tuple[float, float] | None, ...]] = ()  # per param: fractions of the rate
     instrument: ClassVar[bool] = False  # what ``synth`` may play (see ``Lv2Instrument``)
@@ -593,6 +604,7 @@ class Lv2Plugin(Processor):
         self._ain = np.zeros((n_inst, len(ins), R), np.float32)
         self._aout = np.zeros((n_inst, len(outs), R), np.float32)
         self._hits = np.zeros(n_inst, np.int64)  # bad output samples per instance, this block
+        self._run_hits = np.zeros(n_inst, np.int64)  # ... and in its last run (_run_block)
         cvs_in, cvs_out = info.ports_of("cv", "in"), info.ports_of("cv", "out")
         self._cv = np.zeros((n_inst, len(cvs_in) + len(cvs_out), R), np.float32)  # silence in, ignored out
         self._control_buffers(n_inst)
@@ -761,7 +773,7 @@ class Lv2Plugin(Processor):
             self._clear_instance(i, settle=False)
         # what it makes wrong here is counted; the reset that ends ``prepare`` clears it
         silence = np.zeros((B, C), np.float32)
-        bad = self._run_block(silence)
+        bad = self._run_block(silence, rescue=False)
         # This block also shows junk: an instance whose output on silence is not silence is settled
         # and the block run again. One that is silent is left exactly as any host leaves it (a run
         # on silence moves the internal phase of some plugins: swh's fastLookaheadLimiter then limits
@@ -771,7 +783,7 @@ class Lv2Plugin(Processor):
             type(self).keeps_junk = True  # the plugin's code keeps memory through activate(): any instance may
             for i in noisy:
                 self._clear_instance(i)
-            bad = self._run_block(silence)
+            bad = self._run_block(silence, rescue=False)
         self.bad_output_samples += bad
         if port is None:
             self._latency = self._max_latency = 0
@@ -968,9 +980,13 @@ class Lv2Plugin(Processor):
             pass
 
     # -- audio --------------------------------------------------------------------------------
-    def _run_block(self, block: np.ndarray) -> int:
+    def _run_block(self, block: np.ndarray, rescue: bool = True) -> int:
         """One block through the plugin, in runs of at most ``lv2_host.MAX_RUN_FRAMES`` frames (each
-        with the MIDI events that fall in it); returns how many output samples ``_clean_outputs`` zeroed."""
+        with the MIDI events that fall in it); returns how many output samples ``_clean_outputs`` zeroed.
+        An instance that makes such samples in one run is dealt with before the next: ``rescue``
+        (``process``), reset or parked (``_blown_up``), as a block of that run's length would have it;
+        else (the silent block of ``prepare``) it sits the rest of the block out, silent. Either way a
+        broken instance never runs on, counted again, in the block's later runs."""
         n, R = block.shape[0], self._run_max
         self._ran = True
         self._hits.fill(0)
@@ -982,30 +998,49 @@ class Lv2Plugin(Processor):
             if self._atom.shape[1]:
                 _atoms(self._a32, self._a8, self._atom_kinds, self._ev, self._n_ev, self._order, n, off, m,
                        self._urids)
-            for run, handle, _, parked in self._runs:
-                if not parked[0]:
-                    run(handle, m)
-            for inst, parked in self._workers:
-                if not parked[0]:
-                    inst.end_cycle()
-            bad += _clean_outputs(self._aout, self._ain, m, self._hits, OUTPUT_LIMIT, self._junk_limit,
-                                  self._junk_run, self._clock)
+            if bad and not rescue:
+                self._run_unbroken(m)
+            else:
+                for run, handle, _, parked in self._runs:
+                    if not parked[0]:
+                        run(handle, m)
+                for inst, parked in self._workers:
+                    if not parked[0]:
+                        inst.end_cycle()
+            got = _clean_outputs(self._aout, self._ain, m, self._hits, self._run_hits, OUTPUT_LIMIT,
+                                 self._junk_limit, self._junk_run, self._clock)
             _post(block, off, m, self._aout, self._weights, self._add)
-            if self._lat_port >= 0 and _follow_latency(self._ctl, self._lat_port, self._lat):
+            if self._lat_port >= 0 and _follow_latency(self._ctl, self._lat_port, self._lat, self._latency_scale):
                 self._latency = int(self._lat[0])  # the chain's dry path follows at once
+            if got:
+                bad += got
+                if rescue:
+                    self._blown_up(got)
         if n:
             self._n_ev = 0
         _read_outputs(self._ctl, self._out_port, self.readings)
         return bad
 
+    def _run_unbroken(self, m: int) -> None:
+        """One run of the instances that made no bad sample in this block; the others' outputs are
+        silence (the rest of ``prepare``'s silent block)."""
+        for i, (run, handle, inst, parked) in enumerate(self._runs):
+            if self._hits[i]:
+                self._aout[i] = 0.0
+            elif not parked[0]:
+                run(handle, m)
+                if inst.worker is not None:
+                    inst.end_cycle()
+
     def _blown_up(self, bad: int) -> None:
-        """An instance made samples that ``_clean_outputs`` zeroed: count them and reset it (a NaN or
-        a blown-up filter state never leaves by itself). Offline at once, as renders repeat exactly;
-        live, (de)activation may allocate and must not overlap run(), so the DSP thread parks the
-        instance (no run(), silent outputs) and wakes the rescue thread, which resets it."""
+        """An instance made samples that ``_clean_outputs`` zeroed in the last run: count them and
+        reset it (a NaN or a blown-up filter state never leaves by itself). Offline at once, as
+        renders repeat exactly; live, (de)activation may allocate and must not overlap run(), so the
+        DSP thread parks the instance (no run(), silent outputs) and wakes the rescue thread, which
+        resets it."""
         self.bad_output_samples += bad
         for i, (_, _, _, parked) in enumerate(self._runs):
-            if not self._hits[i] or parked[0]:
+            if not self._run_hits[i] or parked[0]:
                 continue
             if self.live:
                 parked[0] = True
@@ -1016,9 +1051,7 @@ class Lv2Plugin(Processor):
                 self.instance_resets += 1
 
     def process(self, block: np.ndarray) -> None:
-        bad = self._run_block(block)
-        if bad:
-            self._blown_up(bad)
+        self._run_block(block)
 
     def describe_extra(self) -> dict:
         """What ``Chain.describe()`` adds for UIs: uri, plugin name, hard_rt, channel adaptation,

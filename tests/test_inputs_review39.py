@@ -18,6 +18,7 @@ from realtime.run.audio_input import WavAudio, open_input, salvage
 from realtime.run.offline import process_file
 
 from .test_offline_edges import _feed
+from .test_offline_review38 import decodable_frames
 
 
 def _clean():
@@ -122,20 +123,7 @@ def test_a_damaged_later_part_keeps_every_frame_that_decodes(tmp_path):
     struct.pack_into("<q", b, at + 6, before + 100)  # a page's position short of the audio it holds
     b[at + 22: at + 26] = bytes(4)
     b[at + 22: at + 26] = struct.pack("<I", ogg_crc(bytes(b[at: at + length])))
-    decodable = 0
-    with sf.SoundFile(io.BytesIO(bytes(b))) as f:  # as the FLAC test: in pieces up to the one that fails ...
-        try:
-            while len(x := f.read(256)):
-                decodable += len(x)
-        except sf.LibsndfileError:
-            pass
-    with sf.SoundFile(io.BytesIO(bytes(b))) as f:  # ... then frame by frame from there
-        f.seek(decodable)
-        try:
-            while len(f.read(1)):
-                decodable += 1
-        except sf.LibsndfileError:
-            pass
+    decodable = decodable_frames(bytes(b), 256)
     assert 0 < decodable < 48000 * 4
     report, out = _run(tmp_path, "damaged.opus", a + bytes(b))
     assert report["truncated"] and report["frames_read"] == 48000 + decodable

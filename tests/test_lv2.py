@@ -396,6 +396,20 @@ def test_unknown_uri_is_a_clear_error(capsys):
     assert "is not an instrument (no MIDI input)" in capsys.readouterr().err
 
 
+def build_plugin(root, name: str, ttl: str, c_source: str, libs=()):
+    """An LV2 bundle ``root/lv2/<name>.lv2`` built here (``manifest.ttl`` and ``<name>.so`` from
+    ``c_source``); skips the test without a C compiler. Returns the folder to put on ``LV2_PATH``."""
+    if shutil.which("gcc") is None:
+        pytest.skip("needs a C compiler to build the test plugin")
+    b = root / "lv2" / f"{name}.lv2"
+    b.mkdir(parents=True)
+    (b / "manifest.ttl").write_text(ttl)
+    (b / f"{name}.c").write_text(c_source)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(b / f"{name}.so"), str(b / f"{name}.c"), *libs],
+                   check=True)
+    return root / "lv2"
+
+
 _PREFIX = """@prefix lv2: <http://lv2plug.in/ns/lv2core#> .
 @prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
 @prefix doap: <http://usefulinc.com/ns/doap#> .

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ from realtime.dsp.presets import apply_overrides, build_chain, validate_preset
 from realtime.dsp.processor import Param
 from realtime.io import lilv, lv2_host, lv2_scan
 
-from .test_lv2 import LV2_C_TYPES
+from .test_lv2 import LV2_C_TYPES, build_plugin
 from .test_lv2_ports import _need, _private_cache  # noqa: F401 (an autouse fixture: each test's own scan cache)
 
 SR = 48000
@@ -93,14 +92,7 @@ __attribute__((visibility("default"))) const LV2_Descriptor* lv2_descriptor(uint
 @pytest.fixture
 def grouped(tmp_path, monkeypatch):
     """The LV2 path holding the plugin ``urn:test:grouped``, built here (and the system's plugins)."""
-    if shutil.which("gcc") is None:
-        pytest.skip("needs a C compiler to build the test plugin")
-    b = tmp_path / "lv2" / "grouped.lv2"
-    b.mkdir(parents=True)
-    (b / "manifest.ttl").write_text(_PREFIX + _GROUPED_TTL)
-    (b / "grouped.c").write_text(_GROUPED_C)
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(b / "grouped.so"), str(b / "grouped.c")], check=True)
-    path = f"{tmp_path / 'lv2'}:/usr/lib/lv2"
+    path = f"{build_plugin(tmp_path, 'grouped', _PREFIX + _GROUPED_TTL, _GROUPED_C)}:/usr/lib/lv2"
     monkeypatch.setenv("LV2_PATH", path)
     return path
 

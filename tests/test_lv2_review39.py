@@ -7,8 +7,6 @@ is missing."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from realtime.dsp.presets import build_chain, validate_preset
 from realtime.errors import PluginError
 from realtime.io import lilv, lv2_scan
 
-from .test_lv2 import LV2_C_TYPES
+from .test_lv2 import LV2_C_TYPES, build_plugin
 from .test_lv2_ports import _need, _private_cache  # noqa: F401 (an autouse fixture: each test's own scan cache)
 
 SR = 48000
@@ -229,14 +227,7 @@ def test_cv_ports_are_connected_cv_inputs_silent_and_a_meter_is_a_readout_not_a_
     """A plugin with a CV input and output and a meter (a control output), as LSP's meters: every port
     connected (it aborts otherwise), the CV input silent (out == in), the CV output neither heard nor
     counted as junk, and the meter a read-only value, not a knob."""
-    if shutil.which("gcc") is None:
-        pytest.skip("needs a C compiler to build the test plugin")
-    b = tmp_path / "lv2" / "cv.lv2"
-    b.mkdir(parents=True)
-    (b / "manifest.ttl").write_text(_PREFIX + _CV_TTL)
-    (b / "cv.c").write_text(_CV_C)
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", str(b / "cv.so"), str(b / "cv.c"), "-lm"], check=True)
-    monkeypatch.setenv("LV2_PATH", str(tmp_path / "lv2"))
+    monkeypatch.setenv("LV2_PATH", str(build_plugin(tmp_path, "cv", _PREFIX + _CV_TTL, _CV_C, ["-lm"])))
     p = P.create("lv2", uri="urn:test:cv")
     assert [r.id for r in p.readouts] == ["meter"] and not p.params
     x = _noise(1024, 1) * 2.0

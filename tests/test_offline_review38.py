@@ -207,6 +207,30 @@ def test_an_output_that_is_a_pipe_or_a_device_is_refused(tmp_path):
 
 # ------------------------------------------------------------------------------ 5: a cut FLAC's last good frames
 
+def decodable_frames(source, piece: int) -> int:
+    """How many frames of a damaged file (a path, or bytes) libsndfile decodes: in reads of ``piece``
+    frames up to the one that fails, then frame by frame from there (frame by frame throughout:
+    a minute)."""
+    def opened():
+        return sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+    decodable = 0
+    with opened() as f:
+        try:
+            while len(x := f.read(piece)):
+                decodable += len(x)
+        except sf.LibsndfileError:
+            pass
+    with opened() as f:
+        f.seek(decodable)
+        try:
+            while len(f.read(1)):
+                decodable += 1
+        except sf.LibsndfileError:
+            pass
+    return decodable
+
+
 @pytest.mark.parametrize("through", ["file", "pipe"])
 def test_a_cut_flac_keeps_every_frame_that_decodes(tmp_path, through):
     """A decoding error ended the file at the start of the read that failed: up to 16384 good frames
@@ -216,20 +240,7 @@ def test_a_cut_flac_keeps_every_frame_that_decodes(tmp_path, through):
     sf.write(whole, _tone(sr, sr * 10), sr, subtype="PCM_16")
     data = whole.read_bytes()
     cut.write_bytes(data[: len(data) * 6 // 10])
-    decodable = 0
-    with sf.SoundFile(cut) as f:  # in 1024-frame reads up to the one that fails ...
-        try:
-            while len(piece := f.read(1024)):
-                decodable += len(piece)
-        except sf.LibsndfileError:
-            pass
-    with sf.SoundFile(cut) as f:  # ... then frame by frame from there (throughout: a minute)
-        f.seek(decodable)
-        try:
-            while len(f.read(1)):
-                decodable += 1
-        except sf.LibsndfileError:
-            pass
+    decodable = decodable_frames(cut, 1024)
     assert decodable % offline.READ_FRAMES  # a cut a plain 16384-frame read loses
     ref = tmp_path / "ref.wav"
     process_file(whole, ref, _clean(), progress=False)

@@ -615,6 +615,8 @@ class Engine:
                     end = float(ctl_block[cb.CTL_LAST_START])
                     if has_in:  # catching up: each block still queued behind this one came with a later callback
                         end -= (ring_readable(in_idx) // B) * period_ns
+                    else:  # rendering ahead: each block still to render before the pre-fill is full plays later
+                        end -= ((target_fill - ring_readable(out_idx)) // B - 1) * period_ns
                     midi_held = self._deliver_midi(midi_sink, midi_rec, midi_held, end)
                 _peak(block, meters, 0)
                 _tap_into(block, tap_block, 0)

@@ -217,6 +217,22 @@ def opus_end_padding(fmt: str, subtype: str, samplerate: int) -> int:
     return -(-OPUS_LOOKAHEAD_48K * samplerate // 48000)
 
 
+def pad_opus(dst) -> None:
+    """Write ``opus_end_padding``'s silence after an open ``soundfile.SoundFile``'s audio (nothing
+    unless it is Ogg Opus); ``end_opus`` cuts it off again once the file is closed."""
+    pad = opus_end_padding(dst.format, dst.subtype, dst.samplerate)
+    if pad:
+        import numpy as np
+
+        dst.write(np.zeros((pad, dst.channels), np.float32))
+
+
+def end_opus(path, subtype: str, frames: int) -> None:
+    """An Opus output (closed) ends after its ``frames`` again (``pad_opus``'s silence trimmed)."""
+    if subtype == "OPUS":
+        trim_opus_end(path, frames)
+
+
 _OGG_CRC: list[int] = []
 
 

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from realtime.engine.ring import Ring
 from realtime.errors import RecordingError
-from realtime.io.files import AtomicFile, folder_problem, sf_path, write_failure_reason
+from realtime.io.files import AtomicFile, end_opus, folder_problem, pad_opus, sf_path, write_failure_reason
 
 JOIN_TIMEOUT_S = 5.0  # discard's wait for the thread: it has nothing to write by then
 
@@ -93,7 +93,11 @@ class FileRecorder:
         while self._drain():
             pass
         try:
+            if self.error is None:
+                pad_opus(self._file)
             self._file.close()
+            if self.error is None:
+                end_opus(sf_path(self._out.tmp), self._file.subtype, self.frames)
         except (OSError, RuntimeError) as e:
             if self.error is None:
                 self.reason = write_failure_reason(self.path.parent, e)

@@ -172,7 +172,8 @@ class _FileStream:
 
     def finish(self) -> None:
         """The resampler's tail, silence for rounding, then the output appears (atomically)."""
-        from realtime.run.offline import check_written, end_opus
+        from realtime.io.files import end_opus
+        from realtime.run.offline import check_written
 
         with _writing(self.task):
             self.writer.finish()
@@ -258,7 +259,8 @@ class _MidiStream:
             self.writer.write(y)
 
     def finish(self) -> None:
-        from realtime.run.offline import check_written, end_opus, pad_opus
+        from realtime.io.files import end_opus, pad_opus
+        from realtime.run.offline import check_written
 
         with _writing(self.task):
             self.writer.finish()

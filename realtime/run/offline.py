@@ -24,12 +24,12 @@ from realtime.dsp.processor import dropped_midi_events
 from realtime.errors import OfflineError, raise_pending_interrupt
 from realtime.io.files import (
     atomic_write,
+    end_opus,
     folder_problem,
-    opus_end_padding,
+    pad_opus,
     remove_stale_parts,
     sf_path,
     through_link,
-    trim_opus_end,
 )
 from realtime.run.audio_input import (
     RIFF_MAX,
@@ -339,20 +339,6 @@ class Reblocker:
         """Frames of silence that push ``tail`` more frames and the last partial block out."""
         pad = tail + self.blocksize
         return pad + (-(self.fill + pad)) % self.blocksize
-
-
-def pad_opus(dst: sf.SoundFile) -> None:
-    """Silence after an Opus output's audio, cut off again once it is closed (``end_opus``):
-    libsndfile's encoder garbles the last 5 ms it is given."""
-    pad = opus_end_padding(dst.format, dst.subtype, dst.samplerate)
-    if pad:
-        dst.write(np.zeros((pad, dst.channels), np.float32))
-
-
-def end_opus(path, subtype: str, frames: int) -> None:
-    """An Opus output (closed) ends after its ``frames`` again (``pad_opus``'s silence trimmed)."""
-    if subtype == "OPUS":
-        trim_opus_end(path, frames)
 
 
 class OutputWriter:

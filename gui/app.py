@@ -88,6 +88,40 @@ def _fallback(args, last: str, e: Exception) -> tuple[dict, str, str]:
     return apply_overrides(load_preset(args.preset), args.set), args.preset, note
 
 
+def _wire_demo(win, demo) -> None:
+    """Wire the demo player (``demo``: a gui.demo_source.DemoSource) to the engine's inputs after
+    every start and structural change (the engine's ports are new each time), beside the window's
+    actions (``run_aside``): the player's first start takes seconds (a process that compiles its JACK
+    callback), and as an action that wait held the toolbar. A label in the status bar says where the
+    demo input is; a wiring asked for while one runs follows it, so the last one wires the ports
+    that are there now."""
+    from PyQt6.QtWidgets import QLabel
+
+    label = QLabel()
+    label.setObjectName("status:demo")
+    win.statusBar().addPermanentWidget(label)
+    state = {"wiring": False, "again": False}
+
+    def wire() -> None:
+        label.setText("demo input: connecting…")
+        if state["wiring"]:
+            state["again"] = True
+            return
+        state["wiring"] = True
+        win.run_aside(demo.connect, done)
+
+    def done(error) -> None:
+        state["wiring"] = False
+        if state["again"]:  # the engine restarted meanwhile: its new ports
+            state["again"] = False
+            return wire()
+        label.setText("demo input: off" if error else "demo input: connected")
+        if error and win.host.running:  # (stopped meanwhile: no ports to wire, and nothing to say)
+            win._show_exception(error)
+
+    win.engineStarted.connect(wire)
+
+
 def run_gui(args) -> int:
     from PyQt6.QtCore import QTimer
     from PyQt6.QtWidgets import QApplication
@@ -154,9 +188,7 @@ def run_gui(args) -> int:
             win.show_error("No sound card: running on a private JACK server (dummy driver) with the bundled "
                            "demo looping into the input. Click to dismiss.")
             demo = DemoSource()
-            # the engine's ports are new each start; the player takes a second to come up
-            win.engineStarted.connect(lambda: win._guard(win.call_in_background, "Connecting the demo input…",
-                                                         demo.connect))
+            _wire_demo(win, demo)
         win.show()
         win.start_button.setChecked(True)  # start the engine
         status = app.exec()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 
 from PyQt6.QtCore import QEvent, Qt, QTimer, pyqtSignal
@@ -157,6 +158,7 @@ class Panes(QSplitter):
 class MainWindow(PresetActions, QMainWindow):
     engineStarted = pyqtSignal()  # after every (re)start: the engine's ports are new (demo input re-wires)
     _midiStatus = pyqtSignal(object, str, bool)  # (input, line, lost), from the MIDI input's watcher thread
+    _asideDone = pyqtSignal(object, object)  # (callback, error or None), from a thread of ``run_aside``
 
     def __init__(self, preset: dict | None = None, config: EngineConfig | None = None,
                  settings: Settings | None = None, autostart: bool = False, preset_path: str | None = None,
@@ -195,6 +197,7 @@ class MainWindow(PresetActions, QMainWindow):
         self._busy_cursor = False
         self.learn = MidiLearn(self)
         self._midiStatus.connect(self._midi_status)
+        self._asideDone.connect(lambda done, error: self._guard(done, error))
         self._rebuild_rack()
         self._update_title()
         geo = self.settings.geometry()
@@ -481,6 +484,23 @@ class MainWindow(PresetActions, QMainWindow):
             yield (fn, *args)
 
         self._run(text, steps(), wait=False, structural=False)
+
+    def run_aside(self, fn, done) -> None:
+        """``fn()`` (a blocking call that needs neither the engine's pipe nor a still chain: the demo
+        player's wiring) on a thread of its own, beside the actions: they do not wait for it, and
+        the toolbar stays usable; ``done(error or None)`` on this thread once it returned."""
+        def work():
+            try:
+                fn()
+                error = None
+            except Exception as e:  # noqa: BLE001 - handed to ``done``
+                error = e
+            try:
+                self._asideDone.emit(done, error)
+            except RuntimeError:  # the window is gone
+                pass
+
+        threading.Thread(target=work, name="aside", daemon=True).start()
 
     @property
     def busy(self) -> bool:

@@ -20,6 +20,7 @@ written by ``Chain.to_preset``; checked against the plugin when the preset is va
 """
 from __future__ import annotations
 
+import codecs
 import copy
 import json
 import math
@@ -378,17 +379,76 @@ def user_presets(folder=None) -> list[Path]:
 
 def user_descriptions(folder=None) -> list[tuple[Path, str]]:
     """(file, description) of every user preset (``user_presets``), read without validating them; a
-    file that cannot be read says so in place of its description."""
+    file that cannot be read says so in place of its description. A large file (a plugin's saved
+    state can make it megabytes) is read only as far as its description (``_description``)."""
     out = []
     for path in user_presets(folder):
         try:
-            raw = json.loads(_read_capped(path).decode("utf-8-sig"))
-            desc = raw.get("description", "") if isinstance(raw, dict) else ""
-            desc = desc if isinstance(desc, str) else ""
-        except (OSError, ValueError, RecursionError) as e:
+            desc = _description(path)
+        except RecursionError:  # (Python's own words name its recursion limit)
+            desc = "(cannot be read: nested too deeply to be a preset)"
+        except (OSError, ValueError) as e:
             desc = f"(cannot be read: {(str(e).splitlines() or [type(e).__name__])[0][:80]})"
         out.append((path, " ".join(desc.split())))
     return out
+
+
+DESCRIPTION_HEAD = 64 << 10  # the first bytes of a preset file, where a saved one has its description
+
+
+def _description(path) -> str:
+    """A preset file's description ("" when it has none, or is no JSON object). Read from the first
+    DESCRIPTION_HEAD bytes when its top-level keys up to "description" are there (``save_preset``
+    writes it third, before the chain); else, and for a small file, the whole file is parsed, as
+    ``load_preset`` would.
+
+    Raises
+    ------
+    OSError, ValueError
+        Unreadable, too large, not UTF-8, or not JSON.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_PRESET_BYTES:
+            raise ValueError(f"too large for a preset ({size} bytes; at most {MAX_PRESET_BYTES})")
+        head = f.read(DESCRIPTION_HEAD + 1)
+    if len(head) > DESCRIPTION_HEAD:
+        found = _head_description(codecs.getincrementaldecoder("utf-8-sig")().decode(head[:DESCRIPTION_HEAD]))
+        if found is not None:
+            return found
+        head = _read_capped(path)
+    raw = json.loads(head.decode("utf-8-sig"))
+    desc = raw.get("description", "") if isinstance(raw, dict) else ""
+    return desc if isinstance(desc, str) else ""
+
+
+def _head_description(text: str) -> str | None:
+    """The top-level "description" of the JSON object ``text`` begins, from its keys and values up
+    to that one; None when ``text`` ends first or is not such a start (the caller parses the whole)."""
+    decoder = json.JSONDecoder()
+    ws = json.decoder.WHITESPACE.match
+    i = ws(text, 0).end()
+    if text[i:i + 1] != "{":
+        return None
+    i += 1
+    try:
+        while True:
+            i = ws(text, i).end()
+            if text[i:i + 1] != '"':
+                return None  # the object's end (no description: decided by the whole file), or not JSON
+            key, i = decoder.raw_decode(text, i)
+            i = ws(text, i).end()
+            if text[i:i + 1] != ":":
+                return None
+            value, i = decoder.raw_decode(text, ws(text, i + 1).end())
+            if key == "description":
+                return value if isinstance(value, str) else ""
+            i = ws(text, i).end()
+            if text[i:i + 1] != ",":
+                return None
+            i += 1
+    except (ValueError, RecursionError):  # cut off by the head's end (or not JSON): the whole file decides
+        return None
 
 
 def _read_capped(path) -> bytes:

@@ -18,7 +18,9 @@ import numpy as np
 from numba import carray, cfunc, njit, types
 
 from realtime.dsp.kernels import scrub_into
-from realtime.engine.atomics import address_as_pointer, pointer_as_address
+from realtime.engine.atomics import address_as_pointer, pointer_as_address, store_release
+from realtime.engine.ring import READ as RING_READ
+from realtime.engine.ring import WRITE as RING_WRITE
 from realtime.engine.ring import ring_discard, ring_pop, ring_push, ring_push_silence
 
 # control block layout (int64 slots)
@@ -26,8 +28,17 @@ CTL_IN_BUF, CTL_IN_IDX, CTL_IN_CAP, CTL_IN_CH = 0, 1, 2, 3
 CTL_OUT_BUF, CTL_OUT_IDX, CTL_OUT_CAP, CTL_OUT_CH = 4, 5, 6, 7
 CTL_STATS, CTL_TIME_BUF, CTL_TIME_IDX, CTL_TIME_CAP = 8, 9, 10, 11
 CTL_WAKE_FD, CTL_WAKE_BYTE, CTL_CLOCK = 12, 13, 14
-CTL_LAST_START = 15  # CLOCK_MONOTONIC ns at which the latest callback began (the DSP thread's time base for MIDI)
-CTL_SIZE = 16
+CTL_LAST_START = 15  # CLOCK_MONOTONIC ns at which the latest callback began
+# MIDI's time base (``block_end_ns``): the DSP thread places each block's messages by the time its frames
+# stand for, CLOCK_MONOTONIC ns of ring frame 0 plus the block's ring index in frames (0: no callback yet)
+CTL_STAMP_BASE = 16
+CTL_RATE = 17  # frames per second (the stamps' frame length)
+CTL_HOST_CYCLES = 18  # 1: PortAudio's time info places each block in the host's cycle (JACK)
+CTL_CYCLE_TIME = 19  # the host cycle's own time (ns, PortAudio's currentTime) of the latest callback
+CTL_CYCLE_START = 20  # CLOCK_MONOTONIC ns at which that cycle's first callback began
+CTL_CYCLES = 21  # host cycles seen
+CTL_POS_MAX, CTL_POS_MAX_OLD = 22, 23  # the latest block position in a cycle, this epoch and the last
+CTL_SIZE = 24
 
 # stats slots (int64, written only by the callback)
 ST_CALLBACKS = 0
@@ -48,6 +59,9 @@ TIME_WIDTH = 4  # timing record: start_ns, duration_ns, frames, status flags (| 
 LATE_FLAG = 1 << 16  # in a timing record: this callback's output was not ready (PortAudio's flags use bits 0-4)
 
 CLOCK_MONOTONIC = 1
+
+NO_POSITION = -(1 << 62)  # CTL_POS_MAX* before any callback (and CTL_CYCLE_TIME: no cycle yet)
+POSITION_EPOCH = 128  # host cycles a block position counts towards the latest one (2 epochs at most)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _clock_gettime = _libc.clock_gettime
@@ -109,13 +123,53 @@ def count_missing_input(frames, stats, duplex):
         stats[ST_SKIP_DEBT] -= frames
 
 
+@njit(nogil=True, cache=True)
+def block_end_ns(ctl, t0, cycle_time, position):
+    """When the frames of this callback's block end, CLOCK_MONOTONIC ns: what MIDI is placed by.
+
+    A JACK server whose period is longer than the block runs the callback period / blocksize times
+    back to back in each cycle: all of them start within microseconds of ``t0``, while their blocks
+    follow one another through the period. PortAudio's time info says where: ``position``, the
+    block's DAC (an input-only stream's: ADC) time less the cycle's ``cycle_time``, in seconds, one
+    block further for each callback of a cycle, plus the port latency and the leftover of a period
+    that is not a multiple of the block. The latest block of a cycle is the one that ends at the
+    cycle's start; the others end earlier by their distance to it. The latest position is the largest
+    seen over the last ``POSITION_EPOCH`` to twice that many cycles (a period not a multiple of the
+    block reaches it once in a while; one that shrinks, or a port latency, is followed within two
+    epochs). Without it (``CTL_HOST_CYCLES`` 0: another host API, whose time info PortAudio does not
+    count this way) a block ends when its callback began."""
+    if ctl[CTL_HOST_CYCLES] == 0:
+        return t0
+    cycle = np.int64(round(cycle_time * 1e9))
+    if cycle != ctl[CTL_CYCLE_TIME]:  # the cycle's first callback
+        ctl[CTL_CYCLE_TIME] = cycle
+        ctl[CTL_CYCLE_START] = t0
+        ctl[CTL_CYCLES] += 1
+        if ctl[CTL_CYCLES] % POSITION_EPOCH == 0:
+            ctl[CTL_POS_MAX_OLD] = ctl[CTL_POS_MAX]
+            ctl[CTL_POS_MAX] = NO_POSITION
+    pos = np.int64(round(position * 1e9))
+    if pos > ctl[CTL_POS_MAX]:
+        ctl[CTL_POS_MAX] = pos
+    return ctl[CTL_CYCLE_START] + pos - max(ctl[CTL_POS_MAX], ctl[CTL_POS_MAX_OLD])
+
+
+@njit(nogil=True, cache=True)
+def publish_stamp(ctl, end_ns, ring_index):
+    """The DSP thread's MIDI time base: ``end_ns`` is when the frame before ring index ``ring_index``
+    ends (the input ring's write index after this callback's push; an output-only stream's: the
+    output ring's read index after its pop). One value, so the DSP thread never pairs one
+    callback's time with another's index."""
+    store_release(ctl, CTL_STAMP_BASE, np.int64(round(end_ns - ring_index * (1e9 / ctl[CTL_RATE]))))
+
+
 _SIG = types.int32(types.voidptr, types.voidptr, types.uint64, types.voidptr, types.uint64, types.voidptr)
 
 
 def _audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
     ctl = carray(user_data, (CTL_SIZE,), np.int64)
     t0 = _now_ns(ctl[CTL_CLOCK])
-    ctl[CTL_LAST_START] = t0  # stored before the wake-up write below, so the woken DSP thread sees it
+    ctl[CTL_LAST_START] = t0
     stats = carray(address_as_pointer(ctl[CTL_STATS]), (ST_SIZE,), np.int64)
     frames = np.int64(frame_count)
     flags = np.int64(status_flags)
@@ -124,6 +178,7 @@ def _audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
         stats[ST_STATUS_BITS] |= flags
 
     in_ch = ctl[CTL_IN_CH]
+    ring_index = np.int64(0)
     if in_ch > 0:
         in_buf = carray(address_as_pointer(ctl[CTL_IN_BUF]), (ctl[CTL_IN_CAP], in_ch), np.float32)
         in_idx = carray(address_as_pointer(ctl[CTL_IN_IDX]), (16,), np.int64)
@@ -134,6 +189,7 @@ def _audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
             pushed = ring_push_silence(in_buf, in_idx, frames)
         if pushed < frames:
             count_missing_input(frames - pushed, stats, ctl[CTL_OUT_CH] > 0)
+        ring_index = in_idx[RING_WRITE] + frames - pushed  # (frames it dropped: those pushed ended earlier)
 
     out_ch = ctl[CTL_OUT_CH]
     if out_ch > 0 and pointer_as_address(out) != 0:
@@ -144,6 +200,15 @@ def _audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
         fill_output(out_buf, out_idx, dst, frames, stats, in_ch > 0)
         if stats[ST_LATE_BLOCKS] != late_before:
             flags |= LATE_FLAG
+    if in_ch == 0:  # output only: its ring's next frame plays after this block (a short one too)
+        ring_index = carray(address_as_pointer(ctl[CTL_OUT_IDX]), (16,), np.int64)[RING_READ]
+
+    if pointer_as_address(time_info) != 0:
+        ti = carray(time_info, (3,), np.float64)  # input ADC, current, output DAC time (s)
+        end = block_end_ns(ctl, t0, ti[1], (ti[2] if out_ch > 0 else ti[0]) - ti[1])
+    else:
+        end = t0
+    publish_stamp(ctl, end, ring_index)  # before the wake-up write below, so the woken DSP thread sees it
 
     stats[ST_CALLBACKS] += 1
     stats[ST_FRAMES] += frames

@@ -12,7 +12,11 @@ MIDI keeps its timing within a block: each message carries its arrival time (CLO
 callback's clock). The block processed after the callback that began at T takes the messages that
 arrived in [T - period, T), each at the sample offset matching its time in that window; messages
 from after T wait for the next block. So every message is heard one period after it would have been
-"on time", a constant delay instead of a jitter of up to a block.
+"on time", a constant delay instead of a jitter of up to a block. T is the time the block's frames
+stand for, not when its callback ran: a JACK period longer than the block runs the callbacks of a
+cycle back to back, and a DSP thread that renders ahead (output only) or catches up handles several
+blocks at once. The callback stamps its ring's index with its block's time, placed within the host's
+cycle (``callback.block_end_ns``); each block's T follows from its own ring index (``_block_end``).
 
 Late-block forensics live in ``realtime.engine.diagnostics``; thread priority, page faults and
 context switches in ``realtime.engine.rt_os``.
@@ -38,7 +42,7 @@ from realtime.engine import callback as cb
 from realtime.engine.config import COMMON_RATES, EngineConfig
 from realtime.engine.control import ControlRings, ControlWriter, apply_record, stamp_applied
 from realtime.engine.diagnostics import HISTORY, Diagnostics
-from realtime.engine.ring import READ, Ring, ring_discard, ring_pop, ring_push, ring_push_silence, ring_readable
+from realtime.engine.ring import READ, WRITE, Ring, ring_discard, ring_pop, ring_push, ring_push_silence, ring_readable
 from realtime.engine.rt_os import SwitchCounter, set_realtime_priority, thread_page_faults
 from realtime.errors import AudioDeviceError, EngineError, Interrupted, signals_deferred
 from realtime.io.portaudio import check, resolve_device, sd
@@ -402,6 +406,11 @@ class Engine:
         ctl[cb.CTL_WAKE_FD] = self._wake_w
         ctl[cb.CTL_WAKE_BYTE] = self._wake_byte.ctypes.data
         ctl[cb.CTL_CLOCK] = self._clock.ctypes.data
+        # MIDI's time base (cb.block_end_ns): JACK's cycles place each block by PortAudio's time info
+        ctl[cb.CTL_RATE] = c.samplerate
+        ctl[cb.CTL_HOST_CYCLES] = int(self._stream is not None and _is_jack_stream(self._stream))
+        ctl[cb.CTL_STAMP_BASE] = ctl[cb.CTL_CYCLES] = 0
+        ctl[cb.CTL_CYCLE_TIME] = ctl[cb.CTL_POS_MAX] = ctl[cb.CTL_POS_MAX_OLD] = cb.NO_POSITION
 
     def check_devices(self) -> dict[str, int]:
         """The device of each direction the stream uses ({"input": index, "output": index}, as its
@@ -564,13 +573,11 @@ class Engine:
         out_buf, out_idx = self.out_ring.buf, self.out_ring.idx
         has_in, has_out = c.mode != "output", c.mode != "input"
         target_fill = B * c.prefill_blocks
-        period_ns = 1e9 * B / c.samplerate
         ctrl_rec = np.zeros((1, 4), np.float64)
         midi_rec = np.zeros((1, 4), np.float64)
         midi = self.rings.midi
         midi_sink = getattr(self.chain, "handle_midi", None)
         midi_held = False  # midi_rec holds a popped message that is not due yet
-        ctl_block = self._ctl
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         process = self.chain.process
@@ -612,12 +619,11 @@ class Engine:
                         break
                     block.fill(0.0)
                 if midi_sink is not None:
-                    end = float(ctl_block[cb.CTL_LAST_START])
-                    if has_in:  # catching up: each block still queued behind this one came with a later callback
-                        end -= (ring_readable(in_idx) // B) * period_ns
-                    else:  # rendering ahead: each block still to render before the pre-fill is full plays later
-                        end -= ((target_fill - ring_readable(out_idx)) // B - 1) * period_ns
-                    midi_held = self._deliver_midi(midi_sink, midi_rec, midi_held, end)
+                    # by the ring index after the block's last frame: the input ring's block just popped (a
+                    # DSP thread catching up pops older ones first), or the output ring's about to be pushed,
+                    # heard once the pre-fill queued ahead of it has played (a burst renders several)
+                    last = in_idx[READ] if has_in else out_idx[WRITE] + B - target_fill
+                    midi_held = self._deliver_midi(midi_sink, midi_rec, midi_held, self._block_end(last))
                 _peak(block, meters, 0)
                 _tap_into(block, tap_block, 0)
                 t0, c0 = perf(), cpu()
@@ -640,9 +646,20 @@ class Engine:
                 if tap is not None:
                     self.tap_dropped_frames += B - ring_push(tap.buf, tap.idx, block, B)
 
+    def _block_end(self, ring_index: int) -> float:
+        """When the frames before ``ring_index`` end, CLOCK_MONOTONIC ns: an input ring's index in a
+        stream with input, else the output ring's (``cb.publish_stamp``, from the latest callback).
+        Before any callback stamped: the latest callback's start, for the ring as it is now."""
+        ns = 1e9 / self.config.samplerate
+        base = int(self._ctl[cb.CTL_STAMP_BASE])
+        if base == 0:
+            ring = self.in_ring.idx[WRITE] if self.config.mode != "output" else self.out_ring.idx[READ]
+            base = int(self._ctl[cb.CTL_LAST_START]) - ring * ns
+        return base + ring_index * ns
+
     def _deliver_midi(self, sink, rec, held: bool, end: float) -> bool:
-        """Hand the chain the messages due in this block: those stamped before ``end`` (the start
-        of the callback that triggered it), at their offset in [end - period, end). Returns
+        """Hand the chain the messages due in this block: those stamped before ``end`` (when its
+        frames end: ``_block_end``), at their offset in [end - period, end). Returns
         whether ``rec`` holds a message kept for a later block."""
         B = self.config.blocksize
         per_ns = self.config.samplerate * 1e-9

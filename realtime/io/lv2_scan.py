@@ -60,20 +60,68 @@ UNINITIALISED_MEMORY = frozenset({
     "http://plugin.org.uk/swh-plugins/dcRemove", "http://drobilla.net/plugins/mda/BeatBox",
     "http://plugin.org.uk/swh-plugins/chebstortion",
 })
-# Plugins whose latency port says something other than their delay (noise through each plugin with a
-# latency port in Debian 12's swh-lv2 1.0.16, lsp-plugins 1.2.5 and zam-plugins 4.1, at its default and
-# latency-moving settings, its delay against what it reports; LSP's and zam's say it right, but for the
-# ~8-sample group delay of the filter of LSP limiter's "Full" oversampling, a phase, not a latency):
-# URI -> (the delay as a multiple of the reported figure, what is wrong, in words; for amPitchshift its
-# mean delay at any pitch). ``Lv2Plugin`` takes its latency as that multiple, so the chain's dry path and
-# ``latency`` are the delay heard. Not here: swh artificialLatency, which reports a latency it does
-# not have by design (a test of compensation).
+
+
+@dataclass(frozen=True)
+class LatencyRule:
+    """How a plugin's delay is had where its latency port does not say it, or where it has none:
+    ``stages * R(scale * v + offset)`` samples, where v is the value of ``port`` (times rate / 1000
+    with ``ms``: a time in ms, as samples) and R rounds down with ``floor`` (a delay line sized by
+    truncation), else to the nearest (ties to even, as lrintf); 0 while the ``bypass`` toggle is on
+    (the input passed straight through). ``port``: the symbol of the control input that sets it, or
+    None for the latency port; a plugin without that port counts v = 0 (a constant delay:
+    ``offset``). A rule on a control is not used for a plugin that has a latency port (a build that
+    says its delay is taken at its word). ``why``: what is wrong, in words (one line on stderr when
+    the plugin is first used, ``plugins --json``)."""
+
+    why: str
+    scale: float = 1.0
+    port: str | None = None
+    ms: bool = False
+    offset: float = 0.0
+    floor: bool = False
+    stages: int = 1
+    bypass: str | None = None
+
+
+# Plugins whose latency port says something other than their delay, or who delay the signal with no
+# latency port at all (noise through each plugin in Debian 12's swh-lv2 1.0.16, lsp-plugins 1.2.5,
+# zam-plugins 4.1 and calf 0.90.3, at its default and latency-moving settings, its delay against what
+# it reports; LSP's and zam's say it right, but for the ~8-sample group delay of the filter of LSP
+# limiter's "Full" oversampling, a phase, not a latency): URI -> ``LatencyRule``; for amPitchshift its
+# mean delay at any pitch. ``Lv2Plugin`` takes its latency from the rule, so the chain's dry path and
+# ``latency`` are the delay heard. Calf's limiters delay by their look-ahead: each look-ahead limiter
+# floor(attack x rate / 1000) - 1 samples, attack in ms (the multiband ones have two in series, the
+# bands' and the broadband one), at 44.1, 48 and 96 kHz and any block size, following the knob at
+# once. Their phase is not in it: the multiband ones' IIR crossover adds about 1 sample at its default
+# frequencies, up to 6 with its bands high, and oversampling (off by default) 1 to 3 more through its
+# IIR resampling filters and a look-ahead counted at the higher rate. swh dysonCompress delays 999
+# samples at any rate and setting; satanMaximiser half its envelope time (samples; ties to even). Not
+# here: swh artificialLatency, which reports a latency it does not have by design (a test of compensation).
 _SWH = "http://plugin.org.uk/swh-plugins/"
+_CALF = "http://calf.sourceforge.net/plugins/"
+_CALF_LOOKAHEAD = ("has no latency port, yet delays the signal by its look-ahead: floor(attack x rate / 1000) - 1 "
+                   "samples")
 LATENCY_MISREPORTED = {
-    _SWH + "amPitchshift": (2.0, "its latency port says half its delay (its output comes a whole buffer offset "
-                                 "late, it reports half of one): the chain takes twice that figure"),
-    _SWH + "dj_eq": (0.0, "its latency port says 3 samples, but its filters delay nothing: the chain takes 0"),
-    _SWH + "dj_eq_mono": (0.0, "its latency port says 3 samples, but its filters delay nothing: the chain takes 0"),
+    _SWH + "amPitchshift": LatencyRule("its latency port says half its delay (its output comes a whole buffer "
+                                       "offset late, it reports half of one): the chain takes twice that figure",
+                                       scale=2.0),
+    _SWH + "dj_eq": LatencyRule("its latency port says 3 samples, but its filters delay nothing: the chain takes 0",
+                                scale=0.0),
+    _SWH + "dj_eq_mono": LatencyRule("its latency port says 3 samples, but its filters delay nothing: the chain "
+                                     "takes 0", scale=0.0),
+    _CALF + "Limiter": LatencyRule(f"{_CALF_LOOKAHEAD} (attack in ms): the chain takes that", port="attack",
+                                   ms=True, offset=-1.0, floor=True, bypass="bypass"),
+    _CALF + "MultibandLimiter": LatencyRule(
+        f"{_CALF_LOOKAHEAD} (attack in ms), twice (bands, then broadband): the chain takes that",
+        port="attack", ms=True, offset=-1.0, floor=True, stages=2, bypass="bypass"),
+    _CALF + "SidechainLimiter": LatencyRule(
+        f"{_CALF_LOOKAHEAD} (attack in ms), twice (bands, then broadband): the chain takes that",
+        port="attack", ms=True, offset=-1.0, floor=True, stages=2, bypass="bypass"),
+    _SWH + "dysonCompress": LatencyRule("has no latency port, yet delays the signal 999 samples at any rate: "
+                                        "the chain takes that", scale=0.0, offset=999.0),
+    _SWH + "satanMaximiser": LatencyRule("has no latency port, yet delays the signal by half its envelope time "
+                                         "(samples): the chain takes that", scale=0.5, port="env_time_p"),
 }
 # Plugins whose main ports (the signal path) are not all their audio ports, which they do not say
 # with port groups: URI -> (main input symbols, main output symbols). swh bodeShifterCV's second
@@ -178,7 +226,7 @@ class PluginInfo:
                 "audio_out": self.audio_out, "midi_in": self.midi_in, "controls": [p.symbol for p in self.controls],
                 "latency_port": self.latency_port, "hard_rt": self.hard_rt,
                 "required_features": list(self.required_features), "broken": KNOWN_BROKEN.get(self.uri),
-                "latency_misreported": LATENCY_MISREPORTED[self.uri][1] if self.uri in LATENCY_MISREPORTED else None}
+                "latency_misreported": LATENCY_MISREPORTED[self.uri].why if self.uri in LATENCY_MISREPORTED else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PluginInfo":
@@ -504,5 +552,6 @@ def plugin_info(uri: str) -> PluginInfo:
     return info
 
 
-__all__ = ["KNOWN_BROKEN", "LATENCY_MISREPORTED", "MAIN_PORTS", "UNINITIALISED_MEMORY", "PluginInfo", "PortInfo",
-           "ScanResult", "cache_dir", "describe", "lv2_path", "plugin_info", "scan", "scan_world", "signature", "world"]
+__all__ = ["KNOWN_BROKEN", "LATENCY_MISREPORTED", "MAIN_PORTS", "UNINITIALISED_MEMORY", "LatencyRule", "PluginInfo",
+           "PortInfo", "ScanResult", "cache_dir", "describe", "lv2_path", "plugin_info", "scan", "scan_world",
+           "signature", "world"]

@@ -66,9 +66,13 @@ DSP thread, offline renders' blocks and the rescue thread, never on a live DSP t
 Latency: the plugin's latency port is read after one silent block in ``prepare`` and after every
 block: the chain's dry path follows a change at once, up to ``max_latency`` (the latency at
 ``prepare`` or ``LATENCY_HEADROOM_S``, whichever is larger). A plugin whose port is known not to
-say its delay (``lv2_scan.LATENCY_MISREPORTED``: swh dj_eq says 3 samples and delays none) has its
-figure scaled to the delay, with one line on stderr when its class is made. Plugins not declaring
-``lv2:hardRTCapable`` run all the same; ``hard_rt`` is False for UIs to flag.
+say its delay, or that delays the signal with no latency port (``lv2_scan.LATENCY_MISREPORTED``: swh
+dj_eq says 3 samples and delays none; Calf's limiters delay by their look-ahead knob and have no
+port) has its latency from a rule (``lv2_scan.LatencyRule``: its port's figure scaled, a control's
+value, in ms at the stream's rate or in samples, or a constant), followed per block as a port is
+(``max_latency``: the most the rule gives over the control's range), with one line on stderr when
+its class is made. Plugins not declaring ``lv2:hardRTCapable`` run all the same; ``hard_rt`` is
+False for UIs to flag.
 
 State: a plugin implementing the LV2 state extension has its own state (besides its control
 ports) saved in presets as Turtle (``plugin_state``, the slot key ``"state"``) and restored by
@@ -225,14 +229,29 @@ def _peak(aout):
 
 
 @njit(nogil=True, cache=True)
-def _follow_latency(ctl, port, lat, scale):
-    """The first instance's latency port times ``scale`` (1 but for a plugin known to misreport:
-    ``lv2_scan.LATENCY_MISREPORTED``) -> lat[0] (samples, within [0, lat[1]]; a non-finite value
-    leaves it); True when it moved."""
-    v = ctl[0, port] * scale
-    if not np.isfinite(v):
-        return False
-    n = int(round(min(max(v, 0.0), float(lat[1]))))
+def _delay_of(v, rule):
+    """A port's value ``v`` as the delay ``rule`` says (samples, not clamped; NaN for a non-finite
+    ``v``): ``rule`` = [scale (per sample at the stream's rate), offset, floor, stages, bypass port]
+    (``lv2_scan.LatencyRule``; a latency port taken as it is: [1, 0, 0, 1, -1])."""
+    x = v * rule[0] + rule[1]
+    if not np.isfinite(x):
+        return np.nan
+    return (math.floor(x) if rule[2] else np.rint(x)) * rule[3]
+
+
+@njit(nogil=True, cache=True)
+def _follow_latency(ctl, port, lat, rule):
+    """The first instance's port ``port`` (its latency port, or the control that sets its delay; -1:
+    none, as 0) as ``rule`` takes it (``_delay_of``; 0 while its bypass port is on) -> lat[0]
+    (samples, within [0, lat[1]]; a non-finite value leaves it); True when it moved."""
+    b = int(rule[4])
+    if b >= 0 and ctl[0, b] > 0.5:
+        v = 0.0
+    else:
+        v = _delay_of(ctl[0, port] if port >= 0 else 0.0, rule)
+        if not np.isfinite(v):
+            return False
+    n = int(min(max(v, 0.0), float(lat[1])))
     moved = n != lat[0]
     lat[0] = n
     return moved
@@ -424,6 +443,20 @@ def _readout_of(port: lv2_scan.PortInfo) -> Readout:
     return Readout(port.symbol, port.name, port.unit, lo, hi, kind="level" if bounded and not port.integer else "number")
 
 
+def _latency_from(info: lv2_scan.PluginInfo) -> tuple[lv2_scan.LatencyRule | None, int, int]:
+    """Where the plugin's latency comes from: its rule (``lv2_scan.LATENCY_MISREPORTED``; None: its
+    latency port says it), the port read (the latency port or the control the rule names; -1: none)
+    and the rule's bypass toggle (-1: none). A rule on a control is for a build without a latency port."""
+    rule = lv2_scan.LATENCY_MISREPORTED.get(info.uri)
+    port = -1 if info.latency_port is None else info.latency_port
+    if rule is None or (rule.port is not None and port >= 0):
+        return None, port, -1
+    controls = {p.symbol: p.index for p in info.controls}
+    if rule.port is not None:
+        port = controls.get(rule.port, -1)
+    return rule, port, controls.get(rule.bypass, -1) if rule.bypass else -1
+
+
 _classes: dict[str, type] = {}
 
 
@@ -454,16 +487,16 @@ def plugin_class(uri: str) -> type["Lv2Plugin"]:
         params.append(prm)
         enums.append(vals)
     outs = [p for p in info.ports_of("control", "out") if p.index != info.latency_port]
-    scale, why = lv2_scan.LATENCY_MISREPORTED.get(uri, (1.0, ""))
-    if why and info.latency_port is not None:  # once per process: the chain's latency is not what the plugin says
-        print(f"lv2 plugin {uri}: {why}", file=sys.stderr)
+    latency_from = _latency_from(info)
+    if latency_from[0] is not None:  # once per process: the chain's latency is not what the plugin says
+        print(f"lv2 plugin {uri}: {latency_from[0].why}", file=sys.stderr)
     bases = (Lv2Instrument,) if info.instrument else (Lv2MidiPlugin,) if info.midi_in else (Lv2Plugin,)
     name = "Lv2_" + "".join(ch if ch.isalnum() else "_" for ch in info.name)
     cls = type(name, bases, {"uri": uri, "info": info, "params": tuple(params), "hard_rt": info.hard_rt,
                              "_control_ports": tuple(p.index for p in info.controls), "_enums": tuple(enums),
                              "_rate_ranges": tuple(_raw_range(p) if p.sample_rate else None for p in info.controls),
                              "readouts": tuple(_readout_of(p) for p in outs),
-                             "_output_ports": tuple(p.index for p in outs), "_latency_scale": float(scale),
+                             "_output_ports": tuple(p.index for p in outs), "_latency_from": latency_from,
                              "__module__": __name__, "__doc__": f"LV2 plugin {info.name} <{uri}>."})
     _classes[uri] = cls
     return cls
@@ -504,7 +537,8 @@ class Lv2Plugin(Processor):
     hard_rt: ClassVar[bool] = False
     _control_ports: ClassVar[tuple[int, ...]] = ()
     _output_ports: ClassVar[tuple[int, ...]] = ()  # control outputs shown as readouts (latency port excluded)
-    _latency_scale: ClassVar[float] = 1.0  # the delay as a multiple of the latency port (lv2_scan.LATENCY_MISREPORTED)
+    # the latency's rule, the port it is read from and the rule's bypass toggle (_latency_from)
+    _latency_from: ClassVar[tuple] = (None, -1, -1)
     _enums: ClassVar[tuple[tuple[float, ...], ...]] = ()
     _rate_ranges: ClassVar[tuple[tuple[float, float] | None, ...]] = ()  # per param: fractions of the rate
     instrument: ClassVar[bool] = False  # what ``synth`` may play (see ``Lv2Instrument``)
@@ -765,9 +799,12 @@ class Lv2Plugin(Processor):
         """Activate, run one silent block (the plugin reports its latency from run(); an instance
         not silent on it is settled and the block run again) and size ``max_latency``: that latency
         or ``LATENCY_HEADROOM_S``, whichever is larger, for a plugin with a latency port (its latency
-        may move while streaming), else 0."""
-        port = self.info.latency_port
-        self._lat_port = -1 if port is None else port
+        may move while streaming); for one whose delay a rule gives from a control (or a constant:
+        ``lv2_scan.LATENCY_MISREPORTED``), the most it gives over the control's range; else 0."""
+        rule, self._lat_port, bypass = self._latency_from
+        per = self.sample_rate / 1000.0 if rule is not None and rule.ms else 1.0
+        self._lat_rule = np.array([1.0, 0.0, 0.0, 1.0, -1.0] if rule is None else
+                                  [rule.scale * per, rule.offset, rule.floor, rule.stages, bypass], np.float64)
         self._lat = np.array([0, 1 << 30], np.int64)  # [latency, the most it may be]
         for i in range(len(self._runs)):
             self._clear_instance(i, settle=False)
@@ -785,10 +822,19 @@ class Lv2Plugin(Processor):
                 self._clear_instance(i)
             bad = self._run_block(silence, rescue=False)
         self.bad_output_samples += bad
-        if port is None:
+        if rule is None and self._lat_port < 0:
             self._latency = self._max_latency = 0
             return
-        self._max_latency = max(int(self._lat[0]), int(math.ceil(LATENCY_HEADROOM_S * self.sample_rate)))
+        if rule is None or (rule.port is None and self._lat_port >= 0):  # a latency port: it may move anywhere
+            most = int(math.ceil(LATENCY_HEADROOM_S * self.sample_rate))
+        else:  # a control's value (as the plugin gets it: the ends of its range bound it) or a constant
+            _follow_latency(self._ctl, self._lat_port, self._lat, self._lat_rule)
+            ends = [0.0]
+            if self._lat_port >= 0:
+                port = self.info.ports[self._lat_port]
+                ends = [v * (self.sample_rate if port.sample_rate else 1.0) for v in _raw_range(port)]
+            most = max([int(d) for d in (_delay_of(v, self._lat_rule) for v in ends) if math.isfinite(d)] + [0])
+        self._max_latency = max(int(self._lat[0]), most)
         self._lat[1] = self._max_latency
         self._latency = int(self._lat[0])
 
@@ -1010,7 +1056,7 @@ class Lv2Plugin(Processor):
             got = _clean_outputs(self._aout, self._ain, m, self._hits, self._run_hits, OUTPUT_LIMIT,
                                  self._junk_limit, self._junk_run, self._clock)
             _post(block, off, m, self._aout, self._weights, self._add)
-            if self._lat_port >= 0 and _follow_latency(self._ctl, self._lat_port, self._lat, self._latency_scale):
+            if self._lat_port >= 0 and _follow_latency(self._ctl, self._lat_port, self._lat, self._lat_rule):
                 self._latency = int(self._lat[0])  # the chain's dry path follows at once
             if got:
                 bad += got

@@ -496,7 +496,7 @@ def plugin_class(uri: str) -> type["Lv2Plugin"]:
                              "_control_ports": tuple(p.index for p in info.controls), "_enums": tuple(enums),
                              "_rate_ranges": tuple(_raw_range(p) if p.sample_rate else None for p in info.controls),
                              "readouts": tuple(_readout_of(p) for p in outs),
-                             "_output_ports": tuple(p.index for p in outs), "_latency_from": latency_from,
+                             "_output_ports": tuple(p.index for p in outs), "_latency_source": latency_from,
                              "__module__": __name__, "__doc__": f"LV2 plugin {info.name} <{uri}>."})
     _classes[uri] = cls
     return cls
@@ -538,7 +538,7 @@ class Lv2Plugin(Processor):
     _control_ports: ClassVar[tuple[int, ...]] = ()
     _output_ports: ClassVar[tuple[int, ...]] = ()  # control outputs shown as readouts (latency port excluded)
     # the latency's rule, the port it is read from and the rule's bypass toggle (_latency_from)
-    _latency_from: ClassVar[tuple] = (None, -1, -1)
+    _latency_source: ClassVar[tuple] = (None, -1, -1)
     _enums: ClassVar[tuple[tuple[float, ...], ...]] = ()
     _rate_ranges: ClassVar[tuple[tuple[float, float] | None, ...]] = ()  # per param: fractions of the rate
     instrument: ClassVar[bool] = False  # what ``synth`` may play (see ``Lv2Instrument``)
@@ -801,7 +801,7 @@ class Lv2Plugin(Processor):
         or ``LATENCY_HEADROOM_S``, whichever is larger, for a plugin with a latency port (its latency
         may move while streaming); for one whose delay a rule gives from a control (or a constant:
         ``lv2_scan.LATENCY_MISREPORTED``), the most it gives over the control's range; else 0."""
-        rule, self._lat_port, bypass = self._latency_from
+        rule, self._lat_port, bypass = self._latency_source
         per = self.sample_rate / 1000.0 if rule is not None and rule.ms else 1.0
         self._lat_rule = np.array([1.0, 0.0, 0.0, 1.0, -1.0] if rule is None else
                                   [rule.scale * per, rule.offset, rule.floor, rule.stages, bypass], np.float64)

@@ -132,12 +132,13 @@ def block_end_ns(ctl, t0, cycle_time, position):
     follow one another through the period. PortAudio's time info says where: ``position``, the
     block's DAC (an input-only stream's: ADC) time less the cycle's ``cycle_time``, in seconds, one
     block further for each callback of a cycle, plus the port latency and the leftover of a period
-    that is not a multiple of the block. The latest block of a cycle is the one that ends at the
-    cycle's start; the others end earlier by their distance to it. The latest position is the largest
-    seen over the last ``POSITION_EPOCH`` to twice that many cycles (a period not a multiple of the
-    block reaches it once in a while; one that shrinks, or a port latency, is followed within two
-    epochs). Without it (``CTL_HOST_CYCLES`` 0: another host API, whose time info PortAudio does not
-    count this way) a block ends when its callback began."""
+    that is not a multiple of the block. The block at the latest position ends when the cycle's
+    first callback began (as every block did at one callback a cycle); the others end earlier by
+    their distance to it, so a cycle's blocks follow on from the last cycle's. The latest position
+    is the largest seen over the last ``POSITION_EPOCH`` to twice that many cycles (a period not a
+    multiple of the block reaches it once in a while; a period or port latency that shrinks is
+    followed within two epochs). Without it (``CTL_HOST_CYCLES`` 0: another host API, whose time
+    info PortAudio does not count this way) a block ends when its callback began."""
     if ctl[CTL_HOST_CYCLES] == 0:
         return t0
     cycle = np.int64(round(cycle_time * 1e9))

@@ -2,8 +2,8 @@
 
 PortAudio calls ``audio_callback`` from its real-time thread (on JACK: the JACK process thread).
 It only copies frames between PortAudio's buffers and two SPSC rings, sanitises the output,
-counts under-/overruns, records its own timing and pokes the DSP thread through a non-blocking
-pipe write. It allocates nothing, takes no lock and never enters the interpreter, so a Python
+fades it in after a start and out before a stop (``apply_fade``), counts under-/overruns,
+records its own timing and pokes the DSP thread through a non-blocking pipe write. It allocates nothing, takes no lock and never enters the interpreter, so a Python
 thread holding the GIL cannot delay it.
 
 Everything it touches is described by one int64 *control block* whose address is PortAudio's
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 
 import numpy as np
 from numba import carray, cfunc, njit, types
 
 from realtime.dsp.kernels import scrub_into
-from realtime.engine.atomics import address_as_pointer, pointer_as_address, store_release
+from realtime.engine.atomics import address_as_pointer, load_acquire, pointer_as_address, store_release
 from realtime.engine.ring import READ as RING_READ
 from realtime.engine.ring import WRITE as RING_WRITE
 from realtime.engine.ring import ring_discard, ring_pop, ring_push, ring_push_silence
@@ -38,7 +39,13 @@ CTL_CYCLE_TIME = 19  # the host cycle's own time (ns, PortAudio's currentTime) o
 CTL_CYCLE_START = 20  # CLOCK_MONOTONIC ns at which that cycle's first callback began
 CTL_CYCLES = 21  # host cycles seen
 CTL_POS_MAX, CTL_POS_MAX_OLD = 22, 23  # the latest block position in a cycle, this epoch and the last
-CTL_SIZE = 24
+# the output's fade (``apply_fade``): a stream that starts or stops mid-waveform clicks
+CTL_FADE_LEN = 24  # frames of a whole fade
+CTL_FADE_POS = 25  # where the gain stands, 0 (silent) .. CTL_FADE_LEN (unity): the callback's own
+CTL_FADE_TARGET = 26  # where it heads: CTL_FADE_LEN from the start, 0 once a stop asks for the fade-out
+CTL_FADE_FROM = 27  # the output ring index the fade-in begins at: the first frame after the pre-fill and the chain's latency
+CTL_FADED = 28  # set by the callback once a whole block has played at 0 after a fade-out: the stream may stop
+CTL_SIZE = 29
 
 # stats slots (int64, written only by the callback)
 ST_CALLBACKS = 0
@@ -93,7 +100,7 @@ def fill_output(out_buf, out_idx, dst, frames, stats, duplex):
     discarded when they arrive later (skip debt), so the round-trip latency never drifts. An
     output-only stream has no input to stay in step with, and its DSP thread only renders up to
     the pre-fill: discarding would silence as much again after every stall (and drop the starts of
-    notes played meanwhile).
+    notes played meanwhile). Returns the frames taken from the ring (the first ``n`` of ``dst``).
     """
     debt = stats[ST_SKIP_DEBT]
     if debt > 0:
@@ -111,6 +118,40 @@ def fill_output(out_buf, out_idx, dst, frames, stats, duplex):
         stats[ST_LATE_FRAMES] += frames - n
         if duplex:
             stats[ST_SKIP_DEBT] += frames - n
+    return n
+
+
+@njit(nogil=True, cache=True)
+def apply_fade(ctl, dst, n, first_index):
+    """The output's raised-cosine fade, in place: ``dst``'s first ``n`` frames came from output ring
+    indices ``first_index`` on (the rest is an underrun's silence).
+
+    The gain steps one frame at a time from ``CTL_FADE_POS`` towards ``CTL_FADE_TARGET``. Fading in
+    it holds at 0 until the ring reaches ``CTL_FADE_FROM``: the pre-fill (and a chain's latency) is
+    silence already, and the fade belongs to the first sound, which would else start mid-waveform
+    (nor does it move over an underrun's silence). Fading out it moves on every frame, so a stop
+    ends whatever the DSP thread delivers. A block that began at 0 with the fade-out asked for sets
+    ``CTL_FADED``: everything played since is silence. At unity (the steady state) it does nothing.
+    """
+    length = ctl[CTL_FADE_LEN]
+    pos = ctl[CTL_FADE_POS]
+    target = load_acquire(ctl, CTL_FADE_TARGET)
+    if length <= 0 or (pos == length and target == length):
+        return
+    silent_before = pos == 0 and target == 0
+    start = ctl[CTL_FADE_FROM]
+    for k in range(dst.shape[0]):
+        if pos < target:
+            if k < n and first_index + k >= start:
+                pos += 1
+        elif pos > target:
+            pos -= 1
+        g = np.float32(0.5 - 0.5 * math.cos(math.pi * pos / length))
+        for c in range(dst.shape[1]):
+            dst[k, c] *= g
+    ctl[CTL_FADE_POS] = pos
+    if silent_before:
+        store_release(ctl, CTL_FADED, 1)
 
 
 @njit(nogil=True, cache=True)
@@ -198,7 +239,8 @@ def _audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
         out_idx = carray(address_as_pointer(ctl[CTL_OUT_IDX]), (16,), np.int64)
         dst = carray(out, (frames, out_ch), np.float32)
         late_before = stats[ST_LATE_BLOCKS]
-        fill_output(out_buf, out_idx, dst, frames, stats, in_ch > 0)
+        n = fill_output(out_buf, out_idx, dst, frames, stats, in_ch > 0)
+        apply_fade(ctl, dst, n, out_idx[RING_READ] - n)
         if stats[ST_LATE_BLOCKS] != late_before:
             flags |= LATE_FLAG
     if in_ch == 0:  # output only: its ring's next frame plays after this block (a short one too)

@@ -56,6 +56,11 @@ MIDI_MAX_AHEAD_NS = 10e9  # a MIDI stamp further ahead than this is taken as gar
 # a server that is gone or paused (the stream is then abandoned: Engine._stop_stream)
 STOP_WAIT_S = 1.0
 STOP_LOST_WAIT_S = 0.2  # the same once the monitor has called the device lost
+# the output fades in after a start and out before a stop (cb.apply_fade): a stream cut or started
+# mid-waveform clicks. A stop waits for the fade-out at most this long beyond the fade and three
+# periods (the request seen, the fade, one block of silence), then stops anyway
+FADE_S = 0.005
+FADE_SLACK_S = 0.02
 PERIOD_LOOK_S = 0.25  # how often the monitor reads the JACK server's period (a jack_bufsize while streaming)
 
 
@@ -244,6 +249,8 @@ class Engine:
             # pre-fill: the DSP thread gets prefill_blocks periods to deliver each block
             if c.mode != "input":
                 self.out_ring.push(np.zeros((c.blocksize * c.prefill_blocks, c.channels), np.float32))
+            # the fade-in begins with the first frame the chain made of the stream's audio
+            self._ctl[cb.CTL_FADE_FROM] = self.out_ring.idx[WRITE] + int(self.chain.latency)
             self._running = True
             self._old_switch = sys.getswitchinterval()
             sys.setswitchinterval(c.switch_interval_s)
@@ -279,6 +286,8 @@ class Engine:
         if not self._running:
             return
         abandon = False
+        if self._stream is not None and not self._device_lost:  # a stalled or dead stream plays nothing to fade
+            self._fade_out()
         if self._stream is not None:
             # first the stream, while the DSP thread still feeds it: stopping the thread first
             # would make the stream's last callbacks (PortAudio plays out its buffers) late blocks
@@ -292,6 +301,19 @@ class Engine:
                 self._apply_queued(np.zeros((1, 4), np.float64))
         if abandon:
             self._torn_down.set()
+
+    def _fade_out(self) -> None:
+        """Ask the callback to fade the output out and wait until it has played it (``cb.CTL_FADED``),
+        for at most the fade, three periods and ``FADE_SLACK_S``: a stream whose callbacks stopped
+        meanwhile is stopped as it is."""
+        c, ctl = self.config, self._ctl
+        if c.mode == "input":
+            return
+        ctl[cb.CTL_FADE_TARGET] = 0
+        period = max(c.blocksize, self._host_period or 0)
+        deadline = time.monotonic() + (int(ctl[cb.CTL_FADE_LEN]) + 3 * period) / c.samplerate + FADE_SLACK_S
+        while ctl[cb.CTL_FADED] == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def _stop_stream(self, wait_s: float) -> bool:
         """Pa_StopStream, waited for ``wait_s``; True when it returned. On a server that is gone it
@@ -411,6 +433,9 @@ class Engine:
         ctl[cb.CTL_HOST_CYCLES] = int(self._stream is not None and _is_jack_stream(self._stream))
         ctl[cb.CTL_STAMP_BASE] = ctl[cb.CTL_CYCLES] = 0
         ctl[cb.CTL_CYCLE_TIME] = ctl[cb.CTL_POS_MAX] = ctl[cb.CTL_POS_MAX_OLD] = cb.NO_POSITION
+        # silent until the fade-in (start: CTL_FADE_FROM), which heads for unity
+        ctl[cb.CTL_FADE_LEN] = ctl[cb.CTL_FADE_TARGET] = max(1, round(FADE_S * c.samplerate))
+        ctl[cb.CTL_FADE_POS] = ctl[cb.CTL_FADED] = 0
 
     def check_devices(self) -> dict[str, int]:
         """The device of each direction the stream uses ({"input": index, "output": index}, as its

@@ -509,12 +509,15 @@ def cmd_train(args) -> int:
         which = "which model?" if args.model is None else f"unknown model {args.model!r};"
         print(f"error: train {which} one of {', '.join(sorted(modules))}", file=sys.stderr)
         return 2
-    try:
-        mod = importlib.import_module(modules[args.model])
+    from bench import missing_optional
+
+    try:  # torch and the rest: imported at the top of a trainer's module, or first when it runs
+        return importlib.import_module(modules[args.model]).main(args.rest) or 0
     except ModuleNotFoundError as e:
+        if not missing_optional(e):
+            raise
         print(f"error: cannot train {args.model}: {e} (install the training extra: pip install -e '.[train]')", file=sys.stderr)
         return 2
-    return mod.main(args.rest) or 0
 
 
 COMMANDS = {"gui": cmd_gui, "run": cmd_run, "process": cmd_process, "batch": cmd_batch, "devices": cmd_devices,

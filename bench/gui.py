@@ -122,6 +122,8 @@ def _build_preset(a) -> tuple[dict, list[str], dict]:
         try:
             create(kind).prepare(a.samplerate, a.blocksize, 2)  # a missing/broken model: reported, not fatal
         except Exception as e:
+            if a.add is not None:  # named on the command line, as `bench processor NAME`: the command fails
+                raise SystemExit(f"bench gui: --add {kind}: {e}".splitlines()[0]) from None
             skipped[kind] = f"{type(e).__name__}: {e}"
             continue
         chain.append({"processor": kind})
@@ -207,9 +209,9 @@ def main(argv=None) -> int:
     from realtime.engine.config import EngineConfig
     from realtime.io.jackserver import ensure_server
 
+    preset, added, skipped = _build_preset(a)  # an --add that fails: before a server is started
     # PortAudio in this process only when the engine runs here (the engine process opens its own)
     server = ensure_server(a.samplerate, a.blocksize, rescan=a.no_gui or a.in_process)
-    preset, added, skipped = _build_preset(a)
     config = EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks)
     probe = LatencyProbe()
     demo = DemoSource()  # its own process: a Python JACK client here would stall the graph

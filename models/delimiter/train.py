@@ -456,8 +456,8 @@ def train(a) -> dict:
     ckpt_dir = a.ckpt
     step, best, log, seen_s = 0, {"sel_score": -math.inf}, [], 0.0
     st, init = None, None
-    if a.resume:  # main checked it is there (check_run_folder)
-        st, model = load_last(ckpt_dir / "last.pt", a.lookahead)
+    if a.resume:  # main checked it is there (check_run_folder), and loaded it before building any data
+        st, model = getattr(a, "resumed", None) or load_last(ckpt_dir / "last.pt", a.lookahead)
     elif a.init is not None:
         init = load_weights(a.init)[0]
     # on the CPU until its weights are in
@@ -684,6 +684,9 @@ def main(argv=None) -> int:
         check_writable(path)
     if a.init is not None and not a.resume:
         load_weights(a.init)
+    # a last.pt of another run (an enhancer's, a broken file) is refused before the data step: without
+    # data that is the 20 h recipe
+    a.resumed = load_last(a.ckpt / "last.pt", a.lookahead) if a.resume else None
     if not (a.data / "DONE").exists():
         if a.smoke:
             recipe.build(a.data, smoke=True)

@@ -460,11 +460,14 @@ def load_run(path: Path) -> dict:
 def main(argv=None) -> int:
     a = parse(list(argv) if argv is not None else sys.argv[1:])
     from models.enhancer.data import is_built
-    from models.run_folder import check_run_folder, save_torch
+    from models.run_folder import check_run_folder, check_writable, save_torch
 
-    # refusals first, before anything is written or torch is imported
+    # refusals first, before anything is written or torch is imported: an unwritable --export was
+    # found only after the training, a --ckpt that is a file said "File exists"
     if not a.export_only:
         check_run_folder(a.ckpt, a.resume, a.force)
+        check_writable(a.ckpt / "last.pt")
+    check_writable(a.export)
     build_data = not a.smoke and not a.export_only and not is_built(a.data)
     if build_data and a.data.resolve() != DEFAULT_DATA.resolve():  # a mistyped --data: no recipe run (apt-get) there
         raise SystemExit(no_data_message(a))

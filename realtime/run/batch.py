@@ -222,7 +222,10 @@ class StopFlag:
 
 
 class Progress:
-    """One line: files done, failures, files/s, audio-hours per hour and ETA (on a terminal it redraws)."""
+    """One line: files done, failures, files/s, audio-hours per hour and ETA (on a terminal it redraws).
+
+    The audio rate counts the files processed, not the failed ones (often refused at once); the ETA
+    is the audio left (failed files' too are done) at that rate."""
 
     def __init__(self, total_files: int, total_audio_s: float, stream=None, enabled: bool = True,
                  interval_s: float | None = None):
@@ -232,20 +235,25 @@ class Progress:
         self.interval_s = interval_s if interval_s is not None else 0.5 if self.tty else 10.0  # logs: a line a while
         self.total_files, self.total_audio_s = total_files, total_audio_s
         self.files = self.failed = 0
-        self.audio_s = 0.0
+        self.audio_s = 0.0  # of the files processed
+        self.done_audio_s = 0.0  # of every file done, failed ones too
         self.t0 = time.perf_counter()
         self._last = 0.0
+        self._drawn = -1  # files done at the last line drawn: the closing one is not drawn twice
 
     def update(self, result: dict) -> None:
         self.files += 1
-        self.failed += result["status"] == "failed"
-        self.audio_s += result.get("audio_s") or 0.0
+        failed = result["status"] == "failed"
+        self.failed += failed
+        self.done_audio_s += result.get("audio_s") or 0.0
+        if not failed:
+            self.audio_s += result.get("audio_s") or 0.0
         self.draw()
 
     def line(self) -> str:
         wall = max(time.perf_counter() - self.t0, 1e-9)
         rate = self.audio_s / wall
-        left = max(self.total_audio_s - self.audio_s, 0.0)
+        left = max(self.total_audio_s - self.done_audio_s, 0.0)
         eta = left / rate if rate > 0 else float("nan")
         eta_s = "--:--" if eta != eta else time.strftime("%H:%M:%S", time.gmtime(eta))
         done = self.files / self.total_files if self.total_files else 1.0
@@ -257,14 +265,15 @@ class Progress:
         now = time.perf_counter()
         if not self.enabled or (not force and now - self._last < self.interval_s):
             return
-        self._last = now
+        self._last, self._drawn = now, self.files
         self.stream.write(("\r\033[K" if self.tty else "") + self.line() + ("" if self.tty else "\n"))
         self.stream.flush()
 
     def close(self) -> None:
         # a batch that never got going (Ray would not start, nothing to do) has no progress to show
         if self.enabled and (self.files or self._last):
-            self.draw(force=True)
+            if self._drawn != self.files:
+                self.draw(force=True)
             if self.tty:
                 self.stream.write("\n")
 
@@ -352,10 +361,10 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     """
     options = options or BatchOptions()
     out_dir = check_out_dir(out_dir)
-    if isinstance(ray_address, str):  # a cluster that does not answer fails before anything is planned
-        from realtime.run.ray_batch import probe
+    if ray_address is not None and ray_address is not False:  # a cluster that does not answer fails at once
+        from realtime.run.ray_batch import probe_cluster
 
-        probe(ray_address)
+        probe_cluster(None if ray_address is True else ray_address)
     if out_dir.exists() and not out_dir.is_dir():
         raise OfflineError(f"{out_dir}: is a file, not a folder (--out takes a folder)")
     t0 = time.perf_counter()

@@ -5,7 +5,9 @@ asks for it (``main.py batch --ray [ADDRESS]``). Each task runs ``realtime.run.b
 a Ray worker process, which keeps its chains between tasks as a local worker does. A task whose
 worker process dies (a killed node, an out-of-memory kill) is retried by Ray on another worker;
 its output is still all-or-nothing, because every attempt writes through the atomic writer and
-first removes what a killed attempt left behind. Workers read and write the paths they are given
+first removes what a killed attempt left behind (and the batch, once the retries are spent). A
+group of files run side by side whose retries are spent is run again one file at a time, as the
+local pool does: one file that kills its worker fails alone. Workers read and write the paths they are given
 (absolute: a worker runs in the cluster's folder): on a multi-node cluster, inputs and outputs must
 be on a filesystem every node mounts.
 
@@ -22,8 +24,10 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from realtime.errors import OfflineError
+from realtime.io.files import remove_stale_parts
 from realtime.run.batch import THREAD_ENV, BatchTask, StopFlag
 
 MAX_RETRIES = 3  # attempts after a worker died; a file's own errors are results, never retried
@@ -33,6 +37,12 @@ NODE_STOP_S = 30.0  # a node started for the batch gets this long to shut down b
 AUTH_HINT = ("; if Ray said \"Unauthenticated\", the cluster wants its token: put it in ~/.ray/auth_token or "
              "RAY_AUTH_TOKEN, and leave RAY_AUTH_MODE unset or set it to token")
 WINDOW_REFRESH_S = 2.0  # how often the submission window follows the cluster's CPUs (nodes join and leave)
+# What the runtime reads from the environment, for the workers (a joined cluster's have its `ray start`'s):
+PATH_ENV = ("RTAUDIO_MODELS_DIR", "DDSP_MODEL_DIR")  # a folder each, made absolute
+PATH_LIST_ENV = ("LV2_PATH",)  # folders separated by os.pathsep, each made absolute
+VALUE_ENV = ("RT_ENHANCER_PROVIDER", "RT_DELIMITER_PROVIDER")  # passed as they are
+# How a task ends when its worker process died (the retries spent): a group's files are each run again alone
+WORKER_DIED = ("WorkerCrashedError", "OutOfMemoryError")
 
 # A node for one batch, run by a helper process in a session of its own. It ends when the batch closes
 # its stdin (or dies, which closes it too); the node's processes die with the helper (Ray's fate sharing).
@@ -55,6 +65,32 @@ def _failed(task: BatchTask, error: str) -> dict:
     return {"input": task.input, "output": task.output, "kind": task.kind, "status": "failed", "error": error,
             "audio_s": task.audio_s, "preset_hash": task.preset_hash, "input_sha256": None, "output_bytes": None,
             "pid": None, "wall_s": None, "finished": None}
+
+
+def _absolute(folder: str) -> str:
+    return os.path.abspath(os.path.expanduser(folder)) if folder else folder
+
+
+def worker_env() -> dict:
+    """The environment of the batch's Ray workers: one thread per native pool, and this process's
+    models, plugins and execution providers where set (``PATH_ENV``, ``PATH_LIST_ENV``,
+    ``VALUE_ENV``), folders made absolute (a worker runs in the cluster's folder)."""
+    env = dict(THREAD_ENV)
+    for name in PATH_ENV + PATH_LIST_ENV + VALUE_ENV:
+        value = os.environ.get(name)
+        if value is None:
+            continue
+        if name in PATH_LIST_ENV:  # empty stays empty: no folder at all, as lilv reads it
+            value = os.pathsep.join(_absolute(p) for p in value.split(os.pathsep))
+        env[name] = _absolute(value) if name in PATH_ENV else value
+    return env
+
+
+def _remove_parts(unit: tuple[BatchTask, ...]) -> None:
+    """The temporary files a killed or cancelled attempt at ``unit`` left (the atomic writer's own
+    clean-up dies with its process)."""
+    for task in unit:
+        remove_stale_parts(Path(task.output))
 
 
 def _starts_node(address: str | None) -> bool:
@@ -144,7 +180,7 @@ def _init(ray, address: str) -> None:
     auth_error = getattr(ray.exceptions, "AuthenticationError", ConnectionError)  # a Ray without tokens has none
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": dict(THREAD_ENV)})
+                 runtime_env={"env_vars": worker_env()})
     except (ConnectionError, RuntimeError, ValueError, auth_error) as e:
         env = os.environ.get("RAY_ADDRESS")  # Ray's choice over None and "auto"
         # Ray's own message for "auto" names an `--address` flag this command does not have
@@ -186,7 +222,7 @@ def ray_cluster(address: str | None = None, cpus: int | None = None):
     # Ray's driver prints its notices (a retried task, a dead worker) on stdout: keep stdout for the summary
     with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
         if not ray.is_initialized():
-            probe(address)
+            probe_cluster(address)
             starts = _starts_node(address)
             if starts or _token_here():  # a node of its own has it, as Ray's; a cluster joined where a token is
                 stack.enter_context(_token_auth())
@@ -206,16 +242,44 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 0)))
 
 
-def probe(address: str | None, timeout_s: float = 5.0) -> None:
+def probe(address: str | None, timeout_s: float = 5.0, source: str = "") -> None:
     """A "host:port" address must answer before Ray is asked to join it: with nothing listening,
-    ``ray.init`` retries its connection for minutes, logging a warning every 30 s."""
+    ``ray.init`` retries its connection for minutes, logging a warning every 30 s (deaf to Ctrl-C).
+    ``source``, where the address came from, goes into the error in brackets."""
     host, sep, port = (address or "").rpartition(":")
     if not sep or "://" in (address or "") or not port.isdigit():
         return  # "auto", "local", None, ray://…: Ray's own resolution
     try:
         socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()  # [::1]:port
     except OSError as e:
-        raise OfflineError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
+        where = f"{address} ({source})" if source else address
+        raise OfflineError(f"cannot reach a Ray cluster at {where}: {e.strerror or e}") from None
+
+
+def probe_cluster(address: str | None, timeout_s: float = 5.0) -> None:
+    """``probe`` the cluster ``ray.init(address)`` would join, as Ray resolves None and ``"auto"``
+    (``RAY_ADDRESS``, then the address file of the last ``ray start`` here, which a stopped or
+    crashed cluster leaves behind). Nothing to probe where Ray starts a node, finds no cluster
+    (``ray.init`` says so) or has no such (private) helper."""
+    if address not in (None, "auto"):
+        probe(address, timeout_s)
+        return
+    try:
+        from ray._private.services import get_ray_address_from_environment
+
+        joined = get_ray_address_from_environment(address, None)
+    except (ImportError, ConnectionError):
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        source = "RAY_ADDRESS"
+    else:
+        try:
+            from ray._common.utils import get_ray_address_file
+        except ImportError:
+            get_ray_address_file = None
+        where = f", in {get_ray_address_file(None)}" if get_ray_address_file else ""
+        source = f"the last `ray start` here{where}: a cluster since stopped leaves it"
+    probe(joined, timeout_s, source)
 
 
 def run_units_on_ray(units: list[tuple[BatchTask, ...]], on_result, stop: StopFlag, cpus: int) -> None:
@@ -241,6 +305,7 @@ def run_units_on_ray(units: list[tuple[BatchTask, ...]], on_result, stop: StopFl
     import ray
 
     remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_remote_task)
+    died = tuple(getattr(ray.exceptions, name) for name in WORKER_DIED if hasattr(ray.exceptions, name))
     queue = list(reversed(units))
     pending: dict = {}
     refreshed = time.monotonic()
@@ -254,9 +319,7 @@ def run_units_on_ray(units: list[tuple[BatchTask, ...]], on_result, stop: StopFl
         if not pending:
             break
         if stop.level >= 2:
-            for ref in pending:
-                ray.cancel(ref)
-            ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_GRACE_S)
+            _cancel(ray, pending)
             break
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
         for ref in ready:
@@ -264,7 +327,26 @@ def run_units_on_ray(units: list[tuple[BatchTask, ...]], on_result, stop: StopFl
             try:
                 results = ray.get(ref)
             except ray.exceptions.RayError as e:  # retries exhausted, or the task itself broke
+                _remove_parts(unit)
+                if len(unit) > 1 and isinstance(e, died) and stop.level == 0:
+                    # side by side, it may have died on any of them: each again alone, next
+                    queue.extend((task,) for task in reversed(unit))
+                    continue
                 why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 results = [_failed(task, why) for task in unit]
             for result in results:
                 on_result(result)
+
+
+def _cancel(ray, pending: dict) -> None:
+    """Abandon the tasks in flight: cancelled (the atomic writer removes a temporary file), those
+    still running after ``CANCEL_GRACE_S`` (in native code) killed; what either left is removed."""
+    for ref in pending:
+        ray.cancel(ref)
+    _, running = ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_GRACE_S)
+    if running:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        ray.wait(running, num_returns=len(running), timeout=CANCEL_GRACE_S)
+    for unit in pending.values():
+        _remove_parts(unit)

@@ -26,6 +26,20 @@ class Identity:
         pass
 
 
+class LogMidi(Identity):
+    """Logs (block number, note, offset) of every MIDI message it is handed."""
+
+    def __init__(self):
+        super().__init__()
+        self.block, self.log = 0, []
+
+    def handle_midi(self, status, d1=0, d2=0, offset=0):
+        self.log.append((self.block, d1, offset))
+
+    def process(self, block):
+        self.block += 1
+
+
 class Rig:
     """A JACK player wired into the engine's inputs and a recorder on its outputs. The same two
     clients serve every take, so JACK's graph order (which can add a period) stays fixed."""

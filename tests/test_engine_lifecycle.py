@@ -20,7 +20,7 @@ from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
 from realtime.io.jackserver import DummyJackServer
 
-from .jack_helpers import Identity, Rig, hold_gil, lag_of
+from .jack_helpers import Identity, LogMidi, Rig, hold_gil, lag_of
 
 pytestmark = pytest.mark.jack
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -233,19 +233,9 @@ def test_a_rate_the_server_does_not_run_is_refused_naming_the_rate_it_runs(jack_
 def test_midi_keeps_each_blocks_offsets_when_the_dsp_thread_catches_up():
     # three input blocks queued (the DSP thread woke late), one note in the middle of each block's
     # window: each block used the newest callback's time, so all three came early or at offset 0
-    class Log(Identity):
-        def __init__(self):
-            super().__init__()
-            self.block, self.log = 0, []
-
-        def handle_midi(self, status, d1=0, d2=0, offset=0):
-            self.log.append((self.block, d1, offset))
-
-        def process(self, block):
-            self.block += 1
 
     B, SR = 128, 48000
-    chain = Log()
+    chain = LogMidi()
     eng = Engine(chain, EngineConfig(blocksize=B, samplerate=SR))
     eng._wire_control_block()
     period = B / SR * 1e9

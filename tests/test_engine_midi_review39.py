@@ -22,7 +22,7 @@ from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
 
-from .jack_helpers import Identity
+from .jack_helpers import LogMidi
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = "rt-review39-midi"
@@ -30,18 +30,6 @@ SR, B = 48000, 128
 SPACING, NOTES = 1000, 24  # frames between the notes (not a multiple of any block), notes per set
 
 
-class LogMidi(Identity):
-    """Logs (block number, note, offset) of every MIDI message it is handed."""
-
-    def __init__(self):
-        super().__init__()
-        self.block, self.log = 0, []
-
-    def handle_midi(self, status, d1=0, d2=0, offset=0):
-        self.log.append((self.block, d1, offset))
-
-    def process(self, block):
-        self.block += 1
 
 
 def _run_dsp_thread(eng: Engine, done) -> None:

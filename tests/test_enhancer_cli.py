@@ -277,3 +277,13 @@ def test_ctrl_c_during_training_is_one_word(tmp_path):
     assert not [f for f in (tmp_path / "ck").iterdir() if f.name.endswith(".part")]
     assert not (tmp_path / "x.onnx").exists()
 
+
+
+def test_a_run_in_its_own_folder_exports_there_not_over_the_shipped_model(tmp_path):
+    """``--ckpt X`` without ``--export`` exports to X/enhancer.onnx (a fine-tune stopped by hand
+    replaced the shipped model); the default run, and ``--export``, are as before."""
+    from models.enhancer.train import DEFAULT_EXPORT, parse
+
+    assert parse(["--ckpt", str(tmp_path / "run")]).export == tmp_path / "run" / "enhancer.onnx"
+    assert parse([]).export == DEFAULT_EXPORT
+    assert parse(["--ckpt", str(tmp_path / "run"), "--export", str(tmp_path / "e.onnx")]).export == tmp_path / "e.onnx"

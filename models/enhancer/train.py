@@ -39,7 +39,8 @@ def parse(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder")
-    ap.add_argument("--export", type=Path, default=None, help="ONNX output path")
+    ap.add_argument("--export", type=Path, default=None,
+                    help="ONNX output path (default: enhancer.onnx in --ckpt when given, else the shipped model)")
     ap.add_argument("--steps", type=positive_int, default=6000)
     ap.add_argument("--max-minutes", type=positive_float, default=90.0,
                     help="stop (and export) after this wall time; the LR schedule then ends early too")
@@ -159,8 +160,10 @@ def parse(argv):
         if a.ckpt is None:  # its own folder: CI's smoke run replaces the previous one there
             a.ckpt, a.force = ROOT / "checkpoints" / "enhancer-smoke", True
         a.export = a.export or a.ckpt / "enhancer.onnx"
+    # a run in a folder of its own exports there (as the de-limiter's does): a fine-tune must not
+    # replace the shipped model when it stops; the default run makes the shipped model
+    a.export = a.export or (a.ckpt / "enhancer.onnx" if a.ckpt is not None else DEFAULT_EXPORT)
     a.ckpt = a.ckpt or DEFAULT_CKPT
-    a.export = a.export or DEFAULT_EXPORT
     return a
 
 

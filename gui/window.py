@@ -478,8 +478,10 @@ class MainWindow(PresetActions, QMainWindow):
         return self.actions.run(text, steps, not wait and self.host.threaded_calls, structural)
 
     def call_in_background(self, text: str, fn, *args) -> None:
-        """``fn(*args)`` (a blocking call, e.g. the demo player's start) as an action of its own, after
-        the one under way (here and now with a host in this process, as every action)."""
+        """``fn(*args)`` (a blocking call that must wait its turn among the actions, unlike ``run_aside``)
+        as a non-structural action of its own, after the one under way (here and now with a host in
+        this process, as every action). No caller in the panel since the demo player's wiring moved to
+        ``run_aside``; kept as the queue's one non-structural entry point (tests use it)."""
         def steps():
             yield (fn, *args)
 

@@ -84,15 +84,20 @@ def test_joined_mp3_files_and_chained_ogg_streams_are_processed_whole(tmp_path, 
         assert f.title == "First"
 
 
-def test_a_joined_file_whose_rest_cannot_be_read_says_so_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("through", ["file", "pipe"])
+def test_a_joined_file_whose_rest_cannot_be_read_says_so_in_one_line(tmp_path, capsys, through):
     """A part at another rate (or channel count) is not read: one line says where the file goes on,
-    in seconds and bytes, and the run is marked cut. Bytes after an MP3 that are no audio say nothing."""
+    in seconds and bytes, and the run is marked cut. Bytes after an MP3 that are no audio say nothing.
+    Through a pipe the first part is read whole too (the parts' scan had moved the spool under
+    libsndfile: 47 of 44,100 frames, the rest written as silence)."""
     a = _encoded(_tone(44100, 44100, 440), 44100, "MP3")
     b = _encoded(_tone(48000, 48000, 660), 48000, "MP3")
-    report, _ = _run(tmp_path, "rates.mp3", a + b)
+    report, out = _run(tmp_path, "rates.mp3", a + b, through)
+    assert np.abs(sf.read(out)[0][-4410:]).max() > 0.1  # sound to its end, no silence written
     err = capsys.readouterr().err.splitlines()
     said = [line for line in err if line.startswith("warning")]
-    assert len(said) == 1 and "rates.mp3: the file goes on past its first 1.0 s" in said[0], err
+    name = "rates.mp3" if through == "file" else "pipe.mp3"
+    assert len(said) == 1 and f"{name}: the file goes on past its first 1.0 s" in said[0], err
     assert f"({len(a)} of {len(a) + len(b)} bytes)" in said[0] and "48000 Hz" in said[0]
     assert report["truncated"] and report["frames"] == _frames(a)
     stereo = _encoded(_tone(44100, 44100, 660, ch=2), 44100, "MP3")
@@ -280,3 +285,21 @@ def test_a_recording_to_opus_keeps_its_last_5_ms(tmp_path):
     k = sr // 200
     body = np.abs(y[sr // 2:sr // 2 + k] - x[sr // 2:sr // 2 + k]).mean()
     assert np.abs(y[-k:] - x[-k:]).mean() < max(1.5 * body, 0.02)
+
+
+@pytest.mark.parametrize("n", [505402, 48000 - 77])
+def test_an_opus_output_whose_end_falls_in_the_page_before_the_last_reads_back_whole(tmp_path, n):
+    """At 505,402 frames libsndfile ends a page right after the audio, and the last page holds only
+    the padding: the end was refused ("reads back 505714 of 505402 frames", nothing written). That
+    page becomes the last one; the file decodes to the input's length."""
+    from realtime.dsp.chain import Chain
+
+    sr = 48000
+    x = (0.2 * np.sin(2 * np.pi * 330 * np.arange(n) / sr)).astype(np.float32)[:, None]
+    src, out = tmp_path / "in.wav", tmp_path / "out.opus"
+    sf.write(src, x, sr, subtype="FLOAT")
+    process_file(src, out, Chain([]), progress=False)
+    y = sf.read(out, dtype="float32", always_2d=True)[0]
+    assert len(y) == n
+    k = sr // 200
+    assert np.abs(y[-k:] - x[-k:]).mean() < 0.015

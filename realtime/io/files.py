@@ -227,10 +227,13 @@ def pad_opus(dst) -> None:
         dst.write(np.zeros((pad, dst.channels), np.float32))
 
 
-def end_opus(path, subtype: str, frames: int) -> None:
-    """An Opus output (closed) ends after its ``frames`` again (``pad_opus``'s silence trimmed)."""
-    if subtype == "OPUS":
-        trim_opus_end(path, frames)
+def end_opus(path, dst, frames: int) -> int:
+    """An Opus output (``dst``, closed) ends after its ``frames`` again (``pad_opus``'s silence
+    trimmed); returns the frames it holds: ``frames``, or with the silence where it could not be
+    trimmed (a file a few ms long rather than none)."""
+    if dst.format != "OGG" or dst.subtype != "OPUS" or trim_opus_end(path, frames):
+        return frames
+    return frames + opus_end_padding(dst.format, dst.subtype, dst.samplerate)
 
 
 _OGG_CRC: list[int] = []
@@ -256,33 +259,41 @@ OGG_PAGE_MAX = 27 + 255 + 255 * 255  # the largest Ogg page: header, segment tab
 
 def trim_opus_end(path, frames: int) -> bool:
     """Whether the Ogg Opus file at ``path`` (closed) now ends after ``frames`` (at its own rate):
-    its last page's granule position lowered to them (RFC 7845's end trimming; its checksum
-    redone), so decoders drop what follows (``opus_end_padding``'s silence). False, the file
-    untouched, where it is no Opus stream libsndfile wrote, or the end would fall before the last
-    page's audio (an end only the last page may trim)."""
+    the granule position of the page holding that end lowered to it (RFC 7845's end trimming; its
+    checksum redone), so decoders drop what follows (``opus_end_padding``'s silence). Where the end
+    falls in the page before the last (the last one then holds only padding: libsndfile ended a page
+    right after the audio), that page becomes the last one and the file is cut after it. False, the
+    file untouched, where it is no Opus stream libsndfile wrote or the end falls earlier still."""
     with open(path, "r+b") as fh:
         head = fh.read(64)
         size = fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, size - 2 * OGG_PAGE_MAX))
+        fh.seek(max(0, size - 3 * OGG_PAGE_MAX))
         base = fh.tell()
         tail = bytearray(fh.read())
-        at = tail.rfind(b"OggS\x00")
-        prev = tail.rfind(b"OggS\x00", 0, at) if at > 0 else -1
+        starts = [tail.rfind(b"OggS\x00")]
+        while len(starts) < 3 and starts[-1] > 0:
+            starts.append(tail.rfind(b"OggS\x00", 0, starts[-1]))
         opus = head[:4] == b"OggS" and head[27 + head[26]:][:8] == b"OpusHead"
-        if not opus or prev < 0 or not tail[at + 5] & 0x04:  # (the last page: end of stream)
-            return False
+        if not opus or len(starts) < 2 or min(starts[:2]) < 0 or not tail[starts[0] + 5] & 0x04:
+            return False  # (the last page must say: end of stream)
         body = head[27 + head[26]:]
         pre_skip, rate = struct.unpack("<HI", body[10:16])
         end = pre_skip + frames * 48000 // (rate or 48000)  # granule positions count 48 kHz samples
-        (old,) = struct.unpack_from("<q", tail, at + 6)
-        (before,) = struct.unpack_from("<q", tail, prev + 6)
-        if not before <= end <= old:
+        granules = [struct.unpack_from("<q", tail, at + 6)[0] if at >= 0 else None for at in starts]
+        if granules[1] <= end <= granules[0]:
+            at = starts[0]
+        elif (len(starts) == 3 and starts[2] >= 0 and granules[2] <= end <= granules[1]
+              and tail[starts[1] + 26] and tail[starts[1] + 27 + tail[starts[1] + 26] - 1] < 255):
+            at = starts[1]  # it ends its last packet: the page after it holds only padding
+        else:
             return False
         lacing = tail[at + 27: at + 27 + tail[at + 26]]
         page = tail[at: at + 27 + len(lacing) + sum(lacing)]
+        page[5] |= 0x04
         struct.pack_into("<q", page, 6, end)
         page[22:26] = bytes(4)
         page[22:26] = struct.pack("<I", ogg_crc(page))
         fh.seek(base + at)
         fh.write(page)
+        fh.truncate(base + at + len(page))
     return True

@@ -97,7 +97,7 @@ class FileRecorder:
                 pad_opus(self._file)
             self._file.close()
             if self.error is None:
-                end_opus(sf_path(self._out.tmp), self._file.subtype, self.frames)
+                end_opus(self._out.tmp, self._file, self.frames)
         except (OSError, RuntimeError) as e:
             if self.error is None:
                 self.reason = write_failure_reason(self.path.parent, e)

@@ -215,7 +215,7 @@ class JoinedAudio:
         self.samplerate, self.channels = first.samplerate, first.channels
         self.format, self.subtype, self.endian = first.format, first.subtype, first.endian
         self.frames = sum(part.frames for part in self._parts)
-        self.name = source
+        self.name = os.fsdecode(source) if isinstance(source, (str, bytes, os.PathLike)) else "input"
         self._k = 0  # the part being read
 
     def read(self, frames: int = -1, dtype: str = "float64", always_2d: bool = False) -> np.ndarray:
@@ -291,6 +291,12 @@ def _close_part(part: sf.SoundFile) -> None:
 PART_CHANNELS = {1: "a mono part", 2: "a stereo part"}
 
 
+def _rewind(source, was: int) -> None:
+    """A pipe's spool (``f``'s own file) back where libsndfile left it; a path needs nothing."""
+    if not isinstance(source, (str, bytes, os.PathLike)):
+        source.seek(was)
+
+
 def joined(source, f: sf.SoundFile) -> tuple:
     """``f`` (an MP3 or Ogg file, opened from ``source``: its path, or a pipe's spool), or where
     it is the first of several parts that libsndfile reads only apart (``_mp3_parts``,
@@ -317,6 +323,7 @@ def joined(source, f: sf.SoundFile) -> tuple:
     try:
         parts = [_open_part(source, *bounds[0])]  # the first part alone, as the others: up to the second
     except (sf.LibsndfileError, RuntimeError, OSError):
+        _rewind(source, was)
         return f, None
     why = None
     for start, end in bounds[1:]:
@@ -337,6 +344,7 @@ def joined(source, f: sf.SoundFile) -> tuple:
                 f"with {why}; that rest is not processed")
     if len(parts) == 1:
         _close_part(parts[0])
+        _rewind(source, was)  # the parts read the spool: ``f`` reads on from where libsndfile left it
         return f, rest
     # the first part's tags: the whole file's held the last part's ID3v1
     whole = JoinedAudio(source, bounds[:len(parts)], parts[0].copy_metadata(), parts)

@@ -178,9 +178,9 @@ class _FileStream:
         with _writing(self.task):
             self.writer.finish()
             self.dst.close()
+            frames = end_opus(self.out.tmp, self.dst, self.writer.total)
         self.src.close()
-        end_opus(self.out.tmp, self.dst.subtype, self.writer.total)
-        check_written(self.out.tmp, Path(self.task.output), self.writer.total)
+        check_written(self.out.tmp, Path(self.task.output), frames)
         self.out.commit()
 
     def abandon(self) -> None:
@@ -266,8 +266,8 @@ class _MidiStream:
             self.writer.finish()
             pad_opus(self.dst)
             self.dst.close()
-        end_opus(self.out.tmp, self.dst.subtype, self.writer.written)
-        check_written(self.out.tmp, Path(self.task.output), self.writer.written)  # as render_midi: Ogg on a full disk
+            frames = end_opus(self.out.tmp, self.dst, self.writer.written)
+        check_written(self.out.tmp, Path(self.task.output), frames)  # as render_midi: Ogg on a full disk
         self.out.commit()
 
     def abandon(self) -> None:

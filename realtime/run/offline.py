@@ -652,8 +652,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
                     out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail, safety=final_safety(chain))
                     flush = flush_frames(latency, tail_s, samplerate, resample)
                     frames_read, nonfinite = _stream(src, out, runner, rs_in, flush, bar)
-                end_opus(tmp, subtype, out.total)
-                check_written(tmp, out_p, out.total)
+                check_written(tmp, out_p, end_opus(tmp, dst, out.total))
         except (OSError, sf.LibsndfileError) as e:
             raise _write_failed(out_p, e) from None
     finally:
@@ -964,9 +963,8 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
                         break
                 out.finish()
                 pad_opus(dst)
-                subtype = dst.subtype
-            end_opus(tmp, subtype, out.written)
-            check_written(tmp, out_p, out.written)  # Ogg on a full disk comes back empty, without an error
+            # Ogg on a full disk comes back empty, without an error
+            check_written(tmp, out_p, end_opus(tmp, dst, out.written))
     except (OSError, sf.LibsndfileError) as e:
         raise _write_failed(out_p, e) from None
     took = time.perf_counter() - t0

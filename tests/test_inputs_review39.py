@@ -231,24 +231,6 @@ def test_trim_opus_end_leaves_other_files_alone(tmp_path):
     assert not trim_opus_end(opus, 1000) and opus.read_bytes() == before  # before the last page: not an end trim
 
 
-def test_process_writes_an_opus_file_whose_last_5_ms_are_as_clean_as_the_rest(tmp_path):
-    """End to end (``process`` with an empty chain): the padding and the trim are wired into the
-    writer, so the file decodes to the input's length and its end is not garbled."""
-    from realtime.dsp.chain import Chain
-
-    sr, n = 48000, 48000 - 77
-    t = np.arange(n) / sr
-    x = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 1500 * t)).astype(np.float32)[:, None]
-    src, out = tmp_path / "in.wav", tmp_path / "out.opus"
-    sf.write(src, x, sr, subtype="FLOAT")
-    process_file(src, out, Chain([]), progress=False)
-    y = sf.read(out, dtype="float32", always_2d=True)[0]
-    assert len(y) == n
-    k = sr // 200
-    assert np.abs(y[-k:] - x[-k:]).mean() < 0.015
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "out.opus"]
-
-
 def test_a_midi_render_to_opus_cut_at_the_files_end_keeps_its_last_5_ms(tmp_path):
     """``synth`` with ``--tail 0`` ends where the file does, mid-note: the Opus file's last 5 ms
     are as close to the WAV render as the rest (``RenderWriter`` pads, ``render_midi`` trims)."""
@@ -288,10 +270,12 @@ def test_a_recording_to_opus_keeps_its_last_5_ms(tmp_path):
 
 
 @pytest.mark.parametrize("n", [505402, 48000 - 77])
-def test_an_opus_output_whose_end_falls_in_the_page_before_the_last_reads_back_whole(tmp_path, n):
-    """At 505,402 frames libsndfile ends a page right after the audio, and the last page holds only
-    the padding: the end was refused ("reads back 505714 of 505402 frames", nothing written). That
-    page becomes the last one; the file decodes to the input's length."""
+def test_process_writes_an_opus_file_of_the_inputs_length_its_end_clean(tmp_path, n):
+    """End to end (``process`` with an empty chain): the padding and the trim are wired into the
+    writer, so the file decodes to the input's length, its last 5 ms as clean as the rest. At
+    505,402 frames libsndfile ends a page right after the audio, and the last page holds only the
+    padding: the end was refused ("reads back 505714 of 505402 frames", nothing written). That page
+    becomes the last one."""
     from realtime.dsp.chain import Chain
 
     sr = 48000
@@ -303,3 +287,4 @@ def test_an_opus_output_whose_end_falls_in_the_page_before_the_last_reads_back_w
     assert len(y) == n
     k = sr // 200
     assert np.abs(y[-k:] - x[-k:]).mean() < 0.015
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "out.opus"]

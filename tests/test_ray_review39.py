@@ -110,16 +110,31 @@ def test_worker_env_makes_the_runtimes_folders_absolute(tmp_path, monkeypatch):
 def cluster():
     """A real local Ray cluster of 1 CPU, its workers marked (``MARK``) to be told from other clusters'."""
     ray = pytest.importorskip("ray")
+    from ray._raylet import Config
+
     if ray.is_initialized():
         ray.shutdown()
+    # one authentication mode for the node and this driver: Ray reads it when imported, and an earlier
+    # module's ``RAY_AUTH_MODE=disabled`` (test_ray_autoscale) left this process's copy disabled while
+    # a token on the machine turned it on for the new node's GCS ("InvalidAuthToken")
+    mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    Config.initialize("")
     os.environ["RTAUDIO_TEST_MARK"] = MARK
     try:
         ray.init(num_cpus=1, _node_ip_address="127.0.0.1", include_dashboard=False, object_store_memory=80 * 2 ** 20,
                  log_to_driver=False, configure_logging=False)
     finally:
         del os.environ["RTAUDIO_TEST_MARK"]
-    yield f"127.0.0.1:{ray.get_runtime_context().gcs_address.rsplit(':', 1)[1]}"
-    ray.shutdown()
+    try:
+        yield f"127.0.0.1:{ray.get_runtime_context().gcs_address.rsplit(':', 1)[1]}"
+    finally:
+        ray.shutdown()
+        if mode is None:
+            del os.environ["RAY_AUTH_MODE"]
+        else:
+            os.environ["RAY_AUTH_MODE"] = mode
+        Config.initialize("")
 
 
 def test_a_joined_clusters_workers_use_the_batchs_models(tmp_path, cluster):

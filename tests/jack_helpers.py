@@ -40,6 +40,22 @@ class LogMidi(Identity):
         self.block += 1
 
 
+class ClickOnNote(Identity):
+    """Writes a unit click at the sample offset of each note-on it is handed."""
+
+    def __init__(self):
+        self.pending = []
+
+    def handle_midi(self, status, data1=0, data2=0, offset=0):
+        if status & 0xF0 == 0x90 and data2 > 0:
+            self.pending.append(offset)
+
+    def process(self, block):
+        for off in self.pending:
+            block[off, :] = 1.0
+        self.pending.clear()
+
+
 class Rig:
     """A JACK player wired into the engine's inputs and a recorder on its outputs. The same two
     clients serve every take, so JACK's graph order (which can add a period) stays fixed."""

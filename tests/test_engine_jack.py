@@ -13,6 +13,7 @@ from realtime.engine.ring import Ring, ring_readable
 from realtime.errors import AudioDeviceError, EngineError
 
 from .jack_helpers import (
+    ClickOnNote,
     Identity,
     Rig,
     assert_minus_6db_halves_the_level,
@@ -249,22 +250,6 @@ def test_a_stream_that_will_not_start_leaves_the_engine_stopped_with_nothing_ope
     time.sleep(0.2)
     eng.stop()
     assert eng.stats()["callbacks"] > 10
-
-
-class ClickOnNote(Identity):
-    """Writes a unit click at the sample offset of each note-on it is handed."""
-
-    def __init__(self):
-        self.pending = []
-
-    def handle_midi(self, status, data1=0, data2=0, offset=0):
-        if status & 0xF0 == 0x90 and data2 > 0:
-            self.pending.append(offset)
-
-    def process(self, block):
-        for off in self.pending:
-            block[off, :] = 1.0
-        self.pending.clear()
 
 
 def test_midi_keeps_its_timing_within_a_block(jack_server):

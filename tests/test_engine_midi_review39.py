@@ -115,32 +115,10 @@ import numpy as np
 from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
 from realtime.engine.ring import Ring
+from tests.jack_helpers import ClickOnNote
 
 SR, SPACING, NOTES = 48000, int(sys.argv[3]), int(sys.argv[4])
 block, mode, stall, server_pid = int(sys.argv[1]), sys.argv[2], sys.argv[5], int(sys.argv[6])
-
-
-class ClickOnNote:
-    slots = ()
-    latency = 0
-
-    def __init__(self):
-        self.pending = []
-
-    def prepare(self, *a, **k):
-        pass
-
-    def reset(self):
-        pass
-
-    def handle_midi(self, status, data1=0, data2=0, offset=0):
-        if status & 0xF0 == 0x90 and data2 > 0:
-            self.pending.append(offset)
-
-    def process(self, block):
-        for off in self.pending:
-            block[off, :] = 1.0
-        self.pending.clear()
 
 
 def play(eng):

@@ -150,7 +150,7 @@ def test_the_end_is_decided_sample_by_sample_whatever_the_blocks():
     length, skip = SR // 4, 240
 
     class Dst:
-        channels = 2
+        channels, samplerate, format, subtype = 2, SR, "WAV", "PCM_24"
 
         def __init__(self):
             self.parts = []

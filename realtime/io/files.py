@@ -231,9 +231,8 @@ def end_opus(path, dst, frames: int) -> int:
     """An Opus output (``dst``, closed) ends after its ``frames`` again (``pad_opus``'s silence
     trimmed); returns the frames it holds: ``frames``, or with the silence where it could not be
     trimmed (a file a few ms long rather than none)."""
-    if dst.format != "OGG" or dst.subtype != "OPUS" or trim_opus_end(path, frames):
-        return frames
-    return frames + opus_end_padding(dst.format, dst.subtype, dst.samplerate)
+    pad = opus_end_padding(dst.format, dst.subtype, dst.samplerate)
+    return frames if not pad or trim_opus_end(path, frames) else frames + pad
 
 
 _OGG_CRC: list[int] = []

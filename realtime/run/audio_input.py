@@ -113,7 +113,7 @@ class _FileTail(io.RawIOBase):
 
     def __init__(self, source, start: int, end: int | None = None):
         super().__init__()
-        self._own = isinstance(source, (str, bytes, os.PathLike))
+        self._own = _is_path(source)
         self._f = open(source, "rb", buffering=0) if self._own else source
         self._start, self._end, self._pos = start, end, 0  # libsndfile reads from 0, before any seek
 
@@ -215,7 +215,7 @@ class JoinedAudio:
         self.samplerate, self.channels = first.samplerate, first.channels
         self.format, self.subtype, self.endian = first.format, first.subtype, first.endian
         self.frames = sum(part.frames for part in self._parts)
-        self.name = os.fsdecode(source) if isinstance(source, (str, bytes, os.PathLike)) else "input"
+        self.name = os.fsdecode(source) if _is_path(source) else "input"
         self._k = 0  # the part being read
 
     def read(self, frames: int = -1, dtype: str = "float64", always_2d: bool = False) -> np.ndarray:
@@ -291,10 +291,9 @@ def _close_part(part: sf.SoundFile) -> None:
 PART_CHANNELS = {1: "a mono part", 2: "a stereo part"}
 
 
-def _rewind(source, was: int) -> None:
-    """A pipe's spool (``f``'s own file) back where libsndfile left it; a path needs nothing."""
-    if not isinstance(source, (str, bytes, os.PathLike)):
-        source.seek(was)
+def _is_path(source) -> bool:
+    """Whether ``source`` names a file (else it is an open one: a pipe's spool, ``_spooled``)."""
+    return isinstance(source, (str, bytes, os.PathLike))
 
 
 def joined(source, f: sf.SoundFile) -> tuple:
@@ -305,25 +304,30 @@ def joined(source, f: sf.SoundFile) -> tuple:
     (None: nothing to say). libsndfile read such a file's first part and stopped, without a word."""
     if f.format not in ("MP3", "OGG"):
         return f, None
-    fh = open(source, "rb") if isinstance(source, (str, bytes, os.PathLike)) else source
-    was = fh.tell()  # a spool is ``f``'s own file: put back where libsndfile left it
+    fh = open(source, "rb") if _is_path(source) else source
+    was = fh.tell()  # a spool is ``f``'s own file: put back where libsndfile left it, whatever was read
     try:
-        size = fh.seek(0, os.SEEK_END)
-        starts = _ogg_links(fh, size) if f.format == "OGG" else _mp3_parts(fh, size)
-    except (OSError, struct.error):
-        starts = []
+        return _joined(source, f, fh)
     finally:
         if fh is source:
             fh.seek(was)
         else:
             fh.close()
+
+
+def _joined(source, f: sf.SoundFile, fh) -> tuple:
+    """``joined``'s work, ``fh`` open on ``source`` (its position is put back by the caller)."""
+    try:
+        size = fh.seek(0, os.SEEK_END)
+        starts = _ogg_links(fh, size) if f.format == "OGG" else _mp3_parts(fh, size)
+    except (OSError, struct.error):
+        starts = []
     if not starts:
         return f, None
     bounds = list(zip([0, *starts], [*starts, size]))
     try:
         parts = [_open_part(source, *bounds[0])]  # the first part alone, as the others: up to the second
     except (sf.LibsndfileError, RuntimeError, OSError):
-        _rewind(source, was)
         return f, None
     why = None
     for start, end in bounds[1:]:
@@ -344,7 +348,6 @@ def joined(source, f: sf.SoundFile) -> tuple:
                 f"with {why}; that rest is not processed")
     if len(parts) == 1:
         _close_part(parts[0])
-        _rewind(source, was)  # the parts read the spool: ``f`` reads on from where libsndfile left it
         return f, rest
     # the first part's tags: the whole file's held the last part's ID3v1
     whole = JoinedAudio(source, bounds[:len(parts)], parts[0].copy_metadata(), parts)
@@ -483,7 +486,7 @@ def _reopened(src):
     if isinstance(src, (WavAudio, JoinedAudio)):
         return src.reopen()
     source = src.name
-    if not isinstance(source, (str, bytes, os.PathLike)):
+    if not _is_path(source):
         source.seek(0)
     return sf.SoundFile(source)
 

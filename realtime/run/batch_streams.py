@@ -259,12 +259,11 @@ class _MidiStream:
             self.writer.write(y)
 
     def finish(self) -> None:
-        from realtime.io.files import end_opus, pad_opus
+        from realtime.io.files import end_opus
         from realtime.run.offline import check_written
 
         with _writing(self.task):
             self.writer.finish()
-            pad_opus(self.dst)
             self.dst.close()
             frames = end_opus(self.out.tmp, self.dst, self.writer.written)
         check_written(self.out.tmp, Path(self.task.output), frames)  # as render_midi: Ogg on a full disk
@@ -381,10 +380,7 @@ def _midi_queue(batched, k: int, rest) -> int | None:
     from realtime.run.offline import ChainRunner
 
     songs = getattr(batched, "songs", ())
-    ev = getattr(songs[k], "_ev", None) if k < len(songs) else None
-    sizes = [q for q in (ChainRunner.midi_queue(rest), ev.shape[0] if isinstance(ev, np.ndarray) else None)
-             if q is not None]
-    return min(sizes) if sizes else None
+    return ChainRunner.midi_queue(rest, *songs[k:k + 1])
 
 
 def _midi_sender(batched, k: int, rest):

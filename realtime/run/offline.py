@@ -539,10 +539,10 @@ class ChainRunner:
         self.queue = self.midi_queue(chain)
 
     @staticmethod
-    def midi_queue(chain) -> int | None:
-        """The fewest MIDI messages a processor of ``chain`` queues for one block (its ``_ev`` rows,
-        ``MidiQueue``), None for a chain that takes no MIDI."""
-        sizes = [p._ev.shape[0] for p in (s.processor for s in getattr(chain, "slots", ()))
+    def midi_queue(chain, *more) -> int | None:
+        """The fewest MIDI messages a processor of ``chain`` (and of ``more``: processors besides it)
+        queues for one block (its ``_ev`` rows, ``MidiQueue``), None where none takes MIDI."""
+        sizes = [p._ev.shape[0] for p in (*(s.processor for s in getattr(chain, "slots", ())), *more)
                  if isinstance(getattr(p, "_ev", None), np.ndarray)]
         return min(sizes) if sizes else None
 
@@ -852,12 +852,14 @@ class RenderWriter:
             self.held.append(y[max(0, upto - start):].copy())  # y is the runner's buffer, reused
 
     def finish(self) -> None:
-        """Write what is decided and silence up to the file's length (a runner that stopped short)."""
+        """Write what is decided and silence up to the file's length (a runner that stopped short),
+        then an Opus output's padding (``pad_opus``), as ``OutputWriter.finish``."""
         self._write_held(min(self.pos, self.end()))
         if self.written < self.length:
             self._put(np.zeros((self.length - self.written, self.dst.channels), np.float32))
         self.held.clear()
         self.done = True
+        pad_opus(self.dst)
 
     def _write_held(self, upto: int) -> None:
         while self.held and self.written < upto:
@@ -962,7 +964,6 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
                     if out.done:
                         break
                 out.finish()
-                pad_opus(dst)
             # Ogg on a full disk comes back empty, without an error
             check_written(tmp, out_p, end_opus(tmp, dst, out.written))
     except (OSError, sf.LibsndfileError) as e:

@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "jitter": ("bench.jitter", "how often this machine itself stretches fixed work: the floor under late blocks"),
     "synth": ("bench.synth", "DDSP synth: RTF per voice count, note-on latency, quality on held-out melodies"),
     "gui": ("bench.gui", "does the knob panel cost audio: late blocks and knob-to-DSP latency, window open"),
+    "swap": ("bench.swap", "slots added, moved, removed while playing: silence and clicks, live swap vs restart"),
     "enhancer": ("bench.enhancer", "held-out sources: noisy vs our enhancer vs RNNoise vs DeepFilterNet3 (PESQ, STOI, SI-SDR, DNSMOS)"),
     "delimiter": ("bench.delimiter", "held-out music, unseen LV2 limiters, -6..-11 LUFS: SI-SDR gain vs oracle rows, RTF"),
     "batch": ("bench.batch", "batch throughput (audio s per wall s): voice, delimit, synth; 1 and 2 workers"),

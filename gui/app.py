@@ -90,7 +90,9 @@ def _fallback(args, last: str, e: Exception) -> tuple[dict, str, str]:
 
 def _wire_demo(win, demo) -> None:
     """Wire the demo player (``demo``: a gui.demo_source.DemoSource) to the engine's inputs after
-    every start and structural change (the engine's ports are new each time), beside the window's
+    every start, new audio settings and structural change (a start's ports are new; a structural
+    change keeps them unless its live swap fell back to a restart, and wiring ports wired already
+    changes nothing), beside the window's
     actions (``run_aside``): the player's first start takes seconds (a process that compiles its JACK
     callback), and as an action that wait held the toolbar. A label in the status bar says where the
     demo input is; a wiring asked for while one runs follows it, so the last one wires the ports
@@ -112,7 +114,7 @@ def _wire_demo(win, demo) -> None:
 
     def done(error) -> None:
         state["wiring"] = False
-        if state["again"]:  # the engine restarted meanwhile: its new ports
+        if state["again"]:  # the engine restarted or changed meanwhile: wire what is there now
             state["again"] = False
             return wire()
         label.setText("demo input: off" if error else "demo input: connected")

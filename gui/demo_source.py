@@ -4,9 +4,10 @@ For machines without a sound card (the panel's demo mode) and for `bench gui`. T
 JACK callback is compiled (``realtime.io.jackio``) and needs no GIL; it still runs in a process
 of its own so the panel can restart or kill it without touching its own JACK state.
 
-The player starts once and stays. The engine's ports are new after every start and every change
-of the chain's structure (its stream reopens PortAudio's JACK client), and each ``connect`` only
-wires the running player to them: milliseconds. A new player for each (as before) took seconds
+The player starts once and stays. The engine's ports are new after every start and after new
+audio settings (its stream reopens PortAudio's JACK client; a change of the chain's structure
+keeps them), and each ``connect`` only wires the running player to them: milliseconds (ports
+wired already are left as they are). A new player for each (as before) took seconds
 (a Python process, Numba compiling its JACK callback, the demo decoded), the engine's input silent
 all that time.
 

@@ -6,9 +6,11 @@ interface (``HostBase``): ``EngineHost`` runs the engine in this process; the wi
 over shared-memory rings (see there for why). Both drive the engine through the one control API
 of ``realtime.engine.control``.
 
-The engine runs a fixed chain, so a structural change (add/remove/reorder a slot, a removed slot
-put back, a new preset, new audio settings) builds a new Chain from the same Slot objects (no
-model is loaded twice) and restarts the engine. The final safety slot always stays last.
+A structural change (add/remove/reorder a slot, a removed slot put back, a new preset) builds a
+new Chain from the same Slot objects (no model is loaded twice), which a running engine takes
+live (``Engine.swap_chain``: a short fade out and in, the stream and its JACK connections stay);
+new audio settings, or an engine that cannot swap, restart the engine. The final safety slot
+always stays last.
 
 Threads: the GUI thread and the MIDI input thread both produce into the control and MIDI rings;
 they serialise on ``rings.lock`` (producers only: the DSP thread consuming never touches it).
@@ -191,6 +193,9 @@ class EngineHost(HostBase):
         ones written by its client); by default new ones in this process.
     """
 
+    # a running engine takes a new chain live (``_install``); False: it restarts, as before (`bench swap`)
+    live_swap = True
+
     def __init__(self, preset: dict, config: EngineConfig | None = None, rings: ControlRings | None = None):
         self._init_common(config, rings if rings is not None else ControlRings())
         self.engine: Engine | None = None
@@ -211,8 +216,11 @@ class EngineHost(HostBase):
         p = validate_preset(preset)
         chain = build_chain(p)
         with self.rings.lock:
-            self._take_preset_meta(p)
-            self._install(chain)
+            try:
+                self._install(chain)
+            finally:  # the name and MIDI map go with the chain that is in (a swap that failed kept the old one)
+                if self.engine is not None and self.engine.chain is chain:
+                    self._take_preset_meta(p)
 
     def to_preset(self, name: str | None = None, description: str | None = None) -> dict:
         self.apply_pending_control()
@@ -248,6 +256,7 @@ class EngineHost(HostBase):
         """
         slot = _slot_from(entry)
         if slot.id in {s.id for s in self.chain.slots}:
+            slot.processor.close()
             raise ValueError(f"{slot.id}: a slot of that id is in the chain")
         fx = list(self.chain.slots[:-1])
         fx.insert(max(0, min(index, len(fx))), slot)
@@ -266,7 +275,7 @@ class EngineHost(HostBase):
 
     def move_slot(self, slot_id: str, delta: int) -> bool:
         """Move a processor ``delta`` places; False when that changes nothing (◀ on the first slot,
-        ▶ on the last): then the engine is not rebuilt either (a restart is an audible dropout)."""
+        ▶ on the last): then the chain is not swapped either (a swap is a short dip in the output)."""
         i, j = self._move_places(slot_id, delta)
         if j == i:
             return False
@@ -281,27 +290,49 @@ class EngineHost(HostBase):
     def set_config(self, config: EngineConfig) -> None:
         config.validate()
         self.config = config
-        self._install(self.chain)
+        self._install(self.chain, live=False)
 
-    def _install(self, chain: Chain) -> None:
-        """Swap in a chain (and config): stop, apply what was queued for the old chain, rebuild
-        the engine, restart if it was running. Producers wait meanwhile (``rings.lock``)."""
+    def _install(self, chain: Chain, live: bool = True) -> None:
+        """Swap in a chain (and config). A running engine takes a new chain live (``live``:
+        ``Engine.swap_chain``, the stream and its connections stay); otherwise, or when it cannot:
+        stop, apply what was queued for the old chain, rebuild the engine, restart if it was
+        running. Producers wait meanwhile (``rings.lock``)."""
         with self.rings.lock:
+            if live and self._can_swap() and self._swap(chain):
+                return
             was_running = self.running
             self.stop()
             self.apply_pending_control()
             if self.engine is not None and not any(t.is_alive() for t in self.engine._threads):
                 # slots dropped for good give back their threads and instances now (not while a stuck
                 # DSP thread of the old engine may still run them: that would free them under it)
-                kept = {id(s.processor) for s in chain.slots}
-                for s in self.engine.chain.slots:
-                    if id(s.processor) not in kept:
-                        s.processor.close()
+                _close_all_but(self.engine.chain, chain)
             self.engine = Engine(chain, replace(self.config), rings=self.rings)
             self._used = False
             self._device = None
             if was_running:
                 self.start()
+
+    def _can_swap(self) -> bool:
+        """Whether the engine itself streams, healthy, so that it can take a new chain live."""
+        e = self.engine
+        return self.live_swap and e is not None and e.running and e.error is None
+
+    def _swap(self, chain: Chain) -> bool:
+        """Hand the running engine ``chain``; then close the processors only the old chain had (the
+        DSP thread no longer runs them). False: the DSP thread did not take it (a restart follows)."""
+        old = self.engine.chain
+        try:
+            swapped = self.engine.swap_chain(chain)
+        except BaseException:  # a new processor failed to prepare (or Ctrl-C): whichever chain plays on stays
+            if self.engine.chain is chain:
+                _close_all_but(old, chain)
+            else:
+                _close_all_but(chain, old)
+            raise
+        if swapped:
+            _close_all_but(old, chain)
+        return swapped
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -431,6 +462,14 @@ def _slot_from(entry: dict) -> Slot:
     """The slot a preset's chain ``entry`` describes, built as a preset's are."""
     chain = build_chain({"version": 1, "name": entry["id"], "chain": [entry]})
     return chain.slots[0]  # (the safety stage a chain ends with is dropped)
+
+
+def _close_all_but(chain: Chain, kept: Chain) -> None:
+    """Close the processors of ``chain`` that ``kept`` does not run."""
+    keep = {id(s.processor) for s in kept.slots}
+    for s in chain.slots:
+        if id(s.processor) not in keep:
+            s.processor.close()
 
 
 def _slot_id_from(name: str) -> str:

@@ -156,7 +156,8 @@ class Panes(QSplitter):
 
 
 class MainWindow(PresetActions, QMainWindow):
-    engineStarted = pyqtSignal()  # after every (re)start: the engine's ports are new (demo input re-wires)
+    # after every (re)start and structural change: the engine's ports may be new (the demo input re-wires)
+    engineStarted = pyqtSignal()
     _midiStatus = pyqtSignal(object, str, bool)  # (input, line, lost), from the MIDI input's watcher thread
     _asideDone = pyqtSignal(object, object)  # (callback, error or None), from a thread of ``run_aside``
 
@@ -917,8 +918,8 @@ class MainWindow(PresetActions, QMainWindow):
     # ------------------------------------------------------------------ polling
     def _poll_meters(self) -> None:
         if self.actions.current is not None and self.actions.current.structural:
-            # the engine is stopped for the change (and a restart zeroes the rings under a reader):
-            # nothing to read, the bars fall
+            # the chain is being replaced (a live swap; a swap that falls back to a restart zeroes the
+            # rings under a reader): the bars fall until it is in
             self._meters_fall()
             return
         c = self.host.config

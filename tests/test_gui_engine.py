@@ -121,7 +121,7 @@ def test_turning_a_knob_changes_the_running_engine_and_the_audio(window, qtbot, 
     assert "our processing" in tip and "hypervisor" in tip and "server" in tip, tip
     assert levels[0] == pytest.approx(-20.0, abs=0.5) and levels[1] == pytest.approx(-20.0 + target, abs=0.5)
     assert levels[2] >= levels[1]  # the held peak is never under the peak
-    # a structural change while running restarts the engine with the same settings
+    # a structural change while running swaps the chain in the running engine, settings kept
     w.remove_slot("meter")
     assert w.host.running and "meter" not in w.rack.strips
     assert w.host.value("gain", "gain_db") == target == engine_gain()

@@ -182,7 +182,7 @@ def test_a_structure_change_keeps_the_name_the_panel_saved_under(host):
 
 def test_a_move_past_the_end_is_not_sent_to_the_engine_process(host):
     """◀ on the first slot: nothing to move, so no structural command (the engine process would
-    stop and restart the stream for it: an audible dropout)."""
+    fade the output out and in for it: an audible dip)."""
     seq = host._seq
     assert host.move_slot("hpf", -1) is False and host._seq == seq
     assert host.move_slot("hpf", 1) is True and [s.id for s in host.chain.slots][:2] == ["gain", "hpf"]

@@ -169,10 +169,13 @@ def _demo_wired() -> list[str]:
 
 @pytest.mark.jack
 def test_after_a_change_of_structure_the_running_demo_player_is_rewired_not_restarted(jack_server):
-    """The swap reopens the engine's stream, and its JACK ports are new. The panel then started a
-    new demo player (a Python process that compiles its JACK callback: 2-3 s here, 8-12 s on a busy
-    machine), the engine's input silent all that time; now the player it has is wired to the new
-    ports (the input is back within the swap's ~0.1 s)."""
+    """New audio settings reopen the engine's stream, and its JACK ports are new. The panel then
+    started a new demo player (a Python process that compiles its JACK callback: 2-3 s here, 8-12 s
+    on a busy machine), the engine's input silent all that time; now the player it has is wired to
+    the new ports. A change of the chain's structure keeps the stream (a live swap): the player
+    stays wired through it, and wiring it again changes nothing."""
+    from dataclasses import replace
+
     from gui.demo_source import DemoSource
     from gui.remote import RemoteEngineHost
 
@@ -184,6 +187,10 @@ def test_after_a_change_of_structure_the_running_demo_player_is_rewired_not_rest
         pid, first = demo.proc.pid, _demo_wired()
         assert len(first) == 2 and not any(p.startswith(("system:", "rt-")) for p in first), first
         h.add_slot("gain")
+        assert _demo_wired() == first  # the live swap kept the engine's ports and their connections
+        demo.connect()
+        assert demo.proc.pid == pid and _demo_wired() == first
+        h.set_config(replace(h.config, prefill_blocks=h.config.prefill_blocks + 1))
         assert _demo_wired() == []  # the engine's new ports: nothing plays into them
         demo.connect()
         assert demo.proc.pid == pid  # the same player

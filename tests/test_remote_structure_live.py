@@ -1,6 +1,6 @@
 """The panel's engine process changes its chain while it streams (on a JACK dummy server): what
-is new is built while the old chain plays, and only the swap stops the stream (as the in-process
-``EngineHost`` does); a build that fails leaves the old chain playing, never restarted."""
+is new is built while the old chain plays, and only the swap fades the output out and in (as the
+in-process ``EngineHost`` does); a build that fails leaves the old chain playing, never restarted."""
 import threading
 import time
 

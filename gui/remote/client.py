@@ -244,7 +244,7 @@ class RemoteEngineHost(HostBase):
 
     def move_slot(self, slot_id: str, delta: int) -> bool:
         """As ``EngineHost.move_slot``: a move that changes nothing is not sent (the engine process
-        would restart the stream for it)."""
+        would fade the output out and in for it)."""
         i, j = self._move_places(slot_id, delta)
         if i == j:
             return False

@@ -331,6 +331,83 @@ class Chain(SlotLookup):
         self.process(np.zeros((self.max_block, self.channels), np.float32))
         self.reset()
 
+    def prepare_beside(self, running: Chain) -> None:
+        """Prepare this chain to take over from ``running`` while ``running`` plays (the engine's
+        live swap, ``Engine.swap_chain``), at its rate, largest block and channel count.
+
+        Processors that ``running`` does not hold are prepared and warmed up on silence as
+        ``prepare`` does. Processors the two share keep their state, and their slots keep their dry
+        paths: the DSP thread runs them meanwhile, so nothing of theirs is touched here (one that
+        failed gets its new chance in ``take_over``, on the DSP thread). ``take_over`` finishes the
+        swap.
+
+        Raises
+        ------
+        ModelError
+            A new neural processor's model cannot be loaded (``running`` is left as it was).
+        ValueError
+            A new processor's latency exceeds its ``max_latency``.
+        """
+        self.sample_rate, self.max_block, self.channels = running.sample_rate, running.max_block, running.channels
+        self._step, self._fade_len = running._step, running._fade_len
+        self._held = {id(s.processor) for s in running.slots}  # the DSP thread's: left to take_over
+        rec = self.readout_record[0]
+        rec.fill(0.0)
+        self.failures.clear()
+        for s, col in zip(self._slots, self._readout_offsets):
+            if id(s.processor) not in self._held:
+                self._prepare_slot(s, col)
+        for s in self._fx:
+            if not any(s is r for r in running.slots):  # a slot new to the stream: its own dry path
+                p = s.processor
+                if p.latency > p.max_latency:
+                    raise ValueError(f"{s.id}: latency {p.latency} exceeds max_latency")
+                s._ring = np.zeros((pow2_at_least(p.max_latency + self.max_block), self.channels), np.float32)
+                s._pos[0] = 0
+                s._wst[0] = s._wst[1]
+                s._lat[0], s._lat[2] = p.latency, 0
+        self._prepared = True
+
+    def _prepare_slot(self, s: Slot, col: int) -> None:
+        """Prepare one slot's processor for a live swap, warm it up on silence (the first calls of its
+        kernels load or compile them) and reset it; one that raises in its warm-up plays dry."""
+        p = s.processor
+        p.live = True
+        p.prepare(self.sample_rate, self.max_block, self.channels)
+        if col >= 0:
+            p.bind_readings(self.readout_record[0, col:col + len(p.readouts)])
+        silence = np.zeros((self.max_block, self.channels), np.float32)
+        try:
+            for _ in range(3):  # as the engine's warm-up: an ONNX session's first runs are slow too
+                silence.fill(0.0)
+                p.process(silence)
+        except Exception as e:  # noqa: BLE001 - as in process: that slot plays dry
+            self._slot_failed(s, silence, e)
+        p.reset()
+
+    def take_over(self, running: Chain) -> None:
+        """The DSP thread's half of a live swap (after ``prepare_beside``, between two blocks, with the
+        output faded out): the processors both chains hold write their readouts into this chain's
+        record, and a slot whose processor failed in ``running`` is prepared again and plays wet
+        again (another chance, as a restart gave it), or stays dry with its new error in ``failures``."""
+        for s, col in zip(self._slots, self._readout_offsets):
+            p = s.processor
+            if id(p) not in self._held:
+                continue
+            if s._failed:
+                try:
+                    self._prepare_slot(s, col)  # (a warm-up that raises records its failure itself)
+                except Exception as e:  # noqa: BLE001 - it stays dry; the engine reports why
+                    self.failures[s.id] = f"{type(e).__name__}: {e}"
+                if s in self._fx and s._ring.shape[0] < p.max_latency + self.max_block:
+                    s._ring = np.zeros((pow2_at_least(p.max_latency + self.max_block), self.channels), np.float32)
+                if s.id not in self.failures:
+                    s._failed = False
+                    s._update_target()
+                    s._wst[0] = s._wst[1]
+            elif col >= 0:
+                p.bind_readings(self.readout_record[0, col:col + len(p.readouts)])
+
     def reset(self) -> None:
         """Clear every processor's state and the dry paths (silence in, silence out)."""
         for s in self._slots:

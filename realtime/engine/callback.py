@@ -2,7 +2,8 @@
 
 PortAudio calls ``audio_callback`` from its real-time thread (on JACK: the JACK process thread).
 It only copies frames between PortAudio's buffers and two SPSC rings, sanitises the output,
-fades it in after a start and out before a stop (``apply_fade``), counts under-/overruns,
+fades it in after a start and out before a stop (``apply_fade``), ramps an underrun's silence in
+and the sound after it back (``declick_underrun``), counts under-/overruns,
 records its own timing and pokes the DSP thread through a non-blocking pipe write. It allocates nothing, takes no lock and never enters the interpreter, so a Python
 thread holding the GIL cannot delay it.
 
@@ -45,7 +46,9 @@ CTL_FADE_POS = 25  # where the gain stands, 0 (silent) .. CTL_FADE_LEN (unity): 
 CTL_FADE_TARGET = 26  # where it heads: CTL_FADE_LEN from the start, 0 once a stop asks for the fade-out
 CTL_FADE_FROM = 27  # the output ring index the fade-in begins at: the first frame after the pre-fill and the chain's latency
 CTL_FADED = 28  # set by the callback once a whole block has played at 0 after a fade-out: the stream may stop
-CTL_SIZE = 29
+CTL_LAST_OUT = 29  # address of float32[channels]: the last frame the callback played (``declick_underrun``)
+CTL_SIZE = 30
+UNDERRUN_RAMP_S = 0.001  # an underrun's silence starts with a ramp this long from the last frame played
 
 # stats slots (int64, written only by the callback)
 ST_CALLBACKS = 0
@@ -60,6 +63,7 @@ ST_STATUS_BITS = 7  # OR of all PortAudio status flags seen
 ST_NONFINITE = 8  # non-finite output samples replaced by 0 (should stay 0: the chain scrubs first)
 ST_CLIPPED = 9  # output samples beyond +-1 clamped
 ST_TIMING_DROPPED = 10
+ST_LATE_MUTED = 11  # late blocks played wholly at fade gain 0 (a swap, a stop, a start's pre-fill): silence either way
 ST_SIZE = 16
 
 TIME_WIDTH = 4  # timing record: start_ns, duration_ns, frames, status flags (| LATE_FLAG)
@@ -155,6 +159,32 @@ def apply_fade(ctl, dst, n, first_index):
 
 
 @njit(nogil=True, cache=True)
+def declick_underrun(ctl, dst, n, last, read_index):
+    """An underrun's silence (``dst``'s frames from ``n`` on, the DSP thread late) without its clicks:
+    it begins with a raised-cosine ramp from the last frame played (``dst[n - 1]``, or ``last``, the
+    previous callback's) down to zero over ``UNDERRUN_RAMP_S`` (or the frames missing, when fewer),
+    where the cut stepped from mid-waveform to zero; and the sound that comes back fades in over the
+    start's fade (``apply_fade`` from ring index ``read_index``), where it stepped from zero. A fade
+    towards silence (a stop, a swap) is left alone: it ends in silence anyway. Then ``last`` takes
+    this block's last frame."""
+    frames = dst.shape[0]
+    if frames == 0:
+        return
+    if n < frames:
+        ramp = min(frames - n, max(1, np.int64(ctl[CTL_RATE] * UNDERRUN_RAMP_S)))
+        for c in range(dst.shape[1]):
+            v = dst[n - 1, c] if n > 0 else last[c]
+            for k in range(ramp):
+                dst[n + k, c] = v * np.float32(0.5 + 0.5 * math.cos(math.pi * (k + 1) / (ramp + 1)))
+        if load_acquire(ctl, CTL_FADE_TARGET) == ctl[CTL_FADE_LEN]:
+            ctl[CTL_FADE_POS] = 0
+            # (a fade-in still waiting for a chain's first sound keeps waiting for it)
+            ctl[CTL_FADE_FROM] = max(ctl[CTL_FADE_FROM], read_index)
+    for c in range(dst.shape[1]):
+        last[c] = dst[frames - 1, c]
+
+
+@njit(nogil=True, cache=True)
 def count_missing_input(frames, stats, duplex):
     """Input frames that will never reach the DSP thread (the input ring was full). In a duplex
     stream they count as credit against the skip debt: the output they would have become never
@@ -238,11 +268,22 @@ def _audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
         out_buf = carray(address_as_pointer(ctl[CTL_OUT_BUF]), (ctl[CTL_OUT_CAP], out_ch), np.float32)
         out_idx = carray(address_as_pointer(ctl[CTL_OUT_IDX]), (16,), np.int64)
         dst = carray(out, (frames, out_ch), np.float32)
-        late_before = stats[ST_LATE_BLOCKS]
+        late_before, late_frames_before = stats[ST_LATE_BLOCKS], stats[ST_LATE_FRAMES]
+        silent_before = ctl[CTL_FADE_POS] == 0
         n = fill_output(out_buf, out_idx, dst, frames, stats, in_ch > 0)
         apply_fade(ctl, dst, n, out_idx[RING_READ] - n)
+        # the whole block at gain 0 by a fade: one out (a stop, a swap) or one in that waits for the
+        # chain's first sound (a start's pre-fill, a swap's); not the silence of an underrun under way
+        muted = silent_before and ctl[CTL_FADE_POS] == 0 and (
+            load_acquire(ctl, CTL_FADE_TARGET) == 0 or ctl[CTL_FADE_FROM] > out_idx[RING_READ])
+        last = carray(address_as_pointer(ctl[CTL_LAST_OUT]), (out_ch,), np.float32)
+        declick_underrun(ctl, dst, n, last, out_idx[RING_READ])
         if stats[ST_LATE_BLOCKS] != late_before:
-            flags |= LATE_FLAG
+            if muted:  # nobody hears it: counted apart, not as a glitch
+                stats[ST_LATE_BLOCKS], stats[ST_LATE_FRAMES] = late_before, late_frames_before
+                stats[ST_LATE_MUTED] += 1
+            else:
+                flags |= LATE_FLAG
     if in_ch == 0:  # output only: its ring's next frame plays after this block (a short one too)
         ring_index = carray(address_as_pointer(ctl[CTL_OUT_IDX]), (16,), np.int64)[RING_READ]
 

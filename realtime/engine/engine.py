@@ -110,6 +110,7 @@ class Engine:
         self._clock = np.zeros(2 + cb.TIME_WIDTH, np.int64)
         self._wake_byte = np.ones(1, np.uint8)
         self._ctl = np.zeros(cb.CTL_SIZE, np.int64)
+        self._last_out = np.zeros(max(1, self.config.channels), np.float32)  # the callback's (cb.CTL_LAST_OUT)
         self._block = np.zeros((c.blocksize, c.channels), np.float32)
         # for UIs, per block (linear): input peak L/R, output peak L/R, input mean square L/R,
         # output mean square L/R; every block's also goes to rings.meter, for a UI that must not
@@ -134,6 +135,10 @@ class Engine:
         # caller takes them with pop(0)
         self.notices: list[str] = []
         self._stall_error: str | None = None  # the error while the device pauses (not gone: it may come back)
+        # a live swap (swap_chain): the chain handed to the DSP thread, taken between two blocks
+        self._swap_to = None
+        self._swap_lock = threading.Lock()  # taken only while a swap is handed over or called off
+        self._swapped = threading.Event()
 
     def _size_buffers(self) -> None:
         """The audio rings and the diagnostics for the config's block size and pre-fill."""
@@ -302,18 +307,20 @@ class Engine:
         if abandon:
             self._torn_down.set()
 
-    def _fade_out(self) -> None:
+    def _fade_out(self) -> bool:
         """Ask the callback to fade the output out and wait until it has played it (``cb.CTL_FADED``),
         for at most the fade, three periods and ``FADE_SLACK_S``: a stream whose callbacks stopped
-        meanwhile is stopped as it is."""
+        meanwhile is stopped as it is. Returns whether the fade was played (an input-only stream: True)."""
         c, ctl = self.config, self._ctl
         if c.mode == "input":
-            return
+            return True
+        ctl[cb.CTL_FADED] = 0  # (a swap's fade-out before may have set it)
         ctl[cb.CTL_FADE_TARGET] = 0
         period = max(c.blocksize, self._host_period or 0)
         deadline = time.monotonic() + (int(ctl[cb.CTL_FADE_LEN]) + 3 * period) / c.samplerate + FADE_SLACK_S
         while ctl[cb.CTL_FADED] == 0 and time.monotonic() < deadline:
             time.sleep(0.001)
+        return bool(ctl[cb.CTL_FADED])
 
     def _stop_stream(self, wait_s: float) -> bool:
         """Pa_StopStream, waited for ``wait_s``; True when it returned. On a server that is gone it
@@ -436,6 +443,8 @@ class Engine:
         # silent until the fade-in (start: CTL_FADE_FROM), which heads for unity
         ctl[cb.CTL_FADE_LEN] = ctl[cb.CTL_FADE_TARGET] = max(1, round(FADE_S * c.samplerate))
         ctl[cb.CTL_FADE_POS] = ctl[cb.CTL_FADED] = 0
+        self._last_out[:] = 0
+        ctl[cb.CTL_LAST_OUT] = self._last_out.ctypes.data
 
     def check_devices(self) -> dict[str, int]:
         """The device of each direction the stream uses ({"input": index, "output": index}, as its
@@ -550,6 +559,59 @@ class Engine:
         with self.rings.lock:
             return self.rings.midi.push_record(float(status), float(data1), float(data2), float(t))
 
+    def swap_chain(self, chain, timeout_s: float = STOP_WAIT_S) -> bool:
+        """Replace the running chain without stopping the stream, so its ports, their connections and
+        the server's view of the client stay (a restart gave the engine new ports). The output fades
+        out, the processors new to ``chain`` are prepared meanwhile (``Chain.prepare_beside``: the old
+        chain runs on, silent, so the processors both share keep their state), the DSP thread takes
+        the new chain between two blocks and the output fades in with its first sound. What was
+        queued for the old chain is applied to it first; the caller keeps producers waiting (the
+        rings' lock) until this returns, then control resolves against the new chain.
+
+        Returns
+        -------
+        bool
+            False when no callback played the fade-out (a stalling device) or the DSP thread did not
+            take the chain within ``timeout_s`` (stuck in a processor): the swap is called off, the old
+            chain sounds again, and the caller restarts instead. ``chain`` must be a ``Chain``.
+
+        Raises
+        ------
+        ModelError, PluginError
+            A new processor could not be prepared: the old chain plays on (faded in again).
+        """
+        if not self._running:
+            raise EngineError("swap_chain needs a running engine (a stopped one takes a new chain at start)")
+        taken = False
+        self._swapped.clear()
+        try:
+            if not self._fade_out():  # no callback played the fade (a stall not yet called one): restart
+                return False
+            chain.prepare_beside(self.chain)
+            # as at start: collect the build's garbage now (silent), and freeze what survives, so no full
+            # collection walks the new processors later on the DSP thread's time
+            gc.collect()
+            gc.freeze()
+            self._swap_to = chain
+            with contextlib.suppress(OSError):  # the pipe full: the DSP thread is awake already
+                os.write(self._wake_w, b"x")
+            self._swapped.wait(timeout_s)
+        finally:
+            with self._swap_lock:  # not taken by now (or interrupted): called off, the old chain sounds again
+                taken = self._swapped.is_set() and self._swap_to is None
+                if not taken:
+                    self._swap_to = None
+                    self._fade_in()
+            if taken:
+                self.writer.chain = chain
+        return taken
+
+    def _fade_in(self) -> None:
+        """Fade the output in again from the next block the DSP thread delivers (a swap called off)."""
+        ctl = self._ctl
+        ctl[cb.CTL_FADE_FROM] = self.out_ring.idx[WRITE]
+        ctl[cb.CTL_FADE_TARGET] = ctl[cb.CTL_FADE_LEN]
+
     def apply_pending_control(self) -> int:
         """Apply the control records queued so far, now, if the engine is stopped (while it
         runs the DSP thread applies them: then this does nothing).
@@ -628,6 +690,11 @@ class Engine:
             except BlockingIOError:
                 pass
             self._apply_queued(ctrl_rec)
+            if self._swap_to is not None:
+                if self._take_swap(ctrl_rec):
+                    process, midi_sink = self.chain.process, getattr(self.chain, "handle_midi", None)
+                    readout_rec = self.chain.readout_record
+                    midi_held = midi_held and midi_sink is not None
             if midi_sink is None:
                 midi.discard(midi.readable())
             if self._prefill_target > target_fill:  # the server's period grew (_host_period_changed)
@@ -670,6 +737,25 @@ class Engine:
                     self.dsp_overflows += 1
                 if tap is not None:
                     self.tap_dropped_frames += B - ring_push(tap.buf, tap.idx, block, B)
+
+    def _take_swap(self, ctrl_rec) -> bool:
+        """The DSP thread takes the chain ``swap_to`` handed it (between two blocks): the control
+        queued for the old chain is applied first (producers wait meanwhile: the host holds the
+        rings' lock), and the fade-in begins with the new chain's first sound. False when the swap
+        was called off meanwhile."""
+        with self._swap_lock:
+            new = self._swap_to
+            if new is None:
+                return False
+            self._apply_queued(ctrl_rec)
+            new.take_over(self.chain)
+            self.chain = new
+            ctl = self._ctl
+            ctl[cb.CTL_FADE_FROM] = self.out_ring.idx[WRITE] + int(new.latency)
+            ctl[cb.CTL_FADE_TARGET] = ctl[cb.CTL_FADE_LEN]
+            self._swap_to = None
+            self._swapped.set()
+            return True
 
     def _block_end(self, ring_index: int) -> float:
         """When the frames before ``ring_index`` end, CLOCK_MONOTONIC ns: an input ring's index in a
@@ -800,7 +886,9 @@ class Engine:
         -------
         dict
             The callback's counters (``callbacks``, ``late_blocks``, ``late_frames``,
-            ``server_xruns``, ``input_dropped_frames``, ``nonfinite_scrubbed``, ``clipped``),
+            ``late_blocks_muted``: late blocks played wholly at fade gain 0, a swap's or a stop's fade-out
+            or a start's pre-fill, which nobody hears and ``late_blocks`` leaves out, ``server_xruns``,
+            ``input_dropped_frames``, ``nonfinite_scrubbed``, ``clipped``),
             the late-block attribution (``delayed_callbacks``, ``callback_gap_ms_max``,
             ``late_blocks_ours``, ``late_blocks_stolen``, ``late_context``), callback and DSP
             block times (``callback_us_p50/p99/max``, ``dsp_us_p50/p99/max/mean``, ``dsp_load``: the
@@ -817,7 +905,8 @@ class Engine:
         summary = d.summary()
         counters = {k: summary.pop(k) for k in d.counters()}
         return {"callbacks": int(st[cb.ST_CALLBACKS]), "late_blocks": int(st[cb.ST_LATE_BLOCKS]),
-                "late_frames": int(st[cb.ST_LATE_FRAMES]), "server_xruns": int(st[cb.ST_SERVER_XRUNS]),
+                "late_frames": int(st[cb.ST_LATE_FRAMES]), "late_blocks_muted": int(st[cb.ST_LATE_MUTED]),
+                "server_xruns": int(st[cb.ST_SERVER_XRUNS]),
                 "input_dropped_frames": int(st[cb.ST_IN_DROPPED]), **counters,
                 "nonfinite_scrubbed": int(st[cb.ST_NONFINITE]), "clipped": int(st[cb.ST_CLIPPED]),
                 **summary, **self.dsp_page_faults(), "dropped_midi_events": dropped_midi_events(self.chain),
@@ -995,7 +1084,7 @@ def _abandon(engine: "Engine") -> tuple:
     import atexit
 
     entry = (engine._stream, engine._ctl, engine.stats_arr, engine.in_ring, engine.out_ring,
-             engine.timing, engine._clock, engine._wake_byte, engine._callback_ptr,
+             engine.timing, engine._clock, engine._wake_byte, engine._callback_ptr, engine._last_out,
              engine._wake_r, engine._wake_w)  # the pipe's numbers stay taken (stop() leaves it open)
     with _ABANDONED_LOCK:
         _ABANDONED.append(entry)

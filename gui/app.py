@@ -92,11 +92,11 @@ def _wire_demo(win, demo) -> None:
     """Wire the demo player (``demo``: a gui.demo_source.DemoSource) to the engine's inputs after
     every start, new audio settings and structural change (a start's ports are new; a structural
     change keeps them unless its live swap fell back to a restart, and wiring ports wired already
-    changes nothing), beside the window's
-    actions (``run_aside``): the player's first start takes seconds (a process that compiles its JACK
-    callback), and as an action that wait held the toolbar. A label in the status bar says where the
-    demo input is; a wiring asked for while one runs follows it, so the last one wires the ports
-    that are there now."""
+    changes nothing), beside the window's actions (``run_aside``): the player's first start takes
+    seconds (a process that compiles its JACK callback), and as an action that wait held the
+    toolbar. A label in the status bar says where the demo input is (off after a Stop: the
+    engine's ports are gone); a wiring asked for while one runs follows it, so the last one wires
+    the ports that are there now."""
     from PyQt6.QtWidgets import QLabel
 
     label = QLabel()
@@ -117,11 +117,17 @@ def _wire_demo(win, demo) -> None:
         if state["again"]:  # the engine restarted or changed meanwhile: wire what is there now
             state["again"] = False
             return wire()
+        if not win.host.running:  # stopped meanwhile: no ports to wire, and nothing to say
+            return stopped()
         label.setText("demo input: off" if error else "demo input: connected")
-        if error and win.host.running:  # (stopped meanwhile: no ports to wire, and nothing to say)
+        if error:
             win._show_exception(error)
 
+    def stopped() -> None:
+        label.setText("demo input: off (engine stopped)")
+
     win.engineStarted.connect(wire)
+    win.engineStopped.connect(stopped)
 
 
 def run_gui(args) -> int:

@@ -158,6 +158,7 @@ class Panes(QSplitter):
 class MainWindow(PresetActions, QMainWindow):
     # after every (re)start and structural change: the engine's ports may be new (the demo input re-wires)
     engineStarted = pyqtSignal()
+    engineStopped = pyqtSignal()  # after a Stop: the engine's ports are gone
     _midiStatus = pyqtSignal(object, str, bool)  # (input, line, lost), from the MIDI input's watcher thread
     _asideDone = pyqtSignal(object, object)  # (callback, error or None), from a thread of ``run_aside``
 
@@ -604,6 +605,8 @@ class MainWindow(PresetActions, QMainWindow):
         yield (self.host.stop,)
         self._sync_start_button()
         self._poll_status()
+        if not self.host.running:
+            self.engineStopped.emit()
 
     def _sync_start_button(self) -> None:
         self.start_button.blockSignals(True)

@@ -147,6 +147,23 @@ def test_a_demo_input_that_fails_says_so_and_the_panel_runs_on(demo_gui, qtbot):
     demo_gui(body)
 
 
+def test_after_a_stop_the_demo_label_no_longer_says_connected(demo_gui, qtbot):
+    """The engine's ports go with a Stop: the status bar said "demo input: connected" all the same."""
+    seen = {}
+
+    def body(win, demo):
+        demo.gate.set()
+        qtbot.waitUntil(lambda: _demo_label(win) == "demo input: connected", timeout=10000)
+        win.stop()
+        qtbot.waitUntil(lambda: not win.busy, timeout=10000)
+        seen["stopped"] = _demo_label(win)
+        win.start()
+        qtbot.waitUntil(lambda: _demo_label(win) == "demo input: connected", timeout=10000)
+
+    demo_gui(body)
+    assert seen == {"stopped": "demo input: off (engine stopped)"}
+
+
 # ---------------------------------------------------------------------------- 2. the swap's silence, demo mode
 def _connections() -> dict[str, list[str]]:
     """port -> the ports it is connected to (jack_lsp -c, in a process of its own: a JACK client in

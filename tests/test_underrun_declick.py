@@ -9,7 +9,7 @@ import pytest
 from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
-from realtime.io.jackio import JackPlayer, JackRecorder, _libjack, engine_ports, portaudio_client
+from realtime.io.jackio import JackPlayer, JackRecorder, engine_ports, portaudio_client
 
 from .jack_helpers import Identity, hold_gil
 
@@ -76,14 +76,9 @@ def test_a_late_dsp_thread_mid_sine_leaves_no_click(jack_server):
     eng = Engine(Identity(), EngineConfig(blocksize=B, prefill_blocks=2))
     try:
         eng.start()
-        player.start([])
-        rec.start([])
-        lib = _libjack()
         ins, outs = engine_ports(client=portaudio_client())
-        for src, dst in zip(player.port_names(), ins[:2]):
-            lib.jack_connect(player._client, src.encode(), dst.encode())
-        for src, dst in zip(outs[:2], rec.port_names()):
-            lib.jack_connect(rec._client, src.encode(), dst.encode())
+        player.start(ins[:2])
+        rec.start(outs[:2])
         player.play()
         time.sleep(0.3)
         for _ in range(5):

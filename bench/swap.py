@@ -12,7 +12,13 @@ stream takes the new chain, ``Engine.swap_chain``) and as it did before (``resta
 engine, start; the benchmark wires the new ports again at once, which a user's own connections
 would not be). Per change and mode, medians over ``--repeats``: ``silence_ms`` (the longest run
 under −80 dBFS), ``step_ratio`` (the largest sample-to-sample step over the sine's own: above 1
-is a click), ``call_ms`` (how long the call took) and whether the connections were kept.
+is a click), ``call_ms`` (how long the call took) and whether the connections were kept. The first
+add of each kind in the process is a row of its own (``first add``; the ``add`` row is the takes
+after it): it loads the kind's code, the rest find it loaded.
+
+``--engine-process`` runs the engine as the panel does, in its own process (``RemoteEngineHost``,
+which loads every kind's code before the stream first plays, ``realtime/dsp/processors/warm.py``);
+live swaps only. ``late_blocks`` is the median count of late blocks that played during a take.
 """
 from __future__ import annotations
 
@@ -38,6 +44,8 @@ def get_parser() -> argparse.ArgumentParser:
     from realtime.engine.config import PANEL_PREFILL_BLOCKS
 
     ap.add_argument("--prefill-blocks", type=positive(int), default=PANEL_PREFILL_BLOCKS)
+    ap.add_argument("--engine-process", action="store_true",
+                    help="the engine in its own process, as the panel runs it (live swaps only)")
     ap.add_argument("--json", action="store_true")
     return ap
 
@@ -55,8 +63,13 @@ def main(argv=None) -> int:
         processor_class(kind)
     sr = 48000
     server = ensure_server(sr, a.blocksize)
-    host = EngineHost(load_preset(a.preset), EngineConfig(samplerate=sr, blocksize=a.blocksize,
-                                                          prefill_blocks=a.prefill_blocks))
+    config = EngineConfig(samplerate=sr, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks)
+    if a.engine_process:
+        from gui.remote.client import RemoteEngineHost
+
+        host = RemoteEngineHost(load_preset(a.preset), config)
+    else:
+        host = EngineHost(load_preset(a.preset), config)
     n = sr // 10  # a whole number of cycles: the loop is seamless
     sine = (AMP * np.sin(2 * np.pi * SINE_HZ * np.arange(n) / sr - np.pi / 8)).astype(np.float32)
     player, rec = JackPlayer(np.tile(sine, (2, 1)).T.copy(), loop=True), JackRecorder(2 * sr, 2)
@@ -66,20 +79,25 @@ def main(argv=None) -> int:
         player.start([])
         rec.start([])
         player.play()
-        _wire(player, rec)
+        _wire(player, rec, a.engine_process)
+        time.sleep(0.5)  # the sine's own entry (wired mid-waveform) is out of the engine before the first take
         for kind in a.add:
-            for mode in ("live", "restart"):
+            for mode in ("live",) if a.engine_process else ("live", "restart"):
                 host.live_swap = mode == "live"
-                for _ in range(a.repeats):
+                for take in range(a.repeats + (mode == "live")):
                     sid = None
 
                     def add(kind=kind):
                         nonlocal sid
                         sid = host.insert_slot({"id": f"new_{kind}", "processor": kind, "bypass": True},
                                                len(host.chain.slots) - 1)
+                    first = mode == "live" and take == 0  # the kind's code loads in this one, unless warmed
                     for change, fn in (("add", add), ("move", lambda: host.move_slot(sid, -1)),
                                        ("remove", lambda: host.remove_slot(sid))):
-                        rows.setdefault((kind, change, mode), []).append(_take(host, player, rec, fn, sr))
+                        name = "first add" if first and change == "add" else change
+                        if first and change == "move":
+                            continue  # the first take only adds and removes
+                        rows.setdefault((kind, name, mode), []).append(_take(host, player, rec, fn, sr))
     finally:
         host.close()
         player.close()
@@ -94,16 +112,19 @@ def main(argv=None) -> int:
               "step_ratio": round(statistics.median(t["step"] for t in takes) / sine_step, 2),
               "call_ms": round(statistics.median(t["call_ms"] for t in takes), 1),
               "connections_kept": all(t["kept"] for t in takes),
-              "glitched_takes": sum(t["glitches"] > 0 for t in takes)}, a.json)
+              "late_blocks": statistics.median(t["glitches"] for t in takes),
+              "glitched_takes": sum(t["glitches"] > 0 for t in takes),
+              "engine": "own process" if a.engine_process else "in process"}, a.json)
     return 0
 
 
-def _wire(player, rec) -> None:
-    """The sine into the engine's inputs, its outputs into the recorder (the PortAudio client's ports)."""
+def _wire(player, rec, own_process: bool = False) -> None:
+    """The sine into the engine's inputs, its outputs into the recorder (the PortAudio client's
+    ports: this process's, or, for an engine in its own process, the one other client there)."""
     from realtime.io.jackio import _libjack, engine_ports, portaudio_client
 
     lib = _libjack()
-    ins, outs = engine_ports(client=portaudio_client())
+    ins, outs = engine_ports(client=None if own_process else portaudio_client())
     for src, dst in zip(player.port_names(), ins[:2]):
         lib.jack_connect(player._client, src.encode(), dst.encode())
     for src, dst in zip(outs[:2], rec.port_names()):
@@ -125,14 +146,14 @@ def _take(host, player, rec, change, sr: int) -> dict:
     take (opening one reorders the server's graph, a glitch of its own): its connections are
     checked after it. A restart's new ports are wired at once."""
     glitches = _glitch_count(host)
-    engine = host.engine
+    engine = getattr(host, "engine", None)  # an engine process's host has none here: live swaps only
     rec.rearm(rec.data.shape[0])
     rec.recording = True
     time.sleep(0.3)
     t0 = time.perf_counter()
     change()
     call_ms = (time.perf_counter() - t0) * 1e3
-    same = host.engine is engine
+    same = getattr(host, "engine", None) is engine
     kept = True
     if not same:
         kept = _connected(rec)
@@ -150,7 +171,7 @@ def _take(host, player, rec, change, sr: int) -> dict:
 
 
 def _glitch_count(host) -> int:
-    s = host.engine.stats()
+    s = host.status() if not hasattr(host, "engine") else host.engine.stats()
     return s["late_blocks"] + s["server_xruns"]
 
 

@@ -343,11 +343,25 @@ def test_bench_swap_compares_the_live_swap_with_the_restart(jack_server, capsys)
 
     assert swap.main(["--add", "gain", "--repeats", "1", "--json"]) == 0
     rows = {(r["change"], r["mode"]): r for r in map(json.loads, capsys.readouterr().out.splitlines())}
-    assert set(rows) == {(c, m) for c in ("add", "move", "remove") for m in ("live", "restart")}
+    assert set(rows) == {(c, m) for c in ("add", "move", "remove") for m in ("live", "restart")} | {("first add", "live")}
+    assert rows["remove", "live"]["takes"] == 2 and rows["add", "live"]["takes"] == 1  # the first take adds apart
     for change in ("add", "move", "remove"):
         live, restart = rows[change, "live"], rows[change, "restart"]
         assert live["connections_kept"] and not restart["connections_kept"]
         assert live["silence_ms"] < restart["silence_ms"]
+
+
+def test_bench_swap_runs_the_engine_in_its_own_process_as_the_panel_does(jack_server, capsys):
+    import json
+
+    from bench import swap
+
+    assert swap.main(["--engine-process", "--add", "gain", "--repeats", "1", "--json"]) == 0
+    rows = [json.loads(r) for r in capsys.readouterr().out.splitlines()]
+    assert {(r["change"], r["mode"], r["engine"]) for r in rows} == {
+        (c, "live", "own process") for c in ("first add", "add", "move", "remove")}
+    for r in rows:  # the sine reached the recorder through the engine process, and stayed wired
+        assert r["connections_kept"] and 5 < r["silence_ms"] < 200, r
 
 
 def test_bench_swap_refuses_an_unknown_kind_before_it_starts_anything(capsys):

@@ -9,6 +9,7 @@ import threading
 
 from gui.host import EngineHost
 from gui.remote.shm import attach_rings
+from realtime.dsp.processors.warm import warm_up_kinds
 from realtime.engine.config import EngineConfig
 from realtime.engine.rt_os import set_realtime_priority
 from realtime.errors import interrupt_signals
@@ -46,6 +47,13 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
     except Exception as e:
         conn.send(("err", type(e).__name__, str(e), 0))
         return
+    # Every processor kind's code loaded before the stream first plays (warm.py): the panel adds
+    # slots while it plays, and a kind's first load stalled the DSP thread. Beside the first reply,
+    # so the window is not kept waiting; the commands that build or start wait for it.
+    c = host.config
+    warming = threading.Thread(target=warm_up_kinds, args=(c.samplerate, c.blocksize, c.channels),
+                               name="warm-up-kinds", daemon=True)
+    warming.start()
 
     def prioritise_threads() -> None:
         # Every other thread here that takes the GIL (this command loop, the engine's monitor)
@@ -126,6 +134,8 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
                 except (OSError, ValueError):
                     pass
                 break
+            if cmd not in ("status", "snapshot", "drain"):  # these read; the rest build, start or change
+                warming.join()
             try:
                 conn.send(("ok", commands[cmd](*args), seq))
             except Exception as e:  # the error goes to the window; this process keeps serving

@@ -51,8 +51,9 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
     # slots while it plays, and a kind's first load stalled the DSP thread. Beside the first reply,
     # so the window is not kept waiting; the commands that build or start wait for it.
     c = host.config
+    stop_warming = threading.Event()
     warming = threading.Thread(target=warm_up_kinds, args=(c.samplerate, c.blocksize, c.channels),
-                               name="warm-up-kinds", daemon=True)
+                               kwargs={"stop": stop_warming}, name="warm-up-kinds", daemon=True)
     warming.start()
 
     def prioritise_threads() -> None:
@@ -141,6 +142,8 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
             except Exception as e:  # the error goes to the window; this process keeps serving
                 conn.send(("err", type(e).__name__, str(e), seq))
     finally:
+        stop_warming.set()  # closing while it warms: the kind under way finishes (no thread left in an import)
+        warming.join()
         host.close()  # the stream closes before anything else goes
         try:
             conn.send(("ok", None, seq))

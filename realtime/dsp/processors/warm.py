@@ -16,12 +16,15 @@ import numpy as np
 from realtime.dsp.processors import available_kinds, processor_class
 
 
-def warm_up_kinds(sample_rate: float, max_block: int, channels: int, kinds=None) -> dict[str, str]:
+def warm_up_kinds(sample_rate: float, max_block: int, channels: int, kinds=None, stop=None) -> dict[str, str]:
     """Build, prepare, run one silent block through and close one default instance of each of
     ``kinds`` (default: every available kind). Returns kind -> why it could not be warmed (a kind
-    whose model or library is broken says so itself when a slot asks for it; nothing is raised)."""
+    whose model or library is broken says so itself when a slot asks for it; nothing is raised).
+    ``stop`` (a ``threading.Event``): when set, the kinds not begun yet are left cold."""
     failed = {}
     for kind in available_kinds() if kinds is None else kinds:
+        if stop is not None and stop.is_set():
+            break
         proc = None
         try:
             proc = processor_class(kind)()

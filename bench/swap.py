@@ -53,14 +53,15 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from gui.host import EngineHost
     from realtime.dsp.presets import load_preset
-    from realtime.dsp.processors import processor_class
+    from realtime.dsp.processors import available_kinds, processor_class
     from realtime.engine.config import EngineConfig
     from realtime.io.jackio import JackPlayer, JackRecorder
     from realtime.io.jackserver import ensure_server
 
     a = get_parser().parse_args(argv)
-    for kind in a.add:  # an unknown kind says so before any server starts
-        processor_class(kind)
+    for kind in a.add:  # an unknown kind says so before any server starts (a known one is not imported here:
+        if kind not in available_kinds():  # its first add loads it, in this process or the engine's)
+            processor_class(kind)
     sr = 48000
     server = ensure_server(sr, a.blocksize)
     config = EngineConfig(samplerate=sr, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks)
@@ -167,7 +168,7 @@ def _take(host, player, rec, change, sr: int) -> dict:
     edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
     longest = int(np.max(edges[1::2] - edges[::2])) if len(edges) else 0
     return {"silence_ms": 1e3 * longest / sr, "step": float(np.abs(np.diff(out)).max()), "call_ms": call_ms,
-            "kept": kept, "glitches": _glitch_count(host) - glitches}
+            "kept": kept, "glitches": max(0, _glitch_count(host) - glitches)}  # (an unseen restart's counters start at 0)
 
 
 def _glitch_count(host) -> int:

@@ -70,3 +70,35 @@ def test_the_panels_engine_process_loads_the_neural_kinds_before_it_plays():
         assert "onnxruntime" in maps
     finally:
         h.close()
+
+
+def test_a_stop_leaves_the_kinds_not_begun_cold():
+    import threading
+
+    register(_Broken)
+    stop = threading.Event()
+    stop.set()
+    try:
+        assert warm_up_kinds(48000, 64, 1, kinds=["test_broken_warm"], stop=stop) == {}  # never built
+    finally:
+        REGISTRY.pop("test_broken_warm", None)
+
+
+def test_the_engine_process_says_which_kinds_it_could_not_load_and_warms_again_for_new_settings(capfd):
+    """A kind that fails its warm-up is one line on the engine process's stderr (its first slot may
+    stall the stream); new audio settings warm every kind again at the new rate (its own Numba
+    kernels: the resamplers at 44.1 kHz), before the engine starts with them."""
+    from gui.remote import RemoteEngineHost
+    from realtime.dsp.presets import load_preset
+    from realtime.engine.config import EngineConfig
+
+    h = RemoteEngineHost(load_preset("default"), EngineConfig(), plugins=("tests.gui_slowbuild",))
+    try:
+        h.to_preset()
+        line = "engine: failbuild not loaded ahead (RuntimeError: failbuild: this plugin never builds)"
+        assert capfd.readouterr().err.count(line) == 1
+        h.set_config(EngineConfig(samplerate=44100))
+        assert capfd.readouterr().err.count(line) == 1
+        assert h.config.samplerate == 44100
+    finally:
+        h.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import importlib
 import signal
+import sys
 import threading
 
 from gui.host import EngineHost
@@ -50,10 +51,14 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
     # Every processor kind's code loaded before the stream first plays (warm.py): the panel adds
     # slots while it plays, and a kind's first load stalled the DSP thread. Beside the first reply,
     # so the window is not kept waiting; the commands that build or start wait for it.
-    c = host.config
     stop_warming = threading.Event()
-    warming = threading.Thread(target=warm_up_kinds, args=(c.samplerate, c.blocksize, c.channels),
-                               kwargs={"stop": stop_warming}, name="warm-up-kinds", daemon=True)
+
+    def warm(c: EngineConfig) -> None:
+        for kind, why in warm_up_kinds(c.samplerate, c.blocksize, c.channels, stop=stop_warming).items():
+            print(f"engine: {kind} not loaded ahead ({why}); its first slot may stall the stream",
+                  file=sys.stderr, flush=True)
+
+    warming = threading.Thread(target=warm, args=(host.config,), name="warm-up-kinds", daemon=True)
     warming.start()
 
     def prioritise_threads() -> None:
@@ -99,6 +104,15 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
             elif host.running:  # the new engine's threads (its monitor) below the DSP thread too
                 prioritise_threads()
 
+    def set_config(config: EngineConfig) -> None:
+        # other settings restart the stream anyway: stopped first, the kinds' code for the new rate and
+        # channels (its own Numba kernels: the resamplers at 44.1 kHz, mono arrays) loads in the gap,
+        # not under the next chain's first live add; ``structural`` starts it again
+        config.validate()
+        host.stop()
+        warm(config)
+        host.set_config(config)
+
     def snapshot() -> dict:
         host.apply_pending_control()  # stopped: what the client queued is the chain's state
         return {"slots": host.chain.describe(), "running": host.running, "name": host.name,
@@ -116,14 +130,14 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         "insert_slot": lambda entry, index: (structural(lambda: host.insert_slot(entry, index)), snapshot()),
         "remove_slot": lambda sid: (structural(lambda: host.remove_slot(sid)), snapshot())[1],
         "move_slot": lambda sid, d: (structural(lambda: host.move_slot(sid, d)), snapshot())[1],
-        "set_config": lambda c: (structural(lambda: host.set_config(EngineConfig(**c))), snapshot())[1],
+        "set_config": lambda c: (structural(lambda: set_config(EngineConfig(**c))), snapshot())[1],
         "start": start_engine, "stop": stop, "status": host.status,
         "to_preset": to_preset,
         "drain": host.apply_pending_control,
     }
-    conn.send(("ok", snapshot(), 0))
     seq = 0
     try:
+        conn.send(("ok", snapshot(), 0))  # in here: a client gone already still ends the warm-up in order
         while True:
             try:
                 seq, cmd, args = conn.recv()

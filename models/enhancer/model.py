@@ -52,7 +52,7 @@ def windows(win: int = WIN) -> tuple[np.ndarray, np.ndarray]:
 
 class Enhancer(nn.Module):
     def __init__(self, hidden=128, hidden_df=96, df_gate=False, deep_filter=False, pitch_features=False, win=WIN,
-                 min_band_hz=MIN_BAND_HZ):
+                 min_band_hz=MIN_BAND_HZ, learn_start=False):
         super().__init__()
         if win % WIN or (deep_filter and win != WIN):
             raise ValueError(f"window {win}: a multiple of {WIN}, and {WIN} with a deep filter")
@@ -69,6 +69,12 @@ class Enhancer(nn.Module):
         self.register_buffer("erb_interp", torch.from_numpy(interp))
         self.inp = nn.Linear(NB_ERB + 2 * F_DF + n_pitch, hidden)
         self.gru = nn.GRU(hidden, hidden, num_layers=2)
+        # learn_start: the encoder's state at a stream's start is trained (zeros until then) and
+        # exported in the metadata (``h_enc_start``), so a stream that starts mid-word need not
+        # begin from "no voice"
+        self.learn_start = learn_start
+        if learn_start:
+            self.h_start = nn.Parameter(torch.zeros(2, 1, hidden))
         self.gain = nn.Linear(hidden + NB_ERB + n_pitch, NB_ERB)
         with torch.no_grad():
             self.gain.bias.fill_(1.0)
@@ -93,7 +99,18 @@ class Enhancer(nn.Module):
         }
 
     def init_state(self, batch: int):
-        return tuple(torch.zeros(s, device=self.erb_pool.device) for s in self.state_shapes(batch).values())
+        zeros = [torch.zeros(s, device=self.erb_pool.device) for s in self.state_shapes(batch).values()]
+        if self.learn_start:
+            zeros[0] = self.h_start.expand(-1, batch, -1).contiguous()  # cuDNN takes a contiguous hx only
+        return tuple(zeros)
+
+    def start_metadata(self) -> dict[str, str]:
+        """The trained start state for the export's metadata: ``h_enc_start`` = its [2, hidden]
+        float32 values, comma-separated (the runtime broadcasts them over the batch)."""
+        if not self.learn_start:
+            return {}
+        v = self.h_start.detach().cpu().numpy().astype(np.float32).reshape(-1)
+        return {"h_enc_start": ",".join(f"{x:.7g}" for x in v)}
 
     def band_features(self, p):
         """The network's band inputs from bin powers p [..., F]: scaled log mean power per band."""
@@ -205,6 +222,8 @@ def fit_weights(state: dict, model: Enhancer) -> dict:
     if not model.deep_filter:
         state = {k: v for k, v in state.items() if not k.startswith(("df_gru.", "df_out.", "rot"))}
     own = model.state_dict()
+    if not getattr(model, "learn_start", False):  # a learnt start is dropped; weights without one start at zero
+        state = {k: v for k, v in state.items() if k != "h_start"}
     # the band matrices are constants of the window and the bands, not learnt: the model's own
     if "erb_pool" in state:
         old, new = torch.as_tensor(state["erb_pool"]).cpu().numpy(), own["erb_pool"].cpu().numpy()
@@ -219,6 +238,11 @@ def fit_weights(state: dict, model: Enhancer) -> dict:
             state = {**state, k: torch.cat([state[k], state[k].new_zeros(state[k].shape[0], missing)], dim=1)}
     if h0 < model.hidden:
         state = widen(state, own, h0, model.hidden)
+    if getattr(model, "learn_start", False):  # none yet (zeros, as before), or a narrower one's (new units at 0)
+        start = own["h_start"].new_zeros(own["h_start"].shape)
+        if "h_start" in state:
+            start[..., : state["h_start"].shape[-1]] = torch.as_tensor(state["h_start"])
+        state = {**state, "h_start": start}
     return state
 
 
@@ -317,7 +341,7 @@ def export_onnx(model: Enhancer, path, opset=17) -> None:
             "deep_filter": int(model.deep_filter), "pitch_features": int(model.pitch_features),
             "min_band_hz": model.min_band_hz,
             "state": ",".join(f"{k}:{'x'.join(map(str, v))}" for k, v in model.state_shapes(1).items()),
-            "producer": "models/enhancer/train.py"}
+            "producer": "models/enhancer/train.py", **model.start_metadata()}
     try:
         with atomic_write(path, suffix=".onnx.part") as tmp:
             with torch.no_grad(), warnings.catch_warnings():

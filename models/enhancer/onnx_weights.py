@@ -56,6 +56,9 @@ def onnx_state_dict(m) -> dict[str, np.ndarray]:
             sd[f"{module}.bias_hh_l{k}"] = _zr_swap(b[3 * hidden :], hidden)
         else:
             raise ValueError(f"{node.name}: unexpected weight-carrying {node.op_type} node")
+    start = {p.key: p.value for p in m.metadata_props}.get("h_enc_start")
+    if start is not None:  # a trained start state (``Enhancer.start_metadata``): [2 layers, 1, hidden]
+        sd["h_start"] = np.array([float(x) for x in start.split(",")], np.float32).reshape(2, 1, -1)
     return sd
 
 

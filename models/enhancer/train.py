@@ -135,6 +135,12 @@ def parse(argv):
                     help="selection score lost per dB that clean voices (held-out ones and espeak-ng sentences, "
                          "with digital pauses) change level beyond 0.5 dB: a checkpoint that suppresses an unknown "
                          "voice is never selected")
+    ap.add_argument("--learn-start", action=argparse.BooleanOptionalAction, default=None,
+                    help="train the encoder's state at a stream's start (default: when the weights a run "
+                         "starts from have one); exported in the metadata")
+    ap.add_argument("--train-only", choices=("all", "start"), default=None,
+                    help="start: train only the start state (--learn-start), every weight frozen "
+                         "(default all; --resume: the run's own)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--force", action="store_true",
                     help="start afresh in a checkpoint folder that holds an earlier run (its weights are replaced)")
@@ -188,7 +194,7 @@ def _onnx_facts(path: Path) -> dict | None:
 
         m = onnx.load(str(path))
         meta = {p.key: p.value for p in m.metadata_props}
-        facts = {k: float(meta[k]) for k in ("win", "min_band_hz") if k in meta}
+        facts = {k: float(meta[k]) for k in ("win", "min_band_hz") if k in meta} | {"learn_start": "h_enc_start" in meta}
         for i in m.graph.input:
             if i.name == "h_enc" and i.type.tensor_type.shape.dim[2].dim_value:
                 facts["hidden"] = int(i.type.tensor_type.shape.dim[2].dim_value)
@@ -534,7 +540,7 @@ def main(argv=None) -> int:
         try:
             model = Enhancer(ck.get("hidden", a.hidden or DEFAULT_HIDDEN), ck.get("hidden_df", a.hidden_df),
                              ck.get("df_gate", False), ck.get("deep_filter", True), ck.get("pitch_features", False),
-                             *framing(a, ck, keep=True))
+                             *framing(a, ck, keep=True), learn_start=ck.get("learn_start", False))
             model.load_state_dict(fit_weights(state, model))
         except Exception as e:  # another model's weights (a de-limiter checkpoint): names or shapes differ
             raise SystemExit(f"{srcs[0]}: not an enhancer checkpoint ({type(e).__name__})") from None
@@ -552,6 +558,16 @@ def main(argv=None) -> int:
         a.pitch_features = resumed.get("pitch_features", False)
         a.teacher_targets = a.teacher_targets or resumed.get("teacher_targets", False)  # the run's targets
         a.win, a.min_band_hz = framing(a, resumed, keep=True)
+        # the parameters its optimiser state belongs to: the run's own start state and trained set
+        for flag, default in (("learn_start", False), ("train_only", "all")):
+            own, given = resumed.get(flag), getattr(a, flag)
+            if own is None:  # a run saved before the flag: as told, else the default
+                setattr(a, flag, default if given is None else given)
+                continue
+            if given is not None and given != own:
+                said = (f"--{'' if own else 'no-'}learn-start" if flag == "learn_start" else f"--train-only {own}")
+                raise SystemExit(f"{last}: the run was trained with {said}; resume it so, or start a new run (--init)")
+            setattr(a, flag, own)
     init_ck = None
     if resumed is None and a.init is not None:
         try:
@@ -568,8 +584,14 @@ def main(argv=None) -> int:
         a.win, a.min_band_hz = framing(a, start)
     if a.hidden is None:  # the width of the weights it starts from (a 256-unit checkpoint needs no flag)
         a.hidden = int(start.get("hidden", DEFAULT_HIDDEN)) if start is not None else DEFAULT_HIDDEN
+    a.train_only = a.train_only or "all"
+    if a.learn_start is None:  # the weights' own: a learnt start is kept, never dropped silently
+        a.learn_start = bool(start is not None and start.get("learn_start", False))
+    if a.train_only == "start" and not a.learn_start:
+        raise SystemExit("--train-only start: needs --learn-start")
     try:
-        model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features, a.win, a.min_band_hz)
+        model = Enhancer(a.hidden, a.hidden_df, a.df_gate, a.deep_filter, a.pitch_features, a.win, a.min_band_hz,
+                         a.learn_start)
     except ValueError as e:
         raise SystemExit(f"--win: {e}")  # on the CPU until loaded
     step = 0
@@ -607,7 +629,10 @@ def main(argv=None) -> int:
         a.df_gate = model.df_gate
         log(f"fine-tuning from the weights of {a.init_onnx}")
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    if a.train_only == "start":  # the weights stay as they are; the start state is all that learns
+        for name, prm in model.named_parameters():
+            prm.requires_grad_(name == "h_start")
+    opt = torch.optim.AdamW([prm for prm in model.parameters() if prm.requires_grad], lr=a.lr, weight_decay=1e-4)
     if resumed is not None:
         try:
             opt.load_state_dict(resumed["opt"])  # its moments land on the parameters' device
@@ -686,13 +711,14 @@ def main(argv=None) -> int:
         save_torch({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                     "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
                     "deep_filter": a.deep_filter, "pitch_features": a.pitch_features, "win": a.win,
-                    "min_band_hz": a.min_band_hz, "teacher_targets": a.teacher_targets}, path)
+                    "min_band_hz": a.min_band_hz, "teacher_targets": a.teacher_targets,
+                    "learn_start": a.learn_start, "train_only": a.train_only}, path)
 
     def keep(path):  # weights alone, on the CPU, loadable by --init
         save_torch({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "step": step,
                     "hidden": a.hidden, "hidden_df": a.hidden_df, "df_gate": a.df_gate,
                     "deep_filter": a.deep_filter, "pitch_features": a.pitch_features, "win": a.win,
-                    "min_band_hz": a.min_band_hz}, path)
+                    "min_band_hz": a.min_band_hz, "learn_start": a.learn_start}, path)
 
     if resumed is None and a.force:  # the replaced run's weights go (an --init from them is read by now)
         for old in [last, a.ckpt / "best.pt", *a.ckpt.glob("step*.pt")]:

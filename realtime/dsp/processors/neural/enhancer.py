@@ -253,6 +253,7 @@ class Enhancer(NeuralProcessor):
             raise self.session.error(f"takes {self.session.input_shape(PCORR)[-1]} pitch features; "
                                      f"this runtime computes {NB_ERB} (one per ERB band)")
         self.state_names = [n for n in names[1:] if n != PCORR]
+        self.session.read_start_states(self.state_names)  # a trained start (metadata "h_enc_start"), else zeros
         self.model_rate, self.win_len, self.hop = self.session.metadata_values(int, "sample_rate", "win", "hop")
         if not MODEL_RATES[0] <= self.model_rate <= MODEL_RATES[1]:  # 0 divided by zero; < 0 sized buffers by NaN
             raise self.session.error(f"has sample_rate {self.model_rate} in its metadata (expected "

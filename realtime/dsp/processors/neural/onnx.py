@@ -19,6 +19,8 @@ import numpy as np
 
 from realtime.errors import ModelError
 
+START_SUFFIX = "_start"  # metadata "<state>_start": a trained start state (comma-separated values for one batch item)
+
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
               "tensorrt": "TensorrtExecutionProvider"}
 
@@ -173,6 +175,7 @@ class StatefulSession:
             _say_once(f"{what}: {providers[0]} did not start (its CUDA/cuDNN libraries did not load; "
                       "the gpu extra installs them: pip install -e '.[gpu]'); running on the CPU")
         self._states: list[dict[str, np.ndarray]] = [{}, {}]
+        self._starts: dict[str, np.ndarray] = {}
         self._state_outputs: dict[str, str] = {}
         self._bindings: dict[Hashable, tuple] = {}
         self._keep: list[np.ndarray] = []
@@ -207,7 +210,8 @@ class StatefulSession:
 
     # -- state and bindings -------------------------------------------------------------------
     def allocate_state(self, shapes: dict[str, tuple[int, ...]], outputs: dict[str, str] | None = None) -> None:
-        """Allocate the two (ping-pong) sets of state buffers, float32, zeroed.
+        """Allocate the two (ping-pong) sets of state buffers, float32, at their start states (zeros
+        unless ``read_start_states`` found trained ones).
 
         Parameters
         ----------
@@ -222,6 +226,7 @@ class StatefulSession:
         if missing:
             raise self.error(f"lacks the state outputs {missing}")
         self._states = [{k: np.zeros(s, np.float32) for k, s in shapes.items()} for _ in range(2)]
+        self.reset_state()
         self._bindings = {}
         self._keep = []
         self._parity = 0
@@ -266,9 +271,38 @@ class StatefulSession:
         """The state buffers the next ``run`` reads (a processor may edit them in place)."""
         return self._states[self._parity]
 
+    def read_start_states(self, names: Iterable[str]) -> None:
+        """Take the trained start states of the state inputs ``names`` from the metadata
+        (``<name>_start``: the values for one batch item, comma-separated); states without one start
+        at zero. ``reset_state`` and ``contain_state`` go back to them.
+
+        Raises
+        ------
+        ModelError
+            A start state is not as many finite numbers as its state holds per batch item.
+        """
+        self._starts = {k: self._start_value(k) for k in names if f"{k}{START_SUFFIX}" in self.metadata}
+
+    def _start_value(self, name: str) -> np.ndarray:
+        """``name``'s start state, shaped [shape[0], 1, ...] to broadcast over the batch (axis 1)."""
+        shape = self.input_shape(name)
+        one = (shape[0], 1, *shape[2:])
+        try:
+            if not all(isinstance(d, int) for d in one):
+                raise ValueError
+            v = np.array([float(x) for x in self.metadata[f"{name}{START_SUFFIX}"].split(",")], np.float32)
+            if v.size != math.prod(one) or not np.all(np.isfinite(v)):
+                raise ValueError
+        except ValueError:
+            n = math.prod(one) if all(isinstance(d, int) for d in one) else "a fixed number of"
+            raise self.error(f"has a broken {name}{START_SUFFIX} in its metadata "
+                             f"({n} finite numbers expected): re-export it") from None
+        return v.reshape(one)
+
     def reset_state(self, values: dict[str, np.ndarray | float] | None = None) -> None:
-        """Set both state sets to ``values[name]`` (broadcast; 0 for names not given)."""
-        values = values or {}
+        """Set both state sets to ``values[name]`` (broadcast), by default the model's trained start
+        states (metadata ``<name>_start``), 0 for the others."""
+        values = self._starts if values is None else values
         for st in self._states:
             for name, arr in st.items():
                 arr[...] = values.get(name, 0.0)
@@ -276,13 +310,13 @@ class StatefulSession:
 
     def contain_state(self, batch: slice = slice(None)) -> None:
         """A numerical blow-up starts afresh: if any state holds a non-finite value in ``batch``
-        (axis 1 of every state), that part of every state is zeroed. No allocation."""
+        (axis 1 of every state), that part of every state goes back to its start. No allocation."""
         total = 0.0
         for a in self.state.values():
             total += float(a[:, batch].sum())
         if not math.isfinite(total):
-            for a in self.state.values():
-                a[:, batch] = 0.0
+            for name, a in self.state.items():
+                a[:, batch] = self._starts.get(name, 0.0)
 
     def run(self, key: Hashable) -> None:
         """Run the call shape bound under ``key``: reads the current state, writes the next."""

@@ -1,7 +1,8 @@
 """A structural change (a slot added, removed, moved, a preset loaded) while the engine runs swaps the
 chain inside the running stream (``Engine.swap_chain``): the engine keeps its JACK ports and the
 connections a user made to them, the output dips for a few milliseconds (a fade out and in) instead
-of the 70-150 ms of silence a stream restart cost, and what both chains share keeps its state."""
+of the 70-150 ms of silence a stream restart cost, or, for a slot without latency added or removed,
+does not dip at all (its own crossfade), and what both chains share keeps its state."""
 import threading
 import time
 
@@ -296,7 +297,7 @@ def test_a_swap_no_callback_fades_out_for_is_called_off(running, monkeypatch):
     host, _ = running
     engine, old = host.engine, host.engine.chain
     monkeypatch.setattr(type(engine), "_fade_out", lambda self: False)
-    new = Chain([Slot(Counter(), "other"), old.slots[-1]])
+    new = Chain([Slot(Counter(), "other")])  # a safety stage of its own: no seamless swap, a fade
     assert engine.swap_chain(new) is False
     assert engine.chain is old and engine.writer.chain is old and engine._swap_to is None
     from realtime.engine import callback as cb
@@ -361,7 +362,73 @@ def test_bench_swap_runs_the_engine_in_its_own_process_as_the_panel_does(jack_se
     assert {(r["change"], r["mode"], r["engine"]) for r in rows} == {
         (c, "live", "own process") for c in ("first add", "add", "move", "remove")}
     for r in rows:  # the sine reached the recorder through the engine process, and stayed wired
-        assert r["connections_kept"] and 5 < r["silence_ms"] < 200, r
+        assert r["connections_kept"] and r["silence_ms"] < 200, r
+    by = {r["change"]: r for r in rows}
+    assert by["add"]["silence_ms"] == by["remove"]["silence_ms"] == 0  # a gain: seamless
+    assert by["move"]["silence_ms"] > 5  # a move changes the order: the dip
+
+
+def _level_steps(out: np.ndarray) -> np.ndarray:
+    """The sine's peak level per 1 ms (48 frames; the sine's period)."""
+    n = len(out) // 48 * 48
+    return np.abs(out[:n]).reshape(-1, 48).max(axis=1)
+
+
+def test_a_zero_latency_slot_comes_and_goes_without_a_dip(running):
+    """Adding or removing a slot with no latency keeps the stream sample for sample: the slot
+    crossfades in from its dry path (and out to it), so there is no silence and no step at all, only
+    the level moving (here a -6 dB gain) over the slots' 10 ms crossfade."""
+    host, rig = running
+    engine = host.engine
+    for change, before, after in (
+            (lambda: host.insert_slot({"id": "half", "processor": "gain", "params": {"gain_db": -6.0206}}, 1),
+             AMP, AMP / 2),
+            (lambda: host.remove_slot("half"), AMP / 2, AMP)):
+        late = _glitches(host)
+        out = rig.around(change)
+        assert host.engine is engine
+        if _glitches(host) != late:  # a late block is a declicked silence of its own: nothing to say
+            continue
+        assert _silent_run(out) == 0, f"{_silent_run(out) / SR * 1000:.1f} ms of silence"
+        steps = np.abs(np.diff(out))
+        assert steps.max() <= 1.05 * SINE_STEP, f"a step of {steps.max():.3f} (the sine's own: {SINE_STEP:.3f})"
+        lv = _level_steps(out)
+        assert lv[:100].min() == pytest.approx(before, abs=0.01) and lv[-100:].max() == pytest.approx(after, abs=0.01)
+        moving = np.flatnonzero(np.abs(lv - before) > 0.01)
+        assert len(moving) and np.all(np.abs(lv[moving[0] + 12:] - after) < 0.01)  # within 12 ms, and stays
+
+
+def test_a_change_of_latency_or_order_still_fades(running):
+    """A slot with latency changes the stream's timing, a move the order of the slots' states: the
+    output fades out and in (the dip) rather than jump."""
+    host, rig = running
+    for change in (lambda: host.add_slot("limiter"), lambda: host.move_slot("limiter", -1)):
+        late = _glitches(host)
+        out = rig.around(change)
+        if _glitches(host) == late:
+            assert 0 < _silent_run(out) < 0.06 * SR
+            assert np.abs(np.diff(out)).max() <= 1.05 * SINE_STEP
+
+
+def test_which_changes_are_seamless():
+    from realtime.dsp.processors import create
+
+    gain, meter = Slot(create("gain"), "gain"), Slot(create("meter"), "meter")
+    old = Chain([gain, meter])
+    old.prepare(SR, B, 2)
+    safety = old.slots[-1]
+
+    def seamless(slots) -> bool:
+        new = Chain(slots)
+        new.prepare_beside(old)
+        return new.follows_seamlessly(old)
+
+    assert seamless([gain, Slot(create("gain"), "g2"), meter, safety])  # a gain added
+    assert seamless([gain, safety])  # the meter removed
+    assert seamless([Slot(create("biquad"), "eq"), gain, meter, safety])  # an EQ first
+    assert not seamless([gain, Slot(create("limiter"), "lim"), meter, safety])  # look-ahead: latency
+    assert not seamless([meter, gain, safety])  # the order changed
+    assert not seamless([gain, meter])  # a safety stage of its own
 
 
 def test_bench_swap_refuses_an_unknown_kind_before_it_starts_anything(capsys):

@@ -360,6 +360,39 @@ class Chain(SlotLookup):
                 self._reset_path(s)
         self._prepared = True
 
+    def _new_and_gone(self, running: Chain) -> tuple[list[Slot], list[Slot]]:
+        """(the slots with dry paths this chain has and ``running`` has not, those ``running`` has and
+        this chain has not)."""
+        mine, theirs = {id(s) for s in self._slots}, {id(s) for s in running._slots}
+        return [s for s in self._fx if id(s) not in theirs], [s for s in running._fx if id(s) not in mine]
+
+    def follows_seamlessly(self, running: Chain) -> bool:
+        """Whether this chain, prepared beside ``running``, can take over with no fade of the output:
+        both share the final safety stage, the slots they share keep their order, and every slot only
+        one of them holds has no latency (a new one none to come either: ``max_latency`` 0), so the
+        total latency and every shared slot's timing stay and the stream goes on sample for sample.
+        Then the slots that leave crossfade to their dry paths before the swap (``leaving``), and the
+        new ones from theirs after it (``enter_from_dry``). Adding or removing a gain, an EQ, a synth or
+        a zero-latency LV2 plugin is such a change; moving a slot, or adding one with latency, is not."""
+        if self._slots[-1] is not running._slots[-1]:
+            return False
+        mine, theirs = {id(s) for s in self._slots}, {id(s) for s in running._slots}
+        if [id(s) for s in self._slots if id(s) in theirs] != [id(s) for s in running._slots if id(s) in mine]:
+            return False
+        new, gone = self._new_and_gone(running)
+        return (all(s.processor.latency == 0 and s.processor.max_latency == 0 for s in new)
+                and all(s.processor.latency == 0 for s in gone) and self.latency == running.latency)
+
+    def leaving(self, running: Chain) -> list[Slot]:
+        """The slots of ``running`` this chain drops."""
+        return self._new_and_gone(running)[1]
+
+    def enter_from_dry(self, running: Chain) -> None:
+        """The slots new beside ``running`` start dry and crossfade to their wet/dry target (the slots'
+        10 ms crossfade) with this chain's first block: a seamless swap's entry."""
+        for s in self._new_and_gone(running)[0]:
+            s._wst[0] = 0.0
+
     def _prepare_slot(self, s: Slot, col: int) -> None:
         """Prepare one slot's processor for a live swap, warm it up on silence (the first calls of its
         kernels load or compile them) and reset it; one that raises in its warm-up plays dry."""

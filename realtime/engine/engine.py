@@ -137,6 +137,7 @@ class Engine:
         self._stall_error: str | None = None  # the error while the device pauses (not gone: it may come back)
         # a live swap (swap_chain): the chain handed to the DSP thread, taken between two blocks
         self._swap_to = None
+        self._swap_faded = True  # whether the output was faded out for it (not for a seamless swap)
         self._swap_lock = threading.Lock()  # taken only while a swap is handed over or called off
         self._swapped = threading.Event()
 
@@ -561,12 +562,15 @@ class Engine:
 
     def swap_chain(self, chain, timeout_s: float = STOP_WAIT_S) -> bool:
         """Replace the running chain without stopping the stream, so its ports, their connections and
-        the server's view of the client stay (a restart gave the engine new ports). The output fades
-        out, the processors new to ``chain`` are prepared meanwhile (``Chain.prepare_beside``: the old
-        chain runs on, silent, so the processors both share keep their state), the DSP thread takes
-        the new chain between two blocks and the output fades in with its first sound. What was
-        queued for the old chain is applied to it first; the caller keeps producers waiting (the
-        rings' lock) until this returns, then control resolves against the new chain.
+        the server's view of the client stay (a restart gave the engine new ports). The processors
+        new to ``chain`` are prepared while the old chain plays on (``Chain.prepare_beside``: the
+        processors both share keep their state). A change that keeps the latency and the order of
+        what stays (``Chain.follows_seamlessly``: a zero-latency slot added or removed) is seamless:
+        the slots that leave crossfade to their dry paths, the DSP thread takes the new chain between
+        two blocks and the new slots crossfade in from theirs. Any other change fades the output out,
+        and in again with the new chain's first sound. What was queued for the old chain is applied
+        to it first; the caller keeps producers waiting (the rings' lock) until this returns, then
+        control resolves against the new chain.
 
         Returns
         -------
@@ -582,16 +586,26 @@ class Engine:
         """
         if not self._running:
             raise EngineError("swap_chain needs a running engine (a stopped one takes a new chain at start)")
-        taken = False
+        taken = faded = False
+        leaving = []  # (slot, its wet target): a seamless swap's slots that leave, crossfaded to dry first
         self._swapped.clear()
         try:
-            if not self._fade_out():  # no callback played the fade (a stall not yet called one): restart
-                return False
-            chain.prepare_beside(self.chain)
-            # as at start: collect the build's garbage now (silent), and freeze what survives, so no full
-            # collection walks the new processors later on the DSP thread's time
-            gc.collect()
-            gc.freeze()
+            chain.prepare_beside(self.chain)  # (every kind's code is loaded ahead in the panel's process)
+            seamless = chain.follows_seamlessly(self.chain)
+            if seamless:
+                leaving = [(s, float(s._wst[1])) for s in chain.leaving(self.chain)]
+                seamless = self._play_dry([s for s, _ in leaving])
+            if seamless:
+                chain.enter_from_dry(self.chain)
+            else:
+                faded = True
+                if not self._fade_out():  # no callback played the fade (a stall not yet called one): restart
+                    return False
+                # as at start: collect the build's garbage now (silent), so no full collection walks
+                # the new processors later on the DSP thread's time
+                gc.collect()
+            gc.freeze()  # (seamless: no collection while it plays; the little a build leaves stays)
+            self._swap_faded = faded
             self._swap_to = chain
             with contextlib.suppress(OSError):  # the pipe full: the DSP thread is awake already
                 os.write(self._wake_w, b"x")
@@ -601,10 +615,27 @@ class Engine:
                 taken = self._swapped.is_set() and self._swap_to is None
                 if not taken:
                     self._swap_to = None
-                    self._fade_in()
+                    for s, target in leaving:  # the old chain sounds as it did
+                        s._wst[1] = target
+                    if faded:
+                        self._fade_in()
             if taken:
                 self.writer.chain = chain
         return taken
+
+    def _play_dry(self, slots) -> bool:
+        """Crossfade ``slots`` of the running chain to their dry paths (the slots' 10 ms crossfade) and
+        wait until the DSP thread has run them dry; False when it has not within the crossfade, three
+        periods and ``FADE_SLACK_S`` (a stall, or a queued bypass record that brought one back)."""
+        for s in slots:
+            s._wst[1] = 0.0  # (one float64 store, read by the DSP thread at its next block)
+        c = self.config
+        deadline = time.monotonic() + (self.chain._fade_len + 3 * c.blocksize) / c.samplerate + FADE_SLACK_S
+        while any(s._wst[0] != 0.0 for s in slots):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
 
     def _fade_in(self) -> None:
         """Fade the output in again from the next block the DSP thread delivers (a swap called off)."""
@@ -750,9 +781,10 @@ class Engine:
             self._apply_queued(ctrl_rec)
             new.take_over(self.chain)
             self.chain = new
-            ctl = self._ctl
-            ctl[cb.CTL_FADE_FROM] = self.out_ring.idx[WRITE] + int(new.latency)
-            ctl[cb.CTL_FADE_TARGET] = ctl[cb.CTL_FADE_LEN]
+            if self._swap_faded:
+                ctl = self._ctl
+                ctl[cb.CTL_FADE_FROM] = self.out_ring.idx[WRITE] + int(new.latency)
+                ctl[cb.CTL_FADE_TARGET] = ctl[cb.CTL_FADE_LEN]
             self._swap_to = None
             self._swapped.set()
             return True

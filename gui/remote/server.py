@@ -82,13 +82,14 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         return False
 
     def structural(fn):
-        # The host constructs what is new (an LV2 plugin's lookup, a model loaded) while the old chain
-        # plays, then hands the stream the new chain (EngineHost._install, Engine.swap_chain: a fade
-        # out, the new processors prepared, a fade in; the stream and its connections stay); new audio
-        # settings restart the engine instead. A construction that fails leaves the old chain playing.
-        # No automatic garbage collection meanwhile: the build's new objects (the LV2 scan's, a
-        # model's) set off full ones that held the GIL from the DSP thread for 0.1-0.2 s; the swap
-        # (or a new engine's start) collects and freezes them while the output is silent.
+        # The host constructs and prepares what is new (an LV2 plugin's lookup, a model loaded) while
+        # the old chain plays, then hands the stream the new chain (EngineHost._install,
+        # Engine.swap_chain: seamless for a zero-latency slot added or removed, else a fade out and in;
+        # the stream and its connections stay); new audio settings restart the engine instead. A
+        # construction that fails leaves the old chain playing. No automatic garbage collection
+        # meanwhile: the build's new objects (the LV2 scan's, a model's) set off full ones that held
+        # the GIL from the DSP thread for 0.1-0.2 s; the swap freezes them (a faded one, or a new
+        # engine's start, collects first while the output is silent; a seamless one the young only).
         was = host.running
         collecting = gc.isenabled()
         gc.disable()

@@ -369,8 +369,9 @@ class Chain(SlotLookup):
     def follows_seamlessly(self, running: Chain) -> bool:
         """Whether this chain, prepared beside ``running``, can take over with no fade of the output:
         both share the final safety stage, the slots they share keep their order, and every slot only
-        one of them holds has no latency (a new one none to come either: ``max_latency`` 0), so the
-        total latency and every shared slot's timing stay and the stream goes on sample for sample.
+        one of them holds has no latency and none to come (``max_latency`` 0), so the total latency
+        and every shared slot's timing stay and the stream goes on sample for sample. A shared slot
+        that failed is not: ``take_over`` prepares it again and it comes back wet at once.
         Then the slots that leave crossfade to their dry paths before the swap (``leaving``), and the
         new ones from theirs after it (``enter_from_dry``). Adding or removing a gain, an EQ, a synth or
         a zero-latency LV2 plugin is such a change; moving a slot, or adding one with latency, is not."""
@@ -379,9 +380,11 @@ class Chain(SlotLookup):
         mine, theirs = {id(s) for s in self._slots}, {id(s) for s in running._slots}
         if [id(s) for s in self._slots if id(s) in theirs] != [id(s) for s in running._slots if id(s) in mine]:
             return False
+        if any(s._failed for s in running._slots if id(s) in mine):
+            return False
         new, gone = self._new_and_gone(running)
-        return (all(s.processor.latency == 0 and s.processor.max_latency == 0 for s in new)
-                and all(s.processor.latency == 0 for s in gone) and self.latency == running.latency)
+        return (all(s.processor.latency == 0 and s.processor.max_latency == 0 for s in new + gone)
+                and self.latency == running.latency)
 
     def leaving(self, running: Chain) -> list[Slot]:
         """The slots of ``running`` this chain drops."""

@@ -435,20 +435,11 @@ def test_a_model_wanting_other_pitch_features_is_a_clear_error(tmp_path):
     """A model whose ``pcorr`` input is not one value per ERB band (what the runtime computes) is
     refused in one line at load, not at the first block."""
     pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, save
+    from .onnx_helpers import identity_model
 
-    def io(name, shape):
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-
-    nodes = [helper.make_node("Identity", [a], [b]) for a, b in (("spec", "enh"), ("h_enc", "h_enc_out"))]
-    g = helper.make_graph(nodes, "g", [io("spec", ["T", "B", 241, 2]), io("pcorr", ["T", "B", 16]),
-                                       io("h_enc", [2, "B", 128])],
-                          [io("enh", ["T", "B", 241, 2]), io("h_enc_out", [2, "B", 128])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    for k, v in {"sample_rate": "48000", "win": "480", "hop": "240"}.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, v
-    save(m, tmp_path / "pcorr16.onnx")
+    identity_model(tmp_path / "pcorr16.onnx",
+                   {"spec": ["T", "B", 241, 2], "pcorr": ["T", "B", 16], "h_enc": [2, "B", 128]},
+                   [("spec", "enh"), ("h_enc", "h_enc_out")], {"sample_rate": "48000", "win": "480", "hop": "240"})
     with pytest.raises(ModelError, match=r"pcorr16\.onnx takes 16 pitch features; this runtime computes 32"):
         Enhancer(model_path=tmp_path / "pcorr16.onnx")
 

@@ -99,19 +99,11 @@ def test_train_only_start_moves_the_start_state_and_no_weight(tmp_path):
 @pytest.mark.parametrize("value", ["1,2,x", "0.5", "nan," * 63 + "nan"])
 def test_a_broken_start_state_is_a_one_line_error(tmp_path, value):
     pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, save
+    from .onnx_helpers import identity_model
 
-    def io(name, shape):
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-
-    nodes = [helper.make_node("Identity", [a], [b]) for a, b in (("spec", "enh"), ("h_enc", "h_enc_out"))]
-    g = helper.make_graph(nodes, "g", [io("spec", ["T", "B", 241, 2]), io("h_enc", [2, "B", 32])],
-                          [io("enh", ["T", "B", 241, 2]), io("h_enc_out", [2, "B", 32])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    for k, v in {"sample_rate": "48000", "win": "480", "hop": "240", "h_enc_start": value}.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, v
-    save(m, tmp_path / "bad.onnx")
+    identity_model(tmp_path / "bad.onnx", {"spec": ["T", "B", 241, 2], "h_enc": [2, "B", 32]},
+                   [("spec", "enh"), ("h_enc", "h_enc_out")],
+                   {"sample_rate": "48000", "win": "480", "hop": "240", "h_enc_start": value})
     with pytest.raises(ModelError, match=r"bad\.onnx has a broken h_enc_start in its metadata \(64 finite numbers"):
         Enhancer(model_path=tmp_path / "bad.onnx")
 

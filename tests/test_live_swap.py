@@ -227,13 +227,18 @@ class FailsOnce(Counter):
             raise RuntimeError("boom")
 
 
+def _install_failing(host, proc, sid: str) -> None:
+    """Run a chain of ``proc`` alone, until it has failed (its slot plays dry)."""
+    host._install(Chain([Slot(proc, sid)]))
+    deadline = time.monotonic() + 3
+    while sid not in host.engine.chain.failures and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "boom" in host.engine.chain.failures[sid]
+
+
 def test_a_slot_that_failed_gets_another_chance_at_a_live_swap(running):
     host, _ = running
-    host._install(Chain([Slot(FailsOnce(), "flaky")]))
-    deadline = time.monotonic() + 3
-    while "flaky" not in host.engine.chain.failures and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert "boom" in host.engine.chain.failures["flaky"]
+    _install_failing(host, FailsOnce(), "flaky")
     engine = host.engine
     host.add_slot("gain")
     assert host.engine is engine
@@ -455,16 +460,12 @@ def test_which_changes_are_seamless():
     assert not without.follows_seamlessly(with_lim)  # a slot with latency removed
 
 
-class Halves(Counter):
+class Halves(FailsOnce):
     """Halves the signal, and raises once in its 5th live block (a heard effect that fails)."""
     kind = "halves"
-    failed = False
 
     def process(self, block):
-        self.blocks += 1
-        if self.blocks == 5 and self.live and not self.failed:
-            self.failed = True
-            raise RuntimeError("boom")
+        super().process(block)
         block *= 0.5
 
 
@@ -472,11 +473,7 @@ def test_a_failed_slot_that_comes_back_fades_rather_than_jumps(running):
     """A slot that failed plays dry; the next swap prepares it again and it plays wet from then on:
     that jump is heard, so such a swap fades even when what it adds has no latency."""
     host, rig = running
-    host._install(Chain([Slot(Halves(), "halves")]))
-    deadline = time.monotonic() + 3
-    while "halves" not in host.engine.chain.failures and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert "boom" in host.engine.chain.failures["halves"]
+    _install_failing(host, Halves(), "halves")
     time.sleep(0.1)
     late = _glitches(host)
     out = rig.around(lambda: host.add_slot("gain"))

@@ -8,9 +8,9 @@ of ``realtime.engine.control``.
 
 A structural change (add/remove/reorder a slot, a removed slot put back, a new preset) builds a
 new Chain from the same Slot objects (no model is loaded twice), which a running engine takes
-live (``Engine.swap_chain``: a short fade out and in, the stream and its JACK connections stay);
-new audio settings, or an engine that cannot swap, restart the engine. The final safety slot
-always stays last.
+live (``Engine.swap_chain``: seamless for a zero-latency slot added or removed, else a short fade
+out and in; the stream and its JACK connections stay); new audio settings, or an engine that cannot
+swap, restart the engine. The final safety slot always stays last.
 
 Threads: the GUI thread and the MIDI input thread both produce into the control and MIDI rings;
 they serialise on ``rings.lock`` (producers only: the DSP thread consuming never touches it).

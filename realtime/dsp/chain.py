@@ -354,10 +354,9 @@ class Chain(SlotLookup):
         for s, col in zip(self._slots, self._readout_offsets):
             if id(s.processor) not in self._held:
                 self._prepare_slot(s, col)
-        for s in self._fx:
-            if not any(s is r for r in running.slots):  # a slot new to the stream: its own dry path
-                self._new_dry_path(s)
-                self._reset_path(s)
+        for s in self._new_and_gone(running)[0]:  # a slot new to the stream: its own dry path
+            self._new_dry_path(s)
+            self._reset_path(s)
         self._prepared = True
 
     def _new_and_gone(self, running: Chain) -> tuple[list[Slot], list[Slot]]:
@@ -413,8 +412,7 @@ class Chain(SlotLookup):
         p.reset()
 
     def take_over(self, running: Chain) -> None:
-        """The DSP thread's half of a live swap (after ``prepare_beside``, between two blocks, with the
-        output faded out): the processors both chains hold write their readouts into this chain's
+        """The DSP thread's half of a live swap (after ``prepare_beside``, between two blocks): the processors both chains hold write their readouts into this chain's
         record, and a slot whose processor failed in ``running`` is prepared again and plays wet
         again (another chance, as a restart gave it), or stays dry with its new error in ``failures``."""
         for s, col in zip(self._slots, self._readout_offsets):

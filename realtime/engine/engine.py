@@ -317,11 +317,17 @@ class Engine:
             return True
         ctl[cb.CTL_FADED] = 0  # (a swap's fade-out before may have set it)
         ctl[cb.CTL_FADE_TARGET] = 0
-        period = max(c.blocksize, self._host_period or 0)
-        deadline = time.monotonic() + (int(ctl[cb.CTL_FADE_LEN]) + 3 * period) / c.samplerate + FADE_SLACK_S
+        deadline = self._deadline_after(int(ctl[cb.CTL_FADE_LEN]))
         while ctl[cb.CTL_FADED] == 0 and time.monotonic() < deadline:
             time.sleep(0.001)
         return bool(ctl[cb.CTL_FADED])
+
+    def _deadline_after(self, frames: int) -> float:
+        """When ``frames`` of output, three periods (the server's, when it runs longer ones than the
+        block) and ``FADE_SLACK_S`` have passed from now: how long a fade may take to be played."""
+        c = self.config
+        period = max(c.blocksize, self._host_period or 0)
+        return time.monotonic() + (frames + 3 * period) / c.samplerate + FADE_SLACK_S
 
     def _stop_stream(self, wait_s: float) -> bool:
         """Pa_StopStream, waited for ``wait_s``; True when it returned. On a server that is gone it
@@ -630,9 +636,7 @@ class Engine:
         periods and ``FADE_SLACK_S`` (a stall, or a queued bypass record that brought one back)."""
         for s in slots:
             s._wst[1] = 0.0  # (one float64 store, read by the DSP thread at its next block)
-        c = self.config
-        period = max(c.blocksize, self._host_period or 0)  # (the DSP thread runs once a server period)
-        deadline = time.monotonic() + (self.chain._fade_len + 3 * period) / c.samplerate + FADE_SLACK_S
+        deadline = self._deadline_after(self.chain._fade_len)  # (the DSP thread runs once a server period)
         while any(s._wst[0] != 0.0 for s in slots):
             if time.monotonic() > deadline:
                 return False
@@ -774,8 +778,8 @@ class Engine:
     def _take_swap(self, ctrl_rec) -> bool:
         """The DSP thread takes the chain ``swap_to`` handed it (between two blocks): the control
         queued for the old chain is applied first (producers wait meanwhile: the host holds the
-        rings' lock), and the fade-in begins with the new chain's first sound. False when the swap
-        was called off meanwhile."""
+        rings' lock), and, when the output was faded out for it, the fade-in begins with the new
+        chain's first sound. False when the swap was called off meanwhile."""
         with self._swap_lock:
             new = self._swap_to
             if new is None:

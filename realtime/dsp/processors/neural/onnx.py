@@ -287,14 +287,13 @@ class StatefulSession:
         """``name``'s start state, shaped [shape[0], 1, ...] to broadcast over the batch (axis 1)."""
         shape = self.input_shape(name)
         one = (shape[0], 1, *shape[2:])
+        n = math.prod(one) if all(isinstance(d, int) for d in one) else None  # None: symbolic axes
         try:
-            if not all(isinstance(d, int) for d in one):
-                raise ValueError
             v = np.array([float(x) for x in self.metadata[f"{name}{START_SUFFIX}"].split(",")], np.float32)
-            if v.size != math.prod(one) or not np.all(np.isfinite(v)):
+            if v.size != n or not np.all(np.isfinite(v)):
                 raise ValueError
         except ValueError:
-            n = math.prod(one) if all(isinstance(d, int) for d in one) else "a fixed number of"
+            n = n or "a fixed number of"
             raise self.error(f"has a broken {name}{START_SUFFIX} in its metadata "
                              f"({n} finite numbers expected): re-export it") from None
         return v.reshape(one)

@@ -20,6 +20,7 @@ is only told afterwards, to show the new value.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 
@@ -75,6 +76,10 @@ class HostBase:
         # set by ``close``: the rings' memory may be gone (an engine process's shared memory is
         # unmapped), so the readers below read nothing more: a late poll would touch freed memory
         self._closed = False
+        # held by the readers below while they pop: the window reads the meters while an action on a
+        # worker thread may empty the rings (an engine process restarted) or unmap them (closed); a
+        # reader's read index written back after that would corrupt the ring
+        self._reading = threading.Lock()
 
     def _move_places(self, slot_id: str, delta: int) -> tuple[int, int]:
         """Where ``move_slot(slot_id, delta)`` takes a processor from and to (the same place when
@@ -170,12 +175,13 @@ class HostBase:
     def _drain(self, ring, buf: np.ndarray) -> np.ndarray | None:
         """What ``ring`` holds (as much as ``buf`` takes), popped into ``buf``: a view of it, or None
         when it is empty or the host closed (its rings' memory may be gone)."""
-        if self._closed:
-            return None
-        n = min(int(ring_readable(ring.idx)), buf.shape[0])
-        if n == 0:
-            return None
-        ring_pop(ring.buf, ring.idx, buf, n)
+        with self._reading:
+            if self._closed:
+                return None
+            n = min(int(ring_readable(ring.idx)), buf.shape[0])
+            if n == 0:
+                return None
+            ring_pop(ring.buf, ring.idx, buf, n)
         return buf[:n]
 
 

@@ -179,6 +179,7 @@ class MainWindow(PresetActions, QMainWindow):
         self.midi: MidiInput | None = None
         self._midi_lost: str | None = None  # the banner's line while the MIDI port is gone
         self._safety_clips = 0
+        self._readouts_stale = False  # readout records read during a structural change (``_poll_meters``)
         self._last_status: dict = {}
         self._resume_after_restart = False
         self._playing_differs = 0  # redraws the synth's playing instrument has disagreed with the panel
@@ -920,13 +921,18 @@ class MainWindow(PresetActions, QMainWindow):
 
     # ------------------------------------------------------------------ polling
     def _poll_meters(self) -> None:
-        if self.actions.current is not None and self.actions.current.structural:
-            # the chain is being replaced (a live swap; a swap that falls back to a restart zeroes the
-            # rings under a reader): the bars fall until it is in
-            self._meters_fall()
-            return
         c = self.host.config
         records = self.host.read_readouts()
+        if self.actions.current is not None and self.actions.current.structural:
+            # the chain is being replaced: its readout records are laid out for the chain that leaves,
+            # then for the one that comes, so the strips' bars fall until the new rack stands, and the
+            # records read meanwhile are dropped; In/Out and the spectrum go on (a live swap plays on)
+            self._readouts_stale = True
+            self.rack.fall()
+            records = None
+        elif self._readouts_stale:  # the last records of the change, read after it: dropped too
+            self._readouts_stale = False
+            records = None
         if records is not None:
             self.rack.show_readouts(records, 1e6 * c.blocksize / c.samplerate)
         if self.spectrum.isVisible() and self.spectrum.height() > 0:  # (shown, not dragged shut)
@@ -938,7 +944,7 @@ class MainWindow(PresetActions, QMainWindow):
             self._follow_playing()
         m = self.host.read_meters()
         if m is None:
-            if not self.host.running:  # stopped: nothing comes, and the last levels must not freeze
+            if not self.host.running or self.busy:  # stopped (maybe for the change): the last levels must not freeze
                 self._meters_fall()
             return
         clips = self._last_status.get("safety_clipped", 0)  # the safety stage clipped since the last look

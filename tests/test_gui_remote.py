@@ -1,7 +1,10 @@
 """The engine process and its client, not streaming (no audio server, no Qt): the client's
 writer, its chain view, structure over the pipe, and a mapped controller applied on the MIDI
-thread reaching the engine process's chain."""
+thread reaching the engine process's chain. (One test streams, on a JACK dummy server: refused
+settings.)"""
 import threading
+import time
+from dataclasses import asdict
 
 import pytest
 
@@ -187,3 +190,22 @@ def test_a_move_past_the_end_is_not_sent_to_the_engine_process(host):
     assert host.move_slot("hpf", -1) is False and host._seq == seq
     assert host.move_slot("hpf", 1) is True and [s.id for s in host.chain.slots][:2] == ["gain", "hpf"]
     host.move_slot("hpf", -1)
+
+
+@pytest.mark.jack
+def test_settings_the_engine_process_refuses_leave_its_stream_playing(jack_server):
+    """The engine process checks new settings before it stops the stream for them: settings it
+    refuses (here sent past the client's own check) are one line, and it plays on as it was."""
+    h = RemoteEngineHost(load_preset("default"), EngineConfig(samplerate=48000, blocksize=128))
+    try:
+        h.start()
+        time.sleep(0.5)
+        before = h.status()["callbacks"]  # of this stream: a stop and start counts from 0 again
+        bad = {**asdict(h.config), "blocksize": 3}
+        with pytest.raises(EngineError, match="blocksize 3 outside") as e:
+            h._structural("set_config", bad)
+        assert "\n" not in str(e.value)
+        st = h.status()
+        assert st["running"] and h.running and st["callbacks"] > before
+    finally:
+        h.close()

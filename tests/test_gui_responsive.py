@@ -137,3 +137,43 @@ def test_closing_the_window_while_an_action_runs(window, qtbot, action):
     assert time.monotonic() - t0 < CLOSE_ANSWER_S + 3.0
     assert not w.busy and w.host._proc is None and QApplication.overrideCursor() is None
     assert not [p for p in multiprocessing.active_children() if p.name == "rtaudio-engine"]
+
+
+def test_in_out_meters_stay_live_while_a_slot_is_added(window, qtbot):
+    """A live swap plays on, so the In/Out meters go on showing it (they fell to the floor for every
+    structural action); the strips' readouts, laid out for the chain that leaves, fall meanwhile."""
+    import numpy as np
+
+    from gui.demo_source import NOT_ENGINE
+    from realtime.io.jackio import JackPlayer, engine_ports
+
+    w = window
+    w._meter_timer.stop()  # polled here, so that each poll's result is seen with the action it ran under
+    w.start()
+    sr = w.host.config.samplerate
+    sine = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(sr // 10) / sr)).astype(np.float32)
+    player = JackPlayer(np.tile(sine, (2, 1)).T.copy(), loop=True)
+    try:
+        player.start(engine_ports(exclude=NOT_ENGINE)[0][:2])
+        player.play()
+        seen = []  # (structural action under way, input peak dB, load label of the limiter's strip)
+
+        def poll():
+            structural = w.actions.current is not None and w.actions.current.structural
+            w._poll_meters()
+            seen.append((structural, w.in_meter.peak_db[0], w.rack.strips["limiter"].load_us))
+
+        timer = QTimer(interval=10, timeout=poll)
+        timer.start()
+        qtbot.waitUntil(lambda: bool(seen) and seen[-1][1] > -10.0, timeout=5000)  # the sine: -6 dBFS
+        w.add_box.pick("enhancer")
+        until_idle(qtbot, w, lambda: True)
+        qtbot.wait(200)
+        timer.stop()
+    finally:
+        player.close()
+    during = [s for s in seen if s[0]]
+    assert during, "no redraw while the enhancer was added"
+    assert min(s[1] for s in during) > -10.0, during  # In went on showing the sine (-120: it fell)
+    assert all(s[2] == 0.0 for s in during)  # the strips' loads fell: their columns were being replaced
+    assert seen[-1][2] > 0.0 and seen[-1][1] > -10.0  # after it, all live again

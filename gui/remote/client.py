@@ -134,7 +134,8 @@ class RemoteEngineHost(HostBase):
         with self.rings.lock, self._pipe:  # no knob, MIDI push or learn meanwhile; no command
             p = self._view_preset(self.name, self.description)
             self._stop_process()
-            zero_rings(self._shms)  # nobody consumes or produces now: every ring starts empty
+            with self._reading:  # nobody produces now, and the window's meter poll waits: every ring starts empty
+                zero_rings(self._shms)
             try:
                 self._spawn(p)
             except Exception:
@@ -296,7 +297,8 @@ class RemoteEngineHost(HostBase):
         self._shutdown_process()
 
     def _shutdown_process(self) -> None:
-        self._closed = True  # no push from now on, and a restart under way on another thread stops short
+        with self._reading:  # no meter read is under way, and none follows
+            self._closed = True  # no push from now on, and a restart under way on another thread stops short
         self._stop_process()
         with self.rings.lock:  # no knob or MIDI push is under way, and none follows: the rings' memory goes
             for s in getattr(self, "_shms", []):

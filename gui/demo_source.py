@@ -145,7 +145,9 @@ def wire(client, outs: list[str]) -> str:
     the left channel) through ``client``; the answer for the parent: "ready" or "error: …"."""
     import jack
 
-    ins = [p.name for p in client.get_ports(is_audio=True, is_input=True) if p.name.split(":")[0] not in NOT_ENGINE]
+    from realtime.io.jackio import engine_ports
+
+    ins = engine_ports(NOT_ENGINE, via=client)[0]
     if not ins:
         return "error: no engine input ports on the JACK server"
     try:

@@ -389,22 +389,24 @@ def _frames_by_channels(signal: np.ndarray) -> np.ndarray:
 
 
 def engine_ports(exclude=("system", "rt-player", "rt-recorder"),
-                 client: str | None = None) -> tuple[list[str], list[str]]:
+                 client: str | None = None, via=None) -> tuple[list[str], list[str]]:
     """(input port names, output port names) of the engine's PortAudio JACK client: ``client``'s
     (``portaudio_client()`` for an engine in this process), or, without it, those of every client
-    not in ``exclude`` (an engine in another process, alone on its server with the test rig)."""
+    not in ``exclude`` (an engine in another process, alone on its server with the test rig).
+    ``via``: an open ``jack.Client`` to ask (else one is opened for the question)."""
     import jack
 
     def ours(port) -> bool:
         owner = port.name.split(":")[0]
         return owner == client if client is not None else owner not in exclude
 
-    c = jack.Client("rt-probe", no_start_server=True)
+    c = via if via is not None else jack.Client("rt-probe", no_start_server=True)
     try:
         ins = [p.name for p in c.get_ports(is_audio=True, is_input=True) if ours(p)]
         outs = [p.name for p in c.get_ports(is_audio=True, is_output=True) if ours(p)]
     finally:
-        c.close()
+        if via is None:
+            c.close()
     return ins, outs
 
 

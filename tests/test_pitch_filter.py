@@ -5,20 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.enhancer.start_probe import harmonic_to_between, voiced
 from realtime.dsp.pitch import PitchFilter
 from realtime.dsp.processors.neural.enhancer import Enhancer
 
 SR = 48000
 
 
-def _voiced(f0, seconds, harmonics=30):
-    t = np.arange(int(SR * seconds)) / SR
-    return 0.05 * sum(np.sin(2 * np.pi * f0 * k * t + k) / k for k in range(1, harmonics + 1) if f0 * k < SR / 2)
-
-
 @pytest.mark.parametrize("f0", [97.3, 150.0, 218.0, 333.0])
 def test_the_period_found_is_the_voices_not_a_multiple(f0):
-    x = (_voiced(f0, 0.5) + 0.002 * np.random.default_rng(0).standard_normal(SR // 2))[:, None]
+    x = (voiced(f0, 0.5) + 0.002 * np.random.default_rng(0).standard_normal(SR // 2))[:, None]
     win = np.sqrt(np.hanning(481)[:480])
     pf = PitchFilter(SR, win, 240, 1, 8)
     found = []
@@ -37,19 +33,6 @@ def test_no_period_in_silence_and_nothing_added():
     assert np.all(pf.periods[:8] == 0) and not pf.spec[:8].any()
 
 
-def _harmonic_to_between(y, f0):
-    """Energy at the harmonics over energy halfway between them (0.1-4.4 kHz), dB."""
-    n = len(y)
-    Y = np.abs(np.fft.rfft(y * np.hanning(n))) ** 2
-    fr = np.fft.rfftfreq(n, 1 / SR)
-    at = np.zeros(len(fr), bool)
-    mid = np.zeros(len(fr), bool)
-    for k in range(1, int(4400 / f0)):
-        at |= np.abs(fr - f0 * k) < 5
-        mid |= np.abs(fr - f0 * (k + 0.5)) < 20
-    return 10 * np.log10(Y[at].sum() / Y[mid].sum())
-
-
 def _enhance(x, **values):
     p = Enhancer(**values)
     p.prepare(SR, 480, 1)
@@ -61,13 +44,13 @@ def _enhance(x, **values):
 
 def test_the_comb_takes_out_noise_between_the_harmonics():
     f0 = 150.0
-    x = _voiced(f0, 3.0) + 0.02 * np.random.default_rng(1).standard_normal(3 * SR)
-    off, half, full = (_harmonic_to_between(_enhance(x, pitch_filter=s)[SR:], f0) for s in (0.0, 0.5, 1.0))
+    x = voiced(f0, 3.0) + 0.02 * np.random.default_rng(1).standard_normal(3 * SR)
+    off, half, full = (harmonic_to_between(_enhance(x, pitch_filter=s)[SR:], f0) for s in (0.0, 0.5, 1.0))
     assert half > off + 0.4 and full > half, (off, half, full)  # measured: +0.72 dB, +0.16 dB more
 
 
 def test_the_knob_acts_at_once_on_the_history_kept_while_it_was_off():
-    x = (_voiced(120.0, 2.0) + 0.02 * np.random.default_rng(2).standard_normal(2 * SR)).astype(np.float32)
+    x = (voiced(120.0, 2.0) + 0.02 * np.random.default_rng(2).standard_normal(2 * SR)).astype(np.float32)
     on = Enhancer(pitch_filter=1.0)
     late = Enhancer(pitch_filter=0.0)
     for p in (on, late):

@@ -110,7 +110,8 @@ def _wire_demo(win, demo) -> None:
             state["again"] = True
             return
         state["wiring"] = True
-        win.run_aside(demo.connect, done)
+        engine = win._last_status.get("jack_client")  # (the start polled it; a change keeps the client)
+        win.run_aside(lambda: demo.connect(engine), done)
 
     def done(error) -> None:
         state["wiring"] = False

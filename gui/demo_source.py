@@ -11,8 +11,9 @@ wired already are left as they are). A new player for each (as before) took seco
 (a Python process, Numba compiling its JACK callback, the demo decoded), the engine's input silent
 all that time.
 
-    python -m gui.demo_source   # plays, unwired; each "connect" line on stdin wires it to the
-                                # engine's inputs and answers "ready" or "error: …"; stops when stdin closes
+    python -m gui.demo_source   # plays, unwired; each "connect [CLIENT]" line on stdin wires it to the
+                                # engine's inputs (JACK client CLIENT's, where given) and answers "ready"
+                                # or "error: …"; stops when stdin closes
 """
 from __future__ import annotations
 
@@ -35,10 +36,12 @@ class DemoSource:
         self.proc: subprocess.Popen | None = None
         self._lock = threading.Lock()  # ``proc`` taken or replaced (``connect`` may run on a thread of its own)
 
-    def connect(self) -> None:
-        """Wire the player to the engine's current input ports, starting it first when none runs.
-        Blocks until it answers (READY_TIMEOUT_S at most); a player that fails is stopped, and the
-        next call starts a new one.
+    def connect(self, engine: str | None = None) -> None:
+        """Wire the player to the engine's current input ports, starting it first when none runs:
+        those of JACK client ``engine`` (the engine's PortAudio, ``EngineHost.status()["jack_client"]``),
+        or, when unknown or gone, the first inputs of a client that is not ours (another program's
+        may come first). Blocks until it answers (READY_TIMEOUT_S at most); a player that fails is
+        stopped, and the next call starts a new one.
 
         Raises
         ------
@@ -47,7 +50,7 @@ class DemoSource:
         """
         proc = self._running_player()
         try:
-            proc.stdin.write(b"connect\n")
+            proc.stdin.write(f"connect {engine or ''}".strip().encode() + b"\n")
             proc.stdin.flush()
         except (OSError, ValueError):  # it died (its stderr says why below), or was closed meanwhile
             pass
@@ -140,14 +143,18 @@ def _tail(f, size: int = 500) -> str:
         return ""
 
 
-def wire(client, outs: list[str]) -> str:
+def wire(client, outs: list[str], engine: str | None = None) -> str:
     """Connect the player's ports ``outs`` to the engine's inputs (each to one; a mono engine gets
-    the left channel) through ``client``; the answer for the parent: "ready" or "error: …"."""
+    the left channel) through ``client``: JACK client ``engine``'s, else (not given, or no such
+    client now: its PortAudio restarted under another name) those of the clients not ours; the
+    answer for the parent: "ready" or "error: …"."""
     import jack
 
     from realtime.io.jackio import engine_ports
 
-    ins = engine_ports(NOT_ENGINE, via=client)[0]
+    ins = engine_ports(NOT_ENGINE, client=engine, via=client)[0] if engine else []
+    if not ins:
+        ins = engine_ports(NOT_ENGINE, via=client)[0]
     if not ins:
         return "error: no engine input ports on the JACK server"
     try:
@@ -176,8 +183,9 @@ def main() -> int:
             player.play()
             outs = player.port_names()
             for line in sys.stdin:  # until the parent closes our stdin (or dies)
-                if line.strip() == "connect":
-                    print(wire(wiring, outs), flush=True)
+                word, _, engine = line.strip().partition(" ")
+                if word == "connect":
+                    print(wire(wiring, outs, engine.strip() or None), flush=True)
         finally:
             player.close()
     finally:

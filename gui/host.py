@@ -420,10 +420,18 @@ class EngineHost(HostBase):
         if self._device is None:  # asking PortAudio takes milliseconds: once per configuration
             self._device = _device_name(self.config)
         st["device"] = self._device
+        st["jack_client"] = _jack_client() if e.running else None  # whose ports are the stream's (the demo input)
         counters = getattr(self.chain.safety, "counters", None)  # None before the first prepare
         st["safety_clipped"] = int(counters[CLIPPED]) if counters is not None else 0
         st["slot_faults"] = _slot_faults(e.chain)
         return st
+
+
+def _jack_client() -> str | None:
+    """This process's PortAudio JACK client's name (None: PortAudio runs no JACK here)."""
+    from realtime.io.jackio import portaudio_client  # (its JACK callbacks' Numba: not for every host)
+
+    return portaudio_client()
 
 
 def _take_notices(engine) -> list[str]:

@@ -32,7 +32,7 @@ class SlowDemo:
         self.gate, self.entered, self.closed, self.fail = threading.Event(), threading.Event(), False, None
         SlowDemo.made.append(self)
 
-    def connect(self):
+    def connect(self, engine=None):
         self.entered.set()
         assert self.gate.wait(30)
         if self.fail:
@@ -223,6 +223,38 @@ def test_after_a_change_of_structure_the_running_demo_player_is_rewired_not_rest
         demo.close()
         h.close()
     assert demo.proc is None
+
+
+@pytest.mark.jack
+def test_the_panels_demo_input_plays_into_its_own_engine_not_the_first_client_on_the_server(jack_server):
+    """Another program's client with inputs, registered before the engine's (jack_iodelay): the demo
+    player took the first inputs not its own, so it played into that program and the engine heard
+    nothing. The panel now names the engine's client (its status' ``jack_client``)."""
+    from gui.demo_source import DemoSource
+    from gui.remote import RemoteEngineHost
+
+    other = subprocess.Popen(["jack_iodelay"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    h = demo = None
+    try:
+        deadline = time.monotonic() + 30
+        while "jack_delay:in" not in _connections():
+            assert time.monotonic() < deadline and other.poll() is None, "jack_iodelay did not come up"
+            time.sleep(0.1)
+        h = RemoteEngineHost(load_preset("clean"), EngineConfig())
+        h.start()
+        engine = h.status()["jack_client"]
+        assert engine and engine.startswith("PortAudio"), engine
+        demo = DemoSource()
+        demo.connect(engine)
+        wired = _demo_wired()
+        assert len(wired) == 2 and all(p.startswith(engine + ":") for p in wired), wired
+    finally:
+        if demo is not None:
+            demo.close()
+        if h is not None:
+            h.close()
+        other.terminate()
+        other.wait(timeout=10)
 
 
 # ---------------------------------------------------------------------------- 3. `presets` and large user presets

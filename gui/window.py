@@ -64,6 +64,7 @@ from realtime.engine.control import PARAM
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
 FOLLOW_POLLS = 10  # redraws (33 ms apart) an engine-side choice must persist before the panel takes it
+METER_QUIET_S = 0.15  # while an action runs, no meter record for this long (and 3 blocks): the meters fall
 # preset actions: (toolbar text, menu text, method, standard key, the keys where a platform binds none:
 # Windows has no Save As)
 FILE_ACTIONS = (("Load…", "&Open Preset…", "_load_dialog", QKeySequence.StandardKey.Open, "Ctrl+O"),
@@ -180,6 +181,7 @@ class MainWindow(PresetActions, QMainWindow):
         self._midi_lost: str | None = None  # the banner's line while the MIDI port is gone
         self._safety_clips = 0
         self._readouts_stale = False  # readout records read during a structural change (``_poll_meters``)
+        self._last_meter_at = 0.0  # when the last meter record came (monotonic)
         self._last_status: dict = {}
         self._resume_after_restart = False
         self._playing_differs = 0  # redraws the synth's playing instrument has disagreed with the panel
@@ -420,6 +422,7 @@ class MainWindow(PresetActions, QMainWindow):
         or elsewhere; what they changed stays changed (the cleared stack is "clean"). A slot added,
         removed or moved is a step (``SlotChange``): the history stays."""
         self._dismissed.clear()  # another chain (or engine): its errors are news again
+        self._readouts_stale = True  # the ring's records so far are laid out for the chain before (``_poll_meters``)
         if new_history:
             self._changed_off_stack |= not self.undo_stack.isClean()
             self.undo_stack.clear()
@@ -923,30 +926,37 @@ class MainWindow(PresetActions, QMainWindow):
     def _poll_meters(self) -> None:
         c = self.host.config
         records = self.host.read_readouts()
-        if self.actions.current is not None and self.actions.current.structural:
+        structural = self.actions.current is not None and self.actions.current.structural
+        if structural:
             # the chain is being replaced: its readout records are laid out for the chain that leaves,
             # then for the one that comes, so the strips' bars fall until the new rack stands, and the
             # records read meanwhile are dropped; In/Out and the spectrum go on (a live swap plays on)
             self._readouts_stale = True
             self.rack.fall()
             records = None
-        elif self._readouts_stale:  # the last records of the change, read after it: dropped too
+        elif self._readouts_stale:  # the records read after a new rack that were laid out before it: dropped
             self._readouts_stale = False
             records = None
         if records is not None:
             self.rack.show_readouts(records, 1e6 * c.blocksize / c.samplerate)
         if self.spectrum.isVisible() and self.spectrum.height() > 0:  # (shown, not dragged shut)
-            self.spectrum.set_sample_rate(c.samplerate)
+            if not structural:  # (new settings take the host's config before the engine's stream has them)
+                self.spectrum.set_sample_rate(c.samplerate)
             self.spectrum.feed(self.host.read_audio())
         else:
             self.host.read_audio()  # keep the tap fresh for when it is shown again
         if records is not None:
             self._follow_playing()
         m = self.host.read_meters()
+        now = time.monotonic()
         if m is None:
-            if not self.host.running or self.busy:  # stopped (maybe for the change): the last levels must not freeze
+            # stopped (maybe for the change), or nothing for longer than a few blocks while a change
+            # runs: the last levels must not freeze; a poll between two long blocks holds them
+            quiet = now - self._last_meter_at > max(METER_QUIET_S, 3 * c.blocksize / c.samplerate)
+            if not self.host.running or (self.busy and quiet):
                 self._meters_fall()
             return
+        self._last_meter_at = now
         clips = self._last_status.get("safety_clipped", 0)  # the safety stage clipped since the last look
         clipped = clips > self._safety_clips
         self._safety_clips = clips

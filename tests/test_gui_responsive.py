@@ -141,7 +141,8 @@ def test_closing_the_window_while_an_action_runs(window, qtbot, action):
 
 def test_in_out_meters_stay_live_while_a_slot_is_added(window, qtbot):
     """A live swap plays on, so the In/Out meters go on showing it (they fell to the floor for every
-    structural action); the strips' readouts, laid out for the chain that leaves, fall meanwhile."""
+    structural action); the strips' readouts, laid out for the chain that leaves, fall meanwhile,
+    and those read once the new rack stands but laid out before it are dropped too."""
     import numpy as np
 
     from gui.demo_source import NOT_ENGINE
@@ -156,24 +157,27 @@ def test_in_out_meters_stay_live_while_a_slot_is_added(window, qtbot):
     try:
         player.start(engine_ports(exclude=NOT_ENGINE)[0][:2])
         player.play()
-        seen = []  # (structural action under way, input peak dB, load label of the limiter's strip)
+        seen = []  # (structural action under way, In peak dB, Out peak dB, the limiter strip's load)
 
         def poll():
             structural = w.actions.current is not None and w.actions.current.structural
             w._poll_meters()
-            seen.append((structural, w.in_meter.peak_db[0], w.rack.strips["limiter"].load_us))
+            seen.append((structural, w.in_meter.peak_db[0], w.out_meter.peak_db[0], w.rack.strips["limiter"].load_us))
 
         timer = QTimer(interval=10, timeout=poll)
         timer.start()
-        qtbot.waitUntil(lambda: bool(seen) and seen[-1][1] > -10.0, timeout=5000)  # the sine: -6 dBFS
+        qtbot.waitUntil(lambda: bool(seen) and seen[-1][1] > -10.0 and seen[-1][3] > 0, timeout=5000)
         w.add_box.pick("enhancer")
         until_idle(qtbot, w, lambda: True)
-        qtbot.wait(200)
+        qtbot.wait(300)
         timer.stop()
     finally:
         player.close()
+    first_during = next(i for i, s in enumerate(seen) if s[0])
     during = [s for s in seen if s[0]]
-    assert during, "no redraw while the enhancer was added"
+    after = seen[first_during + len(during):]
     assert min(s[1] for s in during) > -10.0, during  # In went on showing the sine (-120: it fell)
-    assert all(s[2] == 0.0 for s in during)  # the strips' loads fell: their columns were being replaced
-    assert seen[-1][2] > 0.0 and seen[-1][1] > -10.0  # after it, all live again
+    assert min(s[2] for s in during) > -40.0, during  # Out too (the enhancer's fade dips it, never to the floor)
+    assert all(s[3] == 0.0 for s in during)  # the strips' loads fell: their columns were being replaced
+    assert after[0][3] == 0.0  # the first poll after: the records laid out before the new rack, dropped
+    assert after[-1][3] > 0.0 and after[-1][1] > -10.0 and after[-1][2] > -20.0  # then all live again

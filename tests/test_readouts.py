@@ -581,3 +581,27 @@ def test_running_window_shows_engine_readouts_over_shared_memory(qtbot, tmp_path
             t.join(10)
     finally:
         w.shutdown()
+
+
+def test_records_laid_out_for_the_chain_before_a_change_never_reach_the_new_rack(window):
+    """Readout records wait in the ring until the next poll; after a structural change made here and
+    now (an engine in this process; ``wait=True``), those were laid out for the chain before it:
+    its columns shifted, they showed under the wrong strips. The first poll after a new rack drops them."""
+    w = window("default")
+    w._meter_timer.stop()
+    r = w.host.rings
+    rec = np.full((1, r.readout.buf.shape[1]), 77.0, np.float32)  # every column, in the layout before
+    level = np.full((1, 8), 0.1, np.float32)  # a meter record with each: blocks came (else the strips fall)
+    for _ in range(8):
+        ring_push(r.readout.buf, r.readout.idx, rec, 1)
+        ring_push(r.meter.buf, r.meter.idx, level, 1)
+    w.add_slot("gain")
+    strips = w.rack.strips
+    w._poll_meters()
+    assert all(s.load_us == 0.0 for s in strips.values()), {k: s.load_us for k, s in strips.items()}
+    rec[:] = 0
+    rec[0, strips["limiter"].load_column] = 12.5
+    ring_push(r.readout.buf, r.readout.idx, rec, 1)
+    ring_push(r.meter.buf, r.meter.idx, level, 1)
+    w._poll_meters()
+    assert strips["limiter"].load_us == pytest.approx(12.5)

@@ -13,10 +13,11 @@
 # with command `scripts/device_enhancer.sh train 8`. $OUT brings back step*.pt; select here on the
 # real select/ set: `python -m models.enhancer.train --export-only --init stepN.pt --export N.onnx`,
 # then `python main.py bench enhancer --json --val data/enhancer/select --skip 0 --no-rnnoise
-# --no-dfn --clean-clips 0 --model N.onnx` (the shipped model scores 4.152 there), and
-# `python -m models.enhancer.start_probe --model N.onnx`: a stream cut mid-word (stage 15: -20.7 dB
-# over its first 300 ms) and the sustained vowel's regime (stage 15, seconds 3-8, comb 0 / 0.5 / 1:
-# 23.04 / 24.45 / 24.93 dB; a candidate well below it failed test_pitch_filter's comb check).
+# --no-dfn --clean-clips 0 --model N.onnx` (stage 14 scored 4.152 there), and
+# `python -m models.enhancer.start_probe --model N.onnx`: a stream cut mid-word (stage 17, shipped:
+# -1.9 dB over its first 300 ms) and the sustained vowel's regime (stage 17, seconds 3-8, comb 0 / 0.5 / 1:
+# 23.00 / 24.10 / 24.43 dB; a candidate 1.5 dB below stage 15's failed test_pitch_filter's comb check).
+# The committed checkpoint has a trained start state: --init from it trains it on (--learn-start).
 # The mean of several brought-back weights is a candidate too: `--export-only --average stepA.pt
 # stepB.pt ... --export soup.onnx` (checkpoints of one run from one start average well).
 set -euo pipefail

@@ -56,7 +56,7 @@ def sustained_vowel(model: Path | None = None, f0: float = 150.0, seconds: float
     x = (voiced(f0, seconds) + 0.02 * np.random.default_rng(1).standard_normal(int(seconds * SR))).astype(np.float32)
     out = {}
     for strength in (0.0, 0.5, 1.0):
-        proc = Enhancer(model_path=model, pitch_filter=strength) if model else Enhancer(pitch_filter=strength)
+        proc = Enhancer(model_path=model, pitch_filter=strength)  # (None: the shipped model)
         proc.prepare(SR, 480, 1)
         y = x[:, None].copy()
         for s in range(0, len(y), 480):
@@ -83,7 +83,7 @@ def probe(folder: Path, model: Path | None = None, limit: int = 24, block: int =
 
     from realtime.dsp.processors.neural.enhancer import Enhancer
 
-    proc = Enhancer(model_path=model) if model else Enhancer()
+    proc = Enhancer(model_path=model)  # (None: the shipped model)
     proc.prepare(SR, block, 1)
     L = proc.latency
 

@@ -412,9 +412,10 @@ class Chain(SlotLookup):
         p.reset()
 
     def take_over(self, running: Chain) -> None:
-        """The DSP thread's half of a live swap (after ``prepare_beside``, between two blocks): the processors both chains hold write their readouts into this chain's
-        record, and a slot whose processor failed in ``running`` is prepared again and plays wet
-        again (another chance, as a restart gave it), or stays dry with its new error in ``failures``."""
+        """The DSP thread's half of a live swap (after ``prepare_beside``, between two blocks): the
+        processors both chains hold write their readouts into this chain's record, and a slot whose
+        processor failed in ``running`` is prepared again and plays wet again (another chance, as a
+        restart gave it), or stays dry with its new error in ``failures``."""
         for s, col in zip(self._slots, self._readout_offsets):
             p = s.processor
             if id(p) not in self._held:

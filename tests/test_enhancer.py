@@ -1495,3 +1495,12 @@ def test_the_start_probe_measures_the_regime_on_a_sustained_vowel():
     for span in (0, 1):
         assert out["comb_0"][span] > before[span] + 2, (out, before)  # measured: +4.4 and +2.7 dB
         assert out["comb_0"][span] < out["comb_0.5"][span] <= out["comb_1"][span] + 0.05, out
+
+
+def test_the_start_probe_says_a_missing_model_in_one_line(tmp_path):
+    from models.enhancer.start_probe import main
+
+    (tmp_path / "noisy").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["--set", str(tmp_path), "--model", str(tmp_path / "none.onnx")])
+    assert str(e.value).startswith("start_probe: enhancer model not found") and "\n" not in str(e.value)

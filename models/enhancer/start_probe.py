@@ -126,7 +126,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if not (a.set / "noisy").is_dir():
         raise SystemExit(f"{a.set}/noisy: no such folder (python -m models.enhancer.data --bench-only builds it)")
-    print(json.dumps({**probe(a.set, a.model, a.limit), "sustained_vowel": sustained_vowel(a.model)}))
+    from realtime.errors import ModelError
+
+    try:
+        print(json.dumps({**probe(a.set, a.model, a.limit), "sustained_vowel": sustained_vowel(a.model)}))
+    except ModelError as e:  # a missing or broken --model: one line
+        raise SystemExit(f"start_probe: {e}") from None
     return 0
 
 

@@ -265,12 +265,15 @@ def cmd_batch(args) -> int:
                         ("MIDI messages dropped from full queues", summary["dropped_midi_events"])):
         if count:
             print(f"batch: {what}: {count} (per file in {summary['log']})", file=sys.stderr)
+    if summary["stopped"]:
+        print(f"error: batch stopped: {summary['stopped']} ({summary['not_started']} files not started; "
+              "a re-run processes them and the unrecorded ones)", file=sys.stderr)
     if summary["interrupted"]:  # 128 + the signal's number, as every command says it (SIGHUP 129, SIGQUIT 131)
         from realtime.errors import Interrupted, interrupt_status
 
         sig = summary["signal"]
         return interrupt_status(Interrupted(sig) if sig and sig != "SIGINT" else KeyboardInterrupt())
-    return 1 if failed else 0
+    return 1 if failed or summary["stopped"] else 0
 
 
 def cmd_devices(args) -> int:

@@ -45,6 +45,11 @@ class OfflineError(RuntimeError):
     """A file could not be read, converted or written by the offline runner."""
 
 
+class InputAccessError(OfflineError):
+    """An input could not be opened or read for this machine's reason (no file descriptor left, a
+    read error), not its content's: a batch's re-run retries it."""
+
+
 class PluginError(RuntimeError):
     """An external (LV2) plugin cannot be found, scanned, instantiated or hosted."""
 

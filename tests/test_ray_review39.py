@@ -39,7 +39,7 @@ def test_progress_audio_rate_leaves_out_failed_files():
     bar.update({"status": "failed", "audio_s": 3600.0})
     assert " 0.0 audio-h/h, ETA --:--" in stream.getvalue().splitlines()[-1], stream.getvalue()
     bar.update({"status": "ok", "audio_s": 3600.0})
-    assert "ETA 00:00:00" in stream.getvalue().splitlines()[-1]  # the failed file's audio is done all the same
+    assert "ETA 0:00:00" in stream.getvalue().splitlines()[-1]  # the failed file's audio is done all the same
 
 
 def test_progress_final_line_is_not_printed_twice_on_a_log():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from realtime.errors import OfflineError
+from realtime.errors import InputAccessError, OfflineError
 from realtime.io.files import libsndfile_words, sf_path
 
 STDIN = Path("/dev/stdin")
@@ -187,7 +187,9 @@ class JoinedAudio:
     other (``joined``): MP3 files joined end to end (``cat a.mp3 b.mp3``) and the links of a
     chained Ogg file (a stream recording, or ``cat a.ogg b.ogg``), of which libsndfile read the
     first alone, without a word. As a SoundFile for what the runners ask of one: its length is
-    the parts' together, its format and text tags the first part's.
+    the parts' together, its format and text tags the first part's. One part is open at a time
+    (a stream recording may hold thousands: each open part costs a file descriptor and ~170 KB,
+    and a batch runs several such files side by side).
 
     Parameters
     ----------
@@ -197,54 +199,58 @@ class JoinedAudio:
         Each part's bytes: where it starts and ends.
     tags : dict
         The first part's text tags (``copy_metadata``).
-    parts : list of SoundFile, optional
-        The parts already open (``_FileTail`` each); None: opened here.
+    lengths : list of int
+        Each part's length in frames (``_joined`` opened each part once to find it).
     """
 
-    def __init__(self, source, bounds: list[tuple[int, int]], tags: dict[str, str], parts=None):
-        self._source, self._bounds, self._tags = source, bounds, tags
-        self._parts = [] if parts is None else parts
-        if parts is None:
-            try:
-                for start, end in bounds:
-                    self._parts.append(_open_part(source, start, end))
-            except BaseException:
-                self.close()
-                raise
-        first = self._parts[0]
+    def __init__(self, source, bounds: list[tuple[int, int]], tags: dict[str, str], lengths: list[int]):
+        self._source, self._bounds, self._tags, self._lengths = source, bounds, tags, lengths
+        self._part = _open_part(source, *bounds[0])  # the part being read (None: past the last)
+        self._k, self._closed = 0, False
+        first = self._part
         self.samplerate, self.channels = first.samplerate, first.channels
         self.format, self.subtype, self.endian = first.format, first.subtype, first.endian
-        self.frames = sum(part.frames for part in self._parts)
+        self.frames = sum(lengths)
         self.name = os.fsdecode(source) if _is_path(source) else "input"
-        self._k = 0  # the part being read
+
+    def _go_to(self, k: int) -> None:
+        """Part ``k`` open at its start (the one open before closed); past the last part: none."""
+        if self._part is not None:
+            _close_part(self._part)
+            self._part = None
+        self._k = k
+        if k < len(self._bounds):
+            try:
+                self._part = _open_part(self._source, *self._bounds[k])
+            except OSError as e:  # (no file descriptor left): the file fails, never passes as a shorter one
+                raise _part_error(self._source, k, len(self._bounds), e) from None
 
     def read(self, frames: int = -1, dtype: str = "float64", always_2d: bool = False) -> np.ndarray:
         if frames < 0:
             frames = max(0, self.frames - self.tell())
         got = []
-        while frames > 0 and self._k < len(self._parts):
-            x = self._parts[self._k].read(frames, dtype=dtype, always_2d=True)
+        while frames > 0 and self._part is not None:
+            x = self._part.read(frames, dtype=dtype, always_2d=True)
             got.append(x)
             frames -= x.shape[0]
             if frames > 0:  # this part has ended
-                self._k += 1
+                self._go_to(self._k + 1)
         x = got[0] if len(got) == 1 else np.concatenate(got) if got else np.zeros((0, self.channels), dtype)
         return x if always_2d or self.channels > 1 else x[:, 0]
 
     def tell(self) -> int:
-        done = sum(part.frames for part in self._parts[:self._k])
-        return done + (self._parts[self._k].tell() if self._k < len(self._parts) else 0)
+        return sum(self._lengths[:self._k]) + (self._part.tell() if self._part is not None else 0)
 
     def seek(self, frames: int, whence: int = os.SEEK_SET) -> int:
         if whence != os.SEEK_SET:
             raise ValueError("JoinedAudio seeks from its start only")
-        self._k, at = 0, frames
-        while self._k < len(self._parts) - 1 and at >= self._parts[self._k].frames:
-            at -= self._parts[self._k].frames
-            self._k += 1
-        for part in self._parts[self._k + 1:]:
-            part.seek(0)
-        self._parts[self._k].seek(at)
+        k, at = 0, frames
+        while k < len(self._lengths) - 1 and at >= self._lengths[k]:
+            at -= self._lengths[k]
+            k += 1
+        if k != self._k or self._part is None:
+            self._go_to(k)
+        self._part.seek(at)
         return frames
 
     def seekable(self) -> bool:
@@ -255,16 +261,17 @@ class JoinedAudio:
 
     def reopen(self) -> JoinedAudio:
         """The same parts opened anew, at the start (``salvage``)."""
-        return JoinedAudio(self._source, self._bounds, self._tags)
+        return JoinedAudio(self._source, self._bounds, self._tags, self._lengths)
 
     @property
     def closed(self) -> bool:
-        return not self._parts
+        return self._closed
 
     def close(self) -> None:
-        for part in self._parts:
-            _close_part(part)
-        self._parts = []
+        if self._part is not None:
+            _close_part(self._part)
+            self._part = None
+        self._closed = True
 
     def __enter__(self):
         return self
@@ -308,6 +315,9 @@ def joined(source, f: sf.SoundFile) -> tuple:
     was = fh.tell()  # a spool is ``f``'s own file: put back where libsndfile left it, whatever was read
     try:
         return _joined(source, f, fh)
+    except OfflineError:
+        f.close()
+        raise
     finally:
         if fh is source:
             fh.seek(was)
@@ -325,34 +335,46 @@ def _joined(source, f: sf.SoundFile, fh) -> tuple:
     if not starts:
         return f, None
     bounds = list(zip([0, *starts], [*starts, size]))
-    try:
-        parts = [_open_part(source, *bounds[0])]  # the first part alone, as the others: up to the second
-    except (sf.LibsndfileError, RuntimeError, OSError):
-        return f, None
-    why = None
-    for start, end in bounds[1:]:
+    lengths, tags, why = [], {}, None
+    for i, (start, end) in enumerate(bounds):  # each part opened once, alone, for its length and format
         try:
             part = _open_part(source, start, end)
-        except (sf.LibsndfileError, RuntimeError, OSError):
+        except OSError as e:  # this machine's trouble (no file descriptor left, a read error), not the file's
+            raise _part_error(source, i, len(bounds), e) from None
+        except (sf.LibsndfileError, RuntimeError):
+            if i == 0:
+                return f, None
             why = "a part libsndfile cannot read"
             break
-        why = _unlike(part, f)
-        if why is not None:
+        try:
+            why = _unlike(part, f) if i else None
+            if why is None:
+                lengths.append(part.frames)
+                tags = part.copy_metadata() if i == 0 else tags
+        finally:
             _close_part(part)
+        if why is not None:
             break
-        parts.append(part)
     rest = None
     if why is not None:
-        secs = sum(part.frames for part in parts) / f.samplerate
-        rest = (f"the file goes on past its first {secs:.1f} s ({bounds[len(parts)][0]} of {size} bytes) "
+        secs = sum(lengths) / f.samplerate
+        rest = (f"the file goes on past its first {secs:.1f} s ({bounds[len(lengths)][0]} of {size} bytes) "
                 f"with {why}; that rest is not processed")
-    if len(parts) == 1:
-        _close_part(parts[0])
+    if len(lengths) == 1:
         return f, rest
     # the first part's tags: the whole file's held the last part's ID3v1
-    whole = JoinedAudio(source, bounds[:len(parts)], parts[0].copy_metadata(), parts)
+    try:
+        whole = JoinedAudio(source, bounds[:len(lengths)], tags, lengths)
+    except OSError as e:
+        raise _part_error(source, 0, len(lengths), e) from None
     f.close()
     return whole, rest
+
+
+def _part_error(source, k: int, n: int, e: OSError) -> InputAccessError:
+    """The one line for part ``k`` of ``n`` that could not be opened (``e``: the system's reason)."""
+    name = os.fsdecode(source) if _is_path(source) else "input"
+    return InputAccessError(f"{name}: cannot open its part {k + 1} of {n} ({e.strerror or e})")
 
 
 def _unlike(part: sf.SoundFile, first: sf.SoundFile) -> str | None:

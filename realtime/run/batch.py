@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from realtime.errors import OfflineError, interrupt_signals
+from realtime.errors import InputAccessError, OfflineError, interrupt_signals, os_reason
 from realtime.io.files import remove_stale_parts
 from realtime.run.batch_plan import (
     LOG_NAME,
@@ -83,6 +83,12 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def clock(seconds: float) -> str:
+    """``seconds`` as H:MM:SS, the hours counted on past a day (a 100-hour batch is not 4 hours away)."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 def _input_fault(result: dict) -> bool:
     """Whether a failed file's input is itself what fails: read again with the runner's own checks
     (unreadable, no frames, a channel count or a MIDI length it refuses). Asked of the input rather
@@ -105,6 +111,8 @@ def _input_fault(result: dict) -> bool:
             if result.get("kind") == "midi":
                 return bool(midi_file_song(path, DEFAULT_RATE)[1] > MAX_RENDER_S * DEFAULT_RATE)  # plan_render's refusal (a broken delta time)
             open_input(path)[0].close()
+    except InputAccessError:  # (no file descriptor left): the machine's
+        return False
     except OfflineError:
         return True
     return False
@@ -210,6 +218,16 @@ class StopFlag:
         self.level = 0
         self.stream = stream
         self.signal: str | None = None  # the first signal's name: the exit status says which (130 / 143)
+        self.halted: str | None = None  # why the batch stopped itself (``halt``), not a signal
+
+    def halt(self, why: str) -> None:
+        """Finish the files in flight and start no more, for ``why`` (said once, on the stream)."""
+        if self.halted is None:
+            self.halted = why
+            self.level = max(self.level, 1)
+            if self.stream is not None:
+                self.stream.write(f"\nbatch: {why}; finishing the files in progress\n")
+                self.stream.flush()
 
     def escalate(self, signum=None, frame=None):
         if self.signal is None and signum is not None:
@@ -255,7 +273,7 @@ class Progress:
         rate = self.audio_s / wall
         left = max(self.total_audio_s - self.done_audio_s, 0.0)
         eta = left / rate if rate > 0 else float("nan")
-        eta_s = "--:--" if eta != eta else time.strftime("%H:%M:%S", time.gmtime(eta))
+        eta_s = "--:--" if eta != eta else clock(eta)
         done = self.files / self.total_files if self.total_files else 1.0
         bar = ("#" * round(20 * done)).ljust(20, ".")
         return (f"[{self.files}/{self.total_files} files, {self.failed} failed] {bar} {self.files / wall:.2f} files/s, "
@@ -347,7 +365,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
         (skipped: such outputs of an earlier run, their inputs unchanged), clipped (this run's files
         whose samples the safety stage clipped), plugin_junk (this run's files in which a hosted
         plugin's junk output was replaced by silence), interrupted, abandoned, signal (the first
-        one's name, e.g. "SIGTERM", or None), not_started,
+        one's name, e.g. "SIGTERM", or None), stopped (None, or why the batch stopped itself: its
+        resume log could not be written, so later outputs would go unrecorded), not_started,
         audio_s, wall_s, files_per_s, audio_s_per_s (throughput: × real time, = audio-hours per hour),
         backend, workers, log, failures (list of {input, error}, this run's and earlier unchanged ones),
         dropped_midi_events (MIDI messages this run's renders dropped from full per-block queues; each
@@ -383,7 +402,11 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
 
     def on_result(result: dict) -> None:
         nonlocal processed, audio_s, dropped_midi, truncated, clipped, junk
-        log.append(result)
+        try:
+            log.append(result)
+        except OSError as e:  # (a full disk) the outputs after it would go unrecorded: stop, and say so
+            stop.halt(f"cannot write the resume log {log.path} ({os_reason(e) or e.strerror or e}); "
+                      f"{result['output']} and the files after it are not recorded")
         processed += 1
         if result["status"] != "failed":
             audio_s += result["audio_s"] or 0.0
@@ -440,7 +463,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     return {"files": len(tasks), "processed": processed, "skipped": len(tasks) - len(todo),
             "failed": len(failures), "failed_before": len(failed_before), "truncated": truncated,
             "truncated_before": truncated_before, "clipped": clipped, "plugin_junk": junk,
-            "interrupted": stop.level > 0, "abandoned": stop.level > 1, "signal": stop.signal,
+            "interrupted": stop.signal is not None or (stop.level > 0 and stop.halted is None), "abandoned": stop.level > 1,
+            "signal": stop.signal, "stopped": stop.halted,
             "not_started": len(todo) - processed, "audio_s": audio_s, "wall_s": wall, "streams": options.streams,
             "files_per_s": processed / wall, "audio_s_per_s": audio_s / wall, "backend": backend, "workers": workers,
             "log": str(log.path), "failures": failures + failed_before, "dropped_midi_events": dropped_midi}

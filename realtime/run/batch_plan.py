@@ -10,9 +10,11 @@ another folder finds it all the same.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import heapq
+import io
 import json
 import os
 import re
@@ -214,9 +216,23 @@ def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int, int]:
 
         with capture_stderr():  # libmpg123's notes on a broken MP3: the worker's reading says them
             info = sf.info(sf_path(path))
-        return info.frames / info.samplerate, info.channels, info.samplerate
+            frames = _joined_frames(path) if info.format in ("MP3", "OGG") else info.frames
+        return frames / info.samplerate, info.channels, info.samplerate
     except Exception:
         return 0.0, 0, 0
+
+
+def _joined_frames(path: Path) -> int:
+    """An MP3's or Ogg's length as the worker will read it: every part of a joined or chained file
+    (its header gives the first part's, or for a chained Ogg 2^63 frames)."""
+    import soundfile as sf
+
+    from realtime.run.audio_input import joined
+
+    with contextlib.redirect_stderr(io.StringIO()):  # a rest not read: the worker says it
+        f, _ = joined(path, sf.SoundFile(sf_path(path)))
+    with f:
+        return f.frames
 
 
 def _processor_classes(preset: dict) -> list:

@@ -82,7 +82,13 @@ class AddBox(QComboBox):
         return -1
 
     def _enter(self) -> None:
-        """Enter in the box: text the box itself did not take (no whole name) adds its first match."""
+        """Enter in the box: text the box itself did not take (no whole name) adds its first match.
+        An entry highlighted in the list of matches is the list's to add: Enter reaches the box
+        first, and a pick made here cleared the text under the list, whose own pick then took the
+        entry at the same row of the whole, unfiltered list (one Enter, two slots)."""
+        popup = self.completer().popup()
+        if popup.isVisible() and popup.currentIndex().isValid():
+            return
         if self.lineEdit().text().strip():  # a pick clears the box: nothing left once one was made
             self._activated(self.first_match(self.lineEdit().text()))
 

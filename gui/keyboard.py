@@ -41,7 +41,8 @@ class PianoKeyboard(QWidget):
         self.octaves = octaves
         self.velocity = velocity
         self.octave = 4  # base octave for computer keys: C4 = 60
-        self.down: set[int] = set()
+        self.down: set[int] = set()  # notes sounding
+        self._holders: dict[int, int] = {}  # note -> how many inputs hold it (the mouse, computer keys)
         self._mouse_note: int | None = None
         self._key_notes: dict[int, int] = {}  # Qt key -> note it started (octave may change while held)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -57,18 +58,30 @@ class PianoKeyboard(QWidget):
 
     # ---------------------------------------------------------------- notes
     def press(self, note: int, velocity: int | None = None) -> None:
-        if 0 <= note <= TOP_NOTE and note not in self.down:
+        """One more input holds ``note``; the first sounds it."""
+        if not 0 <= note <= TOP_NOTE:
+            return
+        self._holders[note] = self._holders.get(note, 0) + 1
+        if note not in self.down:
             self.down.add(note)
             self.noteOn.emit(note, self.velocity if velocity is None else velocity)
             self.update()
 
     def release(self, note: int) -> None:
+        """One input lets ``note`` go; the last ends it (a click on a key a computer key holds, or two
+        computer keys on one note an octave shift apart, cut it while the other still held it)."""
+        held = self._holders.get(note, 0) - 1
+        if held > 0:
+            self._holders[note] = held
+            return
+        self._holders.pop(note, None)
         if note in self.down:
             self.down.discard(note)
             self.noteOff.emit(note)
             self.update()
 
     def release_all(self) -> None:
+        self._holders.clear()
         for n in sorted(self.down):
             self.release(n)
 
@@ -145,6 +158,8 @@ class PianoKeyboard(QWidget):
         elif k == Qt.Key.Key_X:
             self.set_octave(self.octave + 1)
         elif k in KEYMAP:
+            if k in self._key_notes:  # held already (a press without its release): one hold
+                return
             note = 12 * (self.octave + 1) + KEYMAP[k]
             self._key_notes[k] = note
             self.press(note)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from PyQt6.QtCore import QObject, pyqtSignal
 
+from gui.undo import BYPASS_TARGET, MIX_TARGET, MappingChange, end_gestures
 from realtime.engine.control import BYPASS, MIX
 
 
@@ -70,19 +71,36 @@ class MidiLearn(QObject):
                 self.w.show_error("MIDI learn: no MIDI input is open (Settings… → MIDI input)")
 
     def forget(self, target: str) -> None:
+        before = dict(self.w.host.midi_map)
         self.w.host.forget(target)
         k = self.w.rack.learnable(target)
         if k is not None:
             k.mapping = ""
             k.update()
-        self.w.set_modified(True)
+        self._push(before, f"Forget MIDI of {self._label(target)}")
 
     def _show_learned(self, target: str, cc: int, ch: int) -> None:
         k = self.w.rack.learnable(target)
         if k is not None:
             k.learning = False
         self.show_mappings()  # the controller may have been another knob's: that label goes
-        self.w.set_modified(True)
+        self._push(self.w.host.cc_map.before_learn, f"MIDI learn of {self._label(target)}")
+
+    def _label(self, target: str) -> str:
+        slot_id, _, pid = target.partition(".")
+        return self.w._undo_text(slot_id, {"bypass": BYPASS_TARGET, "mix": MIX_TARGET}.get(pid, pid))
+
+    def _push(self, before: dict, text: str) -> None:
+        """An undo step from the mappings ``before`` to those now (none when they did not change)."""
+        after = dict(self.w.host.midi_map)
+        if after != before:
+            end_gestures(self.w.undo_stack)
+            self.w.undo_stack.push(MappingChange(self._set_mappings, before, after, text))
+
+    def _set_mappings(self, table: dict) -> None:
+        """An undone or redone learn or forget: the mappings as they were, shown."""
+        self.w.host.cc_map.targets = dict(table)
+        self.show_mappings()
 
     def show_value(self, target: str, kind: int, value: float) -> None:
         """The engine has a new value for ``target`` (a mapped controller moved it, or the engine

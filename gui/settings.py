@@ -32,6 +32,37 @@ class Settings:
         self.path = Path(path) if path else config_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.q = QSettings(str(self.path), QSettings.Format.IniFormat)
+        self.problem: str | None = None  # one line for the window's banner: the file was damaged
+        self._set_damage_aside()
+
+    def _set_damage_aside(self) -> None:
+        """A value whose quote is never closed (a hand edit) swallows every line after it, other
+        sections too: Qt reads them as that one value, and the next save (every shutdown saves the
+        window's place) writes the file back so. Such values go, read as defaults, and the file as
+        it was is copied aside first, once: nothing of it is lost, and the banner says where it is."""
+        swallowed = [k for k in self.q.allKeys() if isinstance(v := self.q.value(k), str) and "\n" in v]
+        if not swallowed:
+            return
+        import shutil
+
+        aside = self.path.with_name(self.path.name + ".damaged")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.damaged{n}")
+        try:
+            shutil.copy2(self.path, aside)
+        except OSError as e:
+            self.problem = (f"{self.path}: the value of {swallowed[0]} has no closing quote and swallowed the "
+                            f"lines after it; cannot keep a copy ({e.strerror or e}), so they are read as "
+                            "defaults and the file is not written: fix it by hand")
+            self.q = QSettings(os.devnull, QSettings.Format.IniFormat)  # nothing written over it
+            return
+        for k in swallowed:
+            self.q.remove(k)
+        self.q.sync()
+        self.problem = (f"{self.path}: the value of {swallowed[0]} has no closing quote and swallowed the lines "
+                        f"after it; they are read as defaults now, the file as it was is kept as {aside}")
 
     @property
     def preset_dir(self) -> Path:

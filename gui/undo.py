@@ -1,5 +1,5 @@
-"""Undo / redo of the panel's changes: a knob, a drop-down, bypass, wet/dry mix, and a slot added,
-removed or moved.
+"""Undo / redo of the panel's changes: a knob, a drop-down, bypass, wet/dry mix, a slot added,
+removed or moved, and a controller learnt or forgotten.
 
 The window records a change its controls made by hand (``ValueChange`` on a QUndoStack) and
 applies an undone value by moving the control again, so the engine and the synth panel follow
@@ -99,6 +99,25 @@ class SlotChange(QUndoCommand):
 
     def redo(self) -> None:
         pass
+
+
+class MappingChange(QUndoCommand):
+    """A MIDI learn or forget: the controller mappings went from ``old`` to ``new``, whole tables (a
+    learn also takes its controller from the control it drove); ``apply(table)`` sets them."""
+
+    def __init__(self, apply, old: dict, new: dict, text: str):
+        super().__init__(text)
+        self.apply, self.old, self.new = apply, dict(old), dict(new)
+        self._pending_push = True  # recorded after the mapping changed: the push's redo has nothing to do
+
+    def redo(self) -> None:
+        if self._pending_push:
+            self._pending_push = False
+            return
+        self.apply(self.new)
+
+    def undo(self) -> None:
+        self.apply(self.old)
 
 
 def end_gestures(stack: QUndoStack) -> None:

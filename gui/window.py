@@ -172,9 +172,8 @@ class MainWindow(PresetActions, QMainWindow):
         self.settings = settings or Settings()
         self.errors: list[str] = []
         self._dismissed: set[str] = set()  # lines a click took away: the status poll does not bring them back
-        # changes to the preset the undo stack does not hold (a structure changed, a mapped controller or
-        # MIDI learn): the preset is modified while there are some, or while the stack is off its clean
-        # (saved or loaded) state
+        # changes to the preset the undo stack does not hold (a mapped controller moved a control): the
+        # preset is modified while there are some, or while the stack is off its clean (saved or loaded) state
         self._changed_off_stack = False
         self.preset_path: str | None = preset_path  # a user file: "Save" writes there
         self.midi: MidiInput | None = None
@@ -205,6 +204,8 @@ class MainWindow(PresetActions, QMainWindow):
         self._asideDone.connect(lambda done, error: self._guard(done, error))
         self._rebuild_rack()
         self._update_title()
+        if self.settings.problem:
+            self.show_error(self.settings.problem)
         geo = self.settings.geometry()
         if geo is not None:
             self.restoreGeometry(geo)

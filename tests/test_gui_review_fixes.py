@@ -167,6 +167,31 @@ def test_enter_on_part_of_a_name_adds_the_first_match_and_clears_the_box(window,
     assert picked == ["biquad", "meter"] and edit.text() == ""
 
 
+def test_enter_on_an_entry_highlighted_in_the_list_adds_that_one_alone(window, qtbot):
+    """Arrow down to a suggestion, Enter: the box's own Enter added the first match and cleared the
+    text, then the list added the entry at the same row of the unfiltered list too (two slots, one
+    of them unasked for: "lim", Down, Enter gave delimiter and biquad)."""
+    w = window()
+    box = w.add_box
+    picked = []
+    box.picked.connect(lambda k, u: picked.append(k))
+    edit = box.lineEdit()
+    edit.setFocus()
+    QTest.keyClicks(edit, "lim")
+    popup = box.completer().popup()
+    qtbot.waitUntil(popup.isVisible, timeout=5000)
+    QTest.keyClick(popup, Qt.Key.Key_Down)
+    QTest.keyClick(popup, Qt.Key.Key_Down)  # the second suggestion: "limiter", not the first match
+    want = popup.currentIndex().data()
+    assert want == "limiter"
+    QTest.keyClick(popup, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: bool(picked), timeout=5000)
+    w.actions.settle()
+    QApplication.processEvents()
+    assert picked == ["limiter"], picked
+    assert w.undo_stack.count() == 1 and w.host.chain.slots[-2].kind == "limiter", texts(w.undo_stack)
+
+
 def test_a_pick_clears_the_box_whoever_listens(qtbot):
     from gui.add_box import AddBox
 

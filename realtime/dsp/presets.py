@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from realtime.dsp.processor import short_repr
 from realtime.errors import ParamError, PluginError, PresetError, UnknownProcessorError
 from realtime.io.files import atomic_write_text
 
@@ -64,7 +65,7 @@ def _check_param(d, value, where: str):
     if d.choices:
         if isinstance(value, str):
             if value not in d.choices:
-                raise PresetError(f"{label}: {value!r} is not one of {list(d.choices)}")
+                raise PresetError(f"{label}: {short_repr(value)} is not one of {list(d.choices)}")
             return value
         try:  # a number: an index, or a plugin's own value (Param.choice_of)
             return d.choices[d.choice_of(value, where)]
@@ -74,7 +75,7 @@ def _check_param(d, value, where: str):
     if isinstance(value, bool) and boolean:
         return value
     if not _is_number(value):
-        raise PresetError(f"{label}: expected a number, got {type(value).__name__} {_short(value)}")
+        raise PresetError(f"{label}: expected a number, got {type(value).__name__} {short_repr(value)}")
     try:
         d.validate(value, where=where)
     except ParamError as e:
@@ -103,17 +104,17 @@ def _validate_slot(i: int, raw) -> dict:
 
     kind = raw["processor"]
     if not isinstance(kind, str):
-        raise PresetError(f"{where}.processor: expected a string, got {kind!r}")
+        raise PresetError(f"{where}.processor: expected a string, got {short_repr(kind)}")
     try:
         cls = processor_class(kind)
     except UnknownProcessorError as e:
         if "unknown processor" in str(e):
-            raise PresetError(f"{where}.processor: unknown processor {kind!r}; known: {available_kinds()}") from None
+            raise PresetError(f"{where}.processor: unknown processor {short_repr(kind)}; known: {available_kinds()}") from None
         raise PresetError(f"{where}.processor: {e}") from None
     uri = raw.get("uri")
     if kind in URI_KINDS:
         if not isinstance(uri, str) or not uri:
-            raise PresetError(f"{where}.uri: a {kind!r} slot needs the plugin's URI as a string, got {uri!r}")
+            raise PresetError(f"{where}.uri: a {short_repr(kind)} slot needs the plugin's URI as a string, got {short_repr(uri)}")
         try:
             cls = slot_class(kind, uri)
         except (PluginError, UnknownProcessorError) as e:
@@ -132,17 +133,17 @@ def _validate_slot(i: int, raw) -> dict:
             raise PresetError(f"{where}.state: {e}") from None
     sid = raw.get("id")
     if sid is not None and (not isinstance(sid, str) or not SLOT_ID_RE.match(sid)):
-        raise PresetError(f"{where}.id: {sid!r} is not a valid slot id (letters, digits, '_' and '-'; no dots)")
+        raise PresetError(f"{where}.id: {short_repr(sid)} is not a valid slot id (letters, digits, '_' and '-'; no dots)")
     bypass = raw.get("bypass", False)
     if not isinstance(bypass, bool):
-        raise PresetError(f"{where}.bypass: expected true or false, got {bypass!r}")
+        raise PresetError(f"{where}.bypass: expected true or false, got {short_repr(bypass)}")
     mix = raw.get("mix", 1.0)
     if not _is_number(mix):
-        raise PresetError(f"{where}.mix: expected a number, got {type(mix).__name__} {_short(mix)}")
+        raise PresetError(f"{where}.mix: expected a number, got {type(mix).__name__} {short_repr(mix)}")
     if isinstance(mix, float) and not math.isfinite(mix):
         raise PresetError(f"{where}.mix: {mix} is not finite")
     if not 0.0 <= mix <= 1.0:
-        raise PresetError(f"{where}.mix: {_short(mix, 20)} is outside [0, 1]")
+        raise PresetError(f"{where}.mix: {short_repr(mix, 20)} is outside [0, 1]")
     params = raw.get("params", {})
     if not isinstance(params, dict):
         raise PresetError(f"{where}.params: expected an object, got {type(params).__name__}")
@@ -150,7 +151,7 @@ def _validate_slot(i: int, raw) -> dict:
     out_params = {}
     for pid, value in params.items():
         if pid not in known:
-            raise PresetError(f"{where}.params.{pid}: unknown parameter for {kind!r}; known: {list(known)}")
+            raise PresetError(f"{where}.params.{pid}: unknown parameter for {short_repr(kind)}; known: {list(known)}")
         out_params[pid] = _check_param(known[pid], value, f"{where}.params.")
     head = {"id": sid, "processor": kind, **({"uri": uri} if kind in URI_KINDS else {})}
     tail = {"state": state} if state is not None else {}
@@ -191,16 +192,16 @@ def _validate(preset) -> dict:
         raise PresetError(f"version: missing (expected {VERSION})")
     v = preset["version"]
     if _is_number(v) and isinstance(v, int) and v > VERSION:
-        raise PresetError(f"version: {_short(v, 20)} is not supported: this preset was written by a newer "
+        raise PresetError(f"version: {short_repr(v, 20)} is not supported: this preset was written by a newer "
                           f"release of {APP} (this one reads version {VERSION}); update to load it")
     if not _is_number(v) or v != VERSION:
-        raise PresetError(f"version: {_short(v, 20)} is not supported (expected {VERSION})")
+        raise PresetError(f"version: {short_repr(v, 20)} is not supported (expected {VERSION})")
     name = preset.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise PresetError(f"name: expected a non-empty string, got {name!r}")
+        raise PresetError(f"name: expected a non-empty string, got {short_repr(name)}")
     desc = preset.get("description", "")
     if not isinstance(desc, str):
-        raise PresetError(f"description: expected a string, got {desc!r}")
+        raise PresetError(f"description: expected a string, got {short_repr(desc)}")
     chain = preset.get("chain")
     if not isinstance(chain, list):
         raise PresetError(f"chain: expected a list of slots, got {type(chain).__name__}")
@@ -216,7 +217,7 @@ def _validate(preset) -> dict:
     for i, s in enumerate(slots):
         if s["id"] is not None:
             if s["id"] in taken:
-                raise PresetError(f"chain[{i}].id: duplicate slot id {s['id']!r}")
+                raise PresetError(f"chain[{i}].id: duplicate slot id {short_repr(s['id'])}")
             taken.add(s["id"])
 
     next_suffix: dict[str, int] = {}  # per kind, so assigning n ids stays linear
@@ -248,8 +249,12 @@ def _validate(preset) -> dict:
     return out
 
 
+# 120..127 are channel mode messages (all sound off, reset, all notes off, ...): never a knob's
+LAST_LEARNABLE_CC = 119
+
+
 def _validate_midi(raw, slots) -> list[dict]:
-    """MIDI-learn mappings: [{"cc": 0..127, "channel": 0..15 or null (any), "target": "slot.param"}]
+    """MIDI-learn mappings: [{"cc": 0..119, "channel": 0..15 or null (any), "target": "slot.param"}]
     where param is one of the slot's parameters, "bypass" or "mix"."""
     from realtime.dsp.processors import slot_class
 
@@ -261,17 +266,20 @@ def _validate_midi(raw, slots) -> list[dict]:
         where = f"midi[{i}]"
         _check_object(m, where, MIDI_KEYS)
         cc, ch, target = m.get("cc"), m.get("channel"), m.get("target")
-        if isinstance(cc, bool) or not isinstance(cc, int) or not 0 <= cc <= 127:
-            raise PresetError(f"{where}.cc: expected a controller number 0..127, got {cc!r}")
+        if isinstance(cc, bool) or not isinstance(cc, int) or not 0 <= cc <= LAST_LEARNABLE_CC:
+            why = " (120..127 are channel mode messages: all notes off, reset, ...)" if \
+                isinstance(cc, int) and LAST_LEARNABLE_CC < cc <= 127 else ""
+            raise PresetError(f"{where}.cc: expected a controller number 0..{LAST_LEARNABLE_CC}, got "
+                              f"{short_repr(cc)}{why}")
         if ch is not None and (isinstance(ch, bool) or not isinstance(ch, int) or not 0 <= ch <= 15):
-            raise PresetError(f"{where}.channel: expected 0..15 or null (any channel), got {ch!r}")
+            raise PresetError(f"{where}.channel: expected 0..15 or null (any channel), got {short_repr(ch)}")
         slot_id, _, pid = target.partition(".") if isinstance(target, str) else ("", "", "")
         if slot_id not in params:
-            raise PresetError(f"{where}.target: {target!r} names no slot; slots: {list(params)}")
+            raise PresetError(f"{where}.target: {short_repr(target)} names no slot; slots: {list(params)}")
         last = slot_id == slots[-1]["id"]
         allowed = params[slot_id] + ([] if last else ["bypass", "mix"])
         if pid not in allowed:
-            raise PresetError(f"{where}.target: {target!r}: {pid!r} is not one of {allowed}")
+            raise PresetError(f"{where}.target: {short_repr(target)}: {short_repr(pid)} is not one of {allowed}")
         if (cc, ch) in seen:
             raise PresetError(f"{where}: controller {cc} (channel {ch}) is mapped twice")
         seen.add((cc, ch))
@@ -497,7 +505,7 @@ def resolve_preset(name_or_path) -> tuple[Path, str]:
         return Path(ref), "file"
     folder = user_preset_dir()
     saved = f"saved in {folder}: {[p.stem for p in users]}" if users else f"none saved in {folder}"
-    raise PresetError(f"unknown preset {_short(ref)}; built-in: {builtin_presets()}; {saved}")
+    raise PresetError(f"unknown preset {short_repr(ref)}; built-in: {builtin_presets()}; {saved}")
 
 
 def is_preset_file(name_or_path) -> bool:
@@ -539,12 +547,6 @@ def load_preset(name_or_path) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise PresetError(f"{path}: cannot read: {e}") from None
     return parse_preset(text, source=str(path))
-
-
-def _short(value, limit: int = 60) -> str:
-    """repr of ``value`` cut to ``limit`` characters: an error line stays one line."""
-    r = repr(value)
-    return r if len(r) <= limit else r[:limit] + "..."
 
 
 def _parse_value(raw: str):
@@ -609,10 +611,10 @@ def apply_overrides(preset: dict, overrides) -> dict:
         lhs, eq, raw = str(ov).partition("=")
         slot_id, dot, key = lhs.strip().partition(".")
         if not eq or not dot or not slot_id or not key:
-            raise PresetError(f"override {_short(ov)}: expected SLOT.PARAM=VALUE (or SLOT.bypass=, SLOT.mix=)")
+            raise PresetError(f"override {short_repr(ov)}: expected SLOT.PARAM=VALUE (or SLOT.bypass=, SLOT.mix=)")
         ids = [s["id"] for s in out["chain"]]
         if slot_id not in ids:
-            raise PresetError(f"override {_short(ov)}: no slot {_short(slot_id)}; slots: {ids}")
+            raise PresetError(f"override {short_repr(ov)}: no slot {short_repr(slot_id)}; slots: {ids}")
         slot = out["chain"][ids.index(slot_id)]
         raw = raw.strip()
         if key == "bypass":
@@ -625,7 +627,7 @@ def apply_overrides(preset: dict, overrides) -> dict:
         try:
             out = validate_preset(out)
         except PresetError as e:
-            raise PresetError(f"override {_short(ov)}: {e}") from None
+            raise PresetError(f"override {short_repr(ov)}: {e}") from None
     return out
 
 

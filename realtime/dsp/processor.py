@@ -15,6 +15,15 @@ import numpy as np
 from realtime.errors import ConfigError, ParamError
 
 
+def short_repr(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so that an error about it stays one line (an int
+    of thousands of digits, which Python refuses to write out, by its size)."""
+    if isinstance(value, int) and abs(value) >= 10 ** 60:
+        return f"an integer of {int(value.bit_length() * 0.30103) + 1} digits"
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
 @dataclass(frozen=True)
 class Param:
     """Descriptor of one processor parameter: the GUI knob, preset field, ``--set`` key and
@@ -116,10 +125,11 @@ class Param:
         """
         if isinstance(value, bool) and self.toggle:
             return int(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-                and value == int(value) and 0 <= value < len(self.choices):
+        # (an int is compared as it is: one of hundreds of digits overflows a float)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < len(self.choices) \
+                and value == int(value):
             return int(value)
-        raise ParamError(f"{where}{self.id}: {value!r} is not one of {list(self.choices)}")
+        raise ParamError(f"{where}{self.id}: {short_repr(value)} is not one of {list(self.choices)}")
 
     def smoothing_coeff(self, sample_rate: float) -> float:
         """Per-sample one-pole coefficient ``c`` of ``y += c * (target - y)``.

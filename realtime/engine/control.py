@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 
 from realtime.dsp.chain import READOUT_WIDTH, SlotLookup
+from realtime.dsp.presets import LAST_LEARNABLE_CC
 from realtime.dsp.processor import Param, Readout
 from realtime.engine.atomics import load_acquire, store_release
 from realtime.engine.ring import WRITE, Ring
@@ -358,6 +359,7 @@ class CCMap:
 
     def __init__(self, mappings=()):
         self.learning: str | None = None  # target waiting for the next controller that moves
+        self.before_learn: dict[tuple[int, int | None], str] = {}  # the mappings before the last learn completed
         self.targets: dict[tuple[int, int | None], str] = {(m["cc"], m["channel"]): m["target"] for m in mappings}
 
     def to_preset(self) -> list[dict]:
@@ -388,8 +390,11 @@ class CCMap:
     def controller(self, channel: int, cc: int) -> tuple[str | None, bool]:
         """The target controller ``cc`` on ``channel`` drives (None: unmapped), and whether
         this message completed a learn (it maps the controller first)."""
+        if cc > LAST_LEARNABLE_CC:  # a channel mode message (all notes off, ...): the chain's, never a knob's
+            return None, False
         learned = self.learning is not None
         if learned:  # the controller now drives this target alone: its mappings that also match
+            self.before_learn = dict(self.targets)  # (what an undo of the learn puts back)
             target, self.learning = self.learning, None  # this message (same channel, or any) go
             self.forget(target)
             for key in [k for k in self.targets if k[0] == cc and k[1] in (channel, None)]:

@@ -197,6 +197,10 @@ def main(argv=None) -> int:
                     from realtime.errors import Interrupted
 
                     raise Interrupted(s["signal"]) if s["signal"] not in (None, "SIGINT") else KeyboardInterrupt()
+                if s["stopped"]:  # (its resume log could not be written) figures of a cut-short pass
+                    from realtime.errors import OfflineError
+
+                    raise OfflineError(f"batch stopped: {s['stopped']}")
                 steady = _steady(Path(s["log"]))
                 steady_by_jobs[jobs] = steady
                 emit({"bench": "batch", "workload": name, "workers": jobs, "streams": streams, "files": s["processed"],

@@ -84,22 +84,24 @@ class MidiLearn(QObject):
         if k is not None:
             k.learning = False
         self.show_mappings()  # the controller may have been another knob's: that label goes
-        self._push(self.w.host.cc_map.before_learn, f"MIDI learn of {self._label(target)}")
+        before, after = self.w.host.cc_map.last_learn  # (both as the learn left them: a slot removed since
+        self._push(before, f"MIDI learn of {self._label(target)}", after)  # is a step of its own)
 
     def _label(self, target: str) -> str:
         slot_id, _, pid = target.partition(".")
         return self.w._undo_text(slot_id, {"bypass": BYPASS_TARGET, "mix": MIX_TARGET}.get(pid, pid))
 
-    def _push(self, before: dict, text: str) -> None:
-        """An undo step from the mappings ``before`` to those now (none when they did not change)."""
-        after = dict(self.w.host.midi_map)
+    def _push(self, before: dict, text: str, after: dict | None = None) -> None:
+        """An undo step from the mappings ``before`` to ``after`` (default: now); none when equal."""
+        after = dict(self.w.host.midi_map) if after is None else after
         if after != before:
             end_gestures(self.w.undo_stack)
             self.w.undo_stack.push(MappingChange(self._set_mappings, before, after, text))
 
     def _set_mappings(self, table: dict) -> None:
         """An undone or redone learn or forget: the mappings as they were, shown."""
-        self.w.host.cc_map.targets = dict(table)
+        slots = {s.id for s in self.w.host.chain.slots}  # (a learn that raced a slot's removal: never a gone slot's)
+        self.w.host.cc_map.targets = {k: t for k, t in table.items() if t.partition(".")[0] in slots}
         self.show_mappings()
 
     def show_value(self, target: str, kind: int, value: float) -> None:

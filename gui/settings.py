@@ -25,6 +25,32 @@ PREFILL_CHOICES = (1, 2, 3, 4, 5, 6, 8)
 DEFAULT_DEVICE = "Default"
 
 
+def _unclosed_quote(path: Path) -> bool:
+    """Whether a line of the ini file at ``path`` opens a quoted value it never closes (Qt then reads
+    the lines after it into that value; a value Qt wrote with a line break in it is written escaped)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        if not eq or key.lstrip().startswith((";", "#", "[")):
+            continue
+        quoted = escaped = False
+        for ch in value:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = not quoted
+            elif ch == ";" and not quoted:  # a comment
+                break
+        if quoted:
+            return True
+    return False
+
+
 class Settings:
     """Typed access to a QSettings ini file."""
 
@@ -33,16 +59,23 @@ class Settings:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.q = QSettings(str(self.path), QSettings.Format.IniFormat)
         self.problem: str | None = None  # one line for the window's banner: the file was damaged
+        self._swallowed: set[str] = set()  # keys whose value swallowed the lines after it: read as defaults
+        self._frozen = False  # nothing is written (the damaged file could not be copied aside)
         self._set_damage_aside()
 
     def _set_damage_aside(self) -> None:
         """A value whose quote is never closed (a hand edit) swallows every line after it, other
         sections too: Qt reads them as that one value, and the next save (every shutdown saves the
-        window's place) writes the file back so. Such values go, read as defaults, and the file as
-        it was is copied aside first, once: nothing of it is lost, and the banner says where it is."""
-        swallowed = [k for k in self.q.allKeys() if isinstance(v := self.q.value(k), str) and "\n" in v]
-        if not swallowed:
+        window's place) writes the file back so. Such values read as defaults, and the file as it
+        was is copied aside first, once: nothing of it is lost, and the banner says where it is.
+        Where it cannot be copied (or rewritten), nothing is written to it at all."""
+        if not _unclosed_quote(self.path):
             return
+        self._swallowed = {k for k in self.q.allKeys() if isinstance(v := self.q.value(k), str) and "\n" in v}
+        if not self._swallowed:
+            return
+        first = sorted(self._swallowed)[0]
+        said = f"{self.path}: the value of {first} has no closing quote and swallowed the lines after it"
         import shutil
 
         aside = self.path.with_name(self.path.name + ".damaged")
@@ -53,16 +86,30 @@ class Settings:
         try:
             shutil.copy2(self.path, aside)
         except OSError as e:
-            self.problem = (f"{self.path}: the value of {swallowed[0]} has no closing quote and swallowed the "
-                            f"lines after it; cannot keep a copy ({e.strerror or e}), so they are read as "
-                            "defaults and the file is not written: fix it by hand")
-            self.q = QSettings(os.devnull, QSettings.Format.IniFormat)  # nothing written over it
+            self._frozen = True
+            self.problem = (f"{said}; they read as defaults, and settings are not saved until it is fixed by hand "
+                            f"(no copy could be kept: {e.strerror or e})")
             return
-        for k in swallowed:
+        for k in sorted(self._swallowed):
             self.q.remove(k)
         self.q.sync()
-        self.problem = (f"{self.path}: the value of {swallowed[0]} has no closing quote and swallowed the lines "
-                        f"after it; they are read as defaults now, the file as it was is kept as {aside}")
+        if self.q.status() != QSettings.Status.NoError:
+            self._frozen = True
+            self.problem = (f"{said}; they read as defaults, and settings are not saved until it is fixed by hand "
+                            f"(it cannot be written; a copy is kept as {aside})")
+            return
+        self.problem = f"{said}; they read as defaults now, the file as it was is kept as {aside}"
+
+    def _put(self, key: str, value) -> None:
+        """Write ``key`` (and the file), unless the file is left alone (``_frozen``)."""
+        if self._frozen:
+            return
+        self._swallowed.discard(key)
+        self.q.setValue(key, value)
+
+    def _sync(self) -> None:
+        if not self._frozen:
+            self.q.sync()
 
     @property
     def preset_dir(self) -> Path:
@@ -71,7 +118,7 @@ class Settings:
         return self.path.parent / "presets"
 
     def _get(self, key, default, typ=str):
-        v = self.q.value(key, default)
+        v = self.q.value(key, default) if key not in self._swallowed else default
         if isinstance(v, list):  # an unquoted comma in a hand-edited ini ("hw:0,0") splits the value
             v = ",".join(map(str, v))
         try:
@@ -94,12 +141,12 @@ class Settings:
                             prefill_blocks=pre if pre in PREFILL_CHOICES else b.prefill_blocks)
 
     def save_engine_config(self, c: EngineConfig) -> None:
-        self.q.setValue("audio/samplerate", c.samplerate)
-        self.q.setValue("audio/blocksize", c.blocksize)
-        self.q.setValue("audio/prefill_blocks", c.prefill_blocks)
-        self.q.setValue("audio/input_device", "" if c.input_device is None else str(c.input_device))
-        self.q.setValue("audio/output_device", "" if c.output_device is None else str(c.output_device))
-        self.q.sync()
+        self._put("audio/samplerate", c.samplerate)
+        self._put("audio/blocksize", c.blocksize)
+        self._put("audio/prefill_blocks", c.prefill_blocks)
+        self._put("audio/input_device", "" if c.input_device is None else str(c.input_device))
+        self._put("audio/output_device", "" if c.output_device is None else str(c.output_device))
+        self._sync()
 
     @property
     def midi_port(self) -> str:
@@ -107,8 +154,8 @@ class Settings:
 
     @midi_port.setter
     def midi_port(self, name: str) -> None:
-        self.q.setValue("midi/port", name)
-        self.q.sync()
+        self._put("midi/port", name)
+        self._sync()
 
     @property
     def last_preset(self) -> str:
@@ -116,8 +163,8 @@ class Settings:
 
     @last_preset.setter
     def last_preset(self, ref: str) -> None:
-        self.q.setValue("preset/last", ref)
-        self.q.sync()
+        self._put("preset/last", ref)
+        self._sync()
 
     def geometry(self):
         """The window's ``saveGeometry``, or None: anything else (a hand-edited "geometry=hello")
@@ -126,8 +173,8 @@ class Settings:
         return v if isinstance(v, (QByteArray, bytes)) else None
 
     def save_geometry(self, data) -> None:
-        self.q.setValue("window/geometry", data)
-        self.q.sync()
+        self._put("window/geometry", data)
+        self._sync()
 
     def pane_sizes(self) -> list[int] | None:
         """The window's rack / spectrum / synth panel heights as last saved, or None (none saved, or
@@ -140,9 +187,10 @@ class Settings:
         return sizes if sizes and all(0 <= x <= 1 << 20 for x in sizes) else None
 
     def save_pane_sizes(self, sizes: list[int]) -> None:
-        self.q.setValue("window/panes", [str(x) for x in sizes])
-        self.q.remove("window/splitter")  # (a QSplitter state, saved until 2026-12-06)
-        self.q.sync()
+        self._put("window/panes", [str(x) for x in sizes])
+        if not self._frozen:
+            self.q.remove("window/splitter")  # (a QSplitter state, saved until 2026-12-06)
+        self._sync()
 
 
 # JACK clients of the host itself, no audio devices: the engine's PortAudio stream (a second one

@@ -131,3 +131,19 @@ def test_a_batch_stopped_by_its_log_is_not_an_interrupt(tmp_path, full_disk):
     s = run_batch([inputs], full_disk / "o", BatchOptions(preset="clean"), jobs=1, progress=False)
     assert "resume log" in s["stopped"] and s["not_started"] == 1 and s["processed"] == 1
     assert not s["interrupted"] and s["signal"] is None
+
+
+def test_a_first_ctrl_c_after_the_batch_stopped_itself_still_finishes_the_files_in_flight():
+    """A halt (the resume log) took level 1, so the user's first Ctrl-C went on to abandon the files
+    in flight, half-written."""
+    import signal
+
+    from realtime.run.batch import StopFlag
+
+    said = io.StringIO()
+    stop = StopFlag(said)
+    stop.halt("cannot write the resume log")
+    stop.escalate(signal.SIGINT)
+    assert stop.level == 1 and "finishing the files in progress (again to abandon them)" in said.getvalue()
+    stop.escalate(signal.SIGINT)
+    assert stop.level == 2

@@ -442,10 +442,15 @@ def test_a_returning_mapping_yields_to_a_controller_learnt_since(window):
     for target, cc, ch in (("gain.gain_db", 20, 0), ("hpf.freq_hz", 21, 3), ("gain.mix", 22, 6)):
         w.host.learn(target)
         w.host.midi_in(0xB0 | ch, cc, 64)
-    w.undo()
+    assert w.undo_stack.count() == 4  # the remove, and each learn a step of its own (since review 43)
+    # the host's rule for a slot's mappings put back beside controllers mapped since
+    w.host._restore_mappings({(20, None): "limiter.ceiling_db", (21, 3): "limiter.bypass", (22, 5): "limiter.mix"})
     assert w.host.midi_map == {(20, 0): "gain.gain_db", (21, 3): "hpf.freq_hz", (22, 6): "gain.mix",
                                (22, 5): "limiter.mix"}  # (another channel: no conflict)
     assert w.host.cc_map.controller(1, 20)[0] is None  # CC 20 drives one control, on every channel
+    for _ in range(4):  # the learns undone, then the remove: every mapping as the preset had it
+        w.undo()
+    assert w.host.midi_map == {(20, None): "limiter.ceiling_db", (21, 3): "limiter.bypass", (22, 5): "limiter.mix"}
 
 
 def test_the_engine_process_host_puts_mappings_back_by_the_same_rule():

@@ -44,11 +44,17 @@ def test_all_notes_off_is_never_learnt_and_always_reaches_the_chain(window):
     assert w.host.midi_map == {(7, 0): "gain.gain_db"}
 
 
-def test_a_preset_that_maps_a_channel_mode_message_is_refused_in_one_line():
+def test_a_preset_that_maps_a_channel_mode_message_loads_without_that_mapping(capsys):
+    """A learn took CC 120..127 until now, so saved presets may hold such a mapping: it is dropped
+    with one line, the rest of the preset loads."""
     p = load_preset("default")
-    p["midi"] = [{"cc": 123, "channel": None, "target": "gain.gain_db"}]
-    with pytest.raises(PresetError, match=r"midi\[0\]\.cc: expected a controller number 0\.\.119, got 123 "
-                                          r"\(120\.\.127 are channel mode messages"):
+    p["midi"] = [{"cc": 123, "channel": None, "target": "gain.gain_db"},
+                 {"cc": 7, "channel": 0, "target": "gain.gain_db"}]
+    assert validate_preset(p)["midi"] == [{"cc": 7, "channel": 0, "target": "gain.gain_db"}]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: midi[0]: controller 123 is a channel mode message"), err
+    p["midi"] = [{"cc": 128, "channel": None, "target": "gain.gain_db"}]
+    with pytest.raises(PresetError, match=r"midi\[0\]\.cc: expected a controller number 0\.\.119, got 128$"):
         validate_preset(p)
 
 
@@ -122,6 +128,37 @@ def test_a_settings_file_with_a_lost_quote_is_set_aside_not_written_back_garbled
     path.write_bytes(damaged)
     Settings(path)
     assert (tmp_path / "settings.ini.damaged2").read_bytes() == damaged  # a second copy, the first kept
+
+
+def test_a_line_break_qt_wrote_is_no_damage(tmp_path):
+    """A value with a line break in it (a preset's file name) is written escaped: no quote is left
+    open, and it reads back whole."""
+    s = Settings(tmp_path / "s.ini")
+    s.last_preset = "/home/u/odd\nname.json"
+    again = Settings(tmp_path / "s.ini")
+    assert again.problem is None and again.last_preset == "/home/u/odd\nname.json"
+    assert not list(tmp_path.glob("*.damaged*"))
+
+
+def test_a_damaged_settings_file_that_cannot_be_copied_is_left_alone(small_disk):
+    """On a read-only disk no copy can be kept: the values before the lost quote still count, the
+    swallowed ones read as defaults, and nothing is written to the file (an earlier fallback gave
+    QSettings os.devnull, and a save as root replaced /dev/null with a regular file)."""
+    import os
+    import stat
+    import subprocess
+
+    path = small_disk / "s.ini"
+    damaged = b'[audio]\nsamplerate=44100\noutput_device="hw:1,0\n[midi]\nport=KeyStep\n'
+    path.write_bytes(damaged)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    s = Settings(path)
+    assert s.problem and "not saved until it is fixed by hand" in s.problem
+    assert s.engine_config().samplerate == 44100 and s.engine_config().output_device is None
+    s.midi_port = "Another"
+    s.save_geometry(b"x")
+    assert path.read_bytes() == damaged
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
 
 
 def test_the_window_shows_a_damaged_settings_file_in_its_banner(qtbot, tmp_path):

@@ -180,6 +180,8 @@ def test_set_on_an_enumeration_takes_the_plugins_own_value():
     assert _port_value(validate_preset(saved), "mode") == 0.0
     with pytest.raises(PresetError, match=r"fx\.mode=2.*0\.5 Slow"):
         _leslie("fx.mode=2")
+    with pytest.raises(PresetError, match=r"an integer of 401 digits is not one of"):  # (OverflowError, review 43)
+        _leslie("fx.mode=" + "1" + "0" * 400)
     # mda Bandisto's mode is 0 Bipolar, 1 Unipolar: a number is the index and the value alike, as before
     preset = {"version": 1, "name": "t", "chain": [{"id": "fx", "processor": "lv2", "uri": BANDISTO, "params": {}}]}
     assert apply_overrides(preset, ["fx.mode=1"])["chain"][0]["params"]["mode"] == "Unipolar"

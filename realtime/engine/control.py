@@ -359,7 +359,8 @@ class CCMap:
 
     def __init__(self, mappings=()):
         self.learning: str | None = None  # target waiting for the next controller that moves
-        self.before_learn: dict[tuple[int, int | None], str] = {}  # the mappings before the last learn completed
+        # the mappings before and after the last learn, taken together as it completed (an undo step's)
+        self.last_learn: tuple[dict, dict] = ({}, {})
         self.targets: dict[tuple[int, int | None], str] = {(m["cc"], m["channel"]): m["target"] for m in mappings}
 
     def to_preset(self) -> list[dict]:
@@ -394,10 +395,10 @@ class CCMap:
             return None, False
         learned = self.learning is not None
         if learned:  # the controller now drives this target alone: its mappings that also match
-            self.before_learn = dict(self.targets)  # (what an undo of the learn puts back)
+            before = dict(self.targets)
             target, self.learning = self.learning, None  # this message (same channel, or any) go
-            self.forget(target)
-            for key in [k for k in self.targets if k[0] == cc and k[1] in (channel, None)]:
-                del self.targets[key]
-            self.targets[(cc, channel)] = target
+            after = {k: t for k, t in before.items() if t != target and not (k[0] == cc and k[1] in (channel, None))}
+            after[(cc, channel)] = target
+            self.targets = after  # one rebinding: a reader sees the old table or the new one
+            self.last_learn = (before, dict(after))
         return self.targets.get((cc, channel)) or self.targets.get((cc, None)), learned

@@ -205,7 +205,10 @@ class JoinedAudio:
 
     def __init__(self, source, bounds: list[tuple[int, int]], tags: dict[str, str], lengths: list[int]):
         self._source, self._bounds, self._tags, self._lengths = source, bounds, tags, lengths
-        self._part = _open_part(source, *bounds[0])  # the part being read (None: past the last)
+        try:
+            self._part = _open_part(source, *bounds[0])  # the part being read (None: past the last)
+        except OSError as e:
+            raise _part_error(source, 0, len(bounds), e) from None
         self._k, self._closed = 0, False
         first = self._part
         self.samplerate, self.channels = first.samplerate, first.channels
@@ -363,10 +366,7 @@ def _joined(source, f: sf.SoundFile, fh) -> tuple:
     if len(lengths) == 1:
         return f, rest
     # the first part's tags: the whole file's held the last part's ID3v1
-    try:
-        whole = JoinedAudio(source, bounds[:len(lengths)], tags, lengths)
-    except OSError as e:
-        raise _part_error(source, 0, len(lengths), e) from None
+    whole = JoinedAudio(source, bounds[:len(lengths)], tags, lengths)
     f.close()
     return whole, rest
 
@@ -497,7 +497,12 @@ def _read_again(src: sf.SoundFile, at: int, out: np.ndarray, piece: int) -> tupl
                     break
                 out[n:n + x.shape[0]] = x
                 n += x.shape[0]
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
+    except InputAccessError:
+        raise
+    except OSError as e:  # opening it again failed (no file descriptor left): not where the audio ends
+        raise InputAccessError(f"{getattr(src, 'name', 'input')}: cannot open it again to read up to a decoding "
+                               f"error ({e.strerror or e})") from None
+    except (sf.LibsndfileError, RuntimeError, ValueError):
         return n, True
     return n, False
 

@@ -216,6 +216,7 @@ class StopFlag:
 
     def __init__(self, stream=None):
         self.level = 0
+        self.signals = 0  # Ctrl-C / SIGTERM taken: the first finishes the files in flight, the second abandons them
         self.stream = stream
         self.signal: str | None = None  # the first signal's name: the exit status says which (130 / 143)
         self.halted: str | None = None  # why the batch stopped itself (``halt``), not a signal
@@ -232,7 +233,8 @@ class StopFlag:
     def escalate(self, signum=None, frame=None):
         if self.signal is None and signum is not None:
             self.signal = signal.Signals(signum).name
-        self.level = min(self.level + 1, 2)
+        self.signals += 1
+        self.level = max(self.level, min(self.signals, 2))  # (a halt's level 1 is not a first Ctrl-C)
         if self.stream is not None:
             self.stream.write("\nbatch: finishing the files in progress (again to abandon them)\n" if self.level == 1
                               else "\nbatch: abandoning the files in progress (nothing half-written is kept)\n")

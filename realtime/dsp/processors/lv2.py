@@ -92,7 +92,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from realtime.dsp.processor import MidiQueue, Param, Processor, Readout
+from realtime.dsp.processor import MidiQueue, Param, Processor, Readout, short_repr
 from realtime.dsp.processors import SLOT_CONTROLS, register
 from realtime.errors import ParamError, PluginError
 from realtime.io import lilv, lv2_host, lv2_scan
@@ -355,12 +355,13 @@ class _ScalePoints(Param):
     points: tuple[float, ...] = ()
 
     def choice_of(self, value, where: str = "") -> int:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # (an int of hundreds of digits overflows the float isclose makes of it: no point is that far)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300:
             for k, p in enumerate(self.points):
                 if math.isclose(value, p, rel_tol=1e-5, abs_tol=1e-9):  # the points are float32
                     return k
         named = ", ".join(f"{p:g} {c}" for p, c in zip(self.points, self.choices))
-        raise ParamError(f"{where}{self.id}: {value!r} is not one of {list(self.choices)} (by value: {named})")
+        raise ParamError(f"{where}{self.id}: {short_repr(value)} is not one of {list(self.choices)} (by value: {named})")
 
 
 def _raw_range(port: lv2_scan.PortInfo) -> tuple[float, float]:

@@ -96,11 +96,12 @@ class Param:
         try:
             value = float(value)
         except OverflowError:  # an int of hundreds of digits
-            raise ParamError(f"{label}: {str(value)[:12]}... is outside [{self.min:g}, {self.max:g}]") from None
+            raise ParamError(f"{label}: {short_repr(value)} is outside [{self.min:g}, {self.max:g}]") from None
         if not math.isfinite(value):
             raise ParamError(f"{label}: {value} is not finite")
         if value < self.min or value > self.max:
-            raise ParamError(f"{label}: {value:g} is outside [{self.min:g}, {self.max:g}] {self.unit}".rstrip())
+            # (enough digits that a value just past a limit does not read as the limit itself)
+            raise ParamError(f"{label}: {value:.12g} is outside [{self.min:g}, {self.max:g}] {self.unit}".rstrip())
         if self.step:
             value = self.min + round((value - self.min) / self.step) * self.step
         return value

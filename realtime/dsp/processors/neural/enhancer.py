@@ -264,7 +264,15 @@ class Enhancer(NeuralProcessor):
                 kind == WINDOWS[0] and self.win_len != 2 * self.hop):
             raise self.session.error(f"has a {self.win_len}-sample {kind} window at hop {self.hop}; this runtime "
                                      f"frames {WINDOWS[0]} at 2 hops and {WINDOWS[1]} of 2 hops or more")
-        bins = self.session.input_shape(SPEC)[2]
+        spec = self.session.input_shape(SPEC)
+        if len(spec) != 4:
+            raise self.session.error(f"takes its spectrum as {spec}; this runtime gives [frames, batch, bins, 2]")
+        for name in self.state_names:  # [layers, batch, ...]: the channels go on axis 1, the rest are sized
+            shp = self.session.input_shape(name)
+            if len(shp) < 2 or not all(isinstance(d, int) for i, d in enumerate(shp) if i != 1):
+                raise self.session.error(f"declares its state {name!r} as {shp}; this runtime needs "
+                                         "[layers, batch, ...] with every axis but the batch fixed: re-export it")
+        bins = spec[2]
         if isinstance(bins, int) and bins != self.nfreq:
             raise self.session.error(f"takes {bins} bins; its {self.win_len}-sample window has {self.nfreq}")
         self._host_produced = 0

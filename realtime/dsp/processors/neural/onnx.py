@@ -95,6 +95,7 @@ def run_options():
 
     ro = ort.RunOptions()
     ro.add_run_config_entry("gpu_graph_id", "-1")
+    ro.log_severity_level = 4  # a run that fails raises (said in one line): not also a red log line on stderr
     return ro
 
 
@@ -103,6 +104,13 @@ def bind_output(io, name: str, arr: np.ndarray) -> None:
     if not arr.flags.c_contiguous:
         raise ValueError(f"output {name}: the bound buffer must be C-contiguous")
     io.bind_output(name, "cpu", 0, arr.dtype.type, list(arr.shape), arr.ctypes.data)
+
+
+def first_line(e: BaseException, limit: int = 240) -> str:
+    """The first line of an exception's message, cut to ``limit`` characters (onnxruntime's, once a
+    graph node fails, spans many, its source paths included)."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 class StatefulSession:
@@ -225,6 +233,10 @@ class StatefulSession:
         missing = [o for o in self._state_outputs.values() if o not in self.output_names]
         if missing:
             raise self.error(f"lacks the state outputs {missing}")
+        for name, out in self._state_outputs.items():  # the next state must fit where this one is read
+            a, b = self.input_shape(name), self.output_shape(out)
+            if len(a) != len(b) or any(isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a, b)):
+                raise self.error(f"declares its state output {out!r} as {b} but its input {name!r} as {a}: re-export it")
         self._states = [{k: np.zeros(s, np.float32) for k, s in shapes.items()} for _ in range(2)]
         self.reset_state()
         self._bindings = {}
@@ -328,6 +340,9 @@ class StatefulSession:
         The first runs of a shape allocate ONNX Runtime's buffers and pick its kernels: done
         here, before the stream starts, they never land on the audio path.
         """
-        for key in self.keys if keys is None else keys:
-            self.run(key)
+        try:
+            for key in self.keys if keys is None else keys:
+                self.run(key)
+        except Exception as e:  # noqa: BLE001 - onnxruntime's words: a model that loads but cannot run as bound
+            raise self.error(f"does not run: {first_line(e)}") from None
         self.reset_state()

@@ -29,7 +29,7 @@ from numba import njit
 from realtime.dsp.blocking import check_block, pow2_at_least
 from realtime.dsp.processor import MidiQueue, Param, Processor, Readout
 from realtime.dsp.processors import register
-from realtime.dsp.processors.neural.onnx import StatefulSession, bind_output
+from realtime.dsp.processors.neural.onnx import StatefulSession, bind_output, first_line
 from realtime.dsp.processors.neural.weights import model_dir
 from realtime.dsp.processors.synth import kernels as sk
 from realtime.dsp.processors.synth import voices as sv
@@ -278,8 +278,10 @@ class Instrument:
         if isinstance(declared, int) and declared != self.hidden:
             raise self.session.error(f"says hidden={self.hidden} in its metadata but its state input holds "
                                      f"{declared}: re-export it")
-        self.n_harm = int(self.session.output_shape("harmonics")[-1])
-        self.n_noise = int(self.session.output_shape("noise")[-1])
+        self.n_harm, self.n_noise = (self.session.output_shape(o)[-1] for o in ("harmonics", "noise"))
+        if not (isinstance(self.n_harm, int) and isinstance(self.n_noise, int)):
+            raise self.session.error(f"declares its control sizes as {self.n_harm}/{self.n_noise}; this runtime "
+                                     "needs them fixed: re-export it")
         if self.n_noise != 65 or self.n_harm < 1:
             raise self.session.error(f"has unexpected control sizes {self.n_harm}/{self.n_noise}")
 
@@ -307,7 +309,10 @@ class Instrument:
         self.steps = StepCalls(self.session, H, self.n_harm, self.n_noise, sv.ES_MAX)
         for m in range(1, sv.ES_MAX + 1):
             self.steps.bind(m)
-        self.steps.run(1)
+        try:
+            self.steps.run(1)
+        except Exception as e:  # noqa: BLE001 - onnxruntime's words: the single-step shape does not run
+            raise self.session.error(f"does not run: {first_line(e)}") from None
         self.steps.run(sv.ES_MAX)
         self.es_harm = np.zeros((sv.ES_ROWS, self.n_harm), np.float32)
         self.es_noise = np.zeros((sv.ES_ROWS, self.n_noise), np.float32)
@@ -372,6 +377,15 @@ class Instrument:
 
 
 _UNREADABLE_SAID: set[str] = set()  # the optional decoders that could not be loaded, said once per process
+
+
+def _left_out(name: str, path, e: ModelError) -> None:
+    """Say once on stderr that the ``name`` decoder at ``path`` is left out (unreadable, or it does not run)."""
+    if str(path) not in _UNREADABLE_SAID:
+        _UNREADABLE_SAID.add(str(path))
+        import sys
+
+        print(f"warning: {str(e).rstrip('.')}; a program change to the {name} is ignored", file=sys.stderr)
 
 
 @register
@@ -457,12 +471,7 @@ class Synth(MidiQueue, Processor):
                 try:
                     out[i] = Instrument(name, path, self.provider)
                 except ModelError as e:
-                    if str(path) not in _UNREADABLE_SAID:
-                        _UNREADABLE_SAID.add(str(path))
-                        import sys
-
-                        why = str(e).rstrip(".")
-                        print(f"warning: {why}; a program change to the {name} is ignored", file=sys.stderr)
+                    _left_out(name, path, e)
         return out
 
     def _prepare(self) -> None:
@@ -473,8 +482,15 @@ class Synth(MidiQueue, Processor):
         sr = self.sample_rate
         self.hop = max(1, int(round(sr / rates.pop())))
         self.t_max = (self.max_block - 1) // self.hop + 1
-        for inst in self.instruments.values():
-            inst.prepare(self.t_max, self.hop)
+        sel = int(self.values[sv.K_INSTR])
+        for i, inst in list(self.instruments.items()):
+            try:
+                inst.prepare(self.t_max, self.hop)
+            except ModelError as e:  # (one that loads but does not run) as an unreadable one: left out
+                if i == sel:
+                    raise
+                _left_out(inst.name, inst.path, e)
+                del self.instruments[i]
         self._sounding = {i: sounding_state(inst) for i, inst in self.instruments.items()}
         K = max(inst.n_harm for inst in self.instruments.values())
         V = sv.MAX_VOICES

@@ -27,6 +27,7 @@ from numba import carray, cfunc, njit, types
 
 from realtime.engine.atomics import address_as_pointer, load_acquire, store_release
 from realtime.errors import JackError
+from realtime.io.bounded import done_within
 
 # control block layout (int64 slots); the callback's ``arg`` is its address
 C_CLIENT, C_CHANNELS, C_BUF, C_FRAMES, C_POS, C_STATE, C_START, C_LOOP, C_CYCLES = range(9)
@@ -200,14 +201,12 @@ class PeriodWatch:
         the close runs in a thread of its own, waited for ``wait_s`` (default ``CLOSE_WAIT_S``),
         then left to finish."""
         client, self._client = self._client, None
-        if not client:
-            return
-        import threading
+        if client:
+            done_within(lambda: self._lib.jack_client_close(client), self.CLOSE_WAIT_S if wait_s is None else wait_s,
+                        "jack-period-close")
 
-        t = threading.Thread(target=self._lib.jack_client_close, args=(client,), name="jack-period-close",
-                             daemon=True)
-        t.start()
-        t.join(self.CLOSE_WAIT_S if wait_s is None else wait_s)
+
+CLIENT_CLOSE_WAIT_S = 2.0  # a player's or recorder's close waits this long for a server that does not answer
 
 
 class _NativeClient:
@@ -287,12 +286,15 @@ class _NativeClient:
     def close(self) -> None:
         if not self._client:
             return
-        lib = _libjack()
-        if self._active:
-            lib.jack_deactivate(self._client)
-            self._active = False
-        lib.jack_client_close(self._client)
-        self._client = None
+        lib, client, active = _libjack(), self._client, self._active
+        self._client, self._active = None, False
+
+        def close_client() -> None:  # (the thread holds self: the callback's arrays live while it may run)
+            if active:
+                lib.jack_deactivate(client)
+            lib.jack_client_close(client)
+
+        done_within(close_client, CLIENT_CLOSE_WAIT_S, "jack-client-close")  # a paused server: left to the thread
 
     def __del__(self):  # the callback reads this object's arrays: never leave it running without them
         try:

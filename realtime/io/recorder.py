@@ -27,6 +27,16 @@ class FileRecorder:
         if (why := folder_problem(self.path.parent)) is not None:
             raise RecordingError(f"{self.path.parent}: {why}")
         self.ring = Ring.for_frames(int(samplerate * seconds_buffer), channels)
+        self._chunk = np.zeros((4096, channels), np.float32)
+        # the ring's Numba code loaded here, on the caller's thread: loaded first in the thread, it
+        # waited for an llvmlite lock that a Ctrl-C left held on this one, and discard's join hung.
+        # Before the file exists: a signal during the load (half a second) left its .part behind
+        self.ring.pop(self._chunk)
+        self._stop = threading.Event()
+        self.frames = 0
+        self.samplerate = samplerate
+        self.error: BaseException | None = None  # the write that failed; later frames are drained unwritten
+        self.reason: str | None = None  # why, in words (``write_failure_reason``), set before ``error``
         self._out = AtomicFile(self.path)
         try:
             self._file = sf.SoundFile(sf_path(self._out.tmp), "w", samplerate=samplerate, channels=channels,
@@ -34,15 +44,9 @@ class FileRecorder:
         except (OSError, RuntimeError) as e:
             self._out.discard()
             raise RecordingError(f"{write_failure_reason(self.path.parent, e)}: cannot record to {self.path}") from None
-        self._chunk = np.zeros((4096, channels), np.float32)
-        self._stop = threading.Event()
-        self.frames = 0
-        self.samplerate = samplerate
-        self.error: BaseException | None = None  # the write that failed; later frames are drained unwritten
-        self.reason: str | None = None  # why, in words (``write_failure_reason``), set before ``error``
-        # the ring's Numba code loaded here, on the caller's thread: loaded first in the thread, it
-        # waited for an llvmlite lock that a Ctrl-C left held on this one, and discard's join hung
-        self.ring.pop(self._chunk)
+        except BaseException:  # a signal meanwhile: no .part left
+            self._out.discard()
+            raise
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
@@ -85,6 +89,16 @@ class FileRecorder:
                 pass
         self._out.discard()
 
+    def _commit(self) -> None:
+        """The finished file put in place; a folder moved, removed or unmounted while recording is one
+        line that names the hidden file the take is left in (it was the bare rename's error)."""
+        try:
+            self._out.commit(fsync=False)
+        except OSError as e:
+            raise RecordingError(f"{self.path}: the recording ({self.frames / self.samplerate:.1f} s) could not be put "
+                                 f"in place ({e.strerror or e}: was its folder moved, removed or unmounted?); it is "
+                                 f"left as {self._out.tmp.name} in the folder it was recorded in") from None
+
     def close(self) -> None:
         """Finish the file; after a failed write, keep what was written (if it reads back) and
         raise ``RecordingError``."""
@@ -103,7 +117,7 @@ class FileRecorder:
                 self.reason = write_failure_reason(self.path.parent, e)
                 self.error = e
         if self.error is None:
-            self._out.commit(fsync=False)
+            self._commit()
             return
         why = self.reason or write_failure_reason(self.path.parent, self.error)
         kept = False
@@ -112,7 +126,7 @@ class FileRecorder:
         except (OSError, RuntimeError):
             pass
         if kept:
-            self._out.commit(fsync=False)
+            self._commit()
         else:
             self._out.discard()
         raise RecordingError(f"{why} while recording to {self.path}: the recording stopped after "

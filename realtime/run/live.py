@@ -128,6 +128,9 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
                           "synth, an LV2 instrument)")
     rec_format = check_record(record, config.samplerate)  # refused before anything starts, not after the run
     if demo or not has_audio_device(config.mode, config.input_device is not None or config.output_device is not None):
+        if midi_port is not None:  # asked for a keyboard: a demo that plays audio instead, without a word, is not it
+            raise ConfigError(f"--midi-port {midi_port}: the demo plays audio through the chain, no MIDI"
+                              + ("" if demo else " (no audio device found: start a JACK server or connect a sound card)"))
         if config.mode != "duplex":  # its signal goes in and comes back out: one way, it measured nothing
             raise ConfigError(f"--mode {config.mode}: the demo plays its signal through the chain and records "
                               "what comes out, duplex only" + ("" if demo else " (no audio device found)"))

@@ -30,6 +30,21 @@ def artifacts_dir():
 
 
 @pytest.fixture
+def keyboard(qtbot):
+    """The panel's on-screen keyboard (offscreen), recording what it plays in ``events``."""
+    from gui.keyboard import PianoKeyboard
+
+    k = PianoKeyboard()
+    qtbot.addWidget(k)
+    k.resize(600, 90)
+    k.show()
+    k.events = []
+    k.noteOn.connect(lambda n, v: k.events.append(("on", n)))
+    k.noteOff.connect(lambda n: k.events.append(("off", n)))
+    return k
+
+
+@pytest.fixture
 def window(qtbot, tmp_path):
     """``window(preset="default", **kw)``: a panel window (offscreen) on an engine in this process
     (fast); closed at the end. test_gui_engine has its own, on an engine process and JACK."""

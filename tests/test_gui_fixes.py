@@ -17,7 +17,6 @@ from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication, QLabel  # noqa: E402
 
 from gui.host import EngineHost  # noqa: E402
-from gui.keyboard import PianoKeyboard  # noqa: E402
 from gui.meters import FALL_DB_S, HOLD_S, LevelMeter  # noqa: E402
 from gui.settings import Settings  # noqa: E402
 from realtime.dsp.presets import load_preset, save_preset  # noqa: E402
@@ -129,18 +128,6 @@ def test_clicking_a_clip_readout_clears_the_latch_in_the_engine(window):
 def _mouse(k, kind, note, button, buttons):
     c = k.key_center(note)
     QApplication.sendEvent(k, QMouseEvent(kind, c, k.mapToGlobal(c), button, buttons, Qt.KeyboardModifier.NoModifier))
-
-
-@pytest.fixture
-def keyboard(qtbot):
-    k = PianoKeyboard()
-    qtbot.addWidget(k)
-    k.resize(600, 90)
-    k.show()
-    k.events = []
-    k.noteOn.connect(lambda n, v: k.events.append(("on", n)))
-    k.noteOff.connect(lambda n: k.events.append(("off", n)))
-    return k
 
 
 def test_a_second_mouse_button_leaves_no_stuck_note(keyboard):

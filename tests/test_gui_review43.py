@@ -12,7 +12,6 @@ from PyQt6.QtGui import QMouseEvent  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
-from gui.keyboard import PianoKeyboard  # noqa: E402
 from gui.settings import Settings  # noqa: E402
 from realtime.dsp.presets import load_preset, validate_preset  # noqa: E402
 from realtime.engine.control import CC  # noqa: E402
@@ -175,18 +174,6 @@ def test_the_window_shows_a_damaged_settings_file_in_its_banner(qtbot, tmp_path)
 
 
 # ---------------------------------------------------------------------------- 5. a note two inputs hold
-@pytest.fixture
-def keyboard(qtbot):
-    k = PianoKeyboard()
-    qtbot.addWidget(k)
-    k.resize(600, 90)
-    k.show()
-    k.events = []
-    k.noteOn.connect(lambda n, v: k.events.append(("on", n)))
-    k.noteOff.connect(lambda n: k.events.append(("off", n)))
-    return k
-
-
 def _click(k, note):
     c = k.key_center(note)
     for kind, buttons in ((QMouseEvent.Type.MouseButtonPress, Qt.MouseButton.LeftButton),

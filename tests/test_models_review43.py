@@ -12,7 +12,9 @@ from realtime.dsp.processors.neural.enhancer import Enhancer
 from realtime.errors import ModelError
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, save  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+from .onnx_helpers import graph_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ENHANCER_META = {"sample_rate": "48000", "win": "480", "hop": "240"}
@@ -22,23 +24,13 @@ def _io(name, shape):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
-def _model(path: Path, nodes, inputs, outputs, meta, inits=()) -> Path:
-    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    for k, v in meta.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, v
-    save(m, path)
-    return path
-
-
 def _ints(name, values):
     return helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
 
 
 def test_a_state_output_sized_unlike_its_input_is_refused_at_load(tmp_path):
     """h_enc_out half of h_enc: the first run failed inside prepare with onnxruntime's words."""
-    path = _model(tmp_path / "half.onnx",
+    path = graph_model(tmp_path / "half.onnx",
                   [helper.make_node("Identity", ["spec"], ["enh"]),
                    helper.make_node("Slice", ["h_enc", "st", "en", "ax"], ["h_enc_out"])],
                   [_io("spec", ["T", "B", 241, 2]), _io("h_enc", [2, "B", 256])],
@@ -51,7 +43,7 @@ def test_a_state_output_sized_unlike_its_input_is_refused_at_load(tmp_path):
 
 
 def test_a_model_that_fails_at_its_first_run_is_one_line(tmp_path):
-    path = _model(tmp_path / "sum.onnx",
+    path = graph_model(tmp_path / "sum.onnx",
                   [helper.make_node("ReduceSum", ["spec"], ["enh"], keepdims=0),
                    helper.make_node("Identity", ["h_enc"], ["h_enc_out"])],
                   [_io("spec", ["T", "B", 241, 2]), _io("h_enc", [2, "B", 256])],
@@ -69,7 +61,7 @@ def test_a_model_that_fails_at_its_first_run_is_one_line(tmp_path):
     (["T", "B", 241, 2], [256], r"declares its state 'h_enc' as \[256\]"),
 ])
 def test_a_spectrum_or_state_of_another_rank_or_unsized_is_one_line(tmp_path, spec, state, says):
-    path = _model(tmp_path / "odd.onnx",
+    path = graph_model(tmp_path / "odd.onnx",
                   [helper.make_node("Identity", ["spec"], ["enh"]), helper.make_node("Identity", ["h_enc"], ["h_enc_out"])],
                   [_io("spec", spec), _io("h_enc", state)], [_io("enh", spec), _io("h_enc_out", state)], ENHANCER_META)
     with pytest.raises(ModelError, match=says):
@@ -84,7 +76,7 @@ def _flute_with_unsized_harmonics(path: Path) -> Path:
              helper.make_node("Slice", ["sh", "s1", "s2", "z"], ["nf"]),
              helper.make_node("Concat", ["one", "nf"], ["rep"], axis=0), helper.make_node("Tile", ["u", "rep"], ["harmonics"]),
              helper.make_node("Tile", ["u", "rep65"], ["noise"]), helper.make_node("Identity", ["state"], ["state_out"])]
-    return _model(path, nodes,
+    return graph_model(path, nodes,
                   [_io("f0_hz", ["voices", "frames"]), _io("loudness_db", ["voices", "frames"]), _io("state", [1, "voices", 8])],
                   [_io("harmonics", ["voices", "frames", "n_harmonics"]), _io("noise", ["voices", "frames", 65]),
                    _io("state_out", [1, "voices", 8])],

@@ -166,10 +166,14 @@ def test_in_out_meters_stay_live_while_a_slot_is_added(window, qtbot):
 
         timer = QTimer(interval=10, timeout=poll)
         timer.start()
-        qtbot.waitUntil(lambda: bool(seen) and seen[-1][1] > -10.0 and seen[-1][3] > 0, timeout=5000)
-        w.add_box.pick("enhancer")
-        until_idle(qtbot, w, lambda: True)
-        qtbot.wait(300)
+        for _ in range(3):  # on a loaded machine an add can end between two polls: then once more
+            qtbot.waitUntil(lambda: bool(seen) and seen[-1][1] > -10.0 and seen[-1][3] > 0, timeout=5000)
+            seen.clear()
+            w.add_box.pick("enhancer")
+            until_idle(qtbot, w, lambda: True)
+            qtbot.wait(300)
+            if any(s[0] for s in seen):
+                break
         timer.stop()
     finally:
         player.close()

@@ -10,7 +10,7 @@ from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
 from realtime.io.jackio import JackPlayer, JackRecorder, _libjack, engine_ports, portaudio_client
 
-from .jack_helpers import Identity
+from .jack_helpers import GlitchTries, Identity
 
 SR, B, FREQ, AMP = 48000, 128, 1000.0, 0.5
 SINE_STEP = 2 * AMP * np.sin(np.pi * FREQ / SR)  # the largest sample-to-sample step of the sine itself
@@ -62,12 +62,11 @@ def _run_through(monkeypatch) -> tuple[np.ndarray, dict]:
 
 @pytest.mark.jack
 def test_a_sine_through_the_engine_has_no_step_where_the_stream_starts_or_stops(jack_server, monkeypatch):
-    glitched = []
-    for _ in range(5):
+    glitched, tries = [], GlitchTries(pause_s=0.5)
+    for _ in tries:
         out, stats = _run_through(monkeypatch)
         if stats["late_blocks"] or stats["server_xruns"]:  # a glitch mid-sine is a step of its own: again
             glitched.append({k: stats[k] for k in ("late_blocks", "server_xruns")})
-            time.sleep(0.5)
             continue
         sounding = np.flatnonzero(np.abs(out) > 1e-6)
         assert len(sounding), "nothing came out of the engine"
@@ -81,7 +80,7 @@ def test_a_sine_through_the_engine_has_no_step_where_the_stream_starts_or_stops(
             f"a step of {steps.max():.3f} at the {where} (frame {worst}; sound from {first} to {last}); "
             f"the sine's own steps are at most {SINE_STEP:.3f}")
         return
-    pytest.fail(f"no take without a glitch in 5: {glitched}")
+    pytest.fail(f"no take without a glitch in {tries.words()}: {glitched}")
 
 
 # ---------------------------------------------------------------------------- the fade itself

@@ -18,7 +18,7 @@ from realtime.engine.config import EngineConfig
 from realtime.errors import ModelError
 from realtime.io.jackio import JackPlayer, JackRecorder, engine_ports, portaudio_client
 
-from .jack_helpers import hold_gil
+from .jack_helpers import GlitchTries, hold_gil
 
 pytestmark = pytest.mark.jack
 
@@ -386,11 +386,14 @@ def test_a_zero_latency_slot_comes_and_goes_without_a_dip(running):
     the level moving (here a -6 dB gain) over the slots' 10 ms crossfade."""
     host, rig = running
     engine = host.engine
-    clean = 0
-    for change, before, after in 3 * (
-            (lambda: host.insert_slot({"id": "half", "processor": "gain", "params": {"gain_db": -6.0206}}, 1),
-             AMP, AMP / 2),
-            (lambda: host.remove_slot("half"), AMP / 2, AMP)):
+    clean, tries = 0, GlitchTries(least=6, pause_s=0.2)
+    changes = ((lambda: host.insert_slot({"id": "half", "processor": "gain", "params": {"gain_db": -6.0206}}, 1),
+                AMP, AMP / 2),
+               (lambda: host.remove_slot("half"), AMP / 2, AMP))
+    for n in tries:
+        if n >= 6 and clean >= 2:
+            break
+        change, before, after = changes[n % 2]
         late = _glitches(host)
         out = rig.around(change)
         assert host.engine is engine and host.engine._swap_faded is False
@@ -404,16 +407,20 @@ def test_a_zero_latency_slot_comes_and_goes_without_a_dip(running):
         assert lv[:100].min() == pytest.approx(before, abs=0.01) and lv[-100:].max() == pytest.approx(after, abs=0.01)
         moving = np.flatnonzero(np.abs(lv - before) > 0.01)
         assert len(moving) and np.all(np.abs(lv[moving[0] + 12:] - after) < 0.01)  # within 12 ms, and stays
-    assert clean >= 2, "too few takes without a late block to say anything"
+    assert clean >= 2, f"too few takes without a late block to say anything: {clean} in {tries.words()}"
 
 
 def test_a_change_of_latency_or_order_still_fades(running):
     """A slot with latency changes the stream's timing, a move the order of the slots' states: the
     output fades out and in (the dip) rather than jump."""
     host, rig = running
-    clean = 0
-    for change in 2 * (lambda: host.add_slot("limiter", 1), lambda: host.move_slot("limiter", -1),
-                       lambda: host.remove_slot("limiter")):
+    clean, tries = 0, GlitchTries(least=6, pause_s=0.2)
+    changes = (lambda: host.add_slot("limiter", 1), lambda: host.move_slot("limiter", -1),
+               lambda: host.remove_slot("limiter"))
+    for n in tries:
+        if n >= 6 and clean >= 2 and n % 3 == 0:
+            break
+        change = changes[n % 3]
         late = _glitches(host)
         out = rig.around(change)
         assert host.engine._swap_faded is True
@@ -421,7 +428,7 @@ def test_a_change_of_latency_or_order_still_fades(running):
             clean += 1
             assert 0 < _silent_run(out) < 0.06 * SR
             assert np.abs(np.diff(out)).max() <= 1.05 * SINE_STEP
-    assert clean >= 2, "too few takes without a late block to say anything"
+    assert clean >= 2, f"too few takes without a late block to say anything: {clean} in {tries.words()}"
 
 
 def test_which_changes_are_seamless():

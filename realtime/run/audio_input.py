@@ -1,7 +1,8 @@
 """Reading the files the offline runner processes: paths and standard input, what libsndfile opens,
 and what it does not say: a file cut short or still growing (WAV, RF64, W64, AIFF, AU, Ogg), a WAV
 past the 4 GiB its header counts, joined MP3 files and chained Ogg streams (read part after part),
-a decoding error part way (everything before it kept), and samples that are not numbers (zeroed
+a header that does not give the length (a FLAC written to a pipe: counted by decoding), a decoding
+error part way (everything before it kept), and samples that are not numbers (zeroed
 before any resampler)."""
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
         raise OfflineError(f"{p}: not a readable audio file ({words})") from None
     f, said = whole_wav(p, f) if p.is_file() else (f, None)
     f, rest = joined(p if p.is_file() else f.name, f)
+    f, unsure = known_length(p if p.is_file() else f.name, f)
     if f.frames == 0:
         f.close()
         if p.is_file() and truncation(p):  # a short Ogg cut in half: libsndfile reads none of it
@@ -60,10 +62,10 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
     why = truncation(p)
     if why:
         said = f"{why} (a truncated or still-growing file); processing what is there"
-    for words in (said, rest):
+    for words in (said, rest, unsure):
         if words:
             print(f"warning: {p}: {words}", file=sys.stderr)
-    return f, said is not None or rest is not None
+    return f, said is not None or rest is not None or unsure is not None
 
 
 RIFF_MAX = 0xFFFFFFFF  # a RIFF (WAV) chunk's 32-bit size: 4 GiB; a streaming header's "unknown" too
@@ -287,7 +289,7 @@ def _open_part(source, start: int, end: int) -> sf.SoundFile:
     """The bytes of ``source`` from ``start`` to ``end``, opened by libsndfile as a file of their own."""
     tail = _FileTail(source, start, end)
     try:
-        return sf.SoundFile(tail)
+        return _ReadOnward(tail)
     except BaseException:
         tail.close()
         raise
@@ -369,6 +371,105 @@ def _joined(source, f: sf.SoundFile, fh) -> tuple:
     whole = JoinedAudio(source, bounds[:len(lengths)], tags, lengths)
     f.close()
     return whole, rest
+
+
+UNKNOWN_FRAMES = 1 << 62  # libsndfile's length (2^63 - 1) for a header that does not give it
+
+
+def known_length(source, f: sf.SoundFile) -> tuple:
+    """``f``, or where its header does not give its length (a FLAC written to a pipe by ``flac -``
+    or ``ffmpeg -f flac -``, or one whose writer stopped on a full disk: libsndfile says 2^63
+    frames, and a run sized its output by that and failed), the file read with its length counted
+    (``UnsizedAudio``); with words for a warning where decoding stopped on an error before the
+    end (None: nothing to say)."""
+    if f.frames < UNKNOWN_FRAMES:
+        return f, None
+    f.close()
+    if not _is_path(source):
+        source.seek(0)
+    whole = UnsizedAudio(source)
+    if whole.error is None:
+        return whole, None
+    return whole, (f"decoding stopped after {whole.frames / whole.samplerate:.1f} s ({whole.error}): a damaged "
+                   "or cut file; processing what is there")
+
+
+class UnsizedAudio(sf.SoundFile):
+    """A file whose header does not give its length, its length counted by decoding it once.
+
+    libsndfile cannot seek such a file to its end, and soundfile seeks after each read of a file it
+    can seek: the read that reached the end failed, and its audio was lost. Reads here never seek
+    (``seekable`` False to soundfile), the position is kept here, and a seek to the end (a
+    ``salvage``) is kept here too. ``error``: libsndfile's words where decoding stopped before the
+    end, else None."""
+
+    def __init__(self, source, frames: int | None = None):
+        self._source, self._pos, self.error = source, 0, None
+        super().__init__(source)
+        self._frames = self._count() if frames is None else frames
+
+    def _count(self) -> int:
+        """The frames that decode, read through once: in long reads, then after a decoding error (a
+        cut file; a read fails whole) from where that read started in ``SALVAGE_FRAMES`` pieces, then
+        frame by frame through the piece that failed, as ``salvage`` reads them. After an error the
+        file is opened anew and read up to there again: seeking near the damage fails too."""
+        n, buf = 0, np.empty((1 << 16, self.channels), np.float32)
+        for piece in (buf.shape[0], SALVAGE_FRAMES, 1):
+            try:
+                self._skip(n, buf)
+                while got := super().read(piece, dtype="float32", always_2d=True, out=buf[:piece]).shape[0]:
+                    n += got
+                    if piece == 1 and n % SALVAGE_FRAMES == 0:  # through the piece that failed: stop there
+                        break
+                else:  # the end of the file
+                    self.error = None
+            except (sf.LibsndfileError, RuntimeError) as e:  # (soundfile's read errors are RuntimeErrors)
+                self.error = libsndfile_words(e) or str(e)
+                self._reset()
+                continue
+            break
+        self._reset()
+        return n
+
+    def _skip(self, n: int, buf: np.ndarray) -> None:
+        """``n`` frames read from where the file is (its start), in ``buf``'s length."""
+        while n > 0 and (got := super().read(min(n, len(buf)), dtype="float32", always_2d=True, out=buf[:n]).shape[0]):
+            n -= got
+
+    def _reset(self) -> None:
+        """Back at the start, opened anew: a decoding error leaves the handle unable to seek."""
+        super().close()
+        if not _is_path(self._source):
+            self._source.seek(0)
+        super().__init__(self._source)
+
+    frames = property(lambda self: self._frames)
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, frames: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET:
+            raise ValueError("UnsizedAudio seeks from its start only")
+        self._pos = min(max(frames, 0), self._frames)
+        if self._pos < self._frames:
+            super().seek(self._pos)
+        return self._pos
+
+    def read(self, frames: int = -1, dtype: str = "float64", always_2d: bool = False, **kw) -> np.ndarray:
+        left = self._frames - self._pos
+        x = super().read(left if frames < 0 else min(frames, left), dtype=dtype, always_2d=always_2d, **kw)
+        self._pos += x.shape[0]
+        return x
+
+    def reopen(self) -> UnsizedAudio:
+        """The same file opened anew, at its start (``salvage``), its length as counted."""
+        if not _is_path(self._source):
+            self._source.seek(0)
+        return UnsizedAudio(self._source, self._frames)
 
 
 def _part_error(source, k: int, n: int, e: OSError) -> InputAccessError:
@@ -510,12 +611,20 @@ def _read_again(src: sf.SoundFile, at: int, out: np.ndarray, piece: int) -> tupl
 def _reopened(src):
     """``src`` opened anew, at its start: as it was opened (a ``WavAudio``'s RAW audio, a
     ``JoinedAudio``'s parts), else from its path, or a pipe's spool read again from its start."""
-    if isinstance(src, (WavAudio, JoinedAudio)):
+    if isinstance(src, (WavAudio, JoinedAudio, UnsizedAudio)):
         return src.reopen()
     source = src.name
     if not _is_path(source):
         source.seek(0)
-    return sf.SoundFile(source)
+    return _ReadOnward(source)
+
+
+class _ReadOnward(sf.SoundFile):
+    """A file read onward without the seek soundfile makes after each read of a file it can seek:
+    at a damaged file's last good frame that seek fails, and the frame read with it was lost."""
+
+    def seekable(self) -> bool:
+        return False
 
 
 def _bytes_missing(p: Path) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from realtime.errors import OfflineError, PresetError, os_reason
 from realtime.io.files import sf_path
+from realtime.run.audio_input import UNKNOWN_FRAMES
 from realtime.run.offline import DEFAULT_RATE, chain_rate
 
 MIDI_EXTENSIONS = frozenset({".mid", ".midi"})
@@ -216,21 +217,24 @@ def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int, int]:
 
         with capture_stderr():  # libmpg123's notes on a broken MP3: the worker's reading says them
             info = sf.info(sf_path(path))
-            frames = _joined_frames(path) if info.format in ("MP3", "OGG") else info.frames
+            unsure = info.format in ("MP3", "OGG") or info.frames >= UNKNOWN_FRAMES
+            frames = _read_frames(path) if unsure else info.frames
         return frames / info.samplerate, info.channels, info.samplerate
     except Exception:
         return 0.0, 0, 0
 
 
-def _joined_frames(path: Path) -> int:
-    """An MP3's or Ogg's length as the worker will read it: every part of a joined or chained file
-    (its header gives the first part's, or for a chained Ogg 2^63 frames)."""
+def _read_frames(path: Path) -> int:
+    """A file's length as the worker will read it: every part of a joined MP3 or chained Ogg (its
+    header gives the first part's, or for a chained Ogg 2^63 frames), a length no header gives
+    counted (``known_length``)."""
     import soundfile as sf
 
-    from realtime.run.audio_input import joined
+    from realtime.run.audio_input import joined, known_length
 
     with contextlib.redirect_stderr(io.StringIO()):  # a rest not read: the worker says it
         f, _ = joined(path, sf.SoundFile(sf_path(path)))
+        f, _ = known_length(path, f)
     with f:
         return f.frames
 

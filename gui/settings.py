@@ -83,20 +83,17 @@ class Settings:
         while aside.exists():
             n += 1
             aside = self.path.with_name(f"{self.path.name}.damaged{n}")
+        frozen = f"{said}; they read as defaults, and settings are not saved until it is fixed by hand"
         try:
             shutil.copy2(self.path, aside)
         except OSError as e:
-            self._frozen = True
-            self.problem = (f"{said}; they read as defaults, and settings are not saved until it is fixed by hand "
-                            f"(no copy could be kept: {e.strerror or e})")
+            self._frozen, self.problem = True, f"{frozen} (no copy could be kept: {e.strerror or e})"
             return
         for k in sorted(self._swallowed):
             self.q.remove(k)
         self.q.sync()
         if self.q.status() != QSettings.Status.NoError:
-            self._frozen = True
-            self.problem = (f"{said}; they read as defaults, and settings are not saved until it is fixed by hand "
-                            f"(it cannot be written; a copy is kept as {aside})")
+            self._frozen, self.problem = True, f"{frozen} (it cannot be written; a copy is kept as {aside})"
             return
         self.problem = f"{said}; they read as defaults now, the file as it was is kept as {aside}"
 

@@ -216,7 +216,7 @@ class JoinedAudio:
         self.samplerate, self.channels = first.samplerate, first.channels
         self.format, self.subtype, self.endian = first.format, first.subtype, first.endian
         self.frames = sum(lengths)
-        self.name = os.fsdecode(source) if _is_path(source) else "input"
+        self.name = _source_name(source)
 
     def _go_to(self, k: int) -> None:
         """Part ``k`` open at its start (the one open before closed); past the last part: none."""
@@ -301,6 +301,11 @@ def _close_part(part: sf.SoundFile) -> None:
 
 
 PART_CHANNELS = {1: "a mono part", 2: "a stereo part"}
+
+
+def _source_name(source) -> str:
+    """``source`` as a message names it: its path, or "input" for a pipe's spool."""
+    return os.fsdecode(source) if _is_path(source) else "input"
 
 
 def _is_path(source) -> bool:
@@ -474,8 +479,7 @@ class UnsizedAudio(sf.SoundFile):
 
 def _part_error(source, k: int, n: int, e: OSError) -> InputAccessError:
     """The one line for part ``k`` of ``n`` that could not be opened (``e``: the system's reason)."""
-    name = os.fsdecode(source) if _is_path(source) else "input"
-    return InputAccessError(f"{name}: cannot open its part {k + 1} of {n} ({e.strerror or e})")
+    return InputAccessError(f"{_source_name(source)}: cannot open its part {k + 1} of {n} ({e.strerror or e})")
 
 
 def _unlike(part: sf.SoundFile, first: sf.SoundFile) -> str | None:

@@ -7,6 +7,7 @@ suite's default server is never touched; a killed one is started and stopped aga
 which frees its name's entry (JACK keeps eight per machine)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
 from realtime.errors import ConfigError
 
-from .jack_helpers import Identity
+from .jack_helpers import GlitchTries, Identity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = "rt-review38"  # fixed: a killed server's registry entry is reclaimed by its name only
@@ -135,8 +136,15 @@ def test_the_demo_wires_its_own_engine_not_the_first_client_on_the_server(tmp_pa
     out = tmp_path / "demo.wav"
     try:
         assert _wait_for(lambda: "jack_delay:out" in _jack_ports() or other.poll() is not None, 30)
-        r = subprocess.run([sys.executable, "main.py", "run", "--demo", "--seconds", "2", "--preset", "clean",
-                            "--demo-out", str(out)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+        tries = GlitchTries(least=3, budget_s=30.0)
+        for _ in tries:  # a late block or a server xrun shifts the take itself: its round trip says nothing
+            r = subprocess.run([sys.executable, "main.py", "run", "--demo", "--seconds", "2", "--preset", "clean",
+                                "--demo-out", str(out)], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                               timeout=180)
+            if r.returncode or re.search(r"late blocks 0, server xruns 0\b", r.stdout):
+                break
+        else:
+            pytest.fail(f"every demo glitched, {tries.words()}: {r.stdout}")
     finally:
         other.terminate()
         other.wait(timeout=10)

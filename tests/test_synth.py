@@ -133,12 +133,15 @@ def test_notes_held_before_a_switch_to_mono_are_released_by_their_note_offs():
 
 
 def test_nrpn_data_entry_leaves_the_bend_range_alone():
-    """RPN 0,0 sets the pitch-bend range; a later NRPN's data entry (GS/XG files send them) does not."""
+    """RPN 0,0 sets the channel's pitch-bend range; a later NRPN's data entry (GS/XG files send them)
+    does not. The knob stays the range of the channels no RPN set."""
+    from realtime.dsp.processors.synth import voices as sv
+
     s = make(bend_range=2)
     run(s, 1, events=[(0, 0xB0, 101, 0, 0), (0, 0xB0, 100, 0, 0), (0, 0xB0, 6, 12, 0)])
-    assert s.values[s.param_index("bend_range")] == 12
+    assert s.g[sv.G_RANGE] == 12 and s.values[s.param_index("bend_range")] == 2
     run(s, 1, events=[(0, 0xB0, 99, 1, 0), (0, 0xB0, 98, 32, 0), (0, 0xB0, 6, 64, 0)])
-    assert s.values[s.param_index("bend_range")] == 12
+    assert s.g[sv.G_RANGE] == 12
 
 
 def test_note_off_sustain_pedal_and_release():

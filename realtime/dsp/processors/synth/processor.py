@@ -561,8 +561,9 @@ class Synth(MidiQueue, Processor):
 
     # ------------------------------------------------------------------ MIDI (between blocks)
     def panic(self) -> None:
-        """All sound off at the start of the next block."""
-        self.handle_midi(0xB0, 120, 0, 0)
+        """All sound off (every channel) at the start of the next block."""
+        for ch in range(16):
+            self.handle_midi(0xB0 | ch, 120, 0, 0)
 
     # ------------------------------------------------------------------ audio
     def _switch_instrument(self, want: int) -> None:

@@ -96,11 +96,14 @@ ES_RESET, ES_FRESH, ES_ON = 0.0, 1.0, 2.0
 # G_ATK / G_REL: the attack and release (samples) the envelopes run at: the knobs' values at the last
 # re-base (0 until the first block after a reset)
 # G_NES: how many event steps (rows of es) the block ``controls`` ran last has
-G_MOD, G_SUSTAIN, G_LFO, G_RPN_MSB, G_RPN_LSB, G_NSTACK, G_DROPPED, \
-    G_DATA_MSB, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, G_ATK, G_REL, G_NES, _G_SCALARS = range(15)
-# per MIDI channel c (0-15): g[G_BEND + c] (-1..1), g[G_EXPR + c], g[G_VOL + c] (0..1)
-G_BEND, G_EXPR, G_VOL = _G_SCALARS, _G_SCALARS + 16, _G_SCALARS + 32
-NG = _G_SCALARS + 48
+G_LFO, G_NSTACK, G_DROPPED, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, G_ATK, G_REL, G_NES, _G_SCALARS = range(10)
+# per MIDI channel c (0-15), as MIDI has them (a GM file's tracks each on a channel of their own: one
+# track's pedal, mod wheel, bend range or All Notes Off never reaches another's notes):
+# g[G_BEND + c] (-1..1), g[G_EXPR + c], g[G_VOL + c], g[G_MODW + c] (0..1), g[G_SUST + c] (pedal
+# down: 1), g[G_RPN_MSB + c] / g[G_RPN_LSB + c] (the RPN data entry goes to; 127: none), g[G_RANGE + c]
+# (the bend range an RPN 0 set, semitones; -1: the Bend range knob's)
+G_BEND, G_EXPR, G_VOL, G_MODW, G_SUST, G_RPN_MSB, G_RPN_LSB, G_RANGE = (_G_SCALARS + 16 * k for k in range(8))
+NG = _G_SCALARS + 16 * 8
 
 FLOOR_DB = -100.0
 DRUM_CHANNEL = 9  # MIDI channel 10 (0-based 9): GM percussion, not pitched notes
@@ -130,8 +133,9 @@ def reset_state(vs, g, stack):
     g[:] = 0.0
     g[G_EXPR:G_EXPR + 16] = 1.0
     g[G_VOL:G_VOL + 16] = 100.0 / 127.0
-    g[G_RPN_MSB] = 127.0
-    g[G_RPN_LSB] = 127.0
+    g[G_RPN_MSB:G_RPN_MSB + 16] = 127.0
+    g[G_RPN_LSB:G_RPN_LSB + 16] = 127.0
+    g[G_RANGE:G_RANGE + 16] = -1.0
     g[G_RETRIG_KEY] = -1.0
     stack[:] = -1.0
 
@@ -389,6 +393,7 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr):
 def _note_off(vs, g, stack, note, ch, t, kv, sr):
     atk = g[G_ATK]
     rel = g[G_REL]
+    sustain = g[G_SUST + int(ch)] >= 0.5
     if kv[K_MODE] >= 0.5:
         _stack_remove(stack, g, note)
         if vs[0, V_STAGE] == ON and vs[0, V_NOTE] == note:
@@ -397,7 +402,7 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
                 back = stack[n - 1]
                 porta = kv[K_PORTA] * 1e-3 * sr
                 _glide(vs, back, t, porta)
-            elif g[G_SUSTAIN] >= 0.5:
+            elif sustain:
                 vs[0, V_GATE] = 0.0
                 vs[0, V_SUST] = 1.0
             else:
@@ -412,7 +417,7 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
         return
     for v in range(first, MAX_VOICES):  # note-off without note-on simply matches nothing
         if vs[v, V_STAGE] == ON and vs[v, V_GATE] == 1.0 and vs[v, V_NOTE] == note and vs[v, V_CH] == ch:
-            if g[G_SUSTAIN] >= 0.5:
+            if sustain:
                 vs[v, V_GATE] = 0.0
                 vs[v, V_SUST] = 1.0
             else:
@@ -420,13 +425,19 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
 
 
 @njit(nogil=True, cache=True)
-def _all_off(vs, g, stack, t, kv, sr, hard):
-    """hard (CC120, all sound off): every voice stops at once. Else (CC123, all notes off): a
-    note-off for every note, so with the sustain pedal down the notes sound on until it is up."""
+def _all_off(vs, g, stack, t, kv, sr, hard, c):
+    """Channel c's voices: hard (CC120, all sound off), each stops at once. Else (CC123, all notes
+    off): a note-off for each note, so with the channel's pedal down the notes sound on until it is
+    up. The mono key stack is emptied when the mono voice is the channel's."""
     atk = g[G_ATK]
     rel = g[G_REL]
-    sustain = g[G_SUSTAIN] >= 0.5
+    sustain = g[G_SUST + c] >= 0.5
+    if vs[0, V_CH] == c:
+        stack[:] = -1.0
+        g[G_NSTACK] = 0.0
     for v in range(MAX_VOICES):
+        if vs[v, V_CH] != c:
+            continue
         if hard:
             vs[v, V_STAGE] = FREE
             vs[v, V_GATE] = 0.0
@@ -437,8 +448,6 @@ def _all_off(vs, g, stack, t, kv, sr, hard):
                 vs[v, V_SUST] = 1.0
         else:
             _release(vs, v, t, atk, rel, sr)
-    stack[:] = -1.0
-    g[G_NSTACK] = 0.0
 
 
 @njit(nogil=True, cache=True)
@@ -466,47 +475,49 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr) -> bool:
         g[G_BEND + c] = ((b << 7) | a) / 8192.0 - 1.0
     elif typ == 0xB0:
         if a == 1:
-            g[G_MOD] = b / 127.0
+            g[G_MODW + c] = b / 127.0
         elif a == 7:
             g[G_VOL + c] = b / 127.0
         elif a == 11:
             g[G_EXPR + c] = b / 127.0
         elif a == 64:
-            down = b >= 64
-            if g[G_SUSTAIN] >= 0.5 and not down:
-                atk = g[G_ATK]
-                rel = g[G_REL]
-                for v in range(MAX_VOICES):
-                    if vs[v, V_SUST] == 1.0:
-                        _release(vs, v, t, atk, rel, sr)
-            g[G_SUSTAIN] = 1.0 if down else 0.0
+            if b < 64:
+                _pedal_up(vs, g, c, t, sr)
+            g[G_SUST + c] = 1.0 if b >= 64 else 0.0
         elif a == 101:
-            g[G_RPN_MSB] = b
+            g[G_RPN_MSB + c] = b
         elif a == 100:
-            g[G_RPN_LSB] = b
+            g[G_RPN_LSB + c] = b
         elif a == 99 or a == 98:  # an NRPN is selected: data entry no longer goes to an RPN
-            g[G_RPN_MSB] = 127.0
-            g[G_RPN_LSB] = 127.0
-        elif a == 6:  # data entry: RPN 0 = pitch-bend range (semitones), written to the knob
-            if g[G_RPN_MSB] == 0 and g[G_RPN_LSB] == 0:
-                kv[K_BEND] = min(24.0, float(b))
+            g[G_RPN_MSB + c] = 127.0
+            g[G_RPN_LSB + c] = 127.0
+        elif a == 6:  # data entry: RPN 0 = the channel's pitch-bend range (semitones)
+            if g[G_RPN_MSB + c] == 0 and g[G_RPN_LSB + c] == 0:
+                g[G_RANGE + c] = min(24.0, float(b))
         elif a == 120:
-            _all_off(vs, g, stack, t, kv, sr, True)
+            _all_off(vs, g, stack, t, kv, sr, True, c)
             return True
         elif a == 121:
             g[G_BEND + c] = 0.0
-            g[G_MOD] = 0.0
+            g[G_MODW + c] = 0.0
             g[G_EXPR + c] = 1.0
-            if g[G_SUSTAIN] >= 0.5:
-                g[G_SUSTAIN] = 0.0
-                atk = g[G_ATK]
-                rel = g[G_REL]
-                for v in range(MAX_VOICES):
-                    if vs[v, V_SUST] == 1.0:
-                        _release(vs, v, t, atk, rel, sr)
+            _pedal_up(vs, g, c, t, sr)
+            g[G_SUST + c] = 0.0
         elif a == 123:
-            _all_off(vs, g, stack, t, kv, sr, False)
+            _all_off(vs, g, stack, t, kv, sr, False, c)
     return False
+
+
+@njit(nogil=True, cache=True)
+def _pedal_up(vs, g, c, t, sr):
+    """Channel c's sustain pedal lifted: its notes held only by the pedal are released."""
+    if g[G_SUST + c] < 0.5:
+        return
+    atk = g[G_ATK]
+    rel = g[G_REL]
+    for v in range(MAX_VOICES):
+        if vs[v, V_SUST] == 1.0 and vs[v, V_CH] == c:
+            _release(vs, v, t, atk, rel, sr)
 
 
 @njit(nogil=True, cache=True)
@@ -523,9 +534,11 @@ def _voice_inputs(vs, v, tau, e_db, bend, vib, expr_db, lmap, sr):
 
 @njit(nogil=True, cache=True)
 def _bend_expr(vs, v, g, kv):
-    """Voice v's channel's pitch bend (semitones) and expression (dB on the decoder's loudness)."""
+    """Voice v's channel's pitch bend (semitones), expression (dB on the decoder's loudness) and mod
+    wheel (0..1)."""
     c = int(vs[v, V_CH])
-    return g[G_BEND + c] * kv[K_BEND], 40.0 * math.log10(max(g[G_EXPR + c], 1e-3))
+    span = g[G_RANGE + c] if g[G_RANGE + c] >= 0.0 else kv[K_BEND]
+    return g[G_BEND + c] * span, 40.0 * math.log10(max(g[G_EXPR + c], 1e-3)), g[G_MODW + c]
 
 
 VOICE_GAIN_FLOOR = 1e-9  # -180 dB: inaudible, yet a sounding voice (``voice_gain``)
@@ -597,8 +610,8 @@ def _event_steps(vs, g, kv, lmap, sr, atk, rel, es, t, off, j, b, hop, state, si
         if kind != ES_RESET:
             # the inputs of a frame of the voice's grid that starts here: the envelope where its
             # ramp ends, the vibrato LFO where the decoder's last frame left it
-            vib = kv[K_VIB_DEPTH] * 0.01 * g[G_MOD] * math.sin(2.0 * math.pi * g[G_LFO])
-            bend, expr_db = _bend_expr(vs, v, g, kv)
+            bend, expr_db, mod = _bend_expr(vs, v, g, kv)
+            vib = kv[K_VIB_DEPTH] * 0.01 * mod * math.sin(2.0 * math.pi * g[G_LFO])
             f0, ld, _ = _voice_inputs(vs, v, t + hop, _env_db(vs, v, t + hop, atk, rel), bend, vib, expr_db, lmap, sr)
             es[r, ES_F0] = f0
             es[r, ES_LD] = ld
@@ -678,7 +691,7 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
             _rebase_envelopes(vs, g, pos + lim, atk, rel)
         b_tau = pos + lim + hop  # the time this frame's ramp reaches its value (on the decoder's grid)
         g[G_LFO] = (g[G_LFO] + vib_inc) % 1.0
-        vib = kv[K_VIB_DEPTH] * 0.01 * g[G_MOD] * math.sin(2.0 * math.pi * g[G_LFO])
+        lfo = kv[K_VIB_DEPTH] * 0.01 * math.sin(2.0 * math.pi * g[G_LFO])  # times each channel's mod wheel
         for v in range(MAX_VOICES):
             lag[j, v] = vs[v, V_DELTA]
             tau = b_tau + vs[v, V_DELTA]
@@ -694,8 +707,8 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
                     f0_out[v, j] = vs[v, V_LAST_F0]
                     ld_out[v, j] = FLOOR_DB
                 continue
-            bend, expr_db = _bend_expr(vs, v, g, kv)
-            f0, ld, pitch = _voice_inputs(vs, v, tau, e_db, bend, vib, expr_db, lmap, sr)
+            bend, expr_db, mod = _bend_expr(vs, v, g, kv)
+            f0, ld, pitch = _voice_inputs(vs, v, tau, e_db, bend, lfo * mod, expr_db, lmap, sr)
             vs[v, V_PITCH] = pitch
             vs[v, V_LAST_F0] = f0
             f0_out[v, j] = f0

@@ -2,6 +2,8 @@
 play on a channel of their own: one track's All Notes Off, All Sound Off, sustain pedal, Reset All
 Controllers, mod wheel or bend range (RPN 0) acted on every channel, and cut, smeared or retuned the
 other tracks' notes. Each test failed before its fix."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,99 @@ def test_panic_stops_every_channels_notes():
     s.panic()
     run(s, 3)
     assert s.active_voices() == 0
+
+
+# ------------------------------------------------------------------ MIDI files: batch and synth at their edges
+def _tune(path, notes=((60, 480),)):
+    import mido
+
+    track = mido.MidiTrack()
+    for note, ticks in notes:
+        track += [mido.Message("note_on", note=note, velocity=100), mido.Message("note_off", note=note, time=ticks)]
+    mf = mido.MidiFile()
+    mf.tracks.append(track)
+    mf.save(path)
+    return path
+
+
+def test_batch_refuses_a_midi_preset_that_plays_no_midi(tmp_path):
+    """--midi-preset default (an effects chain) rendered every MIDI file as silence, each "ok" (and
+    skipped by a re-run)."""
+    from realtime.errors import PresetError
+    from realtime.run.batch import BatchOptions, plan_batch
+
+    (tmp_path / "in").mkdir()
+    _tune(tmp_path / "in" / "tune.mid")
+    with pytest.raises(PresetError, match="preset 'default' plays no MIDI .* --midi-preset synth"):
+        plan_batch([tmp_path / "in"], tmp_path / "out", BatchOptions(midi_preset="default"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_render_through_a_chain_that_plays_no_midi_is_refused(tmp_path):
+    from realtime.dsp.presets import build_chain, load_preset
+    from realtime.errors import OfflineError
+    from realtime.run.offline import render_midi
+
+    with pytest.raises(OfflineError, match="plays no MIDI"):
+        render_midi(_tune(tmp_path / "t.mid"), tmp_path / "t.wav", build_chain(load_preset("default")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.mid"]
+
+
+@pytest.mark.parametrize("ext", ["flac", "mp3"])
+def test_a_render_of_no_audio_to_a_format_that_cannot_be_empty_writes_nothing(tmp_path, ext):
+    """A conductor track alone (0 s, no notes) left a 0-byte .flac or .mp3, unreadable, reported as
+    written (and a batch marked it done)."""
+    import mido
+
+    from realtime.errors import OfflineError
+    from realtime.run.offline import render_midi
+
+    from .test_synth_render_end import synth_chain
+
+    mf = mido.MidiFile(type=1)
+    mf.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000)]))
+    mf.save(tmp_path / "t.mid")
+    with pytest.raises(OfflineError, match=rf"t\.{ext}: nothing to write \(0 s of audio\)"):
+        render_midi(tmp_path / "t.mid", tmp_path / f"t.{ext}", synth_chain())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.mid"]
+
+
+def test_karaoke_smf_and_riff_midi_files_are_midi(tmp_path):
+    """.kar and .smf files were skipped by a folder's scan (or refused as audio), and a RIFF MIDI
+    file (.rmi, a standard MIDI file in a "data" chunk) said "MThd not found"."""
+    import struct
+
+    import soundfile as sf
+
+    from realtime.run.batch import BatchOptions, plan_batch, run_batch
+    from realtime.run.midi_file import midi_file_events
+
+    (tmp_path / "in").mkdir()
+    smf = _tune(tmp_path / "in" / "a.mid").read_bytes()
+    (tmp_path / "in" / "a.mid").rename(tmp_path / "in" / "a.kar")
+    (tmp_path / "in" / "b.smf").write_bytes(smf)
+    body = b"RMID" + b"data" + struct.pack("<I", len(smf)) + smf + b"\0" * (len(smf) & 1)
+    body += b"LIST" + struct.pack("<I", 4) + b"INFO"
+    (tmp_path / "in" / "c.rmi").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    want = midi_file_events(tmp_path / "in" / "b.smf", 48000)
+    assert np.array_equal(midi_file_events(tmp_path / "in" / "c.rmi", 48000), want) and len(want) == 2
+    tasks = plan_batch([tmp_path / "in"], tmp_path / "out", BatchOptions())
+    assert sorted((t.kind, Path(t.output).name) for t in tasks) == [("midi", "a.wav"), ("midi", "b.wav"),
+                                                                     ("midi", "c.wav")]
+    summary = run_batch([tmp_path / "in"], tmp_path / "out", jobs=1, progress=False)
+    assert summary["failed"] == 0 and summary["processed"] == 3
+    assert all(np.abs(sf.read(tmp_path / "out" / f"{n}.wav")[0]).max() > 0.01 for n in "abc")
+
+
+def test_a_folder_or_a_pipe_given_as_the_midi_file_is_said_as_such(tmp_path):
+    import os
+
+    from realtime.errors import OfflineError
+    from realtime.run.midi_file import midi_file_events
+
+    (tmp_path / "song.mid").mkdir()
+    with pytest.raises(OfflineError, match=r"song\.mid: is a folder, not a MIDI file"):
+        midi_file_events(tmp_path / "song.mid", 48000)
+    os.mkfifo(tmp_path / "pipe.mid")
+    with pytest.raises(OfflineError, match=r"pipe\.mid: a pipe or device, not a file"):
+        midi_file_events(tmp_path / "pipe.mid", 48000)

@@ -27,7 +27,7 @@ from realtime.io.files import sf_path
 from realtime.run.audio_input import UNKNOWN_FRAMES
 from realtime.run.offline import DEFAULT_RATE, chain_rate
 
-MIDI_EXTENSIONS = frozenset({".mid", ".midi"})
+MIDI_EXTENSIONS = frozenset({".mid", ".midi", ".kar", ".smf", ".rmi"})  # (.kar: karaoke; .rmi: RIFF MIDI)
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
                               ".au", ".caf", ".w64", ".rf64"})  # no .wv: libsndfile cannot read WavPack
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl"})
@@ -237,6 +237,22 @@ def _read_frames(path: Path) -> int:
         f, _ = known_length(path, f)
     with f:
         return f.frames
+
+
+def _plays_midi(preset: dict) -> bool:
+    """Whether a slot of the preset may take MIDI: the synth, or a hosted plugin (which one is
+    known once it is loaded: ``render_midi`` refuses a chain in which none does)."""
+    from realtime.dsp.processors import URI_KINDS
+
+    return any(s["processor"] in URI_KINDS or callable(getattr(cls, "handle_midi", None))
+               for s, cls in zip(preset["chain"], _slot_classes(preset)))
+
+
+def _slot_classes(preset: dict) -> list:
+    """Each slot's class, None for a hosted plugin's."""
+    from realtime.dsp.processors import URI_KINDS, processor_class
+
+    return [None if s["processor"] in URI_KINDS else processor_class(s["processor"]) for s in preset["chain"]]
 
 
 def _processor_classes(preset: dict) -> list:
@@ -469,6 +485,9 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             if tail:  # only then: the logs of runs without a tail keep their hashes
                 settings["tail_s"] = tail
             digest = presets.digest(name, tuple(overrides), settings)
+            if kind == "midi" and not _plays_midi(preset):
+                raise PresetError(f"preset {name!r} plays no MIDI (no synth or LV2 plugin in it): its renders would "
+                                  "be silent; use a preset with an instrument, e.g. --midi-preset synth")
         except PresetError as e:
             if not (preset_name or sets):  # the command line's own preset: no file or row to blame
                 raise

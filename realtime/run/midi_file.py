@@ -89,6 +89,10 @@ def read_midi_song(path, samplerate: int) -> tuple[np.ndarray, int, MidiDamage |
 
     p = Path(path)
     if not p.is_file():
+        if p.is_dir():
+            raise OfflineError(f"{p}: is a folder, not a MIDI file")
+        if p.exists():  # a FIFO, a terminal: the reader seeks, and batch hashes each file
+            raise OfflineError(f"{p}: a pipe or device, not a file; save the MIDI to a file first")
         raise OfflineError(f"{p}: no such MIDI file")
     try:
         mf, damage = _read_midi_tracks(p)
@@ -156,6 +160,7 @@ def _read_midi_tracks(p: Path):
     tracks: list = []
     damage = None
     with open(p, "rb") as f, meta_charset("latin1"):
+        size = _past_rmid_header(f, size)
         kind, count, division = read_file_header(f)
         while len(tracks) < count:
             start = f.tell()
@@ -247,6 +252,25 @@ def _release_held(track) -> int:
              if not (int(s) & 0xF0 == 0xB0 and int(a) == 123)]
     track.extend(added)
     return len(added)
+
+
+def _past_rmid_header(f, size: int) -> int:
+    """Where the MIDI file's bytes end, ``f`` at their start: a RIFF MIDI file (.rmi, "RMID": a
+    standard MIDI file in its "data" chunk, as Windows saves them) is read from that chunk; any
+    other file from its start, to its end (``size``)."""
+    import struct
+
+    head = f.read(12)
+    if len(head) == 12 and head[:4] == b"RIFF" and head[8:] == b"RMID":
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            name, length = struct.unpack("<4sI", f.read(8))
+            if name == b"data":
+                return min(size, pos + 8 + length)
+            pos += 8 + length + (length & 1)
+    f.seek(0)
+    return size
 
 
 def _smpte_tick_seconds(p: Path, division: int) -> float | None:

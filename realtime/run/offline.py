@@ -283,7 +283,10 @@ def check_written(tmp, out_p: Path, frames: int) -> None:
     try:
         got = sf.info(sf_path(tmp)).frames
     except (sf.LibsndfileError, RuntimeError):
-        got = 0
+        if not frames:  # libsndfile writes no FLAC or MP3 header for no audio: a 0-byte file, said to be fine
+            raise OfflineError(f"{out_p}: nothing to write (0 s of audio), and no empty {out_p.suffix or 'such'} "
+                               "file can be written; nothing was written (an empty .wav can)") from None
+        raise _write_failed(out_p, OSError(f"the file does not read back ({frames} frames were written)")) from None
     if got != frames:
         raise _write_failed(out_p, OSError(f"the file reads back {got} of {frames} frames"))
 
@@ -948,6 +951,8 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     out_p = Path(out_path)
     if tail_s is not None and not 0 <= tail_s <= MAX_RENDER_S:
         raise OfflineError(f"a tail of {tail_s} s: give 0 to {MAX_RENDER_S // 3600} hours")
+    if not chain.takes_midi:  # (an LV2 plugin of a batch's preset that takes none): a silent file said to be fine
+        raise OfflineError("the chain plays no MIDI (no synth or LV2 instrument in it): its render would be silent")
     events, n, messages, truncated, released = plan_render(midi_path, out_p, samplerate)
     chain.prepare(samplerate, blocksize, 2)
     dropped0 = dropped_midi_events(chain)  # the processors' counters outlive a render

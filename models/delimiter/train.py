@@ -549,11 +549,11 @@ def train(a) -> dict:
                 if a.keep_all:  # every scored state, to benchmark more than the selection's pick
                     save_small(model, ckpt_dir / "steps" / f"step{step:06d}.pt", {**v})
                 if v["sel_score"] > best["sel_score"]:
-                    best = v
                     meta = {"sel_score": f"{v['sel_score']:.2f}", "sel_sisdr_gain_db": f"{v['sel_sisdr_gain_db']:.2f}",
                             "step": step}
                     export(model, a.out, meta, offset=offset)  # measured by validate on this very state
                     save_small(model, a.small, {**v})
+                    best = v  # once both are written: a Ctrl-C in between keeps the best they hold
                 save_last()
             if time.monotonic() - t_saved >= SAVE_EVERY_S:  # a Ctrl-C or a lost machine costs a minute at most
                 save_last()

@@ -688,6 +688,7 @@ def write_mixtures(folder: Path, speech: list[list[Pool]], noise: list[list[Pool
     for kind, sources in (("speech", speech), ("noise", noise)):
         if not sources:  # e.g. the held-out packages failed to install: say so instead of numpy's "high <= 0"
             raise SystemExit(f"{folder}: no {kind} recordings for these mixtures (are the recipe's packages installed?)")
+    (folder / "meta.json").unlink(missing_ok=True)  # written last: a set without it is not whole (stopped mid-way)
     for d in ("noisy", "clean"):
         (folder / d).mkdir(parents=True, exist_ok=True)
     clips = []
@@ -701,7 +702,9 @@ def write_mixtures(folder: Path, speech: list[list[Pool]], noise: list[list[Pool
         write_clip(folder / "clean" / name, clean)
         clips.append({"file": name, **info})
     meta = {"seconds_each": seconds, "conditions": list(BENCH_CONDITIONS), "snr_db": list(BENCH_SNRS), "clips": clips}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=0))
+    from realtime.io.files import atomic_write_text
+
+    atomic_write_text(folder / "meta.json", json.dumps(meta, indent=0))
     return meta
 
 
@@ -833,10 +836,10 @@ def build(out: Path, n_val: int = 120, val_seconds: float = 5.0, seed: int = 123
         write_clip(out / "val" / "clean" / f"{i:03d}.wav", clean)
     man["val_mixtures"] = {"count": n_val, "seconds_each": val_seconds, "seed": seed,
                            "snr_db": list(mixer.snr), "level_dbfs": list(mixer.level_db)}
-    man["build_seconds"] = round(time.time() - t0)
-    write_manifest(out, man)
-    log(f"done -> {out}")
     build_bench(out, log=log, required=False)
+    man["build_seconds"] = round(time.time() - t0)
+    write_manifest(out, man)  # last: the mark of a finished build (``is_built``), select/ included
+    log(f"done -> {out}")
     return man
 
 

@@ -41,9 +41,10 @@ def parse(argv):
     ap.add_argument("--ckpt", type=Path, default=None, help="checkpoint folder")
     ap.add_argument("--export", type=Path, default=None,
                     help="ONNX output path (default: enhancer.onnx in --ckpt when given, else the shipped model)")
-    ap.add_argument("--steps", type=positive_int, default=6000)
+    ap.add_argument("--steps", type=positive_int, default=None, help="training steps (default 6000; --smoke: 12)")
     ap.add_argument("--max-minutes", type=positive_float, default=90.0,
-                    help="stop (and export) after this wall time; the LR schedule then ends early too")
+                    help="stop (and export) after this much training (the data build and setup not counted); "
+                         "the LR schedule then ends early too")
     ap.add_argument("--batch", type=positive_int, default=16)
     ap.add_argument("--seconds", type=positive_float, default=1.0,
                     help="training segment length (1 s: ~2.5x the updates per minute of 2 s, same audio/s)")
@@ -160,7 +161,7 @@ def parse(argv):
     if a.seconds < MIN_SECONDS:
         raise SystemExit(f"--seconds {a.seconds:g}: a training segment is at least {MIN_SECONDS:g} s")
     if a.smoke:
-        a.steps = min(a.steps, 12) if "--steps" in (argv or []) else 12
+        a.steps = min(a.steps or 12, 12)
         a.batch, a.seconds, a.workers = 4, 1.0, 0
         a.val_every, a.ckpt_every, a.log_every = 6, 6, 2
         if a.ckpt is None:  # its own folder: CI's smoke run replaces the previous one there
@@ -170,6 +171,7 @@ def parse(argv):
     # replace the shipped model when it stops; the default run makes the shipped model
     a.export = a.export or (a.ckpt / "enhancer.onnx" if a.ckpt is not None else DEFAULT_EXPORT)
     a.ckpt = a.ckpt or DEFAULT_CKPT
+    a.steps = a.steps or 6000
     return a
 
 
@@ -278,7 +280,10 @@ def val_batch(a, n=None, seconds=4.0):
 
     L = int(seconds * 48000) // 240 * 240
     # checkpoint selection on the held-out *packages* (select/); older data folders only have val/
-    has_select = (a.data / "select" / "noisy").exists()
+    has_select = (a.data / "select" / "meta.json").is_file()  # written last (``write_mixtures``)
+    if not has_select and (a.data / "select" / "noisy").exists() and not a.smoke:
+        raise SystemExit(f"{a.data / 'select'}: not whole (a build stopped while writing it); write it again with "
+                         f"python -m models.enhancer.data --bench-only --out {a.data}")
     sel = a.data / "select" if has_select else a.data / "val"
     n = (SELECT_MIXTURES if has_select else SELECTION_CLIPS) if n is None else n
     if a.smoke or not (sel / "noisy").exists():
@@ -499,19 +504,21 @@ def main(argv=None) -> int:
     torch.manual_seed(a.seed)
     device = pick_device(a.device)
     # an export trains nothing: it prints, and leaves the checkpoint folder (by default the
-    # repository's checkpoints/enhancer) as it was
-    logf = None
-    if not a.export_only:
-        a.ckpt.mkdir(parents=True, exist_ok=True)
-        logf = open(a.ckpt / "train.log", "a")
+    # repository's checkpoints/enhancer) as it was. A run makes it with its first line: a run
+    # refused before that (an --init that is no checkpoint) leaves no folder behind
+    logf = []
     t_start = time.time()
 
     def log(msg):
         line = f"[{time.strftime('%H:%M:%S')} {time.time() - t_start:7.1f}s] {msg}"
         print(line, flush=True)
-        if logf is not None:
-            logf.write(line + "\n")
-            logf.flush()
+        if a.export_only:
+            return
+        if not logf:
+            a.ckpt.mkdir(parents=True, exist_ok=True)
+            logf.append(open(a.ckpt / "train.log", "a"))
+        logf[0].write(line + "\n")
+        logf[0].flush()
 
     if build_data:
         from models.enhancer.data import build
@@ -738,7 +745,7 @@ def main(argv=None) -> int:
     n_acc = 0
     stop_reason = "steps"
     while step < a.steps:
-        if (time.time() - t_start) / 60 > a.max_minutes:
+        if time.time() - t_budget0 > a.max_minutes * 60:  # the LR schedule's clock: a data build is not counted
             stop_reason = "time budget"
             break
         for g in opt.param_groups:
@@ -791,7 +798,8 @@ def main(argv=None) -> int:
     a.export.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(model, a.export)
     log(f"exported {src.name} (step {ck['step']}) -> {a.export} ({a.export.stat().st_size / 1e6:.2f} MB)")
-    logf.close()
+    for f in logf:
+        f.close()
     return 0
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 
 
@@ -18,9 +19,25 @@ def emit(obj: dict, as_json: bool) -> None:
         ``key=value`` pairs with floats to four significant digits.
     """
     if as_json:
-        print(json.dumps(obj), flush=True)
+        print(json_line(obj), flush=True)
     else:
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in obj.items()), flush=True)
+
+
+def json_line(obj) -> str:
+    """``obj`` as strict JSON: a figure that is not a number (NaN, ±inf: nothing was measured) is
+    null. json.dumps wrote NaN, which JSON readers refuse."""
+    return json.dumps(_finite(obj), allow_nan=False)
+
+
+def _finite(v):
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
 
 
 def cpu_steal_ms() -> float:

@@ -18,9 +18,10 @@ from realtime.argtypes import OneLineParser, positive
 
 def get_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="bench engine", description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=positive(), default=10.0)
-    ap.add_argument("--blocksize", type=positive(int), default=128)
-    ap.add_argument("--samplerate", type=positive(int), default=48000)
+    from main import _samplerate  # the command line's own check: 8000 to 384000 Hz
+    ap.add_argument("--seconds", type=positive(most=86400), default=10.0)
+    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
+    ap.add_argument("--samplerate", type=_samplerate, default=48000)
     ap.add_argument("--preset", default="default")
     ap.add_argument("--gil-hold-ms", type=positive(zero=True), default=0.0,
                     help="another thread holds the GIL this long, once a second")
@@ -37,25 +38,28 @@ def main(argv=None) -> int:
     from realtime.io.jackserver import ensure_server
 
     a = get_parser().parse_args(argv)
+    chain = build_chain(load_preset(a.preset))  # a preset that fails: before a server is started
     server = ensure_server(a.samplerate, a.blocksize)
-    engine = Engine(build_chain(load_preset(a.preset)),
-                    EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, channels=a.channels,
-                                 prefill_blocks=a.prefill_blocks))
+    engine = None
     holds = 0
     try:
+        engine = Engine(chain, EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, channels=a.channels,
+                                            prefill_blocks=a.prefill_blocks))
         engine.start()
         t0 = time.monotonic()
-        while time.monotonic() - t0 < a.seconds:
+        while (left := a.seconds - (time.monotonic() - t0)) > 0:
             if a.gil_hold_ms:
                 hold_gil(a.gil_hold_ms)
                 holds += 1
-            time.sleep(1.0 if not a.gil_hold_ms else max(0.0, 1.0 - a.gil_hold_ms / 1000))
+            time.sleep(max(0.0, min(1.0, left) - a.gil_hold_ms / 1000))
+        ran = time.monotonic() - t0  # what ran (a whole second a loop: 0.1 s asked ran 1 s)
     finally:
-        engine.stop()
+        if engine is not None:
+            engine.stop()
         if server:
             server.stop()
     s, lat = engine.stats(), engine.latency()
-    emit({"bench": "engine", "tap_us_per_block": _tap_us_per_block(a.blocksize), "seconds": a.seconds, "blocksize": a.blocksize, "preset": a.preset,
+    emit({"bench": "engine", "tap_us_per_block": _tap_us_per_block(a.blocksize), "seconds": round(ran, 3), "blocksize": a.blocksize, "preset": a.preset,
           "gil_hold_ms": a.gil_hold_ms, "gil_holds": holds, "callbacks": s["callbacks"],
           "late_blocks": s["late_blocks"], "late_blocks_ours": s["late_blocks_ours"],
           "late_blocks_stolen": s["late_blocks_stolen"], "server_xruns": s["server_xruns"],

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import json_line
 from models.enhancer.data import SELECTION_CLIPS
 from models.enhancer.metrics import pesq_wb
 from realtime.argtypes import OneLineParser, comma_list, positive
@@ -308,7 +309,8 @@ def aggregate(set_name, system, clips, per, info):
                "audio_s": round(sum(len(clips[i][1]) for i in idx) / SR, 1)}
         for k in per[0]:
             v = np.array([per[i][k] for i in idx], dtype=np.float64)
-            row[k] = round(float(np.nanmean(v)), 4)
+            # a metric no clip has (PESQ finds no speech in a silent clip): null in the JSON, no warning
+            row[k] = round(float(np.nanmean(v)), 4) if np.isfinite(v).any() else float("nan")
         if sl == "all":
             row.update(info)
         rows.append(row)
@@ -336,13 +338,18 @@ def main(argv=None) -> int:
     from realtime.dsp.processors.neural.enhancer import Enhancer
     from realtime.errors import ParamError
 
+    bad = [kv for kv in a.set if "=" not in kv]
+    if bad:
+        raise SystemExit(f"--set takes PARAM=VALUE, got {bad[0]!r}")
+    knobs = dict(kv.split("=", 1) for kv in a.set)
+    known = [d.id for d in Enhancer.params]
+    for name in knobs:  # knobs only: a constructor argument (model_path, threads, provider) is not one
+        if name not in known:
+            raise SystemExit(f"--set: unknown parameter {name!r} (the enhancer's knobs: {', '.join(known)})")
     try:
-        knobs = dict(kv.split("=", 1) for kv in a.set)
         proc = Enhancer(model_path=a.model, **knobs) if a.model else Enhancer(**knobs)
-    except ParamError as e:  # a ValueError too: first
+    except ParamError as e:
         raise SystemExit(f"--set: {e}") from None
-    except ValueError:
-        raise SystemExit(f"--set takes PARAM=VALUE, got {a.set}") from None
 
     # what the command line names, checked before the packages and the audio (a listing only)
     if a.val is not None:
@@ -379,8 +386,8 @@ def main(argv=None) -> int:
             per, info = run_system(name, clips, a, runners)
             for row in aggregate(set_name, name, clips, per, info):
                 rows.append(row)
-                print(json.dumps(row), flush=True)
-        print(json.dumps(summary(set_name, rows)), flush=True)
+                print(json_line(row), flush=True)
+        print(json_line(summary(set_name, rows)), flush=True)
     if "rnnoise" in runners:
         runners["rnnoise"].close()
     return 0

@@ -47,9 +47,10 @@ NEURAL = ("enhancer", "delimiter", "synth")
 
 def get_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="bench gui", description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=positive(), default=60.0)
-    ap.add_argument("--samplerate", type=positive(int), default=48000)
-    ap.add_argument("--blocksize", type=positive(int), default=128)
+    from main import _samplerate  # the command line's own check: 8000 to 384000 Hz
+    ap.add_argument("--seconds", type=positive(most=86400), default=60.0)
+    ap.add_argument("--samplerate", type=_samplerate, default=48000)
+    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
     ap.add_argument("--preset", default="default")
     ap.add_argument("--add", nargs="*", default=None,
                     help=f"processors to add before the safety stage (default: the neural ones that load: {NEURAL})")
@@ -57,7 +58,7 @@ def get_parser() -> argparse.ArgumentParser:
 
     ap.add_argument("--prefill-blocks", type=positive(int), default=PANEL_PREFILL_BLOCKS,
                     help="output pre-fill: the DSP thread's time budget per block, in blocks (the panel's default)")
-    ap.add_argument("--move-hz", type=positive(), default=20.0, help="knob moves per second")
+    ap.add_argument("--move-hz", type=positive(most=1000), default=20.0, help="knob moves per second")
     ap.add_argument("--no-gui", action="store_true", help="baseline: no window, knobs moved by a thread")
     ap.add_argument("--in-process", action="store_true",
                     help="the window and the engine in one process (the design the engine process replaced)")
@@ -77,17 +78,9 @@ class LatencyProbe:
         self._rings = None
         self._pending: list[tuple[int, int]] = []  # (control record sequence number, move time ns)
 
-    def move(self, rings, fn) -> None:
-        """Run ``fn`` (a knob move); if it queued a control record on ``rings``, time that record."""
-        self._rings = rings
-        self.collect()
-        seq = rings.pushed()
-        t0 = time.perf_counter_ns()  # CLOCK_MONOTONIC, the DSP thread's stamps' clock
-        fn()
-        if rings.pushed() > seq:
-            self._pending.append((seq, t0))
-
     def collect(self, final: bool = False) -> None:
+        if self._rings is None:  # stopped (its rings may be gone: a read of them crashed the process)
+            return
         now = time.perf_counter_ns()
         keep = []
         for seq, t0 in self._pending:
@@ -108,6 +101,22 @@ class LatencyProbe:
             self.collect()
             time.sleep(0.01)
         self.collect(final=True)
+        self.forget()
+
+    def forget(self) -> None:
+        """Leave the rings alone from now on (stopped, or freed by their host): moves and stops
+        after this read nothing."""
+        self._rings = None
+
+    def move(self, rings, fn) -> None:
+        """Run ``fn`` (a knob move); if it queued a control record on ``rings``, time that record."""
+        self._rings = rings
+        self.collect()
+        seq = rings.pushed()
+        t0 = time.perf_counter_ns()  # CLOCK_MONOTONIC, the DSP thread's stamps' clock
+        fn()
+        if rings.pushed() > seq:
+            self._pending.append((seq, t0))
 
 
 def _build_preset(a) -> tuple[dict, list[str], dict]:
@@ -146,9 +155,13 @@ def _run_window(a, preset, config, probe, demo):
     from gui.rack import MIX_PARAM
     from gui.settings import Settings
     from gui.window import MainWindow
+    from realtime.errors import Interrupted, interrupt_signals, note_interrupt
 
     app = QApplication.instance() or QApplication([])
     moves = 0
+    caught: list[int] = []  # a signal that ended the run early: raised as the command line raises it, after the clean-up
+    old: dict = {}
+    mover = None
     with tempfile.TemporaryDirectory() as tmp:
         if a.in_process:
             from gui.host import EngineHost
@@ -177,7 +190,6 @@ def _run_window(a, preset, config, probe, demo):
                 probe.move(host.rings, lambda: k.setUnit(u))  # → strip → window → host.set_param → control ring
                 moves += 1
 
-            signal.signal(signal.SIGINT, lambda *_: app.quit())  # Ctrl-C ends the run early, cleanly
             mover = QTimer(interval=max(1, int(1000 / a.move_hz)), timeout=move)
             mover.start()
             final = {}
@@ -188,14 +200,33 @@ def _run_window(a, preset, config, probe, demo):
                 probe.stop()
                 app.quit()
 
+            def on_signal(signum, frame):
+                if not caught:  # finish from the event loop, not inside the slot the handler interrupted
+                    QTimer.singleShot(0, finish)
+                caught.append(signum)
+
+            # while the event loop runs, a signal finishes the run as its end does (status, then the
+            # probe, then quit: a quit closes the window and frees the rings). Raised inside a slot it
+            # aborted the process (SIGTERM); a quit from the handler crashed it (Ctrl-C)
+            old.update({sig: signal.signal(sig, on_signal) for sig in interrupt_signals()
+                        if signal.getsignal(sig) is not signal.SIG_IGN})
             QTimer.singleShot(int(a.seconds * 1000), finish)
             app.exec()
-            if not final:  # ended early (Ctrl-C): the rings still exist until shutdown below
-                final.update(host.status())
-                probe.stop()
+            if not final:  # the window was closed (a display's close button): it freed the rings
+                probe.forget()
+                raise SystemExit("bench gui: the window was closed before the run ended")
             s = final
         finally:
+            if mover is not None:
+                mover.stop()  # no knob moves queued while the window shuts down
+            probe.stop()  # (whatever ended the run) while the rings still exist: shutdown frees them
             win.shutdown()
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+    if caught:
+        name = signal.Signals(caught[0]).name
+        note_interrupt(name)
+        raise KeyboardInterrupt() if caught[0] == signal.SIGINT else Interrupted(name)
     return first, s, moves
 
 
@@ -244,15 +275,16 @@ def main(argv=None) -> int:
         if server:
             server.stop()
     steal = cpu_steal_ms() - steal0
-    ms = np.array(probe.ms) if probe.ms else np.zeros(1)
+    ms = np.array(probe.ms)  # none measured (no move, or every one missed): null, never 0 ms
     mode = "no-gui" if a.no_gui else "in-process" if a.in_process else "engine-process"
     emit({"bench": "gui", "gui": not a.no_gui, "mode": mode, "seconds": a.seconds, "samplerate": a.samplerate,
           "blocksize": a.blocksize, "prefill_blocks": a.prefill_blocks, "chain": [sl["id"] for sl in preset["chain"]], "skipped": skipped,
           "callbacks": s["callbacks"], "late_blocks": s["late_blocks"], "late_blocks_ours": s["late_blocks_ours"],
           "late_blocks_stolen": s["late_blocks_stolen"], "server_xruns": s["server_xruns"],
           "delayed_callbacks": s["delayed_callbacks"], "dsp_load": s["dsp_load"], "dsp_us_p99": s["dsp_us_p99"], "dsp_us_max": s["dsp_us_max"],
-          "knob_moves": moves, "param_latency_ms_p50": float(np.percentile(ms, 50)),
-          "param_latency_ms_p99": float(np.percentile(ms, 99)), "param_latency_ms_max": float(ms.max()),
+          "knob_moves": moves, "param_latency_ms_p50": float(np.percentile(ms, 50)) if ms.size else None,
+          "param_latency_ms_p99": float(np.percentile(ms, 99)) if ms.size else None,
+          "param_latency_ms_max": float(ms.max()) if ms.size else None,
           "param_missed": probe.missed, "block_ms": 1000.0 * a.blocksize / a.samplerate,
           "latency_ms": s["round_trip_ms"],
           # page faults of the DSP thread while the knobs moved (after its start-up), and the time

@@ -40,10 +40,11 @@ def fixed_work(x, reps):
 
 def get_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="bench jitter", description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=positive(), default=60.0)
+    from main import _samplerate  # the command line's own check: 8000 to 384000 Hz
+    ap.add_argument("--seconds", type=positive(most=3600), default=60.0)
     ap.add_argument("--work-ms", type=positive(), default=0.9, help="cost of one iteration on a quiet core")
-    ap.add_argument("--samplerate", type=positive(int), default=48000)
-    ap.add_argument("--blocksize", type=positive(int), default=128)
+    ap.add_argument("--samplerate", type=_samplerate, default=48000)
+    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
     ap.add_argument("--json", action="store_true")
     return ap
 

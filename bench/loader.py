@@ -19,10 +19,18 @@ from bench.common import emit
 from realtime.argtypes import OneLineParser, positive
 
 
+def _example_seconds(text: str) -> float:
+    """An example's length: at least one analysis window's worth (0.05 s), at most a minute."""
+    v = positive(most=60)(text)
+    if v < 0.05:
+        raise argparse.ArgumentTypeError(f"must be at least 0.05 (an analysis window), got {text}")
+    return v
+
+
 def get_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="bench loader", description=__doc__.split("\n\n")[0])
     ap.add_argument("--examples", type=positive(int), default=100, help="examples mixed and analysed one by one")
-    ap.add_argument("--seconds", type=positive(), default=1.5, help="example length (the GPU recipe's)")
+    ap.add_argument("--seconds", type=_example_seconds, default=1.5, help="example length (the GPU recipe's)")
     ap.add_argument("--batch", type=positive(int), default=64, help="batch of the trainer's search (the GPU recipe's)")
     ap.add_argument("--workers", type=positive(int), default=14, help="workers the projected examples/s are for")
     ap.add_argument("--json", action="store_true")

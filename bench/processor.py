@@ -36,7 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
     from main import _samplerate  # the command line's own check: 8000 to 384000 Hz
 
     ap.add_argument("--samplerate", type=_samplerate, default=48000)
-    ap.add_argument("--blocksize", type=positive(int), default=128)
+    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
     ap.add_argument("--channels", type=positive(int), default=2)
     ap.add_argument("--seconds", type=_seconds, default=10.0,
                     help=f"audio seconds per processor (at most {MAX_SECONDS:g})")

@@ -40,7 +40,7 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--add", nargs="+", default=["gain", "limiter", "enhancer", "delimiter"], help="kinds added, moved and removed")
     ap.add_argument("--repeats", type=positive(int), default=3)
-    ap.add_argument("--blocksize", type=positive(int), default=128)
+    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
     from realtime.engine.config import PANEL_PREFILL_BLOCKS
 
     ap.add_argument("--prefill-blocks", type=positive(int), default=PANEL_PREFILL_BLOCKS)
@@ -53,24 +53,33 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from gui.host import EngineHost
     from realtime.dsp.presets import load_preset
-    from realtime.dsp.processors import available_kinds, processor_class
+    from realtime.dsp.processors import URI_KINDS, available_kinds, processor_class
     from realtime.engine.config import EngineConfig
     from realtime.io.jackio import JackPlayer, JackRecorder
     from realtime.io.jackserver import ensure_server
 
     a = get_parser().parse_args(argv)
     for kind in a.add:  # an unknown kind says so before any server starts (a known one is not imported here:
-        if kind not in available_kinds():  # its first add loads it, in this process or the engine's)
+        if kind in URI_KINDS:  # its first add loads it, in this process or the engine's)
+            raise SystemExit(f"bench swap: --add {kind}: a hosted plugin needs its URI; swap the processors "
+                             f"of {', '.join(k for k in available_kinds() if k not in URI_KINDS)}")
+        if kind not in available_kinds():
             processor_class(kind)
+    preset = load_preset(a.preset)  # a preset that fails: before a server is started
     sr = 48000
     server = ensure_server(sr, a.blocksize)
     config = EngineConfig(samplerate=sr, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks)
-    if a.engine_process:
-        from gui.remote.client import RemoteEngineHost
+    try:
+        if a.engine_process:
+            from gui.remote.client import RemoteEngineHost
 
-        host = RemoteEngineHost(load_preset(a.preset), config)
-    else:
-        host = EngineHost(load_preset(a.preset), config)
+            host = RemoteEngineHost(preset, config)
+        else:
+            host = EngineHost(preset, config)
+    except BaseException:
+        if server:
+            server.stop()
+        raise
     n = sr // 10  # a whole number of cycles: the loop is seamless
     sine = (AMP * np.sin(2 * np.pi * SINE_HZ * np.arange(n) / sr - np.pi / 8)).astype(np.float32)
     player, rec = JackPlayer(np.tile(sine, (2, 1)).T.copy(), loop=True), JackRecorder(2 * sr, 2)

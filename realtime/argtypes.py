@@ -6,9 +6,10 @@ import argparse
 import math
 
 
-def positive(cast=float, zero: bool = False):
+def positive(cast=float, zero: bool = False, most: float | None = None):
     """An argparse ``type``: ``cast(text)`` (int or float), refused unless finite and > 0 (>= 0 with
-    ``zero``), so a bad number is one usage line, not a traceback deep inside a run.
+    ``zero``) and at most ``most``, so a bad number is one usage line, not a traceback deep inside a
+    run (a buffer of 1e9 seconds, a timer past its 32-bit milliseconds).
 
     Parameters
     ----------
@@ -16,6 +17,8 @@ def positive(cast=float, zero: bool = False):
         ``int`` or ``float``.
     zero : bool
         Accept 0 too (an "off" value or an offset).
+    most : float, optional
+        The largest value taken.
     """
     def parse(text: str):
         try:
@@ -25,6 +28,8 @@ def positive(cast=float, zero: bool = False):
             raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
         if not (math.isfinite(v) and (v >= 0 if zero else v > 0)):
             raise argparse.ArgumentTypeError(f"must be {'>= 0' if zero else '> 0'}, got {text}")
+        if most is not None and v > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:g}, got {text}")
         return v
     return parse
 

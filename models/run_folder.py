@@ -5,16 +5,50 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+_held: dict = {}  # folder -> the lock this process holds on it, for its whole life (the system lets go at exit)
+
 
 def check_run_folder(ckpt: Path, resume: bool, force: bool = False) -> None:
     """Refuse to start a fresh run over ``ckpt/last.pt`` (an earlier run's, which ``--resume``
-    continues and ``--force`` replaces), and a ``--resume`` that finds nothing to resume."""
+    continues and ``--force`` replaces), a ``--resume`` that finds nothing to resume, and any run in
+    a folder another run is training in (``claim_run_folder``)."""
+    if Path(ckpt).is_dir():
+        claim_run_folder(ckpt, keep=False)
     last = Path(ckpt) / "last.pt"
     if resume and not last.is_file():
         raise SystemExit(f"--resume: no last.pt in {ckpt} (a fresh run needs no --resume)")
     if not resume and not force and last.is_file():
         raise SystemExit(f"{ckpt} holds an earlier run (last.pt): --resume continues it, --force replaces it, "
                          "or name another --ckpt")
+
+
+def claim_run_folder(ckpt: Path, keep: bool = True) -> None:
+    """Make ``ckpt`` and hold a lock on it (the folder itself: no file is left in it) for this
+    process's life (``keep``; else only see that no other run holds it). Two runs in one folder (a
+    second started before the first's first checkpoint, a --resume of a run still going) both
+    wrote last.pt, best.pt and the export.
+
+    Raises
+    ------
+    SystemExit
+        Another process holds the folder."""
+    import fcntl
+
+    ckpt = Path(ckpt)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    if ckpt.resolve() in _held:  # this process's own run
+        return
+    fd = os.open(ckpt, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"{ckpt}: another training run is using this folder; wait for it to end, "
+                         "or name another --ckpt") from None
+    if keep:
+        _held[ckpt.resolve()] = fd
+    else:
+        os.close(fd)
 
 
 def save_torch(obj, path: Path, suffix: str = ".pt.part") -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.run_folder import check_writable
+from models.run_folder import check_writable, claim_run_folder
 from realtime.argtypes import OneLineParser, positive_float, positive_int
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,6 +234,8 @@ def main(argv=None) -> int:
     a = parse(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    if a.export_only:  # the weights alone: no data needed, and the card is the run's own
+        return export_best(a, a.ckpt / "best.pt")
     rng = np.random.default_rng(a.seed)
     train, val = load_split(a, "train"), load_split(a, "val")
     lmap = fit_loudness_map(train["notes"], train["loudness_db"], FRAME_RATE)
@@ -244,8 +246,11 @@ def main(argv=None) -> int:
     va_pick = va_starts[np.linspace(0, len(va_starts) - 1, min(16, len(va_starts))).astype(int)]
     dec = Decoder(a.hidden)
     loss_fn = MultiResolutionSTFTLoss()
-    a.ckpt.mkdir(parents=True, exist_ok=True)
+    claim_run_folder(a.ckpt)
     best_path = a.ckpt / "best.pt"
+    # how the weights were made, kept with them: an --export-only writes its card and metadata from these
+    run_facts = {"instrument": a.instrument, "f0": a.f0, "lr": a.lr, "batch": a.batch, "frames": a.frames,
+                 "max_minutes": a.max_minutes, "smoke": bool(a.smoke), "train_s": len(train["audio"]) / SR}
     n_params = sum(p.numel() for p in dec.parameters())
     print(f"ddsp {a.instrument}: {n_params} params, {len(tr_starts)} train / {len(va_starts)} val segments, "
           f"loudness map {lmap}", flush=True)
@@ -263,44 +268,65 @@ def main(argv=None) -> int:
         return tot / len(va_pick)
 
     best, step, t0 = float("inf"), 0, time.monotonic()
-    if not a.export_only:
-        opt = torch.optim.Adam(dec.parameters(), lr=a.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.15, 0.5 ** (s / 1500)))
-        run = 0.0
-        while step < a.steps and time.monotonic() - t0 < a.max_minutes * 60:
-            f0, ld, au = batch_at(train, rng.choice(tr_starts, a.batch), a.frames, HOP)
-            harm, nz, _ = dec(f0, ld, dec.initial_state(a.batch))
-            loss = loss_fn(synth(f0, harm, nz, HOP, SR), au)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(dec.parameters(), 2.0)
-            opt.step()
-            sched.step()
-            step += 1
-            run = 0.95 * run + 0.05 * float(loss) if step > 1 else float(loss)
-            if step % a.val_every == 0 or step == a.steps:
-                v = validate()
-                if v < best:
-                    best = v
-                    save_torch({"model": dec.state_dict(), "hidden": a.hidden, "step": step, "val": v,
-                                "lmap": lmap}, best_path)  # atomic: a full disk keeps the previous best
-                print(f"step {step} train {run:.4f} val {v:.4f} best {best:.4f} "
-                      f"({(time.monotonic() - t0) / step:.2f} s/step)", flush=True)
-        if best == float("inf"):  # --max-minutes ran out before a validation: export this run, not an older best.pt
-            best = validate()
-            save_torch({"model": dec.state_dict(), "hidden": a.hidden, "step": step, "val": best, "lmap": lmap},
-                       best_path)
+    opt = torch.optim.Adam(dec.parameters(), lr=a.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.15, 0.5 ** (s / 1500)))
+    run = 0.0
+    while step < a.steps and time.monotonic() - t0 < a.max_minutes * 60:
+        f0, ld, au = batch_at(train, rng.choice(tr_starts, a.batch), a.frames, HOP)
+        harm, nz, _ = dec(f0, ld, dec.initial_state(a.batch))
+        loss = loss_fn(synth(f0, harm, nz, HOP, SR), au)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dec.parameters(), 2.0)
+        opt.step()
+        sched.step()
+        step += 1
+        run = 0.95 * run + 0.05 * float(loss) if step > 1 else float(loss)
+        if step % a.val_every == 0 or step == a.steps:
+            v = validate()
+            if v < best:
+                best = v
+                save_torch({"model": dec.state_dict(), "hidden": a.hidden, "step": step, "val": v, "lmap": lmap,
+                            "run": {**run_facts, "seconds": time.monotonic() - t0}},
+                           best_path)  # atomic: a full disk keeps the previous best
+            print(f"step {step} train {run:.4f} val {v:.4f} best {best:.4f} "
+                  f"({(time.monotonic() - t0) / step:.2f} s/step)", flush=True)
+    if best == float("inf"):  # --max-minutes ran out before a validation: export this run, not an older best.pt
+        best = validate()
+        save_torch({"model": dec.state_dict(), "hidden": a.hidden, "step": step, "val": best, "lmap": lmap,
+                    "run": {**run_facts, "seconds": time.monotonic() - t0}}, best_path)
+    return export_best(a, best_path)
+
+
+def export_best(a, best_path: Path) -> int:
+    """Export ``best_path`` to ``a.export``, its metadata and model card (beside it) from how those
+    weights were trained (the checkpoint's ``run``), not from this command line: an --export-only
+    re-carded a model trained with --f0 audio as --f0 midi, Adam 0.002, with 0 min of training. A
+    checkpoint that does not say how (saved before) gets no card."""
+    import torch
+
+    from models.ddsp.model import Decoder
+
     try:  # --export-only reads what may be anything
         ck = torch.load(best_path, weights_only=False)
         dec = Decoder(ck["hidden"])
         dec.load_state_dict(ck["model"])
     except Exception as e:
         raise SystemExit(f"{best_path}: not a DDSP checkpoint ({type(e).__name__})") from None
+    run = ck.get("run")
+    if run is not None and run["instrument"] != a.instrument:
+        raise SystemExit(f"{best_path}: a {run['instrument']} model, not a {a.instrument} one (--instrument)")
+    made = argparse.Namespace(**{**vars(a), **(run or {})})
     dec.eval()
-    export_onnx(dec, a.export, metadata(a, dec, ck["lmap"], ck["val"], ck["step"]))
+    export_onnx(dec, a.export, metadata(made, dec, ck["lmap"], ck["val"], ck["step"]))
     print(f"exported {a.export} (best val {ck['val']:.4f} at step {ck['step']})", flush=True)
-    if not a.smoke:
-        write_card(a, dec, ck, n_params, time.monotonic() - t0, len(train["audio"]) / SR)
+    if made.smoke:
+        return 0
+    if run is None:
+        print(f"no model card written: {best_path} does not say how it was trained (saved before it did)",
+              file=sys.stderr)
+        return 0
+    write_card(made, dec, ck, sum(p.numel() for p in dec.parameters()), run["seconds"], run["train_s"])
     return 0
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from models.delimiter.data import DEFAULT_OUT, load_index
 from models.opus import read_opus, write_opus
+from models.pack_parts import drop_stale_parts, pack_parts
 from realtime.argtypes import OneLineParser
 
 OPUS_SR = 48000
@@ -80,6 +81,7 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 44.0, kbps: float =
         summary["parts"].append({"tracks": len(entries), "hours": round(total / 3600, 3), "mib": round(mb, 1),
                                  "packages": sorted({e["package"] for e in entries})})
     (out / "pack.json").write_text(json.dumps(summary, indent=1))
+    drop_stale_parts(out, parts)
     return summary
 
 
@@ -99,7 +101,7 @@ def _decode(job: tuple[Path, Path]) -> int:
 def unpack(src: Path, out: Path) -> dict:
     """Decode every ``src/part*/`` into ``out/tracks/`` and write ``out/index.json`` (training
     tracks only, no selection set) and ``out/DONE``; returns the hours per package."""
-    parts = sorted(p for p in src.glob("part*") if p.is_dir())
+    parts = pack_parts(src)
     if not parts:
         raise SystemExit(f"no pack parts (part1/, part2/, ...) in {src}")
     (out / "tracks").mkdir(parents=True, exist_ok=True)

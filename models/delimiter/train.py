@@ -35,7 +35,7 @@ from models.delimiter import data as recipe
 from models.delimiter import limiters, tcn
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 from models.device import DEVICE_HELP, pick_device
-from models.run_folder import check_run_folder, check_writable, save_torch
+from models.run_folder import check_run_folder, check_writable, claim_run_folder, save_torch
 from realtime.argtypes import OneLineParser, comma_list, non_negative_int, positive_float, positive_int
 from realtime.dsp.declip import declip
 from realtime.dsp.processors.neural.delimiter import DB_PER_NEPER, DEFAULT_THRESHOLD_DB
@@ -489,7 +489,7 @@ def train(a) -> dict:
             opt.load_state_dict(st["opt"])  # its moments land on the parameters' device
         except Exception as e:
             raise SystemExit(f"{ckpt_dir / 'last.pt'}: not a de-limiter run's last.pt ({type(e).__name__})") from None
-    ckpt_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no folder behind
+    claim_run_folder(ckpt_dir)  # only now: a run refused above leaves no folder behind
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params} on {device}, {index['hours']['train']:.1f} h of training music, "
           f"{len(sel[0]) if sel else 0} selection segments", flush=True)

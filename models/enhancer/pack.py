@@ -28,6 +28,7 @@ import numpy as np
 
 from models.enhancer.data import SR, Pool
 from models.opus import read_opus, write_opus
+from models.pack_parts import drop_stale_parts, pack_parts
 from realtime.argtypes import OneLineParser
 
 POOLS = ("train_speech", "train_noise")
@@ -83,6 +84,7 @@ def pack(data: Path, out: Path, parts: int = 1, mib: float = 48.0, kbps: float =
                           "mib": round((folder / f"{name}.opus").stat().st_size / 2 ** 20, 2)}
         summary["parts"].append(part)
     atomic_write_text(out / "pack.json", json.dumps(summary, indent=1))
+    drop_stale_parts(out, parts)
     return summary
 
 
@@ -92,7 +94,7 @@ def unpack(src: Path, out: Path) -> dict:
     recipe marks a finished build."""
     from models.enhancer.data import MANIFEST, save_pool, write_manifest
 
-    parts = sorted(p for p in src.glob("part*") if p.is_dir())
+    parts = pack_parts(src)
     if not parts:
         raise SystemExit(f"no pack parts (part1/, part2/, ...) in {src}")
     files = [f / f"{name}.opus" for name in POOLS for f in parts if (f / f"{name}.opus").is_file()]

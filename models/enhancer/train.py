@@ -474,7 +474,7 @@ def load_run(path: Path) -> dict:
 def main(argv=None) -> int:
     a = parse(list(argv) if argv is not None else sys.argv[1:])
     from models.enhancer.data import is_built
-    from models.run_folder import check_run_folder, check_writable, save_torch
+    from models.run_folder import check_run_folder, check_writable, claim_run_folder, save_torch
 
     # refusals first, before anything is written or torch is imported: an unwritable --export was
     # found only after the training, a --ckpt that is a file said "File exists"
@@ -515,7 +515,7 @@ def main(argv=None) -> int:
         if a.export_only:
             return
         if not logf:
-            a.ckpt.mkdir(parents=True, exist_ok=True)
+            claim_run_folder(a.ckpt)
             logf.append(open(a.ckpt / "train.log", "a"))
         logf[0].write(line + "\n")
         logf[0].flush()

@@ -133,6 +133,11 @@ def atomic_write(path, suffix: str = ".part"):
     try:
         yield f.tmp
         f.commit()
+    except OSError as e:
+        f.discard()
+        if e.errno is not None and e.filename in (None, os.fspath(f.tmp)):  # a writer's bare "no space left"
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from None  # (onnx, torch): the file the user named
+        raise
     except BaseException:
         f.discard()
         raise

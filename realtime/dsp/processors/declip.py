@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from realtime.dsp.blocking import check_block
 from realtime.dsp.declip import IN_CLIP, POST, Declipper
 from realtime.dsp.kernels import scrub_into
 from realtime.dsp.processor import LookaheadLatency, Param, Processor, Readout
@@ -53,6 +54,7 @@ class Declip(LookaheadLatency, Processor):
         self.readings.fill(0.0)
 
     def process(self, block: np.ndarray) -> None:
+        check_block(block.shape[0], self.max_block)  # its ring holds max_block more: past it, garbage out
         if self._lookahead_moved(self.values[0]) and not self._dcl.moving:
             self._dcl.move_delay(self._set_lookahead(self.values[0]), self._fade_len)
         n = block.shape[0]

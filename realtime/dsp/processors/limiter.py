@@ -31,7 +31,7 @@ import math
 import numpy as np
 from numba import njit
 
-from realtime.dsp.blocking import pow2_at_least
+from realtime.dsp.blocking import check_block, pow2_at_least
 from realtime.dsp.processor import LookaheadLatency, Param, Processor, Readout
 from realtime.dsp.processors import register
 
@@ -268,6 +268,7 @@ class Limiter(LookaheadLatency, Processor):
         self._fade[0] = self._fade[1] = self._fade_len
 
     def process(self, block: np.ndarray) -> None:
+        check_block(block.shape[0], self.max_block)  # its gain buffers hold max_block: past them, a segfault
         if not self._fade[0] and self._lookahead_moved(self.values[3]):
             self._move_lookahead()
         fs, ist, delay, dq_val, dq_t, box = self._banks[self._cur]

@@ -31,6 +31,7 @@ def _meter_kernel(block, values, env, readings, clip_count, sample_rate):
         pk = env[ch, 0]
         ms = env[ch, 1]
         clips = 0
+        top = 0.0  # the envelope's highest point in the block: its end had fallen by the block's length
         for n in range(block.shape[0]):
             x = np.float64(block[n, ch])
             ax = abs(x)
@@ -43,6 +44,8 @@ def _meter_kernel(block, values, env, readings, clip_count, sample_rate):
             pk *= fall
             if ax > pk:
                 pk = ax
+            if pk > top:
+                top = pk
             ms += a * (ax * ax - ms)
         # flush (silence would otherwise decay into denormals)
         if pk < 1e-30:
@@ -52,7 +55,7 @@ def _meter_kernel(block, values, env, readings, clip_count, sample_rate):
         env[ch, 0] = pk
         env[ch, 1] = ms
         clip_count[ch] += clips
-        readings[ch, PEAK] = 20.0 * math.log10(max(pk, floor))
+        readings[ch, PEAK] = 20.0 * math.log10(max(top, floor))
         readings[ch, RMS] = 10.0 * math.log10(max(ms, floor * floor))
         if clips > 0:
             readings[ch, CLIP] = 1.0

@@ -207,6 +207,9 @@ def _load_chain(args):
     from realtime.dsp.presets import apply_overrides, build_chain, load_preset
 
     preset = apply_overrides(load_preset(args.preset), args.set)
+    if preset.get("midi"):  # learnt in the panel, which applies them; said rather than dropped unsaid
+        print(f"warning: {args.preset}: its {len(preset['midi'])} MIDI controller mapping(s) work in the panel "
+              "(`main.py gui`); this command does not apply them", file=sys.stderr)
     return preset, build_chain(preset)
 
 
@@ -336,6 +339,7 @@ def _remembered_audio(args) -> None:
         ini.read(config_path(), encoding="utf-8")
     except (OSError, UnicodeDecodeError, configparser.Error):
         return
+    _remembered_preset(args, ini)
     if not ini.has_section("audio"):
         return
     given = _given_engine_flags(getattr(args, "argv", []))
@@ -356,12 +360,29 @@ def _remembered_audio(args) -> None:
             setattr(args, key, value)
 
 
+def _remembered_preset(args, ini) -> None:
+    """The preset the panel had last (its ini's [preset] last), as ``args.preset`` when the command
+    line named none, and it still loads (else one line says so): the panel opens it, and the
+    fallback ran the default preset."""
+    last = ini.get("preset", "last", fallback="").strip().strip('"')
+    if not last or "preset" in _given_engine_flags(getattr(args, "argv", [])):
+        return
+    from realtime.dsp.presets import load_preset
+
+    try:
+        load_preset(last)
+    except Exception as e:  # gone or broken since: as the panel, the default instead, said
+        print(f"the last preset ({last}) could not be loaded, running {args.preset!r} instead: {e}", file=sys.stderr)
+        return
+    args.preset = last
+
+
 def _given_engine_flags(argv: list[str]) -> set[str]:
     """The engine options ``argv`` sets itself (a value equal to the default still beats the
     remembered one)."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     for flags in (("-r", "--samplerate"), ("-b", "--blocksize"), ("--prefill-blocks",), ("-d", "--device"),
-                  ("--input-device",), ("--output-device",)):
+                  ("--input-device",), ("--output-device",), ("--preset",)):
         p.add_argument(*flags)
     return set(vars(p.parse_known_args(argv)[0]))
 

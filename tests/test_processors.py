@@ -462,8 +462,10 @@ def test_block_size_independence_random(sizes, kind):
     y, at, p = run_with_change(kind, x, sizes)
     ref, pref = reference(kind, x, at)
     np.testing.assert_array_equal(y, ref)
-    if kind == "meter":
-        np.testing.assert_allclose(p.readings, pref.readings, atol=1e-4)
+    if kind == "meter":  # the RMS and clip readings as one block's; the peak is the last block's highest,
+        rest = [k for k in range(p.readings.shape[1]) if k != PEAK]
+        np.testing.assert_allclose(p.readings[:, rest], pref.readings[:, rest], atol=1e-4)
+        assert np.all(p.readings[:, PEAK] <= pref.readings[:, PEAK] + 1e-4)  # over a span ending where the ref's does
 
 
 # ------------------------------------------------------------------------ non-finite input upstream

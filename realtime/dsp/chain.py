@@ -33,7 +33,7 @@ from realtime.dsp.processors.safety import Safety
 CROSSFADE_MS = 10.0
 READOUT_WIDTH = 128  # float32 values in a readout record: slot timings, then readouts
 MAX_TIMED_SLOTS = 32  # slots whose process time is recorded (columns 0..31)
-SLOT_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")  # no dots: overrides say "slot.param=value"
+SLOT_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\Z")  # no dots: overrides say "slot.param=value"
 
 
 @njit(nogil=True, cache=True)

@@ -94,6 +94,31 @@ def _check_object(raw, where: str, allowed: tuple[str, ...], what: str = "an obj
             raise PresetError(f"{prefix}: {kind}; allowed: {list(allowed)}")
 
 
+# parameters renamed or removed since presets were first written (version 1): kind -> {old: new, or
+# None for gone}. A preset saved before is read with one warning, not refused whole
+RETIRED_PARAMS = {"enhancer": {"mix": "wet"}, "delimiter": {"limit_gate": None}}
+_said: set = set()  # the warnings given (a preset is validated again at each build: said once)
+
+
+def _retired(kind: str, pid: str, where: str) -> bool:
+    """Whether an unknown parameter ``pid`` of a ``kind`` slot is one that is gone: renamed or removed
+    since (``RETIRED_PARAMS``), or a port a hosted plugin no longer has (an update dropped it). Says
+    so once."""
+    from realtime.dsp.processors import URI_KINDS
+
+    retired = RETIRED_PARAMS.get(kind, {})
+    if pid not in retired and kind not in URI_KINDS:
+        return False
+    if (kind, pid) not in _said:
+        _said.add((kind, pid))
+        new = retired.get(pid)
+        what = (f"renamed {new!r} since this preset was saved; read as that" if new is not None else
+                "no longer a parameter of this processor; left out" if kind not in URI_KINDS else
+                "the plugin has no such port (updated since?); left out")
+        print(f"warning: {where}.params.{pid}: {what}", file=sys.stderr)
+    return True
+
+
 def _validate_slot(i: int, raw) -> dict:
     where = f"chain[{i}]"
     _check_object(raw, where, SLOT_KEYS)
@@ -151,6 +176,11 @@ def _validate_slot(i: int, raw) -> dict:
     out_params = {}
     for pid, value in params.items():
         if pid not in known:
+            if _retired(kind, pid, where):
+                new = RETIRED_PARAMS.get(kind, {}).get(pid)
+                if new is not None and new not in params:
+                    out_params[new] = _check_param(known[new], value, f"{where}.params.")
+                continue
             raise PresetError(f"{where}.params.{pid}: unknown parameter for {short_repr(kind)}; known: {list(known)}")
         out_params[pid] = _check_param(known[pid], value, f"{where}.params.")
     head = {"id": sid, "processor": kind, **({"uri": uri} if kind in URI_KINDS else {})}
@@ -205,8 +235,9 @@ def _validate(preset) -> dict:
     chain = preset.get("chain")
     if not isinstance(chain, list):
         raise PresetError(f"chain: expected a list of slots, got {type(chain).__name__}")
-    if len(chain) > MAX_SLOTS:
-        raise PresetError(f"chain: {len(chain)} slots; at most {MAX_SLOTS}")
+    final_safety = bool(chain) and isinstance(chain[-1], dict) and chain[-1].get("processor") == "safety"
+    if len(chain) - final_safety > MAX_SLOTS:  # the final safety stage not counted: it is appended when missing
+        raise PresetError(f"chain: {len(chain) - final_safety} slots; at most {MAX_SLOTS} (and the final safety stage)")
     try:
         chain = copy.deepcopy(chain)
     except RecursionError:
@@ -381,10 +412,20 @@ def user_presets(folder=None) -> list[Path]:
     listed, and says what is wrong when loaded."""
     folder = user_preset_dir() if folder is None else Path(folder)
     try:
-        files = [p for p in folder.iterdir() if is_json_name(p.name) and not p.name.startswith(".") and p.is_file()]
+        names = [p for p in folder.iterdir() if is_json_name(p.name) and not p.name.startswith(".")]
     except OSError:  # no such folder, or unreadable: the built-ins still list
         return []
+    files = [p for p in names if _is_file(p)]
     return sorted(files, key=lambda p: (p.stem.casefold(), p.stem, p.name))
+
+
+def _is_file(p: Path) -> bool:
+    """Whether ``p`` is a file; False where it cannot be told (a link into a folder we may not read,
+    a failing network mount): that entry alone is left out, not every saved preset."""
+    try:
+        return p.is_file()
+    except OSError:
+        return False
 
 
 def user_descriptions(folder=None) -> list[tuple[Path, str]]:

@@ -339,7 +339,7 @@ class Processor:
     # offline it does it in line, so that renders repeat exactly
     live: bool = False
 
-    def __init__(self, **values):
+    def __init__(self, /, **values):  # (a hosted plugin may have a port named "self")
         self.values = np.array([p.default for p in self.params], dtype=np.float64)
         self.sample_rate = 0.0
         self.max_block = 0

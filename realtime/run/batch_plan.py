@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from realtime.dsp.presets import is_json_name
 from realtime.errors import OfflineError, PresetError, os_reason
 from realtime.io.files import sf_path
 from realtime.run.audio_input import UNKNOWN_FRAMES
@@ -118,14 +119,66 @@ class _Presets:
             from realtime.dsp.presets import apply_overrides, load_preset
 
             self._loaded[key] = apply_overrides(load_preset(name), list(overrides))
+            midi = self._loaded[key].get("midi")
+            if midi and not any(k[0] == name for k in list(self._loaded)[:-1]):  # once per preset
+                print(f"warning: {name}: its {len(midi)} MIDI controller mapping(s) work in the panel "
+                      "(`main.py gui`); a batch does not apply them", file=sys.stderr)
         return self._loaded[key]
 
     def digest(self, name: str, overrides: tuple[str, ...], settings: dict) -> str:
+        """What decides a run's sound, hashed (a resume log's ``preset_hash``): each slot's every
+        knob, defaults included, as the processor takes it, and the model files its neural slots
+        load. Hashed as written, `--set gain.gain_db=6` and `=6.0` redid every file, and a new
+        default or a retrained model kept the old outputs."""
         key = (name, overrides, tuple(sorted(settings.items())))
         if key not in self._digests:
-            text = json.dumps({"preset": self.load(name, overrides), **settings}, sort_keys=True, separators=(",", ":"))
+            chain = sound_of(self.load(name, overrides))
+            text = json.dumps({"chain": chain, "models": _model_files(chain), **settings}, sort_keys=True,
+                              separators=(",", ":"))
             self._digests[key] = hashlib.sha256(text.encode()).hexdigest()[:16]
         return self._digests[key]
+
+
+def sound_of(preset: dict) -> list[dict]:
+    """A validated preset's chain as what makes its sound: per slot its processor (and plugin and
+    state), bypass, mix and every knob's value as the processor takes it (``Param.validate``: a
+    choice as its index, defaults filled in); no ids, names or description."""
+    from realtime.dsp.processors import slot_class
+
+    out = []
+    for s in preset["chain"]:
+        cls = slot_class(s["processor"], s.get("uri"))
+        params = {d.id: float(d.validate(s["params"].get(d.id, d.default))) for d in cls.params}
+        out.append({"processor": s["processor"], **({"uri": s["uri"]} if "uri" in s else {}),
+                    **({"state": s["state"]} if "state" in s else {}), "bypass": bool(s["bypass"]),
+                    "mix": float(s["mix"]), "params": params})
+    return out
+
+
+def _model_files(chain: list[dict]) -> list:
+    """(file name, content hash) of each exported model a neural slot of ``chain`` may load: a
+    retrained model is a new sound (its content, not its time: a fresh clone is not)."""
+    from realtime.dsp.processors.neural.weights import model_dir
+
+    folders = {"enhancer": lambda: model_dir("enhancer"), "delimiter": lambda: model_dir("delimiter"),
+               "synth": lambda: __import__("realtime.dsp.processors.synth.processor", fromlist=["MODEL_DIR"]).MODEL_DIR}
+    found = []
+    for kind in sorted({s["processor"] for s in chain} & set(folders)):
+        folder = Path(folders[kind]())
+        for f in sorted(folder.glob("*.onnx")) if folder.is_dir() else []:
+            found.append([f"{kind}/{f.name}", _file_hash(f)])
+    return found
+
+
+_hashes: dict = {}  # (path, size, mtime) -> content hash: a plan hashes each model once
+
+
+def _file_hash(f: Path) -> str:
+    st = f.stat()
+    key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _hashes:
+        _hashes[key] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+    return _hashes[key]
 
 
 MANIFEST_FIELDS = ("input", "output", "set", "preset")
@@ -436,7 +489,7 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
                 dst = out_dir / row["output"] if row.get("output") else \
                     _default_output(src, Path(Path(row["input"]).name), out_dir, options.ext)
                 preset = row.get("preset") or None
-                if preset and (preset.endswith(".json") or os.sep in preset) and not Path(preset).is_absolute():
+                if preset and (is_json_name(preset) or os.sep in preset) and not Path(preset).is_absolute():
                     preset = str(item.parent / preset)  # a preset file beside the manifest, as its inputs are
                 jobs.append((src, dst, preset, tuple(row["set"]), f"{item} row {i + 1}"))
         elif item.exists():

@@ -96,7 +96,7 @@ def slot_class(kind: str, uri: str | None = None) -> type[Processor]:
     return cls
 
 
-def create(kind: str, **params) -> Processor:
+def create(kind: str, /, **params) -> Processor:
     """Instantiate a processor by kind with initial parameter values."""
     return processor_class(kind)(**params)
 

@@ -556,7 +556,7 @@ class Lv2Plugin(Processor):
             cls = plugin_class(uri)
         return super().__new__(cls)
 
-    def __init__(self, uri: str | None = None, **values):
+    def __init__(self, /, uri: str | None = None, **values):
         # the rescue thread's reset of an instance never overlaps another reset or a close
         self._life = threading.Lock()
         if uri is not None and uri != self.uri:

@@ -237,6 +237,19 @@ def decodable_frames(source, piece: int) -> int:
     return decodable
 
 
+def process_through(src: Path, out: Path, through: str) -> dict:
+    """``process_file`` of ``src`` (the clean preset) read as a file, or (``through="pipe"``) from a
+    FIFO beside it that a thread feeds with its bytes."""
+    if through == "file":
+        return process_file(src, out, _clean(), progress=False)
+    fifo = src.with_name("pipe" + src.suffix)
+    os.mkfifo(fifo)
+    writer = _feed(fifo, src.read_bytes())
+    report = process_file(fifo, out, _clean(), progress=False)
+    writer.join(10)
+    return report
+
+
 @pytest.mark.parametrize("through", ["file", "pipe"])
 def test_a_cut_flac_keeps_every_frame_that_decodes(tmp_path, through):
     """A decoding error ended the file at the start of the read that failed: up to 16384 good frames
@@ -251,14 +264,7 @@ def test_a_cut_flac_keeps_every_frame_that_decodes(tmp_path, through):
     ref = tmp_path / "ref.wav"
     process_file(whole, ref, _clean(), progress=False)
     out = tmp_path / "out.wav"
-    if through == "file":
-        report = process_file(cut, out, _clean(), progress=False)
-    else:
-        fifo = tmp_path / "pipe.flac"
-        os.mkfifo(fifo)
-        writer = _feed(fifo, cut.read_bytes())
-        report = process_file(fifo, out, _clean(), progress=False)
-        writer.join(10)
+    report = process_through(cut, out, through)
     assert report["truncated"] and report["frames_read"] == decodable
     assert report["frames"] == sr * 10
     y, expected = sf.read(out)[0], sf.read(ref)[0]

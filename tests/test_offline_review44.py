@@ -2,7 +2,6 @@
 a pipe by `flac -` or `ffmpeg -f flac -`, or left so by a writer that stopped on a full disk).
 libsndfile calls its length 2^63 frames: a run sized its output by that and failed with a traceback
 (numpy's "array is too big"), and the plan's ETA was years. Each test failed before its fix."""
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,7 @@ from realtime.run.audio_input import UNKNOWN_FRAMES
 from realtime.run.batch import BatchOptions, plan_batch
 from realtime.run.offline import process_file
 
-from .test_offline_edges import _feed
-from .test_offline_review38 import _clean, _tone
+from .test_offline_review38 import _clean, _tone, process_through
 
 SR = 44100
 LENGTH = 3 * SR + 123
@@ -47,14 +45,7 @@ def test_a_flac_whose_header_gives_no_length_is_processed_whole(tmp_path, capsys
     process_file(whole, tmp_path / "ref.wav", _clean(), progress=False)
     capsys.readouterr()
     out = tmp_path / "out.wav"
-    if through == "file":
-        report = process_file(unsized, out, _clean(), progress=False)
-    else:
-        fifo = tmp_path / "pipe.flac"
-        os.mkfifo(fifo)
-        writer = _feed(fifo, unsized.read_bytes())
-        report = process_file(fifo, out, _clean(), progress=False)
-        writer.join(10)
+    report = process_through(unsized, out, through)
     assert report["frames"] == report["frames_read"] == LENGTH and not report["truncated"]
     assert capsys.readouterr().err == ""
     assert np.array_equal(sf.read(out)[0], sf.read(tmp_path / "ref.wav")[0])

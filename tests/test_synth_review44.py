@@ -168,3 +168,46 @@ def test_a_folder_or_a_pipe_given_as_the_midi_file_is_said_as_such(tmp_path):
     os.mkfifo(tmp_path / "pipe.mid")
     with pytest.raises(OfflineError, match=r"pipe\.mid: a pipe or device, not a file"):
         midi_file_events(tmp_path / "pipe.mid", 48000)
+
+
+def _drums(path):
+    import mido
+
+    track = mido.MidiTrack()
+    for _ in range(4):
+        track += [mido.Message("note_on", channel=9, note=36, velocity=100),
+                  mido.Message("note_off", channel=9, note=36, time=240)]
+    mf = mido.MidiFile()
+    mf.tracks.append(track)
+    mf.save(path)
+    return path
+
+
+def test_a_drum_track_the_synth_leaves_alone_is_said(tmp_path, capsys):
+    """Notes on channel 10 alone rendered silence without a word (the file has notes)."""
+    from realtime.run.offline import render_midi
+
+    from .test_synth_render_end import synth_chain
+
+    render_midi(_drums(tmp_path / "d.mid"), tmp_path / "d.wav", synth_chain())
+    assert "its 4 notes are all on channel 10 (GM percussion)" in capsys.readouterr().err
+    render_midi(tmp_path / "d.mid", tmp_path / "d2.wav", synth_chain("synth.channel10=1"))
+    assert capsys.readouterr().err == ""
+
+
+def test_files_rendered_side_by_side_say_what_does_not_sound(tmp_path, capfd):
+    """A group (the batched synth) never said "no notes to play"; the same file alone did."""
+    import mido
+
+    from realtime.run.batch import run_batch
+
+    (tmp_path / "in").mkdir()
+    _drums(tmp_path / "in" / "d.mid")
+    _tune(tmp_path / "in" / "tune.mid")
+    mf = mido.MidiFile()
+    mf.tracks.append(mido.MidiTrack([mido.MetaMessage("track_name", name="empty")]))
+    mf.save(tmp_path / "in" / "empty.mid")
+    summary = run_batch([tmp_path / "in"], tmp_path / "out", jobs=1, progress=False)
+    err = capfd.readouterr().err  # (said by the worker process)
+    assert summary["failed"] == 0 and "empty.mid: no notes to play" in err and "d.mid: its 4 notes are all on" in err
+    assert "tune.mid" not in err

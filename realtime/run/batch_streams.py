@@ -214,6 +214,7 @@ class _MidiStream:
         self.junk = _JunkCount(task.input, rest)
         out_p = Path(task.output)
         events, length, _, self.truncated, released = plan_render(task.input, out_p, task.samplerate)
+        self.messages = events  # for what ``finish`` says of a file nothing of which sounds
         self.events = EventCursor(events, released, dropped)  # the releases at its end: not the file's drops
         self.pos = self.start = 0  # chain frames: the next block's start, the current one's
         self.out = AtomicFile(out_p)
@@ -260,7 +261,7 @@ class _MidiStream:
 
     def finish(self) -> None:
         from realtime.io.files import end_opus
-        from realtime.run.offline import check_written
+        from realtime.run.offline import check_written, warn_unplayed
 
         with _writing(self.task):
             self.writer.finish()
@@ -268,6 +269,8 @@ class _MidiStream:
             frames = end_opus(self.out.tmp, self.dst, self.writer.written)
         check_written(self.out.tmp, Path(self.task.output), frames)  # as render_midi: Ogg on a full disk
         self.out.commit()
+        warn_unplayed(self.task.input, self.messages, self.task.output, self.writer.written / self.task.samplerate,
+                      _leaves_drums(self.task.preset))
 
     def abandon(self) -> None:
         try:
@@ -275,6 +278,18 @@ class _MidiStream:
         except Exception:
             pass
         self.out.discard()
+
+
+def _leaves_drums(preset: dict) -> bool:
+    """Whether channel 10 goes unplayed through ``preset`` (a group's: the synth alone takes MIDI):
+    its synth's Channel 10 knob is off."""
+    from realtime.dsp.processors import processor_class
+
+    synths = [s for s in preset["chain"] if s["processor"] == "synth"]
+    if not synths:
+        return False
+    knob = next(d for d in processor_class("synth").params if d.id == "channel10")
+    return all(float(knob.validate(s["params"].get("channel10", knob.default))) == 0.0 for s in synths)
 
 
 def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:

@@ -917,6 +917,20 @@ def open_render(tmp, out_p: Path, samplerate: int, frames: int = 0) -> sf.SoundF
     return sf.SoundFile(sf_path(tmp), "w", samplerate=samplerate, channels=2, format=fmt, subtype=subtype)
 
 
+def warn_unplayed(midi_path, events: np.ndarray, out_p, seconds: float, drums_left_alone: bool) -> None:
+    """One line where nothing of the file sounds: it has no note (meta events alone), or its notes
+    are all on channel 10 (GM percussion), which the synth leaves alone (``drums_left_alone``: every
+    MIDI processor of the chain is the synth, its Channel 10 knob off). A drum track rendered
+    silence without a word."""
+    on = ((events[:, 1].astype(np.int64) & 0xF0) == 0x90) & (events[:, 3] > 0)
+    if not on.any():
+        print(f"warning: {midi_path}: no notes to play; {out_p} holds {seconds:.1f} s of silence", file=sys.stderr)
+    elif drums_left_alone and np.all((events[on, 1].astype(np.int64) & 0x0F) == 9):
+        print(f"warning: {midi_path}: its {int(on.sum())} notes are all on channel 10 (GM percussion), which the "
+              f"synth leaves alone: {out_p} holds silence; --set synth.channel10=1 plays them as notes",
+              file=sys.stderr)
+
+
 def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: int = 128,
                 tail_s: float | None = None) -> dict:
     """Render a MIDI file through an instrument chain into an audio file, block by block (any
@@ -980,9 +994,9 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     if dropped:
         print(f"warning: {midi_path}: {dropped} MIDI messages were dropped (more than a block's queue holds "
               "at one time; controllers and pitch bend first)", file=sys.stderr)
-    if not np.any(((events[:, 1].astype(np.int64) & 0xF0) == 0x90) & (events[:, 3] > 0)):  # meta events alone
-        print(f"warning: {midi_path}: no notes to play; {out_p} holds {out.written / samplerate:.1f} s of silence",
-              file=sys.stderr)
+    midi_takers = [s.processor for s in chain.slots if callable(getattr(s.processor, "handle_midi", None))]
+    warn_unplayed(midi_path, events, out_p, out.written / samplerate,
+                  all(getattr(p, "kind", "") == "synth" and p.get_param("channel10") == 0 for p in midi_takers))
     junk = warn_junk(midi_path, chain, junk0)
     seconds = out.written / samplerate
     return {"output": str(out_p), "seconds": seconds, "events": messages, "dropped_midi_events": dropped,

@@ -105,8 +105,10 @@ class LatencyProbe:
 
     def forget(self) -> None:
         """Leave the rings alone from now on (stopped, or freed by their host): moves and stops
-        after this read nothing."""
+        after this read nothing (what was pending is missed)."""
         self._rings = None
+        self.missed += len(self._pending)
+        self._pending = []
 
     def move(self, rings, fn) -> None:
         """Run ``fn`` (a knob move); if it queued a control record on ``rings``, time that record."""

@@ -3,6 +3,7 @@ unasked, and a checkpoint is written whole or not at all, with one line when the
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 _held: dict = {}  # folder -> the lock this process holds on it, for its whole life (the system lets go at exit)
@@ -45,6 +46,11 @@ def claim_run_folder(ckpt: Path, keep: bool = True) -> None:
         os.close(fd)
         raise SystemExit(f"{ckpt}: another training run is using this folder; wait for it to end, "
                          "or name another --ckpt") from None
+    except OSError as e:  # a file system without such locks (NFS may refuse one on a folder): run unguarded
+        os.close(fd)
+        print(f"warning: {ckpt}: cannot lock it ({e.strerror or e}); a second run there would not be stopped",
+              file=sys.stderr)
+        return
     if keep:
         _held[ckpt.resolve()] = fd
     else:

@@ -2,6 +2,7 @@
 a pipe by `flac -` or `ffmpeg -f flac -`, or left so by a writer that stopped on a full disk).
 libsndfile calls its length 2^63 frames: a run sized its output by that and failed with a traceback
 (numpy's "array is too big"), and the plan's ETA was years. Each test failed before its fix."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -76,5 +77,18 @@ def test_the_plan_counts_a_length_no_header_gives(tmp_path, song):
     whole, unsized = song
     (tmp_path / "in").mkdir()
     unsized.rename(tmp_path / "in" / "unsized.flac")
+    task, = plan_batch([tmp_path / "in"], tmp_path / "out", BatchOptions())
+    assert task.audio_s == pytest.approx(LENGTH / SR)
+
+
+def test_a_flac_without_its_length_and_a_name_not_in_utf8_is_processed(tmp_path, song):
+    """Opened again by its name as text, which soundfile encodes as strict UTF-8: a traceback."""
+    whole, unsized = song
+    odd = tmp_path / os.fsdecode(b"caf\xe9.flac")
+    unsized.rename(odd)
+    report = process_file(odd, tmp_path / "out.wav", _clean(), progress=False)
+    assert report["frames"] == report["frames_read"] == LENGTH
+    (tmp_path / "in").mkdir()
+    odd.rename(tmp_path / "in" / odd.name)
     task, = plan_batch([tmp_path / "in"], tmp_path / "out", BatchOptions())
     assert task.audio_s == pytest.approx(LENGTH / SR)

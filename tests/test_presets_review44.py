@@ -76,7 +76,10 @@ def test_one_entry_that_cannot_be_looked_at_hides_no_saved_preset(tmp_path):
 
 
 @pytest.mark.parametrize("kind, old, new", [("enhancer", "mix", "wet"), ("delimiter", "limit_gate", None)])
-def test_a_preset_saved_before_a_parameter_was_renamed_or_removed_loads(capsys, kind, old, new):
+def test_a_preset_saved_before_a_parameter_was_renamed_or_removed_loads(capsys, monkeypatch, kind, old, new):
+    from realtime.dsp import presets
+
+    monkeypatch.setattr(presets, "_said", set())  # said once a process: said here
     value = 0.5 if new else "on"
     p = validate_preset({"version": 1, "name": "v", "chain": [{"id": "x", "processor": kind, "params": {old: value}}]})
     params = p["chain"][0]["params"]
@@ -127,3 +130,14 @@ def test_a_presets_midi_mappings_outside_the_panel_are_said(tmp_path, wav, capsy
                                   "midi": [{"cc": 7, "channel": None, "target": "gain.gain_db"}]}))
     assert main.main(["process", str(wav), str(tmp_path / "o.wav"), "--preset", str(mapped), "--no-progress"]) == 0
     assert "its 1 MIDI controller mapping(s) work in the panel" in capsys.readouterr().err
+
+
+def test_a_mapping_to_a_removed_parameter_is_dropped_not_the_preset(monkeypatch, capsys):
+    from realtime.dsp import presets
+
+    monkeypatch.setattr(presets, "_said", set())
+    p = validate_preset({"version": 1, "name": "v", "chain": [{"id": "d", "processor": "delimiter"}],
+                         "midi": [{"cc": 1, "channel": None, "target": "d.limit_gate"},
+                                  {"cc": 2, "channel": None, "target": "d.amount"}]})
+    assert p["midi"] == [{"cc": 2, "channel": None, "target": "d.amount"}]
+    assert "limit_gate" in capsys.readouterr().err

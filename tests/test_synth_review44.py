@@ -211,3 +211,38 @@ def test_files_rendered_side_by_side_say_what_does_not_sound(tmp_path, capfd):
     err = capfd.readouterr().err  # (said by the worker process)
     assert summary["failed"] == 0 and "empty.mid: no notes to play" in err and "d.mid: its 4 notes are all on" in err
     assert "tune.mid" not in err
+
+
+def test_notes_begun_on_channel_10_while_it_played_end_after_it_is_switched_off():
+    """panic() (All Sound Off on each channel) and a lost port's releases did not reach channel 10
+    once its knob was off: its note sounded on."""
+    s = make(channel10="played as notes")
+    run(s, 3, events=[on(9, 60)])
+    s.set_param("channel10", "GM drums: ignored")
+    s.panic()
+    run(s, 3)
+    assert s.active_voices() == 0
+    run(s, 3, events=[on(9, 62)])  # drums are left alone again
+    assert s.active_voices() == 0
+
+
+def test_all_notes_off_on_one_channel_takes_its_keys_out_of_the_mono_key_stack():
+    """Mono legato fell back to a key of a channel whose notes had all ended: it sounded on for good."""
+    s = make(mode="mono", release_ms=20)
+    run(s, 5, events=[on(CH1, 60), on(CH2, 64, 2)])
+    run(s, 5, events=[cc(CH1, 123, 0, 0)])
+    run(s, 5, events=[off(CH2, 64, 0)])
+    assert s.sounding_notes() == []
+    run(s, 5, events=[on(CH1, 60), on(CH2, 64, 2), off(CH2, 64, 4)])
+    assert s.sounding_notes() == [60]  # the other channel's key still down: legato back to it
+
+
+def test_all_sound_off_on_another_channel_keeps_a_release_step_of_this_one():
+    """A CC120 on channel 2 dropped the release step of a channel-1 note freed earlier in the block."""
+    from .test_synth_onsets import render
+
+    B = 4096
+    t = 2 * B + 101
+    notes = [(t, 0x90, 69, 100), (t + 600, 0x80, 69, 0)]
+    plain = render(notes, 4 * B, block=B, release_ms=10)
+    assert np.array_equal(render(notes + [(t + 3000, 0xB1, 120, 0)], 4 * B, block=B, release_ms=10), plain)

@@ -311,6 +311,12 @@ def _validate_midi(raw, slots) -> list[dict]:
             raise PresetError(f"{where}.target: {short_repr(target)} names no slot; slots: {list(params)}")
         last = slot_id == slots[-1]["id"]
         allowed = params[slot_id] + ([] if last else ["bypass", "mix"])
+        kind = next(s["processor"] for s in slots if s["id"] == slot_id)
+        if pid not in allowed and _retired(kind, pid, f"{where}.target {short_repr(target)}:"):
+            new = RETIRED_PARAMS.get(kind, {}).get(pid)
+            if new is None:  # its knob is gone: so is the mapping (said)
+                continue
+            pid, target = new, f"{slot_id}.{new}"
         if pid not in allowed:
             raise PresetError(f"{where}.target: {short_repr(target)}: {short_repr(pid)} is not one of {allowed}")
         if (cc, ch) in seen:

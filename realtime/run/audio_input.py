@@ -50,7 +50,7 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
         raise OfflineError(f"{p}: not a readable audio file ({words})") from None
     f, said = whole_wav(p, f) if p.is_file() else (f, None)
     f, rest = joined(p if p.is_file() else f.name, f)
-    f, unsure = known_length(p if p.is_file() else f.name, f)
+    f, unsure = known_length(f.name, f)  # (as opened: a path's bytes, a name not in UTF-8 too, or the spool)
     if f.frames == 0:
         f.close()
         if p.is_file() and truncation(p):  # a short Ogg cut in half: libsndfile reads none of it

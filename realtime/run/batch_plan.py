@@ -287,7 +287,7 @@ def _read_frames(path: Path) -> int:
 
     with contextlib.redirect_stderr(io.StringIO()):  # a rest not read: the worker says it
         f, _ = joined(path, sf.SoundFile(sf_path(path)))
-        f, _ = known_length(path, f)
+        f, _ = known_length(sf_path(path), f)
     with f:
         return f.frames
 

@@ -549,7 +549,7 @@ class Lv2Plugin(Processor):
         """The class of the plugin ``uri`` (see ``plugin_class``)."""
         return plugin_class(uri)
 
-    def __new__(cls, uri: str | None = None, **values):
+    def __new__(cls, /, uri: str | None = None, **values):  # (a port may be named "cls")
         if cls.info is None:  # the registry's class: hand over to the plugin's own
             if uri is None:
                 raise PluginError('lv2: a slot of kind "lv2" needs the plugin\'s "uri"')

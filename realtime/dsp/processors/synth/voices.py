@@ -36,15 +36,16 @@ the block's steps of the voices it stops.
 
 Channel 10 (``DRUM_CHANNEL``) is General MIDI percussion: its messages are left alone, as a GM
 melodic instrument does (a drum track played as violin notes), unless the "Channel 10" knob
-(``K_CH10``) says it is an ordinary channel: pads and keyboards that send on channel 10 live. Per
-MIDI channel, for the notes of that channel (a voice keeps its note's channel, ``V_CH``): pitch bend
-(its range from the knob or RPN 0, shared), volume (CC7: each voice's output gain, ``voice_gain``,
-passed in ``act``, which the renderer ramps in over the voice's next frame) and expression (CC11 ->
-loudness, so timbre follows); a quiet second track's CC7 made the first track's melody 11 dB
-quieter. Omni (any channel): mod wheel (CC1 -> vibrato depth), sustain (CC64), all sound off (CC120), reset
-controllers (CC121: the mod wheel, the pedal, and its own channel's bend and expression), all notes
-off (CC123: a note-off for every note, so with the sustain pedal down they sound on until it is up,
-as MIDI 1.0 says).
+(``K_CH10``) says it is an ordinary channel: pads and keyboards that send on channel 10 live (what
+ends sound, note-offs and the all-off messages, passes either way). Every controller acts per MIDI
+channel, on the notes of that channel (a voice keeps its note's channel, ``V_CH``), as MIDI has
+it: in a GM file each track has its own. Pitch bend and its range (the knob's, or what RPN 0 set
+for the channel), volume (CC7: each voice's output gain, ``voice_gain``, passed in ``act``, which
+the renderer ramps in over the voice's next frame; a quiet second track's CC7 made the first
+track's melody 11 dB quieter), expression (CC11 -> loudness, so timbre follows), mod wheel (CC1 ->
+vibrato depth), sustain (CC64), all sound off (CC120), reset controllers (CC121: the channel's mod
+wheel, pedal, bend and expression), all notes off (CC123: a note-off for each of the channel's
+notes, so with its pedal down they sound on until it is up, as MIDI 1.0 says).
 A note-on with every voice taken steals, in this order: a releasing voice (the quietest), a note
 kept only by the sustain pedal (its key is up; the oldest), a key still held down (the oldest).
 Program changes are the processor's: it cuts the block at each one and switches instrument before
@@ -361,7 +362,7 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr):
     rel = g[G_REL]
     porta = kv[K_PORTA] * 1e-3 * sr
     if kv[K_MODE] >= 0.5:  # mono: voice 0 only, legato keeps the envelope going
-        _stack_push(stack, g, note)
+        _stack_push(stack, g, note + 128.0 * ch)  # a key is its note on its channel
         if vs[0, V_STAGE] == ON:
             _glide(vs, note, t, porta)
             vs[0, V_CH] = ch
@@ -395,13 +396,14 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
     rel = g[G_REL]
     sustain = g[G_SUST + int(ch)] >= 0.5
     if kv[K_MODE] >= 0.5:
-        _stack_remove(stack, g, note)
-        if vs[0, V_STAGE] == ON and vs[0, V_NOTE] == note:
+        _stack_remove(stack, g, note + 128.0 * ch)
+        if vs[0, V_STAGE] == ON and vs[0, V_NOTE] == note and vs[0, V_CH] == ch:
             n = int(g[G_NSTACK])
             if n > 0:  # fall back to the last key still held, legato
                 back = stack[n - 1]
                 porta = kv[K_PORTA] * 1e-3 * sr
-                _glide(vs, back, t, porta)
+                _glide(vs, back % 128.0, t, porta)
+                vs[0, V_CH] = back // 128.0
             elif sustain:
                 vs[0, V_GATE] = 0.0
                 vs[0, V_SUST] = 1.0
@@ -428,13 +430,19 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
 def _all_off(vs, g, stack, t, kv, sr, hard, c):
     """Channel c's voices: hard (CC120, all sound off), each stops at once. Else (CC123, all notes
     off): a note-off for each note, so with the channel's pedal down the notes sound on until it is
-    up. The mono key stack is emptied when the mono voice is the channel's."""
+    up. The channel's keys leave the mono key stack (a later legato fallback would sound one)."""
     atk = g[G_ATK]
     rel = g[G_REL]
     sustain = g[G_SUST + c] >= 0.5
-    if vs[0, V_CH] == c:
-        stack[:] = -1.0
-        g[G_NSTACK] = 0.0
+    n = int(g[G_NSTACK])  # the channel's keys leave the mono key stack: none of them is down now
+    j = 0
+    for i in range(n):
+        if stack[i] // 128.0 != c:
+            stack[j] = stack[i]
+            j += 1
+    for i in range(j, n):
+        stack[i] = -1.0
+    g[G_NSTACK] = j
     for v in range(MAX_VOICES):
         if vs[v, V_CH] != c:
             continue
@@ -451,20 +459,27 @@ def _all_off(vs, g, stack, t, kv, sr, hard, c):
 
 
 @njit(nogil=True, cache=True)
-def apply_event(vs, g, stack, status, d1, d2, t, kv, sr) -> bool:
+def apply_event(vs, g, stack, status, d1, d2, t, kv, sr) -> int:
     """One channel message at absolute sample time t. Anything that is not a channel voice
     message (system, sysex, realtime, data bytes, NaN) is ignored; data values are clamped.
-    Returns whether it was all sound off (CC120, acted on): every voice stopped."""
+    Returns 1 + the channel of an all sound off (CC120, acted on: that channel's voices stopped),
+    else 0."""
     if not (status == status and d1 == d1 and d2 == d2):  # NaN
-        return False
+        return 0
     s = int(status)
     if s < 0x80 or s > 0xEF:
-        return False
+        return 0
     a = min(127, max(0, int(d1)))
     b = min(127, max(0, int(d2)))
     typ = s & 0xF0
     if s & 0x0F == DRUM_CHANNEL and kv[K_CH10] < 0.5:  # GM percussion: not this instrument's notes,
-        return False  # controllers or bend (unless the knob says channel 10 is an ordinary channel here)
+        # controllers or bend (unless the knob says channel 10 is an ordinary channel here). What ends
+        # sound still passes: notes begun while the knob was on must end (a panic, a lost port, the
+        # file's end), and a note-off or pedal up starts nothing
+        ends = typ == 0x80 or (typ == 0x90 and b == 0) or (typ == 0xB0 and (a == 120 or a == 123 or a == 121
+                                                                            or (a == 64 and b < 64)))
+        if not ends:
+            return 0
     c = s & 0x0F
     ch = float(c)
     if typ == 0x90 and b > 0:
@@ -496,7 +511,7 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr) -> bool:
                 g[G_RANGE + c] = min(24.0, float(b))
         elif a == 120:
             _all_off(vs, g, stack, t, kv, sr, True, c)
-            return True
+            return c + 1
         elif a == 121:
             g[G_BEND + c] = 0.0
             g[G_MODW + c] = 0.0
@@ -505,7 +520,7 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr) -> bool:
             g[G_SUST + c] = 0.0
         elif a == 123:
             _all_off(vs, g, stack, t, kv, sr, False, c)
-    return False
+    return 0
 
 
 @njit(nogil=True, cache=True)
@@ -618,10 +633,12 @@ def _event_steps(vs, g, kv, lmap, sr, atk, rel, es, t, off, j, b, hop, state, si
 
 
 @njit(nogil=True, cache=True)
-def _drop_silenced_steps(vs, g, es):
-    """All sound off: the block's steps of the voices it stopped play nothing (as before a frame)."""
+def _drop_silenced_steps(vs, g, es, c):
+    """All sound off on channel c: the block's steps of the voices it stopped play nothing (as
+    before a frame); another channel's voice freed earlier in the block keeps its release step."""
     for k in range(int(g[G_NES])):
-        if vs[int(es[k, ES_V]), V_STAGE] == FREE:
+        v = int(es[k, ES_V])
+        if vs[v, V_STAGE] == FREE and vs[v, V_CH] == c:
             es[k, ES_KIND] = ES_RESET
             es[k, ES_LAST] = 0.0
 
@@ -678,8 +695,9 @@ def controls(ev, n_ev, order, n, pos, hop, sr, kv, g, vs, stack, lmap, f0_out, l
             off = ev[e, 0]
             if j < T and off > lim:
                 break
-            if apply_event(vs, g, stack, ev[e, 1], ev[e, 2], ev[e, 3], pos + off, kv, sr):
-                _drop_silenced_steps(vs, g, es)
+            silenced = apply_event(vs, g, stack, ev[e, 1], ev[e, 2], ev[e, 3], pos + off, kv, sr)
+            if silenced:
+                _drop_silenced_steps(vs, g, es, silenced - 1)
             _event_steps(vs, g, kv, lmap, sr, atk, rel, es, pos + off, off, j, float(pos + first + j * hop),
                          float(hop), state, silence)
             ie += 1

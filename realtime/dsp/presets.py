@@ -100,22 +100,19 @@ RETIRED_PARAMS = {"enhancer": {"mix": "wet"}, "delimiter": {"limit_gate": None}}
 _said: set = set()  # the warnings given (a preset is validated again at each build: said once)
 
 
-def _retired(kind: str, pid: str, where: str) -> bool:
-    """Whether an unknown parameter ``pid`` of a ``kind`` slot is one that is gone: renamed or removed
-    since (``RETIRED_PARAMS``), or a port a hosted plugin no longer has (an update dropped it). Says
-    so once."""
-    from realtime.dsp.processors import URI_KINDS
-
+def _retired(kind: str, pid: str, label: str) -> bool:
+    """Whether an unknown parameter ``pid`` of a ``kind`` slot is one renamed or removed since
+    (``RETIRED_PARAMS``); says so once. Any other unknown name is refused: a typo in a preset or a
+    ``--set`` must not pass as a warning (a hosted plugin's port too)."""
     retired = RETIRED_PARAMS.get(kind, {})
-    if pid not in retired and kind not in URI_KINDS:
+    if pid not in retired:
         return False
     if (kind, pid) not in _said:
         _said.add((kind, pid))
-        new = retired.get(pid)
+        new = retired[pid]
         what = (f"renamed {new!r} since this preset was saved; read as that" if new is not None else
-                "no longer a parameter of this processor; left out" if kind not in URI_KINDS else
-                "the plugin has no such port (updated since?); left out")
-        print(f"warning: {where}.params.{pid}: {what}", file=sys.stderr)
+                "no longer a parameter of this processor; left out")
+        print(f"warning: {label}: {what}", file=sys.stderr)
     return True
 
 
@@ -176,7 +173,7 @@ def _validate_slot(i: int, raw) -> dict:
     out_params = {}
     for pid, value in params.items():
         if pid not in known:
-            if _retired(kind, pid, where):
+            if _retired(kind, pid, f"{where}.params.{pid}"):
                 new = RETIRED_PARAMS.get(kind, {}).get(pid)
                 if new is not None and new not in params:
                     out_params[new] = _check_param(known[new], value, f"{where}.params.")
@@ -312,7 +309,7 @@ def _validate_midi(raw, slots) -> list[dict]:
         last = slot_id == slots[-1]["id"]
         allowed = params[slot_id] + ([] if last else ["bypass", "mix"])
         kind = next(s["processor"] for s in slots if s["id"] == slot_id)
-        if pid not in allowed and _retired(kind, pid, f"{where}.target {short_repr(target)}:"):
+        if pid not in allowed and _retired(kind, pid, f"{where}.target {short_repr(target)}"):
             new = RETIRED_PARAMS.get(kind, {}).get(pid)
             if new is None:  # its knob is gone: so is the mapping (said)
                 continue

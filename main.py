@@ -204,12 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_chain(args):
-    from realtime.dsp.presets import apply_overrides, build_chain, load_preset
+    from realtime.dsp.presets import apply_overrides, build_chain, load_preset, say_unapplied_mappings
 
     preset = apply_overrides(load_preset(args.preset), args.set)
-    if preset.get("midi"):  # learnt in the panel, which applies them; said rather than dropped unsaid
-        print(f"warning: {args.preset}: its {len(preset['midi'])} MIDI controller mapping(s) work in the panel "
-              "(`main.py gui`); this command does not apply them", file=sys.stderr)
+    say_unapplied_mappings(args.preset, preset, "this command")
     return preset, build_chain(preset)
 
 

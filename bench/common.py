@@ -6,6 +6,12 @@ import json
 import math
 import os
 
+from realtime.argtypes import positive
+
+# --blocksize of the benchmarks: 1 frame up to main.py's largest block (a buffer of 1e11 frames was a
+# MemoryError traceback)
+block_frames = positive(int, most=65536)
+
 
 def emit(obj: dict, as_json: bool) -> None:
     """Print one record: a JSON line, or ``key=value`` pairs for a person.

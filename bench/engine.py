@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from bench.common import emit, hold_gil
+from bench.common import block_frames, emit, hold_gil
 from realtime.argtypes import OneLineParser, positive
 
 
@@ -20,7 +20,7 @@ def get_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="bench engine", description=__doc__.splitlines()[0])
     from main import _samplerate  # the command line's own check: 8000 to 384000 Hz
     ap.add_argument("--seconds", type=positive(most=86400), default=10.0)
-    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
+    ap.add_argument("--blocksize", type=block_frames, default=128)
     ap.add_argument("--samplerate", type=_samplerate, default=48000)
     ap.add_argument("--preset", default="default")
     ap.add_argument("--gil-hold-ms", type=positive(zero=True), default=0.0,

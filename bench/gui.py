@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 
+from bench.common import block_frames
 from realtime.argtypes import OneLineParser, positive
 
 NEURAL = ("enhancer", "delimiter", "synth")
@@ -50,7 +51,7 @@ def get_parser() -> argparse.ArgumentParser:
     from main import _samplerate  # the command line's own check: 8000 to 384000 Hz
     ap.add_argument("--seconds", type=positive(most=86400), default=60.0)
     ap.add_argument("--samplerate", type=_samplerate, default=48000)
-    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
+    ap.add_argument("--blocksize", type=block_frames, default=128)
     ap.add_argument("--preset", default="default")
     ap.add_argument("--add", nargs="*", default=None,
                     help=f"processors to add before the safety stage (default: the neural ones that load: {NEURAL})")
@@ -77,6 +78,16 @@ class LatencyProbe:
         self.missed = 0
         self._rings = None
         self._pending: list[tuple[int, int]] = []  # (control record sequence number, move time ns)
+
+    def move(self, rings, fn) -> None:
+        """Run ``fn`` (a knob move); if it queued a control record on ``rings``, time that record."""
+        self._rings = rings
+        self.collect()
+        seq = rings.pushed()
+        t0 = time.perf_counter_ns()  # CLOCK_MONOTONIC, the DSP thread's stamps' clock
+        fn()
+        if rings.pushed() > seq:
+            self._pending.append((seq, t0))
 
     def collect(self, final: bool = False) -> None:
         if self._rings is None:  # stopped (its rings may be gone: a read of them crashed the process)
@@ -109,16 +120,6 @@ class LatencyProbe:
         self._rings = None
         self.missed += len(self._pending)
         self._pending = []
-
-    def move(self, rings, fn) -> None:
-        """Run ``fn`` (a knob move); if it queued a control record on ``rings``, time that record."""
-        self._rings = rings
-        self.collect()
-        seq = rings.pushed()
-        t0 = time.perf_counter_ns()  # CLOCK_MONOTONIC, the DSP thread's stamps' clock
-        fn()
-        if rings.pushed() > seq:
-            self._pending.append((seq, t0))
 
 
 def _build_preset(a) -> tuple[dict, list[str], dict]:

@@ -25,7 +25,7 @@ import time
 import numpy as np
 from numba import njit
 
-from bench.common import cpu_steal_ms, emit
+from bench.common import block_frames, cpu_steal_ms, emit
 from realtime.argtypes import OneLineParser, positive
 
 
@@ -44,7 +44,7 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seconds", type=positive(most=3600), default=60.0)
     ap.add_argument("--work-ms", type=positive(), default=0.9, help="cost of one iteration on a quiet core")
     ap.add_argument("--samplerate", type=_samplerate, default=48000)
-    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
+    ap.add_argument("--blocksize", type=block_frames, default=128)
     ap.add_argument("--json", action="store_true")
     return ap
 

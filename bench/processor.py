@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from bench.common import emit
+from bench.common import block_frames, emit
 from realtime.argtypes import OneLineParser, positive
 
 MAX_SECONDS = 3600.0  # audio per processor: an hour's block times are 11 MB (1e9 s asked for 2.8 TB)
@@ -36,7 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
     from main import _samplerate  # the command line's own check: 8000 to 384000 Hz
 
     ap.add_argument("--samplerate", type=_samplerate, default=48000)
-    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
+    ap.add_argument("--blocksize", type=block_frames, default=128)
     ap.add_argument("--channels", type=positive(int), default=2)
     ap.add_argument("--seconds", type=_seconds, default=10.0,
                     help=f"audio seconds per processor (at most {MAX_SECONDS:g})")

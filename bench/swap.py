@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from bench.common import emit
+from bench.common import block_frames, emit
 from realtime.argtypes import OneLineParser, positive
 
 SINE_HZ, AMP = 1000.0, 0.5
@@ -40,7 +40,7 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--add", nargs="+", default=["gain", "limiter", "enhancer", "delimiter"], help="kinds added, moved and removed")
     ap.add_argument("--repeats", type=positive(int), default=3)
-    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
+    ap.add_argument("--blocksize", type=block_frames, default=128)
     from realtime.engine.config import PANEL_PREFILL_BLOCKS
 
     ap.add_argument("--prefill-blocks", type=positive(int), default=PANEL_PREFILL_BLOCKS)

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from bench.common import emit
+from bench.common import block_frames, emit
 from realtime.argtypes import OneLineParser, comma_list, positive
 
 FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
@@ -191,7 +191,7 @@ def get_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="bench synth", description=__doc__.splitlines()[0])
     ap.add_argument("--instruments", type=comma_list(choices=INSTRUMENTS), default=",".join(INSTRUMENTS))
     ap.add_argument("--samplerate", type=_samplerate, default=48000)
-    ap.add_argument("--blocksize", type=positive(int, most=65536), default=128)
+    ap.add_argument("--blocksize", type=block_frames, default=128)
     ap.add_argument("--seconds", type=positive(), default=5.0, help="audio seconds per RTF measurement")
     ap.add_argument("--melodies", type=positive(int), default=6)
     ap.add_argument("--skip", type=comma_list(choices=("rtf", "latency", "quality"), empty=True), default="",

@@ -431,6 +431,14 @@ def _is_file(p: Path) -> bool:
         return False
 
 
+def say_unapplied_mappings(ref, preset: dict, who: str) -> None:
+    """One warning line where ``preset`` holds MIDI controller mappings (learnt in the panel, which
+    applies them) and ``who`` does not apply them: said rather than dropped unsaid."""
+    if preset.get("midi"):
+        print(f"warning: {ref}: its {len(preset['midi'])} MIDI controller mapping(s) work in the panel "
+              f"(`main.py gui`); {who} does not apply them", file=sys.stderr)
+
+
 def user_descriptions(folder=None) -> list[tuple[Path, str]]:
     """(file, description) of every user preset (``user_presets``), read without validating them; a
     file that cannot be read says so in place of its description. A large file (a plugin's saved

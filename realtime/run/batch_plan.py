@@ -103,6 +103,7 @@ class _Presets:
         self._loaded: dict[tuple, dict] = {}
         self._digests: dict[tuple, str] = {}
         self._files: dict[str, str] = {}
+        self._said: set[str] = set()  # presets whose unapplied MIDI mappings were said
 
     def file(self, name: str) -> str:
         """The file a preset reference leads to, as ``--preset`` reads it (a user's saved one too),
@@ -116,13 +117,12 @@ class _Presets:
     def load(self, name: str, overrides: tuple[str, ...]) -> dict:
         key = (name, overrides)
         if key not in self._loaded:
-            from realtime.dsp.presets import apply_overrides, load_preset
+            from realtime.dsp.presets import apply_overrides, load_preset, say_unapplied_mappings
 
             self._loaded[key] = apply_overrides(load_preset(name), list(overrides))
-            midi = self._loaded[key].get("midi")
-            if midi and not any(k[0] == name for k in list(self._loaded)[:-1]):  # once per preset
-                print(f"warning: {name}: its {len(midi)} MIDI controller mapping(s) work in the panel "
-                      "(`main.py gui`); a batch does not apply them", file=sys.stderr)
+            if name not in self._said:
+                self._said.add(name)
+                say_unapplied_mappings(name, self._loaded[key], "a batch")
         return self._loaded[key]
 
     def digest(self, name: str, overrides: tuple[str, ...], settings: dict) -> str:
@@ -158,16 +158,26 @@ def sound_of(preset: dict) -> list[dict]:
 def _model_files(chain: list[dict]) -> list:
     """(file name, content hash) of each exported model a neural slot of ``chain`` may load: a
     retrained model is a new sound (its content, not its time: a fresh clone is not)."""
-    from realtime.dsp.processors.neural.weights import model_dir
-
-    folders = {"enhancer": lambda: model_dir("enhancer"), "delimiter": lambda: model_dir("delimiter"),
-               "synth": lambda: __import__("realtime.dsp.processors.synth.processor", fromlist=["MODEL_DIR"]).MODEL_DIR}
     found = []
-    for kind in sorted({s["processor"] for s in chain} & set(folders)):
-        folder = Path(folders[kind]())
+    for kind in sorted({s["processor"] for s in chain} & set(NEURAL_KINDS)):
+        folder = _model_folder(kind)
         for f in sorted(folder.glob("*.onnx")) if folder.is_dir() else []:
             found.append([f"{kind}/{f.name}", _file_hash(f)])
     return found
+
+
+NEURAL_KINDS = ("enhancer", "delimiter", "synth")  # the slots that load exported models
+
+
+def _model_folder(kind: str) -> Path:
+    """Where a neural slot of ``kind`` finds its models (imported only for a chain that has one)."""
+    if kind == "synth":
+        from realtime.dsp.processors.synth.processor import MODEL_DIR
+
+        return Path(MODEL_DIR)
+    from realtime.dsp.processors.neural.weights import model_dir
+
+    return model_dir(kind)
 
 
 _hashes: dict = {}  # (path, size, mtime) -> content hash: a plan hashes each model once
@@ -297,15 +307,8 @@ def _plays_midi(preset: dict) -> bool:
     known once it is loaded: ``render_midi`` refuses a chain in which none does)."""
     from realtime.dsp.processors import URI_KINDS
 
-    return any(s["processor"] in URI_KINDS or callable(getattr(cls, "handle_midi", None))
-               for s, cls in zip(preset["chain"], _slot_classes(preset)))
-
-
-def _slot_classes(preset: dict) -> list:
-    """Each slot's class, None for a hosted plugin's."""
-    from realtime.dsp.processors import URI_KINDS, processor_class
-
-    return [None if s["processor"] in URI_KINDS else processor_class(s["processor"]) for s in preset["chain"]]
+    return (any(s["processor"] in URI_KINDS for s in preset["chain"])
+            or any(callable(getattr(cls, "handle_midi", None)) for cls in _processor_classes(preset)))
 
 
 def _processor_classes(preset: dict) -> list:

@@ -258,11 +258,13 @@ def _glide(vs, note, t, porta):
 
 
 @njit(nogil=True, cache=True)
-def _stack_remove(stack, g, note):
+def _stack_remove(stack, g, key, span=1.0):
+    """The mono key stack without ``key`` (note + 128 * channel), or with ``span`` 128 and ``key``
+    128 * channel, without any key of that channel."""
     n = int(g[G_NSTACK])
     j = 0
     for i in range(n):
-        if stack[i] != note:
+        if stack[i] // span != key // span:
             stack[j] = stack[i]
             j += 1
     for i in range(j, n):
@@ -434,15 +436,7 @@ def _all_off(vs, g, stack, t, kv, sr, hard, c):
     atk = g[G_ATK]
     rel = g[G_REL]
     sustain = g[G_SUST + c] >= 0.5
-    n = int(g[G_NSTACK])  # the channel's keys leave the mono key stack: none of them is down now
-    j = 0
-    for i in range(n):
-        if stack[i] // 128.0 != c:
-            stack[j] = stack[i]
-            j += 1
-    for i in range(j, n):
-        stack[i] = -1.0
-    g[G_NSTACK] = j
+    _stack_remove(stack, g, 128.0 * c, 128.0)  # the channel's keys: none of them is down now
     for v in range(MAX_VOICES):
         if vs[v, V_CH] != c:
             continue

@@ -124,3 +124,16 @@ def test_bench_gui_with_no_knob_move_measured_says_none(jack_server):
     rec = json.loads(r.stdout.strip().splitlines()[-1])
     assert rec["knob_moves"] == 0 and rec["param_latency_ms_p50"] is None and rec["param_latency_ms_max"] is None
     assert not any(isinstance(v, float) and math.isnan(v) for v in rec.values())
+
+
+def test_a_probe_whose_rings_are_gone_counts_its_pending_moves_missed_at_once():
+    """The window closed (it frees the rings): stop() spun its whole timeout on moves it could no
+    longer read."""
+    from bench.gui import LatencyProbe
+
+    probe = LatencyProbe()
+    probe._pending = [(0, time.perf_counter_ns()), (1, time.perf_counter_ns())]
+    probe.forget()
+    assert probe.missed == 2 and probe._pending == []  # nothing left for stop() to wait on
+    probe.stop()
+    assert probe.missed == 2 and probe.ms == []

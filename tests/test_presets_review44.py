@@ -143,3 +143,27 @@ def test_a_mapping_to_a_removed_parameter_is_dropped_not_the_preset(monkeypatch,
                                   {"cc": 2, "channel": None, "target": "d.amount"}]})
     assert p["midi"] == [{"cc": 2, "channel": None, "target": "d.amount"}]
     assert "limit_gate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("symbol", ["kind", "self", "cls"])
+def test_a_plugin_port_named_like_a_python_argument_builds(tmp_path, wav, symbol):
+    """A hosted plugin's control named ``kind``, ``self`` or ``cls`` clashed with an argument of
+    ``create``, ``Processor.__init__`` or ``Lv2Plugin.__new__``: a TypeError traceback."""
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "lv2" / "amp-swh.lv2"
+    shutil.copytree("/usr/lib/lv2/amp-swh.lv2", bundle)
+    ttl = bundle / "plugin.ttl"
+    ttl.write_text(ttl.read_text().replace(':symbol "gain"', f':symbol "{symbol}"'))
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"version": 1, "name": "p", "chain": [
+        {"id": "amp", "processor": "lv2", "uri": "http://plugin.org.uk/swh-plugins/amp", "params": {symbol: -6.0}}]}))
+    env = {**os.environ, "LV2_PATH": str(tmp_path / "lv2"), "HOME": str(tmp_path / "home"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "main.py", "process", str(wav), str(tmp_path / "o.wav"), "--preset", str(preset),
+                        "--no-progress"], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    y, x = sf.read(tmp_path / "o.wav")[0], sf.read(wav)[0]
+    assert np.abs(y).max() == pytest.approx(0.5 * np.abs(x).max(), rel=0.05)  # -6 dB reached the port

@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the demo writes what came out (default demo_out.wav; .wav .flac .ogg …)")
     _record_arg(p)
     p.add_argument("--midi-port", default=None, metavar="NAME",
-                   help="a chain that takes MIDI (preset synth, an LV2 instrument) plays from this port "
-                        "(default: a virtual port of its own)")
+                   help="a chain that takes MIDI (preset synth, an LV2 instrument), or a preset with MIDI "
+                        "controller mappings, plays from this port (default: a virtual port of its own)")
 
     p = sub.add_parser("process", help="process a file offline with a chain")
     p.add_argument("input")
@@ -203,11 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _load_chain(args):
+def _load_chain(args, live: bool = False):
+    """The preset ``args`` names with its overrides, and its chain; ``live``: for ``run``, which
+    applies its MIDI controller mappings (an offline command says it does not)."""
     from realtime.dsp.presets import apply_overrides, build_chain, load_preset, say_unapplied_mappings
 
     preset = apply_overrides(load_preset(args.preset), args.set)
-    say_unapplied_mappings(args.preset, preset, "this command")
+    if not live:
+        say_unapplied_mappings(args.preset, preset, "this command")
     return preset, build_chain(preset)
 
 
@@ -303,9 +306,10 @@ def cmd_presets(args) -> int:
 def cmd_run(args) -> int:
     from realtime.run.live import run_live
 
-    preset, chain = _load_chain(args)
+    preset, chain = _load_chain(args, live=True)
     return run_live(chain, _engine_config(args), seconds=args.seconds, demo=args.demo, demo_out=args.demo_out,
-                    record=getattr(args, "record", None), midi_port=getattr(args, "midi_port", None))
+                    record=getattr(args, "record", None), midi_port=getattr(args, "midi_port", None),
+                    midi_map=preset.get("midi", []))
 
 
 def cmd_gui(args) -> int:

@@ -131,7 +131,7 @@ def test_a_presets_midi_mappings_outside_the_panel_are_said(tmp_path, wav, capsy
     mapped.write_text(json.dumps({"version": 1, "name": "m", "chain": [{"id": "gain", "processor": "gain"}],
                                   "midi": [{"cc": 7, "channel": None, "target": "gain.gain_db"}]}))
     assert main.main(["process", str(wav), str(tmp_path / "o.wav"), "--preset", str(mapped), "--no-progress"]) == 0
-    assert "its 1 MIDI controller mapping(s) work in the panel" in capsys.readouterr().err
+    assert "its 1 MIDI controller mapping(s) work live" in capsys.readouterr().err
 
 
 def test_a_mapping_to_a_removed_parameter_is_dropped_not_the_preset(monkeypatch, capsys):

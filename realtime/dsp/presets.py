@@ -432,11 +432,11 @@ def _is_file(p: Path) -> bool:
 
 
 def say_unapplied_mappings(ref, preset: dict, who: str) -> None:
-    """One warning line where ``preset`` holds MIDI controller mappings (learnt in the panel, which
-    applies them) and ``who`` does not apply them: said rather than dropped unsaid."""
+    """One warning line where ``preset`` holds MIDI controller mappings (learnt in the panel; the
+    panel and ``run`` apply them) and ``who`` does not apply them: said rather than dropped unsaid."""
     if preset.get("midi"):
-        print(f"warning: {ref}: its {len(preset['midi'])} MIDI controller mapping(s) work in the panel "
-              f"(`main.py gui`); {who} does not apply them", file=sys.stderr)
+        print(f"warning: {ref}: its {len(preset['midi'])} MIDI controller mapping(s) work live (`main.py run`, "
+              f"`main.py gui`); {who} does not apply them", file=sys.stderr)
 
 
 def user_descriptions(folder=None) -> list[tuple[Path, str]]:

@@ -113,19 +113,53 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
         return interrupt_status(e) if isinstance(e, Interrupted) else 0
 
 
+class MappedMidi:
+    """The MIDI sink of ``run`` for a preset with controller mappings (its ``midi`` list, learnt in
+    the panel): a mapped controller moves its knob, as in the panel (``gui.host``'s ``midi_in``),
+    and does not reach the chain; every other message goes on to it. Called on the MIDI thread."""
+
+    def __init__(self, engine: Engine, mappings, on_status=None):
+        from realtime.engine.control import CCMap
+
+        self.engine, self.cc_map = engine, CCMap(mappings)
+        self.on_status = on_status or (lambda line: print(line, file=sys.stderr))
+        self._failing: set[str] = set()  # targets whose last change failed: said once, not per message
+
+    def __call__(self, status: int, data1: int = 0, data2: int = 0, at_ns: int | None = None) -> bool:
+        from realtime.engine.control import CC
+        from realtime.errors import EngineError
+
+        if status & 0xF0 == CC:
+            target, _ = self.cc_map.controller(status & 0x0F, data1)
+            if target is not None:
+                try:
+                    self.engine.writer.set_target(target, data2 / 127.0)
+                except EngineError as e:  # a full control queue: this move is lost, the next may pass
+                    if target not in self._failing:
+                        self._failing.add(target)
+                        self.on_status(f"MIDI CC {data1} -> {target}: {e}")
+                    return False
+                self._failing.discard(target)
+                return True
+        return self.engine.send_midi(status, data1, data2, at_ns)
+
+
 def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False,
-             demo_out: str = "demo_out.wav", record: str | None = None, midi_port: str | None = None) -> int:
+             demo_out: str = "demo_out.wav", record: str | None = None, midi_port: str | None = None,
+             midi_map=()) -> int:
     """Run ``chain`` live on the audio device (or, with none, the demo through a private JACK
-    server) until ``seconds`` pass or Ctrl-C; returns the exit status. A chain that takes MIDI
-    listens on ``midi_port`` (a virtual port when None) on the device; the demo plays no MIDI."""
+    server) until ``seconds`` pass or Ctrl-C; returns the exit status. A chain that takes MIDI, or
+    whose knobs ``midi_map`` maps to controllers (a preset's ``midi`` list), listens on
+    ``midi_port`` (a virtual port when None) on the device; the demo plays no MIDI."""
     from realtime.io.devices import has_audio_device
     from realtime.io.jackserver import ensure_server
     from realtime.run.offline import _same_file, check_destination, output_format
 
     config.validate()  # refused before a server or a recording starts (they would be left behind)
-    if midi_port is not None and not chain.takes_midi:
+    listens = chain.takes_midi or bool(midi_map)
+    if midi_port is not None and not listens:
         raise ConfigError(f"--midi-port {midi_port}: no processor of the chain takes MIDI (an instrument: preset "
-                          "synth, an LV2 instrument)")
+                          "synth, an LV2 instrument) and the preset maps no controller to a knob")
     rec_format = check_record(record, config.samplerate)  # refused before anything starts, not after the run
     if demo or not has_audio_device(config.mode, config.input_device is not None or config.output_device is not None):
         if midi_port is not None:  # asked for a keyboard: a demo that plays audio instead, without a word, is not it
@@ -156,18 +190,19 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
             with signals_deferred():  # a Ctrl-C inside Numba's compiler was swallowed with a traceback
                 compile_callbacks()  # before the engine runs: compiling holds the GIL its DSP thread needs
         raise_pending_interrupt()  # Numba's compiler can swallow the exception a Ctrl-C raised in it
-        if not demo and chain.takes_midi:  # the port before the stream: opening it holds the interpreter
+        if not demo and listens:  # the port before the stream: opening it holds the interpreter
             from realtime.io.midi_input import MidiInput
 
             engine.check_devices()  # no device is what is said, not the MIDI port's failure to reach JACK
-            port = midi.enter_context(MidiInput(engine.send_midi, midi_port, midi_port is None,
-                                                on_status=_below_status_line))
+            sink = MappedMidi(engine, midi_map, _below_status_line) if midi_map else engine.send_midi
+            port = midi.enter_context(MidiInput(sink, midi_port, midi_port is None, on_status=_below_status_line))
         engine.start()
         raise_pending_interrupt()
         if demo:
             return _play_demo(engine, demo_out, seconds)
-        if chain.takes_midi:  # said once the stream runs: a note played before that came out as a blip
-            print(f"MIDI in on port {port.name!r}", file=sys.stderr)
+        if listens:  # said once the stream runs: a note played before that came out as a blip
+            mapped = f" ({len(midi_map)} controller(s) mapped to knobs)" if midi_map else ""
+            print(f"MIDI in on port {port.name!r}{mapped}", file=sys.stderr)
         print(f"Live: Ctrl-C to stop. {status_line(engine)}", file=sys.stderr)
         return stream_until(engine, seconds, recorder=recorder)
     finally:

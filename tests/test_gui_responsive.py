@@ -181,7 +181,10 @@ def test_in_out_meters_stay_live_while_a_slot_is_added(window, qtbot):
     during = [s for s in seen if s[0]]
     after = seen[first_during + len(during):]
     assert min(s[1] for s in during) > -10.0, during  # In went on showing the sine (-120: it fell)
-    assert max(s[2] for s in during) > -10.0, during  # Out too (until the swap's fade, and the enhancer takes the sine for noise)
+    # Out too (it fell to the -120 dB floor): well above it, not at the sine's level, since the
+    # swap fades the old chain out and the enhancer takes the sine for noise: a poll that lands only
+    # after that sees the held peak falling at 24 dB/s, under -10 dB on a loaded machine
+    assert max(s[2] for s in during) > -60.0, during
     assert all(s[3] == 0.0 for s in during)  # the strips' loads fell: their columns were being replaced
     assert after[0][3] == 0.0  # the first poll after: the records laid out before the new rack, dropped
     assert after[-1][3] > 0.0 and after[-1][1] > -10.0  # then all live again

@@ -59,6 +59,14 @@ def _chain_args(p: argparse.ArgumentParser, default_preset: str = "default") -> 
                    help="override a parameter (also SLOT.bypass=true, SLOT.mix=0.5); repeatable")
 
 
+def _device(text: str) -> str:
+    """A device name or index; an empty one (an unset variable: `-d "$CARD"`) is refused, not taken
+    as the default device without a word."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty device name (leave the option out for the default device)")
+    return text
+
+
 def _tail_arg(p: argparse.ArgumentParser, note: str = "") -> None:
     p.add_argument("--tail", type=_seconds, default=0.0, metavar="SECONDS",
                    help=f"run SECONDS of silence through the chain after the input ends and keep them: a delay's "
@@ -71,9 +79,11 @@ def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREF
     p.add_argument("--blocksize", "-b", type=_live_blocksize, default=128,
                    help=f"frames per period, {BLOCK_RANGE[0]}..{BLOCK_RANGE[1]} (default 128)")
     p.add_argument("--channels", "-c", type=positive_int, default=2, help="1 or 2 (default 2)")
-    p.add_argument("--device", "-d", default=None, help="device name or index for input and output")
-    p.add_argument("--input-device", default=None, help="device name or index for input (overrides --device)")
-    p.add_argument("--output-device", default=None, help="device name or index for output (overrides --device)")
+    p.add_argument("--device", "-d", type=_device, default=None, help="device name or index for input and output")
+    p.add_argument("--input-device", type=_device, default=None,
+                   help="device name or index for input (overrides --device)")
+    p.add_argument("--output-device", type=_device, default=None,
+                   help="device name or index for output (overrides --device)")
     p.add_argument("--mode", choices=("duplex", "input", "output"), default="duplex",
                    help="duplex: input through the chain to the output; output: an instrument, no input; "
                         "input: analysis only (default duplex)")

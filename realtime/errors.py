@@ -164,7 +164,8 @@ _OS_REASONS = {"ENOSPC": "no space left on device", "EDQUOT": "disk quota exceed
                "EROFS": "read-only file system", "EACCES": "permission denied", "EPERM": "not permitted",
                "EISDIR": "is a folder", "ENOTDIR": "a part of the path is not a folder",
                "ENAMETOOLONG": "file name too long", "ENOENT": "no such file or folder",
-               "EMFILE": "too many open files", "EIO": "input/output error"}
+               "EMFILE": "too many open files", "EIO": "input/output error",
+               "EFBIG": "file too large for its file system (FAT32 holds 4 GiB: record to .flac, or another disk)"}
 
 
 def os_reason(e: OSError) -> str | None:

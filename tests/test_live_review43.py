@@ -41,7 +41,7 @@ def test_a_recording_whose_folder_moved_is_one_line_naming_where_the_take_is(tmp
     with pytest.raises(RecordingError) as e:
         rec.close()
     said = str(e.value)
-    parts = list((tmp_path / "moved").glob(".take.wav.*.part"))
+    parts = list((tmp_path / "moved").glob(".take.wav.*.recording"))
     assert len(parts) == 1 and parts[0].name in said and "0.1 s" in said and "moved" in said, said
     assert "\n" not in said
 

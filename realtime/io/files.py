@@ -170,9 +170,9 @@ SFE_SYSTEM = 2  # libsndfile's "System error": an OS call failed, its errno says
 
 
 def libsndfile_os_reason(e: BaseException) -> str | None:
-    """A full disk or an exhausted quota behind libsndfile's bare "System error" (``SFE_SYSTEM``):
-    the errno its failing call left (cffi keeps it per thread, after each C call; soundfile's own
-    error check after the write leaves it alone), or None. Asked in the thread that wrote, before
+    """A full disk, an exhausted quota or a file system's size limit behind libsndfile's bare
+    "System error" (``SFE_SYSTEM``): the errno its failing call left (cffi keeps it per thread,
+    after each C call; soundfile's own error check after the write leaves it alone), or None. Asked in the thread that wrote, before
     anything else calls libsndfile."""
     if getattr(e, "code", None) != SFE_SYSTEM or getattr(e, "error_string", None) is None:
         return None
@@ -185,7 +185,7 @@ def libsndfile_os_reason(e: BaseException) -> str | None:
     from realtime.errors import os_reason
 
     code = _ffi.errno
-    return os_reason(OSError(code, "")) if code in (errno.ENOSPC, errno.EDQUOT) else None
+    return os_reason(OSError(code, "")) if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else None
 
 
 def write_failure_reason(folder, e: BaseException) -> str:

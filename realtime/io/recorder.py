@@ -1,12 +1,20 @@
 """Writes what the engine outputs to a file from a non-real-time thread (drains the tap ring).
 
-The file is written under a temporary name and renamed on ``close`` — also after the device
-vanished — so a recording is either complete up to the stop or absent, never half-written garbage.
+The file is written under a hidden temporary name (``.NAME.TAG.recording``) and renamed on
+``close`` — also after the device vanished — so a finished recording is complete up to the stop.
 A write that fails midway (a full disk) stops the writing, not the engine: ``close`` keeps what was
 written when it reads back as audio, and raises ``RecordingError`` saying so.
+
+A take cannot be recorded again, so one whose process died (SIGKILL, the OOM killer, a plugin's
+crash) is not lost: the header is brought up to date about once a second, so the hidden file reads
+as what was recorded until then, and the next recording to that name keeps it under a visible name
+(``recover_takes``; a ``.part`` of an offline write is removed as stale instead). A ``.wav`` is
+recorded as RF64 that libsndfile writes as a plain WAV unless the take outgrows the 4 GiB a WAV's
+sizes count (3.1 h of stereo float at 48 kHz): past that, a WAV header said less than was recorded.
 """
 from __future__ import annotations
 
+import glob
 import threading
 from pathlib import Path
 
@@ -18,6 +26,11 @@ from realtime.errors import RecordingError
 from realtime.io.files import AtomicFile, end_opus, folder_problem, pad_opus, sf_path, write_failure_reason
 
 JOIN_TIMEOUT_S = 5.0  # discard's wait for the thread: it has nothing to write by then
+SUFFIX = ".recording"  # the hidden take's suffix: not ".part", which a later write removes as stale
+HEADER_EVERY_S = 1.0  # how often the header is brought up to date (what a killed process leaves readable)
+STALE_S = 30.0  # a hidden take not written for this long is one whose process died (a live one writes every 20 ms)
+SFC_UPDATE_HEADER_NOW, SFC_RF64_AUTO_DOWNGRADE = 0x1060, 0x1210  # libsndfile's sf_command codes
+HEADER_FORMATS = ("WAV", "RF64", "AIFF", "CAF", "W64", "WAVEX")  # formats whose header holds the length
 
 
 class FileRecorder:
@@ -37,10 +50,13 @@ class FileRecorder:
         self.samplerate = samplerate
         self.error: BaseException | None = None  # the write that failed; later frames are drained unwritten
         self.reason: str | None = None  # why, in words (``write_failure_reason``), set before ``error``
-        self._out = AtomicFile(self.path)
+        self._out = AtomicFile(self.path, suffix=SUFFIX)
+        self._header_at = 0  # frames written when the header was last brought up to date
         try:
             self._file = sf.SoundFile(sf_path(self._out.tmp), "w", samplerate=samplerate, channels=channels,
-                                      format=format, subtype=subtype)
+                                      format="RF64" if format == "WAV" else format, subtype=subtype)
+            if format == "WAV" and not _sf_command(self._file, SFC_RF64_AUTO_DOWNGRADE, True):
+                raise RuntimeError("libsndfile cannot write an RF64 that stays a WAV under 4 GiB")
         except (OSError, RuntimeError) as e:
             self._out.discard()
             raise RecordingError(f"{write_failure_reason(self.path.parent, e)}: cannot record to {self.path}") from None
@@ -56,6 +72,10 @@ class FileRecorder:
             try:
                 self._file.write(self._chunk[:n])
                 self.frames += n
+                if self.frames - self._header_at >= HEADER_EVERY_S * self.samplerate:
+                    self._header_at = self.frames
+                    if self._file.format in HEADER_FORMATS:
+                        _sf_command(self._file, SFC_UPDATE_HEADER_NOW)
             except (OSError, RuntimeError) as e:  # soundfile's errors are RuntimeErrors
                 # asked now, in the thread that wrote: libsndfile's errno is this thread's, and the disk
                 # is still as full as it was (the temporary file, if removed later, frees its space)
@@ -132,3 +152,51 @@ class FileRecorder:
         raise RecordingError(f"{why} while recording to {self.path}: the recording stopped after "
                              f"{self.frames / self.samplerate:.1f} s; "
                              + ("what was written is kept" if kept else "nothing was kept"))
+
+
+def _sf_command(f: sf.SoundFile, code: int, on: bool | None = None) -> int:
+    """libsndfile's ``sf_command`` on an open file (soundfile does not expose it): ``on`` for a
+    boolean command, None for one without an argument."""
+    from soundfile import _ffi, _snd
+
+    return _snd.sf_command(f._file, code, _ffi.NULL, 0 if on is None else int(on))
+
+
+def recover_takes(path) -> list[str]:
+    """Keep the takes that recordings to ``path`` left hidden when their process died (not written
+    for ``STALE_S``): each is renamed ``NAME.recovered-YYYYmmdd-HHMMSS.EXT`` (when it was last
+    written) beside it; one without a sample is removed. Returns one line per take kept."""
+    import time
+
+    from realtime.io.files import PART_TAG, _part_stem, through_link
+
+    path = through_link(Path(path))
+    stem, said = _part_stem(path.name), []
+    for part in sorted(path.parent.glob(f".{glob.escape(stem)}.*{SUFFIX}")):
+        if not PART_TAG.fullmatch(part.name[len(stem) + 2:-len(SUFFIX)]):
+            continue
+        try:
+            when = part.stat().st_mtime
+            if time.time() - when < STALE_S:  # another process may be recording it right now
+                continue
+            try:
+                info = sf.info(sf_path(part))
+                frames, length = info.frames, info.duration
+            except (OSError, RuntimeError):  # a header it never finished: kept, as it is, all the same
+                frames, length = -1, None
+            if frames == 0:
+                part.unlink()
+                continue
+            name = f"{path.stem}.recovered-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}{path.suffix}"
+            kept = path.with_name(name)
+            n = 1
+            while kept.exists():
+                n += 1
+                kept = path.with_name(f"{Path(name).stem}-{n}{path.suffix}")
+            part.rename(kept)
+        except OSError:
+            continue
+        long = f"{length:.1f} s, " if length is not None and 0 < frames < 1 << 40 else ""
+        said.append(f"warning: a recording to {path} was cut off (its process died); what it holds "
+                    f"({long}last written {time.strftime('%H:%M:%S', time.localtime(when))}) is kept as {kept}")
+    return said

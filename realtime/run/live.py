@@ -76,7 +76,8 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
 
     try:
         while not seconds or time.monotonic() - t0 < seconds:
-            time.sleep(0.5)
+            # the last wait only as long as is left: `--seconds 0.1` streamed 0.5 s, 1.2 streamed 1.5
+            time.sleep(min(0.5, max(0.0, t0 + seconds - time.monotonic())) if seconds else 0.5)
             raise_pending_interrupt()  # a Ctrl-C whose exception start-up code swallowed
             stopped = recorder.stopped() if recorder is not None and not said_recording else None
             if stopped:
@@ -156,12 +157,16 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
     from realtime.run.offline import _same_file, check_destination, output_format
 
     config.validate()  # refused before a server or a recording starts (they would be left behind)
-    listens = chain.takes_midi or bool(midi_map)
-    if midi_port is not None and not listens:
+    if midi_port is not None and not (midi_map or chain.takes_midi):
         raise ConfigError(f"--midi-port {midi_port}: no processor of the chain takes MIDI (an instrument: preset "
                           "synth, an LV2 instrument) and the preset maps no controller to a knob")
     rec_format = check_record(record, config.samplerate)  # refused before anything starts, not after the run
-    if demo or not has_audio_device(config.mode, config.input_device is not None or config.output_device is not None):
+    named = config.input_device is not None or config.output_device is not None
+    if not demo and not has_audio_device(config.mode, named) and has_audio_device("output"):
+        # an output-only card or JACK server: the demo it fell back to failed on PortAudio's own words
+        raise ConfigError(f"--mode {config.mode}: the audio device has no input (outputs only): `--mode output` "
+                          "plays without one (an instrument: preset synth), or name one with --input-device")
+    if demo or not has_audio_device(config.mode, named):
         if midi_port is not None:  # asked for a keyboard: a demo that plays audio instead, without a word, is not it
             raise ConfigError(f"--midi-port {midi_port}: the demo plays audio through the chain, no MIDI"
                               + ("" if demo else " (no audio device found: start a JACK server or connect a sound card)"))
@@ -176,6 +181,7 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         if record and _same_file(Path(record), Path(demo_out)):  # one file would silently replace the other
             raise ConfigError(f"--record and --demo-out name the same file ({record}): give each its own")
         asked, demo = demo, True
+    listens = not demo and (bool(midi_map) or chain.takes_midi)  # a MIDI port: the demo plays none
     server = recorder = engine = None
     midi = contextlib.ExitStack()
     try:
@@ -190,7 +196,7 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
             with signals_deferred():  # a Ctrl-C inside Numba's compiler was swallowed with a traceback
                 compile_callbacks()  # before the engine runs: compiling holds the GIL its DSP thread needs
         raise_pending_interrupt()  # Numba's compiler can swallow the exception a Ctrl-C raised in it
-        if not demo and listens:  # the port before the stream: opening it holds the interpreter
+        if listens:  # the port before the stream: opening it holds the interpreter
             from realtime.io.midi_input import MidiInput
 
             engine.check_devices()  # no device is what is said, not the MIDI port's failure to reach JACK
@@ -222,19 +228,26 @@ def _demo_line(asked: bool, started: bool) -> str:
 def check_record(record: str | None, samplerate: int) -> tuple[str, str] | None:
     """``--record FILE``'s (format, subtype) by its extension (32-bit float where the format holds
     it), or None without one; a file that cannot be written there is refused now, before a server,
-    an engine or a MIDI port starts (``run`` and ``synth --live`` alike).
+    an engine or a MIDI port starts (``run`` and ``synth --live`` alike). A take that an earlier
+    recording to that name left when its process died is kept under a name of its own (said).
 
     Raises
     ------
     OfflineError
         An extension it cannot write, a folder, a missing or read-only folder.
     """
-    if not record:
+    if record is None:
         return None
+    if not record.strip():  # `--record ""` (an unset variable) ran and recorded nothing, without a word
+        raise ConfigError("--record: empty file name")
+    from realtime.io.recorder import recover_takes
     from realtime.run.offline import check_destination, output_format
 
     check_destination(Path(record))
-    return output_format(Path(record), "FLOAT", samplerate)
+    fmt = output_format(Path(record), "FLOAT", samplerate)
+    for line in recover_takes(record):  # a take an earlier run's death left hidden: kept, not replaced
+        print(line, file=sys.stderr)
+    return fmt
 
 
 def open_recorder(record: str | None, rec_format: tuple[str, str] | None, config: EngineConfig):

@@ -171,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on Ray: --ray alone joins the cluster Ray finds or starts a node for this batch; "
                         "--ray auto / HOST:PORT only join one; --ray local always starts a node (needs the cluster "
                         "extra)")
-    p.add_argument("--force", action="store_true", help="process everything again, ignoring the resume log")
+    p.add_argument("--force", action="store_true",
+                   help="process everything again, ignoring the resume log, and replace files in --out that no batch "
+                        "wrote")
     p.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("devices", help="list audio devices and MIDI ports")
@@ -258,6 +260,7 @@ def cmd_process(args) -> int:
 
 
 def cmd_batch(args) -> int:
+    from realtime.errors import OfflineError
     from realtime.run.batch import BatchOptions, run_batch
 
     instrument = [f"synth.instrument={args.instrument}"] if args.instrument else []
@@ -265,23 +268,36 @@ def cmd_batch(args) -> int:
                            midi_overrides=[*instrument, *args.midi_set], samplerate=args.samplerate,
                            blocksize=args.blocksize, midi_blocksize=args.midi_blocksize, ext=args.ext, force=args.force,
                            streams=args.streams, tail_s=args.tail)
+    if isinstance(args.ray, str) and (os.path.exists(args.ray) or not (":" in args.ray or args.ray in ("auto", "local"))):
+        # nargs="?": `batch --ray music/ --out o` took the folder for the cluster's address
+        raise OfflineError(f"--ray took {args.ray!r} for a cluster's address (auto, local or HOST:PORT): put the inputs "
+                           "before --ray, or write --ray=ADDRESS")
     summary = run_batch(args.inputs, args.out, options, jobs=args.jobs, ray_address=args.ray,
                         progress=not args.no_progress)
-    print(json.dumps(summary))
+
+    def tell(line: str, stream=sys.stderr) -> None:
+        try:
+            print(line, file=stream, flush=True)
+        except BrokenPipeError:  # the reader left (`| head`): said as every command says it
+            raise
+        except OSError:  # the terminal hung up (SIGHUP): the log has it all, and the exit status says the rest
+            pass
+
+    tell(json.dumps(summary), sys.stdout)
     failed = summary["failed"] + summary["failed_before"]
     if failed:
-        print(f"batch: {failed} of {summary['files']} files failed ({summary['failed_before']} of them in an earlier "
-              f"run, unchanged since; errors in the summary and {summary['log']})", file=sys.stderr)
+        tell(f"batch: {failed} of {summary['files']} files failed ({summary['failed_before']} of them in an earlier "
+             f"run, unchanged since; errors in the summary and {summary['log']})")
     for what, count in (("files that ended before their header said (status partial)",
                          summary["truncated"] + summary["truncated_before"]),
                         ("files clipped by the safety stage", summary["clipped"]),
                         ("files in which a plugin's junk output was silenced", summary["plugin_junk"]),
                         ("MIDI messages dropped from full queues", summary["dropped_midi_events"])):
         if count:
-            print(f"batch: {what}: {count} (per file in {summary['log']})", file=sys.stderr)
+            tell(f"batch: {what}: {count} (per file in {summary['log']})")
     if summary["stopped"]:
-        print(f"error: batch stopped: {summary['stopped']} ({summary['not_started']} files not started; "
-              "a re-run processes them and the unrecorded ones)", file=sys.stderr)
+        tell(f"error: batch stopped: {summary['stopped']} ({summary['not_started']} files not started; "
+             "a re-run processes them and the unrecorded ones)")
     if summary["interrupted"]:  # 128 + the signal's number, as every command says it (SIGHUP 129, SIGQUIT 131)
         from realtime.errors import Interrupted, interrupt_status
 

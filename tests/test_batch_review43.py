@@ -106,8 +106,10 @@ def test_a_resume_log_that_cannot_be_written_stops_the_batch_in_one_line(tmp_pat
     starts no more files, and the summary and the exit status say why."""
     inputs = tmp_path / "in"
     inputs.mkdir()
-    for i in range(3):  # 21,830 frames: a 24-bit output of 65,534 bytes, 16 pages
-        sf.write(inputs / f"f{i}.wav", (0.1 * np.sin(np.arange(21830) * 0.05)).astype(np.float32), 48000,
+    # 20,465 frames: a 24-bit output of 61,439 bytes, 15 pages; the list of outputs the batch is about
+    # to write (.batch-queued.jsonl) takes the sixteenth
+    for i in range(3):
+        sf.write(inputs / f"f{i}.wav", (0.1 * np.sin(np.arange(20465) * 0.05)).astype(np.float32), 48000,
                  subtype="PCM_16")
     r = subprocess.run([sys.executable, str(ROOT / "main.py"), "batch", str(inputs), "--out", str(full_disk / "o"),
                         "--preset", "clean", "--jobs", "1", "--no-progress"], capture_output=True, text=True,
@@ -126,7 +128,7 @@ def test_a_batch_stopped_by_its_log_is_not_an_interrupt(tmp_path, full_disk):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i in range(2):
-        sf.write(inputs / f"g{i}.wav", (0.1 * np.sin(np.arange(21830) * 0.05)).astype(np.float32), 48000,
+        sf.write(inputs / f"g{i}.wav", (0.1 * np.sin(np.arange(20465) * 0.05)).astype(np.float32), 48000,
                  subtype="PCM_16")
     s = run_batch([inputs], full_disk / "o", BatchOptions(preset="clean"), jobs=1, progress=False)
     assert "resume log" in s["stopped"] and s["not_started"] == 1 and s["processed"] == 1

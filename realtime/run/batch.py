@@ -226,19 +226,20 @@ class StopFlag:
         if self.halted is None:
             self.halted = why
             self.level = max(self.level, 1)
-            if self.stream is not None:
-                self.stream.write(f"\nbatch: {why}; finishing the files in progress\n")
-                self.stream.flush()
+            self._say(f"\nbatch: {why}; finishing the files in progress\n")
 
     def escalate(self, signum=None, frame=None):
         if self.signal is None and signum is not None:
             self.signal = signal.Signals(signum).name
         self.signals += 1
         self.level = max(self.level, min(self.signals, 2))  # (a halt's level 1 is not a first Ctrl-C)
-        if self.stream is not None:
-            self.stream.write("\nbatch: finishing the files in progress (again to abandon them)\n" if self.level == 1
-                              else "\nbatch: abandoning the files in progress (nothing half-written is kept)\n")
-            self.stream.flush()
+        self._say("\nbatch: finishing the files in progress (again to abandon them)\n" if self.level == 1
+                  else "\nbatch: abandoning the files in progress (nothing half-written is kept)\n")
+
+    def _say(self, text: str) -> None:
+        # a terminal hung up (an SSH session dropped: SIGHUP) fails the write with EIO; raised in the
+        # signal handler it tore the pool down and threw away the files it is meant to finish
+        self.stream = say(self.stream, text)
 
 
 class Progress:
@@ -286,16 +287,29 @@ class Progress:
         if not self.enabled or (not force and now - self._last < self.interval_s):
             return
         self._last, self._drawn = now, self.files
-        self.stream.write(("\r\033[K" if self.tty else "") + self.line() + ("" if self.tty else "\n"))
-        self.stream.flush()
+        text = ("\r\033[K" if self.tty else "") + self.line() + ("" if self.tty else "\n")
+        self.enabled = say(self.stream, text) is not None  # a terminal gone (EIO): no more lines, the batch goes on
 
     def close(self) -> None:
         # a batch that never got going (Ray would not start, nothing to do) has no progress to show
         if self.enabled and (self.files or self._last):
             if self._drawn != self.files:
                 self.draw(force=True)
-            if self.tty:
-                self.stream.write("\n")
+            if self.tty and self.enabled:
+                say(self.stream, "\n")
+
+
+def say(stream, text: str):
+    """Write ``text`` to ``stream`` and flush; the stream, or None once it cannot be written (a hung-up
+    terminal's EIO, a closed pipe): what is said there is not worth a batch's files."""
+    if stream is None:
+        return None
+    try:
+        stream.write(text)
+        stream.flush()
+        return stream
+    except (OSError, ValueError):
+        return None
 
 
 def default_jobs() -> int:
@@ -388,6 +402,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
         probe_cluster(None if ray_address is True else ray_address)
     if out_dir.exists() and not out_dir.is_dir():
         raise OfflineError(f"{out_dir}: is a file, not a folder (--out takes a folder)")
+    if out_dir.is_symlink() and not out_dir.exists():  # mkdir said only "File exists"
+        raise OfflineError(f"{out_dir}: a link to a folder that does not exist ({os.readlink(out_dir)})")
     t0 = time.perf_counter()
     tasks = plan_batch(inputs, out_dir, options)
     log = ResumeLog(out_dir)
@@ -446,6 +462,13 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
             out_dir.mkdir(parents=True, exist_ok=True)  # only now: a batch that cannot start leaves nothing
             if todo and not lock_now:
                 stack.enter_context(_lock_out_dir(out_dir))
+            if todo:  # before any is written (plan_batch's check of files in --out); released when the batch ends
+                try:
+                    log.claim(t.output for t in todo)
+                except OSError as e:
+                    raise OfflineError(f"{log.queued_path}: cannot write the batch's list of outputs "
+                                       f"({os_reason(e) or e.strerror})") from None
+                stack.callback(log.release)
             if not todo:
                 backend, workers = "none", 0
             elif use_ray:

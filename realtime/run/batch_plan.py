@@ -33,6 +33,7 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", 
                               ".au", ".caf", ".w64", ".rf64"})  # no .wv: libsndfile cannot read WavPack
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl"})
 LOG_NAME = ".batch-manifest.jsonl"
+QUEUED_NAME = ".batch-queued.jsonl"  # the outputs a running batch is about to write (``ResumeLog.claim``)
 
 
 @dataclass
@@ -332,9 +333,11 @@ def real_path(path) -> str:
     return os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
 
 
-def _scan(folder: Path, out_dir: Path) -> tuple[list[Path], list[tuple[Path, Path]]]:
+def _scan(folder: Path, out_dir: Path, others: dict[str, int] | None = None) \
+        -> tuple[list[Path], list[tuple[Path, Path]]]:
     """A folder input's audio and MIDI files, and apart those that lie in ``out_dir`` (with their
-    path below it): a run's own outputs, which every re-run would take for inputs.
+    path below it): a run's own outputs, which every re-run would take for inputs. ``others``
+    counts the other files by extension (what a folder with nothing to process held).
 
     One rule at every depth below ``folder``: a name that starts with "." (file or folder) is
     left out; links to folders and files are followed, and every folder and file is taken once,
@@ -384,8 +387,11 @@ def _scan(folder: Path, out_dir: Path) -> tuple[list[Path], list[tuple[Path, Pat
             elif e.name.startswith("."):
                 continue
             elif is_file:
-                if Path(e.name).suffix.lower() in AUDIO_EXTENSIONS | MIDI_EXTENSIONS:
+                ext = Path(e.name).suffix.lower()
+                if ext in AUDIO_EXTENSIONS | MIDI_EXTENSIONS:
                     files.append((via, os.fspath(p), p, os.path.realpath(p), below))
+                elif others is not None:
+                    others[ext or "(none)"] = others.get(ext or "(none)", 0) + 1
             elif e.is_symlink() and not os.path.exists(p):
                 dangling.append(str(p))
     found, outputs, files_again, taken = [], [], [], set()
@@ -476,13 +482,14 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         except OfflineError as e:
             raise OfflineError(f"--ext {options.ext!r}: {str(e).split(': ', 1)[-1]}") from None
     presets = _Presets()
+    others: dict[str, int] = {}  # the extensions of a folder's files that are neither audio nor MIDI
     jobs: list[tuple[Path, Path, str | None, tuple[str, ...], str]] = []  # input, output, preset, sets, origin
     skipped = []  # files of a folder input that lie in out_dir: (file, folder, its path below out_dir)
     for item in map(Path, inputs):
         if item.is_dir():
             if item.resolve() == out_dir.resolve():  # every output would be its own input
                 raise OfflineError(f"{item}: the output folder is the input folder; give --out another folder")
-            found, outputs = _scan(item, out_dir)
+            found, outputs = _scan(item, out_dir, others)
             skipped += [(p, item, rel) for p, rel in outputs]
             jobs += [(p, _default_output(p, p.relative_to(item), out_dir, options.ext), None, (), str(p))
                      for p in found]
@@ -551,8 +558,30 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         # absolute: a Ray worker runs in the cluster's folder, not this one
         tasks.append(BatchTask(os.path.abspath(src), os.path.abspath(dst), kind, preset, digest,
                                presets.file(name), rate, block, seconds, channels, tail))
+    if not tasks:  # a typo'd folder, or a library of formats it does not read, looked like a success
+        kinds = sorted(others)
+        what = f" ({sum(others.values())} other files left out: {', '.join(kinds[:6])}{', …' * (len(kinds) > 6)})" \
+            if others else ""
+        raise OfflineError(f"{', '.join(map(str, inputs))}: no audio or MIDI files to process{what}")
+    if not options.force:
+        _check_strangers(out_dir, tasks)
     tasks.sort(key=lambda t: (-t.audio_s, t.preset_hash, t.input))
     return tasks
+
+
+def _check_strangers(out_dir: Path, tasks: list[BatchTask]) -> None:
+    """An output that exists and that no batch wrote or set out to write there (the resume log
+    names it) is a file of the user's: it would be replaced, so the batch is refused, naming it.
+    (A batch claims its outputs before it writes them, ``ResumeLog.claim``: one killed after an output
+    was put in place and before its result was logged left a file it knows.)"""
+    log = ResumeLog(out_dir)
+    known = log.records.keys() | log.claimed()
+    # (a folder in the way is no file to lose: it fails alone, "is a folder", and is retried once moved)
+    strangers = [t.output for t in tasks if os.path.isfile(t.output) and log.key(t.output) not in known]
+    if strangers:
+        more = f" and {len(strangers) - 1} more" if len(strangers) > 1 else ""
+        raise OfflineError(f"{out_dir}: holds {strangers[0]}{more}, which no earlier batch wrote: it would be replaced "
+                           "by an output; move it, give --out another folder, or --force to replace it")
 
 
 # the processors with a batched form (N streams through one model call) and the input kind they take
@@ -636,11 +665,14 @@ class ResumeLog:
 
     def __init__(self, out_dir):
         self.path = Path(out_dir) / LOG_NAME
+        self.queued_path = Path(out_dir) / QUEUED_NAME
         self.out_dir = os.path.realpath(out_dir)
         self.records: dict[str, dict] = {}
+        self._torn = False  # the last line has no end (a power cut mid-append): the next line starts on its own
         try:
-            with open(self.path, encoding="utf-8") as f:
+            with open(self.path, "rb") as f:
                 for line in f:
+                    self._torn = not line.endswith(b"\n")
                     try:
                         rec = json.loads(line)
                     except ValueError:
@@ -699,9 +731,39 @@ class ResumeLog:
     def append(self, result: dict) -> None:
         """Record ``result`` with its paths made absolute (see the class docstring)."""
         rec = {**result, "input": os.path.abspath(result["input"]), "output": os.path.abspath(result["output"])}
+        self._write([rec])
+
+    def claim(self, outputs) -> None:
+        """Note, beside the log (``QUEUED_NAME``), the outputs this batch is about to write: one whose
+        file a killed batch put in place before its result was logged is then known as a batch's,
+        not taken for a file of the user's (``claimed``). ``release`` removes the note when the
+        batch ends. The log itself holds results only."""
+        from realtime.io.files import atomic_write
+
+        with atomic_write(self.queued_path) as tmp:
+            Path(tmp).write_text("".join(json.dumps(os.path.abspath(o)) + "\n" for o in outputs), encoding="utf-8")
+
+    def claimed(self) -> set[str]:
+        """The outputs (``key``) a batch claimed and did not release: it was killed."""
+        try:
+            with open(self.queued_path, encoding="utf-8", errors="replace") as f:
+                return {self.key(json.loads(line)) for line in f if line.strip().startswith('"')}
+        except (OSError, ValueError):
+            return set()
+
+    def release(self) -> None:
+        try:
+            os.unlink(self.queued_path)
+        except FileNotFoundError:
+            pass
+
+    def _write(self, recs: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
+            # after a torn last line, a new line of its own: glued to the fragment it was lost too
+            f.write("\n" * self._torn + "".join(json.dumps(r, sort_keys=True) + "\n" for r in recs))
             f.flush()
             os.fsync(f.fileno())
-        self.records[self.key(rec["output"])] = rec
+        self._torn = False
+        for rec in recs:
+            self.records[self.key(rec["output"])] = rec

@@ -33,10 +33,19 @@ def status_line(engine: Engine) -> str:
     median hid a chain's expensive blocks), late blocks, xruns, failed slots, a stalled device."""
     s, lat = engine.stats(), engine.latency()
     failed = "".join(f" | {slot} FAILED ({err}), bypassed" for slot, err in s["processor_errors"].items())
+    failed += "".join(f" | {slot} junk silenced: {n}" for slot, n in _junk(engine).items() if n)
     stalled = " | STALLED: no callbacks, waiting for the device" if engine.stalled else ""
     return (f"{lat['samplerate']} Hz | {lat['blocksize']} frames | latency {lat['round_trip_ms']:.1f} ms "
             f"(added {lat['added_ms']:.1f}) | DSP {100 * s['dsp_load_mean']:.1f}% | late {s['late_blocks']} "
             f"| xruns {s['server_xruns']}{failed}{stalled}")
+
+
+def _junk(engine) -> dict[str, int]:
+    """Per hosted plugin's slot, its output samples replaced by silence (``offline.junk_samples``)."""
+    from realtime.run.offline import junk_samples
+
+    chain = getattr(engine, "chain", None)
+    return junk_samples(chain) if chain is not None else {}
 
 
 def _below_status_line(line: str) -> None:
@@ -66,6 +75,7 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
     next_line = t0 + STATUS_LOG_S
     said_recording = False
     said_stall = None
+    said_junk: set[str] = set()
     notices = getattr(engine, "notices", [])  # (a stand-in with only ``error`` streams as before)
 
     def say(line: str) -> None:
@@ -85,6 +95,11 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
                 say(f"error: {stopped}")
             while notices:
                 say(notices.pop(0))
+            for slot, n in _junk(engine).items():  # as `process` says it: the output has gaps
+                if n and slot not in said_junk:
+                    said_junk.add(slot)
+                    say(f"warning: plugin in slot {slot} puts out junk (NaN/Inf or absurd levels): replaced by "
+                        "silence (the count is on the status line)")
             error = engine.error  # first: a stall that ends or turns fatal meanwhile is said next time
             fatal = getattr(engine, "fatal_error", error)
             stall = error if fatal is None else None
@@ -311,6 +326,21 @@ def measure_lag(played: np.ndarray, recorded: np.ndarray, max_lag: int) -> int:
     return int(np.argmax(xc[: max_lag + 1]))
 
 
+FOLLOWS = 0.2  # the normalised correlation at the lag under which the output does not follow the input
+
+
+def lag_if_it_follows(played: np.ndarray, recorded: np.ndarray, max_lag: int) -> int | None:
+    """``measure_lag``, or None where what was recorded does not follow what was played (silence, a
+    plugin's junk replaced by silence, a chain that makes something else of it): its argmax was a
+    number all the same (0 frames, or 11,862)."""
+    lag = measure_lag(played, recorded, max_lag)
+    a = played[:, 0].astype(np.float64)
+    b = recorded[lag:, 0].astype(np.float64)
+    n = min(len(a), len(b))
+    norm = np.linalg.norm(a[:n]) * np.linalg.norm(b[:n])
+    return lag if norm > 0 and float(a[:n] @ b[:n]) / norm >= FOLLOWS else None
+
+
 def write_audio_atomic(path: str, data: np.ndarray, samplerate: int) -> None:
     """``data`` to ``path`` in the format its extension names (float WAV for .wav), whole or not at all."""
     import soundfile as sf
@@ -325,7 +355,7 @@ def write_audio_atomic(path: str, data: np.ndarray, samplerate: int) -> None:
         check_written(tmp, out, len(data))
 
 
-def demo_latency_text(lag: int, lat: dict) -> str:
+def demo_latency_text(lag: int | None, lat: dict) -> str:
     """The demo's measured round trip and what it is made of (``lat``: ``Engine.latency()``).
 
     The demo's signal goes from one JACK client to another (its player, the engine's stream, its
@@ -336,6 +366,9 @@ def demo_latency_text(lag: int, lat: dict) -> str:
     period) plus what the engine adds; a sound card's signal passes through the server's part,
     this one does not."""
     sr, block = lat["samplerate"], lat["blocksize"]
+    if lag is None:
+        return ("measured round trip through JACK: not measured, what came out does not follow what was played "
+                f"(silence, or the chain makes something else of it); the engine adds {lat['added_frames']} frames")
     ms = 1000.0 / sr
     device = round((lat["device_input_ms"] + lat["device_output_ms"]) / ms)
     text = (f"measured round trip through JACK: {lag} frames = {lag * ms:.2f} ms (engine adds "
@@ -382,7 +415,7 @@ def _play_demo(engine: Engine, demo_out: str, seconds: float = 0) -> int:
         return 1
     out = rec.since(player.start_frame)
     write_audio_atomic(demo_out, out, c.samplerate)
-    lag = measure_lag(signal, out, tail)
+    lag = lag_if_it_follows(signal, out, tail)
     s, lat = engine.stats(), engine.latency()
     print(f"wrote {demo_out} ({rec.pos / c.samplerate:.1f} s)")
     print(demo_latency_text(lag, lat))

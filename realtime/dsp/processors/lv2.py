@@ -577,6 +577,8 @@ class Lv2Plugin(Processor):
         self._pending_state: str | None = None  # restored by the next prepare
         self._ran = False  # see reset
         self._run_max = lv2_host.MAX_RUN_FRAMES  # the longest run() (prepare sets it: the block, at most that)
+        # per sample-rate port clamped at a lower rate: (the value asked, what it was clamped to)
+        self._rate_asked: dict[int, tuple[float, float]] = {}
 
     # -- state (LV2 state extension) ---------------------------------------------------------
     @classmethod
@@ -688,10 +690,15 @@ class Lv2Plugin(Processor):
             if port.sample_rate:
                 at_rate, shown = _param_of(port, set(), self.sample_rate)[0], params[k]
                 lo, hi = at_rate.min, at_rate.max
-                untouched = any(math.isclose(self.values[k], d.default, rel_tol=1e-9, abs_tol=1e-12)
+                value, asked = self.values[k], self._rate_asked.pop(k, None)
+                if asked is not None and value == asked[1]:  # clamped before and not moved since: as asked
+                    value = asked[0]  # (a rate change and back lost 18 kHz to 22.05 kHz's 9.9 kHz for good)
+                untouched = any(math.isclose(value, d.default, rel_tol=1e-9, abs_tol=1e-12)
                                 for d in (shown, self.params[k]))
                 params[k] = dataclasses.replace(at_rate, id=shown.id)
-                self.values[k] = at_rate.default if untouched else min(max(self.values[k], lo), hi)
+                self.values[k] = at_rate.default if untouched else min(max(value, lo), hi)
+                if self.values[k] != value and not untouched:
+                    self._rate_asked[k] = (value, self.values[k])
         self.params = tuple(params)
 
     @property

@@ -674,6 +674,10 @@ class Lv2Plugin(Processor):
         self._keeps_junk = [False] * n_inst  # True: it showed junk on silence or blew up; resets settle it
         self._ran = False  # the instances ran on the chain's buffers since they were made: reset makes them anew
         self._measure_latency(B, C)
+        if not self.live:  # offline, a worker's first jobs (a sampler loading the file its state names) are
+            for i, inst in enumerate(self._instances):  # done now: the first block's notes were lost to them
+                if inst.worker is not None:
+                    self._settle(i, inst)
         if self.live:  # from now on work is done beside the DSP thread, never on it
             for inst, _ in self._workers:
                 inst.start_worker_thread()
@@ -762,6 +766,8 @@ class Lv2Plugin(Processor):
                                 else ", inputs besides the main ones silent")
         if len(heard) < len(outs):
             self.adaptation += ", outputs besides the main ones unused"
+        elif len(heard) > mo:  # no main group declared: Calf's crossovers played their lowest band alone, unsaid
+            self.adaptation += f", only the first {mo} of its {len(heard)} outputs heard"
         self._in_src, self._weights, self._add = in_src, weights, mi == 0
         return n_inst
 

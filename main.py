@@ -259,6 +259,16 @@ def cmd_process(args) -> int:
     return 0
 
 
+def _check_ray_address(ray) -> None:
+    """``--ray``'s value is a cluster's address (auto, local, HOST:PORT), not an input it took:
+    nargs="?" made `batch --ray music/ --out o` look for a cluster at music/, the input missing."""
+    from realtime.errors import OfflineError
+
+    if isinstance(ray, str) and ray not in ("auto", "local") and (os.path.exists(ray) or ":" not in ray):
+        raise OfflineError(f"--ray took {ray!r} for a cluster's address (auto, local or HOST:PORT): put the inputs "
+                           "before --ray, or write --ray=ADDRESS")
+
+
 def cmd_batch(args) -> int:
     from realtime.errors import OfflineError
     from realtime.run.batch import BatchOptions, run_batch
@@ -268,22 +278,28 @@ def cmd_batch(args) -> int:
                            midi_overrides=[*instrument, *args.midi_set], samplerate=args.samplerate,
                            blocksize=args.blocksize, midi_blocksize=args.midi_blocksize, ext=args.ext, force=args.force,
                            streams=args.streams, tail_s=args.tail)
-    if isinstance(args.ray, str) and (os.path.exists(args.ray) or not (":" in args.ray or args.ray in ("auto", "local"))):
-        # nargs="?": `batch --ray music/ --out o` took the folder for the cluster's address
-        raise OfflineError(f"--ray took {args.ray!r} for a cluster's address (auto, local or HOST:PORT): put the inputs "
-                           "before --ray, or write --ray=ADDRESS")
+    _check_ray_address(args.ray)
     summary = run_batch(args.inputs, args.out, options, jobs=args.jobs, ray_address=args.ray,
                         progress=not args.no_progress)
 
-    def tell(line: str, stream=sys.stderr) -> None:
+    def tell(line: str) -> None:
         try:
-            print(line, file=stream, flush=True)
-        except BrokenPipeError:  # the reader left (`| head`): said as every command says it
-            raise
+            print(line, file=sys.stderr, flush=True)
         except OSError:  # the terminal hung up (SIGHUP): the log has it all, and the exit status says the rest
             pass
 
-    tell(json.dumps(summary), sys.stdout)
+    try:
+        print(json.dumps(summary), flush=True)
+    except BrokenPipeError:  # the reader left (`| head`): said as every command says it
+        raise
+    except OSError as e:
+        import errno
+
+        from realtime.errors import os_reason
+
+        if e.errno != errno.EIO:  # (a hung-up terminal: as above) a full disk is said, as `process` says it
+            raise OfflineError(f"standard output: {os_reason(e) or e.strerror}: the summary was not printed "
+                               f"(every file's result is in {summary['log']})") from None
     failed = summary["failed"] + summary["failed_before"]
     if failed:
         tell(f"batch: {failed} of {summary['files']} files failed ({summary['failed_before']} of them in an earlier "

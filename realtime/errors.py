@@ -165,7 +165,7 @@ _OS_REASONS = {"ENOSPC": "no space left on device", "EDQUOT": "disk quota exceed
                "EISDIR": "is a folder", "ENOTDIR": "a part of the path is not a folder",
                "ENAMETOOLONG": "file name too long", "ENOENT": "no such file or folder",
                "EMFILE": "too many open files", "EIO": "input/output error",
-               "EFBIG": "file too large for its file system (FAT32 holds 4 GiB: record to .flac, or another disk)"}
+               "EFBIG": "file too large (a size limit of its file system, such as FAT32's 4 GiB, or of this process)"}
 
 
 def os_reason(e: OSError) -> str | None:

@@ -11,7 +11,7 @@ import main
 from realtime.errors import OfflineError
 from realtime.run.batch import LOG_NAME, BatchOptions, Progress, ResumeLog, StopFlag, plan_batch, run_batch
 
-from .test_batch_review3 import _one_error_line, _tone
+from .test_batch_review3 import ROOT, _one_error_line, _tone
 
 
 def test_a_file_in_out_that_no_batch_wrote_is_refused_not_replaced(tmp_path, capsys):
@@ -113,3 +113,125 @@ def test_plan_refuses_strangers_only_without_force(tmp_path):
     with pytest.raises(OfflineError, match="which no earlier batch wrote"):
         plan_batch([tmp_path / "lib"], tmp_path / "out", BatchOptions())
     assert len(plan_batch([tmp_path / "lib"], tmp_path / "out", BatchOptions(force=True))) == 1
+
+
+def test_a_killed_batchs_claims_outlive_a_run_that_writes_other_outputs(tmp_path):
+    """A run over part of the library rewrote the list of outputs a killed batch had claimed: its
+    file was then taken for the user's, and only --force (everything again) got past it."""
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    _tone(lib / "a.wav")
+    _tone(lib / "b.wav", freq=300)
+    ResumeLog(out).claim([out / "a.wav", out / "b.wav"])  # killed after b's output was put in place
+    _tone(out / "b.wav", freq=300)
+    assert run_batch([lib / "a.wav"], out, BatchOptions(), jobs=1, progress=False)["processed"] == 1
+    assert run_batch([lib], out, BatchOptions(), jobs=1, progress=False)["processed"] == 1  # b, not refused
+
+
+def test_an_out_inside_the_input_folder_knows_a_killed_batchs_claims_and_force_replaces(tmp_path):
+    lib = tmp_path / "m"
+    _tone(lib / "a.wav")
+    _tone(lib / "processed" / "a.wav", freq=900)
+    ResumeLog(lib / "processed").claim([lib / "processed" / "a.wav"])
+    assert len(plan_batch([lib], lib / "processed", BatchOptions())) == 1
+    _tone(lib / "processed" / "mine.wav", freq=700)  # a file of the user's there
+    with pytest.raises(OfflineError, match="which no earlier batch wrote"):
+        plan_batch([lib], lib / "processed", BatchOptions())
+    assert len(plan_batch([lib], lib / "processed", BatchOptions(force=True))) == 1
+
+
+def test_a_summary_that_cannot_be_printed_is_said(tmp_path):
+    import subprocess
+    import sys
+
+    _tone(tmp_path / "lib" / "a.wav")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "main.py", "batch", str(tmp_path / "lib"), "--out", str(tmp_path / "o"),
+                            "--no-progress", "--jobs", "1"], cwd=ROOT, stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=300)
+    assert r.returncode == 2 and "error: standard output: no space left on device: the summary was not printed" \
+        in r.stderr, r.stderr
+    assert (tmp_path / "o" / "a.wav").exists()
+
+
+def test_a_workers_warning_to_a_hung_up_terminal_does_not_fail_its_file():
+    from realtime.run.batch import WorkerStderr
+
+    master, slave = pty.openpty()
+    tty = os.fdopen(slave, "w")
+    os.close(master)
+    safe = WorkerStderr(tty)
+    print("warning: 8939 samples went over the safety ceiling", file=safe, flush=True)  # raised EIO
+
+
+def test_a_workers_warning_clears_the_progress_line_it_lands_on():
+    """On a terminal the progress line has no newline: a worker's warning was glued onto its end."""
+    from realtime.run.batch import WorkerStderr
+
+    master, slave = pty.openpty()
+    tty = os.fdopen(slave, "w")
+    try:
+        tty.write("\r\033[K[6/8 files, 0 failed] ...")
+        tty.flush()
+        print("warning: short.wav: the header promises more", file=WorkerStderr(tty), flush=True)
+        got = os.read(master, 4096).decode()
+    finally:
+        tty.close()
+        os.close(master)
+    assert "...\r\033[Kwarning: short.wav" in got, repr(got)
+
+
+def test_ray_local_is_an_address_even_beside_a_folder_named_local(tmp_path, monkeypatch):
+    (tmp_path / "local").mkdir()
+    monkeypatch.chdir(tmp_path)
+    main._check_ray_address("local")
+    main._check_ray_address("auto")
+    main._check_ray_address("10.0.0.2:6379")
+    with pytest.raises(OfflineError, match="--ray took 'lib' for a cluster's address"):
+        main._check_ray_address("lib")
+
+
+def test_the_list_of_claims_stays_while_an_output_it_names_is_not_logged(tmp_path):
+    """A batch whose log could not be written (a full disk) finishes its files in flight unlogged:
+    removing its list at the end made them files of the user's to the next run."""
+    out = tmp_path / "out"
+    log = ResumeLog(out)
+    log.claim([out / "a.wav", out / "b.wav"])
+    _tone(out / "a.wav")  # put in place, its record never written
+    log.release()
+    assert log.queued_path.exists() and log.key(str(out / "a.wav")) in ResumeLog(out).known()
+    log.append({"input": str(tmp_path / "in.wav"), "output": str(out / "a.wav"), "status": "ok"})
+    log.release()
+    assert not log.queued_path.exists()
+
+
+def test_a_killed_ray_batch_leaves_no_temporary_file(tmp_path):
+    """SIGKILL to a batch on a node of its own: its workers' hidden .part files stayed until a re-run
+    (the local pool's workers remove theirs). The node's helper removes them when the batch is gone."""
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    pytest.importorskip("ray")
+    src, out = tmp_path / "long", tmp_path / "out"
+    src.mkdir()
+    for i in range(2):
+        noise = 0.1 * np.random.default_rng(i).standard_normal((48000 * 60, 2))
+        sf.write(src / f"f{i}.wav", noise.astype(np.float32), 48000)
+    proc = subprocess.Popen([sys.executable, "main.py", "batch", str(src), "--out", str(out), "--preset", "voice",
+                             "--jobs", "2", "--streams", "1", "--ray", "local", "--no-progress"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None and not list(out.glob(".*.part")):
+            time.sleep(0.05)
+        assert list(out.glob(".*.part")), "no file was being written"
+        time.sleep(1.0)  # both files under way
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and list(out.glob(".*.part")):
+        time.sleep(0.2)
+    assert not list(out.glob(".*.part")) and not list(out.glob("f*.wav"))

@@ -48,11 +48,8 @@ def test_a_take_whose_process_died_reads_back_and_the_next_recording_keeps_it(tm
     take = tmp_path / "take.wav"
     part = _killed_take(take)
     assert sf.info(str(part)).frames >= 48000  # the header was brought up to date while it recorded
-    assert check_record(str(take), 48000) is not None and part.exists()  # written a moment ago: maybe live
-    old = time.time() - 120
-    os.utime(part, (old, old))
-    assert check_record(str(take), 48000) is not None
-    kept = [p for p in tmp_path.iterdir() if p.name != part.name]
+    assert check_record(str(take), 48000) is not None  # at once: no recorder holds it
+    kept = list(tmp_path.iterdir())
     assert len(kept) == 1 and kept[0].name.startswith("take.recovered-") and kept[0].suffix == ".wav", kept
     y, sr = sf.read(kept[0])
     assert sr == 48000 and len(y) >= 48000 and np.allclose(y, 0.25)
@@ -60,14 +57,42 @@ def test_a_take_whose_process_died_reads_back_and_the_next_recording_keeps_it(tm
     assert f"is kept as {kept[0]}" in err and "cut off (its process died)" in err and err.count("\n") == 1
 
 
+def test_a_live_recorders_take_is_left_alone_however_long_its_device_stalled(tmp_path):
+    rec = FileRecorder(str(tmp_path / "take.wav"), 48000, 2)
+    rec.ring.push(np.full((4800, 2), 0.1, np.float32))
+    time.sleep(0.2)
+    part = next(tmp_path.glob(".take.wav.*.recording"))
+    old = time.time() - 3600  # not written for an hour: a stalled device, not a dead process
+    os.utime(part, (old, old))
+    assert recover_takes(tmp_path / "take.wav") == [] and part.exists()
+    rec.close()
+    assert sf.info(str(tmp_path / "take.wav")).frames == 4800
+
+
+def test_an_aiff_take_killed_in_its_first_second_is_kept(tmp_path):
+    """Its header said 0 frames until the first once-a-second update: such a take was removed as empty."""
+    code = ("import os, sys, time, numpy as np\n"
+            "from realtime.io.recorder import FileRecorder\n"
+            "rec = FileRecorder(sys.argv[1], 48000, 2, format='AIFF', subtype='FLOAT')\n"
+            "rec.ring.push(np.full((24000, 2), 0.25, np.float32))\n"
+            "while rec.frames < 24000:\n"
+            "    time.sleep(0.01)\n"
+            "time.sleep(0.2)\n"
+            "os._exit(9)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "early.aiff")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 9, r.stderr
+    assert len(recover_takes(tmp_path / "early.aiff")) == 1
+    kept = next(tmp_path.glob("early.recovered-*.aiff"))
+    assert sf.info(str(kept)).frames >= 4096
+
+
 def test_a_hidden_take_without_a_sample_is_removed_and_another_outputs_is_left(tmp_path):
     empty = FileRecorder(str(tmp_path / "a.wav"), 48000, 2)
-    empty._file.close()  # as a process killed before its first write
+    empty._file.close()  # as a process killed before its first write (its lock let go below)
+    os.close(empty._lock)
     other = tmp_path / ".ab.wav.0123abcd.recording"  # another output's (ab.wav) take
     other.write_bytes(b"x")
-    old = time.time() - 120
-    for p in tmp_path.iterdir():
-        os.utime(p, (old, old))
     assert recover_takes(tmp_path / "a.wav") == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
 
@@ -94,7 +119,7 @@ def test_a_file_system_size_limit_is_named(tmp_path):
             "print(rec.stopped())\n")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.wav")], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
-    assert "file too large for its file system" in r.stdout, (r.stdout, r.stderr)
+    assert "file too large (a size limit of its file system" in r.stdout, (r.stdout, r.stderr)
 
 
 def test_seconds_stops_when_asked_not_at_the_next_half_second():

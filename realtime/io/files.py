@@ -85,6 +85,15 @@ class AtomicFile:
             pass
 
 
+def hidden_parts(path, suffix: str) -> list[Path]:
+    """The hidden temporary files of ``path`` (``.NAME.TAG`` + ``suffix``, as ``AtomicFile`` names
+    them), never those of another output whose name starts with this one's (``PART_TAG``)."""
+    path = through_link(path)
+    stem = _part_stem(path.name)
+    return sorted(part for part in path.parent.glob(f".{glob.escape(stem)}.*{suffix}")
+                  if PART_TAG.fullmatch(part.name[len(stem) + 2:-len(suffix)]))
+
+
 def remove_stale_parts(path, older_than_s: float = 0.0) -> int:
     """Remove the temporary files an earlier, killed write of ``path`` left behind.
 
@@ -104,11 +113,8 @@ def remove_stale_parts(path, older_than_s: float = 0.0) -> int:
     """
     import time
 
-    path, now, n = through_link(path), time.time(), 0
-    stem = _part_stem(path.name)
-    for part in path.parent.glob(f".{glob.escape(stem)}.*.part"):
-        if not PART_TAG.fullmatch(part.name[len(stem) + 2:-len(".part")]):
-            continue
+    now, n = time.time(), 0
+    for part in hidden_parts(path, ".part"):
         try:
             if now - part.stat().st_mtime >= older_than_s:
                 part.unlink()

@@ -6,15 +6,17 @@ A write that fails midway (a full disk) stops the writing, not the engine: ``clo
 written when it reads back as audio, and raises ``RecordingError`` saying so.
 
 A take cannot be recorded again, so one whose process died (SIGKILL, the OOM killer, a plugin's
-crash) is not lost: the header is brought up to date about once a second, so the hidden file reads
-as what was recorded until then, and the next recording to that name keeps it under a visible name
-(``recover_takes``; a ``.part`` of an offline write is removed as stale instead). A ``.wav`` is
+crash) is not lost: the header is brought up to date after the first chunk and about once a second
+after it, so the hidden file reads as what was recorded until then, and the next recording to that
+name keeps it under a visible name (``recover_takes``; a ``.part`` of an offline write is removed as
+stale instead). The recorder holds a lock on its take for as long as it lives: a take nobody holds
+is a dead process's, however recent (and a live one's, however long its device has stalled, is not). A ``.wav`` is
 recorded as RF64 that libsndfile writes as a plain WAV unless the take outgrows the 4 GiB a WAV's
 sizes count (3.1 h of stereo float at 48 kHz): past that, a WAV header said less than was recorded.
 """
 from __future__ import annotations
 
-import glob
+import os
 import threading
 from pathlib import Path
 
@@ -28,9 +30,9 @@ from realtime.io.files import AtomicFile, end_opus, folder_problem, pad_opus, sf
 JOIN_TIMEOUT_S = 5.0  # discard's wait for the thread: it has nothing to write by then
 SUFFIX = ".recording"  # the hidden take's suffix: not ".part", which a later write removes as stale
 HEADER_EVERY_S = 1.0  # how often the header is brought up to date (what a killed process leaves readable)
-STALE_S = 30.0  # a hidden take not written for this long is one whose process died (a live one writes every 20 ms)
 SFC_UPDATE_HEADER_NOW, SFC_RF64_AUTO_DOWNGRADE = 0x1060, 0x1210  # libsndfile's sf_command codes
 HEADER_FORMATS = ("WAV", "RF64", "AIFF", "CAF", "W64", "WAVEX")  # formats whose header holds the length
+EMPTY_TAKE_BYTES = 4096  # a hidden take whose header says 0 frames and this small holds no audio
 
 
 class FileRecorder:
@@ -51,17 +53,18 @@ class FileRecorder:
         self.error: BaseException | None = None  # the write that failed; later frames are drained unwritten
         self.reason: str | None = None  # why, in words (``write_failure_reason``), set before ``error``
         self._out = AtomicFile(self.path, suffix=SUFFIX)
-        self._header_at = 0  # frames written when the header was last brought up to date
+        self._lock = _hold(self._out.tmp)  # this take is alive (``recover_takes``): gone with the process
+        self._header_at = None  # frames written when the header was last brought up to date
         try:
             self._file = sf.SoundFile(sf_path(self._out.tmp), "w", samplerate=samplerate, channels=channels,
                                       format="RF64" if format == "WAV" else format, subtype=subtype)
             if format == "WAV" and not _sf_command(self._file, SFC_RF64_AUTO_DOWNGRADE, True):
                 raise RuntimeError("libsndfile cannot write an RF64 that stays a WAV under 4 GiB")
         except (OSError, RuntimeError) as e:
-            self._out.discard()
+            self._release()
             raise RecordingError(f"{write_failure_reason(self.path.parent, e)}: cannot record to {self.path}") from None
-        except BaseException:  # a signal meanwhile: no .part left
-            self._out.discard()
+        except BaseException:  # a signal meanwhile: no hidden take left
+            self._release()
             raise
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
@@ -72,7 +75,7 @@ class FileRecorder:
             try:
                 self._file.write(self._chunk[:n])
                 self.frames += n
-                if self.frames - self._header_at >= HEADER_EVERY_S * self.samplerate:
+                if self._header_at is None or self.frames - self._header_at >= HEADER_EVERY_S * self.samplerate:
                     self._header_at = self.frames
                     if self._file.format in HEADER_FORMATS:
                         _sf_command(self._file, SFC_UPDATE_HEADER_NOW)
@@ -96,10 +99,17 @@ class FileRecorder:
             if not self._drain():
                 self._stop.wait(0.02)
 
+    def _release(self) -> None:
+        """The hidden take removed and its lock let go."""
+        self._out.discard()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
     def discard(self) -> None:
-        """Stop and keep nothing (the engine never ran: no empty file, no .part left). The thread is
-        given ``JOIN_TIMEOUT_S`` (it writes nothing then: the engine never fed it); one still stuck
-        after it is left to die with the process (a daemon), the .part removed all the same."""
+        """Stop and keep nothing (the engine never ran: no empty file, no hidden take left). The thread
+        is given ``JOIN_TIMEOUT_S`` (it writes nothing then: the engine never fed it); one still stuck
+        after it is left to die with the process (a daemon), the hidden take removed all the same."""
         self._stop.set()
         self._thread.join(JOIN_TIMEOUT_S)
         if not self._thread.is_alive():  # a file the thread may still be writing is not closed under it
@@ -107,13 +117,16 @@ class FileRecorder:
                 self._file.close()
             except (OSError, RuntimeError):
                 pass
-        self._out.discard()
+        self._release()
 
     def _commit(self) -> None:
         """The finished file put in place; a folder moved, removed or unmounted while recording is one
         line that names the hidden file the take is left in (it was the bare rename's error)."""
         try:
             self._out.commit(fsync=False)
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
         except OSError as e:
             raise RecordingError(f"{self.path}: the recording ({self.frames / self.samplerate:.1f} s) could not be put "
                                  f"in place ({e.strerror or e}: was its folder moved, removed or unmounted?); it is "
@@ -148,7 +161,7 @@ class FileRecorder:
         if kept:
             self._commit()
         else:
-            self._out.discard()
+            self._release()
         raise RecordingError(f"{why} while recording to {self.path}: the recording stopped after "
                              f"{self.frames / self.samplerate:.1f} s; "
                              + ("what was written is kept" if kept else "nothing was kept"))
@@ -162,38 +175,53 @@ def _sf_command(f: sf.SoundFile, code: int, on: bool | None = None) -> int:
     return _snd.sf_command(f._file, code, _ffi.NULL, 0 if on is None else int(on))
 
 
+def _hold(path: Path) -> int | None:
+    """A descriptor of ``path`` holding an exclusive lock on it (None where the file system has no
+    locks: then a recording cut off is found by the next one only once it is not written any more)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def recover_takes(path) -> list[str]:
-    """Keep the takes that recordings to ``path`` left hidden when their process died (not written
-    for ``STALE_S``): each is renamed ``NAME.recovered-YYYYmmdd-HHMMSS.EXT`` (when it was last
-    written) beside it; one without a sample is removed. Returns one line per take kept."""
+    """Keep the takes that recordings to ``path`` left hidden when their process died (no recorder
+    holds their lock): each is renamed ``NAME.recovered-YYYYmmdd-HHMMSS.EXT`` (when it was last
+    written) beside it; one without a sample (a header alone) is removed. Returns one line per take kept."""
     import time
 
-    from realtime.io.files import PART_TAG, _part_stem, through_link
+    from realtime.io.files import hidden_parts, through_link
 
-    path = through_link(Path(path))
-    stem, said = _part_stem(path.name), []
-    for part in sorted(path.parent.glob(f".{glob.escape(stem)}.*{SUFFIX}")):
-        if not PART_TAG.fullmatch(part.name[len(stem) + 2:-len(SUFFIX)]):
-            continue
+    path, said = through_link(Path(path)), []
+    for part in hidden_parts(path, SUFFIX):
         try:
-            when = part.stat().st_mtime
-            if time.time() - when < STALE_S:  # another process may be recording it right now
+            held = _hold(part)
+            if held is None:  # its recorder is alive (or the lock cannot be had: left alone)
                 continue
             try:
-                info = sf.info(sf_path(part))
-                frames, length = info.frames, info.duration
-            except (OSError, RuntimeError):  # a header it never finished: kept, as it is, all the same
-                frames, length = -1, None
-            if frames == 0:
-                part.unlink()
-                continue
-            name = f"{path.stem}.recovered-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}{path.suffix}"
-            kept = path.with_name(name)
-            n = 1
-            while kept.exists():
-                n += 1
-                kept = path.with_name(f"{Path(name).stem}-{n}{path.suffix}")
-            part.rename(kept)
+                when, size = part.stat().st_mtime, part.stat().st_size
+                try:
+                    info = sf.info(sf_path(part))
+                    frames, length = info.frames, info.duration
+                except (OSError, RuntimeError):  # a header it never finished: kept, as it is, all the same
+                    frames, length = -1, None
+                if frames == 0 and size < EMPTY_TAKE_BYTES:
+                    part.unlink()
+                    continue
+                name = f"{path.stem}.recovered-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}{path.suffix}"
+                kept = path.with_name(name)
+                n = 1
+                while kept.exists():
+                    n += 1
+                    kept = path.with_name(f"{Path(name).stem}-{n}{path.suffix}")
+                part.rename(kept)
+            finally:
+                os.close(held)
         except OSError:
             continue
         long = f"{length:.1f} s, " if length is not None and 0 < frames < 1 << 40 else ""

@@ -299,6 +299,39 @@ class Progress:
                 say(self.stream, "\n")
 
 
+class WorkerStderr:
+    """A worker's stderr: writes that fail (a hung-up terminal's EIO) are dropped, not raised, and on
+    a terminal each line first clears the line it lands on, where the batch's progress line stands
+    (a warning was glued onto its end)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        try:
+            self._tty = stream.isatty()
+        except (AttributeError, ValueError):
+            self._tty = False
+        self._line_start = True
+
+    def write(self, text: str) -> int:
+        if self._tty and self._line_start and text:
+            text = "\r\033[K" + text
+        if text:
+            self._line_start = text.endswith("\n")
+        try:
+            return self.stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def say(stream, text: str):
     """Write ``text`` to ``stream`` and flush; the stream, or None once it cannot be written (a hung-up
     terminal's EIO, a closed pipe): what is said there is not worth a batch's files."""
@@ -455,7 +488,7 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
                 from realtime.run.ray_batch import ray_cluster, run_units_on_ray
 
                 address = None if ray_address is True else ray_address
-                workers = stack.enter_context(ray_cluster(address, jobs))
+                workers = stack.enter_context(ray_cluster(address, jobs, sweep=log.queued_path))
             else:
                 workers = jobs or default_jobs()
             units = group_tasks(todo, options.streams, workers)  # a group for every worker there is
@@ -495,5 +528,5 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
             "log": str(log.path), "failures": failures + failed_before, "dropped_midi_events": dropped_midi}
 
 
-__all__ = ["BatchOptions", "BatchTask", "LOG_NAME", "Progress", "ResumeLog", "StopFlag", "plan_batch", "run_batch",
+__all__ = ["BatchOptions", "BatchTask", "WorkerStderr", "LOG_NAME", "Progress", "ResumeLog", "StopFlag", "plan_batch", "run_batch",
            "run_task", "run_unit"]

@@ -433,8 +433,9 @@ def _check_out_files(out_dir: Path, skipped: list[tuple[Path, Path, Path]]) -> N
     if not skipped:
         return
     log = ResumeLog(out_dir)
+    known = log.known()
     for p, folder, rel in skipped:  # rel: its path below out_dir
-        if log.key(str(out_dir / rel)) not in log.records:  # a failed re-run's record too: its file is the last output
+        if log.key(str(out_dir / rel)) not in known:  # a failed re-run's record too: its file is the last output
             raise OfflineError(f"{out_dir}: --out lies inside the input folder {folder} and holds {p}, which no "
                                "earlier batch wrote: it would be skipped, or replaced by an output; give --out "
                                "a folder of its own")
@@ -506,7 +507,8 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             jobs.append((item, _default_output(item, Path(item.name), out_dir, options.ext), None, (), str(item)))
         else:
             raise OfflineError(f"{item}: no such file or folder")
-    _check_out_files(out_dir, skipped)
+    if not options.force:  # (--force: replace what is there, as the refusal says)
+        _check_out_files(out_dir, skipped)
     if options.ext is not None and any(_kind(src) == "midi" for src, *_ in jobs):  # renders are at one rate
         from realtime.run.offline import output_format
 
@@ -575,7 +577,7 @@ def _check_strangers(out_dir: Path, tasks: list[BatchTask]) -> None:
     (A batch claims its outputs before it writes them, ``ResumeLog.claim``: one killed after an output
     was put in place and before its result was logged left a file it knows.)"""
     log = ResumeLog(out_dir)
-    known = log.records.keys() | log.claimed()
+    known = log.known()
     # (a folder in the way is no file to lose: it fails alone, "is a folder", and is retried once moved)
     strangers = [t.output for t in tasks if os.path.isfile(t.output) and log.key(t.output) not in known]
     if strangers:
@@ -740,18 +742,41 @@ class ResumeLog:
         batch ends. The log itself holds results only."""
         from realtime.io.files import atomic_write
 
+        # a killed batch's claims whose files are still unlogged stay: this batch may not write them all
+        before = [o for o in self._claimed_paths() if os.path.isfile(o) and self.key(o) not in self.records]
+        paths = dict.fromkeys([*before, *map(os.path.abspath, outputs)])
+        self.queued_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.queued_path) as tmp:
-            Path(tmp).write_text("".join(json.dumps(os.path.abspath(o)) + "\n" for o in outputs), encoding="utf-8")
+            Path(tmp).write_text("".join(json.dumps(o) + "\n" for o in paths), encoding="utf-8")
 
     def claimed(self) -> set[str]:
         """The outputs (``key``) a batch claimed and did not release: it was killed."""
+        return {self.key(o) for o in self._claimed_paths()}
+
+    def _claimed_paths(self) -> list[str]:
+        out = []
         try:
             with open(self.queued_path, encoding="utf-8", errors="replace") as f:
-                return {self.key(json.loads(line)) for line in f if line.strip().startswith('"')}
-        except (OSError, ValueError):
-            return set()
+                for line in f:
+                    try:
+                        path = json.loads(line)
+                    except ValueError:  # a torn line (the note is written whole, but a disk may lie)
+                        continue
+                    if isinstance(path, str):
+                        out.append(path)
+        except OSError:
+            pass
+        return out
+
+    def known(self) -> set[str]:
+        """The outputs (``key``) a batch wrote or set out to write: its records and its claims."""
+        return self.records.keys() | self.claimed()
 
     def release(self) -> None:
+        """The end of the batch: the note goes, unless an output it names was put in place and not
+        logged (the log could not be written: a full disk); then it stays, for the next run to know it."""
+        if any(os.path.isfile(o) and self.key(o) not in self.records for o in self._claimed_paths()):
+            return
         try:
             os.unlink(self.queued_path)
         except FileNotFoundError:

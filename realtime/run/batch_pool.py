@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 from collections import deque
 from contextlib import contextmanager
 from multiprocessing import resource_tracker
@@ -60,7 +61,11 @@ def _worker_main(conn, parent: int) -> None:
     signal.signal(STOP_SIGNAL, _exit_on_stop)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)  # one that came while starting is dropped
     _stop_with_parent(parent)
-    from realtime.run.batch import run_unit
+    from realtime.run.batch import WorkerStderr, run_unit
+
+    # a file's warnings after its output is in place (clipped samples) met a hung-up terminal's EIO,
+    # and the file was logged failed with its output written: what cannot be said is dropped
+    sys.stderr = WorkerStderr(sys.stderr)
 
     while True:
         try:

@@ -11,7 +11,7 @@ import numpy as np
 from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
-from realtime.errors import ConfigError, raise_pending_interrupt, signals_deferred
+from realtime.errors import ConfigError, MidiInputError, raise_pending_interrupt, signals_deferred
 from realtime.io.files import atomic_write
 
 DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
@@ -216,7 +216,15 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
 
             engine.check_devices()  # no device is what is said, not the MIDI port's failure to reach JACK
             sink = MappedMidi(engine, midi_map, _below_status_line) if midi_map else engine.send_midi
-            port = midi.enter_context(MidiInput(sink, midi_port, midi_port is None, on_status=_below_status_line))
+            try:
+                port = midi.enter_context(MidiInput(sink, midi_port, midi_port is None, on_status=_below_status_line))
+            except MidiInputError as e:
+                if chain.takes_midi or midi_port is not None:  # played from it, or asked for: its failure is the run's
+                    raise
+                # an effects chain whose knobs a keyboard would move: it runs, as before the mappings applied here
+                print(f"warning: {e}; the preset's {len(midi_map)} MIDI controller mapping(s) do nothing",
+                      file=sys.stderr)
+                listens = False
         engine.start()
         raise_pending_interrupt()
         if demo:
@@ -250,6 +258,8 @@ def check_record(record: str | None, samplerate: int) -> tuple[str, str] | None:
     ------
     OfflineError
         An extension it cannot write, a folder, a missing or read-only folder.
+    ConfigError
+        An empty name.
     """
     if record is None:
         return None
@@ -331,8 +341,9 @@ FOLLOWS = 0.2  # the normalised correlation at the lag under which the output do
 
 def lag_if_it_follows(played: np.ndarray, recorded: np.ndarray, max_lag: int) -> int | None:
     """``measure_lag``, or None where what was recorded does not follow what was played (silence, a
-    plugin's junk replaced by silence, a chain that makes something else of it): its argmax was a
-    number all the same (0 frames, or 11,862)."""
+    plugin's junk replaced by silence, an unrelated sound): its argmax was a number all the same (0
+    frames, or 11,862). A chain that keeps the signal recognisable but changes its shape (a polarity
+    inversion, a long reverb) may still give a wrong lag."""
     lag = measure_lag(played, recorded, max_lag)
     a = played[:, 0].astype(np.float64)
     b = recorded[lag:, 0].astype(np.float64)

@@ -46,12 +46,26 @@ WORKER_DIED = ("WorkerCrashedError", "OutOfMemoryError")
 
 # A node for one batch, run by a helper process in a session of its own. It ends when the batch closes
 # its stdin (or dies, which closes it too); the node's processes die with the helper (Ray's fate sharing).
+# Then the hidden temporary files of the outputs the batch had claimed and not released (it was killed:
+# argv[2], ``ResumeLog.claim``'s list) are removed, as the local pool's workers remove theirs.
 _NODE = """\
-import sys, ray
-ray.init(address="local", num_cpus=int(sys.argv[1]) if sys.argv[1:] else None, include_dashboard=False,
+import json, sys, ray
+ray.init(address="local", num_cpus=int(sys.argv[1]) if sys.argv[1] else None, include_dashboard=False,
          log_to_driver=False, configure_logging=False)
 print(ray.get_runtime_context().gcs_address, flush=True)
 sys.stdin.read()
+if sys.argv[2]:
+    ray.shutdown()
+    from realtime.io.files import remove_stale_parts
+    try:
+        with open(sys.argv[2], encoding="utf-8") as f:
+            for line in f:
+                try:
+                    remove_stale_parts(json.loads(line))
+                except (ValueError, TypeError, OSError):
+                    pass
+    except OSError:
+        pass
 """
 
 
@@ -147,12 +161,13 @@ def _token_here() -> bool:
         return False
 
 
-def _start_node(cpus: int | None) -> tuple[subprocess.Popen, str]:
-    """A helper process running a new node (``_NODE``) in its own session, and the node's address."""
+def _start_node(cpus: int | None, sweep=None) -> tuple[subprocess.Popen, str]:
+    """A helper process running a new node (``_NODE``) in its own session, and the node's address;
+    ``sweep``: the batch's list of claimed outputs, whose temporary files it removes once the batch is gone."""
     import select
 
-    proc = subprocess.Popen([sys.executable, "-c", _NODE, *([str(cpus)] if cpus else [])], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", _NODE, str(cpus or ""), os.fspath(sweep or "")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
     ready, _, _ = select.select([proc.stdout], [], [], NODE_START_S)
     address = proc.stdout.readline().strip() if ready else ""
     if not address:
@@ -199,7 +214,7 @@ def _init(ray, address: str) -> None:
 
 
 @contextlib.contextmanager
-def ray_cluster(address: str | None = None, cpus: int | None = None):
+def ray_cluster(address: str | None = None, cpus: int | None = None, sweep=None):
     """Connected to a Ray cluster for the block (unless already connected); yields its CPUs.
 
     Parameters
@@ -209,6 +224,9 @@ def ray_cluster(address: str | None = None, cpus: int | None = None):
         default (``RAY_ADDRESS``, the last ``ray start`` here, else a new node).
     cpus : int, optional
         CPUs of a node started for the batch (default: Ray's count); a joined cluster has its own.
+    sweep : path, optional
+        A node started for the batch removes, when it ends, the temporary files of the outputs this
+        file lists (``ResumeLog.claim``'s; gone when the batch ended normally): a killed batch's.
 
     Raises
     ------
@@ -227,7 +245,7 @@ def ray_cluster(address: str | None = None, cpus: int | None = None):
             if starts or _token_here():  # a node of its own has it, as Ray's; a cluster joined where a token is
                 stack.enter_context(_token_auth())
             if starts:
-                proc, address = _start_node(cpus)
+                proc, address = _start_node(cpus, sweep)
                 stack.callback(_stop_node, proc)
             _init(ray, address)
             stack.callback(ray.shutdown)

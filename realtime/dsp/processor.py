@@ -553,3 +553,10 @@ def dropped_midi_events(chain) -> int:
         for song in getattr(p, "songs", ()):  # a batched synth's songs queue their own MIDI
             total += int(getattr(song, "dropped_events", 0))
     return total
+
+
+def junk_samples(chain) -> dict[str, int]:
+    """Per hosted plugin's slot of ``chain``, how many output samples it has had replaced by silence so
+    far (junk: NaN/Inf or absurd levels; ``bad_output_samples``, counted since the plugin was built)."""
+    return {s.id: int(s.processor.bad_output_samples) for s in getattr(chain, "slots", ())
+            if hasattr(s.processor, "bad_output_samples")}

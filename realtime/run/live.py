@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.dsp.processor import junk_samples
 from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
+from realtime.engine.control import CC, CCMap
 from realtime.engine.engine import Engine
-from realtime.errors import ConfigError, MidiInputError, raise_pending_interrupt, signals_deferred
+from realtime.errors import ConfigError, EngineError, MidiInputError, raise_pending_interrupt, signals_deferred
 from realtime.io.files import atomic_write
 
 DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
@@ -41,9 +43,9 @@ def status_line(engine: Engine) -> str:
 
 
 def _junk(engine) -> dict[str, int]:
-    """Per hosted plugin's slot, its output samples replaced by silence (``offline.junk_samples``)."""
-    from realtime.run.offline import junk_samples
-
+    """Per hosted plugin's slot, its output samples replaced by silence (``junk_samples``: from a
+    module the engine has loaded; importing the offline runner on the first status tick held the
+    interpreter long enough for `synth --live` to play 7 late blocks)."""
     chain = getattr(engine, "chain", None)
     return junk_samples(chain) if chain is not None else {}
 
@@ -135,16 +137,11 @@ class MappedMidi:
     and does not reach the chain; every other message goes on to it. Called on the MIDI thread."""
 
     def __init__(self, engine: Engine, mappings, on_status=None):
-        from realtime.engine.control import CCMap
-
         self.engine, self.cc_map = engine, CCMap(mappings)
         self.on_status = on_status or (lambda line: print(line, file=sys.stderr))
         self._failing: set[str] = set()  # targets whose last change failed: said once, not per message
 
     def __call__(self, status: int, data1: int = 0, data2: int = 0, at_ns: int | None = None) -> bool:
-        from realtime.engine.control import CC
-        from realtime.errors import EngineError
-
         if status & 0xF0 == CC:
             target, _ = self.cc_map.controller(status & 0x0F, data1)
             if target is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from realtime.dsp.processor import dropped_midi_events
+from realtime.dsp.processor import dropped_midi_events, junk_samples
 from realtime.errors import OfflineError, raise_pending_interrupt
 from realtime.io.files import (
     atomic_write,
@@ -117,13 +117,6 @@ def warn_clipped(in_p, clipped: int) -> None:
         print(f"warning: {in_p}: {clipped} samples went over the safety ceiling and were clipped; "
               "lower the gain, or let a limiter that is not bypassed catch the peaks (e.g. --preset default)",
               file=sys.stderr)
-
-
-def junk_samples(chain) -> dict[str, int]:
-    """Per hosted plugin's slot, how many output samples it has had replaced by silence so far (junk:
-    NaN/Inf or absurd levels; ``bad_output_samples``, counted since the plugin was built)."""
-    return {s.id: int(s.processor.bad_output_samples) for s in getattr(chain, "slots", ())
-            if hasattr(s.processor, "bad_output_samples")}
 
 
 def warn_junk(in_p, chain, before: dict[str, int]) -> int:

@@ -271,7 +271,7 @@ def _check_ray_address(ray) -> None:
 
 def cmd_batch(args) -> int:
     from realtime.errors import OfflineError
-    from realtime.run.batch import BatchOptions, run_batch
+    from realtime.run.batch import BatchOptions, run_batch, say
 
     instrument = [f"synth.instrument={args.instrument}"] if args.instrument else []
     options = BatchOptions(preset=args.preset, overrides=args.set, midi_preset=args.midi_preset,
@@ -282,11 +282,8 @@ def cmd_batch(args) -> int:
     summary = run_batch(args.inputs, args.out, options, jobs=args.jobs, ray_address=args.ray,
                         progress=not args.no_progress)
 
-    def tell(line: str) -> None:
-        try:
-            print(line, file=sys.stderr, flush=True)
-        except OSError:  # the terminal hung up (SIGHUP): the log has it all, and the exit status says the rest
-            pass
+    def tell(line: str) -> None:  # a hung-up terminal (SIGHUP): the log has it all, the exit status says the rest
+        say(sys.stderr, line + "\n")
 
     try:
         print(json.dumps(summary), flush=True)

@@ -1,11 +1,7 @@
 """`run` applies a preset's MIDI controller mappings (learnt in the panel) as the panel does: it
 only warned that they did nothing outside the panel."""
 import json
-import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +10,6 @@ from realtime.dsp.presets import build_chain, load_preset
 from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
 from realtime.run.live import MappedMidi
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_mapped_controller_moves_its_knob_and_every_other_message_reaches_the_chain():
@@ -67,31 +61,23 @@ def test_run_turns_the_synth_down_from_a_mapped_controller(jack_server, tmp_path
     import mido
     import soundfile as sf
 
+    from .test_synth import _play_a_note_into
+
+    def note_then_slider_down(out):
+        out.send(mido.Message("note_on", note=69, velocity=100))
+        time.sleep(0.6)
+        out.send(mido.Message("control_change", control=20, value=0))
+        time.sleep(0.6)
+        out.send(mido.Message("note_off", note=69))
+
     preset = load_preset("synth")
     preset["midi"] = [{"cc": 20, "channel": None, "target": "synth.gain_db"}]
     path, rec = tmp_path / "mapped.json", tmp_path / "take.wav"
     path.write_text(json.dumps(preset))
-    p = subprocess.Popen([sys.executable, "main.py", "run", "--preset", str(path), "--mode", "output",
-                          "--seconds", "4", "--record", str(rec)], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line, deadline = "", time.monotonic() + 60
-        while "MIDI in on port" not in line and time.monotonic() < deadline and p.poll() is None:
-            line = p.stderr.readline()
-        assert "(1 controller(s) mapped to knobs)" in line, line
-        port = re.search(r"'(.+)'", line).group(1)
-        dest = [n for n in mido.get_output_names() if port in n]
-        with mido.open_output(dest[0]) as out:
-            out.send(mido.Message("note_on", note=69, velocity=100))
-            time.sleep(0.6)
-            out.send(mido.Message("control_change", control=20, value=0))
-            time.sleep(0.6)
-            out.send(mido.Message("note_off", note=69))
-        _, stderr = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0, stderr
+    status, _, stderr = _play_a_note_into(["run", "--preset", str(path), "--mode", "output", "--seconds", "4",
+                                           "--record", str(rec)], "MIDI in on port", note_then_slider_down)
+    assert status == 0, stderr
+    assert "(1 controller(s) mapped to knobs)" in stderr.splitlines()[0]
     assert "does not apply them" not in stderr
     y, sr = sf.read(rec)
     y = y[:, 0] if y.ndim > 1 else y

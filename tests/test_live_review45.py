@@ -22,18 +22,20 @@ KILLED_TAKE = """
 import os, sys, time
 import numpy as np
 from realtime.io.recorder import FileRecorder
-rec = FileRecorder(sys.argv[1], 48000, 2)
-rec.ring.push(np.full((48000 * 5 // 2, 2), 0.25, np.float32)[:rec.ring.writable()])
-while rec.frames < 48000 * 2:
-    time.sleep(0.05)
+path, fmt, frames = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rec = FileRecorder(path, 48000, 2, format=fmt, subtype="FLOAT")
+rec.ring.push(np.full((frames, 2), 0.25, np.float32)[:rec.ring.writable()])
+while rec.frames < frames:
+    time.sleep(0.01)
 time.sleep(0.3)
 os._exit(9)  # as SIGKILL or the OOM killer: nothing closes the file
 """
 
 
-def _killed_take(path: Path) -> Path:
-    r = subprocess.run([sys.executable, "-c", KILLED_TAKE, str(path)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+def _killed_take(path: Path, fmt: str = "WAV", frames: int = 48000 * 2) -> Path:
+    """The hidden take a recorder of ``frames`` left when its process was killed."""
+    r = subprocess.run([sys.executable, "-c", KILLED_TAKE, str(path), fmt, str(frames)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 9, r.stderr
     parts = list(path.parent.glob(f".{path.name}.*.recording"))
     assert len(parts) == 1, list(path.parent.iterdir())
@@ -71,17 +73,7 @@ def test_a_live_recorders_take_is_left_alone_however_long_its_device_stalled(tmp
 
 def test_an_aiff_take_killed_in_its_first_second_is_kept(tmp_path):
     """Its header said 0 frames until the first once-a-second update: such a take was removed as empty."""
-    code = ("import os, sys, time, numpy as np\n"
-            "from realtime.io.recorder import FileRecorder\n"
-            "rec = FileRecorder(sys.argv[1], 48000, 2, format='AIFF', subtype='FLOAT')\n"
-            "rec.ring.push(np.full((24000, 2), 0.25, np.float32))\n"
-            "while rec.frames < 24000:\n"
-            "    time.sleep(0.01)\n"
-            "time.sleep(0.2)\n"
-            "os._exit(9)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "early.aiff")], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 9, r.stderr
+    _killed_take(tmp_path / "early.aiff", "AIFF", 24000)
     assert len(recover_takes(tmp_path / "early.aiff")) == 1
     kept = next(tmp_path.glob("early.recovered-*.aiff"))
     assert sf.info(str(kept)).frames >= 4096

@@ -442,14 +442,20 @@ def test_midi_through_a_real_jack_midi_port_reaches_the_synth(jack_server):
     assert synth.sounding_notes() == []
 
 
-def _play_a_note_into(argv: list[str], says: str) -> tuple[int, str, str]:
-    """Run ``main.py *argv``; once its stderr ``says`` which MIDI port it listens on, play A4 for
-    0.5 s into that port (through JACK, as a keyboard would); its (status, stdout, stderr)."""
+def _play_a_note_into(argv: list[str], says: str, play=None) -> tuple[int, str, str]:
+    """Run ``main.py *argv``; once its stderr ``says`` which MIDI port it listens on, ``play(out)``
+    into that port (through JACK, as a keyboard would; default: A4 for 0.5 s); its (status, stdout,
+    stderr from the line that said it on)."""
     import re
     import subprocess
     import sys
 
     import mido
+
+    def a4(out):
+        out.send(mido.Message("note_on", note=69, velocity=100))
+        time.sleep(0.5)
+        out.send(mido.Message("note_off", note=69))
 
     p = subprocess.Popen([sys.executable, "main.py", *argv], cwd=Path(__file__).resolve().parents[1],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -461,14 +467,12 @@ def _play_a_note_into(argv: list[str], says: str) -> tuple[int, str, str]:
         dest = [n for n in mido.get_output_names() if port in n]
         assert dest, (port, mido.get_output_names())
         with mido.open_output(dest[0]) as out:
-            out.send(mido.Message("note_on", note=69, velocity=100))
-            time.sleep(0.5)
-            out.send(mido.Message("note_off", note=69))
+            (play or a4)(out)
         stdout, stderr = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
-    return p.returncode, stdout, stderr
+    return p.returncode, stdout, line + stderr
 
 
 @pytest.mark.jack

@@ -102,6 +102,9 @@ class FileRecorder:
     def _release(self) -> None:
         """The hidden take removed and its lock let go."""
         self._out.discard()
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
@@ -124,9 +127,7 @@ class FileRecorder:
         line that names the hidden file the take is left in (it was the bare rename's error)."""
         try:
             self._out.commit(fsync=False)
-            if self._lock is not None:
-                os.close(self._lock)
-                self._lock = None
+            self._unlock()
         except OSError as e:
             raise RecordingError(f"{self.path}: the recording ({self.frames / self.samplerate:.1f} s) could not be put "
                                  f"in place ({e.strerror or e}: was its folder moved, removed or unmounted?); it is "
@@ -204,7 +205,8 @@ def recover_takes(path) -> list[str]:
             if held is None:  # its recorder is alive (or the lock cannot be had: left alone)
                 continue
             try:
-                when, size = part.stat().st_mtime, part.stat().st_size
+                st = part.stat()
+                when, size = st.st_mtime, st.st_size
                 try:
                     info = sf.info(sf_path(part))
                     frames, length = info.frames, info.duration

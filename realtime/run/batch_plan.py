@@ -426,13 +426,12 @@ def _identity(path: Path):
         return os.path.realpath(path)
 
 
-def _check_out_files(out_dir: Path, skipped: list[tuple[Path, Path, Path]]) -> None:
+def _check_out_files(out_dir: Path, skipped: list[tuple[Path, Path, Path]], log: ResumeLog) -> None:
     """The files a folder's scan skipped because they lie in ``--out`` must be outputs the log
     records: any other (an original kept there) would be left unprocessed, or replaced by the
     output of the input of the same name."""
     if not skipped:
         return
-    log = ResumeLog(out_dir)
     known = log.known()
     for p, folder, rel in skipped:  # rel: its path below out_dir
         if log.key(str(out_dir / rel)) not in known:  # a failed re-run's record too: its file is the last output
@@ -507,8 +506,9 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             jobs.append((item, _default_output(item, Path(item.name), out_dir, options.ext), None, (), str(item)))
         else:
             raise OfflineError(f"{item}: no such file or folder")
-    if not options.force:  # (--force: replace what is there, as the refusal says)
-        _check_out_files(out_dir, skipped)
+    log = None if options.force else ResumeLog(out_dir)  # (--force: replace what is there, as the refusals say)
+    if log is not None:
+        _check_out_files(out_dir, skipped, log)
     if options.ext is not None and any(_kind(src) == "midi" for src, *_ in jobs):  # renders are at one rate
         from realtime.run.offline import output_format
 
@@ -565,18 +565,17 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         what = f" ({sum(others.values())} other files left out: {', '.join(kinds[:6])}{', …' * (len(kinds) > 6)})" \
             if others else ""
         raise OfflineError(f"{', '.join(map(str, inputs))}: no audio or MIDI files to process{what}")
-    if not options.force:
-        _check_strangers(out_dir, tasks)
+    if log is not None:
+        _check_strangers(out_dir, tasks, log)
     tasks.sort(key=lambda t: (-t.audio_s, t.preset_hash, t.input))
     return tasks
 
 
-def _check_strangers(out_dir: Path, tasks: list[BatchTask]) -> None:
+def _check_strangers(out_dir: Path, tasks: list[BatchTask], log: ResumeLog) -> None:
     """An output that exists and that no batch wrote or set out to write there (the resume log
     names it) is a file of the user's: it would be replaced, so the batch is refused, naming it.
     (A batch claims its outputs before it writes them, ``ResumeLog.claim``: one killed after an output
     was put in place and before its result was logged left a file it knows.)"""
-    log = ResumeLog(out_dir)
     known = log.known()
     # (a folder in the way is no file to lose: it fails alone, "is a folder", and is retried once moved)
     strangers = [t.output for t in tasks if os.path.isfile(t.output) and log.key(t.output) not in known]
@@ -652,6 +651,23 @@ def output_stat(output) -> dict:
     """What the log keeps of a written output: its size and mtime (``ResumeLog.done``)."""
     st = os.stat(output)
     return {"output_bytes": st.st_size, "output_mtime_ns": st.st_mtime_ns}
+
+
+def claimed_outputs(path) -> list[str]:
+    """The outputs a list of claims (``ResumeLog.claim``'s ``QUEUED_NAME``) names; none where it cannot be read."""
+    out = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    output = json.loads(line)
+                except ValueError:  # a torn line (the list is written whole, but a disk may lie)
+                    continue
+                if isinstance(output, str):
+                    out.append(output)
+    except OSError:
+        pass
+    return out
 
 
 class ResumeLog:
@@ -754,19 +770,7 @@ class ResumeLog:
         return {self.key(o) for o in self._claimed_paths()}
 
     def _claimed_paths(self) -> list[str]:
-        out = []
-        try:
-            with open(self.queued_path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    try:
-                        path = json.loads(line)
-                    except ValueError:  # a torn line (the note is written whole, but a disk may lie)
-                        continue
-                    if isinstance(path, str):
-                        out.append(path)
-        except OSError:
-            pass
-        return out
+        return claimed_outputs(self.queued_path)
 
     def known(self) -> set[str]:
         """The outputs (``key``) a batch wrote or set out to write: its records and its claims."""

@@ -49,7 +49,7 @@ WORKER_DIED = ("WorkerCrashedError", "OutOfMemoryError")
 # Then the hidden temporary files of the outputs the batch had claimed and not released (it was killed:
 # argv[2], ``ResumeLog.claim``'s list) are removed, as the local pool's workers remove theirs.
 _NODE = """\
-import json, sys, ray
+import sys, ray
 ray.init(address="local", num_cpus=int(sys.argv[1]) if sys.argv[1] else None, include_dashboard=False,
          log_to_driver=False, configure_logging=False)
 print(ray.get_runtime_context().gcs_address, flush=True)
@@ -57,15 +57,12 @@ sys.stdin.read()
 if sys.argv[2]:
     ray.shutdown()
     from realtime.io.files import remove_stale_parts
-    try:
-        with open(sys.argv[2], encoding="utf-8") as f:
-            for line in f:
-                try:
-                    remove_stale_parts(json.loads(line))
-                except (ValueError, TypeError, OSError):
-                    pass
-    except OSError:
-        pass
+    from realtime.run.batch_plan import claimed_outputs
+    for output in claimed_outputs(sys.argv[2]):
+        try:
+            remove_stale_parts(output)
+        except (ValueError, OSError):
+            pass
 """
 
 

@@ -142,7 +142,9 @@ def test_closing_the_window_while_an_action_runs(window, qtbot, action):
 def test_in_out_meters_stay_live_while_a_slot_is_added(window, qtbot):
     """A live swap plays on, so the In/Out meters go on showing it (they fell to the floor for every
     structural action); the strips' readouts, laid out for the chain that leaves, fall meanwhile,
-    and those read once the new rack stands but laid out before it are dropped too."""
+    and those read once the new rack stands but laid out before it are dropped too. The slot added
+    is the de-limiter: a model to load (the change takes a while) that plays the sine on, so Out
+    shows it before, through and after the swap, whenever a poll lands."""
     import numpy as np
 
     from gui.demo_source import NOT_ENGINE
@@ -169,7 +171,7 @@ def test_in_out_meters_stay_live_while_a_slot_is_added(window, qtbot):
         for _ in range(3):  # on a loaded machine an add can end between two polls: then once more
             qtbot.waitUntil(lambda: bool(seen) and seen[-1][1] > -10.0 and seen[-1][3] > 0, timeout=5000)
             seen.clear()
-            w.add_box.pick("enhancer")
+            w.add_box.pick("delimiter")
             until_idle(qtbot, w, lambda: True)
             qtbot.wait(300)
             if any(s[0] for s in seen):
@@ -181,10 +183,9 @@ def test_in_out_meters_stay_live_while_a_slot_is_added(window, qtbot):
     during = [s for s in seen if s[0]]
     after = seen[first_during + len(during):]
     assert min(s[1] for s in during) > -10.0, during  # In went on showing the sine (-120: it fell)
-    # Out too (it fell to the -120 dB floor): well above it, not at the sine's level, since the
-    # swap fades the old chain out and the enhancer takes the sine for noise: a poll that lands only
-    # after that sees the held peak falling at 24 dB/s, under -10 dB on a loaded machine
-    assert max(s[2] for s in during) > -60.0, during
+    # Out too (it fell to the -120 dB floor; the enhancer, added here before, took the sine for
+    # noise, so a lone poll that landed after its swap read silence: flaky)
+    assert min(s[2] for s in during) > -20.0, during
     assert all(s[3] == 0.0 for s in during)  # the strips' loads fell: their columns were being replaced
     assert after[0][3] == 0.0  # the first poll after: the records laid out before the new rack, dropped
     assert after[-1][3] > 0.0 and after[-1][1] > -10.0  # then all live again

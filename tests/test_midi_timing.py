@@ -109,8 +109,12 @@ kbd.stdin.write("prime\n"); kbd.stdin.flush()
 t0 = time.monotonic()
 while not got and time.monotonic() - t0 < 5:
     time.sleep(0.01)
+# no other Python thread runs until this one lets go; set, then a sleep that lets every thread
+# waiting for the GIL take it, since a wait begun under the old 5 ms interval asks this thread to
+# let go 5 ms into the hold (the input's poll thread wakes every 2 ms: a note read mid-hold, CI)
+sys.setswitchinterval(10.0)
+time.sleep(0.05)
 kbd.stdin.write("go\n"); kbd.stdin.flush()
-sys.setswitchinterval(10.0)  # no other Python thread runs until this one lets go
 start = time.monotonic_ns()
 while time.monotonic_ns() - start < 600_000_000:  # the GIL held 0.6 s: every note comes meanwhile
     pass

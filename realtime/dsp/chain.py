@@ -19,6 +19,7 @@ write there directly (their ``readings`` are views into it; ``describe`` gives e
 """
 from __future__ import annotations
 
+import math
 import numbers
 import re
 import time
@@ -178,6 +179,11 @@ class SlotLookup:
     def latency(self) -> int:
         """Total latency in samples (constant under bypass/mix: dry paths are compensated)."""
         return sum(s.processor.latency for s in self.slots)
+
+    @property
+    def block_multiple(self) -> int:
+        """The frames of every block must be a multiple of this (``Processor.block_multiple``)."""
+        return math.lcm(1, *(s.processor.block_multiple for s in self.slots))
 
     def to_preset(self, name: str, description: str = "") -> dict:
         """The chain's current state as a preset.

@@ -333,6 +333,9 @@ class Processor:
     # rates the processor runs at as it is (None: any); files at other rates are processed at
     # 48 kHz (realtime/run/offline.py, chain_rate)
     native_rates: ClassVar[tuple[int, ...] | None] = None
+    # every block ``process`` is given is a multiple of this many frames (a hosted plugin that
+    # corrupts other runs: ``lv2_scan.BLOCK_MULTIPLE``); the chain's blocks keep to it
+    block_multiple: ClassVar[int] = 1
     readouts: tuple[Readout, ...] = ()  # a class constant, or per instance (an LV2 plugin's output ports)
     # set before ``prepare`` by a live engine's chain (``Chain.prepare(live=True)``): a processor
     # may then do slow, non-real-time work beside the DSP thread (an LV2 plugin's worker) where

@@ -328,6 +328,9 @@ def run_group(tasks: tuple[BatchTask, ...], new_result, fail) -> list[dict]:
         B, sr = first.blocksize, first.samplerate
         try:
             batched, rests = _group_chains(first, len(live), ch)
+            from realtime.run.offline import fit_block
+
+            B = fit_block(B, batched, *rests)
             batched.prepare(sr, B, ch)
             for rest in rests:
                 rest.prepare(sr, B, ch)

@@ -59,6 +59,22 @@ def chain_rate(processors, file_rate: int, requested: int | None = None) -> int:
     return int(file_rate) if ok and NATIVE_RANGE[0] <= file_rate <= NATIVE_RANGE[1] else DEFAULT_RATE
 
 
+_fitted_said: set = set()
+
+
+def fit_block(blocksize: int, *chains) -> int:
+    """``blocksize`` rounded up to a multiple of what the processors of ``chains`` need
+    (``Chain.block_multiple``: a hosted plugin that corrupts other runs), said once per process: a
+    file's output does not depend on the block size, so it is taken rather than refused."""
+    q = math.lcm(1, *(c.block_multiple for c in chains))
+    fitted = -(-blocksize // q) * q
+    if fitted != blocksize and (blocksize, fitted) not in _fitted_said:
+        _fitted_said.add((blocksize, fitted))
+        print(f"block size {blocksize} taken as {fitted} frames: a plugin of the chain needs blocks that are a "
+              f"multiple of {q}", file=sys.stderr)
+    return fitted
+
+
 
 def copy_tags(src: sf.SoundFile, dst: sf.SoundFile, in_p=None) -> None:
     """The input's text tags (title, artist, date, …) onto the output, before any audio is written
@@ -533,6 +549,7 @@ class ChainRunner:
         self.events = EventCursor(events, released, (lambda: dropped_midi_events(chain)) if released else None)
         self.pos = 0  # chain-rate frames processed
         self.queue = self.midi_queue(chain)
+        self.multiple = getattr(chain, "block_multiple", 1)  # what a part of a block split below keeps to
 
     @staticmethod
     def midi_queue(chain, *more) -> int | None:
@@ -550,6 +567,8 @@ class ChainRunner:
             a = 0
             while a < B:  # in parts where a queue would overflow (the class docstring)
                 m = B - a if self.queue is None else self.events.span(self.pos, B - a, self.queue)
+                if m < B - a:  # (more than a queue takes at one sample goes in over the next ones, as here)
+                    m = max(self.multiple, m - m % self.multiple)
                 self.events.send(self.chain, self.pos, m)
                 self.chain.process(block[a:a + m])
                 self.pos += m
@@ -632,6 +651,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         tail = round(tail_s * in_sr)
         fmt = sized_format(out_p, fmt, subtype, length + tail, ch)
         samplerate = chain_rate([s.processor for s in getattr(chain, "slots", ())], in_sr, samplerate)
+        blocksize = fit_block(blocksize, chain)
         chain.prepare(samplerate, blocksize, ch)
         latency = int(chain.latency) if compensate_latency else 0
         resample = in_sr != samplerate
@@ -721,6 +741,7 @@ def render_events(chain, events: np.ndarray, n_samples: int, samplerate: int = 4
         (n_samples, channels) float32.
     """
     if prepare:
+        blocksize = fit_block(blocksize, chain)
         chain.prepare(samplerate, blocksize, channels)
     out = np.zeros((n_samples, channels), np.float32)
     pos = 0
@@ -961,6 +982,7 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     if not chain.takes_midi:  # (an LV2 plugin of a batch's preset that takes none): a silent file said to be fine
         raise OfflineError("the chain plays no MIDI (no synth or LV2 instrument in it): its render would be silent")
     events, n, messages, truncated, released = plan_render(midi_path, out_p, samplerate)
+    blocksize = fit_block(blocksize, chain)
     chain.prepare(samplerate, blocksize, 2)
     dropped0 = dropped_midi_events(chain)  # the processors' counters outlive a render
     junk0 = junk_samples(chain)

@@ -498,6 +498,7 @@ def plugin_class(uri: str) -> type["Lv2Plugin"]:
                              "_rate_ranges": tuple(_raw_range(p) if p.sample_rate else None for p in info.controls),
                              "readouts": tuple(_readout_of(p) for p in outs),
                              "_output_ports": tuple(p.index for p in outs), "_latency_source": latency_from,
+                             "block_multiple": lv2_scan.BLOCK_MULTIPLE.get(uri, 1),
                              "__module__": __name__, "__doc__": f"LV2 plugin {info.name} <{uri}>."})
     _classes[uri] = cls
     return cls
@@ -635,6 +636,10 @@ class Lv2Plugin(Processor):
         self._close()
         self._rate_params()
         info, C, B = self.info, self.channels, self.max_block
+        if B % self.block_multiple:
+            raise PluginError(f"lv2 plugin {info.name}: corrupts blocks that are not a multiple of "
+                              f"{self.block_multiple} frames (its last samples): give a block size that is one, "
+                              f"not {B}")
         R = self._run_max = min(B, lv2_host.MAX_RUN_FRAMES)  # a longer block runs in pieces (_run_block)
         ins, outs = info.ports_of("audio", "in"), info.ports_of("audio", "out")
         n_inst = self._route(ins, outs)

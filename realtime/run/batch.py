@@ -138,7 +138,13 @@ def _start(task: BatchTask) -> dict:
     result["input_mtime_ns"], result["input_bytes"] = st.st_mtime_ns, st.st_size
     result["input_sha256"] = _sha256(task.input)
     out = Path(task.output)
+    made = None  # the top folder this made for it: removed again, once empty, if the file fails (run_batch)
+    for folder in out.parents:
+        if folder.exists():
+            break
+        made = folder
     out.parent.mkdir(parents=True, exist_ok=True)
+    result["made_folder"] = str(made) if made else None
     remove_stale_parts(out)  # all of them: the folder's lock keeps any other batch out, so they are a dead run's
     return result
 
@@ -383,6 +389,20 @@ def _lock_out_dir(out_dir: Path):
     return f
 
 
+def _remove_empty(folders: list[tuple[Path, Path]]) -> None:
+    """The folders made for outputs that failed, from each one's own folder up to the top one made
+    for it, where nothing else went into them (a failed file left its empty sub-folders behind)."""
+    candidates = set()
+    for folder, top in folders:
+        if folder == top or top in folder.parents:
+            candidates.update(p for p in (folder, *folder.parents) if p == top or top in p.parents)
+    for folder in sorted(candidates, key=lambda p: len(p.parts), reverse=True):  # the deepest first
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: another file of the batch is in it
+            pass
+
+
 def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | None = None,
               ray_address: str | bool | None = None, progress: bool = True, stream=None) -> dict:
     """Process every input into ``out_dir``; skip what a previous run completed.
@@ -451,8 +471,13 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     processed = dropped_midi = truncated = clipped = junk = 0
     audio_s = 0.0
 
+    made_for_failed: list[tuple[Path, Path]] = []  # (a failed output's folder, the top one its worker made)
+
     def on_result(result: dict) -> None:
         nonlocal processed, audio_s, dropped_midi, truncated, clipped, junk
+        made = result.pop("made_folder", None)
+        if made and result["status"] == "failed":
+            made_for_failed.append((Path(result["output"]).parent, Path(made)))
         try:
             log.append(result)
         except OSError as e:  # (a full disk) the outputs after it would go unrecorded: stop, and say so
@@ -517,6 +542,7 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
         for s, h in previous.items():
             signal.signal(s, h)
         bar.close()
+        _remove_empty(made_for_failed)  # once every worker is done: one may be about to write into it
     wall = time.perf_counter() - t0
     return {"files": len(tasks), "processed": processed, "skipped": len(tasks) - len(todo),
             "failed": len(failures), "failed_before": len(failed_before), "truncated": truncated,

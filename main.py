@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("filter", nargs="?", default="", help="only plugins whose URI, name or class contains this")
     p.add_argument("--json", action="store_true", help="one JSON object: plugins and skipped bundles")
     p.add_argument("--rescan", action="store_true", help="scan afresh and rewrite the scan cache")
+    p.add_argument("--presets", action="store_true",
+                   help="also the presets that come with each plugin (a slot's \"plugin_preset\", "
+                        "--set SLOT.plugin_preset=NAME)")
 
     from bench import describe as describe_benchmarks  # the registry alone: no benchmark is imported
 
@@ -497,6 +500,12 @@ def cmd_plugins(args) -> int:
     want = args.filter.lower()
     found = [p.summary() for p in sorted(res.plugins.values(), key=lambda p: p.uri)
              if want in f"{p.uri}\n{p.name}\n{p.plugin_class}".lower()]
+    if args.presets:
+        from realtime.io import lv2_host
+        from realtime.io.lv2_scan import world
+
+        for p in found:
+            p["presets"] = list(lv2_host.plugin_presets(world(), p["uri"]))
     if args.json:
         print(json.dumps({"plugins": found, "skipped": res.errors}, indent=1))
         return 0
@@ -505,6 +514,8 @@ def cmd_plugins(args) -> int:
         flags = ("" if p["hard_rt"] else "  [not hard-RT]") + ("  [latency]" if p["latency_port"] is not None else "")
         flags += f"  [broken: {p['broken']}]" if p["broken"] else ""
         print(f"{p['uri']}\n    {p['name']} ({p['class']}), {io}, {len(p['controls'])} controls{flags}")
+        if p.get("presets"):
+            print(f"    presets: {', '.join(p['presets'])}")
     for e in res.errors:
         print(f"warning: {e}", file=sys.stderr)
     print(f"{len(found)} of {len(res.plugins)} LV2 plugins", file=sys.stderr)

@@ -54,6 +54,7 @@ VISIBLE_ROWS = 4  # past this many rows the controls scroll inside the strip (th
 MIN_VISIBLE_ROWS = 2  # the least of them the strip's scroll area shows
 MAX_BAR_COLUMNS = 8  # more readout bars than this: rows of this many, scrolling beside the knobs (LSP x8: 36)
 BYPASSED_STYLE = "color: white; background: #b0602a; border-radius: 3px; padding: 0 4px; font-weight: bold"
+PLUGIN_PRESETS = "Plugin presets…"  # the first entry of a hosted plugin's preset drop-down
 IDLE_LOAD = "DSP –"  # a strip's load readout while the engine is stopped (nothing measured)
 
 
@@ -104,6 +105,7 @@ class SlotStrip(QFrame):
     forgetRequested = pyqtSignal(str)
     clearRequested = pyqtSignal(str)  # slot id: a latched readout was clicked
     gestureEnded = pyqtSignal(str, str)  # slot id, param id (or gui.undo.MIX_TARGET): a knob's gesture ended
+    presetPicked = pyqtSignal(str, str)  # slot id, the label of one of its plugin's own presets
 
     def __init__(self, slot, final: bool, parent=None, columns: tuple[int, tuple[int, ...]] = (-1, ())):
         """``columns``: where the slot's load and each of its readouts are in a readout record."""
@@ -166,6 +168,18 @@ class SlotStrip(QFrame):
         kind_row.addWidget(sub, 1)
         kind_row.addWidget(self.bypassed_tag, 0, Qt.AlignmentFlag.AlignTop)
         lay.addLayout(kind_row)
+        # a hosted plugin's own presets (label -> params): a pick moves the knobs (MainWindow, one undo step)
+        self.plugin_presets: dict[str, dict] = dict(proc.describe_extra().get("presets") or {}) \
+            if hasattr(proc, "describe_extra") else {}
+        if self.plugin_presets:
+            box = QComboBox()
+            box.setObjectName("plugin_presets")
+            box.addItem(PLUGIN_PRESETS)
+            box.addItems(list(self.plugin_presets))
+            box.setToolTip("the presets that come with the plugin: a pick sets its controls (Undo takes it back)")
+            box.activated.connect(lambda i: self._preset_picked(box, i))
+            wheel_needs_focus(box)
+            lay.addWidget(box)
         self.load_column = columns[0]
         self.load_us = 0.0
         self.load_label = QLabel(IDLE_LOAD)
@@ -368,6 +382,12 @@ class SlotStrip(QFrame):
         knob.learnRequested.connect(lambda t=target: self.learnRequested.emit(t))
         knob.forgetRequested.connect(lambda t=target: self.forgetRequested.emit(t))
         return knob
+
+    def _preset_picked(self, box: QComboBox, i: int) -> None:
+        label = box.itemText(i)
+        box.setCurrentIndex(0)  # a list to pick from, not a state: the knobs show what it set
+        if i > 0:
+            self.presetPicked.emit(self.slot_id, label)
 
     def _choice_changed(self, pid: str, i: int) -> None:
         """A drop-down's change; one after a pause of BURST_GAP_S (as a knob's wheel burst) starts a

@@ -441,6 +441,7 @@ class MainWindow(PresetActions, QMainWindow):
         strip.forgetRequested.connect(self.forget)
         strip.clearRequested.connect(lambda s: self._guard(self.clear_latches, s))
         strip.gestureEnded.connect(lambda s, t: end_gesture(self.undo_stack, s, t))
+        strip.presetPicked.connect(lambda s, label: self._guard(self.apply_plugin_preset, s, label))
 
     # ------------------------------------------------------------------ actions
     def _guard(self, fn, *args):
@@ -636,6 +637,29 @@ class MainWindow(PresetActions, QMainWindow):
     def _mix_changed(self, slot_id: str, mix: float) -> None:
         send = functools.partial(self.host.set_mix, slot_id)
         self._changed(send, slot_id, MIX_TARGET, self.host.chain.slot(slot_id).mix, mix)
+
+    def apply_plugin_preset(self, slot_id: str, label: str) -> None:
+        """One of the presets that come with a hosted plugin (its strip's drop-down): its controls
+        move to the preset's values as a hand would move them (the engine follows), one undo step."""
+        strip = self.rack.strips[slot_id]
+        params = {d.id: d for d in self.host.chain.slot(slot_id).processor.params}
+        moves = []
+        for pid, value in strip.plugin_presets[label].items():
+            d = params.get(pid)
+            if d is None or pid not in strip.controls:
+                continue
+            v = float(d.choices.index(value)) if d.choices else float(value)
+            if v != self.host.value(slot_id, pid):
+                moves.append((pid, v))
+        if not moves:  # it is what the knobs show already: no step
+            return
+        self.undo_stack.beginMacro(f"Preset {label} on {slot_id}")
+        try:
+            for pid, v in moves:
+                strip.set_value(pid, v, emit=True)
+                end_gesture(self.undo_stack, slot_id, pid)
+        finally:
+            self.undo_stack.endMacro()
 
     def _record(self, slot_id: str, target: str, old: float, new: float) -> None:
         """A change made in the panel becomes an undo step (merged into the last one while the same

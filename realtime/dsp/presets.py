@@ -16,7 +16,10 @@ plugin's slot also names the plugin, and its params are the plugin's control por
      "params": {"revtime": 2.5}}
 
 and, for a plugin implementing the LV2 state extension, its own state as Turtle (``"state"``,
-written by ``Chain.to_preset``; checked against the plugin when the preset is validated).
+written by ``Chain.to_preset``; checked against the plugin when the preset is validated). A slot
+may start from one of the presets that come with the plugin (``"plugin_preset": "Mellow"``;
+``python main.py plugins --presets`` lists them): its values are taken when the preset is read,
+the slot's own ``params`` over them, so the normalised preset holds them as params.
 """
 from __future__ import annotations
 
@@ -49,7 +52,8 @@ BUILTIN_DIR = Path(__file__).with_name("presets")
 APP = "rtaudio-host"
 TOP_KEYS = ("version", "name", "description", "chain", "midi")
 MIDI_KEYS = ("cc", "channel", "target")
-SLOT_KEYS = ("id", "processor", "uri", "bypass", "mix", "params", "state")  # uri, state: only kinds in URI_KINDS
+SLOT_KEYS = ("id", "processor", "uri", "bypass", "mix", "params", "state", "plugin_preset")  # uri, state,
+# plugin_preset: only kinds in URI_KINDS
 _TRUE = {"true", "1", "on", "yes"}
 _FALSE = {"false", "0", "off", "no"}
 
@@ -116,6 +120,16 @@ def _retired(kind: str, pid: str, label: str) -> bool:
     return True
 
 
+def _plugin_preset(cls, label, where: str) -> tuple[dict, str | None]:
+    """The values and state of the preset ``label`` that comes with a hosted plugin (``cls``)."""
+    if not isinstance(label, str) or not label:
+        raise PresetError(f"{where}: expected the name of one of the plugin's presets, got {short_repr(label)}")
+    try:
+        return cls.plugin_preset(label)
+    except PluginError as e:
+        raise PresetError(f"{where}: {e}") from None
+
+
 def _validate_slot(i: int, raw) -> dict:
     where = f"chain[{i}]"
     _check_object(raw, where, SLOT_KEYS)
@@ -144,7 +158,15 @@ def _validate_slot(i: int, raw) -> dict:
     elif "uri" in raw:
         raise PresetError(f"{where}.uri: only {list(URI_KINDS)} slots take a uri")
     state = raw.get("state")
-    if "state" in raw:
+    params = raw.get("params", {})
+    if "plugin_preset" in raw:
+        if kind not in URI_KINDS or not hasattr(cls, "plugin_preset"):
+            raise PresetError(f"{where}.plugin_preset: only {list(URI_KINDS)} slots take one of their plugin's presets")
+        values, own_state = _plugin_preset(cls, raw["plugin_preset"], f"{where}.plugin_preset")
+        if isinstance(params, dict):
+            params = {**values, **params}  # the slot's own params over the plugin preset's
+        state = state if "state" in raw else own_state
+    if "state" in raw or state is not None:
         if kind not in URI_KINDS or not hasattr(cls, "check_state"):
             raise PresetError(f"{where}.state: only {list(URI_KINDS)} slots take a state")
         if not isinstance(state, str):
@@ -166,7 +188,6 @@ def _validate_slot(i: int, raw) -> dict:
         raise PresetError(f"{where}.mix: {mix} is not finite")
     if not 0.0 <= mix <= 1.0:
         raise PresetError(f"{where}.mix: {short_repr(mix, 20)} is outside [0, 1]")
-    params = raw.get("params", {})
     if not isinstance(params, dict):
         raise PresetError(f"{where}.params: expected an object, got {type(params).__name__}")
     known = {d.id: d for d in cls.params}
@@ -647,8 +668,9 @@ def apply_overrides(preset: dict, overrides) -> dict:
     preset : dict
         The preset (validated here).
     overrides : iterable of str
-        ``"slot.param=value"``, ``"slot.bypass=true"``, ``"slot.mix=0.5"``; values parse as JSON
-        scalars where they can (choice names stay strings).
+        ``"slot.param=value"``, ``"slot.bypass=true"``, ``"slot.mix=0.5"``, ``"slot.plugin_preset=NAME"``
+        (a hosted plugin's own preset, over the slot's values); values parse as JSON scalars where
+        they can (choice names stay strings).
 
     Returns
     -------
@@ -676,6 +698,18 @@ def apply_overrides(preset: dict, overrides) -> dict:
             slot["bypass"] = True if low in _TRUE else False if low in _FALSE else raw
         elif key == "mix":
             slot["mix"] = _parse_value(raw)
+        elif key == "plugin_preset":  # its values now, over the slot's (the overrides after it go over them)
+            from realtime.dsp.processors import URI_KINDS, slot_class
+
+            if slot["processor"] not in URI_KINDS:
+                raise PresetError(f"override {short_repr(ov)}: only {list(URI_KINDS)} slots take one of their "
+                                  "plugin's presets")
+            cls = slot_class(slot["processor"], slot["uri"])
+            values, state = _plugin_preset(cls, raw, f"override {short_repr(ov)}")
+            slot["params"].update(values)
+            slot.pop("state", None)
+            if state is not None:
+                slot["state"] = state
         else:
             slot["params"][key] = _param_value(slot, key, raw)
         try:

@@ -95,6 +95,12 @@ _PROTOTYPES = {
     "lilv_state_get_plugin_uri": (_V, [_V]),
     "lilv_state_get_num_properties": (_S, [_V]),
     "lilv_state_free": (None, [_V]),
+    # a plugin's own presets (pset:Preset resources related to it): listed, loaded, read as a state
+    "lilv_plugin_get_related": (_V, [_V, _V]),  # owned nodes
+    "lilv_world_load_resource": (ctypes.c_int, [_V, _V]),
+    "lilv_world_unload_resource": (ctypes.c_int, [_V, _V]),
+    "lilv_state_new_from_world": (_V, [_V, _V, _V]),  # owned: lilv_state_free
+    "lilv_state_emit_port_values": (None, [_V, _V, _V]),
     "lilv_free": (None, [_V]),
 }
 

@@ -539,5 +539,88 @@ def parse_state(world, uri: str, text: str) -> State:
     return state
 
 
+# -- the plugin's own presets -----------------------------------------------------------------
+_port_value_fn = CFUNCTYPE(None, c_char_p, c_void_p, c_void_p, c_uint32, c_uint32)
+_RDFS_LABEL = "http://www.w3.org/2000/01/rdf-schema#label"
+
+
+def plugin_presets(world, uri: str) -> dict[str, str]:
+    """The presets that come with the plugin ``uri`` (``pset:Preset`` resources of its bundle or of
+    another, e.g. mda EPiano's "Mellow"): label -> preset URI, by label. A preset without a label is
+    named by its URI's last part; of two with one label, the first keeps it and the next get " (2)"..."""
+    L = lilv.lib()
+    plugin = world.plugin(uri)
+    if plugin is None:
+        raise PluginError(f"lv2 plugin {uri}: not installed")
+    nodes = L.lilv_plugin_get_related(plugin, world.uri(_PRESET))
+    found: dict[str, str] = {}
+    try:
+        for node in lilv.iterate("nodes", nodes):
+            preset = lilv.node_str(node)
+            with capture_stderr():  # a broken preset file: said where the preset is taken (plugin_preset)
+                L.lilv_world_load_resource(world.ptr, node)
+            label = lilv.owned_str(L.lilv_world_get(world.ptr, node, world.uri(_RDFS_LABEL), None)) or \
+                preset.rstrip("/").rsplit("/", 1)[-1].rsplit("#", 1)[-1]
+            name, n = label.strip() or preset, 1
+            while name in found:
+                n += 1
+                name = f"{label} ({n})"
+            found[name] = preset
+    finally:
+        if nodes:
+            L.lilv_nodes_free(nodes)
+    return dict(sorted(found.items(), key=lambda kv: kv[0].casefold()))
+
+
+def plugin_preset(world, uri: str, label: str) -> tuple[dict[str, float], str | None]:
+    """One of the presets that come with the plugin ``uri`` (``plugin_presets``), by label: its
+    control values by port symbol and, where it holds more than them (state properties), that
+    state as Turtle (``parse_state`` reads it; None where it has none).
+
+    Raises
+    ------
+    PluginError
+        No preset of that label (the message lists them), or lilv cannot read it.
+    """
+    presets = plugin_presets(world, uri)
+    if label not in presets:
+        listed = ", ".join(repr(k) for k in list(presets)[:12]) + (", ..." if len(presets) > 12 else "")
+        raise PluginError(f"lv2 plugin {uri}: no preset named {label!r}; "
+                          + (f"its presets: {listed}" if presets else "it comes with none"))
+    L, t = lilv.lib(), urids()
+    node = world.uri(presets[label])
+    with capture_stderr() as msgs:
+        st = L.lilv_state_new_from_world(world.ptr, ctypes.addressof(t.map_struct), node)
+    if not st:
+        raise PluginError(f"lv2 plugin {uri}: its preset {label!r} cannot be read"
+                          + (f": {'; '.join(msgs[-2:])}" if msgs else ""))
+    values: dict[str, float] = {}
+    kinds = {t.map(lilv.ATOM + k): k for k in ("Float", "Double", "Int", "Long", "Bool")}
+    c_of = {"Float": ctypes.c_float, "Double": ctypes.c_double, "Int": ctypes.c_int32, "Long": ctypes.c_int64,
+            "Bool": ctypes.c_int32}
+
+    def take(symbol, _data, value, size, kind):
+        c = c_of.get(kinds.get(kind, ""))
+        if symbol and value and c is not None and size == ctypes.sizeof(c):
+            values[symbol.decode("utf-8", "replace")] = float(c.from_address(value).value)
+
+    try:
+        callback = _port_value_fn(take)
+        L.lilv_state_emit_port_values(st, ctypes.cast(callback, c_void_p), None)
+        text = None
+        if L.lilv_state_get_num_properties(st):
+            raw = L.lilv_state_to_string(world.ptr, ctypes.addressof(t.map_struct), ctypes.addressof(t.unmap_struct),
+                                         st, STATE_SUBJECT.encode(), None)
+            if not raw:
+                raise PluginError(f"lv2 plugin {uri}: its preset {label!r}: lilv could not write its state")
+            try:
+                text = ctypes.string_at(raw).decode("utf-8")
+            finally:
+                L.lilv_free(raw)
+    finally:
+        L.lilv_state_free(st)
+    return values, text
+
+
 __all__ = ["Instance", "MAX_RUN_FRAMES", "STATE_INTERFACE", "SUPPORTED_FEATURES", "State", "UridTable",
-           "parse_state", "unsupported_features", "urids"]
+           "parse_state", "plugin_preset", "plugin_presets", "unsupported_features", "urids"]

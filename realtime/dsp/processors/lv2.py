@@ -581,6 +581,57 @@ class Lv2Plugin(Processor):
         # per sample-rate port clamped at a lower rate: (the value asked, what it was clamped to)
         self._rate_asked: dict[int, tuple[float, float]] = {}
 
+    # -- the plugin's own presets (LV2 presets extension) ---------------------------------------
+    @classmethod
+    def plugin_presets(cls) -> list[str]:
+        """The labels of the presets that come with the plugin (``lv2_host.plugin_presets``)."""
+        return list(lv2_host.plugin_presets(lv2_scan.world(), cls.uri))
+
+    @classmethod
+    def plugin_preset(cls, label: str) -> tuple[dict[str, float | str], str | None]:
+        """One of the plugin's own presets: its values by parameter id, as a preset's ``params``
+        take them (a choice by name, a number held to the knob's range), and its state as Turtle
+        (None: it holds only control values, as every preset of Debian's plugins does).
+
+        Raises
+        ------
+        PluginError
+            No preset of that label (the message lists them), or lilv cannot read it.
+        """
+        values, state = lv2_host.plugin_preset(lv2_scan.world(), cls.uri, label)
+        params: dict[str, float | str] = {}
+        for port, prm in zip(cls.info.controls, cls.params):
+            v = values.get(port.symbol)
+            if v is None or not math.isfinite(v):
+                continue
+            v = float(f"{v:.7g}")  # float32 in the preset: 0.65, not 0.6499999761581421
+            if prm.choices:
+                try:
+                    params[prm.id] = prm.choices[prm.choice_of(v)]
+                except ParamError:  # between two points: the nearest one
+                    points = getattr(prm, "points", None) or range(len(prm.choices))
+                    params[prm.id] = prm.choices[min(range(len(points)), key=lambda k: abs(points[k] - v))]
+            else:
+                params[prm.id] = min(prm.max, max(prm.min, v))
+        return params, state
+
+    @classmethod
+    def value_presets(cls) -> dict[str, dict[str, float | str]]:
+        """The plugin's own presets that hold control values alone (every one of Debian's plugins'),
+        label -> params as ``plugin_preset`` gives them: what the panel's preset drop-down moves the
+        knobs to, live. Read once per process; one lilv cannot read is left out."""
+        if cls.__dict__.get("_value_presets") is None:
+            found = {}
+            for label in cls.plugin_presets():
+                try:
+                    params, state = cls.plugin_preset(label)
+                except PluginError:
+                    continue
+                if state is None:
+                    found[label] = params
+            cls._value_presets = found
+        return cls._value_presets
+
     # -- state (LV2 state extension) ---------------------------------------------------------
     @classmethod
     def check_state(cls, text: str) -> None:
@@ -1120,14 +1171,15 @@ class Lv2Plugin(Processor):
 
     def describe_extra(self) -> dict:
         """What ``Chain.describe()`` adds for UIs: uri, plugin name, hard_rt, channel adaptation,
-        has_state (it declares the state extension: it keeps more than its control values), and the
+        has_state (it declares the state extension: it keeps more than its control values), the
         output samples replaced by 0 and instance resets that followed (``bad_output_samples``,
-        ``instance_resets``)."""
+        ``instance_resets``), and the plugin's own presets of control values (``value_presets``)."""
         info = self.info
         adaptation = self.adaptation or _layout(len(info.main_inputs), len(info.main_outputs))  # before prepare
         return {"uri": self.uri, "plugin_name": self.info.name, "hard_rt": self.hard_rt, "adaptation": adaptation,
                 "has_state": lv2_host.STATE_INTERFACE in self.info.extension_data,
-                "bad_output_samples": self.bad_output_samples, "instance_resets": self.instance_resets}
+                "bad_output_samples": self.bad_output_samples, "instance_resets": self.instance_resets,
+                "presets": self.value_presets()}
 
     @property
     def instances(self) -> list:

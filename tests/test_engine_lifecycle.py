@@ -20,7 +20,7 @@ from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
 from realtime.io.jackserver import DummyJackServer
 
-from .jack_helpers import Identity, LogMidi, Rig, hold_gil, lag_of
+from .jack_helpers import GlitchTries, Identity, LogMidi, Rig, hold_gil, lag_of
 
 pytestmark = pytest.mark.jack
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,6 +53,7 @@ for line in sys.stdin:
     elif cmd == "stats":
         st = eng.stats()
         print(json.dumps({"callbacks": st["callbacks"], "late_blocks": st["late_blocks"],
+                          "server_xruns": st["server_xruns"], "delayed_callbacks": st["delayed_callbacks"],
                           "prefill": eng.config.prefill_blocks, "raised_from": eng.prefill_raised_from,
                           "added": eng.latency()["added_frames"], "chain": eng.latency()["chain_latency_frames"]}),
               flush=True)
@@ -151,30 +152,54 @@ def test_a_stopped_engines_stream_does_not_run_on_once_a_paused_server_resumes(c
 def test_a_server_period_of_many_blocks_raises_the_prefill_to_cover_its_burst(child):
     # JACK at 1024 frames runs a 128-frame callback 8 times in a row per cycle; with 2 blocks of
     # pre-fill 3 of 4 blocks were silence (late), for as long as the stream ran
+    # judged over windows of a settled stream: one missed cycle of the server costs 8 late blocks at
+    # this period, so a window where the server glitched is taken again (up to 4); the fault was 75 %
     c = child(1024, blocksize=128)
-    time.sleep(2.0)
+    time.sleep(1.0)
     st = c.ask("stats")
     assert st["prefill"] == 9 and st["raised_from"] == 2
     assert st["added"] == 9 * 128 + st["chain"]
-    assert st["late_blocks"] <= 0.02 * st["callbacks"], st
+    windows = []
+    for _ in range(4):
+        time.sleep(1.5)
+        now = c.ask("stats")
+        d = {k: now[k] - st[k] for k in ("callbacks", "late_blocks", "server_xruns", "delayed_callbacks")}
+        st = now
+        if d["late_blocks"] <= 0.02 * d["callbacks"]:
+            return
+        windows.append(d)
+        assert d["server_xruns"] or d["delayed_callbacks"], f"late with the server keeping time: {windows}"
+    pytest.fail(f"late in every window: {windows}")
 
 
 def test_a_prefill_larger_than_the_ring_keeps_the_latency_through_stalls(jack_server):
     # the input ring now holds the pre-fill on top of its blocks: the credit for input dropped in a
     # stall no longer exceeds what the output side skips (the latency shrank by 1024 frames for good)
+    # an xrun of the server can move JACK's graph order by a period (test_underrun_keeps_latency_constant):
+    # a run whose lags differ is repeated where the server glitched, and fails at once where it did not
     rng = np.random.default_rng(0)
     sig = (0.2 * rng.standard_normal((24000, 2))).astype(np.float32)
-    with Engine(Identity(), EngineConfig(blocksize=128, prefill_blocks=40)) as eng, Rig(2) as rig:
-        time.sleep(0.5)
-        before = lag_of(sig, rig.take(sig), 12000)
-        t = threading.Thread(target=hold_gil, args=(600,))
-        t.start()
-        t.join()
-        time.sleep(0.5)
-        assert eng.stats()["late_blocks"] > 0  # the stall did happen
-        after = lag_of(sig, rig.take(sig), 12000)
-    assert after == before
-    assert int(eng.stats_arr[cb.ST_SKIP_DEBT]) == 0
+    tried, tries = [], GlitchTries(least=3)
+    for _ in tries:
+        with Engine(Identity(), EngineConfig(blocksize=128, prefill_blocks=40)) as eng, Rig(2) as rig:
+            time.sleep(0.5)
+            xruns0 = eng.stats()["server_xruns"]
+            before = lag_of(sig, rig.take(sig), 12000)
+            t = threading.Thread(target=hold_gil, args=(600,))
+            t.start()
+            t.join()
+            time.sleep(0.5)
+            assert eng.stats()["late_blocks"] > 0  # the stall did happen
+            after = lag_of(sig, rig.take(sig), 12000)
+            xruns = eng.stats()["server_xruns"] - xruns0
+            assert int(eng.stats_arr[cb.ST_SKIP_DEBT]) == 0
+        if after == before:
+            return
+        if not xruns:
+            pytest.fail(f"the latency moved from {before} to {after} frames with the server keeping time; "
+                        f"earlier runs: {tried}")
+        tried.append((before, after, xruns))
+    pytest.fail(f"the latency moved in every run, {tries.words()}: {tried}")
 
 
 class _Stalls(Identity):

@@ -82,6 +82,7 @@ print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     st, lat = eng.stats(), eng.latency()
     print(json.dumps({"callbacks": st["callbacks"], "late_blocks": st["late_blocks"],
+                      "server_xruns": st["server_xruns"], "delayed_callbacks": st["delayed_callbacks"],
                       "prefill": eng.config.prefill_blocks, "added": lat["added_frames"],
                       "chain": lat["chain_latency_frames"], "round_trip_ms": lat["round_trip_ms"],
                       "notices": list(getattr(eng, "notices", []))}), flush=True)
@@ -109,9 +110,19 @@ def test_a_longer_server_period_mid_run_raises_the_prefill_and_says_so():
         subprocess.run(["jack_bufsize", "1024"], env=_env(), capture_output=True, timeout=30, check=True)
         assert _wait_for(lambda: ask()["prefill"] == 9, 10), ask()
         time.sleep(1.0)  # settled at the new period
+        # windows of 1.5 s: one missed cycle of the server costs 8 late blocks at this period, so a
+        # window where it glitched is taken again (up to 4); one where it kept time is judged
         a = ask()
-        time.sleep(1.5)
-        b = ask()
+        windows = []
+        for _ in range(4):
+            time.sleep(1.5)
+            b = ask()
+            late, callbacks = b["late_blocks"] - a["late_blocks"], b["callbacks"] - a["callbacks"]
+            glitched = b["server_xruns"] - a["server_xruns"] + b["delayed_callbacks"] - a["delayed_callbacks"]
+            windows.append((late, callbacks, glitched))
+            if late <= 0.02 * callbacks or not glitched:
+                break
+            a = b
         p.stdin.close()
         p.wait(30)
     finally:
@@ -120,8 +131,7 @@ def test_a_longer_server_period_mid_run_raises_the_prefill_and_says_so():
         server.stop()
     assert b["added"] == 9 * 128 + b["chain"]
     assert b["round_trip_ms"] > before["round_trip_ms"] + 1000 * 7 * 128 / 48000  # the status line's figure follows
-    late, callbacks = b["late_blocks"] - a["late_blocks"], b["callbacks"] - a["callbacks"]
-    assert callbacks > 0 and late <= 0.02 * callbacks, (a, b)  # before: 3 of every 4
+    assert callbacks > 0 and late <= 0.02 * callbacks, windows  # before: 3 of every 4
     assert any("from 128 to 1024 frames" in n and "pre-fill raised to 9 blocks" in n for n in b["notices"]), b
 
 

@@ -58,6 +58,11 @@ class HostBase:
         """Whether the engine is alive but stopped answering (an engine process can hang)."""
         return False
 
+    def chain_renewed(self) -> bool:
+        """Whether ``chain`` was re-read from an engine process since the last call (one that did
+        not answer a structural change in time): the window redraws the rack."""
+        return False
+
     def device_lost(self) -> bool:
         """Whether the audio device or server went since the engine last played, so that only a
         new engine process opens a stream again (``RemoteEngineHost``; one in this process cannot)."""

@@ -72,6 +72,10 @@ class RemoteEngineHost(HostBase):
         self._proc = None
         self._plugins = tuple(plugins)
         self._hung = False  # the last command timed out: the process may be alive but stuck
+        # a structural command timed out: the engine process may have changed its chain after all, so
+        # ``chain`` (what knob moves are addressed by) is not to be trusted until re-read (``status``)
+        self._view_stale = False
+        self._view_renewed = False  # ... and was re-read since the window last asked (``chain_renewed``)
         self._lost = False  # the audio server or device went while it played, and nothing played since
         self._lv2_states: dict[str, str] = {}  # LV2 slots' own state, from the last preset that had it
         self.running = False
@@ -108,7 +112,7 @@ class RemoteEngineHost(HostBase):
         from gui.remote.server import serve
 
         self._seq = 0  # of the last command sent (the start's reply is 0)
-        self._hung = False
+        self._hung = self._view_stale = False  # a new process runs the chain the panel shows
         if self._closed:  # closed from another thread during a restart
             raise EngineProcessError("the panel's engine connection is closed")
         proc = ctx.Process(target=serve, args=(child, self._names, p, asdict(self.config), self._plugins),
@@ -199,6 +203,7 @@ class RemoteEngineHost(HostBase):
             try:
                 return self._call(cmd, *args)
             except EngineProcessError:
+                self._view_stale = self._view_stale or self._hung  # given up on: it may finish all the same
                 raise
             except Exception:
                 try:
@@ -274,11 +279,21 @@ class RemoteEngineHost(HostBase):
     def status(self) -> dict:
         # once a poll timed out, later polls wait only briefly: the window must not freeze each second
         st = self._call("status", timeout=HUNG_STATUS_TIMEOUT_S if self._hung else STATUS_TIMEOUT_S)
+        if self._view_stale:  # it answers again: its chain as it is now, which the window redraws
+            with self.rings.lock:
+                self._apply(self._call("snapshot"))
+                self._view_stale, self._view_renewed = False, True
         self.running = st["running"]
         # a loss stays known once stopped (the next start's engine no longer says it); a stream that
         # came back (a server paused, then resumed) forgets it
         self._lost = st.get("device_lost", False) or (self._lost and not self.running)
         return st
+
+    def chain_renewed(self) -> bool:
+        """Whether ``chain`` was re-read from the engine process since the last call (a structural
+        command it did not answer in time finished after all, or failed): the window redraws it."""
+        renewed, self._view_renewed = self._view_renewed, False
+        return renewed
 
     def device_lost(self) -> bool:
         """The audio server or device went while the engine played, and no start worked since: the
@@ -379,6 +394,9 @@ class RemoteEngineHost(HostBase):
         with self.rings.lock:
             if self._closed or not self.engine_alive():  # nobody would ever apply it
                 raise self._not_running()
+            if self._view_stale:  # addressed by a chain the engine process may no longer run: the wrong knob
+                raise EngineProcessError("the engine process has not answered the last change of the chain: "
+                                         "the controls wait until it does (or Restart engine)")
             rec = getattr(self._writer, op)(*args)
             apply_record(self.chain, *rec)
             return rec

@@ -197,16 +197,25 @@ class ChainView(SlotLookup):
         self._by_id = {s.id: s for s in self.slots}
 
 
-def apply_record(chain, si: int, pi: int, value: float, kind: int) -> None:
+def apply_record(chain, si: int, pi: int, value: float, kind: int) -> bool:
     """Apply one control record to a ``Chain`` (the DSP thread, between blocks) or a
-    ``ChainView`` (a client mirroring what it sent). The writer validated it."""
+    ``ChainView`` (a client mirroring what it sent). The writer validated it against its chain; one
+    whose indices this chain does not have (the writer's view of the chain was out of date) is left
+    out, False: it raised on the DSP thread, which stopped for good."""
+    if not 0 <= si < len(chain.slots):
+        return False
     slot = chain.slots[si]
     if kind == PARAM:
+        if not 0 <= pi < len(slot.processor.values):
+            return False
         slot.processor.values[pi] = value
     elif kind == BYPASS:
         slot.bypass = bool(value)
-    else:
+    elif kind == MIX:
         slot.mix = value
+    else:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- writer

@@ -92,6 +92,7 @@ class Engine:
         self.config.validate()
         self.tap = tap
         self.error: str | None = None  # set when the device/server disappears or the DSP thread died
+        self.stale_control_records = 0  # control records whose slot or parameter the chain does not have
         self._device_lost = False
         self.rings = rings if rings is not None else ControlRings()
         # through a weak reference: engine -> writer -> engine would be a cycle, and the gc.freeze()
@@ -672,7 +673,8 @@ class Engine:
         ctrl, chain = self.rings.control, self.chain
         n = 0
         while ring_pop(ctrl.buf, ctrl.idx, rec, 1):
-            apply_record(chain, int(rec[0, 0]), int(rec[0, 1]), rec[0, 2], int(rec[0, 3]))
+            if not apply_record(chain, int(rec[0, 0]), int(rec[0, 1]), rec[0, 2], int(rec[0, 3])):
+                self.stale_control_records += 1  # addressed to a chain this engine no longer runs: left out
             n += 1
         if n:
             stamp_applied(self.rings.applied, ctrl.idx[READ] - n, n, time.perf_counter_ns())
@@ -933,7 +935,8 @@ class Engine:
             median block's share of the period, ``dsp_load_mean``: the mean's, ``blocks_processed``),
             the DSP thread's page faults, ``dropped_midi_events`` (MIDI messages the chain's full
             per-block queues dropped, controllers first, since its processors were made) and
-            ``error`` (None, or why the stream died or pauses: ``stalled``).
+            ``error`` (None, or why the stream died or pauses: ``stalled``), ``stale_control_records``
+            (changes left out: addressed by a writer whose view of the chain was out of date).
         """
         d = self.diagnostics
         if not self._running:
@@ -948,7 +951,7 @@ class Engine:
                 "input_dropped_frames": int(st[cb.ST_IN_DROPPED]), **counters,
                 "nonfinite_scrubbed": int(st[cb.ST_NONFINITE]), "clipped": int(st[cb.ST_CLIPPED]),
                 **summary, **self.dsp_page_faults(), "dropped_midi_events": dropped_midi_events(self.chain),
-                "error": self.error,
+                "error": self.error, "stale_control_records": self.stale_control_records,
                 "processor_errors": dict(getattr(self.chain, "failures", {}))}
 
     def dsp_page_faults(self) -> dict:

@@ -1,0 +1,64 @@
+"""Control records addressed by an out-of-date view of the chain (forty-sixth session's engine
+review): the DSP thread stopped for good on one, and the panel's client went on addressing knobs by
+a chain the engine process no longer ran once a structural command had outlived its timeout."""
+import time
+
+import pytest
+
+from realtime.dsp.chain import Chain, Slot
+from realtime.dsp.processors.biquad import Biquad
+from realtime.dsp.processors.gain import Gain
+from realtime.engine.config import EngineConfig
+from realtime.engine.control import ControlWriter
+from realtime.engine.engine import Engine
+
+
+def test_a_record_for_a_slot_the_chain_no_longer_has_is_left_out_not_fatal():
+    """(slot 1, param 1) of a chain whose eq was removed: IndexError on the DSP thread, which ended
+    ("the DSP thread stopped"), and silence until a restart."""
+    old = Chain([Slot(Gain(), "gain"), Slot(Biquad(), "eq")])
+    new = Chain([Slot(Gain(), "gain")])
+    eng = Engine(new, EngineConfig())
+    stale = ControlWriter(eng.rings, old)
+    stale.set_param("eq", "freq_hz", 2000.0)
+    stale.set_param("gain", "gain_db", -6.0)  # one its chain has: taken
+    assert eng.apply_pending_control() == 2
+    assert new.slot("gain").processor.get_param("gain_db") == -6.0
+    assert eng.stats()["stale_control_records"] == 1 and eng.error is None
+
+
+def test_the_panel_re_reads_the_chain_after_a_change_it_gave_up_on(monkeypatch):
+    """An add that outlived the client's timeout (60 s: a big sampler, a TensorRT build) finished in
+    the engine process after all; the client kept its old view, and the next knob move set the
+    new first slot's value ("g"'s gain went to the slot added before it)."""
+    pytest.importorskip("PyQt6")
+    from gui.remote import client as remote
+    from gui.remote.client import EngineProcessError, RemoteEngineHost
+
+    from .gui_slowbuild import BUILD_S
+
+    preset = {"version": 1, "name": "t", "chain": [{"id": "g", "processor": "gain"}, {"id": "eq", "processor": "biquad"}]}
+    host = RemoteEngineHost(preset, EngineConfig(), plugins=("tests.gui_slowbuild",))
+    try:
+        host.status()
+        monkeypatch.setitem(remote.RemoteEngineHost._call.__kwdefaults__, "timeout", BUILD_S / 4)
+        with pytest.raises(EngineProcessError, match="did not answer"):
+            host.add_slot("slowbuild", index=0)
+        monkeypatch.undo()
+        with pytest.raises(EngineProcessError, match="has not answered the last change"):
+            host.set_param("g", "gain_db", -40.0)  # addressed by a chain it may no longer run: refused
+        deadline = time.monotonic() + 60
+        while True:  # the window's status poll, once a second (each one asked is answered in turn)
+            try:
+                host.status()
+                break
+            except EngineProcessError:
+                assert time.monotonic() < deadline
+                time.sleep(1.0)
+        assert [s.id for s in host.chain.slots] == ["slowbuild", "g", "eq", "safety"]
+        assert host.chain_renewed() and not host.chain_renewed()  # the window redraws once
+        host.set_param("g", "gain_db", -40.0)
+        values = {s.id: list(s.processor.values) for s in host.engine_values().slots}
+        assert values["g"][0] == -40.0
+    finally:
+        host.close()

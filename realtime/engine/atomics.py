@@ -76,3 +76,20 @@ def pointer_as_address(typingctx, ptr):
         return builder.ptrtoint(args[0], ir.IntType(64))
 
     return sig, codegen
+
+
+from numba import njit  # noqa: E402
+
+
+@njit(nogil=True, cache=True)
+def publish(ctl, slot, value):
+    """``ctl[slot] = value`` as a release store, from Python: a compiled reader that loads ``slot``
+    with acquire sees every store made before it (plain numpy stores may be reordered on ARM)."""
+    store_release(ctl, slot, value)
+
+
+@njit(nogil=True, cache=True)
+def observe(ctl, slot):
+    """``ctl[slot]`` as an acquire load, from Python (the other side of ``publish``)."""
+    return load_acquire(ctl, slot)
+

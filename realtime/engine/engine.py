@@ -39,6 +39,7 @@ import numpy as np
 
 from realtime.dsp.processor import dropped_midi_events
 from realtime.engine import callback as cb
+from realtime.engine.atomics import observe, publish
 from realtime.engine.config import COMMON_RATES, EngineConfig
 from realtime.engine.control import ControlRings, ControlWriter, apply_record, stamp_applied
 from realtime.engine.diagnostics import HISTORY, Diagnostics
@@ -317,7 +318,7 @@ class Engine:
         if c.mode == "input":
             return True
         ctl[cb.CTL_FADED] = 0  # (a swap's fade-out before may have set it)
-        ctl[cb.CTL_FADE_TARGET] = 0
+        publish(ctl, cb.CTL_FADE_TARGET, 0)  # after it: the callback reads the target first (acquire)
         deadline = self._deadline_after(int(ctl[cb.CTL_FADE_LEN]))
         while ctl[cb.CTL_FADED] == 0 and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -412,6 +413,8 @@ class Engine:
         ring_pop(self.timing.buf, self.timing.idx, np.zeros((1, cb.TIME_WIDTH), np.int64), 0)  # the monitor's
         self._switches.store(0, self.diagnostics.dsp_switches)
         ControlRings.compile()  # the producers' side too (set_param, send_midi)
+        scratch = np.zeros(1, np.int64)  # the fades' release store (on an array nobody reads)
+        publish(scratch, 0, observe(scratch, 0))
         for ring in (self.in_ring, self.out_ring, r.meter, r.readout, r.audio) + ((self.tap,) if self.tap is not None else ()):
             ring_push(ring.buf, ring.idx, self._block, 0)
             # the pop's signature too, on a ring of the same type: the read index belongs to the consumer
@@ -648,7 +651,7 @@ class Engine:
         """Fade the output in again from the next block the DSP thread delivers (a swap called off)."""
         ctl = self._ctl
         ctl[cb.CTL_FADE_FROM] = self.out_ring.idx[WRITE]
-        ctl[cb.CTL_FADE_TARGET] = ctl[cb.CTL_FADE_LEN]
+        publish(ctl, cb.CTL_FADE_TARGET, ctl[cb.CTL_FADE_LEN])  # after FADE_FROM, which the callback reads after it
 
     def apply_pending_control(self) -> int:
         """Apply the control records queued so far, now, if the engine is stopped (while it
@@ -792,7 +795,7 @@ class Engine:
             if self._swap_faded:
                 ctl = self._ctl
                 ctl[cb.CTL_FADE_FROM] = self.out_ring.idx[WRITE] + int(new.latency)
-                ctl[cb.CTL_FADE_TARGET] = ctl[cb.CTL_FADE_LEN]
+                publish(ctl, cb.CTL_FADE_TARGET, ctl[cb.CTL_FADE_LEN])  # after FADE_FROM (the callback's acquire)
             self._swap_to = None
             self._swapped.set()
             return True

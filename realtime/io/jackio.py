@@ -23,9 +23,9 @@ import ctypes.util
 import time
 
 import numpy as np
-from numba import carray, cfunc, njit, types
+from numba import carray, cfunc, types
 
-from realtime.engine.atomics import address_as_pointer, load_acquire, store_release
+from realtime.engine.atomics import address_as_pointer, load_acquire, observe, publish, store_release
 from realtime.errors import JackError
 from realtime.io.bounded import done_within
 
@@ -70,16 +70,6 @@ def _load_libjack():
 
 _lib = None
 _callbacks = {}
-
-
-@njit(nogil=True, cache=True)
-def _publish(ctl, slot, value):
-    store_release(ctl, slot, value)
-
-
-@njit(nogil=True, cache=True)
-def _observe(ctl, slot):
-    return load_acquire(ctl, slot)
 
 
 def _libjack():
@@ -154,7 +144,7 @@ def compile_callbacks() -> None:
     _compile("play")
     _compile("record")
     scratch = np.zeros(CTL_SIZE, np.int64)  # and the Python side's release/acquire helpers
-    _publish(scratch, C_STATE, _observe(scratch, C_STATE))
+    publish(scratch, C_STATE, observe(scratch, C_STATE))
 
 
 def server_period() -> int | None:
@@ -254,25 +244,25 @@ class _NativeClient:
     def _run(self) -> None:
         self.ctl[C_POS] = 0
         self.ctl[C_START] = -1
-        _publish(self.ctl, C_STATE, RUNNING)  # last: the callback reads the slots above only once it sees this
+        publish(self.ctl, C_STATE, RUNNING)  # last: the callback reads the slots above only once it sees this
 
     def _stop(self) -> None:
         """Stop and let a cycle that may already have read RUNNING finish, so the buffer it holds
         can be replaced or freed."""
-        _publish(self.ctl, C_STATE, IDLE)
+        publish(self.ctl, C_STATE, IDLE)
         if self._active:
-            cycles, deadline = _observe(self.ctl, C_CYCLES), time.monotonic() + 0.5
-            while _observe(self.ctl, C_CYCLES) < cycles + 2 and time.monotonic() < deadline:
+            cycles, deadline = observe(self.ctl, C_CYCLES), time.monotonic() + 0.5
+            while observe(self.ctl, C_CYCLES) < cycles + 2 and time.monotonic() < deadline:
                 time.sleep(0.001)
 
     @property
     def pos(self) -> int:
-        return int(_observe(self.ctl, C_POS))
+        return int(observe(self.ctl, C_POS))
 
     @property
     def start_frame(self) -> int:
         """JACK frame time of the first frame played or recorded (-1: none yet)."""
-        return int(_observe(self.ctl, C_START))
+        return int(observe(self.ctl, C_START))
 
     def _activate(self, pairs: list[tuple[str, str]]) -> None:
         lib = _libjack()
@@ -326,12 +316,12 @@ class JackPlayer(_NativeClient):
 
     @property
     def playing(self) -> bool:
-        return _observe(self.ctl, C_STATE) == RUNNING
+        return observe(self.ctl, C_STATE) == RUNNING
 
     def wait(self, timeout: float) -> bool:
         """Wait until the signal has been played out; False on timeout."""
         deadline = time.monotonic() + timeout
-        while _observe(self.ctl, C_STATE) != DONE:
+        while observe(self.ctl, C_STATE) != DONE:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
@@ -351,11 +341,11 @@ class JackRecorder(_NativeClient):
 
     @property
     def recording(self) -> bool:
-        return _observe(self.ctl, C_STATE) == RUNNING
+        return observe(self.ctl, C_STATE) == RUNNING
 
     @recording.setter
     def recording(self, on: bool) -> None:
-        if on and _observe(self.ctl, C_STATE) == IDLE:
+        if on and observe(self.ctl, C_STATE) == IDLE:
             self._run()
         elif not on:
             self._stop()  # what was recorded stays readable

@@ -62,3 +62,36 @@ def test_the_panel_re_reads_the_chain_after_a_change_it_gave_up_on(monkeypatch):
         assert values["g"][0] == -40.0
     finally:
         host.close()
+
+
+def _healthy_server(period: int, host_period_known: bool, block=128, sr=48000, late_every=500, cycles=400):
+    """Timing records of a server keeping time whose period runs ``period // block`` callbacks back
+    to back per cycle, every ``late_every``-th block late through the DSP thread's own fault."""
+    import numpy as np
+
+    from realtime.engine import callback as cb
+    from realtime.engine.diagnostics import Diagnostics
+
+    d = Diagnostics(sr, block, -(-period // block) + 1)
+    if host_period_known:
+        d.host_period = period
+    recs, t, n = [], 10 ** 12, 0
+    for _ in range(cycles):
+        for k in range(period // block):
+            recs.append((t + k * 5000, 20000, block, cb.LATE_FLAG if n % late_every == late_every - 1 else 0))
+            n += 1
+        t += int(period * 1e9 / sr)
+    d.add_callbacks(np.array(recs, np.int64))
+    return d, sum(1 for r in recs if r[3] & cb.LATE_FLAG)
+
+
+def test_late_blocks_under_a_longer_server_period_are_not_all_blamed_on_the_server():
+    """At a JACK period of 1024 frames (8 callbacks of 128 back to back a cycle) every late block was
+    the server's ("late_blocks_ours" read 0 whatever the DSP thread did) and "delayed_callbacks" grew
+    by ~47 a second on a server keeping time: gaps were judged against the block's period."""
+    d, late = _healthy_server(1024, host_period_known=True)
+    assert late > 0 and len(d.late_pending) == late and d.delayed_callbacks == 0
+    d, late = _healthy_server(128, host_period_known=True)  # one callback a cycle: as before
+    assert len(d.late_pending) == late and d.delayed_callbacks == 0
+    d, late = _healthy_server(1024, host_period_known=False)  # the period not known: what it did
+    assert len(d.late_pending) == 0 and d.delayed_callbacks > 0

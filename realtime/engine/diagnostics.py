@@ -5,7 +5,9 @@ ring by the monitor thread) and the DSP thread's (start, wall time, CPU time and
 switches per block, written by the DSP thread). From them:
 
 - server timing anomalies: a callback delayed (gap > 1.5 periods), bunched right after one
-  (catching up, gap < 0.5 periods), or carrying PortAudio's xrun flags;
+  (catching up, gap < 0.5 periods), or carrying PortAudio's xrun flags; where the server's period
+  is longer than the callback's (JACK at 1024 frames runs a 128-frame callback 8 times back to back),
+  a gap is judged against the server's period, and a burst is no bunching;
 - late blocks (callbacks whose output was not ready) with no anomaly among the callbacks that
   could have affected them (this one and the prefill + 1 before) are either the hypervisor's
   ("stolen": it took at least a block period of CPU from the DSP thread in their window) or
@@ -59,6 +61,7 @@ class Diagnostics:
         self._window = prefill_blocks + 2
         self._odd_tail = np.zeros(self._window - 1, bool)
         self._last_start_ns = 0
+        self.host_period = 0  # the server's period in frames (0: not known; the engine's monitor sets it)
 
     def set_prefill(self, prefill_blocks: int) -> None:
         """The pre-fill was raised while streaming (the server's period grew): the attribution window
@@ -84,11 +87,13 @@ class Diagnostics:
         starts = recs[:, 0]
         prev = np.concatenate(([self._last_start_ns or starts[0]], starts[:-1]))
         period_ns = recs[:, 2] * 1e9 / self.samplerate
+        cycle_ns = np.maximum(period_ns, self.host_period * 1e9 / self.samplerate)  # a server cycle
+        bursts = cycle_ns > 1.01 * period_ns  # several callbacks per cycle: back to back by design
         gaps = starts - prev
-        delayed = gaps > 1.5 * period_ns
+        delayed = gaps > 1.5 * cycle_ns
         self.max_callback_gap_ms = max(self.max_callback_gap_ms, float(gaps.max()) * 1e-6)
         self.delayed_callbacks += int(np.count_nonzero(delayed))
-        odd = delayed | (gaps < 0.5 * period_ns) | ((recs[:, 3] & (cb.LATE_FLAG - 1)) != 0)
+        odd = delayed | ((gaps < 0.5 * period_ns) & ~bursts) | ((recs[:, 3] & (cb.LATE_FLAG - 1)) != 0)
         if not self._last_start_ns:
             odd[0] = False  # the very first callback has no predecessor
         self._last_start_ns = int(starts[-1])

@@ -175,6 +175,7 @@ class Engine:
             self.config = dataclasses.replace(c, prefill_blocks=need)
             self.prefill_raised_from = c.prefill_blocks
             self._size_buffers()
+        self.diagnostics.host_period = self._host_period or 0  # (after _size_buffers: a new one)
 
     def _read_host_period(self) -> int | None:
         """The JACK server's period now, through the watch (None: no watch, or closed)."""
@@ -190,7 +191,7 @@ class Engine:
         applied. A shorter period leaves the pre-fill as it is (lowering it would drop audio).
         One line for the user goes to ``notices``."""
         c, old = self.config, self._host_period
-        self._host_period = period
+        self._host_period = self.diagnostics.host_period = period
         self._scale_device_latency(old, period)
         need = _blocks_for_period(period, c.blocksize) if period > c.blocksize else c.prefill_blocks
         said = f"the JACK server's period changed from {old} to {period} frames"
@@ -858,7 +859,7 @@ class Engine:
                 next_period_look = now + PERIOD_LOOK_S
                 host = self._read_host_period()
                 if host is not None and self._host_period is None:  # not known at start: from now on
-                    self._host_period = host
+                    self._host_period = self.diagnostics.host_period = host
                 elif host is not None and host != self._host_period:
                     self._host_period_changed(host)
 

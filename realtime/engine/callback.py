@@ -23,7 +23,7 @@ from realtime.dsp.kernels import scrub_into
 from realtime.engine.atomics import address_as_pointer, load_acquire, pointer_as_address, store_release
 from realtime.engine.ring import READ as RING_READ
 from realtime.engine.ring import WRITE as RING_WRITE
-from realtime.engine.ring import ring_discard, ring_pop, ring_push, ring_push_silence
+from realtime.engine.ring import ring_discard, ring_pop, ring_push, ring_push_silence, ring_readable
 
 # control block layout (int64 slots)
 CTL_IN_BUF, CTL_IN_IDX, CTL_IN_CAP, CTL_IN_CH = 0, 1, 2, 3
@@ -47,7 +47,10 @@ CTL_FADE_TARGET = 26  # where it heads: CTL_FADE_LEN from the start, 0 once a st
 CTL_FADE_FROM = 27  # the output ring index the fade-in begins at: the first frame after the pre-fill and the chain's latency
 CTL_FADED = 28  # set by the callback once a whole block has played at 0 after a fade-out: the stream may stop
 CTL_LAST_OUT = 29  # address of float32[channels]: the last frame the callback played (``declick_underrun``)
-CTL_SIZE = 30
+# input frames the DSP thread dropped unprocessed after a stall, their output due to be discarded
+# (``drop_stale_input``; the DSP thread's own, monotonic): credit against the skip debt
+CTL_DSP_DROPPED = 30
+CTL_SIZE = 31
 UNDERRUN_RAMP_S = 0.001  # an underrun's silence starts with a ramp this long from the last frame played
 
 # stats slots (int64, written only by the callback)
@@ -64,6 +67,7 @@ ST_NONFINITE = 8  # non-finite output samples replaced by 0 (should stay 0: the 
 ST_CLIPPED = 9  # output samples beyond +-1 clamped
 ST_TIMING_DROPPED = 10
 ST_LATE_MUTED = 11  # late blocks played wholly at fade gain 0 (a swap, a stop, a start's pre-fill): silence either way
+ST_DSP_DROPPED_SEEN = 12  # CTL_DSP_DROPPED as the callback last credited it
 ST_SIZE = 16
 
 TIME_WIDTH = 4  # timing record: start_ns, duration_ns, frames, status flags (| LATE_FLAG)
@@ -195,6 +199,40 @@ def count_missing_input(frames, stats, duplex):
 
 
 @njit(nogil=True, cache=True)
+def credit_stale_input(ctl, stats):
+    """The input frames the DSP thread dropped from its backlog since the last look (``drop_stale_input``)
+    count as credit against the skip debt, as the input ring's own drops do (duplex)."""
+    dropped = load_acquire(ctl, CTL_DSP_DROPPED)
+    new = dropped - stats[ST_DSP_DROPPED_SEEN]
+    if new != 0:
+        stats[ST_SKIP_DEBT] -= new
+        store_release(stats, ST_DSP_DROPPED_SEEN, dropped)  # the DSP thread waits for this before it pushes
+
+
+@njit(nogil=True, cache=True)
+def drop_stale_input(in_buf, in_idx, out_idx, stats, ctl, least):
+    """The DSP thread's side of a stall (duplex): the input that piled up meanwhile would be
+    processed only for the callback to discard its output (skip debt), a silence that outlasted the
+    stall by load / (1 - load) (80 % load: a 30-period stall, 112 periods more). The oldest frames
+    whose output is due to be discarded (the debt beyond what the output ring holds) are dropped
+    unprocessed, at least ``least`` of them, and published for the callback to credit; the rest
+    (the pre-fill's lead) is processed as always. Returns how many; none while the callback has not
+    credited the last ones (its debt still counts them). A callback that reads the credit just
+    before it is published and discards a block pushed just after it in its place (microseconds
+    apart) costs a glitch, not latency: the credit then leaves the debt negative, which the next
+    underrun's frames fill instead of discarding as many."""
+    if load_acquire(stats, ST_DSP_DROPPED_SEEN) != ctl[CTL_DSP_DROPPED]:
+        return -1
+    queued = ring_readable(out_idx)  # first: what the callback discards of it meanwhile lowers the debt read next
+    stale = min(load_acquire(stats, ST_SKIP_DEBT) - queued, ring_readable(in_idx))
+    if stale < least:
+        return 0
+    ring_discard(in_buf, in_idx, stale)
+    store_release(ctl, CTL_DSP_DROPPED, ctl[CTL_DSP_DROPPED] + stale)
+    return stale
+
+
+@njit(nogil=True, cache=True)
 def block_end_ns(ctl, t0, cycle_time, position):
     """When the frames of this callback's block end, CLOCK_MONOTONIC ns: what MIDI is placed by.
 
@@ -268,6 +306,8 @@ def _audio_callback(inp, out, frame_count, time_info, status_flags, user_data):
         out_buf = carray(address_as_pointer(ctl[CTL_OUT_BUF]), (ctl[CTL_OUT_CAP], out_ch), np.float32)
         out_idx = carray(address_as_pointer(ctl[CTL_OUT_IDX]), (16,), np.int64)
         dst = carray(out, (frames, out_ch), np.float32)
+        if in_ch > 0:
+            credit_stale_input(ctl, stats)
         late_before, late_frames_before = stats[ST_LATE_BLOCKS], stats[ST_LATE_FRAMES]
         silent_before = ctl[CTL_FADE_POS] == 0
         n = fill_output(out_buf, out_idx, dst, frames, stats, in_ch > 0)

@@ -416,6 +416,9 @@ class Engine:
         ControlRings.compile()  # the producers' side too (set_param, send_midi)
         scratch = np.zeros(1, np.int64)  # the fades' release store (on an array nobody reads)
         publish(scratch, 0, observe(scratch, 0))
+        # the DSP thread's drop of stale input, on copies (the stream's counters stay as they are)
+        cb.drop_stale_input(self.in_ring.buf.copy(), self.in_ring.idx.copy(), self.out_ring.idx.copy(),
+                            np.zeros_like(self.stats_arr), np.zeros_like(self._ctl), self.config.blocksize)
         for ring in (self.in_ring, self.out_ring, r.meter, r.readout, r.audio) + ((self.tap,) if self.tap is not None else ()):
             ring_push(ring.buf, ring.idx, self._block, 0)
             # the pop's signature too, on a ring of the same type: the read index belongs to the consumer
@@ -455,6 +458,7 @@ class Engine:
         # silent until the fade-in (start: CTL_FADE_FROM), which heads for unity
         ctl[cb.CTL_FADE_LEN] = ctl[cb.CTL_FADE_TARGET] = max(1, round(FADE_S * c.samplerate))
         ctl[cb.CTL_FADE_POS] = ctl[cb.CTL_FADED] = 0
+        ctl[cb.CTL_DSP_DROPPED] = self.stats_arr[cb.ST_DSP_DROPPED_SEEN] = 0  # (drop_stale_input's, per stream)
         self._last_out[:] = 0
         ctl[cb.CTL_LAST_OUT] = self._last_out.ctypes.data
 
@@ -708,6 +712,7 @@ class Engine:
         midi = self.rings.midi
         midi_sink = getattr(self.chain, "handle_midi", None)
         midi_held = False  # midi_rec holds a popped message that is not due yet
+        stats, ctl = self.stats_arr, self._ctl
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         process = self.chain.process
@@ -744,6 +749,8 @@ class Engine:
                 if has_in and has_out:  # duplex: the extra pre-fill, once (output-only renders up to it)
                     ring_push_silence(out_buf, out_idx, self._prefill_target - target_fill)
                 target_fill = self._prefill_target
+            if has_in and has_out:  # after a stall: input whose output the callback would discard, dropped
+                cb.drop_stale_input(in_buf, in_idx, out_idx, stats, ctl, B)
             while self._running:
                 if has_in:
                     if ring_readable(in_idx) < B:

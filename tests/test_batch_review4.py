@@ -22,7 +22,7 @@ from realtime.errors import OfflineError
 from realtime.io.files import AtomicFile, remove_stale_parts
 from realtime.run.batch import BatchOptions, plan_batch, run_batch, run_task
 
-from .test_batch import _no_parts, _worker_pids
+from .test_batch import _no_parts, _output_parts, _worker_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -214,10 +214,10 @@ def test_workers_of_a_killed_batch_stop_quietly_and_leave_no_part(tmp_path):
     workers = []
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and not _no_parts(out):
+        while time.time() < deadline and proc.poll() is None and not _output_parts(out):
             time.sleep(0.01)
         workers = _worker_pids(proc.pid)
-        assert workers and _no_parts(out)
+        assert workers and _output_parts(out)
         proc.kill()
         proc.wait()
         deadline = time.time() + 30

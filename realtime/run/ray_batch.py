@@ -26,7 +26,7 @@ import sys
 import threading
 from pathlib import Path
 
-from realtime.errors import OfflineError
+from realtime.errors import OfflineError, interrupt_signals
 from realtime.io.files import remove_stale_parts
 from realtime.run.batch import THREAD_ENV, BatchTask, StopFlag
 
@@ -188,7 +188,7 @@ def _init(ray, address: str) -> None:
     """``ray.init`` with the signal handlers it found: it puts in its own for SIGTERM (which exits
     the process, files half-done), where the batch's finishes the files in progress."""
     main = threading.current_thread() is threading.main_thread()
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    handlers = {s: signal.getsignal(s) for s in interrupt_signals()} if main else {}
     auth_error = getattr(ray.exceptions, "AuthenticationError", ConnectionError)  # a Ray without tokens has none
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False,
@@ -204,6 +204,20 @@ def _init(ray, address: str) -> None:
         # a refused token is a ConnectionError too, Ray's "Unauthenticated" only in its log line above
         hint = AUTH_HINT if isinstance(e, (ConnectionError, auth_error)) else ""
         raise OfflineError(f"--ray: cannot reach a Ray cluster at {where}: {str(e).splitlines()[0]}{hint}") from None
+    finally:
+        for s, h in handlers.items():
+            if h is not None:
+                signal.signal(s, h)
+
+
+def _shutdown(ray) -> None:
+    """``ray.shutdown`` with the signal handlers it found: it takes out the C-level failure-signal
+    handlers its core worker put in (glog's, SIGTERM among them), which leaves SIGTERM at its default
+    under the batch's Python handler: a second SIGTERM then killed the batch with no summary (-15)."""
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in interrupt_signals()} if main else {}
+    try:
+        ray.shutdown()
     finally:
         for s, h in handlers.items():
             if h is not None:
@@ -245,7 +259,7 @@ def ray_cluster(address: str | None = None, cpus: int | None = None, sweep=None)
                 proc, address = _start_node(cpus, sweep)
                 stack.callback(_stop_node, proc)
             _init(ray, address)
-            stack.callback(ray.shutdown)
+            stack.callback(_shutdown, ray)
         yield cluster_cpus()
 
 

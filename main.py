@@ -628,8 +628,16 @@ def _finish_on_signals(status: int) -> None:
 
 
 def _interrupted_note(args) -> str:
+    import os
+
+    from realtime.io.files import COMMITTED
+
     out = getattr(args, "output", None)
-    return f"interrupted; {out} not written" if out and args.command in ("process", "synth") else "interrupted"
+    if not out or args.command not in ("process", "synth"):
+        return "interrupted"
+    if os.path.abspath(out) in COMMITTED:  # the signal came after the file was put in place
+        return f"interrupted; {out} was written whole before it"
+    return f"interrupted; {out} not written"
 
 
 def main(argv=None) -> int:

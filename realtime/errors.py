@@ -116,6 +116,26 @@ def interrupt_on_signals() -> None:
             signal.signal(s, interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, interrupt)
+    _quiet_unraisable_interrupts()
+
+
+def _quiet_unraisable_interrupts() -> None:
+    """An interrupt raised inside a ctypes callback (Numba's compiler calls back into Python) cannot
+    propagate: Python printed "Exception ignored on calling ctypes callback function" and its
+    traceback before the command's one line. ``note_interrupt`` kept it, and it is raised again
+    after (``raise_pending_interrupt``): the print is left out; anything else is printed as before."""
+    import sys
+
+    if getattr(sys.unraisablehook, "_drops_interrupts", False):
+        return
+    before = sys.unraisablehook
+
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):  # (Interrupted is one)
+            before(unraisable)
+
+    hook._drops_interrupts = True
+    sys.unraisablehook = hook
 
 
 def forget_pending_interrupt() -> None:

@@ -45,6 +45,9 @@ def through_link(path) -> Path:
     return Path(os.path.realpath(p)) if p.is_symlink() else p
 
 
+COMMITTED: set[str] = set()  # the files this process put in place (absolute paths): an interrupt's note says so
+
+
 class AtomicFile:
     """A temporary file beside ``path``; ``commit()`` renames it over ``path``, ``discard()`` removes it.
 
@@ -76,6 +79,7 @@ class AtomicFile:
             mode = 0o666 & ~umask
         os.chmod(self.tmp, mode)
         os.replace(self.tmp, self.path)
+        COMMITTED.add(os.path.abspath(self.path))
         return self.path
 
     def discard(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from realtime.errors import InputAccessError, OfflineError
+from realtime.errors import InputAccessError, OfflineError, os_reason
 from realtime.io.files import libsndfile_words, sf_path
 
 STDIN = Path("/dev/stdin")
@@ -41,8 +41,19 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
         raise OfflineError(f"{p}: no such file")
     if p.is_dir():
         raise OfflineError(f"{p}: is a directory, not an audio file")
-    try:  # a pipe is read whole first: then its length is what it held, whatever its header says
-        f = sf.SoundFile(sf_path(p) if p.is_file() else _spooled(p))
+    if p != STDIN and not p.is_file() and _is_char_device(p):  # /dev/zero: spooled until the disk was full
+        raise OfflineError(f"{p}: is a device, not an audio file (`-` reads standard input)")
+    if p.is_file():
+        try:
+            with open(p, "rb"):  # libsndfile says "System error." of a file it may not read
+                pass
+        except OSError as e:
+            raise InputAccessError(f"{p}: cannot read it ({os_reason(e) or e.strerror or e})") from None
+    # a pipe is read whole first: then its length is what it held, whatever its header says (a
+    # spool that fails is said as what it is, not as a file that is no audio)
+    source = sf_path(p) if p.is_file() else _spooled(p)
+    try:
+        f = sf.SoundFile(source)
     except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile's words alone: soundfile's prefix names a pipe's spool
         words = libsndfile_words(e) or str(e)
         if words == NOT_A_FILE and p.is_file():  # what libsndfile says of an MP3 it cannot decode: untrue here
@@ -493,22 +504,44 @@ def _unlike(part: sf.SoundFile, first: sf.SoundFile) -> str | None:
     return None
 
 
+def _is_char_device(p: Path) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISCHR(os.stat(p).st_mode)
+    except OSError:
+        return False
+
+
 def _spooled(p: Path):
     """A pipe's or a device's whole content (``/dev/stdin``, a FIFO) in a seekable file: MP3 and
     FLAC decoders seek, and read straight from a pipe lost 3 s of a minute of MP3 (and refused
     FLAC); a streaming WAV header's 0xFFFFFFFF sizes (``ffmpeg -f wav -``), which libsndfile read as
     1073741823 frames from a pipe, give the length it holds. Up to 64 MiB in memory, beyond that in
     an unnamed temporary file the system removes with the last reference to it, whatever happens."""
-    import shutil
     import tempfile
 
     spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
     try:
-        with open(p, "rb") as src:
-            shutil.copyfileobj(src, spool, 1 << 20)
+        src = open(p, "rb")
     except OSError as e:
         spool.close()
-        raise OfflineError(f"{p}: cannot read ({e.strerror or e})") from None
+        raise OfflineError(f"{p}: cannot read ({os_reason(e) or e.strerror or e})") from None
+    with src:
+        while True:
+            try:
+                chunk = src.read(1 << 20)
+            except OSError as e:
+                spool.close()
+                raise OfflineError(f"{p}: cannot read ({os_reason(e) or e.strerror or e})") from None
+            if not chunk:
+                break
+            try:
+                spool.write(chunk)
+            except OSError as e:  # the temporary folder, not the input, is the trouble
+                spool.close()
+                raise OfflineError(f"{p}: cannot keep what it sends in the temporary folder {tempfile.gettempdir()} "
+                                   f"({os_reason(e) or e.strerror or e}); set TMPDIR to a folder with room") from None
     spool.seek(0)
     return spool
 

@@ -43,9 +43,10 @@ from realtime.run.audio_input import (
 from realtime.run.midi_file import read_midi_song, release_at_end
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
+MIN_INPUT_RATE = 1000  # Hz: below it a file is no audio (and its reads would resample ×48 or more)
 RESAMPLER_FLUSH = 4096  # chain frames of silence beyond the latency that push a resampler's tail out
 DEFAULT_RATE = 48000
-NATIVE_RANGE = (44100, 384000)  # lower rates go to 48 kHz as before (EQ corners at 10 kHz and up)
+NATIVE_RANGE = (44100, 768000)  # lower rates go to 48 kHz as before (EQ corners at 10 kHz and up); DXD 705.6 kHz runs as it is
 
 
 def chain_rate(processors, file_rate: int, requested: int | None = None) -> int:
@@ -66,7 +67,7 @@ def fit_block(blocksize: int, *chains) -> int:
     """``blocksize`` rounded up to a multiple of what the processors of ``chains`` need
     (``Chain.block_multiple``: a hosted plugin that corrupts other runs), said once per process: a
     file's output does not depend on the block size, so it is taken rather than refused."""
-    q = math.lcm(1, *(c.block_multiple for c in chains))
+    q = math.lcm(1, *(getattr(c, "block_multiple", 1) for c in chains))  # (a stand-in chain has none)
     fitted = -(-blocksize // q) * q
     if fitted != blocksize and (blocksize, fitted) not in _fitted_said:
         _fitted_said.add((blocksize, fitted))
@@ -253,7 +254,29 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         reason = "read-only file system" if _read_only(parent) else "permission denied"
         raise OfflineError(f"{out_p}: cannot write there ({reason})")
+    if (why := _not_replaceable(out_p, parent)) is not None:
+        raise OfflineError(f"{out_p}: {why}; nothing was written")
     remove_stale_parts(out_p, older_than_s=60.0)  # a write not touched for a minute is a dead one
+
+
+def _not_replaceable(out_p: Path, parent: Path) -> str | None:
+    """Why an existing output may not be replaced although its folder takes files, else None: it is
+    write-protected (``chmod 444``: sox and cp refuse; the rename into place went through it), or
+    another user's in a sticky folder (/tmp), where the rename fails only after all the work."""
+    try:
+        st = os.stat(out_p)
+    except OSError:
+        return None
+    if not os.access(out_p, os.W_OK):
+        return "write-protected (permission denied); remove it or make it writable to replace it"
+    uid = os.geteuid()
+    try:
+        sticky = os.stat(parent).st_mode & stat.S_ISVTX and os.stat(parent).st_uid != uid
+    except OSError:
+        return None
+    if sticky and uid != 0 and st.st_uid != uid:
+        return "another user's file in a folder that only lets owners replace theirs (sticky, as /tmp)"
+    return None
 
 
 def _not_a_file(p: Path) -> str | None:
@@ -585,6 +608,13 @@ class ChainRunner:
             pad -= n
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # (replaced, or closed)
+        return False
+
+
 def flush_frames(latency: int, tail_s: float, samplerate: int, resampled: bool) -> int:
     """Chain frames of silence run through after a file's input: its latency's, its tail's and, when
     the output is resampled back, ``RESAMPLER_FLUSH`` for the chain's last frames to pass the output
@@ -643,11 +673,15 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     in_p, out_p = input_path(in_path), Path(out_path)
     if not 0 <= tail_s <= MAX_RENDER_S:
         raise OfflineError(f"a tail of {tail_s} s: give 0 to {MAX_RENDER_S // 3600} hours")
+    # before the input is opened: a pipe's is read whole by then (`arecord | … process - x.wav` lost it)
+    check_destination(out_p, in_p)
+    output_format(out_p, "FLOAT")
     src, cut = open_input(in_p)
     try:
-        check_destination(out_p, in_p)
         fmt, subtype = output_format(out_p, src.subtype, src.samplerate)
         ch, in_sr, length = src.channels, src.samplerate, src.frames
+        if in_sr < MIN_INPUT_RATE:  # (1 Hz: each read resampled to 48 kHz at once, gigabytes)
+            raise OfflineError(f"{in_p}: a sample rate of {in_sr} Hz is no audio rate; {MIN_INPUT_RATE} Hz at least")
         tail = round(tail_s * in_sr)
         fmt = sized_format(out_p, fmt, subtype, length + tail, ch)
         samplerate = chain_rate([s.processor for s in getattr(chain, "slots", ())], in_sr, samplerate)
@@ -662,7 +696,8 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         try:
             with atomic_write(out_p) as tmp:
                 with sf.SoundFile(sf_path(tmp), "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
-                        tqdm(total=length, unit="frame", unit_scale=True, disable=not progress, leave=False,
+                        tqdm(total=length, unit="frame", unit_scale=True, leave=False,
+                             disable=not progress or not _is_terminal(sys.stderr),  # (not into a log)
                              desc=in_p.name) as bar:
                     copy_tags(src, dst, in_p)
                     out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail, safety=final_safety(chain))

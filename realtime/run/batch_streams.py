@@ -101,6 +101,7 @@ class _FileStream:
             # as process_file: a WAV past 4 GiB is RF64 from the start, not refused after all the work
             tail = round(task.tail_s * self.src.samplerate)
             fmt = sized_format(out_p, fmt, subtype, self.src.frames + tail, self.src.channels)
+            self.format = (fmt, subtype)  # (the tags that libsndfile does not copy: ``finish``)
         except BaseException:
             self.src.close()
             raise
@@ -173,12 +174,14 @@ class _FileStream:
     def finish(self) -> None:
         """The resampler's tail, silence for rounding, then the output appears (atomically)."""
         from realtime.io.files import end_opus
-        from realtime.run.offline import check_written
+        from realtime.io.tags import carry_tags
+        from realtime.run.offline import check_written, warn_tags
 
         with _writing(self.task):
             self.writer.finish()
             self.dst.close()
             frames = end_opus(self.out.tmp, self.dst, self.writer.total)
+            warn_tags(self.task.input, carry_tags(self.task.input, sf_path(self.out.tmp), *self.format))
         self.src.close()
         check_written(self.out.tmp, Path(self.task.output), frames)
         self.out.commit()

@@ -31,6 +31,7 @@ from realtime.io.files import (
     sf_path,
     through_link,
 )
+from realtime.io.tags import carry_tags
 from realtime.run.audio_input import (
     RIFF_MAX,
     input_path,
@@ -100,6 +101,11 @@ def copy_tags(src: sf.SoundFile, dst: sf.SoundFile, in_p=None) -> None:
     if changed:
         name = in_p if in_p is not None else os.fsdecode(src.name) if isinstance(src.name, (str, bytes)) else "input"
         print(f"warning: {name}: MP3 tags hold ASCII text only; {', '.join(changed)}", file=sys.stderr)
+
+
+def warn_tags(in_p, why: str | None) -> None:
+    if why:
+        print(f"warning: {in_p}: {why}", file=sys.stderr)
 
 
 def mp3_tag(text: str) -> tuple[str | None, str | None]:
@@ -703,7 +709,9 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
                     out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail, safety=final_safety(chain))
                     flush = flush_frames(latency, tail_s, samplerate, resample)
                     frames_read, nonfinite = _stream(src, out, runner, rs_in, flush, bar)
-                check_written(tmp, out_p, end_opus(tmp, dst, out.total))
+                frames = end_opus(tmp, dst, out.total)
+                warn_tags(in_p, carry_tags(in_p, sf_path(tmp), fmt, subtype))
+                check_written(tmp, out_p, frames)
         except (OSError, sf.LibsndfileError) as e:
             raise _write_failed(out_p, e) from None
     finally:

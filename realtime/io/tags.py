@@ -1,0 +1,84 @@
+"""A file's own tags and pictures carried onto its processed copy (mutagen).
+
+libsndfile knows ten text fields (title, artist, album, date, …): a FLAC's or an Ogg file's other
+Vorbis comments (ALBUMARTIST, DISCNUMBER, ISRC, LYRICS, MusicBrainz ids…) and its cover art, and an
+MP3's ID3 frames beyond them, were lost on the way through a chain. Between files of one kind
+(FLAC to FLAC, Ogg Vorbis or Opus to either, MP3 to MP3) every tag and picture now goes across but
+the loudness ones (ReplayGain, R128: measured on the input, untrue of the output); between kinds the
+fields libsndfile copies are what there is (``offline.copy_tags``).
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+# tags that describe the input's loudness: the output's differs (a de-limiter, a gain, a limiter)
+LOUDNESS_PREFIXES = ("REPLAYGAIN_", "R128_")
+ID3_LOUDNESS = ("RVA2", "RVAD")
+
+
+def _kind(fmt: str, subtype: str) -> str | None:
+    """The tag family of an output written as libsndfile ``fmt``/``subtype``: "vorbis" (FLAC and
+    Ogg: Vorbis comments), "id3" (MP3), else None (libsndfile's own fields only)."""
+    if fmt in ("FLAC", "OGG"):
+        return "vorbis"
+    return "id3" if fmt == "MP3" else None
+
+
+def _loudness(key: str) -> bool:
+    return key.upper().startswith(LOUDNESS_PREFIXES)
+
+
+def carry_tags(src_path, dst_path, fmt: str, subtype: str = "") -> str | None:
+    """Carry ``src_path``'s tags and pictures onto ``dst_path`` (a finished output, written as
+    libsndfile ``fmt``/``subtype``, before it is put in place), where both are of one tag family.
+
+    Returns
+    -------
+    str or None
+        What could not be carried, in words for a warning (a damaged tag), else None.
+    """
+    kind = _kind(fmt, subtype)
+    if kind is None or not os.path.isfile(src_path):  # (a pipe's input cannot be read again)
+        return None
+    try:
+        import mutagen
+        from mutagen.flac import FLAC
+        from mutagen.id3 import ID3, ID3NoHeaderError
+        from mutagen.oggopus import OggOpus
+        from mutagen.oggvorbis import OggVorbis
+    except ImportError:  # an installation without it keeps libsndfile's fields
+        return None
+    try:
+        if kind == "id3":
+            try:
+                src = ID3(src_path)
+            except ID3NoHeaderError:
+                return None
+            tags = copy.deepcopy(src)
+            for frame in ID3_LOUDNESS:
+                tags.delall(frame)
+            for key in [k for k in tags if k.startswith("TXXX:") and _loudness(k[5:])]:
+                del tags[key]
+            tags.save(os.fspath(dst_path), v2_version=4 if src.version[1] >= 4 else 3)
+            return None
+        src = mutagen.File(src_path)
+        if not isinstance(src, (FLAC, OggVorbis, OggOpus)) or src.tags is None:
+            return None
+        dst = (FLAC if fmt == "FLAC" else OggOpus if subtype == "OPUS" else OggVorbis)(os.fspath(dst_path))
+        if dst.tags is None:
+            dst.add_tags()
+        comments = [(k, v) for k, v in src.tags if not _loudness(k)]
+        dst.tags.clear()
+        dst.tags.extend(comments)
+        if isinstance(dst, FLAC):
+            dst.clear_pictures()
+            for picture in getattr(src, "pictures", ()):  # (an Ogg's are comments, carried above)
+                dst.add_picture(picture)
+        dst.save()
+    except (mutagen.MutagenError, ValueError) as e:  # (an OSError, a full disk, fails the write: checked next)
+        return f"its tags beyond title, artist, album and date were not copied ({type(e).__name__}: {e})"
+    return None
+
+
+__all__ = ["carry_tags"]

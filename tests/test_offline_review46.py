@@ -153,3 +153,53 @@ def test_dxd_runs_at_its_own_rate(tmp_path):
     assert spec[k - 3:k + 4].max() > 0.1 * spec.max()
 
 
+
+
+def _rich(path: Path, kind: str):
+    """A file of ``kind`` with tags libsndfile does not know, a loudness tag and a picture."""
+    from mutagen.flac import FLAC, Picture
+    from mutagen.id3 import APIC, ID3, TIT2, TPE2, TXXX
+    from mutagen.oggvorbis import OggVorbis
+
+    x = (0.1 * np.random.default_rng(0).standard_normal((44100, 2))).astype(np.float32)
+    sf.write(path, x, 44100, **({"format": "MP3"} if kind == "mp3" else {}))
+    pic = Picture()
+    pic.type, pic.mime, pic.data = 3, "image/png", b"\x89PNG\r\n\x1a\n" + bytes(range(200))
+    if kind == "mp3":
+        tags = ID3()
+        tags.add(TIT2(encoding=3, text="Song"))
+        tags.add(TPE2(encoding=3, text="The Album Artist"))
+        tags.add(TXXX(encoding=3, desc="ISRC", text="GBAYE0000001"))
+        tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_GAIN", text="-7.2 dB"))
+        tags.add(APIC(encoding=3, mime="image/png", type=3, desc="cover", data=pic.data))
+        tags.save(path)
+        return
+    f = (FLAC if kind == "flac" else OggVorbis)(path)
+    f["TITLE"], f["ALBUMARTIST"], f["ISRC"], f["REPLAYGAIN_TRACK_GAIN"] = "Song", "The Album Artist", "GBAYE0000001", \
+        "-7.2 dB"
+    if kind == "flac":
+        f.add_picture(pic)
+    f.save()
+
+
+@pytest.mark.parametrize("kind", ["flac", "ogg", "mp3"])
+def test_a_files_own_tags_and_cover_go_across_but_its_loudness(tmp_path, kind):
+    """libsndfile's ten fields only: ALBUMARTIST, ISRC, the cover art were lost (ffmpeg and sox keep
+    them); the input's ReplayGain, untrue of the output, stays behind."""
+    import mutagen
+    from mutagen.id3 import ID3
+
+    src, out = tmp_path / f"in.{kind}", tmp_path / f"out.{kind}"
+    _rich(src, kind)
+    r = _run([*PROCESS, str(src), str(out), "--preset", "clean", "--no-progress"])
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    if kind == "mp3":
+        tags = ID3(out)
+        assert str(tags["TPE2"]) == "The Album Artist" and str(tags["TXXX:ISRC"]) == "GBAYE0000001"
+        assert "TXXX:REPLAYGAIN_TRACK_GAIN" not in tags and tags.getall("APIC")[0].data.startswith(b"\x89PNG")
+        return
+    f = mutagen.File(out)
+    assert f["ALBUMARTIST"] == ["The Album Artist"] and f["ISRC"] == ["GBAYE0000001"] and f["TITLE"] == ["Song"]
+    assert "REPLAYGAIN_TRACK_GAIN" not in f
+    if kind == "flac":
+        assert len(f.pictures) == 1 and f.pictures[0].data.startswith(b"\x89PNG")

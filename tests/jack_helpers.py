@@ -209,3 +209,13 @@ def assert_minus_6db_halves_the_level(eng, rig, slot: str, param: str, samplerat
     after = rig.take(sig)
     ratio = np.abs(after[8000:20000]).max() / np.abs(before[8000:20000]).max()
     assert ratio == pytest.approx(0.5, abs=0.01)
+
+
+def run_delay_s() -> float:
+    """The time this thread has spent runnable but not running (waiting for a CPU), seconds;
+    0 where the kernel does not say (/proc/thread-self/schedstat's second field)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) * 1e-9
+    except (OSError, ValueError, IndexError):
+        return 0.0

@@ -14,25 +14,14 @@ from realtime.engine.config import EngineConfig
 from realtime.engine.engine import Engine
 from realtime.engine.ring import ring_pop, ring_push, ring_readable
 
+from .jack_helpers import Identity
+
 B, P = 128, 2
-
-
-class _Identity:
-    slots, latency = (), 0
-
-    def prepare(self, *a, **k):
-        pass
-
-    def reset(self):
-        pass
-
-    def process(self, block):
-        pass
 
 
 def _engine() -> Engine:
     """An engine wired as ``start`` wires it, at unity gain (no fade-in), with no stream."""
-    e = Engine(_Identity(), EngineConfig(blocksize=B, prefill_blocks=P))
+    e = Engine(Identity(), EngineConfig(blocksize=B, prefill_blocks=P))
     e._warm_up()
     e._stream = None
     e._wire_control_block()

@@ -26,6 +26,7 @@ while eng.stats_arr[cb.ST_CALLBACKS] < 50 and time.monotonic() - t0 < 30:
 print("ready", flush=True)
 sys.stdin.readline()  # the server was paused past the timeout
 during = eng.error
+print("read", flush=True)  # before it resumes: the monitor clears the error once callbacks come again
 sys.stdin.readline()  # ... and has been running again for a while
 after = eng.error
 eng.stop()
@@ -53,6 +54,7 @@ def test_a_server_that_pauses_and_returns_plays_on_and_stops_cleanly():
             time.sleep(1.8)  # past the monitor's 1 s
             p.stdin.write("paused\n")
             p.stdin.flush()
+            assert p.stdout.readline().strip() == "read"  # (a slow child read it after the server was back)
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         time.sleep(1.0)

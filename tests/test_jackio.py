@@ -10,7 +10,7 @@ from realtime.errors import JackError
 from realtime.io.jackio import JackPlayer, JackRecorder
 from realtime.run.live import measure_lag
 
-from .jack_helpers import hold_gil
+from .jack_helpers import GlitchTries, hold_gil
 
 pytestmark = pytest.mark.jack
 SR = 48000
@@ -48,18 +48,31 @@ def test_player_and_recorder_keep_every_sample_while_another_thread_holds_the_gi
     # and then, so a take is repeated, up to three times; every one failing fails the test.
     rng = np.random.default_rng(4)
     sig = rng.uniform(-0.5, 0.5, (SR, 2)).astype(np.float32)
-    errors = []
-    for _ in range(3):
+    # A machine's bad spell lasts seconds (GlitchTries): at least 3 takes a second apart, more while
+    # it lasts; a hole of the hold's length (a callback that waited for the GIL) fails at once.
+    errors, tries = [], GlitchTries(least=3, budget_s=60.0, pause_s=1.0)
+    for _ in tries:
         got = _take_while_the_gil_is_held(sig, hold_ms=300)
         lag = measure_lag(sig, got, 1024)
         if lag in (0, 128) and np.array_equal(got[lag: lag + len(sig)], sig):
             return
-        errors.append(f"lag {lag}, {np.count_nonzero(got[lag: lag + len(sig)] != sig)} samples differ")
-    pytest.fail(f"no exact take in 3: {errors}")
+        differ = np.flatnonzero(np.any(got[lag: lag + len(sig)] != sig, axis=1))
+        errors.append(f"lag {lag}, {len(differ)} frames differ")
+        if len(differ) and differ[-1] - differ[0] >= int(0.05 * SR) and len(differ) >= int(0.05 * SR):
+            pytest.fail(f"a hole of {len(differ) / SR * 1000:.0f} ms: a callback waited for the GIL ({errors})")
+    pytest.fail(f"no exact take, {tries.words()}: {errors}")
 
 
 def test_a_looping_player_starts_over(jack_server):
     sig = np.linspace(0.1, 0.9, 1000, dtype=np.float32)[:, None]
+    for _ in range(3):  # a server xrun of a loaded machine can cost a take a cycle
+        loops = _loop_take(sig)
+        if np.array_equal(loops, np.concatenate([sig[:, 0], sig[:, 0]])):
+            return
+    np.testing.assert_array_equal(loops, np.concatenate([sig[:, 0], sig[:, 0]]))
+
+
+def _loop_take(sig):
     rec = JackRecorder(3500, 1, name="rt-test-rec")
     player = JackPlayer(sig, name="rt-test-play", loop=True)
     try:
@@ -76,8 +89,7 @@ def test_a_looping_player_starts_over(jack_server):
         player.close()
         rec.close()
     lag = int(np.argmax(np.isclose(got, sig[0, 0])))
-    loops = got[lag: lag + 2000]
-    np.testing.assert_array_equal(loops, np.concatenate([sig[:, 0], sig[:, 0]]))
+    return got[lag: lag + 2000]
 
 
 def test_too_many_channels_is_a_clear_error(jack_server):

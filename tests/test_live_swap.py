@@ -18,7 +18,7 @@ from realtime.engine.config import EngineConfig
 from realtime.errors import ModelError
 from realtime.io.jackio import JackPlayer, JackRecorder, engine_ports, portaudio_client
 
-from .jack_helpers import GlitchTries, hold_gil
+from .jack_helpers import GlitchTries, hold_gil, run_delay_s
 
 pytestmark = pytest.mark.jack
 
@@ -104,13 +104,14 @@ def test_adding_moving_and_removing_slots_keeps_the_stream_its_ports_and_their_c
     takes = []
     for change in (lambda: host.add_slot("gain"), lambda: host.move_slot("gain2", -1),
                    lambda: host.remove_slot("gain2")):
-        before = _glitches(host)
+        before, waited = _glitches(host), run_delay_s()
         out = rig.around(change)
+        waited = run_delay_s() - waited  # the change runs here: the time the machine kept it off a CPU
         assert host.engine is engine and host.running, "the engine was replaced: the stream restarted"
         assert rig.wired(), "the connections made to the engine's ports are gone"
-        takes.append((out, *(a - b for a, b in zip(_glitches(host), before))))
+        takes.append((out, waited, *(a - b for a, b in zip(_glitches(host), before))))
     assert [s.id for s in host.chain.slots][:-1] == ["gain"]
-    for out, late, xruns in takes:
+    for out, waited, late, xruns in takes:
         sounding = np.flatnonzero(np.abs(out) > 1e-4)
         assert len(sounding) and sounding[-1] > len(out) - 2 * B, "no sound after the change"
         assert np.abs(out[-SR // 10:]).max() == pytest.approx(AMP, abs=0.01)
@@ -119,8 +120,10 @@ def test_adding_moving_and_removing_slots_keeps_the_stream_its_ports_and_their_c
         if not late:  # (a late block is a silence of its own, declicked: the steps still count)
             # a dip, not the restart's silence (125-146 ms, bench swap): the fades and the pre-fill
             # (~16 ms), the new slots' preparation and a garbage collection, which a process holding many
-            # objects (a test session) stretches: 33 ms seen beside the engine-process tests
-            assert _silent_run(out) < 0.06 * SR, f"{_silent_run(out) / SR * 1000:.0f} ms of silence"
+            # objects (a test session) stretches: 33 ms seen beside the engine-process tests; plus the time
+            # a loaded machine kept the changing thread waiting for a CPU
+            assert _silent_run(out) < (0.06 + waited) * SR, \
+                f"{_silent_run(out) / SR * 1000:.0f} ms of silence ({waited * 1000:.0f} ms waiting for a CPU)"
         steps = np.abs(np.diff(out))
         assert steps.max() <= 1.05 * SINE_STEP, f"a step of {steps.max():.3f} (the sine's own: {SINE_STEP:.3f})"
 
@@ -421,12 +424,13 @@ def test_a_change_of_latency_or_order_still_fades(running):
         if n >= 6 and clean >= 2 and n % 3 == 0:
             break
         change = changes[n % 3]
-        late = _glitches(host)
+        late, waited = _glitches(host), run_delay_s()
         out = rig.around(change)
+        waited = run_delay_s() - waited
         assert host.engine._swap_faded is True
         if _glitches(host) == late:
             clean += 1
-            assert 0 < _silent_run(out) < 0.06 * SR
+            assert 0 < _silent_run(out) < (0.06 + waited) * SR
             assert np.abs(np.diff(out)).max() <= 1.05 * SINE_STEP
     assert clean >= 2, f"too few takes without a late block to say anything: {clean} in {tries.words()}"
 

@@ -630,12 +630,12 @@ def _finish_on_signals(status: int) -> None:
 def _interrupted_note(args) -> str:
     import os
 
-    from realtime.io.files import COMMITTED
+    from realtime.io.files import COMMITTED, through_link
 
     out = getattr(args, "output", None)
     if not out or args.command not in ("process", "synth"):
         return "interrupted"
-    if os.path.abspath(out) in COMMITTED:  # the signal came after the file was put in place
+    if os.path.abspath(through_link(out)) in COMMITTED:  # the signal came after the file was put in place
         return f"interrupted; {out} was written whole before it"
     return f"interrupted; {out} not written"
 

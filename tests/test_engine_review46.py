@@ -60,6 +60,22 @@ def test_the_panel_re_reads_the_chain_after_a_change_it_gave_up_on(monkeypatch):
         host.set_param("g", "gain_db", -40.0)
         values = {s.id: list(s.processor.values) for s in host.engine_values().slots}
         assert values["g"][0] == -40.0
+        # a removal it answers late: the slot's controller mappings go with it, as with one in time
+        host.cc_map.targets = {(7, None): "eq.freq_hz", (8, None): "g.gain_db"}
+        monkeypatch.setitem(remote.RemoteEngineHost._call.__kwdefaults__, "timeout", 0.0)
+        with pytest.raises(EngineProcessError, match="did not answer"):
+            host.remove_slot("eq")
+        monkeypatch.undo()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                host.status()
+                break
+            except EngineProcessError:
+                assert time.monotonic() < deadline
+                time.sleep(1.0)
+        assert "eq" not in [s.id for s in host.chain.slots] and host.chain_renewed()
+        assert host.cc_map.targets == {(8, None): "g.gain_db"}
     finally:
         host.close()
 

@@ -39,7 +39,9 @@ def callback():
 
 
 def _run(callback, load: float, stall: int, drop: bool, start=50, total=1200):
-    """Periods late after the stall ends, and the round trip (frames) before and after it."""
+    """Periods late after the stall ends, and the round trip (frames) before and after it. The DSP
+    side as ``Engine._dsp_blocks`` runs: the drop before each block it pops (a stall that begins
+    inside the block loop resumes there: a drop only on a wake missed it, 112 periods late again)."""
     e = _engine()
     C = e.config.channels
     budget, late_after, k, lags = 0.0, 0, 0, []
@@ -55,10 +57,12 @@ def _run(callback, load: float, stall: int, drop: bool, start=50, total=1200):
         late_after += i >= start + stall and e.stats_arr[cb.ST_LATE_BLOCKS] != late
         if start <= i < start + stall:
             continue  # stalled
-        if drop:  # what Engine._dsp_blocks does first on each wake
-            cb.drop_stale_input(e.in_ring.buf, e.in_ring.idx, e.out_ring.idx, e.stats_arr, e._ctl, B)
         budget = min(budget + 1.0 / load, 1.0 / load + 1)  # blocks the chain processes in a period
-        while budget >= 1 and ring_readable(e.in_ring.idx) >= B:
+        while budget >= 1:
+            if drop:
+                cb.drop_stale_input(e.in_ring.buf, e.in_ring.idx, e.out_ring.idx, e.stats_arr, e._ctl, B)
+            if ring_readable(e.in_ring.idx) < B:
+                break
             ring_pop(e.in_ring.buf, e.in_ring.idx, e._block, B)
             ring_push(e.out_ring.buf, e.out_ring.idx, e._block, B)
             budget -= 1

@@ -104,3 +104,18 @@ def test_a_plugin_preset_is_heard():
             chain.process(y[i:i + 512])
         outs.append(y)
     assert np.abs(outs[0] - outs[1]).max() > 0.05
+
+
+def test_an_override_of_control_values_keeps_the_plugins_saved_state():
+    """`--set org.plugin_preset=Clavesque` dropped the slot's saved LV2 state (the preset key and the
+    panel kept it): a preset of control values alone leaves it."""
+    from realtime.dsp.presets import VERSION
+
+    organ = "http://calf.sourceforge.net/plugins/Organ"
+    _need(organ)
+    chain = build_chain({"version": VERSION, "name": "t", "chain": [{"id": "org", "processor": "lv2", "uri": organ}]})
+    chain.prepare(48000, 128, 2)
+    saved = chain.to_preset("t")
+    assert "state" in saved["chain"][0]
+    out = apply_overrides(saved, ["org.plugin_preset=Clavesque"])["chain"][0]
+    assert out["state"] == saved["chain"][0]["state"]

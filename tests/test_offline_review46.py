@@ -203,3 +203,48 @@ def test_a_files_own_tags_and_cover_go_across_but_its_loudness(tmp_path, kind):
     assert "REPLAYGAIN_TRACK_GAIN" not in f
     if kind == "flac":
         assert len(f.pictures) == 1 and f.pictures[0].data.startswith(b"\x89PNG")
+
+
+def test_the_inputs_encoder_is_not_claimed_and_no_ascii_warning_where_id3_goes_whole(tmp_path):
+    """The carried tags brought the input's ENCODER/SOFTWARE (and ID3 TSSE/TENC) along, naming
+    another program as the output's writer; an MP3's accents were warned about as lost (ID3v1's
+    ASCII) although the ID3v2 tag carried them whole."""
+    import mutagen
+    from mutagen.id3 import ID3, TIT2, TSSE
+    from mutagen.oggvorbis import OggVorbis
+
+    src, out = tmp_path / "in.ogg", tmp_path / "out.ogg"
+    sf.write(src, np.zeros((44100, 2), np.float32), 44100)
+    f = OggVorbis(src)
+    f["ENCODER"], f["SOFTWARE"], f["TITLE"] = "Lavf60.3.100", "SomeRipper 2.0", "song"
+    f.save()
+    assert _run([*PROCESS, str(src), str(out), "--preset", "clean", "--no-progress"]).returncode == 0
+    tags = mutagen.File(out)
+    assert tags["TITLE"] == ["song"] and "SOFTWARE" not in tags and tags.get("ENCODER") != ["Lavf60.3.100"]
+    src, out = tmp_path / "in.mp3", tmp_path / "out.mp3"
+    sf.write(src, np.zeros((44100, 2), np.float32), 44100, format="MP3")
+    id3 = ID3()
+    id3.add(TIT2(encoding=3, text="Déjà Vu"))
+    id3.add(TSSE(encoding=3, text="LAME 3.100"))
+    id3.save(src)
+    r = _run([*PROCESS, str(src), str(out), "--preset", "clean", "--no-progress"])
+    assert r.returncode == 0 and "ASCII" not in r.stderr, r.stderr
+    assert str(ID3(out)["TIT2"]) == "Déjà Vu" and "TSSE" not in ID3(out)
+
+
+def test_an_interrupt_note_through_a_link_names_the_file_written(tmp_path):
+    import argparse
+
+    import main
+    from realtime.io.files import COMMITTED
+
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "out.wav"
+    link.symlink_to(tmp_path / "real" / "out.wav")
+    target = os.path.abspath(tmp_path / "real" / "out.wav")
+    COMMITTED.add(target)  # what AtomicFile records: the link's target, written through
+    try:
+        note = main._interrupted_note(argparse.Namespace(command="process", output=str(link)))
+        assert note == f"interrupted; {link} was written whole before it"
+    finally:
+        COMMITTED.discard(target)

@@ -281,7 +281,11 @@ class RemoteEngineHost(HostBase):
         st = self._call("status", timeout=HUNG_STATUS_TIMEOUT_S if self._hung else STATUS_TIMEOUT_S)
         if self._view_stale:  # it answers again: its chain as it is now, which the window redraws
             with self.rings.lock:
+                before = {s.id for s in self.chain.slots}
                 self._apply(self._call("snapshot"))
+                for gone in before - {s.id for s in self.chain.slots}:  # (a late removal or preset's)
+                    self._forget_slot(gone)
+                    self._lv2_states.pop(gone, None)
                 self._view_stale, self._view_renewed = False, True
         self.running = st["running"]
         # a loss stays known once stopped (the next start's engine no longer says it); a stream that

@@ -707,8 +707,7 @@ def apply_overrides(preset: dict, overrides) -> dict:
             cls = slot_class(slot["processor"], slot["uri"])
             values, state = _plugin_preset(cls, raw, f"override {short_repr(ov)}")
             slot["params"].update(values)
-            slot.pop("state", None)
-            if state is not None:
+            if state is not None:  # (one of control values alone leaves the plugin's saved state as it is)
                 slot["state"] = state
         else:
             slot["params"][key] = _param_value(slot, key, raw)

@@ -112,8 +112,12 @@ def fill_output(out_buf, out_idx, dst, frames, stats, duplex):
     """
     debt = stats[ST_SKIP_DEBT]
     if debt > 0:
-        debt -= ring_discard(out_buf, out_idx, debt)
-        stats[ST_SKIP_DEBT] = debt
+        # the debt lowered before the frames go: the DSP thread reads what is queued, then the debt
+        # (``drop_stale_input``), so it never sees the ring after the discard with the debt before it
+        gone = min(debt, ring_readable(out_idx))
+        debt -= gone
+        store_release(stats, ST_SKIP_DEBT, debt)
+        ring_discard(out_buf, out_idx, gone)
     n = 0
     if debt <= 0:
         n = ring_pop(out_buf, out_idx, dst, frames)

@@ -749,10 +749,14 @@ class Engine:
                 if has_in and has_out:  # duplex: the extra pre-fill, once (output-only renders up to it)
                     ring_push_silence(out_buf, out_idx, self._prefill_target - target_fill)
                 target_fill = self._prefill_target
-            if has_in and has_out:  # after a stall: input whose output the callback would discard, dropped
-                cb.drop_stale_input(in_buf, in_idx, out_idx, stats, ctl, B)
+            # after a stall (one in a block too: a slow process(), a page fault, a GIL wait), the input whose
+            # output the callback would discard is dropped before each block; not while a take records
+            # what the chain makes (a stall's backlog is processed for it, gapless, as before)
+            drop_stale = has_in and has_out and tap is None
             while self._running:
                 if has_in:
+                    if drop_stale:
+                        cb.drop_stale_input(in_buf, in_idx, out_idx, stats, ctl, B)
                     if ring_readable(in_idx) < B:
                         break
                     ring_pop(in_buf, in_idx, block, B)
@@ -947,7 +951,9 @@ class Engine:
             the DSP thread's page faults, ``dropped_midi_events`` (MIDI messages the chain's full
             per-block queues dropped, controllers first, since its processors were made) and
             ``error`` (None, or why the stream died or pauses: ``stalled``), ``stale_control_records``
-            (changes left out: addressed by a writer whose view of the chain was out of date).
+            (changes left out: addressed by a writer whose view of the chain was out of date),
+            ``stale_input_dropped_frames`` (input dropped unprocessed after a stall, its output due to be
+            discarded: ``callback.drop_stale_input``; never while a tap records).
         """
         d = self.diagnostics
         if not self._running:
@@ -963,6 +969,7 @@ class Engine:
                 "nonfinite_scrubbed": int(st[cb.ST_NONFINITE]), "clipped": int(st[cb.ST_CLIPPED]),
                 **summary, **self.dsp_page_faults(), "dropped_midi_events": dropped_midi_events(self.chain),
                 "error": self.error, "stale_control_records": self.stale_control_records,
+                "stale_input_dropped_frames": int(self._ctl[cb.CTL_DSP_DROPPED]),
                 "processor_errors": dict(getattr(self.chain, "failures", {}))}
 
     def dsp_page_faults(self) -> dict:

@@ -15,6 +15,9 @@ import os
 # tags that describe the input's loudness: the output's differs (a de-limiter, a gain, a limiter)
 LOUDNESS_PREFIXES = ("REPLAYGAIN_", "R128_")
 ID3_LOUDNESS = ("RVA2", "RVAD")
+# tags that name what wrote the input: the output's own (libsndfile's) stays
+WRITER_KEYS = ("ENCODER", "ENCODER_OPTIONS", "ENCODED_BY", "ENCODEDBY", "SOFTWARE")
+ID3_WRITER = ("TSSE", "TENC")
 
 
 def _kind(fmt: str, subtype: str) -> str | None:
@@ -27,6 +30,25 @@ def _kind(fmt: str, subtype: str) -> str | None:
 
 def _loudness(key: str) -> bool:
     return key.upper().startswith(LOUDNESS_PREFIXES)
+
+
+def _writer(key: str) -> bool:
+    return key.upper() in WRITER_KEYS
+
+
+def will_carry(src_path, fmt: str, subtype: str = "") -> bool:
+    """Whether ``carry_tags`` takes the input's tags across to an output of ``fmt``: same family,
+    a file (not a pipe's spool) whose tags it can read (an MP3 with an ID3v2 tag). Then what
+    libsndfile's fields could not hold (an MP3's ID3v1: ASCII) is no loss worth a warning."""
+    kind = _kind(fmt, subtype)
+    if kind is None or not os.path.isfile(src_path):
+        return False
+    try:
+        with open(src_path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head[:3] == b"ID3" if kind == "id3" else head in (b"fLaC", b"OggS")
 
 
 def carry_tags(src_path, dst_path, fmt: str, subtype: str = "") -> str | None:
@@ -56,7 +78,7 @@ def carry_tags(src_path, dst_path, fmt: str, subtype: str = "") -> str | None:
             except ID3NoHeaderError:
                 return None
             tags = copy.deepcopy(src)
-            for frame in ID3_LOUDNESS:
+            for frame in (*ID3_LOUDNESS, *ID3_WRITER):
                 tags.delall(frame)
             for key in [k for k in tags if k.startswith("TXXX:") and _loudness(k[5:])]:
                 del tags[key]
@@ -68,9 +90,10 @@ def carry_tags(src_path, dst_path, fmt: str, subtype: str = "") -> str | None:
         dst = (FLAC if fmt == "FLAC" else OggOpus if subtype == "OPUS" else OggVorbis)(os.fspath(dst_path))
         if dst.tags is None:
             dst.add_tags()
-        comments = [(k, v) for k, v in src.tags if not _loudness(k)]
+        own = [(k, v) for k, v in dst.tags if _writer(k)]  # libsndfile's "encoder": what wrote this file
+        comments = [(k, v) for k, v in src.tags if not _loudness(k) and not _writer(k)]
         dst.tags.clear()
-        dst.tags.extend(comments)
+        dst.tags.extend(comments + own)
         if isinstance(dst, FLAC):
             dst.clear_pictures()
             for picture in getattr(src, "pictures", ()):  # (an Ogg's are comments, carried above)
@@ -81,4 +104,4 @@ def carry_tags(src_path, dst_path, fmt: str, subtype: str = "") -> str | None:
     return None
 
 
-__all__ = ["carry_tags"]
+__all__ = ["carry_tags", "will_carry"]

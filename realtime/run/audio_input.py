@@ -27,6 +27,7 @@ def input_path(path) -> Path:
     return STDIN if str(path) == "-" else Path(path)
 
 
+MIN_INPUT_RATE = 1000  # Hz: below it a file is no audio (and its reads would resample ×48 or more)
 # libsndfile's words for an MP3 it cannot decode, although it is a regular file
 NOT_A_FILE = "File does not exist or is not a regular file (possibly a pipe?)."
 
@@ -70,6 +71,9 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
     if f.channels not in (1, 2):
         f.close()
         raise OfflineError(f"{p}: {f.channels} channels not supported (mono or stereo)")
+    if f.samplerate < MIN_INPUT_RATE:  # (1 Hz: each read resampled to 48 kHz at once, gigabytes)
+        f.close()
+        raise OfflineError(f"{p}: a sample rate of {f.samplerate} Hz is no audio rate; {MIN_INPUT_RATE} Hz at least")
     why = truncation(p)
     if why:
         said = f"{why} (a truncated or still-growing file); processing what is there"

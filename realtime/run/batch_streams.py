@@ -124,7 +124,9 @@ class _FileStream:
             if isinstance(e, sf.LibsndfileError):  # named by the output, as process_file says it, not the .part file
                 raise _write_failed(out_p, e) from None
             raise
-        copy_tags(self.src, self.dst)
+        from realtime.io.tags import will_carry
+
+        copy_tags(self.src, self.dst, warn=not will_carry(task.input, *self.format))
         self.writer = OutputWriter(self.dst, self.rs_out, self.length, skip=latency, tail=tail,
                                    safety=final_safety(rest))
 

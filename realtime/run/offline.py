@@ -31,7 +31,7 @@ from realtime.io.files import (
     sf_path,
     through_link,
 )
-from realtime.io.tags import carry_tags
+from realtime.io.tags import carry_tags, will_carry
 from realtime.run.audio_input import (
     RIFF_MAX,
     input_path,
@@ -44,7 +44,6 @@ from realtime.run.audio_input import (
 from realtime.run.midi_file import read_midi_song, release_at_end
 
 READ_FRAMES = 16384  # file I/O granularity; independent of the chain's block size
-MIN_INPUT_RATE = 1000  # Hz: below it a file is no audio (and its reads would resample ×48 or more)
 RESAMPLER_FLUSH = 4096  # chain frames of silence beyond the latency that push a resampler's tail out
 DEFAULT_RATE = 48000
 NATIVE_RANGE = (44100, 768000)  # lower rates go to 48 kHz as before (EQ corners at 10 kHz and up); DXD 705.6 kHz runs as it is
@@ -78,7 +77,7 @@ def fit_block(blocksize: int, *chains) -> int:
 
 
 
-def copy_tags(src: sf.SoundFile, dst: sf.SoundFile, in_p=None) -> None:
+def copy_tags(src: sf.SoundFile, dst: sf.SoundFile, in_p=None, warn: bool = True) -> None:
     """The input's text tags (title, artist, date, …) onto the output, before any audio is written
     (FLAC takes them only then); a tag the output's format cannot hold is left out, and so is
     ``software``: it names what wrote the file (libsndfile adds its own). An MP3's tags (ID3v1,
@@ -98,7 +97,7 @@ def copy_tags(src: sf.SoundFile, dst: sf.SoundFile, in_p=None) -> None:
             setattr(dst, name, value)
         except (sf.LibsndfileError, RuntimeError):
             pass
-    if changed:
+    if changed and warn:  # (not where ``tags.carry_tags`` writes them whole afterwards)
         name = in_p if in_p is not None else os.fsdecode(src.name) if isinstance(src.name, (str, bytes)) else "input"
         print(f"warning: {name}: MP3 tags hold ASCII text only; {', '.join(changed)}", file=sys.stderr)
 
@@ -686,8 +685,6 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     try:
         fmt, subtype = output_format(out_p, src.subtype, src.samplerate)
         ch, in_sr, length = src.channels, src.samplerate, src.frames
-        if in_sr < MIN_INPUT_RATE:  # (1 Hz: each read resampled to 48 kHz at once, gigabytes)
-            raise OfflineError(f"{in_p}: a sample rate of {in_sr} Hz is no audio rate; {MIN_INPUT_RATE} Hz at least")
         tail = round(tail_s * in_sr)
         fmt = sized_format(out_p, fmt, subtype, length + tail, ch)
         samplerate = chain_rate([s.processor for s in getattr(chain, "slots", ())], in_sr, samplerate)
@@ -705,7 +702,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
                         tqdm(total=length, unit="frame", unit_scale=True, leave=False,
                              disable=not progress or not _is_terminal(sys.stderr),  # (not into a log)
                              desc=in_p.name) as bar:
-                    copy_tags(src, dst, in_p)
+                    copy_tags(src, dst, in_p, warn=not will_carry(in_p, fmt, subtype))
                     out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail, safety=final_safety(chain))
                     flush = flush_frames(latency, tail_s, samplerate, resample)
                     frames_read, nonfinite = _stream(src, out, runner, rs_in, flush, bar)

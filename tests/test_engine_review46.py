@@ -27,6 +27,20 @@ def test_a_record_for_a_slot_the_chain_no_longer_has_is_left_out_not_fatal():
     assert eng.stats()["stale_control_records"] == 1 and eng.error is None
 
 
+def _poll_until_it_answers(host, within_s: float = 60.0) -> None:
+    """The window's status poll, once a second (each one asked is answered in turn), until one is."""
+    from gui.remote.client import EngineProcessError
+
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            host.status()
+            return
+        except EngineProcessError:
+            assert time.monotonic() < deadline
+            time.sleep(1.0)
+
+
 def test_the_panel_re_reads_the_chain_after_a_change_it_gave_up_on(monkeypatch):
     """An add that outlived the client's timeout (60 s: a big sampler, a TensorRT build) finished in
     the engine process after all; the client kept its old view, and the next knob move set the
@@ -47,14 +61,7 @@ def test_the_panel_re_reads_the_chain_after_a_change_it_gave_up_on(monkeypatch):
         monkeypatch.undo()
         with pytest.raises(EngineProcessError, match="has not answered the last change"):
             host.set_param("g", "gain_db", -40.0)  # addressed by a chain it may no longer run: refused
-        deadline = time.monotonic() + 60
-        while True:  # the window's status poll, once a second (each one asked is answered in turn)
-            try:
-                host.status()
-                break
-            except EngineProcessError:
-                assert time.monotonic() < deadline
-                time.sleep(1.0)
+        _poll_until_it_answers(host)
         assert [s.id for s in host.chain.slots] == ["slowbuild", "g", "eq", "safety"]
         assert host.chain_renewed() and not host.chain_renewed()  # the window redraws once
         host.set_param("g", "gain_db", -40.0)
@@ -66,14 +73,7 @@ def test_the_panel_re_reads_the_chain_after_a_change_it_gave_up_on(monkeypatch):
         with pytest.raises(EngineProcessError, match="did not answer"):
             host.remove_slot("eq")
         monkeypatch.undo()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                host.status()
-                break
-            except EngineProcessError:
-                assert time.monotonic() < deadline
-                time.sleep(1.0)
+        _poll_until_it_answers(host)
         assert "eq" not in [s.id for s in host.chain.slots] and host.chain_renewed()
         assert host.cc_map.targets == {(8, None): "g.gain_db"}
     finally:

@@ -12,6 +12,10 @@ from realtime.engine.config import EngineConfig
 from realtime.engine.control import ControlWriter
 from realtime.engine.engine import Engine
 
+# tests.gui_slowbuild.BUILD_S: that module is the engine process's plugin, never imported here (its
+# processors would join this process's registry, which other tests build every kind of)
+SLOW_BUILD_S = 0.8
+
 
 def test_a_record_for_a_slot_the_chain_no_longer_has_is_left_out_not_fatal():
     """(slot 1, param 1) of a chain whose eq was removed: IndexError on the DSP thread, which ended
@@ -49,13 +53,11 @@ def test_the_panel_re_reads_the_chain_after_a_change_it_gave_up_on(monkeypatch):
     from gui.remote import client as remote
     from gui.remote.client import EngineProcessError, RemoteEngineHost
 
-    from .gui_slowbuild import BUILD_S
-
     preset = {"version": 1, "name": "t", "chain": [{"id": "g", "processor": "gain"}, {"id": "eq", "processor": "biquad"}]}
     host = RemoteEngineHost(preset, EngineConfig(), plugins=("tests.gui_slowbuild",))
     try:
         host.status()
-        monkeypatch.setitem(remote.RemoteEngineHost._call.__kwdefaults__, "timeout", BUILD_S / 4)
+        monkeypatch.setitem(remote.RemoteEngineHost._call.__kwdefaults__, "timeout", SLOW_BUILD_S / 4)
         with pytest.raises(EngineProcessError, match="did not answer"):
             host.add_slot("slowbuild", index=0)
         monkeypatch.undo()

@@ -98,7 +98,6 @@ _PROTOTYPES = {
     # a plugin's own presets (pset:Preset resources related to it): listed, loaded, read as a state
     "lilv_plugin_get_related": (_V, [_V, _V]),  # owned nodes
     "lilv_world_load_resource": (ctypes.c_int, [_V, _V]),
-    "lilv_world_unload_resource": (ctypes.c_int, [_V, _V]),
     "lilv_state_new_from_world": (_V, [_V, _V, _V]),  # owned: lilv_state_free
     "lilv_state_emit_port_values": (None, [_V, _V, _V]),
     "lilv_free": (None, [_V]),

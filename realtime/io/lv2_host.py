@@ -587,8 +587,14 @@ def plugin_preset(world, uri: str, label: str) -> tuple[dict[str, float], str | 
         listed = ", ".join(repr(k) for k in list(presets)[:12]) + (", ..." if len(presets) > 12 else "")
         raise PluginError(f"lv2 plugin {uri}: no preset named {label!r}; "
                           + (f"its presets: {listed}" if presets else "it comes with none"))
+    return read_preset(world, uri, presets[label], label)
+
+
+def read_preset(world, uri: str, preset: str, label: str) -> tuple[dict[str, float], str | None]:
+    """``plugin_preset``'s reading of the preset whose URI is ``preset`` (listed by ``plugin_presets``,
+    which loaded it; ``label``: what an error calls it)."""
     L, t = lilv.lib(), urids()
-    node = world.uri(presets[label])
+    node = world.uri(preset)
     with capture_stderr() as msgs:
         st = L.lilv_state_new_from_world(world.ptr, ctypes.addressof(t.map_struct), node)
     if not st:
@@ -623,4 +629,4 @@ def plugin_preset(world, uri: str, label: str) -> tuple[dict[str, float], str | 
 
 
 __all__ = ["Instance", "MAX_RUN_FRAMES", "STATE_INTERFACE", "SUPPORTED_FEATURES", "State", "UridTable",
-           "parse_state", "plugin_preset", "plugin_presets", "unsupported_features", "urids"]
+           "parse_state", "plugin_preset", "plugin_presets", "read_preset", "unsupported_features", "urids"]

@@ -599,6 +599,11 @@ class Lv2Plugin(Processor):
             No preset of that label (the message lists them), or lilv cannot read it.
         """
         values, state = lv2_host.plugin_preset(lv2_scan.world(), cls.uri, label)
+        return cls._preset_params(values), state
+
+    @classmethod
+    def _preset_params(cls, values: dict[str, float]) -> dict[str, float | str]:
+        """A preset's control values by port symbol as a preset's ``params`` take them (``plugin_preset``)."""
         params: dict[str, float | str] = {}
         for port, prm in zip(cls.info.controls, cls.params):
             v = values.get(port.symbol)
@@ -613,7 +618,7 @@ class Lv2Plugin(Processor):
                     params[prm.id] = prm.choices[min(range(len(points)), key=lambda k: abs(points[k] - v))]
             else:
                 params[prm.id] = min(prm.max, max(prm.min, v))
-        return params, state
+        return params
 
     @classmethod
     def value_presets(cls) -> dict[str, dict[str, float | str]]:
@@ -621,14 +626,14 @@ class Lv2Plugin(Processor):
         label -> params as ``plugin_preset`` gives them: what the panel's preset drop-down moves the
         knobs to, live. Read once per process; one lilv cannot read is left out."""
         if cls.__dict__.get("_value_presets") is None:
-            found = {}
-            for label in cls.plugin_presets():
+            world, found = lv2_scan.world(), {}
+            for label, preset in lv2_host.plugin_presets(world, cls.uri).items():  # (listed once, each read once)
                 try:
-                    params, state = cls.plugin_preset(label)
+                    values, state = lv2_host.read_preset(world, cls.uri, preset, label)
                 except PluginError:
                     continue
                 if state is None:
-                    found[label] = params
+                    found[label] = cls._preset_params(values)
             cls._value_presets = found
         return cls._value_presets
 

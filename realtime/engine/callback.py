@@ -210,7 +210,7 @@ def credit_stale_input(ctl, stats):
     new = dropped - stats[ST_DSP_DROPPED_SEEN]
     if new != 0:
         stats[ST_SKIP_DEBT] -= new
-        store_release(stats, ST_DSP_DROPPED_SEEN, dropped)  # the DSP thread waits for this before it pushes
+        store_release(stats, ST_DSP_DROPPED_SEEN, dropped)  # the DSP thread drops again only after this
 
 
 @njit(nogil=True, cache=True)

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import struct
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,26 @@ def through_link(path) -> Path:
     link; replacing the link itself left its target unwritten and the link gone), else ``path``."""
     p = Path(path)
     return Path(os.path.realpath(p)) if p.is_symlink() else p
+
+
+def not_a_file(p) -> str | None:
+    """What ``p`` is when it exists and is no regular file (nor a folder), in words ("a pipe (FIFO)",
+    "a socket", "a device"), else None."""
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def is_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal (False for a stand-in stream without ``isatty``, or a closed one)."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 COMMITTED: set[str] = set()  # the files this process put in place (absolute paths): an interrupt's note says so

@@ -63,14 +63,12 @@ def carry_tags(src_path, dst_path, fmt: str, subtype: str = "") -> str | None:
     kind = _kind(fmt, subtype)
     if kind is None or not os.path.isfile(src_path):  # (a pipe's input cannot be read again)
         return None
-    try:
-        import mutagen
-        from mutagen.flac import FLAC
-        from mutagen.id3 import ID3, ID3NoHeaderError
-        from mutagen.oggopus import OggOpus
-        from mutagen.oggvorbis import OggVorbis
-    except ImportError:  # an installation without it keeps libsndfile's fields
-        return None
+    import mutagen
+    from mutagen.flac import FLAC
+    from mutagen.id3 import ID3, ID3NoHeaderError
+    from mutagen.oggopus import OggOpus
+    from mutagen.oggvorbis import OggVorbis
+
     try:
         if kind == "id3":
             try:

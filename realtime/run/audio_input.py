@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from realtime.errors import InputAccessError, OfflineError, os_reason
-from realtime.io.files import libsndfile_words, sf_path
+from realtime.io.files import libsndfile_words, not_a_file, sf_path
 
 STDIN = Path("/dev/stdin")
 
@@ -42,7 +42,7 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
         raise OfflineError(f"{p}: no such file")
     if p.is_dir():
         raise OfflineError(f"{p}: is a directory, not an audio file")
-    if p != STDIN and not p.is_file() and _is_char_device(p):  # /dev/zero: spooled until the disk was full
+    if p != STDIN and not_a_file(p) == "a device":  # /dev/zero: spooled until the disk was full
         raise OfflineError(f"{p}: is a device, not an audio file (`-` reads standard input)")
     if p.is_file():
         try:
@@ -506,15 +506,6 @@ def _unlike(part: sf.SoundFile, first: sf.SoundFile) -> str | None:
     if part.channels != first.channels:
         return PART_CHANNELS.get(part.channels, f"a part with {part.channels} channels")
     return None
-
-
-def _is_char_device(p: Path) -> bool:
-    import stat
-
-    try:
-        return stat.S_ISCHR(os.stat(p).st_mode)
-    except OSError:
-        return False
 
 
 def _spooled(p: Path):

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from realtime.errors import InputAccessError, OfflineError, interrupt_signals, os_reason
-from realtime.io.files import remove_stale_parts
+from realtime.io.files import is_terminal, remove_stale_parts
 from realtime.run.batch_plan import (
     LOG_NAME,
     BatchOptions,
@@ -258,7 +258,7 @@ class Progress:
                  interval_s: float | None = None):
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.tty = enabled and is_terminal(self.stream)
         self.interval_s = interval_s if interval_s is not None else 0.5 if self.tty else 10.0  # logs: a line a while
         self.total_files, self.total_audio_s = total_files, total_audio_s
         self.files = self.failed = 0
@@ -312,10 +312,7 @@ class WorkerStderr:
 
     def __init__(self, stream):
         self.stream = stream
-        try:
-            self._tty = stream.isatty()
-        except (AttributeError, ValueError):
-            self._tty = False
+        self._tty = is_terminal(stream)
         self._line_start = True
 
     def write(self, text: str) -> int:

@@ -14,20 +14,13 @@ from realtime.engine.config import EngineConfig
 from realtime.engine.control import CC, CCMap
 from realtime.engine.engine import Engine
 from realtime.errors import ConfigError, EngineError, MidiInputError, raise_pending_interrupt, signals_deferred
-from realtime.io.files import atomic_write
+from realtime.io.files import atomic_write, is_terminal
 
 DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
 MAX_DEMO_S = 600.0  # what the demo plays and records is held in memory: 10 minutes is ~0.5 GB
 
 
 STATUS_LOG_S = 60.0  # the status line's period where stderr is not a terminal
-
-
-def _is_tty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # a stand-in stream, a closed one
-        return False
 
 
 def status_line(engine: Engine) -> str:
@@ -73,7 +66,7 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
     """
     t0 = time.monotonic()
     # not a terminal (systemd's journal, a log file): no line rewritten every 0.5 s, one a minute
-    redraw = status and _is_tty(sys.stderr)
+    redraw = status and is_terminal(sys.stderr)
     next_line = t0 + STATUS_LOG_S
     said_recording = False
     said_stall = None

@@ -26,6 +26,8 @@ from realtime.io.files import (
     atomic_write,
     end_opus,
     folder_problem,
+    is_terminal,
+    not_a_file,
     pad_opus,
     remove_stale_parts,
     sf_path,
@@ -249,7 +251,7 @@ def check_destination(out_p: Path, in_p: Path | None = None) -> None:
         raise OfflineError(f"{out_p}: refusing to overwrite the input file")
     if out_p.is_dir():
         raise OfflineError(f"{out_p}: is a folder; give a file name")
-    if (what := _not_a_file(out_p)) is not None:  # (through a link: /dev/stdout on a terminal)
+    if (what := not_a_file(out_p)) is not None:  # (through a link: /dev/stdout on a terminal)
         raise OfflineError(f"{out_p}: is {what}, not a file; give a file name (the output is written whole, "
                            "then renamed into place)")
     out_p = through_link(out_p)  # a link is written through: its target's folder must take the file
@@ -282,17 +284,6 @@ def _not_replaceable(out_p: Path, parent: Path) -> str | None:
     if sticky and uid != 0 and st.st_uid != uid:
         return "another user's file in a folder that only lets owners replace theirs (sticky, as /tmp)"
     return None
-
-
-def _not_a_file(p: Path) -> str | None:
-    """What ``p`` is when it exists and is no regular file (nor a folder), in words, else None."""
-    try:
-        mode = os.stat(p).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    return "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -613,13 +604,6 @@ class ChainRunner:
             pad -= n
 
 
-def _is_terminal(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # (replaced, or closed)
-        return False
-
-
 def flush_frames(latency: int, tail_s: float, samplerate: int, resampled: bool) -> int:
     """Chain frames of silence run through after a file's input: its latency's, its tail's and, when
     the output is resampled back, ``RESAMPLER_FLUSH`` for the chain's last frames to pass the output
@@ -700,7 +684,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
             with atomic_write(out_p) as tmp:
                 with sf.SoundFile(sf_path(tmp), "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
                         tqdm(total=length, unit="frame", unit_scale=True, leave=False,
-                             disable=not progress or not _is_terminal(sys.stderr),  # (not into a log)
+                             disable=not progress or not is_terminal(sys.stderr),  # (not into a log)
                              desc=in_p.name) as bar:
                     copy_tags(src, dst, in_p, warn=not will_carry(in_p, fmt, subtype))
                     out = OutputWriter(dst, rs_out, length, skip=latency, tail=tail, safety=final_safety(chain))

@@ -184,15 +184,31 @@ def _stop_node(proc: subprocess.Popen) -> None:
     proc.stdout.close()
 
 
-def _init(ray, address: str) -> None:
-    """``ray.init`` with the signal handlers it found: it puts in its own for SIGTERM (which exits
-    the process, files half-done), where the batch's finishes the files in progress."""
+@contextlib.contextmanager
+def _handlers_kept():
+    """The interrupt signals' handlers as they were before the block, put back after it (main thread
+    only: elsewhere none can be set). Ray changes them both ways: ``ray.init`` puts in its own for
+    SIGTERM (which exits the process, files half-done), where the batch's finishes the files in
+    progress; ``ray.shutdown`` takes out the C-level failure-signal handlers its core worker put in
+    (glog's, SIGTERM among them), which left SIGTERM at its default under the batch's Python handler:
+    a second SIGTERM then killed the batch with no summary (-15)."""
     main = threading.current_thread() is threading.main_thread()
     handlers = {s: signal.getsignal(s) for s in interrupt_signals()} if main else {}
+    try:
+        yield
+    finally:
+        for s, h in handlers.items():
+            if h is not None:
+                signal.signal(s, h)
+
+
+def _init(ray, address: str) -> None:
+    """``ray.init``, the signal handlers kept (``_handlers_kept``)."""
     auth_error = getattr(ray.exceptions, "AuthenticationError", ConnectionError)  # a Ray without tokens has none
     try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": worker_env()})
+        with _handlers_kept():
+            ray.init(address=address, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": worker_env()})
     except (ConnectionError, RuntimeError, ValueError, auth_error) as e:
         env = os.environ.get("RAY_ADDRESS")  # Ray's choice over None and "auto"
         # Ray's own message for "auto" names an `--address` flag this command does not have
@@ -204,24 +220,12 @@ def _init(ray, address: str) -> None:
         # a refused token is a ConnectionError too, Ray's "Unauthenticated" only in its log line above
         hint = AUTH_HINT if isinstance(e, (ConnectionError, auth_error)) else ""
         raise OfflineError(f"--ray: cannot reach a Ray cluster at {where}: {str(e).splitlines()[0]}{hint}") from None
-    finally:
-        for s, h in handlers.items():
-            if h is not None:
-                signal.signal(s, h)
 
 
 def _shutdown(ray) -> None:
-    """``ray.shutdown`` with the signal handlers it found: it takes out the C-level failure-signal
-    handlers its core worker put in (glog's, SIGTERM among them), which leaves SIGTERM at its default
-    under the batch's Python handler: a second SIGTERM then killed the batch with no summary (-15)."""
-    main = threading.current_thread() is threading.main_thread()
-    handlers = {s: signal.getsignal(s) for s in interrupt_signals()} if main else {}
-    try:
+    """``ray.shutdown``, the signal handlers kept (``_handlers_kept``)."""
+    with _handlers_kept():
         ray.shutdown()
-    finally:
-        for s, h in handlers.items():
-            if h is not None:
-                signal.signal(s, h)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(libportaudio2 jackd2 libsndfile1
+APT_PKGS=(libportaudio2 jackd2 libsndfile1 libmpg123-0
           libegl1 libgl1 libfontconfig1 libxkbcommon0 libdbus-1-3
           xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 libxcb-shape0
           libxcb-randr0 libxcb-render-util0 libxcb-image0 libxcb-xinerama0 libxcb-xkb1)

@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from realtime.errors import InputAccessError, OfflineError, os_reason
+from realtime.io import mpg123
 from realtime.io.files import libsndfile_words, not_a_file, sf_path
 
 STDIN = Path("/dev/stdin")
@@ -62,6 +63,7 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
         raise OfflineError(f"{p}: not a readable audio file ({words})") from None
     f, said = whole_wav(p, f) if p.is_file() else (f, None)
     f, rest = joined(p if p.is_file() else f.name, f)
+    f, guessed = whole_mp3(p if p.is_file() else f.name, f)
     f, unsure = known_length(f.name, f)  # (as opened: a path's bytes, a name not in UTF-8 too, or the spool)
     if f.frames == 0:
         f.close()
@@ -77,7 +79,7 @@ def open_input(path: str | os.PathLike) -> tuple[sf.SoundFile, bool]:
     why = truncation(p)
     if why:
         said = f"{why} (a truncated or still-growing file); processing what is there"
-    for words in (said, rest, unsure):
+    for words in (said, rest, guessed, unsure):
         if words:
             print(f"warning: {p}: {words}", file=sys.stderr)
     return f, said is not None or rest is not None or unsure is not None
@@ -391,6 +393,41 @@ def _joined(source, f: sf.SoundFile, fh) -> tuple:
     whole = JoinedAudio(source, bounds[:len(lengths)], tags, lengths)
     f.close()
     return whole, rest
+
+
+def whole_mp3(source, f) -> tuple:
+    """``f``, or where it is an MP3 whose length libsndfile guessed (no Xing/Info header counts its
+    frames: libsndfile takes libmpg123's estimate from the file's size and never reads past it,
+    and a 10 s VBR file came out 3 s long, without a word), the MP3 read through libmpg123 to its
+    real end (``Mpg123Audio``); with words for a warning where that cannot be done (None: nothing
+    to say). A joined file's parts (``JoinedAudio``) are left as they are."""
+    if f.format != "MP3" or not isinstance(f, sf.SoundFile):
+        return f, None
+    fh = open(source, "rb") if _is_path(source) else source
+    was = fh.tell()
+    try:
+        first = _mp3_frame(fh, _after_id3v2(fh, 0))
+    except (OSError, struct.error):
+        first = None
+    finally:
+        if fh is source:
+            fh.seek(was)
+        else:
+            fh.close()
+    if first is not None and first[1] is not None:  # its header counts the frames: libsndfile reads them all
+        return f, None
+    if mpg123.library() is None:
+        return f, ("no header gives its length, and libmpg123 (Debian: libmpg123-0) is not installed to count "
+                   f"it: read as libsndfile's estimate, {f.frames / f.samplerate:.1f} s, which may cut it short")
+    try:
+        whole = mpg123.Mpg123Audio(source, f.copy_metadata(), f.subtype)
+    except (mpg123.Mpg123Error, OSError) as e:
+        return f, f"its length could not be counted ({e}): read as libsndfile's estimate, {f.frames / f.samplerate:.1f} s"
+    if (whole.frames, whole.samplerate, whole.channels) == (f.frames, f.samplerate, f.channels):
+        whole.close()  # the estimate was right (a CBR file): libsndfile reads it as it is
+        return f, None
+    f.close()
+    return whole, None
 
 
 UNKNOWN_FRAMES = 1 << 62  # libsndfile's length (2^63 - 1) for a header that does not give it

@@ -290,14 +290,15 @@ def _header(path: Path, kind: str, samplerate: int) -> tuple[float, int, int]:
 
 def _read_frames(path: Path) -> int:
     """A file's length as the worker will read it: every part of a joined MP3 or chained Ogg (its
-    header gives the first part's, or for a chained Ogg 2^63 frames), a length no header gives
-    counted (``known_length``)."""
+    header gives the first part's, or for a chained Ogg 2^63 frames), an MP3's frames where no
+    header counts them (``whole_mp3``), a length no header gives counted (``known_length``)."""
     import soundfile as sf
 
-    from realtime.run.audio_input import joined, known_length
+    from realtime.run.audio_input import joined, known_length, whole_mp3
 
     with contextlib.redirect_stderr(io.StringIO()):  # a rest not read: the worker says it
         f, _ = joined(path, sf.SoundFile(sf_path(path)))
+        f, _ = whole_mp3(path, f)
         f, _ = known_length(sf_path(path), f)
     with f:
         return f.frames

@@ -1040,6 +1040,7 @@ class MainWindow(PresetActions, QMainWindow):
         self._restart_action.setVisible(False)  # a stalled engine that answers again
         if self.host.chain_renewed():  # a change it did not answer in time ended after all (or failed)
             self._rebuild_rack()
+            self._update_title()  # (a late preset load's name)
         L = self.status_labels
         L["state"].setText("● running" if s["running"] else "○ stopped")
         L["device"].setText(f"device: {s['device']}")

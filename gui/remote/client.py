@@ -75,6 +75,7 @@ class RemoteEngineHost(HostBase):
         # a structural command timed out: the engine process may have changed its chain after all, so
         # ``chain`` (what knob moves are addressed by) is not to be trusted until re-read (``status``)
         self._view_stale = False
+        self._late_preset = None  # a preset whose load was given up on (``load_preset``), until the re-read
         self._view_renewed = False  # ... and was re-read since the window last asked (``chain_renewed``)
         self._lost = False  # the audio server or device went while it played, and nothing played since
         self._lv2_states: dict[str, str] = {}  # LV2 slots' own state, from the last preset that had it
@@ -113,6 +114,7 @@ class RemoteEngineHost(HostBase):
 
         self._seq = 0  # of the last command sent (the start's reply is 0)
         self._hung = self._view_stale = False  # a new process runs the chain the panel shows
+        self._late_preset = None
         if self._closed:  # closed from another thread during a restart
             raise EngineProcessError("the panel's engine connection is closed")
         proc = ctx.Process(target=serve, args=(child, self._names, p, asdict(self.config), self._plugins),
@@ -216,7 +218,13 @@ class RemoteEngineHost(HostBase):
     def load_preset(self, preset: dict) -> None:
         p = validate_preset(preset)
         with self.rings.lock:
-            self._apply(self._structural("load_preset", p))
+            try:
+                snap = self._structural("load_preset", p)
+            except EngineProcessError:
+                if self._view_stale:  # given up on: the re-read takes its name and mappings if it finished
+                    self._late_preset = p
+                raise
+            self._apply(snap)
             self._take_preset_meta(p)
 
     def to_preset(self, name: str | None = None, description: str | None = None) -> dict:
@@ -286,6 +294,9 @@ class RemoteEngineHost(HostBase):
                 for gone in before - {s.id for s in self.chain.slots}:  # (a late removal or preset's)
                     self._forget_slot(gone)
                     self._lv2_states.pop(gone, None)
+                late, self._late_preset = self._late_preset, None
+                if late is not None and _runs(self.chain, late):  # a late preset load that finished after all
+                    self._take_preset_meta(late)
                 self._view_stale, self._view_renewed = False, True
         self.running = st["running"]
         # a loss stays known once stopped (the next start's engine no longer says it); a stream that
@@ -425,6 +436,11 @@ class RemoteEngineHost(HostBase):
             if self._closed:
                 return False
             return self.rings.midi.push_record(float(status), float(data1), float(data2), float(t))
+
+
+def _runs(chain: ChainView, preset: dict) -> bool:
+    """Whether ``chain`` has the slots of ``preset`` (validated), in its order."""
+    return [s.id for s in chain.slots] == [e["id"] for e in preset["chain"]]
 
 
 def _error(kind: str, text: str) -> Exception:

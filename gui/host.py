@@ -32,7 +32,7 @@ from realtime.dsp.processors import create, slot_class
 from realtime.dsp.processors.safety import CLIPPED
 from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
-from realtime.engine.control import CC, CCMap, ControlRings, Record
+from realtime.engine.control import CC, CCMap, ControlRings, Record, resting_message
 from realtime.engine.engine import Engine
 from realtime.engine.ring import ring_pop, ring_readable
 
@@ -136,6 +136,8 @@ class HostBase:
             target, learned = self.cc_map.controller(ch, data1)
             if learned and self.on_learned:
                 self.on_learned(target, data1, ch)
+            if learned and (rest := resting_message(status, data1)) is not None:
+                self.send_midi(*rest, at_ns)  # the chain hears no more of it: left at rest, not held
             if target is not None:
                 try:
                     rec = self.set_target(target, data2 / 127.0)

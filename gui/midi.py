@@ -27,9 +27,10 @@ class MidiInput:
         self.port_name = port
         self._in = None
         if port == VIRTUAL:
-            self._in = _Input(sink, virtual=True, name=VIRTUAL_NAME, queued=True)
+            self._in = _Input(sink, virtual=True, name=VIRTUAL_NAME, queued=True, release=release)
         elif port and port != NONE:  # a named port is watched: ``on_status(line)`` when it goes or comes back,
-            # its notes released through ``release`` (realtime.io.midi_input.MidiInput)
+            # its notes released through ``release`` (realtime.io.midi_input.MidiInput), as any port's
+            # are when it is closed
             self._in = _Input(sink, port=port, queued=True, on_status=on_status, release=release)
 
     @property

@@ -132,6 +132,38 @@ def test_a_held_note_is_released_when_its_port_vanishes_and_the_port_is_back_by_
     assert rec["threads"] == ["MainThread"]  # close() stopped the watcher
 
 
+CLOSED = KEYBOARD + r"""
+from realtime.io.midi_input import MidiInput
+
+kbd = Keyboard()
+got = []
+mi = MidiInput(lambda *m: got.append(m[:3]), port="kbd:out", queued=True)
+time.sleep(0.2)
+kbd.send(0xB0, 64, 127)
+kbd.send(0x90, 60, 100)
+wait_until(lambda: len(got) >= 2, 3)
+held = list(got)
+mi.close()  # the panel's settings switched to another port, the key and the pedal still down
+print(json.dumps({"held": held, "closed": got[len(held):]}))
+kbd.close()
+"""
+
+
+def test_closing_an_input_releases_what_it_held(server):
+    """A port the program closes (the panel's settings: another MIDI input, or OK at all) left its
+    notes and pedal on: the synth rang on, and the new port's notes rang forever."""
+    from realtime.dsp.processors.synth.processor import MODEL_DIR, Synth
+
+    rec = result(run_script(CLOSED))
+    assert rec["held"] == [[0xB0, 64, 127], [0x90, 60, 100]]
+    synth = Synth(model_dir=MODEL_DIR, instrument="violin")
+    synth.prepare(48000, 128, 2)
+    assert sounding_after(synth, rec["held"]) == [60]
+    assert sounding_after(synth, rec["closed"]) == []
+    assert sounding_after(synth, [(0x90, 64, 100), (0x80, 64, 0)]) == []  # the pedal is up: no ring
+    assert [0xB0, 121, 0] in rec["closed"]  # the controllers at rest too (bend centred)
+
+
 PANEL = KEYBOARD + r"""
 from PyQt6.QtWidgets import QApplication
 app = QApplication(sys.argv[:1])

@@ -354,6 +354,20 @@ class ControlWriter:
 
 
 # ---------------------------------------------------------------------------- MIDI controllers
+# Controllers whose last value an instrument holds as a state, at rest: the mod wheel, breath, foot,
+# expression (full), the sustain, sostenuto, soft and hold pedals. Once a learn maps one to a knob
+# the chain hears no more of it, so it gets this value then (``resting_message``): a pedal lifted
+# to complete a learn stayed down in the synth for good, and every later note rang on.
+RESTING_CC = {1: 0, 2: 0, 4: 0, 11: 127, 64: 0, 66: 0, 67: 0, 69: 0}
+
+
+def resting_message(status: int, cc: int) -> tuple[int, int, int] | None:
+    """The message that puts controller ``cc`` of ``status``'s channel at rest (``RESTING_CC``),
+    else None (a controller without a known resting value keeps its last one)."""
+    rest = RESTING_CC.get(cc)
+    return None if rest is None else (status, cc, rest)
+
+
 class CCMap:
     """MIDI controllers mapped to control targets, and MIDI learn.
 

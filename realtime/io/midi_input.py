@@ -28,7 +28,10 @@ from realtime.errors import MidiInputError
 
 Sink = Callable[..., object]  # sink(status, data1, data2) or, from a port, sink(status, data1, data2, at_ns)
 # sustain off, then all notes off, on every channel: what a lost keyboard can no longer send
-RELEASE_ALL = tuple((0xB0 | ch, cc, 0) for ch in range(16) for cc in (64, 123))
+# what a port that goes (or that is closed) leaves behind, on every channel: the pedal up, the
+# controllers at rest (CC121: bend centred, the mod wheel down; a cable pulled mid-bend left the
+# synth detuned), all notes off
+RELEASE_ALL = tuple((0xB0 | ch, cc, 0) for ch in range(16) for cc in (64, 121, 123))
 WATCH_S = 0.5  # how often a named port's presence is checked
 POLL_S = 0.002  # the poll thread's sleep when rtmidi's queue is empty (idle: 1 ms cost 2 % of a core, 2 ms 0.3 %)
 QUEUE_LIMIT = 8192  # messages rtmidi keeps while the poll thread is held up (its default: 1024)
@@ -312,8 +315,11 @@ class MidiInput:
             release = self._queued.sink if self._queued is not None else self.sink
 
         def send() -> None:
-            for m in RELEASE_ALL:
-                release(*m)
+            try:
+                for m in RELEASE_ALL:
+                    release(*m)
+            except Exception:  # a chain or engine already gone holds nothing
+                pass
 
         if self._queued is not None:
             self._queued.call(send)  # after the notes already queued, on the thread that sends them
@@ -340,11 +346,15 @@ class MidiInput:
             self.on_status(line)
 
     def close(self) -> None:
-        """Forward what is queued, stop the poll thread, close the port (and the queue's worker)."""
+        """Forward what is queued, stop the poll thread, close the port, release what it left held
+        (``RELEASE_ALL``, as when a port is lost: a port switched in the panel's settings left its
+        notes and pedal on, and the new port's notes rang forever), close the queue's worker."""
         self._stop.set()
         self._thread.join()
         self._rt.close_port()
         self._rt.delete()
+        if not self.lost:
+            self._release_all()
         if self._queued is not None:
             self._queued.close()
 

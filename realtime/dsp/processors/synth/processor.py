@@ -115,18 +115,22 @@ def _block_program(ev, n_ev, pc_chan, ch10_notes, mapped) -> int:
 def _program_cut(ev, n_ev, n, ch10_notes, mapped) -> int:
     """Where the first part of a block of n frames ends: at the earliest program change after its
     start that ``_block_program`` could take (a loaded instrument's program, not on the drum
-    channel), at its offset as ``sv.controls`` reads it; n when there is none."""
+    channel), or all sound off (CC120), at its offset as ``sv.controls`` reads it; n when there is
+    none. CC120 stops its channel's voices and drops their steps in the part (``sv.controls``):
+    uncut, a note begun earlier in the same block never sounded, so a render depended on the block
+    size (at -b 1024 a note 400 samples before a CC120 was silent, at -b 64 it played)."""
     cut = n
     for k in range(n_ev):
-        st = ev[k, 1]
-        if not st == st:
+        st, d1 = ev[k, 1], ev[k, 2]
+        if not (st == st and d1 == d1):
             continue
         status = int(st)
+        off = sv.event_offset(ev[k, 0], n)
         if status & 0xF0 == 0xC0 and (ch10_notes or status & 0x0F != sv.DRUM_CHANNEL):
-            p = min(127, max(0, int(ev[k, 2])))
-            off = sv.event_offset(ev[k, 0], n)
-            if mapped[p] and 0.0 < off < cut:
+            if mapped[min(127, max(0, int(d1)))] and 0.0 < off < cut:
                 cut = int(off)
+        elif 0xB0 <= status <= 0xBF and int(d1) == 120 and 0.0 < off < cut:
+            cut = int(off)
     return cut
 
 
@@ -596,7 +600,8 @@ class Synth(MidiQueue, Processor):
             self.next_part()
 
     def program_cut(self, n: int) -> int:
-        """Frames of a block of n before its first program change after its start (n: none)."""
+        """Frames of a block of n before its first program change or all sound off after its start
+        (n: none)."""
         return _program_cut(self._ev, self._n_ev, n, self.values[sv.K_CH10] >= 0.5, self._mapped)
 
     def part(self, n: int, cut: int | None = None) -> int:

@@ -397,8 +397,10 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
     atk = g[G_ATK]
     rel = g[G_REL]
     sustain = g[G_SUST + int(ch)] >= 0.5
+    # in either mode: a key held in mono and let go after a switch to poly stayed on mono's list, and
+    # back in mono a later key's release fell back to it (a note sounding with no key down)
+    _stack_remove(stack, g, note + 128.0 * ch)
     if kv[K_MODE] >= 0.5:
-        _stack_remove(stack, g, note + 128.0 * ch)
         if vs[0, V_STAGE] == ON and vs[0, V_NOTE] == note and vs[0, V_CH] == ch:
             n = int(g[G_NSTACK])
             if n > 0:  # fall back to the last key still held, legato

@@ -5,7 +5,8 @@ text that is no whole name: the first entry that contains it). The box is cleare
 """
 from __future__ import annotations
 
-from PyQt6.QtCore import Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QEvent, QObject, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QKeySequence
 from PyQt6.QtWidgets import QComboBox, QCompleter
 
 from gui.pick_combo import pick_only
@@ -55,6 +56,11 @@ class AddBox(QComboBox):
         # after the box's own Enter (which adds only a whole name): Enter on part of a name adds the first match
         self.lineEdit().returnPressed.connect(self._enter)
         pick_only(self)  # a wheel turned over it, or an arrow key, added a slot each
+        # Undo/Redo with nothing of its own text to undo are the window's (Ctrl+Z just after an add
+        # did nothing: the box kept the focus, and its text field took the keys)
+        self._undo_keys = _UndoKeysToWindow(self)
+        self.installEventFilter(self._undo_keys)  # (the box hands its keys to its text field past any filter)
+        self.lineEdit().installEventFilter(self._undo_keys)
 
     def choices(self) -> list[str]:
         return [self.itemText(i) for i in range(self.count())]
@@ -102,4 +108,18 @@ class AddBox(QComboBox):
 
     def clear_choice(self) -> None:
         self.setCurrentIndex(-1)
-        self.lineEdit().clear()
+        self.lineEdit().setText("")  # (not clear(): its own undo would bring the pick's text back)
+
+
+class _UndoKeysToWindow(QObject):
+    """A line edit's Undo and Redo keys left to the window's actions while it has nothing to undo
+    or redo (a key a widget does not take as its own goes to the window's shortcuts)."""
+
+    def eventFilter(self, obj, e) -> bool:
+        if e.type() == QEvent.Type.ShortcutOverride:
+            edit = obj.lineEdit() if isinstance(obj, QComboBox) else obj
+            if (e.matches(QKeySequence.StandardKey.Undo) and not edit.isUndoAvailable()) or \
+                    (e.matches(QKeySequence.StandardKey.Redo) and not edit.isRedoAvailable()):
+                e.ignore()
+                return True
+        return False

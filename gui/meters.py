@@ -71,16 +71,19 @@ class LevelMeter(QWidget):
         now = time.monotonic() if now is None else now
         last, self._last_t = self._last_t, now
         for c in range(2):
-            pk = float(peaks[c])
+            pk, ms = float(peaks[c]), float(mean_squares[c])
+            finite = math.isfinite(pk) and math.isfinite(ms)
+            if not finite:  # (an upstream client's Inf or NaN): full scale and the clip light; an Inf kept
+                pk = ms = 1.0  # as the hold line's level never fell again, nor did a click reset it
             db = to_db(pk)
             self.peak_db[c] = db
             self.max_db[c] = max(self.max_db[c], db)
-            self.rms_db[c] = 10.0 * math.log10(float(mean_squares[c])) if mean_squares[c] > 1e-12 else -120.0
+            self.rms_db[c] = 10.0 * math.log10(ms) if ms > 1e-12 else -120.0
             if db >= self.hold_db[c]:
                 self.hold_db[c], self._hold_t[c] = db, now
             elif now - self._hold_t[c] > HOLD_S:
                 self.hold_db[c] = max(db, self.hold_db[c] - self._fall_db(c, last, now))
-            if pk >= CLIP_LIN or not math.isfinite(pk) or clip[c]:
+            if pk >= CLIP_LIN or not finite or clip[c]:
                 self.clipped[c] = True
         self.update()
 
@@ -97,9 +100,10 @@ class LevelMeter(QWidget):
         return FALL_DB_S * max(0.0, now - (since if last is None else max(last, since)))
 
     def clear_clip(self) -> None:
-        """Clear the clip lights and the highest-peak numbers."""
+        """Clear the clip lights, the highest-peak numbers and the hold lines."""
         self.clipped = [False, False]
         self.max_db = [-120.0, -120.0]
+        self.hold_db = list(self.peak_db)
         self.update()
 
     def peak_text(self, c: int) -> str:

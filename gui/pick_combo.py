@@ -2,7 +2,8 @@
 
 Qt's QComboBox emits ``activated`` for a mouse wheel turned over it and for the arrow keys, not
 only for a choice from its list: scrolling past the preset picker loaded another preset (the
-unsaved changes gone), scrolling past the Add box added slots. ``pick_only`` swallows the wheel,
+unsaved changes gone), scrolling past the Add box added slots, and a wheel over a plugin's preset
+drop-down set all its knobs. ``pick_only`` swallows the wheel,
 and turns the arrow keys into opening the list, where a choice is made on purpose.
 ``wheel_needs_focus`` (the rack's drop-downs): the wheel changes the choice only while the box has
 the keyboard focus (or its list is open); else it goes on to what holds the box (the rack scrolls).
@@ -20,7 +21,8 @@ _EDIT_STEP_KEYS = (Qt.Key.Key_Up, Qt.Key.Key_Down)  # a search field keeps Home/
 class _PickOnly(QObject):
     def eventFilter(self, obj, e) -> bool:
         if e.type() == QEvent.Type.Wheel:
-            return True  # swallowed: the choice does not change
+            e.ignore()  # the choice does not change; what holds the box gets the wheel (the rack scrolls)
+            return True
         if e.type() == QEvent.Type.KeyPress and e.key() in (_STEP_KEYS if isinstance(obj, QComboBox) else _EDIT_STEP_KEYS):
             combo = obj if isinstance(obj, QComboBox) else obj.parent()
             if isinstance(combo, QComboBox) and not combo.view().isVisible():

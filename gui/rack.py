@@ -38,7 +38,7 @@ from PyQt6.QtWidgets import (
 )
 
 from gui.knob import BURST_GAP_S, DIM_OPACITY, Knob, add_learn_actions
-from gui.pick_combo import wheel_needs_focus
+from gui.pick_combo import pick_only, wheel_needs_focus
 from gui.readouts import ReadoutBar, ReadoutText, combine, readout_widget
 from gui.undo import BYPASS_TARGET, MIX_TARGET
 from realtime.dsp.processor import Param
@@ -178,7 +178,7 @@ class SlotStrip(QFrame):
             box.addItems(list(self.plugin_presets))
             box.setToolTip("the presets that come with the plugin: a pick sets its controls (Undo takes it back)")
             box.activated.connect(lambda i: self._preset_picked(box, i))
-            wheel_needs_focus(box)
+            pick_only(box)  # a pick sets every control: never a wheel turned or an arrow key
             lay.addWidget(box)
         self.load_column = columns[0]
         self.load_us = 0.0

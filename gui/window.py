@@ -660,6 +660,10 @@ class MainWindow(PresetActions, QMainWindow):
                 end_gesture(self.undo_stack, slot_id, pid)
         finally:
             self.undo_stack.endMacro()
+            step = self.undo_stack.command(self.undo_stack.index() - 1)
+            if step is not None and step.childCount() == 0:  # every move refused (an engine not answering):
+                step.setObsolete(True)  # no step, and no unsaved change (undoing an obsolete step drops it)
+                self.undo_stack.undo()
 
     def _record(self, slot_id: str, target: str, old: float, new: float) -> None:
         """A change made in the panel becomes an undo step (merged into the last one while the same

@@ -73,6 +73,12 @@ def _tail_arg(p: argparse.ArgumentParser, note: str = "") -> None:
                         f"or reverb's tail{note} (default 0: the output is as long as the input)")
 
 
+def _bits_arg(p: argparse.ArgumentParser, note: str = "") -> None:
+    p.add_argument("--bits", choices=("16", "24", "32", "float"), default=None,
+                   help=f"the output's samples{note}: 16 (with TPDF dither), 24, 32 or float; WAV, AIFF, CAF, W64 "
+                        "hold all four, FLAC 16 or 24 (default: the input's, at least 24 bits)")
+
+
 def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREFILL_BLOCKS) -> None:
     p.add_argument("--samplerate", "-r", type=_samplerate, default=48000,
                    help="Hz: 44100, 48000, 88200 or 96000 (default 48000)")
@@ -142,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocksize", "-b", type=_blocksize, default=512,
                    help="frames per block through the chain (default 512)")
     _tail_arg(p)
+    _bits_arg(p)
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("batch", help="process many files (folders, manifests, MIDI) on every core or a Ray cluster",
@@ -162,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--midi-blocksize", type=_blocksize, default=128)
     p.add_argument("--ext", default=None, help="output extension (default: the input's; MIDI renders to wav)")
     _tail_arg(p, ", for audio inputs (a MIDI render runs until its sound has died away, as `synth` does)")
+    _bits_arg(p, " (every output in a format that has samples to set: MP3 and Ogg outputs are left as they are)")
     p.add_argument("--jobs", "-j", type=positive_int, default=None,
                    help="local worker processes (default: one per core); with --ray, the CPUs of the node it starts")
     p.add_argument("--streams", type=positive_int, default=8,
@@ -211,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live: open a virtual MIDI input port to connect to (the default without --midi-port)")
     p.add_argument("--seconds", type=_seconds, default=0, help="live: stop after N seconds (0 = until Ctrl-C)")
     _record_arg(p)
+    _bits_arg(p, " (a render)")
 
     p = sub.add_parser("train", help="train a model (enhancer | delimiter | ddsp)")
     p.add_argument("model", nargs="?", help="enhancer | delimiter | ddsp")  # none: said by cmd_train in words
@@ -257,7 +266,7 @@ def cmd_process(args) -> int:
 
     _, chain = _load_chain(args)
     report = process_file(args.input, args.output, chain, samplerate=args.samplerate,
-                          blocksize=args.blocksize, progress=not args.no_progress, tail_s=args.tail)
+                          blocksize=args.blocksize, progress=not args.no_progress, tail_s=args.tail, bits=args.bits)
     _print_report(report, args.output)
     return 0
 
@@ -280,7 +289,7 @@ def cmd_batch(args) -> int:
     options = BatchOptions(preset=args.preset, overrides=args.set, midi_preset=args.midi_preset,
                            midi_overrides=[*instrument, *args.midi_set], samplerate=args.samplerate,
                            blocksize=args.blocksize, midi_blocksize=args.midi_blocksize, ext=args.ext, force=args.force,
-                           streams=args.streams, tail_s=args.tail)
+                           streams=args.streams, tail_s=args.tail, bits=args.bits)
     _check_ray_address(args.ray)
     summary = run_batch(args.inputs, args.out, options, jobs=args.jobs, ray_address=args.ray,
                         progress=not args.no_progress)
@@ -544,6 +553,9 @@ def _instrument_chain(args):
 def cmd_synth(args) -> int:
     from realtime.errors import OfflineError
 
+    if args.live and args.bits:
+        raise OfflineError("synth --live: --bits sets a render's samples; a --record take is written as its "
+                           "extension's format holds it")
     if args.live:
         from realtime.engine.config import EngineConfig
         from realtime.run.live import play_midi_live
@@ -561,6 +573,7 @@ def cmd_synth(args) -> int:
         raise OfflineError("synth: --record keeps a live performance (--live); a render writes OUT.wav")
     live_only = [flag for flag, given in (("--seconds", args.seconds), ("--midi-port", args.midi_port),
                                           ("--virtual", args.virtual)) if given]
+
     if live_only:  # a render ignored them: it plays the whole file, from the file
         raise OfflineError(f"synth: {', '.join(live_only)} {'is' if len(live_only) == 1 else 'are'} for --live; "
                            "a render plays IN.mid through to its end")
@@ -569,7 +582,7 @@ def cmd_synth(args) -> int:
     from realtime.run.offline import render_midi
 
     chain = _instrument_chain(args)
-    report = render_midi(args.input, args.output, chain, args.samplerate, args.blocksize)
+    report = render_midi(args.input, args.output, chain, args.samplerate, args.blocksize, bits=args.bits)
     sounded = getattr(chain.slot("synth").processor, "instruments_sounded", lambda: [])()
     # what played: a program change in the file picks another instrument than --instrument
     _print_report({"output": report.pop("output"), "instrument": ", ".join(sounded) or args.instrument, **report},

@@ -180,7 +180,7 @@ def run_task(task: BatchTask) -> dict:
         if task.kind == "midi":
             from realtime.run.offline import render_midi
 
-            report = render_midi(task.input, out, chain, task.samplerate, task.blocksize)
+            report = render_midi(task.input, out, chain, task.samplerate, task.blocksize, bits=task.bits)
             result["audio_s"] = report["seconds"]
             result["dropped_midi_events"] = report["dropped_midi_events"]
             result["plugin_junk_samples"] = report["plugin_junk_samples"]
@@ -188,7 +188,7 @@ def run_task(task: BatchTask) -> dict:
             from realtime.run.offline import process_file
 
             report = process_file(task.input, out, chain, samplerate=task.samplerate, blocksize=task.blocksize,
-                                  progress=False, tail_s=task.tail_s)
+                                  progress=False, tail_s=task.tail_s, bits=task.bits)
             result["audio_s"] = report["frames"] / report["samplerate"]
             result.update({k: report[k] for k in ("frames_read", "truncated", "clipped_samples", "plugin_junk_samples")})
         result.update(output_stat(out))

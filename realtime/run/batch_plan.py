@@ -62,6 +62,9 @@ class BatchOptions:
     tail_s : float
         Seconds kept after each audio input ends (``process_file``'s ``tail_s``); a MIDI render
         runs until its sound has died away (``offline.render_midi``).
+    bits : str or None
+        The outputs' samples (``process_file``'s ``bits``), for every output in a format that holds
+        samples (WAV, FLAC, AIFF…); a compressed output (MP3, Ogg) is written as it would be.
     """
 
     preset: str = "default"
@@ -75,6 +78,7 @@ class BatchOptions:
     force: bool = False
     streams: int = 8
     tail_s: float = 0.0
+    bits: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class BatchTask:
     audio_s: float  # duration from the header (0 if unreadable): for the ETA
     channels: int = 0  # from the header (0 if unreadable or MIDI): streams are grouped by it
     tail_s: float = 0.0  # audio: seconds kept after the input ends
+    bits: str | None = None  # the output's samples (``BatchOptions.bits``), None for a compressed output
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -304,6 +309,18 @@ def _read_frames(path: Path) -> int:
         return f.frames
 
 
+def _bits_for(dst: Path, bits: str | None) -> str | None:
+    """``--bits`` for an output: None for one in a compressed format (MP3, Ogg), which has no sample
+    format to set; one line, before any work, for a format that cannot hold them (FLAC's float)."""
+    from realtime.run.offline import OUTPUT_FORMATS, bits_subtype
+
+    fmt = OUTPUT_FORMATS.get(dst.suffix.lower().lstrip("."))
+    if bits is None or fmt in (None, "OGG", "MP3"):  # (an unknown extension: its task fails as before)
+        return None
+    bits_subtype(dst, fmt, bits)
+    return bits
+
+
 def _plays_midi(preset: dict) -> bool:
     """Whether a slot of the preset may take MIDI: the synth, or a hosted plugin (which one is
     known once it is loaded: ``render_midi`` refuses a chain in which none does)."""
@@ -479,7 +496,7 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         from realtime.run.offline import output_format
 
         try:
-            output_format(Path("out." + options.ext.lstrip(".")), "FLOAT")
+            output_format(Path("out." + options.ext.lstrip(".")), "FLOAT", bits=options.bits)
         except OfflineError as e:
             raise OfflineError(f"--ext {options.ext!r}: {str(e).split(': ', 1)[-1]}") from None
     presets = _Presets()
@@ -550,6 +567,9 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             settings = {"kind": kind, "samplerate": rate, "blocksize": block}
             if tail:  # only then: the logs of runs without a tail keep their hashes
                 settings["tail_s"] = tail
+            bits = _bits_for(dst, options.bits)
+            if bits:
+                settings["bits"] = bits
             digest = presets.digest(name, tuple(overrides), settings)
             if kind == "midi" and not _plays_midi(preset):
                 raise PresetError(f"preset {name!r} plays no MIDI (no synth or LV2 plugin in it): its renders would "
@@ -560,7 +580,7 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             raise PresetError(f"{origin}: {e}") from None
         # absolute: a Ray worker runs in the cluster's folder, not this one
         tasks.append(BatchTask(os.path.abspath(src), os.path.abspath(dst), kind, preset, digest,
-                               presets.file(name), rate, block, seconds, channels, tail))
+                               presets.file(name), rate, block, seconds, channels, tail, bits))
     if not tasks:  # a typo'd folder, or a library of formats it does not read, looked like a success
         kinds = sorted(others)
         what = f" ({sum(others.values())} other files left out: {', '.join(kinds[:6])}{', …' * (len(kinds) > 6)})" \

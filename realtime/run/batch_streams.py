@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from realtime.io.dither import open_output
 from realtime.io.files import AtomicFile, sf_path
 from realtime.run.batch_plan import BatchTask, finished_status, output_stat
 
@@ -97,7 +98,7 @@ class _FileStream:
         self.src, self.cut = open_input(in_p)  # a cut WAV's or Ogg's length is what is there, as process_file
         try:
             check_destination(out_p, in_p)
-            fmt, subtype = output_format(out_p, self.src.subtype, self.src.samplerate)
+            fmt, subtype = output_format(out_p, self.src.subtype, self.src.samplerate, bits=task.bits)
             # as process_file: a WAV past 4 GiB is RF64 from the start, not refused after all the work
             tail = round(task.tail_s * self.src.samplerate)
             fmt = sized_format(out_p, fmt, subtype, self.src.frames + tail, self.src.channels)
@@ -117,7 +118,7 @@ class _FileStream:
         self.nonfinite = 0
         self.out = AtomicFile(out_p)
         try:
-            self.dst = sf.SoundFile(sf_path(self.out.tmp), "w", samplerate=self.in_sr, channels=ch, format=fmt, subtype=subtype)
+            self.dst = open_output(sf_path(self.out.tmp), self.in_sr, ch, fmt, subtype)
         except BaseException as e:
             self.out.discard()
             self.src.close()
@@ -218,14 +219,14 @@ class _MidiStream:
         self.dropped, self.dropped0 = dropped, dropped()  # this song's full-queue drops (the counters outlive it)
         self.junk = _JunkCount(task.input, rest)
         out_p = Path(task.output)
-        events, length, _, self.truncated, released = plan_render(task.input, out_p, task.samplerate)
+        events, length, _, self.truncated, released = plan_render(task.input, out_p, task.samplerate, task.bits)
         self.messages = events  # for what ``finish`` says of a file nothing of which sounds
         self.events = EventCursor(events, released, dropped)  # the releases at its end: not the file's drops
         self.pos = self.start = 0  # chain frames: the next block's start, the current one's
         self.out = AtomicFile(out_p)
         try:  # its longest (RenderWriter's limit) decides RF64 for a WAV past 4 GiB, as render_midi
             self.dst = open_render(self.out.tmp, out_p, task.samplerate,
-                                   length + round(MIDI_TAIL_MAX_S * task.samplerate))
+                                   length + round(MIDI_TAIL_MAX_S * task.samplerate), task.bits)
         except BaseException as e:
             self.out.discard()
             if isinstance(e, sf.LibsndfileError):  # named by the output, as render_midi says it, not the .part file

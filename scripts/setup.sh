@@ -4,7 +4,10 @@
 #   scripts/setup.sh          runtime (ONNX Runtime: gpu extra when an NVIDIA GPU is present, else cpu; GUI)
 #   scripts/setup.sh --dev    + test and training tools
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/.."  # (through a link too: not the link's folder)
+# one set-up at a time per clone: ./run.sh and ./test.sh started together ran two pip installs into one .venv
+exec {setup_lock}>"${TMPDIR:-/tmp}/rtaudio-setup-$(pwd | sha1sum | cut -c1-12).lock"
+flock "$setup_lock"
 
 APT_PKGS=(libportaudio2 jackd2 libsndfile1 libmpg123-0
           libegl1 libgl1 libfontconfig1 libxkbcommon0 libdbus-1-3
@@ -17,11 +20,24 @@ APT_PKGS+=(lv2-dev)  # the LV2 spec bundles: lilv names plugin classes (Reverb, 
 [ $DEV = 1 ] && APT_PKGS+=(espeak-ng)  # real (synthetic-voice) speech for tests/test_enhancer.py
 [ $DEV = 1 ] && APT_PKGS+=(lilv-utils)  # lv2info: tests/test_lv2.py cross-checks the scan with it
 
-python3 -c 'import ensurepip, venv' 2>/dev/null || APT_PKGS+=(python3-venv)
+# a .venv that runs its own pip on this machine's python3 (major.minor); else it is made again below:
+# a first set-up cut short, a venv made before python3-venv was there (no pip), a clone moved (its
+# scripts name the old folder; `python -m pip` does not), python3 upgraded (3.11 to 3.13: no packages)
+venv_ok() {
+    [ -x .venv/bin/python ] && .venv/bin/python -m pip --version >/dev/null 2>&1 &&
+        [ "$(.venv/bin/python -c 'import sys; print(sys.version_info[:2])' 2>/dev/null)" = \
+          "$(python3 -c 'import sys; print(sys.version_info[:2])')" ]
+}
+venv_ok || python3 -c 'import ensurepip, venv' 2>/dev/null || APT_PKGS+=(python3-venv)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    if [ -n "$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then
+        echo "setup: these Debian packages are missing and there is no sudo: ${missing[*]}" >&2
+        echo "setup: as root, run: apt-get install --no-install-recommends ${missing[*]}   (then this again)" >&2
+        exit 1
+    fi
     echo "setup: installing Debian packages: ${missing[*]}" >&2
     # A freshly booted machine often runs apt-daily / unattended upgrades: wait for apt's locks,
     # don't fail. DPkg::Lock::Timeout covers only dpkg's lock, not the lists lock that `update`
@@ -62,7 +78,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     rm -f "$apt_err"; trap - EXIT
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
+if ! venv_ok; then
+    [ -e .venv ] && echo "setup: .venv does not run on this machine's python3 (or has no pip): making it again" >&2
+    python3 -m venv --clear .venv
+fi
 
 # never both onnxruntime and onnxruntime-gpu: they write the same package folder
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then ORT=gpu; else ORT=cpu; fi
@@ -79,9 +98,10 @@ if [ $need = 1 ]; then
     other_extra=gpu; [ $ORT = gpu ] && other_extra=cpu
     want="$(printf '%s\n' ${EXTRAS//,/ } $(grep -vx "$other_extra" <<<"$have" || true) | sort -u | paste -sd, -)"
     echo "setup: installing Python packages (.[$want]) into .venv" >&2
-    .venv/bin/pip uninstall -q -y "$other" >/dev/null 2>&1 || true
+    rm -f .venv/.setup-*  # first: a failure after the uninstall below must not leave a stamp that says done
+    .venv/bin/python -m pip uninstall -q -y "$other" >/dev/null 2>&1 || true
     log=.venv/pip-install.log
-    if ! .venv/bin/pip install -q --disable-pip-version-check -e ".[$want]" >"$log" 2>&1; then
+    if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$want]" >"$log" 2>&1; then
         grep -v "^WARNING: Location" "$log" >&2 || true
         echo "setup: pip install failed (log: $log); nothing was marked as set up" >&2
         exit 1

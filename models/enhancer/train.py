@@ -155,7 +155,7 @@ def parse(argv):
                          "that --keep-every kept along one fine-tune; one graph)")
     a = ap.parse_args(argv)
     if a.select_by == "pesq+dnsmos" and importlib.util.find_spec("speechmos") is None:
-        raise SystemExit("--select-by pesq+dnsmos needs speechmos: pip install -e '.[eval]'")
+        raise SystemExit("--select-by pesq+dnsmos needs speechmos: .venv/bin/pip install -e '.[eval]'")
     if a.average and not a.export_only:  # before anything is built: a usage error costs nothing
         raise SystemExit("--average goes with --export-only")
     if a.seconds < MIN_SECONDS:

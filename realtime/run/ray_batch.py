@@ -1,6 +1,6 @@
 """The batch runner's cluster backend: the same tasks as the local pool, as Ray tasks.
 
-Install with ``pip install -e '.[cluster]'``; only this module imports Ray, and only when a batch
+Install with ``.venv/bin/pip install -e '.[cluster]'``; only this module imports Ray, and only when a batch
 asks for it (``main.py batch --ray [ADDRESS]``). Each task runs ``realtime.run.batch.run_unit`` in
 a Ray worker process, which keeps its chains between tasks as a local worker does. A task whose
 worker process dies (a killed node, an out-of-memory kill) is retried by Ray on another worker;
@@ -251,7 +251,7 @@ def ray_cluster(address: str | None = None, cpus: int | None = None, sweep=None)
     try:
         import ray
     except ModuleNotFoundError:
-        raise OfflineError("--ray needs Ray: pip install -e '.[cluster]'") from None
+        raise OfflineError("--ray needs Ray: .venv/bin/pip install -e '.[cluster]'") from None
     # Ray's driver prints its notices (a retried task, a dead worker) on stdout: keep stdout for the summary
     with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
         if not ray.is_initialized():

@@ -181,7 +181,7 @@ class StatefulSession:
         self.provider = self.session.get_providers()[0]
         if providers[0] != "CPUExecutionProvider" and self.provider == "CPUExecutionProvider":
             _say_once(f"{what}: {providers[0]} did not start (its CUDA/cuDNN libraries did not load; "
-                      "the gpu extra installs them: pip install -e '.[gpu]'); running on the CPU")
+                      "the gpu extra installs them: .venv/bin/pip install -e '.[gpu]'); running on the CPU")
         self._states: list[dict[str, np.ndarray]] = [{}, {}]
         self._starts: dict[str, np.ndarray] = {}
         self._state_outputs: dict[str, str] = {}

@@ -1,6 +1,7 @@
 """The synth panel under the rack: instrument picker, octave hint and on-screen keyboard.
 
-Shown only while the chain has a synth slot. The instrument picker mirrors the synth's first
+Shown while the chain has an instrument: a synth slot, or a hosted plugin that takes MIDI (an LV2
+instrument: its keyboard only, the picker hidden). The instrument picker mirrors the synth's first
 enumerated parameter (one named like "instrument" if there is one); choosing there moves the
 rack's control, which queues the change like any other. As the rack's drop-downs, the wheel
 changes it only while it has the keyboard focus.
@@ -21,6 +22,12 @@ def synth_slot(chain):
     return next((s for s in chain.slots if s.kind == SYNTH), None)
 
 
+def plays_midi(slot) -> bool:
+    """Whether the slot takes MIDI: the synth, or a hosted plugin with a MIDI input."""
+    extra = slot.processor.describe_extra() if hasattr(slot.processor, "describe_extra") else {}
+    return slot.kind == SYNTH or bool(extra.get("takes_midi"))
+
+
 def instrument_param(slot):
     """The synth's instrument choice descriptor, or None."""
     choice = [d for d in slot.processor.params if d.choices]
@@ -36,7 +43,8 @@ class SynthPanel(QWidget):
         self._target: tuple[str, str] | None = None  # (slot id, param id) the picker shows
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(QLabel("Instrument"))
+        self.instrument_label = QLabel("Instrument")
+        lay.addWidget(self.instrument_label)
         self.instrument = QComboBox()
         self.instrument.setObjectName("instrument")
         self.instrument.currentIndexChanged.connect(self._chosen)
@@ -50,9 +58,12 @@ class SynthPanel(QWidget):
         self._show_octave(self.keyboard.octave)
 
     def setup(self, chain) -> None:
-        """Show (or hide) the panel for ``chain`` and fill the picker from its synth."""
+        """Show (or hide) the panel for ``chain`` and fill the picker from its synth (without one,
+        the keyboard alone plays the chain's MIDI instruments)."""
         slot = synth_slot(chain)
-        self.setVisible(slot is not None)
+        self.setVisible(any(plays_midi(s) for s in chain.slots))
+        self.instrument_label.setVisible(slot is not None)
+        self.instrument.setVisible(slot is not None)
         d = instrument_param(slot) if slot else None
         self._target = (slot.id, d.id) if d is not None else None
         self.instrument.blockSignals(True)

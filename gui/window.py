@@ -74,6 +74,7 @@ FILE_ACTIONS = (("Load…", "&Open Preset…", "_load_dialog", QKeySequence.Stan
 EDIT_ACTIONS = (("createUndoAction", QKeySequence.StandardKey.Undo, ("Ctrl+Z",)),
                 ("createRedoAction", QKeySequence.StandardKey.Redo, ("Ctrl+Shift+Z", "Ctrl+Y")))
 SYNTH_PANE = 2  # the splitter's panes: rack, spectrum, synth panel
+CLOSE_WAIT_S = 2.0  # a close waiting for an action (``_may_close``) asks what to do once it has waited this long
 RESUME_AFTER_S = 10.0  # a restart starts the stream again only if it had played this long before the engine died
 
 
@@ -189,6 +190,7 @@ class MainWindow(PresetActions, QMainWindow):
         self._busy_action = None  # the action under way (``_show_busy``)
         self._changes_let_go = False  # the unsaved changes were let go for a load under way: they count as gone
         self._close_when_idle = False  # a close asked for while an action changed the chain: asked once it ends
+        self._asking_close = False  # ``_close_while_busy``'s question is open
 
         if host is None:
             host = RemoteEngineHost(preset or load_preset("default"), config or self.settings.engine_config())
@@ -387,18 +389,56 @@ class MainWindow(PresetActions, QMainWindow):
         """Whether a person's close may go on now: a typed value not yet applied is applied (one of the
         changes asked about), then the unsaved changes are asked about. While an action runs, the chain
         is in flux (a Save would write the new chain under the old preset's file, and wait for the
-        engine): with changes to ask about, the close waits for the action's end (``_show_busy``)."""
+        engine): with changes to ask about, the close waits for the action's end (``_show_busy``), and
+        asks what to do after CLOSE_WAIT_S or at a second close (``_close_while_busy``)."""
         self.rack.close_entries(True)
         if self.busy and self.modified:
+            if self._close_when_idle:  # asked again while it waits: what to do is asked now
+                return self._close_while_busy()
             self._close_when_idle = True
             self._show_busy_line()
+            QTimer.singleShot(round(CLOSE_WAIT_S * 1000), self._close_still_waiting)
             return False
         return self.confirm_discard()
 
+    def _close_still_waiting(self) -> None:
+        """A close has waited CLOSE_WAIT_S for an action (an engine not answering waited 60 s for its
+        timeout, and the window took no other close meanwhile): what to do is asked now."""
+        if self._close_when_idle and self.busy and not self._asking_close and self._close_while_busy():
+            self.close()  # (from code: not asked again)
+
+    def _close_while_busy(self) -> bool:
+        """Whether the window closes now without its changes, while an action runs: they cannot be
+        saved then (the chain is in flux, and a Save waits for the engine). Wait: the close waits on
+        for the action's end, then asks about them as ever; Cancel: no close."""
+        b = QMessageBox.StandardButton
+        box = QMessageBox(QMessageBox.Icon.Question, "Unsaved changes",
+                          f"“{self._busy_action.text.rstrip('…')}” has not finished, so the changes to the preset "
+                          f"“{self.host.name}” cannot be saved now. Close without saving them?",
+                          b.Discard | b.Retry | b.Cancel, self)
+        box.button(b.Discard).setText("Close without saving")
+        box.button(b.Retry).setText("Wait")
+        box.setDefaultButton(b.Retry)
+        self._asking_close = True
+        try:
+            box.exec()
+        finally:
+            self._asking_close = False
+        if box.clickedButton() is box.button(b.Discard):
+            self._close_when_idle = False
+            return True
+        if box.clickedButton() is not box.button(b.Retry):  # Cancel (Escape, the dialog's own close)
+            self._close_when_idle = False
+        if self.busy:
+            self._show_busy_line()
+        elif self._close_when_idle:
+            QTimer.singleShot(0, self._close_after_action)
+        return False
+
     def _close_after_action(self) -> None:
         """The close that waited for an action (``_may_close``), unless the window was shut down or
-        another action started meanwhile (its end comes here again)."""
-        if self._close_when_idle and not self.busy:
+        another action started meanwhile (its end comes here again), or what to do is being asked."""
+        if self._close_when_idle and not self.busy and not self._asking_close:
             self._close_when_idle = False
             self._guard(self._quit)
 
@@ -916,7 +956,10 @@ class MainWindow(PresetActions, QMainWindow):
 
     def _open_midi(self, port: str) -> None:
         if self.midi is not None:
-            self.midi.close()
+            if self.busy:  # its releases wait for the action's hold on the engine's queues: not the window
+                threading.Thread(target=self.midi.close, name="midi-close", daemon=True).start()
+            else:
+                self.midi.close()
             self.midi = None
         self._midi_status(None, "", False)  # the closed port's "lost" line leaves the banner
         if port and port != NONE:
@@ -1095,10 +1138,10 @@ class MainWindow(PresetActions, QMainWindow):
                 pass
         self.actions.drop_waiting()
         self.keyboard.release_all()
-        if self.midi is not None:
+        self.host.close()  # a host call under way ends with it (an engine busy past CLOSE_ANSWER_S is killed)
+        if self.midi is not None:  # after: its close sends its releases past the lock a hung call held
             self.midi.close()
             self.midi = None
-        self.host.close()  # a host call under way ends with it (an engine busy past CLOSE_ANSWER_S is killed)
         self.actions.settle()  # and the action under way with it, here
         self.settings.save_geometry(self.saveGeometry())
         self.settings.save_pane_sizes(self.splitter.heights())

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/.."  # (through a link too: not the link's folder)
 # one set-up at a time per clone: ./run.sh and ./test.sh started together ran two pip installs into one .venv
-exec {setup_lock}>"${TMPDIR:-/tmp}/rtaudio-setup-$(pwd | sha1sum | cut -c1-12).lock"
+# (a shared lock's file: this script itself, read-only, so any user of the clone can take it)
+exec {setup_lock}<scripts/setup.sh
 flock "$setup_lock"
 
 APT_PKGS=(libportaudio2 jackd2 libsndfile1 libmpg123-0

@@ -86,3 +86,87 @@ def test_an_inf_from_upstream_does_not_pin_the_meters_hold_line(qtbot):
     for k in range(1, 300):  # 10 s at -20 dBFS
         m.set_levels((0.1, 0.1), (0.005, 0.005), now=100.0 + k / 30)
     assert m.hold_db == pytest.approx([-20.0, -20.0])
+
+
+@pytest.mark.parametrize("answer", ["Close without saving", "Wait"])
+def test_a_close_with_changes_over_an_engine_that_stopped_answering_asks_within_seconds(tmp_path, qtbot, monkeypatch,
+                                                                                        answer):
+    """Unsaved changes, an Add the engine process never answers (stopped: a plugin stuck in its
+    instantiate), then Quit: the close waited for the Add's 60 s timeout, taking no other close
+    meanwhile, and only then asked. It asks after CLOSE_WAIT_S now; "Close without saving" closes
+    (the stuck process killed), "Wait" keeps waiting for the action."""
+    import os
+    import signal
+    import time
+
+    from PyQt6.QtWidgets import QMessageBox
+
+    from gui import window as gw
+    from gui.remote.client import RemoteEngineHost
+    from gui.settings import Settings
+    from gui.window import MainWindow
+    from realtime.dsp.presets import load_preset
+    from realtime.engine.config import EngineConfig
+
+    asked = []
+
+    def exec_(box):
+        asked.append((time.monotonic(), box.text()))
+        pick = next(b for b in box.buttons() if b.text() == answer)
+        pick.click()
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", exec_)
+    p = load_preset("default")
+    host = RemoteEngineHost(p, EngineConfig())
+    w = MainWindow(p, EngineConfig(), Settings(tmp_path / "settings.ini"), host=host)
+    qtbot.addWidget(w)
+    w.show()
+    pid = host._proc.pid
+    try:
+        w.rack.strips["gain"].controls["gain_db"].setValue(-6.0)  # an unsaved change
+        os.kill(pid, signal.SIGSTOP)
+        w.add_slot("gain", wait=False)
+        t0 = time.monotonic()
+        w._quit()
+        assert w.isVisible() and "(closing after it)" in w.status_labels["state"].text()
+        qtbot.waitUntil(lambda: bool(asked), timeout=10_000)
+        assert gw.CLOSE_WAIT_S - 0.5 < asked[0][0] - t0 < gw.CLOSE_WAIT_S + 3
+        assert "“Adding gain” has not finished" in asked[0][1]
+        if answer == "Wait":
+            assert w.isVisible() and "(closing after it)" in w.status_labels["state"].text()
+            w._quit()  # a second close asks again at once
+            assert len(asked) == 2 and w.isVisible()
+        else:
+            qtbot.waitUntil(lambda: not w.isVisible(), timeout=10_000)
+            assert time.monotonic() - t0 < 10
+            qtbot.waitUntil(lambda: host._proc is None or not host._proc.is_alive(), timeout=10_000)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        w.shutdown()
+
+
+def test_an_lv2_instrument_gets_the_on_screen_keyboard(window):
+    """mda EPiano added to a chain without a synth: there was no way to play it without a hardware
+    keyboard (the panel showed only for a synth slot)."""
+    from .test_lv2_plugin_presets import EPIANO
+
+    _need(EPIANO)
+    _need(LESLIE)
+    w = window()
+    assert not w.synth_panel.isVisible()
+    w.add_slot("lv2", LESLIE)  # an effect without a MIDI input: still no keyboard
+    assert not w.synth_panel.isVisible()
+    sid = w.add_slot("lv2", EPIANO)
+    assert w.synth_panel.isVisible() and w.keyboard.isVisible()
+    assert not w.instrument.isVisible()  # the picker is the synth's: not an LV2 plugin's first drop-down
+    sent = []
+    w.host.send_midi = lambda *m: sent.append(m[:3]) or True
+    w.keyboard.press(60)
+    w.keyboard.release(60)
+    assert [m[0] & 0xF0 for m in sent] == [0x90, 0x80] and sent[0][1] == 60
+    w.remove_slot(sid)
+    assert not w.synth_panel.isVisible()

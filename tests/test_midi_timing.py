@@ -122,9 +122,9 @@ end = time.monotonic_ns()
 sys.setswitchinterval(0.005)
 time.sleep(0.3)
 out, _ = kbd.communicate("stop\n", timeout=20)
-got = got[:]  # (the close's releases left out)
+kept = got[:]  # (the close's releases left out)
 mi.close()
-print(json.dumps({"kbd": json.loads(out.strip().splitlines()[-1]), "got": got[1:], "hold": [start, end]}))
+print(json.dumps({"kbd": json.loads(out.strip().splitlines()[-1]), "got": kept[1:], "hold": [start, end]}))
 """
 
 

@@ -107,7 +107,7 @@ def test_libsndfile_refusing_to_open_the_output_names_the_output_not_its_tempora
     """A refusal output_format does not foresee still names what the user asked for."""
     src, out = tmp_path / "in.wav", tmp_path / "b.mp3"
     sf.write(src, _tone(96000, 0.1), 96000)
-    monkeypatch.setattr(offline, "output_format", lambda *a: ("MP3", "MPEG_LAYER_III"))
+    monkeypatch.setattr(offline, "output_format", lambda *a, **kw: ("MP3", "MPEG_LAYER_III"))
     with pytest.raises(OfflineError) as e:
         process_file(src, out, _clean(), progress=False)
     assert str(e.value) == ("MPEG-1/2/2.5 only supports sample rates of 8000, 11025, 12000, 16000, 22050, 24000, "

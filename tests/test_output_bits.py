@@ -53,6 +53,17 @@ def test_sixteen_bits_are_dithered_a_tone_of_one_lsb_keeps_no_harmonics(tmp_path
     assert (tmp_path / "again.wav").read_bytes() == (tmp_path / "out.wav").read_bytes()
 
 
+def test_the_dither_is_the_same_however_the_writes_are_cut(tmp_path):
+    """The noise was drawn per write: -b 256 and -b 512 gave different files (a third of the samples)."""
+    src = tmp_path / "in.wav"
+    sf.write(src, _tone(-40, 1.0), SR, subtype="FLOAT")
+    for b in (256, 512, 333):
+        process_file(src, tmp_path / f"out{b}.wav", build_chain(load_preset("clean")), blocksize=b, progress=False,
+                     bits="16")
+    assert (tmp_path / "out256.wav").read_bytes() == (tmp_path / "out512.wav").read_bytes() \
+        == (tmp_path / "out333.wav").read_bytes()
+
+
 def test_full_scale_is_held_not_wrapped(tmp_path):
     """Dither on a sample at full scale would round past 32767, which libsndfile wraps to -32768 (a
     chain whose safety ceiling is 0 dBFS lets such samples through)."""
@@ -76,7 +87,8 @@ def test_each_format_gets_what_it_holds(tmp_path, ext, bits, subtype):
 
 
 @pytest.mark.parametrize("name, words", [("out.flac", "FLAC holds 16/24-bit samples, not float; write .wav"),
-                                         ("out.mp3", ".mp3 is compressed (write .wav or .flac)")])
+                                         ("out.mp3", ".mp3 is compressed (write .wav or .flac)"),
+                                         ("out.opus", ".opus is compressed (write .wav or .flac)")])
 def test_what_a_format_cannot_hold_is_one_line_before_any_work(tmp_path, name, words):
     src = tmp_path / "in.wav"
     sf.write(src, _tone(-20, 0.5), SR)

@@ -36,3 +36,30 @@ def test_a_preset_load_answered_late_takes_its_name_and_mappings():
         assert host.to_preset()["name"] == "slow one"
     finally:
         host.close()
+
+
+def test_a_later_preset_that_went_in_keeps_its_own_name():
+    """B given up on, C then loaded in time: the re-read matched C's chain by slot ids to B's and
+    took B's name and mappings (a Save would have written C's chain as B)."""
+    pytest.importorskip("PyQt6")
+    from gui.remote import client as remote
+    from gui.remote.client import EngineProcessError, RemoteEngineHost
+
+    a = {"version": 1, "name": "A", "chain": [{"id": "g", "processor": "gain"}]}
+    b = {"version": 1, "name": "B", "description": "bee", "chain": [{"id": "g", "processor": "gain"}],
+         "midi": [{"cc": 9, "target": "g.gain_db"}]}
+    c = {"version": 1, "name": "C", "description": "sea",
+         "chain": [{"id": "g", "processor": "gain", "params": {"gain_db": 3}}]}
+    host = RemoteEngineHost(a, EngineConfig())
+    try:
+        host.status()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(remote.RemoteEngineHost._call.__kwdefaults__, "timeout", 0.0)
+            with pytest.raises(EngineProcessError, match="did not answer"):
+                host.load_preset(b)
+        host.load_preset(c)
+        _poll_until_it_answers(host)
+        assert (host.name, host.description, host.cc_map.targets) == ("C", "sea", {})
+        assert host.to_preset()["name"] == "C"
+    finally:
+        host.close()

@@ -75,7 +75,10 @@ class RemoteEngineHost(HostBase):
         # a structural command timed out: the engine process may have changed its chain after all, so
         # ``chain`` (what knob moves are addressed by) is not to be trusted until re-read (``status``)
         self._view_stale = False
-        self._late_preset = None  # a preset whose load was given up on (``load_preset``), until the re-read
+        # a preset whose load was given up on (``load_preset``) and the engine process's count of loads
+        # then (``_loads``: from its snapshots), until a snapshot says whether it went in
+        self._late_preset: tuple[dict, int] | None = None
+        self._loads = 0
         self._view_renewed = False  # ... and was re-read since the window last asked (``chain_renewed``)
         self._lost = False  # the audio server or device went while it played, and nothing played since
         self._lv2_states: dict[str, str] = {}  # LV2 slots' own state, from the last preset that had it
@@ -196,6 +199,13 @@ class RemoteEngineHost(HostBase):
         # renames it here): copying the engine process's back after every change undid a Save as
         self.chain = self._writer.chain = ChainView(snap["slots"])
         self.running = snap["running"]
+        self._loads = snap.get("loads", 0)
+        # the engine process takes commands in order: the first snapshot since a load given up on
+        # says whether it went in after all (then its name, description, mappings and states are
+        # the chain's: matching the slots' ids took another preset's name, with the same ids, for it)
+        late, self._late_preset = self._late_preset, None
+        if late is not None and self._loads > late[1]:
+            self._take_preset_meta(late[0])
 
     def _structural(self, cmd: str, *args):
         """A structural command, with producers held off meanwhile (``rings.lock``); on failure
@@ -221,8 +231,8 @@ class RemoteEngineHost(HostBase):
             try:
                 snap = self._structural("load_preset", p)
             except EngineProcessError:
-                if self._view_stale:  # given up on: the re-read takes its name and mappings if it finished
-                    self._late_preset = p
+                if self._view_stale:  # given up on: the next snapshot says whether it went in after all
+                    self._late_preset = (p, self._loads)
                 raise
             self._apply(snap)
             self._take_preset_meta(p)
@@ -294,9 +304,6 @@ class RemoteEngineHost(HostBase):
                 for gone in before - {s.id for s in self.chain.slots}:  # (a late removal or preset's)
                     self._forget_slot(gone)
                     self._lv2_states.pop(gone, None)
-                late, self._late_preset = self._late_preset, None
-                if late is not None and _runs(self.chain, late):  # a late preset load that finished after all
-                    self._take_preset_meta(late)
                 self._view_stale, self._view_renewed = False, True
         self.running = st["running"]
         # a loss stays known once stopped (the next start's engine no longer says it); a stream that
@@ -436,11 +443,6 @@ class RemoteEngineHost(HostBase):
             if self._closed:
                 return False
             return self.rings.midi.push_record(float(status), float(data1), float(data2), float(t))
-
-
-def _runs(chain: ChainView, preset: dict) -> bool:
-    """Whether ``chain`` has the slots of ``preset`` (validated), in its order."""
-    return [s.id for s in chain.slots] == [e["id"] for e in preset["chain"]]
 
 
 def _error(kind: str, text: str) -> Exception:

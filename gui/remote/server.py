@@ -114,10 +114,16 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         warm(config)
         host.set_config(config)
 
+    loads = [0]  # preset loads that went in: a client that gave up on one knows from it that it did
+
+    def load_preset(p: dict) -> None:
+        host.load_preset(p)
+        loads[0] += 1
+
     def snapshot() -> dict:
         host.apply_pending_control()  # stopped: what the client queued is the chain's state
         return {"slots": host.chain.describe(), "running": host.running, "name": host.name,
-                "description": host.description}
+                "description": host.description, "loads": loads[0]}
 
     def to_preset(name: str, description: str) -> dict:  # the client adds its MIDI mappings
         host.apply_pending_control()
@@ -125,7 +131,7 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
 
     commands = {
         "snapshot": snapshot,
-        "load_preset": lambda p: (structural(lambda: host.load_preset(p)), snapshot())[1],
+        "load_preset": lambda p: (structural(lambda: load_preset(p)), snapshot())[1],
         "add_slot": lambda kind, index=None, uri=None: (structural(lambda: host.add_slot(kind, index, uri)),
                                                         snapshot()),
         "insert_slot": lambda entry, index: (structural(lambda: host.insert_slot(entry, index)), snapshot()),

@@ -146,7 +146,7 @@ class ProcessorView:
         self.readout_columns = tuple(r["column"] for r in desc.get("readouts", ()))
         self.latency = int(desc["latency"])
         self._extra = {k: desc[k] for k in ("uri", "plugin_name", "hard_rt", "adaptation", "has_state",
-                                            "bad_output_samples", "instance_resets", "presets") if k in desc}
+                                            "bad_output_samples", "instance_resets", "presets", "takes_midi") if k in desc}
 
     def describe_extra(self) -> dict:
         """What the processor adds to ``describe()`` (a hosted plugin: uri, name, flags); else empty."""

@@ -59,6 +59,26 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
+def _reader(fh):
+    """libmpg123's read callback on ``fh``."""
+    def read(_handle, buf, count) -> int:
+        try:
+            return fh.readinto((ctypes.c_char * count).from_address(buf)) or 0
+        except Exception:  # (an exception cannot cross the C frames: a read error ends the stream)
+            return -1
+    return read
+
+
+def _seeker(fh):
+    """libmpg123's seek callback on ``fh``."""
+    def seek(_handle, offset, whence) -> int:
+        try:
+            return fh.seek(offset, whence)
+        except Exception:
+            return -1
+    return seek
+
+
 class Mpg123Error(Exception):
     """libmpg123 could not open or decode the stream (its own words)."""
 
@@ -81,8 +101,9 @@ class Mpg123Audio:
         self._fh = open(source, "rb") if self._own else source
         self.name = os.fsdecode(source) if self._own else "input"
         self._h, self.closed = None, False
-        # (kept here: libmpg123 calls them until the handle is deleted)
-        self._read_cb, self._seek_cb, self._cleanup_cb = _READ(self._io_read), _LSEEK(self._io_seek), _CLEANUP()
+        # (kept here: libmpg123 calls them until the handle is deleted; they hold the file, not this
+        # object, so an instance never closed is freed, and its file closed, as soon as it is dropped)
+        self._read_cb, self._seek_cb, self._cleanup_cb = _READ(_reader(self._fh)), _LSEEK(_seeker(self._fh)), _CLEANUP()
         try:
             err = ctypes.c_int(0)
             self._h = lib.mpg123_new(None, ctypes.byref(err))
@@ -110,18 +131,6 @@ class Mpg123Audio:
         if (rc < 0) if negative else (rc not in (MPG123_OK, MPG123_NEW_FORMAT)):
             words = _lib.mpg123_strerror(self._h) if self._h else None
             raise Mpg123Error(words.decode(errors="replace") if words else f"error {rc}")
-
-    def _io_read(self, _handle, buf, count) -> int:
-        try:
-            return self._fh.readinto((ctypes.c_char * count).from_address(buf)) or 0
-        except Exception:  # (an exception cannot cross the C frames: a read error ends the stream)
-            return -1
-
-    def _io_seek(self, _handle, offset, whence) -> int:
-        try:
-            return self._fh.seek(offset, whence)
-        except Exception:
-            return -1
 
     def read(self, frames: int = -1, dtype: str = "float64", always_2d: bool = False) -> np.ndarray:
         """Up to ``frames`` frames from where the file is (all that is left for -1); fewer at its end."""

@@ -200,6 +200,8 @@ def output_format(out: Path, subtype_hint: str, samplerate: int | None = None,
         raise OfflineError(f"{out}: {rates[0]} holds only {khz} kHz audio and {source} is {samplerate} Hz; "
                            "write .flac")
     if ext == "opus":  # Ogg Opus: the container libsndfile names OGG, the codec OPUS
+        if bits is not None:
+            bits_subtype(out, "OGG", bits)  # (refused: compressed)
         return "OGG", "OPUS"
     if fmt == "OGG" and samplerate is not None and samplerate > VORBIS_MAX_RATE:
         raise OfflineError(f"{out}: Ogg Vorbis holds at most 192 kHz audio and {source} is {samplerate} Hz; "

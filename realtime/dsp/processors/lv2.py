@@ -1178,13 +1178,14 @@ class Lv2Plugin(Processor):
         """What ``Chain.describe()`` adds for UIs: uri, plugin name, hard_rt, channel adaptation,
         has_state (it declares the state extension: it keeps more than its control values), the
         output samples replaced by 0 and instance resets that followed (``bad_output_samples``,
-        ``instance_resets``), and the plugin's own presets of control values (``value_presets``)."""
+        ``instance_resets``), the plugin's own presets of control values (``value_presets``) and
+        whether it takes MIDI (``takes_midi``: the panel's on-screen keyboard plays it)."""
         info = self.info
         adaptation = self.adaptation or _layout(len(info.main_inputs), len(info.main_outputs))  # before prepare
         return {"uri": self.uri, "plugin_name": self.info.name, "hard_rt": self.hard_rt, "adaptation": adaptation,
                 "has_state": lv2_host.STATE_INTERFACE in self.info.extension_data,
                 "bad_output_samples": self.bad_output_samples, "instance_resets": self.instance_resets,
-                "presets": self.value_presets()}
+                "presets": self.value_presets(), "takes_midi": bool(info.midi_in)}
 
     @property
     def instances(self) -> list:

@@ -521,7 +521,7 @@ def cmd_plugins(args) -> int:
     for p in found:
         io = f"{p['audio_in']}in/{p['audio_out']}out" + (" +MIDI" if p["midi_in"] else "")
         flags = ("" if p["hard_rt"] else "  [not hard-RT]") + ("  [latency]" if p["latency_port"] is not None else "")
-        flags += f"  [broken: {p['broken']}]" if p["broken"] else ""
+        flags += f"  [broken: {p['broken']}]" if p["broken"] else f"  [not loaded: {p['refused']}]" if p["refused"] else ""
         print(f"{p['uri']}\n    {p['name']} ({p['class']}), {io}, {len(p['controls'])} controls{flags}")
         if p.get("presets"):
             print(f"    presets: {', '.join(p['presets'])}")
@@ -663,6 +663,9 @@ def main(argv=None) -> int:
         argv = ["gui", *argv]
     args = parser.parse_args(argv)
     args.argv = list(argv)  # what was given, not filled in: the panel lets it beat its remembered settings
+    from realtime.io.native_stderr import crash_stacks_to_stderr
+
+    crash_stacks_to_stderr()  # a hosted plugin that crashes the process leaves the stack of where it did, not silence
     interrupt_on_signals()
     try:
         return COMMANDS[args.command](args)

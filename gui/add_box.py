@@ -16,15 +16,17 @@ LV2_PREFIX = "LV2: "
 
 
 def lv2_plugins() -> list[tuple[str, str, bool]]:
-    """(name, uri, hard_rt) of every installed LV2 plugin with audio or MIDI ports (empty when lilv
-    is missing: the panel then offers the built-ins only)."""
+    """(name, uri, hard_rt) of every installed LV2 plugin with audio or MIDI ports that this host
+    loads (not one known to be broken, nor one requiring a feature it does not provide: a pick of
+    one only failed when it was added; ``main.py plugins`` lists them, marked); empty when lilv is
+    missing: the panel then offers the built-ins only."""
     try:
         from realtime.io.lv2_scan import scan
 
         plugins = scan().plugins.values()
     except Exception:  # noqa: BLE001 - no lilv, or a broken scan: hosting is simply not offered
         return []
-    return sorted(((p.name, p.uri, p.hard_rt) for p in plugins if p.audio_out or p.midi_in),
+    return sorted(((p.name, p.uri, p.hard_rt) for p in plugins if (p.audio_out or p.midi_in) and not p.refusal()),
                   key=lambda t: t[0].lower())
 
 

@@ -33,6 +33,9 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
     plugins : tuple of str
         Modules to import first (processors registered outside realtime.dsp.processors).
     """
+    from realtime.io.native_stderr import crash_stacks_to_stderr
+
+    crash_stacks_to_stderr()  # a hosted plugin that crashes this process leaves the stack of where it did
     # Ctrl-C, Ctrl-\ and a closed terminal reach the whole process group: the window handles them
     # and closes this process in order (a KeyboardInterrupt here printed a traceback and dropped the
     # stream; SIGHUP killed it under the window, SIGQUIT dumped its core). SIGTERM is the window's

@@ -142,6 +142,9 @@ class UridTable:
     def __init__(self):
         self._ids: dict[bytes, int] = {}
         self._uris: list = [None]  # URID 0 is "none"; the buffers keep unmap's strings alive
+        # plugins are made on several threads (a chain built while the rescue thread renews an
+        # instance): unguarded, two URIs got one number (13 of 40,000 from two threads)
+        self._lock = threading.Lock()
         self._map = _map_fn(lambda _h, uri: self.map_bytes(uri or b""))
         self._unmap = _unmap_fn(lambda _h, urid: ctypes.addressof(self._uris[urid])
                                 if 0 < urid < len(self._uris) else None)
@@ -151,8 +154,11 @@ class UridTable:
     def map_bytes(self, uri: bytes) -> int:
         urid = self._ids.get(uri)
         if urid is None:
-            urid = self._ids[uri] = len(self._uris)
-            self._uris.append(ctypes.create_string_buffer(uri))
+            with self._lock:
+                urid = self._ids.get(uri)
+                if urid is None:
+                    self._uris.append(ctypes.create_string_buffer(uri))
+                    urid = self._ids[uri] = len(self._uris) - 1
         return urid
 
     def map(self, uri: str) -> int:

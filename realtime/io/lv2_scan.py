@@ -230,14 +230,26 @@ class PluginInfo:
         """The control inputs (what becomes knobs), latency port excluded."""
         return [p for p in self.ports_of("control", "in") if p.index != self.latency_port]
 
+    def refusal(self) -> str | None:
+        """Why this host does not load the plugin (``KNOWN_BROKEN``, or host features it requires
+        that this host does not provide), else None."""
+        if self.uri in KNOWN_BROKEN:
+            return f"known to be broken: {KNOWN_BROKEN[self.uri]}"
+        from realtime.io.lv2_host import unsupported_features
+
+        missing = unsupported_features(self.required_features)
+        return f"needs host features this host does not provide: {', '.join(missing)}" if missing else None
+
     def summary(self) -> dict:
         """A flat dict for listings: uri, name, class, audio in/out, MIDI in, controls, latency port, hard RT,
-        required features, why it is refused (``KNOWN_BROKEN``) and why its latency port is not
+        required features, why it is known to be broken (``KNOWN_BROKEN``), why it is not loaded at
+        all (``refusal``: broken, or a required feature missing) and why its latency port is not
         taken as it is (``LATENCY_MISREPORTED``), or None."""
         return {"uri": self.uri, "name": self.name, "class": self.plugin_class, "audio_in": self.audio_in,
                 "audio_out": self.audio_out, "midi_in": self.midi_in, "controls": [p.symbol for p in self.controls],
                 "latency_port": self.latency_port, "hard_rt": self.hard_rt,
                 "required_features": list(self.required_features), "broken": KNOWN_BROKEN.get(self.uri),
+                "refused": self.refusal(),
                 "latency_misreported": LATENCY_MISREPORTED[self.uri].why if self.uri in LATENCY_MISREPORTED else None}
 
     @classmethod

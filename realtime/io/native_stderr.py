@@ -106,3 +106,22 @@ def quiet_libjack_beside(module) -> list[str]:
         done.append(path)
     _quieted.add(str(root))
     return done
+
+
+_crash_stream = None
+
+
+def crash_stacks_to_stderr() -> None:
+    """Python's stacks on a fatal signal (a hosted plugin's segfault) to the standard error this
+    process has now, through a descriptor of its own: ``capture_stderr`` points descriptor 2 at a
+    temporary file while a plugin is made, where faulthandler's report of a crash in it was lost
+    with the process (a command died with status 139 and not one line)."""
+    global _crash_stream
+    import faulthandler
+
+    if _crash_stream is None:
+        try:
+            _crash_stream = os.fdopen(os.dup(2), "w")
+        except OSError:  # no descriptor 2 (a daemon): nowhere to say it
+            return
+    faulthandler.enable(_crash_stream)

@@ -822,6 +822,8 @@ class Lv2Plugin(Processor):
             else:
                 weights[0, 0, heard[:2]] = 0.5  # stereo output downmixed
             self.adaptation = self._describe_adaptation(mi, mo, C)
+        if len(main) > mi:  # swh xfade's B pair: said "stereo" while half its inputs got silence
+            self.adaptation += f", inputs {mi + 1}-{len(main)} silent" if len(main) > mi + 1 else f", input {len(main)} silent"
         if len(main) < len(ins):
             self.adaptation += (", side-chain input silent" if any(p.sidechain for p in ins)
                                 else ", inputs besides the main ones silent")

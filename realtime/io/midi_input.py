@@ -27,7 +27,6 @@ from typing import Callable
 from realtime.errors import MidiInputError
 
 Sink = Callable[..., object]  # sink(status, data1, data2) or, from a port, sink(status, data1, data2, at_ns)
-# sustain off, then all notes off, on every channel: what a lost keyboard can no longer send
 # what a port that goes (or that is closed) leaves behind, on every channel: the pedal up, the
 # controllers at rest (CC121: bend centred, the mod wheel down; a cable pulled mid-bend left the
 # synth detuned), all notes off

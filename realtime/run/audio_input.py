@@ -11,6 +11,7 @@ import os
 import struct
 import sys
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -338,13 +339,22 @@ def joined(source, f: sf.SoundFile) -> tuple:
     (None: nothing to say). libsndfile read such a file's first part and stopped, without a word."""
     if f.format not in ("MP3", "OGG"):
         return f, None
+    with _peeking(source) as fh:
+        try:
+            return _joined(source, f, fh)
+        except OfflineError:
+            f.close()
+            raise
+
+
+@contextmanager
+def _peeking(source):
+    """``source`` open for reading its bytes: a path opened (and closed after), or an open file (a
+    pipe's spool: ``f``'s own file) put back after where libsndfile left it, whatever was read."""
     fh = open(source, "rb") if _is_path(source) else source
-    was = fh.tell()  # a spool is ``f``'s own file: put back where libsndfile left it, whatever was read
+    was = fh.tell()
     try:
-        return _joined(source, f, fh)
-    except OfflineError:
-        f.close()
-        raise
+        yield fh
     finally:
         if fh is source:
             fh.seek(was)
@@ -403,17 +413,11 @@ def whole_mp3(source, f) -> tuple:
     to say). A joined file's parts (``JoinedAudio``) are left as they are."""
     if f.format != "MP3" or not isinstance(f, sf.SoundFile):
         return f, None
-    fh = open(source, "rb") if _is_path(source) else source
-    was = fh.tell()
-    try:
-        first = _mp3_frame(fh, _after_id3v2(fh, 0))
-    except (OSError, struct.error):
-        first = None
-    finally:
-        if fh is source:
-            fh.seek(was)
-        else:
-            fh.close()
+    with _peeking(source) as fh:
+        try:
+            first = _mp3_frame(fh, _after_id3v2(fh, 0))
+        except (OSError, struct.error):
+            first = None
     if first is not None and first[1] is not None:  # its header counts the frames: libsndfile reads them all
         return f, None
     if mpg123.library() is None:

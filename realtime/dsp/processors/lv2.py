@@ -473,9 +473,9 @@ def plugin_class(uri: str) -> type["Lv2Plugin"]:
     if cls is not None:
         return cls
     info = lv2_scan.plugin_info(uri)
-    missing = lv2_host.unsupported_features(info.required_features)
-    if missing:
-        raise PluginError(f"lv2 plugin {uri}: needs host features this host does not provide: {', '.join(missing)}")
+    why = info.refusal()  # (one known to be broken: plugin_info refused it already)
+    if why:
+        raise PluginError(f"lv2 plugin {uri}: {why}")
     if info.audio_out == 0:
         raise PluginError(f"lv2 plugin {uri}: has no audio output, nothing to put in a chain")
     for p in info.ports:

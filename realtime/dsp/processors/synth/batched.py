@@ -262,7 +262,7 @@ class BatchedSynth(Processor):
         n = block.shape[0]
         a = 0
         while True:  # in parts, cut at every song's program changes (``Synth.process``), in lockstep
-            m = min(song.program_cut(n - a) for song in self.songs)
+            m = min(song.part_cut(n - a) for song in self.songs)
             for song in self.songs:
                 song.part(n - a, m)
             self._part(block[a:a + m])

@@ -7,9 +7,10 @@ harmonic and noise controls; one Numba kernel synthesizes. A note-on or release 
 frame boundaries adds an event step (voices.py): one more one-frame call for the voices that have
 one, and the frames' call split where a voice's state changes inside the block; so notes start
 and release at their events' samples, for any block size. A program change that picks an
-instrument cuts the block there (``_program_cut``): the part before it plays on the old
+instrument cuts the block there (``_part_cut``): the part before it plays on the old
 decoder, the part from it on the new one, so the switch falls on its sample, for any block size
 (taken at the block's start, a flute note ended as trumpet up to a block early: 0.2 s at -b 16384).
+All Sound Off (CC120) cuts the block too: the notes of the part before it sound up to it.
 The synth adds its sound to the block (silence in an output-only engine), so it can also layer
 over an input.
 
@@ -112,7 +113,7 @@ def _block_program(ev, n_ev, pc_chan, ch10_notes, mapped) -> int:
 
 
 @njit(nogil=True, cache=True)
-def _program_cut(ev, n_ev, n, ch10_notes, mapped) -> int:
+def _part_cut(ev, n_ev, n, ch10_notes, mapped) -> int:
     """Where the first part of a block of n frames ends: at the earliest program change after its
     start that ``_block_program`` could take (a loaded instrument's program, not on the drum
     channel), or all sound off (CC120), at its offset as ``sv.controls`` reads it; n when there is
@@ -599,15 +600,15 @@ class Synth(MidiQueue, Processor):
                 return
             self.next_part()
 
-    def program_cut(self, n: int) -> int:
+    def part_cut(self, n: int) -> int:
         """Frames of a block of n before its first program change or all sound off after its start
         (n: none)."""
-        return _program_cut(self._ev, self._n_ev, n, self.values[sv.K_CH10] >= 0.5, self._mapped)
+        return _part_cut(self._ev, self._n_ev, n, self.values[sv.K_CH10] >= 0.5, self._mapped)
 
     def part(self, n: int, cut: int | None = None) -> int:
         """Make the queued events those of the block's first ``cut`` frames (default:
-        ``program_cut``); the later ones wait for ``next_part``. Returns ``cut``."""
-        cut = self.program_cut(n) if cut is None else cut
+        ``part_cut``); the later ones wait for ``next_part``. Returns ``cut``."""
+        cut = self.part_cut(n) if cut is None else cut
         if cut < n:
             self._n_rest = _hold_from(self._ev, self._n_ev, n, cut, self._rest)
             self._n_ev -= self._n_rest

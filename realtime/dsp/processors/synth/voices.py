@@ -49,7 +49,7 @@ notes, so with its pedal down they sound on until it is up, as MIDI 1.0 says).
 A note-on with every voice taken steals, in this order: a releasing voice (the quietest), a note
 kept only by the sustain pedal (its key is up; the oldest), a key still held down (the oldest).
 Program changes are the processor's: it cuts the block at each one and switches instrument before
-the notes of the part it starts (``processor._program_cut``, ``_block_program``); here they change nothing.
+the notes of the part it starts (``processor._part_cut``, ``_block_program``); here they change nothing.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Per-block cost of each processor on its own, outside the engine: real-time factor and block times.
 
     python main.py bench processor [NAMES …] [--samplerate 48000 --blocksize 128 --seconds 10] --json
+    python main.py bench processor limiter --set limiter.detect=true-peak --json
     python -m bench.processor …
 
 One JSON line per processor kind (``lv2:URI`` for an LV2 plugin, which adds ``host_overhead_us_p50``:
@@ -40,8 +41,21 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--channels", type=positive(int), default=2)
     ap.add_argument("--seconds", type=_seconds, default=10.0,
                     help=f"audio seconds per processor (at most {MAX_SECONDS:g})")
+    ap.add_argument("--set", action="append", default=[], metavar="KIND.PARAM=VALUE",
+                    help="a built-in processor's parameter, as a preset's override names it (repeatable)")
     ap.add_argument("--json", action="store_true")
     return ap
+
+
+def _values(names: list[str], overrides: list[str]) -> dict:
+    """{kind: its parameter values} from the --set overrides, checked as a preset's are."""
+    from realtime.dsp.presets import apply_overrides
+
+    kinds = [n for n in names if not n.startswith("lv2:")]
+    if not overrides:
+        return {}
+    preset = {"version": 1, "name": "bench", "chain": [{"id": k, "processor": k} for k in dict.fromkeys(kinds)]}
+    return {s["id"]: s.get("params", {}) for s in apply_overrides(preset, overrides)["chain"]}
 
 
 def main(argv=None) -> int:
@@ -49,11 +63,12 @@ def main(argv=None) -> int:
 
     a = get_parser().parse_args(argv)
     names = a.names or available_kinds()
+    values = _values(names, a.set)
     rng = np.random.default_rng(0)
     refused = []
     for name in names:
         try:
-            proc = create("lv2", uri=name[4:]) if name.startswith("lv2:") else create(name)
+            proc = create("lv2", uri=name[4:]) if name.startswith("lv2:") else create(name, **values.get(name, {}))
         except Exception as e:  # e.g. a model file not present: say so, continue
             emit({"bench": "processor", "name": name, "error": str(e)}, a.json)
             if a.names:  # asked for by name: the command failed (exit 2), not only its record
@@ -84,7 +99,8 @@ def main(argv=None) -> int:
             extra = {"plugin_run_us_p50": float(np.percentile(bare, 50) * 1e-3),
                      "host_overhead_us_p50": float((np.percentile(times, 50) - np.percentile(bare, 50)) * 1e-3),
                      "instances": len(proc.instances), "adaptation": proc.adaptation}
-        emit({"bench": "processor", "name": name, "samplerate": a.samplerate, "blocksize": a.blocksize,
+        emit({"bench": "processor", "name": name, **({"params": a.set} if values.get(name) else {}),
+              "samplerate": a.samplerate, "blocksize": a.blocksize,
               "channels": a.channels, "rtf": float(times.sum() * 1e-9 / (n_blocks * a.blocksize / a.samplerate)),
               "block_us_p50": float(np.percentile(us, 50)), "block_us_p99": float(np.percentile(us, 99)),
               "block_us_max": float(us.max()), "latency_samples": int(proc.latency), **extra}, a.json)

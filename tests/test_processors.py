@@ -209,6 +209,7 @@ def _step_after_change(param, value, smooth=True):
     p.prepare(SR, 128, 1)
     if not smooth:
         p._k[1:5] = 1.0  # smoothing off, type fade in one sample: what the test must catch
+        p._k[5] = 0  # and a new type starting from rest (it catches up on no input)
     for i in range(0, n, 128):
         if i == at:
             p.set_param(param, value)

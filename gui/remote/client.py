@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import threading
 import time
 from dataclasses import asdict
 
 from gui.host import HostBase
-from gui.remote.shm import create_rings, zero_rings
+from gui.remote.shm import CRASH_SITE, create_rings, zero_rings
 from realtime.dsp.presets import validate_preset
 from realtime.engine.config import EngineConfig
 from realtime.engine.control import (
@@ -18,6 +19,7 @@ from realtime.engine.control import (
     apply_record,
 )
 from realtime.errors import EngineError
+from realtime.io import crash_site
 
 START_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 5.0  # the window polls every second: an engine that stalls must not freeze it for long
@@ -25,6 +27,8 @@ HUNG_STATUS_TIMEOUT_S = 0.25  # polls after one timed out
 DRAIN_TIMEOUT_S = 2.0  # a full control ring while stopped: a knob move or a MIDI controller waits this long at most
 CLOSE_ANSWER_S = 1.5  # an engine process that does not take "close" within this is killed (a window closing waits)
 CLOSE_EXIT_S = 10.0  # one that took it has this long to close its stream and plugins
+# signals that mean the process crashed (a plugin's code, most likely), not that it was ended
+CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
 
 
 class EngineProcessError(RuntimeError):
@@ -164,7 +168,7 @@ class RemoteEngineHost(HostBase):
             try:
                 msg = self._conn.recv()
             except (EOFError, OSError):
-                raise EngineProcessError("the engine process exited") from None
+                raise self._not_running() from None
             if msg[-1] == self._seq:
                 break
         self._hung = False
@@ -181,7 +185,30 @@ class RemoteEngineHost(HostBase):
 
     def _not_running(self) -> EngineProcessError:
         self.running = False
-        return EngineProcessError("the engine process is not running (Restart engine brings it back)")
+        return EngineProcessError(f"{self._gone()} (Restart engine brings it back)")
+
+    def _gone(self) -> str:
+        """Why the engine process is gone: a crash (a plugin's code crashing it: the plugin named by
+        the marks it left, ``crash_site``), a kill (the system's out-of-memory killer), or an exit."""
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.join(0.5)  # a pipe found closed before the process ended: its exit status comes a moment later
+        code = None if proc is None else proc.exitcode
+        if code is None or code >= 0:
+            return "the engine process is not running" + ("" if code is None else f" (it exited, status {code})")
+        try:
+            sig = signal.Signals(-code)
+        except ValueError:
+            return f"the engine process is not running (signal {-code} ended it)"
+        if sig not in CRASH_SIGNALS:
+            return f"the engine process is not running ({sig.name} ended it" + (
+                ": killed, or the system ran out of memory)" if sig == signal.SIGKILL else ")")
+        where = [s for s in self._shms if s.name == self._names.get(CRASH_SITE)]
+        sites = crash_site.read(where[0].buf) if where else []
+        if not sites:
+            return f"the engine process crashed ({sig.name})"
+        label, doing = sites[0]
+        return f"the engine process crashed ({sig.name}) in {label} {doing}; leave it out of the chain"
 
     def _call(self, cmd: str, *args, timeout: float = START_TIMEOUT_S):
         with self._pipe:
@@ -191,7 +218,7 @@ class RemoteEngineHost(HostBase):
             try:
                 self._conn.send((self._seq, cmd, args))
             except (OSError, ValueError):
-                raise EngineProcessError("the engine process exited") from None
+                raise self._not_running() from None
             return self._reply(timeout)
 
     def _apply(self, snap: dict) -> None:

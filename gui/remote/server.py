@@ -7,13 +7,15 @@ import importlib
 import signal
 import sys
 import threading
+from multiprocessing import shared_memory
 
 from gui.host import EngineHost
-from gui.remote.shm import attach_rings
+from gui.remote.shm import CRASH_SITE, attach_rings
 from realtime.dsp.processors.warm import warm_up_kinds
 from realtime.engine.config import EngineConfig
 from realtime.engine.rt_os import set_realtime_priority
 from realtime.errors import interrupt_signals
+from realtime.io import crash_site
 
 
 def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tuple[str, ...]) -> None:
@@ -44,12 +46,17 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         if sig != signal.SIGTERM:
             signal.signal(sig, signal.SIG_IGN)
     rings, shms = attach_rings(names)
+    # which plugin's code runs, in memory the window reads if a plugin crashes this process
+    marks = shared_memory.SharedMemory(name=names[CRASH_SITE])
+    crash_site.use(marks.buf)
     for m in plugins:
         importlib.import_module(m)
     try:
         host = EngineHost(preset, EngineConfig(**config), rings=rings)
     except Exception as e:
         conn.send(("err", type(e).__name__, str(e), 0))
+        crash_site.use(None)
+        marks.close()
         return
     # Every processor kind's code loaded before the stream first plays (warm.py): the panel adds
     # slots while it plays, and a kind's first load stalled the DSP thread. Beside the first reply,
@@ -175,3 +182,5 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
             pass
         for s in shms:
             s.close()
+        crash_site.use(None)  # (every instance is freed: no mark is made any more)
+        marks.close()

@@ -1,4 +1,5 @@
-"""The control plane's rings (``realtime.engine.control.RING_SPECS``) in shared memory."""
+"""The control plane's rings (``realtime.engine.control.RING_SPECS``) in shared memory, and the
+segment of the engine process's crash-site marks (``realtime.io.crash_site``, key ``CRASH_SITE``)."""
 from __future__ import annotations
 
 from multiprocessing import shared_memory
@@ -6,13 +7,19 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from realtime.engine.control import RING_SPECS, ControlRings
+from realtime.io import crash_site
+
+CRASH_SITE = "crash_site"
 
 
 def create_rings() -> tuple[ControlRings, dict[str, str], list[shared_memory.SharedMemory]]:
-    """New zeroed segments: (rings, segment name per ring, segments). The creator unlinks them."""
+    """New zeroed segments: (rings, segment name per ring and for ``CRASH_SITE``, segments). The
+    creator unlinks them."""
     shms = {k: shared_memory.SharedMemory(create=True, size=spec.nbytes) for k, spec in RING_SPECS.items()}
+    shms[CRASH_SITE] = shared_memory.SharedMemory(create=True, size=crash_site.SIZE)
     zero_rings(shms.values())
-    return ControlRings({k: s.buf for k, s in shms.items()}), {k: s.name for k, s in shms.items()}, list(shms.values())
+    return (ControlRings({k: s.buf for k, s in shms.items() if k in RING_SPECS}), {k: s.name for k, s in shms.items()},
+            list(shms.values()))
 
 
 def zero_rings(shms) -> None:

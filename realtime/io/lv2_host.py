@@ -38,7 +38,7 @@ import threading
 from ctypes import CFUNCTYPE, POINTER, Structure, c_char_p, c_int, c_uint32, c_void_p
 
 from realtime.errors import PluginError
-from realtime.io import lilv
+from realtime.io import crash_site, lilv
 from realtime.io.native_stderr import capture_stderr, stdout_to_stderr
 
 URID_MAP = "http://lv2plug.in/ns/ext/urid#map"
@@ -216,6 +216,9 @@ class Instance:
     max_block : int
         Largest block the caller has; the plugin is told ``min(max_block, MAX_RUN_FRAMES)`` as its
         ``maxBlockLength``, and ``run()`` must never be given more.
+    label : str, optional
+        What a crash in its code is put down to (``crash_site``; default: the URI). The caller marks
+        ``crash_row`` on the DSP site around ``run()``; the rest of its calls are marked here.
 
     Raises
     ------
@@ -223,7 +226,7 @@ class Instance:
         Unknown plugin, a required feature this host lacks, or instantiation failed.
     """
 
-    def __init__(self, world, uri: str, sample_rate: float, max_block: int, required=()):
+    def __init__(self, world, uri: str, sample_rate: float, max_block: int, required=(), label: str | None = None):
         missing = unsupported_features(required)
         if missing:
             raise PluginError(f"lv2 plugin {uri}: needs host features this host does not provide: {', '.join(missing)}")
@@ -258,9 +261,11 @@ class Instance:
         self._features = [Feature(u.encode(), d) for u, d in feats]
         self._feature_ptrs = (POINTER(Feature) * (len(feats) + 1))(*[ctypes.pointer(f) for f in self._features])
         L = lilv.lib()
-        with stdout_to_stderr(), capture_stderr() as msgs, _FloatEnvKept():
+        self.crash_row = crash_site.take(label or uri)
+        with stdout_to_stderr(), capture_stderr() as msgs, _FloatEnvKept(), crash_site.inside(self.crash_row):
             ptr = L.lilv_plugin_instantiate(plugin, float(sample_rate), ctypes.addressof(self._feature_ptrs))
         if not ptr:
+            crash_site.give_back(self.crash_row)
             why = "; ".join(msgs[-3:]) or "the plugin returned no instance"
             raise PluginError(f"lv2 plugin {uri}: failed to instantiate at {sample_rate:g} Hz ({why})")
         self._ptr = ptr
@@ -331,8 +336,9 @@ class Instance:
     def flush_work(self) -> None:
         """Do what is scheduled and deliver every answer, here and now (the worker thread stopped):
         before a reset, as an offline render would have done it already."""
-        self._work_pending()
-        self._deliver_responses()
+        with crash_site.inside(self.crash_row):
+            self._work_pending()
+            self._deliver_responses()
 
     def _deliver_responses(self) -> None:
         w, h = self.worker, self.handle
@@ -365,7 +371,8 @@ class Instance:
             # flag back by the time that work() returns, and its byte must then not end the thread
             if self._stopping and b"s" in got:
                 return
-            self._work_pending()
+            with crash_site.inside(self.crash_row, crash_site.WORKER):
+                self._work_pending()
 
     def stop_worker_thread(self) -> bool:
         """Stop the worker thread (work it has not begun stays pending). False when the plugin's
@@ -403,8 +410,10 @@ class Instance:
         plugin = self.world.plugin(self.uri)
         # lilv's warnings (a property lost on save) go to stderr as they are: this may run while the
         # engine does, and capturing descriptor 2 would swallow other threads' messages
-        st = L.lilv_state_new_from_instance(plugin, self._ptr, ctypes.addressof(t.map_struct), None, None, None,
-                                            None, None, None, _STATE_FLAGS, ctypes.addressof(self._feature_ptrs))
+        with crash_site.inside(self.crash_row):
+            st = L.lilv_state_new_from_instance(plugin, self._ptr, ctypes.addressof(t.map_struct), None, None,
+                                                None, None, None, None, _STATE_FLAGS,
+                                                ctypes.addressof(self._feature_ptrs))
         try:
             text = L.lilv_state_to_string(self.world.ptr, ctypes.addressof(t.map_struct),
                                           ctypes.addressof(t.unmap_struct), st, STATE_SUBJECT.encode(),
@@ -423,7 +432,7 @@ class Instance:
         """Give the plugin a saved state (``parse_state``). Not while ``run()`` may be called:
         ``prepare`` does it between instantiation and activation."""
         if self.has_state:
-            with stdout_to_stderr():
+            with stdout_to_stderr(), crash_site.inside(self.crash_row):
                 lilv.lib().lilv_state_restore(state.ptr, self._ptr, None, None, _STATE_FLAGS,
                                               ctypes.addressof(self._feature_ptrs))
 
@@ -434,14 +443,14 @@ class Instance:
     def activate(self) -> None:
         if not self.active:
             if self._activate:
-                with stdout_to_stderr(), _FloatEnvKept():
+                with stdout_to_stderr(), _FloatEnvKept(), crash_site.inside(self.crash_row):
                     self._activate(self.handle)
             self.active = True
 
     def deactivate(self) -> None:
         if self.active:
             if self._deactivate:
-                with _FloatEnvKept():
+                with _FloatEnvKept(), crash_site.inside(self.crash_row):
                     self._deactivate(self.handle)
             self.active = False
 
@@ -456,8 +465,10 @@ class Instance:
                 self._ptr = None
                 return
             self.deactivate()
-            lilv.lib().lilv_instance_free(self._ptr)
+            with crash_site.inside(self.crash_row):
+                lilv.lib().lilv_instance_free(self._ptr)
             self._ptr = None
+            crash_site.give_back(self.crash_row)
 
     def __del__(self):
         try:

@@ -95,7 +95,7 @@ from numba import njit
 from realtime.dsp.processor import MidiQueue, Param, Processor, Readout, short_repr
 from realtime.dsp.processors import SLOT_CONTROLS, register
 from realtime.errors import ParamError, PluginError
-from realtime.io import lilv, lv2_host, lv2_scan
+from realtime.io import crash_site, lilv, lv2_host, lv2_scan
 
 NOMINAL_RATE = 48000.0  # ranges given as fractions of the sample rate are shown at this rate
 RESERVED_IDS = (*SLOT_CONTROLS, "uri")  # a port with such a symbol gets a trailing "_"
@@ -713,8 +713,8 @@ class Lv2Plugin(Processor):
         self._own_atom = (self._own[4].view(np.uint32), self._own[4].view(np.uint8))
         self._silence = np.zeros((R, C), np.float32)
         world = lv2_scan.world()
-        self._instances = [lv2_host.Instance(world, self.uri, self.sample_rate, R, info.required_features)
-                           for _ in range(n_inst)]
+        self._instances = [lv2_host.Instance(world, self.uri, self.sample_rate, R, info.required_features,
+                                             label=self._crash_label) for _ in range(n_inst)]
         for i, inst in enumerate(self._instances):
             self._connect(inst, i, self._buffers)
         if self._pending_state is not None:  # after instantiation, before activation; never per block
@@ -959,7 +959,7 @@ class Lv2Plugin(Processor):
         made, the old one stays."""
         try:
             new = lv2_host.Instance(lv2_scan.world(), self.uri, self.sample_rate, self._run_max,
-                                    self.info.required_features)
+                                    self.info.required_features, label=self._crash_label)
         except PluginError:
             return
         try:
@@ -1055,7 +1055,7 @@ class Lv2Plugin(Processor):
             text = None  # a fresh state beats a blown-up instance
         try:
             new = lv2_host.Instance(lv2_scan.world(), self.uri, self.sample_rate, self._run_max,
-                                    self.info.required_features)
+                                    self.info.required_features, label=self._crash_label)
             if text is not None:
                 with lv2_host.parse_state(lv2_scan.world(), self.uri, text) as state:
                     new.restore_state(state)
@@ -1103,7 +1103,21 @@ class Lv2Plugin(Processor):
             pass
 
     # -- audio --------------------------------------------------------------------------------
+    @property
+    def _crash_label(self) -> str:
+        """What a crash in this plugin's code is put down to (``crash_site``)."""
+        return f"LV2 plugin '{self.info.name}' <{self.uri}>"
+
     def _run_block(self, block: np.ndarray, rescue: bool = True) -> int:
+        """``_run_pieces`` with the first instance marked as running on the DSP site (``crash_site``:
+        a crash in its code is then put down to it)."""
+        crash_site.mark(crash_site.DSP, self._runs[0][2].crash_row if self._runs else 0)
+        try:
+            return self._run_pieces(block, rescue)
+        finally:
+            crash_site.mark(crash_site.DSP, 0)
+
+    def _run_pieces(self, block: np.ndarray, rescue: bool = True) -> int:
         """One block through the plugin, in runs of at most ``lv2_host.MAX_RUN_FRAMES`` frames (each
         with the MIDI events that fall in it); returns how many output samples ``_clean_outputs`` zeroed.
         An instance that makes such samples in one run is dealt with before the next: ``rescue``

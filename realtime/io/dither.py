@@ -5,9 +5,15 @@ that follows the signal (harmonics, a tail that breaks up into buzz); ±1 LSB of
 makes the error a steady noise floor instead (0.5 LSB RMS with the rounding: -96 dBFS at 16 bits)
 that carries no trace of the signal. 24 bits and more are written as they are: their rounding lies below any converter's
 noise. The noise is seeded and drawn frame by frame, so the same input gives the same file however its
-writes are cut (a render at any -b, a batch's resumed outputs, a test's expected bytes).
+writes are cut (a render at any -b, a batch's resumed outputs, a test's expected bytes). The seed
+also takes the output's file name: stems of one song rendered to different names get independent
+noise, which adds as noise when they are mixed (one seed for all made it add coherently: four
+stems summed put the dither 10.8 dB up, not 6).
 """
 from __future__ import annotations
+
+import zlib
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -17,10 +23,13 @@ FULL_SCALE = {"PCM_16": 32767.0, "PCM_S8": 127.0, "PCM_U8": 127.0}
 SEED = 0x7D1
 
 
-def open_output(path, samplerate: int, channels: int, fmt: str, subtype: str) -> sf.SoundFile:
-    """An output file opened for writing: dithered where ``subtype`` holds 16 bits or fewer."""
-    cls = DitheredFile if subtype in FULL_SCALE else sf.SoundFile
-    return cls(path, "w", samplerate=samplerate, channels=channels, format=fmt, subtype=subtype)
+def open_output(path, samplerate: int, channels: int, fmt: str, subtype: str, name=None) -> sf.SoundFile:
+    """An output file opened for writing at ``path``: dithered where ``subtype`` holds 16 bits or
+    fewer, seeded by ``name`` (the file the output becomes: ``path`` may be a temporary one)."""
+    if subtype not in FULL_SCALE:
+        return sf.SoundFile(path, "w", samplerate=samplerate, channels=channels, format=fmt, subtype=subtype)
+    seed = (SEED, zlib.crc32(Path(name if name is not None else path).name.encode("utf-8", "surrogateescape")))
+    return DitheredFile(path, "w", samplerate=samplerate, channels=channels, format=fmt, subtype=subtype, seed=seed)
 
 
 class DitheredFile(sf.SoundFile):
@@ -29,11 +38,11 @@ class DitheredFile(sf.SoundFile):
     became 0, -0.4 LSB -1: half an LSB of offset) where it rounds into a FLAC, and it wraps a
     sample rounded past full scale to the opposite sign."""
 
-    def __init__(self, *args, **kw):
+    def __init__(self, *args, seed=SEED, **kw):
         super().__init__(*args, **kw)
         self._scale = FULL_SCALE[self.subtype]
         self._step = 256.0 if self._scale < 32767.0 else 1.0  # 8 bits: the top byte of a short
-        self._rng = np.random.default_rng(SEED)
+        self._rng = np.random.default_rng(seed)
 
     def write(self, data) -> None:
         x = np.asarray(data, np.float32)

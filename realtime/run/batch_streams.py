@@ -118,7 +118,7 @@ class _FileStream:
         self.nonfinite = 0
         self.out = AtomicFile(out_p)
         try:
-            self.dst = open_output(sf_path(self.out.tmp), self.in_sr, ch, fmt, subtype)
+            self.dst = open_output(sf_path(self.out.tmp), self.in_sr, ch, fmt, subtype, name=out_p)
         except BaseException as e:
             self.out.discard()
             self.src.close()

@@ -709,7 +709,7 @@ def process_file(in_path, out_path, chain, samplerate: int | None = None, blocks
         junk0 = junk_samples(chain)
         try:
             with atomic_write(out_p) as tmp:
-                with open_output(sf_path(tmp), in_sr, ch, fmt, subtype) as dst, \
+                with open_output(sf_path(tmp), in_sr, ch, fmt, subtype, name=out_p) as dst, \
                         tqdm(total=length, unit="frame", unit_scale=True, leave=False,
                              disable=not progress or not is_terminal(sys.stderr),  # (not into a log)
                              desc=in_p.name) as bar:
@@ -979,7 +979,7 @@ def open_render(tmp, out_p: Path, samplerate: int, frames: int = 0, bits: str | 
     past 4 GiB: ``sized_format``)."""
     fmt, subtype = output_format(out_p, "PCM_24", samplerate, "the render", bits)
     fmt = sized_format(out_p, fmt, subtype, frames, 2)
-    return open_output(sf_path(tmp), samplerate, 2, fmt, subtype)
+    return open_output(sf_path(tmp), samplerate, 2, fmt, subtype, name=out_p)
 
 
 def warn_unplayed(midi_path, events: np.ndarray, out_p, seconds: float, drums_left_alone: bool) -> None:

@@ -316,6 +316,8 @@ def cmd_batch(args) -> int:
     for what, count in (("files that ended before their header said (status partial)",
                          summary["truncated"] + summary["truncated_before"]),
                         ("files clipped by the safety stage", summary["clipped"]),
+                        ("files whose input held samples that were not numbers (played as silence)",
+                         summary.get("nonfinite_inputs", 0)),
                         ("files in which a plugin's junk output was silenced", summary["plugin_junk"]),
                         ("MIDI messages dropped from full queues", summary["dropped_midi_events"])):
         if count:

@@ -177,8 +177,10 @@ def test_manifest_rows_carry_outputs_and_overrides(mixed, tmp_path):
     jsonl.write_text(json.dumps({"input": f"{rel}/a.wav", "set": ["nosuchslot.x=1"]}) + "\n")
     with pytest.raises(PresetError, match="jobs.jsonl row 1.*nosuchslot"):
         plan_batch([jsonl], out, BatchOptions(preset="default"))
+    (tmp_path / "twin").mkdir()
+    (tmp_path / "twin" / "a.wav").write_bytes((src / "a.wav").read_bytes())  # (the same file twice is taken once)
     with pytest.raises(OfflineError, match="would both write"):
-        plan_batch([src / "a.wav", src / "a.wav"], out, BatchOptions())
+        plan_batch([src / "a.wav", tmp_path / "twin" / "a.wav"], out, BatchOptions())
     with pytest.raises(OfflineError, match="no such file"):
         plan_batch([tmp_path / "missing.wav"], out, BatchOptions())
     # fields of the wrong type, outputs outside --out and extensions that are not: one clear line each
@@ -620,6 +622,23 @@ def test_ray_groups_files_side_by_side_for_every_cpu_of_the_cluster(tmp_path, ra
     assert sorted(r["streams"] for r in log) == [2, 2, 2, 2]  # a group of two for each CPU
 
 
+def test_a_ray_workers_warnings_reach_the_batchs_stderr_and_its_summary(tmp_path, ray_cluster, capsys):
+    """A Ray worker's stderr goes to the cluster's logs: a file with NaNs, played as silence, was said
+    when run locally and not at all on Ray, and no record counted it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    x = _noise(48000, 0.5, 1, 7)
+    x[1000:1200] = np.nan
+    sf.write(src / "nan.wav", x, 48000, subtype="FLOAT")
+    out = tmp_path / "out"
+    capsys.readouterr()
+    s = run_batch([src], out, BatchOptions(preset="clean"), ray_address=ray_cluster, progress=False)
+    assert (s["backend"], s["processed"], s["nonfinite_inputs"]) == ("ray", 1, 1)
+    assert "200 samples of the input were not numbers" in capsys.readouterr().err
+    log = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+    assert log[0]["nonfinite_input_samples"] == 200 and "warnings" not in log[0]
+
+
 # ------------------------------------------------------------------------------ streams side by side
 
 def test_batched_enhancer_streams_equal_single_streams():
@@ -949,11 +968,14 @@ def test_a_folder_scan_skips_the_batchs_own_outputs(tmp_path):
     for out in (src / "cleaned", src / "x" / ".." / "cleaned"):  # the same folder, however written
         tasks = plan_batch([src], out, BatchOptions())
         assert sorted(Path(t.input).relative_to(src).as_posix() for t in tasks) == ["a.wav", "b.wav"]
-    # an --out beside the inputs' folder hides nothing; a folder that happens to share its name neither
+    # a folder that happens to share its name hides nothing; cleaned/, another batch's outputs (its log
+    # says so), stays left out for an --out elsewhere too (a second batch took them for inputs)
     (src / "cleaned2").mkdir()
     sf.write(src / "cleaned2" / "c.wav", _noise(16000, 0.1, 1, 0), 16000)
-    assert len(plan_batch([src], tmp_path / "elsewhere", BatchOptions())) == 6
+    assert len(plan_batch([src], tmp_path / "elsewhere", BatchOptions())) == 3
     assert len(plan_batch([src], src / "cleaned", BatchOptions())) == 3
+    (src / "cleaned" / LOG_NAME).unlink()  # no log: files of the user's, read as any folder's
+    assert len(plan_batch([src], tmp_path / "elsewhere", BatchOptions())) == 6
 
 
 def test_a_csv_manifest_with_a_byte_order_mark_is_read(tmp_path):

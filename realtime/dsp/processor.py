@@ -333,6 +333,8 @@ class Processor:
     # rates the processor runs at as it is (None: any); files at other rates are processed at
     # 48 kHz (realtime/run/offline.py, chain_rate)
     native_rates: ClassVar[tuple[int, ...] | None] = None
+    # the rates it can run at at all (None: any); ``prepare`` refuses others, a batch before any work
+    rate_range: ClassVar[tuple[float, float] | None] = None
     # every block ``process`` is given is a multiple of this many frames (a hosted plugin that
     # corrupts other runs: ``lv2_scan.BLOCK_MULTIPLE``); the chain's blocks keep to it
     block_multiple: ClassVar[int] = 1

@@ -164,8 +164,8 @@ def run_task(task: BatchTask) -> dict:
         whether the input itself is what failed, see ``_input_fault``), audio_s, wall_s,
         input_sha256, input_mtime_ns, input_bytes, preset_hash, output_bytes, output_mtime_ns (the
         resume log's check that the output is still the one written), pid, chain_s (time to build
-        the chain, 0 when reused), finished (UNIX time); audio files also frames_read, truncated and
-        clipped_samples (``process_file``'s), MIDI files dropped_midi_events.
+        the chain, 0 when reused), finished (UNIX time); audio files also frames_read, truncated,
+        clipped_samples and nonfinite_input_samples (``process_file``'s), MIDI files dropped_midi_events.
     """
     t0 = time.perf_counter()
     result = {"input": task.input, "output": task.output, "kind": task.kind, "status": "failed", "error": None,
@@ -190,7 +190,8 @@ def run_task(task: BatchTask) -> dict:
             report = process_file(task.input, out, chain, samplerate=task.samplerate, blocksize=task.blocksize,
                                   progress=False, tail_s=task.tail_s, bits=task.bits)
             result["audio_s"] = report["frames"] / report["samplerate"]
-            result.update({k: report[k] for k in ("frames_read", "truncated", "clipped_samples", "plugin_junk_samples")})
+            result.update({k: report[k] for k in ("frames_read", "truncated", "clipped_samples", "plugin_junk_samples",
+                                                  "nonfinite_input_samples")})
         result.update(output_stat(out))
         result["status"] = finished_status(report)
     except Exception as e:
@@ -430,7 +431,8 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
         before their header says: processed as far as they go, status "partial"), truncated_before
         (skipped: such outputs of an earlier run, their inputs unchanged), clipped (this run's files
         whose samples the safety stage clipped), plugin_junk (this run's files in which a hosted
-        plugin's junk output was replaced by silence), interrupted, abandoned, signal (the first
+        plugin's junk output was replaced by silence), nonfinite_inputs (this run's files whose input
+        held NaN or Inf samples, played as silence), interrupted, abandoned, signal (the first
         one's name, e.g. "SIGTERM", or None), stopped (None, or why the batch stopped itself: its
         resume log could not be written, so later outputs would go unrecorded), not_started,
         audio_s, wall_s, files_per_s, audio_s_per_s (throughput: × real time, = audio-hours per hour),
@@ -465,14 +467,16 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     bar = Progress(len(todo), sum(t.audio_s for t in todo), stream, enabled=progress)
     stop = StopFlag(stream or sys.stderr)
     failures: list[dict] = []
-    processed = dropped_midi = truncated = clipped = junk = 0
+    processed = dropped_midi = truncated = clipped = junk = nonfinite = 0
     audio_s = 0.0
 
     made_for_failed: list[tuple[Path, Path]] = []  # (a failed output's folder, the top one its worker made)
 
     def on_result(result: dict) -> None:
-        nonlocal processed, audio_s, dropped_midi, truncated, clipped, junk
+        nonlocal processed, audio_s, dropped_midi, truncated, clipped, junk, nonfinite
         made = result.pop("made_folder", None)
+        for line in result.pop("warnings", ()):  # what a Ray worker said about its files (its stderr is not ours)
+            print(line, file=sys.stderr)
         if made and result["status"] == "failed":
             made_for_failed.append((Path(result["output"]).parent, Path(made)))
         try:
@@ -487,6 +491,7 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
             truncated += result["status"] == "partial"
             clipped += bool(result.get("clipped_samples"))
             junk += bool(result.get("plugin_junk_samples"))
+            nonfinite += bool(result.get("nonfinite_input_samples"))
         else:
             failures.append({"input": result["input"], "error": result["error"]})
         bar.update(result)
@@ -544,6 +549,7 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     return {"files": len(tasks), "processed": processed, "skipped": len(tasks) - len(todo),
             "failed": len(failures), "failed_before": len(failed_before), "truncated": truncated,
             "truncated_before": truncated_before, "clipped": clipped, "plugin_junk": junk,
+            "nonfinite_inputs": nonfinite,
             "interrupted": stop.signal is not None or (stop.level > 0 and stop.halted is None), "abandoned": stop.level > 1,
             "signal": stop.signal, "stopped": stop.halted,
             "not_started": len(todo) - processed, "audio_s": audio_s, "wall_s": wall, "streams": options.streams,

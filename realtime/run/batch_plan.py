@@ -31,6 +31,9 @@ from realtime.run.offline import DEFAULT_RATE, chain_rate
 MIDI_EXTENSIONS = frozenset({".mid", ".midi", ".kar", ".smf", ".rmi"})  # (.kar: karaoke; .rmi: RIFF MIDI)
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
                               ".au", ".caf", ".w64", ".rf64"})  # no .wv: libsndfile cannot read WavPack
+# audio it cannot read (libsndfile does not): left out of a folder's scan, but said, never passed over
+UNREAD_AUDIO = frozenset({".m4a", ".m4b", ".mp4", ".aac", ".alac", ".wma", ".ape", ".wv", ".mka", ".mpc", ".tta",
+                          ".ac3", ".dts", ".amr", ".dsf", ".dff", ".ra", ".spx"})
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl"})
 LOG_NAME = ".batch-manifest.jsonl"
 QUEUED_NAME = ".batch-queued.jsonl"  # the outputs a running batch is about to write (``ResumeLog.claim``)
@@ -330,6 +333,16 @@ def _plays_midi(preset: dict) -> bool:
             or any(callable(getattr(cls, "handle_midi", None)) for cls in _processor_classes(preset)))
 
 
+def _check_rate(preset: dict, rate: int) -> None:
+    """A rate a processor of ``preset`` cannot run at at all (``rate_range``: the de-limiter at
+    -r 96000) is refused here, once, not as the failure of every file."""
+    for cls in _processor_classes(preset):
+        lo_hi = cls.rate_range
+        if lo_hi is not None and not lo_hi[0] <= rate <= lo_hi[1]:
+            raise PresetError(f"{cls.kind}: runs at {lo_hi[0] / 1000:g}-{lo_hi[1] / 1000:g} kHz only, not {rate} Hz "
+                              "(give -r 44100 or 48000, or none)")
+
+
 def _processor_classes(preset: dict) -> list:
     """The classes of a preset's slots (hosted plugins, which run at any rate, left out)."""
     from realtime.dsp.processors import URI_KINDS, processor_class
@@ -358,7 +371,9 @@ def _scan(folder: Path, out_dir: Path, others: dict[str, int] | None = None) \
     counts the other files by extension (what a folder with nothing to process held).
 
     One rule at every depth below ``folder``: a name that starts with "." (file or folder) is
-    left out; links to folders and files are followed, and every folder and file is taken once,
+    left out, and so is a folder below it that holds another batch's log (``LOG_NAME``: that
+    batch's outputs, which a second batch into another folder took for inputs, a layer more at
+    each run); links to folders and files are followed, and every folder and file is taken once,
     by its real path, where the fewest links lead to it (then by name): a link to a folder scanned
     already (a loop, a folder that holds it, a sibling) or to a file found already would have it
     processed again into a second output. What is left out so, and what cannot be read (a folder
@@ -371,7 +386,7 @@ def _scan(folder: Path, out_dir: Path, others: dict[str, int] | None = None) \
     def below_out(real: str) -> Path | None:
         return Path(real).relative_to(out_real) if watch and Path(real).is_relative_to(out_real) else None
 
-    files, unreadable, dangling, folders_again = [], [], [], []
+    files, unreadable, dangling, folders_again, other_outputs = [], [], [], [], []
     scanned: set[str] = set()
     # folders by (links on the way, path): the real tree first, then what links alone reach, so that
     # which way to a folder counts does not depend on the order the file system lists them in
@@ -389,6 +404,9 @@ def _scan(folder: Path, out_dir: Path, others: dict[str, int] | None = None) \
                 entries = list(it)
         except OSError as e:
             unreadable.append(f"{d}: {(os_reason(e) or e.strerror or str(e)).lower()}")
+            continue
+        if below is None and real_d != top and any(e.name == LOG_NAME for e in entries):
+            other_outputs.append(str(d))  # another batch's outputs (its log says so): not this one's inputs
             continue
         for e in entries:
             p = d / e.name
@@ -427,7 +445,9 @@ def _scan(folder: Path, out_dir: Path, others: dict[str, int] | None = None) \
                                     (sorted(folders_again), "folder found again through a link",
                                      "folders found again through links"),
                                     (sorted(files_again), "file found again through a link",
-                                     "files found again through links")) if left]
+                                     "files found again through links"),
+                                    (sorted(other_outputs), "folder of another batch's outputs",
+                                     "folders of other batches' outputs")) if left]
     if said:
         listed = said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
         print(f"warning: {folder}: left out {listed}", file=sys.stderr)
@@ -490,6 +510,10 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         A preset or override that does not apply (names the manifest row when it came from one).
     """
     out_dir = check_out_dir(out_dir)
+    from realtime.run.offline import MAX_RENDER_S
+
+    if not 0 <= options.tail_s <= MAX_RENDER_S:  # as `process` says it, once, not as every file's failure
+        raise OfflineError(f"a tail of {options.tail_s} s: give 0 to {MAX_RENDER_S // 3600} hours")
     if options.ext is not None and not re.fullmatch(r"\.?[A-Za-z0-9]+", options.ext):
         raise OfflineError(f"--ext {options.ext!r}: not a file extension (e.g. wav, flac)")
     if options.ext is not None:  # refused now, as `process` refuses it, not as a failure of every file
@@ -534,6 +558,7 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
             output_format(Path("out." + options.ext.lstrip(".")), "PCM_24", options.samplerate or DEFAULT_RATE)
         except OfflineError as e:
             raise OfflineError(f"--ext {options.ext!r} for MIDI inputs: {str(e).split(': ', 1)[-1]}") from None
+    jobs = _midi_apart_from_audio(_once_each(jobs))
     readers = {}  # what each input is, and the first task that reads it
     for src, _, _, _, origin in jobs:
         readers.setdefault(_identity(src), origin)
@@ -541,7 +566,8 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
     for src, dst, preset_name, sets, origin in jobs:
         key = real_path(dst)
         if key in seen:
-            raise OfflineError(f"{origin} and {seen[key]} would both write {dst}")
+            hint = "; give the manifest's rows an output column" if origin != str(src) else ""
+            raise OfflineError(f"{origin} and {seen[key]} would both write {dst}{hint}")
         seen[key] = origin
         reader = readers.get(_identity(dst))
         if reader == origin:
@@ -564,6 +590,7 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         try:
             preset = presets.load(name, tuple(overrides))
             rate = midi_rate if kind == "midi" else chain_rate(_processor_classes(preset), file_rate, options.samplerate)
+            _check_rate(preset, rate)
             settings = {"kind": kind, "samplerate": rate, "blocksize": block}
             if tail:  # only then: the logs of runs without a tail keep their hashes
                 settings["tail_s"] = tail
@@ -586,10 +613,63 @@ def plan_batch(inputs, out_dir, options: BatchOptions) -> list[BatchTask]:
         what = f" ({sum(others.values())} other files left out: {', '.join(kinds[:6])}{', …' * (len(kinds) > 6)})" \
             if others else ""
         raise OfflineError(f"{', '.join(map(str, inputs))}: no audio or MIDI files to process{what}")
+    _say_unread_audio(others)  # (with nothing else, the error above names them)
     if log is not None:
         _check_strangers(out_dir, tasks, log)
     tasks.sort(key=lambda t: (-t.audio_s, t.preset_hash, t.input))
     return tasks
+
+
+def _say_unread_audio(others: dict[str, int]) -> None:
+    """One warning line for the audio files of kinds it cannot read that the folders held (a library
+    of M4A files beside one WAV was 'processed' as that one file, unsaid)."""
+    unread = {ext: n for ext, n in others.items() if ext in UNREAD_AUDIO}
+    if unread:
+        kinds = sorted(unread, key=lambda e: (-unread[e], e))
+        listed = ", ".join(f"{e} ×{unread[e]}" for e in kinds[:6]) + (", …" if len(kinds) > 6 else "")
+        print(f"warning: left out {sum(unread.values())} audio files of kinds this host does not read ({listed}): "
+              "convert them (to FLAC, e.g. with ffmpeg) to process them", file=sys.stderr)
+
+
+def _midi_apart_from_audio(jobs: list) -> list:
+    """A MIDI file beside an audio file of the same name (song.mid and song.wav, as MIDI libraries
+    keep them) rendered to the audio one's output name, and the batch was refused whole: the render
+    keeps the MIDI file's extension in its name instead (song.mid.wav), said in one line. Only for
+    files found or named (a manifest row's output is its own)."""
+    places: dict[str, list[int]] = {}
+    for i, (src, dst, *_) in enumerate(jobs):
+        places.setdefault(real_path(dst), []).append(i)
+    moved = []
+    for idx in places.values():
+        if len(idx) > 1 and any(_kind(jobs[i][0]) != "midi" for i in idx):
+            for i in idx:
+                src, dst, preset, sets, origin = jobs[i]
+                if _kind(src) == "midi" and origin == str(src):
+                    jobs[i] = (src, dst.with_name(src.name + dst.suffix), preset, sets, origin)
+                    moved.append(jobs[i][1])
+    if moved:
+        print(f"note: {len(moved)} MIDI render{'s' * (len(moved) > 1)} named after the MIDI file, as an audio file of "
+              f"the same name is beside it ({moved[0]}{', …' * (len(moved) > 1)})", file=sys.stderr)
+    return jobs
+
+
+def _once_each(jobs: list) -> list:
+    """The jobs with each input file once: a folder given with a folder inside it (a shell glob)
+    processed the inner one's files twice, into two outputs. The first job keeps it; the rest are
+    said in one warning line. A manifest's rows are its own: one file in two rows is two jobs."""
+    first, kept, again = {}, [], []
+    for job in jobs:
+        src, origin = job[0], job[4]
+        key = _identity(src)
+        if origin != str(src) or key not in first:  # (a manifest row's origin names its row)
+            first.setdefault(key, job)
+            kept.append(job)
+        else:
+            again.append(str(src))
+    if again:
+        print(f"warning: left out {len(again)} input{'s' * (len(again) > 1)} given twice ({again[0]}"
+              f"{', …' * (len(again) > 1)}): each is processed once", file=sys.stderr)
+    return kept
 
 
 def _check_strangers(out_dir: Path, tasks: list[BatchTask], log: ResumeLog) -> None:
@@ -604,6 +684,24 @@ def _check_strangers(out_dir: Path, tasks: list[BatchTask], log: ResumeLog) -> N
         more = f" and {len(strangers) - 1} more" if len(strangers) > 1 else ""
         raise OfflineError(f"{out_dir}: holds {strangers[0]}{more}, which no earlier batch wrote: it would be replaced "
                            "by an output; move it, give --out another folder, or --force to replace it")
+    # an output changed since a batch wrote it (an edit saved over it) is the user's work now: it was
+    # processed again and the edit lost, said as "processed"
+    edited = [t.output for t in tasks if _changed_since_written(t.output, log.records.get(log.key(t.output)))]
+    if edited:
+        more = f" and {len(edited) - 1} more" if len(edited) > 1 else ""
+        raise OfflineError(f"{out_dir}: {edited[0]}{more} changed since an earlier batch wrote it: it would be "
+                           "replaced by a new output; move it, give --out another folder, or --force to replace it")
+
+
+def _changed_since_written(output: str, rec: dict | None) -> bool:
+    """Whether ``output`` exists and is not the file its record says a batch wrote (size and mtime)."""
+    if not rec or "output_mtime_ns" not in rec or rec.get("status") not in ("ok", "partial"):
+        return False  # (a record from before the output's mtime was kept cannot tell)
+    try:
+        st = os.stat(output)
+    except OSError:
+        return False
+    return (st.st_mtime_ns, st.st_size) != (rec["output_mtime_ns"], rec.get("output_bytes"))
 
 
 # the processors with a batched form (N streams through one model call) and the input kind they take
@@ -809,11 +907,26 @@ class ResumeLog:
 
     def _write(self, recs: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            # after a torn last line, a new line of its own: glued to the fragment it was lost too
-            f.write("\n" * self._torn + "".join(json.dumps(r, sort_keys=True) + "\n" for r in recs))
-            f.flush()
-            os.fsync(f.fileno())
+        # after a torn last line, a new line of its own: glued to the fragment it was lost too
+        data = ("\n" * self._torn + "".join(json.dumps(r, sort_keys=True) + "\n" for r in recs)).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except BaseException:
+                # a full disk mid-append left a fragment: cut back to the last whole line (the next
+                # record, glued to it, was lost on disk while this run counted it written)
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    self._torn = True
+                raise
+        finally:
+            os.close(fd)
         self._torn = False
         for rec in recs:
             self.records[self.key(rec["output"])] = rec

@@ -67,9 +67,21 @@ if sys.argv[2]:
 
 
 def _remote_task(unit: tuple[BatchTask, ...]) -> list[dict]:
+    """``run_unit`` on a Ray worker, with what it says on stderr (a file's NaNs replaced, tags left
+    out, clipping) in the first result's ``warnings``: a worker's stderr goes to the cluster's logs,
+    not to the batch's terminal (``log_to_driver=False``), and the batch prints them."""
+    import contextlib
+    import io
+
     from realtime.run.batch import run_unit
 
-    return run_unit(unit)
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        results = run_unit(unit)
+    lines = [line for line in said.getvalue().splitlines() if line.strip()]
+    if lines and results:
+        results[0]["warnings"] = lines
+    return results
 
 
 def _failed(task: BatchTask, error: str) -> dict:

@@ -180,6 +180,7 @@ class Delimiter(NeuralProcessor):
 
     kind = "delimiter"
     native_rates = (44100, 48000)  # trained at both
+    rate_range = RATE_RANGE
     params = (
         Param("amount", "Amount", 0.0, 1.0, 1.0, smoothing_ms=30.0),
         Param("output_gain_db", "Output trim", -24.0, 12.0, 0.0, unit="dB", smoothing_ms=30.0),

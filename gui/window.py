@@ -1080,7 +1080,8 @@ class MainWindow(PresetActions, QMainWindow):
                     played = time.monotonic() - self._started_at
                     self._resume_after_restart = self.start_button.isChecked() and played >= RESUME_AFTER_S
                 self.host.running = False
-                self.status_labels["state"].setText("○ engine exited" if dead else "○ engine not answering")
+                gone = "○ engine crashed" if "crashed" in str(e) else "○ engine exited"  # (a plugin's code: named)
+                self.status_labels["state"].setText(gone if dead else "○ engine not answering")
                 self._restart_action.setVisible(True)
             self._sync_start_button()
             return

@@ -117,3 +117,16 @@ def test_a_plugin_that_crashes_the_engine_process_while_it_is_made_is_named_and_
         assert host.status()["running"]
     finally:
         host.close()
+
+
+def test_the_panel_says_the_engine_crashed_and_names_the_plugin(window):
+    pytest.importorskip("PyQt6")
+    from gui.remote.client import EngineProcessError, RemoteEngineHost
+
+    preset = {"version": 1, "name": "t", "chain": [{"id": "g", "processor": "gain"}]}
+    w = window(preset, host=RemoteEngineHost(preset, EngineConfig(), plugins=("tests.gui_crashing",)))
+    with pytest.raises(EngineProcessError):
+        w.host.add_slot("crash_in_build")
+    w._poll_status()
+    assert w.status_labels["state"].text() == "○ engine crashed"
+    assert "in test plugin 'Crash in build'" in w.banner.text() and w._restart_action.isVisible()

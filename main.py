@@ -373,18 +373,24 @@ def cmd_gui(args) -> int:
         except ImportError as e:  # no GUI toolkit: the headless engine still works
             reason = f"GUI unavailable ({e})"
     if reason is not None:
-        print(f"{reason}; starting the headless engine instead", file=sys.stderr)
         args.seconds, args.demo, args.demo_out = 0, False, "demo_out.wav"
-        _remembered_audio(args)
+        applied = _remembered_audio(args)
+        # an error about a remembered device ("USB Mic") did not say where that name came from
+        from realtime.dsp.presets import config_path
+
+        print(f"{reason}; starting the headless engine instead"
+              + (f", with the panel's remembered {', '.join(applied)} (from {config_path()})" if applied else ""),
+              file=sys.stderr)
         return cmd_run(args)
     return run_gui(args)
 
 
-def _remembered_audio(args) -> None:
+def _remembered_audio(args) -> list[str]:
     """The panel's remembered audio settings (its ini's [audio]: rate, block, pre-fill, devices) put
     in ``args`` for the flags the command line did not give, as the panel itself does (gui.app's
     ``_cli_config``): the no-screen fallback runs what the panel would. Read without Qt (it may be
-    what is missing); a value it cannot use is passed over."""
+    what is missing); a value it cannot use is passed over. Returns those applied, as
+    ``key=value`` (the preset's too)."""
     import configparser
 
     from realtime.dsp.presets import config_path
@@ -393,10 +399,10 @@ def _remembered_audio(args) -> None:
     try:
         ini.read(config_path(), encoding="utf-8")
     except (OSError, UnicodeDecodeError, configparser.Error):
-        return
-    _remembered_preset(args, ini)
+        return []
+    applied = _remembered_preset(args, ini)
     if not ini.has_section("audio"):
-        return
+        return applied
     given = _given_engine_flags(getattr(args, "argv", []))
 
     def remembered(key, parse):
@@ -413,23 +419,26 @@ def _remembered_audio(args) -> None:
         value = remembered(key, parse)
         if value is not None and key not in given and not (key.endswith("_device") and "device" in given):
             setattr(args, key, value)
+            applied.append(f"{key}={value}")
+    return applied
 
 
-def _remembered_preset(args, ini) -> None:
+def _remembered_preset(args, ini) -> list[str]:
     """The preset the panel had last (its ini's [preset] last), as ``args.preset`` when the command
     line named none, and it still loads (else one line says so): the panel opens it, and the
-    fallback ran the default preset."""
+    fallback ran the default preset. Returns ``["preset=NAME"]`` when applied, else []."""
     last = ini.get("preset", "last", fallback="").strip().strip('"')
     if not last or "preset" in _given_engine_flags(getattr(args, "argv", [])):
-        return
+        return []
     from realtime.dsp.presets import load_preset
 
     try:
         load_preset(last)
     except Exception as e:  # gone or broken since: as the panel, the default instead, said
         print(f"the last preset ({last}) could not be loaded, running {args.preset!r} instead: {e}", file=sys.stderr)
-        return
+        return []
     args.preset = last
+    return [f"preset={last}"]
 
 
 def _given_engine_flags(argv: list[str]) -> set[str]:
@@ -620,22 +629,16 @@ def _finish_on_signals(status: int) -> None:
     """Once a command has ended (its output committed or its error said), a signal during the
     interpreter's shutdown ends the process at once with the command's own status, instead of a
     KeyboardInterrupt that kills it by the signal (status -2) with nothing to say."""
-    import os
     import signal
     import threading
 
-    from realtime.errors import interrupt_signals
+    from realtime.errors import exit_with, interrupt_signals
 
     if threading.current_thread() is not threading.main_thread():
         return
 
     def finish(signum, frame):
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # a closed pipe, a flush the signal interrupted: the status still stands
-                pass
-        os._exit(status)  # the command's output is committed: nothing more is worth waiting for
+        exit_with(status)  # the command's output is committed: nothing more is worth waiting for
 
     for s in interrupt_signals():
         if signal.getsignal(s) is not signal.SIG_IGN:
@@ -655,9 +658,22 @@ def _interrupted_note(args) -> str:
     return f"interrupted; {out} not written"
 
 
-def main(argv=None) -> int:
-    """Run one command; user errors end as one line on stderr and exit status 2, never a traceback."""
-    from realtime.errors import forget_pending_interrupt, interrupt_on_signals, raise_pending_interrupt, said_status
+def main(argv=None, *, last: bool = False) -> int:
+    """Run one command; user errors end as one line on stderr and exit status 2, never a traceback.
+    ``last``: the process ends with this command (``cli``): once it has ended, a signal ends the
+    process with its status (``command_ended``)."""
+    from realtime.errors import (
+        command_ended,
+        forget_pending_interrupt,
+        interrupt_on_signals,
+        raise_pending_interrupt,
+        said_status,
+    )
+
+    def ended(status):
+        if last:  # before main's own last steps: a signal there said "interrupted" after "recorded"
+            command_ended(status)
+        return status
 
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -670,7 +686,7 @@ def main(argv=None) -> int:
     crash_stacks_to_stderr()  # a hosted plugin that crashes the process leaves the stack of where it did, not silence
     interrupt_on_signals()
     try:
-        return COMMANDS[args.command](args)
+        return ended(COMMANDS[args.command](args))
     except BaseException as e:  # a trainer's or benchmark's SystemExit("…") is said as every user error
         if not isinstance(e, (KeyboardInterrupt, SystemExit)):
             try:  # an error a Ctrl-C caused (numpy's import cut short says "ImportError") is the Ctrl-C
@@ -680,7 +696,7 @@ def main(argv=None) -> int:
         status = said_status(e, _interrupted_note(args))
         if status is None:
             raise
-        return status
+        return ended(status)
     finally:
         forget_pending_interrupt()
 
@@ -692,20 +708,65 @@ def _exit_now(status: int) -> None:
     teardown, so a SIGTERM in its last ~200 ms killed a run whose output was already committed
     (status -15)."""
     import atexit
-    import os
     import threading
+
+    from realtime.errors import exit_with
 
     try:
         if hasattr(threading, "_shutdown"):  # what the interpreter does first: join non-daemon threads
             threading._shutdown()
-        atexit._run_exitfuncs()
+        _release_portaudio()
+        with _signals_blocked():  # a signal now ends the process (``_finish_on_signals``) between the hooks'
+            atexit._run_exitfuncs()  # steps, not inside their system calls
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # a closed pipe: the status still stands
-                pass
-        os._exit(int(status or 0))
+        exit_with(status)
+
+
+def _signals_blocked():
+    """A context in which the main thread receives no interrupt signal: one that comes meanwhile
+    waits until it ends (its handler then runs, or the process has ended with its status)."""
+    import contextlib
+    import signal
+
+    from realtime.errors import interrupt_signals
+
+    @contextlib.contextmanager
+    def blocked():
+        sigs = set(interrupt_signals())
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    return blocked()
+
+
+def _release_portaudio() -> None:
+    """Terminate PortAudio (as sounddevice's atexit hook would) with the interrupt signals ignored:
+    its JACK host API closes its client there, and a signal that cut a system call of that short
+    made PortAudio assert (``pa_jack.c: Terminate: Assertion 'err == 0' failed``, SIGABRT) after the
+    command had ended. Ignored, not caught: any thread may receive a caught one. What comes
+    meanwhile is dropped: the command's status stands."""
+    import signal
+
+    if "sounddevice" not in sys.modules:
+        return
+    engine = sys.modules.get("realtime.engine.engine")
+    if engine is not None and getattr(engine, "_ABANDONED", None):  # a stream left to a server that is gone:
+        return  # Pa_Terminate would wait for it forever (the engine took sounddevice's own hook off too)
+    from realtime.errors import interrupt_signals
+    from realtime.io.portaudio import release
+
+    before = {s: signal.getsignal(s) for s in interrupt_signals()}
+    for s in before:
+        signal.signal(s, signal.SIG_IGN)
+    try:
+        release()
+    except Exception:  # PortAudio's own error at its end: nothing left to tell
+        pass
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def cli() -> None:
@@ -713,7 +774,7 @@ def cli() -> None:
     entry point called ``main`` alone, so a signal during shutdown ended it by the signal): run the
     command, then end the process with its status."""
     try:
-        status = main()
+        status = main(last=True)
         _finish_on_signals(status)
     except KeyboardInterrupt:  # Ctrl-C while Python itself was still starting up
         print("interrupted", file=sys.stderr)

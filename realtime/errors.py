@@ -71,6 +71,7 @@ class Interrupted(KeyboardInterrupt):
 
 class _Pending:
     signal: str | None = None
+    ended: int | None = None  # the status of the process's command once it has ended (``command_ended``)
 
 
 def note_interrupt(name: str) -> None:
@@ -103,6 +104,8 @@ def interrupt_on_signals() -> None:
         return
 
     def interrupt(signum, frame):
+        if _Pending.ended is not None:  # the command has ended (its take kept, its error said): its status stands
+            exit_with(_Pending.ended)
         name = signal.Signals(signum).name
         note_interrupt(name)  # remembered too: an exception raised inside an import can be swallowed
         raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(name)
@@ -138,6 +141,27 @@ def _quiet_unraisable_interrupts() -> None:
     sys.unraisablehook = hook
 
 
+def command_ended(status: int) -> None:
+    """The command the process runs has ended with ``status`` (its output committed or its error
+    said): from now on an interrupt signal ends the process at once with it (``exit_with``), not as
+    "interrupted" 130 after the "recorded …" line. For the process's one command only (``cli``):
+    tests call ``main`` many times in one process."""
+    _Pending.ended = int(status or 0)
+
+
+def exit_with(status: int) -> None:
+    """End the process now with ``status``, what is buffered for stdout and stderr written first."""
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed pipe, a flush the signal interrupted: the status still stands
+            pass
+    os._exit(int(status or 0))
+
+
 def forget_pending_interrupt() -> None:
     """The command that saw the signal has ended (tests call ``main`` many times in one process)."""
     _Pending.signal = None
@@ -149,9 +173,10 @@ def raise_pending_interrupt() -> None:
         raise KeyboardInterrupt() if _Pending.signal == "SIGINT" else Interrupted(_Pending.signal)
 
 
-def signals_deferred():
+def signals_deferred(raise_after: bool = True):
     """A context in which SIGINT/SIGTERM/SIGHUP/SIGQUIT are remembered, not acted on, and raised again on
-    leaving it: for a tear-down that must run to its end (a recording's close, a server's stop).
+    leaving it (dropped with ``raise_after`` False: the tear-down of a command whose status is
+    already in hand): for a tear-down that must run to its end (a recording's close, a server's stop).
     The handlers are swapped, not the signal mask: a process-directed signal goes to any thread
     whose mask lets it in, and Python runs its handler in the main thread all the same. Only the
     main thread can set handlers; elsewhere this does nothing."""
@@ -174,7 +199,7 @@ def signals_deferred():
         finally:
             for s, h in old.items():
                 signal.signal(s, h if h is not None else signal.SIG_DFL)
-            if got:
+            if got and raise_after:
                 signal.raise_signal(got[0])  # now handled as it would have been
     return deferred()
 
@@ -280,10 +305,8 @@ def said_status(e: BaseException, interrupted: str = "interrupted") -> int | Non
     interrupt ``interrupted`` (``interrupt_status``: 130, 143 for SIGTERM, 129 for SIGHUP), a user
     error or a ``SystemExit("message")`` ``error: …`` (2). None, saying nothing: not the user's to
     fix (a bug keeps its traceback) or a ``SystemExit`` that carries a status."""
-    import sys
-
     if isinstance(e, KeyboardInterrupt):
-        print(interrupted, file=sys.stderr)
+        _tell(interrupted)
         return interrupt_status(e)
     if isinstance(e, BrokenPipeError):  # the reader of the output left (`… | head`): nothing to say,
         return _reader_gone()  # as any tool that SIGPIPE ends
@@ -293,5 +316,18 @@ def said_status(e: BaseException, interrupted: str = "interrupted") -> int | Non
         msg = user_message(e) if isinstance(e, Exception) else None
     if msg is None:
         return None
-    print(f"error: {msg}", file=sys.stderr)
+    _tell(f"error: {msg}")
     return 2
+
+
+def _tell(line: str) -> None:
+    """``line`` on stderr; a terminal that hung up (EIO: SIGHUP) or a reader that left (EPIPE)
+    drops it, and the status stands (it was 1 with a traceback instead of SIGHUP's 129)."""
+    import errno
+    import sys
+
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError as e:
+        if e.errno not in (errno.EIO, errno.EPIPE):
+            raise

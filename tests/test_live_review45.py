@@ -79,14 +79,15 @@ def test_an_aiff_take_killed_in_its_first_second_is_kept(tmp_path):
     assert sf.info(str(kept)).frames >= 4096
 
 
-def test_a_hidden_take_without_a_sample_is_removed_and_another_outputs_is_left(tmp_path):
+def test_a_hidden_take_without_a_sample_is_removed_and_another_outputs_is_kept_under_its_own_name(tmp_path):
     empty = FileRecorder(str(tmp_path / "a.wav"), 48000, 2)
     empty._file.close()  # as a process killed before its first write (its lock let go below)
     os.close(empty._lock)
-    other = tmp_path / ".ab.wav.0123abcd.recording"  # another output's (ab.wav) take
+    other = tmp_path / ".ab.wav.0123abcd.recording"  # another output's (ab.wav) take, dead too
     other.write_bytes(b"x")
-    assert recover_takes(tmp_path / "a.wav") == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
+    said = recover_takes(tmp_path / "a.wav")  # (review 48: any recording keeps its folder's cut-off takes)
+    assert len(said) == 1 and f"a recording to {tmp_path / 'ab.wav'} was cut off" in said[0]
+    assert [p.name[:13] for p in tmp_path.iterdir()] == ["ab.recovered-"]
 
 
 def test_a_wav_take_is_recorded_as_rf64_that_stays_a_wav_under_4_gib(tmp_path):

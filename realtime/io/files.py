@@ -88,18 +88,21 @@ class AtomicFile:
             except OSError as e:  # named by the file the user asked for, not the hidden temporary one
                 raise type(e)(e.errno, e.strerror, str(self.path)) from None
 
-    def commit(self, fsync: bool = True) -> Path:
+    def commit(self, fsync: bool = True, replace: bool = True) -> Path:
+        """Put the file in place; ``replace`` False: never over a file that is there (``place``:
+        ``FileExistsError``, the temporary file left as it is)."""
         if fsync:
             with open(self.tmp, "rb+") as f:
                 os.fsync(f.fileno())
         try:
             mode = self.path.stat().st_mode & 0o7777
         except OSError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
+            mode = usual_mode()
         os.chmod(self.tmp, mode)
-        os.replace(self.tmp, self.path)
+        if replace:
+            os.replace(self.tmp, self.path)
+        else:
+            place(self.tmp, self.path)
         COMMITTED.add(os.path.abspath(self.path))
         return self.path
 
@@ -108,6 +111,33 @@ class AtomicFile:
             os.unlink(self.tmp)
         except FileNotFoundError:
             pass
+
+
+def usual_mode() -> int:
+    """A new file's mode under the process's umask (0644 under 022): ``mkstemp``'s 0600 is not it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def place(src, dst) -> None:
+    """Rename ``src`` to ``dst`` unless something is there (``FileExistsError``, ``src`` left): a
+    hard link then the old name removed, as a rename that never replaces; where the file system has
+    no hard links (FAT), a rename after a look (a file that appears in between is replaced)."""
+    import errno
+
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(dst)) from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
 
 
 def hidden_parts(path, suffix: str) -> list[Path]:

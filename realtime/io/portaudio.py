@@ -62,12 +62,14 @@ def resolve_device(device, kind: str, channels: int) -> int:
     s = sd()
     try:
         info = s.query_devices(device, kind)
-    except (ValueError, s.PortAudioError) as e:
+    except (ValueError, OverflowError, s.PortAudioError) as e:
+        # `-d 2147483648`, past a C int: an OverflowError's traceback
+        why = "no such device number" if isinstance(e, OverflowError) else e
         names = [f"{d['index']}: {d['name']}" for d in list_devices()]
         if device is None and not names:  # "no output device None (Error querying device -1)" said nothing
             raise AudioDeviceError(f"no audio {kind} device: no sound card and no JACK server running "
                                    "(`python main.py run --demo` plays through a private one)") from None
-        raise AudioDeviceError(f"no {kind} device {device!r} ({e}); devices: {names or 'none'}") from None
+        raise AudioDeviceError(f"no {kind} device {device!r} ({why}); devices: {names or 'none'}") from None
     avail = info["max_input_channels" if kind == "input" else "max_output_channels"]
     if avail < channels:
         raise AudioDeviceError(f"{kind} device {info['name']!r} has {avail} channels, {channels} needed")

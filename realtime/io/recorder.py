@@ -2,13 +2,15 @@
 
 The file is written under a hidden temporary name (``.NAME.TAG.recording``) and renamed on
 ``close`` — also after the device vanished — so a finished recording is complete up to the stop.
+A take never replaces a file, nor another live recorder's take: where NAME is held it is kept as
+``NAME-2.EXT``, ``NAME-3.EXT`` … (``free_take``), also when NAME appears while it records.
 A write that fails midway (a full disk) stops the writing, not the engine: ``close`` keeps what was
 written when it reads back as audio, and raises ``RecordingError`` saying so.
 
 A take cannot be recorded again, so one whose process died (SIGKILL, the OOM killer, a plugin's
 crash) is not lost: the header is brought up to date after the first chunk and about once a second
-after it, so the hidden file reads as what was recorded until then, and the next recording to that
-name keeps it under a visible name (``recover_takes``; a ``.part`` of an offline write is removed as
+after it, so the hidden file reads as what was recorded until then, and the next recording into that
+folder keeps it under a visible name (``recover_takes``; a ``.part`` of an offline write is removed as
 stale instead). The recorder holds a lock on its take for as long as it lives: a take nobody holds
 is a dead process's, however recent (and a live one's, however long its device has stalled, is not). A ``.wav`` is
 recorded as RF64 that libsndfile writes as a plain WAV unless the take outgrows the 4 GiB a WAV's
@@ -16,6 +18,7 @@ sizes count (3.1 h of stereo float at 48 kHz): past that, a WAV header said less
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
@@ -25,22 +28,45 @@ import soundfile as sf
 
 from realtime.engine.ring import Ring
 from realtime.errors import RecordingError
-from realtime.io.files import AtomicFile, end_opus, folder_problem, pad_opus, sf_path, write_failure_reason
+from realtime.io.files import (
+    PART_TAG,
+    AtomicFile,
+    end_opus,
+    folder_problem,
+    hidden_parts,
+    pad_opus,
+    place,
+    sf_path,
+    through_link,
+    usual_mode,
+    write_failure_reason,
+)
 
 JOIN_TIMEOUT_S = 5.0  # discard's wait for the thread: it has nothing to write by then
 SUFFIX = ".recording"  # the hidden take's suffix: not ".part", which a later write removes as stale
 HEADER_EVERY_S = 1.0  # how often the header is brought up to date (what a killed process leaves readable)
 SFC_UPDATE_HEADER_NOW, SFC_RF64_AUTO_DOWNGRADE = 0x1060, 0x1210  # libsndfile's sf_command codes
 HEADER_FORMATS = ("WAV", "RF64", "AIFF", "CAF", "W64", "WAVEX")  # formats whose header holds the length
+STARTING_S = 60.0  # an empty hidden take younger than this may be a recorder's between its creation and its lock
 EMPTY_TAKE_BYTES = 4096  # a hidden take whose header says 0 frames and this small holds no audio
 
 
 class FileRecorder:
+    """A take of what the engine outputs, kept in ``path`` or, where a file or another live take
+    holds that name, the next free ``NAME-2.EXT``, ``NAME-3.EXT`` … (``free_take``): a take is
+    never recorded over another. ``path`` is the file it is kept in, ``why`` says why that is not
+    the name asked for (None when it is), ``moved`` why it changed at the end (a file that appeared
+    meanwhile)."""
+
     def __init__(self, path: str, samplerate: int, channels: int, seconds_buffer: float = 4.0,
                  format: str = "WAV", subtype: str = "FLOAT"):
-        self.path = Path(path)
-        if (why := folder_problem(self.path.parent)) is not None:
-            raise RecordingError(f"{self.path.parent}: {why}")
+        self.asked = Path(path)
+        if (why := folder_problem(self.asked.parent)) is not None:
+            raise RecordingError(f"{self.asked.parent}: {why}")
+        self.path = free_take(self.asked)
+        self.why = (None if self.path == self.asked else f"{self.asked} exists" if os.path.isfile(self.asked)
+                    else f"another recording to {self.asked} is under way")
+        self.moved: str | None = None
         self.ring = Ring.for_frames(int(samplerate * seconds_buffer), channels)
         self._chunk = np.zeros((4096, channels), np.float32)
         # the ring's Numba code loaded here, on the caller's thread: loaded first in the thread, it
@@ -126,7 +152,16 @@ class FileRecorder:
         """The finished file put in place; a folder moved, removed or unmounted while recording is one
         line that names the hidden file the take is left in (it was the bare rename's error)."""
         try:
-            self._out.commit(fsync=False)
+            for _ in range(100):
+                try:
+                    self._out.commit(fsync=False, replace=False)  # never over a file that appeared meanwhile
+                    break
+                except FileExistsError:
+                    self.moved = f"{self.path} appeared meanwhile"
+                    self.path = free_take(self.asked, own=self._out.tmp)
+                    self._out.path = through_link(self.path)
+            else:
+                raise FileExistsError(errno.EEXIST, "no free name left", str(self.path))
             self._unlock()
         except OSError as e:
             raise RecordingError(f"{self.path}: the recording ({self.frames / self.samplerate:.1f} s) could not be put "
@@ -168,6 +203,18 @@ class FileRecorder:
                              + ("what was written is kept" if kept else "nothing was kept"))
 
 
+def _place_free(part: Path, name: Path) -> Path:
+    """``part`` renamed ``name``, or ``NAME-2.EXT`` … where a file holds it; where it went."""
+    kept, n = name, 1
+    while True:
+        try:
+            place(part, kept)
+            return kept
+        except FileExistsError:
+            n += 1
+            kept = name.with_name(f"{name.stem}-{n}{name.suffix}")
+
+
 def _sf_command(f: sf.SoundFile, code: int, on: bool | None = None) -> int:
     """libsndfile's ``sf_command`` on an open file (soundfile does not expose it): ``on`` for a
     boolean command, None for one without an argument."""
@@ -190,16 +237,66 @@ def _hold(path: Path) -> int | None:
     return fd
 
 
+def _live_take(path: Path, own: Path | None = None) -> bool:
+    """Whether a recorder alive now (this process's or another's, not ``own``) records to ``path``:
+    it holds the lock of a hidden take of that name."""
+    for part in hidden_parts(path, SUFFIX):
+        if part == own:
+            continue
+        try:
+            held = _hold(part)
+        except FileNotFoundError:  # finished meanwhile
+            continue
+        except OSError:  # (another user's, unreadable): taken to be alive
+            return True
+        if held is None:
+            return True
+        os.close(held)
+    return False
+
+
+def _taken(path: Path, own: Path | None = None) -> bool:
+    """Whether a file (through a link) or a live recorder's take holds ``path``."""
+    return os.path.isfile(path) or _live_take(path, own)
+
+
+def free_take(path, own: Path | None = None) -> Path:
+    """``path``, or the first of ``NAME-2.EXT``, ``NAME-3.EXT`` … beside it that no file and no
+    live recorder's take (but ``own``) holds: a new take never replaces an earlier one."""
+    path = Path(path)
+    free, n = path, 1
+    while _taken(free, own):
+        n += 1
+        free = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return free
+
+
+def _own_name(part: Path) -> Path | None:
+    """The file a hidden take (``.NAME.TAG.recording``) was recorded for, or None for another file."""
+    name = part.name[1:-len(SUFFIX)] if part.name.startswith(".") and part.name.endswith(SUFFIX) else ""
+    stem, _, tag = name.rpartition(".")
+    return part.with_name(stem) if stem and PART_TAG.fullmatch(tag) else None
+
+
+FORMAT_EXTENSIONS = {"RF64": ".wav", "WAVEX": ".wav", "OGG": ".ogg"}  # a cut long name's take lost its own
+
+
 def recover_takes(path) -> list[str]:
-    """Keep the takes that recordings to ``path`` left hidden when their process died (no recorder
-    holds their lock): each is renamed ``NAME.recovered-YYYYmmdd-HHMMSS.EXT`` (when it was last
-    written) beside it; one without a sample (a header alone) is removed. Returns one line per take kept."""
+    """Keep the takes that recordings into ``path``'s folder (to any name) left hidden when their
+    process died (no recorder holds their lock): each is renamed ``NAME.recovered-YYYYmmdd-HHMMSS.EXT``
+    (when it was last written) beside its own name, with a new file's usual mode (not the hidden
+    file's 0600); one without a sample (a header alone) is removed. Returns one line per take kept."""
     import time
 
-    from realtime.io.files import hidden_parts, through_link
-
-    path, said = through_link(Path(path)), []
-    for part in hidden_parts(path, SUFFIX):
+    folder, said = through_link(Path(path)).parent, []
+    try:
+        parts = sorted(folder.glob(f".*{SUFFIX}"))
+    except OSError:
+        return said
+    for part in parts:
+        path = _own_name(part)
+        if path is None:
+            continue
         try:
             held = _hold(part)
             if held is None:  # its recorder is alive (or the lock cannot be had: left alone)
@@ -207,6 +304,13 @@ def recover_takes(path) -> list[str]:
             try:
                 st = part.stat()
                 when, size = st.st_mtime, st.st_size
+                if st.st_nlink > 1:  # put in place already (``place``), its process died before the hidden name went
+                    part.unlink()
+                    continue
+                if size == 0:  # no header yet: a recorder that is starting (not locked yet), or one long dead
+                    if time.time() - when > STARTING_S:
+                        part.unlink()
+                    continue
                 try:
                     info = sf.info(sf_path(part))
                     frames, length = info.frames, info.duration
@@ -215,13 +319,11 @@ def recover_takes(path) -> list[str]:
                 if frames == 0 and size < EMPTY_TAKE_BYTES:
                     part.unlink()
                     continue
-                name = f"{path.stem}.recovered-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}{path.suffix}"
-                kept = path.with_name(name)
-                n = 1
-                while kept.exists():
-                    n += 1
-                    kept = path.with_name(f"{Path(name).stem}-{n}{path.suffix}")
-                part.rename(kept)
+                ext = path.suffix or (FORMAT_EXTENSIONS.get(info.format, f".{info.format.lower()}") if frames >= 0
+                                      else "")
+                name = f"{path.stem}.recovered-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}{ext}"
+                os.chmod(part, usual_mode())
+                kept = _place_free(part, path.with_name(name))
             finally:
                 os.close(held)
         except OSError:

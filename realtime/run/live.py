@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,10 +47,50 @@ def _junk(engine) -> dict[str, int]:
     return junk_samples(chain) if chain is not None else {}
 
 
+def _say(text: str, end: str = "\n") -> None:
+    """``text`` on stderr, flushed. A terminal that hung up (EIO: its window closed, SIGHUP) or a
+    reader that left (EPIPE) drops it: the run ends as the signal says (129), its take kept, not
+    on a traceback and status 1."""
+    try:
+        print(text, end=end, file=sys.stderr, flush=True)
+    except OSError as e:
+        if e.errno not in (errno.EIO, errno.EPIPE):
+            raise
+
+
 def _below_status_line(line: str) -> None:
     """A line said while the status line runs (the port lost, back): on a line of its own, the
     status line redrawn under it (it was glued onto the status line's end)."""
-    print("\n" + line, file=sys.stderr, flush=True)
+    _say("\n" + line)
+
+
+# what the redrawn status line leaves out first where the terminal is too narrow, in this order
+SHORTER = (re.compile(r" \(added [^)]*\)"), re.compile(r"^\d+ Hz \| "), re.compile(r"^\d+ frames \| "),
+           re.compile(r"^latency [^|]*\| "))
+
+
+def fit_status(line: str, width: int) -> str:
+    """``line`` in ``width`` characters: the least telling fields left out (``SHORTER``), then cut.
+    A line as wide as the terminal wrapped, and each redraw then began a new line."""
+    for field in SHORTER:
+        if len(line) <= width:
+            break
+        line = field.sub("", line, count=1)
+    return line[:max(0, width)]
+
+
+def _columns() -> int:
+    """The width of the terminal stderr shows on (``COLUMNS`` or 80 where it cannot be asked)."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return shutil.get_terminal_size().columns
+
+
+def _redraw(line: str) -> None:
+    """The status line drawn over the last one: one column short of the terminal's width (a full
+    one wraps), the rest of the old line cleared ("xruns 30" stayed where 3 was drawn)."""
+    _say("\r" + fit_status(line, _columns() - 1) + "\x1b[K", end="")
 
 
 def stream_until(engine: Engine, seconds: float = 0, status: bool = True, recorder=None) -> int:
@@ -77,7 +121,7 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
         if redraw:
             _below_status_line(line)
         else:
-            print(line, file=sys.stderr, flush=True)
+            _say(line)
 
     try:
         while not seconds or time.monotonic() - t0 < seconds:
@@ -106,21 +150,21 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
                     say("the audio device is back: playing on")
                 said_stall = stall
             if redraw:
-                print("\r" + status_line(engine), end="", file=sys.stderr, flush=True)
+                _redraw(status_line(engine))
             elif status and (changed or time.monotonic() >= next_line):  # and when a stall begins or ends
                 next_line = time.monotonic() + STATUS_LOG_S
-                print(status_line(engine), file=sys.stderr, flush=True)
+                _say(status_line(engine))
             if fatal:
-                print(f"\nerror: {fatal}", file=sys.stderr)
+                _say(f"\nerror: {fatal}")
                 return 1
         if redraw:
-            print(file=sys.stderr)
+            _say("")
         return 0
     except KeyboardInterrupt as e:  # Ctrl-C is how a live run is meant to end; SIGTERM / SIGHUP say 143 / 129 as usual
         from realtime.errors import Interrupted, forget_pending_interrupt, interrupt_status
 
         forget_pending_interrupt()  # taken: main must not turn the tear-down's error into "interrupted"
-        print("\nstopped", file=sys.stderr)
+        _say("\nstopped")
         return interrupt_status(e) if isinstance(e, Interrupted) else 0
 
 
@@ -187,7 +231,7 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
             raise ConfigError(f"--record and --demo-out name the same file ({record}): give each its own")
         asked, demo = demo, True
     listens = not demo and (bool(midi_map) or chain.takes_midi)  # a MIDI port: the demo plays none
-    server = recorder = engine = None
+    server = recorder = engine = code = None
     midi = contextlib.ExitStack()
     try:
         if demo:
@@ -218,14 +262,18 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
         engine.start()
         raise_pending_interrupt()
         if demo:
-            return _play_demo(engine, demo_out, seconds)
+            code = _play_demo(engine, demo_out, seconds)
+            return code
         if listens:  # said once the stream runs: a note played before that came out as a blip
             mapped = f" ({len(midi_map)} controller(s) mapped to knobs)" if midi_map else ""
             print(f"MIDI in on port {port.name!r}{mapped}", file=sys.stderr)
         print(f"Live: Ctrl-C to stop. {status_line(engine)}", file=sys.stderr)
-        return stream_until(engine, seconds, recorder=recorder)
+        code = stream_until(engine, seconds, recorder=recorder)
+        return code
     finally:
-        with signals_deferred():  # a second Ctrl-C here would lose the recording and leave the server
+        # a second Ctrl-C here would lose the recording and leave the server; one after the stream
+        # ended (``code``) is dropped: "interrupted" after "recorded …" said what did not happen
+        with signals_deferred(raise_after=code is None):
             _tear_down(engine, recorder, server, record, config.samplerate, midi)
 
 
@@ -241,8 +289,10 @@ def _demo_line(asked: bool, started: bool) -> str:
 def check_record(record: str | None, samplerate: int) -> tuple[str, str] | None:
     """``--record FILE``'s (format, subtype) by its extension (32-bit float where the format holds
     it), or None without one; a file that cannot be written there is refused now, before a server,
-    an engine or a MIDI port starts (``run`` and ``synth --live`` alike). A take that an earlier
-    recording to that name left when its process died is kept under a name of its own (said).
+    an engine or a MIDI port starts (``run`` and ``synth --live`` alike). An existing file of that
+    name is never replaced: the take goes to the next free ``NAME-2.EXT`` (``open_recorder`` says
+    so). A take that an earlier recording into that folder left when its process died is kept under
+    a name of its own (said).
 
     Raises
     ------
@@ -255,13 +305,13 @@ def check_record(record: str | None, samplerate: int) -> tuple[str, str] | None:
         return None
     if not record.strip():  # `--record ""` (an unset variable) ran and recorded nothing, without a word
         raise ConfigError("--record: empty file name")
-    from realtime.io.recorder import recover_takes
+    from realtime.io.recorder import free_take, recover_takes
     from realtime.run.offline import check_destination, output_format
 
-    check_destination(Path(record))
+    check_destination(free_take(record))  # the name it will record to (an existing file is left as it is)
     fmt = output_format(Path(record), "FLOAT", samplerate)
     for line in recover_takes(record):  # a take an earlier run's death left hidden: kept, not replaced
-        print(line, file=sys.stderr)
+        _say(line)
     return fmt
 
 
@@ -273,7 +323,10 @@ def open_recorder(record: str | None, rec_format: tuple[str, str] | None, config
         return None
     from realtime.io.recorder import FileRecorder
 
-    return FileRecorder(record, config.samplerate, config.channels, format=rec_format[0], subtype=rec_format[1])
+    recorder = FileRecorder(record, config.samplerate, config.channels, format=rec_format[0], subtype=rec_format[1])
+    if recorder.why:  # said before the stream runs, not only in the last line
+        _say(f"recording to {recorder.path}: {recorder.why}")
+    return recorder
 
 
 def _tear_down(engine, recorder, server, record, samplerate, midi: contextlib.ExitStack | None = None) -> None:
@@ -288,8 +341,9 @@ def _tear_down(engine, recorder, server, record, samplerate, midi: contextlib.Ex
                 return
             recorder.close()
             lost = engine.tap_dropped_frames / samplerate
-            print(f"recorded {recorder.frames / samplerate:.1f} s to {record}"
-                  + (f"; {lost:.2f} s lost where the disk could not keep up" if lost else ""), file=sys.stderr)
+            moved = f" ({recorder.moved})" if recorder.moved else ""
+            _say(f"recorded {recorder.frames / samplerate:.1f} s to {recorder.path}{moved}"
+                 + (f"; {lost:.2f} s lost where the disk could not keep up" if lost else ""))
     finally:
         try:
             if server:
@@ -442,7 +496,7 @@ def play_midi_live(chain, config: EngineConfig, port: str | None, virtual: bool,
 
     rec_format = check_record(record, config.samplerate)  # refused before a port or a stream opens
     rescan()
-    recorder = engine = None
+    recorder = engine = code = None
     midi = contextlib.ExitStack()
     try:
         recorder = open_recorder(record, rec_format, config)
@@ -459,5 +513,5 @@ def play_midi_live(chain, config: EngineConfig, port: str | None, virtual: bool,
             print(json.dumps({"midi_messages": mi.received, **engine.stats()}))
         return code
     finally:
-        with signals_deferred():  # a second Ctrl-C here would lose the recording
+        with signals_deferred(raise_after=code is None):  # a second Ctrl-C here would lose the recording
             _tear_down(engine, recorder, None, record, config.samplerate, midi)

@@ -122,3 +122,26 @@ def test_an_output_edited_since_a_batch_wrote_it_is_not_replaced_unasked(tmp_pat
         plan_batch([lib], out, BatchOptions(preset="clean"))
     s = run_batch([lib], out, BatchOptions(preset="clean", force=True), jobs=1, progress=False)
     assert s["processed"] == 2
+
+
+def test_a_batch_killed_after_it_replaced_an_output_resumes_its_own_output(tmp_path):
+    """Killed after it put a new output in place and before it logged it, a batch left a file whose
+    record was the older run's: the next run took it for an edit of the user's and refused the whole
+    batch. Its claim says it is the batch's own."""
+    import subprocess
+    import sys
+
+    lib = tmp_path / "lib"
+    _tone(lib / "a.wav")
+    out = tmp_path / "out"
+    assert run_batch([lib], out, BatchOptions(preset="clean"), jobs=1, progress=False)["processed"] == 1
+    _tone(lib / "a.wav", seconds=0.3)  # the input changes: processed again
+    code = ("import os\nfrom realtime.run import batch_plan\n"
+            "batch_plan.ResumeLog.append = lambda self, r: os._exit(137)  # killed before the result is logged\n"
+            "from realtime.run.batch import BatchOptions, run_batch\n"
+            f"run_batch([{str(lib)!r}], {str(out)!r}, BatchOptions(preset='clean'), jobs=1, progress=False)\n")
+    root = Path(__file__).resolve().parents[1]
+    assert subprocess.run([sys.executable, "-c", code], cwd=root, timeout=120).returncode == 137
+    assert sf.info(out / "a.wav").duration == pytest.approx(0.3)  # the new output is in place, unlogged
+    s = run_batch([lib], out, BatchOptions(preset="clean"), jobs=1, progress=False)
+    assert (s["processed"], s["failed"]) == (1, 0)

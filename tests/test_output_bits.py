@@ -42,16 +42,17 @@ def test_sixteen_bits_are_dithered_a_tone_of_one_lsb_keeps_no_harmonics(tmp_path
     rounded = tmp_path / "rounded.wav"
     sf.write(rounded, x, SR, subtype="PCM_16")
     assert _bin_db(sf.read(rounded)[0][:, 0], 3000) > 20  # rounding alone: a stepped wave, rich in harmonics
-    _process(src, tmp_path / "out.wav", "16")
-    assert sf.info(tmp_path / "out.wav").subtype == "PCM_16"
-    y = sf.read(tmp_path / "out.wav")[0][:, 0]
+    (tmp_path / "first" / "x").mkdir(parents=True)
+    _process(src, tmp_path / "first" / "x" / "out.wav", "16")
+    assert sf.info(tmp_path / "first" / "x" / "out.wav").subtype == "PCM_16"
+    y = sf.read(tmp_path / "first" / "x" / "out.wav")[0][:, 0]
     assert _bin_db(y, 1000) > 20  # the tone stands over the dither's flat floor
     assert _bin_db(y, 3000) < 6 and _bin_db(y, 5000) < 6  # no harmonics: the error is noise
     err = y - x[:, 0]
     assert 0.4 * LSB < np.sqrt(np.mean(err ** 2)) < 0.7 * LSB  # TPDF's ±1 LSB plus rounding: 0.5 LSB RMS
-    (tmp_path / "again").mkdir()
-    _process(src, tmp_path / "again" / "out.wav", "16")  # seeded: the same input gives the same file (name)
-    assert (tmp_path / "again" / "out.wav").read_bytes() == (tmp_path / "out.wav").read_bytes()
+    (tmp_path / "again" / "x").mkdir(parents=True)
+    _process(src, tmp_path / "again" / "x" / "out.wav", "16")  # seeded: the same input and name, the same file
+    assert (tmp_path / "again" / "x" / "out.wav").read_bytes() == (tmp_path / "first" / "x" / "out.wav").read_bytes()
 
 
 def test_the_dither_is_the_same_however_the_writes_are_cut(tmp_path):
@@ -59,11 +60,11 @@ def test_the_dither_is_the_same_however_the_writes_are_cut(tmp_path):
     src = tmp_path / "in.wav"
     sf.write(src, _tone(-40, 1.0), SR, subtype="FLOAT")
     for b in (256, 512, 333):
-        (tmp_path / f"b{b}").mkdir()
-        process_file(src, tmp_path / f"b{b}" / "out.wav", build_chain(load_preset("clean")), blocksize=b,
+        (tmp_path / f"b{b}" / "x").mkdir(parents=True)
+        process_file(src, tmp_path / f"b{b}" / "x" / "out.wav", build_chain(load_preset("clean")), blocksize=b,
                      progress=False, bits="16")
-    assert (tmp_path / "b256/out.wav").read_bytes() == (tmp_path / "b512/out.wav").read_bytes() \
-        == (tmp_path / "b333/out.wav").read_bytes()
+    assert (tmp_path / "b256/x/out.wav").read_bytes() == (tmp_path / "b512/x/out.wav").read_bytes() \
+        == (tmp_path / "b333/x/out.wav").read_bytes()
 
 
 def test_full_scale_is_held_not_wrapped(tmp_path):
@@ -144,17 +145,18 @@ def test_the_command_line_takes_bits_for_process_and_synth(tmp_path):
 def test_stems_rendered_to_different_names_get_independent_dither(tmp_path):
     """One seed for every file gave every stem the same noise: their rounding errors correlated at
     0.67, and four stems summed put the dither 10.8 dB up instead of 6. The seed takes the output's
-    name: the same name still gives the same file, another name other noise."""
+    folder and file name: the same ones still give the same file, another name or folder other noise."""
     x = (0.3 * np.random.default_rng(5).standard_normal((SR, 2))).astype(np.float32)
     src = tmp_path / "in.wav"
     sf.write(src, x, SR, subtype="FLOAT")
     _process(src, tmp_path / "ref.wav", "float")
     ref = sf.read(tmp_path / "ref.wav", dtype="float64")[0]
     errs = {}
-    for name in ("kick.wav", "bass.wav", "again/kick.wav"):
+    for name in ("x/kick.wav", "x/bass.wav", "drums/song.wav", "bass/song.wav", "again/x/kick.wav"):
         out = tmp_path / name
-        out.parent.mkdir(exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
         _process(src, out, "16")
         errs[name] = sf.read(out, dtype="int16")[0][:, 0] - ref[:, 0] * 32767.0  # (read as floats: q / 32768)
-    assert abs(np.corrcoef(errs["kick.wav"], errs["bass.wav"])[0, 1]) < 0.05
-    assert (tmp_path / "kick.wav").read_bytes() == (tmp_path / "again/kick.wav").read_bytes()
+    assert abs(np.corrcoef(errs["x/kick.wav"], errs["x/bass.wav"])[0, 1]) < 0.05
+    assert abs(np.corrcoef(errs["drums/song.wav"], errs["bass/song.wav"])[0, 1]) < 0.05  # stems in folders of their own
+    assert (tmp_path / "x/kick.wav").read_bytes() == (tmp_path / "again/x/kick.wav").read_bytes()

@@ -6,12 +6,13 @@ makes the error a steady noise floor instead (0.5 LSB RMS with the rounding: -96
 that carries no trace of the signal. 24 bits and more are written as they are: their rounding lies below any converter's
 noise. The noise is seeded and drawn frame by frame, so the same input gives the same file however its
 writes are cut (a render at any -b, a batch's resumed outputs, a test's expected bytes). The seed
-also takes the output's file name: stems of one song rendered to different names get independent
-noise, which adds as noise when they are mixed (one seed for all made it add coherently: four
-stems summed put the dither 10.8 dB up, not 6).
+also takes the output's folder and file name (``drums/song.wav``): stems of one song rendered to
+other names, or to folders of their own, get independent noise, which adds as noise when they are
+mixed (one seed for all made it add coherently: four stems summed put the dither 10.8 dB up, not 6).
 """
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 
@@ -25,10 +26,12 @@ SEED = 0x7D1
 
 def open_output(path, samplerate: int, channels: int, fmt: str, subtype: str, name=None) -> sf.SoundFile:
     """An output file opened for writing at ``path``: dithered where ``subtype`` holds 16 bits or
-    fewer, seeded by ``name`` (the file the output becomes: ``path`` may be a temporary one)."""
+    fewer, seeded by ``name``'s folder and file name (the file the output becomes: ``path`` may be a
+    temporary one)."""
     if subtype not in FULL_SCALE:
         return sf.SoundFile(path, "w", samplerate=samplerate, channels=channels, format=fmt, subtype=subtype)
-    seed = (SEED, zlib.crc32(Path(name if name is not None else path).name.encode("utf-8", "surrogateescape")))
+    where = "/".join(Path(os.path.abspath(name if name is not None else path)).parts[-2:])
+    seed = (SEED, zlib.crc32(where.encode("utf-8", "surrogateescape")))
     return DitheredFile(path, "w", samplerate=samplerate, channels=channels, format=fmt, subtype=subtype, seed=seed)
 
 

@@ -686,7 +686,9 @@ def _check_strangers(out_dir: Path, tasks: list[BatchTask], log: ResumeLog) -> N
                            "by an output; move it, give --out another folder, or --force to replace it")
     # an output changed since a batch wrote it (an edit saved over it) is the user's work now: it was
     # processed again and the edit lost, said as "processed"
-    edited = [t.output for t in tasks if _changed_since_written(t.output, log.records.get(log.key(t.output)))]
+    claimed = log.claimed()  # (a batch killed after it replaced an output and before it logged it: its own)
+    edited = [t.output for t in tasks if log.key(t.output) not in claimed
+              and _changed_since_written(t.output, log.records.get(log.key(t.output)))]
     if edited:
         more = f" and {len(edited) - 1} more" if len(edited) > 1 else ""
         raise OfflineError(f"{out_dir}: {edited[0]}{more} changed since an earlier batch wrote it: it would be "
@@ -878,11 +880,17 @@ class ResumeLog:
         from realtime.io.files import atomic_write
 
         # a killed batch's claims whose files are still unlogged stay: this batch may not write them all
-        before = [o for o in self._claimed_paths() if os.path.isfile(o) and self.key(o) not in self.records]
+        before = [o for o in self._claimed_paths() if self._unlogged(o)]
         paths = dict.fromkeys([*before, *map(os.path.abspath, outputs)])
         self.queued_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.queued_path) as tmp:
             Path(tmp).write_text("".join(json.dumps(o) + "\n" for o in paths), encoding="utf-8")
+
+    def _unlogged(self, output: str) -> bool:
+        """Whether ``output`` is a file its record does not describe (none, or an older one's: a
+        batch killed after it put a new output in place and before it logged it)."""
+        rec = self.records.get(self.key(output))
+        return os.path.isfile(output) and (rec is None or _changed_since_written(output, rec))
 
     def claimed(self) -> set[str]:
         """The outputs (``key``) a batch claimed and did not release: it was killed."""
@@ -898,7 +906,7 @@ class ResumeLog:
     def release(self) -> None:
         """The end of the batch: the note goes, unless an output it names was put in place and not
         logged (the log could not be written: a full disk); then it stays, for the next run to know it."""
-        if any(os.path.isfile(o) and self.key(o) not in self.records for o in self._claimed_paths()):
+        if any(self._unlogged(o) for o in self._claimed_paths()):
             return
         try:
             os.unlink(self.queued_path)

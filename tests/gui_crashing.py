@@ -2,6 +2,7 @@
 process as a plugin (never in the test process: their kinds would join its registry). Each marks
 itself on the crash site as the LV2 host marks a plugin's code (``realtime.io.crash_site``)."""
 import ctypes
+import time
 
 import numpy as np
 
@@ -23,10 +24,27 @@ class CrashInRun(Processor):
         self._row = crash_site.take("test plugin 'Crash in run'")
 
     def process(self, block: np.ndarray) -> None:
-        crash_site.mark(crash_site.DSP, self._row)
+        before = crash_site.mark(crash_site.DSP, self._row)
         if self.values[0] >= 0.5:
             _segfault()
-        crash_site.mark(crash_site.DSP, 0)
+        crash_site.mark(*before)
+
+
+class BusyPlaying(Processor):
+    """Plays through, its code marked as running for most of each block (a heavy plugin): a crash
+    elsewhere meanwhile must not be put down to it."""
+    kind = "busy_playing"
+    params = ()
+
+    def _prepare(self) -> None:
+        self._row = crash_site.take("test plugin 'Busy'")
+
+    def process(self, block: np.ndarray) -> None:
+        before = crash_site.mark(crash_site.DSP, self._row)
+        end = time.perf_counter() + 0.0018
+        while time.perf_counter() < end:
+            pass
+        crash_site.mark(*before)
 
 
 _built = [0]
@@ -49,6 +67,6 @@ class CrashInBuild(Processor):
         pass
 
 
-for _cls in (CrashInRun, CrashInBuild):
+for _cls in (CrashInRun, CrashInBuild, BusyPlaying):
     if _cls.kind not in REGISTRY:
         register(_cls)

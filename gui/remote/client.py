@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict
@@ -85,6 +86,7 @@ class RemoteEngineHost(HostBase):
         self._loads = 0
         self._view_renewed = False  # ... and was re-read since the window last asked (``chain_renewed``)
         self._lost = False  # the audio server or device went while it played, and nothing played since
+        self._crash_said = None  # the engine process whose crash report was printed
         self._lv2_states: dict[str, str] = {}  # LV2 slots' own state, from the last preset that had it
         self.running = False
         try:
@@ -204,11 +206,19 @@ class RemoteEngineHost(HostBase):
             return f"the engine process is not running ({sig.name} ended it" + (
                 ": killed, or the system ran out of memory)" if sig == signal.SIGKILL else ")")
         where = [s for s in self._shms if s.name == self._names.get(CRASH_SITE)]
-        sites = crash_site.read(where[0].buf) if where else []
-        if not sites:
-            return f"the engine process crashed ({sig.name})"
-        label, doing = sites[0]
-        return f"the engine process crashed ({sig.name}) in {label} {doing}; leave it out of the chain"
+        sites, sure = crash_site.read(where[0].buf) if where else ([], False)
+        if where and proc is not self._crash_said:  # the stacks of the crash, once, where the window's go
+            self._crash_said = proc
+            text = crash_site.report_text(where[0].buf)
+            if text:
+                print(f"engine process: {text.rstrip()}", file=sys.stderr)
+        if sure:
+            label, doing = sites[0]
+            return f"the engine process crashed ({sig.name}) in {label} {doing}; leave it out of the chain"
+        if sites:  # the crash came on a thread with no mark (a plugin's own): those plugins' code ran then
+            running = "; ".join(f"{label} {doing}" for label, doing in sites)
+            return f"the engine process crashed ({sig.name}); plugin code running then: {running}"
+        return f"the engine process crashed ({sig.name})"
 
     def _call(self, cmd: str, *args, timeout: float = START_TIMEOUT_S):
         with self._pipe:

@@ -46,9 +46,11 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
         if sig != signal.SIGTERM:
             signal.signal(sig, signal.SIG_IGN)
     rings, shms = attach_rings(names)
-    # which plugin's code runs, in memory the window reads if a plugin crashes this process
+    # which plugin's code runs on which thread, and the report of a fatal signal, in memory the
+    # window reads if a plugin crashes this process (it prints the report on its own stderr)
     marks = shared_memory.SharedMemory(name=names[CRASH_SITE])
     crash_site.use(marks.buf)
+    report = crash_site.report_to(crash_site.shm_file(marks.name))  # noqa: F841 (open while this process lives)
     for m in plugins:
         importlib.import_module(m)
     try:

@@ -1109,13 +1109,13 @@ class Lv2Plugin(Processor):
         return f"LV2 plugin '{self.info.name}' <{self.uri}>"
 
     def _run_block(self, block: np.ndarray, rescue: bool = True) -> int:
-        """``_run_pieces`` with the first instance marked as running on the DSP site (``crash_site``:
-        a crash in its code is then put down to it)."""
-        crash_site.mark(crash_site.DSP, self._runs[0][2].crash_row if self._runs else 0)
+        """``_run_pieces`` with the first instance marked as running audio on this thread
+        (``crash_site``: a crash in its code is then put down to it)."""
+        before = crash_site.mark(crash_site.DSP, self._runs[0][2].crash_row if self._runs else 0)
         try:
             return self._run_pieces(block, rescue)
         finally:
-            crash_site.mark(crash_site.DSP, 0)
+            crash_site.mark(*before)
 
     def _run_pieces(self, block: np.ndarray, rescue: bool = True) -> int:
         """One block through the plugin, in runs of at most ``lv2_host.MAX_RUN_FRAMES`` frames (each

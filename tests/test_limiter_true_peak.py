@@ -134,3 +134,38 @@ def test_bench_processor_measures_a_processor_with_the_parameters_set(capsys):
     assert rec["latency_samples"] == 48  # raised to 1 ms by true-peak detection
     with pytest.raises(Exception, match="'loud' is not one of"):
         processor.main(["limiter", "--seconds", "0.1", "--set", "limiter.detect=loud"])
+
+
+@pytest.mark.parametrize("kind", ["limiter", "declip"])
+def test_a_lookahead_moved_while_streaming_runs_kernels_loaded_at_prepare(kind):
+    """The first look-ahead (or Detect) move primed and crossfaded with kernels nothing had run yet:
+    their compile (0.9 s) or cache load (10 ms) ran on the DSP thread, a late stream at every start
+    of a knob sweep. Loaded at prepare now: the move adds no signature to any kernel. (A process of
+    its own: in this one other tests have run those kernels already.)"""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json
+import numpy as np
+from realtime.dsp import processors as P, declip as dcl
+from realtime.dsp.processors import limiter as lim
+kernels = [lim._prime, lim._crossfade] if {kind!r} == "limiter" else [dcl.declip_read_fade]
+p = P.create({kind!r}, lookahead_ms=5.0)
+p.prepare(48000, 128, 2)
+x = np.zeros((128, 2), np.float32)
+p.process(x)
+before = [len(k.signatures) for k in kernels]
+p.set_param("lookahead_ms", 2.0)
+if {kind!r} == "limiter":
+    p.set_param("detect", "true-peak")
+for _ in range(10):
+    p.process(x)
+print(json.dumps([before, [len(k.signatures) for k in kernels]]))
+"""
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    before, after = json.loads(r.stdout.strip().splitlines()[-1])
+    assert all(before) and after == before, r.stdout

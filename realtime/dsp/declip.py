@@ -396,6 +396,10 @@ class Declipper:
                       np.zeros(m, np.bool_), np.zeros(m, np.int64), np.zeros(m + ORDER),
                       np.zeros((m, ORDER + 1)), np.zeros(m), np.zeros(PRE))
         self.reset()
+        # a look-ahead's first move while streaming reads with a fade: its kernel loaded here, not then
+        # on the DSP thread (a cache load ~10 ms, a compile most of a second)
+        declip_read_fade(self.ring, self.ist, self.delay, np.array([self.delay, 1, 1], np.int64), 0, self.channels,
+                         np.zeros((1, self.channels), np.float32))
 
     def reset(self, delay: int | None = None) -> None:
         """Silence in the ring, ``delay`` samples of it already written (a new ``delay`` up to

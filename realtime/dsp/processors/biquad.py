@@ -8,8 +8,8 @@ A change of filter *type* cannot be smoothed through the coefficients, so the ol
 running and is crossfaded (10 ms) into the new one. The new one starts as if it had run all along:
 a filter started from rest rings in for about Q / (pi f) seconds, longer than the fade at a high Q
 or a low frequency (lowpass -> peak at 100 Hz, Q 10 dipped a 100 Hz tone 8 dB below both filters'
-levels for 93 ms). So it is first run over the recent input, eight of its decay times of it (at
-most PRIME_MS), at PRIME_RATE history samples per live sample so that no block does more than
+levels for 93 ms). So it is first run over the recent input, eight time constants of its slowest
+pole (at most PRIME_MS: a +24 dB peak at Q 10 and 100 Hz, or Q 0.1 at 20 Hz, keep -17 / -27 dB of it), at PRIME_RATE history samples per live sample so that no block does more than
 that (at once it was up to 0.7 ms in one 128-frame block at 192 kHz); the fade starts when it has
 caught up (at most PRIME_MS / (PRIME_RATE - 1): 36 ms later). A type change arriving during a fade
 waits for it to end; one arriving while the new filter catches up restarts it.
@@ -120,13 +120,22 @@ def _run(coefs, row, z, hist, start, stop):
 
 
 @njit(nogil=True, cache=True)
-def _prime_length(kind, freq, q, sample_rate, most):
-    """Samples of input a new filter runs over to forget its start from rest: eight decay times
-    (Q / (pi f), the shelves' Q capped as they use it), at most ``most``."""
-    if kind == LOWSHELF or kind == HIGHSHELF:
-        q = min(q, SHELF_MAX_Q)
-    f = min(max(freq, 1.0), 0.49 * sample_rate)
-    return min(most, int(8.0 * q * sample_rate / (math.pi * f)) + 32)
+def _prime_length(a1, a2, most):
+    """Samples of input a new filter (denominator 1 + a1 z^-1 + a2 z^-2) runs over to forget its
+    start from rest: eight time constants of its slowest pole (-70 dB), at most ``most``. From the
+    poles, not Q: an overdamped filter's real pole (Q 0.1) and a boosted peak's (pole Q = Q * A)
+    decay far slower than Q / (pi f) says."""
+    disc = a1 * a1 - 4.0 * a2
+    if disc < 0.0:
+        r = math.sqrt(max(a2, 0.0))
+    else:
+        root = math.sqrt(disc)
+        r = max(abs(-a1 + root), abs(-a1 - root)) / 2.0
+    if r >= 1.0:
+        return most
+    if r <= 1e-12:
+        return 32
+    return min(most, int(8.0 / -math.log(r)) + 32)
 
 
 @njit(nogil=True, cache=True)
@@ -162,7 +171,7 @@ def _biquad_kernel(block, values, sm, coefs, z, k, hist):
             # Type change: the new filter starts from rest on the recent input (row 2)
             ptype = ttype
             _coeffs(int(ptype), math.exp(lf), math.exp(lq), g, sr, coefs, 2)
-            pptr = hpos - _prime_length(int(ptype), math.exp(lf), math.exp(lq), sr, most)
+            pptr = hpos - _prime_length(coefs[2, 3], coefs[2, 4], most)
             for ch in range(nch):
                 z[2, ch, 0] = 0.0
                 z[2, ch, 1] = 0.0

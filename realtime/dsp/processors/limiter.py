@@ -303,6 +303,11 @@ class Limiter(LookaheadLatency, Processor):
         self._k = np.array([self.params[0].smoothing_coeff(sr), self.params[1].smoothing_coeff(sr), sr])
         self._fir = true_peak_fir()
         self.readings = np.zeros(1, np.float32)  # gain reduction (dB, <= 0) of the last block
+        # a knob's first move while streaming primes and crossfades: their kernels loaded here, not
+        # then on the DSP thread (a cache load 10 ms, a compile 0.9 s of a late stream)
+        fs, ist, delay, dq_val, dq_t, box = self._banks[1]
+        _prime(delay, fs, ist, dq_val, dq_t, box, 0, 0, 1.0, 0.5, self._fir)
+        _crossfade(self._xb[:1], self._xb[:1], self._gain[:1], self._gain_b[:1], np.zeros(2, np.int64), self.readings)
 
     def reset(self) -> None:
         # The lookahead is (re)applied here: it sets the latency.

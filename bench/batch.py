@@ -40,8 +40,8 @@ WORKLOADS = {  # name -> (preset, input kind, rate, channels, files side by side
 
 def get_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="bench batch", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", type=positive(int), default=8, help="files per workload")
-    ap.add_argument("--seconds", type=positive(), default=10.0, help="length of each file")
+    ap.add_argument("--files", type=positive(int, most=10000), default=8, help="files per workload")
+    ap.add_argument("--seconds", type=positive(most=3600), default=10.0, help="length of each file (at most an hour)")
     ap.add_argument("--workers", type=comma_list(positive(int)), default="1,2",
                     help="worker counts to compare, comma-separated")
     ap.add_argument("--what", type=comma_list(choices=WORKLOADS, empty=True), default=",".join(WORKLOADS),
@@ -85,7 +85,9 @@ def _make_inputs(folder: Path, kind: str, sr: int, ch: int, files: int, seconds:
 
 def _steady(log: Path) -> float:
     """Audio seconds per second of the busiest worker, each worker's first file left out (it loads the
-    models and warms the chain up); from the resume log's per-file records."""
+    models and warms the chain up); from the resume log's per-file records. NaN (null in the JSON)
+    when a worker ran one unit only: counted whole, its model loading made two workers look 20x
+    slower than one (a scaling efficiency of 0.05); give more --files per worker."""
     per_pid: dict = {}
     for line in log.read_text().splitlines():
         rec = json.loads(line)
@@ -93,7 +95,9 @@ def _steady(log: Path) -> float:
     audio, busiest = 0.0, 0.0
     for units in per_pid.values():
         ordered = [units[k] for k in sorted(units)]
-        rest = [r for unit in (ordered[1:] or ordered) for r in unit]  # one unit only: count it whole
+        if len(ordered) < 2:  # nothing but the cold first file to time
+            return float("nan")
+        rest = [r for unit in ordered[1:] for r in unit]
         audio += sum(r["audio_s"] for r in rest)
         busiest = max(busiest, sum(r["wall_s"] for r in rest))
     return audio / busiest if busiest else float("nan")
@@ -220,7 +224,7 @@ def main(argv=None) -> int:
                       "files_per_hour": 3600 * s["files_per_s"]}, a.json)
             base = steady_by_jobs.get(1)
             for jobs, steady in steady_by_jobs.items():
-                if base and jobs > 1:
+                if base and jobs > 1 and steady == steady:  # (NaN: no steady figure to compare)
                     emit({"bench": "batch", "workload": name, "workers": jobs,
                           "scaling_efficiency": steady / (jobs * base)}, a.json)
     finally:

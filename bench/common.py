@@ -13,6 +13,24 @@ from realtime.argtypes import positive
 block_frames = positive(int, most=65536)
 
 
+def jack_server_at(samplerate: int, period: int, rescan: bool = True):
+    """A dummy JACK server at ``samplerate`` and ``period`` for a benchmark: a private one, or the one
+    already running when it runs at that period (the caller stops a private one). One that runs at
+    another period is refused: the figures were its period's, printed as ``--blocksize``'s (a 1024
+    server's 53 ms of latency reported for 128 frames)."""
+    from realtime.errors import AudioDeviceError
+    from realtime.io.jackio import server_period
+    from realtime.io.jackserver import ensure_server
+
+    server = ensure_server(samplerate, period, rescan=rescan)
+    if server is None:
+        running = server_period()
+        if running is not None and running != period:
+            raise AudioDeviceError(f"a JACK server already runs at a period of {running} frames: --blocksize {period} "
+                                   f"would be measured at {running}; stop that server or give --blocksize {running}")
+    return server
+
+
 def emit(obj: dict, as_json: bool) -> None:
     """Print one record: a JSON line, or ``key=value`` pairs for a person.
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import emit
+from bench.common import block_frames, emit
 from models.delimiter import data as recipe
 from models.delimiter import limiters
 from realtime.argtypes import OneLineParser, comma_list, positive
@@ -330,11 +330,11 @@ def evaluate(suite: str = "heldout", tracks_per_package: int = 2, seconds: float
 def get_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="bench delimiter", description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--blocksize", type=positive(int), default=128)
+    ap.add_argument("--blocksize", type=block_frames, default=128)
     ap.add_argument("--suite", choices=("heldout", "insource", "both"), default="heldout",
                     help="heldout: unseen LV2 limiters (default); insource: the training implementations")
     ap.add_argument("--tracks", type=positive(int), default=2, help="held-out tracks per package")
-    ap.add_argument("--seconds", type=positive(), default=8.0, help="segment length")
+    ap.add_argument("--seconds", type=positive(most=600), default=8.0, help="segment length (at most 600)")
     ap.add_argument("--targets", type=comma_list(float), default="-6,-8.5,-11",
                     help="loudness targets in LUFS, comma-separated (with '=': --targets=-6,-8.5)")
     ap.add_argument("--model", default=None, help="ONNX file (default: the committed model)")

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from bench.common import block_frames, emit, hold_gil
+from bench.common import block_frames, emit, hold_gil, jack_server_at
 from realtime.argtypes import OneLineParser, positive
 
 
@@ -35,11 +35,10 @@ def main(argv=None) -> int:
     from realtime.dsp.presets import build_chain, load_preset
     from realtime.engine.config import EngineConfig
     from realtime.engine.engine import Engine
-    from realtime.io.jackserver import ensure_server
 
     a = get_parser().parse_args(argv)
     chain = build_chain(load_preset(a.preset))  # a preset that fails: before a server is started
-    server = ensure_server(a.samplerate, a.blocksize)
+    server = jack_server_at(a.samplerate, a.blocksize)
     engine = None
     holds = 0
     try:

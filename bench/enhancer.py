@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import json_line
+from bench.common import block_frames, json_line
 from models.enhancer.data import SELECTION_CLIPS
 from models.enhancer.metrics import pesq_wb
 from realtime.argtypes import OneLineParser, comma_list, positive
@@ -65,7 +65,7 @@ def get_parser() -> argparse.ArgumentParser:
                          "selection used them); the sets under --data need none")
     ap.add_argument("--limit", type=positive(int, zero=True), default=0,
                     help="use only the first N clips of each set (0 = all)")
-    ap.add_argument("--block", type=positive(int), default=128, help="host block size for our processor")
+    ap.add_argument("--block", type=block_frames, default=128, help="host block size for our processor")
     ap.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                     help="a knob of our enhancer for its row, e.g. pitch_filter=0 (repeatable; default: its defaults)")
     ap.add_argument("--clean-clips", type=positive(int, zero=True), default=10,

@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from bench.common import block_frames
+from bench.common import block_frames, jack_server_at
 from realtime.argtypes import OneLineParser, positive
 
 NEURAL = ("enhancer", "delimiter", "synth")
@@ -241,11 +241,10 @@ def main(argv=None) -> int:
     from bench.common import cpu_steal_ms, emit
     from gui.demo_source import DemoSource
     from realtime.engine.config import EngineConfig
-    from realtime.io.jackserver import ensure_server
 
     preset, added, skipped = _build_preset(a)  # an --add that fails: before a server is started
     # PortAudio in this process only when the engine runs here (the engine process opens its own)
-    server = ensure_server(a.samplerate, a.blocksize, rescan=a.no_gui or a.in_process)
+    server = jack_server_at(a.samplerate, a.blocksize, rescan=a.no_gui or a.in_process)
     config = EngineConfig(samplerate=a.samplerate, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks)
     probe = LatencyProbe()
     demo = DemoSource()  # its own process: a Python JACK client here would stall the graph

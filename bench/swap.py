@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from bench.common import block_frames, emit
+from bench.common import block_frames, emit, jack_server_at
 from realtime.argtypes import OneLineParser, positive
 
 SINE_HZ, AMP = 1000.0, 0.5
@@ -56,7 +56,6 @@ def main(argv=None) -> int:
     from realtime.dsp.processors import URI_KINDS, available_kinds, processor_class
     from realtime.engine.config import EngineConfig
     from realtime.io.jackio import JackPlayer, JackRecorder
-    from realtime.io.jackserver import ensure_server
 
     a = get_parser().parse_args(argv)
     for kind in a.add:  # an unknown kind says so before any server starts (a known one is not imported here:
@@ -67,7 +66,7 @@ def main(argv=None) -> int:
             processor_class(kind)
     preset = load_preset(a.preset)  # a preset that fails: before a server is started
     sr = 48000
-    server = ensure_server(sr, a.blocksize)
+    server = jack_server_at(sr, a.blocksize)
     config = EngineConfig(samplerate=sr, blocksize=a.blocksize, prefill_blocks=a.prefill_blocks)
     try:
         if a.engine_process:

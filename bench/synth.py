@@ -192,7 +192,7 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--instruments", type=comma_list(choices=INSTRUMENTS), default=",".join(INSTRUMENTS))
     ap.add_argument("--samplerate", type=_samplerate, default=48000)
     ap.add_argument("--blocksize", type=block_frames, default=128)
-    ap.add_argument("--seconds", type=positive(), default=5.0, help="audio seconds per RTF measurement")
+    ap.add_argument("--seconds", type=positive(most=3600), default=5.0, help="audio seconds per RTF measurement")
     ap.add_argument("--melodies", type=positive(int), default=6)
     ap.add_argument("--skip", type=comma_list(choices=("rtf", "latency", "quality"), empty=True), default="",
                     help="comma list of rtf,latency,quality to skip")
@@ -203,6 +203,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     a = get_parser().parse_args(argv)
     skip = set(a.skip)
+    failed = []
     for k, inst in enumerate(a.instruments):
         try:
             if "rtf" not in skip and k == 0:
@@ -211,9 +212,12 @@ def main(argv=None) -> int:
                 bench_latency(inst, a.samplerate, a.blocksize, a.json)
             if "quality" not in skip:
                 bench_quality(inst, a.samplerate, a.blocksize, a.melodies, a.json)
-        except Exception as e:  # a missing model or tool: say so and go on
+        except Exception as e:  # a missing model or tool: say so and go on, and fail the command at the end
             emit({"bench": "synth", "instrument": inst, "error": f"{type(e).__name__}: {e}"}, a.json)
-    return 0
+            failed.append(f"{inst}: {e}")
+    for line in failed:
+        print(f"error: bench synth: {line}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

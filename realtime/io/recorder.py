@@ -41,6 +41,7 @@ from realtime.io.files import (
     usual_mode,
     write_failure_reason,
 )
+from realtime.io.flac_repair import repair_cut_flac
 
 JOIN_TIMEOUT_S = 5.0  # discard's wait for the thread: it has nothing to write by then
 SUFFIX = ".recording"  # the hidden take's suffix: not ".part", which a later write removes as stale
@@ -191,7 +192,9 @@ class FileRecorder:
         why = self.reason or write_failure_reason(self.path.parent, self.error)
         kept = False
         try:
-            kept = self.frames > 0 and sf.info(sf_path(self._out.tmp)).frames > 0
+            if self._file.format == "FLAC":  # cut mid-frame, its length unknown: made readable, in place
+                repair_cut_flac(sf_path(self._out.tmp))
+            kept = self.frames > 0 and 0 < sf.info(sf_path(self._out.tmp)).frames < 1 << 62  # (2^63-1: unknown)
         except (OSError, RuntimeError):
             pass
         if kept:

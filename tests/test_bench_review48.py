@@ -2,20 +2,11 @@
 server at another period refused, a failed synth record failing the command."""
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
 
-from bench import BENCHMARKS
-
-
-def _refusal(name, argv, capsys) -> str:
-    parser = importlib.import_module(BENCHMARKS[name][0]).get_parser()
-    with pytest.raises(SystemExit) as e:
-        parser.parse_args(argv)
-    assert e.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+from .test_bench_cli import parse_error
 
 
 @pytest.mark.parametrize("name,argv,said", [
@@ -28,7 +19,7 @@ def _refusal(name, argv, capsys) -> str:
     ("jitter", ["--work-ms", "2.5"], "--work-ms: must be at most 1.5"),  # every iteration counted "over 2 ms"
 ])
 def test_sizes_no_run_can_take_are_refused_by_the_parser(name, argv, said, capsys):
-    assert said in _refusal(name, argv, capsys)
+    assert said in parse_error(name, argv, capsys)
 
 
 def test_a_worker_that_ran_one_unit_has_no_steady_figure(tmp_path):

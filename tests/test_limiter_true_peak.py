@@ -12,6 +12,8 @@ from realtime.dsp import processors as P
 from realtime.dsp.presets import build_chain, load_preset
 from realtime.dsp.processors.limiter import TP_DELAY, limit
 
+from .test_processors import run
+
 SR = 48000
 DEMO = Path(__file__).resolve().parents[1] / "realtime" / "assets" / "demo.flac"
 
@@ -77,14 +79,7 @@ def test_true_peak_output_does_not_depend_on_the_block_size(music):
     for sizes in ([1, 7, 13], [64], [333, 5]):
         lim = P.create("limiter", ceiling_db=-2.0, lookahead_ms=2.0, input_gain_db=10.0, release_ms=40.0,
                        detect="true-peak")
-        lim.prepare(SR, max(sizes), 2)
-        y = x.copy()
-        i = k = 0
-        while i < len(y):
-            n = sizes[k % len(sizes)]
-            lim.process(y[i:i + n])
-            i, k = i + n, k + 1
-        np.testing.assert_array_equal(y, whole)
+        np.testing.assert_array_equal(run(lim, x, sizes=sizes), whole)
 
 
 def test_detect_switched_while_streaming_moves_the_latency_without_a_click_or_an_over():

@@ -54,3 +54,44 @@ def test_a_flac_recording_stopped_by_a_full_disk_keeps_a_take_that_reads(small_d
         rec.close()
     y = sf.read(small_disk / "take.flac", dtype="float32")[0]
     assert 0 < len(y) <= rec.frames and np.abs(y - x[:len(y)]).max() < 1e-6
+
+
+def test_what_a_slow_disk_made_the_engine_drop_is_recorded_as_silence_in_its_place(tmp_path, monkeypatch):
+    """A disk that could not keep up: the engine dropped what found no room in the recorder's ring,
+    and the take was shorter by it (0.56 s of 12 s), everything after it early against any other
+    recording of the same session. The engine logs where it dropped (``TapGaps``); the recorder puts
+    that much silence there."""
+    import threading
+
+    from realtime.engine.ring import WRITE
+    from realtime.io.recorder import FileRecorder
+
+    stalled = threading.Event()
+    real_write = FileRecorder._write
+
+    def slow_write(self, frames):
+        while stalled.is_set():
+            time.sleep(0.005)
+        real_write(self, frames)
+
+    monkeypatch.setattr(FileRecorder, "_write", slow_write)
+    rec = FileRecorder(str(tmp_path / "take.wav"), SR, 2, seconds_buffer=0.05)
+    x = _noise(2.0)
+    B = 256
+    dropped = np.zeros(len(x), bool)
+    stalled.set()
+    for s in range(0, len(x), B):  # as the engine's DSP thread pushes: never waiting
+        if s >= SR and stalled.is_set():
+            stalled.clear()  # the disk is back after a second
+        if s >= SR:
+            time.sleep(0.001)
+        pushed = rec.ring.push(x[s:s + B])
+        if pushed < B:
+            dropped[s + pushed:s + B] = True
+            rec.ring.gaps.add(int(rec.ring.idx[WRITE]), B - pushed)
+    rec.close()
+    y = sf.read(tmp_path / "take.wav", dtype="float32")[0]
+    assert dropped.sum() > SR // 2 and rec.silence_frames == dropped.sum() and rec.ring.gaps.unplaced == 0
+    assert len(y) == len(x)  # the take keeps its length: nothing after the gap moved
+    np.testing.assert_array_equal(y[~dropped], x[~dropped])
+    assert not y[dropped].any()

@@ -790,7 +790,11 @@ class Engine:
                 if has_out and ring_push(out_buf, out_idx, block, B) < B:
                     self.dsp_overflows += 1
                 if tap is not None:
-                    self.tap_dropped_frames += B - ring_push(tap.buf, tap.idx, block, B)
+                    pushed = ring_push(tap.buf, tap.idx, block, B)
+                    if pushed < B:  # the recorder behind: where, and how much, for it to put silence there
+                        self.tap_dropped_frames += B - pushed
+                        if tap.gaps is not None:
+                            tap.gaps.add(int(tap.idx[WRITE]), B - pushed)
 
     def _take_swap(self, ctrl_rec) -> bool:
         """The DSP thread takes the chain ``swap_to`` handed it (between two blocks): the control

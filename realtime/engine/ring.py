@@ -108,8 +108,45 @@ def ring_push_value(buf, idx, a, b, c, d):
     return 1
 
 
+class TapGaps:
+    """Where frames pushed into a ring were dropped for want of room (its reader, a recorder, behind
+    a disk that could not keep up): (the ring's write count after the push, frames dropped), added
+    by the one pushing thread, taken by the one popping thread, which puts that much silence there:
+    the take keeps its timing (it was shorter by what was lost, drifting against other recordings).
+    A full log (``CAPACITY`` gaps not yet taken) counts the rest in ``unplaced``."""
+
+    CAPACITY = 8192  # one gap a block: a 5 s stall at 128 frames (48 kHz) is 1,900; 128 KiB
+
+    def __init__(self):
+        self.buf = np.zeros((self.CAPACITY, 2), np.int64)
+        self.idx = np.zeros(2, np.int64)  # [added, taken]
+        self.unplaced = 0
+
+    def add(self, position: int, frames: int) -> None:
+        added, taken = int(self.idx[0]), int(self.idx[1])
+        if added - taken >= self.CAPACITY:
+            self.unplaced += frames
+            return
+        self.buf[added % self.CAPACITY] = (position, frames)
+        self.idx[0] = added + 1  # after the entry: the reader never sees it half written
+
+    def next(self) -> tuple[int, int] | None:
+        taken = int(self.idx[1])
+        if taken == int(self.idx[0]):
+            return None
+        position, frames = self.buf[taken % self.CAPACITY]
+        return int(position), int(frames)
+
+    def take(self) -> None:
+        self.idx[1] += 1
+
+
 class Ring:
-    """A lock-free SPSC ring. Exactly one thread may push and exactly one may pop."""
+    """A lock-free SPSC ring. Exactly one thread may push and exactly one may pop. ``gaps`` (a
+    ``TapGaps``, set by a reader that wants them) logs where a pusher that keeps going dropped
+    what found no room."""
+
+    gaps: "TapGaps | None" = None
 
     def __init__(self, capacity: int, width: int = 1, dtype=np.float32):
         if capacity < 2 or capacity & (capacity - 1):

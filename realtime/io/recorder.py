@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from realtime.engine.ring import Ring
+from realtime.engine.ring import READ, Ring, TapGaps
 from realtime.errors import RecordingError
 from realtime.io.files import (
     PART_TAG,
@@ -69,7 +69,11 @@ class FileRecorder:
                     else f"another recording to {self.asked} is under way")
         self.moved: str | None = None
         self.ring = Ring.for_frames(int(samplerate * seconds_buffer), channels)
+        self.ring.gaps = TapGaps()  # what the engine dropped while the disk could not keep up: silence there
         self._chunk = np.zeros((4096, channels), np.float32)
+        self._silence = np.zeros((4096, channels), np.float32)
+        self.silence_frames = 0  # of ``frames``: put where the engine dropped what found no room
+        self._gap_done = 0  # of the gap being filled
         # the ring's Numba code loaded here, on the caller's thread: loaded first in the thread, it
         # waited for an llvmlite lock that a Ctrl-C left held on this one, and discard's join hung.
         # Before the file exists: a signal during the load (half a second) left its .part behind
@@ -97,10 +101,30 @@ class FileRecorder:
         self._thread.start()
 
     def _drain(self) -> int:
-        n = self.ring.pop(self._chunk)
+        room = len(self._chunk)
+        gap = self.ring.gaps.next()
+        if gap is not None:
+            read = int(self.ring.idx[READ])
+            if gap[0] <= read:  # every frame before the gap is written: its silence now
+                n = min(gap[1] - self._gap_done, room)
+                self._gap_done += n
+                if self._gap_done == gap[1]:
+                    self.ring.gaps.take()
+                    self._gap_done = 0
+                self._write(self._silence[:n])
+                self.silence_frames += n
+                return n
+            room = min(room, gap[0] - read)  # up to the gap
+        n = self.ring.pop(self._chunk[:room])
+        if n:
+            self._write(self._chunk[:n])
+        return n
+
+    def _write(self, frames: np.ndarray) -> None:
+        n = len(frames)
         if n and self.error is None:
             try:
-                self._file.write(self._chunk[:n])
+                self._file.write(frames)
                 self.frames += n
                 if self._header_at is None or self.frames - self._header_at >= HEADER_EVERY_S * self.samplerate:
                     self._header_at = self.frames
@@ -111,7 +135,6 @@ class FileRecorder:
                 # is still as full as it was (the temporary file, if removed later, frees its space)
                 self.reason = write_failure_reason(self.path.parent, e)
                 self.error = e
-        return n
 
     def stopped(self) -> str | None:
         """Once a write has failed (the recording stopped; the engine plays on): what to tell the

@@ -113,6 +113,7 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
     redraw = status and is_terminal(sys.stderr)
     next_line = t0 + STATUS_LOG_S
     said_recording = False
+    said_slow_disk = False
     said_stall = None
     said_junk: set[str] = set()
     notices = getattr(engine, "notices", [])  # (a stand-in with only ``error`` streams as before)
@@ -132,6 +133,10 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
             if stopped:
                 said_recording = True
                 say(f"error: {stopped}")
+            if recorder is not None and not said_slow_disk and getattr(engine, "tap_dropped_frames", 0):
+                said_slow_disk = True  # (at the stop only, it came too late to do anything about it)
+                say(f"warning: the disk cannot keep up with the recording to {recorder.path}: what it misses is "
+                    "recorded as silence (the total is said at the stop)")
             while notices:
                 say(notices.pop(0))
             for slot, n in _junk(engine).items():  # as `process` says it: the output has gaps
@@ -340,10 +345,12 @@ def _tear_down(engine, recorder, server, record, samplerate, midi: contextlib.Ex
                 recorder.discard()  # stopped before its first block): no empty file
                 return
             recorder.close()
-            lost = engine.tap_dropped_frames / samplerate
+            silent = getattr(recorder, "silence_frames", 0) / samplerate
+            lost = engine.tap_dropped_frames / samplerate - silent  # (the gap log full: not placed)
             moved = f" ({recorder.moved})" if recorder.moved else ""
             _say(f"recorded {recorder.frames / samplerate:.1f} s to {recorder.path}{moved}"
-                 + (f"; {lost:.2f} s lost where the disk could not keep up" if lost else ""))
+                 + (f"; {silent:.2f} s of it silence, where the disk could not keep up" if silent else "")
+                 + (f"; {lost:.2f} s lost where the disk could not keep up" if lost >= 0.005 else ""))
     finally:
         try:
             if server:

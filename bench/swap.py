@@ -18,7 +18,8 @@ after it): it loads the kind's code, the rest find it loaded.
 
 ``--engine-process`` runs the engine as the panel does, in its own process (``RemoteEngineHost``,
 which loads every kind's code before the stream first plays, ``realtime/dsp/processors/warm.py``);
-live swaps only. ``late_blocks`` is the median count of late blocks that played during a take.
+live swaps only. ``late_blocks`` is the median count of late blocks that played during a take, the server's xruns
+meanwhile included (either is a gap the listener hears).
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -722,23 +723,19 @@ def _exit_now(status: int) -> None:
         exit_with(status)
 
 
+@contextlib.contextmanager
 def _signals_blocked():
     """A context in which the main thread receives no interrupt signal: one that comes meanwhile
     waits until it ends (its handler then runs, or the process has ended with its status)."""
-    import contextlib
     import signal
 
     from realtime.errors import interrupt_signals
 
-    @contextlib.contextmanager
-    def blocked():
-        sigs = set(interrupt_signals())
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, before)
-    return blocked()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set(interrupt_signals()))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _release_portaudio() -> None:

@@ -306,7 +306,7 @@ def said_status(e: BaseException, interrupted: str = "interrupted") -> int | Non
     error or a ``SystemExit("message")`` ``error: …`` (2). None, saying nothing: not the user's to
     fix (a bug keeps its traceback) or a ``SystemExit`` that carries a status."""
     if isinstance(e, KeyboardInterrupt):
-        _tell(interrupted)
+        say_stderr(interrupted)
         return interrupt_status(e)
     if isinstance(e, BrokenPipeError):  # the reader of the output left (`… | head`): nothing to say,
         return _reader_gone()  # as any tool that SIGPIPE ends
@@ -316,18 +316,19 @@ def said_status(e: BaseException, interrupted: str = "interrupted") -> int | Non
         msg = user_message(e) if isinstance(e, Exception) else None
     if msg is None:
         return None
-    _tell(f"error: {msg}")
+    say_stderr(f"error: {msg}")
     return 2
 
 
-def _tell(line: str) -> None:
-    """``line`` on stderr; a terminal that hung up (EIO: SIGHUP) or a reader that left (EPIPE)
-    drops it, and the status stands (it was 1 with a traceback instead of SIGHUP's 129)."""
+def say_stderr(text: str, end: str = "\n") -> None:
+    """``text`` on stderr, flushed; a terminal that hung up (EIO: SIGHUP, its window closed) or a
+    reader that left (EPIPE) drops it, and the status stands (it was 1 with a traceback instead of
+    SIGHUP's 129, the take kept all the same)."""
     import errno
     import sys
 
     try:
-        print(line, file=sys.stderr, flush=True)
+        print(text, end=end, file=sys.stderr, flush=True)
     except OSError as e:
         if e.errno not in (errno.EIO, errno.EPIPE):
             raise

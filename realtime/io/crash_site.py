@@ -139,9 +139,7 @@ def read(buf) -> tuple[list[tuple[str, str]], bool]:
     list of (label, what it was doing). ``sure``: the report of the fatal signal named the thread
     that crashed and it had a mark (the list is that one mark); else every thread's mark."""
     slots, labels = _views(buf)
-    mem = np.ndarray((SIZE,), np.uint8, buffer=buf)
-    report = bytes(mem[REPORT_AT:]).split(b"\0", 1)[0].decode("utf-8", "replace")
-    found = re.search(r"Current thread (0x[0-9a-fA-F]+)", report)
+    found = re.search(r"Current thread (0x[0-9a-fA-F]+)", report_text(buf))
     crashed = int(found.group(1), 16) if found else None
 
     def named(i: int) -> tuple[str, str]:

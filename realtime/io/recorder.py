@@ -229,16 +229,23 @@ class FileRecorder:
                              + ("what was written is kept" if kept else "nothing was kept"))
 
 
+def _numbered(path: Path):
+    """``path``, then ``NAME-2.EXT``, ``NAME-3.EXT`` … beside it: the names a take may be kept under."""
+    yield path
+    n = 1
+    while True:
+        n += 1
+        yield path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
 def _place_free(part: Path, name: Path) -> Path:
     """``part`` renamed ``name``, or ``NAME-2.EXT`` … where a file holds it; where it went."""
-    kept, n = name, 1
-    while True:
+    for kept in _numbered(name):
         try:
             place(part, kept)
             return kept
         except FileExistsError:
-            n += 1
-            kept = name.with_name(f"{name.stem}-{n}{name.suffix}")
+            continue
 
 
 def _sf_command(f: sf.SoundFile, code: int, on: bool | None = None) -> int:
@@ -289,12 +296,7 @@ def _taken(path: Path, own: Path | None = None) -> bool:
 def free_take(path, own: Path | None = None) -> Path:
     """``path``, or the first of ``NAME-2.EXT``, ``NAME-3.EXT`` … beside it that no file and no
     live recorder's take (but ``own``) holds: a new take never replaces an earlier one."""
-    path = Path(path)
-    free, n = path, 1
-    while _taken(free, own):
-        n += 1
-        free = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return free
+    return next(free for free in _numbered(Path(path)) if not _taken(free, own))
 
 
 def _own_name(part: Path) -> Path | None:

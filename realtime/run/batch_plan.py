@@ -439,7 +439,7 @@ def _scan(folder: Path, out_dir: Path, others: dict[str, int] | None = None) \
         else:
             outputs.append((p, below / p.name))
         taken.add(real)
-    said = [f"{len(left)} {many if len(left) > 1 else one} ({left[0]}{', …' * (len(left) > 1)})"
+    said = [_counted(left, one, many)
             for left, one, many in ((unreadable, "unreadable folder", "unreadable folders"),
                                     (dangling, "link to nothing", "links to nothing"),
                                     (sorted(folders_again), "folder found again through a link",
@@ -452,6 +452,11 @@ def _scan(folder: Path, out_dir: Path, others: dict[str, int] | None = None) \
         listed = said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
         print(f"warning: {folder}: left out {listed}", file=sys.stderr)
     return sorted(found), sorted(outputs)
+
+
+def _counted(items: list, one: str, many: str) -> str:
+    """"N things (the first, …)": how a warning line names what it left out."""
+    return f"{len(items)} {many if len(items) > 1 else one} ({items[0]}{', …' * (len(items) > 1)})"
 
 
 def _identity(path: Path):
@@ -648,8 +653,8 @@ def _midi_apart_from_audio(jobs: list) -> list:
                     jobs[i] = (src, dst.with_name(src.name + dst.suffix), preset, sets, origin)
                     moved.append(jobs[i][1])
     if moved:
-        print(f"note: {len(moved)} MIDI render{'s' * (len(moved) > 1)} named after the MIDI file, as an audio file of "
-              f"the same name is beside it ({moved[0]}{', …' * (len(moved) > 1)})", file=sys.stderr)
+        why = "named after the MIDI file, as an audio file of the same name is beside it"
+        print(f"note: {_counted(moved, f'MIDI render {why}', f'MIDI renders {why}')}", file=sys.stderr)
     return jobs
 
 
@@ -657,18 +662,18 @@ def _once_each(jobs: list) -> list:
     """The jobs with each input file once: a folder given with a folder inside it (a shell glob)
     processed the inner one's files twice, into two outputs. The first job keeps it; the rest are
     said in one warning line. A manifest's rows are its own: one file in two rows is two jobs."""
-    first, kept, again = {}, [], []
+    seen, kept, again = set(), [], []
     for job in jobs:
         src, origin = job[0], job[4]
         key = _identity(src)
-        if origin != str(src) or key not in first:  # (a manifest row's origin names its row)
-            first.setdefault(key, job)
+        if origin != str(src) or key not in seen:  # (a manifest row's origin names its row)
+            seen.add(key)
             kept.append(job)
         else:
             again.append(str(src))
     if again:
-        print(f"warning: left out {len(again)} input{'s' * (len(again) > 1)} given twice ({again[0]}"
-              f"{', …' * (len(again) > 1)}): each is processed once", file=sys.stderr)
+        print(f"warning: left out {_counted(again, 'input given twice', 'inputs given twice')}: each is processed once",
+              file=sys.stderr)
     return kept
 
 
@@ -703,7 +708,12 @@ def _changed_since_written(output: str, rec: dict | None) -> bool:
         st = os.stat(output)
     except OSError:
         return False
-    return (st.st_mtime_ns, st.st_size) != (rec["output_mtime_ns"], rec.get("output_bytes"))
+    return not _as_written(st, rec)
+
+
+def _as_written(st: os.stat_result, rec: dict) -> bool:
+    """Whether a file's stat is that of the output ``rec`` says a batch wrote (size and mtime)."""
+    return (st.st_mtime_ns, st.st_size) == (rec["output_mtime_ns"], rec.get("output_bytes"))
 
 
 # the processors with a batched form (N streams through one model call) and the input kind they take
@@ -856,7 +866,7 @@ class ResumeLog:
             if rec.get("status") in ("ok", "partial"):
                 out = os.stat(task.output)
                 if "output_mtime_ns" in rec:  # the output as written: another file put in its place is not it
-                    kept = (out.st_mtime_ns, out.st_size) == (rec["output_mtime_ns"], rec.get("output_bytes"))
+                    kept = _as_written(out, rec)
                 else:  # a record from before it was kept: not older than the input, as then
                     kept = out.st_mtime_ns >= src.st_mtime_ns and out.st_size == rec.get("output_bytes")
                 return rec["status"] if same_input and kept else None

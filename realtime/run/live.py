@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import shutil
@@ -17,7 +16,14 @@ from realtime.engine import callback as cb
 from realtime.engine.config import EngineConfig
 from realtime.engine.control import CC, CCMap
 from realtime.engine.engine import Engine
-from realtime.errors import ConfigError, EngineError, MidiInputError, raise_pending_interrupt, signals_deferred
+from realtime.errors import (
+    ConfigError,
+    EngineError,
+    MidiInputError,
+    raise_pending_interrupt,
+    say_stderr,
+    signals_deferred,
+)
 from realtime.io.files import atomic_write, is_terminal
 
 DEMO_SIGNAL = Path(__file__).resolve().parents[1] / "assets" / "demo.flac"
@@ -47,21 +53,10 @@ def _junk(engine) -> dict[str, int]:
     return junk_samples(chain) if chain is not None else {}
 
 
-def _say(text: str, end: str = "\n") -> None:
-    """``text`` on stderr, flushed. A terminal that hung up (EIO: its window closed, SIGHUP) or a
-    reader that left (EPIPE) drops it: the run ends as the signal says (129), its take kept, not
-    on a traceback and status 1."""
-    try:
-        print(text, end=end, file=sys.stderr, flush=True)
-    except OSError as e:
-        if e.errno not in (errno.EIO, errno.EPIPE):
-            raise
-
-
 def _below_status_line(line: str) -> None:
     """A line said while the status line runs (the port lost, back): on a line of its own, the
     status line redrawn under it (it was glued onto the status line's end)."""
-    _say("\n" + line)
+    say_stderr("\n" + line)
 
 
 # what the redrawn status line leaves out first where the terminal is too narrow, in this order
@@ -90,7 +85,7 @@ def _columns() -> int:
 def _redraw(line: str) -> None:
     """The status line drawn over the last one: one column short of the terminal's width (a full
     one wraps), the rest of the old line cleared ("xruns 30" stayed where 3 was drawn)."""
-    _say("\r" + fit_status(line, _columns() - 1) + "\x1b[K", end="")
+    say_stderr("\r" + fit_status(line, _columns() - 1) + "\x1b[K", end="")
 
 
 def stream_until(engine: Engine, seconds: float = 0, status: bool = True, recorder=None) -> int:
@@ -122,7 +117,7 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
         if redraw:
             _below_status_line(line)
         else:
-            _say(line)
+            say_stderr(line)
 
     try:
         while not seconds or time.monotonic() - t0 < seconds:
@@ -158,18 +153,18 @@ def stream_until(engine: Engine, seconds: float = 0, status: bool = True, record
                 _redraw(status_line(engine))
             elif status and (changed or time.monotonic() >= next_line):  # and when a stall begins or ends
                 next_line = time.monotonic() + STATUS_LOG_S
-                _say(status_line(engine))
+                say_stderr(status_line(engine))
             if fatal:
-                _say(f"\nerror: {fatal}")
+                say_stderr(f"\nerror: {fatal}")
                 return 1
         if redraw:
-            _say("")
+            say_stderr("")
         return 0
     except KeyboardInterrupt as e:  # Ctrl-C is how a live run is meant to end; SIGTERM / SIGHUP say 143 / 129 as usual
         from realtime.errors import Interrupted, forget_pending_interrupt, interrupt_status
 
         forget_pending_interrupt()  # taken: main must not turn the tear-down's error into "interrupted"
-        _say("\nstopped")
+        say_stderr("\nstopped")
         return interrupt_status(e) if isinstance(e, Interrupted) else 0
 
 
@@ -316,7 +311,7 @@ def check_record(record: str | None, samplerate: int) -> tuple[str, str] | None:
     check_destination(free_take(record))  # the name it will record to (an existing file is left as it is)
     fmt = output_format(Path(record), "FLOAT", samplerate)
     for line in recover_takes(record):  # a take an earlier run's death left hidden: kept, not replaced
-        _say(line)
+        say_stderr(line)
     return fmt
 
 
@@ -330,7 +325,7 @@ def open_recorder(record: str | None, rec_format: tuple[str, str] | None, config
 
     recorder = FileRecorder(record, config.samplerate, config.channels, format=rec_format[0], subtype=rec_format[1])
     if recorder.why:  # said before the stream runs, not only in the last line
-        _say(f"recording to {recorder.path}: {recorder.why}")
+        say_stderr(f"recording to {recorder.path}: {recorder.why}")
     return recorder
 
 
@@ -348,7 +343,7 @@ def _tear_down(engine, recorder, server, record, samplerate, midi: contextlib.Ex
             silent = getattr(recorder, "silence_frames", 0) / samplerate
             lost = engine.tap_dropped_frames / samplerate - silent  # (the gap log full: not placed)
             moved = f" ({recorder.moved})" if recorder.moved else ""
-            _say(f"recorded {recorder.frames / samplerate:.1f} s to {recorder.path}{moved}"
+            say_stderr(f"recorded {recorder.frames / samplerate:.1f} s to {recorder.path}{moved}"
                  + (f"; {silent:.2f} s of it silence, where the disk could not keep up" if silent else "")
                  + (f"; {lost:.2f} s lost where the disk could not keep up" if lost >= 0.005 else ""))
     finally:

@@ -103,6 +103,13 @@ def biquad_coefficients(type, freq_hz, q, gain_db, sample_rate):
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _tdf2(b0, b1, b2, a1, a2, x, z0, z1):
+    """One sample through a biquad in transposed direct form II: (y, new z0, new z1)."""
+    y = b0 * x + z0
+    return y, flush_denormal(b1 * x - a1 * y + z1), flush_denormal(b2 * x - a2 * y)
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _run(coefs, row, z, hist, start, stop):
     """Run filter ``row`` (coefs and state z) over the history ring's samples start .. stop - 1."""
     mask = hist.shape[0] - 1
@@ -111,10 +118,7 @@ def _run(coefs, row, z, hist, start, stop):
         z0 = z[row, ch, 0]
         z1 = z[row, ch, 1]
         for i in range(start, stop):
-            x = hist[i & mask, ch]
-            y = b0 * x + z0
-            z0 = flush_denormal(b1 * x - a1 * y + z1)
-            z1 = flush_denormal(b2 * x - a2 * y)
+            _, z0, z1 = _tdf2(b0, b1, b2, a1, a2, hist[i & mask, ch], z0, z1)
         z[row, ch, 0] = z0
         z[row, ch, 1] = z1
 
@@ -207,13 +211,10 @@ def _biquad_kernel(block, values, sm, coefs, z, k, hist):
             if not math.isfinite(x):  # one NaN would otherwise poison the state forever
                 x = 0.0
             hist[hpos & hmask, ch] = x
-            y = b0 * x + z[0, ch, 0]
-            z[0, ch, 0] = flush_denormal(b1 * x - a1 * y + z[0, ch, 1])
-            z[0, ch, 1] = flush_denormal(b2 * x - a2 * y)
+            y, z[0, ch, 0], z[0, ch, 1] = _tdf2(b0, b1, b2, a1, a2, x, z[0, ch, 0], z[0, ch, 1])
             if fade > 0.0:
-                yo = coefs[1, 0] * x + z[1, ch, 0]
-                z[1, ch, 0] = flush_denormal(coefs[1, 1] * x - coefs[1, 3] * yo + z[1, ch, 1])
-                z[1, ch, 1] = flush_denormal(coefs[1, 2] * x - coefs[1, 4] * yo)
+                yo, z[1, ch, 0], z[1, ch, 1] = _tdf2(coefs[1, 0], coefs[1, 1], coefs[1, 2], coefs[1, 3], coefs[1, 4],
+                                                     x, z[1, ch, 0], z[1, ch, 1])
                 y = y + fade * (yo - y)
             block[n, ch] = y
         if fade > 0.0:

@@ -7,7 +7,8 @@ Gain computer, per sample n (W = lookahead + 1 samples):
   g[n]  = mean(h2[n-W+1 .. n])                           box filter = linear attack ramp
   y[n]  = drive * x[n-L] * g[n]                          (L = W - 1 = latency)
 Every h2 in the box window covers sample n-L, so g[n] <= r[n-L] and |y[n]| <= ceiling: the
-gain has fully ramped down by the time the peak leaves the delay line.
+gain has fully ramped down by the time the peak leaves the delay line. With lookahead 0 this is
+an instant-attack limiter.
 
 Detect "true-peak": r[n] is held to the waveform between samples as well (inter-sample peaks, 4x
 oversampled as in ITU-R BS.1770): the peak of sample s = n-D is the largest of |x[s]| and the three
@@ -17,8 +18,9 @@ L - D + 1, so the latency stays the lookahead, which is raised to TP_MIN_LOOKAHE
 (a ramp shorter than that makes inter-sample peaks of its own). Measured on the demo track with a
 -1 dB ceiling, 4x oversampled: -0.99 dBTP at 1 ms and 5 ms of look-ahead and 6 or 12 dB of drive,
 where sample-peak detection gave up to +1.9 dBTP (lookahead 0) and -0.17 (5 ms). 12 taps (as
-BS.1770's meter filter) under-read high treble by up to 0.3 dB. With lookahead 0 this is
-an instant-attack limiter. Non-finite input is treated as silence. The ceiling is smoothed, but
+BS.1770's meter filter) under-read high treble by up to 0.3 dB.
+
+Non-finite input is treated as silence. The ceiling is smoothed, but
 a lowered one enters r[n] at once (with lookahead): the output clip, L samples on, uses the
 smoothed one, so the gain is down before a sample reaches it. A final clip (float rounding; a
 ceiling lowered with no lookahead) backs the guarantee.
@@ -75,12 +77,12 @@ def _slide_min(dq_val, dq_t, qmask, head, tail, r, t, W):
 
 def true_peak_fir() -> np.ndarray:
     """The interpolator of the true-peak detector: (3, TP_TAPS) taps, row j-1 giving the point j/4 of
-    the way from x[a] to x[a+1] from x[a-5 .. a+6] (Kaiser-windowed sinc, each row summing to 1)."""
+    the way from x[a] to x[a+1] from x[a-11 .. a+12] (Kaiser-windowed sinc, each row summing to 1)."""
     k = np.arange(-(TP_TAPS // 2 - 1), TP_TAPS // 2 + 1, dtype=np.float64)
     half = TP_TAPS / 2.0
     rows = []
     for j in (1, 2, 3):
-        t = k - j / 4.0  # the taps' distances from the point: the phases of one 48-tap prototype
+        t = k - j / 4.0  # the taps' distances from the point: the phases of one 96-tap prototype
         h = np.sinc(t) * np.i0(6.0 * np.sqrt(np.clip(1.0 - (t / half) ** 2, 0.0, None))) / np.i0(6.0)
         rows.append(h / h.sum())
     return np.ascontiguousarray(rows)
@@ -392,7 +394,8 @@ def limit(x: np.ndarray, sample_rate: float, ceiling_db: float = -1.0, release_m
     ``x``: (n, ch) or (n,) float audio. Returns ``(y, gain)``: y float32 shaped like x, gain float64
     (n,), the linked gain curve with y ~= delay(x * drive, latency) * gain (equal except where the
     float32 rounding guard clips). Latency = round(lookahead_ms * sample_rate / 1000) samples (at
-    least TP_DELAY with ``true_peak``, which holds the waveform between samples to the ceiling too).
+    least TP_MIN_LOOKAHEAD_MS and TP_DELAY + 1 samples with ``true_peak``, which holds the waveform
+    between samples to the ceiling too).
     """
     x = np.asarray(x)
     mono = x.ndim == 1

@@ -22,8 +22,8 @@ KILLED_TAKE = """
 import os, sys, time
 import numpy as np
 from realtime.io.recorder import FileRecorder
-path, fmt, frames = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rec = FileRecorder(path, 48000, 2, format=fmt, subtype="FLOAT")
+path, fmt, frames, subtype = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+rec = FileRecorder(path, 48000, 2, format=fmt, subtype=subtype)
 rec.ring.push(np.full((frames, 2), 0.25, np.float32)[:rec.ring.writable()])
 while rec.frames < frames:
     time.sleep(0.01)
@@ -32,9 +32,9 @@ os._exit(9)  # as SIGKILL or the OOM killer: nothing closes the file
 """
 
 
-def _killed_take(path: Path, fmt: str = "WAV", frames: int = 48000 * 2) -> Path:
+def _killed_take(path: Path, fmt: str = "WAV", frames: int = 48000 * 2, subtype: str = "FLOAT") -> Path:
     """The hidden take a recorder of ``frames`` left when its process was killed."""
-    r = subprocess.run([sys.executable, "-c", KILLED_TAKE, str(path), fmt, str(frames)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-c", KILLED_TAKE, str(path), fmt, str(frames), subtype], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 9, r.stderr
     parts = list(path.parent.glob(f".{path.name}.*.recording"))

@@ -1,11 +1,11 @@
 """A FLAC file cut short (a full disk mid-recording) made readable again, in place.
 
 libsndfile writes a FLAC's length into its STREAMINFO only when the file is closed in order: cut
-short, the file says "length unknown" (libsndfile then reports 2^63 - 1 frames and ``sf.read``
-fails) and ends in part of a frame (its decoder loses sync there). ``repair_cut_flac`` drops the
-last frame (the cut one, found by its header's sync code and CRC-8) and writes the length of what is
-left into STREAMINFO: no byte more than the file had is written, so it works on the full disk
-that cut it.
+short (a full disk, or a process killed), the file says "length unknown" (libsndfile then reports
+2^63 - 1 frames and ``sf.read`` fails) and may end in part of a frame (its decoder loses sync
+there). ``repair_cut_flac`` finds the last frame (by its header's sync code and CRC-8), drops it
+unless it is whole (its CRC-16 footer checks) and writes the length of what is left into
+STREAMINFO: no byte more than the file had is written, so it works on the full disk that cut it.
 """
 from __future__ import annotations
 
@@ -20,6 +20,16 @@ def _crc8(data: bytes) -> int:
         crc ^= b
         for _ in range(8):
             crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def _crc16(data: bytes) -> int:
+    """A FLAC frame footer's CRC-16 (polynomial 0x8005, MSB first)."""
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x8005) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
     return crc
 
 
@@ -50,7 +60,7 @@ def _frame_header(buf: bytes, at: int) -> int | None:
 
 def repair_cut_flac(path) -> int | None:
     """Cut ``path`` (a FLAC whose writing stopped midway) back to its last whole frame and write its
-    length into STREAMINFO; returns the samples (per channel) kept, or None where it is not such a
+    length into STREAMINFO (a last frame written whole, as a killed process leaves it, is kept); returns the samples (per channel) kept, or None where it is not such a
     file (not FLAC, a variable block size, no frame header found) and it was left as it was."""
     with open(path, "r+b") as f:
         data = f.read()
@@ -74,7 +84,10 @@ def repair_cut_flac(path) -> int | None:
             cut = data.rfind(b"\xff", meta_end, cut)
         else:
             return None
-        samples = number * block  # the frames before the cut one, each of ``block`` samples
+        whole = len(data) - cut > 2 and _crc16(data[cut:-2]) == int.from_bytes(data[-2:], "big")
+        if whole:
+            cut = len(data)
+        samples = (number + whole) * block  # the whole frames, each of ``block`` samples
         word = int.from_bytes(data[18:26], "big")
         word = (word & ~((1 << 36) - 1)) | (samples & ((1 << 36) - 1))
         f.seek(18)

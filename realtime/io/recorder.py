@@ -341,6 +341,9 @@ def recover_takes(path) -> list[str]:
                     continue
                 try:
                     info = sf.info(sf_path(part))
+                    if info.format == "FLAC" and info.frames >= 1 << 62:  # its length unknown: made readable
+                        repair_cut_flac(sf_path(part))
+                        info = sf.info(sf_path(part))
                     frames, length = info.frames, info.duration
                 except (OSError, RuntimeError):  # a header it never finished: kept, as it is, all the same
                     frames, length = -1, None

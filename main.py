@@ -407,9 +407,7 @@ def _remembered_audio(args) -> list[str]:
     given = _given_engine_flags(getattr(args, "argv", []))
 
     def remembered(key, parse):
-        raw = ini["audio"].get(key, "").strip()
-        if len(raw) >= 2 and raw[0] == raw[-1] == '"':  # QSettings quotes a value with a comma ("hw:0,0")
-            raw = raw[1:-1]
+        raw = _qsettings_text(ini["audio"].get(key, ""))  # QSettings quotes "hw:0,0", escapes a quote
         try:
             return parse(raw) if raw else None
         except (argparse.ArgumentTypeError, ValueError):
@@ -428,7 +426,7 @@ def _remembered_preset(args, ini) -> list[str]:
     """The preset the panel had last (its ini's [preset] last), as ``args.preset`` when the command
     line named none, and it still loads (else one line says so): the panel opens it, and the
     fallback ran the default preset. Returns ``["preset=NAME"]`` when applied, else []."""
-    last = ini.get("preset", "last", fallback="").strip().strip('"')
+    last = _qsettings_text(ini.get("preset", "last", fallback=""))
     if not last or "preset" in _given_engine_flags(getattr(args, "argv", [])):
         return []
     from realtime.dsp.presets import load_preset
@@ -440,6 +438,36 @@ def _remembered_preset(args, ini) -> list[str]:
         return []
     args.preset = last
     return [f"preset={last}"]
+
+
+_QT_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _qsettings_text(raw: str) -> str:
+    r"""A text value of the panel's ini as QSettings reads it back: its quoted parts unquoted (a comma,
+    a leading space), its escapes undone (\" for ", \\ for \, \t, \x1 for a control character: hex
+    or octal digits, as many as follow) and a leading "@@" read as "@". Taken as written, the last
+    preset "Bob's \"warm\" voice.json" was looked for with its backslashes, and not found."""
+    out, i, raw = [], 0, raw.strip()
+    while i < len(raw):
+        ch, i = raw[i], i + 1
+        if ch == '"':
+            continue
+        if ch != "\\" or i == len(raw):
+            out.append(ch)
+            continue
+        ch, i = raw[i], i + 1
+        if ch in "xX01234567":
+            digits, base = ("0123456789abcdefABCDEF", 16) if ch in "xX" else ("01234567", 8)
+            j = i if base == 16 else i - 1
+            while i < len(raw) and raw[i] in digits:
+                i += 1
+            code = int(raw[j:i] or "0", base)
+            out.append(chr(code) if code < 0x110000 else "\ufffd")
+        else:
+            out.append(_QT_ESCAPES.get(ch, ch))
+    text = "".join(out)
+    return text[1:] if text.startswith("@@") else text
 
 
 def _given_engine_flags(argv: list[str]) -> set[str]:

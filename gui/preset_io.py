@@ -11,7 +11,7 @@ from pathlib import Path
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import QComboBox, QFileDialog, QMessageBox
 
-from realtime.dsp.presets import builtin_presets, is_json_name, load_preset, save_preset, user_presets
+from realtime.dsp.presets import builtin_presets, is_json_name, load_preset, resolve_preset, save_preset, user_presets
 from realtime.engine.control import ChainView
 
 # the picker's items: (BUILTIN, name) or (USER, absolute path); separators hold none
@@ -36,6 +36,18 @@ def save_as_name(path: str) -> str:
         why = "a name starting with '.' (a hidden file, never listed)" if name.startswith(".") else "a blank name"
         raise RuntimeError(f"not saved: {name!r} is {why}; give the preset a name such as “mine”")
     return path if is_json_name(name) else path + ".json"
+
+
+def proposed_file_name(name: str) -> str:
+    """The file name a Save As proposes for the preset called ``name`` (a file's ``"name"`` may hold
+    anything): a "/" made "-" (the dialog took "AC/DC" as a folder "AC" that is not there, and opened
+    in the working directory, proposing "DC.json" there), a leading "." left out (a hidden file,
+    which ``save_as_name`` refuses), and "preset" when nothing is left."""
+    stem = name.replace("\0", "")
+    for sep in filter(None, (os.sep, os.altsep)):
+        stem = stem.replace(sep, "-")
+    stem = stem.strip().lstrip(".").strip() or "preset"
+    return stem if is_json_name(stem) else stem + ".json"
 
 
 class PresetSaveError(OSError, RuntimeError):
@@ -143,6 +155,9 @@ class PresetActions:
         self.settings.last_preset = name
 
     def _load_file_steps(self, path: str):
+        if resolve_preset(path)[1] == "builtin":  # a built-in's own file: recalled as it, never saved over
+            yield from self._recall_steps(Path(path).resolve().stem)
+            return
         preset = yield from self._read_steps(Path(path))
         yield from self._preset_steps(preset, str(path))
         self.settings.last_preset = str(path)
@@ -226,7 +241,8 @@ class PresetActions:
         self.rack.close_entries(True)  # (before the dialog: a Cancel there still leaves it applied)
         d = self.settings.preset_dir
         d.mkdir(parents=True, exist_ok=True)
-        path, _ = QFileDialog.getSaveFileName(self, "Save preset", str(d / f"{self.host.name}.json"), FILE_FILTER)
+        proposed = str(d / proposed_file_name(self.host.name))
+        path, _ = QFileDialog.getSaveFileName(self, "Save preset", proposed, FILE_FILTER)
         if not path:
             return False
         typed, path = path, save_as_name(path)

@@ -559,17 +559,17 @@ def resolve_preset(name_or_path) -> tuple[Path, str]:
     A Path, a name ending in .json (any case) or holding a separator is a file (not checked here);
     else a built-in's name, else the name of a preset saved in the user's folder (``user_presets``;
     a built-in of the same name wins), else an existing file whatever its name (``mine.preset``).
+    A built-in's own file, given by its path, is the built-in.
 
     Raises
     ------
     PresetError
         None of these: the message lists the built-ins and the user's presets, and names their folder.
     """
-    if isinstance(name_or_path, os.PathLike):
-        return Path(name_or_path), "file"
+    if isinstance(name_or_path, os.PathLike) or _names_a_file(str(name_or_path)):
+        path = Path(name_or_path)
+        return path, "builtin" if _a_builtin_file(path) else "file"
     ref = str(name_or_path)
-    if _names_a_file(ref):
-        return Path(ref), "file"
     if ref in builtin_presets():
         return BUILTIN_DIR / f"{ref}.json", "builtin"
     users = user_presets()
@@ -581,6 +581,15 @@ def resolve_preset(name_or_path) -> tuple[Path, str]:
     folder = user_preset_dir()
     saved = f"saved in {folder}: {[p.stem for p in users]}" if users else f"none saved in {folder}"
     raise PresetError(f"unknown preset {short_repr(ref)}; built-in: {builtin_presets()}; {saved}")
+
+
+def _a_builtin_file(path: Path) -> bool:
+    """Whether ``path`` is a built-in's own file (opened by its path: a Save must not write over it)."""
+    try:
+        real = path.resolve()
+        return real.parent == BUILTIN_DIR.resolve() and real.suffix == ".json" and real.is_file()
+    except (OSError, RuntimeError):  # (a link loop)
+        return False
 
 
 def is_preset_file(name_or_path) -> bool:
@@ -766,10 +775,12 @@ def save_preset(preset: dict, path) -> Path:
         The preset is invalid, or larger than ``load_preset`` reads (``MAX_PRESET_BYTES``): nothing
         is written.
     OSError
-        The file cannot be written (an earlier file at ``path`` is kept).
+        The file cannot be written (an earlier file at ``path`` is kept), or one is there that is
+        read-only (``PermissionError``).
     """
     p = validate_preset(preset)
     path = Path(path)
+    _not_read_only(path)
     text = json.dumps(p, indent=2, allow_nan=False) + "\n"
     size = len(text.encode("utf-8"))
     if size > MAX_PRESET_BYTES:
@@ -777,6 +788,27 @@ def save_preset(preset: dict, path) -> Path:
                           f"({MAX_PRESET_BYTES}: it could not be loaded again)")
     atomic_write_text(path, text, suffix=".tmp")
     return path
+
+
+def _not_read_only(path: Path) -> None:
+    """Refuse to save over a preset file made read-only (``chmod a-w``, a file of another user's):
+    the atomic writer renames a new file over it, which its permissions do not stop, so a Save
+    replaced the preset it was to protect. Its mode is asked too, as root may write anywhere.
+
+    Raises
+    ------
+    PermissionError
+        ``path`` is a read-only file.
+    """
+    import errno
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # none there (or none that can be looked at: the write says why)
+        return
+    if stat.S_ISREG(mode) and (not mode & 0o222 or not os.access(path, os.W_OK)):
+        raise PermissionError(errno.EACCES, "the file is read-only; save under another name", str(path))
 
 
 __all__ = ["PresetError", "VERSION", "apply_overrides", "build_chain", "builtin_presets", "config_path",

@@ -114,3 +114,16 @@ def test_a_builtins_own_file_opened_by_its_path_is_the_builtin_and_never_saved_o
     asked = []
     w._save_dialog = lambda: asked.append(True) or False  # Save goes to Save As (cancelled here)
     assert not w._save() and asked and shipped.read_bytes() == before
+
+
+@pytest.mark.parametrize("data, said", [
+    (b"\xff\xfe{\x00}\x00", "not UTF-8 text, as a preset's JSON is (byte 0: b'\\xff\\xfe{\\x00')"),  # Notepad's UTF-16
+    (b'{"version": 2.0, "name": "x", "chain": []}', "written by a newer release"),
+])
+def test_a_utf16_or_newer_preset_is_said_as_such(tmp_path, data, said):
+    from realtime.dsp.presets import PresetError, load_preset
+
+    (tmp_path / "p.json").write_bytes(data)
+    with pytest.raises(PresetError, match=None) as e:
+        load_preset(tmp_path / "p.json")
+    assert said in str(e.value)

@@ -239,7 +239,7 @@ def _validate(preset) -> dict:
     if "version" not in preset:
         raise PresetError(f"version: missing (expected {VERSION})")
     v = preset["version"]
-    if _is_number(v) and isinstance(v, int) and v > VERSION:
+    if _is_number(v) and v > VERSION:  # (2 or 2.0)
         raise PresetError(f"version: {short_repr(v, 20)} is not supported: this preset was written by a newer "
                           f"release of {APP} (this one reads version {VERSION}); update to load it")
     if not _is_number(v) or v != VERSION:
@@ -628,7 +628,10 @@ def load_preset(name_or_path) -> dict:
         text = data.decode("utf-8-sig")  # a byte-order mark (Notepad's "UTF-8") is no error
     except FileNotFoundError:
         raise PresetError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:  # (saved as UTF-16 by an editor, or not a preset at all)
+        raise PresetError(f"{path}: not UTF-8 text, as a preset's JSON is (byte {e.start}: "
+                          f"{data[e.start:e.start + 4]!r})") from None
+    except OSError as e:
         raise PresetError(f"{path}: cannot read: {e}") from None
     return parse_preset(text, source=str(path))
 

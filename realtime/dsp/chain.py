@@ -359,6 +359,7 @@ class Chain(SlotLookup):
         self.failures.clear()
         for s, col in zip(self._slots, self._readout_offsets):
             if id(s.processor) not in self._held:
+                s._failed = False  # prepared again, as ``prepare`` gives it: another chance
                 self._prepare_slot(s, col)
         for s in self._new_and_gone(running)[0]:  # a slot new to the stream: its own dry path
             self._new_dry_path(s)
@@ -467,6 +468,10 @@ class Chain(SlotLookup):
             raise ValueError(f"{s.id}: latency {s.processor.latency} exceeds max_latency")
         s._ring.fill(0.0)
         s._pos[0] = 0
+        # the target again as bypass, mix and a failure say: a slot whose processor failed, prepared
+        # again (its other chance), or one a live swap ran dry before it left, put in a chain again,
+        # played dry for good, unbypassed
+        s._update_target()
         s._wst[0] = s._wst[1]  # no fade right after a reset
         s._lat[0], s._lat[2] = s.processor.latency, 0
 

@@ -201,14 +201,23 @@ def apply_record(chain, si: int, pi: int, value: float, kind: int) -> bool:
     """Apply one control record to a ``Chain`` (the DSP thread, between blocks) or a
     ``ChainView`` (a client mirroring what it sent). The writer validated it against its chain; one
     whose indices this chain does not have (the writer's view of the chain was out of date) is left
-    out, False: it raised on the DSP thread, which stopped for good."""
+    out, False: it raised on the DSP thread, which stopped for good. So is one such a writer cannot
+    have meant for the slot its indices land on: a bypass or mix of the final safety stage (which
+    the writer refuses; it showed the safety as bypassed, and a preset saved so could not be
+    loaded), or a choice beyond the parameter's choices (``describe`` and ``to_preset`` raised
+    IndexError on it, and a processor may index a table by it)."""
     if not 0 <= si < len(chain.slots):
         return False
     slot = chain.slots[si]
     if kind == PARAM:
         if not 0 <= pi < len(slot.processor.values):
             return False
+        choices = slot.processor.params[pi].choices
+        if choices and not 0.0 <= value <= len(choices) - 1:
+            return False
         slot.processor.values[pi] = value
+    elif kind in (BYPASS, MIX) and si == len(chain.slots) - 1 and slot.kind == "safety":
+        return False
     elif kind == BYPASS:
         slot.bypass = bool(value)
     elif kind == MIX:

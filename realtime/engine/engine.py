@@ -677,10 +677,14 @@ class Engine:
             self.apply_pending_control()
 
     def _apply_queued(self, rec: np.ndarray) -> int:
-        """Pop and apply every queued control record, and stamp when (the consumer only)."""
+        """Pop and apply the control records queued when it begins, and stamp when (the consumer only).
+        Those pushed meanwhile wait for the next call: a producer that keeps pushing (another process
+        needs no GIL for it) must not keep the DSP thread from its block."""
         ctrl, chain = self.rings.control, self.chain
         n = 0
-        while ring_pop(ctrl.buf, ctrl.idx, rec, 1):
+        for _ in range(ring_readable(ctrl.idx)):
+            if not ring_pop(ctrl.buf, ctrl.idx, rec, 1):
+                break
             if not apply_record(chain, int(rec[0, 0]), int(rec[0, 1]), rec[0, 2], int(rec[0, 3])):
                 self.stale_control_records += 1  # addressed to a chain this engine no longer runs: left out
             n += 1

@@ -777,8 +777,8 @@ def _release_portaudio() -> None:
     if "sounddevice" not in sys.modules:
         return
     engine = sys.modules.get("realtime.engine.engine")
-    if engine is not None and getattr(engine, "_ABANDONED", None):  # a stream left to a server that is gone:
-        return  # Pa_Terminate would wait for it forever (the engine took sounddevice's own hook off too)
+    if engine is not None and engine.streams_abandoned():  # a stream left to a server that is gone: Pa_Terminate
+        return  # would wait for it forever (the engine took sounddevice's own hook off too)
     from realtime.errors import interrupt_signals
     from realtime.io.portaudio import release
 

@@ -1159,6 +1159,13 @@ def _abandon(engine: "Engine") -> tuple:
     return entry
 
 
+def streams_abandoned() -> bool:
+    """Whether a stream was left to a server that is gone (``_abandon``): PortAudio's terminate
+    would wait for it forever, so the process must end without one."""
+    with _ABANDONED_LOCK:
+        return bool(_ABANDONED)
+
+
 def _release_abandoned(entry: tuple) -> None:
     """An abandoned stream's server answered after all (it was paused) and its stop returned:
     close the stream, then the wake pipe its callback wrote to, and let the rest go."""

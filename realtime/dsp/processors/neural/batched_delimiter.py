@@ -21,13 +21,22 @@ single-stream ``Delimiter``.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
 from realtime.dsp.blocking import FixedHop, check_block
 from realtime.dsp.declip import Declipper
 from realtime.dsp.kernels import scrub_into
-from realtime.dsp.processors.neural.delimiter import FRAMES, IN_CLIP, N_FLOAT_STATE, Delimiter, _restore
+from realtime.dsp.processors.neural.delimiter import (
+    FRAMES,
+    IN_CLIP,
+    MAX_CALL_SAMPLES,
+    N_FLOAT_STATE,
+    Delimiter,
+    _restore,
+)
 
 
 @njit(nogil=True, cache=True)
@@ -120,7 +129,7 @@ class BatchedDelimiter(Delimiter):
         N, C, H, K = self.streams, self.channels, self.hop, self.lookahead_frames
         self.stream_channels = C
         self.channels = N * C
-        self._tmax = self.max_block // H + 1
+        self._tmax = min(self.max_block // H + 1, max(1, MAX_CALL_SAMPLES // H))  # hops per model call (Delimiter's)
         # one re-blocking for all streams (they move in lockstep); its input holds each stream as
         # the model's stereo pair, columns 2s:2s+2 (a mono stream fills both)
         self._fixed = FixedHop(H, N * C, self.max_block, history=K * H, in_channels=2 * N, ceiling=IN_CLIP,
@@ -140,7 +149,7 @@ class BatchedDelimiter(Delimiter):
         for T in range(1, self._tmax + 1):
             self.session.bind(T, {FRAMES: self._frames_t[T]}, {"knots": self._knots_t[T]})
         self.session.warm_up()
-        self.process(np.zeros((self.max_block, N * C), np.float32))  # compile the kernels; reset follows
+        self.process(np.zeros((min(self.max_block, self._tmax * H), N * C), np.float32))  # compile the kernels; reset follows
 
     def reset(self) -> None:
         super().reset()
@@ -153,6 +162,11 @@ class BatchedDelimiter(Delimiter):
         newest = start + self.lookahead_frames * H
         _frames_n(x, newest, T, H, self._frames_t[T])
         self.session.run(T)
+        knots = self._knots_t[T]
+        if not math.isfinite(float(knots.sum())):  # a stream whose state blew up starts afresh, alone
+            for s in range(self.streams):
+                if not math.isfinite(float(knots[s].sum())):
+                    self.session.contain_state(slice(s, s + 1), self.state_axes)
         self._declip(newest, T * H)  # _in_cols[s] are x's columns 2s:2s+2
         _restore_n(self._knots_t[T], T, self._skip, x, start, self._dry, H, out, self.stream_channels, opos, self.values,
                    self._fs, self._k, self.readings)

@@ -27,6 +27,10 @@ are left alone, so un-limited and lightly limited passages, where a wrong estima
 fidelity, pass bit-exact; the threshold is subtracted rather than gated, so the gain stays
 continuous.
 
+A call whose knots come out non-finite plays them as 0 (no gain) and sends every state that
+blew up back to its start (``StatefulSession.contain_state``), as the enhancer does: a NaN kept in
+a recurrent state or history would leave the rest of the stream unrestored.
+
 Latency: (lookahead_frames + 1) · hop − 1 samples for any block size: the look-ahead frames plus
 the re-blocking pre-fill (hop − 1; realtime/dsp/blocking.py). Mono input goes through the model
 as L = R.
@@ -55,6 +59,10 @@ from realtime.errors import ConfigError
 DEFAULT_MODEL = model_file("delimiter", "delimiter.onnx")
 FRAMES = "frames"  # every other model input is a streaming state with a ``<name>_out`` output
 MAX_LOG_GAIN = 4.0  # bound on the log inverse gain (34.7 dB; the exported model clamps to it too)
+# samples one model call takes at most: a longer block goes through in several calls, so a huge
+# block (-b 65536: 513 hops) neither binds and warms up a call shape per hop count (3.5 s, and
+# 32 s with 8 batched streams, at every prepare) nor needs buffers for it
+MAX_CALL_SAMPLES = 4096
 RATE_RANGE = (40000, 50000)  # trained at 44.1 and 48 kHz; its time constants are in samples
 MAX_LOOKAHEAD = RATE_RANGE[1]  # samples (1 s at the highest rate): more is a broken file, not a de-limiter
 AUTO_RELEASE_S = 3.0
@@ -247,7 +255,7 @@ class Delimiter(NeuralProcessor):
     def _prepare(self) -> None:
         self._k = self._kernel_constants()
         H, K = self.hop, self.lookahead_frames
-        self._tmax = self.max_block // H + 1
+        self._tmax = min(self.max_block // H + 1, max(1, MAX_CALL_SAMPLES // H))  # hops per model call
         # the model is stereo-linked: a mono input fills both of its channels
         self._fixed = FixedHop(H, self.channels, self.max_block, history=K * H, in_channels=2, ceiling=IN_CLIP,
                                max_hops=self._tmax)
@@ -289,6 +297,8 @@ class Delimiter(NeuralProcessor):
         newest = start + self.lookahead_frames * H
         _frames(x, newest, T, H, self._frames)
         self.session.run(T)
+        if not math.isfinite(float(self._knots[:, :T].sum())):  # (_restore plays such knots as 0)
+            self.session.contain_state()  # a state that blew up starts afresh, not stuck at NaN for good
         self._declip(newest, T * H)
         _restore(self._knots, T, self._skip, x, start, self._dry, H, out, opos, self.values, self._fs, self._k,
                  self.readings)

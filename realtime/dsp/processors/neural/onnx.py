@@ -319,15 +319,21 @@ class StatefulSession:
                 arr[...] = values.get(name, 0.0)
         self._parity = 0
 
-    def contain_state(self, batch: slice = slice(None)) -> None:
+    def contain_state(self, batch: slice = slice(None), axes: dict[str, int] | None = None) -> None:
         """A numerical blow-up starts afresh: if any state holds a non-finite value in ``batch``
-        (axis 1 of every state), that part of every state goes back to its start. No allocation."""
+        (along each state's batch axis: ``axes[name]``, axis 1 by default), that part of every state
+        goes back to its start. No allocation but the index tuples."""
         total = 0.0
-        for a in self.state.values():
-            total += float(a[:, batch].sum())
+        for name, a in self.state.items():
+            total += float(a[self._batch_index(name, batch, axes)].sum())
         if not math.isfinite(total):
             for name, a in self.state.items():
-                a[:, batch] = self._starts.get(name, 0.0)
+                a[self._batch_index(name, batch, axes)] = self._starts.get(name, 0.0)
+
+    @staticmethod
+    def _batch_index(name: str, batch: slice, axes: dict[str, int] | None) -> tuple:
+        """``batch`` along state ``name``'s batch axis, as an index."""
+        return (slice(None),) * (1 if axes is None else axes[name]) + (batch,)
 
     def run(self, key: Hashable) -> None:
         """Run the call shape bound under ``key``: reads the current state, writes the next."""

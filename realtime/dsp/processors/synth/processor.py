@@ -39,6 +39,9 @@ from realtime.errors import ModelError
 # the committed decoders; DDSP_MODEL_DIR points at another folder of <instrument>.onnx files
 MODEL_DIR = Path(os.environ.get("DDSP_MODEL_DIR") or model_dir("ddsp"))
 INSTRUMENTS = ("violin", "flute", "trumpet")
+# frames of a block the decoders take in one part at most: a longer block is played in parts (as at
+# a program change), so -b 65536 binds call shapes for 22 frames, not 342 (700 MB per synth)
+MAX_PART = 4096
 INPUTS = ("f0_hz", "loudness_db", "state")
 OUTPUTS = ("harmonics", "noise", "state_out")
 
@@ -410,8 +413,8 @@ class Synth(MidiQueue, Processor):
     Raises
     ------
     ModelError
-        From ``prepare``: the selected instrument's decoder is missing or broken, or the loaded
-        decoders disagree on the frame rate.
+        From ``prepare``: the selected instrument's decoder is missing or broken. Another one that
+        is unreadable, does not run, or has another frame rate is left out, said once on stderr.
 
     Attributes
     ----------
@@ -481,13 +484,16 @@ class Synth(MidiQueue, Processor):
 
     def _prepare(self) -> None:
         self.instruments = self._load_instruments()
-        rates = {inst.frame_rate for inst in self.instruments.values()}
-        if len(rates) != 1:
-            raise ModelError(f"DDSP models disagree on the frame rate: {sorted(rates)}")
-        sr = self.sample_rate
-        self.hop = max(1, int(round(sr / rates.pop())))
-        self.t_max = (self.max_block - 1) // self.hop + 1
         sel = int(self.values[sv.K_INSTR])
+        rate = self.instruments[sel].frame_rate  # the played decoder's grid is the synth's
+        for i, inst in list(self.instruments.items()):  # an optional decoder on another grid is left out
+            if inst.frame_rate != rate:
+                _left_out(inst.name, inst.path, inst.session.error(
+                    f"has frame_rate {inst.frame_rate:g} in its metadata, the {INSTRUMENTS[sel]}'s {rate:g}"))
+                del self.instruments[i]
+        sr = self.sample_rate
+        self.hop = max(1, int(round(sr / rate)))
+        self.t_max = (min(self.max_block, MAX_PART) - 1) // self.hop + 1  # frames of one part at most
         for i, inst in list(self.instruments.items()):
             try:
                 inst.prepare(self.t_max, self.hop)
@@ -601,9 +607,9 @@ class Synth(MidiQueue, Processor):
             self.next_part()
 
     def part_cut(self, n: int) -> int:
-        """Frames of a block of n before its first program change or all sound off after its start
-        (n: none)."""
-        return _part_cut(self._ev, self._n_ev, n, self.values[sv.K_CH10] >= 0.5, self._mapped)
+        """Frames of a block of n before its first program change or all sound off after its start,
+        at most MAX_PART (n: none, in a block of at most MAX_PART)."""
+        return min(MAX_PART, _part_cut(self._ev, self._n_ev, n, self.values[sv.K_CH10] >= 0.5, self._mapped))
 
     def part(self, n: int, cut: int | None = None) -> int:
         """Make the queued events those of the block's first ``cut`` frames (default:

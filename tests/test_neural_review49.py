@@ -164,3 +164,17 @@ def test_a_huge_synth_block_is_played_in_parts_the_same_as_small_blocks():
     assert max(t for t, _ in big.instruments[0].session.keys) == big.t_max
     _, small = render(128)
     assert np.abs(small).max() > 0.01 and np.abs(y - small).max() < 1e-6
+
+
+def test_a_models_folder_given_with_a_quoted_tilde_is_the_home_folders(tmp_path, monkeypatch):
+    """RTAUDIO_MODELS_DIR="~/models": the shell leaves the ~ in quotes; it was looked for as a folder named ~."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code = ("from realtime.dsp.processors.neural.weights import models_root; "
+            "from realtime.dsp.processors.synth.processor import MODEL_DIR; print(models_root(), MODEL_DIR)")
+    env = {**__import__("os").environ, "RTAUDIO_MODELS_DIR": "~/models", "DDSP_MODEL_DIR": "~/ddsp"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=__import__("pathlib").Path(__file__).resolve().parents[1]).stdout
+    assert out.split() == [str(tmp_path / "models"), str(tmp_path / "ddsp")]

@@ -16,11 +16,17 @@ def models_root() -> Path:
     """The folder holding ``<effect>/<file>.onnx``: ``$RTAUDIO_MODELS_DIR`` or the ``models`` package."""
     env = os.environ.get("RTAUDIO_MODELS_DIR")
     if env:
-        return Path(env)
+        return env_path(env)
     spec = importlib.util.find_spec("models")
     if spec is None or not spec.submodule_search_locations:
         return Path.cwd() / "models"  # not installed: a ModelError will name the missing file
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def env_path(value: str) -> Path:
+    """A folder named by an environment variable, a leading ``~`` expanded (the shell leaves it as
+    it is in quotes: ``RTAUDIO_MODELS_DIR="~/models"``)."""
+    return Path(os.path.expanduser(value))
 
 
 def model_dir(effect: str) -> Path:

@@ -31,13 +31,13 @@ from realtime.dsp.blocking import check_block, pow2_at_least
 from realtime.dsp.processor import MidiQueue, Param, Processor, Readout
 from realtime.dsp.processors import register
 from realtime.dsp.processors.neural.onnx import StatefulSession, bind_output, first_line
-from realtime.dsp.processors.neural.weights import model_dir
+from realtime.dsp.processors.neural.weights import env_path, model_dir
 from realtime.dsp.processors.synth import kernels as sk
 from realtime.dsp.processors.synth import voices as sv
 from realtime.errors import ModelError
 
 # the committed decoders; DDSP_MODEL_DIR points at another folder of <instrument>.onnx files
-MODEL_DIR = Path(os.environ.get("DDSP_MODEL_DIR") or model_dir("ddsp"))
+MODEL_DIR = env_path(os.environ["DDSP_MODEL_DIR"]) if os.environ.get("DDSP_MODEL_DIR") else model_dir("ddsp")
 INSTRUMENTS = ("violin", "flute", "trumpet")
 # frames of a block the decoders take in one part at most: a longer block is played in parts (as at
 # a program change), so -b 65536 binds call shapes for 22 frames, not 342 (700 MB per synth)

@@ -6,7 +6,9 @@
 #                                                (pack/enhancer/partN, ~44 MiB each; data/enhancer first)
 #   scripts/device_enhancer.sh train [MINUTES [FLAGS...]]  there: unpack what was carried, fine-tune
 #                                                the committed weights on CUDA (FLAGS go to the trainer
-#                                                last, so they override: --hidden 256 --lr 5e-4), to $OUT
+#                                                last, so they override: --hidden 256 --lr 5e-4), to $OUT,
+#                                                all within MINUTES (default 8; the unpack counts: give
+#                                                the call a timeout_s a minute above it)
 #
 # One call per part: `run` with carry [".whl", "pack/enhancer/part1"] and command `true`, then
 # part2, ... (a warm machine keeps what earlier calls carried for 30 s after each), and the last
@@ -32,22 +34,23 @@ if [ "$mode" = prepare ]; then
     du -sh .whl pack/enhancer/part*
 elif [ "$mode" = train ]; then
     minutes="${2:-8}"
+    check_minutes "$minutes"
     shift $(( $# < 2 ? $# : 2 ))
-    out="${OUT:-checkpoints/enhancer-gpu-out}"
-    data="${DATA:-data/enhancer-pack}" device="${DEVICE:-cuda}" workers="${WORKERS:-14}"  # overridable for a dry run
+    out="${OUT:-checkpoints/enhancer-gpu-out}" run="${RUN_DIR:-/tmp/enhancer-gpu}"
+    data="${DATA:-data/enhancer-pack}" device="${DEVICE:-cuda}" workers="${WORKERS:-14}"  # overridable for a dry run (PACK, RUN_DIR too)
     device_setup enhancer "soundfile, soxr"
     # 14 workers only mix (the pitch features are the trainer's, on the GPU: --features-on auto);
     # validation on the trainer's synthetic set only (select/ stays here). A quarter of the segments
     # start mid-word (--p-midword: a file cut mid-word lost its first 200 ms; model card, stage 16)
-    fresh_run_dir /tmp/enhancer-gpu "$@"
+    fresh_run_dir "$run" "$@"
     python3 -m models.enhancer.train --data "$data" --device "$device" --init models/enhancer/checkpoint.pt \
-        --ckpt /tmp/enhancer-gpu --export "$out/enhancer.onnx" --workers "$workers" --threads 2 --batch 64 \
+        --ckpt "$run" --export "$out/enhancer.onnx" --workers "$workers" --threads 2 --batch 64 \
         --snr-max 20 --p-clean 0.1 --p-midword 0.25 --lr 3e-4 --seconds 1.5 --select-by sisdr --val-every 250 \
-        --keep-every 500 --steps 20000 --max-minutes "$minutes" --seed 100 "$@" || true
-    cp /tmp/enhancer-gpu/train.log "$out/" 2>/dev/null || true
-    copy_newest 5 /tmp/enhancer-gpu/step*.pt
+        --keep-every 500 --steps 20000 --max-minutes "$(minutes_left "$minutes")" --seed 100 "$@" || true
+    cp "$run/train.log" "$out/" 2>/dev/null || true
+    copy_newest 5 "$run"/step*.pt
     ls -la "$out"
 else
-    sed -n 2,15p "$0"
+    sed -n "/^set -euo/q;2,\$p" "$0"
     exit 2
 fi

@@ -11,11 +11,24 @@ download_wheels() {  # NAME==VERSION ...: wheels the machine lacks, for its Pyth
 device_setup() {  # MODEL IMPORTS: the carried wheels installed unless IMPORTS work, pack/MODEL unpacked
     # into $data (its summary in $out/unpack.json)
     mkdir -p "$out"
+    export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1  # first: a warm machine's earlier install counts
     python3 -c "import $2" 2>/dev/null ||
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
-    python3 -m "models.$1.pack" --unpack "pack/$1" --out "$data" > "$out/unpack.json"
+    python3 -m "models.$1.pack" --unpack "${PACK:-pack/$1}" --out "$data" > "$out/unpack.json"
     nvidia-smi -L || true
+}
+
+check_minutes() {  # MINUTES: a number, said before any set-up (else the trainer refused it after the unpack)
+    case "$1" in
+        '' | *[!0-9.]* | *.*.* | .) echo "train MINUTES: a number of minutes, not '$1'" >&2; exit 2 ;;
+    esac
+}
+
+minutes_left() {  # MINUTES: what is left of the call's MINUTES for training, counted from the script's
+    # start (the wheels' install and the unpack took their share), less half a minute for the last
+    # validation, the export and the copy back. The kept weights reach $OUT only at the end: a call
+    # cut off at its limit brought back none of them
+    python3 -c 'import sys; print(f"{max(float(sys.argv[1]) - int(sys.argv[2]) / 60 - 0.5, 0.2):.2f}")' "$1" "$SECONDS"
 }
 
 copy_newest() {  # N FILE...: the N newest of the kept weights (version order, step500 before step1000) into $out

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.argtypes import OneLineParser
+from realtime.argtypes import OneLineParser, non_negative_int
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data" / "ddsp"
@@ -413,7 +413,7 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=12.0, help="training audio per instrument")
     ap.add_argument("--tests", type=int, default=6, help="held-out melodies per instrument")
     ap.add_argument("--out", type=Path, default=DATA)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=non_negative_int, default=0)
     a = ap.parse_args(argv)
     if a.out.exists() and not a.out.is_dir():
         raise SystemExit(f"--out {a.out}: is a file, not a folder")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from models.run_folder import check_writable, claim_run_folder
-from realtime.argtypes import OneLineParser, positive_float, positive_int
+from realtime.argtypes import OneLineParser, non_negative_int, positive_float, positive_int
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -42,8 +42,8 @@ def parse(argv):
     ap.add_argument("--batch", type=positive_int, default=8)
     ap.add_argument("--frames", type=positive_int, default=200, help="segment length in 4 ms frames")
     ap.add_argument("--hidden", type=positive_int, default=96)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=positive_float, default=2e-3)
+    ap.add_argument("--seed", type=non_negative_int, default=0)
     ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--val-every", type=positive_int, default=100)
     ap.add_argument("--export", type=Path, default=None, help="ONNX path (default models/ddsp/<inst>.onnx)")
@@ -257,8 +257,10 @@ def main(argv=None) -> int:
 
     def validate() -> float:
         dec.eval()
-        torch.manual_seed(123)  # same noise every time
-        with torch.no_grad():
+        # same noise every time, from a stream of its own: re-seeding the global one restarted the
+        # training's noise at every validation, whatever --seed said
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(123)
             tot = 0.0
             for i in range(0, len(va_pick), 8):
                 f0, ld, au = batch_at(val, va_pick[i:i + 8], a.frames, HOP)

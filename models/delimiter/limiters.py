@@ -268,12 +268,16 @@ def _param_names(uri: str) -> set:
 
 
 def _run_lv2(uri, cand: dict, x, sr):
-    """Run ``uri`` with the candidate values its ports have (clamped to their ranges)."""
+    """Run ``uri`` with the candidate values its ports have (clamped to their ranges); the setting
+    returned holds them and the latency taken out (``aligned_latency``, samples with their fraction:
+    a selection set built before the fraction was taken out has none, and is refused)."""
     from realtime.dsp.processors.lv2 import Lv2Plugin
 
     ranges = {p.id: (p.min, p.max) for p in Lv2Plugin.for_uri(uri).params}
     values = {k: float(min(max(v, ranges[k][0]), ranges[k][1])) for k, v in cand.items() if k in ranges}
-    return Lv2Limiter(uri, values, sr)(x), values
+    lim = Lv2Limiter(uri, values, sr)
+    y = lim(x)
+    return y, {**values, "aligned_latency": round(lim.latency, 3)}
 
 
 def lsp(x, sr, rng):

@@ -32,7 +32,7 @@ import numpy as np
 from models.delimiter.data import DEFAULT_OUT, load_index
 from models.opus import read_opus, write_opus
 from models.pack_parts import drop_stale_parts, pack_parts
-from realtime.argtypes import OneLineParser
+from realtime.argtypes import OneLineParser, non_negative_int, positive_float, positive_int
 
 OPUS_SR = 48000
 
@@ -136,10 +136,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_OUT, help="the recipe's output (pack)")
     ap.add_argument("--unpack", type=Path, default=None, metavar="PACK", help="decode this pack into --out")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--parts", type=int, default=1)
-    ap.add_argument("--mib", type=float, default=44.0, help="size of each part")
-    ap.add_argument("--kbps", type=float, default=96.0, help="Opus bit rate (stereo)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", type=positive_int, default=1)
+    ap.add_argument("--mib", type=positive_float, default=44.0, help="size of each part")
+    ap.add_argument("--kbps", type=positive_float, default=96.0, help="Opus bit rate (stereo)")
+    ap.add_argument("--seed", type=non_negative_int, default=0)
     a = ap.parse_args(argv)
     if a.unpack is not None:
         summary = unpack(a.unpack, a.out)

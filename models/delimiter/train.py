@@ -52,9 +52,10 @@ SAVE_EVERY_S = 60.0  # last.pt at least this often: a GPU pack has no selection 
 
 
 class Stream(torch.utils.data.IterableDataset):
-    """Endless limited examples from ``recipe.Examples``; each worker has its own random stream.
-    Each is (input, what the gain multiplies: the input de-clipped when ``declip_delay`` is given,
-    reference, log gain target)."""
+    """Endless limited examples from ``recipe.Examples``; each worker has its own random stream,
+    drawn from ``seed`` (a run's --seed and the step it starts at: the same command sees the same
+    examples, a resumed run new ones) and the worker's number. Each is (input, what the gain
+    multiplies: the input de-clipped when ``declip_delay`` is given, reference, log gain target)."""
 
     def __init__(self, tracks, n, seed, kinds=None, zoo_pin=None, targets=recipe.TARGET_LUFS, declip_delay=None):
         self.tracks, self.n, self.seed, self.kinds, self.zoo_pin = tracks, n, seed, kinds, zoo_pin or {}
@@ -67,7 +68,7 @@ class Stream(torch.utils.data.IterableDataset):
         kinds = limiters.training_kinds(self.kinds, self.zoo_pin)
         ex = recipe.Examples(self.tracks, self.n, kinds, limiters.TRAIN_SHARES, targets=self.targets,
                              declip_delay=self.declip_delay)
-        rng = np.random.default_rng([self.seed, wid, time.time_ns() % (1 << 32)])
+        rng = np.random.default_rng([*np.atleast_1d(self.seed), wid])
         while True:
             y, ref, g, info = ex.next(rng)
             yield tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in (y, info.get("declipped", y), ref, g))
@@ -347,10 +348,17 @@ def export_weights(weights: Path, out: Path, data: Path | None = None) -> None:
 
 def load_selection(data: Path):
     """(limited segments, references, their metadata) of ``data``'s selection set, or None
-    (a data pack on a GPU machine has none)."""
+    (a data pack on a GPU machine has none). A set built before the LV2 limiters were aligned to a
+    part of a sample (its LV2 segments say no ``aligned_latency``: an oversampling limiter left them
+    half a sample off their references, capping what any state could score there) is refused:
+    its scores would not compare with a rebuilt set's."""
     if not (data / "sel_y.npy").is_file():
         return None
-    return np.load(data / "sel_y.npy"), np.load(data / "sel_x.npy"), json.loads((data / "sel_meta.json").read_text())
+    meta = json.loads((data / "sel_meta.json").read_text())
+    if any(m.get("limiter") in limiters.VAL_KINDS and "aligned_latency" not in m for m in meta):
+        raise SystemExit(f"{data}: its selection set was built before the LV2 limiters were aligned to a part of a "
+                         f"sample; rebuild it: python -m models.delimiter.data --selection-only --out {data}")
+    return np.load(data / "sel_y.npy"), np.load(data / "sel_x.npy"), meta
 
 
 def score_states(paths, data: Path, thresholds) -> list[dict]:
@@ -491,12 +499,13 @@ def train(a) -> dict:
             raise SystemExit(f"{ckpt_dir / 'last.pt'}: not a de-limiter run's last.pt ({type(e).__name__})") from None
     claim_run_folder(ckpt_dir)  # only now: a run refused above leaves no folder behind
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"params {n_params} on {device}, {index['hours']['train']:.1f} h of training music, "
-          f"{len(sel[0]) if sel else 0} selection segments", flush=True)
     kinds = a.limiters or None
+    print(f"params {n_params} on {device}, {index['hours']['train']:.1f} h of training music, "
+          f"{len(sel[0]) if sel else 0} selection segments, limiters "
+          f"{','.join(limiters.training_kinds(kinds, a.zoo_pin))}", flush=True)  # those this machine runs
     delay = declip_delay(model) if a.declip else None
     sel_d = declip_selection(sel[0], delay) if sel is not None and delay is not None else None
-    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n + context_n, a.seed + step, kinds, a.zoo_pin, a.target_lufs,
+    loader = torch.utils.data.DataLoader(Stream(index["train"], frames_n + context_n, (a.seed, step), kinds, a.zoo_pin, a.target_lufs,
                                                 delay), batch_size=a.batch,
                                          num_workers=a.workers, prefetch_factor=4 if a.workers else None,
                                          persistent_workers=bool(a.workers), pin_memory=device.type == "cuda")
@@ -512,6 +521,7 @@ def train(a) -> dict:
     t_wait = 0.0
     it = iter(loader)
     start_step = step
+    polarity = np.random.default_rng([a.seed, step])  # seeded as the loader is: one command, one run
     try:
         while step < a.steps and time.monotonic() - t0 < a.minutes * 60.0:
             frac = step / max(a.steps, 1)
@@ -521,7 +531,7 @@ def train(a) -> dict:
             tw = time.monotonic()
             Y, D, X, G = (t.to(device, non_blocking=True) for t in next(it))
             t_wait += time.monotonic() - tw
-            sign = float(np.random.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
+            sign = float(polarity.choice([1.0, -1.0]))  # polarity: the gain must not depend on it
             gl, wl = losses(model, Y * sign, X * sign, G, a.gain_loss, D * sign, played, context_n)
             loss = GAIN_WEIGHT * gl + WAVE_WEIGHT * wl
             if a.false_weight:
@@ -589,7 +599,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=positive_int, default=60000, help="length of the LR schedule (and the run)")
     ap.add_argument("--batch", type=positive_int, default=16)
     ap.add_argument("--frames", type=positive_int, default=384, help="frames of %d samples per example" % HOP)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=positive_float, default=1e-3)
     ap.add_argument("--context", type=float, default=0.0, metavar="S",
                     help="seconds of each example the network hears before the --frames the loss scores "
                          "(a stream's past is never empty; the TCN looks 1.5 s back)")
@@ -597,7 +607,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=positive_int, default=1, help="torch threads of the trainer")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP)
     ap.add_argument("--val-every", type=positive_int, default=250)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=non_negative_int, default=0,
+                    help="the run's examples, polarity flips and fresh weights follow from it")
     ap.add_argument("--data", type=Path, default=recipe.DEFAULT_OUT)
     ap.add_argument("--out", type=Path, default=None, help="ONNX path (default: in the checkpoint folder)")
     ap.add_argument("--small", type=Path, default=None, help="weights-only checkpoint (default: in the checkpoint folder)")

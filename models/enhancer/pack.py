@@ -131,7 +131,7 @@ def unpack(src: Path, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    from realtime.argtypes import positive_float, positive_int
+    from realtime.argtypes import non_negative_int, positive_float, positive_int
 
     ap = OneLineParser(prog="python -m models.enhancer.pack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", type=positive_int, default=1)
     ap.add_argument("--mib", type=positive_float, default=48.0, help="size of each part")
     ap.add_argument("--kbps", type=positive_float, default=64.0, help="Opus bit rate")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=non_negative_int, default=0)
     a = ap.parse_args(argv)
     if a.out.exists() and not a.out.is_dir():
         raise SystemExit(f"--out {a.out}: is a file, not a folder")

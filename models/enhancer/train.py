@@ -92,7 +92,7 @@ def parse(argv):
     ap.add_argument("--min-band-hz", type=positive_float, default=None,
                     help="the narrowest of the 32 ERB bands (whole bins: 100 is one bin at 480); --init weights of "
                          "other bands start from the bands covering the same Hz. Default as --win's, else 200")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=non_negative_int, default=0)
     ap.add_argument("--workers", type=non_negative_int, default=1, help="data-mixing processes (0: in the trainer's)")
     ap.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP)

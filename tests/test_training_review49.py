@@ -235,3 +235,16 @@ def test_ddsp_validation_leaves_the_training_noise_to_the_seed(tmp_path, monkeyp
         assert train.main(["--instrument", "flute", "--smoke", "--ckpt", str(tmp_path / seed), "--seed", seed]) == 0
         after_validation.append(drawn[3])  # the smoke run validates at step 3 (of 6)
     assert not torch.equal(*after_validation)
+
+
+@pytest.mark.parametrize("flag, value", [("--lookahead", "100000"), ("--wave-threshold", "nan"),
+                                         ("--false-weight", "-1")])
+def test_delimiter_look_ahead_and_loss_weights_out_of_range_are_one_line_errors(flag, value):
+    """--lookahead 100000 ran out of memory with a traceback; nan or negative loss settings trained on."""
+    pytest.importorskip("torch", reason="training extra not installed")
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "models.delimiter.train", flag, value], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and f"argument {flag}" in r.stderr, r.stderr

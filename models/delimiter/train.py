@@ -36,9 +36,9 @@ from models.delimiter import limiters, tcn
 from models.delimiter.model import EMB, HOP, LOOKAHEAD_FRAMES, Delimiter, interpolate
 from models.device import DEVICE_HELP, pick_device
 from models.run_folder import check_run_folder, check_writable, claim_run_folder, save_torch
-from realtime.argtypes import OneLineParser, comma_list, non_negative_int, positive_float, positive_int
+from realtime.argtypes import OneLineParser, comma_list, non_negative_int, positive, positive_float, positive_int
 from realtime.dsp.declip import declip
-from realtime.dsp.processors.neural.delimiter import DB_PER_NEPER, DEFAULT_THRESHOLD_DB
+from realtime.dsp.processors.neural.delimiter import DB_PER_NEPER, DEFAULT_THRESHOLD_DB, MAX_LOOKAHEAD
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_CKPT = Path(__file__).resolve().parent / "checkpoint.pt"  # what --init usually starts from
@@ -48,6 +48,7 @@ CKPT_DIR = ROOT / "checkpoints" / "delimiter"
 WAVE_WEIGHT = 0.1
 GAIN_WEIGHT = 0.5
 SHAPE_OFFSET_WEIGHT = 0.2
+MAX_LOOKAHEAD_FRAMES = MAX_LOOKAHEAD // HOP  # future frames: as many as the processor plays (more ran out of memory)
 SAVE_EVERY_S = 60.0  # last.pt at least this often: a GPU pack has no selection set, whose scoring saved it
 
 
@@ -618,10 +619,10 @@ def main(argv=None) -> int:
                     help="start afresh in a checkpoint folder that holds an earlier run (its last.pt is replaced)")
     ap.add_argument("--gain-loss", choices=("l1", "offset", "shape"), default="l1",
                     help="per-sample L1 of the log gain, only each example's mean, or the curve about it (see losses)")
-    ap.add_argument("--wave-threshold", type=float, default=None, metavar="DB",
+    ap.add_argument("--wave-threshold", type=positive(float, zero=True), default=None, metavar="DB",
                     help="the waveform loss hears the curve as the processor plays it at this threshold "
                          "(level offset out, estimates under it left alone); default: the raw curve")
-    ap.add_argument("--false-weight", type=float, default=0.0, metavar="W",
+    ap.add_argument("--false-weight", type=positive(float, zero=True), default=0.0, metavar="W",
                     help="with --wave-threshold: weight of the gain played where the limiter took less than "
                          "the threshold (nepers; see PlayedCurve.false_restoration)")
     ap.add_argument("--declip", action=argparse.BooleanOptionalAction, default=True,
@@ -636,7 +637,7 @@ def main(argv=None) -> int:
     ap.add_argument("--target-lufs", type=lufs_range, default=recipe.TARGET_LUFS, metavar="LO,HI",
                     help="loudness range the examples are driven towards (default %g,%g; a lower LO "
                          "adds lightly limited examples)" % recipe.TARGET_LUFS)
-    ap.add_argument("--lookahead", type=non_negative_int, default=LOOKAHEAD_FRAMES,
+    ap.add_argument("--lookahead", type=positive(int, zero=True, most=MAX_LOOKAHEAD_FRAMES), default=LOOKAHEAD_FRAMES,
                     help="future frames the network sees (the default is the product's; more = the non-causal row)")
     ap.add_argument("--arch", choices=("gru", "tcn"), default="gru",
                     help="the network: GRU over 128-sample frames (model.py) or causal dilated convolutions "

@@ -165,11 +165,13 @@ class Diagnostics:
                 "late_blocks_ours": self.late_blocks_ours, "late_blocks_stolen": self.late_blocks_stolen,
                 "late_context": list(self.late_context)}
 
-    def summary(self) -> dict:
+    def summary(self, percentiles: bool = True) -> dict:
         """Counters plus callback and DSP-block time percentiles (µs) and the DSP load: ``dsp_load``
         the median block's share of the period, ``dsp_load_mean`` the mean's (what the thread is
         busy: a chain whose blocks differ, every few blocks an expensive one, shows it), over the
-        last ``HISTORY`` blocks."""
+        last ``HISTORY`` blocks. Without ``percentiles``, the p50/p99 and ``dsp_load`` are left out:
+        each is a millisecond's sort holding the interpreter, which the DSP thread needs (four of
+        them on every status-line tick)."""
         period_us = 1e6 * self.blocksize / self.samplerate
         cbs = self.cb_us[: min(self.cb_n, HISTORY)]
         dsp = self.dsp_us[: min(self.dsp_n, HISTORY)]
@@ -178,11 +180,10 @@ class Diagnostics:
             return float(np.percentile(a, q)) if a.size else 0.0
 
         mean = float(dsp.mean()) if dsp.size else 0.0
-
-        return {**self.counters(),
-                "callback_us_p50": pct(cbs, 50), "callback_us_p99": pct(cbs, 99),
+        ranks = {"callback_us_p50": pct(cbs, 50), "callback_us_p99": pct(cbs, 99),
+                 "dsp_us_p50": pct(dsp, 50), "dsp_us_p99": pct(dsp, 99)} if percentiles else {}
+        return {**self.counters(), **ranks,
                 "callback_us_max": float(cbs.max()) if cbs.size else 0.0,
-                "dsp_us_p50": pct(dsp, 50), "dsp_us_p99": pct(dsp, 99),
-                "dsp_us_max": float(dsp.max()) if dsp.size else 0.0,
-                "dsp_us_mean": mean, "dsp_load": pct(dsp, 50) / period_us, "dsp_load_mean": mean / period_us,
-                "blocks_processed": self.dsp_n}
+                "dsp_us_max": float(dsp.max()) if dsp.size else 0.0, "dsp_us_mean": mean,
+                **({"dsp_load": ranks["dsp_us_p50"] / period_us} if percentiles else {}),
+                "dsp_load_mean": mean / period_us, "blocks_processed": self.dsp_n}

@@ -942,8 +942,9 @@ class Engine:
                 "device_input_ms": 1000.0 * in_lat, "device_output_ms": 1000.0 * out_lat,
                 "round_trip_ms": 1000.0 * (in_lat + out_lat + added / c.samplerate)}
 
-    def stats(self) -> dict:
-        """Counters and timing of this run.
+    def stats(self, percentiles: bool = True) -> dict:
+        """Counters and timing of this run (without ``percentiles``: no p50/p99 and no ``dsp_load``,
+        which cost the interpreter a few milliseconds, for a caller polling while the stream runs).
 
         Returns
         -------
@@ -968,7 +969,7 @@ class Engine:
             self._drain_timing()
             d.explain_pending(force=True)
         st = self.stats_arr
-        summary = d.summary()
+        summary = d.summary(percentiles)
         counters = {k: summary.pop(k) for k in d.counters()}
         return {"callbacks": int(st[cb.ST_CALLBACKS]), "late_blocks": int(st[cb.ST_LATE_BLOCKS]),
                 "late_frames": int(st[cb.ST_LATE_FRAMES]), "late_blocks_muted": int(st[cb.ST_LATE_MUTED]),

@@ -74,10 +74,10 @@ def _tail_arg(p: argparse.ArgumentParser, note: str = "") -> None:
                         f"or reverb's tail{note} (default 0: the output is as long as the input)")
 
 
-def _bits_arg(p: argparse.ArgumentParser, note: str = "") -> None:
+def _bits_arg(p: argparse.ArgumentParser, note: str = "", default: str = "the input's, at least 24 bits") -> None:
     p.add_argument("--bits", choices=("16", "24", "32", "float"), default=None,
                    help=f"the output's samples{note}: 16 (with TPDF dither), 24, 32 or float; WAV, AIFF, CAF, W64 "
-                        "hold all four, FLAC 16 or 24 (default: the input's, at least 24 bits)")
+                        f"hold all four, FLAC 16 or 24 (default: {default})")
 
 
 def _engine_args(p: argparse.ArgumentParser, prefill_blocks: int = HEADLESS_PREFILL_BLOCKS) -> None:
@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "44.1 kHz or more and the chain runs at it as it is, else 48000; MIDI: 48000)")
     p.add_argument("--blocksize", "-b", type=_blocksize, default=512,
                    help="frames per block through the chain (default 512)")
-    p.add_argument("--midi-blocksize", type=_blocksize, default=128)
+    p.add_argument("--midi-blocksize", type=_blocksize, default=128,
+                   help="frames per block for MIDI renders (default 128)")
     p.add_argument("--ext", default=None, help="output extension (default: the input's; MIDI renders to wav)")
     _tail_arg(p, ", for audio inputs (a MIDI render runs until its sound has died away, as `synth` does)")
     _bits_arg(p, " (every output in a format that has samples to set: MP3 and Ogg outputs are left as they are)")
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live: open a virtual MIDI input port to connect to (the default without --midi-port)")
     p.add_argument("--seconds", type=_seconds, default=0, help="live: stop after N seconds (0 = until Ctrl-C)")
     _record_arg(p)
-    _bits_arg(p, " (a render)")
+    _bits_arg(p, " (a render)", default="24 bits")
 
     p = sub.add_parser("train", help="train a model (enhancer | delimiter | ddsp)")
     p.add_argument("model", nargs="?", help="enhancer | delimiter | ddsp")  # none: said by cmd_train in words

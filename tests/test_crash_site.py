@@ -60,6 +60,25 @@ def test_each_thread_marks_its_own_slot_and_the_crashed_threads_mark_is_the_one_
 
 
 @pytest.mark.skipif(not lilv.available(), reason="run scripts/setup.sh (liblilv-0-0)")
+def test_marks_kept_in_a_segment_leave_it_free_to_close():
+    """The engine process closes its segment after ``use(None)``: a view of it kept for the fast
+    marks would make that close fail (BufferError), and the marks must land in the segment itself."""
+    from multiprocessing import shared_memory
+
+    seg = shared_memory.SharedMemory(create=True, size=crash_site.SIZE)
+    try:
+        crash_site.use(seg.buf)
+        row = crash_site.take("plugin X")
+        before = crash_site.mark(crash_site.DSP, row)
+        assert crash_site.read(bytes(seg.buf))[0] == [("plugin X", crash_site.DOING[crash_site.DSP])]
+        crash_site.mark(*before)
+        crash_site.give_back(row)
+        crash_site.use(None)
+        seg.close()
+    finally:
+        seg.unlink()
+
+
 def test_an_lv2_plugin_is_marked_while_its_run_and_its_activation_run():
     from .test_lv2_ports import _need
 

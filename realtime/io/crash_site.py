@@ -44,7 +44,15 @@ def _views(buf):
             mem[_SLOT_BYTES:REPORT_AT].reshape(ROWS, LABEL_BYTES))
 
 
+def _flat_view(slots: np.ndarray) -> memoryview:
+    """The slots as one memoryview of int64 (thread i's doing and row at 3i + 1, 3i + 2): its items
+    are read and written in a third of a numpy scalar's time, and the DSP thread marks twice a block
+    per hosted plugin."""
+    return memoryview(slots.reshape(-1).view(np.uint8)).cast("q")
+
+
 _slots, _labels = _views(bytearray(SIZE))
+_flat = _flat_view(_slots)
 _taken = [False] * ROWS
 _generation = 0  # a ``use`` makes every thread take a slot again
 
@@ -53,11 +61,13 @@ def use(buf) -> None:
     """Keep the table and marks in ``buf`` (``SIZE`` bytes, e.g. a shared-memory segment's) from
     now on, or in memory of this process's own (None: the segment may then be closed); cleared.
     Before any instance takes a row (the engine process's start) and after the last is freed."""
-    global _slots, _labels, _generation
+    global _slots, _labels, _flat, _generation
     with _lock:
         slots, labels = _views(bytearray(SIZE) if buf is None else buf)
         slots[:] = 0
         labels[:] = 0
+        old, _flat = _flat, _flat_view(slots)
+        old.release()  # (a segment's memory with a view left on it could not be closed)
         _slots, _labels = slots, labels
         _taken[:] = [False] * ROWS
         _generation += 1
@@ -118,9 +128,10 @@ def mark(doing: int, row: int) -> tuple[int, int]:
     i = _slot()
     if i < 0:
         return 0, 0
-    before = int(_slots[i, 1]), int(_slots[i, 2])
-    _slots[i, 1] = doing
-    _slots[i, 2] = row
+    flat, k = _flat, 3 * i
+    before = flat[k + 1], flat[k + 2]
+    flat[k + 1] = doing
+    flat[k + 2] = row
     return before
 
 

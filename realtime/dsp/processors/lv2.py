@@ -261,15 +261,16 @@ def _follow_latency(ctl, port, lat, rule):
 def _post(block, off, n, aout, weights, add):
     """block[off + t, c] = (that if add else 0) + sum over instances and outputs of weight * output[t],
     for t < n."""
-    for t in range(n):
-        for c in range(block.shape[1]):
-            acc = block[off + t, c] if add else np.float32(0.0)
-            for i in range(aout.shape[0]):
-                for j in range(aout.shape[1]):
-                    w = weights[c, i, j]
-                    if w != 0.0:
-                        acc += w * aout[i, j, t]
-            block[off + t, c] = acc
+    for c in range(block.shape[1]):  # a channel at a time, each weight's samples in one loop (it vectorises)
+        if not add:
+            for t in range(n):
+                block[off + t, c] = 0.0
+        for i in range(aout.shape[0]):
+            for j in range(aout.shape[1]):
+                w = weights[c, i, j]
+                if w != 0.0:
+                    for t in range(n):
+                        block[off + t, c] += w * aout[i, j, t]
 
 
 @njit(nogil=True, cache=True)
@@ -1155,7 +1156,8 @@ class Lv2Plugin(Processor):
                     self._blown_up(got)
         if n:
             self._n_ev = 0
-        _read_outputs(self._ctl, self._out_port, self.readings)
+        if self._out_port.size:  # (a plugin without control outputs: no call)
+            _read_outputs(self._ctl, self._out_port, self.readings)
         return bad
 
     def _run_unbroken(self, m: int) -> None:

@@ -248,3 +248,20 @@ def test_delimiter_look_ahead_and_loss_weights_out_of_range_are_one_line_errors(
     r = subprocess.run([sys.executable, "-m", "models.delimiter.train", flag, value], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and f"argument {flag}" in r.stderr, r.stderr
+
+
+def test_an_export_that_computes_something_else_than_torch_is_refused(tmp_path):
+    """The enhancer's and the de-limiter's exports were not checked against torch (only DDSP's was):
+    a graph that differs would have shipped. ``check_parity`` runs both and refuses the difference."""
+    torch = pytest.importorskip("torch", reason="training extra not installed")
+    from models.export_check import check_parity
+
+    net = torch.nn.Linear(4, 3).eval()
+    path = tmp_path / "lin.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 4),), str(path), input_names=["x"], output_names=["y"], dynamo=False)
+    x = {"x": np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)}
+    assert check_parity(path, net, x) < 1e-5
+    with torch.no_grad():
+        net.bias += 0.01  # the graph now computes something else than this module
+    with pytest.raises(RuntimeError, match="the ONNX export's y differs from torch's"):
+        check_parity(path, net, x)

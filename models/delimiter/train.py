@@ -292,6 +292,11 @@ def export(model, path: Path, meta: dict, sel_x: np.ndarray | None = None, offse
             p = m.metadata_props.add()
             p.key, p.value = str(k), str(v)
         onnx.save(m, str(tmp))
+        from models.export_check import check_parity
+
+        rng = np.random.default_rng(0)  # a few frames of music-like noise from the start state
+        check_parity(tmp, model, {"frames": (0.3 * rng.standard_normal((1, 6, HOP, 2))).astype(np.float32)}
+                     | {k: v.detach().numpy() for k, v in zip(names, states)})
 
 
 def model_device(model):

@@ -355,6 +355,13 @@ def export_onnx(model: Enhancer, path, opset=17) -> None:
                 p.key, p.value = k, str(v)
             onnx.checker.check_model(m)
             onnx.save(m, str(tmp))
+            from models.export_check import check_parity
+
+            rng = np.random.default_rng(0)  # a few frames of noise-like spectra from the start state
+            x = {"spec": (0.1 * rng.standard_normal((5, B, model.nfreq, 2))).astype(np.float32)}
+            if feats:
+                x["pcorr"] = rng.uniform(0, 1, (5, B, NB_ERB)).astype(np.float32)
+            check_parity(tmp, model, x | {k: v.detach().numpy() for k, v in zip(state_names, states)})
     except OSError as e:  # the write's reason (a full disk) for the file the user named, not the temporary one
         raise OSError(e.errno, e.strerror, str(path)) from None
 

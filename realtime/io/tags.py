@@ -97,8 +97,22 @@ def carry_tags(src_path, dst_path, fmt: str, subtype: str = "") -> str | None:
             for picture in getattr(src, "pictures", ()):  # (an Ogg's are comments, carried above)
                 dst.add_picture(picture)
         dst.save()
-    except (mutagen.MutagenError, ValueError) as e:  # (an OSError, a full disk, fails the write: checked next)
+    except (mutagen.MutagenError, ValueError) as e:
+        if (full := _disk_full(e)) is not None:  # fails the write, as libsndfile's own would
+            raise full from None
         return f"its tags beyond title, artist, album and date were not copied ({type(e).__name__}: {e})"
+    return None
+
+
+def _disk_full(e: Exception) -> OSError | None:
+    """The full disk, quota or file-size limit behind mutagen's error, else None: mutagen wraps every
+    OSError in its own, and a cover art that found no room was said as a tag problem, the output
+    put in place without it (exit status 0)."""
+    import errno
+
+    inner = e.args[0] if e.args and isinstance(e.args[0], OSError) else e.__context__
+    if isinstance(inner, OSError) and inner.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return inner
     return None
 
 

@@ -1,5 +1,5 @@
 """Reading the files the offline runner processes: paths and standard input, what libsndfile opens,
-and what it does not say: a file cut short or still growing (WAV, RF64, W64, AIFF, AU, Ogg), a WAV
+and what it does not say: a file cut short or still growing (WAV, RF64, W64, AIFF, AU, CAF, Ogg), a WAV
 past the 4 GiB its header counts, joined MP3 files and chained Ogg streams (read part after part),
 a header that does not give the length (a FLAC written to a pipe: counted by decoding), a decoding
 error part way (everything before it kept), and samples that are not numbers (zeroed
@@ -179,7 +179,7 @@ class WavAudio(sf.SoundFile):
     header's sample format (``whole_wav``); its text tags are the header's (``copy_tags``)."""
 
     def __init__(self, path: Path, start: int, header: sf.SoundFile):
-        self._tags = header.copy_metadata()
+        self._tags = text_tags(header)
         self._path, self._start = path, start
         self._tail = _FileTail(path, start)
         try:
@@ -387,7 +387,7 @@ def _joined(source, f: sf.SoundFile, fh) -> tuple:
             why = _unlike(part, f) if i else None
             if why is None:
                 lengths.append(part.frames)
-                tags = part.copy_metadata() if i == 0 else tags
+                tags = text_tags(part) if i == 0 else tags
         finally:
             _close_part(part)
         if why is not None:
@@ -424,7 +424,7 @@ def whole_mp3(source, f) -> tuple:
         return f, ("no header gives its length, and libmpg123 (Debian: libmpg123-0) is not installed to count "
                    f"it: read as libsndfile's estimate, {f.frames / f.samplerate:.1f} s, which may cut it short")
     try:
-        whole = mpg123.Mpg123Audio(source, f.copy_metadata(), f.subtype)
+        whole = mpg123.Mpg123Audio(source, text_tags(f), f.subtype)
     except (mpg123.Mpg123Error, OSError) as e:
         return f, f"its length could not be counted ({e}): read as libsndfile's estimate, {f.frames / f.samplerate:.1f} s"
     if (whole.frames, whole.samplerate, whole.channels) == (f.frames, f.samplerate, f.channels):
@@ -584,7 +584,7 @@ def _spooled(p: Path):
 
 def truncation(path) -> str | None:
     """Why a regular file stops before its end, in words for a warning, or None: a WAV, RF64, W64,
-    AIFF or AU whose header promises more bytes of audio than it holds (``_bytes_missing``), an
+    AIFF, AU or CAF whose header promises more bytes of audio than it holds (``_bytes_missing``), an
     Ogg stream without its last page (``_ogg_unended``). libsndfile reads either as a whole,
     shorter file. None for a pipe, which opened a second time would lose the audio read from it."""
     p = Path(path)
@@ -594,6 +594,34 @@ def truncation(path) -> str | None:
     if missing:
         return f"the header promises {missing} more bytes of audio than the file holds"
     return "the Ogg stream stops before its end" if _ogg_unended(p) else None
+
+
+def text_tags(f) -> dict[str, str]:
+    """``f``'s text tags (title, artist, …): UTF-8 where they are, else in the encoding their
+    writers used (``_tag_text``): a WAV's INFO written by Windows software, an AIFF's by a Mac's,
+    an old tagger's FLAC. soundfile decoded such bytes as UTF-8 with U+FFFD for each accented
+    letter, and the output got "Caf\ufffd" for "Café" (an MP3, nothing). The readers that wrap a
+    file (``WavAudio``, ``JoinedAudio``, ``Mpg123Audio``): the tags they were given."""
+    if type(f).copy_metadata is not sf.SoundFile.copy_metadata:
+        return f.copy_metadata()
+    legacy = "mac_roman" if f.format == "AIFF" else "cp1252"
+    tags = {}
+    for name, sid in sf._str_types.items():
+        data = sf._snd.sf_get_string(f._file, sid)
+        if data:
+            tags[name] = _tag_text(sf._ffi.string(data), legacy)
+    return tags
+
+
+def _tag_text(raw: bytes, legacy: str) -> str:
+    """A tag's bytes as text: UTF-8, else ``legacy`` (Windows-1252, Mac Roman), else Latin-1 (a
+    byte Windows-1252 leaves unused)."""
+    for encoding in ("utf-8", legacy):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("latin-1")
 
 
 def scrub_input(x: np.ndarray) -> int:
@@ -723,9 +751,9 @@ W64_DATA = b"data\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
 
 
 def _audio_end(fh, head: bytes, size: int) -> int | None:
-    """Where a WAV's, RF64's, W64's, AIFF's or AU's audio ends by its header (bytes from the
+    """Where a WAV's, RF64's, W64's, AIFF's, AU's or CAF's audio ends by its header (bytes from the
     start), None for another format or a size it leaves open (a streaming WAV's or AU's
-    0xFFFFFFFF)."""
+    0xFFFFFFFF, a CAF's -1)."""
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         data = _riff_data(fh, head, size)
         return None if data is None or data[1] == RIFF_MAX else sum(data)
@@ -745,6 +773,9 @@ def _audio_end(fh, head: bytes, size: int) -> int | None:
     if head[:4] == b".snd":
         offset, length = struct.unpack(">II", head[4:12])
         return None if length == RIFF_MAX else offset + length
+    if head[:4] == b"caff":  # a data size of -1: up to the end of the file (a recorder still writing)
+        found = _find_chunk(fh, size, 8, ">4sq", b"data", align=1)
+        return None if found is None or found[1] < 0 else found[0] + 12 + found[1]
     return None
 
 

@@ -41,6 +41,7 @@ from realtime.run.audio_input import (
     open_input,
     read_input,
     scrub_input,
+    text_tags,
     warn_nonfinite,
     warn_short,
 )
@@ -87,7 +88,7 @@ def copy_tags(src: sf.SoundFile, dst: sf.SoundFile, in_p=None, warn: bool = True
     read as Latin-1) got the text's UTF-8 bytes, garbled: they take ASCII text only (``mp3_tag``),
     what that changed said in one line, naming ``in_p`` (default: the input's file name)."""
     changed = []
-    for name, value in src.copy_metadata().items():
+    for name, value in text_tags(src).items():
         if name == "software":
             continue
         if dst.format == "MP3":
@@ -110,14 +111,22 @@ def warn_tags(in_p, why: str | None) -> None:
         print(f"warning: {in_p}: {why}", file=sys.stderr)
 
 
+# typographic punctuation as ASCII has it (NFKD leaves these as they are: "Don’t" was left out whole)
+ASCII_PUNCTUATION = str.maketrans({**dict.fromkeys("‘’‚‛′", "'"), **dict.fromkeys("“”„‟″«»", '"'),
+                                   **dict.fromkeys("‐‑‒–—―−", "-")})
+
+
 def mp3_tag(text: str) -> tuple[str | None, str | None]:
     """``text`` as an MP3's tag takes it (ASCII: libsndfile writes its UTF-8 bytes where players
-    read Latin-1) and what that changed: its accents dropped ("Beyoncé": "Beyonce"), else left out
-    (None: "♪")."""
+    read Latin-1) and what that changed: its accents dropped and its typographic quotes and dashes
+    made plain ("Beyoncé – Don’t": "Beyonce - Don't"), else left out (None: "♪")."""
     if text.isascii():
         return text, None
-    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return (plain, "written without its accents") if plain.isascii() else (None, "left out (not ASCII text)")
+    mapped = text.translate(ASCII_PUNCTUATION)
+    plain = "".join(c for c in unicodedata.normalize("NFKD", mapped) if not unicodedata.combining(c))
+    if not plain.isascii():
+        return None, "left out (not ASCII text)"
+    return plain, "written without its accents" if mapped == text else "written in plain ASCII"
 
 
 def clipped_samples(chain) -> int:

@@ -24,6 +24,8 @@ def check_parity(onnx_path, module, inputs: dict[str, np.ndarray], tolerance: fl
     with torch.no_grad():
         ref = module(*(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()))
     ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    if len(got) != len(ref):
+        raise RuntimeError(f"the ONNX export has {len(got)} outputs, torch's module {len(ref)}")
     worst = 0.0
     for name, g, r in zip((o.name for o in sess.get_outputs()), got, ref):
         r = r.detach().numpy()

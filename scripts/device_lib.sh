@@ -22,6 +22,8 @@ check_minutes() {  # MINUTES: a number, said before any set-up (else the trainer
     case "$1" in
         '' | *[!0-9.]* | *.*.* | .) echo "train MINUTES: a number of minutes, not '$1'" >&2; exit 2 ;;
     esac
+    python3 -c 'import sys; sys.exit(float(sys.argv[1]) <= 0)' "$1" ||
+        { echo "train MINUTES: more than 0 minutes, not '$1'" >&2; exit 2; }
 }
 
 minutes_left() {  # MINUTES: what is left of the call's MINUTES for training, counted from the script's

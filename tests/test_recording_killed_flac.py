@@ -31,3 +31,32 @@ def test_a_whole_last_frame_is_kept_and_a_cut_one_dropped(tmp_path):
         f.truncate(size - 3000)
     assert repair_cut_flac(whole) == 4096 * 5 and repair_cut_flac(cut) == 4096 * 4
     assert np.allclose(sf.read(whole)[0], x, atol=1 / 32768) and len(sf.read(cut)[0]) == 4096 * 4
+
+
+def test_a_whole_shorter_final_frame_is_counted_as_the_samples_it_holds(tmp_path):
+    """A closed file's last frame is shorter than the block (its leftover samples): kept whole, it was
+    counted as a whole block, so STREAMINFO said 24576 samples where 20580 were, and the file could
+    not be read ("Internal psf_fseek() failed"). The recorder repairs every FLAC take that had an
+    error, a take whose close wrote its final frame too."""
+    x = np.random.default_rng(2).uniform(-0.5, 0.5, (4096 * 5 + 100, 2))
+    closed, unknown = tmp_path / "closed.flac", tmp_path / "unknown.flac"
+    for p in (closed, unknown):
+        sf.write(p, x, 48000, subtype="PCM_16")
+    with open(unknown, "r+b") as f:  # its length unknown, as a process killed while closing leaves it
+        f.seek(18)
+        word = int.from_bytes(f.read(8), "big") & ~((1 << 36) - 1)
+        f.seek(18)
+        f.write(word.to_bytes(8, "big"))
+    for p in (closed, unknown):
+        assert repair_cut_flac(p) == len(x)
+        y, _ = sf.read(p)
+        assert len(y) == len(x) and np.allclose(y, x, atol=1 / 32768)
+
+
+def test_a_killed_flac_take_without_a_whole_frame_is_removed_as_a_header_alone(tmp_path):
+    """Killed within its first block (the encoder writes a frame only once 4096 samples are in): the
+    take is STREAMINFO alone, its length unknown, and no repair can make it readable. It was kept as
+    "take.recovered-….flac", said as a recording kept, and could not be opened."""
+    _killed_take(tmp_path / "take.flac", "FLAC", 1000, "PCM_24")
+    assert recover_takes(tmp_path / "take.flac") == []
+    assert list(tmp_path.iterdir()) == []

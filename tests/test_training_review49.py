@@ -136,12 +136,14 @@ def test_the_enhancer_gpu_run_needs_nothing_the_machine_lacks(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["delimiter", "enhancer"])
-def test_a_device_run_of_minutes_that_are_no_number_stops_before_any_setup(tmp_path, model):
+@pytest.mark.parametrize("minutes, said", [("8x", "a number of minutes, not '8x'"),
+                                           ("0", "more than 0 minutes, not '0'")])
+def test_a_device_run_of_minutes_that_are_no_number_stops_before_any_setup(tmp_path, model, minutes, said):
     """`train 8x` (or a flag where MINUTES goes) was found by the trainer after the wheels' install and
-    the unpack; MINUTES is now the whole call's budget, checked first."""
-    r = subprocess.run(["bash", str(ROOT / "scripts" / f"device_{model}.sh"), "train", "8x"], cwd=tmp_path,
+    the unpack; MINUTES is now the whole call's budget, checked first (0 left a run of 0.2 minutes)."""
+    r = subprocess.run(["bash", str(ROOT / "scripts" / f"device_{model}.sh"), "train", minutes], cwd=tmp_path,
                        env=dict(os.environ, OUT=str(tmp_path / "out")), capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and r.stderr.strip() == "train MINUTES: a number of minutes, not '8x'", r.stderr
+    assert r.returncode == 2 and r.stderr.strip() == f"train MINUTES: {said}", r.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -129,9 +129,12 @@ def mark(doing: int, row: int) -> tuple[int, int]:
     if i < 0:
         return 0, 0
     flat, k = _flat, 3 * i
-    before = flat[k + 1], flat[k + 2]
-    flat[k + 1] = doing
-    flat[k + 2] = row
+    try:
+        before = flat[k + 1], flat[k + 2]
+        flat[k + 1] = doing
+        flat[k + 2] = row
+    except ValueError:  # a ``use`` released this view meanwhile (outside every plugin's life: never meant to)
+        return 0, 0
     return before
 
 

@@ -341,10 +341,13 @@ def recover_takes(path) -> list[str]:
                     continue
                 try:
                     info = sf.info(sf_path(part))
-                    if info.format == "FLAC" and info.frames >= 1 << 62:  # its length unknown: made readable
-                        repair_cut_flac(sf_path(part))
-                        info = sf.info(sf_path(part))
                     frames, length = info.frames, info.duration
+                    if info.format == "FLAC" and frames >= 1 << 62:  # its length unknown: made readable
+                        if repair_cut_flac(sf_path(part)):
+                            info = sf.info(sf_path(part))
+                            frames, length = info.frames, info.duration
+                        else:  # not one whole frame (the encoder holds a block until it is full): no sample
+                            frames, length, size = 0, None, part.stat().st_size
                 except (OSError, RuntimeError):  # a header it never finished: kept, as it is, all the same
                     frames, length = -1, None
                 if frames == 0 and size < EMPTY_TAKE_BYTES:

@@ -179,7 +179,8 @@ class RemoteEngineHost(HostBase):
         return msg[1]
 
     def engine_alive(self) -> bool:
-        return self._proc is not None and self._proc.is_alive()
+        proc = self._proc  # once: ``close`` (another thread) may set it to None between two reads
+        return proc is not None and proc.is_alive()
 
     def engine_hung(self) -> bool:
         """Alive, but its last command timed out (a restart kills it at once)."""

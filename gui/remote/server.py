@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import signal
 import sys
 import threading
-from multiprocessing import shared_memory
+import time
+from multiprocessing import parent_process, shared_memory
+from multiprocessing.connection import wait
 
 from gui.host import EngineHost
 from gui.remote.shm import CRASH_SITE, attach_rings
@@ -16,6 +19,10 @@ from realtime.engine.config import EngineConfig
 from realtime.engine.rt_os import set_realtime_priority
 from realtime.errors import interrupt_signals
 from realtime.io import crash_site
+
+# the window's process died (killed, crashed): this long for the command under way to end and this
+# process to close in order (the pipe's end is seen between commands), then it exits as it is
+PARENT_GONE_EXIT_S = 5.0
 
 
 def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tuple[str, ...]) -> None:
@@ -72,6 +79,7 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
 
     warming = threading.Thread(target=warm, args=(host.config,), name="warm-up-kinds", daemon=True)
     warming.start()
+    window_gone = _watch_window(stop_warming)
 
     def prioritise_threads() -> None:
         # Every other thread here that takes the GIL (this command loop, the engine's monitor)
@@ -170,6 +178,8 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
                 break
             if cmd not in ("status", "snapshot", "drain"):  # these read; the rest build, start or change
                 warming.join()
+            if window_gone.is_set():  # nobody to answer: no stream opened, no chain built for it
+                break
             try:
                 conn.send(("ok", commands[cmd](*args), seq))
             except Exception as e:  # the error goes to the window; this process keeps serving
@@ -186,3 +196,25 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
             s.close()
         crash_site.use(None)  # (every instance is freed: no mark is made any more)
         marks.close()
+
+
+def _watch_window(stop_warming: threading.Event) -> threading.Event:
+    """Set when the window's process is gone. The command loop sees the pipe's end only between
+    commands: one that does not end (a plugin's build that hangs) kept this process playing, the
+    audio device held, with no window left to close it. Gone, the warm-up stops at the kind under
+    way, and a process still here PARENT_GONE_EXIT_S later exits as it is (the device is released
+    with it)."""
+    gone = threading.Event()
+    parent = parent_process()
+    if parent is None:  # (not a child process)
+        return gone
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        gone.set()
+        stop_warming.set()
+        time.sleep(PARENT_GONE_EXIT_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="window-watch", daemon=True).start()
+    return gone

@@ -12,6 +12,7 @@ short peak between two redraws is never missed.
 """
 from __future__ import annotations
 
+import html
 import math
 import time
 
@@ -192,7 +193,8 @@ class ReadoutText(QLabel):
     def set_value(self, v: float, now: float | None = None) -> None:
         if math.isfinite(v):
             self.value = v
-        self.setText(f"{self.readout.name} <b>{self.readout.format(self.value)}</b>")
+        # (escaped: a plugin's "L<R" or a choice named "<none>" read as a tag and vanished)
+        self.setText(f"{html.escape(self.readout.name)} <b>{html.escape(self.readout.format(self.value))}</b>")
 
 
 def readout_widget(readout: Readout) -> QWidget:

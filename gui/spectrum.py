@@ -65,7 +65,12 @@ class SpectrumAnalyser:
         self._last = None
 
     def push(self, frames: np.ndarray) -> None:
-        """Append tap frames ((n, 4): input left, right, output left, right)."""
+        """Append tap frames ((n, 4): input left, right, output left, right). A sample that is not
+        finite (an upstream client's Inf or NaN in the input) counts as silence: in the transform it
+        made every bin NaN, and the smoothed spectra and held peaks, which take the max of old and new,
+        kept NaN for good."""
+        if not np.isfinite(frames).all():
+            frames = np.where(np.isfinite(frames), frames, 0.0).astype(np.float32)
         n = frames.shape[0]
         if n >= self.fft_size:
             self.history[:] = frames[-self.fft_size:]

@@ -910,8 +910,11 @@ class MainWindow(PresetActions, QMainWindow):
     # settings and MIDI
     def _settings_dialog(self) -> None:
         dlg = SettingsDialog(self.host.config, self.settings.midi_port, self)
-        if dlg.exec():
-            self.apply_settings(dlg.engine_config(), dlg.midi_port(), wait=False)
+        try:
+            if dlg.exec():
+                self.apply_settings(dlg.engine_config(), dlg.midi_port(), wait=False)
+        finally:
+            dlg.deleteLater()  # (each one opened stayed, hidden, a child of the window for good)
 
     def apply_settings(self, config: EngineConfig, midi_port: str, wait: bool = True) -> None:
         """The dialog's choices. The engine restarts only for new audio settings (a restart is an

@@ -482,16 +482,32 @@ def signature(path: str | None) -> str:
 
 
 _worlds: dict[str | None, "lilv.World"] = {}
+_world_signatures: dict[str | None, str] = {}  # the path's signature when its world was loaded
+_retired_worlds: list = []  # worlds loaded before a bundle changed: kept, as instances and states may refer to them
 _scans: dict[tuple[str | None, str], ScanResult] = {}
 
 
 def world(path: str | None = None) -> "lilv.World":
-    """The process's lilv world for an LV2 path (loaded once, kept: instances refer to it)."""
+    """The process's lilv world for an LV2 path (loaded once, kept: instances refer to it; loaded
+    anew once ``scan`` sees a bundle on the path changed, so a plugin installed meanwhile is found)."""
     if path is None:
         path = lv2_path()
     w = _worlds.get(path)
-    if w is None:
-        w = _worlds[path] = lilv.World(path)
+    return w if w is not None else _load_world(path, signature(path))
+
+
+def _load_world(path: str | None, sig: str) -> "lilv.World":
+    """The world for ``path`` as its bundles are at ``sig``: one loaded under another signature (a
+    bundle added, removed or edited since) is retired and the path loaded anew. A stale world
+    scanned afresh wrote what it knew under the new signature: the cache hid a plugin installed
+    while a process ran, from every later process too, until ``plugins --rescan``."""
+    w = _worlds.get(path)
+    if w is not None and _world_signatures.get(path) == sig:
+        return w
+    if w is not None:
+        _retired_worlds.append(_worlds.pop(path))
+    w = _worlds[path] = lilv.World(path)
+    _world_signatures[path] = sig
     return w
 
 
@@ -514,6 +530,8 @@ def scan(use_cache: bool = True, refresh: bool = False) -> ScanResult:
     """
     path = lv2_path()
     sig = signature(path)
+    if path in _worlds and _world_signatures.get(path) != sig:  # a bundle changed: the next world() loads anew
+        _retired_worlds.append(_worlds.pop(path))
     hit = _scans.get((path, sig))
     if hit is not None and use_cache and not refresh:
         return hit
@@ -532,7 +550,7 @@ def scan(use_cache: bool = True, refresh: bool = False) -> ScanResult:
             pass  # no cache, or an old or damaged one (e.g. a list, not an object): scan
     if not lilv.available():
         return ScanResult(errors=["lilv is not installed (apt-get install liblilv-0-0): no LV2 plugins"])
-    res = scan_world(world(path))
+    res = scan_world(_load_world(path, sig))
     _scans[(path, sig)] = res
     if use_cache:
         _write_cache(cache, sig, res)

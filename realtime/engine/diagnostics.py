@@ -180,10 +180,12 @@ class Diagnostics:
             return float(np.percentile(a, q)) if a.size else 0.0
 
         mean = float(dsp.mean()) if dsp.size else 0.0
-        ranks = {"callback_us_p50": pct(cbs, 50), "callback_us_p99": pct(cbs, 99),
-                 "dsp_us_p50": pct(dsp, 50), "dsp_us_p99": pct(dsp, 99)} if percentiles else {}
+        ranks = {}
+        if percentiles:
+            median = pct(dsp, 50)
+            ranks = {"callback_us_p50": pct(cbs, 50), "callback_us_p99": pct(cbs, 99), "dsp_us_p50": median,
+                     "dsp_us_p99": pct(dsp, 99), "dsp_load": median / period_us}
         return {**self.counters(), **ranks,
                 "callback_us_max": float(cbs.max()) if cbs.size else 0.0,
                 "dsp_us_max": float(dsp.max()) if dsp.size else 0.0, "dsp_us_mean": mean,
-                **({"dsp_load": ranks["dsp_us_p50"] / period_us} if percentiles else {}),
                 "dsp_load_mean": mean / period_us, "blocks_processed": self.dsp_n}

@@ -52,12 +52,11 @@ def _frame_header(buf: bytes, at: int) -> tuple[int, int] | None:
         if i + k >= len(buf) or buf[i + k] >> 6 != 0b10:
             return None
         value = (value << 6) | (buf[i + k] & 0x3F)
-    i += max(n, 1)
-    extra = {6: 1, 7: 2}.get(size_code, 0)  # the block size - 1, after the number
-    i += extra + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
+    at_size = i + max(n, 1)  # the block size - 1, after the number (codes 6, 7: 8 or 16 bits)
+    extra = {6: 1, 7: 2}.get(size_code, 0)
+    i = at_size + extra + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
     if i >= len(buf) or _crc8(buf[at:i]) != buf[i]:
         return None
-    at_size = at + 4 + max(n, 1)
     size = (192 if size_code == 1 else 576 << (size_code - 2) if size_code <= 5 else
             int.from_bytes(buf[at_size:at_size + extra], "big") + 1 if size_code <= 7 else 256 << (size_code - 8))
     return value, size

@@ -497,17 +497,14 @@ def world(path: str | None = None) -> "lilv.World":
 
 
 def _load_world(path: str | None, sig: str) -> "lilv.World":
-    """The world for ``path`` as its bundles are at ``sig``: one loaded under another signature (a
-    bundle added, removed or edited since) is retired and the path loaded anew. A stale world
-    scanned afresh wrote what it knew under the new signature: the cache hid a plugin installed
-    while a process ran, from every later process too, until ``plugins --rescan``."""
+    """The world for ``path``, loaded (with ``sig``, its bundles' signature then) where there is none:
+    ``scan`` retires one loaded under another signature first (a bundle added, removed or edited
+    since). A stale world scanned afresh wrote what it knew under the new signature: the cache hid
+    a plugin installed while a process ran, from every later process too, until ``plugins --rescan``."""
     w = _worlds.get(path)
-    if w is not None and _world_signatures.get(path) == sig:
-        return w
-    if w is not None:
-        _retired_worlds.append(_worlds.pop(path))
-    w = _worlds[path] = lilv.World(path)
-    _world_signatures[path] = sig
+    if w is None:
+        w = _worlds[path] = lilv.World(path)
+        _world_signatures[path] = sig
     return w
 
 

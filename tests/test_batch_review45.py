@@ -163,6 +163,17 @@ def test_a_workers_warning_to_a_hung_up_terminal_does_not_fail_its_file():
     print("warning: 8939 samples went over the safety ceiling", file=safe, flush=True)  # raised EIO
 
 
+def _read_until(fd: int, end: str, timeout_s: float = 5.0) -> str:
+    """What a pty's other side wrote, read until ``end`` arrives (or ``timeout_s`` passes)."""
+    import select
+    import time
+
+    got, deadline = "", time.monotonic() + timeout_s
+    while end not in got and select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        got += os.read(fd, 4096).decode()
+    return got
+
+
 def test_a_workers_warning_clears_the_progress_line_it_lands_on():
     """On a terminal the progress line has no newline: a worker's warning was glued onto its end."""
     from realtime.run.batch import WorkerStderr
@@ -173,7 +184,7 @@ def test_a_workers_warning_clears_the_progress_line_it_lands_on():
         tty.write("\r\033[K[6/8 files, 0 failed] ...")
         tty.flush()
         print("warning: short.wav: the header promises more", file=WorkerStderr(tty), flush=True)
-        got = os.read(master, 4096).decode()
+        got = _read_until(master, "more")  # (one read may return the progress line's write alone)
     finally:
         tty.close()
         os.close(master)

@@ -6,7 +6,9 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
+from multiprocessing import resource_tracker
 
 from gui.host import HostBase
 from gui.remote.shm import CRASH_SITE, create_rings, zero_rings
@@ -19,7 +21,7 @@ from realtime.engine.control import (
     Record,
     apply_record,
 )
-from realtime.errors import EngineError
+from realtime.errors import EngineError, interrupt_signals
 from realtime.io import crash_site
 
 START_TIMEOUT_S = 60.0
@@ -67,7 +69,9 @@ class RemoteEngineHost(HostBase):
 
     def __init__(self, preset: dict, config: EngineConfig | None = None, plugins: tuple[str, ...] = ()):
         p = validate_preset(preset)
-        rings, self._names, self._shms = create_rings()
+        with _group_signals_held():
+            resource_tracker.ensure_running()  # (started by the first segment otherwise: without the hold)
+            rings, self._names, self._shms = create_rings()
         self._init_common(config, rings)
         self._writer = ControlWriter(rings, ChainView([]), on_full=self._full_while_stopped)
         ControlRings.compile()  # the knob/MIDI push, before the first move
@@ -128,7 +132,8 @@ class RemoteEngineHost(HostBase):
             raise EngineProcessError("the panel's engine connection is closed")
         proc = ctx.Process(target=serve, args=(child, self._names, p, asdict(self.config), self._plugins),
                            name="rtaudio-engine", daemon=True)
-        proc.start()
+        with _group_signals_held():  # the engine unblocks them once it ignores them (``serve``)
+            proc.start()
         self._proc = proc  # started: one that can be killed
         child.close()
         self._apply(self._reply(START_TIMEOUT_S))
@@ -481,6 +486,21 @@ class RemoteEngineHost(HostBase):
             if self._closed:
                 return False
             return self.rings.midi.push_record(float(status), float(data1), float(data2), float(t))
+
+
+@contextmanager
+def _group_signals_held():
+    """Ctrl-C, Ctrl-\\ and a closed terminal reach the whole process group, and a process started
+    here inherits them blocked, pending until it has said how it takes them. The engine process
+    ignores them (the window closes it in order): one in its first second of imports printed a
+    KeyboardInterrupt traceback. The shared-memory tracker never unblocks them: SIGHUP killed it, and
+    its successor printed a KeyError traceback per segment the window then unlinked."""
+    held = {s for s in interrupt_signals() if s != signal.SIGTERM}  # SIGTERM: how the window ends it
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _error(kind: str, text: str) -> Exception:

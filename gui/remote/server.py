@@ -49,9 +49,10 @@ def serve(conn, names: dict[str, str], preset: dict, config: dict, plugins: tupl
     # and closes this process in order (a KeyboardInterrupt here printed a traceback and dropped the
     # stream; SIGHUP killed it under the window, SIGQUIT dumped its core). SIGTERM is the window's
     # own way to end it and stays.
-    for sig in interrupt_signals():
-        if sig != signal.SIGTERM:
-            signal.signal(sig, signal.SIG_IGN)
+    ignored = {s for s in interrupt_signals() if s != signal.SIGTERM}
+    for sig in ignored:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, ignored)  # held by the window from our start (client)
     rings, shms = attach_rings(names)
     # which plugin's code runs on which thread, and the report of a fatal signal, in memory the
     # window reads if a plugin crashes this process (it prints the report on its own stderr)

@@ -44,6 +44,7 @@ class PianoKeyboard(QWidget):
         self.down: set[int] = set()  # notes sounding
         self._holders: dict[int, int] = {}  # note -> how many inputs hold it (the mouse, computer keys)
         self._mouse_note: int | None = None
+        self._dragging = False  # the left button went down here and is still down
         self._key_notes: dict[int, int] = {}  # Qt key -> note it started (octave may change while held)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         # the height is the window's splitter's (dragged by the user)
@@ -125,25 +126,34 @@ class PianoKeyboard(QWidget):
         if self._mouse_note is not None:  # a second press before the release reached us: one mouse note
             self.release(self._mouse_note)
             self._mouse_note = None
+        self._dragging = True
         n = self.note_at(e.position().x(), e.position().y())
         if n is not None:
-            # lower on the key = louder, like a real key's travel
-            v = int(40 + 87 * min(1.0, e.position().y() / max(1, self.height())))
             self._mouse_note = n
-            self.press(n, v)
+            self.press(n, self._velocity(e.position().y()))
+
+    def _velocity(self, y: float) -> int:
+        """Lower on the key = louder, like a real key's travel (a glide's notes too: they came at
+        100, a jump from a click's 44 at the top of the keys)."""
+        return int(40 + 87 * min(1.0, max(0.0, y) / max(1, self.height())))
 
     def mouseMoveEvent(self, e):
-        if self._mouse_note is None or not e.buttons() & Qt.MouseButton.LeftButton:
+        # a glide that strays off the keys goes on when it comes back (it stopped for good)
+        if not self._dragging or not e.buttons() & Qt.MouseButton.LeftButton:
             return
         n = self.note_at(e.position().x(), e.position().y())
         if n != self._mouse_note:
-            self.release(self._mouse_note)
+            if self._mouse_note is not None:
+                self.release(self._mouse_note)
             self._mouse_note = n
             if n is not None:
-                self.press(n)
+                self.press(n, self._velocity(e.position().y()))
 
     def mouseReleaseEvent(self, e):
-        if e.button() == Qt.MouseButton.LeftButton and self._mouse_note is not None:
+        if e.button() != Qt.MouseButton.LeftButton:
+            return
+        self._dragging = False
+        if self._mouse_note is not None:
             self.release(self._mouse_note)
             self._mouse_note = None
 

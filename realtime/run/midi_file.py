@@ -246,7 +246,11 @@ def _release_held(track) -> int:
     tracks' notes on the channel); returns how many messages it added."""
     import mido
 
-    rows = [(0, *(m.bytes() + [0, 0])[:3]) for m in track if not m.is_meta and hasattr(m, "channel")]
+    rows, tick = [], 0
+    for m in track:  # at their ticks: a re-strike is told by its note-off at the note-on's tick
+        tick += m.time
+        if not m.is_meta and hasattr(m, "channel"):
+            rows.append((tick, *(m.bytes() + [0, 0])[:3]))
     held = np.asarray(rows, np.float64).reshape(-1, 4)
     added = [mido.Message.from_bytes([int(s), int(a), int(b)]) for _, s, a, b in release_at_end(held, 0)[len(held):]
              if not (int(s) & 0xF0 == 0xB0 and int(a) == 123)]
@@ -295,14 +299,23 @@ def release_at_end(events: np.ndarray, end: int) -> np.ndarray:
     """``events`` with, at ``end``, what a player lifting the keys and the pedals sends: for each
     channel left with keys down or a pedal held, sustain and sostenuto off (CC64, CC66), all notes
     off (CC123) and a note-off for each key still down (for an instrument that ignores CC123).
-    A song whose notes all end and whose pedals are up gets nothing."""
+    A song whose notes all end and whose pedals are up gets nothing.
+
+    A key struck again while down, then let go at that same time (a file's re-strike: the new
+    note-on before the old note's note-off at one tick), stays down: the synth takes that note-off
+    as the old note's, and the new note rang on to the render's 30 s cap."""
     keys: dict[int, set[int]] = {}
     pedals: dict[int, set[int]] = {}  # per channel: the pedal controllers (64, 66) held down
-    for _, status, d1, d2 in events:
+    restruck: dict[tuple[int, int], float] = {}  # (channel, key) -> when a note-on re-struck it while down
+    for t, status, d1, d2 in events:
         kind, ch, d1 = int(status) & 0xF0, int(status) & 0x0F, int(d1)
         if kind == 0x90 and d2 > 0:
-            keys.setdefault(ch, set()).add(d1)
+            if d1 in keys.setdefault(ch, set()):
+                restruck[(ch, d1)] = t
+            keys[ch].add(d1)
         elif kind in (0x80, 0x90):
+            if restruck.pop((ch, d1), None) == t:  # the old note's end: the new one sounds on
+                continue
             keys.get(ch, set()).discard(d1)
         elif kind == 0xB0 and d1 in (64, 66):
             (pedals.setdefault(ch, set()).add if d2 >= 64 else pedals.get(ch, set()).discard)(d1)

@@ -72,8 +72,11 @@ K_INSTR, K_GAIN, K_ATTACK, K_RELEASE, K_VIB_RATE, K_VIB_DEPTH, K_BALANCE, K_BRIG
 # V_MARK: what the event being applied did to the voice (MARK_*; read and cleared after each event);
 # V_ES_B: the decoder boundary before which the voice's latest event step took effect (-1: none);
 # V_DELTA: where the voice's frames start after the decoder's boundaries (samples, 0..hop-1)
+# V_RESTRUCK: when its note-on re-struck its key, still held by another voice (-1: it did not); a
+# note-off for that key at that same instant is the old note's. Per voice, not one for the synth: a
+# chord re-struck (its note-ons, then the old notes' note-offs) kept only its last note
 V_NOTE, V_CH, V_VEL, V_GATE, V_SUST, V_STAGE, V_ON_T, V_OFF_T, V_ENV_OFF, V_P_START, V_P_TARGET, \
-    V_G_T, V_G_LEN, V_LAST_F0, V_PITCH, V_SEQ, V_ATK_T, V_MARK, V_ES_B, V_DELTA, NVF = range(21)
+    V_G_T, V_G_LEN, V_LAST_F0, V_PITCH, V_SEQ, V_ATK_T, V_MARK, V_ES_B, V_DELTA, V_RESTRUCK, NVF = range(22)
 FREE, ON, RELEASED = 0, 1, 2
 MARK_RELEASE, MARK_START, MARK_RESTART = 1.0, 2.0, 3.0  # a later mark of one event wins if higher
 
@@ -92,12 +95,10 @@ ES_V, ES_J, ES_T, ES_KIND, ES_F0, ES_LD, ES_LAST, ES_GAIN, NES = range(9)
 ES_RESET, ES_FRESH, ES_ON = 0.0, 1.0, 2.0
 
 # global fields
-# G_RETRIG_KEY / G_RETRIG_T: a note-on that re-struck a key still held (note + 128 * channel, and
-# when); a note-off for that key at that same instant is the old note's
 # G_ATK / G_REL: the attack and release (samples) the envelopes run at: the knobs' values at the last
 # re-base (0 until the first block after a reset)
 # G_NES: how many event steps (rows of es) the block ``controls`` ran last has
-G_LFO, G_NSTACK, G_DROPPED, G_SEQ, G_RETRIG_KEY, G_RETRIG_T, G_ATK, G_REL, G_NES, _G_SCALARS = range(10)
+G_LFO, G_NSTACK, G_DROPPED, G_SEQ, G_ATK, G_REL, G_NES, _G_SCALARS = range(8)
 # per MIDI channel c (0-15), as MIDI has them (a GM file's tracks each on a channel of their own: one
 # track's pedal, mod wheel, bend range or All Notes Off never reaches another's notes):
 # g[G_BEND + c] (-1..1), g[G_EXPR + c], g[G_VOL + c], g[G_MODW + c] (0..1), g[G_SUST + c] (pedal
@@ -131,13 +132,13 @@ def reset_state(vs, g, stack):
     vs[:, V_LAST_F0] = 440.0
     vs[:, V_PITCH] = 69.0
     vs[:, V_ES_B] = -1.0
+    vs[:, V_RESTRUCK] = -1.0
     g[:] = 0.0
     g[G_EXPR:G_EXPR + 16] = 1.0
     g[G_VOL:G_VOL + 16] = 100.0 / 127.0
     g[G_RPN_MSB:G_RPN_MSB + 16] = 127.0
     g[G_RPN_LSB:G_RPN_LSB + 16] = 127.0
     g[G_RANGE:G_RANGE + 16] = -1.0
-    g[G_RETRIG_KEY] = -1.0
     stack[:] = -1.0
 
 
@@ -230,6 +231,7 @@ def _start(vs, v, note, ch, vel, t, glide_from, porta, restart):
     vs[v, V_ON_T] = t
     vs[v, V_ATK_T] = t
     vs[v, V_P_TARGET] = note
+    vs[v, V_RESTRUCK] = -1.0
     if glide_from >= 0.0 and porta > 0.0:
         vs[v, V_P_START] = glide_from
         vs[v, V_G_T] = t
@@ -375,19 +377,21 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr):
             _start(vs, 0, note, ch, vel, t, prev, porta, vs[0, V_STAGE] == FREE)
         return
     poly = min(MAX_VOICES, max(1, int(kv[K_POLY])))
+    restruck = False
     for v in range(MAX_VOICES):  # the same key again: release the old voice first
         if vs[v, V_STAGE] == ON and vs[v, V_NOTE] == note and vs[v, V_CH] == ch:
             # its key is still down: its note-off may come at this very instant. Not for a voice begun
             # within the minimum gate: a doubled note-on (merged sources, a MIDI loop; live, one JACK
             # period's messages share a stamp, or straddle two) whose one note-off must end the note
             if vs[v, V_GATE] == 1.0 and t - vs[v, V_ON_T] >= MIN_GATE_MS * 1e-3 * sr:
-                g[G_RETRIG_KEY] = note + 128.0 * ch
-                g[G_RETRIG_T] = t
+                restruck = True
             _release(vs, v, t, atk, rel, sr)
     best = _free_voice(vs, poly)
     if best < 0:
         best = _steal(vs, t, atk, rel, poly)
     _start(vs, best, note, ch, vel, t, -1.0, 0.0, True)
+    if restruck:
+        vs[best, V_RESTRUCK] = t
     g[G_SEQ] += 1.0
     vs[best, V_SEQ] = g[G_SEQ]
 
@@ -416,11 +420,12 @@ def _note_off(vs, g, stack, note, ch, t, kv, sr):
         first = 1  # voices a poly mode left held before the switch to mono: released as in poly
     else:
         first = 0
-    if g[G_RETRIG_KEY] == note + 128.0 * ch and g[G_RETRIG_T] == t:
-        # a file that re-strikes a key writes the new note-on before the old note's note-off at the
-        # same tick: that note-off ends the old note (released already), not the one just begun
-        g[G_RETRIG_KEY] = -1.0
-        return
+    for v in range(first, MAX_VOICES):
+        if vs[v, V_STAGE] == ON and vs[v, V_RESTRUCK] == t and vs[v, V_NOTE] == note and vs[v, V_CH] == ch:
+            # a file that re-strikes a key writes the new note-on before the old note's note-off at the
+            # same tick: that note-off ends the old note (released already), not the one just begun
+            vs[v, V_RESTRUCK] = -1.0
+            return
     for v in range(first, MAX_VOICES):  # note-off without note-on simply matches nothing
         if vs[v, V_STAGE] == ON and vs[v, V_GATE] == 1.0 and vs[v, V_NOTE] == note and vs[v, V_CH] == ch:
             if sustain:

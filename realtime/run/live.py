@@ -251,7 +251,10 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
             engine.check_devices()  # no device is what is said, not the MIDI port's failure to reach JACK
             sink = MappedMidi(engine, midi_map, _below_status_line) if midi_map else engine.send_midi
             try:
-                port = midi.enter_context(MidiInput(sink, midi_port, midi_port is None, on_status=_below_status_line))
+                # a lost or closed port's releases (CC64, CC121, CC123 on every channel) go to the chain,
+                # past the mappings: through them, a knob mapped to the pedal fell to its lowest
+                port = midi.enter_context(MidiInput(sink, midi_port, midi_port is None, on_status=_below_status_line,
+                                                    release=engine.send_midi))
             except MidiInputError as e:
                 if chain.takes_midi or midi_port is not None:  # played from it, or asked for: its failure is the run's
                     raise

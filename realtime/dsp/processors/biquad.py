@@ -13,7 +13,9 @@ pole (at most PRIME_MS: a +24 dB peak at Q 10 and 100 Hz, or Q 0.1 at 20 Hz, kee
 that (at once it was up to 0.7 ms in one 128-frame block at 192 kHz); the fade starts when it has
 caught up (at most PRIME_MS / (PRIME_RATE - 1): 36 ms later). A type change arriving during a fade
 waits for it to end; one arriving while the new filter catches up restarts it.
-Non-finite input samples are filtered as 0, so a NaN never gets stuck in the recursive state.
+Non-finite input samples, and absurd ones beyond JUNK (+80 dBFS, the LV2 host's junk level), are filtered
+as 0: a NaN never gets stuck in the recursive state, nor does one 1e30 sample (a damaged float file) ring a
+Q 10 peak at full scale for 4 s.
 Shelves take Q up to SHELF_MAX_Q only (the cookbook's slope S = 1, the steepest shelf that stays
 monotonic): above it the RBJ shelf resonates, +43 dB at +24 dB gain and Q 10, far past the gain
 knob, where a user turning Q expects a steeper shelf, not a peak.
@@ -37,6 +39,7 @@ TYPE_FADE_MS = 10.0
 PRIME_MS = 250.0  # most input a new filter type is run over before it plays: 8 decay times of Q 10 at 100 Hz
 PRIME_RATE = 8  # history samples it runs over per live sample while it catches up
 SHELF_MAX_Q = 1.0 / math.sqrt(2.0)
+JUNK = 1e4  # +80 dBFS: no audio, even after +24 dB of gain and a +24 dB peak (lv2.OUTPUT_LIMIT)
 
 
 @njit(nogil=True, cache=True)
@@ -208,7 +211,7 @@ def _biquad_kernel(block, values, sm, coefs, z, k, hist):
         a2 = coefs[0, 4]
         for ch in range(nch):
             x = np.float64(block[n, ch])
-            if not math.isfinite(x):  # one NaN would otherwise poison the state forever
+            if not abs(x) <= JUNK:  # NaN, Inf or junk: one would poison (or ring) the state for seconds
                 x = 0.0
             hist[hpos & hmask, ch] = x
             y, z[0, ch, 0], z[0, ch, 1] = _tdf2(b0, b1, b2, a1, a2, x, z[0, ch, 0], z[0, ch, 1])

@@ -475,8 +475,10 @@ def run_batch(inputs, out_dir, options: BatchOptions | None = None, jobs: int | 
     def on_result(result: dict) -> None:
         nonlocal processed, audio_s, dropped_midi, truncated, clipped, junk, nonfinite
         made = result.pop("made_folder", None)
-        for line in result.pop("warnings", ()):  # what a Ray worker said about its files (its stderr is not ours)
-            print(line, file=sys.stderr)
+        # what a Ray worker said about its files (its stderr is not ours), as a local worker says it: on a
+        # terminal not glued to the progress line, and a hung-up one's EIO is no reason to lose the file
+        for line in result.pop("warnings", ()):
+            print(line, file=WorkerStderr(sys.stderr), flush=True)
         if made and result["status"] == "failed":
             made_for_failed.append((Path(result["output"]).parent, Path(made)))
         try:

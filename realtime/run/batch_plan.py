@@ -218,7 +218,7 @@ def _read_manifest(path: Path) -> list[dict]:
                     sets = (row.get("set") or "").strip()
                     rows.append({**row, "set": [s.strip() for s in sets.split(";") if s.strip()]})
         else:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:  # as a CSV's: Windows tools start UTF-8 with a byte-order mark
                 for n, line in enumerate(f, 1):
                     if line.strip():
                         try:
@@ -255,6 +255,8 @@ def _check_row(path: Path, n: int, row: dict) -> None:
     for key in ("input", "output", "preset"):
         if row.get(key) is not None and not isinstance(row[key], str):
             raise OfflineError(f"{where}: '{key}' must be a path (text), not {type(row[key]).__name__}")
+        if "\0" in (row.get(key) or ""):  # no path holds one: the planner's stat of it raised ValueError
+            raise OfflineError(f"{where}: '{key}' {row[key]!r} holds a NUL character, which no path can")
     if not isinstance(row["set"], list) or not all(isinstance(s, str) for s in row["set"]):
         raise OfflineError(f"{where}: 'set' must be text or a list of texts like \"slot.param=value\"")
     out = row.get("output")
@@ -806,10 +808,11 @@ class ResumeLog:
 
     Only the parent process appends (a line per result, flushed and synced); the last line for an
     output wins; a torn last line (power cut) is ignored. Records hold absolute paths and are
-    looked up by the output's path inside ``out_dir``, so the same batch run from another folder
-    (``--out`` spelled differently) resumes. A log written before paths were absolute holds them
-    relative to the folder that run started in: they are read against the current folder, so
-    they still count when the batch is run from that folder again.
+    looked up by the output's path inside ``out_dir`` (kept as ``output_key``), so the same batch run
+    from another folder (``--out`` spelled differently), or into the folder moved elsewhere, resumes.
+    A log written before paths were absolute holds them relative to the folder that run started
+    in: they are read against the current folder, so they still count when the batch is run from
+    that folder again.
     """
 
     def __init__(self, out_dir):
@@ -827,7 +830,7 @@ class ResumeLog:
                     except ValueError:
                         continue
                     if isinstance(rec, dict) and isinstance(rec.get("output"), str):
-                        self.records[self.key(rec["output"])] = rec
+                        self.records[self._key_of(rec)] = rec
         except FileNotFoundError:
             pass
 
@@ -835,6 +838,14 @@ class ResumeLog:
         """Where ``output`` lies in the output folder: the same whatever the current folder, and
         whatever links the folder was reached by (``real_path``)."""
         return os.path.relpath(real_path(output), self.out_dir)
+
+    def _key_of(self, rec: dict) -> str:
+        """A record's ``key``: the one it was written with, so that the records of an output folder
+        moved or copied elsewhere (another disk, a share mounted at another path) still find their
+        outputs; a record from before it was kept, by its absolute path."""
+        rel = rec.get("output_key")
+        return os.path.normpath(rel) if isinstance(rel, str) and rel and not os.path.isabs(rel) \
+            else self.key(rec["output"])
 
     def record(self, task: BatchTask) -> dict | None:
         """The last record of the task's output, if any."""
@@ -879,7 +890,8 @@ class ResumeLog:
 
     def append(self, result: dict) -> None:
         """Record ``result`` with its paths made absolute (see the class docstring)."""
-        rec = {**result, "input": os.path.abspath(result["input"]), "output": os.path.abspath(result["output"])}
+        rec = {**result, "input": os.path.abspath(result["input"]), "output": os.path.abspath(result["output"]),
+               "output_key": self.key(result["output"])}
         self._write([rec])
 
     def claim(self, outputs) -> None:
@@ -947,4 +959,4 @@ class ResumeLog:
             os.close(fd)
         self._torn = False
         for rec in recs:
-            self.records[self.key(rec["output"])] = rec
+            self.records[self._key_of(rec)] = rec

@@ -483,9 +483,22 @@ def _given_engine_flags(argv: list[str]) -> set[str]:
 
 def _no_screen() -> str | None:
     """Why no window can open here, or None. Checked before Qt is touched: Qt aborts the whole
-    process (no exception) when it cannot reach a display."""
-    platform = os.environ.get("QT_QPA_PLATFORM", "")
-    if platform.startswith(("offscreen", "minimal", "vnc", "eglfs", "linuxfb")) or sys.platform != "linux":
+    process (no exception) when it cannot reach a display. QT_QPA_PLATFORM may list plugins that Qt
+    tries in turn ("wayland;xcb", as distributions' guides suggest): a window opens if any can."""
+    if sys.platform != "linux":
+        return None
+    reasons = []
+    for name in [n.lower() for n in os.environ.get("QT_QPA_PLATFORM", "").split(";") if n] or [""]:
+        reason = _no_platform(name)
+        if reason is None:
+            return None
+        reasons.append(reason)
+    return "; ".join(dict.fromkeys(reasons))
+
+
+def _no_platform(platform: str) -> str | None:
+    """Why Qt's platform plugin ``platform`` cannot open a window here, or None ("": Qt's own choice)."""
+    if platform.startswith(("offscreen", "minimal", "vnc", "eglfs", "linuxfb")):
         return None
     if platform.startswith("wayland"):
         return _no_wayland() if os.environ.get("WAYLAND_DISPLAY") else "no screen (WAYLAND_DISPLAY is not set)"
@@ -514,6 +527,13 @@ def _no_wayland() -> str | None:
     return None
 
 
+# the system libraries Qt's xcb plugin loads (Qt's X11 requirements; scripts/setup.sh installs
+# them): one missing made Qt abort the process ("From 6.5.0, xcb-cursor0 … is needed"), status 134
+_QT_XCB_LIBS = ("libxcb.so.1", "libxcb-cursor.so.0", "libxcb-icccm.so.4", "libxcb-image.so.0", "libxcb-keysyms.so.1",
+                "libxcb-randr.so.0", "libxcb-render-util.so.0", "libxcb-shape.so.0", "libxcb-xkb.so.1",
+                "libxkbcommon-x11.so.0")
+
+
 def _no_x_server() -> str | None:
     """Why the X server in $DISPLAY cannot be reached, or None: a set DISPLAY is not enough (a stale
     one from ssh or a dead Xvfb), and Qt's xcb plugin aborts when it cannot connect. So connect
@@ -521,10 +541,13 @@ def _no_x_server() -> str | None:
     import ctypes
 
     display = os.environ["DISPLAY"]
-    try:
-        xcb = ctypes.CDLL("libxcb.so.1")
-    except OSError:  # then Qt's xcb plugin cannot load either
-        return f"no screen (libxcb.so.1, needed for DISPLAY={display}, is missing)"
+    loaded = []
+    for lib in _QT_XCB_LIBS:
+        try:
+            loaded.append(ctypes.CDLL(lib))
+        except OSError:  # then Qt's xcb plugin cannot load either
+            return f"no screen ({lib}, needed for DISPLAY={display}, is missing)"
+    xcb = loaded[0]  # libxcb itself
     xcb.xcb_connect.restype = ctypes.c_void_p
     xcb.xcb_connect.argtypes = (ctypes.c_char_p, ctypes.c_void_p)
     xcb.xcb_connection_has_error.argtypes = (ctypes.c_void_p,)

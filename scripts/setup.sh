@@ -94,6 +94,14 @@ stamp=".venv/.setup-$(sha1sum < pyproject.toml | cut -c1-12)"
 have=""; [ -f "$stamp" ] && have="$(cat "$stamp")"
 need=0
 for e in ${EXTRAS//,/ }; do grep -qx "$e" <<<"$have" || need=1; done
+# the editable install must be this folder's: a copied or moved clone's .venv still runs, but what
+# imports the project from elsewhere (subprocesses, `.venv/bin/rtaudio`) got the old folder's code
+installed="$(.venv/bin/python -I -c 'import importlib.util as u, os; s = u.find_spec("main")
+print(os.path.realpath(s.origin) if s and s.origin else "")' 2>/dev/null || true)"
+if [ "$installed" != "$(pwd -P)/main.py" ]; then
+    need=1
+    [ -n "$installed" ] && echo "setup: .venv has the project of $(dirname -- "$installed"), not of this folder" >&2
+fi
 if [ $need = 1 ]; then
     other=onnxruntime-gpu; [ $ORT = gpu ] && other=onnxruntime
     other_extra=gpu; [ $ORT = gpu ] && other_extra=cpu

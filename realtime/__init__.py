@@ -28,8 +28,8 @@ def cache_dir() -> Path:
     base = os.environ.get("REALTIME_CACHE_DIR")
     if base:
         return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):  # a relative one is to be ignored (XDG spec): it made a folder wherever we ran
         return Path(xdg) / "realtime-host"
     try:
         return Path.home() / ".cache" / "realtime-host"

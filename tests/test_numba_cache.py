@@ -129,3 +129,13 @@ def test_a_user_without_a_home_gets_a_cache_in_the_temporary_folder(monkeypatch)
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(Path, "home", staticmethod(no_home))
     assert realtime.cache_dir().name == f"realtime-host-{os.getuid()}"
+
+
+def test_a_relative_xdg_cache_home_is_ignored_as_the_spec_says(monkeypatch, tmp_path):
+    """XDG_CACHE_HOME=cache made a cache folder in whatever folder the program was started from."""
+    monkeypatch.delenv("REALTIME_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "cache")
+    assert realtime.cache_dir() == tmp_path / ".cache" / "realtime-host"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert realtime.cache_dir() == tmp_path / "xdg" / "realtime-host"

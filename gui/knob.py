@@ -1,7 +1,8 @@
 """A rotary knob for one parameter descriptor (realtime.dsp.processor.Param).
 
 Value and unit drawn under the dial; double-click resets to the default; drag (vertical) and the
-mouse wheel move it, Shift (or Ctrl) for 10x finer control; keyboard: arrows step, Page Up/Down
+mouse wheel move it (with natural scrolling as Qt's own dials: following the fingers; a sideways swipe
+goes on to the rack, which scrolls sideways), Shift (or Ctrl) for 10x finer control; keyboard: arrows step, Page Up/Down
 step 10x, Home/End jump to the ends, Enter types a value. Right-click: MIDI learn / forget, type a
 value, reset to the default or to the preset's value. The knob moves along the descriptor's taper
 (lin/log), so its 0..1 position is what a MIDI controller sets. ``gestureEnded`` says where one
@@ -62,6 +63,17 @@ def _unit_factor(param: Param, suffix: str) -> float | None:
     if (bigger and s == bigger) or (s.startswith("k") and s[1:] in ("", unit)):
         return 1000.0  # "1.5 kHz", "2 s" on a ms knob, "1k" (as format writes a thousand of a unit)
     return None
+
+
+def _tidy(param: Param, v: float) -> float:
+    """``v``, the value at a knob position, without the float noise of the way there: 12 digits of the
+    span on a linear knob (0 is 0), 12 significant digits on a log one. Up a step and down again read
+    "-0.00000000000000711 dB" at 0 dB, and left an undo step and the unsaved marker for no change."""
+    span = param.max - param.min
+    if param.step or not span > 0:
+        return v
+    v = float(f"{v:.12g}") if param.scale == "log" else round(v, 12 - math.ceil(math.log10(span))) + 0.0  # (no -0)
+    return min(param.max, max(param.min, v))
 
 
 def parse_entry(param: Param, text: str) -> float:
@@ -174,7 +186,7 @@ class Knob(QWidget):
     def setUnit(self, u: float, emit: bool = True) -> None:
         """Set from a 0..1 position along the taper (drag, wheel, MIDI)."""
         self._u = min(1.0, max(0.0, u))
-        self._set(self.param.from_unit(self._u), emit)
+        self._set(_tidy(self.param, self.param.from_unit(self._u)), emit)
 
     def _set(self, v: float, emit: bool) -> None:
         changed = v != self._value
@@ -288,7 +300,7 @@ class Knob(QWidget):
         if p.step:  # one step per notch, whatever the modifier
             self.setValue(self._value + math.copysign(p.step, notches) * max(1, round(abs(notches))))
             return
-        self.setUnit(p.to_unit(self._value) + notches * WHEEL_STEP * (FINE if fine else 1.0))
+        self.setUnit(self._u + notches * WHEEL_STEP * (FINE if fine else 1.0))  # (the value is rounded: not from it)
 
     # ---------------------------------------------------------------- input
     def mousePressEvent(self, e):
@@ -315,7 +327,12 @@ class Knob(QWidget):
         self._reset()
 
     def wheelEvent(self, e):
-        dy = e.angleDelta().y()
+        d = e.angleDelta()
+        if abs(d.x()) > abs(d.y()):  # a sideways swipe: the rack's (it scrolls sideways), not a turn
+            e.ignore()
+            return
+        # natural scrolling reports the wheel turned back (inverted): the knob follows the fingers, as Qt's dials do
+        dy = -d.y() if e.inverted() else d.y()
         if self.param.step:
             # a step per whole notch (120): high-resolution wheels and touchpads send a notch in
             # parts, and each part would move a whole step

@@ -770,3 +770,14 @@ def test_knob_text_never_uses_exponent_notation_and_names_the_larger_unit():
     for p in (freq, time_ms, plain):
         for u in [i / 1000 for i in range(1001)]:
             assert "e" not in p.format(p.from_unit(u)).split()[0], (p.id, u)
+
+
+def test_knob_text_reads_float_noise_at_zero_as_zero():
+    """A preset's or --set's 1e-15 dB (or a sum of steps' leftovers) read "0.000000000000001 dB",
+    clipped in the knob; -0.0 read "-0 dB". A value small for its range, not for its own sake, only."""
+    from realtime.dsp.processor import Param
+
+    gain = Param("gain_db", "Gain", -24.0, 24.0, 0.0, unit="dB")
+    plain = Param("amount", "Amount", 0.0, 1.0, 0.5)
+    assert [gain.format(v) for v in (1e-15, -7.1e-15, -0.0, 0.0004)] == ["0 dB", "0 dB", "0 dB", "0.0004 dB"]
+    assert plain.format(1e-5) == "0.0000100"

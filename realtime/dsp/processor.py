@@ -182,6 +182,8 @@ class Param:
         if self.choices:
             return self.choices[int(round(value))]
         if self.step < 1:
+            if self.scale != "log" and abs(value) < (self.max - self.min) * 1e-9:
+                value = 0.0  # float noise at 0 (a preset's 1e-15, a sum of steps) read "0.000000000000001 dB"
             value = float(f"{value:.3g}")  # rounded first: 999.8 reads "1.00 kHz", not "1e+03 Hz"
         if abs(value) >= 1000:
             return _in_thousands(f"{value / 1000:.2f}", self.unit)

@@ -333,6 +333,9 @@ class _LogFromZero(Param):
             return super().validate(value, where)
         return super().validate(self.min if 0.0 <= v < self.min else value, where)
 
+    def format(self, value: float) -> str:
+        return super().format(0.0 if value <= self.min else value)  # what the plugin gets (it read "0.0200 Hz")
+
 
 class _AnyRate(Param):
     """A sample-rate range as the plugin's class shows it (at ``NOMINAL_RATE``): it accepts what the

@@ -57,7 +57,9 @@ def noise_table(n_bands: int, band_hz: float, taps: int, sr: float) -> np.ndarra
     fac = np.full(n_bands, 2.0)
     fac[0] = 1.0
     fac[-1] = 1.0
-    tab = fac[:, None] * np.cos(2 * np.pi * np.arange(n_bands)[:, None] * band_hz * m[None, :] / sr)
+    f = np.arange(n_bands) * band_hz
+    tab = fac[:, None] * np.cos(2 * np.pi * f[:, None] * m[None, :] / sr)
+    tab[f > 0.5 * sr] = 0.0  # bands above Nyquist (rates under 24 kHz) are muted, not folded back
     return (tab * w[None, :] / taps).astype(np.float64)
 
 

@@ -373,8 +373,14 @@ def _note_on(vs, g, stack, note, ch, vel, t, kv, sr):
             vs[0, V_GATE] = 1.0
             vs[0, V_SUST] = 0.0
         else:
-            prev = _pitch(vs, 0, t) if vs[0, V_STAGE] == RELEASED else -1.0
-            _start(vs, 0, note, ch, vel, t, prev, porta, vs[0, V_STAGE] == FREE)
+            released = vs[0, V_STAGE] == RELEASED
+            prev = _pitch(vs, 0, t) if released else -1.0
+            # in the last note's release, the attack goes on from the level the voice is at, as it
+            # goes on from its own decoder state: from silence it cut the release to a hole (20 dB
+            # deep within 5 ms, under a slow attack), where poly mode lets the release ring on
+            lvl = 10.0 ** (_env_db(vs, 0, t, atk, rel) / 20.0) if released else 0.0
+            _start(vs, 0, note, ch, vel, t, prev, porta, not released)
+            vs[0, V_ATK_T] = t - lvl * atk
         return
     poly = min(MAX_VOICES, max(1, int(kv[K_POLY])))
     restruck = False
@@ -542,7 +548,9 @@ def _voice_inputs(vs, v, tau, e_db, bend, vib, expr_db, lmap, sr):
     dB, pitch)."""
     pitch = _pitch(vs, v, tau)
     f0 = 440.0 * 2.0 ** ((pitch + bend + vib - 69.0) / 12.0)
-    f0 = min(max(f0, 20.0), 0.45 * sr)
+    # at most Nyquist, where the render mutes it: a note above it at a low rate is silent, not
+    # another note (held at 0.45 * sr, notes 118-126 at 16 kHz all played 7.2 kHz)
+    f0 = min(max(f0, 20.0), 0.5 * sr)
     vel = max(vs[v, V_VEL], 1.0)
     base = lmap[0] + lmap[1] * 40.0 * math.log10(vel / 127.0) + lmap[2] * (pitch - 60.0) / 12.0
     return f0, max(FLOOR_DB, base + e_db + expr_db), pitch

@@ -124,8 +124,8 @@ class ReadoutBar(QWidget):
     def _ticks(self) -> list[float]:
         r = self.readout
         span = r.max - r.min
-        if span <= 0:
-            return [r.min]
+        if not 0 < span < math.inf:  # (±1e308: the span overflows, and a tick painted raised in paintEvent)
+            return [r.min] if math.isfinite(r.min) else []
         step = next((s for s in TICK_STEPS if span / s <= 4), None)
         if step is None:  # a round step (0, 100k, 200k, 300k for 0..384000 Hz), not span / 4
             mag = 10.0 ** math.floor(math.log10(span / 4))

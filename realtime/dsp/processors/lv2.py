@@ -444,7 +444,7 @@ def _readout_of(port: lv2_scan.PortInfo) -> Readout:
         return Readout(port.symbol, port.name, port.unit, lo, hi, kind="text", choices=tuple(names))
     if port.toggled:
         return Readout(port.symbol, port.name, kind="text", choices=("off", "on"))
-    bounded = port.minimum is not None and port.maximum is not None and math.isfinite(port.minimum + port.maximum)
+    bounded = port.minimum is not None and port.maximum is not None and math.isfinite(port.maximum - port.minimum)
     return Readout(port.symbol, port.name, port.unit, lo, hi, kind="level" if bounded and not port.integer else "number")
 
 

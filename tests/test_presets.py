@@ -52,8 +52,8 @@ def test_builtin_contents():
     assert d["chain"][0]["params"] == {"type": "highpass", "freq_hz": 40, "q": 0.707}
     assert [s["processor"] for s in load_preset("clean")["chain"]] == ["safety"]
     m = load_preset("master")
-    assert [s["params"].get("type") for s in m["chain"][:2]] == ["lowshelf", "highshelf"]
-    assert m["chain"][2]["params"]["ceiling_db"] == -1
+    assert [s["params"].get("type") for s in m["chain"][:3]] == ["highpass", "lowshelf", "highshelf"]
+    assert m["chain"][3]["params"]["ceiling_db"] == -1
     c = build_chain(d)
     assert c.slot("hpf").processor.get_param("freq_hz") == 40
     c.prepare(SR, 128, 2)

@@ -50,3 +50,14 @@ def test_master_filters_below_the_audio_band_and_keeps_the_bass():
         level[f] = 20 * np.log10(np.abs(x[SR:]).max() / 0.1)
     assert level[5.0] < -20.0 and level[40.0] > -0.5, level
 
+
+
+def test_the_synth_presets_limiter_adds_a_millisecond_not_five():
+    """An instrument is played: its chain's latency is what a player feels on top of the device's.
+    The limiter never acted at 5 ms of look-ahead (a 16-note chord at full velocity peaks at
+    -2 dBFS); 1 ms still catches a peak, at a fifth of the delay."""
+    from realtime.dsp.presets import build_chain, load_preset
+
+    chain = build_chain(load_preset("synth"))
+    chain.prepare(48000, 128, 2)
+    assert chain.latency == 48

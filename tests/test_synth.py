@@ -562,8 +562,8 @@ def test_a_type_2_midi_file_plays_its_songs_one_after_another(tmp_path):
 
 
 def test_a_midi_render_drops_the_chains_latency_as_a_file_run_does():
-    """The synth preset's limiter looks 5 ms ahead: a render came out 240 samples late against the
-    synth alone (a file run drops a chain's latency; a render did not)."""
+    """The synth preset's limiter looks 1 ms ahead (5 ms once): a render came out that late against
+    the synth alone (a file run drops a chain's latency; a render did not)."""
     from realtime.dsp.chain import Chain, Slot
     from realtime.dsp.presets import build_chain, load_preset
     from realtime.run.offline import render_events
@@ -571,7 +571,7 @@ def test_a_midi_render_drops_the_chains_latency_as_a_file_run_does():
     ev = np.array([[4800, 0x90, 69, 100], [20000, 0x80, 69, 0]], np.float64)
     chain = build_chain(load_preset("synth"))
     full = render_events(chain, ev, 48000)
-    assert chain.latency == 240
+    assert chain.latency == 48
     alone = render_events(Chain([Slot(Synth(model_dir=MODEL_DIR), "synth")]), ev, 48000)
     def onset(y):  # the note's first sample above -60 dBFS
         return int(np.argmax(np.abs(y[:, 0]) > 1e-3))

@@ -141,13 +141,23 @@ def _restore(knots, T, skip, x, start, dry, hop, out, opos, values, fs, k, readi
                 # the model's level offset out; estimates under the threshold leave the audio
                 # alone (continuous: the threshold is subtracted, not gated)
                 la = am * max(a - off - thr, 0.0)
-                if la > gmax:
-                    gmax = la
                 g = math.exp(la) * trim
                 x0 = x[start + base + i, 0]
                 x1 = x[start + base + i, 1]
-                y0 = (x0 + am * (dry[base + i, 0] - x0)) * g
-                y1 = (x1 + am * (dry[base + i, 1] - x1)) * g
+                b0 = x0 + am * (dry[base + i, 0] - x0)
+                b1 = x1 + am * (dry[base + i, 1] - x1)
+                # the gain this sample got back: the network's, times a de-clipped sample's rise
+                # over the input (blended by the amount, as the audio is)
+                r = 1.0
+                if b0 != x0 and x0 != 0.0:
+                    r = abs(b0 / x0)
+                if nch > 1 and b1 != x1 and x1 != 0.0:
+                    r = max(r, abs(b1 / x1))
+                lr = la + math.log(r) if r > 1.0 else la
+                if lr > gmax:
+                    gmax = lr
+                y0 = b0 * g
+                y1 = b1 * g
                 pk = max(abs(y0), abs(y1))
                 if cdb != ceil_t:
                     cdb = glide(cdb, ceil_t, c)
@@ -183,7 +193,8 @@ class Delimiter(NeuralProcessor):
     when not given. ``prepare`` raises ``ConfigError`` for a sample rate the model was not trained
     for (outside 40-50 kHz). ``nonfinite_count`` counts the input values (samples x channels) that
     were NaN/Inf since the last reset; ``readings`` holds [largest restored gain of the last block
-    (the network's gain or a de-clipped peak over its clip level), auto-level scale] in dB.
+    (the network's gain times a de-clipped sample's rise over its clip level, by the amount: what
+    the audio got back before trim and auto-level), auto-level scale] in dB.
     """
 
     kind = "delimiter"
@@ -306,14 +317,13 @@ class Delimiter(NeuralProcessor):
 
     def _declip(self, newest: int, n: int) -> None:
         """Each stream's n newest input samples (``_in_cols[s][newest:]``, FixedHop's input) into its
-        de-clipper, and the n it hands back, look-ahead frames older, into ``_dry_cols[s]``; a filled
-        peak higher than the block's restored-gain reading becomes the reading."""
+        de-clipper, and the n it hands back, look-ahead frames older, into ``_dry_cols[s]``
+        (``_restore`` reads what a fill restored from them, blended by the amount as played: a fill's
+        own peak, read here before, said 6 dB at amount 0, and left out the network's gain on it)."""
         on = self.values[5] >= 0.5
         for dcl, col, dry in zip(self._declippers, self._in_cols, self._dry_cols):
-            peak_db = dcl.push(col, newest, n, on)
+            dcl.push(col, newest, n, on)
             dcl.read(n, dry)
-            if peak_db > self.readings[0]:
-                self.readings[0] = peak_db
 
     def process(self, block: np.ndarray) -> None:
         self.readings[0] = 0.0

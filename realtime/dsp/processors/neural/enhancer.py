@@ -136,9 +136,12 @@ def _blend(X, Y, T, st, floor_t, mix_t, alpha, acc, readings):
     6 dB limit; a scaled copy of the input overlap-adds back exactly.
     Mix: Y = X + w (Y - X) with w = mix, faded in over the first dB of the limit so that 0 dB
     is exact bypass. floor (st[0]) and mix (st[1]) are smoothed once per frame.
-    Readouts: the share of each frame's energy kept (speech presence, smoothed in acc[1]) and,
-    in frames that keep less than SPEECH_KEPT (speech-free), input over output level (noise
-    reduction, dB, smoothed in acc[0]); readings = [noise reduction dB, speech presence %]."""
+    Readouts: the share of each frame's energy the network keeps, before the knobs (speech
+    presence, smoothed in acc[2]; digital silence pulls it to 0) and, in frames where that is under
+    SPEECH_KEPT (speech-free), input over output level after the knobs (noise cut, dB: the frames'
+    energies smoothed in acc[0] and acc[1], so it is the level drop a meter measures, not a mean of
+    dB); readings = [noise cut dB, speech presence %]. Judged on the knobs' output instead, a limit
+    of 3 dB or less read no cut at all, and the last cut stayed on show for good."""
     f, m = st[0], st[1]
     for t in range(T):
         f += alpha * (floor_t - f)
@@ -150,6 +153,7 @@ def _blend(X, Y, T, st, floor_t, mix_t, alpha, acc, readings):
         w = m * min(1.0, (1.0 - f) * BYPASS_FADE)
         f2 = f * f
         e_in = 0.0
+        e_net = 0.0
         e_out = 0.0
         for ch in range(X.shape[1]):
             for k in range(X.shape[2]):
@@ -157,6 +161,7 @@ def _blend(X, Y, T, st, floor_t, mix_t, alpha, acc, readings):
                 yr, yi = Y[t, ch, k, 0], Y[t, ch, k, 1]
                 px = xr * xr + xi * xi
                 py = yr * yr + yi * yi
+                e_net += py
                 if py < f2 * px:
                     yr, yi = f * xr, f * xi
                 yr = xr + w * (yr - xr)
@@ -165,14 +170,17 @@ def _blend(X, Y, T, st, floor_t, mix_t, alpha, acc, readings):
                 Y[t, ch, k, 1] = yi
                 e_in += px
                 e_out += yr * yr + yi * yi
-        if e_in > 1e-9:  # silent frames say nothing about speech or noise
-            kept = min(1.0, e_out / e_in)
-            acc[1] += READOUT_ALPHA * (kept - acc[1])
+        if e_in > 1e-9:
+            kept = min(1.0, e_net / e_in)
+            acc[2] += READOUT_ALPHA * (kept - acc[2])
             if kept < SPEECH_KEPT:
-                acc[0] += READOUT_ALPHA * (10.0 * math.log10(e_in / max(e_out, 1e-30)) - acc[0])
+                acc[0] += READOUT_ALPHA * (e_in - acc[0])
+                acc[1] += READOUT_ALPHA * (e_out - acc[1])
+        else:  # digital silence holds no speech (and says nothing about the noise cut)
+            acc[2] = acc[2] - READOUT_ALPHA * acc[2] if acc[2] > 1e-6 else 0.0  # no denormals
     st[0], st[1] = f, m
-    readings[0] = acc[0]
-    readings[1] = 100.0 * acc[1]
+    readings[0] = 10.0 * math.log10(acc[0] / max(acc[1], 1e-12 * acc[0])) if acc[0] > 0.0 else 0.0
+    readings[1] = 100.0 * acc[2]
 
 
 @njit(nogil=True, cache=True)
@@ -310,7 +318,7 @@ class Enhancer(NeuralProcessor):
         self._ybuf = np.zeros((MAX_T, C, N), np.float32)
         self._ola = np.zeros((C, H), np.float32)
         self._cst = np.zeros(2, np.float64)  # smoothed (floor, mix)
-        self._acc = np.zeros(2, np.float64)  # smoothed readouts (noise reduction dB, speech share)
+        self._acc = np.zeros(3, np.float64)  # smoothed readouts (speech-free frames' energy in, out; speech share)
         self._alpha = 1.0 - math.exp(-H / (self.params[0].smoothing_ms * 1e-3 * self.model_rate))
         self._spec_f = self._spec.view(np.float32).reshape(MAX_T, C, F, 2)
         # the comb needs the network's output to be g·X: band gains alone, no deep filter

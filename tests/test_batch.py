@@ -547,16 +547,21 @@ def test_ray_cluster_started_elsewhere_gets_the_batchs_own_paths(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- Ray
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A real local Ray cluster: head started here (2 CPUs), shut down after the module's tests."""
+def local_ray(num_cpus: int):
+    """A real local Ray cluster of ``num_cpus``, started here; yields its address, then shuts it down."""
     ray = pytest.importorskip("ray")
     # Ray replaces a loopback node address by the host's own one; clients connect through 127.0.0.1.
-    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, object_store_memory=80 * 2 ** 20,
-             log_to_driver=False, configure_logging=False)
+    ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False,
+             object_store_memory=80 * 2 ** 20, log_to_driver=False, configure_logging=False)
     port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
     yield f"127.0.0.1:{port}"
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real local Ray cluster: head started here (2 CPUs), shut down after the module's tests."""
+    yield from local_ray(2)
 
 
 def test_ray_batch_gives_identical_outputs(mixed, tmp_path, ray_cluster, capsys):

@@ -14,18 +14,14 @@ import soundfile as sf
 from realtime.run.batch import LOG_NAME, BatchOptions, plan_batch, run_batch
 from realtime.run.batch_plan import QUEUED_NAME
 
+from .test_batch import local_ray
 from .test_batch_review3 import _one_error_line, _tone
 
 
 @pytest.fixture(scope="module")
 def ray_one_cpu():
     """A real local Ray cluster of one CPU: its tasks run one at a time, in the batch's order."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, _node_ip_address="127.0.0.1", include_dashboard=False, object_store_memory=80 * 2 ** 20,
-             log_to_driver=False, configure_logging=False)
-    port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[1]
-    yield f"127.0.0.1:{port}"
-    ray.shutdown()
+    yield from local_ray(1)
 
 
 def _clean_then_nan(src):

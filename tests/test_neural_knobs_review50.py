@@ -20,18 +20,16 @@ import realtime.dsp.processors.neural.enhancer as enh
 from realtime.dsp.processors.neural.delimiter import Delimiter
 from realtime.dsp.processors.neural.enhancer import Enhancer, dc_blocked
 
+from .test_enhancer import _noise as colored_noise
+
 DEMO = Path(__file__).resolve().parents[1] / "realtime" / "assets" / "demo.flac"
 SR = 48000
 HOP = 240  # the enhancer's hop at 48 kHz: one readout update per block
 
 
 def _noise(n, seed=3, color=1.0):
-    rng = np.random.default_rng(seed)
-    spec = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
-    f = np.arange(n // 2 + 1, dtype=float)
-    f[0] = 1
-    x = np.fft.irfft(spec / f ** (color / 2), n)
-    return (0.03 * x / np.std(x)).astype(np.float32)
+    """Coloured noise at an RMS of 0.03 (-30 dBFS)."""
+    return (0.03 * colored_noise(n, seed, color)).astype(np.float32)
 
 
 def _stream(p, x, block, change=None):

@@ -66,6 +66,11 @@ def resolve_device(device, kind: str, channels: int) -> int:
         # `-d 2147483648`, past a C int: an OverflowError's traceback
         why = "no such device number" if isinstance(e, OverflowError) else e
         names = [f"{d['index']}: {d['name']}" for d in list_devices()]
+        if isinstance(e, ValueError) and str(e).startswith("Multiple"):
+            # a name that matches several devices: sounddevice's list took a line each, after "no device"
+            matches = "; ".join(line.strip() for line in str(e).splitlines()[1:])
+            raise AudioDeviceError(f"{kind} device {device!r} is ambiguous, it matches {matches}: give its number "
+                                   "or its whole name") from None
         if device is None and not names:  # "no output device None (Error querying device -1)" said nothing
             raise AudioDeviceError(f"no audio {kind} device: no sound card and no JACK server running "
                                    "(`python main.py run --demo` plays through a private one)") from None

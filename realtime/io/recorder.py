@@ -47,7 +47,7 @@ JOIN_TIMEOUT_S = 5.0  # discard's wait for the thread: it has nothing to write b
 SUFFIX = ".recording"  # the hidden take's suffix: not ".part", which a later write removes as stale
 HEADER_EVERY_S = 1.0  # how often the header is brought up to date (what a killed process leaves readable)
 SFC_UPDATE_HEADER_NOW, SFC_RF64_AUTO_DOWNGRADE = 0x1060, 0x1210  # libsndfile's sf_command codes
-HEADER_FORMATS = ("WAV", "RF64", "AIFF", "CAF", "W64", "WAVEX")  # formats whose header holds the length
+HEADER_FORMATS = ("WAV", "RF64", "AIFF", "CAF", "W64", "WAVEX", "AU")  # formats whose header holds the length
 STARTING_S = 60.0  # an empty hidden take younger than this may be a recorder's between its creation and its lock
 EMPTY_TAKE_BYTES = 4096  # a hidden take whose header says 0 frames and this small holds no audio
 
@@ -130,11 +130,19 @@ class FileRecorder:
                     self._header_at = self.frames
                     if self._file.format in HEADER_FORMATS:
                         _sf_command(self._file, SFC_UPDATE_HEADER_NOW)
+                    self._check_removed()
             except (OSError, RuntimeError) as e:  # soundfile's errors are RuntimeErrors
                 # asked now, in the thread that wrote: libsndfile's errno is this thread's, and the disk
                 # is still as full as it was (the temporary file, if removed later, frees its space)
                 self.reason = write_failure_reason(self.path.parent, e)
                 self.error = e
+
+    def _check_removed(self) -> None:
+        """Stop writing once the hidden take is unlinked (its folder deleted): the writes went on
+        succeeding into a file nobody could reach, and the stop said the take was left in its folder."""
+        if self.error is None and self._lock is not None and os.fstat(self._lock).st_nlink == 0:
+            self.reason = "its file was removed (was its folder deleted?)"
+            self.error = FileNotFoundError(errno.ENOENT, self.reason, str(self._out.tmp))
 
     def stopped(self) -> str | None:
         """Once a write has failed (the recording stopped; the engine plays on): what to tell the
@@ -205,6 +213,7 @@ class FileRecorder:
             self._file.close()
             if self.error is None:
                 end_opus(self._out.tmp, self._file, self.frames)
+            self._check_removed()  # in the last second too
         except (OSError, RuntimeError) as e:
             if self.error is None:
                 self.reason = write_failure_reason(self.path.parent, e)
@@ -306,6 +315,19 @@ def _own_name(part: Path) -> Path | None:
     return part.with_name(stem) if stem and PART_TAG.fullmatch(tag) else None
 
 
+def _mp3_length(part: Path, frames: int, length: float) -> tuple[int, float]:
+    """A cut-off MP3 take's (frames, seconds) as libmpg123 counts them: without the header LAME
+    writes at the end, libsndfile's length is a guess from the size and the first frame (an 11.8 s
+    take said 3.0 s); ``frames``, ``length`` where it cannot be counted."""
+    from realtime.io.mpg123 import Mpg123Audio, Mpg123Error
+
+    try:
+        with Mpg123Audio(part) as f:
+            return f.frames, f.frames / f.samplerate
+    except (Mpg123Error, OSError):
+        return frames, length
+
+
 FORMAT_EXTENSIONS = {"RF64": ".wav", "WAVEX": ".wav", "OGG": ".ogg"}  # a cut long name's take lost its own
 
 
@@ -348,6 +370,8 @@ def recover_takes(path) -> list[str]:
                             frames, length = info.frames, info.duration
                         else:  # not one whole frame (the encoder holds a block until it is full): no sample
                             frames, length, size = 0, None, part.stat().st_size
+                    if info.format == "MP3":
+                        frames, length = _mp3_length(part, frames, length)
                 except (OSError, RuntimeError):  # a header it never finished: kept, as it is, all the same
                     frames, length = -1, None
                 if frames == 0 and size < EMPTY_TAKE_BYTES:

@@ -5,15 +5,85 @@ invisible until ``rescan()`` re-initialises PortAudio.
 """
 from __future__ import annotations
 
+import os
+import socket
+
 from realtime.errors import AudioDeviceError
+
+# The JACK server whose client PortAudio's JACK host API opened (it keeps one from initialisation to
+# Pa_Terminate): its socket's identity then, None where PortAudio holds no JACK client (``_guard``).
+_jack_server: tuple[str, int, int] | None = None
 
 
 def sd():
     import sounddevice  # deferred: importing it initialises PortAudio
 
+    _guard(sounddevice)
     if not sounddevice._initialized:  # after release(): initialise again on next use
         sounddevice._initialize()
     return sounddevice
+
+
+def _guard(s) -> None:
+    """Once: PortAudio's terminate (``release``, ``rescan``, sounddevice's exit handler) is skipped
+    while its JACK client's server is gone, as the JACK host API's close of that client asserts then
+    (``pa_jack.c: Terminate: Assertion 'err == 0' failed``: SIGABRT, status 134, after a command had
+    ended, or in the panel's engine process, which the window then reported as a crash). The
+    client is left as it is; PortAudio sees no new server until the process starts again."""
+    if getattr(s, "_rtaudio_guarded", False):
+        return
+    initialize, terminate = s._initialize, s._terminate
+
+    def guarded_initialize():
+        initialize()
+        _note_jack_server(s)
+
+    def guarded_terminate():
+        global _jack_server
+        if _jack_server is not None and not _server_alive(_jack_server):
+            s._initialized -= 1
+            return
+        terminate()
+        if not s._initialized:
+            _jack_server = None
+
+    s._initialize, s._terminate, s._rtaudio_guarded = guarded_initialize, guarded_terminate, True
+    if s._initialized:  # the import's own initialisation
+        _note_jack_server(s)
+
+
+def _note_jack_server(s) -> None:
+    """Remember the JACK server PortAudio's client talks to, when it has one (a JACK host API)."""
+    global _jack_server
+    lib = s._lib
+    if not any(lib.Pa_GetHostApiInfo(i).type == lib.paJACK for i in range(lib.Pa_GetHostApiCount())):
+        return
+    path = _jack_socket()
+    try:
+        st = os.stat(path)
+    except OSError:  # (a server this cannot find: terminated as before)
+        return
+    _jack_server = (path, st.st_dev, st.st_ino)
+
+
+def _jack_socket() -> str:
+    """The server socket of the JACK server clients here reach (jack2: in /dev/shm, by name and user)."""
+    return f"/dev/shm/jack_{os.environ.get('JACK_DEFAULT_SERVER') or 'default'}_{os.getuid()}_0"
+
+
+def _server_alive(server: tuple[str, int, int]) -> bool:
+    """Whether that server still runs: its socket is the same file (not a later server's) and takes a
+    connection (a killed server leaves its socket behind)."""
+    path, dev, ino = server
+    try:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) != (dev, ino):
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(path)
+    except OSError:
+        return False
+    return True
 
 
 def rescan() -> None:

@@ -321,14 +321,15 @@ def said_status(e: BaseException, interrupted: str = "interrupted") -> int | Non
 
 
 def say_stderr(text: str, end: str = "\n") -> None:
-    """``text`` on stderr, flushed; a terminal that hung up (EIO: SIGHUP, its window closed) or a
-    reader that left (EPIPE) drops it, and the status stands (it was 1 with a traceback instead of
-    SIGHUP's 129, the take kept all the same)."""
+    """``text`` on stderr, flushed; a terminal that hung up (EIO: SIGHUP, its window closed), a
+    reader that left (EPIPE) or a log on a full disk (ENOSPC, EDQUOT) drops it, and the status
+    stands (it was 1 with a traceback instead of SIGHUP's 129, the take kept all the same; a full
+    log's disk stopped a live run at its first status line)."""
     import errno
     import sys
 
     try:
         print(text, end=end, file=sys.stderr, flush=True)
     except OSError as e:
-        if e.errno not in (errno.EIO, errno.EPIPE):
+        if e.errno not in (errno.EIO, errno.EPIPE, errno.ENOSPC, errno.EDQUOT):
             raise

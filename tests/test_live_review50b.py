@@ -96,3 +96,16 @@ def test_a_killed_mp3_takes_length_is_counted_not_guessed(tmp_path):
     held = float(re.search(r"what it holds \((\d+\.\d) s", said[0]).group(1))
     with mpg123.Mpg123Audio(next(tmp_path.glob("take.recovered-*.mp3"))) as f:
         assert held == round(f.frames / f.samplerate, 1) and held >= 2.5, said
+
+
+@pytest.mark.jack
+def test_a_log_on_a_full_disk_does_not_stop_a_live_run(jack_server, tmp_path):
+    """`run … 2>/dev/full` (a service's log on a full disk): the first status line's ENOSPC ended
+    the run with status 1 and a take of 5 ms; the lines are dropped as a hung-up terminal's are."""
+    take = tmp_path / "take.wav"
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "main.py", "run", "--preset", "clean", "--mode", "output",
+                            "--seconds", "1.5", "--record", str(take)], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=full, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout
+    assert sf.info(str(take)).duration > 1.0

@@ -175,7 +175,7 @@ class MappedMidi:
 
     def __init__(self, engine: Engine, mappings, on_status=None):
         self.engine, self.cc_map = engine, CCMap(mappings)
-        self.on_status = on_status or (lambda line: print(line, file=sys.stderr))
+        self.on_status = on_status or say_stderr
         self._failing: set[str] = set()  # targets whose last change failed: said once, not per message
 
     def __call__(self, status: int, data1: int = 0, data2: int = 0, at_ns: int | None = None) -> bool:
@@ -269,8 +269,8 @@ def run_live(chain, config: EngineConfig, seconds: float = 0, demo: bool = False
             return code
         if listens:  # said once the stream runs: a note played before that came out as a blip
             mapped = f" ({len(midi_map)} controller(s) mapped to knobs)" if midi_map else ""
-            print(f"MIDI in on port {port.name!r}{mapped}", file=sys.stderr)
-        print(f"Live: Ctrl-C to stop. {status_line(engine)}", file=sys.stderr)
+            say_stderr(f"MIDI in on port {port.name!r}{mapped}")
+        say_stderr(f"Live: Ctrl-C to stop. {status_line(engine)}")
         code = stream_until(engine, seconds, recorder=recorder)
         return code
     finally:
@@ -512,7 +512,7 @@ def play_midi_live(chain, config: EngineConfig, port: str | None, virtual: bool,
         engine.check_devices()
         mi = midi.enter_context(MidiInput(engine.send_midi, port, virtual or port is None))
         engine.start()
-        print(f"live on MIDI port {mi.name!r}; Ctrl-C to stop", file=sys.stderr)
+        say_stderr(f"live on MIDI port {mi.name!r}; Ctrl-C to stop")
         code = stream_until(engine, seconds, status=False, recorder=recorder)
         if code == 0:
             print(json.dumps({"midi_messages": mi.received, **engine.stats()}))

@@ -144,6 +144,17 @@ def test_nrpn_data_entry_leaves_the_bend_range_alone():
     assert s.g[sv.G_RANGE] == 12
 
 
+def test_reset_all_controllers_deselects_the_rpn():
+    """CC121 sets the RPN selection to null (MIDI RP-015): a data entry after it, a stray CC6 from
+    another controller's mapping, retuned the bend range of a channel whose file set it once."""
+    from realtime.dsp.processors.synth import voices as sv
+
+    s = make(bend_range=2)
+    run(s, 1, events=[(0, 0xB0, 101, 0, 0), (0, 0xB0, 100, 0, 0), (0, 0xB0, 6, 12, 0), (0, 0xB0, 121, 0, 0),
+                      (0, 0xB0, 6, 24, 0)])
+    assert s.g[sv.G_RANGE] == 12
+
+
 def test_note_off_sustain_pedal_and_release():
     s = make(release_ms=50)
     run(s, 5, events=[(0, 0x90, 60, 100, 0), (1, 0xB0, 64, 127, 0), (2, 0x80, 60, 0, 0)])

@@ -44,7 +44,7 @@ for the channel), volume (CC7: each voice's output gain, ``voice_gain``, passed 
 the renderer ramps in over the voice's next frame; a quiet second track's CC7 made the first
 track's melody 11 dB quieter), expression (CC11 -> loudness, so timbre follows), mod wheel (CC1 ->
 vibrato depth), sustain (CC64), all sound off (CC120), reset controllers (CC121: the channel's mod
-wheel, pedal, bend and expression), all notes off (CC123: a note-off for each of the channel's
+wheel, pedal, bend, expression and RPN selection), all notes off (CC123: a note-off for each of the channel's
 notes, so with its pedal down they sound on until it is up, as MIDI 1.0 says).
 A note-on with every voice taken steals, in this order: a releasing voice (the quietest), a note
 kept only by the sustain pedal (its key is up; the oldest), a key still held down (the oldest).
@@ -523,6 +523,8 @@ def apply_event(vs, g, stack, status, d1, d2, t, kv, sr) -> int:
             g[G_BEND + c] = 0.0
             g[G_MODW + c] = 0.0
             g[G_EXPR + c] = 1.0
+            g[G_RPN_MSB + c] = 127.0  # no parameter selected (RP-015): a stray data entry changes nothing
+            g[G_RPN_LSB + c] = 127.0
             _pedal_up(vs, g, c, t, sr)
             g[G_SUST + c] = 0.0
         elif a == 123:

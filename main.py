@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -763,31 +762,16 @@ def _exit_now(status: int) -> None:
     import atexit
     import threading
 
-    from realtime.errors import exit_with
+    from realtime.errors import exit_with, signals_blocked
 
     try:
         if hasattr(threading, "_shutdown"):  # what the interpreter does first: join non-daemon threads
             threading._shutdown()
         _release_portaudio()
-        with _signals_blocked():  # a signal now ends the process (``_finish_on_signals``) between the hooks'
+        with signals_blocked():  # a signal now ends the process (``_finish_on_signals``) between the hooks'
             atexit._run_exitfuncs()  # steps, not inside their system calls
     finally:
         exit_with(status)
-
-
-@contextlib.contextmanager
-def _signals_blocked():
-    """A context in which the main thread receives no interrupt signal: one that comes meanwhile
-    waits until it ends (its handler then runs, or the process has ended with its status)."""
-    import signal
-
-    from realtime.errors import interrupt_signals
-
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, set(interrupt_signals()))
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _release_portaudio() -> None:

@@ -173,6 +173,24 @@ def raise_pending_interrupt() -> None:
         raise KeyboardInterrupt() if _Pending.signal == "SIGINT" else Interrupted(_Pending.signal)
 
 
+def signals_blocked(signals=None):
+    """A context in which the calling thread's mask blocks ``signals`` (default: every interrupt
+    signal): one that comes meanwhile waits until it ends. A process started meanwhile inherits the
+    mask (the panel's engine process, gui.remote)."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def blocked():
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, set(interrupt_signals() if signals is None else signals))
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+    return blocked()
+
+
 def signals_deferred(raise_after: bool = True):
     """A context in which SIGINT/SIGTERM/SIGHUP/SIGQUIT are remembered, not acted on, and raised again on
     leaving it (dropped with ``raise_after`` False: the tear-down of a command whose status is

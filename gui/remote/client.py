@@ -6,7 +6,6 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from multiprocessing import resource_tracker
 
@@ -21,7 +20,7 @@ from realtime.engine.control import (
     Record,
     apply_record,
 )
-from realtime.errors import EngineError, interrupt_signals
+from realtime.errors import EngineError, interrupt_signals, signals_blocked
 from realtime.io import crash_site
 
 START_TIMEOUT_S = 60.0
@@ -488,19 +487,13 @@ class RemoteEngineHost(HostBase):
             return self.rings.midi.push_record(float(status), float(data1), float(data2), float(t))
 
 
-@contextmanager
 def _group_signals_held():
     """Ctrl-C, Ctrl-\\ and a closed terminal reach the whole process group, and a process started
     here inherits them blocked, pending until it has said how it takes them. The engine process
     ignores them (the window closes it in order): one in its first second of imports printed a
     KeyboardInterrupt traceback. The shared-memory tracker never unblocks them: SIGHUP killed it, and
     its successor printed a KeyError traceback per segment the window then unlinked."""
-    held = {s for s in interrupt_signals() if s != signal.SIGTERM}  # SIGTERM: how the window ends it
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    return signals_blocked(s for s in interrupt_signals() if s != signal.SIGTERM)  # SIGTERM: how the window ends it
 
 
 def _error(kind: str, text: str) -> Exception:
